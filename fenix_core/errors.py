@@ -1,0 +1,117 @@
+"""Errors raised by fenix-core.
+
+Every error a caller can act on derives from :class:`FenixError` and carries the
+object it is about (the field, the session, the project, the instance)::
+
+    FenixError
+    ├── InvalidInput          bad request data; ``field`` names the offending field
+    ├── NotFound              unknown session, project or instance; ``kind`` + ``ident``
+    ├── Conflict              valid request, wrong moment (a state not awaited now,
+    │   │                     a session that is still running, hosts already in a session)
+    │   └── IllegalTransition a state change that the transition table forbids
+    ├── Forbidden             a project acting on what is not its own
+    ├── PluginError           a plug-in is missing, misconfigured or misbehaved
+    └── CloudError            the cloud driver failed; ``host`` / ``instance_id``
+                              name what it was working on
+
+Calls that raise write nothing: validation happens before any row is written.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CloudError",
+    "Conflict",
+    "FenixError",
+    "Forbidden",
+    "IllegalTransition",
+    "InvalidInput",
+    "NotFound",
+    "PluginError",
+]
+
+
+class FenixError(Exception):
+    """Base class of every error fenix-core raises on purpose."""
+
+    def __init__(self, message: str, *, session_id: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.session_id = session_id
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class InvalidInput(FenixError, ValueError):
+    """Request data that does not validate. ``field`` is a dotted path such as
+    ``"actions[1].type"`` or ``"instance_actions.vm-3"``."""
+
+    def __init__(self, field: str, message: str, *, session_id: str | None = None) -> None:
+        super().__init__(f"{field}: {message}", session_id=session_id)
+        self.field = field
+        self.reason = message
+
+
+class NotFound(FenixError, LookupError):
+    """Something named in a call does not exist (``kind`` is "session",
+    "project", "instance", "action plug-in" ...)."""
+
+    def __init__(self, kind: str, ident: str, *, session_id: str | None = None) -> None:
+        super().__init__(f"{kind} {ident!r} not found", session_id=session_id)
+        self.kind = kind
+        self.ident = ident
+
+
+class Conflict(FenixError):
+    """The call is well formed but not allowed in the current state."""
+
+    def __init__(
+        self, message: str, *, session_id: str | None = None, state: str | None = None
+    ) -> None:
+        super().__init__(message, session_id=session_id)
+        self.state = state
+
+
+class IllegalTransition(Conflict):
+    """A state change that the transition table does not allow."""
+
+    def __init__(self, what: str, source: str, dest: str, *, session_id: str | None = None) -> None:
+        super().__init__(
+            f"illegal {what} transition {source} -> {dest}", session_id=session_id, state=source
+        )
+        self.what = what
+        self.source = source
+        self.dest = dest
+
+
+class Forbidden(FenixError, PermissionError):
+    """A project tried to see or answer for something that is not its own."""
+
+    def __init__(self, project_id: str, message: str, *, session_id: str | None = None) -> None:
+        super().__init__(f"project {project_id!r}: {message}", session_id=session_id)
+        self.project_id = project_id
+
+
+class PluginError(FenixError):
+    """A plug-in is missing, misconfigured, or broke its contract."""
+
+    def __init__(self, plugin: str, message: str, *, session_id: str | None = None) -> None:
+        super().__init__(f"plug-in {plugin!r}: {message}", session_id=session_id)
+        self.plugin = plugin
+
+
+class CloudError(FenixError):
+    """The cloud driver reported a failure."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        host: str | None = None,
+        instance_id: str | None = None,
+        session_id: str | None = None,
+    ) -> None:
+        super().__init__(message, session_id=session_id)
+        self.host = host
+        self.instance_id = instance_id

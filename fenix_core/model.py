@@ -1,0 +1,546 @@
+"""Value objects: requests, replies, cloud inventory, operation status and views.
+
+They are frozen attrs classes that validate themselves at the boundary. Every
+request type also accepts a plain dict with the Fenix v1 JSON field names
+(``from_dict``); bad data raises :class:`~fenix_core.errors.InvalidInput` naming
+the field, before anything is written.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from typing import Any, Literal, TypeVar
+
+import attrs
+
+from .clock import as_utc
+from .errors import InvalidInput
+
+__all__ = [
+    "ACTION_TYPES",
+    "DEFAULT_REPLY_WINDOWS",
+    "DEFAULT_TIMEOUTS",
+    "ActionSpec",
+    "Host",
+    "HostView",
+    "Instance",
+    "InstanceView",
+    "OperationStatus",
+    "ProjectView",
+    "Reply",
+    "SessionRequest",
+    "SessionUpdate",
+    "SessionView",
+    "parse_time",
+]
+
+#: Action types the built-in workflows run, in the order they run them.
+ACTION_TYPES = ("pre", "host", "compute", "controller", "post")
+
+#: Seconds a project has to answer, per awaited state.
+DEFAULT_REPLY_WINDOWS: Mapping[str, float] = {
+    "MAINTENANCE": 600.0,
+    "SCALE_IN": 600.0,
+    "PREPARE_MAINTENANCE": 300.0,
+    "PLANNED_MAINTENANCE": 300.0,
+    "MAINTENANCE_COMPLETE": 600.0,
+}
+
+#: Seconds before an operation counts as stuck and fails.
+DEFAULT_TIMEOUTS: Mapping[str, float] = {
+    "migration": 3600.0,  # one migration, from start to confirmed
+    "own_action": 3600.0,  # a manager moving its instance itself (OWN_ACTION)
+    "action": 4 * 3600.0,  # one action plug-in run
+    "host_up": 1800.0,  # a host coming back after its actions
+}
+
+T = TypeVar("T")
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def parse_time(value: object, field: str) -> datetime | None:
+    """Accept None, an aware/naive datetime (naive = UTC) or an ISO 8601 string."""
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return as_utc(value)
+    if isinstance(value, str):
+        text = value.strip()
+        if text.endswith("Z"):
+            text = text[:-1] + "+00:00"
+        try:
+            return as_utc(datetime.fromisoformat(text))
+        except ValueError:
+            raise InvalidInput(field, f"not an ISO 8601 time: {value!r}") from None
+    raise InvalidInput(field, f"expected a time, got {type(value).__name__}")
+
+
+def _str(value: object, field: str, *, empty: bool = False) -> str:
+    if not isinstance(value, str):
+        raise InvalidInput(field, f"expected a string, got {type(value).__name__}")
+    if not empty and not value.strip():
+        raise InvalidInput(field, "must not be empty")
+    if len(value) > 255:
+        raise InvalidInput(field, "longer than 255 characters")
+    return value
+
+
+def _mapping(value: object, field: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise InvalidInput(field, f"expected an object, got {type(value).__name__}")
+    for key in value:
+        if not isinstance(key, str):
+            raise InvalidInput(field, f"keys must be strings, got {key!r}")
+    return dict(value)
+
+
+def _seq(value: object, field: str) -> list[Any]:
+    if value is None:
+        return []
+    if isinstance(value, str | bytes | Mapping) or not isinstance(value, Iterable):
+        raise InvalidInput(field, f"expected a list, got {type(value).__name__}")
+    return list(value)
+
+
+def _seconds(value: object, field: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidInput(field, f"expected a number of seconds, got {type(value).__name__}")
+    seconds = float(value)
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise InvalidInput(field, f"must be a positive number of seconds, got {value!r}")
+    return seconds
+
+
+def _int(value: object, field: str, *, minimum: int = 0, maximum: int = 10**6) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidInput(field, f"expected an integer, got {type(value).__name__}")
+    if not minimum <= value <= maximum:
+        raise InvalidInput(field, f"must be between {minimum} and {maximum}, got {value}")
+    return value
+
+
+def _choice(value: object, field: str, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise InvalidInput(field, f"must be one of {', '.join(choices)}, got {value!r}")
+    return str(value)
+
+
+def _unknown_keys(data: Mapping[str, Any], known: Iterable[str], prefix: str = "") -> None:
+    extra = sorted(set(data) - set(known))
+    if extra:
+        raise InvalidInput(f"{prefix}{extra[0]}", "unknown field")
+
+
+def _as_mapping(data: object, what: str) -> Mapping[str, Any]:
+    if not isinstance(data, Mapping):
+        raise InvalidInput(what, f"expected an object, got {type(data).__name__}")
+    return data
+
+
+# attrs converters (named functions, so that mypy's attrs plug-in can type them)
+
+
+def _to_metadata(value: object) -> dict[str, Any]:
+    return _mapping(value, "metadata")
+
+
+def _to_hosts(value: object) -> tuple[str, ...]:
+    return tuple(_seq(value, "hosts"))
+
+
+def _to_maintenance_at(value: object) -> datetime | None:
+    return parse_time(value, "maintenance_at")
+
+
+def _to_download(value: object) -> tuple[str, ...]:
+    return tuple(_str(d, f"download[{i}]") for i, d in enumerate(_seq(value, "download")))
+
+
+def _to_reply_windows(value: object) -> dict[str, Any]:
+    return _mapping(value, "reply_windows")
+
+
+def _to_timeouts(value: object) -> dict[str, Any]:
+    return _mapping(value, "timeouts")
+
+
+def _to_instance_actions(value: object) -> dict[str, Any]:
+    return _mapping(value, "instance_actions")
+
+
+def _validated(name: str, check: Any) -> Any:
+    """An attrs validator that runs ``check(value, field)`` (which raises InvalidInput)."""
+
+    def validator(_inst: object, _attr: attrs.Attribute[Any], value: Any) -> None:
+        check(value, name)
+
+    return validator
+
+
+# --------------------------------------------------------------------------- requests
+
+
+@attrs.frozen
+class ActionSpec:
+    """One maintenance action of a session: which plug-in, of which type.
+
+    ``type`` is when it runs: ``pre`` (once, before any host), ``host`` (on every
+    host), ``compute`` / ``controller`` (on hosts of that type, after the ``host``
+    actions), ``post`` (once, at the end). Actions of one type run ordered by
+    ``order``, then by plug-in name, and receive ``metadata``.
+    """
+
+    plugin: str = attrs.field(validator=_validated("plugin", _str))
+    type: str = attrs.field(validator=_validated("type", _str))
+    order: int = attrs.field(default=0, validator=_validated("order", _int))
+    metadata: Mapping[str, Any] = attrs.field(factory=dict, converter=_to_metadata)
+
+    @classmethod
+    def from_dict(cls, data: object, *, field: str = "action") -> ActionSpec:
+        mapping = _as_mapping(data, field)
+        _unknown_keys(mapping, ("plugin", "type", "order", "metadata"), f"{field}.")
+        for required in ("plugin", "type"):
+            if required not in mapping:
+                raise InvalidInput(f"{field}.{required}", "required")
+        return cls(
+            plugin=_str(mapping["plugin"], f"{field}.plugin"),
+            type=_str(mapping["type"], f"{field}.type"),
+            order=_int(mapping.get("order", 0), f"{field}.order"),
+            metadata=_mapping(mapping.get("metadata"), f"{field}.metadata"),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "plugin": self.plugin,
+            "type": self.type,
+            "order": self.order,
+            "metadata": dict(self.metadata),
+        }
+
+
+ProjectPolicy = Literal["default", "fail"]
+ReplyPolicy = Literal["fail", "default"]
+
+_REQUEST_FIELDS = (
+    "hosts",
+    "workflow",
+    "maintenance_at",
+    "actions",
+    "metadata",
+    "project_policy",
+    "reply_policy",
+    "state",
+    "download",
+    "reply_windows",
+    "timeouts",
+    "max_migration_retries",
+)
+
+
+def _check_windows(value: Mapping[str, float], field: str) -> None:
+    for key, seconds in value.items():
+        _choice(key, f"{field}.{key}", tuple(DEFAULT_REPLY_WINDOWS))
+        _seconds(seconds, f"{field}.{key}")
+
+
+def _check_timeouts(value: Mapping[str, float], field: str) -> None:
+    for key, seconds in value.items():
+        _choice(key, f"{field}.{key}", tuple(DEFAULT_TIMEOUTS))
+        _seconds(seconds, f"{field}.{key}")
+
+
+def _check_hosts(value: tuple[str, ...], field: str) -> None:
+    seen: set[str] = set()
+    for index, host in enumerate(value):
+        _str(host, f"{field}[{index}]")
+        if host in seen:
+            raise InvalidInput(f"{field}[{index}]", f"host {host!r} listed twice")
+        seen.add(host)
+
+
+def _to_actions(value: object) -> tuple[ActionSpec, ...]:
+    return tuple(
+        a if isinstance(a, ActionSpec) else ActionSpec.from_dict(a, field=f"actions[{i}]")
+        for i, a in enumerate(_seq(value, "actions"))
+    )
+
+
+def _check_actions(value: tuple[ActionSpec, ...], field: str) -> None:
+    for index, action in enumerate(value):
+        if not isinstance(action, ActionSpec):
+            raise InvalidInput(f"{field}[{index}]", "expected an ActionSpec")
+
+
+@attrs.frozen
+class SessionRequest:
+    """What an admin asks for: maintain these hosts with these actions.
+
+    ``hosts`` empty means every host the cloud reports. ``maintenance_at``
+    (aware, naive = UTC, or ISO 8601) is the earliest time host work may start.
+    ``project_policy`` applies to projects without a manager: ``"default"`` (the
+    engine moves their instances itself) or ``"fail"`` (the session fails before
+    touching any host). ``reply_policy`` applies when a manager answers ``NACK_*``
+    or not at all before its deadline: ``"fail"`` the session, or act by
+    ``"default"`` as if the project had no manager. ``reply_windows`` and
+    ``timeouts`` override :data:`DEFAULT_REPLY_WINDOWS` / :data:`DEFAULT_TIMEOUTS`.
+    """
+
+    hosts: tuple[str, ...] = attrs.field(
+        default=(),
+        converter=_to_hosts,
+        validator=_validated("hosts", _check_hosts),
+    )
+    workflow: str = attrs.field(default="rolling", validator=_validated("workflow", _str))
+    maintenance_at: datetime | None = attrs.field(default=None, converter=_to_maintenance_at)
+    actions: tuple[ActionSpec, ...] = attrs.field(
+        default=(),
+        converter=_to_actions,
+        validator=_validated("actions", _check_actions),
+    )
+    metadata: Mapping[str, Any] = attrs.field(factory=dict, converter=_to_metadata)
+    project_policy: ProjectPolicy = attrs.field(
+        default="default",
+        validator=_validated("project_policy", lambda v, f: _choice(v, f, ("default", "fail"))),
+    )
+    reply_policy: ReplyPolicy = attrs.field(
+        default="fail",
+        validator=_validated("reply_policy", lambda v, f: _choice(v, f, ("fail", "default"))),
+    )
+    state: str = attrs.field(
+        default="MAINTENANCE",
+        validator=_validated("state", lambda v, f: _choice(v, f, ("MAINTENANCE",))),
+    )
+    download: tuple[str, ...] = attrs.field(
+        default=(),
+        converter=_to_download,
+    )
+    reply_windows: Mapping[str, float] = attrs.field(
+        factory=dict,
+        converter=_to_reply_windows,
+        validator=_validated("reply_windows", _check_windows),
+    )
+    timeouts: Mapping[str, float] = attrs.field(
+        factory=dict,
+        converter=_to_timeouts,
+        validator=_validated("timeouts", _check_timeouts),
+    )
+    max_migration_retries: int = attrs.field(
+        default=2,
+        validator=_validated("max_migration_retries", lambda v, f: _int(v, f, maximum=20)),
+    )
+
+    @classmethod
+    def from_dict(cls, data: object) -> SessionRequest:
+        """Build from Fenix-style JSON (``hosts, state, maintenance_at, metadata,
+        workflow, download, actions``) plus the fenix-core extensions."""
+        mapping = _as_mapping(data, "request")
+        _unknown_keys(mapping, _REQUEST_FIELDS)
+        return cls(**{k: v for k, v in mapping.items() if v is not None})
+
+    @classmethod
+    def coerce(cls, value: object) -> SessionRequest:
+        if isinstance(value, SessionRequest):
+            return value
+        return cls.from_dict(value)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "hosts": list(self.hosts),
+            "workflow": self.workflow,
+            "maintenance_at": self.maintenance_at.isoformat() if self.maintenance_at else None,
+            "actions": [a.to_dict() for a in self.actions],
+            "metadata": dict(self.metadata),
+            "project_policy": self.project_policy,
+            "reply_policy": self.reply_policy,
+            "state": self.state,
+            "download": list(self.download),
+            "reply_windows": dict(self.reply_windows),
+            "timeouts": dict(self.timeouts),
+            "max_migration_retries": self.max_migration_retries,
+        }
+
+    def reply_window(self, state: str) -> float:
+        return float(self.reply_windows.get(state, DEFAULT_REPLY_WINDOWS[state]))
+
+    def timeout(self, kind: str) -> float:
+        return float(self.timeouts.get(kind, DEFAULT_TIMEOUTS[kind]))
+
+
+_UNSET: Any = attrs.NOTHING
+
+
+@attrs.frozen
+class SessionUpdate:
+    """Changes an admin may make to a session (``engine.update_session``).
+
+    ``maintenance_at``: move the start (only before host work has started).
+    ``retry``: restart a failed session from where it stopped; hosts already
+    maintained are not maintained again.
+    """
+
+    maintenance_at: datetime | None = attrs.field(default=_UNSET)
+    retry: bool = False
+
+    @classmethod
+    def from_dict(cls, data: object) -> SessionUpdate:
+        mapping = _as_mapping(data, "update")
+        _unknown_keys(mapping, ("maintenance_at", "retry", "state"))
+        retry = mapping.get("retry", False)
+        if not isinstance(retry, bool):
+            raise InvalidInput("retry", f"expected true or false, got {retry!r}")
+        state = mapping.get("state")
+        if state is not None:
+            # Fenix-style: PUT {"state": "MAINTENANCE"} on a failed session retries it.
+            _choice(state, "state", ("MAINTENANCE",))
+            retry = True
+        maintenance_at = (
+            parse_time(mapping["maintenance_at"], "maintenance_at")
+            if "maintenance_at" in mapping
+            else _UNSET
+        )
+        if not retry and maintenance_at is _UNSET:
+            raise InvalidInput("update", "nothing to change: give maintenance_at or retry")
+        return cls(maintenance_at=maintenance_at, retry=retry)
+
+    @property
+    def changes_start(self) -> bool:
+        return self.maintenance_at is not _UNSET
+
+
+@attrs.frozen
+class Reply:
+    """A project's answer to a ``maintenance_planned`` notification.
+
+    ``state`` is ``ACK_<state>`` or ``NACK_<state>``; ``instance_actions`` maps
+    instance ids to MIGRATE / LIVE_MIGRATE / OWN_ACTION (and EVICT on
+    Kubernetes) for PREPARE_MAINTENANCE and PLANNED_MAINTENANCE.
+    """
+
+    project_id: str = attrs.field(validator=_validated("project_id", _str))
+    state: str = attrs.field(validator=_validated("state", _str))
+    instance_actions: Mapping[str, str] = attrs.field(factory=dict, converter=_to_instance_actions)
+
+    def __attrs_post_init__(self) -> None:
+        for instance_id, action in self.instance_actions.items():
+            _str(instance_id, "instance_actions")
+            _str(action, f"instance_actions.{instance_id}")
+
+
+# --------------------------------------------------------------------------- cloud inventory
+
+
+@attrs.frozen
+class Host:
+    """A host as a cloud driver reports it. ``type`` is compute or controller."""
+
+    name: str
+    type: str = "compute"
+    vcpus: int = 0
+    enabled: bool = True
+    details: Mapping[str, Any] = attrs.field(factory=dict)
+
+
+@attrs.frozen
+class Instance:
+    """An instance (VM, pod) as a cloud driver reports it."""
+
+    instance_id: str
+    project_id: str
+    host: str
+    vcpus: int = 1
+    name: str = ""
+    live_migratable: bool = True
+    details: Mapping[str, Any] = attrs.field(factory=dict)
+
+
+@attrs.frozen
+class OperationStatus:
+    """The state of an operation started on a cloud driver or an action plug-in.
+
+    ``state`` is running, done or failed. ``retry_after`` (seconds) says when to
+    ask again; ``host`` is where a moved instance ended up; ``gone`` says the
+    instance no longer exists (deleted meanwhile), which is not a failure.
+    """
+
+    state: Literal["running", "done", "failed"]
+    detail: str = ""
+    retry_after: float | None = None
+    host: str | None = None
+    gone: bool = False
+    result: Mapping[str, Any] = attrs.field(factory=dict)
+
+    @classmethod
+    def running(cls, retry_after: float | None = None, detail: str = "") -> OperationStatus:
+        return cls("running", detail=detail, retry_after=retry_after)
+
+    @classmethod
+    def done(cls, host: str | None = None, detail: str = "", **result: Any) -> OperationStatus:
+        return cls("done", detail=detail, host=host, result=result)
+
+    @classmethod
+    def failed(cls, detail: str) -> OperationStatus:
+        return cls("failed", detail=detail)
+
+
+# --------------------------------------------------------------------------- views
+
+
+@attrs.frozen
+class HostView:
+    name: str
+    type: str
+    state: str
+    started_at: datetime | None
+    finished_at: datetime | None
+    reason: str | None = None
+
+
+@attrs.frozen
+class SessionView:
+    """What ``engine.get_session`` returns. ``state`` is the session state string."""
+
+    session_id: str
+    workflow: str
+    state: str
+    percent_done: int
+    reason: str | None
+    hosts: tuple[HostView, ...]
+    projects: Mapping[str, str]
+    created_at: datetime
+    updated_at: datetime
+    maintenance_at: datetime | None
+    request: Mapping[str, Any]
+
+    def host(self, name: str) -> HostView:
+        for host in self.hosts:
+            if host.name == name:
+                return host
+        raise KeyError(name)
+
+
+@attrs.frozen
+class InstanceView:
+    instance_id: str
+    instance_name: str
+    host: str
+    state: str
+    action: str | None
+    moves: int
+
+
+@attrs.frozen
+class ProjectView:
+    """One project's part of a session: its state and its instances only."""
+
+    session_id: str
+    project_id: str
+    state: str | None
+    reply_at: datetime | None
+    instance_ids: tuple[str, ...]
+    instances: tuple[InstanceView, ...]

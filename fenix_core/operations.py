@@ -1,0 +1,198 @@
+"""Starting and polling operations on the cloud driver and the action plug-ins.
+
+An operation row says what to do (``kind`` + ``params``); this module is the
+only place that turns it into driver or action calls. Whatever the plug-in
+does, the answer comes back as an :class:`~fenix_core.model.OperationStatus`:
+exceptions become ``failed`` with the error as the detail, so a misbehaving
+plug-in fails one operation, never the engine.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+import attrs
+
+from .errors import PluginError
+from .hookspecs import ActionContext
+from .model import ActionSpec, OperationStatus, SessionRequest
+from .plugins import Plugins
+from .store.schema import OperationRow
+
+__all__ = ["OperationRunner", "record_status"]
+
+log = logging.getLogger(__name__)
+
+#: Seconds between polls when the plug-in gives no hint: grows with each poll.
+_MIN_POLL, _MAX_POLL = 5.0, 60.0
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text if isinstance(exc, PluginError) else f"{type(exc).__name__}: {text}"
+
+
+def record_status(op: OperationRow, status: OperationStatus, now: datetime) -> None:
+    """Write a status into the operation row."""
+    op.polls += 1
+    if status.state == "running":
+        op.status = "running"
+        wait = status.retry_after
+        if wait is None:
+            wait = min(_MAX_POLL, _MIN_POLL * 1.5 ** max(0, op.polls - 1))
+        op.next_poll = now + timedelta(seconds=max(0.0, wait))
+        if status.detail:
+            op.detail = status.detail
+        return
+    op.status = status.state
+    op.detail = status.detail or None
+    op.next_poll = None
+    op.finished_at = now
+    op.result = {**dict(status.result), "host": status.host, "gone": status.gone}
+
+
+class OperationRunner:
+    """Maps operation kinds to driver / action calls."""
+
+    def __init__(self, plugins: Plugins) -> None:
+        self.plugins = plugins
+        self._start: dict[str, Callable[[OperationRow, SessionRequest, datetime], OperationStatus]]
+        self._start = {
+            "disable_host": self._disable_host,
+            "enable_host": self._enable_host,
+            "host_up": self._host_up,
+            "inventory": self._inventory,
+            "move": self._start_move,
+            "watch": self._watch,
+            "action": self._start_action,
+        }
+        self._poll: dict[str, Callable[[OperationRow, SessionRequest, datetime], OperationStatus]]
+        self._poll = {
+            "host_up": self._host_up,
+            "move": self._poll_move,
+            "watch": self._watch,
+            "action": self._poll_action,
+        }
+
+    def start(self, op: OperationRow, request: SessionRequest, now: datetime) -> OperationStatus:
+        op.started_at = now
+        return self._call(self._start, op, request, now)
+
+    def poll(self, op: OperationRow, request: SessionRequest, now: datetime) -> OperationStatus:
+        if op.deadline is not None and now >= op.deadline:
+            started = op.started_at or op.created_at
+            waited = int((now - started).total_seconds())
+            return OperationStatus.failed(
+                f"timed out after {waited} s" + (f" ({op.detail})" if op.detail else "")
+            )
+        return self._call(self._poll, op, request, now)
+
+    def _call(
+        self,
+        table: dict[str, Callable[[OperationRow, SessionRequest, datetime], OperationStatus]],
+        op: OperationRow,
+        request: SessionRequest,
+        now: datetime,
+    ) -> OperationStatus:
+        handler = table.get(op.kind)
+        if handler is None:
+            return OperationStatus.failed(f"unknown operation kind {op.kind!r}")
+        try:
+            status: object = handler(op, request, now)
+        except Exception as exc:
+            log.warning("operation %s (%s) raised: %s", op.key, op.kind, exc, exc_info=True)
+            return OperationStatus.failed(_describe(exc))
+        if not isinstance(status, OperationStatus):
+            return OperationStatus.failed(
+                f"plug-in returned {type(status).__name__}, not an OperationStatus"
+            )
+        return status
+
+    # ------------------------------------------------------------------ cloud
+
+    def _disable_host(self, op: OperationRow, _r: SessionRequest, _n: datetime) -> OperationStatus:
+        assert op.host is not None
+        self.plugins.require_driver().disable_host(op.host, str(op.params.get("reason", "")))
+        return OperationStatus.done(op.host)
+
+    def _enable_host(self, op: OperationRow, _r: SessionRequest, _n: datetime) -> OperationStatus:
+        assert op.host is not None
+        self.plugins.require_driver().enable_host(op.host)
+        return OperationStatus.done(op.host)
+
+    def _host_up(self, op: OperationRow, _r: SessionRequest, _n: datetime) -> OperationStatus:
+        assert op.host is not None
+        if self.plugins.require_driver().host_is_up(op.host):
+            return OperationStatus.done(op.host)
+        return OperationStatus.running(detail=f"host {op.host} is not up yet")
+
+    def _inventory(self, op: OperationRow, _r: SessionRequest, _n: datetime) -> OperationStatus:
+        hosts = op.params.get("hosts")
+        found = self.plugins.require_driver().list_instances(hosts)
+        return OperationStatus.done(instances=[_instance_dict(i) for i in found])
+
+    def _start_move(self, op: OperationRow, _r: SessionRequest, _n: datetime) -> OperationStatus:
+        assert op.instance_id is not None
+        driver = self.plugins.require_driver()
+        op.handle = driver.start_move(
+            op.instance_id, str(op.params["action"]), op.params.get("target"), op.key
+        )
+        return driver.poll_move(op.handle)
+
+    def _poll_move(self, op: OperationRow, _r: SessionRequest, _n: datetime) -> OperationStatus:
+        assert op.handle is not None
+        return self.plugins.require_driver().poll_move(op.handle)
+
+    def _watch(self, op: OperationRow, _r: SessionRequest, _n: datetime) -> OperationStatus:
+        """OWN_ACTION: the manager moves the instance; done once it left its host."""
+        assert op.instance_id is not None
+        where = self.plugins.require_driver().locate(op.instance_id)
+        if where is None:
+            return OperationStatus("done", gone=True)
+        if where != op.params.get("source"):
+            return OperationStatus.done(where)
+        return OperationStatus.running(
+            detail=f"waiting for the manager to move {op.instance_id} off {where}"
+        )
+
+    # ------------------------------------------------------------------ actions
+
+    def _context(self, op: OperationRow, request: SessionRequest, now: datetime) -> ActionContext:
+        return ActionContext(
+            session_id=op.session_id,
+            key=op.key,
+            spec=ActionSpec.from_dict(op.params["action"]),
+            host=op.host,
+            host_type=op.params.get("host_type"),
+            now=now,
+            session_metadata=request.metadata,
+            download=request.download,
+        )
+
+    def _action(self, op: OperationRow) -> Any:
+        name = str(op.params["action"]["plugin"])
+        action = self.plugins.actions.get(name)
+        if action is None:
+            raise PluginError(name, "no action plug-in with this name is registered")
+        return action
+
+    def _start_action(
+        self, op: OperationRow, request: SessionRequest, now: datetime
+    ) -> OperationStatus:
+        status: OperationStatus = self._action(op).start(self._context(op, request, now))
+        return status
+
+    def _poll_action(
+        self, op: OperationRow, request: SessionRequest, now: datetime
+    ) -> OperationStatus:
+        status: OperationStatus = self._action(op).poll(self._context(op, request, now))
+        return status
+
+
+def _instance_dict(instance: Any) -> dict[str, Any]:
+    data = attrs.asdict(instance)
+    data.pop("details", None)
+    return data

@@ -1,0 +1,460 @@
+"""One session's working set while the engine works on it.
+
+A :class:`LoadedSession` holds the session's rows (hosts, instances, projects,
+open operations, timers) in one long-lived ORM session, plus the indexes a
+workflow needs (instances per host, vcpus used per host), so that a step costs
+what it changes, not the size of the cloud. Workflows change state only
+through its methods: they check the transition tables, keep the indexes right
+and record what the step owes (notifications, operations, timers). The engine
+commits all of it in one transaction per step; if a step raises, the working
+set is thrown away and reloaded from the last commit.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from .model import ACTION_TYPES, ActionSpec, Instance, SessionRequest
+from .states import (
+    FINAL_SESSION_STATES,
+    HostState,
+    InstanceAction,
+    InstanceState,
+    SessionLifecycle,
+    SessionState,
+    check_host_transition,
+    check_instance_transition,
+)
+from .store.schema import (
+    HostRow,
+    InstanceRow,
+    OperationRow,
+    OutboxRow,
+    ProjectRow,
+    SessionRow,
+    TimerRow,
+)
+
+__all__ = ["LoadedSession", "iso"]
+
+#: Instance states in which the instance no longer occupies capacity anywhere.
+_ABSENT = frozenset({InstanceState.GONE})
+
+
+def iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+class LoadedSession:
+    """The rows of one session, indexed, and what the current step owes."""
+
+    def __init__(
+        self,
+        orm: Session,
+        row: SessionRow,
+        *,
+        service: str,
+        admin_project_id: str | None,
+    ) -> None:
+        self.orm = orm
+        self.row = row
+        self.id = row.id
+        self.service = service
+        self.admin_project_id = admin_project_id
+        self.request = SessionRequest.from_dict(row.request)
+        self.lifecycle = SessionLifecycle(row.id, row.state)
+        self.now: datetime = row.updated_at
+        sid = row.id
+        self.hosts: dict[str, HostRow] = {
+            h.name: h
+            for h in orm.scalars(
+                select(HostRow).where(HostRow.session_id == sid).order_by(HostRow.position)
+            )
+        }
+        self.instances: dict[str, InstanceRow] = {
+            i.instance_id: i
+            for i in orm.scalars(select(InstanceRow).where(InstanceRow.session_id == sid))
+        }
+        self.projects: dict[str, ProjectRow] = {
+            p.project_id: p
+            for p in orm.scalars(select(ProjectRow).where(ProjectRow.session_id == sid))
+        }
+        self.ops: dict[str, OperationRow] = {
+            o.key: o
+            for o in orm.scalars(
+                select(OperationRow).where(
+                    OperationRow.session_id == sid, OperationRow.handled.is_(False)
+                )
+            )
+        }
+        self.timers: list[TimerRow] = list(
+            orm.scalars(select(TimerRow).where(TimerRow.session_id == sid))
+        )
+        # Indexes kept in step with the instance rows by the methods below.
+        self.on_host: dict[str, set[str]] = defaultdict(set)
+        self.used: dict[str, int] = defaultdict(int)
+        self.projects_on: dict[str, Counter[str]] = defaultdict(Counter)
+        self.reserved: dict[str, int] = defaultdict(int)
+        for inst in self.instances.values():
+            if inst.state not in _ABSENT:
+                self._occupy(inst, inst.host)
+            if inst.state == InstanceState.IN_ACTION and inst.target:
+                self.reserved[inst.target] += inst.vcpus
+        # Whether a project has an application manager (the engine answers).
+        self.subscribed: Callable[[str], bool] = lambda _project_id: False
+        # What the current step owes, handed to the engine after commit.
+        self.new_ops: list[OperationRow] = []
+        self.new_outbox: list[OutboxRow] = []
+
+    # ------------------------------------------------------------------ session
+
+    @property
+    def state(self) -> SessionState:
+        return SessionState(self.row.state)
+
+    @property
+    def data(self) -> dict[str, Any]:
+        return self.row.data
+
+    def set_data(self, **values: Any) -> None:
+        # JSON columns track changes by assignment, so copy-and-assign.
+        self.row.data = {**self.row.data, **values}
+
+    @property
+    def final(self) -> bool:
+        return self.state in FINAL_SESSION_STATES
+
+    def fire(self, trigger: str, *, reason: str | None = None) -> None:
+        """Change the session state through the lifecycle Machine and notify."""
+        before = self.row.state
+        new_state = self.lifecycle.fire(trigger)
+        self.row.state = new_state.value
+        self.row.phase = ""
+        if new_state == SessionState.MAINTENANCE_FAILED:
+            self.row.reason = reason
+            self.row.failed_state = before
+            self.row.finished_at = self.now
+        elif new_state == SessionState.MAINTENANCE_DONE:
+            self.row.reason = None
+            self.row.finished_at = self.now
+        else:
+            self.row.reason = None
+        self.update_percent()
+        self.emit(
+            "maintenance_session",
+            {
+                "service": self.service,
+                "session_id": self.id,
+                "state": new_state.value,
+                "percent_done": self.row.percent_done,
+                "reason": self.row.reason,
+            },
+        )
+
+    def update_percent(self) -> None:
+        if self.state == SessionState.MAINTENANCE_DONE:
+            self.row.percent_done = 100
+            return
+        in_scope = [h for h in self.hosts.values() if h.state != HostState.OUT_OF_SCOPE]
+        done = sum(1 for h in in_scope if h.state == HostState.MAINTAINED)
+        self.row.percent_done = int(100 * done / len(in_scope)) if in_scope else 0
+
+    # ------------------------------------------------------------------ notifications
+
+    def emit(self, signal: str, payload: dict[str, Any]) -> None:
+        self.row.seq += 1
+        payload = {**payload, "seq": self.row.seq}
+        out = OutboxRow(
+            session_id=self.id,
+            seq=self.row.seq,
+            signal=signal,
+            payload=payload,
+            created_at=self.now,
+            delivered_at=None,
+        )
+        self.orm.add(out)
+        self.new_outbox.append(out)
+
+    def notify_project(
+        self,
+        project_id: str,
+        state: str,
+        instance_ids: Sequence[str],
+        *,
+        allowed_actions: Sequence[str] = (),
+        reply_at: datetime | None = None,
+        actions_at: datetime | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.emit(
+            "maintenance_planned",
+            {
+                "service": self.service,
+                "session_id": self.id,
+                "project_id": project_id,
+                "state": state,
+                "instance_ids": list(instance_ids),
+                "allowed_actions": list(allowed_actions),
+                "reply_at": iso(reply_at),
+                "actions_at": iso(actions_at),
+                "metadata": dict(metadata or {}),
+            },
+        )
+
+    def notify_host(self, host: str, state: str) -> None:
+        self.emit(
+            "maintenance_host",
+            {
+                "service": self.service,
+                "session_id": self.id,
+                "host": host,
+                "state": state,
+                "project_id": self.admin_project_id,
+            },
+        )
+
+    # ------------------------------------------------------------------ hosts
+
+    def set_host_state(self, host: HostRow, state: HostState, *, reason: str | None = None) -> None:
+        check_host_transition(HostState(host.state), state, host=host.name)
+        host.state = state.value
+        if reason is not None:
+            host.reason = reason
+        if state == HostState.IN_MAINTENANCE:
+            host.started_at = self.now
+        if state in (HostState.MAINTAINED, HostState.FAILED):
+            host.finished_at = self.now
+        self.update_percent()
+
+    def hosts_in(self, *states: HostState, type: str | None = None) -> list[HostRow]:
+        wanted = {s.value for s in states}
+        return [
+            h for h in self.hosts.values() if h.state in wanted and (type is None or h.type == type)
+        ]
+
+    def instances_on(self, host: str) -> list[InstanceRow]:
+        return [self.instances[i] for i in sorted(self.on_host.get(host, ()))]
+
+    def is_empty(self, host: str) -> bool:
+        return not self.on_host.get(host)
+
+    def free_vcpus(self, host: HostRow) -> int | None:
+        """Free vcpus counting arrivals in flight; None if the capacity is unknown."""
+        if host.vcpus <= 0:
+            return None
+        return host.vcpus - self.used[host.name] - self.reserved[host.name]
+
+    # ------------------------------------------------------------------ instances
+
+    def set_instance_state(self, inst: InstanceRow, state: InstanceState) -> None:
+        check_instance_transition(InstanceState(inst.state), state, instance_id=inst.instance_id)
+        was_absent = inst.state in _ABSENT
+        if inst.state == InstanceState.IN_ACTION and inst.target and state != inst.state:
+            self.reserved[inst.target] -= inst.vcpus
+        if state == InstanceState.IN_ACTION and inst.target:
+            self.reserved[inst.target] += inst.vcpus
+        inst.state = state.value
+        if state in _ABSENT and not was_absent:
+            self._vacate(inst, inst.host)
+        elif was_absent and state not in _ABSENT:
+            self._occupy(inst, inst.host)
+
+    def place_instance(self, inst: InstanceRow, host: str) -> None:
+        """Record that the instance now runs on ``host``."""
+        if inst.host == host:
+            return
+        if inst.state not in _ABSENT:
+            self._vacate(inst, inst.host)
+            self._occupy(inst, host)
+        inst.host = host
+
+    def _occupy(self, inst: InstanceRow, host: str) -> None:
+        self.on_host[host].add(inst.instance_id)
+        self.used[host] += inst.vcpus
+        self.projects_on[host][inst.project_id] += 1
+
+    def _vacate(self, inst: InstanceRow, host: str) -> None:
+        self.on_host[host].discard(inst.instance_id)
+        self.used[host] -= inst.vcpus
+        self.projects_on[host][inst.project_id] -= 1
+
+    def add_instance(self, found: Instance, state: InstanceState) -> InstanceRow:
+        inst = InstanceRow(
+            session_id=self.id,
+            instance_id=found.instance_id,
+            project_id=found.project_id,
+            name=found.name,
+            host=found.host,
+            vcpus=found.vcpus,
+            live_migratable=found.live_migratable,
+            state=state.value,
+            action=None,
+            target=None,
+            moves=0,
+            attempts=0,
+        )
+        self.orm.add(inst)
+        self.instances[inst.instance_id] = inst
+        if state not in _ABSENT:
+            self._occupy(inst, inst.host)
+        return inst
+
+    def ensure_project(self, project_id: str, managed: bool) -> ProjectRow:
+        project = self.projects.get(project_id)
+        if project is None:
+            project = ProjectRow(
+                session_id=self.id,
+                project_id=project_id,
+                managed=managed,
+                state=None,
+                awaiting=False,
+                reply_at=None,
+                replied_at=None,
+            )
+            self.orm.add(project)
+            self.projects[project_id] = project
+        return project
+
+    def default_action(self, inst: InstanceRow) -> str:
+        """How the engine moves an instance itself: live if it can."""
+        allowed = self.allowed_actions
+        for action in (InstanceAction.LIVE_MIGRATE, InstanceAction.MIGRATE, InstanceAction.EVICT):
+            if action in allowed and (
+                action != InstanceAction.LIVE_MIGRATE or inst.live_migratable
+            ):
+                return action.value
+        return allowed[0]
+
+    @property
+    def allowed_actions(self) -> list[str]:
+        return list(self.row.data.get("allowed_actions", ()))
+
+    # ------------------------------------------------------------------ operations
+
+    def start_op(
+        self,
+        kind: str,
+        *,
+        host: str | None = None,
+        instance_id: str | None = None,
+        params: Mapping[str, Any] | None = None,
+        timeout: float | None = None,
+    ) -> OperationRow:
+        """Record an operation; the engine starts it right after the commit."""
+        counter = int(self.row.data.get("op_counter", 0)) + 1
+        self.set_data(op_counter=counter)
+        op = OperationRow(
+            session_id=self.id,
+            kind=kind,
+            key=f"{self.id}:{counter}",
+            host=host,
+            instance_id=instance_id,
+            params=dict(params or {}),
+            status="pending",
+            handle=None,
+            next_poll=self.now,
+            deadline=self.now + timedelta(seconds=timeout) if timeout else None,
+            polls=0,
+            detail=None,
+            result={},
+            handled=False,
+            created_at=self.now,
+            started_at=None,
+            finished_at=None,
+        )
+        self.orm.add(op)
+        self.ops[op.key] = op
+        self.new_ops.append(op)
+        return op
+
+    def open_ops(
+        self, *, host: str | None = None, kind: str | None = None
+    ) -> Iterator[OperationRow]:
+        for op in self.ops.values():
+            if op.handled:
+                continue
+            if host is not None and op.host != host:
+                continue
+            if kind is not None and op.kind != kind:
+                continue
+            yield op
+
+    def close_op(self, op: OperationRow) -> None:
+        op.handled = True
+        self.ops.pop(op.key, None)
+
+    # ------------------------------------------------------------------ timers
+
+    def set_timer(self, kind: str, due: datetime, **data: Any) -> TimerRow:
+        timer = TimerRow(session_id=self.id, kind=kind, due=due, data=data)
+        self.orm.add(timer)
+        self.timers.append(timer)
+        return timer
+
+    def cancel_timers(self, kind: str | None = None, **match: Any) -> None:
+        """Drop timers of ``kind`` (all if None) whose data has ``match``."""
+        keep: list[TimerRow] = []
+        for timer in self.timers:
+            if (kind is None or timer.kind == kind) and all(
+                timer.data.get(k) == v for k, v in match.items()
+            ):
+                self._drop_timer(timer)
+            else:
+                keep.append(timer)
+        self.timers = keep
+
+    def pop_due_timers(self) -> list[TimerRow]:
+        due = sorted((t for t in self.timers if t.due <= self.now), key=lambda t: t.due)
+        for timer in due:
+            self.timers.remove(timer)
+            self._drop_timer(timer)
+        return due
+
+    def _drop_timer(self, timer: TimerRow) -> None:
+        if timer in self.orm.new:
+            self.orm.expunge(timer)
+        else:
+            self.orm.delete(timer)
+
+    # ------------------------------------------------------------------ scheduling
+
+    def next_wake(self) -> datetime | None:
+        """Earliest moment this session has something to do."""
+        candidates: list[datetime] = [t.due for t in self.timers]
+        for op in self.ops.values():
+            if op.handled:
+                continue
+            if op.status in ("pending", "done", "failed"):
+                candidates.append(self.now)
+            else:
+                if op.next_poll is not None:
+                    candidates.append(op.next_poll)
+                if op.deadline is not None:
+                    candidates.append(op.deadline)
+        return min(candidates) if candidates else None
+
+    # ------------------------------------------------------------------ actions
+
+    def actions_of(self, *types: str) -> list[ActionSpec]:
+        """The request's actions of these types, in run order (type, order, name)."""
+        rank = {t: i for i, t in enumerate(types)}
+        chosen = [a for a in self.request.actions if a.type in rank]
+        return sorted(chosen, key=lambda a: (rank[a.type], a.order, a.plugin))
+
+    def release(self) -> None:
+        self.lifecycle.release()
+
+
+def host_action_types(host_type: str) -> tuple[str, ...]:
+    """Action types that run on a host of this type, in order."""
+    return ("host", host_type) if host_type in ACTION_TYPES else ("host",)
+
+
+def ids(rows: Iterable[InstanceRow]) -> list[str]:
+    return [r.instance_id for r in rows]

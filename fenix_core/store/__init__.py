@@ -1,0 +1,1 @@
+"""Persistence: the SQLAlchemy schema, opening the database, Alembic migrations."""

@@ -1,0 +1,246 @@
+"""The persisted engine state (SQLAlchemy 2.0 typed mappings).
+
+Rows are the engine's working state, not values: a workflow changes them in
+memory during a step and the step commits them in one transaction together
+with the operations it started, its timers and the notifications it owes.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from ..clock import as_utc
+
+__all__ = [
+    "Base",
+    "HostRow",
+    "InboxRow",
+    "InstanceRow",
+    "OperationRow",
+    "OutboxRow",
+    "ProjectRow",
+    "SessionRow",
+    "SubscriptionRow",
+    "TimerRow",
+    "UTCDateTime",
+]
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes in Python; naive UTC in SQLite, timestamptz elsewhere."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        value = as_utc(value)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return None if value is None else as_utc(value)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {  # noqa: RUF012 - SQLAlchemy reads this class attribute
+        datetime: UTCDateTime,
+        dict[str, Any]: JSON,
+        list[Any]: JSON,
+    }
+
+
+def _session_fk() -> ForeignKey:
+    return ForeignKey("sessions.id", ondelete="CASCADE")
+
+
+class SessionRow(Base):
+    """One maintenance session and where its workflow stands."""
+
+    __tablename__ = "sessions"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    workflow: Mapped[str] = mapped_column(String(64))
+    request: Mapped[dict[str, Any]]
+    state: Mapped[str] = mapped_column(String(32))
+    # Where the workflow is inside the state (its own vocabulary).
+    phase: Mapped[str] = mapped_column(String(64), default="")
+    reason: Mapped[str | None] = mapped_column(Text)
+    failed_state: Mapped[str | None] = mapped_column(String(32))
+    percent_done: Mapped[int] = mapped_column(Integer, default=0)
+    # Workflow-private bookkeeping (counters, flags) that no query looks into.
+    data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # Last notification sequence number used.
+    seq: Mapped[int] = mapped_column(Integer, default=0)
+    # Number of committed steps, for diagnostics and optimistic checks.
+    version: Mapped[int] = mapped_column(Integer, default=0)
+    # Earliest time something (timer, poll, deadline) is due; NULL = nothing.
+    next_wake: Mapped[datetime | None]
+    maintenance_at: Mapped[datetime | None]
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    finished_at: Mapped[datetime | None]
+
+    __table_args__ = (Index("ix_sessions_state_wake", "state", "next_wake"),)
+
+
+class HostRow(Base):
+    """A host as this session sees it; OUT_OF_SCOPE hosts are targets only."""
+
+    __tablename__ = "session_hosts"
+
+    session_id: Mapped[str] = mapped_column(String(36), _session_fk(), primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    type: Mapped[str] = mapped_column(String(32))
+    vcpus: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(32))
+    # Order in the request (or the cloud's listing); the rolling order.
+    position: Mapped[int] = mapped_column(Integer)
+    # Index of the next step of this host's maintenance pipeline.
+    stage: Mapped[int] = mapped_column(Integer, default=0)
+    # Whether the cloud had the host enabled when the session took its inventory.
+    # A host someone else disabled is neither a target nor re-enabled by us.
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    # This session disabled the host and has not enabled it again.
+    disabled_by_session: Mapped[bool] = mapped_column(Boolean, default=False)
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    reason: Mapped[str | None] = mapped_column(Text)
+
+
+class InstanceRow(Base):
+    """An instance on one of the session's hosts (or on a target host)."""
+
+    __tablename__ = "session_instances"
+
+    session_id: Mapped[str] = mapped_column(String(36), _session_fk(), primary_key=True)
+    instance_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    project_id: Mapped[str] = mapped_column(String(255))
+    name: Mapped[str] = mapped_column(String(255), default="")
+    host: Mapped[str] = mapped_column(String(255))
+    vcpus: Mapped[int] = mapped_column(Integer)
+    live_migratable: Mapped[bool] = mapped_column(Boolean, default=True)
+    state: Mapped[str] = mapped_column(String(32))
+    action: Mapped[str | None] = mapped_column(String(32))
+    target: Mapped[str | None] = mapped_column(String(255))
+    moves: Mapped[int] = mapped_column(Integer, default=0)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+
+    __table_args__ = (Index("ix_session_instances_project", "session_id", "project_id"),)
+
+
+class ProjectRow(Base):
+    """A project with instances in the session, and where its dialogue stands."""
+
+    __tablename__ = "session_projects"
+
+    session_id: Mapped[str] = mapped_column(String(36), _session_fk(), primary_key=True)
+    project_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    managed: Mapped[bool] = mapped_column(Boolean)
+    # The last state sent (awaiting a reply while ``awaiting`` is set) or replied.
+    state: Mapped[str | None] = mapped_column(String(64))
+    awaiting: Mapped[bool] = mapped_column(Boolean, default=False)
+    reply_at: Mapped[datetime | None]
+    replied_at: Mapped[datetime | None]
+
+
+class SubscriptionRow(Base):
+    """A project that has an application manager listening."""
+
+    __tablename__ = "subscriptions"
+
+    project_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    created_at: Mapped[datetime]
+
+
+class OperationRow(Base):
+    """Something started on the cloud or an action plug-in, polled until it ends.
+
+    status: pending (recorded, not started yet) -> running -> done | failed.
+    ``handled`` is set once the workflow has taken the outcome into account.
+    """
+
+    __tablename__ = "operations"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    session_id: Mapped[str] = mapped_column(String(36), _session_fk())
+    kind: Mapped[str] = mapped_column(String(32))
+    # Unique per attempt; handed to the driver / action to make retries idempotent.
+    key: Mapped[str] = mapped_column(String(255), unique=True)
+    host: Mapped[str | None] = mapped_column(String(255))
+    instance_id: Mapped[str | None] = mapped_column(String(255))
+    params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    status: Mapped[str] = mapped_column(String(16))
+    handle: Mapped[str | None] = mapped_column(String(255))
+    next_poll: Mapped[datetime | None]
+    deadline: Mapped[datetime | None]
+    polls: Mapped[int] = mapped_column(Integer, default=0)
+    detail: Mapped[str | None] = mapped_column(Text)
+    result: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    handled: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime]
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+
+    __table_args__ = (Index("ix_operations_session_open", "session_id", "handled"),)
+
+
+class TimerRow(Base):
+    """A persisted wake-up (reply deadline, start time, retry back-off)."""
+
+    __tablename__ = "timers"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    session_id: Mapped[str] = mapped_column(String(36), _session_fk())
+    kind: Mapped[str] = mapped_column(String(64))
+    due: Mapped[datetime]
+    data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+    __table_args__ = (Index("ix_timers_session", "session_id"),)
+
+
+class OutboxRow(Base):
+    """A notification owed; delivered after the step that wrote it commits."""
+
+    __tablename__ = "outbox"
+
+    session_id: Mapped[str] = mapped_column(String(36), _session_fk(), primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    signal: Mapped[str] = mapped_column(String(32))
+    payload: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime]
+    delivered_at: Mapped[datetime | None]
+
+    __table_args__ = (Index("ix_outbox_undelivered", "delivered_at"),)
+
+
+class InboxRow(Base):
+    """A validated reply waiting for the session's next step."""
+
+    __tablename__ = "inbox"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    session_id: Mapped[str] = mapped_column(String(36), _session_fk())
+    project_id: Mapped[str] = mapped_column(String(255))
+    state: Mapped[str] = mapped_column(String(64))
+    instance_actions: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    received_at: Mapped[datetime]
+    processed_at: Mapped[datetime | None]
+    outcome: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (Index("ix_inbox_session_open", "session_id", "processed_at"),)

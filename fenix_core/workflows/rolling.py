@@ -1,0 +1,441 @@
+"""The rolling workflow: OpenStack Fenix's default sequence, one host at a time.
+
+::
+
+    MAINTENANCE ──► (wait for maintenance_at, run ``pre`` actions) ──► decide
+    decide: a controller or an empty compute left ──► START_MAINTENANCE
+            a compute whose instances fit elsewhere ─► PLANNED_MAINTENANCE
+                                                       (PREPARE_MAINTENANCE while
+                                                        no compute is maintained)
+            no room anywhere ───────────────────────► SCALE_IN (projects with a
+                                                       manager) or MAINTENANCE_FAILED
+            every host maintained ──────────────────► MAINTENANCE_COMPLETE
+    START_MAINTENANCE: controllers first, then every empty compute, one by one:
+            IN_MAINTENANCE, disable, ``host`` + type actions, back up, enable,
+            MAINTENANCE_COMPLETE ──► decide
+    PREPARE/PLANNED_MAINTENANCE: ask the projects on the chosen host how to move
+            each instance, move them (one migration at a time off the host),
+            INSTANCE_ACTION_DONE per instance, ADMIN_ACTION_DONE per project
+            ──► START_MAINTENANCE
+    MAINTENANCE_COMPLETE: ``post`` actions, then MAINTENANCE_COMPLETE to every
+            project, which scales back out ──► MAINTENANCE_DONE
+
+Instances go preferably to hosts that are already maintained (or outside the
+session), so that each moves once where capacity allows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import ClassVar
+
+from .. import planner
+from ..runtime import ids
+from ..states import HostState, InstanceAction, InstanceState, SessionState
+from ..store.schema import HostRow, InstanceRow, OperationRow, ProjectRow
+from .base import Workflow
+
+__all__ = ["RollingWorkflow"]
+
+#: SCALE_IN rounds before the session gives up on getting an empty host.
+MAX_SCALE_IN_ROUNDS = 5
+_DRAIN_STATES = (SessionState.PREPARE_MAINTENANCE, SessionState.PLANNED_MAINTENANCE)
+_MOVABLE = (InstanceAction.MIGRATE, InstanceAction.LIVE_MIGRATE, InstanceAction.EVICT)
+
+
+class RollingWorkflow(Workflow):
+    """Fenix default semantics: hosts are maintained one at a time."""
+
+    name: ClassVar[str] = "rolling"
+
+    # ------------------------------------------------------------------ driver
+
+    def start(self) -> None:
+        s = self.s
+        affected = {i.project_id for i in s.instances.values() if self._in_scope(i)}
+        unmanaged = sorted(p for p in affected if not s.projects[p].managed)
+        if s.request.project_policy == "fail" and unmanaged:
+            self.fail(
+                "projects without an application manager: "
+                + ", ".join(unmanaged)
+                + " (project_policy is 'fail')"
+            )
+            return
+        s.row.phase = "confirm"
+        start_at = s.request.maintenance_at
+        self.ask(
+            "MAINTENANCE",
+            self.managed_projects(affected),
+            lambda p: ids(self.project_instances(p.project_id)),
+            actions_at=max(s.now, start_at) if start_at else s.now,
+        )
+
+    def advance(self) -> None:
+        handlers = {
+            SessionState.MAINTENANCE: self._maintenance,
+            SessionState.SCALE_IN: self._scale_in,
+            SessionState.PREPARE_MAINTENANCE: self._drain,
+            SessionState.PLANNED_MAINTENANCE: self._drain,
+            SessionState.START_MAINTENANCE: self._start_maintenance,
+            SessionState.MAINTENANCE_COMPLETE: self._complete,
+        }
+        while not self.s.final:
+            if not handlers[self.s.state]():
+                return
+
+    # ------------------------------------------------------------------ states
+
+    def _maintenance(self) -> bool:
+        s = self.s
+        phase = s.row.phase
+        if phase == "":
+            self.start()
+            return True
+        if phase == "confirm":
+            if self.awaiting("MAINTENANCE"):
+                return False
+            s.row.phase = "wait_start"
+            start_at = s.request.maintenance_at
+            if start_at is not None and start_at > s.now:
+                s.set_timer("start", start_at)
+            return True
+        if phase == "wait_start":
+            if any(t.kind == "start" for t in s.timers):
+                return False
+            s.row.phase = "pre"
+            return True
+        # phase == "pre"
+        if not self.run_actions("pre_actions_done", ["pre"]):
+            return False
+        self.decide_next()
+        return True
+
+    def _scale_in(self) -> bool:
+        s = self.s
+        if s.row.phase == "confirm":
+            if self.awaiting("SCALE_IN"):
+                return False
+            s.row.phase = "refresh"
+            s.start_op("inventory", params={"hosts": sorted(s.hosts)})
+            return False
+        if any(s.open_ops(kind="inventory")):
+            return False
+        s.set_data(scale_in_freed=int(s.data.get("scale_in_load", 0)) - self._load())
+        self.decide_next()
+        return True
+
+    def _drain(self) -> bool:
+        s = self.s
+        host = s.hosts[str(s.data["drain_host"])]
+        if s.row.phase == "refresh":
+            if any(s.open_ops(kind="inventory")):
+                return False
+            if s.is_empty(host.name):
+                s.set_host_state(host, HostState.DRAINED)
+                self._go("start", SessionState.START_MAINTENANCE)
+                return True
+            s.set_host_state(host, HostState.DRAINING)
+            s.row.phase = "drain"
+            self._request_actions(host)
+            return True
+        # phase == "drain"
+        self._request_actions(host)
+        self._pump_moves(host)
+        if s.final:
+            return False
+        self._send_admin_action_done(host)
+        if s.is_empty(host.name) and not self._moves_from(host):
+            s.set_host_state(host, HostState.DRAINED)
+            self._go("start", SessionState.START_MAINTENANCE)
+            return True
+        return False
+
+    def _start_maintenance(self) -> bool:
+        s = self.s
+        current = s.data.get("current_host")
+        if current is None:
+            host = self._next_host_to_maintain()
+            if host is None:
+                self.decide_next()
+                return True
+            s.set_data(current_host=host.name)
+        else:
+            host = s.hosts[current]
+        if host.state == HostState.PENDING and not s.is_empty(host.name):
+            # The last check found instances on it: it has to be drained first.
+            s.set_data(current_host=None)
+            return True
+        if self.run_host(host):
+            s.set_data(current_host=None)
+            return True
+        return False
+
+    def _complete(self) -> bool:
+        s = self.s
+        if s.row.phase in ("", "post"):
+            s.row.phase = "post"
+            if not self.run_actions("post_actions_done", ["post"]):
+                return False
+            s.row.phase = "confirm"
+            self.ask(
+                "MAINTENANCE_COMPLETE",
+                self.managed_projects(),
+                lambda p: ids(self.project_instances(p.project_id)),
+            )
+            return True
+        if self.awaiting("MAINTENANCE_COMPLETE"):
+            return False
+        s.fire("done")
+        return True
+
+    # ------------------------------------------------------------------ decisions
+
+    def decide_next(self) -> None:
+        s = self.s
+        pending = s.hosts_in(HostState.PENDING)
+        computes = [h for h in pending if h.type == "compute"]
+        if (
+            len(computes) < len(pending)
+            or s.hosts_in(HostState.DRAINED)
+            or any(s.is_empty(h.name) for h in computes)
+        ):
+            self._go("start", SessionState.START_MAINTENANCE)
+            return
+        if not computes:
+            self._go("complete", SessionState.MAINTENANCE_COMPLETE)
+            return
+        maintained = bool(s.hosts_in(HostState.MAINTAINED, type="compute"))
+        choice = self._host_to_drain(computes, planned=maintained)
+        if choice is None:
+            self._scale_in_or_fail(computes)
+            return
+        if maintained:
+            self._go("plan", SessionState.PLANNED_MAINTENANCE)
+        else:
+            self._go("prepare", SessionState.PREPARE_MAINTENANCE)
+        s.set_data(drain_host=choice, drain_projects={}, admin_done=[])
+        s.row.phase = "refresh"
+        s.start_op("inventory", params={"hosts": [choice]})
+
+    def _go(self, trigger: str, dest: SessionState) -> None:
+        if self.s.state == dest:
+            self.s.row.phase = ""
+        else:
+            self.s.fire(trigger)
+
+    def _host_to_drain(self, computes: list[HostRow], *, planned: bool) -> str | None:
+        s = self.s
+        if planned:
+            ordered = computes  # the rolling order: as the request listed them
+        else:
+            # Before any host is maintained, empty the least loaded host first:
+            # its instances will have to move again later.
+            ordered = sorted(
+                computes, key=lambda h: (s.used[h.name], len(s.on_host[h.name]), h.position)
+            )
+        candidates = [
+            planner.DrainCandidate(h.name, tuple(self._movable(i) for i in s.instances_on(h.name)))
+            for h in ordered
+        ]
+        chosen = planner.choose_host_to_drain(candidates, self._slots())
+        return chosen[0] if chosen else None
+
+    def _scale_in_or_fail(self, computes: list[HostRow]) -> None:
+        s = self.s
+        lightest = min(computes, key=lambda h: (s.used[h.name], h.position))
+        free = sum(
+            max(0, s.free_vcpus(slot_host) or 0)
+            for slot_host in s.hosts.values()
+            if self._is_target(slot_host) and slot_host.name != lightest.name
+        )
+        shortage = (
+            f"the least loaded host {lightest.name} has {s.used[lightest.name]} vcpus of "
+            f"instances and the other hosts have {free} vcpus free"
+        )
+        affected = {i.project_id for h in computes for i in s.instances_on(h.name)}
+        managed = self.managed_projects(affected)
+        rounds = int(s.data.get("scale_in_rounds", 0))
+        if not managed:
+            self.fail(
+                f"cannot empty any host: {shortage}; no project has an application manager "
+                "to scale in"
+            )
+            return
+        if rounds and int(s.data.get("scale_in_freed", 0)) <= 0:
+            self.fail(f"SCALE_IN freed no capacity: {shortage}")
+            return
+        if rounds >= MAX_SCALE_IN_ROUNDS:
+            self.fail(f"still no room after {rounds} SCALE_IN rounds: {shortage}")
+            return
+        s.set_data(scale_in_rounds=rounds + 1, scale_in_load=self._load())
+        self._go("scale_in", SessionState.SCALE_IN)
+        s.row.phase = "confirm"
+        self.ask(
+            "SCALE_IN",
+            managed,
+            lambda p: ids(self.project_instances(p.project_id)),
+        )
+
+    def _next_host_to_maintain(self) -> HostRow | None:
+        s = self.s
+        pending = s.hosts_in(HostState.PENDING)
+        for host in pending:
+            if host.type != "compute":
+                return host
+        drained = s.hosts_in(HostState.DRAINED)
+        if drained:
+            return drained[0]
+        for host in pending:
+            if s.is_empty(host.name):
+                return host
+        return None
+
+    # ------------------------------------------------------------------ draining
+
+    def _request_actions(self, host: HostRow) -> None:
+        """Ask the projects how to move their instances off ``host`` (projects
+        without a manager get the engine's default action)."""
+        s = self.s
+        fresh: dict[str, list[InstanceRow]] = {}
+        for inst in s.instances_on(host.name):
+            if inst.state == InstanceState.PENDING:
+                fresh.setdefault(inst.project_id, []).append(inst)
+        if not fresh:
+            return
+        drain_projects = dict(s.data.get("drain_projects", {}))
+        ask: list[ProjectRow] = []
+        for project_id, insts in sorted(fresh.items()):
+            project = s.ensure_project(project_id, s.subscribed(project_id))
+            if project.managed and project.awaiting:
+                continue  # asked already; new arrivals wait for the answer
+            drain_projects[project_id] = sorted({*drain_projects.get(project_id, []), *ids(insts)})
+            if project.managed:
+                for inst in insts:
+                    s.set_instance_state(inst, InstanceState.ACTION_REQUESTED)
+                ask.append(project)
+            else:
+                for inst in insts:
+                    inst.action = s.default_action(inst)
+                    s.set_instance_state(inst, InstanceState.ACTION_CHOSEN)
+        s.set_data(drain_projects=drain_projects)
+        state = s.state.value
+        self.ask(
+            state,
+            ask,
+            lambda p: ids(
+                i
+                for i in self.project_instances(p.project_id, on=host.name)
+                if i.state == InstanceState.ACTION_REQUESTED
+            ),
+            allowed_actions=s.allowed_actions,
+        )
+
+    def on_project_answer(
+        self, project: ProjectRow, awaited: str, instance_actions: Mapping[str, str]
+    ) -> None:
+        s = self.s
+        if awaited not in (SessionState.PREPARE_MAINTENANCE, SessionState.PLANNED_MAINTENANCE):
+            return
+        for inst in s.instances.values():
+            if (
+                inst.project_id != project.project_id
+                or inst.state != InstanceState.ACTION_REQUESTED
+            ):
+                continue
+            action = instance_actions.get(inst.instance_id) or s.default_action(inst)
+            inst.action = action
+            s.set_instance_state(inst, InstanceState.ACTION_CHOSEN)
+
+    def _pump_moves(self, host: HostRow) -> None:
+        """Start what can start: every OWN_ACTION watch, and the next migration
+        (one at a time off a host, as Nova's default allows)."""
+        s = self.s
+        busy = self._moves_from(host, kind="move")
+        for inst in s.instances_on(host.name):
+            if inst.state != InstanceState.ACTION_CHOSEN or self.retry_pending(inst.instance_id):
+                continue
+            if inst.action == InstanceAction.OWN_ACTION:
+                self.start_move(inst, InstanceAction.OWN_ACTION, None)
+                continue
+            if busy:
+                continue
+            target = planner.choose_target(
+                self._movable(inst), [x for x in self._slots() if x.host != host.name]
+            )
+            if target is None:
+                self.fail(
+                    f"no host has room for instance {inst.instance_id} ({inst.vcpus} vcpus) "
+                    f"from {host.name}"
+                )
+                return
+            self.start_move(inst, inst.action or s.default_action(inst), target)
+            busy = True
+
+    def _moves_from(self, host: HostRow, kind: str | None = None) -> bool:
+        return any(
+            op.params.get("source") == host.name
+            for op in self.s.open_ops()
+            if op.kind in ((kind,) if kind else ("move", "watch"))
+        )
+
+    def _send_admin_action_done(self, host: HostRow) -> None:
+        s = self.s
+        done = set(s.data.get("admin_done", []))
+        sent = False
+        for project_id, instance_ids in sorted(s.data.get("drain_projects", {}).items()):
+            if project_id in done:
+                continue
+            left = [
+                i
+                for i in instance_ids
+                if i in s.instances
+                and s.instances[i].host == host.name
+                and s.instances[i].state != InstanceState.GONE
+            ]
+            if left:
+                continue
+            done.add(project_id)
+            sent = True
+            if s.projects[project_id].managed:
+                s.notify_project(project_id, "ADMIN_ACTION_DONE", instance_ids, metadata={})
+        if sent:
+            s.set_data(admin_done=sorted(done))
+
+    def on_instance_moved(self, inst: InstanceRow, op: OperationRow) -> None:
+        """Nothing to do here: the drain loop notices the host got emptier."""
+
+    # ------------------------------------------------------------------ capacity
+
+    def _in_scope(self, inst: InstanceRow) -> bool:
+        return inst.state not in (InstanceState.GONE, InstanceState.OUT_OF_SCOPE)
+
+    def _is_target(self, host: HostRow) -> bool:
+        return (
+            host.type == "compute"
+            and host.enabled
+            and host.state in (HostState.MAINTAINED, HostState.OUT_OF_SCOPE, HostState.PENDING)
+        )
+
+    def _slots(self) -> list[planner.Slot]:
+        s = self.s
+        return [
+            planner.Slot(
+                host=h.name,
+                free=s.free_vcpus(h),
+                stays=h.state != HostState.PENDING,
+                project_load=s.projects_on[h.name],
+            )
+            for h in s.hosts.values()
+            if self._is_target(h)
+        ]
+
+    def _movable(self, inst: InstanceRow) -> planner.Movable:
+        return planner.Movable(inst.instance_id, inst.project_id, inst.vcpus)
+
+    def _load(self) -> int:
+        s = self.s
+        return sum(
+            s.used[h.name]
+            for h in s.hosts.values()
+            if h.type == "compute" and h.state != HostState.OUT_OF_SCOPE
+        )
