@@ -41,7 +41,10 @@ from .store.schema import (
     TimerRow,
 )
 
-__all__ = ["LoadedSession", "iso"]
+__all__ = ["ANY_HOST", "LoadedSession", "iso"]
+
+#: ``open_ops(host=ANY_HOST)``: operations on any host or none.
+ANY_HOST: object = object()
 
 #: Instance states in which the instance no longer occupies capacity anywhere.
 _ABSENT = frozenset({InstanceState.GONE})
@@ -146,12 +149,16 @@ class LoadedSession:
         else:
             self.row.reason = None
         self.update_percent()
+        self.announce()
+
+    def announce(self) -> None:
+        """Send ``maintenance_session`` with the current state."""
         self.emit(
             "maintenance_session",
             {
                 "service": self.service,
                 "session_id": self.id,
-                "state": new_state.value,
+                "state": self.row.state,
                 "percent_done": self.row.percent_done,
                 "reason": self.row.reason,
             },
@@ -374,16 +381,26 @@ class LoadedSession:
         return op
 
     def open_ops(
-        self, *, host: str | None = None, kind: str | None = None
+        self, *, host: str | object | None = ANY_HOST, kind: str | None = None
     ) -> Iterator[OperationRow]:
+        """Operations not handled yet; ``host=None`` selects session-wide ones
+        (pre/post actions, inventory), the default any host."""
         for op in self.ops.values():
             if op.handled:
                 continue
-            if host is not None and op.host != host:
+            if host is not ANY_HOST and op.host != host:
                 continue
             if kind is not None and op.kind != kind:
                 continue
             yield op
+
+    def abandon_op(self, op: OperationRow, why: str) -> None:
+        """Stop following an operation whose outcome no longer matters."""
+        op.status = "abandoned"
+        op.detail = why
+        op.finished_at = self.now
+        op.next_poll = None
+        self.close_op(op)
 
     def close_op(self, op: OperationRow) -> None:
         op.handled = True

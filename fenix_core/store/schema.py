@@ -171,7 +171,8 @@ class SubscriptionRow(Base):
 class OperationRow(Base):
     """Something started on the cloud or an action plug-in, polled until it ends.
 
-    status: pending (recorded, not started yet) -> running -> done | failed.
+    status: pending (recorded, not started yet) -> running -> done | failed,
+    or abandoned (the session failed and the outcome no longer matters).
     ``handled`` is set once the workflow has taken the outcome into account.
     """
 

@@ -22,6 +22,15 @@ from __future__ import annotations
 from ..clock import SimClock
 from .actions import TimedAction
 from .cloud import CloudEvent, SimulatedCloud
+from .invariants import migrations_per_instance, violations
 from .manager import ScriptedManager
 
-__all__ = ["CloudEvent", "ScriptedManager", "SimClock", "SimulatedCloud", "TimedAction"]
+__all__ = [
+    "CloudEvent",
+    "ScriptedManager",
+    "SimClock",
+    "SimulatedCloud",
+    "TimedAction",
+    "migrations_per_instance",
+    "violations",
+]

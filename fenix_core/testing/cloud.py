@@ -87,6 +87,10 @@ class SimulatedCloud:
         self._migrations: dict[str, dict[str, Any]] = {}
         self._failures: dict[str, list[str]] = {}
         self._events: list[CloudEvent] = []
+        # Placement and sizes when an engine attached: where replaying events starts.
+        self._baseline: dict[str, str] = {}
+        self._baseline_disabled: list[str] = []
+        self._sizes: dict[str, int] = {}
         if self._path is not None and self._path.exists():
             self._load()
             self._recording = True
@@ -96,7 +100,11 @@ class SimulatedCloud:
     @hookimpl
     def fenix_cloud_driver(self, clock: Clock) -> SimulatedCloud:
         self.clock = clock
-        self._recording = True
+        if not self._recording:
+            self._recording = True
+            self._baseline = {i: str(d["host"]) for i, d in self._instances.items()}
+            self._baseline_disabled = [n for n, h in self._hosts.items() if not h["enabled"]]
+            self._save()
         return self
 
     # ------------------------------------------------------------------ building the cloud
@@ -134,6 +142,7 @@ class SimulatedCloud:
             raise InvalidInput("host", f"no host {host!r}")
         if instance_id in self._instances:
             raise InvalidInput("instance_id", f"instance {instance_id!r} exists already")
+        self._sizes[instance_id] = int(vcpus)
         self._instances[instance_id] = {
             "project_id": project_id,
             "host": host,
@@ -214,9 +223,26 @@ class SimulatedCloud:
 
     @property
     def events(self) -> list[CloudEvent]:
-        """Everything that happened, in time order."""
+        """Everything that happened since an engine attached, in time order."""
         self._settle()
         return list(self._events)
+
+    @property
+    def baseline(self) -> dict[str, str]:
+        """Where each instance was when an engine attached (instance -> host)."""
+        return dict(self._baseline)
+
+    @property
+    def baseline_disabled(self) -> list[str]:
+        """Hosts that were disabled when an engine attached."""
+        return list(self._baseline_disabled)
+
+    def host_capacity(self, host: str) -> int:
+        return int(self._hosts[host]["vcpus"])
+
+    def size_of(self, instance_id: str) -> int:
+        """vcpus of an instance, also of one that was deleted since."""
+        return self._sizes[instance_id]
 
     # ------------------------------------------------------------------ CloudDriver
 
@@ -412,6 +438,9 @@ class SimulatedCloud:
             "instances": self._instances,
             "migrations": self._migrations,
             "failures": self._failures,
+            "baseline": self._baseline,
+            "baseline_disabled": self._baseline_disabled,
+            "sizes": self._sizes,
             "events": [{**attrs.asdict(e), "time": e.time.isoformat()} for e in self._events],
         }
         directory = self._path.parent
@@ -429,6 +458,9 @@ class SimulatedCloud:
         self._instances = state["instances"]
         self._migrations = state["migrations"]
         self._failures = state["failures"]
+        self._baseline = state["baseline"]
+        self._baseline_disabled = state["baseline_disabled"]
+        self._sizes = state["sizes"]
         self._events = [
             CloudEvent(**{**e, "time": datetime.fromisoformat(e["time"])}) for e in state["events"]
         ]

@@ -1,5 +1,9 @@
-"""pytest fixtures for testing workflows and managers (loaded automatically
-through the ``pytest11`` entry point when fenix-core is installed).
+"""pytest fixtures for testing workflows and managers.
+
+Opt in from your ``conftest.py`` (they are not loaded into every pytest run of
+every project that has fenix-core installed)::
+
+    pytest_plugins = ["fenix_core.testing.pytest_plugin"]
 
 * ``fenix_clock``: a :class:`~fenix_core.clock.SimClock`.
 * ``fenix_cloud``: an empty :class:`~fenix_core.testing.SimulatedCloud`.

@@ -471,6 +471,15 @@ class Workflow:
         for project in s.projects.values():
             project.awaiting = False
         s.cancel_timers()
+        # Migrations in flight are followed to the end (they change placement);
+        # waiting for a manager's own action or a listing is pointless now.
+        for op in list(s.open_ops()):
+            if op.kind in ("watch", "inventory"):
+                s.abandon_op(op, f"session failed: {reason}")
+                inst = s.instances.get(op.instance_id or "")
+                if inst is not None and inst.state == InstanceState.IN_ACTION:
+                    s.set_instance_state(inst, InstanceState.ACTION_CHOSEN)
+                    inst.target = None
         for inst in s.instances.values():
             if inst.state in (InstanceState.ACTION_REQUESTED, InstanceState.ACTION_CHOSEN):
                 s.set_instance_state(inst, InstanceState.PENDING)

@@ -52,6 +52,8 @@ class RollingWorkflow(Workflow):
 
     def start(self) -> None:
         s = self.s
+        if s.row.version == 0:
+            s.announce()  # a new session: the admin view learns it exists
         affected = {i.project_id for i in s.instances.values() if self._in_scope(i)}
         unmanaged = sorted(p for p in affected if not s.projects[p].managed)
         if s.request.project_policy == "fail" and unmanaged:

@@ -1,0 +1,79 @@
+"""Shared helpers for the end-to-end tests: a notification recorder and a small
+cluster builder. The fixtures of fenix_core.testing (fenix_clock, fenix_cloud,
+fenix_engine_factory) come from its pytest plug-in, loaded here as users do."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
+
+import pytest
+
+from fenix_core import Engine, signals
+from fenix_core.testing import SimulatedCloud
+
+pytest_plugins = ["fenix_core.testing.pytest_plugin"]
+
+
+class Recorder:
+    """Every notification an engine sends, with the simulated time it was sent."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.log: list[tuple[datetime, str, dict[str, Any]]] = []
+        self._receivers = []
+        for name, signal in signals.SIGNALS.items():
+
+            def receive(sender: Engine, payload: dict[str, Any], _name: str = name) -> None:
+                self.log.append((sender.clock.now(), _name, payload))
+
+            signal.connect(receive, sender=engine)
+            self._receivers.append((signal, receive))
+
+    def close(self) -> None:
+        for signal, receive in self._receivers:
+            signal.disconnect(receive, sender=self.engine)
+
+    def of(self, signal: str) -> list[dict[str, Any]]:
+        return [p for _, s, p in self.log if s == signal]
+
+    def project_states(self, project_id: str) -> list[str]:
+        return [p["state"] for p in self.of("maintenance_planned") if p["project_id"] == project_id]
+
+    def session_states(self) -> list[str]:
+        return [p["state"] for p in self.of("maintenance_session")]
+
+    def host_log(self) -> list[tuple[datetime, str, str]]:
+        return [(t, p["host"], p["state"]) for t, s, p in self.log if s == "maintenance_host"]
+
+
+@pytest.fixture
+def recorder_factory() -> Iterator[Any]:
+    made: list[Recorder] = []
+
+    def make(engine: Engine) -> Recorder:
+        recorder = Recorder(engine)
+        made.append(recorder)
+        return recorder
+
+    yield make
+    for recorder in made:
+        recorder.close()
+
+
+def fill(
+    cloud: SimulatedCloud,
+    layout: dict[str, list[tuple[str, str, int]]],
+    *,
+    vcpus: int = 8,
+    controllers: int = 0,
+) -> None:
+    """Add computes named in ``layout`` (host -> [(instance, project, vcpus)])
+    with ``vcpus`` each, and ``controllers`` controller hosts ctl-0.."""
+    for index in range(controllers):
+        cloud.add_host(f"ctl-{index}", type="controller", vcpus=vcpus)
+    for host, instances in layout.items():
+        cloud.add_host(host, vcpus=vcpus)
+        for instance_id, project_id, size in instances:
+            cloud.add_instance(instance_id, project_id, host, vcpus=size)
