@@ -302,6 +302,8 @@ class Engine:
             upd = update
         else:
             upd = SessionUpdate.from_dict({**dict(update or {}), **changes})
+        if not upd.retry and not upd.changes_start:
+            raise InvalidInput("update", "nothing to change: give maintenance_at or retry")
         with self._lock:
             loaded, workflow = self._load(session_id)
             loaded.now = self.clock.now()

@@ -66,17 +66,20 @@ def parse_time(value: object, field: str) -> datetime | None:
     """Accept None, an aware/naive datetime (naive = UTC) or an ISO 8601 string."""
     if value is None:
         return None
-    if isinstance(value, datetime):
-        return as_utc(value)
     if isinstance(value, str):
         text = value.strip()
         if text.endswith("Z"):
             text = text[:-1] + "+00:00"
         try:
-            return as_utc(datetime.fromisoformat(text))
+            value = datetime.fromisoformat(text)
         except ValueError:
             raise InvalidInput(field, f"not an ISO 8601 time: {value!r}") from None
-    raise InvalidInput(field, f"expected a time, got {type(value).__name__}")
+    if not isinstance(value, datetime):
+        raise InvalidInput(field, f"expected a time, got {type(value).__name__}")
+    try:
+        return as_utc(value)
+    except OverflowError:
+        raise InvalidInput(field, f"out of the representable range: {value}") from None
 
 
 def _str(value: object, field: str, *, empty: bool = False) -> str:
@@ -111,7 +114,10 @@ def _seq(value: object, field: str) -> list[Any]:
 def _seconds(value: object, field: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise InvalidInput(field, f"expected a number of seconds, got {type(value).__name__}")
-    seconds = float(value)
+    try:
+        seconds = float(value)
+    except OverflowError:
+        raise InvalidInput(field, "too large") from None
     if not math.isfinite(seconds) or seconds <= 0:
         raise InvalidInput(field, f"must be a positive number of seconds, got {value!r}")
     return seconds
@@ -125,6 +131,12 @@ def _int(value: object, field: str, *, minimum: int = 0, maximum: int = 10**6) -
     return value
 
 
+def _check_bool(value: object, field: str) -> bool:
+    if not isinstance(value, bool):
+        raise InvalidInput(field, f"expected true or false, got {value!r}")
+    return value
+
+
 def _choice(value: object, field: str, choices: tuple[str, ...]) -> str:
     if value not in choices:
         raise InvalidInput(field, f"must be one of {', '.join(choices)}, got {value!r}")
@@ -132,7 +144,7 @@ def _choice(value: object, field: str, choices: tuple[str, ...]) -> str:
 
 
 def _unknown_keys(data: Mapping[str, Any], known: Iterable[str], prefix: str = "") -> None:
-    extra = sorted(set(data) - set(known))
+    extra = sorted(str(k) for k in set(data) - set(known))
     if extra:
         raise InvalidInput(f"{prefix}{extra[0]}", "unknown field")
 
@@ -372,28 +384,37 @@ class SessionRequest:
         return float(self.timeouts.get(kind, DEFAULT_TIMEOUTS[kind]))
 
 
-_UNSET: Any = attrs.NOTHING
+class _Unset:
+    """Marks a field of an update that is not changed."""
+
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+UNSET: Any = _Unset()
+
+
+def _to_new_start(value: object) -> datetime | None:
+    return value if isinstance(value, _Unset) else parse_time(value, "maintenance_at")  # type: ignore[return-value]
 
 
 @attrs.frozen
 class SessionUpdate:
     """Changes an admin may make to a session (``engine.update_session``).
 
-    ``maintenance_at``: move the start (only before host work has started).
-    ``retry``: restart a failed session from where it stopped; hosts already
-    maintained are not maintained again.
+    ``maintenance_at``: move the start (only before host work has started);
+    leave it out (``UNSET``) to keep it. ``retry``: restart a failed session
+    from where it stopped; hosts already maintained are not maintained again.
     """
 
-    maintenance_at: datetime | None = attrs.field(default=_UNSET)
-    retry: bool = False
+    maintenance_at: datetime | None = attrs.field(default=UNSET, converter=_to_new_start)
+    retry: bool = attrs.field(default=False, validator=_validated("retry", _check_bool))
 
     @classmethod
     def from_dict(cls, data: object) -> SessionUpdate:
         mapping = _as_mapping(data, "update")
         _unknown_keys(mapping, ("maintenance_at", "retry", "state"))
-        retry = mapping.get("retry", False)
-        if not isinstance(retry, bool):
-            raise InvalidInput("retry", f"expected true or false, got {retry!r}")
+        retry = _check_bool(mapping.get("retry", False), "retry")
         state = mapping.get("state")
         if state is not None:
             # Fenix-style: PUT {"state": "MAINTENANCE"} on a failed session retries it.
@@ -402,15 +423,15 @@ class SessionUpdate:
         maintenance_at = (
             parse_time(mapping["maintenance_at"], "maintenance_at")
             if "maintenance_at" in mapping
-            else _UNSET
+            else UNSET
         )
-        if not retry and maintenance_at is _UNSET:
+        if not retry and maintenance_at is UNSET:
             raise InvalidInput("update", "nothing to change: give maintenance_at or retry")
         return cls(maintenance_at=maintenance_at, retry=retry)
 
     @property
     def changes_start(self) -> bool:
-        return self.maintenance_at is not _UNSET
+        return self.maintenance_at is not UNSET
 
 
 @attrs.frozen

@@ -41,6 +41,11 @@ EVENT_KINDS = (
 )
 
 
+def _check_vcpus(vcpus: object) -> None:
+    if isinstance(vcpus, bool) or not isinstance(vcpus, int) or vcpus < 0:
+        raise InvalidInput("vcpus", f"must be a whole number >= 0, got {vcpus!r}")
+
+
 @attrs.frozen
 class CloudEvent:
     """Something that happened in the simulated cloud.
@@ -115,6 +120,7 @@ class SimulatedCloud:
         """Add a host (``type`` compute or controller) with ``vcpus`` capacity."""
         if type not in ("compute", "controller"):
             raise InvalidInput("type", f"must be compute or controller, got {type!r}")
+        _check_vcpus(vcpus)
         if name in self._hosts:
             raise InvalidInput("name", f"host {name!r} exists already")
         self._hosts[name] = {
@@ -138,6 +144,7 @@ class SimulatedCloud:
     ) -> None:
         """Create an instance on ``host`` (no capacity check: set up what you want)."""
         self._settle()
+        _check_vcpus(vcpus)
         if host not in self._hosts:
             raise InvalidInput("host", f"no host {host!r}")
         if instance_id in self._instances:
@@ -454,6 +461,9 @@ class SimulatedCloud:
     def _load(self) -> None:
         assert self._path is not None
         state = json.loads(self._path.read_text())
+        # The file is the cloud: its migration times win over the constructor's.
+        self.migration_seconds = float(state["migration_seconds"])
+        self.live_migration_seconds = float(state["live_migration_seconds"])
         self._hosts = state["hosts"]
         self._instances = state["instances"]
         self._migrations = state["migrations"]
