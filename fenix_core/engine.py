@@ -178,20 +178,7 @@ class Engine:
         now = self.clock.now()
         session_id = str(uuid.uuid4())
         with self._lock, Session(self._db) as orm, orm.begin():
-            busy = orm.execute(
-                select(HostRow.name, HostRow.session_id)
-                .join(SessionRow, SessionRow.id == HostRow.session_id)
-                .where(
-                    SessionRow.state.not_in(_FINAL),
-                    HostRow.state != HostState.OUT_OF_SCOPE.value,
-                    HostRow.name.in_(scope),
-                )
-            ).first()
-            if busy is not None:
-                raise Conflict(
-                    f"host {busy.name} is already in running session {busy.session_id}",
-                    session_id=busy.session_id,
-                )
+            self._check_hosts_free(orm, scope)
             subscribed = set(orm.scalars(select(SubscriptionRow.project_id)))
             orm.add(
                 SessionRow(
@@ -320,6 +307,13 @@ class Engine:
                         session_id=session_id,
                         state=loaded.state,
                     )
+                unfinished = [
+                    h.name
+                    for h in loaded.hosts.values()
+                    if h.state not in (HostState.MAINTAINED, HostState.OUT_OF_SCOPE)
+                ]
+                self._check_hosts_free(loaded.orm, unfinished, besides=session_id)
+                loaded.orm.commit()  # end the read; nothing was changed
             if upd.changes_start and not upd.retry and not workflow.can_reschedule():
                 raise Conflict(
                     "maintenance_at can only change before host work starts "
@@ -596,6 +590,39 @@ class Engine:
             raise NotFound("session", session_id, session_id=session_id)
         return row
 
+    @staticmethod
+    def _check_hosts_free(orm: Session, hosts: Iterable[str], *, besides: str = "") -> None:
+        """Conflict if another running session maintains one of ``hosts``."""
+        busy = orm.execute(
+            select(HostRow.name, HostRow.session_id)
+            .join(SessionRow, SessionRow.id == HostRow.session_id)
+            .where(
+                SessionRow.state.not_in(_FINAL),
+                SessionRow.id != besides,
+                HostRow.state != HostState.OUT_OF_SCOPE.value,
+                HostRow.name.in_(list(hosts)),
+            )
+        ).first()
+        if busy is not None:
+            raise Conflict(
+                f"host {busy.name} is already in running session {busy.session_id}",
+                session_id=busy.session_id,
+            )
+
+    @staticmethod
+    def _foreign_hosts(orm: Session, session_id: str) -> dict[str, str]:
+        """Hosts other running sessions maintain, with their state there."""
+        rows = orm.execute(
+            select(HostRow.name, HostRow.state)
+            .join(SessionRow, SessionRow.id == HostRow.session_id)
+            .where(
+                SessionRow.state.not_in(_FINAL),
+                SessionRow.id != session_id,
+                HostRow.state != HostState.OUT_OF_SCOPE.value,
+            )
+        )
+        return {str(name): str(state) for name, state in rows}
+
     def _session_exists(self, session_id: str) -> None:
         with self._lock, Session(self._db) as orm:
             self._session_row(orm, session_id)
@@ -615,6 +642,8 @@ class Engine:
         return sorted(due)
 
     def _load(self, session_id: str) -> tuple[LoadedSession, Workflow]:
+        if not isinstance(session_id, str):
+            raise InvalidInput("session_id", f"expected a string, got {type(session_id).__name__}")
         cached = self._loaded.get(session_id)
         if cached is not None:
             return cached
@@ -656,6 +685,14 @@ class Engine:
             return []  # deleted meanwhile
         now = self.clock.now()
         loaded.now = now
+        foreign: list[dict[str, str]] = []
+
+        def foreign_hosts() -> dict[str, str]:
+            if not foreign:  # asked at most once per step
+                foreign.append(self._foreign_hosts(loaded.orm, session_id))
+            return foreign[0]
+
+        loaded.foreign_hosts = foreign_hosts
         try:
             self._poll_due(loaded, now)
             self._take_replies(loaded, workflow)

@@ -111,6 +111,9 @@ class LoadedSession:
                 self.reserved[inst.target] += inst.vcpus
         # Whether a project has an application manager (the engine answers).
         self.subscribed: Callable[[str], bool] = lambda _project_id: False
+        # Hosts that other running sessions maintain, with their state there
+        # (the engine answers, once per step).
+        self.foreign_hosts: Callable[[], Mapping[str, str]] = dict
         # What the current step owes, handed to the engine after commit.
         self.new_ops: list[OperationRow] = []
         self.new_outbox: list[OutboxRow] = []

@@ -248,7 +248,7 @@ class RollingWorkflow(Workflow):
         free = sum(
             max(0, s.free_vcpus(slot_host) or 0)
             for slot_host in s.hosts.values()
-            if self._is_target(slot_host) and slot_host.name != lightest.name
+            if self._placement(slot_host) is not None and slot_host.name != lightest.name
         )
         shortage = (
             f"the least loaded host {lightest.name} has {s.used[lightest.name]} vcpus of "
@@ -411,25 +411,40 @@ class RollingWorkflow(Workflow):
     def _in_scope(self, inst: InstanceRow) -> bool:
         return inst.state not in (InstanceState.GONE, InstanceState.OUT_OF_SCOPE)
 
-    def _is_target(self, host: HostRow) -> bool:
-        return (
-            host.type == "compute"
-            and host.enabled
-            and host.state in (HostState.MAINTAINED, HostState.OUT_OF_SCOPE, HostState.PENDING)
-        )
+    def _placement(self, host: HostRow) -> bool | None:
+        """Whether ``host`` can receive instances: None if not, True if an
+        instance placed there can stay, False if it will have to move again."""
+        if host.type != "compute" or not host.enabled:
+            return None
+        if host.state == HostState.MAINTAINED:
+            return True
+        if host.state == HostState.PENDING:
+            return False
+        if host.state != HostState.OUT_OF_SCOPE:
+            return None
+        # Not ours: another running session may be draining or maintaining it.
+        elsewhere = self.s.foreign_hosts().get(host.name)
+        if elsewhere is None or elsewhere == HostState.MAINTAINED:
+            return True
+        if elsewhere == HostState.PENDING:
+            return False
+        return None
 
     def _slots(self) -> list[planner.Slot]:
         s = self.s
-        return [
-            planner.Slot(
-                host=h.name,
-                free=s.free_vcpus(h),
-                stays=h.state != HostState.PENDING,
-                project_load=s.projects_on[h.name],
-            )
-            for h in s.hosts.values()
-            if self._is_target(h)
-        ]
+        slots = []
+        for h in s.hosts.values():
+            stays = self._placement(h)
+            if stays is not None:
+                slots.append(
+                    planner.Slot(
+                        host=h.name,
+                        free=s.free_vcpus(h),
+                        stays=stays,
+                        project_load=s.projects_on[h.name],
+                    )
+                )
+        return slots
 
     def _movable(self, inst: InstanceRow) -> planner.Movable:
         return planner.Movable(inst.instance_id, inst.project_id, inst.vcpus)
