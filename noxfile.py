@@ -13,6 +13,7 @@ SOURCES = [
     "fenix_core_k8s",
     "tests",
     "examples",
+    "docs/gen_states.py",
     "noxfile.py",
 ]
 

@@ -115,6 +115,9 @@ class Engine:
         self._loaded: dict[str, tuple[LoadedSession, Workflow]] = {}
         self._runner = OperationRunner(self.plugins)
         self._leftovers_delivered = False
+        # Sessions whose workflow no plug-in provides: left as they are (a new
+        # engine with the plug-in resumes them), and not woken for nothing.
+        self._unrunnable: set[str] = set()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -293,49 +296,57 @@ class Engine:
             raise InvalidInput("update", "nothing to change: give maintenance_at or retry")
         with self._lock:
             loaded, workflow = self._load(session_id)
-            loaded.now = self.clock.now()
-            if upd.retry:
-                if loaded.state != SessionState.MAINTENANCE_FAILED:
-                    raise Conflict(
-                        f"only a failed session can be retried; this one is {loaded.state}",
-                        session_id=session_id,
-                        state=loaded.state,
-                    )
-                if any(loaded.open_ops()):
-                    raise Conflict(
-                        "the session is still putting hosts back into service; retry shortly",
-                        session_id=session_id,
-                        state=loaded.state,
-                    )
-                unfinished = [
-                    h.name
-                    for h in loaded.hosts.values()
-                    if h.state not in (HostState.MAINTAINED, HostState.OUT_OF_SCOPE)
-                ]
-                self._check_hosts_free(loaded.orm, unfinished, besides=session_id)
-                loaded.orm.commit()  # end the read; nothing was changed
-            if upd.changes_start and not upd.retry and not workflow.can_reschedule():
-                raise Conflict(
-                    "maintenance_at can only change before host work starts "
-                    f"(session is {loaded.state})",
-                    session_id=session_id,
-                    state=loaded.state,
-                )
             try:
-                if upd.retry:
-                    workflow.retry()
-                if upd.changes_start:
-                    workflow.reschedule(upd.maintenance_at)
-                loaded.row.next_wake = loaded.now
-                loaded.row.updated_at = loaded.now
-                loaded.orm.commit()
+                outbox = self._apply_update(loaded, workflow, upd)
             except Exception:
+                # Rejected or broken: drop the working set; the database has
+                # the last committed state and the next step reloads it.
                 self._unload(session_id, rollback=True)
                 raise
-            outbox = self._take_outbox(loaded)
         self._deliver(outbox)
         self._wake.set()
         return self.get_session(session_id)
+
+    def _apply_update(
+        self, loaded: LoadedSession, workflow: Workflow, upd: SessionUpdate
+    ) -> list[OutboxRow]:
+        session_id = loaded.id
+        loaded.now = self.clock.now()
+        if upd.retry:
+            if loaded.state != SessionState.MAINTENANCE_FAILED:
+                raise Conflict(
+                    f"only a failed session can be retried; this one is {loaded.state}",
+                    session_id=session_id,
+                    state=loaded.state,
+                )
+            if any(loaded.open_ops()):
+                raise Conflict(
+                    "the session is still putting hosts back into service; retry shortly",
+                    session_id=session_id,
+                    state=loaded.state,
+                )
+            unfinished = [
+                h.name
+                for h in loaded.hosts.values()
+                if h.state not in (HostState.MAINTAINED, HostState.OUT_OF_SCOPE)
+            ]
+            self._check_hosts_free(loaded.orm, unfinished, besides=session_id)
+            loaded.orm.commit()  # end the read; nothing was changed
+        if upd.changes_start and not upd.retry and not workflow.can_reschedule():
+            raise Conflict(
+                "maintenance_at can only change before host work starts "
+                f"(session is {loaded.state})",
+                session_id=session_id,
+                state=loaded.state,
+            )
+        if upd.retry:
+            workflow.retry()
+        if upd.changes_start:
+            workflow.reschedule(upd.maintenance_at)
+        loaded.row.next_wake = loaded.now
+        loaded.row.updated_at = loaded.now
+        loaded.orm.commit()
+        return self._take_outbox(loaded)
 
     def delete_session(self, session_id: str) -> None:
         """Remove a finished session and everything recorded about it."""
@@ -546,6 +557,11 @@ class Engine:
         self._session_exists(session_id)
         while True:
             self.run_until_idle()
+            if session_id in self._unrunnable:
+                raise FenixError(
+                    f"session {session_id} uses a workflow that no plug-in of this engine provides",
+                    session_id=session_id,
+                )
             with self._lock, Session(self._db) as orm:
                 row = self._session_row(orm, session_id)
                 finished = row.state in _FINAL and row.next_wake is None
@@ -577,7 +593,9 @@ class Engine:
     def next_wake(self) -> datetime | None:
         """When the engine next has something to do (None: nothing scheduled)."""
         with self._lock, Session(self._db) as orm:
-            wake: datetime | None = orm.scalar(select(func.min(SessionRow.next_wake)))
+            wake: datetime | None = orm.scalar(
+                select(func.min(SessionRow.next_wake)).where(SessionRow.id.not_in(self._unrunnable))
+            )
             return wake
 
     # ------------------------------------------------------------------ internals
@@ -591,37 +609,37 @@ class Engine:
         return row
 
     @staticmethod
-    def _check_hosts_free(orm: Session, hosts: Iterable[str], *, besides: str = "") -> None:
-        """Conflict if another running session maintains one of ``hosts``."""
-        busy = orm.execute(
-            select(HostRow.name, HostRow.session_id)
+    def _hosts_elsewhere(
+        orm: Session, besides: str, names: Iterable[str] | None = None
+    ) -> list[tuple[str, str, str]]:
+        """(host, state, session) for hosts that running sessions other than
+        ``besides`` maintain (only ``names``, if given)."""
+        query = (
+            select(HostRow.name, HostRow.state, HostRow.session_id)
             .join(SessionRow, SessionRow.id == HostRow.session_id)
             .where(
                 SessionRow.state.not_in(_FINAL),
                 SessionRow.id != besides,
                 HostRow.state != HostState.OUT_OF_SCOPE.value,
-                HostRow.name.in_(list(hosts)),
-            )
-        ).first()
-        if busy is not None:
-            raise Conflict(
-                f"host {busy.name} is already in running session {busy.session_id}",
-                session_id=busy.session_id,
-            )
-
-    @staticmethod
-    def _foreign_hosts(orm: Session, session_id: str) -> dict[str, str]:
-        """Hosts other running sessions maintain, with their state there."""
-        rows = orm.execute(
-            select(HostRow.name, HostRow.state)
-            .join(SessionRow, SessionRow.id == HostRow.session_id)
-            .where(
-                SessionRow.state.not_in(_FINAL),
-                SessionRow.id != session_id,
-                HostRow.state != HostState.OUT_OF_SCOPE.value,
             )
         )
-        return {str(name): str(state) for name, state in rows}
+        if names is not None:
+            query = query.where(HostRow.name.in_(list(names)))
+        return [(name, state, session) for name, state, session in orm.execute(query)]
+
+    def _check_hosts_free(self, orm: Session, hosts: Iterable[str], *, besides: str = "") -> None:
+        """Conflict if another running session maintains one of ``hosts``."""
+        busy = self._hosts_elsewhere(orm, besides, hosts)
+        if busy:
+            host, _, session_id = busy[0]
+            raise Conflict(
+                f"host {host} is already in running session {session_id}",
+                session_id=session_id,
+            )
+
+    def _foreign_hosts(self, orm: Session, session_id: str) -> dict[str, str]:
+        """Hosts other running sessions maintain, with their state there."""
+        return {name: state for name, state, _ in self._hosts_elsewhere(orm, session_id)}
 
     def _session_exists(self, session_id: str) -> None:
         with self._lock, Session(self._db) as orm:
@@ -639,7 +657,7 @@ class Engine:
             due.update(
                 orm.scalars(select(InboxRow.session_id).where(InboxRow.processed_at.is_(None)))
             )
-        return sorted(due)
+        return sorted(due - self._unrunnable)
 
     def _load(self, session_id: str) -> tuple[LoadedSession, Workflow]:
         if not isinstance(session_id, str):
@@ -683,6 +701,10 @@ class Engine:
             loaded, workflow = self._load(session_id)
         except NotFound:
             return []  # deleted meanwhile
+        except FenixError as exc:
+            log.error("session %s cannot run here: %s", session_id, exc)
+            self._unrunnable.add(session_id)
+            return []
         now = self.clock.now()
         loaded.now = now
         foreign: list[dict[str, str]] = []
@@ -706,6 +728,8 @@ class Engine:
             for timer in loaded.pop_due_timers():
                 workflow.on_timer(timer)
             before = loaded.row.state
+            if loaded.row.version == 0:
+                workflow.start()
             workflow.advance()
             if loaded.row.state != before:
                 log.info("session %s: %s -> %s", session_id, before, loaded.row.state)

@@ -8,7 +8,7 @@ spec lists (pluggy passes only those it names).
 Three hooks::
 
     @hookimpl
-    def fenix_cloud_driver(clock):      # first non-None answer wins
+    def fenix_cloud_driver(clock):      # exactly one plug-in answers
         return MyDriver(...)             # a CloudDriver
 
     @hookimpl
@@ -146,10 +146,12 @@ class Action(Protocol):
 class _Specs:
     """Hook specifications (collected by the plug-in manager)."""
 
-    @hookspec(firstresult=True)
+    @hookspec
     def fenix_cloud_driver(self, clock: Clock) -> CloudDriver | None:
-        """Return the cloud driver. The first plug-in that answers wins.
+        """Return the cloud driver, or None.
 
+        Exactly one plug-in may answer: two drivers are an error (the engine
+        would otherwise pick one by registration order, silently).
         ``clock`` is the engine's clock: simulated clouds keep their time with it.
         """
 

@@ -532,7 +532,8 @@ class SessionView:
     percent_done: int
     reason: str | None
     hosts: tuple[HostView, ...]
-    projects: Mapping[str, str]
+    #: project -> its dialogue state (last state sent or answered; None if never asked)
+    projects: Mapping[str, str | None]
     created_at: datetime
     updated_at: datetime
     maintenance_at: datetime | None

@@ -49,9 +49,13 @@ class Plugins:
         self.workflows = self._resolve_workflows()
 
     def _resolve_driver(self, clock: Clock) -> CloudDriver | None:
-        driver = self.manager.hook.fenix_cloud_driver(clock=clock)
-        if driver is None:
+        drivers = [d for d in self.manager.hook.fenix_cloud_driver(clock=clock) if d is not None]
+        if len(drivers) > 1:
+            names = ", ".join(sorted(type(d).__name__ for d in drivers))
+            raise PluginError("cloud", f"more than one plug-in provides a cloud driver: {names}")
+        if not drivers:
             return None
+        driver = drivers[0]
         if not isinstance(driver, CloudDriver):
             raise PluginError(
                 type(driver).__name__,

@@ -32,9 +32,7 @@ def build_session_view(
             for h in sorted(hosts, key=lambda h: h.position)
             if h.state != HostState.OUT_OF_SCOPE
         ),
-        projects={
-            p.project_id: p.state or "" for p in sorted(projects, key=lambda p: p.project_id)
-        },
+        projects={p.project_id: p.state for p in sorted(projects, key=_project_key)},
         created_at=row.created_at,
         updated_at=row.updated_at,
         maintenance_at=row.maintenance_at,

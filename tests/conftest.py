@@ -4,14 +4,14 @@ fenix_engine_factory) come from its pytest plug-in, loaded here as users do."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
 
 import pytest
 
 from fenix_core import Engine, signals
-from fenix_core.testing import SimulatedCloud
+from fenix_core.testing import ScriptedManager, SimulatedCloud
 
 pytest_plugins = ["fenix_core.testing.pytest_plugin"]
 
@@ -60,6 +60,22 @@ def recorder_factory() -> Iterator[Any]:
     yield make
     for recorder in made:
         recorder.close()
+
+
+@pytest.fixture
+def managers(engine: Engine) -> Iterator[Callable[..., ScriptedManager]]:
+    """make(project_id, **options) -> a ScriptedManager on the test's ``engine``
+    fixture, disconnected after the test."""
+    made: list[ScriptedManager] = []
+
+    def make(project_id: str, **kwargs: Any) -> ScriptedManager:
+        manager = ScriptedManager(engine, project_id, **kwargs)
+        made.append(manager)
+        return manager
+
+    yield make
+    for manager in made:
+        manager.close()
 
 
 def fill(

@@ -90,20 +90,6 @@ def engine(cloud: SimulatedCloud, fenix_engine_factory: Factory, upgrade: TimedA
 
 
 @pytest.fixture
-def managers(engine: Engine) -> Iterator[Callable[..., ScriptedManager]]:
-    made: list[ScriptedManager] = []
-
-    def make(project_id: str, **kwargs: Any) -> ScriptedManager:
-        manager = ScriptedManager(engine, project_id, **kwargs)
-        made.append(manager)
-        return manager
-
-    yield make
-    for manager in made:
-        manager.close()
-
-
-@pytest.fixture
 def connect(engine: Engine) -> Iterator[Callable[[str, Callable[..., None]], None]]:
     """connect(signal name, receiver) for this engine, disconnected afterwards."""
     connected: list[tuple[str, Callable[..., None]]] = []
@@ -564,7 +550,7 @@ def test_only_subscribed_projects_are_asked(engine: Engine, connect: Callable[..
     sid = engine.create_session(SessionRequest(hosts=["cmp-0", "cmp-1"]))
     engine.run_until_idle()
     assert asked == ["pa"]
-    assert engine.get_session(sid).projects == {"pa": "MAINTENANCE", "pb": ""}
+    assert engine.get_session(sid).projects == {"pa": "MAINTENANCE", "pb": None}
 
 
 # --------------------------------------------------------------------------- signals
@@ -766,4 +752,4 @@ def test_sessions_and_subscriptions_persist_in_a_database_file(
     second = fenix_engine_factory(database_url=url)
     assert second.subscriptions() == ["pa"]
     assert [s.session_id for s in second.list_sessions()] == [sid]
-    assert second.get_session(sid).projects == {"pa": ""}
+    assert second.get_session(sid).projects == {"pa": None}

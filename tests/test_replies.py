@@ -101,20 +101,6 @@ def planned(engine: Engine) -> Iterator[list[dict[str, Any]]]:
 
 
 @pytest.fixture
-def managers(engine: Engine) -> Iterator[Callable[..., ScriptedManager]]:
-    made: list[ScriptedManager] = []
-
-    def make(project_id: str, **kwargs: Any) -> ScriptedManager:
-        manager = ScriptedManager(engine, project_id, **kwargs)
-        made.append(manager)
-        return manager
-
-    yield make
-    for manager in made:
-        manager.close()
-
-
-@pytest.fixture
 def asked(engine: Engine, planned: list[dict[str, Any]]) -> str:
     """A session in which pa and pb (both subscribed) are asked MAINTENANCE."""
     engine.subscribe("pa")

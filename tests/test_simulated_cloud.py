@@ -13,7 +13,7 @@ from fenix_core.clock import SimClock
 from fenix_core.errors import CloudError, InvalidInput
 from fenix_core.hookspecs import CloudDriver
 from fenix_core.model import Host, Instance, OperationStatus
-from fenix_core.testing import CloudEvent, SimulatedCloud
+from fenix_core.testing import CloudEvent, SimulatedCloud, violations
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -366,6 +366,8 @@ def test_events_in_time_order_with_kinds_and_fields(clock: SimClock) -> None:
     cloud.enable_host("c0")
 
     assert cloud.events == [
+        CloudEvent(at(0), "host_added", "c0", None, "enabled"),
+        CloudEvent(at(0), "host_added", "c1", None, "enabled"),
         CloudEvent(at(0), "instance_added", "c0", "a", "p1"),
         CloudEvent(at(0), "instance_added", "c0", "b", "p2"),
         CloudEvent(at(0), "disable_host", "c0", None, "maintenance"),
@@ -383,8 +385,9 @@ def test_events_in_time_order_with_kinds_and_fields(clock: SimClock) -> None:
 
 
 def test_events_is_a_copy(cloud: SimulatedCloud) -> None:
+    before = len(cloud.events)
     cloud.events.clear()
-    assert len(cloud.events) == 2
+    assert len(cloud.events) == before > 0
 
 
 def test_setup_without_a_clock_is_not_recorded() -> None:
@@ -407,7 +410,19 @@ def test_setup_with_a_clock_is_recorded(clock: SimClock) -> None:
     cloud = SimulatedCloud(clock=clock)
     cloud.add_host("c0")
     cloud.add_instance("vm-1", project_id="p1", host="c0")
-    assert cloud.events == [CloudEvent(T0, "instance_added", "c0", "vm-1", "p1")]
+    assert cloud.events == [
+        CloudEvent(T0, "host_added", "c0", None, "enabled"),
+        CloudEvent(T0, "instance_added", "c0", "vm-1", "p1"),
+    ]
+
+
+def test_violations_sees_a_host_created_disabled(clock: SimClock) -> None:
+    cloud = SimulatedCloud(clock=clock)
+    cloud.add_host("c0")
+    cloud.add_host("c1", enabled=False)
+    cloud.add_instance("vm-1", project_id="p1", host="c0")
+    cloud.relocate("vm-1", "c1")
+    assert violations(cloud) == ["2026-01-01T00:00:00+00:00: vm-1 arrived on disabled host c1"]
 
 
 def test_engine_attaches_its_clock(

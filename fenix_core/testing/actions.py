@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import os
+import tempfile
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
+from pathlib import Path
 
 from ..clock import Clock
 from ..errors import InvalidInput
@@ -18,11 +22,18 @@ class TimedAction:
 
     ``runs`` lists ``(start time, host or None)`` for every run, once per run
     even if the engine asks again with the same key. ``fail_on`` names hosts on
-    which the action fails (``None`` in it: the session-wide run fails).
+    which the action fails (``None`` in it: the session-wide run fails). With
+    ``state_path`` the runs live in that JSON file, so a TimedAction in another
+    process (an engine resumed after a crash) knows the runs started before.
     """
 
     def __init__(
-        self, name: str = "upgrade", seconds: float = 600.0, *, fail_on: Iterable[str | None] = ()
+        self,
+        name: str = "upgrade",
+        seconds: float = 600.0,
+        *,
+        fail_on: Iterable[str | None] = (),
+        state_path: str | os.PathLike[str] | None = None,
     ) -> None:
         if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds < 0:
             raise InvalidInput("seconds", f"must be a number >= 0, got {seconds!r}")
@@ -31,6 +42,11 @@ class TimedAction:
         self.fail_on = set(fail_on)
         self.runs: list[tuple[datetime, str | None]] = []
         self._started: dict[str, datetime] = {}
+        self._path = Path(state_path) if state_path is not None else None
+        if self._path is not None and self._path.exists():
+            state = json.loads(self._path.read_text())
+            self._started = {k: datetime.fromisoformat(v) for k, v in state["started"].items()}
+            self.runs = [(datetime.fromisoformat(t), h) for t, h in state["runs"]]
 
     @hookimpl
     def fenix_actions(self, clock: Clock) -> Sequence[Action]:
@@ -40,12 +56,19 @@ class TimedAction:
         if context.key not in self._started:
             self._started[context.key] = context.now
             self.runs.append((context.now, context.host))
+            self._save()
         return self.poll(context)
 
     def poll(self, context: ActionContext) -> OperationStatus:
+        started = self._started.get(context.key)
+        if started is None:
+            return OperationStatus.failed(
+                f"{self.name}: run {context.key} was not started by this TimedAction "
+                "(another process? give it a state_path)"
+            )
         if context.host in self.fail_on:
             return OperationStatus.failed(f"{self.name} failed on {context.host}")
-        end = self._started[context.key] + timedelta(seconds=self.seconds)
+        end = started + timedelta(seconds=self.seconds)
         if context.now >= end:
             return OperationStatus.done(context.host)
         return OperationStatus.running(retry_after=(end - context.now).total_seconds())
@@ -54,3 +77,17 @@ class TimedAction:
     def hosts(self) -> list[str | None]:
         """Hosts in the order the action ran on them."""
         return [host for _, host in self.runs]
+
+    def _save(self) -> None:
+        if self._path is None:
+            return
+        state = {
+            "started": {k: v.isoformat() for k, v in self._started.items()},
+            "runs": [(t.isoformat(), h) for t, h in self.runs],
+        }
+        fd, tmp = tempfile.mkstemp(dir=self._path.parent, prefix=f".{self._path.name}.")
+        with os.fdopen(fd, "w") as handle:
+            json.dump(state, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, self._path)

@@ -30,6 +30,7 @@ __all__ = ["CloudEvent", "SimulatedCloud"]
 
 #: Kinds of :class:`CloudEvent`.
 EVENT_KINDS = (
+    "host_added",
     "disable_host",
     "enable_host",
     "migration_started",
@@ -84,8 +85,10 @@ class SimulatedCloud:
         self.migration_seconds = float(migration_seconds)
         self.live_migration_seconds = float(live_migration_seconds)
         self.clock: Clock = clock or RealClock()
-        # Setting up the cloud before an engine exists is not an event of the run.
-        self._recording = clock is not None
+        # Setting up the cloud before an engine (or a clock) is given is not an
+        # event of the run: events are recorded from then on, and the placement
+        # at that moment is the baseline that replays start from.
+        self._recording = False
         self._path = Path(state_path) if state_path is not None else None
         self._hosts: dict[str, dict[str, Any]] = {}
         self._instances: dict[str, dict[str, Any]] = {}
@@ -99,6 +102,8 @@ class SimulatedCloud:
         if self._path is not None and self._path.exists():
             self._load()
             self._recording = True
+        elif clock is not None:
+            self._start_recording()
 
     # ------------------------------------------------------------------ plug-in hook
 
@@ -106,11 +111,14 @@ class SimulatedCloud:
     def fenix_cloud_driver(self, clock: Clock) -> SimulatedCloud:
         self.clock = clock
         if not self._recording:
-            self._recording = True
-            self._baseline = {i: str(d["host"]) for i, d in self._instances.items()}
-            self._baseline_disabled = [n for n, h in self._hosts.items() if not h["enabled"]]
-            self._save()
+            self._start_recording()
         return self
+
+    def _start_recording(self) -> None:
+        self._recording = True
+        self._baseline = {i: str(d["host"]) for i, d in self._instances.items()}
+        self._baseline_disabled = [n for n, h in self._hosts.items() if not h["enabled"]]
+        self._save()
 
     # ------------------------------------------------------------------ building the cloud
 
@@ -130,6 +138,7 @@ class SimulatedCloud:
             "stays_down": False,
             "went_down": False,
         }
+        self._event("host_added", name, None, "enabled" if enabled else "disabled")
         self._save()
 
     def add_instance(
@@ -386,7 +395,7 @@ class SimulatedCloud:
     def _event(
         self, kind: str, host: str | None, instance_id: str | None = None, detail: str | None = None
     ) -> None:
-        if not self._recording and kind in ("instance_added", "instance_removed"):
+        if not self._recording and kind in ("host_added", "instance_added", "instance_removed"):
             return
         self._events.append(CloudEvent(self.clock.now(), kind, host, instance_id, detail))
 

@@ -46,6 +46,8 @@ def violations(cloud: SimulatedCloud) -> list[str]:
                 found.append(f"{when}: {event.host} disabled while holding {', '.join(held)}")
         elif event.kind == "enable_host":
             disabled.discard(event.host or "")
+        elif event.kind == "host_added" and event.detail == "disabled":
+            disabled.add(event.host or "")
         elif event.kind in ("migration_done", "instance_added", "instance_relocated"):
             assert event.instance_id is not None
             assert event.host is not None

@@ -60,7 +60,8 @@ class Workflow:
                 )
 
     def start(self) -> None:
-        """First step of a new session."""
+        """Begin the session: called by the engine at the first step of a new
+        session (before :meth:`advance`) and by :meth:`retry`."""
         raise NotImplementedError
 
     def advance(self) -> None:

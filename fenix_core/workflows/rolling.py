@@ -90,9 +90,6 @@ class RollingWorkflow(Workflow):
     def _maintenance(self) -> bool:
         s = self.s
         phase = s.row.phase
-        if phase == "":
-            self.start()
-            return True
         if phase == "confirm":
             if self.awaiting("MAINTENANCE"):
                 return False
@@ -106,7 +103,8 @@ class RollingWorkflow(Workflow):
                 return False
             s.row.phase = "pre"
             return True
-        # phase == "pre"
+        if phase != "pre":
+            raise RuntimeError(f"rolling workflow: unknown MAINTENANCE phase {phase!r}")
         if not self.run_actions("pre_actions_done", ["pre"]):
             return False
         self.decide_next()
