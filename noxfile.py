@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+from xml.etree import ElementTree
+
 import nox
 
 nox.options.sessions = ["lint", "types", "tests"]
@@ -20,19 +24,31 @@ SOURCES = [
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """The test suite with coverage of fenix_core (fails under 90%)."""
+    """The test suite; on a full run, fails under 90% coverage of fenix_core.
+
+    Options after -- go to pytest (`nox -s tests -- -k scale_in`). A selection
+    that matches no test is not a failure (pytest's exit code 5), and the
+    coverage gate only applies when the whole suite ran.
+    """
     session.install("-e", ".[dev]")
+    junit = Path(session.create_tmp()) / "junit.xml"
     session.run(
         "pytest",
         "-n",
         "2",
         "--cov=fenix_core",
-        "--cov-report=term-missing:skip-covered",
-        "--cov-fail-under=90",
+        "--cov-report=",
+        f"--junitxml={junit}",
         *session.posargs,
-        # 5: the marker/keyword selection matched no test, which is not a failure.
         success_codes=[0, 5],
     )
+    ran = sum(int(suite.get("tests", 0)) for suite in ElementTree.parse(junit).iter("testsuite"))
+    if ran == 0:
+        session.log("no test matched the selection; nothing to check")
+        return
+    full_run = not session.posargs and not os.environ.get("PYTEST_ADDOPTS")
+    gate = ["--fail-under=90"] if full_run else []
+    session.run("coverage", "report", "--show-missing", "--skip-covered", *gate)
 
 
 @nox.session
