@@ -3,17 +3,15 @@ resolves the cloud driver, the named actions and the workflows."""
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
 
 import pluggy
 
 from .clock import Clock
 from .errors import PluginError
 from .hookspecs import PROJECT_NAME, Action, CloudDriver, _Specs, hookimpl
-
-if TYPE_CHECKING:
-    from .workflows.base import Workflow
+from .workflows.base import Workflow
 
 __all__ = ["ENTRY_POINT_GROUP", "Plugins"]
 
@@ -78,6 +76,11 @@ class Plugins:
         workflows: dict[str, type[Workflow]] = {}
         for provided in self.manager.hook.fenix_workflows():
             for name, factory in (provided or {}).items():
+                if not (isinstance(factory, type) and issubclass(factory, Workflow)):
+                    raise PluginError(name, "a workflow must be a subclass of Workflow")
+                if inspect.isabstract(factory):
+                    missing = ", ".join(sorted(factory.__abstractmethods__))
+                    raise PluginError(name, f"workflow does not implement {missing}")
                 if name in workflows and workflows[name] is not factory:
                     raise PluginError(name, "two workflow plug-ins share this name")
                 workflows[name] = factory

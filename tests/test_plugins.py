@@ -118,3 +118,34 @@ def test_timed_action_without_a_state_file_says_why_it_cannot_resume(
     assert "was not started by this TimedAction (another process? give it a state_path)" in (
         view.reason or ""
     )
+
+
+class HalfDone(Workflow):
+    name = "half-done"
+
+    def advance(self) -> None:
+        """No start(): the engine could never begin a session with it."""
+
+
+class NotAWorkflow:
+    name = "nope"
+
+
+@pytest.mark.parametrize(
+    ("provided", "message"),
+    [
+        (HalfDone, "workflow does not implement start"),
+        (NotAWorkflow, "a workflow must be a subclass of Workflow"),
+    ],
+)
+def test_unusable_workflow_plugins_are_refused_when_the_engine_starts(
+    fenix_clock: SimClock, provided: type, message: str
+) -> None:
+    class Provider:
+        @hookimpl
+        def fenix_workflows(self) -> Mapping[str, type]:
+            return {provided.name: provided}
+
+    with pytest.raises(PluginError) as info:
+        Engine(clock=fenix_clock, plugins=[SimulatedCloud(), Provider()])
+    assert message in str(info.value)

@@ -16,6 +16,7 @@ and then commits everything at once.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
@@ -29,7 +30,7 @@ from ..store.schema import HostRow, InstanceRow, OperationRow, ProjectRow, Timer
 __all__ = ["Workflow"]
 
 
-class Workflow:
+class Workflow(ABC):
     """Base class of workflows; subclasses set ``name`` and implement
     :meth:`start` and :meth:`advance`."""
 
@@ -59,24 +60,26 @@ class Workflow:
                     + (f" (known: {', '.join(sorted(known))})" if known else ""),
                 )
 
+    @abstractmethod
     def start(self) -> None:
         """Begin the session: called by the engine at the first step of a new
         session (before :meth:`advance`) and by :meth:`retry`."""
-        raise NotImplementedError
 
+    @abstractmethod
     def advance(self) -> None:
         """Make all the progress possible now."""
-        raise NotImplementedError
 
-    def on_project_answer(
+    # Optional hooks: the base class does nothing on these events.
+
+    def on_project_answer(  # noqa: B027
         self, project: ProjectRow, awaited: str, instance_actions: Mapping[str, str]
     ) -> None:
         """A project acknowledged ``awaited`` (or the policy acts as if it had)."""
 
-    def on_instance_moved(self, inst: InstanceRow, op: OperationRow) -> None:
+    def on_instance_moved(self, inst: InstanceRow, op: OperationRow) -> None:  # noqa: B027
         """An instance finished leaving its host (moved, or gone)."""
 
-    def on_host_operation(self, host: HostRow, op: OperationRow) -> None:
+    def on_host_operation(self, host: HostRow, op: OperationRow) -> None:  # noqa: B027
         """A host pipeline operation ended well."""
 
     # ------------------------------------------------------------------ events

@@ -32,7 +32,7 @@ from typing import ClassVar
 from .. import planner
 from ..runtime import ids
 from ..states import HostState, InstanceAction, InstanceState, SessionState
-from ..store.schema import HostRow, InstanceRow, OperationRow, ProjectRow
+from ..store.schema import HostRow, InstanceRow, ProjectRow
 from .base import Workflow
 
 __all__ = ["RollingWorkflow"]
@@ -400,9 +400,6 @@ class RollingWorkflow(Workflow):
                 s.notify_project(project_id, "ADMIN_ACTION_DONE", instance_ids, metadata={})
         if sent:
             s.set_data(admin_done=sorted(done))
-
-    def on_instance_moved(self, inst: InstanceRow, op: OperationRow) -> None:
-        """Nothing to do here: the drain loop notices the host got emptier."""
 
     # ------------------------------------------------------------------ capacity
 
