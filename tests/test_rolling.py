@@ -640,3 +640,36 @@ def test_instances_appearing_on_an_emptied_host_are_drained_before_disabling(
     assert (
         fenix_cloud.host_of("vm-new") != "cmp-0" or migrations_per_instance(fenix_cloud)["vm-new"]
     )
+
+
+def test_the_seed_spelling_ack_in_scale_is_accepted(fenix_cloud, fenix_engine_factory):
+    fill(fenix_cloud, FULL)
+    engine = fenix_engine_factory()
+    engine.subscribe("ps")
+    answered: list[str] = []
+
+    def seed_era_manager(sender, payload):
+        if payload["project_id"] != "ps":
+            return
+        state = payload["state"]
+        sid = payload["session_id"]
+        if state == "SCALE_IN":
+            for instance_id in ("vm-s2", "vm-s3"):  # enough room to empty a host
+                fenix_cloud.remove_instance(instance_id)
+            sender.reply(sid, "ps", "ACK_IN_SCALE")
+            answered.append("ACK_IN_SCALE")
+        elif state in ("MAINTENANCE", "MAINTENANCE_COMPLETE"):
+            sender.reply(sid, "ps", f"ACK_{state}")
+        elif state in ("PREPARE_MAINTENANCE", "PLANNED_MAINTENANCE"):
+            actions = dict.fromkeys(payload["instance_ids"], "LIVE_MIGRATE")
+            sender.reply(sid, "ps", f"ACK_{state}", actions)
+
+    signals.maintenance_planned.connect(seed_era_manager, sender=engine)
+    try:
+        view = engine.run_until_done(engine.create_session(SessionRequest()))
+    finally:
+        signals.maintenance_planned.disconnect(seed_era_manager, sender=engine)
+    assert view.state == "MAINTENANCE_DONE"
+    assert answered == ["ACK_IN_SCALE"]
+    assert view.projects["ps"] == "ACK_MAINTENANCE_COMPLETE"
+    assert violations(fenix_cloud) == []
