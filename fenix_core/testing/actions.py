@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -13,6 +12,7 @@ from ..clock import Clock
 from ..errors import InvalidInput
 from ..hookspecs import Action, ActionContext, hookimpl
 from ..model import OperationStatus
+from ._state_file import write_json_atomically
 
 __all__ = ["TimedAction"]
 
@@ -85,9 +85,4 @@ class TimedAction:
             "started": {k: v.isoformat() for k, v in self._started.items()},
             "runs": [(t.isoformat(), h) for t, h in self.runs],
         }
-        fd, tmp = tempfile.mkstemp(dir=self._path.parent, prefix=f".{self._path.name}.")
-        with os.fdopen(fd, "w") as handle:
-            json.dump(state, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, self._path)
+        write_json_atomically(self._path, state)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -25,6 +24,7 @@ from ..clock import Clock, RealClock
 from ..errors import CloudError, InvalidInput
 from ..hookspecs import hookimpl
 from ..model import Host, Instance, OperationStatus
+from ._state_file import write_json_atomically
 
 __all__ = ["CloudEvent", "SimulatedCloud"]
 
@@ -459,13 +459,7 @@ class SimulatedCloud:
             "sizes": self._sizes,
             "events": [{**attrs.asdict(e), "time": e.time.isoformat()} for e in self._events],
         }
-        directory = self._path.parent
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{self._path.name}.")
-        with os.fdopen(fd, "w") as handle:
-            json.dump(state, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, self._path)
+        write_json_atomically(self._path, state)
 
     def _load(self) -> None:
         assert self._path is not None

@@ -482,7 +482,7 @@ class Workflow(ABC):
                 s.abandon_op(op, f"session failed: {reason}")
                 inst = s.instances.get(op.instance_id or "")
                 if inst is not None and inst.state == InstanceState.IN_ACTION:
-                    s.set_instance_state(inst, InstanceState.ACTION_CHOSEN)
+                    s.set_instance_state(inst, InstanceState.PENDING)
                     inst.target = None
         for inst in s.instances.values():
             if inst.state in (InstanceState.ACTION_REQUESTED, InstanceState.ACTION_CHOSEN):
