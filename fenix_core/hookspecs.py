@@ -35,6 +35,7 @@ import attrs
 import pluggy
 
 from .clock import Clock
+from .constraints import CloudConstraints
 from .model import ActionSpec, Host, Instance, OperationStatus
 
 if TYPE_CHECKING:
@@ -45,6 +46,8 @@ __all__ = [
     "Action",
     "ActionContext",
     "CloudDriver",
+    "ConstraintSource",
+    "MoveLookup",
     "hookimpl",
     "hookspec",
 ]
@@ -100,6 +103,31 @@ class CloudDriver(Protocol):
 
     def poll_move(self, handle: str) -> OperationStatus:
         """The state of a move; when done, ``host`` is where the instance is now."""
+
+
+@runtime_checkable
+class MoveLookup(Protocol):
+    """Optional driver capability: find a move by its idempotency key.
+
+    After a crash the engine knows it recorded a move's key but not whether
+    the driver call happened. It asks ``find_move(key)`` first: a handle means
+    the move was started (poll it), ``None`` means it never reached the cloud
+    (start it). Drivers without this capability have the move started again.
+    """
+
+    def find_move(self, key: str) -> str | None: ...
+
+
+@runtime_checkable
+class ConstraintSource(Protocol):
+    """Optional driver capability: default constraints from the cloud's objects.
+
+    OpenStack anti-affinity server groups, Kubernetes PodDisruptionBudgets and
+    pod anti-affinity become group constraints; constraints set through the
+    engine's API win over them.
+    """
+
+    def cloud_constraints(self, instances: Sequence[Instance]) -> CloudConstraints: ...
 
 
 @attrs.frozen

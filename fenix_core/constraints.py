@@ -1,0 +1,205 @@
+"""ETSI instance and instance-group constraints (NFV-IFA 005/006/007 style).
+
+Managers set them through :meth:`Engine.set_group_constraints` and
+:meth:`Engine.set_instance_constraints` at any time, also while a session
+runs; the constrained workflow reads the current values at each decision.
+Cloud drivers may offer defaults (OpenStack anti-affinity server groups,
+Kubernetes PodDisruptionBudgets) through :class:`ConstraintSource`; constraints
+set through the API win over them, group by group and instance by instance.
+
+Both classes accept the Fenix JSON field names through ``from_dict`` and
+validate every field, raising :class:`~fenix_core.errors.InvalidInput` that
+names it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+
+from .errors import InvalidInput
+from .model import _as_mapping, _check_bool, _int, _str, _unknown_keys
+
+__all__ = [
+    "DEFAULT_GROUP",
+    "MIGRATION_TYPES",
+    "CloudConstraints",
+    "GroupConstraints",
+    "InstanceConstraints",
+    "implicit_group_id",
+]
+
+#: ``migration_type`` values: how an instance may be moved off its host.
+MIGRATION_TYPES = ("LIVE_MIGRATE", "MIGRATE", "OWN_ACTION", "EVICT")
+
+_MAX_SECONDS = 10 * 365 * 24 * 3600
+
+
+def _opt_seconds(value: object, field: str) -> int | None:
+    if value is None:
+        return None
+    return _int(value, field, minimum=0, maximum=_MAX_SECONDS)
+
+
+def _opt_str(value: object, field: str) -> str | None:
+    if value is None:
+        return None
+    return _str(value, field)
+
+
+def implicit_group_id(project_id: str) -> str:
+    """The id of the group that a project's unconstrained instances form."""
+    return f"project:{project_id}"
+
+
+@attrs.frozen
+class GroupConstraints:
+    """Rules for a group of instances of one project (a VNF component, a tier).
+
+    * ``max_impacted_members``: at most this many members are impacted at once
+      (being moved, on a host being drained, or on a host in maintenance);
+    * ``recovery_time``: seconds after a member's move completed before it
+      counts as unimpacted again;
+    * ``anti_affinity_group``: no two members on one host, including targets;
+    * ``max_instances_per_host``: at most this many members on one host
+      (0: no limit);
+    * ``resource_mitigation``: the project accepts reduced resources meanwhile.
+    """
+
+    group_id: str = attrs.field(validator=lambda _i, _a, v: _str(v, "group_id"))
+    project_id: str = attrs.field(validator=lambda _i, _a, v: _str(v, "project_id"))
+    group_name: str = attrs.field(default="", validator=lambda _i, _a, v: _str(v, "group_name", empty=True))
+    anti_affinity_group: bool = attrs.field(
+        default=False, validator=lambda _i, _a, v: _check_bool(v, "anti_affinity_group")
+    )
+    max_instances_per_host: int = attrs.field(
+        default=0, validator=lambda _i, _a, v: _int(v, "max_instances_per_host", minimum=0, maximum=10_000)
+    )
+    max_impacted_members: int = attrs.field(
+        default=1, validator=lambda _i, _a, v: _int(v, "max_impacted_members", minimum=1, maximum=10**6)
+    )
+    recovery_time: int = attrs.field(
+        default=0, validator=lambda _i, _a, v: _int(v, "recovery_time", minimum=0, maximum=_MAX_SECONDS)
+    )
+    resource_mitigation: bool = attrs.field(
+        default=False, validator=lambda _i, _a, v: _check_bool(v, "resource_mitigation")
+    )
+
+    _FIELDS = (
+        "group_id",
+        "project_id",
+        "group_name",
+        "anti_affinity_group",
+        "max_instances_per_host",
+        "max_impacted_members",
+        "recovery_time",
+        "resource_mitigation",
+    )
+
+    @classmethod
+    def from_dict(cls, data: object) -> GroupConstraints:
+        """Build from a Fenix-style dict; unknown or mistyped fields raise InvalidInput."""
+        if isinstance(data, GroupConstraints):
+            return data
+        mapping = _as_mapping(data, "group")
+        _unknown_keys(mapping, cls._FIELDS)
+        for required in ("group_id", "project_id"):
+            if required not in mapping:
+                raise InvalidInput(required, "missing")
+        kwargs = {k: v for k, v in mapping.items() if v is not None or k in ("group_id", "project_id")}
+        return cls(**kwargs)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self._FIELDS}
+
+
+@attrs.frozen
+class InstanceConstraints:
+    """Rules for one instance.
+
+    * ``group_id``: the group it belongs to (``None``: the project's implicit
+      group, see :data:`DEFAULT_GROUP`);
+    * ``migration_type``: how it may be moved (``None``: as the cloud prefers);
+    * ``max_interruption_time``: seconds of interruption it tolerates; a
+      cold migration is only chosen when the cloud's estimate fits;
+    * ``lead_time``: seconds of notice the project needs before actions start;
+    * ``resource_mitigation``: as for groups.
+    """
+
+    instance_id: str = attrs.field(validator=lambda _i, _a, v: _str(v, "instance_id"))
+    project_id: str = attrs.field(validator=lambda _i, _a, v: _str(v, "project_id"))
+    group_id: str | None = attrs.field(default=None, validator=lambda _i, _a, v: _opt_str(v, "group_id"))
+    instance_name: str = attrs.field(
+        default="", validator=lambda _i, _a, v: _str(v, "instance_name", empty=True)
+    )
+    max_interruption_time: int | None = attrs.field(
+        default=None, validator=lambda _i, _a, v: _opt_seconds(v, "max_interruption_time")
+    )
+    migration_type: str | None = attrs.field(default=None)
+    resource_mitigation: bool = attrs.field(
+        default=False, validator=lambda _i, _a, v: _check_bool(v, "resource_mitigation")
+    )
+    lead_time: int = attrs.field(
+        default=0, validator=lambda _i, _a, v: _int(v, "lead_time", minimum=0, maximum=_MAX_SECONDS)
+    )
+
+    @migration_type.validator
+    def _check_migration_type(self, _attr: attrs.Attribute[Any], value: object) -> None:
+        if value is not None and value not in MIGRATION_TYPES:
+            raise InvalidInput(
+                "migration_type", f"must be one of {', '.join(MIGRATION_TYPES)}, got {value!r}"
+            )
+
+    _FIELDS = (
+        "instance_id",
+        "project_id",
+        "group_id",
+        "instance_name",
+        "max_interruption_time",
+        "migration_type",
+        "resource_mitigation",
+        "lead_time",
+    )
+
+    @classmethod
+    def from_dict(cls, data: object) -> InstanceConstraints:
+        """Build from a Fenix-style dict; unknown or mistyped fields raise InvalidInput."""
+        if isinstance(data, InstanceConstraints):
+            return data
+        mapping = _as_mapping(data, "instance")
+        _unknown_keys(mapping, cls._FIELDS)
+        for required in ("instance_id", "project_id"):
+            if required not in mapping:
+                raise InvalidInput(required, "missing")
+        optional_none = ("group_id", "max_interruption_time", "migration_type")
+        kwargs = {k: v for k, v in mapping.items() if v is not None or k in optional_none}
+        return cls(**kwargs)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self._FIELDS}
+
+
+#: The rules of a project's implicit group (its unconstrained instances):
+#: one impacted at a time, as Fenix's default workflow did.
+DEFAULT_GROUP: Mapping[str, Any] = {
+    "max_impacted_members": 1,
+    "recovery_time": 0,
+    "anti_affinity_group": False,
+    "max_instances_per_host": 0,
+}
+
+
+@attrs.frozen
+class CloudConstraints:
+    """Constraints a cloud derives from its own objects (see ConstraintSource).
+
+    ``groups`` are default group constraints; ``members`` maps instance ids to
+    the id of one of those groups. API-set constraints win: an instance with
+    its own :class:`InstanceConstraints` keeps its group, and a group id set
+    through the API replaces the cloud's group of that id.
+    """
+
+    groups: tuple[GroupConstraints, ...] = ()
+    members: Mapping[str, str] = attrs.field(factory=dict)
