@@ -49,6 +49,27 @@ def _opt_str(value: object, field: str) -> str | None:
     return _str(value, field)
 
 
+def _text(value: object, field: str) -> str:
+    return _str(value, field, empty=True)
+
+
+def _count(value: object, field: str) -> int:
+    return _int(value, field, minimum=0, maximum=10_000)
+
+
+def _positive(value: object, field: str) -> int:
+    return _int(value, field, minimum=1, maximum=10**6)
+
+
+def _check(field: str, check: Any) -> Any:
+    """An attrs validator running ``check(value, field)``, which raises InvalidInput."""
+
+    def validator(_inst: object, _attr: attrs.Attribute[Any], value: Any) -> None:
+        check(value, field)
+
+    return validator
+
+
 def implicit_group_id(project_id: str) -> str:
     """The id of the group that a project's unconstrained instances form."""
     return f"project:{project_id}"
@@ -70,19 +91,17 @@ class GroupConstraints:
 
     group_id: str = attrs.field(validator=lambda _i, _a, v: _str(v, "group_id"))
     project_id: str = attrs.field(validator=lambda _i, _a, v: _str(v, "project_id"))
-    group_name: str = attrs.field(default="", validator=lambda _i, _a, v: _str(v, "group_name", empty=True))
+    group_name: str = attrs.field(default="", validator=_check("group_name", _text))
     anti_affinity_group: bool = attrs.field(
         default=False, validator=lambda _i, _a, v: _check_bool(v, "anti_affinity_group")
     )
     max_instances_per_host: int = attrs.field(
-        default=0, validator=lambda _i, _a, v: _int(v, "max_instances_per_host", minimum=0, maximum=10_000)
+        default=0, validator=_check("max_instances_per_host", _count)
     )
     max_impacted_members: int = attrs.field(
-        default=1, validator=lambda _i, _a, v: _int(v, "max_impacted_members", minimum=1, maximum=10**6)
+        default=1, validator=_check("max_impacted_members", _positive)
     )
-    recovery_time: int = attrs.field(
-        default=0, validator=lambda _i, _a, v: _int(v, "recovery_time", minimum=0, maximum=_MAX_SECONDS)
-    )
+    recovery_time: int = attrs.field(default=0, validator=_check("recovery_time", _opt_seconds))
     resource_mitigation: bool = attrs.field(
         default=False, validator=lambda _i, _a, v: _check_bool(v, "resource_mitigation")
     )
@@ -108,7 +127,8 @@ class GroupConstraints:
         for required in ("group_id", "project_id"):
             if required not in mapping:
                 raise InvalidInput(required, "missing")
-        kwargs = {k: v for k, v in mapping.items() if v is not None or k in ("group_id", "project_id")}
+        required_keys = ("group_id", "project_id")
+        kwargs = {k: v for k, v in mapping.items() if v is not None or k in required_keys}
         return cls(**kwargs)
 
     def to_dict(self) -> dict[str, Any]:
@@ -130,7 +150,7 @@ class InstanceConstraints:
 
     instance_id: str = attrs.field(validator=lambda _i, _a, v: _str(v, "instance_id"))
     project_id: str = attrs.field(validator=lambda _i, _a, v: _str(v, "project_id"))
-    group_id: str | None = attrs.field(default=None, validator=lambda _i, _a, v: _opt_str(v, "group_id"))
+    group_id: str | None = attrs.field(default=None, validator=_check("group_id", _opt_str))
     instance_name: str = attrs.field(
         default="", validator=lambda _i, _a, v: _str(v, "instance_name", empty=True)
     )
