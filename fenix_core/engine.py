@@ -537,11 +537,10 @@ class Engine:
                 raise InvalidInput(
                     field, f"{action} is not allowed here; allowed: {', '.join(allowed)}"
                 )
+        workflow = self.plugins.workflows.get(row.workflow)
         missing = sorted(affected - set(actions))
-        if missing:
+        if missing and (workflow is None or workflow.requires_instance_actions):
             raise InvalidInput("instance_actions", "no action given for " + ", ".join(missing))
-
-    # ------------------------------------------------------------------ running
 
     # ------------------------------------------------------------------ constraints
 
@@ -681,6 +680,8 @@ class Engine:
         except InvalidInput as exc:
             raise InvalidInput(f"default_group_constraints.{exc.field}", exc.reason) from None
         return rules
+
+    # ------------------------------------------------------------------ running
 
     def step(self) -> int:
         """Handle everything that is due now; return how many sessions moved."""

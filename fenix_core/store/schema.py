@@ -143,8 +143,17 @@ class InstanceRow(Base):
     target: Mapped[str | None] = mapped_column(String(255))
     moves: Mapped[int] = mapped_column(Integer, default=0)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # Constrained workflow: the wave that asked about it, the earliest time its
+    # move may start (its project's lead time), and until when it counts as
+    # impacted after its last move (its group's recovery time).
+    wave: Mapped[int | None] = mapped_column(Integer, default=None)
+    not_before: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    impacted_until: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
 
-    __table_args__ = (Index("ix_session_instances_project", "session_id", "project_id"),)
+    __table_args__ = (
+        Index("ix_session_instances_project", "session_id", "project_id"),
+        Index("ix_session_instances_instance", "instance_id"),
+    )
 
 
 class ProjectRow(Base):
