@@ -78,8 +78,9 @@ def main() -> None:
     print(f"serial (rolling) makespan   {serial:>10.0f} s   ({cpu_s:.1f} s CPU)")
     print(f"constrained makespan        {constrained:>10.0f} s   ({cpu_c:.1f} s CPU)")
     print(
-        f"lower bound                 {bound.seconds:>10.0f} s   (capacity {bound.capacity_bound:.0f} s"
-        f" with {parallel} hosts out at once; group chain {bound.group_bound:.0f} s,"
+        f"lower bound                 {bound.seconds:>10.0f} s   "
+        f"(capacity {bound.capacity_bound:.0f} s with {parallel} hosts out at once;"
+        f" group chain {bound.group_bound:.0f} s,"
         f" {bound.critical_group})"
     )
     ok1 = "PASS" if vs_serial <= 0.35 else "FAIL"

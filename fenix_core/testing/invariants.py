@@ -88,7 +88,7 @@ def constraint_violations(
     which must not have changed during the run.
     """
     where = dict(cloud.baseline)
-    projects = {i: cloud.project_of(i) for i in where}
+    projects: dict[str, str] = {i: cloud.project_of(i) for i in where}
     incoming: Counter[str] = Counter()
     incoming_of: dict[str, str] = {}
     impacted: dict[str, tuple[str, float]] = {}  # instance -> (group, until; inf = moving)
@@ -150,9 +150,9 @@ def constraint_violations(
             incoming[target] += 1
         elif event.kind in ("migration_done", "migration_failed") and event.instance_id:
             iid = event.instance_id
-            target = incoming_of.pop(iid, None)
-            if target is not None:
-                incoming[target] -= 1
+            arrived = incoming_of.pop(iid, None)
+            if arrived is not None:
+                incoming[arrived] -= 1
             if event.kind == "migration_done" and event.host:
                 where[iid] = event.host
             g = group_of(iid)
