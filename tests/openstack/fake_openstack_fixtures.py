@@ -42,7 +42,9 @@ def make_engine(fake: FakeOpenStack, clock: SimClock) -> Iterator[Callable[..., 
         engine.close()
 
 
-def build(fake: FakeOpenStack, layout: dict[str, list[tuple[str, str, int]]], vcpus: int = 8) -> None:
+def build(
+    fake: FakeOpenStack, layout: dict[str, list[tuple[str, str, int]]], vcpus: int = 8
+) -> None:
     """Computes named in ``layout`` (host -> [(server, project, vcpus)])."""
     for host, servers in layout.items():
         fake.add_host(host, vcpus=vcpus)

@@ -82,9 +82,7 @@ def test_find_move_ignores_a_record_whose_migration_never_reached_nova(driver, f
     assert driver.find_move("k") is None
 
 
-def test_cold_migration_is_confirmed_once_the_server_waits_in_verify_resize(
-    driver, fake, clock
-):
+def test_cold_migration_is_confirmed_once_the_server_waits_in_verify_resize(driver, fake, clock):
     handle = driver.start_move("vm-2", "MIGRATE", None, "cold")  # nova's scheduler picks
     status = _poll_until_final(driver, clock, handle)
     assert status.state == "done"

@@ -113,9 +113,7 @@ def test_a_compute_that_stays_down_fails_the_session_and_stays_disabled(fake, ma
     build(fake, {"cmp-0": [], "cmp-1": []})
     fake.service_stays_down("cmp-0")
     engine = make_engine()
-    sid = engine.create_session(
-        SessionRequest(hosts=["cmp-0", "cmp-1"], timeouts={"host_up": 120})
-    )
+    sid = engine.create_session(SessionRequest(hosts=["cmp-0", "cmp-1"], timeouts={"host_up": 120}))
     view = engine.run_until_done(sid)
     assert view.state == "MAINTENANCE_FAILED"
     assert "cmp-0 did not come back" in view.reason

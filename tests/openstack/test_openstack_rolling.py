@@ -65,7 +65,8 @@ def test_requests_have_the_shapes_real_nova_expects(fake, make_engine):
 
     requests = fake.requests
     listings = [r for r in requests if r["endpoint"] == "servers"]
-    assert listings and all(r["query"]["all_tenants"] == ["True"] for r in listings)
+    assert listings
+    assert all(r["query"]["all_tenants"] == ["True"] for r in listings)
     assert any(r["query"].get("host") == ["cmp-0"] for r in listings)  # compute_host=
     live = [r for r in requests if r["endpoint"] == "action" and "os-migrateLive" in r["body"]]
     assert live[0]["microversion"] == "2.30"
