@@ -58,6 +58,7 @@ def test_rolling_session_moves_servers_and_toggles_services_host_by_host(fake, m
 
 def test_requests_have_the_shapes_real_nova_expects(fake, make_engine):
     build(fake, {"cmp-0": [("vm-1", "p1", 2)], "cmp-1": []})
+    fake.add_server_group("sg-1", "p1", ["vm-1"])
     engine = make_engine()
     ScriptedManager(engine, "p1", action="LIVE_MIGRATE")
     sid = engine.create_session(SessionRequest(hosts=["cmp-0", "cmp-1"]))
@@ -77,3 +78,7 @@ def test_requests_have_the_shapes_real_nova_expects(fake, make_engine):
         "disabled_reason": f"maintenance session {sid}",
     }
     assert all(float(r["microversion"].split(".")[1]) >= 53 for r in updates)
+    # The engine read the anti-affinity groups across projects (cloud constraints).
+    groups = [r for r in requests if r["endpoint"] == "server_groups"]
+    assert groups
+    assert groups[0]["query"] == {"all_projects": ["True"]}
