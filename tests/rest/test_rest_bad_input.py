@@ -43,11 +43,11 @@ def test_bad_session_request_is_400_naming_the_field(
 
 
 @pytest.fixture
-def session_id(client: TestClient, engine: Engine) -> Iterator[str]:
+def session_id(client: TestClient, engine: Engine) -> str:
     engine.subscribe("pa")
     session_id = engine.create_session({"hosts": ["cmp-0"]})
     engine.run_until_idle()
-    yield session_id
+    return session_id
 
 
 @pytest.mark.parametrize(
