@@ -23,7 +23,8 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from types import TracebackType
 from typing import Any
@@ -152,6 +153,17 @@ class Engine:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """A SQLAlchemy session on the engine's database, in a transaction that
+        commits on exit, serialised with the engine's own calls.
+
+        For extensions that keep their own tables next to the engine's (the
+        REST front end's webhook queue); not needed to use the engine.
+        """
+        with self._lock, Session(self._db) as orm, orm.begin():
+            yield orm
 
     # ------------------------------------------------------------------ admin API
 
