@@ -16,6 +16,7 @@ from typing import Any, Literal, TypeVar
 import attrs
 
 from .clock import as_utc
+from .controls import Controls
 from .errors import InvalidInput
 
 __all__ = [
@@ -29,10 +30,12 @@ __all__ = [
     "InstanceView",
     "OperationStatus",
     "ProjectView",
+    "Progress",
     "Reply",
     "SessionRequest",
     "SessionUpdate",
     "SessionView",
+    "StuckWork",
     "parse_time",
 ]
 
@@ -252,6 +255,7 @@ _REQUEST_FIELDS = (
     "reply_windows",
     "timeouts",
     "max_migration_retries",
+    "controls",
 )
 
 
@@ -274,6 +278,10 @@ def _check_hosts(value: tuple[str, ...], field: str) -> None:
         if host in seen:
             raise InvalidInput(f"{field}[{index}]", f"host {host!r} listed twice")
         seen.add(host)
+
+
+def _to_controls(value: object) -> Controls:
+    return Controls.from_dict(value)
 
 
 def _to_actions(value: object) -> tuple[ActionSpec, ...]:
@@ -301,6 +309,8 @@ class SessionRequest:
     or not at all before its deadline: ``"fail"`` the session, or act by
     ``"default"`` as if the project had no manager. ``reply_windows`` and
     ``timeouts`` override :data:`DEFAULT_REPLY_WINDOWS` / :data:`DEFAULT_TIMEOUTS`.
+    ``controls`` (a :class:`~fenix_core.controls.Controls` or its dict form) sets
+    maintenance windows, pacing, health gates and what to do with stuck work.
     """
 
     hosts: tuple[str, ...] = attrs.field(
@@ -346,6 +356,8 @@ class SessionRequest:
         default=2,
         validator=_validated("max_migration_retries", lambda v, f: _int(v, f, maximum=20)),
     )
+    #: Maintenance windows, pacing, health gates and escalation (fenix_core.controls).
+    controls: Controls = attrs.field(factory=Controls, converter=_to_controls)
 
     @classmethod
     def from_dict(cls, data: object) -> SessionRequest:
@@ -375,6 +387,7 @@ class SessionRequest:
             "reply_windows": dict(self.reply_windows),
             "timeouts": dict(self.timeouts),
             "max_migration_retries": self.max_migration_retries,
+            "controls": self.controls.to_dict(),
         }
 
     def reply_window(self, state: str) -> float:
@@ -523,6 +536,36 @@ class HostView:
 
 
 @attrs.frozen
+class StuckWork:
+    """Work past its deadline: what it is, where, why, and what the session does."""
+
+    kind: str  # migration, own_action, action, host_up, gate
+    host: str | None
+    instance_id: str | None
+    detail: str
+    since: datetime
+    policy: str  # wait_and_notify, skip_host, fail, or "default" (the workflow's own handling)
+
+
+@attrs.frozen
+class Progress:
+    """How far a session is, and when it should end.
+
+    ``durations`` are seconds per finished host, from its start (admission) to
+    back in service; ``estimated_end`` plays the mean duration forward through
+    the session's windows and pacing (None until something is known).
+    """
+
+    hosts_done: int
+    hosts_in_progress: int
+    hosts_waiting: int
+    hosts_skipped: int
+    durations: Mapping[str, float]
+    estimated_end: datetime | None
+    eta_seconds: float | None
+
+
+@attrs.frozen
 class SessionView:
     """What ``engine.get_session`` returns. ``state`` is the session state string."""
 
@@ -538,6 +581,12 @@ class SessionView:
     updated_at: datetime
     maintenance_at: datetime | None
     request: Mapping[str, Any]
+    #: Paused (engine.pause or a gate that said stop): no new host or move starts.
+    paused: bool = False
+    #: Why the session is waiting to start its next host (window, pacing, gate), if it is.
+    waiting: str | None = None
+    stuck: tuple[StuckWork, ...] = ()
+    progress: Progress | None = None
 
     def host(self, name: str) -> HostView:
         for host in self.hosts:

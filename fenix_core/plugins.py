@@ -10,7 +10,8 @@ import pluggy
 
 from .clock import Clock
 from .errors import PluginError
-from .hookspecs import PROJECT_NAME, Action, CloudDriver, _Specs, hookimpl
+from .gates import BuiltinGates
+from .hookspecs import PROJECT_NAME, Action, CloudDriver, Gate, _Specs, hookimpl
 from .workflows.base import Workflow
 
 __all__ = ["ENTRY_POINT_GROUP", "Plugins"]
@@ -35,6 +36,7 @@ class Plugins:
         self.manager = pluggy.PluginManager(PROJECT_NAME)
         self.manager.add_hookspecs(_Specs)
         self.manager.register(_BuiltinWorkflows(), name="fenix-builtin-workflows")
+        self.manager.register(BuiltinGates(), name="fenix-builtin-gates")
         if load_entry_points:
             self.manager.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
         for plugin in plugins:
@@ -45,6 +47,7 @@ class Plugins:
         self.driver = self._resolve_driver(clock)
         self.actions = self._resolve_actions(clock)
         self.workflows = self._resolve_workflows()
+        self.gates = self._resolve_gates()
 
     def _resolve_driver(self, clock: Clock) -> CloudDriver | None:
         drivers = [d for d in self.manager.hook.fenix_cloud_driver(clock=clock) if d is not None]
@@ -71,6 +74,17 @@ class Plugins:
                     raise PluginError(action.name, "two action plug-ins share this name")
                 actions[action.name] = action
         return actions
+
+    def _resolve_gates(self) -> dict[str, Gate]:
+        gates: dict[str, Gate] = {}
+        for provided in self.manager.hook.fenix_gates():
+            for gate in provided or ():
+                if not isinstance(gate, Gate):
+                    raise PluginError(type(gate).__name__, "is not a Gate (name, check)")
+                if gate.name in gates and gates[gate.name] is not gate:
+                    raise PluginError(gate.name, "two gate plug-ins share this name")
+                gates[gate.name] = gate
+        return gates
 
     def _resolve_workflows(self) -> dict[str, type[Workflow]]:
         workflows: dict[str, type[Workflow]] = {}

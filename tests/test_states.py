@@ -61,11 +61,24 @@ ILLEGAL = [
 
 
 def test_tables_cover_the_expected_shape() -> None:
-    # Sanity of the parametrisation below: every state but MAINTENANCE_DONE is the
+    # Sanity of the parametrisation below: every state but DONE and CANCELLED is the
     # source of some trigger, and some trigger is illegal from every state.
     triggers = {t["trigger"] for t in SESSION_TRANSITIONS}
-    assert triggers == {"scale_in", "prepare", "start", "plan", "complete", "done", "fail", "retry"}
-    assert {source for _, source, _ in LEGAL} == set(SessionState) - {SessionState.MAINTENANCE_DONE}
+    assert triggers == {
+        "scale_in",
+        "prepare",
+        "start",
+        "plan",
+        "complete",
+        "done",
+        "fail",
+        "retry",
+        "cancel",
+    }
+    assert {source for _, source, _ in LEGAL} == set(SessionState) - {
+        SessionState.MAINTENANCE_DONE,
+        SessionState.MAINTENANCE_CANCELLED,
+    }
     assert {state for _, state, _ in ILLEGAL} == set(SessionState)
 
 
