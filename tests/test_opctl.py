@@ -285,14 +285,14 @@ def test_pause_lets_the_migration_end_and_starts_nothing_new_until_resumed(
     engine = Engine(clock=fenix_clock, plugins=[cloud], load_entry_points=False)
     sid = engine.create_session(SessionRequest(hosts=["cmp-0", "cmp-1"]))
     drive(engine, fenix_clock, sid, lambda _v: bool(events(cloud, "migration_started")))
-    paused_at = fenix_clock.now()
+    before = len(cloud.events)
     view = engine.pause(sid)
     assert view.paused
     with pytest.raises(Conflict):
         engine.pause(sid)
     view = drive(engine, fenix_clock, sid)
     assert view.paused and view.state not in FINAL
-    assert [e.kind for e in cloud.events if e.time >= paused_at] == ["migration_done"]
+    assert [e.kind for e in cloud.events[before:]] == ["migration_done"]
     assert "paused" in str(view.waiting)
     engine.resume(sid)
     with pytest.raises(Conflict) as info:
@@ -392,7 +392,8 @@ def test_stuck_migration_fail(fenix_cloud, fenix_clock, fenix_engine_factory):
     assert view.state == "MAINTENANCE_FAILED"
     assert "migration of vm-1 off cmp-1 is stuck" in str(view.reason)
     assert [s.policy for s in view.stuck] == ["fail"]
-    assert migrations_per_instance(fenix_cloud)["vm-1"] == 1  # no retry
+    started = [e for e in events(fenix_cloud, "migration_started") if e.instance_id == "vm-1"]
+    assert len(started) == 1  # failed at once, no retry
     assert all(fenix_cloud.is_enabled(h.name) for h in view.hosts)
 
 

@@ -326,6 +326,8 @@ class Workflow(ABC):
             if s.final or any(s.open_ops(host=host.name)):
                 return False
             step, spec = stages[host.stage]
+            if step == "notify_in" and not self.may_start_work():
+                return False  # paused: a host not yet in maintenance does not go in
             if step == "notify_in":
                 s.set_host_state(host, HostState.IN_MAINTENANCE)
                 s.notify_host(host.name, "IN_MAINTENANCE")
