@@ -103,7 +103,9 @@ def _secs(value: object, field: str, *, zero: bool = False) -> float:
         raise _fail(field, f"expected a number of seconds, got {type(value).__name__}")
     seconds = float(value)
     if not math.isfinite(seconds) or seconds < 0 or (seconds == 0 and not zero):
-        raise _fail(field, f"must be a {'' if zero else 'positive '}number of seconds, got {value!r}")
+        raise _fail(
+            field, f"must be a {'' if zero else 'positive '}number of seconds, got {value!r}"
+        )
     return seconds
 
 
@@ -162,7 +164,12 @@ class Window:
             tuple(range(7))
             if raw_days in (None, "*")
             else tuple(
-                sorted({_day(d, f"{field}.days[{i}]") for i, d in enumerate(_list(raw_days, f"{field}.days"))})
+                sorted(
+                    {
+                        _day(d, f"{field}.days[{i}]")
+                        for i, d in enumerate(_list(raw_days, f"{field}.days"))
+                    }
+                )
             )
         )
         if not days:
@@ -292,7 +299,9 @@ class Controls:
             max_hosts_per_hour=_count(
                 mapping.get("max_hosts_per_hour"), f"{prefix}.max_hosts_per_hour"
             ),
-            max_hosts_per_day=_count(mapping.get("max_hosts_per_day"), f"{prefix}.max_hosts_per_day"),
+            max_hosts_per_day=_count(
+                mapping.get("max_hosts_per_day"), f"{prefix}.max_hosts_per_day"
+            ),
             settle_seconds=_secs(
                 mapping.get("settle_seconds", 0.0), f"{prefix}.settle_seconds", zero=True
             ),
@@ -428,7 +437,9 @@ def _rate_wait(
     return recent[len(recent) - cap] + period
 
 
-def _pacing_wait(t: datetime, controls: Controls, history: PacingHistory) -> tuple[datetime, str] | None:
+def _pacing_wait(
+    t: datetime, controls: Controls, history: PacingHistory
+) -> tuple[datetime, str] | None:
     waits: list[tuple[datetime, str]] = []
     if history.last_finished is not None and controls.settle_seconds > 0:
         settled = history.last_finished + timedelta(seconds=controls.settle_seconds)
@@ -552,7 +563,7 @@ def jittered_backoff(attempt: int, *, base: float, cap: float, seed: str) -> flo
     so that many retries do not hit the cloud at once. The randomness comes
     from ``seed`` (e.g. session id + instance id + attempt), which keeps a
     workflow's decisions reproducible when a step is replayed."""
-    ceiling = min(cap, base * 2 ** max(0, attempt - 1))
+    ceiling = float(min(cap, base * 2.0 ** max(0, attempt - 1)))
     rng = random.Random(f"{seed}:{attempt}")
     return ceiling / 2 + rng.uniform(0, ceiling / 2)
 
@@ -583,7 +594,9 @@ class Ledger:
     def in_progress(self) -> dict[str, datetime]:
         """Hosts started and neither finished nor skipped, with their start."""
         return {
-            h: t for h, t in self.started.items() if h not in self.finished and h not in self.skipped
+            h: t
+            for h, t in self.started.items()
+            if h not in self.finished and h not in self.skipped
         }
 
     def durations(self) -> dict[str, float]:

@@ -30,10 +30,10 @@ def build_progress(row: SessionRow, hosts: Sequence[HostRow], now: datetime) -> 
     busy = (HostState.DRAINING, HostState.DRAINED, HostState.IN_MAINTENANCE)
     flight = ledger.in_progress()
     in_progress = [h for h in in_scope if h.state in busy or h.name in flight]
-    in_progress = [h for h in in_progress if h.state not in (HostState.MAINTAINED, HostState.SKIPPED)]
-    waiting = sum(
-        1 for h in in_scope if h.state == HostState.PENDING and h not in in_progress
-    )
+    in_progress = [
+        h for h in in_progress if h.state not in (HostState.MAINTAINED, HostState.SKIPPED)
+    ]
+    waiting = sum(1 for h in in_scope if h.state == HostState.PENDING and h not in in_progress)
     durations = ledger.durations()
     if row.state in {s.value for s in FINAL_SESSION_STATES}:
         end: datetime | None = row.finished_at

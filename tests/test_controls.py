@@ -65,7 +65,10 @@ def test_request_round_trips_its_controls() -> None:
         ({"timezone": "Mars/Olympus"}, "controls.timezone"),
         ({"windows": [{"start": "22:00"}]}, "controls.windows[0].end"),
         ({"windows": [{"start": "25:00", "end": "01:00"}]}, "controls.windows[0].start"),
-        ({"windows": [{"days": ["funday"], "start": "1:00", "end": "2:00"}]}, "controls.windows[0].days[0]"),
+        (
+            {"windows": [{"days": ["funday"], "start": "1:00", "end": "2:00"}]},
+            "controls.windows[0].days[0]",
+        ),
         ({"windows": [{"days": [], "start": "01:00", "end": "02:00"}]}, "controls.windows[0].days"),
         ({"blackout_dates": ["24/12/2026"]}, "controls.blackout_dates[0]"),
         ({"max_hosts_per_day": 0}, "controls.max_hosts_per_day"),
@@ -100,9 +103,11 @@ def test_a_nightly_window_runs_past_midnight_in_its_time_zone() -> None:
 
 def test_blackout_dates_and_weekdays_cancel_windows() -> None:
     controls = Controls.from_dict(
-        {**NIGHTLY, "blackout_dates": ["2026-03-03"], "windows": [
-            {"days": ["mon", "tue", "wed"], "start": "22:00", "end": "04:00"}
-        ]}
+        {
+            **NIGHTLY,
+            "blackout_dates": ["2026-03-03"],
+            "windows": [{"days": ["mon", "tue", "wed"], "start": "22:00", "end": "04:00"}],
+        }
     )
     # Monday 2026-03-02 opens; Tuesday is a blackout; Wednesday opens; Thu-Sun do not.
     start = at("2026-03-02T23:00")
@@ -171,12 +176,22 @@ offsets = st.integers(min_value=0, max_value=14 * 24 * 3600)
 def window_controls(draw: st.DrawFn) -> Controls:
     windows = []
     for _ in range(draw(st.integers(1, 3))):
-        days = draw(st.lists(st.sampled_from(["mon", "tue", "wed", "thu", "fri", "sat", "sun"]), min_size=1, unique=True))
+        days = draw(
+            st.lists(
+                st.sampled_from(["mon", "tue", "wed", "thu", "fri", "sat", "sun"]),
+                min_size=1,
+                unique=True,
+            )
+        )
         start = draw(st.integers(0, 23 * 60 + 59))
         length = draw(st.integers(30, 12 * 60))
         end = (start + length) % (24 * 60)
         windows.append(
-            {"days": days, "start": f"{start // 60:02d}:{start % 60:02d}", "end": f"{end // 60:02d}:{end % 60:02d}"}
+            {
+                "days": days,
+                "start": f"{start // 60:02d}:{start % 60:02d}",
+                "end": f"{end // 60:02d}:{end % 60:02d}",
+            }
         )
     blackout = draw(st.lists(st.dates(date(2026, 3, 1), date(2026, 3, 20)), max_size=4))
     zone = draw(st.sampled_from(["UTC", "Europe/Paris", "America/New_York", "Asia/Kolkata"]))
@@ -195,13 +210,17 @@ def test_admitted_hosts_fit_in_one_window_and_waits_are_exact(
     answer = admit(now, controls, history)
     if answer.ok:
         inside = [
-            (o, c) for o, c in window_occurrences(controls, now, now + timedelta(seconds=1)) if o <= now
+            (o, c)
+            for o, c in window_occurrences(controls, now, now + timedelta(seconds=1))
+            if o <= now
         ]
         assert inside, "admitted outside every window"
         opens, closes = inside[0]
         assert now + timedelta(seconds=estimate) <= closes
         local = opens.astimezone(controls.zone)
-        assert local.date() not in controls.blackout_dates  # opened on a day that is not blacked out
+        assert (
+            local.date() not in controls.blackout_dates
+        )  # opened on a day that is not blacked out
         return
     if answer.wait_until is None:
         assert all(
@@ -223,7 +242,9 @@ def test_admitted_hosts_fit_in_one_window_and_waits_are_exact(
     st.integers(1, 8),
     st.lists(st.integers(60, 4 * 3600), min_size=5, max_size=25),
 )
-def test_greedy_starts_never_exceed_the_rate_caps(per_hour: int, per_day: int, gaps: list[int]) -> None:
+def test_greedy_starts_never_exceed_the_rate_caps(
+    per_hour: int, per_day: int, gaps: list[int]
+) -> None:
     controls = Controls(max_hosts_per_hour=per_hour, max_hosts_per_day=per_day)
     started: list[datetime] = []
     t = START
@@ -270,7 +291,10 @@ def test_estimate_for_a_serial_session_without_controls_is_the_sum() -> None:
 
 def test_estimate_is_unknown_without_any_duration() -> None:
     now = datetime(2026, 1, 1, tzinfo=UTC)
-    assert estimate_end(now, Controls(), PacingHistory(), durations=[], in_progress=[], pending=2) is None
+    assert (
+        estimate_end(now, Controls(), PacingHistory(), durations=[], in_progress=[], pending=2)
+        is None
+    )
 
 
 @given(st.integers(1, 12), st.text(max_size=20))

@@ -3,6 +3,7 @@ health gates, pause / resume / cancel, stuck-work escalation and the ETA."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import threading
 from collections.abc import Callable, Iterable
@@ -177,7 +178,7 @@ def test_instances_back_gate_holds_the_next_host_until_they_are_ready(
         e.instance_id: e.time + timedelta(seconds=900) for e in events(cloud, "migration_done")
     }
     checked = 0
-    for previous, host in zip(order, order[1:], strict=False):
+    for previous, host in itertools.pairwise(order):
         moved = [e.instance_id for e in events(cloud, "migration_done") if e.detail == previous]
         if moved:
             back = max(ready_at[i] for i in moved)
@@ -216,9 +217,7 @@ def test_http_gate_waits_for_the_health_endpoint(fenix_cloud, fenix_clock, fenix
             "json_value": "ok",
             "retry_after": 60,
         }
-        sid = engine.create_session(
-            SessionRequest(hosts=hosts, controls={"gates": [gate]})
-        )
+        sid = engine.create_session(SessionRequest(hosts=hosts, controls={"gates": [gate]}))
         held = drive(engine, fenix_clock, sid, lambda v: "503" in str(v.waiting))
         assert "answered 503, expected 200" in str(held.waiting)
         view = drive(engine, fenix_clock, sid)
@@ -248,7 +247,9 @@ def test_a_gate_that_says_stop_pauses_the_session(fenix_cloud, fenix_clock, feni
     hosts = cluster(fenix_cloud, 1)
     breaker = Breaker()
     engine = fenix_engine_factory(breaker)
-    sid = engine.create_session(SessionRequest(hosts=hosts, controls={"gates": [{"name": "breaker"}]}))
+    sid = engine.create_session(
+        SessionRequest(hosts=hosts, controls={"gates": [{"name": "breaker"}]})
+    )
     view = drive(engine, fenix_clock, sid)
     assert view.paused
     assert "error budget exhausted" in str(view.waiting)
@@ -291,7 +292,8 @@ def test_pause_lets_the_migration_end_and_starts_nothing_new_until_resumed(
     with pytest.raises(Conflict):
         engine.pause(sid)
     view = drive(engine, fenix_clock, sid)
-    assert view.paused and view.state not in FINAL
+    assert view.paused
+    assert view.state not in FINAL
     assert [e.kind for e in cloud.events[before:]] == ["migration_done"]
     assert "paused" in str(view.waiting)
     engine.resume(sid)
@@ -317,8 +319,10 @@ def test_cancel_re_enables_only_the_hosts_this_session_disabled(
         engine,
         fenix_clock,
         sid,
-        lambda v: sum(h.state == "MAINTAINED" for h in v.hosts) >= 2
-        and any(h.state == "IN_MAINTENANCE" for h in v.hosts),
+        lambda v: (
+            sum(h.state == "MAINTAINED" for h in v.hosts) >= 2
+            and any(h.state == "IN_MAINTENANCE" for h in v.hosts)
+        ),
     )
     disabled_now = [h for h in hosts if not fenix_cloud.is_enabled(h)]
     assert disabled_now  # a host in maintenance, disabled by the session
@@ -361,7 +365,9 @@ def stuck_run(
     return engine, sid
 
 
-def test_stuck_migration_wait_and_notify(fenix_cloud, fenix_clock, fenix_engine_factory, recorder_factory):
+def test_stuck_migration_wait_and_notify(
+    fenix_cloud, fenix_clock, fenix_engine_factory, recorder_factory
+):
     engine, sid = stuck_run(fenix_cloud, fenix_engine_factory, {"migration": "wait_and_notify"})
     recorder = recorder_factory(engine)
     stuck = drive(engine, fenix_clock, sid, lambda v: bool(v.stuck))
@@ -405,7 +411,8 @@ def test_stuck_migration_skips_the_host(fenix_cloud, fenix_clock, fenix_engine_f
     assert states.pop("cmp-1") == "SKIPPED"
     assert set(states.values()) == {"MAINTAINED"}
     assert "skipped: migration of vm-1 off cmp-1 is stuck" in str(view.host("cmp-1").reason)
-    assert view.progress is not None and view.progress.hosts_skipped == 1
+    assert view.progress is not None
+    assert view.progress.hosts_skipped == 1
 
 
 def test_host_that_stays_down_is_skipped_and_left_disabled(

@@ -543,7 +543,9 @@ class Workflow(ABC):
         # waiting for a manager's own action or a listing is pointless now.
         for op in list(s.open_ops()):
             if op.kind in ("watch", "inventory", "gate"):
-                s.abandon_op(op, f"session {'failed' if trigger == 'fail' else 'cancelled'}: {reason}")
+                s.abandon_op(
+                    op, f"session {'failed' if trigger == 'fail' else 'cancelled'}: {reason}"
+                )
                 inst = s.instances.get(op.instance_id or "")
                 if inst is not None and inst.state == InstanceState.IN_ACTION:
                     s.set_instance_state(inst, InstanceState.PENDING)

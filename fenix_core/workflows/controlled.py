@@ -137,7 +137,11 @@ class SessionControls:
         running = [op for op in s.open_ops(kind="gate") if op.params.get("host") == host.name]
         if running:
             detail = running[0].detail or "checking"
-            self._wait(f"gate:{spec.name}:{host.name}", f"gate {spec.name} before {host.name}: {detail}", None)
+            self._wait(
+                f"gate:{spec.name}:{host.name}",
+                f"gate {spec.name} before {host.name}: {detail}",
+                None,
+            )
             return False
         last = s.data.get("ctl_last_host")
         s.start_op(
@@ -254,9 +258,7 @@ class SessionControls:
         if policy is None:
             return False
         if policy == "wait_and_notify":
-            period = (
-                self.controls.gate_timeout if kind == "gate" else s.request.timeout(kind)
-            )
+            period = self.controls.gate_timeout if kind == "gate" else s.request.timeout(kind)
             s.reopen_op(op, period)
             self._announce(f"{why}; still waiting")
             return True
