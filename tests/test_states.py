@@ -124,7 +124,11 @@ def test_allowed_triggers_match_the_table(lifecycle: Make, state: SessionState) 
 
 
 def test_final_states() -> None:
-    assert {SessionState.MAINTENANCE_DONE, SessionState.MAINTENANCE_FAILED} == FINAL_SESSION_STATES
+    assert {
+        SessionState.MAINTENANCE_DONE,
+        SessionState.MAINTENANCE_FAILED,
+        SessionState.MAINTENANCE_CANCELLED,
+    } == FINAL_SESSION_STATES
 
 
 def test_models_are_independent(lifecycle: Make) -> None:
@@ -163,7 +167,7 @@ def test_release_leaves_other_models_working(lifecycle: Make) -> None:
     gc.collect()
     assert ref() is None
     assert kept.fire("plan") == SessionState.PLANNED_MAINTENANCE
-    assert set(kept.allowed_triggers()) == {"scale_in", "start", "complete", "fail"}
+    assert set(kept.allowed_triggers()) == {"scale_in", "start", "complete", "fail", "cancel"}
 
 
 # --------------------------------------------------------------------------- hosts
