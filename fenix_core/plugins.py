@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Mapping, Sequence
+from typing import TypeVar
 
 import pluggy
 
@@ -25,6 +26,24 @@ class _BuiltinWorkflows:
         from .workflows.rolling import RollingWorkflow
 
         return {RollingWorkflow.name: RollingWorkflow}
+
+
+_Named = TypeVar("_Named", Action, Gate)
+
+
+def _by_name(
+    answers: Sequence[Sequence[object] | None], kind: type[_Named], what: str, members: str
+) -> dict[str, _Named]:
+    """Merge the objects that plug-ins provide into one dict by their unique name."""
+    found: dict[str, _Named] = {}
+    for provided in answers:
+        for item in provided or ():
+            if not isinstance(item, kind):
+                raise PluginError(type(item).__name__, f"is not a {kind.__name__} ({members})")
+            if item.name in found and found[item.name] is not item:
+                raise PluginError(item.name, f"two {what} plug-ins share this name")
+            found[item.name] = item
+    return found
 
 
 class Plugins:
@@ -65,26 +84,13 @@ class Plugins:
         return driver
 
     def _resolve_actions(self, clock: Clock) -> dict[str, Action]:
-        actions: dict[str, Action] = {}
-        for provided in self.manager.hook.fenix_actions(clock=clock):
-            for action in provided or ():
-                if not isinstance(action, Action):
-                    raise PluginError(type(action).__name__, "is not an Action (name, start, poll)")
-                if action.name in actions and actions[action.name] is not action:
-                    raise PluginError(action.name, "two action plug-ins share this name")
-                actions[action.name] = action
-        return actions
+        answers = self.manager.hook.fenix_actions(clock=clock)
+        # mypy: a runtime-checkable Protocol is a fine isinstance() target
+        return _by_name(answers, Action, "action", "name, start, poll")  # type: ignore[type-abstract]
 
     def _resolve_gates(self) -> dict[str, Gate]:
-        gates: dict[str, Gate] = {}
-        for provided in self.manager.hook.fenix_gates():
-            for gate in provided or ():
-                if not isinstance(gate, Gate):
-                    raise PluginError(type(gate).__name__, "is not a Gate (name, check)")
-                if gate.name in gates and gates[gate.name] is not gate:
-                    raise PluginError(gate.name, "two gate plug-ins share this name")
-                gates[gate.name] = gate
-        return gates
+        answers = self.manager.hook.fenix_gates()
+        return _by_name(answers, Gate, "gate", "name, check")  # type: ignore[type-abstract]
 
     def _resolve_workflows(self) -> dict[str, type[Workflow]]:
         workflows: dict[str, type[Workflow]] = {}
