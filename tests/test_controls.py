@@ -200,7 +200,7 @@ def window_controls(draw: st.DrawFn) -> Controls:
     )
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(window_controls(), offsets, st.integers(0, 6 * 3600))
 def test_admitted_hosts_fit_in_one_window_and_waits_are_exact(
     controls: Controls, offset: int, estimate: int
