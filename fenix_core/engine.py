@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from types import TracebackType
@@ -183,6 +183,7 @@ class Engine:
                 + ", ".join(sorted(self.plugins.workflows)),
             )
         workflow.validate_request(req, self.plugins.actions)
+        self._check_gates(req)
         driver = self.plugins.require_driver()
         try:
             hosts = list(driver.list_hosts())
@@ -302,7 +303,7 @@ class Engine:
             projects = orm.scalars(
                 select(ProjectRow).where(ProjectRow.session_id == session_id)
             ).all()
-            return build_session_view(row, hosts, projects)
+            return build_session_view(row, hosts, projects, self.clock.now())
 
     def list_sessions(self) -> list[SessionView]:
         """Every session, oldest first."""
@@ -377,6 +378,98 @@ class Engine:
         loaded.row.updated_at = loaded.now
         loaded.orm.commit()
         return self._take_outbox(loaded)
+
+    def _check_gates(self, req: SessionRequest) -> None:
+        for index, spec in enumerate(req.controls.gates):
+            field = f"controls.gates[{index}]"
+            gate = self.plugins.gates.get(spec.name)
+            if gate is None:
+                raise InvalidInput(
+                    f"{field}.name",
+                    f"no gate named {spec.name!r}; known: " + ", ".join(sorted(self.plugins.gates)),
+                )
+            validate = getattr(gate, "validate_params", None)
+            if validate is None:
+                continue
+            try:
+                validate(spec.params)
+            except InvalidInput as exc:
+                raise InvalidInput(f"{field}.{exc.field}", exc.reason) from None
+
+    # ------------------------------------------------------------------ operational controls
+
+    def pause(self, session_id: str, reason: str = "by the admin") -> SessionView:
+        """Stop starting new hosts and moves; work in flight ends normally.
+
+        Conflict if the session has ended or is paused already."""
+        _str(reason, "reason")
+
+        def pause(loaded: LoadedSession, workflow: Workflow) -> None:
+            self._require_running(loaded, "paused")
+            if loaded.data.get("paused"):
+                raise Conflict(
+                    f"session is paused already ({loaded.data.get('pause_reason')})",
+                    session_id=loaded.id,
+                    state=loaded.state,
+                )
+            workflow.pause(reason)
+
+        return self._control(session_id, pause)
+
+    def resume(self, session_id: str) -> SessionView:
+        """Let a paused session go on. Conflict if it is not paused."""
+
+        def resume(loaded: LoadedSession, workflow: Workflow) -> None:
+            self._require_running(loaded, "resumed")
+            if not loaded.data.get("paused"):
+                raise Conflict(
+                    f"session is not paused ({loaded.state})",
+                    session_id=loaded.id,
+                    state=loaded.state,
+                )
+            workflow.resume()
+
+        return self._control(session_id, resume)
+
+    def cancel(self, session_id: str, reason: str = "cancelled by the admin") -> SessionView:
+        """End the session (MAINTENANCE_CANCELLED): no new work; migrations in
+        flight are followed to their end; every host this session disabled,
+        and only those, is put back into service. Conflict if it has ended."""
+        _str(reason, "reason")
+
+        def cancel(loaded: LoadedSession, workflow: Workflow) -> None:
+            self._require_running(loaded, "cancelled")
+            workflow.cancel(reason)
+
+        return self._control(session_id, cancel)
+
+    @staticmethod
+    def _require_running(loaded: LoadedSession, verb: str) -> None:
+        if loaded.final:
+            raise Conflict(
+                f"session has ended ({loaded.state}) and cannot be {verb}",
+                session_id=loaded.id,
+                state=loaded.state,
+            )
+
+    def _control(
+        self, session_id: str, change: Callable[[LoadedSession, Workflow], None]
+    ) -> SessionView:
+        with self._lock:
+            loaded, workflow = self._load(session_id)
+            loaded.now = self.clock.now()
+            try:
+                change(loaded, workflow)
+                loaded.row.next_wake = loaded.now
+                loaded.row.updated_at = loaded.now
+                loaded.orm.commit()
+            except Exception:
+                self._unload(session_id, rollback=True)
+                raise
+            outbox = self._take_outbox(loaded)
+        self._deliver(outbox)
+        self._wake.set()
+        return self.get_session(session_id)
 
     def delete_session(self, session_id: str) -> None:
         """Remove a finished session and everything recorded about it."""
@@ -906,7 +999,7 @@ class Engine:
             for timer in loaded.pop_due_timers():
                 workflow.on_timer(timer)
             before = loaded.row.state
-            if loaded.row.version == 0:
+            if loaded.row.version == 0 and not loaded.final:  # (cancelled before it began)
                 workflow.start()
             workflow.advance()
             if loaded.row.state != before:

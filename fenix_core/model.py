@@ -16,6 +16,7 @@ from typing import Any, Literal, TypeVar
 import attrs
 
 from .clock import as_utc
+from .controls import Controls
 from .errors import InvalidInput
 
 __all__ = [
@@ -28,11 +29,13 @@ __all__ = [
     "Instance",
     "InstanceView",
     "OperationStatus",
+    "Progress",
     "ProjectView",
     "Reply",
     "SessionRequest",
     "SessionUpdate",
     "SessionView",
+    "StuckWork",
     "parse_time",
 ]
 
@@ -253,6 +256,7 @@ _REQUEST_FIELDS = (
     "timeouts",
     "max_migration_retries",
     "max_parallel_hosts",
+    "controls",
 )
 
 
@@ -275,6 +279,10 @@ def _check_hosts(value: tuple[str, ...], field: str) -> None:
         if host in seen:
             raise InvalidInput(f"{field}[{index}]", f"host {host!r} listed twice")
         seen.add(host)
+
+
+def _to_controls(value: object) -> Controls:
+    return Controls.from_dict(value)
 
 
 def _to_actions(value: object) -> tuple[ActionSpec, ...]:
@@ -305,6 +313,8 @@ class SessionRequest:
     ``max_parallel_hosts`` caps how many hosts a parallel workflow
     (``"constrained"``) has out of service at once (None: as many as the
     constraints and capacity allow).
+    ``controls`` (a :class:`~fenix_core.controls.Controls` or its dict form) sets
+    maintenance windows, pacing, health gates and what to do with stuck work.
     """
 
     hosts: tuple[str, ...] = attrs.field(
@@ -356,6 +366,8 @@ class SessionRequest:
             "max_parallel_hosts", lambda v, f: v is None or _int(v, f, minimum=1, maximum=100_000)
         ),
     )
+    #: Maintenance windows, pacing, health gates and escalation (fenix_core.controls).
+    controls: Controls = attrs.field(factory=Controls, converter=_to_controls)
 
     @classmethod
     def from_dict(cls, data: object) -> SessionRequest:
@@ -386,6 +398,7 @@ class SessionRequest:
             "timeouts": dict(self.timeouts),
             "max_migration_retries": self.max_migration_retries,
             "max_parallel_hosts": self.max_parallel_hosts,
+            "controls": self.controls.to_dict(),
         }
 
     def reply_window(self, state: str) -> float:
@@ -534,6 +547,36 @@ class HostView:
 
 
 @attrs.frozen
+class StuckWork:
+    """Work past its deadline: what it is, where, why, and what the session does."""
+
+    kind: str  # migration, own_action, action, host_up, gate
+    host: str | None
+    instance_id: str | None
+    detail: str
+    since: datetime
+    policy: str  # wait_and_notify, skip_host, fail, or "default" (the workflow's own handling)
+
+
+@attrs.frozen
+class Progress:
+    """How far a session is, and when it should end.
+
+    ``durations`` are seconds per finished host, from its start (admission) to
+    back in service; ``estimated_end`` plays the mean duration forward through
+    the session's windows and pacing (None until something is known).
+    """
+
+    hosts_done: int
+    hosts_in_progress: int
+    hosts_waiting: int
+    hosts_skipped: int
+    durations: Mapping[str, float]
+    estimated_end: datetime | None
+    eta_seconds: float | None
+
+
+@attrs.frozen
 class SessionView:
     """What ``engine.get_session`` returns. ``state`` is the session state string."""
 
@@ -549,6 +592,12 @@ class SessionView:
     updated_at: datetime
     maintenance_at: datetime | None
     request: Mapping[str, Any]
+    #: Paused (engine.pause or a gate that said stop): no new host or move starts.
+    paused: bool = False
+    #: Why the session is waiting to start its next host (window, pacing, gate), if it is.
+    waiting: str | None = None
+    stuck: tuple[StuckWork, ...] = ()
+    progress: Progress | None = None
 
     def host(self, name: str) -> HostView:
         for host in self.hosts:

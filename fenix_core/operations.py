@@ -18,7 +18,7 @@ import attrs
 
 from .constraints import CloudConstraints
 from .errors import PluginError
-from .hookspecs import ActionContext, ConstraintSource
+from .hookspecs import ActionContext, ConstraintSource, GateContext, GateResult
 from .model import ActionSpec, OperationStatus, SessionRequest
 from .plugins import Plugins
 from .store.schema import OperationRow
@@ -69,6 +69,7 @@ class OperationRunner:
             "move": self._start_move,
             "watch": self._watch,
             "action": self._start_action,
+            "gate": self._gate,
         }
         self._poll: dict[str, Callable[[OperationRow, SessionRequest, datetime], OperationStatus]]
         self._poll = {
@@ -76,6 +77,7 @@ class OperationRunner:
             "move": self._poll_move,
             "watch": self._watch,
             "action": self._poll_action,
+            "gate": self._gate,
         }
 
     def start(self, op: OperationRow, request: SessionRequest, now: datetime) -> OperationStatus:
@@ -162,6 +164,43 @@ class OperationRunner:
         return OperationStatus.running(
             detail=f"waiting for the manager to move {op.instance_id} off {where}"
         )
+
+    # ------------------------------------------------------------------ gates
+
+    def _gate(self, op: OperationRow, _r: SessionRequest, now: datetime) -> OperationStatus:
+        """Ask a health gate: ok -> done, wait -> running (polled again after
+        its retry_after), stop -> failed with ``result["verdict"] == "stop"``."""
+        name = str(op.params["gate"])
+        gate = self.plugins.gates.get(name)
+        if gate is None:
+            raise PluginError(name, "no gate plug-in with this name is registered")
+        context = GateContext(
+            session_id=op.session_id,
+            gate=name,
+            params=dict(op.params.get("params", {})),
+            host=str(op.params["host"]),
+            last_host=op.params.get("last_host"),
+            moved_instances=tuple(op.params.get("moved_instances", ())),
+            now=now,
+            first_checked=op.started_at or op.created_at,
+            memo=dict(op.params.get("memo", {})),
+            driver=self.plugins.driver,
+        )
+        try:
+            answer: object = gate.check(context)
+        except Exception as exc:
+            log.warning("gate %s raised: %s", name, exc, exc_info=True)
+            return OperationStatus.running(detail=f"gate {name}: {_describe(exc)}")
+        op.params = {**op.params, "memo": context.memo}
+        if not isinstance(answer, GateResult):
+            return OperationStatus.running(
+                detail=f"gate {name} returned {type(answer).__name__}, not a GateResult"
+            )
+        if answer.verdict == "ok":
+            return OperationStatus.done(detail=answer.message)
+        if answer.verdict == "stop":
+            return OperationStatus("failed", detail=answer.message, result={"verdict": "stop"})
+        return OperationStatus.running(answer.retry_after, detail=answer.message or "not yet")
 
     # ------------------------------------------------------------------ actions
 

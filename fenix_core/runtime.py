@@ -150,6 +150,9 @@ class LoadedSession:
             self.row.reason = reason
             self.row.failed_state = before
             self.row.finished_at = self.now
+        elif new_state == SessionState.MAINTENANCE_CANCELLED:
+            self.row.reason = reason
+            self.row.finished_at = self.now
         elif new_state == SessionState.MAINTENANCE_DONE:
             self.row.reason = None
             self.row.finished_at = self.now
@@ -426,6 +429,17 @@ class LoadedSession:
         op.finished_at = self.now
         op.next_poll = None
         self.close_op(op)
+
+    def reopen_op(self, op: OperationRow, timeout: float) -> None:
+        """Follow an operation that passed its deadline for ``timeout`` more
+        seconds: same key and handle, polled again now (a stuck migration the
+        session decided to keep waiting for)."""
+        op.status = "running"
+        op.handled = False
+        op.finished_at = None
+        op.next_poll = self.now
+        op.deadline = self.now + timedelta(seconds=timeout)
+        self.ops[op.key] = op
 
     def close_op(self, op: OperationRow) -> None:
         op.handled = True

@@ -50,9 +50,17 @@ class SessionState(StrEnum):
     MAINTENANCE_COMPLETE = "MAINTENANCE_COMPLETE"
     MAINTENANCE_DONE = "MAINTENANCE_DONE"
     MAINTENANCE_FAILED = "MAINTENANCE_FAILED"
+    # fenix-core: the admin cancelled it (engine.cancel); its hosts are back in service.
+    MAINTENANCE_CANCELLED = "MAINTENANCE_CANCELLED"
 
 
-FINAL_SESSION_STATES = frozenset({SessionState.MAINTENANCE_DONE, SessionState.MAINTENANCE_FAILED})
+FINAL_SESSION_STATES = frozenset(
+    {
+        SessionState.MAINTENANCE_DONE,
+        SessionState.MAINTENANCE_FAILED,
+        SessionState.MAINTENANCE_CANCELLED,
+    }
+)
 
 _S = SessionState
 _RUNNING = [s for s in SessionState if s not in FINAL_SESSION_STATES]
@@ -105,6 +113,7 @@ SESSION_TRANSITIONS: list[dict[str, Any]] = [
     {"trigger": "done", "source": _S.MAINTENANCE_COMPLETE, "dest": _S.MAINTENANCE_DONE},
     {"trigger": "fail", "source": _RUNNING, "dest": _S.MAINTENANCE_FAILED},
     {"trigger": "retry", "source": _S.MAINTENANCE_FAILED, "dest": _S.MAINTENANCE},
+    {"trigger": "cancel", "source": _RUNNING, "dest": _S.MAINTENANCE_CANCELLED},
 ]
 
 # transitions logs every state entry at INFO; thousands of sessions would flood
@@ -181,17 +190,21 @@ class HostState(StrEnum):
     IN_MAINTENANCE = "IN_MAINTENANCE"  # disabled, actions running
     MAINTAINED = "MAINTAINED"  # back in service
     FAILED = "FAILED"
+    # Work on it got stuck and the escalation policy said skip_host: left as it
+    # was (disabled if it was), not maintained, the session went on.
+    SKIPPED = "SKIPPED"
     OUT_OF_SCOPE = "OUT_OF_SCOPE"  # not maintained by this session; a migration target only
 
 
 _H = HostState
 HOST_TRANSITIONS: dict[HostState, frozenset[HostState]] = {
-    _H.PENDING: frozenset({_H.DRAINING, _H.DRAINED, _H.IN_MAINTENANCE, _H.FAILED}),
-    _H.DRAINING: frozenset({_H.DRAINED, _H.PENDING, _H.FAILED}),
-    _H.DRAINED: frozenset({_H.IN_MAINTENANCE, _H.PENDING, _H.FAILED}),
-    _H.IN_MAINTENANCE: frozenset({_H.MAINTAINED, _H.FAILED}),
+    _H.PENDING: frozenset({_H.DRAINING, _H.DRAINED, _H.IN_MAINTENANCE, _H.FAILED, _H.SKIPPED}),
+    _H.DRAINING: frozenset({_H.DRAINED, _H.PENDING, _H.FAILED, _H.SKIPPED}),
+    _H.DRAINED: frozenset({_H.IN_MAINTENANCE, _H.PENDING, _H.FAILED, _H.SKIPPED}),
+    _H.IN_MAINTENANCE: frozenset({_H.MAINTAINED, _H.FAILED, _H.SKIPPED}),
     _H.MAINTAINED: frozenset(),
     _H.FAILED: frozenset({_H.PENDING}),
+    _H.SKIPPED: frozenset(),
     _H.OUT_OF_SCOPE: frozenset(),
 }
 

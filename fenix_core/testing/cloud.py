@@ -75,15 +75,20 @@ class SimulatedCloud:
         state_path: str | os.PathLike[str] | None = None,
         *,
         clock: Clock | None = None,
+        ready_seconds: float = 0.0,
     ) -> None:
         for field, value in (
             ("migration_seconds", migration_seconds),
             ("live_migration_seconds", live_migration_seconds),
+            ("ready_seconds", ready_seconds),
         ):
             if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
                 raise InvalidInput(field, f"must be a number of seconds >= 0, got {value!r}")
         self.migration_seconds = float(migration_seconds)
         self.live_migration_seconds = float(live_migration_seconds)
+        # An instance that arrived on a host is ACTIVE/Ready this long after.
+        self.ready_seconds = float(ready_seconds)
+        self._stalls: dict[str, float] = {}
         self.clock: Clock = clock or RealClock()
         # Setting up the cloud before an engine (or a clock) is given is not an
         # event of the run: events are recorded from then on, and the placement
@@ -205,6 +210,11 @@ class SimulatedCloud:
         self._failures.setdefault(instance_id, []).append(error)
         self._save()
 
+    def stall_next_migration(self, instance_id: str, seconds: float) -> None:
+        """The next migration of ``instance_id`` takes ``seconds`` (a stuck one)."""
+        self._stalls[instance_id] = float(seconds)
+        self._save()
+
     def host_stays_down(self, host: str) -> None:
         """Once taken into maintenance (disabled), ``host`` never comes back up."""
         if host not in self._hosts:
@@ -293,6 +303,15 @@ class SimulatedCloud:
     def locate(self, instance_id: str) -> str | None:
         return self.host_of(instance_id)
 
+    def instance_is_ready(self, instance_id: str) -> bool:
+        """ACTIVE again: ``ready_seconds`` after its last migration ended."""
+        self._settle()
+        inst = self._instances.get(instance_id)
+        if inst is None:
+            return False
+        ready_at = inst.get("ready_at")
+        return ready_at is None or datetime.fromisoformat(ready_at) <= self.clock.now()
+
     def allowed_actions(self) -> list[str]:
         return ["MIGRATE", "LIVE_MIGRATE", "OWN_ACTION"]
 
@@ -349,7 +368,7 @@ class SimulatedCloud:
                 host=target,
             )
         now = self.clock.now()
-        seconds = (
+        seconds = self._stalls.pop(instance_id, None) or (
             self.live_migration_seconds if action == "LIVE_MIGRATE" else self.migration_seconds
         )
         failures = self._failures.get(instance_id) or []
@@ -380,7 +399,10 @@ class SimulatedCloud:
         if migration["state"] == "done":
             return OperationStatus.done(migration["target"])
         remaining = (datetime.fromisoformat(migration["end"]) - self.clock.now()).total_seconds()
-        return OperationStatus.running(retry_after=max(0.0, remaining))
+        return OperationStatus.running(
+            retry_after=max(0.0, remaining),
+            detail=f"{migration['action']} {migration['source']} -> {migration['target']} running",
+        )
 
     # ------------------------------------------------------------------ internals
 
@@ -438,6 +460,7 @@ class SimulatedCloud:
             else:
                 migration["state"] = "done"
                 inst["host"] = migration["target"]
+                inst["ready_at"] = (end + timedelta(seconds=self.ready_seconds)).isoformat()
                 self._events.append(
                     CloudEvent(
                         end,
@@ -456,6 +479,8 @@ class SimulatedCloud:
         state = {
             "migration_seconds": self.migration_seconds,
             "live_migration_seconds": self.live_migration_seconds,
+            "ready_seconds": self.ready_seconds,
+            "stalls": self._stalls,
             "hosts": self._hosts,
             "instances": self._instances,
             "migrations": self._migrations,
@@ -474,6 +499,8 @@ class SimulatedCloud:
         # The file is the cloud: its migration times win over the constructor's.
         self.migration_seconds = float(state["migration_seconds"])
         self.live_migration_seconds = float(state["live_migration_seconds"])
+        self.ready_seconds = float(state.get("ready_seconds", 0.0))
+        self._stalls = dict(state.get("stalls", {}))
         self._hosts = state["hosts"]
         self._instances = state["instances"]
         self._migrations = state["migrations"]
