@@ -46,6 +46,12 @@ HOST_MEANING: dict[HostState, str] = {
     HostState.MAINTAINED: "back in service",
     HostState.FAILED: "its maintenance failed (see the host's reason)",
     HostState.OUT_OF_SCOPE: "not maintained by this session; a migration target only",
+    HostState.ADDING: "named in `add_hosts`: waiting for it to appear and be in service",
+    HostState.ADDED: "brought into service during the session (or appeared in the cloud); "
+    "a migration target only",
+    HostState.DECOMMISSIONED: "emptied, actions run, left disabled for good (`HOST_REMOVED`)",
+    HostState.REMOVED: "gone from the cloud during the session; its pending work was dropped "
+    "(see the host's reason)",
 }
 INSTANCE_MEANING: dict[InstanceState, str] = {
     InstanceState.PENDING: "on a host that is not maintained yet",

@@ -24,6 +24,7 @@ __all__ = [
     "DEFAULT_TIMEOUTS",
     "ActionSpec",
     "Host",
+    "HostChange",
     "HostView",
     "Instance",
     "InstanceView",
@@ -54,6 +55,7 @@ DEFAULT_TIMEOUTS: Mapping[str, float] = {
     "own_action": 3600.0,  # a manager moving its instance itself (OWN_ACTION)
     "action": 4 * 3600.0,  # one action plug-in run
     "host_up": 1800.0,  # a host coming back after its actions
+    "host_added": 3600.0,  # the hosts named in add_hosts appearing in the cloud
 }
 
 T = TypeVar("T")
@@ -166,6 +168,14 @@ def _to_hosts(value: object) -> tuple[str, ...]:
     return tuple(_seq(value, "hosts"))
 
 
+def _to_add_hosts(value: object) -> tuple[str, ...]:
+    return tuple(_seq(value, "add_hosts"))
+
+
+def _to_decommission_hosts(value: object) -> tuple[str, ...]:
+    return tuple(_seq(value, "decommission_hosts"))
+
+
 def _to_maintenance_at(value: object) -> datetime | None:
     return parse_time(value, "maintenance_at")
 
@@ -252,6 +262,8 @@ _REQUEST_FIELDS = (
     "reply_windows",
     "timeouts",
     "max_migration_retries",
+    "add_hosts",
+    "decommission_hosts",
 )
 
 
@@ -301,6 +313,9 @@ class SessionRequest:
     or not at all before its deadline: ``"fail"`` the session, or act by
     ``"default"`` as if the project had no manager. ``reply_windows`` and
     ``timeouts`` override :data:`DEFAULT_REPLY_WINDOWS` / :data:`DEFAULT_TIMEOUTS`.
+    ``add_hosts`` are hosts the session brings into service (once the cloud
+    lists them) and uses as migration targets; ``decommission_hosts`` are hosts
+    of the scope that are emptied and then left out of service for good.
     """
 
     hosts: tuple[str, ...] = attrs.field(
@@ -346,6 +361,16 @@ class SessionRequest:
         default=2,
         validator=_validated("max_migration_retries", lambda v, f: _int(v, f, maximum=20)),
     )
+    add_hosts: tuple[str, ...] = attrs.field(
+        default=(),
+        converter=_to_add_hosts,
+        validator=_validated("add_hosts", _check_hosts),
+    )
+    decommission_hosts: tuple[str, ...] = attrs.field(
+        default=(),
+        converter=_to_decommission_hosts,
+        validator=_validated("decommission_hosts", _check_hosts),
+    )
 
     @classmethod
     def from_dict(cls, data: object) -> SessionRequest:
@@ -375,6 +400,8 @@ class SessionRequest:
             "reply_windows": dict(self.reply_windows),
             "timeouts": dict(self.timeouts),
             "max_migration_retries": self.max_migration_retries,
+            "add_hosts": list(self.add_hosts),
+            "decommission_hosts": list(self.decommission_hosts),
         }
 
     def reply_window(self, state: str) -> float:
@@ -510,6 +537,21 @@ class OperationStatus:
 
 
 # --------------------------------------------------------------------------- views
+
+
+@attrs.frozen
+class HostChange:
+    """A change of the cloud's host set, as ``engine.refresh_inventory()`` returns it.
+
+    ``state`` is ``HOST_ADDED`` or ``HOST_REMOVED``; ``seq`` numbers the
+    engine's host changes; ``session_id`` is the session that noticed it (None
+    when noticed outside any session).
+    """
+
+    host: str
+    state: str
+    seq: int
+    session_id: str | None = None
 
 
 @attrs.frozen

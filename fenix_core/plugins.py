@@ -21,9 +21,13 @@ ENTRY_POINT_GROUP = "fenix"
 class _BuiltinWorkflows:
     @hookimpl
     def fenix_workflows(self) -> Mapping[str, type[Workflow]]:
+        from .workflows.decommission import DecommissionWorkflow
         from .workflows.rolling import RollingWorkflow
 
-        return {RollingWorkflow.name: RollingWorkflow}
+        return {
+            RollingWorkflow.name: RollingWorkflow,
+            DecommissionWorkflow.name: DecommissionWorkflow,
+        }
 
 
 class Plugins:
