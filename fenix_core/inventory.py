@@ -64,9 +64,15 @@ def host_from_dict(data: Mapping[str, Any]) -> Host:
 
 
 def load(orm: Session) -> dict[str, InventoryHostRow]:
-    """Every inventory row, fresh from the database (also in a long-lived ORM session)."""
-    rows = orm.scalars(select(InventoryHostRow).execution_options(populate_existing=True))
-    return {row.name: row for row in rows}
+    """Every inventory row as of now, also in a session's long-lived ORM session
+    (no autoflush, no expiry on commit): rows changed in this transaction keep
+    their changes, the others are read again, rows added are included."""
+    for obj in list(orm.identity_map.values()):
+        if isinstance(obj, InventoryHostRow) and obj not in orm.dirty:
+            orm.expire(obj)
+    rows = {row.name: row for row in orm.scalars(select(InventoryHostRow))}
+    rows.update((o.name, o) for o in orm.new if isinstance(o, InventoryHostRow))
+    return rows
 
 
 def pending_adds(orm: Session, *, besides: str = "") -> set[str]:
@@ -153,7 +159,7 @@ def sync(
 
 def admit(orm: Session, host: Host, *, now: datetime, session_id: str) -> list[HostChangeRow]:
     """A session brought ``host`` into service: HOST_ADDED unless it was known present."""
-    row = orm.get(InventoryHostRow, host.name, populate_existing=True)
+    row = load(orm).get(host.name)
     if row is None:
         orm.add(
             InventoryHostRow(
@@ -178,7 +184,7 @@ def retire(
     orm: Session, name: str, host_type: str, *, now: datetime, session_id: str
 ) -> list[HostChangeRow]:
     """A session decommissioned ``name``: HOST_REMOVED unless already reported gone."""
-    row = orm.get(InventoryHostRow, name, populate_existing=True)
+    row = load(orm).get(name)
     if row is None:
         orm.add(
             InventoryHostRow(

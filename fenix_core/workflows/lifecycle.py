@@ -156,15 +156,16 @@ class HostLifecycle:
             s.start_op("inventory", params={"hosts": [host.name]})  # what runs there
 
     def hosts_ready(self) -> bool:
-        """True once every host of ``add_hosts`` is in service (and, after ``pre``
-        actions, the host set was listed again: an action may have changed it)."""
+        """True once the host set was listed again before the first decision
+        (the session may have waited for hours, and a ``pre`` action may have
+        changed it) and every host of ``add_hosts`` is in service."""
         s = self.s
         if any(s.open_ops(kind="list_hosts")):
             return False
         adding = s.hosts_in(HostState.ADDING)
         if any(any(s.open_ops(host=h.name)) for h in adding):
             return False
-        if adding or (s.actions_of("pre") and not s.data.get("hosts_listed")):
+        if adding or not s.data.get("hosts_listed"):
             s.set_data(hosts_listed=True)
             s.start_op(
                 "list_hosts",
