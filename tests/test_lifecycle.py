@@ -435,3 +435,43 @@ def test_a_decommission_without_room_for_the_instances_is_refused(
     )
     assert fenix_cloud.host_of("vm-1") == "cmp-0"
     assert fenix_cloud.is_enabled("cmp-0")
+
+
+# --------------------------------------------------------------------------- simulated cloud
+
+
+def test_simulated_cloud_removes_hosts_at_run_time(tmp_path: Path) -> None:
+    clock = SimClock()
+    path = tmp_path / "cloud.json"
+    cloud = SimulatedCloud(state_path=path, clock=clock)
+    fill(cloud, {"cmp-0": [("vm-1", "p", 2), ("vm-2", "p", 2)], "cmp-1": [], "cmp-2": []})
+    handle = cloud.start_move("vm-1", "MIGRATE", "cmp-2", "k1")
+    with pytest.raises(InvalidInput):
+        cloud.remove_host("cmp-7")
+    with pytest.raises(InvalidInput):
+        cloud.remove_host("cmp-0", evacuate_to="cmp-0")
+    clock.advance(5)
+    cloud.remove_host("cmp-0", evacuate_to="cmp-1")
+    assert cloud.poll_move(handle).detail == "host cmp-0 was removed"
+    assert cloud.instances_on("cmp-1") == ["vm-1", "vm-2"]
+    cloud.remove_host("cmp-1")  # without evacuate_to its instances go with it
+    assert cloud.host_of("vm-1") is None
+    assert [h.name for h in cloud.list_hosts()] == ["cmp-2"]
+    kinds = [(e.kind, e.host) for e in cloud.events if e.kind != "instance_added"]
+    assert kinds[-7:] == [
+        ("migration_failed", "cmp-0"),
+        ("instance_relocated", "cmp-1"),
+        ("instance_relocated", "cmp-1"),
+        ("host_removed", "cmp-0"),
+        ("instance_removed", "cmp-1"),
+        ("instance_removed", "cmp-1"),
+        ("host_removed", "cmp-1"),
+    ]
+    # The file is the cloud: another SimulatedCloud on it sees the same.
+    again = SimulatedCloud(state_path=path, clock=clock)
+    assert [h.name for h in again.list_hosts()] == ["cmp-2"]
+    assert again.events == cloud.events
+    assert again.host_capacity("cmp-0") == 8  # events of removed hosts still replay
+    assert violations(again) == []
+    cloud.add_host("cmp-0", vcpus=4)  # the name may come back
+    assert again.host_of("vm-2") is None
