@@ -16,8 +16,9 @@ from typing import Any
 
 import attrs
 
+from .constraints import CloudConstraints
 from .errors import PluginError
-from .hookspecs import ActionContext
+from .hookspecs import ActionContext, ConstraintSource
 from .inventory import host_to_dict
 from .model import ActionSpec, OperationStatus, SessionRequest
 from .plugins import Plugins
@@ -148,13 +149,15 @@ class OperationRunner:
         return OperationStatus.running(detail=f"host {op.host} is not up yet")
 
     def _inventory(self, op: OperationRow, _r: SessionRequest, _n: datetime) -> OperationStatus:
+        hosts = op.params.get("hosts")
         driver = self.plugins.require_driver()
-        found = driver.list_instances(op.params.get("hosts"))
+        found = list(driver.list_instances(hosts))
+        result: dict[str, Any] = {"instances": [_instance_dict(i) for i in found]}
+        if op.params.get("constraints") and isinstance(driver, ConstraintSource):
+            result["cloud_constraints"] = cloud_constraints_dict(driver.cloud_constraints(found))
         # Listing the hosts too is cheap, and how sessions notice host set changes.
-        return OperationStatus.done(
-            instances=[_instance_dict(i) for i in found],
-            hosts=[host_to_dict(h) for h in driver.list_hosts()],
-        )
+        result["hosts"] = [host_to_dict(h) for h in driver.list_hosts()]
+        return OperationStatus.done(**result)
 
     def _list_hosts(self, op: OperationRow, _r: SessionRequest, _n: datetime) -> OperationStatus:
         """The cloud's hosts; keeps polling while a host of ``wait_for`` is missing."""
@@ -229,6 +232,14 @@ class OperationRunner:
     ) -> OperationStatus:
         status: OperationStatus = self._action(op).poll(self._context(op, request, now))
         return status
+
+
+def cloud_constraints_dict(found: CloudConstraints) -> dict[str, Any]:
+    """A driver's constraints as stored in the session (JSON)."""
+    return {
+        "groups": [g.to_dict() for g in found.groups],
+        "members": {str(k): str(v) for k, v in found.members.items()},
+    }
 
 
 def _instance_dict(instance: Any) -> dict[str, Any]:
