@@ -62,7 +62,7 @@ from .model import (
 )
 from .operations import OperationRunner, cloud_constraints_dict, record_status
 from .plugins import Plugins
-from .runtime import LoadedSession
+from .runtime import LoadedSession, new_host_row
 from .signals import SIGNALS, maintenance_host
 from .states import (
     FINAL_SESSION_STATES,
@@ -273,21 +273,9 @@ class Engine:
                 )
             for position, name in enumerate(req.add_hosts, start=len(ordered)):
                 listed = by_name.get(name)
+                kind, vcpus = (listed.type, listed.vcpus) if listed else ("compute", 0)
                 orm.add(
-                    HostRow(
-                        session_id=session_id,
-                        name=name,
-                        type=listed.type if listed else "compute",
-                        vcpus=listed.vcpus if listed else 0,
-                        state=HostState.ADDING,
-                        position=position,
-                        stage=0,
-                        enabled=False,
-                        disabled_by_session=False,
-                        started_at=None,
-                        finished_at=None,
-                        reason=None,
-                    )
+                    new_host_row(session_id, name, kind, vcpus, False, HostState.ADDING, position)
                 )
             changes = inventory.sync(
                 orm,

@@ -100,6 +100,22 @@ def _change(
     return change
 
 
+def _add(
+    orm: Session, host: Host, status: str, now: datetime, session_id: str | None
+) -> InventoryHostRow:
+    row = InventoryHostRow(
+        name=host.name,
+        type=host.type,
+        vcpus=host.vcpus,
+        enabled=host.enabled,
+        status=status,
+        changed_at=now,
+        session_id=session_id,
+    )
+    orm.add(row)
+    return row
+
+
 def _refresh(row: InventoryHostRow, host: Host) -> None:
     # Assign only what changed: an unchanged row must cost no UPDATE.
     for field in ("type", "vcpus", "enabled"):
@@ -132,17 +148,7 @@ def sync(
         seen.add(host.name)
         row = rows.get(host.name)
         if row is None:
-            orm.add(
-                InventoryHostRow(
-                    name=host.name,
-                    type=host.type,
-                    vcpus=host.vcpus,
-                    enabled=host.enabled,
-                    status=PRESENT,
-                    changed_at=now,
-                    session_id=session_id,
-                )
-            )
+            _add(orm, host, PRESENT, now, session_id)
             if not baseline:
                 changes.append(_change(orm, host.name, HOST_ADDED, now, session_id))
             continue
@@ -161,17 +167,7 @@ def admit(orm: Session, host: Host, *, now: datetime, session_id: str) -> list[H
     """A session brought ``host`` into service: HOST_ADDED unless it was known present."""
     row = load(orm).get(host.name)
     if row is None:
-        orm.add(
-            InventoryHostRow(
-                name=host.name,
-                type=host.type,
-                vcpus=host.vcpus,
-                enabled=host.enabled,
-                status=PRESENT,
-                changed_at=now,
-                session_id=session_id,
-            )
-        )
+        _add(orm, host, PRESENT, now, session_id)
         return [_change(orm, host.name, HOST_ADDED, now, session_id)]
     _refresh(row, host)
     if row.status == PRESENT:
@@ -186,17 +182,7 @@ def retire(
     """A session decommissioned ``name``: HOST_REMOVED unless already reported gone."""
     row = load(orm).get(name)
     if row is None:
-        orm.add(
-            InventoryHostRow(
-                name=name,
-                type=host_type,
-                vcpus=0,
-                enabled=False,
-                status=DECOMMISSIONED,
-                changed_at=now,
-                session_id=session_id,
-            )
-        )
+        _add(orm, Host(name, host_type, 0, False), DECOMMISSIONED, now, session_id)
         return [_change(orm, name, HOST_REMOVED, now, session_id)]
     was = row.status
     row.status, row.enabled, row.changed_at, row.session_id = DECOMMISSIONED, False, now, session_id

@@ -257,20 +257,8 @@ class LoadedSession:
         self, name: str, type: str, vcpus: int, enabled: bool, state: HostState
     ) -> HostRow:
         """A host the session did not know (it appeared in the cloud meanwhile)."""
-        host = HostRow(
-            session_id=self.id,
-            name=name,
-            type=type,
-            vcpus=vcpus,
-            state=state.value,
-            position=max((h.position for h in self.hosts.values()), default=-1) + 1,
-            stage=0,
-            enabled=enabled,
-            disabled_by_session=False,
-            started_at=None,
-            finished_at=None,
-            reason=None,
-        )
+        position = max((h.position for h in self.hosts.values()), default=-1) + 1
+        host = new_host_row(self.id, name, type, vcpus, enabled, state, position)
         self.orm.add(host)
         self.hosts[name] = host
         return host
@@ -528,6 +516,32 @@ def _cloud_constraints(data: Any) -> CloudConstraints:
     return CloudConstraints(
         groups=tuple(GroupConstraints.from_dict(g) for g in data.get("groups", ())),
         members=dict(data.get("members", {})),
+    )
+
+
+def new_host_row(
+    session_id: str,
+    name: str,
+    type: str,
+    vcpus: int,
+    enabled: bool,
+    state: HostState,
+    position: int,
+) -> HostRow:
+    """A session's host row, before any work on it."""
+    return HostRow(
+        session_id=session_id,
+        name=name,
+        type=type,
+        vcpus=vcpus,
+        state=state.value,
+        position=position,
+        stage=0,
+        enabled=enabled,
+        disabled_by_session=False,
+        started_at=None,
+        finished_at=None,
+        reason=None,
     )
 
 
