@@ -50,6 +50,12 @@ HOST_MEANING: dict[HostState, str] = {
     HostState.SKIPPED: "work on it was stuck and the escalation policy skipped it: left as it "
     "was (disabled if it was), not maintained",
     HostState.OUT_OF_SCOPE: "not maintained by this session; a migration target only",
+    HostState.ADDING: "named in `add_hosts`: waiting for it to appear and be in service",
+    HostState.ADDED: "brought into service during the session (or appeared in the cloud); "
+    "a migration target only",
+    HostState.DECOMMISSIONED: "emptied, actions run, left disabled for good (`HOST_REMOVED`)",
+    HostState.REMOVED: "gone from the cloud during the session; its pending work was dropped "
+    "(see the host's reason)",
 }
 INSTANCE_MEANING: dict[InstanceState, str] = {
     InstanceState.PENDING: "on a host that is not maintained yet",

@@ -25,6 +25,7 @@ __all__ = [
     "DEFAULT_TIMEOUTS",
     "ActionSpec",
     "Host",
+    "HostChange",
     "HostView",
     "Instance",
     "InstanceView",
@@ -57,6 +58,7 @@ DEFAULT_TIMEOUTS: Mapping[str, float] = {
     "own_action": 3600.0,  # a manager moving its instance itself (OWN_ACTION)
     "action": 4 * 3600.0,  # one action plug-in run
     "host_up": 1800.0,  # a host coming back after its actions
+    "host_added": 3600.0,  # the hosts named in add_hosts appearing in the cloud
 }
 
 T = TypeVar("T")
@@ -169,6 +171,14 @@ def _to_hosts(value: object) -> tuple[str, ...]:
     return tuple(_seq(value, "hosts"))
 
 
+def _to_add_hosts(value: object) -> tuple[str, ...]:
+    return tuple(_seq(value, "add_hosts"))
+
+
+def _to_decommission_hosts(value: object) -> tuple[str, ...]:
+    return tuple(_seq(value, "decommission_hosts"))
+
+
 def _to_maintenance_at(value: object) -> datetime | None:
     return parse_time(value, "maintenance_at")
 
@@ -257,6 +267,8 @@ _REQUEST_FIELDS = (
     "max_migration_retries",
     "max_parallel_hosts",
     "controls",
+    "add_hosts",
+    "decommission_hosts",
 )
 
 
@@ -315,6 +327,9 @@ class SessionRequest:
     constraints and capacity allow).
     ``controls`` (a :class:`~fenix_core.controls.Controls` or its dict form) sets
     maintenance windows, pacing, health gates and what to do with stuck work.
+    ``add_hosts`` are hosts the session brings into service (once the cloud
+    lists them) and uses as migration targets; ``decommission_hosts`` are hosts
+    of the scope that are emptied and then left out of service for good.
     """
 
     hosts: tuple[str, ...] = attrs.field(
@@ -368,6 +383,16 @@ class SessionRequest:
     )
     #: Maintenance windows, pacing, health gates and escalation (fenix_core.controls).
     controls: Controls = attrs.field(factory=Controls, converter=_to_controls)
+    add_hosts: tuple[str, ...] = attrs.field(
+        default=(),
+        converter=_to_add_hosts,
+        validator=_validated("add_hosts", _check_hosts),
+    )
+    decommission_hosts: tuple[str, ...] = attrs.field(
+        default=(),
+        converter=_to_decommission_hosts,
+        validator=_validated("decommission_hosts", _check_hosts),
+    )
 
     @classmethod
     def from_dict(cls, data: object) -> SessionRequest:
@@ -399,6 +424,8 @@ class SessionRequest:
             "max_migration_retries": self.max_migration_retries,
             "max_parallel_hosts": self.max_parallel_hosts,
             "controls": self.controls.to_dict(),
+            "add_hosts": list(self.add_hosts),
+            "decommission_hosts": list(self.decommission_hosts),
         }
 
     def reply_window(self, state: str) -> float:
@@ -534,6 +561,21 @@ class OperationStatus:
 
 
 # --------------------------------------------------------------------------- views
+
+
+@attrs.frozen
+class HostChange:
+    """A change of the cloud's host set, as ``engine.refresh_inventory()`` returns it.
+
+    ``state`` is ``HOST_ADDED`` or ``HOST_REMOVED``; ``seq`` numbers the
+    engine's host changes; ``session_id`` is the session that noticed it (None
+    when noticed outside any session).
+    """
+
+    host: str
+    state: str
+    seq: int
+    session_id: str | None = None
 
 
 @attrs.frozen

@@ -19,6 +19,7 @@ import attrs
 from .constraints import CloudConstraints
 from .errors import PluginError
 from .hookspecs import ActionContext, ConstraintSource, GateContext, GateResult
+from .inventory import host_to_dict
 from .model import ActionSpec, OperationStatus, SessionRequest
 from .plugins import Plugins
 from .store.schema import OperationRow
@@ -66,6 +67,8 @@ class OperationRunner:
             "enable_host": self._enable_host,
             "host_up": self._host_up,
             "inventory": self._inventory,
+            "list_hosts": self._list_hosts,
+            "locate": self._locate,
             "move": self._start_move,
             "watch": self._watch,
             "action": self._start_action,
@@ -74,6 +77,7 @@ class OperationRunner:
         self._poll: dict[str, Callable[[OperationRow, SessionRequest, datetime], OperationStatus]]
         self._poll = {
             "host_up": self._host_up,
+            "list_hosts": self._list_hosts,
             "move": self._poll_move,
             "watch": self._watch,
             "action": self._poll_action,
@@ -82,16 +86,30 @@ class OperationRunner:
 
     def start(self, op: OperationRow, request: SessionRequest, now: datetime) -> OperationStatus:
         op.started_at = now
-        return self._call(self._start, op, request, now)
+        return self._with_hosts(op, self._call(self._start, op, request, now))
 
     def poll(self, op: OperationRow, request: SessionRequest, now: datetime) -> OperationStatus:
         if op.deadline is not None and now >= op.deadline:
             started = op.started_at or op.created_at
             waited = int((now - started).total_seconds())
-            return OperationStatus.failed(
+            status = OperationStatus.failed(
                 f"timed out after {waited} s" + (f" ({op.detail})" if op.detail else "")
             )
-        return self._call(self._poll, op, request, now)
+        else:
+            status = self._call(self._poll, op, request, now)
+        return self._with_hosts(op, status)
+
+    def _with_hosts(self, op: OperationRow, status: OperationStatus) -> OperationStatus:
+        """A move that failed may have lost its host: attach the host listing,
+        so that the workflow learns at once if the cloud removed one."""
+        if op.kind not in ("move", "watch") or status.state != "failed":
+            return status
+        try:
+            hosts = [host_to_dict(h) for h in self.plugins.require_driver().list_hosts()]
+        except Exception as exc:
+            log.warning("listing hosts after failed %s %s: %s", op.kind, op.key, exc)
+            return status
+        return attrs.evolve(status, result={**dict(status.result), "hosts": hosts})
 
     def _call(
         self,
@@ -139,7 +157,26 @@ class OperationRunner:
         result: dict[str, Any] = {"instances": [_instance_dict(i) for i in found]}
         if op.params.get("constraints") and isinstance(driver, ConstraintSource):
             result["cloud_constraints"] = cloud_constraints_dict(driver.cloud_constraints(found))
+        # Listing the hosts too is cheap, and how sessions notice host set changes.
+        result["hosts"] = [host_to_dict(h) for h in driver.list_hosts()]
         return OperationStatus.done(**result)
+
+    def _list_hosts(self, op: OperationRow, _r: SessionRequest, _n: datetime) -> OperationStatus:
+        """The cloud's hosts; keeps polling while a host of ``wait_for`` is missing."""
+        hosts = [host_to_dict(h) for h in self.plugins.require_driver().list_hosts()]
+        missing = sorted(set(op.params.get("wait_for", ())) - {h["name"] for h in hosts})
+        if missing:
+            return OperationStatus.running(
+                retry_after=30.0, detail="waiting for " + ", ".join(missing) + " to appear"
+            )
+        return OperationStatus.done(hosts=hosts)
+
+    def _locate(self, op: OperationRow, _r: SessionRequest, _n: datetime) -> OperationStatus:
+        """Where each of ``instance_ids`` is now (None: it no longer exists)."""
+        driver = self.plugins.require_driver()
+        return OperationStatus.done(
+            where={str(i): driver.locate(str(i)) for i in op.params.get("instance_ids", ())}
+        )
 
     def _start_move(self, op: OperationRow, _r: SessionRequest, _n: datetime) -> OperationStatus:
         assert op.instance_id is not None

@@ -24,11 +24,13 @@ class _BuiltinWorkflows:
     @hookimpl
     def fenix_workflows(self) -> Mapping[str, type[Workflow]]:
         from .workflows.constrained import ConstrainedWorkflow
+        from .workflows.decommission import DecommissionWorkflow
         from .workflows.rolling import RollingWorkflow
 
         return {
             RollingWorkflow.name: RollingWorkflow,
             ConstrainedWorkflow.name: ConstrainedWorkflow,
+            DecommissionWorkflow.name: DecommissionWorkflow,
         }
 
 

@@ -23,11 +23,13 @@ from transitions import Machine, MachineError
 from .errors import IllegalTransition
 
 __all__ = [
+    "DONE_HOST_STATES",
     "FINAL_SESSION_STATES",
     "HOST_TRANSITIONS",
     "INSTANCE_TRANSITIONS",
     "PROJECT_NOTIFICATIONS",
     "SESSION_TRANSITIONS",
+    "WORK_HOST_STATES",
     "HostState",
     "InstanceAction",
     "InstanceState",
@@ -194,19 +196,40 @@ class HostState(StrEnum):
     # was (disabled if it was), not maintained, the session went on.
     SKIPPED = "SKIPPED"
     OUT_OF_SCOPE = "OUT_OF_SCOPE"  # not maintained by this session; a migration target only
+    ADDING = "ADDING"  # named in add_hosts; waiting for it to appear and be in service
+    ADDED = "ADDED"  # brought into service during the session; a migration target only
+    DECOMMISSIONED = "DECOMMISSIONED"  # emptied, actions run, left disabled for good
+    REMOVED = "REMOVED"  # gone from the cloud during the session; its pending work dropped
 
 
 _H = HostState
 HOST_TRANSITIONS: dict[HostState, frozenset[HostState]] = {
-    _H.PENDING: frozenset({_H.DRAINING, _H.DRAINED, _H.IN_MAINTENANCE, _H.FAILED, _H.SKIPPED}),
-    _H.DRAINING: frozenset({_H.DRAINED, _H.PENDING, _H.FAILED, _H.SKIPPED}),
-    _H.DRAINED: frozenset({_H.IN_MAINTENANCE, _H.PENDING, _H.FAILED, _H.SKIPPED}),
-    _H.IN_MAINTENANCE: frozenset({_H.MAINTAINED, _H.FAILED, _H.SKIPPED}),
-    _H.MAINTAINED: frozenset(),
-    _H.FAILED: frozenset({_H.PENDING}),
-    _H.SKIPPED: frozenset(),
-    _H.OUT_OF_SCOPE: frozenset(),
+    _H.PENDING: frozenset(
+        {_H.DRAINING, _H.DRAINED, _H.IN_MAINTENANCE, _H.FAILED, _H.SKIPPED, _H.REMOVED}
+    ),
+    _H.DRAINING: frozenset({_H.DRAINED, _H.PENDING, _H.FAILED, _H.SKIPPED, _H.REMOVED}),
+    _H.DRAINED: frozenset({_H.IN_MAINTENANCE, _H.PENDING, _H.FAILED, _H.SKIPPED, _H.REMOVED}),
+    _H.IN_MAINTENANCE: frozenset(
+        {_H.MAINTAINED, _H.DECOMMISSIONED, _H.FAILED, _H.SKIPPED, _H.REMOVED}
+    ),
+    _H.MAINTAINED: frozenset({_H.REMOVED}),
+    _H.FAILED: frozenset({_H.PENDING, _H.REMOVED}),
+    _H.SKIPPED: frozenset({_H.REMOVED}),
+    _H.OUT_OF_SCOPE: frozenset({_H.REMOVED}),
+    _H.ADDING: frozenset({_H.ADDED}),
+    _H.ADDED: frozenset({_H.REMOVED}),
+    _H.DECOMMISSIONED: frozenset(),
+    _H.REMOVED: frozenset(),
 }
+
+#: Host states that count towards a session's ``percent_done`` (the hosts it
+#: maintains or decommissions); the others are targets, or work that was dropped.
+WORK_HOST_STATES = frozenset(
+    {_H.PENDING, _H.DRAINING, _H.DRAINED, _H.IN_MAINTENANCE, _H.MAINTAINED, _H.FAILED}
+    | {_H.DECOMMISSIONED}
+)
+#: Host states whose work is finished.
+DONE_HOST_STATES = frozenset({_H.MAINTAINED, _H.DECOMMISSIONED})
 
 
 class InstanceState(StrEnum):

@@ -182,7 +182,8 @@ HOST_ILLEGAL = [
 
 def test_host_table_covers_every_state() -> None:
     assert set(HOST_TRANSITIONS) == set(HostState)
-    assert HOST_TRANSITIONS[HostState.MAINTAINED] == frozenset()
+    # A maintained host stays maintained unless the cloud loses it.
+    assert HOST_TRANSITIONS[HostState.MAINTAINED] == frozenset({HostState.REMOVED})
     assert HostState.IN_MAINTENANCE in HOST_TRANSITIONS[HostState.DRAINED]
 
 

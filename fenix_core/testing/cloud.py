@@ -31,6 +31,7 @@ __all__ = ["CloudEvent", "SimulatedCloud"]
 #: Kinds of :class:`CloudEvent`.
 EVENT_KINDS = (
     "host_added",
+    "host_removed",
     "disable_host",
     "enable_host",
     "migration_started",
@@ -99,6 +100,8 @@ class SimulatedCloud:
         self._instances: dict[str, dict[str, Any]] = {}
         self._migrations: dict[str, dict[str, Any]] = {}
         self._failures: dict[str, list[str]] = {}
+        # Capacity of hosts removed since, so that events can still be replayed.
+        self._removed: dict[str, int] = {}
         self._events: list[CloudEvent] = []
         # Placement and sizes when an engine attached: where replaying events starts.
         self._baseline: dict[str, str] = {}
@@ -145,6 +148,44 @@ class SimulatedCloud:
             "went_down": False,
         }
         self._event("host_added", name, None, "enabled" if enabled else "disabled")
+        self._save()
+
+    def remove_host(self, name: str, *, evacuate_to: str | None = None) -> None:
+        """Remove a host at once (hardware retired, or lost).
+
+        Its instances are re-created on ``evacuate_to`` (``instance_relocated``
+        events), or without it deleted with the host (``instance_removed``).
+        Migrations from or to it fail with ``host <name> was removed``.
+        """
+        self._settle()
+        if name not in self._hosts:
+            raise InvalidInput("name", f"no host {name!r}")
+        if evacuate_to is not None and (evacuate_to == name or evacuate_to not in self._hosts):
+            raise InvalidInput("evacuate_to", f"no other host {evacuate_to!r}")
+        for migration in self._migrations.values():
+            if migration["state"] == "running" and name in (
+                migration["source"],
+                migration["target"],
+            ):
+                migration["state"] = "failed"
+                migration["error"] = f"host {name} was removed"
+                self._event(
+                    "migration_failed",
+                    migration["source"],
+                    migration["instance_id"],
+                    migration["error"],
+                )
+        for instance_id in sorted(self._instances):
+            if self._instances[instance_id]["host"] != name:
+                continue
+            if evacuate_to is None:
+                del self._instances[instance_id]
+                self._event("instance_removed", name, instance_id)
+            else:
+                self._instances[instance_id]["host"] = evacuate_to
+                self._event("instance_relocated", evacuate_to, instance_id, name)
+        self._removed[name] = int(self._hosts.pop(name)["vcpus"])
+        self._event("host_removed", name)
         self._save()
 
     def add_instance(
@@ -266,7 +307,10 @@ class SimulatedCloud:
         return list(self._baseline_disabled)
 
     def host_capacity(self, host: str) -> int:
-        return int(self._hosts[host]["vcpus"])
+        """vcpus of a host, also of one that was removed since."""
+        if host in self._hosts:
+            return int(self._hosts[host]["vcpus"])
+        return self._removed[host]
 
     def size_of(self, instance_id: str) -> int:
         """vcpus of an instance, also of one that was deleted since."""
@@ -423,7 +467,12 @@ class SimulatedCloud:
     def _event(
         self, kind: str, host: str | None, instance_id: str | None = None, detail: str | None = None
     ) -> None:
-        if not self._recording and kind in ("host_added", "instance_added", "instance_removed"):
+        if not self._recording and kind in (
+            "host_added",
+            "host_removed",
+            "instance_added",
+            "instance_removed",
+        ):
             return
         self._events.append(CloudEvent(self.clock.now(), kind, host, instance_id, detail))
 
@@ -489,6 +538,7 @@ class SimulatedCloud:
             "baseline_disabled": self._baseline_disabled,
             "sizes": self._sizes,
             "owners": self._owners,
+            "removed_hosts": self._removed,
             "events": [{**attrs.asdict(e), "time": e.time.isoformat()} for e in self._events],
         }
         write_json_atomically(self._path, state)
@@ -509,6 +559,7 @@ class SimulatedCloud:
         self._baseline_disabled = state["baseline_disabled"]
         self._sizes = state["sizes"]
         self._owners = state.get("owners", {})
+        self._removed = state.get("removed_hosts", {})
         self._events = [
             CloudEvent(**{**e, "time": datetime.fromisoformat(e["time"])}) for e in state["events"]
         ]

@@ -28,6 +28,7 @@ from ..runtime import LoadedSession, host_action_types
 from ..states import HostState, InstanceAction, InstanceState, SessionState
 from ..store.schema import HostRow, InstanceRow, OperationRow, ProjectRow, TimerRow
 from .controlled import SessionControls, timed_out
+from .lifecycle import TARGET_ONLY, HostLifecycle
 
 __all__ = ["Workflow"]
 
@@ -45,6 +46,7 @@ class Workflow(ABC):
 
     def __init__(self, session: LoadedSession) -> None:
         self.s = session
+        self.lifecycle = HostLifecycle(self)
         self.controls = SessionControls(self)
 
     # ------------------------------------------------------------------ operational controls
@@ -111,6 +113,11 @@ class Workflow(ABC):
                     + (f" (known: {', '.join(sorted(known))})" if known else ""),
                 )
 
+    @classmethod
+    def retiring(cls, request: SessionRequest) -> frozenset[str]:
+        """Hosts this session decommissions (emptied, then left out of service)."""
+        return frozenset(request.decommission_hosts)
+
     @abstractmethod
     def start(self) -> None:
         """Begin the session: called by the engine at the first step of a new
@@ -167,6 +174,8 @@ class Workflow(ABC):
     def on_operation(self, op: OperationRow) -> None:
         """Dispatch an ended operation; failures of host work fail the session."""
         s = self.s
+        if "hosts" in op.result:  # the operation listed the cloud's hosts too
+            self.lifecycle.listed(op.result["hosts"])
         if op.kind == "gate":
             self.controls.gate_ended(op)
             return
@@ -176,8 +185,12 @@ class Workflow(ABC):
             return
         if op.kind in ("move", "watch"):
             inst = s.instances.get(op.instance_id or "")
-            if inst is not None:
+            if inst is not None and not self.lifecycle.lost_move(inst, op):
                 self._instance_operation_ended(inst, op)
+        elif op.kind == "list_hosts":
+            self.lifecycle.list_ended(op)
+        elif op.kind == "locate":
+            self.lifecycle.located(op)
         elif op.kind == "inventory" and not op.host:
             if op.status == "done":
                 self.apply_inventory(op.result.get("instances", []), op.params.get("hosts"))
@@ -191,7 +204,11 @@ class Workflow(ABC):
                 spec = op.params["action"]
                 self.fail(f"{spec['type']} action {spec['plugin']!r} failed: {op.detail}")
         elif op.host is not None and op.host in s.hosts:
-            self._host_operation_ended(s.hosts[op.host], op)
+            host = s.hosts[op.host]
+            if host.state == HostState.ADDING:
+                self.lifecycle.adding_ended(host, op)
+            elif host.state != HostState.REMOVED:
+                self._host_operation_ended(host, op)
         if s.final:
             self.cleanup()
 
@@ -306,6 +323,7 @@ class Workflow(ABC):
     def host_stages(self, host: HostRow) -> list[tuple[str, ActionSpec | None]]:
         """The steps that maintain one host, in order."""
         compute = host.type == "compute"
+        retires = self.lifecycle.retires(host)
         stages: list[tuple[str, ActionSpec | None]] = []
         if compute:
             stages.append(("verify_empty", None))
@@ -315,6 +333,9 @@ class Workflow(ABC):
         if toggles:
             stages.append(("disable", None))
         stages += [("action", spec) for spec in self.s.actions_of(*host_action_types(host.type))]
+        if retires:  # not coming back: not waited for, not enabled
+            stages.append(("decommission", None))
+            return stages
         stages.append(("host_up", None))
         if toggles:
             stages.append(("enable", None))
@@ -338,6 +359,8 @@ class Workflow(ABC):
                 s.set_host_state(host, HostState.MAINTAINED)
                 self.host_finished(host)
                 s.notify_host(host.name, "MAINTENANCE_COMPLETE")
+            elif step == "decommission":
+                self.lifecycle.decommission(host)
             elif step == "verify_empty":
                 s.start_op("inventory", host=host.name, params={"hosts": [host.name]})
                 return False
@@ -452,7 +475,7 @@ class Workflow(ABC):
         stay (maintained, or not part of the session), PENDING where it will
         have to move again."""
         row = self.s.hosts.get(host)
-        if row is None or row.state in (HostState.MAINTAINED, HostState.OUT_OF_SCOPE):
+        if row is None or row.state == HostState.MAINTAINED or row.state in TARGET_ONLY:
             return InstanceState.DONE
         return InstanceState.PENDING
 
@@ -504,7 +527,7 @@ class Workflow(ABC):
             if row is None:
                 if instance.host not in s.hosts:
                     continue
-                out_of_scope = s.hosts[instance.host].state == HostState.OUT_OF_SCOPE
+                out_of_scope = s.hosts[instance.host].state in TARGET_ONLY
                 if not out_of_scope:
                     s.ensure_project(instance.project_id, s.subscribed(instance.project_id))
                 s.add_instance(
@@ -517,7 +540,7 @@ class Workflow(ABC):
             if row.host != instance.host and row.state != InstanceState.IN_ACTION:
                 s.place_instance(row, instance.host)
                 dest = s.hosts.get(instance.host)
-                stays_out = dest is None or dest.state == HostState.OUT_OF_SCOPE
+                stays_out = dest is None or dest.state in TARGET_ONLY
                 if not (row.state == InstanceState.OUT_OF_SCOPE and stays_out):
                     s.set_instance_state(row, self.state_on(instance.host))
         scanned = set(scanned_hosts) if scanned_hosts is not None else set(s.hosts)
@@ -545,7 +568,7 @@ class Workflow(ABC):
         # Migrations in flight are followed to the end (they change placement);
         # waiting for a manager's own action or a listing is pointless now.
         for op in list(s.open_ops()):
-            if op.kind in ("watch", "inventory", "gate"):
+            if op.kind in ("watch", "inventory", "gate", "list_hosts", "locate"):
                 s.abandon_op(
                     op, f"session {'failed' if trigger == 'fail' else 'cancelled'}: {reason}"
                 )

@@ -31,7 +31,7 @@ from typing import ClassVar
 
 from .. import planner
 from ..runtime import ids
-from ..states import HostState, InstanceAction, InstanceState, SessionState
+from ..states import WORK_HOST_STATES, HostState, InstanceAction, InstanceState, SessionState
 from ..store.schema import HostRow, InstanceRow, ProjectRow
 from .base import Workflow
 
@@ -107,6 +107,12 @@ class RollingWorkflow(Workflow):
             raise RuntimeError(f"rolling workflow: unknown MAINTENANCE phase {phase!r}")
         if not self.run_actions("pre_actions_done", ["pre"]):
             return False
+        if not self.lifecycle.hosts_ready():
+            return False
+        shortfall = self.lifecycle.shortfall()
+        if shortfall is not None:
+            self.fail(shortfall)
+            return False
         return self.decide_next()
 
     def _scale_in(self) -> bool:
@@ -126,6 +132,8 @@ class RollingWorkflow(Workflow):
         s = self.s
         host = s.hosts[str(s.data["drain_host"])]
         if host.state == HostState.SKIPPED:  # stuck, and the escalation policy skipped it
+            return self.decide_next()
+        if host.state == HostState.REMOVED:  # the cloud lost it meanwhile
             return self.decide_next()
         if s.row.phase == "refresh":
             if any(s.open_ops(kind="inventory")):
@@ -162,7 +170,7 @@ class RollingWorkflow(Workflow):
             s.set_data(current_host=host.name)
         else:
             host = s.hosts[current]
-            if host.state == HostState.SKIPPED:
+            if host.state in (HostState.SKIPPED, HostState.REMOVED):
                 s.set_data(current_host=None)
                 return True
         if host.state == HostState.PENDING and not s.is_empty(host.name):
@@ -210,7 +218,11 @@ class RollingWorkflow(Workflow):
         if not computes:
             self._go("complete", SessionState.MAINTENANCE_COMPLETE)
             return True
-        maintained = bool(s.hosts_in(HostState.MAINTAINED, type="compute"))
+        # Once PLANNED, stay PLANNED even if the maintained hosts left the cloud.
+        maintained = (
+            bool(s.hosts_in(HostState.MAINTAINED, type="compute"))
+            or s.state == SessionState.PLANNED_MAINTENANCE
+        )
         choice = self._host_to_drain(computes, planned=maintained)
         if choice is None:
             self._scale_in_or_fail(computes)
@@ -337,6 +349,11 @@ class RollingWorkflow(Workflow):
                 if i.state == InstanceState.ACTION_REQUESTED
             ),
             allowed_actions=s.allowed_actions,
+            # A retired host does not come back: managers may want to re-create
+            # rather than wait (see docs/lifecycle.md).
+            metadata={**s.request.metadata, "host_returns": False}
+            if self.lifecycle.retires(host)
+            else None,
         )
 
     def on_project_answer(
@@ -420,9 +437,9 @@ class RollingWorkflow(Workflow):
     def _placement(self, host: HostRow) -> bool | None:
         """Whether ``host`` can receive instances: None if not, True if an
         instance placed there can stay, False if it will have to move again."""
-        if host.type != "compute" or not host.enabled:
+        if host.type != "compute" or not host.enabled or self.lifecycle.retires(host):
             return None
-        if host.state == HostState.MAINTAINED:
+        if host.state in (HostState.MAINTAINED, HostState.ADDED):
             return True
         if host.state == HostState.PENDING:
             return False
@@ -460,5 +477,5 @@ class RollingWorkflow(Workflow):
         return sum(
             s.used[h.name]
             for h in s.hosts.values()
-            if h.type == "compute" and h.state != HostState.OUT_OF_SCOPE
+            if h.type == "compute" and h.state in WORK_HOST_STATES
         )
