@@ -309,9 +309,9 @@ class SimulatedCloud:
 
     def start_move(self, instance_id: str, action: str, target: str | None, key: str) -> str:
         self._settle()
-        for handle, migration in self._migrations.items():
-            if migration["key"] == key:
-                return handle  # the same attempt asked again: idempotent
+        known = self.find_move(key)
+        if known is not None:
+            return known  # the same attempt asked again: idempotent
         inst = self._instances.get(instance_id)
         if inst is None:
             raise CloudError(f"instance {instance_id} not found", instance_id=instance_id)
@@ -361,6 +361,14 @@ class SimulatedCloud:
         self._event("migration_started", source, instance_id, target)
         self._save()
         return handle
+
+    def find_move(self, key: str) -> str | None:
+        """The handle of the move started with idempotency ``key``, if any
+        (:class:`~fenix_core.hookspecs.MoveLookup`; kept in ``state_path``)."""
+        for handle, migration in self._migrations.items():
+            if migration["key"] == key:
+                return handle
+        return None
 
     def poll_move(self, handle: str) -> OperationStatus:
         self._settle()
