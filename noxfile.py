@@ -52,6 +52,24 @@ def tests(session: nox.Session) -> None:
 
 
 @nox.session
+def soak(session: nox.Session) -> None:
+    """Crash-resume soak: 200 SIGKILL points (the default test run has 20).
+
+    Not in the default sessions. `nox -s soak -- 500` sets another count."""
+    session.install("-e", ".[dev]")
+    points = session.posargs[0] if session.posargs else "200"
+    session.run(
+        "pytest",
+        "tests/test_crash.py",
+        "-q",
+        "-s",
+        "-p",
+        "no:cacheprovider",
+        env={"FENIX_CRASH_POINTS": points},
+    )
+
+
+@nox.session
 def lint(session: nox.Session) -> None:
     """ruff: lint rules and formatting."""
     session.install("ruff>=0.6")
