@@ -7,6 +7,8 @@ migration of ``live_migration_seconds`` takes exactly that much simulated time.
 With ``state_path`` its whole state lives in a JSON file, rewritten atomically
 after every change, so a new ``SimulatedCloud`` on the same file (another
 process, after a crash) sees the same hosts, instances, migrations and events.
+A cloud re-reads the file when another process wrote it since (several engine
+workers sharing one simulated cloud, one at a time).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from ..clock import Clock, RealClock
 from ..errors import CloudError, InvalidInput
 from ..hookspecs import hookimpl
 from ..model import Host, Instance, OperationStatus
-from ._state_file import write_json_atomically
+from ._state_file import file_version, write_json_atomically
 
 __all__ = ["CloudEvent", "SimulatedCloud"]
 
@@ -90,6 +92,7 @@ class SimulatedCloud:
         # at that moment is the baseline that replays start from.
         self._recording = False
         self._path = Path(state_path) if state_path is not None else None
+        self._version: tuple[int, int] | None = None
         self._hosts: dict[str, dict[str, Any]] = {}
         self._instances: dict[str, dict[str, Any]] = {}
         self._migrations: dict[str, dict[str, Any]] = {}
@@ -263,6 +266,7 @@ class SimulatedCloud:
     # ------------------------------------------------------------------ CloudDriver
 
     def list_hosts(self) -> list[Host]:
+        self._refresh()
         return [
             Host(name=n, type=h["type"], vcpus=h["vcpus"], enabled=h["enabled"])
             for n, h in self._hosts.items()
@@ -387,6 +391,7 @@ class SimulatedCloud:
     # ------------------------------------------------------------------ internals
 
     def _require_host(self, host: str) -> dict[str, Any]:
+        self._refresh()
         if host not in self._hosts:
             raise CloudError(f"host {host} not found", host=host)
         return self._hosts[host]
@@ -407,8 +412,14 @@ class SimulatedCloud:
             return
         self._events.append(CloudEvent(self.clock.now(), kind, host, instance_id, detail))
 
+    def _refresh(self) -> None:
+        """Re-read the state file if another process wrote it since."""
+        if self._path is not None and file_version(self._path) != self._version:
+            self._load()
+
     def _settle(self) -> None:
         """Finish every migration whose time has come, in time order."""
+        self._refresh()
         now = self.clock.now()
         due = sorted(
             (
@@ -468,9 +479,11 @@ class SimulatedCloud:
             "events": [{**attrs.asdict(e), "time": e.time.isoformat()} for e in self._events],
         }
         write_json_atomically(self._path, state)
+        self._version = file_version(self._path)
 
     def _load(self) -> None:
         assert self._path is not None
+        self._version = file_version(self._path)
         state = json.loads(self._path.read_text())
         # The file is the cloud: its migration times win over the constructor's.
         self.migration_seconds = float(state["migration_seconds"])

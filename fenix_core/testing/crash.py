@@ -27,6 +27,7 @@ import json
 import multiprocessing
 import os
 import signal
+import time
 from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -81,10 +82,18 @@ class CrashReport:
 class CrashHarness:
     """Crash runs of one small rolling session in ``workdir``."""
 
-    def __init__(self, workdir: str | os.PathLike[str], *, worker_id: str = "crash-worker") -> None:
+    def __init__(
+        self,
+        workdir: str | os.PathLike[str],
+        *,
+        database_url: str | None = None,
+        worker_id: str = "crash-worker",
+        lease_seconds: float = 30.0,
+    ) -> None:
         self.dir = Path(workdir)
         self.worker_id = worker_id
-        self.db = self.dir / "fenix.db"
+        self.lease_seconds = lease_seconds
+        self.url = database_url or f"sqlite:///{self.dir / 'fenix.db'}"
         self.cloud_file = self.dir / "cloud.json"
         self.action_file = self.dir / "action.json"
         self.deliveries_file = self.dir / "deliveries.log"
@@ -115,7 +124,7 @@ class CrashHarness:
         kills = 0
         ticks: list[int] = []
         for point in [*kill_points, None]:
-            code = self._fork(lambda p=point: self._work(p))  # type: ignore[misc]
+            code = self._fork(lambda p=point: self._work(p, self.worker_id))
             ticks.append(self._last_ticks())
             if code == -signal.SIGKILL:
                 kills += 1
@@ -124,6 +133,40 @@ class CrashHarness:
                 raise RuntimeError(f"child exited with {code}")
             break
         return self._report(kills, tuple(ticks))
+
+    def run_two_workers(self, kill_first_after: int) -> CrashReport:
+        """Two workers on the session at once: the first (which takes the
+        lease) is killed at its ``kill_first_after``-th tick; the second waits
+        for the lease to expire and finishes the session."""
+        context = multiprocessing.get_context("fork")
+        first = context.Process(target=self._work, args=(kill_first_after, "worker-a"))
+        second = context.Process(target=self._work, args=(None, "worker-b"))
+        first.start()
+        self._wait_for_lease("worker-a", first)
+        second.start()
+        for child in (first, second):
+            child.join(120)
+            if child.is_alive():
+                child.kill()
+                child.join()
+                raise RuntimeError("a crash-test worker hung")
+        if second.exitcode != 0 or first.exitcode not in (0, -signal.SIGKILL):
+            raise RuntimeError(f"workers exited with {first.exitcode}, {second.exitcode}")
+        return self._report(int(first.exitcode == -signal.SIGKILL), ())
+
+    def _wait_for_lease(self, owner: str, child: Any) -> None:
+        db = open_database(self.url)
+        try:
+            while child.is_alive():
+                with Session(db) as orm:
+                    holder = orm.scalar(
+                        select(SessionRow.lease_owner).where(SessionRow.id == self.session_id)
+                    )
+                if holder == owner:
+                    return
+                time.sleep(0.02)
+        finally:
+            db.dispose()
 
     def problems(self, report: CrashReport, reference: CrashReport) -> list[str]:
         """What went wrong compared with ``reference``, a run without crashes."""
@@ -169,7 +212,7 @@ class CrashHarness:
                 session_id, seq, _signal = line.split()
                 if session_id == self.session_id:
                     deliveries[int(seq)] += 1
-        with Engine(f"sqlite:///{self.db}", clock=SimClock(), load_entry_points=False) as engine:
+        with Engine(self.url, clock=SimClock(), load_entry_points=False) as engine:
             state = engine.get_session(self.session_id).state
             with Session(engine._db) as orm:
                 last_seq = orm.scalar(
@@ -193,16 +236,17 @@ class CrashHarness:
 
     # ------------------------------------------------------------------ child side
 
-    def _engine(self) -> tuple[Engine, SimClock]:
+    def _engine(self, worker_id: str) -> tuple[Engine, SimClock]:
         clock = SimClock(start=self._resume_time())
         cloud = SimulatedCloud(state_path=self.cloud_file)
         action = TimedAction("upgrade", 60, state_path=self.action_file)
         engine = Engine(
-            f"sqlite:///{self.db}",
+            self.url,
             clock=clock,
             plugins=[cloud, action],
             load_entry_points=False,
-            worker_id=self.worker_id,
+            worker_id=worker_id,
+            lease_seconds=self.lease_seconds,
         )
         ScriptedManager(engine, "p1", cloud=cloud)
         return engine, clock
@@ -213,8 +257,8 @@ class CrashHarness:
         if self.cloud_file.exists():
             state = json.loads(self.cloud_file.read_text())
             times += [datetime.fromisoformat(e["time"]) for e in state["events"]]
-        if self.db.exists():
-            db = open_database(f"sqlite:///{self.db}")
+        if self.session_id:
+            db = open_database(self.url)
             with Session(db) as orm:
                 latest = orm.scalar(select(func.max(SessionRow.updated_at)))
             db.dispose()
@@ -223,7 +267,7 @@ class CrashHarness:
         return max(times)
 
     def _create(self) -> None:
-        engine, _ = self._engine()
+        engine, _ = self._engine(self.worker_id)
         engine.subscribe("p1")
         session_id = engine.create_session(
             SessionRequest(actions=[ActionSpec(plugin="upgrade", type="host")])
@@ -231,8 +275,8 @@ class CrashHarness:
         (self.dir / "session_id").write_text(session_id)
         engine.close()
 
-    def _work(self, kill_after: int | None) -> None:
-        engine, _ = self._engine()
+    def _work(self, kill_after: int | None, worker_id: str) -> None:
+        engine, _ = self._engine(worker_id)
         ticks = [0]
         ticks_log = self.ticks_file.open("a")
 
