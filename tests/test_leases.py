@@ -10,16 +10,16 @@ from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 
+import pg_server
 import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-import pg_server
 from fenix_core import ActionSpec, Engine, SessionRequest
 from fenix_core.errors import Conflict
 from fenix_core.store.schema import OutboxRow, SessionRow
-from fenix_core.testing.crash import CrashHarness, CrashReport
 from fenix_core.testing import SimClock, SimulatedCloud, TimedAction, migrations_per_instance
+from fenix_core.testing.crash import CrashHarness, CrashReport
 
 LAYOUT = {
     "cmp-0": [("vm-a", "p1", 2), ("vm-b", "p2", 2)],
@@ -157,7 +157,8 @@ def test_a_worker_that_lost_its_lease_cannot_commit_a_step(workers: Workers) -> 
     a._leases[sid] = (1, a.lease_clock.now() + timedelta(seconds=30))
     assert a._advance(sid) == []
     assert versions(a, sid) == taken  # nothing of a's step was committed
-    assert sid not in a._loaded and sid not in a._leases
+    assert sid not in a._loaded
+    assert sid not in a._leases
     assert lease_of(a, sid) == ("b", 2)
 
 
