@@ -26,10 +26,10 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import OperationalError
@@ -79,6 +79,8 @@ from .views import build_project_view, build_session_view
 from .workflows.base import Workflow
 
 __all__ = ["Engine"]
+
+_T = TypeVar("_T")
 
 log = logging.getLogger("fenix_core")
 
@@ -755,8 +757,12 @@ class Engine:
             return []
         now = self.lease_clock.now()
         expires = now + timedelta(seconds=self.lease_seconds)
-        with Session(self._db) as orm:
-            tokens = leases.claim(orm, wanted, self.worker_id, now, expires)
+
+        def claim() -> dict[str, int]:
+            with Session(self._db) as orm:
+                return leases.claim(orm, wanted, self.worker_id, now, expires)
+
+        tokens = self._retrying("claiming sessions", claim)
         taken_over: list[str] = []
         for session_id, token in tokens.items():
             held = self._leases.get(session_id)
@@ -824,18 +830,22 @@ class Engine:
         """One step of a session; a lost database connection is retried with
         back-off. The retry starts from the last commit: operations recorded
         there and maybe started are looked up, not started again."""
+        return self._retrying(f"session {session_id}", lambda: self._advance(session_id))
+
+    def _retrying(self, what: str, call: Callable[[], _T]) -> _T:
+        """``call()``, again after a database error, waiting longer each time."""
         attempt = 0
         while True:
             try:
-                return self._advance(session_id)
+                return call()
             except OperationalError as exc:
                 if attempt >= self.db_retries:
                     raise
                 delay = self.db_retry_seconds * 2**attempt
                 attempt += 1
                 log.warning(
-                    "session %s: database error, retry %d of %d in %.2f s: %s",
-                    session_id,
+                    "%s: database error, retry %d of %d in %.2f s: %s",
+                    what,
                     attempt,
                     self.db_retries,
                     delay,

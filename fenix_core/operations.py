@@ -153,7 +153,8 @@ class OperationRunner:
 
     def _resume_move(self, op: OperationRow, r: SessionRequest, n: datetime) -> OperationStatus:
         driver = self.plugins.require_driver()
-        if isinstance(driver, MoveLookup):
+        # A driver may also say "not supported" with find_move = None.
+        if isinstance(driver, MoveLookup) and callable(driver.find_move):
             handle = driver.find_move(op.key)
             if handle is not None:
                 log.info("operation %s: move found by its key, following it", op.key)

@@ -313,7 +313,7 @@ class SimulatedCloud:
 
     def start_move(self, instance_id: str, action: str, target: str | None, key: str) -> str:
         self._settle()
-        known = self.find_move(key)
+        known = self._move_by_key(key)
         if known is not None:
             return known  # the same attempt asked again: idempotent
         inst = self._instances.get(instance_id)
@@ -369,6 +369,10 @@ class SimulatedCloud:
     def find_move(self, key: str) -> str | None:
         """The handle of the move started with idempotency ``key``, if any
         (:class:`~fenix_core.hookspecs.MoveLookup`; kept in ``state_path``)."""
+        return self._move_by_key(key)
+
+    def _move_by_key(self, key: str) -> str | None:
+        self._refresh()
         for handle, migration in self._migrations.items():
             if migration["key"] == key:
                 return handle
