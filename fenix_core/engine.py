@@ -337,6 +337,8 @@ class Engine:
         failed session from where it stopped."""
         if isinstance(update, SessionUpdate):
             upd = update
+        elif update is not None and not isinstance(update, Mapping):
+            raise InvalidInput("update", f"expected an object, got {type(update).__name__}")
         else:
             upd = SessionUpdate.from_dict({**dict(update or {}), **changes})
         if not upd.retry and not upd.changes_start:
