@@ -215,3 +215,36 @@ def test_a_project_cannot_answer_for_another_projects_instance(
     with pytest.raises(NotFound):
         engine.reply(sid, "p3", f"ACK_{awaited}", {"vm-1": "MIGRATE"})
     assert row_counts(engine) == before
+
+
+constraint_like = st.dictionaries(
+    st.sampled_from(
+        [
+            "group_id", "project_id", "group_name", "anti_affinity_group",
+            "max_instances_per_host", "max_impacted_members", "recovery_time",
+            "resource_mitigation", "instance_id", "instance_name", "max_interruption_time",
+            "migration_type", "lead_time", "bogus",
+        ]
+    ),
+    junk | st.sampled_from(["g-1", "p1", "vm-1", "LIVE_MIGRATE", "MIGRATE"]),
+    max_size=8,
+)  # fmt: skip
+
+
+@SETTINGS
+@given(value=junk | constraint_like, group=st.none() | junk | constraint_like, acting=junk)
+def test_constraint_api(world: tuple[Engine, str], value: Any, group: Any, acting: Any) -> None:
+    engine, _ = world
+    for call in (
+        lambda: engine.set_group_constraints(value, project_id=acting),
+        lambda: engine.set_group_constraints(value),
+        lambda: engine.set_instance_constraints(value, group=group),
+        lambda: engine.set_instance_constraints(value, group=group, project_id=acting),
+        lambda: engine.get_group_constraints(value, project_id=acting),
+        lambda: engine.get_instance_constraints(value),
+        lambda: engine.list_group_constraints(acting),
+        lambda: engine.list_instance_constraints(acting),
+        lambda: engine.delete_group_constraints(value, project_id=acting),
+        lambda: engine.delete_instance_constraints(value),
+    ):
+        only_typed_errors(engine, call)
