@@ -21,14 +21,17 @@ jump in simulated time.
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
+import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import OperationalError
@@ -73,6 +76,7 @@ from .states import (
     SessionState,
     normalize_reply_state,
 )
+from .store import leases
 from .store.database import migrate, open_database
 from .store.schema import (
     HostChangeRow,
@@ -89,6 +93,8 @@ from .workflows.base import Workflow
 from .workflows.lifecycle import capacity_shortfall, check_request
 
 __all__ = ["Engine"]
+
+_T = TypeVar("_T")
 
 log = logging.getLogger("fenix_core")
 
@@ -110,6 +116,16 @@ class Engine:
     clock. ``plugins`` are a cloud plug-in and any action or workflow plug-ins;
     plug-ins published in the ``fenix`` entry-point group are loaded too unless
     ``load_entry_points`` is false.
+
+    Several engines (processes) may share one PostgreSQL database: each works
+    on the sessions it leases. ``worker_id`` names this engine among them
+    (unique among live workers; the default is host, pid and a random part; a
+    restarted worker that keeps its id takes its own sessions back at once).
+    A lease lasts ``lease_seconds`` of real time after the worker's last step
+    on the session; then another worker may take the session over.
+    ``db_retries`` / ``db_retry_seconds``: a step that loses the database
+    (``OperationalError``) is retried that many times, waiting
+    ``db_retry_seconds`` and doubling, before the error reaches the caller.
     """
 
     def __init__(
@@ -122,8 +138,29 @@ class Engine:
         admin_project_id: str | None = None,
         load_entry_points: bool = True,
         default_group_constraints: Mapping[str, Any] | None = None,
+        worker_id: str | None = None,
+        lease_seconds: float = 30.0,
+        lease_clock: Clock | None = None,
+        db_retries: int = 5,
+        db_retry_seconds: float = 0.1,
     ) -> None:
+        if worker_id is not None:
+            _str(worker_id, "worker_id")
+        for field, value in (
+            ("lease_seconds", lease_seconds),
+            ("db_retry_seconds", db_retry_seconds),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+                raise InvalidInput(field, f"must be a positive number of seconds, got {value!r}")
+        if isinstance(db_retries, bool) or not isinstance(db_retries, int) or db_retries < 0:
+            raise InvalidInput("db_retries", f"must be a whole number >= 0, got {db_retries!r}")
         self.clock: Clock = clock if clock is not None else RealClock()
+        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.lease_seconds = float(lease_seconds)
+        # Leases are about real processes, not the (maybe simulated) maintenance time.
+        self.lease_clock: Clock = lease_clock if lease_clock is not None else RealClock()
+        self.db_retries = db_retries
+        self.db_retry_seconds = float(db_retry_seconds)
         self.service = service
         self.admin_project_id = admin_project_id
         self.plugins = Plugins(plugins, self.clock, load_entry_points=load_entry_points)
@@ -133,8 +170,12 @@ class Engine:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._loaded: dict[str, tuple[LoadedSession, Workflow]] = {}
+        # Session id -> (lease token, lease expiry) of the leases this worker holds.
+        self._leases: dict[str, tuple[int, datetime]] = {}
         self._runner = OperationRunner(self.plugins)
         self._leftovers_delivered = False
+        # Undelivered notifications of sessions taken over from another worker.
+        self._leftovers: list[OutboxRow] = []
         # Sessions whose workflow no plug-in provides: left as they are (a new
         # engine with the plug-in resumes them), and not woken for nothing.
         self._unrunnable: set[str] = set()
@@ -149,12 +190,18 @@ class Engine:
     # ------------------------------------------------------------------ lifecycle
 
     def close(self) -> None:
-        """Release the database and the loaded sessions."""
+        """Release the loaded sessions, their leases and the database."""
         with self._lock:
             for loaded, _ in self._loaded.values():
                 loaded.orm.close()
                 loaded.release()
             self._loaded.clear()
+            self._leases.clear()
+            try:
+                with self._db.begin() as connection:
+                    leases.release(connection, self.worker_id)
+            except OperationalError:
+                log.warning("could not release the leases of %s; they expire", self.worker_id)
             self._db.dispose()
 
     def __enter__(self) -> Engine:
@@ -364,11 +411,19 @@ class Engine:
         failed session from where it stopped."""
         if isinstance(update, SessionUpdate):
             upd = update
+        elif update is not None and not isinstance(update, Mapping):
+            raise InvalidInput("update", f"expected an object, got {type(update).__name__}")
         else:
             upd = SessionUpdate.from_dict({**dict(update or {}), **changes})
         if not upd.retry and not upd.changes_start:
             raise InvalidInput("update", "nothing to change: give maintenance_at or retry")
         with self._lock:
+            self._session_exists(session_id)
+            if not self._claim([session_id]):
+                raise Conflict(
+                    "another engine worker is working on this session; try again shortly",
+                    session_id=session_id,
+                )
             loaded, workflow = self._load(session_id)
             try:
                 outbox = self._apply_update(loaded, workflow, upd)
@@ -377,6 +432,7 @@ class Engine:
                 # the last committed state and the next step reloads it.
                 self._unload(session_id, rollback=True)
                 raise
+            outbox = self._take_leftovers() + outbox
         self._deliver(outbox)
         self._wake.set()
         return self.get_session(session_id)
@@ -419,6 +475,7 @@ class Engine:
             workflow.reschedule(upd.maintenance_at)
         loaded.row.next_wake = loaded.now
         loaded.row.updated_at = loaded.now
+        self._renew(loaded)
         loaded.orm.commit()
         return self._take_outbox(loaded)
 
@@ -533,6 +590,7 @@ class Engine:
                     )
                 orm.execute(delete(SessionRow).where(SessionRow.id == session_id))
             self._unload(session_id)
+            self._leases.pop(session_id, None)
 
     def refresh_inventory(self) -> list[HostChange]:
         """Compare the cloud's hosts with the stored inventory; store and announce
@@ -870,18 +928,18 @@ class Engine:
         """Handle everything that is due now; return how many sessions moved."""
         now = self.clock.now()
         with self._lock:
-            due = self._due_sessions(now)
-            outbox: list[OutboxRow] = []
+            claimed = self._claim(self._due_sessions(now))
+            outbox = self._take_leftovers()
             if not self._leftovers_delivered:
                 outbox += self._undelivered()
                 self._host_changes[:0] = self._undelivered_host_changes()
                 self._leftovers_delivered = True
-            for session_id in due:
-                outbox += self._advance(session_id)
+            for session_id in claimed:
+                outbox += self._advance_retrying(session_id)
             changes, self._host_changes = self._host_changes, []
         self._deliver(outbox)
         self._deliver_host_changes(changes)
-        return len(due)
+        return len(claimed)
 
     def run_until_idle(self, max_steps: int = 1_000_000) -> int:
         """Step until nothing is due at the current time (the clock does not move)."""
@@ -911,7 +969,7 @@ class Engine:
                 finished = row.state in _FINAL and row.next_wake is None
             if finished:
                 return self.get_session(session_id)
-            if not self.clock.wait(self.next_wake(), self._wake):
+            if not self._wait():
                 raise FenixError(
                     f"session {session_id} waits for nothing that can happen (state {row.state})",
                     session_id=session_id,
@@ -925,7 +983,7 @@ class Engine:
             self.run_until_idle()
             if self._stop.is_set():
                 break
-            if not self.clock.wait(self.next_wake(), self._wake):
+            if not self._wait():
                 self._wake.wait()
                 self._wake.clear()
 
@@ -935,12 +993,41 @@ class Engine:
         self._wake.set()
 
     def next_wake(self) -> datetime | None:
-        """When the engine next has something to do (None: nothing scheduled)."""
+        """When the engine next has something to do (None: nothing scheduled).
+
+        Sessions another worker holds a live lease on are not counted."""
         with self._lock, Session(self._db) as orm:
             wake: datetime | None = orm.scalar(
-                select(func.min(SessionRow.next_wake)).where(SessionRow.id.not_in(self._unrunnable))
+                select(func.min(SessionRow.next_wake)).where(
+                    SessionRow.id.not_in(self._unrunnable),
+                    leases.claimable(self.worker_id, self.lease_clock.now()),
+                )
             )
             return wake
+
+    def _wait(self) -> bool:
+        """Wait for the next due time or a wake-up; False if nothing can come.
+
+        While other workers hold leases on sessions with something scheduled,
+        look again every so often (real time): they may die and leave them."""
+        with self._lock, Session(self._db) as orm:
+            others = orm.scalar(
+                select(func.count())
+                .select_from(SessionRow)
+                .where(
+                    SessionRow.next_wake.is_not(None),
+                    leases.held_by_others(self.worker_id, self.lease_clock.now()),
+                )
+            )
+        if others:
+            wake = self.next_wake()
+            if wake is not None and wake <= self.clock.now():
+                return True
+            if wake is None or not isinstance(self.clock, RealClock):
+                self._wake.wait(min(1.0, self.lease_seconds / 4))
+                self._wake.clear()
+                return True
+        return self.clock.wait(self.next_wake(), self._wake)
 
     # ------------------------------------------------------------------ internals
 
@@ -1009,6 +1096,51 @@ class Engine:
         )
         return sorted(due - self._unrunnable)
 
+    # ------------------------------------------------------------------ leases
+
+    def _claim(self, session_ids: Iterable[str]) -> list[str]:
+        """Lease what can be leased of ``session_ids``; return those, in order.
+
+        A session taken from another worker (a new token) is worked on from
+        its last commit: a working set this worker kept is dropped, and the
+        notifications the other worker did not deliver are sent first."""
+        wanted = list(session_ids)
+        if not wanted:
+            return []
+        now = self.lease_clock.now()
+        expires = now + timedelta(seconds=self.lease_seconds)
+
+        def claim() -> dict[str, int]:
+            with Session(self._db) as orm:
+                return leases.claim(orm, wanted, self.worker_id, now, expires)
+
+        tokens = self._retrying("claiming sessions", claim)
+        taken_over: list[str] = []
+        for session_id, token in tokens.items():
+            held = self._leases.get(session_id)
+            if held is None or held[0] != token:
+                self._unload(session_id, rollback=True)
+                taken_over.append(session_id)
+            self._leases[session_id] = (token, expires)
+        if taken_over and self._leftovers_delivered:
+            self._leftovers += self._undelivered(only=taken_over)
+        return [sid for sid in wanted if sid in tokens]
+
+    def _renew(self, loaded: LoadedSession) -> None:
+        """In the step's transaction: extend this worker's lease or raise LeaseLost."""
+        token, _ = self._leases.get(loaded.id, (-1, self.lease_clock.now()))
+        expires = self.lease_clock.now() + timedelta(seconds=self.lease_seconds)
+        leases.renew(loaded.orm, loaded.id, self.worker_id, token, expires)
+        self._leases[loaded.id] = (token, expires)
+
+    def _lease_margin_left(self, session_id: str) -> bool:
+        """Whether the lease lasts long enough to start operations safely."""
+        held = self._leases.get(session_id)
+        if held is None:
+            return False
+        margin = timedelta(seconds=self.lease_seconds / 3)
+        return self.lease_clock.now() + margin < held[1]
+
     def _load(self, session_id: str) -> tuple[LoadedSession, Workflow]:
         if not isinstance(session_id, str):
             raise InvalidInput("session_id", f"expected a string, got {type(session_id).__name__}")
@@ -1045,6 +1177,33 @@ class Engine:
             loaded.orm.rollback()
         loaded.orm.close()
         loaded.release()
+
+    def _advance_retrying(self, session_id: str) -> list[OutboxRow]:
+        """One step of a session; a lost database connection is retried with
+        back-off. The retry starts from the last commit: operations recorded
+        there and maybe started are looked up, not started again."""
+        return self._retrying(f"session {session_id}", lambda: self._advance(session_id))
+
+    def _retrying(self, what: str, call: Callable[[], _T]) -> _T:
+        """``call()``, again after a database error, waiting longer each time."""
+        attempt = 0
+        while True:
+            try:
+                return call()
+            except OperationalError as exc:
+                if attempt >= self.db_retries:
+                    raise
+                delay = self.db_retry_seconds * 2**attempt
+                attempt += 1
+                log.warning(
+                    "%s: database error, retry %d of %d in %.2f s: %s",
+                    what,
+                    attempt,
+                    self.db_retries,
+                    delay,
+                    exc,
+                )
+                time.sleep(delay)
 
     def _advance(self, session_id: str) -> list[OutboxRow]:
         try:
@@ -1099,6 +1258,11 @@ class Engine:
         except OperationalError:
             self._unload(session_id, rollback=True)
             raise
+        except leases.LeaseLost as exc:
+            log.warning("%s", exc)
+            self._unload(session_id, rollback=True)
+            self._leases.pop(session_id, None)
+            return []
         except Exception as exc:
             log.exception("session %s: workflow error", session_id)
             self._unload(session_id, rollback=True)
@@ -1153,16 +1317,29 @@ class Engine:
         loaded.row.updated_at = now
         loaded.row.version += 1
         loaded.row.next_wake = loaded.next_wake()
+        self._renew(loaded)
         loaded.orm.commit()
 
     def _start_pending(self, loaded: LoadedSession) -> None:
+        """Start the operations the last commit recorded.
+
+        Their keys are committed before any plug-in is called. An operation
+        that was already pending when the session was loaded may have been
+        started by a process that died (or a step that lost the database)
+        before recording the answer: the runner looks it up by key first."""
         pending = [op for op in loaded.ops.values() if op.status == "pending"]
         if not pending:
             return
+        if not self._lease_margin_left(loaded.id):
+            # The lease is about to lapse: leave them to whoever holds it next.
+            return
         for op in pending:
             now = self.clock.now()
-            record_status(op, self._runner.start(op, loaded.request, now), now)
+            in_doubt = op.key in loaded.in_doubt
+            loaded.in_doubt.discard(op.key)
+            record_status(op, self._runner.start(op, loaded.request, now, in_doubt=in_doubt), now)
         loaded.row.next_wake = loaded.next_wake()
+        self._renew(loaded)
         loaded.orm.commit()
 
     def _fail_broken(self, session_id: str, exc: Exception) -> list[OutboxRow]:
@@ -1175,6 +1352,9 @@ class Engine:
             self._commit(loaded, loaded.now)
             self._start_pending(loaded)
             return self._take_outbox(loaded)
+        except leases.LeaseLost:
+            self._unload(session_id, rollback=True)
+            return []
         except Exception:
             log.exception("session %s: could not record the failure", session_id)
             self._unload(session_id, rollback=True)
@@ -1184,18 +1364,30 @@ class Engine:
                 )
             return []
 
+    def _take_leftovers(self) -> list[OutboxRow]:
+        leftovers, self._leftovers = self._leftovers, []
+        return leftovers
+
     @staticmethod
     def _take_outbox(loaded: LoadedSession) -> list[OutboxRow]:
         outbox, loaded.new_outbox = loaded.new_outbox, []
         return outbox
 
-    def _undelivered(self) -> list[OutboxRow]:
+    def _undelivered(self, only: Sequence[str] | None = None) -> list[OutboxRow]:
+        """Notifications left undelivered (by a dead process or worker), of the
+        sessions ``only`` or of every session no other live worker holds."""
+        query = (
+            select(OutboxRow)
+            .join(SessionRow, SessionRow.id == OutboxRow.session_id)
+            .where(OutboxRow.delivered_at.is_(None))
+            .order_by(OutboxRow.created_at, OutboxRow.session_id, OutboxRow.seq)
+        )
+        if only is not None:
+            query = query.where(OutboxRow.session_id.in_(list(only)))
+        else:
+            query = query.where(leases.claimable(self.worker_id, self.lease_clock.now()))
         with Session(self._db, expire_on_commit=False) as orm:
-            rows = orm.scalars(
-                select(OutboxRow)
-                .where(OutboxRow.delivered_at.is_(None))
-                .order_by(OutboxRow.created_at, OutboxRow.session_id, OutboxRow.seq)
-            ).all()
+            rows = orm.scalars(query).all()
             orm.expunge_all()
         return list(rows)
 
@@ -1247,14 +1439,19 @@ class Engine:
         if not delivered:
             return
         now = self.clock.now()
-        with self._lock, Session(self._db) as orm, orm.begin():
-            for session_id, seqs in delivered.items():
-                orm.execute(
-                    update(OutboxRow)
-                    .where(
-                        OutboxRow.session_id == session_id,
-                        OutboxRow.seq.in_(seqs),
-                        OutboxRow.delivered_at.is_(None),
+        try:
+            with self._lock, Session(self._db) as orm, orm.begin():
+                for session_id, seqs in delivered.items():
+                    orm.execute(
+                        update(OutboxRow)
+                        .where(
+                            OutboxRow.session_id == session_id,
+                            OutboxRow.seq.in_(seqs),
+                            OutboxRow.delivered_at.is_(None),
+                        )
+                        .values(delivered_at=now)
                     )
-                    .values(delivered_at=now)
-                )
+        except OperationalError:
+            # Delivered but not marked: they go out again (at least once).
+            log.warning("could not mark notifications delivered; they will be sent again")
+            self._leftovers_delivered = False

@@ -94,6 +94,8 @@ def _str(value: object, field: str, *, empty: bool = False) -> str:
         raise InvalidInput(field, "must not be empty")
     if len(value) > 255:
         raise InvalidInput(field, "longer than 255 characters")
+    if "\x00" in value:  # PostgreSQL text cannot hold it; no real name has it
+        raise InvalidInput(field, "contains a NUL character")
     return value
 
 

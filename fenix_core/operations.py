@@ -18,7 +18,7 @@ import attrs
 
 from .constraints import CloudConstraints
 from .errors import PluginError
-from .hookspecs import ActionContext, ConstraintSource, GateContext, GateResult
+from .hookspecs import ActionContext, ConstraintSource, GateContext, GateResult, MoveLookup
 from .inventory import host_to_dict
 from .model import ActionSpec, OperationStatus, SessionRequest
 from .plugins import Plugins
@@ -84,8 +84,17 @@ class OperationRunner:
             "gate": self._gate,
         }
 
-    def start(self, op: OperationRow, request: SessionRequest, now: datetime) -> OperationStatus:
-        op.started_at = now
+    def start(
+        self, op: OperationRow, request: SessionRequest, now: datetime, *, in_doubt: bool = False
+    ) -> OperationStatus:
+        """Start an operation. ``in_doubt``: it may have been started before
+        (a crash between the call and recording its answer): a move is then
+        looked up by its key (:class:`~fenix_core.hookspecs.MoveLookup`) and
+        followed if found; everything else is asked again with the same key,
+        which actions use to not repeat their effect."""
+        op.started_at = op.started_at or now
+        if in_doubt and op.kind == "move":
+            return self._with_hosts(op, self._call({"move": self._resume_move}, op, request, now))
         return self._with_hosts(op, self._call(self._start, op, request, now))
 
     def poll(self, op: OperationRow, request: SessionRequest, now: datetime) -> OperationStatus:
@@ -185,6 +194,17 @@ class OperationRunner:
             op.instance_id, str(op.params["action"]), op.params.get("target"), op.key
         )
         return driver.poll_move(op.handle)
+
+    def _resume_move(self, op: OperationRow, r: SessionRequest, n: datetime) -> OperationStatus:
+        driver = self.plugins.require_driver()
+        # A driver may also say "not supported" with find_move = None.
+        if isinstance(driver, MoveLookup) and callable(driver.find_move):
+            handle = driver.find_move(op.key)
+            if handle is not None:
+                log.info("operation %s: move found by its key, following it", op.key)
+                op.handle = str(handle)
+                return driver.poll_move(op.handle)
+        return self._start_move(op, r, n)
 
     def _poll_move(self, op: OperationRow, _r: SessionRequest, _n: datetime) -> OperationStatus:
         assert op.handle is not None

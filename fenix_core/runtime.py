@@ -100,6 +100,10 @@ class LoadedSession:
                 )
             )
         }
+        # Operations recorded by an earlier commit but not known to be started:
+        # the process that recorded them may have called the plug-in before
+        # it died. The engine looks them up by key before starting them.
+        self.in_doubt: set[str] = {k for k, o in self.ops.items() if o.status == "pending"}
         self.timers: list[TimerRow] = list(
             orm.scalars(select(TimerRow).where(TimerRow.session_id == sid))
         )

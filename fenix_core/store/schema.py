@@ -103,6 +103,12 @@ class SessionRow(Base):
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
     finished_at: Mapped[datetime | None]
+    # The engine worker working on the session (fenix_core.store.leases): its
+    # id, until when (real time), and the lease's generation, which a step's
+    # commit checks so that a worker that lost the lease cannot commit.
+    lease_owner: Mapped[str | None] = mapped_column(String(255))
+    lease_expires: Mapped[datetime | None]
+    lease_token: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     __table_args__ = (Index("ix_sessions_state_wake", "state", "next_wake"),)
 

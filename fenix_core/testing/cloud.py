@@ -7,6 +7,8 @@ migration of ``live_migration_seconds`` takes exactly that much simulated time.
 With ``state_path`` its whole state lives in a JSON file, rewritten atomically
 after every change, so a new ``SimulatedCloud`` on the same file (another
 process, after a crash) sees the same hosts, instances, migrations and events.
+A cloud re-reads the file when another process wrote it since (several engine
+workers sharing one simulated cloud, one at a time).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from ..clock import Clock, RealClock
 from ..errors import CloudError, InvalidInput
 from ..hookspecs import hookimpl
 from ..model import Host, Instance, OperationStatus
-from ._state_file import write_json_atomically
+from ._state_file import file_version, write_json_atomically
 
 __all__ = ["CloudEvent", "SimulatedCloud"]
 
@@ -96,6 +98,7 @@ class SimulatedCloud:
         # at that moment is the baseline that replays start from.
         self._recording = False
         self._path = Path(state_path) if state_path is not None else None
+        self._version: tuple[int, int] | None = None
         self._hosts: dict[str, dict[str, Any]] = {}
         self._instances: dict[str, dict[str, Any]] = {}
         self._migrations: dict[str, dict[str, Any]] = {}
@@ -323,6 +326,7 @@ class SimulatedCloud:
     # ------------------------------------------------------------------ CloudDriver
 
     def list_hosts(self) -> list[Host]:
+        self._refresh()
         return [
             Host(name=n, type=h["type"], vcpus=h["vcpus"], enabled=h["enabled"])
             for n, h in self._hosts.items()
@@ -378,9 +382,9 @@ class SimulatedCloud:
 
     def start_move(self, instance_id: str, action: str, target: str | None, key: str) -> str:
         self._settle()
-        for handle, migration in self._migrations.items():
-            if migration["key"] == key:
-                return handle  # the same attempt asked again: idempotent
+        known = self._move_by_key(key)
+        if known is not None:
+            return known  # the same attempt asked again: idempotent
         inst = self._instances.get(instance_id)
         if inst is None:
             raise CloudError(f"instance {instance_id} not found", instance_id=instance_id)
@@ -431,6 +435,18 @@ class SimulatedCloud:
         self._save()
         return handle
 
+    def find_move(self, key: str) -> str | None:
+        """The handle of the move started with idempotency ``key``, if any
+        (:class:`~fenix_core.hookspecs.MoveLookup`; kept in ``state_path``)."""
+        return self._move_by_key(key)
+
+    def _move_by_key(self, key: str) -> str | None:
+        self._refresh()
+        for handle, migration in self._migrations.items():
+            if migration["key"] == key:
+                return handle
+        return None
+
     def poll_move(self, handle: str) -> OperationStatus:
         self._settle()
         migration = self._migrations.get(handle)
@@ -451,6 +467,7 @@ class SimulatedCloud:
     # ------------------------------------------------------------------ internals
 
     def _require_host(self, host: str) -> dict[str, Any]:
+        self._refresh()
         if host not in self._hosts:
             raise CloudError(f"host {host} not found", host=host)
         return self._hosts[host]
@@ -476,8 +493,14 @@ class SimulatedCloud:
             return
         self._events.append(CloudEvent(self.clock.now(), kind, host, instance_id, detail))
 
+    def _refresh(self) -> None:
+        """Re-read the state file if another process wrote it since."""
+        if self._path is not None and file_version(self._path) != self._version:
+            self._load()
+
     def _settle(self) -> None:
         """Finish every migration whose time has come, in time order."""
+        self._refresh()
         now = self.clock.now()
         due = sorted(
             (
@@ -542,9 +565,11 @@ class SimulatedCloud:
             "events": [{**attrs.asdict(e), "time": e.time.isoformat()} for e in self._events],
         }
         write_json_atomically(self._path, state)
+        self._version = file_version(self._path)
 
     def _load(self) -> None:
         assert self._path is not None
+        self._version = file_version(self._path)
         state = json.loads(self._path.read_text())
         # The file is the cloud: its migration times win over the constructor's.
         self.migration_seconds = float(state["migration_seconds"])
