@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from .model import HostView, InstanceView, ProjectView, SessionView
 from .states import HostState, InstanceState
@@ -45,8 +45,12 @@ def _project_key(project: ProjectRow) -> str:
 
 
 def build_project_view(
-    session_id: str, project: ProjectRow, instances: Sequence[InstanceRow]
+    session_id: str,
+    project: ProjectRow,
+    instances: Sequence[InstanceRow],
+    details: Mapping[str, str] | None = None,
 ) -> ProjectView:
+    """``details``: instance id -> the detail of its move in progress."""
     shown = sorted(
         (i for i in instances if i.state != InstanceState.OUT_OF_SCOPE),
         key=lambda i: i.instance_id,
@@ -65,6 +69,7 @@ def build_project_view(
                 state=i.state,
                 action=i.action,
                 moves=i.moves,
+                detail=(details or {}).get(i.instance_id, ""),
             )
             for i in shown
         ),

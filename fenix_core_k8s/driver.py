@@ -102,9 +102,18 @@ class KubernetesDriver:
             name=node.metadata.name,
             type="controller" if is_controller_node(node) else "compute",
             vcpus=node_vcpus(node),
-            enabled=not (node.spec and node.spec.unschedulable),
+            enabled=self._schedulable_or_ours(node),
             details={"ready": is_ready(node)},
         )
+
+    @staticmethod
+    def _schedulable_or_ours(node: V1Node) -> bool:
+        """Enabled unless cordoned by someone else: a node that fenix-core left
+        cordoned (a failed drain) is fenix-core's to uncordon after maintenance."""
+        if not (node.spec and node.spec.unschedulable):
+            return True
+        annotations = (node.metadata.annotations if node.metadata else None) or {}
+        return CORDONED_ANNOTATION in annotations
 
     def list_instances(self, hosts: Sequence[str] | None = None) -> Sequence[Instance]:
         if hosts is None:
