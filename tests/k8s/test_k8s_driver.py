@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import shop_cluster
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
@@ -18,6 +17,8 @@ from fenix_core_k8s import KubernetesCloud, KubernetesDriver, NodeNotifier
 from fenix_core_k8s.budget import desired_healthy, max_unavailable, scaled_value, selector_matches
 from fenix_core_k8s.notify import CONDITION_TYPE, STATE_ANNOTATION
 from fenix_core_k8s.testing import NodeReboot
+
+from .helpers import shop_cluster
 
 
 @pytest.fixture

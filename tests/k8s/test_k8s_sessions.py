@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import itertools
 
-from conftest import WORKERS, drive, shop_cluster
-
 from fenix_core import ActionSpec, SessionRequest
 from fenix_core_k8s import CORDONED_ANNOTATION
 from fenix_core_k8s.testing import NodeReboot
+
+from .helpers import WORKERS, drive, shop_cluster
 
 REBOOT = [ActionSpec("reboot", "host")]
 
