@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any, TypedDict, TypeVar
 
 from kubernetes.client import ApiClient, CoreV1Api, PolicyV1Api, V1Node, V1Pod
 from kubernetes.client.exceptions import ApiException
@@ -37,7 +37,7 @@ from .pods import (
     split_instance_id,
 )
 
-__all__ = ["CORDONED_ANNOTATION", "KubernetesDriver"]
+__all__ = ["CORDONED_ANNOTATION", "DriverOptions", "KubernetesDriver"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -45,6 +45,16 @@ T = TypeVar("T")
 #: Set on a node together with ``spec.unschedulable`` when fenix-core cordons
 #: it; only nodes carrying it are ever uncordoned. Its value is the reason.
 CORDONED_ANNOTATION = "fenix-core/cordoned"
+
+
+class DriverOptions(TypedDict, total=False):
+    """The driver's options besides ``api_client`` and ``clock`` (see KubernetesDriver)."""
+
+    kubeconfig: str | os.PathLike[str] | None
+    context: str | None
+    in_cluster: bool | None
+    project_label: str | None
+    unmanaged_pods: UnmanagedPods
 
 
 class KubernetesDriver:

@@ -49,9 +49,7 @@ from typing import Any, Literal
 import attrs
 from kubernetes.client import (
     CoreV1Api,
-    CoreV1Event,
     V1DeleteOptions,
-    V1EventSource,
     V1Eviction,
     V1ObjectMeta,
     V1ObjectReference,
@@ -64,6 +62,7 @@ from fenix_core.clock import Clock
 from fenix_core.errors import CloudError
 from fenix_core.model import OperationStatus
 
+from .events import event
 from .pods import controller_of, is_instance, is_ready, split_instance_id
 
 __all__ = ["EVENT_REASON", "MOVE_KEY_ANNOTATION", "Evictions", "MoveHandle", "UnmanagedPods"]
@@ -222,27 +221,18 @@ class Evictions:
         assert meta.name is not None
         assert meta.namespace is not None
         digest = hashlib.sha1(key.encode(), usedforsecurity=False).hexdigest()[:12]
-        now = self.clock.now()
-        event = CoreV1Event(
-            metadata=V1ObjectMeta(
-                name=f"{meta.name[:200]}.fenix-{digest}",
-                namespace=meta.namespace,
-                annotations={MOVE_KEY_ANNOTATION: key, MOVE_HANDLE_ANNOTATION: handle},
-            ),
-            involved_object=V1ObjectReference(
+        record = event(
+            name=f"{meta.name[:200]}.fenix-{digest}",
+            about=V1ObjectReference(
                 kind="Pod", api_version="v1", namespace=meta.namespace, name=meta.name, uid=meta.uid
             ),
             reason=EVENT_REASON,
             message=f"fenix-core evicts {meta.namespace}/{meta.name} from {node} for maintenance",
-            type="Normal",
-            source=V1EventSource(component="fenix-core"),
-            reporting_component="fenix-core",
-            first_timestamp=now,
-            last_timestamp=now,
-            count=1,
+            now=self.clock.now(),
+            annotations={MOVE_KEY_ANNOTATION: key, MOVE_HANDLE_ANNOTATION: handle},
         )
         try:
-            self.core.create_namespaced_event(meta.namespace, event)
+            self.core.create_namespaced_event(meta.namespace, record)
         except ApiException as exc:
             if exc.status != 409:  # 409: recorded already by an earlier attempt
                 log.warning(
@@ -265,8 +255,8 @@ class Evictions:
         except ApiException as exc:
             log.warning("cannot look up move %s in the Events: %s", key, api_message(exc))
             return None
-        for event in events:
-            annotations = (event.metadata.annotations if event.metadata else None) or {}
+        for found in events:
+            annotations = (found.metadata.annotations if found.metadata else None) or {}
             if annotations.get(MOVE_KEY_ANNOTATION) == key:
                 return annotations.get(MOVE_HANDLE_ANNOTATION)
         return None

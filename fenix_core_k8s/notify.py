@@ -22,19 +22,13 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from kubernetes.client import (
-    ApiClient,
-    CoreV1Api,
-    CoreV1Event,
-    V1EventSource,
-    V1ObjectMeta,
-    V1ObjectReference,
-)
+from kubernetes.client import ApiClient, CoreV1Api, V1ObjectReference
 from kubernetes.client.exceptions import ApiException
 
 from fenix_core import signals
 from fenix_core.clock import Clock, RealClock
 
+from .events import event
 from .moves import api_message
 
 __all__ = ["CONDITION_TYPE", "SESSION_ANNOTATION", "STATE_ANNOTATION", "NodeNotifier"]
@@ -104,22 +98,16 @@ class NodeNotifier:
                 f"setting the {CONDITION_TYPE} condition of node {host}",
                 lambda: self.core.patch_node_status(host, {"status": {"conditions": [condition]}}),
             )
-        now = self.clock.now()
-        event = CoreV1Event(
-            metadata=V1ObjectMeta(name=f"{host[:200]}.fenix-{uuid.uuid4().hex[:12]}"),
-            involved_object=V1ObjectReference(kind="Node", api_version="v1", name=host, uid=host),
+        record = event(
+            name=f"{host[:200]}.fenix-{uuid.uuid4().hex[:12]}",
+            about=V1ObjectReference(kind="Node", api_version="v1", name=host, uid=host),
             reason=reason,
             message=message,
-            type="Normal",
-            source=V1EventSource(component="fenix-core"),
-            reporting_component="fenix-core",
-            first_timestamp=now,
-            last_timestamp=now,
-            count=1,
+            now=self.clock.now(),
         )
         self._try(
             f"recording an Event for node {host}",
-            lambda: self.core.create_namespaced_event(self.event_namespace, event),
+            lambda: self.core.create_namespaced_event(self.event_namespace, record),
         )
 
     def _now(self) -> str:

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Unpack
 
 from fenix_core.clock import Clock
 from fenix_core.hookspecs import CloudDriver, hookimpl
 
-from .driver import KubernetesDriver
-from .moves import UnmanagedPods
+from .driver import DriverOptions, KubernetesDriver
 
 if TYPE_CHECKING:
     from kubernetes.client import ApiClient
@@ -28,32 +26,13 @@ class KubernetesCloud:
     """
 
     def __init__(
-        self,
-        api_client: ApiClient | None = None,
-        *,
-        kubeconfig: str | os.PathLike[str] | None = None,
-        context: str | None = None,
-        in_cluster: bool | None = None,
-        project_label: str | None = None,
-        unmanaged_pods: UnmanagedPods = "fail",
+        self, api_client: ApiClient | None = None, **options: Unpack[DriverOptions]
     ) -> None:
         self.api_client = api_client
-        self.kubeconfig = kubeconfig
-        self.context = context
-        self.in_cluster = in_cluster
-        self.project_label = project_label
-        self.unmanaged_pods: UnmanagedPods = unmanaged_pods
+        self.options = options
         self.driver: KubernetesDriver | None = None
 
     @hookimpl
     def fenix_cloud_driver(self, clock: Clock) -> CloudDriver:
-        self.driver = KubernetesDriver(
-            self.api_client,
-            kubeconfig=self.kubeconfig,
-            context=self.context,
-            in_cluster=self.in_cluster,
-            clock=clock,
-            project_label=self.project_label,
-            unmanaged_pods=self.unmanaged_pods,
-        )
+        self.driver = KubernetesDriver(self.api_client, clock=clock, **self.options)
         return self.driver

@@ -277,18 +277,7 @@ class FakeCluster:
         ``anti_affinity`` adds a required pod anti-affinity on
         ``kubernetes.io/hostname`` for the set's own labels.
         """
-        placed = list(nodes)
-        with self.lock:
-            owner = self._new_owner(
-                "ReplicaSet",
-                namespace,
-                name,
-                labels or {"app": name},
-                cpu,
-                anti_affinity,
-                len(placed),
-            )
-            return [self._create_pod(owner, node=n, ready=True) for n in placed]
+        return self._add_set("ReplicaSet", namespace, name, nodes, labels, cpu, anti_affinity)
 
     def add_statefulset(
         self,
@@ -302,19 +291,26 @@ class FakeCluster:
     ) -> list[Obj]:
         """A StatefulSet whose pods ``<name>-0``, ``<name>-1`` ... sit on ``nodes``;
         an evicted pod comes back with the same name once the old one is gone."""
+        return self._add_set("StatefulSet", namespace, name, nodes, labels, cpu, anti_affinity)
+
+    def _add_set(
+        self,
+        kind: str,
+        namespace: str,
+        name: str,
+        nodes: Iterable[str],
+        labels: Mapping[str, str] | None,
+        cpu: str,
+        anti_affinity: bool,
+    ) -> list[Obj]:
         placed = list(nodes)
         with self.lock:
             owner = self._new_owner(
-                "StatefulSet",
-                namespace,
-                name,
-                labels or {"app": name},
-                cpu,
-                anti_affinity,
-                len(placed),
+                kind, namespace, name, labels or {"app": name}, cpu, anti_affinity, len(placed)
             )
+            ordinal = kind == "StatefulSet"
             return [
-                self._create_pod(owner, node=n, ready=True, name=f"{name}-{i}")
+                self._create_pod(owner, node=n, ready=True, name=f"{name}-{i}" if ordinal else None)
                 for i, n in enumerate(placed)
             ]
 
