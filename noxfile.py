@@ -30,7 +30,7 @@ def tests(session: nox.Session) -> None:
     that matches no test is not a failure (pytest's exit code 5), and the
     coverage gate only applies when the whole suite ran.
     """
-    session.install("-e", ".[dev,k8s]")  # k8s: the Kubernetes plug-in's tests run too
+    session.install("-e", ".[dev,openstack,rest,k8s]")
     junit = Path(session.create_tmp()) / "junit.xml"
     session.run(
         "pytest",
@@ -61,9 +61,9 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def types(session: nox.Session) -> None:
-    """mypy --strict on the library and the Kubernetes plug-in."""
-    session.install("-e", ".[dev,k8s]")
-    session.run("mypy", "fenix_core", "fenix_core_k8s")
+    """mypy --strict on the library and the cloud plug-ins."""
+    session.install("-e", ".[dev,openstack,rest,k8s]")
+    session.run("mypy", "fenix_core", "fenix_core_openstack", "fenix_core_k8s")
 
 
 @nox.session

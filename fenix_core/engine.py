@@ -23,7 +23,9 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from types import TracebackType
 from typing import Any
@@ -32,7 +34,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from . import constraint_store
+from . import constraint_store, inventory
 from .clock import Clock, RealClock
 from .constraints import (
     DEFAULT_GROUP,
@@ -51,6 +53,7 @@ from .errors import (
 )
 from .hookspecs import ConstraintSource
 from .model import (
+    HostChange,
     ProjectView,
     Reply,
     SessionRequest,
@@ -60,8 +63,8 @@ from .model import (
 )
 from .operations import OperationRunner, cloud_constraints_dict, record_status
 from .plugins import Plugins
-from .runtime import LoadedSession
-from .signals import SIGNALS
+from .runtime import LoadedSession, new_host_row
+from .signals import SIGNALS, maintenance_host
 from .states import (
     FINAL_SESSION_STATES,
     HostState,
@@ -72,6 +75,7 @@ from .states import (
 )
 from .store.database import migrate, open_database
 from .store.schema import (
+    HostChangeRow,
     HostRow,
     InboxRow,
     InstanceRow,
@@ -83,6 +87,7 @@ from .store.schema import (
 )
 from .views import build_project_view, build_session_view
 from .workflows.base import Workflow
+from .workflows.lifecycle import capacity_shortfall, check_request
 
 __all__ = ["Engine"]
 
@@ -90,6 +95,11 @@ log = logging.getLogger("fenix_core")
 
 _INSTANCE_CHOICE_STATES = ("PREPARE_MAINTENANCE", "PLANNED_MAINTENANCE")
 _FINAL = tuple(s.value for s in FINAL_SESSION_STATES)
+# Host rows that do not take a host from other sessions: targets, and hosts gone.
+_NOT_MAINTAINED = tuple(
+    s.value
+    for s in (HostState.OUT_OF_SCOPE, HostState.ADDED, HostState.REMOVED, HostState.DECOMMISSIONED)
+)
 
 
 class Engine:
@@ -129,6 +139,11 @@ class Engine:
         # Sessions whose workflow no plug-in provides: left as they are (a new
         # engine with the plug-in resumes them), and not woken for nothing.
         self._unrunnable: set[str] = set()
+        # Bumped whenever the stored inventory changes: a loaded session that
+        # saw an older generation reconciles its hosts at its next step.
+        self._inventory_gen = 0
+        # Host changes committed and not delivered yet (HOST_ADDED / HOST_REMOVED).
+        self._host_changes: list[HostChangeRow] = []
         self.default_group_constraints = self._check_default_group(default_group_constraints)
         self._constraints: tuple[int, ConstraintSet] | None = None
 
@@ -154,6 +169,17 @@ class Engine:
     ) -> None:
         self.close()
 
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """A SQLAlchemy session on the engine's database, in a transaction that
+        commits on exit, serialised with the engine's own calls.
+
+        For extensions that keep their own tables next to the engine's (the
+        REST front end's webhook queue); not needed to use the engine.
+        """
+        with self._lock, Session(self._db) as orm, orm.begin():
+            yield orm
+
     # ------------------------------------------------------------------ admin API
 
     def create_session(self, request: SessionRequest | Mapping[str, Any]) -> str:
@@ -172,6 +198,7 @@ class Engine:
                 + ", ".join(sorted(self.plugins.workflows)),
             )
         workflow.validate_request(req, self.plugins.actions)
+        self._check_gates(req)
         driver = self.plugins.require_driver()
         try:
             hosts = list(driver.list_hosts())
@@ -190,7 +217,21 @@ class Engine:
         unknown = [h for h in req.hosts if h not in by_name]
         if unknown:
             raise InvalidInput("hosts", "unknown to the cloud: " + ", ".join(unknown))
-        scope = list(req.hosts) if req.hosts else [h.name for h in hosts]
+        retiring = workflow.retiring(req)
+        scope = check_request(req, retiring, by_name)
+        if all(name in by_name for name in req.add_hosts):
+            used: Counter[str] = Counter()
+            for inst in instances:
+                used[inst.host] += inst.vcpus
+            shortfall = capacity_shortfall(
+                [(h.name, h.type, h.vcpus, h.enabled or h.name in req.add_hosts) for h in hosts],
+                used,
+                retiring,
+            )
+            if shortfall is not None:
+                raise InvalidInput(
+                    "decommission_hosts" if req.decommission_hosts else "hosts", shortfall
+                )
         if not scope:
             raise InvalidInput("hosts", "the cloud reports no hosts to maintain")
         unknown_actions = sorted(set(allowed) - {a.value for a in InstanceAction})
@@ -198,8 +239,8 @@ class Engine:
             raise CloudError(f"cloud driver offers unusable instance actions: {allowed}")
         now = self.clock.now()
         session_id = str(uuid.uuid4())
-        with self._lock, Session(self._db) as orm, orm.begin():
-            self._check_hosts_free(orm, scope)
+        with self._lock, Session(self._db, expire_on_commit=False) as orm, orm.begin():
+            self._check_hosts_free(orm, [*scope, *req.add_hosts])
             subscribed = set(orm.scalars(select(SubscriptionRow.project_id)))
             orm.add(
                 SessionRow(
@@ -224,7 +265,8 @@ class Engine:
             )
             orm.flush()
             in_scope = set(scope)
-            ordered = scope + [h.name for h in hosts if h.name not in in_scope]
+            adds = set(req.add_hosts)
+            ordered = scope + [h.name for h in hosts if h.name not in in_scope | adds]
             for position, name in enumerate(ordered):
                 host = by_name[name]
                 orm.add(
@@ -243,6 +285,19 @@ class Engine:
                         reason=None,
                     )
                 )
+            for position, name in enumerate(req.add_hosts, start=len(ordered)):
+                listed = by_name.get(name)
+                kind, vcpus = (listed.type, listed.vcpus) if listed else ("compute", 0)
+                orm.add(
+                    new_host_row(session_id, name, kind, vcpus, False, HostState.ADDING, position)
+                )
+            changes = inventory.sync(
+                orm,
+                hosts,
+                now=now,
+                session_id=session_id,
+                pending=inventory.pending_adds(orm) | adds,
+            )
             projects: set[str] = set()
             for inst in instances:
                 where = by_name.get(inst.host)
@@ -279,6 +334,7 @@ class Engine:
                         replied_at=None,
                     )
                 )
+        self._inventory_changed(changes)
         log.info("session %s created over %d host(s)", session_id, len(scope))
         self._wake.set()
         return session_id
@@ -291,7 +347,7 @@ class Engine:
             projects = orm.scalars(
                 select(ProjectRow).where(ProjectRow.session_id == session_id)
             ).all()
-            return build_session_view(row, hosts, projects)
+            return build_session_view(row, hosts, projects, self.clock.now())
 
     def list_sessions(self) -> list[SessionView]:
         """Every session, oldest first."""
@@ -367,6 +423,98 @@ class Engine:
         loaded.orm.commit()
         return self._take_outbox(loaded)
 
+    def _check_gates(self, req: SessionRequest) -> None:
+        for index, spec in enumerate(req.controls.gates):
+            field = f"controls.gates[{index}]"
+            gate = self.plugins.gates.get(spec.name)
+            if gate is None:
+                raise InvalidInput(
+                    f"{field}.name",
+                    f"no gate named {spec.name!r}; known: " + ", ".join(sorted(self.plugins.gates)),
+                )
+            validate = getattr(gate, "validate_params", None)
+            if validate is None:
+                continue
+            try:
+                validate(spec.params)
+            except InvalidInput as exc:
+                raise InvalidInput(f"{field}.{exc.field}", exc.reason) from None
+
+    # ------------------------------------------------------------------ operational controls
+
+    def pause(self, session_id: str, reason: str = "by the admin") -> SessionView:
+        """Stop starting new hosts and moves; work in flight ends normally.
+
+        Conflict if the session has ended or is paused already."""
+        _str(reason, "reason")
+
+        def pause(loaded: LoadedSession, workflow: Workflow) -> None:
+            self._require_running(loaded, "paused")
+            if loaded.data.get("paused"):
+                raise Conflict(
+                    f"session is paused already ({loaded.data.get('pause_reason')})",
+                    session_id=loaded.id,
+                    state=loaded.state,
+                )
+            workflow.pause(reason)
+
+        return self._control(session_id, pause)
+
+    def resume(self, session_id: str) -> SessionView:
+        """Let a paused session go on. Conflict if it is not paused."""
+
+        def resume(loaded: LoadedSession, workflow: Workflow) -> None:
+            self._require_running(loaded, "resumed")
+            if not loaded.data.get("paused"):
+                raise Conflict(
+                    f"session is not paused ({loaded.state})",
+                    session_id=loaded.id,
+                    state=loaded.state,
+                )
+            workflow.resume()
+
+        return self._control(session_id, resume)
+
+    def cancel(self, session_id: str, reason: str = "cancelled by the admin") -> SessionView:
+        """End the session (MAINTENANCE_CANCELLED): no new work; migrations in
+        flight are followed to their end; every host this session disabled,
+        and only those, is put back into service. Conflict if it has ended."""
+        _str(reason, "reason")
+
+        def cancel(loaded: LoadedSession, workflow: Workflow) -> None:
+            self._require_running(loaded, "cancelled")
+            workflow.cancel(reason)
+
+        return self._control(session_id, cancel)
+
+    @staticmethod
+    def _require_running(loaded: LoadedSession, verb: str) -> None:
+        if loaded.final:
+            raise Conflict(
+                f"session has ended ({loaded.state}) and cannot be {verb}",
+                session_id=loaded.id,
+                state=loaded.state,
+            )
+
+    def _control(
+        self, session_id: str, change: Callable[[LoadedSession, Workflow], None]
+    ) -> SessionView:
+        with self._lock:
+            loaded, workflow = self._load(session_id)
+            loaded.now = self.clock.now()
+            try:
+                change(loaded, workflow)
+                loaded.row.next_wake = loaded.now
+                loaded.row.updated_at = loaded.now
+                loaded.orm.commit()
+            except Exception:
+                self._unload(session_id, rollback=True)
+                raise
+            outbox = self._take_outbox(loaded)
+        self._deliver(outbox)
+        self._wake.set()
+        return self.get_session(session_id)
+
     def delete_session(self, session_id: str) -> None:
         """Remove a finished session and everything recorded about it."""
         with self._lock:
@@ -386,6 +534,41 @@ class Engine:
                     )
                 orm.execute(delete(SessionRow).where(SessionRow.id == session_id))
             self._unload(session_id)
+
+    def refresh_inventory(self) -> list[HostChange]:
+        """Compare the cloud's hosts with the stored inventory; store and announce
+        the differences (``maintenance_host`` ``HOST_ADDED`` / ``HOST_REMOVED``,
+        each change once) and return them. Running sessions follow the changes
+        at their next step. The first listing an engine stores is the baseline:
+        nothing is announced for it.
+        """
+        driver = self.plugins.require_driver()
+        try:
+            hosts = list(driver.list_hosts())
+        except FenixError:
+            raise
+        except Exception as exc:
+            raise CloudError(f"listing the cloud's hosts failed: {exc}") from exc
+        with self._lock:
+            with Session(self._db, expire_on_commit=False) as orm, orm.begin():
+                changes = inventory.sync(
+                    orm,
+                    hosts,
+                    now=self.clock.now(),
+                    session_id=None,
+                    pending=inventory.pending_adds(orm),
+                )
+            self._inventory_changed(changes)
+            delivering, self._host_changes = self._host_changes, []
+        self._deliver_host_changes(delivering)
+        self._wake.set()
+        return [inventory.to_value(c) for c in changes]
+
+    def _inventory_changed(self, changes: Sequence[HostChangeRow]) -> None:
+        """Committed host changes: to be delivered, and followed by the sessions."""
+        if changes:
+            self._inventory_gen += 1
+            self._host_changes.extend(changes)
 
     # ------------------------------------------------------------------ project API
 
@@ -553,11 +736,10 @@ class Engine:
                 raise InvalidInput(
                     field, f"{action} is not allowed here; allowed: {', '.join(allowed)}"
                 )
+        workflow = self.plugins.workflows.get(row.workflow)
         missing = sorted(affected - set(actions))
-        if missing:
+        if missing and (workflow is None or workflow.requires_instance_actions):
             raise InvalidInput("instance_actions", "no action given for " + ", ".join(missing))
-
-    # ------------------------------------------------------------------ running
 
     # ------------------------------------------------------------------ constraints
 
@@ -698,6 +880,8 @@ class Engine:
             raise InvalidInput(f"default_group_constraints.{exc.field}", exc.reason) from None
         return rules
 
+    # ------------------------------------------------------------------ running
+
     def step(self) -> int:
         """Handle everything that is due now; return how many sessions moved."""
         now = self.clock.now()
@@ -706,10 +890,13 @@ class Engine:
             outbox: list[OutboxRow] = []
             if not self._leftovers_delivered:
                 outbox += self._undelivered()
+                self._host_changes[:0] = self._undelivered_host_changes()
                 self._leftovers_delivered = True
             for session_id in due:
                 outbox += self._advance(session_id)
+            changes, self._host_changes = self._host_changes, []
         self._deliver(outbox)
+        self._deliver_host_changes(changes)
         return len(due)
 
     def run_until_idle(self, max_steps: int = 1_000_000) -> int:
@@ -793,7 +980,7 @@ class Engine:
             .where(
                 SessionRow.state.not_in(_FINAL),
                 SessionRow.id != besides,
-                HostRow.state != HostState.OUT_OF_SCOPE.value,
+                HostRow.state.not_in(_NOT_MAINTAINED),
             )
         )
         if names is not None:
@@ -830,6 +1017,12 @@ class Engine:
             due.update(
                 orm.scalars(select(InboxRow.session_id).where(InboxRow.processed_at.is_(None)))
             )
+        # Loaded sessions that have not followed the latest host set changes yet.
+        due.update(
+            sid
+            for sid, (loaded, _) in self._loaded.items()
+            if loaded.inventory_seen != self._inventory_gen and not loaded.final
+        )
         return sorted(due - self._unrunnable)
 
     def _load(self, session_id: str) -> tuple[LoadedSession, Workflow]:
@@ -897,6 +1090,9 @@ class Engine:
 
         loaded.api_constraints = constraints
         try:
+            if loaded.inventory_seen != self._inventory_gen:
+                loaded.inventory_seen = self._inventory_gen
+                workflow.lifecycle.reconcile()
             self._poll_due(loaded, now)
             self._take_replies(loaded, workflow)
             ended = sorted(
@@ -909,7 +1105,7 @@ class Engine:
             for timer in loaded.pop_due_timers():
                 workflow.on_timer(timer)
             before = loaded.row.state
-            if loaded.row.version == 0:
+            if loaded.row.version == 0 and not loaded.final:  # (cancelled before it began)
                 workflow.start()
             workflow.advance()
             if loaded.row.state != before:
@@ -924,6 +1120,10 @@ class Engine:
             self._unload(session_id, rollback=True)
             return self._fail_broken(session_id, exc)
         outbox = self._take_outbox(loaded)
+        changes, loaded.new_host_changes = loaded.new_host_changes, []
+        self._inventory_changed(changes)
+        if changes:
+            loaded.inventory_seen = self._inventory_gen  # it followed them already
         if loaded.final and loaded.row.next_wake is None:
             self._unload(session_id)
         return outbox
@@ -1014,6 +1214,35 @@ class Engine:
             ).all()
             orm.expunge_all()
         return list(rows)
+
+    def _undelivered_host_changes(self) -> list[HostChangeRow]:
+        with Session(self._db, expire_on_commit=False) as orm:
+            rows = list(inventory.undelivered(orm))
+            orm.expunge_all()
+        return rows
+
+    def _deliver_host_changes(self, changes: Sequence[HostChangeRow]) -> None:
+        """Send HOST_ADDED / HOST_REMOVED, then mark them delivered (at least once)."""
+        if not changes:
+            return
+        for change in changes:
+            payload = inventory.change_payload(
+                change, service=self.service, admin_project_id=self.admin_project_id
+            )
+            for receiver in list(maintenance_host.receivers_for(self)):
+                try:
+                    receiver(self, payload=payload)
+                except Exception:
+                    log.exception("receiver of maintenance_host failed (host change %s)", change.id)
+        with self._lock, Session(self._db) as orm, orm.begin():
+            orm.execute(
+                update(HostChangeRow)
+                .where(
+                    HostChangeRow.id.in_([c.id for c in changes]),
+                    HostChangeRow.delivered_at.is_(None),
+                )
+                .values(delivered_at=self.clock.now())
+            )
 
     def _deliver(self, outbox: Iterable[OutboxRow]) -> None:
         """Send the notifications, then mark them delivered (at least once)."""

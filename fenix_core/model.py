@@ -16,6 +16,7 @@ from typing import Any, Literal, TypeVar
 import attrs
 
 from .clock import as_utc
+from .controls import Controls
 from .errors import InvalidInput
 
 __all__ = [
@@ -24,15 +25,18 @@ __all__ = [
     "DEFAULT_TIMEOUTS",
     "ActionSpec",
     "Host",
+    "HostChange",
     "HostView",
     "Instance",
     "InstanceView",
     "OperationStatus",
+    "Progress",
     "ProjectView",
     "Reply",
     "SessionRequest",
     "SessionUpdate",
     "SessionView",
+    "StuckWork",
     "parse_time",
 ]
 
@@ -54,6 +58,7 @@ DEFAULT_TIMEOUTS: Mapping[str, float] = {
     "own_action": 3600.0,  # a manager moving its instance itself (OWN_ACTION)
     "action": 4 * 3600.0,  # one action plug-in run
     "host_up": 1800.0,  # a host coming back after its actions
+    "host_added": 3600.0,  # the hosts named in add_hosts appearing in the cloud
 }
 
 T = TypeVar("T")
@@ -166,6 +171,14 @@ def _to_hosts(value: object) -> tuple[str, ...]:
     return tuple(_seq(value, "hosts"))
 
 
+def _to_add_hosts(value: object) -> tuple[str, ...]:
+    return tuple(_seq(value, "add_hosts"))
+
+
+def _to_decommission_hosts(value: object) -> tuple[str, ...]:
+    return tuple(_seq(value, "decommission_hosts"))
+
+
 def _to_maintenance_at(value: object) -> datetime | None:
     return parse_time(value, "maintenance_at")
 
@@ -252,6 +265,10 @@ _REQUEST_FIELDS = (
     "reply_windows",
     "timeouts",
     "max_migration_retries",
+    "max_parallel_hosts",
+    "controls",
+    "add_hosts",
+    "decommission_hosts",
 )
 
 
@@ -274,6 +291,10 @@ def _check_hosts(value: tuple[str, ...], field: str) -> None:
         if host in seen:
             raise InvalidInput(f"{field}[{index}]", f"host {host!r} listed twice")
         seen.add(host)
+
+
+def _to_controls(value: object) -> Controls:
+    return Controls.from_dict(value)
 
 
 def _to_actions(value: object) -> tuple[ActionSpec, ...]:
@@ -301,6 +322,14 @@ class SessionRequest:
     or not at all before its deadline: ``"fail"`` the session, or act by
     ``"default"`` as if the project had no manager. ``reply_windows`` and
     ``timeouts`` override :data:`DEFAULT_REPLY_WINDOWS` / :data:`DEFAULT_TIMEOUTS`.
+    ``max_parallel_hosts`` caps how many hosts a parallel workflow
+    (``"constrained"``) has out of service at once (None: as many as the
+    constraints and capacity allow).
+    ``controls`` (a :class:`~fenix_core.controls.Controls` or its dict form) sets
+    maintenance windows, pacing, health gates and what to do with stuck work.
+    ``add_hosts`` are hosts the session brings into service (once the cloud
+    lists them) and uses as migration targets; ``decommission_hosts`` are hosts
+    of the scope that are emptied and then left out of service for good.
     """
 
     hosts: tuple[str, ...] = attrs.field(
@@ -346,6 +375,24 @@ class SessionRequest:
         default=2,
         validator=_validated("max_migration_retries", lambda v, f: _int(v, f, maximum=20)),
     )
+    max_parallel_hosts: int | None = attrs.field(
+        default=None,
+        validator=_validated(
+            "max_parallel_hosts", lambda v, f: v is None or _int(v, f, minimum=1, maximum=100_000)
+        ),
+    )
+    #: Maintenance windows, pacing, health gates and escalation (fenix_core.controls).
+    controls: Controls = attrs.field(factory=Controls, converter=_to_controls)
+    add_hosts: tuple[str, ...] = attrs.field(
+        default=(),
+        converter=_to_add_hosts,
+        validator=_validated("add_hosts", _check_hosts),
+    )
+    decommission_hosts: tuple[str, ...] = attrs.field(
+        default=(),
+        converter=_to_decommission_hosts,
+        validator=_validated("decommission_hosts", _check_hosts),
+    )
 
     @classmethod
     def from_dict(cls, data: object) -> SessionRequest:
@@ -375,6 +422,10 @@ class SessionRequest:
             "reply_windows": dict(self.reply_windows),
             "timeouts": dict(self.timeouts),
             "max_migration_retries": self.max_migration_retries,
+            "max_parallel_hosts": self.max_parallel_hosts,
+            "controls": self.controls.to_dict(),
+            "add_hosts": list(self.add_hosts),
+            "decommission_hosts": list(self.decommission_hosts),
         }
 
     def reply_window(self, state: str) -> float:
@@ -513,6 +564,21 @@ class OperationStatus:
 
 
 @attrs.frozen
+class HostChange:
+    """A change of the cloud's host set, as ``engine.refresh_inventory()`` returns it.
+
+    ``state`` is ``HOST_ADDED`` or ``HOST_REMOVED``; ``seq`` numbers the
+    engine's host changes; ``session_id`` is the session that noticed it (None
+    when noticed outside any session).
+    """
+
+    host: str
+    state: str
+    seq: int
+    session_id: str | None = None
+
+
+@attrs.frozen
 class HostView:
     name: str
     type: str
@@ -520,6 +586,36 @@ class HostView:
     started_at: datetime | None
     finished_at: datetime | None
     reason: str | None = None
+
+
+@attrs.frozen
+class StuckWork:
+    """Work past its deadline: what it is, where, why, and what the session does."""
+
+    kind: str  # migration, own_action, action, host_up, gate
+    host: str | None
+    instance_id: str | None
+    detail: str
+    since: datetime
+    policy: str  # wait_and_notify, skip_host, fail, or "default" (the workflow's own handling)
+
+
+@attrs.frozen
+class Progress:
+    """How far a session is, and when it should end.
+
+    ``durations`` are seconds per finished host, from its start (admission) to
+    back in service; ``estimated_end`` plays the mean duration forward through
+    the session's windows and pacing (None until something is known).
+    """
+
+    hosts_done: int
+    hosts_in_progress: int
+    hosts_waiting: int
+    hosts_skipped: int
+    durations: Mapping[str, float]
+    estimated_end: datetime | None
+    eta_seconds: float | None
 
 
 @attrs.frozen
@@ -538,6 +634,12 @@ class SessionView:
     updated_at: datetime
     maintenance_at: datetime | None
     request: Mapping[str, Any]
+    #: Paused (engine.pause or a gate that said stop): no new host or move starts.
+    paused: bool = False
+    #: Why the session is waiting to start its next host (window, pacing, gate), if it is.
+    waiting: str | None = None
+    stuck: tuple[StuckWork, ...] = ()
+    progress: Progress | None = None
 
     def host(self, name: str) -> HostView:
         for host in self.hosts:

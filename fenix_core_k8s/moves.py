@@ -5,16 +5,20 @@ lives in the **handle** (``start`` returns it and the engine persists it), so a
 new engine process after a crash polls it with a new driver and loses nothing
 but the back-off count::
 
-    evict|<namespace>|<pod>|<pod uid>|<controller kind>|<controller uid>|<since>
+    evict|<namespace>|<pod>|<pod uid>|<controller kind>|<controller uid>|<ready before>
 
 * the pod uid makes every eviction conditional on it (``deleteOptions.
   preconditions.uid``): a StatefulSet pod that came back under the same name
   is never evicted by an old handle;
-* the controller kind and uid say what replacement to wait for: a ReplicaSet
-  (or ReplicationController) makes a pod with a new name and the same
-  controller, created at or after ``since`` (epoch seconds, the engine's
-  clock, which must agree with the apiserver's to about a second, as NTP
-  keeps them); a StatefulSet brings back the same name with a new uid.
+* the controller kind and uid say what replacement to wait for: a StatefulSet
+  brings back the same name with a new uid; a ReplicaSet (or
+  ReplicationController) makes a pod with a new name. The driver remembers
+  which pods of the set existed when the move started and waits for a Ready
+  one that did not. After a crash (a new driver, nothing in memory) it waits
+  instead until the set has as many Ready pods as it had before the move
+  (``ready before``), which is what the application cares about, though a
+  replacement made for a concurrent move of the same set can then end this
+  one a little early (the budget still guards the next eviction).
   Other controllers (Jobs, operators' custom resources) are followed until
   the pod is gone: whether and where they recreate it is theirs to say.
 
@@ -32,8 +36,8 @@ and writes the handle into a Kubernetes Event on the pod (reason
 reads that Event back, which covers a crash between ``start`` and the engine
 persisting the handle. Without it (the Event expired, events are forbidden)
 the engine starts the move again, which is safe: a pod already terminating is
-evicted again without budget checks and its ``since`` is taken from its
-deletion timestamp, and a pod already gone ends the move as ``gone``.
+evicted again without budget checks (and counted as Ready before), and a pod
+already gone ends the move as ``gone``.
 """
 
 from __future__ import annotations
@@ -43,7 +47,7 @@ import json
 import logging
 import re
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 import attrs
@@ -90,11 +94,11 @@ class MoveHandle:
     uid: str | None  # None: the pod was already gone when the move started
     kind: str | None = None
     owner_uid: str | None = None
-    since: int = 0
+    ready_before: int = 0  # Ready pods of the controller when the move started
 
     def encode(self) -> str:
         fields = [self.namespace, self.name, self.uid, self.kind, self.owner_uid]
-        text = "|".join(["evict", *(f or "-" for f in fields), str(self.since)])
+        text = "|".join(["evict", *(f or "-" for f in fields), str(self.ready_before)])
         if len(text) > 255:
             raise CloudError(
                 f"pod {self.namespace}/{self.name}: names too long for a move handle",
@@ -107,10 +111,10 @@ class MoveHandle:
         parts = text.split("|")
         if len(parts) != 7 or parts[0] != "evict":
             raise CloudError(f"not a Kubernetes move handle: {text!r}")
-        ns, name, uid, kind, owner_uid, since = (None if p == "-" else p for p in parts[1:])
+        ns, name, uid, kind, owner_uid, ready = (None if p == "-" else p for p in parts[1:])
         assert ns is not None
         assert name is not None
-        return cls(ns, name, uid, kind, owner_uid, int(since or 0))
+        return cls(ns, name, uid, kind, owner_uid, int(ready or 0))
 
     @property
     def pod(self) -> str:
@@ -139,10 +143,6 @@ def _created(pod: V1Pod) -> datetime:
     return stamp if stamp is not None else datetime.min.replace(tzinfo=UTC)
 
 
-def _epoch(value: datetime) -> int:
-    return int(value.astimezone(UTC).timestamp())
-
-
 class Evictions:
     """Starts, polls and finds pod evictions for :class:`KubernetesDriver`."""
 
@@ -160,6 +160,7 @@ class Evictions:
         self._cordon = cordon
         self._rejections: dict[str, int] = {}  # handle -> 429s in a row
         self._started: dict[str, str] = {}  # key -> handle, for this process
+        self._existing: dict[str, set[str | None]] = {}  # handle -> uids of the set at start
 
     # ------------------------------------------------------------------ start
 
@@ -170,7 +171,7 @@ class Evictions:
             raise CloudError(str(exc), instance_id=instance_id) from None
         pod = self._read(namespace, name)
         if pod is None:
-            handle = MoveHandle(namespace, name, None, since=_epoch(self.clock.now())).encode()
+            handle = MoveHandle(namespace, name, None).encode()
             self._started[key] = handle
             return handle
         assert pod.metadata is not None
@@ -192,27 +193,39 @@ class Evictions:
         node = pod.spec.node_name
         if node:
             self._cordon(node, f"fenix-core: draining {node} for maintenance")
+        ready_before, existing = 0, None
+        if owner is not None and owner.kind in NEW_NAME_CONTROLLERS:
+            siblings = self._siblings(namespace, owner.uid, exclude=None)
+            others = [p for p in siblings if p.metadata and p.metadata.uid != pod.metadata.uid]
+            terminating = pod.metadata.deletion_timestamp is not None
+            ready_before = sum(1 for p in others if is_ready(p)) + (
+                1 if terminating or is_ready(pod) else 0
+            )
+            if not terminating:  # evicted before a crash: its replacement may exist already
+                existing = {p.metadata.uid for p in siblings if p.metadata}
         handle = MoveHandle(
             namespace,
             name,
             pod.metadata.uid,
             owner.kind if owner else None,
             owner.uid if owner else None,
-            self._since(pod),
+            ready_before,
         ).encode()
+        if existing is not None:
+            self._existing[handle] = existing
         self._record(pod, node, key, handle)
         self._started[key] = handle
         return handle
 
-    def _since(self, pod: V1Pod) -> int:
-        meta = pod.metadata
-        assert meta is not None
-        if meta.deletion_timestamp is not None:
-            # Evicted before (an engine that crashed): it was deleted grace seconds
-            # before its deletion timestamp, and its replacement came after that.
-            grace = meta.deletion_grace_period_seconds or 0
-            return _epoch(meta.deletion_timestamp - timedelta(seconds=grace))
-        return _epoch(self.clock.now())
+    def _siblings(self, namespace: str, owner_uid: str | None, exclude: str | None) -> list[V1Pod]:
+        """The pods of one controller (by uid), but ``exclude``."""
+        return [
+            p
+            for p in self.core.list_namespaced_pod(namespace).items
+            if p.metadata is not None
+            and p.metadata.uid != exclude
+            and any(r.uid == owner_uid and r.controller for r in p.metadata.owner_references or ())
+        ]
 
     def _record(self, pod: V1Pod, node: str | None, key: str, handle: str) -> None:
         """An Event on the pod holding the handle, so find_move survives a crash."""
@@ -274,7 +287,7 @@ class Evictions:
             status = self._evict(text, handle)
             if status is not None:
                 return status
-        return self._replacement(handle)
+        return self._replacement(text, handle)
 
     def _evict(self, text: str, handle: MoveHandle) -> OperationStatus | None:
         """Ask for the eviction; None when the pod turned out to be gone."""
@@ -309,27 +322,25 @@ class Evictions:
             why = f"waiting for PodDisruptionBudget {handle.namespace}/{name}: {message}"
         return OperationStatus.running(wait, f"{why} (evicting {handle.pod}, attempt {count})")
 
-    def _replacement(self, handle: MoveHandle) -> OperationStatus:
+    def _replacement(self, text: str, handle: MoveHandle) -> OperationStatus:
         """The old pod is gone: wait for what replaces it, if anything does."""
         if handle.kind in NEW_NAME_CONTROLLERS:
-            siblings = self.core.list_namespaced_pod(handle.namespace).items
             ready = sorted(
                 (
                     p
-                    for p in siblings
-                    if p.metadata is not None
-                    and p.metadata.uid != handle.uid
-                    and any(
-                        r.uid == handle.owner_uid and r.controller
-                        for r in p.metadata.owner_references or ()
-                    )
-                    and p.metadata.creation_timestamp is not None
-                    and _epoch(p.metadata.creation_timestamp) >= handle.since
-                    and is_ready(p)
+                    for p in self._siblings(handle.namespace, handle.owner_uid, handle.uid)
+                    if is_ready(p)
                 ),
                 key=_created,
+                reverse=True,
             )
-            if ready:
+            existing = self._existing.get(text)
+            if existing is not None:
+                new = [p for p in ready if p.metadata and p.metadata.uid not in existing]
+                if new:
+                    del self._existing[text]
+                    return self._replaced(handle, new[0])
+            elif ready and len(ready) >= handle.ready_before:
                 return self._replaced(handle, ready[0])
         elif handle.kind == "StatefulSet":
             pod = self._read(handle.namespace, handle.name)

@@ -31,6 +31,7 @@ __all__ = ["CloudEvent", "SimulatedCloud"]
 #: Kinds of :class:`CloudEvent`.
 EVENT_KINDS = (
     "host_added",
+    "host_removed",
     "disable_host",
     "enable_host",
     "migration_started",
@@ -75,15 +76,20 @@ class SimulatedCloud:
         state_path: str | os.PathLike[str] | None = None,
         *,
         clock: Clock | None = None,
+        ready_seconds: float = 0.0,
     ) -> None:
         for field, value in (
             ("migration_seconds", migration_seconds),
             ("live_migration_seconds", live_migration_seconds),
+            ("ready_seconds", ready_seconds),
         ):
             if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
                 raise InvalidInput(field, f"must be a number of seconds >= 0, got {value!r}")
         self.migration_seconds = float(migration_seconds)
         self.live_migration_seconds = float(live_migration_seconds)
+        # An instance that arrived on a host is ACTIVE/Ready this long after.
+        self.ready_seconds = float(ready_seconds)
+        self._stalls: dict[str, float] = {}
         self.clock: Clock = clock or RealClock()
         # Setting up the cloud before an engine (or a clock) is given is not an
         # event of the run: events are recorded from then on, and the placement
@@ -94,11 +100,14 @@ class SimulatedCloud:
         self._instances: dict[str, dict[str, Any]] = {}
         self._migrations: dict[str, dict[str, Any]] = {}
         self._failures: dict[str, list[str]] = {}
+        # Capacity of hosts removed since, so that events can still be replayed.
+        self._removed: dict[str, int] = {}
         self._events: list[CloudEvent] = []
         # Placement and sizes when an engine attached: where replaying events starts.
         self._baseline: dict[str, str] = {}
         self._baseline_disabled: list[str] = []
         self._sizes: dict[str, int] = {}
+        self._owners: dict[str, str] = {}
         if self._path is not None and self._path.exists():
             self._load()
             self._recording = True
@@ -141,6 +150,44 @@ class SimulatedCloud:
         self._event("host_added", name, None, "enabled" if enabled else "disabled")
         self._save()
 
+    def remove_host(self, name: str, *, evacuate_to: str | None = None) -> None:
+        """Remove a host at once (hardware retired, or lost).
+
+        Its instances are re-created on ``evacuate_to`` (``instance_relocated``
+        events), or without it deleted with the host (``instance_removed``).
+        Migrations from or to it fail with ``host <name> was removed``.
+        """
+        self._settle()
+        if name not in self._hosts:
+            raise InvalidInput("name", f"no host {name!r}")
+        if evacuate_to is not None and (evacuate_to == name or evacuate_to not in self._hosts):
+            raise InvalidInput("evacuate_to", f"no other host {evacuate_to!r}")
+        for migration in self._migrations.values():
+            if migration["state"] == "running" and name in (
+                migration["source"],
+                migration["target"],
+            ):
+                migration["state"] = "failed"
+                migration["error"] = f"host {name} was removed"
+                self._event(
+                    "migration_failed",
+                    migration["source"],
+                    migration["instance_id"],
+                    migration["error"],
+                )
+        for instance_id in sorted(self._instances):
+            if self._instances[instance_id]["host"] != name:
+                continue
+            if evacuate_to is None:
+                del self._instances[instance_id]
+                self._event("instance_removed", name, instance_id)
+            else:
+                self._instances[instance_id]["host"] = evacuate_to
+                self._event("instance_relocated", evacuate_to, instance_id, name)
+        self._removed[name] = int(self._hosts.pop(name)["vcpus"])
+        self._event("host_removed", name)
+        self._save()
+
     def add_instance(
         self,
         instance_id: str,
@@ -159,6 +206,7 @@ class SimulatedCloud:
         if instance_id in self._instances:
             raise InvalidInput("instance_id", f"instance {instance_id!r} exists already")
         self._sizes[instance_id] = int(vcpus)
+        self._owners[instance_id] = project_id
         self._instances[instance_id] = {
             "project_id": project_id,
             "host": host,
@@ -201,6 +249,11 @@ class SimulatedCloud:
         """The next migration of ``instance_id`` fails with ``error`` (call again
         to fail the one after too)."""
         self._failures.setdefault(instance_id, []).append(error)
+        self._save()
+
+    def stall_next_migration(self, instance_id: str, seconds: float) -> None:
+        """The next migration of ``instance_id`` takes ``seconds`` (a stuck one)."""
+        self._stalls[instance_id] = float(seconds)
         self._save()
 
     def host_stays_down(self, host: str) -> None:
@@ -254,11 +307,18 @@ class SimulatedCloud:
         return list(self._baseline_disabled)
 
     def host_capacity(self, host: str) -> int:
-        return int(self._hosts[host]["vcpus"])
+        """vcpus of a host, also of one that was removed since."""
+        if host in self._hosts:
+            return int(self._hosts[host]["vcpus"])
+        return self._removed[host]
 
     def size_of(self, instance_id: str) -> int:
         """vcpus of an instance, also of one that was deleted since."""
         return self._sizes[instance_id]
+
+    def project_of(self, instance_id: str) -> str:
+        """The project of an instance, also of one that was deleted since."""
+        return self._owners[instance_id]
 
     # ------------------------------------------------------------------ CloudDriver
 
@@ -286,6 +346,15 @@ class SimulatedCloud:
 
     def locate(self, instance_id: str) -> str | None:
         return self.host_of(instance_id)
+
+    def instance_is_ready(self, instance_id: str) -> bool:
+        """ACTIVE again: ``ready_seconds`` after its last migration ended."""
+        self._settle()
+        inst = self._instances.get(instance_id)
+        if inst is None:
+            return False
+        ready_at = inst.get("ready_at")
+        return ready_at is None or datetime.fromisoformat(ready_at) <= self.clock.now()
 
     def allowed_actions(self) -> list[str]:
         return ["MIGRATE", "LIVE_MIGRATE", "OWN_ACTION"]
@@ -343,7 +412,7 @@ class SimulatedCloud:
                 host=target,
             )
         now = self.clock.now()
-        seconds = (
+        seconds = self._stalls.pop(instance_id, None) or (
             self.live_migration_seconds if action == "LIVE_MIGRATE" else self.migration_seconds
         )
         failures = self._failures.get(instance_id) or []
@@ -374,7 +443,10 @@ class SimulatedCloud:
         if migration["state"] == "done":
             return OperationStatus.done(migration["target"])
         remaining = (datetime.fromisoformat(migration["end"]) - self.clock.now()).total_seconds()
-        return OperationStatus.running(retry_after=max(0.0, remaining))
+        return OperationStatus.running(
+            retry_after=max(0.0, remaining),
+            detail=f"{migration['action']} {migration['source']} -> {migration['target']} running",
+        )
 
     # ------------------------------------------------------------------ internals
 
@@ -395,7 +467,12 @@ class SimulatedCloud:
     def _event(
         self, kind: str, host: str | None, instance_id: str | None = None, detail: str | None = None
     ) -> None:
-        if not self._recording and kind in ("host_added", "instance_added", "instance_removed"):
+        if not self._recording and kind in (
+            "host_added",
+            "host_removed",
+            "instance_added",
+            "instance_removed",
+        ):
             return
         self._events.append(CloudEvent(self.clock.now(), kind, host, instance_id, detail))
 
@@ -432,6 +509,7 @@ class SimulatedCloud:
             else:
                 migration["state"] = "done"
                 inst["host"] = migration["target"]
+                inst["ready_at"] = (end + timedelta(seconds=self.ready_seconds)).isoformat()
                 self._events.append(
                     CloudEvent(
                         end,
@@ -450,6 +528,8 @@ class SimulatedCloud:
         state = {
             "migration_seconds": self.migration_seconds,
             "live_migration_seconds": self.live_migration_seconds,
+            "ready_seconds": self.ready_seconds,
+            "stalls": self._stalls,
             "hosts": self._hosts,
             "instances": self._instances,
             "migrations": self._migrations,
@@ -457,6 +537,8 @@ class SimulatedCloud:
             "baseline": self._baseline,
             "baseline_disabled": self._baseline_disabled,
             "sizes": self._sizes,
+            "owners": self._owners,
+            "removed_hosts": self._removed,
             "events": [{**attrs.asdict(e), "time": e.time.isoformat()} for e in self._events],
         }
         write_json_atomically(self._path, state)
@@ -467,6 +549,8 @@ class SimulatedCloud:
         # The file is the cloud: its migration times win over the constructor's.
         self.migration_seconds = float(state["migration_seconds"])
         self.live_migration_seconds = float(state["live_migration_seconds"])
+        self.ready_seconds = float(state.get("ready_seconds", 0.0))
+        self._stalls = dict(state.get("stalls", {}))
         self._hosts = state["hosts"]
         self._instances = state["instances"]
         self._migrations = state["migrations"]
@@ -474,6 +558,8 @@ class SimulatedCloud:
         self._baseline = state["baseline"]
         self._baseline_disabled = state["baseline_disabled"]
         self._sizes = state["sizes"]
+        self._owners = state.get("owners", {})
+        self._removed = state.get("removed_hosts", {})
         self._events = [
             CloudEvent(**{**e, "time": datetime.fromisoformat(e["time"])}) for e in state["events"]
         ]

@@ -185,12 +185,15 @@ def test_budgets_and_hostname_anti_affinity_become_group_constraints(fake, drive
 # --------------------------------------------------------------------------- moves
 
 
+@pytest.mark.parametrize("namespace", ["db", "shop"])  # StatefulSet, ReplicaSet
 def test_a_move_is_found_by_its_key_after_a_crash_and_followed_to_the_end(
-    fake, driver, fenix_clock
+    fake, driver, fenix_clock, namespace
 ):
     cluster = fake.cluster
     shop_cluster(cluster)
-    handle = driver.start_move("db/pg-0", "EVICT", None, "session-1:7")
+    pod = next(p for p in cluster.pods_on("node-0") if p["metadata"]["namespace"] == namespace)
+    name = pod["metadata"]["name"]
+    handle = driver.start_move(f"{namespace}/{name}", "EVICT", None, "session-1:7")
     assert cluster.cordoned("node-0")  # the node is cordoned before anything leaves it
     first = driver.poll_move(handle)
     assert first.state == "running"
@@ -206,8 +209,10 @@ def test_a_move_is_found_by_its_key_after_a_crash_and_followed_to_the_end(
         status = reborn.poll_move(handle)
     assert status.state == "done"
     assert status.host not in (None, "node-0")
-    assert cluster.pod("db", "pg-0")["spec"]["nodeName"] == status.host
-    assert [e.code for e in cluster.evictions if e.pod == "pg-0"] == [201]
+    replacement = status.result["replacement"].split("/")[1]
+    assert cluster.pod(namespace, replacement)["spec"]["nodeName"] == status.host
+    assert cluster.healthy(cluster.pod(namespace, replacement))
+    assert [e.code for e in cluster.evictions if e.pod == name] == [201]
 
 
 def test_a_move_of_a_pod_already_gone_ends_as_gone(fake, driver):
