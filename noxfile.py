@@ -32,7 +32,7 @@ def tests(session: nox.Session) -> None:
     that matches no test is not a failure (pytest's exit code 5), and the
     coverage gate only applies when the whole suite ran.
     """
-    session.install("-e", ".[dev,openstack,rest]")
+    session.install("-e", ".[dev,openstack,rest,k8s]")
     _install_postgresql(session)
     junit = Path(session.create_tmp()) / "junit.xml"
     session.run(
@@ -96,9 +96,9 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def types(session: nox.Session) -> None:
-    """mypy --strict on the library."""
-    session.install("-e", ".[dev,openstack,rest]")
-    session.run("mypy", "fenix_core", "fenix_core_openstack")
+    """mypy --strict on the library and the cloud plug-ins."""
+    session.install("-e", ".[dev,openstack,rest,k8s]")
+    session.run("mypy", "fenix_core", "fenix_core_openstack", "fenix_core_k8s")
 
 
 @nox.session

@@ -83,6 +83,7 @@ from .store.schema import (
     HostRow,
     InboxRow,
     InstanceRow,
+    OperationRow,
     OutboxRow,
     ProjectRow,
     SessionRow,
@@ -662,7 +663,22 @@ class Engine:
                     InstanceRow.session_id == session_id, InstanceRow.project_id == project_id
                 )
             ).all()
-            return build_project_view(session_id, project, instances)
+            return build_project_view(
+                session_id, project, instances, self._move_details(orm, session_id)
+            )
+
+    @staticmethod
+    def _move_details(orm: Session, session_id: str) -> dict[str, str]:
+        """Instance id -> what its running move or watch is waiting for."""
+        ops = orm.scalars(
+            select(OperationRow).where(
+                OperationRow.session_id == session_id,
+                OperationRow.status == "running",
+                OperationRow.kind.in_(("move", "watch")),
+                OperationRow.instance_id.is_not(None),
+            )
+        ).all()
+        return {op.instance_id: op.detail for op in ops if op.instance_id and op.detail}
 
     def reply(
         self,

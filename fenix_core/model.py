@@ -652,12 +652,16 @@ class SessionView:
 
 @attrs.frozen
 class InstanceView:
+    """An instance in a project view. ``detail`` says what its move in progress
+    is waiting for, as the cloud driver put it (e.g. a PodDisruptionBudget)."""
+
     instance_id: str
     instance_name: str
     host: str
     state: str
     action: str | None
     moves: int
+    detail: str = ""
 
 
 @attrs.frozen

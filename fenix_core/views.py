@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 
 from .controls import Ledger, estimate_end
@@ -115,8 +115,12 @@ def _project_key(project: ProjectRow) -> str:
 
 
 def build_project_view(
-    session_id: str, project: ProjectRow, instances: Sequence[InstanceRow]
+    session_id: str,
+    project: ProjectRow,
+    instances: Sequence[InstanceRow],
+    details: Mapping[str, str] | None = None,
 ) -> ProjectView:
+    """``details``: instance id -> the detail of its move in progress."""
     shown = sorted(
         (i for i in instances if i.state != InstanceState.OUT_OF_SCOPE),
         key=lambda i: i.instance_id,
@@ -135,6 +139,7 @@ def build_project_view(
                 state=i.state,
                 action=i.action,
                 moves=i.moves,
+                detail=(details or {}).get(i.instance_id, ""),
             )
             for i in shown
         ),
