@@ -164,7 +164,8 @@ class OperationRunner:
         driver = self.plugins.require_driver()
         found = list(driver.list_instances(hosts))
         result: dict[str, Any] = {"instances": [_instance_dict(i) for i in found]}
-        if op.params.get("constraints") and isinstance(driver, ConstraintSource):
+        if isinstance(driver, ConstraintSource):
+            # New instances (scale-out, replacement pods) get their cloud groups.
             result["cloud_constraints"] = cloud_constraints_dict(driver.cloud_constraints(found))
         # Listing the hosts too is cheap, and how sessions notice host set changes.
         result["hosts"] = [host_to_dict(h) for h in driver.list_hosts()]

@@ -176,6 +176,8 @@ class Workflow(ABC):
         s = self.s
         if "hosts" in op.result:  # the operation listed the cloud's hosts too
             self.lifecycle.listed(op.result["hosts"])
+        if op.status == "done" and "cloud_constraints" in op.result:
+            self.merge_cloud_constraints(op.result["cloud_constraints"])
         if op.kind == "gate":
             self.controls.gate_ended(op)
             return
@@ -211,6 +213,22 @@ class Workflow(ABC):
                 self._host_operation_ended(host, op)
         if s.final:
             self.cleanup()
+
+    def merge_cloud_constraints(self, found: Mapping[str, Any]) -> None:
+        """Fold what a listing found of the cloud's own constraints into the
+        session's: groups by id, memberships by instance (a listing of some
+        hosts only knows their instances)."""
+        s = self.s
+        known = s.data.get("cloud_constraints") or {"groups": [], "members": {}}
+        groups = {g["group_id"]: g for g in known.get("groups", [])}
+        groups.update({g["group_id"]: g for g in found.get("groups", [])})
+        members = {**known.get("members", {}), **found.get("members", {})}
+        merged = {
+            "groups": sorted(groups.values(), key=lambda g: g["group_id"]),
+            "members": members,
+        }
+        if merged != known:
+            s.set_data(cloud_constraints=merged)
 
     # ------------------------------------------------------------------ dialogue
 
