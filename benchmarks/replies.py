@@ -1,0 +1,160 @@
+"""Reply throughput: how fast the engine takes application managers' replies.
+
+One rolling session asks MAINTENANCE of many projects at once (default 2,000
+projects, one instance each; the start is an hour away so nothing else
+happens). Every project then replies ACK_MAINTENANCE: "accepted" times the
+``Engine.reply`` calls (validation and the inbox write, one transaction
+each), "processed" the one ``Engine.step`` that consumes the inbox. Both on a
+SQLite file and in memory; the target (>= 5,000 replies/s on a SQLite file)
+applies to the whole path, accepted then processed.
+
+    python benchmarks/replies.py [--projects 2000] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from fenix_core import ActionSpec, Engine, SessionRequest, signals
+from fenix_core.testing import SimClock, SimulatedCloud, TimedAction
+
+TARGET = 5_000.0  # replies/s, accepted and processed, on a SQLite file
+INSTANCES_PER_HOST = 20
+
+
+@dataclass
+class Throughput:
+    backend: str
+    replies: int
+    accept_s: float
+    process_s: float
+    accept_cpu_s: float
+    process_cpu_s: float
+
+    @property
+    def accepted_per_s(self) -> float:
+        return self.replies / self.accept_s
+
+    @property
+    def processed_per_s(self) -> float:
+        return self.replies / self.process_s
+
+    @property
+    def overall_per_s(self) -> float:
+        return self.replies / (self.accept_s + self.process_s)
+
+    @property
+    def overall_per_cpu_s(self) -> float:
+        """Per second of CPU: what an unloaded core would reach."""
+        return self.replies / (self.accept_cpu_s + self.process_cpu_s)
+
+    def as_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        for name in ("accepted_per_s", "processed_per_s", "overall_per_s", "overall_per_cpu_s"):
+            data[name] = round(getattr(self, name), 1)
+        return data
+
+
+def measure(backend: str, database_url: str, projects: int) -> Throughput:
+    clock = SimClock()
+    cloud = SimulatedCloud(clock=clock)
+    hosts = max(2, -(-projects // INSTANCES_PER_HOST))
+    for h in range(hosts):
+        cloud.add_host(f"compute-{h:05d}", vcpus=2 * INSTANCES_PER_HOST)
+    names = [f"project-{p:05d}" for p in range(projects)]
+    for p, project in enumerate(names):
+        cloud.add_instance(f"vm-{p:06d}", project, f"compute-{p // INSTANCES_PER_HOST:05d}")
+    engine = Engine(database_url, clock=clock, plugins=[cloud, TimedAction("upgrade", 600)])
+    try:
+        for project in names:
+            engine.subscribe(project)
+        asked: list[tuple[str, str]] = []
+
+        def on_planned(sender: Engine, payload: dict[str, Any]) -> None:
+            if payload["state"] == "MAINTENANCE":
+                asked.append((payload["session_id"], payload["project_id"]))
+
+        signals.maintenance_planned.connect(on_planned, sender=engine, weak=False)
+        request = SessionRequest(
+            actions=[ActionSpec(plugin="upgrade", type="host")],
+            maintenance_at=clock.now() + timedelta(hours=1),
+        )
+        session_id = engine.create_session(request)
+        engine.run_until_idle()
+        if len(asked) != projects:
+            raise RuntimeError(f"{len(asked)} of {projects} projects were asked MAINTENANCE")
+        start, start_cpu = time.perf_counter(), time.process_time()
+        for sid, project in asked:
+            engine.reply(sid, project, "ACK_MAINTENANCE")
+        accepted, accepted_cpu = time.perf_counter(), time.process_time()
+        engine.step()
+        processed, processed_cpu = time.perf_counter(), time.process_time()
+        answered = engine.get_session(session_id).projects
+        left = [p for p in names if answered.get(p) != "ACK_MAINTENANCE"]
+        if left:
+            raise RuntimeError(f"{len(left)} replies not processed by the step, e.g. {left[0]}")
+        return Throughput(
+            backend,
+            projects,
+            accept_s=accepted - start,
+            process_s=processed - accepted,
+            accept_cpu_s=accepted_cpu - start_cpu,
+            process_cpu_s=processed_cpu - accepted_cpu,
+        )
+    finally:
+        engine.close()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--projects", type=int, default=2_000, help="default: %(default)s")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    args = parser.parse_args(argv)
+    if args.projects < 1:
+        parser.error("--projects must be at least 1")
+    with tempfile.TemporaryDirectory(prefix="fenix-replies-") as tmp:
+        results = [
+            measure("sqlite file", f"sqlite:///{Path(tmp) / 'fenix.db'}", args.projects),
+            measure("in memory", "sqlite://", args.projects),
+        ]
+    on_file = results[0].overall_per_s
+    verdict = "PASS" if on_file >= TARGET else "FAIL"
+    if args.json:
+        document = {
+            "results": [r.as_json() for r in results],
+            "target": {"replies_per_s": TARGET, "value": round(on_file, 1), "verdict": verdict},
+        }
+        print(json.dumps(document, indent=2))
+        return 0
+    print(
+        f"reply throughput: {args.projects:,} projects asked MAINTENANCE at once,"
+        " one ACK each (replies per second of wall time; overall = accepted then processed)"
+    )
+    print(
+        f"{'backend':<12} {'accepted/s':>11} {'processed/s':>12} {'overall/s':>10}"
+        f" {'accept s':>9} {'process s':>10} {'overall/CPU s':>14}"
+    )
+    for r in results:
+        print(
+            f"{r.backend:<12} {r.accepted_per_s:>11,.0f} {r.processed_per_s:>12,.0f}"
+            f" {r.overall_per_s:>10,.0f} {r.accept_s:>9.3f} {r.process_s:>10.3f}"
+            f" {r.overall_per_cpu_s:>14,.0f}"
+        )
+    print(
+        f"target: >= {TARGET:,.0f} replies/s accepted and processed on a SQLite file:"
+        f" {on_file:,.0f}  {verdict}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
