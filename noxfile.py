@@ -19,6 +19,7 @@ SOURCES = [
     "fenix_core_k8s",
     "tests",
     "examples",
+    "benchmarks",
     "docs/gen_states.py",
     "noxfile.py",
 ]
@@ -84,6 +85,19 @@ def soak(session: nox.Session) -> None:
         "no:cacheprovider",
         env={"FENIX_CRASH_POINTS": points},
     )
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """The benchmarks: makespan, scale (end-to-end runs), reply throughput.
+
+    Not in the default sessions; prints figures and each target's pass/fail.
+    Options after -- go to scale.py: `nox -s bench -- --sizes small,large,huge`,
+    `-- --workflow both --timeout 1200`. See docs/performance.md."""
+    session.install(".")  # the project and its own dependencies, nothing else
+    session.run("python", "benchmarks/makespan.py")
+    session.run("python", "benchmarks/scale.py", *session.posargs)
+    session.run("python", "benchmarks/replies.py")
 
 
 @nox.session

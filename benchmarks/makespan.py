@@ -11,7 +11,9 @@ from one run, with the targets' pass/fail.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from collections.abc import Sequence
 
 from scenarios import REFERENCE, Scenario
 
@@ -36,13 +38,13 @@ def run(scenario: Scenario, workflow: str) -> tuple[float, float, object]:
     return makespan, cpu, built
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--hosts", type=int, default=REFERENCE.hosts)
     parser.add_argument("--instances", type=int, default=REFERENCE.instances)
     parser.add_argument("--groups", type=int, default=REFERENCE.groups)
     parser.add_argument("--seed", type=int, default=REFERENCE.seed)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     scenario = Scenario(
         hosts=args.hosts,
         instances=args.instances,
@@ -87,7 +89,8 @@ def main() -> None:
     ok2 = "PASS" if vs_bound <= 1.15 else "FAIL"
     print(f"constrained / serial        {vs_serial:>10.3f}     target <= 0.35  {ok1}")
     print(f"constrained / lower bound   {vs_bound:>10.3f}     target <= 1.15  {ok2}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

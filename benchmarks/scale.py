@@ -35,7 +35,7 @@ from fenix_core import Engine, signals
 
 SIZES: dict[str, Scenario] = {
     # Only for the smoke test (tests/test_benchmarks.py): seconds, not minutes.
-    "tiny": Scenario(hosts=4, instances=16, projects=2, groups=2),
+    "tiny": Scenario(hosts=3, instances=9, projects=2, groups=2),
     "small": Scenario(hosts=100, instances=2_000, projects=20, groups=60),
     "large": Scenario(hosts=1_000, instances=20_000, projects=200, groups=600),
     "huge": Scenario(hosts=10_000, instances=200_000, projects=2_000, groups=6_000),
@@ -258,9 +258,9 @@ def _row(r: Result) -> str:
     if r.phase == "error":
         return f"{label} failed: {r.error}"
     if r.phase in ("starting", "setup"):
-        return f"{label} setup did not finish in {r.timeout_s:.0f} s"
+        return f"{label} setup did not finish in {r.timeout_s:g} s"
     return (
-        f"{label} {figures}   did not finish in {r.timeout_s:.0f} s:"
+        f"{label} {figures}   did not finish in {r.timeout_s:g} s:"
         f" {r.hosts_maintained:,} / {r.hosts:,} hosts maintained"
     )
 
