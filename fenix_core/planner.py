@@ -307,15 +307,16 @@ def hosts_to_open(
             return float("inf")
         return sum(idle.get(g, 0.0) for g in {m.group_id for m in load.members})
 
-    ranked = sorted(candidates, key=lambda h: (-score(h), len(h.members), h.position, h.host))
+    pool = list(candidates)
     remaining = {t.host: t for t in targets}
     need_members: list[Member] = [m for h in draining for m in h.members]
     opened: list[str] = []
-    for load in ranked:
-        if len(opened) >= slots:
-            break
+    while pool and len(opened) < slots:
+        # Greedy set cover: re-rank by the idle weight each host still adds.
+        load = min(pool, key=lambda h: (-score(h), len(h.members), h.position, h.host))
+        pool.remove(load)
         if score(load) <= 0:
-            continue
+            break
         others = [t for name, t in remaining.items() if name != load.host]
         if load.members and not fits_all([*need_members, *load.members], others, rules):
             continue
@@ -431,6 +432,8 @@ def makespan_lower_bound(
 def max_hosts_out(capacities: Sequence[int], load: int) -> int:
     """The most hosts that can be empty at once while ``load`` vcpus still fit
     on the others (largest hosts stay in service)."""
+    if load <= 0:
+        return len(capacities)
     ordered = sorted(capacities, reverse=True)
     total = 0
     for index, capacity in enumerate(ordered):
