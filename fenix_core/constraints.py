@@ -84,8 +84,11 @@ def implicit_group_id(project_id: str) -> str:
 class GroupConstraints:
     """Rules for a group of instances of one project (a VNF component, a tier).
 
-    * ``max_impacted_members``: at most this many members are impacted at once
-      (being moved, on a host being drained, or on a host in maintenance);
+    * ``max_impacted_members``: at most this many members are impacted at once.
+      A member is impacted from the start of its move (or its manager's own
+      action) until ``recovery_time`` after the move ended; members still
+      running on a host that is being emptied are not (they are untouched
+      until their own move starts, which waits for the group's budget);
     * ``recovery_time``: seconds after a member's move completed before it
       counts as unimpacted again;
     * ``anti_affinity_group``: no two members on one host, including targets;

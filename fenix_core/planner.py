@@ -418,7 +418,8 @@ def makespan_lower_bound(
     """A lower bound on the makespan of maintaining every host once.
 
     * capacity: the hosts' work spread perfectly over the largest number of
-      hosts that can be out of service together, plus one host's work;
+      hosts that can be out of service together (and never less than the
+      longest single host's work);
     * groups: each member has to move once (every host is maintained), at
       most ``max_impacted`` at a time with ``recovery_time`` between a move's
       end and the next impact; the host of the last member to move still has

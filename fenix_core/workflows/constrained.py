@@ -324,7 +324,11 @@ class ConstrainedWorkflow(RollingWorkflow):
         wanted = own.migration_type if own is not None else None
         if wanted == InstanceAction.OWN_ACTION and managed:
             return wanted
-        if wanted in allowed and (wanted != InstanceAction.LIVE_MIGRATE or inst.live_migratable):
+        if (
+            wanted in allowed
+            and wanted != InstanceAction.OWN_ACTION  # only a manager can do that
+            and (wanted != InstanceAction.LIVE_MIGRATE or inst.live_migratable)
+        ):
             return str(wanted)
         if InstanceAction.LIVE_MIGRATE in allowed and inst.live_migratable:
             return InstanceAction.LIVE_MIGRATE.value
