@@ -50,6 +50,10 @@ def _opt_str(value: object, field: str) -> str | None:
     return _str(value, field)
 
 
+def _whole_seconds(value: object, field: str) -> int:
+    return _int(value, field, minimum=0, maximum=_MAX_SECONDS)
+
+
 def _text(value: object, field: str) -> str:
     return _str(value, field, empty=True)
 
@@ -80,8 +84,11 @@ def implicit_group_id(project_id: str) -> str:
 class GroupConstraints:
     """Rules for a group of instances of one project (a VNF component, a tier).
 
-    * ``max_impacted_members``: at most this many members are impacted at once
-      (being moved, on a host being drained, or on a host in maintenance);
+    * ``max_impacted_members``: at most this many members are impacted at once.
+      A member is impacted from the start of its move (or its manager's own
+      action) until ``recovery_time`` after the move ended; members still
+      running on a host that is being emptied are not (they are untouched
+      until their own move starts, which waits for the group's budget);
     * ``recovery_time``: seconds after a member's move completed before it
       counts as unimpacted again;
     * ``anti_affinity_group``: no two members on one host, including targets;
@@ -102,7 +109,7 @@ class GroupConstraints:
     max_impacted_members: int = attrs.field(
         default=1, validator=_check("max_impacted_members", _positive)
     )
-    recovery_time: int = attrs.field(default=0, validator=_check("recovery_time", _opt_seconds))
+    recovery_time: int = attrs.field(default=0, validator=_check("recovery_time", _whole_seconds))
     resource_mitigation: bool = attrs.field(
         default=False, validator=lambda _i, _a, v: _check_bool(v, "resource_mitigation")
     )
@@ -126,7 +133,7 @@ class GroupConstraints:
         mapping = _as_mapping(data, "group")
         _unknown_keys(mapping, cls._FIELDS)
         for required in ("group_id", "project_id"):
-            if required not in mapping:
+            if mapping.get(required) is None:
                 raise InvalidInput(required, "missing")
         required_keys = ("group_id", "project_id")
         kwargs = {k: v for k, v in mapping.items() if v is not None or k in required_keys}
@@ -162,9 +169,7 @@ class InstanceConstraints:
     resource_mitigation: bool = attrs.field(
         default=False, validator=lambda _i, _a, v: _check_bool(v, "resource_mitigation")
     )
-    lead_time: int = attrs.field(
-        default=0, validator=lambda _i, _a, v: _int(v, "lead_time", minimum=0, maximum=_MAX_SECONDS)
-    )
+    lead_time: int = attrs.field(default=0, validator=_check("lead_time", _whole_seconds))
 
     @migration_type.validator
     def _check_migration_type(self, _attr: attrs.Attribute[Any], value: object) -> None:
@@ -192,7 +197,7 @@ class InstanceConstraints:
         mapping = _as_mapping(data, "instance")
         _unknown_keys(mapping, cls._FIELDS)
         for required in ("instance_id", "project_id"):
-            if required not in mapping:
+            if mapping.get(required) is None:
                 raise InvalidInput(required, "missing")
         optional_none = ("group_id", "max_interruption_time", "migration_type")
         kwargs = {k: v for k, v in mapping.items() if v is not None or k in optional_none}

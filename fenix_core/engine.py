@@ -1125,12 +1125,26 @@ class Engine:
             return []
         now = self.lease_clock.now()
         expires = now + timedelta(seconds=self.lease_seconds)
+        # A lease this worker holds with more than half its time left needs no
+        # round trip: nobody else can take it before it expires, and each
+        # step's commit checks it anyway (the fence in _renew).
+        half = timedelta(seconds=self.lease_seconds / 2)
+        fresh = {
+            sid: held[0]
+            for sid in wanted
+            if (held := self._leases.get(sid)) is not None and held[1] - now > half
+        }
+        to_claim = [sid for sid in wanted if sid not in fresh]
 
         def claim() -> dict[str, int]:
+            if not to_claim:
+                return {}
             with Session(self._db) as orm:
-                return leases.claim(orm, wanted, self.worker_id, now, expires)
+                return leases.claim(orm, to_claim, self.worker_id, now, expires)
 
         tokens = self._retrying("claiming sessions", claim)
+        for sid, token in fresh.items():
+            self._leases[sid] = (token, self._leases[sid][1])
         taken_over: list[str] = []
         for session_id, token in tokens.items():
             held = self._leases.get(session_id)
@@ -1140,7 +1154,7 @@ class Engine:
             self._leases[session_id] = (token, expires)
         if taken_over and self._leftovers_delivered:
             self._leftovers += self._undelivered(only=taken_over)
-        return [sid for sid in wanted if sid in tokens]
+        return [sid for sid in wanted if sid in tokens or sid in fresh]
 
     def _renew(self, loaded: LoadedSession) -> None:
         """In the step's transaction: extend this worker's lease or raise LeaseLost."""
