@@ -26,6 +26,7 @@ __all__ = [
     "DEFAULT_GROUP",
     "MIGRATION_TYPES",
     "CloudConstraints",
+    "ConstraintSet",
     "GroupConstraints",
     "InstanceConstraints",
     "implicit_group_id",
@@ -223,3 +224,61 @@ class CloudConstraints:
 
     groups: tuple[GroupConstraints, ...] = ()
     members: Mapping[str, str] = attrs.field(factory=dict)
+
+
+@attrs.frozen
+class ConstraintSet:
+    """The constraints in force at one decision, resolved per instance.
+
+    ``groups`` / ``instances`` are those set through the API; ``cloud`` the
+    cloud's defaults for the session; ``default_group`` the rules of a
+    project's implicit group. Pure: workflows and the planner read it, nothing
+    writes through it.
+    """
+
+    groups: Mapping[str, GroupConstraints] = attrs.field(factory=dict)
+    instances: Mapping[str, InstanceConstraints] = attrs.field(factory=dict)
+    cloud: CloudConstraints = attrs.field(factory=CloudConstraints)
+    default_group: Mapping[str, Any] = DEFAULT_GROUP
+    _cloud_groups: dict[str, GroupConstraints] = attrs.field(init=False, factory=dict)
+    _implicit: dict[str, GroupConstraints] = attrs.field(init=False, factory=dict)
+
+    def __attrs_post_init__(self) -> None:
+        self._cloud_groups.update({g.group_id: g for g in self.cloud.groups})
+
+    def instance(self, instance_id: str) -> InstanceConstraints | None:
+        return self.instances.get(instance_id)
+
+    def group_id_of(self, instance_id: str, project_id: str) -> str:
+        """The id of the group whose rules apply to the instance."""
+        own = self.instances.get(instance_id)
+        if own is not None:
+            if own.group_id is not None and self._group(own.group_id) is not None:
+                return own.group_id
+            return implicit_group_id(project_id)
+        cloud_group = self.cloud.members.get(instance_id)
+        if cloud_group is not None and self._group(cloud_group) is not None:
+            return cloud_group
+        return implicit_group_id(project_id)
+
+    def group(self, group_id: str, project_id: str) -> GroupConstraints:
+        """The rules of ``group_id`` (an implicit group gets the default rules)."""
+        found = self._group(group_id)
+        if found is not None:
+            return found
+        implicit = self._implicit.get(group_id)
+        if implicit is None:
+            implicit = GroupConstraints(
+                group_id=group_id,
+                project_id=project_id,
+                group_name=f"unconstrained instances of {project_id}",
+                **dict(self.default_group),
+            )
+            self._implicit[group_id] = implicit
+        return implicit
+
+    def group_of(self, instance_id: str, project_id: str) -> GroupConstraints:
+        return self.group(self.group_id_of(instance_id, project_id), project_id)
+
+    def _group(self, group_id: str) -> GroupConstraints | None:
+        return self.groups.get(group_id) or self._cloud_groups.get(group_id)

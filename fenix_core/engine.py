@@ -32,7 +32,15 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
+from . import constraint_store
 from .clock import Clock, RealClock
+from .constraints import (
+    DEFAULT_GROUP,
+    CloudConstraints,
+    ConstraintSet,
+    GroupConstraints,
+    InstanceConstraints,
+)
 from .errors import (
     CloudError,
     Conflict,
@@ -41,6 +49,7 @@ from .errors import (
     InvalidInput,
     NotFound,
 )
+from .hookspecs import ConstraintSource
 from .model import (
     OperationView,
     ProjectView,
@@ -50,7 +59,7 @@ from .model import (
     SessionView,
     _str,
 )
-from .operations import OperationRunner, record_status
+from .operations import OperationRunner, cloud_constraints_dict, record_status
 from .plugins import Plugins
 from .runtime import LoadedSession
 from .signals import SIGNALS
@@ -104,6 +113,7 @@ class Engine:
         service: str = "fenix",
         admin_project_id: str | None = None,
         load_entry_points: bool = True,
+        default_group_constraints: Mapping[str, Any] | None = None,
     ) -> None:
         self.clock: Clock = clock if clock is not None else RealClock()
         self.service = service
@@ -120,6 +130,8 @@ class Engine:
         # Sessions whose workflow no plug-in provides: left as they are (a new
         # engine with the plug-in resumes them), and not woken for nothing.
         self._unrunnable: set[str] = set()
+        self.default_group_constraints = self._check_default_group(default_group_constraints)
+        self._constraints: tuple[int, ConstraintSet] | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -166,6 +178,11 @@ class Engine:
             hosts = list(driver.list_hosts())
             instances = list(driver.list_instances(None))
             allowed = [str(a) for a in driver.allowed_actions()]
+            cloud = (
+                cloud_constraints_dict(driver.cloud_constraints(instances))
+                if isinstance(driver, ConstraintSource)
+                else None
+            )
         except FenixError:
             raise
         except Exception as exc:
@@ -195,7 +212,8 @@ class Engine:
                     reason=None,
                     failed_state=None,
                     percent_done=0,
-                    data={"allowed_actions": allowed},
+                    data={"allowed_actions": allowed}
+                    | ({"cloud_constraints": cloud} if cloud else {}),
                     seq=0,
                     version=0,
                     next_wake=now,
@@ -539,6 +557,145 @@ class Engine:
 
     # ------------------------------------------------------------------ running
 
+    # ------------------------------------------------------------------ constraints
+
+    def set_group_constraints(
+        self, group: GroupConstraints | Mapping[str, Any], *, project_id: str | None = None
+    ) -> GroupConstraints:
+        """Create or replace an instance group's constraints.
+
+        ``project_id`` is the acting project (None: the admin); a project may
+        only set its own groups. Running sessions use the new values from their
+        next decision on.
+        """
+        value = GroupConstraints.from_dict(group)
+        self._write_constraints(group=value, instance=None, acting=project_id)
+        return value
+
+    def set_instance_constraints(
+        self,
+        instance: InstanceConstraints | Mapping[str, Any],
+        *,
+        group: GroupConstraints | Mapping[str, Any] | None = None,
+        project_id: str | None = None,
+    ) -> InstanceConstraints:
+        """Create or replace one instance's constraints.
+
+        Its ``group_id`` must name an existing group of the same project, or
+        the ``group`` given in the same call (both are written together).
+        """
+        value = InstanceConstraints.from_dict(instance)
+        group_value = GroupConstraints.from_dict(group) if group is not None else None
+        self._write_constraints(group=group_value, instance=value, acting=project_id)
+        return value
+
+    def get_group_constraints(
+        self, group_id: str, *, project_id: str | None = None
+    ) -> GroupConstraints:
+        """A group's constraints; NotFound if none were set."""
+        _str(group_id, "group_id")
+        with self._lock, Session(self._db) as orm:
+            return constraint_store.get_group(orm, group_id, self._acting(project_id))
+
+    def get_instance_constraints(
+        self, instance_id: str, *, project_id: str | None = None
+    ) -> InstanceConstraints:
+        """An instance's constraints; NotFound if none were set."""
+        _str(instance_id, "instance_id")
+        with self._lock, Session(self._db) as orm:
+            return constraint_store.get_instance(orm, instance_id, self._acting(project_id))
+
+    def list_group_constraints(self, project_id: str | None = None) -> list[GroupConstraints]:
+        """Every group's constraints (of one project, if given)."""
+        with self._lock, Session(self._db) as orm:
+            return constraint_store.list_groups(orm, self._acting(project_id))
+
+    def list_instance_constraints(self, project_id: str | None = None) -> list[InstanceConstraints]:
+        """Every instance's constraints (of one project, if given)."""
+        with self._lock, Session(self._db) as orm:
+            return constraint_store.list_instances(orm, self._acting(project_id))
+
+    def delete_group_constraints(self, group_id: str, *, project_id: str | None = None) -> None:
+        """Delete a group; its members follow their project's implicit group."""
+        _str(group_id, "group_id")
+        with self._lock, Session(self._db) as orm, orm.begin():
+            constraint_store.delete_group(orm, group_id, self._acting(project_id))
+        self._constraints_changed()
+
+    def delete_instance_constraints(
+        self, instance_id: str, *, project_id: str | None = None
+    ) -> None:
+        """Delete an instance's constraints (it follows its project's implicit group)."""
+        _str(instance_id, "instance_id")
+        with self._lock, Session(self._db) as orm, orm.begin():
+            constraint_store.delete_instance(orm, instance_id, self._acting(project_id))
+        self._constraints_changed()
+
+    def constraints(self, cloud: CloudConstraints | None = None) -> ConstraintSet:
+        """The constraints in force now (plus ``cloud``'s defaults), resolved."""
+        with self._lock, Session(self._db) as orm:
+            current = self._constraint_set(orm)
+        if cloud is None:
+            return current
+        return ConstraintSet(
+            groups=current.groups,
+            instances=current.instances,
+            cloud=cloud,
+            default_group=current.default_group,
+        )
+
+    def _write_constraints(
+        self,
+        *,
+        group: GroupConstraints | None,
+        instance: InstanceConstraints | None,
+        acting: str | None,
+    ) -> None:
+        acting = self._acting(acting)
+        now = self.clock.now()
+        with self._lock, Session(self._db) as orm, orm.begin():
+            constraint_store.write(orm, now, group=group, instance=instance, acting=acting)
+        self._constraints_changed()
+
+    def _constraints_changed(self) -> None:
+        self._constraints = None
+        self._wake.set()
+
+    def _constraint_set(self, orm: Session) -> ConstraintSet:
+        """The cached constraints, reloaded when any worker changed them."""
+        revision = constraint_store.revision(orm)
+        cached = self._constraints
+        if cached is None or cached[0] != revision:
+            revision, groups, instances = constraint_store.load_all(orm)
+            cached = (
+                revision,
+                ConstraintSet(
+                    groups=groups,
+                    instances=instances,
+                    default_group=self.default_group_constraints,
+                ),
+            )
+            self._constraints = cached
+        return cached[1]
+
+    @staticmethod
+    def _acting(project_id: str | None) -> str | None:
+        if project_id is not None:
+            _str(project_id, "project_id")
+        return project_id
+
+    @staticmethod
+    def _check_default_group(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
+        rules = {**DEFAULT_GROUP, **(value or {})}
+        for key in rules:
+            if key not in DEFAULT_GROUP and key != "resource_mitigation":
+                raise InvalidInput(f"default_group_constraints.{key}", "unknown field")
+        try:
+            GroupConstraints(group_id="default", project_id="default", **rules)
+        except InvalidInput as exc:
+            raise InvalidInput(f"default_group_constraints.{exc.field}", exc.reason) from None
+        return rules
+
     def step(self) -> int:
         """Handle everything that is due now; return how many sessions moved."""
         now = self.clock.now()
@@ -729,6 +886,14 @@ class Engine:
             return foreign[0]
 
         loaded.foreign_hosts = foreign_hosts
+        constraint_sets: list[ConstraintSet] = []
+
+        def constraints() -> ConstraintSet:
+            if not constraint_sets:  # read at most once per step
+                constraint_sets.append(self._constraint_set(loaded.orm))
+            return constraint_sets[0]
+
+        loaded.api_constraints = constraints
         try:
             self._poll_due(loaded, now)
             self._take_replies(loaded, workflow)

@@ -16,8 +16,9 @@ from typing import Any
 
 import attrs
 
+from .constraints import CloudConstraints
 from .errors import PluginError
-from .hookspecs import ActionContext
+from .hookspecs import ActionContext, ConstraintSource
 from .model import ActionSpec, OperationStatus, SessionRequest
 from .plugins import Plugins
 from .store.schema import OperationRow
@@ -131,8 +132,12 @@ class OperationRunner:
 
     def _inventory(self, op: OperationRow, _r: SessionRequest, _n: datetime) -> OperationStatus:
         hosts = op.params.get("hosts")
-        found = self.plugins.require_driver().list_instances(hosts)
-        return OperationStatus.done(instances=[_instance_dict(i) for i in found])
+        driver = self.plugins.require_driver()
+        found = list(driver.list_instances(hosts))
+        result: dict[str, Any] = {"instances": [_instance_dict(i) for i in found]}
+        if op.params.get("constraints") and isinstance(driver, ConstraintSource):
+            result["cloud_constraints"] = cloud_constraints_dict(driver.cloud_constraints(found))
+        return OperationStatus.done(**result)
 
     def _start_move(self, op: OperationRow, _r: SessionRequest, _n: datetime) -> OperationStatus:
         assert op.instance_id is not None
@@ -190,6 +195,14 @@ class OperationRunner:
     ) -> OperationStatus:
         status: OperationStatus = self._action(op).poll(self._context(op, request, now))
         return status
+
+
+def cloud_constraints_dict(found: CloudConstraints) -> dict[str, Any]:
+    """A driver's constraints as stored in the session (JSON)."""
+    return {
+        "groups": [g.to_dict() for g in found.groups],
+        "members": {str(k): str(v) for k, v in found.members.items()},
+    }
 
 
 def _instance_dict(instance: Any) -> dict[str, Any]:

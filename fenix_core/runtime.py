@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from .constraints import CloudConstraints, ConstraintSet, GroupConstraints
 from .model import ACTION_TYPES, ActionSpec, Instance, SessionRequest
 from .states import (
     FINAL_SESSION_STATES,
@@ -114,6 +115,9 @@ class LoadedSession:
         # Hosts that other running sessions maintain, with their state there
         # (the engine answers, once per step).
         self.foreign_hosts: Callable[[], Mapping[str, str]] = dict
+        # Constraints set through the API, current at this step (the engine answers).
+        self.api_constraints: Callable[[], ConstraintSet] = ConstraintSet
+        self._constraint_cache: tuple[object, object, ConstraintSet] | None = None
         # What the current step owes, handed to the engine after commit.
         self.new_ops: list[OperationRow] = []
         self.new_outbox: list[OutboxRow] = []
@@ -345,6 +349,24 @@ class LoadedSession:
     def allowed_actions(self) -> list[str]:
         return list(self.row.data.get("allowed_actions", ()))
 
+    # ------------------------------------------------------------------ constraints
+
+    def constraints(self) -> ConstraintSet:
+        """The constraints in force now: the API's, over the cloud's defaults."""
+        api = self.api_constraints()
+        cloud = self.row.data.get("cloud_constraints")
+        cached = self._constraint_cache
+        if cached is not None and cached[0] is api and cached[1] is cloud:
+            return cached[2]
+        resolved = ConstraintSet(
+            groups=api.groups,
+            instances=api.instances,
+            cloud=_cloud_constraints(cloud),
+            default_group=api.default_group,
+        )
+        self._constraint_cache = (api, cloud, resolved)
+        return resolved
+
     # ------------------------------------------------------------------ operations
 
     def start_op(
@@ -469,6 +491,15 @@ class LoadedSession:
 
     def release(self) -> None:
         self.lifecycle.release()
+
+
+def _cloud_constraints(data: Any) -> CloudConstraints:
+    if not data:
+        return CloudConstraints()
+    return CloudConstraints(
+        groups=tuple(GroupConstraints.from_dict(g) for g in data.get("groups", ())),
+        members=dict(data.get("members", {})),
+    )
 
 
 def host_action_types(host_type: str) -> tuple[str, ...]:

@@ -66,8 +66,16 @@ def schema_writes(engine: SAEngine) -> list[str]:
     return seen
 
 
-def test_head_revision_is_known() -> None:
-    assert head_revision() == "0001"
+def test_head_revision_is_the_last_of_one_linear_chain() -> None:
+    from alembic.script import ScriptDirectory
+
+    from fenix_core.store.database import alembic_config
+
+    script = ScriptDirectory.from_config(alembic_config())
+    assert script.get_heads() == [head_revision()]  # no branches
+    chain = [rev.revision for rev in script.walk_revisions()]
+    assert chain[-1] == "0001" and chain[0] == head_revision()
+    assert chain == sorted(chain, reverse=True)
 
 
 def test_migrate_fresh_file_creates_everything_and_stamps_head(db: SAEngine) -> None:

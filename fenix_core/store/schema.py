@@ -28,8 +28,11 @@ from ..clock import as_utc
 
 __all__ = [
     "Base",
+    "ConstraintRevisionRow",
+    "GroupConstraintRow",
     "HostRow",
     "InboxRow",
+    "InstanceConstraintRow",
     "InstanceRow",
     "OperationRow",
     "OutboxRow",
@@ -245,3 +248,46 @@ class InboxRow(Base):
     outcome: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (Index("ix_inbox_session_open", "session_id", "processed_at"),)
+
+
+class GroupConstraintRow(Base):
+    """An instance group's constraints (set by its project's manager)."""
+
+    __tablename__ = "group_constraints"
+
+    group_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    project_id: Mapped[str] = mapped_column(String(255), index=True)
+    group_name: Mapped[str] = mapped_column(String(255))
+    anti_affinity_group: Mapped[bool] = mapped_column(Boolean)
+    max_instances_per_host: Mapped[int] = mapped_column(Integer)
+    max_impacted_members: Mapped[int] = mapped_column(Integer)
+    recovery_time: Mapped[int] = mapped_column(Integer)
+    resource_mitigation: Mapped[bool] = mapped_column(Boolean)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class InstanceConstraintRow(Base):
+    """One instance's constraints; ``group_id`` None means the project's
+    implicit group."""
+
+    __tablename__ = "instance_constraints"
+
+    instance_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    project_id: Mapped[str] = mapped_column(String(255), index=True)
+    group_id: Mapped[str | None] = mapped_column(String(255), index=True)
+    instance_name: Mapped[str] = mapped_column(String(255))
+    max_interruption_time: Mapped[int | None] = mapped_column(Integer)
+    migration_type: Mapped[str | None] = mapped_column(String(32))
+    resource_mitigation: Mapped[bool] = mapped_column(Boolean)
+    lead_time: Mapped[int] = mapped_column(Integer)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class ConstraintRevisionRow(Base):
+    """One row counting constraint changes, so that every engine worker sees
+    a change made through another one at its next decision."""
+
+    __tablename__ = "constraint_revision"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    revision: Mapped[int] = mapped_column(Integer)
