@@ -22,12 +22,12 @@ from typing import Any
 import attrs
 
 from . import signals
-from .constraints import DEFAULT_GROUP, GroupConstraints, InstanceConstraints
+from .constraints import InstanceConstraints
 from .engine import Engine
 from .model import SessionRequest, SessionView
 from .scenario import Scenario
 from .testing import ScriptedManager, SimClock, SimulatedCloud, TimedAction
-from .timeline import Timeline, build_timeline
+from .timeline import Timeline, build_timeline, with_implicit_groups
 
 __all__ = ["Plan", "Simulation", "SimulationResult", "plan"]
 
@@ -150,23 +150,14 @@ class Simulation:
 
     def timeline(self, view: SessionView) -> Timeline:
         scenario = self.scenario
-        groups = list(scenario.groups)
-        if view.workflow == "constrained":
-            # The constrained workflow holds unconstrained instances to their
-            # project's implicit group: show that group's limit too.
-            explicit = {g.group_id for g in groups}
-            for project in sorted({i.project for i in scenario.instances}):
-                implicit = f"project:{project}"
-                if implicit not in explicit:
-                    groups.append(
-                        GroupConstraints(group_id=implicit, project_id=project, **DEFAULT_GROUP)
-                    )
+        projects = {i.id: i.project for i in scenario.instances}
+        members = {i.id: i.group for i in scenario.instances if i.group}
         return build_timeline(
             view,
             self.engine.list_operations(view.session_id),
-            projects={i.id: i.project for i in scenario.instances},
-            groups=groups,
-            members={i.id: i.group for i in scenario.instances if i.group},
+            projects=projects,
+            groups=with_implicit_groups(scenario.groups, projects, members, view.workflow),
+            members=members,
             drain_seen=self.drain_seen,
         )
 

@@ -24,10 +24,10 @@ from typing import Any
 
 import attrs
 
-from .constraints import GroupConstraints, implicit_group_id
+from .constraints import DEFAULT_GROUP, GroupConstraints, implicit_group_id
 from .model import OperationView, SessionView
 
-__all__ = ["GroupLane", "HostLane", "Timeline", "build_timeline"]
+__all__ = ["GroupLane", "HostLane", "Timeline", "build_timeline", "with_implicit_groups"]
 
 _MOVES = ("move", "watch")
 
@@ -198,6 +198,27 @@ def build_timeline(
         hosts=hosts,
         groups=lanes,
     )
+
+
+def with_implicit_groups(
+    groups: Iterable[GroupConstraints],
+    projects: Mapping[str, str],
+    members: Mapping[str, str],
+    workflow: str,
+) -> list[GroupConstraints]:
+    """``groups`` plus, for the constrained workflow, the implicit group of
+    each project with unconstrained instances (it holds them to
+    :data:`~fenix_core.constraints.DEFAULT_GROUP`'s limits; other workflows
+    set no limit)."""
+    out = list(groups)
+    if workflow != "constrained":
+        return out
+    known = {g.group_id for g in out}
+    for project in sorted({p for i, p in projects.items() if i not in members}):
+        group_id = implicit_group_id(project)
+        if group_id not in known:
+            out.append(GroupConstraints(group_id=group_id, project_id=project, **DEFAULT_GROUP))
+    return out
 
 
 def _before(drain: datetime | None, maintenance: datetime | None) -> datetime | None:
