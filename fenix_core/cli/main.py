@@ -177,7 +177,8 @@ def simulate(
 def _print_report(console: Console, name: str, result: SimulationResult) -> None:
     console.print(
         f"[bold]{name}[/]: {result.migrations_done} migrations "
-        f"({result.migrations_failed} failed), simulated from {result.timeline.start:%Y-%m-%d %H:%M} UTC"
+        f"({result.migrations_failed} failed), "
+        f"simulated from {result.timeline.start:%Y-%m-%d %H:%M} UTC"
     )
     for table in report_tables(result.timeline, result.notifications):
         console.print(table)
