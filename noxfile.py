@@ -8,7 +8,7 @@ from xml.etree import ElementTree
 
 import nox
 
-nox.options.sessions = ["lint", "types", "tests"]
+nox.options.sessions = ["lint", "types", "tests", "docs"]
 nox.options.error_on_missing_interpreters = True
 
 SOURCES = [
@@ -18,6 +18,7 @@ SOURCES = [
     "tests",
     "examples",
     "docs/gen_states.py",
+    "docs/conf.py",
     "noxfile.py",
 ]
 
@@ -64,6 +65,25 @@ def types(session: nox.Session) -> None:
     """mypy --strict on the library."""
     session.install("-e", ".[dev]")
     session.run("mypy", "fenix_core")
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """The documentation site (Sphinx + MyST); warnings are errors.
+
+    The HTML lands in docs/_build/html (open docs/_build/html/index.html).
+    """
+    session.install("-e", ".[docs]")
+    session.run(
+        "sphinx-build",
+        "-W",
+        "--keep-going",
+        "-b",
+        "html",
+        "docs",
+        "docs/_build/html",
+        *session.posargs,
+    )
 
 
 @nox.session
