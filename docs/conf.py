@@ -13,7 +13,7 @@ sys.path.insert(0, str(ROOT))
 
 project = "fenix-core"
 author = "fenix-core developers"
-copyright = "fenix-core developers"  # noqa: A001 - Sphinx reads this name
+copyright = "fenix-core developers"
 
 extensions = [
     "myst_parser",
