@@ -515,6 +515,9 @@ class OperationStatus:
 
 @attrs.frozen
 class HostView:
+    """A host in a :class:`SessionView`: its state and when its maintenance
+    started and ended (``None`` until then)."""
+
     name: str
     type: str
     state: str
@@ -549,6 +552,9 @@ class SessionView:
 
 @attrs.frozen
 class InstanceView:
+    """An instance in a :class:`ProjectView`: where it is, its state, the
+    action chosen for it and how often it was moved."""
+
     instance_id: str
     instance_name: str
     host: str

@@ -57,6 +57,8 @@ _HOST_TYPES = ("compute", "controller")
 
 @attrs.frozen
 class HostSpec:
+    """A simulated host (``hosts`` entry)."""
+
     name: str
     type: str = "compute"
     vcpus: int = 8
@@ -65,6 +67,8 @@ class HostSpec:
 
 @attrs.frozen
 class InstanceSpec:
+    """A simulated instance (``instances`` entry) and its constraints."""
+
     id: str
     project: str
     host: str
@@ -116,6 +120,8 @@ class ActionPlan:
 
 @attrs.frozen
 class MigrationFault:
+    """The next ``times`` migrations of ``instance`` fail with ``error``."""
+
     instance: str
     times: int = 1
     error: str = "no valid host"
@@ -123,6 +129,8 @@ class MigrationFault:
 
 @attrs.frozen
 class Faults:
+    """What goes wrong in the simulation."""
+
     failed_migrations: tuple[MigrationFault, ...] = ()
     hosts_stay_down: tuple[str, ...] = ()
 
@@ -140,6 +148,8 @@ class SessionOptions:
 
 @attrs.frozen
 class Scenario:
+    """A validated scenario: cloud, groups, managers, actions, faults, session."""
+
     name: str
     start: Any  # an aware datetime
     hosts: tuple[HostSpec, ...]

@@ -37,6 +37,9 @@ _DRAIN_ASKS = ("PREPARE_MAINTENANCE", "PLANNED_MAINTENANCE")
 
 @attrs.frozen
 class SimulationResult:
+    """The end of a simulated session: its view, timeline, the notifications
+    each project got and the migrations the cloud made."""
+
     view: SessionView
     timeline: Timeline
     #: project -> notification state -> how many ``maintenance_planned`` it got

@@ -185,6 +185,7 @@ class HostState(StrEnum):
 
 
 _H = HostState
+#: The host states each host state may become.
 HOST_TRANSITIONS: dict[HostState, frozenset[HostState]] = {
     _H.PENDING: frozenset({_H.DRAINING, _H.DRAINED, _H.IN_MAINTENANCE, _H.FAILED}),
     _H.DRAINING: frozenset({_H.DRAINED, _H.PENDING, _H.FAILED}),
@@ -208,6 +209,7 @@ class InstanceState(StrEnum):
 
 
 _I = InstanceState
+#: The instance states each instance state may become.
 INSTANCE_TRANSITIONS: dict[InstanceState, frozenset[InstanceState]] = {
     _I.PENDING: frozenset(
         {_I.ACTION_REQUESTED, _I.ACTION_CHOSEN, _I.DONE, _I.GONE, _I.FAILED, _I.OUT_OF_SCOPE}

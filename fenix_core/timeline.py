@@ -34,6 +34,9 @@ _MOVES = ("move", "watch")
 
 @attrs.frozen
 class HostLane:
+    """One host's phases: draining from ``drain_start``, in maintenance from
+    ``maintenance_start`` to ``end``."""
+
     name: str
     type: str
     state: str
@@ -61,6 +64,8 @@ class GroupLane:
 
 @attrs.frozen
 class Timeline:
+    """What a session did over time (see the module documentation)."""
+
     session_id: str
     workflow: str
     state: str
