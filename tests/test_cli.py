@@ -176,3 +176,28 @@ def test_timeline_png_of_a_recorded_session(database: tuple[str, str], tmp_path:
 def test_timeline_needs_a_known_format(tmp_path: Path) -> None:
     result = fenix("plan", ROLLING, "--timeline", tmp_path / "chart.gif", code=2)
     assert "timeline: the file must end in .svg or .png" in result.output
+
+
+def test_live_display_follows_the_session() -> None:
+    from io import StringIO
+
+    from rich.console import Console
+
+    from fenix_core.cli.display import LiveProgress, describe
+
+    screen = StringIO()
+    console = Console(file=screen, force_terminal=True, width=120)
+    with (
+        Simulation(load_scenario_file(ROLLING)) as sim,
+        LiveProgress(sim.engine, console) as live,
+    ):
+        result = sim.run(on_start=live.attach)
+        live.refresh()
+        final = live.render(result.view)
+    assert result.view.state == "MAINTENANCE_DONE"
+    assert "MAINTAINED" in screen.getvalue()
+    assert any("PLANNED_MAINTENANCE" in line for line in live.events)
+    assert final.renderables
+    line = describe({"state": "IN_MAINTENANCE", "host": "cmp-0"})
+    assert line is not None
+    assert "cmp-0" in line
