@@ -138,8 +138,10 @@ def describe(payload: Mapping[str, Any]) -> str | None:
         reason = f" ({payload['reason']})" if payload.get("reason") else ""
         return f"[bold]session {state}[/] {payload.get('percent_done', 0)}%{escape(reason)}"
     ids: Sequence[str] = payload["instance_ids"]
-    shown = ", ".join(ids[:3]) + (" …" if len(ids) > 3 else "")
-    return f"  → {escape(str(payload['project_id']))}: {state}" + (
+    if state == "INSTANCE_ACTION_DONE" and ids:
+        return f"  {escape(str(payload['project_id']))}: {escape(ids[0])} moved"
+    shown = ", ".join(ids[:4]) + (" ..." if len(ids) > 4 else "")
+    return f"  -> {escape(str(payload['project_id']))}: {state}" + (
         escape(f" [{shown}]") if ids else ""
     )
 
