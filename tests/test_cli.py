@@ -154,6 +154,13 @@ def test_sessions_show_unknown_session(database: tuple[str, str]) -> None:
     assert "session 'no-such-session' not found" in result.output
 
 
+def test_sessions_refuse_a_missing_database_file(tmp_path: Path) -> None:
+    missing = tmp_path / "nothing.db"
+    error = fenix_json("sessions", "list", "--database-url", f"sqlite:///{missing}", code=2)
+    assert error["field"] == "database_url"
+    assert not missing.exists()
+
+
 def test_timeline_svg_has_a_bar_per_host(tmp_path: Path) -> None:
     out = tmp_path / "timeline.svg"
     fenix("simulate", CONSTRAINED, "--json", "--timeline", out)

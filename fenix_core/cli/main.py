@@ -18,6 +18,8 @@ from typing import Any, TypeVar
 import attrs
 import click
 from rich.console import Console
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from ..engine import Engine
 from ..errors import FenixError, InvalidInput
@@ -224,6 +226,14 @@ def sessions() -> None:
 
 
 def _open(database_url: str) -> Engine:
+    try:
+        url = make_url(database_url)
+    except ArgumentError:
+        raise InvalidInput("database_url", f"not a database URL: {database_url!r}") from None
+    path = url.database if url.get_backend_name() == "sqlite" else None
+    if path not in (None, "", ":memory:") and not Path(str(path)).is_file():
+        # Opening it would create an empty database: say what is wrong instead.
+        raise InvalidInput("database_url", f"no database file {path!r}")
     # No plug-ins and no loop: the engine only reads the database.
     return Engine(database_url=database_url, load_entry_points=False)
 
