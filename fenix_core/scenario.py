@@ -15,6 +15,7 @@ documented in ``docs/scenarios.md``.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -151,7 +152,7 @@ class Scenario:
     """A validated scenario: cloud, groups, managers, actions, faults, session."""
 
     name: str
-    start: Any  # an aware datetime
+    start: datetime
     hosts: tuple[HostSpec, ...]
     instances: tuple[InstanceSpec, ...]
     groups: tuple[GroupConstraints, ...]
@@ -279,17 +280,19 @@ def _duration(value: object, field: str, *, zero: bool = True) -> float:
     return _seconds(value, field)
 
 
-def _expand(items: list[Any], path: str, name_key: str) -> list[tuple[str, dict[str, Any]]]:
-    """Expand generator entries (``count``) into (path, entry) pairs."""
-    out: list[tuple[str, dict[str, Any]]] = []
+def _expand(items: list[Any], path: str, name_key: str) -> list[tuple[str, dict[str, Any], int]]:
+    """Expand generator entries (``count``) into (path, entry, position in its
+    generator) triples."""
+    out: list[tuple[str, dict[str, Any], int]] = []
     for index, item in enumerate(items):
         where = f"{path}[{index}]"
         if not isinstance(item, Mapping):
             raise InvalidInput(where, f"expected a mapping, got {_kind(item)}")
         entry = dict(item)
         if "count" not in entry:
-            entry.pop("first", None)
-            out.append((where, entry))
+            if "first" in entry:
+                raise InvalidInput(f"{where}.first", "only with count")
+            out.append((where, entry, 0))
             continue
         count = _int(entry.pop("count"), f"{where}.count", minimum=1, maximum=_MAX_COUNT)
         first = _int(entry.pop("first", 0), f"{where}.first", maximum=10**9)
@@ -298,8 +301,8 @@ def _expand(items: list[Any], path: str, name_key: str) -> list[tuple[str, dict[
             raise InvalidInput(
                 f"{where}.{name_key}", "with count, must be a pattern containing {i}"
             )
-        for i in range(first, first + count):
-            out.append((where, _substitute(entry, i)))
+        for position, i in enumerate(range(first, first + count)):
+            out.append((where, _substitute(entry, i), position))
     return out
 
 
@@ -309,12 +312,18 @@ def _substitute(entry: Mapping[str, Any], i: int) -> dict[str, Any]:
 
 def _hosts(items: list[Any]) -> tuple[HostSpec, ...]:
     hosts: dict[str, HostSpec] = {}
-    for where, entry in _expand(items, "hosts", "name"):
+    for where, entry, _ in _expand(items, "hosts", "name"):
         r = _Reader(entry, where, ("name", "type", "vcpus", "labels"))
         host_type = r.text("type", "compute")
         if host_type not in _HOST_TYPES:
             raise InvalidInput(r.at("type"), f"must be compute or controller, got {host_type!r}")
-        labels = {k: str(v) for k, v in r.mapping("labels").items()}
+        labels = {}
+        for key, value in r.mapping("labels").items():
+            if not isinstance(value, str | int | float | bool):
+                raise InvalidInput(
+                    f"{r.at('labels')}.{key}", f"expected a value, got {_kind(value)}"
+                )
+            labels[key] = str(value)
         spec = HostSpec(r.text("name"), host_type, r.integer("vcpus", 8, maximum=100_000), labels)
         if spec.name in hosts:
             raise InvalidInput(r.at("name"), f"host {spec.name!r} is defined twice")
@@ -327,7 +336,7 @@ def _hosts(items: list[Any]) -> tuple[HostSpec, ...]:
 def _instances(items: list[Any], hosts: Mapping[str, HostSpec]) -> tuple[InstanceSpec, ...]:
     known = ("id", "project", "host", "hosts", "vcpus", "group", "live_migratable", "constraints")
     instances: dict[str, InstanceSpec] = {}
-    for index, (where, entry) in enumerate(_expand(items, "instances", "id")):
+    for where, entry, position in _expand(items, "instances", "id"):
         r = _Reader(entry, where, known)
         if r.has("host") == r.has("hosts"):
             raise InvalidInput(r.at("host"), "give either host or hosts (a list, round-robin)")
@@ -335,7 +344,8 @@ def _instances(items: list[Any], hosts: Mapping[str, HostSpec]) -> tuple[Instanc
             spread = r.items("hosts")
             if not spread:
                 raise InvalidInput(r.at("hosts"), "must not be empty")
-            host = _str(spread[index % len(spread)], f"{r.at('hosts')}[{index % len(spread)}]")
+            pick = position % len(spread)
+            host = _str(spread[pick], f"{r.at('hosts')}[{pick}]")
         else:
             host = r.text("host")
         if host not in hosts:

@@ -42,6 +42,11 @@ def test_generators_expand_names_and_spread_instances_round_robin() -> None:
         ("vm-2", "cmp-0"),
         ("vm-3", "cmp-1"),
     ]
+    # Each generator spreads its own instances from the first host of its list.
+    more = load_scenario(
+        BASE + "  - {id: 'db-{i}', count: 2, first: 7, project: db, hosts: [cmp-2, cmp-0]}\n"
+    )
+    assert [(i.id, i.host) for i in more.instances][4:] == [("db-7", "cmp-2"), ("db-8", "cmp-0")]
 
 
 def test_action_duration_by_label_then_host_type_then_default() -> None:
@@ -101,6 +106,18 @@ BAD = [
         BASE.replace('"cmp-{i}"', "cmp"), "hosts[1].name", "{i}", id="generator-without-pattern"
     ),
     pytest.param(BASE + "colour: blue\n", "colour", "unknown field", id="unknown-top-field"),
+    pytest.param(
+        BASE + "  - {id: vm-9, first: 2, project: web, host: cmp-0}\n",
+        "instances[1].first",
+        "only with count",
+        id="first-without-count",
+    ),
+    pytest.param(
+        BASE.replace("vcpus: 16}", "vcpus: 16, labels: {rack: [1, 2]}}"),
+        "hosts[1].labels.rack",
+        "expected a value",
+        id="label-value",
+    ),
     pytest.param(
         BASE.replace("type: controller", "type: storage"),
         "hosts[0].type",
