@@ -31,7 +31,7 @@ def tests(session: nox.Session) -> None:
     that matches no test is not a failure (pytest's exit code 5), and the
     coverage gate only applies when the whole suite ran.
     """
-    session.install("-e", ".[dev]")
+    session.install("-e", ".[dev,openstack,rest]")
     junit = Path(session.create_tmp()) / "junit.xml"
     session.run(
         "pytest",
@@ -63,8 +63,8 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def types(session: nox.Session) -> None:
     """mypy --strict on the library."""
-    session.install("-e", ".[dev]")
-    session.run("mypy", "fenix_core")
+    session.install("-e", ".[dev,openstack,rest]")
+    session.run("mypy", "fenix_core", "fenix_core_openstack")
 
 
 @nox.session

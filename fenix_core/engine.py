@@ -23,7 +23,8 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from types import TracebackType
 from typing import Any
@@ -154,6 +155,17 @@ class Engine:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """A SQLAlchemy session on the engine's database, in a transaction that
+        commits on exit, serialised with the engine's own calls.
+
+        For extensions that keep their own tables next to the engine's (the
+        REST front end's webhook queue); not needed to use the engine.
+        """
+        with self._lock, Session(self._db) as orm, orm.begin():
+            yield orm
 
     # ------------------------------------------------------------------ admin API
 
@@ -551,11 +563,10 @@ class Engine:
                 raise InvalidInput(
                     field, f"{action} is not allowed here; allowed: {', '.join(allowed)}"
                 )
+        workflow = self.plugins.workflows.get(row.workflow)
         missing = sorted(affected - set(actions))
-        if missing:
+        if missing and (workflow is None or workflow.requires_instance_actions):
             raise InvalidInput("instance_actions", "no action given for " + ", ".join(missing))
-
-    # ------------------------------------------------------------------ running
 
     # ------------------------------------------------------------------ constraints
 
@@ -695,6 +706,8 @@ class Engine:
         except InvalidInput as exc:
             raise InvalidInput(f"default_group_constraints.{exc.field}", exc.reason) from None
         return rules
+
+    # ------------------------------------------------------------------ running
 
     def step(self) -> int:
         """Handle everything that is due now; return how many sessions moved."""

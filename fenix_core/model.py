@@ -253,6 +253,7 @@ _REQUEST_FIELDS = (
     "reply_windows",
     "timeouts",
     "max_migration_retries",
+    "max_parallel_hosts",
 )
 
 
@@ -302,6 +303,9 @@ class SessionRequest:
     or not at all before its deadline: ``"fail"`` the session, or act by
     ``"default"`` as if the project had no manager. ``reply_windows`` and
     ``timeouts`` override :data:`DEFAULT_REPLY_WINDOWS` / :data:`DEFAULT_TIMEOUTS`.
+    ``max_parallel_hosts`` caps how many hosts a parallel workflow
+    (``"constrained"``) has out of service at once (None: as many as the
+    constraints and capacity allow).
     """
 
     hosts: tuple[str, ...] = attrs.field(
@@ -347,6 +351,12 @@ class SessionRequest:
         default=2,
         validator=_validated("max_migration_retries", lambda v, f: _int(v, f, maximum=20)),
     )
+    max_parallel_hosts: int | None = attrs.field(
+        default=None,
+        validator=_validated(
+            "max_parallel_hosts", lambda v, f: v is None or _int(v, f, minimum=1, maximum=100_000)
+        ),
+    )
 
     @classmethod
     def from_dict(cls, data: object) -> SessionRequest:
@@ -376,6 +386,7 @@ class SessionRequest:
             "reply_windows": dict(self.reply_windows),
             "timeouts": dict(self.timeouts),
             "max_migration_retries": self.max_migration_retries,
+            "max_parallel_hosts": self.max_parallel_hosts,
         }
 
     def reply_window(self, state: str) -> float:

@@ -16,16 +16,29 @@ to the fullest host that still fits it (best fit keeps whole hosts free).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Literal
 
 import attrs
 
 __all__ = [
+    "Blocked",
     "DrainCandidate",
+    "GroupRule",
+    "HostLoad",
+    "LowerBound",
+    "Member",
     "Movable",
     "Slot",
+    "Target",
+    "assign_moves",
     "choose_host_to_drain",
     "choose_target",
+    "fits_all",
+    "hosts_to_open",
+    "infeasible_groups",
+    "makespan_lower_bound",
+    "max_hosts_out",
     "plan_placement",
 ]
 
@@ -144,3 +157,284 @@ def choose_host_to_drain(
         if fallback is None:
             fallback = (candidate.host, plan)
     return fallback
+
+
+# --------------------------------------------------------------------------- waves
+#
+# The constrained workflow drains several hosts at once. Each decision is made
+# from a snapshot (what is where, what is in flight, which group may lose how
+# many more members now) by the functions below; they never look at the clock
+# or the database themselves.
+
+
+@attrs.frozen
+class GroupRule:
+    """A group's rules, as the planner needs them."""
+
+    group_id: str
+    max_impacted: int = 1
+    recovery_time: float = 0.0
+    anti_affinity: bool = False
+    max_per_host: int = 0  # 0: no limit
+
+    def host_limit(self) -> int | None:
+        """At most this many members on one host (None: no limit)."""
+        if self.anti_affinity:
+            return 1
+        return self.max_per_host or None
+
+
+@attrs.frozen
+class Member:
+    """An instance waiting to leave a host that is being drained."""
+
+    instance_id: str
+    project_id: str
+    group_id: str
+    vcpus: int
+
+
+@attrs.frozen
+class Target:
+    """A host that may receive instances now.
+
+    ``free`` counts arrivals in flight (None: unknown capacity); ``stays``
+    marks hosts an instance will not have to leave again; ``members`` counts
+    each group's members on the host, arrivals in flight included.
+    """
+
+    host: str
+    free: int | None
+    stays: bool
+    members: Mapping[str, int] = attrs.field(factory=dict)
+
+
+@attrs.frozen
+class Blocked:
+    """Why a member could not start moving now."""
+
+    instance_id: str
+    reason: Literal["group", "room"]
+
+
+def assign_moves(
+    waiting: Sequence[Member],
+    budgets: Mapping[str, int],
+    targets: Sequence[Target],
+    rules: Mapping[str, GroupRule],
+) -> tuple[list[tuple[str, str]], list[Blocked]]:
+    """Which waiting members start moving now, and where to.
+
+    ``waiting`` is in priority order; ``budgets`` says how many more members
+    of each group may be impacted now. A member starts only if its group has
+    budget left and some target has room for it and keeps its group's
+    anti-affinity and per-host limit, counting the moves chosen here. Among
+    the targets that fit, one where the instance stays is preferred, then one
+    with the fewest members of its group, then the fullest (best fit).
+    """
+    budget = dict(budgets)
+    free = {t.host: t.free for t in targets}
+    added: dict[tuple[str, str], int] = {}
+    moves: list[tuple[str, str]] = []
+    blocked: list[Blocked] = []
+    for item in waiting:
+        if budget.get(item.group_id, 0) <= 0:
+            blocked.append(Blocked(item.instance_id, "group"))
+            continue
+        rule = rules.get(item.group_id)
+        limit = rule.host_limit() if rule is not None else None
+        best: tuple[bool, int, int, str] | None = None
+        for t in targets:
+            room = free[t.host]
+            if room is not None and room < item.vcpus:
+                continue
+            here = t.members.get(item.group_id, 0) + added.get((t.host, item.group_id), 0)
+            if limit is not None and here >= limit:
+                continue
+            key = (not t.stays, here, room if room is not None else 1 << 30, t.host)
+            if best is None or key < best:
+                best = key
+        if best is None:
+            blocked.append(Blocked(item.instance_id, "room"))
+            continue
+        host = best[3]
+        moves.append((item.instance_id, host))
+        budget[item.group_id] -= 1
+        room = free[host]
+        if room is not None:
+            free[host] = room - item.vcpus
+        added[(host, item.group_id)] = added.get((host, item.group_id), 0) + 1
+    return moves, blocked
+
+
+@attrs.frozen
+class HostLoad:
+    """A host that still has to be maintained, with what runs on it."""
+
+    host: str
+    members: tuple[Member, ...]
+    position: int = 0
+
+    @property
+    def vcpus(self) -> int:
+        return sum(m.vcpus for m in self.members)
+
+
+def hosts_to_open(
+    candidates: Sequence[HostLoad],
+    *,
+    draining: Sequence[HostLoad],
+    targets: Sequence[Target],
+    idle_groups: Mapping[str, float],
+    slots: int,
+    rules: Mapping[str, GroupRule] | None = None,
+) -> list[str]:
+    """Which pending hosts to start draining now (at most ``slots``).
+
+    An empty host is always worth opening. Otherwise a host is opened when it
+    gives work to a group that may lose a member now but has nothing to move
+    (``idle_groups``, weighted by how much work the group still has), and only
+    while everything left on the draining hosts, this one included, still fits
+    on the targets that remain: a host opened is a target lost. Hosts feeding
+    the most (and the busiest) idle groups come first (greedy set cover).
+    """
+    if slots <= 0:
+        return []
+    idle = dict(idle_groups)
+
+    def score(load: HostLoad) -> float:
+        if not load.members:
+            return float("inf")
+        return sum(idle.get(g, 0.0) for g in {m.group_id for m in load.members})
+
+    ranked = sorted(candidates, key=lambda h: (-score(h), len(h.members), h.position, h.host))
+    remaining = {t.host: t for t in targets}
+    need_members: list[Member] = [m for h in draining for m in h.members]
+    opened: list[str] = []
+    for load in ranked:
+        if len(opened) >= slots:
+            break
+        if score(load) <= 0:
+            continue
+        others = [t for name, t in remaining.items() if name != load.host]
+        if load.members and not fits_all([*need_members, *load.members], others, rules):
+            continue
+        remaining.pop(load.host, None)
+        opened.append(load.host)
+        need_members.extend(load.members)
+        for group in {m.group_id for m in load.members}:
+            idle.pop(group, None)
+    return opened
+
+
+def fits_all(
+    members: Sequence[Member],
+    targets: Iterable[Target],
+    rules: Mapping[str, GroupRule] | None = None,
+) -> bool:
+    """Whether the targets can take every member: enough vcpus in total, and
+    for each group with a per-host limit, enough hosts below that limit.
+
+    A necessary-and-nearly-sufficient check that costs O(targets + members);
+    the exact placement is decided move by move by :func:`assign_moves`.
+    """
+    rules = rules or {}
+    need = sum(m.vcpus for m in members)
+    unknown = False
+    free = 0
+    target_list = list(targets)
+    for t in target_list:
+        if t.free is None:
+            unknown = True
+        else:
+            free += max(0, t.free)
+    if not unknown and free < need:
+        return False
+    per_group: dict[str, int] = {}
+    for m in members:
+        per_group[m.group_id] = per_group.get(m.group_id, 0) + 1
+    for group_id, count in per_group.items():
+        rule = rules.get(group_id)
+        limit = rule.host_limit() if rule is not None else None
+        if limit is None:
+            continue
+        room = sum(max(0, limit - t.members.get(group_id, 0)) for t in target_list)
+        if room < count:
+            return False
+    return True
+
+
+def infeasible_groups(
+    members_by_group: Mapping[str, int],
+    rules: Mapping[str, GroupRule],
+    usable_hosts: int,
+) -> list[str]:
+    """Groups whose per-host limit cannot hold while one host is out of service.
+
+    With ``usable_hosts`` compute hosts (in the session or not) and one of
+    them in maintenance, a group with a per-host limit L holds at most
+    L * (usable_hosts - 1) members.
+    """
+    bad: list[str] = []
+    for group_id, count in sorted(members_by_group.items()):
+        rule = rules.get(group_id)
+        limit = rule.host_limit() if rule is not None else None
+        if limit is not None and count > limit * max(0, usable_hosts - 1):
+            bad.append(group_id)
+    return bad
+
+
+@attrs.frozen
+class LowerBound:
+    """A makespan no schedule can beat, and what sets it."""
+
+    seconds: float
+    capacity_bound: float
+    group_bound: float
+    critical_group: str | None
+
+
+def makespan_lower_bound(
+    *,
+    host_work: Sequence[float],
+    max_parallel_hosts: int,
+    members_by_group: Mapping[str, int],
+    rules: Mapping[str, GroupRule],
+    move_seconds: float,
+) -> LowerBound:
+    """A lower bound on the makespan of maintaining every host once.
+
+    * capacity: the hosts' work spread perfectly over the largest number of
+      hosts that can be out of service together, plus one host's work;
+    * groups: each member has to move once (every host is maintained), at
+      most ``max_impacted`` at a time with ``recovery_time`` between a move's
+      end and the next impact; the host of the last member to move still has
+      its own work to do after it.
+    """
+    work = sorted(host_work)
+    parallel = max(1, max_parallel_hosts)
+    capacity_bound = max(sum(work) / parallel, work[-1] if work else 0.0)
+    shortest = work[0] if work else 0.0
+    group_bound = 0.0
+    critical: str | None = None
+    for group_id, count in members_by_group.items():
+        if count <= 0:
+            continue
+        rule = rules.get(group_id, GroupRule(group_id))
+        rounds = -(-count // max(1, rule.max_impacted))
+        chain = rounds * move_seconds + (rounds - 1) * rule.recovery_time + shortest
+        if chain > group_bound:
+            group_bound, critical = chain, group_id
+    return LowerBound(max(capacity_bound, group_bound), capacity_bound, group_bound, critical)
+
+
+def max_hosts_out(capacities: Sequence[int], load: int) -> int:
+    """The most hosts that can be empty at once while ``load`` vcpus still fit
+    on the others (largest hosts stay in service)."""
+    ordered = sorted(capacities, reverse=True)
+    total = 0
+    for index, capacity in enumerate(ordered):
+        total += capacity
+        if total >= load:
+            return len(ordered) - index - 1
+    return 0

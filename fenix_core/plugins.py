@@ -21,9 +21,13 @@ ENTRY_POINT_GROUP = "fenix"
 class _BuiltinWorkflows:
     @hookimpl
     def fenix_workflows(self) -> Mapping[str, type[Workflow]]:
+        from .workflows.constrained import ConstrainedWorkflow
         from .workflows.rolling import RollingWorkflow
 
-        return {RollingWorkflow.name: RollingWorkflow}
+        return {
+            RollingWorkflow.name: RollingWorkflow,
+            ConstrainedWorkflow.name: ConstrainedWorkflow,
+        }
 
 
 class Plugins:

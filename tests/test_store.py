@@ -74,7 +74,8 @@ def test_head_revision_is_the_last_of_one_linear_chain() -> None:
     script = ScriptDirectory.from_config(alembic_config())
     assert script.get_heads() == [head_revision()]  # no branches
     chain = [rev.revision for rev in script.walk_revisions()]
-    assert chain[-1] == "0001" and chain[0] == head_revision()
+    assert chain[-1] == "0001"
+    assert chain[0] == head_revision()
     assert chain == sorted(chain, reverse=True)
 
 

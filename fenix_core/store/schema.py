@@ -21,6 +21,7 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -41,6 +42,8 @@ __all__ = [
     "SubscriptionRow",
     "TimerRow",
     "UTCDateTime",
+    "WebhookRow",
+    "WebhookTargetRow",
 ]
 
 
@@ -143,8 +146,17 @@ class InstanceRow(Base):
     target: Mapped[str | None] = mapped_column(String(255))
     moves: Mapped[int] = mapped_column(Integer, default=0)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # Constrained workflow: the wave that asked about it, the earliest time its
+    # move may start (its project's lead time), and until when it counts as
+    # impacted after its last move (its group's recovery time).
+    wave: Mapped[int | None] = mapped_column(Integer, default=None)
+    not_before: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    impacted_until: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
 
-    __table_args__ = (Index("ix_session_instances_project", "session_id", "project_id"),)
+    __table_args__ = (
+        Index("ix_session_instances_project", "session_id", "project_id"),
+        Index("ix_session_instances_instance", "instance_id"),
+    )
 
 
 class ProjectRow(Base):
@@ -291,3 +303,48 @@ class ConstraintRevisionRow(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     revision: Mapped[int] = mapped_column(Integer)
+
+
+class WebhookTargetRow(Base):
+    """Where a project wants its ``maintenance_planned`` notifications POSTed
+    (the REST front end's replacement for an AODH event alarm)."""
+
+    __tablename__ = "webhook_targets"
+
+    project_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    url: Mapped[str] = mapped_column(String(2048))
+    # "maintenance.planned" or "maintenance.scheduled" (what Tacker listens to).
+    event_type: Mapped[str] = mapped_column(String(64))
+    # "fenix": the plain payload; "event_alarm": AODH's event-alarm body.
+    body_shape: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime]
+
+
+class WebhookRow(Base):
+    """A webhook POST owed to ``url``; sent in ``id`` order per ``url``.
+
+    state: pending -> delivered (a 2xx answer), rejected (a 4xx other than
+    408/429: retrying would not help) or expired (undeliverable for too long).
+    ``(url, session_id, seq)`` is unique, so a notification that the engine
+    delivers again after a crash is queued once.
+    """
+
+    __tablename__ = "webhooks"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    url: Mapped[str] = mapped_column(String(2048))
+    event_type: Mapped[str] = mapped_column(String(64))
+    session_id: Mapped[str] = mapped_column(String(36))
+    seq: Mapped[int] = mapped_column(Integer)
+    body: Mapped[dict[str, Any]]
+    state: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    finished_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        UniqueConstraint("url", "session_id", "seq", name="uq_webhooks_url_session_seq"),
+        Index("ix_webhooks_pending", "state", "url", "id"),
+    )

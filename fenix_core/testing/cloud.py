@@ -99,6 +99,7 @@ class SimulatedCloud:
         self._baseline: dict[str, str] = {}
         self._baseline_disabled: list[str] = []
         self._sizes: dict[str, int] = {}
+        self._owners: dict[str, str] = {}
         if self._path is not None and self._path.exists():
             self._load()
             self._recording = True
@@ -159,6 +160,7 @@ class SimulatedCloud:
         if instance_id in self._instances:
             raise InvalidInput("instance_id", f"instance {instance_id!r} exists already")
         self._sizes[instance_id] = int(vcpus)
+        self._owners[instance_id] = project_id
         self._instances[instance_id] = {
             "project_id": project_id,
             "host": host,
@@ -259,6 +261,10 @@ class SimulatedCloud:
     def size_of(self, instance_id: str) -> int:
         """vcpus of an instance, also of one that was deleted since."""
         return self._sizes[instance_id]
+
+    def project_of(self, instance_id: str) -> str:
+        """The project of an instance, also of one that was deleted since."""
+        return self._owners[instance_id]
 
     # ------------------------------------------------------------------ CloudDriver
 
@@ -457,6 +463,7 @@ class SimulatedCloud:
             "baseline": self._baseline,
             "baseline_disabled": self._baseline_disabled,
             "sizes": self._sizes,
+            "owners": self._owners,
             "events": [{**attrs.asdict(e), "time": e.time.isoformat()} for e in self._events],
         }
         write_json_atomically(self._path, state)
@@ -474,6 +481,7 @@ class SimulatedCloud:
         self._baseline = state["baseline"]
         self._baseline_disabled = state["baseline_disabled"]
         self._sizes = state["sizes"]
+        self._owners = state.get("owners", {})
         self._events = [
             CloudEvent(**{**e, "time": datetime.fromisoformat(e["time"])}) for e in state["events"]
         ]

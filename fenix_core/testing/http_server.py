@@ -34,8 +34,12 @@ class LoopbackServer:
         self._server: Any = make_server(host, 0, app, threaded=True, request_handler=_Quiet)
         self.host = host
         self.port: int = self._server.server_port
+        # A short poll interval: stop() waits for it, and tests stop a server each.
         self._thread = threading.Thread(
-            target=self._server.serve_forever, name=f"loopback-{self.port}", daemon=True
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name=f"loopback-{self.port}",
+            daemon=True,
         )
 
     @property

@@ -34,7 +34,8 @@ class ScriptedManager:
     """A scripted application manager for ``project_id``.
 
     * ``action``: instance action for PREPARE/PLANNED_MAINTENANCE (``actions``
-      overrides it per instance id).
+      overrides it per instance id); None leaves the choice to the engine and
+      does what it proposes (``metadata.proposed_actions``) for OWN_ACTION.
     * ``nack`` / ``silent``: states it refuses (NACK) or never answers.
     * ``delay``: seconds of (clock) time before each answer.
     * ``scale_in``: on SCALE_IN, delete that many of its instances (needs
@@ -51,7 +52,7 @@ class ScriptedManager:
         project_id: str,
         *,
         cloud: SimulatedCloud | None = None,
-        action: str = InstanceAction.LIVE_MIGRATE.value,
+        action: str | None = InstanceAction.LIVE_MIGRATE.value,
         actions: Mapping[str, str] | None = None,
         nack: Iterable[str] = (),
         silent: Iterable[str] = (),
@@ -111,6 +112,13 @@ class ScriptedManager:
         if state in ("PREPARE_MAINTENANCE", "PLANNED_MAINTENANCE"):
             for instance_id in payload["instance_ids"]:
                 action = self.actions.get(instance_id, self.action)
+                if action is None:
+                    # Leave the choice to the engine, but do what it proposes
+                    # for this manager itself to do.
+                    proposed = payload.get("metadata", {}).get("proposed_actions", {})
+                    if proposed.get(instance_id) != InstanceAction.OWN_ACTION:
+                        continue
+                    action = InstanceAction.OWN_ACTION.value
                 instance_actions[instance_id] = action
                 if action == InstanceAction.OWN_ACTION:
                     own.append(instance_id)

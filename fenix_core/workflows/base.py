@@ -37,6 +37,9 @@ class Workflow(ABC):
     name: ClassVar[str]
     #: Action types this workflow runs (validated in session requests).
     action_types: ClassVar[tuple[str, ...]] = ACTION_TYPES
+    #: Whether a reply to PREPARE/PLANNED_MAINTENANCE must name an action for
+    #: every instance it was asked about (False: the workflow picks the rest).
+    requires_instance_actions: ClassVar[bool] = True
 
     def __init__(self, session: LoadedSession) -> None:
         self.s = session

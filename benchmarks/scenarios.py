@@ -1,0 +1,100 @@
+"""Scenario generators shared by the benchmarks: a simulated cloud, its
+projects with scripted managers, and instance-group constraints."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from typing import Any
+
+import attrs
+
+from fenix_core import ActionSpec, Engine, SessionRequest
+from fenix_core.testing import ScriptedManager, SimClock, SimulatedCloud, TimedAction
+
+
+@attrs.frozen
+class Scenario:
+    """What a benchmark run needs; ``build`` makes a fresh engine for it."""
+
+    hosts: int
+    instances: int
+    projects: int
+    groups: int = 0
+    host_vcpus: int = 40
+    host_work: float = 600.0
+    migration_seconds: float = 30.0
+    max_impacted: tuple[int, int] = (1, 3)
+    recovery: tuple[int, int] = (60, 300)
+    seed: int = 7
+
+    def build(
+        self, workflow: str, *, database_url: str = "sqlite://", constrained: bool = True
+    ) -> Run:
+        rng = random.Random(self.seed)
+        clock = SimClock()
+        cloud = SimulatedCloud(
+            migration_seconds=self.migration_seconds,
+            live_migration_seconds=self.migration_seconds,
+            clock=clock,
+        )
+        names = [f"compute-{h:05d}" for h in range(self.hosts)]
+        for name in names:
+            cloud.add_host(name, vcpus=self.host_vcpus)
+        group_ids = [f"group-{g:04d}" for g in range(self.groups)]
+        group_project = {g: f"project-{i % self.projects:04d}" for i, g in enumerate(group_ids)}
+        per_host = self.instances // self.hosts
+        members: dict[str, str] = {}
+        owner: dict[str, str] = {}
+        n = 0
+        for name in names:
+            for _ in range(per_host):
+                iid = f"vm-{n:07d}"
+                if group_ids:
+                    group = rng.choice(group_ids)
+                    project = group_project[group]
+                    members[iid] = group
+                else:
+                    project = f"project-{rng.randrange(self.projects):04d}"
+                cloud.add_instance(iid, project, name, vcpus=rng.choice((1, 2)))
+                owner[iid] = project
+                n += 1
+        engine = Engine(
+            database_url, clock=clock, plugins=[cloud, TimedAction("upgrade", self.host_work)]
+        )
+        projects = sorted(set(owner.values()))
+        # The constrained workflow lets managers leave the choice to the engine.
+        action = None if workflow == "constrained" else "LIVE_MIGRATE"
+        managers = [ScriptedManager(engine, p, cloud=cloud, action=action) for p in projects]
+        rules: dict[str, dict[str, Any]] = {}
+        if constrained:
+            for g in group_ids:
+                rules[g] = {
+                    "group_id": g,
+                    "project_id": group_project[g],
+                    "max_impacted_members": rng.randint(*self.max_impacted),
+                    "recovery_time": rng.randint(*self.recovery),
+                }
+                engine.set_group_constraints(rules[g])
+            for iid, g in members.items():
+                engine.set_instance_constraints(
+                    {"instance_id": iid, "project_id": group_project[g], "group_id": g}
+                )
+        request = SessionRequest(
+            workflow=workflow, actions=[ActionSpec(plugin="upgrade", type="host")]
+        )
+        return Run(engine, cloud, clock, managers, request, Counter(members.values()), rules)
+
+
+@attrs.define
+class Run:
+    engine: Engine
+    cloud: SimulatedCloud
+    clock: SimClock
+    managers: list[ScriptedManager]
+    request: SessionRequest
+    members_by_group: Counter[str]
+    rules: dict[str, dict[str, Any]]
+
+
+REFERENCE = Scenario(hosts=100, instances=2000, projects=20, groups=60)

@@ -1,0 +1,278 @@
+"""The Fenix v1 compatible HTTP API over an :class:`~fenix_core.Engine`.
+
+Thin on purpose: each route authenticates, checks the JSON shape, translates
+Fenix's field names where they differ, calls one engine method (with the
+caller's project as ``project_id=`` where the engine checks ownership) and
+turns the result into JSON. Routes are plain functions, so the server runs
+them in its worker threads; the engine serialises its own calls.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Annotated, Any
+
+import attrs
+from fastapi import Depends, FastAPI, Header, Request, Response
+from fastapi.responses import JSONResponse
+
+from ..engine import Engine
+from ..model import ProjectView, SessionView
+from ..states import InstanceState
+from .auth import Authenticator, Identity
+from .http_errors import ApiError, install_error_handlers
+from .limits import BodySizeLimit
+from .schemas import (
+    GroupBody,
+    InstanceBody,
+    ProjectReplyBody,
+    SessionBody,
+    SessionUpdateBody,
+    SubscriptionBody,
+)
+from .webhooks import WebhookOutbox, WebhookTarget
+
+__all__ = ["DEFAULT_MAX_BODY", "create_app"]
+
+DEFAULT_MAX_BODY = 1 << 20
+#: Fenix workflow names that have a fenix-core equivalent under another name.
+_WORKFLOW_ALIASES = {"default": "rolling", "vnf": "constrained"}
+_CHOICE_STATES = ("PREPARE_MAINTENANCE", "PLANNED_MAINTENANCE")
+
+
+def _identity(
+    request: Request,
+    x_auth_token: Annotated[str | None, Header(description="admin or project token")] = None,
+) -> Identity:
+    if not x_auth_token:
+        raise ApiError(401, "X-Auth-Token header required")
+    authenticator: Authenticator = request.app.state.authenticator
+    who = authenticator.authenticate(x_auth_token)
+    if who is None:
+        raise ApiError(401, "invalid or expired token")
+    return who
+
+
+def _admin(who: Annotated[Identity, Depends(_identity)]) -> Identity:
+    if not who.admin:
+        raise ApiError(403, "admin only")
+    return who
+
+
+Caller = Annotated[Identity, Depends(_identity)]
+Admin = Annotated[Identity, Depends(_admin)]
+
+
+def create_app(
+    engine: Engine,
+    authenticator: Authenticator,
+    *,
+    outbox: WebhookOutbox | None = None,
+    max_body: int = DEFAULT_MAX_BODY,
+    health: Callable[[], Mapping[str, Any]] | None = None,
+) -> FastAPI:
+    """The ASGI app. ``outbox`` enables the subscription routes (without it
+    they answer 404); ``health`` adds to ``GET /healthz`` (a ``"status"`` other
+    than ``"ok"`` makes it answer 503)."""
+    app = FastAPI(
+        title="fenix-core",
+        version="1",
+        description="Rolling infrastructure maintenance, compatible with the Fenix v1 API.",
+    )
+    app.state.authenticator = authenticator
+    install_error_handlers(app)
+    app.add_middleware(BodySizeLimit, max_bytes=max_body)
+
+    def own_project(who: Identity, project_id: str) -> None:
+        if not who.admin and who.project_id != project_id:
+            raise ApiError(403, f"this token acts for project {who.project_id!r} only")
+
+    # ------------------------------------------------------------------ health
+
+    @app.get("/healthz", tags=["service"])
+    def healthz() -> JSONResponse:
+        """Liveness: the engine's database answers and its loop runs."""
+        engine.next_wake()
+        report: dict[str, Any] = {"status": "ok", **(health() if health else {})}
+        return JSONResponse(report, status_code=200 if report["status"] == "ok" else 503)
+
+    # ------------------------------------------------------------------ admin
+
+    @app.post("/v1/maintenance", tags=["admin"])
+    def create_session(body: SessionBody, _: Admin) -> dict[str, Any]:
+        """Start a maintenance session (Fenix body)."""
+        request = body.model_dump(exclude_none=True)
+        request["actions"] = [a.model_dump() for a in body.actions]
+        workflow = request.get("workflow", "rolling")
+        alias = _WORKFLOW_ALIASES.get(workflow)
+        if workflow not in engine.plugins.workflows and alias in engine.plugins.workflows:
+            request["workflow"] = alias
+        session_id = engine.create_session(request)
+        return {"session_id": session_id, "state": engine.get_session(session_id).state}
+
+    @app.get("/v1/maintenance", tags=["admin"])
+    def list_sessions(_: Admin) -> dict[str, Any]:
+        """Every session: ``session_id`` lists the ids (as Fenix), ``sessions`` the views."""
+        views = engine.list_sessions()
+        return {
+            "session_id": [v.session_id for v in views],
+            "sessions": [_jsonable(v) for v in views],
+        }
+
+    @app.get("/v1/maintenance/{session_id}", tags=["admin"])
+    def get_session(session_id: str, _: Admin) -> dict[str, Any]:
+        return _jsonable(engine.get_session(session_id))
+
+    @app.put("/v1/maintenance/{session_id}", tags=["admin"])
+    def update_session(session_id: str, body: SessionUpdateBody, _: Admin) -> dict[str, Any]:
+        """Move ``maintenance_at`` or retry a failed session."""
+        return _jsonable(engine.update_session(session_id, body.model_dump(exclude_unset=True)))
+
+    @app.delete("/v1/maintenance/{session_id}", status_code=204, tags=["admin"])
+    def delete_session(session_id: str, _: Admin) -> Response:
+        engine.delete_session(session_id)
+        return Response(status_code=204)
+
+    # ------------------------------------------------------------------ project
+
+    @app.get("/v1/maintenance/{session_id}/{project_id}", tags=["project"])
+    def project_instances(session_id: str, project_id: str, who: Caller) -> dict[str, Any]:
+        """The project's instances that the current notification is about."""
+        own_project(who, project_id)
+        view = engine.project_view(session_id, project_id)
+        return {**_jsonable(view), "instance_ids": _asked_about(view)}
+
+    @app.put("/v1/maintenance/{session_id}/{project_id}", tags=["project"])
+    def project_reply(
+        session_id: str, project_id: str, body: ProjectReplyBody, who: Caller
+    ) -> dict[str, Any]:
+        """The project's reply to the notification it was sent."""
+        own_project(who, project_id)
+        for field, value, expected in (
+            ("session_id", body.session_id, session_id),
+            ("project_id", body.project_id, project_id),
+        ):
+            if value is not None and value != expected:
+                raise ApiError(400, f"does not match the URL ({expected})", field=field)
+        engine.reply(session_id, project_id, body.state, _instance_actions(body))
+        return {"session_id": session_id, "project_id": project_id, "state": body.state}
+
+    # ------------------------------------------------------------------ constraints
+
+    def acting(who: Identity, data: dict[str, Any]) -> str | None:
+        if who.admin:
+            if "project_id" not in data:
+                raise ApiError(400, "required when an admin sets constraints", field="project_id")
+            return None
+        data.setdefault("project_id", who.project_id)
+        return who.project_id
+
+    def path_id(data: dict[str, Any], field: str, value: str) -> None:
+        if data.setdefault(field, value) != value:
+            raise ApiError(400, f"does not match the URL ({value})", field=field)
+
+    @app.get("/v1/instance", tags=["constraints"])
+    def list_instances(who: Caller) -> list[dict[str, Any]]:
+        return [c.to_dict() for c in engine.list_instance_constraints(who.acting_project())]
+
+    @app.get("/v1/instance/{instance_id}", tags=["constraints"])
+    def get_instance(instance_id: str, who: Caller) -> dict[str, Any]:
+        value = engine.get_instance_constraints(instance_id, project_id=who.acting_project())
+        return value.to_dict()
+
+    @app.put("/v1/instance/{instance_id}", tags=["constraints"])
+    def put_instance(instance_id: str, body: InstanceBody, who: Caller) -> dict[str, Any]:
+        data = body.model_dump(exclude_unset=True)
+        path_id(data, "instance_id", instance_id)
+        project = acting(who, data)
+        return engine.set_instance_constraints(data, project_id=project).to_dict()
+
+    @app.delete("/v1/instance/{instance_id}", status_code=204, tags=["constraints"])
+    def delete_instance(instance_id: str, who: Caller) -> Response:
+        engine.delete_instance_constraints(instance_id, project_id=who.acting_project())
+        return Response(status_code=204)
+
+    @app.get("/v1/instance_group", tags=["constraints"])
+    def list_groups(who: Caller) -> list[dict[str, Any]]:
+        return [c.to_dict() for c in engine.list_group_constraints(who.acting_project())]
+
+    @app.get("/v1/instance_group/{group_id}", tags=["constraints"])
+    def get_group(group_id: str, who: Caller) -> dict[str, Any]:
+        return engine.get_group_constraints(group_id, project_id=who.acting_project()).to_dict()
+
+    @app.put("/v1/instance_group/{group_id}", tags=["constraints"])
+    def put_group(group_id: str, body: GroupBody, who: Caller) -> dict[str, Any]:
+        data = body.model_dump(exclude_unset=True)
+        path_id(data, "group_id", group_id)
+        project = acting(who, data)
+        return engine.set_group_constraints(data, project_id=project).to_dict()
+
+    @app.delete("/v1/instance_group/{group_id}", status_code=204, tags=["constraints"])
+    def delete_group(group_id: str, who: Caller) -> Response:
+        engine.delete_group_constraints(group_id, project_id=who.acting_project())
+        return Response(status_code=204)
+
+    # ------------------------------------------------------------------ subscriptions
+
+    def require_outbox() -> WebhookOutbox:
+        if outbox is None:
+            raise ApiError(404, "webhook delivery is not enabled on this service")
+        return outbox
+
+    @app.get("/v1/subscription", tags=["subscription"])
+    def list_subscriptions(_: Admin) -> list[dict[str, str]]:
+        return [t.to_dict() for t in require_outbox().list_targets()]
+
+    @app.get("/v1/subscription/{project_id}", tags=["subscription"])
+    def get_subscription(project_id: str, who: Caller) -> dict[str, str]:
+        own_project(who, project_id)
+        return require_outbox().get_target(project_id).to_dict()
+
+    @app.put("/v1/subscription/{project_id}", tags=["subscription"])
+    def put_subscription(project_id: str, body: SubscriptionBody, who: Caller) -> dict[str, str]:
+        """Register the URL that gets the project's maintenance notifications."""
+        own_project(who, project_id)
+        target = WebhookTarget(project_id=project_id, **body.model_dump())
+        return require_outbox().set_target(target).to_dict()
+
+    @app.delete("/v1/subscription/{project_id}", status_code=204, tags=["subscription"])
+    def delete_subscription(project_id: str, who: Caller) -> Response:
+        own_project(who, project_id)
+        require_outbox().delete_target(project_id)
+        return Response(status_code=204)
+
+    return app
+
+
+def _instance_actions(body: ProjectReplyBody) -> dict[str, str]:
+    if body.instance_action is None:
+        return dict(body.instance_actions or {})
+    if body.instance_actions:
+        raise ApiError(
+            400,
+            "give instance_actions, or instance_ids with instance_action",
+            field="instance_action",
+        )
+    if not body.instance_ids:
+        raise ApiError(
+            400, "instance_action needs the instance_ids it is for", field="instance_ids"
+        )
+    return dict.fromkeys(body.instance_ids, body.instance_action)
+
+
+def _asked_about(view: ProjectView) -> list[str]:
+    """While a project chooses instance actions, the instances it is asked
+    about; otherwise all of its instances in the session (as Fenix listed)."""
+    if view.state in _CHOICE_STATES and view.reply_at is not None:
+        asked = [i.instance_id for i in view.instances if i.state == InstanceState.ACTION_REQUESTED]
+        if asked:
+            return asked
+    return list(view.instance_ids)
+
+
+def _jsonable(view: SessionView | ProjectView) -> dict[str, Any]:
+    def serialise(_inst: object, _field: object, value: Any) -> Any:
+        return value.isoformat() if isinstance(value, datetime) else value
+
+    return attrs.asdict(view, value_serializer=serialise)

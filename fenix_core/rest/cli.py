@@ -1,0 +1,105 @@
+"""``fenix-api``: run the REST service on a database.
+
+::
+
+    fenix-api --database-url sqlite:///fenix.db --token-file tokens.json \\
+              --host 0.0.0.0 --port 12347 --public-url http://fenix.example:12347 \\
+              --plugin mypackage.cloud:make_cloud --session-webhook http://ops/hook
+
+Cloud, action and workflow plug-ins come from the ``fenix`` entry-point group
+and from ``--plugin MODULE:CALLABLE`` (called without arguments; it returns
+the plug-in object). ``--simulated-cloud FILE`` serves a SimulatedCloud
+kept in FILE, to try the API out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from ..engine import Engine
+from ..errors import FenixError
+from .auth import TokenAuthenticator
+from .service import FenixService
+
+__all__ = ["main", "parser"]
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="fenix-api", description="Fenix v1 compatible maintenance API over fenix-core."
+    )
+    p.add_argument("--database-url", default="sqlite:///fenix.db", help="SQLAlchemy URL")
+    p.add_argument(
+        "--token-file",
+        required=True,
+        help='JSON: {"admin": [token, ...], "projects": {token: project_id, ...}}',
+    )
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=12347, help="0 picks a free port")
+    p.add_argument("--public-url", help="this API's URL as managers reach it (notification links)")
+    p.add_argument(
+        "--plugin", action="append", default=[], metavar="MODULE:CALLABLE", help="a plug-in factory"
+    )
+    p.add_argument("--simulated-cloud", metavar="FILE", help="serve a SimulatedCloud kept in FILE")
+    p.add_argument("--session-webhook", action="append", default=[], metavar="URL")
+    p.add_argument("--host-webhook", action="append", default=[], metavar="URL")
+    p.add_argument("--max-body", type=int, default=1 << 20, help="largest request body, bytes")
+    p.add_argument("--log-level", default="INFO")
+    return p
+
+
+def _load_plugin(spec: str) -> Any:
+    module_name, _, attribute = spec.partition(":")
+    if not module_name or not attribute:
+        raise SystemExit(f"--plugin {spec!r}: expected MODULE:CALLABLE")
+    try:
+        factory = getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError) as exc:
+        raise SystemExit(f"--plugin {spec!r}: {exc}") from None
+    return factory()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
+    plugins = [_load_plugin(spec) for spec in args.plugin]
+    if args.simulated_cloud:
+        from ..testing import SimulatedCloud
+
+        plugins.append(SimulatedCloud(state_path=args.simulated_cloud))
+    try:
+        authenticator = TokenAuthenticator.from_file(args.token_file)
+        engine = Engine(database_url=args.database_url, plugins=plugins)
+        service = FenixService(
+            engine,
+            authenticator,
+            host=args.host,
+            port=args.port,
+            public_url=args.public_url,
+            admin_webhooks={
+                "maintenance.session": args.session_webhook,
+                "maintenance.host": args.host_webhook,
+            },
+            max_body=args.max_body,
+        )
+    except FenixError as exc:
+        print(f"fenix-api: {exc}", file=sys.stderr)
+        return 2
+    stopped = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stopped.set())
+    with engine, service:
+        print(f"fenix-api serving on {service.url}", flush=True)
+        stopped.wait()
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,72 @@
+"""A webhook endpoint for the tests: records every POST; can be down (not
+listening), answer errors for a while, or refuse chosen deliveries."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from werkzeug.serving import make_server
+from werkzeug.wrappers import Request, Response
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class HookEndpoint:
+    """``HookEndpoint(port)``; ``up()`` starts listening, ``down()`` stops.
+
+    ``answer(body, headers) -> status`` decides each answer (default 200).
+    ``received`` lists ``(event type header, body)`` of the POSTs answered 2xx.
+    """
+
+    def __init__(self, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}/hook"
+        self.received: list[tuple[str, dict[str, Any]]] = []
+        self.attempts = 0
+        self.answer: Callable[[dict[str, Any], Any], int] = lambda body, headers: 200
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def _app(self, environ: Any, start_response: Any) -> Any:
+        request = Request(environ)
+        body = json.loads(request.get_data())
+        with self._lock:
+            self.attempts += 1
+            status = self.answer(body, request.headers)
+            if 200 <= status < 300:
+                self.received.append((request.headers.get("X-Fenix-Event-Type", ""), body))
+        return Response("{}", status=status, mimetype="application/json")(environ, start_response)
+
+    def up(self) -> HookEndpoint:
+        self._server = make_server("127.0.0.1", self.port, self._app, threaded=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+        return self
+
+    def down(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def bodies(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [body for _, body in self.received]
+
+    def wait_for(self, count: int, timeout: float = 10.0) -> list[dict[str, Any]]:
+        """The bodies received, once there are ``count`` (or the timeout passed)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and len(self.bodies()) < count:
+            time.sleep(0.01)
+        return self.bodies()

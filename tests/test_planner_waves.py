@@ -1,0 +1,663 @@
+"""The planner's wave functions (pure): which members move now and where, which
+hosts to open, feasibility checks and lower bounds."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fenix_core.planner import (
+    Blocked,
+    GroupRule,
+    HostLoad,
+    LowerBound,
+    Member,
+    Target,
+    assign_moves,
+    fits_all,
+    hosts_to_open,
+    infeasible_groups,
+    makespan_lower_bound,
+    max_hosts_out,
+)
+
+PROPERTY = settings(max_examples=100, deadline=None, derandomize=True)
+GROUPS = ["g0", "g1", "g2", "g3"]
+HOSTS = [f"h{i}" for i in range(6)]
+
+
+def member(instance_id: str, group_id: str = "g", vcpus: int = 1, project_id: str = "p") -> Member:
+    return Member(instance_id, project_id, group_id, vcpus)
+
+
+def target(host: str, free: int | None = 8, *, stays: bool = False, **members: int) -> Target:
+    return Target(host, free, stays, members)
+
+
+# --------------------------------------------------------------------------- strategies
+
+rule_maps = st.fixed_dictionaries(
+    {},
+    optional={
+        g: st.builds(
+            GroupRule,
+            group_id=st.just(g),
+            max_impacted=st.integers(1, 3),
+            recovery_time=st.sampled_from([0.0, 30.0, 120.0]),
+            anti_affinity=st.booleans(),
+            max_per_host=st.integers(0, 3),
+        )
+        for g in GROUPS
+    },
+)
+budget_maps = st.fixed_dictionaries(
+    {g: st.integers(-1, 5) for g in GROUPS[:2]},
+    optional={g: st.integers(-1, 5) for g in GROUPS[2:]},
+)
+member_counts = st.dictionaries(st.sampled_from(GROUPS), st.integers(0, 2), max_size=4)
+
+
+@st.composite
+def target_lists(draw: st.DrawFn, hosts: Sequence[str] = HOSTS) -> list[Target]:
+    names = draw(st.lists(st.sampled_from(list(hosts)), unique=True))
+    return [
+        Target(
+            host=name,
+            free=draw(st.none() | st.integers(-2, 12)),
+            stays=draw(st.booleans()),
+            members=draw(member_counts),
+        )
+        for name in names
+    ]
+
+
+@st.composite
+def member_lists(draw: st.DrawFn, prefix: str = "vm", max_size: int = 8) -> list[Member]:
+    n = draw(st.integers(0, max_size))
+    return [
+        Member(f"{prefix}-{i}", "p", draw(st.sampled_from(GROUPS)), draw(st.integers(1, 6)))
+        for i in range(n)
+    ]
+
+
+# --------------------------------------------------------------------------- assign_moves
+
+
+def limit_of(rules: Mapping[str, GroupRule], group_id: str) -> int | None:
+    rule = rules.get(group_id)
+    return rule.host_limit() if rule is not None else None
+
+
+def fitting(
+    item: Member,
+    targets: Sequence[Target],
+    rules: Mapping[str, GroupRule],
+    free: Mapping[str, int | None],
+    added: Counter[tuple[str, str]],
+) -> list[Target]:
+    """The targets that could take ``item`` given the moves already chosen."""
+    limit = limit_of(rules, item.group_id)
+    found = []
+    for t in targets:
+        room = free[t.host]
+        if room is not None and room < item.vcpus:
+            continue
+        here = t.members.get(item.group_id, 0) + added[(t.host, item.group_id)]
+        if limit is not None and here >= limit:
+            continue
+        found.append(t)
+    return found
+
+
+def check_assignment(
+    waiting: Sequence[Member],
+    budgets: Mapping[str, int],
+    targets: Sequence[Target],
+    rules: Mapping[str, GroupRule],
+    moves: Sequence[tuple[str, str]],
+    blocked: Sequence[Blocked],
+) -> None:
+    by_host = {t.host: t for t in targets}
+    moved = dict(moves)
+    why = {b.instance_id: b.reason for b in blocked}
+    # Every waiting member is moved or blocked, exactly once.
+    assert len(moved) == len(moves)
+    assert len(why) == len(blocked)
+    assert not set(moved) & set(why)
+    assert sorted([*moved, *why]) == sorted(m.instance_id for m in waiting)
+    assert set(moved.values()) <= set(by_host)
+    assert {b.reason for b in blocked} <= {"group", "room"}
+    # Replay in priority order: every decision was allowed, and nothing that
+    # could have moved was blocked.
+    free: dict[str, int | None] = {t.host: t.free for t in targets}
+    added: Counter[tuple[str, str]] = Counter()
+    used: Counter[str] = Counter()
+    for item in waiting:
+        options = fitting(item, targets, rules, free, added)
+        left = budgets.get(item.group_id, 0) - used[item.group_id]
+        if item.instance_id in why:
+            if why[item.instance_id] == "group":
+                assert left <= 0
+            else:
+                assert left > 0
+                assert options == []
+            continue
+        host = moved[item.instance_id]
+        assert left > 0, f"{item.instance_id}: group {item.group_id} over budget"
+        assert by_host[host] in options, f"{item.instance_id} -> {host} does not fit"
+        if not by_host[host].stays:
+            assert not any(t.stays for t in options), f"{item.instance_id}: a stays target fit"
+        used[item.group_id] += 1
+        added[(host, item.group_id)] += 1
+        room = free[host]
+        if room is not None:
+            free[host] = room - item.vcpus
+    # The totals, stated directly.
+    for group_id, n in used.items():
+        assert n <= budgets.get(group_id, 0)
+    vcpus = {m.instance_id: m.vcpus for m in waiting}
+    for t in targets:
+        arriving = sum(vcpus[i] for i, h in moves if h == t.host)
+        assert t.free is None or arriving <= max(0, t.free)
+        for group_id in GROUPS:
+            limit = limit_of(rules, group_id)
+            n = added[(t.host, group_id)]
+            if limit is not None and n:
+                assert t.members.get(group_id, 0) + n <= limit
+
+
+@PROPERTY
+@given(member_lists(), budget_maps, target_lists(), rule_maps)
+def test_assign_moves_keeps_every_limit(
+    waiting: list[Member],
+    budgets: dict[str, int],
+    targets: list[Target],
+    rules: dict[str, GroupRule],
+) -> None:
+    moves, blocked = assign_moves(waiting, budgets, targets, rules)
+    check_assignment(waiting, budgets, targets, rules, moves, blocked)
+    # fits_all is a necessary condition: when everyone could be placed, it agrees.
+    if not blocked:
+        assert fits_all(waiting, targets, rules)
+
+
+def test_assign_moves_stops_at_the_group_budget() -> None:
+    waiting = [member(f"vm-{i}", "g") for i in range(4)] + [member("x-0", "h")]
+    moves, blocked = assign_moves(waiting, {"g": 2, "h": 1}, [target("t1", 99)], {})
+    assert moves == [("vm-0", "t1"), ("vm-1", "t1"), ("x-0", "t1")]
+    assert blocked == [Blocked("vm-2", "group"), Blocked("vm-3", "group")]
+
+
+def test_assign_moves_without_a_budget_blocks_on_the_group() -> None:
+    moves, blocked = assign_moves([member("vm-0", "g")], {"g": 0}, [target("t1")], {})
+    assert (moves, blocked) == ([], [Blocked("vm-0", "group")])
+    moves, blocked = assign_moves([member("vm-0", "g")], {}, [target("t1")], {})
+    assert (moves, blocked) == ([], [Blocked("vm-0", "group")])
+
+
+def test_assign_moves_counts_the_room_it_uses() -> None:
+    waiting = [member("big", vcpus=3), member("big2", vcpus=3), member("small", vcpus=2)]
+    moves, blocked = assign_moves(waiting, {"g": 9}, [target("t1", 5)], {})
+    assert moves == [("big", "t1"), ("small", "t1")]
+    assert blocked == [Blocked("big2", "room")]
+    # No target at all: room.
+    assert assign_moves(waiting[:1], {"g": 1}, [], {}) == ([], [Blocked("big", "room")])
+    # Unknown capacity takes anything.
+    moves, blocked = assign_moves(waiting, {"g": 9}, [target("t1", None)], {})
+    assert [h for _, h in moves] == ["t1"] * 3
+    assert blocked == []
+
+
+def test_assign_moves_keeps_anti_affinity_counting_members_already_there() -> None:
+    rules = {"g": GroupRule("g", max_impacted=5, anti_affinity=True)}
+    targets = [target("t1", 8, g=1), target("t2", 8), target("t3", 8)]
+    waiting = [member(f"vm-{i}", "g") for i in range(3)]
+    moves, blocked = assign_moves(waiting, {"g": 5}, targets, rules)
+    assert sorted(h for _, h in moves) == ["t2", "t3"]
+    assert blocked == [Blocked("vm-2", "room")]
+
+
+def test_assign_moves_keeps_max_per_host() -> None:
+    rules = {"g": GroupRule("g", max_impacted=9, max_per_host=2)}
+    targets = [target("t1", 99, stays=True, g=1), target("t2", 99, g=2)]
+    waiting = [member(f"vm-{i}", "g") for i in range(3)]
+    moves, blocked = assign_moves(waiting, {"g": 9}, targets, rules)
+    assert moves == [("vm-0", "t1")]
+    assert blocked == [Blocked("vm-1", "room"), Blocked("vm-2", "room")]
+    # Another group is not limited by g's members.
+    moves, _ = assign_moves([member("o", "other")], {"other": 1}, targets[1:], rules)
+    assert moves == [("o", "t2")]
+
+
+def test_assign_moves_prefers_targets_where_the_instance_stays() -> None:
+    # The stays target is fuller and has a member of the group already:
+    # staying still wins, as long as it fits.
+    targets = [target("a", 8), target("b", 2, stays=True, g=1), target("c", 8)]
+    moves, _ = assign_moves([member("vm-0", "g", 2)], {"g": 1}, targets, {})
+    assert moves == [("vm-0", "b")]
+    moves, _ = assign_moves([member("vm-0", "g", 3)], {"g": 1}, targets, {})
+    assert moves == [("vm-0", "a")]  # b has no room; a before c (same key, by name)
+
+
+def test_assign_moves_spreads_a_group_then_fits_best() -> None:
+    targets = [target("a", 8, g=1), target("b", 6), target("c", 4)]
+    waiting = [member("vm-0", "g", 2), member("vm-1", "g", 2), member("vm-2", "g", 2)]
+    moves, _ = assign_moves(waiting, {"g": 3}, targets, {})
+    # Fewest members of g first (b, c: 0), the fullest of those (c); then b
+    # (0 members) over c (now 1); then c (room 2, 1 member) vs a (room 8, 1
+    # member) vs b (room 4, 1 member): the fullest, c.
+    assert moves == [("vm-0", "c"), ("vm-1", "b"), ("vm-2", "c")]
+
+
+# --------------------------------------------------------------------------- hosts_to_open
+
+
+def load(host: str, *members: Member, position: int = 0) -> HostLoad:
+    return HostLoad(host, tuple(members), position)
+
+
+def test_hosts_to_open_respects_slots() -> None:
+    candidates = [load(f"c{i}", member(f"vm-{i}", f"g{i}")) for i in range(4)]
+    targets = [target("t", None)]
+    idle = {f"g{i}": 1.0 for i in range(4)}
+    for slots in (0, 1, 2, 4, 9):
+        opened = hosts_to_open(
+            candidates, draining=[], targets=targets, idle_groups=idle, slots=slots
+        )
+        assert len(opened) == min(slots, 4)
+    assert hosts_to_open([load("e")], draining=[], targets=[], idle_groups={}, slots=-1) == []
+
+
+def test_hosts_to_open_opens_an_empty_host_first() -> None:
+    busy = load("busy", member("vm-0", "g"), position=0)
+    empty = load("empty", position=5)
+    targets = [target("t", None)]
+    opened = hosts_to_open(
+        [busy, empty], draining=[], targets=targets, idle_groups={"g": 9.0}, slots=1
+    )
+    assert opened == ["empty"]
+    # An empty host is opened even with no idle group at all.
+    opened = hosts_to_open([busy, empty], draining=[], targets=targets, idle_groups={}, slots=5)
+    assert opened == ["empty"]
+
+
+def test_hosts_to_open_opens_nothing_that_gives_no_idle_group_work() -> None:
+    candidates = [load("c0", member("vm-0", "g0")), load("c1", member("vm-1", "g1"))]
+    targets = [target("t", None)]
+    for idle in ({}, {"g9": 5.0}, {"g0": 0.0}):
+        assert (
+            hosts_to_open(candidates, draining=[], targets=targets, idle_groups=idle, slots=3) == []
+        )
+    # c1 gives g1 work; c0 gives work only to g0, which is not idle.
+    opened = hosts_to_open(
+        candidates, draining=[], targets=targets, idle_groups={"g1": 1.0}, slots=3
+    )
+    assert opened == ["c1"]
+
+
+def test_hosts_to_open_prefers_the_heavier_idle_groups() -> None:
+    light = load("light", member("vm-0", "g0"), position=0)
+    heavy = load("heavy", member("vm-1", "g1"), position=1)
+    both = load("both", member("vm-2", "g2"), member("vm-3", "g3"), position=2)
+    targets = [target("t", None)]
+    idle = {"g0": 1.0, "g1": 5.0, "g2": 3.0, "g3": 3.0}
+    args: dict[str, Any] = {"draining": [], "targets": targets, "idle_groups": idle}
+    assert hosts_to_open([light, heavy], slots=1, **args) == ["heavy"]
+    assert hosts_to_open([light, heavy, both], slots=1, **args) == ["both"]
+    assert hosts_to_open([light, heavy, both], slots=3, **args) == [
+        "both",
+        "heavy",
+        "light",
+    ]
+
+
+def test_hosts_to_open_does_not_open_a_group_twice() -> None:
+    # Once g0 has a host, another host feeding only g0 gives no new work.
+    first = load("first", member("vm-0", "g0"), position=0)
+    second = load("second", member("vm-1", "g0"), position=1)
+    other = load("other", member("vm-2", "g1"), position=2)
+    opened = hosts_to_open(
+        [first, second, other],
+        draining=[],
+        targets=[target("t", None)],
+        idle_groups={"g0": 5.0, "g1": 1.0},
+        slots=3,
+    )
+    assert opened == ["first", "other"]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: hosts_to_open ranks candidates once by their initial score; after a "
+    "host is opened the others are not re-ranked by the idle weight they still cover, "
+    "so it is not the greedy set cover its docstring promises",
+)
+def test_hosts_to_open_re_ranks_after_each_host_as_greedy_set_cover() -> None:
+    a = load("a", member("vm-0", "g1"), member("vm-1", "g2"), position=0)  # 5 + 5
+    b = load("b", member("vm-2", "g1"), member("vm-3", "g3"), position=1)  # 5 + 4, then 4
+    c = load("c", member("vm-4", "g4"), position=2)  # 6
+    opened = hosts_to_open(
+        [a, b, c],
+        draining=[],
+        targets=[target("t", None)],
+        idle_groups={"g1": 5.0, "g2": 5.0, "g3": 4.0, "g4": 6.0},
+        slots=2,
+    )
+    assert opened == ["a", "c"]
+
+
+def test_hosts_to_open_keeps_room_for_what_is_draining() -> None:
+    draining = [load("d", member("vm-d", "gd", 6))]
+    cand = load("c", member("vm-c", "g", 2))
+    # t1 and the candidate's own host c are the targets: opening c loses c.
+    targets = [target("t1", 7), target("c", 8)]
+    args: dict[str, Any] = {"draining": draining, "idle_groups": {"g": 1.0}, "slots": 1}
+    assert hosts_to_open([cand], targets=targets, **args) == []
+    targets = [target("t1", 8), target("c", 8)]
+    assert hosts_to_open([cand], targets=targets, **args) == ["c"]
+
+
+def test_hosts_to_open_counts_the_targets_it_already_took() -> None:
+    draining = [load("d", member("vm-d", "gd", 4))]
+    c1 = load("c1", member("vm-1", "g1", 2), position=0)
+    c2 = load("c2", member("vm-2", "g2", 2), position=1)
+    targets = [target("c1", 4), target("c2", 4), target("t", 4)]
+    opened = hosts_to_open(
+        [c1, c2], draining=draining, targets=targets, idle_groups={"g1": 2.0, "g2": 1.0}, slots=2
+    )
+    # After c1, 6 vcpus need c2 + t (8); c2 as well would leave 8 vcpus on t (4).
+    assert opened == ["c1"]
+
+
+def test_hosts_to_open_keeps_anti_affinity_room() -> None:
+    rules = {"g": GroupRule("g", anti_affinity=True)}
+    draining = [load("d", member("vm-d", "g"))]
+    cand = load("c", member("vm-c", "g"), position=0)
+    other = load("o", member("vm-o", "h"), position=1)
+    targets = [target("t1", 99), target("t2", 99, g=1), target("c", 99), target("o", 99)]
+    opened = hosts_to_open(
+        [cand, other],
+        draining=draining,
+        targets=targets,
+        idle_groups={"g": 9.0, "h": 1.0},
+        slots=2,
+        rules=rules,
+    )
+    # c's member and d's need two hosts without a g member: t1 and o. Opening c
+    # leaves t1 and o; opening o after it would leave t1 only.
+    assert opened == ["c"]
+
+
+@PROPERTY
+@given(
+    st.data(),
+    st.dictionaries(st.sampled_from(GROUPS), st.sampled_from([0.0, 1.0, 2.5, 7.0]), max_size=4),
+    st.integers(0, 4),
+    rule_maps,
+)
+def test_hosts_to_open_never_strands_a_member(
+    data: st.DataObject, idle: dict[str, float], slots: int, rules: dict[str, GroupRule]
+) -> None:
+    names = data.draw(st.lists(st.sampled_from(HOSTS), unique=True, min_size=1))
+    split = data.draw(st.integers(0, len(names)))
+    candidates = [
+        HostLoad(name, tuple(data.draw(member_lists(prefix=name, max_size=3))), i)
+        for i, name in enumerate(names[:split])
+    ]
+    draining = [
+        HostLoad(name, tuple(data.draw(member_lists(prefix=name, max_size=3))), 0)
+        for name in names[split:]
+    ]
+    # Targets: some pending candidates, some hosts outside.
+    targets = data.draw(target_lists([*(c.host for c in candidates), "x0", "x1", "x2"]))
+    opened = hosts_to_open(
+        candidates,
+        draining=draining,
+        targets=targets,
+        idle_groups=idle,
+        slots=slots,
+        rules=rules,
+    )
+    by_name = {c.host: c for c in candidates}
+    assert len(opened) <= max(0, slots)
+    assert len(set(opened)) == len(opened)
+    assert set(opened) <= set(by_name)
+    empty = [c.host for c in candidates if not c.members]
+    # Empty hosts first, as many as the slots allow.
+    first = min(len(empty), max(0, slots))
+    assert set(opened[:first]) <= set(empty)
+    assert len(opened) >= first
+    # Every non-empty host opened gives work to a group idle before it.
+    covered: set[str] = set()
+    for host in opened:
+        groups = {m.group_id for m in by_name[host].members}
+        if groups:
+            assert any(idle.get(g, 0.0) > 0 and g not in covered for g in groups)
+        covered |= groups
+    # Whatever is open (draining or just opened) fits on what remains.
+    if any(by_name[h].members for h in opened):
+        members = [m for h in draining for m in h.members]
+        members += [m for h in opened for m in by_name[h].members]
+        remaining = [t for t in targets if t.host not in opened]
+        assert fits_all(members, remaining, rules)
+
+
+# --------------------------------------------------------------------------- fits_all
+
+
+def test_fits_all_needs_enough_vcpus_in_total() -> None:
+    members = [member("a", vcpus=4), member("b", vcpus=4)]
+    assert fits_all(members, [target("t1", 4), target("t2", 4)])
+    assert not fits_all(members, [target("t1", 4), target("t2", 3)])
+    assert fits_all(members, [target("t1", 8), target("t2", -5)])  # overbooked: 0, not -5
+    assert not fits_all(members, [])
+    assert fits_all([], [])
+    # Unknown capacity counts as room.
+    assert fits_all(members, [target("t1", 0), target("t2", None)])
+
+
+def test_fits_all_needs_hosts_for_anti_affinity() -> None:
+    rules = {"g": GroupRule("g", anti_affinity=True)}
+    members = [member(f"vm-{i}", "g") for i in range(3)]
+    three = [target("t1", 99), target("t2", 99), target("t3", 99)]
+    assert fits_all(members, three, rules)
+    assert not fits_all(members, three[:2], rules)
+    # A target that already has a member does not count.
+    assert not fits_all(members, [*three[:2], target("t3", 99, g=1)], rules)
+    # Unknown capacity is still one host.
+    assert not fits_all(members, [target("t1", None), target("t2", None)], rules)
+    # Without the rule, one host takes them all.
+    assert fits_all(members, three[:1])
+
+
+def test_fits_all_counts_max_per_host() -> None:
+    rules = {"g": GroupRule("g", max_per_host=2)}
+    members = [member(f"vm-{i}", "g") for i in range(3)]
+    assert fits_all(members, [target("t1", 99), target("t2", 99, g=1)], rules)
+    assert not fits_all(members, [target("t1", 99, g=1), target("t2", 99, g=1)], rules)
+    assert not fits_all(members, [target("t1", 99, g=3), target("t2", 99, g=1)], rules)
+
+
+# --------------------------------------------------------------------------- infeasible_groups
+
+
+def test_infeasible_groups_with_one_host_out() -> None:
+    anti = {"g": GroupRule("g", anti_affinity=True)}
+    assert infeasible_groups({"g": 4}, anti, 4) == ["g"]
+    assert infeasible_groups({"g": 3}, anti, 4) == []
+    two = {"g": GroupRule("g", max_per_host=2)}
+    assert infeasible_groups({"g": 6}, two, 4) == []
+    assert infeasible_groups({"g": 7}, two, 4) == ["g"]
+    # No limit, or no rule: never infeasible.
+    assert infeasible_groups({"g": 100, "h": 100}, {"g": GroupRule("g")}, 2) == []
+    # Sorted, and no hosts at all leaves no room.
+    rules = {**anti, "a": GroupRule("a", anti_affinity=True)}
+    assert infeasible_groups({"g": 1, "a": 1}, rules, 1) == ["a", "g"]
+    assert infeasible_groups({"g": 0}, anti, 0) == []
+
+
+def test_infeasible_groups_matches_the_room() -> None:
+    for hosts in range(1, 6):
+        for per_host in range(4):
+            for anti in (False, True):
+                rule = GroupRule("g", anti_affinity=anti, max_per_host=per_host)
+                limit = rule.host_limit()
+                for count in range(12):
+                    bad = infeasible_groups({"g": count}, {"g": rule}, hosts)
+                    expected = limit is not None and count > limit * (hosts - 1)
+                    assert (bad == ["g"]) == expected, (hosts, per_host, anti, count)
+
+
+# --------------------------------------------------------------------------- makespan_lower_bound
+
+
+def bound(
+    members: Mapping[str, int],
+    rules: Sequence[GroupRule] = (),
+    *,
+    work: Sequence[float] = (600.0,),
+    parallel: int = 1,
+    move: float = 30.0,
+) -> LowerBound:
+    return makespan_lower_bound(
+        host_work=work,
+        max_parallel_hosts=parallel,
+        members_by_group=members,
+        rules={r.group_id: r for r in rules},
+        move_seconds=move,
+    )
+
+
+def test_makespan_lower_bound_of_one_group() -> None:
+    rule = GroupRule("g", max_impacted=1, recovery_time=60)
+    b = bound({"g": 4}, [rule])
+    assert b == LowerBound(4 * 30 + 3 * 60 + 600, 600, 4 * 30 + 3 * 60 + 600, "g")
+    # Two at a time: 5 members in 3 rounds.
+    b = bound({"g": 5}, [GroupRule("g", max_impacted=2, recovery_time=60)])
+    assert b.group_bound == 3 * 30 + 2 * 60 + 600
+    # The last member's host: the shortest host work counts.
+    b = bound({"g": 4}, [rule], work=[900, 100, 500], parallel=3)
+    assert b.group_bound == 4 * 30 + 3 * 60 + 100
+    assert b.capacity_bound == 900  # the longest host
+    assert b.seconds == 900
+
+
+def test_makespan_lower_bound_capacity() -> None:
+    b = bound({}, work=[100, 200, 300, 400], parallel=2)
+    assert b == LowerBound(500, 500, 0.0, None)
+    assert bound({}, work=[100, 200, 300, 400], parallel=10).seconds == 400
+    assert bound({}, work=[100, 200], parallel=0).seconds == 300  # at least one host
+    assert bound({}, work=[]).seconds == 0
+    # Trivial groups (one member, or no member) do not matter.
+    b = bound({"g": 1, "h": 0}, work=[400, 400, 400, 400], parallel=2)
+    assert b.seconds == b.capacity_bound == 800
+    assert b.critical_group == "g"
+    assert b.group_bound == 30 + 400
+
+
+def test_makespan_lower_bound_names_the_critical_group() -> None:
+    rules = [GroupRule("many", recovery_time=0), GroupRule("slow", recovery_time=100)]
+    # many: 3 * 30; slow: 2 * 30 + 100.
+    b = bound({"many": 3, "slow": 2}, rules, work=[10])
+    assert b.critical_group == "slow"
+    assert b.group_bound == 2 * 30 + 100 + 10
+    b = bound({"many": 7, "slow": 2}, rules, work=[10])
+    assert b.critical_group == "many"
+    # A group without a rule gets the default rule (one at a time, no recovery).
+    b = bound({"free": 9}, rules, work=[10])
+    assert (b.critical_group, b.group_bound) == ("free", 9 * 30 + 10)
+    # The capacity may dominate; the critical group is still named.
+    b = bound({"many": 3}, rules, work=[1000, 1000], parallel=1)
+    assert (b.seconds, b.critical_group) == (2000, "many")
+
+
+@PROPERTY
+@given(
+    st.dictionaries(st.sampled_from(GROUPS), st.integers(0, 12), max_size=4),
+    rule_maps,
+    st.lists(st.integers(0, 1000).map(float), max_size=6),
+    st.integers(0, 6),
+    st.sampled_from(GROUPS),
+    st.integers(1, 5),
+    st.sampled_from([0.0, 15.0, 200.0]),
+)
+def test_makespan_lower_bound_grows_with_the_groups(
+    members: dict[str, int],
+    rules: dict[str, GroupRule],
+    work: list[float],
+    parallel: int,
+    grown: str,
+    more: int,
+    slower: float,
+) -> None:
+    def lb(m: Mapping[str, int], r: Mapping[str, GroupRule]) -> LowerBound:
+        return makespan_lower_bound(
+            host_work=work,
+            max_parallel_hosts=parallel,
+            members_by_group=m,
+            rules=r,
+            move_seconds=30.0,
+        )
+
+    base = lb(members, rules)
+    assert base.seconds == max(base.capacity_bound, base.group_bound)
+    assert base.seconds >= max(work, default=0.0)
+    assert (base.critical_group is None) == (base.group_bound == 0)
+    bigger = lb({**members, grown: members.get(grown, 0) + more}, rules)
+    assert bigger.seconds >= base.seconds
+    assert bigger.group_bound >= base.group_bound
+    old = rules.get(grown, GroupRule(grown))
+    slow = GroupRule(
+        grown,
+        max_impacted=old.max_impacted,
+        recovery_time=old.recovery_time + slower,
+        anti_affinity=old.anti_affinity,
+        max_per_host=old.max_per_host,
+    )
+    slowed = lb(members, {**rules, grown: slow})
+    assert slowed.seconds >= base.seconds
+    assert slowed.group_bound >= base.group_bound
+
+
+# --------------------------------------------------------------------------- max_hosts_out
+
+
+def test_max_hosts_out_hand_cases() -> None:
+    assert max_hosts_out([8, 8, 8, 8], 16) == 2
+    assert max_hosts_out([8, 8, 8, 8], 17) == 1
+    assert max_hosts_out([8, 8, 8, 8], 32) == 0
+    assert max_hosts_out([8, 8, 8, 8], 33) == 0  # does not fit at all
+    assert max_hosts_out([4, 16, 8], 16) == 2  # the largest host stays
+    assert max_hosts_out([4, 16, 8], 20) == 1
+    assert max_hosts_out([], 5) == 0
+    assert max_hosts_out([8, 8, 8], 1) == 2
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: max_hosts_out(capacities, 0) returns len(capacities) - 1: with no load "
+    "every host can be out, but the loop only checks after adding the first host",
+)
+def test_max_hosts_out_with_no_load_takes_every_host_out() -> None:
+    assert max_hosts_out([8, 8, 8], 0) == 3
+
+
+@PROPERTY
+@given(st.lists(st.integers(0, 64), max_size=8), st.integers(1, 300))
+def test_max_hosts_out_leaves_hosts_that_hold_the_load(capacities: list[int], load: int) -> None:
+    out = max_hosts_out(capacities, load)
+    assert 0 <= out <= len(capacities)
+    ordered = sorted(capacities, reverse=True)
+    kept = ordered[: len(ordered) - out]
+    if sum(capacities) >= load:
+        assert sum(kept) >= load
+        # And no more can go: one host fewer would not hold it.
+        if out < len(capacities):
+            assert sum(kept[:-1]) < load
+    else:
+        assert out == 0
