@@ -40,6 +40,10 @@ autodoc_default_options = {"members": True, "show-inheritance": True}
 autodoc_typehints_format = "short"
 
 
+# Payload samples elide with "..." and so are not valid JSON; Pygments then
+# highlights them leniently, which is fine, not an error.
+suppress_warnings = ["misc.highlighting_failure"]
+
 html_theme = "furo"
 html_title = "fenix-core"
 html_static_path = ["_static"]

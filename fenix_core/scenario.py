@@ -139,11 +139,9 @@ class Faults:
 @attrs.frozen
 class SessionOptions:
     """The session request (validated by :class:`~fenix_core.model.SessionRequest`)
-    plus ``max_parallel_hosts`` for the constrained workflow and
-    ``maintenance_in``, seconds after the scenario's start."""
+    plus ``maintenance_in``, seconds after the scenario's start."""
 
     request: SessionRequest
-    max_parallel_hosts: int | None = None
     maintenance_in: float | None = None
 
 
@@ -536,19 +534,14 @@ def _session(
     for index, host in enumerate(r.items("hosts")):
         if host not in hosts:
             raise InvalidInput(f"session.hosts[{index}]", f"no host {host!r} in hosts")
-    request_fields = {
-        k: v for k, v in r.data.items() if k not in ("max_parallel_hosts", "maintenance_in")
-    }
+    request_fields = {k: v for k, v in r.data.items() if k != "maintenance_in"}
     request_fields["actions"] = [
         {"plugin": a.plugin, "type": a.type, "order": a.order, "metadata": dict(a.metadata)}
         for a in actions
     ]
     request = _prefixed("session", SessionRequest.from_dict, request_fields)
-    parallel = None
-    if r.has("max_parallel_hosts"):
-        parallel = r.integer("max_parallel_hosts", 1, minimum=1, maximum=_MAX_COUNT)
     maintenance_in = r.seconds("maintenance_in", 0.0) if r.has("maintenance_in") else None
-    return SessionOptions(request, parallel, maintenance_in)
+    return SessionOptions(request, maintenance_in)
 
 
 _TOP = (

@@ -8,9 +8,10 @@ from its database and a simulated one give the same picture:
 * a host is **draining** from the first move of an instance off it (or from an
   earlier time the caller observed, e.g. the notification asking its projects),
   **in maintenance** from ``started_at`` to ``finished_at``, then **done**;
-* an instance is **impacted** from the moment its host starts draining until
-  its move ends, plus its group's ``recovery_time`` after a successful move;
-  a group's impact is the number of its members impacted at once;
+* an instance is **impacted** from the start of its move until its group's
+  ``recovery_time`` after the move ended (failed moves too), the rule the
+  constrained workflow keeps; a group's impact is the number of its members
+  impacted at once;
 * a **wave** is a set of hosts in maintenance at overlapping times: a new wave
   starts when a host is taken into maintenance after every host of the
   current wave is done.
@@ -190,9 +191,7 @@ def build_timeline(
         )
         for h in view.hosts
     )
-    lanes = _group_lanes(
-        moves, drain, end, projects or {}, {g.group_id: g for g in groups}, members or {}
-    )
+    lanes = _group_lanes(moves, end, projects or {}, {g.group_id: g for g in groups}, members or {})
     return Timeline(
         session_id=view.session_id,
         workflow=view.workflow,
@@ -234,7 +233,6 @@ def _before(drain: datetime | None, maintenance: datetime | None) -> datetime | 
 
 def _group_lanes(
     moves: Sequence[OperationView],
-    drain: Mapping[str, datetime],
     end: datetime,
     projects: Mapping[str, str],
     groups: Mapping[str, GroupConstraints],
@@ -252,12 +250,10 @@ def _group_lanes(
         group_id = group_of(op.instance_id)
         if group_id is None:
             continue
-        start = op.created_at
-        if op.source is not None and op.source in drain:
-            start = min(start, drain[op.source])
+        start = op.started_at or op.created_at
         stop = op.finished_at or end
         group = groups.get(group_id)
-        if group is not None and op.status == "done":
+        if group is not None and op.status in ("done", "failed"):
             stop += timedelta(seconds=group.recovery_time)
         intervals.setdefault(op.instance_id, []).append((start, max(stop, start)))
 
