@@ -62,6 +62,7 @@ def setup(app: object) -> dict[str, bool]:
     logging.getLogger("sphinx.sphinx.directives.other").addFilter(_GuidesNotWrittenYet())
     return {"parallel_read_safe": True}
 
+
 # Nitpicky (-n) about fenix-core's own references; the standard library and
 # third-party types have no inventory here (no network for intersphinx in CI).
 nitpick_ignore_regex = [
