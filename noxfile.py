@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import glob
 import os
+import shutil
 from pathlib import Path
 from xml.etree import ElementTree
 
@@ -31,7 +33,8 @@ def tests(session: nox.Session) -> None:
     that matches no test is not a failure (pytest's exit code 5), and the
     coverage gate only applies when the whole suite ran.
     """
-    session.install("-e", ".[dev,openstack,rest]")
+    session.install("-e", ".[dev,openstack,rest,k8s]")
+    _install_postgresql(session)
     junit = Path(session.create_tmp()) / "junit.xml"
     session.run(
         "pytest",
@@ -52,6 +55,38 @@ def tests(session: nox.Session) -> None:
     session.run("coverage", "report", "--show-missing", "--skip-covered", *gate)
 
 
+def _install_postgresql(session: nox.Session) -> None:
+    """The PostgreSQL tests start a throwaway server from Debian's postgresql
+    package: install it when missing and we are root (CI is); otherwise those
+    tests skip, saying why."""
+    if glob.glob("/usr/lib/postgresql/*/bin/initdb") or shutil.which("initdb"):
+        return
+    if not shutil.which("apt-get") or os.geteuid() != 0:
+        session.log("PostgreSQL server binaries missing and cannot install them: tests will skip")
+        return
+    env = {"DEBIAN_FRONTEND": "noninteractive"}
+    session.run("apt-get", "update", "-q", external=True, env=env)
+    session.run("apt-get", "install", "-y", "-q", "postgresql", external=True, env=env)
+
+
+@nox.session
+def soak(session: nox.Session) -> None:
+    """Crash-resume soak: 200 SIGKILL points (the default test run has 20).
+
+    Not in the default sessions. `nox -s soak -- 500` sets another count."""
+    session.install("-e", ".[dev]")
+    points = session.posargs[0] if session.posargs else "200"
+    session.run(
+        "pytest",
+        "tests/test_crash.py",
+        "-q",
+        "-s",
+        "-p",
+        "no:cacheprovider",
+        env={"FENIX_CRASH_POINTS": points},
+    )
+
+
 @nox.session
 def lint(session: nox.Session) -> None:
     """ruff: lint rules and formatting."""
@@ -62,9 +97,9 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def types(session: nox.Session) -> None:
-    """mypy --strict on the library."""
-    session.install("-e", ".[dev,openstack,rest]")
-    session.run("mypy", "fenix_core", "fenix_core_openstack")
+    """mypy --strict on the library and the cloud plug-ins."""
+    session.install("-e", ".[dev,openstack,rest,k8s]")
+    session.run("mypy", "fenix_core", "fenix_core_openstack", "fenix_core_k8s")
 
 
 @nox.session

@@ -38,6 +38,8 @@ SESSION_MEANING: dict[SessionState, str] = {
     "scale back out",
     SessionState.MAINTENANCE_DONE: "finished",
     SessionState.MAINTENANCE_FAILED: "stopped with a reason; may be retried or deleted",
+    SessionState.MAINTENANCE_CANCELLED: "cancelled by the admin (`engine.cancel`): the hosts "
+    "it disabled are back in service; may be deleted",
 }
 HOST_MEANING: dict[HostState, str] = {
     HostState.PENDING: "waiting for its turn",
@@ -46,7 +48,15 @@ HOST_MEANING: dict[HostState, str] = {
     HostState.IN_MAINTENANCE: "taken into maintenance (computes disabled), actions running",
     HostState.MAINTAINED: "back in service",
     HostState.FAILED: "its maintenance failed (see the host's reason)",
+    HostState.SKIPPED: "work on it was stuck and the escalation policy skipped it: left as it "
+    "was (disabled if it was), not maintained",
     HostState.OUT_OF_SCOPE: "not maintained by this session; a migration target only",
+    HostState.ADDING: "named in `add_hosts`: waiting for it to appear and be in service",
+    HostState.ADDED: "brought into service during the session (or appeared in the cloud); "
+    "a migration target only",
+    HostState.DECOMMISSIONED: "emptied, actions run, left disabled for good (`HOST_REMOVED`)",
+    HostState.REMOVED: "gone from the cloud during the session; its pending work was dropped "
+    "(see the host's reason)",
 }
 INSTANCE_MEANING: dict[InstanceState, str] = {
     InstanceState.PENDING: "on a host that is not maintained yet",

@@ -21,19 +21,23 @@ jump in simulated time.
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
+import time
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from . import constraint_store
+from . import constraint_store, inventory
 from .clock import Clock, RealClock
 from .constraints import (
     DEFAULT_GROUP,
@@ -52,6 +56,7 @@ from .errors import (
 )
 from .hookspecs import ConstraintSource
 from .model import (
+    HostChange,
     OperationView,
     ProjectView,
     Reply,
@@ -62,8 +67,8 @@ from .model import (
 )
 from .operations import OperationRunner, cloud_constraints_dict, record_status
 from .plugins import Plugins
-from .runtime import LoadedSession
-from .signals import SIGNALS
+from .runtime import LoadedSession, new_host_row
+from .signals import SIGNALS, maintenance_host
 from .states import (
     FINAL_SESSION_STATES,
     HostState,
@@ -72,8 +77,10 @@ from .states import (
     SessionState,
     normalize_reply_state,
 )
+from .store import leases
 from .store.database import migrate, open_database
 from .store.schema import (
+    HostChangeRow,
     HostRow,
     InboxRow,
     InstanceRow,
@@ -85,13 +92,21 @@ from .store.schema import (
 )
 from .views import build_operation_view, build_project_view, build_session_view
 from .workflows.base import Workflow
+from .workflows.lifecycle import capacity_shortfall, check_request
 
 __all__ = ["Engine"]
+
+_T = TypeVar("_T")
 
 log = logging.getLogger("fenix_core")
 
 _INSTANCE_CHOICE_STATES = ("PREPARE_MAINTENANCE", "PLANNED_MAINTENANCE")
 _FINAL = tuple(s.value for s in FINAL_SESSION_STATES)
+# Host rows that do not take a host from other sessions: targets, and hosts gone.
+_NOT_MAINTAINED = tuple(
+    s.value
+    for s in (HostState.OUT_OF_SCOPE, HostState.ADDED, HostState.REMOVED, HostState.DECOMMISSIONED)
+)
 
 
 class Engine:
@@ -103,6 +118,16 @@ class Engine:
     clock. ``plugins`` are a cloud plug-in and any action or workflow plug-ins;
     plug-ins published in the ``fenix`` entry-point group are loaded too unless
     ``load_entry_points`` is false.
+
+    Several engines (processes) may share one PostgreSQL database: each works
+    on the sessions it leases. ``worker_id`` names this engine among them
+    (unique among live workers; the default is host, pid and a random part; a
+    restarted worker that keeps its id takes its own sessions back at once).
+    A lease lasts ``lease_seconds`` of real time after the worker's last step
+    on the session; then another worker may take the session over.
+    ``db_retries`` / ``db_retry_seconds``: a step that loses the database
+    (``OperationalError``) is retried that many times, waiting
+    ``db_retry_seconds`` and doubling, before the error reaches the caller.
     """
 
     def __init__(
@@ -115,8 +140,29 @@ class Engine:
         admin_project_id: str | None = None,
         load_entry_points: bool = True,
         default_group_constraints: Mapping[str, Any] | None = None,
+        worker_id: str | None = None,
+        lease_seconds: float = 30.0,
+        lease_clock: Clock | None = None,
+        db_retries: int = 5,
+        db_retry_seconds: float = 0.1,
     ) -> None:
+        if worker_id is not None:
+            _str(worker_id, "worker_id")
+        for field, value in (
+            ("lease_seconds", lease_seconds),
+            ("db_retry_seconds", db_retry_seconds),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+                raise InvalidInput(field, f"must be a positive number of seconds, got {value!r}")
+        if isinstance(db_retries, bool) or not isinstance(db_retries, int) or db_retries < 0:
+            raise InvalidInput("db_retries", f"must be a whole number >= 0, got {db_retries!r}")
         self.clock: Clock = clock if clock is not None else RealClock()
+        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.lease_seconds = float(lease_seconds)
+        # Leases are about real processes, not the (maybe simulated) maintenance time.
+        self.lease_clock: Clock = lease_clock if lease_clock is not None else RealClock()
+        self.db_retries = db_retries
+        self.db_retry_seconds = float(db_retry_seconds)
         self.service = service
         self.admin_project_id = admin_project_id
         self.plugins = Plugins(plugins, self.clock, load_entry_points=load_entry_points)
@@ -126,23 +172,38 @@ class Engine:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._loaded: dict[str, tuple[LoadedSession, Workflow]] = {}
+        # Session id -> (lease token, lease expiry) of the leases this worker holds.
+        self._leases: dict[str, tuple[int, datetime]] = {}
         self._runner = OperationRunner(self.plugins)
         self._leftovers_delivered = False
+        # Undelivered notifications of sessions taken over from another worker.
+        self._leftovers: list[OutboxRow] = []
         # Sessions whose workflow no plug-in provides: left as they are (a new
         # engine with the plug-in resumes them), and not woken for nothing.
         self._unrunnable: set[str] = set()
+        # Bumped whenever the stored inventory changes: a loaded session that
+        # saw an older generation reconciles its hosts at its next step.
+        self._inventory_gen = 0
+        # Host changes committed and not delivered yet (HOST_ADDED / HOST_REMOVED).
+        self._host_changes: list[HostChangeRow] = []
         self.default_group_constraints = self._check_default_group(default_group_constraints)
         self._constraints: tuple[int, ConstraintSet] | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
     def close(self) -> None:
-        """Release the database and the loaded sessions."""
+        """Release the loaded sessions, their leases and the database."""
         with self._lock:
             for loaded, _ in self._loaded.values():
                 loaded.orm.close()
                 loaded.release()
             self._loaded.clear()
+            self._leases.clear()
+            try:
+                with self._db.begin() as connection:
+                    leases.release(connection, self.worker_id)
+            except OperationalError:
+                log.warning("could not release the leases of %s; they expire", self.worker_id)
             self._db.dispose()
 
     def __enter__(self) -> Engine:
@@ -185,6 +246,7 @@ class Engine:
                 + ", ".join(sorted(self.plugins.workflows)),
             )
         workflow.validate_request(req, self.plugins.actions)
+        self._check_gates(req)
         driver = self.plugins.require_driver()
         try:
             hosts = list(driver.list_hosts())
@@ -203,7 +265,21 @@ class Engine:
         unknown = [h for h in req.hosts if h not in by_name]
         if unknown:
             raise InvalidInput("hosts", "unknown to the cloud: " + ", ".join(unknown))
-        scope = list(req.hosts) if req.hosts else [h.name for h in hosts]
+        retiring = workflow.retiring(req)
+        scope = check_request(req, retiring, by_name)
+        if all(name in by_name for name in req.add_hosts):
+            used: Counter[str] = Counter()
+            for inst in instances:
+                used[inst.host] += inst.vcpus
+            shortfall = capacity_shortfall(
+                [(h.name, h.type, h.vcpus, h.enabled or h.name in req.add_hosts) for h in hosts],
+                used,
+                retiring,
+            )
+            if shortfall is not None:
+                raise InvalidInput(
+                    "decommission_hosts" if req.decommission_hosts else "hosts", shortfall
+                )
         if not scope:
             raise InvalidInput("hosts", "the cloud reports no hosts to maintain")
         unknown_actions = sorted(set(allowed) - {a.value for a in InstanceAction})
@@ -211,8 +287,8 @@ class Engine:
             raise CloudError(f"cloud driver offers unusable instance actions: {allowed}")
         now = self.clock.now()
         session_id = str(uuid.uuid4())
-        with self._lock, Session(self._db) as orm, orm.begin():
-            self._check_hosts_free(orm, scope)
+        with self._lock, Session(self._db, expire_on_commit=False) as orm, orm.begin():
+            self._check_hosts_free(orm, [*scope, *req.add_hosts])
             subscribed = set(orm.scalars(select(SubscriptionRow.project_id)))
             orm.add(
                 SessionRow(
@@ -237,7 +313,8 @@ class Engine:
             )
             orm.flush()
             in_scope = set(scope)
-            ordered = scope + [h.name for h in hosts if h.name not in in_scope]
+            adds = set(req.add_hosts)
+            ordered = scope + [h.name for h in hosts if h.name not in in_scope | adds]
             for position, name in enumerate(ordered):
                 host = by_name[name]
                 orm.add(
@@ -256,6 +333,19 @@ class Engine:
                         reason=None,
                     )
                 )
+            for position, name in enumerate(req.add_hosts, start=len(ordered)):
+                listed = by_name.get(name)
+                kind, vcpus = (listed.type, listed.vcpus) if listed else ("compute", 0)
+                orm.add(
+                    new_host_row(session_id, name, kind, vcpus, False, HostState.ADDING, position)
+                )
+            changes = inventory.sync(
+                orm,
+                hosts,
+                now=now,
+                session_id=session_id,
+                pending=inventory.pending_adds(orm) | adds,
+            )
             projects: set[str] = set()
             for inst in instances:
                 where = by_name.get(inst.host)
@@ -292,6 +382,7 @@ class Engine:
                         replied_at=None,
                     )
                 )
+        self._inventory_changed(changes)
         log.info("session %s created over %d host(s)", session_id, len(scope))
         self._wake.set()
         return session_id
@@ -304,7 +395,7 @@ class Engine:
             projects = orm.scalars(
                 select(ProjectRow).where(ProjectRow.session_id == session_id)
             ).all()
-            return build_session_view(row, hosts, projects)
+            return build_session_view(row, hosts, projects, self.clock.now())
 
     def list_sessions(self) -> list[SessionView]:
         """Every session, oldest first."""
@@ -334,11 +425,19 @@ class Engine:
         failed session from where it stopped."""
         if isinstance(update, SessionUpdate):
             upd = update
+        elif update is not None and not isinstance(update, Mapping):
+            raise InvalidInput("update", f"expected an object, got {type(update).__name__}")
         else:
             upd = SessionUpdate.from_dict({**dict(update or {}), **changes})
         if not upd.retry and not upd.changes_start:
             raise InvalidInput("update", "nothing to change: give maintenance_at or retry")
         with self._lock:
+            self._session_exists(session_id)
+            if not self._claim([session_id]):
+                raise Conflict(
+                    "another engine worker is working on this session; try again shortly",
+                    session_id=session_id,
+                )
             loaded, workflow = self._load(session_id)
             try:
                 outbox = self._apply_update(loaded, workflow, upd)
@@ -347,6 +446,7 @@ class Engine:
                 # the last committed state and the next step reloads it.
                 self._unload(session_id, rollback=True)
                 raise
+            outbox = self._take_leftovers() + outbox
         self._deliver(outbox)
         self._wake.set()
         return self.get_session(session_id)
@@ -389,8 +489,101 @@ class Engine:
             workflow.reschedule(upd.maintenance_at)
         loaded.row.next_wake = loaded.now
         loaded.row.updated_at = loaded.now
+        self._renew(loaded)
         loaded.orm.commit()
         return self._take_outbox(loaded)
+
+    def _check_gates(self, req: SessionRequest) -> None:
+        for index, spec in enumerate(req.controls.gates):
+            field = f"controls.gates[{index}]"
+            gate = self.plugins.gates.get(spec.name)
+            if gate is None:
+                raise InvalidInput(
+                    f"{field}.name",
+                    f"no gate named {spec.name!r}; known: " + ", ".join(sorted(self.plugins.gates)),
+                )
+            validate = getattr(gate, "validate_params", None)
+            if validate is None:
+                continue
+            try:
+                validate(spec.params)
+            except InvalidInput as exc:
+                raise InvalidInput(f"{field}.{exc.field}", exc.reason) from None
+
+    # ------------------------------------------------------------------ operational controls
+
+    def pause(self, session_id: str, reason: str = "by the admin") -> SessionView:
+        """Stop starting new hosts and moves; work in flight ends normally.
+
+        Conflict if the session has ended or is paused already."""
+        _str(reason, "reason")
+
+        def pause(loaded: LoadedSession, workflow: Workflow) -> None:
+            self._require_running(loaded, "paused")
+            if loaded.data.get("paused"):
+                raise Conflict(
+                    f"session is paused already ({loaded.data.get('pause_reason')})",
+                    session_id=loaded.id,
+                    state=loaded.state,
+                )
+            workflow.pause(reason)
+
+        return self._control(session_id, pause)
+
+    def resume(self, session_id: str) -> SessionView:
+        """Let a paused session go on. Conflict if it is not paused."""
+
+        def resume(loaded: LoadedSession, workflow: Workflow) -> None:
+            self._require_running(loaded, "resumed")
+            if not loaded.data.get("paused"):
+                raise Conflict(
+                    f"session is not paused ({loaded.state})",
+                    session_id=loaded.id,
+                    state=loaded.state,
+                )
+            workflow.resume()
+
+        return self._control(session_id, resume)
+
+    def cancel(self, session_id: str, reason: str = "cancelled by the admin") -> SessionView:
+        """End the session (MAINTENANCE_CANCELLED): no new work; migrations in
+        flight are followed to their end; every host this session disabled,
+        and only those, is put back into service. Conflict if it has ended."""
+        _str(reason, "reason")
+
+        def cancel(loaded: LoadedSession, workflow: Workflow) -> None:
+            self._require_running(loaded, "cancelled")
+            workflow.cancel(reason)
+
+        return self._control(session_id, cancel)
+
+    @staticmethod
+    def _require_running(loaded: LoadedSession, verb: str) -> None:
+        if loaded.final:
+            raise Conflict(
+                f"session has ended ({loaded.state}) and cannot be {verb}",
+                session_id=loaded.id,
+                state=loaded.state,
+            )
+
+    def _control(
+        self, session_id: str, change: Callable[[LoadedSession, Workflow], None]
+    ) -> SessionView:
+        with self._lock:
+            loaded, workflow = self._load(session_id)
+            loaded.now = self.clock.now()
+            try:
+                change(loaded, workflow)
+                loaded.row.next_wake = loaded.now
+                loaded.row.updated_at = loaded.now
+                loaded.orm.commit()
+            except Exception:
+                self._unload(session_id, rollback=True)
+                raise
+            outbox = self._take_outbox(loaded)
+        self._deliver(outbox)
+        self._wake.set()
+        return self.get_session(session_id)
 
     def delete_session(self, session_id: str) -> None:
         """Remove a finished session and everything recorded about it."""
@@ -411,6 +604,42 @@ class Engine:
                     )
                 orm.execute(delete(SessionRow).where(SessionRow.id == session_id))
             self._unload(session_id)
+            self._leases.pop(session_id, None)
+
+    def refresh_inventory(self) -> list[HostChange]:
+        """Compare the cloud's hosts with the stored inventory; store and announce
+        the differences (``maintenance_host`` ``HOST_ADDED`` / ``HOST_REMOVED``,
+        each change once) and return them. Running sessions follow the changes
+        at their next step. The first listing an engine stores is the baseline:
+        nothing is announced for it.
+        """
+        driver = self.plugins.require_driver()
+        try:
+            hosts = list(driver.list_hosts())
+        except FenixError:
+            raise
+        except Exception as exc:
+            raise CloudError(f"listing the cloud's hosts failed: {exc}") from exc
+        with self._lock:
+            with Session(self._db, expire_on_commit=False) as orm, orm.begin():
+                changes = inventory.sync(
+                    orm,
+                    hosts,
+                    now=self.clock.now(),
+                    session_id=None,
+                    pending=inventory.pending_adds(orm),
+                )
+            self._inventory_changed(changes)
+            delivering, self._host_changes = self._host_changes, []
+        self._deliver_host_changes(delivering)
+        self._wake.set()
+        return [inventory.to_value(c) for c in changes]
+
+    def _inventory_changed(self, changes: Sequence[HostChangeRow]) -> None:
+        """Committed host changes: to be delivered, and followed by the sessions."""
+        if changes:
+            self._inventory_gen += 1
+            self._host_changes.extend(changes)
 
     # ------------------------------------------------------------------ project API
 
@@ -447,7 +676,22 @@ class Engine:
                     InstanceRow.session_id == session_id, InstanceRow.project_id == project_id
                 )
             ).all()
-            return build_project_view(session_id, project, instances)
+            return build_project_view(
+                session_id, project, instances, self._move_details(orm, session_id)
+            )
+
+    @staticmethod
+    def _move_details(orm: Session, session_id: str) -> dict[str, str]:
+        """Instance id -> what its running move or watch is waiting for."""
+        ops = orm.scalars(
+            select(OperationRow).where(
+                OperationRow.session_id == session_id,
+                OperationRow.status == "running",
+                OperationRow.kind.in_(("move", "watch")),
+                OperationRow.instance_id.is_not(None),
+            )
+        ).all()
+        return {op.instance_id: op.detail for op in ops if op.instance_id and op.detail}
 
     def reply(
         self,
@@ -713,15 +957,18 @@ class Engine:
         """Handle everything that is due now; return how many sessions moved."""
         now = self.clock.now()
         with self._lock:
-            due = self._due_sessions(now)
-            outbox: list[OutboxRow] = []
+            claimed = self._claim(self._due_sessions(now))
+            outbox = self._take_leftovers()
             if not self._leftovers_delivered:
                 outbox += self._undelivered()
+                self._host_changes[:0] = self._undelivered_host_changes()
                 self._leftovers_delivered = True
-            for session_id in due:
-                outbox += self._advance(session_id)
+            for session_id in claimed:
+                outbox += self._advance_retrying(session_id)
+            changes, self._host_changes = self._host_changes, []
         self._deliver(outbox)
-        return len(due)
+        self._deliver_host_changes(changes)
+        return len(claimed)
 
     def run_until_idle(self, max_steps: int = 1_000_000) -> int:
         """Step until nothing is due at the current time (the clock does not move)."""
@@ -751,7 +998,7 @@ class Engine:
                 finished = row.state in _FINAL and row.next_wake is None
             if finished:
                 return self.get_session(session_id)
-            if not self.clock.wait(self.next_wake(), self._wake):
+            if not self._wait():
                 raise FenixError(
                     f"session {session_id} waits for nothing that can happen (state {row.state})",
                     session_id=session_id,
@@ -765,7 +1012,7 @@ class Engine:
             self.run_until_idle()
             if self._stop.is_set():
                 break
-            if not self.clock.wait(self.next_wake(), self._wake):
+            if not self._wait():
                 self._wake.wait()
                 self._wake.clear()
 
@@ -775,12 +1022,41 @@ class Engine:
         self._wake.set()
 
     def next_wake(self) -> datetime | None:
-        """When the engine next has something to do (None: nothing scheduled)."""
+        """When the engine next has something to do (None: nothing scheduled).
+
+        Sessions another worker holds a live lease on are not counted."""
         with self._lock, Session(self._db) as orm:
             wake: datetime | None = orm.scalar(
-                select(func.min(SessionRow.next_wake)).where(SessionRow.id.not_in(self._unrunnable))
+                select(func.min(SessionRow.next_wake)).where(
+                    SessionRow.id.not_in(self._unrunnable),
+                    leases.claimable(self.worker_id, self.lease_clock.now()),
+                )
             )
             return wake
+
+    def _wait(self) -> bool:
+        """Wait for the next due time or a wake-up; False if nothing can come.
+
+        While other workers hold leases on sessions with something scheduled,
+        look again every so often (real time): they may die and leave them."""
+        with self._lock, Session(self._db) as orm:
+            others = orm.scalar(
+                select(func.count())
+                .select_from(SessionRow)
+                .where(
+                    SessionRow.next_wake.is_not(None),
+                    leases.held_by_others(self.worker_id, self.lease_clock.now()),
+                )
+            )
+        if others:
+            wake = self.next_wake()
+            if wake is not None and wake <= self.clock.now():
+                return True
+            if wake is None or not isinstance(self.clock, RealClock):
+                self._wake.wait(min(1.0, self.lease_seconds / 4))
+                self._wake.clear()
+                return True
+        return self.clock.wait(self.next_wake(), self._wake)
 
     # ------------------------------------------------------------------ internals
 
@@ -804,7 +1080,7 @@ class Engine:
             .where(
                 SessionRow.state.not_in(_FINAL),
                 SessionRow.id != besides,
-                HostRow.state != HostState.OUT_OF_SCOPE.value,
+                HostRow.state.not_in(_NOT_MAINTAINED),
             )
         )
         if names is not None:
@@ -841,7 +1117,58 @@ class Engine:
             due.update(
                 orm.scalars(select(InboxRow.session_id).where(InboxRow.processed_at.is_(None)))
             )
+        # Loaded sessions that have not followed the latest host set changes yet.
+        due.update(
+            sid
+            for sid, (loaded, _) in self._loaded.items()
+            if loaded.inventory_seen != self._inventory_gen and not loaded.final
+        )
         return sorted(due - self._unrunnable)
+
+    # ------------------------------------------------------------------ leases
+
+    def _claim(self, session_ids: Iterable[str]) -> list[str]:
+        """Lease what can be leased of ``session_ids``; return those, in order.
+
+        A session taken from another worker (a new token) is worked on from
+        its last commit: a working set this worker kept is dropped, and the
+        notifications the other worker did not deliver are sent first."""
+        wanted = list(session_ids)
+        if not wanted:
+            return []
+        now = self.lease_clock.now()
+        expires = now + timedelta(seconds=self.lease_seconds)
+
+        def claim() -> dict[str, int]:
+            with Session(self._db) as orm:
+                return leases.claim(orm, wanted, self.worker_id, now, expires)
+
+        tokens = self._retrying("claiming sessions", claim)
+        taken_over: list[str] = []
+        for session_id, token in tokens.items():
+            held = self._leases.get(session_id)
+            if held is None or held[0] != token:
+                self._unload(session_id, rollback=True)
+                taken_over.append(session_id)
+            self._leases[session_id] = (token, expires)
+        if taken_over and self._leftovers_delivered:
+            self._leftovers += self._undelivered(only=taken_over)
+        return [sid for sid in wanted if sid in tokens]
+
+    def _renew(self, loaded: LoadedSession) -> None:
+        """In the step's transaction: extend this worker's lease or raise LeaseLost."""
+        token, _ = self._leases.get(loaded.id, (-1, self.lease_clock.now()))
+        expires = self.lease_clock.now() + timedelta(seconds=self.lease_seconds)
+        leases.renew(loaded.orm, loaded.id, self.worker_id, token, expires)
+        self._leases[loaded.id] = (token, expires)
+
+    def _lease_margin_left(self, session_id: str) -> bool:
+        """Whether the lease lasts long enough to start operations safely."""
+        held = self._leases.get(session_id)
+        if held is None:
+            return False
+        margin = timedelta(seconds=self.lease_seconds / 3)
+        return self.lease_clock.now() + margin < held[1]
 
     def _load(self, session_id: str) -> tuple[LoadedSession, Workflow]:
         if not isinstance(session_id, str):
@@ -880,6 +1207,33 @@ class Engine:
         loaded.orm.close()
         loaded.release()
 
+    def _advance_retrying(self, session_id: str) -> list[OutboxRow]:
+        """One step of a session; a lost database connection is retried with
+        back-off. The retry starts from the last commit: operations recorded
+        there and maybe started are looked up, not started again."""
+        return self._retrying(f"session {session_id}", lambda: self._advance(session_id))
+
+    def _retrying(self, what: str, call: Callable[[], _T]) -> _T:
+        """``call()``, again after a database error, waiting longer each time."""
+        attempt = 0
+        while True:
+            try:
+                return call()
+            except OperationalError as exc:
+                if attempt >= self.db_retries:
+                    raise
+                delay = self.db_retry_seconds * 2**attempt
+                attempt += 1
+                log.warning(
+                    "%s: database error, retry %d of %d in %.2f s: %s",
+                    what,
+                    attempt,
+                    self.db_retries,
+                    delay,
+                    exc,
+                )
+                time.sleep(delay)
+
     def _advance(self, session_id: str) -> list[OutboxRow]:
         try:
             loaded, workflow = self._load(session_id)
@@ -908,6 +1262,9 @@ class Engine:
 
         loaded.api_constraints = constraints
         try:
+            if loaded.inventory_seen != self._inventory_gen:
+                loaded.inventory_seen = self._inventory_gen
+                workflow.lifecycle.reconcile()
             self._poll_due(loaded, now)
             self._take_replies(loaded, workflow)
             ended = sorted(
@@ -920,7 +1277,7 @@ class Engine:
             for timer in loaded.pop_due_timers():
                 workflow.on_timer(timer)
             before = loaded.row.state
-            if loaded.row.version == 0:
+            if loaded.row.version == 0 and not loaded.final:  # (cancelled before it began)
                 workflow.start()
             workflow.advance()
             if loaded.row.state != before:
@@ -930,11 +1287,20 @@ class Engine:
         except OperationalError:
             self._unload(session_id, rollback=True)
             raise
+        except leases.LeaseLost as exc:
+            log.warning("%s", exc)
+            self._unload(session_id, rollback=True)
+            self._leases.pop(session_id, None)
+            return []
         except Exception as exc:
             log.exception("session %s: workflow error", session_id)
             self._unload(session_id, rollback=True)
             return self._fail_broken(session_id, exc)
         outbox = self._take_outbox(loaded)
+        changes, loaded.new_host_changes = loaded.new_host_changes, []
+        self._inventory_changed(changes)
+        if changes:
+            loaded.inventory_seen = self._inventory_gen  # it followed them already
         if loaded.final and loaded.row.next_wake is None:
             self._unload(session_id)
         return outbox
@@ -980,16 +1346,29 @@ class Engine:
         loaded.row.updated_at = now
         loaded.row.version += 1
         loaded.row.next_wake = loaded.next_wake()
+        self._renew(loaded)
         loaded.orm.commit()
 
     def _start_pending(self, loaded: LoadedSession) -> None:
+        """Start the operations the last commit recorded.
+
+        Their keys are committed before any plug-in is called. An operation
+        that was already pending when the session was loaded may have been
+        started by a process that died (or a step that lost the database)
+        before recording the answer: the runner looks it up by key first."""
         pending = [op for op in loaded.ops.values() if op.status == "pending"]
         if not pending:
             return
+        if not self._lease_margin_left(loaded.id):
+            # The lease is about to lapse: leave them to whoever holds it next.
+            return
         for op in pending:
             now = self.clock.now()
-            record_status(op, self._runner.start(op, loaded.request, now), now)
+            in_doubt = op.key in loaded.in_doubt
+            loaded.in_doubt.discard(op.key)
+            record_status(op, self._runner.start(op, loaded.request, now, in_doubt=in_doubt), now)
         loaded.row.next_wake = loaded.next_wake()
+        self._renew(loaded)
         loaded.orm.commit()
 
     def _fail_broken(self, session_id: str, exc: Exception) -> list[OutboxRow]:
@@ -1002,6 +1381,9 @@ class Engine:
             self._commit(loaded, loaded.now)
             self._start_pending(loaded)
             return self._take_outbox(loaded)
+        except leases.LeaseLost:
+            self._unload(session_id, rollback=True)
+            return []
         except Exception:
             log.exception("session %s: could not record the failure", session_id)
             self._unload(session_id, rollback=True)
@@ -1011,20 +1393,61 @@ class Engine:
                 )
             return []
 
+    def _take_leftovers(self) -> list[OutboxRow]:
+        leftovers, self._leftovers = self._leftovers, []
+        return leftovers
+
     @staticmethod
     def _take_outbox(loaded: LoadedSession) -> list[OutboxRow]:
         outbox, loaded.new_outbox = loaded.new_outbox, []
         return outbox
 
-    def _undelivered(self) -> list[OutboxRow]:
+    def _undelivered(self, only: Sequence[str] | None = None) -> list[OutboxRow]:
+        """Notifications left undelivered (by a dead process or worker), of the
+        sessions ``only`` or of every session no other live worker holds."""
+        query = (
+            select(OutboxRow)
+            .join(SessionRow, SessionRow.id == OutboxRow.session_id)
+            .where(OutboxRow.delivered_at.is_(None))
+            .order_by(OutboxRow.created_at, OutboxRow.session_id, OutboxRow.seq)
+        )
+        if only is not None:
+            query = query.where(OutboxRow.session_id.in_(list(only)))
+        else:
+            query = query.where(leases.claimable(self.worker_id, self.lease_clock.now()))
         with Session(self._db, expire_on_commit=False) as orm:
-            rows = orm.scalars(
-                select(OutboxRow)
-                .where(OutboxRow.delivered_at.is_(None))
-                .order_by(OutboxRow.created_at, OutboxRow.session_id, OutboxRow.seq)
-            ).all()
+            rows = orm.scalars(query).all()
             orm.expunge_all()
         return list(rows)
+
+    def _undelivered_host_changes(self) -> list[HostChangeRow]:
+        with Session(self._db, expire_on_commit=False) as orm:
+            rows = list(inventory.undelivered(orm))
+            orm.expunge_all()
+        return rows
+
+    def _deliver_host_changes(self, changes: Sequence[HostChangeRow]) -> None:
+        """Send HOST_ADDED / HOST_REMOVED, then mark them delivered (at least once)."""
+        if not changes:
+            return
+        for change in changes:
+            payload = inventory.change_payload(
+                change, service=self.service, admin_project_id=self.admin_project_id
+            )
+            for receiver in list(maintenance_host.receivers_for(self)):
+                try:
+                    receiver(self, payload=payload)
+                except Exception:
+                    log.exception("receiver of maintenance_host failed (host change %s)", change.id)
+        with self._lock, Session(self._db) as orm, orm.begin():
+            orm.execute(
+                update(HostChangeRow)
+                .where(
+                    HostChangeRow.id.in_([c.id for c in changes]),
+                    HostChangeRow.delivered_at.is_(None),
+                )
+                .values(delivered_at=self.clock.now())
+            )
 
     def _deliver(self, outbox: Iterable[OutboxRow]) -> None:
         """Send the notifications, then mark them delivered (at least once)."""
@@ -1045,14 +1468,19 @@ class Engine:
         if not delivered:
             return
         now = self.clock.now()
-        with self._lock, Session(self._db) as orm, orm.begin():
-            for session_id, seqs in delivered.items():
-                orm.execute(
-                    update(OutboxRow)
-                    .where(
-                        OutboxRow.session_id == session_id,
-                        OutboxRow.seq.in_(seqs),
-                        OutboxRow.delivered_at.is_(None),
+        try:
+            with self._lock, Session(self._db) as orm, orm.begin():
+                for session_id, seqs in delivered.items():
+                    orm.execute(
+                        update(OutboxRow)
+                        .where(
+                            OutboxRow.session_id == session_id,
+                            OutboxRow.seq.in_(seqs),
+                            OutboxRow.delivered_at.is_(None),
+                        )
+                        .values(delivered_at=now)
                     )
-                    .values(delivered_at=now)
-                )
+        except OperationalError:
+            # Delivered but not marked: they go out again (at least once).
+            log.warning("could not mark notifications delivered; they will be sent again")
+            self._leftovers_delivered = False

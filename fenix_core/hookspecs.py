@@ -5,7 +5,7 @@ pass them to ``Engine(plugins=[...])`` or publish them in the ``fenix``
 entry-point group. A hook implementation may accept fewer arguments than the
 spec lists (pluggy passes only those it names).
 
-Three hooks::
+Four hooks::
 
     @hookimpl
     def fenix_cloud_driver(clock):      # exactly one plug-in answers
@@ -18,6 +18,10 @@ Three hooks::
     @hookimpl
     def fenix_workflows():               # all answers are merged
         return {"mine": MyWorkflow}      # name -> Workflow subclass
+
+    @hookimpl
+    def fenix_gates():                   # all answers are collected
+        return [MyHealthGate()]          # Gate objects, each with a unique name
 
 A cloud driver and an action never block for long: what takes time is started
 and then polled, with :class:`~fenix_core.model.OperationStatus` saying when to
@@ -47,6 +51,10 @@ __all__ = [
     "ActionContext",
     "CloudDriver",
     "ConstraintSource",
+    "Gate",
+    "GateContext",
+    "GateResult",
+    "InstanceReadiness",
     "MoveLookup",
     "hookimpl",
     "hookspec",
@@ -130,6 +138,78 @@ class ConstraintSource(Protocol):
     def cloud_constraints(self, instances: Sequence[Instance]) -> CloudConstraints: ...
 
 
+@runtime_checkable
+class InstanceReadiness(Protocol):
+    """Optional driver capability: whether an instance is serving again.
+
+    True when the instance is ACTIVE (OpenStack) / Ready (Kubernetes) after a
+    move. The ``instances_back`` gate uses it; without it the gate only checks
+    that the instance exists.
+    """
+
+    def instance_is_ready(self, instance_id: str) -> bool: ...
+
+
+@attrs.frozen
+class GateResult:
+    """A gate's answer: ``ok``, ``wait`` (not yet: ask again after
+    ``retry_after`` seconds; the session waits with ``message`` in its view) or
+    ``stop`` (the session pauses with ``message`` until the admin resumes it)."""
+
+    verdict: str  # ok | wait | stop
+    message: str = ""
+    retry_after: float = 30.0
+
+    @classmethod
+    def ok(cls, message: str = "") -> GateResult:
+        return cls("ok", message)
+
+    @classmethod
+    def wait(cls, message: str, retry_after: float = 30.0) -> GateResult:
+        return cls("wait", message, max(0.0, float(retry_after)))
+
+    @classmethod
+    def stop(cls, message: str) -> GateResult:
+        return cls("stop", message)
+
+
+@attrs.define
+class GateContext:
+    """What a gate is told when it is asked whether the next host may start.
+
+    ``host`` is the host about to start; ``last_host`` the host that finished
+    last (None before the first) and ``moved_instances`` the instances moved
+    off it. ``first_checked`` is when this gate was first asked about ``host``.
+    ``memo`` is the gate's own JSON-serialisable scratch pad for this host,
+    kept across checks (and restarts). ``driver`` is the cloud driver.
+    """
+
+    session_id: str
+    gate: str
+    params: Mapping[str, Any]
+    host: str
+    last_host: str | None
+    moved_instances: tuple[str, ...]
+    now: datetime
+    first_checked: datetime
+    memo: dict[str, Any]
+    driver: CloudDriver | None
+
+
+@runtime_checkable
+class Gate(Protocol):
+    """A health gate: asked before each host starts, until it says ok.
+
+    ``check`` must not block for long (it runs in the engine's loop, like a
+    driver call); raising counts as "not yet" with the error as the message.
+    A session uses the gates its request names in ``controls.gates``.
+    """
+
+    name: str
+
+    def check(self, context: GateContext) -> GateResult: ...
+
+
 @attrs.frozen
 class ActionContext:
     """Everything an action plug-in is told about one run.
@@ -190,6 +270,12 @@ class _Specs:
         ``ActionSpec.plugin`` names one of them by its ``name``; two actions with
         the same name are an error.
         """
+
+    @hookspec
+    def fenix_gates(self) -> Sequence[Gate]:  # type: ignore[empty-body]
+        """Return the health gates this plug-in provides (``controls.gates``
+        names them); two gates with the same name are an error. The built-in
+        ``instances_back`` and ``http`` gates are always there."""
 
     @hookspec
     def fenix_workflows(self) -> Mapping[str, type[Workflow]]:  # type: ignore[empty-body]

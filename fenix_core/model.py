@@ -16,6 +16,7 @@ from typing import Any, Literal, TypeVar
 import attrs
 
 from .clock import as_utc
+from .controls import Controls
 from .errors import InvalidInput
 
 __all__ = [
@@ -24,16 +25,19 @@ __all__ = [
     "DEFAULT_TIMEOUTS",
     "ActionSpec",
     "Host",
+    "HostChange",
     "HostView",
     "Instance",
     "InstanceView",
     "OperationStatus",
     "OperationView",
+    "Progress",
     "ProjectView",
     "Reply",
     "SessionRequest",
     "SessionUpdate",
     "SessionView",
+    "StuckWork",
     "parse_time",
 ]
 
@@ -55,6 +59,7 @@ DEFAULT_TIMEOUTS: Mapping[str, float] = {
     "own_action": 3600.0,  # a manager moving its instance itself (OWN_ACTION)
     "action": 4 * 3600.0,  # one action plug-in run
     "host_up": 1800.0,  # a host coming back after its actions
+    "host_added": 3600.0,  # the hosts named in add_hosts appearing in the cloud
 }
 
 T = TypeVar("T")
@@ -90,6 +95,8 @@ def _str(value: object, field: str, *, empty: bool = False) -> str:
         raise InvalidInput(field, "must not be empty")
     if len(value) > 255:
         raise InvalidInput(field, "longer than 255 characters")
+    if "\x00" in value:  # PostgreSQL text cannot hold it; no real name has it
+        raise InvalidInput(field, "contains a NUL character")
     return value
 
 
@@ -165,6 +172,14 @@ def _to_metadata(value: object) -> dict[str, Any]:
 
 def _to_hosts(value: object) -> tuple[str, ...]:
     return tuple(_seq(value, "hosts"))
+
+
+def _to_add_hosts(value: object) -> tuple[str, ...]:
+    return tuple(_seq(value, "add_hosts"))
+
+
+def _to_decommission_hosts(value: object) -> tuple[str, ...]:
+    return tuple(_seq(value, "decommission_hosts"))
 
 
 def _to_maintenance_at(value: object) -> datetime | None:
@@ -254,6 +269,9 @@ _REQUEST_FIELDS = (
     "timeouts",
     "max_migration_retries",
     "max_parallel_hosts",
+    "controls",
+    "add_hosts",
+    "decommission_hosts",
 )
 
 
@@ -276,6 +294,10 @@ def _check_hosts(value: tuple[str, ...], field: str) -> None:
         if host in seen:
             raise InvalidInput(f"{field}[{index}]", f"host {host!r} listed twice")
         seen.add(host)
+
+
+def _to_controls(value: object) -> Controls:
+    return Controls.from_dict(value)
 
 
 def _to_actions(value: object) -> tuple[ActionSpec, ...]:
@@ -306,6 +328,11 @@ class SessionRequest:
     ``max_parallel_hosts`` caps how many hosts a parallel workflow
     (``"constrained"``) has out of service at once (None: as many as the
     constraints and capacity allow).
+    ``controls`` (a :class:`~fenix_core.controls.Controls` or its dict form) sets
+    maintenance windows, pacing, health gates and what to do with stuck work.
+    ``add_hosts`` are hosts the session brings into service (once the cloud
+    lists them) and uses as migration targets; ``decommission_hosts`` are hosts
+    of the scope that are emptied and then left out of service for good.
     """
 
     hosts: tuple[str, ...] = attrs.field(
@@ -357,6 +384,18 @@ class SessionRequest:
             "max_parallel_hosts", lambda v, f: v is None or _int(v, f, minimum=1, maximum=100_000)
         ),
     )
+    #: Maintenance windows, pacing, health gates and escalation (fenix_core.controls).
+    controls: Controls = attrs.field(factory=Controls, converter=_to_controls)
+    add_hosts: tuple[str, ...] = attrs.field(
+        default=(),
+        converter=_to_add_hosts,
+        validator=_validated("add_hosts", _check_hosts),
+    )
+    decommission_hosts: tuple[str, ...] = attrs.field(
+        default=(),
+        converter=_to_decommission_hosts,
+        validator=_validated("decommission_hosts", _check_hosts),
+    )
 
     @classmethod
     def from_dict(cls, data: object) -> SessionRequest:
@@ -387,6 +426,9 @@ class SessionRequest:
             "timeouts": dict(self.timeouts),
             "max_migration_retries": self.max_migration_retries,
             "max_parallel_hosts": self.max_parallel_hosts,
+            "controls": self.controls.to_dict(),
+            "add_hosts": list(self.add_hosts),
+            "decommission_hosts": list(self.decommission_hosts),
         }
 
     def reply_window(self, state: str) -> float:
@@ -525,6 +567,21 @@ class OperationStatus:
 
 
 @attrs.frozen
+class HostChange:
+    """A change of the cloud's host set, as ``engine.refresh_inventory()`` returns it.
+
+    ``state`` is ``HOST_ADDED`` or ``HOST_REMOVED``; ``seq`` numbers the
+    engine's host changes; ``session_id`` is the session that noticed it (None
+    when noticed outside any session).
+    """
+
+    host: str
+    state: str
+    seq: int
+    session_id: str | None = None
+
+
+@attrs.frozen
 class HostView:
     """A host in a :class:`SessionView`: its state and when its maintenance
     started and ended (``None`` until then)."""
@@ -535,6 +592,36 @@ class HostView:
     started_at: datetime | None
     finished_at: datetime | None
     reason: str | None = None
+
+
+@attrs.frozen
+class StuckWork:
+    """Work past its deadline: what it is, where, why, and what the session does."""
+
+    kind: str  # migration, own_action, action, host_up, gate
+    host: str | None
+    instance_id: str | None
+    detail: str
+    since: datetime
+    policy: str  # wait_and_notify, skip_host, fail, or "default" (the workflow's own handling)
+
+
+@attrs.frozen
+class Progress:
+    """How far a session is, and when it should end.
+
+    ``durations`` are seconds per finished host, from its start (admission) to
+    back in service; ``estimated_end`` plays the mean duration forward through
+    the session's windows and pacing (None until something is known).
+    """
+
+    hosts_done: int
+    hosts_in_progress: int
+    hosts_waiting: int
+    hosts_skipped: int
+    durations: Mapping[str, float]
+    estimated_end: datetime | None
+    eta_seconds: float | None
 
 
 @attrs.frozen
@@ -553,6 +640,12 @@ class SessionView:
     updated_at: datetime
     maintenance_at: datetime | None
     request: Mapping[str, Any]
+    #: Paused (engine.pause or a gate that said stop): no new host or move starts.
+    paused: bool = False
+    #: Why the session is waiting to start its next host (window, pacing, gate), if it is.
+    waiting: str | None = None
+    stuck: tuple[StuckWork, ...] = ()
+    progress: Progress | None = None
 
     def host(self, name: str) -> HostView:
         for host in self.hosts:
@@ -563,8 +656,8 @@ class SessionView:
 
 @attrs.frozen
 class InstanceView:
-    """An instance in a :class:`ProjectView`: where it is, its state, the
-    action chosen for it and how often it was moved."""
+    """An instance in a project view. ``detail`` says what its move in progress
+    is waiting for, as the cloud driver put it (e.g. a PodDisruptionBudget)."""
 
     instance_id: str
     instance_name: str
@@ -572,6 +665,7 @@ class InstanceView:
     state: str
     action: str | None
     moves: int
+    detail: str = ""
 
 
 @attrs.frozen

@@ -18,7 +18,8 @@ import attrs
 
 from .constraints import CloudConstraints
 from .errors import PluginError
-from .hookspecs import ActionContext, ConstraintSource
+from .hookspecs import ActionContext, ConstraintSource, GateContext, GateResult, MoveLookup
+from .inventory import host_to_dict
 from .model import ActionSpec, OperationStatus, SessionRequest
 from .plugins import Plugins
 from .store.schema import OperationRow
@@ -66,30 +67,58 @@ class OperationRunner:
             "enable_host": self._enable_host,
             "host_up": self._host_up,
             "inventory": self._inventory,
+            "list_hosts": self._list_hosts,
+            "locate": self._locate,
             "move": self._start_move,
             "watch": self._watch,
             "action": self._start_action,
+            "gate": self._gate,
         }
         self._poll: dict[str, Callable[[OperationRow, SessionRequest, datetime], OperationStatus]]
         self._poll = {
             "host_up": self._host_up,
+            "list_hosts": self._list_hosts,
             "move": self._poll_move,
             "watch": self._watch,
             "action": self._poll_action,
+            "gate": self._gate,
         }
 
-    def start(self, op: OperationRow, request: SessionRequest, now: datetime) -> OperationStatus:
-        op.started_at = now
-        return self._call(self._start, op, request, now)
+    def start(
+        self, op: OperationRow, request: SessionRequest, now: datetime, *, in_doubt: bool = False
+    ) -> OperationStatus:
+        """Start an operation. ``in_doubt``: it may have been started before
+        (a crash between the call and recording its answer): a move is then
+        looked up by its key (:class:`~fenix_core.hookspecs.MoveLookup`) and
+        followed if found; everything else is asked again with the same key,
+        which actions use to not repeat their effect."""
+        op.started_at = op.started_at or now
+        if in_doubt and op.kind == "move":
+            return self._with_hosts(op, self._call({"move": self._resume_move}, op, request, now))
+        return self._with_hosts(op, self._call(self._start, op, request, now))
 
     def poll(self, op: OperationRow, request: SessionRequest, now: datetime) -> OperationStatus:
         if op.deadline is not None and now >= op.deadline:
             started = op.started_at or op.created_at
             waited = int((now - started).total_seconds())
-            return OperationStatus.failed(
+            status = OperationStatus.failed(
                 f"timed out after {waited} s" + (f" ({op.detail})" if op.detail else "")
             )
-        return self._call(self._poll, op, request, now)
+        else:
+            status = self._call(self._poll, op, request, now)
+        return self._with_hosts(op, status)
+
+    def _with_hosts(self, op: OperationRow, status: OperationStatus) -> OperationStatus:
+        """A move that failed may have lost its host: attach the host listing,
+        so that the workflow learns at once if the cloud removed one."""
+        if op.kind not in ("move", "watch") or status.state != "failed":
+            return status
+        try:
+            hosts = [host_to_dict(h) for h in self.plugins.require_driver().list_hosts()]
+        except Exception as exc:
+            log.warning("listing hosts after failed %s %s: %s", op.kind, op.key, exc)
+            return status
+        return attrs.evolve(status, result={**dict(status.result), "hosts": hosts})
 
     def _call(
         self,
@@ -135,9 +164,29 @@ class OperationRunner:
         driver = self.plugins.require_driver()
         found = list(driver.list_instances(hosts))
         result: dict[str, Any] = {"instances": [_instance_dict(i) for i in found]}
-        if op.params.get("constraints") and isinstance(driver, ConstraintSource):
+        if isinstance(driver, ConstraintSource):
+            # New instances (scale-out, replacement pods) get their cloud groups.
             result["cloud_constraints"] = cloud_constraints_dict(driver.cloud_constraints(found))
+        # Listing the hosts too is cheap, and how sessions notice host set changes.
+        result["hosts"] = [host_to_dict(h) for h in driver.list_hosts()]
         return OperationStatus.done(**result)
+
+    def _list_hosts(self, op: OperationRow, _r: SessionRequest, _n: datetime) -> OperationStatus:
+        """The cloud's hosts; keeps polling while a host of ``wait_for`` is missing."""
+        hosts = [host_to_dict(h) for h in self.plugins.require_driver().list_hosts()]
+        missing = sorted(set(op.params.get("wait_for", ())) - {h["name"] for h in hosts})
+        if missing:
+            return OperationStatus.running(
+                retry_after=30.0, detail="waiting for " + ", ".join(missing) + " to appear"
+            )
+        return OperationStatus.done(hosts=hosts)
+
+    def _locate(self, op: OperationRow, _r: SessionRequest, _n: datetime) -> OperationStatus:
+        """Where each of ``instance_ids`` is now (None: it no longer exists)."""
+        driver = self.plugins.require_driver()
+        return OperationStatus.done(
+            where={str(i): driver.locate(str(i)) for i in op.params.get("instance_ids", ())}
+        )
 
     def _start_move(self, op: OperationRow, _r: SessionRequest, _n: datetime) -> OperationStatus:
         assert op.instance_id is not None
@@ -146,6 +195,17 @@ class OperationRunner:
             op.instance_id, str(op.params["action"]), op.params.get("target"), op.key
         )
         return driver.poll_move(op.handle)
+
+    def _resume_move(self, op: OperationRow, r: SessionRequest, n: datetime) -> OperationStatus:
+        driver = self.plugins.require_driver()
+        # A driver may also say "not supported" with find_move = None.
+        if isinstance(driver, MoveLookup) and callable(driver.find_move):
+            handle = driver.find_move(op.key)
+            if handle is not None:
+                log.info("operation %s: move found by its key, following it", op.key)
+                op.handle = str(handle)
+                return driver.poll_move(op.handle)
+        return self._start_move(op, r, n)
 
     def _poll_move(self, op: OperationRow, _r: SessionRequest, _n: datetime) -> OperationStatus:
         assert op.handle is not None
@@ -162,6 +222,43 @@ class OperationRunner:
         return OperationStatus.running(
             detail=f"waiting for the manager to move {op.instance_id} off {where}"
         )
+
+    # ------------------------------------------------------------------ gates
+
+    def _gate(self, op: OperationRow, _r: SessionRequest, now: datetime) -> OperationStatus:
+        """Ask a health gate: ok -> done, wait -> running (polled again after
+        its retry_after), stop -> failed with ``result["verdict"] == "stop"``."""
+        name = str(op.params["gate"])
+        gate = self.plugins.gates.get(name)
+        if gate is None:
+            raise PluginError(name, "no gate plug-in with this name is registered")
+        context = GateContext(
+            session_id=op.session_id,
+            gate=name,
+            params=dict(op.params.get("params", {})),
+            host=str(op.params["host"]),
+            last_host=op.params.get("last_host"),
+            moved_instances=tuple(op.params.get("moved_instances", ())),
+            now=now,
+            first_checked=op.started_at or op.created_at,
+            memo=dict(op.params.get("memo", {})),
+            driver=self.plugins.driver,
+        )
+        try:
+            answer: object = gate.check(context)
+        except Exception as exc:
+            log.warning("gate %s raised: %s", name, exc, exc_info=True)
+            return OperationStatus.running(detail=f"gate {name}: {_describe(exc)}")
+        op.params = {**op.params, "memo": context.memo}
+        if not isinstance(answer, GateResult):
+            return OperationStatus.running(
+                detail=f"gate {name} returned {type(answer).__name__}, not a GateResult"
+            )
+        if answer.verdict == "ok":
+            return OperationStatus.done(detail=answer.message)
+        if answer.verdict == "stop":
+            return OperationStatus("failed", detail=answer.message, result={"verdict": "stop"})
+        return OperationStatus.running(answer.retry_after, detail=answer.message or "not yet")
 
     # ------------------------------------------------------------------ actions
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Mapping, Sequence
+from typing import TypeVar
 
 import pluggy
 
 from .clock import Clock
 from .errors import PluginError
-from .hookspecs import PROJECT_NAME, Action, CloudDriver, _Specs, hookimpl
+from .gates import BuiltinGates
+from .hookspecs import PROJECT_NAME, Action, CloudDriver, Gate, _Specs, hookimpl
 from .workflows.base import Workflow
 
 __all__ = ["ENTRY_POINT_GROUP", "Plugins"]
@@ -22,12 +24,32 @@ class _BuiltinWorkflows:
     @hookimpl
     def fenix_workflows(self) -> Mapping[str, type[Workflow]]:
         from .workflows.constrained import ConstrainedWorkflow
+        from .workflows.decommission import DecommissionWorkflow
         from .workflows.rolling import RollingWorkflow
 
         return {
             RollingWorkflow.name: RollingWorkflow,
             ConstrainedWorkflow.name: ConstrainedWorkflow,
+            DecommissionWorkflow.name: DecommissionWorkflow,
         }
+
+
+_Named = TypeVar("_Named", Action, Gate)
+
+
+def _by_name(
+    answers: Sequence[Sequence[object] | None], kind: type[_Named], what: str, members: str
+) -> dict[str, _Named]:
+    """Merge the objects that plug-ins provide into one dict by their unique name."""
+    found: dict[str, _Named] = {}
+    for provided in answers:
+        for item in provided or ():
+            if not isinstance(item, kind):
+                raise PluginError(type(item).__name__, f"is not a {kind.__name__} ({members})")
+            if item.name in found and found[item.name] is not item:
+                raise PluginError(item.name, f"two {what} plug-ins share this name")
+            found[item.name] = item
+    return found
 
 
 class Plugins:
@@ -39,6 +61,7 @@ class Plugins:
         self.manager = pluggy.PluginManager(PROJECT_NAME)
         self.manager.add_hookspecs(_Specs)
         self.manager.register(_BuiltinWorkflows(), name="fenix-builtin-workflows")
+        self.manager.register(BuiltinGates(), name="fenix-builtin-gates")
         if load_entry_points:
             self.manager.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
         for plugin in plugins:
@@ -49,6 +72,7 @@ class Plugins:
         self.driver = self._resolve_driver(clock)
         self.actions = self._resolve_actions(clock)
         self.workflows = self._resolve_workflows()
+        self.gates = self._resolve_gates()
 
     def _resolve_driver(self, clock: Clock) -> CloudDriver | None:
         drivers = [d for d in self.manager.hook.fenix_cloud_driver(clock=clock) if d is not None]
@@ -66,15 +90,13 @@ class Plugins:
         return driver
 
     def _resolve_actions(self, clock: Clock) -> dict[str, Action]:
-        actions: dict[str, Action] = {}
-        for provided in self.manager.hook.fenix_actions(clock=clock):
-            for action in provided or ():
-                if not isinstance(action, Action):
-                    raise PluginError(type(action).__name__, "is not an Action (name, start, poll)")
-                if action.name in actions and actions[action.name] is not action:
-                    raise PluginError(action.name, "two action plug-ins share this name")
-                actions[action.name] = action
-        return actions
+        answers = self.manager.hook.fenix_actions(clock=clock)
+        # mypy: a runtime-checkable Protocol is a fine isinstance() target
+        return _by_name(answers, Action, "action", "name, start, poll")  # type: ignore[type-abstract]
+
+    def _resolve_gates(self) -> dict[str, Gate]:
+        answers = self.manager.hook.fenix_gates()
+        return _by_name(answers, Gate, "gate", "name, check")  # type: ignore[type-abstract]
 
     def _resolve_workflows(self) -> dict[str, type[Workflow]]:
         workflows: dict[str, type[Workflow]] = {}

@@ -23,7 +23,9 @@ from sqlalchemy.orm import Session
 from .constraints import CloudConstraints, ConstraintSet, GroupConstraints
 from .model import ACTION_TYPES, ActionSpec, Instance, SessionRequest
 from .states import (
+    DONE_HOST_STATES,
     FINAL_SESSION_STATES,
+    WORK_HOST_STATES,
     HostState,
     InstanceAction,
     InstanceState,
@@ -33,6 +35,7 @@ from .states import (
     check_instance_transition,
 )
 from .store.schema import (
+    HostChangeRow,
     HostRow,
     InstanceRow,
     OperationRow,
@@ -97,6 +100,10 @@ class LoadedSession:
                 )
             )
         }
+        # Operations recorded by an earlier commit but not known to be started:
+        # the process that recorded them may have called the plug-in before
+        # it died. The engine looks them up by key before starting them.
+        self.in_doubt: set[str] = {k for k, o in self.ops.items() if o.status == "pending"}
         self.timers: list[TimerRow] = list(
             orm.scalars(select(TimerRow).where(TimerRow.session_id == sid))
         )
@@ -121,6 +128,10 @@ class LoadedSession:
         # What the current step owes, handed to the engine after commit.
         self.new_ops: list[OperationRow] = []
         self.new_outbox: list[OutboxRow] = []
+        self.new_host_changes: list[HostChangeRow] = []
+        # The engine's inventory generation this session last reconciled with
+        # (-1: not yet, which a session does when it is loaded).
+        self.inventory_seen = -1
 
     # ------------------------------------------------------------------ session
 
@@ -150,6 +161,9 @@ class LoadedSession:
             self.row.reason = reason
             self.row.failed_state = before
             self.row.finished_at = self.now
+        elif new_state == SessionState.MAINTENANCE_CANCELLED:
+            self.row.reason = reason
+            self.row.finished_at = self.now
         elif new_state == SessionState.MAINTENANCE_DONE:
             self.row.reason = None
             self.row.finished_at = self.now
@@ -175,8 +189,8 @@ class LoadedSession:
         if self.state == SessionState.MAINTENANCE_DONE:
             self.row.percent_done = 100
             return
-        in_scope = [h for h in self.hosts.values() if h.state != HostState.OUT_OF_SCOPE]
-        done = sum(1 for h in in_scope if h.state == HostState.MAINTAINED)
+        in_scope = [h for h in self.hosts.values() if h.state in WORK_HOST_STATES]
+        done = sum(1 for h in in_scope if h.state in DONE_HOST_STATES)
         self.row.percent_done = int(100 * done / len(in_scope)) if in_scope else 0
 
     # ------------------------------------------------------------------ notifications
@@ -245,6 +259,16 @@ class LoadedSession:
         if state in (HostState.MAINTAINED, HostState.FAILED):
             host.finished_at = self.now
         self.update_percent()
+
+    def add_host(
+        self, name: str, type: str, vcpus: int, enabled: bool, state: HostState
+    ) -> HostRow:
+        """A host the session did not know (it appeared in the cloud meanwhile)."""
+        position = max((h.position for h in self.hosts.values()), default=-1) + 1
+        host = new_host_row(self.id, name, type, vcpus, enabled, state, position)
+        self.orm.add(host)
+        self.hosts[name] = host
+        return host
 
     def hosts_in(self, *states: HostState, type: str | None = None) -> list[HostRow]:
         wanted = {s.value for s in states}
@@ -427,6 +451,17 @@ class LoadedSession:
         op.next_poll = None
         self.close_op(op)
 
+    def reopen_op(self, op: OperationRow, timeout: float) -> None:
+        """Follow an operation that passed its deadline for ``timeout`` more
+        seconds: same key and handle, polled again now (a stuck migration the
+        session decided to keep waiting for)."""
+        op.status = "running"
+        op.handled = False
+        op.finished_at = None
+        op.next_poll = self.now
+        op.deadline = self.now + timedelta(seconds=timeout)
+        self.ops[op.key] = op
+
     def close_op(self, op: OperationRow) -> None:
         op.handled = True
         self.ops.pop(op.key, None)
@@ -499,6 +534,32 @@ def _cloud_constraints(data: Any) -> CloudConstraints:
     return CloudConstraints(
         groups=tuple(GroupConstraints.from_dict(g) for g in data.get("groups", ())),
         members=dict(data.get("members", {})),
+    )
+
+
+def new_host_row(
+    session_id: str,
+    name: str,
+    type: str,
+    vcpus: int,
+    enabled: bool,
+    state: HostState,
+    position: int,
+) -> HostRow:
+    """A session's host row, before any work on it."""
+    return HostRow(
+        session_id=session_id,
+        name=name,
+        type=type,
+        vcpus=vcpus,
+        state=state.value,
+        position=position,
+        stage=0,
+        enabled=enabled,
+        disabled_by_session=False,
+        started_at=None,
+        finished_at=None,
+        reason=None,
     )
 
 

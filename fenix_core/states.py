@@ -23,11 +23,13 @@ from transitions import Machine, MachineError
 from .errors import IllegalTransition
 
 __all__ = [
+    "DONE_HOST_STATES",
     "FINAL_SESSION_STATES",
     "HOST_TRANSITIONS",
     "INSTANCE_TRANSITIONS",
     "PROJECT_NOTIFICATIONS",
     "SESSION_TRANSITIONS",
+    "WORK_HOST_STATES",
     "HostState",
     "InstanceAction",
     "InstanceState",
@@ -50,9 +52,17 @@ class SessionState(StrEnum):
     MAINTENANCE_COMPLETE = "MAINTENANCE_COMPLETE"
     MAINTENANCE_DONE = "MAINTENANCE_DONE"
     MAINTENANCE_FAILED = "MAINTENANCE_FAILED"
+    # fenix-core: the admin cancelled it (engine.cancel); its hosts are back in service.
+    MAINTENANCE_CANCELLED = "MAINTENANCE_CANCELLED"
 
 
-FINAL_SESSION_STATES = frozenset({SessionState.MAINTENANCE_DONE, SessionState.MAINTENANCE_FAILED})
+FINAL_SESSION_STATES = frozenset(
+    {
+        SessionState.MAINTENANCE_DONE,
+        SessionState.MAINTENANCE_FAILED,
+        SessionState.MAINTENANCE_CANCELLED,
+    }
+)
 
 _S = SessionState
 _RUNNING = [s for s in SessionState if s not in FINAL_SESSION_STATES]
@@ -105,6 +115,7 @@ SESSION_TRANSITIONS: list[dict[str, Any]] = [
     {"trigger": "done", "source": _S.MAINTENANCE_COMPLETE, "dest": _S.MAINTENANCE_DONE},
     {"trigger": "fail", "source": _RUNNING, "dest": _S.MAINTENANCE_FAILED},
     {"trigger": "retry", "source": _S.MAINTENANCE_FAILED, "dest": _S.MAINTENANCE},
+    {"trigger": "cancel", "source": _RUNNING, "dest": _S.MAINTENANCE_CANCELLED},
 ]
 
 # transitions logs every state entry at INFO; thousands of sessions would flood
@@ -181,20 +192,45 @@ class HostState(StrEnum):
     IN_MAINTENANCE = "IN_MAINTENANCE"  # disabled, actions running
     MAINTAINED = "MAINTAINED"  # back in service
     FAILED = "FAILED"
+    # Work on it got stuck and the escalation policy said skip_host: left as it
+    # was (disabled if it was), not maintained, the session went on.
+    SKIPPED = "SKIPPED"
     OUT_OF_SCOPE = "OUT_OF_SCOPE"  # not maintained by this session; a migration target only
+    ADDING = "ADDING"  # named in add_hosts; waiting for it to appear and be in service
+    ADDED = "ADDED"  # brought into service during the session; a migration target only
+    DECOMMISSIONED = "DECOMMISSIONED"  # emptied, actions run, left disabled for good
+    REMOVED = "REMOVED"  # gone from the cloud during the session; its pending work dropped
 
 
 _H = HostState
 #: The host states each host state may become.
 HOST_TRANSITIONS: dict[HostState, frozenset[HostState]] = {
-    _H.PENDING: frozenset({_H.DRAINING, _H.DRAINED, _H.IN_MAINTENANCE, _H.FAILED}),
-    _H.DRAINING: frozenset({_H.DRAINED, _H.PENDING, _H.FAILED}),
-    _H.DRAINED: frozenset({_H.IN_MAINTENANCE, _H.PENDING, _H.FAILED}),
-    _H.IN_MAINTENANCE: frozenset({_H.MAINTAINED, _H.FAILED}),
-    _H.MAINTAINED: frozenset(),
-    _H.FAILED: frozenset({_H.PENDING}),
-    _H.OUT_OF_SCOPE: frozenset(),
+    _H.PENDING: frozenset(
+        {_H.DRAINING, _H.DRAINED, _H.IN_MAINTENANCE, _H.FAILED, _H.SKIPPED, _H.REMOVED}
+    ),
+    _H.DRAINING: frozenset({_H.DRAINED, _H.PENDING, _H.FAILED, _H.SKIPPED, _H.REMOVED}),
+    _H.DRAINED: frozenset({_H.IN_MAINTENANCE, _H.PENDING, _H.FAILED, _H.SKIPPED, _H.REMOVED}),
+    _H.IN_MAINTENANCE: frozenset(
+        {_H.MAINTAINED, _H.DECOMMISSIONED, _H.FAILED, _H.SKIPPED, _H.REMOVED}
+    ),
+    _H.MAINTAINED: frozenset({_H.REMOVED}),
+    _H.FAILED: frozenset({_H.PENDING, _H.REMOVED}),
+    _H.SKIPPED: frozenset({_H.REMOVED}),
+    _H.OUT_OF_SCOPE: frozenset({_H.REMOVED}),
+    _H.ADDING: frozenset({_H.ADDED}),
+    _H.ADDED: frozenset({_H.REMOVED}),
+    _H.DECOMMISSIONED: frozenset(),
+    _H.REMOVED: frozenset(),
 }
+
+#: Host states that count towards a session's ``percent_done`` (the hosts it
+#: maintains or decommissions); the others are targets, or work that was dropped.
+WORK_HOST_STATES = frozenset(
+    {_H.PENDING, _H.DRAINING, _H.DRAINED, _H.IN_MAINTENANCE, _H.MAINTAINED, _H.FAILED}
+    | {_H.DECOMMISSIONED}
+)
+#: Host states whose work is finished.
+DONE_HOST_STATES = frozenset({_H.MAINTAINED, _H.DECOMMISSIONED})
 
 
 class InstanceState(StrEnum):

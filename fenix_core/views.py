@@ -2,18 +2,85 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from datetime import datetime
 
-from .model import HostView, InstanceView, OperationView, ProjectView, SessionView
-from .states import HostState, InstanceState
+from .controls import Ledger, estimate_end
+from .model import (
+    HostView,
+    InstanceView,
+    OperationView,
+    Progress,
+    ProjectView,
+    SessionRequest,
+    SessionView,
+    StuckWork,
+)
+from .states import FINAL_SESSION_STATES, HostState, InstanceState
 from .store.schema import HostRow, InstanceRow, OperationRow, ProjectRow, SessionRow
 
 __all__ = ["build_operation_view", "build_project_view", "build_session_view"]
 
 
+def build_progress(row: SessionRow, hosts: Sequence[HostRow], now: datetime) -> Progress:
+    """Hosts done / in progress / waiting, per-host durations and the ETA."""
+    ledger = Ledger.from_data(row.data or {})
+    in_scope = [h for h in hosts if h.state != HostState.OUT_OF_SCOPE]
+    done = sum(1 for h in in_scope if h.state == HostState.MAINTAINED)
+    skipped = sum(1 for h in in_scope if h.state == HostState.SKIPPED)
+    busy = (HostState.DRAINING, HostState.DRAINED, HostState.IN_MAINTENANCE)
+    flight = ledger.in_progress()
+    in_progress = [h for h in in_scope if h.state in busy or h.name in flight]
+    in_progress = [
+        h for h in in_progress if h.state not in (HostState.MAINTAINED, HostState.SKIPPED)
+    ]
+    waiting = sum(1 for h in in_scope if h.state == HostState.PENDING and h not in in_progress)
+    durations = ledger.durations()
+    if row.state in {s.value for s in FINAL_SESSION_STATES}:
+        end: datetime | None = row.finished_at
+    else:
+        controls = SessionRequest.from_dict(row.request).controls
+        end = estimate_end(
+            now,
+            controls,
+            ledger.history(controls),
+            durations=list(durations.values()),
+            in_progress=[flight.get(h.name) or h.started_at or now for h in in_progress],
+            pending=waiting,
+        )
+    return Progress(
+        hosts_done=done,
+        hosts_in_progress=len(in_progress),
+        hosts_waiting=waiting,
+        hosts_skipped=skipped,
+        durations=durations,
+        estimated_end=end,
+        eta_seconds=None if end is None else max(0.0, (end - now).total_seconds()),
+    )
+
+
+def _stuck(row: SessionRow) -> tuple[StuckWork, ...]:
+    return tuple(
+        StuckWork(
+            kind=e["kind"],
+            host=e.get("host"),
+            instance_id=e.get("instance_id"),
+            detail=e["detail"],
+            since=datetime.fromisoformat(e["since"]),
+            policy=e["policy"],
+        )
+        for e in (row.data or {}).get("ctl_stuck") or []
+    )
+
+
 def build_session_view(
-    row: SessionRow, hosts: Sequence[HostRow], projects: Sequence[ProjectRow]
+    row: SessionRow,
+    hosts: Sequence[HostRow],
+    projects: Sequence[ProjectRow],
+    now: datetime | None = None,
 ) -> SessionView:
+    data = row.data or {}
+    final = row.state in {s.value for s in FINAL_SESSION_STATES}
     return SessionView(
         session_id=row.id,
         workflow=row.workflow,
@@ -37,6 +104,10 @@ def build_session_view(
         updated_at=row.updated_at,
         maintenance_at=row.maintenance_at,
         request=dict(row.request),
+        paused=bool(data.get("paused")) and not final,
+        waiting=None if final else (data.get("ctl_waiting") or {}).get("reason"),
+        stuck=_stuck(row),
+        progress=build_progress(row, hosts, now or row.updated_at),
     )
 
 
@@ -45,8 +116,12 @@ def _project_key(project: ProjectRow) -> str:
 
 
 def build_project_view(
-    session_id: str, project: ProjectRow, instances: Sequence[InstanceRow]
+    session_id: str,
+    project: ProjectRow,
+    instances: Sequence[InstanceRow],
+    details: Mapping[str, str] | None = None,
 ) -> ProjectView:
+    """``details``: instance id -> the detail of its move in progress."""
     shown = sorted(
         (i for i in instances if i.state != InstanceState.OUT_OF_SCOPE),
         key=lambda i: i.instance_id,
@@ -65,6 +140,7 @@ def build_project_view(
                 state=i.state,
                 action=i.action,
                 moves=i.moves,
+                detail=(details or {}).get(i.instance_id, ""),
             )
             for i in shown
         ),

@@ -509,4 +509,7 @@ def test_random_clusters_never_break_a_rule_and_always_end(spec: dict[str, Any])
         constraint_violations(cluster.cloud, e.constraints(), max_parallel_hosts=spec["cap"]) == []
     )
     assert violations(cluster.cloud) == []
-    assert all(count <= 2 for count in migrations_per_instance(cluster.cloud).values())
+    # An instance only moves off a host that is being maintained: never more
+    # often than there are hosts.
+    hosts = len(spec["layout"])
+    assert all(count <= hosts for count in migrations_per_instance(cluster.cloud).values())

@@ -133,7 +133,9 @@ def test_disable_enable_host(cloud: SimulatedCloud, clock: SimClock) -> None:
 @pytest.mark.parametrize(("action", "seconds"), [("LIVE_MIGRATE", 20.0), ("MIGRATE", 30.0)])
 def test_move_timing(cloud: SimulatedCloud, clock: SimClock, action: str, seconds: float) -> None:
     handle = cloud.start_move("vm-1", action, "c1", key="k1")
-    assert cloud.poll_move(handle) == OperationStatus.running(retry_after=seconds)
+    assert cloud.poll_move(handle) == OperationStatus.running(
+        retry_after=seconds, detail=f"{action} c0 -> c1 running"
+    )
     clock.advance(seconds - 5)
     status = cloud.poll_move(handle)
     assert (status.state, status.retry_after) == ("running", 5.0)
@@ -464,7 +466,9 @@ def test_state_file_is_shared(tmp_path: Path) -> None:
     assert second.list_instances() == first.list_instances()
     assert second.events == first.events
     assert second.free_vcpus("c1") == 6  # the migration in flight still counts
-    assert second.poll_move(live) == OperationStatus.running(retry_after=15.0)
+    assert second.poll_move(live) == OperationStatus.running(
+        retry_after=15.0, detail="LIVE_MIGRATE c0 -> c1 running"
+    )
     assert second.start_move("vm-1", "LIVE_MIGRATE", "c1", key="k1") == live  # idempotent
 
     clock2.advance(15)

@@ -61,11 +61,24 @@ ILLEGAL = [
 
 
 def test_tables_cover_the_expected_shape() -> None:
-    # Sanity of the parametrisation below: every state but MAINTENANCE_DONE is the
+    # Sanity of the parametrisation below: every state but DONE and CANCELLED is the
     # source of some trigger, and some trigger is illegal from every state.
     triggers = {t["trigger"] for t in SESSION_TRANSITIONS}
-    assert triggers == {"scale_in", "prepare", "start", "plan", "complete", "done", "fail", "retry"}
-    assert {source for _, source, _ in LEGAL} == set(SessionState) - {SessionState.MAINTENANCE_DONE}
+    assert triggers == {
+        "scale_in",
+        "prepare",
+        "start",
+        "plan",
+        "complete",
+        "done",
+        "fail",
+        "retry",
+        "cancel",
+    }
+    assert {source for _, source, _ in LEGAL} == set(SessionState) - {
+        SessionState.MAINTENANCE_DONE,
+        SessionState.MAINTENANCE_CANCELLED,
+    }
     assert {state for _, state, _ in ILLEGAL} == set(SessionState)
 
 
@@ -111,7 +124,11 @@ def test_allowed_triggers_match_the_table(lifecycle: Make, state: SessionState) 
 
 
 def test_final_states() -> None:
-    assert {SessionState.MAINTENANCE_DONE, SessionState.MAINTENANCE_FAILED} == FINAL_SESSION_STATES
+    assert {
+        SessionState.MAINTENANCE_DONE,
+        SessionState.MAINTENANCE_FAILED,
+        SessionState.MAINTENANCE_CANCELLED,
+    } == FINAL_SESSION_STATES
 
 
 def test_models_are_independent(lifecycle: Make) -> None:
@@ -150,7 +167,7 @@ def test_release_leaves_other_models_working(lifecycle: Make) -> None:
     gc.collect()
     assert ref() is None
     assert kept.fire("plan") == SessionState.PLANNED_MAINTENANCE
-    assert set(kept.allowed_triggers()) == {"scale_in", "start", "complete", "fail"}
+    assert set(kept.allowed_triggers()) == {"scale_in", "start", "complete", "fail", "cancel"}
 
 
 # --------------------------------------------------------------------------- hosts
@@ -165,7 +182,8 @@ HOST_ILLEGAL = [
 
 def test_host_table_covers_every_state() -> None:
     assert set(HOST_TRANSITIONS) == set(HostState)
-    assert HOST_TRANSITIONS[HostState.MAINTAINED] == frozenset()
+    # A maintained host stays maintained unless the cloud loses it.
+    assert HOST_TRANSITIONS[HostState.MAINTAINED] == frozenset({HostState.REMOVED})
     assert HostState.IN_MAINTENANCE in HOST_TRANSITIONS[HostState.DRAINED]
 
 

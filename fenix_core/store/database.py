@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine as SAEngine
-from sqlalchemy import create_engine, event, inspect
+from sqlalchemy import create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.pool import StaticPool
@@ -21,6 +22,8 @@ from .schema import Base
 __all__ = ["alembic_config", "head_revision", "migrate", "open_database"]
 
 _MIGRATIONS = Path(__file__).with_name("migrations")
+#: PostgreSQL advisory lock held while the schema is created or upgraded.
+_MIGRATION_LOCK = 0x_F3_41_C0_DE
 
 
 def open_database(url: str) -> SAEngine:
@@ -62,6 +65,7 @@ def alembic_config() -> Config:
     return config
 
 
+@cache  # reading the revision scripts costs more than a step; they do not change
 def head_revision() -> str:
     head = ScriptDirectory.from_config(alembic_config()).get_current_head()
     assert head is not None
@@ -76,6 +80,9 @@ def migrate(engine: SAEngine) -> None:
     """
     config = alembic_config()
     with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            # Workers starting together: one migrates, the others wait and see it done.
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
         current = MigrationContext.configure(connection).get_current_revision()
         if current is None and not inspect(connection).has_table("sessions"):
             Base.metadata.create_all(connection)

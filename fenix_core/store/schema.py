@@ -31,10 +31,12 @@ __all__ = [
     "Base",
     "ConstraintRevisionRow",
     "GroupConstraintRow",
+    "HostChangeRow",
     "HostRow",
     "InboxRow",
     "InstanceConstraintRow",
     "InstanceRow",
+    "InventoryHostRow",
     "OperationRow",
     "OutboxRow",
     "ProjectRow",
@@ -101,6 +103,12 @@ class SessionRow(Base):
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
     finished_at: Mapped[datetime | None]
+    # The engine worker working on the session (fenix_core.store.leases): its
+    # id, until when (real time), and the lease's generation, which a step's
+    # commit checks so that a worker that lost the lease cannot commit.
+    lease_owner: Mapped[str | None] = mapped_column(String(255))
+    lease_expires: Mapped[datetime | None]
+    lease_token: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     __table_args__ = (Index("ix_sessions_state_wake", "state", "next_wake"),)
 
@@ -348,3 +356,42 @@ class WebhookRow(Base):
         UniqueConstraint("url", "session_id", "seq", name="uq_webhooks_url_session_seq"),
         Index("ix_webhooks_pending", "state", "url", "id"),
     )
+
+
+class InventoryHostRow(Base):
+    """A host of the cloud as the engine last saw it (the stored inventory).
+
+    status: ``present`` (the cloud lists it), ``removed`` (it no longer does),
+    ``decommissioned`` (a session retired it; it may still be listed, disabled).
+    """
+
+    __tablename__ = "inventory_hosts"
+
+    name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    type: Mapped[str] = mapped_column(String(32))
+    vcpus: Mapped[int] = mapped_column(Integer)
+    enabled: Mapped[bool] = mapped_column(Boolean)
+    status: Mapped[str] = mapped_column(String(16))
+    # When the status last changed, and the session that noticed it (None: none).
+    changed_at: Mapped[datetime]
+    session_id: Mapped[str | None] = mapped_column(String(36))
+
+
+class HostChangeRow(Base):
+    """A change of the cloud's host set (HOST_ADDED / HOST_REMOVED), and the
+    outbox of its ``maintenance_host`` notification.
+
+    No foreign key to the session: the change outlives the session that
+    noticed it (and many are noticed outside any session).
+    """
+
+    __tablename__ = "host_changes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    host: Mapped[str] = mapped_column(String(255))
+    state: Mapped[str] = mapped_column(String(32))
+    session_id: Mapped[str | None] = mapped_column(String(36))
+    created_at: Mapped[datetime]
+    delivered_at: Mapped[datetime | None]
+
+    __table_args__ = (Index("ix_host_changes_undelivered", "delivered_at"),)

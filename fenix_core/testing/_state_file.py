@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-__all__ = ["write_json_atomically"]
+__all__ = ["file_version", "write_json_atomically"]
 
 
 def write_json_atomically(path: Path, state: Any) -> None:
@@ -20,3 +20,15 @@ def write_json_atomically(path: Path, state: Any) -> None:
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, path)
+
+
+def file_version(path: Path | None) -> tuple[int, int] | None:
+    """What identifies one written version of the file: every write replaces
+    the file, so another process's write shows as a new inode or mtime."""
+    if path is None:
+        return None
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return None
+    return (stat.st_ino, stat.st_mtime_ns)

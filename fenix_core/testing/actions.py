@@ -12,7 +12,7 @@ from ..clock import Clock
 from ..errors import InvalidInput
 from ..hookspecs import Action, ActionContext, hookimpl
 from ..model import OperationStatus
-from ._state_file import write_json_atomically
+from ._state_file import file_version, write_json_atomically
 
 __all__ = ["TimedAction"]
 
@@ -25,7 +25,8 @@ class TimedAction:
     which the action fails (``None`` in it: the session-wide run fails).
     ``per_host`` gives other durations on some hosts (host -> seconds). With
     ``state_path`` the runs live in that JSON file, so a TimedAction in another
-    process (an engine resumed after a crash) knows the runs started before.
+    process (an engine resumed after a crash) knows the runs started before;
+    it re-reads the file when another process wrote it since.
     """
 
     def __init__(
@@ -49,16 +50,25 @@ class TimedAction:
         self.runs: list[tuple[datetime, str | None]] = []
         self._started: dict[str, datetime] = {}
         self._path = Path(state_path) if state_path is not None else None
-        if self._path is not None and self._path.exists():
-            state = json.loads(self._path.read_text())
-            self._started = {k: datetime.fromisoformat(v) for k, v in state["started"].items()}
-            self.runs = [(datetime.fromisoformat(t), h) for t, h in state["runs"]]
+        self._version: tuple[int, int] | None = None
+        self._refresh()
+
+    def _refresh(self) -> None:
+        """Read the state file if it exists and another process wrote it since."""
+        version = file_version(self._path)
+        if self._path is None or version is None or version == self._version:
+            return
+        self._version = version
+        state = json.loads(self._path.read_text())
+        self._started = {k: datetime.fromisoformat(v) for k, v in state["started"].items()}
+        self.runs = [(datetime.fromisoformat(t), h) for t, h in state["runs"]]
 
     @hookimpl
     def fenix_actions(self, clock: Clock) -> Sequence[Action]:
         return [self]
 
     def start(self, context: ActionContext) -> OperationStatus:
+        self._refresh()
         if context.key not in self._started:
             self._started[context.key] = context.now
             self.runs.append((context.now, context.host))
@@ -66,6 +76,7 @@ class TimedAction:
         return self.poll(context)
 
     def poll(self, context: ActionContext) -> OperationStatus:
+        self._refresh()
         started = self._started.get(context.key)
         if started is None:
             return OperationStatus.failed(
@@ -83,6 +94,7 @@ class TimedAction:
     @property
     def hosts(self) -> list[str | None]:
         """Hosts in the order the action ran on them."""
+        self._refresh()
         return [host for _, host in self.runs]
 
     def _save(self) -> None:
@@ -93,3 +105,4 @@ class TimedAction:
             "runs": [(t.isoformat(), h) for t, h in self.runs],
         }
         write_json_atomically(self._path, state)
+        self._version = file_version(self._path)

@@ -7,6 +7,8 @@ migration of ``live_migration_seconds`` takes exactly that much simulated time.
 With ``state_path`` its whole state lives in a JSON file, rewritten atomically
 after every change, so a new ``SimulatedCloud`` on the same file (another
 process, after a crash) sees the same hosts, instances, migrations and events.
+A cloud re-reads the file when another process wrote it since (several engine
+workers sharing one simulated cloud, one at a time).
 """
 
 from __future__ import annotations
@@ -24,13 +26,14 @@ from ..clock import Clock, RealClock
 from ..errors import CloudError, InvalidInput
 from ..hookspecs import hookimpl
 from ..model import Host, Instance, OperationStatus
-from ._state_file import write_json_atomically
+from ._state_file import file_version, write_json_atomically
 
 __all__ = ["CloudEvent", "SimulatedCloud"]
 
 #: Kinds of :class:`CloudEvent`.
 EVENT_KINDS = (
     "host_added",
+    "host_removed",
     "disable_host",
     "enable_host",
     "migration_started",
@@ -75,25 +78,33 @@ class SimulatedCloud:
         state_path: str | os.PathLike[str] | None = None,
         *,
         clock: Clock | None = None,
+        ready_seconds: float = 0.0,
     ) -> None:
         for field, value in (
             ("migration_seconds", migration_seconds),
             ("live_migration_seconds", live_migration_seconds),
+            ("ready_seconds", ready_seconds),
         ):
             if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
                 raise InvalidInput(field, f"must be a number of seconds >= 0, got {value!r}")
         self.migration_seconds = float(migration_seconds)
         self.live_migration_seconds = float(live_migration_seconds)
+        # An instance that arrived on a host is ACTIVE/Ready this long after.
+        self.ready_seconds = float(ready_seconds)
+        self._stalls: dict[str, float] = {}
         self.clock: Clock = clock or RealClock()
         # Setting up the cloud before an engine (or a clock) is given is not an
         # event of the run: events are recorded from then on, and the placement
         # at that moment is the baseline that replays start from.
         self._recording = False
         self._path = Path(state_path) if state_path is not None else None
+        self._version: tuple[int, int] | None = None
         self._hosts: dict[str, dict[str, Any]] = {}
         self._instances: dict[str, dict[str, Any]] = {}
         self._migrations: dict[str, dict[str, Any]] = {}
         self._failures: dict[str, list[str]] = {}
+        # Capacity of hosts removed since, so that events can still be replayed.
+        self._removed: dict[str, int] = {}
         self._events: list[CloudEvent] = []
         # Placement and sizes when an engine attached: where replaying events starts.
         self._baseline: dict[str, str] = {}
@@ -140,6 +151,44 @@ class SimulatedCloud:
             "went_down": False,
         }
         self._event("host_added", name, None, "enabled" if enabled else "disabled")
+        self._save()
+
+    def remove_host(self, name: str, *, evacuate_to: str | None = None) -> None:
+        """Remove a host at once (hardware retired, or lost).
+
+        Its instances are re-created on ``evacuate_to`` (``instance_relocated``
+        events), or without it deleted with the host (``instance_removed``).
+        Migrations from or to it fail with ``host <name> was removed``.
+        """
+        self._settle()
+        if name not in self._hosts:
+            raise InvalidInput("name", f"no host {name!r}")
+        if evacuate_to is not None and (evacuate_to == name or evacuate_to not in self._hosts):
+            raise InvalidInput("evacuate_to", f"no other host {evacuate_to!r}")
+        for migration in self._migrations.values():
+            if migration["state"] == "running" and name in (
+                migration["source"],
+                migration["target"],
+            ):
+                migration["state"] = "failed"
+                migration["error"] = f"host {name} was removed"
+                self._event(
+                    "migration_failed",
+                    migration["source"],
+                    migration["instance_id"],
+                    migration["error"],
+                )
+        for instance_id in sorted(self._instances):
+            if self._instances[instance_id]["host"] != name:
+                continue
+            if evacuate_to is None:
+                del self._instances[instance_id]
+                self._event("instance_removed", name, instance_id)
+            else:
+                self._instances[instance_id]["host"] = evacuate_to
+                self._event("instance_relocated", evacuate_to, instance_id, name)
+        self._removed[name] = int(self._hosts.pop(name)["vcpus"])
+        self._event("host_removed", name)
         self._save()
 
     def add_instance(
@@ -205,6 +254,11 @@ class SimulatedCloud:
         self._failures.setdefault(instance_id, []).append(error)
         self._save()
 
+    def stall_next_migration(self, instance_id: str, seconds: float) -> None:
+        """The next migration of ``instance_id`` takes ``seconds`` (a stuck one)."""
+        self._stalls[instance_id] = float(seconds)
+        self._save()
+
     def host_stays_down(self, host: str) -> None:
         """Once taken into maintenance (disabled), ``host`` never comes back up."""
         if host not in self._hosts:
@@ -256,7 +310,10 @@ class SimulatedCloud:
         return list(self._baseline_disabled)
 
     def host_capacity(self, host: str) -> int:
-        return int(self._hosts[host]["vcpus"])
+        """vcpus of a host, also of one that was removed since."""
+        if host in self._hosts:
+            return int(self._hosts[host]["vcpus"])
+        return self._removed[host]
 
     def size_of(self, instance_id: str) -> int:
         """vcpus of an instance, also of one that was deleted since."""
@@ -269,6 +326,7 @@ class SimulatedCloud:
     # ------------------------------------------------------------------ CloudDriver
 
     def list_hosts(self) -> list[Host]:
+        self._refresh()
         return [
             Host(name=n, type=h["type"], vcpus=h["vcpus"], enabled=h["enabled"])
             for n, h in self._hosts.items()
@@ -293,6 +351,15 @@ class SimulatedCloud:
     def locate(self, instance_id: str) -> str | None:
         return self.host_of(instance_id)
 
+    def instance_is_ready(self, instance_id: str) -> bool:
+        """ACTIVE again: ``ready_seconds`` after its last migration ended."""
+        self._settle()
+        inst = self._instances.get(instance_id)
+        if inst is None:
+            return False
+        ready_at = inst.get("ready_at")
+        return ready_at is None or datetime.fromisoformat(ready_at) <= self.clock.now()
+
     def allowed_actions(self) -> list[str]:
         return ["MIGRATE", "LIVE_MIGRATE", "OWN_ACTION"]
 
@@ -315,9 +382,9 @@ class SimulatedCloud:
 
     def start_move(self, instance_id: str, action: str, target: str | None, key: str) -> str:
         self._settle()
-        for handle, migration in self._migrations.items():
-            if migration["key"] == key:
-                return handle  # the same attempt asked again: idempotent
+        known = self._move_by_key(key)
+        if known is not None:
+            return known  # the same attempt asked again: idempotent
         inst = self._instances.get(instance_id)
         if inst is None:
             raise CloudError(f"instance {instance_id} not found", instance_id=instance_id)
@@ -349,7 +416,7 @@ class SimulatedCloud:
                 host=target,
             )
         now = self.clock.now()
-        seconds = (
+        seconds = self._stalls.pop(instance_id, None) or (
             self.live_migration_seconds if action == "LIVE_MIGRATE" else self.migration_seconds
         )
         failures = self._failures.get(instance_id) or []
@@ -368,6 +435,18 @@ class SimulatedCloud:
         self._save()
         return handle
 
+    def find_move(self, key: str) -> str | None:
+        """The handle of the move started with idempotency ``key``, if any
+        (:class:`~fenix_core.hookspecs.MoveLookup`; kept in ``state_path``)."""
+        return self._move_by_key(key)
+
+    def _move_by_key(self, key: str) -> str | None:
+        self._refresh()
+        for handle, migration in self._migrations.items():
+            if migration["key"] == key:
+                return handle
+        return None
+
     def poll_move(self, handle: str) -> OperationStatus:
         self._settle()
         migration = self._migrations.get(handle)
@@ -380,11 +459,15 @@ class SimulatedCloud:
         if migration["state"] == "done":
             return OperationStatus.done(migration["target"])
         remaining = (datetime.fromisoformat(migration["end"]) - self.clock.now()).total_seconds()
-        return OperationStatus.running(retry_after=max(0.0, remaining))
+        return OperationStatus.running(
+            retry_after=max(0.0, remaining),
+            detail=f"{migration['action']} {migration['source']} -> {migration['target']} running",
+        )
 
     # ------------------------------------------------------------------ internals
 
     def _require_host(self, host: str) -> dict[str, Any]:
+        self._refresh()
         if host not in self._hosts:
             raise CloudError(f"host {host} not found", host=host)
         return self._hosts[host]
@@ -401,12 +484,23 @@ class SimulatedCloud:
     def _event(
         self, kind: str, host: str | None, instance_id: str | None = None, detail: str | None = None
     ) -> None:
-        if not self._recording and kind in ("host_added", "instance_added", "instance_removed"):
+        if not self._recording and kind in (
+            "host_added",
+            "host_removed",
+            "instance_added",
+            "instance_removed",
+        ):
             return
         self._events.append(CloudEvent(self.clock.now(), kind, host, instance_id, detail))
 
+    def _refresh(self) -> None:
+        """Re-read the state file if another process wrote it since."""
+        if self._path is not None and file_version(self._path) != self._version:
+            self._load()
+
     def _settle(self) -> None:
         """Finish every migration whose time has come, in time order."""
+        self._refresh()
         now = self.clock.now()
         due = sorted(
             (
@@ -438,6 +532,7 @@ class SimulatedCloud:
             else:
                 migration["state"] = "done"
                 inst["host"] = migration["target"]
+                inst["ready_at"] = (end + timedelta(seconds=self.ready_seconds)).isoformat()
                 self._events.append(
                     CloudEvent(
                         end,
@@ -456,6 +551,8 @@ class SimulatedCloud:
         state = {
             "migration_seconds": self.migration_seconds,
             "live_migration_seconds": self.live_migration_seconds,
+            "ready_seconds": self.ready_seconds,
+            "stalls": self._stalls,
             "hosts": self._hosts,
             "instances": self._instances,
             "migrations": self._migrations,
@@ -464,16 +561,21 @@ class SimulatedCloud:
             "baseline_disabled": self._baseline_disabled,
             "sizes": self._sizes,
             "owners": self._owners,
+            "removed_hosts": self._removed,
             "events": [{**attrs.asdict(e), "time": e.time.isoformat()} for e in self._events],
         }
         write_json_atomically(self._path, state)
+        self._version = file_version(self._path)
 
     def _load(self) -> None:
         assert self._path is not None
+        self._version = file_version(self._path)
         state = json.loads(self._path.read_text())
         # The file is the cloud: its migration times win over the constructor's.
         self.migration_seconds = float(state["migration_seconds"])
         self.live_migration_seconds = float(state["live_migration_seconds"])
+        self.ready_seconds = float(state.get("ready_seconds", 0.0))
+        self._stalls = dict(state.get("stalls", {}))
         self._hosts = state["hosts"]
         self._instances = state["instances"]
         self._migrations = state["migrations"]
@@ -482,6 +584,7 @@ class SimulatedCloud:
         self._baseline_disabled = state["baseline_disabled"]
         self._sizes = state["sizes"]
         self._owners = state.get("owners", {})
+        self._removed = state.get("removed_hosts", {})
         self._events = [
             CloudEvent(**{**e, "time": datetime.fromisoformat(e["time"])}) for e in state["events"]
         ]

@@ -56,6 +56,8 @@ def violations(cloud: SimulatedCloud) -> list[str]:
             arrive(when, event.instance_id, event.host)
         elif event.kind == "instance_removed":
             where.pop(event.instance_id or "", None)
+        elif event.kind == "host_removed":
+            disabled.discard(event.host or "")  # a later host of that name starts afresh
     return found
 
 

@@ -21,11 +21,14 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
+from ..controls import jittered_backoff
 from ..errors import InvalidInput
 from ..model import ACTION_TYPES, ActionSpec, Instance, SessionRequest
 from ..runtime import LoadedSession, host_action_types
 from ..states import HostState, InstanceAction, InstanceState, SessionState
 from ..store.schema import HostRow, InstanceRow, OperationRow, ProjectRow, TimerRow
+from .controlled import SessionControls, timed_out
+from .lifecycle import TARGET_ONLY, HostLifecycle
 
 __all__ = ["Workflow"]
 
@@ -43,6 +46,53 @@ class Workflow(ABC):
 
     def __init__(self, session: LoadedSession) -> None:
         self.s = session
+        self.lifecycle = HostLifecycle(self)
+        self.controls = SessionControls(self)
+
+    # ------------------------------------------------------------------ operational controls
+    # Every workflow calls may_start_host() before it starts work on a host
+    # (draining it, or taking an empty one into maintenance) and may_start_work()
+    # before it starts a new move; run_host() calls host_finished() itself.
+
+    def may_start_host(self, host: HostRow) -> bool:
+        """May work on ``host`` start now? Applies pause, the maintenance
+        windows (the host's expected duration must fit in what is left of the
+        window), pacing (hosts at once, per hour, per day, settle delay) and
+        the session's health gates. True once: the host is then counted as
+        started (asking again while it is in flight also answers True). False:
+        the session waits, with the reason in its view and in
+        ``maintenance_session``; a timer (or the gate's or a host's operation
+        ending) makes the session step again, so call it again from
+        ``advance()``. Idempotent within a step."""
+        return self.controls.may_start_host(host)
+
+    def may_start_work(self) -> bool:
+        """False while the session is paused (or has ended): start no new
+        move, let those in flight end."""
+        return self.controls.may_start_work()
+
+    def host_finished(self, host: HostRow) -> None:
+        """Record that work on ``host`` is over (its duration, the settle delay
+        and the gates count from here). ``run_host`` calls it; call it yourself
+        only if your workflow maintains hosts without ``run_host``."""
+        self.controls.host_finished(host)
+
+    def pause(self, reason: str) -> None:
+        """Stop starting hosts and moves; work in flight goes on."""
+        self.controls.pause(reason)
+
+    def resume(self) -> None:
+        self.controls.resume()
+
+    def cancel(self, reason: str) -> None:
+        """End the session (MAINTENANCE_CANCELLED): stop asking, follow the
+        migrations in flight, put back into service every host this session
+        disabled (and only those)."""
+        self._end("cancel", reason)
+
+    def skip_host(self, host: HostRow, why: str) -> None:
+        """Leave ``host`` as it is (disabled if it is), mark it SKIPPED, go on."""
+        self.controls.skip_host(host, why)
 
     # ------------------------------------------------------------------ contract
 
@@ -62,6 +112,11 @@ class Workflow(ABC):
                     f"no action plug-in named {action.plugin!r} is registered"
                     + (f" (known: {', '.join(sorted(known))})" if known else ""),
                 )
+
+    @classmethod
+    def retiring(cls, request: SessionRequest) -> frozenset[str]:
+        """Hosts this session decommissions (emptied, then left out of service)."""
+        return frozenset(request.decommission_hosts)
 
     @abstractmethod
     def start(self) -> None:
@@ -119,10 +174,25 @@ class Workflow(ABC):
     def on_operation(self, op: OperationRow) -> None:
         """Dispatch an ended operation; failures of host work fail the session."""
         s = self.s
+        if "hosts" in op.result:  # the operation listed the cloud's hosts too
+            self.lifecycle.listed(op.result["hosts"])
+        if op.status == "done" and "cloud_constraints" in op.result:
+            self.merge_cloud_constraints(op.result["cloud_constraints"])
+        if op.kind == "gate":
+            self.controls.gate_ended(op)
+            return
+        if op.status == "done":
+            self.controls.unstuck(op)
+        elif timed_out(op) and not s.final and self.controls.stuck(op):
+            return
         if op.kind in ("move", "watch"):
             inst = s.instances.get(op.instance_id or "")
-            if inst is not None:
+            if inst is not None and not self.lifecycle.lost_move(inst, op):
                 self._instance_operation_ended(inst, op)
+        elif op.kind == "list_hosts":
+            self.lifecycle.list_ended(op)
+        elif op.kind == "locate":
+            self.lifecycle.located(op)
         elif op.kind == "inventory" and not op.host:
             if op.status == "done":
                 self.apply_inventory(op.result.get("instances", []), op.params.get("hosts"))
@@ -136,9 +206,29 @@ class Workflow(ABC):
                 spec = op.params["action"]
                 self.fail(f"{spec['type']} action {spec['plugin']!r} failed: {op.detail}")
         elif op.host is not None and op.host in s.hosts:
-            self._host_operation_ended(s.hosts[op.host], op)
+            host = s.hosts[op.host]
+            if host.state == HostState.ADDING:
+                self.lifecycle.adding_ended(host, op)
+            elif host.state != HostState.REMOVED:
+                self._host_operation_ended(host, op)
         if s.final:
             self.cleanup()
+
+    def merge_cloud_constraints(self, found: Mapping[str, Any]) -> None:
+        """Fold what a listing found of the cloud's own constraints into the
+        session's: groups by id, memberships by instance (a listing of some
+        hosts only knows their instances)."""
+        s = self.s
+        known = s.data.get("cloud_constraints") or {"groups": [], "members": {}}
+        groups = {g["group_id"]: g for g in known.get("groups", [])}
+        groups.update({g["group_id"]: g for g in found.get("groups", [])})
+        members = {**known.get("members", {}), **found.get("members", {})}
+        merged = {
+            "groups": sorted(groups.values(), key=lambda g: g["group_id"]),
+            "members": members,
+        }
+        if merged != known:
+            s.set_data(cloud_constraints=merged)
 
     # ------------------------------------------------------------------ dialogue
 
@@ -251,6 +341,7 @@ class Workflow(ABC):
     def host_stages(self, host: HostRow) -> list[tuple[str, ActionSpec | None]]:
         """The steps that maintain one host, in order."""
         compute = host.type == "compute"
+        retires = self.lifecycle.retires(host)
         stages: list[tuple[str, ActionSpec | None]] = []
         if compute:
             stages.append(("verify_empty", None))
@@ -260,6 +351,9 @@ class Workflow(ABC):
         if toggles:
             stages.append(("disable", None))
         stages += [("action", spec) for spec in self.s.actions_of(*host_action_types(host.type))]
+        if retires:  # not coming back: not waited for, not enabled
+            stages.append(("decommission", None))
+            return stages
         stages.append(("host_up", None))
         if toggles:
             stages.append(("enable", None))
@@ -274,12 +368,17 @@ class Workflow(ABC):
             if s.final or any(s.open_ops(host=host.name)):
                 return False
             step, spec = stages[host.stage]
+            if step == "notify_in" and not self.may_start_work():
+                return False  # paused: a host not yet in maintenance does not go in
             if step == "notify_in":
                 s.set_host_state(host, HostState.IN_MAINTENANCE)
                 s.notify_host(host.name, "IN_MAINTENANCE")
             elif step == "notify_complete":
                 s.set_host_state(host, HostState.MAINTAINED)
+                self.host_finished(host)
                 s.notify_host(host.name, "MAINTENANCE_COMPLETE")
+            elif step == "decommission":
+                self.lifecycle.decommission(host)
             elif step == "verify_empty":
                 s.start_op("inventory", host=host.name, params={"hosts": [host.name]})
                 return False
@@ -355,6 +454,7 @@ class Workflow(ABC):
                 s.place_instance(inst, new_host)
                 if new_host != source:
                     inst.moves += 1
+                    self.controls.instance_moved_off(source, inst.instance_id)
                 s.set_instance_state(inst, self.state_on(new_host))
             if not s.final:
                 self.notify_instance_done(inst)
@@ -369,7 +469,9 @@ class Workflow(ABC):
             return
         inst.attempts += 1
         if op.kind == "move" and inst.attempts <= s.request.max_migration_retries:
-            backoff = 30.0 * 2 ** (inst.attempts - 1)
+            backoff = jittered_backoff(
+                inst.attempts, base=30.0, cap=600.0, seed=f"{s.id}:{inst.instance_id}"
+            )
             s.set_timer(
                 "retry_move", s.now + timedelta(seconds=backoff), instance_id=inst.instance_id
             )
@@ -391,7 +493,7 @@ class Workflow(ABC):
         stay (maintained, or not part of the session), PENDING where it will
         have to move again."""
         row = self.s.hosts.get(host)
-        if row is None or row.state in (HostState.MAINTAINED, HostState.OUT_OF_SCOPE):
+        if row is None or row.state == HostState.MAINTAINED or row.state in TARGET_ONLY:
             return InstanceState.DONE
         return InstanceState.PENDING
 
@@ -443,7 +545,7 @@ class Workflow(ABC):
             if row is None:
                 if instance.host not in s.hosts:
                     continue
-                out_of_scope = s.hosts[instance.host].state == HostState.OUT_OF_SCOPE
+                out_of_scope = s.hosts[instance.host].state in TARGET_ONLY
                 if not out_of_scope:
                     s.ensure_project(instance.project_id, s.subscribed(instance.project_id))
                 s.add_instance(
@@ -456,7 +558,7 @@ class Workflow(ABC):
             if row.host != instance.host and row.state != InstanceState.IN_ACTION:
                 s.place_instance(row, instance.host)
                 dest = s.hosts.get(instance.host)
-                stays_out = dest is None or dest.state == HostState.OUT_OF_SCOPE
+                stays_out = dest is None or dest.state in TARGET_ONLY
                 if not (row.state == InstanceState.OUT_OF_SCOPE and stays_out):
                     s.set_instance_state(row, self.state_on(instance.host))
         scanned = set(scanned_hosts) if scanned_hosts is not None else set(s.hosts)
@@ -472,6 +574,9 @@ class Workflow(ABC):
 
     def fail(self, reason: str) -> None:
         """Fail the session: stop asking, put idle hosts back into service."""
+        self._end("fail", reason)
+
+    def _end(self, trigger: str, reason: str) -> None:
         s = self.s
         if s.final:
             return
@@ -481,8 +586,10 @@ class Workflow(ABC):
         # Migrations in flight are followed to the end (they change placement);
         # waiting for a manager's own action or a listing is pointless now.
         for op in list(s.open_ops()):
-            if op.kind in ("watch", "inventory"):
-                s.abandon_op(op, f"session failed: {reason}")
+            if op.kind in ("watch", "inventory", "gate", "list_hosts", "locate"):
+                s.abandon_op(
+                    op, f"session {'failed' if trigger == 'fail' else 'cancelled'}: {reason}"
+                )
                 inst = s.instances.get(op.instance_id or "")
                 if inst is not None and inst.state == InstanceState.IN_ACTION:
                     s.set_instance_state(inst, InstanceState.PENDING)
@@ -496,14 +603,15 @@ class Workflow(ABC):
                 host.stage = 0
             elif host.state == HostState.IN_MAINTENANCE:
                 s.set_host_state(host, HostState.FAILED, reason=host.reason or reason)
-        s.fire("fail", reason=reason)
+        s.fire(trigger, reason=reason)
         self.cleanup()
 
     def cleanup(self) -> None:
-        """After failure: enable every host this session disabled and is not
-        working on any more, except hosts that did not come back up."""
+        """After failure or cancel: enable every host this session disabled and
+        is not working on any more, except hosts that did not come back up and
+        hosts it skipped (left as they were on purpose)."""
         s = self.s
-        down = set(s.data.get("down_hosts", []))
+        down = set(s.data.get("down_hosts", [])) | set(s.data.get("ctl_skipped") or [])
         for host in s.hosts.values():
             if (
                 host.disabled_by_session

@@ -96,19 +96,20 @@ class ConstrainedWorkflow(RollingWorkflow):
             if not handlers[self.s.state]():
                 return
 
-    def decide_next(self) -> None:
+    def decide_next(self) -> bool:
         s = self.s
         self._index_of = None
         if any(h.type != "compute" for h in s.hosts_in(HostState.PENDING)):
             self._go("start", SessionState.START_MAINTENANCE)
-            return
+            return True
         if not [h for h in s.hosts.values() if h.state in (HostState.PENDING, *_OPEN)]:
             self._go("complete", SessionState.MAINTENANCE_COMPLETE)
-            return
+            return True
         if s.state != SessionState.PLANNED_MAINTENANCE and not self._feasible():
-            return
+            return True
         self._go("plan", SessionState.PLANNED_MAINTENANCE)
         s.row.phase = "waves"
+        return True
 
     def _controllers(self) -> bool:
         s = self.s
@@ -116,8 +117,9 @@ class ConstrainedWorkflow(RollingWorkflow):
         if current is None:
             host = next((h for h in s.hosts_in(HostState.PENDING) if h.type != "compute"), None)
             if host is None:
-                self.decide_next()
-                return True
+                return self.decide_next()
+            if not self.may_start_host(host):
+                return False
             s.set_data(current_host=host.name)
         else:
             host = s.hosts[current]
@@ -205,8 +207,7 @@ class ConstrainedWorkflow(RollingWorkflow):
             return False
         left = [h for h in s.hosts.values() if h.state in (HostState.PENDING, *_OPEN)]
         if not left and not any(s.open_ops(kind="move")) and not any(s.open_ops(kind="watch")):
-            self.decide_next()
-            return True
+            return self.decide_next()
         if not any(s.open_ops()) and not self._next_wake_set():
             self._stuck(cs)
         return False
@@ -321,6 +322,8 @@ class ConstrainedWorkflow(RollingWorkflow):
     def _pump(self, cs: ConstraintSet) -> None:
         """Start every move the groups, targets and capacity allow now."""
         s = self.s
+        if not self.may_start_work():
+            return
         now = s.now
         budgets = self._budgets(cs)
         waiting: list[planner.Member] = []
@@ -463,12 +466,16 @@ class ConstrainedWorkflow(RollingWorkflow):
             slots=slots,
             rules=rules,
         )
+        opened = False
         for name in chosen:
             host = s.hosts[name]
+            if not self.may_start_host(host):
+                break  # a window, pacing, a gate or a pause holds the rest
+            opened = True
             s.set_host_state(host, HostState.DRAINING)
             for inst in s.instances_on(name):
                 self._pending_hosts_of[self._group_of(inst, cs)].discard(name)
-        return bool(chosen)
+        return opened
 
     # ------------------------------------------------------------------ bookkeeping
 
@@ -615,8 +622,8 @@ class ConstrainedWorkflow(RollingWorkflow):
             for i in s.instances_on(h.name)
             if i.state == InstanceState.ACTION_CHOSEN
         ]
-        if any(self.awaiting()):
-            return
+        if any(self.awaiting()) or s.data.get("paused") or s.data.get("ctl_waiting"):
+            return  # a project, the admin or the calendar holds it: not stuck
         if waiting:
             self.fail(
                 "no target host has room for "

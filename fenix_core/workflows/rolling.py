@@ -31,7 +31,7 @@ from typing import ClassVar
 
 from .. import planner
 from ..runtime import ids
-from ..states import HostState, InstanceAction, InstanceState, SessionState
+from ..states import WORK_HOST_STATES, HostState, InstanceAction, InstanceState, SessionState
 from ..store.schema import HostRow, InstanceRow, ProjectRow
 from .base import Workflow
 
@@ -107,8 +107,13 @@ class RollingWorkflow(Workflow):
             raise RuntimeError(f"rolling workflow: unknown MAINTENANCE phase {phase!r}")
         if not self.run_actions("pre_actions_done", ["pre"]):
             return False
-        self.decide_next()
-        return True
+        if not self.lifecycle.hosts_ready():
+            return False
+        shortfall = self.lifecycle.shortfall()
+        if shortfall is not None:
+            self.fail(shortfall)
+            return False
+        return self.decide_next()
 
     def _scale_in(self) -> bool:
         s = self.s
@@ -121,12 +126,15 @@ class RollingWorkflow(Workflow):
         if any(s.open_ops(kind="inventory")):
             return False
         s.set_data(scale_in_freed=int(s.data.get("scale_in_load", 0)) - self._load())
-        self.decide_next()
-        return True
+        return self.decide_next()
 
     def _drain(self) -> bool:
         s = self.s
         host = s.hosts[str(s.data["drain_host"])]
+        if host.state == HostState.SKIPPED:  # stuck, and the escalation policy skipped it
+            return self.decide_next()
+        if host.state == HostState.REMOVED:  # the cloud lost it meanwhile
+            return self.decide_next()
         if s.row.phase == "refresh":
             if any(s.open_ops(kind="inventory")):
                 return False
@@ -156,11 +164,15 @@ class RollingWorkflow(Workflow):
         if current is None:
             host = self._next_host_to_maintain()
             if host is None:
-                self.decide_next()
-                return True
+                return self.decide_next()
+            if not self.may_start_host(host):
+                return False
             s.set_data(current_host=host.name)
         else:
             host = s.hosts[current]
+            if host.state in (HostState.SKIPPED, HostState.REMOVED):
+                s.set_data(current_host=None)
+                return True
         if host.state == HostState.PENDING and not s.is_empty(host.name):
             # The last check found instances on it: it has to be drained first.
             s.set_data(current_host=None)
@@ -190,7 +202,9 @@ class RollingWorkflow(Workflow):
 
     # ------------------------------------------------------------------ decisions
 
-    def decide_next(self) -> None:
+    def decide_next(self) -> bool:
+        """Choose what comes next; False if the session has to wait for it
+        (window, pacing, gate, pause)."""
         s = self.s
         pending = s.hosts_in(HostState.PENDING)
         computes = [h for h in pending if h.type == "compute"]
@@ -200,15 +214,21 @@ class RollingWorkflow(Workflow):
             or any(s.is_empty(h.name) for h in computes)
         ):
             self._go("start", SessionState.START_MAINTENANCE)
-            return
+            return True
         if not computes:
             self._go("complete", SessionState.MAINTENANCE_COMPLETE)
-            return
-        maintained = bool(s.hosts_in(HostState.MAINTAINED, type="compute"))
+            return True
+        # Once PLANNED, stay PLANNED even if the maintained hosts left the cloud.
+        maintained = (
+            bool(s.hosts_in(HostState.MAINTAINED, type="compute"))
+            or s.state == SessionState.PLANNED_MAINTENANCE
+        )
         choice = self._host_to_drain(computes, planned=maintained)
         if choice is None:
             self._scale_in_or_fail(computes)
-            return
+            return True
+        if not self.may_start_host(s.hosts[choice]):
+            return False
         if maintained:
             self._go("plan", SessionState.PLANNED_MAINTENANCE)
         else:
@@ -216,6 +236,7 @@ class RollingWorkflow(Workflow):
         s.set_data(drain_host=choice, drain_projects={}, admin_done=[])
         s.row.phase = "refresh"
         s.start_op("inventory", params={"hosts": [choice]})
+        return True
 
     def _go(self, trigger: str, dest: SessionState) -> None:
         if self.s.state == dest:
@@ -328,6 +349,11 @@ class RollingWorkflow(Workflow):
                 if i.state == InstanceState.ACTION_REQUESTED
             ),
             allowed_actions=s.allowed_actions,
+            # A retired host does not come back: managers may want to re-create
+            # rather than wait (see docs/lifecycle.md).
+            metadata={**s.request.metadata, "host_returns": False}
+            if self.lifecycle.retires(host)
+            else None,
         )
 
     def on_project_answer(
@@ -350,6 +376,8 @@ class RollingWorkflow(Workflow):
         """Start what can start: every OWN_ACTION watch, and the next migration
         (one at a time off a host, as Nova's default allows)."""
         s = self.s
+        if not self.may_start_work():
+            return  # paused: the moves in flight end, no new one starts
         busy = self._moves_from(host, kind="move")
         for inst in s.instances_on(host.name):
             if inst.state != InstanceState.ACTION_CHOSEN or self.retry_pending(inst.instance_id):
@@ -409,9 +437,9 @@ class RollingWorkflow(Workflow):
     def _placement(self, host: HostRow) -> bool | None:
         """Whether ``host`` can receive instances: None if not, True if an
         instance placed there can stay, False if it will have to move again."""
-        if host.type != "compute" or not host.enabled:
+        if host.type != "compute" or not host.enabled or self.lifecycle.retires(host):
             return None
-        if host.state == HostState.MAINTAINED:
+        if host.state in (HostState.MAINTAINED, HostState.ADDED):
             return True
         if host.state == HostState.PENDING:
             return False
@@ -449,5 +477,5 @@ class RollingWorkflow(Workflow):
         return sum(
             s.used[h.name]
             for h in s.hosts.values()
-            if h.type == "compute" and h.state != HostState.OUT_OF_SCOPE
+            if h.type == "compute" and h.state in WORK_HOST_STATES
         )

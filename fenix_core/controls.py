@@ -1,0 +1,616 @@
+"""Operational controls of a session: when a host may start, and how long the
+rest will take.
+
+Pure functions and value objects, no I/O: the workflows ask :func:`admit`
+before they start a host, and the session view asks :func:`estimate_end`. A
+session request carries a :class:`Controls` (``SessionRequest.controls``),
+built from a Fenix-style dict with :meth:`Controls.from_dict`::
+
+    {"windows": [{"days": ["mon", "tue"], "start": "22:00", "end": "04:00"}],
+     "timezone": "Europe/Paris", "blackout_dates": ["2026-12-24"],
+     "max_hosts_in_maintenance": 2, "max_hosts_per_hour": 4, "max_hosts_per_day": 20,
+     "settle_seconds": 300, "host_seconds": 1800,
+     "gates": [{"name": "instances_back", "soak_seconds": 300}],
+     "gate_timeout": 3600, "escalation": {"migration": "wait_and_notify"}}
+
+A window belongs to the day it opens on: ``22:00``-``04:00`` on Monday runs
+into Tuesday morning, and a blackout date cancels the windows that open on it.
+Rates are over sliding periods: at most ``max_hosts_per_hour`` starts in any
+60 minutes, ``max_hosts_per_day`` in any 24 hours.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import statistics
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import attrs
+
+from .errors import InvalidInput
+
+__all__ = [
+    "ESCALATIONS",
+    "STUCK_KINDS",
+    "Admission",
+    "Controls",
+    "GateSpec",
+    "Ledger",
+    "PacingHistory",
+    "Window",
+    "admit",
+    "earliest_start",
+    "estimate_end",
+    "host_estimate",
+    "jittered_backoff",
+    "next_window_start",
+    "window_occurrences",
+]
+
+Escalation = Literal["wait_and_notify", "skip_host", "fail"]
+#: What a session may do when work is stuck past its deadline.
+ESCALATIONS: tuple[str, ...] = ("wait_and_notify", "skip_host", "fail")
+#: Kinds of work that can get stuck (the first four are DEFAULT_TIMEOUTS' keys).
+STUCK_KINDS: tuple[str, ...] = ("migration", "own_action", "action", "host_up", "gate")
+
+_DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_HOUR, _DAY = timedelta(hours=1), timedelta(days=1)
+#: How far ahead to look for a window before concluding there is none.
+_HORIZON_DAYS = 400
+
+
+# --------------------------------------------------------------------------- parsing helpers
+
+
+def _fail(field: str, message: str) -> InvalidInput:
+    return InvalidInput(field, message)
+
+
+def _mapping(value: object, field: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise _fail(field, f"expected an object, got {type(value).__name__}")
+    return value
+
+
+def _list(value: object, field: str) -> list[Any]:
+    if value is None:
+        return []
+    if isinstance(value, str | bytes | Mapping) or not isinstance(value, Sequence):
+        raise _fail(field, f"expected a list, got {type(value).__name__}")
+    return list(value)
+
+
+def _unknown(data: Mapping[str, Any], known: Sequence[str], prefix: str) -> None:
+    extra = sorted(str(k) for k in set(data) - set(known))
+    if extra:
+        raise _fail(f"{prefix}{extra[0]}", "unknown field")
+
+
+def _count(value: object, field: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 10**6:
+        raise _fail(field, f"must be a whole number from 1 to 1000000, got {value!r}")
+    return value
+
+
+def _secs(value: object, field: str, *, zero: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _fail(field, f"expected a number of seconds, got {type(value).__name__}")
+    seconds = float(value)
+    if not math.isfinite(seconds) or seconds < 0 or (seconds == 0 and not zero):
+        raise _fail(
+            field, f"must be a {'' if zero else 'positive '}number of seconds, got {value!r}"
+        )
+    return seconds
+
+
+def _clock_time(value: object, field: str) -> time:
+    if isinstance(value, time):
+        return value
+    if not isinstance(value, str):
+        raise _fail(field, f"expected a time of day like '22:30', got {type(value).__name__}")
+    try:
+        parsed = time.fromisoformat(value.strip())
+    except ValueError:
+        raise _fail(field, f"not a time of day like '22:30': {value!r}") from None
+    if parsed.tzinfo is not None:
+        raise _fail(field, "give the time zone in controls.timezone, not in the time")
+    return parsed
+
+
+def _day(value: object, field: str) -> int:
+    if isinstance(value, str) and value.strip().lower()[:3] in _DAYS:
+        return _DAYS.index(value.strip().lower()[:3])
+    raise _fail(field, f"expected a weekday (mon ... sun), got {value!r}")
+
+
+def _a_date(value: object, field: str) -> date:
+    if isinstance(value, date) and not isinstance(value, datetime):
+        return value
+    if not isinstance(value, str):
+        raise _fail(field, f"expected a date like '2026-12-24', got {type(value).__name__}")
+    try:
+        return date.fromisoformat(value.strip())
+    except ValueError:
+        raise _fail(field, f"not a date like '2026-12-24': {value!r}") from None
+
+
+# --------------------------------------------------------------------------- values
+
+
+@attrs.frozen
+class Window:
+    """A weekly window: on each of ``days`` (0 = Monday) from ``start`` to
+    ``end`` local time. ``end`` at or before ``start`` runs past midnight."""
+
+    days: tuple[int, ...] = tuple(range(7))
+    start: time = time(0, 0)
+    end: time = time(0, 0)
+
+    @classmethod
+    def from_dict(cls, data: object, field: str) -> Window:
+        mapping = _mapping(data, field)
+        _unknown(mapping, ("days", "start", "end"), f"{field}.")
+        for required in ("start", "end"):
+            if required not in mapping:
+                raise _fail(f"{field}.{required}", "required")
+        raw_days = mapping.get("days")
+        days = (
+            tuple(range(7))
+            if raw_days in (None, "*")
+            else tuple(
+                sorted(
+                    {
+                        _day(d, f"{field}.days[{i}]")
+                        for i, d in enumerate(_list(raw_days, f"{field}.days"))
+                    }
+                )
+            )
+        )
+        if not days:
+            raise _fail(f"{field}.days", "must name at least one weekday")
+        return cls(
+            days=days,
+            start=_clock_time(mapping["start"], f"{field}.start"),
+            end=_clock_time(mapping["end"], f"{field}.end"),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "days": [_DAYS[d] for d in self.days],
+            "start": self.start.isoformat(timespec="minutes"),
+            "end": self.end.isoformat(timespec="minutes"),
+        }
+
+
+@attrs.frozen
+class GateSpec:
+    """A health gate the session checks before each host: a registered gate's
+    ``name`` and the parameters it gets (``GateContext.params``)."""
+
+    name: str
+    params: Mapping[str, Any] = attrs.field(factory=dict)
+
+    @classmethod
+    def from_dict(cls, data: object, field: str) -> GateSpec:
+        mapping = dict(_mapping(data, field))
+        name = mapping.pop("name", None)
+        if not isinstance(name, str) or not name.strip():
+            raise _fail(f"{field}.name", "required: the name of a registered gate")
+        for key in mapping:
+            if not isinstance(key, str):
+                raise _fail(field, f"keys must be strings, got {key!r}")
+        return cls(name=name, params=mapping)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, **dict(self.params)}
+
+
+_CONTROL_FIELDS = (
+    "windows",
+    "timezone",
+    "blackout_dates",
+    "max_hosts_in_maintenance",
+    "max_hosts_per_hour",
+    "max_hosts_per_day",
+    "settle_seconds",
+    "host_seconds",
+    "gates",
+    "gate_timeout",
+    "escalation",
+)
+
+
+@attrs.frozen
+class Controls:
+    """When and how fast a session may take hosts, and what it does when stuck.
+
+    Every field is optional; the default controls change nothing. See the
+    module docstring for the dict form.
+    """
+
+    windows: tuple[Window, ...] = ()
+    timezone: str = "UTC"
+    blackout_dates: tuple[date, ...] = ()
+    max_hosts_in_maintenance: int | None = None
+    max_hosts_per_hour: int | None = None
+    max_hosts_per_day: int | None = None
+    settle_seconds: float = 0.0
+    #: Declared duration of one host, used until durations have been measured.
+    host_seconds: float | None = None
+    gates: tuple[GateSpec, ...] = ()
+    #: Seconds a gate may keep saying "not yet" before it counts as stuck.
+    gate_timeout: float = 3600.0
+    #: Stuck kind -> wait_and_notify | skip_host | fail; unset kinds keep the
+    #: workflow's own handling (migrations are retried, the rest fails).
+    escalation: Mapping[str, str] = attrs.field(factory=dict)
+
+    @classmethod
+    def from_dict(cls, data: object, prefix: str = "controls") -> Controls:
+        if isinstance(data, Controls):
+            return data
+        if data is None:
+            return cls()
+        mapping = _mapping(data, prefix)
+        _unknown(mapping, _CONTROL_FIELDS, f"{prefix}.")
+        tz = mapping.get("timezone", "UTC")
+        if not isinstance(tz, str):
+            raise _fail(f"{prefix}.timezone", f"expected an IANA time zone name, got {tz!r}")
+        try:
+            ZoneInfo(tz)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise _fail(f"{prefix}.timezone", f"unknown IANA time zone {tz!r}") from None
+        escalation = dict(_mapping(mapping.get("escalation") or {}, f"{prefix}.escalation"))
+        for kind, policy in escalation.items():
+            if kind not in STUCK_KINDS:
+                raise _fail(
+                    f"{prefix}.escalation.{kind}", f"not a kind of work: {', '.join(STUCK_KINDS)}"
+                )
+            if policy not in ESCALATIONS:
+                raise _fail(
+                    f"{prefix}.escalation.{kind}",
+                    f"must be one of {', '.join(ESCALATIONS)}, got {policy!r}",
+                )
+        host_seconds = mapping.get("host_seconds")
+        return cls(
+            windows=tuple(
+                Window.from_dict(w, f"{prefix}.windows[{i}]")
+                for i, w in enumerate(_list(mapping.get("windows"), f"{prefix}.windows"))
+            ),
+            timezone=tz,
+            blackout_dates=tuple(
+                sorted(
+                    {
+                        _a_date(d, f"{prefix}.blackout_dates[{i}]")
+                        for i, d in enumerate(
+                            _list(mapping.get("blackout_dates"), f"{prefix}.blackout_dates")
+                        )
+                    }
+                )
+            ),
+            max_hosts_in_maintenance=_count(
+                mapping.get("max_hosts_in_maintenance"), f"{prefix}.max_hosts_in_maintenance"
+            ),
+            max_hosts_per_hour=_count(
+                mapping.get("max_hosts_per_hour"), f"{prefix}.max_hosts_per_hour"
+            ),
+            max_hosts_per_day=_count(
+                mapping.get("max_hosts_per_day"), f"{prefix}.max_hosts_per_day"
+            ),
+            settle_seconds=_secs(
+                mapping.get("settle_seconds", 0.0), f"{prefix}.settle_seconds", zero=True
+            ),
+            host_seconds=None
+            if host_seconds is None
+            else _secs(host_seconds, f"{prefix}.host_seconds"),
+            gates=tuple(
+                GateSpec.from_dict(g, f"{prefix}.gates[{i}]")
+                for i, g in enumerate(_list(mapping.get("gates"), f"{prefix}.gates"))
+            ),
+            gate_timeout=_secs(mapping.get("gate_timeout", 3600.0), f"{prefix}.gate_timeout"),
+            escalation=escalation,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "windows": [w.to_dict() for w in self.windows],
+            "timezone": self.timezone,
+            "blackout_dates": [d.isoformat() for d in self.blackout_dates],
+            "max_hosts_in_maintenance": self.max_hosts_in_maintenance,
+            "max_hosts_per_hour": self.max_hosts_per_hour,
+            "max_hosts_per_day": self.max_hosts_per_day,
+            "settle_seconds": self.settle_seconds,
+            "host_seconds": self.host_seconds,
+            "gates": [g.to_dict() for g in self.gates],
+            "gate_timeout": self.gate_timeout,
+            "escalation": dict(self.escalation),
+        }
+
+    def policy(self, kind: str) -> str | None:
+        """The escalation for stuck work of ``kind``; None: the workflow's own handling."""
+        return self.escalation.get(kind)
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+
+@attrs.frozen
+class PacingHistory:
+    """What :func:`admit` needs to know about the session so far."""
+
+    #: When each host that started so far was admitted.
+    started: tuple[datetime, ...] = ()
+    #: Hosts admitted and not finished yet.
+    in_maintenance: int = 0
+    #: When the last host finished (the settle delay runs from there).
+    last_finished: datetime | None = None
+    #: Expected seconds for the next host (None: unknown, only windows apply).
+    estimate_seconds: float | None = None
+
+
+@attrs.frozen
+class Admission:
+    """The answer to "may a host start now?": if not, until when and why.
+
+    ``wait_until`` is None when only an event can change the answer (a host
+    in maintenance finishing) or when no window will ever fit.
+    """
+
+    ok: bool
+    wait_until: datetime | None = None
+    reason: str | None = None
+
+
+# --------------------------------------------------------------------------- windows
+
+
+def window_occurrences(
+    controls: Controls, start: datetime, end: datetime
+) -> Iterator[tuple[datetime, datetime]]:
+    """The windows (UTC, overlapping ones merged) that end after ``start`` and
+    open before ``end``, in time order."""
+    zone = controls.zone
+    blackout = set(controls.blackout_dates)
+    first = start.astimezone(zone).date() - _DAY
+    last = end.astimezone(zone).date()
+    raw: list[tuple[datetime, datetime]] = []
+    day = first
+    while day <= last:
+        if day not in blackout:
+            for w in controls.windows:
+                if day.weekday() not in w.days:
+                    continue
+                opens = datetime.combine(day, w.start, tzinfo=zone).astimezone(UTC)
+                close_day = day + _DAY if w.end <= w.start else day
+                closes = datetime.combine(close_day, w.end, tzinfo=zone).astimezone(UTC)
+                if closes > opens:
+                    raw.append((opens, closes))
+        day += _DAY
+    raw.sort()
+    merged: list[tuple[datetime, datetime]] = []
+    for opens, closes in raw:
+        if merged and opens <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], closes))
+        else:
+            merged.append((opens, closes))
+    for opens, closes in merged:
+        if closes > start and opens < end:
+            yield opens, closes
+
+
+def next_window_start(
+    now: datetime, controls: Controls, *, min_seconds: float = 0.0
+) -> datetime | None:
+    """When a host expected to take ``min_seconds`` may next start: now if
+    the window now open leaves enough time, else the opening of the first
+    window long enough. None if no window within about a year fits (or there
+    are no windows: then any time is fine, and ``now`` is returned)."""
+    if not controls.windows:
+        return now
+    need = timedelta(seconds=min_seconds)
+    for opens, closes in window_occurrences(controls, now, now + timedelta(days=_HORIZON_DAYS)):
+        begin = max(opens, now)
+        if begin + need <= closes:
+            return begin
+    return None
+
+
+# --------------------------------------------------------------------------- admission
+
+
+def _rate_wait(
+    started: Sequence[datetime], t: datetime, cap: int | None, period: timedelta
+) -> datetime | None:
+    """The earliest time >= t at which fewer than ``cap`` starts lie in the
+    last ``period``, or None if t already is such a time."""
+    if cap is None:
+        return None
+    recent = sorted(s for s in started if t - period < s <= t)
+    if len(recent) < cap:
+        return None
+    return recent[len(recent) - cap] + period
+
+
+def _pacing_wait(
+    t: datetime, controls: Controls, history: PacingHistory
+) -> tuple[datetime, str] | None:
+    waits: list[tuple[datetime, str]] = []
+    if history.last_finished is not None and controls.settle_seconds > 0:
+        settled = history.last_finished + timedelta(seconds=controls.settle_seconds)
+        if settled > t:
+            waits.append((settled, f"settling {controls.settle_seconds:g} s after the last host"))
+    hourly = _rate_wait(history.started, t, controls.max_hosts_per_hour, _HOUR)
+    if hourly is not None:
+        waits.append((hourly, f"at most {controls.max_hosts_per_hour} host(s) started per hour"))
+    daily = _rate_wait(history.started, t, controls.max_hosts_per_day, _DAY)
+    if daily is not None:
+        waits.append((daily, f"at most {controls.max_hosts_per_day} host(s) started per day"))
+    return max(waits) if waits else None
+
+
+def earliest_start(
+    now: datetime, controls: Controls, history: PacingHistory
+) -> tuple[datetime | None, str | None]:
+    """The earliest time >= ``now`` at which a host may start, ignoring the
+    number of hosts in maintenance, and the reason for the wait (None if
+    ``now``). ``(None, reason)`` when no window will ever fit the host."""
+    t, reason = now, None
+    estimate = history.estimate_seconds or 0.0
+    for _ in range(1000):  # each round moves t forward; two rounds settle it in practice
+        pacing = _pacing_wait(t, controls, history)
+        if pacing is not None:
+            t, reason = pacing
+            continue
+        opens = next_window_start(t, controls, min_seconds=estimate)
+        if opens is None:
+            return None, (
+                f"no maintenance window in the next {_HORIZON_DAYS} days is long enough "
+                f"for a host expected to take {estimate:.0f} s"
+            )
+        if opens == t:
+            return t, reason
+        inside = any(window_occurrences(controls, t, t + timedelta(microseconds=1)))
+        reason = (
+            f"the open window ends before a host expected to take {estimate:.0f} s would finish"
+            if inside
+            else "outside the maintenance windows"
+        )
+        t = opens
+    return t, reason
+
+
+def admit(now: datetime, controls: Controls, history: PacingHistory) -> Admission:
+    """May a host start at ``now``? If not: until when to wait, and why."""
+    cap = controls.max_hosts_in_maintenance
+    if cap is not None and history.in_maintenance >= cap:
+        return Admission(
+            False, None, f"{history.in_maintenance} host(s) in maintenance, at most {cap} at once"
+        )
+    start, reason = earliest_start(now, controls, history)
+    if start == now:
+        return Admission(True)
+    if start is None:
+        return Admission(False, None, reason)
+    return Admission(False, start, f"{reason}; next start at {start.isoformat()}")
+
+
+# --------------------------------------------------------------------------- estimates
+
+
+def host_estimate(measured: Sequence[float], declared: float | None) -> float | None:
+    """Seconds one more host is expected to take when fitting it in a window:
+    the longest measured so far (never start what may not finish), else the
+    declared estimate."""
+    if measured:
+        return max(measured)
+    return declared
+
+
+def estimate_end(
+    now: datetime,
+    controls: Controls,
+    history: PacingHistory,
+    *,
+    durations: Sequence[float],
+    in_progress: Sequence[datetime],
+    pending: int,
+) -> datetime | None:
+    """When the remaining hosts will be done: the mean measured (else the
+    declared) host duration, played forward through the same admission rules
+    (windows, rates, settle delay, hosts at once) that will apply. ``in_progress``
+    are the start times of hosts in maintenance now. None if nothing is known."""
+    mean = statistics.fmean(durations) if durations else controls.host_seconds
+    if mean is None:
+        return None if pending or in_progress else now
+    length = timedelta(seconds=mean)
+    fit = host_estimate(durations, controls.host_seconds)
+    finishes = [max(now, s + length) for s in in_progress]
+    concurrency = max(controls.max_hosts_in_maintenance or 1, len(in_progress))
+    starts = list(history.started)
+    last_finished = history.last_finished
+    t = now
+    for _ in range(pending):
+        busy = sorted(f for f in finishes if f > t)
+        if len(busy) >= concurrency:
+            t = busy[len(busy) - concurrency]
+            last_finished = t
+        plan = PacingHistory(
+            started=tuple(s for s in starts if s > t - _DAY),
+            last_finished=last_finished,
+            estimate_seconds=fit,
+        )
+        begin, _ = earliest_start(t, controls, plan)
+        if begin is None:
+            return None
+        t = begin
+        starts.append(t)
+        finishes.append(t + length)
+    return max([now, *finishes])
+
+
+# --------------------------------------------------------------------------- retries
+
+
+def jittered_backoff(attempt: int, *, base: float, cap: float, seed: str) -> float:
+    """Seconds before retry number ``attempt`` (1, 2, ...): exponential from
+    ``base`` up to ``cap``, half of it fixed and half random ("equal jitter"),
+    so that many retries do not hit the cloud at once. The randomness comes
+    from ``seed`` (e.g. session id + instance id + attempt), which keeps a
+    workflow's decisions reproducible when a step is replayed."""
+    ceiling = float(min(cap, base * 2.0 ** max(0, attempt - 1)))
+    rng = random.Random(f"{seed}:{attempt}")
+    return ceiling / 2 + rng.uniform(0, ceiling / 2)
+
+
+# --------------------------------------------------------------------------- the session's ledger
+
+
+@attrs.frozen
+class Ledger:
+    """When each host of a session started and finished, as kept in the
+    session's data (``ctl_started`` / ``ctl_finished``: host -> ISO time)."""
+
+    started: Mapping[str, datetime]
+    finished: Mapping[str, datetime]
+    skipped: frozenset[str] = frozenset()
+
+    @classmethod
+    def from_data(cls, data: Mapping[str, Any]) -> Ledger:
+        def times(key: str) -> dict[str, datetime]:
+            return {h: datetime.fromisoformat(t) for h, t in dict(data.get(key) or {}).items()}
+
+        return cls(
+            started=times("ctl_started"),
+            finished=times("ctl_finished"),
+            skipped=frozenset(data.get("ctl_skipped") or ()),
+        )
+
+    def in_progress(self) -> dict[str, datetime]:
+        """Hosts started and neither finished nor skipped, with their start."""
+        return {
+            h: t
+            for h, t in self.started.items()
+            if h not in self.finished and h not in self.skipped
+        }
+
+    def durations(self) -> dict[str, float]:
+        """Seconds from start to finish of every finished host that was started."""
+        return {
+            h: (end - self.started[h]).total_seconds()
+            for h, end in self.finished.items()
+            if h in self.started
+        }
+
+    def history(self, controls: Controls) -> PacingHistory:
+        return PacingHistory(
+            started=tuple(sorted(self.started.values())),
+            in_maintenance=len(self.in_progress()),
+            last_finished=max(self.finished.values(), default=None),
+            estimate_seconds=host_estimate(list(self.durations().values()), controls.host_seconds),
+        )

@@ -1,0 +1,263 @@
+"""KubernetesDriver: fenix-core's cloud driver for a Kubernetes cluster.
+
+Hosts are nodes, instances are the pods bound to them, disabling a host is
+cordoning its node, and moving an instance is evicting its pod through the
+policy/v1 Eviction API, which honours PodDisruptionBudgets (see
+:mod:`fenix_core_k8s.moves`). Everything goes through the official
+``kubernetes`` client.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Sequence
+from typing import Any, TypedDict, TypeVar
+
+from kubernetes.client import ApiClient, CoreV1Api, PolicyV1Api, V1Node, V1Pod
+from kubernetes.client.exceptions import ApiException
+
+from fenix_core.clock import Clock, RealClock
+from fenix_core.constraints import CloudConstraints
+from fenix_core.errors import CloudError, InvalidInput
+from fenix_core.model import Host, Instance, OperationStatus
+from fenix_core.states import InstanceAction
+
+from .config import connect
+from .constraints import constraints_from
+from .moves import Evictions, UnmanagedPods, api_message
+from .pods import (
+    controller_of,
+    instance_id,
+    is_controller_node,
+    is_instance,
+    is_ready,
+    node_vcpus,
+    pod_vcpus,
+    split_instance_id,
+)
+
+__all__ = ["CORDONED_ANNOTATION", "DriverOptions", "KubernetesDriver"]
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+#: Set on a node together with ``spec.unschedulable`` when fenix-core cordons
+#: it; only nodes carrying it are ever uncordoned. Its value is the reason.
+CORDONED_ANNOTATION = "fenix-core/cordoned"
+
+
+class DriverOptions(TypedDict, total=False):
+    """The driver's options besides ``api_client`` and ``clock`` (see KubernetesDriver)."""
+
+    kubeconfig: str | os.PathLike[str] | None
+    context: str | None
+    in_cluster: bool | None
+    project_label: str | None
+    unmanaged_pods: UnmanagedPods
+
+
+class KubernetesDriver:
+    """A :class:`~fenix_core.hookspecs.CloudDriver` on the official client.
+
+    Connection: ``api_client=`` (a configured :class:`kubernetes.client.ApiClient`),
+    else ``kubeconfig=`` / ``context=``, else in-cluster or the default
+    kubeconfig as kubectl does (:func:`fenix_core_k8s.config.connect`).
+
+    ``project_label``: the pod label whose value is the pod's project (its
+    namespace when the label is missing); by default the namespace.
+    ``unmanaged_pods``: what to do with a pod that no controller recreates:
+    ``"fail"`` the move, naming the pod (default), or ``"evict"`` it (it is
+    then gone for good).
+    """
+
+    name = "kubernetes"
+
+    def __init__(
+        self,
+        api_client: ApiClient | None = None,
+        *,
+        kubeconfig: str | os.PathLike[str] | None = None,
+        context: str | None = None,
+        in_cluster: bool | None = None,
+        clock: Clock | None = None,
+        project_label: str | None = None,
+        unmanaged_pods: UnmanagedPods = "fail",
+    ) -> None:
+        if unmanaged_pods not in ("fail", "evict"):
+            raise InvalidInput(
+                "unmanaged_pods", f"must be 'fail' or 'evict', got {unmanaged_pods!r}"
+            )
+        if api_client is None:
+            api_client = connect(kubeconfig=kubeconfig, context=context, in_cluster=in_cluster)
+        self.api_client = api_client
+        self.core = CoreV1Api(api_client)
+        self.policy = PolicyV1Api(api_client)
+        self.clock: Clock = clock if clock is not None else RealClock()
+        self.project_label = project_label
+        self.evictions = Evictions(
+            self.core, self.clock, unmanaged_pods=unmanaged_pods, cordon=self._cordon
+        )
+
+    # ------------------------------------------------------------------ inventory
+
+    def list_hosts(self) -> Sequence[Host]:
+        nodes = self._call("listing nodes", self.core.list_node).items
+        return [self._host(n) for n in nodes if n.metadata is not None]
+
+    def _host(self, node: V1Node) -> Host:
+        assert node.metadata is not None
+        assert node.metadata.name is not None
+        return Host(
+            name=node.metadata.name,
+            type="controller" if is_controller_node(node) else "compute",
+            vcpus=node_vcpus(node),
+            enabled=self._schedulable_or_ours(node),
+            details={"ready": is_ready(node)},
+        )
+
+    @staticmethod
+    def _schedulable_or_ours(node: V1Node) -> bool:
+        """Enabled unless cordoned by someone else: a node that fenix-core left
+        cordoned (a failed drain) is fenix-core's to uncordon after maintenance."""
+        if not (node.spec and node.spec.unschedulable):
+            return True
+        annotations = (node.metadata.annotations if node.metadata else None) or {}
+        return CORDONED_ANNOTATION in annotations
+
+    def list_instances(self, hosts: Sequence[str] | None = None) -> Sequence[Instance]:
+        if hosts is None:
+            pods = self._call("listing pods", self.core.list_pod_for_all_namespaces).items
+        else:
+            pods = []
+            for host in hosts:
+                pods += self._call(
+                    f"listing the pods on {host}",
+                    self.core.list_pod_for_all_namespaces,
+                    field_selector=f"spec.nodeName={host}",
+                ).items
+        return [self._instance(p) for p in pods if p.spec and p.spec.node_name and is_instance(p)]
+
+    def _instance(self, pod: V1Pod) -> Instance:
+        assert pod.metadata is not None
+        assert pod.spec is not None
+        labels = pod.metadata.labels or {}
+        project = str(pod.metadata.namespace)
+        if self.project_label is not None:
+            project = labels.get(self.project_label, project)
+        owner = controller_of(pod)
+        return Instance(
+            instance_id=instance_id(pod),
+            project_id=project,
+            host=str(pod.spec.node_name),
+            vcpus=pod_vcpus(pod),
+            name=str(pod.metadata.name),
+            live_migratable=False,
+            details={
+                "namespace": pod.metadata.namespace,
+                "controller": f"{owner.kind}/{owner.name}" if owner else None,
+                "ready": is_ready(pod),
+            },
+        )
+
+    def locate(self, instance_id: str) -> str | None:
+        namespace, name = self._split(instance_id)
+        try:
+            pod = self.core.read_namespaced_pod(name, namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise self._error(f"reading pod {instance_id}", exc) from None
+        return pod.spec.node_name if pod.spec else None
+
+    def allowed_actions(self) -> Sequence[str]:
+        return [InstanceAction.EVICT.value, InstanceAction.OWN_ACTION.value]
+
+    # ------------------------------------------------------------------ hosts
+
+    def disable_host(self, host: str, reason: str) -> None:
+        self._cordon(host, reason or "fenix-core maintenance")
+
+    def _cordon(self, host: str, reason: str) -> None:
+        """Cordon ``host`` unless it is cordoned already (by anyone): only a node
+        fenix-core cordoned gets the annotation that lets it be uncordoned."""
+        node = self._call(f"reading node {host}", self.core.read_node, host)
+        if node.spec is not None and node.spec.unschedulable:
+            return
+        patch = {
+            "metadata": {"annotations": {CORDONED_ANNOTATION: reason[:1024]}},
+            "spec": {"unschedulable": True},
+        }
+        self._call(f"cordoning node {host}", self.core.patch_node, host, patch)
+
+    def enable_host(self, host: str) -> None:
+        node = self._call(f"reading node {host}", self.core.read_node, host)
+        annotations = (node.metadata.annotations if node.metadata else None) or {}
+        if CORDONED_ANNOTATION not in annotations:
+            if node.spec is not None and node.spec.unschedulable:
+                log.info("node %s was cordoned by someone else: left cordoned", host)
+            return
+        patch = {
+            "metadata": {"annotations": {CORDONED_ANNOTATION: None}},
+            "spec": {"unschedulable": None},
+        }
+        self._call(f"uncordoning node {host}", self.core.patch_node, host, patch)
+
+    def host_is_up(self, host: str) -> bool:
+        try:
+            node = self.core.read_node(host)
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise self._error(f"reading node {host}", exc) from None
+        return is_ready(node)
+
+    # ------------------------------------------------------------------ moves
+
+    def start_move(self, instance_id: str, action: str, target: str | None, key: str) -> str:
+        """Evict the pod (``target`` is ignored: the scheduler places the replacement)."""
+        if action != InstanceAction.EVICT:
+            raise CloudError(
+                f"Kubernetes moves pods only by EVICT, not {action}", instance_id=instance_id
+            )
+        return self.evictions.start(instance_id, key)
+
+    def poll_move(self, handle: str) -> OperationStatus:
+        try:
+            return self.evictions.poll(handle)
+        except ApiException as exc:
+            raise self._error("following an eviction", exc) from None
+
+    def find_move(self, key: str) -> str | None:
+        return self.evictions.find(key)
+
+    # ------------------------------------------------------------------ constraints
+
+    def cloud_constraints(self, instances: Sequence[Instance]) -> CloudConstraints:
+        pods = self._call("listing pods", self.core.list_pod_for_all_namespaces).items
+        budgets = self._call(
+            "listing PodDisruptionBudgets",
+            self.policy.list_pod_disruption_budget_for_all_namespaces,
+        ).items
+        return constraints_from(pods, budgets, instances, self.api_client)
+
+    # ------------------------------------------------------------------ helpers
+
+    def _split(self, value: str) -> tuple[str, str]:
+        try:
+            return split_instance_id(value)
+        except ValueError as exc:
+            raise CloudError(str(exc), instance_id=value) from None
+
+    def _call(self, what: str, method: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        try:
+            return method(*args, **kwargs)
+        except ApiException as exc:
+            raise self._error(what, exc) from None
+
+    @staticmethod
+    def _error(what: str, exc: ApiException) -> CloudError:
+        hint = ""
+        if exc.status in (401, 403):
+            hint = " (check the credentials and the RBAC rules in docs/kubernetes.md)"
+        return CloudError(f"{what} failed: HTTP {exc.status}: {api_message(exc)}{hint}")

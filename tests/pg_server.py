@@ -1,0 +1,126 @@
+"""A throwaway PostgreSQL server for the tests: initdb + pg_ctl in a temporary
+directory, on a free loopback port, stopped and removed afterwards.
+
+It needs Debian's ``postgresql`` package (``nox -s tests`` installs it when it
+is missing and the user is root) and psycopg 3 (the ``postgres`` extra).
+initdb refuses to run as root, so as root the server runs as the ``postgres``
+system user that the package creates.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+__all__ = ["PostgresServer", "unavailable"]
+
+
+def _bin_dir() -> Path | None:
+    found = sorted(
+        glob.glob("/usr/lib/postgresql/*/bin/initdb"),
+        key=lambda p: int(Path(p).parts[-3]) if Path(p).parts[-3].isdigit() else 0,
+    )
+    if found:
+        return Path(found[-1]).parent
+    initdb = shutil.which("initdb")
+    return Path(initdb).parent if initdb else None
+
+
+def unavailable() -> str | None:
+    """Why a server cannot be started here, or None if it can."""
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        return "psycopg is not installed: pip install 'fenix-core[postgres]'"
+    if _bin_dir() is None:
+        return (
+            "PostgreSQL server binaries not found: install Debian's postgresql package "
+            "(nox -s tests does so when run as root)"
+        )
+    if os.geteuid() == 0:
+        try:
+            pwd.getpwnam("postgres")
+        except KeyError:
+            return "running as root and there is no postgres user to run the server as"
+    return None
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class PostgresServer:
+    """``with PostgresServer() as server: server.new_database()`` -> a URL."""
+
+    def __init__(self) -> None:
+        bin_dir = _bin_dir()
+        assert bin_dir is not None, unavailable()
+        self.bin = bin_dir
+        self.dir = Path(tempfile.mkdtemp(prefix="fenix-pg-"))
+        self.port = _free_port()
+        self._databases = 0
+        self._as: list[str] = []
+        if os.geteuid() == 0:
+            user = pwd.getpwnam("postgres")
+            os.chown(self.dir, user.pw_uid, user.pw_gid)
+            self._as = ["runuser", "-u", "postgres", "--"]
+
+    def _run(self, *args: str) -> None:
+        subprocess.run([*self._as, *args], check=True, capture_output=True, text=True, cwd=self.dir)
+
+    def start(self) -> None:
+        data = self.dir / "data"
+        self._run(
+            str(self.bin / "initdb"), "-D", str(data), "-U", "fenix", "--auth=trust",
+            "-E", "UTF8", "--no-sync",
+        )  # fmt: skip
+        options = (
+            f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 "
+            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+        )
+        self._run(
+            str(self.bin / "pg_ctl"), "-D", str(data), "-o", options,
+            "-l", str(self.dir / "server.log"), "-w", "start",
+        )  # fmt: skip
+
+    def stop(self) -> None:
+        with contextlib.suppress(subprocess.CalledProcessError):
+            self._run(str(self.bin / "pg_ctl"), "-D", str(self.dir / "data"), "-m", "immediate",
+                      "-w", "stop")  # fmt: skip
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def new_database(self) -> str:
+        """Create an empty database; return its SQLAlchemy URL (psycopg 3)."""
+        import psycopg
+
+        self._databases += 1
+        name = f"fenix_{self._databases}"
+        with psycopg.connect(
+            f"host=127.0.0.1 port={self.port} user=fenix dbname=postgres", autocommit=True
+        ) as conn:
+            conn.execute(f"CREATE DATABASE {name}")
+        return f"postgresql+psycopg://fenix@127.0.0.1:{self.port}/{name}"
+
+    def __enter__(self) -> PostgresServer:
+        self.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
+
+
+def server() -> Iterator[PostgresServer]:
+    """For a pytest fixture: one server, stopped at the end."""
+    with PostgresServer() as started:
+        yield started

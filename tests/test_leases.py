@@ -1,0 +1,219 @@
+"""Several engine workers on one database: session leases, take-over after a
+worker dies, and the fence that keeps a worker that lost its lease from
+committing. Each test runs on a SQLite file and, where a PostgreSQL server can
+be started (see pg_server.py), on PostgreSQL."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pg_server
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from fenix_core import ActionSpec, Engine, SessionRequest
+from fenix_core.errors import Conflict
+from fenix_core.store.schema import OutboxRow, SessionRow
+from fenix_core.testing import SimClock, SimulatedCloud, TimedAction, migrations_per_instance
+from fenix_core.testing.crash import CrashHarness, CrashReport
+
+LAYOUT = {
+    "cmp-0": [("vm-a", "p1", 2), ("vm-b", "p2", 2)],
+    "cmp-1": [("vm-c", "p1", 2)],
+    "cmp-2": [],
+}
+UPGRADE = [ActionSpec(plugin="upgrade", type="host")]
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[pg_server.PostgresServer | None]:
+    if pg_server.unavailable() is not None:
+        yield None
+        return
+    yield from pg_server.server()
+
+
+@pytest.fixture
+def postgres_url(postgres: pg_server.PostgresServer | None) -> str:
+    """A new, empty PostgreSQL database (the test is skipped, saying why, if
+    no server can be started here)."""
+    if postgres is None:
+        pytest.skip(f"no PostgreSQL server: {pg_server.unavailable()}")
+    return postgres.new_database()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'fenix.db'}"
+    url: str = request.getfixturevalue("postgres_url")
+    return url
+
+
+def build_cloud() -> SimulatedCloud:
+    cloud = SimulatedCloud()
+    for host, instances in LAYOUT.items():
+        cloud.add_host(host, vcpus=8)
+        for instance_id, project_id, vcpus in instances:
+            cloud.add_instance(instance_id, project_id, host, vcpus=vcpus)
+    return cloud
+
+
+Workers = Callable[..., Engine]
+
+
+@pytest.fixture
+def workers(database_url: str) -> Iterator[Workers]:
+    """make(worker_id) -> an Engine on the shared database, cloud and clocks."""
+    clock, lease_clock = SimClock(), SimClock()
+    cloud, upgrade = build_cloud(), TimedAction("upgrade", seconds=60)
+    made: list[Engine] = []
+
+    def make(worker_id: str) -> Engine:
+        engine = Engine(
+            database_url,
+            clock=clock,
+            plugins=[cloud, upgrade],
+            load_entry_points=False,
+            worker_id=worker_id,
+            lease_seconds=30,
+            lease_clock=lease_clock,
+            db_retry_seconds=0.01,
+        )
+        engine.cloud = cloud  # type: ignore[attr-defined]
+        engine.upgrade = upgrade  # type: ignore[attr-defined]
+        engine.lease_clock_ = lease_clock  # type: ignore[attr-defined]
+        made.append(engine)
+        return engine
+
+    yield make
+    for engine in made:
+        engine.close()
+
+
+def lease_of(engine: Engine, session_id: str) -> tuple[str | None, int]:
+    with Session(engine._db) as orm:
+        row = orm.get(SessionRow, session_id)
+        assert row is not None
+        return row.lease_owner, row.lease_token
+
+
+def versions(engine: Engine, session_id: str) -> int:
+    with Session(engine._db) as orm:
+        row = orm.get(SessionRow, session_id)
+        assert row is not None
+        return row.version
+
+
+def test_a_leased_session_is_left_alone_by_other_workers(workers: Workers) -> None:
+    a, b = workers("a"), workers("b")
+    sid = a.create_session(SessionRequest(actions=UPGRADE))
+    assert a.step() == 1
+    assert lease_of(a, sid) == ("a", 1)
+    before = versions(a, sid)
+    assert b.step() == 0
+    assert b.run_until_idle() == 0
+    assert versions(a, sid) == before
+    assert b.next_wake() is None  # not b's to wake for
+    with pytest.raises(Conflict, match="another engine worker"):
+        b.update_session(sid, retry=True)
+
+
+def test_a_dead_workers_session_is_taken_over_from_its_last_commit(workers: Workers) -> None:
+    a, b = workers("a"), workers("b")
+    sid = a.create_session(SessionRequest(actions=UPGRADE))
+    for _ in range(6):  # a few steps in, then "a" dies without a word
+        a.run_until_idle()
+        wake = a.next_wake()
+        assert wake is not None
+        a.clock.advance_to(wake)  # type: ignore[attr-defined]
+    assert a.get_session(sid).state not in ("MAINTENANCE_DONE", "MAINTENANCE_FAILED")
+    assert b.step() == 0
+    b.lease_clock_.advance(31)  # type: ignore[attr-defined]
+    assert b.run_until_done(sid).state == "MAINTENANCE_DONE"
+    assert lease_of(b, sid) == ("b", 2)
+    cloud: SimulatedCloud = b.cloud  # type: ignore[attr-defined]
+    assert set(migrations_per_instance(cloud).values()) == {1}
+    assert Counter(b.upgrade.hosts) == Counter(list(LAYOUT))  # type: ignore[attr-defined]
+    with Session(b._db) as orm:
+        seqs = orm.scalars(select(OutboxRow.seq).where(OutboxRow.session_id == sid)).all()
+        last = orm.scalar(select(SessionRow.seq).where(SessionRow.id == sid))
+    assert sorted(seqs) == list(range(1, (last or 0) + 1))
+
+
+def test_a_worker_that_lost_its_lease_cannot_commit_a_step(workers: Workers) -> None:
+    a, b = workers("a"), workers("b")
+    sid = a.create_session(SessionRequest(actions=UPGRADE))
+    assert a.step() == 1  # "a" holds the lease and the working set
+    b.lease_clock_.advance(31)  # type: ignore[attr-defined]
+    assert b.step() == 1  # "a" stalled too long: "b" took the session over
+    taken = versions(b, sid)
+    assert lease_of(b, sid) == ("b", 2)
+    # "a" wakes up in the middle of its step, still believing it holds the lease.
+    a._leases[sid] = (1, a.lease_clock.now() + timedelta(seconds=30))
+    assert a._advance(sid) == []
+    assert versions(a, sid) == taken  # nothing of a's step was committed
+    assert sid not in a._loaded
+    assert sid not in a._leases
+    assert lease_of(a, sid) == ("b", 2)
+
+
+def test_closing_a_worker_releases_its_leases(workers: Workers) -> None:
+    a, b = workers("a"), workers("b")
+    sid = a.create_session(SessionRequest(actions=UPGRADE))
+    a.step()
+    a.close()
+    assert lease_of(b, sid) == (None, 1)
+    assert b.step() == 1  # at once, without waiting for an expiry
+    assert lease_of(b, sid) == ("b", 2)
+
+
+# --------------------------------------------------------------------------- processes
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> CrashReport:
+    """The crash harness's session run once, without crashes, on SQLite."""
+    harness = CrashHarness(tmp_path_factory.mktemp("reference"))
+    harness.prepare()
+    return harness.run()
+
+
+def test_postgresql_two_worker_processes_one_killed_mid_session(
+    postgres_url: str, reference: CrashReport, tmp_path: Path
+) -> None:
+    harness = CrashHarness(tmp_path, database_url=postgres_url, lease_seconds=1.0)
+    harness.prepare()
+    report = harness.run_two_workers(kill_first_after=reference.ticks[0] // 2)
+    assert report.kills == 1
+    assert harness.problems(report, reference) == [], _debug_reason(
+        postgres_url, harness.session_id
+    )
+    engine = Engine(postgres_url, clock=SimClock(), load_entry_points=False)
+    try:
+        assert lease_of(engine, harness.session_id) == ("worker-b", 2)
+    finally:
+        engine.close()
+
+
+def test_postgresql_crash_resume_at_kill_points(
+    postgres_url: str, reference: CrashReport, tmp_path: Path
+) -> None:
+    harness = CrashHarness(tmp_path, database_url=postgres_url)
+    harness.prepare()
+    total = reference.ticks[0]
+    report = harness.run([total // 3, total // 3, 5])
+    assert report.kills == 3
+    assert harness.problems(report, reference) == []
+
+
+def _debug_reason(url: str, sid: str) -> str:
+    engine = Engine(url, clock=SimClock(), load_entry_points=False)
+    try:
+        return str(engine.get_session(sid).reason)
+    finally:
+        engine.close()
