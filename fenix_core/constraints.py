@@ -52,6 +52,10 @@ def _opt_str(value: object, field: str) -> str | None:
     return _str(value, field)
 
 
+def _whole_seconds(value: object, field: str) -> int:
+    return _int(value, field, minimum=0, maximum=_MAX_SECONDS)
+
+
 def _text(value: object, field: str) -> str:
     return _str(value, field, empty=True)
 
@@ -104,7 +108,7 @@ class GroupConstraints:
     max_impacted_members: int = attrs.field(
         default=1, validator=_check("max_impacted_members", _positive)
     )
-    recovery_time: int = attrs.field(default=0, validator=_check("recovery_time", _opt_seconds))
+    recovery_time: int = attrs.field(default=0, validator=_check("recovery_time", _whole_seconds))
     resource_mitigation: bool = attrs.field(
         default=False, validator=lambda _i, _a, v: _check_bool(v, "resource_mitigation")
     )
@@ -128,7 +132,7 @@ class GroupConstraints:
         mapping = _as_mapping(data, "group")
         _unknown_keys(mapping, cls._FIELDS)
         for required in ("group_id", "project_id"):
-            if required not in mapping:
+            if mapping.get(required) is None:
                 raise InvalidInput(required, "missing")
         required_keys = ("group_id", "project_id")
         kwargs = {k: v for k, v in mapping.items() if v is not None or k in required_keys}
@@ -164,9 +168,7 @@ class InstanceConstraints:
     resource_mitigation: bool = attrs.field(
         default=False, validator=lambda _i, _a, v: _check_bool(v, "resource_mitigation")
     )
-    lead_time: int = attrs.field(
-        default=0, validator=lambda _i, _a, v: _int(v, "lead_time", minimum=0, maximum=_MAX_SECONDS)
-    )
+    lead_time: int = attrs.field(default=0, validator=_check("lead_time", _whole_seconds))
 
     @migration_type.validator
     def _check_migration_type(self, _attr: attrs.Attribute[Any], value: object) -> None:
@@ -194,7 +196,7 @@ class InstanceConstraints:
         mapping = _as_mapping(data, "instance")
         _unknown_keys(mapping, cls._FIELDS)
         for required in ("instance_id", "project_id"):
-            if required not in mapping:
+            if mapping.get(required) is None:
                 raise InvalidInput(required, "missing")
         optional_none = ("group_id", "max_interruption_time", "migration_type")
         kwargs = {k: v for k, v in mapping.items() if v is not None or k in optional_none}

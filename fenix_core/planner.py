@@ -16,7 +16,7 @@ to the fullest host that still fits it (best fit keeps whole hosts free).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Literal
 
 import attrs
@@ -34,6 +34,7 @@ __all__ = [
     "assign_moves",
     "choose_host_to_drain",
     "choose_target",
+    "drain_sequence",
     "fits_all",
     "hosts_to_open",
     "infeasible_groups",
@@ -288,6 +289,7 @@ def hosts_to_open(
     idle_groups: Mapping[str, float],
     slots: int,
     rules: Mapping[str, GroupRule] | None = None,
+    feasible: Callable[[Sequence[str]], bool] | None = None,
 ) -> list[str]:
     """Which pending hosts to start draining now (at most ``slots``).
 
@@ -307,18 +309,21 @@ def hosts_to_open(
             return float("inf")
         return sum(idle.get(g, 0.0) for g in {m.group_id for m in load.members})
 
-    ranked = sorted(candidates, key=lambda h: (-score(h), len(h.members), h.position, h.host))
+    pool = list(candidates)
     remaining = {t.host: t for t in targets}
     need_members: list[Member] = [m for h in draining for m in h.members]
     opened: list[str] = []
-    for load in ranked:
-        if len(opened) >= slots:
-            break
+    while pool and len(opened) < slots:
+        # Greedy set cover: re-rank by the idle weight each host still adds.
+        load = min(pool, key=lambda h: (-score(h), len(h.members), h.position, h.host))
+        pool.remove(load)
         if score(load) <= 0:
-            continue
+            break
         others = [t for name, t in remaining.items() if name != load.host]
         if load.members and not fits_all([*need_members, *load.members], others, rules):
             continue
+        if load.members and feasible is not None and not feasible([*opened, load.host]):
+            continue  # it could go now, but the hosts after it could not
         remaining.pop(load.host, None)
         opened.append(load.host)
         need_members.extend(load.members)
@@ -335,8 +340,8 @@ def fits_all(
     """Whether the targets can take every member: enough vcpus in total, and
     for each group with a per-host limit, enough hosts below that limit.
 
-    A necessary-and-nearly-sufficient check that costs O(targets + members);
-    the exact placement is decided move by move by :func:`assign_moves`.
+    Totals first (cheap), then a greedy placement of every member, largest
+    first, as :func:`assign_moves` would do it.
     """
     rules = rules or {}
     need = sum(m.vcpus for m in members)
@@ -361,7 +366,15 @@ def fits_all(
         room = sum(max(0, limit - t.members.get(group_id, 0)) for t in target_list)
         if room < count:
             return False
-    return True
+    # The totals fit; a greedy placement (largest first) settles fragmentation
+    # and limits that interact.
+    _moves, blocked = assign_moves(
+        sorted(members, key=lambda m: (-m.vcpus, m.instance_id)),
+        dict(per_group),
+        target_list,
+        rules,
+    )
+    return not blocked
 
 
 def infeasible_groups(
@@ -431,6 +444,8 @@ def makespan_lower_bound(
 def max_hosts_out(capacities: Sequence[int], load: int) -> int:
     """The most hosts that can be empty at once while ``load`` vcpus still fit
     on the others (largest hosts stay in service)."""
+    if load <= 0:
+        return len(capacities)
     ordered = sorted(capacities, reverse=True)
     total = 0
     for index, capacity in enumerate(ordered):
@@ -438,3 +453,76 @@ def max_hosts_out(capacities: Sequence[int], load: int) -> int:
         if total >= load:
             return len(ordered) - index - 1
     return 0
+
+
+def drain_sequence(
+    loads: Sequence[HostLoad],
+    targets: Sequence[Target],
+    rules: Mapping[str, GroupRule],
+    *,
+    first: Sequence[str] = (),
+) -> tuple[list[str], HostLoad | None]:
+    """A dry run of maintaining ``loads`` one host at a time: can every host be
+    emptied in turn, its members placed on the other hosts (capacity, group
+    limits), each emptied host then taking instances itself?
+
+    Returns the order found and, if it gets stuck, the first host that could
+    not be emptied. ``targets`` are every host that may receive instances,
+    the hosts of ``loads`` included (with their own members counted). Greedy:
+    a None answer means "found an order", a host means "found none this way",
+    which the constrained workflow treats as infeasible before touching any
+    host rather than finding out half-way. ``first`` forces the order of the
+    first hosts (to ask "may this host go now and the rest still follow?").
+    """
+    free: dict[str, int | None] = {t.host: t.free for t in targets}
+    stays: dict[str, bool] = {t.host: t.stays for t in targets}
+    counts: dict[str, dict[str, int]] = {
+        t.host: {g: t.members.get(g, 0) for g in rules} for t in targets
+    }
+    sizes: dict[str, int] = {}
+    pending = sorted(loads, key=lambda h: (h.vcpus, h.position, h.host))
+    where: dict[str, list[Member]] = {h.host: list(h.members) for h in pending}
+    order: list[str] = []
+    forced = list(first)
+    while pending:
+        candidates = pending
+        if forced:
+            name = forced.pop(0)
+            candidates = [h for h in pending if h.host == name]
+        for load in candidates:
+            members = sorted(where[load.host], key=lambda m: (-m.vcpus, m.instance_id))
+            others = [
+                Target(name, free[name], stays[name], counts[name])
+                for name in free
+                if name != load.host
+            ]
+            moves, blocked = assign_moves(
+                members, {m.group_id: len(members) for m in members}, others, rules
+            )
+            if blocked:
+                continue
+            by_id = {m.instance_id: m for m in members}
+            for instance_id, host in moves:
+                member = by_id[instance_id]
+                sizes[instance_id] = member.vcpus
+                room = free[host]
+                if room is not None:
+                    free[host] = room - member.vcpus
+                counts[host][member.group_id] = counts[host].get(member.group_id, 0) + 1
+                if host in where:
+                    where[host].append(member)
+            room = free[load.host]
+            if room is not None:
+                free[load.host] = room + sum(m.vcpus for m in members)
+            for member in members:
+                if member.group_id in counts[load.host]:
+                    counts[load.host][member.group_id] -= 1
+            where[load.host] = []
+            stays[load.host] = True
+            order.append(load.host)
+            pending.remove(load)
+            break
+        else:
+            stuck = candidates[0] if candidates else pending[0]
+            return order, HostLoad(stuck.host, tuple(where[stuck.host]), stuck.position)
+    return order, None

@@ -193,11 +193,6 @@ def test_the_engine_validates_before_writing(engine: Engine) -> None:
     assert snapshot(engine) == before
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: GroupConstraints.recovery_time is validated with _opt_seconds, so None "
-    "passes; writing it fails in the database with IntegrityError, not InvalidInput",
-)
 def test_a_group_object_with_no_recovery_time_is_invalid_input(engine: Engine) -> None:
     with pytest.raises(InvalidInput) as caught:
         engine.set_group_constraints(GroupConstraints("g", "p", recovery_time=None))  # type: ignore[arg-type]
@@ -507,11 +502,6 @@ def test_bad_default_group_constraints_name_the_field(
     assert caught.value.field == field
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: default_group_constraints={'recovery_time': None} is accepted (the "
-    "GroupConstraints validator allows None) and implicit groups get recovery_time=None",
-)
 def test_default_group_constraints_reject_a_null_recovery_time(fenix_clock: SimClock) -> None:
     with pytest.raises(InvalidInput) as caught:
         Engine(

@@ -7,7 +7,6 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -331,12 +330,6 @@ def test_hosts_to_open_does_not_open_a_group_twice() -> None:
     assert opened == ["first", "other"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: hosts_to_open ranks candidates once by their initial score; after a "
-    "host is opened the others are not re-ranked by the idle weight they still cover, "
-    "so it is not the greedy set cover its docstring promises",
-)
 def test_hosts_to_open_re_ranks_after_each_host_as_greedy_set_cover() -> None:
     a = load("a", member("vm-0", "g1"), member("vm-1", "g2"), position=0)  # 5 + 5
     b = load("b", member("vm-2", "g1"), member("vm-3", "g3"), position=1)  # 5 + 4, then 4
@@ -638,11 +631,6 @@ def test_max_hosts_out_hand_cases() -> None:
     assert max_hosts_out([8, 8, 8], 1) == 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: max_hosts_out(capacities, 0) returns len(capacities) - 1: with no load "
-    "every host can be out, but the loop only checks after adding the first host",
-)
 def test_max_hosts_out_with_no_load_takes_every_host_out() -> None:
     assert max_hosts_out([8, 8, 8], 0) == 3
 

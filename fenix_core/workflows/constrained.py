@@ -54,6 +54,10 @@ __all__ = ["COLD_MIGRATION_INTERRUPTION", "ConstrainedWorkflow"]
 COLD_MIGRATION_INTERRUPTION = 60.0
 #: Seconds one move is expected to take (used to rank groups by work left).
 _MOVE_ESTIMATE = 30.0
+#: Up to this many hosts left, every host opened is checked by a dry run to
+#: leave an order in which the rest can still be emptied (it costs
+#: hosts x instances per decision, so larger sessions rely on the first check).
+_DRY_RUN_LIMIT = 200
 _WAITING = (InstanceState.ACTION_REQUESTED, InstanceState.ACTION_CHOSEN)
 _OPEN = (HostState.DRAINING, HostState.DRAINED, HostState.IN_MAINTENANCE)
 
@@ -154,16 +158,32 @@ class ConstrainedWorkflow(RollingWorkflow):
             self._scale_in_or_fail_for({owners[g] for g in bad}, details)
             return False
         pending = [h for h in s.hosts_in(HostState.PENDING) if h.type == "compute"]
-        targets = self._targets(cs)
-        for host in sorted(pending, key=lambda h: (s.used[h.name], h.position)):
-            members = self._members_on(host, cs)
-            others = [t for t in targets if t.host != host.name]
-            if planner.fits_all(members, others, self._rules_for(cs, members)):
-                return True
-        if pending:
+        self._rebuild(cs)
+        loads = [
+            planner.HostLoad(h.name, tuple(self._members_on(h, cs)), h.position) for h in pending
+        ]
+        rules = self._rules_for(cs, [m for load in loads for m in load.members])
+        _order, stuck = planner.drain_sequence(loads, self._targets(cs), rules)
+        if stuck is None:
+            return True
+        limited = sorted(
+            {
+                m.group_id
+                for m in stuck.members
+                if m.group_id in rules and rules[m.group_id].host_limit()
+            }
+        )
+        if limited:
+            owners_of = {m.group_id: m.project_id for m in stuck.members}
+            why = (
+                f"host {stuck.host} cannot be emptied: its instances of group(s) "
+                + ", ".join(limited)
+                + " find no host with room that keeps their anti-affinity or per-host limit"
+            )
+            self._scale_in_or_fail_for({owners_of[g] for g in limited}, why)
+        else:
             self._scale_in_or_fail(pending)
-            return False
-        return True
+        return False
 
     def _scale_in_or_fail_for(self, projects: set[str], why: str) -> None:
         s = self.s
@@ -348,11 +368,20 @@ class ConstrainedWorkflow(RollingWorkflow):
                 budgets[g] -= 1
                 self._started(inst, InstanceAction.OWN_ACTION, None, cs)
         if waiting:
-            waiting.sort(key=lambda m: (-self._weight(cs, m.group_id), m.instance_id))
+            # Place every waiting member at once, largest first (so the last
+            # ones are not left without room), then start those whose groups
+            # may lose one more member now, the groups with most work first.
             rules = self._rules_for(cs, waiting)
-            moves, _blocked = planner.assign_moves(waiting, budgets, self._targets(cs), rules)
-            for instance_id, target in moves:
-                inst = s.instances[instance_id]
+            everyone = {m.group_id: len(waiting) for m in waiting}
+            by_size = sorted(waiting, key=lambda m: (-m.vcpus, m.instance_id))
+            plan = dict(planner.assign_moves(by_size, everyone, self._targets(cs), rules)[0])
+            waiting.sort(key=lambda m: (-self._weight(cs, m.group_id), -m.vcpus, m.instance_id))
+            for m in waiting:
+                target = plan.get(m.instance_id)
+                if target is None or budgets.get(m.group_id, 0) <= 0:
+                    continue
+                budgets[m.group_id] -= 1
+                inst = s.instances[m.instance_id]
                 self._started(inst, inst.action or s.default_action(inst), target, cs)
         recovery = [t for t in self._impacted.values() if t is not None and t > now]
         if recovery:
@@ -458,6 +487,23 @@ class ConstrainedWorkflow(RollingWorkflow):
         ]
         rules = self._rules_for(cs, [m for c in candidates for m in c.members])
         rules.update(self._rules_for(cs, [m for d in draining for m in d.members]))
+        feasible = None
+        if len(pending) <= _DRY_RUN_LIMIT:
+            loads = [
+                planner.HostLoad(h.name, tuple(self._members_on(h, cs)), h.position)
+                for h in [*s.hosts_in(HostState.DRAINING), *pending]
+            ]
+            rules.update(self._rules_for(cs, [m for load in loads for m in load.members]))
+            targets = self._targets(cs) + [
+                planner.Target(h.name, s.free_vcpus(h), False, _GroupCount(self, h.name))
+                for h in s.hosts_in(HostState.DRAINING)
+            ]
+            draining_names = [h.host for h in draining]
+
+            def feasible(opened: Sequence[str]) -> bool:
+                order = [*draining_names, *opened]
+                return planner.drain_sequence(loads, targets, rules, first=order)[1] is None
+
         chosen = planner.hosts_to_open(
             candidates,
             draining=draining,
@@ -465,6 +511,7 @@ class ConstrainedWorkflow(RollingWorkflow):
             idle_groups=idle,
             slots=slots,
             rules=rules,
+            feasible=feasible,
         )
         opened = False
         for name in chosen:
