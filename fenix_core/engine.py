@@ -57,6 +57,7 @@ from .errors import (
 from .hookspecs import ConstraintSource
 from .model import (
     HostChange,
+    OperationView,
     ProjectView,
     Reply,
     SessionRequest,
@@ -89,7 +90,7 @@ from .store.schema import (
     SessionRow,
     SubscriptionRow,
 )
-from .views import build_project_view, build_session_view
+from .views import build_operation_view, build_project_view, build_session_view
 from .workflows.base import Workflow
 from .workflows.lifecycle import capacity_shortfall, check_request
 
@@ -401,6 +402,18 @@ class Engine:
         with self._lock, Session(self._db) as orm:
             ids = orm.scalars(select(SessionRow.id).order_by(SessionRow.created_at)).all()
         return [self.get_session(sid) for sid in ids]
+
+    def list_operations(self, session_id: str) -> list[OperationView]:
+        """Every operation the session started (moves, actions, host toggles),
+        in the order they were recorded. Read-only: timelines and reports use it."""
+        with self._lock, Session(self._db) as orm:
+            self._session_row(orm, session_id)
+            rows = orm.scalars(
+                select(OperationRow)
+                .where(OperationRow.session_id == session_id)
+                .order_by(OperationRow.id)
+            ).all()
+            return [build_operation_view(row) for row in rows]
 
     def update_session(
         self,
