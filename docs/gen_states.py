@@ -1,4 +1,5 @@
-"""Print docs/states.md: the state tables of fenix_core.states as Markdown.
+"""Print docs/states.md: the state tables of fenix_core.states as Markdown,
+with Mermaid state diagrams (rendered by sphinxcontrib-mermaid in the browser).
 
 Regenerate after changing fenix_core/states.py::
 
@@ -115,6 +116,16 @@ def session_diagram() -> list[str]:
     return lines
 
 
+def row_diagram(table: Mapping[Enum, Iterable[Enum]], initial: Enum) -> list[str]:
+    """A Mermaid state diagram of a host or instance transition table."""
+    lines = ["```mermaid", "stateDiagram-v2", f"    [*] --> {initial.value}"]
+    for state, targets in table.items():
+        for target in sorted(str(t.value) for t in targets):
+            lines.append(f"    {state.value} --> {target}")
+    lines.append("```")
+    return lines
+
+
 def render() -> str:
     final = ", ".join(f"`{s}`" for s in sorted(s.value for s in FINAL_SESSION_STATES))
     parts = [
@@ -143,9 +154,13 @@ def render() -> str:
         "",
         *row_table(HOST_TRANSITIONS, HOST_MEANING),
         "",
+        *row_diagram(HOST_TRANSITIONS, HostState.PENDING),
+        "",
         "## Instances",
         "",
         *row_table(INSTANCE_TRANSITIONS, INSTANCE_MEANING),
+        "",
+        *row_diagram(INSTANCE_TRANSITIONS, InstanceState.PENDING),
     ]
     return "\n".join(parts) + "\n"
 

@@ -26,12 +26,12 @@ from typing import Any
 
 from rich.console import Console, Group
 from rich.live import Live
-from rich.markup import escape
 from rich.panel import Panel
 from rich.progress import BarColumn, Progress, TextColumn
 from rich.table import Table
 
 from fenix_core import ActionSpec, Engine, SessionRequest, signals
+from fenix_core.cli.display import HOST_COLOURS, describe
 from fenix_core.testing import (
     ScriptedManager,
     SimClock,
@@ -42,14 +42,6 @@ from fenix_core.testing import (
 )
 
 START = datetime(2026, 11, 28, 1, 0, tzinfo=datetime.now().astimezone().tzinfo).astimezone()
-HOST_COLOURS = {
-    "PENDING": "dim",
-    "DRAINING": "yellow",
-    "DRAINED": "yellow",
-    "IN_MAINTENANCE": "bold magenta",
-    "MAINTAINED": "green",
-    "FAILED": "bold red",
-}
 
 
 def build_cloud() -> SimulatedCloud:
@@ -136,20 +128,6 @@ class Display:
             )
         log = Panel("\n".join(self.events[-14:]), title="notifications", height=16)
         return Group(self.progress, table, log)
-
-
-def describe(payload: dict[str, Any]) -> str | None:
-    state = payload["state"]
-    if "host" in payload:
-        return f"[magenta]{payload['host']}[/] {state}"
-    if "project_id" not in payload:
-        reason = f" ({payload['reason']})" if payload.get("reason") else ""
-        return f"[bold]session {state}[/] {payload['percent_done']}%{reason}"
-    ids = payload["instance_ids"]
-    if state == "INSTANCE_ACTION_DONE":
-        return f"  {payload['project_id']}: {ids[0]} moved"
-    shown = ", ".join(ids[:4]) + (" ..." if len(ids) > 4 else "")
-    return f"  -> {payload['project_id']}: {state}" + (escape(f" [{shown}]") if ids else "")
 
 
 def clock_time(value: datetime | None) -> str:

@@ -7,7 +7,7 @@ persisted timer or operation poll is due, or until a reply wakes it up.
 * :class:`SimClock` jumps: waiting means moving the simulated time forward to
   the next due event, so a session of many simulated hours runs in milliseconds.
   Test actors (scripted managers) schedule their delayed replies on it with
-  :meth:`SimClock.call_at`, and the jump stops at those too.
+  :meth:`~fenix_core.clock.SimClock.call_at`, and the jump stops at those too.
 """
 
 from __future__ import annotations
@@ -115,6 +115,7 @@ class SimClock:
         return True
 
     def call_at(self, when: datetime, callback: Callable[[], None]) -> None:
+        """Run ``callback`` when simulated time reaches ``when``."""
         with self._lock:
             heapq.heappush(self._queue, (as_utc(when), next(self._seq), callback))
 

@@ -1,11 +1,13 @@
 """ETSI instance and instance-group constraints (NFV-IFA 005/006/007 style).
 
-Managers set them through :meth:`Engine.set_group_constraints` and
-:meth:`Engine.set_instance_constraints` at any time, also while a session
-runs; the constrained workflow reads the current values at each decision.
-Cloud drivers may offer defaults (OpenStack anti-affinity server groups,
-Kubernetes PodDisruptionBudgets) through :class:`ConstraintSource`; constraints
-set through the API win over them, group by group and instance by instance.
+Managers set them through
+:meth:`~fenix_core.engine.Engine.set_group_constraints` and
+:meth:`~fenix_core.engine.Engine.set_instance_constraints` at any time, also
+while a session runs; the constrained workflow reads the current values at
+each decision. Cloud drivers may offer defaults (OpenStack anti-affinity
+server groups, Kubernetes PodDisruptionBudgets) through
+:class:`~fenix_core.hookspecs.ConstraintSource`; constraints set through the
+API win over them, group by group and instance by instance.
 
 Both classes accept the Fenix JSON field names through ``from_dict`` and
 validate every field, raising :class:`~fenix_core.errors.InvalidInput` that

@@ -33,9 +33,9 @@ from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, TypeVar
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import bindparam, delete, func, select, update
 from sqlalchemy.exc import OperationalError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, load_only
 
 from . import constraint_store, inventory
 from .clock import Clock, RealClock
@@ -57,6 +57,7 @@ from .errors import (
 from .hookspecs import ConstraintSource
 from .model import (
     HostChange,
+    OperationView,
     ProjectView,
     Reply,
     SessionRequest,
@@ -89,13 +90,25 @@ from .store.schema import (
     SessionRow,
     SubscriptionRow,
 )
-from .views import build_project_view, build_session_view
+from .views import build_operation_view, build_project_view, build_session_view
 from .workflows.base import Workflow
 from .workflows.lifecycle import capacity_shortfall, check_request
 
 __all__ = ["Engine"]
 
 _T = TypeVar("_T")
+
+# Built once: a reply is the hottest call from outside, and building the
+# statement costs as much as running it.
+_PENDING_REPLY = (
+    select(InboxRow.id)
+    .where(
+        InboxRow.session_id == bindparam("session_id"),
+        InboxRow.project_id == bindparam("project_id"),
+        InboxRow.processed_at.is_(None),
+    )
+    .limit(1)
+)
 
 log = logging.getLogger("fenix_core")
 
@@ -402,6 +415,18 @@ class Engine:
             ids = orm.scalars(select(SessionRow.id).order_by(SessionRow.created_at)).all()
         return [self.get_session(sid) for sid in ids]
 
+    def list_operations(self, session_id: str) -> list[OperationView]:
+        """Every operation the session started (moves, actions, host toggles),
+        in the order they were recorded. Read-only: timelines and reports use it."""
+        with self._lock, Session(self._db) as orm:
+            self._session_row(orm, session_id)
+            rows = orm.scalars(
+                select(OperationRow)
+                .where(OperationRow.session_id == session_id)
+                .order_by(OperationRow.id)
+            ).all()
+            return [build_operation_view(row) for row in rows]
+
     def update_session(
         self,
         session_id: str,
@@ -703,7 +728,7 @@ class Engine:
         ack, awaited = parsed
         now = self.clock.now()
         with self._lock, Session(self._db) as orm, orm.begin():
-            row = self._session_row(orm, session_id)
+            row = self._session_row(orm, session_id, light=True)
             project = orm.get(ProjectRow, (session_id, project_id))
             if project is None:
                 raise NotFound("project", project_id, session_id=session_id)
@@ -721,13 +746,7 @@ class Engine:
                     state=project.state,
                 )
             pending = orm.scalar(
-                select(func.count())
-                .select_from(InboxRow)
-                .where(
-                    InboxRow.session_id == session_id,
-                    InboxRow.project_id == project_id,
-                    InboxRow.processed_at.is_(None),
-                )
+                _PENDING_REPLY, {"session_id": session_id, "project_id": project_id}
             )
             if pending:
                 raise Conflict(
@@ -1047,10 +1066,13 @@ class Engine:
 
     # ------------------------------------------------------------------ internals
 
-    def _session_row(self, orm: Session, session_id: str) -> SessionRow:
+    def _session_row(self, orm: Session, session_id: str, *, light: bool = False) -> SessionRow:
+        """The session's row; ``light`` loads only its id, state and workflow
+        (other columns load when first read), which is what a reply needs."""
         if not isinstance(session_id, str):
             raise InvalidInput("session_id", f"expected a string, got {type(session_id).__name__}")
-        row = orm.get(SessionRow, session_id)
+        options = [load_only(SessionRow.id, SessionRow.state, SessionRow.workflow)] if light else []
+        row = orm.get(SessionRow, session_id, options=options)
         if row is None:
             raise NotFound("session", session_id, session_id=session_id)
         return row

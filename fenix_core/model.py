@@ -30,6 +30,7 @@ __all__ = [
     "Instance",
     "InstanceView",
     "OperationStatus",
+    "OperationView",
     "Progress",
     "ProjectView",
     "Reply",
@@ -582,6 +583,9 @@ class HostChange:
 
 @attrs.frozen
 class HostView:
+    """A host in a :class:`SessionView`: its state and when its maintenance
+    started and ended (``None`` until then)."""
+
     name: str
     type: str
     state: str
@@ -674,3 +678,25 @@ class ProjectView:
     reply_at: datetime | None
     instance_ids: tuple[str, ...]
     instances: tuple[InstanceView, ...]
+
+
+@attrs.frozen
+class OperationView:
+    """One operation a session started (``engine.list_operations``), read-only.
+
+    ``kind`` is ``move`` (a migration), ``watch`` (a manager's own action),
+    ``action`` (an action plug-in run), ``disable_host``, ``enable_host``,
+    ``host_up`` or ``inventory``. For moves, ``source`` / ``target`` are the
+    hosts. ``status`` is pending, running, done, failed or abandoned.
+    """
+
+    kind: str
+    status: str
+    host: str | None
+    instance_id: str | None
+    source: str | None
+    target: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    detail: str | None = None

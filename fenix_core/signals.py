@@ -1,6 +1,6 @@
 """Notifications, as blinker signals.
 
-Each signal is sent with the :class:`~fenix_core.Engine` as sender and one
+Each signal is sent with the :class:`~fenix_core.engine.Engine` as sender and one
 keyword argument, ``payload``: a JSON-serialisable dict with the Fenix v1 field
 names plus ``seq``, the notification's sequence number within its session
 (notifications are delivered at least once; a receiver de-duplicates on

@@ -203,6 +203,7 @@ class HostState(StrEnum):
 
 
 _H = HostState
+#: The host states each host state may become.
 HOST_TRANSITIONS: dict[HostState, frozenset[HostState]] = {
     _H.PENDING: frozenset(
         {_H.DRAINING, _H.DRAINED, _H.IN_MAINTENANCE, _H.FAILED, _H.SKIPPED, _H.REMOVED}
@@ -244,6 +245,7 @@ class InstanceState(StrEnum):
 
 
 _I = InstanceState
+#: The instance states each instance state may become.
 INSTANCE_TRANSITIONS: dict[InstanceState, frozenset[InstanceState]] = {
     _I.PENDING: frozenset(
         {_I.ACTION_REQUESTED, _I.ACTION_CHOSEN, _I.DONE, _I.GONE, _I.FAILED, _I.OUT_OF_SCOPE}

@@ -9,6 +9,7 @@ from .controls import Ledger, estimate_end
 from .model import (
     HostView,
     InstanceView,
+    OperationView,
     Progress,
     ProjectView,
     SessionRequest,
@@ -16,9 +17,9 @@ from .model import (
     StuckWork,
 )
 from .states import FINAL_SESSION_STATES, HostState, InstanceState
-from .store.schema import HostRow, InstanceRow, ProjectRow, SessionRow
+from .store.schema import HostRow, InstanceRow, OperationRow, ProjectRow, SessionRow
 
-__all__ = ["build_project_view", "build_session_view"]
+__all__ = ["build_operation_view", "build_project_view", "build_session_view"]
 
 
 def build_progress(row: SessionRow, hosts: Sequence[HostRow], now: datetime) -> Progress:
@@ -143,4 +144,21 @@ def build_project_view(
             )
             for i in shown
         ),
+    )
+
+
+def build_operation_view(row: OperationRow) -> OperationView:
+    params = row.params or {}
+    moves = row.kind in ("move", "watch")
+    return OperationView(
+        kind=row.kind,
+        status=row.status,
+        host=row.host,
+        instance_id=row.instance_id,
+        source=params.get("source") if moves else None,
+        target=(row.result or {}).get("host") or params.get("target") if moves else None,
+        created_at=row.created_at,
+        started_at=row.started_at,
+        finished_at=row.finished_at,
+        detail=row.detail,
     )

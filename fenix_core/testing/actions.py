@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -22,7 +22,8 @@ class TimedAction:
 
     ``runs`` lists ``(start time, host or None)`` for every run, once per run
     even if the engine asks again with the same key. ``fail_on`` names hosts on
-    which the action fails (``None`` in it: the session-wide run fails). With
+    which the action fails (``None`` in it: the session-wide run fails).
+    ``per_host`` gives other durations on some hosts (host -> seconds). With
     ``state_path`` the runs live in that JSON file, so a TimedAction in another
     process (an engine resumed after a crash) knows the runs started before;
     it re-reads the file when another process wrote it since.
@@ -34,6 +35,7 @@ class TimedAction:
         seconds: float = 600.0,
         *,
         fail_on: Iterable[str | None] = (),
+        per_host: Mapping[str, float] | None = None,
         state_path: str | os.PathLike[str] | None = None,
     ) -> None:
         if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds < 0:
@@ -41,6 +43,10 @@ class TimedAction:
         self.name = name
         self.seconds = float(seconds)
         self.fail_on = set(fail_on)
+        self.per_host = dict(per_host or {})
+        for host, value in self.per_host.items():
+            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+                raise InvalidInput(f"per_host.{host}", f"must be a number >= 0, got {value!r}")
         self.runs: list[tuple[datetime, str | None]] = []
         self._started: dict[str, datetime] = {}
         self._path = Path(state_path) if state_path is not None else None
@@ -79,7 +85,8 @@ class TimedAction:
             )
         if context.host in self.fail_on:
             return OperationStatus.failed(f"{self.name} failed on {context.host}")
-        end = started + timedelta(seconds=self.seconds)
+        seconds = self.per_host.get(context.host or "", self.seconds)
+        end = started + timedelta(seconds=seconds)
         if context.now >= end:
             return OperationStatus.done(context.host)
         return OperationStatus.running(retry_after=(end - context.now).total_seconds())

@@ -493,20 +493,26 @@ class ConstrainedWorkflow(RollingWorkflow):
         rules.update(self._rules_for(cs, [m for d in draining for m in d.members]))
         feasible = None
         if len(pending) <= _DRY_RUN_LIMIT:
-            loads = [
-                planner.HostLoad(h.name, tuple(self._members_on(h, cs)), h.position)
-                for h in [*s.hosts_in(HostState.DRAINING), *pending]
-            ]
-            rules.update(self._rules_for(cs, [m for load in loads for m in load.members]))
-            targets = self._targets(cs) + [
-                planner.Target(h.name, s.free_vcpus(h), False, _GroupCount(self, h.name))
-                for h in s.hosts_in(HostState.DRAINING)
-            ]
-            draining_names = [h.host for h in draining]
+            world: list[Any] = []  # built on first use: most decisions open nothing
 
             def feasible(opened: Sequence[str]) -> bool:
-                order = [*draining_names, *opened]
-                return planner.drain_sequence(loads, targets, rules, first=order)[1] is None
+                if not world:
+                    loads = [
+                        planner.HostLoad(h.name, tuple(self._members_on(h, cs)), h.position)
+                        for h in [*s.hosts_in(HostState.DRAINING), *pending]
+                    ]
+                    all_rules = dict(rules)
+                    all_rules.update(
+                        self._rules_for(cs, [m for load in loads for m in load.members])
+                    )
+                    targets = self._targets(cs) + [
+                        planner.Target(h.name, s.free_vcpus(h), False, _GroupCount(self, h.name))
+                        for h in s.hosts_in(HostState.DRAINING)
+                    ]
+                    world.extend((loads, targets, all_rules))
+                loads, targets, all_rules = world
+                order = [*(h.host for h in draining), *opened]
+                return planner.drain_sequence(loads, targets, all_rules, first=order)[1] is None
 
         chosen = planner.hosts_to_open(
             candidates,
