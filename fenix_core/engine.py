@@ -33,7 +33,7 @@ from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, TypeVar
 
-from sqlalchemy import bindparam, delete, func, select, update
+from sqlalchemy import bindparam, delete, func, or_, select, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, load_only
 
@@ -783,12 +783,17 @@ class Engine:
                     "instance_actions", f"not expected in a reply to {awaited} with this state"
                 )
             return
+        # Only the instances asked about, and those the reply names, are needed.
         mine = {
             i.instance_id: i
             for i in orm.scalars(
                 select(InstanceRow).where(
                     InstanceRow.session_id == row.id,
                     InstanceRow.project_id == project.project_id,
+                    or_(
+                        InstanceRow.state == InstanceState.ACTION_REQUESTED.value,
+                        InstanceRow.instance_id.in_(list(actions)),
+                    ),
                 )
             )
         }

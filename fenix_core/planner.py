@@ -130,7 +130,7 @@ def moves_again(plan: Mapping[str, str], slots: Sequence[Slot]) -> int:
 
 
 def choose_host_to_drain(
-    candidates: Sequence[DrainCandidate],
+    candidates: Iterable[DrainCandidate],
     slots: Sequence[Slot],
     *,
     look_ahead: int = 64,

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +66,9 @@ class CloudEvent:
     detail: str | None = None
 
 
+_NOTHING_RUNNING = datetime.max.replace(tzinfo=UTC)
+
+
 class SimulatedCloud:
     """An in-memory (or file-backed) cloud for tests, examples and what-if runs."""
 
@@ -102,6 +105,8 @@ class SimulatedCloud:
         self._hosts: dict[str, dict[str, Any]] = {}
         self._instances: dict[str, dict[str, Any]] = {}
         self._migrations: dict[str, dict[str, Any]] = {}
+        # The earliest end of a running migration (None: not known, scan).
+        self._next_end: datetime | None = None
         self._failures: dict[str, list[str]] = {}
         # Capacity of hosts removed since, so that events can still be replayed.
         self._removed: dict[str, int] = {}
@@ -431,6 +436,9 @@ class SimulatedCloud:
             "state": "running",
             "error": failures.pop(0) if failures else None,
         }
+        end = datetime.fromisoformat(self._migrations[handle]["end"])
+        if self._next_end is not None and end < self._next_end:
+            self._next_end = end
         self._event("migration_started", source, instance_id, target)
         self._save()
         return handle
@@ -502,6 +510,9 @@ class SimulatedCloud:
         """Finish every migration whose time has come, in time order."""
         self._refresh()
         now = self.clock.now()
+        if self._next_end is not None and now < self._next_end:
+            return  # nothing can be due yet: skip scanning every migration
+        self._next_end = None
         due = sorted(
             (
                 (datetime.fromisoformat(m["end"]), handle)
@@ -542,6 +553,12 @@ class SimulatedCloud:
                         migration["source"],
                     )
                 )
+        running = [
+            datetime.fromisoformat(m["end"])
+            for m in self._migrations.values()
+            if m["state"] == "running"
+        ]
+        self._next_end = min(running) if running else _NOTHING_RUNNING
         if changed:
             self._save()
 
@@ -568,6 +585,7 @@ class SimulatedCloud:
         self._version = file_version(self._path)
 
     def _load(self) -> None:
+        self._next_end = None
         assert self._path is not None
         self._version = file_version(self._path)
         state = json.loads(self._path.read_text())

@@ -254,10 +254,11 @@ class RollingWorkflow(Workflow):
             ordered = sorted(
                 computes, key=lambda h: (s.used[h.name], len(s.on_host[h.name]), h.position)
             )
-        candidates = [
+        # Built as the planner asks for them: it usually stops at the first.
+        candidates = (
             planner.DrainCandidate(h.name, tuple(self._movable(i) for i in s.instances_on(h.name)))
             for h in ordered
-        ]
+        )
         chosen = planner.choose_host_to_drain(candidates, self._slots())
         return chosen[0] if chosen else None
 
@@ -362,7 +363,12 @@ class RollingWorkflow(Workflow):
         s = self.s
         if awaited not in (SessionState.PREPARE_MAINTENANCE, SessionState.PLANNED_MAINTENANCE):
             return
-        for inst in s.instances.values():
+        # Only the host being drained has instances asked about (not all of them).
+        drain_host = s.data.get("drain_host")
+        candidates = (
+            s.instances_on(str(drain_host)) if drain_host in s.hosts else s.instances.values()
+        )
+        for inst in candidates:
             if (
                 inst.project_id != project.project_id
                 or inst.state != InstanceState.ACTION_REQUESTED
