@@ -77,6 +77,19 @@ def _check(field: str, check: Any) -> Any:
     return validator
 
 
+def _fields(
+    data: object, what: str, known: tuple[str, ...], required: tuple[str, ...]
+) -> dict[str, Any]:
+    """The keyword arguments of a Fenix-style dict: known fields only, the
+    required ones present; a null optional field means its default."""
+    mapping = _as_mapping(data, what)
+    _unknown_keys(mapping, known)
+    for name in required:
+        if mapping.get(name) is None:
+            raise InvalidInput(name, "missing")
+    return {k: v for k, v in mapping.items() if v is not None}
+
+
 def implicit_group_id(project_id: str) -> str:
     """The id of the group that a project's unconstrained instances form."""
     return f"project:{project_id}"
@@ -132,14 +145,7 @@ class GroupConstraints:
         """Build from a Fenix-style dict; unknown or mistyped fields raise InvalidInput."""
         if isinstance(data, GroupConstraints):
             return data
-        mapping = _as_mapping(data, "group")
-        _unknown_keys(mapping, cls._FIELDS)
-        for required in ("group_id", "project_id"):
-            if mapping.get(required) is None:
-                raise InvalidInput(required, "missing")
-        required_keys = ("group_id", "project_id")
-        kwargs = {k: v for k, v in mapping.items() if v is not None or k in required_keys}
-        return cls(**kwargs)
+        return cls(**_fields(data, "group", cls._FIELDS, ("group_id", "project_id")))
 
     def to_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self._FIELDS}
@@ -196,14 +202,7 @@ class InstanceConstraints:
         """Build from a Fenix-style dict; unknown or mistyped fields raise InvalidInput."""
         if isinstance(data, InstanceConstraints):
             return data
-        mapping = _as_mapping(data, "instance")
-        _unknown_keys(mapping, cls._FIELDS)
-        for required in ("instance_id", "project_id"):
-            if mapping.get(required) is None:
-                raise InvalidInput(required, "missing")
-        optional_none = ("group_id", "max_interruption_time", "migration_type")
-        kwargs = {k: v for k, v in mapping.items() if v is not None or k in optional_none}
-        return cls(**kwargs)
+        return cls(**_fields(data, "instance", cls._FIELDS, ("instance_id", "project_id")))
 
     def to_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self._FIELDS}

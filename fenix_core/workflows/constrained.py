@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
@@ -87,18 +87,13 @@ class ConstrainedWorkflow(RollingWorkflow):
 
     # ------------------------------------------------------------------ driver
 
-    def advance(self) -> None:
-        handlers = {
-            SessionState.MAINTENANCE: self._maintenance,
-            SessionState.SCALE_IN: self._scale_in,
+    def handlers(self) -> dict[SessionState, Callable[[], bool]]:
+        return {
+            **super().handlers(),
             SessionState.START_MAINTENANCE: self._controllers,
             SessionState.PLANNED_MAINTENANCE: self._waves,
             SessionState.PREPARE_MAINTENANCE: self._waves,
-            SessionState.MAINTENANCE_COMPLETE: self._complete,
         }
-        while not self.s.final:
-            if not handlers[self.s.state]():
-                return
 
     def decide_next(self) -> bool:
         s = self.s

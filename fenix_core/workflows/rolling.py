@@ -26,7 +26,7 @@ session), so that each moves once where capacity allows.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import ClassVar
 
 from .. import planner
@@ -72,8 +72,9 @@ class RollingWorkflow(Workflow):
             actions_at=max(s.now, start_at) if start_at else s.now,
         )
 
-    def advance(self) -> None:
-        handlers = {
+    def handlers(self) -> dict[SessionState, Callable[[], bool]]:
+        """What advances the session in each state (True: call again)."""
+        return {
             SessionState.MAINTENANCE: self._maintenance,
             SessionState.SCALE_IN: self._scale_in,
             SessionState.PREPARE_MAINTENANCE: self._drain,
@@ -81,6 +82,9 @@ class RollingWorkflow(Workflow):
             SessionState.START_MAINTENANCE: self._start_maintenance,
             SessionState.MAINTENANCE_COMPLETE: self._complete,
         }
+
+    def advance(self) -> None:
+        handlers = self.handlers()
         while not self.s.final:
             if not handlers[self.s.state]():
                 return
