@@ -128,20 +128,28 @@ def write(
     _bump(orm)
 
 
-def get_group(orm: Session, group_id: str, acting: str | None) -> GroupConstraints:
+def _group_row(orm: Session, group_id: str, acting: str | None) -> GroupConstraintRow:
     row = orm.get(GroupConstraintRow, group_id)
     if row is None:
         raise NotFound("group", group_id)
     _owned(acting, row.project_id, f"group {group_id!r}")
-    return _group(row)
+    return row
 
 
-def get_instance(orm: Session, instance_id: str, acting: str | None) -> InstanceConstraints:
+def _instance_row(orm: Session, instance_id: str, acting: str | None) -> InstanceConstraintRow:
     row = orm.get(InstanceConstraintRow, instance_id)
     if row is None:
         raise NotFound("instance constraints", instance_id)
     _owned(acting, row.project_id, f"instance {instance_id!r}")
-    return _instance(row)
+    return row
+
+
+def get_group(orm: Session, group_id: str, acting: str | None) -> GroupConstraints:
+    return _group(_group_row(orm, group_id, acting))
+
+
+def get_instance(orm: Session, instance_id: str, acting: str | None) -> InstanceConstraints:
+    return _instance(_instance_row(orm, instance_id, acting))
 
 
 def list_groups(orm: Session, project_id: str | None) -> list[GroupConstraints]:
@@ -160,10 +168,7 @@ def list_instances(orm: Session, project_id: str | None) -> list[InstanceConstra
 
 def delete_group(orm: Session, group_id: str, acting: str | None) -> None:
     """Delete a group; its members fall back to their project's implicit group."""
-    row = orm.get(GroupConstraintRow, group_id)
-    if row is None:
-        raise NotFound("group", group_id)
-    _owned(acting, row.project_id, f"group {group_id!r}")
+    row = _group_row(orm, group_id, acting)
     orm.execute(
         update(InstanceConstraintRow)
         .where(InstanceConstraintRow.group_id == group_id)
@@ -174,11 +179,7 @@ def delete_group(orm: Session, group_id: str, acting: str | None) -> None:
 
 
 def delete_instance(orm: Session, instance_id: str, acting: str | None) -> None:
-    row = orm.get(InstanceConstraintRow, instance_id)
-    if row is None:
-        raise NotFound("instance constraints", instance_id)
-    _owned(acting, row.project_id, f"instance {instance_id!r}")
-    orm.delete(row)
+    orm.delete(_instance_row(orm, instance_id, acting))
     _bump(orm)
 
 
