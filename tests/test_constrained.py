@@ -513,3 +513,28 @@ def test_random_clusters_never_break_a_rule_and_always_end(spec: dict[str, Any])
     # often than there are hosts.
     hosts = len(spec["layout"])
     assert all(count <= hosts for count in migrations_per_instance(cluster.cloud).values())
+
+
+def test_controllers_go_first_one_at_a_time_then_computes_in_waves() -> None:
+    clock = SimClock()
+    cloud = SimulatedCloud(migration_seconds=30, live_migration_seconds=30, clock=clock)
+    for name in ("ctl-0", "ctl-1"):
+        cloud.add_host(name, type="controller")
+    cluster = Cluster({f"cmp-{h}": [(f"vm-{h}", f"p{h}", 1)] for h in range(4)}, cloud=cloud)
+    cluster.clock = clock
+    cluster.engine.close()
+    cluster.engine = Engine(
+        clock=clock, plugins=[cloud, TimedAction("upgrade", HOST_WORK)], load_entry_points=False
+    )
+    cluster.listen()
+    view = cluster.run()
+    assert view.state == "MAINTENANCE_DONE", view.reason
+    assert cluster.maintained() == Counter({h.name: 1 for h in view.hosts})
+    order = [host for _, host, state in cluster.host_events if state == "IN_MAINTENANCE"]
+    assert order[:2] == ["ctl-0", "ctl-1"]
+    # Each controller was back before the next one (or any compute) went in.
+    done = {host: t for t, host, state in cluster.host_events if state == "MAINTENANCE_COMPLETE"}
+    started = {host: t for t, host, state in cluster.host_events if state == "IN_MAINTENANCE"}
+    assert done["ctl-0"] <= started["ctl-1"]
+    assert all(started[f"cmp-{h}"] >= done["ctl-1"] for h in range(4))
+    assert cluster.max_in_maintenance_at_once() >= 2  # the computes overlapped

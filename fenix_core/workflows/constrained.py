@@ -6,7 +6,7 @@
     check: a group whose per-host limit cannot hold with one host out, or no
            host that can be emptied ──► SCALE_IN (its project has a manager)
                                         or MAINTENANCE_FAILED naming the group
-    START_MAINTENANCE: controllers, one at a time (as the rolling workflow)
+    START_MAINTENANCE: controllers, one at a time (the rolling workflow's loop)
     PLANNED_MAINTENANCE: waves, overlapping:
         open hosts ── PLANNED_MAINTENANCE to each affected project (per wave,
                       actions_at honouring each instance's lead_time)
@@ -90,7 +90,6 @@ class ConstrainedWorkflow(RollingWorkflow):
     def handlers(self) -> dict[SessionState, Callable[[], bool]]:
         return {
             **super().handlers(),
-            SessionState.START_MAINTENANCE: self._controllers,
             SessionState.PLANNED_MAINTENANCE: self._waves,
             SessionState.PREPARE_MAINTENANCE: self._waves,
         }
@@ -110,22 +109,10 @@ class ConstrainedWorkflow(RollingWorkflow):
         s.row.phase = "waves"
         return True
 
-    def _controllers(self) -> bool:
-        s = self.s
-        current = s.data.get("current_host")
-        if current is None:
-            host = next((h for h in s.hosts_in(HostState.PENDING) if h.type != "compute"), None)
-            if host is None:
-                return self.decide_next()
-            if not self.may_start_host(host):
-                return False
-            s.set_data(current_host=host.name)
-        else:
-            host = s.hosts[current]
-        if self.run_host(host):
-            s.set_data(current_host=None)
-            return True
-        return False
+    def _next_host_to_maintain(self) -> HostRow | None:
+        """START_MAINTENANCE here is for controllers only, one at a time (the
+        rolling workflow's loop); computes are maintained in the waves."""
+        return next((h for h in self.s.hosts_in(HostState.PENDING) if h.type != "compute"), None)
 
     # ------------------------------------------------------------------ feasibility
 
@@ -663,7 +650,7 @@ class ConstrainedWorkflow(RollingWorkflow):
         s.set_timer("wave_wake", when)
 
     def _next_wake_set(self) -> bool:
-        return any(True for _ in self.s.timers)
+        return bool(self.s.timers)
 
     def _stuck(self, cs: ConstraintSet) -> None:
         """Nothing in flight, nothing to wait for, hosts left: say why and fail."""
