@@ -39,6 +39,8 @@ DEFAULT_MAX_BODY = 1 << 20
 #: Fenix workflow names that have a fenix-core equivalent under another name.
 _WORKFLOW_ALIASES = {"default": "rolling", "vnf": "constrained"}
 _CHOICE_STATES = ("PREPARE_MAINTENANCE", "PLANNED_MAINTENANCE")
+#: Acknowledgements of notifications that expect no reply, sent by Tacker.
+_NOTICE_ACKS = ("ACK_INSTANCE_ACTION_DONE",)
 
 
 def _identity(
@@ -157,6 +159,11 @@ def create_app(
         ):
             if value is not None and value != expected:
                 raise ApiError(400, f"does not match the URL ({expected})", field=field)
+        if body.state in _NOTICE_ACKS:
+            # Tacker's Fenix plug-in acknowledges INSTANCE_ACTION_DONE too
+            # (Fenix stored any state): accepted, and nothing to act on.
+            engine.project_view(session_id, project_id)
+            return {"session_id": session_id, "project_id": project_id, "state": body.state}
         actions = _instance_actions(
             body, lambda: _pending_choice(engine.project_view(session_id, project_id))
         )
