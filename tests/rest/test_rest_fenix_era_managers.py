@@ -42,11 +42,9 @@ from fenix_core.testing import SimulatedCloud, TimedAction, violations
 from fenix_core.testing.http_server import LoopbackServer
 from fenix_core.testing.invariants import constraint_violations
 
+from .hooks import run_http_session
+
 TOKENS = TokenAuthenticator(["adm"], {"tok-doctor": "doctor-p", "tok-tacker": "tacker-p"})
-ADMIN = {"X-Auth-Token": "adm"}
-WINDOWS = dict.fromkeys(
-    ("MAINTENANCE", "SCALE_IN", "PREPARE_MAINTENANCE", "PLANNED_MAINTENANCE"), 20.0
-) | {"MAINTENANCE_COMPLETE": 20.0}
 #: The states Tacker's plug-in validates (tacker.plugins.common.constants).
 TACKER_STATES = (
     "MAINTENANCE",
@@ -316,21 +314,7 @@ def test_doctor_and_tacker_drive_a_vnf_session_to_done(
         for manager in (doctor, tacker):
             manager.subscribe()
             manager.set_constraints()
-        created = httpx.post(
-            f"{api}/v1/maintenance",
-            json={
-                "hosts": [],
-                "state": "MAINTENANCE",
-                "workflow": "vnf",
-                "metadata": {},
-                "actions": [{"plugin": "upgrade", "type": "host"}],
-                "reply_windows": WINDOWS,
-            },
-            headers=ADMIN,
-        )
-        assert created.status_code == 200, created.text
-        session_id = created.json()["session_id"]
-        view = _wait_final(api, session_id)
+        view = run_http_session(api, "adm", "vnf", timeout=60)
         assert view["state"] == "MAINTENANCE_DONE", view.get("reason")
         tacker.close()  # its reply threads are done
     finally:
@@ -383,14 +367,3 @@ def test_doctor_and_tacker_drive_a_vnf_session_to_done(
 def _state_of(body: Any) -> str | None:
     traits = body["reason_data"]["event"]["traits"]
     return next((value for name, _type, value in traits if name == "state"), None)
-
-
-def _wait_final(api: str, session_id: str, timeout: float = 60.0) -> dict[str, Any]:
-    view: dict[str, Any] = {}
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        view = httpx.get(f"{api}/v1/maintenance/{session_id}", headers=ADMIN).json()
-        if view["state"] in ("MAINTENANCE_DONE", "MAINTENANCE_FAILED"):
-            break
-        time.sleep(0.05)
-    return view
