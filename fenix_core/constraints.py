@@ -27,6 +27,7 @@ from .model import _as_mapping, _check_bool, _int, _str, _unknown_keys
 __all__ = [
     "DEFAULT_GROUP",
     "MIGRATION_TYPES",
+    "MIGRATION_TYPE_ALIASES",
     "CloudConstraints",
     "ConstraintSet",
     "GroupConstraints",
@@ -36,8 +37,15 @@ __all__ = [
 
 #: ``migration_type`` values: how an instance may be moved off its host.
 MIGRATION_TYPES = ("LIVE_MIGRATE", "MIGRATE", "OWN_ACTION", "EVICT")
+#: Names older clients send (the OPNFV Doctor VNFM, early Fenix) for the same
+#: ``migration_type``; stored under the name they stand for.
+MIGRATION_TYPE_ALIASES = {"MIGRATION": "MIGRATE", "LIVE_MIGRATION": "LIVE_MIGRATE"}
 
 _MAX_SECONDS = 10 * 365 * 24 * 3600
+
+
+def _canonical_migration_type(value: Any) -> Any:
+    return MIGRATION_TYPE_ALIASES.get(value, value) if isinstance(value, str) else value
 
 
 def _opt_seconds(value: object, field: str) -> int | None:
@@ -173,7 +181,7 @@ class InstanceConstraints:
     max_interruption_time: int | None = attrs.field(
         default=None, validator=lambda _i, _a, v: _opt_seconds(v, "max_interruption_time")
     )
-    migration_type: str | None = attrs.field(default=None)
+    migration_type: str | None = attrs.field(default=None, converter=_canonical_migration_type)
     resource_mitigation: bool = attrs.field(
         default=False, validator=lambda _i, _a, v: _check_bool(v, "resource_mitigation")
     )
@@ -183,7 +191,9 @@ class InstanceConstraints:
     def _check_migration_type(self, _attr: attrs.Attribute[Any], value: object) -> None:
         if value is not None and value not in MIGRATION_TYPES:
             raise InvalidInput(
-                "migration_type", f"must be one of {', '.join(MIGRATION_TYPES)}, got {value!r}"
+                "migration_type",
+                f"must be one of {', '.join(MIGRATION_TYPES)} "
+                f"(or {', '.join(MIGRATION_TYPE_ALIASES)}), got {value!r}",
             )
 
     _FIELDS = (

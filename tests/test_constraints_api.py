@@ -112,6 +112,16 @@ def test_instance_from_dict_round_trips() -> None:
     assert InstanceConstraints.from_dict(value) is value
 
 
+@pytest.mark.parametrize(
+    ("sent", "stored"), [("MIGRATION", "MIGRATE"), ("LIVE_MIGRATION", "LIVE_MIGRATE")]
+)
+def test_older_migration_type_names_are_aliases(sent: str, stored: str) -> None:
+    """The OPNFV Doctor VNFM and early Fenix clients send these names."""
+    value = InstanceConstraints.from_dict({**INSTANCE, "migration_type": sent})
+    assert value.migration_type == stored
+    assert value.to_dict()["migration_type"] == stored
+
+
 def test_from_dict_defaults_and_nulls() -> None:
     g = GroupConstraints.from_dict({"group_id": "g", "project_id": "p", "recovery_time": None})
     assert (g.max_impacted_members, g.recovery_time, g.anti_affinity_group) == (1, 0, False)

@@ -22,6 +22,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -332,9 +333,13 @@ class WebhookRow(Base):
     """A webhook POST owed to ``url``; sent in ``id`` order per ``url``.
 
     state: pending -> delivered (a 2xx answer), rejected (a 4xx other than
-    408/429: retrying would not help) or expired (undeliverable for too long).
+    408/429: retrying would not help), expired (undeliverable for too long) or
+    dropped (an ``informational`` POST that failed its few attempts).
     ``(url, session_id, seq)`` is unique, so a notification that the engine
-    delivers again after a crash is queued once.
+    delivers again after a crash is queued once. ``informational``: a
+    project notification that expects no reply (INSTANCE_ACTION_DONE,
+    ADMIN_ACTION_DONE), retried only a few times so that it never holds back
+    the questions queued behind it.
     """
 
     __tablename__ = "webhooks"
@@ -347,6 +352,7 @@ class WebhookRow(Base):
     body: Mapped[dict[str, Any]]
     state: Mapped[str] = mapped_column(String(16))
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    informational: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     next_attempt_at: Mapped[datetime]
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime]

@@ -9,7 +9,8 @@
     START_MAINTENANCE: controllers, one at a time (the rolling workflow's loop)
     PLANNED_MAINTENANCE: waves, overlapping:
         open hosts ── PLANNED_MAINTENANCE to each affected project (per wave,
-                      actions_at honouring each instance's lead_time)
+                      actions_at honouring each instance's lead_time; one
+                      instance per question where instance constraints exist)
         move members as their groups allow (max_impacted_members at once,
                       recovery_time after each move, anti-affinity and
                       max_instances_per_host on targets, capacity counting
@@ -246,6 +247,12 @@ class ConstrainedWorkflow(RollingWorkflow):
             project = s.ensure_project(project_id, s.subscribed(project_id))
             if project.managed and project.awaiting:
                 continue  # asked already; these wait for the answer
+            if project.managed and any(cs.instance(i.instance_id) for i in insts):
+                # Fenix's ETSI workflow asked about one instance at a time, and
+                # the managers written for it (OPNFV Doctor's VNFM, Tacker) act
+                # on instance_ids[0] only (e.g. switch an HA pair over): the
+                # others wait, PENDING, for the next question.
+                insts = insts[:1]
             for inst in insts:
                 own = cs.instance(inst.instance_id)
                 lead = own.lead_time if own is not None else 0
