@@ -54,7 +54,7 @@ from .errors import (
     InvalidInput,
     NotFound,
 )
-from .hookspecs import ConstraintSource
+from .hookspecs import ConstraintSource, InstanceOwner
 from .model import (
     HostChange,
     OperationView,
@@ -396,6 +396,7 @@ class Engine:
                 )
         self._inventory_changed(changes)
         log.info("session %s created over %d host(s)", session_id, len(scope))
+        self._warn_ignored(session_id)
         self._wake.set()
         return session_id
 
@@ -407,7 +408,8 @@ class Engine:
             projects = orm.scalars(
                 select(ProjectRow).where(ProjectRow.session_id == session_id)
             ).all()
-            return build_session_view(row, hosts, projects, self.clock.now())
+            ignored = constraint_store.contradicted(orm, row)
+            return build_session_view(row, hosts, projects, self.clock.now(), ignored)
 
     def list_sessions(self) -> list[SessionView]:
         """Every session, oldest first."""
@@ -918,10 +920,42 @@ class Engine:
         acting: str | None,
     ) -> None:
         acting = self._acting(acting)
+        owner = self._cloud_owner(instance)
         now = self.clock.now()
         with self._lock, Session(self._db) as orm, orm.begin():
-            constraint_store.write(orm, now, group=group, instance=instance, acting=acting)
+            constraint_store.write(
+                orm, now, group=group, instance=instance, acting=acting, cloud_owner=owner
+            )
         self._constraints_changed()
+
+    def _warn_ignored(self, session_id: str) -> None:
+        with self._lock, Session(self._db) as orm:
+            row = self._session_row(orm, session_id)
+            for found in constraint_store.contradicted(orm, row):
+                log.warning(
+                    "session %s ignores the constraints of %s %r stored under project %s: "
+                    "the cloud puts it in project %s (see ignored_constraints in the view)",
+                    session_id,
+                    found.kind,
+                    found.ident,
+                    found.project_id,
+                    found.cloud_project_id,
+                )
+
+    def _cloud_owner(self, instance: InstanceConstraints | None) -> str | None:
+        """The instance's project per the cloud, asked outside any transaction."""
+        driver = self.plugins.driver
+        if instance is None or not isinstance(driver, InstanceOwner):
+            return constraint_store.UNKNOWN
+        try:
+            return driver.instance_owner(instance.instance_id)
+        except FenixError:
+            raise
+        except Exception as exc:
+            raise CloudError(
+                f"looking up the project of instance {instance.instance_id!r} failed: {exc}",
+                instance_id=instance.instance_id,
+            ) from exc
 
     def _constraints_changed(self) -> None:
         self._constraints = None
@@ -935,11 +969,7 @@ class Engine:
             revision, groups, instances = constraint_store.load_all(orm)
             cached = (
                 revision,
-                ConstraintSet(
-                    groups=groups,
-                    instances=instances,
-                    default_group=self.default_group_constraints,
-                ),
+                ConstraintSet.of(groups, instances, default_group=self.default_group_constraints),
             )
             self._constraints = cached
         return cached[1]
