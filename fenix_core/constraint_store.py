@@ -31,10 +31,10 @@ Row = TypeVar("Row", GroupConstraintRow, InstanceConstraintRow)
 
 __all__ = [
     "UNKNOWN",
+    "contradicted",
     "delete_group",
     "delete_instance",
     "get_group",
-    "contradicted",
     "get_instance",
     "instance_project_in_sessions",
     "list_groups",
@@ -125,13 +125,16 @@ def write(
             raise _not_yours("instance", instance.instance_id, project)
         wanted = instance.group_id
         in_call = group is not None and (group.project_id, group.group_id) == (project, wanted)
-        if wanted is not None and not in_call:
-            if orm.get(GroupConstraintRow, (project, wanted)) is None:
-                raise InvalidInput(
-                    "group_id",
-                    f"project {project} has no group {wanted!r}: set the group's "
-                    "constraints first or in the same call",
-                )
+        if (
+            wanted is not None
+            and not in_call
+            and orm.get(GroupConstraintRow, (project, wanted)) is None
+        ):
+            raise InvalidInput(
+                "group_id",
+                f"project {project} has no group {wanted!r}: set the group's "
+                "constraints first or in the same call",
+            )
     if group is not None:
         orm.merge(GroupConstraintRow(**group.to_dict(), updated_at=now))
     if instance is not None:

@@ -309,9 +309,7 @@ class ConstraintSet:
     def group_of(self, instance_id: str, project_id: str) -> GroupConstraints:
         return self._resolve(instance_id, project_id)[1]
 
-    def foreign_instances(
-        self, listed: Iterable[tuple[str, str]]
-    ) -> list[InstanceConstraints]:
+    def foreign_instances(self, listed: Iterable[tuple[str, str]]) -> list[InstanceConstraints]:
         """Stored instance constraints that the cloud contradicts: for each
         ``(instance_id, project_id)`` the cloud listed, the rows of other
         projects (ignored by every lookup; the engine reports them)."""

@@ -944,7 +944,7 @@ class Engine:
 
     def _cloud_owner(self, instance: InstanceConstraints | None) -> str | None:
         """The instance's project per the cloud, asked outside any transaction."""
-        driver = self.plugins.driver
+        driver: object = self.plugins.driver
         if instance is None or not isinstance(driver, InstanceOwner):
             return constraint_store.UNKNOWN
         try:

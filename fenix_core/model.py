@@ -27,6 +27,7 @@ __all__ = [
     "Host",
     "HostChange",
     "HostView",
+    "IgnoredConstraint",
     "Instance",
     "InstanceView",
     "OperationStatus",
@@ -38,7 +39,6 @@ __all__ = [
     "SessionUpdate",
     "SessionView",
     "StuckWork",
-    "IgnoredConstraint",
     "parse_time",
 ]
 

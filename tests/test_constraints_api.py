@@ -306,9 +306,9 @@ def test_a_project_cannot_act_for_another(engine: Engine) -> None:
         assert snapshot(engine) == before
     with pytest.raises(NotFound) as nobody:
         engine.get_group_constraints("nobody-has-it", project_id="pb")
-    assert str(nobody.value).replace("nobody-has-it", "web") == str(
-        pytest.raises(NotFound, engine.get_group_constraints, "web", project_id="pb").value
-    )
+    with pytest.raises(NotFound) as held:
+        engine.get_group_constraints("web", project_id="pb")
+    assert str(nobody.value).replace("nobody-has-it", "web") == str(held.value)
     assert engine.get_group_constraints("web") == GroupConstraints.from_dict(GROUP)
 
 

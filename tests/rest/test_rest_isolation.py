@@ -59,7 +59,9 @@ def own_state(client: TestClient, project: str) -> dict[str, Any]:
 
 def set_up(client: TestClient, project: str) -> None:
     me = HEADERS[project]
-    put = client.put(f"/v1/instance_group/{GRP[project]}", json={"max_impacted_members": 2}, headers=me)
+    put = client.put(
+        f"/v1/instance_group/{GRP[project]}", json={"max_impacted_members": 2}, headers=me
+    )
     assert put.status_code == 200, put.text
     body = {"group_id": GRP[project], "lead_time": 5}
     assert client.put(f"/v1/instance/{VM[project]}", json=body, headers=me).status_code == 200

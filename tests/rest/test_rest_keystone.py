@@ -143,7 +143,7 @@ def test_admin_roles_are_configurable(keystone: FakeKeystone) -> None:
         assert custom.authenticate("admin-tok") == Identity(admin=False, project_id="admin-p")
     finally:
         del USERS["operator-tok"]
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="admin_roles"):
         KeystoneAuthenticator(session, admin_roles=[])
 
 
