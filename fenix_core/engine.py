@@ -833,8 +833,9 @@ class Engine:
         """Create or replace an instance group's constraints.
 
         ``project_id`` is the acting project (None: the admin); a project may
-        only set its own groups. Running sessions use the new values from their
-        next decision on.
+        only set its own groups (Forbidden otherwise). Groups are kept per
+        project: another project's group of the same id is a different group.
+        Running sessions use the new values from their next decision on.
         """
         value = GroupConstraints.from_dict(group)
         self._write_constraints(group=value, instance=None, acting=project_id)
@@ -849,8 +850,12 @@ class Engine:
     ) -> InstanceConstraints:
         """Create or replace one instance's constraints.
 
-        Its ``group_id`` must name an existing group of the same project, or
-        the ``group`` given in the same call (both are written together).
+        Only the project the cloud lists the instance in may set them
+        (NotFound otherwise, as for an instance that does not exist; see
+        :class:`~fenix_core.hookspecs.InstanceOwner` for drivers that cannot
+        say). Its ``group_id`` must name an existing group of the same
+        project, or the ``group`` given in the same call (both are written
+        together).
         """
         value = InstanceConstraints.from_dict(instance)
         group_value = GroupConstraints.from_dict(group) if group is not None else None
@@ -860,7 +865,9 @@ class Engine:
     def get_group_constraints(
         self, group_id: str, *, project_id: str | None = None
     ) -> GroupConstraints:
-        """A group's constraints; NotFound if none were set."""
+        """The group's constraints of ``project_id`` (NotFound if it holds none,
+        also when another project does); the admin (None) gets the one row of
+        that id, Conflict when several projects hold it."""
         _str(group_id, "group_id")
         with self._lock, Session(self._db) as orm:
             return constraint_store.get_group(orm, group_id, self._acting(project_id))
@@ -868,7 +875,9 @@ class Engine:
     def get_instance_constraints(
         self, instance_id: str, *, project_id: str | None = None
     ) -> InstanceConstraints:
-        """An instance's constraints; NotFound if none were set."""
+        """The instance's constraints of ``project_id`` (NotFound if it holds
+        none, also when another project does); the admin (None) gets the one
+        row of that id, Conflict when several projects hold it."""
         _str(instance_id, "instance_id")
         with self._lock, Session(self._db) as orm:
             return constraint_store.get_instance(orm, instance_id, self._acting(project_id))
