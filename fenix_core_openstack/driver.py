@@ -195,6 +195,14 @@ class OpenStackDriver:
         server = self._get_server(instance_id)
         return None if server is None else server.compute_host
 
+    def instance_owner(self, instance_id: str) -> str | None:
+        """The server's project (``GET /servers/{id}``, which an admin may do
+        for any project's server); None when Nova has no such server."""
+        server = self._get_server(instance_id)
+        if server is None or server.status == "DELETED":
+            return None
+        return str(server.project_id)
+
     def allowed_actions(self) -> list[str]:
         return ["MIGRATE", "LIVE_MIGRATE", "OWN_ACTION"]
 

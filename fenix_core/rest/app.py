@@ -180,6 +180,14 @@ def create_app(
         data.setdefault("project_id", who.project_id)
         return who.project_id
 
+    def holder(who: Identity, project_id: str | None) -> str | None:
+        """Whose row a GET/DELETE means: the caller's project; an admin may
+        name one with ``?project_id=`` (needed when two projects hold the id)."""
+        if project_id is not None:
+            own_project(who, project_id)
+            return project_id
+        return who.acting_project()
+
     def path_id(data: dict[str, Any], field: str, value: str) -> None:
         if data.setdefault(field, value) != value:
             raise ApiError(400, f"does not match the URL ({value})", field=field)
@@ -189,8 +197,10 @@ def create_app(
         return [c.to_dict() for c in engine.list_instance_constraints(who.acting_project())]
 
     @app.get("/v1/instance/{instance_id}", tags=["constraints"])
-    def get_instance(instance_id: str, who: Caller) -> dict[str, Any]:
-        value = engine.get_instance_constraints(instance_id, project_id=who.acting_project())
+    def get_instance(
+        instance_id: str, who: Caller, project_id: str | None = None
+    ) -> dict[str, Any]:
+        value = engine.get_instance_constraints(instance_id, project_id=holder(who, project_id))
         return value.to_dict()
 
     @app.put("/v1/instance/{instance_id}", tags=["constraints"])
@@ -201,8 +211,8 @@ def create_app(
         return engine.set_instance_constraints(data, project_id=project).to_dict()
 
     @app.delete("/v1/instance/{instance_id}", status_code=204, tags=["constraints"])
-    def delete_instance(instance_id: str, who: Caller) -> Response:
-        engine.delete_instance_constraints(instance_id, project_id=who.acting_project())
+    def delete_instance(instance_id: str, who: Caller, project_id: str | None = None) -> Response:
+        engine.delete_instance_constraints(instance_id, project_id=holder(who, project_id))
         return Response(status_code=204)
 
     @app.get("/v1/instance_group", tags=["constraints"])
@@ -210,8 +220,8 @@ def create_app(
         return [c.to_dict() for c in engine.list_group_constraints(who.acting_project())]
 
     @app.get("/v1/instance_group/{group_id}", tags=["constraints"])
-    def get_group(group_id: str, who: Caller) -> dict[str, Any]:
-        return engine.get_group_constraints(group_id, project_id=who.acting_project()).to_dict()
+    def get_group(group_id: str, who: Caller, project_id: str | None = None) -> dict[str, Any]:
+        return engine.get_group_constraints(group_id, project_id=holder(who, project_id)).to_dict()
 
     @app.put("/v1/instance_group/{group_id}", tags=["constraints"])
     def put_group(group_id: str, body: GroupBody, who: Caller) -> dict[str, Any]:
@@ -221,8 +231,8 @@ def create_app(
         return engine.set_group_constraints(data, project_id=project).to_dict()
 
     @app.delete("/v1/instance_group/{group_id}", status_code=204, tags=["constraints"])
-    def delete_group(group_id: str, who: Caller) -> Response:
-        engine.delete_group_constraints(group_id, project_id=who.acting_project())
+    def delete_group(group_id: str, who: Caller, project_id: str | None = None) -> Response:
+        engine.delete_group_constraints(group_id, project_id=holder(who, project_id))
         return Response(status_code=204)
 
     # ------------------------------------------------------------------ subscriptions

@@ -272,12 +272,16 @@ class InboxRow(Base):
 
 
 class GroupConstraintRow(Base):
-    """An instance group's constraints (set by its project's manager)."""
+    """An instance group's constraints (set by its project's manager).
+
+    Keyed by project and group: each project names its groups for itself, so
+    no project's write can land on or lock out another project's group.
+    """
 
     __tablename__ = "group_constraints"
 
-    group_id: Mapped[str] = mapped_column(String(255), primary_key=True)
-    project_id: Mapped[str] = mapped_column(String(255), index=True)
+    project_id: Mapped[str] = mapped_column(String(255), primary_key=True, index=True)
+    group_id: Mapped[str] = mapped_column(String(255), primary_key=True, index=True)
     group_name: Mapped[str] = mapped_column(String(255))
     anti_affinity_group: Mapped[bool] = mapped_column(Boolean)
     max_instances_per_host: Mapped[int] = mapped_column(Integer)
@@ -289,12 +293,17 @@ class GroupConstraintRow(Base):
 
 class InstanceConstraintRow(Base):
     """One instance's constraints; ``group_id`` None means the project's
-    implicit group."""
+    implicit group (``group_id`` names a group of the same project).
+
+    Keyed by project and instance: a row only applies while the cloud reports
+    the instance in that project, and a row written under the wrong project
+    never locks the real owner out.
+    """
 
     __tablename__ = "instance_constraints"
 
-    instance_id: Mapped[str] = mapped_column(String(255), primary_key=True)
-    project_id: Mapped[str] = mapped_column(String(255), index=True)
+    project_id: Mapped[str] = mapped_column(String(255), primary_key=True, index=True)
+    instance_id: Mapped[str] = mapped_column(String(255), primary_key=True, index=True)
     group_id: Mapped[str | None] = mapped_column(String(255), index=True)
     instance_name: Mapped[str] = mapped_column(String(255))
     max_interruption_time: Mapped[int | None] = mapped_column(Integer)

@@ -355,6 +355,12 @@ class SimulatedCloud:
     def locate(self, instance_id: str) -> str | None:
         return self.host_of(instance_id)
 
+    def instance_owner(self, instance_id: str) -> str | None:
+        """The project of an existing instance (None: no such instance)."""
+        self._settle()
+        data = self._instances.get(instance_id)
+        return None if data is None else str(data["project_id"])
+
     def instance_is_ready(self, instance_id: str) -> bool:
         """ACTIVE again: ``ready_seconds`` after its last migration ended."""
         self._settle()

@@ -37,6 +37,13 @@ def test_hosts_and_instances_come_from_services_placement_and_servers(driver, fa
     assert driver.locate("vm-1") == "cmp-0"
 
 
+def test_instance_owner_is_the_servers_project(driver):
+    # What the engine asks when a project sets an instance's constraints.
+    assert driver.instance_owner("vm-1") == "p1"
+    assert driver.instance_owner("vm-2") == "p2"
+    assert driver.instance_owner("vm-nope") is None
+
+
 def test_controllers_from_an_aggregate_and_capacity_from_configuration(fake, driver):
     fake.add_aggregate("control-plane", ["ctl-0"])
     configured = OpenStackDriver(
