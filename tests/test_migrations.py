@@ -190,9 +190,9 @@ def any_db(
     engine.dispose()
 
 
-def test_0005_keeps_constraints_and_lets_two_projects_hold_one_id(any_db: Engine) -> None:
+def test_0006_keeps_constraints_and_lets_two_projects_hold_one_id(any_db: Engine) -> None:
     db = any_db
-    alembic(db, "upgrade", "0004")
+    alembic(db, "upgrade", "0005")
     reflected = MetaData()
     reflected.reflect(db)
     groups, instances = (
@@ -224,7 +224,7 @@ def test_0005_keeps_constraints_and_lets_two_projects_hold_one_id(any_db: Engine
     with db.begin() as connection:
         connection.execute(groups.insert().values(**group_row))
         connection.execute(instances.insert().values(**instance_row))
-    alembic(db, "upgrade", "0005")
+    alembic(db, "upgrade", "0006")
     with db.begin() as connection:
         # The same ids under another project: a row of its own, not a clash.
         connection.execute(groups.insert().values(**{**group_row, "project_id": "pb"}))

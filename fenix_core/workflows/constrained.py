@@ -248,7 +248,7 @@ class ConstrainedWorkflow(RollingWorkflow):
             project = s.ensure_project(project_id, s.subscribed(project_id))
             if project.managed and project.awaiting:
                 continue  # asked already; these wait for the answer
-            if project.managed and any(cs.instance(i.instance_id) for i in insts):
+            if project.managed and any(cs.instance(i.instance_id, i.project_id) for i in insts):
                 # Fenix's ETSI workflow asked about one instance at a time, and
                 # the managers written for it (OPNFV Doctor's VNFM, Tacker) act
                 # on instance_ids[0] only (e.g. switch an HA pair over): the

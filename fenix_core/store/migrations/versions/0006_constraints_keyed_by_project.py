@@ -5,8 +5,8 @@ project to write an id owned it. They are keyed by (project_id, id) now;
 existing rows keep the project they were written under (a session reports
 rows that the cloud's listing contradicts, and workflows ignore them).
 
-Revision ID: 0005
-Revises: 0004
+Revision ID: 0006
+Revises: 0005
 Create Date: 2026-11-26
 """
 
@@ -15,8 +15,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0005"
-down_revision = "0004"
+revision = "0006"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 
