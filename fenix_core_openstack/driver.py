@@ -342,13 +342,24 @@ class OpenStackDriver:
         return next((t for t in server.tags or [] if t.startswith("fenix-move-")), None)
 
     def _forget(self, server_id: str, tag: str | None) -> None:
-        """Remove the move's record from the server (best effort)."""
+        """Remove the move's record from the server, best effort: cleanup never
+        masks the move's outcome. Nova refuses the removal (409) while the
+        server is in ERROR; the record then stays, naming this attempt's key
+        only, and ``find_move`` of a later attempt never reads it."""
         if tag is None:
             return
-        with contextlib.suppress(sdk_exc.NotFoundException):
-            self.conn.compute.delete_server_metadata(server_id, [tag])
-        with contextlib.suppress(sdk_exc.NotFoundException):
-            Server.new(id=server_id).remove_tag(self.conn.compute, tag)
+        try:
+            with contextlib.suppress(sdk_exc.NotFoundException):
+                self.conn.compute.delete_server_metadata(server_id, [tag])
+            with contextlib.suppress(sdk_exc.NotFoundException):
+                Server.new(id=server_id).remove_tag(self.conn.compute, tag)
+        except (sdk_exc.SDKException, keystoneauth1.exceptions.ClientException) as exc:
+            log.warning(
+                "could not remove the move record %s from server %s: %s",
+                tag,
+                server_id,
+                getattr(exc, "details", None) or exc,
+            )
 
     def _get_server(self, server_id: str) -> Server | None:
         try:

@@ -121,3 +121,14 @@ def test_anti_affinity_server_groups_become_group_constraints(driver, fake):
         ),
     )
     assert dict(found.members) == {"vm-1": "sg-db"}
+
+
+def test_poll_move_reports_the_fault_of_a_server_in_error(driver, fake, clock):
+    fake.error_next_migration("vm-1", "libvirtError: guest crashed")
+    handle = driver.start_move("vm-1", "LIVE_MIGRATE", "cmp-1", "key-err")
+    status = _poll_until_final(driver, clock, handle)
+    assert status.state == "failed"
+    assert "vm-1 went into ERROR: libvirtError: guest crashed" in (status.detail or "")
+    # Nova keeps the record while the server is in ERROR (409): it stays, and
+    # the key it carries is this attempt's only.
+    assert key_tag("key-err") in fake.server("vm-1")["tags"]
