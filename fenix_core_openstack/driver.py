@@ -25,7 +25,7 @@ from openstack import exceptions as sdk_exc
 from openstack.compute.v2.server import Server
 
 from fenix_core.constraints import CloudConstraints
-from fenix_core.errors import CloudError, PluginError
+from fenix_core.errors import CloudError, PluginError, TargetRefused
 from fenix_core.model import Host, Instance, OperationStatus
 
 from .constraints import server_group_constraints
@@ -236,7 +236,10 @@ class OpenStackDriver:
             return handle.encode()  # deleted meanwhile: the poll reports it gone
         except sdk_exc.HttpException as exc:
             self._forget(instance_id, tag)
-            raise CloudError(
+            # 400: the scheduler refused the host (or found none); 409 and
+            # others: the server or the request, not the target.
+            error = TargetRefused if exc.status_code == 400 else CloudError
+            raise error(
                 f"nova refused {action} of {instance_id}"
                 + (f" to {target}" if target else "")
                 + f" (HTTP {exc.status_code}): {exc.details or exc}",
