@@ -230,8 +230,8 @@ class CloudConstraints:
 
     ``placement`` are the rules the cloud's scheduler enforces on every move
     (server groups of every policy, see :mod:`fenix_core.placement_rules`):
-    every workflow keeps them when it picks a target, and nothing set through
-    the API relaxes them, since the cloud would refuse the move anyway.
+    the rolling workflow keeps them when it picks a target, and nothing set
+    through the API relaxes them, since the cloud would refuse the move anyway.
     """
 
     groups: tuple[GroupConstraints, ...] = ()

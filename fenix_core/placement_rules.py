@@ -5,8 +5,9 @@ its server-group filters on a requested host too (from microversion 2.30,
 unless forced), so a target that breaks them is refused. A driver reports
 them through :class:`~fenix_core.hookspecs.ConstraintSource` as
 :class:`PlacementRule` values in
-:attr:`~fenix_core.constraints.CloudConstraints.placement`, and every
-workflow keeps them when it picks a target:
+:attr:`~fenix_core.constraints.CloudConstraints.placement`; the rolling
+workflow keeps them when it picks a target (the constrained workflow keeps
+anti-affinity through its ETSI group constraints):
 
 * ``anti-affinity``: at most ``max_per_host`` members (default 1) on a host;
 * ``affinity``: a member may only go to a host that holds a member of the

@@ -4,7 +4,7 @@ Every server group with a member among the instances becomes a
 :class:`~fenix_core.placement_rules.PlacementRule`: Nova's scheduler enforces
 ``anti-affinity`` (with its ``max_server_per_host`` rule, 2.64+) and
 ``affinity`` on every move, also on a requested host, and weighs by the soft
-policies; every workflow keeps these when it picks a target.
+policies; the rolling workflow keeps these when it picks a target.
 
 A hard ``anti-affinity`` group also gives default ETSI group constraints to
 the constraint-aware workflow: at most ``max_server_per_host`` members per

@@ -8,7 +8,8 @@
 * ``LIVE_MIGRATE``: live migration, block migration "auto"; ``MIGRATE``: cold
   migration, confirmed once the server is in VERIFY_RESIZE;
 * optional capabilities: :meth:`find_move` (the move recorded on the server,
-  see :mod:`.moves`) and :meth:`cloud_constraints` (anti-affinity server groups).
+  see :mod:`.moves`) and :meth:`cloud_constraints` (server groups: placement
+  rules and ETSI defaults, see :mod:`.constraints`).
 
 Every call goes through openstacksdk; the driver writes no REST by hand.
 """
