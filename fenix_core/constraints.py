@@ -24,6 +24,7 @@ import attrs
 
 from .errors import InvalidInput
 from .model import _as_mapping, _check_bool, _int, _str, _unknown_keys
+from .placement_rules import PlacementRule
 
 __all__ = [
     "DEFAULT_GROUP",
@@ -237,10 +238,16 @@ class CloudConstraints:
     the id of one of those groups. API-set constraints win: an instance with
     its own :class:`InstanceConstraints` keeps its group, and a group id set
     through the API replaces the cloud's group of that id.
+
+    ``placement`` are the rules the cloud's scheduler enforces on every move
+    (server groups of every policy, see :mod:`fenix_core.placement_rules`):
+    the rolling workflow keeps them when it picks a target, and nothing set
+    through the API relaxes them, since the cloud would refuse the move anyway.
     """
 
     groups: tuple[GroupConstraints, ...] = ()
     members: Mapping[str, str] = attrs.field(factory=dict)
+    placement: tuple[PlacementRule, ...] = ()
 
 
 #: How a ConstraintSet keys the constraints set through the API:
