@@ -1,32 +1,42 @@
 """Reading and writing constraints in the database (the engine's API calls these).
 
-Every write checks ownership and references before it changes a row, bumps
-the constraint revision in the same transaction, and so either happens whole
-or not at all.
+Rows are keyed by (project, id): a project reads, replaces and deletes only
+its own rows, and an id it does not hold answers NotFound exactly as an id
+nobody holds (no owner is ever named). Every write checks ownership (the
+instance's project per the cloud) and references before it changes a row,
+bumps the constraint revision in the same transaction, and so either happens
+whole or not at all.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from datetime import datetime
+from typing import Any, TypeVar
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from .constraints import GroupConstraints, InstanceConstraints
-from .errors import Forbidden, InvalidInput, NotFound
+from .errors import Conflict, Forbidden, InvalidInput, NotFound
+from .model import IgnoredConstraint
 from .store.schema import (
     ConstraintRevisionRow,
     GroupConstraintRow,
     InstanceConstraintRow,
     InstanceRow,
+    SessionRow,
 )
 
+Row = TypeVar("Row", GroupConstraintRow, InstanceConstraintRow)
+
 __all__ = [
+    "UNKNOWN",
+    "contradicted",
     "delete_group",
     "delete_instance",
     "get_group",
     "get_instance",
+    "instance_project_in_sessions",
     "list_groups",
     "list_instances",
     "load_all",
@@ -38,9 +48,19 @@ _GROUP_FIELDS = GroupConstraints._FIELDS
 _INSTANCE_FIELDS = InstanceConstraints._FIELDS
 
 
-def _owned(acting: str | None, owner: str, what: str) -> None:
-    if acting is not None and acting != owner:
-        raise Forbidden(acting, f"{what} belongs to another project")
+#: Sentinel: the cloud could not say who owns the instance (no capable driver).
+UNKNOWN = "?unknown"
+
+
+def _acting_for(acting: str | None, project_id: str) -> None:
+    if acting is not None and acting != project_id:
+        raise Forbidden(acting, "a project may only set its own constraints")
+
+
+def _not_yours(kind: str, ident: str, project_id: str | None) -> NotFound:
+    """What a caller learns about an id that is not its project's: as for an
+    id that does not exist (no owner, no hint that another project has it)."""
+    return NotFound(kind if project_id is None else f"project {project_id}'s {kind}", ident)
 
 
 def _group(row: GroupConstraintRow) -> GroupConstraints:
@@ -65,10 +85,15 @@ def _bump(orm: Session) -> None:
         row.revision += 1
 
 
-def _instance_project_in_sessions(orm: Session, instance_id: str) -> str | None:
-    """The project the cloud reported for the instance in any session, if any."""
+def instance_project_in_sessions(orm: Session, instance_id: str) -> str | None:
+    """The project the cloud reported for the instance in the latest session
+    that listed it, if any (the fallback when the driver cannot say)."""
     return orm.scalar(
-        select(InstanceRow.project_id).where(InstanceRow.instance_id == instance_id).limit(1)
+        select(InstanceRow.project_id)
+        .join(SessionRow, SessionRow.id == InstanceRow.session_id)
+        .where(InstanceRow.instance_id == instance_id)
+        .order_by(SessionRow.created_at.desc())
+        .limit(1)
     )
 
 
@@ -79,48 +104,37 @@ def write(
     group: GroupConstraints | None,
     instance: InstanceConstraints | None,
     acting: str | None,
+    cloud_owner: str | None = UNKNOWN,
 ) -> None:
-    """Create or replace a group and/or an instance's constraints, checked first."""
+    """Create or replace a project's group and/or instance constraints, checked first.
+
+    ``cloud_owner``: the instance's project per the cloud (None: no such
+    instance; :data:`UNKNOWN`: the driver cannot say, so the project a
+    session's listing recorded is used, else the writer's). Rows are keyed by
+    project, so a write only ever replaces the writer's own rows.
+    """
     if group is not None:
-        _owned(acting, group.project_id, f"group {group.group_id!r}")
-        existing = orm.get(GroupConstraintRow, group.group_id)
-        if existing is not None and existing.project_id != group.project_id:
-            raise Forbidden(
-                group.project_id,
-                f"group {group.group_id!r} belongs to project {existing.project_id}",
-            )
+        _acting_for(acting, group.project_id)
     if instance is not None:
-        _owned(acting, instance.project_id, f"instance {instance.instance_id!r}")
-        existing_inst = orm.get(InstanceConstraintRow, instance.instance_id)
-        if existing_inst is not None and existing_inst.project_id != instance.project_id:
-            raise Forbidden(
-                instance.project_id,
-                f"instance {instance.instance_id!r} belongs to project {existing_inst.project_id}",
+        project = instance.project_id
+        _acting_for(acting, project)
+        owner = cloud_owner
+        if owner == UNKNOWN:
+            owner = instance_project_in_sessions(orm, instance.instance_id) or project
+        if owner != project:
+            raise _not_yours("instance", instance.instance_id, project)
+        wanted = instance.group_id
+        in_call = group is not None and (group.project_id, group.group_id) == (project, wanted)
+        if (
+            wanted is not None
+            and not in_call
+            and orm.get(GroupConstraintRow, (project, wanted)) is None
+        ):
+            raise InvalidInput(
+                "group_id",
+                f"project {project} has no group {wanted!r}: set the group's "
+                "constraints first or in the same call",
             )
-        reported = _instance_project_in_sessions(orm, instance.instance_id)
-        if reported is not None and reported != instance.project_id:
-            raise Forbidden(
-                instance.project_id,
-                f"instance {instance.instance_id!r} belongs to project {reported}",
-            )
-        if instance.group_id is not None:
-            if group is not None and group.group_id == instance.group_id:
-                owner = group.project_id
-            else:
-                row = orm.get(GroupConstraintRow, instance.group_id)
-                if row is None:
-                    raise InvalidInput(
-                        "group_id",
-                        f"no group {instance.group_id!r}: set the group's constraints first "
-                        "or in the same call",
-                    )
-                owner = row.project_id
-            if owner != instance.project_id:
-                raise InvalidInput(
-                    "group_id",
-                    f"group {instance.group_id!r} belongs to project {owner}, "
-                    f"not {instance.project_id}",
-                )
     if group is not None:
         orm.merge(GroupConstraintRow(**group.to_dict(), updated_at=now))
     if instance is not None:
@@ -128,20 +142,40 @@ def write(
     _bump(orm)
 
 
+def _held(
+    orm: Session, model: type[Row], id_column: Any, ident: str, acting: str | None, kind: str
+) -> Row:
+    """The row of ``ident`` of the acting project; for the admin (None), the
+    one row of that id (Conflict when several projects hold one)."""
+    if acting is not None:
+        row = orm.get(model, (acting, ident))
+        if row is None:
+            raise _not_yours(kind, ident, acting)
+        return row
+    rows = list(orm.scalars(select(model).where(id_column == ident).limit(10)))
+    if not rows:
+        raise NotFound(kind, ident)
+    if len(rows) > 1:
+        holders = ", ".join(sorted(r.project_id for r in rows))
+        raise Conflict(
+            f"{kind} {ident!r} is held by several projects ({holders}): name one as project_id"
+        )
+    return rows[0]
+
+
 def _group_row(orm: Session, group_id: str, acting: str | None) -> GroupConstraintRow:
-    row = orm.get(GroupConstraintRow, group_id)
-    if row is None:
-        raise NotFound("group", group_id)
-    _owned(acting, row.project_id, f"group {group_id!r}")
-    return row
+    return _held(orm, GroupConstraintRow, GroupConstraintRow.group_id, group_id, acting, "group")
 
 
 def _instance_row(orm: Session, instance_id: str, acting: str | None) -> InstanceConstraintRow:
-    row = orm.get(InstanceConstraintRow, instance_id)
-    if row is None:
-        raise NotFound("instance constraints", instance_id)
-    _owned(acting, row.project_id, f"instance {instance_id!r}")
-    return row
+    return _held(
+        orm,
+        InstanceConstraintRow,
+        InstanceConstraintRow.instance_id,
+        instance_id,
+        acting,
+        "instance constraints",
+    )
 
 
 def get_group(orm: Session, group_id: str, acting: str | None) -> GroupConstraints:
@@ -153,14 +187,18 @@ def get_instance(orm: Session, instance_id: str, acting: str | None) -> Instance
 
 
 def list_groups(orm: Session, project_id: str | None) -> list[GroupConstraints]:
-    query = select(GroupConstraintRow).order_by(GroupConstraintRow.group_id)
+    query = select(GroupConstraintRow).order_by(
+        GroupConstraintRow.group_id, GroupConstraintRow.project_id
+    )
     if project_id is not None:
         query = query.where(GroupConstraintRow.project_id == project_id)
     return [_group(row) for row in orm.scalars(query)]
 
 
 def list_instances(orm: Session, project_id: str | None) -> list[InstanceConstraints]:
-    query = select(InstanceConstraintRow).order_by(InstanceConstraintRow.instance_id)
+    query = select(InstanceConstraintRow).order_by(
+        InstanceConstraintRow.instance_id, InstanceConstraintRow.project_id
+    )
     if project_id is not None:
         query = query.where(InstanceConstraintRow.project_id == project_id)
     return [_instance(row) for row in orm.scalars(query)]
@@ -171,7 +209,10 @@ def delete_group(orm: Session, group_id: str, acting: str | None) -> None:
     row = _group_row(orm, group_id, acting)
     orm.execute(
         update(InstanceConstraintRow)
-        .where(InstanceConstraintRow.group_id == group_id)
+        .where(
+            InstanceConstraintRow.project_id == row.project_id,
+            InstanceConstraintRow.group_id == group_id,
+        )
         .values(group_id=None)
     )
     orm.delete(row)
@@ -183,12 +224,42 @@ def delete_instance(orm: Session, instance_id: str, acting: str | None) -> None:
     _bump(orm)
 
 
-def load_all(
-    orm: Session,
-) -> tuple[int, Mapping[str, GroupConstraints], Mapping[str, InstanceConstraints]]:
+def load_all(orm: Session) -> tuple[int, list[GroupConstraints], list[InstanceConstraints]]:
     """The revision and every constraint, for the engine's cache."""
-    groups: dict[str, GroupConstraints] = {g.group_id: g for g in list_groups(orm, None)}
-    instances: dict[str, InstanceConstraints] = {
-        i.instance_id: i for i in list_instances(orm, None)
+    return revision(orm), list_groups(orm, None), list_instances(orm, None)
+
+
+def contradicted(orm: Session, session: SessionRow) -> list[IgnoredConstraint]:
+    """Stored constraints that the session's cloud listing contradicts: an
+    instance's under another project than the cloud's, a group whose id is
+    another project's cloud group. Workflows never apply them (their lookups
+    are keyed by the cloud's project); the engine reports them."""
+    found = [
+        IgnoredConstraint("instance", instance_id, stored, listed)
+        for instance_id, stored, listed in orm.execute(
+            select(
+                InstanceConstraintRow.instance_id,
+                InstanceConstraintRow.project_id,
+                InstanceRow.project_id,
+            )
+            .join(InstanceRow, InstanceRow.instance_id == InstanceConstraintRow.instance_id)
+            .where(
+                InstanceRow.session_id == session.id,
+                InstanceRow.project_id != InstanceConstraintRow.project_id,
+            )
+            .order_by(InstanceConstraintRow.instance_id, InstanceConstraintRow.project_id)
+        )
+    ]
+    cloud_groups = {
+        str(g["group_id"]): str(g["project_id"])
+        for g in ((session.data or {}).get("cloud_constraints") or {}).get("groups", ())
     }
-    return revision(orm), groups, instances
+    if cloud_groups:
+        for group_id, stored in orm.execute(
+            select(GroupConstraintRow.group_id, GroupConstraintRow.project_id)
+            .where(GroupConstraintRow.group_id.in_(sorted(cloud_groups)))
+            .order_by(GroupConstraintRow.group_id, GroupConstraintRow.project_id)
+        ):
+            if cloud_groups[group_id] != stored:
+                found.append(IgnoredConstraint("group", group_id, stored, cloud_groups[group_id]))
+    return found

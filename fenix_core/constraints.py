@@ -16,17 +16,20 @@ names it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import attrs
 
 from .errors import InvalidInput
 from .model import _as_mapping, _check_bool, _int, _str, _unknown_keys
+from .placement_rules import PlacementRule
 
 __all__ = [
     "DEFAULT_GROUP",
     "MIGRATION_TYPES",
+    "MIGRATION_TYPE_ALIASES",
     "CloudConstraints",
     "ConstraintSet",
     "GroupConstraints",
@@ -36,8 +39,15 @@ __all__ = [
 
 #: ``migration_type`` values: how an instance may be moved off its host.
 MIGRATION_TYPES = ("LIVE_MIGRATE", "MIGRATE", "OWN_ACTION", "EVICT")
+#: Names older clients send (the OPNFV Doctor VNFM, early Fenix) for the same
+#: ``migration_type``; stored under the name they stand for.
+MIGRATION_TYPE_ALIASES = {"MIGRATION": "MIGRATE", "LIVE_MIGRATION": "LIVE_MIGRATE"}
 
 _MAX_SECONDS = 10 * 365 * 24 * 3600
+
+
+def _canonical_migration_type(value: Any) -> Any:
+    return MIGRATION_TYPE_ALIASES.get(value, value) if isinstance(value, str) else value
 
 
 def _opt_seconds(value: object, field: str) -> int | None:
@@ -173,7 +183,7 @@ class InstanceConstraints:
     max_interruption_time: int | None = attrs.field(
         default=None, validator=lambda _i, _a, v: _opt_seconds(v, "max_interruption_time")
     )
-    migration_type: str | None = attrs.field(default=None)
+    migration_type: str | None = attrs.field(default=None, converter=_canonical_migration_type)
     resource_mitigation: bool = attrs.field(
         default=False, validator=lambda _i, _a, v: _check_bool(v, "resource_mitigation")
     )
@@ -183,7 +193,9 @@ class InstanceConstraints:
     def _check_migration_type(self, _attr: attrs.Attribute[Any], value: object) -> None:
         if value is not None and value not in MIGRATION_TYPES:
             raise InvalidInput(
-                "migration_type", f"must be one of {', '.join(MIGRATION_TYPES)}, got {value!r}"
+                "migration_type",
+                f"must be one of {', '.join(MIGRATION_TYPES)} "
+                f"(or {', '.join(MIGRATION_TYPE_ALIASES)}), got {value!r}",
             )
 
     _FIELDS = (
@@ -226,24 +238,39 @@ class CloudConstraints:
     the id of one of those groups. API-set constraints win: an instance with
     its own :class:`InstanceConstraints` keeps its group, and a group id set
     through the API replaces the cloud's group of that id.
+
+    ``placement`` are the rules the cloud's scheduler enforces on every move
+    (server groups of every policy, see :mod:`fenix_core.placement_rules`):
+    the rolling workflow keeps them when it picks a target, and nothing set
+    through the API relaxes them, since the cloud would refuse the move anyway.
     """
 
     groups: tuple[GroupConstraints, ...] = ()
     members: Mapping[str, str] = attrs.field(factory=dict)
+    placement: tuple[PlacementRule, ...] = ()
+
+
+#: How a ConstraintSet keys the constraints set through the API:
+#: ``(project_id, group_id)`` / ``(project_id, instance_id)``.
+Key = tuple[str, str]
 
 
 @attrs.frozen
 class ConstraintSet:
     """The constraints in force at one decision, resolved per instance.
 
-    ``groups`` / ``instances`` are those set through the API; ``cloud`` the
-    cloud's defaults for the session; ``default_group`` the rules of a
-    project's implicit group. Pure: workflows and the planner read it, nothing
-    writes through it.
+    ``groups`` / ``instances`` are those set through the API, keyed by
+    ``(project_id, group_id)`` / ``(project_id, instance_id)``: an instance
+    only gets the constraints stored under the project the cloud reports for
+    it, so a row another project wrote for it is ignored. ``cloud`` holds the
+    cloud's defaults for the session (its groups name their owner; an API
+    group whose id is another project's cloud group is ignored);
+    ``default_group`` the rules of a project's implicit group. Pure: workflows
+    and the planner read it, nothing writes through it.
     """
 
-    groups: Mapping[str, GroupConstraints] = attrs.field(factory=dict)
-    instances: Mapping[str, InstanceConstraints] = attrs.field(factory=dict)
+    groups: Mapping[Key, GroupConstraints] = attrs.field(factory=dict)
+    instances: Mapping[Key, InstanceConstraints] = attrs.field(factory=dict)
     cloud: CloudConstraints = attrs.field(factory=CloudConstraints)
     default_group: Mapping[str, Any] = DEFAULT_GROUP
     _cloud_groups: dict[str, GroupConstraints] = attrs.field(init=False, factory=dict)
@@ -252,26 +279,111 @@ class ConstraintSet:
     def __attrs_post_init__(self) -> None:
         self._cloud_groups.update({g.group_id: g for g in self.cloud.groups})
 
-    def instance(self, instance_id: str) -> InstanceConstraints | None:
-        return self.instances.get(instance_id)
+    @classmethod
+    def of(
+        cls,
+        groups: Iterable[GroupConstraints] = (),
+        instances: Iterable[InstanceConstraints] = (),
+        **rest: Any,
+    ) -> ConstraintSet:
+        """Build from plain sequences of constraints (keyed by their project)."""
+        return cls(
+            groups={(g.project_id, g.group_id): g for g in groups},
+            instances={(i.project_id, i.instance_id): i for i in instances},
+            **rest,
+        )
+
+    def instance(self, instance_id: str, project_id: str) -> InstanceConstraints | None:
+        """The instance's own constraints, as its project (per the cloud) set them."""
+        return self.instances.get((project_id, instance_id))
 
     def group_id_of(self, instance_id: str, project_id: str) -> str:
         """The id of the group whose rules apply to the instance."""
-        own = self.instances.get(instance_id)
-        if own is not None:
-            if own.group_id is not None and self._group(own.group_id) is not None:
-                return own.group_id
-            return implicit_group_id(project_id)
-        cloud_group = self.cloud.members.get(instance_id)
-        if cloud_group is not None and self._group(cloud_group) is not None:
-            return cloud_group
-        return implicit_group_id(project_id)
+        return self._resolve(instance_id, project_id)[1].group_id
+
+    def group_key_of(self, instance_id: str, project_id: str) -> str:
+        """A key of the instance's group that no other project's group shares
+        (API group ids are per project); :meth:`group_by_key` reads it back."""
+        return self._resolve(instance_id, project_id)[0]
+
+    def group_by_key(self, key: str) -> GroupConstraints:
+        """The rules of a group named by :meth:`group_key_of` (a group deleted
+        since falls back to the default rules)."""
+        if key.startswith("["):
+            project_id, group_id = json.loads(key)
+            found = self._own_group(group_id, project_id)
+            return found[1] if found is not None else self._default(key, project_id)
+        if key.startswith(_IMPLICIT_PREFIX):
+            return self._default(key, key.removeprefix(_IMPLICIT_PREFIX))
+        return self._cloud_groups.get(key) or self._default(key, key)
 
     def group(self, group_id: str, project_id: str) -> GroupConstraints:
-        """The rules of ``group_id`` (an implicit group gets the default rules)."""
-        found = self._group(group_id)
+        """The rules of ``group_id`` for ``project_id`` (an implicit or unknown
+        group gets the default rules)."""
+        found = self._member_of(group_id, project_id) or self._own_group(group_id, project_id)
+        return found[1] if found is not None else self._default(group_id, project_id)
+
+    def group_of(self, instance_id: str, project_id: str) -> GroupConstraints:
+        return self._resolve(instance_id, project_id)[1]
+
+    def foreign_instances(self, listed: Iterable[tuple[str, str]]) -> list[InstanceConstraints]:
+        """Stored instance constraints that the cloud contradicts: for each
+        ``(instance_id, project_id)`` the cloud listed, the rows of other
+        projects (ignored by every lookup; the engine reports them)."""
+        owner = dict(listed)
+        return [
+            c
+            for (project_id, instance_id), c in sorted(self.instances.items())
+            if instance_id in owner and owner[instance_id] != project_id
+        ]
+
+    def foreign_groups(self) -> list[GroupConstraints]:
+        """Stored groups whose id is another project's group in the cloud (ignored)."""
+        return [
+            g
+            for (project_id, group_id), g in sorted(self.groups.items())
+            if (cloud := self._cloud_groups.get(group_id)) is not None
+            and cloud.project_id != project_id
+        ]
+
+    # ------------------------------------------------------------------ resolution
+
+    def _resolve(self, instance_id: str, project_id: str) -> tuple[str, GroupConstraints]:
+        own = self.instances.get((project_id, instance_id))
+        if own is not None:
+            found = self._own_group(own.group_id, project_id) if own.group_id else None
+        else:
+            cloud_group = self.cloud.members.get(instance_id)
+            found = self._member_of(cloud_group, project_id) if cloud_group else None
         if found is not None:
             return found
+        implicit = implicit_group_id(project_id)
+        return implicit, self._default(implicit, project_id)
+
+    def _own_group(self, group_id: str, project_id: str) -> tuple[str, GroupConstraints] | None:
+        """The project's own group of that id: its API group, else its cloud group;
+        nothing when the cloud says the id is another project's group."""
+        cloud = self._cloud_groups.get(group_id)
+        if cloud is not None and cloud.project_id != project_id:
+            return None
+        api = self.groups.get((project_id, group_id))
+        if api is not None:
+            return json.dumps([project_id, group_id]), api
+        if cloud is not None:
+            return group_id, cloud
+        return None
+
+    def _member_of(self, group_id: str, project_id: str) -> tuple[str, GroupConstraints] | None:
+        """The group the cloud put an instance in: the cloud's rules, or those
+        its owner set through the API for that id."""
+        cloud = self._cloud_groups.get(group_id)
+        if cloud is None:
+            return None
+        if cloud.project_id == project_id:
+            return self._own_group(group_id, project_id)
+        return group_id, cloud
+
+    def _default(self, group_id: str, project_id: str) -> GroupConstraints:
         implicit = self._implicit.get(group_id)
         if implicit is None:
             implicit = GroupConstraints(
@@ -283,8 +395,5 @@ class ConstraintSet:
             self._implicit[group_id] = implicit
         return implicit
 
-    def group_of(self, instance_id: str, project_id: str) -> GroupConstraints:
-        return self.group(self.group_id_of(instance_id, project_id), project_id)
 
-    def _group(self, group_id: str) -> GroupConstraints | None:
-        return self.groups.get(group_id) or self._cloud_groups.get(group_id)
+_IMPLICIT_PREFIX = implicit_group_id("")

@@ -53,7 +53,7 @@ from .errors import (
     InvalidInput,
     NotFound,
 )
-from .hookspecs import ConstraintSource
+from .hookspecs import ConstraintSource, InstanceOwner
 from .model import (
     Host,
     HostChange,
@@ -398,6 +398,7 @@ class Engine:
                 )
         self._inventory_changed(changes)
         log.info("session %s created over %d host(s)", session_id, len(scope))
+        self._warn_ignored(session_id)
         self._wake.set()
         return session_id
 
@@ -409,7 +410,8 @@ class Engine:
             projects = orm.scalars(
                 select(ProjectRow).where(ProjectRow.session_id == session_id)
             ).all()
-            return build_session_view(row, hosts, projects, self.clock.now())
+            ignored = constraint_store.contradicted(orm, row)
+            return build_session_view(row, hosts, projects, self.clock.now(), ignored)
 
     def list_sessions(self) -> list[SessionView]:
         """Every session, oldest first."""
@@ -833,8 +835,9 @@ class Engine:
         """Create or replace an instance group's constraints.
 
         ``project_id`` is the acting project (None: the admin); a project may
-        only set its own groups. Running sessions use the new values from their
-        next decision on.
+        only set its own groups (Forbidden otherwise). Groups are kept per
+        project: another project's group of the same id is a different group.
+        Running sessions use the new values from their next decision on.
         """
         value = GroupConstraints.from_dict(group)
         self._write_constraints(group=value, instance=None, acting=project_id)
@@ -849,8 +852,12 @@ class Engine:
     ) -> InstanceConstraints:
         """Create or replace one instance's constraints.
 
-        Its ``group_id`` must name an existing group of the same project, or
-        the ``group`` given in the same call (both are written together).
+        Only the project the cloud lists the instance in may set them
+        (NotFound otherwise, as for an instance that does not exist; see
+        :class:`~fenix_core.hookspecs.InstanceOwner` for drivers that cannot
+        say). Its ``group_id`` must name an existing group of the same
+        project, or the ``group`` given in the same call (both are written
+        together).
         """
         value = InstanceConstraints.from_dict(instance)
         group_value = GroupConstraints.from_dict(group) if group is not None else None
@@ -860,7 +867,9 @@ class Engine:
     def get_group_constraints(
         self, group_id: str, *, project_id: str | None = None
     ) -> GroupConstraints:
-        """A group's constraints; NotFound if none were set."""
+        """The group's constraints of ``project_id`` (NotFound if it holds none,
+        also when another project does); the admin (None) gets the one row of
+        that id, Conflict when several projects hold it."""
         _str(group_id, "group_id")
         with self._lock, Session(self._db) as orm:
             return constraint_store.get_group(orm, group_id, self._acting(project_id))
@@ -868,7 +877,9 @@ class Engine:
     def get_instance_constraints(
         self, instance_id: str, *, project_id: str | None = None
     ) -> InstanceConstraints:
-        """An instance's constraints; NotFound if none were set."""
+        """The instance's constraints of ``project_id`` (NotFound if it holds
+        none, also when another project does); the admin (None) gets the one
+        row of that id, Conflict when several projects hold it."""
         _str(instance_id, "instance_id")
         with self._lock, Session(self._db) as orm:
             return constraint_store.get_instance(orm, instance_id, self._acting(project_id))
@@ -920,10 +931,42 @@ class Engine:
         acting: str | None,
     ) -> None:
         acting = self._acting(acting)
+        owner = self._cloud_owner(instance)
         now = self.clock.now()
         with self._lock, Session(self._db) as orm, orm.begin():
-            constraint_store.write(orm, now, group=group, instance=instance, acting=acting)
+            constraint_store.write(
+                orm, now, group=group, instance=instance, acting=acting, cloud_owner=owner
+            )
         self._constraints_changed()
+
+    def _warn_ignored(self, session_id: str) -> None:
+        with self._lock, Session(self._db) as orm:
+            row = self._session_row(orm, session_id)
+            for found in constraint_store.contradicted(orm, row):
+                log.warning(
+                    "session %s ignores the constraints of %s %r stored under project %s: "
+                    "the cloud puts it in project %s (see ignored_constraints in the view)",
+                    session_id,
+                    found.kind,
+                    found.ident,
+                    found.project_id,
+                    found.cloud_project_id,
+                )
+
+    def _cloud_owner(self, instance: InstanceConstraints | None) -> str | None:
+        """The instance's project per the cloud, asked outside any transaction."""
+        driver: object = self.plugins.driver
+        if instance is None or not isinstance(driver, InstanceOwner):
+            return constraint_store.UNKNOWN
+        try:
+            return driver.instance_owner(instance.instance_id)
+        except FenixError:
+            raise
+        except Exception as exc:
+            raise CloudError(
+                f"looking up the project of instance {instance.instance_id!r} failed: {exc}",
+                instance_id=instance.instance_id,
+            ) from exc
 
     def _constraints_changed(self) -> None:
         self._constraints = None
@@ -937,11 +980,7 @@ class Engine:
             revision, groups, instances = constraint_store.load_all(orm)
             cached = (
                 revision,
-                ConstraintSet(
-                    groups=groups,
-                    instances=instances,
-                    default_group=self.default_group_constraints,
-                ),
+                ConstraintSet.of(groups, instances, default_group=self.default_group_constraints),
             )
             self._constraints = cached
         return cached[1]

@@ -28,6 +28,7 @@ __all__ = [
     "InvalidInput",
     "NotFound",
     "PluginError",
+    "TargetRefused",
 ]
 
 
@@ -115,3 +116,10 @@ class CloudError(FenixError):
         super().__init__(message, session_id=session_id)
         self.host = host
         self.instance_id = instance_id
+
+
+class TargetRefused(CloudError):
+    """The cloud refused where a move was to go, at the request: the requested
+    host breaks its placement rules or has no room, or its scheduler found no
+    host (Nova: HTTP 400 "No valid host was found"). No move was started;
+    workflows do not ask for that target again in the same move."""

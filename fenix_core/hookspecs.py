@@ -54,6 +54,7 @@ __all__ = [
     "Gate",
     "GateContext",
     "GateResult",
+    "InstanceOwner",
     "InstanceReadiness",
     "MoveLookup",
     "hookimpl",
@@ -136,6 +137,22 @@ class ConstraintSource(Protocol):
     """
 
     def cloud_constraints(self, instances: Sequence[Instance]) -> CloudConstraints: ...
+
+
+@runtime_checkable
+class InstanceOwner(Protocol):
+    """Optional driver capability: which project owns one instance, per the cloud.
+
+    The engine asks it when a constraint is written, so that a project can
+    only set constraints of its own instances (``None``: the cloud has no such
+    instance). Without it the engine falls back to the project a session's
+    listing recorded for the instance, else accepts the writer's project: the
+    row is keyed by that project, so it never governs or locks out another
+    project's instance, and a session reports it as ignored when its listing
+    says otherwise.
+    """
+
+    def instance_owner(self, instance_id: str) -> str | None: ...
 
 
 @runtime_checkable

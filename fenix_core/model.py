@@ -27,6 +27,7 @@ __all__ = [
     "Host",
     "HostChange",
     "HostView",
+    "IgnoredConstraint",
     "Instance",
     "InstanceView",
     "OperationStatus",
@@ -607,6 +608,22 @@ class StuckWork:
 
 
 @attrs.frozen
+class IgnoredConstraint:
+    """A stored constraint that the cloud contradicts, which no workflow applies.
+
+    ``kind`` is ``instance`` (constraints stored under ``project_id`` for an
+    instance the session's listing puts in ``cloud_project_id``) or ``group``
+    (a group of ``project_id`` whose id is ``cloud_project_id``'s group in the
+    cloud). The admin sees them in the session view; delete or rewrite them.
+    """
+
+    kind: str
+    ident: str
+    project_id: str
+    cloud_project_id: str
+
+
+@attrs.frozen
 class Progress:
     """How far a session is, and when it should end.
 
@@ -657,6 +674,8 @@ class SessionView:
     waiting: str | None = None
     stuck: tuple[StuckWork, ...] = ()
     progress: Progress | None = None
+    #: Stored constraints the cloud contradicts (admin-only view; see IgnoredConstraint).
+    ignored_constraints: tuple[IgnoredConstraint, ...] = ()
 
     def host(self, name: str) -> HostView:
         for host in self.hosts:

@@ -18,7 +18,7 @@ from typing import Any
 import attrs
 
 from .constraints import CloudConstraints
-from .errors import PluginError
+from .errors import PluginError, TargetRefused
 from .hookspecs import ActionContext, ConstraintSource, GateContext, GateResult, MoveLookup
 from .inventory import host_to_dict
 from .model import ActionSpec, OperationStatus, SessionRequest
@@ -152,6 +152,9 @@ class OperationRunner:
             return OperationStatus.failed(f"unknown operation kind {op.kind!r}")
         try:
             status: object = handler(op, request, now)
+        except TargetRefused as exc:
+            log.info("operation %s (%s): %s", op.key, op.kind, exc)
+            return OperationStatus("failed", detail=_describe(exc), result={"refused": True})
         except Exception as exc:
             log.warning("operation %s (%s) raised: %s", op.key, op.kind, exc, exc_info=True)
             return OperationStatus.failed(_describe(exc))
@@ -319,6 +322,7 @@ def cloud_constraints_dict(found: CloudConstraints) -> dict[str, Any]:
     return {
         "groups": [g.to_dict() for g in found.groups],
         "members": {str(k): str(v) for k, v in found.members.items()},
+        "placement": [r.to_dict() for r in found.placement],
     }
 
 

@@ -12,6 +12,10 @@ not part of the session): they are preferred, so that each instance moves once
 where capacity allows. Among equal candidates an instance goes where its
 project has the fewest instances (spreading replicas of one application), then
 to the fullest host that still fits it (best fit keeps whole hosts free).
+
+A :class:`Movable` carries the cloud's placement rules for it
+(:class:`~fenix_core.placement_rules.HostLimits`): hosts a hard rule forbids
+are never chosen, and a soft rule's preference comes before all of the above.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Literal
 
 import attrs
+
+from .placement_rules import HostLimits
 
 __all__ = [
     "Blocked",
@@ -46,11 +52,13 @@ __all__ = [
 
 @attrs.frozen
 class Movable:
-    """An instance that has to leave its host."""
+    """An instance that has to leave its host, with the cloud's rules on where
+    it may go (``limits``)."""
 
     instance_id: str
     project_id: str
     vcpus: int
+    limits: HostLimits = attrs.field(factory=HostLimits)
 
 
 @attrs.frozen
@@ -85,14 +93,15 @@ def choose_target(
     ``free`` / ``load`` override the slots' own figures (used while planning
     several moves at once).
     """
-    best: tuple[bool, int, int, str] | None = None
+    best: tuple[int, bool, int, int, str] | None = None
     best_host: str | None = None
     for slot in slots:
         slot_free = free[slot.host] if free is not None and slot.host in free else slot.free
-        if not _fits(slot_free, item.vcpus):
+        if not _fits(slot_free, item.vcpus) or not item.limits.allows(slot.host):
             continue
         project_load = (load or {}).get(slot.host, slot.project_load)
         key = (
+            item.limits.penalty.get(slot.host, 0),
             not slot.stays,
             project_load.get(item.project_id, 0),
             slot_free if slot_free is not None else 1 << 30,

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 
 from .constraints import CloudConstraints, ConstraintSet, GroupConstraints
 from .model import ACTION_TYPES, ActionSpec, Instance, SessionRequest
+from .placement_rules import PlacementRule
 from .states import (
     DONE_HOST_STATES,
     FINAL_SESSION_STATES,
@@ -534,6 +535,7 @@ def _cloud_constraints(data: Any) -> CloudConstraints:
     return CloudConstraints(
         groups=tuple(GroupConstraints.from_dict(g) for g in data.get("groups", ())),
         members=dict(data.get("members", {})),
+        placement=tuple(PlacementRule.from_dict(r) for r in data.get("placement", ())),
     )
 
 

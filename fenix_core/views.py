@@ -8,6 +8,7 @@ from datetime import datetime
 from .controls import Ledger, estimate_end
 from .model import (
     HostView,
+    IgnoredConstraint,
     InstanceView,
     OperationView,
     Progress,
@@ -96,6 +97,7 @@ def build_session_view(
     hosts: Sequence[HostRow],
     projects: Sequence[ProjectRow],
     now: datetime | None = None,
+    ignored: Sequence[IgnoredConstraint] = (),
 ) -> SessionView:
     data = row.data or {}
     final = row.state in {s.value for s in FINAL_SESSION_STATES}
@@ -126,6 +128,7 @@ def build_session_view(
         waiting=None if final else (data.get("ctl_waiting") or {}).get("reason"),
         stuck=_stuck(row),
         progress=build_progress(row, hosts, now or row.updated_at),
+        ignored_constraints=tuple(ignored),
     )
 
 

@@ -141,10 +141,7 @@ class KubernetesDriver:
     def _instance(self, pod: V1Pod) -> Instance:
         assert pod.metadata is not None
         assert pod.spec is not None
-        labels = pod.metadata.labels or {}
-        project = str(pod.metadata.namespace)
-        if self.project_label is not None:
-            project = labels.get(self.project_label, project)
+        project = self._project_of(pod)
         owner = controller_of(pod)
         return Instance(
             instance_id=instance_id(pod),
@@ -161,14 +158,37 @@ class KubernetesDriver:
         )
 
     def locate(self, instance_id: str) -> str | None:
-        namespace, name = self._split(instance_id)
+        pod = self._read_pod(*self._split(instance_id))
+        if pod is None:
+            return None
+        return pod.spec.node_name if pod.spec else None
+
+    def _read_pod(self, namespace: str, name: str) -> V1Pod | None:
         try:
-            pod = self.core.read_namespaced_pod(name, namespace)
+            return self.core.read_namespaced_pod(name, namespace)
         except ApiException as exc:
             if exc.status == 404:
                 return None
-            raise self._error(f"reading pod {instance_id}", exc) from None
-        return pod.spec.node_name if pod.spec else None
+            raise self._error(f"reading pod {namespace}/{name}", exc) from None
+
+    def instance_owner(self, instance_id: str) -> str | None:
+        """The project of the pod (its namespace, or its ``project_label``);
+        None when the pod does not exist or is not a maintained instance."""
+        try:
+            namespace, name = split_instance_id(instance_id)
+        except ValueError:
+            return None  # not a pod id: no such instance
+        pod = self._read_pod(namespace, name)
+        if pod is None or pod.metadata is None or not is_instance(pod):
+            return None
+        return self._project_of(pod)
+
+    def _project_of(self, pod: V1Pod) -> str:
+        assert pod.metadata is not None
+        project = str(pod.metadata.namespace)
+        if self.project_label is not None:
+            project = (pod.metadata.labels or {}).get(self.project_label, project)
+        return project
 
     def allowed_actions(self) -> Sequence[str]:
         return [InstanceAction.EVICT.value, InstanceAction.OWN_ACTION.value]

@@ -1,12 +1,16 @@
-"""Default group constraints from Nova server groups.
+"""What Nova server groups tell the engine.
 
-A server group with the ``anti-affinity`` policy says its members must never
-share a host; maintenance then must not take more than one member out at a
-time either. Each such group becomes a
-:class:`~fenix_core.constraints.GroupConstraints` with anti-affinity, at most
-one member per host and one impacted member at a time. ``soft-anti-affinity``,
-``affinity`` and ``soft-affinity`` groups give no constraint (the scheduler
-may already have broken them; the project can set its own).
+Every server group with a member among the instances becomes a
+:class:`~fenix_core.placement_rules.PlacementRule`: Nova's scheduler enforces
+``anti-affinity`` (with its ``max_server_per_host`` rule, 2.64+) and
+``affinity`` on every move, also on a requested host, and weighs by the soft
+policies; the rolling workflow keeps these when it picks a target.
+
+A hard ``anti-affinity`` group also gives default ETSI group constraints to
+the constraint-aware workflow: at most ``max_server_per_host`` members per
+host (``anti_affinity_group`` when that is 1) and one impacted member at a
+time. The other policies give no group constraint (the project can set its
+own).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from collections.abc import Iterable, Set
 from typing import Any
 
 from fenix_core.constraints import CloudConstraints, GroupConstraints
+from fenix_core.placement_rules import POLICIES, PlacementRule
 
 __all__ = ["server_group_constraints"]
 
@@ -27,25 +32,43 @@ def _policy(group: Any) -> str | None:
     return str(policies[0]) if policies else None
 
 
+def _max_per_host(group: Any) -> int:
+    rules = group.rules or {}
+    return int(rules.get("max_server_per_host") or 1)
+
+
 def server_group_constraints(groups: Iterable[Any], instance_ids: Set[str]) -> CloudConstraints:
-    """Constraints of the anti-affinity groups with members among ``instance_ids``."""
+    """The rules of the server groups with members among ``instance_ids``."""
     found: list[GroupConstraints] = []
     members: dict[str, str] = {}
+    placement: list[PlacementRule] = []
     for group in groups:
-        if _policy(group) != "anti-affinity":
+        policy = _policy(group)
+        all_members = [str(m) for m in group.member_ids or []]
+        ours = [m for m in all_members if m in instance_ids]
+        if policy not in POLICIES or not ours:
             continue
-        ours = [m for m in group.member_ids or [] if m in instance_ids]
-        if not ours:
+        limit = _max_per_host(group) if policy == "anti-affinity" else 1
+        placement.append(
+            PlacementRule(
+                group_id=str(group.id),
+                policy=policy,
+                members=tuple(all_members),
+                max_per_host=limit,
+                name=str(group.name or ""),
+            )
+        )
+        if policy != "anti-affinity":
             continue
         found.append(
             GroupConstraints(
                 group_id=str(group.id),
                 project_id=str(group.project_id),
                 group_name=str(group.name or ""),
-                anti_affinity_group=True,
-                max_instances_per_host=1,
+                anti_affinity_group=limit == 1,
+                max_instances_per_host=limit,
                 max_impacted_members=1,
             )
         )
         members.update(dict.fromkeys(ours, str(group.id)))
-    return CloudConstraints(groups=tuple(found), members=members)
+    return CloudConstraints(groups=tuple(found), members=members, placement=tuple(placement))

@@ -8,7 +8,8 @@
 * ``LIVE_MIGRATE``: live migration, block migration "auto"; ``MIGRATE``: cold
   migration, confirmed once the server is in VERIFY_RESIZE;
 * optional capabilities: :meth:`find_move` (the move recorded on the server,
-  see :mod:`.moves`) and :meth:`cloud_constraints` (anti-affinity server groups).
+  see :mod:`.moves`) and :meth:`cloud_constraints` (server groups: placement
+  rules and ETSI defaults, see :mod:`.constraints`).
 
 Every call goes through openstacksdk; the driver writes no REST by hand.
 """
@@ -25,7 +26,7 @@ from openstack import exceptions as sdk_exc
 from openstack.compute.v2.server import Server
 
 from fenix_core.constraints import CloudConstraints
-from fenix_core.errors import CloudError, PluginError
+from fenix_core.errors import CloudError, PluginError, TargetRefused
 from fenix_core.model import Host, Instance, OperationStatus
 
 from .constraints import server_group_constraints
@@ -195,6 +196,14 @@ class OpenStackDriver:
         server = self._get_server(instance_id)
         return None if server is None else server.compute_host
 
+    def instance_owner(self, instance_id: str) -> str | None:
+        """The server's project (``GET /servers/{id}``, which an admin may do
+        for any project's server); None when Nova has no such server."""
+        server = self._get_server(instance_id)
+        if server is None or server.status == "DELETED":
+            return None
+        return str(server.project_id)
+
     def allowed_actions(self) -> list[str]:
         return ["MIGRATE", "LIVE_MIGRATE", "OWN_ACTION"]
 
@@ -236,7 +245,10 @@ class OpenStackDriver:
             return handle.encode()  # deleted meanwhile: the poll reports it gone
         except sdk_exc.HttpException as exc:
             self._forget(instance_id, tag)
-            raise CloudError(
+            # 400: the scheduler refused the host (or found none); 409 and
+            # others: the server or the request, not the target.
+            error = TargetRefused if exc.status_code == 400 else CloudError
+            raise error(
                 f"nova refused {action} of {instance_id}"
                 + (f" to {target}" if target else "")
                 + f" (HTTP {exc.status_code}): {exc.details or exc}",
@@ -342,13 +354,24 @@ class OpenStackDriver:
         return next((t for t in server.tags or [] if t.startswith("fenix-move-")), None)
 
     def _forget(self, server_id: str, tag: str | None) -> None:
-        """Remove the move's record from the server (best effort)."""
+        """Remove the move's record from the server, best effort: cleanup never
+        masks the move's outcome. Nova refuses the removal (409) while the
+        server is in ERROR; the record then stays, naming this attempt's key
+        only, and ``find_move`` of a later attempt never reads it."""
         if tag is None:
             return
-        with contextlib.suppress(sdk_exc.NotFoundException):
-            self.conn.compute.delete_server_metadata(server_id, [tag])
-        with contextlib.suppress(sdk_exc.NotFoundException):
-            Server.new(id=server_id).remove_tag(self.conn.compute, tag)
+        try:
+            with contextlib.suppress(sdk_exc.NotFoundException):
+                self.conn.compute.delete_server_metadata(server_id, [tag])
+            with contextlib.suppress(sdk_exc.NotFoundException):
+                Server.new(id=server_id).remove_tag(self.conn.compute, tag)
+        except (sdk_exc.SDKException, keystoneauth1.exceptions.ClientException) as exc:
+            log.warning(
+                "could not remove the move record %s from server %s: %s",
+                tag,
+                server_id,
+                getattr(exc, "details", None) or exc,
+            )
 
     def _get_server(self, server_id: str) -> Server | None:
         try:

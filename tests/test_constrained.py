@@ -180,6 +180,26 @@ def test_doctor_vnf_manager_hears_the_etsi_sequence() -> None:
     assert asked == migrations_per_instance(cluster.cloud)
 
 
+def test_instances_with_constraints_are_asked_about_one_at_a_time() -> None:
+    """As Fenix's ETSI workflow did: managers written for it (the OPNFV
+    Doctor VNFM, Tacker) act on instance_ids[0] only, so each question names
+    one instance; a project without instance constraints is asked per wave."""
+    cluster = doctor_vnf()
+    view = cluster.run()
+    assert view.state == "MAINTENANCE_DONE", view.reason
+    planned = [p for p in cluster.managers["vnf"].received if p["state"] == "PLANNED_MAINTENANCE"]
+    assert [len(p["instance_ids"]) for p in planned] == [1] * len(planned)
+    assert Counter(p["instance_ids"][0] for p in planned) == migrations_per_instance(cluster.cloud)
+    assert constraint_violations(cluster.cloud, cluster.engine.constraints()) == []
+
+    layout = {"cmp-0": [("vm-0", "p", 1), ("vm-1", "p", 1)], "cmp-1": [], "cmp-2": []}
+    batched = Cluster(layout, managed=("p",))
+    batched.engine.set_group_constraints(group("g", "p", max_impacted_members=2))
+    assert batched.run().state == "MAINTENANCE_DONE"
+    asked = [p["instance_ids"] for _, p in batched.planned if p["state"] == "PLANNED_MAINTENANCE"]
+    assert sorted(asked[0]) == ["vm-0", "vm-1"]
+
+
 def test_unconstrained_instances_follow_the_project_default_one_at_a_time() -> None:
     layout = {f"cmp-{h}": [(f"vm-{h}-{k}", "p", 1) for k in range(2)] for h in range(4)}
     cluster = Cluster(layout)

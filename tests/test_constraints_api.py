@@ -23,7 +23,7 @@ from fenix_core.constraints import (
     InstanceConstraints,
     implicit_group_id,
 )
-from fenix_core.errors import Forbidden, InvalidInput, NotFound
+from fenix_core.errors import Conflict, Forbidden, InvalidInput, NotFound
 from fenix_core.store.schema import (
     ConstraintRevisionRow,
     GroupConstraintRow,
@@ -110,6 +110,16 @@ def test_instance_from_dict_round_trips() -> None:
     assert value.to_dict() == INSTANCE
     assert InstanceConstraints.from_dict(value.to_dict()) == value
     assert InstanceConstraints.from_dict(value) is value
+
+
+@pytest.mark.parametrize(
+    ("sent", "stored"), [("MIGRATION", "MIGRATE"), ("LIVE_MIGRATION", "LIVE_MIGRATE")]
+)
+def test_older_migration_type_names_are_aliases(sent: str, stored: str) -> None:
+    """The OPNFV Doctor VNFM and early Fenix clients send these names."""
+    value = InstanceConstraints.from_dict({**INSTANCE, "migration_type": sent})
+    assert value.migration_type == stored
+    assert value.to_dict()["migration_type"] == stored
 
 
 def test_from_dict_defaults_and_nulls() -> None:
@@ -278,39 +288,59 @@ def test_a_project_cannot_act_for_another(engine: Engine) -> None:
     engine.set_group_constraints(GROUP)
     engine.set_instance_constraints(INSTANCE)
     before = snapshot(engine)
-    calls: list[Callable[[], object]] = [
+    writes: list[Callable[[], object]] = [
         lambda: engine.set_group_constraints(group("new", "pa"), project_id="pb"),
         lambda: engine.set_group_constraints(GROUP, project_id="pb"),
         lambda: engine.set_instance_constraints(instance("a-9", "pa"), project_id="pb"),
         lambda: engine.set_instance_constraints(
             instance("a-9", "pa", "g9"), group=group("g9", "pa"), project_id="pb"
         ),
+    ]
+    for call in writes:
+        with pytest.raises(Forbidden) as caught:
+            call()
+        assert caught.value.project_id == "pb"
+        assert "pa" not in str(caught.value)
+        assert snapshot(engine) == before
+    # Reading or deleting pa's ids answers as for ids nobody holds.
+    probes: list[Callable[[], object]] = [
         lambda: engine.get_group_constraints("web", project_id="pb"),
         lambda: engine.get_instance_constraints("a-1", project_id="pb"),
         lambda: engine.delete_group_constraints("web", project_id="pb"),
         lambda: engine.delete_instance_constraints("a-1", project_id="pb"),
     ]
-    for call in calls:
-        with pytest.raises(Forbidden) as caught:
+    for call in probes:
+        with pytest.raises(NotFound) as missing:
             call()
-        assert caught.value.project_id == "pb"
+        assert "pa" not in str(missing.value)
         assert snapshot(engine) == before
+    with pytest.raises(NotFound) as nobody:
+        engine.get_group_constraints("nobody-has-it", project_id="pb")
+    with pytest.raises(NotFound) as held:
+        engine.get_group_constraints("web", project_id="pb")
+    assert str(nobody.value).replace("nobody-has-it", "web") == str(held.value)
     assert engine.get_group_constraints("web") == GroupConstraints.from_dict(GROUP)
 
 
-def test_a_group_or_instance_owned_by_another_project_cannot_be_replaced(engine: Engine) -> None:
+def test_a_project_writing_an_id_another_holds_gets_its_own_row(engine: Engine) -> None:
     engine.set_group_constraints(GROUP)
     engine.set_instance_constraints(instance("a-1", "pa"))
-    before = snapshot(engine)
-    # Neither the admin nor the other project can take them over.
-    for acting in (None, "pb"):
-        with pytest.raises(Forbidden):
-            engine.set_group_constraints(group("web", "pb"), project_id=acting)
-        with pytest.raises(Forbidden):
-            engine.set_instance_constraints(instance("a-1", "pb"), project_id=acting)
-        assert snapshot(engine) == before
+    theirs = (engine.get_group_constraints("web"), engine.get_instance_constraints("a-1"))
+    # pb (and the admin writing for pb) write pb's own rows; pa's stay as they were.
+    engine.set_group_constraints(group("web", "pb", max_impacted_members=5), project_id="pb")
+    engine.set_instance_constraints(instance("a-1", "pb", lead_time=7), project_id="pb")
+    engine.set_group_constraints(group("web", "pb", max_impacted_members=6))
+    assert engine.get_group_constraints("web", project_id="pa") == theirs[0]
+    assert engine.get_instance_constraints("a-1", project_id="pa") == theirs[1]
+    assert engine.get_group_constraints("web", project_id="pb").max_impacted_members == 6
+    # pa is never locked out of its own ids.
+    engine.set_group_constraints({**GROUP, "max_impacted_members": 4}, project_id="pa")
+    assert engine.get_group_constraints("web", project_id="pa").max_impacted_members == 4
+    # The admin must say whose row it means when two projects hold an id.
+    with pytest.raises(Conflict):
+        engine.get_group_constraints("web")
+    engine.delete_group_constraints("web", project_id="pb")
     assert engine.get_group_constraints("web").project_id == "pa"
-    assert engine.get_instance_constraints("a-1").project_id == "pa"
 
 
 def test_an_instance_cannot_join_another_projects_group(engine: Engine) -> None:
@@ -354,12 +384,14 @@ def test_group_created_in_the_same_call_is_written_with_the_instance(engine: Eng
 def test_the_failing_half_of_a_combined_call_writes_neither(engine: Engine) -> None:
     engine.set_group_constraints(group("web", "pb"))
     before = snapshot(engine)
-    # The group is fine, the instance's group belongs to pb: nothing written.
+    # The group is fine, the instance's group is pb's, not pa's: nothing written.
     with pytest.raises(InvalidInput):
         engine.set_instance_constraints(instance("a-1", "pa", "web"), group=group("new", "pa"))
-    # The instance is fine, the group is pb's: nothing written.
+    # The instance is fine, the group is another project's: nothing written.
     with pytest.raises(Forbidden):
-        engine.set_instance_constraints(instance("a-1", "pa"), group=group("web", "pa"))
+        engine.set_instance_constraints(
+            instance("a-1", "pa"), group=group("web", "pb"), project_id="pa"
+        )
     assert snapshot(engine) == before
 
 
@@ -375,13 +407,13 @@ def test_an_instance_seen_in_a_session_belongs_to_the_clouds_project(
     engine.set_group_constraints(group("gb", "pb"))
     before = snapshot(engine)
     for acting in (None, "pb"):
-        with pytest.raises(Forbidden):
+        with pytest.raises(NotFound):
             engine.set_instance_constraints(instance("a-1", "pb"), project_id=acting)
-        with pytest.raises(Forbidden):
+        with pytest.raises(NotFound):
             engine.set_instance_constraints(instance("a-1", "pb", "gb"), project_id=acting)
         assert snapshot(engine) == before
     for acting in (None, "pa"):
-        with pytest.raises(Forbidden):
+        with pytest.raises(NotFound):
             engine.set_instance_constraints(instance("b-1", "pa"), project_id=acting)
     assert snapshot(engine) == before
     # The real owners may.
@@ -437,9 +469,9 @@ def test_constraints_persist_and_every_engine_sees_changes(
         b.delete_group_constraints("web")
         assert a.constraints().group_id_of("a-1", "pa") == implicit_group_id("pa")
         b.delete_instance_constraints("a-1")
-        assert a.constraints().instance("a-1") is None
+        assert a.constraints().instance("a-1", "pa") is None
         a.set_instance_constraints(instance("a-2", "pa"))
-        assert b.constraints().instance("a-2") is not None
+        assert b.constraints().instance("a-2", "pa") is not None
 
 
 def test_constraints_are_cached_between_changes(engine: Engine) -> None:
@@ -449,7 +481,7 @@ def test_constraints_are_cached_between_changes(engine: Engine) -> None:
     engine.set_group_constraints(group("db", "pa"))
     second = engine.constraints()
     assert second is not first
-    assert set(second.groups) == {"db", "web"}
+    assert set(second.groups) == {("pa", "db"), ("pa", "web")}
 
 
 # --------------------------------------------------------------------------- implicit groups
@@ -521,11 +553,7 @@ def resolved(
     instances: Sequence[InstanceConstraints] = (),
     cloud: CloudConstraints | None = None,
 ) -> ConstraintSet:
-    return ConstraintSet(
-        groups={g.group_id: g for g in groups},
-        instances={i.instance_id: i for i in instances},
-        cloud=cloud or CloudConstraints(),
-    )
+    return ConstraintSet.of(groups, instances, cloud=cloud or CloudConstraints())
 
 
 CLOUD = CloudConstraints(

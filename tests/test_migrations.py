@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pg_server
 import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
@@ -165,3 +166,78 @@ def test_each_downgrade_undoes_its_upgrade(db: Engine, revision: str) -> None:
             for t in inspect(connection).get_table_names()
         }
     assert shape_after == shape_before
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[pg_server.PostgresServer | None]:
+    if pg_server.unavailable() is not None:
+        yield None
+        return
+    yield from pg_server.server()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_db(
+    request: pytest.FixtureRequest, db: Engine, postgres: pg_server.PostgresServer | None
+) -> Iterator[Engine]:
+    if request.param == "sqlite":
+        yield db
+        return
+    if postgres is None:
+        pytest.skip(f"no PostgreSQL server: {pg_server.unavailable()}")
+    engine = open_database(postgres.new_database())
+    yield engine
+    engine.dispose()
+
+
+def test_0006_keeps_constraints_and_lets_two_projects_hold_one_id(any_db: Engine) -> None:
+    db = any_db
+    alembic(db, "upgrade", "0005")
+    reflected = MetaData()
+    reflected.reflect(db)
+    groups, instances = (
+        reflected.tables["group_constraints"],
+        reflected.tables["instance_constraints"],
+    )
+    group_row = {
+        "group_id": "web",
+        "project_id": "pa",
+        "group_name": "",
+        "anti_affinity_group": False,
+        "max_instances_per_host": 0,
+        "max_impacted_members": 2,
+        "recovery_time": 0,
+        "resource_mitigation": False,
+        "updated_at": T0,
+    }
+    instance_row = {
+        "instance_id": "vm-1",
+        "project_id": "pa",
+        "group_id": "web",
+        "instance_name": "",
+        "max_interruption_time": None,
+        "migration_type": None,
+        "resource_mitigation": False,
+        "lead_time": 5,
+        "updated_at": T0,
+    }
+    with db.begin() as connection:
+        connection.execute(groups.insert().values(**group_row))
+        connection.execute(instances.insert().values(**instance_row))
+    alembic(db, "upgrade", "0006")
+    with db.begin() as connection:
+        # The same ids under another project: a row of its own, not a clash.
+        connection.execute(groups.insert().values(**{**group_row, "project_id": "pb"}))
+        connection.execute(instances.insert().values(**{**instance_row, "project_id": "pb"}))
+        kept = connection.execute(
+            select(instances.c.project_id, instances.c.lead_time).order_by(instances.c.project_id)
+        ).all()
+    assert [tuple(r) for r in kept] == [("pa", 5), ("pb", 5)]
+    assert inspect(db).get_pk_constraint("instance_constraints")["constrained_columns"] == [
+        "project_id",
+        "instance_id",
+    ]
+    assert inspect(db).get_pk_constraint("group_constraints")["constrained_columns"] == [
+        "project_id",
+        "group_id",
+    ]

@@ -511,3 +511,25 @@ def test_state_file_setup_before_clock_then_reload(tmp_path: Path) -> None:
     assert reloaded.instances_on("c0") == ["vm-1"]
     reloaded.add_instance("vm-2", project_id="p1", host="c0")
     assert [e.kind for e in reloaded.events] == ["instance_added"]
+
+
+def test_reloaded_cloud_records_from_the_engine_with_its_baseline(tmp_path: Path) -> None:
+    """What ``fenix-api --simulated-cloud`` serves: a cloud built in one
+    process, loaded again in another, then attached to an engine."""
+    path = tmp_path / "cloud.json"
+    setup = SimulatedCloud(state_path=path)
+    setup.add_host("c0", vcpus=8)
+    setup.add_host("c1", vcpus=8)
+    setup.add_instance("vm-1", project_id="p1", host="c0")
+    served = SimulatedCloud(state_path=path)  # no clock, no engine yet
+    served.add_instance("vm-2", project_id="p1", host="c1")  # still setup
+    assert served.events == []
+    clock = SimClock(start=T0)
+    served.fenix_cloud_driver(clock=clock)  # the engine attaches
+    assert served.baseline == {"vm-1": "c0", "vm-2": "c1"}
+    served.disable_host("c0", "maintenance")
+    assert violations(served) == [f"{T0.isoformat()}: c0 disabled while holding vm-1"]
+    # A third process resuming on the file keeps that baseline and the events.
+    resumed = SimulatedCloud(state_path=path, clock=clock)
+    assert resumed.baseline == served.baseline
+    assert violations(resumed) == violations(served)

@@ -39,6 +39,8 @@ DEFAULT_MAX_BODY = 1 << 20
 #: Fenix workflow names that have a fenix-core equivalent under another name.
 _WORKFLOW_ALIASES = {"default": "rolling", "vnf": "constrained"}
 _CHOICE_STATES = ("PREPARE_MAINTENANCE", "PLANNED_MAINTENANCE")
+#: Acknowledgements of notifications that expect no reply, sent by Tacker.
+_NOTICE_ACKS = ("ACK_INSTANCE_ACTION_DONE",)
 
 
 def _identity(
@@ -129,10 +131,12 @@ def create_app(
         """Move ``maintenance_at`` or retry a failed session."""
         return _jsonable(engine.update_session(session_id, body.model_dump(exclude_unset=True)))
 
-    @app.delete("/v1/maintenance/{session_id}", status_code=204, tags=["admin"])
-    def delete_session(session_id: str, _: Admin) -> Response:
+    @app.delete("/v1/maintenance/{session_id}", tags=["admin"])
+    def delete_session(session_id: str, _: Admin) -> dict[str, Any]:
+        """Forget a session that is not running. 200 with a body, as Fenix
+        answered (Fenix-era admin tools check for 200)."""
         engine.delete_session(session_id)
-        return Response(status_code=204)
+        return {"session_id": session_id, "deleted": True}
 
     # ------------------------------------------------------------------ project
 
@@ -155,7 +159,15 @@ def create_app(
         ):
             if value is not None and value != expected:
                 raise ApiError(400, f"does not match the URL ({expected})", field=field)
-        engine.reply(session_id, project_id, body.state, _instance_actions(body))
+        if body.state in _NOTICE_ACKS:
+            # Tacker's Fenix plug-in acknowledges INSTANCE_ACTION_DONE too
+            # (Fenix stored any state): accepted, and nothing to act on.
+            engine.project_view(session_id, project_id)
+            return {"session_id": session_id, "project_id": project_id, "state": body.state}
+        actions = _instance_actions(
+            body, lambda: _pending_choice(engine.project_view(session_id, project_id))
+        )
+        engine.reply(session_id, project_id, body.state, actions)
         return {"session_id": session_id, "project_id": project_id, "state": body.state}
 
     # ------------------------------------------------------------------ constraints
@@ -168,6 +180,14 @@ def create_app(
         data.setdefault("project_id", who.project_id)
         return who.project_id
 
+    def holder(who: Identity, project_id: str | None) -> str | None:
+        """Whose row a GET/DELETE means: the caller's project; an admin may
+        name one with ``?project_id=`` (needed when two projects hold the id)."""
+        if project_id is not None:
+            own_project(who, project_id)
+            return project_id
+        return who.acting_project()
+
     def path_id(data: dict[str, Any], field: str, value: str) -> None:
         if data.setdefault(field, value) != value:
             raise ApiError(400, f"does not match the URL ({value})", field=field)
@@ -177,8 +197,10 @@ def create_app(
         return [c.to_dict() for c in engine.list_instance_constraints(who.acting_project())]
 
     @app.get("/v1/instance/{instance_id}", tags=["constraints"])
-    def get_instance(instance_id: str, who: Caller) -> dict[str, Any]:
-        value = engine.get_instance_constraints(instance_id, project_id=who.acting_project())
+    def get_instance(
+        instance_id: str, who: Caller, project_id: str | None = None
+    ) -> dict[str, Any]:
+        value = engine.get_instance_constraints(instance_id, project_id=holder(who, project_id))
         return value.to_dict()
 
     @app.put("/v1/instance/{instance_id}", tags=["constraints"])
@@ -189,8 +211,8 @@ def create_app(
         return engine.set_instance_constraints(data, project_id=project).to_dict()
 
     @app.delete("/v1/instance/{instance_id}", status_code=204, tags=["constraints"])
-    def delete_instance(instance_id: str, who: Caller) -> Response:
-        engine.delete_instance_constraints(instance_id, project_id=who.acting_project())
+    def delete_instance(instance_id: str, who: Caller, project_id: str | None = None) -> Response:
+        engine.delete_instance_constraints(instance_id, project_id=holder(who, project_id))
         return Response(status_code=204)
 
     @app.get("/v1/instance_group", tags=["constraints"])
@@ -198,8 +220,8 @@ def create_app(
         return [c.to_dict() for c in engine.list_group_constraints(who.acting_project())]
 
     @app.get("/v1/instance_group/{group_id}", tags=["constraints"])
-    def get_group(group_id: str, who: Caller) -> dict[str, Any]:
-        return engine.get_group_constraints(group_id, project_id=who.acting_project()).to_dict()
+    def get_group(group_id: str, who: Caller, project_id: str | None = None) -> dict[str, Any]:
+        return engine.get_group_constraints(group_id, project_id=holder(who, project_id)).to_dict()
 
     @app.put("/v1/instance_group/{group_id}", tags=["constraints"])
     def put_group(group_id: str, body: GroupBody, who: Caller) -> dict[str, Any]:
@@ -209,8 +231,8 @@ def create_app(
         return engine.set_group_constraints(data, project_id=project).to_dict()
 
     @app.delete("/v1/instance_group/{group_id}", status_code=204, tags=["constraints"])
-    def delete_group(group_id: str, who: Caller) -> Response:
-        engine.delete_group_constraints(group_id, project_id=who.acting_project())
+    def delete_group(group_id: str, who: Caller, project_id: str | None = None) -> Response:
+        engine.delete_group_constraints(group_id, project_id=holder(who, project_id))
         return Response(status_code=204)
 
     # ------------------------------------------------------------------ subscriptions
@@ -245,7 +267,10 @@ def create_app(
     return app
 
 
-def _instance_actions(body: ProjectReplyBody) -> dict[str, str]:
+def _instance_actions(body: ProjectReplyBody, pending: Callable[[], list[str]]) -> dict[str, str]:
+    """The reply's instance actions. ``instance_action`` without
+    ``instance_ids`` (as the OPNFV Doctor VNFM and Tacker's Fenix plug-in
+    answer) is for the instances the pending question named: ``pending()``."""
     if body.instance_action is None:
         return dict(body.instance_actions or {})
     if body.instance_actions:
@@ -254,21 +279,30 @@ def _instance_actions(body: ProjectReplyBody) -> dict[str, str]:
             "give instance_actions, or instance_ids with instance_action",
             field="instance_action",
         )
-    if not body.instance_ids:
+    if body.instance_ids:
+        return dict.fromkeys(body.instance_ids, body.instance_action)
+    if body.state.partition("_")[2] not in _CHOICE_STATES:
         raise ApiError(
-            400, "instance_action needs the instance_ids it is for", field="instance_ids"
+            400,
+            "only a reply to PREPARE_MAINTENANCE or PLANNED_MAINTENANCE carries an instance_action",
+            field="instance_action",
         )
-    return dict.fromkeys(body.instance_ids, body.instance_action)
+    # No question pending: the engine says why the reply is not awaited.
+    return dict.fromkeys(pending(), body.instance_action)
+
+
+def _pending_choice(view: ProjectView) -> list[str]:
+    """The instances a pending PREPARE/PLANNED_MAINTENANCE question is about
+    (none when the project is not being asked to choose actions)."""
+    if view.state in _CHOICE_STATES and view.reply_at is not None:
+        return [i.instance_id for i in view.instances if i.state == InstanceState.ACTION_REQUESTED]
+    return []
 
 
 def _asked_about(view: ProjectView) -> list[str]:
     """While a project chooses instance actions, the instances it is asked
     about; otherwise all of its instances in the session (as Fenix listed)."""
-    if view.state in _CHOICE_STATES and view.reply_at is not None:
-        asked = [i.instance_id for i in view.instances if i.state == InstanceState.ACTION_REQUESTED]
-        if asked:
-            return asked
-    return list(view.instance_ids)
+    return _pending_choice(view) or list(view.instance_ids)
 
 
 def _jsonable(view: SessionView | ProjectView) -> dict[str, Any]:

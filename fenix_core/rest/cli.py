@@ -25,7 +25,7 @@ from typing import Any
 
 from ..engine import Engine
 from ..errors import FenixError
-from .auth import TokenAuthenticator
+from .auth import Authenticator, TokenAuthenticator
 from .service import FenixService
 
 __all__ = ["main", "parser"]
@@ -36,10 +36,23 @@ def parser() -> argparse.ArgumentParser:
         prog="fenix-api", description="Fenix v1 compatible maintenance API over fenix-core."
     )
     p.add_argument("--database-url", default="sqlite:///fenix.db", help="SQLAlchemy URL")
-    p.add_argument(
+    auth = p.add_mutually_exclusive_group(required=True)
+    auth.add_argument(
         "--token-file",
-        required=True,
         help='JSON: {"admin": [token, ...], "projects": {token: project_id, ...}}',
+    )
+    auth.add_argument(
+        "--keystone-cloud",
+        metavar="CLOUD",
+        help="validate Keystone tokens with the service credentials of this clouds.yaml "
+        "entry ('envvars': the OS_* variables); needs the openstack extra",
+    )
+    p.add_argument(
+        "--admin-role",
+        action="append",
+        metavar="ROLE",
+        help="with --keystone-cloud: a Keystone role that makes a token the admin "
+        "(repeatable; default: admin)",
     )
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=12347, help="0 picks a free port")
@@ -66,6 +79,19 @@ def _load_plugin(spec: str) -> Any:
     return factory()
 
 
+def _authenticator(args: argparse.Namespace) -> Authenticator:
+    if args.token_file is not None:
+        if args.admin_role:
+            raise SystemExit("--admin-role applies to --keystone-cloud only")
+        return TokenAuthenticator.from_file(args.token_file)
+    from .keystone import from_cloud_config
+
+    try:
+        return from_cloud_config(args.keystone_cloud, admin_roles=args.admin_role or ("admin",))
+    except Exception as exc:  # openstack's config errors have no common base to name
+        raise SystemExit(f"fenix-api: --keystone-cloud {args.keystone_cloud}: {exc}") from None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
@@ -75,7 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         plugins.append(SimulatedCloud(state_path=args.simulated_cloud))
     try:
-        authenticator = TokenAuthenticator.from_file(args.token_file)
+        authenticator = _authenticator(args)
         engine = Engine(database_url=args.database_url, plugins=plugins)
         service = FenixService(
             engine,

@@ -82,7 +82,10 @@ class InstanceBody(_Body):
     group_id: str | None = None
     instance_name: str | None = None
     max_interruption_time: int | None = None
-    migration_type: Literal["LIVE_MIGRATE", "MIGRATE", "OWN_ACTION", "EVICT"] | None = None
+    migration_type: (
+        Literal["LIVE_MIGRATE", "MIGRATE", "OWN_ACTION", "EVICT", "MIGRATION", "LIVE_MIGRATION"]
+        | None
+    ) = Field(None, description='"MIGRATION" and "LIVE_MIGRATION" (older clients) are aliases')
     resource_mitigation: bool | None = None
     lead_time: int | None = None
 

@@ -8,6 +8,12 @@ exponential back-off with jitter (so that many senders do not hammer a
 recovering endpoint in step), for up to ``max_age``; the POSTs queued behind
 it wait. A 4xx other than 408/429 is final (``rejected``): the endpoint says
 the request itself is wrong, and retrying would block its queue forever.
+
+An *informational* POST (a project notification that expects no reply) is
+tried ``informational_attempts`` times at most, then ``dropped``: the
+questions queued behind it must not wait a day because a manager fails on a
+notification it does not care about. (AODH, which delivered Fenix's
+notifications, did not retry a failed POST at all.)
 """
 
 from __future__ import annotations
@@ -21,7 +27,8 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 
-from .webhooks import DELIVERED, EXPIRED, REJECTED, Delivery, WebhookOutbox
+from ..errors import InvalidInput
+from .webhooks import DELIVERED, DROPPED, EXPIRED, REJECTED, Delivery, WebhookOutbox
 
 __all__ = ["WebhookSender"]
 
@@ -36,8 +43,10 @@ class WebhookSender:
     ``base_delay`` / ``max_delay``: the back-off after the n-th failure is
     drawn from [d/2, d] with d = min(max_delay, base_delay * 2**(n-1)).
     ``timeout``: seconds per POST. ``max_age``: a POST still undelivered this
-    long after it was queued is given up (``expired``). ``headers`` are added
-    to every POST (e.g. a token the receivers check).
+    long after it was queued is given up (``expired``).
+    ``informational_attempts``: how many times an informational POST is tried
+    before it is ``dropped``. ``headers`` are added to every POST (e.g. a
+    token the receivers check).
     """
 
     def __init__(
@@ -49,6 +58,7 @@ class WebhookSender:
         base_delay: float = 1.0,
         max_delay: float = 60.0,
         max_age: timedelta = timedelta(days=1),
+        informational_attempts: int = 3,
         workers: int = 4,
         headers: dict[str, str] | None = None,
         rng: random.Random | None = None,
@@ -60,6 +70,11 @@ class WebhookSender:
         self.base_delay = base_delay
         self.max_delay = max_delay
         self.max_age = max_age
+        if isinstance(informational_attempts, bool) or not (
+            isinstance(informational_attempts, int) and informational_attempts >= 1
+        ):
+            raise InvalidInput("informational_attempts", "must be an integer >= 1")
+        self.informational_attempts = informational_attempts
         self.headers = dict(headers or {})
         self._rng = rng or random.Random()
         self._now = now or (lambda: datetime.now(UTC))
@@ -166,6 +181,16 @@ class WebhookSender:
             )
             self.outbox.finish(delivery.id, EXPIRED, error)
             return EXPIRED
+        if delivery.informational and delivery.attempts + 1 >= self.informational_attempts:
+            log.warning(
+                "informational webhook to %s failed %d times (%s); dropped so that the "
+                "POSTs behind it go out",
+                delivery.url,
+                delivery.attempts + 1,
+                error,
+            )
+            self.outbox.finish(delivery.id, DROPPED, error)
+            return DROPPED
         delay = self.backoff(delivery.attempts + 1)
         log.warning("webhook to %s failed (%s); retry in %.2f s", delivery.url, error, delay)
         self.outbox.retry_later(delivery.id, now + timedelta(seconds=delay), error)

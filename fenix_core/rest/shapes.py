@@ -9,10 +9,14 @@ Two shapes, as a subscription chooses:
   the payload's fields are ``reason_data.event.traits`` as
   ``[name, type, value]`` triples.
 
-In both, ``instance_ids`` and ``reply_url`` of ``maintenance.planned`` are URLs
-of this API (``GET`` lists the instances, ``PUT`` replies), as Fenix sent them;
-for ``INSTANCE_ACTION_DONE`` ``instance_ids`` is the single instance id, as in
-Fenix.
+In both, ``reply_url`` of ``maintenance.planned`` is a URL of this API
+(``PUT`` replies there). ``instance_ids`` is what Fenix and its managers
+used: for the project-wide questions (``MAINTENANCE``, ``SCALE_IN``,
+``MAINTENANCE_COMPLETE``) the same URL (``GET`` lists the instances); for the
+states about particular instances (``PREPARE_MAINTENANCE``,
+``PLANNED_MAINTENANCE``, ``INSTANCE_ACTION_DONE``, ``ADMIN_ACTION_DONE``) the
+list of their ids, which managers written for Fenix (the OPNFV Doctor VNFM,
+Tacker's Fenix plug-in) read as ``instance_ids[0]``.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from typing import Any, Literal
 __all__ = [
     "BODY_SHAPES",
     "EVENT_TYPES",
+    "LINKED_STATES",
     "PROJECT_EVENT_TYPES",
     "BodyShape",
     "event_alarm_body",
@@ -42,6 +47,9 @@ EVENT_TYPES: Mapping[str, str] = {
 #: What a project may subscribe to: Fenix's name, and the name Tacker's
 #: event alarm listens to for the same notification.
 PROJECT_EVENT_TYPES = ("maintenance.planned", "maintenance.scheduled")
+#: ``maintenance.planned`` states whose ``instance_ids`` is the URL listing the
+#: project's instances, as Fenix sent them; the others carry the list itself.
+LINKED_STATES = frozenset({"MAINTENANCE", "SCALE_IN", "MAINTENANCE_COMPLETE"})
 BodyShape = Literal["fenix", "event_alarm"]
 BODY_SHAPES: tuple[BodyShape, ...] = ("fenix", "event_alarm")
 
@@ -61,11 +69,10 @@ def fenix_body(signal: str, payload: Mapping[str, Any], public_url: str) -> dict
     if signal != "maintenance_planned":
         return body
     url = project_url(public_url, str(payload["session_id"]), str(payload["project_id"]))
-    ids = list(payload.get("instance_ids") or [])
-    if payload.get("state") == "INSTANCE_ACTION_DONE" and len(ids) == 1:
-        body["instance_ids"] = ids[0]
-    else:
+    if payload.get("state") in LINKED_STATES:
         body["instance_ids"] = url
+    else:
+        body["instance_ids"] = list(payload.get("instance_ids") or [])
     body["reply_url"] = url
     return body
 

@@ -13,6 +13,12 @@ notification it writes one row per destination into the ``webhooks`` table
 Because the rows are written before the engine marks a notification
 delivered, and ``(url, session_id, seq)`` is unique, every notification is
 queued exactly once per destination, also across a crash and restart.
+
+A project notification that expects no reply (``reply_at`` null:
+INSTANCE_ACTION_DONE, ADMIN_ACTION_DONE) is queued as *informational*: the
+sender tries it only a few times, so that a manager that fails on a state it
+does not know (the OPNFV Doctor VNFM answers 500 to ADMIN_ACTION_DONE) does
+not hold back the questions queued behind it.
 """
 
 from __future__ import annotations
@@ -42,7 +48,13 @@ __all__ = ["Delivery", "WebhookOutbox", "WebhookTarget", "check_url"]
 
 log = logging.getLogger("fenix_core.rest")
 
-PENDING, DELIVERED, REJECTED, EXPIRED = "pending", "delivered", "rejected", "expired"
+PENDING, DELIVERED, REJECTED, EXPIRED, DROPPED = (
+    "pending",
+    "delivered",
+    "rejected",
+    "expired",
+    "dropped",
+)
 
 
 @attrs.frozen
@@ -72,6 +84,7 @@ class Delivery:
     state: str
     last_error: str | None
     created_at: datetime
+    informational: bool = False
 
 
 def check_url(value: object, field: str = "url") -> str:
@@ -154,13 +167,17 @@ class WebhookOutbox:
         event_type = EVENT_TYPES[signal]
         body = fenix_body(signal, payload, self.public_url)
         items: list[tuple[str, str, dict[str, Any]]] = []
+        informational = False
         if signal == "maintenance_planned":
+            informational = payload.get("reply_at") is None
             target = self._target_row(str(payload["project_id"]))
             if target is not None:
                 items.append((target.url, target.event_type, self._shape(target, body)))
         else:
             items += [(url, event_type, body) for url in self.admin_urls.get(event_type, ())]
-        added = self._insert(str(payload["session_id"]), int(payload["seq"]), items)
+        added = self._insert(
+            str(payload["session_id"]), int(payload["seq"]), items, informational=informational
+        )
         if added:
             for callback in self._on_queued:
                 callback()
@@ -173,7 +190,12 @@ class WebhookOutbox:
         return body
 
     def _insert(
-        self, session_id: str, seq: int, items: Iterable[tuple[str, str, dict[str, Any]]]
+        self,
+        session_id: str,
+        seq: int,
+        items: Iterable[tuple[str, str, dict[str, Any]]],
+        *,
+        informational: bool,
     ) -> int:
         added = 0
         now = _now()
@@ -197,6 +219,7 @@ class WebhookOutbox:
                         body=body,
                         state=PENDING,
                         attempts=0,
+                        informational=informational,
                         next_attempt_at=now,
                         last_error=None,
                         created_at=now,
@@ -291,7 +314,7 @@ class WebhookOutbox:
         )
 
     def finish(self, delivery_id: int, state: str, error: str | None = None) -> None:
-        """Record the end of a POST: delivered, rejected or expired."""
+        """Record the end of a POST: delivered, rejected, expired or dropped."""
         with self.engine.transaction() as orm:
             orm.execute(
                 update(WebhookRow)
@@ -342,4 +365,5 @@ def _delivery(row: WebhookRow) -> Delivery:
         state=row.state,
         last_error=row.last_error,
         created_at=row.created_at,
+        informational=row.informational,
     )

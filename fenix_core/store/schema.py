@@ -22,6 +22,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -271,12 +272,16 @@ class InboxRow(Base):
 
 
 class GroupConstraintRow(Base):
-    """An instance group's constraints (set by its project's manager)."""
+    """An instance group's constraints (set by its project's manager).
+
+    Keyed by project and group: each project names its groups for itself, so
+    no project's write can land on or lock out another project's group.
+    """
 
     __tablename__ = "group_constraints"
 
-    group_id: Mapped[str] = mapped_column(String(255), primary_key=True)
-    project_id: Mapped[str] = mapped_column(String(255), index=True)
+    project_id: Mapped[str] = mapped_column(String(255), primary_key=True, index=True)
+    group_id: Mapped[str] = mapped_column(String(255), primary_key=True, index=True)
     group_name: Mapped[str] = mapped_column(String(255))
     anti_affinity_group: Mapped[bool] = mapped_column(Boolean)
     max_instances_per_host: Mapped[int] = mapped_column(Integer)
@@ -288,12 +293,17 @@ class GroupConstraintRow(Base):
 
 class InstanceConstraintRow(Base):
     """One instance's constraints; ``group_id`` None means the project's
-    implicit group."""
+    implicit group (``group_id`` names a group of the same project).
+
+    Keyed by project and instance: a row only applies while the cloud reports
+    the instance in that project, and a row written under the wrong project
+    never locks the real owner out.
+    """
 
     __tablename__ = "instance_constraints"
 
-    instance_id: Mapped[str] = mapped_column(String(255), primary_key=True)
-    project_id: Mapped[str] = mapped_column(String(255), index=True)
+    project_id: Mapped[str] = mapped_column(String(255), primary_key=True, index=True)
+    instance_id: Mapped[str] = mapped_column(String(255), primary_key=True, index=True)
     group_id: Mapped[str | None] = mapped_column(String(255), index=True)
     instance_name: Mapped[str] = mapped_column(String(255))
     max_interruption_time: Mapped[int | None] = mapped_column(Integer)
@@ -332,9 +342,13 @@ class WebhookRow(Base):
     """A webhook POST owed to ``url``; sent in ``id`` order per ``url``.
 
     state: pending -> delivered (a 2xx answer), rejected (a 4xx other than
-    408/429: retrying would not help) or expired (undeliverable for too long).
+    408/429: retrying would not help), expired (undeliverable for too long) or
+    dropped (an ``informational`` POST that failed its few attempts).
     ``(url, session_id, seq)`` is unique, so a notification that the engine
-    delivers again after a crash is queued once.
+    delivers again after a crash is queued once. ``informational``: a
+    project notification that expects no reply (INSTANCE_ACTION_DONE,
+    ADMIN_ACTION_DONE), retried only a few times so that it never holds back
+    the questions queued behind it.
     """
 
     __tablename__ = "webhooks"
@@ -347,6 +361,7 @@ class WebhookRow(Base):
     body: Mapped[dict[str, Any]]
     state: Mapped[str] = mapped_column(String(16))
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    informational: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     next_attempt_at: Mapped[datetime]
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime]

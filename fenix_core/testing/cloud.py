@@ -117,9 +117,8 @@ class SimulatedCloud:
         self._sizes: dict[str, int] = {}
         self._owners: dict[str, str] = {}
         if self._path is not None and self._path.exists():
-            self._load()
-            self._recording = True
-        elif clock is not None:
+            self._load()  # recording as the file says: only once an engine attached
+        if clock is not None and not self._recording:
             self._start_recording()
 
     # ------------------------------------------------------------------ plug-in hook
@@ -356,6 +355,12 @@ class SimulatedCloud:
     def locate(self, instance_id: str) -> str | None:
         return self.host_of(instance_id)
 
+    def instance_owner(self, instance_id: str) -> str | None:
+        """The project of an existing instance (None: no such instance)."""
+        self._settle()
+        data = self._instances.get(instance_id)
+        return None if data is None else str(data["project_id"])
+
     def instance_is_ready(self, instance_id: str) -> bool:
         """ACTIVE again: ``ready_seconds`` after its last migration ended."""
         self._settle()
@@ -574,6 +579,7 @@ class SimulatedCloud:
             "instances": self._instances,
             "migrations": self._migrations,
             "failures": self._failures,
+            "recording": self._recording,
             "baseline": self._baseline,
             "baseline_disabled": self._baseline_disabled,
             "sizes": self._sizes,
@@ -600,6 +606,10 @@ class SimulatedCloud:
         self._failures = state["failures"]
         self._baseline = state["baseline"]
         self._baseline_disabled = state["baseline_disabled"]
+        # Files written before "recording" was kept: recording if anything was.
+        self._recording = bool(
+            state.get("recording", state["events"] or self._baseline or self._baseline_disabled)
+        )
         self._sizes = state["sizes"]
         self._owners = state.get("owners", {})
         self._removed = state.get("removed_hosts", {})

@@ -98,10 +98,11 @@ def constraint_violations(
     found: list[str] = []
 
     def group_of(instance_id: str) -> str:
-        return constraints.group_id_of(instance_id, projects.get(instance_id, ""))
+        # The key, not the id: two projects' groups of one id are two groups.
+        return constraints.group_key_of(instance_id, projects.get(instance_id, ""))
 
-    def rule(group_id: str, instance_id: str) -> Any:
-        return constraints.group(group_id, projects.get(instance_id, ""))
+    def rule(group_key: str, _instance_id: str) -> Any:
+        return constraints.group_by_key(group_key)
 
     def members_on(group_id: str, host: str) -> int:
         here = sum(1 for i, h in where.items() if h == host and group_of(i) == group_id)

@@ -30,7 +30,10 @@ from ..store.schema import HostRow, InstanceRow, OperationRow, ProjectRow, Timer
 from .controlled import SessionControls, timed_out
 from .lifecycle import TARGET_ONLY, HostLifecycle
 
-__all__ = ["Workflow"]
+__all__ = ["SCHEDULER", "Workflow"]
+
+#: The key of a refused move without a target (the cloud's scheduler chose).
+SCHEDULER = ""
 
 
 class Workflow(ABC):
@@ -225,9 +228,12 @@ class Workflow(ABC):
         groups = {g["group_id"]: g for g in known.get("groups", [])}
         groups.update({g["group_id"]: g for g in found.get("groups", [])})
         members = {**known.get("members", {}), **found.get("members", {})}
+        placement = {r["group_id"]: r for r in known.get("placement", [])}
+        placement.update({r["group_id"]: r for r in found.get("placement", [])})
         merged = {
             "groups": sorted(groups.values(), key=lambda g: g["group_id"]),
             "members": members,
+            "placement": sorted(placement.values(), key=lambda r: r["group_id"]),
         }
         if merged != known:
             s.set_data(cloud_constraints=merged)
@@ -453,6 +459,7 @@ class Workflow(ABC):
                 if inst.state == InstanceState.IN_ACTION:
                     s.set_instance_state(inst, InstanceState.ACTION_CHOSEN)
                 inst.target = None
+                self.forget_refusals(inst.instance_id)
                 s.place_instance(inst, new_host)
                 if new_host != source:
                     inst.moves += 1
@@ -463,6 +470,10 @@ class Workflow(ABC):
                 self.on_instance_moved(inst, op)
             return
         # The move failed: the instance is still where it was.
+        if op.kind == "move" and op.result.get("refused"):
+            # The cloud refused the target (TargetRefused): not asked again as
+            # is. A move that started and then failed may be tried there again.
+            self.remember_refusal(inst.instance_id, op.params.get("target"), op.detail)
         if inst.state == InstanceState.IN_ACTION:
             s.set_instance_state(inst, InstanceState.ACTION_CHOSEN)
         inst.target = None
@@ -498,6 +509,26 @@ class Workflow(ABC):
         if row is None or row.state == HostState.MAINTAINED or row.state in TARGET_ONLY:
             return InstanceState.DONE
         return InstanceState.PENDING
+
+    def refused_targets(self, instance_id: str) -> dict[str, str]:
+        """The targets the cloud refused for the instance's current move
+        (:class:`~fenix_core.errors.TargetRefused`), with why (key :data:`SCHEDULER`: the
+        move without a target, where the cloud's scheduler chose). A refused
+        target is never asked for again in this move; the record goes when
+        the instance has moved."""
+        return dict(self.s.data.get("refused_targets", {}).get(instance_id, {}))
+
+    def remember_refusal(self, instance_id: str, target: str | None, why: str | None) -> None:
+        every = dict(self.s.data.get("refused_targets", {}))
+        mine = dict(every.get(instance_id, {}))
+        mine[target or SCHEDULER] = (why or "refused")[:500]
+        every[instance_id] = mine
+        self.s.set_data(refused_targets=every)
+
+    def forget_refusals(self, instance_id: str) -> None:
+        every = self.s.data.get("refused_targets", {})
+        if instance_id in every:
+            self.s.set_data(refused_targets={k: v for k, v in every.items() if k != instance_id})
 
     def retry_pending(self, instance_id: str) -> bool:
         return any(

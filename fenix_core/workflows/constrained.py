@@ -9,7 +9,8 @@
     START_MAINTENANCE: controllers, one at a time (the rolling workflow's loop)
     PLANNED_MAINTENANCE: waves, overlapping:
         open hosts ── PLANNED_MAINTENANCE to each affected project (per wave,
-                      actions_at honouring each instance's lead_time)
+                      actions_at honouring each instance's lead_time; one
+                      instance per question where instance constraints exist)
         move members as their groups allow (max_impacted_members at once,
                       recovery_time after each move, anti-affinity and
                       max_instances_per_host on targets, capacity counting
@@ -124,15 +125,16 @@ class ConstrainedWorkflow(RollingWorkflow):
         owners: dict[str, str] = {}
         for inst in s.instances.values():
             if self._in_scope(inst) or inst.state == InstanceState.OUT_OF_SCOPE:
-                g = cs.group_id_of(inst.instance_id, inst.project_id)
+                g = cs.group_key_of(inst.instance_id, inst.project_id)
                 counts[g] += 1
                 owners[g] = inst.project_id
-        rules = {g: self._rule(cs, g, owners[g]) for g in counts}
+        rules = {g: self._rule(cs, g) for g in counts}
         usable = sum(1 for h in s.hosts.values() if self._placement(h) is not None)
         bad = planner.infeasible_groups(counts, rules, usable)
         if bad:
             details = "; ".join(
-                f"group {g} of project {owners[g]} has {counts[g]} members and allows "
+                f"group {cs.group_by_key(g).group_id} of project {owners[g]} has "
+                f"{counts[g]} members and allows "
                 f"{rules[g].host_limit()} per host, but only {usable - 1} hosts stay in "
                 "service while one is maintained"
                 for g in bad
@@ -159,7 +161,7 @@ class ConstrainedWorkflow(RollingWorkflow):
             owners_of = {m.group_id: m.project_id for m in stuck.members}
             why = (
                 f"host {stuck.host} cannot be emptied: its instances of group(s) "
-                + ", ".join(limited)
+                + ", ".join(cs.group_by_key(g).group_id for g in limited)
                 + " find no host with room that keeps their anti-affinity or per-host limit"
             )
             self._scale_in_or_fail_for({owners_of[g] for g in limited}, why)
@@ -248,8 +250,14 @@ class ConstrainedWorkflow(RollingWorkflow):
             project = s.ensure_project(project_id, s.subscribed(project_id))
             if project.managed and project.awaiting:
                 continue  # asked already; these wait for the answer
+            if project.managed and any(cs.instance(i.instance_id, i.project_id) for i in insts):
+                # Fenix's ETSI workflow asked about one instance at a time, and
+                # the managers written for it (OPNFV Doctor's VNFM, Tacker) act
+                # on instance_ids[0] only (e.g. switch an HA pair over): the
+                # others wait, PENDING, for the next question.
+                insts = insts[:1]
             for inst in insts:
-                own = cs.instance(inst.instance_id)
+                own = cs.instance(inst.instance_id, inst.project_id)
                 lead = own.lead_time if own is not None else 0
                 inst.not_before = s.now + timedelta(seconds=lead) if lead else None
                 if project.managed:
@@ -304,7 +312,7 @@ class ConstrainedWorkflow(RollingWorkflow):
         action."""
         s = self.s
         allowed = s.allowed_actions
-        own = cs.instance(inst.instance_id)
+        own = cs.instance(inst.instance_id, inst.project_id)
         wanted = own.migration_type if own is not None else None
         if wanted == InstanceAction.OWN_ACTION and managed:
             return wanted
@@ -395,7 +403,7 @@ class ConstrainedWorkflow(RollingWorkflow):
         super()._instance_operation_ended(inst, op)
         if inst.state == InstanceState.IN_ACTION:
             return
-        recovery = float(self._rule(cs, g, inst.project_id).recovery_time)
+        recovery = float(self._rule(cs, g).recovery_time)
         until = s.now + timedelta(seconds=recovery)
         inst.impacted_until = until
         self._impacted[inst.instance_id] = until
@@ -537,7 +545,7 @@ class ConstrainedWorkflow(RollingWorkflow):
             if inst.state == InstanceState.GONE:
                 continue
             g = self._group_of(inst, cs)
-            rule = self._rule(cs, g, inst.project_id)
+            rule = self._rule(cs, g)
             if rule.host_limit() is not None:
                 counts = self._limited.setdefault(g, Counter())
                 counts[inst.host] += 1
@@ -560,16 +568,18 @@ class ConstrainedWorkflow(RollingWorkflow):
         if self._index_of is cs:
             g = self._group.get(inst.instance_id)
             if g is None:
-                g = self._group[inst.instance_id] = cs.group_id_of(
+                g = self._group[inst.instance_id] = cs.group_key_of(
                     inst.instance_id, inst.project_id
                 )
             return g
-        return cs.group_id_of(inst.instance_id, inst.project_id)
+        return cs.group_key_of(inst.instance_id, inst.project_id)
 
-    def _rule(self, cs: ConstraintSet, group_id: str, project_id: str) -> planner.GroupRule:
-        g = cs.group(group_id, project_id)
+    def _rule(self, cs: ConstraintSet, key: str) -> planner.GroupRule:
+        """The rules of the group of key ``key`` (ConstraintSet.group_key_of:
+        unique across projects, so two projects' groups of one id stay apart)."""
+        g = cs.group_by_key(key)
         return planner.GroupRule(
-            group_id=group_id,
+            group_id=key,
             max_impacted=g.max_impacted_members,
             recovery_time=float(g.recovery_time),
             anti_affinity=g.anti_affinity_group,
@@ -579,7 +589,7 @@ class ConstrainedWorkflow(RollingWorkflow):
     def _rules_for(
         self, cs: ConstraintSet, members: list[planner.Member]
     ) -> dict[str, planner.GroupRule]:
-        return {m.group_id: self._rule(cs, m.group_id, m.project_id) for m in members}
+        return {m.group_id: self._rule(cs, m.group_id) for m in members}
 
     def _member(self, inst: InstanceRow, cs: ConstraintSet) -> planner.Member:
         return planner.Member(
@@ -613,14 +623,12 @@ class ConstrainedWorkflow(RollingWorkflow):
                 budgets[g] = self._max_impacted(cs, g) - count
         return budgets
 
-    def _max_impacted(self, cs: ConstraintSet, group_id: str) -> int:
-        project = group_id.removeprefix("project:")
-        return cs.group(group_id, project).max_impacted_members
+    def _max_impacted(self, cs: ConstraintSet, key: str) -> int:
+        return cs.group_by_key(key).max_impacted_members
 
     def _weight(self, cs: ConstraintSet, group_id: str) -> float:
         """How long a group still needs at best: its remaining rounds of moves."""
-        project = group_id.removeprefix("project:")
-        g = cs.group(group_id, project)
+        g = cs.group_by_key(group_id)
         rounds = math.ceil(max(0, self._todo[group_id]) / g.max_impacted_members)
         return rounds * (_MOVE_ESTIMATE + g.recovery_time)
 

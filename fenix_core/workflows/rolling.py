@@ -21,7 +21,10 @@
             project, which scales back out ──► MAINTENANCE_DONE
 
 Instances go preferably to hosts that are already maintained (or outside the
-session), so that each moves once where capacity allows.
+session), so that each moves once where capacity allows. Targets keep the
+cloud's placement rules (server groups, see :mod:`fenix_core.placement_rules`);
+a target the cloud refused is not asked for again in that move: the next
+acceptable host is, then the cloud's scheduler (a move without a target).
 """
 
 from __future__ import annotations
@@ -29,11 +32,14 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import ClassVar
 
+import attrs
+
 from .. import planner
+from ..placement_rules import HARD_POLICIES, HostLimits, PlacementRule, host_limits
 from ..runtime import ids
 from ..states import WORK_HOST_STATES, HostState, InstanceAction, InstanceState, SessionState
 from ..store.schema import HostRow, InstanceRow, ProjectRow
-from .base import Workflow
+from .base import SCHEDULER, Workflow
 
 __all__ = ["RollingWorkflow"]
 
@@ -41,12 +47,14 @@ __all__ = ["RollingWorkflow"]
 MAX_SCALE_IN_ROUNDS = 5
 _DRAIN_STATES = (SessionState.PREPARE_MAINTENANCE, SessionState.PLANNED_MAINTENANCE)
 _MOVABLE = (InstanceAction.MIGRATE, InstanceAction.LIVE_MIGRATE, InstanceAction.EVICT)
+_NO_LIMITS = HostLimits()
 
 
 class RollingWorkflow(Workflow):
     """Fenix default semantics: hosts are maintained one at a time."""
 
     name: ClassVar[str] = "rolling"
+    _rule_index: tuple[object, dict[str, list[PlacementRule]]] | None = None
 
     # ------------------------------------------------------------------ driver
 
@@ -278,7 +286,7 @@ class RollingWorkflow(Workflow):
             for slot_host in s.hosts.values()
             if self._placement(slot_host) is not None and slot_host.name != lightest.name
         )
-        shortage = (
+        shortage = self._rule_shortage(lightest) or (
             f"the least loaded host {lightest.name} has {s.used[lightest.name]} vcpus of "
             f"instances and the other hosts have {free} vcpus free"
         )
@@ -305,6 +313,25 @@ class RollingWorkflow(Workflow):
             managed,
             lambda p: ids(self.project_instances(p.project_id)),
         )
+
+    def _rule_shortage(self, host: HostRow) -> str | None:
+        """Why ``host`` cannot be emptied if the cloud's placement rules, not
+        capacity, keep an instance on it."""
+        slots = [x for x in self._slots() if x.host != host.name]
+        for inst in self.s.instances_on(host.name):
+            movable = self._movable(inst)
+            hard = [r.label() for r in movable.limits.rules if r.policy in HARD_POLICIES]
+            if (
+                hard
+                and planner.choose_target(movable, slots) is None
+                and planner.choose_target(attrs.evolve(movable, limits=_NO_LIMITS), slots)
+            ):
+                return (
+                    f"instance {inst.instance_id} on {host.name} cannot go anywhere: every "
+                    f"host with room for it holds members of its {', '.join(hard)}, which "
+                    "the cloud enforces"
+                )
+        return None
 
     def _next_host_to_maintain(self) -> HostRow | None:
         s = self.s
@@ -401,17 +428,54 @@ class RollingWorkflow(Workflow):
                 continue
             if busy:
                 continue
-            target = planner.choose_target(
-                self._movable(inst), [x for x in self._slots() if x.host != host.name]
-            )
-            if target is None:
-                self.fail(
-                    f"no host has room for instance {inst.instance_id} ({inst.vcpus} vcpus) "
-                    f"from {host.name}"
-                )
-                return
+            chosen, target = self._target_for(inst, host)
+            if not chosen:
+                return  # the session failed, saying why
             self.start_move(inst, inst.action or s.default_action(inst), target)
             busy = True
+
+    def _target_for(self, inst: InstanceRow, source: HostRow) -> tuple[bool, str | None]:
+        """Where to move ``inst``: ``(True, host)``, ``(True, None)`` to let
+        the cloud's scheduler choose, or ``(False, None)`` once the session
+        failed because no host can take it."""
+        limits = self._limits(inst)
+        iid = inst.instance_id
+        if limits.stuck is not None:
+            self.fail(self._stuck_message(inst, limits.stuck))
+            return False, None
+        refused = self.refused_targets(iid)
+        slots = [x for x in self._slots() if x.host != source.name]
+        movable = self._movable(inst, limits)
+        target = planner.choose_target(movable, [x for x in slots if x.host not in refused])
+        if target is not None:
+            return True, target
+        if refused and SCHEDULER not in refused:
+            return True, None  # no explicit host left: the cloud's scheduler may know one
+        if refused:
+            self.fail(
+                f"the cloud refused every host for instance {iid} from {source.name}: "
+                + "; ".join(f"{host or 'its scheduler'}: {why}" for host, why in refused.items())
+            )
+            return False, None
+        if planner.choose_target(attrs.evolve(movable, limits=HostLimits()), slots) is not None:
+            hard = [r.label() for r in limits.rules if r.policy in HARD_POLICIES]
+            self.fail(
+                f"no host can take instance {iid} from {source.name}: every host with room "
+                f"for it holds members of its {', '.join(hard)}, which the cloud enforces"
+            )
+            return False, None
+        self.fail(f"no host has room for instance {iid} ({inst.vcpus} vcpus) from {source.name}")
+        return False, None
+
+    def _stuck_message(self, inst: InstanceRow, rule: PlacementRule) -> str:
+        others = sorted(m for m in rule.members if m != inst.instance_id and m in self.s.instances)
+        return (
+            f"instance {inst.instance_id} is a member of {rule.label()}"
+            + (f" with {', '.join(others)}" if others else "")
+            + f" on {inst.host}: the cloud moves no member of an affinity group away from "
+            "the others, so the engine cannot move it; its project has to move the group "
+            "itself (answer OWN_ACTION) or remove the affinity group"
+        )
 
     def _moves_from(self, host: HostRow, kind: str | None = None) -> bool:
         return any(
@@ -483,8 +547,43 @@ class RollingWorkflow(Workflow):
                 )
         return slots
 
-    def _movable(self, inst: InstanceRow) -> planner.Movable:
-        return planner.Movable(inst.instance_id, inst.project_id, inst.vcpus)
+    def _movable(self, inst: InstanceRow, limits: HostLimits | None = None) -> planner.Movable:
+        if limits is None:
+            limits = self._limits(inst)
+            if limits.stuck is not None:
+                # Plan as if it could move: draining its host says why it cannot.
+                limits = attrs.evolve(limits, only=None)
+        return planner.Movable(inst.instance_id, inst.project_id, inst.vcpus, limits)
+
+    def _limits(self, inst: InstanceRow) -> HostLimits:
+        """The cloud's placement rules on where ``inst`` may go now."""
+        rules = self._rules_of(inst.instance_id)
+        if not rules:
+            return _NO_LIMITS
+        where = {m: self._occupies(m) for rule in rules for m in rule.members}
+        return host_limits(inst.instance_id, rules, where)
+
+    def _rules_of(self, instance_id: str) -> list[PlacementRule]:
+        placement = self.s.constraints().cloud.placement
+        if not placement:
+            return []
+        cached = self._rule_index
+        if cached is None or cached[0] is not placement:
+            index: dict[str, list[PlacementRule]] = {}
+            for rule in placement:
+                for member in rule.members:
+                    index.setdefault(member, []).append(rule)
+            cached = self._rule_index = (placement, index)
+        return cached[1].get(instance_id, [])
+
+    def _occupies(self, instance_id: str) -> tuple[str, ...]:
+        """The hosts an instance counts on: its own, and its move's target."""
+        inst = self.s.instances.get(instance_id)
+        if inst is None or inst.state == InstanceState.GONE:
+            return ()
+        if inst.state == InstanceState.IN_ACTION and inst.target:
+            return (inst.host, inst.target)
+        return (inst.host,)
 
     def _load(self) -> int:
         s = self.s

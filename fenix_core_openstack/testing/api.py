@@ -6,10 +6,13 @@ what openstacksdk 4.x sends for the calls the driver makes.
 * Nova v2.1 (microversions up to :data:`NOVA_MAX_VERSION`): version discovery,
   os-services list and update (UUID ids, 2.53+), hypervisors detail (2.88
   shape: no vcpus), servers detail with ``all_tenants`` / ``host`` / ``tags``
-  filters, server show, server actions (os-migrateLive, migrate,
-  confirmResize), server metadata and tags, instance actions, os-migrations and
-  ``/servers/{id}/migrations``, server groups, aggregates.
-* Placement: version discovery and resource provider inventories.
+  filters, server show (with the ``fault`` of a server in ERROR), server
+  actions (os-migrateLive, migrate, confirmResize), server metadata and tags
+  (2.26+; writes answer 409 in a vm_state other than active, paused,
+  suspended or stopped, and metadata writes also while a task runs),
+  instance actions, os-migrations and ``/servers/{id}/migrations``, server
+  groups, aggregates. Migrations are scheduled as :mod:`.cloud` describes.
+* Placement: version discovery, resource provider inventories and usages.
 
 Every request is checked for a valid token; the admin-only calls answer 403
 to a token without the admin role, as Nova's default policy does.
@@ -46,6 +49,7 @@ _ADMIN_ONLY = {
     "server_groups",
     "aggregates",
     "inventories",
+    "usages",
 }
 
 Handler = Callable[..., Response]
@@ -115,6 +119,7 @@ class FakeOpenStackApp:
                     "/placement/resource_providers/<rp>/inventories",
                     endpoint="inventories",
                 ),
+                Rule("/placement/resource_providers/<rp>/usages", endpoint="usages"),
             ],
             strict_slashes=False,
         )
@@ -138,7 +143,7 @@ class FakeOpenStackApp:
             return exc.get_response()
         service = str(endpoint).split("_")[0]
         microversion = self._microversion(
-            request, "placement" if service in ("placement", "inventories") else "compute"
+            request, "placement" if service in ("placement", "inventories", "usages") else "compute"
         )
         self.requests.append(
             RecordedRequest(
@@ -168,7 +173,7 @@ class FakeOpenStackApp:
         except NovaError as exc:
             response = self._error(exc.status, exc.kind, exc.message)
         if microversion is not None:
-            if endpoint == "inventories":
+            if endpoint in ("inventories", "usages"):
                 response.headers["OpenStack-API-Version"] = f"placement {microversion}"
             else:
                 response.headers["OpenStack-API-Version"] = f"compute {microversion}"
@@ -374,39 +379,46 @@ class FakeOpenStackApp:
             ]
         return _json({"hypervisors": found})
 
+    def _provider(self, rp: str) -> dict[str, Any] | None:
+        return next((s for s in self.state.services.values() if s["node_id"] == rp), None)
+
+    @staticmethod
+    def _no_provider(rp: str) -> Response:
+        body = {
+            "errors": [
+                {
+                    "status": 404,
+                    "title": "Not Found",
+                    "detail": f"No resource provider with uuid {rp} found",
+                }
+            ]
+        }
+        return _json(body, 404)
+
+    def _usages(self, _request: Request, rp: str) -> Response:
+        with self.state.lock:
+            self.state.settle()
+            service = self._provider(rp)
+            if service is None:
+                return self._no_provider(rp)
+            usages = self.state.usage(service["host"])
+        return _json({"resource_provider_generation": 1, "usages": usages})
+
     def _inventories(self, _request: Request, rp: str) -> Response:
         with self.state.lock:
-            service = next((s for s in self.state.services.values() if s["node_id"] == rp), None)
+            service = self._provider(rp)
             if service is None:
-                return _json(
-                    {
-                        "errors": [
-                            {
-                                "status": 404,
-                                "title": "Not Found",
-                                "detail": f"No resource provider with uuid {rp} found",
-                            }
-                        ]
-                    },
-                    404,
-                )
+                return self._no_provider(rp)
             inventories = {
-                "VCPU": {
-                    "total": service["vcpus"],
-                    "reserved": 0,
+                rc: {
+                    "total": inv["total"],
+                    "reserved": inv["reserved"],
                     "min_unit": 1,
-                    "max_unit": service["vcpus"],
+                    "max_unit": inv["total"],
                     "step_size": 1,
-                    "allocation_ratio": 1.0,
-                },
-                "MEMORY_MB": {
-                    "total": 65536,
-                    "reserved": 512,
-                    "min_unit": 1,
-                    "max_unit": 65536,
-                    "step_size": 1,
-                    "allocation_ratio": 1.0,
-                },
+                    "allocation_ratio": inv["ratio"],
+                }
+                for rc, inv in service["inventories"].items()
             }
         return _json({"resource_provider_generation": 1, "inventories": inventories})
 
@@ -448,6 +460,8 @@ class FakeOpenStackApp:
             "OS-EXT-STS:power_state": 1,
             "OS-EXT-AZ:availability_zone": "nova",
         }
+        if server["fault"] is not None and server["status"] in ("ERROR", "DELETED"):
+            body["fault"] = dict(server["fault"])  # Nova shows it for these statuses only
         if self._since(request, "2.47"):
             body["flavor"] = dict(server["flavor"])
         else:
@@ -527,21 +541,32 @@ class FakeOpenStackApp:
 
     def _metadata(self, request: Request, sid: str) -> Response:
         with self.state.lock:
+            self.state.settle()
             server = self._require_server(sid)
+            self.state.check_writable(server, "update_instance_metadata", task_too=True)
             server["metadata"].update((request.get_json(silent=True) or {}).get("metadata", {}))
             return _json({"metadata": dict(server["metadata"])})
 
     def _metadata_item(self, _request: Request, sid: str, key: str) -> Response:
         with self.state.lock:
+            self.state.settle()
             server = self._require_server(sid)
+            self.state.check_writable(server, "delete_instance_metadata", task_too=True)
             if key not in server["metadata"]:
                 raise NovaError(404, "itemNotFound", "Metadata item was not found")
             del server["metadata"][key]
         return Response(status=204)
 
     def _tag(self, request: Request, sid: str, tag: str) -> Response:
+        if not self._since(request, "2.26"):
+            raise NovaError(404, "itemNotFound", "The resource could not be found.")
         with self.state.lock:
+            self.state.settle()
             server = self._require_server(sid)
+            # Nova's server tags API checks the vm_state only (not the task_state).
+            self.state.check_writable(
+                server, "update tag" if request.method == "PUT" else "delete tag", task_too=False
+            )
             if request.method == "PUT":
                 if len(tag) > 60 or "/" in tag or "," in tag:
                     raise NovaError(400, "badRequest", f"Invalid tag {tag!r}")

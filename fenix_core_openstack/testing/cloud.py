@@ -11,6 +11,22 @@ Lifecycles follow Nova (see /docs/openstack.md): a live migration's record goes
 source); a cold migration's goes ``migrating`` → ``finished`` with the server
 in VERIFY_RESIZE on the target, then ``confirmed`` when the resize is
 confirmed and the server is ACTIVE again.
+
+Where a server may go is decided as Nova's scheduler decides it, on a
+requested host as well as on a host it picks itself (a requested host is no
+bypass from microversion 2.30 unless forced, and ``force`` is not offered):
+
+* ComputeFilter: the host's nova-compute service is enabled and up;
+* capacity, from Placement: ``(total - reserved) * allocation_ratio`` of the
+  host's VCPU and MEMORY_MB inventories minus the allocations of the servers
+  on it and of the migrations heading to it;
+* ServerGroupAntiAffinityFilter: fewer than ``max_server_per_host`` (default
+  1) members of the server's anti-affinity group on the host;
+* ServerGroupAffinityFilter: the host holds a member of the server's affinity
+  group (the moving server's own host counts, so a member never leaves the
+  others, and a lone member cannot move at all);
+* soft-affinity / soft-anti-affinity only weigh the hosts the scheduler picks
+  from (most / fewest members first), then the most free vcpus.
 """
 
 from __future__ import annotations
@@ -31,6 +47,19 @@ __all__ = ["FakeCloudState", "NovaError"]
 
 LIVE = "live-migration"
 COLD = "migration"
+#: Server groups' policies (Nova 2.64+ ``policy``).
+POLICIES = ("anti-affinity", "affinity", "soft-anti-affinity", "soft-affinity")
+#: vm_states whose servers accept metadata and tag writes (Nova's compute API).
+WRITABLE_VM_STATES = ("active", "paused", "suspended", "stopped")
+#: Server status -> vm_state, as Nova derives the status from the vm_state.
+VM_STATES = {
+    "ACTIVE": "active",
+    "PAUSED": "paused",
+    "SUSPENDED": "suspended",
+    "SHUTOFF": "stopped",
+    "ERROR": "error",
+    "SHELVED": "shelved",
+}
 #: Migration statuses after which nothing changes any more.
 FINAL_MIGRATION_STATUSES = ("completed", "confirmed", "error", "failed", "cancelled")
 
@@ -59,6 +88,7 @@ class _Fault:
 
     message: str
     at_request: bool  # True: HTTP 400 at once; False: the migration ends in ``error``
+    server_error: bool = False  # the server itself goes to ERROR with this fault
 
 
 class FakeCloudState:
@@ -108,9 +138,31 @@ class FakeCloudState:
                 "roles": ["admin", "member", "reader"] if admin else ["member", "reader"],
             }
 
-    def add_host(self, host: str, vcpus: int, *, enabled: bool = True) -> None:
-        if isinstance(vcpus, bool) or not isinstance(vcpus, int) or vcpus < 0:
-            raise InvalidInput("vcpus", f"must be a whole number >= 0, got {vcpus!r}")
+    def add_host(
+        self,
+        host: str,
+        vcpus: int,
+        *,
+        enabled: bool = True,
+        reserved_vcpus: int = 0,
+        allocation_ratio: float = 1.0,
+        memory_mb: int = 65536,
+    ) -> None:
+        for field, number in (
+            ("vcpus", vcpus),
+            ("reserved_vcpus", reserved_vcpus),
+            ("memory_mb", memory_mb),
+        ):
+            if isinstance(number, bool) or not isinstance(number, int) or number < 0:
+                raise InvalidInput(field, f"must be a whole number >= 0, got {number!r}")
+        if (
+            isinstance(allocation_ratio, bool)
+            or not isinstance(allocation_ratio, int | float)
+            or allocation_ratio <= 0
+        ):
+            raise InvalidInput(
+                "allocation_ratio", f"must be a number > 0, got {allocation_ratio!r}"
+            )
         with self.lock:
             if host in self.services:
                 raise InvalidInput("host", f"host {host!r} exists already")
@@ -130,6 +182,11 @@ class FakeCloudState:
                 "node_id": str(uuid.uuid4()),
                 "node_name": f"{host}.fake.local",
                 "vcpus": vcpus,
+                # The resource provider's inventories (Placement).
+                "inventories": {
+                    "VCPU": {"total": vcpus, "reserved": reserved_vcpus, "ratio": allocation_ratio},
+                    "MEMORY_MB": {"total": memory_mb, "reserved": 512, "ratio": 1.0},
+                },
             }
             self._event("host_added", host, None, "enabled" if enabled else "disabled")
 
@@ -143,6 +200,8 @@ class FakeCloudState:
         name: str | None = None,
         status: str = "ACTIVE",
     ) -> None:
+        if status not in VM_STATES:
+            raise InvalidInput("status", f"must be one of {', '.join(VM_STATES)}, got {status!r}")
         with self.lock:
             self.settle()
             if host not in self.services:
@@ -158,8 +217,9 @@ class FakeCloudState:
                 "user_id": "fake-user",
                 "host": host,
                 "status": status,
-                "vm_state": status.lower(),
+                "vm_state": VM_STATES[status],
                 "task_state": None,
+                "fault": None,
                 "flavor": {
                     "vcpus": vcpus,
                     "ram": 512 * vcpus,
@@ -178,14 +238,46 @@ class FakeCloudState:
             self._event("instance_added", host, server_id, project_id)
 
     def add_server_group(
-        self, group_id: str, project_id: str, members: Sequence[str], policy: str, name: str
+        self,
+        group_id: str,
+        project_id: str,
+        members: Sequence[str],
+        policy: str,
+        name: str,
+        max_server_per_host: int | None = None,
     ) -> None:
+        if policy not in POLICIES:
+            raise InvalidInput("policy", f"must be one of {', '.join(POLICIES)}, got {policy!r}")
+        rules: dict[str, int] = {}
+        if max_server_per_host is not None:
+            # Nova accepts the rule with the anti-affinity policy only (2.64).
+            if policy != "anti-affinity":
+                raise InvalidInput("max_server_per_host", "only with the anti-affinity policy")
+            if (
+                isinstance(max_server_per_host, bool)
+                or not isinstance(max_server_per_host, int)
+                or max_server_per_host < 1
+            ):
+                raise InvalidInput(
+                    "max_server_per_host",
+                    f"must be a whole number >= 1, got {max_server_per_host!r}",
+                )
+            rules["max_server_per_host"] = max_server_per_host
         with self.lock:
+            if group_id in self.server_groups:
+                raise InvalidInput("group_id", f"server group {group_id!r} exists already")
+            for member in members:
+                other = self._group_of(member)
+                if other is not None:
+                    # A server joins one group, when it is booted.
+                    raise InvalidInput(
+                        "members", f"server {member!r} is in server group {other['id']!r} already"
+                    )
             self.server_groups[group_id] = {
                 "id": group_id,
                 "name": name,
                 "policy": policy,
-                "rules": {},
+                "rules": rules,
                 "members": list(members),
                 "project_id": project_id,
                 "user_id": "fake-user",
@@ -289,6 +381,7 @@ class FakeCloudState:
                 "updated_at": _iso(now),
                 "_end": now + timedelta(seconds=seconds),
                 "_error": fault.message if fault else None,
+                "_server_error": bool(fault and fault.server_error),
             }
             self.migrations.append(migration)
             server["task_state"] = "migrating" if kind == LIVE else "resize_prep"
@@ -358,7 +451,17 @@ class FakeCloudState:
         )
         if migration["_error"]:
             migration["status"] = "error"
-            server["status"] = "ACTIVE"
+            if migration["_server_error"]:
+                server["status"] = "ERROR"
+                server["vm_state"] = "error"
+                server["fault"] = {
+                    "code": 500,
+                    "message": migration["_error"],
+                    "created": _iso(end),
+                    "details": "Traceback (most recent call last): ...",
+                }
+            else:
+                server["status"] = "ACTIVE"
             action["message"] = "Error"
             action["events"].append(
                 {
@@ -416,54 +519,133 @@ class FakeCloudState:
         ]
         return found[-1] if found else None
 
-    def free_vcpus(self, host: str) -> int:
-        """Capacity minus the servers on the host and migrations heading to it."""
+    def capacity(self, host: str, resource_class: str) -> int:
+        """Usable amount of a resource class, as Placement computes it."""
+        inventory = self.services[host]["inventories"][resource_class]
+        return int((inventory["total"] - inventory["reserved"]) * inventory["ratio"])
+
+    def usage(self, host: str) -> dict[str, int]:
+        """Placement usages of the host's resource provider: the servers on it
+        and the migrations heading to it (Nova claims the target when the
+        scheduler picks it)."""
         with self.lock:
-            used = sum(
-                int(s["flavor"]["vcpus"]) for s in self.servers.values() if s["host"] == host
-            )
-            incoming = sum(
-                self.sizes[m["instance_uuid"]]
+            used = {"VCPU": 0, "MEMORY_MB": 0}
+            flavors = [s["flavor"] for s in self.servers.values() if s["host"] == host]
+            flavors += [
+                self.servers[m["instance_uuid"]]["flavor"]
                 for m in self.migrations
                 if m["status"] in ("running", "migrating")
                 and m["dest_compute"] == host
                 and m["instance_uuid"] in self.servers
-            )
-            return int(self.services[host]["vcpus"]) - used - incoming
+            ]
+            for flavor in flavors:
+                used["VCPU"] += int(flavor["vcpus"])
+                used["MEMORY_MB"] += int(flavor["ram"])
+            return used
 
-    def _usable(self, host: str) -> bool:
+    def free_vcpus(self, host: str) -> int:
+        """Usable vcpus minus the servers on the host and migrations heading to it."""
+        with self.lock:
+            return self.capacity(host, "VCPU") - self.usage(host)["VCPU"]
+
+    def _group_of(self, server_id: str) -> dict[str, Any] | None:
+        return next((g for g in self.server_groups.values() if server_id in g["members"]), None)
+
+    def _members_on(self, group: dict[str, Any], host: str, besides: str) -> int:
+        """Members of ``group`` on ``host`` or heading to it, ``besides`` left out."""
+        here = {s["id"] for s in self.servers.values() if s["host"] == host and s["id"] != besides}
+        here |= {
+            m["instance_uuid"]
+            for m in self.migrations
+            if m["status"] in ("running", "migrating")
+            and m["dest_compute"] == host
+            and m["instance_uuid"] != besides
+        }
+        return len(here & set(group["members"]))
+
+    def _refusal(self, server: dict[str, Any], host: str) -> str | None:
+        """Why Nova's scheduler filters reject ``host`` for ``server`` (None: it passes)."""
         service = self.services[host]
-        return bool(service["status"] == "enabled" and service["state"] == "up")
+        if service["status"] != "enabled" or service["state"] != "up":
+            return (
+                f"ComputeFilter: nova-compute on {host} is {service['status']}/{service['state']}"
+            )
+        used = self.usage(host)
+        for resource_class, need in (
+            ("VCPU", int(server["flavor"]["vcpus"])),
+            ("MEMORY_MB", int(server["flavor"]["ram"])),
+        ):
+            free = self.capacity(host, resource_class) - used[resource_class]
+            if free < need:
+                return f"{host} has {free} {resource_class} free, {need} needed"
+        group = self._group_of(server["id"])
+        if group is None:
+            return None
+        if group["policy"] == "anti-affinity":
+            limit = int(group["rules"].get("max_server_per_host", 1))
+            if self._members_on(group, host, server["id"]) >= limit:
+                return (
+                    f"ServerGroupAntiAffinityFilter: {host} holds {limit} member(s) of "
+                    f"server group {group['id']}"
+                )
+        elif group["policy"] == "affinity":
+            # The group's hosts are those of all its members, the moving one included.
+            hosts = {self.servers[m]["host"] for m in group["members"] if m in self.servers}
+            if host not in hosts:
+                return (
+                    f"ServerGroupAffinityFilter: {host} is not a host of server group "
+                    f"{group['id']} ({', '.join(sorted(hosts))})"
+                )
+        return None
 
     def _check_target(self, server: dict[str, Any], host: str) -> str:
         if host not in self.services:
             raise NovaError(400, "badRequest", f"Compute host {host} could not be found.")
-        if host == server["host"] or not self._usable(host):
+        if host == server["host"]:
             raise NovaError(
-                400, "badRequest", f"No valid host was found. {host} is not a valid target."
+                400, "badRequest", f"No valid host was found. {host} is the server's own host."
             )
-        if self.free_vcpus(host) < server["flavor"]["vcpus"]:
-            raise NovaError(
-                400,
-                "badRequest",
-                f"No valid host was found. {host} has {self.free_vcpus(host)} vcpus free, "
-                f"{server['flavor']['vcpus']} needed.",
-            )
+        why = self._refusal(server, host)
+        if why is not None:
+            raise NovaError(400, "badRequest", f"No valid host was found. {why}")
         return host
 
     def _schedule(self, server: dict[str, Any]) -> str:
-        fitting = [
-            (self.free_vcpus(h), h)
-            for h in self.services
-            if h != server["host"]
-            and self._usable(h)
-            and self.free_vcpus(h) >= server["flavor"]["vcpus"]
-        ]
-        if not fitting:
+        group = self._group_of(server["id"])
+        policy = group["policy"] if group is not None else None
+        weighed: list[tuple[int, int, str]] = []
+        for host in self.services:
+            if host == server["host"] or self._refusal(server, host) is not None:
+                continue
+            together = 0
+            if group is not None and policy in ("soft-affinity", "soft-anti-affinity"):
+                members = self._members_on(group, host, server["id"])
+                together = members if policy == "soft-affinity" else -members
+            weighed.append((together, self.free_vcpus(host), host))
+        if not weighed:
             raise NovaError(
                 400, "badRequest", "No valid host was found. There are not enough hosts available."
             )
-        return max(fitting)[1]
+        return max(weighed)[2]
+
+    def check_writable(self, server: dict[str, Any], action: str, *, task_too: bool) -> None:
+        """409 as Nova's compute API answers a metadata (``task_too``) or tag
+        write on a server that is not ACTIVE, PAUSED, SUSPENDED or SHUTOFF, or
+        (metadata) has a task in progress."""
+        if server["vm_state"] not in WRITABLE_VM_STATES:
+            raise NovaError(
+                409,
+                "conflictingRequest",
+                f"Cannot '{action}' instance {server['id']} while it is in vm_state "
+                f"{server['vm_state']}",
+            )
+        if task_too and server["task_state"] is not None:
+            raise NovaError(
+                409,
+                "conflictingRequest",
+                f"Cannot '{action}' instance {server['id']} while it is in task_state "
+                f"{server['task_state']}",
+            )
 
     # ------------------------------------------------------------------ reading
 

@@ -133,9 +133,28 @@ class FakeOpenStack:
 
     # ------------------------------------------------------------------ building
 
-    def add_host(self, host: str, vcpus: int = 8, *, enabled: bool = True) -> None:
-        """A nova-compute service with its hypervisor and resource provider."""
-        self.state.add_host(host, vcpus, enabled=enabled)
+    def add_host(
+        self,
+        host: str,
+        vcpus: int = 8,
+        *,
+        enabled: bool = True,
+        reserved_vcpus: int = 0,
+        allocation_ratio: float = 1.0,
+        memory_mb: int = 65536,
+    ) -> None:
+        """A nova-compute service with its hypervisor and resource provider,
+        whose Placement inventories (VCPU: ``vcpus``, ``reserved_vcpus``,
+        ``allocation_ratio``; MEMORY_MB: ``memory_mb``, 512 reserved) are the
+        capacity the fake scheduler checks."""
+        self.state.add_host(
+            host,
+            vcpus,
+            enabled=enabled,
+            reserved_vcpus=reserved_vcpus,
+            allocation_ratio=allocation_ratio,
+            memory_mb=memory_mb,
+        )
 
     def add_server(
         self,
@@ -147,7 +166,9 @@ class FakeOpenStack:
         name: str | None = None,
         status: str = "ACTIVE",
     ) -> None:
-        """A server of ``project_id`` on ``host`` with a ``vcpus``-vcpu flavor."""
+        """A server of ``project_id`` on ``host`` with a ``vcpus``-vcpu flavor
+        (512 MB of RAM per vcpu); ``status`` ACTIVE, PAUSED, SUSPENDED, SHUTOFF,
+        ERROR or SHELVED."""
         self.state.add_server(server_id, project_id, host, vcpus, name=name, status=status)
 
     def add_server_group(
@@ -158,8 +179,14 @@ class FakeOpenStack:
         *,
         policy: str = "anti-affinity",
         name: str | None = None,
+        max_server_per_host: int | None = None,
     ) -> None:
-        self.state.add_server_group(group_id, project_id, members, policy, name or group_id)
+        """A server group whose ``policy`` (anti-affinity, affinity,
+        soft-anti-affinity, soft-affinity) the fake scheduler enforces on every
+        migration; ``max_server_per_host`` is the anti-affinity rule (2.64)."""
+        self.state.add_server_group(
+            group_id, project_id, members, policy, name or group_id, max_server_per_host
+        )
 
     def add_aggregate(self, name: str, hosts: Sequence[str]) -> None:
         self.state.add_aggregate(name, hosts)
@@ -179,6 +206,17 @@ class FakeOpenStack:
         ``error`` in the instance action's event details."""
         self._require_server(server_id)
         self.state.faults.setdefault(server_id, []).append(_Fault(error, at_request))
+
+    def error_next_migration(
+        self, server_id: str, fault: str = "Unexpected error while migrating"
+    ) -> None:
+        """The next migration of the server puts it in ERROR (vm_state
+        ``error``) with ``fault`` as its fault message; the migration record
+        ends in ``error``."""
+        self._require_server(server_id)
+        self.state.faults.setdefault(server_id, []).append(
+            _Fault(fault, at_request=False, server_error=True)
+        )
 
     def conflict_next_action(self, server_id: str, message: str | None = None) -> None:
         """The next migration request for the server answers 409 conflictingRequest."""
@@ -255,7 +293,8 @@ class FakeOpenStack:
         return self.state.sizes[server_id]
 
     def host_capacity(self, host: str) -> int:
-        return int(self.state.services[host]["vcpus"])
+        """Usable vcpus, as Placement computes them."""
+        return self.state.capacity(host, "VCPU")
 
     def _require_server(self, server_id: str) -> dict[str, Any]:
         server = self.state.servers.get(server_id)

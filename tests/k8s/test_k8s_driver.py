@@ -109,10 +109,16 @@ def test_nodes_are_hosts_and_bound_pods_are_instances_except_daemons_and_mirrors
     assert driver.allowed_actions() == ["EVICT", "OWN_ACTION"]
     assert driver.locate("db/pg-0") == "node-0"
     assert driver.locate("db/nothing") is None
+    # The owner the engine checks constraint writes against: the namespace,
+    # or the project label; nothing for a missing pod or a non-pod id.
+    assert driver.instance_owner("db/pg-0") == "db"
+    assert driver.instance_owner("db/nothing") is None
+    assert driver.instance_owner("no-slash") is None
     labelled = KubernetesDriver(fake.api_client(), project_label="team")
     assert {i.instance_id: i.project_id for i in labelled.list_instances(["big"])} == {
         "tools/job": "ops"
     }
+    assert labelled.instance_owner("tools/job") == "ops"
     everywhere = driver.list_instances()
     assert not [i for i in everywhere if i.project_id == "kube-system"]
 

@@ -11,6 +11,7 @@ from fake_openstack_fixtures import build, clock, fake  # noqa: F401
 from fenix_core.constraints import GroupConstraints
 from fenix_core.errors import CloudError, PluginError
 from fenix_core.model import Instance
+from fenix_core.placement_rules import PlacementRule
 from fenix_core_openstack import OpenStackDriver
 from fenix_core_openstack.moves import key_tag
 
@@ -35,6 +36,13 @@ def test_hosts_and_instances_come_from_services_placement_and_servers(driver, fa
     }
     assert driver.list_instances(["cmp-1"]) == []
     assert driver.locate("vm-1") == "cmp-0"
+
+
+def test_instance_owner_is_the_servers_project(driver):
+    # What the engine asks when a project sets an instance's constraints.
+    assert driver.instance_owner("vm-1") == "p1"
+    assert driver.instance_owner("vm-2") == "p2"
+    assert driver.instance_owner("vm-nope") is None
 
 
 def test_controllers_from_an_aggregate_and_capacity_from_configuration(fake, driver):
@@ -121,3 +129,33 @@ def test_anti_affinity_server_groups_become_group_constraints(driver, fake):
         ),
     )
     assert dict(found.members) == {"vm-1": "sg-db"}
+    # Every policy reaches every workflow as a placement rule, with all members.
+    assert found.placement == (
+        PlacementRule("sg-db", "anti-affinity", ("vm-1", "vm-elsewhere"), name="db"),
+        PlacementRule("sg-web", "affinity", ("vm-2",), name="sg-web"),
+    )
+
+
+def test_max_server_per_host_and_soft_policies_are_carried(driver, fake):
+    fake.add_server_group("sg-2", "p1", ["vm-1"], max_server_per_host=2)
+    fake.add_server_group("sg-soft", "p2", ["vm-2"], policy="soft-anti-affinity")
+    found = driver.cloud_constraints(
+        [Instance("vm-1", "p1", "cmp-0"), Instance("vm-2", "p2", "cmp-0")]
+    )
+    assert [(r.group_id, r.policy, r.max_per_host) for r in found.placement] == [
+        ("sg-2", "anti-affinity", 2),
+        ("sg-soft", "soft-anti-affinity", 1),
+    ]
+    (group,) = found.groups
+    assert (group.anti_affinity_group, group.max_instances_per_host) == (False, 2)
+
+
+def test_poll_move_reports_the_fault_of_a_server_in_error(driver, fake, clock):
+    fake.error_next_migration("vm-1", "libvirtError: guest crashed")
+    handle = driver.start_move("vm-1", "LIVE_MIGRATE", "cmp-1", "key-err")
+    status = _poll_until_final(driver, clock, handle)
+    assert status.state == "failed"
+    assert "vm-1 went into ERROR: libvirtError: guest crashed" in (status.detail or "")
+    # Nova keeps the record while the server is in ERROR (409): it stays, and
+    # the key it carries is this attempt's only.
+    assert key_tag("key-err") in fake.server("vm-1")["tags"]

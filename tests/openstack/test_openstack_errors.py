@@ -120,3 +120,16 @@ def test_a_compute_that_stays_down_fails_the_session_and_stays_disabled(fake, ma
     assert fake.service("cmp-0")["status"] == "disabled"
     assert fake.service("cmp-0")["state"] == "down"
     assert fake.service("cmp-1")["status"] == "enabled"
+
+
+@pytest.mark.parametrize("action", ["LIVE_MIGRATE", "MIGRATE"])
+def test_a_server_that_goes_to_error_fails_the_move_with_novas_fault(fake, make_engine, action):
+    # Nova refuses to remove the move's record (409, vm_state error): that
+    # cleanup must not hide the outcome.
+    build(fake, TWO_HOSTS)
+    fake.error_next_migration("vm-1", "libvirtError: guest crashed during migration")
+    view = _one_move(make_engine, action, max_migration_retries=0)
+    assert view.state == "MAINTENANCE_FAILED"
+    assert "went into ERROR: libvirtError: guest crashed during migration" in view.reason
+    assert fake.server("vm-1")["status"] == "ERROR"
+    assert all(fake.service(h)["status"] == "enabled" for h in TWO_HOSTS)

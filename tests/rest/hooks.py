@@ -70,3 +70,48 @@ class HookEndpoint:
         while time.monotonic() < deadline and len(self.bodies()) < count:
             time.sleep(0.01)
         return self.bodies()
+
+
+#: Generous reply windows for sessions driven by HTTP managers on a real clock.
+REPLY_WINDOWS = dict.fromkeys(
+    (
+        "MAINTENANCE",
+        "SCALE_IN",
+        "PREPARE_MAINTENANCE",
+        "PLANNED_MAINTENANCE",
+        "MAINTENANCE_COMPLETE",
+    ),
+    20.0,
+)
+
+
+def run_http_session(
+    api: str, admin_token: str, workflow: str, timeout: float = 30.0
+) -> dict[str, Any]:
+    """POST a session over every host (one ``upgrade`` host action) and poll
+    it until it ends; its last view."""
+    import httpx
+
+    admin = {"X-Auth-Token": admin_token}
+    created = httpx.post(
+        f"{api}/v1/maintenance",
+        json={
+            "hosts": [],
+            "state": "MAINTENANCE",
+            "workflow": workflow,
+            "metadata": {},
+            "actions": [{"plugin": "upgrade", "type": "host"}],
+            "reply_windows": REPLY_WINDOWS,
+        },
+        headers=admin,
+    )
+    assert created.status_code == 200, created.text
+    session_id = created.json()["session_id"]
+    view: dict[str, Any] = {}
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        view = httpx.get(f"{api}/v1/maintenance/{session_id}", headers=admin).json()
+        if view["state"] in ("MAINTENANCE_DONE", "MAINTENANCE_FAILED"):
+            break
+        time.sleep(0.05)
+    return view

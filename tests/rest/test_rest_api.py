@@ -43,7 +43,9 @@ def test_session_lifecycle_create_list_get_delete(client: TestClient, engine: En
     running = client.delete(f"/v1/maintenance/{session_id}", headers=ADMIN)
     assert running.status_code == 409
     assert engine.run_until_done(session_id).state == "MAINTENANCE_DONE"
-    assert client.delete(f"/v1/maintenance/{session_id}", headers=ADMIN).status_code == 204
+    deleted = client.delete(f"/v1/maintenance/{session_id}", headers=ADMIN)
+    assert deleted.status_code == 200  # with a body, as Fenix answered
+    assert deleted.json() == {"session_id": session_id, "deleted": True}
     assert client.get(f"/v1/maintenance/{session_id}", headers=ADMIN).status_code == 404
     assert engine.list_sessions() == []
 
@@ -186,3 +188,39 @@ def test_openapi_and_health(client: TestClient) -> None:
     assert set(paths["/v1/maintenance/{session_id}"]) == {"get", "put", "delete"}
     assert "SessionBody" in spec["components"]["schemas"]
     assert client.get("/healthz").json() == {"status": "ok"}
+
+
+def test_fenix_era_constraints_and_replies(client: TestClient, engine: Engine) -> None:
+    """What the OPNFV Doctor VNFM and Tacker's Fenix plug-in send: a
+    migration_type of older clients, an ACK_MAINTENANCE with instance_ids, an
+    instance_action without instance_ids for the instances asked about."""
+    subscribe(client, "pa", PA)
+    for instance_id, kind in (("vm-a1", "MIGRATION"), ("vm-a2", "LIVE_MIGRATION")):
+        doctor = {"project_id": "pa", "instance_name": instance_id, "migration_type": kind}
+        put = client.put(f"/v1/instance/{instance_id}", json=doctor, headers=PA)
+        assert put.status_code == 200, put.text
+    assert client.get("/v1/instance/vm-a1", headers=PA).json()["migration_type"] == "MIGRATE"
+    assert engine.get_instance_constraints("vm-a2").migration_type == "LIVE_MIGRATE"
+    unknown = client.put("/v1/instance/vm-a1", json={"migration_type": "TELEPORT"}, headers=PA)
+    assert unknown.status_code == 400
+    assert unknown.json()["error"]["field"] == "migration_type"
+
+    session_id = create(client, hosts=["cmp-0", "cmp-1", "cmp-2"])
+    engine.run_until_idle()
+    url = f"/v1/maintenance/{session_id}/pa"
+    maintenance = {"session_id": session_id, "state": "ACK_MAINTENANCE"}
+    ack = client.put(url, json={**maintenance, "instance_ids": ["vm-a1", "vm-a2"]}, headers=PA)
+    assert ack.status_code == 200, ack.text
+    engine.run_until_idle()
+    asked = client.get(url, headers=PA).json()
+    assert asked["state"] == "PLANNED_MAINTENANCE"
+    assert asked["instance_ids"] == ["vm-a1"]
+    doctor = {"session_id": session_id, "state": "ACK_PLANNED_MAINTENANCE"}
+    reply = client.put(url, json={**doctor, "instance_action": "MIGRATE"}, headers=PA)
+    assert reply.status_code == 200, reply.text
+    engine.run_until_idle()
+    actions = {i.instance_id: i.action for i in engine.project_view(session_id, "pa").instances}
+    assert actions["vm-a1"] == "MIGRATE"
+    # Not asked to choose now: the engine says the reply is not awaited.
+    late = client.put(url, json={**doctor, "instance_action": "MIGRATE"}, headers=PA)
+    assert late.status_code == 409, late.text

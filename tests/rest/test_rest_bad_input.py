@@ -59,7 +59,7 @@ def session_id(client: TestClient, engine: Engine) -> str:
         ({"state": "ACK_MAINTENANCE", "colour": "red"}, 400, "colour"),
         ({"state": "ACK_MAINTENANCE", "project_id": "pb"}, 400, "project_id"),
         ({"state": "ACK_MAINTENANCE", "session_id": "other"}, 400, "session_id"),
-        ({"state": "ACK_MAINTENANCE", "instance_action": "MIGRATE"}, 400, "instance_ids"),
+        ({"state": "ACK_MAINTENANCE", "instance_action": "MIGRATE"}, 400, "instance_action"),
         (
             {"state": "ACK_MAINTENANCE", "instance_ids": ["vm-a1"], "instance_action": "MIGRATE"},
             400,

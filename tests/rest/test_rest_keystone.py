@@ -92,3 +92,82 @@ def test_keystone_answers_are_cached(keystone: FakeKeystone) -> None:
 def test_keystone_unreachable_refuses() -> None:
     auth = v3.Token(auth_url="http://127.0.0.1:9/v3", token="x")
     assert KeystoneAuthenticator(ks_session.Session(auth=auth)).authenticate("member-tok") is None
+
+
+def test_the_token_cache_stays_bounded_under_a_flood_of_bad_tokens(
+    keystone: FakeKeystone,
+) -> None:
+    auth = authenticator(keystone)
+    auth = KeystoneAuthenticator(auth.session, cache_size=50, refusal_cache_size=200)
+    assert auth.authenticate("member-tok") is not None
+    # Keystone's answer is replaced by a local refusal: the flood must not
+    # depend on 100,000 HTTP round trips to show the bound.
+    auth._validate = lambda token: (None, 5.0)  # type: ignore[method-assign]
+    for n in range(100_000):
+        assert auth.authenticate(f"bad-{n}") is None
+        if n % 10_000 == 0:
+            assert auth.cached() <= 50 + 200
+    assert len(auth._refused) == 200
+    assert len(auth._valid) == 1
+    # The flood evicted no valid token: it is still answered from the cache.
+    assert auth.authenticate("member-tok") == Identity(admin=False, project_id="pa")
+    assert keystone.validations.count("member-tok") == 1
+
+
+def test_refusals_are_cached_briefly_and_keystone_failures_not_at_all(
+    keystone: FakeKeystone, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = [1000.0]
+    monkeypatch.setattr("fenix_core.rest.keystone.time.monotonic", lambda: clock[0])
+    auth = KeystoneAuthenticator(authenticator(keystone).session, refusal_seconds=5)
+    assert auth.authenticate("forged") is None
+    assert auth.authenticate("forged") is None
+    assert keystone.validations == ["forged"]
+    clock[0] += 6
+    assert auth.authenticate("forged") is None
+    assert keystone.validations == ["forged", "forged"]
+
+
+def test_admin_roles_are_configurable(keystone: FakeKeystone) -> None:
+    session = authenticator(keystone).session
+    USERS["operator-tok"] = {
+        "project": {"id": "ops"},
+        "roles": [{"name": "maintenance-admin"}],
+        "expires_at": SOON,
+    }
+    try:
+        default = KeystoneAuthenticator(session)
+        assert default.authenticate("operator-tok") == Identity(admin=False, project_id="ops")
+        custom = KeystoneAuthenticator(session, admin_roles=["maintenance-admin"])
+        assert custom.authenticate("operator-tok") == Identity(admin=True, project_id="ops")
+        assert custom.authenticate("admin-tok") == Identity(admin=False, project_id="admin-p")
+    finally:
+        del USERS["operator-tok"]
+    with pytest.raises(ValueError, match="admin_roles"):
+        KeystoneAuthenticator(session, admin_roles=[])
+
+
+def test_fenix_api_takes_admin_roles_for_keystone(
+    keystone: FakeKeystone, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fenix_core.rest.cli import _authenticator, parser
+
+    clouds = tmp_path / "clouds.yaml"
+    clouds.write_text(
+        "clouds:\n  fenix:\n    auth:\n"
+        f"      auth_url: {keystone.server.url}/v3\n"
+        "      username: fenix\n      password: pw\n      project_name: service\n"
+        "      user_domain_id: default\n      project_domain_id: default\n"
+    )
+    monkeypatch.setenv("OS_CLIENT_CONFIG_FILE", str(clouds))
+    args = parser().parse_args(
+        ["--keystone-cloud", "fenix", "--admin-role", "member", "--admin-role", "ops"]
+    )
+    auth = _authenticator(args)
+    assert isinstance(auth, KeystoneAuthenticator)
+    assert auth.admin_roles == {"member", "ops"}
+    assert auth.authenticate("member-tok") == Identity(admin=True, project_id="pa")
+    with pytest.raises(SystemExit):
+        parser().parse_args(["--keystone-cloud", "x", "--token-file", "t.json"])
+    with pytest.raises(SystemExit):
+        _authenticator(parser().parse_args(["--token-file", "t.json", "--admin-role", "x"]))

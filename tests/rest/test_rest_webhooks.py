@@ -3,6 +3,7 @@ endpoint is down, de-duplication, and a queue that survives a restart."""
 
 from __future__ import annotations
 
+import ast
 import random
 import time
 from collections.abc import Iterator
@@ -12,6 +13,7 @@ from typing import Any
 import pytest
 
 from fenix_core import Engine
+from fenix_core.errors import InvalidInput
 from fenix_core.rest import WebhookOutbox, WebhookSender, WebhookTarget
 from fenix_core.rest.shapes import event_alarm_body, fenix_body
 from fenix_core.testing import ScriptedManager, SimClock, SimulatedCloud
@@ -61,14 +63,18 @@ def test_fenix_body_links_into_the_api() -> None:
         "seq": 7,
     }
     body = fenix_body("maintenance_planned", payload, "http://api:12347/")
-    assert body["instance_ids"] == "http://api:12347/v1/maintenance/s1/pa"
-    assert body["reply_url"] == body["instance_ids"]
+    # The instances asked about, as a list: Fenix-era managers read [0].
+    assert body["instance_ids"] == ["vm-1", "vm-2"]
+    assert body["reply_url"] == "http://api:12347/v1/maintenance/s1/pa"
+    for state in ("MAINTENANCE", "SCALE_IN", "MAINTENANCE_COMPLETE"):
+        asked = fenix_body("maintenance_planned", {**payload, "state": state}, "http://api:12347")
+        assert asked["instance_ids"] == asked["reply_url"]  # GET it for the list, as in Fenix
     done = fenix_body(
         "maintenance_planned",
         {**payload, "state": "INSTANCE_ACTION_DONE", "instance_ids": ["vm-1"]},
         "http://api",
     )
-    assert done["instance_ids"] == "vm-1"  # Fenix gave the single id here
+    assert done["instance_ids"] == ["vm-1"]  # a one-element list, as Fenix's notify_action_done
     host = {"service": "fenix", "session_id": "s1", "host": "cmp-0", "state": "IN_MAINTENANCE"}
     assert fenix_body("maintenance_host", host, "http://api") == host
 
@@ -79,7 +85,9 @@ def test_fenix_body_links_into_the_api() -> None:
     # What Fenix-era managers do with it:
     traits = {name: value for name, _type, value in event["traits"]}
     assert traits["state"] == "PLANNED_MAINTENANCE"
-    assert traits["instance_ids"] == "http://api:12347/v1/maintenance/s1/pa"
+    assert traits["instance_ids"] == '["vm-1", "vm-2"]'
+    # Tacker evaluates a text trait that starts with [ or { as a Python literal.
+    assert ast.literal_eval(traits["instance_ids"])[0] == "vm-1"
     assert traits["allowed_actions"] == '["MIGRATE"]'
     assert traits["metadata"] == '{"v": 2}'
     assert traits["seq"] == 7
@@ -229,3 +237,73 @@ def test_backoff_grows_with_jitter_up_to_the_cap() -> None:
     bounds = [(0.5, 1.0), (1.0, 2.0), (2.0, 4.0), (4.0, 8.0), (4.0, 8.0), (4.0, 8.0)]
     assert all(low <= d <= high for d, (low, high) in zip(draws, bounds, strict=True))
     assert draws[4] != draws[5]  # jittered
+
+
+def test_a_failing_informational_post_does_not_stall_the_questions(
+    endpoint: HookEndpoint,
+) -> None:
+    """The OPNFV Doctor VNFM answers 500 to ADMIN_ACTION_DONE: that POST is
+    tried a few times, then dropped, and the question behind it goes out. A
+    question that fails is still retried (the manager must get it)."""
+    asks = {"n": 0}
+
+    def doctor(body: dict[str, Any], headers: Any) -> int:
+        if body["state"] == "ADMIN_ACTION_DONE":
+            return 500
+        asks["n"] += 1
+        return 503 if asks["n"] == 1 else 200  # the question: a blip, then accepted
+
+    endpoint.answer = doctor
+    endpoint.up()
+    engine = Engine(
+        clock=SimClock(), plugins=[small_cloud(SimulatedCloud())], load_entry_points=False
+    )
+    outbox = WebhookOutbox(engine, public_url="http://fenix.test")
+    outbox.set_target(WebhookTarget("pa", endpoint.url))
+    base = {"service": "fenix", "session_id": "s1", "project_id": "pa", "metadata": {}}
+    informational = {
+        **base,
+        "state": "ADMIN_ACTION_DONE",
+        "instance_ids": ["vm-a1"],
+        "allowed_actions": [],
+        "reply_at": None,
+        "actions_at": None,
+        "seq": 7,
+    }
+    question = {
+        **base,
+        "state": "PLANNED_MAINTENANCE",
+        "instance_ids": ["vm-a2"],
+        "allowed_actions": ["MIGRATE"],
+        "reply_at": "2026-01-01T00:05:00+00:00",
+        "actions_at": "2026-01-01T00:05:00+00:00",
+        "seq": 8,
+    }
+    outbox.queue_notification("maintenance_planned", informational)
+    outbox.queue_notification("maintenance_planned", question)
+    sender = WebhookSender(outbox, **FAST).start()
+    try:
+        received = endpoint.wait_for(1)
+        sender.stop()
+        deliveries = {d.seq: d for d in outbox.deliveries()}
+    finally:
+        sender.stop()
+        engine.close()
+    assert [(b["state"], b["instance_ids"]) for b in received] == [
+        ("PLANNED_MAINTENANCE", ["vm-a2"])
+    ]
+    assert deliveries[7].informational
+    assert not deliveries[8].informational
+    assert (deliveries[7].state, deliveries[7].attempts) == ("dropped", 3)
+    assert deliveries[7].last_error == "HTTP 500"
+    assert (deliveries[8].state, deliveries[8].attempts) == ("delivered", 2)
+
+
+def test_informational_attempts_is_checked() -> None:
+    engine = Engine(clock=SimClock(), load_entry_points=False)
+    try:
+        with pytest.raises(InvalidInput) as caught:
+            WebhookSender(WebhookOutbox(engine), informational_attempts=0)
+        assert caught.value.field == "informational_attempts"
+    finally:
+        engine.close()
