@@ -292,13 +292,11 @@ def test_capacity_shortfall_places_the_largest_first() -> None:
 
 def test_capacity_shortfall_keeps_per_host_limits() -> None:
     group = GroupConstraints(group_id="g", project_id="p", max_instances_per_host=2)
-    cs = ConstraintSet(
-        groups={"g": group},
-        instances={
-            i: InstanceConstraints(instance_id=i, project_id="p", group_id="g")
-            for i in ("m1", "m2", "m3", "m4", "m5")
-        },
-    )
+    members = [
+        InstanceConstraints(instance_id=i, project_id="p", group_id="g")
+        for i in ("m1", "m2", "m3", "m4", "m5")
+    ]
+    cs = ConstraintSet.of(groups=[group], instances=members)
     hosts = _hosts(old=8, a=8, b=8)
     placed = [
         Instance("m1", "p", "old", 1),

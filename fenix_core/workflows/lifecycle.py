@@ -94,14 +94,13 @@ def capacity_shortfall(
     for inst in instances:
         if inst.host not in computes:
             continue
-        group = constraints.group_of(inst.instance_id, inst.project_id)
-        rules[group.group_id] = _rule(group)
+        # Group ids are per project: the key tells two projects' groups apart.
+        key = constraints.group_key_of(inst.instance_id, inst.project_id)
+        rules[key] = _rule(constraints.group_by_key(key))
         used[inst.host] += inst.vcpus
-        groups_on[inst.host][group.group_id] += 1
+        groups_on[inst.host][key] += 1
         if inst.host in retired:
-            moving.append(
-                planner.Member(inst.instance_id, inst.project_id, group.group_id, inst.vcpus)
-            )
+            moving.append(planner.Member(inst.instance_id, inst.project_id, key, inst.vcpus))
     targets: list[planner.Target] = []
     capacity = 0
     for name, host in computes.items():
@@ -132,10 +131,10 @@ def capacity_shortfall(
     if largest < member.vcpus:
         why = f"the most free on one host that stays is {max(0, largest)} vcpus"
     else:
-        limit = rules[member.group_id].host_limit()
+        rule = rules[member.group_id]
         why = (
-            f"the hosts with room already hold {limit} member(s) of its group "
-            f"{member.group_id}, the most it allows on one host"
+            f"the hosts with room already hold {rule.host_limit()} member(s) of its group "
+            f"{rule.group_id}, the most it allows on one host"
         )
     return (
         f"retiring {gone} leaves no host with room for instance {member.instance_id} "
@@ -144,6 +143,7 @@ def capacity_shortfall(
 
 
 def _rule(group: GroupConstraints) -> planner.GroupRule:
+    """The planner's rule for a group (its ``group_id`` names it in messages)."""
     return planner.GroupRule(
         group_id=group.group_id,
         max_impacted=group.max_impacted_members,
@@ -352,7 +352,8 @@ class HostLifecycle:
         host.stage = 0
         in_flight = self.w.controls.in_flight(host)
         s.set_host_state(host, HostState.REMOVED, reason=why)
-        host.finished_at = s.now
+        if host.finished_at is None or in_flight:
+            host.finished_at = s.now  # a host maintained before it went keeps its end
         if in_flight:
             # Its work ended with it: no longer in maintenance for pacing, and
             # the settle delay runs from here (its span is not a duration).
