@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 import random
 import statistics
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -574,14 +574,20 @@ def jittered_backoff(attempt: int, *, base: float, cap: float, seed: str) -> flo
 @attrs.frozen
 class Ledger:
     """When each host of a session started and finished, as kept in the
-    session's data (``ctl_started`` / ``ctl_finished``: host -> ISO time)."""
+    session's data (``ctl_started`` / ``ctl_finished``: host -> ISO time).
+
+    ``removed`` are the hosts the cloud lost during the session: their work
+    ended with them (never in progress), but the time they took is not a
+    maintenance duration (not measured, not used in estimates).
+    """
 
     started: Mapping[str, datetime]
     finished: Mapping[str, datetime]
     skipped: frozenset[str] = frozenset()
+    removed: frozenset[str] = frozenset()
 
     @classmethod
-    def from_data(cls, data: Mapping[str, Any]) -> Ledger:
+    def from_data(cls, data: Mapping[str, Any], *, removed: Iterable[str] = ()) -> Ledger:
         def times(key: str) -> dict[str, datetime]:
             return {h: datetime.fromisoformat(t) for h, t in dict(data.get(key) or {}).items()}
 
@@ -589,22 +595,24 @@ class Ledger:
             started=times("ctl_started"),
             finished=times("ctl_finished"),
             skipped=frozenset(data.get("ctl_skipped") or ()),
+            removed=frozenset(removed),
         )
 
     def in_progress(self) -> dict[str, datetime]:
-        """Hosts started and neither finished nor skipped, with their start."""
+        """Hosts started and neither finished, skipped nor removed, with their start."""
         return {
             h: t
             for h, t in self.started.items()
-            if h not in self.finished and h not in self.skipped
+            if h not in self.finished and h not in self.skipped and h not in self.removed
         }
 
     def durations(self) -> dict[str, float]:
-        """Seconds from start to finish of every finished host that was started."""
+        """Seconds from start to finish of every host that was started and
+        finished its work (maintained or decommissioned)."""
         return {
             h: (end - self.started[h]).total_seconds()
             for h, end in self.finished.items()
-            if h in self.started
+            if h in self.started and h not in self.removed
         }
 
     def history(self, controls: Controls) -> PacingHistory:

@@ -26,7 +26,6 @@ import socket
 import threading
 import time
 import uuid
-from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
@@ -56,6 +55,7 @@ from .errors import (
 )
 from .hookspecs import ConstraintSource, InstanceOwner
 from .model import (
+    Host,
     HostChange,
     OperationView,
     ProjectView,
@@ -264,8 +264,8 @@ class Engine:
             hosts = list(driver.list_hosts())
             instances = list(driver.list_instances(None))
             allowed = [str(a) for a in driver.allowed_actions()]
-            cloud = (
-                cloud_constraints_dict(driver.cloud_constraints(instances))
+            found = (
+                driver.cloud_constraints(instances)
                 if isinstance(driver, ConstraintSource)
                 else None
             )
@@ -279,14 +279,16 @@ class Engine:
             raise InvalidInput("hosts", "unknown to the cloud: " + ", ".join(unknown))
         retiring = workflow.retiring(req)
         scope = check_request(req, retiring, by_name)
-        if all(name in by_name for name in req.add_hosts):
-            used: Counter[str] = Counter()
-            for inst in instances:
-                used[inst.host] += inst.vcpus
+        cloud = cloud_constraints_dict(found) if found is not None else None
+        if retiring and all(name in by_name for name in req.add_hosts):
+            in_service = [
+                Host(h.name, h.type, h.vcpus, h.enabled or h.name in req.add_hosts) for h in hosts
+            ]
             shortfall = capacity_shortfall(
-                [(h.name, h.type, h.vcpus, h.enabled or h.name in req.add_hosts) for h in hosts],
-                used,
+                in_service,
+                instances,
                 retiring,
+                self.constraints(found),
             )
             if shortfall is not None:
                 raise InvalidInput(
@@ -1443,8 +1445,14 @@ class Engine:
         try:
             loaded, workflow = self._load(session_id)
             loaded.now = self.clock.now()
+            why = f"internal error: {type(exc).__name__}: {exc}"
             if not loaded.final:
-                workflow.fail(f"internal error: {type(exc).__name__}: {exc}")
+                workflow.fail(why)
+            else:
+                # It failed already and still raises (an operation it follows):
+                # stop following what is left, rather than step again at once.
+                for op in list(loaded.open_ops()):
+                    loaded.abandon_op(op, why)
             self._commit(loaded, loaded.now)
             self._start_pending(loaded)
             return self._take_outbox(loaded)

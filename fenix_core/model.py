@@ -627,9 +627,18 @@ class IgnoredConstraint:
 class Progress:
     """How far a session is, and when it should end.
 
+    Each host of the session's work is counted once: ``hosts_done``
+    (maintained or decommissioned), ``hosts_in_progress`` (admitted, not
+    finished; none once the session has ended), ``hosts_waiting`` (not started
+    yet; in an ended session, not done), ``hosts_skipped``, ``hosts_removed``
+    (the cloud lost them during the session; targets lost are counted too, as
+    they are listed ``REMOVED``) and ``hosts_failed``. Targets (``ADDING``,
+    ``ADDED``) are not work and are not counted.
+
     ``durations`` are seconds per finished host, from its start (admission) to
-    back in service; ``estimated_end`` plays the mean duration forward through
-    the session's windows and pacing (None until something is known).
+    back in service, or to decommissioned; ``estimated_end`` plays the mean
+    duration forward through the session's windows and pacing (None until
+    something is known).
     """
 
     hosts_done: int
@@ -639,6 +648,8 @@ class Progress:
     durations: Mapping[str, float]
     estimated_end: datetime | None
     eta_seconds: float | None
+    hosts_removed: int = 0
+    hosts_failed: int = 0
 
 
 @attrs.frozen

@@ -10,6 +10,7 @@ plug-in fails one operation, never the engine.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
@@ -24,12 +25,16 @@ from .model import ActionSpec, OperationStatus, SessionRequest
 from .plugins import Plugins
 from .store.schema import OperationRow
 
-__all__ = ["OperationRunner", "record_status"]
+__all__ = ["OperationRunner", "poll_interval", "record_status"]
 
 log = logging.getLogger(__name__)
 
 #: Seconds between polls when the plug-in gives no hint: grows with each poll.
-_MIN_POLL, _MAX_POLL = 5.0, 60.0
+_MIN_POLL, _MAX_POLL, _GROWTH = 5.0, 60.0, 1.5
+#: The longest wait a plug-in's ``retry_after`` may ask for (a day).
+_MAX_HINT = 86400.0
+#: Polls after which the interval has reached _MAX_POLL (5 * 1.5 ** 7 > 60).
+_POLLS_TO_CAP = math.ceil(math.log(_MAX_POLL / _MIN_POLL, _GROWTH))
 
 
 def _describe(exc: BaseException) -> str:
@@ -37,15 +42,27 @@ def _describe(exc: BaseException) -> str:
     return text if isinstance(exc, PluginError) else f"{type(exc).__name__}: {text}"
 
 
+def poll_interval(polls: int) -> float:
+    """Seconds before the next poll of an operation polled ``polls`` times
+    (the first poll is number 1): 5 s, growing by half each poll, up to 60 s.
+    The exponent is capped, so an operation followed for weeks never
+    overflows."""
+    return min(_MAX_POLL, _MIN_POLL * _GROWTH ** min(max(0, polls - 1), _POLLS_TO_CAP))
+
+
 def record_status(op: OperationRow, status: OperationStatus, now: datetime) -> None:
     """Write a status into the operation row."""
     op.polls += 1
     if status.state == "running":
         op.status = "running"
-        wait = status.retry_after
-        if wait is None:
-            wait = min(_MAX_POLL, _MIN_POLL * 1.5 ** max(0, op.polls - 1))
-        op.next_poll = now + timedelta(seconds=max(0.0, wait))
+        hint = status.retry_after
+        # A plug-in's hint is bounded too: a huge or non-finite one must not
+        # overflow the next poll's time (nor put the operation to sleep for good).
+        if hint is None or not math.isfinite(hint):
+            wait = poll_interval(op.polls)
+        else:
+            wait = min(max(0.0, hint), _MAX_HINT)
+        op.next_poll = now + timedelta(seconds=wait)
         if status.detail:
             op.detail = status.detail
         return
@@ -109,9 +126,12 @@ class OperationRunner:
         return self._with_hosts(op, status)
 
     def _with_hosts(self, op: OperationRow, status: OperationStatus) -> OperationStatus:
-        """A move that failed may have lost its host: attach the host listing,
-        so that the workflow learns at once if the cloud removed one."""
-        if op.kind not in ("move", "watch") or status.state != "failed":
+        """A move or host operation that failed (or timed out) may have lost
+        its host: attach the host listing, so that the workflow learns at once
+        if the cloud removed it (a removal, not a failure)."""
+        if status.state != "failed" or (op.kind not in ("move", "watch") and op.host is None):
+            return status
+        if "hosts" in status.result:
             return status
         try:
             hosts = [host_to_dict(h) for h in self.plugins.require_driver().list_hosts()]

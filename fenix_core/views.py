@@ -17,27 +17,43 @@ from .model import (
     SessionView,
     StuckWork,
 )
-from .states import FINAL_SESSION_STATES, HostState, InstanceState
+from .states import DONE_HOST_STATES, FINAL_SESSION_STATES, HostState, InstanceState
 from .store.schema import HostRow, InstanceRow, OperationRow, ProjectRow, SessionRow
 
 __all__ = ["build_operation_view", "build_project_view", "build_session_view"]
 
 
+#: Hosts that only receive instances (or are about to): not work, not counted.
+_TARGETS = frozenset({HostState.OUT_OF_SCOPE, HostState.ADDING, HostState.ADDED})
+_BUSY = frozenset({HostState.DRAINING, HostState.DRAINED, HostState.IN_MAINTENANCE})
+
+
 def build_progress(row: SessionRow, hosts: Sequence[HostRow], now: datetime) -> Progress:
-    """Hosts done / in progress / waiting, per-host durations and the ETA."""
-    ledger = Ledger.from_data(row.data or {})
-    in_scope = [h for h in hosts if h.state != HostState.OUT_OF_SCOPE]
-    done = sum(1 for h in in_scope if h.state == HostState.MAINTAINED)
-    skipped = sum(1 for h in in_scope if h.state == HostState.SKIPPED)
-    busy = (HostState.DRAINING, HostState.DRAINED, HostState.IN_MAINTENANCE)
-    flight = ledger.in_progress()
-    in_progress = [h for h in in_scope if h.state in busy or h.name in flight]
-    in_progress = [
-        h for h in in_progress if h.state not in (HostState.MAINTAINED, HostState.SKIPPED)
-    ]
-    waiting = sum(1 for h in in_scope if h.state == HostState.PENDING and h not in in_progress)
+    """Hosts done / in progress / waiting / skipped / removed / failed (each
+    host of the session's work in exactly one), per-host durations and the ETA."""
+    removed = [h for h in hosts if h.state == HostState.REMOVED]
+    ledger = Ledger.from_data(row.data or {}, removed=(h.name for h in removed))
+    final = row.state in {s.value for s in FINAL_SESSION_STATES}
+    flight = {} if final else ledger.in_progress()
+    done = skipped = failed = 0
+    in_progress: list[HostRow] = []
+    waiting = 0
+    for h in hosts:
+        state = HostState(h.state)
+        if state in _TARGETS or state == HostState.REMOVED:
+            continue
+        if state in DONE_HOST_STATES:
+            done += 1
+        elif state == HostState.SKIPPED:
+            skipped += 1
+        elif state == HostState.FAILED:
+            failed += 1
+        elif not final and (state in _BUSY or h.name in flight):
+            in_progress.append(h)
+        else:
+            waiting += 1
     durations = ledger.durations()
-    if row.state in {s.value for s in FINAL_SESSION_STATES}:
+    if final:
         end: datetime | None = row.finished_at
     else:
         controls = SessionRequest.from_dict(row.request).controls
@@ -57,6 +73,8 @@ def build_progress(row: SessionRow, hosts: Sequence[HostRow], now: datetime) -> 
         durations=durations,
         estimated_end=end,
         eta_seconds=None if end is None else max(0.0, (end - now).total_seconds()),
+        hosts_removed=len(removed),
+        hosts_failed=failed,
     )
 
 

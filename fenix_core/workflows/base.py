@@ -186,6 +186,8 @@ class Workflow(ABC):
             return
         if op.status == "done":
             self.controls.unstuck(op)
+        elif self.lifecycle.lost_host_of(op):
+            self.controls.unstuck(op)  # not stuck: its host is gone (handled below)
         elif timed_out(op) and not s.final and self.controls.stuck(op):
             return
         if op.kind in ("move", "watch"):

@@ -105,7 +105,7 @@ class ConstrainedWorkflow(RollingWorkflow):
             self._go("complete", SessionState.MAINTENANCE_COMPLETE)
             return True
         if s.state != SessionState.PLANNED_MAINTENANCE and not self._feasible():
-            return True
+            return not self.lifecycle.relisting()
         self._go("plan", SessionState.PLANNED_MAINTENANCE)
         s.row.phase = "waves"
         return True
@@ -171,6 +171,8 @@ class ConstrainedWorkflow(RollingWorkflow):
 
     def _scale_in_or_fail_for(self, projects: set[str], why: str) -> None:
         s = self.s
+        if not self.lifecycle.listed_now():
+            return  # a host added meanwhile may make room: decided after the listing
         managed = self.managed_projects(projects)
         rounds = int(s.data.get("scale_in_rounds", 0))
         if not managed:

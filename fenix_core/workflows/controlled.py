@@ -72,7 +72,12 @@ class SessionControls:
         return bool(self.s.data.get("paused"))
 
     def ledger(self) -> Ledger:
-        return Ledger.from_data(self.s.data)
+        removed = (h.name for h in self.s.hosts_in(HostState.REMOVED))
+        return Ledger.from_data(self.s.data, removed=removed)
+
+    def in_flight(self, host: HostRow) -> bool:
+        """Whether ``host`` was admitted and its work has not ended yet."""
+        return host.name in self.ledger().in_progress()
 
     # ------------------------------------------------------------------ admission
 

@@ -19,12 +19,15 @@ stored inventory (:mod:`fenix_core.inventory`):
 
 from __future__ import annotations
 
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from .. import inventory
+from .. import inventory, planner
+from ..constraints import ConstraintSet, GroupConstraints
 from ..errors import InvalidInput
-from ..model import Host, SessionRequest
+from ..model import Host, Instance, SessionRequest
 from ..states import HostState, InstanceState, SessionState
 from ..store.schema import HostRow, InstanceRow, InventoryHostRow, OperationRow
 
@@ -65,32 +68,88 @@ def check_request(
 
 
 def capacity_shortfall(
-    hosts: Iterable[tuple[str, str, int, bool]], used: Mapping[str, int], retiring: Iterable[str]
+    hosts: Iterable[Host],
+    instances: Iterable[Instance],
+    retiring: Iterable[str],
+    constraints: ConstraintSet,
 ) -> str | None:
-    """Why the hosts kept (``(name, type, vcpus, in service)``) cannot hold every
-    instance once ``retiring`` are gone; None if they can or capacity is unknown."""
+    """Why the compute hosts that stay cannot hold every instance once
+    ``retiring`` are gone; None if they can (or a host's capacity is unknown).
+
+    Pure. ``hosts``' ``enabled`` means in service (a host about to be enabled
+    counts as in service): instances of retired hosts go only there, what runs
+    on a host out of service stays where it is. Totals first; then a real
+    placement of each instance of a retired host (largest first, as the
+    workflows would place them) on the free vcpus of each host that stays,
+    keeping the anti-affinity and per-host limits of its group.
+    """
     retired = set(retiring)
     if not retired:
         return None
-    load = capacity = 0
-    for name, host_type, vcpus, in_service in hosts:
-        if host_type != "compute":
+    computes = {h.name: h for h in hosts if h.type == "compute"}
+    used: Counter[str] = Counter()
+    groups_on: dict[str, Counter[str]] = defaultdict(Counter)
+    moving: list[planner.Member] = []
+    rules: dict[str, planner.GroupRule] = {}
+    for inst in instances:
+        if inst.host not in computes:
             continue
-        here = used.get(name, 0)
-        load += here
+        # Group ids are per project: the key tells two projects' groups apart.
+        key = constraints.group_key_of(inst.instance_id, inst.project_id)
+        rules[key] = _rule(constraints.group_by_key(key))
+        used[inst.host] += inst.vcpus
+        groups_on[inst.host][key] += 1
+        if inst.host in retired:
+            moving.append(planner.Member(inst.instance_id, inst.project_id, key, inst.vcpus))
+    targets: list[planner.Target] = []
+    capacity = 0
+    for name, host in computes.items():
+        here = used[name]
         if name in retired:
             continue
-        if not in_service:
+        if not host.enabled:
             capacity += here  # what runs there stays there; nothing is added
-        elif vcpus <= 0:
+            continue
+        if host.vcpus <= 0:
             return None  # a host of unknown capacity: cannot tell
-        else:
-            capacity += max(vcpus, here)
-    if load <= capacity:
+        capacity += max(host.vcpus, here)
+        targets.append(planner.Target(name, host.vcpus - here, True, groups_on[name]))
+    gone = ", ".join(sorted(retired))
+    load = sum(used.values())
+    if load > capacity:
+        return (
+            f"retiring {gone} leaves {capacity} vcpus on the other compute hosts "
+            f"for {load} vcpus of instances"
+        )
+    ordered = sorted(moving, key=lambda m: (-m.vcpus, m.instance_id))
+    budgets = Counter(m.group_id for m in moving)
+    _moves, blocked = planner.assign_moves(ordered, budgets, targets, rules)
+    if not blocked:
         return None
+    member = next(m for m in moving if m.instance_id == blocked[0].instance_id)
+    largest = max((t.free or 0 for t in targets), default=0)
+    if largest < member.vcpus:
+        why = f"the most free on one host that stays is {max(0, largest)} vcpus"
+    else:
+        rule = rules[member.group_id]
+        why = (
+            f"the hosts with room already hold {rule.host_limit()} member(s) of its group "
+            f"{rule.group_id}, the most it allows on one host"
+        )
     return (
-        f"retiring {', '.join(sorted(retired))} leaves {capacity} vcpus on the other compute "
-        f"hosts for {load} vcpus of instances"
+        f"retiring {gone} leaves no host with room for instance {member.instance_id} "
+        f"({member.vcpus} vcpus): {why}"
+    )
+
+
+def _rule(group: GroupConstraints) -> planner.GroupRule:
+    """The planner's rule for a group (its ``group_id`` names it in messages)."""
+    return planner.GroupRule(
+        group_id=group.group_id,
+        max_impacted=group.max_impacted_members,
+        recovery_time=float(group.recovery_time),
+        anti_affinity=group.anti_affinity_group,
+        max_per_host=group.max_instances_per_host,
     )
 
 
@@ -101,6 +160,9 @@ class HostLifecycle:
         self.w = workflow
         self.s = workflow.s
         self.retiring = frozenset(type(workflow).retiring(self.s.request))
+        # When (the step's time) the cloud's hosts were last listed; in memory
+        # only: after a restart, a decision that needs a fresh listing lists again.
+        self._listed_at: datetime | None = None
 
     def retires(self, host: HostRow) -> bool:
         return host.name in self.retiring
@@ -110,6 +172,7 @@ class HostLifecycle:
     def listed(self, data: Sequence[Mapping[str, Any]]) -> None:
         """An operation listed the cloud's hosts: store the changes, follow them."""
         s = self.s
+        self._listed_at = s.now
         hosts = [inventory.host_from_dict(d) for d in data]
         adding = {h.name for h in s.hosts_in(HostState.ADDING)}
         pending = inventory.pending_adds(s.orm, besides=s.id) | adding
@@ -175,15 +238,38 @@ class HostLifecycle:
             return False
         return True
 
+    def listed_now(self) -> bool:
+        """True if the cloud's hosts were listed in this step. Otherwise list
+        them (the session steps again when the listing ends) and return False:
+        asking projects to SCALE_IN is worth a listing first, a host may have
+        been added since the last one."""
+        s = self.s
+        if self._listed_at == s.now:
+            return True
+        if not self.relisting():
+            s.start_op("list_hosts", params={"wait_for": [], "before": "SCALE_IN"})
+        return False
+
+    def relisting(self) -> bool:
+        """Whether a listing of the cloud's hosts is under way."""
+        return any(self.s.open_ops(kind="list_hosts"))
+
     def shortfall(self) -> str | None:
         """Why the hosts that stay cannot hold every instance (retired hosts only)."""
         s = self.s
+        if not self.retiring:
+            return None
         kept = [
-            (h.name, h.type, h.vcpus, h.enabled)
+            Host(h.name, h.type, h.vcpus, h.enabled)
             for h in s.hosts.values()
             if h.state not in (HostState.REMOVED, HostState.ADDING)
         ]
-        return capacity_shortfall(kept, s.used, self.retiring)
+        present = [
+            Instance(i.instance_id, i.project_id, i.host, i.vcpus)
+            for i in s.instances.values()
+            if i.state != InstanceState.GONE
+        ]
+        return capacity_shortfall(kept, present, self.retiring, s.constraints())
 
     def _bring_in(self, host: HostRow, found: Host) -> None:
         s = self.s
@@ -215,7 +301,12 @@ class HostLifecycle:
             )
 
     def list_ended(self, op: OperationRow) -> None:
-        if op.status != "done" and not self.s.final:
+        s = self.s
+        if op.params.get("before"):
+            # A listing before a decision: if it failed, decide with what is known.
+            self._listed_at = s.now
+            return
+        if op.status != "done" and not s.final:
             self.w.fail(f"hosts named in add_hosts did not appear: {op.detail}")
 
     # ------------------------------------------------------------------ hosts that go
@@ -227,6 +318,7 @@ class HostLifecycle:
         host.enabled = False
         s.set_host_state(host, HostState.DECOMMISSIONED, reason="decommissioned: left disabled")
         host.finished_at = s.now
+        self.w.host_finished(host)  # finished work: pacing, settle, progress, ETA
         s.new_host_changes += inventory.retire(
             s.orm, host.name, host.type, now=s.now, session_id=s.id
         )
@@ -258,8 +350,14 @@ class HostLifecycle:
         host.disabled_by_session = False  # a host that is gone cannot be enabled
         host.enabled = False
         host.stage = 0
+        in_flight = self.w.controls.in_flight(host)
         s.set_host_state(host, HostState.REMOVED, reason=why)
-        host.finished_at = s.now
+        if host.finished_at is None or in_flight:
+            host.finished_at = s.now  # a host maintained before it went keeps its end
+        if in_flight:
+            # Its work ended with it: no longer in maintenance for pacing, and
+            # the settle delay runs from here (its span is not a duration).
+            self.w.host_finished(host)
         self._stop_asking()
         if follow:
             s.start_op("locate", params={"instance_ids": sorted(follow), "host": name})
@@ -275,6 +373,15 @@ class HostLifecycle:
                 project.awaiting = False
                 if not self.w.awaiting(project.state):
                     s.cancel_timers("reply_deadline", state=project.state)
+
+    def lost_host_of(self, op: OperationRow) -> bool:
+        """Whether a host the operation was on, from or to is gone from the cloud."""
+        hosts = self.s.hosts
+        for name in (op.host, op.params.get("source"), op.params.get("target")):
+            host = hosts.get(str(name)) if name else None
+            if host is not None and host.state == HostState.REMOVED:
+                return True
+        return False
 
     def lost_move(self, inst: InstanceRow, op: OperationRow) -> bool:
         """A move or watch ended from or to a host that is gone: the instance

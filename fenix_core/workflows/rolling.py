@@ -238,7 +238,7 @@ class RollingWorkflow(Workflow):
         choice = self._host_to_drain(computes, planned=maintained)
         if choice is None:
             self._scale_in_or_fail(computes)
-            return True
+            return not self.lifecycle.relisting()
         if not self.may_start_host(s.hosts[choice]):
             return False
         if maintained:
@@ -275,7 +275,11 @@ class RollingWorkflow(Workflow):
         return chosen[0] if chosen else None
 
     def _scale_in_or_fail(self, computes: list[HostRow]) -> None:
+        """Ask the projects to SCALE_IN, or fail; first list the hosts again
+        (a host added meanwhile may make room): then nothing is decided yet."""
         s = self.s
+        if not self.lifecycle.listed_now():
+            return
         lightest = min(computes, key=lambda h: (s.used[h.name], h.position))
         free = sum(
             max(0, s.free_vcpus(slot_host) or 0)
