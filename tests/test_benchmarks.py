@@ -83,7 +83,7 @@ def test_scale_counts_statements_and_replies_and_checks_the_targets(
     names = {(t["workflow"], t["name"]) for t in document["targets"]}
     assert ("constrained", "tiny hosts CPU / rolling") in names
     assert ("rolling", "tiny hosts stmts/step") in names
-    assert {t["verdict"] for t in document["targets"]} <= {"PASS", "FAIL", "n/a"}
+    assert {t["verdict"] for t in document["targets"]} <= {"PASS", "FAIL", "n/a", "info"}
 
 
 def test_scale_targets_read_ratios_and_stopped_runs(bench) -> None:
@@ -107,6 +107,15 @@ def test_scale_targets_read_ratios_and_stopped_runs(bench) -> None:
     assert v["300/30 CPU"] == "FAIL"
     v = verdicts([result("30", 1.0), result("300", 5.0, finished=False)])
     assert v["300/30 CPU"] == "n/a"
+    # Per host maintained: a verdict only when both finished; else information.
+    small, big = result("30", 1.0), result("300", 10.0)
+    small.hosts_maintained, big.hosts_maintained = 30, 300
+    assert verdicts([small, big])["300/30 CPU per host"] == "PASS"
+    stopped = result("300", 5.0, finished=False)
+    stopped.hosts_maintained = 100
+    rows = {t["name"]: t for t in scale.targets([small, stopped])}
+    assert rows["300/30 CPU per host"]["verdict"] == "info"
+    assert rows["300/30 CPU per host"]["value"] == "1.50x (100/300 hosts)"
     v = verdicts([result("1000", 12.0)])
     assert v["1000 hosts CPU"] == "FAIL"
     both = [result("30", 1.0), result("30", 2.5, workflow="constrained")]
