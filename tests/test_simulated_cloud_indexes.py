@@ -202,3 +202,20 @@ def test_a_cloud_reloaded_from_its_file_rebuilds_its_indexes(tmp_path: Path) -> 
     assert second.instances_on("b") == ["vm-1", "vm-2"]
     assert second.free_vcpus("a") == 4
     assert second.free_vcpus("b") == 0
+
+
+def test_a_removed_host_takes_a_moving_instance_it_held_out_of_the_count() -> None:
+    clock = SimClock(start=T0)
+    cloud = SimulatedCloud(migration_seconds=30, clock=clock)
+    for name in ("a", "b", "c"):
+        cloud.add_host(name, vcpus=4)
+    cloud.add_instance("vm", "p", "a", vcpus=3)
+    cloud.start_move("vm", "MIGRATE", "b", "k")
+    cloud.relocate("vm", "c")  # its manager re-created it elsewhere meanwhile
+    assert cloud.free_vcpus("b") == 1  # the migration still heads there
+    cloud.remove_host("c")  # and the host it is on now goes, with it
+    assert cloud.free_vcpus("b") == 4
+    clock.advance(30)
+    status = cloud.poll_move(cloud.find_move("k") or "")
+    assert (status.state, status.gone) == ("done", True)  # its instance went with c
+    assert cloud.instances_on("b") == []
