@@ -92,9 +92,10 @@ def soak(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """The benchmarks: makespan, scale (end-to-end runs), reply throughput.
 
-    Not in the default sessions; prints figures and each target's pass/fail.
-    Options after -- go to scale.py: `nox -s bench -- --sizes small,large,huge`,
-    `-- --workflow both --timeout 1200`. See docs/performance.md."""
+    Not in the default sessions; prints figures, raw-sqlite3 floors from the
+    same run and each target's pass/fail. Options after -- go to scale.py:
+    `nox -s bench -- --huge` (adds 10,000 hosts), `-- --sizes 30,300
+    --workflow rolling --timeout 600`. See docs/performance.md."""
     session.install(".")  # the project and its own dependencies, nothing else
     session.run("python", "benchmarks/makespan.py")
     session.run("python", "benchmarks/scale.py", *session.posargs)

@@ -20,6 +20,9 @@ from scenarios import REFERENCE, Scenario
 from fenix_core import planner
 from fenix_core.testing.invariants import constraint_violations
 
+#: The reference scenario's makespan ratios before the core redesign (issue 18).
+NO_WORSE_THAN = (0.104, 1.073)
+
 
 def run(scenario: Scenario, workflow: str) -> tuple[float, float, object]:
     built = scenario.build(workflow)
@@ -89,6 +92,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     ok2 = "PASS" if vs_bound <= 1.15 else "FAIL"
     print(f"constrained / serial        {vs_serial:>10.3f}     target <= 0.35  {ok1}")
     print(f"constrained / lower bound   {vs_bound:>10.3f}     target <= 1.15  {ok2}")
+    if (args.hosts, args.instances, args.groups, args.seed) == (
+        REFERENCE.hosts,
+        REFERENCE.instances,
+        REFERENCE.groups,
+        REFERENCE.seed,
+    ):
+        # Issue 18: the core redesign must not make the reference makespans worse
+        # than these, measured before it (simulated time: the same on any machine).
+        for name, value, before in (
+            ("constrained / serial", vs_serial, NO_WORSE_THAN[0]),
+            ("constrained / lower bound", vs_bound, NO_WORSE_THAN[1]),
+        ):
+            ok = "PASS" if round(value, 3) <= before else "FAIL"
+            print(f"{name + ' (issue 18)':<39} {value:.3f}  target <= {before}  {ok}")
     return 0
 
 

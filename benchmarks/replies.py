@@ -6,7 +6,10 @@ happens). Every project then replies ACK_MAINTENANCE: "accepted" times the
 ``Engine.reply`` calls (validation and the inbox write, one transaction
 each), "processed" the one ``Engine.step`` that consumes the inbox. Both on a
 SQLite file and in memory; the target (>= 5,000 replies/s on a SQLite file)
-applies to the whole path, accepted then processed.
+applies to the whole path, accepted then processed. Also counted: SQL
+statements and commits per reply, and raw-sqlite3 floors measured in the same
+run (a reply as its own transaction, and as one row of a batched transaction)
+with the engine/floor ratios.
 
     python benchmarks/replies.py [--projects 2000] [--json]
 """
@@ -24,6 +27,9 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import floors
+from sqlcount import StatementCounter
+
 from fenix_core import ActionSpec, Engine, SessionRequest, signals
 from fenix_core.testing import SimClock, SimulatedCloud, TimedAction
 
@@ -39,6 +45,10 @@ class Throughput:
     process_s: float
     accept_cpu_s: float
     process_cpu_s: float
+    accept_statements: int
+    accept_commits: int
+    process_statements: int
+    process_commits: int
 
     @property
     def accepted_per_s(self) -> float:
@@ -92,12 +102,17 @@ def measure(backend: str, database_url: str, projects: int) -> Throughput:
         engine.run_until_idle()
         if len(asked) != projects:
             raise RuntimeError(f"{len(asked)} of {projects} projects were asked MAINTENANCE")
+        sql = StatementCounter(engine)
         start, start_cpu = time.perf_counter(), time.process_time()
         for sid, project in asked:
             engine.reply(sid, project, "ACK_MAINTENANCE")
         accepted, accepted_cpu = time.perf_counter(), time.process_time()
+        accept_sql = sql.figures()
+        sql.reset()
         engine.step()
         processed, processed_cpu = time.perf_counter(), time.process_time()
+        process_sql = sql.figures()
+        sql.close()
         answered = engine.get_session(session_id).projects
         left = [p for p in names if answered.get(p) != "ACK_MAINTENANCE"]
         if left:
@@ -109,6 +124,10 @@ def measure(backend: str, database_url: str, projects: int) -> Throughput:
             process_s=processed - accepted,
             accept_cpu_s=accepted_cpu - start_cpu,
             process_cpu_s=processed_cpu - accepted_cpu,
+            accept_statements=accept_sql["statements"],
+            accept_commits=accept_sql["commits"],
+            process_statements=process_sql["statements"],
+            process_commits=process_sql["commits"],
         )
     finally:
         engine.close()
@@ -122,6 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.projects < 1:
         parser.error("--projects must be at least 1")
     with tempfile.TemporaryDirectory(prefix="fenix-replies-") as tmp:
+        floor = floors.measure(Path(tmp), args.projects)
         results = [
             measure("sqlite file", f"sqlite:///{Path(tmp) / 'fenix.db'}", args.projects),
             measure("in memory", "sqlite://", args.projects),
@@ -132,6 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         document = {
             "results": [r.as_json() for r in results],
             "target": {"replies_per_s": TARGET, "value": round(on_file, 1), "verdict": verdict},
+            "floors": floor.as_json(),
         }
         print(json.dumps(document, indent=2))
         return 0
@@ -149,9 +170,37 @@ def main(argv: Sequence[str] | None = None) -> int:
             f" {r.overall_per_s:>10,.0f} {r.accept_s:>9.3f} {r.process_s:>10.3f}"
             f" {r.overall_per_cpu_s:>14,.0f}"
         )
+    print()
     print(
-        f"target: >= {TARGET:,.0f} replies/s accepted and processed on a SQLite file:"
-        f" {on_file:,.0f}  {verdict}"
+        f"{'backend':<12} {'stmts/reply':>12} {'commits/reply':>14}"
+        f" {'accept stmts':>13} {'process stmts':>14}"
+    )
+    for r in results:
+        total = r.accept_statements + r.process_statements
+        print(
+            f"{r.backend:<12} {total / r.replies:>12.2f}"
+            f" {(r.accept_commits + r.process_commits) / r.replies:>14.3f}"
+            f" {r.accept_statements:>13,} {r.process_statements:>14,}"
+        )
+    print()
+    one, batched = floor.reply_transaction_s, floor.reply_batched_s
+    print(
+        "raw sqlite3 floors, same run (SQLite file, CPU per reply): a reply as its own"
+        f" transaction (SELECT, INSERT, commit) {one * 1e6:.0f} us ({1 / one:,.0f}/CPU s);"
+        f" as one row of a batch {batched * 1e6:.1f} us ({1 / batched:,.0f}/CPU s)"
+    )
+    for r in results:
+        accept = r.accept_cpu_s / r.replies
+        overall = (r.accept_cpu_s + r.process_cpu_s) / r.replies
+        print(
+            f"  {r.backend:<12} accept {accept * 1e6:,.0f} us: {floors.ratio(accept, one)} the"
+            f" own-transaction floor; accepted and processed {overall * 1e6:,.0f} us:"
+            f" {floors.ratio(overall, batched)} the batched floor"
+        )
+    print()
+    print(
+        f"target of issue 18: >= {TARGET:,.0f} replies/s accepted and processed on a SQLite"
+        f" file: {on_file:,.0f} ({results[0].overall_per_cpu_s:,.0f} per CPU s)  {verdict}"
     )
     return 0
 

@@ -27,6 +27,10 @@ class Scenario:
     max_impacted: tuple[int, int] = (1, 3)
     recovery: tuple[int, int] = (60, 300)
     seed: int = 7
+    instance_vcpus: tuple[int, ...] = (1, 2)
+    # Every other project (in name order) answers this many seconds late; the
+    # rest answer each notification at once.
+    late_answer_seconds: float = 0.0
 
     def build(
         self, workflow: str, *, database_url: str = "sqlite://", constrained: bool = True
@@ -56,7 +60,7 @@ class Scenario:
                     members[iid] = group
                 else:
                     project = f"project-{rng.randrange(self.projects):04d}"
-                cloud.add_instance(iid, project, name, vcpus=rng.choice((1, 2)))
+                cloud.add_instance(iid, project, name, vcpus=rng.choice(self.instance_vcpus))
                 owner[iid] = project
                 n += 1
         engine = Engine(
@@ -65,7 +69,12 @@ class Scenario:
         projects = sorted(set(owner.values()))
         # The constrained workflow lets managers leave the choice to the engine.
         action = None if workflow == "constrained" else "LIVE_MIGRATE"
-        managers = [ScriptedManager(engine, p, cloud=cloud, action=action) for p in projects]
+        managers = [
+            ScriptedManager(
+                engine, p, cloud=cloud, action=action, delay=self.late_answer_seconds * (n % 2)
+            )
+            for n, p in enumerate(projects)
+        ]
         rules: dict[str, dict[str, Any]] = {}
         if constrained:
             for g in group_ids:

@@ -30,26 +30,104 @@ def test_scale_runs_a_tiny_scenario_end_to_end_and_prints_its_figures(
     bench, capsys: pytest.CaptureFixture[str]
 ) -> None:
     scale = bench("scale")
-    assert scale.main(["--sizes", "tiny", "--timeout", "120"]) == 0
+    argv = ["--sizes", "tiny", "--workflow", "rolling", "--timeout", "120", "--floor-repeats", "20"]
+    assert scale.main(argv) == 0
     out = capsys.readouterr().out
-    row = next(line for line in out.splitlines() if line.startswith("tiny"))
-    # size workflow wall CPU RSS "MB" db-bytes notifications steps steps/s makespan
+    row = next(line for line in out.splitlines() if line.startswith("rolling") and "tiny" in line)
+    # workflow size wall CPU RSS "MB" db-bytes notifications steps steps/s ms/step
+    # commits/step statements/step makespan
     fields = row.split()
-    assert fields[:2] == ["tiny", "rolling"], row
+    assert fields[:2] == ["rolling", "tiny"], row
     wall, cpu, rss = float(fields[2]), float(fields[3]), float(fields[4])
     db_bytes, notifications, steps = (int(f.replace(",", "")) for f in fields[6:9])
-    steps_per_s, makespan = float(fields[9]), float(fields[10].replace(",", ""))
-    assert min(wall, cpu, rss) > 0
+    steps_per_s, ms_per_step = float(fields[9]), float(fields[10])
+    commits, statements = float(fields[11]), float(fields[12])
+    makespan = float(fields[13].replace(",", ""))
+    assert min(wall, cpu, rss, ms_per_step) > 0
     assert db_bytes > 0  # the run was on a SQLite file
     tiny = scale.SIZES["tiny"]
     # Every host goes in and out of maintenance; every project is asked at least
     # MAINTENANCE and MAINTENANCE_COMPLETE.
     assert notifications >= 2 * tiny.hosts + 2 * tiny.projects
     assert min(steps, steps_per_s) > 0
+    # Each step commits its work, and a commit needs a statement.
+    assert statements >= commits >= 1
     # Hosts are maintained one at a time, each taking host_work of simulated time.
     assert makespan >= tiny.hosts * tiny.host_work
-    for expected in (f"{tiny.hosts} hosts", "large/small CPU", "huge/large CPU"):
+    assert re.search(r"a 5-statement transaction \d+ us", out)
+    assert re.search(r"rolling\s+tiny\s+[\d.]+\s+[\d.]+\s+[\d,]+x", out)  # engine/floor
+    for expected in (f"{tiny.hosts} hosts", "tiny hosts commits/step", "tiny hosts stmts/step"):
         assert expected in out
+
+
+def test_scale_counts_statements_and_replies_and_checks_the_targets(
+    bench, capsys: pytest.CaptureFixture[str]
+) -> None:
+    scale = bench("scale")
+    argv = ["--sizes", "tiny", "--timeout", "120", "--floor-repeats", "20", "--json"]
+    assert scale.main(argv) == 0
+    document = json.loads(capsys.readouterr().out)
+    runs = {r["workflow"]: r for r in document["results"]}
+    assert set(runs) == {"rolling", "constrained"}
+    tiny = scale.SIZES["tiny"]
+    for r in runs.values():
+        assert r["finished"], r
+        # Managers reply to MAINTENANCE and MAINTENANCE_COMPLETE at least, each
+        # reply is a transaction of its own today, and its statements are a
+        # part of all the run's.
+        assert r["replies"] >= 2 * tiny.projects
+        assert r["commits"] > r["reply_commits"] >= r["replies"]
+        assert r["statements"] > r["reply_statements"] >= r["replies"]
+        assert r["statements_per_step"] == pytest.approx(r["statements"] / r["steps"], abs=0.01)
+    assert all(v > 0 for k, v in document["floors"].items() if k != "unit")
+    names = {(t["workflow"], t["name"]) for t in document["targets"]}
+    assert ("constrained", "tiny hosts CPU / rolling") in names
+    assert ("rolling", "tiny hosts stmts/step") in names
+    assert {t["verdict"] for t in document["targets"]} <= {"PASS", "FAIL", "n/a", "info"}
+
+
+def test_scale_targets_read_ratios_and_stopped_runs(bench) -> None:
+    scale = bench("scale")
+
+    def result(size: str, cpu: float, *, finished: bool = True, workflow: str = "rolling"):
+        r = scale.Result(size, workflow, int(size), 0, 0, 0, 1.0)
+        r.cpu_s, r.finished, r.phase, r.steps = cpu, finished, "done" if finished else "run", 10
+        r.peak_rss_bytes = 100 * 2**20
+        return r
+
+    def verdicts(results: list[object]) -> dict[str, str]:
+        return {t["name"]: t["verdict"] for t in scale.targets(results)}
+
+    # 300/30 is 10x: linear; 1,000 hosts in 9 s: under the target.
+    v = verdicts([result("30", 1.0), result("300", 10.0), result("1000", 9.0)])
+    assert v["300/30 CPU"] == "PASS"
+    assert v["1000 hosts CPU"] == "PASS"
+    # A stopped run over the target already fails; under it, nothing is known.
+    v = verdicts([result("30", 1.0), result("300", 20.0, finished=False)])
+    assert v["300/30 CPU"] == "FAIL"
+    v = verdicts([result("30", 1.0), result("300", 5.0, finished=False)])
+    assert v["300/30 CPU"] == "n/a"
+    # Per host maintained: a verdict only when both finished; else information.
+    small, big = result("30", 1.0), result("300", 10.0)
+    small.hosts_maintained, big.hosts_maintained = 30, 300
+    assert verdicts([small, big])["300/30 CPU per host"] == "PASS"
+    stopped = result("300", 5.0, finished=False)
+    stopped.hosts_maintained = 100
+    rows = {t["name"]: t for t in scale.targets([small, stopped])}
+    assert rows["300/30 CPU per host"]["verdict"] == "info"
+    assert rows["300/30 CPU per host"]["value"] == "1.50x (100/300 hosts)"
+    v = verdicts([result("1000", 12.0)])
+    assert v["1000 hosts CPU"] == "FAIL"
+    both = [result("30", 1.0), result("30", 2.5, workflow="constrained")]
+    assert verdicts(both)["30 hosts CPU / rolling"] == "FAIL"
+
+
+def test_scale_sizes_follow_the_issue(bench) -> None:
+    scale = bench("scale")
+    large = scale.SIZES["1000"]
+    assert (large.hosts, large.instances, large.projects) == (1_000, 20_000, 200)
+    assert (large.host_vcpus, large.instance_vcpus) == (24, (1,))
+    assert scale.SIZES["10000"].instances == 200_000
 
 
 def test_scale_reports_a_scenario_stopped_by_the_timeout_instead_of_waiting(
@@ -57,10 +135,11 @@ def test_scale_reports_a_scenario_stopped_by_the_timeout_instead_of_waiting(
 ) -> None:
     scale = bench("scale")
     # 200,000 instances cannot be set up in half a second: the child is stopped.
-    assert scale.main(["--sizes", "huge", "--timeout", "0.5", "--json"]) == 0
+    argv = ["--sizes", "", "--huge", "--workflow", "rolling", "--timeout", "0.5"]
+    assert scale.main([*argv, "--floor-repeats", "5", "--json"]) == 0
     document = json.loads(capsys.readouterr().out)
     (result,) = document["results"]
-    assert (result["size"], result["finished"]) == ("huge", False)
+    assert (result["size"], result["finished"]) == ("10000", False)
     assert result["phase"] in ("starting", "setup")
 
 
@@ -68,6 +147,30 @@ def test_scale_rejects_an_unknown_size(bench) -> None:
     scale = bench("scale")
     with pytest.raises(SystemExit):
         scale.main(["--sizes", "enormous"])
+
+
+def test_sql_counter_counts_an_executemany_as_one_statement(bench) -> None:
+    sqlcount = bench("sqlcount")
+    from sqlalchemy import text
+
+    from fenix_core import Engine
+
+    with Engine("sqlite://", load_entry_points=False) as engine:
+        counter = sqlcount.StatementCounter(engine)
+        counter.reset()
+        with engine.transaction() as orm:
+            orm.execute(text("CREATE TEMP TABLE t (x INTEGER)"))
+            orm.execute(text("INSERT INTO t VALUES (:x)"), [{"x": n} for n in range(50)])
+        counter.in_reply = True
+        with engine.transaction() as orm:
+            orm.execute(text("SELECT 1"))
+        assert counter.figures() == {
+            "statements": 3,
+            "commits": 2,
+            "reply_statements": 1,
+            "reply_commits": 1,
+        }
+        counter.close()
 
 
 def test_replies_measures_both_backends(bench, capsys: pytest.CaptureFixture[str]) -> None:
@@ -78,6 +181,11 @@ def test_replies_measures_both_backends(bench, capsys: pytest.CaptureFixture[str
     for r in document["results"]:
         assert r["replies"] == 5
         assert min(r["accepted_per_s"], r["processed_per_s"], r["overall_per_s"]) > 0
+        # Each reply is accepted in a transaction of its own today.
+        assert r["accept_commits"] >= 5
+        assert r["accept_statements"] >= r["accept_commits"]
+        assert r["process_statements"] >= r["process_commits"] >= 1
+    assert all(v > 0 for k, v in document["floors"].items() if k != "unit")
     assert document["target"]["verdict"] in ("PASS", "FAIL")
 
 

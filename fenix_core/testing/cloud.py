@@ -9,14 +9,21 @@ after every change, so a new ``SimulatedCloud`` on the same file (another
 process, after a crash) sees the same hosts, instances, migrations and events.
 A cloud re-reads the file when another process wrote it since (several engine
 workers sharing one simulated cloud, one at a time).
+
+No call scans the fleet: the cloud keeps indexes next to its state (the
+instances on each host, the vcpus used on and heading to each host, the end
+times of running migrations in a heap, the move started with each key, and a
+heap of the enabled computes by free vcpus for a move without a target). They
+are derived, never saved: a cloud loaded from ``state_path`` rebuilds them.
 """
 
 from __future__ import annotations
 
+import heapq
 import json
 import os
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +73,23 @@ class CloudEvent:
     detail: str | None = None
 
 
-_NOTHING_RUNNING = datetime.max.replace(tzinfo=UTC)
+class _Descending:
+    """A host name ordered backwards, so that a min-heap of
+    ``(-free, _Descending(name))`` yields ``max((free, name))`` first."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __lt__(self, other: _Descending) -> bool:
+        return self.name > other.name
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Descending) and self.name == other.name
+
+    def __hash__(self) -> int:
+        return hash(self.name)
 
 
 class SimulatedCloud:
@@ -105,8 +128,7 @@ class SimulatedCloud:
         self._hosts: dict[str, dict[str, Any]] = {}
         self._instances: dict[str, dict[str, Any]] = {}
         self._migrations: dict[str, dict[str, Any]] = {}
-        # The earliest end of a running migration (None: not known, scan).
-        self._next_end: datetime | None = None
+        self._clear_indexes()
         self._failures: dict[str, list[str]] = {}
         # Capacity of hosts removed since, so that events can still be replayed.
         self._removed: dict[str, int] = {}
@@ -154,6 +176,8 @@ class SimulatedCloud:
             "stays_down": False,
             "went_down": False,
         }
+        self._on_host[name], self._used[name], self._incoming[name] = set(), 0, 0
+        self._offer(name)
         self._event("host_added", name, None, "enabled" if enabled else "disabled")
         self._save()
 
@@ -169,12 +193,11 @@ class SimulatedCloud:
             raise InvalidInput("name", f"no host {name!r}")
         if evacuate_to is not None and (evacuate_to == name or evacuate_to not in self._hosts):
             raise InvalidInput("evacuate_to", f"no other host {evacuate_to!r}")
-        for migration in self._migrations.values():
-            if migration["state"] == "running" and name in (
-                migration["source"],
-                migration["target"],
-            ):
-                migration["state"] = "failed"
+        # In the order they were started, as the migrations are kept.
+        for handle in sorted(self._running.values(), key=_started):
+            migration = self._migrations[handle]
+            if name in (migration["source"], migration["target"]):
+                self._stop(handle, "failed")
                 migration["error"] = f"host {name} was removed"
                 self._event(
                     "migration_failed",
@@ -182,16 +205,19 @@ class SimulatedCloud:
                     migration["instance_id"],
                     migration["error"],
                 )
-        for instance_id in sorted(self._instances):
-            if self._instances[instance_id]["host"] != name:
-                continue
+        for instance_id in sorted(self._on_host[name]):
             if evacuate_to is None:
+                if instance_id in self._running:  # relocated here while moving
+                    self._heading(self._running[instance_id], -1)
+                self._unplace(instance_id)
                 del self._instances[instance_id]
                 self._event("instance_removed", name, instance_id)
             else:
-                self._instances[instance_id]["host"] = evacuate_to
+                self._unplace(instance_id)
+                self._place(instance_id, evacuate_to)
                 self._event("instance_relocated", evacuate_to, instance_id, name)
         self._removed[name] = int(self._hosts.pop(name)["vcpus"])
+        del self._on_host[name], self._used[name], self._incoming[name]
         self._event("host_removed", name)
         self._save()
 
@@ -221,15 +247,25 @@ class SimulatedCloud:
             "name": name or instance_id,
             "live_migratable": live_migratable,
         }
+        self._place(instance_id, host)
+        # A migration of a deleted instance of that id, still running, moves
+        # (and counts against its target) the new one, as a real cloud would not
+        # but this one always did.
+        if instance_id in self._running:
+            self._heading(self._running[instance_id], +1)
         self._event("instance_added", host, instance_id, project_id)
         self._save()
 
     def remove_instance(self, instance_id: str) -> None:
         """Delete an instance (what a manager does when it scales in)."""
         self._settle()
-        inst = self._instances.pop(instance_id, None)
+        inst = self._instances.get(instance_id)
         if inst is None:
             raise InvalidInput("instance_id", f"no instance {instance_id!r}")
+        if instance_id in self._running:
+            self._heading(self._running[instance_id], -1)
+        self._unplace(instance_id)
+        del self._instances[instance_id]
         self._event("instance_removed", inst["host"], instance_id)
         self._save()
 
@@ -245,7 +281,8 @@ class SimulatedCloud:
         if target is None or target not in self._hosts:
             raise CloudError(f"no host can take {instance_id}", instance_id=instance_id)
         source = inst["host"]
-        inst["host"] = target
+        self._unplace(instance_id)
+        self._place(instance_id, target)
         self._event("instance_relocated", target, instance_id, source)
         self._save()
         return target
@@ -279,7 +316,7 @@ class SimulatedCloud:
 
     def instances_on(self, host: str) -> list[str]:
         self._settle()
-        return sorted(i for i, data in self._instances.items() if data["host"] == host)
+        return sorted(self._on_host.get(host, ()))
 
     def is_enabled(self, host: str) -> bool:
         return bool(self._hosts[host]["enabled"])
@@ -287,15 +324,7 @@ class SimulatedCloud:
     def free_vcpus(self, host: str) -> int:
         """Capacity minus the instances on the host and migrations heading to it."""
         self._settle()
-        used = sum(i["vcpus"] for i in self._instances.values() if i["host"] == host)
-        incoming = sum(
-            self._instances[m["instance_id"]]["vcpus"]
-            for m in self._migrations.values()
-            if m["state"] == "running"
-            and m["target"] == host
-            and m["instance_id"] in self._instances
-        )
-        return int(self._hosts[host]["vcpus"]) - int(used) - int(incoming)
+        return self._free(host)
 
     @property
     def events(self) -> list[CloudEvent]:
@@ -338,7 +367,10 @@ class SimulatedCloud:
 
     def list_instances(self, hosts: Sequence[str] | None = None) -> list[Instance]:
         self._settle()
-        wanted = None if hosts is None else set(hosts)
+        if hosts is None:
+            ids = sorted(self._instances)
+        else:
+            ids = sorted(i for h in set(hosts) for i in self._on_host.get(h, ()))
         return [
             Instance(
                 instance_id=iid,
@@ -348,8 +380,7 @@ class SimulatedCloud:
                 name=data["name"],
                 live_migratable=data["live_migratable"],
             )
-            for iid, data in sorted(self._instances.items())
-            if wanted is None or data["host"] in wanted
+            for iid, data in ((i, self._instances[i]) for i in ids)
         ]
 
     def locate(self, instance_id: str) -> str | None:
@@ -376,6 +407,7 @@ class SimulatedCloud:
     def disable_host(self, host: str, reason: str) -> None:
         self._settle()
         self._require_host(host)["enabled"] = False
+        self._offer(host)
         if self._hosts[host]["stays_down"]:
             self._hosts[host]["went_down"] = True
         self._event("disable_host", host, None, reason)
@@ -384,6 +416,7 @@ class SimulatedCloud:
     def enable_host(self, host: str) -> None:
         self._settle()
         self._require_host(host)["enabled"] = True
+        self._offer(host)
         self._event("enable_host", host)
         self._save()
 
@@ -404,10 +437,7 @@ class SimulatedCloud:
             raise CloudError(
                 f"instance {instance_id} cannot be live-migrated", instance_id=instance_id
             )
-        if any(
-            m["instance_id"] == instance_id and m["state"] == "running"
-            for m in self._migrations.values()
-        ):
+        if instance_id in self._running:
             raise CloudError(
                 f"instance {instance_id} is already being migrated", instance_id=instance_id
             )
@@ -441,9 +471,7 @@ class SimulatedCloud:
             "state": "running",
             "error": failures.pop(0) if failures else None,
         }
-        end = datetime.fromisoformat(self._migrations[handle]["end"])
-        if self._next_end is not None and end < self._next_end:
-            self._next_end = end
+        self._begin(handle)
         self._event("migration_started", source, instance_id, target)
         self._save()
         return handle
@@ -455,10 +483,7 @@ class SimulatedCloud:
 
     def _move_by_key(self, key: str) -> str | None:
         self._refresh()
-        for handle, migration in self._migrations.items():
-            if migration["key"] == key:
-                return handle
-        return None
+        return self._by_key.get(key)
 
     def poll_move(self, handle: str) -> OperationStatus:
         self._settle()
@@ -486,13 +511,114 @@ class SimulatedCloud:
         return self._hosts[host]
 
     def _pick_target(self, vcpus: int, *, exclude: str) -> str | None:
-        candidates = [
-            (self.free_vcpus(name), name)
-            for name, h in self._hosts.items()
-            if name != exclude and h["enabled"] and h["type"] == "compute"
-        ]
-        fitting = [c for c in candidates if c[0] >= vcpus]
-        return max(fitting)[1] if fitting else None
+        """The enabled compute other than ``exclude`` with the most free vcpus
+        (the greatest name among equals), if it has ``vcpus`` free."""
+        result = None
+        set_aside = []
+        heap = self._by_free
+        while heap:
+            negative_free, name = heap[0]
+            if not self._offered(name.name, -negative_free):
+                heapq.heappop(heap)  # an outdated entry
+            elif name.name == exclude:
+                set_aside.append(heapq.heappop(heap))
+            else:
+                result = name.name if -negative_free >= vcpus else None
+                break
+        for entry in set_aside:
+            heapq.heappush(heap, entry)
+        return result
+
+    # ------------------------------------------------------------------ indexes
+
+    def _clear_indexes(self) -> None:
+        self._on_host: dict[str, set[str]] = {}
+        self._used: dict[str, int] = {}
+        self._incoming: dict[str, int] = {}
+        self._running: dict[str, str] = {}  # instance id -> its running migration
+        self._ends: list[tuple[datetime, str]] = []  # heap of (end, handle), running
+        self._by_key: dict[str, str] = {}
+        # Heap of (-free vcpus, name) of enabled computes; entries go out of date
+        # when a host's free vcpus change and are dropped when they reach the top.
+        self._by_free: list[tuple[int, _Descending]] = []
+
+    def _rebuild_indexes(self) -> None:
+        self._clear_indexes()
+        for name in self._hosts:
+            self._on_host[name], self._used[name], self._incoming[name] = set(), 0, 0
+        for instance_id, inst in self._instances.items():
+            self._place(instance_id, inst["host"])
+        for handle, migration in self._migrations.items():
+            self._by_key.setdefault(migration["key"], handle)
+            if migration["state"] == "running":
+                self._begin(handle)
+        for name in self._hosts:
+            self._offer(name)
+
+    def _place(self, instance_id: str, host: str) -> None:
+        self._instances[instance_id]["host"] = host
+        self._on_host[host].add(instance_id)
+        self._used[host] += self._instances[instance_id]["vcpus"]
+        self._offer(host)
+
+    def _unplace(self, instance_id: str) -> None:
+        host = self._instances[instance_id]["host"]
+        self._on_host[host].discard(instance_id)
+        self._used[host] -= self._instances[instance_id]["vcpus"]
+        self._offer(host)
+
+    def _begin(self, handle: str) -> None:
+        """Index a running migration."""
+        migration = self._migrations[handle]
+        self._by_key.setdefault(migration["key"], handle)
+        self._running[migration["instance_id"]] = handle
+        heapq.heappush(self._ends, (datetime.fromisoformat(migration["end"]), handle))
+        if migration["instance_id"] in self._instances:
+            self._heading(handle, +1)
+
+    def _stop(self, handle: str, state: str) -> None:
+        """A running migration ends in ``state`` (its heap entry is skipped later)."""
+        migration = self._migrations[handle]
+        if migration["instance_id"] in self._instances:
+            self._heading(handle, -1)
+        del self._running[migration["instance_id"]]
+        migration["state"] = state
+
+    def _heading(self, handle: str, sign: int) -> None:
+        """Count (+1) or stop counting (-1) a running migration's instance
+        against the free vcpus of its target."""
+        migration = self._migrations[handle]
+        target = migration["target"]
+        self._incoming[target] += sign * self._instances[migration["instance_id"]]["vcpus"]
+        self._offer(target)
+
+    def _free(self, host: str) -> int:
+        return int(self._hosts[host]["vcpus"]) - self._used[host] - self._incoming[host]
+
+    def _offered(self, name: str, free: int) -> bool:
+        host = self._hosts.get(name)
+        return (
+            host is not None
+            and host["enabled"]
+            and host["type"] == "compute"
+            and self._free(name) == free
+        )
+
+    def _offer(self, name: str) -> None:
+        """Put a host's current free vcpus on the heap of targets."""
+        host = self._hosts.get(name)
+        if host is None or not host["enabled"] or host["type"] != "compute":
+            return
+        if len(self._by_free) > 2 * len(self._hosts) + 64:
+            # Mostly outdated entries: start again from the current figures.
+            self._by_free = [
+                (-self._free(n), _Descending(n))
+                for n, h in self._hosts.items()
+                if h["enabled"] and h["type"] == "compute"
+            ]
+            heapq.heapify(self._by_free)
+        else:
+            heapq.heappush(self._by_free, (-self._free(name), _Descending(name)))
 
     def _event(
         self, kind: str, host: str | None, instance_id: str | None = None, detail: str | None = None
@@ -515,27 +641,18 @@ class SimulatedCloud:
         """Finish every migration whose time has come, in time order."""
         self._refresh()
         now = self.clock.now()
-        if self._next_end is not None and now < self._next_end:
-            return  # nothing can be due yet: skip scanning every migration
-        self._next_end = None
-        due = sorted(
-            (
-                (datetime.fromisoformat(m["end"]), handle)
-                for handle, m in self._migrations.items()
-                if m["state"] == "running"
-            ),
-        )
         changed = False
-        for end, handle in due:
-            if end > now:
-                break
+        while self._ends and self._ends[0][0] <= now:
+            end, handle = heapq.heappop(self._ends)
             migration = self._migrations[handle]
+            if migration["state"] != "running":
+                continue  # failed when its host was removed
             inst = self._instances.get(migration["instance_id"])
             changed = True
             if inst is None:
-                migration["state"] = "gone"
+                self._stop(handle, "gone")
             elif migration["error"]:
-                migration["state"] = "failed"
+                self._stop(handle, "failed")
                 self._events.append(
                     CloudEvent(
                         end,
@@ -546,8 +663,9 @@ class SimulatedCloud:
                     )
                 )
             else:
-                migration["state"] = "done"
-                inst["host"] = migration["target"]
+                self._stop(handle, "done")
+                self._unplace(migration["instance_id"])
+                self._place(migration["instance_id"], migration["target"])
                 inst["ready_at"] = (end + timedelta(seconds=self.ready_seconds)).isoformat()
                 self._events.append(
                     CloudEvent(
@@ -558,12 +676,6 @@ class SimulatedCloud:
                         migration["source"],
                     )
                 )
-        running = [
-            datetime.fromisoformat(m["end"])
-            for m in self._migrations.values()
-            if m["state"] == "running"
-        ]
-        self._next_end = min(running) if running else _NOTHING_RUNNING
         if changed:
             self._save()
 
@@ -591,7 +703,6 @@ class SimulatedCloud:
         self._version = file_version(self._path)
 
     def _load(self) -> None:
-        self._next_end = None
         assert self._path is not None
         self._version = file_version(self._path)
         state = json.loads(self._path.read_text())
@@ -616,3 +727,9 @@ class SimulatedCloud:
         self._events = [
             CloudEvent(**{**e, "time": datetime.fromisoformat(e["time"])}) for e in state["events"]
         ]
+        self._rebuild_indexes()
+
+
+def _started(handle: str) -> int:
+    """The order of a migration's start: its handle is ``migration-<n>``."""
+    return int(handle.rsplit("-", 1)[1])
