@@ -52,6 +52,11 @@ def _by_name(
     return found
 
 
+def _plugin_name(plugin: object) -> str:
+    """An entry point may register a module; anything else is named by its class."""
+    return plugin.__name__ if inspect.ismodule(plugin) else type(plugin).__name__
+
+
 class Plugins:
     """Registered plug-ins and what they provide, resolved once at start."""
 
@@ -67,12 +72,37 @@ class Plugins:
         for plugin in plugins:
             try:
                 self.manager.register(plugin)
-            except ValueError as exc:
+            except (ValueError, pluggy.PluginValidationError) as exc:
                 raise PluginError(type(plugin).__name__, str(exc)) from None
+        self._check_hook_names()
         self.driver = self._resolve_driver(clock)
         self.actions = self._resolve_actions(clock)
         self.workflows = self._resolve_workflows()
         self.gates = self._resolve_gates()
+
+    def _check_hook_names(self) -> None:
+        """A ``@hookimpl`` whose name is no hook (``fenix_workflow`` for
+        ``fenix_workflows``) would otherwise never be called, silently."""
+        try:
+            self.manager.check_pending()
+        except pluggy.PluginValidationError as exc:
+            callers = sorted(
+                ((name, caller) for name, caller in vars(self.manager.hook).items()),
+                key=lambda item: item[0],
+            )
+            callers = [(name, caller) for name, caller in callers if not name.startswith("_")]
+            known = [name for name, caller in callers if caller.has_spec()]
+            for name, caller in callers:
+                if caller.has_spec():
+                    continue
+                for impl in caller.get_hookimpls():
+                    if impl.plugin is exc.plugin:
+                        raise PluginError(
+                            _plugin_name(impl.plugin),
+                            f"implements {name!r}, which is no fenix hook "
+                            f"(the hooks: {', '.join(known)})",
+                        ) from None
+            raise PluginError(_plugin_name(exc.plugin), str(exc)) from None
 
     def _resolve_driver(self, clock: Clock) -> CloudDriver | None:
         drivers = [d for d in self.manager.hook.fenix_cloud_driver(clock=clock) if d is not None]

@@ -149,3 +149,33 @@ def test_unusable_workflow_plugins_are_refused_when_the_engine_starts(
     with pytest.raises(PluginError) as info:
         Engine(clock=fenix_clock, plugins=[SimulatedCloud(), Provider()])
     assert message in str(info.value)
+
+
+class MisspeltHook:
+    """``fenix_workflow`` for ``fenix_workflows``: pluggy would never call it."""
+
+    @hookimpl
+    def fenix_workflow(self) -> Mapping[str, type[Workflow]]:
+        return {"careful": Careful}
+
+
+def test_a_misspelt_hook_fails_when_the_engine_starts(fenix_clock: SimClock) -> None:
+    with pytest.raises(PluginError) as info:
+        Engine(clock=fenix_clock, plugins=[SimulatedCloud(), MisspeltHook()])
+    assert info.value.plugin == "MisspeltHook"
+    assert "'fenix_workflow'" in str(info.value)
+    assert "fenix_workflows" in str(info.value)  # the hooks it could have meant
+
+
+def test_a_hook_with_a_wrong_argument_fails_when_the_engine_starts(
+    fenix_clock: SimClock,
+) -> None:
+    class WrongArgument:
+        @hookimpl
+        def fenix_actions(self, clok: object) -> list[object]:
+            return []
+
+    with pytest.raises(PluginError) as info:
+        Engine(clock=fenix_clock, plugins=[SimulatedCloud(), WrongArgument()])
+    assert info.value.plugin == "WrongArgument"
+    assert "clok" in str(info.value)
