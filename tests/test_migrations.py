@@ -5,6 +5,10 @@ revision chain: a new revision is tested without changing this file."""
 
 from __future__ import annotations
 
+import importlib.util
+import json
+import shutil
+from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,8 +35,11 @@ from sqlalchemy import (
 )
 from sqlalchemy import Table as SATable
 
+from fenix_core import signals
+from fenix_core.clock import SimClock
 from fenix_core.store.database import alembic_config, open_database
-from fenix_core.store.schema import Base
+from fenix_core.store.schema import Base, OutboxRow
+from fenix_core.testing import SimulatedCloud, TimedAction, migrations_per_instance
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -241,3 +248,95 @@ def test_0006_keeps_constraints_and_lets_two_projects_hold_one_id(any_db: Engine
         "project_id",
         "group_id",
     ]
+
+
+# --------------------------------------------------------------------------- a release's database
+
+RELEASE = Path(__file__).parent / "data"
+
+
+def _release_fixture() -> Any:
+    spec = importlib.util.spec_from_file_location("make_release_db", RELEASE / "make_release_db.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_session_of_the_previous_release_resumes(tmp_path: Path) -> None:
+    """The database ``tests/data/make_release_db.py`` wrote with a released
+    engine (two sessions stopped mid-run: a live migration running, a reply not
+    yet read, notifications never delivered) is upgraded to head, and both
+    sessions end as the same scenario run without a stop ends: nothing done
+    twice, every notification delivered once."""
+    release = _release_fixture()
+    for source in (release.DATABASE, release.CLOUD_STATE, release.ACTION_STATE):
+        shutil.copy(source, tmp_path / source.name)
+    facts = json.loads(release.META.read_text())
+    url = f"sqlite:///{tmp_path / release.DATABASE.name}"
+    written = open_database(url)
+    try:
+        assert current(written) in chain()
+        outbox = SATable("outbox", MetaData(), autoload_with=written)
+        inbox = SATable("inbox", MetaData(), autoload_with=written)
+        with written.connect() as connection:
+            before = {
+                (row.session_id, row.seq): row.delivered_at is not None
+                for row in connection.execute(
+                    select(outbox.c.session_id, outbox.c.seq, outbox.c.delivered_at)
+                )
+            }
+            unread = connection.execute(
+                select(func.count()).select_from(inbox).where(inbox.c.processed_at.is_(None))
+            ).scalar_one()
+        alembic(written, "upgrade", "head")
+        assert current(written) == chain()[-1]
+    finally:
+        written.dispose()
+    undelivered = {key for key, done in before.items() if not done}
+    # The fixture holds what it says it does.
+    assert undelivered
+    assert unread == 1
+    assert facts["moving"] == ["vm-c"]
+
+    clock = SimClock(start=datetime.fromisoformat(facts["stopped_at"]))
+    engine, cloud, action, _managers = release.scenario_engine(
+        url, clock, tmp_path / release.CLOUD_STATE.name, tmp_path / release.ACTION_STATE.name
+    )
+    sent: Counter[tuple[str, int]] = Counter()
+
+    def record(_sender: object, payload: dict[str, Any]) -> None:
+        sent[(payload["session_id"], payload["seq"])] += 1
+
+    for sig in signals.SIGNALS.values():
+        sig.connect(record, sender=engine, weak=False)
+    with engine:
+        for session_id in (facts["rolling"], facts["constrained"]):
+            view = engine.run_until_done(session_id)
+            assert view.state == "MAINTENANCE_DONE", view.reason
+        with engine.transaction() as orm:
+            after = {
+                (row.session_id, row.seq): row.delivered_at is not None
+                for row in orm.execute(
+                    select(OutboxRow.session_id, OutboxRow.seq, OutboxRow.delivered_at)
+                )
+            }
+    assert all(after.values()), "outbox rows left undelivered"
+    assert set(after) == {key for key, done in before.items() if done} | set(sent)
+    assert undelivered <= set(sent), "a notification the release left was never sent"
+    assert not {key for key, done in before.items() if done} & set(sent), "sent again"
+    assert all(count == 1 for count in sent.values()), sent
+
+    reference_dir = tmp_path / "reference"
+    reference_dir.mkdir()
+    release.make(reference_dir, stop=False)
+    reference = SimulatedCloud(state_path=reference_dir / release.CLOUD_STATE.name)
+    started = Counter(e.instance_id for e in cloud.events if e.kind == "migration_started")
+    assert started == migrations_per_instance(cloud), "a migration started twice or never ended"
+    assert migrations_per_instance(cloud) == migrations_per_instance(reference)
+    reference_runs = TimedAction(
+        "upgrade", 1, state_path=reference_dir / release.ACTION_STATE.name
+    ).hosts
+    assert Counter(action.hosts) == Counter(reference_runs)
+    assert sorted(h or "" for h in action.hosts) == sorted([*release.ROLLING, *release.CONSTRAINED])
