@@ -39,6 +39,7 @@ __all__ = [
     "SessionUpdate",
     "SessionView",
     "StuckWork",
+    "check_request_actions",
     "parse_time",
 ]
 
@@ -437,6 +438,26 @@ class SessionRequest:
 
     def timeout(self, kind: str) -> float:
         return float(self.timeouts.get(kind, DEFAULT_TIMEOUTS[kind]))
+
+
+def check_request_actions(
+    request: SessionRequest, action_types: Iterable[str], action_names: Iterable[str]
+) -> None:
+    """Every action of ``request`` has one of ``action_types`` and names a
+    registered action plug-in (raises InvalidInput naming the field)."""
+    types = tuple(action_types)
+    known = set(action_names)
+    for index, action in enumerate(request.actions):
+        if action.type not in types:
+            raise InvalidInput(
+                f"actions[{index}].type", f"{action.type!r} is not one of {', '.join(types)}"
+            )
+        if action.plugin not in known:
+            raise InvalidInput(
+                f"actions[{index}].plugin",
+                f"no action plug-in named {action.plugin!r} is registered"
+                + (f" (known: {', '.join(sorted(known))})" if known else ""),
+            )
 
 
 class _Unset:

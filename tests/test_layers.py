@@ -174,3 +174,44 @@ def test_each_known_circle_still_exists(circle: tuple[str, ...]) -> None:
     a, b = circle
     assert b in internal(a)
     assert a in internal(b)
+
+
+# ------------------------------------------------------------------ the redesign's packages
+
+#: What the contract may import of fenix_core (plan §1): pure modules only.
+CONTRACT_MAY_IMPORT = (
+    "fenix_core.contract",
+    "fenix_core.model",
+    "fenix_core.states",
+    "fenix_core.errors",
+    "fenix_core.clock",
+)
+
+
+def test_the_contract_imports_only_pure_modules() -> None:
+    found = {
+        module: sorted(m for m in internal(module) if not m.startswith(CONTRACT_MAY_IMPORT))
+        for module in MODULES
+        if module.startswith("fenix_core.contract")
+    }
+    assert found, "no fenix_core.contract modules found"
+    assert {m: i for m, i in found.items() if i} == {}
+    io = ("sqlalchemy", "pluggy", "blinker", "httpx", "socket")
+    for module in found:
+        assert not [m for m in GRAPH[module] if m.startswith(io)], module
+
+
+def test_the_ports_import_only_the_contract() -> None:
+    assert internal("fenix_core.core.ports") <= {
+        m for m in MODULES if m.startswith("fenix_core.contract")
+    }
+
+
+def test_todays_engine_does_not_use_the_new_packages_yet() -> None:
+    users = {
+        module
+        for module in MODULES
+        if not module.startswith(("fenix_core.contract", "fenix_core.core"))
+        and any(m.startswith(("fenix_core.contract", "fenix_core.core")) for m in internal(module))
+    }
+    assert users == {"fenix_core.testing.contract"}

@@ -22,8 +22,7 @@ from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
 from ..controls import jittered_backoff
-from ..errors import InvalidInput
-from ..model import ACTION_TYPES, ActionSpec, Instance, SessionRequest
+from ..model import ACTION_TYPES, ActionSpec, Instance, SessionRequest, check_request_actions
 from ..runtime import LoadedSession, host_action_types
 from ..states import HostState, InstanceAction, InstanceState, SessionState
 from ..store.schema import HostRow, InstanceRow, OperationRow, ProjectRow, TimerRow
@@ -102,19 +101,7 @@ class Workflow(ABC):
     @classmethod
     def validate_request(cls, request: SessionRequest, action_names: Iterable[str]) -> None:
         """Reject a request this workflow cannot run (raises InvalidInput)."""
-        known = set(action_names)
-        for index, action in enumerate(request.actions):
-            if action.type not in cls.action_types:
-                raise InvalidInput(
-                    f"actions[{index}].type",
-                    f"{action.type!r} is not one of {', '.join(cls.action_types)}",
-                )
-            if action.plugin not in known:
-                raise InvalidInput(
-                    f"actions[{index}].plugin",
-                    f"no action plug-in named {action.plugin!r} is registered"
-                    + (f" (known: {', '.join(sorted(known))})" if known else ""),
-                )
+        check_request_actions(request, cls.action_types, action_names)
 
     @classmethod
     def retiring(cls, request: SessionRequest) -> frozenset[str]:

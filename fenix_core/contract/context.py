@@ -1,0 +1,79 @@
+"""``SessionContext``: everything a workflow may see and do in one step."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any, Protocol, TypeVar
+
+import attrs
+
+from ..model import SessionRequest
+from ..states import HostState, InstanceState, SessionState
+from .ops import Operation, OpRef
+from .state import ComponentState
+from .views import CapacityView, HostsView, InstancesView, ProjectsView, SessionInfo
+
+__all__ = ["HostAdmission", "S", "SessionContext"]
+
+S = TypeVar("S", bound=ComponentState)
+
+
+@attrs.frozen
+class HostAdmission:
+    """The shared per-host pipeline's answer: start now, or wait (why, and
+    until when if known: a window opening, pacing, a gate, a pause)."""
+
+    host: str
+    admitted: bool
+    reason: str | None = None
+    until: datetime | None = None
+
+
+class SessionContext(Protocol):
+    @property
+    def session_id(self) -> str: ...
+    @property
+    def now(self) -> datetime: ...
+    @property
+    def request(self) -> SessionRequest: ...
+    @property
+    def session(self) -> SessionInfo: ...
+    @property
+    def hosts(self) -> HostsView: ...
+    @property
+    def instances(self) -> InstancesView: ...
+    @property
+    def projects(self) -> ProjectsView: ...
+    @property
+    def capacity(self) -> CapacityView: ...
+
+    # hosts go through the shared pipeline: the only way to start work on one
+    def admit(self, host: str) -> HostAdmission: ...
+    def host_done(self, host: str) -> None: ...
+    def skip_host(self, host: str, why: str) -> None: ...
+    def set_host_state(self, host: str, state: HostState, *, reason: str | None = None) -> None: ...
+
+    # instances and projects
+    def set_instance_state(self, instance_id: str, state: InstanceState) -> None: ...
+    def ask(
+        self,
+        state: str,
+        instances: Mapping[str, Sequence[str]],
+        *,
+        allowed_actions: Sequence[str] = (),
+        metadata: Mapping[str, Any] | None = None,
+    ) -> None: ...
+    def notify_host(self, host: str, state: str) -> None: ...
+
+    # operations: recorded now, started by the engine after the step commits
+    def submit(self, op: Operation) -> OpRef: ...
+
+    # named timers: at most one per name; setting one again moves it
+    def set_timer(self, name: str, due: datetime, **data: str) -> None: ...
+    def cancel_timer(self, name: str) -> None: ...
+
+    # the session's state and the components' own state
+    def transition(self, state: SessionState, *, reason: str | None = None) -> None: ...
+    def fail(self, reason: str) -> None: ...
+    def state_of(self, kind: type[S]) -> S: ...

@@ -1,0 +1,93 @@
+"""Read-only views a workflow sees: frozen records and the indexed
+collections that hand them out (answers in proportion to their size)."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterator
+from datetime import datetime
+from typing import Protocol
+
+import attrs
+
+from ..states import HostState, InstanceState, SessionState
+
+__all__ = [
+    "CapacityView",
+    "HostView",
+    "HostsView",
+    "InstanceView",
+    "InstancesView",
+    "ProjectView",
+    "ProjectsView",
+    "SessionInfo",
+]
+
+
+@attrs.frozen
+class HostView:
+    name: str
+    type: str
+    state: HostState
+    vcpus: int
+    enabled: bool
+    position: int
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    reason: str | None = None
+
+
+@attrs.frozen
+class InstanceView:
+    instance_id: str
+    project_id: str
+    host: str
+    vcpus: int
+    state: InstanceState
+    live_migratable: bool = True
+    action: str | None = None
+
+
+@attrs.frozen
+class ProjectView:
+    project_id: str
+    managed: bool
+    state: str | None  # the last state sent or answered
+    awaiting: str | None  # the state it has not answered yet
+
+
+@attrs.frozen
+class SessionInfo:
+    session_id: str
+    workflow: str
+    state: SessionState
+    reason: str | None
+    percent_done: int
+
+
+class HostsView(Protocol):
+    def get(self, name: str) -> HostView | None: ...
+    def in_state(self, *states: HostState, type: str | None = None) -> Collection[HostView]: ...
+    def __len__(self) -> int: ...
+    def __iter__(self) -> Iterator[HostView]: ...  # position order
+
+
+class InstancesView(Protocol):
+    def get(self, instance_id: str) -> InstanceView | None: ...
+    def on(self, host: str) -> Collection[InstanceView]: ...
+    def of(self, project_id: str) -> Collection[InstanceView]: ...
+    def of_on(self, project_id: str, host: str) -> Collection[InstanceView]: ...
+    def in_state(self, state: InstanceState) -> Collection[InstanceView]: ...
+
+
+class ProjectsView(Protocol):
+    def get(self, project_id: str) -> ProjectView | None: ...
+    def awaiting(self, state: str | None = None) -> Collection[ProjectView]: ...
+    def awaiting_count(self, state: str | None = None) -> int: ...
+    def managed(self) -> Collection[ProjectView]: ...
+
+
+class CapacityView(Protocol):
+    def free(self, host: str) -> int: ...
+    def best_targets(
+        self, vcpus: int, *, placement_class: str, exclude: Collection[str] = ()
+    ) -> Iterator[str]: ...

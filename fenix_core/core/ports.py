@@ -1,0 +1,110 @@
+"""The interfaces the redesigned engine's parts meet at (plan §7, P0).
+
+Records are named by what they hold; their concrete classes belong to the
+working set (P1). Here they are Protocols so the stepper, the stores and
+the reply intake can be built against them at once."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, Protocol
+
+import attrs
+
+__all__ = [
+    "Delivery",
+    "Fence",
+    "LeaseKeeper",
+    "NewSession",
+    "OutboxRec",
+    "ReplySink",
+    "SessionStore",
+    "StepWrite",
+    "WorkingSetLike",
+]
+
+
+@attrs.frozen
+class Fence:
+    """What a step's single UPDATE must still match to commit: this worker's
+    lease (owner and token) and the session's version as loaded."""
+
+    session_id: str
+    owner: str
+    token: int
+    version: int
+
+
+@attrs.frozen
+class OutboxRec:
+    session_id: str
+    seq: int
+    signal: str
+    payload: dict[str, Any]
+
+
+@attrs.frozen
+class StepWrite:
+    """Everything one step changed, as rows per table (only dirty ones); the
+    store writes it in one transaction fenced by ``fence``."""
+
+    fence: Fence
+    next_wake: datetime | None
+    lease_expires: datetime
+    delivered_seq: int
+    inbox_seen_id: int
+    session: tuple[Any, ...] | None = None
+    components: Sequence[tuple[str, int, str]] = ()  # (component, schema version, json)
+    hosts: Sequence[tuple[Any, ...]] = ()
+    instances: Sequence[tuple[Any, ...]] = ()
+    projects: Sequence[tuple[Any, ...]] = ()
+    new_ops: Sequence[tuple[Any, ...]] = ()
+    changed_ops: Sequence[tuple[Any, ...]] = ()
+    outbox: Sequence[OutboxRec] = ()
+    inbox_outcomes: Sequence[tuple[int, str, datetime]] = ()
+    timers: Sequence[tuple[Any, ...]] = ()
+
+
+@attrs.frozen
+class NewSession:
+    """The rows of a session about to be created (built by pure code)."""
+
+    session: tuple[Any, ...]
+    hosts: Sequence[tuple[Any, ...]]
+    instances: Sequence[tuple[Any, ...]]
+    projects: Sequence[tuple[Any, ...]]
+    components: Sequence[tuple[str, int, str]] = ()
+
+
+class WorkingSetLike(Protocol):
+    """What the ports need of a loaded session (the working set, P1)."""
+
+    @property
+    def session_id(self) -> str: ...
+    @property
+    def version(self) -> int: ...
+
+
+class SessionStore(Protocol):
+    def load(self, session_id: str) -> WorkingSetLike: ...
+    def insert(self, new: NewSession) -> None: ...
+    def write(
+        self, write: StepWrite
+    ) -> None: ...  # raises LeaseLost, writes nothing, if fenced out
+    def unprocessed_replies(self, session_id: str, after_id: int) -> list[tuple[Any, ...]]: ...
+
+
+class LeaseKeeper(Protocol):
+    def claim(self, session_ids: Sequence[str]) -> dict[str, Fence]: ...
+    def fence(self, session_id: str) -> Fence: ...
+    def release_all(self) -> None: ...
+
+
+class Delivery(Protocol):
+    def deliver(self, rows: Sequence[OutboxRec]) -> int: ...  # the new watermark
+
+
+class ReplySink(Protocol):
+    def held(self, session_id: str) -> WorkingSetLike | None: ...  # validate in memory if held
+    def wake(self, session_id: str) -> None: ...

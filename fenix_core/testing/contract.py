@@ -1,0 +1,354 @@
+"""``FakeContext``: an in-memory :class:`~fenix_core.contract.SessionContext`
+over plain dicts, with brute-force indexes (every query scans). It is the
+oracle the engine's indexed context is compared with, and the bed on which
+workflows are tested without an engine.
+
+It enforces the contract's rules, each refusal a ``ContractError`` raised
+before anything is recorded: host work (``DisableHost``, ``RunAction`` on a
+host, a ``Move`` off a host) needs the host admitted by the pipeline first;
+``Move`` puts the instance IN_ACTION itself (from PENDING, ACTION_REQUESTED
+or ACTION_CHOSEN; any other state is refused by name); unknown hosts and
+instances are refused. ``closed`` hosts stand for the pipeline saying
+"wait" (a window, pacing, a gate): ``admit`` answers not admitted."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+import attrs
+
+from ..contract import (
+    ComponentState,
+    ContractError,
+    DisableHost,
+    EnableHost,
+    HostAdmission,
+    HostUp,
+    HostView,
+    InstanceView,
+    Move,
+    Operation,
+    OpRef,
+    ProjectView,
+    RunAction,
+    SessionContext,
+    SessionInfo,
+    Watch,
+)
+from ..contract.context import S
+from ..contract.ops import kind_of
+from ..model import SessionRequest
+from ..states import (
+    HOST_TRANSITIONS,
+    INSTANCE_TRANSITIONS,
+    HostState,
+    InstanceState,
+    SessionState,
+)
+
+__all__ = ["MOVABLE", "FakeContext"]
+
+#: Instance states a Move may start from.
+MOVABLE = frozenset(
+    {InstanceState.PENDING, InstanceState.ACTION_REQUESTED, InstanceState.ACTION_CHOSEN}
+)
+
+
+class _Hosts:
+    def __init__(self, ctx: FakeContext) -> None:
+        self._ctx = ctx
+
+    def get(self, name: str) -> HostView | None:
+        return self._ctx._hosts.get(name)
+
+    def in_state(self, *states: HostState, type: str | None = None) -> Collection[HostView]:
+        return [h for h in self if h.state in states and (type is None or h.type == type)]
+
+    def __len__(self) -> int:
+        return len(self._ctx._hosts)
+
+    def __iter__(self) -> Iterator[HostView]:
+        return iter(sorted(self._ctx._hosts.values(), key=lambda h: h.position))
+
+
+class _Instances:
+    def __init__(self, ctx: FakeContext) -> None:
+        self._ctx = ctx
+
+    def get(self, instance_id: str) -> InstanceView | None:
+        return self._ctx._instances.get(instance_id)
+
+    def _where(self, **match: Any) -> list[InstanceView]:
+        return sorted(
+            (
+                i
+                for i in self._ctx._instances.values()
+                if all(getattr(i, k) == v for k, v in match.items())
+            ),
+            key=lambda i: i.instance_id,
+        )
+
+    def on(self, host: str) -> Collection[InstanceView]:
+        return self._where(host=host)
+
+    def of(self, project_id: str) -> Collection[InstanceView]:
+        return self._where(project_id=project_id)
+
+    def of_on(self, project_id: str, host: str) -> Collection[InstanceView]:
+        return self._where(project_id=project_id, host=host)
+
+    def in_state(self, state: InstanceState) -> Collection[InstanceView]:
+        return self._where(state=state)
+
+
+class _Projects:
+    def __init__(self, ctx: FakeContext) -> None:
+        self._ctx = ctx
+
+    def get(self, project_id: str) -> ProjectView | None:
+        return self._ctx._projects.get(project_id)
+
+    def awaiting(self, state: str | None = None) -> Collection[ProjectView]:
+        return [
+            p
+            for p in self._ctx._projects.values()
+            if p.awaiting is not None and (state is None or p.awaiting == state)
+        ]
+
+    def awaiting_count(self, state: str | None = None) -> int:
+        return len(self.awaiting(state))
+
+    def managed(self) -> Collection[ProjectView]:
+        return [p for p in self._ctx._projects.values() if p.managed]
+
+
+class _Capacity:
+    def __init__(self, ctx: FakeContext) -> None:
+        self._ctx = ctx
+
+    def free(self, host: str) -> int:
+        view = self._ctx._require_host(host, "capacity")
+        used = sum(i.vcpus for i in self._ctx._instances.values() if i.host == host)
+        return view.vcpus - used
+
+    def best_targets(
+        self, vcpus: int, *, placement_class: str, exclude: Collection[str] = ()
+    ) -> Iterator[str]:
+        fits = [
+            (self.free(h.name), h.name)
+            for h in self._ctx._hosts.values()
+            if h.type == placement_class
+            and h.enabled
+            and h.name not in exclude
+            and self.free(h.name) >= vcpus
+        ]
+        return iter(name for _, name in sorted(fits, key=lambda f: (-f[0], f[1])))
+
+
+class FakeContext:
+    """A session's step in memory. ``submitted``, ``asked``, ``notified``,
+    ``timers`` and ``transitions`` record what the workflow did."""
+
+    def __init__(
+        self,
+        *,
+        now: datetime,
+        request: SessionRequest | None = None,
+        hosts: Iterable[HostView] = (),
+        instances: Iterable[InstanceView] = (),
+        projects: Iterable[ProjectView] = (),
+        closed: Mapping[str, str] | None = None,
+        session_id: str = "s-1",
+        workflow: str = "rolling",
+    ) -> None:
+        self._now = now
+        self._request = request if request is not None else SessionRequest()
+        self._hosts = {h.name: h for h in hosts}
+        self._instances = {i.instance_id: i for i in instances}
+        for inst in self._instances.values():
+            self._require_host(inst.host, f"instance {inst.instance_id}")
+        self._projects = {p.project_id: p for p in projects}
+        self.closed = dict(closed or {})
+        self._session = SessionInfo(session_id, workflow, SessionState.MAINTENANCE, None, 0)
+        self.admitted: set[str] = set()
+        self.done: set[str] = set()
+        self.skipped: dict[str, str] = {}
+        self.submitted: list[tuple[OpRef, Operation]] = []
+        self.asked: list[tuple[str, dict[str, tuple[str, ...]]]] = []
+        self.notified: list[tuple[str, str]] = []
+        self.timers: dict[str, tuple[datetime, dict[str, str]]] = {}
+        self.transitions: list[tuple[SessionState, str | None]] = []
+        self.components: dict[type[ComponentState], ComponentState] = {}
+
+    # ------------------------------------------------------------------ reads
+
+    @property
+    def session_id(self) -> str:
+        return self._session.session_id
+
+    @property
+    def now(self) -> datetime:
+        return self._now
+
+    @now.setter
+    def now(self, value: datetime) -> None:
+        self._now = value
+
+    @property
+    def request(self) -> SessionRequest:
+        return self._request
+
+    @property
+    def session(self) -> SessionInfo:
+        return self._session
+
+    @property
+    def hosts(self) -> _Hosts:
+        return _Hosts(self)
+
+    @property
+    def instances(self) -> _Instances:
+        return _Instances(self)
+
+    @property
+    def projects(self) -> _Projects:
+        return _Projects(self)
+
+    @property
+    def capacity(self) -> _Capacity:
+        return _Capacity(self)
+
+    # ------------------------------------------------------------------ hosts
+
+    def _require_host(self, host: str, what: str) -> HostView:
+        view = self._hosts.get(host)
+        if view is None:
+            raise ContractError(f"host {host!r}", f"not a host of this session ({what})")
+        return view
+
+    def _require_instance(self, instance_id: str, what: str) -> InstanceView:
+        view = self._instances.get(instance_id)
+        if view is None:
+            raise ContractError(
+                f"instance {instance_id!r}", f"not an instance of this session ({what})"
+            )
+        return view
+
+    def admit(self, host: str) -> HostAdmission:
+        self._require_host(host, "admit")
+        if host in self.closed:
+            return HostAdmission(host, False, self.closed[host])
+        self.admitted.add(host)
+        return HostAdmission(host, True)
+
+    def host_done(self, host: str) -> None:
+        self._require_host(host, "host_done")
+        if host not in self.admitted:
+            raise ContractError(f"host {host!r}", "host_done of a host never admitted")
+        self.done.add(host)
+
+    def skip_host(self, host: str, why: str) -> None:
+        self._require_host(host, "skip_host")
+        self.skipped[host] = why
+
+    def set_host_state(self, host: str, state: HostState, *, reason: str | None = None) -> None:
+        view = self._require_host(host, "set_host_state")
+        if view.state != state and state not in HOST_TRANSITIONS[view.state]:
+            raise ContractError(f"host {host!r}", f"cannot go from {view.state} to {state}")
+        self._hosts[host] = attrs.evolve(view, state=state, reason=reason)
+
+    # ------------------------------------------------------------------ instances, projects
+
+    def set_instance_state(self, instance_id: str, state: InstanceState) -> None:
+        view = self._require_instance(instance_id, "set_instance_state")
+        if view.state != state and state not in INSTANCE_TRANSITIONS[view.state]:
+            raise ContractError(
+                f"instance {instance_id!r}", f"cannot go from {view.state} to {state}"
+            )
+        self._instances[instance_id] = attrs.evolve(view, state=state)
+
+    def ask(
+        self,
+        state: str,
+        instances: Mapping[str, Sequence[str]],
+        *,
+        allowed_actions: Sequence[str] = (),
+        metadata: Mapping[str, Any] | None = None,
+    ) -> None:
+        for project_id, ids in instances.items():
+            if project_id not in self._projects:
+                raise ContractError(f"project {project_id!r}", "not a project of this session")
+            for instance_id in ids:
+                inst = self._require_instance(instance_id, f"ask {state}")
+                if inst.project_id != project_id:
+                    raise ContractError(
+                        f"instance {instance_id!r}",
+                        f"belongs to {inst.project_id!r}, not to {project_id!r}",
+                    )
+        for project_id, ids in instances.items():
+            project = self._projects[project_id]
+            self._projects[project_id] = attrs.evolve(project, state=state, awaiting=state)
+            self.asked.append((project_id, {state: tuple(ids)}))
+
+    def notify_host(self, host: str, state: str) -> None:
+        self._require_host(host, "notify_host")
+        self.notified.append((host, state))
+
+    # ------------------------------------------------------------------ operations
+
+    def submit(self, op: Operation) -> OpRef:
+        if isinstance(op, DisableHost | RunAction) and op.host is not None:
+            self._require_host(op.host, type(op).__name__)
+            self._require_admitted(op.host, op)
+        elif isinstance(op, EnableHost | HostUp):
+            self._require_host(op.host, type(op).__name__)
+        elif isinstance(op, Move | Watch):
+            inst = self._require_instance(op.instance_id, type(op).__name__)
+            if isinstance(op, Move) and op.target is not None:
+                self._require_host(op.target, "Move target")
+            self._require_admitted(inst.host, op)
+            if inst.state not in MOVABLE:
+                raise ContractError(
+                    f"instance {op.instance_id!r}",
+                    f"cannot start {type(op).__name__} from state {inst.state}",
+                )
+            self._instances[inst.instance_id] = attrs.evolve(inst, state=InstanceState.IN_ACTION)
+        ref = OpRef(f"{self.session_id}:{len(self.submitted) + 1}", kind_of(op))
+        self.submitted.append((ref, op))
+        return ref
+
+    def _require_admitted(self, host: str, op: Operation) -> None:
+        if host not in self.admitted:
+            raise ContractError(
+                f"host {host!r}",
+                f"{type(op).__name__} needs the host admitted by the pipeline first (admit)",
+            )
+
+    # ------------------------------------------------------------------ timers, session
+
+    def set_timer(self, name: str, due: datetime, **data: str) -> None:
+        self.timers[name] = (due, dict(data))
+
+    def cancel_timer(self, name: str) -> None:
+        self.timers.pop(name, None)
+
+    def transition(self, state: SessionState, *, reason: str | None = None) -> None:
+        self._session = attrs.evolve(self._session, state=state, reason=reason)
+        self.transitions.append((state, reason))
+
+    def fail(self, reason: str) -> None:
+        self.transition(SessionState.MAINTENANCE_FAILED, reason=reason)
+
+    def state_of(self, kind: type[S]) -> S:
+        found = self.components.get(kind)
+        if found is None:
+            found = self.components[kind] = kind()
+        assert isinstance(found, kind)
+        return found
+
+
+def _conforms(ctx: FakeContext) -> SessionContext:
+    """mypy checks here that FakeContext implements the whole Protocol."""
+    return ctx

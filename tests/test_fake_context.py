@@ -1,0 +1,196 @@
+"""FakeContext (fenix_core.testing.contract) enforces the workflow contract's
+rules: host work needs an admission from the pipeline, Move puts the
+instance IN_ACTION itself, and anything unknown is refused before anything
+is recorded. A property test drives random call sequences and checks the
+rules hold after each, refused calls changing nothing."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from fenix_core import ActionSpec
+from fenix_core.contract import (
+    ContractError,
+    DisableHost,
+    EnableHost,
+    HostView,
+    InstanceView,
+    Move,
+    OpKind,
+    ProjectView,
+    RunAction,
+    Watch,
+)
+from fenix_core.states import HostState, InstanceAction, InstanceState
+from fenix_core.testing.contract import MOVABLE, FakeContext
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+LIVE = InstanceAction.LIVE_MIGRATE
+UPGRADE = ActionSpec("upgrade", "host")
+
+
+def fleet(closed: dict[str, str] | None = None) -> FakeContext:
+    hosts = [HostView(f"cmp-{n}", "compute", HostState.PENDING, 8, True, n) for n in range(3)]
+    instances = [
+        InstanceView("vm-a", "p1", "cmp-0", 2, InstanceState.PENDING),
+        InstanceView("vm-b", "p2", "cmp-0", 4, InstanceState.PENDING),
+        InstanceView("vm-c", "p1", "cmp-1", 2, InstanceState.DONE),
+    ]
+    projects = [ProjectView("p1", True, None, None), ProjectView("p2", False, None, None)]
+    return FakeContext(now=T0, hosts=hosts, instances=instances, projects=projects, closed=closed)
+
+
+def snapshot(ctx: FakeContext) -> Any:
+    everyone = (ctx.instances.get(n) for n in ("vm-a", "vm-b", "vm-c"))
+    return (
+        [(h.name, h.state) for h in ctx.hosts],
+        [(i.instance_id, i.host, i.state) for i in everyone if i is not None],
+        list(ctx.submitted),
+        sorted(ctx.admitted),
+    )
+
+
+def test_host_work_needs_an_admission() -> None:
+    ctx = fleet()
+    for op in (DisableHost("cmp-0"), RunAction(UPGRADE, "host", "cmp-0"), Move("vm-a", LIVE)):
+        with pytest.raises(ContractError) as info:
+            ctx.submit(op)
+        assert info.value.subject == "host 'cmp-0'"
+        assert type(op).__name__ in info.value.rule
+        assert "admit" in info.value.rule
+    assert ctx.submitted == []
+    assert ctx.instances.get("vm-a").state is InstanceState.PENDING  # type: ignore[union-attr]
+    assert ctx.admit("cmp-0").admitted
+    ref = ctx.submit(DisableHost("cmp-0"))
+    assert ref.kind is OpKind.DISABLE_HOST
+    ctx.submit(RunAction(UPGRADE, "host", "cmp-0"))
+    # Work that is not on a host, and putting a host back, need no admission.
+    ctx.submit(RunAction(UPGRADE, "pre"))
+    ctx.submit(EnableHost("cmp-2"))
+    assert [op for _, op in ctx.submitted][-1] == EnableHost("cmp-2")
+
+
+def test_a_closed_host_is_not_admitted_and_gets_no_work() -> None:
+    ctx = fleet(closed={"cmp-0": "outside the maintenance window"})
+    answer = ctx.admit("cmp-0")
+    assert not answer.admitted
+    assert answer.reason == "outside the maintenance window"
+    with pytest.raises(ContractError):
+        ctx.submit(DisableHost("cmp-0"))
+    assert ctx.submitted == []
+
+
+def test_move_puts_the_instance_in_action_itself_and_only_once() -> None:
+    ctx = fleet()
+    ctx.admit("cmp-0")
+    ref = ctx.submit(Move("vm-a", LIVE))  # straight from PENDING: no ACTION_CHOSEN first
+    assert ref.kind is OpKind.MOVE
+    assert ctx.instances.get("vm-a").state is InstanceState.IN_ACTION  # type: ignore[union-attr]
+    with pytest.raises(ContractError) as info:
+        ctx.submit(Move("vm-a", LIVE, target="cmp-2"))
+    assert info.value.subject == "instance 'vm-a'"
+    assert "IN_ACTION" in info.value.rule
+    assert len(ctx.submitted) == 1
+
+
+def test_an_instance_that_does_not_have_to_move_is_refused_by_state() -> None:
+    ctx = fleet()
+    ctx.admit("cmp-1")
+    with pytest.raises(ContractError, match="from state DONE"):
+        ctx.submit(Watch("vm-c"))
+    assert ctx.instances.get("vm-c").state is InstanceState.DONE  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("op", "subject"),
+    [
+        (Move("vm-zz", LIVE), "instance 'vm-zz'"),
+        (Move("vm-a", LIVE, target="cmp-9"), "host 'cmp-9'"),
+        (DisableHost("cmp-9"), "host 'cmp-9'"),
+        (RunAction(UPGRADE, "host", "cmp-9"), "host 'cmp-9'"),
+        (EnableHost("cmp-9"), "host 'cmp-9'"),
+    ],
+)
+def test_unknown_names_are_refused_before_anything_is_recorded(op: Any, subject: str) -> None:
+    ctx = fleet()
+    ctx.admit("cmp-0")
+    before = snapshot(ctx)
+    with pytest.raises(ContractError) as info:
+        ctx.submit(op)
+    assert info.value.subject == subject
+    assert snapshot(ctx) == before
+
+
+def test_views_answer_by_state_host_and_project() -> None:
+    ctx = fleet()
+    assert [h.name for h in ctx.hosts.in_state(HostState.PENDING)] == ["cmp-0", "cmp-1", "cmp-2"]
+    assert [i.instance_id for i in ctx.instances.on("cmp-0")] == ["vm-a", "vm-b"]
+    assert [i.instance_id for i in ctx.instances.of("p1")] == ["vm-a", "vm-c"]
+    assert [i.instance_id for i in ctx.instances.of_on("p1", "cmp-0")] == ["vm-a"]
+    assert ctx.capacity.free("cmp-0") == 2
+    assert list(ctx.capacity.best_targets(4, placement_class="compute", exclude={"cmp-0"})) == [
+        "cmp-2",
+        "cmp-1",
+    ]
+    ctx.ask("PREPARE_MAINTENANCE", {"p1": ["vm-a"]})
+    assert ctx.projects.awaiting_count("PREPARE_MAINTENANCE") == 1
+    assert ctx.projects.awaiting_count() == 1
+    with pytest.raises(ContractError, match="belongs to 'p1', not to 'p2'"):
+        ctx.ask("PREPARE_MAINTENANCE", {"p2": ["vm-a"]})
+    with pytest.raises(ContractError, match="cannot go from PENDING to MAINTAINED"):
+        ctx.set_host_state("cmp-0", HostState.MAINTAINED)
+
+
+HOSTS = st.sampled_from(["cmp-0", "cmp-1", "cmp-2", "cmp-9"])
+INSTANCES = st.sampled_from(["vm-a", "vm-b", "vm-c", "vm-zz"])
+CALLS = st.one_of(
+    st.tuples(st.just("admit"), HOSTS),
+    st.tuples(st.just("disable"), HOSTS),
+    st.tuples(st.just("run"), HOSTS),
+    st.tuples(st.just("move"), INSTANCES, st.none() | HOSTS),
+    st.tuples(st.just("state"), INSTANCES, st.sampled_from(InstanceState)),
+)
+
+
+@given(calls=st.lists(CALLS, max_size=30), closed=st.sets(HOSTS, max_size=2))
+def test_random_calls_never_break_a_rule(calls: list[tuple[Any, ...]], closed: set[str]) -> None:
+    ctx = fleet(closed=dict.fromkeys(closed, "window closed"))
+    for call in calls:
+        before = snapshot(ctx)
+        states = {
+            i.instance_id: i.state
+            for i in (ctx.instances.get(n) for n in ("vm-a", "vm-b", "vm-c"))
+            if i is not None
+        }
+        hosts = {
+            i.instance_id: i.host
+            for i in (ctx.instances.get(n) for n in ("vm-a", "vm-b", "vm-c"))
+            if i is not None
+        }
+        admitted = set(ctx.admitted)
+        try:
+            if call[0] == "admit":
+                ctx.admit(call[1])
+            elif call[0] == "disable":
+                ctx.submit(DisableHost(call[1]))
+            elif call[0] == "run":
+                ctx.submit(RunAction(UPGRADE, "host", call[1]))
+            elif call[0] == "move":
+                ctx.submit(Move(call[1], LIVE, target=call[2]))
+            else:
+                ctx.set_instance_state(call[1], call[2])
+        except ContractError:
+            assert snapshot(ctx) == before, call
+            continue
+        if call[0] in ("disable", "run"):
+            assert call[1] in admitted
+        if call[0] == "move":
+            assert hosts[call[1]] in admitted
+            assert states[call[1]] in MOVABLE
+            assert ctx.instances.get(call[1]).state is InstanceState.IN_ACTION  # type: ignore[union-attr]
+        assert not (ctx.admitted & closed)
