@@ -26,6 +26,7 @@ from fenix_core.contract import (
     RunAction,
     Watch,
 )
+from fenix_core.placement_rules import PlacementRule
 from fenix_core.states import HostState, InstanceAction, InstanceState
 from fenix_core.testing.contract import MOVABLE, FakeContext
 
@@ -133,10 +134,8 @@ def test_views_answer_by_state_host_and_project() -> None:
     assert [i.instance_id for i in ctx.instances.of("p1")] == ["vm-a", "vm-c"]
     assert [i.instance_id for i in ctx.instances.of_on("p1", "cmp-0")] == ["vm-a"]
     assert ctx.capacity.free("cmp-0") == 2
-    assert list(ctx.capacity.best_targets(4, placement_class="compute", exclude={"cmp-0"})) == [
-        "cmp-2",
-        "cmp-1",
-    ]
+    assert list(ctx.capacity.targets("vm-b")) == ["cmp-2", "cmp-1"]  # most free first
+    assert list(ctx.capacity.targets("vm-b", exclude={"cmp-2"})) == ["cmp-1"]
     ctx.ask("PREPARE_MAINTENANCE", {"p1": ["vm-a"]})
     assert ctx.projects.awaiting_count("PREPARE_MAINTENANCE") == 1
     assert ctx.projects.awaiting_count() == 1
@@ -144,6 +143,30 @@ def test_views_answer_by_state_host_and_project() -> None:
         ctx.ask("PREPARE_MAINTENANCE", {"p2": ["vm-a"]})
     with pytest.raises(ContractError, match="cannot go from PENDING to MAINTAINED"):
         ctx.set_host_state("cmp-0", HostState.MAINTAINED)
+
+
+def test_targets_keep_the_placement_rules_with_moves_in_flight() -> None:
+    rules = [PlacementRule("db", "anti-affinity", ("vm-a", "vm-c"))]
+    ctx = FakeContext(
+        now=T0,
+        hosts=[HostView(f"cmp-{n}", "compute", HostState.PENDING, 8, True, n) for n in range(4)]
+        + [HostView("ctl-0", "controller", HostState.PENDING, 64, True, 9)],
+        instances=[
+            InstanceView("vm-a", "p1", "cmp-0", 2, InstanceState.PENDING),
+            InstanceView("vm-b", "p1", "cmp-0", 2, InstanceState.PENDING),
+            InstanceView("vm-c", "p1", "cmp-1", 2, InstanceState.PENDING),
+        ],
+        rules=rules,
+    )
+    # vm-c's host is forbidden to vm-a; the controller is another placement class.
+    assert list(ctx.capacity.targets("vm-a")) == ["cmp-2", "cmp-3"]
+    ctx.admit("cmp-1")
+    ctx.submit(Move("vm-c", LIVE, target="cmp-2"))
+    # While vm-c travels to cmp-2 the cloud counts it there (and on cmp-1).
+    assert list(ctx.capacity.targets("vm-a")) == ["cmp-3"]
+    # and its room on cmp-2 is taken from the start of the move.
+    assert ctx.capacity.free("cmp-2") == 6
+    assert list(ctx.capacity.targets("vm-b")) == ["cmp-3", "cmp-1", "cmp-2"]
 
 
 HOSTS = st.sampled_from(["cmp-0", "cmp-1", "cmp-2", "cmp-9"])

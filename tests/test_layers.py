@@ -185,6 +185,7 @@ CONTRACT_MAY_IMPORT = (
     "fenix_core.states",
     "fenix_core.errors",
     "fenix_core.clock",
+    "fenix_core.placement_rules",
 )
 
 

@@ -87,7 +87,14 @@ class ProjectsView(Protocol):
 
 
 class CapacityView(Protocol):
+    """Free vCPUs, and where an instance may go.
+
+    ``targets`` yields the hosts ``instance_id`` may move to, best first:
+    enabled hosts of its host's type (its placement class) with room for it,
+    none its placement rules forbid (the cloud's server groups, with moves in
+    flight counted where they arrive: ``placement_rules.host_limits``), none
+    in ``exclude`` (targets the cloud refused earlier in this move); ordered
+    by the soft rules' penalty, then the most free vCPUs, then name."""
+
     def free(self, host: str) -> int: ...
-    def best_targets(
-        self, vcpus: int, *, placement_class: str, exclude: Collection[str] = ()
-    ) -> Iterator[str]: ...
+    def targets(self, instance_id: str, *, exclude: Collection[str] = ()) -> Iterator[str]: ...

@@ -40,6 +40,7 @@ from ..contract import (
 from ..contract.context import S
 from ..contract.ops import kind_of
 from ..model import SessionRequest
+from ..placement_rules import PlacementRule, host_limits
 from ..states import (
     HOST_TRANSITIONS,
     INSTANCE_TRANSITIONS,
@@ -130,21 +131,27 @@ class _Capacity:
 
     def free(self, host: str) -> int:
         view = self._ctx._require_host(host, "capacity")
-        used = sum(i.vcpus for i in self._ctx._instances.values() if i.host == host)
-        return view.vcpus - used
+        instances = self._ctx._instances
+        used = sum(i.vcpus for i in instances.values() if i.host == host)
+        # An instance moving here takes its room from the start of the move.
+        incoming = sum(instances[i].vcpus for i, to in self._ctx._in_flight() if to == host)
+        return view.vcpus - used - incoming
 
-    def best_targets(
-        self, vcpus: int, *, placement_class: str, exclude: Collection[str] = ()
-    ) -> Iterator[str]:
+    def targets(self, instance_id: str, *, exclude: Collection[str] = ()) -> Iterator[str]:
+        inst = self._ctx._require_instance(instance_id, "capacity")
+        placement_class = self._ctx._hosts[inst.host].type
+        limits = host_limits(instance_id, self._ctx.rules, self._ctx._placements())
         fits = [
-            (self.free(h.name), h.name)
+            (limits.penalty.get(h.name, 0), -self.free(h.name), h.name)
             for h in self._ctx._hosts.values()
             if h.type == placement_class
             and h.enabled
+            and h.name != inst.host
             and h.name not in exclude
-            and self.free(h.name) >= vcpus
+            and limits.allows(h.name)
+            and self.free(h.name) >= inst.vcpus
         ]
-        return iter(name for _, name in sorted(fits, key=lambda f: (-f[0], f[1])))
+        return iter(name for *_, name in sorted(fits))
 
 
 class FakeContext:
@@ -160,6 +167,7 @@ class FakeContext:
         instances: Iterable[InstanceView] = (),
         projects: Iterable[ProjectView] = (),
         closed: Mapping[str, str] | None = None,
+        rules: Iterable[PlacementRule] = (),
         session_id: str = "s-1",
         workflow: str = "rolling",
     ) -> None:
@@ -171,6 +179,7 @@ class FakeContext:
             self._require_host(inst.host, f"instance {inst.instance_id}")
         self._projects = {p.project_id: p for p in projects}
         self.closed = dict(closed or {})
+        self.rules = tuple(rules)
         self._session = SessionInfo(session_id, workflow, SessionState.MAINTENANCE, None, 0)
         self.admitted: set[str] = set()
         self.done: set[str] = set()
@@ -235,6 +244,23 @@ class FakeContext:
                 f"instance {instance_id!r}", f"not an instance of this session ({what})"
             )
         return view
+
+    def _placements(self) -> dict[str, set[str]]:
+        """Instance -> the hosts it occupies: its own, and a Move's target
+        while the move is in flight (the cloud counts the arrival there)."""
+        where = {i.instance_id: {i.host} for i in self._instances.values()}
+        for instance_id, target in self._in_flight():
+            where[instance_id].add(target)
+        return where
+
+    def _in_flight(self) -> Iterator[tuple[str, str]]:
+        """(instance, target) of every Move with a target still under way."""
+        for _, op in self.submitted:
+            if not isinstance(op, Move) or op.target is None:
+                continue
+            moving = self._instances[op.instance_id]
+            if moving.state is InstanceState.IN_ACTION and moving.host != op.target:
+                yield op.instance_id, op.target
 
     def admit(self, host: str) -> HostAdmission:
         self._require_host(host, "admit")
