@@ -340,3 +340,96 @@ def test_a_session_of_the_previous_release_resumes(tmp_path: Path) -> None:
     ).hosts
     assert Counter(action.hosts) == Counter(reference_runs)
     assert sorted(h or "" for h in action.hosts) == sorted([*release.ROLLING, *release.CONSTRAINED])
+
+
+# --------------------------------------------------------------------------- 0007 (core v2)
+
+
+def _release_copy(tmp_path: Path) -> tuple[Engine, dict[str, Any]]:
+    release = _release_fixture()
+    shutil.copy(release.DATABASE, tmp_path / release.DATABASE.name)
+    facts = json.loads(release.META.read_text())
+    return open_database(f"sqlite:///{tmp_path / release.DATABASE.name}"), facts
+
+
+def _rows(engine: Engine, table: str, *where: Any) -> list[dict[str, Any]]:
+    t = SATable(table, MetaData(), autoload_with=engine)
+    with engine.connect() as connection:
+        return [dict(r._mapping) for r in connection.execute(select(t))]
+
+
+def test_0007_converts_the_release_sessions_data(tmp_path: Path) -> None:
+    """Every key the release fixture's sessions hold lands where plan §5 says:
+    the clock from the session row and the outbox/inbox, scalars in
+    component bodies, per-host and per-instance facts in the new columns."""
+    db, facts = _release_copy(tmp_path)
+    try:
+        alembic(db, "upgrade", "0007")
+        clock = {r["session_id"]: r for r in _rows(db, "session_clock")}
+        sessions = {r["id"]: r for r in _rows(db, "sessions")}
+        outbox = _rows(db, "outbox")
+        state = {(r["session_id"], r["component"]): r for r in _rows(db, "session_state")}
+        hosts = {(r["session_id"], r["name"]): r["marks"] for r in _rows(db, "session_hosts")}
+        instances = {
+            (r["session_id"], r["instance_id"]): r["moved_from"]
+            for r in _rows(db, "session_instances")
+        }
+        projects = {
+            (r["session_id"], r["project_id"]): r["draining"] for r in _rows(db, "session_projects")
+        }
+        inbox = _rows(db, "inbox")
+    finally:
+        db.dispose()
+    rolling, constrained = facts["rolling"], facts["constrained"]
+    assert set(clock) == set(sessions)
+    for sid, row in clock.items():
+        assert (row["version"], row["seq"]) == (sessions[sid]["version"], sessions[sid]["seq"])
+        assert row["lease_token"] == sessions[sid]["lease_token"]
+        open_seqs = [
+            o["seq"] for o in outbox if o["session_id"] == sid and o["delivered_at"] is None
+        ]
+        assert row["delivered_seq"] == (min(open_seqs) - 1 if open_seqs else sessions[sid]["seq"])
+        unread = [i["id"] for i in inbox if i["session_id"] == sid and i["processed_at"] is None]
+        if unread:
+            assert row["inbox_seen_id"] < min(unread)
+    # The constrained session has undelivered notifications and an unread reply.
+    assert clock[constrained]["delivered_seq"] < clock[constrained]["seq"]
+    assert state[(constrained, "constrained")]["body"] == {"wave": 2}
+    assert state[(constrained, "session")]["body"]["op_counter"] == 6
+    assert state[(rolling, "rolling")]["body"] == {"drain_host": "cmp-1"}
+    assert state[(rolling, "lifecycle")]["body"] == {"hosts_listed": True, "admin_done": []}
+    assert state[(rolling, "controls")]["body"] == {"ctl_gate": None}
+    # ctl_started -> STARTED (1); ctl_moved_off -> MOVED_OFF (8) and moved_from.
+    assert hosts[(constrained, "cmp-3")] == 1 | 8
+    assert hosts[(constrained, "cmp-4")] == 1
+    assert hosts[(rolling, "cmp-1")] == 1
+    assert hosts[(rolling, "cmp-0")] == 0
+    assert instances[(constrained, "db-0")] == "cmp-3"
+    assert [k for k, v in instances.items() if v] == [(constrained, "db-0")]
+    assert [k for k, v in projects.items() if v] == [(rolling, "p1")]
+
+
+def test_0007_refuses_a_data_key_it_does_not_know(db: Engine) -> None:
+    alembic(db, "upgrade", "0006")
+    fill_every_table(db)
+    sessions = SATable("sessions", MetaData(), autoload_with=db)
+    with db.begin() as connection:
+        connection.execute(sessions.update().values(data={"paused": True, "mystery_key": 1}))
+    with pytest.raises(RuntimeError, match="mystery_key"):
+        alembic(db, "upgrade", "0007")
+    assert current(db) == "0006"
+    assert "session_clock" not in inspect(db).get_table_names()
+
+
+def test_0007_down_and_up_again_on_the_release_database(tmp_path: Path) -> None:
+    db, _facts = _release_copy(tmp_path)
+    try:
+        alembic(db, "upgrade", "0007")
+        first = sorted(map(repr, _rows(db, "session_state")))
+        alembic(db, "downgrade", "0006")
+        assert "session_state" not in inspect(db).get_table_names()
+        assert "marks" not in {c["name"] for c in inspect(db).get_columns("session_hosts")}
+        alembic(db, "upgrade", "0007")
+        assert sorted(map(repr, _rows(db, "session_state"))) == first
+    finally:
+        db.dispose()

@@ -23,6 +23,7 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
     false,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -41,7 +42,9 @@ __all__ = [
     "OperationRow",
     "OutboxRow",
     "ProjectRow",
+    "SessionClockRow",
     "SessionRow",
+    "SessionStateRow",
     "SubscriptionRow",
     "TimerRow",
     "UTCDateTime",
@@ -136,6 +139,9 @@ class HostRow(Base):
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
     reason: Mapped[str | None] = mapped_column(Text)
+    # Core v2 (migration 0007): per-host facts of the controls as bits
+    # (core.working_set.HostMark), replacing the session data's ctl_* lists.
+    marks: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class InstanceRow(Base):
@@ -161,6 +167,10 @@ class InstanceRow(Base):
     wave: Mapped[int | None] = mapped_column(Integer, default=None)
     not_before: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     impacted_until: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    # Core v2 (0007): the host a controlled drain moved it off (was ctl_moved_off),
+    # and the targets the cloud refused for the move in flight (was refused_targets).
+    moved_from: Mapped[str | None] = mapped_column(String(255), default=None)
+    refused: Mapped[list[Any] | None] = mapped_column(JSON, default=None)
 
     __table_args__ = (
         Index("ix_session_instances_project", "session_id", "project_id"),
@@ -181,6 +191,8 @@ class ProjectRow(Base):
     awaiting: Mapped[bool] = mapped_column(Boolean, default=False)
     reply_at: Mapped[datetime | None]
     replied_at: Mapped[datetime | None]
+    # Core v2 (0007): the project has instances on the host being drained (was drain_projects).
+    draining: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class SubscriptionRow(Base):
@@ -268,7 +280,50 @@ class InboxRow(Base):
     processed_at: Mapped[datetime | None]
     outcome: Mapped[str | None] = mapped_column(Text)
 
-    __table_args__ = (Index("ix_inbox_session_open", "session_id", "processed_at"),)
+    __table_args__ = (
+        Index("ix_inbox_session_open", "session_id", "processed_at"),
+        # Core v2 (0007): only the rows still to process, for the due poll.
+        Index(
+            "ix_inbox_unprocessed",
+            "session_id",
+            "id",
+            sqlite_where=text("processed_at IS NULL"),
+            postgresql_where=text("processed_at IS NULL"),
+        ),
+    )
+
+
+class SessionClockRow(Base):
+    """Core v2 (0007): what every step's fenced UPDATE touches, apart from the
+    ``sessions`` row so that lease and wake-up changes rewrite ~100 bytes."""
+
+    __tablename__ = "session_clock"
+
+    session_id: Mapped[str] = mapped_column(String(36), _session_fk(), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, default=0)
+    # Last outbox sequence number used.
+    seq: Mapped[int] = mapped_column(Integer, default=0)
+    next_wake: Mapped[datetime | None]
+    lease_owner: Mapped[str | None] = mapped_column(String(255))
+    lease_token: Mapped[int] = mapped_column(Integer, default=0)
+    lease_expires: Mapped[datetime | None]
+    # Every outbox row with seq <= delivered_seq has been delivered.
+    delivered_seq: Mapped[int] = mapped_column(Integer, default=0)
+    # Every inbox row of the session with id <= inbox_seen_id has been processed.
+    inbox_seen_id: Mapped[int] = mapped_column(Integer, default=0)
+
+    __table_args__ = (Index("ix_session_clock_wake", "next_wake"),)
+
+
+class SessionStateRow(Base):
+    """Core v2 (0007): one component's typed, constant-size state (JSON body)."""
+
+    __tablename__ = "session_state"
+
+    session_id: Mapped[str] = mapped_column(String(36), _session_fk(), primary_key=True)
+    component: Mapped[str] = mapped_column(String(64), primary_key=True)
+    schema_version: Mapped[int] = mapped_column(Integer)
+    body: Mapped[dict[str, Any]]
 
 
 class GroupConstraintRow(Base):
