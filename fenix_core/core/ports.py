@@ -64,6 +64,11 @@ class StepWrite:
     outbox: Sequence[OutboxRec] = ()
     inbox_outcomes: Sequence[tuple[int, str, datetime]] = ()
     timers: Sequence[tuple[Any, ...]] = ()
+    # Rows that joined the session in this step (lifecycle adds hosts, their
+    # instances and projects): INSERTed, where the fields above are UPDATEd.
+    new_hosts: Sequence[tuple[Any, ...]] = ()
+    new_instances: Sequence[tuple[Any, ...]] = ()
+    new_projects: Sequence[tuple[Any, ...]] = ()
 
 
 @attrs.frozen
