@@ -1,0 +1,176 @@
+"""The indexes of a working set (plan §3.4), kept in step by its setters so
+that no decision scans the fleet: hosts by state and type, instances by
+host, project, (project, host) and state, projects awaiting a reply with
+O(1) counts, and free vCPUs per host in buckets per placement class.
+
+Pure bookkeeping over names and ids; the working set calls these on every
+change of an indexed field and nowhere else."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Final, TypeVar
+
+__all__ = ["CapacityIndex", "HostIndex", "InstanceIndex", "ProjectIndex", "multimap_move"]
+
+#: An instance in this state takes no room on its host.
+ABSENT_STATES: Final = frozenset({"GONE"})
+#: An instance in this state holds room on its move's target too.
+MOVING_STATE: Final = "IN_ACTION"
+
+
+K = TypeVar("K")
+
+
+def multimap_add(index: dict[K, set[str]], key: K, item: str) -> None:
+    index.setdefault(key, set()).add(item)
+
+
+def multimap_remove(index: dict[K, set[str]], key: K, item: str) -> None:
+    members = index.get(key)
+    if members is not None:
+        members.discard(item)
+        if not members:
+            del index[key]
+
+
+def multimap_move(index: dict[K, set[str]], old: K, new: K, item: str) -> None:
+    if old != new:
+        multimap_remove(index, old, item)
+        multimap_add(index, new, item)
+
+
+class HostIndex:
+    """Host names by state and by type."""
+
+    __slots__ = ("by_state", "by_type")
+
+    def __init__(self) -> None:
+        self.by_state: dict[str, set[str]] = {}
+        self.by_type: dict[str, set[str]] = {}
+
+    def add(self, name: str, state: str, type_: str) -> None:
+        multimap_add(self.by_state, state, name)
+        multimap_add(self.by_type, type_, name)
+
+    def restate(self, name: str, old: str, new: str) -> None:
+        multimap_move(self.by_state, old, new, name)
+
+    def in_state(self, *states: str) -> set[str]:
+        found: set[str] = set()
+        for state in states:
+            found |= self.by_state.get(state, set())
+        return found
+
+    def count(self, *states: str) -> int:
+        return sum(len(self.by_state.get(state, ())) for state in states)
+
+
+class InstanceIndex:
+    """Instance ids by host, by project, by (project, host) and by state."""
+
+    __slots__ = ("by_host", "by_project", "by_project_host", "by_state")
+
+    def __init__(self) -> None:
+        self.by_host: dict[str, set[str]] = {}
+        self.by_project: dict[str, set[str]] = {}
+        self.by_project_host: dict[tuple[str, str], set[str]] = {}
+        self.by_state: dict[str, set[str]] = {}
+
+    def add(self, instance_id: str, project: str, host: str, state: str) -> None:
+        multimap_add(self.by_host, host, instance_id)
+        multimap_add(self.by_project, project, instance_id)
+        multimap_add(self.by_project_host, (project, host), instance_id)
+        multimap_add(self.by_state, state, instance_id)
+
+    def rehost(self, instance_id: str, project: str, old: str, new: str) -> None:
+        multimap_move(self.by_host, old, new, instance_id)
+        multimap_move(self.by_project_host, (project, old), (project, new), instance_id)
+
+    def restate(self, instance_id: str, old: str, new: str) -> None:
+        multimap_move(self.by_state, old, new, instance_id)
+
+
+class ProjectIndex:
+    """Projects awaiting a reply, by the state they were asked about, with
+    the total kept as a counter."""
+
+    __slots__ = ("awaiting", "awaiting_total")
+
+    def __init__(self) -> None:
+        self.awaiting: dict[str | None, set[str]] = {}
+        self.awaiting_total = 0
+
+    def update(
+        self, project: str, old: tuple[bool, str | None], new: tuple[bool, str | None]
+    ) -> None:
+        """``old``/``new``: (awaiting, state) before and after a change."""
+        if old == new:
+            return
+        if old[0]:
+            multimap_remove(self.awaiting, old[1], project)
+            self.awaiting_total -= 1
+        if new[0]:
+            multimap_add(self.awaiting, new[1], project)
+            self.awaiting_total += 1
+
+    def awaiting_count(self, state: str | None = None) -> int:
+        if state is None:
+            return self.awaiting_total
+        return len(self.awaiting.get(state, ()))
+
+
+class CapacityIndex:
+    """Free vCPUs per host (its vCPUs minus the instances on it and the moves
+    in flight towards it), and per placement class (the host type) the hosts
+    bucketed by free vCPUs, so the most free hosts are found without a scan.
+    A host with unknown capacity (vcpus <= 0) has no free figure."""
+
+    __slots__ = ("buckets", "reserved", "type_of", "used", "vcpus")
+
+    def __init__(self) -> None:
+        self.vcpus: dict[str, int] = {}
+        self.type_of: dict[str, str] = {}
+        self.used: dict[str, int] = {}
+        self.reserved: dict[str, int] = {}
+        self.buckets: dict[str, dict[int, set[str]]] = {}
+
+    def add_host(self, name: str, type_: str, vcpus: int) -> None:
+        self.vcpus[name] = vcpus
+        self.type_of[name] = type_
+        self.used.setdefault(name, 0)
+        self.reserved.setdefault(name, 0)
+        self._file(name)
+
+    def free(self, host: str) -> int | None:
+        vcpus = self.vcpus.get(host)
+        if vcpus is None or vcpus <= 0:
+            return None
+        return vcpus - self.used.get(host, 0) - self.reserved.get(host, 0)
+
+    def adjust(self, host: str, *, used: int = 0, reserved: int = 0) -> None:
+        """Change what an instance takes on ``host`` (a host the session may
+        not list: instances can sit on hosts outside it)."""
+        if not used and not reserved:
+            return
+        self._unfile(host)
+        self.used[host] = self.used.get(host, 0) + used
+        self.reserved[host] = self.reserved.get(host, 0) + reserved
+        self._file(host)
+
+    def most_free(self, placement_class: str) -> Iterator[str]:
+        """Hosts of the class, most free first, then by name."""
+        buckets = self.buckets.get(placement_class, {})
+        for free in sorted(buckets, reverse=True):
+            yield from sorted(buckets[free])
+
+    def _file(self, host: str) -> None:
+        free = self.free(host)
+        if free is not None:
+            multimap_add(self.buckets.setdefault(self.type_of[host], {}), free, host)
+
+    def _unfile(self, host: str) -> None:
+        free = self.free(host)
+        if free is not None:
+            by_free = self.buckets[self.type_of[host]]
+            multimap_remove(by_free, free, host)

@@ -1,0 +1,194 @@
+"""The session store on SQL (plan §3.2): a session loaded by Core selects
+into a :class:`WorkingSet`, and a step's :class:`StepWrite` written in ONE
+transaction with one executemany per table, fenced by the lease in the
+``session_clock`` UPDATE's WHERE clause: unless that UPDATE matches exactly
+one row (this worker's owner and token, the version it loaded), the whole
+transaction is rolled back and :class:`LeaseLost` raised."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection
+from sqlalchemy.engine import Engine as SAEngine
+from sqlalchemy.sql.dml import Insert
+
+from ..errors import NotFound
+from ..store.leases import LeaseLost
+from .ports import NewSession, StepWrite
+from .statements import STATEMENTS, params
+from .working_set import (
+    ComponentRec,
+    HostRec,
+    InboxRec,
+    InstanceRec,
+    OpRec,
+    ProjectRec,
+    SessionRec,
+    TimerRec,
+    WorkingSet,
+)
+
+__all__ = ["SqlSessionStore"]
+
+S = STATEMENTS
+
+
+def _rows(
+    fields: Sequence[str], rows: Sequence[tuple[Any, ...]], **extra: Any
+) -> list[dict[str, Any]]:
+    return [params(fields, row, **extra) for row in rows]
+
+
+class SqlSessionStore:
+    """Implements :class:`fenix_core.core.ports.SessionStore` on a database
+    migrated to 0007 or later."""
+
+    def __init__(self, database: SAEngine) -> None:
+        self.database = database
+        self._upsert_components: Insert = S.upsert_components[database.dialect.name]
+
+    # ------------------------------------------------------------------ load
+
+    def load(self, session_id: str) -> WorkingSet:
+        sid = {"b_session_id": session_id}
+        with self.database.connect() as db:
+            row = db.execute(S.load_session, sid).first()
+            if row is None:
+                raise NotFound("session", session_id)
+            session = SessionRec(*row)
+            return WorkingSet(
+                session,
+                hosts=[HostRec(*r) for r in db.execute(S.load_hosts, sid)],
+                instances=[InstanceRec(*r) for r in db.execute(S.load_instances, sid)],
+                projects=[ProjectRec(*r) for r in db.execute(S.load_projects, sid)],
+                ops=[OpRec(*r) for r in db.execute(S.load_ops, sid)],
+                timers=[TimerRec(*r) for r in db.execute(S.load_timers, sid)],
+                components=[ComponentRec(*r) for r in db.execute(S.load_components, sid)],
+            )
+
+    def unprocessed_replies(self, session_id: str, after_id: int) -> list[tuple[Any, ...]]:
+        """Unprocessed inbox rows above ``after_id``, in ``InboxRec.FIELDS``
+        order (read through the partial index of unprocessed rows)."""
+        with self.database.connect() as db:
+            found = db.execute(S.unprocessed, {"b_session_id": session_id, "b_after_id": after_id})
+            return [tuple(r) for r in found]
+
+    # ------------------------------------------------------------------ insert
+
+    def insert(self, new: NewSession) -> None:
+        session = SessionRec(*new.session)
+        sid = session.id
+        with self.database.begin() as db:
+            db.execute(
+                S.insert_session, params(SessionRec.ROW, session.row()[: len(SessionRec.ROW)])
+            )
+            db.execute(
+                S.insert_clock,
+                params(SessionRec.CLOCK, session.row()[len(SessionRec.ROW) :], session_id=sid),
+            )
+            self._many(db, S.insert_hosts, HostRec.FIELDS, new.hosts, sid)
+            self._many(db, S.insert_instances, InstanceRec.FIELDS, new.instances, sid)
+            self._many(db, S.insert_projects, ProjectRec.FIELDS, new.projects, sid)
+            self._many(db, self._upsert_components, ComponentRec.FIELDS, new.components, sid)
+
+    @staticmethod
+    def _many(
+        db: Connection,
+        statement: Any,
+        fields: Sequence[str],
+        rows: Sequence[tuple[Any, ...]],
+        session_id: str,
+    ) -> None:
+        if rows:
+            db.execute(statement, _rows(fields, rows, session_id=session_id))
+
+    # ------------------------------------------------------------------ the step's write
+
+    def write(self, write: StepWrite) -> None:
+        """One transaction; only the statements that have rows run."""
+        fence = write.fence
+        sid = fence.session_id
+        with self.database.begin() as db:
+            fenced = db.execute(
+                S.fence,
+                {
+                    "b_session_id": sid,
+                    "b_owner": fence.owner,
+                    "b_token": fence.token,
+                    "b_version": fence.version,
+                    "b_new_version": fence.version + 1,
+                    "b_seq": max((o.seq for o in write.outbox), default=0),
+                    "b_next_wake": write.next_wake,
+                    "b_lease_expires": write.lease_expires,
+                    "b_delivered_seq": write.delivered_seq,
+                    "b_inbox_seen_id": write.inbox_seen_id,
+                },
+            )
+            if fenced.rowcount != 1:
+                raise LeaseLost(
+                    f"session {sid}: the lease of {fence.owner} (token {fence.token}, "
+                    f"version {fence.version}) no longer holds; the step is not written"
+                )
+            if write.session is not None:
+                db.execute(
+                    S.update_session, params(SessionRec.CHANGING, write.session, session_id=sid)
+                )
+            self._many(db, S.insert_hosts, HostRec.FIELDS, write.new_hosts, sid)
+            self._many(db, S.update_hosts, HostRec.FIELDS, write.hosts, sid)
+            self._many(db, S.insert_instances, InstanceRec.FIELDS, write.new_instances, sid)
+            self._many(db, S.update_instances, InstanceRec.FIELDS, write.instances, sid)
+            self._many(db, S.insert_projects, ProjectRec.FIELDS, write.new_projects, sid)
+            self._many(db, S.update_projects, ProjectRec.FIELDS, write.projects, sid)
+            self._many(db, S.insert_ops, OpRec.FIELDS, write.new_ops, sid)
+            if write.changed_ops:
+                db.execute(S.update_ops, _rows(OpRec.FIELDS, write.changed_ops))
+            if write.outbox:
+                now = datetime.now(UTC)  # diagnostics only: delivery goes by seq
+                db.execute(
+                    S.insert_outbox,
+                    [
+                        {
+                            "b_session_id": o.session_id,
+                            "b_seq": o.seq,
+                            "b_signal": o.signal,
+                            "b_payload": o.payload,
+                            "b_created_at": now,
+                        }
+                        for o in write.outbox
+                    ],
+                )
+            self._many(db, self._upsert_components, ComponentRec.FIELDS, write.components, sid)
+            if write.timers:
+                self._write_timers(db, sid, write.timers)
+            if write.inbox_outcomes:
+                db.execute(
+                    S.inbox_outcomes,
+                    [
+                        {"b_id": i, "b_outcome": outcome, "b_processed_at": at}
+                        for i, outcome, at in write.inbox_outcomes
+                    ],
+                )
+
+    @staticmethod
+    def _write_timers(
+        db: Connection, session_id: str, timers: Sequence[tuple[str, datetime | None, Any]]
+    ) -> None:
+        """Named timers: the old row of each name goes, the new one (if set) comes."""
+        db.execute(
+            S.delete_timers, [{"b_session_id": session_id, "b_kind": name} for name, _, _ in timers]
+        )
+        kept = [
+            {"b_session_id": session_id, "b_kind": name, "b_due": due, "b_data": data}
+            for name, due, data in timers
+            if due is not None
+        ]
+        if kept:
+            db.execute(S.insert_timers, kept)
+
+
+def inbox_recs(rows: Sequence[tuple[Any, ...]]) -> list[InboxRec]:
+    """``unprocessed_replies`` rows as records."""
+    return [InboxRec(*row) for row in rows]

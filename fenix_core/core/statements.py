@@ -1,0 +1,168 @@
+"""Every SQL statement of the session store, built once at import (plan §3.2).
+
+SQLAlchemy Core with bound parameters named ``b_<column>``: a statement is
+compiled once per dialect and cached by ``Connection.execute``; executemany
+passes one dict per row. The record layouts (``FIELDS``) come from the
+working set, so a row tuple and a statement always agree on the columns."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Final
+
+from sqlalchemy import Table, bindparam, case, delete, false, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.sql.dml import Delete, Insert, Update
+from sqlalchemy.sql.selectable import Select
+
+from ..store.schema import (
+    HostRow,
+    InboxRow,
+    InstanceRow,
+    OperationRow,
+    OutboxRow,
+    ProjectRow,
+    SessionClockRow,
+    SessionRow,
+    SessionStateRow,
+    TimerRow,
+)
+from .working_set import ComponentRec, HostRec, InboxRec, InstanceRec, OpRec, ProjectRec, SessionRec
+
+__all__ = ["STATEMENTS", "Statements", "params"]
+
+SESSIONS: Final[Table] = SessionRow.__table__  # type: ignore[assignment]
+CLOCK: Final[Table] = SessionClockRow.__table__  # type: ignore[assignment]
+STATE: Final[Table] = SessionStateRow.__table__  # type: ignore[assignment]
+HOSTS: Final[Table] = HostRow.__table__  # type: ignore[assignment]
+INSTANCES: Final[Table] = InstanceRow.__table__  # type: ignore[assignment]
+PROJECTS: Final[Table] = ProjectRow.__table__  # type: ignore[assignment]
+OPERATIONS: Final[Table] = OperationRow.__table__  # type: ignore[assignment]
+TIMERS: Final[Table] = TimerRow.__table__  # type: ignore[assignment]
+OUTBOX: Final[Table] = OutboxRow.__table__  # type: ignore[assignment]
+INBOX: Final[Table] = InboxRow.__table__  # type: ignore[assignment]
+
+
+def _b(name: str) -> Any:
+    return bindparam(f"b_{name}")
+
+
+def params(fields: Sequence[str], row: Sequence[Any], **extra: Any) -> dict[str, Any]:
+    """One executemany row: ``b_<field>`` -> value."""
+    out = {f"b_{name}": value for name, value in zip(fields, row, strict=True)}
+    out.update({f"b_{name}": value for name, value in extra.items()})
+    return out
+
+
+def _insert(table: Table, fields: Sequence[str], *, with_session: bool = True) -> Insert:
+    columns = [*(["session_id"] if with_session else []), *fields]
+    return insert(table).values({c: _b(c) for c in columns})
+
+
+def _update(table: Table, keys: Sequence[str], fields: Sequence[str]) -> Update:
+    where = [table.c[k] == _b(k) for k in keys]
+    return update(table).where(*where).values({c: _b(c) for c in fields if c not in keys})
+
+
+def _select(table: Table, fields: Sequence[str]) -> Select[Any]:
+    return select(*(table.c[f] for f in fields)).where(table.c.session_id == _b("session_id"))
+
+
+def _component_upserts() -> Mapping[str, Insert]:
+    """``session_state`` written as an upsert, one dialect-specific form each."""
+    values = {c: _b(c) for c in ("session_id", *ComponentRec.FIELDS)}
+    changed = {"schema_version": _b("schema_version"), "body": _b("body")}
+    keys = ["session_id", "component"]
+    lite = sqlite.insert(STATE).values(values)
+    pg = postgresql.insert(STATE).values(values)
+    return {
+        "sqlite": lite.on_conflict_do_update(index_elements=keys, set_=changed),
+        "postgresql": pg.on_conflict_do_update(index_elements=keys, set_=changed),
+    }
+
+
+class Statements:
+    """The statements, as attributes (one object, built at import)."""
+
+    def __init__(self) -> None:
+        clock_fields = SessionRec.CLOCK
+        # --- load
+        self.load_session: Select[Any] = (
+            select(
+                *(SESSIONS.c[f] for f in SessionRec.ROW),
+                *(CLOCK.c[f] for f in clock_fields),
+            )
+            .join_from(SESSIONS, CLOCK, CLOCK.c.session_id == SESSIONS.c.id)
+            .where(SESSIONS.c.id == _b("session_id"))
+        )
+        self.load_hosts = _select(HOSTS, HostRec.FIELDS).order_by(HOSTS.c.position)
+        self.load_instances = _select(INSTANCES, InstanceRec.FIELDS)
+        self.load_projects = _select(PROJECTS, ProjectRec.FIELDS)
+        self.load_ops = _select(OPERATIONS, OpRec.FIELDS).where(OPERATIONS.c.handled == false())
+        self.load_timers = select(TIMERS.c.kind, TIMERS.c.due, TIMERS.c.data).where(
+            TIMERS.c.session_id == _b("session_id")
+        )
+        self.load_components = _select(STATE, ComponentRec.FIELDS)
+        self.unprocessed: Select[Any] = (
+            select(*(INBOX.c[f] for f in InboxRec.FIELDS))
+            .where(
+                INBOX.c.session_id == _b("session_id"),
+                INBOX.c.processed_at.is_(None),
+                INBOX.c.id > _b("after_id"),
+            )
+            .order_by(INBOX.c.id)
+        )
+        # --- insert a session
+        self.insert_session = insert(SESSIONS).values({c: _b(c) for c in SessionRec.ROW})
+        self.insert_clock = insert(CLOCK).values({c: _b(c) for c in ("session_id", *clock_fields)})
+        # --- the step's write
+        self.fence: Update = (
+            update(CLOCK)
+            .where(
+                CLOCK.c.session_id == _b("session_id"),
+                CLOCK.c.lease_owner == _b("owner"),
+                CLOCK.c.lease_token == _b("token"),
+                CLOCK.c.version == _b("version"),
+            )
+            .values(
+                version=_b("new_version"),
+                seq=case((_b("seq") > CLOCK.c.seq, _b("seq")), else_=CLOCK.c.seq),
+                next_wake=_b("next_wake"),
+                lease_expires=_b("lease_expires"),
+                delivered_seq=_b("delivered_seq"),
+                inbox_seen_id=_b("inbox_seen_id"),
+            )
+        )
+        self.update_session: Update = (
+            update(SESSIONS)
+            .where(SESSIONS.c.id == _b("session_id"))
+            .values({c: _b(c) for c in SessionRec.CHANGING})
+        )
+        self.update_hosts = _update(HOSTS, ("session_id", "name"), HostRec.FIELDS)
+        self.insert_hosts = _insert(HOSTS, HostRec.FIELDS)
+        self.update_instances = _update(
+            INSTANCES, ("session_id", "instance_id"), InstanceRec.FIELDS
+        )
+        self.insert_instances = _insert(INSTANCES, InstanceRec.FIELDS)
+        self.update_projects = _update(PROJECTS, ("session_id", "project_id"), ProjectRec.FIELDS)
+        self.insert_projects = _insert(PROJECTS, ProjectRec.FIELDS)
+        self.insert_ops = _insert(OPERATIONS, OpRec.FIELDS)
+        self.update_ops = _update(OPERATIONS, ("key",), OpRec.FIELDS)
+        self.insert_outbox = _insert(
+            OUTBOX, ("seq", "signal", "payload", "created_at"), with_session=True
+        )
+        self.upsert_components = _component_upserts()
+        self.delete_timers: Delete = delete(TIMERS).where(
+            TIMERS.c.session_id == _b("session_id"), TIMERS.c.kind == _b("kind")
+        )
+        self.insert_timers = insert(TIMERS).values(
+            session_id=_b("session_id"), kind=_b("kind"), due=_b("due"), data=_b("data")
+        )
+        self.inbox_outcomes: Update = (
+            update(INBOX)
+            .where(INBOX.c.id == _b("id"))
+            .values(processed_at=_b("processed_at"), outcome=_b("outcome"))
+        )
+
+
+STATEMENTS: Final = Statements()

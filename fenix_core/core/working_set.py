@@ -1,0 +1,630 @@
+"""A loaded session as plain slotted records with dirty tracking (plan §3.1).
+
+Records are changed only through :class:`WorkingSet`'s setters, which keep
+the indexes (:mod:`fenix_core.core.indexes`) right and note what changed;
+:meth:`WorkingSet.take_write` turns the changes into one
+:class:`~fenix_core.core.ports.StepWrite` and keeps nothing of them after
+(no list of written rows grows with the session). A setter that sets a
+field to the value it has changes nothing and dirties nothing.
+
+The row layouts (the ``FIELDS`` of each record, key first) are what the
+stores read and write, column by column."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from enum import IntFlag
+from typing import Any, ClassVar, TypeVar
+
+from ..contract.state import ComponentState
+from .indexes import (
+    ABSENT_STATES,
+    MOVING_STATE,
+    CapacityIndex,
+    HostIndex,
+    InstanceIndex,
+    ProjectIndex,
+)
+from .ports import Fence, NewSession, OutboxRec, StepWrite
+
+__all__ = [
+    "ComponentRec",
+    "HostMark",
+    "HostRec",
+    "InboxRec",
+    "InstanceRec",
+    "OpRec",
+    "ProjectRec",
+    "SessionRec",
+    "TimerRec",
+    "WorkingSet",
+]
+
+
+class HostMark(IntFlag):
+    """Bits of ``session_hosts.marks`` (migration 0007 writes the same values)."""
+
+    STARTED = 1
+    FINISHED = 2
+    SKIPPED = 4
+    MOVED_OFF = 8
+
+
+class _Rec:
+    """A row as a slotted record: ``FIELDS`` (key first) plus ``_dirty``."""
+
+    __slots__ = ("_dirty",)
+    FIELDS: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, *values: Any, **named: Any) -> None:
+        if len(values) > len(self.FIELDS):
+            raise TypeError(f"{type(self).__name__} takes {len(self.FIELDS)} fields")
+        given = dict(zip(self.FIELDS, values, strict=False)) | named
+        missing = [f for f in self.FIELDS if f not in given]
+        unknown = sorted(set(given) - set(self.FIELDS))
+        if missing or unknown:
+            raise TypeError(f"{type(self).__name__}: missing {missing}, unknown {unknown}")
+        for name in self.FIELDS:
+            setattr(self, name, given[name])
+        self._dirty = False
+
+    def row(self) -> tuple[Any, ...]:
+        return tuple(getattr(self, name) for name in self.FIELDS)
+
+    @property
+    def key(self) -> Any:
+        return getattr(self, self.FIELDS[0])
+
+    def copy(self) -> Any:
+        return type(self)(*self.row())
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and self.row() == other.row()
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{n}={getattr(self, n)!r}" for n in self.FIELDS)
+        return f"{type(self).__name__}({fields})"
+
+
+class HostRec(_Rec):
+    FIELDS = (
+        "name", "type", "vcpus", "state", "position", "stage", "enabled",
+        "disabled_by_session", "marks", "started_at", "finished_at", "reason",
+    )  # fmt: skip
+    __slots__ = FIELDS
+    name: str
+    type: str
+    vcpus: int
+    state: str
+    position: int
+    stage: int
+    enabled: bool
+    disabled_by_session: bool
+    marks: int
+    started_at: datetime | None
+    finished_at: datetime | None
+    reason: str | None
+
+
+class InstanceRec(_Rec):
+    FIELDS = (
+        "instance_id", "project_id", "name", "host", "vcpus", "live_migratable", "state",
+        "action", "target", "moves", "attempts", "wave", "not_before", "impacted_until",
+        "moved_from", "refused",
+    )  # fmt: skip
+    __slots__ = FIELDS
+    instance_id: str
+    project_id: str
+    name: str
+    host: str
+    vcpus: int
+    live_migratable: bool
+    state: str
+    action: str | None
+    target: str | None
+    moves: int
+    attempts: int
+    wave: int | None
+    not_before: datetime | None
+    impacted_until: datetime | None
+    moved_from: str | None
+    refused: list[str] | None
+
+
+class ProjectRec(_Rec):
+    FIELDS = ("project_id", "managed", "state", "awaiting", "reply_at", "replied_at", "draining")
+    __slots__ = FIELDS
+    project_id: str
+    managed: bool
+    state: str | None
+    awaiting: bool
+    reply_at: datetime | None
+    replied_at: datetime | None
+    draining: bool
+
+
+class OpRec(_Rec):
+    """An operation; keyed by its unique ``key`` (the database id is never
+    needed: updates match the key)."""
+
+    FIELDS = (
+        "key", "kind", "host", "instance_id", "params", "status", "handle", "next_poll",
+        "deadline", "polls", "detail", "result", "handled", "created_at", "started_at",
+        "finished_at",
+    )  # fmt: skip
+    __slots__ = FIELDS
+    key: str
+    kind: str
+    host: str | None
+    instance_id: str | None
+    params: dict[str, Any]
+    status: str
+    handle: str | None
+    next_poll: datetime | None
+    deadline: datetime | None
+    polls: int
+    detail: str | None
+    result: dict[str, Any]
+    handled: bool
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class TimerRec(_Rec):
+    """A named timer (at most one per name): stored as ``timers.kind``."""
+
+    FIELDS = ("name", "due", "data")
+    __slots__ = FIELDS
+    name: str
+    due: datetime
+    data: dict[str, Any]
+
+
+class ComponentRec(_Rec):
+    FIELDS = ("component", "schema_version", "body")
+    __slots__ = FIELDS
+    component: str
+    schema_version: int
+    body: dict[str, Any]
+
+
+class InboxRec(_Rec):
+    """An unprocessed reply as the store hands it to a step."""
+
+    FIELDS = ("id", "project_id", "state", "instance_actions", "received_at")
+    __slots__ = FIELDS
+    id: int
+    project_id: str
+    state: str
+    instance_actions: dict[str, Any]
+    received_at: datetime
+
+
+class SessionRec(_Rec):
+    """The ``sessions`` row (``CHANGING`` is what a step may write) and the
+    ``session_clock`` row (written by every step's fenced UPDATE)."""
+
+    FIELDS = (
+        "id", "workflow", "request", "created_at",
+        "state", "phase", "reason", "failed_state", "percent_done", "maintenance_at",
+        "updated_at", "finished_at",
+        "version", "seq", "next_wake", "lease_owner", "lease_token", "lease_expires",
+        "delivered_seq", "inbox_seen_id",
+    )  # fmt: skip
+    __slots__ = FIELDS
+    CHANGING: ClassVar[tuple[str, ...]] = (
+        "state", "phase", "reason", "failed_state", "percent_done", "maintenance_at",
+        "updated_at", "finished_at",
+    )  # fmt: skip
+    CLOCK: ClassVar[tuple[str, ...]] = (
+        "version", "seq", "next_wake", "lease_owner", "lease_token", "lease_expires",
+        "delivered_seq", "inbox_seen_id",
+    )  # fmt: skip
+    ROW: ClassVar[tuple[str, ...]] = FIELDS[: len(FIELDS) - 8]
+    id: str
+    workflow: str
+    request: dict[str, Any]
+    created_at: datetime
+    state: str
+    phase: str
+    reason: str | None
+    failed_state: str | None
+    percent_done: int
+    maintenance_at: datetime | None
+    updated_at: datetime
+    finished_at: datetime | None
+    version: int
+    seq: int
+    next_wake: datetime | None
+    lease_owner: str | None
+    lease_token: int
+    lease_expires: datetime | None
+    delivered_seq: int
+    inbox_seen_id: int
+
+    def changing(self) -> tuple[Any, ...]:
+        return tuple(getattr(self, name) for name in self.CHANGING)
+
+
+R = TypeVar("R", bound=_Rec)
+
+#: Host fields with their own setter (they feed an index).
+_HOST_INDEXED = frozenset({"name", "type", "vcpus", "state"})
+_INSTANCE_INDEXED = frozenset({"instance_id", "project_id", "host", "vcpus", "state", "target"})
+_OP_FIXED = frozenset({"key", "kind", "created_at"})
+
+
+def _check_fields(rec: type[_Rec], changes: Mapping[str, Any], refused: frozenset[str]) -> None:
+    unknown = sorted(set(changes) - set(rec.FIELDS))
+    if unknown:
+        raise KeyError(f"{rec.__name__} has no field(s) {unknown}")
+    indexed = sorted(set(changes) & refused)
+    if indexed:
+        raise KeyError(f"{rec.__name__} field(s) {indexed} change through their own setter")
+
+
+class WorkingSet:
+    """One session's records, their indexes, and what changed since the last
+    :meth:`take_write`."""
+
+    __slots__ = (
+        "_added_hosts",
+        "_added_instances",
+        "_added_projects",
+        "_dirty_components",
+        "_dirty_hosts",
+        "_dirty_instances",
+        "_dirty_ops",
+        "_dirty_projects",
+        "_dirty_timers",
+        "_inbox_outcomes",
+        "_new_ops",
+        "_outbox",
+        "_session_dirty",
+        "capacity",
+        "components",
+        "host_index",
+        "hosts",
+        "instance_index",
+        "instances",
+        "ops",
+        "project_index",
+        "projects",
+        "session",
+        "timers",
+    )
+
+    def __init__(
+        self,
+        session: SessionRec,
+        hosts: Iterable[HostRec] = (),
+        instances: Iterable[InstanceRec] = (),
+        projects: Iterable[ProjectRec] = (),
+        ops: Iterable[OpRec] = (),
+        timers: Iterable[TimerRec] = (),
+        components: Iterable[ComponentRec] = (),
+    ) -> None:
+        self.session = session
+        self.hosts: dict[str, HostRec] = {h.name: h for h in hosts}
+        self.instances: dict[str, InstanceRec] = {i.instance_id: i for i in instances}
+        self.projects: dict[str, ProjectRec] = {p.project_id: p for p in projects}
+        self.ops: dict[str, OpRec] = {o.key: o for o in ops}
+        self.timers: dict[str, TimerRec] = {t.name: t for t in timers}
+        self.components: dict[str, ComponentRec] = {c.component: c for c in components}
+        self.host_index = HostIndex()
+        self.instance_index = InstanceIndex()
+        self.project_index = ProjectIndex()
+        self.capacity = CapacityIndex()
+        for host in self.hosts.values():
+            self._index_host(host)
+        for inst in self.instances.values():
+            self._index_instance(inst)
+        for project in self.projects.values():
+            self.project_index.update(
+                project.project_id, (False, None), (project.awaiting, project.state)
+            )
+        self._clear()
+
+    def _clear(self) -> None:
+        self._session_dirty = False
+        self._added_hosts: list[HostRec] = []
+        self._added_instances: list[InstanceRec] = []
+        self._added_projects: list[ProjectRec] = []
+        self._dirty_hosts: list[HostRec] = []
+        self._dirty_instances: list[InstanceRec] = []
+        self._dirty_projects: list[ProjectRec] = []
+        self._dirty_ops: list[OpRec] = []
+        self._new_ops: list[OpRec] = []
+        self._dirty_timers: dict[str, TimerRec | None] = {}
+        self._dirty_components: list[ComponentRec] = []
+        self._outbox: list[OutboxRec] = []
+        self._inbox_outcomes: list[tuple[int, str, datetime]] = []
+
+    # ------------------------------------------------------------------ identity
+
+    @property
+    def session_id(self) -> str:
+        return self.session.id
+
+    @property
+    def version(self) -> int:
+        return self.session.version
+
+    @classmethod
+    def from_new(cls, new: NewSession) -> WorkingSet:
+        """The working set of a session as :meth:`SessionStore.insert` stores it."""
+        return cls(
+            SessionRec(*new.session),
+            hosts=(HostRec(*row) for row in new.hosts),
+            instances=(InstanceRec(*row) for row in new.instances),
+            projects=(ProjectRec(*row) for row in new.projects),
+            components=(ComponentRec(*row) for row in new.components),
+        )
+
+    def as_new(self) -> NewSession:
+        return NewSession(
+            session=self.session.row(),
+            hosts=[h.row() for h in self.hosts.values()],
+            instances=[i.row() for i in self.instances.values()],
+            projects=[p.row() for p in self.projects.values()],
+            components=[c.row() for c in self.components.values()],
+        )
+
+    # ------------------------------------------------------------------ indexes
+
+    def _index_host(self, host: HostRec) -> None:
+        self.host_index.add(host.name, host.state, host.type)
+        self.capacity.add_host(host.name, host.type, host.vcpus)
+
+    def _index_instance(self, inst: InstanceRec) -> None:
+        self.instance_index.add(inst.instance_id, inst.project_id, inst.host, inst.state)
+        self._occupy(inst, 1)
+
+    def _occupy(self, inst: InstanceRec, sign: int) -> None:
+        """Add (sign 1) or take away (-1) what ``inst`` holds on hosts."""
+        if inst.state not in ABSENT_STATES:
+            self.capacity.adjust(inst.host, used=sign * inst.vcpus)
+        if inst.state == MOVING_STATE and inst.target:
+            self.capacity.adjust(inst.target, reserved=sign * inst.vcpus)
+
+    # ------------------------------------------------------------------ dirty marks
+
+    @staticmethod
+    def _mark(rec: R, dirty: list[R]) -> None:
+        if not rec._dirty:
+            rec._dirty = True
+            dirty.append(rec)
+
+    @staticmethod
+    def _apply(rec: _Rec, changes: Mapping[str, Any]) -> bool:
+        changed = False
+        for name, value in changes.items():
+            if getattr(rec, name) != value:
+                setattr(rec, name, value)
+                changed = True
+        return changed
+
+    # ------------------------------------------------------------------ session
+
+    def update_session(self, **changes: Any) -> None:
+        unknown = sorted(set(changes) - set(SessionRec.CHANGING))
+        if unknown:
+            raise KeyError(f"a step does not change the session's {unknown}")
+        if self._apply(self.session, changes):
+            self._session_dirty = True
+
+    # ------------------------------------------------------------------ hosts
+
+    def add_host(self, host: HostRec) -> None:
+        """A host that joined the session (lifecycle: HOST_ADDED)."""
+        if host.name in self.hosts:
+            raise KeyError(f"host {host.name!r} is already in the session")
+        self.hosts[host.name] = host
+        self._index_host(host)
+        host._dirty = True  # written by its INSERT; later changes ride on it
+        self._added_hosts.append(host)
+
+    def set_host_state(self, name: str, state: str, *, reason: str | None = None) -> None:
+        host = self.hosts[name]
+        changes: dict[str, Any] = {"state": state}
+        if reason is not None:
+            changes["reason"] = reason
+        old = host.state
+        if self._apply(host, changes):
+            self.host_index.restate(name, old, host.state)
+            self._mark(host, self._dirty_hosts)
+
+    def update_host(self, name: str, **changes: Any) -> None:
+        _check_fields(HostRec, changes, _HOST_INDEXED)
+        host = self.hosts[name]
+        if self._apply(host, changes):
+            self._mark(host, self._dirty_hosts)
+
+    def mark_host(self, name: str, mark: HostMark) -> None:
+        self.update_host(name, marks=self.hosts[name].marks | int(mark))
+
+    # ------------------------------------------------------------------ instances
+
+    def add_instance(self, inst: InstanceRec) -> None:
+        if inst.instance_id in self.instances:
+            raise KeyError(f"instance {inst.instance_id!r} is already in the session")
+        self.instances[inst.instance_id] = inst
+        self._index_instance(inst)
+        inst._dirty = True
+        self._added_instances.append(inst)
+
+    def _reindex_instance(self, inst: InstanceRec, changes: Mapping[str, Any]) -> None:
+        old_state, old_host = inst.state, inst.host
+        self._occupy(inst, -1)
+        changed = self._apply(inst, changes)
+        self._occupy(inst, 1)
+        if changed:
+            self.instance_index.restate(inst.instance_id, old_state, inst.state)
+            self.instance_index.rehost(inst.instance_id, inst.project_id, old_host, inst.host)
+            self._mark(inst, self._dirty_instances)
+
+    def set_instance_state(self, instance_id: str, state: str) -> None:
+        self._reindex_instance(self.instances[instance_id], {"state": state})
+
+    def place(self, instance_id: str, host: str) -> None:
+        """The instance now runs on ``host``."""
+        self._reindex_instance(self.instances[instance_id], {"host": host})
+
+    def set_target(self, instance_id: str, target: str | None) -> None:
+        self._reindex_instance(self.instances[instance_id], {"target": target})
+
+    def update_instance(self, instance_id: str, **changes: Any) -> None:
+        _check_fields(InstanceRec, changes, _INSTANCE_INDEXED)
+        inst = self.instances[instance_id]
+        if self._apply(inst, changes):
+            self._mark(inst, self._dirty_instances)
+
+    # ------------------------------------------------------------------ projects
+
+    def update_project(self, project_id: str, **changes: Any) -> None:
+        _check_fields(ProjectRec, changes, frozenset({"project_id"}))
+        project = self.projects[project_id]
+        before = (project.awaiting, project.state)
+        if self._apply(project, changes):
+            self.project_index.update(project_id, before, (project.awaiting, project.state))
+            self._mark(project, self._dirty_projects)
+
+    def add_project(self, project: ProjectRec) -> None:
+        if project.project_id in self.projects:
+            raise KeyError(f"project {project.project_id!r} is already in the session")
+        self.projects[project.project_id] = project
+        self.project_index.update(
+            project.project_id, (False, None), (project.awaiting, project.state)
+        )
+        project._dirty = True
+        self._added_projects.append(project)
+
+    # ------------------------------------------------------------------ operations
+
+    def add_op(self, op: OpRec) -> None:
+        if op.key in self.ops:
+            raise KeyError(f"operation {op.key!r} exists already")
+        self.ops[op.key] = op
+        op._dirty = True  # written by its INSERT; later changes ride on it
+        self._new_ops.append(op)
+
+    def update_op(self, key: str, **changes: Any) -> None:
+        _check_fields(OpRec, changes, _OP_FIXED)
+        op = self.ops[key]
+        if self._apply(op, changes):
+            self._mark(op, self._dirty_ops)
+
+    # ------------------------------------------------------------------ timers, state
+
+    def set_timer(self, name: str, due: datetime, data: Mapping[str, Any] | None = None) -> None:
+        timer = TimerRec(name, due, dict(data or {}))
+        if self.timers.get(name) != timer:
+            self.timers[name] = timer
+            self._dirty_timers[name] = timer
+
+    def cancel_timer(self, name: str) -> None:
+        if self.timers.pop(name, None) is not None:
+            self._dirty_timers[name] = None
+
+    def set_component(self, component: str, schema_version: int, body: dict[str, Any]) -> None:
+        rec = self.components.get(component)
+        if rec is None:
+            rec = self.components[component] = ComponentRec(component, schema_version, body)
+            self._mark(rec, self._dirty_components)
+        elif self._apply(rec, {"schema_version": schema_version, "body": body}):
+            self._mark(rec, self._dirty_components)
+
+    def set_state(self, state: ComponentState) -> None:
+        self.set_component(state.component, state.schema_version, state.to_json())
+
+    # ------------------------------------------------------------------ outbox, inbox
+
+    def emit(self, signal: str, payload: Mapping[str, Any]) -> int:
+        """Owe a notification; returns its sequence number."""
+        self.session.seq += 1
+        seq = self.session.seq
+        self._outbox.append(OutboxRec(self.session.id, seq, signal, {**payload, "seq": seq}))
+        return seq
+
+    def processed(self, inbox_id: int, outcome: str, at: datetime) -> None:
+        """A reply taken into account (its outcome is written with the step)."""
+        self._inbox_outcomes.append((inbox_id, outcome, at))
+        self.session.inbox_seen_id = max(self.session.inbox_seen_id, inbox_id)
+
+    def delivered(self, seq: int) -> None:
+        self.session.delivered_seq = max(self.session.delivered_seq, seq)
+
+    # ------------------------------------------------------------------ the write
+
+    def dirty_keys(self) -> dict[str, set[Any]]:
+        """What changed since the last write, per table (for tests and logs)."""
+        return {
+            "session": {self.session.id} if self._session_dirty else set(),
+            "hosts": {h.name for h in self._dirty_hosts},
+            "instances": {i.instance_id for i in self._dirty_instances},
+            "projects": {p.project_id for p in self._dirty_projects},
+            "new_hosts": {h.name for h in self._added_hosts},
+            "new_instances": {i.instance_id for i in self._added_instances},
+            "new_projects": {p.project_id for p in self._added_projects},
+            "new_ops": {o.key for o in self._new_ops},
+            "ops": {o.key for o in self._dirty_ops},
+            "timers": set(self._dirty_timers),
+            "components": {c.component for c in self._dirty_components},
+            "outbox": {o.seq for o in self._outbox},
+            "inbox": {i for i, _, _ in self._inbox_outcomes},
+        }
+
+    def take_write(
+        self, fence: Fence, *, next_wake: datetime | None, lease_expires: datetime
+    ) -> StepWrite:
+        """The step's changes as one write; the working set then holds them as
+        written (version + 1, handled operations dropped) and keeps no list
+        of them. If the write fails, drop this working set and load again."""
+        if fence.session_id != self.session.id or fence.version != self.session.version:
+            raise ValueError(
+                f"fence {fence} does not match session {self.session.id} at "
+                f"version {self.session.version}"
+            )
+        write = StepWrite(
+            fence=fence,
+            next_wake=next_wake,
+            lease_expires=lease_expires,
+            delivered_seq=self.session.delivered_seq,
+            inbox_seen_id=self.session.inbox_seen_id,
+            session=self.session.changing() if self._session_dirty else None,
+            components=[c.row() for c in self._dirty_components],
+            hosts=[h.row() for h in self._dirty_hosts],
+            instances=[i.row() for i in self._dirty_instances],
+            projects=[p.row() for p in self._dirty_projects],
+            new_hosts=[h.row() for h in self._added_hosts],
+            new_instances=[i.row() for i in self._added_instances],
+            new_projects=[p.row() for p in self._added_projects],
+            new_ops=[o.row() for o in self._new_ops],
+            changed_ops=[o.row() for o in self._dirty_ops],
+            outbox=list(self._outbox),
+            inbox_outcomes=list(self._inbox_outcomes),
+            timers=[
+                (name, None, None) if t is None else t.row()
+                for name, t in self._dirty_timers.items()
+            ],
+        )
+        for rec in (
+            *self._dirty_hosts, *self._dirty_instances, *self._dirty_projects,
+            *self._added_hosts, *self._added_instances, *self._added_projects,
+        ):  # fmt: skip
+            rec._dirty = False
+        for comp in self._dirty_components:
+            comp._dirty = False
+        for op in (*self._dirty_ops, *self._new_ops):
+            op._dirty = False
+            if op.handled:
+                del self.ops[op.key]
+        self.session.version += 1
+        self.session.next_wake = next_wake
+        self.session.lease_expires = lease_expires
+        self._clear()
+        return write

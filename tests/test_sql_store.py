@@ -1,0 +1,230 @@
+"""SqlSessionStore: the store contract (tests/store_contract.py) on SQLite
+and PostgreSQL, and MemorySessionStore, the reference, on the same suite;
+statements per write counted with SQLAlchemy's engine events."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pg_server
+import pytest
+from sqlalchemy import Engine, event, insert, select, update
+from store_contract import *  # noqa: F403 - the shared suite's tests run here
+from store_contract import OWNER, T0, a_step, held, new_session
+
+from fenix_core.core.memory_store import MemorySessionStore
+from fenix_core.core.ports import Fence
+from fenix_core.core.sql_store import SqlSessionStore
+from fenix_core.store.database import migrate, open_database
+from fenix_core.store.schema import InboxRow, OutboxRow, SessionClockRow
+
+
+class MemoryHarness:
+    def __init__(self) -> None:
+        self.store = MemorySessionStore()
+
+    def set_lease(self, session_id: str, owner: str | None, token: int) -> None:
+        self.store.set_lease(session_id, owner, token, T0)
+
+    def add_reply(self, session_id: str, project_id: str, state: str) -> int:
+        return self.store.add_reply(session_id, project_id, state, {}, T0)
+
+    def outbox(self, session_id: str) -> list[tuple[int, str, dict[str, Any]]]:
+        return self.store.outbox(session_id)
+
+    def reply_outcomes(self, session_id: str) -> dict[int, str | None]:
+        return {i: out for i, (_, out) in self.store.reply_outcomes(session_id).items()}
+
+
+class SqlHarness:
+    def __init__(self, database: Engine) -> None:
+        self.database = database
+        self.store = SqlSessionStore(database)
+
+    def set_lease(self, session_id: str, owner: str | None, token: int) -> None:
+        with self.database.begin() as db:
+            db.execute(
+                update(SessionClockRow)
+                .where(SessionClockRow.session_id == session_id)
+                .values(lease_owner=owner, lease_token=token, lease_expires=T0)
+            )
+
+    def add_reply(self, session_id: str, project_id: str, state: str) -> int:
+        with self.database.begin() as db:
+            row = db.execute(
+                insert(InboxRow)
+                .values(
+                    session_id=session_id,
+                    project_id=project_id,
+                    state=state,
+                    instance_actions={},
+                    received_at=T0,
+                )
+                .returning(InboxRow.id)
+            )
+            return int(row.scalar_one())
+
+    def outbox(self, session_id: str) -> list[tuple[int, str, dict[str, Any]]]:
+        with self.database.connect() as db:
+            rows = db.execute(
+                select(OutboxRow.seq, OutboxRow.signal, OutboxRow.payload)
+                .where(OutboxRow.session_id == session_id)
+                .order_by(OutboxRow.seq)
+            )
+            return [tuple(r) for r in rows]  # type: ignore[misc]
+
+    def reply_outcomes(self, session_id: str) -> dict[int, str | None]:
+        with self.database.connect() as db:
+            rows = db.execute(
+                select(InboxRow.id, InboxRow.outcome).where(InboxRow.session_id == session_id)
+            )
+            return {int(i): out for i, out in rows}
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[pg_server.PostgresServer | None]:
+    if pg_server.unavailable() is not None:
+        yield None
+        return
+    yield from pg_server.server()
+
+
+@pytest.fixture(params=["memory", "sqlite", "postgresql"])
+def harness(
+    request: pytest.FixtureRequest, tmp_path: Path, postgres: pg_server.PostgresServer | None
+) -> Iterator[Any]:
+    if request.param == "memory":
+        yield MemoryHarness()
+        return
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'fenix.db'}"
+    else:
+        if postgres is None:
+            pytest.skip(f"no PostgreSQL server: {pg_server.unavailable()}")
+        url = postgres.new_database()
+    database = open_database(url)
+    migrate(database)
+    yield SqlHarness(database)
+    database.dispose()
+
+
+# --------------------------------------------------------------------------- statements
+
+
+class Counted:
+    def __init__(self, database: Engine) -> None:
+        self.statements: list[str] = []
+        self.commits = 0
+        event.listen(database, "before_cursor_execute", self._statement)
+        event.listen(database, "commit", self._commit)
+
+    def _statement(self, _conn: Any, _cursor: Any, statement: str, *_rest: Any) -> None:
+        words = statement.split()
+        self.statements.append(f"{words[0]} {words[2 if words[0] == 'INSERT' else 1]}")
+
+    def _commit(self, *_args: Any) -> None:
+        self.commits += 1
+
+
+@pytest.fixture
+def sqlite_harness(tmp_path: Path) -> Iterator[SqlHarness]:
+    database = open_database(f"sqlite:///{tmp_path / 'fenix.db'}")
+    migrate(database)
+    yield SqlHarness(database)
+    database.dispose()
+
+
+def test_a_typical_step_is_one_transaction_of_five_statements(sqlite_harness: SqlHarness) -> None:
+    """One migration ended and the next started, a notice owed: the fence,
+    the instances, the new operation, the ended one, the outbox (plan §3.2)."""
+    h = sqlite_harness
+    h.store.insert(new_session())
+    ws, fence = held(h)
+    a_step(ws)
+    h.store.write(ws.take_write(fence, next_wake=None, lease_expires=T0))
+    fence = Fence("s-1", OWNER, 1, ws.version)
+    ws.update_op("move-0", status="done", handled=True, finished_at=T0)
+    ws.set_instance_state("vm-0-1", "DONE")
+    ws.place("vm-0-1", "cmp-2")
+    ws.set_target("vm-1-0", "cmp-2")
+    ws.set_instance_state("vm-1-0", "IN_ACTION")
+    from fenix_core.core.working_set import OpRec
+
+    ws.add_op(
+        OpRec(
+            "move-1",
+            "move",
+            "cmp-1",
+            "vm-1-0",
+            {},
+            "pending",
+            None,
+            None,
+            None,
+            0,
+            None,
+            {},
+            False,
+            T0,
+            None,
+            None,
+        )  # fmt: skip
+    )
+    ws.emit("maintenance_instance", {"instance_id": "vm-0-1"})
+    counter = Counted(h.database)
+    h.store.write(ws.take_write(fence, next_wake=None, lease_expires=T0))
+    assert counter.commits == 1
+    assert counter.statements == [
+        "UPDATE session_clock",
+        "UPDATE session_instances",
+        "INSERT operations",
+        "UPDATE operations",
+        "INSERT outbox",
+    ], counter.statements
+    print(f"\nstatements per typical write: {len(counter.statements)}, commits: 1")
+
+
+def test_a_reply_only_step_is_three_statements(sqlite_harness: SqlHarness) -> None:
+    h = sqlite_harness
+    h.store.insert(new_session())
+    reply = h.add_reply("s-1", "p0", "ACK_PREPARE")
+    ws, fence = held(h)
+    ws.update_project("p0", awaiting=False, state="ACK_PREPARE", replied_at=T0)
+    ws.processed(reply, "accepted", T0)
+    counter = Counted(h.database)
+    h.store.write(ws.take_write(fence, next_wake=None, lease_expires=T0))
+    assert counter.statements == [
+        "UPDATE session_clock",
+        "UPDATE session_projects",
+        "UPDATE inbox",
+    ]
+    assert counter.commits == 1
+
+
+def test_a_step_that_changed_nothing_writes_only_the_fence(sqlite_harness: SqlHarness) -> None:
+    h = sqlite_harness
+    h.store.insert(new_session())
+    ws, fence = held(h)
+    ws.set_instance_state("vm-0-0", "PENDING")  # the value it has: nothing changes
+    counter = Counted(h.database)
+    h.store.write(ws.take_write(fence, next_wake=datetime(2026, 1, 2), lease_expires=T0))
+    assert counter.statements == ["UPDATE session_clock"]
+
+
+def test_the_memory_store_refuses_a_duplicate_operation_key() -> None:
+    h = MemoryHarness()
+    h.store.insert(new_session())
+    ws, fence = held(h)
+    a_step(ws)
+    h.store.write(ws.take_write(fence, next_wake=None, lease_expires=T0))
+    ws.update_op("move-0", handled=True)
+    h.store.write(ws.take_write(Fence("s-1", OWNER, 1, 1), next_wake=None, lease_expires=T0))
+    ws, fence = held(h)
+    assert "move-0" not in ws.ops  # handled: not loaded
+    a_step(ws)  # the same key again, as a unique key refuses in SQL
+    with pytest.raises(KeyError, match="move-0"):
+        h.store.write(ws.take_write(fence, next_wake=None, lease_expires=T0))
+    assert h.store.load("s-1").version == 2
