@@ -69,7 +69,7 @@ def new_session(sid: str = "s-1", hosts: int = 3, per_host: int = 2) -> NewSessi
             None,
             None,
             None,
-        )  # fmt: skip
+        )
         for n in range(hosts)
         for k in range(per_host)
     ]
@@ -126,7 +126,7 @@ def a_step(ws: WorkingSet, n: int = 0) -> None:
             T0,
             None,
             None,
-        )  # fmt: skip
+        )
     )
     ws.emit("maintenance_instance", {"instance_id": "vm-0-0", "state": "DONE"})
 

@@ -171,7 +171,7 @@ def test_a_typical_step_is_one_transaction_of_five_statements(sqlite_harness: Sq
             T0,
             None,
             None,
-        )  # fmt: skip
+        )
     )
     ws.emit("maintenance_instance", {"instance_id": "vm-0-1"})
     counter = Counted(h.database)
