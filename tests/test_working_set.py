@@ -1,0 +1,275 @@
+"""The working set (fenix_core.core.working_set): random setter sequences
+keep every index equal to a brute-force recomputation from the records; the
+dirty set is exactly what changed; take_write then load (MemorySessionStore)
+gives the records back; nothing of a write is kept after it."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from store_contract import OWNER, T0, new_session, records
+
+from fenix_core.core.memory_store import MemorySessionStore
+from fenix_core.core.ports import Fence
+from fenix_core.core.working_set import HostRec, InstanceRec, OpRec, ProjectRec, WorkingSet
+from fenix_core.states import HostState, InstanceState
+
+HOST_STATES = [s.value for s in HostState]
+INSTANCE_STATES = [s.value for s in InstanceState]
+ASK_STATES = [None, "PREPARE", "PLANNED_MAINTENANCE"]
+
+
+def brute_force(ws: WorkingSet) -> dict[str, Any]:
+    """Every index, recomputed from the records alone."""
+    by_state: dict[str, set[str]] = defaultdict(set)
+    by_type: dict[str, set[str]] = defaultdict(set)
+    for h in ws.hosts.values():
+        by_state[h.state].add(h.name)
+        by_type[h.type].add(h.name)
+    on: dict[str, set[str]] = defaultdict(set)
+    of: dict[str, set[str]] = defaultdict(set)
+    of_on: dict[tuple[str, str], set[str]] = defaultdict(set)
+    in_state: dict[str, set[str]] = defaultdict(set)
+    used: dict[str, int] = defaultdict(int)
+    reserved: dict[str, int] = defaultdict(int)
+    for i in ws.instances.values():
+        on[i.host].add(i.instance_id)
+        of[i.project_id].add(i.instance_id)
+        of_on[(i.project_id, i.host)].add(i.instance_id)
+        in_state[i.state].add(i.instance_id)
+        if i.state != "GONE":
+            used[i.host] += i.vcpus
+        if i.state == "IN_ACTION" and i.target:
+            reserved[i.target] += i.vcpus
+    awaiting: dict[str | None, set[str]] = defaultdict(set)
+    for p in ws.projects.values():
+        if p.awaiting:
+            awaiting[p.state].add(p.project_id)
+    free = {
+        h.name: h.vcpus - used[h.name] - reserved[h.name] for h in ws.hosts.values() if h.vcpus > 0
+    }
+    buckets: dict[str, dict[int, set[str]]] = defaultdict(lambda: defaultdict(set))
+    for h in ws.hosts.values():
+        if h.name in free:
+            buckets[h.type][free[h.name]].add(h.name)
+    order = {
+        t: sorted((n for n in free if ws.hosts[n].type == t), key=lambda n: (-free[n], n))
+        for t in by_type
+    }
+    return {
+        "hosts_by_state": dict(by_state),
+        "hosts_by_type": dict(by_type),
+        "on": dict(on),
+        "of": dict(of),
+        "of_on": dict(of_on),
+        "in_state": dict(in_state),
+        "awaiting": dict(awaiting),
+        "awaiting_total": sum(len(v) for v in awaiting.values()),
+        "free": free,
+        "buckets": {t: dict(b) for t, b in buckets.items()},
+        "most_free": order,
+    }
+
+
+def indexed(ws: WorkingSet) -> dict[str, Any]:
+    cap = ws.capacity
+    return {
+        "hosts_by_state": ws.host_index.by_state,
+        "hosts_by_type": ws.host_index.by_type,
+        "on": ws.instance_index.by_host,
+        "of": ws.instance_index.by_project,
+        "of_on": ws.instance_index.by_project_host,
+        "in_state": ws.instance_index.by_state,
+        "awaiting": ws.project_index.awaiting,
+        "awaiting_total": ws.project_index.awaiting_count(),
+        "free": {h: cap.free(h) for h in ws.hosts if cap.free(h) is not None},
+        "buckets": cap.buckets,
+        "most_free": {t: list(cap.most_free(t)) for t in ws.host_index.by_type},
+    }
+
+
+def snapshot(ws: WorkingSet) -> dict[str, dict[Any, Any]]:
+    return {
+        "session": {ws.session.id: ws.session.changing()},
+        "hosts": {h.name: h.row() for h in ws.hosts.values()},
+        "instances": {i.instance_id: i.row() for i in ws.instances.values()},
+        "projects": {p.project_id: p.row() for p in ws.projects.values()},
+        "ops": {o.key: o.row() for o in ws.ops.values()},
+        "timers": {t.name: t.row() for t in ws.timers.values()},
+        "components": {c.component: c.row() for c in ws.components.values()},
+    }
+
+
+def changed(
+    before: dict[str, dict[Any, Any]], after: dict[str, dict[Any, Any]]
+) -> dict[str, set[Any]]:
+    return {
+        table: {k for k in before[table].keys() | after[table].keys()
+                if before[table].get(k) != after[table].get(k)}
+        for table in before
+    }  # fmt: skip
+
+
+@st.composite
+def calls(draw: st.DrawFn, ws: WorkingSet, n: int) -> list[tuple[str, tuple[Any, ...]]]:
+    del ws
+    out: list[tuple[str, tuple[Any, ...]]] = []
+    hosts = st.sampled_from([f"cmp-{k}" for k in range(5)])
+    instances = st.sampled_from([f"vm-{h}-{k}" for h in range(5) for k in range(3)])
+    projects = st.sampled_from(["p0", "p1", "p2"])
+    for _ in range(n):
+        kind = draw(
+            st.sampled_from(
+                ["host_state", "host", "inst_state", "place", "target", "inst", "project",
+                 "op", "op_update", "timer", "cancel", "component", "session", "emit",
+                 "add_host", "add_instance"]
+            )
+        )  # fmt: skip
+        if kind == "host_state":
+            args: tuple[Any, ...] = (draw(hosts), draw(st.sampled_from(HOST_STATES)))
+        elif kind == "host":
+            args = (draw(hosts), draw(st.integers(0, 3)), draw(st.integers(0, 15)))
+        elif kind in ("inst_state",):
+            args = (draw(instances), draw(st.sampled_from(INSTANCE_STATES)))
+        elif kind == "place":
+            args = (draw(instances), draw(hosts))
+        elif kind == "target":
+            args = (draw(instances), draw(st.none() | hosts))
+        elif kind == "inst":
+            args = (draw(instances), draw(st.integers(0, 2)), draw(st.none() | st.just(["cmp-1"])))
+        elif kind == "project":
+            args = (draw(projects), draw(st.booleans()), draw(st.sampled_from(ASK_STATES)))
+        elif kind in ("op", "op_update"):
+            args = (draw(st.integers(0, 3)), draw(st.sampled_from(["running", "done"])),
+                    draw(st.booleans()))  # fmt: skip
+        elif kind in ("timer", "cancel"):
+            args = (draw(st.sampled_from(["a", "b"])), draw(st.integers(0, 2)))
+        elif kind == "component":
+            args = (draw(st.sampled_from(["controls", "rolling"])), draw(st.integers(0, 2)))
+        elif kind == "session":
+            args = (draw(st.sampled_from(["", "draining", "waiting"])), draw(st.integers(0, 100)))
+        else:
+            args = (draw(st.integers(0, 9)),)
+        out.append((kind, args))
+    return out
+
+
+def apply(ws: WorkingSet, kind: str, args: tuple[Any, ...]) -> None:
+    if kind == "host_state":
+        ws.set_host_state(*args)
+    elif kind == "host":
+        ws.update_host(args[0], stage=args[1], marks=args[2])
+    elif kind == "inst_state":
+        ws.set_instance_state(*args)
+    elif kind == "place":
+        ws.place(*args)
+    elif kind == "target":
+        ws.set_target(*args)
+    elif kind == "inst":
+        ws.update_instance(args[0], attempts=args[1], refused=args[2])
+    elif kind == "project":
+        ws.update_project(args[0], awaiting=args[1], state=args[2])
+    elif kind == "op":
+        key = f"op-{args[0]}"
+        if key not in ws.ops:
+            ws.add_op(OpRec(key, "move", "cmp-0", None, {}, "pending", None, None, None, 0,
+                            None, {}, False, T0, None, None))  # fmt: skip
+    elif kind == "op_update":
+        key = f"op-{args[0]}"
+        if key in ws.ops:
+            ws.update_op(key, status=args[1], handled=args[2])
+    elif kind == "timer":
+        ws.set_timer(args[0], T0 + timedelta(seconds=args[1]), {"n": str(args[1])})
+    elif kind == "cancel":
+        ws.cancel_timer(args[0])
+    elif kind == "component":
+        ws.set_component(args[0], 1, {"n": args[1]})
+    elif kind == "session":
+        ws.update_session(phase=args[0], percent_done=args[1])
+    elif kind == "emit":
+        ws.emit("maintenance", {"n": args[0]})
+    elif kind == "add_host":
+        name = f"new-{args[0]}"
+        if name not in ws.hosts:
+            ws.add_host(HostRec(name, "edge" if args[0] % 2 else "compute", args[0], "ADDED",
+                                10 + args[0], 0, True, False, 0, None, None, None))  # fmt: skip
+    elif kind == "add_instance":
+        iid = f"new-vm-{args[0]}"
+        if iid not in ws.instances:
+            ws.add_instance(InstanceRec(iid, "p1", "", "cmp-0", 1, True, "PENDING", None, None,
+                                        0, 0, None, None, None, None, None))  # fmt: skip
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.data())
+def test_random_setters_keep_indexes_dirty_sets_and_round_trips(data: st.DataObject) -> None:
+    store = MemorySessionStore()
+    store.insert(new_session(hosts=5, per_host=3))
+    store.set_lease("s-1", OWNER, 1, T0)
+    ws = store.load("s-1")
+    assert indexed(ws) == brute_force(ws)
+    for _step in range(data.draw(st.integers(1, 3))):
+        before = snapshot(ws)
+        seq_before = ws.session.seq
+        for kind, args in data.draw(calls(ws, data.draw(st.integers(0, 25)))):
+            apply(ws, kind, args)
+            assert indexed(ws) == brute_force(ws), (kind, args)
+        after = snapshot(ws)
+        dirty = ws.dirty_keys()
+        diff = changed(before, after)
+        assert dirty["session"] == diff["session"]
+        assert dirty["hosts"] | dirty["new_hosts"] == diff["hosts"]
+        assert dirty["instances"] | dirty["new_instances"] == diff["instances"]
+        assert dirty["projects"] | dirty["new_projects"] == diff["projects"]
+        assert dirty["timers"] >= diff["timers"]
+        assert dirty["components"] == diff["components"]
+        assert dirty["new_ops"] | dirty["ops"] == diff["ops"]
+        assert dirty["outbox"] == set(range(seq_before + 1, ws.session.seq + 1))
+        write = ws.take_write(Fence("s-1", OWNER, 1, ws.version), next_wake=T0, lease_expires=T0)
+        # Nothing of the write is held after it.
+        assert all(not keys for keys in ws.dirty_keys().values())
+        assert not any(o.handled for o in ws.ops.values())
+        assert not [r for r in (*ws.hosts.values(), *ws.instances.values()) if r._dirty]
+        store.write(write)
+        loaded = store.load("s-1")
+        assert records(loaded) == records(ws)
+        assert indexed(loaded) == brute_force(ws)
+
+
+def test_setters_refuse_fields_that_have_their_own_setter() -> None:
+    ws = WorkingSet.from_new(new_session())
+    with pytest.raises(KeyError, match="state"):
+        ws.update_host("cmp-0", state="DRAINING")
+    with pytest.raises(KeyError, match="host"):
+        ws.update_instance("vm-0-0", host="cmp-1")
+    with pytest.raises(KeyError, match="nonsense"):
+        ws.update_project("p0", nonsense=1)
+    with pytest.raises(KeyError, match="request"):
+        ws.update_session(request={})
+    assert all(not keys for keys in ws.dirty_keys().values())
+
+
+def test_a_fence_of_another_version_is_refused_before_anything_is_drained() -> None:
+    ws = WorkingSet.from_new(new_session())
+    ws.set_instance_state("vm-0-0", "DONE")
+    with pytest.raises(ValueError, match="version"):
+        ws.take_write(Fence("s-1", OWNER, 1, 5), next_wake=None, lease_expires=T0)
+    assert ws.dirty_keys()["instances"] == {"vm-0-0"}
+
+
+def test_projects_awaiting_are_counted_per_state() -> None:
+    ws = WorkingSet.from_new(new_session(per_host=3))
+    ws.update_project("p0", awaiting=True, state="PREPARE")
+    ws.update_project("p1", awaiting=True, state="PREPARE")
+    ws.update_project("p2", awaiting=True, state="PLANNED_MAINTENANCE")
+    assert ws.project_index.awaiting_count() == 3
+    assert ws.project_index.awaiting_count("PREPARE") == 2
+    ws.update_project("p0", awaiting=False, state="ACK_PREPARE")
+    assert ws.project_index.awaiting_count() == 2
+    assert ws.project_index.awaiting_count("PREPARE") == 1
+    _ = ProjectRec  # the record type the index counts
