@@ -208,3 +208,13 @@ def test_makespan_compares_constrained_with_serial(
     assert all(v > 0 for v in figures.values())
     assert figures["lower bound"] <= figures["constrained makespan"]
     assert re.search(r"constrained / serial\s+[\d.]+\s+target <= 0.35\s+(PASS|FAIL)", out)
+
+
+def test_store_write_prints_the_write_cost_next_to_its_floor(
+    bench, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store_write = bench("store_write")
+    assert store_write.main(["--repeats", "20", "--rows", "200"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"typical step write \(5 statements\) +[\d.]+ us +[\d.]+ us", out), out
+    assert re.search(r"200 instance rows, one write +[\d.]+ ms", out), out

@@ -170,7 +170,7 @@ class InstanceRow(Base):
     # Core v2 (0007): the host a controlled drain moved it off (was ctl_moved_off),
     # and the targets the cloud refused for the move in flight (was refused_targets).
     moved_from: Mapped[str | None] = mapped_column(String(255), default=None)
-    refused: Mapped[list[Any] | None] = mapped_column(JSON, default=None)
+    refused: Mapped[list[Any] | None] = mapped_column(JSON(none_as_null=True), default=None)
 
     __table_args__ = (
         Index("ix_session_instances_project", "session_id", "project_id"),
