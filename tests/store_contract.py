@@ -102,32 +102,21 @@ def records(ws: WorkingSet) -> dict[str, Any]:
     }
 
 
+def an_op(key: str, host: str, instance_id: str | None) -> OpRec:
+    """A pending move operation, as a workflow's submit records it."""
+    return OpRec(
+        key, "move", host, instance_id, {"action": "LIVE_MIGRATE"}, "pending", None, None,
+        None, 0, None, {}, False, T0, None, None,
+    )  # fmt: skip
+
+
 def a_step(ws: WorkingSet, n: int = 0) -> None:
     """A typical step: one migration ended, the next started, a notice owed."""
     ws.set_instance_state("vm-0-0", "DONE")
     ws.place("vm-0-0", "cmp-1")
     ws.set_target("vm-0-1", "cmp-2")
     ws.set_instance_state("vm-0-1", "IN_ACTION")
-    ws.add_op(
-        OpRec(
-            f"move-{n}",
-            "move",
-            "cmp-0",
-            "vm-0-1",
-            {"action": "LIVE_MIGRATE"},
-            "pending",
-            None,
-            None,
-            None,
-            0,
-            None,
-            {},
-            False,
-            T0,
-            None,
-            None,
-        )
-    )
+    ws.add_op(an_op(f"move-{n}", "cmp-0", "vm-0-1"))
     ws.emit("maintenance_instance", {"instance_id": "vm-0-0", "state": "DONE"})
 
 

@@ -13,7 +13,7 @@ import pg_server
 import pytest
 from sqlalchemy import Engine, event, insert, select, update
 from store_contract import *  # noqa: F403 - the shared suite's tests run here
-from store_contract import OWNER, T0, a_step, held, new_session
+from store_contract import OWNER, T0, a_step, an_op, held, new_session
 
 from fenix_core.core.memory_store import MemorySessionStore
 from fenix_core.core.ports import Fence
@@ -151,28 +151,7 @@ def test_a_typical_step_is_one_transaction_of_five_statements(sqlite_harness: Sq
     ws.place("vm-0-1", "cmp-2")
     ws.set_target("vm-1-0", "cmp-2")
     ws.set_instance_state("vm-1-0", "IN_ACTION")
-    from fenix_core.core.working_set import OpRec
-
-    ws.add_op(
-        OpRec(
-            "move-1",
-            "move",
-            "cmp-1",
-            "vm-1-0",
-            {},
-            "pending",
-            None,
-            None,
-            None,
-            0,
-            None,
-            {},
-            False,
-            T0,
-            None,
-            None,
-        )
-    )
+    ws.add_op(an_op("move-1", "cmp-1", "vm-1-0"))
     ws.emit("maintenance_instance", {"instance_id": "vm-0-1"})
     counter = Counted(h.database)
     h.store.write(ws.take_write(fence, next_wake=None, lease_expires=T0))

@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from store_contract import OWNER, T0, new_session, records
+from store_contract import OWNER, T0, an_op, new_session, records
 
 from fenix_core.core.memory_store import MemorySessionStore
 from fenix_core.core.ports import Fence
-from fenix_core.core.working_set import HostRec, InstanceRec, OpRec, ProjectRec, WorkingSet
+from fenix_core.core.working_set import HostRec, InstanceRec, ProjectRec, WorkingSet
 from fenix_core.states import HostState, InstanceState
 
 HOST_STATES = [s.value for s in HostState]
@@ -177,8 +177,7 @@ def apply(ws: WorkingSet, kind: str, args: tuple[Any, ...]) -> None:
     elif kind == "op":
         key = f"op-{args[0]}"
         if key not in ws.ops:
-            ws.add_op(OpRec(key, "move", "cmp-0", None, {}, "pending", None, None, None, 0,
-                            None, {}, False, T0, None, None))  # fmt: skip
+            ws.add_op(an_op(key, "cmp-0", None))
     elif kind == "op_update":
         key = f"op-{args[0]}"
         if key in ws.ops:

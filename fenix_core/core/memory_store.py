@@ -19,7 +19,6 @@ from .ports import NewSession, StepWrite
 from .working_set import (
     ComponentRec,
     HostRec,
-    InboxRec,
     InstanceRec,
     OpRec,
     ProjectRec,
@@ -184,7 +183,3 @@ class MemorySessionStore:
                 s.inbox[inbox_id] = (s.inbox[inbox_id][0], at, outcome)
         self._sessions[fence.session_id] = s
         self._op_keys.update(new_keys)
-
-
-def inbox_recs(rows: list[tuple[Any, ...]]) -> list[InboxRec]:
-    return [InboxRec(*row) for row in rows]

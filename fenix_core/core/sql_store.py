@@ -22,7 +22,6 @@ from .statements import STATEMENTS, params
 from .working_set import (
     ComponentRec,
     HostRec,
-    InboxRec,
     InstanceRec,
     OpRec,
     ProjectRec,
@@ -187,8 +186,3 @@ class SqlSessionStore:
         ]
         if kept:
             db.execute(S.insert_timers, kept)
-
-
-def inbox_recs(rows: Sequence[tuple[Any, ...]]) -> list[InboxRec]:
-    """``unprocessed_replies`` rows as records."""
-    return [InboxRec(*row) for row in rows]
