@@ -433,3 +433,40 @@ def test_0007_down_and_up_again_on_the_release_database(tmp_path: Path) -> None:
         assert sorted(map(repr, _rows(db, "session_state"))) == first
     finally:
         db.dispose()
+
+
+def test_0007_up_down_up_on_a_populated_database(any_db: Engine) -> None:
+    """On SQLite and PostgreSQL: a session with per-host and per-instance
+    lists in its data is converted, the downgrade removes what 0007 added
+    and leaves the old columns as they were, and the upgrade runs again."""
+    db = any_db
+    alembic(db, "upgrade", "0006")
+    fill_every_table(db)
+    meta = MetaData()
+    meta.reflect(db)
+    sessions, hosts = meta.tables["sessions"], meta.tables["session_hosts"]
+    with db.connect() as connection:
+        name = connection.execute(select(hosts.c.name)).scalar_one()  # fill_every_table's
+    data = {
+        "paused": True,
+        "pause_reason": "night",
+        "ctl_skipped": [name],
+        "ctl_finished": {name: "2026-01-01T00:00:00+00:00"},
+        "refused_targets": {},
+        "pre_actions_done": 2,
+    }
+    with db.begin() as connection:
+        connection.execute(sessions.update().values(data=data))
+    alembic(db, "upgrade", "0007")
+    state = {r["component"]: r["body"] for r in _rows(db, "session_state")}
+    assert state == {
+        "controls": {"paused": True, "pause_reason": "night"},
+        "session": {"sequences": {"pre_actions_done": 2}},
+    }
+    assert [r["marks"] for r in _rows(db, "session_hosts")] == [2 | 4]
+    assert [r["session_id"] for r in _rows(db, "session_clock")] == ["s-1"]
+    alembic(db, "downgrade", "0006")
+    assert "session_clock" not in inspect(db).get_table_names()
+    assert [r["data"] for r in _rows(db, "sessions")] == [data]
+    alembic(db, "upgrade", "0007")
+    assert {r["component"] for r in _rows(db, "session_state")} == {"controls", "session"}
