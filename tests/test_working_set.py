@@ -159,7 +159,8 @@ def calls(draw: st.DrawFn, ws: WorkingSet, n: int) -> list[tuple[str, tuple[Any,
     return out
 
 
-def apply(ws: WorkingSet, kind: str, args: tuple[Any, ...]) -> None:
+def apply(ws: WorkingSet, kind: str, args: tuple[Any, ...], made: set[str]) -> None:
+    """``made``: operation keys used so far (a key is never used twice)."""
     if kind == "host_state":
         ws.set_host_state(*args)
     elif kind == "host":
@@ -176,7 +177,8 @@ def apply(ws: WorkingSet, kind: str, args: tuple[Any, ...]) -> None:
         ws.update_project(args[0], awaiting=args[1], state=args[2])
     elif kind == "op":
         key = f"op-{args[0]}"
-        if key not in ws.ops:
+        if key not in made:
+            made.add(key)
             ws.add_op(an_op(key, "cmp-0", None))
     elif kind == "op_update":
         key = f"op-{args[0]}"
@@ -212,13 +214,14 @@ def test_random_setters_keep_indexes_dirty_sets_and_round_trips(data: st.DataObj
     store.set_lease("s-1", OWNER, 1, T0)
     ws = store.load("s-1")
     assert indexed(ws) == brute_force(ws)
+    made: set[str] = set()
     for _step in range(data.draw(st.integers(1, 3))):
         before = snapshot(ws)
         seq_before = ws.session.seq
         touched: dict[str, set[Any]] = {table: set() for table in before}
         for kind, args in data.draw(calls(ws, data.draw(st.integers(0, 25)))):
             ahead = snapshot(ws)
-            apply(ws, kind, args)
+            apply(ws, kind, args, made)
             for table, keys in changed(ahead, snapshot(ws)).items():
                 touched[table] |= keys
             assert indexed(ws) == brute_force(ws), (kind, args)
