@@ -71,7 +71,8 @@ def test_no_window_long_enough_is_said_plainly() -> None:
 def test_hosts_in_maintenance_cap_waits_for_a_host_to_finish() -> None:
     p = pipeline({"max_hosts_in_maintenance": 2})
     t = datetime(2026, 1, 1, tzinfo=UTC)
-    assert p.admit("a", t)[0].admitted and p.admit("b", t)[0].admitted
+    assert p.admit("a", t)[0].admitted
+    assert p.admit("b", t)[0].admitted
     full, _ = p.admit("c", t)
     assert (full.admitted, full.until) == (False, None)
     assert "at most 2 at once" in (full.reason or "")
@@ -111,7 +112,8 @@ def test_removed_and_skipped_hosts_free_their_place_without_a_duration() -> None
     assert p.admit("a", t)[0].admitted
     assert not p.admit("b", t)[0].admitted
     p.released("a")
-    assert p.state.durations_count == 0 and p.state.finished == 1
+    assert p.state.durations_count == 0
+    assert p.state.finished == 1
     assert p.admit("b", t)[0].admitted
 
 
@@ -133,21 +135,25 @@ def test_gates_run_one_after_another_before_a_host_starts() -> None:
     p = pipeline({"gates": [{"name": "instances_back"}, {"name": "http", "url": "http://x"}]})
     t = datetime(2026, 1, 1, tzinfo=UTC)
     answer, gate = p.admit("a", t)
-    assert not answer.admitted and isinstance(gate, GateCheck)
+    assert not answer.admitted
+    assert isinstance(gate, GateCheck)
     assert (gate.host, gate.spec.name) == ("a", "instances_back")
     assert p.admit("a", t) == (answer, None)  # running: not started twice
     p.gate_ended("a", passed=False)
     answer, again = p.admit("a", t)
-    assert again is not None and again.spec.name == "instances_back"  # checked again
+    assert again is not None
+    assert again.spec.name == "instances_back"
     p.gate_ended("a", passed=True)
     answer, second = p.admit("a", t)
-    assert second is not None and second.spec.name == "http"
+    assert second is not None
+    assert second.spec.name == "http"
     assert second.params(["vm-1"])["gate"] == "http"
     p.gate_ended("a", passed=True)
     assert p.admit("a", t) == (answer.__class__("a", True), None)
     # the next host starts its gates from the first
     _, first = p.admit("b", t)
-    assert first is not None and first.spec.name == "instances_back"
+    assert first is not None
+    assert first.spec.name == "instances_back"
 
 
 def test_a_gate_saying_stop_pauses_the_session() -> None:
@@ -246,7 +252,8 @@ def test_over_simulated_days_windows_and_caps_hold_and_every_host_starts(
         if not wakes:
             break
         t = max(t + timedelta(seconds=1), min(wakes))
-    assert not pending and not running, "a host was never admitted though windows recur"
+    assert not pending, "a host was never admitted though windows recur"
+    assert not running
     for began, ends in starts:
         inside = [
             (o, c) for o, c in window_occurrences(controls, began, ends) if o <= began and ends <= c
