@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fenix_core.controls import Controls, window_occurrences
+from fenix_core.controls import Controls, estimate_end, window_occurrences
 from fenix_core.core.pipeline import GateCheck, HostPipeline, PipelineState
 
 PARIS = ZoneInfo("Europe/Paris")
@@ -268,3 +268,34 @@ def test_over_simulated_days_windows_and_caps_hold_and_every_host_starts(
             assert sum(1 for x in times if s <= x < s + timedelta(days=1)) <= (
                 controls.max_hosts_per_day
             )
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(st.integers(60, 4 * 3600), min_size=1, max_size=8),
+    st.integers(0, 12),
+    st.sampled_from([{}, NIGHTLY, {"max_hosts_in_maintenance": 2, "settle_seconds": 300}]),
+)
+def test_the_estimate_from_the_constant_state_equals_the_one_from_every_duration(
+    durations: list[int], pending: int, controls: dict[str, object]
+) -> None:
+    p = pipeline(controls)
+    t = at("2026-03-02T23:00")
+    for n, seconds in enumerate(durations):  # hosts measured one after another
+        p.state.in_maintenance += 1
+        p.finished(f"h{n}", t + timedelta(seconds=seconds), started_at=t)
+    now = t + timedelta(seconds=max(durations))
+    history = p.history()
+    expected = estimate_end(
+        now,
+        p.controls,
+        history,
+        durations=[float(d) for d in durations],
+        in_progress=[],
+        pending=pending,
+    )
+    got = p.estimate_end(now, in_progress=[], pending=pending)
+    if expected is None or got is None:
+        assert got == expected
+    else:  # the mean is a float sum either way: equal to the microsecond
+        assert abs((got - expected).total_seconds()) < 1e-3
