@@ -248,6 +248,24 @@ def test_pause_holds_every_host_and_resume_lets_them_go() -> None:
     assert [p["reason"] for _, p in ws.emitted] == ["paused: change freeze", "resumed"]
 
 
+def test_while_paused_a_host_in_maintenance_goes_on_but_no_new_move_starts() -> None:
+    ctx, ws = step()
+    assert ctx.admit("cmp-0").admitted
+    ctx.submit(DisableHost("cmp-0"))
+    ctx.pause("change freeze")
+    answer = ctx.admit("cmp-0")
+    assert (answer.admitted, answer.reason) == (False, "paused: change freeze")
+    ctx.submit(RunAction(UPGRADE, "host", "cmp-0"))  # its maintenance goes on
+    before = snapshot(ws)
+    with pytest.raises(ContractError, match="paused") as info:
+        ctx.submit(Move("vm-a", LIVE))
+    assert info.value.subject == "instance 'vm-a'"
+    assert snapshot(ws) == before
+    ctx.resume()
+    assert ctx.admit("cmp-0").admitted
+    ctx.submit(Move("vm-a", LIVE))
+
+
 def test_gates_run_as_operations_before_the_host_starts() -> None:
     ctx, ws = step({"gates": [{"name": "instances_back", "soak_seconds": 60}]})
     ws.moved["cmp-0"] = ["vm-x"]

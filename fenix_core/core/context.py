@@ -196,6 +196,8 @@ class StepContext:
     def admit(self, host: str) -> HostAdmission:
         view = self._host(host, "admit")
         if self._in_flight(view):
+            if self._pipeline.state.paused:  # its work goes on; no new move starts
+                return HostAdmission(host, False, self._pipeline.state.waiting_reason)
             return HostAdmission(host, True)
         if self.session.state in FINAL_SESSION_STATES:
             return HostAdmission(host, False, f"the session is {self.session.state}")
@@ -337,6 +339,12 @@ class StepContext:
             if isinstance(op, Move) and op.target is not None:
                 self._host(op.target, "Move target")
             self._require_admitted(self._host(moving.host, type(op).__name__), op)
+            if self._pipeline.state.paused:
+                raise ContractError(
+                    f"instance {op.instance_id!r}",
+                    f"{type(op).__name__} while the session is paused (admit says so): "
+                    "no new move starts until it resumes",
+                )
             if moving.state not in MOVABLE:
                 raise ContractError(
                     f"instance {op.instance_id!r}",
