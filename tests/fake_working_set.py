@@ -28,6 +28,7 @@ class FakeWorkingSet:
         self.emitted: list[tuple[str, dict[str, Any]]] = []
         self.moved: dict[str, list[str]] = {}
         self.dirty: set[str] = set()
+        self.timeouts: dict[str, float] = {}
 
     @property
     def session(self) -> SessionInfo:
@@ -92,9 +93,16 @@ class FakeWorkingSet:
         return len(self.ops) + 1
 
     def add_op(
-        self, key: str, kind: OpKind, op: Operation | None, params: Mapping[str, Any]
+        self,
+        key: str,
+        kind: OpKind,
+        op: Operation | None,
+        params: Mapping[str, Any],
+        timeout: float | None = None,
     ) -> None:
         self.ops.append((key, kind, op, dict(params)))
+        if timeout is not None:
+            self.timeouts[key] = timeout
         if op is not None:  # FakeContext's capacity counts moves in flight from here
             self.fake.submitted.append((OpRef(key, kind), op))
 

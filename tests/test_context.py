@@ -288,6 +288,7 @@ def test_gates_run_as_operations_before_the_host_starts() -> None:
         "last_host": "cmp-0",
         "moved_instances": ["vm-x"],
     }
+    assert ws.timeouts == {ws.ops[0][0]: 3600.0}  # controls.gate_timeout
     ctx.gate_ended("cmp-1", passed=True)
     assert ctx.admit("cmp-1").admitted
 

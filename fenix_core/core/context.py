@@ -110,9 +110,15 @@ class WorkingSetPort(Protocol):
     def emit(self, signal: str, payload: dict[str, Any]) -> None: ...
     def next_op_number(self) -> int: ...
     def add_op(
-        self, key: str, kind: OpKind, op: Operation | None, params: Mapping[str, Any]
+        self,
+        key: str,
+        kind: OpKind,
+        op: Operation | None,
+        params: Mapping[str, Any],
+        timeout: float | None = None,
     ) -> None:
-        """Record a pending operation (``op`` None: a pipeline gate, ``params`` say which)."""
+        """Record a pending operation (``op`` None: a pipeline gate, ``params``
+        say which); ``timeout`` seconds set its deadline (None: the request's)."""
 
     def set_timer(self, name: str, due: datetime, data: Mapping[str, str]) -> None: ...
     def cancel_timer(self, name: str) -> None: ...
@@ -205,9 +211,8 @@ class StepContext:
         answer, gate = self._pipeline.admit(host, self._now)
         if gate is not None:
             key = self._next_key()
-            self._ws.add_op(
-                key, OpKind.GATE, None, gate.params(self._ws.moved_off(gate.last_host or ""))
-            )
+            params = gate.params(self._ws.moved_off(gate.last_host or ""))
+            self._ws.add_op(key, OpKind.GATE, None, params, gate.timeout)
         if answer.admitted:
             self._ws.set_host_times(host, started_at=self._now, finished_at=None)
             self._ws.cancel_timer(PIPELINE_TIMER)
