@@ -24,7 +24,8 @@ extensions = [
 
 source_suffix = {".md": "markdown"}
 root_doc = "index"
-exclude_patterns = ["_build", "README.md", ".venv"]
+# _drafts: pages written ahead of the code they describe (not built until it ships)
+exclude_patterns = ["_build", "README.md", ".venv", "_drafts"]
 
 # ```mermaid fences in the Markdown pages become Mermaid diagrams.
 myst_fence_as_directive = ["mermaid"]
