@@ -62,6 +62,22 @@ class DictFacts:
         self.pending.add(project_id)
 
 
+class RowFacts(DictFacts):
+    """A session not held: its pending replies are the inbox table's rows."""
+
+    def __init__(self, facts: DictFacts, db: sqlite3.Connection, session_id: str) -> None:
+        self.__dict__.update(facts.__dict__)
+        self.db = db
+        self.session_id = session_id
+
+    def reply_pending(self, project_id: str) -> bool:
+        query = "SELECT 1 FROM inbox WHERE session_id = ? AND project_id = ?"
+        return self.db.execute(query, (self.session_id, project_id)).fetchone() is not None
+
+    def note_reply(self, project_id: str) -> None:
+        raise AssertionError("only a held working set is told of a committed reply")
+
+
 class Held:
     def __init__(self, session_id: str) -> None:
         self.session_id = session_id
@@ -126,7 +142,7 @@ class SqliteInbox:
         self.selects += 1
         if session_id not in self.db_facts:
             raise NotFound("session", session_id, session_id=session_id)
-        return self.db_facts[session_id]
+        return RowFacts(self.db_facts[session_id], self._db(), session_id)
 
     def insert(self, rows: Sequence[AcceptedReply]) -> None:
         self.inserts += 1
