@@ -725,7 +725,7 @@ class Engine:
         self._replies.submit(session_id, answer)
 
     def reply_many(self, replies: Iterable[tuple[str, Reply]]) -> list[FenixError | None]:
-        """Record a burst of replies, ``(session_id, Reply)`` each, in one transaction.
+        """Record a burst of replies, ``(session_id, fenix_core.model.Reply)`` each, at once.
 
         Returns one result per item, in order: None when it was recorded, or
         the error :meth:`reply` would have raised for it (the other items are
