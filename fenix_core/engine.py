@@ -743,12 +743,8 @@ class Engine:
 
     @contextmanager
     def _reply_transaction(self) -> Iterator[SqlReplyInbox]:
-        with Session(self._db) as orm, orm.begin():
-            yield SqlReplyInbox(
-                orm,
-                lambda orm, session_id: self._session_row(orm, session_id, light=True),
-                self._requires_instance_actions,
-            )
+        with self._db.begin() as connection:
+            yield SqlReplyInbox(connection, self._requires_instance_actions)
 
     def _requires_instance_actions(self, workflow_name: str) -> bool:
         workflow = self.plugins.workflows.get(workflow_name)

@@ -12,10 +12,11 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Mapping, Sequence
 
 from sqlalchemy import bindparam, insert, or_, select
-from sqlalchemy.orm import Session
+from sqlalchemy.engine import Connection
 
 from .core.ports import WorkingSetLike
 from .core.replies import AcceptedReply, ProjectFacts, ReplyFacts
+from .errors import NotFound
 from .states import InstanceState
 from .store.schema import InboxRow, InstanceRow, ProjectRow, SessionRow
 
@@ -43,38 +44,40 @@ _INSTANCES = select(InstanceRow.instance_id, InstanceRow.state).where(
         InstanceRow.instance_id.in_(bindparam("named", expanding=True)),
     ),
 )
+_SESSION = select(SessionRow.state, SessionRow.workflow).where(
+    SessionRow.id == bindparam("session_id")
+)
+_SESSION_DATA = select(SessionRow.data).where(SessionRow.id == bindparam("session_id"))
 _INSERT = insert(InboxRow)
 
 
 class SqlReplyFacts:
-    """A session's reply facts, read on demand in ``orm``'s transaction."""
+    """A session's reply facts, read on demand in ``connection``'s transaction."""
 
-    def __init__(self, orm: Session, row: SessionRow, requires_instance_actions: bool) -> None:
-        self._orm = orm
-        self._row = row
-        self.requires_instance_actions = requires_instance_actions
-
-    @property
-    def session_state(self) -> str:
-        return self._row.state
+    def __init__(self, connection: Connection, session_id: str, state: str, requires: bool) -> None:
+        self._connection = connection
+        self._session_id = session_id
+        self.session_state = state
+        self.requires_instance_actions = requires
 
     @property
     def allowed_actions(self) -> Sequence[str]:
-        return tuple(self._row.data.get("allowed_actions", ()))
+        # Read only when a reply names instance actions: the JSON can be large.
+        data = self._connection.scalar(_SESSION_DATA, {"session_id": self._session_id})
+        return tuple((data or {}).get("allowed_actions", ()))
 
     def project(self, project_id: str) -> ProjectFacts | None:
-        found = self._orm.execute(
-            _PROJECT, {"session_id": self._row.id, "project_id": project_id}
-        ).first()
+        params = {"session_id": self._session_id, "project_id": project_id}
+        found = self._connection.execute(_PROJECT, params).first()
         return None if found is None else ProjectFacts(found[0], bool(found[1]), found[2])
 
     def reply_pending(self, project_id: str) -> bool:
-        params = {"session_id": self._row.id, "project_id": project_id}
-        return self._orm.scalar(_PENDING_REPLY, params) is not None
+        params = {"session_id": self._session_id, "project_id": project_id}
+        return self._connection.scalar(_PENDING_REPLY, params) is not None
 
     def instance_states(self, project_id: str, named: Collection[str]) -> Mapping[str, str]:
-        params = {"session_id": self._row.id, "project_id": project_id, "named": list(named)}
-        return {row.instance_id: row.state for row in self._orm.execute(_INSTANCES, params)}
+        params = {"session_id": self._session_id, "project_id": project_id, "named": list(named)}
+        return {row.instance_id: row.state for row in self._connection.execute(_INSTANCES, params)}
 
     def note_reply(self, project_id: str) -> None:
         """The committed inbox row is what later checks find."""
@@ -83,26 +86,24 @@ class SqlReplyFacts:
 class SqlReplyInbox:
     """One transaction on today's tables, as ReplyIntake's InboxTransaction.
 
-    ``session_row(orm, id)`` loads the session's row (NotFound if none);
     ``requires_instance_actions(workflow name)`` says whether that workflow
     needs an action for every affected instance."""
 
     def __init__(
-        self,
-        orm: Session,
-        session_row: Callable[[Session, str], SessionRow],
-        requires_instance_actions: Callable[[str], bool],
+        self, connection: Connection, requires_instance_actions: Callable[[str], bool]
     ) -> None:
-        self._orm = orm
-        self._session_row = session_row
+        self._connection = connection
         self._requires = requires_instance_actions
 
     def facts(self, session_id: str) -> SqlReplyFacts:
-        row = self._session_row(self._orm, session_id)
-        return SqlReplyFacts(self._orm, row, self._requires(row.workflow))
+        found = self._connection.execute(_SESSION, {"session_id": session_id}).first()
+        if found is None:
+            raise NotFound("session", session_id, session_id=session_id)
+        state, workflow = found
+        return SqlReplyFacts(self._connection, session_id, state, self._requires(workflow))
 
     def insert(self, rows: Sequence[AcceptedReply]) -> None:
-        self._orm.execute(
+        self._connection.execute(
             _INSERT,
             [
                 {
