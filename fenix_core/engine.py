@@ -32,7 +32,7 @@ from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, TypeVar
 
-from sqlalchemy import bindparam, delete, func, or_, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, load_only
 
@@ -45,11 +45,11 @@ from .constraints import (
     GroupConstraints,
     InstanceConstraints,
 )
+from .core.replies import ReplyIntake
 from .errors import (
     CloudError,
     Conflict,
     FenixError,
-    Forbidden,
     InvalidInput,
     NotFound,
 )
@@ -67,6 +67,7 @@ from .model import (
 )
 from .operations import OperationRunner, cloud_constraints_dict, record_status
 from .plugins import Plugins
+from .reply_inbox import SqlReplyInbox, UnheldSink
 from .runtime import LoadedSession, new_host_row
 from .signals import SIGNALS, maintenance_host
 from .states import (
@@ -98,21 +99,8 @@ __all__ = ["Engine"]
 
 _T = TypeVar("_T")
 
-# Built once: a reply is the hottest call from outside, and building the
-# statement costs as much as running it.
-_PENDING_REPLY = (
-    select(InboxRow.id)
-    .where(
-        InboxRow.session_id == bindparam("session_id"),
-        InboxRow.project_id == bindparam("project_id"),
-        InboxRow.processed_at.is_(None),
-    )
-    .limit(1)
-)
-
 log = logging.getLogger("fenix_core")
 
-_INSTANCE_CHOICE_STATES = ("PREPARE_MAINTENANCE", "PLANNED_MAINTENANCE")
 _FINAL = tuple(s.value for s in FINAL_SESSION_STATES)
 # Host rows that do not take a host from other sessions: targets, and hosts gone.
 _NOT_MAINTAINED = tuple(
@@ -182,6 +170,13 @@ class Engine:
         migrate(self._db)
         self._lock = threading.RLock()
         self._wake = threading.Event()
+        self._replies = ReplyIntake(
+            sink=UnheldSink(self._wake.set),
+            facts_of=UnheldSink.facts_of,
+            transaction=self._reply_transaction,
+            lock=self._lock,
+            clock=self.clock.now,
+        )
         self._stop = threading.Event()
         self._loaded: dict[str, tuple[LoadedSession, Workflow]] = {}
         # Session id -> (lease token, lease expiry) of the leases this worker holds.
@@ -718,114 +713,42 @@ class Engine:
     ) -> None:
         """Record a project's reply; the engine acts on it at its next step.
 
-        Raises, writing nothing: NotFound (session, or project not in it),
-        InvalidInput (unknown state or action, an action not allowed, an
-        instance not affected or missing), Conflict (that state is not awaited
-        from this project now), Forbidden (an instance that is not the
-        project's own). Safe to call from inside a signal handler and from any
-        thread.
+        Returns once the reply is committed. Raises, writing nothing:
+        NotFound (session, or project not in it), InvalidInput (unknown state
+        or action, an action not allowed, an instance not affected or
+        missing), Conflict (that state is not awaited from this project now),
+        Forbidden (an instance that is not the project's own). Safe to call
+        from inside a signal handler and from any thread; replies sent from
+        several threads at once share one transaction (group commit).
         """
         answer = Reply(project_id=project_id, state=state, instance_actions=instance_actions or {})
-        parsed = normalize_reply_state(answer.state)
-        if parsed is None:
-            raise InvalidInput("state", f"{answer.state!r} is not a reply state (ACK_x / NACK_x)")
-        ack, awaited = parsed
-        now = self.clock.now()
-        with self._lock, Session(self._db) as orm, orm.begin():
-            row = self._session_row(orm, session_id, light=True)
-            project = orm.get(ProjectRow, (session_id, project_id))
-            if project is None:
-                raise NotFound("project", project_id, session_id=session_id)
-            if not (project.awaiting and project.state == awaited):
-                raise Conflict(
-                    f"project {project_id} is not asked for {awaited} now "
-                    f"(session {row.state}, project {project.state or 'not asked yet'})",
-                    session_id=session_id,
-                    state=project.state,
-                )
-            if project.reply_at is not None and now > project.reply_at:
-                raise Conflict(
-                    f"the deadline for {awaited} passed at {project.reply_at.isoformat()}",
-                    session_id=session_id,
-                    state=project.state,
-                )
-            pending = orm.scalar(
-                _PENDING_REPLY, {"session_id": session_id, "project_id": project_id}
-            )
-            if pending:
-                raise Conflict(
-                    f"project {project_id} already answered {awaited}",
-                    session_id=session_id,
-                    state=project.state,
-                )
-            self._check_instance_actions(orm, row, project, ack, awaited, answer.instance_actions)
-            orm.add(
-                InboxRow(
-                    session_id=session_id,
-                    project_id=project_id,
-                    state=answer.state,
-                    instance_actions=dict(answer.instance_actions),
-                    received_at=now,
-                    processed_at=None,
-                    outcome=None,
-                )
-            )
-        self._wake.set()
+        self._replies.submit(session_id, answer)
 
-    def _check_instance_actions(
-        self,
-        orm: Session,
-        row: SessionRow,
-        project: ProjectRow,
-        ack: bool,
-        awaited: str,
-        actions: Mapping[str, str],
-    ) -> None:
-        if awaited not in _INSTANCE_CHOICE_STATES or not ack:
-            if actions:
+    def reply_many(self, replies: Iterable[tuple[str, Reply]]) -> list[FenixError | None]:
+        """Record a burst of replies, ``(session_id, fenix_core.model.Reply)`` each, at once.
+
+        Returns one result per item, in order: None when it was recorded, or
+        the error :meth:`reply` would have raised for it (the other items are
+        recorded all the same; of two replies of one project in a burst, the
+        second is refused as already answered). If the write itself fails,
+        that error is raised and none of them is recorded.
+        """
+        items = list(replies)
+        for index, (_, answer) in enumerate(items):
+            if not isinstance(answer, Reply):
                 raise InvalidInput(
-                    "instance_actions", f"not expected in a reply to {awaited} with this state"
+                    f"replies[{index}]", f"expected a Reply, got {type(answer).__name__}"
                 )
-            return
-        # Only the instances asked about, and those the reply names, are needed.
-        mine = {
-            i.instance_id: i
-            for i in orm.scalars(
-                select(InstanceRow).where(
-                    InstanceRow.session_id == row.id,
-                    InstanceRow.project_id == project.project_id,
-                    or_(
-                        InstanceRow.state == InstanceState.ACTION_REQUESTED.value,
-                        InstanceRow.instance_id.in_(list(actions)),
-                    ),
-                )
-            )
-        }
-        affected = {
-            iid for iid, i in mine.items() if i.state == InstanceState.ACTION_REQUESTED.value
-        }
-        allowed = list(row.data.get("allowed_actions", ()))
-        known = {a.value for a in InstanceAction}
-        for instance_id, action in actions.items():
-            field = f"instance_actions.{instance_id}"
-            if instance_id not in mine:
-                raise Forbidden(
-                    project.project_id,
-                    f"instance {instance_id!r} is not one of its instances in this session",
-                    session_id=row.id,
-                )
-            if instance_id not in affected:
-                raise InvalidInput(field, f"instance is not affected by {awaited} now")
-            if action not in known:
-                raise InvalidInput(field, f"unknown action {action!r}")
-            if action not in allowed:
-                raise InvalidInput(
-                    field, f"{action} is not allowed here; allowed: {', '.join(allowed)}"
-                )
-        workflow = self.plugins.workflows.get(row.workflow)
-        missing = sorted(affected - set(actions))
-        if missing and (workflow is None or workflow.requires_instance_actions):
-            raise InvalidInput("instance_actions", "no action given for " + ", ".join(missing))
+        return self._replies.submit_many(items)
+
+    @contextmanager
+    def _reply_transaction(self) -> Iterator[SqlReplyInbox]:
+        with self._db.begin() as connection:
+            yield SqlReplyInbox(connection, self._requires_instance_actions)
+
+    def _requires_instance_actions(self, workflow_name: str) -> bool:
+        workflow = self.plugins.workflows.get(workflow_name)
+        return workflow is None or workflow.requires_instance_actions
 
     # ------------------------------------------------------------------ constraints
 

@@ -177,12 +177,17 @@ def test_replies_measures_both_backends(bench, capsys: pytest.CaptureFixture[str
     replies = bench("replies")
     assert replies.main(["--projects", "5", "--json"]) == 0
     document = json.loads(capsys.readouterr().out)
-    assert [r["backend"] for r in document["results"]] == ["sqlite file", "in memory"]
+    assert [r["backend"] for r in document["results"]] == [
+        "sqlite file",
+        "file, 8 thr",
+        "in memory",
+    ]
     for r in document["results"]:
         assert r["replies"] == 5
         assert min(r["accepted_per_s"], r["processed_per_s"], r["overall_per_s"]) > 0
-        # Each reply is accepted in a transaction of its own today.
-        assert r["accept_commits"] >= 5
+        # One sender: each reply in a transaction of its own; several: shared.
+        assert r["accept_commits"] >= 1
+        assert r["accept_commits"] >= 5 or r["backend"] == "file, 8 thr"
         assert r["accept_statements"] >= r["accept_commits"]
         assert r["process_statements"] >= r["process_commits"] >= 1
     assert all(v > 0 for k, v in document["floors"].items() if k != "unit")

@@ -1,0 +1,345 @@
+"""ReplyIntake: replies checked and made durable with group commit (plan §4).
+
+A reply is checked against the session it answers: in memory, with no SQL,
+when this engine holds the session (``ReplySink.held``), otherwise in the
+database inside the transaction that writes it, as one transaction did
+before. Replies that arrive together share that transaction: each caller
+queues its reply with an event, then takes the engine lock; whoever gets the
+lock with its reply still unwritten writes *every* queued reply (one
+``executemany``, one commit) and wakes their callers. So a caller returns
+only once its row is committed, and a failed write raises its error in every
+caller of the batch, having committed nothing.
+
+Why the lock hands the writer role over instead of a separate writer thread
+or a "first caller is the writer" flag: the engine lock is reentrant and a
+signal handler may reply while its thread holds it (inside a step). A caller
+that waited on an event while holding the lock would deadlock with a writer
+waiting for the lock; here nobody waits on an event while holding it.
+
+Pure of SQL itself: the database is reached through ``InboxTransaction``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Collection, Mapping, Sequence
+from contextlib import AbstractContextManager
+from datetime import datetime
+from typing import Protocol
+
+import attrs
+
+from ..errors import Conflict, FenixError, Forbidden, InvalidInput, NotFound
+from ..model import Reply
+from ..states import InstanceAction, InstanceState, normalize_reply_state
+from .ports import ReplySink, WorkingSetLike
+
+__all__ = [
+    "AcceptedReply",
+    "InboxTransaction",
+    "ProjectFacts",
+    "ReplyFacts",
+    "ReplyIntake",
+    "check_reply",
+]
+
+#: Replies to these states name an action per affected instance.
+INSTANCE_CHOICE_STATES = ("PREPARE_MAINTENANCE", "PLANNED_MAINTENANCE")
+_KNOWN_ACTIONS = frozenset(a.value for a in InstanceAction)
+_REQUESTED = InstanceState.ACTION_REQUESTED.value
+
+
+@attrs.frozen
+class ProjectFacts:
+    """What a reply is checked against of one project of a session."""
+
+    state: str | None
+    awaiting: bool
+    reply_at: datetime | None
+
+
+class ReplyFacts(Protocol):
+    """What checking a reply needs of a session, from memory or the database."""
+
+    @property
+    def session_state(self) -> str: ...
+    @property
+    def allowed_actions(self) -> Sequence[str]: ...
+    @property
+    def requires_instance_actions(self) -> bool: ...
+    def project(self, project_id: str) -> ProjectFacts | None: ...
+    def reply_pending(self, project_id: str) -> bool:
+        """A reply of this project is committed and not yet processed."""
+        ...
+
+    def instance_states(self, project_id: str, named: Collection[str]) -> Mapping[str, str]:
+        """Instance id -> state for the project's instances that are
+        ACTION_REQUESTED or in ``named`` (more is allowed)."""
+        ...
+
+    def note_reply(self, project_id: str) -> None:
+        """A reply of this project was just committed (a held set records it
+        so a second one is refused without SQL; the database's facts need not)."""
+        ...
+
+
+@attrs.frozen
+class AcceptedReply:
+    """A checked reply, as its inbox row is written."""
+
+    session_id: str
+    reply: Reply
+    received_at: datetime
+
+
+class InboxTransaction(Protocol):
+    def facts(self, session_id: str) -> ReplyFacts:
+        """The session's facts read in this transaction; NotFound if none."""
+        ...
+
+    def insert(self, rows: Sequence[AcceptedReply]) -> None:
+        """Write the rows in this order (one executemany)."""
+        ...
+
+
+def check_reply(
+    facts: ReplyFacts,
+    session_id: str,
+    reply: Reply,
+    now: datetime,
+    answered: Collection[str] = (),
+) -> None:
+    """Raise what the reply would be refused with, or return.
+
+    ``answered``: projects of this session whose reply is accepted but not
+    committed yet (earlier in the same batch). Pure: ``facts`` reads."""
+    ack, awaited = _parse(reply)
+    project_id = reply.project_id
+    project = facts.project(project_id)
+    if project is None:
+        raise NotFound("project", project_id, session_id=session_id)
+    if not (project.awaiting and project.state == awaited):
+        raise Conflict(
+            f"project {project_id} is not asked for {awaited} now "
+            f"(session {facts.session_state}, project {project.state or 'not asked yet'})",
+            session_id=session_id,
+            state=project.state,
+        )
+    if project.reply_at is not None and now > project.reply_at:
+        raise Conflict(
+            f"the deadline for {awaited} passed at {project.reply_at.isoformat()}",
+            session_id=session_id,
+            state=project.state,
+        )
+    if project_id in answered or facts.reply_pending(project_id):
+        raise Conflict(
+            f"project {project_id} already answered {awaited}",
+            session_id=session_id,
+            state=project.state,
+        )
+    _check_instance_actions(facts, session_id, project_id, ack, awaited, reply.instance_actions)
+
+
+def _check_instance_actions(
+    facts: ReplyFacts,
+    session_id: str,
+    project_id: str,
+    ack: bool,
+    awaited: str,
+    actions: Mapping[str, str],
+) -> None:
+    if awaited not in INSTANCE_CHOICE_STATES or not ack:
+        if actions:
+            raise InvalidInput(
+                "instance_actions", f"not expected in a reply to {awaited} with this state"
+            )
+        return
+    mine = facts.instance_states(project_id, actions.keys())
+    affected = {iid for iid, state in mine.items() if state == _REQUESTED}
+    allowed = list(facts.allowed_actions)
+    for instance_id, action in actions.items():
+        field = f"instance_actions.{instance_id}"
+        if instance_id not in mine:
+            raise Forbidden(
+                project_id,
+                f"instance {instance_id!r} is not one of its instances in this session",
+                session_id=session_id,
+            )
+        if instance_id not in affected:
+            raise InvalidInput(field, f"instance is not affected by {awaited} now")
+        if action not in _KNOWN_ACTIONS:
+            raise InvalidInput(field, f"unknown action {action!r}")
+        if action not in allowed:
+            raise InvalidInput(
+                field, f"{action} is not allowed here; allowed: {', '.join(allowed)}"
+            )
+    missing = sorted(affected - set(actions))
+    if missing and facts.requires_instance_actions:
+        raise InvalidInput("instance_actions", "no action given for " + ", ".join(missing))
+
+
+class _Item:
+    """One queued reply and the answer its caller waits for."""
+
+    __slots__ = ("done", "error", "received_at", "reply", "session_id")
+
+    def __init__(self, session_id: str, reply: Reply, received_at: datetime) -> None:
+        self.session_id = session_id
+        self.reply = reply
+        self.received_at = received_at
+        self.done = threading.Event()
+        self.error: BaseException | None = None
+
+
+class _BatchFailed(Exception):
+    """Marks a write failure that every caller of the batch re-raises."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+class ReplyIntake:
+    """Checks replies and commits them in groups.
+
+    ``sink.held(session_id)`` gives the working set when this engine holds
+    the session, read through ``facts_of`` (no SQL); ``transaction()`` opens
+    one database transaction (committed when its context exits cleanly,
+    rolled back when it raises); ``lock`` is the engine lock, under which
+    held working sets are read and every batch is written; ``clock`` stamps
+    ``received_at`` when a reply arrives.
+    """
+
+    def __init__(
+        self,
+        *,
+        sink: ReplySink,
+        facts_of: Callable[[WorkingSetLike], ReplyFacts],
+        transaction: Callable[[], AbstractContextManager[InboxTransaction]],
+        lock: AbstractContextManager[object],
+        clock: Callable[[], datetime],
+    ) -> None:
+        self._sink = sink
+        self._facts_of = facts_of
+        self._transaction = transaction
+        self._lock = lock
+        self._clock = clock
+        self._queue_lock = threading.Lock()
+        self._queue: list[_Item] = []
+        self.batches = 0  # transactions written: what the group commit saved is replies/batches
+
+    def submit(self, session_id: str, reply: Reply) -> None:
+        """Check and commit one reply; returns once its row is durable.
+
+        Raises the refusal (nothing written) or the write's error."""
+        _parse(reply)
+        if not isinstance(session_id, str):
+            raise InvalidInput("session_id", f"expected a string, got {type(session_id).__name__}")
+        item = _Item(session_id, reply, self._clock())
+        self._run([item])
+        if item.error is not None:
+            raise _unwrap(item.error)
+
+    def submit_many(self, replies: Sequence[tuple[str, Reply]]) -> list[FenixError | None]:
+        """Check each reply and commit every valid one in one transaction.
+
+        One result per item: None (committed) or the error it was refused
+        with. A failed write raises (nothing is committed)."""
+        results: list[FenixError | None] = [None] * len(replies)
+        items: list[tuple[int, _Item]] = []
+        now = self._clock()
+        for index, (session_id, reply) in enumerate(replies):
+            try:
+                _parse(reply)
+                if not isinstance(session_id, str):
+                    raise InvalidInput(
+                        "session_id", f"expected a string, got {type(session_id).__name__}"
+                    )
+            except FenixError as error:
+                results[index] = error
+                continue
+            items.append((index, _Item(session_id, reply, now)))
+        self._run([item for _, item in items])
+        for index, item in items:
+            if isinstance(item.error, _BatchFailed):
+                raise item.error.cause
+            if item.error is not None:
+                assert isinstance(item.error, FenixError)
+                results[index] = item.error
+        return results
+
+    def _run(self, items: Sequence[_Item]) -> None:
+        if not items:
+            return
+        with self._queue_lock:
+            self._queue.extend(items)  # contiguous: one batch takes them all
+        with self._lock:
+            if not items[-1].done.is_set():
+                with self._queue_lock:
+                    batch, self._queue = self._queue, []
+                self._write(batch)
+        # Written by this thread or by the lock holder before it.
+        assert all(item.done.is_set() for item in items)
+
+    def _write(self, batch: list[_Item]) -> None:
+        """Check and write ``batch`` in one transaction; called under the lock."""
+        accepted: list[_Item] = []
+        held: dict[str, ReplyFacts] = {}
+        try:
+            with self._transaction() as tx:
+                answered: dict[str, set[str]] = {}
+                facts: dict[str, ReplyFacts] = {}
+                for item in batch:
+                    try:
+                        session_facts = facts.get(item.session_id)
+                        if session_facts is None:
+                            working_set = self._sink.held(item.session_id)
+                            if working_set is not None:
+                                session_facts = held[item.session_id] = self._facts_of(working_set)
+                            else:
+                                session_facts = tx.facts(item.session_id)
+                            facts[item.session_id] = session_facts
+                        seen = answered.setdefault(item.session_id, set())
+                        check_reply(
+                            session_facts, item.session_id, item.reply, item.received_at, seen
+                        )
+                    except FenixError as refused:
+                        item.error = refused
+                        continue
+                    seen.add(item.reply.project_id)
+                    accepted.append(item)
+                if accepted:
+                    tx.insert(
+                        [AcceptedReply(i.session_id, i.reply, i.received_at) for i in accepted]
+                    )
+        except BaseException as failed:
+            failure = _BatchFailed(failed)
+            for item in batch:
+                if item.error is None:
+                    item.error = failure
+                item.done.set()
+            if not isinstance(failed, Exception):
+                raise
+            return
+        self.batches += 1
+        woken: set[str] = set()
+        for item in accepted:
+            if item.session_id in held:
+                held[item.session_id].note_reply(item.reply.project_id)
+            if item.session_id not in woken:
+                woken.add(item.session_id)
+                self._sink.wake(item.session_id)
+        for item in batch:
+            item.done.set()
+
+
+def _parse(reply: Reply) -> tuple[bool, str]:
+    """(ack, awaited state); a malformed state is refused before queueing."""
+    parsed = normalize_reply_state(reply.state)
+    if parsed is None:
+        raise InvalidInput("state", f"{reply.state!r} is not a reply state (ACK_x / NACK_x)")
+    return parsed
+
+
+def _unwrap(error: BaseException) -> BaseException:
+    return error.cause if isinstance(error, _BatchFailed) else error
