@@ -45,13 +45,13 @@ from .constraints import (
     GroupConstraints,
     InstanceConstraints,
 )
-from .core.factory import (
+from .core.factory import CloudSnapshot, SessionFactory
+from .core.records import (
     HOST_COLUMNS,
     INSTANCE_COLUMNS,
     PROJECT_COLUMNS,
     SESSION_COLUMNS,
-    CloudSnapshot,
-    SessionFactory,
+    row_values,
 )
 from .errors import (
     CloudError,
@@ -284,11 +284,11 @@ class Engine:
             now=now,
         )
         adds = set(req.add_hosts)
-        host_rows = [HostRow(**dict(zip(HOST_COLUMNS, h, strict=True))) for h in new.hosts]
+        host_rows = [HostRow(**row_values(HOST_COLUMNS, h)) for h in new.hosts]
         scope = [h.name for h in host_rows if h.state == HostState.PENDING.value]
         with self._lock, Session(self._db, expire_on_commit=False) as orm, orm.begin():
             self._check_hosts_free(orm, [*scope, *req.add_hosts])
-            orm.add(SessionRow(**dict(zip(SESSION_COLUMNS, new.session, strict=True))))
+            orm.add(SessionRow(**row_values(SESSION_COLUMNS, new.session)))
             orm.flush()
             orm.add_all(host_rows)
             changes = inventory.sync(
@@ -298,12 +298,8 @@ class Engine:
                 session_id=session_id,
                 pending=inventory.pending_adds(orm) | adds,
             )
-            orm.add_all(
-                InstanceRow(**dict(zip(INSTANCE_COLUMNS, i, strict=True))) for i in new.instances
-            )
-            orm.add_all(
-                ProjectRow(**dict(zip(PROJECT_COLUMNS, p, strict=True))) for p in new.projects
-            )
+            orm.add_all(InstanceRow(**row_values(INSTANCE_COLUMNS, i)) for i in new.instances)
+            orm.add_all(ProjectRow(**row_values(PROJECT_COLUMNS, p)) for p in new.projects)
         self._inventory_changed(changes)
         log.info("session %s created over %d host(s)", session_id, len(scope))
         self._warn_ignored(session_id)

@@ -14,15 +14,14 @@ from sqlalchemy import select
 
 from fenix_core import ActionSpec, Engine, SessionRequest
 from fenix_core.constraints import CloudConstraints, GroupConstraints
-from fenix_core.core.factory import (
+from fenix_core.core.factory import CloudSnapshot, SessionFactory
+from fenix_core.core.ports import NewSession
+from fenix_core.core.records import (
     HOST_COLUMNS,
     INSTANCE_COLUMNS,
     PROJECT_COLUMNS,
     SESSION_COLUMNS,
-    CloudSnapshot,
-    SessionFactory,
 )
-from fenix_core.core.ports import NewSession
 from fenix_core.errors import FenixError, InvalidInput
 from fenix_core.model import Instance
 from fenix_core.store.schema import HostRow, InstanceRow, ProjectRow, SessionRow

@@ -7,7 +7,7 @@ the session's rows as a :class:`~fenix_core.core.ports.NewSession`, or raises
 ``InvalidInput`` / ``CloudError`` naming what is wrong. It does no I/O: the
 reads happen before, the insert (with the check that no other running session
 maintains the hosts, and the inventory sync) after, in the caller's
-transaction. Rows are tuples in the column orders below (today's tables).
+transaction. Rows are tuples in the column orders of :mod:`.records`.
 """
 
 from __future__ import annotations
@@ -25,6 +25,15 @@ from ..operations import cloud_constraints_dict
 from ..states import HostState, InstanceAction, InstanceState, SessionState
 from ..workflows.lifecycle import capacity_shortfall, check_request
 from .ports import NewSession
+from .records import (
+    HOST_COLUMNS,
+    INSTANCE_COLUMNS,
+    PROJECT_COLUMNS,
+    SESSION_COLUMNS,
+    host_record,
+    instance_record,
+    project_record,
+)
 
 __all__ = [
     "HOST_COLUMNS",
@@ -34,66 +43,7 @@ __all__ = [
     "CloudSnapshot",
     "SessionFactory",
     "WorkflowClass",
-    "host_record",
-    "instance_record",
-    "project_record",
 ]
-
-SESSION_COLUMNS = (
-    "id",
-    "workflow",
-    "request",
-    "state",
-    "phase",
-    "reason",
-    "failed_state",
-    "percent_done",
-    "data",
-    "seq",
-    "version",
-    "next_wake",
-    "maintenance_at",
-    "created_at",
-    "updated_at",
-    "finished_at",
-)
-HOST_COLUMNS = (
-    "session_id",
-    "name",
-    "type",
-    "vcpus",
-    "state",
-    "position",
-    "stage",
-    "enabled",
-    "disabled_by_session",
-    "started_at",
-    "finished_at",
-    "reason",
-)
-INSTANCE_COLUMNS = (
-    "session_id",
-    "instance_id",
-    "project_id",
-    "name",
-    "host",
-    "vcpus",
-    "live_migratable",
-    "state",
-    "action",
-    "target",
-    "moves",
-    "attempts",
-)
-PROJECT_COLUMNS = (
-    "session_id",
-    "project_id",
-    "managed",
-    "state",
-    "awaiting",
-    "reply_at",
-    "replied_at",
-)
 
 
 class WorkflowClass(Protocol):
@@ -113,55 +63,6 @@ class CloudSnapshot:
     instances: Sequence[Instance]
     allowed_actions: Sequence[str]
     constraints: CloudConstraints | None = None
-
-
-def host_record(
-    session_id: str,
-    name: str,
-    type: str,
-    vcpus: int,
-    enabled: bool,
-    state: HostState,
-    position: int,
-) -> tuple[Any, ...]:
-    """A session's host before any work on it (HOST_COLUMNS order)."""
-    return (
-        session_id,
-        name,
-        type,
-        vcpus,
-        state.value,
-        position,
-        0,
-        enabled,
-        False,
-        None,
-        None,
-        None,
-    )
-
-
-def instance_record(session_id: str, found: Instance, state: InstanceState) -> tuple[Any, ...]:
-    """A session's instance as the cloud listed it (INSTANCE_COLUMNS order)."""
-    return (
-        session_id,
-        found.instance_id,
-        found.project_id,
-        found.name,
-        found.host,
-        found.vcpus,
-        found.live_migratable,
-        state.value,
-        None,
-        None,
-        0,
-        0,
-    )
-
-
-def project_record(session_id: str, project_id: str, managed: bool) -> tuple[Any, ...]:
-    """A project not asked anything yet (PROJECT_COLUMNS order)."""
-    return (session_id, project_id, managed, None, False, None, None)
 
 
 class SessionFactory:
