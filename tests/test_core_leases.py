@@ -15,8 +15,9 @@ from test_leases import database_url, postgres, postgres_url  # noqa: F401 - fix
 
 from fenix_core.clock import SimClock
 from fenix_core.core.leases import DatabaseClock, LeaseLost, SqlLeaseKeeper
+from fenix_core.core.poller import SqlDbPoller
 from fenix_core.store.database import migrate, open_database
-from fenix_core.store.schema import SessionRow
+from fenix_core.store.schema import InboxRow, SessionRow
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -125,4 +126,36 @@ def test_postgresql_expiry_follows_the_database_clock(postgres_url: str) -> None
     _, _, expires = lease_row(db, "s1")
     assert expires is not None
     assert abs(expires - (keeper.clock.now() + timedelta(seconds=30))) < timedelta(seconds=5)
+    db.dispose()
+
+
+def test_the_poller_finds_due_sessions_no_live_lease_covers(database_url: str) -> None:  # noqa: F811
+    db = database(database_url, "free", "later", "held", "expired", "replied", "held-replied")
+    clock = SimClock(start=T0)
+    later = T0 + timedelta(hours=1)
+    with db.begin() as connection:
+        for sid, wake, owner, expires in (
+            ("free", T0, None, None),
+            ("later", later, None, None),
+            ("held", T0, "b", T0 + timedelta(seconds=10)),
+            ("expired", T0, "b", T0 - timedelta(seconds=1)),
+            ("replied", None, None, None),
+            ("held-replied", None, "b", T0 + timedelta(seconds=10)),
+        ):
+            connection.execute(
+                update(SessionRow)
+                .where(SessionRow.id == sid)
+                .values(next_wake=wake, lease_owner=owner, lease_expires=expires)
+            )
+        for sid in ("replied", "held-replied"):
+            connection.execute(
+                InboxRow.__table__.insert().values(  # type: ignore[attr-defined]
+                    session_id=sid, project_id="p", state="ACK", instance_actions={}, received_at=T0
+                )
+            )
+    poller = SqlDbPoller(db, clock)
+    assert poller.poll(T0) == ["expired", "free", "replied"]
+    assert poller.poll(later) == ["expired", "free", "later", "replied"]
+    clock.advance(11)  # b's leases ran out
+    assert poller.poll(T0) == ["expired", "free", "held", "held-replied", "replied"]
     db.dispose()

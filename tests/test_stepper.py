@@ -325,3 +325,17 @@ def test_a_failing_hook_leaves_nothing_written_and_the_session_unheld() -> None:
         w.stepper.step()
     assert w.store.rows["s1"].version == 0
     assert w.stepper.held("s1") is None
+
+
+def test_a_held_session_listed_by_the_poller_waits_for_its_own_wake() -> None:
+    w = World(poller=True)
+    w.session("s1")
+    assert w.poller is not None
+    w.poller.owner = "nobody"
+    w.stepper.step()  # found and stepped: wake in 60 s
+    w.poller.poll = lambda now: ["s1"]  # type: ignore[method-assign]
+    w.clock.advance(30)  # the poll interval passed, the session's wake has not
+    assert w.stepper.step() == 0
+    w.clock.advance(30)
+    assert w.stepper.step() == 1
+    assert w.runner.ran == ["s1", "s1"]

@@ -145,7 +145,11 @@ class Stepper:
         if self._poller is not None and (self._next_poll is None or self._next_poll <= now):
             self._next_poll = now + self._poll_every
             seen = set(due)
-            due += [sid for sid in self._poller.poll(now) if sid not in seen]
+            # Held sessions wake from the queue only: the poller may list one
+            # whose stored next_wake is conservative (operations just started).
+            due += [
+                sid for sid in self._poller.poll(now) if sid not in seen and sid not in self._held
+            ]
         if not due:
             return 0
         fences = self._claim_unheld(due)
