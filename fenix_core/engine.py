@@ -45,6 +45,14 @@ from .constraints import (
     GroupConstraints,
     InstanceConstraints,
 )
+from .core.factory import CloudSnapshot, SessionFactory
+from .core.records import (
+    HOST_COLUMNS,
+    INSTANCE_COLUMNS,
+    PROJECT_COLUMNS,
+    SESSION_COLUMNS,
+    row_values,
+)
 from .core.replies import ReplyIntake
 from .errors import (
     CloudError,
@@ -55,7 +63,6 @@ from .errors import (
 )
 from .hookspecs import ConstraintSource, InstanceOwner
 from .model import (
-    Host,
     HostChange,
     OperationView,
     ProjectView,
@@ -65,10 +72,10 @@ from .model import (
     SessionView,
     _str,
 )
-from .operations import OperationRunner, cloud_constraints_dict, record_status
+from .operations import OperationRunner, record_status
 from .plugins import Plugins
 from .reply_inbox import SqlReplyInbox, UnheldSink
-from .runtime import LoadedSession, new_host_row
+from .runtime import LoadedSession
 from .signals import SIGNALS, maintenance_host
 from .states import (
     FINAL_SESSION_STATES,
@@ -93,7 +100,6 @@ from .store.schema import (
 )
 from .views import build_operation_view, build_project_view, build_session_view
 from .workflows.base import Workflow
-from .workflows.lifecycle import capacity_shortfall, check_request
 
 __all__ = ["Engine"]
 
@@ -195,6 +201,9 @@ class Engine:
         self._host_changes: list[HostChangeRow] = []
         self.default_group_constraints = self._check_default_group(default_group_constraints)
         self._constraints: tuple[int, ConstraintSet] | None = None
+        self._factory = SessionFactory(
+            self.plugins.workflows, self.plugins.actions, self.plugins.gates
+        )
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -244,16 +253,7 @@ class Engine:
         and the cloud's hosts; raises InvalidInput / Conflict and writes
         nothing if anything is wrong.
         """
-        req = SessionRequest.coerce(request)
-        workflow = self.plugins.workflows.get(req.workflow)
-        if workflow is None:
-            raise InvalidInput(
-                "workflow",
-                f"unknown workflow {req.workflow!r}; known: "
-                + ", ".join(sorted(self.plugins.workflows)),
-            )
-        workflow.validate_request(req, self.plugins.actions)
-        self._check_gates(req)
+        req = self._factory.check(request)
         driver = self.plugins.require_driver()
         try:
             hosts = list(driver.list_hosts())
@@ -268,86 +268,24 @@ class Engine:
             raise
         except Exception as exc:
             raise CloudError(f"reading the cloud's inventory failed: {exc}") from exc
-        by_name = {h.name: h for h in hosts}
-        unknown = [h for h in req.hosts if h not in by_name]
-        if unknown:
-            raise InvalidInput("hosts", "unknown to the cloud: " + ", ".join(unknown))
-        retiring = workflow.retiring(req)
-        scope = check_request(req, retiring, by_name)
-        cloud = cloud_constraints_dict(found) if found is not None else None
-        if retiring and all(name in by_name for name in req.add_hosts):
-            in_service = [
-                Host(h.name, h.type, h.vcpus, h.enabled or h.name in req.add_hosts) for h in hosts
-            ]
-            shortfall = capacity_shortfall(
-                in_service,
-                instances,
-                retiring,
-                self.constraints(found),
-            )
-            if shortfall is not None:
-                raise InvalidInput(
-                    "decommission_hosts" if req.decommission_hosts else "hosts", shortfall
-                )
-        if not scope:
-            raise InvalidInput("hosts", "the cloud reports no hosts to maintain")
-        unknown_actions = sorted(set(allowed) - {a.value for a in InstanceAction})
-        if unknown_actions or not allowed:
-            raise CloudError(f"cloud driver offers unusable instance actions: {allowed}")
-        now = self.clock.now()
         session_id = str(uuid.uuid4())
+        now = self.clock.now()
+        new = self._factory.build(
+            req,
+            CloudSnapshot(hosts, instances, allowed, found),
+            constraints=self.constraints(found),
+            subscribed=set(self.subscriptions()),
+            session_id=session_id,
+            now=now,
+        )
+        adds = set(req.add_hosts)
+        host_rows = [HostRow(**row_values(HOST_COLUMNS, h)) for h in new.hosts]
+        scope = [h.name for h in host_rows if h.state == HostState.PENDING.value]
         with self._lock, Session(self._db, expire_on_commit=False) as orm, orm.begin():
             self._check_hosts_free(orm, [*scope, *req.add_hosts])
-            subscribed = set(orm.scalars(select(SubscriptionRow.project_id)))
-            orm.add(
-                SessionRow(
-                    id=session_id,
-                    workflow=req.workflow,
-                    request=req.to_dict(),
-                    state=SessionState.MAINTENANCE.value,
-                    phase="",
-                    reason=None,
-                    failed_state=None,
-                    percent_done=0,
-                    data={"allowed_actions": allowed}
-                    | ({"cloud_constraints": cloud} if cloud else {}),
-                    seq=0,
-                    version=0,
-                    next_wake=now,
-                    maintenance_at=req.maintenance_at,
-                    created_at=now,
-                    updated_at=now,
-                    finished_at=None,
-                )
-            )
+            orm.add(SessionRow(**row_values(SESSION_COLUMNS, new.session)))
             orm.flush()
-            in_scope = set(scope)
-            adds = set(req.add_hosts)
-            ordered = scope + [h.name for h in hosts if h.name not in in_scope | adds]
-            for position, name in enumerate(ordered):
-                host = by_name[name]
-                orm.add(
-                    HostRow(
-                        session_id=session_id,
-                        name=name,
-                        type=host.type,
-                        vcpus=host.vcpus,
-                        state=(HostState.PENDING if name in in_scope else HostState.OUT_OF_SCOPE),
-                        position=position,
-                        stage=0,
-                        enabled=host.enabled,
-                        disabled_by_session=False,
-                        started_at=None,
-                        finished_at=None,
-                        reason=None,
-                    )
-                )
-            for position, name in enumerate(req.add_hosts, start=len(ordered)):
-                listed = by_name.get(name)
-                kind, vcpus = (listed.type, listed.vcpus) if listed else ("compute", 0)
-                orm.add(
-                    new_host_row(session_id, name, kind, vcpus, False, HostState.ADDING, position)
-                )
+            orm.add_all(host_rows)
             changes = inventory.sync(
                 orm,
                 hosts,
@@ -355,42 +293,8 @@ class Engine:
                 session_id=session_id,
                 pending=inventory.pending_adds(orm) | adds,
             )
-            projects: set[str] = set()
-            for inst in instances:
-                where = by_name.get(inst.host)
-                if where is None or where.type != "compute":
-                    continue
-                affected = inst.host in in_scope
-                if affected:
-                    projects.add(inst.project_id)
-                orm.add(
-                    InstanceRow(
-                        session_id=session_id,
-                        instance_id=inst.instance_id,
-                        project_id=inst.project_id,
-                        name=inst.name,
-                        host=inst.host,
-                        vcpus=inst.vcpus,
-                        live_migratable=inst.live_migratable,
-                        state=(InstanceState.PENDING if affected else InstanceState.OUT_OF_SCOPE),
-                        action=None,
-                        target=None,
-                        moves=0,
-                        attempts=0,
-                    )
-                )
-            for project_id in sorted(projects):
-                orm.add(
-                    ProjectRow(
-                        session_id=session_id,
-                        project_id=project_id,
-                        managed=project_id in subscribed,
-                        state=None,
-                        awaiting=False,
-                        reply_at=None,
-                        replied_at=None,
-                    )
-                )
+            orm.add_all(InstanceRow(**row_values(INSTANCE_COLUMNS, i)) for i in new.instances)
+            orm.add_all(ProjectRow(**row_values(PROJECT_COLUMNS, p)) for p in new.projects)
         self._inventory_changed(changes)
         log.info("session %s created over %d host(s)", session_id, len(scope))
         self._warn_ignored(session_id)
@@ -503,23 +407,6 @@ class Engine:
         self._renew(loaded)
         loaded.orm.commit()
         return self._take_outbox(loaded)
-
-    def _check_gates(self, req: SessionRequest) -> None:
-        for index, spec in enumerate(req.controls.gates):
-            field = f"controls.gates[{index}]"
-            gate = self.plugins.gates.get(spec.name)
-            if gate is None:
-                raise InvalidInput(
-                    f"{field}.name",
-                    f"no gate named {spec.name!r}; known: " + ", ".join(sorted(self.plugins.gates)),
-                )
-            validate = getattr(gate, "validate_params", None)
-            if validate is None:
-                continue
-            try:
-                validate(spec.params)
-            except InvalidInput as exc:
-                raise InvalidInput(f"{field}.{exc.field}", exc.reason) from None
 
     # ------------------------------------------------------------------ operational controls
 

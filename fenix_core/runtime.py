@@ -21,6 +21,15 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from .constraints import CloudConstraints, ConstraintSet, GroupConstraints
+from .core.records import (
+    HOST_COLUMNS,
+    INSTANCE_COLUMNS,
+    PROJECT_COLUMNS,
+    host_record,
+    instance_record,
+    project_record,
+    row_values,
+)
 from .model import ACTION_TYPES, ActionSpec, Instance, SessionRequest
 from .placement_rules import PlacementRule
 from .states import (
@@ -324,20 +333,7 @@ class LoadedSession:
         self.projects_on[host][inst.project_id] -= 1
 
     def add_instance(self, found: Instance, state: InstanceState) -> InstanceRow:
-        inst = InstanceRow(
-            session_id=self.id,
-            instance_id=found.instance_id,
-            project_id=found.project_id,
-            name=found.name,
-            host=found.host,
-            vcpus=found.vcpus,
-            live_migratable=found.live_migratable,
-            state=state.value,
-            action=None,
-            target=None,
-            moves=0,
-            attempts=0,
-        )
+        inst = InstanceRow(**row_values(INSTANCE_COLUMNS, instance_record(self.id, found, state)))
         self.orm.add(inst)
         self.instances[inst.instance_id] = inst
         if state not in _ABSENT:
@@ -348,13 +344,7 @@ class LoadedSession:
         project = self.projects.get(project_id)
         if project is None:
             project = ProjectRow(
-                session_id=self.id,
-                project_id=project_id,
-                managed=managed,
-                state=None,
-                awaiting=False,
-                reply_at=None,
-                replied_at=None,
+                **row_values(PROJECT_COLUMNS, project_record(self.id, project_id, managed))
             )
             self.orm.add(project)
             self.projects[project_id] = project
@@ -549,20 +539,8 @@ def new_host_row(
     position: int,
 ) -> HostRow:
     """A session's host row, before any work on it."""
-    return HostRow(
-        session_id=session_id,
-        name=name,
-        type=type,
-        vcpus=vcpus,
-        state=state.value,
-        position=position,
-        stage=0,
-        enabled=enabled,
-        disabled_by_session=False,
-        started_at=None,
-        finished_at=None,
-        reason=None,
-    )
+    record = host_record(session_id, name, type, vcpus, enabled, state, position)
+    return HostRow(**row_values(HOST_COLUMNS, record))
 
 
 def host_action_types(host_type: str) -> tuple[str, ...]:

@@ -1,0 +1,57 @@
+"""The database side of finding due work (plan §3.3): sessions nobody holds.
+
+:class:`SqlDbPoller` implements :class:`~fenix_core.core.due.DbPoller` on
+today's tables: sessions with a wake-up at or before ``now`` whose lease is
+free or expired, and sessions with an unprocessed reply whose lease is free
+or expired. Sessions this engine holds are not its business (their wake-ups
+are in the engine's :class:`~fenix_core.core.due.DueQueue`). After migration
+0007 (P1) the same two queries read ``session_clock`` and the inbox's
+partial index of unprocessed rows.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import ColumnElement, Engine, func, literal, or_, select, union
+
+from ..clock import Clock, RealClock
+from ..store.schema import InboxRow, SessionRow, UTCDateTime
+
+__all__ = ["SqlDbPoller"]
+
+
+class SqlDbPoller:
+    """Due sessions no live lease covers, in session id order."""
+
+    def __init__(self, db: Engine, lease_clock: Clock | None = None) -> None:
+        self._db = db
+        # As the lease keeper: the database's clock on PostgreSQL unless a
+        # clock is given (tests), the machine's otherwise.
+        self._lease_clock = lease_clock
+        self._database_clock = lease_clock is None and db.dialect.name == "postgresql"
+
+    def poll(self, now: datetime) -> list[str]:
+        lease_now: ColumnElement[datetime] = (
+            func.now()
+            if self._database_clock
+            else literal((self._lease_clock or RealClock()).now(), UTCDateTime())
+        )
+        free = or_(
+            SessionRow.lease_owner.is_(None),
+            SessionRow.lease_expires.is_(None),
+            SessionRow.lease_expires <= lease_now,
+        )
+        woken = select(SessionRow.id).where(
+            SessionRow.next_wake.is_not(None),
+            SessionRow.next_wake <= literal(now, UTCDateTime()),
+            free,
+        )
+        replied = (
+            select(InboxRow.session_id)
+            .join(SessionRow, SessionRow.id == InboxRow.session_id)
+            .where(InboxRow.processed_at.is_(None), free)
+        )
+        with self._db.connect() as connection:
+            found = connection.execute(union(woken, replied)).scalars().all()
+        return sorted(set(found))

@@ -1,0 +1,220 @@
+"""The step loop of the redesigned engine (plan §3.2, §3.3, §6).
+
+One step of one session: take it off the due queue (or from the poller when
+nobody holds it), make sure this engine leases it, load its working set if it
+is not held in memory, run the workflow's hooks through a context (the
+:class:`StepRunner`), write everything the step changed in ONE fenced
+transaction, then — only after the commit — start the operations the step
+submitted and deliver its notifications. The next write carries the new
+delivery watermark; there is no second commit.
+
+A write fenced out (:class:`~fenix_core.store.leases.LeaseLost`: another
+worker took the session) rolls the step back: the working set is dropped,
+nothing is started or delivered, and the session leaves the due queue; the
+poller finds it again if it becomes free.
+
+An idle stepper (nothing due in memory, poll interval not reached) calls
+neither the store, nor the lease keeper, nor the poller.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Protocol, cast
+
+import attrs
+
+from ..clock import Clock
+from ..store.leases import LeaseLost
+from .due import DbPoller, DueQueue
+from .outbox import Outbox, OutboxSource
+from .ports import Fence, LeaseKeeper, SessionStore, StepWrite, WorkingSetLike
+
+__all__ = ["LoadedSet", "StepFrame", "StepOutcome", "StepRunner", "Stepper"]
+
+
+class LoadedSet(WorkingSetLike, Protocol):
+    """What the stepper reads of a loaded working set beyond the ports'."""
+
+    @property
+    def delivered_seq(self) -> int: ...
+
+
+@attrs.frozen
+class StepFrame:
+    """What the stepper hands the runner for the step's write: the fence to
+    commit under, the lease's new expiry and the delivery watermark."""
+
+    fence: Fence
+    lease_expires: datetime
+    delivered_seq: int
+
+
+@attrs.frozen
+class StepOutcome:
+    """What one step did.
+
+    ``write``: the step's rows (``StepWrite.next_wake`` is what other workers
+    see; with operations just started it is the step's own time). ``wake``:
+    when this engine steps the session again (None: only a wake-up, such as
+    a reply, brings it back). ``starts``: operations to start after the
+    commit. ``finished``: the session reached a final state; it is let go."""
+
+    write: StepWrite
+    wake: datetime | None
+    starts: Sequence[object] = ()
+    finished: bool = False
+
+
+class StepRunner(Protocol):
+    """Runs the workflow's hooks on a working set through a context and
+    collects the step's write (the hooks, replies and timers of P3/P4)."""
+
+    def run(self, working_set: WorkingSetLike, now: datetime, frame: StepFrame) -> StepOutcome: ...
+
+    def start(self, working_set: WorkingSetLike, starts: Sequence[object]) -> None:
+        """Start operations; called only after their step committed."""
+
+
+class Stepper:
+    """Due queue -> lease -> load -> hooks -> one write -> start operations."""
+
+    def __init__(
+        self,
+        store: SessionStore,
+        leases: LeaseKeeper,
+        runner: StepRunner,
+        outbox: Outbox,
+        *,
+        clock: Clock,
+        lease_clock: Clock,
+        lease_seconds: float,
+        poller: DbPoller | None = None,
+        poll_seconds: float | None = None,
+        leftovers: OutboxSource | None = None,
+    ) -> None:
+        self._store = store
+        self._leases = leases
+        self._runner = runner
+        self._outbox = outbox
+        self._clock = clock
+        self._lease_clock = lease_clock
+        self._lease_seconds = timedelta(seconds=lease_seconds)
+        self._poller = poller
+        self._poll_every = timedelta(
+            seconds=poll_seconds if poll_seconds is not None else lease_seconds / 4
+        )
+        self._next_poll: datetime | None = None  # None: poll at the next step
+        self._leftovers = leftovers
+        self.queue = DueQueue()
+        self._held: dict[str, LoadedSet] = {}
+        # Session id -> its stored version: loaded, then +1 per committed write
+        # (the fence's version; the working set need not track it).
+        self._versions: dict[str, int] = {}
+
+    # ------------------------------------------------------------ wake-ups
+
+    def wake(self, session_id: str) -> None:
+        """Step ``session_id`` at the next ``step()`` (a reply arrived, it was
+        created, an admin changed it). A session this engine does not hold
+        is claimed first."""
+        self.queue.schedule(session_id, self._clock.now())
+
+    def poll_soon(self) -> None:
+        """Ask the database at the next step (e.g. after a take-over)."""
+        self._next_poll = None
+
+    def held(self, session_id: str) -> WorkingSetLike | None:
+        """The working set of a session this engine holds (replies validate on it)."""
+        return self._held.get(session_id)
+
+    def next_wake(self) -> datetime | None:
+        """When the next ``step()`` has something to do (due session or poll)."""
+        if self._poller is not None and self._next_poll is None:
+            return self._clock.now()
+        polls = self._next_poll if self._poller is not None else None
+        return min((w for w in (self.queue.next_wake(), polls) if w is not None), default=None)
+
+    # ------------------------------------------------------------ steps
+
+    def step(self) -> int:
+        """Step every session due now, once each; return how many committed."""
+        now = self._clock.now()
+        due = self.queue.pop_due(now)
+        if self._poller is not None and (self._next_poll is None or self._next_poll <= now):
+            self._next_poll = now + self._poll_every
+            seen = set(due)
+            # Held sessions wake from the queue only: the poller may list one
+            # whose stored next_wake is conservative (operations just started).
+            due += [
+                sid for sid in self._poller.poll(now) if sid not in seen and sid not in self._held
+            ]
+        if not due:
+            return 0
+        fences = self._claim_unheld(due)
+        stepped = 0
+        for session_id in due:
+            if session_id not in self._held and session_id not in fences:
+                continue  # another worker holds it
+            if self._step_one(session_id, now):
+                stepped += 1
+        return stepped
+
+    def release(self) -> None:
+        """Let every held session go (engine close)."""
+        for session_id in list(self._held):
+            self._let_go(session_id)
+        self._leases.release_all()
+
+    def _claim_unheld(self, due: list[str]) -> dict[str, Fence]:
+        unheld = [sid for sid in due if sid not in self._held]
+        return self._leases.claim(unheld) if unheld else {}
+
+    def _step_one(self, session_id: str, now: datetime) -> bool:
+        working_set = self._held.get(session_id)
+        if working_set is None:
+            working_set = self._load(session_id)
+        version = self._versions[session_id]
+        fence = attrs.evolve(self._leases.fence(session_id), version=version)
+        frame = StepFrame(
+            fence=fence,
+            lease_expires=self._lease_clock.now() + self._lease_seconds,
+            delivered_seq=self._outbox.watermark(session_id),
+        )
+        try:
+            outcome = self._runner.run(working_set, now, frame)
+            self._store.write(outcome.write)
+        except LeaseLost:
+            self._let_go(session_id)
+            return False
+        except BaseException:
+            # The step did not commit: its in-memory changes are void.
+            self._let_go(session_id)
+            raise
+        self._versions[session_id] = version + 1
+        if outcome.starts:
+            self._runner.start(working_set, outcome.starts)
+        if outcome.write.outbox:
+            self._outbox.deliver(outcome.write.outbox)
+        if outcome.finished:
+            self._let_go(session_id)
+        elif outcome.wake is not None:
+            self.queue.schedule(session_id, outcome.wake)
+        return True
+
+    def _load(self, session_id: str) -> LoadedSet:
+        working_set = cast(LoadedSet, self._store.load(session_id))
+        self._held[session_id] = working_set
+        self._versions[session_id] = working_set.version
+        if self._leftovers is not None:
+            self._outbox.leftovers(self._leftovers, session_id, working_set.delivered_seq)
+        else:
+            self._outbox.restore(session_id, working_set.delivered_seq)
+        return working_set
+
+    def _let_go(self, session_id: str) -> None:
+        self._held.pop(session_id, None)
+        self._versions.pop(session_id, None)
+        self.queue.drop(session_id)
+        self._outbox.forget(session_id)

@@ -1,0 +1,161 @@
+"""The redesigned engine's lease keeper (fenix_core.core.leases) on a SQLite
+file and, where a server can be started, on PostgreSQL: claims are
+compare-and-set on the token, a taken-over lease gets a new token (so the old
+holder's fence no longer matches), SKIP LOCKED never waits, and on
+PostgreSQL the database's clock decides what has expired."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import Engine, select, update
+from test_leases import database_url, postgres, postgres_url  # noqa: F401 - fixtures
+
+from fenix_core.clock import SimClock
+from fenix_core.core.leases import DatabaseClock, LeaseLost, SqlLeaseKeeper
+from fenix_core.core.poller import SqlDbPoller
+from fenix_core.store.database import migrate, open_database
+from fenix_core.store.schema import InboxRow, SessionRow
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def database(url: str, *sessions: str) -> Engine:
+    db = open_database(url)
+    migrate(db)
+    with db.begin() as connection:
+        for sid in sessions:
+            connection.execute(
+                SessionRow.__table__.insert().values(  # type: ignore[attr-defined]
+                    id=sid,
+                    workflow="rolling",
+                    request={},
+                    state="MAINTENANCE",
+                    phase="",
+                    data={},
+                    seq=0,
+                    version=0,
+                    percent_done=0,
+                    created_at=T0,
+                    updated_at=T0,
+                    lease_token=0,
+                )
+            )
+    return db
+
+
+def lease_row(db: Engine, sid: str) -> tuple[str | None, int, datetime | None]:
+    with db.connect() as connection:
+        row = connection.execute(
+            select(SessionRow.lease_owner, SessionRow.lease_token, SessionRow.lease_expires).where(
+                SessionRow.id == sid
+            )
+        ).one()
+    return row[0], row[1], row[2]
+
+
+def test_a_lease_is_held_until_it_expires_then_taken_with_a_new_token(database_url: str) -> None:  # noqa: F811
+    db = database(database_url, "s1", "s2")
+    clock = SimClock(start=T0)
+    a = SqlLeaseKeeper(db, "a", 30, clock)
+    b = SqlLeaseKeeper(db, "b", 30, clock)
+    got = a.claim(["s1", "s2"])
+    assert sorted(got) == ["s1", "s2"]
+    assert got["s1"].token == 1
+    assert lease_row(db, "s1") == ("a", 1, T0 + timedelta(seconds=30))
+    assert b.claim(["s1"]) == {}
+    with pytest.raises(LeaseLost):
+        b.fence("s1")
+    assert a.claim(["s1"])["s1"].token == 1  # a renewal keeps the token
+    clock.advance(31)
+    taken = b.claim(["s1"])
+    assert taken["s1"].token == 2
+    assert b.fence("s1").token == 2
+    assert a.claim(["s1"]) == {}  # b holds it now; a forgets it
+    with pytest.raises(LeaseLost):
+        a.fence("s1")
+    b.release_all()
+    assert lease_row(db, "s1") == (None, 2, None)
+    assert a.claim(["s1"])["s1"].token == 3
+    db.dispose()
+
+
+def test_the_fence_carries_the_version_seen_at_the_claim(database_url: str) -> None:  # noqa: F811
+    db = database(database_url, "s1")
+    with db.begin() as connection:
+        connection.execute(update(SessionRow).where(SessionRow.id == "s1").values(version=7))
+    keeper = SqlLeaseKeeper(db, "a", 30, SimClock(start=T0))
+    keeper.claim(["s1"])
+    assert keeper.fence("s1").version == 7
+    keeper.lost("s1")
+    with pytest.raises(LeaseLost):
+        keeper.fence("s1")
+    db.dispose()
+
+
+def test_postgresql_skips_a_locked_row_instead_of_waiting(postgres_url: str) -> None:  # noqa: F811
+    db = database(postgres_url, "s1", "s2")
+    keeper = SqlLeaseKeeper(db, "a", 30)
+    with db.connect() as locker:
+        locker.execute(select(SessionRow.id).where(SessionRow.id == "s1").with_for_update())
+        result: dict[str, object] = {}
+        worker = threading.Thread(target=lambda: result.update(keeper.claim(["s1", "s2"])))
+        worker.start()
+        worker.join(timeout=20)
+        assert not worker.is_alive(), "claim waited on a locked row"
+        locker.rollback()
+    assert sorted(result) == ["s2"]
+    db.dispose()
+
+
+def test_postgresql_expiry_follows_the_database_clock(postgres_url: str) -> None:  # noqa: F811
+    db = database(postgres_url, "s1")
+    keeper = SqlLeaseKeeper(db, "a", 30)
+    assert isinstance(keeper.clock, DatabaseClock)
+    # A lease that expired by the database's clock (a year ago) is free even
+    # if this machine's clock were far behind: the comparison is now() in SQL.
+    with db.begin() as connection:
+        connection.execute(
+            update(SessionRow)
+            .where(SessionRow.id == "s1")
+            .values(lease_owner="dead", lease_token=4, lease_expires=T0 - timedelta(days=365))
+        )
+    assert keeper.claim(["s1"])["s1"].token == 5
+    _, _, expires = lease_row(db, "s1")
+    assert expires is not None
+    assert abs(expires - (keeper.clock.now() + timedelta(seconds=30))) < timedelta(seconds=5)
+    db.dispose()
+
+
+def test_the_poller_finds_due_sessions_no_live_lease_covers(database_url: str) -> None:  # noqa: F811
+    db = database(database_url, "free", "later", "held", "expired", "replied", "held-replied")
+    clock = SimClock(start=T0)
+    later = T0 + timedelta(hours=1)
+    with db.begin() as connection:
+        for sid, wake, owner, expires in (
+            ("free", T0, None, None),
+            ("later", later, None, None),
+            ("held", T0, "b", T0 + timedelta(seconds=10)),
+            ("expired", T0, "b", T0 - timedelta(seconds=1)),
+            ("replied", None, None, None),
+            ("held-replied", None, "b", T0 + timedelta(seconds=10)),
+        ):
+            connection.execute(
+                update(SessionRow)
+                .where(SessionRow.id == sid)
+                .values(next_wake=wake, lease_owner=owner, lease_expires=expires)
+            )
+        for sid in ("replied", "held-replied"):
+            connection.execute(
+                InboxRow.__table__.insert().values(  # type: ignore[attr-defined]
+                    session_id=sid, project_id="p", state="ACK", instance_actions={}, received_at=T0
+                )
+            )
+    poller = SqlDbPoller(db, clock)
+    assert poller.poll(T0) == ["expired", "free", "replied"]
+    assert poller.poll(later) == ["expired", "free", "later", "replied"]
+    clock.advance(11)  # b's leases ran out
+    assert poller.poll(T0) == ["expired", "free", "held", "held-replied", "replied"]
+    db.dispose()
