@@ -155,8 +155,9 @@ class _Capacity:
 
 
 class FakeContext:
-    """A session's step in memory. ``submitted``, ``asked``, ``notified``,
-    ``timers`` and ``transitions`` record what the workflow did."""
+    """A session's step in memory. ``submitted``, ``asked``, ``notified`` (hosts),
+    ``told`` (projects, informational), ``timers`` and ``transitions`` record
+    what the workflow did."""
 
     def __init__(
         self,
@@ -187,6 +188,7 @@ class FakeContext:
         self.submitted: list[tuple[OpRef, Operation]] = []
         self.asked: list[tuple[str, dict[str, tuple[str, ...]]]] = []
         self.notified: list[tuple[str, str]] = []
+        self.told: list[tuple[str, str, tuple[str, ...]]] = []
         self.timers: dict[str, tuple[datetime, dict[str, str]]] = {}
         self.transitions: list[tuple[SessionState, str | None]] = []
         self.components: dict[type[ComponentState], ComponentState] = {}
@@ -287,13 +289,17 @@ class FakeContext:
 
     # ------------------------------------------------------------------ instances, projects
 
-    def set_instance_state(self, instance_id: str, state: InstanceState) -> None:
+    def set_instance_state(
+        self, instance_id: str, state: InstanceState, *, action: str | None = None
+    ) -> None:
         view = self._require_instance(instance_id, "set_instance_state")
         if view.state != state and state not in INSTANCE_TRANSITIONS[view.state]:
             raise ContractError(
                 f"instance {instance_id!r}", f"cannot go from {view.state} to {state}"
             )
-        self._instances[instance_id] = attrs.evolve(view, state=state)
+        self._instances[instance_id] = attrs.evolve(
+            view, state=state, action=action if action is not None else view.action
+        )
 
     def ask(
         self,
@@ -321,6 +327,18 @@ class FakeContext:
     def notify_host(self, host: str, state: str) -> None:
         self._require_host(host, "notify_host")
         self.notified.append((host, state))
+
+    def notify_project(self, project_id: str, state: str, instance_ids: Sequence[str]) -> None:
+        if project_id not in self._projects:
+            raise ContractError(f"project {project_id!r}", "not a project of this session")
+        for instance_id in instance_ids:
+            inst = self._require_instance(instance_id, f"notify {state}")
+            if inst.project_id != project_id:
+                raise ContractError(
+                    f"instance {instance_id!r}",
+                    f"belongs to {inst.project_id!r}, not to {project_id!r}",
+                )
+        self.told.append((project_id, state, tuple(instance_ids)))
 
     # ------------------------------------------------------------------ operations
 
@@ -373,6 +391,32 @@ class FakeContext:
             found = self.components[kind] = kind()
         assert isinstance(found, kind)
         return found
+
+    # ------------------------------------------------------------------ what the engine does
+
+    # A test driver plays the engine and the cloud with these: they change the
+    # views as the engine does when it applies a reply, an operation's result
+    # or an inventory, before it calls the workflow's hook.
+
+    def answered(self, project_id: str, state: str) -> None:
+        """The engine accepted ``project_id``'s reply ``state`` (ACK_x/NACK_x)."""
+        project = self._projects[project_id]
+        self._projects[project_id] = attrs.evolve(project, state=state, awaiting=None)
+
+    def placed(self, instance_id: str, host: str) -> None:
+        """The instance is on ``host`` now (a move ended)."""
+        self._require_host(host, "placed")
+        self._instances[instance_id] = attrs.evolve(self._instances[instance_id], host=host)
+
+    def host_enabled(self, host: str, enabled: bool) -> None:
+        """A DisableHost / EnableHost ended."""
+        self._hosts[host] = attrs.evolve(self._hosts[host], enabled=enabled)
+
+    def vanished(self, instance_id: str) -> None:
+        """An inventory no longer finds the instance (scaled in, deleted)."""
+        self._instances[instance_id] = attrs.evolve(
+            self._instances[instance_id], state=InstanceState.GONE
+        )
 
 
 def _conforms(ctx: FakeContext) -> SessionContext:
