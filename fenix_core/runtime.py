@@ -21,7 +21,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from .constraints import CloudConstraints, ConstraintSet, GroupConstraints
-from .model import ACTION_TYPES, ActionSpec, Instance, SessionRequest
+from .model import ActionSpec, Instance, SessionRequest
 from .placement_rules import PlacementRule
 from .states import (
     DONE_HOST_STATES,
@@ -563,11 +563,6 @@ def new_host_row(
         finished_at=None,
         reason=None,
     )
-
-
-def host_action_types(host_type: str) -> tuple[str, ...]:
-    """Action types that run on a host of this type, in order."""
-    return ("host", host_type) if host_type in ACTION_TYPES else ("host",)
 
 
 def ids(rows: Iterable[InstanceRow]) -> list[str]:

@@ -251,3 +251,20 @@ def test_set_instance_state_records_the_chosen_action() -> None:
     view = ctx.instances.get("i1")
     assert view is not None
     assert view.action == "MIGRATE"
+
+
+def test_a_gone_instance_takes_no_room_and_counts_for_no_rule() -> None:
+    ctx = FakeContext(
+        now=datetime(2026, 1, 1, tzinfo=UTC),
+        hosts=[
+            HostView("h1", "compute", HostState.PENDING, 4, True, 0),
+            HostView("h2", "compute", HostState.PENDING, 4, True, 1),
+        ],
+        instances=[
+            InstanceView("a", "p1", "h1", 3, InstanceState.PENDING),
+            InstanceView("b", "p1", "h2", 3, InstanceState.GONE),
+        ],
+        rules=[PlacementRule("g", "anti-affinity", ("a", "b"))],
+    )
+    assert ctx.capacity.free("h2") == 4
+    assert list(ctx.capacity.targets("a")) == ["h2"]

@@ -215,4 +215,35 @@ def test_todays_engine_does_not_use_the_new_packages_yet() -> None:
         if not module.startswith(("fenix_core.contract", "fenix_core.core"))
         and any(m.startswith(("fenix_core.contract", "fenix_core.core")) for m in internal(module))
     }
-    assert users == {"fenix_core.testing.contract"}
+    # The workflows written again on the contract live beside today's
+    # (fenix_core.workflows.v2) until the cut-over replaces them.
+    assert {u for u in users if not u.startswith("fenix_core.workflows.v2")} == {
+        "fenix_core.testing.contract"
+    }
+
+
+#: What the workflows on the contract may import of fenix_core (plan §1).
+V2_WORKFLOW_IMPORTS = (
+    "fenix_core.contract",
+    "fenix_core.workflows.v2",
+    "fenix_core.model",
+    "fenix_core.states",
+    "fenix_core.errors",
+    "fenix_core.planner",
+    "fenix_core.placement_rules",
+    "fenix_core.constraints",
+    "fenix_core.controls",
+)
+
+
+def test_workflows_on_the_contract_import_no_engine_store_or_runtime() -> None:
+    found = [m for m in MODULES if m.startswith("fenix_core.workflows.v2")]
+    assert found, "no fenix_core.workflows.v2 modules found"
+    for module in found:
+        bad = sorted(
+            m
+            for m in internal(module)
+            if not m.startswith(V2_WORKFLOW_IMPORTS)
+            and m not in ("fenix_core", "fenix_core.workflows")
+        )
+        assert not bad, f"{module} imports {bad}"

@@ -132,7 +132,12 @@ class _Capacity:
     def free(self, host: str) -> int:
         view = self._ctx._require_host(host, "capacity")
         instances = self._ctx._instances
-        used = sum(i.vcpus for i in instances.values() if i.host == host)
+        # A deleted instance (GONE: scaled in, re-created elsewhere) takes no room.
+        used = sum(
+            i.vcpus
+            for i in instances.values()
+            if i.host == host and i.state is not InstanceState.GONE
+        )
         # An instance moving here takes its room from the start of the move.
         incoming = sum(instances[i].vcpus for i, to in self._ctx._in_flight() if to == host)
         return view.vcpus - used - incoming
@@ -250,7 +255,10 @@ class FakeContext:
     def _placements(self) -> dict[str, set[str]]:
         """Instance -> the hosts it occupies: its own, and a Move's target
         while the move is in flight (the cloud counts the arrival there)."""
-        where = {i.instance_id: {i.host} for i in self._instances.values()}
+        where = {
+            i.instance_id: {i.host} if i.state is not InstanceState.GONE else set()
+            for i in self._instances.values()
+        }
         for instance_id, target in self._in_flight():
             where[instance_id].add(target)
         return where
