@@ -73,12 +73,14 @@ class Driver:
         answer: Answer = ack,
         refuse: frozenset[tuple[str, str | None]] = frozenset(),
         fail_moves: Mapping[str, int] | None = None,
+        refuse_first: frozenset[str] = frozenset(),
         scale_in: Mapping[str, Sequence[str]] | None = None,
         openings: Sequence[str] = (),
     ) -> None:
         self.ctx, self.wf, self.answer = ctx, workflow, answer
         self.refuse = refuse  # (instance, target) the cloud refuses (TargetRefused)
         self.fail_moves = dict(fail_moves or {})  # instance -> failures before it moves
+        self.refuse_first = set(refuse_first)  # instances whose first target is refused
         self.scale_in = dict(scale_in or {})  # project -> instances it deletes at SCALE_IN
         self.openings = deque(openings)  # closed hosts, opened in this order when idle
         self.events: deque[tuple[str, Any]] = deque()
@@ -136,13 +138,15 @@ class Driver:
     # ------------------------------------------------------------------ invariants
 
     def _check_state(self) -> None:
-        busy = [h.name for h in self.ctx.hosts if h.state in BUSY]
+        hosts = list(self.ctx.hosts)
+        busy = [h.name for h in hosts if h.state in BUSY]
         assert len(busy) <= 1, f"more than one host out at once: {busy}"
-        for host in self.ctx.hosts:
-            used = sum(
-                i.vcpus for i in self.ctx.instances.on(host.name) if i.state != InstanceState.GONE
-            )
-            assert used <= host.vcpus, f"{host.name} over capacity: {used} > {host.vcpus}"
+        used: dict[str, int] = {}
+        for inst in self.ctx._instances.values():  # one pass, not one per host
+            if inst.state != InstanceState.GONE:
+                used[inst.host] = used.get(inst.host, 0) + inst.vcpus
+        for host in hosts:
+            assert used.get(host.name, 0) <= host.vcpus, f"{host.name} over capacity"
 
     def _check_submitted(self, op: Operation) -> None:
         host = op.host if isinstance(op, DisableHost | RunAction) else None
@@ -184,7 +188,10 @@ class Driver:
                 self.moves.append((op.instance_id, op.target, op.refused))
             if target is None:  # the cloud's scheduler (or the manager) chooses
                 target = next(iter(ctx.capacity.targets(op.instance_id, exclude=refused)), None)
-            if isinstance(op, Move) and (op.instance_id, op.target) in self.refuse:
+            if isinstance(op, Move) and (
+                (op.instance_id, op.target) in self.refuse or op.instance_id in self.refuse_first
+            ):
+                self.refuse_first.discard(op.instance_id)
                 status, detail, result = OpStatus.FAILED, "TargetRefused", {"refused": True}
             elif self.fail_moves.get(op.instance_id, 0) > 0:
                 self.fail_moves[op.instance_id] -= 1

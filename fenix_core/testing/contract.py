@@ -131,30 +131,35 @@ class _Capacity:
 
     def free(self, host: str) -> int:
         view = self._ctx._require_host(host, "capacity")
+        return view.vcpus - self._taken().get(host, 0)
+
+    def _taken(self) -> dict[str, int]:
+        """Host -> vCPUs taken: its instances (a GONE one, scaled in or
+        re-created elsewhere, takes no room) and the moves heading to it (an
+        incoming instance takes its room from the start of the move)."""
         instances = self._ctx._instances
-        # A deleted instance (GONE: scaled in, re-created elsewhere) takes no room.
-        used = sum(
-            i.vcpus
-            for i in instances.values()
-            if i.host == host and i.state is not InstanceState.GONE
-        )
-        # An instance moving here takes its room from the start of the move.
-        incoming = sum(instances[i].vcpus for i, to in self._ctx._in_flight() if to == host)
-        return view.vcpus - used - incoming
+        taken: dict[str, int] = {}
+        for i in instances.values():
+            if i.state is not InstanceState.GONE:
+                taken[i.host] = taken.get(i.host, 0) + i.vcpus
+        for instance_id, to in self._ctx._in_flight():
+            taken[to] = taken.get(to, 0) + instances[instance_id].vcpus
+        return taken
 
     def targets(self, instance_id: str, *, exclude: Collection[str] = ()) -> Iterator[str]:
         inst = self._ctx._require_instance(instance_id, "capacity")
         placement_class = self._ctx._hosts[inst.host].type
         limits = host_limits(instance_id, self._ctx.rules, self._ctx._placements())
+        taken = self._taken()
         fits = [
-            (limits.penalty.get(h.name, 0), -self.free(h.name), h.name)
+            (limits.penalty.get(h.name, 0), -(h.vcpus - taken.get(h.name, 0)), h.name)
             for h in self._ctx._hosts.values()
             if h.type == placement_class
             and h.enabled
             and h.name != inst.host
             and h.name not in exclude
             and limits.allows(h.name)
-            and self.free(h.name) >= inst.vcpus
+            and h.vcpus - taken.get(h.name, 0) >= inst.vcpus
         ]
         return iter(name for *_, name in sorted(fits))
 
