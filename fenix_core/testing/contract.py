@@ -314,6 +314,17 @@ class FakeContext:
             view, state=state, action=action if action is not None else view.action
         )
 
+    def _require_instances_of(self, project_id: str, ids: Sequence[str], what: str) -> None:
+        if project_id not in self._projects:
+            raise ContractError(f"project {project_id!r}", "not a project of this session")
+        for instance_id in ids:
+            inst = self._require_instance(instance_id, what)
+            if inst.project_id != project_id:
+                raise ContractError(
+                    f"instance {instance_id!r}",
+                    f"belongs to {inst.project_id!r}, not to {project_id!r}",
+                )
+
     def ask(
         self,
         state: str,
@@ -323,15 +334,7 @@ class FakeContext:
         metadata: Mapping[str, Any] | None = None,
     ) -> None:
         for project_id, ids in instances.items():
-            if project_id not in self._projects:
-                raise ContractError(f"project {project_id!r}", "not a project of this session")
-            for instance_id in ids:
-                inst = self._require_instance(instance_id, f"ask {state}")
-                if inst.project_id != project_id:
-                    raise ContractError(
-                        f"instance {instance_id!r}",
-                        f"belongs to {inst.project_id!r}, not to {project_id!r}",
-                    )
+            self._require_instances_of(project_id, ids, f"ask {state}")
         for project_id, ids in instances.items():
             project = self._projects[project_id]
             self._projects[project_id] = attrs.evolve(project, state=state, awaiting=state)
@@ -342,15 +345,7 @@ class FakeContext:
         self.notified.append((host, state))
 
     def notify_project(self, project_id: str, state: str, instance_ids: Sequence[str]) -> None:
-        if project_id not in self._projects:
-            raise ContractError(f"project {project_id!r}", "not a project of this session")
-        for instance_id in instance_ids:
-            inst = self._require_instance(instance_id, f"notify {state}")
-            if inst.project_id != project_id:
-                raise ContractError(
-                    f"instance {instance_id!r}",
-                    f"belongs to {inst.project_id!r}, not to {project_id!r}",
-                )
+        self._require_instances_of(project_id, instance_ids, f"notify {state}")
         self.told.append((project_id, state, tuple(instance_ids)))
 
     # ------------------------------------------------------------------ operations
