@@ -440,6 +440,11 @@ class SessionRequest:
         return float(self.timeouts.get(kind, DEFAULT_TIMEOUTS[kind]))
 
 
+def host_action_types(host_type: str) -> tuple[str, ...]:
+    """Action types that run on a host of this type, in order."""
+    return ("host", host_type) if host_type in ACTION_TYPES else ("host",)
+
+
 def check_request_actions(
     request: SessionRequest, action_types: Iterable[str], action_names: Iterable[str]
 ) -> None:

@@ -20,7 +20,8 @@ are never chosen, and a soft rule's preference comes before all of the above.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import bisect
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Literal
 
 import attrs
@@ -36,10 +37,12 @@ __all__ = [
     "Member",
     "Movable",
     "Slot",
+    "SlotIndex",
     "Target",
     "assign_moves",
     "choose_host_to_drain",
     "choose_target",
+    "choose_target_indexed",
     "drain_sequence",
     "fits_all",
     "hosts_to_open",
@@ -110,6 +113,123 @@ def choose_target(
         if best is None or key < best:
             best, best_host = key, slot.host
     return best_host
+
+
+_UNKNOWN_FREE = 1 << 30  # how choose_target ranks a slot of unknown capacity
+
+
+class SlotIndex:
+    """Slots kept so that the best target is found without a scan of every
+    host: per (stays, free vCPUs) the host names in order, the distinct free
+    figures sorted, and per project the hosts where it has instances.
+
+    ``choose_target_indexed`` over it answers what ``choose_target`` answers
+    over ``slots()``; the brute-force function stays as the oracle."""
+
+    def __init__(self, slots: Iterable[Slot] = ()) -> None:
+        self._slots: dict[str, Slot] = {}
+        self._frees: dict[bool, list[int]] = {True: [], False: []}
+        self._names: dict[tuple[bool, int], list[str]] = {}
+        self._loaded: dict[str, set[str]] = {}  # project -> hosts where it has load
+        for slot in slots:
+            self.put(slot)
+
+    def __len__(self) -> int:
+        return len(self._slots)
+
+    def get(self, host: str) -> Slot | None:
+        return self._slots.get(host)
+
+    def slots(self) -> list[Slot]:
+        return list(self._slots.values())
+
+    def put(self, slot: Slot) -> None:
+        """Add ``slot``, or replace the one of its host."""
+        self.remove(slot.host)
+        self._slots[slot.host] = slot
+        free = _UNKNOWN_FREE if slot.free is None else slot.free
+        names = self._names.setdefault((slot.stays, free), [])
+        if not names:
+            bisect.insort(self._frees[slot.stays], free)
+        bisect.insort(names, slot.host)
+        for project, n in slot.project_load.items():
+            if n:
+                self._loaded.setdefault(project, set()).add(slot.host)
+
+    def remove(self, host: str) -> None:
+        slot = self._slots.pop(host, None)
+        if slot is None:
+            return
+        free = _UNKNOWN_FREE if slot.free is None else slot.free
+        names = self._names[(slot.stays, free)]
+        names.pop(bisect.bisect_left(names, host))
+        if not names:
+            del self._names[(slot.stays, free)]
+            frees = self._frees[slot.stays]
+            frees.pop(bisect.bisect_left(frees, free))
+        for project, n in slot.project_load.items():
+            if n:
+                self._loaded[project].discard(host)
+
+    def loaded(self, project_id: str) -> Collection[str]:
+        return self._loaded.get(project_id, set())
+
+    def plain(self, stays: bool, vcpus: int) -> Iterable[tuple[int, str]]:
+        """(free, host) of the slots with ``stays``, room for ``vcpus``,
+        best fit first."""
+        frees = self._frees[stays]
+        for free in frees[bisect.bisect_left(frees, vcpus) :]:
+            for host in self._names[(stays, free)]:
+                yield free, host
+
+
+def _target_key(item: Movable, slot: Slot) -> tuple[int, bool, int, int, str] | None:
+    """``choose_target``'s ranking of ``slot`` for ``item`` (None: not a target)."""
+    if not _fits(slot.free, item.vcpus) or not item.limits.allows(slot.host):
+        return None
+    return (
+        item.limits.penalty.get(slot.host, 0),
+        not slot.stays,
+        slot.project_load.get(item.project_id, 0),
+        _UNKNOWN_FREE if slot.free is None else slot.free,
+        slot.host,
+    )
+
+
+def choose_target_indexed(
+    item: Movable, index: SlotIndex, *, exclude: Collection[str] = ()
+) -> str | None:
+    """What ``choose_target(item, [s for s in index.slots() if s.host not in
+    exclude])`` answers, without a scan of every slot.
+
+    Hosts with a soft-rule penalty or with instances of the item's project
+    are few (its group's members, its project's hosts): ranked one by one.
+    Every other host ranks by (not stays, free, name) alone, so the best of
+    them is the first in the index's best-fit order that no rule forbids.
+    With an affinity rule (``limits.only``) the candidates are those hosts."""
+    limits = item.limits
+    if limits.only is not None:
+        special: Collection[str] = limits.only
+    else:
+        special = {*limits.penalty, *index.loaded(item.project_id)}
+    best: tuple[int, bool, int, int, str] | None = None
+    for host in special:
+        slot = index.get(host)
+        if slot is None or host in exclude:
+            continue
+        key = _target_key(item, slot)
+        if key is not None and (best is None or key < best):
+            best = key
+    if limits.only is None:
+        for stays in (True, False):
+            for free, host in index.plain(stays, item.vcpus):
+                if host in special or host in exclude or not limits.allows(host):
+                    continue
+                key = (0, not stays, 0, free, host)
+                if best is None or key < best:
+                    best = key
+                break  # the first plain one is the best plain one with this ``stays``
+    return None if best is None else best[-1]
 
 
 def plan_placement(items: Sequence[Movable], slots: Sequence[Slot]) -> dict[str, str] | None:

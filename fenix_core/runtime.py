@@ -30,7 +30,7 @@ from .core.records import (
     project_record,
     row_values,
 )
-from .model import ACTION_TYPES, ActionSpec, Instance, SessionRequest
+from .model import ActionSpec, Instance, SessionRequest
 from .placement_rules import PlacementRule
 from .states import (
     DONE_HOST_STATES,
@@ -541,11 +541,6 @@ def new_host_row(
     """A session's host row, before any work on it."""
     record = host_record(session_id, name, type, vcpus, enabled, state, position)
     return HostRow(**row_values(HOST_COLUMNS, record))
-
-
-def host_action_types(host_type: str) -> tuple[str, ...]:
-    """Action types that run on a host of this type, in order."""
-    return ("host", host_type) if host_type in ACTION_TYPES else ("host",)
 
 
 def ids(rows: Iterable[InstanceRow]) -> list[str]:

@@ -217,3 +217,54 @@ def test_random_calls_never_break_a_rule(calls: list[tuple[Any, ...]], closed: s
             assert states[call[1]] in MOVABLE
             assert ctx.instances.get(call[1]).state is InstanceState.IN_ACTION  # type: ignore[union-attr]
         assert not (ctx.admitted & closed)
+
+
+def test_notify_project_checks_names_and_records_without_awaiting() -> None:
+    from fenix_core.contract import ContractError as _CE
+
+    ctx = FakeContext(
+        now=datetime(2026, 1, 1, tzinfo=UTC),
+        hosts=[HostView("h1", "compute", HostState.PENDING, 8, True, 0)],
+        instances=[InstanceView("i1", "p1", "h1", 1, InstanceState.PENDING)],
+        projects=[ProjectView("p1", True, None, None), ProjectView("p2", True, None, None)],
+    )
+    with pytest.raises(_CE, match="belongs to 'p1'"):
+        ctx.notify_project("p2", "ADMIN_ACTION_DONE", ["i1"])
+    with pytest.raises(_CE, match="not a project"):
+        ctx.notify_project("p9", "ADMIN_ACTION_DONE", [])
+    ctx.notify_project("p1", "ADMIN_ACTION_DONE", ["i1"])
+    assert ctx.told == [("p1", "ADMIN_ACTION_DONE", ("i1",))]
+    assert ctx.projects.awaiting_count() == 0
+
+
+def test_set_instance_state_records_the_chosen_action() -> None:
+    ctx = FakeContext(
+        now=datetime(2026, 1, 1, tzinfo=UTC),
+        hosts=[HostView("h1", "compute", HostState.PENDING, 8, True, 0)],
+        instances=[InstanceView("i1", "p1", "h1", 1, InstanceState.PENDING)],
+    )
+    ctx.set_instance_state("i1", InstanceState.ACTION_CHOSEN, action="MIGRATE")
+    view = ctx.instances.get("i1")
+    assert view is not None
+    assert view.action == "MIGRATE"
+    ctx.set_instance_state("i1", InstanceState.PENDING)
+    view = ctx.instances.get("i1")
+    assert view is not None
+    assert view.action == "MIGRATE"
+
+
+def test_a_gone_instance_takes_no_room_and_counts_for_no_rule() -> None:
+    ctx = FakeContext(
+        now=datetime(2026, 1, 1, tzinfo=UTC),
+        hosts=[
+            HostView("h1", "compute", HostState.PENDING, 4, True, 0),
+            HostView("h2", "compute", HostState.PENDING, 4, True, 1),
+        ],
+        instances=[
+            InstanceView("a", "p1", "h1", 3, InstanceState.PENDING),
+            InstanceView("b", "p1", "h2", 3, InstanceState.GONE),
+        ],
+        rules=[PlacementRule("g", "anti-affinity", ("a", "b"))],
+    )
+    assert ctx.capacity.free("h2") == 4
+    assert list(ctx.capacity.targets("a")) == ["h2"]

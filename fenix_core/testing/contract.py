@@ -131,32 +131,43 @@ class _Capacity:
 
     def free(self, host: str) -> int:
         view = self._ctx._require_host(host, "capacity")
+        return view.vcpus - self._taken().get(host, 0)
+
+    def _taken(self) -> dict[str, int]:
+        """Host -> vCPUs taken: its instances (a GONE one, scaled in or
+        re-created elsewhere, takes no room) and the moves heading to it (an
+        incoming instance takes its room from the start of the move)."""
         instances = self._ctx._instances
-        used = sum(i.vcpus for i in instances.values() if i.host == host)
-        # An instance moving here takes its room from the start of the move.
-        incoming = sum(instances[i].vcpus for i, to in self._ctx._in_flight() if to == host)
-        return view.vcpus - used - incoming
+        taken: dict[str, int] = {}
+        for i in instances.values():
+            if i.state is not InstanceState.GONE:
+                taken[i.host] = taken.get(i.host, 0) + i.vcpus
+        for instance_id, to in self._ctx._in_flight():
+            taken[to] = taken.get(to, 0) + instances[instance_id].vcpus
+        return taken
 
     def targets(self, instance_id: str, *, exclude: Collection[str] = ()) -> Iterator[str]:
         inst = self._ctx._require_instance(instance_id, "capacity")
         placement_class = self._ctx._hosts[inst.host].type
         limits = host_limits(instance_id, self._ctx.rules, self._ctx._placements())
+        taken = self._taken()
         fits = [
-            (limits.penalty.get(h.name, 0), -self.free(h.name), h.name)
+            (limits.penalty.get(h.name, 0), -(h.vcpus - taken.get(h.name, 0)), h.name)
             for h in self._ctx._hosts.values()
             if h.type == placement_class
             and h.enabled
             and h.name != inst.host
             and h.name not in exclude
             and limits.allows(h.name)
-            and self.free(h.name) >= inst.vcpus
+            and h.vcpus - taken.get(h.name, 0) >= inst.vcpus
         ]
         return iter(name for *_, name in sorted(fits))
 
 
 class FakeContext:
-    """A session's step in memory. ``submitted``, ``asked``, ``notified``,
-    ``timers`` and ``transitions`` record what the workflow did."""
+    """A session's step in memory. ``submitted``, ``asked``, ``notified`` (hosts),
+    ``told`` (projects, informational), ``timers`` and ``transitions`` record
+    what the workflow did."""
 
     def __init__(
         self,
@@ -187,6 +198,7 @@ class FakeContext:
         self.submitted: list[tuple[OpRef, Operation]] = []
         self.asked: list[tuple[str, dict[str, tuple[str, ...]]]] = []
         self.notified: list[tuple[str, str]] = []
+        self.told: list[tuple[str, str, tuple[str, ...]]] = []
         self.timers: dict[str, tuple[datetime, dict[str, str]]] = {}
         self.transitions: list[tuple[SessionState, str | None]] = []
         self.components: dict[type[ComponentState], ComponentState] = {}
@@ -248,7 +260,10 @@ class FakeContext:
     def _placements(self) -> dict[str, set[str]]:
         """Instance -> the hosts it occupies: its own, and a Move's target
         while the move is in flight (the cloud counts the arrival there)."""
-        where = {i.instance_id: {i.host} for i in self._instances.values()}
+        where = {
+            i.instance_id: {i.host} if i.state is not InstanceState.GONE else set()
+            for i in self._instances.values()
+        }
         for instance_id, target in self._in_flight():
             where[instance_id].add(target)
         return where
@@ -287,13 +302,28 @@ class FakeContext:
 
     # ------------------------------------------------------------------ instances, projects
 
-    def set_instance_state(self, instance_id: str, state: InstanceState) -> None:
+    def set_instance_state(
+        self, instance_id: str, state: InstanceState, *, action: str | None = None
+    ) -> None:
         view = self._require_instance(instance_id, "set_instance_state")
         if view.state != state and state not in INSTANCE_TRANSITIONS[view.state]:
             raise ContractError(
                 f"instance {instance_id!r}", f"cannot go from {view.state} to {state}"
             )
-        self._instances[instance_id] = attrs.evolve(view, state=state)
+        self._instances[instance_id] = attrs.evolve(
+            view, state=state, action=action if action is not None else view.action
+        )
+
+    def _require_instances_of(self, project_id: str, ids: Sequence[str], what: str) -> None:
+        if project_id not in self._projects:
+            raise ContractError(f"project {project_id!r}", "not a project of this session")
+        for instance_id in ids:
+            inst = self._require_instance(instance_id, what)
+            if inst.project_id != project_id:
+                raise ContractError(
+                    f"instance {instance_id!r}",
+                    f"belongs to {inst.project_id!r}, not to {project_id!r}",
+                )
 
     def ask(
         self,
@@ -304,15 +334,7 @@ class FakeContext:
         metadata: Mapping[str, Any] | None = None,
     ) -> None:
         for project_id, ids in instances.items():
-            if project_id not in self._projects:
-                raise ContractError(f"project {project_id!r}", "not a project of this session")
-            for instance_id in ids:
-                inst = self._require_instance(instance_id, f"ask {state}")
-                if inst.project_id != project_id:
-                    raise ContractError(
-                        f"instance {instance_id!r}",
-                        f"belongs to {inst.project_id!r}, not to {project_id!r}",
-                    )
+            self._require_instances_of(project_id, ids, f"ask {state}")
         for project_id, ids in instances.items():
             project = self._projects[project_id]
             self._projects[project_id] = attrs.evolve(project, state=state, awaiting=state)
@@ -321,6 +343,10 @@ class FakeContext:
     def notify_host(self, host: str, state: str) -> None:
         self._require_host(host, "notify_host")
         self.notified.append((host, state))
+
+    def notify_project(self, project_id: str, state: str, instance_ids: Sequence[str]) -> None:
+        self._require_instances_of(project_id, instance_ids, f"notify {state}")
+        self.told.append((project_id, state, tuple(instance_ids)))
 
     # ------------------------------------------------------------------ operations
 
@@ -373,6 +399,32 @@ class FakeContext:
             found = self.components[kind] = kind()
         assert isinstance(found, kind)
         return found
+
+    # ------------------------------------------------------------------ what the engine does
+
+    # A test driver plays the engine and the cloud with these: they change the
+    # views as the engine does when it applies a reply, an operation's result
+    # or an inventory, before it calls the workflow's hook.
+
+    def answered(self, project_id: str, state: str) -> None:
+        """The engine accepted ``project_id``'s reply ``state`` (ACK_x/NACK_x)."""
+        project = self._projects[project_id]
+        self._projects[project_id] = attrs.evolve(project, state=state, awaiting=None)
+
+    def placed(self, instance_id: str, host: str) -> None:
+        """The instance is on ``host`` now (a move ended)."""
+        self._require_host(host, "placed")
+        self._instances[instance_id] = attrs.evolve(self._instances[instance_id], host=host)
+
+    def host_enabled(self, host: str, enabled: bool) -> None:
+        """A DisableHost / EnableHost ended."""
+        self._hosts[host] = attrs.evolve(self._hosts[host], enabled=enabled)
+
+    def vanished(self, instance_id: str) -> None:
+        """An inventory no longer finds the instance (scaled in, deleted)."""
+        self._instances[instance_id] = attrs.evolve(
+            self._instances[instance_id], state=InstanceState.GONE
+        )
 
 
 def _conforms(ctx: FakeContext) -> SessionContext:

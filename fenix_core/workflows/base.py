@@ -22,8 +22,15 @@ from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
 from ..controls import jittered_backoff
-from ..model import ACTION_TYPES, ActionSpec, Instance, SessionRequest, check_request_actions
-from ..runtime import LoadedSession, host_action_types
+from ..model import (
+    ACTION_TYPES,
+    ActionSpec,
+    Instance,
+    SessionRequest,
+    check_request_actions,
+    host_action_types,
+)
+from ..runtime import LoadedSession
 from ..states import HostState, InstanceAction, InstanceState, SessionState
 from ..store.schema import HostRow, InstanceRow, OperationRow, ProjectRow, TimerRow
 from .controlled import SessionControls, timed_out

@@ -1,0 +1,115 @@
+"""Helpers every workflow on the contract shares: asking projects, default
+actions, replies, and running a sequence of action plug-ins one by one.
+
+Nothing here keeps state between steps: what a helper needs to remember is
+passed in (a counter of the caller's ``ComponentState``)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+
+from ...contract import (
+    ProjectReply,
+    ReplyOutcome,
+    RunAction,
+    SessionContext,
+    Workflow,
+)
+from ...model import ActionSpec, host_action_types
+from ...states import InstanceAction, InstanceState
+
+__all__ = [
+    "ALLOWED_ACTIONS",
+    "IN_SCOPE",
+    "WorkflowBase",
+    "actions_of",
+    "awaited_of",
+    "default_action",
+    "host_action_types",
+]
+
+#: How instances may leave a host until the context carries the cloud
+#: driver's own list (today ``data["allowed_actions"]``).
+ALLOWED_ACTIONS: tuple[str, ...] = (
+    InstanceAction.LIVE_MIGRATE,
+    InstanceAction.MIGRATE,
+    InstanceAction.OWN_ACTION,
+    InstanceAction.EVICT,
+)
+#: Instance states that still count as the session's work.
+IN_SCOPE = frozenset(InstanceState) - {InstanceState.GONE, InstanceState.OUT_OF_SCOPE}
+
+
+def default_action(live_migratable: bool, allowed: Sequence[str] = ALLOWED_ACTIONS) -> str:
+    """How the engine moves an instance itself: live if it can."""
+    for action in (InstanceAction.LIVE_MIGRATE, InstanceAction.MIGRATE, InstanceAction.EVICT):
+        if action in allowed and (action != InstanceAction.LIVE_MIGRATE or live_migratable):
+            return action.value
+    return allowed[0]
+
+
+def actions_of(specs: Iterable[ActionSpec], *types: str) -> list[ActionSpec]:
+    """The request's actions of these types, in run order (type, order, name)."""
+    rank = {t: i for i, t in enumerate(types)}
+    return sorted(
+        (a for a in specs if a.type in rank), key=lambda a: (rank[a.type], a.order, a.plugin)
+    )
+
+
+def awaited_of(reply_state: str) -> tuple[bool, str]:
+    """``ACK_X`` -> (True, X); ``NACK_X`` -> (False, X)."""
+    ack, _, awaited = reply_state.partition("_")
+    return ack == "ACK", awaited
+
+
+class WorkflowBase(Workflow):
+    """The dialogue with projects; subclasses say what an answer means."""
+
+    def ask_projects(
+        self,
+        ctx: SessionContext,
+        state: str,
+        instances: Mapping[str, Sequence[str]],
+        *,
+        allowed_actions: Sequence[str] = (),
+    ) -> None:
+        """Send ``state`` to the managed projects among ``instances``' keys."""
+        managed = {}
+        for project_id, ids in sorted(instances.items()):
+            project = ctx.projects.get(project_id)
+            if project is not None and project.managed:
+                managed[project_id] = list(ids)
+        if managed:
+            ctx.ask(state, managed, allowed_actions=allowed_actions)
+
+    def on_reply(self, ctx: SessionContext, reply: ProjectReply) -> ReplyOutcome:
+        ack, awaited = awaited_of(reply.state)
+        if ack:
+            self.answered(ctx, reply.project_id, awaited, reply.instance_actions)
+            return ReplyOutcome(accepted=True)
+        if ctx.request.reply_policy == "fail":
+            ctx.fail(f"project {reply.project_id} answered NACK_{awaited}")
+            return ReplyOutcome(accepted=False, why="refused")
+        self.answered(ctx, reply.project_id, awaited, {})  # act by default
+        return ReplyOutcome(accepted=False, why="refused: acting by default")
+
+    def answered(
+        self,
+        ctx: SessionContext,
+        project_id: str,
+        awaited: str,
+        instance_actions: Mapping[str, str],
+    ) -> None:
+        """A project answered ``awaited`` (or is treated as if it had, with no
+        instance actions: the defaults apply)."""
+
+    def run_sequence(
+        self, ctx: SessionContext, specs: Sequence[ActionSpec], done: int, sequence: str
+    ) -> bool:
+        """Start the next of ``specs`` after the ``done`` first; True when all
+        ran. The caller counts ends in its state and must not call this while
+        one runs."""
+        if done >= len(specs):
+            return True
+        ctx.submit(RunAction(specs[done], sequence))
+        return False

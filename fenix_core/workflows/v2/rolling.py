@@ -1,0 +1,721 @@
+"""The rolling workflow on the contract: OpenStack Fenix's default sequence,
+one host at a time (today's :mod:`fenix_core.workflows.rolling` is the spec).
+
+::
+
+    MAINTENANCE ──► (all answered, maintenance_at reached, ``pre`` actions) ──► decide
+    decide: an empty host or a drained one ───────► START_MAINTENANCE
+            a host whose instances fit elsewhere ─► PREPARE_MAINTENANCE (no compute
+                                                    maintained yet) / PLANNED_MAINTENANCE
+            no room: list the hosts again, then ─► SCALE_IN (managed projects) or fail
+            every host done ─────────────────────► MAINTENANCE_COMPLETE
+    drain:  admitted by the pipeline, the host is disabled FIRST, then its
+            projects are asked how to move each instance; one migration at a
+            time off the host (OWN_ACTION moves are watched, all at once);
+            INSTANCE_ACTION_DONE per instance, ADMIN_ACTION_DONE per project
+    START_MAINTENANCE: IN_MAINTENANCE announced, disable (if not yet), the
+            host's actions, back up, enable, MAINTENANCE_COMPLETE
+    MAINTENANCE_COMPLETE: ``post`` actions, MAINTENANCE_COMPLETE to every
+            project ──► MAINTENANCE_DONE
+
+The state it keeps (:class:`RollingState`) has a constant size: the host
+being drained or maintained, the stage, the one migration in flight. Per-host
+and per-instance facts are in the views. Targets come from
+``ctx.capacity.targets`` (the cloud's placement rules, moves in flight
+counted); among them a host where an instance can stay (maintained, added,
+outside the session) is preferred, so each instance moves once where
+capacity allows. A target the cloud refused is not asked for again in that
+move: the next one is, then the cloud's scheduler (a move without a target).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Iterable, Mapping
+from datetime import timedelta
+from typing import ClassVar
+
+import attrs
+
+from ...contract import (
+    ComponentState,
+    DisableHost,
+    EnableHost,
+    HostUp,
+    HostView,
+    InstanceView,
+    Inventory,
+    ListHosts,
+    Move,
+    OpResult,
+    OpStatus,
+    RunAction,
+    SessionContext,
+    TimerFired,
+    Watch,
+)
+from ...controls import jittered_backoff
+from ...states import (
+    FINAL_SESSION_STATES,
+    HostState,
+    InstanceAction,
+    InstanceState,
+    SessionState,
+)
+from .base import IN_SCOPE, WorkflowBase, actions_of, default_action, host_action_types
+
+__all__ = ["MAX_SCALE_IN_ROUNDS", "SCHEDULER", "RollingState", "RollingWorkflow"]
+
+#: SCALE_IN rounds before the session gives up on getting an empty host.
+MAX_SCALE_IN_ROUNDS = 5
+#: In ``RollingState.refused``: the move without a target was refused too.
+SCHEDULER = ""
+#: Hosts an instance placed on does not have to leave again.
+STAYS = frozenset({HostState.MAINTAINED, HostState.ADDED, HostState.OUT_OF_SCOPE})
+#: Hosts that are finished work.
+FINISHED = frozenset(
+    {HostState.MAINTAINED, HostState.DECOMMISSIONED, HostState.REMOVED, HostState.SKIPPED}
+)
+_DRAIN_STATES = (SessionState.PREPARE_MAINTENANCE, SessionState.PLANNED_MAINTENANCE)
+_FINAL = FINAL_SESSION_STATES
+_NOT_MOVING = frozenset(
+    {InstanceState.PENDING, InstanceState.ACTION_REQUESTED, InstanceState.ACTION_CHOSEN}
+)
+
+
+def _strings(value: object) -> tuple[str, ...]:
+    return tuple(str(v) for v in value) if isinstance(value, list | tuple) else ()
+
+
+def _move_order(instances: Iterable[InstanceView]) -> list[InstanceView]:
+    """Largest first: the order a drain migrates in and plans in."""
+    return sorted(instances, key=lambda i: (-i.vcpus, i.instance_id))
+
+
+@attrs.define(slots=True)
+class RollingState(ComponentState):
+    """What the rolling workflow remembers between steps (constant size)."""
+
+    component: ClassVar[str] = "rolling"
+
+    phase: str = "confirm"
+    pre_done: int = 0
+    post_done: int = 0
+    action_running: bool = False  # a pre/post action runs
+    drain_host: str | None = None
+    we_disabled: str | None = None  # the host this session disabled, to enable it again
+    current_host: str | None = None  # the host being maintained
+    stage: int = 0  # its pipeline stage
+    host_op: bool = False  # an operation of that stage runs
+    moving: str | None = None  # the one migration off the drain host (or waiting to retry)
+    move_attempts: int = 0
+    refused: tuple[str, ...] = attrs.field(default=(), converter=_strings)  # of ``moving``
+    retry_wait: bool = False
+    scale_in_rounds: int = 0
+    scale_in_load: int = 0
+    scale_in_freed: int = 0
+    listed: bool = False  # hosts listed again since the last decision that found no room
+
+
+class RollingWorkflow(WorkflowBase):
+    """Fenix default semantics: hosts are maintained one at a time."""
+
+    name: ClassVar[str] = "rolling"
+    state: ClassVar[type[ComponentState] | None] = RollingState
+
+    # ------------------------------------------------------------------ hooks
+
+    def start(self, ctx: SessionContext) -> None:
+        st = ctx.state_of(RollingState)
+        affected = self._affected(ctx)
+        unmanaged = sorted(p for p in affected if not self._managed(ctx, p))
+        if ctx.request.project_policy == "fail" and unmanaged:
+            ctx.fail(
+                "projects without an application manager: "
+                + ", ".join(unmanaged)
+                + " (project_policy is 'fail')"
+            )
+            return
+        st.phase = "confirm"
+        self.ask_projects(ctx, "MAINTENANCE", affected)
+
+    def advance(self, ctx: SessionContext) -> None:
+        handlers: dict[SessionState, Callable[[SessionContext, RollingState], bool]] = {
+            SessionState.MAINTENANCE: self._maintenance,
+            SessionState.SCALE_IN: self._scale_in,
+            SessionState.PREPARE_MAINTENANCE: self._drain,
+            SessionState.PLANNED_MAINTENANCE: self._drain,
+            SessionState.START_MAINTENANCE: self._start_maintenance,
+            SessionState.MAINTENANCE_COMPLETE: self._complete,
+        }
+        st = ctx.state_of(RollingState)
+        while ctx.session.state not in _FINAL:
+            if not handlers[ctx.session.state](ctx, st):
+                return
+
+    def answered(
+        self,
+        ctx: SessionContext,
+        project_id: str,
+        awaited: str,
+        instance_actions: Mapping[str, str],
+    ) -> None:
+        if awaited not in _DRAIN_STATES:
+            return
+        host = ctx.state_of(RollingState).drain_host
+        if host is None:
+            return
+        for inst in ctx.instances.of_on(project_id, host):
+            if inst.state == InstanceState.ACTION_REQUESTED:
+                action = instance_actions.get(inst.instance_id) or default_action(
+                    inst.live_migratable
+                )
+                ctx.set_instance_state(inst.instance_id, InstanceState.ACTION_CHOSEN, action=action)
+
+    def on_timer(self, ctx: SessionContext, timer: TimerFired) -> None:
+        st = ctx.state_of(RollingState)
+        if timer.name == "start" and st.phase == "wait_start":
+            st.phase = "pre"
+        elif timer.name == f"retry_move:{st.moving}":
+            st.retry_wait = False
+
+    def on_operation(self, ctx: SessionContext, result: OpResult) -> None:
+        st = ctx.state_of(RollingState)
+        op, ok = result.op, result.status == OpStatus.DONE
+        if isinstance(op, Move | Watch):
+            self._move_ended(ctx, st, op, result)
+        elif isinstance(op, RunAction) and op.host is None:
+            st.action_running = False
+            if not ok:
+                ctx.fail(f"{op.spec.type} action {op.spec.plugin!r} failed: {result.detail}")
+            elif op.sequence == "pre":
+                st.pre_done += 1
+            else:
+                st.post_done += 1
+        elif isinstance(op, DisableHost) and op.host == st.drain_host and st.phase == "disabling":
+            if not ok:
+                self._host_failed(
+                    ctx, op.host, f"disable host on {op.host} failed: {result.detail}"
+                )
+                return
+            st.we_disabled = op.host
+            st.phase = "ask"
+        elif isinstance(op, DisableHost | EnableHost | HostUp | RunAction):
+            st.host_op = False
+            host = op.host
+            assert host is not None
+            if not ok:
+                what = (
+                    f"{op.spec.type} action {op.spec.plugin!r} failed on {host}"
+                    if isinstance(op, RunAction)
+                    else f"{type(op).__name__} on {host} failed"
+                )
+                self._host_failed(ctx, host, f"{what}: {result.detail}")
+                return
+            if isinstance(op, DisableHost):
+                st.we_disabled = host
+            elif isinstance(op, EnableHost):
+                st.we_disabled = None
+            st.stage += 1
+        elif isinstance(op, ListHosts):
+            st.listed = True
+            st.phase = "decide"
+        elif isinstance(op, Inventory):
+            if not ok:
+                ctx.fail(f"listing instances failed: {result.detail}")
+                return
+            st.scale_in_freed = st.scale_in_load - self._load(ctx)
+            st.phase = "decide"
+
+    # ------------------------------------------------------------------ states
+
+    def _maintenance(self, ctx: SessionContext, st: RollingState) -> bool:
+        if st.phase == "confirm":
+            if ctx.projects.awaiting_count("MAINTENANCE"):
+                return False
+            start_at = ctx.request.maintenance_at
+            if start_at is not None and start_at > ctx.now:
+                ctx.set_timer("start", start_at)
+                st.phase = "wait_start"
+                return False
+            st.phase = "pre"
+        if st.phase == "wait_start":
+            return False
+        if st.phase == "pre":
+            if st.action_running:
+                return False
+            if not self._run_session_actions(ctx, st, "pre"):
+                return False
+            st.phase = "decide"
+        return self._decide(ctx, st)
+
+    def _scale_in(self, ctx: SessionContext, st: RollingState) -> bool:
+        if st.phase == "confirm":
+            if ctx.projects.awaiting_count("SCALE_IN"):
+                return False
+            # What the projects removed is known only from a new listing.
+            ctx.submit(Inventory(tuple(h.name for h in ctx.hosts)))
+            st.phase = "refresh"
+            return False
+        if st.phase == "refresh":
+            return False
+        return self._decide(ctx, st)
+
+    def _drain(self, ctx: SessionContext, st: RollingState) -> bool:
+        host_name = st.drain_host
+        assert host_name is not None
+        host = ctx.hosts.get(host_name)
+        if host is None or host.state in (HostState.SKIPPED, HostState.REMOVED):
+            st.drain_host = None
+            return self._decide(ctx, st)
+        if st.phase == "disable":
+            # Cordon first: nothing new lands on a host while it is emptied.
+            if host.enabled:
+                ctx.submit(DisableHost(host_name, reason=f"maintenance session {ctx.session_id}"))
+                st.phase = "disabling"
+                return False
+            st.phase = "ask"
+        if st.phase == "disabling":
+            return False
+        if host.state == HostState.PENDING:
+            ctx.set_host_state(host_name, HostState.DRAINING)
+        st.phase = "drain"
+        self._request_actions(ctx, host)
+        self._pump_moves(ctx, st, host)
+        if ctx.session.state in _FINAL:
+            return False
+        if not self._in_scope_on(ctx, host_name) and st.moving is None:
+            ctx.set_host_state(host_name, HostState.DRAINED)
+            st.drain_host = None
+            self._go(ctx, st, SessionState.START_MAINTENANCE)
+            return True
+        return False
+
+    def _start_maintenance(self, ctx: SessionContext, st: RollingState) -> bool:
+        if st.current_host is None:
+            host = self._next_host_to_maintain(ctx)
+            if host is None:
+                return self._decide(ctx, st)
+            if not ctx.admit(host.name).admitted:
+                return False
+            st.current_host, st.stage, st.host_op = host.name, 0, False
+        view = ctx.hosts.get(st.current_host)
+        if view is None or view.state in (HostState.SKIPPED, HostState.REMOVED):
+            st.current_host = None
+            return True
+        if self._run_host(ctx, st, view):
+            st.current_host = None
+            return True
+        return False
+
+    def _complete(self, ctx: SessionContext, st: RollingState) -> bool:
+        if st.phase in ("", "post"):
+            st.phase = "post"
+            if st.action_running or not self._run_session_actions(ctx, st, "post"):
+                return False
+            st.phase = "confirm"
+            self.ask_projects(ctx, "MAINTENANCE_COMPLETE", self._affected(ctx))
+            return True
+        if ctx.projects.awaiting_count("MAINTENANCE_COMPLETE"):
+            return False
+        ctx.transition(SessionState.MAINTENANCE_DONE)
+        return False
+
+    # ------------------------------------------------------------------ decisions
+
+    def _decide(self, ctx: SessionContext, st: RollingState) -> bool:
+        """Choose what comes next; False if the session waits for it."""
+        if st.phase == "listing":
+            return False  # the hosts are being listed again
+        pending = sorted(ctx.hosts.in_state(HostState.PENDING), key=lambda h: h.position)
+        if ctx.hosts.in_state(HostState.DRAINED) or any(
+            not self._in_scope_on(ctx, h.name) for h in pending
+        ):
+            self._go(ctx, st, SessionState.START_MAINTENANCE)
+            return True
+        if not pending:
+            self._go(ctx, st, SessionState.MAINTENANCE_COMPLETE)
+            st.phase = "post"
+            return True
+        planned = (
+            bool(ctx.hosts.in_state(HostState.MAINTAINED, type="compute"))
+            or ctx.session.state == SessionState.PLANNED_MAINTENANCE
+        )
+        choice = self._host_to_drain(ctx, pending, planned=planned)
+        if choice is None:
+            return self._scale_in_or_fail(ctx, st, pending)
+        if not ctx.admit(choice).admitted:
+            return False
+        st.listed = False
+        st.scale_in_rounds = 0
+        self._go(
+            ctx,
+            st,
+            SessionState.PLANNED_MAINTENANCE if planned else SessionState.PREPARE_MAINTENANCE,
+        )
+        st.drain_host, st.phase = choice, "disable"
+        st.moving, st.move_attempts, st.refused, st.retry_wait = None, 0, (), False
+        return True
+
+    def _go(self, ctx: SessionContext, st: RollingState, dest: SessionState) -> None:
+        st.phase = ""
+        if ctx.session.state != dest:
+            ctx.transition(dest)
+
+    def _host_to_drain(
+        self, ctx: SessionContext, pending: list[HostView], *, planned: bool
+    ) -> str | None:
+        """The first host (control-plane ones first) whose instances all fit
+        elsewhere: in the request's order once a compute is maintained, else
+        the least loaded first (its instances will move again later)."""
+        others = [h for h in pending if h.type != "compute"]
+        computes = [h for h in pending if h.type == "compute"]
+        if not planned:
+            computes.sort(key=lambda h: (self._used(ctx, h.name), h.position))
+        for host in [*others, *computes]:
+            if self._fits_elsewhere(ctx, host.name):
+                return host.name
+        return None
+
+    def _fits_elsewhere(self, ctx: SessionContext, host: str) -> bool:
+        """Every instance on ``host`` has a target, taken in the order the
+        drain moves them (largest first) with the same choice of target."""
+        taken: dict[str, int] = {}
+        for inst in _move_order(self._movable_on(ctx, host)):
+            target = self._target(ctx, inst, (), taken)
+            if target is None:
+                return False
+            taken[target] = taken.get(target, 0) + inst.vcpus
+        return True
+
+    def _scale_in_or_fail(
+        self, ctx: SessionContext, st: RollingState, pending: list[HostView]
+    ) -> bool:
+        """No host can be emptied. List the hosts again first (one added
+        meanwhile may make room); then ask SCALE_IN, or fail."""
+        if not st.listed:
+            ctx.submit(ListHosts())
+            st.phase = "listing"
+            return False
+        lightest = min(pending, key=lambda h: (self._used(ctx, h.name), h.position))
+        shortage = (
+            f"the least loaded host {lightest.name} has {self._used(ctx, lightest.name)} "
+            "vcpus of instances and no other host has room for them"
+        )
+        affected = {i.project_id for h in pending for i in self._movable_on(ctx, h.name)}
+        managed = sorted(p for p in affected if self._managed(ctx, p))
+        if not managed:
+            ctx.fail(
+                f"cannot empty any host: {shortage}; no project has an application manager "
+                "to scale in"
+            )
+            return False
+        if st.scale_in_rounds and st.scale_in_freed <= 0:
+            ctx.fail(f"SCALE_IN freed no capacity: {shortage}")
+            return False
+        if st.scale_in_rounds >= MAX_SCALE_IN_ROUNDS:
+            ctx.fail(f"still no room after {st.scale_in_rounds} SCALE_IN rounds: {shortage}")
+            return False
+        st.scale_in_rounds += 1
+        st.scale_in_load = self._load(ctx)
+        st.listed = False
+        self._go(ctx, st, SessionState.SCALE_IN)
+        st.phase = "confirm"
+        self.ask_projects(
+            ctx,
+            "SCALE_IN",
+            {
+                p: [i.instance_id for i in ctx.instances.of(p) if i.state in IN_SCOPE]
+                for p in managed
+            },
+        )
+        return False
+
+    def _next_host_to_maintain(self, ctx: SessionContext) -> HostView | None:
+        pending = sorted(ctx.hosts.in_state(HostState.PENDING), key=lambda h: h.position)
+        empty = [h for h in pending if not self._in_scope_on(ctx, h.name)]
+        for host in empty:
+            if host.type != "compute":
+                return host
+        drained = sorted(ctx.hosts.in_state(HostState.DRAINED), key=lambda h: h.position)
+        if drained:
+            return drained[0]
+        return empty[0] if empty else None
+
+    # ------------------------------------------------------------------ one host
+
+    def _stages(self, ctx: SessionContext, st: RollingState, host: HostView) -> list[str]:
+        """The steps that maintain one host, in order; an action stage is
+        ``action:<index>`` into the host's actions."""
+        n_actions = len(actions_of(ctx.request.actions, *host_action_types(host.type)))
+        stages = ["notify_in"]
+        if host.type == "compute":
+            stages.append("disable")
+        stages += [f"action:{k}" for k in range(n_actions)]
+        stages += ["host_up", "enable", "notify_complete"]
+        return stages
+
+    def _run_host(self, ctx: SessionContext, st: RollingState, host: HostView) -> bool:
+        """Advance the host's stages as far as possible; True when maintained."""
+        stages = self._stages(ctx, st, host)
+        specs = actions_of(ctx.request.actions, *host_action_types(host.type))
+        while st.stage < len(stages):
+            if st.host_op or ctx.session.state in _FINAL:
+                return False
+            view = ctx.hosts.get(host.name)
+            assert view is not None
+            step = stages[st.stage]
+            if step == "notify_in":
+                if self._in_scope_on(ctx, host.name):
+                    # Something arrived since it was emptied: drain it again.
+                    if view.state == HostState.DRAINED:
+                        ctx.set_host_state(host.name, HostState.PENDING)
+                    st.current_host = None
+                    return False
+                ctx.set_host_state(host.name, HostState.IN_MAINTENANCE)
+                ctx.notify_host(host.name, "IN_MAINTENANCE")
+            elif step == "disable":
+                # A host someone else disabled stays as they left it.
+                if view.enabled:
+                    ctx.submit(
+                        DisableHost(host.name, reason=f"maintenance session {ctx.session_id}")
+                    )
+                    st.host_op = True
+                    return False
+            elif step.startswith("action:"):
+                spec = specs[int(step.partition(":")[2])]
+                ctx.submit(RunAction(spec, f"host:{host.name}", host.name))
+                st.host_op = True
+                return False
+            elif step == "host_up":
+                ctx.submit(HostUp(host.name))
+                st.host_op = True
+                return False
+            elif step == "enable":
+                if st.we_disabled == host.name:
+                    ctx.submit(EnableHost(host.name))
+                    st.host_op = True
+                    return False
+            elif step == "notify_complete":
+                ctx.set_host_state(host.name, HostState.MAINTAINED)
+                ctx.host_done(host.name)
+                ctx.notify_host(host.name, "MAINTENANCE_COMPLETE")
+            st.stage += 1
+        return True
+
+    def _host_failed(self, ctx: SessionContext, host: str, why: str) -> None:
+        ctx.set_host_state(host, HostState.FAILED, reason=why)
+        ctx.fail(why)
+
+    # ------------------------------------------------------------------ draining
+
+    def _request_actions(self, ctx: SessionContext, host: HostView) -> None:
+        """Ask the projects how to move their new instances off ``host``
+        (unmanaged projects' instances get the default action)."""
+        fresh: dict[str, list[str]] = {}
+        for inst in ctx.instances.on(host.name):
+            if inst.state != InstanceState.PENDING:
+                continue
+            project = ctx.projects.get(inst.project_id)
+            if project is not None and project.managed:
+                if project.awaiting:
+                    continue  # asked already; new arrivals wait for the answer
+                ctx.set_instance_state(inst.instance_id, InstanceState.ACTION_REQUESTED)
+                fresh.setdefault(inst.project_id, []).append(inst.instance_id)
+            else:
+                ctx.set_instance_state(
+                    inst.instance_id,
+                    InstanceState.ACTION_CHOSEN,
+                    action=default_action(inst.live_migratable),
+                )
+        if fresh:
+            self.ask_projects(ctx, ctx.session.state.value, fresh)
+
+    def _pump_moves(self, ctx: SessionContext, st: RollingState, host: HostView) -> None:
+        """Start what can start: every OWN_ACTION watch, and the next migration
+        (one at a time off a host, as Nova's default allows)."""
+        chosen = [i for i in ctx.instances.on(host.name) if i.state == InstanceState.ACTION_CHOSEN]
+        for inst in chosen:
+            if inst.action == InstanceAction.OWN_ACTION:
+                ctx.submit(Watch(inst.instance_id))
+        if st.moving is not None:
+            moving = ctx.instances.get(st.moving)
+            if st.retry_wait or moving is None or moving.state != InstanceState.ACTION_CHOSEN:
+                return  # in flight, or waiting for its retry
+            self._migrate(ctx, st, moving)
+            return
+        for inst in _move_order(chosen):
+            if inst.action != InstanceAction.OWN_ACTION:
+                st.moving, st.move_attempts, st.refused = inst.instance_id, 0, ()
+                self._migrate(ctx, st, inst)
+                return
+
+    def _migrate(self, ctx: SessionContext, st: RollingState, inst: InstanceView) -> None:
+        action = inst.action or default_action(inst.live_migratable)
+        refused = frozenset(st.refused)
+        target = self._planned_target(ctx, inst, refused)
+        if target is None:
+            if refused and SCHEDULER not in refused:
+                target = None  # no explicit host left: the cloud's scheduler may know one
+            elif refused:
+                ctx.fail(
+                    f"the cloud refused every host for instance {inst.instance_id} from "
+                    f"{inst.host}: " + ", ".join(sorted(r or "its scheduler" for r in refused))
+                )
+                return
+            else:
+                ctx.fail(
+                    f"no host has room for instance {inst.instance_id} ({inst.vcpus} vcpus) "
+                    f"from {inst.host}"
+                )
+                return
+        ctx.submit(Move(inst.instance_id, InstanceAction(action), target, refused - {SCHEDULER}))
+
+    def _planned_target(
+        self, ctx: SessionContext, inst: InstanceView, refused: Collection[str]
+    ) -> str | None:
+        """``inst``'s target in a plan for everything still to leave its host
+        (largest first, as ``_fits_elsewhere`` checked it): a small instance
+        moving first must not take the room a larger one needs."""
+        taken: dict[str, int] = {}
+        waiting = [
+            i
+            for i in self._movable_on(ctx, inst.host)
+            if i.state in _NOT_MOVING or i.instance_id == inst.instance_id
+        ]
+        for other in _move_order(waiting):
+            mine = other.instance_id == inst.instance_id
+            target = self._target(ctx, other, refused if mine else (), taken)
+            if mine:
+                return target
+            if target is not None:
+                taken[target] = taken.get(target, 0) + other.vcpus
+        return self._target(ctx, inst, refused)
+
+    def _target(
+        self,
+        ctx: SessionContext,
+        inst: InstanceView,
+        refused: Collection[str],
+        taken: Mapping[str, int] | None = None,
+    ) -> str | None:
+        """The first target where the instance can stay, else the first one
+        (``taken``: room already promised to earlier instances of a plan)."""
+        first: str | None = None
+        for name in ctx.capacity.targets(inst.instance_id, exclude=refused):
+            if taken and ctx.capacity.free(name) - taken.get(name, 0) < inst.vcpus:
+                continue
+            view = ctx.hosts.get(name)
+            if view is not None and view.state in STAYS:
+                return name
+            first = first or name
+        return first
+
+    def _move_ended(
+        self, ctx: SessionContext, st: RollingState, op: Move | Watch, result: OpResult
+    ) -> None:
+        inst = ctx.instances.get(op.instance_id)
+        if inst is None:
+            return
+        if op.instance_id == st.moving and isinstance(op, Move):
+            if result.status != OpStatus.DONE:
+                self._move_failed(ctx, st, op, inst, result)
+                return
+            st.moving, st.move_attempts, st.refused = None, 0, ()
+        if result.status != OpStatus.DONE:  # the manager's own action failed
+            ctx.set_instance_state(op.instance_id, InstanceState.FAILED)
+            ctx.fail(
+                f"instance {op.instance_id} of project {inst.project_id} was not moved off "
+                f"its host by its manager (OWN_ACTION): {result.detail}"
+            )
+            return
+        source = st.drain_host
+        if result.result.get("gone"):
+            ctx.set_instance_state(op.instance_id, InstanceState.GONE)
+        else:
+            # The engine placed it where the cloud says it is now.
+            where = ctx.hosts.get(inst.host)
+            stays = where is not None and where.state in STAYS
+            ctx.set_instance_state(
+                op.instance_id, InstanceState.DONE if stays else InstanceState.PENDING
+            )
+        if ctx.session.state in _FINAL:
+            return
+        if self._managed(ctx, inst.project_id):
+            ctx.notify_project(inst.project_id, "INSTANCE_ACTION_DONE", [op.instance_id])
+            if source is not None and not any(
+                i.state in IN_SCOPE for i in ctx.instances.of_on(inst.project_id, source)
+            ):
+                ctx.notify_project(inst.project_id, "ADMIN_ACTION_DONE", [op.instance_id])
+
+    def _move_failed(
+        self,
+        ctx: SessionContext,
+        st: RollingState,
+        op: Move,
+        inst: InstanceView,
+        result: OpResult,
+    ) -> None:
+        if result.result.get("refused"):
+            # The cloud refused the target: never asked for again in this move.
+            st.refused = tuple(sorted({*st.refused, op.target or SCHEDULER}))
+        ctx.set_instance_state(op.instance_id, InstanceState.ACTION_CHOSEN)
+        if ctx.session.state in _FINAL:
+            return
+        st.move_attempts += 1
+        if st.move_attempts <= ctx.request.max_migration_retries:
+            backoff = jittered_backoff(
+                st.move_attempts, base=30.0, cap=600.0, seed=f"{ctx.session_id}:{op.instance_id}"
+            )
+            ctx.set_timer(
+                f"retry_move:{op.instance_id}",
+                ctx.now + timedelta(seconds=backoff),
+                instance_id=op.instance_id,
+            )
+            st.retry_wait = True
+            return
+        ctx.set_instance_state(op.instance_id, InstanceState.FAILED)
+        ctx.fail(
+            f"{op.action} of instance {op.instance_id} from {inst.host} failed after "
+            f"{st.move_attempts} attempt(s): {result.detail}"
+        )
+
+    # ------------------------------------------------------------------ reading the views
+
+    def _run_session_actions(self, ctx: SessionContext, st: RollingState, kind: str) -> bool:
+        specs = actions_of(ctx.request.actions, kind)
+        done = st.pre_done if kind == "pre" else st.post_done
+        if done >= len(specs):
+            return True
+        ctx.submit(RunAction(specs[done], kind))
+        st.action_running = True
+        return False
+
+    @staticmethod
+    def _managed(ctx: SessionContext, project_id: str) -> bool:
+        project = ctx.projects.get(project_id)
+        return project is not None and project.managed
+
+    @staticmethod
+    def _movable_on(ctx: SessionContext, host: str) -> list[InstanceView]:
+        return [i for i in ctx.instances.on(host) if i.state in IN_SCOPE]
+
+    def _in_scope_on(self, ctx: SessionContext, host: str) -> bool:
+        return any(i.state in IN_SCOPE for i in ctx.instances.on(host))
+
+    def _used(self, ctx: SessionContext, host: str) -> int:
+        return sum(i.vcpus for i in self._movable_on(ctx, host))
+
+    def _affected(self, ctx: SessionContext) -> dict[str, list[str]]:
+        """Project -> its instances still in the session."""
+        out: dict[str, list[str]] = {}
+        for host in ctx.hosts:
+            for inst in self._movable_on(ctx, host.name):
+                out.setdefault(inst.project_id, []).append(inst.instance_id)
+        return out
+
+    def _load(self, ctx: SessionContext) -> int:
+        return sum(
+            self._used(ctx, h.name)
+            for h in ctx.hosts
+            if h.type == "compute" and h.state not in FINISHED
+        )

@@ -1,0 +1,222 @@
+"""A driver that plays the engine and the cloud around a FakeContext, so a
+workflow on the contract runs a whole session without an engine.
+
+Each event (an operation ending, a reply, a timer) is applied as the engine
+would (the views change first, then the hook runs), then ``advance``; the
+workflow's component state goes through ``to_json``/``from_json`` after each
+step as the store would persist it. The invariants of host work are checked
+as the workflow submits it; a violation raises ``AssertionError``."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from fenix_core.contract import (
+    DisableHost,
+    EnableHost,
+    HostUp,
+    Inventory,
+    ListHosts,
+    Move,
+    Operation,
+    OpRef,
+    OpResult,
+    OpStatus,
+    ProjectReply,
+    RunAction,
+    TimerFired,
+    Watch,
+    Workflow,
+)
+from fenix_core.states import FINAL_SESSION_STATES, HostState, InstanceState
+from fenix_core.testing.contract import FakeContext
+
+#: (project, state, instance ids) -> (reply state, instance actions)
+Answer = Callable[[str, str, tuple[str, ...]], tuple[str, Mapping[str, str]]]
+BUSY = frozenset({HostState.DRAINING, HostState.DRAINED, HostState.IN_MAINTENANCE})
+
+
+def ack(project: str, state: str, ids: tuple[str, ...]) -> tuple[str, Mapping[str, str]]:
+    return f"ACK_{state}", {}
+
+
+class LoggingContext(FakeContext):
+    """FakeContext that also keeps one ordered log of what each project and
+    host was sent (questions and notices interleaved, as a project sees them)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.log: list[tuple[str, str]] = []
+
+    def ask(self, state: str, instances: Mapping[str, Sequence[str]], **kwargs: Any) -> None:
+        super().ask(state, instances, **kwargs)
+        self.log += [(p, state) for p in instances]
+
+    def notify_project(self, project_id: str, state: str, instance_ids: Sequence[str]) -> None:
+        super().notify_project(project_id, state, instance_ids)
+        self.log.append((project_id, state))
+
+    def notify_host(self, host: str, state: str) -> None:
+        super().notify_host(host, state)
+        self.log.append((host, state))
+
+
+class Driver:
+    def __init__(
+        self,
+        ctx: LoggingContext,
+        workflow: Workflow,
+        *,
+        answer: Answer = ack,
+        refuse: frozenset[tuple[str, str | None]] = frozenset(),
+        fail_moves: Mapping[str, int] | None = None,
+        refuse_first: frozenset[str] = frozenset(),
+        scale_in: Mapping[str, Sequence[str]] | None = None,
+        openings: Sequence[str] = (),
+    ) -> None:
+        self.ctx, self.wf, self.answer = ctx, workflow, answer
+        self.refuse = refuse  # (instance, target) the cloud refuses (TargetRefused)
+        self.fail_moves = dict(fail_moves or {})  # instance -> failures before it moves
+        self.refuse_first = set(refuse_first)  # instances whose first target is refused
+        self.scale_in = dict(scale_in or {})  # project -> instances it deletes at SCALE_IN
+        self.openings = deque(openings)  # closed hosts, opened in this order when idle
+        self.events: deque[tuple[str, Any]] = deque()
+        self.seen_ops = 0
+        self.seen_asks = 0
+        # hosts whose DisableHost ended, or disabled before the session
+        self.disabled = {h.name for h in ctx.hosts if not h.enabled}
+        self.host_actions: list[str] = []  # hosts RunAction ran on, in order
+        self.moves: list[tuple[str, str | None, frozenset[str]]] = []  # (instance, target, refused)
+        self.steps = 0
+
+    @property
+    def final(self) -> bool:
+        return self.ctx.session.state in FINAL_SESSION_STATES
+
+    # ------------------------------------------------------------------ the loop
+
+    def run(self, limit: int = 20_000) -> None:
+        self.wf.start(self.ctx)
+        self._step()
+        while not self.final and self.steps < limit:
+            if self.events:
+                kind, payload = self.events.popleft()
+                if kind == "op":
+                    self._end(*payload)
+                else:
+                    self._reply(*payload)
+            elif self.ctx.timers:
+                name, (due, data) = min(self.ctx.timers.items(), key=lambda t: t[1][0])
+                del self.ctx.timers[name]
+                self.ctx.now = max(self.ctx.now, due)
+                self.wf.on_timer(self.ctx, TimerFired(name, due, data))
+            elif self.openings:
+                self.ctx.now += timedelta(hours=1)  # a window opens
+                self.ctx.closed.pop(self.openings.popleft(), None)
+            else:
+                return  # nothing more will happen
+            self._step()
+
+    def _step(self) -> None:
+        self.steps += 1
+        self.wf.advance(self.ctx)
+        for kind, comp in list(self.ctx.components.items()):  # as the store persists it
+            self.ctx.components[kind] = kind.from_json(comp.to_json(), kind.schema_version)
+        self._check_state()
+        for ref, op in self.ctx.submitted[self.seen_ops :]:
+            self._check_submitted(op)
+            self.events.append(("op", (ref, op)))
+        self.seen_ops = len(self.ctx.submitted)
+        for project, asked in self.ctx.asked[self.seen_asks :]:
+            for state, ids in asked.items():
+                self.events.append(("ask", (project, state, ids)))
+        self.seen_asks = len(self.ctx.asked)
+
+    # ------------------------------------------------------------------ invariants
+
+    def _check_state(self) -> None:
+        hosts = list(self.ctx.hosts)
+        busy = [h.name for h in hosts if h.state in BUSY]
+        assert len(busy) <= 1, f"more than one host out at once: {busy}"
+        used: dict[str, int] = {}
+        for inst in self.ctx._instances.values():  # one pass, not one per host
+            if inst.state != InstanceState.GONE:
+                used[inst.host] = used.get(inst.host, 0) + inst.vcpus
+        for host in hosts:
+            assert used.get(host.name, 0) <= host.vcpus, f"{host.name} over capacity"
+
+    def _check_submitted(self, op: Operation) -> None:
+        host = op.host if isinstance(op, DisableHost | RunAction) else None
+        if isinstance(op, Move | Watch):
+            inst = self.ctx.instances.get(op.instance_id)
+            assert inst is not None
+            host = inst.host
+            assert host in self.disabled, f"{op} off {host} before the host was disabled"
+            if isinstance(op, Move):
+                assert op.target is None or op.target not in op.refused, op
+        if host is not None:
+            assert host not in self.ctx.closed, f"{op} on {host} while its window is closed"
+        if isinstance(op, RunAction) and op.host is not None:
+            assert (op.host, "IN_MAINTENANCE") in self.ctx.notified, (
+                f"actions on {op.host} before IN_MAINTENANCE"
+            )
+            left = [
+                i.instance_id
+                for i in self.ctx.instances.on(op.host)
+                if i.state not in (InstanceState.GONE, InstanceState.OUT_OF_SCOPE)
+            ]
+            assert not left, f"{op.host}'s action runs with instances on it: {left}"
+            self.host_actions.append(op.host)
+
+    # ------------------------------------------------------------------ the cloud
+
+    def _end(self, ref: OpRef, op: Operation) -> None:
+        ctx = self.ctx
+        status, detail, result = OpStatus.DONE, None, {}
+        if isinstance(op, DisableHost):
+            ctx.host_enabled(op.host, False)
+            self.disabled.add(op.host)
+        elif isinstance(op, EnableHost):
+            ctx.host_enabled(op.host, True)
+        elif isinstance(op, Move | Watch):
+            refused = op.refused if isinstance(op, Move) else frozenset()
+            target = op.target if isinstance(op, Move) else None
+            if isinstance(op, Move):
+                self.moves.append((op.instance_id, op.target, op.refused))
+            if target is None:  # the cloud's scheduler (or the manager) chooses
+                target = next(iter(ctx.capacity.targets(op.instance_id, exclude=refused)), None)
+            if isinstance(op, Move) and (
+                (op.instance_id, op.target) in self.refuse or op.instance_id in self.refuse_first
+            ):
+                self.refuse_first.discard(op.instance_id)
+                status, detail, result = OpStatus.FAILED, "TargetRefused", {"refused": True}
+            elif self.fail_moves.get(op.instance_id, 0) > 0:
+                self.fail_moves[op.instance_id] -= 1
+                status, detail = OpStatus.FAILED, "migration failed"
+            elif target is None:
+                status, detail = OpStatus.FAILED, "no valid host"
+            else:
+                ctx.placed(op.instance_id, target)
+                result = {"host": target}
+        elif isinstance(op, Inventory):
+            for ids in self.scale_in.values():
+                for instance_id in ids:
+                    ctx.vanished(instance_id)
+            self.scale_in = {}
+        else:
+            assert isinstance(op, RunAction | HostUp | ListHosts), op
+        self.wf.on_operation(ctx, OpResult(ref, op, status, detail, result))
+
+    def _reply(self, project: str, state: str, ids: tuple[str, ...]) -> None:
+        reply_state, actions = self.answer(project, state, ids)
+        self.ctx.answered(project, reply_state)
+        self.wf.on_reply(self.ctx, ProjectReply(project, reply_state, actions, self.ctx.now))
+
+
+def start_time() -> datetime:
+    from datetime import UTC
+
+    return datetime(2026, 1, 1, tzinfo=UTC)
