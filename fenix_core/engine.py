@@ -80,8 +80,6 @@ from .signals import SIGNALS, maintenance_host
 from .states import (
     FINAL_SESSION_STATES,
     HostState,
-    InstanceAction,
-    InstanceState,
     SessionState,
     normalize_reply_state,
 )

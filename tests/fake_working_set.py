@@ -67,9 +67,13 @@ class FakeWorkingSet:
         view = self.fake._hosts[host]
         self.fake._hosts[host] = attrs.evolve(view, started_at=started_at, finished_at=finished_at)
 
-    def set_instance_state(self, instance_id: str, state: InstanceState) -> None:
+    def set_instance_state(
+        self, instance_id: str, state: InstanceState, action: str | None
+    ) -> None:
         view = self.fake._instances[instance_id]
-        self.fake._instances[instance_id] = attrs.evolve(view, state=state)
+        self.fake._instances[instance_id] = attrs.evolve(
+            view, state=state, action=action if action is not None else view.action
+        )
 
     def ask_project(
         self,
@@ -85,6 +89,9 @@ class FakeWorkingSet:
 
     def notify_host(self, host: str, state: str) -> None:
         self.fake.notified.append((host, state))
+
+    def notify_project(self, project_id: str, state: str, instance_ids: Sequence[str]) -> None:
+        self.fake.told.append((project_id, state, tuple(instance_ids)))
 
     def emit(self, signal: str, payload: dict[str, Any]) -> None:
         self.emitted.append((signal, payload))

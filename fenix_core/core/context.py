@@ -95,7 +95,11 @@ class WorkingSetPort(Protocol):
     def set_host_times(
         self, host: str, *, started_at: datetime | None, finished_at: datetime | None
     ) -> None: ...
-    def set_instance_state(self, instance_id: str, state: InstanceState) -> None: ...
+    def set_instance_state(
+        self, instance_id: str, state: InstanceState, action: str | None
+    ) -> None:
+        """Set the state, and the project's chosen action unless ``action`` is None."""
+
     def ask_project(
         self,
         project_id: str,
@@ -107,6 +111,9 @@ class WorkingSetPort(Protocol):
         """Set the project awaiting ``state`` and queue the question to it."""
 
     def notify_host(self, host: str, state: str) -> None: ...
+    def notify_project(self, project_id: str, state: str, instance_ids: Sequence[str]) -> None:
+        """Queue an informational notice to the project (nothing awaited)."""
+
     def emit(self, signal: str, payload: dict[str, Any]) -> None: ...
     def next_op_number(self) -> int: ...
     def add_op(
@@ -298,13 +305,26 @@ class StepContext:
 
     # ------------------------------------------------------------------ instances, projects
 
-    def set_instance_state(self, instance_id: str, state: InstanceState) -> None:
+    def set_instance_state(
+        self, instance_id: str, state: InstanceState, *, action: str | None = None
+    ) -> None:
         view = self._instance(instance_id, "set_instance_state")
         if view.state != state and state not in INSTANCE_TRANSITIONS[view.state]:
             raise ContractError(
                 f"instance {instance_id!r}", f"cannot go from {view.state} to {state}"
             )
-        self._ws.set_instance_state(instance_id, state)
+        self._ws.set_instance_state(instance_id, state, action)
+
+    def _instances_of(self, project_id: str, ids: Sequence[str], what: str) -> None:
+        if self._ws.projects.get(project_id) is None:
+            raise ContractError(f"project {project_id!r}", "not a project of this session")
+        for instance_id in ids:
+            inst = self._instance(instance_id, what)
+            if inst.project_id != project_id:
+                raise ContractError(
+                    f"instance {instance_id!r}",
+                    f"belongs to {inst.project_id!r}, not to {project_id!r}",
+                )
 
     def ask(
         self,
@@ -315,21 +335,17 @@ class StepContext:
         metadata: Mapping[str, Any] | None = None,
     ) -> None:
         for project_id, ids in instances.items():
-            if self._ws.projects.get(project_id) is None:
-                raise ContractError(f"project {project_id!r}", "not a project of this session")
-            for instance_id in ids:
-                inst = self._instance(instance_id, f"ask {state}")
-                if inst.project_id != project_id:
-                    raise ContractError(
-                        f"instance {instance_id!r}",
-                        f"belongs to {inst.project_id!r}, not to {project_id!r}",
-                    )
+            self._instances_of(project_id, ids, f"ask {state}")
         for project_id, ids in instances.items():
             self._ws.ask_project(project_id, state, tuple(ids), tuple(allowed_actions), metadata)
 
     def notify_host(self, host: str, state: str) -> None:
         self._host(host, "notify_host")
         self._ws.notify_host(host, state)
+
+    def notify_project(self, project_id: str, state: str, instance_ids: Sequence[str]) -> None:
+        self._instances_of(project_id, instance_ids, f"notify {state}")
+        self._ws.notify_project(project_id, state, tuple(instance_ids))
 
     # ------------------------------------------------------------------ operations
 
@@ -356,7 +372,7 @@ class StepContext:
                     f"cannot start {type(op).__name__} from state {moving.state}",
                 )
         if moving is not None:
-            self._ws.set_instance_state(moving.instance_id, InstanceState.IN_ACTION)
+            self._ws.set_instance_state(moving.instance_id, InstanceState.IN_ACTION, None)
         ref = OpRef(self._next_key(), kind_of(op))
         self._ws.add_op(ref.key, ref.kind, op, {})
         return ref
