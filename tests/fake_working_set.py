@@ -87,6 +87,12 @@ class FakeWorkingSet:
         self.fake._projects[project_id] = attrs.evolve(project, state=state, awaiting=state)
         self.fake.asked.append((project_id, {state: tuple(instance_ids)}))
 
+    def stop_awaiting(self, project_id: str, state: str | None) -> None:
+        project = self.fake._projects[project_id]
+        self.fake._projects[project_id] = attrs.evolve(
+            project, awaiting=None, state=state if state is not None else project.state
+        )
+
     def notify_host(self, host: str, state: str) -> None:
         self.fake.notified.append((host, state))
 

@@ -140,6 +140,7 @@ def test_an_instance_that_does_not_have_to_move_is_refused_by_state() -> None:
         (lambda c: c.set_instance_state("vm-c", InstanceState.IN_ACTION), "instance 'vm-c'"),
         (lambda c: c.ask("PREPARE_MAINTENANCE", {"p2": ["vm-a"]}), "instance 'vm-a'"),
         (lambda c: c.ask("PREPARE_MAINTENANCE", {"p1": ["vm-a"], "p9": []}), "project 'p9'"),
+        (lambda c: c.stop_awaiting("p9"), "project 'p9'"),
         (lambda c: c.transition(SessionState.MAINTENANCE_DONE), "session 's-1'"),
         (lambda c: c.set_timer(PIPELINE_TIMER, T0), f"timer {PIPELINE_TIMER!r}"),
         (lambda c: c.cancel_timer(PIPELINE_TIMER), f"timer {PIPELINE_TIMER!r}"),
@@ -344,6 +345,7 @@ CALLS = st.one_of(
         ),
     ),
     st.tuples(st.just("ask"), st.sampled_from(["p1", "p2", "p9"]), VM),
+    st.tuples(st.just("stop"), st.sampled_from(["p1", "p2", "p9"])),
 )
 
 
@@ -365,6 +367,8 @@ def apply(ctx: Any, call: tuple[Any, ...]) -> Any:
         return ctx.set_instance_state(args[0], args[1])
     if name == "hstate":
         return ctx.set_host_state(args[0], args[1])
+    if name == "stop":
+        return ctx.stop_awaiting(args[0], state="DEFAULT_PREPARE_MAINTENANCE")
     return ctx.ask("PREPARE_MAINTENANCE", {args[0]: [args[1]]})
 
 
@@ -380,6 +384,7 @@ def views(ctx: Any) -> Any:
         [ctx.capacity.free(h) for h in NAMES],
         [list(ctx.capacity.targets(vm)) for vm in VMS],
         sorted(p.project_id for p in ctx.projects.awaiting()),
+        sorted((p.project_id, p.state) for p in ctx.projects.managed()),
         ctx.projects.awaiting_count("PREPARE_MAINTENANCE"),
         sorted(p.project_id for p in ctx.projects.managed()),
     )

@@ -268,3 +268,25 @@ def test_a_gone_instance_takes_no_room_and_counts_for_no_rule() -> None:
     )
     assert ctx.capacity.free("h2") == 4
     assert list(ctx.capacity.targets("a")) == ["h2"]
+
+
+def test_stop_awaiting_ends_the_wait_and_sets_the_state_it_is_given() -> None:
+    from fenix_core.contract import ContractError as _CE
+
+    ctx = FakeContext(
+        now=datetime(2026, 1, 1, tzinfo=UTC),
+        hosts=[HostView("h1", "compute", HostState.PENDING, 8, True, 0)],
+        instances=[InstanceView("i1", "p1", "h1", 1, InstanceState.PENDING)],
+        projects=[ProjectView("p1", True, None, None), ProjectView("p2", True, None, None)],
+    )
+    ctx.ask("MAINTENANCE", {"p1": ["i1"], "p2": []})
+    assert ctx.projects.awaiting_count("MAINTENANCE") == 2
+    ctx.stop_awaiting("p1", state="DEFAULT_MAINTENANCE")
+    ctx.stop_awaiting("p2")
+    assert ctx.projects.awaiting_count() == 0
+    assert ctx.projects.get("p1").state == "DEFAULT_MAINTENANCE"  # type: ignore[union-attr]
+    assert ctx.projects.get("p2").state == "MAINTENANCE"  # type: ignore[union-attr]
+    ctx.stop_awaiting("p1", state="X")  # awaits nothing: left as it is
+    assert ctx.projects.get("p1").state == "DEFAULT_MAINTENANCE"  # type: ignore[union-attr]
+    with pytest.raises(_CE, match="not a project"):
+        ctx.stop_awaiting("p9")

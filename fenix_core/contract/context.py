@@ -66,6 +66,12 @@ class SessionContext(Protocol):
         allowed_actions: Sequence[str] = (),
         metadata: Mapping[str, Any] | None = None,
     ) -> None: ...
+    def stop_awaiting(self, project_id: str, *, state: str | None = None) -> None:
+        """The project's answer is no longer awaited (its deadline passed, or
+        what it was asked about is gone); ``state`` (e.g. ``DEFAULT_<S>``: the
+        workflow acts for it) becomes its state, None keeps it. A project
+        that awaits nothing is left as it is."""
+
     def notify_host(self, host: str, state: str) -> None: ...
     def notify_project(self, project_id: str, state: str, instance_ids: Sequence[str]) -> None: ...
 

@@ -110,6 +110,9 @@ class WorkingSetPort(Protocol):
     ) -> None:
         """Set the project awaiting ``state`` and queue the question to it."""
 
+    def stop_awaiting(self, project_id: str, state: str | None) -> None:
+        """The project awaits nothing any more; ``state`` (unless None) is its state."""
+
     def notify_host(self, host: str, state: str) -> None: ...
     def notify_project(self, project_id: str, state: str, instance_ids: Sequence[str]) -> None:
         """Queue an informational notice to the project (nothing awaited)."""
@@ -338,6 +341,13 @@ class StepContext:
             self._instances_of(project_id, ids, f"ask {state}")
         for project_id, ids in instances.items():
             self._ws.ask_project(project_id, state, tuple(ids), tuple(allowed_actions), metadata)
+
+    def stop_awaiting(self, project_id: str, *, state: str | None = None) -> None:
+        project = self._ws.projects.get(project_id)
+        if project is None:
+            raise ContractError(f"project {project_id!r}", "not a project of this session")
+        if project.awaiting is not None:
+            self._ws.stop_awaiting(project_id, state)
 
     def notify_host(self, host: str, state: str) -> None:
         self._host(host, "notify_host")

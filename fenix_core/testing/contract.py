@@ -340,6 +340,16 @@ class FakeContext:
             self._projects[project_id] = attrs.evolve(project, state=state, awaiting=state)
             self.asked.append((project_id, {state: tuple(ids)}))
 
+    def stop_awaiting(self, project_id: str, *, state: str | None = None) -> None:
+        project = self._projects.get(project_id)
+        if project is None:
+            raise ContractError(f"project {project_id!r}", "not a project of this session")
+        if project.awaiting is None:
+            return
+        self._projects[project_id] = attrs.evolve(
+            project, awaiting=None, state=state if state is not None else project.state
+        )
+
     def notify_host(self, host: str, state: str) -> None:
         self._require_host(host, "notify_host")
         self.notified.append((host, state))
