@@ -9,6 +9,7 @@ as the workflow submits it; a violation raises ``AssertionError``."""
 
 from __future__ import annotations
 
+import heapq
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
@@ -34,12 +35,13 @@ from fenix_core.contract import (
 from fenix_core.states import FINAL_SESSION_STATES, HostState, InstanceState
 from fenix_core.testing.contract import FakeContext
 
-#: (project, state, instance ids) -> (reply state, instance actions)
-Answer = Callable[[str, str, tuple[str, ...]], tuple[str, Mapping[str, str]]]
+#: (project, state, instance ids) -> (reply state, instance actions), or None:
+#: the project stays silent
+Answer = Callable[[str, str, tuple[str, ...]], tuple[str, Mapping[str, str]] | None]
 BUSY = frozenset({HostState.DRAINING, HostState.DRAINED, HostState.IN_MAINTENANCE})
 
 
-def ack(project: str, state: str, ids: tuple[str, ...]) -> tuple[str, Mapping[str, str]]:
+def ack(project: str, state: str, ids: tuple[str, ...]) -> tuple[str, Mapping[str, str]] | None:
     return f"ACK_{state}", {}
 
 
@@ -50,10 +52,14 @@ class LoggingContext(FakeContext):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.log: list[tuple[str, str]] = []
+        # (project, state, allowed actions, metadata) of each question
+        self.questions: list[tuple[str, str, tuple[str, ...], Mapping[str, Any] | None]] = []
 
     def ask(self, state: str, instances: Mapping[str, Sequence[str]], **kwargs: Any) -> None:
         super().ask(state, instances, **kwargs)
         self.log += [(p, state) for p in instances]
+        allowed = tuple(kwargs.get("allowed_actions", ()))
+        self.questions += [(p, state, allowed, kwargs.get("metadata")) for p in instances]
 
     def notify_project(self, project_id: str, state: str, instance_ids: Sequence[str]) -> None:
         super().notify_project(project_id, state, instance_ids)
@@ -76,6 +82,7 @@ class Driver:
         refuse_first: frozenset[str] = frozenset(),
         scale_in: Mapping[str, Sequence[str]] | None = None,
         openings: Sequence[str] = (),
+        delays: Mapping[str, float] | None = None,
     ) -> None:
         self.ctx, self.wf, self.answer = ctx, workflow, answer
         self.refuse = refuse  # (instance, target) the cloud refuses (TargetRefused)
@@ -83,7 +90,11 @@ class Driver:
         self.refuse_first = set(refuse_first)  # instances whose first target is refused
         self.scale_in = dict(scale_in or {})  # project -> instances it deletes at SCALE_IN
         self.openings = deque(openings)  # closed hosts, opened in this order when idle
+        self.delays = dict(delays or {})  # project -> seconds its replies take
         self.events: deque[tuple[str, Any]] = deque()
+        # replies on their way: (arrival, order, (project, state, ids))
+        self.later: list[tuple[datetime, int, tuple[str, str, tuple[str, ...]]]] = []
+        self.late: list[tuple[str, str]] = []  # replies refused: no longer awaited
         self.seen_ops = 0
         self.seen_asks = 0
         # hosts whose DisableHost ended, or disabled before the session
@@ -102,14 +113,23 @@ class Driver:
         self.wf.start(self.ctx)
         self._step()
         while not self.final and self.steps < limit:
+            timer = min(self.ctx.timers.items(), key=lambda t: t[1][0], default=None)
             if self.events:
                 kind, payload = self.events.popleft()
                 if kind == "op":
                     self._end(*payload)
+                elif payload[0] in self.delays:
+                    arrival = self.ctx.now + timedelta(seconds=self.delays[payload[0]])
+                    heapq.heappush(self.later, (arrival, self.steps, payload))
+                    continue  # nothing happened yet
                 else:
                     self._reply(*payload)
-            elif self.ctx.timers:
-                name, (due, data) = min(self.ctx.timers.items(), key=lambda t: t[1][0])
+            elif self.later and (timer is None or self.later[0][0] <= timer[1][0]):
+                arrival, _, payload = heapq.heappop(self.later)
+                self.ctx.now = max(self.ctx.now, arrival)
+                self._reply(*payload)
+            elif timer is not None:
+                name, (due, data) = timer
                 del self.ctx.timers[name]
                 self.ctx.now = max(self.ctx.now, due)
                 self.wf.on_timer(self.ctx, TimerFired(name, due, data))
@@ -211,7 +231,15 @@ class Driver:
         self.wf.on_operation(ctx, OpResult(ref, op, status, detail, result))
 
     def _reply(self, project: str, state: str, ids: tuple[str, ...]) -> None:
-        reply_state, actions = self.answer(project, state, ids)
+        answer = self.answer(project, state, ids)
+        if answer is None:
+            return  # silent
+        view = self.ctx.projects.get(project)
+        if view is None or view.awaiting != state:
+            # The engine refuses it (the deadline passed, or it was not asked).
+            self.late.append((project, state))
+            return
+        reply_state, actions = answer
         self.ctx.answered(project, reply_state)
         self.wf.on_reply(self.ctx, ProjectReply(project, reply_state, actions, self.ctx.now))
 

@@ -7,12 +7,15 @@ passed in (a counter of the caller's ``ComponentState``)."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from datetime import timedelta
+from typing import Any
 
 from ...contract import (
     ProjectReply,
     ReplyOutcome,
     RunAction,
     SessionContext,
+    TimerFired,
     Workflow,
 )
 from ...model import ActionSpec, host_action_types
@@ -24,9 +27,19 @@ __all__ = [
     "WorkflowBase",
     "actions_of",
     "awaited_of",
+    "deadline_timer",
     "default_action",
     "host_action_types",
 ]
+
+#: Timers named ``reply_deadline:<project>``: one per project (a project
+#: awaits one answer at a time); asking it again moves its deadline.
+DEADLINE = "reply_deadline:"
+
+
+def deadline_timer(project_id: str) -> str:
+    return DEADLINE + project_id
+
 
 #: How instances may leave a host until the context carries the cloud
 #: driver's own list (today ``data["allowed_actions"]``).
@@ -72,26 +85,59 @@ class WorkflowBase(Workflow):
         instances: Mapping[str, Sequence[str]],
         *,
         allowed_actions: Sequence[str] = (),
+        metadata: Mapping[str, Any] | None = None,
     ) -> None:
-        """Send ``state`` to the managed projects among ``instances``' keys."""
+        """Send ``state`` to the managed projects among ``instances``' keys,
+        with the request's metadata unless ``metadata`` is given, and a
+        deadline ``request.reply_window(state)`` from now for each."""
         managed = {}
         for project_id, ids in sorted(instances.items()):
             project = ctx.projects.get(project_id)
             if project is not None and project.managed:
                 managed[project_id] = list(ids)
-        if managed:
-            ctx.ask(state, managed, allowed_actions=allowed_actions)
+        if not managed:
+            return
+        ctx.ask(
+            state,
+            managed,
+            allowed_actions=allowed_actions,
+            metadata=ctx.request.metadata if metadata is None else metadata,
+        )
+        due = ctx.now + timedelta(seconds=ctx.request.reply_window(state))
+        for project_id in managed:
+            ctx.set_timer(deadline_timer(project_id), due, state=state)
 
     def on_reply(self, ctx: SessionContext, reply: ProjectReply) -> ReplyOutcome:
+        ctx.cancel_timer(deadline_timer(reply.project_id))
         ack, awaited = awaited_of(reply.state)
         if ack:
             self.answered(ctx, reply.project_id, awaited, reply.instance_actions)
             return ReplyOutcome(accepted=True)
+        self.refused(ctx, reply.project_id, awaited, f"answered NACK_{awaited}")
         if ctx.request.reply_policy == "fail":
-            ctx.fail(f"project {reply.project_id} answered NACK_{awaited}")
             return ReplyOutcome(accepted=False, why="refused")
-        self.answered(ctx, reply.project_id, awaited, {})  # act by default
         return ReplyOutcome(accepted=False, why="refused: acting by default")
+
+    def on_timer(self, ctx: SessionContext, timer: TimerFired) -> None:
+        if timer.name.startswith(DEADLINE):
+            project_id = timer.name[len(DEADLINE) :]
+            awaited = timer.data.get("state")
+            project = ctx.projects.get(project_id)
+            if project is None or awaited is None or project.awaiting != awaited:
+                return  # answered meanwhile (or no longer asked)
+            self.refused(
+                ctx, project_id, awaited, f"did not answer {awaited} by {timer.due.isoformat()}"
+            )
+
+    def refused(self, ctx: SessionContext, project_id: str, awaited: str, why: str) -> None:
+        """A NACK or a missed deadline: fail, or act for the project by
+        default (``reply_policy``)."""
+        if ctx.request.reply_policy == "fail":
+            ctx.stop_awaiting(project_id)
+            ctx.fail(f"project {project_id} {why}")
+            return
+        ctx.stop_awaiting(project_id, state=f"DEFAULT_{awaited}")
+        self.answered(ctx, project_id, awaited, {})
 
     def answered(
         self,

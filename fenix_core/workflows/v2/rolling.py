@@ -172,6 +172,7 @@ class RollingWorkflow(WorkflowBase):
                 ctx.set_instance_state(inst.instance_id, InstanceState.ACTION_CHOSEN, action=action)
 
     def on_timer(self, ctx: SessionContext, timer: TimerFired) -> None:
+        super().on_timer(ctx, timer)
         st = ctx.state_of(RollingState)
         if timer.name == "start" and st.phase == "wait_start":
             st.phase = "pre"
