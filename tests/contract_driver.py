@@ -83,6 +83,7 @@ class Driver:
         scale_in: Mapping[str, Sequence[str]] | None = None,
         openings: Sequence[str] = (),
         delays: Mapping[str, float] | None = None,
+        resume_when_idle: bool = True,
     ) -> None:
         self.ctx, self.wf, self.answer = ctx, workflow, answer
         self.refuse = refuse  # (instance, target) the cloud refuses (TargetRefused)
@@ -95,6 +96,8 @@ class Driver:
         # replies on their way: (arrival, order, (project, state, ids))
         self.later: list[tuple[datetime, int, tuple[str, str, tuple[str, ...]]]] = []
         self.late: list[tuple[str, str]] = []  # replies refused: no longer awaited
+        self.resume_when_idle = resume_when_idle  # a paused session resumed when idle
+        self.resumed_at: list[datetime] = []
         self.seen_ops = 0
         self.seen_asks = 0
         # hosts whose DisableHost ended, or disabled before the session
@@ -133,6 +136,10 @@ class Driver:
                 del self.ctx.timers[name]
                 self.ctx.now = max(self.ctx.now, due)
                 self.wf.on_timer(self.ctx, TimerFired(name, due, data))
+            elif self.ctx.paused is not None and self.resume_when_idle:
+                self.ctx.now += timedelta(hours=1)  # the admin resumes
+                self.ctx.paused = None
+                self.resumed_at.append(self.ctx.now)
             elif self.openings:
                 self.ctx.now += timedelta(hours=1)  # a window opens
                 self.ctx.closed.pop(self.openings.popleft(), None)

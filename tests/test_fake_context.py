@@ -18,6 +18,7 @@ from fenix_core.contract import (
     ContractError,
     DisableHost,
     EnableHost,
+    HostAdmission,
     HostView,
     InstanceView,
     Move,
@@ -290,3 +291,26 @@ def test_stop_awaiting_ends_the_wait_and_sets_the_state_it_is_given() -> None:
     assert ctx.projects.get("p1").state == "DEFAULT_MAINTENANCE"  # type: ignore[union-attr]
     with pytest.raises(_CE, match="not a project"):
         ctx.stop_awaiting("p9")
+
+
+def test_paused_admits_no_host_and_refuses_a_new_move_as_the_engine_does() -> None:
+    from fenix_core.contract import ContractError as _CE
+
+    ctx = FakeContext(
+        now=datetime(2026, 1, 1, tzinfo=UTC),
+        hosts=[
+            HostView("h1", "compute", HostState.PENDING, 8, True, 0),
+            HostView("h2", "compute", HostState.PENDING, 8, True, 1),
+        ],
+        instances=[InstanceView("i1", "p1", "h1", 1, InstanceState.PENDING)],
+    )
+    assert ctx.admit("h1").admitted
+    ctx.paused = "by the admin"
+    assert ctx.admit("h1") == HostAdmission("h1", False, "paused: by the admin")
+    assert not ctx.admit("h2").admitted
+    with pytest.raises(_CE, match="paused"):
+        ctx.submit(Move("i1", InstanceAction.LIVE_MIGRATE))
+    assert ctx.instances.get("i1").state is InstanceState.PENDING  # type: ignore[union-attr]
+    ctx.submit(RunAction(ActionSpec("upgrade", "host"), "host:h1", "h1"))  # under way: goes on
+    ctx.paused = None
+    ctx.submit(Move("i1", InstanceAction.LIVE_MIGRATE))

@@ -9,7 +9,10 @@ host, a ``Move`` off a host) needs the host admitted by the pipeline first;
 ``Move`` puts the instance IN_ACTION itself (from PENDING, ACTION_REQUESTED
 or ACTION_CHOSEN; any other state is refused by name); unknown hosts and
 instances are refused. ``closed`` hosts stand for the pipeline saying
-"wait" (a window, pacing, a gate): ``admit`` answers not admitted."""
+"wait" (a window, pacing, a gate): ``admit`` answers not admitted.
+``paused`` (a reason, or None) stands for the admin's pause, with the
+engine's rule: ``admit`` answers not admitted for every host (work already
+under way on a host goes on), and a new ``Move`` or ``Watch`` is refused."""
 
 from __future__ import annotations
 
@@ -190,6 +193,7 @@ class FakeContext:
             self._require_host(inst.host, f"instance {inst.instance_id}")
         self._projects = {p.project_id: p for p in projects}
         self.closed = dict(closed or {})
+        self.paused: str | None = None
         self.rules = tuple(rules)
         self._session = SessionInfo(session_id, workflow, SessionState.MAINTENANCE, None, 0)
         self.admitted: set[str] = set()
@@ -279,6 +283,8 @@ class FakeContext:
 
     def admit(self, host: str) -> HostAdmission:
         self._require_host(host, "admit")
+        if self.paused is not None:
+            return HostAdmission(host, False, f"paused: {self.paused}")
         if host in self.closed:
             return HostAdmission(host, False, self.closed[host])
         self.admitted.add(host)
@@ -371,6 +377,12 @@ class FakeContext:
             if isinstance(op, Move) and op.target is not None:
                 self._require_host(op.target, "Move target")
             self._require_admitted(inst.host, op)
+            if self.paused is not None:
+                raise ContractError(
+                    f"instance {op.instance_id!r}",
+                    f"{type(op).__name__} while the session is paused (admit says so): "
+                    "no new move starts until it resumes",
+                )
             if inst.state not in MOVABLE:
                 raise ContractError(
                     f"instance {op.instance_id!r}",

@@ -533,7 +533,10 @@ class RollingWorkflow(WorkflowBase):
 
     def _pump_moves(self, ctx: SessionContext, st: RollingState, host: HostView) -> None:
         """Start what can start: every OWN_ACTION watch, and the next migration
-        (one at a time off a host, as Nova's default allows)."""
+        (one at a time off a host, as Nova's default allows). Nothing new
+        starts while the pipeline says wait (a pause): moves in flight end."""
+        if not ctx.admit(host.name).admitted:
+            return
         chosen = [i for i in ctx.instances.on(host.name) if i.state == InstanceState.ACTION_CHOSEN]
         for inst in chosen:
             if inst.action == InstanceAction.OWN_ACTION:
