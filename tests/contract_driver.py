@@ -32,7 +32,7 @@ from fenix_core.contract import (
     Watch,
     Workflow,
 )
-from fenix_core.states import FINAL_SESSION_STATES, HostState, InstanceState
+from fenix_core.states import FINAL_SESSION_STATES, HostState, InstanceState, SessionState
 from fenix_core.testing.contract import FakeContext
 
 #: (project, state, instance ids) -> (reply state, instance actions), or None:
@@ -84,6 +84,7 @@ class Driver:
         openings: Sequence[str] = (),
         delays: Mapping[str, float] | None = None,
         resume_when_idle: bool = True,
+        fail_ops: Mapping[tuple[str, str], int] | None = None,
     ) -> None:
         self.ctx, self.wf, self.answer = ctx, workflow, answer
         self.refuse = refuse  # (instance, target) the cloud refuses (TargetRefused)
@@ -98,6 +99,8 @@ class Driver:
         self.late: list[tuple[str, str]] = []  # replies refused: no longer awaited
         self.resume_when_idle = resume_when_idle  # a paused session resumed when idle
         self.resumed_at: list[datetime] = []
+        # (operation class name, host) -> how many times it fails before it works
+        self.fail_ops = dict(fail_ops or {})
         self.seen_ops = 0
         self.seen_asks = 0
         # hosts whose DisableHost ended, or disabled before the session
@@ -115,6 +118,27 @@ class Driver:
     def run(self, limit: int = 20_000) -> None:
         self.wf.start(self.ctx)
         self._step()
+        self._loop(limit)
+
+    def retry(self, limit: int = 20_000) -> None:
+        """The admin retries the failed session: the engine puts it back in
+        MAINTENANCE and calls ``on_retry``."""
+        assert self.ctx.session.state == SessionState.MAINTENANCE_FAILED
+        self.ctx.transition(SessionState.MAINTENANCE)
+        self.wf.on_retry(self.ctx)
+        self._step()
+        self._loop(limit)
+
+    def finish(self) -> None:
+        """Let what is under way end after the session ended (operations end,
+        the workflow is told; nothing new is decided)."""
+        while self.events:
+            kind, payload = self.events.popleft()
+            if kind == "op":
+                self._end(*payload)
+                self._step()
+
+    def _loop(self, limit: int) -> None:
         while not self.final and self.steps < limit:
             timer = min(self.ctx.timers.items(), key=lambda t: t[1][0], default=None)
             if self.events:
@@ -146,6 +170,7 @@ class Driver:
             else:
                 return  # nothing more will happen
             self._step()
+        self.finish()
 
     def _step(self) -> None:
         self.steps += 1
@@ -203,11 +228,17 @@ class Driver:
     def _end(self, ref: OpRef, op: Operation) -> None:
         ctx = self.ctx
         status, detail, result = OpStatus.DONE, None, {}
+        host = getattr(op, "host", None)
+        if self.fail_ops.get((type(op).__name__, host or ""), 0) > 0:
+            self.fail_ops[(type(op).__name__, host or "")] -= 1
+            self.wf.on_operation(ctx, OpResult(ref, op, OpStatus.FAILED, "it broke", {}))
+            return
         if isinstance(op, DisableHost):
             ctx.host_enabled(op.host, False)
             self.disabled.add(op.host)
         elif isinstance(op, EnableHost):
             ctx.host_enabled(op.host, True)
+            self.disabled.discard(op.host)
         elif isinstance(op, Move | Watch):
             refused = op.refused if isinstance(op, Move) else frozenset()
             target = op.target if isinstance(op, Move) else None

@@ -20,6 +20,7 @@ from ...contract import (
 )
 from ...model import ActionSpec, host_action_types
 from ...states import InstanceAction, InstanceState
+from .components.dialogue import DEADLINE, deadline_timer
 
 __all__ = [
     "ALLOWED_ACTIONS",
@@ -31,14 +32,6 @@ __all__ = [
     "default_action",
     "host_action_types",
 ]
-
-#: Timers named ``reply_deadline:<project>``: one per project (a project
-#: awaits one answer at a time); asking it again moves its deadline.
-DEADLINE = "reply_deadline:"
-
-
-def deadline_timer(project_id: str) -> str:
-    return DEADLINE + project_id
 
 
 #: How instances may leave a host until the context carries the cloud

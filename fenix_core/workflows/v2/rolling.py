@@ -48,6 +48,8 @@ from ...contract import (
     Move,
     OpResult,
     OpStatus,
+    ProjectReply,
+    ReplyOutcome,
     RunAction,
     SessionContext,
     TimerFired,
@@ -62,6 +64,7 @@ from ...states import (
     SessionState,
 )
 from .base import IN_SCOPE, WorkflowBase, actions_of, default_action, host_action_types
+from .components.ending import NOT_ENABLED_AGAIN, wind_down
 
 __all__ = ["MAX_SCALE_IN_ROUNDS", "SCHEDULER", "RollingState", "RollingWorkflow"]
 
@@ -114,6 +117,8 @@ class RollingState(ComponentState):
     scale_in_load: int = 0
     scale_in_freed: int = 0
     listed: bool = False  # hosts listed again since the last decision that found no room
+    ended: bool = False  # the session ended without completing and was wound down
+    host_down: str | None = None  # the host that did not come back up: left disabled
 
 
 class RollingWorkflow(WorkflowBase):
@@ -138,6 +143,23 @@ class RollingWorkflow(WorkflowBase):
         st.phase = "confirm"
         self.ask_projects(ctx, "MAINTENANCE", affected)
 
+    def on_retry(self, ctx: SessionContext) -> None:
+        """The admin retried the failed session (the engine put it back in
+        MAINTENANCE): failed hosts and instances are pending again, the
+        workflow forgets where it was (``pre``/``post`` actions that ran are
+        not run again; a host it disabled is still known) and starts over."""
+        st = ctx.state_of(RollingState)
+        for host in list(ctx.hosts.in_state(HostState.FAILED)):
+            ctx.set_host_state(host.name, HostState.PENDING)
+        for inst in list(ctx.instances.in_state(InstanceState.FAILED)):
+            ctx.set_instance_state(inst.instance_id, InstanceState.PENDING)
+        kept = {"pre_done", "post_done", "action_running", "we_disabled", "host_op"}
+        fresh = RollingState()
+        for field in attrs.fields(RollingState):
+            if field.name not in kept:
+                setattr(st, field.name, getattr(fresh, field.name))
+        self.start(ctx)
+
     def advance(self, ctx: SessionContext) -> None:
         handlers: dict[SessionState, Callable[[SessionContext, RollingState], bool]] = {
             SessionState.MAINTENANCE: self._maintenance,
@@ -150,7 +172,13 @@ class RollingWorkflow(WorkflowBase):
         st = ctx.state_of(RollingState)
         while ctx.session.state not in _FINAL:
             if not handlers[ctx.session.state](ctx, st):
-                return
+                break
+        self._after(ctx, st)
+
+    def on_reply(self, ctx: SessionContext, reply: ProjectReply) -> ReplyOutcome:
+        outcome = super().on_reply(ctx, reply)
+        self._after(ctx, ctx.state_of(RollingState))
+        return outcome
 
     def answered(
         self,
@@ -178,9 +206,17 @@ class RollingWorkflow(WorkflowBase):
             st.phase = "pre"
         elif timer.name == f"retry_move:{st.moving}":
             st.retry_wait = False
+        self._after(ctx, st)
 
     def on_operation(self, ctx: SessionContext, result: OpResult) -> None:
         st = ctx.state_of(RollingState)
+        if ctx.session.state in _FINAL:
+            self._ended_later(ctx, st, result)
+        else:
+            self._operation_ended(ctx, st, result)
+        self._after(ctx, st)
+
+    def _operation_ended(self, ctx: SessionContext, st: RollingState, result: OpResult) -> None:
         op, ok = result.op, result.status == OpStatus.DONE
         if isinstance(op, Move | Watch):
             self._move_ended(ctx, st, op, result)
@@ -204,6 +240,12 @@ class RollingWorkflow(WorkflowBase):
             st.host_op = False
             host = op.host
             assert host is not None
+            if not ok and isinstance(op, HostUp):
+                why = f"host {host} did not come back after maintenance: {result.detail}"
+                st.host_down = host
+                ctx.set_host_state(host, HostState.FAILED, reason=why + "; left disabled")
+                ctx.fail(why)
+                return
             if not ok:
                 what = (
                     f"{op.spec.type} action {op.spec.plugin!r} failed on {host}"
@@ -226,6 +268,49 @@ class RollingWorkflow(WorkflowBase):
                 return
             st.scale_in_freed = st.scale_in_load - self._load(ctx)
             st.phase = "decide"
+
+    # ------------------------------------------------------------------ ending
+
+    def _ended_later(self, ctx: SessionContext, st: RollingState, result: OpResult) -> None:
+        """An operation under way when the session ended has ended: keep the
+        records right (where an instance is, which host is disabled), decide
+        nothing."""
+        op, ok = result.op, result.status == OpStatus.DONE
+        if isinstance(op, Move | Watch):
+            self._move_ended(ctx, st, op, result)
+        elif isinstance(op, RunAction) and op.host is None:
+            st.action_running = False
+        elif isinstance(op, DisableHost | EnableHost | HostUp | RunAction):
+            st.host_op = False
+            if ok and isinstance(op, DisableHost):
+                st.we_disabled = op.host
+            elif ok and isinstance(op, EnableHost):
+                st.we_disabled = None
+        if isinstance(op, DisableHost) and st.phase == "disabling":
+            st.phase = ""
+
+    def _after(self, ctx: SessionContext, st: RollingState) -> None:
+        """Once the session failed or was cancelled: wind down (once), then
+        enable again the host this session disabled, as soon as nothing runs
+        on it, unless it did not come back up or was skipped or retired."""
+        if ctx.session.state not in _FINAL or ctx.session.state == SessionState.MAINTENANCE_DONE:
+            return
+        if not st.ended:
+            st.ended = True
+            wind_down(ctx, ctx.session.reason or ctx.session.state.value)
+            ctx.cancel_timer("start")
+            if st.moving is not None:
+                ctx.cancel_timer(f"retry_move:{st.moving}")
+            st.retry_wait = False
+        host = st.we_disabled
+        if host is None or st.host_op or st.phase == "disabling" or host == st.host_down:
+            return
+        view = ctx.hosts.get(host)
+        if view is None or view.state in NOT_ENABLED_AGAIN or view.enabled:
+            st.we_disabled = None
+            return
+        ctx.submit(EnableHost(host))
+        st.host_op = True
 
     # ------------------------------------------------------------------ states
 
@@ -625,6 +710,10 @@ class RollingWorkflow(WorkflowBase):
                 self._move_failed(ctx, st, op, inst, result)
                 return
             st.moving, st.move_attempts, st.refused = None, 0, ()
+        if result.status != OpStatus.DONE and ctx.session.state in _FINAL:
+            if inst.state == InstanceState.IN_ACTION:  # still where it was
+                ctx.set_instance_state(op.instance_id, InstanceState.PENDING)
+            return
         if result.status != OpStatus.DONE:  # the manager's own action failed
             ctx.set_instance_state(op.instance_id, InstanceState.FAILED)
             ctx.fail(
@@ -662,9 +751,10 @@ class RollingWorkflow(WorkflowBase):
         if result.result.get("refused"):
             # The cloud refused the target: never asked for again in this move.
             st.refused = tuple(sorted({*st.refused, op.target or SCHEDULER}))
-        ctx.set_instance_state(op.instance_id, InstanceState.ACTION_CHOSEN)
         if ctx.session.state in _FINAL:
+            ctx.set_instance_state(op.instance_id, InstanceState.PENDING)
             return
+        ctx.set_instance_state(op.instance_id, InstanceState.ACTION_CHOSEN)
         st.move_attempts += 1
         if st.move_attempts <= ctx.request.max_migration_retries:
             backoff = jittered_backoff(
