@@ -85,6 +85,8 @@ class Driver:
         delays: Mapping[str, float] | None = None,
         resume_when_idle: bool = True,
         fail_ops: Mapping[tuple[str, str], int] | None = None,
+        stuck: Mapping[tuple[str, str], int] | None = None,
+        admin_skips: Mapping[str, HostState] | None = None,
     ) -> None:
         self.ctx, self.wf, self.answer = ctx, workflow, answer
         self.refuse = refuse  # (instance, target) the cloud refuses (TargetRefused)
@@ -101,6 +103,10 @@ class Driver:
         self.resumed_at: list[datetime] = []
         # (operation class name, host) -> how many times it fails before it works
         self.fail_ops = dict(fail_ops or {})
+        # (operation class name, host or instance) -> times it passes its deadline
+        self.stuck = dict(stuck or {})
+        # host -> the state in which the admin skips it (before the next step)
+        self.admin_skips = dict(admin_skips or {})
         self.seen_ops = 0
         self.seen_asks = 0
         # hosts whose DisableHost ended, or disabled before the session
@@ -174,6 +180,12 @@ class Driver:
 
     def _step(self) -> None:
         self.steps += 1
+        for host, when in list(self.admin_skips.items()):
+            view = self.ctx.hosts.get(host)
+            if view is not None and view.state == when:
+                # the admin skips it: the engine marks it, then steps
+                del self.admin_skips[host]
+                self.ctx.skip_host(host, "by the admin")
         self.wf.advance(self.ctx)
         for kind, comp in list(self.ctx.components.items()):  # as the store persists it
             self.ctx.components[kind] = kind.from_json(comp.to_json(), kind.schema_version)
@@ -229,6 +241,12 @@ class Driver:
         ctx = self.ctx
         status, detail, result = OpStatus.DONE, None, {}
         host = getattr(op, "host", None)
+        subject = (type(op).__name__, host or getattr(op, "instance_id", ""))
+        if self.stuck.get(subject, 0) > 0:
+            self.stuck[subject] -= 1
+            detail = "not finished by its deadline"
+            self.wf.on_operation(ctx, OpResult(ref, op, OpStatus.FAILED, detail, {}, True))
+            return
         if self.fail_ops.get((type(op).__name__, host or ""), 0) > 0:
             self.fail_ops[(type(op).__name__, host or "")] -= 1
             self.wf.on_operation(ctx, OpResult(ref, op, OpStatus.FAILED, "it broke", {}))

@@ -297,7 +297,12 @@ class FakeContext:
         self.done.add(host)
 
     def skip_host(self, host: str, why: str) -> None:
-        self._require_host(host, "skip_host")
+        view = self._require_host(host, "skip_host")
+        if view.state is HostState.SKIPPED:
+            return
+        if HostState.SKIPPED not in HOST_TRANSITIONS[view.state]:
+            raise ContractError(f"host {host!r}", f"cannot go from {view.state} to SKIPPED")
+        self._hosts[host] = attrs.evolve(view, state=HostState.SKIPPED, reason=f"skipped: {why}")
         self.skipped[host] = why
 
     def set_host_state(self, host: str, state: HostState, *, reason: str | None = None) -> None:

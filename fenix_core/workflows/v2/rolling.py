@@ -58,6 +58,7 @@ from ...contract import (
 from ...controls import jittered_backoff
 from ...states import (
     FINAL_SESSION_STATES,
+    HOST_TRANSITIONS,
     HostState,
     InstanceAction,
     InstanceState,
@@ -65,6 +66,7 @@ from ...states import (
 )
 from .base import IN_SCOPE, WorkflowBase, actions_of, default_action, host_action_types
 from .components.ending import NOT_ENABLED_AGAIN, wind_down
+from .components.escalation import stuck_work
 
 __all__ = ["MAX_SCALE_IN_ROUNDS", "SCHEDULER", "RollingState", "RollingWorkflow"]
 
@@ -79,6 +81,8 @@ FINISHED = frozenset(
     {HostState.MAINTAINED, HostState.DECOMMISSIONED, HostState.REMOVED, HostState.SKIPPED}
 )
 _DRAIN_STATES = (SessionState.PREPARE_MAINTENANCE, SessionState.PLANNED_MAINTENANCE)
+#: A host whose work ended without being done: skipped, or gone from the cloud.
+_LEFT = frozenset({HostState.SKIPPED, HostState.REMOVED})
 _FINAL = FINAL_SESSION_STATES
 _NOT_MOVING = frozenset(
     {InstanceState.PENDING, InstanceState.ACTION_REQUESTED, InstanceState.ACTION_CHOSEN}
@@ -218,6 +222,15 @@ class RollingWorkflow(WorkflowBase):
 
     def _operation_ended(self, ctx: SessionContext, st: RollingState, result: OpResult) -> None:
         op, ok = result.op, result.status == OpStatus.DONE
+        if not ok and self._escalated(ctx, st, result):
+            return
+        if isinstance(op, DisableHost | EnableHost | HostUp | RunAction) and op.host is not None:
+            view = ctx.hosts.get(op.host)
+            if view is None or view.state in _LEFT:
+                # Its host was skipped or left the cloud: its work is over.
+                if op.host == st.current_host:
+                    st.host_op = False
+                return
         if isinstance(op, Move | Watch):
             self._move_ended(ctx, st, op, result)
         elif isinstance(op, RunAction) and op.host is None:
@@ -268,6 +281,52 @@ class RollingWorkflow(WorkflowBase):
                 return
             st.scale_in_freed = st.scale_in_load - self._load(ctx)
             st.phase = "decide"
+
+    # ------------------------------------------------------------------ stuck, skipped
+
+    def _escalated(self, ctx: SessionContext, st: RollingState, result: OpResult) -> bool:
+        """Apply ``controls.escalation`` to work that passed its deadline;
+        True if that settled it (failed the session, or skipped the host)."""
+        stuck = stuck_work(ctx, result)
+        if stuck is None:
+            return False
+        op = result.op
+        if isinstance(op, RunAction) and op.host is None:
+            st.action_running = False
+        elif not isinstance(op, Move | Watch) and getattr(op, "host", None) == st.current_host:
+            st.host_op = False
+        if stuck.policy == "fail":
+            if isinstance(op, Move | Watch):
+                ctx.set_instance_state(op.instance_id, InstanceState.PENDING)  # still there
+            ctx.fail(stuck.why)
+            return True
+        view = ctx.hosts.get(stuck.host) if stuck.host is not None else None
+        if view is None or HostState.SKIPPED not in HOST_TRANSITIONS[view.state]:
+            return False  # no host to skip: the workflow's own handling
+        if isinstance(op, Move | Watch):
+            # Not followed any more: where it ends up is not known.
+            ctx.set_instance_state(op.instance_id, InstanceState.FAILED)
+        ctx.skip_host(view.name, stuck.why)
+        self._host_skipped(ctx, st, view.name)
+        return True
+
+    def _host_skipped(self, ctx: SessionContext, st: RollingState, host: str) -> None:
+        """``host`` was skipped (escalation, or the admin): it is left as it
+        is (disabled if it is), its instances wait no more, the session goes
+        on with the next host."""
+        for inst in list(ctx.instances.on(host)):
+            if inst.state in (InstanceState.ACTION_REQUESTED, InstanceState.ACTION_CHOSEN):
+                ctx.set_instance_state(inst.instance_id, InstanceState.PENDING)
+            ctx.cancel_timer(f"retry_move:{inst.instance_id}")
+        moving = ctx.instances.get(st.moving) if st.moving is not None else None
+        if moving is not None and moving.host == host:
+            st.moving, st.move_attempts, st.refused, st.retry_wait = None, 0, (), False
+        if st.drain_host == host:
+            st.drain_host, st.phase = None, ""
+        if st.current_host == host:
+            st.current_host, st.stage, st.host_op = None, 0, False
+        if st.we_disabled == host:
+            st.we_disabled = None  # never enabled again by this session
 
     # ------------------------------------------------------------------ ending
 
@@ -348,10 +407,11 @@ class RollingWorkflow(WorkflowBase):
 
     def _drain(self, ctx: SessionContext, st: RollingState) -> bool:
         host_name = st.drain_host
-        assert host_name is not None
+        if host_name is None:  # it was skipped or left the cloud
+            return self._decide(ctx, st)
         host = ctx.hosts.get(host_name)
-        if host is None or host.state in (HostState.SKIPPED, HostState.REMOVED):
-            st.drain_host = None
+        if host is None or host.state in _LEFT:
+            self._host_skipped(ctx, st, host_name)
             return self._decide(ctx, st)
         if st.phase == "disable":
             # Cordon first: nothing new lands on a host while it is emptied.
@@ -385,8 +445,8 @@ class RollingWorkflow(WorkflowBase):
                 return False
             st.current_host, st.stage, st.host_op = host.name, 0, False
         view = ctx.hosts.get(st.current_host)
-        if view is None or view.state in (HostState.SKIPPED, HostState.REMOVED):
-            st.current_host = None
+        if view is None or view.state in _LEFT:
+            self._host_skipped(ctx, st, st.current_host)
             return True
         if self._run_host(ctx, st, view):
             st.current_host = None
@@ -704,6 +764,14 @@ class RollingWorkflow(WorkflowBase):
     ) -> None:
         inst = ctx.instances.get(op.instance_id)
         if inst is None:
+            return
+        origin = ctx.hosts.get(inst.host)
+        if result.status != OpStatus.DONE and (origin is None or origin.state in _LEFT):
+            # Its host was skipped (or left the cloud) meanwhile: not followed.
+            if op.instance_id == st.moving:
+                st.moving, st.move_attempts, st.refused, st.retry_wait = None, 0, (), False
+            if inst.state == InstanceState.IN_ACTION:
+                ctx.set_instance_state(op.instance_id, InstanceState.FAILED)
             return
         if op.instance_id == st.moving and isinstance(op, Move):
             if result.status != OpStatus.DONE:
