@@ -56,6 +56,7 @@ from ...contract import (
     Watch,
 )
 from ...controls import jittered_backoff
+from ...model import SessionRequest
 from ...states import (
     FINAL_SESSION_STATES,
     HOST_TRANSITIONS,
@@ -130,6 +131,7 @@ class RollingWorkflow(WorkflowBase):
 
     name: ClassVar[str] = "rolling"
     state: ClassVar[type[ComponentState] | None] = RollingState
+    _retiring_memo: tuple[SessionRequest, frozenset[str]] | None = None
 
     # ------------------------------------------------------------------ hooks
 
@@ -597,6 +599,8 @@ class RollingWorkflow(WorkflowBase):
         if host.type == "compute":
             stages.append("disable")
         stages += [f"action:{k}" for k in range(n_actions)]
+        if host.name in self._retiring(ctx):
+            return [*stages, "decommission"]  # not coming back: not waited for, not enabled
         stages += ["host_up", "enable", "notify_complete"]
         return stages
 
@@ -641,6 +645,13 @@ class RollingWorkflow(WorkflowBase):
                     ctx.submit(EnableHost(host.name))
                     st.host_op = True
                     return False
+            elif step == "decommission":
+                ctx.set_host_state(
+                    host.name, HostState.DECOMMISSIONED, reason="decommissioned: left disabled"
+                )
+                ctx.host_done(host.name)  # finished work: pacing, settle, progress
+                if st.we_disabled == host.name:
+                    st.we_disabled = None  # never enabled again, also not on failure
             elif step == "notify_complete":
                 ctx.set_host_state(host.name, HostState.MAINTAINED)
                 ctx.host_done(host.name)
@@ -674,7 +685,15 @@ class RollingWorkflow(WorkflowBase):
                     action=default_action(inst.live_migratable),
                 )
         if fresh:
-            self.ask_projects(ctx, ctx.session.state.value, fresh)
+            # A retired host does not come back: managers may want to re-create
+            # rather than wait (docs/lifecycle.md).
+            retires = host.name in self._retiring(ctx)
+            self.ask_projects(
+                ctx,
+                ctx.session.state.value,
+                fresh,
+                metadata={**ctx.request.metadata, "host_returns": False} if retires else None,
+            )
 
     def _pump_moves(self, ctx: SessionContext, st: RollingState, host: HostView) -> None:
         """Start what can start: every OWN_ACTION watch, and the next migration
@@ -750,7 +769,9 @@ class RollingWorkflow(WorkflowBase):
         """The first target where the instance can stay, else the first one
         (``taken``: room already promised to earlier instances of a plan)."""
         first: str | None = None
-        for name in ctx.capacity.targets(inst.instance_id, exclude=refused):
+        retiring = self._retiring(ctx)
+        exclude = {*refused, *retiring} if retiring else refused
+        for name in ctx.capacity.targets(inst.instance_id, exclude=exclude):
             if taken and ctx.capacity.free(name) - taken.get(name, 0) < inst.vcpus:
                 continue
             view = ctx.hosts.get(name)
@@ -842,6 +863,14 @@ class RollingWorkflow(WorkflowBase):
         )
 
     # ------------------------------------------------------------------ reading the views
+
+    def _retiring(self, ctx: SessionContext) -> frozenset[str]:
+        """The hosts this session decommissions (never targets). Remembered
+        per request: a decommission names every host it retires."""
+        memo = self._retiring_memo
+        if memo is None or memo[0] is not ctx.request:
+            memo = self._retiring_memo = (ctx.request, type(self).retiring(ctx.request))
+        return memo[1]
 
     def _run_session_actions(self, ctx: SessionContext, st: RollingState, kind: str) -> bool:
         specs = actions_of(ctx.request.actions, kind)
