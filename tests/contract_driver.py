@@ -21,6 +21,7 @@ from fenix_core.contract import (
     HostUp,
     Inventory,
     ListHosts,
+    Locate,
     Move,
     Operation,
     OpRef,
@@ -87,6 +88,10 @@ class Driver:
         fail_ops: Mapping[tuple[str, str], int] | None = None,
         stuck: Mapping[tuple[str, str], int] | None = None,
         admin_skips: Mapping[str, HostState] | None = None,
+        when: Sequence[
+            tuple[Callable[[LoggingContext], bool], Callable[[LoggingContext], None]]
+        ] = (),
+        where: Mapping[str, str | None] | None = None,
     ) -> None:
         self.ctx, self.wf, self.answer = ctx, workflow, answer
         self.refuse = refuse  # (instance, target) the cloud refuses (TargetRefused)
@@ -107,6 +112,10 @@ class Driver:
         self.stuck = dict(stuck or {})
         # host -> the state in which the admin skips it (before the next step)
         self.admin_skips = dict(admin_skips or {})
+        # (condition, what happens): once, before the first step the condition holds
+        self.when = list(when)
+        # instance -> where the cloud reports it once its host is gone (None: lost)
+        self.where = dict(where or {})
         self.seen_ops = 0
         self.seen_asks = 0
         # hosts whose DisableHost ended, or disabled before the session
@@ -180,6 +189,11 @@ class Driver:
 
     def _step(self) -> None:
         self.steps += 1
+        for entry in list(self.when):
+            condition, happen = entry
+            if condition(self.ctx):
+                self.when.remove(entry)
+                happen(self.ctx)
         for host, when in list(self.admin_skips.items()):
             view = self.ctx.hosts.get(host)
             if view is not None and view.state == when:
@@ -250,6 +264,23 @@ class Driver:
         if self.fail_ops.get((type(op).__name__, host or ""), 0) > 0:
             self.fail_ops[(type(op).__name__, host or "")] -= 1
             self.wf.on_operation(ctx, OpResult(ref, op, OpStatus.FAILED, "it broke", {}))
+            return
+        gone_from = (
+            ctx.instances.get(op.instance_id).host  # type: ignore[union-attr]
+            if isinstance(op, Move | Watch)
+            else host
+        )
+        gone = ctx.hosts.get(gone_from) if gone_from else None
+        if gone is not None and gone.state == HostState.REMOVED:
+            self.wf.on_operation(ctx, OpResult(ref, op, OpStatus.FAILED, "host gone", {}))
+            return
+        if isinstance(op, Locate):
+            found = {}
+            for instance_id in op.instance_ids:
+                found[instance_id] = self.where.get(instance_id)
+                if found[instance_id] is not None:
+                    ctx.placed(instance_id, str(found[instance_id]))
+            self.wf.on_operation(ctx, OpResult(ref, op, status, None, {"where": found}))
             return
         if isinstance(op, DisableHost):
             ctx.host_enabled(op.host, False)

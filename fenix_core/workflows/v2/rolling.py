@@ -45,6 +45,7 @@ from ...contract import (
     InstanceView,
     Inventory,
     ListHosts,
+    Locate,
     Move,
     OpResult,
     OpStatus,
@@ -68,6 +69,7 @@ from ...states import (
 from .base import IN_SCOPE, WorkflowBase, actions_of, default_action, host_action_types
 from .components.ending import NOT_ENABLED_AGAIN, wind_down
 from .components.escalation import stuck_work
+from .components.lifecycle import apply_located, lost_instances, stop_asking_about_nothing
 
 __all__ = ["MAX_SCALE_IN_ROUNDS", "SCHEDULER", "RollingState", "RollingWorkflow"]
 
@@ -123,6 +125,7 @@ class RollingState(ComponentState):
     scale_in_freed: int = 0
     listed: bool = False  # hosts listed again since the last decision that found no room
     ended: bool = False  # the session ended without completing and was wound down
+    locating: bool = False  # a Locate of a removed host's instances runs (or waits)
     host_down: str | None = None  # the host that did not come back up: left disabled
 
 
@@ -176,6 +179,11 @@ class RollingWorkflow(WorkflowBase):
             SessionState.MAINTENANCE_COMPLETE: self._complete,
         }
         st = ctx.state_of(RollingState)
+        if ctx.session.state not in _FINAL and not st.locating:
+            lost = lost_instances(ctx)
+            if lost:  # a host left the cloud: where are its instances now?
+                ctx.submit(Locate(lost))
+                st.locating = True
         while ctx.session.state not in _FINAL:
             if not handlers[ctx.session.state](ctx, st):
                 break
@@ -212,6 +220,8 @@ class RollingWorkflow(WorkflowBase):
             st.phase = "pre"
         elif timer.name == f"retry_move:{st.moving}":
             st.retry_wait = False
+        elif timer.name == "locate":
+            st.locating = False
         self._after(ctx, st)
 
     def on_operation(self, ctx: SessionContext, result: OpResult) -> None:
@@ -277,6 +287,12 @@ class RollingWorkflow(WorkflowBase):
         elif isinstance(op, ListHosts):
             st.listed = True
             st.phase = "decide"
+        elif isinstance(op, Locate):
+            if ok:
+                st.locating = False
+                apply_located(ctx, op.instance_ids, STAYS)
+            else:  # ask again in a minute; nothing works on a removed host meanwhile
+                ctx.set_timer("locate", ctx.now + timedelta(seconds=60))
         elif isinstance(op, Inventory):
             if not ok:
                 ctx.fail(f"listing instances failed: {result.detail}")
@@ -329,6 +345,7 @@ class RollingWorkflow(WorkflowBase):
             st.current_host, st.stage, st.host_op = None, 0, False
         if st.we_disabled == host:
             st.we_disabled = None  # never enabled again by this session
+        stop_asking_about_nothing(ctx)
 
     # ------------------------------------------------------------------ ending
 
@@ -360,6 +377,7 @@ class RollingWorkflow(WorkflowBase):
             st.ended = True
             wind_down(ctx, ctx.session.reason or ctx.session.state.value)
             ctx.cancel_timer("start")
+            ctx.cancel_timer("locate")
             if st.moving is not None:
                 ctx.cancel_timer(f"retry_move:{st.moving}")
             st.retry_wait = False
@@ -788,11 +806,16 @@ class RollingWorkflow(WorkflowBase):
             return
         origin = ctx.hosts.get(inst.host)
         if result.status != OpStatus.DONE and (origin is None or origin.state in _LEFT):
-            # Its host was skipped (or left the cloud) meanwhile: not followed.
+            # Its host was skipped (or left the cloud) meanwhile: not a failure.
             if op.instance_id == st.moving:
                 st.moving, st.move_attempts, st.refused, st.retry_wait = None, 0, (), False
             if inst.state == InstanceState.IN_ACTION:
-                ctx.set_instance_state(op.instance_id, InstanceState.FAILED)
+                # Skipped: not followed any more. Gone: looked up with the
+                # rest of its host's instances.
+                left = origin is not None and origin.state == HostState.SKIPPED
+                ctx.set_instance_state(
+                    op.instance_id, InstanceState.FAILED if left else InstanceState.PENDING
+                )
             return
         if op.instance_id == st.moving and isinstance(op, Move):
             if result.status != OpStatus.DONE:
