@@ -15,6 +15,8 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+import attrs
+
 from fenix_core.contract import (
     DisableHost,
     EnableHost,
@@ -92,6 +94,7 @@ class Driver:
             tuple[Callable[[LoggingContext], bool], Callable[[LoggingContext], None]]
         ] = (),
         where: Mapping[str, str | None] | None = None,
+        appearing: Mapping[str, tuple[int, bool]] | None = None,
     ) -> None:
         self.ctx, self.wf, self.answer = ctx, workflow, answer
         self.refuse = refuse  # (instance, target) the cloud refuses (TargetRefused)
@@ -116,6 +119,8 @@ class Driver:
         self.when = list(when)
         # instance -> where the cloud reports it once its host is gone (None: lost)
         self.where = dict(where or {})
+        # add_hosts the cloud lists: host -> (vcpus, enabled); the others never appear
+        self.appearing = dict(appearing or {})
         self.seen_ops = 0
         self.seen_asks = 0
         # hosts whose DisableHost ended, or disabled before the session
@@ -313,8 +318,16 @@ class Driver:
                 for instance_id in ids:
                     ctx.vanished(instance_id)
             self.scale_in = {}
+        elif isinstance(op, ListHosts):
+            missing = [h for h in op.wait_for if h not in self.appearing]
+            if missing:
+                status, detail = OpStatus.FAILED, f"timed out after 120 s: {', '.join(missing)}"
+            for name in op.wait_for:  # the engine fills in what the listing found
+                if name in self.appearing:
+                    vcpus, on = self.appearing[name]
+                    ctx._hosts[name] = attrs.evolve(ctx._hosts[name], vcpus=vcpus, enabled=on)
         else:
-            assert isinstance(op, RunAction | HostUp | ListHosts), op
+            assert isinstance(op, RunAction | HostUp), op
         self.wf.on_operation(ctx, OpResult(ref, op, status, detail, result))
 
     def _reply(self, project: str, state: str, ids: tuple[str, ...]) -> None:

@@ -45,7 +45,9 @@ class Recording(LoggingContext):
     def submit(self, op: Any) -> Any:
         ref = super().submit(op)
         name = type(op).__name__
-        self.timeline.append((name, getattr(op, "host", None) or op.instance_id, False))
+        self.timeline.append(
+            (name, getattr(op, "host", None) or getattr(op, "instance_id", ""), False)
+        )
         return ref
 
 

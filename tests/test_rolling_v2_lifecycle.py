@@ -12,7 +12,15 @@ from contract_driver import Driver, LoggingContext
 from test_rolling_v2 import fleet
 
 from fenix_core import ActionSpec, SessionRequest
-from fenix_core.contract import HostView, Locate, RunAction
+from fenix_core.contract import (
+    DisableHost,
+    EnableHost,
+    HostView,
+    Inventory,
+    ListHosts,
+    Locate,
+    RunAction,
+)
 from fenix_core.states import HostState, InstanceState, SessionState
 from fenix_core.workflows.v2 import RollingWorkflow
 
@@ -131,3 +139,60 @@ def test_a_host_that_appears_mid_session_is_a_target_where_instances_stay() -> N
     assert sorted(driver.moves) == [("a", "c9", frozenset()), ("b", "c9", frozenset())]
     assert {i.state for i in ctx.instances.on("c9")} == {InstanceState.DONE}
     assert states(ctx)["c9"] == HostState.ADDED
+
+
+def with_adding(request: SessionRequest, *names: str) -> LoggingContext:
+    # c1 and c2 are full: nothing fits until a host of add_hosts is in.
+    ctx = fleet({"c1": 2, "c2": 2}, {"a": ("pa", "c1", 2), "b": ("pb", "c2", 2)}, request=request)
+    for k, name in enumerate(names):  # as the session factory creates them
+        ctx._hosts[name] = HostView(name, "compute", HostState.ADDING, 0, False, 10 + k)
+    return ctx
+
+
+def test_add_hosts_are_listed_enabled_and_then_targets() -> None:
+    ctx = with_adding(SessionRequest(hosts=("c1", "c2"), add_hosts=("c9",)), "c9")
+    driver = Driver(ctx, RollingWorkflow(), appearing={"c9": (4, False)})
+    driver.run()
+    assert ctx.session.state == SessionState.MAINTENANCE_DONE, ctx.session.reason
+    c9 = ctx.hosts.get("c9")
+    assert c9 is not None
+    assert (c9.state, c9.reason, c9.enabled) == (
+        HostState.ADDED,
+        "added by this session (add_hosts)",
+        True,
+    )
+    ops = [(type(op).__name__, getattr(op, "host", None)) for _, op in ctx.submitted]
+    # Listed, enabled, its instances listed: all before the first host is touched.
+    first_disable = ops.index(("DisableHost", "c1"))
+    assert ops.index(("ListHosts", None)) < ops.index(("EnableHost", "c9")) < first_disable
+    assert [op for _, op in ctx.submitted if isinstance(op, ListHosts)] == [ListHosts(("c9",))]
+    assert Inventory(("c9",)) in [op for _, op in ctx.submitted]
+    # The new host took the first host's instance; the maintained one the second's.
+    assert driver.moves == [("a", "c9", frozenset()), ("b", "c1", frozenset())]
+
+
+def test_an_add_host_that_is_listed_enabled_is_not_enabled_again() -> None:
+    ctx = with_adding(SessionRequest(hosts=("c1", "c2"), add_hosts=("c9",)), "c9")
+    Driver(ctx, RollingWorkflow(), appearing={"c9": (4, True)}).run()
+    assert ctx.session.state == SessionState.MAINTENANCE_DONE, ctx.session.reason
+    assert EnableHost("c9") not in [op for _, op in ctx.submitted]
+
+
+def test_a_named_host_that_never_appears_fails_the_session_cleanly() -> None:
+    ctx = with_adding(SessionRequest(hosts=("c1", "c2"), add_hosts=("c-new",)), "c-new")
+    Driver(ctx, RollingWorkflow()).run()
+    assert ctx.session.state == SessionState.MAINTENANCE_FAILED
+    assert ctx.session.reason is not None
+    assert ctx.session.reason.startswith("hosts named in add_hosts did not appear: timed out")
+    assert "c-new" in ctx.session.reason
+    assert ctx.hosts.get("c-new").state == HostState.ADDING  # type: ignore[union-attr]
+    assert not [op for _, op in ctx.submitted if isinstance(op, EnableHost | DisableHost)]
+
+
+def test_hosts_are_listed_once_before_the_first_decision() -> None:
+    ctx = layout()
+    Driver(ctx, RollingWorkflow()).run()
+    assert ctx.session.state == SessionState.MAINTENANCE_DONE, ctx.session.reason
+    kinds = [type(op).__name__ for _, op in ctx.submitted]
+    assert kinds.count("ListHosts") == 1
+    assert kinds.index("ListHosts") < kinds.index("DisableHost")

@@ -126,6 +126,8 @@ class RollingState(ComponentState):
     listed: bool = False  # hosts listed again since the last decision that found no room
     ended: bool = False  # the session ended without completing and was wound down
     locating: bool = False  # a Locate of a removed host's instances runs (or waits)
+    hosts_listed: bool = False  # the cloud's hosts were listed before the first decision
+    adding: bool = False  # that listing, or bringing in a host of add_hosts, runs
     host_down: str | None = None  # the host that did not come back up: left disabled
 
 
@@ -236,6 +238,14 @@ class RollingWorkflow(WorkflowBase):
         op, ok = result.op, result.status == OpStatus.DONE
         if not ok and self._escalated(ctx, st, result):
             return
+        if isinstance(op, EnableHost) and st.adding:
+            adding = ctx.hosts.get(op.host)
+            if adding is not None and adding.state == HostState.ADDING:
+                if not ok:
+                    ctx.fail(f"enable host of {op.host} (add_hosts) failed: {result.detail}")
+                    return
+                self._added(ctx, adding)
+                return
         if isinstance(op, DisableHost | EnableHost | HostUp | RunAction) and op.host is not None:
             view = ctx.hosts.get(op.host)
             if view is None or view.state in _LEFT:
@@ -284,6 +294,10 @@ class RollingWorkflow(WorkflowBase):
             elif isinstance(op, EnableHost):
                 st.we_disabled = None
             st.stage += 1
+        elif isinstance(op, ListHosts) and st.adding and st.phase == "hosts":
+            st.adding = False
+            if not ok and op.wait_for:
+                ctx.fail(f"hosts named in add_hosts did not appear: {result.detail}")
         elif isinstance(op, ListHosts):
             st.listed = True
             st.phase = "decide"
@@ -293,6 +307,8 @@ class RollingWorkflow(WorkflowBase):
                 apply_located(ctx, op.instance_ids, STAYS)
             else:  # ask again in a minute; nothing works on a removed host meanwhile
                 ctx.set_timer("locate", ctx.now + timedelta(seconds=60))
+        elif isinstance(op, Inventory) and st.adding and st.phase == "hosts":
+            st.adding = False  # what runs on the added host is known (or not: no matter)
         elif isinstance(op, Inventory):
             if not ok:
                 ctx.fail(f"listing instances failed: {result.detail}")
@@ -410,8 +426,41 @@ class RollingWorkflow(WorkflowBase):
                 return False
             if not self._run_session_actions(ctx, st, "pre"):
                 return False
+            st.phase = "hosts"
+        if st.phase == "hosts":
+            if not self._hosts_ready(ctx, st):
+                return False
             st.phase = "decide"
         return self._decide(ctx, st)
+
+    def _hosts_ready(self, ctx: SessionContext, st: RollingState) -> bool:
+        """True once the cloud's hosts were listed again before the first
+        decision (the session may have waited for hours, a ``pre`` action
+        may have changed them) and every host of ``add_hosts`` is in
+        service: listed (the engine fills in what the listing found),
+        enabled if it was not, ADDED, and what runs on it known."""
+        if st.adding:
+            return False
+        adding = sorted(ctx.hosts.in_state(HostState.ADDING), key=lambda h: h.position)
+        if not st.hosts_listed:
+            st.hosts_listed = st.adding = True
+            ctx.submit(ListHosts(tuple(h.name for h in adding)))
+            return False
+        for host in adding:
+            st.adding = True
+            if host.enabled:
+                self._added(ctx, host)
+            else:
+                ctx.submit(EnableHost(host.name))
+            return False
+        return True
+
+    def _added(self, ctx: SessionContext, host: HostView) -> None:
+        ctx.set_host_state(host.name, HostState.ADDED, reason="added by this session (add_hosts)")
+        if host.type == "compute":
+            ctx.submit(Inventory((host.name,)))  # what runs there (the engine applies it)
+        else:
+            ctx.state_of(RollingState).adding = False
 
     def _scale_in(self, ctx: SessionContext, st: RollingState) -> bool:
         if st.phase == "confirm":
