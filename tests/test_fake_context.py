@@ -28,7 +28,7 @@ from fenix_core.contract import (
     Watch,
 )
 from fenix_core.placement_rules import PlacementRule
-from fenix_core.states import HostState, InstanceAction, InstanceState
+from fenix_core.states import HostState, InstanceAction, InstanceState, SessionState
 from fenix_core.testing.contract import MOVABLE, FakeContext
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -314,3 +314,12 @@ def test_paused_admits_no_host_and_refuses_a_new_move_as_the_engine_does() -> No
     ctx.submit(RunAction(ActionSpec("upgrade", "host"), "host:h1", "h1"))  # under way: goes on
     ctx.paused = None
     ctx.submit(Move("i1", InstanceAction.LIVE_MIGRATE))
+
+
+def test_the_session_says_which_instance_actions_the_cloud_allows() -> None:
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    assert FakeContext(now=now).session.allowed_actions == ()  # not known: every action
+    ctx = FakeContext(now=now, allowed_actions=["EVICTION", "OWN_ACTION"])
+    assert ctx.session.allowed_actions == ("EVICTION", "OWN_ACTION")
+    ctx.transition(SessionState.PLANNED_MAINTENANCE)
+    assert ctx.session.allowed_actions == ("EVICTION", "OWN_ACTION")  # kept across changes

@@ -62,6 +62,9 @@ class SessionInfo:
     state: SessionState
     reason: str | None
     percent_done: int
+    #: How the cloud driver can move instances off a host (InstanceAction
+    #: values, the driver's order); empty: not known, every action.
+    allowed_actions: tuple[str, ...] = attrs.field(default=(), converter=tuple)
 
 
 class HostsView(Protocol):

@@ -184,6 +184,7 @@ class FakeContext:
         rules: Iterable[PlacementRule] = (),
         session_id: str = "s-1",
         workflow: str = "rolling",
+        allowed_actions: Sequence[str] = (),
     ) -> None:
         self._now = now
         self._request = request if request is not None else SessionRequest()
@@ -195,7 +196,9 @@ class FakeContext:
         self.closed = dict(closed or {})
         self.paused: str | None = None
         self.rules = tuple(rules)
-        self._session = SessionInfo(session_id, workflow, SessionState.MAINTENANCE, None, 0)
+        self._session = SessionInfo(
+            session_id, workflow, SessionState.MAINTENANCE, None, 0, tuple(allowed_actions)
+        )
         self.admitted: set[str] = set()
         self.done: set[str] = set()
         self.skipped: dict[str, str] = {}
