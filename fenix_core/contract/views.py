@@ -3,7 +3,7 @@ collections that hand them out (answers in proportion to their size)."""
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from datetime import datetime
 from typing import Protocol
 
@@ -55,6 +55,10 @@ class ProjectView:
     awaiting: str | None  # the state it has not answered yet
 
 
+def _names(value: Iterable[str]) -> tuple[str, ...]:
+    return tuple(value)
+
+
 @attrs.frozen
 class SessionInfo:
     session_id: str
@@ -64,7 +68,7 @@ class SessionInfo:
     percent_done: int
     #: How the cloud driver can move instances off a host (InstanceAction
     #: values, the driver's order); empty: not known, every action.
-    allowed_actions: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    allowed_actions: tuple[str, ...] = attrs.field(default=(), converter=_names)
 
 
 class HostsView(Protocol):
