@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import timedelta
 
+import attrs
 from contract_driver import Driver, LoggingContext, start_time
 from test_rolling_v2 import fleet
 
@@ -105,3 +106,17 @@ def test_questions_carry_the_request_metadata() -> None:
     assert ctx.session.state == SessionState.MAINTENANCE_DONE
     assert ctx.questions
     assert all(meta == {"ticket": "CHG-1"} for _, _, _, meta in ctx.questions)
+
+
+def test_drain_questions_list_the_cloud_drivers_actions_and_defaults_keep_to_them() -> None:
+    # A cloud that can only evict (Kubernetes) or re-create: never a live migration.
+    ctx = fleet(LAYOUT, VMS, request=SessionRequest(reply_policy="default"))
+    ctx._session = attrs.evolve(ctx.session, allowed_actions=("EVICT", "OWN_ACTION"))
+    driver = drive(ctx, answer=silent_on("pa"))
+    assert ctx.session.state == SessionState.MAINTENANCE_DONE, ctx.session.reason
+    drains = [q for q in ctx.questions if q[1] in ("PREPARE_MAINTENANCE", "PLANNED_MAINTENANCE")]
+    assert drains
+    assert all(allowed == ("EVICT", "OWN_ACTION") for _, _, allowed, _ in drains)
+    # pa was silent: its instance got the default, the driver's first move.
+    assert ctx.instances.get("a").action == "EVICT"  # type: ignore[union-attr]
+    assert {m[0] for m in driver.moves} == {"a", "b"}

@@ -27,6 +27,7 @@ __all__ = [
     "IN_SCOPE",
     "WorkflowBase",
     "actions_of",
+    "allowed_actions",
     "awaited_of",
     "deadline_timer",
     "default_action",
@@ -44,6 +45,11 @@ ALLOWED_ACTIONS: tuple[str, ...] = (
 )
 #: Instance states that still count as the session's work.
 IN_SCOPE = frozenset(InstanceState) - {InstanceState.GONE, InstanceState.OUT_OF_SCOPE}
+
+
+def allowed_actions(ctx: SessionContext) -> Sequence[str]:
+    """The instance actions the cloud driver offers (all if not known)."""
+    return ctx.session.allowed_actions or ALLOWED_ACTIONS
 
 
 def default_action(live_migratable: bool, allowed: Sequence[str] = ALLOWED_ACTIONS) -> str:

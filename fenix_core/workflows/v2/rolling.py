@@ -66,7 +66,14 @@ from ...states import (
     InstanceState,
     SessionState,
 )
-from .base import IN_SCOPE, WorkflowBase, actions_of, default_action, host_action_types
+from .base import (
+    IN_SCOPE,
+    WorkflowBase,
+    actions_of,
+    allowed_actions,
+    default_action,
+    host_action_types,
+)
 from .components.ending import NOT_ENABLED_AGAIN, wind_down
 from .components.escalation import stuck_work
 from .components.lifecycle import apply_located, lost_instances, stop_asking_about_nothing
@@ -211,7 +218,7 @@ class RollingWorkflow(WorkflowBase):
         for inst in ctx.instances.of_on(project_id, host):
             if inst.state == InstanceState.ACTION_REQUESTED:
                 action = instance_actions.get(inst.instance_id) or default_action(
-                    inst.live_migratable
+                    inst.live_migratable, allowed_actions(ctx)
                 )
                 ctx.set_instance_state(inst.instance_id, InstanceState.ACTION_CHOSEN, action=action)
 
@@ -749,7 +756,7 @@ class RollingWorkflow(WorkflowBase):
                 ctx.set_instance_state(
                     inst.instance_id,
                     InstanceState.ACTION_CHOSEN,
-                    action=default_action(inst.live_migratable),
+                    action=default_action(inst.live_migratable, allowed_actions(ctx)),
                 )
         if fresh:
             # A retired host does not come back: managers may want to re-create
@@ -759,6 +766,7 @@ class RollingWorkflow(WorkflowBase):
                 ctx,
                 ctx.session.state.value,
                 fresh,
+                allowed_actions=allowed_actions(ctx),
                 metadata={**ctx.request.metadata, "host_returns": False} if retires else None,
             )
 
@@ -785,7 +793,7 @@ class RollingWorkflow(WorkflowBase):
                 return
 
     def _migrate(self, ctx: SessionContext, st: RollingState, inst: InstanceView) -> None:
-        action = inst.action or default_action(inst.live_migratable)
+        action = inst.action or default_action(inst.live_migratable, allowed_actions(ctx))
         refused = frozenset(st.refused)
         target = self._planned_target(ctx, inst, refused)
         if target is None:
