@@ -21,6 +21,7 @@ from fenix_core.contract import (
     DisableHost,
     EnableHost,
     HostUp,
+    InstanceView,
     Inventory,
     ListHosts,
     Locate,
@@ -95,6 +96,7 @@ class Driver:
         ] = (),
         where: Mapping[str, str | None] | None = None,
         appearing: Mapping[str, tuple[int, bool]] | None = None,
+        arrive: Mapping[str, Sequence[InstanceView]] | None = None,
     ) -> None:
         self.ctx, self.wf, self.answer = ctx, workflow, answer
         self.refuse = refuse  # (instance, target) the cloud refuses (TargetRefused)
@@ -121,6 +123,8 @@ class Driver:
         self.where = dict(where or {})
         # add_hosts the cloud lists: host -> (vcpus, enabled); the others never appear
         self.appearing = dict(appearing or {})
+        # host -> instances the cloud lists there at its next listing of that host
+        self.arrive = {h: list(v) for h, v in (arrive or {}).items()}
         self.seen_ops = 0
         self.seen_asks = 0
         # hosts whose DisableHost ended, or disabled before the session
@@ -313,7 +317,11 @@ class Driver:
             else:
                 ctx.placed(op.instance_id, target)
                 result = {"host": target}
-        elif isinstance(op, Inventory):
+        elif isinstance(op, Inventory) and any(h in self.arrive for h in op.hosts):
+            for host in op.hosts:  # the engine adds what the listing found
+                for inst in self.arrive.pop(host, []):
+                    ctx._instances[inst.instance_id] = inst
+        elif isinstance(op, Inventory) and ctx.session.state == SessionState.SCALE_IN:
             for ids in self.scale_in.values():
                 for instance_id in ids:
                     ctx.vanished(instance_id)
@@ -327,7 +335,7 @@ class Driver:
                     vcpus, on = self.appearing[name]
                     ctx._hosts[name] = attrs.evolve(ctx._hosts[name], vcpus=vcpus, enabled=on)
         else:
-            assert isinstance(op, RunAction | HostUp), op
+            assert isinstance(op, RunAction | HostUp | Inventory), op
         self.wf.on_operation(ctx, OpResult(ref, op, status, detail, result))
 
     def _reply(self, project: str, state: str, ids: tuple[str, ...]) -> None:

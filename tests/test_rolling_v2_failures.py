@@ -12,7 +12,7 @@ from contract_driver import Driver, LoggingContext
 from test_rolling_v2 import fleet
 
 from fenix_core import ActionSpec, SessionRequest
-from fenix_core.contract import EnableHost, RunAction
+from fenix_core.contract import EnableHost, HostUp, InstanceView, Inventory, RunAction
 from fenix_core.states import HostState, InstanceState, SessionState
 from fenix_core.workflows.v2 import RollingState, RollingWorkflow
 
@@ -119,3 +119,28 @@ def test_retry_after_a_failed_migration_moves_the_instance_again() -> None:
     driver.retry()
     assert ctx.session.state == SessionState.MAINTENANCE_DONE, ctx.session.reason
     assert ctx.instances.get("b").state == InstanceState.DONE  # type: ignore[union-attr]
+
+
+def test_instances_appearing_on_an_emptied_host_are_drained_before_it_goes_in() -> None:
+    """A project scales out onto the host right after it was emptied: the
+    listing before IN_MAINTENANCE finds it and the host is drained again."""
+    ctx = layout()
+    new = InstanceView("new", "pa", "c1", 1, InstanceState.PENDING)
+    driver = Driver(ctx, RollingWorkflow(), arrive={"c1": [new]})
+    driver.run()
+    assert ctx.session.state == SessionState.MAINTENANCE_DONE, ctx.session.reason
+    assert not driver.arrive  # it arrived
+    assert "new" in [m[0] for m in driver.moves]
+    assert ctx.instances.get("new").host != "c1"  # type: ignore[union-attr]
+    # c1 went into maintenance once, after the second drain.
+    assert [s for h, s in ctx.log if h == "c1"] == ["IN_MAINTENANCE", "MAINTENANCE_COMPLETE"]
+    asked = [s for p, s in ctx.log if p == "pa" and s == "PLANNED_MAINTENANCE"]
+    assert len(asked) == 2
+
+
+def test_every_compute_host_is_listed_before_it_goes_into_maintenance() -> None:
+    ctx = layout()
+    Driver(ctx, RollingWorkflow()).run()
+    ops = [op for _, op in ctx.submitted]
+    for host in ("c1", "c2", "c3"):  # HostUp comes after IN_MAINTENANCE
+        assert ops.index(Inventory((host,))) < ops.index(HostUp(host))

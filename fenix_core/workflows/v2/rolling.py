@@ -316,7 +316,19 @@ class RollingWorkflow(WorkflowBase):
                 ctx.set_timer("locate", ctx.now + timedelta(seconds=60))
         elif isinstance(op, Inventory) and st.adding and st.phase == "hosts":
             st.adding = False  # what runs on the added host is known (or not: no matter)
-        elif isinstance(op, Inventory):
+        elif isinstance(op, Inventory) and st.host_op and op.hosts == (st.current_host,):
+            st.host_op = False
+            if not ok:
+                self._host_failed(
+                    ctx, op.hosts[0], f"inventory on {op.hosts[0]} failed: {result.detail}"
+                )
+                return
+            st.stage += 1
+        elif (
+            isinstance(op, Inventory)
+            and ctx.session.state == SessionState.SCALE_IN
+            and st.phase == "refresh"
+        ):
             if not ok:
                 ctx.fail(f"listing instances failed: {result.detail}")
                 return
@@ -527,7 +539,7 @@ class RollingWorkflow(WorkflowBase):
         if self._run_host(ctx, st, view):
             st.current_host = None
             return True
-        return False
+        return st.current_host is None  # given up (instances arrived): decide again
 
     def _complete(self, ctx: SessionContext, st: RollingState) -> bool:
         if st.phase in ("", "post"):
@@ -669,7 +681,9 @@ class RollingWorkflow(WorkflowBase):
         """The steps that maintain one host, in order; an action stage is
         ``action:<index>`` into the host's actions."""
         n_actions = len(actions_of(ctx.request.actions, *host_action_types(host.type)))
-        stages = ["notify_in"]
+        # A compute host's instances are listed first: one that arrived since
+        # it was emptied (the engine adds it from the listing) sends it back.
+        stages = ["verify_empty", "notify_in"] if host.type == "compute" else ["notify_in"]
         if host.type == "compute":
             stages.append("disable")
         stages += [f"action:{k}" for k in range(n_actions)]
@@ -688,6 +702,10 @@ class RollingWorkflow(WorkflowBase):
             view = ctx.hosts.get(host.name)
             assert view is not None
             step = stages[st.stage]
+            if step == "verify_empty":
+                ctx.submit(Inventory((host.name,)))
+                st.host_op = True
+                return False
             if step == "notify_in":
                 if self._in_scope_on(ctx, host.name):
                     # Something arrived since it was emptied: drain it again.
