@@ -6,15 +6,17 @@ under way on a host in maintenance goes on)."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
 from typing import Any
 
-from contract_driver import Driver, LoggingContext
+import attrs
+from contract_driver import Driver, LoggingContext, start_time
 from test_rolling_v2 import fleet
 
 from fenix_core import ActionSpec, SessionRequest
-from fenix_core.contract import DisableHost, RunAction, Watch
-from fenix_core.states import HostState, SessionState
-from fenix_core.workflows.v2 import RollingWorkflow
+from fenix_core.contract import DisableHost, EnableHost, Move, RunAction, Watch
+from fenix_core.states import HostState, InstanceState, SessionState
+from fenix_core.workflows.v2 import RollingState, RollingWorkflow
 
 
 class Recording(LoggingContext):
@@ -103,3 +105,54 @@ def test_a_host_in_maintenance_goes_on_while_paused_and_the_next_waits() -> None
         "c2",
         "c3",
     ]
+
+
+def test_host_work_waits_for_maintenance_at_and_follows_a_reschedule() -> None:
+    start = start_time() + timedelta(hours=6)
+    later = start + timedelta(hours=3)
+    ctx = fleet(
+        {"c1": 4, "c2": 4},
+        {"a": ("p1", "c1", 1)},
+        request=SessionRequest(hosts=("c1", "c2"), maintenance_at=start),
+    )
+
+    def reschedule(c: LoggingContext) -> None:  # the admin moves the start
+        c._request = attrs.evolve(c.request, maintenance_at=later)
+
+    def waiting(c: LoggingContext) -> bool:
+        return c.state_of(RollingState).phase == "wait_start"
+
+    driver = Driver(ctx, RollingWorkflow(), when=[(waiting, reschedule)])
+    first: list[datetime] = []
+    original = ctx.submit
+
+    def submit(op: Any) -> Any:
+        first.append(ctx.now)
+        return original(op)
+
+    ctx.submit = submit  # type: ignore[method-assign]
+    driver.run()
+    assert ctx.session.state == SessionState.MAINTENANCE_DONE, ctx.session.reason
+    assert not driver.when  # the reschedule happened
+    assert min(first) == later  # nothing at all before the new start
+
+
+def test_a_cancel_mid_drain_follows_the_move_and_enables_the_host_again() -> None:
+    def moving(c: LoggingContext) -> bool:  # a's move off c1 was started
+        return any(isinstance(op, Move) for _, op in c.submitted)
+
+    def cancel(c: LoggingContext) -> None:  # the engine cancels the session
+        c.transition(SessionState.MAINTENANCE_CANCELLED, reason="by the admin")
+
+    ctx = fleet({"c1": 4, "c2": 4}, {"a": ("p1", "c1", 1), "b": ("p1", "c1", 1)})
+    driver = Driver(ctx, RollingWorkflow(), when=[(moving, cancel)])
+    driver.run()
+    assert ctx.session.state == SessionState.MAINTENANCE_CANCELLED
+    # a's move was recorded; b's never started.
+    assert [m[0] for m in driver.moves] == ["a"]
+    assert ctx.instances.get("a").host == "c2"  # type: ignore[union-attr]
+    assert ctx.instances.get("b").state == InstanceState.PENDING  # type: ignore[union-attr]
+    assert ctx.hosts.get("c1").state == HostState.PENDING  # type: ignore[union-attr]
+    assert EnableHost("c1") in [op for _, op in ctx.submitted]
+    assert all(h.enabled for h in ctx.hosts)
+    assert ctx.projects.awaiting_count() == 0

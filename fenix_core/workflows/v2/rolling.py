@@ -225,9 +225,7 @@ class RollingWorkflow(WorkflowBase):
     def on_timer(self, ctx: SessionContext, timer: TimerFired) -> None:
         super().on_timer(ctx, timer)
         st = ctx.state_of(RollingState)
-        if timer.name == "start" and st.phase == "wait_start":
-            st.phase = "pre"
-        elif timer.name == f"retry_move:{st.moving}":
+        if timer.name == f"retry_move:{st.moving}":
             st.retry_wait = False
         elif timer.name == "locate":
             st.locating = False
@@ -439,7 +437,13 @@ class RollingWorkflow(WorkflowBase):
                 return False
             st.phase = "pre"
         if st.phase == "wait_start":
-            return False
+            # Read again each time: the admin may have moved the start.
+            start_at = ctx.request.maintenance_at
+            if start_at is not None and start_at > ctx.now:
+                ctx.set_timer("start", start_at)
+                return False
+            ctx.cancel_timer("start")
+            st.phase = "pre"
         if st.phase == "pre":
             if st.action_running:
                 return False
