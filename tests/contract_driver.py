@@ -32,6 +32,7 @@ from fenix_core.contract import (
     OpStatus,
     ProjectReply,
     RunAction,
+    SessionContext,
     TimerFired,
     Watch,
     Workflow,
@@ -133,6 +134,11 @@ class Driver:
         self.moves: list[tuple[str, str | None, frozenset[str]]] = []  # (instance, target, refused)
         self.steps = 0
 
+    def view(self) -> SessionContext:
+        """The context the workflow's hooks get (the engine's is a new one
+        each step over the same session)."""
+        return self.ctx
+
     @property
     def final(self) -> bool:
         return self.ctx.session.state in FINAL_SESSION_STATES
@@ -140,7 +146,7 @@ class Driver:
     # ------------------------------------------------------------------ the loop
 
     def run(self, limit: int = 20_000) -> None:
-        self.wf.start(self.ctx)
+        self.wf.start(self.view())
         self._step()
         self._loop(limit)
 
@@ -149,7 +155,7 @@ class Driver:
         MAINTENANCE and calls ``on_retry``."""
         assert self.ctx.session.state == SessionState.MAINTENANCE_FAILED
         self.ctx.transition(SessionState.MAINTENANCE)
-        self.wf.on_retry(self.ctx)
+        self.wf.on_retry(self.view())
         self._step()
         self._loop(limit)
 
@@ -183,7 +189,7 @@ class Driver:
                 name, (due, data) = timer
                 del self.ctx.timers[name]
                 self.ctx.now = max(self.ctx.now, due)
-                self.wf.on_timer(self.ctx, TimerFired(name, due, data))
+                self.wf.on_timer(self.view(), TimerFired(name, due, data))
             elif self.ctx.paused is not None and self.resume_when_idle:
                 self.ctx.now += timedelta(hours=1)  # the admin resumes
                 self.ctx.paused = None
@@ -209,7 +215,7 @@ class Driver:
                 # the admin skips it: the engine marks it, then steps
                 del self.admin_skips[host]
                 self.ctx.skip_host(host, "by the admin")
-        self.wf.advance(self.ctx)
+        self.wf.advance(self.view())
         for kind, comp in list(self.ctx.components.items()):  # as the store persists it
             self.ctx.components[kind] = kind.from_json(comp.to_json(), kind.schema_version)
         self._check_state()
@@ -268,11 +274,11 @@ class Driver:
         if self.stuck.get(subject, 0) > 0:
             self.stuck[subject] -= 1
             detail = "not finished by its deadline"
-            self.wf.on_operation(ctx, OpResult(ref, op, OpStatus.FAILED, detail, {}, True))
+            self.wf.on_operation(self.view(), OpResult(ref, op, OpStatus.FAILED, detail, {}, True))
             return
         if self.fail_ops.get((type(op).__name__, host or ""), 0) > 0:
             self.fail_ops[(type(op).__name__, host or "")] -= 1
-            self.wf.on_operation(ctx, OpResult(ref, op, OpStatus.FAILED, "it broke", {}))
+            self.wf.on_operation(self.view(), OpResult(ref, op, OpStatus.FAILED, "it broke", {}))
             return
         gone_from = (
             ctx.instances.get(op.instance_id).host  # type: ignore[union-attr]
@@ -281,7 +287,7 @@ class Driver:
         )
         gone = ctx.hosts.get(gone_from) if gone_from else None
         if gone is not None and gone.state == HostState.REMOVED:
-            self.wf.on_operation(ctx, OpResult(ref, op, OpStatus.FAILED, "host gone", {}))
+            self.wf.on_operation(self.view(), OpResult(ref, op, OpStatus.FAILED, "host gone", {}))
             return
         if isinstance(op, Locate):
             found = {}
@@ -289,7 +295,7 @@ class Driver:
                 found[instance_id] = self.where.get(instance_id)
                 if found[instance_id] is not None:
                     ctx.placed(instance_id, str(found[instance_id]))
-            self.wf.on_operation(ctx, OpResult(ref, op, status, None, {"where": found}))
+            self.wf.on_operation(self.view(), OpResult(ref, op, status, None, {"where": found}))
             return
         if isinstance(op, DisableHost):
             ctx.host_enabled(op.host, False)
@@ -336,7 +342,7 @@ class Driver:
                     ctx._hosts[name] = attrs.evolve(ctx._hosts[name], vcpus=vcpus, enabled=on)
         else:
             assert isinstance(op, RunAction | HostUp | Inventory), op
-        self.wf.on_operation(ctx, OpResult(ref, op, status, detail, result))
+        self.wf.on_operation(self.view(), OpResult(ref, op, status, detail, result))
 
     def _reply(self, project: str, state: str, ids: tuple[str, ...]) -> None:
         answer = self.answer(project, state, ids)
@@ -349,7 +355,7 @@ class Driver:
             return
         reply_state, actions = answer
         self.ctx.answered(project, reply_state)
-        self.wf.on_reply(self.ctx, ProjectReply(project, reply_state, actions, self.ctx.now))
+        self.wf.on_reply(self.view(), ProjectReply(project, reply_state, actions, self.ctx.now))
 
 
 def start_time() -> datetime:
