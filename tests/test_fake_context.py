@@ -323,3 +323,30 @@ def test_the_session_says_which_instance_actions_the_cloud_allows() -> None:
     assert ctx.session.allowed_actions == ("EVICTION", "OWN_ACTION")
     ctx.transition(SessionState.PLANNED_MAINTENANCE)
     assert ctx.session.allowed_actions == ("EVICTION", "OWN_ACTION")  # kept across changes
+
+
+def test_limits_are_what_targets_apply_and_name_an_affinity_that_cannot_move() -> None:
+    ctx = FakeContext(
+        now=datetime(2026, 1, 1, tzinfo=UTC),
+        hosts=[HostView(f"h{k}", "compute", HostState.PENDING, 8, True, k) for k in range(3)],
+        instances=[
+            InstanceView("a", "p1", "h0", 1, InstanceState.PENDING),
+            InstanceView("b", "p1", "h0", 1, InstanceState.PENDING),
+            InstanceView("c", "p1", "h1", 1, InstanceState.PENDING),
+            InstanceView("d", "p1", "h2", 1, InstanceState.PENDING),
+        ],
+        rules=[
+            PlacementRule("g1", "affinity", ("a", "b")),
+            PlacementRule("g2", "anti-affinity", ("c", "d")),
+        ],
+    )
+    stuck = ctx.capacity.limits("a")
+    assert stuck.stuck is not None
+    assert stuck.stuck.group_id == "g1"
+    assert list(ctx.capacity.targets("a")) == []
+    apart = ctx.capacity.limits("c")
+    assert apart.stuck is None
+    assert not apart.allows("h2")
+    assert list(ctx.capacity.targets("c")) == ["h0"]
+    with pytest.raises(ContractError, match="not an instance"):
+        ctx.capacity.limits("zz")

@@ -9,6 +9,7 @@ from typing import Protocol
 
 import attrs
 
+from ..placement_rules import HostLimits
 from ..states import HostState, InstanceState, SessionState
 
 __all__ = [
@@ -105,3 +106,7 @@ class CapacityView(Protocol):
 
     def free(self, host: str) -> int: ...
     def targets(self, instance_id: str, *, exclude: Collection[str] = ()) -> Iterator[str]: ...
+    def limits(self, instance_id: str) -> HostLimits:
+        """The placement rules' limits on the instance's next host (the ones
+        ``targets`` applies): what a workflow names when no target is left,
+        e.g. ``stuck``, an affinity group the cloud never splits."""

@@ -43,7 +43,7 @@ from ..contract import (
 from ..contract.context import S
 from ..contract.ops import kind_of
 from ..model import SessionRequest
-from ..placement_rules import PlacementRule, host_limits
+from ..placement_rules import HostLimits, PlacementRule, host_limits
 from ..states import (
     HOST_TRANSITIONS,
     INSTANCE_TRANSITIONS,
@@ -149,10 +149,14 @@ class _Capacity:
             taken[to] = taken.get(to, 0) + instances[instance_id].vcpus
         return taken
 
+    def limits(self, instance_id: str) -> HostLimits:
+        self._ctx._require_instance(instance_id, "capacity")
+        return host_limits(instance_id, self._ctx.rules, self._ctx._placements())
+
     def targets(self, instance_id: str, *, exclude: Collection[str] = ()) -> Iterator[str]:
         inst = self._ctx._require_instance(instance_id, "capacity")
         placement_class = self._ctx._hosts[inst.host].type
-        limits = host_limits(instance_id, self._ctx.rules, self._ctx._placements())
+        limits = self.limits(instance_id)
         taken = self._taken()
         fits = [
             (limits.penalty.get(h.name, 0), -(h.vcpus - taken.get(h.name, 0)), h.name)
