@@ -18,6 +18,7 @@ import test_rolling_v2_escalation
 import test_rolling_v2_failures
 import test_rolling_v2_lifecycle
 import test_rolling_v2_replies
+import test_rolling_v2_rules
 from contract_driver import Driver
 from fake_working_set import FakeWorkingSet
 
@@ -45,6 +46,7 @@ def scenarios() -> list[Callable[[], None]]:
         test_rolling_v2_failures,
         test_rolling_v2_lifecycle,
         test_rolling_v2_replies,
+        test_rolling_v2_rules,
     ):
         for name, fn in vars(module).items():
             if (

@@ -58,6 +58,7 @@ from ...contract import (
 )
 from ...controls import jittered_backoff
 from ...model import SessionRequest
+from ...placement_rules import HARD_POLICIES, HostLimits
 from ...states import (
     FINAL_SESSION_STATES,
     HOST_TRANSITIONS,
@@ -621,6 +622,8 @@ class RollingWorkflow(WorkflowBase):
         for inst in _move_order(self._movable_on(ctx, host)):
             target = self._target(ctx, inst, (), taken)
             if target is None:
+                if ctx.capacity.limits(inst.instance_id).stuck is not None:
+                    continue  # planned as if it could move: its drain says why not
                 return False
             taken[target] = taken.get(target, 0) + inst.vcpus
         return True
@@ -635,7 +638,7 @@ class RollingWorkflow(WorkflowBase):
             st.phase = "listing"
             return False
         lightest = min(pending, key=lambda h: (self._used(ctx, h.name), h.position))
-        shortage = (
+        shortage = self._rule_shortage(ctx, lightest.name) or (
             f"the least loaded host {lightest.name} has {self._used(ctx, lightest.name)} "
             "vcpus of instances and no other host has room for them"
         )
@@ -828,10 +831,7 @@ class RollingWorkflow(WorkflowBase):
                 )
                 return
             else:
-                ctx.fail(
-                    f"no host has room for instance {inst.instance_id} ({inst.vcpus} vcpus) "
-                    f"from {inst.host}"
-                )
+                ctx.fail(self._no_target(ctx, inst))
                 return
         ctx.submit(Move(inst.instance_id, InstanceAction(action), target, refused - {SCHEDULER}))
 
@@ -963,6 +963,70 @@ class RollingWorkflow(WorkflowBase):
             f"{op.action} of instance {op.instance_id} from {inst.host} failed after "
             f"{st.move_attempts} attempt(s): {result.detail}"
         )
+
+    # ------------------------------------------------------------------ why no target
+
+    def _no_target(self, ctx: SessionContext, inst: InstanceView) -> str:
+        """Why ``inst`` has no target: an affinity group the cloud never
+        splits, the hard rules of its groups, or no room."""
+        iid = inst.instance_id
+        limits = ctx.capacity.limits(iid)
+        if limits.stuck is not None:
+            rule = limits.stuck
+            others = sorted(
+                m for m in rule.members if m != iid and ctx.instances.get(m) is not None
+            )
+            return (
+                f"instance {iid} is a member of {rule.label()}"
+                + (f" with {', '.join(others)}" if others else "")
+                + f" on {inst.host}: the cloud moves no member of an affinity group away from "
+                "the others, so the engine cannot move it; its project has to move the group "
+                "itself (answer OWN_ACTION) or remove the affinity group"
+            )
+        hard = self._hard_rules_in_the_way(ctx, inst, limits)
+        if hard:
+            return (
+                f"no host can take instance {iid} from {inst.host}: every host with room for "
+                f"it holds members of its {hard}, which the cloud enforces"
+            )
+        return f"no host has room for instance {iid} ({inst.vcpus} vcpus) from {inst.host}"
+
+    def _rule_shortage(self, ctx: SessionContext, host: str) -> str | None:
+        """Why ``host`` cannot be emptied if the cloud's placement rules, not
+        capacity, keep an instance on it."""
+        for inst in self._movable_on(ctx, host):
+            if self._target(ctx, inst, ()) is not None:
+                continue
+            hard = self._hard_rules_in_the_way(ctx, inst, ctx.capacity.limits(inst.instance_id))
+            if hard:
+                return (
+                    f"instance {inst.instance_id} on {host} cannot go anywhere: every host with "
+                    f"room for it holds members of its {hard}, which the cloud enforces"
+                )
+        return None
+
+    def _hard_rules_in_the_way(
+        self, ctx: SessionContext, inst: InstanceView, limits: HostLimits
+    ) -> str | None:
+        """The instance's hard rules, named, if a host has room for it that
+        they forbid (None: no hard rule, or no room anyway). A scan of the
+        hosts, on the way to failing only."""
+        hard = [r.label() for r in limits.rules if r.policy in HARD_POLICIES]
+        if not hard:
+            return None
+        here = ctx.hosts.get(inst.host)
+        retiring = self._retiring(ctx)
+        for host in ctx.hosts:
+            if (
+                host.enabled
+                and host.name != inst.host
+                and host.name not in retiring
+                and (here is None or host.type == here.type)
+                and ctx.capacity.free(host.name) >= inst.vcpus
+                and not limits.allows(host.name)
+            ):
+                return ", ".join(hard)
+        return None
 
     # ------------------------------------------------------------------ reading the views
 
