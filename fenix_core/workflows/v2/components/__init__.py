@@ -1,72 +1,95 @@
-"""Parts of a workflow on the contract that every workflow shares, each with
-its own typed, constant-size :class:`~fenix_core.contract.ComponentState`.
+"""Parts of a workflow on the contract that the v2 workflows share. They
+keep no state of their own: what they need to remember is a flag or two of
+the caller's :class:`~fenix_core.contract.ComponentState` (constant size),
+timers, or the host and instance records.
+
+``dialogue``
+    the reply-deadline timers (one per project).
+``ending``
+    winding a failed or cancelled session down.
+``escalation``
+    stuck work and ``controls.escalation``.
+``lifecycle``
+    hosts that leave the cloud: who is no longer awaited, where their
+    instances went.
 
 What today's workflows (``workflows/base.py``, ``controlled.py``,
-``lifecycle.py``, ``rolling.py``, ``decommission.py``) do that the v2 rolling
-workflow did not do when this port began (issue 18, P4), in order of user
-impact. ``[todo]`` until ported; each item says where it lives once done and
-which tests hold it. Not here: the constrained workflow (ported later), and
-what the engine does around a workflow (the step runner, the reply intake,
-inventory, delivery).
+``lifecycle.py``, ``rolling.py``, ``decommission.py``) did that the v2
+rolling workflow did not when this port began (issue 18, P4), in order of
+user impact, with where each is now and the tests that hold it (all driven
+on ``tests/contract_driver.py``; those reading only the views run under the
+engine's ``StepContext`` too, ``tests/test_rolling_v2_step_context.py``).
+Not here: the constrained workflow (ported later), and what the engine does
+around a workflow (the step runner, the reply intake, inventory, delivery).
 
-1. [todo] Reply deadlines. Every question has a deadline
-   (``request.reply_window(state)`` after it was asked); a project silent by
-   then is treated like a NACK: ``reply_policy`` "fail" fails the session
-   ("project P did not answer S by <deadline>"), "default" acts for it
-   (``DEFAULT_<S>``; a drain question: the default action per instance).
-   A project asked again later has its own deadline.
-2. [todo] Pause respected by the workflow: while paused no host starts and
-   no new move starts (``StepContext.submit`` refuses a Move while paused);
-   moves in flight end; a drained host does not go IN_MAINTENANCE.
-3. [todo] Ending on failure: a failed session stops asking (deadlines
-   cancelled, retry timers cancelled), asked/chosen instances go back to
-   PENDING, a host being drained goes back to PENDING, a host in maintenance
-   is FAILED; every host this session disabled is enabled again, except one
-   that did not come back up (``host_up`` failed: left disabled, said in its
-   reason) and a skipped one.
-4. [todo] Retry of a failed session (``on_retry``): FAILED hosts and
-   instances back to PENDING, move attempts and scale-in rounds reset, the
-   workflow starts again; ``pre`` actions that ran are not run again.
-5. [todo] Stuck work (an operation past its deadline, ``OpResult.timed_out``)
-   escalated per kind with ``controls.escalation`` (migration, own_action,
-   action, host_up): ``fail`` fails naming the stuck work, ``skip_host``
-   skips the host it was on and goes on; no policy: the workflow's own
-   handling (a move is retried, an action fails the session).
-   ``wait_and_notify`` (keep following the operation with a new deadline and
-   tell the admin) needs the engine to reopen the operation: not a workflow
-   decision on the contract (see the report).
-6. [todo] Skip host (escalation, or the admin): a skipped drain host gives
-   its asked/chosen instances back to PENDING, its migration in flight is
-   no longer followed by the workflow, its retry timer cancelled; the
-   session goes on with the next host and never enables a skipped host.
-7. [todo] Reply metadata and allowed actions: questions carry the request's
-   ``metadata``; a drain question about a host that is retired carries
-   ``"host_returns": false``; drain questions list the allowed actions.
-8. [todo] Decommission (retiring hosts: ``decommission_hosts`` in any
-   rolling session, ``DecommissionWorkflow`` for ``hosts``): a retiring host
-   is never a target; it is drained like any host, gets its actions, is not
-   waited for nor enabled, ends DECOMMISSIONED (finished work for pacing and
-   progress); the session refuses to start when the hosts that stay cannot
-   hold the instances (capacity shortfall, with anti-affinity).
-9. [todo] Lifecycle mid-session: a host removed from the cloud (REMOVED)
-   while it is drained or maintained ends that host's work and the session
-   goes on; a move that ended from or to a removed host does not count as a
-   failure; projects asked only about the removed host's instances stop
-   being awaited. Hosts appearing (ADDED) are targets where instances stay
-   (done before the port: ``STAYS``). add_hosts (ADDING hosts waited for,
-   enabled, HOST_ADDED) and the listing before the first decision.
-10. [todo] Affinity-stuck instances: an instance the cloud's affinity rule
-   keeps with its group fails the session with a message telling the
-   project to move the group itself (OWN_ACTION), not "no room".
-11. Already in the v2 rolling workflow before the port: the Fenix sequence
-   per project, OWN_ACTION watched / MIGRATE / LIVE_MIGRATE / EVICTION as
+1. [done] Reply deadlines: a question's deadline is ``request.reply_window``
+   after it was asked (timer ``reply_deadline:<project>``, moved when the
+   project is asked again, cancelled by its answer); a project silent by
+   then makes ``reply_policy`` "fail" fail the session ("project P did not
+   answer S by <deadline>") or "default" act for it (``DEFAULT_<S>``, the
+   default action per instance). Needed ``SessionContext.stop_awaiting``.
+   ``base.WorkflowBase``; ``test_rolling_v2_replies.py``.
+2. [done] Pause: no host and no new move starts while the pipeline says
+   wait; moves in flight end, a host in maintenance finishes.
+   ``rolling._pump_moves``; ``test_rolling_v2_controls.py``.
+3. [done] Ending on failure (and the workflow's part of a cancel): no project
+   awaited, no deadline or retry timer, asked/chosen instances PENDING, a
+   drained host PENDING, a host in maintenance FAILED, moves under way
+   followed to their end; the host this session disabled is enabled again
+   unless ``host_up`` failed on it (FAILED, "left disabled") or it was
+   skipped, retired or removed. ``components/ending.py``,
+   ``rolling._after``; ``test_rolling_v2_failures.py``,
+   ``test_rolling_v2_controls.py``.
+4. [done] Retry (``on_retry``): FAILED hosts and instances PENDING, the
+   workflow's state reset (``pre``/``post`` actions that ran not run
+   again), start over. ``test_rolling_v2_failures.py``.
+5. [done, except wait_and_notify] Stuck work (``OpResult.timed_out``)
+   escalated per kind with ``controls.escalation``: ``fail`` fails naming
+   it, ``skip_host`` skips the host it was on; no policy: the workflow's own
+   handling. ``wait_and_notify`` is the engine's (it must renew the
+   operation instead of ending it; the contract has no "reopen").
+   ``components/escalation.py``; ``test_rolling_v2_escalation.py``.
+6. [done] Skip host (escalation or the admin): asked/chosen instances of it
+   PENDING, its retry timer cancelled, its drain or maintenance dropped,
+   never enabled again, later results of its operations ignored.
+   ``rolling._host_skipped``; ``test_rolling_v2_escalation.py``.
+7. [done] Reply metadata and allowed actions: questions carry the request's
+   metadata, a retired host's drain questions ``"host_returns": false``;
+   drain questions list the cloud driver's actions and the default action is
+   one of them (needed ``SessionInfo.allowed_actions``).
+   ``test_rolling_v2_replies.py``, ``test_rolling_v2_decommission.py``.
+8. [done, except the runtime capacity re-check] Decommission: a retiring
+   host is never a target, is drained, gets its actions, ends
+   DECOMMISSIONED and disabled; ``DecommissionWorkflow``. Not done: the
+   capacity shortfall re-check before the first decision (today
+   ``HostLifecycle.shortfall``, after add_hosts came in):
+   ``workflows.lifecycle.capacity_shortfall`` is not importable from here
+   (layers); the session factory's check at creation stands.
+   ``v2/decommission.py``; ``test_rolling_v2_decommission.py``.
+9. [done] Lifecycle: a host REMOVED while drained, maintained or mid-move
+   ends its work without failing the session; projects asked only about
+   instances no longer waiting are not awaited; the removed host's
+   instances are located and become GONE or follow where they are
+   (``components/lifecycle.py``); the hosts are listed before the first
+   decision and add_hosts (ADDING) are enabled, ADDED and inventoried
+   first, or the session fails if they never appear; an ADDED host is a
+   target where instances stay; a compute host is listed before it goes
+   into maintenance (an instance that arrived sends it back to draining).
+   ``test_rolling_v2_lifecycle.py``, ``test_rolling_v2_failures.py``.
+10. [done] Placement rules that leave no target are named (affinity group
+   for the project's manager; hard rules filling every host with room).
+   Needed ``CapacityView.limits``. ``test_rolling_v2_rules.py``.
+11. [done] maintenance_at waiting follows a reschedule of the request.
+   ``test_rolling_v2_controls.py``.
+12. Already in the v2 rolling workflow before the port: the Fenix sequence
+   per project, OWN_ACTION watched / MIGRATE / LIVE_MIGRATE / EVICT as
    moves, refused targets with back-off retry, SCALE_IN after listing the
-   hosts again, maintenance_at waiting, windows/pacing/gates through
-   ``ctx.admit``, placement rules through ``ctx.capacity.targets``.
-12. The engine's, not a workflow's, on the contract: ``reply_at`` /
-   ``actions_at`` in the notification bodies and refusing replies after the
-   deadline (reply intake), progress percent and the ADMIN
-   ``maintenance_session`` notices on each transition, cancel (the core's
-   session controller), reschedule of ``maintenance_at``, applying
-   inventories (new instances, moved ones), merging the cloud's constraints.
+   hosts again, windows/pacing/gates through ``ctx.admit``.
+13. The engine's, not a workflow's, on the contract: ``reply_at`` /
+   ``actions_at`` in the notification bodies and refusing late replies
+   (reply intake), progress percent and the ADMIN ``maintenance_session``
+   notices, cancel itself and ``can_reschedule``, applying inventories,
+   listings and ``Locate`` results to the records, HOST_ADDED /
+   HOST_REMOVED, abandoning a Watch / listing of a session that ended, the
+   ``stuck`` list of the session view, merging the cloud's constraints.
 """
