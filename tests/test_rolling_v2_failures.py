@@ -12,7 +12,17 @@ from contract_driver import Driver, LoggingContext
 from test_rolling_v2 import fleet
 
 from fenix_core import ActionSpec, SessionRequest
-from fenix_core.contract import EnableHost, HostUp, InstanceView, Inventory, RunAction
+from fenix_core.contract import (
+    EnableHost,
+    HostUp,
+    InstanceView,
+    Inventory,
+    OpKind,
+    OpRef,
+    OpResult,
+    OpStatus,
+    RunAction,
+)
 from fenix_core.states import HostState, InstanceState, SessionState
 from fenix_core.workflows.v2 import RollingState, RollingWorkflow
 
@@ -144,3 +154,20 @@ def test_every_compute_host_is_listed_before_it_goes_into_maintenance() -> None:
     ops = [op for _, op in ctx.submitted]
     for host in ("c1", "c2", "c3"):  # HostUp comes after IN_MAINTENANCE
         assert ops.index(Inventory((host,))) < ops.index(HostUp(host))
+
+
+def test_a_failure_while_a_host_is_listed_before_maintenance_still_enables_it() -> None:
+    # The session was cancelled while c1's instances were listed before
+    # IN_MAINTENANCE: c1, disabled for its drain, is enabled once that
+    # listing has ended, not before (nothing runs on it then).
+    ctx = layout()
+    ctx.host_enabled("c1", False)
+    wf = RollingWorkflow()
+    st = ctx.state_of(RollingState)
+    st.current_host, st.host_op, st.we_disabled, st.phase = "c1", True, "c1", ""
+    ctx.transition(SessionState.MAINTENANCE_CANCELLED, reason="by the admin")
+    wf.advance(ctx)
+    assert EnableHost("c1") not in [op for _, op in ctx.submitted]  # the listing runs
+    ref = OpRef("s-1:9", OpKind.INVENTORY)
+    wf.on_operation(ctx, OpResult(ref, Inventory(("c1",)), OpStatus.DONE))
+    assert [op for _, op in ctx.submitted] == [EnableHost("c1")]

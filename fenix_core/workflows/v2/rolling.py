@@ -392,6 +392,8 @@ class RollingWorkflow(WorkflowBase):
             self._move_ended(ctx, st, op, result)
         elif isinstance(op, RunAction) and op.host is None:
             st.action_running = False
+        elif isinstance(op, Inventory) and op.hosts == (st.current_host,):
+            st.host_op = False  # the listing before IN_MAINTENANCE
         elif isinstance(op, DisableHost | EnableHost | HostUp | RunAction):
             st.host_op = False
             if ok and isinstance(op, DisableHost):
