@@ -26,6 +26,13 @@ counted); among them a host where an instance can stay (maintained, added,
 outside the session) is preferred, so each instance moves once where
 capacity allows. A target the cloud refused is not asked for again in that
 move: the next one is, then the cloud's scheduler (a move without a target).
+
+Around that sequence (see ``components``): questions have deadlines
+(``reply_policy``); the hosts are listed and ``add_hosts`` brought in before
+the first decision; a host the session retires ends DECOMMISSIONED; stuck
+work is escalated (``controls.escalation``); a skipped or removed host is
+left behind and its instances followed; a failed or cancelled session winds
+down and enables the host it disabled; ``on_retry`` starts it over.
 """
 
 from __future__ import annotations
