@@ -12,11 +12,12 @@ partial index of unprocessed rows.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import ColumnElement, Engine, func, literal, or_, select, union
 
 from ..clock import Clock, RealClock
-from ..store.schema import InboxRow, SessionRow, UTCDateTime
+from ..store.schema import InboxRow, SessionClockRow, SessionRow, UTCDateTime
 
 __all__ = ["SqlDbPoller"]
 
@@ -24,7 +25,14 @@ __all__ = ["SqlDbPoller"]
 class SqlDbPoller:
     """Due sessions no live lease covers, in session id order."""
 
-    def __init__(self, db: Engine, lease_clock: Clock | None = None) -> None:
+    def __init__(
+        self, db: Engine, lease_clock: Clock | None = None, *, table: str = "sessions"
+    ) -> None:
+        """``table``: where the wake-ups and leases are (``session_clock``
+        for the core's sessions, as the lease keeper's ``table``)."""
+        if table not in ("sessions", "session_clock"):
+            raise ValueError(f"no leases in table {table!r}")
+        self._clock_table = table == "session_clock"
         self._db = db
         # As the lease keeper: the database's clock on PostgreSQL unless a
         # clock is given (tests), the machine's otherwise.
@@ -37,19 +45,21 @@ class SqlDbPoller:
             if self._database_clock
             else literal((self._lease_clock or RealClock()).now(), UTCDateTime())
         )
+        t: Any = SessionClockRow if self._clock_table else SessionRow
+        key = t.session_id if self._clock_table else t.id
         free = or_(
-            SessionRow.lease_owner.is_(None),
-            SessionRow.lease_expires.is_(None),
-            SessionRow.lease_expires <= lease_now,
+            t.lease_owner.is_(None),
+            t.lease_expires.is_(None),
+            t.lease_expires <= lease_now,
         )
-        woken = select(SessionRow.id).where(
-            SessionRow.next_wake.is_not(None),
-            SessionRow.next_wake <= literal(now, UTCDateTime()),
+        woken = select(key).where(
+            t.next_wake.is_not(None),
+            t.next_wake <= literal(now, UTCDateTime()),
             free,
         )
         replied = (
             select(InboxRow.session_id)
-            .join(SessionRow, SessionRow.id == InboxRow.session_id)
+            .join(t, key == InboxRow.session_id)
             .where(InboxRow.processed_at.is_(None), free)
         )
         with self._db.connect() as connection:

@@ -17,7 +17,7 @@ from sqlalchemy.sql.dml import Insert
 
 from ..errors import NotFound
 from ..store.leases import LeaseLost
-from .ports import NewSession, StepWrite
+from .ports import NewSession, OutboxRec, StepWrite
 from .statements import STATEMENTS, params
 from .working_set import (
     ComponentRec,
@@ -74,6 +74,15 @@ class SqlSessionStore:
         with self.database.connect() as db:
             found = db.execute(S.unprocessed, {"b_session_id": session_id, "b_after_id": after_id})
             return [tuple(r) for r in found]
+
+    def undelivered(self, session_id: str, after_seq: int) -> list[OutboxRec]:
+        """Outbox rows above the delivery watermark ``after_seq``, in seq order
+        (the :class:`~fenix_core.core.outbox.OutboxSource` of a load)."""
+        with self.database.connect() as db:
+            found = db.execute(
+                S.undelivered, {"b_session_id": session_id, "b_after_seq": after_seq}
+            )
+            return [OutboxRec(session_id, seq, signal, payload) for seq, signal, payload in found]
 
     # ------------------------------------------------------------------ insert
 

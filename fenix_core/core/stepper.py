@@ -73,8 +73,10 @@ class StepRunner(Protocol):
 
     def run(self, working_set: WorkingSetLike, now: datetime, frame: StepFrame) -> StepOutcome: ...
 
-    def start(self, working_set: WorkingSetLike, starts: Sequence[object]) -> None:
-        """Start operations; called only after their step committed."""
+    def start(self, working_set: WorkingSetLike, starts: Sequence[object]) -> datetime | None:
+        """Start operations; called only after their step committed. Returns
+        when the session must step again to look at them (None: no sooner
+        than the outcome's wake)."""
 
 
 class Stepper:
@@ -193,14 +195,21 @@ class Stepper:
             self._let_go(session_id)
             raise
         self._versions[session_id] = version + 1
+        wake = outcome.wake
         if outcome.starts:
-            self._runner.start(working_set, outcome.starts)
+            started = self._runner.start(working_set, outcome.starts)
+            if started is not None:
+                wake = started if wake is None else min(wake, started)
         if outcome.write.outbox:
+            # A receiver may reply (and so wake the session) from in here.
             self._outbox.deliver(outcome.write.outbox)
-        if outcome.finished:
+        woken = self.queue.wake_of(session_id)
+        if woken is not None:
+            wake = woken if wake is None else min(wake, woken)
+        if outcome.finished and wake is None:
             self._let_go(session_id)
-        elif outcome.wake is not None:
-            self.queue.schedule(session_id, outcome.wake)
+        elif wake is not None:
+            self.queue.schedule(session_id, wake)
         return True
 
     def _load(self, session_id: str) -> LoadedSet:

@@ -344,6 +344,12 @@ class WorkingSet:
         self._outbox: list[OutboxRec] = []
         self._inbox_outcomes: list[tuple[int, str, datetime]] = []
 
+    def reset_to(self, other: WorkingSet) -> None:
+        """Become ``other`` (the session as stored): a step that broke drops
+        everything it changed, while whoever holds this object keeps it."""
+        for name in WorkingSet.__slots__:
+            setattr(self, name, getattr(other, name))
+
     # ------------------------------------------------------------------ identity
 
     @property
@@ -353,6 +359,11 @@ class WorkingSet:
     @property
     def version(self) -> int:
         return self.session.version
+
+    @property
+    def delivered_seq(self) -> int:
+        """The stored delivery watermark (what the stepper's outbox starts from)."""
+        return self.session.delivered_seq
 
     @classmethod
     def from_new(cls, new: NewSession) -> WorkingSet:
