@@ -111,7 +111,7 @@ def moves_once(calls: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
     an instance that is IN_ACTION again (an earlier one's target included)."""
     seen: set[str] = set()
     kept = []
-    for call in moves_once(calls):
+    for call in calls:
         if call[0] in ("move", "watch"):
             if call[1] in seen:
                 continue
