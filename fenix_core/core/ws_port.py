@@ -62,6 +62,8 @@ __all__ = ["SESSION_COMPONENT", "WorkingSetAdapter", "op_of", "op_record"]
 #: state (migration 0007's "session" component): the operation counter, the
 #: cloud driver's allowed actions and constraints.
 SESSION_COMPONENT = "session"
+#: Questions whose answer names an action per instance: they list the allowed ones.
+_INSTANCE_CHOICE = frozenset({"PREPARE_MAINTENANCE", "PLANNED_MAINTENANCE"})
 _DONE = frozenset(s.value for s in DONE_HOST_STATES)
 _WORK = tuple(s.value for s in WORK_HOST_STATES)
 
@@ -558,6 +560,10 @@ class WorkingSetAdapter:
         metadata: Mapping[str, Any] | None,
     ) -> None:
         self.ws.update_project(project_id, state=state, awaiting=True)
+        if not allowed_actions and state in _INSTANCE_CHOICE:
+            allowed_actions = self.allowed_actions()  # the cloud driver's, as today
+        if metadata is None:
+            metadata = self._request.metadata
         self._planned(project_id, state, instance_ids, allowed_actions, metadata)
 
     def answered(self, project_id: str, state: str, at: datetime) -> None:
