@@ -14,12 +14,38 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Engine, func, literal, or_, select, union
+from sqlalchemy import ColumnElement, CompoundSelect, Engine, bindparam, func, or_, select, union
 
 from ..clock import Clock, RealClock
 from ..store.schema import InboxRow, SessionClockRow, SessionRow, UTCDateTime
 
 __all__ = ["SqlDbPoller"]
+
+
+def _due_query(clock_table: bool, database_clock: bool) -> CompoundSelect[Any]:
+    """Sessions due by ``:now`` and sessions with unprocessed replies, whose
+    lease is free or expired (by the database's ``now()`` or ``:lease_now``)."""
+    t: Any = SessionClockRow if clock_table else SessionRow
+    key = t.session_id if clock_table else t.id
+    lease_now: ColumnElement[datetime] = (
+        func.now() if database_clock else bindparam("lease_now", type_=UTCDateTime())
+    )
+    free = or_(
+        t.lease_owner.is_(None),
+        t.lease_expires.is_(None),
+        t.lease_expires <= lease_now,
+    )
+    woken = select(key).where(
+        t.next_wake.is_not(None),
+        t.next_wake <= bindparam("now", type_=UTCDateTime()),
+        free,
+    )
+    replied = (
+        select(InboxRow.session_id)
+        .join(t, key == InboxRow.session_id)
+        .where(InboxRow.processed_at.is_(None), free)
+    )
+    return union(woken, replied)
 
 
 class SqlDbPoller:
@@ -32,36 +58,15 @@ class SqlDbPoller:
         for the core's sessions, as the lease keeper's ``table``)."""
         if table not in ("sessions", "session_clock"):
             raise ValueError(f"no leases in table {table!r}")
-        self._clock_table = table == "session_clock"
         self._db = db
         # As the lease keeper: the database's clock on PostgreSQL unless a
         # clock is given (tests), the machine's otherwise.
-        self._lease_clock = lease_clock
+        self._lease_clock = lease_clock or RealClock()
         self._database_clock = lease_clock is None and db.dialect.name == "postgresql"
+        self._query = _due_query(table == "session_clock", self._database_clock)
 
     def poll(self, now: datetime) -> list[str]:
-        lease_now: ColumnElement[datetime] = (
-            func.now()
-            if self._database_clock
-            else literal((self._lease_clock or RealClock()).now(), UTCDateTime())
-        )
-        t: Any = SessionClockRow if self._clock_table else SessionRow
-        key = t.session_id if self._clock_table else t.id
-        free = or_(
-            t.lease_owner.is_(None),
-            t.lease_expires.is_(None),
-            t.lease_expires <= lease_now,
-        )
-        woken = select(key).where(
-            t.next_wake.is_not(None),
-            t.next_wake <= literal(now, UTCDateTime()),
-            free,
-        )
-        replied = (
-            select(InboxRow.session_id)
-            .join(t, key == InboxRow.session_id)
-            .where(InboxRow.processed_at.is_(None), free)
-        )
+        params = {"now": now, "lease_now": self._lease_clock.now()}
         with self._db.connect() as connection:
-            found = connection.execute(union(woken, replied)).scalars().all()
+            found = connection.execute(self._query, params).scalars().all()
         return sorted(set(found))

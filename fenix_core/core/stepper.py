@@ -132,11 +132,24 @@ class Stepper:
         return self._held.get(session_id)
 
     def next_wake(self) -> datetime | None:
-        """When the next ``step()`` has something to do (due session or poll)."""
+        """When the next ``step()`` has something to do (due session or poll).
+
+        The poll runs on the lease clock (leases are about real processes);
+        its time counts here only when that is the engine's clock too. With a
+        simulated engine clock and a real lease clock, the poll is due every
+        ``poll_seconds`` of real time (:meth:`next_poll`), and the simulated
+        time does not stop for it."""
         if self._poller is not None and self._next_poll is None:
             return self._clock.now()
         polls = self._next_poll if self._poller is not None else None
+        if self._lease_clock is not self._clock:
+            polls = None
         return min((w for w in (self.queue.next_wake(), polls) if w is not None), default=None)
+
+    def next_poll(self) -> datetime | None:
+        """When the poller next asks the database, on the lease clock (None:
+        no poller; the time of the last step's look if it is overdue)."""
+        return self._next_poll if self._poller is not None else None
 
     # ------------------------------------------------------------ steps
 
@@ -144,8 +157,9 @@ class Stepper:
         """Step every session due now, once each; return how many committed."""
         now = self._clock.now()
         due = self.queue.pop_due(now)
-        if self._poller is not None and (self._next_poll is None or self._next_poll <= now):
-            self._next_poll = now + self._poll_every
+        polled_at = self._lease_clock.now()
+        if self._poller is not None and (self._next_poll is None or self._next_poll <= polled_at):
+            self._next_poll = polled_at + self._poll_every
             seen = set(due)
             # Held sessions wake from the queue only: the poller may list one
             # whose stored next_wake is conservative (operations just started).
