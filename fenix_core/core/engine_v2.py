@@ -229,6 +229,7 @@ class CoreEngine:
             service=service,
             admin_project_id=admin_project_id,
             now=self.clock.now,
+            lease_seconds=self.lease_seconds,
         )
         self._outbox = Outbox(self._send)
         self._stepper = Stepper(

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, cast
 
 from ..contract import (
@@ -77,7 +77,11 @@ class CoreRunner:
         service: str = "fenix",
         admin_project_id: str | None = None,
         now: Callable[[], datetime],
+        lease_seconds: float | None = None,
     ) -> None:
+        """``lease_seconds``: a step that only polled operations still running
+        is not written while the lease it last wrote has more than half of
+        it left (None: every step is written)."""
         self._workflows = {name: cls() for name, cls in workflows.items()}
         self._operations = operations
         self._load = load
@@ -89,6 +93,9 @@ class CoreRunner:
         # Sessions whose inbox may hold unprocessed replies (a reply woke
         # them, or they were just loaded): read at their next step only.
         self._replies_due: set[str] = set()
+        self._lease = timedelta(seconds=lease_seconds) if lease_seconds else None
+        # Session id -> the lease expiry its last write stored.
+        self._lease_written: dict[str, datetime] = {}
 
     # ------------------------------------------------------------------ helpers
 
@@ -104,10 +111,12 @@ class CoreRunner:
                 ws, service=self._service, admin_project_id=self._admin_project_id
             )
             self._replies_due.add(ws.session.id)
+            self._lease_written.pop(ws.session.id, None)  # the claim wrote its own
         return found
 
     def forget(self, session_id: str) -> None:
         self._adapters.pop(session_id, None)
+        self._lease_written.pop(session_id, None)
 
     def workflow(self, name: str) -> Workflow:
         found = self._workflows.get(name)
@@ -132,6 +141,9 @@ class CoreRunner:
         adapter.forget_components()
         starts = [k for k, op in ws.ops.items() if op.status == OpStatus.PENDING.value]
         wake = self._wake(ws, now)
+        if not starts and self._may_skip(ws, frame):
+            return StepOutcome(write=None, wake=wake)
+        self._lease_written[ws.session.id] = frame.lease_expires
         ws.delivered(frame.delivered_seq)
         write = ws.take_write(
             frame.fence,
@@ -142,6 +154,14 @@ class CoreRunner:
         )
         finished = adapter.final and wake is None and not starts
         return StepOutcome(write=write, wake=wake, starts=starts, finished=finished)
+
+    def _may_skip(self, ws: WorkingSet, frame: StepFrame) -> bool:
+        """Only polls changed, and the stored lease has over half its time left."""
+        written = self._lease_written.get(ws.session.id)
+        if self._lease is None or written is None or not ws.only_polls():
+            return False
+        lease_now = frame.lease_expires - self._lease
+        return written - lease_now > self._lease / 2
 
     def _hooks(
         self, ws: WorkingSet, adapter: WorkingSetAdapter, workflow: Workflow, now: datetime
@@ -252,6 +272,7 @@ class CoreRunner:
         fresh = self._load(ws.session.id)
         ws.reset_to(cast(WorkingSet, fresh))
         self._adapters.pop(ws.session.id, None)
+        self._lease_written.pop(ws.session.id, None)
         adapter = self.adapter(ws)
         adapter.begin(now)
         return adapter

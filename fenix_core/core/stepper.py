@@ -56,12 +56,14 @@ class StepOutcome:
     """What one step did.
 
     ``write``: the step's rows (``StepWrite.next_wake`` is what other workers
-    see; with operations just started it is the step's own time). ``wake``:
+    see; with operations just started it is the step's own time); None when
+    the step changed nothing that must be written now (polls of operations
+    still running, with the lease far from expiring): nothing is committed. ``wake``:
     when this engine steps the session again (None: only a wake-up, such as
     a reply, brings it back). ``starts``: operations to start after the
     commit. ``finished``: the session reached a final state; it is let go."""
 
-    write: StepWrite
+    write: StepWrite | None
     wake: datetime | None
     starts: Sequence[object] = ()
     finished: bool = False
@@ -200,7 +202,8 @@ class Stepper:
         )
         try:
             outcome = self._runner.run(working_set, now, frame)
-            self._store.write(outcome.write)
+            if outcome.write is not None:
+                self._store.write(outcome.write)
         except LeaseLost:
             self._let_go(session_id)
             return False
@@ -208,13 +211,14 @@ class Stepper:
             # The step did not commit: its in-memory changes are void.
             self._let_go(session_id)
             raise
-        self._versions[session_id] = version + 1
+        if outcome.write is not None:
+            self._versions[session_id] = version + 1
         wake = outcome.wake
         if outcome.starts:
             started = self._runner.start(working_set, outcome.starts)
             if started is not None:
                 wake = started if wake is None else min(wake, started)
-        if outcome.write.outbox:
+        if outcome.write is not None and outcome.write.outbox:
             # A receiver may reply (and so wake the session) from in here.
             self._outbox.deliver(outcome.write.outbox)
         woken = self.queue.wake_of(session_id)

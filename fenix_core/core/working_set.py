@@ -571,6 +571,20 @@ class WorkingSet:
 
     # ------------------------------------------------------------------ the write
 
+    def only_polls(self) -> bool:
+        """Nothing changed since the last write but the bookkeeping of
+        operations still running (their poll count, next poll, detail): a
+        step may leave that for its next write."""
+        if (
+            self._session_dirty
+            or self._added_hosts or self._added_instances or self._added_projects
+            or self._dirty_hosts or self._dirty_instances or self._dirty_projects
+            or self._new_ops or self._dirty_timers or self._dirty_components
+            or self._outbox or self._inbox_outcomes
+        ):  # fmt: skip
+            return False
+        return all(op.status == "running" and not op.handled for op in self._dirty_ops)
+
     def dirty_keys(self) -> dict[str, set[Any]]:
         """What changed since the last write, per table (for tests and logs)."""
         return {

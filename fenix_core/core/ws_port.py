@@ -18,7 +18,7 @@ The adapter lives as long as the working set (one per held session); a
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -198,6 +198,30 @@ class _Hosts:
                 yield view
 
 
+class _LazyViews(Collection[InstanceView]):
+    """Instances by id order, each view built when the iteration reaches it
+    (``any(... for i in ctx.instances.on(host))`` stops at the first). The
+    ids are taken when the collection is made: later changes do not show."""
+
+    __slots__ = ("_ids", "_view")
+
+    def __init__(self, ids: list[str], view: Callable[[str], InstanceView | None]) -> None:
+        self._ids = ids
+        self._view = view
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def __iter__(self) -> Iterator[InstanceView]:
+        for instance_id in self._ids:
+            found = self._view(instance_id)
+            if found is not None:
+                yield found
+
+    def __contains__(self, item: object) -> bool:
+        return isinstance(item, InstanceView) and item in list(self)
+
+
 class _Instances:
     __slots__ = ("_a",)
 
@@ -207,11 +231,10 @@ class _Instances:
     def get(self, instance_id: str) -> InstanceView | None:
         return self._a.instance_view(instance_id)
 
-    def _views(self, ids: Collection[str] | None) -> list[InstanceView]:
+    def _views(self, ids: Collection[str] | None) -> Collection[InstanceView]:
         if not ids:
-            return []
-        view = self._a.instance_view
-        return [v for v in (view(i) for i in sorted(ids)) if v is not None]
+            return ()
+        return _LazyViews(sorted(ids), self._a.instance_view)
 
     def on(self, host: str) -> Collection[InstanceView]:
         return self._views(self._a.ws.instance_index.by_host.get(host))
@@ -284,31 +307,41 @@ class _Capacity:
         source = ws.hosts.get(inst.host)
         if source is None:
             return iter(())
-        limits = a.limits(instance_id)
-        penalty = limits.penalty if limits is not None else {}
-        cap = ws.capacity
+        return self._ordered(inst.instance_id, inst.host, inst.vcpus, source.type, exclude)
+
+    def _ordered(
+        self, instance_id: str, own: str, vcpus: int, placement_class: str, exclude: Collection[str]
+    ) -> Iterator[str]:
+        """Lazily, so a caller that takes the first good host pays for few:
+        hosts without a soft-rule penalty from the free-vCPU buckets (most
+        free first, then name), then the penalised ones (few: where the
+        members of the instance's groups are) by (penalty, most free, name)."""
+        ws = self._a.ws
+        limits = self._a.limits(instance_id)
+        penalty: Mapping[str, int] = limits.penalty if limits is not None else {}
         hosts = ws.hosts
-        # Candidates from the free-vCPU buckets, most free first; an exact
-        # order needs the soft-rule penalty first, so penalised hosts are
-        # collected and merged by sort (few: the members' hosts).
-        fits: list[tuple[int, int, str]] = []
-        buckets = cap.buckets.get(source.type, {})
+        cap = ws.capacity
+        buckets = cap.buckets.get(placement_class, {})
+        later: list[tuple[int, int, str]] = []
         for free in sorted(buckets, reverse=True):
-            if free < inst.vcpus:
+            if free < vcpus:
                 break
-            for name in buckets[free]:
+            for name in sorted(buckets[free]):
                 rec = hosts.get(name)
                 if (
                     rec is None
                     or not rec.enabled
-                    or name == inst.host
+                    or name == own
                     or name in exclude
                     or (limits is not None and not limits.allows(name))
                 ):
                     continue
-                fits.append((penalty.get(name, 0), -free, name))
-        fits.sort()
-        return iter([name for *_, name in fits])
+                if penalty.get(name, 0):
+                    later.append((penalty[name], -free, name))
+                    continue
+                yield name
+        for *_, name in sorted(later):
+            yield name
 
 
 # --------------------------------------------------------------------------- the adapter
