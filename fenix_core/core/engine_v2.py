@@ -240,7 +240,9 @@ class CoreEngine:
             clock=self.clock,
             lease_clock=self.lease_clock,
             lease_seconds=self.lease_seconds,
-            poller=SqlDbPoller(self._db, self.lease_clock, table="session_clock"),
+            poller=SqlDbPoller(
+                self._db, self.lease_clock, table="session_clock", owner=self.worker_id
+            ),
             leftovers=self._store,
         )
         self._replies = ReplyIntake(
@@ -395,11 +397,26 @@ class CoreEngine:
         return self._stepper.next_wake()
 
     def run_until_done(self, session_id: str) -> CoreSessionView:
-        """Step until the session is final with nothing left to follow."""
+        """Step until the session is final with nothing left to follow.
+
+        A session this engine does not hold (created by another process, or
+        left by one that died) is claimed first; FenixError if it cannot be
+        (another live worker holds it)."""
+        claimed = False
         while True:
             self.run_until_idle()
-            if self._stepper.held(session_id) is None and self._finished(session_id):
-                return self.get_session(session_id)
+            if self._stepper.held(session_id) is None:
+                if self._finished(session_id):
+                    return self.get_session(session_id)
+                if claimed:
+                    raise FenixError(
+                        f"session {session_id} is held by another worker",
+                        session_id=session_id,
+                    )
+                claimed = True
+                self._stepper.wake(session_id)
+                continue
+            claimed = False
             wake = self._stepper.next_wake()
             if wake is not None and wake <= self.clock.now():
                 continue

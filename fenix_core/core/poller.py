@@ -14,7 +14,17 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, CompoundSelect, Engine, bindparam, func, or_, select, union
+from sqlalchemy import (
+    ColumnElement,
+    CompoundSelect,
+    Engine,
+    String,
+    bindparam,
+    func,
+    or_,
+    select,
+    union,
+)
 
 from ..clock import Clock, RealClock
 from ..store.schema import InboxRow, SessionClockRow, SessionRow, UTCDateTime
@@ -32,6 +42,7 @@ def _due_query(clock_table: bool, database_clock: bool) -> CompoundSelect[Any]:
     )
     free = or_(
         t.lease_owner.is_(None),
+        t.lease_owner == bindparam("owner", type_=String()),
         t.lease_expires.is_(None),
         t.lease_expires <= lease_now,
     )
@@ -52,10 +63,18 @@ class SqlDbPoller:
     """Due sessions no live lease covers, in session id order."""
 
     def __init__(
-        self, db: Engine, lease_clock: Clock | None = None, *, table: str = "sessions"
+        self,
+        db: Engine,
+        lease_clock: Clock | None = None,
+        *,
+        table: str = "sessions",
+        owner: str | None = None,
     ) -> None:
         """``table``: where the wake-ups and leases are (``session_clock``
-        for the core's sessions, as the lease keeper's ``table``)."""
+        for the core's sessions, as the lease keeper's ``table``); ``owner``:
+        this worker, whose own leases count as free (a worker restarted with
+        its id takes its sessions back at once, as the lease keeper lets it)."""
+        self._owner = owner
         if table not in ("sessions", "session_clock"):
             raise ValueError(f"no leases in table {table!r}")
         self._db = db
@@ -66,7 +85,7 @@ class SqlDbPoller:
         self._query = _due_query(table == "session_clock", self._database_clock)
 
     def poll(self, now: datetime) -> list[str]:
-        params = {"now": now, "lease_now": self._lease_clock.now()}
+        params = {"now": now, "lease_now": self._lease_clock.now(), "owner": self._owner}
         with self._db.connect() as connection:
             found = connection.execute(self._query, params).scalars().all()
         return sorted(set(found))

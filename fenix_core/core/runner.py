@@ -141,7 +141,7 @@ class CoreRunner:
         adapter.forget_components()
         starts = [k for k, op in ws.ops.items() if op.status == OpStatus.PENDING.value]
         wake = self._wake(ws, now)
-        if not starts and self._may_skip(ws, frame):
+        if not starts and not adapter.final and self._may_skip(ws, frame):
             return StepOutcome(write=None, wake=wake)
         self._lease_written[ws.session.id] = frame.lease_expires
         ws.delivered(frame.delivered_seq)
