@@ -166,7 +166,9 @@ class CoreRunner:
     def _hooks(
         self, ws: WorkingSet, adapter: WorkingSetAdapter, workflow: Workflow, now: datetime
     ) -> None:
-        ctx = StepContext(adapter, now)
+        """The step's events, then ``advance``. A step with no event (only
+        polls of operations still running) does not call the workflow at all:
+        nothing it decides on changed (time passing is an event: a timer)."""
         request = adapter.request
         for key, op in list(ws.ops.items()):
             if op.status != OpStatus.RUNNING.value:
@@ -175,22 +177,29 @@ class CoreRunner:
             late = op.deadline is not None and op.deadline <= now
             if due or late:
                 self._operations.poll(ws, key, request, now)
-        if ws.session.id in self._replies_due:
+        ended = sorted(
+            (op for op in ws.ops.values() if op.status in _ENDED and not op.handled),
+            key=lambda op: (op.finished_at or now, op.created_at, op.key),
+        )
+        timers = sorted(
+            (t for t in ws.timers.values() if t.due <= now), key=lambda t: (t.due, t.name)
+        )
+        replies = ws.session.id in self._replies_due
+        first = ws.session.version == 0 or not adapter.stepped
+        if not (ended or timers or replies or first):
+            return
+        adapter.stepped = True
+        ctx = StepContext(adapter, now)
+        if replies:
             self._replies_due.discard(ws.session.id)
             for row in self._replies(ws.session.id, ws.session.inbox_seen_id):
                 message = InboxRec(*row)
                 outcome = self._reply(ws, adapter, ctx, workflow, message)
                 ws.processed(message.id, outcome, now)
-        ended = sorted(
-            (op for op in ws.ops.values() if op.status in _ENDED and not op.handled),
-            key=lambda op: (op.finished_at or now, op.created_at, op.key),
-        )
         for op in ended:
             ws.update_op(op.key, handled=True)
             self._ended(adapter, ctx, workflow, op)
-        for timer in sorted(
-            (t for t in ws.timers.values() if t.due <= now), key=lambda t: (t.due, t.name)
-        ):
+        for timer in timers:
             ws.cancel_timer(timer.name)
             if timer.name != PIPELINE_TIMER:  # the pipeline's wait: a wake-up only
                 workflow.on_timer(ctx, TimerFired(timer.name, timer.due, dict(timer.data)))

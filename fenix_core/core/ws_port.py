@@ -373,6 +373,8 @@ class WorkingSetAdapter:
         self._instances = _Instances(self)
         self._projects = _Projects(self)
         self._capacity = _Capacity(self)
+        # Whether a step ran the workflow on this working set since it was loaded.
+        self.stepped = False
         # Operations pending when the session was loaded: a process that died
         # may have started them (looked up by key before starting again).
         self.in_doubt: set[str] = {
