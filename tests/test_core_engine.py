@@ -390,3 +390,70 @@ def test_replies_are_checked_on_the_held_session(cloud: SimulatedCloud, core: Fa
     engine.reply(sid, "pa", "ACK_MAINTENANCE")
     with pytest.raises(Conflict, match="already answered"):
         engine.reply(sid, "pa", "ACK_MAINTENANCE")
+
+
+class _Slow:
+    """A pre action that asks to be polled every second, 30 times."""
+
+    name = "slow"
+
+    def __init__(self) -> None:
+        self.polls = 0
+
+    def start(self, context: Any) -> Any:
+        from fenix_core.model import OperationStatus
+
+        return OperationStatus.running(1.0)
+
+    def poll(self, context: Any) -> Any:
+        from fenix_core.model import OperationStatus
+
+        self.polls += 1
+        return OperationStatus.done() if self.polls >= 30 else OperationStatus.running(1.0)
+
+    from fenix_core import hookimpl as _hookimpl
+
+    @_hookimpl
+    def fenix_actions(self) -> list[Any]:
+        return [self]
+
+
+def test_a_poll_only_step_is_written_when_the_lease_would_run_short(
+    cloud: SimulatedCloud, core: Factory, clock: SimClock
+) -> None:
+    """With a lease of 10 s on the engine's own (simulated) clock and an
+    action polled every second, a step that only polled is left unwritten
+    while the stored lease has more than half its time left, and written
+    before it runs shorter: after every step, more than 5 s of it remain."""
+    from datetime import timedelta
+
+    from sqlalchemy import select
+
+    from fenix_core.store.schema import SessionClockRow
+
+    fill(cloud, {"cmp-0": []})
+    slow = _Slow()
+    engine = core(slow, lease_seconds=10, lease_clock=clock)
+    sid = engine.create_session(SessionRequest(actions=[ActionSpec("slow", "pre")]))
+    commits = Commits(engine)
+    steps = 0
+    left: list[timedelta] = []
+    original = engine.step
+
+    def counted() -> int:
+        nonlocal steps
+        moved = original()
+        steps += moved
+        if moved:
+            with engine.database.connect() as db:
+                expires = db.scalar(
+                    select(SessionClockRow.lease_expires).where(SessionClockRow.session_id == sid)
+                )
+            left.append(expires - clock.now())
+        return moved
+
+    engine.step = counted  # type: ignore[method-assign]
+    assert engine.run_until_done(sid).state == "MAINTENANCE_DONE"
+    assert slow.polls == 30
+    assert commits.step_writes < steps - 20  # most polls were left unwritten ...
+    assert min(left) > timedelta(seconds=5)  # ... never with the lease running short
