@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import select
+from test_crash import kill_points
 
 from fenix_core.clock import SimClock
 from fenix_core.core.engine_v2 import CoreEngine
@@ -57,12 +58,7 @@ class CoreCrashHarness(CrashHarness):
     def _report(self, kills: int, ticks: tuple[int, ...]) -> CrashReport:
         cloud = SimulatedCloud(state_path=self.cloud_file, clock=SimClock(start=T0))
         action = TimedAction("upgrade", 60, state_path=self.action_file)
-        deliveries: Counter[int] = Counter()
-        if self.deliveries_file.exists():
-            for line in self.deliveries_file.read_text().splitlines():
-                session_id, seq, _signal = line.split()
-                if session_id == self.session_id:
-                    deliveries[int(seq)] += 1
+        deliveries = self.deliveries()
         db = open_database(self.url)
         try:
             with db.connect() as connection:
@@ -102,17 +98,6 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> CrashReport:
     assert sorted(report.deliveries) == list(range(1, report.last_seq + 1))
     assert all(count == 1 for count in report.deliveries.values())
     return report
-
-
-def kill_points(rng: random.Random, total: int, count: int) -> list[int]:
-    """Up to ``count`` points, each within what the previous child left."""
-    points: list[int] = []
-    left = total
-    for _ in range(count):
-        point = rng.randint(1, max(1, left))
-        points.append(point)
-        left = max(1, left - point)
-    return points
 
 
 def test_core_sessions_survive_sigkill_at_random_points(

@@ -37,8 +37,7 @@ from sqlalchemy.engine import Engine as SAEngine
 from ..clock import Clock, RealClock
 from ..constraints import ConstraintSet
 from ..contract import Workflow
-from ..errors import CloudError, FenixError, InvalidInput
-from ..hookspecs import ConstraintSource
+from ..errors import FenixError, InvalidInput
 from ..model import Reply, SessionRequest
 from ..operations import OperationRunner
 from ..plugins import Plugins
@@ -277,24 +276,12 @@ class CoreEngine:
     def create_session(self, request: SessionRequest | Mapping[str, Any]) -> str:
         """Validate the request against the cloud, insert the session, wake it."""
         req = self._factory.check(request)
-        driver = self.plugins.require_driver()
-        try:
-            hosts = list(driver.list_hosts())
-            instances = list(driver.list_instances(None))
-            allowed = [str(a) for a in driver.allowed_actions()]
-            found = (
-                driver.cloud_constraints(instances)
-                if isinstance(driver, ConstraintSource)
-                else None
-            )
-        except FenixError:
-            raise
-        except Exception as exc:
-            raise CloudError(f"reading the cloud's inventory failed: {exc}") from exc
+        cloud = CloudSnapshot.read(self.plugins.require_driver())
+        found = cloud.constraints
         session_id = str(uuid.uuid4())
         new = self._factory.build(
             req,
-            CloudSnapshot(hosts, instances, allowed, found),
+            cloud,
             constraints=ConstraintSet(cloud=found) if found is not None else ConstraintSet(),
             subscribed=set(self.subscriptions()),
             session_id=session_id,

@@ -153,6 +153,9 @@ class CoreRunner:
             lease_expires=frame.lease_expires,
         )
         finished = adapter.final and wake is None and not starts
+        if finished:  # the stepper lets it go: keep nothing of it either
+            self.forget(ws.session.id)
+            self._replies_due.discard(ws.session.id)
         return StepOutcome(write=write, wake=wake, starts=starts, finished=finished)
 
     def _may_skip(self, ws: WorkingSet, frame: StepFrame) -> bool:
