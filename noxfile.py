@@ -72,7 +72,8 @@ def _install_postgresql(session: nox.Session) -> None:
 
 @nox.session
 def soak(session: nox.Session) -> None:
-    """Crash-resume soak: 200 SIGKILL points (the default test run has 20).
+    """Crash-resume soak: 200 SIGKILL points each for today's engine and the
+    redesigned core (the default test run has 20).
 
     Not in the default sessions. `nox -s soak -- 500` sets another count."""
     session.install("-e", ".[dev]")
@@ -80,6 +81,7 @@ def soak(session: nox.Session) -> None:
     session.run(
         "pytest",
         "tests/test_crash.py",
+        "tests/test_core_crash.py",
         "-q",
         "-s",
         "-p",

@@ -12,7 +12,8 @@ the simulated makespan; raw-sqlite3 floors measured in the same run with the
 engine/floor ratios; the 300/30 and 10000/1000 CPU ratios; and the targets of
 issue 18 with their pass/fail.
 
-    python benchmarks/scale.py [--sizes 30,300,1000] [--huge] [--workflow rolling|constrained|both]
+    python benchmarks/scale.py [--sizes 30,300,1000] [--huge]
+                               [--workflow rolling|constrained|core-rolling|both|all]
                                [--timeout 120] [--json]
 """
 
@@ -65,7 +66,10 @@ SIZES: dict[str, Scenario] = {
 }
 DEFAULT_SIZES = ("30", "300", "1000")
 HUGE = "10000"  # --huge adds it
-WORKFLOWS = ("rolling", "constrained")
+#: "core-rolling": the rolling workflow on the contract (workflows/v2) run by
+#: the redesigned core (fenix_core.core.engine_v2.CoreEngine), beside today's.
+WORKFLOWS = ("rolling", "constrained", "core-rolling")
+ROLLING = ("rolling", "core-rolling")
 
 # The targets of issue 18.
 CPU_TARGET = ("1000", 10.0)  # rolling: at most 10 s of CPU at 1,000 hosts
@@ -228,8 +232,12 @@ def _child(scenario: Scenario, workflow: str, database_url: str, conn: Connectio
         wall0, cpu0 = time.monotonic(), time.process_time()
         conn.send({"phase": "setup"})
         # Only the constrained workflow reads instance-group constraints.
+        core = workflow == "core-rolling"
         built = scenario.build(
-            workflow, database_url=database_url, constrained=workflow == "constrained"
+            "rolling" if core else workflow,
+            database_url=database_url,
+            constrained=workflow == "constrained",
+            core=core,
         )
         setup = {
             "setup_wall_s": time.monotonic() - wall0,
@@ -467,7 +475,7 @@ def targets(results: Sequence[Result]) -> list[dict[str, Any]]:
                 )
         size, limit = CPU_TARGET
         r = runs.get((workflow, size))
-        if workflow == "rolling" and r is not None and _ran(r):
+        if workflow in ROLLING and r is not None and _ran(r):
             stopped = "" if r.finished else " (stopped)"
             add(
                 workflow,
@@ -555,9 +563,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument(
         "--workflow",
-        choices=[*WORKFLOWS, "both"],
-        default="both",
-        help="rolling (the Fenix default), constrained, or both (default: %(default)s)",
+        choices=[*WORKFLOWS, "both", "all"],
+        default="all",
+        help="rolling (the Fenix default), constrained, both of them, core-rolling (rolling"
+        " on the redesigned core), or all three (default: %(default)s)",
     )
     parser.add_argument(
         "--timeout",
@@ -585,7 +594,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--timeout must be a positive number of seconds")
     if args.floor_repeats < 1:
         parser.error("--floor-repeats must be at least 1")
-    workflows = WORKFLOWS if args.workflow == "both" else (args.workflow,)
+    workflows = {"both": WORKFLOWS[:2], "all": WORKFLOWS}.get(args.workflow, (args.workflow,))
     with tempfile.TemporaryDirectory(prefix="fenix-floor-") as tmp:
         floor = floors.measure(Path(tmp), args.floor_repeats)
     results = []

@@ -10,7 +10,9 @@ from typing import Any
 import attrs
 
 from fenix_core import ActionSpec, Engine, SessionRequest
+from fenix_core.core.engine_v2 import CoreEngine
 from fenix_core.testing import ScriptedManager, SimClock, SimulatedCloud, TimedAction
+from fenix_core.workflows.v2.rolling import RollingWorkflow
 
 
 @attrs.frozen
@@ -33,8 +35,15 @@ class Scenario:
     late_answer_seconds: float = 0.0
 
     def build(
-        self, workflow: str, *, database_url: str = "sqlite://", constrained: bool = True
+        self,
+        workflow: str,
+        *,
+        database_url: str = "sqlite://",
+        constrained: bool = True,
+        core: bool = False,
     ) -> Run:
+        """``core``: run it on the redesigned core (CoreEngine, the rolling
+        workflow on the contract) instead of today's Engine."""
         rng = random.Random(self.seed)
         clock = SimClock()
         cloud = SimulatedCloud(
@@ -63,9 +72,14 @@ class Scenario:
                 cloud.add_instance(iid, project, name, vcpus=rng.choice(self.instance_vcpus))
                 owner[iid] = project
                 n += 1
-        engine = Engine(
-            database_url, clock=clock, plugins=[cloud, TimedAction("upgrade", self.host_work)]
-        )
+        plugins = [cloud, TimedAction("upgrade", self.host_work)]
+        engine: Any
+        if core:
+            engine = CoreEngine(
+                database_url, clock=clock, plugins=plugins, workflows={"rolling": RollingWorkflow}
+            )
+        else:
+            engine = Engine(database_url, clock=clock, plugins=plugins)
         projects = sorted(set(owner.values()))
         # The constrained workflow lets managers leave the choice to the engine.
         action = None if workflow == "constrained" else "LIVE_MIGRATE"
@@ -97,7 +111,7 @@ class Scenario:
 
 @attrs.define
 class Run:
-    engine: Engine
+    engine: Engine | CoreEngine
     cloud: SimulatedCloud
     clock: SimClock
     managers: list[ScriptedManager]

@@ -18,6 +18,9 @@ from fenix_core import Engine
 
 
 def database_of(engine: Engine) -> SAEngine:
+    found = getattr(engine, "database", None)  # CoreEngine's seam (plan §6)
+    if isinstance(found, SAEngine):
+        return found
     with engine.transaction() as orm:
         bind = orm.get_bind()
     assert isinstance(bind, SAEngine)

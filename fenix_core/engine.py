@@ -61,7 +61,7 @@ from .errors import (
     InvalidInput,
     NotFound,
 )
-from .hookspecs import ConstraintSource, InstanceOwner
+from .hookspecs import InstanceOwner
 from .model import (
     HostChange,
     OperationView,
@@ -252,25 +252,13 @@ class Engine:
         nothing if anything is wrong.
         """
         req = self._factory.check(request)
-        driver = self.plugins.require_driver()
-        try:
-            hosts = list(driver.list_hosts())
-            instances = list(driver.list_instances(None))
-            allowed = [str(a) for a in driver.allowed_actions()]
-            found = (
-                driver.cloud_constraints(instances)
-                if isinstance(driver, ConstraintSource)
-                else None
-            )
-        except FenixError:
-            raise
-        except Exception as exc:
-            raise CloudError(f"reading the cloud's inventory failed: {exc}") from exc
+        cloud = CloudSnapshot.read(self.plugins.require_driver())
+        found = cloud.constraints
         session_id = str(uuid.uuid4())
         now = self.clock.now()
         new = self._factory.build(
             req,
-            CloudSnapshot(hosts, instances, allowed, found),
+            cloud,
             constraints=self.constraints(found),
             subscribed=set(self.subscriptions()),
             session_id=session_id,
@@ -286,7 +274,7 @@ class Engine:
             orm.add_all(host_rows)
             changes = inventory.sync(
                 orm,
-                hosts,
+                cloud.hosts,
                 now=now,
                 session_id=session_id,
                 pending=inventory.pending_adds(orm) | adds,

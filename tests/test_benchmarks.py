@@ -68,7 +68,7 @@ def test_scale_counts_statements_and_replies_and_checks_the_targets(
     assert scale.main(argv) == 0
     document = json.loads(capsys.readouterr().out)
     runs = {r["workflow"]: r for r in document["results"]}
-    assert set(runs) == {"rolling", "constrained"}
+    assert set(runs) == {"rolling", "constrained", "core-rolling"}
     tiny = scale.SIZES["tiny"]
     for r in runs.values():
         assert r["finished"], r
@@ -80,7 +80,11 @@ def test_scale_counts_statements_and_replies_and_checks_the_targets(
         assert r["statements"] > r["reply_statements"] >= r["replies"]
         assert r["statements_per_step"] == pytest.approx(r["statements"] / r["steps"], abs=0.01)
     assert all(v > 0 for k, v in document["floors"].items() if k != "unit")
+    # The redesigned core commits a step at most once (a reply is its own commit).
+    core = runs["core-rolling"]
+    assert core["commits"] - core["reply_commits"] <= core["steps"]
     names = {(t["workflow"], t["name"]) for t in document["targets"]}
+    assert ("core-rolling", "tiny hosts stmts/step") in names
     assert ("constrained", "tiny hosts CPU / rolling") in names
     assert ("rolling", "tiny hosts stmts/step") in names
     assert {t["verdict"] for t in document["targets"]} <= {"PASS", "FAIL", "n/a", "info"}

@@ -339,3 +339,29 @@ def test_a_held_session_listed_by_the_poller_waits_for_its_own_wake() -> None:
     w.clock.advance(30)
     assert w.stepper.step() == 1
     assert w.runner.ran == ["s1", "s1"]
+
+
+def test_a_reply_sent_from_inside_the_delivery_wakes_the_session_at_once() -> None:
+    """A receiver may reply while its notification is delivered, after the
+    step committed: that wake-up is kept, not replaced by the step's own
+    (later) wake."""
+    w = World()
+    w.session("s1")
+    w.outbox = Outbox(lambda r: w.stepper.wake(r.session_id))
+    w.stepper._outbox = w.outbox  # the world's stepper delivers through it
+    w.stepper.wake("s1")
+    assert w.stepper.step() == 1
+    assert w.stepper.next_wake() == T0  # the reply's, not T0 + 60 s
+    assert w.stepper.step() == 1
+    assert w.runner.ran == ["s1", "s1"]
+
+
+def test_started_operations_may_bring_the_next_step_forward() -> None:
+    """``StepRunner.start`` says when the operations it started need looking
+    at (one that ended at once: now); the session is due then."""
+    w = World()
+    w.session("s1")
+    w.runner.start = lambda ws, starts: T0 + timedelta(seconds=5)  # type: ignore[method-assign]
+    w.stepper.wake("s1")
+    assert w.stepper.step() == 1
+    assert w.stepper.next_wake() == T0 + timedelta(seconds=5)

@@ -5,9 +5,10 @@ cloud and the database (hosts, instances, allowed actions, the cloud's
 constraints, the constraints in force, the subscribed projects) and returns
 the session's rows as a :class:`~fenix_core.core.ports.NewSession`, or raises
 ``InvalidInput`` / ``CloudError`` naming what is wrong. It does no I/O: the
-reads happen before, the insert (with the check that no other running session
-maintains the hosts, and the inventory sync) after, in the caller's
-transaction. Rows are tuples in the column orders of :mod:`.records`.
+reads happen before (:meth:`CloudSnapshot.read` asks the driver), the insert
+(with the check that no other running session maintains the hosts, and the
+inventory sync) after, in the caller's transaction. Rows are tuples in the
+column orders of :mod:`.records`.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from typing import Any, Protocol
 import attrs
 
 from ..constraints import CloudConstraints, ConstraintSet
-from ..errors import CloudError, InvalidInput
+from ..errors import CloudError, FenixError, InvalidInput
+from ..hookspecs import ConstraintSource
 from ..model import Host, Instance, SessionRequest
 from ..operations import cloud_constraints_dict
 from ..states import HostState, InstanceAction, InstanceState, SessionState
@@ -63,6 +65,25 @@ class CloudSnapshot:
     instances: Sequence[Instance]
     allowed_actions: Sequence[str]
     constraints: CloudConstraints | None = None
+
+    @classmethod
+    def read(cls, driver: Any) -> CloudSnapshot:
+        """Ask the cloud driver (the caller's one read before ``build``);
+        an error of the driver's becomes ``CloudError``."""
+        try:
+            hosts = list(driver.list_hosts())
+            instances = list(driver.list_instances(None))
+            allowed = [str(a) for a in driver.allowed_actions()]
+            found = (
+                driver.cloud_constraints(instances)
+                if isinstance(driver, ConstraintSource)
+                else None
+            )
+        except FenixError:
+            raise
+        except Exception as exc:
+            raise CloudError(f"reading the cloud's inventory failed: {exc}") from exc
+        return cls(hosts, instances, allowed, found)
 
 
 class SessionFactory:

@@ -35,6 +35,13 @@ __all__ = ["DatabaseClock", "LeaseLost", "SqlLeaseKeeper"]
 
 _TABLE: Table = Base.metadata.tables["sessions"]
 _T = _TABLE.c
+#: The table that holds the leases, and its session id column: today's
+#: ``sessions`` row, or migration 0007's ``session_clock`` (whose fenced
+#: UPDATE is the core's step write).
+LEASE_TABLES: dict[str, tuple[Table, str]] = {
+    "sessions": (_TABLE, "id"),
+    "session_clock": (Base.metadata.tables["session_clock"], "session_id"),
+}
 
 
 class DatabaseClock:
@@ -58,12 +65,15 @@ class DatabaseClock:
         self._real.call_at(when - self.offset, callback)
 
 
-def _claimable(owner: str, now: ColumnElement[datetime]) -> ColumnElement[bool]:
+def _claimable(
+    owner: str, now: ColumnElement[datetime], table: Table = _TABLE
+) -> ColumnElement[bool]:
+    c = table.c
     return or_(
-        _T.lease_owner.is_(None),
-        _T.lease_owner == owner,
-        _T.lease_expires.is_(None),
-        _T.lease_expires <= now,
+        c.lease_owner.is_(None),
+        c.lease_owner == owner,
+        c.lease_expires.is_(None),
+        c.lease_expires <= now,
     )
 
 
@@ -76,7 +86,11 @@ class SqlLeaseKeeper:
         owner: str,
         lease_seconds: float,
         clock: Clock | None = None,
+        *,
+        table: str = "sessions",
     ) -> None:
+        self._table, key = LEASE_TABLES[table]
+        self._key = self._table.c[key]
         self._db = db
         self.owner = owner
         self.lease = timedelta(seconds=lease_seconds)
@@ -95,11 +109,12 @@ class SqlLeaseKeeper:
             func.now() if self._database_clock else literal(self.clock.now(), UTCDateTime())
         )
         claimed: dict[str, Fence] = {}
+        table, key, c = self._table, self._key, self._table.c
         with self._db.begin() as connection:
             rows = connection.execute(
-                select(_T.id, _T.lease_owner, _T.lease_token, _T.version, now.label("now"))
-                .where(_T.id.in_(wanted), _claimable(self.owner, now))
-                .order_by(_T.id)
+                select(key, c.lease_owner, c.lease_token, c.version, now.label("now"))
+                .where(key.in_(wanted), _claimable(self.owner, now, table))
+                .order_by(key)
                 .with_for_update(skip_locked=True)
             ).all()
             if rows and isinstance(self.clock, DatabaseClock) and self._database_clock:
@@ -108,11 +123,11 @@ class SqlLeaseKeeper:
             for session_id, holder, token, version, _ in rows:
                 new_token = token if holder == self.owner else token + 1
                 result = connection.execute(
-                    update(_TABLE)
+                    update(table)
                     .where(
-                        _T.id == session_id,
-                        _T.lease_token == token,
-                        _claimable(self.owner, now),
+                        key == session_id,
+                        c.lease_token == token,
+                        _claimable(self.owner, now, table),
                     )
                     .values(
                         lease_owner=self.owner,
@@ -149,7 +164,7 @@ class SqlLeaseKeeper:
         self._held.clear()
         with self._db.begin() as connection:
             connection.execute(
-                update(_TABLE)
-                .where(_T.lease_owner == self.owner)
+                update(self._table)
+                .where(self._table.c.lease_owner == self.owner)
                 .values(lease_owner=None, lease_expires=None)
             )

@@ -12,46 +12,80 @@ partial index of unprocessed rows.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import ColumnElement, Engine, func, literal, or_, select, union
+from sqlalchemy import (
+    ColumnElement,
+    CompoundSelect,
+    Engine,
+    String,
+    bindparam,
+    func,
+    or_,
+    select,
+    union,
+)
 
 from ..clock import Clock, RealClock
-from ..store.schema import InboxRow, SessionRow, UTCDateTime
+from ..store.schema import InboxRow, SessionClockRow, SessionRow, UTCDateTime
 
 __all__ = ["SqlDbPoller"]
+
+
+def _due_query(clock_table: bool, database_clock: bool) -> CompoundSelect[Any]:
+    """Sessions due by ``:now`` and sessions with unprocessed replies, whose
+    lease is free or expired (by the database's ``now()`` or ``:lease_now``)."""
+    t: Any = SessionClockRow if clock_table else SessionRow
+    key = t.session_id if clock_table else t.id
+    lease_now: ColumnElement[datetime] = (
+        func.now() if database_clock else bindparam("lease_now", type_=UTCDateTime())
+    )
+    free = or_(
+        t.lease_owner.is_(None),
+        t.lease_owner == bindparam("owner", type_=String()),
+        t.lease_expires.is_(None),
+        t.lease_expires <= lease_now,
+    )
+    woken = select(key).where(
+        t.next_wake.is_not(None),
+        t.next_wake <= bindparam("now", type_=UTCDateTime()),
+        free,
+    )
+    replied = (
+        select(InboxRow.session_id)
+        .join(t, key == InboxRow.session_id)
+        .where(InboxRow.processed_at.is_(None), free)
+    )
+    return union(woken, replied)
 
 
 class SqlDbPoller:
     """Due sessions no live lease covers, in session id order."""
 
-    def __init__(self, db: Engine, lease_clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        db: Engine,
+        lease_clock: Clock | None = None,
+        *,
+        table: str = "sessions",
+        owner: str | None = None,
+    ) -> None:
+        """``table``: where the wake-ups and leases are (``session_clock``
+        for the core's sessions, as the lease keeper's ``table``); ``owner``:
+        this worker, whose own leases count as free (a worker restarted with
+        its id takes its sessions back at once, as the lease keeper lets it)."""
+        self._owner = owner
+        if table not in ("sessions", "session_clock"):
+            raise ValueError(f"no leases in table {table!r}")
         self._db = db
         # As the lease keeper: the database's clock on PostgreSQL unless a
         # clock is given (tests), the machine's otherwise.
-        self._lease_clock = lease_clock
+        self._lease_clock = lease_clock or RealClock()
         self._database_clock = lease_clock is None and db.dialect.name == "postgresql"
+        self._query = _due_query(table == "session_clock", self._database_clock)
 
     def poll(self, now: datetime) -> list[str]:
-        lease_now: ColumnElement[datetime] = (
-            func.now()
-            if self._database_clock
-            else literal((self._lease_clock or RealClock()).now(), UTCDateTime())
-        )
-        free = or_(
-            SessionRow.lease_owner.is_(None),
-            SessionRow.lease_expires.is_(None),
-            SessionRow.lease_expires <= lease_now,
-        )
-        woken = select(SessionRow.id).where(
-            SessionRow.next_wake.is_not(None),
-            SessionRow.next_wake <= literal(now, UTCDateTime()),
-            free,
-        )
-        replied = (
-            select(InboxRow.session_id)
-            .join(SessionRow, SessionRow.id == InboxRow.session_id)
-            .where(InboxRow.processed_at.is_(None), free)
-        )
+        params = {"now": now, "lease_now": self._lease_clock.now(), "owner": self._owner}
         with self._db.connect() as connection:
-            found = connection.execute(union(woken, replied)).scalars().all()
+            found = connection.execute(self._query, params).scalars().all()
         return sorted(set(found))

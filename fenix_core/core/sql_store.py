@@ -17,7 +17,7 @@ from sqlalchemy.sql.dml import Insert
 
 from ..errors import NotFound
 from ..store.leases import LeaseLost
-from .ports import NewSession, StepWrite
+from .ports import NewSession, OutboxRec, StepWrite
 from .statements import STATEMENTS, params
 from .working_set import (
     ComponentRec,
@@ -41,6 +41,28 @@ def _rows(
     return [params(fields, row, **extra) for row in rows]
 
 
+class _Prepared:
+    """A statement compiled once for a positional-parameter dialect (SQLite):
+    its SQL text, and per placeholder the parameter name and the type's bind
+    processor, so a write sends rows to the driver without SQLAlchemy
+    compiling, caching or re-processing the statement each time."""
+
+    __slots__ = ("names", "processors", "sql")
+
+    def __init__(self, statement: Any, dialect: Any) -> None:
+        compiled = statement.compile(dialect=dialect)
+        self.sql = str(compiled)
+        self.names = list(compiled.positiontup or ())
+        found = compiled._bind_processors  # the type's own (datetimes, JSON, booleans)
+        self.processors = [found.get(name) for name in self.names]
+
+    def row(self, values: dict[str, Any]) -> tuple[Any, ...]:
+        return tuple(
+            values[n] if p is None else p(values[n])
+            for n, p in zip(self.names, self.processors, strict=True)
+        )
+
+
 class SqlSessionStore:
     """Implements :class:`fenix_core.core.ports.SessionStore` on a database
     migrated to 0007 or later."""
@@ -48,6 +70,24 @@ class SqlSessionStore:
     def __init__(self, database: SAEngine) -> None:
         self.database = database
         self._upsert_components: Insert = S.upsert_components[database.dialect.name]
+        dialect = database.dialect
+        # SQLite takes positional parameters: steps write through _Prepared.
+        self._prepared: dict[int, _Prepared] | None = (
+            {} if dialect.name == "sqlite" and dialect.positional else None
+        )
+
+    def _exec(
+        self, db: Connection, statement: Any, values: dict[str, Any] | list[dict[str, Any]]
+    ) -> Any:
+        """``db.execute(statement, values)``, through the prepared text on SQLite."""
+        if self._prepared is None:
+            return db.execute(statement, values)
+        prepared = self._prepared.get(id(statement))
+        if prepared is None:
+            prepared = self._prepared[id(statement)] = _Prepared(statement, self.database.dialect)
+        if isinstance(values, list):
+            return db.exec_driver_sql(prepared.sql, [prepared.row(v) for v in values])
+        return db.exec_driver_sql(prepared.sql, prepared.row(values))
 
     # ------------------------------------------------------------------ load
 
@@ -75,6 +115,15 @@ class SqlSessionStore:
             found = db.execute(S.unprocessed, {"b_session_id": session_id, "b_after_id": after_id})
             return [tuple(r) for r in found]
 
+    def undelivered(self, session_id: str, after_seq: int) -> list[OutboxRec]:
+        """Outbox rows above the delivery watermark ``after_seq``, in seq order
+        (the :class:`~fenix_core.core.outbox.OutboxSource` of a load)."""
+        with self.database.connect() as db:
+            found = db.execute(
+                S.undelivered, {"b_session_id": session_id, "b_after_seq": after_seq}
+            )
+            return [OutboxRec(session_id, seq, signal, payload) for seq, signal, payload in found]
+
     # ------------------------------------------------------------------ insert
 
     def insert(self, new: NewSession) -> None:
@@ -93,8 +142,8 @@ class SqlSessionStore:
             self._many(db, S.insert_projects, ProjectRec.FIELDS, new.projects, sid)
             self._many(db, self._upsert_components, ComponentRec.FIELDS, new.components, sid)
 
-    @staticmethod
     def _many(
+        self,
         db: Connection,
         statement: Any,
         fields: Sequence[str],
@@ -102,7 +151,7 @@ class SqlSessionStore:
         session_id: str,
     ) -> None:
         if rows:
-            db.execute(statement, _rows(fields, rows, session_id=session_id))
+            self._exec(db, statement, _rows(fields, rows, session_id=session_id))
 
     # ------------------------------------------------------------------ the step's write
 
@@ -111,7 +160,8 @@ class SqlSessionStore:
         fence = write.fence
         sid = fence.session_id
         with self.database.begin() as db:
-            fenced = db.execute(
+            fenced = self._exec(
+                db,
                 S.fence,
                 {
                     "b_session_id": sid,
@@ -132,8 +182,8 @@ class SqlSessionStore:
                     f"version {fence.version}) no longer holds; the step is not written"
                 )
             if write.session is not None:
-                db.execute(
-                    S.update_session, params(SessionRec.CHANGING, write.session, session_id=sid)
+                self._exec(
+                    db, S.update_session, params(SessionRec.CHANGING, write.session, session_id=sid)
                 )
             self._many(db, S.insert_hosts, HostRec.FIELDS, write.new_hosts, sid)
             self._many(db, S.update_hosts, HostRec.FIELDS, write.hosts, sid)
@@ -143,10 +193,11 @@ class SqlSessionStore:
             self._many(db, S.update_projects, ProjectRec.FIELDS, write.projects, sid)
             self._many(db, S.insert_ops, OpRec.FIELDS, write.new_ops, sid)
             if write.changed_ops:
-                db.execute(S.update_ops, _rows(OpRec.FIELDS, write.changed_ops))
+                self._exec(db, S.update_ops, _rows(OpRec.FIELDS, write.changed_ops))
             if write.outbox:
                 now = datetime.now(UTC)  # diagnostics only: delivery goes by seq
-                db.execute(
+                self._exec(
+                    db,
                     S.insert_outbox,
                     [
                         {
@@ -163,7 +214,8 @@ class SqlSessionStore:
             if write.timers:
                 self._write_timers(db, sid, write.timers)
             if write.inbox_outcomes:
-                db.execute(
+                self._exec(
+                    db,
                     S.inbox_outcomes,
                     [
                         {"b_id": i, "b_outcome": outcome, "b_processed_at": at}
@@ -171,13 +223,14 @@ class SqlSessionStore:
                     ],
                 )
 
-    @staticmethod
     def _write_timers(
-        db: Connection, session_id: str, timers: Sequence[tuple[str, datetime | None, Any]]
+        self, db: Connection, session_id: str, timers: Sequence[tuple[str, datetime | None, Any]]
     ) -> None:
         """Named timers: the old row of each name goes, the new one (if set) comes."""
-        db.execute(
-            S.delete_timers, [{"b_session_id": session_id, "b_kind": name} for name, _, _ in timers]
+        self._exec(
+            db,
+            S.delete_timers,
+            [{"b_session_id": session_id, "b_kind": name} for name, _, _ in timers],
         )
         kept = [
             {"b_session_id": session_id, "b_kind": name, "b_due": due, "b_data": data}
@@ -185,4 +238,4 @@ class SqlSessionStore:
             if due is not None
         ]
         if kept:
-            db.execute(S.insert_timers, kept)
+            self._exec(db, S.insert_timers, kept)

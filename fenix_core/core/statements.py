@@ -112,6 +112,11 @@ class Statements:
             )
             .order_by(INBOX.c.id)
         )
+        self.undelivered: Select[Any] = (
+            select(OUTBOX.c.seq, OUTBOX.c.signal, OUTBOX.c.payload)
+            .where(OUTBOX.c.session_id == _b("session_id"), OUTBOX.c.seq > _b("after_seq"))
+            .order_by(OUTBOX.c.seq)
+        )
         # --- insert a session
         self.insert_session = insert(SESSIONS).values({c: _b(c) for c in SessionRec.ROW})
         self.insert_clock = insert(CLOCK).values({c: _b(c) for c in ("session_id", *clock_fields)})

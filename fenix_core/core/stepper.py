@@ -56,12 +56,14 @@ class StepOutcome:
     """What one step did.
 
     ``write``: the step's rows (``StepWrite.next_wake`` is what other workers
-    see; with operations just started it is the step's own time). ``wake``:
+    see; with operations just started it is the step's own time); None when
+    the step changed nothing that must be written now (polls of operations
+    still running, with the lease far from expiring): nothing is committed. ``wake``:
     when this engine steps the session again (None: only a wake-up, such as
     a reply, brings it back). ``starts``: operations to start after the
     commit. ``finished``: the session reached a final state; it is let go."""
 
-    write: StepWrite
+    write: StepWrite | None
     wake: datetime | None
     starts: Sequence[object] = ()
     finished: bool = False
@@ -73,8 +75,10 @@ class StepRunner(Protocol):
 
     def run(self, working_set: WorkingSetLike, now: datetime, frame: StepFrame) -> StepOutcome: ...
 
-    def start(self, working_set: WorkingSetLike, starts: Sequence[object]) -> None:
-        """Start operations; called only after their step committed."""
+    def start(self, working_set: WorkingSetLike, starts: Sequence[object]) -> datetime | None:
+        """Start operations; called only after their step committed. Returns
+        when the session must step again to look at them (None: no sooner
+        than the outcome's wake)."""
 
 
 class Stepper:
@@ -130,11 +134,24 @@ class Stepper:
         return self._held.get(session_id)
 
     def next_wake(self) -> datetime | None:
-        """When the next ``step()`` has something to do (due session or poll)."""
+        """When the next ``step()`` has something to do (due session or poll).
+
+        The poll runs on the lease clock (leases are about real processes);
+        its time counts here only when that is the engine's clock too. With a
+        simulated engine clock and a real lease clock, the poll is due every
+        ``poll_seconds`` of real time (:meth:`next_poll`), and the simulated
+        time does not stop for it."""
         if self._poller is not None and self._next_poll is None:
             return self._clock.now()
         polls = self._next_poll if self._poller is not None else None
+        if self._lease_clock is not self._clock:
+            polls = None
         return min((w for w in (self.queue.next_wake(), polls) if w is not None), default=None)
+
+    def next_poll(self) -> datetime | None:
+        """When the poller next asks the database, on the lease clock (None:
+        no poller; the time of the last step's look if it is overdue)."""
+        return self._next_poll if self._poller is not None else None
 
     # ------------------------------------------------------------ steps
 
@@ -142,8 +159,9 @@ class Stepper:
         """Step every session due now, once each; return how many committed."""
         now = self._clock.now()
         due = self.queue.pop_due(now)
-        if self._poller is not None and (self._next_poll is None or self._next_poll <= now):
-            self._next_poll = now + self._poll_every
+        polled_at = self._lease_clock.now()
+        if self._poller is not None and (self._next_poll is None or self._next_poll <= polled_at):
+            self._next_poll = polled_at + self._poll_every
             seen = set(due)
             # Held sessions wake from the queue only: the poller may list one
             # whose stored next_wake is conservative (operations just started).
@@ -184,7 +202,8 @@ class Stepper:
         )
         try:
             outcome = self._runner.run(working_set, now, frame)
-            self._store.write(outcome.write)
+            if outcome.write is not None:
+                self._store.write(outcome.write)
         except LeaseLost:
             self._let_go(session_id)
             return False
@@ -192,15 +211,23 @@ class Stepper:
             # The step did not commit: its in-memory changes are void.
             self._let_go(session_id)
             raise
-        self._versions[session_id] = version + 1
+        if outcome.write is not None:
+            self._versions[session_id] = version + 1
+        wake = outcome.wake
         if outcome.starts:
-            self._runner.start(working_set, outcome.starts)
-        if outcome.write.outbox:
+            started = self._runner.start(working_set, outcome.starts)
+            if started is not None:
+                wake = started if wake is None else min(wake, started)
+        if outcome.write is not None and outcome.write.outbox:
+            # A receiver may reply (and so wake the session) from in here.
             self._outbox.deliver(outcome.write.outbox)
-        if outcome.finished:
+        woken = self.queue.wake_of(session_id)
+        if woken is not None:
+            wake = woken if wake is None else min(wake, woken)
+        if outcome.finished and wake is None:
             self._let_go(session_id)
-        elif outcome.wake is not None:
-            self.queue.schedule(session_id, outcome.wake)
+        elif wake is not None:
+            self.queue.schedule(session_id, wake)
         return True
 
     def _load(self, session_id: str) -> LoadedSet:

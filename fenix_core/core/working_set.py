@@ -344,6 +344,12 @@ class WorkingSet:
         self._outbox: list[OutboxRec] = []
         self._inbox_outcomes: list[tuple[int, str, datetime]] = []
 
+    def reset_to(self, other: WorkingSet) -> None:
+        """Become ``other`` (the session as stored): a step that broke drops
+        everything it changed, while whoever holds this object keeps it."""
+        for name in WorkingSet.__slots__:
+            setattr(self, name, getattr(other, name))
+
     # ------------------------------------------------------------------ identity
 
     @property
@@ -353,6 +359,11 @@ class WorkingSet:
     @property
     def version(self) -> int:
         return self.session.version
+
+    @property
+    def delivered_seq(self) -> int:
+        """The stored delivery watermark (what the stepper's outbox starts from)."""
+        return self.session.delivered_seq
 
     @classmethod
     def from_new(cls, new: NewSession) -> WorkingSet:
@@ -559,6 +570,20 @@ class WorkingSet:
         self.session.delivered_seq = max(self.session.delivered_seq, seq)
 
     # ------------------------------------------------------------------ the write
+
+    def only_polls(self) -> bool:
+        """Nothing changed since the last write but the bookkeeping of
+        operations still running (their poll count, next poll, detail): a
+        step may leave that for its next write."""
+        if (
+            self._session_dirty
+            or self._added_hosts or self._added_instances or self._added_projects
+            or self._dirty_hosts or self._dirty_instances or self._dirty_projects
+            or self._new_ops or self._dirty_timers or self._dirty_components
+            or self._outbox or self._inbox_outcomes
+        ):  # fmt: skip
+            return False
+        return all(op.status == "running" and not op.handled for op in self._dirty_ops)
 
     def dirty_keys(self) -> dict[str, set[Any]]:
         """What changed since the last write, per table (for tests and logs)."""

@@ -203,15 +203,20 @@ class CrashHarness:
         lines = self.ticks_file.read_text().split() if self.ticks_file.exists() else []
         return int(lines[-1]) if lines else 0
 
-    def _report(self, kills: int, ticks: tuple[int, ...]) -> CrashReport:
-        cloud = SimulatedCloud(state_path=self.cloud_file, clock=SimClock(start=T0))
-        action = TimedAction("upgrade", 60, state_path=self.action_file)
+    def deliveries(self) -> Counter[int]:
+        """seq -> how many times a receiver got it, for the session."""
         deliveries: Counter[int] = Counter()
         if self.deliveries_file.exists():
             for line in self.deliveries_file.read_text().splitlines():
                 session_id, seq, _signal = line.split()
                 if session_id == self.session_id:
                     deliveries[int(seq)] += 1
+        return deliveries
+
+    def _report(self, kills: int, ticks: tuple[int, ...]) -> CrashReport:
+        cloud = SimulatedCloud(state_path=self.cloud_file, clock=SimClock(start=T0))
+        action = TimedAction("upgrade", 60, state_path=self.action_file)
+        deliveries = self.deliveries()
         with Engine(self.url, clock=SimClock(), load_entry_points=False) as engine:
             state = engine.get_session(self.session_id).state
             with Session(engine._db) as orm:

@@ -1,0 +1,435 @@
+"""``CoreEngine``: the redesigned core assembled end to end (issue 18), beside
+today's public :class:`~fenix_core.engine.Engine`, which it does not replace
+yet.
+
+A session is created by the pure :class:`~fenix_core.core.factory.SessionFactory`
+and inserted by :class:`~fenix_core.core.sql_store.SqlSessionStore`; it is
+stepped by the :class:`~fenix_core.core.stepper.Stepper` (due queue, leases
+on ``session_clock`` held by :class:`~fenix_core.core.leases.SqlLeaseKeeper`,
+one fenced write per step) running contract workflows through
+:class:`~fenix_core.core.runner.CoreRunner`; notifications go out through
+the :class:`~fenix_core.core.outbox.Outbox` to the same blinker signals
+today's engine sends (``sender`` is the CoreEngine), and replies come in
+through :class:`~fenix_core.core.replies.ReplyIntake` (checked on the held
+working set without SQL, group commit).
+
+Not yet here (today's Engine has them): admin controls (pause, resume,
+cancel, update), the inventory table and host changes, constraints set
+through the API, the check that no other running session maintains the
+hosts, reply deadlines, and the lifecycle features of the v2 workflows.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import uuid
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import bindparam, insert, select
+from sqlalchemy.engine import Engine as SAEngine
+
+from ..clock import Clock, RealClock
+from ..constraints import ConstraintSet
+from ..contract import Workflow
+from ..errors import FenixError, InvalidInput
+from ..model import Reply, SessionRequest
+from ..operations import OperationRunner
+from ..plugins import Plugins
+from ..reply_inbox import SqlReplyFacts, SqlReplyInbox
+from ..signals import SIGNALS
+from ..states import FINAL_SESSION_STATES, InstanceState
+from ..store.database import migrate, open_database
+from ..store.schema import SessionStateRow, SubscriptionRow
+from .factory import CloudSnapshot, SessionFactory
+from .leases import SqlLeaseKeeper
+from .operations import CoreOperations
+from .outbox import Outbox
+from .poller import SqlDbPoller
+from .ports import NewSession, OutboxRec, WorkingSetLike
+from .records import HOST_COLUMNS, INSTANCE_COLUMNS, PROJECT_COLUMNS, SESSION_COLUMNS
+from .replies import ProjectFacts, ReplyFacts, ReplyIntake
+from .runner import CoreRunner
+from .sql_store import SqlSessionStore
+from .stepper import Stepper
+from .working_set import ComponentRec, HostRec, InstanceRec, ProjectRec, SessionRec, WorkingSet
+from .ws_port import SESSION_COMPONENT
+
+__all__ = ["CoreEngine", "CoreSessionView", "working_rows"]
+
+log = logging.getLogger("fenix_core.core")
+
+_FINAL = frozenset(s.value for s in FINAL_SESSION_STATES)
+_REQUESTED = InstanceState.ACTION_REQUESTED.value
+
+
+def working_rows(new: NewSession) -> NewSession:
+    """The factory's rows (today's column orders, :mod:`.records`) as the
+    working set's records store them (``FIELDS`` orders, migration 0007's
+    columns at their starting values; ``sessions.data`` becomes the
+    ``session`` component)."""
+
+    def named(columns: tuple[str, ...], row: Sequence[Any]) -> dict[str, Any]:
+        return dict(zip(columns, row, strict=True))
+
+    s = named(SESSION_COLUMNS, new.session)
+    session = SessionRec(
+        **{f: s[f] for f in SessionRec.FIELDS if f in s and f not in SessionRec.CLOCK},
+        version=0, seq=0, next_wake=s["next_wake"], lease_owner=None, lease_token=0,
+        lease_expires=None, delivered_seq=0, inbox_seen_id=0,
+    )  # fmt: skip
+    hosts = []
+    for row in new.hosts:
+        h = named(HOST_COLUMNS, row)
+        h.pop("session_id")
+        hosts.append(HostRec(**h, marks=0).row())
+    instances = []
+    for row in new.instances:
+        i = named(INSTANCE_COLUMNS, row)
+        i.pop("session_id")
+        extra = {"wave": None, "not_before": None, "impacted_until": None}
+        instances.append(InstanceRec(**i, **extra, moved_from=None, refused=None).row())
+    projects = []
+    for row in new.projects:
+        p = named(PROJECT_COLUMNS, row)
+        p.pop("session_id")
+        projects.append(ProjectRec(**p, draining=False).row())
+    return NewSession(
+        session=session.row(),
+        hosts=hosts,
+        instances=instances,
+        projects=projects,
+        components=[ComponentRec(SESSION_COMPONENT, 1, dict(s["data"] or {})).row()],
+    )
+
+
+class CoreSessionView:
+    """A session as stored: state, reason, percentage, host and project states."""
+
+    def __init__(self, ws: WorkingSet) -> None:
+        s = ws.session
+        self.session_id = s.id
+        self.workflow = s.workflow
+        self.state: str = s.state
+        self.reason = s.reason
+        self.percent_done = s.percent_done
+        self.hosts: dict[str, str] = {h.name: h.state for h in ws.hosts.values()}
+        self.projects: dict[str, str | None] = {p.project_id: p.state for p in ws.projects.values()}
+        self.instances: dict[str, tuple[str, str]] = {
+            i.instance_id: (i.host, i.state) for i in ws.instances.values()
+        }
+
+    def __repr__(self) -> str:
+        return f"CoreSessionView({self.session_id}, {self.state}, {self.percent_done}%)"
+
+
+class _HeldFacts:
+    """ReplyFacts read from a held working set: no SQL."""
+
+    def __init__(
+        self, ws: WorkingSet, noted: set[str], allowed: Sequence[str], requires: bool
+    ) -> None:
+        self._ws = ws
+        self._noted = noted
+        self.allowed_actions = tuple(allowed)
+        self.requires_instance_actions = requires
+
+    @property
+    def session_state(self) -> str:
+        return self._ws.session.state
+
+    def project(self, project_id: str) -> ProjectFacts | None:
+        rec = self._ws.projects.get(project_id)
+        return None if rec is None else ProjectFacts(rec.state, rec.awaiting, rec.reply_at)
+
+    def reply_pending(self, project_id: str) -> bool:
+        return project_id in self._noted
+
+    def instance_states(self, project_id: str, named: Collection[str]) -> Mapping[str, str]:
+        instances = self._ws.instances
+        return {
+            i: instances[i].state
+            for i in self._ws.instance_index.by_project.get(project_id, ())
+            if instances[i].state == _REQUESTED or i in named
+        }
+
+    def note_reply(self, project_id: str) -> None:
+        self._noted.add(project_id)
+
+
+_SESSION_BODY = select(SessionStateRow.body).where(
+    SessionStateRow.session_id == bindparam("session_id"),
+    SessionStateRow.component == SESSION_COMPONENT,
+)
+
+
+class _SqlFacts(SqlReplyFacts):
+    """Today's SQL reply facts; the allowed actions are in the session component."""
+
+    @property
+    def allowed_actions(self) -> Sequence[str]:
+        body = self._connection.scalar(_SESSION_BODY, {"session_id": self._session_id})
+        return tuple((body or {}).get("allowed_actions", ()))
+
+
+class _SqlInbox(SqlReplyInbox):
+    def facts(self, session_id: str) -> _SqlFacts:
+        found = super().facts(session_id)
+        return _SqlFacts(
+            self._connection, session_id, found.session_state, found.requires_instance_actions
+        )
+
+
+class CoreEngine:
+    """Runs contract workflows (``workflows``: name -> class) on the new core.
+
+    The arguments mean what they mean for today's Engine; ``plugins`` give
+    the cloud driver, the actions and the gates."""
+
+    def __init__(
+        self,
+        database_url: str = "sqlite://",
+        clock: Clock | None = None,
+        plugins: Sequence[object] = (),
+        *,
+        workflows: Mapping[str, type[Workflow]],
+        service: str = "fenix",
+        admin_project_id: str | None = None,
+        worker_id: str | None = None,
+        lease_seconds: float = 30.0,
+        lease_clock: Clock | None = None,
+    ) -> None:
+        self.clock: Clock = clock if clock is not None else RealClock()
+        self.lease_clock: Clock = lease_clock if lease_clock is not None else RealClock()
+        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.lease_seconds = float(lease_seconds)
+        self.service = service
+        self.plugins = Plugins(plugins, self.clock, load_entry_points=False)
+        self._workflows = dict(workflows)
+        self._db = open_database(database_url)
+        migrate(self._db)
+        self._lock = threading.RLock()
+        self._wake = threading.Event()
+        self._store = SqlSessionStore(self._db)
+        self._leases = SqlLeaseKeeper(
+            self._db, self.worker_id, self.lease_seconds, self.lease_clock, table="session_clock"
+        )
+        self._noted: dict[str, set[str]] = {}
+        self._runner = CoreRunner(
+            workflows=self._workflows,
+            operations=CoreOperations(OperationRunner(self.plugins)),
+            load=self._store.load,
+            replies=self._unprocessed,
+            service=service,
+            admin_project_id=admin_project_id,
+            now=self.clock.now,
+            lease_seconds=self.lease_seconds,
+        )
+        self._outbox = Outbox(self._send)
+        self._stepper = Stepper(
+            self._store,
+            self._leases,
+            self._runner,
+            self._outbox,
+            clock=self.clock,
+            lease_clock=self.lease_clock,
+            lease_seconds=self.lease_seconds,
+            poller=SqlDbPoller(
+                self._db, self.lease_clock, table="session_clock", owner=self.worker_id
+            ),
+            leftovers=self._store,
+        )
+        self._replies = ReplyIntake(
+            sink=self,
+            facts_of=self._facts_of,
+            transaction=self._reply_transaction,
+            lock=self._lock,
+            clock=self.clock.now,
+        )
+        self._factory = SessionFactory(self._workflows, self.plugins.actions, self.plugins.gates)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def database(self) -> SAEngine:
+        """The SQLAlchemy engine of the database (the seam for instrumentation)."""
+        return self._db
+
+    def close(self) -> None:
+        with self._lock:
+            self._stepper.release()
+            self._db.dispose()
+
+    def __enter__(self) -> CoreEngine:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ sessions
+
+    def create_session(self, request: SessionRequest | Mapping[str, Any]) -> str:
+        """Validate the request against the cloud, insert the session, wake it."""
+        req = self._factory.check(request)
+        cloud = CloudSnapshot.read(self.plugins.require_driver())
+        found = cloud.constraints
+        session_id = str(uuid.uuid4())
+        new = self._factory.build(
+            req,
+            cloud,
+            constraints=ConstraintSet(cloud=found) if found is not None else ConstraintSet(),
+            subscribed=set(self.subscriptions()),
+            session_id=session_id,
+            now=self.clock.now(),
+        )
+        with self._lock:
+            self._store.insert(working_rows(new))
+            self._stepper.wake(session_id)
+        self._wake.set()
+        return session_id
+
+    def get_session(self, session_id: str) -> CoreSessionView:
+        """The session as last committed."""
+        return CoreSessionView(self._store.load(session_id))
+
+    def subscribe(self, project_id: str) -> None:
+        if not isinstance(project_id, str) or not project_id:
+            raise InvalidInput("project_id", "expected a non-empty string")
+        with self._lock, self._db.begin() as db:
+            known = db.scalar(
+                select(SubscriptionRow.project_id).where(SubscriptionRow.project_id == project_id)
+            )
+            if known is None:
+                db.execute(
+                    insert(SubscriptionRow).values(
+                        project_id=project_id, created_at=self.clock.now()
+                    )
+                )
+
+    def subscriptions(self) -> list[str]:
+        with self._db.connect() as db:
+            return list(
+                db.scalars(select(SubscriptionRow.project_id).order_by(SubscriptionRow.project_id))
+            )
+
+    # ------------------------------------------------------------------ replies
+
+    def reply(
+        self,
+        session_id: str,
+        project_id: str,
+        state: str,
+        instance_actions: Mapping[str, str] | None = None,
+    ) -> None:
+        """Record a project's reply (returns once committed); as Engine.reply."""
+        answer = Reply(project_id=project_id, state=state, instance_actions=instance_actions or {})
+        self._replies.submit(session_id, answer)
+
+    def reply_many(self, replies: Iterable[tuple[str, Reply]]) -> list[FenixError | None]:
+        return self._replies.submit_many(list(replies))
+
+    # ReplySink
+    def held(self, session_id: str) -> WorkingSetLike | None:
+        return self._stepper.held(session_id)
+
+    def wake(self, session_id: str) -> None:
+        self._runner.replies_arrived(session_id)
+        self._stepper.wake(session_id)
+        self._wake.set()
+
+    def _facts_of(self, working_set: WorkingSetLike) -> ReplyFacts:
+        assert isinstance(working_set, WorkingSet)
+        ws = working_set
+        workflow = self._workflows.get(ws.session.workflow)
+        requires = workflow is None or workflow.requires_instance_actions
+        allowed = ws.components.get(SESSION_COMPONENT)
+        actions = (allowed.body if allowed else {}).get("allowed_actions", ())
+        noted = self._noted.setdefault(ws.session.id, set())
+        return _HeldFacts(ws, noted, [str(a) for a in actions], requires)
+
+    @contextmanager
+    def _reply_transaction(self) -> Iterator[_SqlInbox]:
+        with self._db.begin() as connection:
+            yield _SqlInbox(connection, self._requires_instance_actions)
+
+    def _requires_instance_actions(self, workflow_name: str) -> bool:
+        workflow = self._workflows.get(workflow_name)
+        return workflow is None or workflow.requires_instance_actions
+
+    def _unprocessed(self, session_id: str, after_id: int) -> list[tuple[Any, ...]]:
+        self._noted.pop(session_id, None)  # read now: no longer pending after this step
+        return self._store.unprocessed_replies(session_id, after_id)
+
+    # ------------------------------------------------------------------ running
+
+    def step(self) -> int:
+        """Step every session due now; return how many committed a step."""
+        with self._lock:
+            return self._stepper.step()
+
+    def run_until_idle(self, max_steps: int = 1_000_000) -> int:
+        steps = 0
+        while self.step():
+            steps += 1
+            if steps >= max_steps:
+                raise FenixError(f"still busy after {max_steps} steps")
+        return steps
+
+    def next_wake(self) -> datetime | None:
+        return self._stepper.next_wake()
+
+    def run_until_done(self, session_id: str) -> CoreSessionView:
+        """Step until the session is final with nothing left to follow.
+
+        A session this engine does not hold (created by another process, or
+        left by one that died) is claimed first; FenixError if it cannot be
+        (another live worker holds it)."""
+        claimed = False
+        while True:
+            self.run_until_idle()
+            if self._stepper.held(session_id) is None:
+                if self._finished(session_id):
+                    return self.get_session(session_id)
+                if claimed:
+                    raise FenixError(
+                        f"session {session_id} is held by another worker",
+                        session_id=session_id,
+                    )
+                claimed = True
+                self._stepper.wake(session_id)
+                continue
+            claimed = False
+            wake = self._stepper.next_wake()
+            if wake is not None and wake <= self.clock.now():
+                continue
+            self._wake.clear()
+            if not self.clock.wait(wake, self._wake) and wake is None:
+                view = self.get_session(session_id)
+                raise FenixError(
+                    f"session {session_id} waits for nothing that can happen (state {view.state})",
+                    session_id=session_id,
+                )
+
+    def _finished(self, session_id: str) -> bool:
+        ws = self._store.load(session_id)
+        return ws.session.state in _FINAL and ws.session.next_wake is None
+
+    # ------------------------------------------------------------------ delivery
+
+    def _send(self, row: OutboxRec) -> None:
+        signal = SIGNALS[row.signal]
+        for receiver in list(signal.receivers_for(self)):
+            try:
+                receiver(self, payload=row.payload)
+            except Exception:
+                log.exception(
+                    "receiver of %s failed (session %s, seq %s)",
+                    row.signal,
+                    row.session_id,
+                    row.seq,
+                )

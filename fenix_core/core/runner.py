@@ -1,0 +1,347 @@
+"""``CoreRunner``: the :class:`~fenix_core.core.stepper.StepRunner` that runs a
+contract workflow's hooks on a working set (plan §3.2, §6).
+
+One step, in today's order: poll the running operations that are due
+(through :class:`~fenix_core.core.operations.CoreOperations`), apply the
+replies that arrived (``on_reply``), the operations that ended
+(``on_operation``; a gate's end goes to the host pipeline), the timers that
+are due (``on_timer``; the pipeline's own timer only wakes the session), then
+``start`` on the first step and ``advance``. What the engine knows before a
+hook runs is applied to the working set first, as the contract driver of
+the workflow tests does: a reply's project state, a move's new host, a host
+disabled or enabled, instances an inventory no longer finds.
+
+A hook that raises does not crash the engine: the step's changes are
+dropped (the working set is reloaded as stored) and the session fails with
+the error as its reason (today's ``Engine._fail_broken``); if it had failed
+already, the operations it still follows are abandoned so that it does not
+raise again at once.
+
+Operations the step submitted, and any left pending by a process that died
+(in doubt: looked up by key before being started again), are started by
+:meth:`CoreRunner.start` only after the step committed; their status is
+written by the session's next step, which :meth:`start` says is due when
+the first of them needs looking at again.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any, cast
+
+from ..contract import (
+    DisableHost,
+    EnableHost,
+    Inventory,
+    Move,
+    OpKind,
+    OpRef,
+    OpResult,
+    OpStatus,
+    ProjectReply,
+    TimerFired,
+    Watch,
+    Workflow,
+)
+from ..errors import FenixError
+from ..states import SessionState, normalize_reply_state
+from .context import PIPELINE_TIMER, StepContext
+from .operations import CoreOperations
+from .ports import WorkingSetLike
+from .stepper import StepFrame, StepOutcome
+from .working_set import InboxRec, OpRec, WorkingSet
+from .ws_port import WorkingSetAdapter, op_of
+
+__all__ = ["CoreRunner"]
+
+log = logging.getLogger("fenix_core.core")
+
+_ENDED = frozenset({OpStatus.DONE.value, OpStatus.FAILED.value})
+
+
+class CoreRunner:
+    """Runs contract workflows (``workflows``: name -> class) on working sets.
+
+    ``load(session_id)``: the stored working set (to drop a broken step);
+    ``replies(session_id, after_id)``: the unprocessed inbox rows."""
+
+    def __init__(
+        self,
+        *,
+        workflows: Mapping[str, type[Workflow]],
+        operations: CoreOperations,
+        load: Callable[[str], WorkingSetLike],
+        replies: Callable[[str, int], Sequence[tuple[Any, ...]]],
+        service: str = "fenix",
+        admin_project_id: str | None = None,
+        now: Callable[[], datetime],
+        lease_seconds: float | None = None,
+    ) -> None:
+        """``lease_seconds``: a step that only polled operations still running
+        is not written while the lease it last wrote has more than half of
+        it left (None: every step is written)."""
+        self._workflows = {name: cls() for name, cls in workflows.items()}
+        self._operations = operations
+        self._load = load
+        self._replies = replies
+        self._service = service
+        self._admin_project_id = admin_project_id
+        self._now = now
+        self._adapters: dict[str, WorkingSetAdapter] = {}
+        # Sessions whose inbox may hold unprocessed replies (a reply woke
+        # them, or they were just loaded): read at their next step only.
+        self._replies_due: set[str] = set()
+        self._lease = timedelta(seconds=lease_seconds) if lease_seconds else None
+        # Session id -> the lease expiry its last write stored.
+        self._lease_written: dict[str, datetime] = {}
+
+    # ------------------------------------------------------------------ helpers
+
+    def replies_arrived(self, session_id: str) -> None:
+        """A reply to ``session_id`` was committed: read the inbox at its next step."""
+        self._replies_due.add(session_id)
+
+    def adapter(self, ws: WorkingSet) -> WorkingSetAdapter:
+        """The adapter of ``ws`` (a new one for a newly loaded working set)."""
+        found = self._adapters.get(ws.session.id)
+        if found is None or found.ws is not ws:
+            found = self._adapters[ws.session.id] = WorkingSetAdapter(
+                ws, service=self._service, admin_project_id=self._admin_project_id
+            )
+            self._replies_due.add(ws.session.id)
+            self._lease_written.pop(ws.session.id, None)  # the claim wrote its own
+        return found
+
+    def forget(self, session_id: str) -> None:
+        self._adapters.pop(session_id, None)
+        self._lease_written.pop(session_id, None)
+
+    def workflow(self, name: str) -> Workflow:
+        found = self._workflows.get(name)
+        if found is None:
+            raise FenixError(f"no contract workflow named {name!r} is registered")
+        return found
+
+    # ------------------------------------------------------------------ the step
+
+    def run(self, working_set: WorkingSetLike, now: datetime, frame: StepFrame) -> StepOutcome:
+        ws = cast(WorkingSet, working_set)
+        adapter = self.adapter(ws)
+        adapter.begin(now)
+        workflow = self.workflow(ws.session.workflow)
+        try:
+            self._hooks(ws, adapter, workflow, now)
+        except Exception as exc:
+            log.exception("session %s: workflow error", ws.session.id)
+            adapter = self._drop_step(ws, now)
+            self._fail_broken(ws, adapter, f"internal error: {type(exc).__name__}: {exc}", now)
+        adapter.flush()
+        adapter.forget_components()
+        starts = [k for k, op in ws.ops.items() if op.status == OpStatus.PENDING.value]
+        wake = self._wake(ws, now)
+        if not starts and not adapter.final and self._may_skip(ws, frame):
+            return StepOutcome(write=None, wake=wake)
+        self._lease_written[ws.session.id] = frame.lease_expires
+        ws.delivered(frame.delivered_seq)
+        write = ws.take_write(
+            frame.fence,
+            # Others see the step's own time while operations wait to start:
+            # a worker taking over looks at them at once.
+            next_wake=now if starts else wake,
+            lease_expires=frame.lease_expires,
+        )
+        finished = adapter.final and wake is None and not starts
+        if finished:  # the stepper lets it go: keep nothing of it either
+            self.forget(ws.session.id)
+            self._replies_due.discard(ws.session.id)
+        return StepOutcome(write=write, wake=wake, starts=starts, finished=finished)
+
+    def _may_skip(self, ws: WorkingSet, frame: StepFrame) -> bool:
+        """Only polls changed, and the stored lease has over half its time left."""
+        written = self._lease_written.get(ws.session.id)
+        if self._lease is None or written is None or not ws.only_polls():
+            return False
+        lease_now = frame.lease_expires - self._lease
+        return written - lease_now > self._lease / 2
+
+    def _hooks(
+        self, ws: WorkingSet, adapter: WorkingSetAdapter, workflow: Workflow, now: datetime
+    ) -> None:
+        """The step's events, then ``advance``. A step with no event (only
+        polls of operations still running) does not call the workflow at all:
+        nothing it decides on changed (time passing is an event: a timer)."""
+        request = adapter.request
+        for key, op in list(ws.ops.items()):
+            if op.status != OpStatus.RUNNING.value:
+                continue
+            due = op.next_poll is None or op.next_poll <= now
+            late = op.deadline is not None and op.deadline <= now
+            if due or late:
+                self._operations.poll(ws, key, request, now)
+        ended = sorted(
+            (op for op in ws.ops.values() if op.status in _ENDED and not op.handled),
+            key=lambda op: (op.finished_at or now, op.created_at, op.key),
+        )
+        timers = sorted(
+            (t for t in ws.timers.values() if t.due <= now), key=lambda t: (t.due, t.name)
+        )
+        replies = ws.session.id in self._replies_due
+        first = ws.session.version == 0 or not adapter.stepped
+        if not (ended or timers or replies or first):
+            return
+        adapter.stepped = True
+        ctx = StepContext(adapter, now)
+        if replies:
+            self._replies_due.discard(ws.session.id)
+            for row in self._replies(ws.session.id, ws.session.inbox_seen_id):
+                message = InboxRec(*row)
+                outcome = self._reply(ws, adapter, ctx, workflow, message)
+                ws.processed(message.id, outcome, now)
+        for op in ended:
+            ws.update_op(op.key, handled=True)
+            self._ended(adapter, ctx, workflow, op)
+        for timer in timers:
+            ws.cancel_timer(timer.name)
+            if timer.name != PIPELINE_TIMER:  # the pipeline's wait: a wake-up only
+                workflow.on_timer(ctx, TimerFired(timer.name, timer.due, dict(timer.data)))
+        if ws.session.version == 0 and not adapter.final:
+            adapter.announce()  # the session exists: today's first notice
+            workflow.start(ctx)
+        if not adapter.final:
+            workflow.advance(ctx)
+
+    def _reply(
+        self,
+        ws: WorkingSet,
+        adapter: WorkingSetAdapter,
+        ctx: StepContext,
+        workflow: Workflow,
+        message: InboxRec,
+    ) -> str:
+        parsed = normalize_reply_state(message.state)
+        if parsed is None:  # checked on the way in; only a hand-edited row gets here
+            return "ignored: not a reply state"
+        if adapter.final:
+            return "ignored: session ended"
+        project = ws.projects.get(message.project_id)
+        if project is None:
+            return "ignored: not a project of the session"
+        if project.reply_at is not None and message.received_at > project.reply_at:
+            return "late: received after the deadline"
+        ack, awaited = parsed
+        state = f"{'ACK' if ack else 'NACK'}_{awaited}"
+        adapter.answered(message.project_id, state, message.received_at)
+        outcome = workflow.on_reply(
+            ctx,
+            ProjectReply(
+                message.project_id, state, dict(message.instance_actions), message.received_at
+            ),
+        )
+        if outcome.accepted:
+            return "accepted"
+        return outcome.why or "refused"
+
+    def _ended(
+        self, adapter: WorkingSetAdapter, ctx: StepContext, workflow: Workflow, rec: OpRec
+    ) -> None:
+        status = OpStatus(rec.status)
+        result: dict[str, Any] = dict(rec.result or {})
+        op = op_of(rec)
+        if op is None:  # a gate: the pipeline's own
+            stop = rec.detail if result.get("verdict") == "stop" else None
+            ctx.gate_ended(str(rec.host), passed=status is OpStatus.DONE, stop=stop)
+            return
+        done = status is OpStatus.DONE
+        if isinstance(op, DisableHost) and done:
+            adapter.set_host_enabled(op.host, False, by_session=True)
+        elif isinstance(op, EnableHost) and done:
+            adapter.set_host_enabled(op.host, True, by_session=False)
+        elif isinstance(op, Move | Watch):
+            where = result.get("host")
+            if done and not result.get("gone") and isinstance(where, str):
+                adapter.place(op.instance_id, where)
+            else:
+                adapter.end_move(op.instance_id)
+        elif isinstance(op, Inventory) and done:
+            listed = {i.get("instance_id") for i in result.get("instances", ())}
+            ws = adapter.ws
+            for host in op.hosts:
+                for instance_id in sorted(ws.instance_index.by_host.get(host, ())):
+                    if instance_id not in listed:
+                        adapter.vanish(instance_id)
+        timed_out = status is OpStatus.FAILED and (rec.detail or "").startswith("timed out")
+        workflow.on_operation(
+            ctx,
+            OpResult(OpRef(rec.key, OpKind(rec.kind)), op, status, rec.detail, result, timed_out),
+        )
+
+    # ------------------------------------------------------------------ a broken step
+
+    def _drop_step(self, ws: WorkingSet, now: datetime) -> WorkingSetAdapter:
+        """Forget what the broken step changed: ``ws`` becomes the stored one."""
+        fresh = self._load(ws.session.id)
+        ws.reset_to(cast(WorkingSet, fresh))
+        self._adapters.pop(ws.session.id, None)
+        self._lease_written.pop(ws.session.id, None)
+        adapter = self.adapter(ws)
+        adapter.begin(now)
+        return adapter
+
+    def _fail_broken(
+        self, ws: WorkingSet, adapter: WorkingSetAdapter, why: str, now: datetime
+    ) -> None:
+        if not adapter.final:
+            adapter.set_session_state(SessionState.MAINTENANCE_FAILED, why)
+            return
+        # It failed already and still raises (an operation it follows): stop
+        # following what is left, rather than step again at once.
+        for key, op in list(ws.ops.items()):
+            if not op.handled:
+                ws.update_op(
+                    key,
+                    status=OpStatus.ABANDONED.value,
+                    detail=why,
+                    finished_at=now,
+                    next_poll=None,
+                    handled=True,
+                )
+
+    # ------------------------------------------------------------------ scheduling
+
+    def _wake(self, ws: WorkingSet, now: datetime) -> datetime | None:
+        """When the session has something to do next (None: only a reply)."""
+        wakes = [t.due for t in ws.timers.values()]
+        for op in ws.ops.values():
+            if op.handled:
+                continue
+            if op.status == OpStatus.RUNNING.value:
+                wakes += [w for w in (op.next_poll, op.deadline) if w is not None]
+            else:
+                wakes.append(now)
+        if ws.session.id in self._replies_due:
+            wakes.append(now)
+        return min(wakes) if wakes else None
+
+    def start(self, working_set: WorkingSetLike, starts: Sequence[object]) -> datetime | None:
+        """Start the operations ``starts`` (keys) after their step committed;
+        return when the session must look at them again."""
+        ws = cast(WorkingSet, working_set)
+        adapter = self.adapter(ws)
+        now = self._now()
+        wakes: list[datetime] = []
+        for key in starts:
+            op = ws.ops.get(str(key))
+            if op is None or op.status != OpStatus.PENDING.value:
+                continue
+            # Pending when loaded: a process that died may have started it.
+            in_doubt = op.key in adapter.in_doubt
+            adapter.in_doubt.discard(op.key)
+            self._operations.start(ws, op.key, adapter.request, now, in_doubt=in_doubt)
+            op = ws.ops[op.key]
+            if op.status == OpStatus.RUNNING.value and op.next_poll is not None:
+                wakes.append(op.next_poll)
+            else:
+                wakes.append(now)
+        return min(wakes) if wakes else None

@@ -1,0 +1,710 @@
+"""``WorkingSetAdapter``: P1's :class:`~fenix_core.core.working_set.WorkingSet`
+as the :class:`~fenix_core.core.context.WorkingSetPort` that P3's
+``StepContext`` runs on.
+
+Reads are the working set's indexes (hosts by state, instances by host,
+project and (project, host), projects awaiting a reply, free vCPUs per
+host) handed out as the contract's frozen views; each view is cached per
+record and dropped when the adapter changes that record, so a workflow
+that reads the same host many times in a step builds it once. Every change
+is one working-set setter, so dirty tracking sees it; notifications become
+outbox rows through ``WorkingSet.emit`` with today's payloads (the
+``service`` field, ISO times). Components are handed out as objects and
+written back by :meth:`WorkingSetAdapter.flush` before the step's write
+(only a changed body dirties its row).
+
+The adapter lives as long as the working set (one per held session); a
+``now`` is set for each step (``begin``)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from ..contract import (
+    ComponentState,
+    DisableHost,
+    EnableHost,
+    HostUp,
+    HostView,
+    InstanceView,
+    Inventory,
+    ListHosts,
+    Locate,
+    Move,
+    Operation,
+    OpKind,
+    OpStatus,
+    ProjectView,
+    RunAction,
+    SessionInfo,
+    Watch,
+)
+from ..contract.context import S
+from ..model import ActionSpec, SessionRequest
+from ..placement_rules import PlacementRule, host_limits
+from ..states import (
+    DONE_HOST_STATES,
+    FINAL_SESSION_STATES,
+    WORK_HOST_STATES,
+    HostState,
+    InstanceAction,
+    InstanceState,
+    SessionState,
+)
+from .indexes import ABSENT_STATES, MOVING_STATE
+from .working_set import HostMark, OpRec, WorkingSet
+
+__all__ = ["SESSION_COMPONENT", "WorkingSetAdapter", "op_of", "op_record"]
+
+#: The component holding what a session keeps apart from its workflow's
+#: state (migration 0007's "session" component): the operation counter, the
+#: cloud driver's allowed actions and constraints.
+SESSION_COMPONENT = "session"
+#: Questions whose answer names an action per instance: they list the allowed ones.
+_INSTANCE_CHOICE = frozenset({"PREPARE_MAINTENANCE", "PLANNED_MAINTENANCE"})
+_DONE = frozenset(s.value for s in DONE_HOST_STATES)
+_WORK = tuple(s.value for s in WORK_HOST_STATES)
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+# --------------------------------------------------------------------------- operations
+
+
+def op_record(
+    key: str,
+    kind: OpKind,
+    op: Operation | None,
+    params: Mapping[str, Any],
+    *,
+    now: datetime,
+    deadline: datetime | None,
+    host_type: str | None = None,
+    source: str | None = None,
+) -> OpRec:
+    """A pending operation row for ``op`` with the parameters today's
+    OperationRunner reads (``op`` None: a gate, ``params`` as given)."""
+    host: str | None = None
+    instance_id: str | None = None
+    stored: dict[str, Any] = dict(params)
+    if isinstance(op, DisableHost):
+        host, stored = op.host, {"reason": op.reason}
+    elif isinstance(op, EnableHost | HostUp):
+        host = op.host
+    elif isinstance(op, Move):
+        instance_id = op.instance_id
+        stored = {
+            "action": op.action.value,
+            "target": op.target,
+            "source": source,
+            "refused": sorted(op.refused),
+        }
+    elif isinstance(op, Watch):
+        instance_id = op.instance_id
+        stored = {"action": InstanceAction.OWN_ACTION.value, "source": source}
+    elif isinstance(op, RunAction):
+        host = op.host
+        stored = {"action": op.spec.to_dict(), "sequence": op.sequence, "host_type": host_type}
+    elif isinstance(op, Inventory):
+        stored = {"hosts": list(op.hosts)}
+    elif isinstance(op, ListHosts):
+        stored = {"wait_for": list(op.wait_for)}
+    elif isinstance(op, Locate):
+        stored = {"instance_ids": list(op.instance_ids)}
+    elif op is None:
+        host = params.get("host")
+    return OpRec(
+        key, kind.value, host, instance_id, stored, OpStatus.PENDING.value, None, now,
+        deadline, 0, None, {}, False, now, None, None,
+    )  # fmt: skip
+
+
+def op_of(rec: OpRec) -> Operation | None:
+    """The typed operation an operation row stands for (None: a gate)."""
+    p = rec.params
+    kind = OpKind(rec.kind)
+    if kind is OpKind.DISABLE_HOST:
+        return DisableHost(str(rec.host), str(p.get("reason", "maintenance")))
+    if kind is OpKind.ENABLE_HOST:
+        return EnableHost(str(rec.host))
+    if kind is OpKind.HOST_UP:
+        return HostUp(str(rec.host))
+    if kind is OpKind.MOVE:
+        return Move(
+            str(rec.instance_id),
+            InstanceAction(p["action"]),
+            p.get("target"),
+            frozenset(p.get("refused", ())),
+        )
+    if kind is OpKind.WATCH:
+        return Watch(str(rec.instance_id))
+    if kind is OpKind.ACTION:
+        return RunAction(ActionSpec.from_dict(p["action"]), str(p.get("sequence", "")), rec.host)
+    if kind is OpKind.INVENTORY:
+        return Inventory(tuple(p.get("hosts") or ()))
+    if kind is OpKind.LIST_HOSTS:
+        return ListHosts(tuple(p.get("wait_for") or ()))
+    if kind is OpKind.LOCATE:
+        return Locate(tuple(p.get("instance_ids") or ()))
+    return None
+
+
+def _timeout_kind(op: Operation) -> str | None:
+    """The request timeout (``SessionRequest.timeout``) an operation runs under."""
+    if isinstance(op, Move):
+        return "migration"
+    if isinstance(op, Watch):
+        return "own_action"
+    if isinstance(op, RunAction):
+        return "action"
+    if isinstance(op, HostUp):
+        return "host_up"
+    return None
+
+
+# --------------------------------------------------------------------------- views
+
+
+class _Hosts:
+    __slots__ = ("_a",)
+
+    def __init__(self, adapter: WorkingSetAdapter) -> None:
+        self._a = adapter
+
+    def get(self, name: str) -> HostView | None:
+        return self._a.host_view(name)
+
+    def in_state(self, *states: HostState, type: str | None = None) -> Collection[HostView]:
+        a = self._a
+        names = a.ws.host_index.in_state(*states)
+        if type is not None:
+            names &= a.ws.host_index.by_type.get(type, set())
+        hosts = a.ws.hosts
+        views = [a.host_view(n) for n in sorted(names, key=lambda n: hosts[n].position)]
+        return [v for v in views if v is not None]
+
+    def __len__(self) -> int:
+        return len(self._a.ws.hosts)
+
+    def __iter__(self) -> Iterator[HostView]:
+        a = self._a
+        for name in a.host_order():
+            view = a.host_view(name)
+            if view is not None:
+                yield view
+
+
+class _LazyViews(Collection[InstanceView]):
+    """Instances by id order, each view built when the iteration reaches it
+    (``any(... for i in ctx.instances.on(host))`` stops at the first). The
+    ids are taken when the collection is made: later changes do not show."""
+
+    __slots__ = ("_ids", "_view")
+
+    def __init__(self, ids: list[str], view: Callable[[str], InstanceView | None]) -> None:
+        self._ids = ids
+        self._view = view
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def __iter__(self) -> Iterator[InstanceView]:
+        for instance_id in self._ids:
+            found = self._view(instance_id)
+            if found is not None:
+                yield found
+
+    def __contains__(self, item: object) -> bool:
+        return isinstance(item, InstanceView) and item in list(self)
+
+
+class _Instances:
+    __slots__ = ("_a",)
+
+    def __init__(self, adapter: WorkingSetAdapter) -> None:
+        self._a = adapter
+
+    def get(self, instance_id: str) -> InstanceView | None:
+        return self._a.instance_view(instance_id)
+
+    def _views(self, ids: Collection[str] | None) -> Collection[InstanceView]:
+        if not ids:
+            return ()
+        return _LazyViews(sorted(ids), self._a.instance_view)
+
+    def on(self, host: str) -> Collection[InstanceView]:
+        return self._views(self._a.ws.instance_index.by_host.get(host))
+
+    def of(self, project_id: str) -> Collection[InstanceView]:
+        return self._views(self._a.ws.instance_index.by_project.get(project_id))
+
+    def of_on(self, project_id: str, host: str) -> Collection[InstanceView]:
+        return self._views(self._a.ws.instance_index.by_project_host.get((project_id, host)))
+
+    def in_state(self, state: InstanceState) -> Collection[InstanceView]:
+        return self._views(self._a.ws.instance_index.by_state.get(state.value))
+
+
+class _Projects:
+    __slots__ = ("_a",)
+
+    def __init__(self, adapter: WorkingSetAdapter) -> None:
+        self._a = adapter
+
+    def get(self, project_id: str) -> ProjectView | None:
+        rec = self._a.ws.projects.get(project_id)
+        if rec is None:
+            return None
+        return ProjectView(
+            rec.project_id, rec.managed, rec.state, rec.state if rec.awaiting else None
+        )
+
+    def awaiting(self, state: str | None = None) -> Collection[ProjectView]:
+        index = self._a.ws.project_index.awaiting
+        names: set[str] = set()
+        for key, members in index.items():
+            if state is None or key == state:
+                names |= members
+        return [v for v in (self.get(p) for p in sorted(names)) if v is not None]
+
+    def awaiting_count(self, state: str | None = None) -> int:
+        return self._a.ws.project_index.awaiting_count(state)
+
+    def managed(self) -> Collection[ProjectView]:
+        return [v for v in (self.get(p) for p in sorted(self._a.ws.projects)) if v and v.managed]
+
+
+class _Capacity:
+    __slots__ = ("_a",)
+
+    def __init__(self, adapter: WorkingSetAdapter) -> None:
+        self._a = adapter
+
+    def free(self, host: str) -> int:
+        ws = self._a.ws
+        rec = ws.hosts.get(host)
+        if rec is None:
+            from ..contract import ContractError
+
+            raise ContractError(f"host {host!r}", "not a host of this session (capacity)")
+        cap = ws.capacity
+        return rec.vcpus - cap.used.get(host, 0) - cap.reserved.get(host, 0)
+
+    def targets(self, instance_id: str, *, exclude: Collection[str] = ()) -> Iterator[str]:
+        a = self._a
+        ws = a.ws
+        inst = ws.instances.get(instance_id)
+        if inst is None:
+            from ..contract import ContractError
+
+            raise ContractError(
+                f"instance {instance_id!r}", "not an instance of this session (capacity)"
+            )
+        source = ws.hosts.get(inst.host)
+        if source is None:
+            return iter(())
+        return self._ordered(inst.instance_id, inst.host, inst.vcpus, source.type, exclude)
+
+    def _ordered(
+        self, instance_id: str, own: str, vcpus: int, placement_class: str, exclude: Collection[str]
+    ) -> Iterator[str]:
+        """Lazily, so a caller that takes the first good host pays for few:
+        hosts without a soft-rule penalty from the free-vCPU buckets (most
+        free first, then name), then the penalised ones (few: where the
+        members of the instance's groups are) by (penalty, most free, name)."""
+        ws = self._a.ws
+        limits = self._a.limits(instance_id)
+        penalty: Mapping[str, int] = limits.penalty if limits is not None else {}
+        hosts = ws.hosts
+        cap = ws.capacity
+        buckets = cap.buckets.get(placement_class, {})
+        later: list[tuple[int, int, str]] = []
+        for free in sorted(buckets, reverse=True):
+            if free < vcpus:
+                break
+            for name in sorted(buckets[free]):
+                rec = hosts.get(name)
+                if (
+                    rec is None
+                    or not rec.enabled
+                    or name == own
+                    or name in exclude
+                    or (limits is not None and not limits.allows(name))
+                ):
+                    continue
+                if penalty.get(name, 0):
+                    later.append((penalty[name], -free, name))
+                    continue
+                yield name
+        for *_, name in sorted(later):
+            yield name
+
+
+# --------------------------------------------------------------------------- the adapter
+
+
+class WorkingSetAdapter:
+    """Implements :class:`~fenix_core.core.context.WorkingSetPort` over a
+    :class:`WorkingSet` (see the module docstring)."""
+
+    def __init__(
+        self,
+        ws: WorkingSet,
+        *,
+        service: str = "fenix",
+        admin_project_id: str | None = None,
+        now: datetime | None = None,
+    ) -> None:
+        self.ws = ws
+        self.service = service
+        self.admin_project_id = admin_project_id
+        self.now: datetime = now if now is not None else ws.session.updated_at
+        self._request = SessionRequest.from_dict(ws.session.request)
+        self._host_views: dict[str, HostView] = {}
+        self._instance_views: dict[str, InstanceView] = {}
+        self._order: list[str] | None = None
+        self._components: dict[str, ComponentState] = {}
+        self._rules: tuple[PlacementRule, ...] | None = None
+        self._hosts = _Hosts(self)
+        self._instances = _Instances(self)
+        self._projects = _Projects(self)
+        self._capacity = _Capacity(self)
+        # Whether a step ran the workflow on this working set since it was loaded.
+        self.stepped = False
+        # Operations pending when the session was loaded: a process that died
+        # may have started them (looked up by key before starting again).
+        self.in_doubt: set[str] = {
+            k for k, op in ws.ops.items() if op.status == OpStatus.PENDING.value
+        }
+
+    def begin(self, now: datetime) -> None:
+        """A new step starts at ``now``."""
+        self.now = now
+
+    # ------------------------------------------------------------------ reads
+
+    @property
+    def session(self) -> SessionInfo:
+        s = self.ws.session
+        return SessionInfo(s.id, s.workflow, SessionState(s.state), s.reason, s.percent_done)
+
+    @property
+    def request(self) -> SessionRequest:
+        return self._request
+
+    @property
+    def hosts(self) -> _Hosts:
+        return self._hosts
+
+    @property
+    def instances(self) -> _Instances:
+        return self._instances
+
+    @property
+    def projects(self) -> _Projects:
+        return self._projects
+
+    @property
+    def capacity(self) -> _Capacity:
+        return self._capacity
+
+    def host_view(self, name: str) -> HostView | None:
+        view = self._host_views.get(name)
+        if view is None:
+            rec = self.ws.hosts.get(name)
+            if rec is None:
+                return None
+            view = self._host_views[name] = HostView(
+                rec.name, rec.type, HostState(rec.state), rec.vcpus, rec.enabled, rec.position,
+                rec.started_at, rec.finished_at, rec.reason,
+            )  # fmt: skip
+        return view
+
+    def instance_view(self, instance_id: str) -> InstanceView | None:
+        view = self._instance_views.get(instance_id)
+        if view is None:
+            rec = self.ws.instances.get(instance_id)
+            if rec is None:
+                return None
+            view = self._instance_views[instance_id] = InstanceView(
+                rec.instance_id, rec.project_id, rec.host, rec.vcpus, InstanceState(rec.state),
+                rec.live_migratable, rec.action,
+            )  # fmt: skip
+        return view
+
+    def host_order(self) -> list[str]:
+        if self._order is None or len(self._order) != len(self.ws.hosts):
+            hosts = self.ws.hosts
+            self._order = sorted(hosts, key=lambda n: hosts[n].position)
+        return self._order
+
+    def session_data(self) -> dict[str, Any]:
+        rec = self.ws.components.get(SESSION_COMPONENT)
+        return dict(rec.body) if rec is not None else {}
+
+    def allowed_actions(self) -> list[str]:
+        return [str(a) for a in self.session_data().get("allowed_actions", ())]
+
+    def rules(self) -> tuple[PlacementRule, ...]:
+        """The cloud's placement rules (server groups) the session was created with."""
+        if self._rules is None:
+            found = (self.session_data().get("cloud_constraints") or {}).get("placement") or ()
+            self._rules = tuple(PlacementRule.from_dict(r) for r in found)
+        return self._rules
+
+    def limits(self, instance_id: str) -> Any:
+        """``placement_rules.host_limits`` of the instance, or None without rules;
+        ``where`` holds only the members of the instance's own groups."""
+        mine = [r for r in self.rules() if instance_id in r.members]
+        if not mine:
+            return None
+        where: dict[str, set[str]] = {}
+        instances = self.ws.instances
+        for rule in mine:
+            for member in rule.members:
+                rec = instances.get(member)
+                if rec is None or member in where:
+                    continue
+                hosts = set() if rec.state in ABSENT_STATES else {rec.host}
+                if rec.state == MOVING_STATE and rec.target and rec.target != rec.host:
+                    hosts.add(rec.target)
+                where[member] = hosts
+        return host_limits(instance_id, mine, where)
+
+    # ------------------------------------------------------------------ session
+
+    def set_session_state(self, state: SessionState, reason: str | None) -> None:
+        """Today's ``LoadedSession.fire``: the state, its reason and finish
+        time, the percentage, and the admin's ``maintenance_session`` notice."""
+        s = self.ws.session
+        before = s.state
+        changes: dict[str, Any] = {"state": state.value, "phase": "", "updated_at": self.now}
+        if state is SessionState.MAINTENANCE_FAILED:
+            changes.update(reason=reason, failed_state=before, finished_at=self.now)
+        elif state is SessionState.MAINTENANCE_CANCELLED:
+            changes.update(reason=reason, finished_at=self.now)
+        elif state is SessionState.MAINTENANCE_DONE:
+            changes.update(reason=None, finished_at=self.now)
+        else:
+            changes.update(reason=None)
+        self.ws.update_session(**changes)
+        self._update_percent()
+        self.announce()
+
+    def announce(self) -> None:
+        """Send the admin's ``maintenance_session`` with the current state."""
+        s = self.ws.session
+        self.emit(
+            "maintenance_session",
+            {
+                "session_id": s.id,
+                "state": s.state,
+                "percent_done": s.percent_done,
+                "reason": s.reason,
+            },
+        )
+
+    def _update_percent(self) -> None:
+        s = self.ws.session
+        if s.state == SessionState.MAINTENANCE_DONE.value:
+            percent = 100
+        else:
+            index = self.ws.host_index
+            in_scope = index.count(*_WORK)
+            done = index.count(*_DONE)
+            percent = int(100 * done / in_scope) if in_scope else 0
+        if percent != s.percent_done:
+            self.ws.update_session(percent_done=percent)
+
+    @property
+    def final(self) -> bool:
+        return SessionState(self.ws.session.state) in FINAL_SESSION_STATES
+
+    # ------------------------------------------------------------------ hosts, instances
+
+    def set_host_state(self, host: str, state: HostState, reason: str | None) -> None:
+        self.ws.set_host_state(host, state.value)
+        self.ws.update_host(host, reason=reason)
+        self._host_views.pop(host, None)
+        self._update_percent()
+
+    def set_host_times(
+        self, host: str, *, started_at: datetime | None, finished_at: datetime | None
+    ) -> None:
+        marks = self.ws.hosts[host].marks
+        if started_at is not None:
+            marks |= HostMark.STARTED
+        if finished_at is not None:
+            marks |= HostMark.FINISHED
+        self.ws.update_host(host, started_at=started_at, finished_at=finished_at, marks=marks)
+        self._host_views.pop(host, None)
+
+    def set_host_enabled(self, host: str, enabled: bool, *, by_session: bool) -> None:
+        """A DisableHost / EnableHost ended (the engine's part, before the hook)."""
+        self.ws.update_host(host, enabled=enabled, disabled_by_session=by_session)
+        self._host_views.pop(host, None)
+
+    def set_instance_state(
+        self, instance_id: str, state: InstanceState, action: str | None
+    ) -> None:
+        self.ws.set_instance_state(instance_id, state.value)
+        if action is not None:
+            self.ws.update_instance(instance_id, action=action)
+        self._instance_views.pop(instance_id, None)
+
+    def place(self, instance_id: str, host: str) -> None:
+        """A move ended with the instance on ``host`` (the engine's part)."""
+        rec = self.ws.instances[instance_id]
+        source = rec.host
+        self.ws.set_target(instance_id, None)
+        if host != source:
+            self.ws.place(instance_id, host)
+            self.ws.update_instance(
+                instance_id, moved_from=source, moves=rec.moves + 1, refused=None
+            )
+            if source in self.ws.hosts:
+                self.ws.mark_host(source, HostMark.MOVED_OFF)
+        self._instance_views.pop(instance_id, None)
+
+    def vanish(self, instance_id: str) -> None:
+        """The cloud no longer lists the instance (the engine's part)."""
+        self.ws.set_target(instance_id, None)
+        self.ws.set_instance_state(instance_id, InstanceState.GONE.value)
+        self._instance_views.pop(instance_id, None)
+
+    def end_move(self, instance_id: str) -> None:
+        """A move that did not move the instance: no room is held for it any more."""
+        self.ws.set_target(instance_id, None)
+        self._instance_views.pop(instance_id, None)
+
+    def moved_off(self, host: str) -> Sequence[str]:
+        return sorted(i.instance_id for i in self.ws.instances.values() if i.moved_from == host)
+
+    # ------------------------------------------------------------------ projects, notices
+
+    def ask_project(
+        self,
+        project_id: str,
+        state: str,
+        instance_ids: Sequence[str],
+        allowed_actions: Sequence[str],
+        metadata: Mapping[str, Any] | None,
+    ) -> None:
+        self.ws.update_project(project_id, state=state, awaiting=True)
+        if not allowed_actions and state in _INSTANCE_CHOICE:
+            allowed_actions = self.allowed_actions()  # the cloud driver's, as today
+        if metadata is None:
+            metadata = self._request.metadata
+        self._planned(project_id, state, instance_ids, allowed_actions, metadata)
+
+    def answered(self, project_id: str, state: str, at: datetime) -> None:
+        """The engine took ``project_id``'s reply ``state`` (before the hook)."""
+        self.ws.update_project(project_id, state=state, awaiting=False, replied_at=at)
+
+    def notify_project(self, project_id: str, state: str, instance_ids: Sequence[str]) -> None:
+        self._planned(project_id, state, instance_ids, (), None)
+
+    def _planned(
+        self,
+        project_id: str,
+        state: str,
+        instance_ids: Sequence[str],
+        allowed_actions: Sequence[str],
+        metadata: Mapping[str, Any] | None,
+    ) -> None:
+        reply_at = self.ws.projects[project_id].reply_at
+        self.emit(
+            "maintenance_planned",
+            {
+                "session_id": self.ws.session.id,
+                "project_id": project_id,
+                "state": state,
+                "instance_ids": list(instance_ids),
+                "allowed_actions": list(allowed_actions),
+                "reply_at": _iso(reply_at),
+                "actions_at": None,
+                "metadata": dict(metadata or {}),
+            },
+        )
+
+    def notify_host(self, host: str, state: str) -> None:
+        self.emit(
+            "maintenance_host",
+            {
+                "session_id": self.ws.session.id,
+                "host": host,
+                "state": state,
+                "project_id": self.admin_project_id,
+            },
+        )
+
+    def emit(self, signal: str, payload: dict[str, Any]) -> None:
+        self.ws.emit(signal, {"service": self.service, **payload})
+
+    # ------------------------------------------------------------------ operations, timers
+
+    def next_op_number(self) -> int:
+        data = self.session_data()
+        counter = int(data.get("op_counter", 0)) + 1
+        rec = self.ws.components.get(SESSION_COMPONENT)
+        version = rec.schema_version if rec is not None else 1
+        self.ws.set_component(SESSION_COMPONENT, version, {**data, "op_counter": counter})
+        return counter
+
+    def add_op(
+        self,
+        key: str,
+        kind: OpKind,
+        op: Operation | None,
+        params: Mapping[str, Any],
+        timeout: float | None = None,
+    ) -> None:
+        host_type: str | None = None
+        source: str | None = None
+        if isinstance(op, RunAction) and op.host is not None:
+            host_type = self.ws.hosts[op.host].type
+        if isinstance(op, Move | Watch):
+            source = self.ws.instances[op.instance_id].host
+        if timeout is None and op is not None and (which := _timeout_kind(op)):
+            timeout = self._request.timeout(which)
+        deadline = self.now + timedelta(seconds=timeout) if timeout else None
+        rec = op_record(
+            key, kind, op, params, now=self.now, deadline=deadline, host_type=host_type,
+            source=source,
+        )  # fmt: skip
+        self.ws.add_op(rec)
+        if isinstance(op, Move):
+            self.ws.update_instance(op.instance_id, action=op.action.value)
+            self.ws.set_target(op.instance_id, op.target)
+            self._instance_views.pop(op.instance_id, None)
+
+    def set_timer(self, name: str, due: datetime, data: Mapping[str, str]) -> None:
+        self.ws.set_timer(name, due, data)
+
+    def cancel_timer(self, name: str) -> None:
+        self.ws.cancel_timer(name)
+
+    # ------------------------------------------------------------------ components
+
+    def component(self, kind: type[S]) -> S:
+        found = self._components.get(kind.component)
+        if found is None:
+            rec = self.ws.components.get(kind.component)
+            found = kind() if rec is None else kind.from_json(rec.body, rec.schema_version)
+            self._components[kind.component] = found
+        assert isinstance(found, kind)
+        return found
+
+    def flush(self) -> None:
+        """Write the components handed out back into the working set (a body
+        equal to the stored one dirties nothing)."""
+        for state in self._components.values():
+            self.ws.set_state(state)
+
+    def forget_components(self) -> None:
+        """Drop the objects handed out (the next step reads them afresh)."""
+        self._components.clear()

@@ -1,0 +1,234 @@
+"""WorkingSetAdapter (fenix_core.core.ws_port): P1's WorkingSet as the
+WorkingSetPort StepContext runs on. On random working sets and call
+sequences (test_context's generators) the views, answers and refusals equal
+FakeContext's, the oracle; changes reach the working set through its
+setters (dirty tracking) and notifications become outbox rows."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import attrs
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from test_context import CALLS, T0, apply, views, working_sets
+
+from fenix_core import SessionRequest
+from fenix_core.contract import (
+    ComponentState,
+    ContractError,
+    DisableHost,
+    HostView,
+    InstanceView,
+    Move,
+    ProjectView,
+)
+from fenix_core.core.context import StepContext
+from fenix_core.core.working_set import (
+    ComponentRec,
+    HostRec,
+    InstanceRec,
+    ProjectRec,
+    SessionRec,
+    WorkingSet,
+)
+from fenix_core.core.ws_port import WorkingSetAdapter, op_of
+from fenix_core.placement_rules import PlacementRule
+from fenix_core.states import HostState, InstanceAction, InstanceState, SessionState
+from fenix_core.testing.contract import FakeContext
+
+LIVE = InstanceAction.LIVE_MIGRATE
+
+
+def working_set(
+    hosts: list[HostView],
+    instances: list[InstanceView],
+    projects: list[ProjectView],
+    *,
+    request: SessionRequest | None = None,
+    rules: tuple[PlacementRule, ...] = (),
+) -> WorkingSet:
+    req = request if request is not None else SessionRequest()
+    session = SessionRec(
+        "s-1", "rolling", req.to_dict(), T0, SessionState.MAINTENANCE.value, "", None, None, 0,
+        None, T0, None, 0, 0, None, "me", 1, None, 0, 0,
+    )  # fmt: skip
+    data: dict[str, Any] = {"allowed_actions": ["LIVE_MIGRATE", "MIGRATE"]}
+    if rules:
+        data["cloud_constraints"] = {"placement": [r.to_dict() for r in rules]}
+    return WorkingSet(
+        session,
+        hosts=[
+            HostRec(
+                h.name,
+                h.type,
+                h.vcpus,
+                h.state.value,
+                h.position,
+                0,
+                h.enabled,
+                False,
+                0,
+                h.started_at,
+                h.finished_at,
+                h.reason,
+            )
+            for h in hosts
+        ],
+        instances=[
+            InstanceRec(
+                i.instance_id,
+                i.project_id,
+                i.instance_id,
+                i.host,
+                i.vcpus,
+                i.live_migratable,
+                i.state.value,
+                i.action,
+                None,
+                0,
+                0,
+                None,
+                None,
+                None,
+                None,
+                None,
+            )
+            for i in instances
+        ],
+        projects=[
+            ProjectRec(p.project_id, p.managed, p.state, p.awaiting is not None, None, None, False)
+            for p in projects
+        ],
+        components=[ComponentRec("session", 1, data)],
+    )
+
+
+def moves_once(calls: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """One Move per instance: a real session has one move of an instance in
+    flight at a time, and FakeContext counts every Move it ever recorded for
+    an instance that is IN_ACTION again (an earlier one's target included)."""
+    seen: set[str] = set()
+    kept = []
+    for call in calls:
+        if call[0] in ("move", "watch"):
+            if call[1] in seen:
+                continue
+            seen.add(call[1])
+        kept.append(call)
+    return kept
+
+
+@settings(max_examples=80, deadline=None)
+@given(working_sets(), st.lists(CALLS, max_size=25))
+def test_answers_refusals_and_views_equal_fake_context(
+    data: dict[str, Any], calls: list[tuple[Any, ...]]
+) -> None:
+    oracle = FakeContext(now=T0, **data)
+    ws = working_set(data["hosts"], data["instances"], data["projects"])
+    ctx = StepContext(WorkingSetAdapter(ws, now=T0), T0)
+    assert views(ctx) == views(oracle)
+    for call in moves_once(calls):
+        outcomes = []
+        for subject in (oracle, ctx):
+            try:
+                outcomes.append(("ok", apply(subject, call)))
+            except ContractError as exc:
+                outcomes.append(("refused", exc.subject))
+        assert outcomes[0] == outcomes[1], call
+        assert views(ctx) == views(oracle), call
+
+
+def test_changes_go_through_the_setters_and_notices_become_outbox_rows() -> None:
+    hosts = [HostView(f"cmp-{n}", "compute", HostState.PENDING, 8, True, n) for n in range(2)]
+    instances = [InstanceView("vm-a", "p1", "cmp-0", 2, InstanceState.PENDING)]
+    ws = working_set(hosts, instances, [ProjectView("p1", True, None, None)])
+    adapter = WorkingSetAdapter(ws, service="svc", admin_project_id="admin", now=T0)
+    ctx = StepContext(adapter, T0)
+    ctx.ask("MAINTENANCE", {"p1": ["vm-a"]})
+    assert ctx.admit("cmp-0").admitted
+    ctx.submit(DisableHost("cmp-0"))
+    ctx.set_host_state("cmp-0", HostState.DRAINING)
+    ref = ctx.submit(Move("vm-a", LIVE, target="cmp-1"))
+    ctx.notify_host("cmp-0", "IN_MAINTENANCE")
+    ctx.transition(SessionState.PREPARE_MAINTENANCE)
+    assert ctx.capacity.free("cmp-1") == 6  # the move's room is taken from its start
+    adapter.flush()
+    dirty = ws.dirty_keys()
+    assert dirty["hosts"] == {"cmp-0"}
+    assert dirty["instances"] == {"vm-a"}
+    assert dirty["projects"] == {"p1"}
+    assert dirty["session"] == {"s-1"}
+    assert dirty["new_ops"] == {"s-1:1", "s-1:2"}
+    assert "pipeline" in dirty["components"]
+    assert "session" in dirty["components"]
+    assert ws.ops[ref.key].params == {
+        "action": "LIVE_MIGRATE",
+        "target": "cmp-1",
+        "source": "cmp-0",
+        "refused": [],
+    }
+    assert op_of(ws.ops[ref.key]) == Move("vm-a", LIVE, target="cmp-1")
+    assert ws.ops[ref.key].deadline is not None  # the request's migration timeout
+    write = ws.take_write(
+        attrs.evolve(_fence(ws)), next_wake=None, lease_expires=datetime(2030, 1, 1, tzinfo=UTC)
+    )
+    signals = [(o.seq, o.signal, o.payload["state"]) for o in write.outbox]
+    assert signals == [
+        (1, "maintenance_planned", "MAINTENANCE"),
+        (2, "maintenance_host", "IN_MAINTENANCE"),
+        (3, "maintenance_session", "PREPARE_MAINTENANCE"),
+    ]
+    assert all(o.payload["service"] == "svc" for o in write.outbox)
+    assert write.outbox[1].payload["project_id"] == "admin"
+    # Components handed out are re-read from the working set at the next step.
+    adapter.forget_components()
+    assert StepContext(adapter, T0).pipeline.state.in_maintenance == 1
+
+
+def _fence(ws: WorkingSet) -> Any:
+    from fenix_core.core.ports import Fence
+
+    return Fence("s-1", "me", 1, ws.version)
+
+
+def test_targets_follow_the_cloud_placement_rules() -> None:
+    """An anti-affinity group: a member never goes where another member is
+    (nor where one is moving to); the same answer as FakeContext's."""
+    hosts = [HostView(f"cmp-{n}", "compute", HostState.PENDING, 8, True, n) for n in range(4)]
+    instances = [
+        InstanceView("db-0", "p1", "cmp-0", 2, InstanceState.PENDING),
+        InstanceView("db-1", "p1", "cmp-1", 2, InstanceState.PENDING),
+        InstanceView("db-2", "p1", "cmp-0", 2, InstanceState.PENDING),
+        InstanceView("web", "p1", "cmp-3", 4, InstanceState.PENDING),
+    ]
+    rules = (PlacementRule("g", "anti-affinity", ("db-0", "db-1", "db-2")),)
+    projects = [ProjectView("p1", True, None, None)]
+    ws = working_set(hosts, instances, projects, rules=rules)
+    ctx = StepContext(WorkingSetAdapter(ws, now=T0), T0)
+    oracle = FakeContext(now=T0, hosts=hosts, instances=instances, projects=projects, rules=rules)
+    for subject in (ctx, oracle):
+        subject.admit("cmp-0")
+        subject.submit(Move("db-2", LIVE, target="cmp-2"))
+    for vm in ("db-0", "db-1", "web"):
+        assert list(ctx.capacity.targets(vm)) == list(oracle.capacity.targets(vm)), vm
+    assert list(ctx.capacity.targets("db-0")) == ["cmp-3"]  # db-1 on cmp-1, db-2 to cmp-2
+    assert list(ctx.capacity.targets("web")) == ["cmp-1", "cmp-2", "cmp-0"]
+
+
+def test_component_state_round_trips_through_the_working_set() -> None:
+    @attrs.define(slots=True)
+    class Counter(ComponentState):
+        component = "counter"
+        n: int = 0
+
+    ws = working_set([], [], [])
+    adapter = WorkingSetAdapter(ws, now=T0)
+    adapter.component(Counter).n = 3
+    adapter.flush()
+    assert ws.components["counter"].body == {"n": 3}
+    adapter.forget_components()
+    assert adapter.component(Counter).n == 3
+    adapter.flush()  # unchanged: nothing more to write
+    assert ws.dirty_keys()["components"] == {"counter"}
