@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import attrs
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_context import CALLS, T0, apply, views, working_sets
@@ -213,8 +214,18 @@ def test_targets_follow_the_cloud_placement_rules() -> None:
         subject.submit(Move("db-2", LIVE, target="cmp-2"))
     for vm in ("db-0", "db-1", "web"):
         assert list(ctx.capacity.targets(vm)) == list(oracle.capacity.targets(vm)), vm
+        assert ctx.capacity.limits(vm) == oracle.capacity.limits(vm), vm
+    assert ctx.capacity.limits("db-0").avoid == {"cmp-0", "cmp-1", "cmp-2"}
+    with pytest.raises(ContractError, match="vm-x"):
+        ctx.capacity.limits("vm-x")
     assert list(ctx.capacity.targets("db-0")) == ["cmp-3"]  # db-1 on cmp-1, db-2 to cmp-2
     assert list(ctx.capacity.targets("web")) == ["cmp-1", "cmp-2", "cmp-0"]
+
+
+def test_session_info_carries_the_stored_allowed_actions() -> None:
+    ws = working_set([], [], [])
+    ctx = StepContext(WorkingSetAdapter(ws, now=T0), T0)
+    assert ctx.session.allowed_actions == ("LIVE_MIGRATE", "MIGRATE")
 
 
 def test_component_state_round_trips_through_the_working_set() -> None:

@@ -43,7 +43,7 @@ from ..contract import (
 )
 from ..contract.context import S
 from ..model import ActionSpec, SessionRequest
-from ..placement_rules import PlacementRule, host_limits
+from ..placement_rules import HostLimits, PlacementRule, host_limits
 from ..states import (
     DONE_HOST_STATES,
     FINAL_SESSION_STATES,
@@ -309,6 +309,15 @@ class _Capacity:
             return iter(())
         return self._ordered(inst.instance_id, inst.host, inst.vcpus, source.type, exclude)
 
+    def limits(self, instance_id: str) -> HostLimits:
+        if instance_id not in self._a.ws.instances:
+            from ..contract import ContractError
+
+            raise ContractError(
+                f"instance {instance_id!r}", "not an instance of this session (capacity)"
+            )
+        return self._a.limits(instance_id) or HostLimits()
+
     def _ordered(
         self, instance_id: str, own: str, vcpus: int, placement_class: str, exclude: Collection[str]
     ) -> Iterator[str]:
@@ -390,7 +399,10 @@ class WorkingSetAdapter:
     @property
     def session(self) -> SessionInfo:
         s = self.ws.session
-        return SessionInfo(s.id, s.workflow, SessionState(s.state), s.reason, s.percent_done)
+        return SessionInfo(
+            s.id, s.workflow, SessionState(s.state), s.reason, s.percent_done,
+            self.allowed_actions(),
+        )  # fmt: skip
 
     @property
     def request(self) -> SessionRequest:
@@ -456,7 +468,7 @@ class WorkingSetAdapter:
             self._rules = tuple(PlacementRule.from_dict(r) for r in found)
         return self._rules
 
-    def limits(self, instance_id: str) -> Any:
+    def limits(self, instance_id: str) -> HostLimits | None:
         """``placement_rules.host_limits`` of the instance, or None without rules;
         ``where`` holds only the members of the instance's own groups."""
         mine = [r for r in self.rules() if instance_id in r.members]
@@ -594,19 +606,30 @@ class WorkingSetAdapter:
         allowed_actions: Sequence[str],
         metadata: Mapping[str, Any] | None,
     ) -> None:
-        self.ws.update_project(project_id, state=state, awaiting=True)
+        # The same deadline as the workflow's timer (``WorkflowBase.ask_projects``):
+        # the reply intake refuses a reply after it, the notice carries it.
+        reply_at = self.now + timedelta(seconds=self._request.reply_window(state))
+        self.ws.update_project(project_id, state=state, awaiting=True, reply_at=reply_at)
         if not allowed_actions and state in _INSTANCE_CHOICE:
             allowed_actions = self.allowed_actions()  # the cloud driver's, as today
         if metadata is None:
             metadata = self._request.metadata
-        self._planned(project_id, state, instance_ids, allowed_actions, metadata)
+        self._planned(project_id, state, instance_ids, allowed_actions, metadata, reply_at)
+
+    def stop_awaiting(self, project_id: str, state: str | None) -> None:
+        """The project awaits nothing any more (its reply deadline passed, the
+        session ends); ``state``, unless None, becomes its state."""
+        changes: dict[str, Any] = {"awaiting": False}
+        if state is not None:
+            changes["state"] = state
+        self.ws.update_project(project_id, **changes)
 
     def answered(self, project_id: str, state: str, at: datetime) -> None:
         """The engine took ``project_id``'s reply ``state`` (before the hook)."""
         self.ws.update_project(project_id, state=state, awaiting=False, replied_at=at)
 
     def notify_project(self, project_id: str, state: str, instance_ids: Sequence[str]) -> None:
-        self._planned(project_id, state, instance_ids, (), None)
+        self._planned(project_id, state, instance_ids, (), None, None)
 
     def _planned(
         self,
@@ -615,8 +638,8 @@ class WorkingSetAdapter:
         instance_ids: Sequence[str],
         allowed_actions: Sequence[str],
         metadata: Mapping[str, Any] | None,
+        reply_at: datetime | None,
     ) -> None:
-        reply_at = self.ws.projects[project_id].reply_at
         self.emit(
             "maintenance_planned",
             {
@@ -626,7 +649,7 @@ class WorkingSetAdapter:
                 "instance_ids": list(instance_ids),
                 "allowed_actions": list(allowed_actions),
                 "reply_at": _iso(reply_at),
-                "actions_at": None,
+                "actions_at": _iso(reply_at),
                 "metadata": dict(metadata or {}),
             },
         )
