@@ -457,3 +457,58 @@ def test_a_poll_only_step_is_written_when_the_lease_would_run_short(
     assert slow.polls == 30
     assert commits.step_writes < steps - 20  # most polls were left unwritten ...
     assert min(left) > timedelta(seconds=5)  # ... never with the lease running short
+
+
+# --------------------------------------------------------------------------- reply deadlines
+
+
+def test_reply_deadline_is_the_workflows_timer_and_a_silent_project_gets_the_default(
+    cloud: SimulatedCloud, core: Factory, clock: SimClock
+) -> None:
+    """The notice's reply_at is the deadline the workflow's timer has (asked
+    at + request.reply_window); a project silent past it is acted for by
+    default, and its reply after the deadline is refused as late."""
+    from datetime import timedelta
+
+    from fenix_core.errors import Conflict
+
+    fill(cloud, {"cmp-0": [("vm-a1", "pa", 2)], "cmp-1": []})
+    engine = core()
+    engine.subscribe("pa")  # subscribed, never answers
+    recorder = Recorder(engine)  # type: ignore[arg-type]
+    asked_at = clock.now()
+    sid = engine.create_session(
+        SessionRequest(reply_policy="default", reply_windows={"MAINTENANCE": 120})
+    )
+    engine.step()
+    (first,) = [p for p in recorder.of("maintenance_planned") if p["state"] == "MAINTENANCE"]
+    due = asked_at + timedelta(seconds=120)
+    assert first["reply_at"] == first["actions_at"] == due.isoformat()
+    view = engine.run_until_done(sid)
+    assert view.state == "MAINTENANCE_DONE"
+    states = recorder.project_states("pa")
+    assert states[0] == "MAINTENANCE"
+    assert "PLANNED_MAINTENANCE" in states  # the default was taken: the session went on
+    assert migrations_per_instance(cloud)["vm-a1"] == 1
+    with pytest.raises(Conflict):
+        engine.reply(sid, "pa", "ACK_MAINTENANCE")
+    recorder.close()
+
+
+def test_a_silent_project_fails_the_session_under_reply_policy_fail(
+    cloud: SimulatedCloud, core: Factory, clock: SimClock
+) -> None:
+    from datetime import timedelta
+
+    fill(cloud, {"cmp-0": [("vm-a1", "pa", 2)], "cmp-1": []})
+    engine = core()
+    engine.subscribe("pa")
+    asked_at = clock.now()
+    sid = engine.create_session(
+        SessionRequest(reply_policy="fail", reply_windows={"MAINTENANCE": 90})
+    )
+    view = engine.run_until_done(sid)
+    due = asked_at + timedelta(seconds=90)
+    assert view.state == "MAINTENANCE_FAILED"
+    assert view.reason == f"project pa did not answer MAINTENANCE by {due.isoformat()}"
+    assert effects(cloud) == []
