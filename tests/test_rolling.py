@@ -376,7 +376,7 @@ def test_host_that_never_comes_back_fails_and_stays_disabled(fenix_cloud, fenix_
     # Nothing else was touched.
     assert upgrade.hosts == ["cmp-3"]
     assert all(fenix_cloud.is_enabled(h) for h in ("cmp-0", "cmp-1", "cmp-2"))
-    assert [e.kind for e in fenix_cloud.events] == ["disable_host"]
+    assert [e.kind for e in fenix_cloud.events] == ["disable_host", "host_up_checked"]
 
 
 def test_action_plugin_failure_fails_the_session_and_re_enables_the_host(
