@@ -74,7 +74,15 @@ class SessionInfo:
 
 class HostsView(Protocol):
     def get(self, name: str) -> HostView | None: ...
-    def in_state(self, *states: HostState, type: str | None = None) -> Collection[HostView]: ...
+    def in_state(self, *states: HostState, type: str | None = None) -> Collection[HostView]:
+        """The hosts in any of ``states`` (of ``type`` if given), position order."""
+
+    def without_instances(self, *states: HostState) -> Collection[HostView]:
+        """The hosts in any of ``states`` that no instance still in the
+        session's scope is on (every instance there GONE or OUT_OF_SCOPE),
+        position order: what a workflow maintains without draining, found
+        without looking at each host's instances."""
+
     def __len__(self) -> int: ...
     def __iter__(self) -> Iterator[HostView]: ...  # position order
 

@@ -70,6 +70,11 @@ class _Hosts:
     def in_state(self, *states: HostState, type: str | None = None) -> Collection[HostView]:
         return [h for h in self if h.state in states and (type is None or h.type == type)]
 
+    def without_instances(self, *states: HostState) -> Collection[HostView]:
+        gone = (InstanceState.GONE, InstanceState.OUT_OF_SCOPE)
+        busy = {i.host for i in self._ctx._instances.values() if i.state not in gone}
+        return [h for h in self.in_state(*states) if h.name not in busy]
+
     def __len__(self) -> int:
         return len(self._ctx._hosts)
 
