@@ -377,6 +377,10 @@ def views(ctx: Any) -> Any:
     return (
         hosts,
         [[h.name for h in ctx.hosts.in_state(s)] for s in HostState],
+        [[h.name for h in ctx.hosts.without_instances(s)] for s in HostState],
+        [h.name for h in ctx.hosts.without_instances(HostState.PENDING, HostState.DRAINED)],
+        [h.name for h in ctx.hosts.in_state(HostState.PENDING, HostState.MAINTAINED)],
+        len(ctx.hosts.in_state(HostState.PENDING, type="compute")),
         [sorted(i.instance_id for i in ctx.instances.on(h)) for h in NAMES],
         [sorted((i.instance_id, i.state) for i in ctx.instances.of(p)) for p in ("p1", "p2")],
         [[i.instance_id for i in ctx.instances.of_on("p1", h)] for h in NAMES],

@@ -35,6 +35,7 @@ def brute_force(ws: WorkingSet) -> dict[str, Any]:
     of: dict[str, set[str]] = defaultdict(set)
     of_on: dict[tuple[str, str], set[str]] = defaultdict(set)
     in_state: dict[str, set[str]] = defaultdict(set)
+    in_scope_on: dict[str, int] = defaultdict(int)
     used: dict[str, int] = defaultdict(int)
     reserved: dict[str, int] = defaultdict(int)
     for i in ws.instances.values():
@@ -42,6 +43,8 @@ def brute_force(ws: WorkingSet) -> dict[str, Any]:
         of[i.project_id].add(i.instance_id)
         of_on[(i.project_id, i.host)].add(i.instance_id)
         in_state[i.state].add(i.instance_id)
+        if i.state not in ("GONE", "OUT_OF_SCOPE"):
+            in_scope_on[i.host] += 1
         if i.state != "GONE":
             used[i.host] += i.vcpus
         if i.state == "IN_ACTION" and i.target:
@@ -68,6 +71,11 @@ def brute_force(ws: WorkingSet) -> dict[str, Any]:
         "of": dict(of),
         "of_on": dict(of_on),
         "in_state": dict(in_state),
+        "in_scope_on": dict(in_scope_on),
+        "hosts_in_order": {
+            state: sorted(names, key=lambda n: (ws.hosts[n].position, n))
+            for state, names in by_state.items()
+        },
         "awaiting": dict(awaiting),
         "awaiting_total": sum(len(v) for v in awaiting.values()),
         "free": free,
@@ -85,6 +93,8 @@ def indexed(ws: WorkingSet) -> dict[str, Any]:
         "of": ws.instance_index.by_project,
         "of_on": ws.instance_index.by_project_host,
         "in_state": ws.instance_index.by_state,
+        "in_scope_on": ws.instance_index.in_scope_on,
+        "hosts_in_order": {s: ws.host_index.in_order(s) for s in ws.host_index.ordered},
         "awaiting": ws.project_index.awaiting,
         "awaiting_total": ws.project_index.awaiting_count(),
         "free": {h: cap.free(h) for h in ws.hosts if cap.free(h) is not None},

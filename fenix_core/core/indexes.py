@@ -8,6 +8,7 @@ change of an indexed field and nowhere else."""
 
 from __future__ import annotations
 
+from bisect import bisect_left, insort
 from collections.abc import Iterator
 from typing import Final, TypeVar
 
@@ -17,6 +18,8 @@ __all__ = ["CapacityIndex", "HostIndex", "InstanceIndex", "ProjectIndex", "multi
 ABSENT_STATES: Final = frozenset({"GONE"})
 #: An instance in this state holds room on its move's target too.
 MOVING_STATE: Final = "IN_ACTION"
+#: An instance in one of these states is no longer the session's work.
+OUT_OF_SCOPE_STATES: Final = frozenset({"GONE", "OUT_OF_SCOPE"})
 
 
 K = TypeVar("K")
@@ -41,20 +44,33 @@ def multimap_move(index: dict[K, set[str]], old: K, new: K, item: str) -> None:
 
 
 class HostIndex:
-    """Host names by state and by type."""
+    """Host names by state and by type, and per state in position order
+    (kept sorted as hosts change state: no sort when a workflow asks)."""
 
-    __slots__ = ("by_state", "by_type")
+    __slots__ = ("by_state", "by_type", "ordered", "position")
 
     def __init__(self) -> None:
         self.by_state: dict[str, set[str]] = {}
         self.by_type: dict[str, set[str]] = {}
+        self.ordered: dict[str, list[tuple[int, str]]] = {}
+        self.position: dict[str, int] = {}
 
-    def add(self, name: str, state: str, type_: str) -> None:
+    def add(self, name: str, state: str, type_: str, position: int = 0) -> None:
         multimap_add(self.by_state, state, name)
         multimap_add(self.by_type, type_, name)
+        self.position[name] = position
+        insort(self.ordered.setdefault(state, []), (position, name))
 
     def restate(self, name: str, old: str, new: str) -> None:
+        if old == new:
+            return
         multimap_move(self.by_state, old, new, name)
+        key = (self.position[name], name)
+        before = self.ordered[old]
+        del before[bisect_left(before, key)]
+        if not before:
+            del self.ordered[old]
+        insort(self.ordered.setdefault(new, []), key)
 
     def in_state(self, *states: str) -> set[str]:
         found: set[str] = set()
@@ -62,26 +78,33 @@ class HostIndex:
             found |= self.by_state.get(state, set())
         return found
 
+    def in_order(self, state: str) -> list[str]:
+        """The hosts in ``state`` by position (then name): a new list."""
+        return [name for _, name in self.ordered.get(state, ())]
+
     def count(self, *states: str) -> int:
         return sum(len(self.by_state.get(state, ())) for state in states)
 
 
 class InstanceIndex:
-    """Instance ids by host, by project, by (project, host) and by state."""
+    """Instance ids by host, by project, by (project, host) and by state, and
+    per host how many of its instances are still the session's work."""
 
-    __slots__ = ("by_host", "by_project", "by_project_host", "by_state")
+    __slots__ = ("by_host", "by_project", "by_project_host", "by_state", "in_scope_on")
 
     def __init__(self) -> None:
         self.by_host: dict[str, set[str]] = {}
         self.by_project: dict[str, set[str]] = {}
         self.by_project_host: dict[tuple[str, str], set[str]] = {}
         self.by_state: dict[str, set[str]] = {}
+        self.in_scope_on: dict[str, int] = {}
 
     def add(self, instance_id: str, project: str, host: str, state: str) -> None:
         multimap_add(self.by_host, host, instance_id)
         multimap_add(self.by_project, project, instance_id)
         multimap_add(self.by_project_host, (project, host), instance_id)
         multimap_add(self.by_state, state, instance_id)
+        self._scope(host, state, 1)
 
     def rehost(self, instance_id: str, project: str, old: str, new: str) -> None:
         multimap_move(self.by_host, old, new, instance_id)
@@ -89,6 +112,21 @@ class InstanceIndex:
 
     def restate(self, instance_id: str, old: str, new: str) -> None:
         multimap_move(self.by_state, old, new, instance_id)
+
+    def rescope(self, old: tuple[str, str], new: tuple[str, str]) -> None:
+        """An instance went from (host, state) ``old`` to ``new``."""
+        if old != new:
+            self._scope(*old, -1)
+            self._scope(*new, 1)
+
+    def _scope(self, host: str, state: str, sign: int) -> None:
+        if state in OUT_OF_SCOPE_STATES:
+            return
+        count = self.in_scope_on.get(host, 0) + sign
+        if count:
+            self.in_scope_on[host] = count
+        else:
+            del self.in_scope_on[host]
 
 
 class ProjectIndex:

@@ -253,7 +253,7 @@ class SessionRec(_Rec):
 R = TypeVar("R", bound=_Rec)
 
 #: Host fields with their own setter (they feed an index).
-_HOST_INDEXED = frozenset({"name", "type", "vcpus", "state"})
+_HOST_INDEXED = frozenset({"name", "type", "vcpus", "state", "position"})
 _INSTANCE_INDEXED = frozenset({"instance_id", "project_id", "host", "vcpus", "state", "target"})
 _OP_FIXED = frozenset({"key", "kind", "created_at"})
 
@@ -388,7 +388,7 @@ class WorkingSet:
     # ------------------------------------------------------------------ indexes
 
     def _index_host(self, host: HostRec) -> None:
-        self.host_index.add(host.name, host.state, host.type)
+        self.host_index.add(host.name, host.state, host.type, host.position)
         self.capacity.add_host(host.name, host.type, host.vcpus)
 
     def _index_instance(self, inst: InstanceRec) -> None:
@@ -474,8 +474,10 @@ class WorkingSet:
         changed = self._apply(inst, changes)
         self._occupy(inst, 1)
         if changed:
-            self.instance_index.restate(inst.instance_id, old_state, inst.state)
-            self.instance_index.rehost(inst.instance_id, inst.project_id, old_host, inst.host)
+            index = self.instance_index
+            index.restate(inst.instance_id, old_state, inst.state)
+            index.rehost(inst.instance_id, inst.project_id, old_host, inst.host)
+            index.rescope((old_host, old_state), (inst.host, inst.state))
             self._mark(inst, self._dirty_instances)
 
     def set_instance_state(self, instance_id: str, state: str) -> None:

@@ -169,6 +169,36 @@ def _timeout_kind(op: Operation) -> str | None:
 # --------------------------------------------------------------------------- views
 
 
+class _LazyHosts(Collection[HostView]):
+    """Hosts by position, each view built when the iteration reaches it; the
+    names are taken when the collection is made (later changes do not show),
+    and sorted only if iterated (``bool``/``len`` cost nothing)."""
+
+    __slots__ = ("_a", "_names", "_sorted")
+
+    def __init__(self, adapter: WorkingSetAdapter, names: Collection[str], ordered: bool) -> None:
+        self._a = adapter
+        self._names = names
+        self._sorted = ordered
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def __iter__(self) -> Iterator[HostView]:
+        names = self._names
+        if not self._sorted:
+            position = self._a.ws.host_index.position
+            names = sorted(names, key=lambda n: (position[n], n))
+        view = self._a.host_view
+        for name in names:
+            found = view(name)
+            if found is not None:
+                yield found
+
+    def __contains__(self, item: object) -> bool:
+        return isinstance(item, HostView) and item.name in self._names and item in list(self)
+
+
 class _Hosts:
     __slots__ = ("_a",)
 
@@ -179,13 +209,20 @@ class _Hosts:
         return self._a.host_view(name)
 
     def in_state(self, *states: HostState, type: str | None = None) -> Collection[HostView]:
-        a = self._a
-        names = a.ws.host_index.in_state(*states)
+        index = self._a.ws.host_index
         if type is not None:
-            names &= a.ws.host_index.by_type.get(type, set())
-        hosts = a.ws.hosts
-        views = [a.host_view(n) for n in sorted(names, key=lambda n: hosts[n].position)]
-        return [v for v in views if v is not None]
+            names = index.in_state(*states) & index.by_type.get(type, set())
+            return _LazyHosts(self._a, names, False)
+        if len(states) == 1:
+            return _LazyHosts(self._a, index.in_order(states[0]), True)
+        return _LazyHosts(self._a, index.in_state(*states), False)
+
+    def without_instances(self, *states: HostState) -> Collection[HostView]:
+        index = self._a.ws.host_index
+        busy = self._a.ws.instance_index.in_scope_on
+        names = index.in_state(*states)
+        names.difference_update(busy)  # set arithmetic, no loop over hosts here
+        return _LazyHosts(self._a, names, False)
 
     def __len__(self) -> int:
         return len(self._a.ws.hosts)
