@@ -574,10 +574,10 @@ class RollingWorkflow(WorkflowBase):
         """Choose what comes next; False if the session waits for it."""
         if st.phase == "listing":
             return False  # the hosts are being listed again
-        pending = sorted(ctx.hosts.in_state(HostState.PENDING), key=lambda h: h.position)
-        if ctx.hosts.in_state(HostState.DRAINED) or any(
-            not self._in_scope_on(ctx, h.name) for h in pending
-        ):
+        # Read from the context's indexes: a decision does not look at every
+        # pending host (position order; views built only for the hosts reached).
+        pending = ctx.hosts.in_state(HostState.PENDING)
+        if ctx.hosts.in_state(HostState.DRAINED) or ctx.hosts.without_instances(HostState.PENDING):
             self._go(ctx, st, SessionState.START_MAINTENANCE)
             return True
         if not pending:
@@ -590,7 +590,7 @@ class RollingWorkflow(WorkflowBase):
         )
         choice = self._host_to_drain(ctx, pending, planned=planned)
         if choice is None:
-            return self._scale_in_or_fail(ctx, st, pending)
+            return self._scale_in_or_fail(ctx, st, list(pending))
         if not ctx.admit(choice).admitted:
             return False
         st.listed = False
@@ -610,16 +610,22 @@ class RollingWorkflow(WorkflowBase):
             ctx.transition(dest)
 
     def _host_to_drain(
-        self, ctx: SessionContext, pending: list[HostView], *, planned: bool
+        self, ctx: SessionContext, pending: Collection[HostView], *, planned: bool
     ) -> str | None:
         """The first host (control-plane ones first) whose instances all fit
         elsewhere: in the request's order once a compute is maintained, else
-        the least loaded first (its instances will move again later)."""
-        others = [h for h in pending if h.type != "compute"]
-        computes = [h for h in pending if h.type == "compute"]
+        the least loaded first (its instances will move again later).
+        ``pending`` is in position order; in the request's order the first
+        host that fits ends the search, so a decision reads few hosts."""
+        computes_pending = len(ctx.hosts.in_state(HostState.PENDING, type="compute"))
+        if computes_pending < len(pending):  # control-plane hosts first
+            for host in pending:
+                if host.type != "compute" and self._fits_elsewhere(ctx, host.name):
+                    return host.name
+        computes: Iterable[HostView] = (h for h in pending if h.type == "compute")
         if not planned:
-            computes.sort(key=lambda h: (self._used(ctx, h.name), h.position))
-        for host in [*others, *computes]:
+            computes = sorted(computes, key=lambda h: (self._used(ctx, h.name), h.position))
+        for host in computes:
             if self._fits_elsewhere(ctx, host.name):
                 return host.name
         return None
@@ -681,14 +687,14 @@ class RollingWorkflow(WorkflowBase):
         return False
 
     def _next_host_to_maintain(self, ctx: SessionContext) -> HostView | None:
-        pending = sorted(ctx.hosts.in_state(HostState.PENDING), key=lambda h: h.position)
-        empty = [h for h in pending if not self._in_scope_on(ctx, h.name)]
+        """A control-plane host with nothing to drain, else the first drained
+        host, else the first host with nothing to drain (indexes, position order)."""
+        empty = list(ctx.hosts.without_instances(HostState.PENDING))
         for host in empty:
             if host.type != "compute":
                 return host
-        drained = sorted(ctx.hosts.in_state(HostState.DRAINED), key=lambda h: h.position)
-        if drained:
-            return drained[0]
+        for host in ctx.hosts.in_state(HostState.DRAINED):
+            return host
         return empty[0] if empty else None
 
     # ------------------------------------------------------------------ one host
