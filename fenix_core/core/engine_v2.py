@@ -14,9 +14,11 @@ through :class:`~fenix_core.core.replies.ReplyIntake` (checked on the held
 working set without SQL, group commit).
 
 Not yet here (today's Engine has them): admin controls (pause, resume,
-cancel, update), the inventory table and host changes, constraints set
-through the API, the check that no other running session maintains the
-hosts, reply deadlines, and the lifecycle features of the v2 workflows.
+cancel, update), the inventory table and host changes (the host listings of
+``Inventory``/``ListHosts`` are not applied to the records), constraints set
+through the API, and the check that no other running session maintains the
+hosts. Reply deadlines are the workflow's timers; the notices' ``reply_at``
+is the same instant (``WorkingSetAdapter.ask_project``).
 """
 
 from __future__ import annotations
