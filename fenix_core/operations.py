@@ -190,8 +190,11 @@ class OperationRunner:
         if isinstance(driver, ConstraintSource):
             # New instances (scale-out, replacement pods) get their cloud groups.
             result["cloud_constraints"] = cloud_constraints_dict(driver.cloud_constraints(found))
-        # Listing the hosts too is cheap, and how sessions notice host set changes.
-        result["hosts"] = [host_to_dict(h) for h in driver.list_hosts()]
+        # Listing the hosts too is how today's sessions notice host set changes;
+        # the redesigned core lists them with ListHosts and leaves it out
+        # (``list_hosts`` False): a fleet-sized result per inventoried host.
+        if op.params.get("list_hosts", True):
+            result["hosts"] = [host_to_dict(h) for h in driver.list_hosts()]
         return OperationStatus.done(**result)
 
     def _list_hosts(self, op: OperationRow, _r: SessionRequest, _n: datetime) -> OperationStatus:

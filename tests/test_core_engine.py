@@ -503,3 +503,27 @@ def test_a_silent_project_fails_the_session_under_reply_policy_fail(
     assert view.state == "MAINTENANCE_FAILED"
     assert view.reason == f"project pa did not answer MAINTENANCE by {due.isoformat()}"
     assert effects(cloud) == []
+
+
+def test_an_inventory_result_holds_its_hosts_instances_not_the_cloud_host_list(
+    cloud: SimulatedCloud, core: Factory, tmp_path: Path
+) -> None:
+    """Each compute host is inventoried before its maintenance: its result
+    is that host's instances, not every host of the cloud again (a
+    fleet-sized JSON per host, hosts^2 bytes and driver calls per session)."""
+    import sqlite3
+
+    fill(cloud, LAYOUT)
+    engine = core()
+    ScriptedManager(engine, "pa", cloud=cloud)  # type: ignore[arg-type]
+    assert engine.run_until_done(engine.create_session(SessionRequest())).state == (
+        "MAINTENANCE_DONE"
+    )
+    import json
+
+    with sqlite3.connect(tmp_path / "fenix.db") as db:
+        rows = db.execute("SELECT params, result FROM operations WHERE kind = 'inventory'")
+        found = [(json.loads(p), json.loads(r)) for p, r in rows]
+    per_host = [(p, r) for p, r in found if len(p.get("hosts") or ()) == 1]
+    assert len(per_host) >= 4
+    assert all("hosts" not in r and "instances" in r for _, r in per_host)

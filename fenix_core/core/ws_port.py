@@ -110,7 +110,9 @@ def op_record(
         host = op.host
         stored = {"action": op.spec.to_dict(), "sequence": op.sequence, "host_type": host_type}
     elif isinstance(op, Inventory):
-        stored = {"hosts": list(op.hosts)}
+        # The cloud's host listing is ListHosts' job here (OperationRunner's
+        # _inventory would add every host of the cloud to each result).
+        stored = {"hosts": list(op.hosts), "list_hosts": False}
     elif isinstance(op, ListHosts):
         stored = {"wait_for": list(op.wait_for)}
     elif isinstance(op, Locate):
