@@ -18,6 +18,7 @@ import attrs
 from .clock import as_utc
 from .controls import Controls
 from .errors import InvalidInput
+from .schema import ActionSchema, SessionRequestSchema, SessionUpdateSchema, validate
 
 __all__ = [
     "ACTION_TYPES",
@@ -233,10 +234,7 @@ class ActionSpec:
     @classmethod
     def from_dict(cls, data: object, *, field: str = "action") -> ActionSpec:
         mapping = _as_mapping(data, field)
-        _unknown_keys(mapping, ("plugin", "type", "order", "metadata"), f"{field}.")
-        for required in ("plugin", "type"):
-            if required not in mapping:
-                raise InvalidInput(f"{field}.{required}", "required")
+        validate(ActionSchema, mapping, prefix=field)
         return cls(
             plugin=_str(mapping["plugin"], f"{field}.plugin"),
             type=_str(mapping["type"], f"{field}.type"),
@@ -312,6 +310,18 @@ def _check_actions(value: tuple[ActionSpec, ...], field: str) -> None:
     for index, action in enumerate(value):
         if not isinstance(action, ActionSpec):
             raise InvalidInput(f"{field}[{index}]", "expected an ActionSpec")
+
+
+def _shape_of(mapping: Mapping[str, Any]) -> dict[str, Any]:
+    """A request as plain data: value objects a Python caller put in it
+    (ActionSpec, Controls) as their dict form, for the schema to check."""
+    data = dict(mapping)
+    actions = data.get("actions")
+    if isinstance(actions, list | tuple):
+        data["actions"] = [a.to_dict() if isinstance(a, ActionSpec) else a for a in actions]
+    if isinstance(data.get("controls"), Controls):
+        data["controls"] = data["controls"].to_dict()
+    return data
 
 
 @attrs.frozen
@@ -403,7 +413,7 @@ class SessionRequest:
         """Build from Fenix-style JSON (``hosts, state, maintenance_at, metadata,
         workflow, download, actions``) plus the fenix-core extensions."""
         mapping = _as_mapping(data, "request")
-        _unknown_keys(mapping, _REQUEST_FIELDS)
+        validate(SessionRequestSchema, _shape_of(mapping))
         return cls(**{k: v for k, v in mapping.items() if v is not None})
 
     @classmethod
@@ -468,12 +478,10 @@ class SessionUpdate:
     @classmethod
     def from_dict(cls, data: object) -> SessionUpdate:
         mapping = _as_mapping(data, "update")
-        _unknown_keys(mapping, ("maintenance_at", "retry", "state"))
-        retry = _check_bool(mapping.get("retry", False), "retry")
-        state = mapping.get("state")
-        if state is not None:
+        validate(SessionUpdateSchema, mapping, what="update")
+        retry = bool(mapping.get("retry"))
+        if mapping.get("state") is not None:
             # Fenix-style: PUT {"state": "MAINTENANCE"} on a failed session retries it.
-            _choice(state, "state", ("MAINTENANCE",))
             retry = True
         maintenance_at = (
             parse_time(mapping["maintenance_at"], "maintenance_at")

@@ -23,7 +23,7 @@ import attrs
 import yaml
 
 from .constraints import GroupConstraints, InstanceConstraints
-from .errors import InvalidInput
+from .errors import FieldError, InvalidInput
 from .model import (
     DEFAULT_REPLY_WINDOWS,
     SessionRequest,
@@ -377,7 +377,9 @@ def _prefixed(path: str, build: Any, data: Any) -> Any:
     try:
         return build(data)
     except InvalidInput as exc:
-        raise InvalidInput(f"{path}.{exc.field}", exc.reason) from None
+        raise InvalidInput.from_errors(
+            [FieldError(f"{path}.{e.field}", e.message) for e in exc.errors]
+        ) from None
 
 
 def _groups(items: list[Any], instances: tuple[InstanceSpec, ...]) -> tuple[GroupConstraints, ...]:

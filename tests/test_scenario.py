@@ -181,7 +181,7 @@ BAD = [
     pytest.param(
         BASE + "session:\n  max_parallel_hosts: 0\n",
         "session.max_parallel_hosts",
-        "between 1",
+        "greater than or equal to 1",
         id="parallel-hosts",
     ),
     pytest.param(BASE + "  - [unclosed\n", "scenario", "not valid YAML at line", id="yaml-syntax"),

@@ -1,5 +1,7 @@
 """The HTTP bodies (pydantic models): they check the JSON's shape and types
-and describe it in the OpenAPI document; the engine checks the meaning.
+and describe it in the OpenAPI document; the engine checks the meaning. The
+session bodies are :mod:`fenix_core.schema`'s models, the same the Python API
+validates with.
 
 Models forbid unknown fields and do not coerce types ("2" is not 2), so a
 typo or a wrong type is a 400 naming the field, never silently ignored.
@@ -7,12 +9,16 @@ typo or a wrong type is a 400 naming the field, never silently ignored.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..schema import ActionSchema, SessionRequestSchema, SessionUpdateSchema
+
 __all__ = [
     "ActionBody",
+    "ErrorBody",
+    "ErrorDetail",
     "GroupBody",
     "InstanceBody",
     "ProjectReplyBody",
@@ -26,37 +32,10 @@ class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
-class ActionBody(_Body):
-    plugin: str = Field(description="name of an action plug-in of the engine")
-    type: str = Field(description="pre, host, compute, controller, post, or a workflow's own")
-    order: int = 0
-    metadata: dict[str, Any] = Field(default_factory=dict)
-
-
-class SessionBody(_Body):
-    """Fenix v1 ``POST /v1/maintenance`` body, plus fenix-core's options."""
-
-    hosts: list[str] = Field(default_factory=list, description="empty: every host")
-    state: Literal["MAINTENANCE"] = "MAINTENANCE"
-    maintenance_at: str | None = Field(None, description="ISO 8601; naive means UTC")
-    metadata: dict[str, Any] = Field(default_factory=dict)
-    workflow: str = Field("rolling", description='"default" (Fenix) means "rolling"')
-    download: list[str] = Field(default_factory=list)
-    actions: list[ActionBody] = Field(default_factory=list)
-    project_policy: Literal["default", "fail"] | None = None
-    reply_policy: Literal["fail", "default"] | None = None
-    reply_windows: dict[str, float] | None = None
-    timeouts: dict[str, float] | None = None
-    max_migration_retries: int | None = None
-
-
-class SessionUpdateBody(_Body):
-    """``PUT /v1/maintenance/{session_id}``: move the start, or retry a failed
-    session (``retry: true``, or Fenix's ``state: "MAINTENANCE"``)."""
-
-    maintenance_at: str | None = None
-    retry: bool | None = None
-    state: Literal["MAINTENANCE"] | None = None
+#: The request shapes shared with the Python API and scenario files: one definition.
+ActionBody = ActionSchema
+SessionBody = SessionRequestSchema
+SessionUpdateBody = SessionUpdateSchema
 
 
 class ProjectReplyBody(_Body):
@@ -112,3 +91,23 @@ class SubscriptionBody(_Body):
     url: str
     event_type: Literal["maintenance.planned", "maintenance.scheduled"] = "maintenance.planned"
     body_shape: Literal["fenix", "event_alarm"] = "fenix"
+
+
+class FieldProblem(BaseModel):
+    field: str
+    message: str
+
+
+class ErrorDetail(BaseModel):
+    type: str = Field(description="invalid_input, unauthorized, forbidden, not_found, conflict ...")
+    field: str | None = Field(description="the offending field as a dotted path, or null")
+    message: str
+    errors: list[FieldProblem] | None = Field(
+        None, description="every problem found, when the request had several (the first is field)"
+    )
+
+
+class ErrorBody(BaseModel):
+    """Every error answer: ``{"error": {...}}``."""
+
+    error: ErrorDetail
