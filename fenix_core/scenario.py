@@ -8,8 +8,9 @@ text). Bad input raises :class:`~fenix_core.errors.InvalidInput` whose
 
 Lists of hosts and instances may use generators so that large scenarios stay
 short: an entry with ``count: N`` stands for N entries whose string fields
-have ``{i}`` replaced by 0 … N-1 (``first`` shifts the start). The schema is
-documented in ``docs/scenarios.md``.
+have ``{i}`` replaced by 0 … N-1 (``first`` shifts the start). The file's
+shape is declared once in :mod:`fenix_core.scenario_schema` (``fenix schema``
+prints it as JSON Schema); docs/cli.md describes it.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ from .model import (
     _str,
     parse_time,
 )
+from .scenario_schema import SESSION_FIELDS, ScenarioSchema
+from .schema import validate
 from .states import InstanceAction
 
 __all__ = [
@@ -515,24 +518,10 @@ def _faults(data: object, scenario_hosts: Mapping[str, HostSpec], instance_ids: 
     return Faults(tuple(failed), tuple(down))
 
 
-_SESSION_FIELDS = (
-    "workflow",
-    "hosts",
-    "max_parallel_hosts",
-    "maintenance_in",
-    "metadata",
-    "project_policy",
-    "reply_policy",
-    "reply_windows",
-    "timeouts",
-    "max_migration_retries",
-)
-
-
 def _session(
     data: object, hosts: Mapping[str, HostSpec], actions: tuple[ActionPlan, ...]
 ) -> SessionOptions:
-    r = _Reader(data if data is not None else {}, "session", _SESSION_FIELDS)
+    r = _Reader(data if data is not None else {}, "session", SESSION_FIELDS)
     for index, host in enumerate(r.items("hosts")):
         if host not in hosts:
             raise InvalidInput(f"session.hosts[{index}]", f"no host {host!r} in hosts")
@@ -562,6 +551,7 @@ _TOP = (
 
 def parse_scenario(data: object) -> Scenario:
     """Validate a scenario already parsed from YAML or JSON into plain data."""
+    validate(ScenarioSchema, data, what="scenario")
     r = _Reader(data, "", _TOP)
     hosts = _hosts(r.items("hosts"))
     by_name = {h.name: h for h in hosts}
