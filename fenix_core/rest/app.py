@@ -132,7 +132,9 @@ def create_app(
             "sessions": [_jsonable(v) for v in views],
         }
 
-    @app.get("/v1/maintenance/{session_id}", tags=["admin"], responses=_errors(401, 403, 404, 413))
+    @app.get(
+        "/v1/maintenance/{session_id}", tags=["admin"], responses=_errors(400, 401, 403, 404, 413)
+    )
     def get_session(session_id: str, _: Admin) -> dict[str, Any]:
         """The session view: hosts, projects, ``paused``, ``waiting`` (why no
         host starts now), ``stuck`` work, ``progress`` (with the ETA)."""
@@ -141,7 +143,7 @@ def create_app(
     @app.post(
         "/v1/maintenance/{session_id}/pause",
         tags=["admin"],
-        responses=_errors(401, 403, 404, 409, 413),
+        responses=_errors(400, 401, 403, 404, 409, 413),
     )
     def pause_session(session_id: str, _: Admin) -> dict[str, Any]:
         """Pause: no new host or move starts; work under way finishes. 200, the view."""
@@ -150,7 +152,7 @@ def create_app(
     @app.post(
         "/v1/maintenance/{session_id}/resume",
         tags=["admin"],
-        responses=_errors(401, 403, 404, 409, 413),
+        responses=_errors(400, 401, 403, 404, 409, 413),
     )
     def resume_session(session_id: str, _: Admin) -> dict[str, Any]:
         """Resume a paused session. 200, the view."""
@@ -159,7 +161,7 @@ def create_app(
     @app.post(
         "/v1/maintenance/{session_id}/cancel",
         tags=["admin"],
-        responses=_errors(401, 403, 404, 409, 413),
+        responses=_errors(400, 401, 403, 404, 409, 413),
     )
     def cancel_session(session_id: str, _: Admin) -> dict[str, Any]:
         """Cancel: hosts out of service are brought back, then the session
@@ -177,7 +179,9 @@ def create_app(
         return _jsonable(engine.update_session(session_id, change))
 
     @app.delete(
-        "/v1/maintenance/{session_id}", tags=["admin"], responses=_errors(401, 403, 404, 409, 413)
+        "/v1/maintenance/{session_id}",
+        tags=["admin"],
+        responses=_errors(400, 401, 403, 404, 409, 413),
     )
     def delete_session(session_id: str, _: Admin) -> dict[str, Any]:
         """Forget a session that is not running. 200 with a body, as Fenix
@@ -190,7 +194,7 @@ def create_app(
     @app.get(
         "/v1/maintenance/{session_id}/{project_id}",
         tags=["project"],
-        responses=_errors(401, 403, 404, 413),
+        responses=_errors(400, 401, 403, 404, 413),
     )
     def project_instances(session_id: str, project_id: str, who: Caller) -> dict[str, Any]:
         """The project's instances that the current notification is about."""
@@ -254,7 +258,7 @@ def create_app(
     @app.get(
         "/v1/instance/{instance_id}",
         tags=["constraints"],
-        responses=_errors(401, 403, 404, 409, 413),
+        responses=_errors(400, 401, 403, 404, 409, 413),
     )
     def get_instance(
         instance_id: str, who: Caller, project_id: str | None = None
@@ -277,7 +281,7 @@ def create_app(
         "/v1/instance/{instance_id}",
         status_code=204,
         tags=["constraints"],
-        responses=_errors(401, 403, 404, 409, 413),
+        responses=_errors(400, 401, 403, 404, 409, 413),
     )
     def delete_instance(instance_id: str, who: Caller, project_id: str | None = None) -> Response:
         engine.delete_instance_constraints(instance_id, project_id=holder(who, project_id))
@@ -290,7 +294,7 @@ def create_app(
     @app.get(
         "/v1/instance_group/{group_id}",
         tags=["constraints"],
-        responses=_errors(401, 403, 404, 409, 413),
+        responses=_errors(400, 401, 403, 404, 409, 413),
     )
     def get_group(group_id: str, who: Caller, project_id: str | None = None) -> dict[str, Any]:
         return engine.get_group_constraints(group_id, project_id=holder(who, project_id)).to_dict()
@@ -310,7 +314,7 @@ def create_app(
         "/v1/instance_group/{group_id}",
         status_code=204,
         tags=["constraints"],
-        responses=_errors(401, 403, 404, 409, 413),
+        responses=_errors(400, 401, 403, 404, 409, 413),
     )
     def delete_group(group_id: str, who: Caller, project_id: str | None = None) -> Response:
         engine.delete_group_constraints(group_id, project_id=holder(who, project_id))
@@ -330,7 +334,7 @@ def create_app(
     @app.get(
         "/v1/subscription/{project_id}",
         tags=["subscription"],
-        responses=_errors(401, 403, 404, 413),
+        responses=_errors(400, 401, 403, 404, 413),
     )
     def get_subscription(project_id: str, who: Caller) -> dict[str, str]:
         own_project(who, project_id)
@@ -351,7 +355,7 @@ def create_app(
         "/v1/subscription/{project_id}",
         status_code=204,
         tags=["subscription"],
-        responses=_errors(401, 403, 404, 413),
+        responses=_errors(400, 401, 403, 404, 413),
     )
     def delete_subscription(project_id: str, who: Caller) -> Response:
         own_project(who, project_id)
@@ -364,7 +368,8 @@ def create_app(
 
 #: Why each error status is answered (the body is always ErrorBody).
 _ERROR_MEANINGS = {
-    400: "bad input: malformed JSON, a wrong field or value (field names it)",
+    400: "bad input: malformed JSON, a wrong field or value, an id that cannot be one "
+    "(field names it)",
     401: "no X-Auth-Token, or one that is not valid",
     403: "an admin-only route, or another project's resource",
     404: "no such session, project, constraint or subscription",
