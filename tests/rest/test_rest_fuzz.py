@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -37,11 +36,11 @@ EXCLUDED = [positive_data_acceptance]
 
 
 @pytest.fixture
-def fuzzed_engine(fenix_cloud: SimulatedCloud, fenix_engine_factory: Any) -> Iterator[Engine]:
+def fuzzed_engine(fenix_cloud: SimulatedCloud, fenix_engine_factory: Any) -> Engine:
     small_cloud(fenix_cloud)
     engine: Engine = fenix_engine_factory()
     engine.create_session({"hosts": ["cmp-0"]})  # something for the routes to find
-    yield engine
+    return engine
 
 
 def test_every_answer_is_as_described_and_refusals_write_nothing(fuzzed_engine: Engine) -> None:
