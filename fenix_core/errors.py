@@ -4,7 +4,8 @@ Every error a caller can act on derives from :class:`FenixError` and carries the
 object it is about (the field, the session, the project, the instance)::
 
     FenixError
-    ├── InvalidInput          bad request data; ``field`` names the offending field
+    ├── InvalidInput          bad request data; ``field`` names the offending field,
+    │                         ``errors`` lists every problem found (FieldError)
     ├── NotFound              unknown session, project or instance; ``kind`` + ``ident``
     ├── Conflict              valid request, wrong moment (a state not awaited now,
     │   │                     a session that is still running, hosts already in a session)

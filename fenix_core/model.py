@@ -2,8 +2,10 @@
 
 They are frozen attrs classes that validate themselves at the boundary. Every
 request type also accepts a plain dict with the Fenix v1 JSON field names
-(``from_dict``); bad data raises :class:`~fenix_core.errors.InvalidInput` naming
-the field, before anything is written.
+(``from_dict``), checked against its one declaration in
+:mod:`fenix_core.schema` (which the REST bodies are too); bad data raises one
+:class:`~fenix_core.errors.InvalidInput` listing every problem (``errors``)
+and naming the first (``field``), before anything is written.
 """
 
 from __future__ import annotations
@@ -254,24 +256,6 @@ class ActionSpec:
 ProjectPolicy = Literal["default", "fail"]
 ReplyPolicy = Literal["fail", "default"]
 
-_REQUEST_FIELDS = (
-    "hosts",
-    "workflow",
-    "maintenance_at",
-    "actions",
-    "metadata",
-    "project_policy",
-    "reply_policy",
-    "state",
-    "download",
-    "reply_windows",
-    "timeouts",
-    "max_migration_retries",
-    "max_parallel_hosts",
-    "controls",
-    "add_hosts",
-    "decommission_hosts",
-)
 
 
 def _check_windows(value: Mapping[str, float], field: str) -> None:
