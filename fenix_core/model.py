@@ -257,7 +257,6 @@ ProjectPolicy = Literal["default", "fail"]
 ReplyPolicy = Literal["fail", "default"]
 
 
-
 def _check_windows(value: Mapping[str, float], field: str) -> None:
     for key, seconds in value.items():
         _choice(key, f"{field}.{key}", tuple(DEFAULT_REPLY_WINDOWS))
