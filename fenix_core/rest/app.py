@@ -17,6 +17,7 @@ import attrs
 from fastapi import Depends, FastAPI, Header, Request, Response
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 
 from ..engine import Engine
 from ..model import ProjectView, SessionView
@@ -30,7 +31,10 @@ from .schemas import (
     InstanceBody,
     ProjectReplyBody,
     SessionBody,
+    SessionCreatedBody,
+    SessionListBody,
     SessionUpdateBody,
+    SessionViewBody,
     SubscriptionBody,
 )
 from .webhooks import WebhookOutbox, WebhookTarget
@@ -111,7 +115,11 @@ def create_app(
 
     # ------------------------------------------------------------------ admin
 
-    @app.post("/v1/maintenance", tags=["admin"], responses=_errors(400, 401, 403, 409, 413))
+    @app.post(
+        "/v1/maintenance",
+        tags=["admin"],
+        responses=_answers(SessionCreatedBody, 400, 401, 403, 409, 413),
+    )
     def create_session(body: SessionBody, _: Admin) -> dict[str, Any]:
         """Start a maintenance session: every field of the Python API's
         SessionRequest (Fenix's body plus fenix-core's options). 200."""
@@ -123,7 +131,7 @@ def create_app(
         session_id = engine.create_session(request)
         return {"session_id": session_id, "state": engine.get_session(session_id).state}
 
-    @app.get("/v1/maintenance", tags=["admin"], responses=_errors(401, 403, 413))
+    @app.get("/v1/maintenance", tags=["admin"], responses=_answers(SessionListBody, 401, 403, 413))
     def list_sessions(_: Admin) -> dict[str, Any]:
         """Every session: ``session_id`` lists the ids (as Fenix), ``sessions`` the views."""
         views = engine.list_sessions()
@@ -133,7 +141,9 @@ def create_app(
         }
 
     @app.get(
-        "/v1/maintenance/{session_id}", tags=["admin"], responses=_errors(400, 401, 403, 404, 413)
+        "/v1/maintenance/{session_id}",
+        tags=["admin"],
+        responses=_answers(SessionViewBody, 400, 401, 403, 404, 413),
     )
     def get_session(session_id: str, _: Admin) -> dict[str, Any]:
         """The session view: hosts, projects, ``paused``, ``waiting`` (why no
@@ -143,7 +153,7 @@ def create_app(
     @app.post(
         "/v1/maintenance/{session_id}/pause",
         tags=["admin"],
-        responses=_errors(400, 401, 403, 404, 409, 413),
+        responses=_answers(SessionViewBody, 400, 401, 403, 404, 409, 413),
     )
     def pause_session(session_id: str, _: Admin) -> dict[str, Any]:
         """Pause: no new host or move starts; work under way finishes. 200, the view."""
@@ -152,7 +162,7 @@ def create_app(
     @app.post(
         "/v1/maintenance/{session_id}/resume",
         tags=["admin"],
-        responses=_errors(400, 401, 403, 404, 409, 413),
+        responses=_answers(SessionViewBody, 400, 401, 403, 404, 409, 413),
     )
     def resume_session(session_id: str, _: Admin) -> dict[str, Any]:
         """Resume a paused session. 200, the view."""
@@ -161,7 +171,7 @@ def create_app(
     @app.post(
         "/v1/maintenance/{session_id}/cancel",
         tags=["admin"],
-        responses=_errors(400, 401, 403, 404, 409, 413),
+        responses=_answers(SessionViewBody, 400, 401, 403, 404, 409, 413),
     )
     def cancel_session(session_id: str, _: Admin) -> dict[str, Any]:
         """Cancel: hosts out of service are brought back, then the session
@@ -171,7 +181,7 @@ def create_app(
     @app.put(
         "/v1/maintenance/{session_id}",
         tags=["admin"],
-        responses=_errors(400, 401, 403, 404, 409, 413),
+        responses=_answers(SessionViewBody, 400, 401, 403, 404, 409, 413),
     )
     def update_session(session_id: str, body: SessionUpdateBody, _: Admin) -> dict[str, Any]:
         """Move ``maintenance_at`` or retry a failed session."""
@@ -377,6 +387,11 @@ _ERROR_MEANINGS = {
     413: "the request body is larger than the service takes",
 }
 _HEALTH = {"application/json": {"schema": {"type": "object", "additionalProperties": True}}}
+
+
+def _answers(model: type[BaseModel], *statuses: int) -> dict[int | str, dict[str, Any]]:
+    """A route's 200 answer and its error answers."""
+    return {200: {"model": model, "description": "OK"}, **_errors(*statuses)}
 
 
 def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:

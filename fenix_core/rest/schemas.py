@@ -9,7 +9,7 @@ typo or a wrong type is a 400 naming the field, never silently ignored.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -111,3 +111,79 @@ class ErrorBody(BaseModel):
     """Every error answer: ``{"error": {...}}``."""
 
     error: ErrorDetail
+
+
+# ---------------------------------------------------------------- answers
+# What the session routes answer, for the OpenAPI description (the answers
+# are the engine's views as JSON; a test keeps these fields equal to the
+# views' attributes).
+
+
+class _Answer(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class HostViewBody(_Answer):
+    name: str
+    type: str
+    state: str
+    started_at: str | None
+    finished_at: str | None
+    reason: str | None
+
+
+class StuckWorkBody(_Answer):
+    kind: str = Field(description="migration, own_action, action, host_up, gate")
+    host: str | None
+    instance_id: str | None
+    detail: str
+    since: str
+    policy: str = Field(description="wait_and_notify, skip_host, fail, or default")
+
+
+class ProgressBody(_Answer):
+    hosts_done: int
+    hosts_in_progress: int
+    hosts_waiting: int
+    hosts_skipped: int
+    durations: dict[str, float] = Field(description="host -> seconds from start to back")
+    estimated_end: str | None
+    eta_seconds: float | None
+
+
+class IgnoredConstraintBody(_Answer):
+    kind: str
+    ident: str
+    project_id: str
+    cloud_project_id: str
+
+
+class SessionViewBody(_Answer):
+    """The session view (``engine.get_session``)."""
+
+    session_id: str
+    workflow: str
+    state: str
+    percent_done: int
+    reason: str | None
+    hosts: list[HostViewBody]
+    projects: dict[str, str | None] = Field(description="project -> its dialogue state")
+    created_at: str
+    updated_at: str
+    maintenance_at: str | None
+    request: dict[str, Any] = Field(description="the session's request, every field")
+    paused: bool
+    waiting: str | None = Field(description="why no host starts now (window, pacing, gate)")
+    stuck: list[StuckWorkBody]
+    progress: ProgressBody | None
+    ignored_constraints: list[IgnoredConstraintBody]
+
+
+class SessionCreatedBody(_Answer):
+    session_id: str
+    state: str
+
+
+class SessionListBody(_Answer):
+    session_id: list[str] = Field(description="the ids, as Fenix listed them")
+    sessions: list[SessionViewBody]

@@ -158,3 +158,20 @@ def test_every_problem_of_a_body_is_answered_at_once(client: TestClient, engine:
     fields = [e["field"] for e in response.json()["error"]["errors"]]
     assert fields == ["hosts[1]", "max_parallel_hosts", "colour"]
     assert snapshot(engine) == before
+
+
+def test_the_described_answers_have_the_views_fields(client: TestClient) -> None:
+    """The OpenAPI answers of the session routes list exactly the view's attributes."""
+    import attrs
+
+    from fenix_core.model import HostView, IgnoredConstraint, Progress, SessionView, StuckWork
+
+    schemas = client.get("/openapi.json").json()["components"]["schemas"]
+    for body, view in (
+        ("SessionViewBody", SessionView),
+        ("HostViewBody", HostView),
+        ("StuckWorkBody", StuckWork),
+        ("ProgressBody", Progress),
+        ("IgnoredConstraintBody", IgnoredConstraint),
+    ):
+        assert set(schemas[body]["properties"]) == {f.name for f in attrs.fields(view)}, body
