@@ -17,10 +17,9 @@ from typing import Any, Literal, TypeVar
 
 import attrs
 
-from .clock import as_utc
 from .controls import Controls
 from .errors import InvalidInput
-from .schema import ActionSchema, SessionRequestSchema, SessionUpdateSchema, validate
+from .schema import ActionSchema, SessionRequestSchema, SessionUpdateSchema, iso_time, validate
 
 __all__ = [
     "ACTION_TYPES",
@@ -76,20 +75,13 @@ def parse_time(value: object, field: str) -> datetime | None:
     """Accept None, an aware/naive datetime (naive = UTC) or an ISO 8601 string."""
     if value is None:
         return None
-    if isinstance(value, str):
-        text = value.strip()
-        if text.endswith("Z"):
-            text = text[:-1] + "+00:00"
-        try:
-            value = datetime.fromisoformat(text)
-        except ValueError:
-            raise InvalidInput(field, f"not an ISO 8601 time: {value!r}") from None
-    if not isinstance(value, datetime):
-        raise InvalidInput(field, f"expected a time, got {type(value).__name__}")
     try:
-        return as_utc(value)
-    except OverflowError:
-        raise InvalidInput(field, f"out of the representable range: {value}") from None
+        parsed = iso_time(value)
+    except ValueError as exc:
+        raise InvalidInput(field, str(exc)) from None
+    if not isinstance(parsed, datetime):
+        raise InvalidInput(field, f"expected a time, got {type(value).__name__}")
+    return parsed
 
 
 def _str(value: object, field: str, *, empty: bool = False) -> str:

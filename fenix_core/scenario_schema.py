@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema, create_model
 
-from .schema import Name, SecondsOrZero, SessionRequestSchema, Time, _Shape
+from .schema import GroupRules, Name, SecondsOrZero, SessionRequestSchema, Time, _Shape
 
 __all__ = ["SESSION_FIELDS", "ScenarioSchema", "SessionSection", "scenario_json_schema"]
 
@@ -76,17 +76,11 @@ class InstanceEntry(_Shape):
     first: int | None = Field(None, ge=0, le=10**9, description="with count: the first i")
 
 
-class GroupEntry(_Shape):
+class GroupEntry(GroupRules):
     """ETSI instance-group constraints of one project's group."""
 
     id: Name
     project: Name
-    group_name: str | None = None
-    anti_affinity_group: bool | None = None
-    max_instances_per_host: int | None = None
-    max_impacted_members: int | None = None
-    recovery_time: int | None = None
-    resource_mitigation: bool | None = None
 
 
 class ManagerEntry(_Shape):

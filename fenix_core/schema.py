@@ -38,12 +38,14 @@ __all__ = [
     "ActionSchema",
     "ControlsSchema",
     "GateSchema",
+    "GroupRules",
     "SessionRequestSchema",
     "SessionUpdateSchema",
     "WindowSchema",
     "errors_of",
     "errors_of_one",
     "field_path",
+    "iso_time",
     "validate",
 ]
 
@@ -83,7 +85,7 @@ def _unique(values: list[str]) -> list[str]:
     return values
 
 
-def _iso_time(value: object) -> object:
+def iso_time(value: object) -> object:
     """ISO 8601 text (``Z`` or an offset; naive means UTC) to an aware datetime."""
     if isinstance(value, str):
         text = value.strip()
@@ -142,7 +144,7 @@ SecondsOrZero = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 Count = Annotated[int, Field(ge=1, le=10**6)]
 Time = Annotated[
     datetime,
-    BeforeValidator(_iso_time),
+    BeforeValidator(iso_time),
     WithJsonSchema({"type": "string", "format": "date-time"}),
 ]
 Day = Annotated[
@@ -162,6 +164,18 @@ Weekday = Annotated[
 
 class _Shape(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class GroupRules(_Shape):
+    """ETSI instance-group constraints (the REST body and scenario ``groups``
+    add the group's and project's ids under their own names)."""
+
+    group_name: str | None = None
+    anti_affinity_group: bool | None = None
+    max_instances_per_host: int | None = None
+    max_impacted_members: int | None = None
+    recovery_time: int | None = None
+    resource_mitigation: bool | None = None
 
 
 class ActionSchema(_Shape):

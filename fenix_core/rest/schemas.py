@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..schema import ActionSchema, SessionRequestSchema, SessionUpdateSchema
+from ..schema import ActionSchema, GroupRules, SessionRequestSchema, SessionUpdateSchema
 
 __all__ = [
     "ActionBody",
@@ -69,18 +69,12 @@ class InstanceBody(_Body):
     lead_time: int | None = None
 
 
-class GroupBody(_Body):
+class GroupBody(GroupRules):
     """ETSI instance-group constraints; ``group_id`` comes from the URL and
     ``project_id`` defaults to the caller's project."""
 
     group_id: str | None = None
     project_id: str | None = None
-    group_name: str | None = None
-    anti_affinity_group: bool | None = None
-    max_instances_per_host: int | None = None
-    max_impacted_members: int | None = None
-    recovery_time: int | None = None
-    resource_mitigation: bool | None = None
 
 
 class SubscriptionBody(_Body):
