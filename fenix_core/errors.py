@@ -4,7 +4,8 @@ Every error a caller can act on derives from :class:`FenixError` and carries the
 object it is about (the field, the session, the project, the instance)::
 
     FenixError
-    ├── InvalidInput          bad request data; ``field`` names the offending field
+    ├── InvalidInput          bad request data; ``field`` names the offending field,
+    │                         ``errors`` lists every problem found (FieldError)
     ├── NotFound              unknown session, project or instance; ``kind`` + ``ident``
     ├── Conflict              valid request, wrong moment (a state not awaited now,
     │   │                     a session that is still running, hosts already in a session)
@@ -19,10 +20,14 @@ Calls that raise write nothing: validation happens before any row is written.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import NamedTuple
+
 __all__ = [
     "CloudError",
     "Conflict",
     "FenixError",
+    "FieldError",
     "Forbidden",
     "IllegalTransition",
     "InvalidInput",
@@ -44,14 +49,39 @@ class FenixError(Exception):
         return self.message
 
 
+class FieldError(NamedTuple):
+    """One problem of a request: the field's dotted path and what is wrong."""
+
+    field: str
+    message: str
+
+
 class InvalidInput(FenixError, ValueError):
     """Request data that does not validate. ``field`` is a dotted path such as
-    ``"actions[1].type"`` or ``"instance_actions.vm-3"``."""
+    ``"actions[1].type"`` or ``"instance_actions.vm-3"``; ``errors`` lists
+    every problem found (the first is ``field`` / ``reason``)."""
 
-    def __init__(self, field: str, message: str, *, session_id: str | None = None) -> None:
-        super().__init__(f"{field}: {message}", session_id=session_id)
+    def __init__(
+        self,
+        field: str,
+        message: str,
+        *,
+        session_id: str | None = None,
+        errors: Sequence[FieldError] = (),
+    ) -> None:
+        self.errors: tuple[FieldError, ...] = tuple(errors) or (FieldError(field, message),)
+        text = "; ".join(f"{e.field}: {e.message}" for e in self.errors)
+        super().__init__(text, session_id=session_id)
         self.field = field
         self.reason = message
+
+    @classmethod
+    def from_errors(
+        cls, errors: Sequence[FieldError], *, session_id: str | None = None
+    ) -> InvalidInput:
+        """One error for several problems; ``field`` names the first."""
+        first = errors[0]
+        return cls(first.field, first.message, session_id=session_id, errors=errors)
 
 
 class NotFound(FenixError, LookupError):

@@ -2,8 +2,10 @@
 
 They are frozen attrs classes that validate themselves at the boundary. Every
 request type also accepts a plain dict with the Fenix v1 JSON field names
-(``from_dict``); bad data raises :class:`~fenix_core.errors.InvalidInput` naming
-the field, before anything is written.
+(``from_dict``), checked against its one declaration in
+:mod:`fenix_core.schema` (which the REST bodies are too); bad data raises one
+:class:`~fenix_core.errors.InvalidInput` listing every problem (``errors``)
+and naming the first (``field``), before anything is written.
 """
 
 from __future__ import annotations
@@ -15,9 +17,9 @@ from typing import Any, Literal, TypeVar
 
 import attrs
 
-from .clock import as_utc
 from .controls import Controls
 from .errors import InvalidInput
+from .schema import ActionSchema, SessionRequestSchema, SessionUpdateSchema, iso_time, validate
 
 __all__ = [
     "ACTION_TYPES",
@@ -73,20 +75,13 @@ def parse_time(value: object, field: str) -> datetime | None:
     """Accept None, an aware/naive datetime (naive = UTC) or an ISO 8601 string."""
     if value is None:
         return None
-    if isinstance(value, str):
-        text = value.strip()
-        if text.endswith("Z"):
-            text = text[:-1] + "+00:00"
-        try:
-            value = datetime.fromisoformat(text)
-        except ValueError:
-            raise InvalidInput(field, f"not an ISO 8601 time: {value!r}") from None
-    if not isinstance(value, datetime):
-        raise InvalidInput(field, f"expected a time, got {type(value).__name__}")
     try:
-        return as_utc(value)
-    except OverflowError:
-        raise InvalidInput(field, f"out of the representable range: {value}") from None
+        parsed = iso_time(value)
+    except ValueError as exc:
+        raise InvalidInput(field, str(exc)) from None
+    if not isinstance(parsed, datetime):
+        raise InvalidInput(field, f"expected a time, got {type(value).__name__}")
+    return parsed
 
 
 def _str(value: object, field: str, *, empty: bool = False) -> str:
@@ -233,10 +228,7 @@ class ActionSpec:
     @classmethod
     def from_dict(cls, data: object, *, field: str = "action") -> ActionSpec:
         mapping = _as_mapping(data, field)
-        _unknown_keys(mapping, ("plugin", "type", "order", "metadata"), f"{field}.")
-        for required in ("plugin", "type"):
-            if required not in mapping:
-                raise InvalidInput(f"{field}.{required}", "required")
+        validate(ActionSchema, mapping, prefix=field)
         return cls(
             plugin=_str(mapping["plugin"], f"{field}.plugin"),
             type=_str(mapping["type"], f"{field}.type"),
@@ -255,25 +247,6 @@ class ActionSpec:
 
 ProjectPolicy = Literal["default", "fail"]
 ReplyPolicy = Literal["fail", "default"]
-
-_REQUEST_FIELDS = (
-    "hosts",
-    "workflow",
-    "maintenance_at",
-    "actions",
-    "metadata",
-    "project_policy",
-    "reply_policy",
-    "state",
-    "download",
-    "reply_windows",
-    "timeouts",
-    "max_migration_retries",
-    "max_parallel_hosts",
-    "controls",
-    "add_hosts",
-    "decommission_hosts",
-)
 
 
 def _check_windows(value: Mapping[str, float], field: str) -> None:
@@ -312,6 +285,18 @@ def _check_actions(value: tuple[ActionSpec, ...], field: str) -> None:
     for index, action in enumerate(value):
         if not isinstance(action, ActionSpec):
             raise InvalidInput(f"{field}[{index}]", "expected an ActionSpec")
+
+
+def _shape_of(mapping: Mapping[str, Any]) -> dict[str, Any]:
+    """A request as plain data: value objects a Python caller put in it
+    (ActionSpec, Controls) as their dict form, for the schema to check."""
+    data = dict(mapping)
+    actions = data.get("actions")
+    if isinstance(actions, list | tuple):
+        data["actions"] = [a.to_dict() if isinstance(a, ActionSpec) else a for a in actions]
+    if isinstance(data.get("controls"), Controls):
+        data["controls"] = data["controls"].to_dict()
+    return data
 
 
 @attrs.frozen
@@ -403,7 +388,7 @@ class SessionRequest:
         """Build from Fenix-style JSON (``hosts, state, maintenance_at, metadata,
         workflow, download, actions``) plus the fenix-core extensions."""
         mapping = _as_mapping(data, "request")
-        _unknown_keys(mapping, _REQUEST_FIELDS)
+        validate(SessionRequestSchema, _shape_of(mapping))
         return cls(**{k: v for k, v in mapping.items() if v is not None})
 
     @classmethod
@@ -468,12 +453,10 @@ class SessionUpdate:
     @classmethod
     def from_dict(cls, data: object) -> SessionUpdate:
         mapping = _as_mapping(data, "update")
-        _unknown_keys(mapping, ("maintenance_at", "retry", "state"))
-        retry = _check_bool(mapping.get("retry", False), "retry")
-        state = mapping.get("state")
-        if state is not None:
+        validate(SessionUpdateSchema, mapping, what="update")
+        retry = bool(mapping.get("retry"))
+        if mapping.get("state") is not None:
             # Fenix-style: PUT {"state": "MAINTENANCE"} on a failed session retries it.
-            _choice(state, "state", ("MAINTENANCE",))
             retry = True
         maintenance_at = (
             parse_time(mapping["maintenance_at"], "maintenance_at")

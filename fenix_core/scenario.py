@@ -8,8 +8,9 @@ text). Bad input raises :class:`~fenix_core.errors.InvalidInput` whose
 
 Lists of hosts and instances may use generators so that large scenarios stay
 short: an entry with ``count: N`` stands for N entries whose string fields
-have ``{i}`` replaced by 0 … N-1 (``first`` shifts the start). The schema is
-documented in ``docs/scenarios.md``.
+have ``{i}`` replaced by 0 … N-1 (``first`` shifts the start). The file's
+shape is declared once in :mod:`fenix_core.scenario_schema` (``fenix schema``
+prints it as JSON Schema); docs/cli.md describes it.
 """
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ from typing import Any
 
 import attrs
 import yaml
+from pydantic import BaseModel
 
 from .constraints import GroupConstraints, InstanceConstraints
-from .errors import InvalidInput
+from .errors import FieldError, InvalidInput
 from .model import (
     DEFAULT_REPLY_WINDOWS,
     SessionRequest,
@@ -33,6 +35,19 @@ from .model import (
     _str,
     parse_time,
 )
+from .scenario_schema import (
+    SESSION_FIELDS,
+    ActionEntry,
+    FaultsSection,
+    GroupEntry,
+    HostEntry,
+    InstanceEntry,
+    ManagerEntry,
+    MigrationFaultEntry,
+    Migrations,
+    ScenarioSchema,
+)
+from .schema import validate
 from .states import InstanceAction
 
 __all__ = [
@@ -184,6 +199,12 @@ class Scenario:
 # --------------------------------------------------------------------------- reading
 
 
+def _fields(shape: type[BaseModel]) -> tuple[str, ...]:
+    """The fields a section may have: its declaration's (generators' count and
+    first are consumed before an entry is read)."""
+    return tuple(name for name in shape.model_fields if name not in ("count", "first"))
+
+
 class _Reader:
     """Typed access to one YAML mapping, with the path of every value for errors."""
 
@@ -311,7 +332,7 @@ def _substitute(entry: Mapping[str, Any], i: int) -> dict[str, Any]:
 def _hosts(items: list[Any]) -> tuple[HostSpec, ...]:
     hosts: dict[str, HostSpec] = {}
     for where, entry, _ in _expand(items, "hosts", "name"):
-        r = _Reader(entry, where, ("name", "type", "vcpus", "labels"))
+        r = _Reader(entry, where, _fields(HostEntry))
         host_type = r.text("type", "compute")
         if host_type not in _HOST_TYPES:
             raise InvalidInput(r.at("type"), f"must be compute or controller, got {host_type!r}")
@@ -332,7 +353,7 @@ def _hosts(items: list[Any]) -> tuple[HostSpec, ...]:
 
 
 def _instances(items: list[Any], hosts: Mapping[str, HostSpec]) -> tuple[InstanceSpec, ...]:
-    known = ("id", "project", "host", "hosts", "vcpus", "group", "live_migratable", "constraints")
+    known = _fields(InstanceEntry)
     instances: dict[str, InstanceSpec] = {}
     for where, entry, position in _expand(items, "instances", "id"):
         r = _Reader(entry, where, known)
@@ -377,15 +398,16 @@ def _prefixed(path: str, build: Any, data: Any) -> Any:
     try:
         return build(data)
     except InvalidInput as exc:
-        raise InvalidInput(f"{path}.{exc.field}", exc.reason) from None
+        raise InvalidInput.from_errors(
+            [FieldError(f"{path}.{e.field}", e.message) for e in exc.errors]
+        ) from None
 
 
 def _groups(items: list[Any], instances: tuple[InstanceSpec, ...]) -> tuple[GroupConstraints, ...]:
     groups: dict[str, GroupConstraints] = {}
     for index, item in enumerate(items):
         where = f"groups[{index}]"
-        fields = tuple(f for f in GroupConstraints._FIELDS if f not in ("group_id", "project_id"))
-        r = _Reader(item, where, ("id", "project", *fields))
+        r = _Reader(item, where, _fields(GroupEntry))
         group_id = r.text("id")
         if group_id in groups:
             raise InvalidInput(r.at("id"), f"group {group_id!r} is defined twice")
@@ -409,7 +431,7 @@ def _groups(items: list[Any], instances: tuple[InstanceSpec, ...]) -> tuple[Grou
 
 def _managers(data: Mapping[str, Any]) -> tuple[ManagerSpec, ...]:
     managers = []
-    known = ("action", "actions", "nack", "silent", "delay", "scale_in")
+    known = _fields(ManagerEntry)
     for project, item in data.items():
         r = _Reader(item if item is not None else {}, f"managers.{project}", known)
         actions = {k: _action(v, f"{r.at('actions')}.{k}") for k, v in r.mapping("actions").items()}
@@ -435,16 +457,7 @@ def _action(value: object, field: str) -> str:
 
 
 def _actions(items: list[Any], hosts: Mapping[str, HostSpec]) -> tuple[ActionPlan, ...]:
-    known = (
-        "plugin",
-        "type",
-        "seconds",
-        "by_host_type",
-        "by_label",
-        "order",
-        "metadata",
-        "fail_on",
-    )
+    known = _fields(ActionEntry)
     plans = []
     for index, item in enumerate(items):
         r = _Reader(item, f"actions[{index}]", known)
@@ -488,12 +501,10 @@ def _actions(items: list[Any], hosts: Mapping[str, HostSpec]) -> tuple[ActionPla
 
 
 def _faults(data: object, scenario_hosts: Mapping[str, HostSpec], instance_ids: set[str]) -> Faults:
-    r = _Reader(
-        data if data is not None else {}, "faults", ("failed_migrations", "hosts_stay_down")
-    )
+    r = _Reader(data if data is not None else {}, "faults", _fields(FaultsSection))
     failed = []
     for index, item in enumerate(r.items("failed_migrations")):
-        f = _Reader(item, f"faults.failed_migrations[{index}]", ("instance", "times", "error"))
+        f = _Reader(item, f"faults.failed_migrations[{index}]", _fields(MigrationFaultEntry))
         instance = f.text("instance")
         if instance not in instance_ids:
             raise InvalidInput(f.at("instance"), f"no instance {instance!r} in instances")
@@ -513,24 +524,10 @@ def _faults(data: object, scenario_hosts: Mapping[str, HostSpec], instance_ids: 
     return Faults(tuple(failed), tuple(down))
 
 
-_SESSION_FIELDS = (
-    "workflow",
-    "hosts",
-    "max_parallel_hosts",
-    "maintenance_in",
-    "metadata",
-    "project_policy",
-    "reply_policy",
-    "reply_windows",
-    "timeouts",
-    "max_migration_retries",
-)
-
-
 def _session(
     data: object, hosts: Mapping[str, HostSpec], actions: tuple[ActionPlan, ...]
 ) -> SessionOptions:
-    r = _Reader(data if data is not None else {}, "session", _SESSION_FIELDS)
+    r = _Reader(data if data is not None else {}, "session", SESSION_FIELDS)
     for index, host in enumerate(r.items("hosts")):
         if host not in hosts:
             raise InvalidInput(f"session.hosts[{index}]", f"no host {host!r} in hosts")
@@ -544,30 +541,17 @@ def _session(
     return SessionOptions(request, maintenance_in)
 
 
-_TOP = (
-    "name",
-    "start",
-    "hosts",
-    "instances",
-    "groups",
-    "managers",
-    "actions",
-    "migrations",
-    "faults",
-    "session",
-)
-
-
 def parse_scenario(data: object) -> Scenario:
     """Validate a scenario already parsed from YAML or JSON into plain data."""
-    r = _Reader(data, "", _TOP)
+    validate(ScenarioSchema, data, what="scenario")
+    r = _Reader(data, "", _fields(ScenarioSchema))
     hosts = _hosts(r.items("hosts"))
     by_name = {h.name: h for h in hosts}
     instances = _instances(r.items("instances"), by_name)
     groups = _groups(r.items("groups"), instances)
     managers = _managers(r.mapping("managers"))
     actions = _actions(r.items("actions"), by_name)
-    m = _Reader(r.raw("migrations", {}), "migrations", ("seconds", "live_seconds"))
+    m = _Reader(r.raw("migrations", {}), "migrations", _fields(Migrations))
     start = parse_time(r.raw("start", "2026-01-01T00:00:00+00:00"), "start")
     assert start is not None
     return Scenario(

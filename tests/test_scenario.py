@@ -93,7 +93,7 @@ BAD = [
     pytest.param(
         BASE.replace("vcpus: 16}", 'vcpus: "lots"}'),
         "hosts[1].vcpus",
-        "expected an integer",
+        "valid integer",
         id="vcpus-type",
     ),
     pytest.param(
@@ -121,7 +121,7 @@ BAD = [
     pytest.param(
         BASE.replace("type: controller", "type: storage"),
         "hosts[0].type",
-        "compute or controller",
+        "'compute' or 'controller'",
         id="host-type",
     ),
     pytest.param(
@@ -157,7 +157,7 @@ BAD = [
     pytest.param(
         BASE + "managers:\n  web: {delay: -5}\n",
         "managers.web.delay",
-        "positive number of seconds",
+        "greater than or equal to 0",
         id="manager-delay",
     ),
     pytest.param(
@@ -181,12 +181,12 @@ BAD = [
     pytest.param(
         BASE + "session:\n  max_parallel_hosts: 0\n",
         "session.max_parallel_hosts",
-        "between 1",
+        "greater than or equal to 1",
         id="parallel-hosts",
     ),
     pytest.param(BASE + "  - [unclosed\n", "scenario", "not valid YAML at line", id="yaml-syntax"),
-    pytest.param("- just\n- a list\n", "scenario", "expected a mapping", id="not-a-mapping"),
-    pytest.param("instances: []\n", "hosts", "at least one host", id="no-hosts"),
+    pytest.param("- just\n- a list\n", "scenario", "expected an object", id="not-a-mapping"),
+    pytest.param("instances: []\n", "hosts", "required", id="no-hosts"),
 ]
 
 

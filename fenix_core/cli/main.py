@@ -22,9 +22,11 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from ..engine import Engine
-from ..errors import FenixError, InvalidInput
+from ..errors import FenixError, FieldError, InvalidInput
 from ..model import SessionView
+from ..request_check import check_plugins
 from ..scenario import Scenario, load_scenario_file
+from ..scenario_schema import scenario_json_schema
 from ..simulation import Simulation, SimulationResult, plan
 from ..timeline import Timeline, build_timeline, with_implicit_groups
 from .display import LiveProgress, duration, report_tables, session_table, sessions_table
@@ -68,9 +70,17 @@ def _fails_cleanly(command: F) -> F:
                 error: dict[str, Any] = {"error": str(exc)}
                 if isinstance(exc, InvalidInput):
                     error["field"] = exc.field
+                    error["errors"] = [e._asdict() for e in exc.errors]
                 click.echo(json.dumps(error))
             else:
-                _console(stderr=True).print(f"[bold red]error:[/] {exc}", markup=True)
+                console = _console(stderr=True)
+                problems = exc.errors if isinstance(exc, InvalidInput) else ()
+                if len(problems) > 1:
+                    console.print(f"[bold red]error:[/] {len(problems)} problems", markup=True)
+                    for problem in problems:
+                        console.print(f"  {problem.field}: {problem.message}", markup=False)
+                else:
+                    console.print(f"[bold red]error:[/] {exc}", markup=True)
             sys.exit(2)
 
     return wrapper  # type: ignore[return-value]
@@ -90,7 +100,9 @@ def _load(path: Path) -> Scenario:
     try:
         return load_scenario_file(path)
     except InvalidInput as exc:
-        raise InvalidInput(exc.field, f"{exc.reason} (in {path})") from None
+        raise InvalidInput.from_errors(
+            [FieldError(e.field, f"{e.message} (in {path})") for e in exc.errors]
+        ) from None
 
 
 def _draw(timeline: Timeline, path: Path | None, *, quiet: bool) -> None:
@@ -118,8 +130,22 @@ def main() -> None:
 @_json_option
 @_fails_cleanly
 def validate(scenario_file: Path, as_json: bool) -> None:
-    """Check a scenario file and say what it describes."""
+    """Check a scenario file (its shape, and its workflow, action and gate
+    names against the plug-ins a simulation loads) and say what it describes."""
     scenario = _load(scenario_file)
+    with Simulation(scenario) as sim:
+        try:
+            check_plugins(scenario.session.request, sim.engine.plugins)
+        except InvalidInput as exc:
+            raise InvalidInput.from_errors(
+                # The request's actions are the scenario's top-level ``actions``.
+                [
+                    e
+                    if e.field.startswith("actions")
+                    else FieldError(f"session.{e.field}", e.message)
+                    for e in exc.errors
+                ]
+            ) from None
     summary = {
         "scenario": scenario.name,
         "hosts": len(scenario.hosts),
@@ -136,6 +162,12 @@ def validate(scenario_file: Path, as_json: bool) -> None:
         f"{summary['instances']} instances, {summary['groups']} groups, "
         f"workflow {summary['workflow']}"
     )
+
+
+@main.command()
+def schema() -> None:
+    """Print the JSON Schema of scenario files (for editors that complete YAML)."""
+    click.echo(json.dumps(scenario_json_schema(), indent=2))
 
 
 @main.command()
