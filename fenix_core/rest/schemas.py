@@ -140,6 +140,8 @@ class ProgressBody(_Answer):
     hosts_in_progress: int
     hosts_waiting: int
     hosts_skipped: int
+    hosts_removed: int = Field(description="hosts that left the cloud while in the session")
+    hosts_failed: int
     durations: dict[str, float] = Field(description="host -> seconds from start to back")
     estimated_end: str | None
     eta_seconds: float | None
