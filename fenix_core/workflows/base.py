@@ -423,9 +423,12 @@ class Workflow(ABC):
         instance (a replacement pod, a scheduler's choice) lands on a host being
         emptied. True once it is disabled (or was disabled by someone else, or
         is not ours to toggle); False while the disable is under way: start no
-        move off it yet."""
+        move off it yet. Moves still heading to it land first (they were sent
+        while it was a target): their instances then leave with the others."""
         s = self.s
         if any(s.open_ops(kind="disable_host", host=host.name)):
+            return False
+        if any(op.params.get("target") == host.name for op in s.open_ops(kind="move")):
             return False
         if host.disabled_by_session or not host.enabled:
             return True
