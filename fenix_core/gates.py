@@ -157,7 +157,7 @@ class HostGuardGate:
         _number(params, "retry_after", 30.0)
 
     def check(self, context: GateContext) -> GateResult:
-        driver = context.driver
+        driver: object = context.driver
         if not isinstance(driver, HostGuard):
             return GateResult.ok()
         reason = driver.host_guard(context.host)

@@ -109,9 +109,9 @@ class OperationRunner:
         return self._with_hosts(op, status)
 
     def _with_hosts(self, op: OperationRow, status: OperationStatus) -> OperationStatus:
-        """A move that failed may have lost its host: attach the host listing,
-        so that the workflow learns at once if the cloud removed one."""
-        if op.kind not in ("move", "watch") or status.state != "failed":
+        """A move (or a disable) that failed may have lost its host: attach the
+        host listing, so that the workflow learns at once if the cloud removed one."""
+        if op.kind not in ("move", "watch", "disable_host") or status.state != "failed":
             return status
         try:
             hosts = [host_to_dict(h) for h in self.plugins.require_driver().list_hosts()]

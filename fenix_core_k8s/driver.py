@@ -243,10 +243,7 @@ class KubernetesDriver:
         why = [
             f"control-plane node {n.metadata.name} is not Ready"
             for n in nodes
-            if n.metadata
-            and n.metadata.name != host
-            and is_controller_node(n)
-            and not is_ready(n)
+            if n.metadata and n.metadata.name != host and is_controller_node(n) and not is_ready(n)
         ]
         members = self._call(
             "listing the etcd members",

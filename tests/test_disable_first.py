@@ -5,11 +5,10 @@ maintenance, and only if the session disabled it."""
 from __future__ import annotations
 
 import pytest
+from conftest import fill
 
 from fenix_core import ActionSpec, SessionRequest
 from fenix_core.testing import SimulatedCloud, TimedAction, violations
-
-from conftest import fill
 
 LAYOUT = {
     "cmp-0": [("vm-a1", "pa", 2), ("vm-b1", "pb", 2)],
@@ -34,9 +33,7 @@ def assert_disabled_before_moves(cloud: SimulatedCloud) -> None:
     for host, when in moves_off.items():
         assert host in disabled, f"{host} was drained without being disabled"
         assert disabled[host] <= when, f"{host} was disabled after its first move off"
-        later = [
-            e for e in cloud.events if e.host == host and e.kind == "disable_host"
-        ]
+        later = [e for e in cloud.events if e.host == host and e.kind == "disable_host"]
         assert len(later) == 1  # disabled once, not again at maintenance
 
 

@@ -52,8 +52,7 @@ def violations(cloud: SimulatedCloud) -> list[str]:
             held = sorted(i for i, h in where.items() if h == event.host)
             if held:
                 found.append(
-                    f"{when}: {event.host} went through its maintenance holding "
-                    + ", ".join(held)
+                    f"{when}: {event.host} went through its maintenance holding " + ", ".join(held)
                 )
         elif event.kind == "enable_host":
             disabled.discard(event.host or "")

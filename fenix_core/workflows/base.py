@@ -445,8 +445,10 @@ class Workflow(ABC):
 
     def _host_operation_ended(self, host: HostRow, op: OperationRow) -> None:
         s = self.s
-        if op.kind == "enable_host" and op.status == "done":
-            host.disabled_by_session = False
+        if op.kind == "enable_host" and (op.status == "done" or s.final):
+            host.disabled_by_session = False  # after a failure: one try, not a loop
+        if op.kind == "disable_host" and op.status != "done":
+            host.disabled_by_session = False  # not disabled: nothing to undo
         if s.final:
             return
         if op.kind == "disable_host" and op.params.get("before_drain"):

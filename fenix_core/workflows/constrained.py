@@ -133,9 +133,7 @@ class ConstrainedWorkflow(RollingWorkflow):
         s = self.s
         drained = [h for h in s.hosts_in(HostState.DRAINED) if h.type != "compute"]
         pending = [h for h in s.hosts_in(HostState.PENDING) if h.type != "compute"]
-        return next(iter(drained), None) or next(
-            (h for h in pending if s.is_empty(h.name)), None
-        )
+        return next(iter(drained), None) or next((h for h in pending if s.is_empty(h.name)), None)
 
     # ------------------------------------------------------------------ feasibility
 

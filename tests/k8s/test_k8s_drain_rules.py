@@ -66,9 +66,7 @@ def test_a_workload_pod_on_a_control_plane_node_is_evicted_within_its_budget_bef
     assert evicted[0].time < first(cluster, "cp-0", "reboot")
     assert cluster.pod("shop", web_on_cp[0]) is None
     assert all(
-        p["spec"]["nodeName"] != "cp-0"
-        for (ns, _), p in cluster.pods.items()
-        if ns == "shop"
+        p["spec"]["nodeName"] != "cp-0" for (ns, _), p in cluster.pods.items() if ns == "shop"
     )
     assert cluster.budget_violations() == []
     # Drained like any node: cordoned first, uncordoned once Ready again. The
@@ -196,9 +194,7 @@ def test_a_pod_with_emptydir_data_blocks_the_drain_and_says_why(fake, k8s_engine
 
     def look() -> None:
         if "shop" in engine.get_session(sid).projects:
-            details.extend(
-                i.detail for i in engine.project_view(sid, "shop").instances if i.detail
-            )
+            details.extend(i.detail for i in engine.project_view(sid, "shop").instances if i.detail)
 
     view = drive(engine, fenix_clock, sid, look)
 
@@ -261,7 +257,8 @@ def test_the_node_is_cordoned_before_the_first_eviction(fake, k8s_engine):
     assert view.state == "MAINTENANCE_DONE", view.reason
     requests = fake.app.requests
     cordon = [
-        i for i, (method, path) in enumerate(requests)
+        i
+        for i, (method, path) in enumerate(requests)
         if method == "PATCH" and path == "/api/v1/nodes/node-0"
     ]
     evictions = [i for i, (method, path) in enumerate(requests) if path.endswith("/eviction")]

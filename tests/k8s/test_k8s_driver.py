@@ -317,7 +317,7 @@ def test_the_fake_answers_like_an_apiserver_to_what_it_does_not_serve(fake):
     assert ("PATCH", "/api/v1/nodes/n") in fake.app.requests
 
 
-# --------------------------------------------------------------------------- control plane, local data
+# ---------------------------------------------------------------------- control plane, emptyDir
 
 
 def test_the_fake_refuses_to_evict_a_mirror_pod_and_lists_etcd_members_by_label(fake):
@@ -386,7 +386,9 @@ def test_a_pod_with_emptydir_data_is_not_evicted_unless_the_driver_may(fake, fen
     cluster = fake.cluster
     cluster.add_node("node-0")
     cluster.add_node("node-1")
-    pod = cluster.add_replicaset("shop", "cache", ["node-0"], volumes=[{"name": "c", "emptyDir": {}}])
+    pod = cluster.add_replicaset(
+        "shop", "cache", ["node-0"], volumes=[{"name": "c", "emptyDir": {}}]
+    )
     pod_id = f"shop/{pod[0]['metadata']['name']}"
     careful = KubernetesDriver(fake.api_client(), clock=fenix_clock)
     status = careful.poll_move(careful.start_move(pod_id, "EVICT", None, "k-1"))
