@@ -43,9 +43,9 @@ SESSION_MEANING: dict[SessionState, str] = {
 }
 HOST_MEANING: dict[HostState, str] = {
     HostState.PENDING: "waiting for its turn",
-    HostState.DRAINING: "its instances are being moved away",
+    HostState.DRAINING: "disabled, its instances are being moved away",
     HostState.DRAINED: "empty, about to be maintained",
-    HostState.IN_MAINTENANCE: "taken into maintenance (computes disabled), actions running",
+    HostState.IN_MAINTENANCE: "taken into maintenance (disabled unless in place), actions running",
     HostState.MAINTAINED: "back in service",
     HostState.FAILED: "its maintenance failed (see the host's reason)",
     HostState.SKIPPED: "work on it was stuck and the escalation policy skipped it: left as it "

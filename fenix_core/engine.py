@@ -53,7 +53,7 @@ from .errors import (
     InvalidInput,
     NotFound,
 )
-from .hookspecs import ConstraintSource, InstanceOwner
+from .hookspecs import ConstraintSource, HostGuard, InstanceOwner
 from .model import (
     Host,
     HostChange,
@@ -315,7 +315,8 @@ class Engine:
                     failed_state=None,
                     percent_done=0,
                     data={"allowed_actions": allowed}
-                    | ({"cloud_constraints": cloud} if cloud else {}),
+                    | ({"cloud_constraints": cloud} if cloud else {})
+                    | ({"host_guard": True} if isinstance(driver, HostGuard) else {}),
                     seq=0,
                     version=0,
                     next_wake=now,
@@ -362,8 +363,9 @@ class Engine:
             )
             projects: set[str] = set()
             for inst in instances:
-                where = by_name.get(inst.host)
-                if where is None or where.type != "compute":
+                # Controllers too: a controller that runs instances (a
+                # Kubernetes control-plane node with pods) is drained first.
+                if inst.host not in by_name:
                     continue
                 affected = inst.host in in_scope
                 if affected:

@@ -54,6 +54,7 @@ __all__ = [
     "Gate",
     "GateContext",
     "GateResult",
+    "HostGuard",
     "InstanceOwner",
     "InstanceReadiness",
     "MoveLookup",
@@ -165,6 +166,21 @@ class InstanceReadiness(Protocol):
     """
 
     def instance_is_ready(self, instance_id: str) -> bool: ...
+
+
+@runtime_checkable
+class HostGuard(Protocol):
+    """Optional driver capability: may this controller host be taken out of
+    service now?
+
+    Asked (through the built-in ``host_guard`` gate) before every controller
+    host starts, until it answers ``None``: anything else is the reason to
+    wait, shown in the session view (``SessionView.waiting``). The Kubernetes
+    driver answers with its etcd quorum guard: a control-plane node waits
+    while another control-plane node or etcd member is not Ready.
+    """
+
+    def host_guard(self, host: str) -> str | None: ...
 
 
 @attrs.frozen

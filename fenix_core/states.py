@@ -187,7 +187,7 @@ def _trigger_dest(trigger: str) -> str:
 
 class HostState(StrEnum):
     PENDING = "PENDING"  # waiting for its turn
-    DRAINING = "DRAINING"  # its instances are being moved away
+    DRAINING = "DRAINING"  # disabled, its instances are being moved away
     DRAINED = "DRAINED"  # empty, about to be maintained
     IN_MAINTENANCE = "IN_MAINTENANCE"  # disabled, actions running
     MAINTAINED = "MAINTAINED"  # back in service

@@ -27,6 +27,8 @@ from .config import connect
 from .constraints import constraints_from
 from .moves import Evictions, UnmanagedPods, api_message
 from .pods import (
+    ETCD_NAMESPACE,
+    ETCD_SELECTOR,
     controller_of,
     instance_id,
     is_controller_node,
@@ -55,6 +57,7 @@ class DriverOptions(TypedDict, total=False):
     in_cluster: bool | None
     project_label: str | None
     unmanaged_pods: UnmanagedPods
+    delete_emptydir_data: bool
 
 
 class KubernetesDriver:
@@ -69,6 +72,13 @@ class KubernetesDriver:
     ``unmanaged_pods``: what to do with a pod that no controller recreates:
     ``"fail"`` the move, naming the pod (default), or ``"evict"`` it (it is
     then gone for good).
+    ``delete_emptydir_data``: evict pods with emptyDir volumes, whose data is
+    then lost (``kubectl drain --delete-emptydir-data``). By default such a
+    pod is not evicted: its move waits, saying why, until the pod is gone.
+
+    It is a :class:`~fenix_core.hookspecs.HostGuard`: a control-plane node
+    may go into maintenance only while every other control-plane node and
+    every etcd member is Ready (see :meth:`host_guard`).
     """
 
     name = "kubernetes"
@@ -83,10 +93,15 @@ class KubernetesDriver:
         clock: Clock | None = None,
         project_label: str | None = None,
         unmanaged_pods: UnmanagedPods = "fail",
+        delete_emptydir_data: bool = False,
     ) -> None:
         if unmanaged_pods not in ("fail", "evict"):
             raise InvalidInput(
                 "unmanaged_pods", f"must be 'fail' or 'evict', got {unmanaged_pods!r}"
+            )
+        if not isinstance(delete_emptydir_data, bool):
+            raise InvalidInput(
+                "delete_emptydir_data", f"must be True or False, got {delete_emptydir_data!r}"
             )
         if api_client is None:
             api_client = connect(kubeconfig=kubeconfig, context=context, in_cluster=in_cluster)
@@ -96,7 +111,10 @@ class KubernetesDriver:
         self.clock: Clock = clock if clock is not None else RealClock()
         self.project_label = project_label
         self.evictions = Evictions(
-            self.core, self.clock, unmanaged_pods=unmanaged_pods, cordon=self._cordon
+            self.core,
+            self.clock,
+            unmanaged_pods=unmanaged_pods,
+            delete_emptydir_data=delete_emptydir_data,
         )
 
     # ------------------------------------------------------------------ inventory
@@ -196,11 +214,9 @@ class KubernetesDriver:
     # ------------------------------------------------------------------ hosts
 
     def disable_host(self, host: str, reason: str) -> None:
-        self._cordon(host, reason or "fenix-core maintenance")
-
-    def _cordon(self, host: str, reason: str) -> None:
         """Cordon ``host`` unless it is cordoned already (by anyone): only a node
         fenix-core cordoned gets the annotation that lets it be uncordoned."""
+        reason = reason or "fenix-core maintenance"
         node = self._call(f"reading node {host}", self.core.read_node, host)
         if node.spec is not None and node.spec.unschedulable:
             return
@@ -231,6 +247,42 @@ class KubernetesDriver:
                 return False
             raise self._error(f"reading node {host}", exc) from None
         return is_ready(node)
+
+    def host_guard(self, host: str) -> str | None:
+        """The etcd quorum guard, in the spirit of medik8s node-maintenance-operator:
+        a control-plane node may go into maintenance only while every other
+        control-plane node is Ready and every etcd member on another node is
+        Ready (kubeadm's stacked etcd: the static pods ``etcd-<node>`` in
+        kube-system, label ``component=etcd``; with an external etcd there are
+        none and the nodes alone count). None: it may; else why it waits.
+        Other nodes are never held back."""
+        nodes = self._call("listing nodes", self.core.list_node).items
+        this = next((n for n in nodes if n.metadata and n.metadata.name == host), None)
+        if this is None or not is_controller_node(this):
+            return None
+        why = [
+            f"control-plane node {n.metadata.name} is not Ready"
+            for n in nodes
+            if n.metadata and n.metadata.name != host and is_controller_node(n) and not is_ready(n)
+        ]
+        members = self._call(
+            "listing the etcd members",
+            self.core.list_namespaced_pod,
+            ETCD_NAMESPACE,
+            label_selector=ETCD_SELECTOR,
+        ).items
+        why += [
+            f"etcd member {p.metadata.name} on {p.spec.node_name} is not Ready"
+            for p in members
+            if p.metadata and p.spec and p.spec.node_name != host and not is_ready(p)
+        ]
+        if not why:
+            return None
+        return (
+            f"control-plane node {host} waits: "
+            + "; ".join(why)
+            + " (taking it down now could cost the control plane its etcd quorum)"
+        )
 
     # ------------------------------------------------------------------ moves
 

@@ -43,6 +43,7 @@ EVENT_KINDS = (
     "host_removed",
     "disable_host",
     "enable_host",
+    "host_up_checked",
     "migration_started",
     "migration_done",
     "migration_failed",
@@ -410,6 +411,7 @@ class SimulatedCloud:
         self._offer(host)
         if self._hosts[host]["stays_down"]:
             self._hosts[host]["went_down"] = True
+        self._hosts[host]["up_checked"] = False
         self._event("disable_host", host, None, reason)
         self._save()
 
@@ -421,7 +423,15 @@ class SimulatedCloud:
         self._save()
 
     def host_is_up(self, host: str) -> bool:
-        return not self._require_host(host)["went_down"]
+        data = self._require_host(host)
+        if data.get("up_checked") is False:
+            # The engine asks once the host's maintenance actions are done: the
+            # first ask after a disable marks the end of its maintenance.
+            data["up_checked"] = True
+            self._settle()
+            self._event("host_up_checked", host)
+            self._save()
+        return not data["went_down"]
 
     def start_move(self, instance_id: str, action: str, target: str | None, key: str) -> str:
         self._settle()

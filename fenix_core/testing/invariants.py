@@ -2,8 +2,13 @@
 
 :func:`violations` replays ``cloud.events`` from where the instances were when
 the engine attached and reports every instant at which the cloud was in a
-state maintenance must never cause: a disabled host holding an instance, an
-instance arriving on a disabled host, a host holding more vcpus than it has.
+state maintenance must never cause: a host going through its maintenance with
+an instance on it, an instance arriving on a disabled host, a host holding
+more vcpus than it has. A host is disabled *before* it is drained (so that
+nothing lands on it meanwhile): a disabled host holding instances that are
+still to leave is normal. The end of a host's maintenance is the first
+``host_up_checked`` event after its disable (the engine asks whether the host
+is up only once its maintenance actions are done).
 Use it in your own tests of workflows and managers::
 
     assert violations(cloud) == []
@@ -43,9 +48,12 @@ def violations(cloud: SimulatedCloud) -> list[str]:
         when = event.time.isoformat()
         if event.kind == "disable_host" and event.host is not None:
             disabled.add(event.host)
+        elif event.kind == "host_up_checked" and event.host is not None:
             held = sorted(i for i, h in where.items() if h == event.host)
             if held:
-                found.append(f"{when}: {event.host} disabled while holding {', '.join(held)}")
+                found.append(
+                    f"{when}: {event.host} went through its maintenance holding " + ", ".join(held)
+                )
         elif event.kind == "enable_host":
             disabled.discard(event.host or "")
         elif event.kind == "host_added" and event.detail == "disabled":

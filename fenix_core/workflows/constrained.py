@@ -91,16 +91,33 @@ class ConstrainedWorkflow(RollingWorkflow):
     def handlers(self) -> dict[SessionState, Callable[[], bool]]:
         return {
             **super().handlers(),
-            SessionState.PLANNED_MAINTENANCE: self._waves,
-            SessionState.PREPARE_MAINTENANCE: self._waves,
+            SessionState.PLANNED_MAINTENANCE: self._drain_or_waves,
+            SessionState.PREPARE_MAINTENANCE: self._drain_or_waves,
         }
+
+    def _drain_or_waves(self) -> bool:
+        """A controller holding instances is emptied alone, the rolling way
+        (phases ``refresh`` / ``drain``); computes are emptied in waves."""
+        if self.s.row.phase in ("refresh", "drain"):
+            return self._drain()
+        return self._waves()
 
     def decide_next(self) -> bool:
         s = self.s
         self._index_of = None
-        if any(h.type != "compute" for h in s.hosts_in(HostState.PENDING)):
+        controllers = [h for h in s.hosts_in(HostState.PENDING) if h.type != "compute"]
+        drained = [h for h in s.hosts_in(HostState.DRAINED) if h.type != "compute"]
+        if drained or any(s.is_empty(h.name) for h in controllers):
             self._go("start", SessionState.START_MAINTENANCE)
             return True
+        if controllers:
+            # Controllers first, one at a time: this one runs instances.
+            planned = s.state == SessionState.PLANNED_MAINTENANCE
+            choice = self._host_to_drain(controllers, planned=planned)
+            if choice is None:
+                self._scale_in_or_fail(controllers)
+                return True
+            return self._begin_drain(s.hosts[choice], planned=planned)
         if not [h for h in s.hosts.values() if h.state in (HostState.PENDING, *_OPEN)]:
             self._go("complete", SessionState.MAINTENANCE_COMPLETE)
             return True
@@ -112,8 +129,12 @@ class ConstrainedWorkflow(RollingWorkflow):
 
     def _next_host_to_maintain(self) -> HostRow | None:
         """START_MAINTENANCE here is for controllers only, one at a time (the
-        rolling workflow's loop); computes are maintained in the waves."""
-        return next((h for h in self.s.hosts_in(HostState.PENDING) if h.type != "compute"), None)
+        rolling workflow's loop): a drained one, else an empty one; computes
+        are maintained in the waves."""
+        s = self.s
+        drained = [h for h in s.hosts_in(HostState.DRAINED) if h.type != "compute"]
+        pending = [h for h in s.hosts_in(HostState.PENDING) if h.type != "compute"]
+        return next(iter(drained), None) or next((h for h in pending if s.is_empty(h.name)), None)
 
     # ------------------------------------------------------------------ feasibility
 
@@ -292,6 +313,9 @@ class ConstrainedWorkflow(RollingWorkflow):
     def on_project_answer(
         self, project: ProjectRow, awaited: str, instance_actions: Mapping[str, str]
     ) -> None:
+        if self.s.row.phase in ("refresh", "drain"):  # a controller drained alone
+            super().on_project_answer(project, awaited, instance_actions)
+            return
         if awaited != SessionState.PLANNED_MAINTENANCE:
             return
         s = self.s
@@ -346,6 +370,8 @@ class ConstrainedWorkflow(RollingWorkflow):
         own_actions: list[InstanceRow] = []
         wake: datetime | None = None
         for host in s.hosts_in(HostState.DRAINING):
+            if not self.disabled_for_drain(host):
+                continue  # nothing leaves a host before it is disabled
             for inst in s.instances_on(host.name):
                 if inst.state != InstanceState.ACTION_CHOSEN or self.retry_pending(
                     inst.instance_id

@@ -13,7 +13,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from ..controls import Controls, Ledger, admit
+from ..controls import Controls, GateSpec, Ledger, admit
+from ..gates import HOST_GUARD
 from ..runtime import iso
 from ..states import HostState, InstanceState
 from ..store.schema import HostRow, OperationRow
@@ -125,9 +126,17 @@ class SessionControls:
 
     # ------------------------------------------------------------------ gates
 
+    def _gates_of(self, host: HostRow) -> tuple[GateSpec, ...]:
+        """The gates asked before ``host``: the request's, after the driver's
+        own guard for a controller (when the driver has one)."""
+        gates = tuple(self.controls.gates)
+        if host.type != "compute" and self.s.data.get("host_guard"):
+            return (GateSpec(HOST_GUARD), *gates)
+        return gates
+
     def _gates_pass(self, host: HostRow) -> bool:
         s = self.s
-        gates = self.controls.gates
+        gates = self._gates_of(host)
         if not gates:
             return True
         progress = s.data.get("ctl_gate") or {}

@@ -269,15 +269,19 @@ class FakeCluster:
         labels: Mapping[str, str] | None = None,
         cpu: str = "500m",
         anti_affinity: bool = False,
+        volumes: Iterable[Mapping[str, Any]] = (),
     ) -> list[Obj]:
         """A ReplicaSet with one pod on each of ``nodes`` (a node may repeat).
 
         Its pods are named ``<name>-<suffix>``; an evicted or deleted one is
         replaced by a new pod with a new name on a schedulable node.
         ``anti_affinity`` adds a required pod anti-affinity on
-        ``kubernetes.io/hostname`` for the set's own labels.
+        ``kubernetes.io/hostname`` for the set's own labels; ``volumes`` are
+        the pod template's (``[{"name": "cache", "emptyDir": {}}]``).
         """
-        return self._add_set("ReplicaSet", namespace, name, nodes, labels, cpu, anti_affinity)
+        return self._add_set(
+            "ReplicaSet", namespace, name, nodes, labels, cpu, anti_affinity, volumes
+        )
 
     def add_statefulset(
         self,
@@ -288,10 +292,13 @@ class FakeCluster:
         labels: Mapping[str, str] | None = None,
         cpu: str = "500m",
         anti_affinity: bool = False,
+        volumes: Iterable[Mapping[str, Any]] = (),
     ) -> list[Obj]:
         """A StatefulSet whose pods ``<name>-0``, ``<name>-1`` ... sit on ``nodes``;
         an evicted pod comes back with the same name once the old one is gone."""
-        return self._add_set("StatefulSet", namespace, name, nodes, labels, cpu, anti_affinity)
+        return self._add_set(
+            "StatefulSet", namespace, name, nodes, labels, cpu, anti_affinity, volumes
+        )
 
     def _add_set(
         self,
@@ -302,12 +309,14 @@ class FakeCluster:
         labels: Mapping[str, str] | None,
         cpu: str,
         anti_affinity: bool,
+        volumes: Iterable[Mapping[str, Any]] = (),
     ) -> list[Obj]:
         placed = list(nodes)
         with self.lock:
             owner = self._new_owner(
                 kind, namespace, name, labels or {"app": name}, cpu, anti_affinity, len(placed)
             )
+            owner["volumes"] = [dict(v) for v in volumes]
             ordinal = kind == "StatefulSet"
             return [
                 self._create_pod(owner, node=n, ready=True, name=f"{name}-{i}" if ordinal else None)
@@ -333,14 +342,47 @@ class FakeCluster:
         labels: Mapping[str, str] | None = None,
         cpu: str = "250m",
         mirror: bool = False,
+        volumes: Iterable[Mapping[str, Any]] = (),
     ) -> Obj:
         """A pod without a controller (``mirror``: a static pod's mirror)."""
         with self.lock:
             pod = self._pod_object(namespace, name, node, labels or {}, cpu, None, ready=True)
+            if volumes:
+                pod["spec"]["volumes"] = [dict(v) for v in volumes]
             if mirror:
                 pod["metadata"]["annotations"]["kubernetes.io/config.mirror"] = "hash"
             self.pods[(namespace, name)] = pod
             return pod
+
+    def add_etcd_member(self, node: str) -> Obj:
+        """kubeadm's stacked etcd member on ``node``: the mirror pod of the static
+        pod ``etcd-<node>`` in kube-system, labelled ``component=etcd`` and
+        ``tier=control-plane``, as kubeadm writes its manifest."""
+        return self.add_pod(
+            "kube-system",
+            f"etcd-{node}",
+            node,
+            labels={"component": "etcd", "tier": "control-plane"},
+            cpu="100m",
+            mirror=True,
+        )
+
+    def set_node_ready(self, name: str, ready: bool) -> None:
+        """The node's kubelet reports Ready (or stops: NotReady) from now on."""
+        with self.lock:
+            node = self.nodes[name]
+            _set_condition(
+                node, "Ready", ready, self.now(), "KubeletReady" if ready else "KubeletNotReady"
+            )
+            self._rv(node)
+            self.node_log.append((self.now(), name, "ready" if ready else "not_ready"))
+
+    def set_pod_ready(self, namespace: str, name: str, ready: bool) -> None:
+        """The pod's Ready condition (an etcd member failing its probe ...)."""
+        with self.lock:
+            pod = self._get_pod(namespace, name)
+            _set_condition(pod, "Ready", ready, self.now())
+            self._rv(pod)
 
     def add_pdb(
         self,
@@ -493,6 +535,8 @@ class FakeCluster:
         pod = self._pod_object(
             owner["namespace"], name, node, owner["labels"], owner["cpu"], owner, ready=ready
         )
+        if owner.get("volumes"):
+            pod["spec"]["volumes"] = copy.deepcopy(owner["volumes"])
         self.pods[(owner["namespace"], name)] = pod
         return pod
 
@@ -645,6 +689,19 @@ class FakeCluster:
 
     def _evict(self, namespace: str, name: str, pod: Obj) -> None:
         healthy = self.healthy(pod)
+        if "kubernetes.io/config.mirror" in pod["metadata"].get("annotations", {}):
+            # The real apiserver would delete the mirror pod and the kubelet would
+            # post it again at once, the static pod never stopping: an eviction
+            # that disrupts nothing it promises to. kubectl drain never tries
+            # ("mirror pods cannot be deleted through the API server"); the fake
+            # refuses, so that a test sees a driver that does.
+            self._log(namespace, name, pod, 400, healthy)
+            raise ApiError(
+                400,
+                "BadRequest",
+                f"pod {namespace}/{name} is the mirror of a static pod: it is the "
+                "kubelet's, and cannot be evicted through the API",
+            )
         if pod["metadata"].get("deletionTimestamp") or pod["status"].get("phase") != "Running":
             # Terminating, pending or finished: evicted without budget checks.
             self._log(namespace, name, pod, 201, healthy)
