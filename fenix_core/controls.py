@@ -35,6 +35,7 @@ from .errors import InvalidInput
 
 __all__ = [
     "ESCALATIONS",
+    "HOST_GUARD",
     "STUCK_KINDS",
     "Admission",
     "Controls",
@@ -186,6 +187,11 @@ class Window:
             "start": self.start.isoformat(timespec="minutes"),
             "end": self.end.isoformat(timespec="minutes"),
         }
+
+
+#: The built-in gate that asks the cloud driver's HostGuard (fenix_core.gates);
+#: named here so that workflows can name it without importing the gates.
+HOST_GUARD = "host_guard"
 
 
 @attrs.frozen

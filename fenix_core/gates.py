@@ -14,13 +14,11 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from .controls import HOST_GUARD
 from .errors import InvalidInput, PluginError
 from .hookspecs import Gate, GateContext, GateResult, HostGuard, InstanceReadiness, hookimpl
 
 __all__ = ["HOST_GUARD", "BuiltinGates", "HostGuardGate", "HttpGate", "InstancesBackGate"]
-
-#: The name of the gate that asks the driver's HostGuard.
-HOST_GUARD = "host_guard"
 
 
 def _number(params: Mapping[str, Any], key: str, default: float) -> float:

@@ -13,8 +13,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from ..controls import Controls, GateSpec, Ledger, admit
-from ..gates import HOST_GUARD
+from ..controls import HOST_GUARD, Controls, GateSpec, Ledger, admit
 from ..runtime import iso
 from ..states import HostState, InstanceState
 from ..store.schema import HostRow, OperationRow
