@@ -247,33 +247,38 @@ def report_tables(
 
 
 def sessions_table(views: Sequence[SessionView]) -> Table:
+    """One row per session; ids are never cut (they are what commands take),
+    the other columns fold to keep the table within 80 columns."""
     table = Table(title=f"{len(views)} session(s)")
-    for column in ("session", "workflow", "state", "done", "hosts", "created", "updated"):
-        table.add_column(column)
+    table.add_column("session", no_wrap=True, min_width=36)
+    for column in ("workflow", "state", "done", "hosts", "updated"):
+        table.add_column(column, overflow="fold")
     for view in views:
+        paused = " (paused)" if view.paused else ""
         table.add_row(
             view.session_id,
             view.workflow,
-            f"[{_state_colour(view.state)}]{view.state}[/]",
+            f"[{_state_colour(view.state)}]{view.state}[/]{paused}",
             f"{view.percent_done}%",
             str(len(view.hosts)),
-            f"{view.created_at:%Y-%m-%d %H:%M:%S}",
-            f"{view.updated_at:%Y-%m-%d %H:%M:%S}",
+            f"{view.updated_at:%m-%d %H:%M}",
         )
     return table
 
 
 def session_table(view: SessionView) -> Table:
+    paused = " (paused)" if view.paused else ""
     table = Table(
         title=f"session {view.session_id} ({view.workflow}): "
-        f"[{_state_colour(view.state)}]{view.state}[/] {view.percent_done}%",
+        f"[{_state_colour(view.state)}]{view.state}[/] {view.percent_done}%{paused}",
         caption=escape(view.reason) if view.reason else None,
     )
-    for column in ("host", "type", "state", "in maintenance at", "done at", "reason"):
-        table.add_column(column)
+    table.add_column("host", overflow="fold")
+    for column in ("type", "state", "in maintenance at", "done at", "reason"):
+        table.add_column(column, overflow="fold")
     for host in view.hosts:
         table.add_row(
-            host.name,
+            escape(host.name),
             host.type,
             f"[{HOST_COLOURS.get(host.state, '')}]{host.state}[/]",
             f"{host.started_at:%H:%M:%S}" if host.started_at else "",
