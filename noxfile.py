@@ -133,6 +133,7 @@ def _vendor_mermaid(session: nox.Session) -> None:
     stamp = target / f"VERSION-{MERMAID_VERSION}"
     if stamp.exists():
         return
+    _install_npm(session)
     tmp = Path(session.create_tmp())
     session.run("npm", "pack", f"mermaid@{MERMAID_VERSION}", "--pack-destination", str(tmp),
                 external=True)  # fmt: skip
@@ -152,6 +153,19 @@ def _vendor_mermaid(session: nox.Session) -> None:
             member.name = member.name.removeprefix("package/dist/")
             archive.extract(member, target, filter="data")
     stamp.write_text(MERMAID_VERSION + "\n")
+
+
+def _install_npm(session: nox.Session) -> None:
+    """npm fetches Mermaid: install Debian's npm when it is missing and we are
+    root (CI is), as the tests session does for PostgreSQL; otherwise say why
+    the docs cannot be built."""
+    if shutil.which("npm"):
+        return
+    if not shutil.which("apt-get") or os.geteuid() != 0:
+        session.error("the docs build needs npm (to fetch Mermaid for offline diagrams)")
+    env = {"DEBIAN_FRONTEND": "noninteractive"}
+    session.run("apt-get", "update", "-q", external=True, env=env)
+    session.run("apt-get", "install", "-y", "-q", "npm", external=True, env=env)
 
 
 @nox.session
