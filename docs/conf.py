@@ -1,6 +1,8 @@
 """Sphinx configuration: the Markdown pages under docs/ (MyST), the API
 reference from docstrings (autodoc) and Mermaid state diagrams (rendered in
-the browser). Build with ``nox -s docs``; the HTML lands in docs/_build/html."""
+the browser by the Mermaid script served from _static/mermaid, which ``nox -s
+docs`` puts there: no CDN). Build with ``nox -s docs``; the HTML lands in
+docs/_build/html."""
 
 from __future__ import annotations
 
@@ -28,6 +30,15 @@ exclude_patterns = ["_build", "README.md", ".venv"]
 
 # ```mermaid fences in the Markdown pages become Mermaid diagrams.
 myst_fence_as_directive = ["mermaid"]
+# The Mermaid script comes from _static (see noxfile.py, _vendor_mermaid), never
+# from a CDN: the built pages render their diagrams offline.
+MERMAID_SCRIPT = Path(__file__).parent / "_static" / "mermaid" / "mermaid.esm.min.mjs"
+if not MERMAID_SCRIPT.is_file():
+    raise RuntimeError(
+        f"{MERMAID_SCRIPT} is missing: build the docs with `nox -s docs`, which fetches it"
+    )
+mermaid_use_local = "mermaid/mermaid.esm.min.mjs"
+mermaid_d3_zoom = False  # d3 would come from a CDN
 myst_enable_extensions = ["colon_fence", "deflist"]
 myst_heading_anchors = 3
 
@@ -92,4 +103,16 @@ nitpick_ignore_regex = [
         r"(collections|collections\.abc|datetime|enum|os|pathlib|threading|typing|zoneinfo)\..*",
     ),
     ("py:.*", r"(datetime|transitions|sqlalchemy|pluggy|blinker|attrs|click|rich)(\..*)?"),
+    # The plug-ins' and the REST service's third-party types (short or full names).
+    (
+        "py:.*",
+        r"(httpx|fastapi|kubernetes|openstack|random|timedelta|Connection|ApiClient)(\..*)?",
+    ),
+    # Internal modules of the plug-ins and the REST service, not in the
+    # reference, that the documented classes' signatures and docstrings name.
+    (
+        "py:.*",
+        r"(moves|Delivery|DriverOptions|UnmanagedPods|fenix_core\.rest\.webhooks\.Delivery"
+        r"|fenix_core_k8s\.config\.connect|fenix_core\.constraints\.CloudConstraints\.placement)",
+    ),
 ]

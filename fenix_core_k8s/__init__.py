@@ -1,4 +1,4 @@
-"""Kubernetes cloud plug-in for fenix-core (``pip install fenix-core[k8s]``).
+"""Kubernetes cloud plug-in for fenix-core (``pip install 'fenix-core[k8s]'``).
 
 Node maintenance through fenix-core sessions on the official ``kubernetes``
 client: nodes are hosts, pods are instances, a host is disabled by cordoning

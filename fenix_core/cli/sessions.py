@@ -1,0 +1,357 @@
+"""``fenix sessions``: look at and control the sessions of an engine's database."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import time
+from collections.abc import Callable, Mapping
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import attrs
+import click
+import yaml
+from rich.live import Live
+from rich.markup import escape
+from sqlalchemy import select
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from ..engine import Engine
+from ..errors import Conflict, InvalidInput, NotFound
+from ..model import SessionRequest, SessionView
+from ..scenario import load_scenario
+from ..states import SessionState
+from ..store.schema import SessionRow
+from ..timeline import Timeline, build_timeline, with_implicit_groups
+from .common import F, console, draw, dump, exit_code, fails_cleanly, json_option, timeline_option
+from .display import duration, report_tables, session_table, sessions_table, watch_view
+
+__all__ = ["match_session", "session_timeline", "sessions"]
+
+FINAL_STATES = frozenset(
+    {
+        SessionState.MAINTENANCE_DONE,
+        SessionState.MAINTENANCE_FAILED,
+        SessionState.MAINTENANCE_CANCELLED,
+    }
+)
+
+database_option = click.option(
+    "--database-url",
+    envvar="FENIX_DATABASE_URL",
+    required=True,
+    help="The engine's database, e.g. sqlite:///fenix.db (or $FENIX_DATABASE_URL).",
+)
+_session_argument = click.argument("session_id", metavar="SESSION")
+
+
+@click.group()
+def sessions() -> None:
+    """Look at and control the sessions recorded in an engine's database.
+
+    SESSION may be any unique prefix of a session id.
+    """
+
+
+def open_engine(database_url: str, plugins: tuple[str, ...] = ()) -> Engine:
+    """An engine on an existing database that is never stepped here."""
+    try:
+        url = make_url(database_url)
+    except ArgumentError:
+        raise InvalidInput("database_url", f"not a database URL: {database_url!r}") from None
+    path = url.database if url.get_backend_name() == "sqlite" else None
+    if path not in (None, "", ":memory:") and not Path(str(path)).is_file():
+        # Opening it would create an empty database: say what is wrong instead.
+        raise InvalidInput("database_url", f"no database file {path!r}")
+    if not plugins:
+        # Reading and pausing need no plug-ins and no loop.
+        return Engine(database_url=database_url, load_entry_points=False)
+    return Engine(database_url=database_url, plugins=[_plugin(spec) for spec in plugins])
+
+
+def _plugin(spec: str) -> object:
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise InvalidInput("plugin", f"expected MODULE:CALLABLE, got {spec!r}")
+    try:
+        factory = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise InvalidInput("plugin", f"cannot load {spec!r}: {exc}") from None
+    return factory()
+
+
+def match_session(engine: Engine, prefix: str) -> str:
+    """The id of the one session whose id is ``prefix`` or starts with it."""
+    ids = [view.session_id for view in engine.list_sessions()]
+    if prefix in ids:
+        return prefix
+    found = [sid for sid in ids if sid.startswith(prefix)]
+    if not found:
+        raise NotFound("session", prefix)
+    if len(found) > 1:
+        raise InvalidInput(
+            "session_id",
+            f"{prefix!r} matches {len(found)} sessions: {', '.join(sorted(found))}",
+        )
+    return found[0]
+
+
+@sessions.command("list")
+@database_option
+@json_option
+@fails_cleanly
+def sessions_list(database_url: str, as_json: bool) -> None:
+    """Every session in the database, oldest first."""
+    with open_engine(database_url) as engine:
+        views = engine.list_sessions()
+    if as_json:
+        dump([summary(v) for v in views])
+    else:
+        console().print(sessions_table(views))
+
+
+@sessions.command("show")
+@_session_argument
+@database_option
+@json_option
+@timeline_option
+@fails_cleanly
+def sessions_show(session_id: str, database_url: str, as_json: bool, timeline: Path | None) -> None:
+    """One session: its hosts with their times, and its timeline report."""
+    with open_engine(database_url) as engine:
+        view = engine.get_session(match_session(engine, session_id))
+        line = session_timeline(engine, view)
+    draw(line, timeline, quiet=as_json)
+    if as_json:
+        dump(
+            {
+                **summary(view),
+                "hosts": [attrs.asdict(h) for h in view.hosts],
+                "report": line.to_dict(),
+            }
+        )
+        return
+    out = console()
+    out.print(session_table(view))
+    for table in report_tables(line)[1:]:
+        out.print(table)
+    out.print(f"makespan {duration(line.makespan)}, {len(line.waves())} wave(s)")
+
+
+@sessions.command("create")
+@click.argument("request_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@database_option
+@click.option(
+    "--plugin",
+    "plugins",
+    multiple=True,
+    metavar="MODULE:CALLABLE",
+    help="A plug-in object made by calling MODULE:CALLABLE (repeatable), "
+    "next to the 'fenix' entry points.",
+)
+@json_option
+@fails_cleanly
+def sessions_create(
+    request_file: Path, database_url: str, plugins: tuple[str, ...], as_json: bool
+) -> None:
+    """Create a session from REQUEST_FILE and print its id.
+
+    REQUEST_FILE is a session request (YAML or JSON with the fields of
+    SessionRequest) or a scenario file, whose `session` part is used. The
+    session is written to the database; the engine serving that database
+    (fenix-api, or your application) runs it.
+    """
+    request, maintenance_in = read_request(request_file)
+    with open_engine(database_url, plugins) as engine:
+        if maintenance_in is not None:
+            start = engine.clock.now() + timedelta(seconds=maintenance_in)
+            request = attrs.evolve(request, maintenance_at=start)
+        session_id = engine.create_session(request)
+        view = engine.get_session(session_id)
+    if as_json:
+        dump(summary(view))
+    else:
+        console().print(f"created session [bold]{session_id}[/] ({view.workflow}, {view.state})")
+
+
+def read_request(path: Path) -> tuple[SessionRequest, float | None]:
+    """A SessionRequest from a request file, or from a scenario file's `session`
+    (with its ``maintenance_in`` seconds, counted from the session's creation)."""
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = yaml.safe_load(text)  # YAML is a superset of JSON
+    except yaml.YAMLError as exc:
+        raise InvalidInput("request_file", f"not YAML or JSON ({path}): {exc}") from None
+    if not isinstance(data, Mapping):
+        raise InvalidInput("request_file", f"expected a mapping at the top of {path}")
+    if "hosts" in data and "session" in data:
+        try:
+            scenario = load_scenario(text)
+        except InvalidInput as exc:
+            raise InvalidInput(exc.field, f"{exc.reason} (in {path})") from None
+        return scenario.session.request, scenario.session.maintenance_in
+    try:
+        return SessionRequest.coerce(data), None
+    except InvalidInput as exc:
+        raise InvalidInput(exc.field, f"{exc.reason} (in {path})") from None
+
+
+def _reason_option(default: str) -> Callable[[F], F]:
+    return click.option("--reason", default=default, show_default=True, help="Why (recorded).")
+
+
+@sessions.command("pause")
+@_session_argument
+@database_option
+@_reason_option("by the admin")
+@json_option
+@fails_cleanly
+def sessions_pause(session_id: str, database_url: str, reason: str, as_json: bool) -> None:
+    """Start no new hosts or moves; work in flight ends normally."""
+    _control(session_id, database_url, as_json, lambda e, sid: e.pause(sid, reason))
+
+
+@sessions.command("resume")
+@_session_argument
+@database_option
+@json_option
+@fails_cleanly
+def sessions_resume(session_id: str, database_url: str, as_json: bool) -> None:
+    """Let a paused session go on."""
+    _control(session_id, database_url, as_json, lambda e, sid: e.resume(sid))
+
+
+@sessions.command("cancel")
+@_session_argument
+@database_option
+@_reason_option("cancelled by the admin")
+@json_option
+@fails_cleanly
+def sessions_cancel(session_id: str, database_url: str, reason: str, as_json: bool) -> None:
+    """End the session (MAINTENANCE_CANCELLED); the hosts it disabled go back into service."""
+    _control(session_id, database_url, as_json, lambda e, sid: e.cancel(sid, reason))
+
+
+def _control(
+    session_id: str,
+    database_url: str,
+    as_json: bool,
+    change: Callable[[Engine, str], SessionView],
+) -> None:
+    with open_engine(database_url) as engine:
+        sid = match_session(engine, session_id)
+        refuse_if_leased(engine, sid)
+        view = change(engine, sid)
+    if as_json:
+        dump(summary(view))
+    else:
+        paused = " (paused)" if view.paused else ""
+        console().print(f"session [bold]{sid}[/]: {view.state}{paused}")
+
+
+def refuse_if_leased(engine: Engine, session_id: str) -> None:
+    """Conflict when another engine process is running the session now.
+
+    That engine keeps the session loaded and would not see a change written
+    beside it; the engine serving the session must make it (fenix-api's
+    pause/resume/cancel routes, or the application's own Engine).
+    """
+    with engine.transaction() as orm:
+        owner, expires = orm.execute(
+            select(SessionRow.lease_owner, SessionRow.lease_expires).where(
+                SessionRow.id == session_id
+            )
+        ).one()
+    if owner is None or expires is None:
+        return
+    now = engine.lease_clock.now()
+    if expires.tzinfo is None:
+        expires = expires.replace(tzinfo=now.tzinfo)
+    if expires > now:
+        raise Conflict(
+            f"engine {owner} is running this session (lease until {expires:%H:%M:%S} UTC): "
+            "ask that engine (for fenix-api, its pause/resume/cancel routes) or stop it first",
+            session_id=session_id,
+        )
+
+
+@sessions.command("watch")
+@_session_argument
+@database_option
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=0.1),
+    default=2.0,
+    show_default=True,
+    help="Seconds between two looks at the database.",
+)
+@json_option
+@fails_cleanly
+def sessions_watch(session_id: str, database_url: str, interval: float, as_json: bool) -> None:
+    """Follow a session until it ends; exit 0 if it ends in MAINTENANCE_DONE, else 1.
+
+    On a terminal the view fits the screen: running and failed hosts first,
+    finished and waiting hosts counted on one line.
+    """
+    out = console()
+    with open_engine(database_url) as engine:
+        sid = match_session(engine, session_id)
+        view = engine.get_session(sid)
+        if view.state not in FINAL_STATES and out.is_terminal and not as_json:
+            with Live(console=out, transient=False, auto_refresh=False) as live:
+                while view.state not in FINAL_STATES:
+                    live.update(watch_view(view, out.size.height), refresh=True)
+                    time.sleep(interval)
+                    view = engine.get_session(sid)
+                live.update(watch_view(view, out.size.height), refresh=True)
+        else:
+            while view.state not in FINAL_STATES:
+                time.sleep(interval)
+                view = engine.get_session(sid)
+    if as_json:
+        dump(summary(view))
+    else:
+        reason = f": {escape(view.reason)}" if view.reason else ""
+        out.print(f"session [bold]{sid}[/] ended in [bold]{view.state}[/]{reason}")
+    sys.exit(exit_code(view.state))
+
+
+def session_timeline(engine: Engine, view: SessionView) -> Timeline:
+    """The timeline of a recorded session, with its groups from the constraints."""
+    projects: dict[str, str] = {}
+    for project_id in view.projects:
+        for inst in engine.project_view(view.session_id, project_id).instances:
+            projects[inst.instance_id] = project_id
+    members = {
+        c.instance_id: c.group_id
+        for c in engine.list_instance_constraints()
+        if c.group_id is not None and c.instance_id in projects
+    }
+    used = set(members.values())
+    groups = [g for g in engine.list_group_constraints() if g.group_id in used]
+    return build_timeline(
+        view,
+        engine.list_operations(view.session_id),
+        projects=projects,
+        groups=with_implicit_groups(groups, projects, members, view.workflow),
+        members=members,
+    )
+
+
+def summary(view: SessionView) -> dict[str, Any]:
+    return {
+        "session_id": view.session_id,
+        "workflow": view.workflow,
+        "state": view.state,
+        "paused": view.paused,
+        "percent_done": view.percent_done,
+        "reason": view.reason,
+        "hosts": len(view.hosts),
+        "projects": dict(view.projects),
+        "created_at": view.created_at.isoformat(),
+        "updated_at": view.updated_at.isoformat(),
+        "maintenance_at": view.maintenance_at.isoformat() if view.maintenance_at else None,
+    }
