@@ -200,7 +200,8 @@ $ fenix simulate s.yaml --fast
 $ fenix sessions pause 3f2a --database-url sqlite:///f.db --reason freeze
 fenix-api --database-url sqlite:///f.db --daemon
 ```
-`--turbo` and `--no-live`; `MAINTENANCE_PAUSED` and `MAINTENANCE_DONE`.
+`--turbo` and `--no-live`; `MAINTENANCE_PAUSED` and `MAINTENANCE_DONE`;
+`FENIX_API_PORT` and `FENIX_API_DAEMON`.
 """
 
 
@@ -213,6 +214,13 @@ def engine() -> Iterator[Engine]:
 @pytest.fixture(scope="module")
 def known_upper() -> set[str]:
     names = state_values() | code_words()
+    # fenix-api reads each option from FENIX_API_<OPTION> too (fenix_core.rest.cli).
+    names |= {
+        "FENIX_API_" + opt.removeprefix("--").upper().replace("-", "_")
+        for action in fenix_api_parser()._actions
+        for opt in action.option_strings
+        if opt.startswith("--")
+    }
     # Replies: ACK_x / NACK_x of a notification state (IN_SCALE is an alias).
     return names | {f"{prefix}_{name}" for name in names for prefix in ("ACK", "NACK")}
 
@@ -226,7 +234,7 @@ def test_the_checks_catch_planted_stale_names(engine: Engine, known_upper: set[s
     assert errors == ["no command 'kill' in sessions", "simulate: no option --fast"]
     assert api_flag_errors(PLANTED) == ["fenix-api: no option --daemon"]
     assert lone_cli_flag_errors(PLANTED) == ["no fenix command has --turbo"]
-    assert unknown_upper_names(PLANTED, known_upper) == {"MAINTENANCE_PAUSED"}
+    assert unknown_upper_names(PLANTED, known_upper) == {"MAINTENANCE_PAUSED", "FENIX_API_DAEMON"}
 
 
 @pytest.mark.parametrize(("page", "text"), list(pages()), ids=lambda v: str(v)[:20])
