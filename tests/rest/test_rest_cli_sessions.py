@@ -17,6 +17,7 @@ from click.testing import CliRunner
 
 from fenix_core import Engine
 from fenix_core.cli import main
+from fenix_core.cli.api_client import ApiClient
 from fenix_core.cli.display import session_table, sessions_table
 from fenix_core.rest import create_app
 
@@ -94,6 +95,12 @@ def test_create_pause_resume_cancel_watch_over_http(
     shown = json.loads(out)
     assert [h["name"] for h in shown["hosts"]] == ["cmp-0", "cmp-1"]
     assert shown["state"] == engine.get_session(sid).state
+
+    # The client reads back every field of the view (progress, waiting, stuck too).
+    engine.run_until_idle()
+    with ApiClient(api, "admin-token") as client:
+        assert client.get_session(sid) == engine.get_session(sid)
+        assert client.get_session(sid).progress is not None
 
     code, out, err = run("cancel", prefix, *admin)
     assert code == 0, err
