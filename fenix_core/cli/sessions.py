@@ -6,7 +6,7 @@ import importlib
 import sys
 import time
 from collections.abc import Callable, Mapping
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from ..scenario import load_scenario
 from ..states import SessionState
 from ..store.schema import SessionRow
 from ..timeline import Timeline, build_timeline, with_implicit_groups
+from .api_client import ApiClient
 from .common import F, console, draw, dump, exit_code, fails_cleanly, json_option, timeline_option
 from .display import duration, report_tables, session_table, sessions_table, watch_view
 
@@ -39,12 +40,45 @@ FINAL_STATES = frozenset(
     }
 )
 
-database_option = click.option(
+_database_option = click.option(
     "--database-url",
     envvar="FENIX_DATABASE_URL",
-    required=True,
     help="The engine's database, e.g. sqlite:///fenix.db (or $FENIX_DATABASE_URL).",
 )
+_api_option = click.option(
+    "--api",
+    "api_url",
+    envvar="FENIX_API_URL",
+    help="A fenix-api to ask instead of a database, e.g. http://fenix:12347 (or $FENIX_API_URL).",
+)
+_token_option = click.option(
+    "--token",
+    envvar="FENIX_TOKEN",
+    default="",
+    help="fenix-api admin token, sent as X-Auth-Token (or $FENIX_TOKEN).",
+)
+
+
+def database_option(command: F) -> F:
+    """--database-url, or --api with --token: where the sessions are."""
+    return _database_option(_api_option(_token_option(command)))
+
+
+def api_client(database_url: str | None, api_url: str | None, token: str) -> ApiClient | None:
+    """The fenix-api client when --api is given; None for --database-url."""
+    if api_url and database_url:
+        raise InvalidInput("api", "give --api or --database-url, not both")
+    if api_url:
+        return ApiClient(api_url, token)
+    if not database_url:
+        raise InvalidInput(
+            "database_url",
+            "give --database-url (or $FENIX_DATABASE_URL), or --api and --token "
+            "(or $FENIX_API_URL and $FENIX_TOKEN)",
+        )
+    return None
+
+
 _session_argument = click.argument("session_id", metavar="SESSION")
 
 
@@ -83,7 +117,7 @@ def _plugin(spec: str) -> object:
     return factory()
 
 
-def match_session(engine: Engine, prefix: str) -> str:
+def match_session(engine: Engine | ApiClient, prefix: str) -> str:
     """The id of the one session whose id is ``prefix`` or starts with it."""
     ids = [view.session_id for view in engine.list_sessions()]
     if prefix in ids:
@@ -103,10 +137,11 @@ def match_session(engine: Engine, prefix: str) -> str:
 @database_option
 @json_option
 @fails_cleanly
-def sessions_list(database_url: str, as_json: bool) -> None:
-    """Every session in the database, oldest first."""
-    with open_engine(database_url) as engine:
-        views = engine.list_sessions()
+def sessions_list(database_url: str | None, api_url: str | None, token: str, as_json: bool) -> None:
+    """Every session in the database (or fenix-api), oldest first."""
+    client = api_client(database_url, api_url, token)
+    with client or open_engine(str(database_url)) as source:
+        views = source.list_sessions()
     if as_json:
         dump([summary(v) for v in views])
     else:
@@ -119,9 +154,25 @@ def sessions_list(database_url: str, as_json: bool) -> None:
 @json_option
 @timeline_option
 @fails_cleanly
-def sessions_show(session_id: str, database_url: str, as_json: bool, timeline: Path | None) -> None:
-    """One session: its hosts with their times, and its timeline report."""
-    with open_engine(database_url) as engine:
+def sessions_show(
+    session_id: str,
+    database_url: str | None,
+    api_url: str | None,
+    token: str,
+    as_json: bool,
+    timeline: Path | None,
+) -> None:
+    """One session: its hosts with their times, and its timeline report.
+
+    With --api there is no timeline report (fenix-api does not serve a
+    session's operations): the hosts, and what the session waits for.
+    """
+    client = api_client(database_url, api_url, token)
+    if client is not None:
+        with client:
+            _show_from_api(client, session_id, as_json, timeline)
+        return
+    with open_engine(str(database_url)) as engine:
         view = engine.get_session(match_session(engine, session_id))
         line = session_timeline(engine, view)
     draw(line, timeline, quiet=as_json)
@@ -141,6 +192,25 @@ def sessions_show(session_id: str, database_url: str, as_json: bool, timeline: P
     out.print(f"makespan {duration(line.makespan)}, {len(line.waves())} wave(s)")
 
 
+def _show_from_api(
+    client: ApiClient, session_id: str, as_json: bool, timeline: Path | None
+) -> None:
+    if timeline is not None:
+        raise InvalidInput(
+            "timeline", "needs --database-url: fenix-api does not serve a session's operations"
+        )
+    view = client.get_session(match_session(client, session_id))
+    if as_json:
+        dump({**summary(view), "hosts": [attrs.asdict(h) for h in view.hosts]})
+        return
+    out = console()
+    out.print(session_table(view))
+    if view.waiting:
+        out.print(f"waiting: {escape(view.waiting)}")
+    if view.progress is not None and view.progress.estimated_end is not None:
+        out.print(f"estimated end {view.progress.estimated_end:%Y-%m-%d %H:%M} UTC")
+
+
 @sessions.command("create")
 @click.argument("request_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @database_option
@@ -155,7 +225,12 @@ def sessions_show(session_id: str, database_url: str, as_json: bool, timeline: P
 @json_option
 @fails_cleanly
 def sessions_create(
-    request_file: Path, database_url: str, plugins: tuple[str, ...], as_json: bool
+    request_file: Path,
+    database_url: str | None,
+    api_url: str | None,
+    token: str,
+    plugins: tuple[str, ...],
+    as_json: bool,
 ) -> None:
     """Create a session from REQUEST_FILE and print its id.
 
@@ -165,16 +240,35 @@ def sessions_create(
     (fenix-api, or your application) runs it.
     """
     request, maintenance_in = read_request(request_file)
-    with open_engine(database_url, plugins) as engine:
+    client = api_client(database_url, api_url, token)
+    if client is not None:
+        if plugins:
+            raise InvalidInput(
+                "plugin", "fenix-api uses its own plug-ins: drop --plugin with --api"
+            )
+        if maintenance_in is not None:
+            start = datetime.now(UTC) + timedelta(seconds=maintenance_in)
+            request = attrs.evolve(request, maintenance_at=start)
+        with client:
+            session_id = client.create_session(request.to_dict())
+            view = client.get_session(session_id)
+        _print_created(view, as_json)
+        return
+    with open_engine(str(database_url), plugins) as engine:
         if maintenance_in is not None:
             start = engine.clock.now() + timedelta(seconds=maintenance_in)
             request = attrs.evolve(request, maintenance_at=start)
-        session_id = engine.create_session(request)
-        view = engine.get_session(session_id)
+        view = engine.get_session(engine.create_session(request))
+    _print_created(view, as_json)
+
+
+def _print_created(view: SessionView, as_json: bool) -> None:
     if as_json:
         dump(summary(view))
     else:
-        console().print(f"created session [bold]{session_id}[/] ({view.workflow}, {view.state})")
+        console().print(
+            f"created session [bold]{view.session_id}[/] ({view.workflow}, {view.state})"
+        )
 
 
 def read_request(path: Path) -> tuple[SessionRequest, float | None]:
@@ -209,9 +303,19 @@ def _reason_option(default: str) -> Callable[[F], F]:
 @_reason_option("by the admin")
 @json_option
 @fails_cleanly
-def sessions_pause(session_id: str, database_url: str, reason: str, as_json: bool) -> None:
+def sessions_pause(
+    session_id: str,
+    database_url: str | None,
+    api_url: str | None,
+    token: str,
+    reason: str,
+    as_json: bool,
+) -> None:
     """Start no new hosts or moves; work in flight ends normally."""
-    _control(session_id, database_url, as_json, lambda e, sid: e.pause(sid, reason))
+    client = api_client(database_url, api_url, token)
+    _control(
+        session_id, client, database_url, as_json, "pause", lambda e, sid: e.pause(sid, reason)
+    )
 
 
 @sessions.command("resume")
@@ -219,9 +323,12 @@ def sessions_pause(session_id: str, database_url: str, reason: str, as_json: boo
 @database_option
 @json_option
 @fails_cleanly
-def sessions_resume(session_id: str, database_url: str, as_json: bool) -> None:
+def sessions_resume(
+    session_id: str, database_url: str | None, api_url: str | None, token: str, as_json: bool
+) -> None:
     """Let a paused session go on."""
-    _control(session_id, database_url, as_json, lambda e, sid: e.resume(sid))
+    client = api_client(database_url, api_url, token)
+    _control(session_id, client, database_url, as_json, "resume", lambda e, sid: e.resume(sid))
 
 
 @sessions.command("cancel")
@@ -230,21 +337,41 @@ def sessions_resume(session_id: str, database_url: str, as_json: bool) -> None:
 @_reason_option("cancelled by the admin")
 @json_option
 @fails_cleanly
-def sessions_cancel(session_id: str, database_url: str, reason: str, as_json: bool) -> None:
+def sessions_cancel(
+    session_id: str,
+    database_url: str | None,
+    api_url: str | None,
+    token: str,
+    reason: str,
+    as_json: bool,
+) -> None:
     """End the session (MAINTENANCE_CANCELLED); the hosts it disabled go back into service."""
-    _control(session_id, database_url, as_json, lambda e, sid: e.cancel(sid, reason))
+    client = api_client(database_url, api_url, token)
+    _control(
+        session_id, client, database_url, as_json, "cancel", lambda e, sid: e.cancel(sid, reason)
+    )
 
 
 def _control(
     session_id: str,
-    database_url: str,
+    client: ApiClient | None,
+    database_url: str | None,
     as_json: bool,
+    action: str,
     change: Callable[[Engine, str], SessionView],
 ) -> None:
-    with open_engine(database_url) as engine:
-        sid = match_session(engine, session_id)
-        refuse_if_leased(engine, sid)
-        view = change(engine, sid)
+    """Pause, resume or cancel: over fenix-api (whose engine runs the session,
+    so no lease is in the way; its routes record no --reason), or in the
+    database when no engine is running the session."""
+    if client is not None:
+        with client:
+            sid = match_session(client, session_id)
+            view = client.control(sid, action)
+    else:
+        with open_engine(str(database_url)) as engine:
+            sid = match_session(engine, session_id)
+            refuse_if_leased(engine, sid)
+            view = change(engine, sid)
     if as_json:
         dump(summary(view))
     else:
@@ -286,18 +413,26 @@ def refuse_if_leased(engine: Engine, session_id: str) -> None:
     type=click.FloatRange(min=0.1),
     default=2.0,
     show_default=True,
-    help="Seconds between two looks at the database.",
+    help="Seconds between two looks at the database (or fenix-api).",
 )
 @json_option
 @fails_cleanly
-def sessions_watch(session_id: str, database_url: str, interval: float, as_json: bool) -> None:
+def sessions_watch(
+    session_id: str,
+    database_url: str | None,
+    api_url: str | None,
+    token: str,
+    interval: float,
+    as_json: bool,
+) -> None:
     """Follow a session until it ends; exit 0 if it ends in MAINTENANCE_DONE, else 1.
 
     On a terminal the view fits the screen: running and failed hosts first,
     finished and waiting hosts counted on one line.
     """
     out = console()
-    with open_engine(database_url) as engine:
+    client = api_client(database_url, api_url, token)
+    with client or open_engine(str(database_url)) as engine:
         sid = match_session(engine, session_id)
         view = engine.get_session(sid)
         if view.state not in FINAL_STATES and out.is_terminal and not as_json:
