@@ -3,6 +3,7 @@ cloud: what a Prometheus scrape of an embedding program shows."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -13,6 +14,21 @@ from fenix_core import Engine
 from fenix_core.clock import SimClock
 from fenix_core.metrics import EngineCollector, waiting_reason
 from fenix_core.testing import ScriptedManager, SimulatedCloud
+
+
+def step_until(
+    engine: Engine, clock: SimClock, done: Callable[[], bool], max_steps: int = 10_000
+) -> None:
+    """Step the engine on simulated time, jumping to its next wake when it
+    is idle, until ``done()`` (asked before each step) says so."""
+    for _ in range(max_steps):
+        if done():
+            return
+        if engine.step() == 0:
+            wake = engine.next_wake()
+            assert wake is not None, "idle with nothing to wait for"
+            clock.advance_to(wake)
+    pytest.fail(f"not done after {max_steps} steps")
 
 
 def samples(registry: CollectorRegistry) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -52,21 +68,16 @@ def test_a_session_seen_through_scrapes(
     ScriptedManager(engine, "pa", cloud=fenix_cloud, action="LIVE_MIGRATE")
     sid = engine.create_session({"hosts": ["cmp-0", "cmp-1", "cmp-2"]})
     seen: set[str] = set()
-    for _ in range(10_000):
-        scrape = samples(registry)
-        seen |= {
+
+    def observe() -> bool:
+        seen.update(
             dict(labels)["state"]
-            for (name, labels), n in scrape.items()
+            for (name, labels), n in samples(registry).items()
             if name == "fenix_hosts" and dict(labels)["session_id"] == sid and n > 0
-        }
-        if engine.get_session(sid).state == "MAINTENANCE_DONE":
-            break
-        if engine.step() == 0:
-            wake = engine.next_wake()
-            assert wake is not None
-            fenix_clock.advance_to(wake)
-    else:
-        pytest.fail("the session did not end")
+        )
+        return engine.get_session(sid).state == "MAINTENANCE_DONE"
+
+    step_until(engine, fenix_clock, observe)
     assert {"PENDING", "DRAINING", "IN_MAINTENANCE", "MAINTAINED"} <= seen, seen
 
     done = samples(registry)
@@ -120,13 +131,7 @@ def test_stuck_work_shows_with_its_age(
             "controls": {"escalation": {"host_up": "wait_and_notify"}},
         }
     )
-    for _ in range(1_000):
-        if engine.get_session(sid).stuck:
-            break
-        if engine.step() == 0:
-            wake = engine.next_wake()
-            assert wake is not None
-            fenix_clock.advance_to(wake)
+    step_until(engine, fenix_clock, lambda: bool(engine.get_session(sid).stuck))
     view = engine.get_session(sid)
     assert [w.kind for w in view.stuck] == ["host_up"]
     fenix_clock.advance(120)

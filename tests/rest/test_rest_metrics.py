@@ -12,6 +12,7 @@ from collections.abc import Iterator
 import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
+from test_metrics import step_until
 
 from fenix_core import Engine
 from fenix_core.clock import SimClock
@@ -53,17 +54,13 @@ def test_a_scrape_during_a_session_shows_hosts_moving(
     ]
     session_id = create(client, hosts=["cmp-0", "cmp-1", "cmp-2"])
     history: list[dict[str, float]] = []
-    for _ in range(10_000):
+
+    def observe() -> bool:
         sample = scrape(client)
         history.append(host_states(sample, session_id))
-        if sample['fenix_sessions{"state": "MAINTENANCE_DONE"}'] == 1:
-            break
-        if engine.step() == 0:
-            wake = engine.next_wake()
-            assert wake is not None
-            fenix_clock.advance_to(wake)
-    else:
-        pytest.fail("the session did not end")
+        return sample['fenix_sessions{"state": "MAINTENANCE_DONE"}'] == 1
+
+    step_until(engine, fenix_clock, observe)
     for manager in managers:
         manager.close()
     assert history[0] == {"PENDING": 3}
