@@ -9,10 +9,12 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import select
 
 from fenix_core import Engine
 from fenix_core.clock import SimClock
 from fenix_core.metrics import EngineCollector, waiting_reason
+from fenix_core.store.schema import OutboxRow
 from fenix_core.testing import ScriptedManager, SimulatedCloud
 
 
@@ -143,8 +145,28 @@ def test_stuck_work_shows_with_its_age(
     assert age >= 120
 
 
-def test_outbox_backlog_counts_undelivered_notifications(engine: Engine) -> None:
+def test_outbox_depth_and_lag_of_undelivered_notifications(
+    engine: Engine, fenix_cloud: SimulatedCloud, fenix_clock: SimClock
+) -> None:
+    """Notifications a crash left undelivered (marked so by hand here): the
+    backlog counts them and the lag is the age of the oldest."""
     assert engine.outbox_backlog() == (0, None)
+    ScriptedManager(engine, "pa", cloud=fenix_cloud, action="LIVE_MIGRATE")
+    sid = engine.run_until_done(engine.create_session({"hosts": ["cmp-0"]})).session_id
+    with engine.transaction() as orm:
+        rows = orm.scalars(select(OutboxRow).where(OutboxRow.session_id == sid)).all()
+        for row in rows[:2]:
+            row.delivered_at = None
+        written = min(r.created_at for r in rows[:2])
+    assert engine.outbox_backlog() == (2, written)
+    fenix_clock.advance(300)
+    registry = CollectorRegistry()
+    registry.register(EngineCollector(engine))
+    scrape = samples(registry)
+    assert value(scrape, "fenix_outbox_depth") == 2
+    lag = value(scrape, "fenix_outbox_lag_seconds")
+    assert lag == (fenix_clock.now() - written).total_seconds()
+    assert lag >= 300
 
 
 @pytest.mark.parametrize(
