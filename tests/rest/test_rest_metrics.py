@@ -17,7 +17,7 @@ from test_metrics import step_until
 from fenix_core import Engine
 from fenix_core.clock import SimClock
 from fenix_core.rest import WebhookOutbox, create_app
-from fenix_core.rest.cli import parser
+from fenix_core.rest.cli import _configure_logging, parser
 from fenix_core.rest.json_logs import JsonFormatter
 from fenix_core.testing import ScriptedManager, SimulatedCloud
 
@@ -156,3 +156,16 @@ def test_json_log_lines_parse_with_the_expected_keys(
     assert first["time"].endswith("+00:00")
     assert second["level"] == "ERROR"
     assert "ValueError" in second["exception"]
+
+
+def test_log_format_json_sets_the_root_handler(capsys: pytest.CaptureFixture[str]) -> None:
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        _configure_logging("info", "json")
+        logging.getLogger("fenix_core.engine").info("session %s created", "s-2")
+        line = json.loads(capsys.readouterr().err.strip().splitlines()[-1])
+        assert (line["logger"], line["message"]) == ("fenix_core.engine", "session s-2 created")
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
