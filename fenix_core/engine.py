@@ -433,6 +433,18 @@ class Engine:
             ).all()
             return [build_operation_view(row) for row in rows]
 
+    def outbox_backlog(self) -> tuple[int, datetime | None]:
+        """Notifications written but not yet delivered to their receivers, of
+        every session: how many, and when the oldest was written (engine
+        clock; None when there is none). Read-only: for metrics."""
+        with self._lock, Session(self._db) as orm:
+            count, oldest = orm.execute(
+                select(func.count(), func.min(OutboxRow.created_at)).where(
+                    OutboxRow.delivered_at.is_(None)
+                )
+            ).one()
+        return int(count), oldest
+
     def update_session(
         self,
         session_id: str,

@@ -12,7 +12,8 @@ Checked mechanically, in docs/*.md and README.md:
 * ``UPPER_CASE`` names in code spans (states, notifications, replies,
   constants): a value of a fenix_core.states enum or a name or string the
   code itself contains, or an ``ACK_`` / ``NACK_`` reply to one; a short list
-  of outside names (HTTP methods, OpenStack's own) is allowed.
+  of outside names (HTTP methods, OpenStack's own) is allowed; so are
+  ``FENIX_API_<OPTION>`` variables of fenix-api's options.
 
 Each check is also run on a planted stale name, to show it catches one.
 """
@@ -31,6 +32,7 @@ import pytest
 import fenix_core.states
 from fenix_core import Engine
 from fenix_core.cli import main as fenix
+from fenix_core.rest.cli import ENV_PREFIX
 from fenix_core.rest.cli import parser as fenix_api_parser
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -181,6 +183,15 @@ def code_words() -> set[str]:
     return words
 
 
+def api_environment() -> set[str]:
+    """fenix-api's environment variables: FENIX_API_ and each option's name."""
+    return {
+        ENV_PREFIX + action.dest.upper()
+        for action in fenix_api_parser({})._actions
+        if action.option_strings and action.dest != "help"
+    }
+
+
 def upper_names(text: str) -> set[str]:
     return {m.group(1) for m in re.finditer(r"`([A-Z][A-Z0-9_]{2,})`", text)}
 
@@ -201,7 +212,7 @@ $ fenix sessions pause 3f2a --database-url sqlite:///f.db --reason freeze
 fenix-api --database-url sqlite:///f.db --daemon
 ```
 `--turbo` and `--no-live`; `MAINTENANCE_PAUSED` and `MAINTENANCE_DONE`;
-`FENIX_API_PORT` and `FENIX_API_DAEMON`.
+`FENIX_API_DAEMON` and `FENIX_API_LOG_FORMAT`.
 """
 
 
@@ -213,14 +224,7 @@ def engine() -> Iterator[Engine]:
 
 @pytest.fixture(scope="module")
 def known_upper() -> set[str]:
-    names = state_values() | code_words()
-    # fenix-api reads each option from FENIX_API_<OPTION> too (fenix_core.rest.cli).
-    names |= {
-        "FENIX_API_" + opt.removeprefix("--").upper().replace("-", "_")
-        for action in fenix_api_parser()._actions
-        for opt in action.option_strings
-        if opt.startswith("--")
-    }
+    names = state_values() | code_words() | api_environment()
     # Replies: ACK_x / NACK_x of a notification state (IN_SCALE is an alias).
     return names | {f"{prefix}_{name}" for name in names for prefix in ("ACK", "NACK")}
 

@@ -17,9 +17,11 @@ import attrs
 from fastapi import Depends, FastAPI, Header, Request, Response
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from pydantic import BaseModel
 
 from ..engine import Engine
+from ..metrics import EngineCollector
 from ..model import ProjectView, SessionView
 from ..states import InstanceState
 from .auth import Authenticator, Identity
@@ -79,10 +81,13 @@ def create_app(
     outbox: WebhookOutbox | None = None,
     max_body: int = DEFAULT_MAX_BODY,
     health: Callable[[], Mapping[str, Any]] | None = None,
+    metrics_token: bool = True,
 ) -> FastAPI:
     """The ASGI app. ``outbox`` enables the subscription routes (without it
     they answer 404); ``health`` adds to ``GET /healthz`` (a ``"status"`` other
-    than ``"ok"`` makes it answer 503)."""
+    than ``"ok"`` makes it answer 503). ``GET /metrics`` takes an admin token
+    (``X-Auth-Token`` or ``Authorization: Bearer``) unless ``metrics_token``
+    is False (the network keeps scrapers apart instead)."""
     app = FastAPI(
         title="fenix-core",
         version="1",
@@ -112,6 +117,39 @@ def create_app(
         engine.next_wake()
         report: dict[str, Any] = {"status": "ok", **(health() if health else {})}
         return JSONResponse(report, status_code=200 if report["status"] == "ok" else 503)
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(EngineCollector(engine, webhooks=outbox))
+
+    @app.get(
+        "/metrics",
+        tags=["service"],
+        response_class=Response,
+        responses={
+            200: {
+                "description": "Prometheus text format (docs/metrics.md lists the metrics)",
+                "content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}},
+            },
+            **_errors(*((401, 403, 413) if metrics_token else (413,))),
+        },
+    )
+    def metrics(
+        request: Request,
+        x_auth_token: Annotated[str | None, Header(description="an admin token")] = None,
+        authorization: Annotated[
+            str | None, Header(description="Bearer and an admin token (Prometheus' way)")
+        ] = None,
+    ) -> Response:
+        """The engine's metrics for Prometheus: sessions, hosts, waits, stuck
+        work, operations, outbox and webhook queues."""
+        if metrics_token:
+            token = x_auth_token
+            scheme, _, credentials = (authorization or "").partition(" ")
+            if not token and scheme.lower() == "bearer":
+                token = credentials.strip()
+            who = _identity(request, token or None)
+            _admin(who)
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     # ------------------------------------------------------------------ admin
 
