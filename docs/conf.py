@@ -13,6 +13,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+# Import the REST service (and so FastAPI and its pydantic models) before
+# autodoc imports anything: imported later, from inside autodoc, FastAPI's
+# own models fail to build ("__pydantic_extra__ must be dict[str, ...]").
+import fenix_core.rest  # noqa: E402, F401
+
 project = "fenix-core"
 author = "fenix-core developers"
 copyright = "fenix-core developers"
@@ -103,6 +108,9 @@ nitpick_ignore_regex = [
         r"(collections|collections\.abc|datetime|enum|os|pathlib|threading|typing|zoneinfo)\..*",
     ),
     ("py:.*", r"(datetime|transitions|sqlalchemy|pluggy|blinker|attrs|click|rich)(\..*)?"),
+    ("py:.*", r"(pydantic|prometheus_client)(\..*)?"),
+    # The schema's TypeVar of models.
+    ("py:class", r"fenix_core\.schema\.M"),
     # The plug-ins' and the REST service's third-party types (short or full names).
     (
         "py:.*",

@@ -1,4 +1,4 @@
-"""Prometheus metrics of an :class:`~fenix_core.Engine` (needs the ``metrics`` extra).
+"""Prometheus metrics of an :class:`~fenix_core.engine.Engine` (needs the ``metrics`` extra).
 
 ::
 

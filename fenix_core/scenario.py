@@ -9,7 +9,7 @@ text). Bad input raises :class:`~fenix_core.errors.InvalidInput` whose
 Lists of hosts and instances may use generators so that large scenarios stay
 short: an entry with ``count: N`` stands for N entries whose string fields
 have ``{i}`` replaced by 0 … N-1 (``first`` shifts the start). The file's
-shape is declared once in :mod:`fenix_core.scenario_schema` (``fenix schema``
+shape is declared once in ``fenix_core.scenario_schema`` (``fenix schema``
 prints it as JSON Schema); docs/cli.md describes it.
 """
 
