@@ -21,11 +21,14 @@ are never chosen, and a soft rule's preference comes before all of the above.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import attrs
 
 from .placement_rules import HostLimits
+
+if TYPE_CHECKING:
+    from .constraints import GroupConstraints
 
 __all__ = [
     "Blocked",
@@ -186,6 +189,17 @@ class GroupRule:
     recovery_time: float = 0.0
     anti_affinity: bool = False
     max_per_host: int = 0  # 0: no limit
+
+    @classmethod
+    def of(cls, group: GroupConstraints, group_id: str | None = None) -> GroupRule:
+        """The rules of a group's constraints; ``group_id`` names it (default: its id)."""
+        return cls(
+            group_id=group.group_id if group_id is None else group_id,
+            max_impacted=group.max_impacted_members,
+            recovery_time=float(group.recovery_time),
+            anti_affinity=group.anti_affinity_group,
+            max_per_host=group.max_instances_per_host,
+        )
 
     def host_limit(self) -> int | None:
         """At most this many members on one host (None: no limit)."""

@@ -603,14 +603,7 @@ class ConstrainedWorkflow(RollingWorkflow):
     def _rule(self, cs: ConstraintSet, key: str) -> planner.GroupRule:
         """The rules of the group of key ``key`` (ConstraintSet.group_key_of:
         unique across projects, so two projects' groups of one id stay apart)."""
-        g = cs.group_by_key(key)
-        return planner.GroupRule(
-            group_id=key,
-            max_impacted=g.max_impacted_members,
-            recovery_time=float(g.recovery_time),
-            anti_affinity=g.anti_affinity_group,
-            max_per_host=g.max_instances_per_host,
-        )
+        return planner.GroupRule.of(cs.group_by_key(key), key)
 
     def _rules_for(
         self, cs: ConstraintSet, members: list[planner.Member]
