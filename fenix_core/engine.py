@@ -30,13 +30,14 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
+import attrs
 from sqlalchemy import bindparam, delete, func, or_, select, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, load_only
 
-from . import constraint_store, inventory
+from . import approval, constraint_store, inventory
 from .clock import Clock, RealClock
 from .constraints import (
     DEFAULT_GROUP,
@@ -52,11 +53,14 @@ from .errors import (
     Forbidden,
     InvalidInput,
     NotFound,
+    Replanned,
 )
 from .hookspecs import ConstraintSource, HostGuard, InstanceOwner
 from .model import (
+    ApprovalView,
     Host,
     HostChange,
+    Instance,
     OperationView,
     ProjectView,
     Reply,
@@ -66,11 +70,13 @@ from .model import (
     _str,
 )
 from .operations import OperationRunner, cloud_constraints_dict, record_status
+from .plan_preview import preview
 from .plugins import Plugins
 from .runtime import LoadedSession, new_host_row
 from .signals import SIGNALS, maintenance_host
 from .states import (
     FINAL_SESSION_STATES,
+    HOLDS_NO_HOSTS,
     HostState,
     InstanceAction,
     InstanceState,
@@ -114,11 +120,31 @@ log = logging.getLogger("fenix_core")
 
 _INSTANCE_CHOICE_STATES = ("PREPARE_MAINTENANCE", "PLANNED_MAINTENANCE")
 _FINAL = tuple(s.value for s in FINAL_SESSION_STATES)
+_HOLDS_NO_HOSTS = tuple(s.value for s in HOLDS_NO_HOSTS)
 # Host rows that do not take a host from other sessions: targets, and hosts gone.
 _NOT_MAINTAINED = tuple(
     s.value
     for s in (HostState.OUT_OF_SCOPE, HostState.ADDED, HostState.REMOVED, HostState.DECOMMISSIONED)
 )
+
+
+@attrs.frozen
+class _CloudRead:
+    """What the cloud listed for a session, checked against its request."""
+
+    hosts: tuple[Host, ...]
+    instances: tuple[Instance, ...]
+    allowed: tuple[str, ...]
+    found: CloudConstraints | None
+    #: The hosts the session maintains, in order.
+    scope: tuple[str, ...]
+    #: Hosts the request names that the cloud no longer lists (approval only).
+    gone: tuple[str, ...]
+    host_guard: bool
+
+    @property
+    def cloud(self) -> dict[str, Any] | None:
+        return cloud_constraints_dict(self.found) if self.found is not None else None
 
 
 class Engine:
@@ -247,9 +273,60 @@ class Engine:
 
         Validates the request against the registered workflows and actions
         and the cloud's hosts; raises InvalidInput / Conflict and writes
-        nothing if anything is wrong.
+        nothing if anything is wrong. With ``approval: "required"`` the
+        session computes and stores its plan and waits in
+        ``AWAITING_APPROVAL`` for :meth:`approve_session`.
         """
         req = SessionRequest.coerce(request)
+        workflow = self._workflow_for(req)
+        workflow.validate_request(req, self.plugins.actions)
+        self._check_gates(req)
+        read = self._read_cloud(req, workflow)
+        waiting = req.approval == "required"
+        plan = self._make_plan(req, read) if waiting else None
+        now = self.clock.now()
+        session_id = str(uuid.uuid4())
+        with self._lock, Session(self._db, expire_on_commit=False) as orm, orm.begin():
+            self._check_hosts_free(orm, [*read.scope, *req.add_hosts])
+            orm.add(
+                SessionRow(
+                    id=session_id,
+                    workflow=req.workflow,
+                    request=req.to_dict(),
+                    state=(SessionState.AWAITING_APPROVAL if waiting else SessionState.MAINTENANCE),
+                    phase="",
+                    reason=None,
+                    failed_state=None,
+                    percent_done=0,
+                    data={"allowed_actions": list(read.allowed)}
+                    | ({"cloud_constraints": read.cloud} if read.cloud else {})
+                    | ({"host_guard": True} if read.host_guard else {})
+                    | ({"approval": plan} if plan is not None else {}),
+                    seq=0,
+                    version=0,
+                    # A session awaiting approval has nothing due: only
+                    # approve_session (or cancel) wakes it.
+                    next_wake=None if waiting else now,
+                    maintenance_at=req.maintenance_at,
+                    created_at=now,
+                    updated_at=now,
+                    finished_at=None,
+                )
+            )
+            orm.flush()
+            changes = self._write_session_rows(orm, session_id, req, read, now)
+        self._inventory_changed(changes)
+        log.info(
+            "session %s created over %d host(s)%s",
+            session_id,
+            len(read.scope),
+            f", awaiting approval of plan {plan['plan_id']}" if plan else "",
+        )
+        self._warn_ignored(session_id)
+        self._wake.set()
+        return session_id
+
+    def _workflow_for(self, req: SessionRequest) -> type[Workflow]:
         workflow = self.plugins.workflows.get(req.workflow)
         if workflow is None:
             raise InvalidInput(
@@ -257,8 +334,15 @@ class Engine:
                 f"unknown workflow {req.workflow!r}; known: "
                 + ", ".join(sorted(self.plugins.workflows)),
             )
-        workflow.validate_request(req, self.plugins.actions)
-        self._check_gates(req)
+        return workflow
+
+    def _read_cloud(
+        self, req: SessionRequest, workflow: type[Workflow], *, drop_gone: bool = False
+    ) -> _CloudRead:
+        """The cloud's hosts, instances and constraints, checked against the
+        request (InvalidInput naming the field). ``drop_gone``: hosts the
+        request names that the cloud no longer lists are left out of the
+        scope (and returned as ``gone``) instead of refused."""
         driver = self.plugins.require_driver()
         try:
             hosts = list(driver.list_hosts())
@@ -275,11 +359,23 @@ class Engine:
             raise CloudError(f"reading the cloud's inventory failed: {exc}") from exc
         by_name = {h.name: h for h in hosts}
         unknown = [h for h in req.hosts if h not in by_name]
-        if unknown:
+        if unknown and not drop_gone:
             raise InvalidInput("hosts", "unknown to the cloud: " + ", ".join(unknown))
+        if unknown:
+            kept = [h for h in req.hosts if h in by_name]
+            if not kept:
+                raise Conflict(
+                    "the cloud lists none of the session's hosts any more: "
+                    + ", ".join(unknown)
+                    + " (cancel it)"
+                )
+            req = attrs.evolve(
+                req,
+                hosts=kept,
+                decommission_hosts=[h for h in req.decommission_hosts if h in by_name],
+            )
         retiring = workflow.retiring(req)
         scope = check_request(req, retiring, by_name)
-        cloud = cloud_constraints_dict(found) if found is not None else None
         if retiring and all(name in by_name for name in req.add_hosts):
             in_service = [
                 Host(h.name, h.type, h.vcpus, h.enabled or h.name in req.add_hosts) for h in hosts
@@ -299,110 +395,104 @@ class Engine:
         unknown_actions = sorted(set(allowed) - {a.value for a in InstanceAction})
         if unknown_actions or not allowed:
             raise CloudError(f"cloud driver offers unusable instance actions: {allowed}")
-        now = self.clock.now()
-        session_id = str(uuid.uuid4())
-        with self._lock, Session(self._db, expire_on_commit=False) as orm, orm.begin():
-            self._check_hosts_free(orm, [*scope, *req.add_hosts])
-            subscribed = set(orm.scalars(select(SubscriptionRow.project_id)))
+        return _CloudRead(
+            hosts=tuple(hosts),
+            instances=tuple(instances),
+            allowed=tuple(allowed),
+            found=found,
+            scope=tuple(scope),
+            gone=tuple(unknown),
+            host_guard=isinstance(driver, HostGuard),
+        )
+
+    def _write_session_rows(
+        self,
+        orm: Session,
+        session_id: str,
+        req: SessionRequest,
+        read: _CloudRead,
+        now: datetime,
+    ) -> list[HostChangeRow]:
+        """The session's host, instance and project rows as the cloud was
+        read (in the transaction that writes or re-plans the session)."""
+        subscribed = set(orm.scalars(select(SubscriptionRow.project_id)))
+        hosts = read.hosts
+        by_name = {h.name: h for h in hosts}
+        scope = list(read.scope)
+        in_scope = set(scope)
+        adds = set(req.add_hosts)
+        ordered = scope + [h.name for h in hosts if h.name not in in_scope | adds]
+        for position, name in enumerate(ordered):
+            host = by_name[name]
             orm.add(
-                SessionRow(
-                    id=session_id,
-                    workflow=req.workflow,
-                    request=req.to_dict(),
-                    state=SessionState.MAINTENANCE.value,
-                    phase="",
-                    reason=None,
-                    failed_state=None,
-                    percent_done=0,
-                    data={"allowed_actions": allowed}
-                    | ({"cloud_constraints": cloud} if cloud else {})
-                    | ({"host_guard": True} if isinstance(driver, HostGuard) else {}),
-                    seq=0,
-                    version=0,
-                    next_wake=now,
-                    maintenance_at=req.maintenance_at,
-                    created_at=now,
-                    updated_at=now,
+                HostRow(
+                    session_id=session_id,
+                    name=name,
+                    type=host.type,
+                    vcpus=host.vcpus,
+                    state=(HostState.PENDING if name in in_scope else HostState.OUT_OF_SCOPE),
+                    position=position,
+                    stage=0,
+                    enabled=host.enabled,
+                    disabled_by_session=False,
+                    started_at=None,
                     finished_at=None,
+                    reason=None,
                 )
             )
-            orm.flush()
-            in_scope = set(scope)
-            adds = set(req.add_hosts)
-            ordered = scope + [h.name for h in hosts if h.name not in in_scope | adds]
-            for position, name in enumerate(ordered):
-                host = by_name[name]
-                orm.add(
-                    HostRow(
-                        session_id=session_id,
-                        name=name,
-                        type=host.type,
-                        vcpus=host.vcpus,
-                        state=(HostState.PENDING if name in in_scope else HostState.OUT_OF_SCOPE),
-                        position=position,
-                        stage=0,
-                        enabled=host.enabled,
-                        disabled_by_session=False,
-                        started_at=None,
-                        finished_at=None,
-                        reason=None,
-                    )
+        for position, name in enumerate(req.add_hosts, start=len(ordered)):
+            listed = by_name.get(name)
+            kind, vcpus = (listed.type, listed.vcpus) if listed else ("compute", 0)
+            orm.add(new_host_row(session_id, name, kind, vcpus, False, HostState.ADDING, position))
+        for position, name in enumerate(read.gone, start=len(ordered) + len(req.add_hosts)):
+            row = new_host_row(session_id, name, "compute", 0, False, HostState.REMOVED, position)
+            row.reason = "gone from the cloud before the session was approved"
+            orm.add(row)
+        changes = inventory.sync(
+            orm,
+            list(hosts),
+            now=now,
+            session_id=session_id,
+            pending=inventory.pending_adds(orm) | adds,
+        )
+        projects: set[str] = set()
+        for inst in read.instances:
+            # Controllers too: a controller that runs instances (a
+            # Kubernetes control-plane node with pods) is drained first.
+            if inst.host not in by_name:
+                continue
+            affected = inst.host in in_scope
+            if affected:
+                projects.add(inst.project_id)
+            orm.add(
+                InstanceRow(
+                    session_id=session_id,
+                    instance_id=inst.instance_id,
+                    project_id=inst.project_id,
+                    name=inst.name,
+                    host=inst.host,
+                    vcpus=inst.vcpus,
+                    live_migratable=inst.live_migratable,
+                    state=(InstanceState.PENDING if affected else InstanceState.OUT_OF_SCOPE),
+                    action=None,
+                    target=None,
+                    moves=0,
+                    attempts=0,
                 )
-            for position, name in enumerate(req.add_hosts, start=len(ordered)):
-                listed = by_name.get(name)
-                kind, vcpus = (listed.type, listed.vcpus) if listed else ("compute", 0)
-                orm.add(
-                    new_host_row(session_id, name, kind, vcpus, False, HostState.ADDING, position)
-                )
-            changes = inventory.sync(
-                orm,
-                hosts,
-                now=now,
-                session_id=session_id,
-                pending=inventory.pending_adds(orm) | adds,
             )
-            projects: set[str] = set()
-            for inst in instances:
-                # Controllers too: a controller that runs instances (a
-                # Kubernetes control-plane node with pods) is drained first.
-                if inst.host not in by_name:
-                    continue
-                affected = inst.host in in_scope
-                if affected:
-                    projects.add(inst.project_id)
-                orm.add(
-                    InstanceRow(
-                        session_id=session_id,
-                        instance_id=inst.instance_id,
-                        project_id=inst.project_id,
-                        name=inst.name,
-                        host=inst.host,
-                        vcpus=inst.vcpus,
-                        live_migratable=inst.live_migratable,
-                        state=(InstanceState.PENDING if affected else InstanceState.OUT_OF_SCOPE),
-                        action=None,
-                        target=None,
-                        moves=0,
-                        attempts=0,
-                    )
+        for project_id in sorted(projects):
+            orm.add(
+                ProjectRow(
+                    session_id=session_id,
+                    project_id=project_id,
+                    managed=project_id in subscribed,
+                    state=None,
+                    awaiting=False,
+                    reply_at=None,
+                    replied_at=None,
                 )
-            for project_id in sorted(projects):
-                orm.add(
-                    ProjectRow(
-                        session_id=session_id,
-                        project_id=project_id,
-                        managed=project_id in subscribed,
-                        state=None,
-                        awaiting=False,
-                        reply_at=None,
-                        replied_at=None,
-                    )
-                )
-        self._inventory_changed(changes)
-        log.info("session %s created over %d host(s)", session_id, len(scope))
-        self._warn_ignored(session_id)
-        self._wake.set()
-        return session_id
+            )
+        return changes
 
     def get_session(self, session_id: str) -> SessionView:
         """The session: state, percent done, hosts and their states, reason."""
@@ -586,6 +676,164 @@ class Engine:
             workflow.cancel(reason)
 
         return self._control(session_id, cancel)
+
+    # ------------------------------------------------------------------ approval
+
+    def get_plan(self, session_id: str) -> ApprovalView:
+        """The plan of a session created with ``approval: "required"``: the
+        one it awaits approval of, or was approved on. NotFound for a session
+        that has none."""
+        found = self.get_session(session_id).approval
+        if found is None:
+            raise NotFound("plan", session_id, session_id=session_id)
+        return found
+
+    def approve_session(self, session_id: str, plan_id: str | None = None) -> SessionView:
+        """Start a session that awaits approval, if its plan still fits.
+
+        The cloud and the constraints are read again. When they still match
+        what the plan was made from, the session goes to ``MAINTENANCE`` and
+        runs as any other; its hosts must be free of other running sessions
+        (Conflict otherwise; it keeps waiting). When anything differs (hosts
+        gone or new in the scope, instances moved, capacity, constraints,
+        managers), the session is re-planned on the cloud as it is now, keeps
+        waiting, and :class:`~fenix_core.errors.Replanned` says what changed
+        and names the new plan: review it, approve again. ``plan_id`` (the
+        plan the admin reviewed) refuses, with Conflict, a plan that was
+        replaced meanwhile. Conflict too if the session does not await
+        approval.
+        """
+        if plan_id is not None:
+            _str(plan_id, "plan_id")
+        with self._lock:
+            self._session_exists(session_id)
+            if not self._claim([session_id]):
+                raise Conflict(
+                    "another engine worker is working on this session; try again shortly",
+                    session_id=session_id,
+                )
+            self._unload(session_id)  # read the rows as committed
+            stored, req = self._awaiting(session_id, plan_id)
+        workflow = self._workflow_for(req)
+        read = self._read_cloud(req, workflow, drop_gone=True)
+        facts = self._facts(read)
+        if facts != stored["facts"]:
+            changes = approval.changes(stored["facts"], facts) or ["the cloud's listing differs"]
+            self._replan(session_id, stored, req, read, changes)
+        now = self.clock.now()
+        with self._lock:
+            loaded, _ = self._load(session_id)
+            loaded.now = now
+            try:
+                self._require_awaiting(loaded.row, stored["plan_id"])
+                busy = [
+                    h.name for h in loaded.hosts.values() if h.state not in _NOT_MAINTAINED
+                ] + list(req.add_hosts)
+                self._check_hosts_free(loaded.orm, busy, besides=session_id)
+                loaded.fire("approve")
+                loaded.set_data(approval={**stored, "approved_at": now.isoformat()})
+                loaded.row.next_wake = now
+                loaded.row.updated_at = now
+                self._renew(loaded)
+                loaded.orm.commit()
+            except Exception:
+                self._unload(session_id, rollback=True)
+                raise
+            outbox = self._take_outbox(loaded)
+        log.info("session %s: plan %s approved", session_id, stored["plan_id"])
+        self._deliver(outbox)
+        self._wake.set()
+        return self.get_session(session_id)
+
+    def _awaiting(
+        self, session_id: str, plan_id: str | None
+    ) -> tuple[dict[str, Any], SessionRequest]:
+        """The stored plan record and request of a session awaiting approval."""
+        with Session(self._db) as orm:
+            row = self._session_row(orm, session_id)
+            self._require_awaiting(row, plan_id)
+            return dict(row.data["approval"]), SessionRequest.from_dict(row.request)
+
+    @staticmethod
+    def _require_awaiting(row: SessionRow, plan_id: str | None) -> None:
+        if row.state != SessionState.AWAITING_APPROVAL:
+            raise Conflict(
+                f"session does not await approval (it is {row.state})",
+                session_id=row.id,
+                state=row.state,
+            )
+        current = row.data["approval"]["plan_id"]
+        if plan_id is not None and plan_id != current:
+            raise Conflict(
+                f"plan {plan_id} is not the session's plan any more: it was re-planned as "
+                f"{current} (review it, then approve that one)",
+                session_id=row.id,
+                state=row.state,
+            )
+
+    def _replan(
+        self,
+        session_id: str,
+        stored: Mapping[str, Any],
+        req: SessionRequest,
+        read: _CloudRead,
+        changes: Sequence[str],
+    ) -> NoReturn:
+        """Store a new plan over the cloud as ``read`` (the session's rows
+        too), then raise Replanned."""
+        plan = self._make_plan(req, read, changes)
+        now = self.clock.now()
+        with self._lock:
+            with Session(self._db, expire_on_commit=False) as orm, orm.begin():
+                row = self._session_row(orm, session_id)
+                self._require_awaiting(row, stored["plan_id"])
+                for table in (InstanceRow, ProjectRow, HostRow):
+                    orm.execute(delete(table).where(table.session_id == session_id))
+                inventory_changes = self._write_session_rows(orm, session_id, req, read, now)
+                row.data = {
+                    **row.data,
+                    "allowed_actions": list(read.allowed),
+                    "approval": plan,
+                } | ({"cloud_constraints": read.cloud} if read.cloud else {})
+                row.updated_at = now
+            self._inventory_changed(inventory_changes)
+        log.info("session %s re-planned as %s: %s", session_id, plan["plan_id"], "; ".join(changes))
+        raise Replanned(session_id, plan["plan_id"], changes)
+
+    def _facts(self, read: _CloudRead) -> dict[str, Any]:
+        return approval.facts(
+            scope=read.scope,
+            hosts=read.hosts,
+            instances=read.instances,
+            constraints=self.constraints(read.found),
+            managed=self.subscriptions(),
+        )
+
+    def _make_plan(
+        self, req: SessionRequest, read: _CloudRead, changes: Sequence[str] = ()
+    ) -> dict[str, Any]:
+        """The plan record stored under ``data["approval"]``: the facts, the
+        plan's id, and the preview simulated over them."""
+        facts = self._facts(read)
+        constraints = self.constraints(read.found)
+        now = self.clock.now()
+        return {
+            "plan_id": approval.plan_id(facts, req.to_dict()),
+            "planned_at": now.isoformat(),
+            "changes": list(changes),
+            "plan": preview(
+                req,
+                scope=read.scope,
+                hosts=read.hosts,
+                instances=read.instances,
+                cloud=read.found,
+                groups=constraints.groups.values(),
+                instance_constraints=constraints.instances.values(),
+                now=now,
+            ),
+            "facts": facts,
+            "approved_at": None,
+        }
 
     @staticmethod
     def _require_running(loaded: LoadedSession, verb: str) -> None:
@@ -1142,12 +1390,13 @@ class Engine:
         orm: Session, besides: str, names: Iterable[str] | None = None
     ) -> list[tuple[str, str, str]]:
         """(host, state, session) for hosts that running sessions other than
-        ``besides`` maintain (only ``names``, if given)."""
+        ``besides`` maintain (only ``names``, if given). A session awaiting
+        approval holds none: its hosts are checked again when it is approved."""
         query = (
             select(HostRow.name, HostRow.state, HostRow.session_id)
             .join(SessionRow, SessionRow.id == HostRow.session_id)
             .where(
-                SessionRow.state.not_in(_FINAL),
+                SessionRow.state.not_in(_HOLDS_NO_HOSTS),
                 SessionRow.id != besides,
                 HostRow.state.not_in(_NOT_MAINTAINED),
             )
@@ -1345,6 +1594,13 @@ class Engine:
 
         loaded.api_constraints = constraints
         try:
+            if loaded.state == SessionState.AWAITING_APPROVAL:
+                # Only approve_session starts it; nothing else is due.
+                loaded.row.next_wake = None
+                self._renew(loaded)
+                loaded.orm.commit()
+                self._unload(session_id)
+                return self._take_outbox(loaded)
             if loaded.inventory_seen != self._inventory_gen:
                 loaded.inventory_seen = self._inventory_gen
                 workflow.lifecycle.reconcile()

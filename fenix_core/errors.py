@@ -9,7 +9,8 @@ object it is about (the field, the session, the project, the instance)::
     ├── NotFound              unknown session, project or instance; ``kind`` + ``ident``
     ├── Conflict              valid request, wrong moment (a state not awaited now,
     │   │                     a session that is still running, hosts already in a session)
-    │   └── IllegalTransition a state change that the transition table forbids
+    │   ├── IllegalTransition a state change that the transition table forbids
+    │   └── Replanned         an approval found the cloud changed: a new plan to approve
     ├── Forbidden             a project acting on what is not its own
     ├── PluginError           a plug-in is missing, misconfigured or misbehaved
     └── CloudError            the cloud driver failed; ``host`` / ``instance_id``
@@ -33,6 +34,7 @@ __all__ = [
     "InvalidInput",
     "NotFound",
     "PluginError",
+    "Replanned",
     "TargetRefused",
 ]
 
@@ -114,6 +116,22 @@ class IllegalTransition(Conflict):
         self.what = what
         self.source = source
         self.dest = dest
+
+
+class Replanned(Conflict):
+    """An approval that did not start the session: the cloud or the
+    constraints no longer match the plan, so the session was re-planned and
+    waits for approval of the new plan ``plan_id``; ``changes`` says what
+    differed, one sentence per kind of change."""
+
+    def __init__(self, session_id: str, plan_id: str, changes: Sequence[str]) -> None:
+        super().__init__(
+            f"re-planned, approve again (plan {plan_id}): " + "; ".join(changes),
+            session_id=session_id,
+            state="AWAITING_APPROVAL",
+        )
+        self.plan_id = plan_id
+        self.changes = tuple(changes)
 
 
 class Forbidden(FenixError, PermissionError):

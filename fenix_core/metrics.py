@@ -51,10 +51,13 @@ class QueueBacklog(Protocol):
 
 def waiting_reason(waiting: str) -> str:
     """The label of a session's ``waiting`` text: ``paused``, ``gate`` (a
-    health gate before the next host) or ``admission`` (windows, pacing,
+    health gate before the next host), ``approval`` (a session awaiting the
+    admin's approval of its plan) or ``admission`` (windows, pacing,
     parallelism)."""
     if waiting.startswith("paused"):
         return "paused"
+    if waiting.startswith("awaiting approval"):
+        return "approval"
     if waiting.startswith("gate "):
         return "gate"
     return "admission"

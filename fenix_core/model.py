@@ -26,6 +26,7 @@ __all__ = [
     "DEFAULT_REPLY_WINDOWS",
     "DEFAULT_TIMEOUTS",
     "ActionSpec",
+    "ApprovalView",
     "Host",
     "HostChange",
     "HostView",
@@ -247,6 +248,7 @@ class ActionSpec:
 
 ProjectPolicy = Literal["default", "fail"]
 ReplyPolicy = Literal["fail", "default"]
+Approval = Literal["none", "required"]
 
 
 def _check_windows(value: Mapping[str, float], field: str) -> None:
@@ -319,6 +321,9 @@ class SessionRequest:
     ``add_hosts`` are hosts the session brings into service (once the cloud
     lists them) and uses as migration targets; ``decommission_hosts`` are hosts
     of the scope that are emptied and then left out of service for good.
+    ``approval``: ``"required"`` makes the session compute and store its plan
+    and wait in ``AWAITING_APPROVAL``, touching no host, until
+    ``engine.approve_session``; ``"none"`` (the default) starts at once.
     """
 
     hosts: tuple[str, ...] = attrs.field(
@@ -382,6 +387,10 @@ class SessionRequest:
         converter=_to_decommission_hosts,
         validator=_validated("decommission_hosts", _check_hosts),
     )
+    approval: Approval = attrs.field(
+        default="none",
+        validator=_validated("approval", lambda v, f: _choice(v, f, ("none", "required"))),
+    )
 
     @classmethod
     def from_dict(cls, data: object) -> SessionRequest:
@@ -415,6 +424,7 @@ class SessionRequest:
             "controls": self.controls.to_dict(),
             "add_hosts": list(self.add_hosts),
             "decommission_hosts": list(self.decommission_hosts),
+            "approval": self.approval,
         }
 
     def reply_window(self, state: str) -> float:
@@ -636,6 +646,25 @@ class Progress:
 
 
 @attrs.frozen
+class ApprovalView:
+    """The plan of a session created with ``approval: "required"``.
+
+    ``plan_id`` names this plan (approve it with ``plan_id`` to refuse a plan
+    that was replaced meanwhile); ``plan`` is the preview (the waves and the
+    estimated makespan, as :meth:`fenix_core.simulation.Plan.to_dict`, or
+    ``{"unavailable": why}``); ``changes`` what differed from the previous plan
+    when an approval re-planned (empty for the first plan); ``approved_at``
+    when it was approved (None while it waits).
+    """
+
+    plan_id: str
+    planned_at: datetime
+    plan: Mapping[str, Any]
+    changes: tuple[str, ...] = ()
+    approved_at: datetime | None = None
+
+
+@attrs.frozen
 class SessionView:
     """What ``engine.get_session`` returns. ``state`` is the session state string."""
 
@@ -659,6 +688,8 @@ class SessionView:
     progress: Progress | None = None
     #: Stored constraints the cloud contradicts (admin-only view; see IgnoredConstraint).
     ignored_constraints: tuple[IgnoredConstraint, ...] = ()
+    #: The plan it was approved on, or awaits approval of (``approval: "required"``).
+    approval: ApprovalView | None = None
 
     def host(self, name: str) -> HostView:
         for host in self.hosts:

@@ -125,7 +125,7 @@ class FaultsSection(_Shape):
 
 
 #: Request fields a scenario gives elsewhere (actions) or does not simulate.
-_NOT_IN_SESSION = {"actions", "state", "download", "maintenance_at", "add_hosts"}
+_NOT_IN_SESSION = {"actions", "state", "download", "maintenance_at", "add_hosts", "approval"}
 SESSION_FIELDS: tuple[str, ...] = (
     *(n for n in SessionRequestSchema.model_fields if n not in _NOT_IN_SESSION),
     "maintenance_in",

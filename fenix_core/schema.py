@@ -245,6 +245,10 @@ class SessionRequestSchema(_Shape):
     decommission_hosts: HostNames | None = Field(
         None, description="hosts of the scope emptied and left out of service"
     )
+    approval: Literal["none", "required"] | None = Field(
+        None,
+        description='"required": plan, wait in AWAITING_APPROVAL until approved (default "none")',
+    )
 
 
 class SessionUpdateSchema(_Shape):

@@ -25,6 +25,7 @@ from .errors import IllegalTransition
 __all__ = [
     "DONE_HOST_STATES",
     "FINAL_SESSION_STATES",
+    "HOLDS_NO_HOSTS",
     "HOST_TRANSITIONS",
     "INSTANCE_TRANSITIONS",
     "PROJECT_NOTIFICATIONS",
@@ -42,8 +43,11 @@ __all__ = [
 
 
 class SessionState(StrEnum):
-    """The Fenix v1 session states."""
+    """The Fenix v1 session states, and fenix-core's own (commented)."""
 
+    # fenix-core: created with ``approval: required``; its plan is stored and
+    # shown, no host is touched or reserved until engine.approve_session.
+    AWAITING_APPROVAL = "AWAITING_APPROVAL"
     MAINTENANCE = "MAINTENANCE"
     SCALE_IN = "SCALE_IN"
     PREPARE_MAINTENANCE = "PREPARE_MAINTENANCE"
@@ -64,11 +68,17 @@ FINAL_SESSION_STATES = frozenset(
     }
 )
 
+#: States in which a session reserves none of its hosts: other sessions may
+#: take them (it ended, or it waits for approval and re-checks them then).
+HOLDS_NO_HOSTS = FINAL_SESSION_STATES | {SessionState.AWAITING_APPROVAL}
+
 _S = SessionState
 _RUNNING = [s for s in SessionState if s not in FINAL_SESSION_STATES]
 
 #: The session lifecycle. ``trigger`` is what a workflow asks for.
 SESSION_TRANSITIONS: list[dict[str, Any]] = [
+    # The admin approved the stored plan and the cloud still matches it.
+    {"trigger": "approve", "source": _S.AWAITING_APPROVAL, "dest": _S.MAINTENANCE},
     {
         "trigger": "scale_in",
         "source": [

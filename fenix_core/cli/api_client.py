@@ -16,8 +16,9 @@ from typing import Any
 
 import httpx
 
-from ..errors import FenixError, FieldError, InvalidInput
+from ..errors import FenixError, FieldError, InvalidInput, Replanned
 from ..model import HostView, IgnoredConstraint, Progress, SessionView, StuckWork
+from ..views import build_approval_view
 
 __all__ = ["ApiClient", "ApiError", "view_from_json"]
 
@@ -70,6 +71,13 @@ class ApiClient:
         """``action`` is pause, resume or cancel."""
         return view_from_json(self._call("POST", f"/v1/maintenance/{session_id}/{action}"))
 
+    def approve(self, session_id: str, plan_id: str | None = None) -> SessionView:
+        """Approve the session's plan (Replanned when fenix-api re-planned it)."""
+        body = {"plan_id": plan_id} if plan_id is not None else {}
+        return view_from_json(
+            self._call("POST", f"/v1/maintenance/{session_id}/approve", json=body)
+        )
+
     def _call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         try:
             response = self._http.request(method, path, **kwargs)
@@ -97,6 +105,10 @@ def _error(response: httpx.Response) -> FenixError:
     except (ValueError, AttributeError):
         error = {}
     message = str(error.get("message") or response.reason_phrase or "error")
+    if status == 409 and error.get("type") == "replanned":
+        # .../v1/maintenance/{session_id}/approve
+        session_id = response.request.url.path.rstrip("/").split("/")[-2]
+        return Replanned(session_id, str(error.get("plan_id")), error.get("changes") or ())
     if status == 400:
         problems = [
             FieldError(str(p.get("field") or "request"), str(p.get("message")))
@@ -154,6 +166,7 @@ def view_from_json(data: Mapping[str, Any]) -> SessionView:
             ignored_constraints=tuple(
                 IgnoredConstraint(**c) for c in data.get("ignored_constraints", ())
             ),
+            approval=build_approval_view(data.get("approval")),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise ApiError(f"fenix-api sent a session view this client cannot read: {exc!r}") from None

@@ -14,7 +14,7 @@ import click
 from rich.console import Console
 from rich.markup import escape
 
-from ..errors import FenixError, InvalidInput
+from ..errors import FenixError, InvalidInput, Replanned
 from ..timeline import Timeline
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -46,6 +46,9 @@ def fails_cleanly(command: F) -> F:
                 if isinstance(exc, InvalidInput):
                     error["field"] = exc.field
                     error["errors"] = [e._asdict() for e in exc.errors]
+                if isinstance(exc, Replanned):
+                    error["plan_id"] = exc.plan_id
+                    error["changes"] = list(exc.changes)
                 click.echo(json.dumps(error))
             else:
                 err = console(stderr=True)

@@ -18,13 +18,15 @@ from rich.table import Table
 
 from .. import signals
 from ..engine import Engine
-from ..model import SessionView
+from ..model import ApprovalView, SessionView
 from ..timeline import Timeline
 
 __all__ = [
     "LiveProgress",
+    "approval_dict",
     "duration",
     "hosts_table",
+    "plan_table",
     "report_tables",
     "session_table",
     "sessions_table",
@@ -292,3 +294,49 @@ def _state_colour(state: str) -> str:
     if state == "MAINTENANCE_DONE":
         return "green"
     return "bold red" if state == "MAINTENANCE_FAILED" else "yellow"
+
+
+def plan_table(approval: ApprovalView) -> Table:
+    """The plan of a session created with ``approval: required``: its id, what
+    changed when it was re-made, the estimated makespan and the waves."""
+    plan = approval.plan
+    status = (
+        f"approved at {approval.approved_at:%Y-%m-%d %H:%M:%S}"
+        if approval.approved_at
+        else "awaiting approval"
+    )
+    caption = [f"planned at {approval.planned_at:%Y-%m-%d %H:%M:%S}"]
+    if approval.changes:
+        caption.append("re-planned: " + "; ".join(approval.changes))
+    if "unavailable" in plan:
+        caption.append(f"no preview: {plan['unavailable']}")
+    else:
+        caption.append(
+            f"estimated makespan {duration(plan.get('estimated_makespan_seconds'))}, "
+            f"{len(plan.get('waves', ()))} wave(s), simulated end state {plan.get('state')}"
+        )
+    table = Table(
+        title=f"plan {approval.plan_id} ({status})",
+        caption=escape("\n".join(caption)),
+    )
+    for column in ("wave", "start", "end", "hosts"):
+        table.add_column(column, overflow="fold")
+    for wave in plan.get("waves", ()):
+        table.add_row(
+            str(wave["index"]),
+            duration(wave["start"]),
+            duration(wave["end"]),
+            escape(", ".join(wave["hosts"])),
+        )
+    return table
+
+
+def approval_dict(approval: ApprovalView) -> dict[str, Any]:
+    """The plan as JSON (``--json``), as fenix-api serves it in the view."""
+    return {
+        "plan_id": approval.plan_id,
+        "planned_at": approval.planned_at.isoformat(),
+        "plan": dict(approval.plan),
+        "changes": list(approval.changes),
+        "approved_at": approval.approved_at.isoformat() if approval.approved_at else None,
+    }

@@ -20,7 +20,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from ..engine import Engine
-from ..errors import Conflict, InvalidInput, NotFound
+from ..errors import Conflict, InvalidInput, NotFound, Replanned
 from ..model import SessionRequest, SessionView
 from ..scenario import load_scenario
 from ..states import SessionState
@@ -28,7 +28,15 @@ from ..store.schema import SessionRow
 from ..timeline import Timeline, build_timeline, with_implicit_groups
 from .api_client import ApiClient
 from .common import F, console, draw, dump, exit_code, fails_cleanly, json_option, timeline_option
-from .display import duration, report_tables, session_table, sessions_table, watch_view
+from .display import (
+    approval_dict,
+    duration,
+    plan_table,
+    report_tables,
+    session_table,
+    sessions_table,
+    watch_view,
+)
 
 __all__ = ["match_session", "session_timeline", "sessions"]
 
@@ -90,8 +98,10 @@ def sessions() -> None:
     """
 
 
-def open_engine(database_url: str, plugins: tuple[str, ...] = ()) -> Engine:
-    """An engine on an existing database that is never stepped here."""
+def open_engine(database_url: str, plugins: tuple[str, ...] = (), *, cloud: bool = False) -> Engine:
+    """An engine on an existing database that is never stepped here.
+    ``cloud``: it reads the cloud, so the ``fenix`` entry points are loaded
+    (its cloud driver) even without ``plugins``."""
     try:
         url = make_url(database_url)
     except ArgumentError:
@@ -100,7 +110,7 @@ def open_engine(database_url: str, plugins: tuple[str, ...] = ()) -> Engine:
     if path not in (None, "", ":memory:") and not Path(str(path)).is_file():
         # Opening it would create an empty database: say what is wrong instead.
         raise InvalidInput("database_url", f"no database file {path!r}")
-    if not plugins:
+    if not plugins and not cloud:
         # Reading and pausing need no plug-ins and no loop.
         return Engine(database_url=database_url, load_entry_points=False)
     return Engine(database_url=database_url, plugins=[_plugin(spec) for spec in plugins])
@@ -187,6 +197,9 @@ def sessions_show(
         return
     out = console()
     out.print(session_table(view))
+    if view.approval is not None and view.approval.approved_at is None:
+        out.print(plan_table(view.approval))
+        return
     for table in report_tables(line)[1:]:
         out.print(table)
     out.print(f"makespan {duration(line.makespan)}, {len(line.waves())} wave(s)")
@@ -205,6 +218,8 @@ def _show_from_api(
         return
     out = console()
     out.print(session_table(view))
+    if view.approval is not None and view.approval.approved_at is None:
+        out.print(plan_table(view.approval))
     if view.waiting:
         out.print(f"waiting: {escape(view.waiting)}")
     if view.progress is not None and view.progress.estimated_end is not None:
@@ -266,9 +281,14 @@ def _print_created(view: SessionView, as_json: bool) -> None:
     if as_json:
         dump(summary(view))
     else:
-        console().print(
-            f"created session [bold]{view.session_id}[/] ({view.workflow}, {view.state})"
-        )
+        out = console()
+        out.print(f"created session [bold]{view.session_id}[/] ({view.workflow}, {view.state})")
+        if view.approval is not None:
+            out.print(plan_table(view.approval))
+            out.print(
+                f"approve with: fenix sessions approve {view.session_id} "
+                f"--plan-id {view.approval.plan_id}"
+            )
 
 
 def read_request(path: Path) -> tuple[SessionRequest, float | None]:
@@ -291,6 +311,94 @@ def read_request(path: Path) -> tuple[SessionRequest, float | None]:
         return SessionRequest.coerce(data), None
     except InvalidInput as exc:
         raise InvalidInput(exc.field, f"{exc.reason} (in {path})") from None
+
+
+@sessions.command("plan")
+@_session_argument
+@database_option
+@json_option
+@fails_cleanly
+def sessions_plan(
+    session_id: str, database_url: str | None, api_url: str | None, token: str, as_json: bool
+) -> None:
+    """The plan of a session created with `approval: required`: its id, the
+    waves and estimated makespan, what changed when it was re-planned."""
+    client = api_client(database_url, api_url, token)
+    with client or open_engine(str(database_url)) as source:
+        view = source.get_session(match_session(source, session_id))
+    if view.approval is None:
+        raise NotFound("plan", view.session_id, session_id=view.session_id)
+    if as_json:
+        dump({"session_id": view.session_id, "state": view.state, **approval_dict(view.approval)})
+    else:
+        console().print(plan_table(view.approval))
+
+
+@sessions.command("approve")
+@_session_argument
+@database_option
+@click.option(
+    "--plan-id",
+    help="The plan reviewed (fenix sessions plan): refused if the session was re-planned since.",
+)
+@click.option(
+    "--plugin",
+    "plugins",
+    multiple=True,
+    metavar="MODULE:CALLABLE",
+    help="With --database-url: a plug-in object made by calling MODULE:CALLABLE "
+    "(repeatable), next to the 'fenix' entry points; the cloud driver is needed.",
+)
+@json_option
+@fails_cleanly
+def sessions_approve(
+    session_id: str,
+    database_url: str | None,
+    api_url: str | None,
+    token: str,
+    plan_id: str | None,
+    plugins: tuple[str, ...],
+    as_json: bool,
+) -> None:
+    """Start a session awaiting approval, if its plan still fits the cloud.
+
+    The cloud is read again; if it or the constraints changed, the session is
+    re-planned and keeps waiting: the new plan and what changed are printed,
+    and the command exits 2 (review it, approve again).
+    """
+    client = api_client(database_url, api_url, token)
+    if client is not None:
+        if plugins:
+            raise InvalidInput(
+                "plugin", "fenix-api uses its own plug-ins: drop --plugin with --api"
+            )
+        with client:
+            sid = match_session(client, session_id)
+            view = _approve(client, sid, plan_id, as_json)
+    else:
+        with open_engine(str(database_url), plugins, cloud=True) as engine:
+            sid = match_session(engine, session_id)
+            refuse_if_leased(engine, sid)
+            view = _approve(engine, sid, plan_id, as_json)
+    if as_json:
+        dump(summary(view))
+    else:
+        console().print(f"session [bold]{sid}[/]: plan approved, {view.state}")
+
+
+def _approve(
+    source: Engine | ApiClient, session_id: str, plan_id: str | None, as_json: bool
+) -> SessionView:
+    """Approve; on a re-plan show the new plan before the error is reported."""
+    try:
+        if isinstance(source, ApiClient):
+            return source.approve(session_id, plan_id)
+        return source.approve_session(session_id, plan_id)
+    except Replanned:
+        view = source.get_session(session_id)
+        if view.approval is not None and not as_json:
+            console().print(plan_table(view.approval))
+        raise
 
 
 def _reason_option(default: str) -> Callable[[F], F]:
@@ -489,4 +597,5 @@ def summary(view: SessionView) -> dict[str, Any]:
         "created_at": view.created_at.isoformat(),
         "updated_at": view.updated_at.isoformat(),
         "maintenance_at": view.maintenance_at.isoformat() if view.maintenance_at else None,
+        "approval": approval_dict(view.approval) if view.approval else None,
     }

@@ -28,6 +28,7 @@ from .auth import Authenticator, Identity
 from .http_errors import ApiError, install_error_handlers
 from .limits import BodySizeLimit
 from .schemas import (
+    ApproveBody,
     ErrorBody,
     GroupBody,
     InstanceBody,
@@ -215,6 +216,22 @@ def create_app(
         """Cancel: hosts out of service are brought back, then the session
         ends cancelled. 200, the view."""
         return _jsonable(engine.cancel(session_id))
+
+    @app.post(
+        "/v1/maintenance/{session_id}/approve",
+        tags=["admin"],
+        responses=_answers(SessionViewBody, 400, 401, 403, 404, 409, 413, 502),
+    )
+    def approve_session(
+        session_id: str, _: Admin, body: ApproveBody | None = None
+    ) -> dict[str, Any]:
+        """Approve the plan of a session awaiting approval: the cloud is read
+        again; if the plan still fits the session starts (200, the view),
+        otherwise it is re-planned and keeps waiting (409, type ``replanned``,
+        with the new ``plan_id`` and the ``changes``). ``plan_id`` in the body
+        refuses (409) a plan other than the one reviewed."""
+        plan_id = body.plan_id if body is not None else None
+        return _jsonable(engine.approve_session(session_id, plan_id))
 
     @app.put(
         "/v1/maintenance/{session_id}",
@@ -421,8 +438,10 @@ _ERROR_MEANINGS = {
     401: "no X-Auth-Token, or one that is not valid",
     403: "an admin-only route, or another project's resource",
     404: "no such session, project, constraint or subscription",
-    409: "valid, but not in the current state",
+    409: "valid, but not in the current state (an approval that re-planned: type replanned, "
+    "with plan_id and changes)",
     413: "the request body is larger than the service takes",
+    502: "the cloud could not be read",
 }
 _HEALTH = {"application/json": {"schema": {"type": "object", "additionalProperties": True}}}
 

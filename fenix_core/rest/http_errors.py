@@ -3,12 +3,13 @@
 Every error body is ``{"error": {"type", "field", "message"}}``; ``field`` is
 the offending field as a dotted path (``actions[0].type``), or null. A request
 with several problems also gets ``errors``: every ``{"field", "message"}``,
-the first being ``field`` / ``message``.
+the first being ``field`` / ``message``. An approval that re-planned (409,
+type ``replanned``) also gets ``plan_id`` and ``changes``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -25,6 +26,7 @@ from ..errors import (
     InvalidInput,
     NotFound,
     PluginError,
+    Replanned,
 )
 from ..schema import errors_of_one
 
@@ -33,6 +35,7 @@ __all__ = ["ApiError", "error_response", "install_error_handlers"]
 #: fenix_core.errors -> (HTTP status, error type). The first match wins.
 _FENIX_ERRORS: Sequence[tuple[type[FenixError], int, str]] = (
     (InvalidInput, 400, "invalid_input"),
+    (Replanned, 409, "replanned"),
     (NotFound, 404, "not_found"),
     (Forbidden, 403, "forbidden"),
     (Conflict, 409, "conflict"),
@@ -70,11 +73,13 @@ def error_response(
     field: str | None = None,
     type_: str | None = None,
     errors: Sequence[FieldError] = (),
+    extra: Mapping[str, Any] | None = None,
 ) -> JSONResponse:
     error: dict[str, Any] = {
         "type": type_ or _STATUS_TYPES.get(status, "error"),
         "field": field,
         "message": message,
+        **(extra or {}),
     }
     if len(errors) > 1:
         error["errors"] = [{"field": e.field, "message": e.message} for e in errors]
@@ -90,6 +95,9 @@ def _fenix_error(_request: Request, exc: Exception) -> JSONResponse:
                 return error_response(
                     status, exc.reason, field=exc.field, type_=type_, errors=exc.errors
                 )
+            if isinstance(exc, Replanned):
+                extra = {"plan_id": exc.plan_id, "changes": list(exc.changes)}
+                return error_response(status, exc.message, type_=type_, extra=extra)
             return error_response(status, exc.message, type_=type_)
     raise AssertionError("FenixError is the last entry")  # pragma: no cover
 

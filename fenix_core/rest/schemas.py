@@ -17,6 +17,7 @@ from ..schema import ActionSchema, GroupRules, SessionRequestSchema, SessionUpda
 
 __all__ = [
     "ActionBody",
+    "ApproveBody",
     "ErrorBody",
     "ErrorDetail",
     "GroupBody",
@@ -87,6 +88,13 @@ class SubscriptionBody(_Body):
     body_shape: Literal["fenix", "event_alarm"] = "fenix"
 
 
+class ApproveBody(_Body):
+    """Approve a session's plan; ``plan_id``, if given, must be the plan the
+    session holds now (the one the admin reviewed), else 409."""
+
+    plan_id: str | None = Field(None, description="the plan reviewed (the view's approval.plan_id)")
+
+
 class FieldProblem(BaseModel):
     field: str
     message: str
@@ -98,6 +106,12 @@ class ErrorDetail(BaseModel):
     message: str
     errors: list[FieldProblem] | None = Field(
         None, description="every problem found, when the request had several (the first is field)"
+    )
+    plan_id: str | None = Field(
+        None, description="an approval that re-planned (type replanned): the new plan to review"
+    )
+    changes: list[str] | None = Field(
+        None, description="an approval that re-planned: what differed from the plan approved"
     )
 
 
@@ -154,6 +168,17 @@ class IgnoredConstraintBody(_Answer):
     cloud_project_id: str
 
 
+class ApprovalBody(_Answer):
+    plan_id: str = Field(description="names this plan; approve with it to refuse a replaced one")
+    planned_at: str
+    plan: dict[str, Any] = Field(
+        description="the preview: workflow, state, estimated_makespan_seconds, waves, hosts "
+        '(or {"unavailable": why})'
+    )
+    changes: list[str] = Field(description="what differed from the previous plan (re-planned)")
+    approved_at: str | None
+
+
 class SessionViewBody(_Answer):
     """The session view (``engine.get_session``)."""
 
@@ -173,6 +198,9 @@ class SessionViewBody(_Answer):
     stuck: list[StuckWorkBody]
     progress: ProgressBody | None
     ignored_constraints: list[IgnoredConstraintBody]
+    approval: ApprovalBody | None = Field(
+        description='the plan of a session created with approval: "required"'
+    )
 
 
 class SessionCreatedBody(_Answer):

@@ -733,4 +733,6 @@ class Workflow(ABC):
 
     def can_reschedule(self) -> bool:
         s = self.s
+        if s.state == SessionState.AWAITING_APPROVAL:
+            return True
         return s.state == SessionState.MAINTENANCE and s.row.phase in ("", "confirm", "wait_start")
