@@ -706,14 +706,13 @@ class Engine:
         if plan_id is not None:
             _str(plan_id, "plan_id")
         with self._lock:
-            self._session_exists(session_id)
+            stored, req = self._awaiting(session_id, plan_id)  # refused: nothing written
             if not self._claim([session_id]):
                 raise Conflict(
                     "another engine worker is working on this session; try again shortly",
                     session_id=session_id,
                 )
             self._unload(session_id)  # read the rows as committed
-            stored, req = self._awaiting(session_id, plan_id)
         workflow = self._workflow_for(req)
         read = self._read_cloud(req, workflow, drop_gone=True)
         facts = self._facts(read)

@@ -318,6 +318,7 @@ def plan_table(approval: ApprovalView) -> Table:
     table = Table(
         title=f"plan {approval.plan_id} ({status})",
         caption=escape("\n".join(caption)),
+        min_width=60,
     )
     for column in ("wave", "start", "end", "hosts"):
         table.add_column(column, overflow="fold")
