@@ -2,7 +2,7 @@
 cloud as the engine just read it.
 
 The cloud's hosts, instances and constraints become a scenario
-(:func:`fenix_core.snapshot.scenario_from_cloud`), which
+(``fenix_core.snapshot.scenario_from_cloud``), which
 :func:`fenix_core.simulation.plan` runs on simulated time with every manager
 answering at once. Each action of the request is assumed to take
 :data:`ACTION_SECONDS`, unless ``controls.host_seconds`` declares how long a

@@ -175,6 +175,7 @@ def test_outbox_depth_and_lag_of_undelivered_notifications(
         ("paused: by the admin", "paused"),
         ("gate ceph before cmp-1: checking", "gate"),
         ("cmp-1 waits: outside the maintenance window", "admission"),
+        ("awaiting approval of plan 0123456789abcdef", "approval"),
     ],
 )
 def test_waiting_reason_labels(text: str, reason: str) -> None:
