@@ -121,15 +121,7 @@ def _host_changes(found: list[str], old: Mapping[str, Any], new: Mapping[str, An
         [h for h in old_hosts if h not in new_hosts and h not in old_scope],
     )
     both = [h for h in old_hosts if h in new_hosts]
-    _names(
-        found,
-        "capacity changed",
-        [
-            f"{h} {old_hosts[h]['vcpus']} -> {new_hosts[h]['vcpus']} vcpus"
-            for h in both
-            if old_hosts[h]["vcpus"] != new_hosts[h]["vcpus"]
-        ],
-    )
+    _names(found, "capacity changed", _moved(old_hosts, new_hosts, both, "vcpus", " vcpus"))
     for now_enabled, what in (
         (False, "hosts disabled in the cloud"),
         (True, "hosts enabled in the cloud"),
@@ -151,15 +143,7 @@ def _instance_changes(found: list[str], old: Mapping[str, Any], new: Mapping[str
     _names(found, "instances gone", [i for i in old_inst if i not in new_inst])
     _names(found, "instances new", [i for i in new_inst if i not in old_inst])
     both = [i for i in old_inst if i in new_inst]
-    _names(
-        found,
-        "instances moved",
-        [
-            f"{i} {old_inst[i]['host']} -> {new_inst[i]['host']}"
-            for i in both
-            if old_inst[i]["host"] != new_inst[i]["host"]
-        ],
-    )
+    _names(found, "instances moved", _moved(old_inst, new_inst, both, "host"))
     _names(
         found,
         "instances changed size or migratability",
@@ -170,15 +154,9 @@ def _instance_changes(found: list[str], old: Mapping[str, Any], new: Mapping[str
             != (new_inst[i]["vcpus"], new_inst[i]["live_migratable"])
         ],
     )
-    _names(
-        found,
-        "instances changed group",
-        [
-            f"{i} {old['members'][i]} -> {new['members'][i]}"
-            for i in both
-            if old["members"][i] != new["members"][i]
-        ],
-    )
+    groups_old = {i: {"group": g} for i, g in old["members"].items()}
+    groups_new = {i: {"group": g} for i, g in new["members"].items()}
+    _names(found, "instances changed group", _moved(groups_old, groups_new, both, "group"))
 
 
 def _constraint_changes(found: list[str], old: Mapping[str, Any], new: Mapping[str, Any]) -> None:
@@ -200,6 +178,21 @@ def _constraint_changes(found: list[str], old: Mapping[str, Any], new: Mapping[s
     )
     if old["placement"] != new["placement"]:
         found.append("the cloud's placement rules (server groups) changed")
+
+
+def _moved(
+    old: Mapping[str, Mapping[str, Any]],
+    new: Mapping[str, Mapping[str, Any]],
+    names: Iterable[str],
+    key: str,
+    unit: str = "",
+) -> list[str]:
+    """``"name old -> new"`` for each of ``names`` whose ``key`` differs."""
+    return [
+        f"{name} {old[name][key]} -> {new[name][key]}{unit}"
+        for name in names
+        if old[name][key] != new[name][key]
+    ]
 
 
 def _names(found: list[str], what: str, items: Sequence[str]) -> None:
