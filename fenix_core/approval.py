@@ -154,8 +154,8 @@ def _instance_changes(found: list[str], old: Mapping[str, Any], new: Mapping[str
             != (new_inst[i]["vcpus"], new_inst[i]["live_migratable"])
         ],
     )
-    groups_old = {i: {"group": g} for i, g in old["members"].items()}
-    groups_new = {i: {"group": g} for i, g in new["members"].items()}
+    groups_old = {i: {"group": _group(g)} for i, g in old["members"].items()}
+    groups_new = {i: {"group": _group(g)} for i, g in new["members"].items()}
     _names(found, "instances changed group", _moved(groups_old, groups_new, both, "group"))
 
 
@@ -165,7 +165,7 @@ def _constraint_changes(found: list[str], old: Mapping[str, Any], new: Mapping[s
         found,
         "group constraints changed",
         [
-            f"{g} ({_diff(old_groups[g], new_groups[g])})"
+            f"{_group(g)} ({_diff(old_groups[g], new_groups[g])})"
             for g in old_groups
             if g in new_groups and old_groups[g] != new_groups[g]
         ],
@@ -201,6 +201,14 @@ def _names(found: list[str], what: str, items: Sequence[str]) -> None:
     shown = ", ".join(items[:_SHOWN])
     more = f" and {len(items) - _SHOWN} more" if len(items) > _SHOWN else ""
     found.append(f"{what}: {shown}{more}")
+
+
+def _group(key: str) -> str:
+    """A group key as people read it: an API group ``["p1", "g"]`` is "g of p1"."""
+    if key.startswith("["):
+        project_id, group_id = json.loads(key)
+        return f"{group_id} of {project_id}"
+    return key
 
 
 def _diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> str:
