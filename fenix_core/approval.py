@@ -17,12 +17,34 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from datetime import datetime
+from typing import Any, Protocol
 
-from .constraints import ConstraintSet
-from .model import Host, Instance
+from .constraints import CloudConstraints, ConstraintSet, GroupConstraints, InstanceConstraints
+from .model import Host, Instance, SessionRequest
 
-__all__ = ["changes", "facts", "plan_id"]
+__all__ = ["Previewer", "changes", "facts", "plan_id"]
+
+
+class Previewer(Protocol):
+    """What makes the preview of a session awaiting approval:
+    :func:`fenix_core.plan_preview.preview` (the default), or an engine's own
+    (``Engine(previewer=...)``). Returns JSON-ready data; ``{"unavailable":
+    why}`` when it cannot preview the request."""
+
+    def __call__(
+        self,
+        request: SessionRequest,
+        *,
+        scope: Sequence[str],
+        hosts: Sequence[Host],
+        instances: Sequence[Instance],
+        cloud: CloudConstraints | None,
+        groups: Iterable[GroupConstraints],
+        instance_constraints: Iterable[InstanceConstraints],
+        now: datetime,
+    ) -> dict[str, Any]: ...
+
 
 #: How many names a change lists before it says "and N more".
 _SHOWN = 5

@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from types import TracebackType
-from typing import Any, NoReturn, TypeVar
+from typing import Any, ClassVar, NoReturn, TypeVar
 
 import attrs
 from sqlalchemy import bindparam, delete, func, or_, select, update
@@ -70,7 +70,6 @@ from .model import (
     _str,
 )
 from .operations import OperationRunner, cloud_constraints_dict, record_status
-from .plan_preview import preview
 from .plugins import Plugins
 from .runtime import LoadedSession, new_host_row
 from .signals import SIGNALS, maintenance_host
@@ -166,7 +165,14 @@ class Engine:
     ``db_retries`` / ``db_retry_seconds``: a step that loses the database
     (``OperationalError``) is retried that many times, waiting
     ``db_retry_seconds`` and doubling, before the error reaches the caller.
+    ``previewer`` makes the plan of a session awaiting approval (default
+    :attr:`~fenix_core.engine.Engine.default_previewer`).
     """
+
+    #: The previewer of engines given none: :func:`fenix_core.plan_preview.preview`,
+    #: set when the fenix_core package is imported (the preview runs an Engine of
+    #: its own, so the engine module cannot import it).
+    default_previewer: ClassVar[approval.Previewer | None] = None
 
     def __init__(
         self,
@@ -183,6 +189,7 @@ class Engine:
         lease_clock: Clock | None = None,
         db_retries: int = 5,
         db_retry_seconds: float = 0.1,
+        previewer: approval.Previewer | None = None,
     ) -> None:
         if worker_id is not None:
             _str(worker_id, "worker_id")
@@ -225,6 +232,7 @@ class Engine:
         # Host changes committed and not delivered yet (HOST_ADDED / HOST_REMOVED).
         self._host_changes: list[HostChangeRow] = []
         self.default_group_constraints = self._check_default_group(default_group_constraints)
+        self.previewer = previewer if previewer is not None else type(self).default_previewer
         self._constraints: tuple[int, ConstraintSet] | None = None
 
     # ------------------------------------------------------------------ lifecycle
@@ -816,11 +824,8 @@ class Engine:
         facts = self._facts(read)
         constraints = self.constraints(read.found)
         now = self.clock.now()
-        return {
-            "plan_id": approval.plan_id(facts, req.to_dict()),
-            "planned_at": now.isoformat(),
-            "changes": list(changes),
-            "plan": preview(
+        plan = (
+            self.previewer(
                 req,
                 scope=read.scope,
                 hosts=read.hosts,
@@ -829,7 +834,15 @@ class Engine:
                 groups=constraints.groups.values(),
                 instance_constraints=constraints.instances.values(),
                 now=now,
-            ),
+            )
+            if self.previewer is not None
+            else {"unavailable": "this engine has no previewer (Engine(previewer=...))"}
+        )
+        return {
+            "plan_id": approval.plan_id(facts, req.to_dict()),
+            "planned_at": now.isoformat(),
+            "changes": list(changes),
+            "plan": plan,
             "facts": facts,
             "approved_at": None,
         }

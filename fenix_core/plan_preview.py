@@ -7,7 +7,9 @@ The cloud's hosts, instances and constraints become a scenario
 answering at once. Each action of the request is assumed to take
 :data:`ACTION_SECONDS`, unless ``controls.host_seconds`` declares how long a
 host takes (then shared among the actions). Touches nothing real: the
-simulation has its own in-memory engine and cloud.
+simulation has its own in-memory engine and cloud. The ``fenix_core``
+package makes :func:`preview` the engines' default previewer
+(``Engine.default_previewer``).
 """
 
 from __future__ import annotations
@@ -40,9 +42,13 @@ def preview(
 ) -> dict[str, Any]:
     """The plan (``Plan.to_dict()``) of ``request`` over ``scope``; when the
     request cannot be simulated (a workflow, gate or action only the real
-    engine has) ``{"unavailable": why}``."""
-    from .simulation import plan  # the simulation runs an Engine: import late
-    from .snapshot import CloudSnapshot, scenario_from_cloud
+    engine has) ``{"unavailable": why}``. A :class:`~fenix_core.approval.Previewer`."""
+    try:
+        # Imported here: scenarios need PyYAML, an extra (fenix-core[cli]).
+        from .simulation import plan
+        from .snapshot import CloudSnapshot, scenario_from_cloud
+    except ImportError as exc:
+        return {"unavailable": f"the preview needs {exc.name} (pip install 'fenix-core[cli]')"}
 
     listed = {h.name for h in hosts}
     snapshot = CloudSnapshot(

@@ -408,3 +408,24 @@ def test_any_change_of_the_facts_is_named_and_changes_the_plan_id(
     else:
         assert said, (before, after)
         assert plan_id(after, request) != plan_id(before, request)
+
+
+def test_an_engine_may_bring_its_own_previewer(
+    fenix_cloud: SimulatedCloud, fenix_engine_factory: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    build(fenix_cloud)
+    asked: list[tuple[str, ...]] = []
+
+    def previewer(request: Any, *, scope: Any, **_: Any) -> dict[str, Any]:
+        asked.append(tuple(scope))
+        return {"waves": [{"index": 0, "hosts": list(scope), "start": 0.0, "end": 60.0}]}
+
+    own: Engine = fenix_engine_factory(previewer=previewer)
+    sid = own.create_session({"approval": "required", "hosts": ["cmp-0", "cmp-1"]})
+    assert own.get_plan(sid).plan["waves"][0]["hosts"] == ["cmp-0", "cmp-1"]
+    assert asked == [("cmp-0", "cmp-1")]
+    # The package sets the default; without any, the plan says there is none.
+    monkeypatch.setattr(Engine, "default_previewer", None)
+    bare: Engine = fenix_engine_factory()
+    other = bare.create_session({"approval": "required", "hosts": ["cmp-2"]})
+    assert "no previewer" in bare.get_plan(other).plan["unavailable"]
