@@ -30,6 +30,8 @@ __all__ = [
     "Percent",
     "TopologyCap",
     "cap_text",
+    "capped_labels",
+    "check_labels",
     "describe_cap",
     "domains",
     "parse_cap",
@@ -136,6 +138,27 @@ class TopologyCap:
         return {"key": self.key, "max": self.max}
 
 
+def check_labels(value: object, field: str) -> dict[str, str | tuple[str, ...]]:
+    """Host labels: string keys, each a string or a list of strings."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise InvalidInput(field, f"expected an object of labels, got {type(value).__name__}")
+    out: dict[str, str | tuple[str, ...]] = {}
+    for key, raw in value.items():
+        if not isinstance(key, str) or not key.strip():
+            raise InvalidInput(field, f"label names must be non-empty strings, got {key!r}")
+        if isinstance(raw, str):
+            out[key] = raw
+        elif isinstance(raw, list | tuple) and all(isinstance(v, str) for v in raw):
+            out[key] = tuple(raw)
+        else:
+            raise InvalidInput(
+                f"{field}.{key}", f"expected a string or a list of strings, got {raw!r}"
+            )
+    return out
+
+
 def domains(labels: Labels, key: str) -> frozenset[str]:
     """The domains of ``key`` a host with ``labels`` is in (none without the label)."""
     value = labels.get(key)
@@ -186,3 +209,19 @@ def widest_host(
                     "it could never start",
                 )
     return None
+
+
+def capped_labels(
+    caps: Sequence[TopologyCap], labels: Mapping[str, Labels]
+) -> dict[str, dict[str, str | list[str]]]:
+    """Per host, only the labels ``caps`` name, in a JSON-friendly form (what a
+    session keeps); hosts without any of them are left out."""
+    keys = {c.key for c in caps}
+    out: dict[str, dict[str, str | list[str]]] = {}
+    for host, host_labels in labels.items():
+        kept = {
+            k: v if isinstance(v, str) else sorted(v) for k, v in host_labels.items() if k in keys
+        }
+        if kept:
+            out[host] = kept
+    return out

@@ -32,11 +32,13 @@ from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, TypeVar
 
+import attrs
 from sqlalchemy import bindparam, delete, func, or_, select, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, load_only
 
 from . import constraint_store, inventory
+from .budgets import capped_labels, widest_host
 from .clock import Clock, RealClock
 from .constraints import (
     DEFAULT_GROUP,
@@ -259,6 +261,13 @@ class Engine:
             )
         workflow.validate_request(req, self.plugins.actions)
         self._check_gates(req)
+        # The rules of unconstrained instances, made explicit in the stored request.
+        req = attrs.evolve(
+            req,
+            default_group_constraints=self._check_default_group(
+                {**self.default_group_constraints, **(req.default_group_constraints or {})}
+            ),
+        )
         driver = self.plugins.require_driver()
         try:
             hosts = list(driver.list_hosts())
@@ -296,6 +305,7 @@ class Engine:
                 )
         if not scope:
             raise InvalidInput("hosts", "the cloud reports no hosts to maintain")
+        topology = self._topology_labels(req, [by_name[name] for name in scope])
         unknown_actions = sorted(set(allowed) - {a.value for a in InstanceAction})
         if unknown_actions or not allowed:
             raise CloudError(f"cloud driver offers unusable instance actions: {allowed}")
@@ -316,7 +326,8 @@ class Engine:
                     percent_done=0,
                     data={"allowed_actions": allowed}
                     | ({"cloud_constraints": cloud} if cloud else {})
-                    | ({"host_guard": True} if isinstance(driver, HostGuard) else {}),
+                    | ({"host_guard": True} if isinstance(driver, HostGuard) else {})
+                    | ({"host_labels": topology} if topology else {}),
                     seq=0,
                     version=0,
                     next_wake=now,
@@ -1004,6 +1015,22 @@ class Engine:
         if project_id is not None:
             _str(project_id, "project_id")
         return project_id
+
+    @staticmethod
+    def _topology_labels(
+        req: SessionRequest, scope: Sequence[Host]
+    ) -> dict[str, dict[str, str | list[str]]]:
+        """The labels of the session's hosts that its topology caps name; a host
+        in more domains than a cap allows could never start: refused here."""
+        caps = req.controls.max_topology_in_maintenance
+        if not caps:
+            return {}
+        labels = {h.name: h.labels for h in scope}
+        widest = widest_host(caps, labels)
+        if widest is not None:
+            index, _host, message = widest
+            raise InvalidInput(f"controls.max_topology_in_maintenance[{index}].max", message)
+        return capped_labels(caps, labels)
 
     @staticmethod
     def _check_default_group(value: Mapping[str, Any] | None) -> Mapping[str, Any]:

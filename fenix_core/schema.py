@@ -40,6 +40,7 @@ from .recurrence import parse_duration
 __all__ = [
     "ActionSchema",
     "ControlsSchema",
+    "DefaultGroupSchema",
     "GateSchema",
     "GroupRules",
     "SessionRequestSchema",
@@ -228,6 +229,17 @@ class GroupRules(_Shape):
     resource_mitigation: bool | None = None
 
 
+class DefaultGroupSchema(_Shape):
+    """The rules of a project's instances that no group constraint covers
+    (their implicit group, in the constrained workflow)."""
+
+    max_impacted_members: int | None = Field(None, ge=1, le=10**6)
+    recovery_time: int | None = Field(None, ge=0, le=10 * 365 * 24 * 3600)
+    anti_affinity_group: bool | None = None
+    max_instances_per_host: int | None = Field(None, ge=0, le=10_000)
+    resource_mitigation: bool | None = None
+
+
 class ActionSchema(_Shape):
     """One action of a session: which plug-in, of which type (when it runs)."""
 
@@ -318,6 +330,10 @@ class SessionRequestSchema(_Shape):
     max_migration_retries: int | None = Field(None, ge=0, le=20)
     max_parallel_hosts: int | None = Field(None, ge=1, le=100_000)
     controls: ControlsSchema | None = None
+    default_group_constraints: DefaultGroupSchema | None = Field(
+        None,
+        description="rules of instances without group constraints (null: the engine's default)",
+    )
     add_hosts: HostNames | None = Field(None, description="hosts this session brings into service")
     decommission_hosts: HostNames | None = Field(
         None, description="hosts of the scope emptied and left out of service"

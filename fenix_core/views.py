@@ -17,7 +17,13 @@ from .model import (
     SessionView,
     StuckWork,
 )
-from .states import DONE_HOST_STATES, FINAL_SESSION_STATES, HostState, InstanceState
+from .states import (
+    DONE_HOST_STATES,
+    FINAL_SESSION_STATES,
+    HostState,
+    InstanceState,
+    budget_hosts,
+)
 from .store.schema import HostRow, InstanceRow, OperationRow, ProjectRow, SessionRow
 
 __all__ = ["build_operation_view", "build_project_view", "build_session_view"]
@@ -60,7 +66,7 @@ def build_progress(row: SessionRow, hosts: Sequence[HostRow], now: datetime) -> 
         end = estimate_end(
             now,
             controls,
-            ledger.history(controls),
+            ledger.history(controls, hosts=budget_hosts(h.state for h in hosts)),
             durations=list(durations.values()),
             in_progress=[flight.get(h.name) or h.started_at or now for h in in_progress],
             pending=waiting,
