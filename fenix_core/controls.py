@@ -536,8 +536,8 @@ def _raw_openings(controls: Controls, start: datetime, end: datetime) -> list[Op
     raw: list[Opening] = []
     for w in controls.windows:
         expand = _scheduled if w.scheduled else _weekly
-        raw.extend(o for o in expand(w, zone, blackout, start, end) if o[1] > start and o[0] < end)
-    return raw
+        raw.extend(expand(w, zone, blackout, start, end))
+    return raw  # around [start, end): filtered once merged, so that chains stay whole
 
 
 def _merge(spans: Iterable[tuple[datetime, datetime]]) -> list[tuple[datetime, datetime]]:
@@ -555,7 +555,9 @@ def window_occurrences(
 ) -> Iterator[tuple[datetime, datetime]]:
     """The windows (UTC, overlapping ones merged) that end after ``start`` and
     open before ``end``, in time order."""
-    yield from _merge((o, c) for o, c, _ in _raw_openings(controls, start, end))
+    for opens, closes in _merge((o, c) for o, c, _ in _raw_openings(controls, start, end)):
+        if closes > start and opens < end:
+            yield opens, closes
 
 
 def budget_openings(controls: Controls, start: datetime, end: datetime) -> list[Opening]:
@@ -565,9 +567,13 @@ def budget_openings(controls: Controls, start: datetime, end: datetime) -> list[
     for opens, closes, budget in _raw_openings(controls, start, end):
         by_budget.setdefault(budget, []).append((opens, closes))
     return sorted(
-        (opens, closes, budget)
-        for budget, spans in by_budget.items()
-        for opens, closes in _merge(spans)
+        (
+            (opens, closes, budget)
+            for budget, spans in by_budget.items()
+            for opens, closes in _merge(spans)
+            if closes > start and opens < end
+        ),
+        key=lambda o: (o[0], o[1]),
     )
 
 
@@ -582,6 +588,14 @@ def _next_opening(
     whose budget has room for one more host than ``busy``; else None and,
     when a window fitted but its budget was full, why."""
     full: str | None = None
+    budgets = [w.max_hosts_in_maintenance for w in controls.windows]
+    if None not in budgets and all(busy >= resolve_cap(b, hosts) for b in budgets if b):
+        # Every window is full whenever it opens: only a host finishing makes room.
+        loosest = max((b for b in budgets if b), key=lambda b: resolve_cap(b, hosts))
+        return None, (
+            f"{busy} host(s) in maintenance, at most "
+            f"{describe_cap(loosest, hosts)} at once in any window"
+        )
     for days in _HORIZONS:
         for opens, closes, budget in budget_openings(controls, now, now + timedelta(days=days)):
             begin = max(opens, now)

@@ -86,16 +86,40 @@ def check_cron(expression: object, field: str) -> str:
     return text
 
 
-def cron_starts(expression: str, start: datetime, end: datetime) -> Iterator[datetime]:
+def _months(start: datetime, end: datetime) -> Iterator[tuple[int, int]]:
+    year, month = start.year, start.month
+    while (year, month) <= (end.year, end.month):
+        yield year, month
+        year, month = (year + 1, 1) if month == 12 else (year, month + 1)
+
+
+def _month_bounds(year: int, month: int) -> tuple[datetime, datetime]:
+    first = datetime(year, month, 1)
+    return first, first + relativedelta(months=1)
+
+
+# Admission asks for the same months again and again (every step of a
+# session); expanding a rule is slow (croniter: about a millisecond a time),
+# so each rule is expanded once per calendar month.
+@functools.lru_cache(maxsize=4096)
+def _cron_month(expression: str, year: int, month: int) -> tuple[datetime, ...]:
+    first, last = _month_bounds(year, month)
+    it = croniter(expression, first - timedelta(seconds=1))
+    fires = []
+    while (fire := it.get_next(datetime)) < last:
+        fires.append(fire)
+    return tuple(fires)
+
+
+def cron_starts(expression: str, start: datetime, end: datetime) -> list[datetime]:
     """The wall-clock times in [start, end) the cron expression fires at.
     Day-of-month and day-of-week both restricted means either (as cron does)."""
-    it = croniter(expression, start - timedelta(seconds=1))
-    while True:
-        fire = it.get_next(datetime)
-        if fire >= end:
-            return
-        if fire >= start:
-            yield fire
+    return [
+        fire
+        for year, month in _months(start, end)
+        for fire in _cron_month(expression, year, month)
+        if start <= fire < end
+    ]
 
 
 # --------------------------------------------------------------------------- rrule
@@ -181,10 +205,21 @@ def _steps(rule: _Rule, before: datetime) -> relativedelta | timedelta | None:
     return step * periods if periods > 0 else None
 
 
-def rrule_starts(text: str, start: datetime, end: datetime) -> list[datetime]:
-    """The wall-clock times in [start, end) the rule (from :func:`check_rrule`) gives."""
+@functools.lru_cache(maxsize=4096)
+def _rrule_month(text: str, year: int, month: int) -> tuple[datetime, ...]:
+    first, last = _month_bounds(year, month)
     parsed = _rule(text)
-    rule, shift = parsed.rule, _steps(parsed, start - timedelta(days=1))
+    rule, shift = parsed.rule, _steps(parsed, first - timedelta(days=1))
     if shift is not None:
         rule = rule.replace(dtstart=parsed.dtstart + shift)
-    return [t for t in rule.between(start, end, inc=True) if t < end]
+    return tuple(t for t in rule.between(first, last, inc=True) if t < last)
+
+
+def rrule_starts(text: str, start: datetime, end: datetime) -> list[datetime]:
+    """The wall-clock times in [start, end) the rule (from :func:`check_rrule`) gives."""
+    return [
+        t
+        for year, month in _months(start, end)
+        for t in _rrule_month(text, year, month)
+        if start <= t < end
+    ]
