@@ -388,3 +388,52 @@ def test_bad_default_group_constraints_name_the_field(rules: object, field: str)
     with pytest.raises(InvalidInput) as info:
         SessionRequest.from_dict({"default_group_constraints": rules})
     assert info.value.field == field
+
+
+# --------------------------------------------------------------------------- scenario files
+
+
+def test_scenario_host_labels_reach_the_simulated_cloud_and_its_topology_caps() -> None:
+    from fenix_core.scenario import load_scenario
+    from fenix_core.simulation import plan
+
+    scenario = load_scenario(
+        """
+name: zones
+hosts:
+  - {name: cmp-0, labels: {zone: az0}}
+  - {name: cmp-1, labels: {zone: az1}}
+  - {name: cmp-2, labels: {zone: az2}}
+  - {name: cmp-3, labels: {zone: az0}}
+  - {name: cmp-4, labels: {zone: az1}}
+  - {name: cmp-5, labels: {zone: az2}}
+instances:
+  - {id: "vm-{i}", count: 6, project: shop, hosts: [cmp-0, cmp-1, cmp-2, cmp-3, cmp-4, cmp-5]}
+actions:
+  - {plugin: upgrade, type: host, seconds: 600}
+session:
+  workflow: constrained
+  default_group_constraints: {max_impacted_members: 3}
+  controls: {max_topology_in_maintenance: [{key: zone, max: 2}]}
+"""
+    )
+    result = plan(scenario)
+    assert result.result.view.state == "MAINTENANCE_DONE"
+    assert result.to_dict()["default_group_constraints"]["max_impacted_members"] == 3
+    hosts = result.result.view.hosts
+    for host in hosts:
+        assert host.started_at is not None
+        assert host.finished_at is not None
+        zones = {
+            other.name[-1]
+            for other in hosts
+            if other.started_at <= host.started_at < other.finished_at  # type: ignore[operator]
+        }
+        assert len({int(z) % 3 for z in zones}) <= 2
+    assert (
+        max(
+            sum(1 for o in hosts if o.started_at <= h.started_at < o.finished_at)  # type: ignore[operator]
+            for h in hosts
+        )
+        >= 3
+    )  # two zones' hosts together
