@@ -437,3 +437,21 @@ session:
         )
         >= 3
     )  # two zones' hosts together
+
+
+def test_the_openapi_and_scenario_schemas_describe_the_new_fields() -> None:
+    import json
+
+    from test_schema import rest_body_fields
+
+    from fenix_core.scenario_schema import scenario_json_schema
+
+    assert "max_topology_in_maintenance" in rest_body_fields("ControlsSchema")
+    assert {"cron", "rrule", "duration", "max_hosts_in_maintenance"} <= rest_body_fields(
+        "WindowSchema"
+    )
+    assert "default_group_constraints" in rest_body_fields("SessionRequestSchema")
+    text = json.dumps(scenario_json_schema())
+    for name in ("max_topology_in_maintenance", "rrule", "default_group_constraints", "labels"):
+        assert name in text
+    assert r"^\\d+(\\.\\d+)?%$" in text  # a cap may be a percent
