@@ -15,7 +15,7 @@ null and is described as nullable.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import date, datetime, time
 from typing import Annotated, Any, Literal, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -134,20 +134,22 @@ def _weekday(value: str) -> str:
     return value
 
 
-def _host_cap(value: object) -> object:
-    try:
-        parse_cap(value, "")
-    except InvalidInput as exc:
-        raise ValueError(exc.reason) from None
-    return value
+def _checked_by(parse: Callable[[object, str], object]) -> Callable[[object], object]:
+    """A pydantic validator from a value object's own parser (one rule, one
+    message), which raises InvalidInput; the value is kept as given."""
+
+    def check(value: object) -> object:
+        try:
+            parse(value, "")
+        except InvalidInput as exc:
+            raise ValueError(exc.reason) from None
+        return value
+
+    return check
 
 
-def _duration(value: object) -> object:
-    try:
-        parse_duration(value, "")
-    except InvalidInput as exc:
-        raise ValueError(exc.reason) from None
-    return value
+_host_cap = _checked_by(parse_cap)
+_duration = _checked_by(parse_duration)
 
 
 def _zone(value: str) -> str:
