@@ -396,3 +396,34 @@ def test_a_session_in_second_sunday_windows_keeps_their_budget_across_months() -
         assert len(months) >= 2
     finally:
         engine.close()
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    rule=st.sampled_from(
+        [
+            "FREQ=HOURLY;INTERVAL=7",
+            "FREQ=DAILY;INTERVAL=3;BYHOUR=1",
+            "FREQ=WEEKLY;INTERVAL=2",
+            "FREQ=MONTHLY;INTERVAL=5;BYDAY=2SU",
+            "FREQ=YEARLY;BYMONTH=3;BYDAY=-1SU;BYHOUR=2",
+            "FREQ=MONTHLY;BYMONTHDAY=31",
+            "DTSTART:20251231T220000\nRRULE:FREQ=MONTHLY",
+            "DTSTART:20240115T013000\nRRULE:FREQ=WEEKLY;INTERVAL=3;COUNT=40",
+            "FREQ=DAILY;UNTIL=20260601T000000",
+        ]
+    ),
+    start=st.datetimes(datetime(2024, 1, 1), datetime(2028, 1, 1)),
+    days=st.integers(1, 120),
+)
+def test_rrule_expansion_by_month_matches_the_plain_expansion(
+    rule: str, start: datetime, days: int
+) -> None:
+    # The expansion starts each month near it (whole periods after DTSTART),
+    # which must not change a single occurrence.
+    from fenix_core.recurrence import check_rrule, rrule_starts
+
+    text = check_rrule(rule, "rrule")
+    end = start + timedelta(days=days)
+    plain = rrulestr(text, dtstart=RRULE_ANCHOR).between(start, end, inc=True)
+    assert rrule_starts(text, start, end) == [t for t in plain if t < end]
