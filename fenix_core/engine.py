@@ -38,6 +38,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, load_only
 
 from . import approval, constraint_store, inventory
+from .budgets import capped_labels, widest_host
 from .clock import Clock, RealClock
 from .constraints import (
     DEFAULT_GROUP,
@@ -140,6 +141,8 @@ class _CloudRead:
     #: Hosts the request names that the cloud no longer lists (approval only).
     gone: tuple[str, ...]
     host_guard: bool
+    #: The labels of the scope's hosts that the request's topology caps name.
+    topology: Mapping[str, Mapping[str, str | list[str]]] = attrs.field(factory=dict)
 
     @property
     def cloud(self) -> dict[str, Any] | None:
@@ -289,6 +292,13 @@ class Engine:
         workflow = self._workflow_for(req)
         workflow.validate_request(req, self.plugins.actions)
         self._check_gates(req)
+        # The rules of unconstrained instances, made explicit in the stored request.
+        req = attrs.evolve(
+            req,
+            default_group_constraints=self._check_default_group(
+                {**self.default_group_constraints, **(req.default_group_constraints or {})}
+            ),
+        )
         read = self._read_cloud(req, workflow)
         waiting = req.approval == "required"
         plan = self._make_plan(req, read) if waiting else None
@@ -309,6 +319,7 @@ class Engine:
                     data={"allowed_actions": list(read.allowed)}
                     | ({"cloud_constraints": read.cloud} if read.cloud else {})
                     | ({"host_guard": True} if read.host_guard else {})
+                    | ({"host_labels": dict(read.topology)} if read.topology else {})
                     | ({"approval": plan} if plan is not None else {}),
                     seq=0,
                     version=0,
@@ -400,6 +411,7 @@ class Engine:
                 )
         if not scope:
             raise InvalidInput("hosts", "the cloud reports no hosts to maintain")
+        topology = self._topology_labels(req, [by_name[name] for name in scope])
         unknown_actions = sorted(set(allowed) - {a.value for a in InstanceAction})
         if unknown_actions or not allowed:
             raise CloudError(f"cloud driver offers unusable instance actions: {allowed}")
@@ -411,6 +423,7 @@ class Engine:
             scope=tuple(scope),
             gone=tuple(unknown),
             host_guard=isinstance(driver, HostGuard),
+            topology=topology,
         )
 
     def _write_session_rows(
@@ -802,6 +815,8 @@ class Engine:
                     "allowed_actions": list(read.allowed),
                     "approval": plan,
                 } | ({"cloud_constraints": read.cloud} if read.cloud else {})
+                if read.topology:
+                    row.data = {**row.data, "host_labels": dict(read.topology)}
                 row.updated_at = now
             self._inventory_changed(inventory_changes)
         log.info("session %s re-planned as %s: %s", session_id, plan["plan_id"], "; ".join(changes))
@@ -1264,6 +1279,22 @@ class Engine:
         if project_id is not None:
             _str(project_id, "project_id")
         return project_id
+
+    @staticmethod
+    def _topology_labels(
+        req: SessionRequest, scope: Sequence[Host]
+    ) -> dict[str, dict[str, str | list[str]]]:
+        """The labels of the session's hosts that its topology caps name; a host
+        in more domains than a cap allows could never start: refused here."""
+        caps = req.controls.max_topology_in_maintenance
+        if not caps:
+            return {}
+        labels = {h.name: h.labels for h in scope}
+        widest = widest_host(caps, labels)
+        if widest is not None:
+            index, _host, message = widest
+            raise InvalidInput(f"controls.max_topology_in_maintenance[{index}].max", message)
+        return capped_labels(caps, labels)
 
     @staticmethod
     def _check_default_group(value: Mapping[str, Any] | None) -> Mapping[str, Any]:

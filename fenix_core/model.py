@@ -272,6 +272,12 @@ def _check_hosts(value: tuple[str, ...], field: str) -> None:
         seen.add(host)
 
 
+def _to_default_group(value: object) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    return {k: v for k, v in _mapping(value, "default_group_constraints").items() if v is not None}
+
+
 def _to_controls(value: object) -> Controls:
     return Controls.from_dict(value)
 
@@ -318,6 +324,11 @@ class SessionRequest:
     constraints and capacity allow).
     ``controls`` (a :class:`~fenix_core.controls.Controls` or its dict form) sets
     maintenance windows, pacing, health gates and what to do with stuck work.
+    ``default_group_constraints`` are the rules of instances that no group
+    constraint covers (the constrained workflow holds each project's such
+    instances as one implicit group); None: the engine's default, which
+    ``create_session`` writes into the stored request, so that the session
+    view and the plan show what applies.
     ``add_hosts`` are hosts the session brings into service (once the cloud
     lists them) and uses as migration targets; ``decommission_hosts`` are hosts
     of the scope that are emptied and then left out of service for good.
@@ -377,6 +388,10 @@ class SessionRequest:
     )
     #: Maintenance windows, pacing, health gates and escalation (fenix_core.controls).
     controls: Controls = attrs.field(factory=Controls, converter=_to_controls)
+    #: Rules of the instances no group constraint covers (None: the engine's default).
+    default_group_constraints: Mapping[str, Any] | None = attrs.field(
+        default=None, converter=_to_default_group
+    )
     add_hosts: tuple[str, ...] = attrs.field(
         default=(),
         converter=_to_add_hosts,
@@ -422,6 +437,9 @@ class SessionRequest:
             "max_migration_retries": self.max_migration_retries,
             "max_parallel_hosts": self.max_parallel_hosts,
             "controls": self.controls.to_dict(),
+            "default_group_constraints": None
+            if self.default_group_constraints is None
+            else dict(self.default_group_constraints),
             "add_hosts": list(self.add_hosts),
             "decommission_hosts": list(self.decommission_hosts),
             "approval": self.approval,
@@ -506,13 +524,20 @@ class Reply:
 
 @attrs.frozen
 class Host:
-    """A host as a cloud driver reports it. ``type`` is compute or controller."""
+    """A host as a cloud driver reports it. ``type`` is compute or controller.
+
+    ``labels`` place it in the cloud's topology, for the session's topology
+    caps (``controls.max_topology_in_maintenance``): label -> value, or a
+    tuple of values when the host is in several domains of one key (an
+    OpenStack host in two aggregates).
+    """
 
     name: str
     type: str = "compute"
     vcpus: int = 0
     enabled: bool = True
     details: Mapping[str, Any] = attrs.field(factory=dict)
+    labels: Mapping[str, str | tuple[str, ...]] = attrs.field(factory=dict)
 
 
 @attrs.frozen

@@ -15,7 +15,7 @@ null and is described as nullable.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import date, datetime, time
 from typing import Annotated, Any, Literal, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -26,21 +26,26 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PlainValidator,
     ValidationError,
     WithJsonSchema,
 )
 from pydantic_core import PydanticCustomError
 
+from .budgets import parse_cap
 from .clock import as_utc
 from .errors import FieldError, InvalidInput
+from .recurrence import parse_duration
 
 __all__ = [
     "ActionSchema",
     "ControlsSchema",
+    "DefaultGroupSchema",
     "GateSchema",
     "GroupRules",
     "SessionRequestSchema",
     "SessionUpdateSchema",
+    "TopologyCapSchema",
     "WindowSchema",
     "errors_of",
     "errors_of_one",
@@ -129,6 +134,24 @@ def _weekday(value: str) -> str:
     return value
 
 
+def _checked_by(parse: Callable[[object, str], object]) -> Callable[[object], object]:
+    """A pydantic validator from a value object's own parser (one rule, one
+    message), which raises InvalidInput; the value is kept as given."""
+
+    def check(value: object) -> object:
+        try:
+            parse(value, "")
+        except InvalidInput as exc:
+            raise ValueError(exc.reason) from None
+        return value
+
+    return check
+
+
+_host_cap = _checked_by(parse_cap)
+_duration = _checked_by(parse_duration)
+
+
 def _zone(value: str) -> str:
     try:
         ZoneInfo(value)
@@ -155,6 +178,36 @@ ClockTime = Annotated[
     BeforeValidator(_clock),
     WithJsonSchema({"type": "string", "pattern": r"^\d{1,2}:\d{2}(:\d{2})?$"}),
 ]
+#: A cap on hosts: a count, or a percent of the session's hosts ("10%").
+HostCap = Annotated[
+    Any,
+    PlainValidator(_host_cap),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "integer", "minimum": 1, "maximum": 10**6},
+                {"type": "string", "pattern": r"^\d+(\.\d+)?%$"},
+            ],
+            "description": "a number of hosts, or a percent of the session's hosts ('10%')",
+        }
+    ),
+]
+#: Seconds, or a text like "4h", "1h30m", "PT4H".
+Duration = Annotated[
+    Any,
+    PlainValidator(_duration),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number", "exclusiveMinimum": 0},
+                {
+                    "type": "string",
+                    "pattern": r"^[Pp]?(\d+[Dd])?[Tt]?(\d+[Hh])?(\d+[Mm])?(\d+[Ss])?$",
+                },
+            ]
+        }
+    ),
+]
 Weekday = Annotated[
     str,
     AfterValidator(_weekday),
@@ -178,6 +231,17 @@ class GroupRules(_Shape):
     resource_mitigation: bool | None = None
 
 
+class DefaultGroupSchema(_Shape):
+    """The rules of a project's instances that no group constraint covers
+    (their implicit group, in the constrained workflow)."""
+
+    max_impacted_members: int | None = Field(None, ge=1, le=10**6)
+    recovery_time: int | None = Field(None, ge=0, le=10 * 365 * 24 * 3600)
+    anti_affinity_group: bool | None = None
+    max_instances_per_host: int | None = Field(None, ge=0, le=10_000)
+    resource_mitigation: bool | None = None
+
+
 class ActionSchema(_Shape):
     """One action of a session: which plug-in, of which type (when it runs)."""
 
@@ -188,11 +252,37 @@ class ActionSchema(_Shape):
 
 
 class WindowSchema(_Shape):
-    """A weekly window: on each of ``days`` from ``start`` to ``end`` local time."""
+    """A recurring window, local time: weekly (``days``, ``start``, ``end``),
+    or opening when ``cron`` fires / ``rrule`` recurs, for ``duration`` or
+    until ``end``; optionally with its own ``max_hosts_in_maintenance``."""
 
-    days: list[Weekday] | Literal["*"] | None = Field(None, description="null or '*': every day")
-    start: ClockTime
-    end: ClockTime = Field(description="at or before start: runs past midnight")
+    days: list[Weekday] | Literal["*"] | None = Field(
+        None, description="weekly windows: null or '*': every day"
+    )
+    start: ClockTime | None = Field(None, description="weekly windows: when it opens")
+    end: ClockTime | None = Field(
+        None,
+        description="when it closes (wall clock); at or before the opening: the next day",
+    )
+    cron: Annotated[str, Field(min_length=1, max_length=255)] | None = Field(
+        None, description="five-field cron expression, e.g. '0 1 * * sun#2'"
+    )
+    rrule: Annotated[str, Field(min_length=1, max_length=1000)] | None = Field(
+        None, description="RFC 5545 RRULE, e.g. 'FREQ=MONTHLY;BYDAY=2SU;BYHOUR=1'"
+    )
+    duration: Duration | None = Field(
+        None, description="cron/rrule windows: seconds, or '4h', '1h30m', 'PT4H'"
+    )
+    max_hosts_in_maintenance: HostCap | None = Field(
+        None, description="within this window: a count, or a percent of the session's hosts"
+    )
+
+
+class TopologyCapSchema(_Shape):
+    """At most ``max`` domains of the host label ``key`` in maintenance at once."""
+
+    key: Name = Field(description="a host label: zone, aggregate, topology.kubernetes.io/zone ...")
+    max: Count
 
 
 class GateSchema(_Shape):
@@ -211,9 +301,10 @@ class ControlsSchema(_Shape):
         "UTC", description="IANA time zone of the windows and blackout dates"
     )
     blackout_dates: list[Day] | None = None
-    max_hosts_in_maintenance: Count | None = None
-    max_hosts_per_hour: Count | None = None
-    max_hosts_per_day: Count | None = None
+    max_hosts_in_maintenance: HostCap | None = None
+    max_hosts_per_hour: HostCap | None = None
+    max_hosts_per_day: HostCap | None = None
+    max_topology_in_maintenance: list[TopologyCapSchema] | None = None
     settle_seconds: SecondsOrZero = 0.0
     host_seconds: Seconds | None = Field(None, description="declared duration of one host")
     gates: list[GateSchema] | None = None
@@ -241,6 +332,10 @@ class SessionRequestSchema(_Shape):
     max_migration_retries: int | None = Field(None, ge=0, le=20)
     max_parallel_hosts: int | None = Field(None, ge=1, le=100_000)
     controls: ControlsSchema | None = None
+    default_group_constraints: DefaultGroupSchema | None = Field(
+        None,
+        description="rules of instances without group constraints (null: the engine's default)",
+    )
     add_hosts: HostNames | None = Field(None, description="hosts this session brings into service")
     decommission_hosts: HostNames | None = Field(
         None, description="hosts of the scope emptied and left out of service"

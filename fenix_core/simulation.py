@@ -69,7 +69,13 @@ class Simulation:
             live_migration_seconds=scenario.live_migration_seconds,
         )
         for host in scenario.hosts:
-            self.cloud.add_host(host.name, type=host.type, vcpus=host.vcpus, enabled=host.enabled)
+            self.cloud.add_host(
+                host.name,
+                type=host.type,
+                vcpus=host.vcpus,
+                enabled=host.enabled,
+                labels=host.labels,
+            )
         for inst in scenario.instances:
             self.cloud.add_instance(
                 inst.id,
@@ -159,7 +165,13 @@ class Simulation:
             view,
             self.engine.list_operations(view.session_id),
             projects=projects,
-            groups=with_implicit_groups(scenario.groups, projects, members, view.workflow),
+            groups=with_implicit_groups(
+                scenario.groups,
+                projects,
+                members,
+                view.workflow,
+                view.request.get("default_group_constraints"),
+            ),
             members=members,
             drain_seen=self.drain_seen,
         )
@@ -219,6 +231,8 @@ class Plan:
             "state": timeline["state"],
             "reason": timeline["reason"],
             "estimated_makespan_seconds": timeline["makespan_seconds"],
+            # How instances without group constraints are held (constrained workflow).
+            "default_group_constraints": self.result.view.request.get("default_group_constraints"),
             "waves": timeline["waves"],
             "hosts": [h["name"] for h in timeline["hosts"]],
         }

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Iterable
 from enum import StrEnum
 from typing import Any
 
@@ -30,12 +31,14 @@ __all__ = [
     "INSTANCE_TRANSITIONS",
     "PROJECT_NOTIFICATIONS",
     "SESSION_TRANSITIONS",
+    "UNBUDGETED_HOST_STATES",
     "WORK_HOST_STATES",
     "HostState",
     "InstanceAction",
     "InstanceState",
     "SessionLifecycle",
     "SessionState",
+    "budget_hosts",
     "check_host_transition",
     "check_instance_transition",
     "normalize_reply_state",
@@ -241,6 +244,14 @@ WORK_HOST_STATES = frozenset(
 )
 #: Host states whose work is finished.
 DONE_HOST_STATES = frozenset({_H.MAINTAINED, _H.DECOMMISSIONED})
+#: Host states that are not part of a session's work for its budgets (a cap
+#: in percent is a percent of the other hosts): targets, and hosts the cloud lost.
+UNBUDGETED_HOST_STATES = frozenset({_H.OUT_OF_SCOPE, _H.ADDING, _H.ADDED, _H.REMOVED})
+
+
+def budget_hosts(states: Iterable[str]) -> int:
+    """How many hosts a session's percent caps are a percent of."""
+    return sum(1 for state in states if state not in UNBUDGETED_HOST_STATES)
 
 
 class InstanceState(StrEnum):

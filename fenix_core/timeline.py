@@ -209,11 +209,12 @@ def with_implicit_groups(
     projects: Mapping[str, str],
     members: Mapping[str, str],
     workflow: str,
+    default: Mapping[str, Any] | None = None,
 ) -> list[GroupConstraints]:
     """``groups`` plus, for the constrained workflow, the implicit group of
-    each project with unconstrained instances (it holds them to
-    :data:`~fenix_core.constraints.DEFAULT_GROUP`'s limits; other workflows
-    set no limit)."""
+    each project with unconstrained instances (it holds them to ``default``,
+    the session's ``default_group_constraints``, else
+    :data:`~fenix_core.constraints.DEFAULT_GROUP`; other workflows set no limit)."""
     out = list(groups)
     if workflow != "constrained":
         return out
@@ -221,7 +222,8 @@ def with_implicit_groups(
     for project in sorted({p for i, p in projects.items() if i not in members}):
         group_id = implicit_group_id(project)
         if group_id not in known:
-            out.append(GroupConstraints(group_id=group_id, project_id=project, **DEFAULT_GROUP))
+            rules = {**DEFAULT_GROUP, **(default or {})}
+            out.append(GroupConstraints(group_id=group_id, project_id=project, **rules))
     return out
 
 

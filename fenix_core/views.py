@@ -25,6 +25,7 @@ from .states import (
     HostState,
     InstanceState,
     SessionState,
+    budget_hosts,
 )
 from .store.schema import HostRow, InstanceRow, OperationRow, ProjectRow, SessionRow
 
@@ -73,7 +74,7 @@ def build_progress(row: SessionRow, hosts: Sequence[HostRow], now: datetime) -> 
         end = estimate_end(
             now,
             controls,
-            ledger.history(controls),
+            ledger.history(controls, hosts=budget_hosts(h.state for h in hosts)),
             durations=list(durations.values()),
             in_progress=[flight.get(h.name) or h.started_at or now for h in in_progress],
             pending=waiting,

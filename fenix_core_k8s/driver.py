@@ -132,6 +132,8 @@ class KubernetesDriver:
             vcpus=node_vcpus(node),
             enabled=self._schedulable_or_ours(node),
             details={"ready": is_ready(node)},
+            # topology.kubernetes.io/zone, a rack label ...: what topology caps name.
+            labels=dict(node.metadata.labels or {}),
         )
 
     @staticmethod

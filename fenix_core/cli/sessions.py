@@ -579,7 +579,13 @@ def session_timeline(engine: Engine, view: SessionView) -> Timeline:
         view,
         engine.list_operations(view.session_id),
         projects=projects,
-        groups=with_implicit_groups(groups, projects, members, view.workflow),
+        groups=with_implicit_groups(
+            groups,
+            projects,
+            members,
+            view.workflow,
+            view.request.get("default_group_constraints"),
+        ),
         members=members,
     )
 

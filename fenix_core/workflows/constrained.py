@@ -506,6 +506,7 @@ class ConstrainedWorkflow(RollingWorkflow):
             )
             for name in sorted(names)
             if s.hosts[name].state == HostState.PENDING
+            and self.controls.topology_allows(s.hosts[name])
         ]
         rules = self._rules_for(cs, [m for c in candidates for m in c.members])
         rules.update(self._rules_for(cs, [m for d in draining for m in d.members]))
@@ -544,6 +545,8 @@ class ConstrainedWorkflow(RollingWorkflow):
         opened = False
         for name in chosen:
             host = s.hosts[name]
+            if not self.controls.topology_allows(host):
+                continue  # its zone (rack ...) would be one too many next to one just opened
             if not self.may_start_host(host):
                 break  # a window, pacing, a gate or a pause holds the rest
             opened = True
