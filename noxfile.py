@@ -23,6 +23,7 @@ SOURCES = [
     "benchmarks",
     "docs/gen_states.py",
     "docs/conf.py",
+    "docs/dashboard_screenshot.py",
     "noxfile.py",
 ]
 
@@ -37,6 +38,7 @@ def tests(session: nox.Session) -> None:
     """
     session.install("-e", ".[dev,openstack,rest,k8s]")
     _install_postgresql(session)
+    _install_chromium(session)
     junit = Path(session.create_tmp()) / "junit.xml"
     session.run(
         "pytest",
@@ -69,6 +71,22 @@ def _install_postgresql(session: nox.Session) -> None:
     env = {"DEBIAN_FRONTEND": "noninteractive"}
     session.run("apt-get", "update", "-q", external=True, env=env)
     session.run("apt-get", "install", "-y", "-q", "postgresql", external=True, env=env)
+
+
+def _install_chromium(session: nox.Session) -> None:
+    """The dashboard's browser tests drive Debian's headless chromium through
+    its chromedriver (selenium never downloads a browser): install both when
+    missing and we are root, as for PostgreSQL; otherwise those tests skip."""
+    if shutil.which("chromium") and shutil.which("chromedriver"):
+        return
+    if not shutil.which("apt-get") or os.geteuid() != 0:
+        session.log("chromium or chromedriver missing and cannot install them: tests will skip")
+        return
+    env = {"DEBIAN_FRONTEND": "noninteractive"}
+    session.run("apt-get", "update", "-q", external=True, env=env)
+    session.run(
+        "apt-get", "install", "-y", "-q", "chromium", "chromium-driver", external=True, env=env
+    )
 
 
 @nox.session
