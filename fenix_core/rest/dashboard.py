@@ -30,7 +30,7 @@ from starlette.staticfiles import StaticFiles
 from ..engine import Engine
 from ..errors import NotFound
 from ..model import SessionView
-from ..store.schema import OutboxRow, WebhookRow
+from ..store.schema import OutboxRow, SessionRow, WebhookRow
 from ..timeline import recorded_timeline
 from .auth import Identity
 from .dashboard_view import Notice, session_payload, session_row
@@ -145,13 +145,15 @@ def install_dashboard(
             engine.list_instance_constraints(mine),
             engine.list_group_constraints(mine),
         )
+        notices, refused = _recorded(engine, session_id, shown)
         return session_payload(
             view,
             timeline,
             projects,
-            _notices(engine, session_id, shown),
+            notices,
             now=engine.clock.now(),
             project_id=mine,
+            refused=refused,
         )
 
 
@@ -161,11 +163,20 @@ def _awaiting(engine: Engine, view: SessionView, project_id: str | None) -> bool
     return engine.project_view(view.session_id, project_id).reply_at is not None
 
 
-def _notices(engine: Engine, session_id: str, projects: Sequence[str]) -> list[Notice]:
-    """The ``maintenance.planned`` notifications the session sent to
-    ``projects``, with their webhook POST's state where one was queued."""
+def _recorded(
+    engine: Engine, session_id: str, projects: Sequence[str]
+) -> tuple[list[Notice], dict[str, dict[str, str]]]:
+    """What the views do not carry: the ``maintenance.planned`` notifications
+    the session sent to ``projects`` (with their webhook POST's state where
+    one was queued), and the targets the cloud refused per instance (the
+    workflow's record, kept until the instance has moved)."""
     wanted = set(projects)
     with engine.transaction() as orm:
+        data = orm.scalar(select(SessionRow.data).where(SessionRow.id == session_id)) or {}
+        refused = {
+            str(instance): {str(t): str(why) for t, why in targets.items()}
+            for instance, targets in (data.get("refused_targets") or {}).items()
+        }
         rows = orm.scalars(
             select(OutboxRow).where(
                 OutboxRow.session_id == session_id, OutboxRow.signal == "maintenance_planned"
@@ -180,7 +191,7 @@ def _notices(engine: Engine, session_id: str, projects: Sequence[str]) -> list[N
                 )
             )
         }
-        return [
+        notices = [
             Notice(
                 seq=row.seq,
                 project_id=str(row.payload.get("project_id")),
@@ -193,6 +204,7 @@ def _notices(engine: Engine, session_id: str, projects: Sequence[str]) -> list[N
             for row in rows
             if row.payload.get("project_id") in wanted
         ]
+    return notices, refused
 
 
 def _parse(value: object) -> datetime | None:

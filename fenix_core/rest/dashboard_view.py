@@ -120,10 +120,13 @@ def session_payload(
     *,
     now: datetime,
     project_id: str | None = None,
+    refused: Mapping[str, Mapping[str, str]] | None = None,
 ) -> dict[str, Any]:
     """The session page's data. ``projects``: the project views the caller
     may see (the admin: all; a project: its own); ``project_id``: the
-    project token's project, None for the admin."""
+    project token's project, None for the admin. ``refused``: instance id ->
+    {target host ("" for the cloud's scheduler): why} for the targets the
+    cloud refused in the instance's current move."""
     admin = project_id is None
     seen = {p for p in projects if admin or p == project_id}
     start = timeline.start
@@ -187,24 +190,37 @@ def session_payload(
         "questions": [
             _question(p, now) for p in projects.values() if p.project_id in seen and p.reply_at
         ],
-        "blocked": [
-            {
-                "instance_id": i.instance_id,
-                "project_id": p.project_id,
-                "host": i.host,
-                "detail": i.detail,
-            }
-            for p in projects.values()
-            if p.project_id in seen
-            for i in p.instances
-            if i.detail
-        ],
+        "blocked": _blocked([p for p in projects.values() if p.project_id in seen], refused or {}),
         "stuck": stuck,
         "projects": {p: projects[p].state for p in sorted(seen)},
         "notifications": _notices(notices, seen),
         "controls": controls(view) if admin else None,
     }
     return payload
+
+
+def _blocked(
+    projects: Sequence[ProjectView], refused: Mapping[str, Mapping[str, str]]
+) -> list[dict[str, Any]]:
+    """What the moves of these projects' instances wait for (the cloud's word,
+    e.g. a PodDisruptionBudget), and the targets the cloud refused them."""
+    out: list[dict[str, Any]] = []
+    for project in projects:
+        for inst in project.instances:
+            why = [inst.detail] if inst.detail else []
+            for target, reason in sorted(refused.get(inst.instance_id, {}).items()):
+                where = f"target {target}" if target else "the cloud's scheduler"
+                why.append(f"{where} refused: {reason}")
+            out.extend(
+                {
+                    "instance_id": inst.instance_id,
+                    "project_id": project.project_id,
+                    "host": inst.host,
+                    "detail": detail,
+                }
+                for detail in why
+            )
+    return out
 
 
 def _count_at(steps: Sequence[tuple[datetime, int]], when: datetime) -> int:

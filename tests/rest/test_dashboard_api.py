@@ -17,6 +17,7 @@ from fastapi.testclient import TestClient
 
 from fenix_core import Engine
 from fenix_core.clock import SimClock
+from fenix_core.errors import TargetRefused
 from fenix_core.model import SessionView
 from fenix_core.rest import TokenAuthenticator, WebhookOutbox, create_app
 from fenix_core.testing import SimulatedCloud, TimedAction
@@ -362,3 +363,54 @@ def test_stuck_work_and_what_a_move_waits_for_go_to_its_project_only(
     assert_nothing_of(ALPHA, alpha)
     # The host lanes are the same picture for everyone.
     assert alpha["hosts"] == admin["hosts"]
+
+
+class RefusingCloud(SimulatedCloud):
+    """Refuses the first target asked for ``instance_id``, as Nova answers a
+    requested host that breaks its placement rules (400 "No valid host")."""
+
+    def __init__(self, instance_id: str) -> None:
+        super().__init__()
+        self.refuse = instance_id
+
+    def start_move(self, instance_id: str, action: str, target: str | None, key: str) -> str:
+        if instance_id == self.refuse:
+            self.refuse = ""
+            raise TargetRefused(f"No valid host was found. ({target or 'scheduler'})")
+        return super().start_move(instance_id, action, target, key)
+
+
+def test_a_refused_target_shows_as_what_the_move_waits_for() -> None:
+    cloud = RefusingCloud(VM_B1)
+    for host in ("cmp-0", "cmp-1", "cmp-2"):
+        cloud.add_host(host, vcpus=8)
+    cloud.add_instance(VM_A1, project_id=ALPHA, host="cmp-0", vcpus=2)
+    cloud.add_instance(VM_B1, project_id=BETA, host="cmp-0", vcpus=2)
+    engine = Engine(clock=SimClock(), plugins=[cloud], load_entry_points=False)
+    try:
+        with TestClient(create_app(engine, TOKENS)) as client:
+            sid = create(client, hosts=["cmp-0"])
+            refusals: list[dict[str, Any]] = []
+
+            def refused(_view: SessionView) -> bool:
+                blocked = page_data(client, sid, ADMIN)["blocked"]
+                refusals.extend(b for b in blocked if "refused" in b["detail"])
+                return bool(refusals)
+
+            drive(engine, sid, refused)
+            (entry,) = refusals
+            assert (entry["instance_id"], entry["project_id"], entry["host"]) == (
+                VM_B1,
+                BETA,
+                "cmp-0",
+            )
+            assert entry["detail"].startswith("target cmp-")
+            assert "refused" in entry["detail"]
+            assert "No valid host was found" in entry["detail"]
+            assert page_data(client, sid, AS[BETA])["blocked"] == [entry]
+            assert page_data(client, sid, AS[ALPHA])["blocked"] == []
+            view = drive(engine, sid, lambda v: v.state == "MAINTENANCE_DONE")
+            assert view.state == "MAINTENANCE_DONE"  # another target took it
+            assert page_data(client, sid, ADMIN)["blocked"] == []
+    finally:
+        engine.close()
