@@ -47,7 +47,10 @@
 
   function showLogin(message) {
     clearTimeout(timer);
+    // Nothing of the last caller's page stays (its controls, its data).
+    $("content").innerHTML = "";
     $("content").hidden = true;
+    last = null;
     $("logout").hidden = true;
     $("who").textContent = "";
     $("login").hidden = false;
