@@ -43,11 +43,9 @@ def engine(fenix_cloud: SimulatedCloud, fenix_engine_factory: Any) -> Engine:
 
 
 @pytest.fixture
-def client(engine: Engine) -> Iterator[TestClient]:
-    box = WebhookOutbox(engine, public_url="http://fenix.test").connect()
-    with TestClient(create_app(engine, TOKENS, outbox=box)) as test_client:
+def client(engine: Engine, outbox: WebhookOutbox) -> Iterator[TestClient]:
+    with TestClient(create_app(engine, TOKENS, outbox=outbox)) as test_client:
         yield test_client
-    box.disconnect()
 
 
 def drive(engine: Engine, sid: str, stop: Callable[[SessionView], bool]) -> SessionView:
