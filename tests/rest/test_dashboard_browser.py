@@ -229,7 +229,10 @@ def test_a_project_token_sees_only_its_project(browser: Any, services: list[Feni
 
 
 def test_screenshot_of_a_session_at_100_hosts(
-    browser: Any, services: list[FenixService], tmp_path: Path
+    browser: Any,
+    services: list[FenixService],
+    tmp_path: Path,
+    record_property: Any,
 ) -> None:
     service = demo.start_service(demo.demo_cloud(100), action_seconds=0.6)
     services.append(service)
@@ -237,7 +240,8 @@ def test_screenshot_of_a_session_at_100_hosts(
     shot = demo.screenshot_session(
         browser, service, sid, tmp_path / "dashboard-100-hosts.png", done=30
     )
-    print(f"\ndashboard screenshot at 100 hosts: {shot}")
+    # Printed at the end of the run (tests/rest/conftest.py) and in the JUnit report.
+    record_property("dashboard_screenshot", str(shot))
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert len(by_css(browser, "g.row")) == 100
     assert len(by_css(browser, "#s-groups tr[data-group]")) == 6  # 3 groups + 3 implicit
