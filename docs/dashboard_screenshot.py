@@ -91,7 +91,7 @@ def log_in(driver: Any, url: str, token: str) -> None:
 
 def demo_cloud(hosts: int, *, move_seconds: float = 0.05) -> SimulatedCloud:
     """``hosts`` computes, each with one instance of each of three projects
-    (web, db, cache), and a few spare hosts to move them to."""
+    (web, db, cache) and room for more: a host's instances move to the others."""
     cloud = SimulatedCloud(migration_seconds=move_seconds, live_migration_seconds=move_seconds)
     width = len(str(hosts))
     for index in range(hosts):

@@ -12,6 +12,7 @@ import importlib.util
 import sys
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -99,6 +100,25 @@ def badge(driver: Any) -> str:
     return text or ""
 
 
+def attributes(driver: Any, selector: str, name: str) -> list[str]:
+    """``name`` of every element ``selector`` matches, read in one go."""
+    values: list[str] = driver.execute_script(
+        "return [...document.querySelectorAll(arguments[0])]"
+        ".map(e => e.getAttribute(arguments[1]));",
+        selector,
+        name,
+    )
+    return values
+
+
+def text_of(driver: Any, element_id: str) -> str:
+    text: str = driver.execute_script(
+        "const e = document.getElementById(arguments[0]); return e ? e.textContent : '';",
+        element_id,
+    )
+    return text
+
+
 def control(driver: Any, action: str) -> Any:
     """A control button (these are drawn once and kept across redraws)."""
     return by_css(driver, f'#s-controls [data-action="{action}"]')[0]
@@ -107,12 +127,17 @@ def control(driver: Any, action: str) -> Any:
 def test_the_session_page_follows_the_hosts_live(
     browser: Any, services: list[FenixService]
 ) -> None:
-    service = demo.start_service(demo.demo_cloud(3), action_seconds=0.8)
+    service = demo.start_service(demo.demo_cloud(3), action_seconds=1.5)
     services.append(service)
-    sid = demo.create_session(service)
+    # Host work starts a few seconds on, so the page is watching when it does
+    # (also on a loaded machine).
+    start = datetime.now(UTC) + timedelta(seconds=4)
+    sid = demo.create_session(service, maintenance_at=start.isoformat())
     demo.log_in(browser, f"{service.url}/dashboard?poll=250", demo.ADMIN_TOKEN)
-    link = demo.wait_for(lambda: by_css(browser, f'tr[data-session="{sid}"] a'), what="the row")
-    link[0].click()
+    row = f'tr[data-session="{sid}"] a'
+    demo.wait_for(lambda: by_css(browser, row), what="the row")
+    # Clicked in the page's own turn: the list is redrawn at every poll.
+    browser.execute_script("document.querySelector(arguments[0]).click()", row)
     demo.wait_for(lambda: by_css(browser, "g.row"), what="host rows")
     browser.execute_script(RECORD_STATES)
 
@@ -126,7 +151,7 @@ def test_the_session_page_follows_the_hosts_live(
     intermediate = {s for states in seen.values() for s in states[:-1]}
     assert intermediate & {"PENDING", "DRAINING", "DRAINED", "IN_MAINTENANCE"}, seen
     assert any("IN_MAINTENANCE" in states for states in seen.values()), seen
-    assert browser.find_element("id", "s-percent").text == "100%"
+    assert text_of(browser, "s-percent") == "100%"
     # No control applies to a finished session.
     assert all(not b.is_enabled() for b in by_css(browser, "#s-controls button"))
 
@@ -174,8 +199,13 @@ def test_a_project_token_sees_only_its_project(browser: Any, services: list[Feni
     cloud.add_instance("vm-beta-b", project_id=BETA, host="cmp-1", vcpus=2)
     service = demo.start_service(cloud, action_seconds=60, project_tokens=TENANTS)
     services.append(service)
-    alpha_sid = demo.create_session(service, hosts=["cmp-0"])
-    beta_sid = demo.create_session(service, hosts=["cmp-1"])
+    # Host work starts in an hour: no instance moves into the other session's
+    # hosts meanwhile, so each session keeps exactly one project.
+    later = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    alpha_sid = demo.create_session(service, hosts=["cmp-0"], maintenance_at=later)
+    beta_sid = demo.create_session(service, hosts=["cmp-1"], maintenance_at=later)
+    assert list(service.engine.get_session(alpha_sid).projects) == [ALPHA]
+    assert list(service.engine.get_session(beta_sid).projects) == [BETA]
 
     # The admin looks first, then logs out and hands the tab to a project.
     demo.log_in(browser, f"{service.url}/dashboard/sessions/{alpha_sid}?poll=250", demo.ADMIN_TOKEN)
@@ -187,22 +217,20 @@ def test_a_project_token_sees_only_its_project(browser: Any, services: list[Feni
     demo.wait_for(lambda: by_css(browser, "g.row"), what="host rows")
     time.sleep(0.6)  # a few polls
     assert not by_css(browser, "#s-controls")  # nothing of the admin's page stays
-    assert browser.find_element("id", "who").text == f"project {ALPHA}"
+    assert text_of(browser, "who") == f"project {ALPHA}"
     source = browser.page_source
     for secret in (BETA, "vm-beta-b", beta_sid):
         assert secret not in source
 
     browser.get(f"{service.url}/dashboard?poll=250")
     demo.wait_for(lambda: by_css(browser, "tr[data-session]"), what="the list")
-    assert [r.get_attribute("data-session") for r in by_css(browser, "tr[data-session]")] == [
-        alpha_sid
-    ]
+    assert attributes(browser, "tr[data-session]", "data-session") == [alpha_sid]
     assert BETA not in browser.page_source
     assert beta_sid not in browser.page_source
 
     # Another project's session: the page says so and shows nothing.
     browser.get(f"{service.url}/dashboard/sessions/{beta_sid}?poll=250")
-    message = demo.wait_for(lambda: browser.find_element("id", "message").text, what="the refusal")
+    message = demo.wait_for(lambda: text_of(browser, "message"), what="the refusal")
     assert "not found" in message
     assert not browser.find_element("id", "content").is_displayed()
     assert "vm-beta-b" not in browser.page_source
