@@ -23,6 +23,7 @@ SOURCES = [
     "benchmarks",
     "docs/gen_states.py",
     "docs/conf.py",
+    "docs/dashboard_screenshot.py",
     "noxfile.py",
 ]
 
@@ -37,6 +38,7 @@ def tests(session: nox.Session) -> None:
     """
     session.install("-e", ".[dev,openstack,rest,k8s]")
     _install_postgresql(session)
+    _install_chromium(session)
     junit = Path(session.create_tmp()) / "junit.xml"
     session.run(
         "pytest",
@@ -59,16 +61,29 @@ def tests(session: nox.Session) -> None:
 
 def _install_postgresql(session: nox.Session) -> None:
     """The PostgreSQL tests start a throwaway server from Debian's postgresql
-    package: install it when missing and we are root (CI is); otherwise those
-    tests skip, saying why."""
-    if glob.glob("/usr/lib/postgresql/*/bin/initdb") or shutil.which("initdb"):
+    package."""
+    present = glob.glob("/usr/lib/postgresql/*/bin/initdb") or shutil.which("initdb")
+    _apt_install(session, "PostgreSQL server binaries", bool(present), "postgresql")
+
+
+def _install_chromium(session: nox.Session) -> None:
+    """The dashboard's browser tests drive Debian's headless chromium through
+    its chromedriver (selenium never downloads a browser)."""
+    present = shutil.which("chromium") and shutil.which("chromedriver")
+    _apt_install(session, "chromium or chromedriver", bool(present), "chromium", "chromium-driver")
+
+
+def _apt_install(session: nox.Session, what: str, present: bool, *packages: str) -> None:
+    """Install Debian ``packages`` when ``what`` is missing and we are root
+    (CI is); otherwise the tests that need them skip, saying why."""
+    if present:
         return
     if not shutil.which("apt-get") or os.geteuid() != 0:
-        session.log("PostgreSQL server binaries missing and cannot install them: tests will skip")
+        session.log(f"{what} missing and cannot install them: tests will skip")
         return
     env = {"DEBIAN_FRONTEND": "noninteractive"}
     session.run("apt-get", "update", "-q", external=True, env=env)
-    session.run("apt-get", "install", "-y", "-q", "postgresql", external=True, env=env)
+    session.run("apt-get", "install", "-y", "-q", *packages, external=True, env=env)
 
 
 @nox.session

@@ -25,10 +25,22 @@ from typing import Any
 
 import attrs
 
-from .constraints import DEFAULT_GROUP, GroupConstraints, implicit_group_id
-from .model import OperationView, SessionView
+from .constraints import (
+    DEFAULT_GROUP,
+    GroupConstraints,
+    InstanceConstraints,
+    implicit_group_id,
+)
+from .model import OperationView, ProjectView, SessionView
 
-__all__ = ["GroupLane", "HostLane", "Timeline", "build_timeline", "with_implicit_groups"]
+__all__ = [
+    "GroupLane",
+    "HostLane",
+    "Timeline",
+    "build_timeline",
+    "recorded_timeline",
+    "with_implicit_groups",
+]
 
 _MOVES = ("move", "watch")
 
@@ -201,6 +213,39 @@ def build_timeline(
         end=end,
         hosts=hosts,
         groups=lanes,
+    )
+
+
+def recorded_timeline(
+    view: SessionView,
+    operations: Sequence[OperationView],
+    project_views: Iterable[ProjectView],
+    instance_constraints: Iterable[InstanceConstraints],
+    group_constraints: Iterable[GroupConstraints],
+) -> Timeline:
+    """The timeline of a recorded session, its groups taken from the stored
+    constraints of the instances in ``project_views`` (pass only one
+    project's views and constraints for that project's picture)."""
+    projects = {i.instance_id: p.project_id for p in project_views for i in p.instances}
+    members = {
+        c.instance_id: c.group_id
+        for c in instance_constraints
+        if c.group_id is not None and c.instance_id in projects
+    }
+    used = set(members.values())
+    groups = [g for g in group_constraints if g.group_id in used]
+    return build_timeline(
+        view,
+        operations,
+        projects=projects,
+        groups=with_implicit_groups(
+            groups,
+            projects,
+            members,
+            view.workflow,
+            view.request.get("default_group_constraints"),
+        ),
+        members=members,
     )
 
 

@@ -25,7 +25,7 @@ from ..model import SessionRequest, SessionView
 from ..scenario import load_scenario
 from ..states import SessionState
 from ..store.schema import SessionRow
-from ..timeline import Timeline, build_timeline, with_implicit_groups
+from ..timeline import Timeline, recorded_timeline
 from .api_client import ApiClient
 from .common import F, console, draw, dump, exit_code, fails_cleanly, json_option, timeline_option
 from .display import (
@@ -564,29 +564,12 @@ def sessions_watch(
 
 def session_timeline(engine: Engine, view: SessionView) -> Timeline:
     """The timeline of a recorded session, with its groups from the constraints."""
-    projects: dict[str, str] = {}
-    for project_id in view.projects:
-        for inst in engine.project_view(view.session_id, project_id).instances:
-            projects[inst.instance_id] = project_id
-    members = {
-        c.instance_id: c.group_id
-        for c in engine.list_instance_constraints()
-        if c.group_id is not None and c.instance_id in projects
-    }
-    used = set(members.values())
-    groups = [g for g in engine.list_group_constraints() if g.group_id in used]
-    return build_timeline(
+    return recorded_timeline(
         view,
         engine.list_operations(view.session_id),
-        projects=projects,
-        groups=with_implicit_groups(
-            groups,
-            projects,
-            members,
-            view.workflow,
-            view.request.get("default_group_constraints"),
-        ),
-        members=members,
+        [engine.project_view(view.session_id, p) for p in view.projects],
+        engine.list_instance_constraints(),
+        engine.list_group_constraints(),
     )
 
 

@@ -25,6 +25,7 @@ from ..metrics import EngineCollector
 from ..model import ProjectView, SessionView
 from ..states import InstanceState
 from .auth import Authenticator, Identity
+from .dashboard import install_dashboard
 from .http_errors import ApiError, install_error_handlers
 from .limits import BodySizeLimit
 from .schemas import (
@@ -427,6 +428,7 @@ def create_app(
         require_outbox().delete_target(project_id)
         return Response(status_code=204)
 
+    install_dashboard(app, engine, _identity, _errors)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 
