@@ -79,6 +79,8 @@ class HostSpec:
     type: str = "compute"
     vcpus: int = 8
     labels: Mapping[str, str] = attrs.field(factory=dict)
+    #: False: out of service when the scenario starts (no instance is moved onto it).
+    enabled: bool = True
 
 
 @attrs.frozen
@@ -343,7 +345,13 @@ def _hosts(items: list[Any]) -> tuple[HostSpec, ...]:
                     f"{r.at('labels')}.{key}", f"expected a value, got {_kind(value)}"
                 )
             labels[key] = str(value)
-        spec = HostSpec(r.text("name"), host_type, r.integer("vcpus", 8, maximum=100_000), labels)
+        spec = HostSpec(
+            r.text("name"),
+            host_type,
+            r.integer("vcpus", 8, maximum=100_000),
+            labels,
+            r.flag("enabled", True),
+        )
         if spec.name in hosts:
             raise InvalidInput(r.at("name"), f"host {spec.name!r} is defined twice")
         hosts[spec.name] = spec

@@ -55,6 +55,7 @@ class HostEntry(_Shape):
     type: Literal["compute", "controller"] | None = None
     vcpus: int | None = _VCPUS
     labels: dict[str, Label] | None = None
+    enabled: bool | None = Field(None, description="false: out of service at the start")
     count: int | None = Field(None, ge=1, le=100_000, description=_GENERATOR)
     first: int | None = Field(None, ge=0, le=10**9, description="with count: the first i")
 

@@ -69,7 +69,7 @@ class Simulation:
             live_migration_seconds=scenario.live_migration_seconds,
         )
         for host in scenario.hosts:
-            self.cloud.add_host(host.name, type=host.type, vcpus=host.vcpus)
+            self.cloud.add_host(host.name, type=host.type, vcpus=host.vcpus, enabled=host.enabled)
         for inst in scenario.instances:
             self.cloud.add_instance(
                 inst.id,
