@@ -49,6 +49,12 @@ class PlacedCloud(SimulatedCloud):
                 )
             if target is None:
                 target = self._allowed_target(instance_id, limits.allows)
+                if target is None:
+                    raise CloudError(
+                        f"no valid host for {instance_id}: no enabled host with room "
+                        "keeps its server groups' rules",
+                        instance_id=instance_id,
+                    )
             elif not limits.allows(target):
                 broken = next(
                     r
