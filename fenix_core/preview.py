@@ -12,7 +12,7 @@ and says, as JSON-ready data:
 * ``projects``: which project is asked what and when (first and last
   notification of each state, and how many of its instances they name);
 * ``lower_bound``: the makespan against
-  :func:`~fenix_core.planner.makespan_lower_bound`, and what limits it: the
+  ``fenix_core.planner.makespan_lower_bound``, and what limits it: the
   binding group chain, or capacity (how many hosts can be out at once, and
   what caps that: free capacity, ``max_parallel_hosts``, the controls, or the
   serial rolling workflow), plus the controls that the bound leaves out.

@@ -1,6 +1,7 @@
-"""``PlacedCloud``: a :class:`SimulatedCloud` whose scheduler keeps server-group rules.
+"""``PlacedCloud``: a simulated cloud whose scheduler keeps server-group rules.
 
-What Nova does with server groups (see :mod:`fenix_core.placement_rules`):
+A :class:`~fenix_core.testing.SimulatedCloud` that does what Nova does with
+server groups (see :mod:`fenix_core.placement_rules`):
 a move whose target breaks a hard rule (``anti-affinity`` with its
 ``max_per_host``, ``affinity``) is refused with "no valid host", also when
 the target was requested; without a requested target the scheduler picks the

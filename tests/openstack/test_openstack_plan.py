@@ -185,3 +185,33 @@ def test_the_plan_matches_the_real_session_that_follows(fake, clock, make_engine
     assert planned_waves == waves
     moved = sorted({e.instance_id for e in fake.events if e.kind == "migration_done"})
     assert sorted(planned.result.moves) == moved
+
+
+def test_constraints_stored_in_a_fenix_database_win_over_the_clouds(fake, os_cloud, tmp_path):
+    from fenix_core import Engine
+    from fenix_core.constraints import GroupConstraints, InstanceConstraints
+
+    _cloud(fake)
+    url = f"sqlite:///{tmp_path / 'fenix.db'}"
+    with Engine(database_url=url, load_entry_points=False) as engine:
+        engine.set_group_constraints(
+            GroupConstraints("sg-a", "pa", max_impacted_members=2, recovery_time=90)
+        )
+        engine.set_group_constraints(GroupConstraints("batch", "pd", max_impacted_members=1))
+        engine.set_instance_constraints(
+            InstanceConstraints("vm-d1", "pd", group_id="batch", lead_time=120)
+        )
+    exported = tmp_path / "lab.yaml"
+    where = ("--cloud", "openstack", "--os-cloud", os_cloud)
+    _fenix("export", *where, "--database", url, "-o", exported)
+    scenario = load_scenario_file(exported)
+    groups = {g.group_id: g for g in scenario.groups}
+    assert (groups["sg-a"].max_impacted_members, groups["sg-a"].recovery_time) == (2, 90)
+    by_id = {i.id: i for i in scenario.instances}
+    assert by_id["vm-d1"].group == "batch"
+    assert by_id["vm-d1"].constraints is not None
+    assert by_id["vm-d1"].constraints.lead_time == 120
+    assert by_id["vm-d2"].group is None
+    missing = _fenix("plan", *where, "--database", f"sqlite:///{tmp_path / 'none.db'}", code=2)
+    assert "no database file" in missing.output
+    assert _writes(fake) == []
