@@ -232,6 +232,9 @@ def _groups(
             scenario_id = rules.group_id
             if scenario_id in used or rules.project_id != inst.project_id:
                 scenario_id = f"{rules.group_id}@{inst.project_id}"
+            taken = scenario_id
+            while scenario_id in used:  # a group really named "<id>@<project>"
+                scenario_id = f"{taken}#{len(used)}"
             ids[(key, inst.project_id)] = scenario_id
             used.add(scenario_id)
             entry = {
