@@ -32,7 +32,7 @@ import attrs
 from .constraints import DEFAULT_GROUP, implicit_group_id
 from .planner import GroupRule, makespan_lower_bound, max_hosts_out
 from .scenario import HostSpec, Scenario
-from .timeline import HostLane, Timeline
+from .timeline import HostLane, Timeline, step_counts
 
 __all__ = ["Ask", "build_preview", "hosts_out_steps"]
 
@@ -108,16 +108,7 @@ def hosts_out_steps(timeline: Timeline) -> list[tuple[float, int]]:
             continue
         end = host.end or timeline.end
         changes += [(_seconds(timeline, start), 1), (_seconds(timeline, max(end, start)), -1)]
-    steps: list[tuple[float, int]] = []
-    count = 0
-    # An end sorts before a start at the same instant: a host handed over to
-    # the next is not counted twice.
-    for when, delta in sorted(changes):
-        count += delta
-        if steps and steps[-1][0] == when:
-            steps[-1] = (when, count)
-        else:
-            steps.append((when, count))
+    steps = step_counts(changes)
     # A step that does not change the count (one host handed over to the next
     # at the same instant) says nothing.
     return [s for i, s in enumerate(steps) if i == 0 or s[1] != steps[i - 1][1]]

@@ -126,17 +126,8 @@ def _host_lanes(axis: object, hosts: list[HostLane], timeline: Timeline, scale: 
     assert isinstance(axis, Axes)
     end = _x(timeline.end, timeline, scale)
     for row, host in enumerate(hosts):
-        spans: list[tuple[float, float]] = []
-        colours: list[str] = []
-        maint = host.maintenance_start
-        if host.drain_start is not None:
-            stop = maint or host.end or timeline.end
-            spans.append(_span(host.drain_start, stop, timeline, scale))
-            colours.append(_COLOURS["draining"])
-        if maint is not None:
-            stop = host.end or timeline.end
-            spans.append(_span(maint, stop, timeline, scale))
-            colours.append(_COLOURS["failed" if host.state == "FAILED" else "maintenance"])
+        spans, colours = _active(host, timeline, scale)
+        if host.maintenance_start is not None:
             if host.end is not None and host.state == "MAINTAINED":
                 start = _x(host.end, timeline, scale)
                 spans.append((start, max(end - start, 0.0)))
@@ -214,14 +205,9 @@ def _bundled_lanes(
         spans: list[tuple[float, float]] = []
         colours: list[str] = []
         for host in hosts:
-            maint = host.maintenance_start
-            if host.drain_start is not None:
-                stop = maint or host.end or timeline.end
-                spans.append(_span(host.drain_start, stop, timeline, scale))
-                colours.append(_COLOURS["draining"])
-            if maint is not None:
-                spans.append(_span(maint, host.end or timeline.end, timeline, scale))
-                colours.append(_COLOURS["failed" if host.state == "FAILED" else "maintenance"])
+            host_spans, host_colours = _active(host, timeline, scale)
+            spans += host_spans
+            colours += host_colours
         bars = axis.broken_barh(spans, (row - 0.4, 0.8), facecolors=colours, alpha=0.4)
         bars.set_gid(f"lane-{row}")
         labels.append(label)
@@ -229,6 +215,22 @@ def _bundled_lanes(
     axis.set_ylim(len(labels) - 0.5, -0.5)
     axis.set_ylabel(f"{len(timeline.hosts)} hosts, by wave")
     axis.grid(axis="x", alpha=0.3)
+
+
+def _active(
+    host: HostLane, timeline: Timeline, scale: float
+) -> tuple[list[tuple[float, float]], list[str]]:
+    """A host's draining and maintenance bars, and their colours."""
+    spans: list[tuple[float, float]] = []
+    colours: list[str] = []
+    maint = host.maintenance_start
+    if host.drain_start is not None:
+        spans.append(_span(host.drain_start, maint or host.end or timeline.end, timeline, scale))
+        colours.append(_COLOURS["draining"])
+    if maint is not None:
+        spans.append(_span(maint, host.end or timeline.end, timeline, scale))
+        colours.append(_COLOURS["failed" if host.state == "FAILED" else "maintenance"])
+    return spans, colours
 
 
 def _span(start: datetime, stop: datetime, timeline: Timeline, scale: float) -> tuple[float, float]:

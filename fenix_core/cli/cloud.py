@@ -73,22 +73,15 @@ _OPTIONS = [
         metavar="NAME",
         help="With --cloud: maintain only these hosts (repeat; default: every host).",
     ),
-    click.option(
-        "--action-seconds",
-        type=click.FloatRange(min=0),
-        default=600.0,
-        show_default=True,
-        help="With --cloud: how long the maintenance of one host takes.",
-    ),
-    click.option(
-        "--migration-seconds",
-        type=click.FloatRange(min=0),
-        help="With --cloud: how long a cold migration takes (default 30).",
-    ),
-    click.option(
-        "--live-migration-seconds",
-        type=click.FloatRange(min=0),
-        help="With --cloud: how long a live migration takes (default 20).",
+    *(
+        click.option(
+            flag, type=click.FloatRange(min=0), default=default, help=f"With --cloud: {what}."
+        )
+        for flag, default, what in (
+            ("--action-seconds", 600.0, "how long the maintenance of one host takes (600)"),
+            ("--migration-seconds", None, "how long a cold migration takes (30)"),
+            ("--live-migration-seconds", None, "how long a live migration takes (20)"),
+        )
     ),
 ]
 

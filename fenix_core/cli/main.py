@@ -161,7 +161,7 @@ def plan_command(
     **cloud: Any,
 ) -> None:
     """Preview the waves and the estimated makespan of SCENARIO_FILE, or of the
-    live cloud (``--cloud openstack|k8s``, read-only).
+    live cloud (--cloud openstack|k8s, read-only).
 
     Nothing real is touched: the scenario runs on simulated time with every
     manager answering at once and without its faults. The preview says per
@@ -229,7 +229,7 @@ def _cloud_data(cloud: dict[str, Any]) -> dict[str, Any]:
 )
 @fails_cleanly
 def export_command(output: Path, **cloud: Any) -> None:
-    """Write the live cloud (``--cloud openstack|k8s``, read-only) as a scenario
+    """Write the live cloud (--cloud openstack|k8s, read-only) as a scenario
     file: ``fenix plan FILE`` previews the same session, and the file can be
     edited for a what-if."""
     if cloud["cloud"] is None:
