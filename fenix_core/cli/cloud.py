@@ -4,11 +4,14 @@ and ``fenix export``.
 The plug-in's driver is built as the engine would build it (which checks the
 credentials and admin rights) and then only asked for its hosts, instances
 and constraints (:func:`fenix_core.snapshot.read_cloud`); constraints stored
-in a fenix database are read with ``--database``.
+in a fenix database are read with ``--database``. The plug-ins are named by
+their import path and loaded when asked for, as ``--plugin MODULE:CALLABLE``
+and entry points are: fenix-core itself never imports them.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,7 +29,12 @@ __all__ = ["CLOUDS", "cloud_options", "cloud_scenario_data"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-CLOUDS = ("openstack", "k8s")
+#: --cloud name -> (the plug-in class's module and name, the extra that installs it)
+PLUGINS = {
+    "openstack": ("fenix_core_openstack", "OpenStackCloud", "openstack"),
+    "k8s": ("fenix_core_k8s", "KubernetesCloud", "k8s"),
+}
+CLOUDS = tuple(PLUGINS)
 
 _OPTIONS = [
     click.option(
@@ -147,20 +155,20 @@ def check_cloud_options(cloud: str | None, **given: Any) -> None:
 def _driver(
     cloud: str, os_cloud: str | None, context: str | None, kubeconfig: Path | None
 ) -> CloudDriver:
-    if cloud == "openstack":
-        try:
-            from fenix_core_openstack import OpenStackCloud
-        except ImportError:  # pragma: no cover - depends on the installation
-            raise InvalidInput(
-                "cloud", "--cloud openstack needs: pip install 'fenix-core[openstack]'"
-            ) from None
-        return OpenStackCloud(cloud=os_cloud).fenix_cloud_driver(RealClock())
+    module_name, class_name, extra = PLUGINS[cloud]
     try:
-        from fenix_core_k8s import KubernetesCloud
+        plugin_class = getattr(importlib.import_module(module_name), class_name)
     except ImportError:  # pragma: no cover - depends on the installation
-        raise InvalidInput("cloud", "--cloud k8s needs: pip install 'fenix-core[k8s]'") from None
-    plugin = KubernetesCloud(kubeconfig=kubeconfig, context=context)
-    return plugin.fenix_cloud_driver(RealClock())
+        raise InvalidInput(
+            "cloud", f"--cloud {cloud} needs: pip install 'fenix-core[{extra}]'"
+        ) from None
+    options: dict[str, Any] = (
+        {"cloud": os_cloud}
+        if cloud == "openstack"
+        else {"kubeconfig": kubeconfig, "context": context}
+    )
+    driver: CloudDriver = plugin_class(**options).fenix_cloud_driver(RealClock())
+    return driver
 
 
 def _stored(database: str) -> tuple[list[Any], list[Any]]:
