@@ -4,6 +4,7 @@ that re-plans the same, and matching what a real session then does."""
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 from typing import Any
 
@@ -215,3 +216,38 @@ def test_constraints_stored_in_a_fenix_database_win_over_the_clouds(fake, os_clo
     missing = _fenix("plan", *where, "--database", f"sqlite:///{tmp_path / 'none.db'}", code=2)
     assert "no database file" in missing.output
     assert _writes(fake) == []
+
+
+def _random_cloud(fake: FakeOpenStack, seed: int) -> None:
+    """4-8 hosts of 8 or 16 vcpus, up to 3 servers a host in 3 projects, and
+    often a server group of one project's servers under a random policy."""
+    rng = random.Random(seed)
+    hosts = rng.randint(4, 8)
+    for h in range(hosts):
+        fake.add_host(f"cmp-{h}", vcpus=rng.choice([8, 16]))
+    own: list[str] = []
+    for s in range(rng.randint(hosts, hosts * 3)):
+        project = f"p{rng.randrange(3)}"
+        fake.add_server(f"vm-{s}", project, f"cmp-{rng.randrange(hosts)}", rng.choice([1, 2]))
+        if project == "p0":
+            own.append(f"vm-{s}")
+    if len(own) >= 3 and rng.random() < 0.7:
+        policy = rng.choice(["anti-affinity", "soft-anti-affinity", "soft-affinity"])
+        fake.add_server_group("sg-1", "p0", rng.sample(own, 3), policy=policy)
+
+
+@pytest.mark.parametrize("workflow", ["rolling", "constrained"])
+@pytest.mark.parametrize("seed", [0, 1, 3, 5])
+def test_the_plan_matches_the_real_session_on_random_clouds(fake, make_engine, workflow, seed):
+    _random_cloud(fake, seed)
+    snapshot = read_cloud(OpenStackDriver(fake.connect()))
+    planned = plan(scenario_from_cloud(snapshot, session={"workflow": workflow}))
+
+    engine = make_engine(TimedAction("maintenance", seconds=600), poll_interval=1.0)
+    sid = engine.create_session(
+        SessionRequest(workflow=workflow, actions=[ActionSpec("maintenance", "host")])
+    )
+    view = engine.run_until_done(sid)
+    assert planned.result.view.state == view.state == "MAINTENANCE_DONE", view.reason
+    real = build_timeline(view, engine.list_operations(sid))
+    assert _order_and_waves(planned.result.timeline) == _order_and_waves(real)
