@@ -121,6 +121,8 @@ nitpick_ignore_regex = [
     (
         "py:.*",
         r"(moves|Delivery|DriverOptions|UnmanagedPods|fenix_core\.rest\.webhooks\.Delivery"
-        r"|fenix_core_k8s\.config\.connect|fenix_core\.constraints\.CloudConstraints\.placement)",
+        r"|fenix_core_k8s\.config\.connect|fenix_core\.constraints\.CloudConstraints\.placement"
+        # PlacedCloud's base, documented as fenix_core.testing.SimulatedCloud
+        r"|fenix_core\.testing\.cloud\.SimulatedCloud)",
     ),
 ]

@@ -35,6 +35,7 @@ from .model import (
     _str,
     parse_time,
 )
+from .placement_rules import PlacementRule
 from .scenario_schema import (
     SESSION_FIELDS,
     ActionEntry,
@@ -45,6 +46,7 @@ from .scenario_schema import (
     ManagerEntry,
     MigrationFaultEntry,
     Migrations,
+    PlacementEntry,
     ScenarioSchema,
 )
 from .schema import validate
@@ -177,6 +179,8 @@ class Scenario:
     live_migration_seconds: float
     faults: Faults
     session: SessionOptions
+    #: server-group rules the simulated cloud's scheduler enforces on every move
+    placement: tuple[PlacementRule, ...] = ()
 
     def host(self, name: str) -> HostSpec:
         return next(h for h in self.hosts if h.name == name)
@@ -508,6 +512,23 @@ def _actions(items: list[Any], hosts: Mapping[str, HostSpec]) -> tuple[ActionPla
     return tuple(plans)
 
 
+def _placement(items: list[Any], instance_ids: set[str]) -> tuple[PlacementRule, ...]:
+    rules: dict[str, PlacementRule] = {}
+    for index, item in enumerate(items):
+        where = f"placement[{index}]"
+        _Reader(item, where, _fields(PlacementEntry))
+        rule = _prefixed(where, PlacementRule.from_dict, item)
+        if rule.group_id in rules:
+            raise InvalidInput(f"{where}.group_id", f"group {rule.group_id!r} is defined twice")
+        for position, member in enumerate(rule.members):
+            if member not in instance_ids:
+                raise InvalidInput(
+                    f"{where}.members[{position}]", f"no instance {member!r} in instances"
+                )
+        rules[rule.group_id] = rule
+    return tuple(rules.values())
+
+
 def _faults(data: object, scenario_hosts: Mapping[str, HostSpec], instance_ids: set[str]) -> Faults:
     r = _Reader(data if data is not None else {}, "faults", _fields(FaultsSection))
     failed = []
@@ -574,6 +595,7 @@ def parse_scenario(data: object) -> Scenario:
         live_migration_seconds=m.seconds("live_seconds", 20.0),
         faults=_faults(r.raw("faults"), by_name, {i.id for i in instances}),
         session=_session(r.raw("session"), by_name, actions),
+        placement=_placement(r.items("placement"), {i.id for i in instances}),
     )
 
 

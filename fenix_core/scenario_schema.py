@@ -108,6 +108,16 @@ class ActionEntry(_Shape):
     fail_on: list[Name] | None = None
 
 
+class PlacementEntry(_Shape):
+    """A server group as the cloud's scheduler applies it (on every move)."""
+
+    group_id: Name
+    policy: Literal["anti-affinity", "affinity", "soft-anti-affinity", "soft-affinity"]
+    members: list[Name] = Field(description="instance ids")
+    max_per_host: int | None = Field(None, ge=1, le=10**6, description="anti-affinity: default 1")
+    name: str | None = None
+
+
 class Migrations(_Shape):
     seconds: SecondsOrZero | None = None
     live_seconds: SecondsOrZero | None = None
@@ -161,6 +171,9 @@ class ScenarioSchema(_Shape):
     groups: list[GroupEntry] | None = None
     managers: dict[str, ManagerEntry | None] | None = Field(None, description="project -> manager")
     actions: list[ActionEntry] | None = None
+    placement: list[PlacementEntry] | None = Field(
+        None, description="server-group rules the cloud's scheduler enforces"
+    )
     migrations: Migrations | None = None
     faults: FaultsSection | None = None
     session: SessionSection | None = None  # type: ignore[valid-type]

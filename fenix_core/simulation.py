@@ -25,8 +25,9 @@ from . import signals
 from .constraints import InstanceConstraints
 from .engine import Engine
 from .model import SessionRequest, SessionView
+from .preview import Ask, build_preview
 from .scenario import Scenario
-from .testing import ScriptedManager, SimClock, SimulatedCloud, TimedAction
+from .testing import PlacedCloud, ScriptedManager, SimClock, SimulatedCloud, TimedAction
 from .timeline import Timeline, build_timeline, with_implicit_groups
 
 __all__ = ["Plan", "Simulation", "SimulationResult", "plan"]
@@ -46,6 +47,10 @@ class SimulationResult:
     notifications: dict[str, dict[str, int]]
     migrations_done: int
     migrations_failed: int
+    #: instance id -> how many times it was moved (migrations done)
+    moves: dict[str, int] = attrs.field(factory=dict)
+    #: every ``maintenance_planned`` notification, in the order sent
+    asks: tuple[Ask, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -64,9 +69,15 @@ class Simulation:
     def __init__(self, scenario: Scenario, *, database_url: str = "sqlite://") -> None:
         self.scenario = scenario
         self.clock = SimClock(start=scenario.start)
-        self.cloud = SimulatedCloud(
-            migration_seconds=scenario.migration_seconds,
-            live_migration_seconds=scenario.live_migration_seconds,
+        # The scheduler keeps the scenario's server-group rules, as Nova does.
+        self.cloud: SimulatedCloud = (
+            PlacedCloud(
+                scenario.migration_seconds,
+                scenario.live_migration_seconds,
+                placement=scenario.placement,
+            )
+            if scenario.placement
+            else SimulatedCloud(scenario.migration_seconds, scenario.live_migration_seconds)
         )
         for host in scenario.hosts:
             self.cloud.add_host(
@@ -120,6 +131,7 @@ class Simulation:
         ]
         self.notifications: dict[str, Counter[str]] = {}
         self.drain_seen: dict[str, datetime] = {}
+        self.asks: list[Ask] = []
         signals.maintenance_planned.connect(self._on_planned, sender=self.engine, weak=False)
         self.session_id: str | None = None
 
@@ -155,6 +167,12 @@ class Simulation:
             notifications={p: dict(sorted(c.items())) for p, c in self.notifications.items()},
             migrations_done=sum(1 for e in events if e.kind == "migration_done"),
             migrations_failed=sum(1 for e in events if e.kind == "migration_failed"),
+            moves=dict(
+                Counter(
+                    e.instance_id for e in events if e.kind == "migration_done" and e.instance_id
+                )
+            ),
+            asks=tuple(self.asks),
         )
 
     def timeline(self, view: SessionView) -> Timeline:
@@ -207,6 +225,10 @@ class Simulation:
     def _on_planned(self, sender: Engine, payload: dict[str, Any]) -> None:
         project, state = payload["project_id"], payload["state"]
         self.notifications.setdefault(project, Counter())[state] += 1
+        named = payload.get("instance_ids")
+        # MAINTENANCE names the instances by a URL (as Fenix did), not a list.
+        ids = tuple(str(i) for i in named) if isinstance(named, list | tuple) else ()
+        self.asks.append(Ask(self.clock.now(), project, state, ids))
         if state in _DRAIN_ASKS:
             now = self.clock.now()
             for instance_id in payload["instance_ids"]:
@@ -221,6 +243,8 @@ class Plan:
 
     scenario: str
     result: SimulationResult
+    #: what an operator decides on (fenix_core.preview); None when not built
+    preview: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         timeline = self.result.timeline.to_dict()
@@ -235,7 +259,14 @@ class Plan:
             "default_group_constraints": self.result.view.request.get("default_group_constraints"),
             "waves": timeline["waves"],
             "hosts": [h["name"] for h in timeline["hosts"]],
+            **({"preview": self.preview} if self.preview is not None else {}),
         }
+
+    @classmethod
+    def of(cls, scenario: Scenario, result: SimulationResult) -> Plan:
+        """The plan of a scenario's planned run, with its preview."""
+        preview = build_preview(scenario, result.timeline, result.moves, result.asks)
+        return cls(scenario.name, result, preview)
 
 
 def plan(scenario: Scenario) -> Plan:
@@ -246,4 +277,4 @@ def plan(scenario: Scenario) -> Plan:
     are reported grouped by the waves they were maintained in.
     """
     with Simulation(scenario.without_faults(answer_at_once=True)) as sim:
-        return Plan(scenario.name, sim.run())
+        return Plan.of(scenario, sim.run())

@@ -26,11 +26,10 @@ What the scenario keeps of the cloud:
   the first. A cloud group whose members belong to several projects (a
   budget selecting pods of two projects) gets one copy per project,
   ``<id>@<project>``, each with the group's rules;
-* an instance's own stored constraints (migration type, lead time ...).
-
-The cloud's soft placement preferences and hard ``affinity`` server groups
-are not kept (a scenario has no placement rules); hard ``anti-affinity``
-is kept through the group's ``anti_affinity_group`` / ``max_instances_per_host``.
+* an instance's own stored constraints (migration type, lead time ...);
+* the cloud's placement rules (server groups of every policy) with their
+  members among the listed instances, which the simulated scheduler keeps
+  as Nova does (:class:`~fenix_core.testing.PlacedCloud`).
 """
 
 from __future__ import annotations
@@ -151,6 +150,7 @@ def scenario_data(
         "hosts": [_host(h) for h in snapshot.hosts],
         "instances": [_instance(i, members.get(i.instance_id), own) for i in snapshot.instances],
         "groups": groups,
+        "placement": _placement(snapshot),
         "actions": [dict(a) for a in actions],
         "session": dict(session or {}),
     }
@@ -164,6 +164,16 @@ def scenario_data(
     if migrations:
         data["migrations"] = migrations
     return data
+
+
+def _placement(snapshot: CloudSnapshot) -> list[dict[str, Any]]:
+    listed = {i.instance_id for i in snapshot.instances}
+    rules = []
+    for rule in snapshot.constraints.placement:
+        members = [m for m in rule.members if m in listed]
+        if members:
+            rules.append({**rule.to_dict(), "members": members})
+    return rules
 
 
 def _host(host: Host) -> dict[str, Any]:
@@ -222,6 +232,9 @@ def _groups(
             scenario_id = rules.group_id
             if scenario_id in used or rules.project_id != inst.project_id:
                 scenario_id = f"{rules.group_id}@{inst.project_id}"
+            taken = scenario_id
+            while scenario_id in used:  # a group really named "<id>@<project>"
+                scenario_id = f"{taken}#{len(used)}"
             ids[(key, inst.project_id)] = scenario_id
             used.add(scenario_id)
             entry = {

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
 
@@ -39,10 +39,13 @@ __all__ = [
     "Timeline",
     "build_timeline",
     "recorded_timeline",
+    "step_counts",
     "with_implicit_groups",
 ]
 
 _MOVES = ("move", "watch")
+#: A time of a step series: a datetime, or seconds since some start.
+T = TypeVar("T", datetime, float)
 
 
 @attrs.frozen
@@ -326,7 +329,7 @@ def _group_lanes(
                 project_id=project,
                 members=sizes.get(group_id, 0),
                 limit=group.max_impacted_members if group else None,
-                steps=_steps(changes.get(group_id, [])),
+                steps=step_counts(changes.get(group_id, [])),
             )
         )
     return tuple(lanes)
@@ -342,10 +345,13 @@ def _merged(spans: list[tuple[datetime, datetime]]) -> list[tuple[datetime, date
     return out
 
 
-def _steps(changes: list[tuple[datetime, int]]) -> tuple[tuple[datetime, int], ...]:
-    # Ends sort before starts at the same time: a member that recovers as
-    # another is impacted does not count twice.
-    steps: list[tuple[datetime, int]] = []
+def step_counts(changes: Iterable[tuple[T, int]]) -> tuple[tuple[T, int], ...]:
+    """``(time, +1 / -1)`` changes as ``(time, count)`` steps, one per time.
+
+    Ends sort before starts at the same time: a member that recovers as
+    another is impacted (a host handed over to the next) does not count twice.
+    """
+    steps: list[tuple[T, int]] = []
     count = 0
     for when, delta in sorted(changes):
         count += delta

@@ -331,3 +331,21 @@ def test_every_snapshot_makes_a_valid_scenario_with_the_engines_rules(
     # what fenix export writes loads back into the same scenario
     text = yaml.safe_dump(scenario_data(snapshot, stored_groups, stored_instances))
     assert load_scenario(text) == scenario
+
+
+def test_a_group_named_like_a_renamed_one_keeps_ids_apart() -> None:
+    stored = [
+        GroupConstraints("tier", "web"),
+        GroupConstraints("tier@db", "db", max_impacted_members=2),
+        GroupConstraints("tier", "db", max_impacted_members=3),
+    ]
+    instances = [
+        InstanceConstraints("vm-a", "web", "tier"),
+        InstanceConstraints("vm-c", "db", "tier@db"),
+        InstanceConstraints("vm-d", "db", "tier"),
+    ]
+    snapshot = _snapshot()
+    scenario = scenario_from_cloud(snapshot, stored, instances)
+    ids = [i.group for i in scenario.instances]
+    assert len({g for g in ids if g}) == 3
+    _assert_same_rules(snapshot, scenario, stored, instances)

@@ -10,18 +10,22 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
+import yaml
 from rich.console import Console
 from rich.markup import escape
 
 from ..errors import FieldError, InvalidInput
 from ..request_check import check_plugins
-from ..scenario import Scenario, load_scenario_file
+from ..scenario import Scenario, load_scenario_file, parse_scenario
 from ..scenario_schema import scenario_json_schema
 from ..simulation import Plan, Simulation, SimulationResult, plan
+from .cloud import check_cloud_options, cloud_options, cloud_scenario_data
 from .common import console, draw, dump, exit_code, fails_cleanly, json_option, timeline_option
-from .display import LiveProgress, duration, report_tables
+from .display import LiveProgress, report_tables
+from .plan_display import print_plan
 from .sessions import sessions
 
 __all__ = ["main"]
@@ -139,18 +143,33 @@ def _print_report(out: Console, name: str, result: SimulationResult) -> None:
 
 
 @main.command("plan")
-@_scenario_argument
+@click.argument(
+    "scenario_file",
+    required=False,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+)
+@cloud_options
 @json_option
 @timeline_option
 @click.option("--no-live", is_flag=True, help="No progress display while it runs.")
 @fails_cleanly
-def plan_command(scenario_file: Path, as_json: bool, timeline: Path | None, no_live: bool) -> None:
-    """Preview the waves and the estimated makespan of SCENARIO_FILE.
+def plan_command(
+    scenario_file: Path | None,
+    as_json: bool,
+    timeline: Path | None,
+    no_live: bool,
+    **cloud: Any,
+) -> None:
+    """Preview the waves and the estimated makespan of SCENARIO_FILE, or of the
+    live cloud (--cloud openstack|k8s, read-only).
 
     Nothing real is touched: the scenario runs on simulated time with every
-    manager answering at once and without its faults.
+    manager answering at once and without its faults. The preview says per
+    host when it starts and ends, how many hosts are out at once, how often
+    each instance moves, which project is asked what and when, and the
+    makespan against its lower bound with what limits it.
     """
-    scenario = _load(scenario_file)
+    scenario = _scenario(scenario_file, cloud)
     out = console()
     if not (as_json or no_live) and out.is_terminal:
         # The same run as plan(), shown as it goes: long for thousands of hosts.
@@ -158,7 +177,7 @@ def plan_command(scenario_file: Path, as_json: bool, timeline: Path | None, no_l
             Simulation(scenario.without_faults(answer_at_once=True)) as sim,
             LiveProgress(sim.engine, out) as progress,
         ):
-            preview = Plan(scenario.name, sim.run(on_start=progress.attach))
+            preview = Plan.of(scenario, sim.run(on_start=progress.attach))
     else:
         preview = plan(scenario)
     draw(preview.result.timeline, timeline, quiet=as_json)
@@ -166,19 +185,70 @@ def plan_command(scenario_file: Path, as_json: bool, timeline: Path | None, no_l
     if as_json:
         dump(data)
     else:
-        out.print(
-            f"[bold]{escape(scenario.name)}[/]: estimated makespan "
-            f"[bold]{duration(data['estimated_makespan_seconds'])}[/] "
-            f"({data['workflow']} workflow, {len(data['waves'])} wave(s); {data['method']})"
-        )
-        if data["reason"]:
-            out.print(f"[bold red]{data['state']}[/]: {escape(data['reason'])}")
-        for wave in data["waves"]:
-            out.print(
-                f"  wave {wave['index'] + 1:>3} at {duration(wave['start']):>8} "
-                f"→ {duration(wave['end']):>8}: {', '.join(wave['hosts'])}"
-            )
+        print_plan(out, scenario.name, data)
     sys.exit(exit_code(data["state"]))
+
+
+def _scenario(scenario_file: Path | None, cloud: dict[str, Any]) -> Scenario:
+    """The scenario of a file, or read from the cloud named by --cloud."""
+    if scenario_file is not None and cloud["cloud"] is not None:
+        raise InvalidInput("cloud", "give a scenario file or --cloud, not both")
+    if scenario_file is None and cloud["cloud"] is None:
+        raise InvalidInput("scenario_file", "give a scenario file, or --cloud openstack|k8s")
+    if scenario_file is not None:
+        _only_with_cloud(None, cloud)
+        return _load(scenario_file)
+    return parse_scenario(_cloud_data(cloud))
+
+
+def _only_with_cloud(cloud_name: str | None, cloud: dict[str, Any]) -> None:
+    defaults = {"workflow": "rolling", "action_seconds": 600.0}
+    check_cloud_options(
+        cloud_name,
+        **{
+            k: v
+            for k, v in cloud.items()
+            if k != "cloud" and not (k in defaults and v == defaults[k])
+        },
+    )
+
+
+def _cloud_data(cloud: dict[str, Any]) -> dict[str, Any]:
+    _only_with_cloud(cloud["cloud"], cloud)
+    return cloud_scenario_data(**cloud)
+
+
+@main.command("export")
+@cloud_options
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(dir_okay=False, writable=True, allow_dash=True, path_type=Path),
+    help="The scenario file to write ('-': standard output).",
+)
+@fails_cleanly
+def export_command(output: Path, **cloud: Any) -> None:
+    """Write the live cloud (--cloud openstack|k8s, read-only) as a scenario
+    file: ``fenix plan FILE`` previews the same session, and the file can be
+    edited for a what-if."""
+    if cloud["cloud"] is None:
+        raise InvalidInput("cloud", "give --cloud openstack|k8s")
+    data = _cloud_data(cloud)
+    text = (
+        f"# fenix export --cloud {cloud['cloud']}: {len(data['hosts'])} hosts, "
+        f"{len(data['instances'])} instances, {len(data['groups'])} groups\n"
+        + yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+    )
+    parse_scenario(yaml.safe_load(text))  # what was written loads back
+    if str(output) == "-":
+        click.echo(text, nl=False)
+        return
+    output.write_text(text, encoding="utf-8")
+    console().print(
+        f"wrote [bold]{escape(str(output))}[/]: {len(data['hosts'])} hosts, "
+        f"{len(data['instances'])} instances, {len(data['groups'])} groups"
+    )
 
 
 main.add_command(sessions)
