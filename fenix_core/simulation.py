@@ -205,10 +205,15 @@ class Simulation:
 
 @attrs.frozen
 class Plan:
-    """The waves and makespan of a scenario when everything goes to plan."""
+    """The waves and makespan of a scenario when everything goes to plan.
+
+    ``moved_again`` lists the moves that land on a host the instance leaves
+    again later (instance, from, to, why): the second moves the plan makes.
+    """
 
     scenario: str
     result: SimulationResult
+    moved_again: tuple[dict[str, str], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         timeline = self.result.timeline.to_dict()
@@ -221,6 +226,8 @@ class Plan:
             "estimated_makespan_seconds": timeline["makespan_seconds"],
             "waves": timeline["waves"],
             "hosts": [h["name"] for h in timeline["hosts"]],
+            "migrations": self.result.migrations_done,
+            "moved_again": [dict(m) for m in self.moved_again],
         }
 
 
@@ -232,4 +239,15 @@ def plan(scenario: Scenario) -> Plan:
     are reported grouped by the waves they were maintained in.
     """
     with Simulation(scenario.without_faults(answer_at_once=True)) as sim:
-        return Plan(scenario.name, sim.run())
+        result = sim.run()
+        again = tuple(
+            {
+                "instance": str(op.instance_id),
+                "from": str(op.source),
+                "to": str(op.target),
+                "why": op.moves_again,
+            }
+            for op in sim.engine.list_operations(result.view.session_id)
+            if op.moves_again and op.status == "done"
+        )
+        return Plan(scenario.name, result, again)
