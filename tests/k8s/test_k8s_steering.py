@@ -111,6 +111,15 @@ def evict(core: CoreV1Api, namespace: str, name: str) -> None:
     core.create_namespaced_pod_eviction(name, namespace, body)
 
 
+def evict_web(core: CoreV1Api, clock) -> None:
+    """Evict the web pod, and let the fake's controllers replace it (they run
+    on the next request once its time has come)."""
+    pods = core.list_namespaced_pod("ns").items
+    evict(core, "ns", next(p.metadata.name for p in pods if p.metadata.name.startswith("web")))
+    clock.advance(60)
+    core.list_node()
+
+
 def web_nodes(cluster) -> list[str]:
     return [
         p["spec"].get("nodeName")
@@ -128,34 +137,14 @@ def test_fake_scheduler_prefers_untainted_nodes_but_uses_tainted_ones(fake, feni
         core.patch_node(name, {"spec": {"taints": [{"key": "k", "effect": "PreferNoSchedule"}]}})
     cluster.add_replicaset("ns", "busy", ["c", "c", "c"])
     cluster.add_replicaset("ns", "web", ["a"])
-    evict(
-        core,
-        "ns",
-        next(
-            p.metadata.name
-            for p in core.list_namespaced_pod("ns").items
-            if p.metadata.name.startswith("web")
-        ),
-    )
-    fenix_clock.advance(60)
-    core.list_node()  # a request: the fake's controllers catch up
+    evict_web(core, fenix_clock)
     # c holds the most pods, yet the untainted node scores higher.
     assert web_nodes(cluster) == ["c"]
     # Cordoned, c is filtered out: a PreferNoSchedule node still takes the pod
     # (the least loaded of them), where a NoSchedule one would not.
     core.patch_node("c", {"spec": {"unschedulable": True}})
     core.patch_node("b", {"spec": {"taints": [{"key": "k", "effect": "NoSchedule"}]}})
-    evict(
-        core,
-        "ns",
-        next(
-            p.metadata.name
-            for p in core.list_namespaced_pod("ns").items
-            if p.metadata.name.startswith("web")
-        ),
-    )
-    fenix_clock.advance(60)
-    core.list_node()
+    evict_web(core, fenix_clock)
     assert web_nodes(cluster) == ["a"]
 
 
