@@ -393,10 +393,14 @@ class ConstrainedWorkflow(RollingWorkflow):
             # Place every waiting member at once, largest first (so the last
             # ones are not left without room), then start those whose groups
             # may lose one more member now, the groups with most work first.
-            # A member that moved once already goes only where it stays.
+            # A member that moved once already goes only where it stays: it is
+            # placed before the others, which may still go elsewhere.
             rules = self._rules_for(cs, waiting)
             everyone = {m.group_id: len(waiting) for m in waiting}
-            by_size = sorted(waiting, key=lambda m: (-m.vcpus, m.instance_id))
+            moved = {m.instance_id for m in waiting if s.instances[m.instance_id].moves}
+            by_size = sorted(
+                waiting, key=lambda m: (m.instance_id not in moved, -m.vcpus, m.instance_id)
+            )
             targets = self._targets(cs)
 
             def place(waiting_makes_room: bool) -> dict[str, str]:
