@@ -56,7 +56,7 @@ from .errors import (
     NotFound,
     Replanned,
 )
-from .hookspecs import ConstraintSource, HostGuard, InstanceOwner
+from .hookspecs import ConstraintSource, HostGuard, HostQueue, InstanceOwner
 from .model import (
     ApprovalView,
     Host,
@@ -1664,6 +1664,7 @@ class Engine:
             workflow.advance()
             if loaded.row.state != before:
                 log.info("session %s: %s -> %s", session_id, before, loaded.row.state)
+            self._sync_queue(loaded)
             self._commit(loaded, now)
             self._start_pending(loaded)
         except OperationalError:
@@ -1686,6 +1687,23 @@ class Engine:
         if loaded.final and loaded.row.next_wake is None:
             self._unload(session_id)
         return outbox
+
+    def _sync_queue(self, loaded: LoadedSession) -> None:
+        """Tell a driver that steers new instances around queued hosts
+        (:class:`~fenix_core.hookspecs.HostQueue`) which hosts the session
+        still has to maintain, whenever that set changed (none once it ended)."""
+        driver: object = self.plugins.driver
+        if not isinstance(driver, HostQueue):
+            return
+        queued = (
+            []
+            if loaded.final
+            else sorted(h.name for h in loaded.hosts.values() if h.state == HostState.PENDING)
+        )
+        if queued == list(loaded.data.get("queued_hosts", [])):
+            return
+        loaded.set_data(queued_hosts=queued)
+        loaded.start_op("queue_hosts", params={"hosts": queued})
 
     def _poll_due(self, loaded: LoadedSession, now: datetime) -> None:
         for op in list(loaded.ops.values()):

@@ -55,6 +55,7 @@ __all__ = [
     "GateContext",
     "GateResult",
     "HostGuard",
+    "HostQueue",
     "InstanceOwner",
     "InstanceReadiness",
     "MoveLookup",
@@ -166,6 +167,22 @@ class InstanceReadiness(Protocol):
     """
 
     def instance_is_ready(self, instance_id: str) -> bool: ...
+
+
+@runtime_checkable
+class HostQueue(Protocol):
+    """Optional driver capability: steer new instances away from hosts a
+    session still has to maintain, so that what its cloud places meanwhile
+    (a replacement pod) does not have to move again.
+
+    ``hosts`` is the whole set of hosts session ``session_id`` still has to
+    maintain, sent again each time it changes and empty once the session
+    ended (done, failed or cancelled); a host left out is no longer steered
+    around. Best effort: a failure is logged, the session goes on. The
+    Kubernetes driver puts a ``PreferNoSchedule`` taint on those nodes.
+    """
+
+    def mark_queued(self, session_id: str, hosts: Sequence[str]) -> None: ...
 
 
 @runtime_checkable

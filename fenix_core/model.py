@@ -755,8 +755,11 @@ class OperationView:
 
     ``kind`` is ``move`` (a migration), ``watch`` (a manager's own action),
     ``action`` (an action plug-in run), ``disable_host``, ``enable_host``,
-    ``host_up`` or ``inventory``. For moves, ``source`` / ``target`` are the
-    hosts. ``status`` is pending, running, done, failed or abandoned.
+    ``host_up``, ``inventory`` or ``queue_hosts`` (the hosts still to
+    maintain, told to a driver that steers new instances around them). For
+    moves, ``source`` / ``target`` are the hosts, and ``moves_again`` says why
+    a move lands on a host the instance will leave again (None when it stays
+    there). ``status`` is pending, running, done, failed or abandoned.
     """
 
     kind: str
@@ -769,3 +772,4 @@ class OperationView:
     started_at: datetime | None
     finished_at: datetime | None
     detail: str | None = None
+    moves_again: str | None = None

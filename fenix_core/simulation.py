@@ -239,12 +239,18 @@ class Simulation:
 
 @attrs.frozen
 class Plan:
-    """The waves and makespan of a scenario when everything goes to plan."""
+    """The waves and makespan of a scenario when everything goes to plan.
+
+    ``moved_again`` lists the moves that land on a host the instance leaves
+    again later (instance, from, to, why): the second moves the plan makes.
+    """
 
     scenario: str
     result: SimulationResult
     #: what an operator decides on (fenix_core.preview); None when not built
     preview: dict[str, Any] | None = None
+    #: moves onto a host the instance has to leave again, and why (second_moves)
+    moved_again: tuple[dict[str, str], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         timeline = self.result.timeline.to_dict()
@@ -259,14 +265,27 @@ class Plan:
             "default_group_constraints": self.result.view.request.get("default_group_constraints"),
             "waves": timeline["waves"],
             "hosts": [h["name"] for h in timeline["hosts"]],
+            "migrations": self.result.migrations_done,
+            "moved_again": [dict(m) for m in self.moved_again],
             **({"preview": self.preview} if self.preview is not None else {}),
         }
 
     @classmethod
-    def of(cls, scenario: Scenario, result: SimulationResult) -> Plan:
-        """The plan of a scenario's planned run, with its preview."""
+    def of(cls, scenario: Scenario, result: SimulationResult, engine: Engine) -> Plan:
+        """The plan of a scenario's planned run on ``engine``, with its preview
+        and the moves that land where the instance must leave again."""
         preview = build_preview(scenario, result.timeline, result.moves, result.asks)
-        return cls(scenario.name, result, preview)
+        again = tuple(
+            {
+                "instance": str(op.instance_id),
+                "from": str(op.source),
+                "to": str(op.target),
+                "why": op.moves_again,
+            }
+            for op in engine.list_operations(result.view.session_id)
+            if op.moves_again and op.status == "done"
+        )
+        return cls(scenario.name, result, preview, again)
 
 
 def plan(scenario: Scenario) -> Plan:
@@ -277,4 +296,4 @@ def plan(scenario: Scenario) -> Plan:
     are reported grouped by the waves they were maintained in.
     """
     with Simulation(scenario.without_faults(answer_at_once=True)) as sim:
-        return Plan.of(scenario, sim.run())
+        return Plan.of(scenario, sim.run(), sim.engine)

@@ -221,4 +221,5 @@ def build_operation_view(row: OperationRow) -> OperationView:
         started_at=row.started_at,
         finished_at=row.finished_at,
         detail=row.detail,
+        moves_again=params.get("moves_again") if moves else None,
     )

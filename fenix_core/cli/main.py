@@ -177,7 +177,7 @@ def plan_command(
             Simulation(scenario.without_faults(answer_at_once=True)) as sim,
             LiveProgress(sim.engine, out) as progress,
         ):
-            preview = Plan.of(scenario, sim.run(on_start=progress.attach))
+            preview = Plan.of(scenario, sim.run(on_start=progress.attach), sim.engine)
     else:
         preview = plan(scenario)
     draw(preview.result.timeline, timeline, quiet=as_json)

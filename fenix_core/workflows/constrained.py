@@ -41,7 +41,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
-from .. import planner
+from .. import planner, second_moves
 from ..constraints import ConstraintSet
 from ..runtime import LoadedSession, ids
 from ..states import HostState, InstanceAction, InstanceState, SessionState
@@ -393,10 +393,24 @@ class ConstrainedWorkflow(RollingWorkflow):
             # Place every waiting member at once, largest first (so the last
             # ones are not left without room), then start those whose groups
             # may lose one more member now, the groups with most work first.
+            # A member that moved once already goes only where it stays: it is
+            # placed before the others, which may still go elsewhere.
             rules = self._rules_for(cs, waiting)
             everyone = {m.group_id: len(waiting) for m in waiting}
-            by_size = sorted(waiting, key=lambda m: (-m.vcpus, m.instance_id))
-            plan = dict(planner.assign_moves(by_size, everyone, self._targets(cs), rules)[0])
+            moved = {m.instance_id for m in waiting if s.instances[m.instance_id].moves}
+            by_size = sorted(
+                waiting, key=lambda m: (m.instance_id not in moved, -m.vcpus, m.instance_id)
+            )
+            targets = self._targets(cs)
+
+            def place(waiting_makes_room: bool) -> dict[str, str]:
+                twice = self._may_move_twice(waiting, waiting_makes_room=waiting_makes_room)
+                moves = planner.assign_moves(by_size, everyone, targets, rules, twice=twice)[0]
+                return dict(moves)
+
+            plan = place(True)
+            if not plan and not self._waiting_makes_room():
+                plan = place(False)  # waiting would not make room: no limit
             waiting.sort(key=lambda m: (-self._weight(cs, m.group_id), -m.vcpus, m.instance_id))
             for m in waiting:
                 target = plan.get(m.instance_id)
@@ -411,10 +425,46 @@ class ConstrainedWorkflow(RollingWorkflow):
             wake = soonest if wake is None else min(wake, soonest)
         self._wake_at(wake)
 
+    def _may_move_twice(
+        self, waiting: Sequence[planner.Member], *, waiting_makes_room: bool
+    ) -> set[str]:
+        """The waiting members that may go to a host still queued."""
+        s = self.s
+        return {
+            m.instance_id
+            for m in waiting
+            if second_moves.may_move_twice(
+                moved_before=s.instances[m.instance_id].moves > 0,
+                waiting_makes_room=waiting_makes_room,
+            )
+        }
+
+    def _waiting_makes_room(self) -> bool:
+        """Whether something under way may yet make room where instances stay:
+        a host being maintained, a move, a group's recovery_time."""
+        s = self.s
+        if any(s.open_ops(kind="move")) or any(s.open_ops(kind="watch")):
+            return True
+        if any(t is None or t > s.now for t in self._impacted.values()):
+            return True
+        return any(
+            h.type == "compute"
+            and (
+                h.state in (HostState.DRAINED, HostState.IN_MAINTENANCE)
+                or (h.state == HostState.DRAINING and s.is_empty(h.name))
+            )
+            for h in s.hosts.values()
+        )
+
     def _started(
         self, inst: InstanceRow, action: str, target: str | None, cs: ConstraintSet
     ) -> None:
-        self.start_move(inst, action, target)
+        moved_before = inst.moves > 0
+        op = self.start_move(inst, action, target)
+        host = self.s.hosts.get(target) if target is not None else None
+        if host is not None and self._placement(host) is False:
+            # Said in the plan: this instance lands on a host it will leave again.
+            op.params = {**op.params, "moves_again": second_moves.why_again(moved_before)}
         self._impacted[inst.instance_id] = None
         g = self._group_of(inst, cs)
         if target is not None and g in self._limited:

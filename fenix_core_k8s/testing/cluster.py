@@ -114,6 +114,51 @@ def _set_condition(obj: Obj, kind: str, status: bool, now: datetime, reason: str
     )
 
 
+#: kube-scheduler's default score weights of the two plug-ins the fake models.
+_TAINT_WEIGHT = 3
+_LOAD_WEIGHT = 1
+_MAX_SCORE = 100
+
+
+def _tolerated(taint: Mapping[str, Any], tolerations: Iterable[Mapping[str, Any]]) -> bool:
+    """Whether one of the pod's tolerations matches the taint (an empty key
+    with Exists matches every taint; an empty effect matches every effect)."""
+    for tol in tolerations:
+        effect = tol.get("effect") or ""
+        if effect and effect != taint.get("effect"):
+            continue
+        key = tol.get("key") or ""
+        if tol.get("operator", "Equal") == "Exists":
+            if not key or key == taint.get("key"):
+                return True
+        elif key == taint.get("key") and (tol.get("value") or "") == (taint.get("value") or ""):
+            return True
+    return False
+
+
+def _best_node(feasible: Iterable[tuple[str, int, int]]) -> str:
+    """The node with the highest weighted score among ``(name, untolerated
+    PreferNoSchedule taints, pods)``; ties go to the first name.
+
+    TaintToleration scores each node by its count of such taints and
+    normalizes in reverse (``100 - 100 * count / highest count``): a node
+    without any scores 100, the most tainted 0. The load score stands in for
+    NodeResourcesFit's least-allocated strategy, by pods here.
+    """
+    rows = list(feasible)
+    most_taints = max(t for _, t, _ in rows)
+    most_pods = max(p for _, _, p in rows)
+
+    def score(row: tuple[str, int, int]) -> float:
+        _, taints, pods = row
+        taint = _MAX_SCORE - (_MAX_SCORE * taints / most_taints if most_taints else 0)
+        load = _MAX_SCORE - (_MAX_SCORE * pods / most_pods if most_pods else 0)
+        return _TAINT_WEIGHT * taint + _LOAD_WEIGHT * load
+
+    best = min(rows, key=lambda row: (-score(row), row[0]))
+    return best[0]
+
+
 def _controller(pod: Mapping[str, Any]) -> Mapping[str, Any] | None:
     for ref in pod["metadata"].get("ownerReferences") or ():
         if ref.get("controller"):
@@ -574,22 +619,38 @@ class FakeCluster:
         self._schedule(pod)
 
     def _schedule(self, pod: Obj) -> None:
-        """Bind a pending pod to the least loaded schedulable Ready node that its
-        anti-affinity allows; try again later when there is none."""
+        """Bind a pending pod as kube-scheduler would, on the nodes it keeps:
+        schedulable, Ready, no NoSchedule / NoExecute taint the pod does not
+        tolerate, its anti-affinity kept (filters). Among those, the highest
+        score (TaintToleration with its default weight 3: fewest untolerated
+        PreferNoSchedule taints, normalized and reversed; then least loaded,
+        weight 1, by pods); try again later when none is left."""
         if (pod["metadata"]["namespace"], pod["metadata"]["name"]) not in self.pods:
             return
-        candidates = []
+        tolerations = pod["spec"].get("tolerations") or ()
+        feasible: list[tuple[str, int, int]] = []
         for name, node in sorted(self.nodes.items()):
             if node["spec"].get("unschedulable") or not _ready(node):
+                continue
+            taints = node["spec"].get("taints") or ()
+            if any(
+                t.get("effect") in ("NoSchedule", "NoExecute") and not _tolerated(t, tolerations)
+                for t in taints
+            ):
                 continue
             here = [p for p in self.pods.values() if p["spec"].get("nodeName") == name]
             if self._repelled(pod, here):
                 continue
-            candidates.append((len(here), name))
-        if not candidates:
+            prefer_not = sum(
+                1
+                for t in taints
+                if t.get("effect") == "PreferNoSchedule" and not _tolerated(t, tolerations)
+            )
+            feasible.append((name, prefer_not, len(here)))
+        if not feasible:
             self._later(self.controller_seconds, lambda: self._schedule(pod))
             return
-        pod["spec"]["nodeName"] = min(candidates)[1]
+        pod["spec"]["nodeName"] = _best_node(feasible)
         self._rv(pod)
         uid = pod["metadata"]["uid"]
 

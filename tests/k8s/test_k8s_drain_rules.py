@@ -249,7 +249,9 @@ def test_hostpath_volumes_do_not_block_a_drain(fake, k8s_engine):
 def test_the_node_is_cordoned_before_the_first_eviction(fake, k8s_engine):
     cluster = fake.cluster
     ha_cluster(cluster)
-    engine = k8s_engine(NodeReboot(cluster, seconds=60))
+    # Without the queued taint, the node's only patches are the cordon and
+    # the uncordon (the taint's are in test_k8s_steering).
+    engine = k8s_engine(NodeReboot(cluster, seconds=60), steer_replacements=False)
     sid = engine.create_session(SessionRequest(hosts=["node-0"], actions=REBOOT))
 
     view = engine.run_until_done(sid)
