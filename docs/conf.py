@@ -109,8 +109,8 @@ nitpick_ignore_regex = [
     ),
     ("py:.*", r"(datetime|transitions|sqlalchemy|pluggy|blinker|attrs|click|rich)(\..*)?"),
     ("py:.*", r"(pydantic|prometheus_client)(\..*)?"),
-    # The schema's TypeVar of models.
-    ("py:class", r"fenix_core\.schema\.M"),
+    # TypeVars: the schema's of models, the timeline's of step series.
+    ("py:class", r"fenix_core\.(schema\.M|timeline\.T)"),
     # The plug-ins' and the REST service's third-party types (short or full names).
     (
         "py:.*",

@@ -83,7 +83,7 @@ class KubernetesDriver:
     then lost (``kubectl drain --delete-emptydir-data``). By default such a
     pod is not evicted: its move waits, saying why, until the pod is gone.
     ``steer_replacements``: put a ``PreferNoSchedule`` taint
-    (:data:`QUEUED_TAINT`) on the nodes a session still has to maintain, so
+    (``QUEUED_TAINT`` (``fenix-core/queued``)) on the nodes a session still has to maintain, so
     that the scheduler prefers other nodes for replacement pods (default
     True; False leaves the nodes' taints alone). See :meth:`mark_queued`.
 
@@ -261,7 +261,7 @@ class KubernetesDriver:
     def mark_queued(self, session_id: str, hosts: Sequence[str]) -> None:
         """Taint exactly ``hosts`` among the nodes for session ``session_id``
         (:class:`~fenix_core.hookspecs.HostQueue`): a ``PreferNoSchedule``
-        taint :data:`QUEUED_TAINT` whose value is the session id. The
+        taint ``QUEUED_TAINT`` (``fenix-core/queued``) whose value is the session id. The
         scheduler still uses a tainted node when no other fits. A node tainted
         by another session is left as it is; this session's taint comes off
         every node not in ``hosts`` (all of them once the session ended).
