@@ -30,10 +30,10 @@ from typing import Any
 import attrs
 
 from .budgets import resolve_cap
-from .constraints import DEFAULT_GROUP, implicit_group_id
+from .constraints import implicit_group_id
 from .planner import GroupRule, makespan_lower_bound, max_hosts_out
 from .scenario import HostSpec, Scenario
-from .timeline import HostLane, Timeline, step_counts
+from .timeline import HostLane, Timeline, step_counts, with_implicit_groups
 
 __all__ = ["Ask", "build_preview", "hosts_out_steps"]
 
@@ -196,22 +196,24 @@ def _lower_bound(
     rules: dict[str, GroupRule] = {}
     if workflow in _GROUP_LIMITED:
         emptied = {h.name for h in maintained if h.type == "compute"}
-        groups = {g.group_id: g for g in scenario.groups}
+        # The scenario's groups plus each project's implicit one, held to the
+        # request's default_group_constraints (scenarios name only known groups).
+        groups = {
+            g.group_id: g
+            for g in with_implicit_groups(
+                scenario.groups,
+                {i.id: i.project for i in scenario.instances},
+                {i.id: i.group for i in scenario.instances if i.group is not None},
+                workflow,
+                request.default_group_constraints,
+            )
+        }
         for inst in scenario.instances:
             if inst.host not in emptied:
                 continue
             group_id = inst.group or implicit_group_id(inst.project)
             members[group_id] += 1
-            if group_id in groups:
-                rules[group_id] = GroupRule.of(groups[group_id])
-            else:
-                # The request's rules for unconstrained instances, else the engine's.
-                default = {**DEFAULT_GROUP, **(request.default_group_constraints or {})}
-                rules[group_id] = GroupRule(
-                    group_id,
-                    max_impacted=int(default["max_impacted_members"]),
-                    recovery_time=float(default["recovery_time"]),
-                )
+            rules[group_id] = GroupRule.of(groups[group_id])
     move = min(scenario.migration_seconds, scenario.live_migration_seconds)
     if not any(i.live_migratable for i in scenario.instances):
         move = scenario.migration_seconds
