@@ -148,6 +148,16 @@ class _CloudRead:
     def cloud(self) -> dict[str, Any] | None:
         return cloud_constraints_dict(self.found) if self.found is not None else None
 
+    def session_data(self) -> dict[str, Any]:
+        """What the session's data keeps of this read (written at creation
+        and again when an approval re-plans)."""
+        return (
+            {"allowed_actions": list(self.allowed)}
+            | ({"cloud_constraints": self.cloud} if self.cloud else {})
+            | ({"host_guard": True} if self.host_guard else {})
+            | ({"host_labels": dict(self.topology)} if self.topology else {})
+        )
+
 
 class Engine:
     """Runs maintenance sessions.
@@ -316,11 +326,7 @@ class Engine:
                     reason=None,
                     failed_state=None,
                     percent_done=0,
-                    data={"allowed_actions": list(read.allowed)}
-                    | ({"cloud_constraints": read.cloud} if read.cloud else {})
-                    | ({"host_guard": True} if read.host_guard else {})
-                    | ({"host_labels": dict(read.topology)} if read.topology else {})
-                    | ({"approval": plan} if plan is not None else {}),
+                    data=read.session_data() | ({"approval": plan} if plan is not None else {}),
                     seq=0,
                     version=0,
                     # A session awaiting approval has nothing due: only
@@ -810,13 +816,7 @@ class Engine:
                 for table in (InstanceRow, ProjectRow, HostRow):
                     orm.execute(delete(table).where(table.session_id == session_id))
                 inventory_changes = self._write_session_rows(orm, session_id, req, read, now)
-                row.data = {
-                    **row.data,
-                    "allowed_actions": list(read.allowed),
-                    "approval": plan,
-                } | ({"cloud_constraints": read.cloud} if read.cloud else {})
-                if read.topology:
-                    row.data = {**row.data, "host_labels": dict(read.topology)}
+                row.data = {**row.data, **read.session_data(), "approval": plan}
                 row.updated_at = now
             self._inventory_changed(inventory_changes)
         log.info("session %s re-planned as %s: %s", session_id, plan["plan_id"], "; ".join(changes))
