@@ -5,6 +5,7 @@ from __future__ import annotations
 import glob
 import os
 import shutil
+import tarfile
 from pathlib import Path
 from xml.etree import ElementTree
 
@@ -22,6 +23,7 @@ SOURCES = [
     "benchmarks",
     "docs/gen_states.py",
     "docs/conf.py",
+    "docs/dashboard_screenshot.py",
     "noxfile.py",
 ]
 
@@ -36,6 +38,7 @@ def tests(session: nox.Session) -> None:
     """
     session.install("-e", ".[dev,openstack,rest,k8s]")
     _install_postgresql(session)
+    _install_chromium(session)
     junit = Path(session.create_tmp()) / "junit.xml"
     session.run(
         "pytest",
@@ -58,16 +61,29 @@ def tests(session: nox.Session) -> None:
 
 def _install_postgresql(session: nox.Session) -> None:
     """The PostgreSQL tests start a throwaway server from Debian's postgresql
-    package: install it when missing and we are root (CI is); otherwise those
-    tests skip, saying why."""
-    if glob.glob("/usr/lib/postgresql/*/bin/initdb") or shutil.which("initdb"):
+    package."""
+    present = glob.glob("/usr/lib/postgresql/*/bin/initdb") or shutil.which("initdb")
+    _apt_install(session, "PostgreSQL server binaries", bool(present), "postgresql")
+
+
+def _install_chromium(session: nox.Session) -> None:
+    """The dashboard's browser tests drive Debian's headless chromium through
+    its chromedriver (selenium never downloads a browser)."""
+    present = shutil.which("chromium") and shutil.which("chromedriver")
+    _apt_install(session, "chromium or chromedriver", bool(present), "chromium", "chromium-driver")
+
+
+def _apt_install(session: nox.Session, what: str, present: bool, *packages: str) -> None:
+    """Install Debian ``packages`` when ``what`` is missing and we are root
+    (CI is); otherwise the tests that need them skip, saying why."""
+    if present:
         return
     if not shutil.which("apt-get") or os.geteuid() != 0:
-        session.log("PostgreSQL server binaries missing and cannot install them: tests will skip")
+        session.log(f"{what} missing and cannot install them: tests will skip")
         return
     env = {"DEBIAN_FRONTEND": "noninteractive"}
     session.run("apt-get", "update", "-q", external=True, env=env)
-    session.run("apt-get", "install", "-y", "-q", "postgresql", external=True, env=env)
+    session.run("apt-get", "install", "-y", "-q", *packages, external=True, env=env)
 
 
 @nox.session
@@ -119,14 +135,68 @@ def types(session: nox.Session) -> None:
     session.run("mypy", "fenix_core", "fenix_core_openstack", "fenix_core_k8s")
 
 
+MERMAID_VERSION = "11.12.1"
+
+
+def _vendor_mermaid(session: nox.Session) -> None:
+    """Mermaid's ES module build from the npm registry into docs/_static/mermaid.
+
+    The diagrams are drawn in the reader's browser: the built site must carry
+    the script, not point to a CDN (offline reading, no third-party requests).
+    The files are not kept in git (13 MB); `npm pack` fetches the pinned
+    version once, like pip fetches Sphinx.
+    """
+    target = Path("docs/_static/mermaid")
+    stamp = target / f"VERSION-{MERMAID_VERSION}"
+    if stamp.exists():
+        return
+    _install_npm(session)
+    tmp = Path(session.create_tmp())
+    session.run("npm", "pack", f"mermaid@{MERMAID_VERSION}", "--pack-destination", str(tmp),
+                external=True)  # fmt: skip
+    with tarfile.open(tmp / f"mermaid-{MERMAID_VERSION}.tgz") as archive:
+        members = [
+            m
+            for m in archive.getmembers()
+            if m.isfile()
+            and not m.name.endswith(".map")
+            and (
+                m.name == "package/dist/mermaid.esm.min.mjs"
+                or m.name.startswith("package/dist/chunks/mermaid.esm.min/")
+            )
+        ]
+        shutil.rmtree(target, ignore_errors=True)
+        for member in members:
+            member.name = member.name.removeprefix("package/dist/")
+            archive.extract(member, target, filter="data")
+    stamp.write_text(MERMAID_VERSION + "\n")
+
+
+def _install_npm(session: nox.Session) -> None:
+    """npm fetches Mermaid: install Debian's npm when it is missing and we are
+    root (CI is), as the tests session does for PostgreSQL; otherwise say why
+    the docs cannot be built."""
+    if shutil.which("npm"):
+        return
+    if not shutil.which("apt-get") or os.geteuid() != 0:
+        session.error("the docs build needs npm (to fetch Mermaid for offline diagrams)")
+    env = {"DEBIAN_FRONTEND": "noninteractive"}
+    session.run("apt-get", "update", "-q", external=True, env=env)
+    session.run("apt-get", "install", "-y", "-q", "npm", external=True, env=env)
+
+
 @nox.session
 def docs(session: nox.Session) -> None:
     """The documentation site (Sphinx + MyST); warnings are errors, and so are
     references to fenix-core objects that do not exist (nitpicky).
 
     The HTML lands in docs/_build/html (open docs/_build/html/index.html).
+    The plug-in and REST extras are installed so that the API reference
+    covers them; Mermaid's JavaScript is copied next to the pages
+    (docs/_static/mermaid), so the state diagrams render without a CDN.
     """
-    session.install("-e", ".[docs]")
+    session.install("-e", ".[docs,openstack,k8s,rest]")
+    _vendor_mermaid(session)
     session.run(
         "sphinx-build",
         "-W",

@@ -1,30 +1,79 @@
-"""Makespan of the constrained workflow against the serial rolling one.
+"""Makespan and migrations of the constrained workflow against the serial
+rolling one, and against their lower bounds.
 
 Reference scenario (issue 4): 100 computes, 2,000 instances, 60 groups with
 max_impacted_members 1-3 and recovery_time 60-300 s, 600 s of host work,
-30 s migrations. Prints both makespans, the lower bound, and the ratios, all
-from one run, with the targets' pass/fail.
+30 s migrations. Prints both makespans, the lower bound, the ratios and the
+migrations against their bound, all from one run, with the targets'
+pass/fail. Then a family of random layouts (``scenarios.random_layout``):
+the median and worst makespan / lower bound and migrations / bound.
 
     python benchmarks/makespan.py [--hosts 100 --instances 2000 --groups 60]
+        [--family 6 --family-hosts 40]   # the default family: 6 layouts, <= 40 hosts
+        [--family 30 --family-hosts 200] # the full family (tens of CPU minutes)
+
+The bounds (see docs/performance.md):
+
+* makespan: the capacity bound (every host's work spread over the most hosts
+  that can be out at once) or the longest group chain: a group's final moves
+  (to hosts where its members stay) cannot start before the first host of the
+  session is maintained, then run max_impacted_members at a time with
+  recovery_time between them, and the last member's host still has its work;
+* migrations: every instance on a maintained host moves once, and those of
+  the first host emptied that fit nowhere they stay move twice
+  (:func:`fenix_core.second_moves.moves_lower_bound`).
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import time
+from collections import defaultdict
 from collections.abc import Sequence
 
-from scenarios import REFERENCE, Scenario
+import attrs
+from scenarios import REFERENCE, Run, Scenario, random_layout
 
-from fenix_core import planner
-from fenix_core.testing.invariants import constraint_violations
+from fenix_core import planner, second_moves
+from fenix_core.testing.invariants import constraint_violations, migrations_per_instance
 
-#: The reference scenario's makespan ratios before the core redesign (issue 18).
-NO_WORSE_THAN = (0.104, 1.073)
+#: What the core redesign (issue 18) must not make worse on the reference
+#: scenario: constrained / serial, and constrained / the lower bound as issue 18
+#: measured it (no wait for the first maintained host in the group chains).
+#: Issue 18 measured 0.104 / 1.073 with an instance allowed a third move;
+#: forbidding it (issue 21) costs one step of the critical group's chain
+#: (284 s), accepted on purpose: a migration is a disruption to the
+#: application, 2% of makespan is not (docs/performance.md).
+NO_WORSE_THAN = (0.106, 1.097)
+#: Targets of issue 21 on the reference scenario.
+REFERENCE_TARGETS = {"moves rolling": 1.02, "moves constrained": 1.05, "makespan": 1.03}
+#: Targets of issue 21 on the random family (worst layout).
+FAMILY_TARGETS = {"makespan": 1.15, "moves": 1.10, "most moves of one instance": 2}
 
 
-def run(scenario: Scenario, workflow: str) -> tuple[float, float, object]:
+@attrs.frozen
+class Measured:
+    """One workflow's run of one scenario."""
+
+    makespan: float
+    cpu: float
+    moves: int
+    most_moves: int
+
+
+@attrs.frozen
+class Bounds:
+    makespan: planner.LowerBound
+    #: The same bound without the wait for the first maintained host (the
+    #: bound NO_WORSE_THAN was measured against).
+    makespan_before: planner.LowerBound
+    moves: second_moves.MovesBound
+    parallel: int
+
+
+def run(scenario: Scenario, workflow: str) -> tuple[Measured, Run]:
     built = scenario.build(workflow)
     start = built.clock.now()
     cpu = time.process_time()
@@ -38,7 +87,162 @@ def run(scenario: Scenario, workflow: str) -> tuple[float, float, object]:
         broken = constraint_violations(built.cloud, built.engine.constraints())
         if broken:
             raise SystemExit(f"constrained run broke its constraints: {broken[:3]}")
-    return makespan, cpu, built
+    per_instance = migrations_per_instance(built.cloud)
+    moves = sum(per_instance.values())
+    return Measured(makespan, cpu, moves, max(per_instance.values(), default=0)), built
+
+
+def bounds(scenario: Scenario) -> Bounds:
+    """The lower bounds of a scenario, from the layout it builds (every host in
+    the session, none outside it)."""
+    built = scenario.build("constrained")
+    capacities = [h.vcpus for h in built.cloud.list_hosts()]
+    per_host: dict[str, list[int]] = defaultdict(list)
+    for inst in built.cloud.list_instances():
+        per_host[inst.host].append(inst.vcpus)
+    built.engine.close()
+    loads = [per_host.get(h.name, []) for h in built.cloud.list_hosts()]
+    load = sum(sum(v) for v in loads)
+    parallel = planner.max_hosts_out(capacities, load)
+    rules = {
+        g: planner.GroupRule(
+            g, max_impacted=r["max_impacted_members"], recovery_time=r["recovery_time"]
+        )
+        for g, r in built.rules.items()
+    }
+    common = {
+        "host_work": [scenario.host_work] * len(capacities),
+        "max_parallel_hosts": parallel,
+        "members_by_group": built.members_by_group,
+        "rules": rules,
+        "move_seconds": scenario.migration_seconds,
+    }
+    first_final = second_moves.first_final_move_at(
+        [(scenario.host_work, bool(v)) for v in loads],
+        stay_room=False,
+        move_seconds=scenario.migration_seconds,
+    )
+    return Bounds(
+        makespan=planner.makespan_lower_bound(**common, first_final_move_at=first_final),  # type: ignore[arg-type]
+        makespan_before=planner.makespan_lower_bound(**common),  # type: ignore[arg-type]
+        moves=second_moves.moves_lower_bound(loads, stay_room=0),
+        parallel=parallel,
+    )
+
+
+def verdict(value: float, target: float) -> str:
+    return "PASS" if round(value, 3) <= target else "FAIL"
+
+
+def reference(scenario: Scenario, *, is_reference: bool) -> None:
+    constrained, built = run(scenario, "constrained")
+    built.engine.close()
+    serial, built = run(scenario, "rolling")
+    built.engine.close()
+    b = bounds(scenario)
+    vs_serial = constrained.makespan / serial.makespan
+    vs_bound = constrained.makespan / b.makespan.seconds
+    vs_bound_before = constrained.makespan / b.makespan_before.seconds
+    print(
+        f"scenario: {scenario.hosts} hosts, {scenario.instances} instances, "
+        f"{scenario.groups} groups, {scenario.host_work:.0f} s host work, "
+        f"{scenario.migration_seconds:.0f} s migrations (seed {scenario.seed})"
+    )
+    print(f"serial (rolling) makespan   {serial.makespan:>10.0f} s   ({serial.cpu:.1f} s CPU)")
+    print(
+        f"constrained makespan        {constrained.makespan:>10.0f} s   "
+        f"({constrained.cpu:.1f} s CPU)"
+    )
+    print(
+        f"lower bound                 {b.makespan.seconds:>10.0f} s   "
+        f"(capacity {b.makespan.capacity_bound:.0f} s with {b.parallel} hosts out at once;"
+        f" group chain {b.makespan.group_bound:.0f} s, {b.makespan.critical_group},"
+        f" final moves from {b.makespan.first_final_move_at:.0f} s)"
+    )
+    print(
+        f"lower bound (issue 18)      {b.makespan_before.seconds:>10.0f} s   "
+        "(group chains from 0 s)"
+    )
+    print(
+        f"migrations bound            {b.moves.moves:>10d}     "
+        f"({b.moves.once} instances once, {b.moves.forced} forced twice)"
+    )
+    print(
+        f"rolling migrations          {serial.moves:>10d}     "
+        f"(at most {serial.most_moves} of one instance)"
+    )
+    print(
+        f"constrained migrations      {constrained.moves:>10d}     "
+        f"(at most {constrained.most_moves} of one instance)"
+    )
+    print(
+        f"constrained / serial        {vs_serial:>10.3f}     target <= 0.35  "
+        f"{verdict(vs_serial, 0.35)}"
+    )
+    target = REFERENCE_TARGETS["makespan"]
+    print(
+        f"constrained / lower bound   {vs_bound:>10.3f}     target <= {target}  "
+        f"{verdict(vs_bound, target)}"
+    )
+    for name, measured, key in (
+        ("rolling moves / bound", serial, "moves rolling"),
+        ("constrained moves / bound", constrained, "moves constrained"),
+    ):
+        ratio = measured.moves / b.moves.moves
+        target = REFERENCE_TARGETS[key]
+        print(f"{name:<27} {ratio:>10.3f}     target <= {target}  {verdict(ratio, target)}")
+    if is_reference:
+        # Issue 18: the core redesign must not make the reference makespans worse
+        # than these, measured before it (simulated time: the same on any machine).
+        for name, value, before in (
+            ("constrained / serial", vs_serial, NO_WORSE_THAN[0]),
+            ("constrained / lower bound", vs_bound_before, NO_WORSE_THAN[1]),
+        ):
+            print(
+                f"{name + ' (issue 18)':<39} {value:.3f}  target <= {before}  "
+                f"{verdict(value, before)}"
+            )
+
+
+def family(count: int, max_hosts: int) -> None:
+    """Run ``count`` random layouts; print each and the median / worst ratios."""
+    print(f"\nrandom family: {count} layouts of 10-{max_hosts} hosts (constrained workflow)")
+    print(
+        f"{'seed':>4} {'hosts':>5} {'spare':>5} {'inst':>5} {'groups':>6} "
+        f"{'makespan':>9} {'LB':>8} {'ms/LB':>6} {'moves':>6} {'bound':>6} {'mv/b':>6} "
+        f"{'max':>3} {'CPU':>6}"
+    )
+    spans: list[float] = []
+    moves: list[float] = []
+    most = 0
+    for seed in range(1, count + 1):
+        scenario = random_layout(seed, max_hosts=max_hosts)
+        measured, built = run(scenario, "constrained")
+        built.engine.close()
+        b = bounds(scenario)
+        span = measured.makespan / b.makespan.seconds
+        ratio = measured.moves / b.moves.moves if b.moves.moves else 1.0
+        spans.append(span)
+        moves.append(ratio)
+        most = max(most, measured.most_moves)
+        print(
+            f"{seed:>4} {scenario.hosts:>5} {scenario.spare_hosts:>5} "
+            f"{scenario.instances:>5} {scenario.groups:>6} {measured.makespan:>9.0f} "
+            f"{b.makespan.seconds:>8.0f} {span:>6.3f} {measured.moves:>6} "
+            f"{b.moves.moves:>6} {ratio:>6.3f} {measured.most_moves:>3} {measured.cpu:>6.1f}"
+        )
+    for name, values, target in (
+        ("makespan / lower bound", spans, FAMILY_TARGETS["makespan"]),
+        ("migrations / bound", moves, FAMILY_TARGETS["moves"]),
+    ):
+        worst = max(values)
+        print(
+            f"{name:<27} median {statistics.median(values):.3f} worst {worst:.3f}"
+            f"  target worst <= {target}  {verdict(worst, target)}"
+        )
+    target_most = FAMILY_TARGETS["most moves of one instance"]
+    ok = "PASS" if most <= target_most else "FAIL"
+    print(f"{'most moves of one instance':<27} {most}  target <= {target_most}  {ok}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -47,6 +251,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--instances", type=int, default=REFERENCE.instances)
     parser.add_argument("--groups", type=int, default=REFERENCE.groups)
     parser.add_argument("--seed", type=int, default=REFERENCE.seed)
+    parser.add_argument("--family", type=int, default=6, help="random layouts to run (0: none)")
+    parser.add_argument("--family-hosts", type=int, default=40, help="most hosts of a layout")
     args = parser.parse_args(argv)
     scenario = Scenario(
         hosts=args.hosts,
@@ -55,57 +261,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         groups=args.groups,
         seed=args.seed,
     )
-    constrained, cpu_c, built = run(scenario, "constrained")
-    serial, cpu_s, _ = run(scenario, "rolling")
-    cloud = built.cloud  # type: ignore[attr-defined]
-    load = sum(i.vcpus for i in cloud.list_instances())
-    parallel = planner.max_hosts_out([scenario.host_vcpus] * scenario.hosts, load)
-    rules = {
-        g: planner.GroupRule(
-            g, max_impacted=r["max_impacted_members"], recovery_time=r["recovery_time"]
-        )
-        for g, r in built.rules.items()  # type: ignore[attr-defined]
-    }
-    bound = planner.makespan_lower_bound(
-        host_work=[scenario.host_work] * scenario.hosts,
-        max_parallel_hosts=parallel,
-        members_by_group=built.members_by_group,  # type: ignore[attr-defined]
-        rules=rules,
-        move_seconds=scenario.migration_seconds,
-    )
-    vs_serial = constrained / serial
-    vs_bound = constrained / bound.seconds
-    print(
-        f"scenario: {scenario.hosts} hosts, {scenario.instances} instances, "
-        f"{scenario.groups} groups, {scenario.host_work:.0f} s host work, "
-        f"{scenario.migration_seconds:.0f} s migrations (seed {scenario.seed})"
-    )
-    print(f"serial (rolling) makespan   {serial:>10.0f} s   ({cpu_s:.1f} s CPU)")
-    print(f"constrained makespan        {constrained:>10.0f} s   ({cpu_c:.1f} s CPU)")
-    print(
-        f"lower bound                 {bound.seconds:>10.0f} s   "
-        f"(capacity {bound.capacity_bound:.0f} s with {parallel} hosts out at once;"
-        f" group chain {bound.group_bound:.0f} s,"
-        f" {bound.critical_group})"
-    )
-    ok1 = "PASS" if vs_serial <= 0.35 else "FAIL"
-    ok2 = "PASS" if vs_bound <= 1.15 else "FAIL"
-    print(f"constrained / serial        {vs_serial:>10.3f}     target <= 0.35  {ok1}")
-    print(f"constrained / lower bound   {vs_bound:>10.3f}     target <= 1.15  {ok2}")
-    if (args.hosts, args.instances, args.groups, args.seed) == (
-        REFERENCE.hosts,
-        REFERENCE.instances,
-        REFERENCE.groups,
-        REFERENCE.seed,
-    ):
-        # Issue 18: the core redesign must not make the reference makespans worse
-        # than these, measured before it (simulated time: the same on any machine).
-        for name, value, before in (
-            ("constrained / serial", vs_serial, NO_WORSE_THAN[0]),
-            ("constrained / lower bound", vs_bound, NO_WORSE_THAN[1]),
-        ):
-            ok = "PASS" if round(value, 3) <= before else "FAIL"
-            print(f"{name + ' (issue 18)':<39} {value:.3f}  target <= {before}  {ok}")
+    key = (args.hosts, args.instances, args.groups, args.seed)
+    is_reference = key == (REFERENCE.hosts, REFERENCE.instances, REFERENCE.groups, REFERENCE.seed)
+    reference(scenario, is_reference=is_reference)
+    if args.family > 0:
+        family(args.family, args.family_hosts)
     return 0
 
 

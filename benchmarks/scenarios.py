@@ -33,6 +33,8 @@ class Scenario:
     # Every other project (in name order) answers this many seconds late; the
     # rest answer each notification at once.
     late_answer_seconds: float = 0.0
+    # Hosts left empty (spares in the session), after the loaded ones.
+    spare_hosts: int = 0
 
     def build(
         self,
@@ -54,6 +56,8 @@ class Scenario:
         names = [f"compute-{h:05d}" for h in range(self.hosts)]
         for name in names:
             cloud.add_host(name, vcpus=self.host_vcpus)
+        for h in range(self.spare_hosts):
+            cloud.add_host(f"spare-{h:05d}", vcpus=self.host_vcpus)
         group_ids = [f"group-{g:04d}" for g in range(self.groups)]
         group_project = {g: f"project-{i % self.projects:04d}" for i, g in enumerate(group_ids)}
         per_host = self.instances // self.hosts
@@ -121,3 +125,25 @@ class Run:
 
 
 REFERENCE = Scenario(hosts=100, instances=2000, projects=20, groups=60)
+
+
+def random_layout(seed: int, *, max_hosts: int = 200) -> Scenario:
+    """One layout of the random family: 10 to ``max_hosts`` hosts, a spare
+    host or not, 1-4 groups per project with their own ranges of limits and
+    recovery times, a full (about 75 % of the vcpus) or a half-full cloud."""
+    rng = random.Random(seed)
+    hosts = rng.randint(10, max(10, max_hosts))
+    projects = rng.randint(1, max(1, min(20, hosts // 3)))
+    per_host = rng.choice((20, 10))  # 1.5 vcpus each of 40: full, or half
+    low_impact = rng.randint(1, 2)
+    low_recovery = rng.choice((0, 30, 60))
+    return Scenario(
+        hosts=hosts,
+        instances=hosts * per_host,
+        projects=projects,
+        groups=projects * rng.randint(1, 4),
+        max_impacted=(low_impact, low_impact + rng.randint(0, 2)),
+        recovery=(low_recovery, low_recovery + rng.choice((60, 120, 240))),
+        seed=seed,
+        spare_hosts=rng.choice((0, 0, 1, 2)),
+    )

@@ -1,6 +1,8 @@
 """Sphinx configuration: the Markdown pages under docs/ (MyST), the API
 reference from docstrings (autodoc) and Mermaid state diagrams (rendered in
-the browser). Build with ``nox -s docs``; the HTML lands in docs/_build/html."""
+the browser by the Mermaid script served from _static/mermaid, which ``nox -s
+docs`` puts there: no CDN). Build with ``nox -s docs``; the HTML lands in
+docs/_build/html."""
 
 from __future__ import annotations
 
@@ -10,6 +12,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+# Import the REST service (and so FastAPI and its pydantic models) before
+# autodoc imports anything: imported later, from inside autodoc, FastAPI's
+# own models fail to build ("__pydantic_extra__ must be dict[str, ...]").
+import fenix_core.rest  # noqa: E402, F401
 
 project = "fenix-core"
 author = "fenix-core developers"
@@ -29,6 +36,15 @@ exclude_patterns = ["_build", "README.md", ".venv", "_drafts"]
 
 # ```mermaid fences in the Markdown pages become Mermaid diagrams.
 myst_fence_as_directive = ["mermaid"]
+# The Mermaid script comes from _static (see noxfile.py, _vendor_mermaid), never
+# from a CDN: the built pages render their diagrams offline.
+MERMAID_SCRIPT = Path(__file__).parent / "_static" / "mermaid" / "mermaid.esm.min.mjs"
+if not MERMAID_SCRIPT.is_file():
+    raise RuntimeError(
+        f"{MERMAID_SCRIPT} is missing: build the docs with `nox -s docs`, which fetches it"
+    )
+mermaid_use_local = "mermaid/mermaid.esm.min.mjs"
+mermaid_d3_zoom = False  # d3 would come from a CDN
 myst_enable_extensions = ["colon_fence", "deflist"]
 myst_heading_anchors = 3
 
@@ -93,4 +109,21 @@ nitpick_ignore_regex = [
         r"(collections|collections\.abc|datetime|enum|os|pathlib|threading|typing|zoneinfo)\..*",
     ),
     ("py:.*", r"(datetime|transitions|sqlalchemy|pluggy|blinker|attrs|click|rich)(\..*)?"),
+    ("py:.*", r"(pydantic|prometheus_client)(\..*)?"),
+    # TypeVars: the schema's of models, the timeline's of step series.
+    ("py:class", r"fenix_core\.(schema\.M|timeline\.T)"),
+    # The plug-ins' and the REST service's third-party types (short or full names).
+    (
+        "py:.*",
+        r"(httpx|fastapi|kubernetes|openstack|random|timedelta|Connection|ApiClient)(\..*)?",
+    ),
+    # Internal modules of the plug-ins and the REST service, not in the
+    # reference, that the documented classes' signatures and docstrings name.
+    (
+        "py:.*",
+        r"(moves|Delivery|DriverOptions|UnmanagedPods|fenix_core\.rest\.webhooks\.Delivery"
+        r"|fenix_core_k8s\.config\.connect|fenix_core\.constraints\.CloudConstraints\.placement"
+        # PlacedCloud's base, documented as fenix_core.testing.SimulatedCloud
+        r"|fenix_core\.testing\.cloud\.SimulatedCloud)",
+    ),
 ]

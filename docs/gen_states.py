@@ -28,6 +28,9 @@ from fenix_core.states import (
 # silently lose a state. (Two dicts: the enums are StrEnums, and
 # HostState.PENDING == InstanceState.PENDING == "PENDING".)
 SESSION_MEANING: dict[SessionState, str] = {
+    SessionState.AWAITING_APPROVAL: "created with `approval: required`: its plan is stored and "
+    "shown; it holds no host and touches nothing until `approve_session` (a plan that no "
+    "longer fits is re-planned and waits again)",
     SessionState.MAINTENANCE: "new (or retried): projects confirm, the start time is awaited, "
     "`pre` actions run",
     SessionState.SCALE_IN: "no host can be emptied: projects are asked to scale in",
@@ -43,9 +46,9 @@ SESSION_MEANING: dict[SessionState, str] = {
 }
 HOST_MEANING: dict[HostState, str] = {
     HostState.PENDING: "waiting for its turn",
-    HostState.DRAINING: "its instances are being moved away",
+    HostState.DRAINING: "disabled, its instances are being moved away",
     HostState.DRAINED: "empty, about to be maintained",
-    HostState.IN_MAINTENANCE: "taken into maintenance (computes disabled), actions running",
+    HostState.IN_MAINTENANCE: "taken into maintenance (disabled unless in place), actions running",
     HostState.MAINTAINED: "back in service",
     HostState.FAILED: "its maintenance failed (see the host's reason)",
     HostState.SKIPPED: "work on it was stuck and the escalation policy skipped it: left as it "
@@ -106,7 +109,12 @@ def row_table(table: Mapping[Enum, Iterable[Enum]], meaning: Mapping[Enum, str])
 
 
 def session_diagram() -> list[str]:
-    lines = ["```mermaid", "stateDiagram-v2", f"    [*] --> {SessionState.MAINTENANCE.value}"]
+    lines = [
+        "```mermaid",
+        "stateDiagram-v2",
+        f"    [*] --> {SessionState.MAINTENANCE.value}",
+        f"    [*] --> {SessionState.AWAITING_APPROVAL.value}",
+    ]
     for t in SESSION_TRANSITIONS:
         for source in _sources(t):
             lines.append(f"    {source} --> {t['dest']} : {t['trigger']}")
@@ -142,7 +150,8 @@ def render() -> str:
         "",
         "## Session lifecycle",
         "",
-        f"Final states: {final}. A new session starts in `MAINTENANCE`.",
+        f"Final states: {final}. A new session starts in `MAINTENANCE`, or in",
+        "`AWAITING_APPROVAL` when its request says `approval: required`.",
         "",
         *session_states(),
         "",

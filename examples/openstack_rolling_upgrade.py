@@ -31,7 +31,8 @@ from fenix_core_openstack.testing import FakeOpenStack
 
 
 def build_fake(clock: Clock) -> FakeOpenStack:
-    """Four computes with six servers of three projects, and a controller."""
+    """Four computes with six servers of three projects (no controller: the fake
+    cloud has compute hosts only; ``--controllers`` is for a real cloud)."""
     fake = FakeOpenStack(clock=clock, live_migration_seconds=45, migration_seconds=90)
     for index in range(4):
         fake.add_host(f"cmp-{index}", vcpus=16)

@@ -12,6 +12,12 @@ from __future__ import annotations
 from .engine import Engine
 from .hookspecs import hookimpl
 from .model import ActionSpec, SessionRequest
+from .plan_preview import preview
+
+# The composition root: the preview runs an Engine of its own, so the engine
+# module cannot import it; every import of fenix_core (and of its modules)
+# runs this first.
+Engine.default_previewer = preview
 
 __all__ = ["ActionSpec", "Engine", "SessionRequest", "hookimpl"]
 __version__ = "0.1.0"

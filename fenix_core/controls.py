@@ -8,15 +8,21 @@ built from a Fenix-style dict with :meth:`Controls.from_dict`::
 
     {"windows": [{"days": ["mon", "tue"], "start": "22:00", "end": "04:00"}],
      "timezone": "Europe/Paris", "blackout_dates": ["2026-12-24"],
-     "max_hosts_in_maintenance": 2, "max_hosts_per_hour": 4, "max_hosts_per_day": 20,
+     "max_hosts_in_maintenance": "10%", "max_hosts_per_hour": 4, "max_hosts_per_day": 20,
+     "max_topology_in_maintenance": [{"key": "zone", "max": 1}],
      "settle_seconds": 300, "host_seconds": 1800,
      "gates": [{"name": "instances_back", "soak_seconds": 300}],
      "gate_timeout": 3600, "escalation": {"migration": "wait_and_notify"}}
 
 A window belongs to the day it opens on: ``22:00``-``04:00`` on Monday runs
 into Tuesday morning, and a blackout date cancels the windows that open on it.
+A window may also open when a cron expression fires or an RFC 5545 rule
+recurs (``{"rrule": "FREQ=MONTHLY;BYDAY=2SU;BYHOUR=1", "duration": "4h"}``,
+:mod:`fenix_core.recurrence`) and carry its own ``max_hosts_in_maintenance``.
 Rates are over sliding periods: at most ``max_hosts_per_hour`` starts in any
-60 minutes, ``max_hosts_per_day`` in any 24 hours.
+60 minutes, ``max_hosts_per_day`` in any 24 hours. Host caps take a count or a
+percent of the session's hosts; topology caps limit the zones, aggregates or
+racks in maintenance at once (:mod:`fenix_core.budgets`).
 """
 
 from __future__ import annotations
@@ -31,10 +37,22 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import attrs
 
+from .budgets import (
+    Cap,
+    Labels,
+    TopologyCap,
+    cap_text,
+    describe_cap,
+    parse_cap,
+    resolve_cap,
+    topology_refusal,
+)
 from .errors import InvalidInput
+from .recurrence import check_cron, check_rrule, cron_starts, parse_duration, rrule_starts
 
 __all__ = [
     "ESCALATIONS",
+    "HOST_GUARD",
     "STUCK_KINDS",
     "Admission",
     "Controls",
@@ -43,6 +61,7 @@ __all__ = [
     "PacingHistory",
     "Window",
     "admit",
+    "budget_openings",
     "earliest_start",
     "estimate_end",
     "host_estimate",
@@ -90,14 +109,6 @@ def _unknown(data: Mapping[str, Any], known: Sequence[str], prefix: str) -> None
         raise _fail(f"{prefix}{extra[0]}", "unknown field")
 
 
-def _count(value: object, field: str) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 10**6:
-        raise _fail(field, f"must be a whole number from 1 to 1000000, got {value!r}")
-    return value
-
-
 def _secs(value: object, field: str, *, zero: bool = False) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise _fail(field, f"expected a number of seconds, got {type(value).__name__}")
@@ -143,21 +154,48 @@ def _a_date(value: object, field: str) -> date:
 # --------------------------------------------------------------------------- values
 
 
+_WEEKLY_FIELDS = ("days", "start", "end")
+_WINDOW_FIELDS = (*_WEEKLY_FIELDS, "cron", "rrule", "duration", "max_hosts_in_maintenance")
+
+
 @attrs.frozen
 class Window:
-    """A weekly window: on each of ``days`` (0 = Monday) from ``start`` to
-    ``end`` local time. ``end`` at or before ``start`` runs past midnight."""
+    """A recurring window, local time, optionally with its own budget.
+
+    Weekly: on each of ``days`` (0 = Monday) from ``start`` to ``end``; an
+    ``end`` at or before ``start`` runs past midnight. Scheduled: it opens
+    whenever ``cron`` fires or ``rrule`` recurs and lasts ``duration`` seconds
+    (elapsed time), or until the next ``end`` on the wall clock.
+    ``max_hosts_in_maintenance``: within this window, a host starts only
+    while fewer hosts than that are in maintenance.
+    """
 
     days: tuple[int, ...] = tuple(range(7))
     start: time = time(0, 0)
-    end: time = time(0, 0)
+    end: time | None = time(0, 0)
+    cron: str | None = None
+    rrule: str | None = None
+    duration: float | None = None
+    max_hosts_in_maintenance: Cap | None = None
+
+    @property
+    def scheduled(self) -> bool:
+        return self.cron is not None or self.rrule is not None
 
     @classmethod
     def from_dict(cls, data: object, field: str) -> Window:
         mapping = _mapping(data, field)
-        _unknown(mapping, ("days", "start", "end"), f"{field}.")
+        _unknown(mapping, _WINDOW_FIELDS, f"{field}.")
+        given = {k for k, v in mapping.items() if v is not None}
+        budget = parse_cap(
+            mapping.get("max_hosts_in_maintenance"), f"{field}.max_hosts_in_maintenance"
+        )
+        if "cron" in given or "rrule" in given:
+            return cls._scheduled(mapping, given, field, budget)
+        if "duration" in given:
+            raise _fail(f"{field}.duration", "only a cron or rrule window has a duration")
         for required in ("start", "end"):
-            if required not in mapping:
+            if required not in given:
                 raise _fail(f"{field}.{required}", "required")
         raw_days = mapping.get("days")
         days = (
@@ -178,14 +216,57 @@ class Window:
             days=days,
             start=_clock_time(mapping["start"], f"{field}.start"),
             end=_clock_time(mapping["end"], f"{field}.end"),
+            max_hosts_in_maintenance=budget,
+        )
+
+    @classmethod
+    def _scheduled(
+        cls, mapping: Mapping[str, Any], given: set[str], field: str, budget: Cap | None
+    ) -> Window:
+        if {"cron", "rrule"} <= given:
+            raise _fail(f"{field}.rrule", "give either cron or rrule, not both")
+        for weekly in ("days", "start"):
+            if weekly in given:
+                raise _fail(
+                    f"{field}.{weekly}",
+                    "a cron or rrule window opens when its schedule says: no days or start",
+                )
+        if ("duration" in given) == ("end" in given):
+            raise _fail(f"{field}.duration", "give either duration or end (a time of day)")
+        return cls(
+            cron=check_cron(mapping["cron"], f"{field}.cron") if "cron" in given else None,
+            rrule=check_rrule(mapping["rrule"], f"{field}.rrule") if "rrule" in given else None,
+            duration=parse_duration(mapping["duration"], f"{field}.duration")
+            if "duration" in given
+            else None,
+            end=_clock_time(mapping["end"], f"{field}.end") if "end" in given else None,
+            max_hosts_in_maintenance=budget,
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "days": [_DAYS[d] for d in self.days],
-            "start": self.start.isoformat(timespec="minutes"),
-            "end": self.end.isoformat(timespec="minutes"),
-        }
+        out: dict[str, Any]
+        if self.scheduled:
+            out = {"cron": self.cron} if self.cron is not None else {"rrule": self.rrule}
+            if self.duration is not None:
+                out["duration"] = self.duration
+            else:
+                assert self.end is not None
+                out["end"] = self.end.isoformat(timespec="minutes")
+        else:
+            assert self.end is not None
+            out = {
+                "days": [_DAYS[d] for d in self.days],
+                "start": self.start.isoformat(timespec="minutes"),
+                "end": self.end.isoformat(timespec="minutes"),
+            }
+        if self.max_hosts_in_maintenance is not None:
+            out["max_hosts_in_maintenance"] = cap_text(self.max_hosts_in_maintenance)
+        return out
+
+
+#: The built-in gate that asks the cloud driver's HostGuard (fenix_core.gates);
+#: named here so that workflows can name it without importing the gates.
+HOST_GUARD = "host_guard"
 
 
 @attrs.frozen
@@ -218,12 +299,23 @@ _CONTROL_FIELDS = (
     "max_hosts_in_maintenance",
     "max_hosts_per_hour",
     "max_hosts_per_day",
+    "max_topology_in_maintenance",
     "settle_seconds",
     "host_seconds",
     "gates",
     "gate_timeout",
     "escalation",
 )
+
+
+def _topology_caps(value: object, field: str) -> tuple[TopologyCap, ...]:
+    caps = tuple(
+        TopologyCap.from_dict(c, f"{field}[{i}]") for i, c in enumerate(_list(value, field))
+    )
+    for index, cap in enumerate(caps):
+        if any(c.key == cap.key for c in caps[:index]):
+            raise _fail(f"{field}[{index}].key", f"label {cap.key!r} is capped twice")
+    return caps
 
 
 @attrs.frozen
@@ -237,9 +329,12 @@ class Controls:
     windows: tuple[Window, ...] = ()
     timezone: str = "UTC"
     blackout_dates: tuple[date, ...] = ()
-    max_hosts_in_maintenance: int | None = None
-    max_hosts_per_hour: int | None = None
-    max_hosts_per_day: int | None = None
+    #: Caps: a count, or a percent of the session's hosts (fenix_core.budgets).
+    max_hosts_in_maintenance: Cap | None = None
+    max_hosts_per_hour: Cap | None = None
+    max_hosts_per_day: Cap | None = None
+    #: At most N domains of a host label (zone, aggregate, rack) in maintenance at once.
+    max_topology_in_maintenance: tuple[TopologyCap, ...] = ()
     settle_seconds: float = 0.0
     #: Declared duration of one host, used until durations have been measured.
     host_seconds: float | None = None
@@ -293,14 +388,18 @@ class Controls:
                     }
                 )
             ),
-            max_hosts_in_maintenance=_count(
+            max_hosts_in_maintenance=parse_cap(
                 mapping.get("max_hosts_in_maintenance"), f"{prefix}.max_hosts_in_maintenance"
             ),
-            max_hosts_per_hour=_count(
+            max_hosts_per_hour=parse_cap(
                 mapping.get("max_hosts_per_hour"), f"{prefix}.max_hosts_per_hour"
             ),
-            max_hosts_per_day=_count(
+            max_hosts_per_day=parse_cap(
                 mapping.get("max_hosts_per_day"), f"{prefix}.max_hosts_per_day"
+            ),
+            max_topology_in_maintenance=_topology_caps(
+                mapping.get("max_topology_in_maintenance"),
+                f"{prefix}.max_topology_in_maintenance",
             ),
             settle_seconds=_secs(
                 mapping.get("settle_seconds", 0.0), f"{prefix}.settle_seconds", zero=True
@@ -321,9 +420,10 @@ class Controls:
             "windows": [w.to_dict() for w in self.windows],
             "timezone": self.timezone,
             "blackout_dates": [d.isoformat() for d in self.blackout_dates],
-            "max_hosts_in_maintenance": self.max_hosts_in_maintenance,
-            "max_hosts_per_hour": self.max_hosts_per_hour,
-            "max_hosts_per_day": self.max_hosts_per_day,
+            "max_hosts_in_maintenance": cap_text(self.max_hosts_in_maintenance),
+            "max_hosts_per_hour": cap_text(self.max_hosts_per_hour),
+            "max_hosts_per_day": cap_text(self.max_hosts_per_day),
+            "max_topology_in_maintenance": [c.to_dict() for c in self.max_topology_in_maintenance],
             "settle_seconds": self.settle_seconds,
             "host_seconds": self.host_seconds,
             "gates": [g.to_dict() for g in self.gates],
@@ -352,6 +452,10 @@ class PacingHistory:
     last_finished: datetime | None = None
     #: Expected seconds for the next host (None: unknown, only windows apply).
     estimate_seconds: float | None = None
+    #: The session's hosts (what a percent cap is a percent of).
+    hosts: int = 0
+    #: The topology labels of each host in maintenance (for topology caps).
+    busy_labels: tuple[Labels, ...] = ()
 
 
 @attrs.frozen
@@ -369,39 +473,142 @@ class Admission:
 
 # --------------------------------------------------------------------------- windows
 
+#: An occurrence of a window: when it opens and closes (UTC), and its budget.
+Opening = tuple[datetime, datetime, Cap | None]
+
+
+def _wall(moment: datetime, zone: ZoneInfo) -> datetime:
+    """``moment`` as a naive local wall-clock time."""
+    return moment.astimezone(zone).replace(tzinfo=None)
+
+
+def _utc(wall: datetime, zone: ZoneInfo) -> datetime:
+    """A local wall-clock time in UTC (RFC 5545: a skipped time takes the
+    offset before the gap, a repeated one is the first; ``fold=0``)."""
+    return wall.replace(tzinfo=zone, fold=0).astimezone(UTC)
+
+
+def _weekly(
+    w: Window, zone: ZoneInfo, blackout: set[date], start: datetime, end: datetime
+) -> Iterator[Opening]:
+    assert w.end is not None
+    day = start.astimezone(zone).date() - _DAY
+    last = end.astimezone(zone).date()
+    while day <= last:
+        if day not in blackout and day.weekday() in w.days:
+            opens = _utc(datetime.combine(day, w.start), zone)
+            close_day = day + _DAY if w.end <= w.start else day
+            closes = _utc(datetime.combine(close_day, w.end), zone)
+            if closes > opens:
+                yield opens, closes, w.max_hosts_in_maintenance
+        day += _DAY
+
+
+def _scheduled(
+    w: Window, zone: ZoneInfo, blackout: set[date], start: datetime, end: datetime
+) -> Iterator[Opening]:
+    # Openings up to a window's length (and a day for DST) before ``start`` may still be open.
+    reach = timedelta(seconds=w.duration) if w.duration is not None else _DAY
+    first, last = _wall(start - reach - _DAY, zone), _wall(end, zone) + _DAY
+    if w.cron is not None:
+        walls: Iterable[datetime] = cron_starts(w.cron, first, last)
+    else:
+        assert w.rrule is not None
+        walls = rrule_starts(w.rrule, first, last)
+    for wall in walls:
+        if wall.date() in blackout:
+            continue
+        opens = _utc(wall, zone)
+        if w.duration is not None:
+            closes = opens + timedelta(seconds=w.duration)
+        else:
+            assert w.end is not None
+            close_wall = datetime.combine(wall.date(), w.end)
+            if close_wall <= wall:
+                close_wall += _DAY
+            closes = _utc(close_wall, zone)
+        if closes > opens:
+            yield opens, closes, w.max_hosts_in_maintenance
+
+
+def _raw_openings(controls: Controls, start: datetime, end: datetime) -> list[Opening]:
+    zone, blackout = controls.zone, set(controls.blackout_dates)
+    raw: list[Opening] = []
+    for w in controls.windows:
+        expand = _scheduled if w.scheduled else _weekly
+        raw.extend(expand(w, zone, blackout, start, end))
+    return raw  # around [start, end): filtered once merged, so that chains stay whole
+
+
+def _merge(spans: Iterable[tuple[datetime, datetime]]) -> list[tuple[datetime, datetime]]:
+    merged: list[tuple[datetime, datetime]] = []
+    for opens, closes in sorted(spans):
+        if merged and opens <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], closes))
+        else:
+            merged.append((opens, closes))
+    return merged
+
 
 def window_occurrences(
     controls: Controls, start: datetime, end: datetime
 ) -> Iterator[tuple[datetime, datetime]]:
     """The windows (UTC, overlapping ones merged) that end after ``start`` and
     open before ``end``, in time order."""
-    zone = controls.zone
-    blackout = set(controls.blackout_dates)
-    first = start.astimezone(zone).date() - _DAY
-    last = end.astimezone(zone).date()
-    raw: list[tuple[datetime, datetime]] = []
-    day = first
-    while day <= last:
-        if day not in blackout:
-            for w in controls.windows:
-                if day.weekday() not in w.days:
-                    continue
-                opens = datetime.combine(day, w.start, tzinfo=zone).astimezone(UTC)
-                close_day = day + _DAY if w.end <= w.start else day
-                closes = datetime.combine(close_day, w.end, tzinfo=zone).astimezone(UTC)
-                if closes > opens:
-                    raw.append((opens, closes))
-        day += _DAY
-    raw.sort()
-    merged: list[tuple[datetime, datetime]] = []
-    for opens, closes in raw:
-        if merged and opens <= merged[-1][1]:
-            merged[-1] = (merged[-1][0], max(merged[-1][1], closes))
-        else:
-            merged.append((opens, closes))
-    for opens, closes in merged:
+    for opens, closes in _merge((o, c) for o, c, _ in _raw_openings(controls, start, end)):
         if closes > start and opens < end:
             yield opens, closes
+
+
+def budget_openings(controls: Controls, start: datetime, end: datetime) -> list[Opening]:
+    """Like :func:`window_occurrences`, with each window's budget: windows
+    merge only with windows of the same budget, so each opening keeps its own."""
+    by_budget: dict[Cap | None, list[tuple[datetime, datetime]]] = {}
+    for opens, closes, budget in _raw_openings(controls, start, end):
+        by_budget.setdefault(budget, []).append((opens, closes))
+    return sorted(
+        (
+            (opens, closes, budget)
+            for budget, spans in by_budget.items()
+            for opens, closes in _merge(spans)
+            if closes > start and opens < end
+        ),
+        key=lambda o: (o[0], o[1]),
+    )
+
+
+#: How far ahead to look, in steps (most answers are in the first).
+_HORIZONS = (8, 50, _HORIZON_DAYS)
+
+
+def _next_opening(
+    now: datetime, controls: Controls, need: timedelta, busy: int, hosts: int
+) -> tuple[datetime | None, str | None]:
+    """The first time >= now inside a window that lasts ``need`` more and
+    whose budget has room for one more host than ``busy``; else None and,
+    when a window fitted but its budget was full, why."""
+    full: str | None = None
+    budgets = [w.max_hosts_in_maintenance for w in controls.windows]
+    if None not in budgets and all(busy >= resolve_cap(b, hosts) for b in budgets if b):
+        # Every window is full whenever it opens: only a host finishing makes room.
+        loosest = max((b for b in budgets if b), key=lambda b: resolve_cap(b, hosts))
+        return None, (
+            f"{busy} host(s) in maintenance, at most "
+            f"{describe_cap(loosest, hosts)} at once in any window"
+        )
+    for days in _HORIZONS:
+        for opens, closes, budget in budget_openings(controls, now, now + timedelta(days=days)):
+            begin = max(opens, now)
+            if begin + need > closes:
+                continue
+            if budget is not None and busy >= resolve_cap(budget, hosts):
+                full = full or (
+                    f"{busy} host(s) in maintenance, at most "
+                    f"{describe_cap(budget, hosts)} at once in this window"
+                )
+                continue
+            return begin, full
+    return None, full
 
 
 def next_window_start(
@@ -413,12 +620,7 @@ def next_window_start(
     are no windows: then any time is fine, and ``now`` is returned)."""
     if not controls.windows:
         return now
-    need = timedelta(seconds=min_seconds)
-    for opens, closes in window_occurrences(controls, now, now + timedelta(days=_HORIZON_DAYS)):
-        begin = max(opens, now)
-        if begin + need <= closes:
-            return begin
-    return None
+    return _next_opening(now, controls, timedelta(seconds=min_seconds), 0, 0)[0]
 
 
 # --------------------------------------------------------------------------- admission
@@ -445,12 +647,16 @@ def _pacing_wait(
         settled = history.last_finished + timedelta(seconds=controls.settle_seconds)
         if settled > t:
             waits.append((settled, f"settling {controls.settle_seconds:g} s after the last host"))
-    hourly = _rate_wait(history.started, t, controls.max_hosts_per_hour, _HOUR)
-    if hourly is not None:
-        waits.append((hourly, f"at most {controls.max_hosts_per_hour} host(s) started per hour"))
-    daily = _rate_wait(history.started, t, controls.max_hosts_per_day, _DAY)
-    if daily is not None:
-        waits.append((daily, f"at most {controls.max_hosts_per_day} host(s) started per day"))
+    for cap, period, per in (
+        (controls.max_hosts_per_hour, _HOUR, "hour"),
+        (controls.max_hosts_per_day, _DAY, "day"),
+    ):
+        if cap is None:
+            continue
+        wait = _rate_wait(history.started, t, resolve_cap(cap, history.hosts), period)
+        if wait is not None:
+            allowed = describe_cap(cap, history.hosts)
+            waits.append((wait, f"at most {allowed} host(s) started per {per}"))
     return max(waits) if waits else None
 
 
@@ -458,8 +664,9 @@ def earliest_start(
     now: datetime, controls: Controls, history: PacingHistory
 ) -> tuple[datetime | None, str | None]:
     """The earliest time >= ``now`` at which a host may start, ignoring the
-    number of hosts in maintenance, and the reason for the wait (None if
-    ``now``). ``(None, reason)`` when no window will ever fit the host."""
+    number of hosts in maintenance (but not a window's own budget), and the
+    reason for the wait (None if ``now``). ``(None, reason)`` when no window
+    will ever fit the host, or only a host finishing can make room."""
     t, reason = now, None
     estimate = history.estimate_seconds or 0.0
     for _ in range(1000):  # each round moves t forward; two rounds settle it in practice
@@ -467,31 +674,49 @@ def earliest_start(
         if pacing is not None:
             t, reason = pacing
             continue
-        opens = next_window_start(t, controls, min_seconds=estimate)
+        if not controls.windows:
+            return t, reason
+        opens, full = _next_opening(
+            t, controls, timedelta(seconds=estimate), history.in_maintenance, history.hosts
+        )
         if opens is None:
-            return None, (
+            return None, full or (
                 f"no maintenance window in the next {_HORIZON_DAYS} days is long enough "
                 f"for a host expected to take {estimate:.0f} s"
             )
         if opens == t:
             return t, reason
         inside = any(window_occurrences(controls, t, t + timedelta(microseconds=1)))
-        reason = (
-            f"the open window ends before a host expected to take {estimate:.0f} s would finish"
-            if inside
-            else "outside the maintenance windows"
-        )
+        if full is not None:
+            reason = full
+        elif inside:
+            reason = (
+                f"the open window ends before a host expected to take {estimate:.0f} s would finish"
+            )
+        else:
+            reason = "outside the maintenance windows"
         t = opens
     return t, reason
 
 
-def admit(now: datetime, controls: Controls, history: PacingHistory) -> Admission:
-    """May a host start at ``now``? If not: until when to wait, and why."""
+def admit(
+    now: datetime, controls: Controls, history: PacingHistory, labels: Labels | None = None
+) -> Admission:
+    """May a host (with topology ``labels``) start at ``now``? If not: until
+    when to wait, and why."""
     cap = controls.max_hosts_in_maintenance
-    if cap is not None and history.in_maintenance >= cap:
+    if cap is not None and history.in_maintenance >= resolve_cap(cap, history.hosts):
         return Admission(
-            False, None, f"{history.in_maintenance} host(s) in maintenance, at most {cap} at once"
+            False,
+            None,
+            f"{history.in_maintenance} host(s) in maintenance, "
+            f"at most {describe_cap(cap, history.hosts)} at once",
         )
+    refusal = topology_refusal(
+        controls.max_topology_in_maintenance, labels or {}, history.busy_labels
+    )
+    if refusal is not None:
+        return Admission(False, None, refusal)
     start, reason = earliest_start(now, controls, history)
     if start == now:
         return Admission(True)
@@ -531,7 +756,8 @@ def estimate_end(
     length = timedelta(seconds=mean)
     fit = host_estimate(durations, controls.host_seconds)
     finishes = [max(now, s + length) for s in in_progress]
-    concurrency = max(controls.max_hosts_in_maintenance or 1, len(in_progress))
+    cap = controls.max_hosts_in_maintenance
+    concurrency = max(resolve_cap(cap, history.hosts) if cap else 1, len(in_progress))
     starts = list(history.started)
     last_finished = history.last_finished
     t = now
@@ -544,6 +770,7 @@ def estimate_end(
             started=tuple(s for s in starts if s > t - _DAY),
             last_finished=last_finished,
             estimate_seconds=fit,
+            hosts=history.hosts,
         )
         begin, _ = earliest_start(t, controls, plan)
         if begin is None:
@@ -615,10 +842,17 @@ class Ledger:
             if h in self.started and h not in self.removed
         }
 
-    def history(self, controls: Controls) -> PacingHistory:
+    def history(
+        self, controls: Controls, *, hosts: int = 0, labels: Mapping[str, Labels] | None = None
+    ) -> PacingHistory:
+        """What admission needs: ``hosts`` is the session's host count (for
+        percent caps), ``labels`` the topology labels by host."""
+        busy = self.in_progress()
         return PacingHistory(
             started=tuple(sorted(self.started.values())),
-            in_maintenance=len(self.in_progress()),
+            in_maintenance=len(busy),
             last_finished=max(self.finished.values(), default=None),
             estimate_seconds=host_estimate(list(self.durations().values()), controls.host_seconds),
+            hosts=hosts,
+            busy_labels=tuple((labels or {}).get(h, {}) for h in sorted(busy)),
         )

@@ -30,22 +30,22 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, ClassVar, NoReturn, TypeVar
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, load_only
 
-from . import constraint_store, inventory
+from . import approval, constraint_store, inventory
 from .clock import Clock, RealClock
 from .constraints import (
-    DEFAULT_GROUP,
     CloudConstraints,
     ConstraintSet,
     GroupConstraints,
     InstanceConstraints,
 )
-from .core.factory import CloudSnapshot, SessionFactory
+from .core.factory import CloudRead, CloudSnapshot, SessionFactory, default_group_rules
+from .core.ports import NewSession
 from .core.records import (
     HOST_COLUMNS,
     INSTANCE_COLUMNS,
@@ -60,9 +60,12 @@ from .errors import (
     FenixError,
     InvalidInput,
     NotFound,
+    Replanned,
 )
-from .hookspecs import InstanceOwner
+from .hookspecs import HostQueue, InstanceOwner
 from .model import (
+    ApprovalView,
+    Host,
     HostChange,
     OperationView,
     ProjectView,
@@ -79,6 +82,7 @@ from .runtime import LoadedSession
 from .signals import SIGNALS, maintenance_host
 from .states import (
     FINAL_SESSION_STATES,
+    HOLDS_NO_HOSTS,
     HostState,
     SessionState,
     normalize_reply_state,
@@ -106,6 +110,7 @@ _T = TypeVar("_T")
 log = logging.getLogger("fenix_core")
 
 _FINAL = tuple(s.value for s in FINAL_SESSION_STATES)
+_HOLDS_NO_HOSTS = tuple(s.value for s in HOLDS_NO_HOSTS)
 # Host rows that do not take a host from other sessions: targets, and hosts gone.
 _NOT_MAINTAINED = tuple(
     s.value
@@ -132,7 +137,14 @@ class Engine:
     ``db_retries`` / ``db_retry_seconds``: a step that loses the database
     (``OperationalError``) is retried that many times, waiting
     ``db_retry_seconds`` and doubling, before the error reaches the caller.
+    ``previewer`` makes the plan of a session awaiting approval (default
+    :attr:`~fenix_core.engine.Engine.default_previewer`).
     """
+
+    #: The previewer of engines given none: :func:`fenix_core.plan_preview.preview`,
+    #: set when the fenix_core package is imported (the preview runs an Engine of
+    #: its own, so the engine module cannot import it).
+    default_previewer: ClassVar[approval.Previewer | None] = None
 
     def __init__(
         self,
@@ -149,6 +161,7 @@ class Engine:
         lease_clock: Clock | None = None,
         db_retries: int = 5,
         db_retry_seconds: float = 0.1,
+        previewer: approval.Previewer | None = None,
     ) -> None:
         if worker_id is not None:
             _str(worker_id, "worker_id")
@@ -197,7 +210,8 @@ class Engine:
         self._inventory_gen = 0
         # Host changes committed and not delivered yet (HOST_ADDED / HOST_REMOVED).
         self._host_changes: list[HostChangeRow] = []
-        self.default_group_constraints = self._check_default_group(default_group_constraints)
+        self.default_group_constraints = default_group_rules(default_group_constraints)
+        self.previewer = previewer if previewer is not None else type(self).default_previewer
         self._constraints: tuple[int, ConstraintSet] | None = None
         self._factory = SessionFactory(
             self.plugins.workflows, self.plugins.actions, self.plugins.gates
@@ -249,43 +263,74 @@ class Engine:
 
         Validates the request against the registered workflows and actions
         and the cloud's hosts; raises InvalidInput / Conflict and writes
-        nothing if anything is wrong.
+        nothing if anything is wrong. With ``approval: "required"`` the
+        session computes and stores its plan and waits in
+        ``AWAITING_APPROVAL`` for :meth:`approve_session`.
         """
-        req = self._factory.check(request)
-        cloud = CloudSnapshot.read(self.plugins.require_driver())
-        found = cloud.constraints
-        session_id = str(uuid.uuid4())
+        req = self._factory.check(request, default_group_constraints=self.default_group_constraints)
+        read = self._read_cloud(req)
+        plan = self._make_plan(req, read) if req.approval == "required" else None
         now = self.clock.now()
-        new = self._factory.build(
+        session_id = str(uuid.uuid4())
+        new = self._factory.records(
             req,
-            cloud,
-            constraints=self.constraints(found),
+            read,
             subscribed=set(self.subscriptions()),
             session_id=session_id,
             now=now,
+            approval=plan,
         )
-        adds = set(req.add_hosts)
-        host_rows = [HostRow(**row_values(HOST_COLUMNS, h)) for h in new.hosts]
-        scope = [h.name for h in host_rows if h.state == HostState.PENDING.value]
         with self._lock, Session(self._db, expire_on_commit=False) as orm, orm.begin():
-            self._check_hosts_free(orm, [*scope, *req.add_hosts])
+            self._check_hosts_free(orm, [*read.scope, *req.add_hosts])
             orm.add(SessionRow(**row_values(SESSION_COLUMNS, new.session)))
             orm.flush()
-            orm.add_all(host_rows)
-            changes = inventory.sync(
-                orm,
-                cloud.hosts,
-                now=now,
-                session_id=session_id,
-                pending=inventory.pending_adds(orm) | adds,
-            )
-            orm.add_all(InstanceRow(**row_values(INSTANCE_COLUMNS, i)) for i in new.instances)
-            orm.add_all(ProjectRow(**row_values(PROJECT_COLUMNS, p)) for p in new.projects)
+            changes = self._write_session_rows(orm, new, req, read.hosts)
         self._inventory_changed(changes)
-        log.info("session %s created over %d host(s)", session_id, len(scope))
+        log.info(
+            "session %s created over %d host(s)%s",
+            session_id,
+            len(read.scope),
+            f", awaiting approval of plan {plan['plan_id']}" if plan else "",
+        )
         self._warn_ignored(session_id)
         self._wake.set()
         return session_id
+
+    def _workflow_for(self, req: SessionRequest) -> type[Workflow]:
+        workflow = self.plugins.workflows.get(req.workflow)
+        if workflow is None:
+            raise InvalidInput(
+                "workflow",
+                f"unknown workflow {req.workflow!r}; known: "
+                + ", ".join(sorted(self.plugins.workflows)),
+            )
+        return workflow
+
+    def _read_cloud(self, req: SessionRequest, *, drop_gone: bool = False) -> CloudRead:
+        """The cloud's hosts, instances and constraints, checked against the
+        request (:meth:`SessionFactory.fit`)."""
+        cloud = CloudSnapshot.read(self.plugins.require_driver())
+        return self._factory.fit(
+            req, cloud, self.constraints(cloud.constraints), drop_gone=drop_gone
+        )
+
+    def _write_session_rows(
+        self, orm: Session, new: NewSession, req: SessionRequest, listed: Sequence[Host]
+    ) -> list[HostChangeRow]:
+        """The session's host, instance and project rows (in the transaction
+        that writes or re-plans the session), and the inventory's changes."""
+        session_id = new.session[0]
+        orm.add_all(HostRow(**row_values(HOST_COLUMNS, h)) for h in new.hosts)
+        changes = inventory.sync(
+            orm,
+            list(listed),
+            now=new.session[13],
+            session_id=session_id,
+            pending=inventory.pending_adds(orm) | set(req.add_hosts),
+        )
+        orm.add_all(InstanceRow(**row_values(INSTANCE_COLUMNS, i)) for i in new.instances)
+        orm.add_all(ProjectRow(**row_values(PROJECT_COLUMNS, p)) for p in new.projects)
+        return changes
 
     def get_session(self, session_id: str) -> SessionView:
         """The session: state, percent done, hosts and their states, reason."""
@@ -315,6 +360,18 @@ class Engine:
                 .order_by(OperationRow.id)
             ).all()
             return [build_operation_view(row) for row in rows]
+
+    def outbox_backlog(self) -> tuple[int, datetime | None]:
+        """Notifications written but not yet delivered to their receivers, of
+        every session: how many, and when the oldest was written (engine
+        clock; None when there is none). Read-only: for metrics."""
+        with self._lock, Session(self._db) as orm:
+            count, oldest = orm.execute(
+                select(func.count(), func.min(OutboxRow.created_at)).where(
+                    OutboxRow.delivered_at.is_(None)
+                )
+            ).one()
+        return int(count), oldest
 
     def update_session(
         self,
@@ -440,6 +497,172 @@ class Engine:
             workflow.cancel(reason)
 
         return self._control(session_id, cancel)
+
+    # ------------------------------------------------------------------ approval
+
+    def get_plan(self, session_id: str) -> ApprovalView:
+        """The plan of a session created with ``approval: "required"``: the
+        one it awaits approval of, or was approved on. NotFound for a session
+        that has none."""
+        found = self.get_session(session_id).approval
+        if found is None:
+            raise NotFound("plan", session_id, session_id=session_id)
+        return found
+
+    def approve_session(self, session_id: str, plan_id: str | None = None) -> SessionView:
+        """Start a session that awaits approval, if its plan still fits.
+
+        The cloud and the constraints are read again. When they still match
+        what the plan was made from, the session goes to ``MAINTENANCE`` and
+        runs as any other; its hosts must be free of other running sessions
+        (Conflict otherwise; it keeps waiting). When anything differs (hosts
+        gone or new in the scope, instances moved, capacity, constraints,
+        managers), the session is re-planned on the cloud as it is now, keeps
+        waiting, and :class:`~fenix_core.errors.Replanned` says what changed
+        and names the new plan: review it, approve again. ``plan_id`` (the
+        plan the admin reviewed) refuses, with Conflict, a plan that was
+        replaced meanwhile. Conflict too if the session does not await
+        approval.
+        """
+        if plan_id is not None:
+            _str(plan_id, "plan_id")
+        with self._lock:
+            stored, req = self._awaiting(session_id, plan_id)  # refused: nothing written
+            if not self._claim([session_id]):
+                raise Conflict(
+                    "another engine worker is working on this session; try again shortly",
+                    session_id=session_id,
+                )
+            self._unload(session_id)  # read the rows as committed
+        read = self._read_cloud(req, drop_gone=True)
+        facts = self._facts(read)
+        if facts != stored["facts"]:
+            changes = approval.changes(stored["facts"], facts) or ["the cloud's listing differs"]
+            self._replan(session_id, stored, req, read, changes)
+        now = self.clock.now()
+        with self._lock:
+            loaded, _ = self._load(session_id)
+            loaded.now = now
+            try:
+                self._require_awaiting(loaded.row, stored["plan_id"])
+                busy = [
+                    h.name for h in loaded.hosts.values() if h.state not in _NOT_MAINTAINED
+                ] + list(req.add_hosts)
+                self._check_hosts_free(loaded.orm, busy, besides=session_id)
+                loaded.fire("approve")
+                loaded.set_data(approval={**stored, "approved_at": now.isoformat()})
+                loaded.row.next_wake = now
+                loaded.row.updated_at = now
+                self._renew(loaded)
+                loaded.orm.commit()
+            except Exception:
+                self._unload(session_id, rollback=True)
+                raise
+            outbox = self._take_outbox(loaded)
+        log.info("session %s: plan %s approved", session_id, stored["plan_id"])
+        self._deliver(outbox)
+        self._wake.set()
+        return self.get_session(session_id)
+
+    def _awaiting(
+        self, session_id: str, plan_id: str | None
+    ) -> tuple[dict[str, Any], SessionRequest]:
+        """The stored plan record and request of a session awaiting approval."""
+        with Session(self._db) as orm:
+            row = self._session_row(orm, session_id)
+            self._require_awaiting(row, plan_id)
+            return dict(row.data["approval"]), SessionRequest.from_dict(row.request)
+
+    @staticmethod
+    def _require_awaiting(row: SessionRow, plan_id: str | None) -> None:
+        if row.state != SessionState.AWAITING_APPROVAL:
+            raise Conflict(
+                f"session does not await approval (it is {row.state})",
+                session_id=row.id,
+                state=row.state,
+            )
+        current = row.data["approval"]["plan_id"]
+        if plan_id is not None and plan_id != current:
+            raise Conflict(
+                f"plan {plan_id} is not the session's plan any more: it was re-planned as "
+                f"{current} (review it, then approve that one)",
+                session_id=row.id,
+                state=row.state,
+            )
+
+    def _replan(
+        self,
+        session_id: str,
+        stored: Mapping[str, Any],
+        req: SessionRequest,
+        read: CloudRead,
+        changes: Sequence[str],
+    ) -> NoReturn:
+        """Store a new plan over the cloud as ``read`` (the session's rows
+        too), then raise Replanned."""
+        plan = self._make_plan(req, read, changes)
+        now = self.clock.now()
+        subscribed = set(self.subscriptions())
+        with self._lock:
+            with Session(self._db, expire_on_commit=False) as orm, orm.begin():
+                row = self._session_row(orm, session_id)
+                self._require_awaiting(row, stored["plan_id"])
+                for table in (InstanceRow, ProjectRow, HostRow):
+                    orm.execute(delete(table).where(table.session_id == session_id))
+                new = self._factory.records(
+                    req,
+                    read,
+                    subscribed=subscribed,
+                    session_id=session_id,
+                    now=now,
+                    approval=plan,
+                )
+                inventory_changes = self._write_session_rows(orm, new, req, read.hosts)
+                row.data = {**row.data, **new.session[SESSION_COLUMNS.index("data")]}
+                row.updated_at = now
+            self._inventory_changed(inventory_changes)
+        log.info("session %s re-planned as %s: %s", session_id, plan["plan_id"], "; ".join(changes))
+        raise Replanned(session_id, plan["plan_id"], changes)
+
+    def _facts(self, read: CloudRead) -> dict[str, Any]:
+        return approval.facts(
+            scope=read.scope,
+            hosts=read.hosts,
+            instances=read.instances,
+            constraints=self.constraints(read.found),
+            managed=self.subscriptions(),
+        )
+
+    def _make_plan(
+        self, req: SessionRequest, read: CloudRead, changes: Sequence[str] = ()
+    ) -> dict[str, Any]:
+        """The plan record stored under ``data["approval"]``: the facts, the
+        plan's id, and the preview simulated over them."""
+        facts = self._facts(read)
+        constraints = self.constraints(read.found)
+        now = self.clock.now()
+        plan = (
+            self.previewer(
+                req,
+                scope=read.scope,
+                hosts=read.hosts,
+                instances=read.instances,
+                cloud=read.found,
+                groups=constraints.groups.values(),
+                instance_constraints=constraints.instances.values(),
+                now=now,
+            )
+            if self.previewer is not None
+            else {"unavailable": "this engine has no previewer (Engine(previewer=...))"}
+        )
+        return {
+            "plan_id": approval.plan_id(facts, req.to_dict()),
+            "planned_at": now.isoformat(),
+            "changes": list(changes),
+            "plan": plan,
+            "facts": facts,
+            "approved_at": None,
+        }
 
     @staticmethod
     def _require_running(loaded: LoadedSession, verb: str) -> None:
@@ -787,18 +1010,6 @@ class Engine:
             _str(project_id, "project_id")
         return project_id
 
-    @staticmethod
-    def _check_default_group(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
-        rules = {**DEFAULT_GROUP, **(value or {})}
-        for key in rules:
-            if key not in DEFAULT_GROUP and key != "resource_mitigation":
-                raise InvalidInput(f"default_group_constraints.{key}", "unknown field")
-        try:
-            GroupConstraints(group_id="default", project_id="default", **rules)
-        except InvalidInput as exc:
-            raise InvalidInput(f"default_group_constraints.{exc.field}", exc.reason) from None
-        return rules
-
     # ------------------------------------------------------------------ running
 
     def step(self) -> int:
@@ -924,12 +1135,13 @@ class Engine:
         orm: Session, besides: str, names: Iterable[str] | None = None
     ) -> list[tuple[str, str, str]]:
         """(host, state, session) for hosts that running sessions other than
-        ``besides`` maintain (only ``names``, if given)."""
+        ``besides`` maintain (only ``names``, if given). A session awaiting
+        approval holds none: its hosts are checked again when it is approved."""
         query = (
             select(HostRow.name, HostRow.state, HostRow.session_id)
             .join(SessionRow, SessionRow.id == HostRow.session_id)
             .where(
-                SessionRow.state.not_in(_FINAL),
+                SessionRow.state.not_in(_HOLDS_NO_HOSTS),
                 SessionRow.id != besides,
                 HostRow.state.not_in(_NOT_MAINTAINED),
             )
@@ -1127,6 +1339,13 @@ class Engine:
 
         loaded.api_constraints = constraints
         try:
+            if loaded.state == SessionState.AWAITING_APPROVAL:
+                # Only approve_session starts it; nothing else is due.
+                loaded.row.next_wake = None
+                self._renew(loaded)
+                loaded.orm.commit()
+                self._unload(session_id)
+                return self._take_outbox(loaded)
             if loaded.inventory_seen != self._inventory_gen:
                 loaded.inventory_seen = self._inventory_gen
                 workflow.lifecycle.reconcile()
@@ -1147,6 +1366,7 @@ class Engine:
             workflow.advance()
             if loaded.row.state != before:
                 log.info("session %s: %s -> %s", session_id, before, loaded.row.state)
+            self._sync_queue(loaded)
             self._commit(loaded, now)
             self._start_pending(loaded)
         except OperationalError:
@@ -1169,6 +1389,23 @@ class Engine:
         if loaded.final and loaded.row.next_wake is None:
             self._unload(session_id)
         return outbox
+
+    def _sync_queue(self, loaded: LoadedSession) -> None:
+        """Tell a driver that steers new instances around queued hosts
+        (:class:`~fenix_core.hookspecs.HostQueue`) which hosts the session
+        still has to maintain, whenever that set changed (none once it ended)."""
+        driver: object = self.plugins.driver
+        if not isinstance(driver, HostQueue):
+            return
+        queued = (
+            []
+            if loaded.final
+            else sorted(h.name for h in loaded.hosts.values() if h.state == HostState.PENDING)
+        )
+        if queued == list(loaded.data.get("queued_hosts", [])):
+            return
+        loaded.set_data(queued_hosts=queued)
+        loaded.start_op("queue_hosts", params={"hosts": queued})
 
     def _poll_due(self, loaded: LoadedSession, now: datetime) -> None:
         for op in list(loaded.ops.values()):

@@ -4,11 +4,13 @@ Every error a caller can act on derives from :class:`FenixError` and carries the
 object it is about (the field, the session, the project, the instance)::
 
     FenixError
-    ├── InvalidInput          bad request data; ``field`` names the offending field
+    ├── InvalidInput          bad request data; ``field`` names the offending field,
+    │                         ``errors`` lists every problem found (FieldError)
     ├── NotFound              unknown session, project or instance; ``kind`` + ``ident``
     ├── Conflict              valid request, wrong moment (a state not awaited now,
     │   │                     a session that is still running, hosts already in a session)
-    │   └── IllegalTransition a state change that the transition table forbids
+    │   ├── IllegalTransition a state change that the transition table forbids
+    │   └── Replanned         an approval found the cloud changed: a new plan to approve
     ├── Forbidden             a project acting on what is not its own
     ├── PluginError           a plug-in is missing, misconfigured or misbehaved
     └── CloudError            the cloud driver failed; ``host`` / ``instance_id``
@@ -19,15 +21,20 @@ Calls that raise write nothing: validation happens before any row is written.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import NamedTuple
+
 __all__ = [
     "CloudError",
     "Conflict",
     "FenixError",
+    "FieldError",
     "Forbidden",
     "IllegalTransition",
     "InvalidInput",
     "NotFound",
     "PluginError",
+    "Replanned",
     "TargetRefused",
 ]
 
@@ -44,14 +51,39 @@ class FenixError(Exception):
         return self.message
 
 
+class FieldError(NamedTuple):
+    """One problem of a request: the field's dotted path and what is wrong."""
+
+    field: str
+    message: str
+
+
 class InvalidInput(FenixError, ValueError):
     """Request data that does not validate. ``field`` is a dotted path such as
-    ``"actions[1].type"`` or ``"instance_actions.vm-3"``."""
+    ``"actions[1].type"`` or ``"instance_actions.vm-3"``; ``errors`` lists
+    every problem found (the first is ``field`` / ``reason``)."""
 
-    def __init__(self, field: str, message: str, *, session_id: str | None = None) -> None:
-        super().__init__(f"{field}: {message}", session_id=session_id)
+    def __init__(
+        self,
+        field: str,
+        message: str,
+        *,
+        session_id: str | None = None,
+        errors: Sequence[FieldError] = (),
+    ) -> None:
+        self.errors: tuple[FieldError, ...] = tuple(errors) or (FieldError(field, message),)
+        text = "; ".join(f"{e.field}: {e.message}" for e in self.errors)
+        super().__init__(text, session_id=session_id)
         self.field = field
         self.reason = message
+
+    @classmethod
+    def from_errors(
+        cls, errors: Sequence[FieldError], *, session_id: str | None = None
+    ) -> InvalidInput:
+        """One error for several problems; ``field`` names the first."""
+        first = errors[0]
+        return cls(first.field, first.message, session_id=session_id, errors=errors)
 
 
 class NotFound(FenixError, LookupError):
@@ -84,6 +116,22 @@ class IllegalTransition(Conflict):
         self.what = what
         self.source = source
         self.dest = dest
+
+
+class Replanned(Conflict):
+    """An approval that did not start the session: the cloud or the
+    constraints no longer match the plan, so the session was re-planned and
+    waits for approval of the new plan ``plan_id``; ``changes`` says what
+    differed, one sentence per kind of change."""
+
+    def __init__(self, session_id: str, plan_id: str, changes: Sequence[str]) -> None:
+        super().__init__(
+            f"re-planned, approve again (plan {plan_id}): " + "; ".join(changes),
+            session_id=session_id,
+            state="AWAITING_APPROVAL",
+        )
+        self.plan_id = plan_id
+        self.changes = tuple(changes)
 
 
 class Forbidden(FenixError, PermissionError):

@@ -1,7 +1,10 @@
-"""The built-in health gates: ``instances_back`` and ``http``.
+"""The built-in health gates: ``instances_back``, ``http`` and ``host_guard``.
 
 A session names the gates it wants in ``controls.gates``; each is asked before
 every host starts until it says ok (see :class:`~fenix_core.hookspecs.Gate`).
+``host_guard`` needs no naming: when the cloud driver is a
+:class:`~fenix_core.hookspecs.HostGuard`, every session asks it before each
+controller host, ahead of the gates it names.
 """
 
 from __future__ import annotations
@@ -11,10 +14,11 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from .controls import HOST_GUARD
 from .errors import InvalidInput, PluginError
-from .hookspecs import Gate, GateContext, GateResult, InstanceReadiness, hookimpl
+from .hookspecs import Gate, GateContext, GateResult, HostGuard, InstanceReadiness, hookimpl
 
-__all__ = ["BuiltinGates", "HttpGate", "InstancesBackGate"]
+__all__ = ["HOST_GUARD", "BuiltinGates", "HostGuardGate", "HttpGate", "InstancesBackGate"]
 
 
 def _number(params: Mapping[str, Any], key: str, default: float) -> float:
@@ -139,9 +143,30 @@ class HttpGate:
         return GateResult.ok()
 
 
+class HostGuardGate:
+    """The cloud driver's own guard (:class:`~fenix_core.hookspecs.HostGuard`):
+    ok when it has no reason to hold ``host`` back; a driver without one
+    always lets it go. Parameter: ``retry_after`` (30)."""
+
+    name = HOST_GUARD
+
+    def validate_params(self, params: Mapping[str, Any]) -> None:
+        _known(params, ("retry_after",))
+        _number(params, "retry_after", 30.0)
+
+    def check(self, context: GateContext) -> GateResult:
+        driver: object = context.driver
+        if not isinstance(driver, HostGuard):
+            return GateResult.ok()
+        reason = driver.host_guard(context.host)
+        if reason is None:
+            return GateResult.ok()
+        return GateResult.wait(reason, _number(context.params, "retry_after", 30.0) or 30.0)
+
+
 class BuiltinGates:
     """Registers the built-in gates with every engine."""
 
     @hookimpl
     def fenix_gates(self) -> Sequence[Gate]:
-        return [InstancesBackGate(), HttpGate()]
+        return [InstancesBackGate(), HttpGate(), HostGuardGate()]

@@ -54,6 +54,8 @@ __all__ = [
     "Gate",
     "GateContext",
     "GateResult",
+    "HostGuard",
+    "HostQueue",
     "InstanceOwner",
     "InstanceReadiness",
     "MoveLookup",
@@ -165,6 +167,37 @@ class InstanceReadiness(Protocol):
     """
 
     def instance_is_ready(self, instance_id: str) -> bool: ...
+
+
+@runtime_checkable
+class HostQueue(Protocol):
+    """Optional driver capability: steer new instances away from hosts a
+    session still has to maintain, so that what its cloud places meanwhile
+    (a replacement pod) does not have to move again.
+
+    ``hosts`` is the whole set of hosts session ``session_id`` still has to
+    maintain, sent again each time it changes and empty once the session
+    ended (done, failed or cancelled); a host left out is no longer steered
+    around. Best effort: a failure is logged, the session goes on. The
+    Kubernetes driver puts a ``PreferNoSchedule`` taint on those nodes.
+    """
+
+    def mark_queued(self, session_id: str, hosts: Sequence[str]) -> None: ...
+
+
+@runtime_checkable
+class HostGuard(Protocol):
+    """Optional driver capability: may this controller host be taken out of
+    service now?
+
+    Asked (through the built-in ``host_guard`` gate) before every controller
+    host starts, until it answers ``None``: anything else is the reason to
+    wait, shown in the session view (``SessionView.waiting``). The Kubernetes
+    driver answers with its etcd quorum guard: a control-plane node waits
+    while another control-plane node or etcd member is not Ready.
+    """
+
+    def host_guard(self, host: str) -> str | None: ...
 
 
 @attrs.frozen

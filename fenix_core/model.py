@@ -2,8 +2,10 @@
 
 They are frozen attrs classes that validate themselves at the boundary. Every
 request type also accepts a plain dict with the Fenix v1 JSON field names
-(``from_dict``); bad data raises :class:`~fenix_core.errors.InvalidInput` naming
-the field, before anything is written.
+(``from_dict``), checked against its one declaration in
+:mod:`fenix_core.schema` (which the REST bodies are too); bad data raises one
+:class:`~fenix_core.errors.InvalidInput` listing every problem (``errors``)
+and naming the first (``field``), before anything is written.
 """
 
 from __future__ import annotations
@@ -15,15 +17,16 @@ from typing import Any, Literal, TypeVar
 
 import attrs
 
-from .clock import as_utc
 from .controls import Controls
 from .errors import InvalidInput
+from .schema import ActionSchema, SessionRequestSchema, SessionUpdateSchema, iso_time, validate
 
 __all__ = [
     "ACTION_TYPES",
     "DEFAULT_REPLY_WINDOWS",
     "DEFAULT_TIMEOUTS",
     "ActionSpec",
+    "ApprovalView",
     "Host",
     "HostChange",
     "HostView",
@@ -74,20 +77,13 @@ def parse_time(value: object, field: str) -> datetime | None:
     """Accept None, an aware/naive datetime (naive = UTC) or an ISO 8601 string."""
     if value is None:
         return None
-    if isinstance(value, str):
-        text = value.strip()
-        if text.endswith("Z"):
-            text = text[:-1] + "+00:00"
-        try:
-            value = datetime.fromisoformat(text)
-        except ValueError:
-            raise InvalidInput(field, f"not an ISO 8601 time: {value!r}") from None
-    if not isinstance(value, datetime):
-        raise InvalidInput(field, f"expected a time, got {type(value).__name__}")
     try:
-        return as_utc(value)
-    except OverflowError:
-        raise InvalidInput(field, f"out of the representable range: {value}") from None
+        parsed = iso_time(value)
+    except ValueError as exc:
+        raise InvalidInput(field, str(exc)) from None
+    if not isinstance(parsed, datetime):
+        raise InvalidInput(field, f"expected a time, got {type(value).__name__}")
+    return parsed
 
 
 def _str(value: object, field: str, *, empty: bool = False) -> str:
@@ -234,10 +230,7 @@ class ActionSpec:
     @classmethod
     def from_dict(cls, data: object, *, field: str = "action") -> ActionSpec:
         mapping = _as_mapping(data, field)
-        _unknown_keys(mapping, ("plugin", "type", "order", "metadata"), f"{field}.")
-        for required in ("plugin", "type"):
-            if required not in mapping:
-                raise InvalidInput(f"{field}.{required}", "required")
+        validate(ActionSchema, mapping, prefix=field)
         return cls(
             plugin=_str(mapping["plugin"], f"{field}.plugin"),
             type=_str(mapping["type"], f"{field}.type"),
@@ -256,25 +249,7 @@ class ActionSpec:
 
 ProjectPolicy = Literal["default", "fail"]
 ReplyPolicy = Literal["fail", "default"]
-
-_REQUEST_FIELDS = (
-    "hosts",
-    "workflow",
-    "maintenance_at",
-    "actions",
-    "metadata",
-    "project_policy",
-    "reply_policy",
-    "state",
-    "download",
-    "reply_windows",
-    "timeouts",
-    "max_migration_retries",
-    "max_parallel_hosts",
-    "controls",
-    "add_hosts",
-    "decommission_hosts",
-)
+Approval = Literal["none", "required"]
 
 
 def _check_windows(value: Mapping[str, float], field: str) -> None:
@@ -298,6 +273,12 @@ def _check_hosts(value: tuple[str, ...], field: str) -> None:
         seen.add(host)
 
 
+def _to_default_group(value: object) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    return {k: v for k, v in _mapping(value, "default_group_constraints").items() if v is not None}
+
+
 def _to_controls(value: object) -> Controls:
     return Controls.from_dict(value)
 
@@ -313,6 +294,18 @@ def _check_actions(value: tuple[ActionSpec, ...], field: str) -> None:
     for index, action in enumerate(value):
         if not isinstance(action, ActionSpec):
             raise InvalidInput(f"{field}[{index}]", "expected an ActionSpec")
+
+
+def _shape_of(mapping: Mapping[str, Any]) -> dict[str, Any]:
+    """A request as plain data: value objects a Python caller put in it
+    (ActionSpec, Controls) as their dict form, for the schema to check."""
+    data = dict(mapping)
+    actions = data.get("actions")
+    if isinstance(actions, list | tuple):
+        data["actions"] = [a.to_dict() if isinstance(a, ActionSpec) else a for a in actions]
+    if isinstance(data.get("controls"), Controls):
+        data["controls"] = data["controls"].to_dict()
+    return data
 
 
 @attrs.frozen
@@ -332,9 +325,17 @@ class SessionRequest:
     constraints and capacity allow).
     ``controls`` (a :class:`~fenix_core.controls.Controls` or its dict form) sets
     maintenance windows, pacing, health gates and what to do with stuck work.
+    ``default_group_constraints`` are the rules of instances that no group
+    constraint covers (the constrained workflow holds each project's such
+    instances as one implicit group); None: the engine's default, which
+    ``create_session`` writes into the stored request, so that the session
+    view and the plan show what applies.
     ``add_hosts`` are hosts the session brings into service (once the cloud
     lists them) and uses as migration targets; ``decommission_hosts`` are hosts
     of the scope that are emptied and then left out of service for good.
+    ``approval``: ``"required"`` makes the session compute and store its plan
+    and wait in ``AWAITING_APPROVAL``, touching no host, until
+    ``engine.approve_session``; ``"none"`` (the default) starts at once.
     """
 
     hosts: tuple[str, ...] = attrs.field(
@@ -388,6 +389,10 @@ class SessionRequest:
     )
     #: Maintenance windows, pacing, health gates and escalation (fenix_core.controls).
     controls: Controls = attrs.field(factory=Controls, converter=_to_controls)
+    #: Rules of the instances no group constraint covers (None: the engine's default).
+    default_group_constraints: Mapping[str, Any] | None = attrs.field(
+        default=None, converter=_to_default_group
+    )
     add_hosts: tuple[str, ...] = attrs.field(
         default=(),
         converter=_to_add_hosts,
@@ -398,13 +403,17 @@ class SessionRequest:
         converter=_to_decommission_hosts,
         validator=_validated("decommission_hosts", _check_hosts),
     )
+    approval: Approval = attrs.field(
+        default="none",
+        validator=_validated("approval", lambda v, f: _choice(v, f, ("none", "required"))),
+    )
 
     @classmethod
     def from_dict(cls, data: object) -> SessionRequest:
         """Build from Fenix-style JSON (``hosts, state, maintenance_at, metadata,
         workflow, download, actions``) plus the fenix-core extensions."""
         mapping = _as_mapping(data, "request")
-        _unknown_keys(mapping, _REQUEST_FIELDS)
+        validate(SessionRequestSchema, _shape_of(mapping))
         return cls(**{k: v for k, v in mapping.items() if v is not None})
 
     @classmethod
@@ -429,8 +438,12 @@ class SessionRequest:
             "max_migration_retries": self.max_migration_retries,
             "max_parallel_hosts": self.max_parallel_hosts,
             "controls": self.controls.to_dict(),
+            "default_group_constraints": None
+            if self.default_group_constraints is None
+            else dict(self.default_group_constraints),
             "add_hosts": list(self.add_hosts),
             "decommission_hosts": list(self.decommission_hosts),
+            "approval": self.approval,
         }
 
     def reply_window(self, state: str) -> float:
@@ -494,12 +507,10 @@ class SessionUpdate:
     @classmethod
     def from_dict(cls, data: object) -> SessionUpdate:
         mapping = _as_mapping(data, "update")
-        _unknown_keys(mapping, ("maintenance_at", "retry", "state"))
-        retry = _check_bool(mapping.get("retry", False), "retry")
-        state = mapping.get("state")
-        if state is not None:
+        validate(SessionUpdateSchema, mapping, what="update")
+        retry = bool(mapping.get("retry"))
+        if mapping.get("state") is not None:
             # Fenix-style: PUT {"state": "MAINTENANCE"} on a failed session retries it.
-            _choice(state, "state", ("MAINTENANCE",))
             retry = True
         maintenance_at = (
             parse_time(mapping["maintenance_at"], "maintenance_at")
@@ -539,13 +550,20 @@ class Reply:
 
 @attrs.frozen
 class Host:
-    """A host as a cloud driver reports it. ``type`` is compute or controller."""
+    """A host as a cloud driver reports it. ``type`` is compute or controller.
+
+    ``labels`` place it in the cloud's topology, for the session's topology
+    caps (``controls.max_topology_in_maintenance``): label -> value, or a
+    tuple of values when the host is in several domains of one key (an
+    OpenStack host in two aggregates).
+    """
 
     name: str
     type: str = "compute"
     vcpus: int = 0
     enabled: bool = True
     details: Mapping[str, Any] = attrs.field(factory=dict)
+    labels: Mapping[str, str | tuple[str, ...]] = attrs.field(factory=dict)
 
 
 @attrs.frozen
@@ -679,6 +697,25 @@ class Progress:
 
 
 @attrs.frozen
+class ApprovalView:
+    """The plan of a session created with ``approval: "required"``.
+
+    ``plan_id`` names this plan (approve it with ``plan_id`` to refuse a plan
+    that was replaced meanwhile); ``plan`` is the preview (the waves and the
+    estimated makespan, as ``fenix_core.simulation.Plan.to_dict()``, or
+    ``{"unavailable": why}``); ``changes`` what differed from the previous plan
+    when an approval re-planned (empty for the first plan); ``approved_at``
+    when it was approved (None while it waits).
+    """
+
+    plan_id: str
+    planned_at: datetime
+    plan: Mapping[str, Any]
+    changes: tuple[str, ...] = ()
+    approved_at: datetime | None = None
+
+
+@attrs.frozen
 class SessionView:
     """What ``engine.get_session`` returns. ``state`` is the session state string."""
 
@@ -702,6 +739,8 @@ class SessionView:
     progress: Progress | None = None
     #: Stored constraints the cloud contradicts (admin-only view; see IgnoredConstraint).
     ignored_constraints: tuple[IgnoredConstraint, ...] = ()
+    #: The plan it was approved on, or awaits approval of (``approval: "required"``).
+    approval: ApprovalView | None = None
 
     def host(self, name: str) -> HostView:
         for host in self.hosts:
@@ -742,8 +781,11 @@ class OperationView:
 
     ``kind`` is ``move`` (a migration), ``watch`` (a manager's own action),
     ``action`` (an action plug-in run), ``disable_host``, ``enable_host``,
-    ``host_up`` or ``inventory``. For moves, ``source`` / ``target`` are the
-    hosts. ``status`` is pending, running, done, failed or abandoned.
+    ``host_up``, ``inventory`` or ``queue_hosts`` (the hosts still to
+    maintain, told to a driver that steers new instances around them). For
+    moves, ``source`` / ``target`` are the hosts, and ``moves_again`` says why
+    a move lands on a host the instance will leave again (None when it stays
+    there). ``status`` is pending, running, done, failed or abandoned.
     """
 
     kind: str
@@ -756,3 +798,4 @@ class OperationView:
     started_at: datetime | None
     finished_at: datetime | None
     detail: str | None = None
+    moves_again: str | None = None

@@ -19,7 +19,14 @@ import attrs
 
 from .constraints import CloudConstraints
 from .errors import PluginError, TargetRefused
-from .hookspecs import ActionContext, ConstraintSource, GateContext, GateResult, MoveLookup
+from .hookspecs import (
+    ActionContext,
+    ConstraintSource,
+    GateContext,
+    GateResult,
+    HostQueue,
+    MoveLookup,
+)
 from .inventory import host_to_dict
 from .model import ActionSpec, OperationStatus, SessionRequest
 from .plugins import Plugins
@@ -90,6 +97,7 @@ class OperationRunner:
             "watch": self._watch,
             "action": self._start_action,
             "gate": self._gate,
+            "queue_hosts": self._queue_hosts,
         }
         self._poll: dict[str, Callable[[OperationRow, SessionRequest, datetime], OperationStatus]]
         self._poll = {
@@ -175,6 +183,12 @@ class OperationRunner:
         assert op.host is not None
         self.plugins.require_driver().enable_host(op.host)
         return OperationStatus.done(op.host)
+
+    def _queue_hosts(self, op: OperationRow, _r: SessionRequest, _n: datetime) -> OperationStatus:
+        driver = self.plugins.require_driver()
+        if isinstance(driver, HostQueue):
+            driver.mark_queued(op.session_id, [str(h) for h in op.params.get("hosts", [])])
+        return OperationStatus.done()
 
     def _host_up(self, op: OperationRow, _r: SessionRequest, _n: datetime) -> OperationStatus:
         assert op.host is not None

@@ -21,12 +21,15 @@ are never chosen, and a soft rule's preference comes before all of the above.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
-from typing import Literal
+from collections.abc import Callable, Collection, Container, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Literal
 
 import attrs
 
 from .placement_rules import HostLimits
+
+if TYPE_CHECKING:
+    from .constraints import GroupConstraints
 
 __all__ = [
     "Blocked",
@@ -307,6 +310,17 @@ class GroupRule:
     anti_affinity: bool = False
     max_per_host: int = 0  # 0: no limit
 
+    @classmethod
+    def of(cls, group: GroupConstraints, group_id: str | None = None) -> GroupRule:
+        """The rules of a group's constraints; ``group_id`` names it (default: its id)."""
+        return cls(
+            group_id=group.group_id if group_id is None else group_id,
+            max_impacted=group.max_impacted_members,
+            recovery_time=float(group.recovery_time),
+            anti_affinity=group.anti_affinity_group,
+            max_per_host=group.max_instances_per_host,
+        )
+
     def host_limit(self) -> int | None:
         """At most this many members on one host (None: no limit)."""
         if self.anti_affinity:
@@ -352,6 +366,8 @@ def assign_moves(
     budgets: Mapping[str, int],
     targets: Sequence[Target],
     rules: Mapping[str, GroupRule],
+    *,
+    twice: Container[str] | None = None,
 ) -> tuple[list[tuple[str, str]], list[Blocked]]:
     """Which waiting members start moving now, and where to.
 
@@ -361,6 +377,9 @@ def assign_moves(
     anti-affinity and per-host limit, counting the moves chosen here. Among
     the targets that fit, one where the instance stays is preferred, then one
     with the fewest members of its group, then the fullest (best fit).
+    ``twice``: the members that may go to a target they will have to leave
+    again (None: all); the others wait for room where they stay
+    (:mod:`fenix_core.second_moves`).
     """
     budget = dict(budgets)
     free = {t.host: t.free for t in targets}
@@ -374,7 +393,10 @@ def assign_moves(
         rule = rules.get(item.group_id)
         limit = rule.host_limit() if rule is not None else None
         best: tuple[bool, int, int, str] | None = None
+        only_stays = twice is not None and item.instance_id not in twice
         for t in targets:
+            if only_stays and not t.stays:
+                continue
             room = free[t.host]
             if room is not None and room < item.vcpus:
                 continue
@@ -534,6 +556,8 @@ class LowerBound:
     capacity_bound: float
     group_bound: float
     critical_group: str | None
+    #: When the group chains start (see makespan_lower_bound).
+    first_final_move_at: float = 0.0
 
 
 def makespan_lower_bound(
@@ -543,16 +567,22 @@ def makespan_lower_bound(
     members_by_group: Mapping[str, int],
     rules: Mapping[str, GroupRule],
     move_seconds: float,
+    first_final_move_at: float = 0.0,
 ) -> LowerBound:
     """A lower bound on the makespan of maintaining every host once.
 
     * capacity: the hosts' work spread perfectly over the largest number of
       hosts that can be out of service together (and never less than the
       longest single host's work);
-    * groups: each member has to move once (every host is maintained), at
-      most ``max_impacted`` at a time with ``recovery_time`` between a move's
-      end and the next impact; the host of the last member to move still has
-      its own work to do after it.
+    * groups: each member has to make one final move, to a host where it
+      stays (every host is maintained), at most ``max_impacted`` at a time
+      with ``recovery_time`` between a move's end and the next impact; the
+      host of the last member to move still has its own work to do after it.
+      No final move starts before ``first_final_move_at`` (when the first
+      target where instances stay can exist:
+      :func:`fenix_core.second_moves.first_final_move_at`); moves before it
+      land on hosts that are maintained later, and those members still owe
+      their final move.
     """
     work = sorted(host_work)
     parallel = max(1, max_parallel_hosts)
@@ -565,10 +595,21 @@ def makespan_lower_bound(
             continue
         rule = rules.get(group_id, GroupRule(group_id))
         rounds = -(-count // max(1, rule.max_impacted))
-        chain = rounds * move_seconds + (rounds - 1) * rule.recovery_time + shortest
+        chain = (
+            first_final_move_at
+            + rounds * move_seconds
+            + (rounds - 1) * rule.recovery_time
+            + shortest
+        )
         if chain > group_bound:
             group_bound, critical = chain, group_id
-    return LowerBound(max(capacity_bound, group_bound), capacity_bound, group_bound, critical)
+    return LowerBound(
+        max(capacity_bound, group_bound),
+        capacity_bound,
+        group_bound,
+        critical,
+        first_final_move_at,
+    )
 
 
 def max_hosts_out(capacities: Sequence[int], load: int) -> int:

@@ -377,7 +377,8 @@ class LoadedSession:
             groups=api.groups,
             instances=api.instances,
             cloud=_cloud_constraints(cloud),
-            default_group=api.default_group,
+            # The session's own default (written at creation); older sessions: the engine's.
+            default_group=self.request.default_group_constraints or api.default_group,
         )
         self._constraint_cache = (api, cloud, resolved)
         return resolved

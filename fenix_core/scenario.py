@@ -8,8 +8,9 @@ text). Bad input raises :class:`~fenix_core.errors.InvalidInput` whose
 
 Lists of hosts and instances may use generators so that large scenarios stay
 short: an entry with ``count: N`` stands for N entries whose string fields
-have ``{i}`` replaced by 0 … N-1 (``first`` shifts the start). The schema is
-documented in ``docs/scenarios.md``.
+have ``{i}`` replaced by 0 … N-1 (``first`` shifts the start). The file's
+shape is declared once in ``fenix_core.scenario_schema`` (``fenix schema``
+prints it as JSON Schema); docs/cli.md describes it.
 """
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ from typing import Any
 
 import attrs
 import yaml
+from pydantic import BaseModel
 
 from .constraints import GroupConstraints, InstanceConstraints
-from .errors import InvalidInput
+from .errors import FieldError, InvalidInput
 from .model import (
     DEFAULT_REPLY_WINDOWS,
     SessionRequest,
@@ -33,6 +35,21 @@ from .model import (
     _str,
     parse_time,
 )
+from .placement_rules import PlacementRule
+from .scenario_schema import (
+    SESSION_FIELDS,
+    ActionEntry,
+    FaultsSection,
+    GroupEntry,
+    HostEntry,
+    InstanceEntry,
+    ManagerEntry,
+    MigrationFaultEntry,
+    Migrations,
+    PlacementEntry,
+    ScenarioSchema,
+)
+from .schema import validate
 from .states import InstanceAction
 
 __all__ = [
@@ -64,6 +81,8 @@ class HostSpec:
     type: str = "compute"
     vcpus: int = 8
     labels: Mapping[str, str] = attrs.field(factory=dict)
+    #: False: out of service when the scenario starts (no instance is moved onto it).
+    enabled: bool = True
 
 
 @attrs.frozen
@@ -160,6 +179,8 @@ class Scenario:
     live_migration_seconds: float
     faults: Faults
     session: SessionOptions
+    #: server-group rules the simulated cloud's scheduler enforces on every move
+    placement: tuple[PlacementRule, ...] = ()
 
     def host(self, name: str) -> HostSpec:
         return next(h for h in self.hosts if h.name == name)
@@ -182,6 +203,12 @@ class Scenario:
 
 
 # --------------------------------------------------------------------------- reading
+
+
+def _fields(shape: type[BaseModel]) -> tuple[str, ...]:
+    """The fields a section may have: its declaration's (generators' count and
+    first are consumed before an entry is read)."""
+    return tuple(name for name in shape.model_fields if name not in ("count", "first"))
 
 
 class _Reader:
@@ -311,7 +338,7 @@ def _substitute(entry: Mapping[str, Any], i: int) -> dict[str, Any]:
 def _hosts(items: list[Any]) -> tuple[HostSpec, ...]:
     hosts: dict[str, HostSpec] = {}
     for where, entry, _ in _expand(items, "hosts", "name"):
-        r = _Reader(entry, where, ("name", "type", "vcpus", "labels"))
+        r = _Reader(entry, where, _fields(HostEntry))
         host_type = r.text("type", "compute")
         if host_type not in _HOST_TYPES:
             raise InvalidInput(r.at("type"), f"must be compute or controller, got {host_type!r}")
@@ -322,7 +349,13 @@ def _hosts(items: list[Any]) -> tuple[HostSpec, ...]:
                     f"{r.at('labels')}.{key}", f"expected a value, got {_kind(value)}"
                 )
             labels[key] = str(value)
-        spec = HostSpec(r.text("name"), host_type, r.integer("vcpus", 8, maximum=100_000), labels)
+        spec = HostSpec(
+            r.text("name"),
+            host_type,
+            r.integer("vcpus", 8, maximum=100_000),
+            labels,
+            r.flag("enabled", True),
+        )
         if spec.name in hosts:
             raise InvalidInput(r.at("name"), f"host {spec.name!r} is defined twice")
         hosts[spec.name] = spec
@@ -332,7 +365,7 @@ def _hosts(items: list[Any]) -> tuple[HostSpec, ...]:
 
 
 def _instances(items: list[Any], hosts: Mapping[str, HostSpec]) -> tuple[InstanceSpec, ...]:
-    known = ("id", "project", "host", "hosts", "vcpus", "group", "live_migratable", "constraints")
+    known = _fields(InstanceEntry)
     instances: dict[str, InstanceSpec] = {}
     for where, entry, position in _expand(items, "instances", "id"):
         r = _Reader(entry, where, known)
@@ -377,15 +410,16 @@ def _prefixed(path: str, build: Any, data: Any) -> Any:
     try:
         return build(data)
     except InvalidInput as exc:
-        raise InvalidInput(f"{path}.{exc.field}", exc.reason) from None
+        raise InvalidInput.from_errors(
+            [FieldError(f"{path}.{e.field}", e.message) for e in exc.errors]
+        ) from None
 
 
 def _groups(items: list[Any], instances: tuple[InstanceSpec, ...]) -> tuple[GroupConstraints, ...]:
     groups: dict[str, GroupConstraints] = {}
     for index, item in enumerate(items):
         where = f"groups[{index}]"
-        fields = tuple(f for f in GroupConstraints._FIELDS if f not in ("group_id", "project_id"))
-        r = _Reader(item, where, ("id", "project", *fields))
+        r = _Reader(item, where, _fields(GroupEntry))
         group_id = r.text("id")
         if group_id in groups:
             raise InvalidInput(r.at("id"), f"group {group_id!r} is defined twice")
@@ -409,7 +443,7 @@ def _groups(items: list[Any], instances: tuple[InstanceSpec, ...]) -> tuple[Grou
 
 def _managers(data: Mapping[str, Any]) -> tuple[ManagerSpec, ...]:
     managers = []
-    known = ("action", "actions", "nack", "silent", "delay", "scale_in")
+    known = _fields(ManagerEntry)
     for project, item in data.items():
         r = _Reader(item if item is not None else {}, f"managers.{project}", known)
         actions = {k: _action(v, f"{r.at('actions')}.{k}") for k, v in r.mapping("actions").items()}
@@ -435,16 +469,7 @@ def _action(value: object, field: str) -> str:
 
 
 def _actions(items: list[Any], hosts: Mapping[str, HostSpec]) -> tuple[ActionPlan, ...]:
-    known = (
-        "plugin",
-        "type",
-        "seconds",
-        "by_host_type",
-        "by_label",
-        "order",
-        "metadata",
-        "fail_on",
-    )
+    known = _fields(ActionEntry)
     plans = []
     for index, item in enumerate(items):
         r = _Reader(item, f"actions[{index}]", known)
@@ -487,13 +512,28 @@ def _actions(items: list[Any], hosts: Mapping[str, HostSpec]) -> tuple[ActionPla
     return tuple(plans)
 
 
+def _placement(items: list[Any], instance_ids: set[str]) -> tuple[PlacementRule, ...]:
+    rules: dict[str, PlacementRule] = {}
+    for index, item in enumerate(items):
+        where = f"placement[{index}]"
+        _Reader(item, where, _fields(PlacementEntry))
+        rule = _prefixed(where, PlacementRule.from_dict, item)
+        if rule.group_id in rules:
+            raise InvalidInput(f"{where}.group_id", f"group {rule.group_id!r} is defined twice")
+        for position, member in enumerate(rule.members):
+            if member not in instance_ids:
+                raise InvalidInput(
+                    f"{where}.members[{position}]", f"no instance {member!r} in instances"
+                )
+        rules[rule.group_id] = rule
+    return tuple(rules.values())
+
+
 def _faults(data: object, scenario_hosts: Mapping[str, HostSpec], instance_ids: set[str]) -> Faults:
-    r = _Reader(
-        data if data is not None else {}, "faults", ("failed_migrations", "hosts_stay_down")
-    )
+    r = _Reader(data if data is not None else {}, "faults", _fields(FaultsSection))
     failed = []
     for index, item in enumerate(r.items("failed_migrations")):
-        f = _Reader(item, f"faults.failed_migrations[{index}]", ("instance", "times", "error"))
+        f = _Reader(item, f"faults.failed_migrations[{index}]", _fields(MigrationFaultEntry))
         instance = f.text("instance")
         if instance not in instance_ids:
             raise InvalidInput(f.at("instance"), f"no instance {instance!r} in instances")
@@ -513,24 +553,10 @@ def _faults(data: object, scenario_hosts: Mapping[str, HostSpec], instance_ids: 
     return Faults(tuple(failed), tuple(down))
 
 
-_SESSION_FIELDS = (
-    "workflow",
-    "hosts",
-    "max_parallel_hosts",
-    "maintenance_in",
-    "metadata",
-    "project_policy",
-    "reply_policy",
-    "reply_windows",
-    "timeouts",
-    "max_migration_retries",
-)
-
-
 def _session(
     data: object, hosts: Mapping[str, HostSpec], actions: tuple[ActionPlan, ...]
 ) -> SessionOptions:
-    r = _Reader(data if data is not None else {}, "session", _SESSION_FIELDS)
+    r = _Reader(data if data is not None else {}, "session", SESSION_FIELDS)
     for index, host in enumerate(r.items("hosts")):
         if host not in hosts:
             raise InvalidInput(f"session.hosts[{index}]", f"no host {host!r} in hosts")
@@ -544,30 +570,17 @@ def _session(
     return SessionOptions(request, maintenance_in)
 
 
-_TOP = (
-    "name",
-    "start",
-    "hosts",
-    "instances",
-    "groups",
-    "managers",
-    "actions",
-    "migrations",
-    "faults",
-    "session",
-)
-
-
 def parse_scenario(data: object) -> Scenario:
     """Validate a scenario already parsed from YAML or JSON into plain data."""
-    r = _Reader(data, "", _TOP)
+    validate(ScenarioSchema, data, what="scenario")
+    r = _Reader(data, "", _fields(ScenarioSchema))
     hosts = _hosts(r.items("hosts"))
     by_name = {h.name: h for h in hosts}
     instances = _instances(r.items("instances"), by_name)
     groups = _groups(r.items("groups"), instances)
     managers = _managers(r.mapping("managers"))
     actions = _actions(r.items("actions"), by_name)
-    m = _Reader(r.raw("migrations", {}), "migrations", ("seconds", "live_seconds"))
+    m = _Reader(r.raw("migrations", {}), "migrations", _fields(Migrations))
     start = parse_time(r.raw("start", "2026-01-01T00:00:00+00:00"), "start")
     assert start is not None
     return Scenario(
@@ -582,6 +595,7 @@ def parse_scenario(data: object) -> Scenario:
         live_migration_seconds=m.seconds("live_seconds", 20.0),
         faults=_faults(r.raw("faults"), by_name, {i.id for i in instances}),
         session=_session(r.raw("session"), by_name, actions),
+        placement=_placement(r.items("placement"), {i.id for i in instances}),
     )
 
 

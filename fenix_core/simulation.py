@@ -25,8 +25,9 @@ from . import signals
 from .constraints import InstanceConstraints
 from .engine import Engine
 from .model import SessionRequest, SessionView
+from .preview import Ask, build_preview
 from .scenario import Scenario
-from .testing import ScriptedManager, SimClock, SimulatedCloud, TimedAction
+from .testing import PlacedCloud, ScriptedManager, SimClock, SimulatedCloud, TimedAction
 from .timeline import Timeline, build_timeline, with_implicit_groups
 
 __all__ = ["Plan", "Simulation", "SimulationResult", "plan"]
@@ -46,6 +47,10 @@ class SimulationResult:
     notifications: dict[str, dict[str, int]]
     migrations_done: int
     migrations_failed: int
+    #: instance id -> how many times it was moved (migrations done)
+    moves: dict[str, int] = attrs.field(factory=dict)
+    #: every ``maintenance_planned`` notification, in the order sent
+    asks: tuple[Ask, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -64,12 +69,24 @@ class Simulation:
     def __init__(self, scenario: Scenario, *, database_url: str = "sqlite://") -> None:
         self.scenario = scenario
         self.clock = SimClock(start=scenario.start)
-        self.cloud = SimulatedCloud(
-            migration_seconds=scenario.migration_seconds,
-            live_migration_seconds=scenario.live_migration_seconds,
+        # The scheduler keeps the scenario's server-group rules, as Nova does.
+        self.cloud: SimulatedCloud = (
+            PlacedCloud(
+                scenario.migration_seconds,
+                scenario.live_migration_seconds,
+                placement=scenario.placement,
+            )
+            if scenario.placement
+            else SimulatedCloud(scenario.migration_seconds, scenario.live_migration_seconds)
         )
         for host in scenario.hosts:
-            self.cloud.add_host(host.name, type=host.type, vcpus=host.vcpus)
+            self.cloud.add_host(
+                host.name,
+                type=host.type,
+                vcpus=host.vcpus,
+                enabled=host.enabled,
+                labels=host.labels,
+            )
         for inst in scenario.instances:
             self.cloud.add_instance(
                 inst.id,
@@ -114,6 +131,7 @@ class Simulation:
         ]
         self.notifications: dict[str, Counter[str]] = {}
         self.drain_seen: dict[str, datetime] = {}
+        self.asks: list[Ask] = []
         signals.maintenance_planned.connect(self._on_planned, sender=self.engine, weak=False)
         self.session_id: str | None = None
 
@@ -149,6 +167,12 @@ class Simulation:
             notifications={p: dict(sorted(c.items())) for p, c in self.notifications.items()},
             migrations_done=sum(1 for e in events if e.kind == "migration_done"),
             migrations_failed=sum(1 for e in events if e.kind == "migration_failed"),
+            moves=dict(
+                Counter(
+                    e.instance_id for e in events if e.kind == "migration_done" and e.instance_id
+                )
+            ),
+            asks=tuple(self.asks),
         )
 
     def timeline(self, view: SessionView) -> Timeline:
@@ -159,7 +183,13 @@ class Simulation:
             view,
             self.engine.list_operations(view.session_id),
             projects=projects,
-            groups=with_implicit_groups(scenario.groups, projects, members, view.workflow),
+            groups=with_implicit_groups(
+                scenario.groups,
+                projects,
+                members,
+                view.workflow,
+                view.request.get("default_group_constraints"),
+            ),
             members=members,
             drain_seen=self.drain_seen,
         )
@@ -195,6 +225,10 @@ class Simulation:
     def _on_planned(self, sender: Engine, payload: dict[str, Any]) -> None:
         project, state = payload["project_id"], payload["state"]
         self.notifications.setdefault(project, Counter())[state] += 1
+        named = payload.get("instance_ids")
+        # MAINTENANCE names the instances by a URL (as Fenix did), not a list.
+        ids = tuple(str(i) for i in named) if isinstance(named, list | tuple) else ()
+        self.asks.append(Ask(self.clock.now(), project, state, ids))
         if state in _DRAIN_ASKS:
             now = self.clock.now()
             for instance_id in payload["instance_ids"]:
@@ -205,10 +239,18 @@ class Simulation:
 
 @attrs.frozen
 class Plan:
-    """The waves and makespan of a scenario when everything goes to plan."""
+    """The waves and makespan of a scenario when everything goes to plan.
+
+    ``moved_again`` lists the moves that land on a host the instance leaves
+    again later (instance, from, to, why): the second moves the plan makes.
+    """
 
     scenario: str
     result: SimulationResult
+    #: what an operator decides on (fenix_core.preview); None when not built
+    preview: dict[str, Any] | None = None
+    #: moves onto a host the instance has to leave again, and why (second_moves)
+    moved_again: tuple[dict[str, str], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         timeline = self.result.timeline.to_dict()
@@ -219,9 +261,31 @@ class Plan:
             "state": timeline["state"],
             "reason": timeline["reason"],
             "estimated_makespan_seconds": timeline["makespan_seconds"],
+            # How instances without group constraints are held (constrained workflow).
+            "default_group_constraints": self.result.view.request.get("default_group_constraints"),
             "waves": timeline["waves"],
             "hosts": [h["name"] for h in timeline["hosts"]],
+            "migrations": self.result.migrations_done,
+            "moved_again": [dict(m) for m in self.moved_again],
+            **({"preview": self.preview} if self.preview is not None else {}),
         }
+
+    @classmethod
+    def of(cls, scenario: Scenario, result: SimulationResult, engine: Engine) -> Plan:
+        """The plan of a scenario's planned run on ``engine``, with its preview
+        and the moves that land where the instance must leave again."""
+        preview = build_preview(scenario, result.timeline, result.moves, result.asks)
+        again = tuple(
+            {
+                "instance": str(op.instance_id),
+                "from": str(op.source),
+                "to": str(op.target),
+                "why": op.moves_again,
+            }
+            for op in engine.list_operations(result.view.session_id)
+            if op.moves_again and op.status == "done"
+        )
+        return cls(scenario.name, result, preview, again)
 
 
 def plan(scenario: Scenario) -> Plan:
@@ -232,4 +296,4 @@ def plan(scenario: Scenario) -> Plan:
     are reported grouped by the waves they were maintained in.
     """
     with Simulation(scenario.without_faults(answer_at_once=True)) as sim:
-        return Plan(scenario.name, sim.run())
+        return Plan.of(scenario, sim.run(), sim.engine)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Iterable
 from enum import StrEnum
 from typing import Any
 
@@ -25,16 +26,19 @@ from .errors import IllegalTransition
 __all__ = [
     "DONE_HOST_STATES",
     "FINAL_SESSION_STATES",
+    "HOLDS_NO_HOSTS",
     "HOST_TRANSITIONS",
     "INSTANCE_TRANSITIONS",
     "PROJECT_NOTIFICATIONS",
     "SESSION_TRANSITIONS",
+    "UNBUDGETED_HOST_STATES",
     "WORK_HOST_STATES",
     "HostState",
     "InstanceAction",
     "InstanceState",
     "SessionLifecycle",
     "SessionState",
+    "budget_hosts",
     "check_host_transition",
     "check_instance_transition",
     "normalize_reply_state",
@@ -42,8 +46,11 @@ __all__ = [
 
 
 class SessionState(StrEnum):
-    """The Fenix v1 session states."""
+    """The Fenix v1 session states, and fenix-core's own (commented)."""
 
+    # fenix-core: created with ``approval: required``; its plan is stored and
+    # shown, no host is touched or reserved until engine.approve_session.
+    AWAITING_APPROVAL = "AWAITING_APPROVAL"
     MAINTENANCE = "MAINTENANCE"
     SCALE_IN = "SCALE_IN"
     PREPARE_MAINTENANCE = "PREPARE_MAINTENANCE"
@@ -64,11 +71,17 @@ FINAL_SESSION_STATES = frozenset(
     }
 )
 
+#: States in which a session reserves none of its hosts: other sessions may
+#: take them (it ended, or it waits for approval and re-checks them then).
+HOLDS_NO_HOSTS = FINAL_SESSION_STATES | {SessionState.AWAITING_APPROVAL}
+
 _S = SessionState
 _RUNNING = [s for s in SessionState if s not in FINAL_SESSION_STATES]
 
 #: The session lifecycle. ``trigger`` is what a workflow asks for.
 SESSION_TRANSITIONS: list[dict[str, Any]] = [
+    # The admin approved the stored plan and the cloud still matches it.
+    {"trigger": "approve", "source": _S.AWAITING_APPROVAL, "dest": _S.MAINTENANCE},
     {
         "trigger": "scale_in",
         "source": [
@@ -187,7 +200,7 @@ def _trigger_dest(trigger: str) -> str:
 
 class HostState(StrEnum):
     PENDING = "PENDING"  # waiting for its turn
-    DRAINING = "DRAINING"  # its instances are being moved away
+    DRAINING = "DRAINING"  # disabled, its instances are being moved away
     DRAINED = "DRAINED"  # empty, about to be maintained
     IN_MAINTENANCE = "IN_MAINTENANCE"  # disabled, actions running
     MAINTAINED = "MAINTAINED"  # back in service
@@ -231,6 +244,14 @@ WORK_HOST_STATES = frozenset(
 )
 #: Host states whose work is finished.
 DONE_HOST_STATES = frozenset({_H.MAINTAINED, _H.DECOMMISSIONED})
+#: Host states that are not part of a session's work for its budgets (a cap
+#: in percent is a percent of the other hosts): targets, and hosts the cloud lost.
+UNBUDGETED_HOST_STATES = frozenset({_H.OUT_OF_SCOPE, _H.ADDING, _H.ADDED, _H.REMOVED})
+
+
+def budget_hosts(states: Iterable[str]) -> int:
+    """How many hosts a session's percent caps are a percent of."""
+    return sum(1 for state in states if state not in UNBUDGETED_HOST_STATES)
 
 
 class InstanceState(StrEnum):

@@ -21,16 +21,31 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
 
-from .constraints import DEFAULT_GROUP, GroupConstraints, implicit_group_id
-from .model import OperationView, SessionView
+from .constraints import (
+    DEFAULT_GROUP,
+    GroupConstraints,
+    InstanceConstraints,
+    implicit_group_id,
+)
+from .model import OperationView, ProjectView, SessionView
 
-__all__ = ["GroupLane", "HostLane", "Timeline", "build_timeline", "with_implicit_groups"]
+__all__ = [
+    "GroupLane",
+    "HostLane",
+    "Timeline",
+    "build_timeline",
+    "recorded_timeline",
+    "step_counts",
+    "with_implicit_groups",
+]
 
 _MOVES = ("move", "watch")
+#: A time of a step series: a datetime, or seconds since some start.
+T = TypeVar("T", datetime, float)
 
 
 @attrs.frozen
@@ -204,16 +219,50 @@ def build_timeline(
     )
 
 
+def recorded_timeline(
+    view: SessionView,
+    operations: Sequence[OperationView],
+    project_views: Iterable[ProjectView],
+    instance_constraints: Iterable[InstanceConstraints],
+    group_constraints: Iterable[GroupConstraints],
+) -> Timeline:
+    """The timeline of a recorded session, its groups taken from the stored
+    constraints of the instances in ``project_views`` (pass only one
+    project's views and constraints for that project's picture)."""
+    projects = {i.instance_id: p.project_id for p in project_views for i in p.instances}
+    members = {
+        c.instance_id: c.group_id
+        for c in instance_constraints
+        if c.group_id is not None and c.instance_id in projects
+    }
+    used = set(members.values())
+    groups = [g for g in group_constraints if g.group_id in used]
+    return build_timeline(
+        view,
+        operations,
+        projects=projects,
+        groups=with_implicit_groups(
+            groups,
+            projects,
+            members,
+            view.workflow,
+            view.request.get("default_group_constraints"),
+        ),
+        members=members,
+    )
+
+
 def with_implicit_groups(
     groups: Iterable[GroupConstraints],
     projects: Mapping[str, str],
     members: Mapping[str, str],
     workflow: str,
+    default: Mapping[str, Any] | None = None,
 ) -> list[GroupConstraints]:
     """``groups`` plus, for the constrained workflow, the implicit group of
-    each project with unconstrained instances (it holds them to
-    :data:`~fenix_core.constraints.DEFAULT_GROUP`'s limits; other workflows
-    set no limit)."""
+    each project with unconstrained instances (it holds them to ``default``,
+    the session's ``default_group_constraints``, else
+    :data:`~fenix_core.constraints.DEFAULT_GROUP`; other workflows set no limit)."""
     out = list(groups)
     if workflow != "constrained":
         return out
@@ -221,7 +270,8 @@ def with_implicit_groups(
     for project in sorted({p for i, p in projects.items() if i not in members}):
         group_id = implicit_group_id(project)
         if group_id not in known:
-            out.append(GroupConstraints(group_id=group_id, project_id=project, **DEFAULT_GROUP))
+            rules = {**DEFAULT_GROUP, **(default or {})}
+            out.append(GroupConstraints(group_id=group_id, project_id=project, **rules))
     return out
 
 
@@ -279,7 +329,7 @@ def _group_lanes(
                 project_id=project,
                 members=sizes.get(group_id, 0),
                 limit=group.max_impacted_members if group else None,
-                steps=_steps(changes.get(group_id, [])),
+                steps=step_counts(changes.get(group_id, [])),
             )
         )
     return tuple(lanes)
@@ -295,10 +345,13 @@ def _merged(spans: list[tuple[datetime, datetime]]) -> list[tuple[datetime, date
     return out
 
 
-def _steps(changes: list[tuple[datetime, int]]) -> tuple[tuple[datetime, int], ...]:
-    # Ends sort before starts at the same time: a member that recovers as
-    # another is impacted does not count twice.
-    steps: list[tuple[datetime, int]] = []
+def step_counts(changes: Iterable[tuple[T, int]]) -> tuple[tuple[T, int], ...]:
+    """``(time, +1 / -1)`` changes as ``(time, count)`` steps, one per time.
+
+    Ends sort before starts at the same time: a member that recovers as
+    another is impacted (a host handed over to the next) does not count twice.
+    """
+    steps: list[tuple[T, int]] = []
     count = 0
     for when, delta in sorted(changes):
         count += delta

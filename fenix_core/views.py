@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import datetime
+from typing import Any
 
 from .controls import Ledger, estimate_end
 from .model import (
+    ApprovalView,
     HostView,
     IgnoredConstraint,
     InstanceView,
@@ -17,10 +19,22 @@ from .model import (
     SessionView,
     StuckWork,
 )
-from .states import DONE_HOST_STATES, FINAL_SESSION_STATES, HostState, InstanceState
+from .states import (
+    DONE_HOST_STATES,
+    FINAL_SESSION_STATES,
+    HostState,
+    InstanceState,
+    SessionState,
+    budget_hosts,
+)
 from .store.schema import HostRow, InstanceRow, OperationRow, ProjectRow, SessionRow
 
-__all__ = ["build_operation_view", "build_project_view", "build_session_view"]
+__all__ = [
+    "build_approval_view",
+    "build_operation_view",
+    "build_project_view",
+    "build_session_view",
+]
 
 
 #: Hosts that only receive instances (or are about to): not work, not counted.
@@ -60,7 +74,7 @@ def build_progress(row: SessionRow, hosts: Sequence[HostRow], now: datetime) -> 
         end = estimate_end(
             now,
             controls,
-            ledger.history(controls),
+            ledger.history(controls, hosts=budget_hosts(h.state for h in hosts)),
             durations=list(durations.values()),
             in_progress=[flight.get(h.name) or h.started_at or now for h in in_progress],
             pending=waiting,
@@ -90,6 +104,30 @@ def _stuck(row: SessionRow) -> tuple[StuckWork, ...]:
         )
         for e in (row.data or {}).get("ctl_stuck") or []
     )
+
+
+def build_approval_view(record: Mapping[str, Any] | None) -> ApprovalView | None:
+    """The plan a session stored under ``data["approval"]``, if it has one."""
+    if not record:
+        return None
+    approved = record.get("approved_at")
+    return ApprovalView(
+        plan_id=record["plan_id"],
+        planned_at=datetime.fromisoformat(record["planned_at"]),
+        plan=dict(record["plan"]),
+        changes=tuple(record.get("changes") or ()),
+        approved_at=datetime.fromisoformat(approved) if approved else None,
+    )
+
+
+def _waiting(row: SessionRow, final: bool) -> str | None:
+    if final:
+        return None
+    data = row.data or {}
+    if row.state == SessionState.AWAITING_APPROVAL:
+        return f"awaiting approval of plan {data['approval']['plan_id']}"
+    reason: str | None = (data.get("ctl_waiting") or {}).get("reason")
+    return reason
 
 
 def build_session_view(
@@ -125,10 +163,11 @@ def build_session_view(
         maintenance_at=row.maintenance_at,
         request=dict(row.request),
         paused=bool(data.get("paused")) and not final,
-        waiting=None if final else (data.get("ctl_waiting") or {}).get("reason"),
+        waiting=_waiting(row, final),
         stuck=_stuck(row),
         progress=build_progress(row, hosts, now or row.updated_at),
         ignored_constraints=tuple(ignored),
+        approval=build_approval_view(data.get("approval")),
     )
 
 
@@ -182,4 +221,5 @@ def build_operation_view(row: OperationRow) -> OperationView:
         started_at=row.started_at,
         finished_at=row.finished_at,
         detail=row.detail,
+        moves_again=params.get("moves_again") if moves else None,
     )

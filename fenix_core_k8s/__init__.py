@@ -1,4 +1,4 @@
-"""Kubernetes cloud plug-in for fenix-core (``pip install fenix-core[k8s]``).
+"""Kubernetes cloud plug-in for fenix-core (``pip install 'fenix-core[k8s]'``).
 
 Node maintenance through fenix-core sessions on the official ``kubernetes``
 client: nodes are hosts, pods are instances, a host is disabled by cordoning
@@ -16,8 +16,14 @@ See docs/kubernetes.md. ``fenix_core_k8s.testing`` has a fake apiserver.
 
 from __future__ import annotations
 
-from .driver import CORDONED_ANNOTATION, KubernetesDriver
+from .driver import CORDONED_ANNOTATION, QUEUED_TAINT, KubernetesDriver
 from .notify import NodeNotifier
 from .plugin import KubernetesCloud
 
-__all__ = ["CORDONED_ANNOTATION", "KubernetesCloud", "KubernetesDriver", "NodeNotifier"]
+__all__ = [
+    "CORDONED_ANNOTATION",
+    "QUEUED_TAINT",
+    "KubernetesCloud",
+    "KubernetesDriver",
+    "NodeNotifier",
+]

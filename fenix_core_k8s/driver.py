@@ -27,6 +27,8 @@ from .config import connect
 from .constraints import constraints_from
 from .moves import Evictions, UnmanagedPods, api_message
 from .pods import (
+    ETCD_NAMESPACE,
+    ETCD_SELECTOR,
     controller_of,
     instance_id,
     is_controller_node,
@@ -37,7 +39,7 @@ from .pods import (
     split_instance_id,
 )
 
-__all__ = ["CORDONED_ANNOTATION", "DriverOptions", "KubernetesDriver"]
+__all__ = ["CORDONED_ANNOTATION", "QUEUED_TAINT", "DriverOptions", "KubernetesDriver"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -45,6 +47,12 @@ T = TypeVar("T")
 #: Set on a node together with ``spec.unschedulable`` when fenix-core cordons
 #: it; only nodes carrying it are ever uncordoned. Its value is the reason.
 CORDONED_ANNOTATION = "fenix-core/cordoned"
+#: A ``PreferNoSchedule`` taint with this key (its value: the session id) is
+#: on each node a session still has to maintain, so that the scheduler puts
+#: replacement pods elsewhere when it can (they would only be evicted again).
+QUEUED_TAINT = "fenix-core/queued"
+#: Read-modify-write rounds of a node's taints before giving up on a conflict.
+_TAINT_ATTEMPTS = 3
 
 
 class DriverOptions(TypedDict, total=False):
@@ -55,6 +63,8 @@ class DriverOptions(TypedDict, total=False):
     in_cluster: bool | None
     project_label: str | None
     unmanaged_pods: UnmanagedPods
+    delete_emptydir_data: bool
+    steer_replacements: bool
 
 
 class KubernetesDriver:
@@ -69,6 +79,17 @@ class KubernetesDriver:
     ``unmanaged_pods``: what to do with a pod that no controller recreates:
     ``"fail"`` the move, naming the pod (default), or ``"evict"`` it (it is
     then gone for good).
+    ``delete_emptydir_data``: evict pods with emptyDir volumes, whose data is
+    then lost (``kubectl drain --delete-emptydir-data``). By default such a
+    pod is not evicted: its move waits, saying why, until the pod is gone.
+    ``steer_replacements``: put a ``PreferNoSchedule`` taint
+    (``QUEUED_TAINT`` (``fenix-core/queued``)) on the nodes a session still has to maintain, so
+    that the scheduler prefers other nodes for replacement pods (default
+    True; False leaves the nodes' taints alone). See :meth:`mark_queued`.
+
+    It is a :class:`~fenix_core.hookspecs.HostGuard`: a control-plane node
+    may go into maintenance only while every other control-plane node and
+    every etcd member is Ready (see :meth:`host_guard`).
     """
 
     name = "kubernetes"
@@ -83,11 +104,22 @@ class KubernetesDriver:
         clock: Clock | None = None,
         project_label: str | None = None,
         unmanaged_pods: UnmanagedPods = "fail",
+        delete_emptydir_data: bool = False,
+        steer_replacements: bool = True,
     ) -> None:
         if unmanaged_pods not in ("fail", "evict"):
             raise InvalidInput(
                 "unmanaged_pods", f"must be 'fail' or 'evict', got {unmanaged_pods!r}"
             )
+        if not isinstance(delete_emptydir_data, bool):
+            raise InvalidInput(
+                "delete_emptydir_data", f"must be True or False, got {delete_emptydir_data!r}"
+            )
+        if not isinstance(steer_replacements, bool):
+            raise InvalidInput(
+                "steer_replacements", f"must be True or False, got {steer_replacements!r}"
+            )
+        self.steer_replacements = steer_replacements
         if api_client is None:
             api_client = connect(kubeconfig=kubeconfig, context=context, in_cluster=in_cluster)
         self.api_client = api_client
@@ -96,7 +128,10 @@ class KubernetesDriver:
         self.clock: Clock = clock if clock is not None else RealClock()
         self.project_label = project_label
         self.evictions = Evictions(
-            self.core, self.clock, unmanaged_pods=unmanaged_pods, cordon=self._cordon
+            self.core,
+            self.clock,
+            unmanaged_pods=unmanaged_pods,
+            delete_emptydir_data=delete_emptydir_data,
         )
 
     # ------------------------------------------------------------------ inventory
@@ -114,6 +149,8 @@ class KubernetesDriver:
             vcpus=node_vcpus(node),
             enabled=self._schedulable_or_ours(node),
             details={"ready": is_ready(node)},
+            # topology.kubernetes.io/zone, a rack label ...: what topology caps name.
+            labels=dict(node.metadata.labels or {}),
         )
 
     @staticmethod
@@ -196,11 +233,9 @@ class KubernetesDriver:
     # ------------------------------------------------------------------ hosts
 
     def disable_host(self, host: str, reason: str) -> None:
-        self._cordon(host, reason or "fenix-core maintenance")
-
-    def _cordon(self, host: str, reason: str) -> None:
         """Cordon ``host`` unless it is cordoned already (by anyone): only a node
         fenix-core cordoned gets the annotation that lets it be uncordoned."""
+        reason = reason or "fenix-core maintenance"
         node = self._call(f"reading node {host}", self.core.read_node, host)
         if node.spec is not None and node.spec.unschedulable:
             return
@@ -223,6 +258,45 @@ class KubernetesDriver:
         }
         self._call(f"uncordoning node {host}", self.core.patch_node, host, patch)
 
+    def mark_queued(self, session_id: str, hosts: Sequence[str]) -> None:
+        """Taint exactly ``hosts`` among the nodes for session ``session_id``
+        (:class:`~fenix_core.hookspecs.HostQueue`): a ``PreferNoSchedule``
+        taint ``QUEUED_TAINT`` (``fenix-core/queued``) whose value is the session id. The
+        scheduler still uses a tainted node when no other fits. A node tainted
+        by another session is left as it is; this session's taint comes off
+        every node not in ``hosts`` (all of them once the session ended).
+
+        ``spec.taints`` is an atomic list (a patch replaces it whole), so each
+        change is a read-modify-write that carries the node's resourceVersion:
+        a concurrent change of the node answers 409 and is read again.
+        """
+        wanted = set(hosts) if self.steer_replacements else set()
+        nodes = self._call("listing nodes", self.core.list_node).items
+        for node in nodes:
+            name = node.metadata.name if node.metadata else None
+            if name is None:
+                continue
+            if _taint_change(_taints(node), session_id, name in wanted) is not None:
+                self._retaint(name, session_id, name in wanted)
+
+    def _retaint(self, name: str, session_id: str, queued: bool) -> None:
+        for attempt in range(_TAINT_ATTEMPTS):
+            node = self._call(f"reading node {name}", self.core.read_node, name)
+            taints = _taint_change(_taints(node), session_id, queued)
+            if taints is None:
+                return
+            version = node.metadata.resource_version if node.metadata else None
+            patch = {"metadata": {"resourceVersion": version}, "spec": {"taints": taints}}
+            try:
+                self.core.patch_node(name, patch)
+                return
+            except ApiException as exc:
+                if exc.status == 409 and attempt + 1 < _TAINT_ATTEMPTS:
+                    continue  # the node changed since it was read: read it again
+                if exc.status == 404:
+                    return  # the node is gone: nothing to steer
+                raise self._error(f"tainting node {name}", exc) from None
+
     def host_is_up(self, host: str) -> bool:
         try:
             node = self.core.read_node(host)
@@ -231,6 +305,42 @@ class KubernetesDriver:
                 return False
             raise self._error(f"reading node {host}", exc) from None
         return is_ready(node)
+
+    def host_guard(self, host: str) -> str | None:
+        """The etcd quorum guard, in the spirit of medik8s node-maintenance-operator:
+        a control-plane node may go into maintenance only while every other
+        control-plane node is Ready and every etcd member on another node is
+        Ready (kubeadm's stacked etcd: the static pods ``etcd-<node>`` in
+        kube-system, label ``component=etcd``; with an external etcd there are
+        none and the nodes alone count). None: it may; else why it waits.
+        Other nodes are never held back."""
+        nodes = self._call("listing nodes", self.core.list_node).items
+        this = next((n for n in nodes if n.metadata and n.metadata.name == host), None)
+        if this is None or not is_controller_node(this):
+            return None
+        why = [
+            f"control-plane node {n.metadata.name} is not Ready"
+            for n in nodes
+            if n.metadata and n.metadata.name != host and is_controller_node(n) and not is_ready(n)
+        ]
+        members = self._call(
+            "listing the etcd members",
+            self.core.list_namespaced_pod,
+            ETCD_NAMESPACE,
+            label_selector=ETCD_SELECTOR,
+        ).items
+        why += [
+            f"etcd member {p.metadata.name} on {p.spec.node_name} is not Ready"
+            for p in members
+            if p.metadata and p.spec and p.spec.node_name != host and not is_ready(p)
+        ]
+        if not why:
+            return None
+        return (
+            f"control-plane node {host} waits: "
+            + "; ".join(why)
+            + " (taking it down now could cost the control plane its etcd quorum)"
+        )
 
     # ------------------------------------------------------------------ moves
 
@@ -281,3 +391,30 @@ class KubernetesDriver:
         if exc.status in (401, 403):
             hint = " (check the credentials and the RBAC rules in docs/kubernetes.md)"
         return CloudError(f"{what} failed: HTTP {exc.status}: {api_message(exc)}{hint}")
+
+
+def _taints(node: V1Node) -> list[dict[str, Any]]:
+    """The node's taints as plain dicts (key, value, effect, timeAdded)."""
+    out = []
+    for t in (node.spec.taints if node.spec else None) or ():
+        taint: dict[str, Any] = {"key": t.key, "effect": t.effect}
+        if t.value is not None:
+            taint["value"] = t.value
+        if t.time_added is not None:
+            taint["timeAdded"] = t.time_added.strftime("%Y-%m-%dT%H:%M:%SZ")
+        out.append(taint)
+    return out
+
+
+def _taint_change(
+    taints: list[dict[str, Any]], session_id: str, queued: bool
+) -> list[dict[str, Any]] | None:
+    """The node's new taint list for one session, or None if it stays as it is."""
+    present = [t for t in taints if t["key"] == QUEUED_TAINT]
+    if queued:
+        if present:
+            return None  # steered already (by this session or another one)
+        return [*taints, {"key": QUEUED_TAINT, "value": session_id, "effect": "PreferNoSchedule"}]
+    if not any(t.get("value") == session_id for t in present):
+        return None
+    return [t for t in taints if not (t["key"] == QUEUED_TAINT and t.get("value") == session_id)]

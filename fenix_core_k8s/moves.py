@@ -27,12 +27,15 @@ driver's own back-off, 5 s doubling to 60 s, and reported as ``running`` with
 the budget named; a 500 because several budgets select the pod fails the
 move) -> wait until the pod is gone -> wait until the replacement is Ready
 -> ``done(host=<its node>)``; a pod without a replacement to wait for ends as
-``gone``.
+``gone``. A pod with emptyDir volumes is not evicted unless the driver was
+created with ``delete_emptydir_data=True`` (``kubectl drain
+--delete-emptydir-data``): the move stays ``running`` and says why, until the
+pod is gone (moved or deleted by someone) or the move times out.
 
-``start`` evicts nothing: it checks the pod, cordons its node (so that the
-replacement cannot land on the node being drained, as ``kubectl drain`` does),
-and writes the handle into a Kubernetes Event on the pod (reason
-``FenixEviction``, annotation ``fenix-core/move-key``). ``find_move(key)``
+``start`` evicts nothing: it checks the pod and writes the handle into a
+Kubernetes Event on the pod (reason ``FenixEviction``, annotation
+``fenix-core/move-key``). The node was cordoned before: the workflows disable
+a host before the first move off it. ``find_move(key)``
 reads that Event back, which covers a crash between ``start`` and the engine
 persisting the handle. Without it (the Event expired, events are forbidden)
 the engine starts the move again, which is safe: a pod already terminating is
@@ -46,7 +49,6 @@ import hashlib
 import json
 import logging
 import re
-from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -67,7 +69,7 @@ from fenix_core.errors import CloudError
 from fenix_core.model import OperationStatus
 
 from .events import event
-from .pods import controller_of, is_instance, is_ready, split_instance_id
+from .pods import controller_of, emptydir_volumes, is_instance, is_ready, split_instance_id
 
 __all__ = ["EVENT_REASON", "MOVE_KEY_ANNOTATION", "Evictions", "MoveHandle", "UnmanagedPods"]
 
@@ -82,6 +84,8 @@ NEW_NAME_CONTROLLERS = ("ReplicaSet", "ReplicationController")
 #: Seconds between polls while a pod terminates or its replacement starts.
 _POLL = 5.0
 _BACKOFF_MIN, _BACKOFF_MAX = 5.0, 60.0
+#: Seconds between checks of a pod held back by its emptyDir data.
+_LOCAL_DATA_POLL = 60.0
 _BUDGET_NAME = re.compile(r"disruption budget (\S+)")
 
 
@@ -152,12 +156,12 @@ class Evictions:
         clock: Clock,
         *,
         unmanaged_pods: UnmanagedPods,
-        cordon: Callable[[str, str], None],
+        delete_emptydir_data: bool = False,
     ) -> None:
         self.core = core
         self.clock = clock
         self.unmanaged_pods = unmanaged_pods
-        self._cordon = cordon
+        self.delete_emptydir_data = delete_emptydir_data
         self._rejections: dict[str, int] = {}  # handle -> 429s in a row
         self._started: dict[str, str] = {}  # key -> handle, for this process
         self._existing: dict[str, set[str | None]] = {}  # handle -> uids of the set at start
@@ -191,8 +195,6 @@ class Evictions:
                 instance_id=instance_id,
             )
         node = pod.spec.node_name
-        if node:
-            self._cordon(node, f"fenix-core: draining {node} for maintenance")
         ready_before, existing = 0, None
         if owner is not None and owner.kind in NEW_NAME_CONTROLLERS:
             siblings = self._siblings(namespace, owner.uid, exclude=None)
@@ -284,6 +286,15 @@ class Evictions:
         if pod is not None and pod.metadata is not None and pod.metadata.uid == handle.uid:
             if pod.metadata.deletion_timestamp is not None:
                 return OperationStatus.running(_POLL, f"pod {handle.pod} is terminating")
+            local = emptydir_volumes(pod)
+            if local and not self.delete_emptydir_data:
+                return OperationStatus.running(
+                    _LOCAL_DATA_POLL,
+                    f"pod {handle.pod} has node-local data (emptyDir volumes: "
+                    f"{', '.join(local)}) that eviction would delete: not evicted, as kubectl "
+                    "drain refuses it. Move or delete the pod yourself, or create the "
+                    "Kubernetes driver with delete_emptydir_data=True",
+                )
             status = self._evict(text, handle)
             if status is not None:
                 return status

@@ -19,7 +19,8 @@ class KubernetesCloud:
     """Provides a :class:`KubernetesDriver` on the engine's clock.
 
     Takes the driver's options (``api_client``, ``kubeconfig``, ``context``,
-    ``in_cluster``, ``project_label``, ``unmanaged_pods``). The connection is
+    ``in_cluster``, ``project_label``, ``unmanaged_pods``,
+    ``delete_emptydir_data``, ``steer_replacements``). The connection is
     made when the engine starts, so a bad kubeconfig or context fails
     ``Engine(...)`` with a :class:`~fenix_core.errors.PluginError` that says why.
     ``driver`` is the driver once the engine has started.

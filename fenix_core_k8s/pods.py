@@ -11,8 +11,11 @@ from kubernetes.utils import parse_quantity
 
 __all__ = [
     "CONTROL_PLANE_LABELS",
+    "ETCD_NAMESPACE",
+    "ETCD_SELECTOR",
     "MIRROR_ANNOTATION",
     "controller_of",
+    "emptydir_volumes",
     "instance_id",
     "is_controller_node",
     "is_instance",
@@ -26,6 +29,10 @@ __all__ = [
 CONTROL_PLANE_LABELS = ("node-role.kubernetes.io/control-plane", "node-role.kubernetes.io/master")
 #: The annotation the kubelet puts on the mirror pod of a static pod.
 MIRROR_ANNOTATION = "kubernetes.io/config.mirror"
+#: Where kubeadm's stacked etcd members are: the mirror pods of the static pods
+#: ``etcd-<node>`` in kube-system, labelled ``component=etcd, tier=control-plane``.
+ETCD_NAMESPACE = "kube-system"
+ETCD_SELECTOR = "component=etcd"
 
 
 def instance_id(pod: V1Pod) -> str:
@@ -60,6 +67,14 @@ def is_instance(pod: V1Pod) -> bool:
         return False
     phase = pod.status.phase if pod.status else None
     return phase not in ("Succeeded", "Failed")
+
+
+def emptydir_volumes(pod: V1Pod) -> list[str]:
+    """The pod's emptyDir volumes: node-local data that eviction deletes. This is
+    what ``kubectl drain`` counts as local storage; hostPath data stays on the
+    node (it is there again after the reboot) and does not block a drain."""
+    volumes = (pod.spec.volumes if pod.spec else None) or ()
+    return [str(v.name) for v in volumes if v.empty_dir is not None]
 
 
 def is_ready(obj: V1Pod | V1Node) -> bool:

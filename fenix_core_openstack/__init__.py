@@ -1,5 +1,5 @@
 """OpenStack cloud plug-in for fenix-core, on openstacksdk
-(``pip install fenix-core[openstack]``).
+(``pip install 'fenix-core[openstack]'``).
 
 ::
 

@@ -125,8 +125,18 @@ class OpenStackDriver:
             (h.service_details or {}).get("host"): h.id
             for h in self.conn.compute.hypervisors(details=True)
         }
+        in_aggregates: dict[str, list[str]] = {}
+        for aggregate in self.conn.compute.aggregates():
+            for host in aggregate.hosts or ():
+                in_aggregates.setdefault(host, []).append(aggregate.name)
         hosts = [
-            Host(name=name, type="controller", vcpus=0, enabled=True)
+            Host(
+                name=name,
+                type="controller",
+                vcpus=0,
+                enabled=True,
+                labels=_labels(None, in_aggregates.get(name, [])),
+            )
             for name in self.controllers
             if name not in services
         ]
@@ -143,6 +153,7 @@ class OpenStackDriver:
                         "disabled_reason": service.disabled_reason,
                         "availability_zone": service.availability_zone,
                     },
+                    labels=_labels(service.availability_zone, in_aggregates.get(name, [])),
                 )
             )
         return hosts
@@ -384,3 +395,14 @@ class OpenStackDriver:
     def cloud_constraints(self, instances: Sequence[Instance]) -> CloudConstraints:
         groups = self.conn.compute.server_groups(all_projects=True)
         return server_group_constraints(groups, {i.instance_id for i in instances})
+
+
+def _labels(zone: str | None, aggregates: Sequence[str]) -> dict[str, str | tuple[str, ...]]:
+    """A host's topology labels: ``zone`` (its availability zone) and
+    ``aggregate`` (the host aggregates it is in, maybe several)."""
+    labels: dict[str, str | tuple[str, ...]] = {}
+    if zone:
+        labels["zone"] = zone
+    if aggregates:
+        labels["aggregate"] = tuple(sorted(aggregates))
+    return labels

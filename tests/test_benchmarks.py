@@ -202,7 +202,8 @@ def test_makespan_compares_constrained_with_serial(
     bench, capsys: pytest.CaptureFixture[str]
 ) -> None:
     makespan = bench("makespan")
-    assert makespan.main(["--hosts", "3", "--instances", "9", "--groups", "2"]) == 0
+    argv = ["--hosts", "3", "--instances", "9", "--groups", "2", "--family", "1"]
+    assert makespan.main([*argv, "--family-hosts", "10"]) == 0
     out = capsys.readouterr().out
     figures = {
         name: float(value)
@@ -217,6 +218,19 @@ def test_makespan_compares_constrained_with_serial(
     assert all(v > 0 for v in figures.values())
     assert figures["lower bound"] <= figures["constrained makespan"]
     assert re.search(r"constrained / serial\s+[\d.]+\s+target <= 0.35\s+(PASS|FAIL)", out)
+    # Migrations against their bound: 9 instances each move at least once.
+    bound = re.search(r"^migrations bound\s+(\d+)\s+\((\d+) instances once", out, re.MULTILINE)
+    assert bound is not None
+    assert int(bound.group(2)) == 9
+    assert int(bound.group(1)) >= 9
+    for workflow in ("rolling", "constrained"):
+        moved = re.search(rf"^{workflow} migrations\s+(\d+)", out, re.MULTILINE)
+        assert moved is not None
+        assert int(moved.group(1)) >= int(bound.group(1))
+    # The random family: one layout, then its median / worst lines.
+    assert re.search(r"^makespan / lower bound\s+median [\d.]+ worst [\d.]+", out, re.MULTILINE)
+    assert re.search(r"^migrations / bound\s+median [\d.]+ worst [\d.]+", out, re.MULTILINE)
+    assert re.search(r"^most moves of one instance\s+[12]\s", out, re.MULTILINE)
 
 
 def test_store_write_prints_the_write_cost_next_to_its_floor(

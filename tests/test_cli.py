@@ -116,7 +116,7 @@ def test_bad_scenario_exits_2_naming_the_field(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("hosts:\n  - {name: a}\n  - {name: b, vcpus: many}\n")
     result = fenix("simulate", bad, code=2)
-    assert "hosts[1].vcpus: expected an integer" in result.output
+    assert "hosts[1].vcpus: Input should be a valid integer" in result.output
     error = fenix_json("plan", bad, code=2)
     assert error["field"] == "hosts[1].vcpus"
     assert fenix_json("validate", ROLLING)["hosts"] == len(host_names(ROLLING))

@@ -502,6 +502,42 @@ def clusters(draw: st.DrawFn) -> dict[str, Any]:
 )
 @given(clusters())
 def test_random_clusters_never_break_a_rule_and_always_end(spec: dict[str, Any]) -> None:
+    check_cluster(spec)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG (constrained workflow, on main): best-fit packs cmp-1's two instances onto "
+    "one empty host, leaving two hosts for g0's three anti-affine members; spreading them "
+    "works, and the session touches hosts before finding it stuck (hypothesis found it)",
+)
+def test_packing_leaves_room_for_an_anti_affine_group() -> None:
+    check_cluster(
+        {
+            "layout": {
+                "cmp-0": [],
+                "cmp-1": [("vm-0", "p0", 2), ("vm-1", "p0", 2)],
+                "cmp-2": [("vm-2", "p0", 1), ("vm-3", "p0", 1), ("vm-4", "p0", 1)],
+                "cmp-3": [],
+            },
+            "capacity": 4,
+            "groups": [
+                {
+                    "max_impacted_members": 1,
+                    "recovery_time": 0,
+                    "anti_affinity_group": True,
+                    "max_instances_per_host": 0,
+                }
+            ],
+            "membership": {"vm-0": None, "vm-1": None, "vm-2": 0, "vm-3": 0, "vm-4": 0},
+            "managed": (),
+            "cap": None,
+        }
+    )
+
+
+def check_cluster(spec: dict[str, Any]) -> None:
+    """The cluster ends DONE, or FAILED before touching a host; no rule broken."""
     cluster = Cluster(spec["layout"], vcpus=spec["capacity"], managed=spec["managed"])
     e = cluster.engine
     projects = {iid: p for items in spec["layout"].values() for iid, p, _ in items}

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from fenix_core import Engine, SessionRequest
 from fenix_core.errors import FenixError, Forbidden, InvalidInput, NotFound
-from fenix_core.model import _REQUEST_FIELDS
+from fenix_core.schema import SessionRequestSchema
 from fenix_core.store.schema import Base
 from fenix_core.testing import ScriptedManager, SimClock, SimulatedCloud, TimedAction
 
@@ -58,7 +58,7 @@ junk = st.recursive(
     max_leaves=12,
 )
 request_like = st.dictionaries(
-    st.sampled_from([*_REQUEST_FIELDS, "bogus"]), junk, max_size=5
+    st.sampled_from([*SessionRequestSchema.model_fields, "bogus"]), junk, max_size=5
 ) | st.fixed_dictionaries(
     {},
     optional={

@@ -46,16 +46,24 @@ def drive(
 
 def spans(cloud: SimulatedCloud, view: SessionView) -> dict[str, tuple[datetime, datetime]]:
     """Per host that was worked on: from its first touch (a migration off it,
-    or its disable) to when its work ended (maintained, retired, removed)."""
+    or its disable) to when its work ended (maintained, retired, removed) or,
+    for a host whose drain the session gave up (it failed), to when the
+    session put it back in service."""
     touched: dict[str, datetime] = {}
+    enabled: dict[str, datetime] = {}
     for e in cloud.events:
         if e.kind in ("migration_started", "disable_host") and e.host not in touched:
             touched[str(e.host)] = e.time
+        elif e.kind == "enable_host":
+            enabled[str(e.host)] = e.time
     out = {}
     for host in view.hosts:
         if host.name in touched:
-            assert host.finished_at is not None, host
-            out[host.name] = (touched[host.name], host.finished_at)
+            end = host.finished_at
+            if end is None:
+                assert view.state == "MAINTENANCE_FAILED", host
+                end = enabled.get(host.name, view.updated_at)
+            out[host.name] = (touched[host.name], end)
     return out
 
 

@@ -93,7 +93,7 @@ BAD = [
     pytest.param(
         BASE.replace("vcpus: 16}", 'vcpus: "lots"}'),
         "hosts[1].vcpus",
-        "expected an integer",
+        "valid integer",
         id="vcpus-type",
     ),
     pytest.param(
@@ -121,7 +121,7 @@ BAD = [
     pytest.param(
         BASE.replace("type: controller", "type: storage"),
         "hosts[0].type",
-        "compute or controller",
+        "'compute' or 'controller'",
         id="host-type",
     ),
     pytest.param(
@@ -157,7 +157,7 @@ BAD = [
     pytest.param(
         BASE + "managers:\n  web: {delay: -5}\n",
         "managers.web.delay",
-        "positive number of seconds",
+        "greater than or equal to 0",
         id="manager-delay",
     ),
     pytest.param(
@@ -181,12 +181,12 @@ BAD = [
     pytest.param(
         BASE + "session:\n  max_parallel_hosts: 0\n",
         "session.max_parallel_hosts",
-        "between 1",
+        "greater than or equal to 1",
         id="parallel-hosts",
     ),
     pytest.param(BASE + "  - [unclosed\n", "scenario", "not valid YAML at line", id="yaml-syntax"),
-    pytest.param("- just\n- a list\n", "scenario", "expected a mapping", id="not-a-mapping"),
-    pytest.param("instances: []\n", "hosts", "at least one host", id="no-hosts"),
+    pytest.param("- just\n- a list\n", "scenario", "expected an object", id="not-a-mapping"),
+    pytest.param("instances: []\n", "hosts", "required", id="no-hosts"),
 ]
 
 
@@ -199,12 +199,10 @@ def test_malformed_scenarios_name_the_field(text: str, field: str, message: str)
     assert str(caught.value).startswith(f"{field}: ")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (constrained workflow, from main): on this cluster vm-0 and vm-1 are "
-    "migrated 3 times; test_constrained's property test finds the same layout",
-)
 def test_constrained_moves_each_instance_at_most_twice() -> None:
+    # vm-0 and vm-1 used to move three times: cmp-0 -> cmp-1 (nothing
+    # maintained yet) -> cmp-5 when cmp-1 opened -> a maintained host. Having
+    # moved once, an instance now waits for room where it stays.
     from fenix_core.testing import migrations_per_instance
 
     scenario = load_scenario(

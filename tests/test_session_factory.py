@@ -9,11 +9,12 @@ from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+import attrs
 import pytest
 from sqlalchemy import select
 
 from fenix_core import ActionSpec, Engine, SessionRequest
-from fenix_core.constraints import CloudConstraints, GroupConstraints
+from fenix_core.constraints import DEFAULT_GROUP, CloudConstraints, GroupConstraints
 from fenix_core.core.factory import CloudSnapshot, SessionFactory
 from fenix_core.core.ports import NewSession
 from fenix_core.core.records import (
@@ -102,6 +103,7 @@ def build(engine: Engine, request: Any, session_id: str) -> NewSession:
         subscribed=set(engine.subscriptions()),
         session_id=session_id,
         now=engine.clock.now(),
+        default_group_constraints=engine.default_group_constraints,
     )
 
 
@@ -163,7 +165,9 @@ def test_the_factory_builds_what_create_session_writes(
     world: Any, name: str, request_: dict[str, Any], grouped: bool
 ) -> None:
     engine = world(grouped)
-    expected_request = SessionRequest.coerce(request_)
+    expected_request = attrs.evolve(
+        SessionRequest.coerce(request_), default_group_constraints=DEFAULT_GROUP
+    )
     session_id = engine.create_session(request_)
     written = stored(engine, session_id)
     assert written["session"][0]["request"] == expected_request.to_dict()

@@ -65,6 +65,7 @@ def test_tables_cover_the_expected_shape() -> None:
     # source of some trigger, and some trigger is illegal from every state.
     triggers = {t["trigger"] for t in SESSION_TRANSITIONS}
     assert triggers == {
+        "approve",
         "scale_in",
         "prepare",
         "start",

@@ -18,10 +18,20 @@ from rich.table import Table
 
 from .. import signals
 from ..engine import Engine
-from ..model import SessionView
+from ..model import ApprovalView, SessionView
 from ..timeline import Timeline
 
-__all__ = ["LiveProgress", "duration", "report_tables", "session_table", "sessions_table"]
+__all__ = [
+    "LiveProgress",
+    "approval_dict",
+    "duration",
+    "hosts_table",
+    "plan_table",
+    "report_tables",
+    "session_table",
+    "sessions_table",
+    "watch_view",
+]
 
 HOST_COLOURS = {
     "PENDING": "dim",
@@ -31,8 +41,8 @@ HOST_COLOURS = {
     "MAINTAINED": "green",
     "FAILED": "bold red",
 }
-_ACTIVE = ("FAILED", "IN_MAINTENANCE", "DRAINED", "DRAINING")
-_SHOWN_HOSTS = 16
+_ACTIVE = ("FAILED", "IN_MAINTENANCE", "DRAINED", "DRAINING", "ADDING")
+_LOG_LINES = 12
 _REFRESH_SECONDS = 0.05
 
 
@@ -106,27 +116,61 @@ class LiveProgress:
         self.live.update(self.render(view))
 
     def render(self, view: SessionView) -> Group:
-        counts = Counter(h.state for h in view.hosts)
-        active = sorted(
-            view.hosts, key=lambda h: (h.state not in _ACTIVE, h.state == "MAINTAINED", h.name)
+        """Progress bar, the hosts at work, the last notifications: at most
+        the terminal's height, whatever the number of hosts."""
+        height = self.console.size.height
+        log_lines = max(0, min(_LOG_LINES, height // 3 - 2))
+        parts: list[Any] = [self.progress]
+        table_height = height - 1 - (log_lines + 2 if log_lines else 0)
+        parts.append(hosts_table(view, table_height, self.start))
+        if log_lines:
+            log = Panel("\n".join(self.events[-log_lines:]), title="notifications")
+            parts.append(log)
+        return Group(*parts)
+
+
+def hosts_table(view: SessionView, height: int, start: datetime | None = None) -> Table:
+    """The hosts at work (draining, in maintenance, failed) one per row, in at
+    most ``height`` lines; finished and waiting hosts only counted in the title.
+
+    Times are from ``start`` (default: the session's creation)."""
+    origin = start or view.created_at
+    counts = Counter(h.state for h in view.hosts)
+    active = sorted(
+        (h for h in view.hosts if h.state in _ACTIVE), key=lambda h: (h.state != "FAILED", h.name)
+    )
+    # Title, header and the lines around them take 5 lines; one is kept for "... more".
+    room = max(0, height - 5)
+    shown = active if len(active) <= room else active[: max(0, room - 1)]
+    hidden = len(active) - len(shown)
+    table = Table(
+        title="hosts: " + ", ".join(f"{state} {n}" for state, n in sorted(counts.items())),
+        caption=f"... {hidden} more at work" if hidden else None,
+        expand=False,
+    )
+    for column in ("host", "type", "state", "in maintenance at"):
+        table.add_column(column, overflow="fold")
+    for host in shown:
+        colour = HOST_COLOURS.get(host.state, "")
+        started = host.started_at
+        table.add_row(
+            escape(host.name),
+            host.type,
+            f"[{colour}]{host.state}[/]",
+            duration((started - origin).total_seconds()) if started else "",
         )
-        table = Table(
-            title="hosts " + ", ".join(f"{state} {n}" for state, n in sorted(counts.items())),
-            expand=False,
-        )
-        for column in ("host", "type", "state", "in maintenance at"):
-            table.add_column(column)
-        for host in active[:_SHOWN_HOSTS]:
-            colour = HOST_COLOURS.get(host.state, "")
-            started = host.started_at
-            table.add_row(
-                host.name,
-                host.type,
-                f"[{colour}]{host.state}[/]",
-                duration((started - self.start).total_seconds()) if started else "",
-            )
-        log = Panel("\n".join(self.events[-12:]), title="notifications", height=14)
-        return Group(self.progress, table, log)
+    return table
+
+
+def watch_view(view: SessionView, height: int) -> Group:
+    """``fenix sessions watch``: the session's state line and its hosts at work."""
+    paused = " [yellow](paused)[/]" if view.paused else ""
+    reason = f": {escape(view.reason)}" if view.reason else ""
+    line = (
+        f"session [bold]{view.session_id}[/] ({view.workflow}) "
+        f"[{_state_colour(view.state)}]{view.state}[/] {view.percent_done}%{paused}{reason}"
+    )
+    return Group(line, hosts_table(view, height - 2))
 
 
 def describe(payload: Mapping[str, Any]) -> str | None:
@@ -205,33 +249,38 @@ def report_tables(
 
 
 def sessions_table(views: Sequence[SessionView]) -> Table:
+    """One row per session; ids are never cut (they are what commands take),
+    the other columns fold to keep the table within 80 columns."""
     table = Table(title=f"{len(views)} session(s)")
-    for column in ("session", "workflow", "state", "done", "hosts", "created", "updated"):
-        table.add_column(column)
+    table.add_column("session", no_wrap=True, min_width=36)
+    for column in ("workflow", "state", "done", "hosts", "updated"):
+        table.add_column(column, overflow="fold")
     for view in views:
+        paused = " (paused)" if view.paused else ""
         table.add_row(
             view.session_id,
             view.workflow,
-            f"[{_state_colour(view.state)}]{view.state}[/]",
+            f"[{_state_colour(view.state)}]{view.state}[/]{paused}",
             f"{view.percent_done}%",
             str(len(view.hosts)),
-            f"{view.created_at:%Y-%m-%d %H:%M:%S}",
-            f"{view.updated_at:%Y-%m-%d %H:%M:%S}",
+            f"{view.updated_at:%m-%d %H:%M}",
         )
     return table
 
 
 def session_table(view: SessionView) -> Table:
+    paused = " (paused)" if view.paused else ""
     table = Table(
         title=f"session {view.session_id} ({view.workflow}): "
-        f"[{_state_colour(view.state)}]{view.state}[/] {view.percent_done}%",
+        f"[{_state_colour(view.state)}]{view.state}[/] {view.percent_done}%{paused}",
         caption=escape(view.reason) if view.reason else None,
     )
-    for column in ("host", "type", "state", "in maintenance at", "done at", "reason"):
-        table.add_column(column)
+    table.add_column("host", overflow="fold")
+    for column in ("type", "state", "in maintenance at", "done at", "reason"):
+        table.add_column(column, overflow="fold")
     for host in view.hosts:
         table.add_row(
-            host.name,
+            escape(host.name),
             host.type,
             f"[{HOST_COLOURS.get(host.state, '')}]{host.state}[/]",
             f"{host.started_at:%H:%M:%S}" if host.started_at else "",
@@ -245,3 +294,50 @@ def _state_colour(state: str) -> str:
     if state == "MAINTENANCE_DONE":
         return "green"
     return "bold red" if state == "MAINTENANCE_FAILED" else "yellow"
+
+
+def plan_table(approval: ApprovalView) -> Table:
+    """The plan of a session created with ``approval: required``: its id, what
+    changed when it was re-made, the estimated makespan and the waves."""
+    plan = approval.plan
+    status = (
+        f"approved at {approval.approved_at:%Y-%m-%d %H:%M:%S}"
+        if approval.approved_at
+        else "awaiting approval"
+    )
+    caption = [f"planned at {approval.planned_at:%Y-%m-%d %H:%M:%S}"]
+    if approval.changes:
+        caption.append("re-planned: " + "; ".join(approval.changes))
+    if "unavailable" in plan:
+        caption.append(f"no preview: {plan['unavailable']}")
+    else:
+        caption.append(
+            f"estimated makespan {duration(plan.get('estimated_makespan_seconds'))}, "
+            f"{len(plan.get('waves', ()))} wave(s), simulated end state {plan.get('state')}"
+        )
+    table = Table(
+        title=f"plan {approval.plan_id} ({status})",
+        caption=escape("\n".join(caption)),
+        min_width=60,
+    )
+    for column in ("wave", "start", "end", "hosts"):
+        table.add_column(column, overflow="fold")
+    for wave in plan.get("waves", ()):
+        table.add_row(
+            str(wave["index"]),
+            duration(wave["start"]),
+            duration(wave["end"]),
+            escape(", ".join(wave["hosts"])),
+        )
+    return table
+
+
+def approval_dict(approval: ApprovalView) -> dict[str, Any]:
+    """The plan as JSON (``--json``), as fenix-api serves it in the view."""
+    return {
+        "plan_id": approval.plan_id,
+        "planned_at": approval.planned_at.isoformat(),
+        "plan": dict(approval.plan),
+        "changes": list(approval.changes),
+        "approved_at": approval.approved_at.isoformat() if approval.approved_at else None,
+    }

@@ -7,104 +7,41 @@ unknown session, a bad option).
 
 from __future__ import annotations
 
-import functools
 import json
 import sys
-from collections.abc import Callable
-from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-import attrs
 import click
+import yaml
 from rich.console import Console
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
+from rich.markup import escape
 
-from ..engine import Engine
-from ..errors import FenixError, InvalidInput
-from ..model import SessionView
-from ..scenario import Scenario, load_scenario_file
-from ..simulation import Simulation, SimulationResult, plan
-from ..timeline import Timeline, build_timeline, with_implicit_groups
-from .display import LiveProgress, duration, report_tables, session_table, sessions_table
+from ..errors import FieldError, InvalidInput
+from ..request_check import check_plugins
+from ..scenario import Scenario, load_scenario_file, parse_scenario
+from ..scenario_schema import scenario_json_schema
+from ..simulation import Plan, Simulation, SimulationResult, plan
+from .cloud import check_cloud_options, cloud_options, cloud_scenario_data
+from .common import console, draw, dump, exit_code, fails_cleanly, json_option, timeline_option
+from .display import LiveProgress, report_tables
+from .plan_display import print_plan
+from .sessions import sessions
 
 __all__ = ["main"]
 
-F = TypeVar("F", bound=Callable[..., Any])
-
-_json_option = click.option(
-    "--json", "as_json", is_flag=True, help="Print machine-readable JSON instead of tables."
-)
-_timeline_option = click.option(
-    "--timeline",
-    type=click.Path(dir_okay=False, writable=True, path_type=Path),
-    help="Also draw a Gantt chart of hosts and group impacts to this .svg or .png file.",
-)
-_database_option = click.option(
-    "--database-url",
-    envvar="FENIX_DATABASE_URL",
-    required=True,
-    help="The engine's database, e.g. sqlite:///fenix.db (or $FENIX_DATABASE_URL).",
-)
 _scenario_argument = click.argument(
     "scenario_file", type=click.Path(exists=True, dir_okay=False, path_type=Path)
 )
-
-
-def _console(*, stderr: bool = False) -> Console:
-    return Console(stderr=stderr, highlight=False)
-
-
-def _fails_cleanly(command: F) -> F:
-    """Report a FenixError as one line (or JSON) and exit 2, without a traceback."""
-
-    @functools.wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return command(*args, **kwargs)
-        except FenixError as exc:
-            if kwargs.get("as_json"):
-                error: dict[str, Any] = {"error": str(exc)}
-                if isinstance(exc, InvalidInput):
-                    error["field"] = exc.field
-                click.echo(json.dumps(error))
-            else:
-                _console(stderr=True).print(f"[bold red]error:[/] {exc}", markup=True)
-            sys.exit(2)
-
-    return wrapper  # type: ignore[return-value]
-
-
-def _dump(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, default=_json_default))
-
-
-def _json_default(value: object) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
 def _load(path: Path) -> Scenario:
     try:
         return load_scenario_file(path)
     except InvalidInput as exc:
-        raise InvalidInput(exc.field, f"{exc.reason} (in {path})") from None
-
-
-def _draw(timeline: Timeline, path: Path | None, *, quiet: bool) -> None:
-    if path is None:
-        return
-    from ..timeline_chart import render_timeline
-
-    render_timeline(timeline, path)
-    if not quiet:
-        _console().print(f"timeline written to [bold]{path}[/]")
-
-
-def _exit_code(state: str) -> int:
-    return 0 if state == "MAINTENANCE_DONE" else 1
+        raise InvalidInput.from_errors(
+            [FieldError(e.field, f"{e.message} (in {path})") for e in exc.errors]
+        ) from None
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -115,11 +52,25 @@ def main() -> None:
 
 @main.command()
 @_scenario_argument
-@_json_option
-@_fails_cleanly
+@json_option
+@fails_cleanly
 def validate(scenario_file: Path, as_json: bool) -> None:
-    """Check a scenario file and say what it describes."""
+    """Check a scenario file (its shape, and its workflow, action and gate
+    names against the plug-ins a simulation loads) and say what it describes."""
     scenario = _load(scenario_file)
+    with Simulation(scenario) as sim:
+        try:
+            check_plugins(scenario.session.request, sim.engine.plugins)
+        except InvalidInput as exc:
+            raise InvalidInput.from_errors(
+                # The request's actions are the scenario's top-level ``actions``.
+                [
+                    e
+                    if e.field.startswith("actions")
+                    else FieldError(f"session.{e.field}", e.message)
+                    for e in exc.errors
+                ]
+            ) from None
     summary = {
         "scenario": scenario.name,
         "hosts": len(scenario.hosts),
@@ -129,19 +80,25 @@ def validate(scenario_file: Path, as_json: bool) -> None:
         "workflow": scenario.session.request.workflow,
     }
     if as_json:
-        _dump({"valid": True, **summary})
+        dump({"valid": True, **summary})
         return
-    _console().print(
-        f"[green]valid[/]: {scenario.name}: {summary['hosts']} hosts, "
+    console().print(
+        f"[green]valid[/]: {escape(scenario.name)}: {summary['hosts']} hosts, "
         f"{summary['instances']} instances, {summary['groups']} groups, "
         f"workflow {summary['workflow']}"
     )
 
 
 @main.command()
+def schema() -> None:
+    """Print the JSON Schema of scenario files (for editors that complete YAML)."""
+    click.echo(json.dumps(scenario_json_schema(), indent=2))
+
+
+@main.command()
 @_scenario_argument
-@_json_option
-@_timeline_option
+@json_option
+@timeline_option
 @click.option(
     "--speed",
     type=click.FloatRange(min=0),
@@ -150,7 +107,7 @@ def validate(scenario_file: Path, as_json: bool) -> None:
     help="Simulated seconds shown per real second in the live display (0: flat out).",
 )
 @click.option("--no-live", is_flag=True, help="No live display, only the report.")
-@_fails_cleanly
+@fails_cleanly
 def simulate(
     scenario_file: Path, as_json: bool, timeline: Path | None, speed: float, no_live: bool
 ) -> None:
@@ -160,158 +117,138 @@ def simulate(
     per-group impact peaks and notifications per project.
     """
     scenario = _load(scenario_file)
-    console = _console()
+    out = console()
     with Simulation(scenario) as sim:
-        live = not (as_json or no_live) and console.is_terminal
-        if live:
-            with LiveProgress(sim.engine, console, speed=speed) as progress:
+        if not (as_json or no_live) and out.is_terminal:
+            with LiveProgress(sim.engine, out, speed=speed) as progress:
                 result = sim.run(on_start=progress.attach)
         else:
             result = sim.run()
-    _draw(result.timeline, timeline, quiet=as_json)
+    draw(result.timeline, timeline, quiet=as_json)
     if as_json:
-        _dump({"scenario": scenario.name, **result.to_dict()})
+        dump({"scenario": scenario.name, **result.to_dict()})
     else:
-        _print_report(console, scenario.name, result)
-    sys.exit(_exit_code(result.view.state))
+        _print_report(out, scenario.name, result)
+    sys.exit(exit_code(result.view.state))
 
 
-def _print_report(console: Console, name: str, result: SimulationResult) -> None:
-    console.print(
-        f"[bold]{name}[/]: {result.migrations_done} migrations "
+def _print_report(out: Console, name: str, result: SimulationResult) -> None:
+    out.print(
+        f"[bold]{escape(name)}[/]: {result.migrations_done} migrations "
         f"({result.migrations_failed} failed), "
         f"simulated from {result.timeline.start:%Y-%m-%d %H:%M} UTC"
     )
     for table in report_tables(result.timeline, result.notifications):
-        console.print(table)
+        out.print(table)
 
 
 @main.command("plan")
-@_scenario_argument
-@_json_option
-@_timeline_option
-@_fails_cleanly
-def plan_command(scenario_file: Path, as_json: bool, timeline: Path | None) -> None:
-    """Preview the waves and the estimated makespan of SCENARIO_FILE.
+@click.argument(
+    "scenario_file",
+    required=False,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+)
+@cloud_options
+@json_option
+@timeline_option
+@click.option("--no-live", is_flag=True, help="No progress display while it runs.")
+@fails_cleanly
+def plan_command(
+    scenario_file: Path | None,
+    as_json: bool,
+    timeline: Path | None,
+    no_live: bool,
+    **cloud: Any,
+) -> None:
+    """Preview the waves and the estimated makespan of SCENARIO_FILE, or of the
+    live cloud (--cloud openstack|k8s, read-only).
 
     Nothing real is touched: the scenario runs on simulated time with every
-    manager answering at once and without its faults.
+    manager answering at once and without its faults. The preview says per
+    host when it starts and ends, how many hosts are out at once, how often
+    each instance moves, which project is asked what and when, and the
+    makespan against its lower bound with what limits it.
     """
-    scenario = _load(scenario_file)
-    preview = plan(scenario)
-    _draw(preview.result.timeline, timeline, quiet=as_json)
+    scenario = _scenario(scenario_file, cloud)
+    out = console()
+    if not (as_json or no_live) and out.is_terminal:
+        # The same run as plan(), shown as it goes: long for thousands of hosts.
+        with (
+            Simulation(scenario.without_faults(answer_at_once=True)) as sim,
+            LiveProgress(sim.engine, out) as progress,
+        ):
+            preview = Plan.of(scenario, sim.run(on_start=progress.attach), sim.engine)
+    else:
+        preview = plan(scenario)
+    draw(preview.result.timeline, timeline, quiet=as_json)
     data = preview.to_dict()
     if as_json:
-        _dump(data)
+        dump(data)
     else:
-        console = _console()
-        console.print(
-            f"[bold]{scenario.name}[/]: estimated makespan "
-            f"[bold]{duration(data['estimated_makespan_seconds'])}[/] "
-            f"({data['workflow']} workflow, {len(data['waves'])} wave(s); {data['method']})"
-        )
-        if data["reason"]:
-            console.print(f"[bold red]{data['state']}[/]: {data['reason']}")
-        for wave in data["waves"]:
-            console.print(
-                f"  wave {wave['index'] + 1:>3} at {duration(wave['start']):>8} "
-                f"→ {duration(wave['end']):>8}: {', '.join(wave['hosts'])}"
-            )
-    sys.exit(_exit_code(data["state"]))
+        print_plan(out, scenario.name, data)
+    sys.exit(exit_code(data["state"]))
 
 
-@main.group()
-def sessions() -> None:
-    """Look at the sessions recorded in an engine's database (read-only)."""
+def _scenario(scenario_file: Path | None, cloud: dict[str, Any]) -> Scenario:
+    """The scenario of a file, or read from the cloud named by --cloud."""
+    if scenario_file is not None and cloud["cloud"] is not None:
+        raise InvalidInput("cloud", "give a scenario file or --cloud, not both")
+    if scenario_file is None and cloud["cloud"] is None:
+        raise InvalidInput("scenario_file", "give a scenario file, or --cloud openstack|k8s")
+    if scenario_file is not None:
+        _only_with_cloud(None, cloud)
+        return _load(scenario_file)
+    return parse_scenario(_cloud_data(cloud))
 
 
-def _open(database_url: str) -> Engine:
-    try:
-        url = make_url(database_url)
-    except ArgumentError:
-        raise InvalidInput("database_url", f"not a database URL: {database_url!r}") from None
-    path = url.database if url.get_backend_name() == "sqlite" else None
-    if path not in (None, "", ":memory:") and not Path(str(path)).is_file():
-        # Opening it would create an empty database: say what is wrong instead.
-        raise InvalidInput("database_url", f"no database file {path!r}")
-    # No plug-ins and no loop: the engine only reads the database.
-    return Engine(database_url=database_url, load_entry_points=False)
-
-
-@sessions.command("list")
-@_database_option
-@_json_option
-@_fails_cleanly
-def sessions_list(database_url: str, as_json: bool) -> None:
-    """Every session in the database, oldest first."""
-    with _open(database_url) as engine:
-        views = engine.list_sessions()
-    if as_json:
-        _dump([_summary(v) for v in views])
-    else:
-        _console().print(sessions_table(views))
-
-
-@sessions.command("show")
-@click.argument("session_id")
-@_database_option
-@_json_option
-@_timeline_option
-@_fails_cleanly
-def sessions_show(session_id: str, database_url: str, as_json: bool, timeline: Path | None) -> None:
-    """One session: its hosts with their times, and its timeline report."""
-    with _open(database_url) as engine:
-        view = engine.get_session(session_id)
-        line = session_timeline(engine, view)
-    _draw(line, timeline, quiet=as_json)
-    if as_json:
-        _dump(
-            {
-                **_summary(view),
-                "hosts": [attrs.asdict(h) for h in view.hosts],
-                "report": line.to_dict(),
-            }
-        )
-        return
-    console = _console()
-    console.print(session_table(view))
-    for table in report_tables(line)[1:]:
-        console.print(table)
-    console.print(f"makespan {duration(line.makespan)}, {len(line.waves())} wave(s)")
-
-
-def session_timeline(engine: Engine, view: SessionView) -> Timeline:
-    """The timeline of a recorded session, with its groups from the constraints."""
-    projects: dict[str, str] = {}
-    for project_id in view.projects:
-        for inst in engine.project_view(view.session_id, project_id).instances:
-            projects[inst.instance_id] = project_id
-    members = {
-        c.instance_id: c.group_id
-        for c in engine.list_instance_constraints()
-        if c.group_id is not None and c.instance_id in projects
-    }
-    used = set(members.values())
-    groups = [g for g in engine.list_group_constraints() if g.group_id in used]
-    return build_timeline(
-        view,
-        engine.list_operations(view.session_id),
-        projects=projects,
-        groups=with_implicit_groups(groups, projects, members, view.workflow),
-        members=members,
+def _only_with_cloud(cloud_name: str | None, cloud: dict[str, Any]) -> None:
+    defaults = {"workflow": "rolling", "action_seconds": 600.0}
+    check_cloud_options(
+        cloud_name,
+        **{
+            k: v
+            for k, v in cloud.items()
+            if k != "cloud" and not (k in defaults and v == defaults[k])
+        },
     )
 
 
-def _summary(view: SessionView) -> dict[str, Any]:
-    return {
-        "session_id": view.session_id,
-        "workflow": view.workflow,
-        "state": view.state,
-        "percent_done": view.percent_done,
-        "reason": view.reason,
-        "hosts": len(view.hosts),
-        "projects": dict(view.projects),
-        "created_at": view.created_at.isoformat(),
-        "updated_at": view.updated_at.isoformat(),
-        "maintenance_at": view.maintenance_at.isoformat() if view.maintenance_at else None,
-    }
+def _cloud_data(cloud: dict[str, Any]) -> dict[str, Any]:
+    _only_with_cloud(cloud["cloud"], cloud)
+    return cloud_scenario_data(**cloud)
+
+
+@main.command("export")
+@cloud_options
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(dir_okay=False, writable=True, allow_dash=True, path_type=Path),
+    help="The scenario file to write ('-': standard output).",
+)
+@fails_cleanly
+def export_command(output: Path, **cloud: Any) -> None:
+    """Write the live cloud (--cloud openstack|k8s, read-only) as a scenario
+    file: ``fenix plan FILE`` previews the same session, and the file can be
+    edited for a what-if."""
+    if cloud["cloud"] is None:
+        raise InvalidInput("cloud", "give --cloud openstack|k8s")
+    data = _cloud_data(cloud)
+    text = (
+        f"# fenix export --cloud {cloud['cloud']}: {len(data['hosts'])} hosts, "
+        f"{len(data['instances'])} instances, {len(data['groups'])} groups\n"
+        + yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+    )
+    parse_scenario(yaml.safe_load(text))  # what was written loads back
+    if str(output) == "-":
+        click.echo(text, nl=False)
+        return
+    output.write_text(text, encoding="utf-8")
+    console().print(
+        f"wrote [bold]{escape(str(output))}[/]: {len(data['hosts'])} hosts, "
+        f"{len(data['instances'])} instances, {len(data['groups'])} groups"
+    )
+
+
+main.add_command(sessions)

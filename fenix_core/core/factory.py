@@ -19,9 +19,10 @@ from typing import Any, Protocol
 
 import attrs
 
-from ..constraints import CloudConstraints, ConstraintSet
-from ..errors import CloudError, FenixError, InvalidInput
-from ..hookspecs import ConstraintSource
+from ..budgets import capped_labels, widest_host
+from ..constraints import DEFAULT_GROUP, CloudConstraints, ConstraintSet, GroupConstraints
+from ..errors import CloudError, Conflict, FenixError, InvalidInput
+from ..hookspecs import ConstraintSource, HostGuard
 from ..model import Host, Instance, SessionRequest
 from ..operations import cloud_constraints_dict
 from ..states import HostState, InstanceAction, InstanceState, SessionState
@@ -42,9 +43,12 @@ __all__ = [
     "INSTANCE_COLUMNS",
     "PROJECT_COLUMNS",
     "SESSION_COLUMNS",
+    "CloudRead",
     "CloudSnapshot",
     "SessionFactory",
     "WorkflowClass",
+    "default_group_rules",
+    "topology_labels",
 ]
 
 
@@ -65,6 +69,8 @@ class CloudSnapshot:
     instances: Sequence[Instance]
     allowed_actions: Sequence[str]
     constraints: CloudConstraints | None = None
+    #: The driver guards its hosts (:class:`~fenix_core.hookspecs.HostGuard`).
+    host_guard: bool = False
 
     @classmethod
     def read(cls, driver: Any) -> CloudSnapshot:
@@ -83,7 +89,69 @@ class CloudSnapshot:
             raise
         except Exception as exc:
             raise CloudError(f"reading the cloud's inventory failed: {exc}") from exc
-        return cls(hosts, instances, allowed, found)
+        return cls(hosts, instances, allowed, found, isinstance(driver, HostGuard))
+
+
+@attrs.frozen
+class CloudRead:
+    """What the cloud listed for a session, checked against its request."""
+
+    hosts: tuple[Host, ...]
+    instances: tuple[Instance, ...]
+    allowed: tuple[str, ...]
+    found: CloudConstraints | None
+    #: The hosts the session maintains, in order.
+    scope: tuple[str, ...]
+    #: Hosts the request names that the cloud no longer lists (approval only).
+    gone: tuple[str, ...]
+    host_guard: bool
+    #: The labels of the scope's hosts that the request's topology caps name.
+    topology: Mapping[str, Mapping[str, str | list[str]]] = attrs.field(factory=dict)
+
+    @property
+    def cloud(self) -> dict[str, Any] | None:
+        return cloud_constraints_dict(self.found) if self.found is not None else None
+
+    def session_data(self) -> dict[str, Any]:
+        """What the session's data keeps of this read (written at creation
+        and again when an approval re-plans)."""
+        return (
+            {"allowed_actions": list(self.allowed)}
+            | ({"cloud_constraints": self.cloud} if self.cloud else {})
+            | ({"host_guard": True} if self.host_guard else {})
+            | ({"host_labels": dict(self.topology)} if self.topology else {})
+        )
+
+
+def default_group_rules(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    """The rules of instances in no group: ``value`` over the built-in
+    :data:`~fenix_core.constraints.DEFAULT_GROUP`, checked (InvalidInput naming
+    ``default_group_constraints.<key>``)."""
+    rules = {**DEFAULT_GROUP, **(value or {})}
+    for key in rules:
+        if key not in DEFAULT_GROUP and key != "resource_mitigation":
+            raise InvalidInput(f"default_group_constraints.{key}", "unknown field")
+    try:
+        GroupConstraints(group_id="default", project_id="default", **rules)
+    except InvalidInput as exc:
+        raise InvalidInput(f"default_group_constraints.{exc.field}", exc.reason) from None
+    return rules
+
+
+def topology_labels(
+    req: SessionRequest, scope: Sequence[Host]
+) -> dict[str, dict[str, str | list[str]]]:
+    """The labels of the session's hosts that its topology caps name; a host
+    in more domains than a cap allows could never start: refused here."""
+    caps = req.controls.max_topology_in_maintenance
+    if not caps:
+        return {}
+    labels = {h.name: h.labels for h in scope}
+    widest = widest_host(caps, labels)
+    if widest is not None:
+        index, _host, message = widest
+        raise InvalidInput(f"controls.max_topology_in_maintenance[{index}].max", message)
+    return capped_labels(caps, labels)
 
 
 class SessionFactory:
@@ -99,13 +167,25 @@ class SessionFactory:
         self._actions = actions
         self._gates = gates
 
-    def check(self, request: SessionRequest | Mapping[str, Any]) -> SessionRequest:
+    def check(
+        self,
+        request: SessionRequest | Mapping[str, Any],
+        *,
+        default_group_constraints: Mapping[str, Any] | None = None,
+    ) -> SessionRequest:
         """What can be checked before the cloud is read: the workflow, its
-        actions and the gates. Returns the coerced request."""
+        actions and the gates. Returns the coerced request, its
+        ``default_group_constraints`` made explicit: the request's over
+        ``default_group_constraints`` (the engine's) over the built-in rules."""
         req = SessionRequest.coerce(request)
         self._workflow(req).validate_request(req, self._actions)
         self._check_gates(req)
-        return req
+        return attrs.evolve(
+            req,
+            default_group_constraints=default_group_rules(
+                {**(default_group_constraints or {}), **(req.default_group_constraints or {})}
+            ),
+        )
 
     def build(
         self,
@@ -116,16 +196,47 @@ class SessionFactory:
         subscribed: Collection[str],
         session_id: str,
         now: datetime,
+        default_group_constraints: Mapping[str, Any] | None = None,
     ) -> NewSession:
         """The session's rows; raises InvalidInput / CloudError, builds nothing,
         if the request does not fit the cloud. ``constraints``: those in force
-        with the cloud's defaults (used to check a decommission's capacity)."""
-        req = self.check(request)
+        with the cloud's defaults (used to check a decommission's capacity).
+        :meth:`check`, :meth:`fit` and :meth:`records` in one call."""
+        req = self.check(request, default_group_constraints=default_group_constraints)
+        read = self.fit(req, cloud, constraints)
+        return self.records(req, read, subscribed=subscribed, session_id=session_id, now=now)
+
+    def fit(
+        self,
+        req: SessionRequest,
+        cloud: CloudSnapshot,
+        constraints: ConstraintSet,
+        *,
+        drop_gone: bool = False,
+    ) -> CloudRead:
+        """The cloud's listing checked against the request (InvalidInput naming
+        the field, CloudError for a driver's unusable actions). ``drop_gone``:
+        hosts the request names that the cloud no longer lists are left out of
+        the scope (and returned as ``gone``) instead of refused (an approval's
+        re-plan)."""
         workflow = self._workflow(req)
         by_name = {h.name: h for h in cloud.hosts}
         unknown = [h for h in req.hosts if h not in by_name]
-        if unknown:
+        if unknown and not drop_gone:
             raise InvalidInput("hosts", "unknown to the cloud: " + ", ".join(unknown))
+        if unknown:
+            kept = [h for h in req.hosts if h in by_name]
+            if not kept:
+                raise Conflict(
+                    "the cloud lists none of the session's hosts any more: "
+                    + ", ".join(unknown)
+                    + " (cancel it)"
+                )
+            req = attrs.evolve(
+                req,
+                hosts=kept,
+                decommission_hosts=[h for h in req.decommission_hosts if h in by_name],
+            )
         retiring = workflow.retiring(req)
         scope = check_request(req, retiring, by_name)
         if retiring and all(name in by_name for name in req.add_hosts):
@@ -140,17 +251,41 @@ class SessionFactory:
                 )
         if not scope:
             raise InvalidInput("hosts", "the cloud reports no hosts to maintain")
+        topology = topology_labels(req, [by_name[name] for name in scope])
         allowed = [str(a) for a in cloud.allowed_actions]
         if sorted(set(allowed) - {a.value for a in InstanceAction}) or not allowed:
             raise CloudError(f"cloud driver offers unusable instance actions: {allowed}")
-        data: dict[str, Any] = {"allowed_actions": allowed}
-        if cloud.constraints is not None and (found := cloud_constraints_dict(cloud.constraints)):
-            data["cloud_constraints"] = found
+        return CloudRead(
+            hosts=tuple(cloud.hosts),
+            instances=tuple(cloud.instances),
+            allowed=tuple(allowed),
+            found=cloud.constraints,
+            scope=tuple(scope),
+            gone=tuple(unknown),
+            host_guard=cloud.host_guard,
+            topology=topology,
+        )
+
+    @staticmethod
+    def records(
+        req: SessionRequest,
+        read: CloudRead,
+        *,
+        subscribed: Collection[str],
+        session_id: str,
+        now: datetime,
+        approval: Mapping[str, Any] | None = None,
+    ) -> NewSession:
+        """The session's rows over ``read``. With ``approval`` (the plan
+        record) the session waits in ``AWAITING_APPROVAL`` with nothing due:
+        only an approval (or a cancel) wakes it."""
+        data = read.session_data() | ({"approval": dict(approval)} if approval else {})
+        waiting = approval is not None
         session = (
             session_id,
             req.workflow,
             req.to_dict(),
-            SessionState.MAINTENANCE.value,
+            (SessionState.AWAITING_APPROVAL if waiting else SessionState.MAINTENANCE).value,
             "",
             None,
             None,
@@ -158,15 +293,17 @@ class SessionFactory:
             data,
             0,
             0,
-            now,
+            None if waiting else now,
             req.maintenance_at,
             now,
             now,
             None,
         )
+        by_name = {h.name: h for h in read.hosts}
+        scope = list(read.scope)
         in_scope = set(scope)
         adds = set(req.add_hosts)
-        ordered = scope + [h.name for h in cloud.hosts if h.name not in in_scope | adds]
+        ordered = scope + [h.name for h in read.hosts if h.name not in in_scope | adds]
         hosts = [
             host_record(
                 session_id,
@@ -185,11 +322,15 @@ class SessionFactory:
             hosts.append(
                 host_record(session_id, name, kind, vcpus, False, HostState.ADDING, position)
             )
+        for position, name in enumerate(read.gone, start=len(hosts)):
+            gone = host_record(session_id, name, "compute", 0, False, HostState.REMOVED, position)
+            hosts.append((*gone[:-1], "gone from the cloud before the session was approved"))
         instances = []
         projects: set[str] = set()
-        for inst in cloud.instances:
-            where = by_name.get(inst.host)
-            if where is None or where.type != "compute":
+        for inst in read.instances:
+            # Controllers too: a controller that runs instances (a
+            # Kubernetes control-plane node with pods) is drained first.
+            if inst.host not in by_name:
                 continue
             affected = inst.host in in_scope
             if affected:

@@ -20,6 +20,7 @@ from typing import Any
 
 import attrs
 
+from ..budgets import resolve_cap
 from ..contract import ComponentState, HostAdmission
 from ..controls import Controls, GateSpec, PacingHistory, admit, estimate_end
 
@@ -90,15 +91,17 @@ class GateCheck:
 class HostPipeline:
     """One session's pipeline over its ``PipelineState`` (changed in place)."""
 
-    def __init__(self, controls: Controls, state: PipelineState) -> None:
+    def __init__(self, controls: Controls, state: PipelineState, *, hosts: int = 0) -> None:
         self.controls = controls
         self.state = state
+        #: The session's hosts, what a percent cap is a percent of.
+        self.hosts = hosts
 
     # ------------------------------------------------------------------ reading
 
     def _kept_starts(self) -> int:
         caps = (self.controls.max_hosts_per_hour, self.controls.max_hosts_per_day)
-        return max((c for c in caps if c is not None), default=0)
+        return max((resolve_cap(c, self.hosts) for c in caps if c is not None), default=0)
 
     def _estimate(self) -> float | None:
         if self.state.durations_count:
@@ -111,6 +114,7 @@ class HostPipeline:
             in_maintenance=self.state.in_maintenance,
             last_finished=_time(self.state.last_finished),
             estimate_seconds=self._estimate(),
+            hosts=self.hosts,
         )
 
     def mean_duration(self) -> float | None:

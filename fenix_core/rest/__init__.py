@@ -1,5 +1,5 @@
 """fenix_core.rest: a Fenix v1 compatible REST service over the Engine, with
-webhook delivery of notifications (``pip install fenix-core[rest]``).
+webhook delivery of notifications (``pip install 'fenix-core[rest]'``).
 
 ::
 

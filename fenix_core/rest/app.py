@@ -15,20 +15,30 @@ from typing import Annotated, Any
 
 import attrs
 from fastapi import Depends, FastAPI, Header, Request, Response
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from pydantic import BaseModel
 
 from ..engine import Engine
+from ..metrics import EngineCollector
 from ..model import ProjectView, SessionView
 from ..states import InstanceState
 from .auth import Authenticator, Identity
+from .dashboard import install_dashboard
 from .http_errors import ApiError, install_error_handlers
 from .limits import BodySizeLimit
 from .schemas import (
+    ApproveBody,
+    ErrorBody,
     GroupBody,
     InstanceBody,
     ProjectReplyBody,
     SessionBody,
+    SessionCreatedBody,
+    SessionListBody,
     SessionUpdateBody,
+    SessionViewBody,
     SubscriptionBody,
 )
 from .webhooks import WebhookOutbox, WebhookTarget
@@ -73,10 +83,13 @@ def create_app(
     outbox: WebhookOutbox | None = None,
     max_body: int = DEFAULT_MAX_BODY,
     health: Callable[[], Mapping[str, Any]] | None = None,
+    metrics_token: bool = True,
 ) -> FastAPI:
     """The ASGI app. ``outbox`` enables the subscription routes (without it
     they answer 404); ``health`` adds to ``GET /healthz`` (a ``"status"`` other
-    than ``"ok"`` makes it answer 503)."""
+    than ``"ok"`` makes it answer 503). ``GET /metrics`` takes an admin token
+    (``X-Auth-Token`` or ``Authorization: Bearer``) unless ``metrics_token``
+    is False (the network keeps scrapers apart instead)."""
     app = FastAPI(
         title="fenix-core",
         version="1",
@@ -92,20 +105,65 @@ def create_app(
 
     # ------------------------------------------------------------------ health
 
-    @app.get("/healthz", tags=["service"])
+    @app.get(
+        "/healthz",
+        tags=["service"],
+        responses={
+            200: {"description": "healthy", "content": _HEALTH},
+            503: {"description": "not healthy", "content": _HEALTH},
+            **_errors(413),
+        },
+    )
     def healthz() -> JSONResponse:
         """Liveness: the engine's database answers and its loop runs."""
         engine.next_wake()
         report: dict[str, Any] = {"status": "ok", **(health() if health else {})}
         return JSONResponse(report, status_code=200 if report["status"] == "ok" else 503)
 
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(EngineCollector(engine, webhooks=outbox))
+
+    @app.get(
+        "/metrics",
+        tags=["service"],
+        response_class=Response,
+        responses={
+            200: {
+                "description": "Prometheus text format (docs/metrics.md lists the metrics)",
+                "content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}},
+            },
+            **_errors(*((401, 403, 413) if metrics_token else (413,))),
+        },
+    )
+    def metrics(
+        request: Request,
+        x_auth_token: Annotated[str | None, Header(description="an admin token")] = None,
+        authorization: Annotated[
+            str | None, Header(description="Bearer and an admin token (Prometheus' way)")
+        ] = None,
+    ) -> Response:
+        """The engine's metrics for Prometheus: sessions, hosts, waits, stuck
+        work, operations, outbox and webhook queues."""
+        if metrics_token:
+            token = x_auth_token
+            scheme, _, credentials = (authorization or "").partition(" ")
+            if not token and scheme.lower() == "bearer":
+                token = credentials.strip()
+            who = _identity(request, token or None)
+            _admin(who)
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
     # ------------------------------------------------------------------ admin
 
-    @app.post("/v1/maintenance", tags=["admin"])
+    @app.post(
+        "/v1/maintenance",
+        tags=["admin"],
+        responses=_answers(SessionCreatedBody, 400, 401, 403, 409, 413),
+    )
     def create_session(body: SessionBody, _: Admin) -> dict[str, Any]:
-        """Start a maintenance session (Fenix body)."""
-        request = body.model_dump(exclude_none=True)
-        request["actions"] = [a.model_dump() for a in body.actions]
+        """Start a maintenance session: every field of the Python API's
+        SessionRequest (Fenix's body plus fenix-core's options). 200."""
+        request = body.model_dump(mode="json", exclude_none=True)
         workflow = request.get("workflow", "rolling")
         alias = _WORKFLOW_ALIASES.get(workflow)
         if workflow not in engine.plugins.workflows and alias in engine.plugins.workflows:
@@ -113,7 +171,7 @@ def create_app(
         session_id = engine.create_session(request)
         return {"session_id": session_id, "state": engine.get_session(session_id).state}
 
-    @app.get("/v1/maintenance", tags=["admin"])
+    @app.get("/v1/maintenance", tags=["admin"], responses=_answers(SessionListBody, 401, 403, 413))
     def list_sessions(_: Admin) -> dict[str, Any]:
         """Every session: ``session_id`` lists the ids (as Fenix), ``sessions`` the views."""
         views = engine.list_sessions()
@@ -122,16 +180,75 @@ def create_app(
             "sessions": [_jsonable(v) for v in views],
         }
 
-    @app.get("/v1/maintenance/{session_id}", tags=["admin"])
+    @app.get(
+        "/v1/maintenance/{session_id}",
+        tags=["admin"],
+        responses=_answers(SessionViewBody, 400, 401, 403, 404, 413),
+    )
     def get_session(session_id: str, _: Admin) -> dict[str, Any]:
+        """The session view: hosts, projects, ``paused``, ``waiting`` (why no
+        host starts now), ``stuck`` work, ``progress`` (with the ETA)."""
         return _jsonable(engine.get_session(session_id))
 
-    @app.put("/v1/maintenance/{session_id}", tags=["admin"])
+    @app.post(
+        "/v1/maintenance/{session_id}/pause",
+        tags=["admin"],
+        responses=_answers(SessionViewBody, 400, 401, 403, 404, 409, 413),
+    )
+    def pause_session(session_id: str, _: Admin) -> dict[str, Any]:
+        """Pause: no new host or move starts; work under way finishes. 200, the view."""
+        return _jsonable(engine.pause(session_id))
+
+    @app.post(
+        "/v1/maintenance/{session_id}/resume",
+        tags=["admin"],
+        responses=_answers(SessionViewBody, 400, 401, 403, 404, 409, 413),
+    )
+    def resume_session(session_id: str, _: Admin) -> dict[str, Any]:
+        """Resume a paused session. 200, the view."""
+        return _jsonable(engine.resume(session_id))
+
+    @app.post(
+        "/v1/maintenance/{session_id}/cancel",
+        tags=["admin"],
+        responses=_answers(SessionViewBody, 400, 401, 403, 404, 409, 413),
+    )
+    def cancel_session(session_id: str, _: Admin) -> dict[str, Any]:
+        """Cancel: hosts out of service are brought back, then the session
+        ends cancelled. 200, the view."""
+        return _jsonable(engine.cancel(session_id))
+
+    @app.post(
+        "/v1/maintenance/{session_id}/approve",
+        tags=["admin"],
+        responses=_answers(SessionViewBody, 400, 401, 403, 404, 409, 413, 502),
+    )
+    def approve_session(
+        session_id: str, _: Admin, body: ApproveBody | None = None
+    ) -> dict[str, Any]:
+        """Approve the plan of a session awaiting approval: the cloud is read
+        again; if the plan still fits the session starts (200, the view),
+        otherwise it is re-planned and keeps waiting (409, type ``replanned``,
+        with the new ``plan_id`` and the ``changes``). ``plan_id`` in the body
+        refuses (409) a plan other than the one reviewed."""
+        plan_id = body.plan_id if body is not None else None
+        return _jsonable(engine.approve_session(session_id, plan_id))
+
+    @app.put(
+        "/v1/maintenance/{session_id}",
+        tags=["admin"],
+        responses=_answers(SessionViewBody, 400, 401, 403, 404, 409, 413),
+    )
     def update_session(session_id: str, body: SessionUpdateBody, _: Admin) -> dict[str, Any]:
         """Move ``maintenance_at`` or retry a failed session."""
-        return _jsonable(engine.update_session(session_id, body.model_dump(exclude_unset=True)))
+        change = body.model_dump(mode="json", exclude_unset=True)
+        return _jsonable(engine.update_session(session_id, change))
 
-    @app.delete("/v1/maintenance/{session_id}", tags=["admin"])
+    @app.delete(
+        "/v1/maintenance/{session_id}",
+        tags=["admin"],
+        responses=_errors(400, 401, 403, 404, 409, 413),
+    )
     def delete_session(session_id: str, _: Admin) -> dict[str, Any]:
         """Forget a session that is not running. 200 with a body, as Fenix
         answered (Fenix-era admin tools check for 200)."""
@@ -140,14 +257,22 @@ def create_app(
 
     # ------------------------------------------------------------------ project
 
-    @app.get("/v1/maintenance/{session_id}/{project_id}", tags=["project"])
+    @app.get(
+        "/v1/maintenance/{session_id}/{project_id}",
+        tags=["project"],
+        responses=_errors(400, 401, 403, 404, 413),
+    )
     def project_instances(session_id: str, project_id: str, who: Caller) -> dict[str, Any]:
         """The project's instances that the current notification is about."""
         own_project(who, project_id)
         view = engine.project_view(session_id, project_id)
         return {**_jsonable(view), "instance_ids": _asked_about(view)}
 
-    @app.put("/v1/maintenance/{session_id}/{project_id}", tags=["project"])
+    @app.put(
+        "/v1/maintenance/{session_id}/{project_id}",
+        tags=["project"],
+        responses=_errors(400, 401, 403, 404, 409, 413),
+    )
     def project_reply(
         session_id: str, project_id: str, body: ProjectReplyBody, who: Caller
     ) -> dict[str, Any]:
@@ -192,45 +317,71 @@ def create_app(
         if data.setdefault(field, value) != value:
             raise ApiError(400, f"does not match the URL ({value})", field=field)
 
-    @app.get("/v1/instance", tags=["constraints"])
+    @app.get("/v1/instance", tags=["constraints"], responses=_errors(401, 413))
     def list_instances(who: Caller) -> list[dict[str, Any]]:
         return [c.to_dict() for c in engine.list_instance_constraints(who.acting_project())]
 
-    @app.get("/v1/instance/{instance_id}", tags=["constraints"])
+    @app.get(
+        "/v1/instance/{instance_id}",
+        tags=["constraints"],
+        responses=_errors(400, 401, 403, 404, 409, 413),
+    )
     def get_instance(
         instance_id: str, who: Caller, project_id: str | None = None
     ) -> dict[str, Any]:
         value = engine.get_instance_constraints(instance_id, project_id=holder(who, project_id))
         return value.to_dict()
 
-    @app.put("/v1/instance/{instance_id}", tags=["constraints"])
+    @app.put(
+        "/v1/instance/{instance_id}",
+        tags=["constraints"],
+        responses=_errors(400, 401, 403, 404, 409, 413),
+    )
     def put_instance(instance_id: str, body: InstanceBody, who: Caller) -> dict[str, Any]:
         data = body.model_dump(exclude_unset=True)
         path_id(data, "instance_id", instance_id)
         project = acting(who, data)
         return engine.set_instance_constraints(data, project_id=project).to_dict()
 
-    @app.delete("/v1/instance/{instance_id}", status_code=204, tags=["constraints"])
+    @app.delete(
+        "/v1/instance/{instance_id}",
+        status_code=204,
+        tags=["constraints"],
+        responses=_errors(400, 401, 403, 404, 409, 413),
+    )
     def delete_instance(instance_id: str, who: Caller, project_id: str | None = None) -> Response:
         engine.delete_instance_constraints(instance_id, project_id=holder(who, project_id))
         return Response(status_code=204)
 
-    @app.get("/v1/instance_group", tags=["constraints"])
+    @app.get("/v1/instance_group", tags=["constraints"], responses=_errors(401, 413))
     def list_groups(who: Caller) -> list[dict[str, Any]]:
         return [c.to_dict() for c in engine.list_group_constraints(who.acting_project())]
 
-    @app.get("/v1/instance_group/{group_id}", tags=["constraints"])
+    @app.get(
+        "/v1/instance_group/{group_id}",
+        tags=["constraints"],
+        responses=_errors(400, 401, 403, 404, 409, 413),
+    )
     def get_group(group_id: str, who: Caller, project_id: str | None = None) -> dict[str, Any]:
         return engine.get_group_constraints(group_id, project_id=holder(who, project_id)).to_dict()
 
-    @app.put("/v1/instance_group/{group_id}", tags=["constraints"])
+    @app.put(
+        "/v1/instance_group/{group_id}",
+        tags=["constraints"],
+        responses=_errors(400, 401, 403, 404, 409, 413),
+    )
     def put_group(group_id: str, body: GroupBody, who: Caller) -> dict[str, Any]:
         data = body.model_dump(exclude_unset=True)
         path_id(data, "group_id", group_id)
         project = acting(who, data)
         return engine.set_group_constraints(data, project_id=project).to_dict()
 
-    @app.delete("/v1/instance_group/{group_id}", status_code=204, tags=["constraints"])
+    @app.delete(
+        "/v1/instance_group/{group_id}",
+        status_code=204,
+        tags=["constraints"],
+        responses=_errors(400, 401, 403, 404, 409, 413),
+    )
     def delete_group(group_id: str, who: Caller, project_id: str | None = None) -> Response:
         engine.delete_group_constraints(group_id, project_id=holder(who, project_id))
         return Response(status_code=204)
@@ -242,29 +393,91 @@ def create_app(
             raise ApiError(404, "webhook delivery is not enabled on this service")
         return outbox
 
-    @app.get("/v1/subscription", tags=["subscription"])
+    @app.get("/v1/subscription", tags=["subscription"], responses=_errors(401, 403, 404, 413))
     def list_subscriptions(_: Admin) -> list[dict[str, str]]:
         return [t.to_dict() for t in require_outbox().list_targets()]
 
-    @app.get("/v1/subscription/{project_id}", tags=["subscription"])
+    @app.get(
+        "/v1/subscription/{project_id}",
+        tags=["subscription"],
+        responses=_errors(400, 401, 403, 404, 413),
+    )
     def get_subscription(project_id: str, who: Caller) -> dict[str, str]:
         own_project(who, project_id)
         return require_outbox().get_target(project_id).to_dict()
 
-    @app.put("/v1/subscription/{project_id}", tags=["subscription"])
+    @app.put(
+        "/v1/subscription/{project_id}",
+        tags=["subscription"],
+        responses=_errors(400, 401, 403, 404, 413),
+    )
     def put_subscription(project_id: str, body: SubscriptionBody, who: Caller) -> dict[str, str]:
         """Register the URL that gets the project's maintenance notifications."""
         own_project(who, project_id)
         target = WebhookTarget(project_id=project_id, **body.model_dump())
         return require_outbox().set_target(target).to_dict()
 
-    @app.delete("/v1/subscription/{project_id}", status_code=204, tags=["subscription"])
+    @app.delete(
+        "/v1/subscription/{project_id}",
+        status_code=204,
+        tags=["subscription"],
+        responses=_errors(400, 401, 403, 404, 413),
+    )
     def delete_subscription(project_id: str, who: Caller) -> Response:
         own_project(who, project_id)
         require_outbox().delete_target(project_id)
         return Response(status_code=204)
 
+    install_dashboard(app, engine, _identity, _errors)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
+
+
+#: Why each error status is answered (the body is always ErrorBody).
+_ERROR_MEANINGS = {
+    400: "bad input: malformed JSON, a wrong field or value, an id that cannot be one "
+    "(field names it)",
+    401: "no X-Auth-Token, or one that is not valid",
+    403: "an admin-only route, or another project's resource",
+    404: "no such session, project, constraint or subscription",
+    409: "valid, but not in the current state (an approval that re-planned: type replanned, "
+    "with plan_id and changes)",
+    413: "the request body is larger than the service takes",
+    502: "the cloud could not be read",
+}
+_HEALTH = {"application/json": {"schema": {"type": "object", "additionalProperties": True}}}
+
+
+def _answers(model: type[BaseModel], *statuses: int) -> dict[int | str, dict[str, Any]]:
+    """A route's 200 answer and its error answers."""
+    return {200: {"model": model, "description": "OK"}, **_errors(*statuses)}
+
+
+def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The error answers a route gives, for its OpenAPI description."""
+    return {
+        status: {"model": ErrorBody, "description": _ERROR_MEANINGS[status]} for status in statuses
+    }
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's description without the 422 it adds to every route with
+    parameters: this service answers bad input with 400 and an ErrorBody."""
+    if app.openapi_schema is None:
+        schema = get_openapi(
+            title=app.title,
+            version=app.version,
+            description=app.description,
+            routes=app.routes,
+        )
+        for path in schema.get("paths", {}).values():
+            for operation in path.values():
+                operation.get("responses", {}).pop("422", None)
+        components = schema.get("components", {}).get("schemas", {})
+        for name in ("HTTPValidationError", "ValidationError"):
+            components.pop(name, None)
+        app.openapi_schema = schema
+    return app.openapi_schema
 
 
 def _instance_actions(body: ProjectReplyBody, pending: Callable[[], list[str]]) -> dict[str, str]:

@@ -77,8 +77,10 @@ class TokenAuthenticator:
     def from_file(cls, path: str | Path) -> TokenAuthenticator:
         """Read a JSON token file::
 
-        {"admin": ["<admin token>", ...],
-         "projects": {"<token>": "<project id>", ...}}
+            {"admin": ["<admin token>", ...],
+             "projects": {"<token>": "<project id>", ...}}
+
+        A file that cannot be read or has other keys raises InvalidInput("token_file").
         """
         try:
             data = json.loads(Path(path).read_text(encoding="utf-8"))

@@ -6,6 +6,14 @@
               --host 0.0.0.0 --port 12347 --public-url http://fenix.example:12347 \\
               --plugin mypackage.cloud:make_cloud --session-webhook http://ops/hook
 
+Every option can also come from the environment: ``FENIX_API_`` and the
+option's name in capitals with ``_`` for ``-`` (``FENIX_API_PORT=0``,
+``FENIX_API_TOKEN_FILE``); repeatable options take a comma-separated list
+(``FENIX_API_PLUGIN=a:make,b:make``); a flag takes true or false
+(``FENIX_API_METRICS_WITHOUT_TOKEN=true``). A command-line option wins. With
+``--port 0`` a free port is picked; the first line printed is
+``fenix-api serving on URL``.
+
 Cloud, action and workflow plug-ins come from the ``fenix`` entry-point group
 and from ``--plugin MODULE:CALLABLE`` (called without arguments; it returns
 the plug-in object). ``--simulated-cloud FILE`` serves a SimulatedCloud
@@ -17,21 +25,59 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..engine import Engine
 from ..errors import FenixError
 from .auth import Authenticator, TokenAuthenticator
+from .json_logs import JsonFormatter
 from .service import FenixService
 
 __all__ = ["main", "parser"]
 
 
-def parser() -> argparse.ArgumentParser:
+ENV_PREFIX = "FENIX_API_"
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off", ""})
+
+
+def _from_environment(p: argparse.ArgumentParser, environ: Mapping[str, str]) -> None:
+    """Defaults of ``p``'s options from ``FENIX_API_<OPTION>`` variables."""
+    given: set[str] = set()
+    for action in p._actions:
+        name = ENV_PREFIX + action.dest.upper()
+        if not action.option_strings or name not in environ:
+            continue
+        raw = environ[name]
+        value: Any = raw
+        if isinstance(action, argparse._AppendAction):
+            value = [item.strip() for item in raw.split(",") if item.strip()]
+        elif isinstance(action, argparse._StoreTrueAction):
+            if raw.strip().lower() not in _TRUE | _FALSE:
+                p.error(f"{name}: expected true or false, got {raw!r}")
+            value = raw.strip().lower() in _TRUE
+        elif action.type is int:
+            try:
+                value = int(raw)
+            except ValueError:
+                p.error(f"{name}: expected an integer, got {raw!r}")
+        if action.choices is not None and value not in action.choices:
+            p.error(f"{name}: expected one of {', '.join(map(str, action.choices))}, got {raw!r}")
+        action.default = value
+        action.required = False
+        given.add(action.dest)
+    for group in p._mutually_exclusive_groups:
+        if any(a.dest in given for a in group._group_actions):
+            group.required = False
+
+
+def parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentParser:
+    """The command line; ``environ`` (default os.environ) gives defaults."""
     p = argparse.ArgumentParser(
         prog="fenix-api", description="Fenix v1 compatible maintenance API over fenix-core."
     )
@@ -65,7 +111,28 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--host-webhook", action="append", default=[], metavar="URL")
     p.add_argument("--max-body", type=int, default=1 << 20, help="largest request body, bytes")
     p.add_argument("--log-level", default="INFO")
+    p.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default="text",
+        help="json: one JSON object a line (time, level, logger, message)",
+    )
+    p.add_argument(
+        "--metrics-without-token",
+        action="store_true",
+        help="serve /metrics to anyone who reaches it (default: an admin token)",
+    )
+    _from_environment(p, os.environ if environ is None else environ)
     return p
+
+
+def _configure_logging(level: str, log_format: str) -> None:
+    handler = logging.StreamHandler()
+    if log_format == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(message)s"))
+    logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
 
 
 def _load_plugin(spec: str) -> Any:
@@ -80,6 +147,8 @@ def _load_plugin(spec: str) -> Any:
 
 
 def _authenticator(args: argparse.Namespace) -> Authenticator:
+    if args.token_file is not None and args.keystone_cloud is not None:
+        raise SystemExit("fenix-api: give --token-file or --keystone-cloud, not both")
     if args.token_file is not None:
         if args.admin_role:
             raise SystemExit("--admin-role applies to --keystone-cloud only")
@@ -94,7 +163,7 @@ def _authenticator(args: argparse.Namespace) -> Authenticator:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
+    _configure_logging(args.log_level, args.log_format)
     plugins = [_load_plugin(spec) for spec in args.plugin]
     if args.simulated_cloud:
         from ..testing import SimulatedCloud
@@ -114,6 +183,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "maintenance.host": args.host_webhook,
             },
             max_body=args.max_body,
+            metrics_token=not args.metrics_without_token,
         )
     except FenixError as exc:
         print(f"fenix-api: {exc}", file=sys.stderr)

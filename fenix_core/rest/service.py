@@ -42,6 +42,7 @@ class FenixService:
         admin_webhooks: Mapping[str, Sequence[str]] | None = None,
         max_body: int = DEFAULT_MAX_BODY,
         sender_options: Mapping[str, Any] | None = None,
+        metrics_token: bool = True,
     ) -> None:
         self.engine = engine
         self.host = host
@@ -52,7 +53,12 @@ class FenixService:
         )
         self.sender = WebhookSender(self.outbox, **dict(sender_options or {}))
         self.app = create_app(
-            engine, authenticator, outbox=self.outbox, max_body=max_body, health=self._health
+            engine,
+            authenticator,
+            outbox=self.outbox,
+            max_body=max_body,
+            health=self._health,
+            metrics_token=metrics_token,
         )
         config = uvicorn.Config(
             self.app, host=host, port=port, log_level="warning", lifespan="off", access_log=False

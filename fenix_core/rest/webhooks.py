@@ -335,6 +335,17 @@ class WebhookOutbox:
                 .values(next_attempt_at=when, attempts=WebhookRow.attempts + 1, last_error=error)
             )
 
+    def backlog(self) -> tuple[int, datetime | None]:
+        """POSTs still pending: how many, and when the oldest was queued
+        (wall clock; None when there is none). For metrics."""
+        with self.engine.transaction() as orm:
+            count, oldest = orm.execute(
+                select(func.count(), func.min(WebhookRow.created_at)).where(
+                    WebhookRow.state == PENDING
+                )
+            ).one()
+        return int(count), oldest
+
     def deliveries(self, url: str | None = None) -> list[Delivery]:
         """Every queued POST (to ``url``), oldest first: for operators and tests."""
         with self.engine.transaction() as orm:

@@ -24,9 +24,11 @@ from .actions import TimedAction
 from .cloud import CloudEvent, SimulatedCloud
 from .invariants import migrations_per_instance, violations
 from .manager import ScriptedManager
+from .placed_cloud import PlacedCloud
 
 __all__ = [
     "CloudEvent",
+    "PlacedCloud",
     "ScriptedManager",
     "SimClock",
     "SimulatedCloud",

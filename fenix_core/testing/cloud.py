@@ -22,13 +22,14 @@ from __future__ import annotations
 import heapq
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import attrs
 
+from ..budgets import check_labels
 from ..clock import Clock, RealClock
 from ..errors import CloudError, InvalidInput
 from ..hookspecs import hookimpl
@@ -162,12 +163,20 @@ class SimulatedCloud:
     # ------------------------------------------------------------------ building the cloud
 
     def add_host(
-        self, name: str, type: str = "compute", vcpus: int = 8, *, enabled: bool = True
+        self,
+        name: str,
+        type: str = "compute",
+        vcpus: int = 8,
+        *,
+        enabled: bool = True,
+        labels: Mapping[str, str | Sequence[str]] | None = None,
     ) -> None:
-        """Add a host (``type`` compute or controller) with ``vcpus`` capacity."""
+        """Add a host (``type`` compute or controller) with ``vcpus`` capacity
+        and topology ``labels`` (e.g. ``{"zone": "az1", "aggregate": ["a", "b"]}``)."""
         if type not in ("compute", "controller"):
             raise InvalidInput("type", f"must be compute or controller, got {type!r}")
         _check_vcpus(vcpus)
+        checked = check_labels(labels, "labels")
         if name in self._hosts:
             raise InvalidInput("name", f"host {name!r} exists already")
         self._hosts[name] = {
@@ -176,6 +185,8 @@ class SimulatedCloud:
             "enabled": enabled,
             "stays_down": False,
             "went_down": False,
+            # JSON-friendly for the state file: lists, made tuples in list_hosts.
+            "labels": {k: v if isinstance(v, str) else list(v) for k, v in checked.items()},
         }
         self._on_host[name], self._used[name], self._incoming[name] = set(), 0, 0
         self._offer(name)
@@ -362,7 +373,13 @@ class SimulatedCloud:
     def list_hosts(self) -> list[Host]:
         self._refresh()
         return [
-            Host(name=n, type=h["type"], vcpus=h["vcpus"], enabled=h["enabled"])
+            Host(
+                name=n,
+                type=h["type"],
+                vcpus=h["vcpus"],
+                enabled=h["enabled"],
+                labels=check_labels(h.get("labels"), f"{n}.labels"),
+            )
             for n, h in self._hosts.items()
         ]
 

@@ -41,6 +41,9 @@ __all__ = ["SCHEDULER", "Workflow"]
 #: The key of a refused move without a target (the cloud's scheduler chose).
 SCHEDULER = ""
 
+#: A timer due at once: the host's IN_MAINTENANCE is out before its work starts.
+_ANNOUNCED = "host_announced"
+
 
 class Workflow(ABC):
     """Base class of workflows; subclasses set ``name`` and implement
@@ -340,18 +343,28 @@ class Workflow(ABC):
 
     # ------------------------------------------------------------------ host pipeline
 
+    def drains(self, host: HostRow) -> bool:
+        """Whether ``host`` is emptied before its maintenance (and so disabled
+        first and checked empty): every compute, and a controller that held
+        instances when its turn came (a Kubernetes control-plane node running
+        workload pods). Other controllers are maintained in place."""
+        return host.type == "compute" or host.name in (self.s.data.get("drained_controllers") or ())
+
     def host_stages(self, host: HostRow) -> list[tuple[str, ActionSpec | None]]:
         """The steps that maintain one host, in order."""
-        compute = host.type == "compute"
+        drains = self.drains(host)
         retires = self.lifecycle.retires(host)
         stages: list[tuple[str, ActionSpec | None]] = []
-        if compute:
-            stages.append(("verify_empty", None))
-        stages.append(("notify_in", None))
-        # A host someone else disabled stays as they left it: never enable it.
-        toggles = compute and host.enabled
+        # Disabled before anything else, so that nothing lands on it from here
+        # on (a host drained first was disabled before its first move; the
+        # stage then has nothing to do). A host someone else disabled stays as
+        # they left it: never enable it.
+        toggles = drains and host.enabled
         if toggles:
             stages.append(("disable", None))
+        if drains:
+            stages.append(("verify_empty", None))
+        stages.append(("notify_in", None))
         stages += [("action", spec) for spec in self.s.actions_of(*host_action_types(host.type))]
         if retires:  # not coming back: not waited for, not enabled
             stages.append(("decommission", None))
@@ -369,12 +382,18 @@ class Workflow(ABC):
         while host.stage < len(stages):
             if s.final or any(s.open_ops(host=host.name)):
                 return False
+            if any(t.kind == _ANNOUNCED and t.data.get("host") == host.name for t in s.timers):
+                return False
             step, spec = stages[host.stage]
             if step == "notify_in" and not self.may_start_work():
                 return False  # paused: a host not yet in maintenance does not go in
             if step == "notify_in":
                 s.set_host_state(host, HostState.IN_MAINTENANCE)
                 s.notify_host(host.name, "IN_MAINTENANCE")
+                # Notifications go out at the end of the step, operations are
+                # started before: the host's work starts at the next step, so
+                # that IN_MAINTENANCE is always delivered before it.
+                s.set_timer(_ANNOUNCED, s.now, host=host.name)
             elif step == "notify_complete":
                 s.set_host_state(host, HostState.MAINTAINED)
                 self.host_finished(host)
@@ -385,13 +404,9 @@ class Workflow(ABC):
                 s.start_op("inventory", host=host.name, params={"hosts": [host.name]})
                 return False
             elif step == "disable":
-                host.disabled_by_session = True
-                s.start_op(
-                    "disable_host",
-                    host=host.name,
-                    params={"reason": f"maintenance session {s.id}"},
-                )
-                return False
+                if not host.disabled_by_session:
+                    self._disable(host, before_drain=False)
+                    return False
             elif step == "enable":
                 s.start_op("enable_host", host=host.name)
                 return False
@@ -405,11 +420,43 @@ class Workflow(ABC):
             host.stage += 1
         return True
 
+    def disabled_for_drain(self, host: HostRow) -> bool:
+        """Disable ``host`` before the first instance leaves it, so that no new
+        instance (a replacement pod, a scheduler's choice) lands on a host being
+        emptied. True once it is disabled (or was disabled by someone else, or
+        is not ours to toggle); False while the disable is under way: start no
+        move off it yet. Moves still heading to it land first (they were sent
+        while it was a target): their instances then leave with the others."""
+        s = self.s
+        if any(s.open_ops(kind="disable_host", host=host.name)):
+            return False
+        if any(op.params.get("target") == host.name for op in s.open_ops(kind="move")):
+            return False
+        if host.disabled_by_session or not host.enabled:
+            return True
+        self._disable(host, before_drain=True)
+        return False
+
+    def _disable(self, host: HostRow, *, before_drain: bool) -> None:
+        host.disabled_by_session = True
+        self.s.start_op(
+            "disable_host",
+            host=host.name,
+            params={"reason": f"maintenance session {self.s.id}", "before_drain": before_drain},
+        )
+
     def _host_operation_ended(self, host: HostRow, op: OperationRow) -> None:
         s = self.s
-        if op.kind == "enable_host" and op.status == "done":
-            host.disabled_by_session = False
+        if op.kind == "enable_host" and (op.status == "done" or s.final):
+            host.disabled_by_session = False  # after a failure: one try, not a loop
+        if op.kind == "disable_host" and op.status != "done":
+            host.disabled_by_session = False  # not disabled: nothing to undo
         if s.final:
+            return
+        if op.kind == "disable_host" and op.params.get("before_drain"):
+            # Not a pipeline stage: the drain goes on (or fails the session).
+            if op.status != "done":
+                self._host_work_failed(host, op)
             return
         if op.status != "done":
             self._host_work_failed(host, op)
@@ -680,4 +727,6 @@ class Workflow(ABC):
 
     def can_reschedule(self) -> bool:
         s = self.s
+        if s.state == SessionState.AWAITING_APPROVAL:
+            return True
         return s.state == SessionState.MAINTENANCE and s.row.phase in ("", "confirm", "wait_start")

@@ -41,7 +41,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
-from .. import planner
+from .. import planner, second_moves
 from ..constraints import ConstraintSet
 from ..runtime import LoadedSession, ids
 from ..states import HostState, InstanceAction, InstanceState, SessionState
@@ -91,16 +91,33 @@ class ConstrainedWorkflow(RollingWorkflow):
     def handlers(self) -> dict[SessionState, Callable[[], bool]]:
         return {
             **super().handlers(),
-            SessionState.PLANNED_MAINTENANCE: self._waves,
-            SessionState.PREPARE_MAINTENANCE: self._waves,
+            SessionState.PLANNED_MAINTENANCE: self._drain_or_waves,
+            SessionState.PREPARE_MAINTENANCE: self._drain_or_waves,
         }
+
+    def _drain_or_waves(self) -> bool:
+        """A controller holding instances is emptied alone, the rolling way
+        (phases ``refresh`` / ``drain``); computes are emptied in waves."""
+        if self.s.row.phase in ("refresh", "drain"):
+            return self._drain()
+        return self._waves()
 
     def decide_next(self) -> bool:
         s = self.s
         self._index_of = None
-        if any(h.type != "compute" for h in s.hosts_in(HostState.PENDING)):
+        controllers = [h for h in s.hosts_in(HostState.PENDING) if h.type != "compute"]
+        drained = [h for h in s.hosts_in(HostState.DRAINED) if h.type != "compute"]
+        if drained or any(s.is_empty(h.name) for h in controllers):
             self._go("start", SessionState.START_MAINTENANCE)
             return True
+        if controllers:
+            # Controllers first, one at a time: this one runs instances.
+            planned = s.state == SessionState.PLANNED_MAINTENANCE
+            choice = self._host_to_drain(controllers, planned=planned)
+            if choice is None:
+                self._scale_in_or_fail(controllers)
+                return True
+            return self._begin_drain(s.hosts[choice], planned=planned)
         if not [h for h in s.hosts.values() if h.state in (HostState.PENDING, *_OPEN)]:
             self._go("complete", SessionState.MAINTENANCE_COMPLETE)
             return True
@@ -112,8 +129,12 @@ class ConstrainedWorkflow(RollingWorkflow):
 
     def _next_host_to_maintain(self) -> HostRow | None:
         """START_MAINTENANCE here is for controllers only, one at a time (the
-        rolling workflow's loop); computes are maintained in the waves."""
-        return next((h for h in self.s.hosts_in(HostState.PENDING) if h.type != "compute"), None)
+        rolling workflow's loop): a drained one, else an empty one; computes
+        are maintained in the waves."""
+        s = self.s
+        drained = [h for h in s.hosts_in(HostState.DRAINED) if h.type != "compute"]
+        pending = [h for h in s.hosts_in(HostState.PENDING) if h.type != "compute"]
+        return next(iter(drained), None) or next((h for h in pending if s.is_empty(h.name)), None)
 
     # ------------------------------------------------------------------ feasibility
 
@@ -292,6 +313,9 @@ class ConstrainedWorkflow(RollingWorkflow):
     def on_project_answer(
         self, project: ProjectRow, awaited: str, instance_actions: Mapping[str, str]
     ) -> None:
+        if self.s.row.phase in ("refresh", "drain"):  # a controller drained alone
+            super().on_project_answer(project, awaited, instance_actions)
+            return
         if awaited != SessionState.PLANNED_MAINTENANCE:
             return
         s = self.s
@@ -346,6 +370,8 @@ class ConstrainedWorkflow(RollingWorkflow):
         own_actions: list[InstanceRow] = []
         wake: datetime | None = None
         for host in s.hosts_in(HostState.DRAINING):
+            if not self.disabled_for_drain(host):
+                continue  # nothing leaves a host before it is disabled
             for inst in s.instances_on(host.name):
                 if inst.state != InstanceState.ACTION_CHOSEN or self.retry_pending(
                     inst.instance_id
@@ -367,10 +393,24 @@ class ConstrainedWorkflow(RollingWorkflow):
             # Place every waiting member at once, largest first (so the last
             # ones are not left without room), then start those whose groups
             # may lose one more member now, the groups with most work first.
+            # A member that moved once already goes only where it stays: it is
+            # placed before the others, which may still go elsewhere.
             rules = self._rules_for(cs, waiting)
             everyone = {m.group_id: len(waiting) for m in waiting}
-            by_size = sorted(waiting, key=lambda m: (-m.vcpus, m.instance_id))
-            plan = dict(planner.assign_moves(by_size, everyone, self._targets(cs), rules)[0])
+            moved = {m.instance_id for m in waiting if s.instances[m.instance_id].moves}
+            by_size = sorted(
+                waiting, key=lambda m: (m.instance_id not in moved, -m.vcpus, m.instance_id)
+            )
+            targets = self._targets(cs)
+
+            def place(waiting_makes_room: bool) -> dict[str, str]:
+                twice = self._may_move_twice(waiting, waiting_makes_room=waiting_makes_room)
+                moves = planner.assign_moves(by_size, everyone, targets, rules, twice=twice)[0]
+                return dict(moves)
+
+            plan = place(True)
+            if not plan and not self._waiting_makes_room():
+                plan = place(False)  # waiting would not make room: no limit
             waiting.sort(key=lambda m: (-self._weight(cs, m.group_id), -m.vcpus, m.instance_id))
             for m in waiting:
                 target = plan.get(m.instance_id)
@@ -385,10 +425,46 @@ class ConstrainedWorkflow(RollingWorkflow):
             wake = soonest if wake is None else min(wake, soonest)
         self._wake_at(wake)
 
+    def _may_move_twice(
+        self, waiting: Sequence[planner.Member], *, waiting_makes_room: bool
+    ) -> set[str]:
+        """The waiting members that may go to a host still queued."""
+        s = self.s
+        return {
+            m.instance_id
+            for m in waiting
+            if second_moves.may_move_twice(
+                moved_before=s.instances[m.instance_id].moves > 0,
+                waiting_makes_room=waiting_makes_room,
+            )
+        }
+
+    def _waiting_makes_room(self) -> bool:
+        """Whether something under way may yet make room where instances stay:
+        a host being maintained, a move, a group's recovery_time."""
+        s = self.s
+        if any(s.open_ops(kind="move")) or any(s.open_ops(kind="watch")):
+            return True
+        if any(t is None or t > s.now for t in self._impacted.values()):
+            return True
+        return any(
+            h.type == "compute"
+            and (
+                h.state in (HostState.DRAINED, HostState.IN_MAINTENANCE)
+                or (h.state == HostState.DRAINING and s.is_empty(h.name))
+            )
+            for h in s.hosts.values()
+        )
+
     def _started(
         self, inst: InstanceRow, action: str, target: str | None, cs: ConstraintSet
     ) -> None:
-        self.start_move(inst, action, target)
+        moved_before = inst.moves > 0
+        op = self.start_move(inst, action, target)
+        host = self.s.hosts.get(target) if target is not None else None
+        if host is not None and self._placement(host) is False:
+            # Said in the plan: this instance lands on a host it will leave again.
+            op.params = {**op.params, "moves_again": second_moves.why_again(moved_before)}
         self._impacted[inst.instance_id] = None
         g = self._group_of(inst, cs)
         if target is not None and g in self._limited:
@@ -480,6 +556,7 @@ class ConstrainedWorkflow(RollingWorkflow):
             )
             for name in sorted(names)
             if s.hosts[name].state == HostState.PENDING
+            and self.controls.topology_allows(s.hosts[name])
         ]
         rules = self._rules_for(cs, [m for c in candidates for m in c.members])
         rules.update(self._rules_for(cs, [m for d in draining for m in d.members]))
@@ -518,6 +595,8 @@ class ConstrainedWorkflow(RollingWorkflow):
         opened = False
         for name in chosen:
             host = s.hosts[name]
+            if not self.controls.topology_allows(host):
+                continue  # its zone (rack ...) would be one too many next to one just opened
             if not self.may_start_host(host):
                 break  # a window, pacing, a gate or a pause holds the rest
             opened = True
@@ -577,14 +656,7 @@ class ConstrainedWorkflow(RollingWorkflow):
     def _rule(self, cs: ConstraintSet, key: str) -> planner.GroupRule:
         """The rules of the group of key ``key`` (ConstraintSet.group_key_of:
         unique across projects, so two projects' groups of one id stay apart)."""
-        g = cs.group_by_key(key)
-        return planner.GroupRule(
-            group_id=key,
-            max_impacted=g.max_impacted_members,
-            recovery_time=float(g.recovery_time),
-            anti_affinity=g.anti_affinity_group,
-            max_per_host=g.max_instances_per_host,
-        )
+        return planner.GroupRule.of(cs.group_by_key(key), key)
 
     def _rules_for(
         self, cs: ConstraintSet, members: list[planner.Member]

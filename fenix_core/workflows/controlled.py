@@ -13,9 +13,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from ..controls import Controls, Ledger, admit
+from ..budgets import topology_refusal
+from ..controls import HOST_GUARD, Controls, GateSpec, Ledger, admit
 from ..runtime import iso
-from ..states import HostState, InstanceState
+from ..states import HostState, InstanceState, budget_hosts
 from ..store.schema import HostRow, OperationRow
 
 if TYPE_CHECKING:
@@ -84,6 +85,16 @@ class SessionControls:
     def may_start_work(self) -> bool:
         return not self.s.final and not self.paused
 
+    def topology_allows(self, host: HostRow) -> bool:
+        """Whether the topology caps would let ``host`` start next to the hosts
+        in maintenance now (a workflow choosing among hosts skips the others)."""
+        caps = self.controls.max_topology_in_maintenance
+        if not caps:
+            return True
+        labels = self.s.data.get("host_labels") or {}
+        busy = [labels.get(h, {}) for h in self.ledger().in_progress() if h != host.name]
+        return topology_refusal(caps, labels.get(host.name) or {}, busy) is None
+
     def may_start_host(self, host: HostRow) -> bool:
         s = self.s
         started = s.data.get("ctl_started") or {}
@@ -95,7 +106,11 @@ class SessionControls:
         if self.paused:
             self._wait("paused", f"paused: {s.data.get('pause_reason') or 'by the admin'}", None)
             return False
-        admission = admit(s.now, self.controls, ledger.history(self.controls))
+        labels = s.data.get("host_labels") or {}
+        history = ledger.history(
+            self.controls, hosts=budget_hosts(h.state for h in s.hosts.values()), labels=labels
+        )
+        admission = admit(s.now, self.controls, history, labels.get(host.name))
         if not admission.ok:
             self._drop_gates()
             cause = "window" if admission.wait_until is None else f"pace:{admission.wait_until}"
@@ -125,9 +140,17 @@ class SessionControls:
 
     # ------------------------------------------------------------------ gates
 
+    def _gates_of(self, host: HostRow) -> tuple[GateSpec, ...]:
+        """The gates asked before ``host``: the request's, after the driver's
+        own guard for a controller (when the driver has one)."""
+        gates = tuple(self.controls.gates)
+        if host.type != "compute" and self.s.data.get("host_guard"):
+            return (GateSpec(HOST_GUARD), *gates)
+        return gates
+
     def _gates_pass(self, host: HostRow) -> bool:
         s = self.s
-        gates = self.controls.gates
+        gates = self._gates_of(host)
         if not gates:
             return True
         progress = s.data.get("ctl_gate") or {}

@@ -25,7 +25,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from .. import inventory, planner
-from ..constraints import ConstraintSet, GroupConstraints
+from ..constraints import ConstraintSet
 from ..errors import InvalidInput
 from ..model import Host, Instance, SessionRequest
 from ..states import HostState, InstanceState, SessionState
@@ -96,7 +96,7 @@ def capacity_shortfall(
             continue
         # Group ids are per project: the key tells two projects' groups apart.
         key = constraints.group_key_of(inst.instance_id, inst.project_id)
-        rules[key] = _rule(constraints.group_by_key(key))
+        rules[key] = planner.GroupRule.of(constraints.group_by_key(key))
         used[inst.host] += inst.vcpus
         groups_on[inst.host][key] += 1
         if inst.host in retired:
@@ -139,17 +139,6 @@ def capacity_shortfall(
     return (
         f"retiring {gone} leaves no host with room for instance {member.instance_id} "
         f"({member.vcpus} vcpus): {why}"
-    )
-
-
-def _rule(group: GroupConstraints) -> planner.GroupRule:
-    """The planner's rule for a group (its ``group_id`` names it in messages)."""
-    return planner.GroupRule(
-        group_id=group.group_id,
-        max_impacted=group.max_impacted_members,
-        recovery_time=float(group.recovery_time),
-        anti_affinity=group.anti_affinity_group,
-        max_per_host=group.max_instances_per_host,
     )
 
 

@@ -160,7 +160,8 @@ class RollingWorkflow(Workflow):
             return True
         # phase == "drain"
         self._request_actions(host)
-        self._pump_moves(host)
+        if self.disabled_for_drain(host):
+            self._pump_moves(host)
         if s.final:
             return False
         self._send_admin_action_done(host)
@@ -219,35 +220,43 @@ class RollingWorkflow(Workflow):
         (window, pacing, gate, pause)."""
         s = self.s
         pending = s.hosts_in(HostState.PENDING)
-        computes = [h for h in pending if h.type == "compute"]
-        if (
-            len(computes) < len(pending)
-            or s.hosts_in(HostState.DRAINED)
-            or any(s.is_empty(h.name) for h in computes)
-        ):
+        if s.hosts_in(HostState.DRAINED) or any(s.is_empty(h.name) for h in pending):
             self._go("start", SessionState.START_MAINTENANCE)
             return True
-        if not computes:
+        if not pending:
             self._go("complete", SessionState.MAINTENANCE_COMPLETE)
             return True
+        # Controllers first: one that holds instances (a control-plane node
+        # running pods) is drained like a compute, one at a time.
+        controllers = [h for h in pending if h.type != "compute"]
+        candidates = controllers or pending
         # Once PLANNED, stay PLANNED even if the maintained hosts left the cloud.
         maintained = (
             bool(s.hosts_in(HostState.MAINTAINED, type="compute"))
             or s.state == SessionState.PLANNED_MAINTENANCE
         )
-        choice = self._host_to_drain(computes, planned=maintained)
+        choice = self._host_to_drain(candidates, planned=maintained)
         if choice is None:
-            self._scale_in_or_fail(computes)
+            self._scale_in_or_fail(candidates)
             return not self.lifecycle.relisting()
-        if not self.may_start_host(s.hosts[choice]):
+        return self._begin_drain(s.hosts[choice], planned=maintained)
+
+    def _begin_drain(self, host: HostRow, *, planned: bool) -> bool:
+        """Start emptying ``host`` (PREPARE_ or PLANNED_MAINTENANCE); False if
+        the controls hold it back."""
+        s = self.s
+        if not self.may_start_host(host):
             return False
-        if maintained:
+        if planned:
             self._go("plan", SessionState.PLANNED_MAINTENANCE)
         else:
             self._go("prepare", SessionState.PREPARE_MAINTENANCE)
-        s.set_data(drain_host=choice, drain_projects={}, admin_done=[])
+        if host.type != "compute":
+            drained = s.data.get("drained_controllers") or []
+            s.set_data(drained_controllers=sorted({*drained, host.name}))
+        s.set_data(drain_host=host.name, drain_projects={}, admin_done=[])
         s.row.phase = "refresh"
-        s.start_op("inventory", params={"hosts": [choice]})
+        s.start_op("inventory", params={"hosts": [host.name]})
         return True
 
     def _go(self, trigger: str, dest: SessionState) -> None:
@@ -337,7 +346,7 @@ class RollingWorkflow(Workflow):
         s = self.s
         pending = s.hosts_in(HostState.PENDING)
         for host in pending:
-            if host.type != "compute":
+            if host.type != "compute" and s.is_empty(host.name):
                 return host
         drained = s.hosts_in(HostState.DRAINED)
         if drained:

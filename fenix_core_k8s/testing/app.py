@@ -125,6 +125,51 @@ def merge_patch(target: Any, patch: Any, *, strategic: bool, path: str = "") -> 
     return result
 
 
+_TAINT_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
+
+
+def _check_version(obj: Obj, patch: Obj, resource: str, name: str) -> None:
+    """A patch carrying metadata.resourceVersion applies only to that version
+    (optimistic concurrency): else 409 Conflict, as the apiserver answers."""
+    wanted = (patch.get("metadata") or {}).get("resourceVersion")
+    if wanted is not None and str(wanted) != obj["metadata"].get("resourceVersion"):
+        raise ApiError(
+            409,
+            "Conflict",
+            f'Operation cannot be fulfilled on {resource} "{name}": the object has been '
+            "modified; please apply your changes to the latest version and try again",
+        )
+
+
+def _check_taints(patch: Obj) -> None:
+    """spec.taints as the apiserver validates it: a key, a known effect, and
+    no two taints with the same key and effect (422 Invalid)."""
+    taints = (patch.get("spec") or {}).get("taints")
+    if taints is None:
+        return
+    seen: set[tuple[str, str]] = set()
+    for index, taint in enumerate(taints):
+        field = f"spec.taints[{index}]"
+        if not taint.get("key"):
+            raise ApiError(422, "Invalid", f"Node is invalid: {field}.key: Required value")
+        if taint.get("effect") not in _TAINT_EFFECTS:
+            raise ApiError(
+                422,
+                "Invalid",
+                f"Node is invalid: {field}.effect: Unsupported value: "
+                f"{taint.get('effect')!r}: supported values: " + ", ".join(_TAINT_EFFECTS),
+            )
+        pair = (taint["key"], taint["effect"])
+        if pair in seen:
+            raise ApiError(
+                422,
+                "Invalid",
+                f"Node is invalid: {field}: Duplicate value: taints must be unique by key "
+                "and effect pair",
+            )
+        seen.add(pair)
+
+
 def _list(kind: str, api_version: str, items: list[Obj], rv: str) -> Obj:
     return {
         "kind": kind,
@@ -235,6 +280,8 @@ class FakeApiApp:
         if request.method == "PATCH":
             patch, strategic = self._patch(request)
             patch.pop("status", None)  # status changes go through /status only
+            _check_version(node, patch, "nodes", name)
+            _check_taints(patch)
             before = copy.deepcopy(node["spec"])
             updated = merge_patch(node, patch, strategic=strategic)
             node.clear()

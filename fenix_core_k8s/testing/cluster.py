@@ -114,6 +114,51 @@ def _set_condition(obj: Obj, kind: str, status: bool, now: datetime, reason: str
     )
 
 
+#: kube-scheduler's default score weights of the two plug-ins the fake models.
+_TAINT_WEIGHT = 3
+_LOAD_WEIGHT = 1
+_MAX_SCORE = 100
+
+
+def _tolerated(taint: Mapping[str, Any], tolerations: Iterable[Mapping[str, Any]]) -> bool:
+    """Whether one of the pod's tolerations matches the taint (an empty key
+    with Exists matches every taint; an empty effect matches every effect)."""
+    for tol in tolerations:
+        effect = tol.get("effect") or ""
+        if effect and effect != taint.get("effect"):
+            continue
+        key = tol.get("key") or ""
+        if tol.get("operator", "Equal") == "Exists":
+            if not key or key == taint.get("key"):
+                return True
+        elif key == taint.get("key") and (tol.get("value") or "") == (taint.get("value") or ""):
+            return True
+    return False
+
+
+def _best_node(feasible: Iterable[tuple[str, int, int]]) -> str:
+    """The node with the highest weighted score among ``(name, untolerated
+    PreferNoSchedule taints, pods)``; ties go to the first name.
+
+    TaintToleration scores each node by its count of such taints and
+    normalizes in reverse (``100 - 100 * count / highest count``): a node
+    without any scores 100, the most tainted 0. The load score stands in for
+    NodeResourcesFit's least-allocated strategy, by pods here.
+    """
+    rows = list(feasible)
+    most_taints = max(t for _, t, _ in rows)
+    most_pods = max(p for _, _, p in rows)
+
+    def score(row: tuple[str, int, int]) -> float:
+        _, taints, pods = row
+        taint = _MAX_SCORE - (_MAX_SCORE * taints / most_taints if most_taints else 0)
+        load = _MAX_SCORE - (_MAX_SCORE * pods / most_pods if most_pods else 0)
+        return _TAINT_WEIGHT * taint + _LOAD_WEIGHT * load
+
+    best = min(rows, key=lambda row: (-score(row), row[0]))
+    return best[0]
+
+
 def _controller(pod: Mapping[str, Any]) -> Mapping[str, Any] | None:
     for ref in pod["metadata"].get("ownerReferences") or ():
         if ref.get("controller"):
@@ -269,15 +314,19 @@ class FakeCluster:
         labels: Mapping[str, str] | None = None,
         cpu: str = "500m",
         anti_affinity: bool = False,
+        volumes: Iterable[Mapping[str, Any]] = (),
     ) -> list[Obj]:
         """A ReplicaSet with one pod on each of ``nodes`` (a node may repeat).
 
         Its pods are named ``<name>-<suffix>``; an evicted or deleted one is
         replaced by a new pod with a new name on a schedulable node.
         ``anti_affinity`` adds a required pod anti-affinity on
-        ``kubernetes.io/hostname`` for the set's own labels.
+        ``kubernetes.io/hostname`` for the set's own labels; ``volumes`` are
+        the pod template's (``[{"name": "cache", "emptyDir": {}}]``).
         """
-        return self._add_set("ReplicaSet", namespace, name, nodes, labels, cpu, anti_affinity)
+        return self._add_set(
+            "ReplicaSet", namespace, name, nodes, labels, cpu, anti_affinity, volumes
+        )
 
     def add_statefulset(
         self,
@@ -288,10 +337,13 @@ class FakeCluster:
         labels: Mapping[str, str] | None = None,
         cpu: str = "500m",
         anti_affinity: bool = False,
+        volumes: Iterable[Mapping[str, Any]] = (),
     ) -> list[Obj]:
         """A StatefulSet whose pods ``<name>-0``, ``<name>-1`` ... sit on ``nodes``;
         an evicted pod comes back with the same name once the old one is gone."""
-        return self._add_set("StatefulSet", namespace, name, nodes, labels, cpu, anti_affinity)
+        return self._add_set(
+            "StatefulSet", namespace, name, nodes, labels, cpu, anti_affinity, volumes
+        )
 
     def _add_set(
         self,
@@ -302,12 +354,14 @@ class FakeCluster:
         labels: Mapping[str, str] | None,
         cpu: str,
         anti_affinity: bool,
+        volumes: Iterable[Mapping[str, Any]] = (),
     ) -> list[Obj]:
         placed = list(nodes)
         with self.lock:
             owner = self._new_owner(
                 kind, namespace, name, labels or {"app": name}, cpu, anti_affinity, len(placed)
             )
+            owner["volumes"] = [dict(v) for v in volumes]
             ordinal = kind == "StatefulSet"
             return [
                 self._create_pod(owner, node=n, ready=True, name=f"{name}-{i}" if ordinal else None)
@@ -333,14 +387,47 @@ class FakeCluster:
         labels: Mapping[str, str] | None = None,
         cpu: str = "250m",
         mirror: bool = False,
+        volumes: Iterable[Mapping[str, Any]] = (),
     ) -> Obj:
         """A pod without a controller (``mirror``: a static pod's mirror)."""
         with self.lock:
             pod = self._pod_object(namespace, name, node, labels or {}, cpu, None, ready=True)
+            if volumes:
+                pod["spec"]["volumes"] = [dict(v) for v in volumes]
             if mirror:
                 pod["metadata"]["annotations"]["kubernetes.io/config.mirror"] = "hash"
             self.pods[(namespace, name)] = pod
             return pod
+
+    def add_etcd_member(self, node: str) -> Obj:
+        """kubeadm's stacked etcd member on ``node``: the mirror pod of the static
+        pod ``etcd-<node>`` in kube-system, labelled ``component=etcd`` and
+        ``tier=control-plane``, as kubeadm writes its manifest."""
+        return self.add_pod(
+            "kube-system",
+            f"etcd-{node}",
+            node,
+            labels={"component": "etcd", "tier": "control-plane"},
+            cpu="100m",
+            mirror=True,
+        )
+
+    def set_node_ready(self, name: str, ready: bool) -> None:
+        """The node's kubelet reports Ready (or stops: NotReady) from now on."""
+        with self.lock:
+            node = self.nodes[name]
+            _set_condition(
+                node, "Ready", ready, self.now(), "KubeletReady" if ready else "KubeletNotReady"
+            )
+            self._rv(node)
+            self.node_log.append((self.now(), name, "ready" if ready else "not_ready"))
+
+    def set_pod_ready(self, namespace: str, name: str, ready: bool) -> None:
+        """The pod's Ready condition (an etcd member failing its probe ...)."""
+        with self.lock:
+            pod = self._get_pod(namespace, name)
+            _set_condition(pod, "Ready", ready, self.now())
+            self._rv(pod)
 
     def add_pdb(
         self,
@@ -493,6 +580,8 @@ class FakeCluster:
         pod = self._pod_object(
             owner["namespace"], name, node, owner["labels"], owner["cpu"], owner, ready=ready
         )
+        if owner.get("volumes"):
+            pod["spec"]["volumes"] = copy.deepcopy(owner["volumes"])
         self.pods[(owner["namespace"], name)] = pod
         return pod
 
@@ -530,22 +619,38 @@ class FakeCluster:
         self._schedule(pod)
 
     def _schedule(self, pod: Obj) -> None:
-        """Bind a pending pod to the least loaded schedulable Ready node that its
-        anti-affinity allows; try again later when there is none."""
+        """Bind a pending pod as kube-scheduler would, on the nodes it keeps:
+        schedulable, Ready, no NoSchedule / NoExecute taint the pod does not
+        tolerate, its anti-affinity kept (filters). Among those, the highest
+        score (TaintToleration with its default weight 3: fewest untolerated
+        PreferNoSchedule taints, normalized and reversed; then least loaded,
+        weight 1, by pods); try again later when none is left."""
         if (pod["metadata"]["namespace"], pod["metadata"]["name"]) not in self.pods:
             return
-        candidates = []
+        tolerations = pod["spec"].get("tolerations") or ()
+        feasible: list[tuple[str, int, int]] = []
         for name, node in sorted(self.nodes.items()):
             if node["spec"].get("unschedulable") or not _ready(node):
+                continue
+            taints = node["spec"].get("taints") or ()
+            if any(
+                t.get("effect") in ("NoSchedule", "NoExecute") and not _tolerated(t, tolerations)
+                for t in taints
+            ):
                 continue
             here = [p for p in self.pods.values() if p["spec"].get("nodeName") == name]
             if self._repelled(pod, here):
                 continue
-            candidates.append((len(here), name))
-        if not candidates:
+            prefer_not = sum(
+                1
+                for t in taints
+                if t.get("effect") == "PreferNoSchedule" and not _tolerated(t, tolerations)
+            )
+            feasible.append((name, prefer_not, len(here)))
+        if not feasible:
             self._later(self.controller_seconds, lambda: self._schedule(pod))
             return
-        pod["spec"]["nodeName"] = min(candidates)[1]
+        pod["spec"]["nodeName"] = _best_node(feasible)
         self._rv(pod)
         uid = pod["metadata"]["uid"]
 
@@ -645,6 +750,19 @@ class FakeCluster:
 
     def _evict(self, namespace: str, name: str, pod: Obj) -> None:
         healthy = self.healthy(pod)
+        if "kubernetes.io/config.mirror" in pod["metadata"].get("annotations", {}):
+            # The real apiserver would delete the mirror pod and the kubelet would
+            # post it again at once, the static pod never stopping: an eviction
+            # that disrupts nothing it promises to. kubectl drain never tries
+            # ("mirror pods cannot be deleted through the API server"); the fake
+            # refuses, so that a test sees a driver that does.
+            self._log(namespace, name, pod, 400, healthy)
+            raise ApiError(
+                400,
+                "BadRequest",
+                f"pod {namespace}/{name} is the mirror of a static pod: it is the "
+                "kubelet's, and cannot be evicted through the API",
+            )
         if pod["metadata"].get("deletionTimestamp") or pod["status"].get("phase") != "Running":
             # Terminating, pending or finished: evicted without budget checks.
             self._log(namespace, name, pod, 201, healthy)

@@ -313,13 +313,12 @@ class FakeOpenStackApp:
     # ------------------------------------------------------------------ nova: services
 
     def _service_body(self, service: dict[str, Any]) -> dict[str, Any]:
-        return {
+        body = {
             k: service[k]
             for k in (
                 "id",
                 "binary",
                 "host",
-                "zone",
                 "status",
                 "state",
                 "disabled_reason",
@@ -327,6 +326,9 @@ class FakeOpenStackApp:
                 "updated_at",
             )
         }
+        # Nova computes a compute service's zone from the aggregates holding its host.
+        body["zone"] = self.state.zone_of(service["host"])
+        return body
 
     def _services(self, request: Request) -> Response:
         binary = request.args.get("binary")

@@ -170,7 +170,6 @@ class FakeCloudState:
                 "id": str(uuid.uuid4()),
                 "binary": "nova-compute",
                 "host": host,
-                "zone": "nova",
                 "status": "enabled" if enabled else "disabled",
                 "state": "up",
                 "disabled_reason": None if enabled else "disabled before the test",
@@ -283,22 +282,46 @@ class FakeCloudState:
                 "user_id": "fake-user",
             }
 
-    def add_aggregate(self, name: str, hosts: Sequence[str]) -> None:
+    def add_aggregate(
+        self, name: str, hosts: Sequence[str], availability_zone: str | None = None
+    ) -> None:
         with self.lock:
+            if availability_zone is not None:
+                # Nova refuses a host in two availability zones (409 on add_host).
+                for other in self.aggregates.values():
+                    zone = other["availability_zone"]
+                    clash = set(hosts) & set(other["hosts"])
+                    if zone is not None and zone != availability_zone and clash:
+                        raise InvalidInput(
+                            "availability_zone",
+                            f"host {sorted(clash)[0]} is in availability zone {zone} already",
+                        )
             ident = len(self.aggregates) + 1
             now = _iso(self.clock.now())
             self.aggregates[name] = {
                 "id": ident,
                 "uuid": str(uuid.uuid4()),
                 "name": name,
-                "availability_zone": None,
+                # Nova shows the availability_zone metadata key as this field.
+                "availability_zone": availability_zone,
                 "hosts": list(hosts),
-                "metadata": {},
+                "metadata": {}
+                if availability_zone is None
+                else {"availability_zone": availability_zone},
                 "created_at": now,
                 "updated_at": None,
                 "deleted_at": None,
                 "deleted": False,
             }
+
+    def zone_of(self, host: str) -> str:
+        """A compute host's availability zone as Nova computes it: the
+        ``availability_zone`` of an aggregate holding it, else the default
+        zone (``default_availability_zone``, "nova")."""
+        for aggregate in self.aggregates.values():
+            if aggregate["availability_zone"] is not None and host in aggregate["hosts"]:
+                return str(aggregate["availability_zone"])
+        return "nova"
 
     def delete_server(self, server_id: str) -> None:
         with self.lock:

@@ -188,8 +188,12 @@ class FakeOpenStack:
             group_id, project_id, members, policy, name or group_id, max_server_per_host
         )
 
-    def add_aggregate(self, name: str, hosts: Sequence[str]) -> None:
-        self.state.add_aggregate(name, hosts)
+    def add_aggregate(
+        self, name: str, hosts: Sequence[str], availability_zone: str | None = None
+    ) -> None:
+        """A host aggregate; with ``availability_zone`` it makes its hosts an
+        availability zone (the zone their nova-compute services then report)."""
+        self.state.add_aggregate(name, hosts, availability_zone)
 
     def delete_server(self, server_id: str) -> None:
         """Delete a server now (what its project may do during maintenance)."""

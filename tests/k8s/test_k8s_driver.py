@@ -200,7 +200,9 @@ def test_a_move_is_found_by_its_key_after_a_crash_and_followed_to_the_end(
     pod = next(p for p in cluster.pods_on("node-0") if p["metadata"]["namespace"] == namespace)
     name = pod["metadata"]["name"]
     handle = driver.start_move(f"{namespace}/{name}", "EVICT", None, "session-1:7")
-    assert cluster.cordoned("node-0")  # the node is cordoned before anything leaves it
+    # Cordoning is the engine's (disable_host, before the first move): a move
+    # does not cordon on its own.
+    assert not cluster.cordoned("node-0")
     first = driver.poll_move(handle)
     assert first.state == "running"
     assert "evicted" in first.detail
@@ -319,3 +321,90 @@ def test_the_fake_answers_like_an_apiserver_to_what_it_does_not_serve(fake):
     assert patched.spec.unschedulable
     assert patched.status.conditions  # status is only patched through /status
     assert ("PATCH", "/api/v1/nodes/n") in fake.app.requests
+
+
+# ---------------------------------------------------------------------- control plane, emptyDir
+
+
+def test_the_fake_refuses_to_evict_a_mirror_pod_and_lists_etcd_members_by_label(fake):
+    cluster = fake.cluster
+    cluster.add_node("cp-0", control_plane=True)
+    cluster.add_etcd_member("cp-0")
+    core = client.CoreV1Api(fake.api_client())
+
+    members = core.list_namespaced_pod("kube-system", label_selector="component=etcd").items
+    assert [(p.metadata.name, p.spec.node_name) for p in members] == [("etcd-cp-0", "cp-0")]
+    assert "kubernetes.io/config.mirror" in members[0].metadata.annotations
+    assert members[0].metadata.labels == {"component": "etcd", "tier": "control-plane"}
+    with pytest.raises(ApiException) as refused:
+        core.create_namespaced_pod_eviction(
+            "etcd-cp-0",
+            "kube-system",
+            client.V1Eviction(metadata=client.V1ObjectMeta(name="etcd-cp-0")),
+        )
+    assert refused.value.status == 400
+    assert "mirror" in json.loads(refused.value.body)["message"]
+    assert cluster.pod("kube-system", "etcd-cp-0") is not None
+    assert [e.code for e in cluster.evictions] == [400]
+
+
+def test_the_fake_shows_pod_volumes_and_node_readiness_through_the_client(fake):
+    cluster = fake.cluster
+    cluster.add_node("n")
+    cluster.add_replicaset("shop", "cache", ["n"], volumes=[{"name": "tmp", "emptyDir": {}}])
+    core = client.CoreV1Api(fake.api_client())
+    pod = core.list_namespaced_pod("shop").items[0]
+    assert [(v.name, v.empty_dir is not None) for v in pod.spec.volumes] == [("tmp", True)]
+
+    cluster.set_node_ready("n", False)
+    ready = [c for c in core.read_node("n").status.conditions if c.type == "Ready"]
+    assert [c.status for c in ready] == ["False"]
+    # A plain patch of the node cannot make it Ready again: status is the kubelet's,
+    # through /status.
+    core.patch_node("n", {"status": {"conditions": [{"type": "Ready", "status": "True"}]}})
+    ready = [c for c in core.read_node("n").status.conditions if c.type == "Ready"]
+    assert [c.status for c in ready] == ["False"]
+
+
+def test_the_etcd_quorum_guard_holds_a_control_plane_node_while_another_is_unwell(fake, driver):
+    cluster = fake.cluster
+    for name in ("cp-0", "cp-1", "cp-2"):
+        cluster.add_node(name, control_plane=True)
+        cluster.add_etcd_member(name)
+    cluster.add_node("node-0")
+    assert driver.host_guard("cp-0") is None
+
+    cluster.set_node_ready("cp-1", False)
+    cluster.set_pod_ready("kube-system", "etcd-cp-2", False)
+    reason = driver.host_guard("cp-0")
+    assert reason is not None
+    assert "control-plane node cp-1 is not Ready" in reason
+    assert "etcd member etcd-cp-2 on cp-2 is not Ready" in reason
+    assert driver.host_guard("node-0") is None  # workers are never held back
+    # The node's own etcd member does not hold it back (it is the one going down).
+    cluster.set_node_ready("cp-1", True)
+    cluster.set_pod_ready("kube-system", "etcd-cp-2", True)
+    cluster.set_pod_ready("kube-system", "etcd-cp-0", False)
+    assert driver.host_guard("cp-0") is None
+
+
+def test_a_pod_with_emptydir_data_is_not_evicted_unless_the_driver_may(fake, fenix_clock):
+    cluster = fake.cluster
+    cluster.add_node("node-0")
+    cluster.add_node("node-1")
+    pod = cluster.add_replicaset(
+        "shop", "cache", ["node-0"], volumes=[{"name": "c", "emptyDir": {}}]
+    )
+    pod_id = f"shop/{pod[0]['metadata']['name']}"
+    careful = KubernetesDriver(fake.api_client(), clock=fenix_clock)
+    status = careful.poll_move(careful.start_move(pod_id, "EVICT", None, "k-1"))
+    assert status.state == "running"
+    assert "emptyDir volumes: c" in status.detail
+    assert cluster.evictions == []
+
+    bold = KubernetesDriver(fake.api_client(), clock=fenix_clock, delete_emptydir_data=True)
+    status = bold.poll_move(bold.start_move(pod_id, "EVICT", None, "k-2"))
+    assert status.state == "running"
+    assert [e.code for e in cluster.evictions] == [201]
+    with pytest.raises(InvalidInput, match="delete_emptydir_data"):
+        KubernetesDriver(fake.api_client(), delete_emptydir_data="yes")  # type: ignore[arg-type]

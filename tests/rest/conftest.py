@@ -53,3 +53,12 @@ def error_of(response: Any) -> tuple[int, str, str | None]:
     """(status, error type, field) of an error answer."""
     error = response.json()["error"]
     return response.status_code, error["type"], error["field"]
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Say where the dashboard's screenshot test saved its picture (its
+    ``record_property``, which reaches here from xdist workers too)."""
+    for report in terminalreporter.getreports("passed"):
+        for name, value in report.user_properties:
+            if name == "dashboard_screenshot":
+                terminalreporter.write_line(f"dashboard screenshot at 100 hosts: {value}")

@@ -186,7 +186,9 @@ def test_openapi_and_health(client: TestClient) -> None:
     ):
         assert path in paths
     assert set(paths["/v1/maintenance/{session_id}"]) == {"get", "put", "delete"}
-    assert "SessionBody" in spec["components"]["schemas"]
+    for action in ("pause", "resume", "cancel"):
+        assert set(paths[f"/v1/maintenance/{{session_id}}/{action}"]) == {"post"}
+    assert "SessionRequestSchema" in spec["components"]["schemas"]
     assert client.get("/healthz").json() == {"status": "ok"}
 
 

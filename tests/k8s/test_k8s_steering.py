@@ -1,0 +1,188 @@
+"""Replacement pods steered away from nodes a session still has to maintain:
+the driver's PreferNoSchedule taint, and the fake scheduler's scoring of it
+(kube-scheduler's TaintToleration: prefer, never forbid)."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+from kubernetes.client import CoreV1Api, V1Eviction, V1ObjectMeta
+from kubernetes.client.exceptions import ApiException
+
+from fenix_core import ActionSpec, SessionRequest
+from fenix_core_k8s import QUEUED_TAINT
+from fenix_core_k8s.testing import NodeReboot
+from fenix_core_k8s.testing.cluster import _best_node, _tolerated
+
+from .helpers import drive
+
+REBOOT = [ActionSpec("reboot", "host")]
+NODES = [f"node-{i}" for i in range(6)]
+
+
+def queued_taints(cluster) -> dict[str, list[str]]:
+    return {
+        name: [t.get("value") for t in node["spec"].get("taints") or () if t["key"] == QUEUED_TAINT]
+        for name, node in cluster.nodes.items()
+        if any(t["key"] == QUEUED_TAINT for t in node["spec"].get("taints") or ())
+    }
+
+
+def six_nodes_six_pods(cluster) -> None:
+    """One web pod per node; the first three nodes (maintained first) also run
+    two static pods each, so that they look busier to the scheduler."""
+    for name in NODES:
+        cluster.add_node(name)
+    cluster.add_replicaset("shop", "web", NODES)
+    for name in NODES[:3]:
+        for k in range(2):
+            cluster.add_pod("kube-system", f"static-{k}-{name}", name, mirror=True)
+
+
+@pytest.mark.parametrize("workflow", ["rolling"])
+@pytest.mark.parametrize(("steer", "most"), [(True, 7), (False, None)])
+def test_maintaining_six_nodes_evicts_each_pod_about_once(
+    fake, k8s_engine, fenix_clock, steer: bool, most: int | None, workflow: str
+) -> None:
+    cluster = fake.cluster
+    six_nodes_six_pods(cluster)
+    engine = k8s_engine(NodeReboot(cluster, seconds=60), steer_replacements=steer)
+    sid = engine.create_session(SessionRequest(hosts=NODES, workflow=workflow, actions=REBOOT))
+    seen: list[dict[str, list[str]]] = []
+    view = drive(engine, fenix_clock, sid, lambda: seen.append(queued_taints(cluster)))
+    assert view.state == "MAINTENANCE_DONE", view.reason
+    granted = [e for e in cluster.evictions if e.code == 201]
+    # The bound: each of the 6 pods leaves a maintained node once; the first
+    # node's pod has nowhere maintained to go, so 7 at most.
+    if most is not None:
+        assert len(granted) <= most, Counter(e.node for e in granted)
+        # Only nodes still queued carried the taint, only this session's, and
+        # none is left once the session is done.
+        for snapshot in seen:
+            assert all(values == [sid] for values in snapshot.values())
+        assert queued_taints(cluster) == {}
+    else:
+        # Without steering the replacements land on the less busy nodes still
+        # queued, and are evicted again from there.
+        assert len(granted) > 7
+        assert seen
+        assert all(snapshot == {} for snapshot in seen)
+
+
+def test_a_cancelled_session_takes_its_taints_off(fake, k8s_engine) -> None:
+    cluster = fake.cluster
+    six_nodes_six_pods(cluster)
+    engine = k8s_engine(NodeReboot(cluster, seconds=60))
+    sid = engine.create_session(SessionRequest(hosts=NODES, actions=REBOOT))
+    engine.run_until_idle()
+    assert queued_taints(cluster), "the queued nodes are tainted once the session runs"
+    engine.cancel(sid)
+    view = engine.run_until_done(sid)
+    assert view.state == "MAINTENANCE_CANCELLED"
+    assert queued_taints(cluster) == {}
+
+
+def test_another_sessions_taint_and_foreign_taints_are_left_alone(fake, k8s_engine) -> None:
+    cluster = fake.cluster
+    six_nodes_six_pods(cluster)
+    cluster.nodes["node-0"]["spec"]["taints"] = [
+        {"key": "dedicated", "value": "gpu", "effect": "NoSchedule"},
+        {"key": QUEUED_TAINT, "value": "other-session", "effect": "PreferNoSchedule"},
+    ]
+    engine = k8s_engine()
+    driver = engine.plugins.driver
+    driver.mark_queued("mine", ["node-0", "node-1"])
+    assert queued_taints(cluster) == {"node-0": ["other-session"], "node-1": ["mine"]}
+    assert cluster.nodes["node-0"]["spec"]["taints"][0]["key"] == "dedicated"
+    driver.mark_queued("mine", [])
+    assert queued_taints(cluster) == {"node-0": ["other-session"]}
+    assert [t["key"] for t in cluster.nodes["node-0"]["spec"]["taints"]] == [
+        "dedicated",
+        QUEUED_TAINT,
+    ]
+
+
+# ---------------------------------------------------------------- the fake scheduler
+
+
+def evict(core: CoreV1Api, namespace: str, name: str) -> None:
+    body = V1Eviction(metadata=V1ObjectMeta(name=name, namespace=namespace))
+    core.create_namespaced_pod_eviction(name, namespace, body)
+
+
+def evict_web(core: CoreV1Api, clock) -> None:
+    """Evict the web pod, and let the fake's controllers replace it (they run
+    on the next request once its time has come)."""
+    pods = core.list_namespaced_pod("ns").items
+    evict(core, "ns", next(p.metadata.name for p in pods if p.metadata.name.startswith("web")))
+    clock.advance(60)
+    core.list_node()
+
+
+def web_nodes(cluster) -> list[str]:
+    return [
+        p["spec"].get("nodeName")
+        for p in cluster.pods.values()
+        if p["metadata"]["name"].startswith("web") and not p["metadata"].get("deletionTimestamp")
+    ]
+
+
+def test_fake_scheduler_prefers_untainted_nodes_but_uses_tainted_ones(fake, fenix_clock) -> None:
+    cluster = fake.cluster
+    for name in ("a", "b", "c"):
+        cluster.add_node(name)
+    core = CoreV1Api(fake.api_client())
+    for name in ("a", "b"):
+        core.patch_node(name, {"spec": {"taints": [{"key": "k", "effect": "PreferNoSchedule"}]}})
+    cluster.add_replicaset("ns", "busy", ["c", "c", "c"])
+    cluster.add_replicaset("ns", "web", ["a"])
+    evict_web(core, fenix_clock)
+    # c holds the most pods, yet the untainted node scores higher.
+    assert web_nodes(cluster) == ["c"]
+    # Cordoned, c is filtered out: a PreferNoSchedule node still takes the pod
+    # (the least loaded of them), where a NoSchedule one would not.
+    core.patch_node("c", {"spec": {"unschedulable": True}})
+    core.patch_node("b", {"spec": {"taints": [{"key": "k", "effect": "NoSchedule"}]}})
+    evict_web(core, fenix_clock)
+    assert web_nodes(cluster) == ["a"]
+
+
+def test_fake_scheduler_matches_tolerations_and_scores_as_kube_scheduler() -> None:
+    taint = {"key": "k", "value": "v", "effect": "PreferNoSchedule"}
+    assert _tolerated(taint, [{"key": "k", "operator": "Exists"}])
+    assert _tolerated(taint, [{"operator": "Exists"}])  # empty key + Exists: every taint
+    assert _tolerated(taint, [{"key": "k", "value": "v"}])  # Equal is the default
+    assert not _tolerated(taint, [{"key": "k", "value": "w"}])
+    assert not _tolerated(taint, [{"key": "k", "operator": "Exists", "effect": "NoSchedule"}])
+    assert not _tolerated(taint, [])
+    # Weight 3 on the reversed taint count beats weight 1 on the load: an
+    # untainted node wins even when it is the busiest; among equally tainted
+    # nodes the least loaded wins; ties go to the first name.
+    assert _best_node([("a", 1, 0), ("b", 0, 9)]) == "b"
+    assert _best_node([("a", 1, 3), ("b", 1, 2)]) == "b"
+    assert _best_node([("a", 2, 0), ("b", 1, 5), ("c", 0, 5)]) == "c"
+    assert _best_node([("b", 0, 1), ("a", 0, 1)]) == "a"
+
+
+def test_fake_apiserver_refuses_bad_taints_and_stale_versions(fake) -> None:
+    fake.cluster.add_node("a")
+    core = CoreV1Api(fake.api_client())
+    for taints, words in (
+        ([{"key": "k", "effect": "Sometimes"}], "Unsupported value"),
+        ([{"effect": "NoSchedule"}], "Required value"),
+        (
+            [{"key": "k", "effect": "NoSchedule"}, {"key": "k", "effect": "NoSchedule"}],
+            "Duplicate value",
+        ),
+    ):
+        with pytest.raises(ApiException) as caught:
+            core.patch_node("a", {"spec": {"taints": taints}})
+        assert caught.value.status == 422
+        assert words in caught.value.body
+    node = core.read_node("a")
+    stale = node.metadata.resource_version
+    core.patch_node("a", {"metadata": {"labels": {"x": "1"}}})
+    with pytest.raises(ApiException) as caught:
+        core.patch_node("a", {"metadata": {"resourceVersion": stale}, "spec": {"taints": []}})
+    assert caught.value.status == 409

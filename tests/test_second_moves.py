@@ -1,0 +1,232 @@
+"""Second moves: the pure rules of fenix_core.second_moves, the bounds, and
+the constrained workflow run on random small clouds (no instance moves more
+than twice, and none moves twice while a host where it stays had room)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from fenix_core import ActionSpec, Engine, SessionRequest
+from fenix_core.constraints import GroupConstraints, InstanceConstraints
+from fenix_core.planner import Member, Target, assign_moves, makespan_lower_bound
+from fenix_core.second_moves import (
+    MovesBound,
+    first_final_move_at,
+    may_move_twice,
+    moves_lower_bound,
+    why_again,
+)
+from fenix_core.testing import SimClock, SimulatedCloud, TimedAction
+from fenix_core.testing.invariants import migrations_per_instance
+
+HOST_WORK = 600.0
+
+# --------------------------------------------------------------------------- bounds
+
+
+def test_moves_bound_counts_each_instance_once_and_the_first_hosts_leftovers() -> None:
+    # Three hosts of 2, 3 and 4 instances, nothing outside the session: the
+    # lightest host's two instances have nowhere to stay and move twice.
+    assert moves_lower_bound([[1, 1], [1, 2, 2], [1, 1, 1, 1]], stay_room=0) == MovesBound(9, 2)
+    # Room outside the session for the smallest ones: fewer are forced.
+    assert moves_lower_bound([[1, 1], [1, 2, 2]], stay_room=1).forced == 1
+    assert moves_lower_bound([[1, 1], [1, 2, 2]], stay_room=2).forced == 0
+    # An empty host goes first and then takes instances for good: none forced.
+    assert moves_lower_bound([[], [1, 2], [2]], stay_room=0) == MovesBound(3, 0)
+    # Unknown room outside: only the once-each part is certain.
+    assert moves_lower_bound([[1, 1]], stay_room=None) == MovesBound(2, 0)
+    assert moves_lower_bound([], stay_room=0).moves == 0
+
+
+@given(
+    st.lists(st.lists(st.integers(1, 4), max_size=6), min_size=1, max_size=6),
+    st.integers(0, 10),
+)
+def test_moves_bound_is_never_above_moving_the_lightest_host_twice(
+    hosts: list[list[int]], room: int
+) -> None:
+    bound = moves_lower_bound(hosts, stay_room=room)
+    assert bound.once == sum(len(h) for h in hosts)
+    assert 0 <= bound.forced <= min(len(h) for h in hosts)
+    # More room outside never forces more.
+    assert moves_lower_bound(hosts, stay_room=room + 1).forced <= bound.forced
+
+
+def test_first_final_move_waits_for_the_first_maintained_host() -> None:
+    assert first_final_move_at([(600, True), (300, True)], stay_room=False, move_seconds=30) == 330
+    assert first_final_move_at([(600, True), (600, False)], stay_room=False, move_seconds=30) == 600
+    assert first_final_move_at([(600, True)], stay_room=True, move_seconds=30) == 0
+    assert first_final_move_at([], stay_room=False, move_seconds=30) == 0
+
+
+def test_makespan_bound_starts_the_group_chains_at_the_first_final_move() -> None:
+    from fenix_core.planner import GroupRule
+
+    common: dict[str, Any] = {
+        "host_work": [600.0] * 4,
+        "max_parallel_hosts": 2,
+        "members_by_group": {"g": 4},
+        "rules": {"g": GroupRule("g", max_impacted=1, recovery_time=60)},
+        "move_seconds": 30,
+    }
+    before = makespan_lower_bound(**common)
+    after = makespan_lower_bound(**common, first_final_move_at=630)
+    assert after.group_bound == before.group_bound + 630
+    assert after.first_final_move_at == 630
+    assert after.seconds >= before.seconds
+
+
+# --------------------------------------------------------------------------- rules
+
+
+def test_never_a_third_move_unless_waiting_cannot_make_room() -> None:
+    assert may_move_twice(moved_before=False, waiting_makes_room=True)
+    assert not may_move_twice(moved_before=True, waiting_makes_room=True)
+    assert may_move_twice(moved_before=True, waiting_makes_room=False)
+    assert "third" in why_again(True)
+    assert "third" not in why_again(False)
+
+
+def test_assign_moves_keeps_members_that_may_not_move_twice_for_hosts_where_they_stay() -> None:
+    waiting = [Member("a", "p", "g", 1), Member("b", "p", "h", 1)]
+    targets = [Target("queued", 8, False), Target("done", 1, True)]
+    moves, blocked = assign_moves(waiting, {"g": 1, "h": 1}, targets, {}, twice={"b"})
+    # a takes the only room where it stays; b may go to the queued host.
+    assert moves == [("a", "done"), ("b", "queued")]
+    assert blocked == []
+    moves, blocked = assign_moves(
+        list(reversed(waiting)), {"g": 1, "h": 1}, targets, {}, twice={"b"}
+    )
+    # b first takes the room where it stays (always preferred); a waits.
+    assert moves == [("b", "done")]
+    assert [b.instance_id for b in blocked] == ["a"]
+
+
+# --------------------------------------------------------------------------- runs
+
+
+@st.composite
+def clouds(draw: st.DrawFn) -> dict[str, Any]:
+    hosts = draw(st.integers(3, 7))
+    capacity = draw(st.integers(4, 8))
+    outside = draw(st.integers(0, 1))  # hosts left out of the session
+    groups = draw(
+        st.lists(
+            st.tuples(st.integers(1, 3), st.sampled_from([0, 60, 300])), min_size=1, max_size=3
+        )
+    )
+    layout: dict[str, list[tuple[str, int, int]]] = {}
+    n = 0
+    for h in range(hosts):
+        used = 0
+        items = []
+        for _ in range(draw(st.integers(0, 4))):
+            size = draw(st.integers(1, 2))
+            if used + size > capacity:
+                break
+            used += size
+            items.append((f"vm-{n}", size, draw(st.integers(0, len(groups) - 1))))
+            n += 1
+        layout[f"cmp-{h}"] = items
+    return {"layout": layout, "capacity": capacity, "groups": groups, "outside": outside}
+
+
+def first_moves_with_room_where_they_stay(
+    cloud: SimulatedCloud, spec: dict[str, Any], session_hosts: list[str]
+) -> list[str]:
+    """Instances whose move landed on a host they had to leave again while a
+    host where they stay (maintained, or outside the session) had room."""
+    used: Counter[str] = Counter()
+    size: dict[str, int] = {}
+    for host, items in spec["layout"].items():
+        for iid, vcpus, _ in items:
+            used[host] += vcpus
+            size[iid] = vcpus
+    stays = {h for h in spec["layout"] if h not in session_hosts}
+    disabled: set[str] = set()
+    moves = migrations_per_instance(cloud)
+    made: Counter[str] = Counter()
+    wrong = []
+    for event in cloud.events:
+        if event.kind == "disable_host" and event.host:
+            disabled.add(event.host)
+        elif event.kind == "enable_host" and event.host:
+            disabled.discard(event.host)
+            stays.add(event.host)
+        elif event.kind == "migration_started" and event.instance_id and event.detail:
+            iid, source, target = event.instance_id, event.host, event.detail
+            made[iid] += 1
+            if made[iid] < moves[iid] and target not in stays:
+                room = [
+                    h
+                    for h in stays
+                    if h != source and h not in disabled and spec["capacity"] - used[h] >= size[iid]
+                ]
+                if room:
+                    wrong.append(f"{iid} to {target} while {room} had room")
+            used[target] += size[iid]
+        elif event.kind == "migration_done" and event.instance_id and event.detail:
+            used[event.detail] -= size[event.instance_id]
+    return wrong
+
+
+@settings(
+    max_examples=25,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(clouds())
+def test_random_clouds_move_no_instance_more_than_twice_nor_twice_needlessly(
+    spec: dict[str, Any],
+) -> None:
+    clock = SimClock()
+    cloud = SimulatedCloud(migration_seconds=30, live_migration_seconds=30, clock=clock)
+    for host, items in spec["layout"].items():
+        cloud.add_host(host, vcpus=spec["capacity"])
+        for iid, vcpus, group in items:
+            cloud.add_instance(iid, f"p{group % 2}", host, vcpus=vcpus)
+    engine = Engine(
+        clock=clock,
+        plugins=[cloud, TimedAction("upgrade", HOST_WORK)],
+        load_entry_points=False,
+    )
+    try:
+        for index, (impacted, recovery) in enumerate(spec["groups"]):
+            engine.set_group_constraints(
+                GroupConstraints(
+                    group_id=f"g{index}",
+                    project_id=f"p{index % 2}",
+                    max_impacted_members=impacted,
+                    recovery_time=recovery,
+                )
+            )
+        for items in spec["layout"].values():
+            for iid, _, group in items:
+                engine.set_instance_constraints(
+                    InstanceConstraints(
+                        instance_id=iid, project_id=f"p{group % 2}", group_id=f"g{group}"
+                    )
+                )
+        session_hosts = sorted(spec["layout"])[spec["outside"] :]
+        sid = engine.create_session(
+            SessionRequest(
+                workflow="constrained",
+                hosts=session_hosts,
+                actions=[ActionSpec("upgrade", "host")],
+            )
+        )
+        view = engine.run_until_done(sid)
+    finally:
+        engine.close()
+    if view.state == "MAINTENANCE_FAILED":
+        # Only when capacity makes it impossible, said before touching anything.
+        assert not [e for e in cloud.events if e.kind == "migration_started"], view.reason
+        return
+    assert view.state == "MAINTENANCE_DONE", view.reason
+    assert max(migrations_per_instance(cloud).values(), default=0) <= 2
+    assert first_moves_with_room_where_they_stay(cloud, spec, session_hosts) == []
