@@ -249,6 +249,39 @@ def test_a_cancel_mid_migration_follows_it_and_puts_the_host_back(
     assert count(engine, TimerRow, sid) == 0
 
 
+def test_a_cancel_stops_waiting_for_a_managers_own_action(
+    engine: CoreEngine, cloud: SimulatedCloud, fenix_clock: SimClock
+) -> None:
+    """What only waits is abandoned (today's engine too): the manager said
+    OWN_ACTION and never moves its instance; the cancelled session settles at
+    once instead of watching it until the own_action deadline."""
+    manager = ScriptedManager(engine, "pa", action="OWN_ACTION")  # type: ignore[arg-type]
+    sid = engine.create_session(SessionRequest(hosts=["cmp-0"]))
+    drive(engine, fenix_clock, sid, lambda _v: any(o.kind == "watch" for o in ops(engine, sid)))
+    cancelled_at = fenix_clock.now()
+    engine.cancel(sid)
+    view = drive(engine, fenix_clock, sid)
+    manager.close()
+    assert view.state == "MAINTENANCE_CANCELLED"
+    [watch] = [o for o in engine.list_operations(sid) if o.kind == "watch"]
+    assert (watch.status, watch.detail) == (
+        "abandoned",
+        "session cancelled: cancelled by the admin",
+    )
+    assert watch.finished_at == cancelled_at
+    [a1] = engine.project_view(sid, "pa").instances
+    assert (a1.host, a1.state) == ("cmp-0", "PENDING")
+    assert cloud.is_enabled("cmp-0")
+    with engine.database.connect() as db:
+        wake = db.scalar(select(SessionClockRow.next_wake).where(SessionClockRow.session_id == sid))
+    assert wake is None
+    assert fenix_clock.now() - cancelled_at < timedelta(minutes=5)
+
+
+def ops(engine: CoreEngine, sid: str) -> list[Any]:
+    return engine.list_operations(sid)
+
+
 def test_controls_refuse_bad_input_and_unknown_sessions(engine: CoreEngine) -> None:
     sid = engine.create_session(SessionRequest())
     for control in (engine.pause, engine.cancel):
