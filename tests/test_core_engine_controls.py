@@ -8,6 +8,7 @@ holds is one write fenced by that worker's lease."""
 
 from __future__ import annotations
 
+import tempfile
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -17,6 +18,8 @@ from typing import Any
 
 import pytest
 from conftest import Recorder
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy import func, select
 
 from fenix_core import ActionSpec, SessionRequest, signals
@@ -36,7 +39,13 @@ from fenix_core.store.schema import (
     SessionStateRow,
     TimerRow,
 )
-from fenix_core.testing import ScriptedManager, SimulatedCloud, TimedAction, migrations_per_instance
+from fenix_core.testing import (
+    ScriptedManager,
+    SimulatedCloud,
+    TimedAction,
+    migrations_per_instance,
+    violations,
+)
 from fenix_core.workflows.v2.rolling import RollingWorkflow
 
 # cmp-2 is empty, so it is maintained first; then cmp-0 and cmp-1 are drained.
@@ -742,3 +751,80 @@ def test_next_wake_counts_stored_sessions_no_live_lease_covers(
     assert second.next_wake() == start
     assert second.run_until_done(sid).state == "MAINTENANCE_DONE"
     assert second.next_wake() is None
+
+
+# --------------------------------------------------------------------------- random controls
+
+CONTROLS = st.lists(
+    st.tuples(st.integers(0, 60), st.sampled_from(["pause", "resume", "cancel"])), max_size=5
+)
+
+
+@settings(max_examples=12, deadline=None)
+@given(schedule=CONTROLS)
+def test_random_controls_are_refused_exactly_when_today_refuses_and_leave_no_host_out(
+    schedule: list[tuple[int, str]],
+) -> None:
+    """Pause, resume and cancel at random points of a session: each is
+    refused (Conflict) exactly when the session is paused already / not
+    paused / ended; while paused no host is disabled and no migration
+    starts; the session ends DONE, or CANCELLED if a cancel went through,
+    with every host back in service and no placement rule broken."""
+    clock = SimClock()
+    cloud = SimulatedCloud(live_migration_seconds=120, clock=clock)
+    fill(cloud, {"cmp-0": [("a", "p1", 2), ("b", "p2", 2)], "cmp-1": [("c", "p1", 2)], "cmp-2": []})
+    with tempfile.TemporaryDirectory() as where:
+        engine = CoreEngine(
+            f"sqlite:///{where}/fenix.db",
+            clock=clock,
+            plugins=[cloud, TimedAction("upgrade", seconds=300)],
+            workflows={"rolling": RollingWorkflow},
+        )
+        sid = engine.create_session(SessionRequest(actions=UPGRADE))
+        paused_since: int | None = None
+        cancelled = False
+        ticks = 0
+        pending = sorted(schedule)
+        while True:
+            while pending and pending[0][0] <= ticks:
+                _, control = pending.pop(0)
+                ended = engine.get_session(sid).state in FINAL
+                refused = ended or (control == "pause" and paused_since is not None)
+                refused = refused or (control == "resume" and paused_since is None)
+                try:
+                    if control == "cancel":
+                        engine.cancel(sid)
+                    else:
+                        getattr(engine, control)(sid)
+                except Conflict:
+                    assert refused, (control, ticks)
+                    continue
+                assert not refused, (control, ticks)
+                if control == "pause":
+                    paused_since = len(cloud.events)
+                elif control == "resume":
+                    paused_since = None
+                else:
+                    cancelled = True
+            if paused_since is not None:
+                started = {e.kind for e in cloud.events[paused_since:]}
+                assert not started & {"migration_started", "disable_host"}, ticks
+            if not engine.run_until_idle():
+                wake = engine.next_wake()
+                if wake is None:
+                    view = engine.get_session(sid)
+                    if view.paused and not pending and view.state not in FINAL:
+                        engine.resume(sid)  # the admin lets it finish
+                        paused_since = None
+                        continue
+                    if not pending:
+                        break
+                else:
+                    clock.advance_to(max(wake, clock.now()))
+            ticks += 1
+            assert ticks < 2_000
+        view = engine.get_session(sid)
+        engine.close()
+    assert view.state == ("MAINTENANCE_CANCELLED" if cancelled else "MAINTENANCE_DONE")
+    assert all(cloud.is_enabled(h) for h in ("cmp-0", "cmp-1", "cmp-2"))
+    assert violations(cloud) == []
