@@ -22,10 +22,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
 
-from fenix_core import ActionSpec, SessionRequest, signals
+from fenix_core import ActionSpec, SessionRequest, hookimpl, signals
 from fenix_core.clock import SimClock
 from fenix_core.core.engine_v2 import CoreEngine
 from fenix_core.errors import Conflict, InvalidInput, NotFound
+from fenix_core.hookspecs import GateContext, GateResult
 from fenix_core.model import SessionUpdate, SessionView
 from fenix_core.store.schema import (
     HostRow,
@@ -256,6 +257,41 @@ def test_a_cancel_mid_migration_follows_it_and_puts_the_host_back(
     assert [(i.host, i.state) for i in moved] == [("cmp-1", "DONE")]
     assert [i.state for i in p1.instances if not i.moves] == ["PENDING"]  # never started
     assert count(engine, TimerRow, sid) == 0
+
+
+class Breaker:
+    """A plug-in gate: says stop while ``tripped``."""
+
+    name = "breaker"
+
+    def __init__(self) -> None:
+        self.tripped = True
+
+    @hookimpl
+    def fenix_gates(self) -> list[Breaker]:
+        return [self]
+
+    def check(self, context: GateContext) -> GateResult:
+        if self.tripped:
+            return GateResult.stop(f"error budget exhausted (before {context.host})")
+        return GateResult.ok()
+
+
+def test_a_gate_that_says_stop_pauses_the_session_until_resumed(
+    cloud: SimulatedCloud, core: Factory, fenix_clock: SimClock
+) -> None:
+    breaker = Breaker()
+    engine = core(breaker)
+    sid = engine.create_session(SessionRequest(controls={"gates": [{"name": "breaker"}]}))
+    view = drive(engine, fenix_clock, sid)
+    assert view.paused
+    assert view.waiting == "paused: error budget exhausted (before cmp-2)"
+    assert not events(cloud, "disable_host")
+    with pytest.raises(Conflict):
+        engine.pause(sid)
+    breaker.tripped = False
+    assert not engine.resume(sid).paused
+    assert drive(engine, fenix_clock, sid).state == "MAINTENANCE_DONE"
 
 
 def test_a_cancel_stops_waiting_for_a_managers_own_action(
