@@ -431,6 +431,19 @@ def test_create_session_over_hosts_of_a_running_session_is_a_conflict(engine: Co
     assert [s.session_id for s in engine.list_sessions()] == [first, second, third]
 
 
+def test_subscribe_and_unsubscribe_are_idempotent(engine: CoreEngine) -> None:
+    engine.subscribe("pa")
+    engine.subscribe("pa")
+    engine.subscribe("pb")
+    assert engine.subscriptions() == ["pa", "pb"]
+    engine.unsubscribe("pa")
+    engine.unsubscribe("pa")
+    assert engine.subscriptions() == ["pb"]
+    with pytest.raises(InvalidInput) as bad:
+        engine.unsubscribe("")
+    assert bad.value.field == "project_id"
+
+
 # --------------------------------------------------------------------------- update_session
 
 

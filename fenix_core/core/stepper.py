@@ -231,6 +231,7 @@ class Stepper:
     def forget(self, session_id: str) -> None:
         """Drop a session this engine holds, without writing (it was deleted)."""
         self._let_go(session_id)
+        self._sent.pop(session_id, None)
 
     def release(self) -> None:
         """Let every held session go (engine close)."""
