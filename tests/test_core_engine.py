@@ -129,7 +129,9 @@ def full_run(cloud: SimulatedCloud, core: Factory) -> Any:
 def test_session_completes_with_every_host_maintained(full_run: Any) -> None:
     view, recorder, *_ = full_run
     assert (view.state, view.reason, view.percent_done) == ("MAINTENANCE_DONE", None, 100)
-    assert view.hosts == dict.fromkeys(["ctl-0", "cmp-0", "cmp-1", "cmp-2", "cmp-3"], "MAINTAINED")
+    assert {h.name: h.state for h in view.hosts} == dict.fromkeys(
+        ["ctl-0", "cmp-0", "cmp-1", "cmp-2", "cmp-3"], "MAINTAINED"
+    )
     assert recorder.session_states() == [
         "MAINTENANCE",
         "START_MAINTENANCE",
@@ -300,7 +302,7 @@ def test_action_plugin_failure_fails_the_session(cloud: SimulatedCloud, core: Fa
     )
     assert view.state == "MAINTENANCE_FAILED"
     assert view.reason == "host action 'upgrade' failed on cmp-3: upgrade failed on cmp-3"
-    assert view.hosts["cmp-3"] == "FAILED"
+    assert view.host("cmp-3").state == "FAILED"
 
 
 class _Broken(RollingWorkflow):

@@ -365,3 +365,40 @@ def test_started_operations_may_bring_the_next_step_forward() -> None:
     w.stepper.wake("s1")
     assert w.stepper.step() == 1
     assert w.stepper.next_wake() == T0 + timedelta(seconds=5)
+
+
+def test_a_held_idle_session_changed_through_the_database_is_loaded_again() -> None:
+    """An admin's control written by another process under this worker's
+    lease (version moved, next_wake now): the copy of a session held here
+    with nothing scheduled is dropped when the poller lists it, and the
+    session is loaded as stored."""
+    w = World(poller=True)
+    w.session("s1")
+    runner_run = w.runner.run
+    w.runner.run = lambda ws, now, frame: attrs.evolve(  # type: ignore[method-assign]
+        runner_run(ws, now, frame), wake=None
+    )
+    w.stepper.wake("s1")
+    assert w.stepper.step() == 1  # held, waiting for nothing (a reply, say)
+    row = w.store.rows["s1"]
+    row.version += 1  # the control's write, fenced by this worker's lease
+    row.next_wake = w.clock.now()
+    assert w.poller is not None
+    w.poller.poll = lambda now: ["s1"] if w.store.rows["s1"].next_wake else []  # type: ignore[method-assign]
+    w.clock.advance(10)  # the poll interval
+    assert w.stepper.step() == 1  # the stale copy dropped: claimed, loaded, stepped
+    assert w.store.calls.count("load s1") == 2
+    assert row.steps == 2
+
+
+def test_a_fenced_out_session_is_looked_for_at_the_next_step() -> None:
+    """A step fenced out (the session changed under this worker's lease)
+    makes the next step poll at once, not a poll interval later."""
+    w = World(poller=True)
+    w.session("s1")
+    w.stepper.wake("s1")
+    assert w.stepper.step() == 1  # wake in 60 s
+    w.store.rows["s1"].version += 1  # written by someone else under this lease
+    w.clock.advance(60)
+    assert w.stepper.step() == 0  # fenced out
+    assert w.stepper.next_wake() == w.clock.now()  # poll now

@@ -13,12 +13,20 @@ today's engine sends (``sender`` is the CoreEngine), and replies come in
 through :class:`~fenix_core.core.replies.ReplyIntake` (checked on the held
 working set without SQL, group commit).
 
-Not yet here (today's Engine has them): admin controls (pause, resume,
-cancel, update), the inventory table and host changes (the host listings of
-``Inventory``/``ListHosts`` are not applied to the records), constraints set
-through the API, and the check that no other running session maintains the
-hosts. Reply deadlines are the workflow's timers; the notices' ``reply_at``
-is the same instant (``WorkingSetAdapter.ask_project``).
+The admin's controls (pause, resume, cancel, ``update_session``,
+``delete_session``; :mod:`~fenix_core.core.admin`) and the read side
+(:mod:`~fenix_core.core.views`: today's ``SessionView``, ``ProjectView`` and
+``OperationView``, the outbox backlog, the next wake-up) behave as today's
+Engine's; ``create_session`` refuses hosts another running session
+maintains, in the insert's transaction.
+
+Not yet here (today's Engine has them): the inventory table and host
+changes (the host listings of ``Inventory``/``ListHosts`` are not applied to
+the records, ``refresh_inventory``), constraints set through the API,
+``run_forever``/``stop``, and the session view's ``stuck`` list and
+``ignored_constraints`` (nothing records them yet). Reply deadlines are the
+workflow's timers; the notices' ``reply_at`` is the same instant
+(``WorkingSetAdapter.ask_project``).
 """
 
 from __future__ import annotations
@@ -33,21 +41,31 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, insert, select
+from sqlalchemy import bindparam, delete, insert, select
 from sqlalchemy.engine import Engine as SAEngine
 
 from ..clock import Clock, RealClock
 from ..constraints import ConstraintSet
 from ..contract import Workflow
-from ..errors import FenixError, InvalidInput
-from ..model import Reply, SessionRequest
+from ..errors import FenixError, InvalidInput, NotFound
+from ..model import (
+    OperationView,
+    ProjectView,
+    Reply,
+    SessionRequest,
+    SessionUpdate,
+    SessionView,
+    _str,
+)
 from ..operations import OperationRunner
 from ..plugins import Plugins
 from ..reply_inbox import SqlReplyFacts, SqlReplyInbox
 from ..signals import SIGNALS
-from ..states import FINAL_SESSION_STATES, InstanceState
+from ..states import FINAL_SESSION_STATES, HostState, InstanceState
 from ..store.database import migrate, open_database
 from ..store.schema import SessionStateRow, SubscriptionRow
+from . import views
+from .admin import SessionAdmin, check_hosts_free
 from .factory import CloudSnapshot, SessionFactory
 from .leases import SqlLeaseKeeper
 from .operations import CoreOperations
@@ -62,7 +80,7 @@ from .stepper import Stepper
 from .working_set import ComponentRec, HostRec, InstanceRec, ProjectRec, SessionRec, WorkingSet
 from .ws_port import SESSION_COMPONENT
 
-__all__ = ["CoreEngine", "CoreSessionView", "working_rows"]
+__all__ = ["CoreEngine", "working_rows"]
 
 log = logging.getLogger("fenix_core.core")
 
@@ -108,26 +126,6 @@ def working_rows(new: NewSession) -> NewSession:
         projects=projects,
         components=[ComponentRec(SESSION_COMPONENT, 1, dict(s["data"] or {})).row()],
     )
-
-
-class CoreSessionView:
-    """A session as stored: state, reason, percentage, host and project states."""
-
-    def __init__(self, ws: WorkingSet) -> None:
-        s = ws.session
-        self.session_id = s.id
-        self.workflow = s.workflow
-        self.state: str = s.state
-        self.reason = s.reason
-        self.percent_done = s.percent_done
-        self.hosts: dict[str, str] = {h.name: h.state for h in ws.hosts.values()}
-        self.projects: dict[str, str | None] = {p.project_id: p.state for p in ws.projects.values()}
-        self.instances: dict[str, tuple[str, str]] = {
-            i.instance_id: (i.host, i.state) for i in ws.instances.values()
-        }
-
-    def __repr__(self) -> str:
-        return f"CoreSessionView({self.session_id}, {self.state}, {self.percent_done}%)"
 
 
 class _HeldFacts:
@@ -254,6 +252,13 @@ class CoreEngine:
             clock=self.clock.now,
         )
         self._factory = SessionFactory(self._workflows, self.plugins.actions, self.plugins.gates)
+        self._admin = SessionAdmin(
+            database=self._db,
+            store=self._store,
+            stepper=self._stepper,
+            runner=self._runner,
+            clock=self.clock,
+        )
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -276,7 +281,10 @@ class CoreEngine:
     # ------------------------------------------------------------------ sessions
 
     def create_session(self, request: SessionRequest | Mapping[str, Any]) -> str:
-        """Validate the request against the cloud, insert the session, wake it."""
+        """Validate the request against the cloud, insert the session, wake it.
+
+        Conflict, writing nothing, if another running session maintains one
+        of its hosts (checked in the insert's transaction)."""
         req = self._factory.check(request)
         cloud = CloudSnapshot.read(self.plugins.require_driver())
         found = cloud.constraints
@@ -289,15 +297,130 @@ class CoreEngine:
             session_id=session_id,
             now=self.clock.now(),
         )
+        rows = working_rows(new)
+        pending = HostState.PENDING.value
+        scope = [h[0] for h in rows.hosts if h[HostRec.FIELDS.index("state")] == pending]
         with self._lock:
-            self._store.insert(working_rows(new))
+            self._store.insert(
+                rows, check=lambda db: check_hosts_free(db, [*scope, *req.add_hosts])
+            )
             self._stepper.wake(session_id)
         self._wake.set()
         return session_id
 
-    def get_session(self, session_id: str) -> CoreSessionView:
-        """The session as last committed."""
-        return CoreSessionView(self._store.load(session_id))
+    def get_session(self, session_id: str) -> SessionView:
+        """The session: state, percent done, hosts and their states, reason
+        (today's ``SessionView``), as last committed."""
+        with self._lock:
+            return views.session_view(self._working_set(session_id), self.clock.now())
+
+    def list_sessions(self) -> list[SessionView]:
+        """Every session, oldest first."""
+        return [self.get_session(sid) for sid in views.session_ids(self._db)]
+
+    def list_operations(self, session_id: str) -> list[OperationView]:
+        """Every operation the session recorded, in that order (read-only).
+        An operation started after its step's commit shows ``pending`` until
+        the session's next step writes its status."""
+        with self._lock:
+            self._require_session(session_id)
+            return views.operation_views(self._db, session_id)
+
+    def project_view(self, session_id: str, project_id: str) -> ProjectView:
+        """One project's instances in the session and their states, nothing else."""
+        _str(project_id, "project_id")
+        with self._lock:
+            found = views.project_view(self._working_set(session_id), project_id)
+        if found is None:
+            raise NotFound("project", project_id, session_id=session_id)
+        return found
+
+    def outbox_backlog(self) -> tuple[int, datetime | None]:
+        """Notifications written but not yet delivered, of every session: how
+        many, and when the oldest was written (the machine's clock: the
+        core's outbox rows carry it). Read-only: for metrics."""
+        with self._lock:
+            return views.outbox_backlog(self._db, self._outbox.watermark)
+
+    # ------------------------------------------------------------------ admin controls
+
+    def pause(self, session_id: str, reason: str = "by the admin") -> SessionView:
+        """Stop starting new hosts and moves; work in flight ends normally.
+
+        Conflict if the session has ended or is paused already."""
+        _str(reason, "reason")
+        with self._lock:
+            self._require_session(session_id)
+            self._admin.pause(session_id, reason)
+        return self._changed(session_id)
+
+    def resume(self, session_id: str) -> SessionView:
+        """Let a paused session go on. Conflict if it is not paused."""
+        with self._lock:
+            self._require_session(session_id)
+            self._admin.resume(session_id)
+        return self._changed(session_id)
+
+    def cancel(self, session_id: str, reason: str = "cancelled by the admin") -> SessionView:
+        """End the session (MAINTENANCE_CANCELLED): no new work; migrations in
+        flight are followed to their end; the host this session disabled, and
+        only that, is put back into service. Conflict if it has ended."""
+        _str(reason, "reason")
+        with self._lock:
+            self._require_session(session_id)
+            self._admin.cancel(session_id, reason)
+        return self._changed(session_id)
+
+    def update_session(
+        self,
+        session_id: str,
+        update: SessionUpdate | Mapping[str, Any] | None = None,
+        **changes: Any,
+    ) -> SessionView:
+        """Move ``maintenance_at`` (before host work starts) or ``retry`` a
+        failed session from where it stopped."""
+        if isinstance(update, SessionUpdate):
+            upd = update
+        elif update is not None and not isinstance(update, Mapping):
+            raise InvalidInput("update", f"expected an object, got {type(update).__name__}")
+        else:
+            upd = SessionUpdate.from_dict({**dict(update or {}), **changes})
+        if not upd.retry and not upd.changes_start:
+            raise InvalidInput("update", "nothing to change: give maintenance_at or retry")
+        with self._lock:
+            self._require_session(session_id)
+            self._admin.update(session_id, upd)
+        return self._changed(session_id)
+
+    def delete_session(self, session_id: str) -> None:
+        """Remove a finished session and everything recorded about it."""
+        with self._lock:
+            self._require_session(session_id)
+            self._admin.delete(session_id)
+            self._noted.pop(session_id, None)
+
+    def _changed(self, session_id: str) -> SessionView:
+        self._wake.set()
+        return self.get_session(session_id)
+
+    def _require_session(self, session_id: str) -> None:
+        """InvalidInput for a session id that is not a string; NotFound for
+        a session that does not exist."""
+        if not isinstance(session_id, str):
+            raise InvalidInput("session_id", f"expected a string, got {type(session_id).__name__}")
+        if self._stepper.held(session_id) is None and not views.session_exists(
+            self._db, session_id
+        ):
+            raise NotFound("session", session_id, session_id=session_id)
+
+    def _working_set(self, session_id: str) -> WorkingSet:
+        """The session as last committed (by any worker: the copy this engine
+        holds may be behind a control written through the database)."""
+        self._require_session(session_id)
+        try:
+            return self._store.load(session_id)
+        except NotFound:  # deleted meanwhile
+            raise NotFound("session", session_id, session_id=session_id) from None
 
     def subscribe(self, project_id: str) -> None:
         if not isinstance(project_id, str) or not project_id:
@@ -312,6 +435,11 @@ class CoreEngine:
                         project_id=project_id, created_at=self.clock.now()
                     )
                 )
+
+    def unsubscribe(self, project_id: str) -> None:
+        _str(project_id, "project_id")
+        with self._lock, self._db.begin() as db:
+            db.execute(delete(SubscriptionRow).where(SubscriptionRow.project_id == project_id))
 
     def subscriptions(self) -> list[str]:
         with self._db.connect() as db:
@@ -383,9 +511,24 @@ class CoreEngine:
         return steps
 
     def next_wake(self) -> datetime | None:
-        return self._stepper.next_wake()
+        """When the engine next has something to do (None: nothing scheduled):
+        the sessions it holds, and those stored that it may take (sessions
+        another worker holds a live lease on are not counted)."""
+        with self._lock:
+            held, queue = self._stepper.held_ids(), self._stepper.queue
+            stored = None
+            for sid, wake in views.stored_wakes(
+                self._db, self.worker_id, self.lease_clock.now(), len(held) + 1
+            ):
+                if sid not in held:
+                    stored = wake
+                    break
+                if sid not in queue:  # held, nothing scheduled, yet due in the database
+                    self._stepper.reload_at(sid, wake)
+            mine = self._stepper.next_wake()
+        return min((w for w in (mine, stored) if w is not None), default=None)
 
-    def run_until_done(self, session_id: str) -> CoreSessionView:
+    def run_until_done(self, session_id: str) -> SessionView:
         """Step until the session is final with nothing left to follow.
 
         A session this engine does not hold (created by another process, or

@@ -29,7 +29,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any, TypeAlias, cast
 
 from ..contract import (
     DisableHost,
@@ -54,9 +54,12 @@ from .stepper import StepFrame, StepOutcome
 from .working_set import InboxRec, OpRec, WorkingSet
 from .ws_port import WorkingSetAdapter, op_of
 
-__all__ = ["CoreRunner"]
+__all__ = ["Control", "CoreRunner"]
 
 log = logging.getLogger("fenix_core.core")
+
+#: An admin's change applied as the first event of a step (core/admin.py).
+Control: TypeAlias = Callable[[StepContext, WorkingSetAdapter, Workflow], None]
 
 _ENDED = frozenset({OpStatus.DONE.value, OpStatus.FAILED.value})
 
@@ -126,13 +129,22 @@ class CoreRunner:
 
     # ------------------------------------------------------------------ the step
 
-    def run(self, working_set: WorkingSetLike, now: datetime, frame: StepFrame) -> StepOutcome:
+    def run(
+        self,
+        working_set: WorkingSetLike,
+        now: datetime,
+        frame: StepFrame,
+        control: Control | None = None,
+    ) -> StepOutcome:
+        """One step; ``control`` (an admin's change) is its first event, and
+        ``advance`` follows it even when it ended the session (a cancel: the
+        workflow winds down)."""
         ws = cast(WorkingSet, working_set)
         adapter = self.adapter(ws)
         adapter.begin(now)
         workflow = self.workflow(ws.session.workflow)
         try:
-            self._hooks(ws, adapter, workflow, now)
+            self._hooks(ws, adapter, workflow, now, control)
         except Exception as exc:
             log.exception("session %s: workflow error", ws.session.id)
             adapter = self._drop_step(ws, now)
@@ -167,7 +179,12 @@ class CoreRunner:
         return written - lease_now > self._lease / 2
 
     def _hooks(
-        self, ws: WorkingSet, adapter: WorkingSetAdapter, workflow: Workflow, now: datetime
+        self,
+        ws: WorkingSet,
+        adapter: WorkingSetAdapter,
+        workflow: Workflow,
+        now: datetime,
+        control: Control | None = None,
     ) -> None:
         """The step's events, then ``advance``. A step with no event (only
         polls of operations still running) does not call the workflow at all:
@@ -189,10 +206,12 @@ class CoreRunner:
         )
         replies = ws.session.id in self._replies_due
         first = ws.session.version == 0 or not adapter.stepped
-        if not (ended or timers or replies or first):
+        if not (ended or timers or replies or first or control):
             return
         adapter.stepped = True
         ctx = StepContext(adapter, now)
+        if control is not None:
+            control(ctx, adapter, workflow)
         if replies:
             self._replies_due.discard(ws.session.id)
             for row in self._replies(ws.session.id, ws.session.inbox_seen_id):
@@ -209,7 +228,7 @@ class CoreRunner:
         if ws.session.version == 0 and not adapter.final:
             adapter.announce()  # the session exists: today's first notice
             workflow.start(ctx)
-        if not adapter.final:
+        if not adapter.final or control is not None:
             workflow.advance(ctx)
 
     def _reply(

@@ -7,7 +7,7 @@ transaction is rolled back and :class:`LeaseLost` raised."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -144,10 +144,14 @@ class SqlSessionStore:
 
     # ------------------------------------------------------------------ insert
 
-    def insert(self, new: NewSession) -> None:
+    def insert(self, new: NewSession, *, check: Callable[[Connection], None] | None = None) -> None:
+        """Insert the session's rows in one transaction; ``check`` runs first
+        in it (what it raises rolls the transaction back)."""
         session = SessionRec(*new.session)
         sid = session.id
         with self.database.begin() as db:
+            if check is not None:
+                check(db)
             db.execute(
                 S.insert_session, params(SessionRec.ROW, session.row()[: len(SessionRec.ROW)])
             )

@@ -19,9 +19,9 @@ neither the store, nor the lease keeper, nor the poller.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import datetime, timedelta
-from typing import Protocol, cast
+from typing import Protocol, TypeAlias, cast
 
 import attrs
 
@@ -31,7 +31,7 @@ from .due import DbPoller, DueQueue
 from .outbox import Outbox, OutboxSource
 from .ports import Fence, LeaseKeeper, SessionStore, StepWrite, WorkingSetLike
 
-__all__ = ["LoadedSet", "StepFrame", "StepOutcome", "StepRunner", "Stepper"]
+__all__ = ["LoadedSet", "RunStep", "StepFrame", "StepOutcome", "StepRunner", "Stepper"]
 
 
 class LoadedSet(WorkingSetLike, Protocol):
@@ -81,6 +81,11 @@ class StepRunner(Protocol):
         than the outcome's wake)."""
 
 
+#: What runs one step of a working set (the runner's ``run``, or an admin's
+#: change wrapped around it).
+RunStep: TypeAlias = Callable[[WorkingSetLike, datetime, StepFrame], StepOutcome]
+
+
 class Stepper:
     """Due queue -> lease -> load -> hooks -> one write -> start operations."""
 
@@ -116,6 +121,9 @@ class Stepper:
         # Session id -> its stored version: loaded, then +1 per committed write
         # (the fence's version; the working set need not track it).
         self._versions: dict[str, int] = {}
+        # Session id -> what this engine delivered of a session it let go
+        # without writing that watermark (fenced out, or reloaded).
+        self._sent: dict[str, int] = {}
 
     # ------------------------------------------------------------ wake-ups
 
@@ -132,6 +140,10 @@ class Stepper:
     def held(self, session_id: str) -> WorkingSetLike | None:
         """The working set of a session this engine holds (replies validate on it)."""
         return self._held.get(session_id)
+
+    def held_ids(self) -> Collection[str]:
+        """The sessions this engine holds (a live view)."""
+        return self._held.keys()
 
     def next_wake(self) -> datetime | None:
         """When the next ``step()`` has something to do (due session or poll).
@@ -163,11 +175,15 @@ class Stepper:
         if self._poller is not None and (self._next_poll is None or self._next_poll <= polled_at):
             self._next_poll = polled_at + self._poll_every
             seen = set(due)
-            # Held sessions wake from the queue only: the poller may list one
-            # whose stored next_wake is conservative (operations just started).
-            due += [
-                sid for sid in self._poller.poll(now) if sid not in seen and sid not in self._held
-            ]
+            # A held session with a wake-up in the queue waits for it: its
+            # stored next_wake may be conservative (operations just started).
+            for sid in self._poller.poll(now):
+                if sid in seen or (sid in self._held and sid in self.queue):
+                    continue
+                if sid in self._held:
+                    self.reload_at(sid, now)  # changed where this copy cannot see
+                    self.queue.drop(sid)
+                due.append(sid)
         if not due:
             return 0
         fences = self._claim_unheld(due)
@@ -179,6 +195,44 @@ class Stepper:
                 stepped += 1
         return stepped
 
+    def step_now(
+        self,
+        session_id: str,
+        run: RunStep,
+        *,
+        check: Callable[[WorkingSetLike], None] | None = None,
+    ) -> bool:
+        """Step ``session_id`` at once with ``run`` in place of the runner's
+        (an admin's change), claiming it first if this engine does not hold
+        it. ``check`` sees the working set before anything changes; what it
+        raises propagates and nothing is written. False, with nothing done,
+        when another worker holds the session or took it meanwhile."""
+        if session_id not in self._held and session_id not in self._leases.claim([session_id]):
+            return False
+        loaded = session_id not in self._held
+        working_set = self._held.get(session_id) or self._load(session_id)
+        if check is not None:
+            try:
+                check(working_set)
+            except BaseException:
+                if loaded:  # not scheduled yet: the poller finds it when it is due
+                    self._let_go(session_id)
+                raise
+        return self._step_one(session_id, self._clock.now(), run)
+
+    def reload_at(self, session_id: str, when: datetime) -> None:
+        """A session held here with nothing scheduled is due in the database:
+        it was changed there (an admin's control written under this worker's
+        lease by another process). Drop this copy; step it, loaded afresh,
+        at ``when``."""
+        self._let_go(session_id, keep_sent=True)
+        self.queue.schedule(session_id, when)
+
+    def forget(self, session_id: str) -> None:
+        """Drop a session this engine holds, without writing (it was deleted)."""
+        self._let_go(session_id)
+        self._sent.pop(session_id, None)
+
     def release(self) -> None:
         """Let every held session go (engine close)."""
         for session_id in list(self._held):
@@ -189,7 +243,7 @@ class Stepper:
         unheld = [sid for sid in due if sid not in self._held]
         return self._leases.claim(unheld) if unheld else {}
 
-    def _step_one(self, session_id: str, now: datetime) -> bool:
+    def _step_one(self, session_id: str, now: datetime, run: RunStep | None = None) -> bool:
         working_set = self._held.get(session_id)
         if working_set is None:
             working_set = self._load(session_id)
@@ -201,11 +255,15 @@ class Stepper:
             delivered_seq=self._outbox.watermark(session_id),
         )
         try:
-            outcome = self._runner.run(working_set, now, frame)
+            outcome = (run or self._runner.run)(working_set, now, frame)
             if outcome.write is not None:
                 self._store.write(outcome.write)
         except LeaseLost:
-            self._let_go(session_id)
+            self._let_go(session_id, keep_sent=True)
+            # Fenced out: taken over, or changed through the database by an
+            # admin's control under this worker's own lease (then the next
+            # poll claims it back at once and the step reloads it).
+            self._next_poll = None
             return False
         except BaseException:
             # The step did not commit: its in-memory changes are void.
@@ -225,22 +283,47 @@ class Stepper:
         if woken is not None:
             wake = woken if wake is None else min(wake, woken)
         if outcome.finished and wake is None:
+            self._write_watermark(session_id, fence, outcome.write)
             self._let_go(session_id)
         elif wake is not None:
             self.queue.schedule(session_id, wake)
         return True
 
+    def _write_watermark(self, session_id: str, fence: Fence, last: StepWrite | None) -> None:
+        """A finished session is let go, so no next step carries the
+        watermark of what its last step delivered: write it now (else those
+        rows would count as undelivered for good)."""
+        mark = self._outbox.watermark(session_id)
+        if last is None or mark <= last.delivered_seq:
+            return
+        write = StepWrite(
+            fence=attrs.evolve(fence, version=fence.version + 1),
+            next_wake=last.next_wake,
+            lease_expires=last.lease_expires,
+            delivered_seq=mark,
+            inbox_seen_id=last.inbox_seen_id,
+        )
+        try:
+            self._store.write(write)
+        except LeaseLost:
+            return  # taken over meanwhile: its new holder sends them again
+
     def _load(self, session_id: str) -> LoadedSet:
         working_set = cast(LoadedSet, self._store.load(session_id))
         self._held[session_id] = working_set
         self._versions[session_id] = working_set.version
+        delivered = max(working_set.delivered_seq, self._sent.pop(session_id, 0))
         if self._leftovers is not None:
-            self._outbox.leftovers(self._leftovers, session_id, working_set.delivered_seq)
+            self._outbox.leftovers(self._leftovers, session_id, delivered)
         else:
-            self._outbox.restore(session_id, working_set.delivered_seq)
+            self._outbox.restore(session_id, delivered)
         return working_set
 
-    def _let_go(self, session_id: str) -> None:
+    def _let_go(self, session_id: str, *, keep_sent: bool = False) -> None:
+        """``keep_sent``: remember what this engine delivered of it, so that a
+        reload does not send again what the stored watermark lags behind."""
+        if keep_sent:
+            self._sent[session_id] = self._outbox.watermark(session_id)
         self._held.pop(session_id, None)
         self._versions.pop(session_id, None)
         self.queue.drop(session_id)

@@ -22,6 +22,8 @@ from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+import attrs
+
 from ..contract import (
     ComponentState,
     DisableHost,
@@ -411,7 +413,7 @@ class WorkingSetAdapter:
         self.service = service
         self.admin_project_id = admin_project_id
         self.now: datetime = now if now is not None else ws.session.updated_at
-        self._request = SessionRequest.from_dict(ws.session.request)
+        self._request = self._current_request()
         self._host_views: dict[str, HostView] = {}
         self._instance_views: dict[str, InstanceView] = {}
         self._order: list[str] | None = None
@@ -432,6 +434,21 @@ class WorkingSetAdapter:
     def begin(self, now: datetime) -> None:
         """A new step starts at ``now``."""
         self.now = now
+
+    def _current_request(self) -> SessionRequest:
+        """The stored request with the session's ``maintenance_at``, which an
+        admin may have moved since (:meth:`reschedule`)."""
+        s = self.ws.session
+        request = SessionRequest.from_dict(s.request)
+        if request.maintenance_at != s.maintenance_at:
+            request = attrs.evolve(request, maintenance_at=s.maintenance_at)
+        return request
+
+    def reschedule(self, maintenance_at: datetime | None) -> None:
+        """The admin moved the start: the session row keeps it (the stored
+        request JSON is written once), and ``request`` shows it from now on."""
+        self.ws.update_session(maintenance_at=maintenance_at, updated_at=self.now)
+        self._request = self._current_request()
 
     # ------------------------------------------------------------------ reads
 

@@ -88,8 +88,10 @@ around a workflow (the step runner, the reply intake, inventory, delivery).
 13. The engine's, not a workflow's, on the contract: ``reply_at`` /
    ``actions_at`` in the notification bodies and refusing late replies
    (reply intake), progress percent and the ADMIN ``maintenance_session``
-   notices, cancel itself and ``can_reschedule``, applying inventories,
-   listings and ``Locate`` results to the records, HOST_ADDED /
-   HOST_REMOVED, abandoning a Watch / listing of a session that ended, the
-   ``stuck`` list of the session view, merging the cloud's constraints.
+   notices, cancel itself and ``can_reschedule`` (``core/admin.py``: the
+   cancelled session's ``advance`` winds the workflow down), applying
+   inventories, listings and ``Locate`` results to the records, HOST_ADDED /
+   HOST_REMOVED, abandoning a Watch / listing of a session that ended (done
+   for a cancel in ``core/admin.py``; not yet for a failure), the ``stuck``
+   list of the session view, merging the cloud's constraints.
 """

@@ -1,0 +1,174 @@
+"""The read side of the redesigned core: today's public views
+(:class:`~fenix_core.model.SessionView`, ``ProjectView``, ``OperationView``)
+built from a working set and the operations table, the outbox backlog and
+the next wake-up of the sessions this engine could step.
+
+The session and project views are built by today's builders
+(:mod:`fenix_core.views`) over the records, which carry the columns those
+builders read under the same names; what today's session ``data`` held for
+them comes from the records now: pause and the current wait from the host
+pipeline's component, the start and finish of each host from its
+``started_at`` / ``finished_at``, skipped hosts from their state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Any
+
+import attrs
+from sqlalchemy import or_, select
+from sqlalchemy.engine import Engine as SAEngine
+
+from ..contract import OpKind, OpStatus
+from ..model import OperationView, ProjectView, SessionView
+from ..states import HostState
+from ..store.schema import OperationRow, OutboxRow, SessionClockRow, SessionRow
+from ..views import build_operation_view, build_project_view, build_session_view
+from .admin import pipeline_state
+from .working_set import WorkingSet
+
+__all__ = [
+    "operation_views",
+    "outbox_backlog",
+    "project_view",
+    "session_exists",
+    "session_ids",
+    "session_view",
+    "stored_wakes",
+]
+
+_MOVES = (OpKind.MOVE.value, OpKind.WATCH.value)
+
+
+@attrs.frozen
+class _StoredSession:
+    """The attributes of a ``sessions`` row that today's view builders read."""
+
+    id: str
+    workflow: str
+    state: str
+    percent_done: int
+    reason: str | None
+    created_at: datetime
+    updated_at: datetime
+    maintenance_at: datetime | None
+    finished_at: datetime | None
+    request: Mapping[str, Any]
+    data: Mapping[str, Any]
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def _stored(ws: WorkingSet) -> _StoredSession:
+    s = ws.session
+    pipe = pipeline_state(ws)
+    hosts = ws.hosts.values()
+    data = {
+        "paused": pipe.paused,
+        "pause_reason": pipe.pause_reason,
+        "ctl_waiting": {"reason": pipe.waiting_reason} if pipe.waiting_reason else None,
+        "ctl_started": {h.name: _iso(h.started_at) for h in hosts if h.started_at},
+        "ctl_finished": {h.name: _iso(h.finished_at) for h in hosts if h.finished_at},
+        "ctl_skipped": [h.name for h in hosts if h.state == HostState.SKIPPED],
+    }
+    # The request as it stands: an admin may have moved its start since.
+    request = {**s.request, "maintenance_at": _iso(s.maintenance_at)}
+    return _StoredSession(
+        id=s.id, workflow=s.workflow, state=s.state, percent_done=s.percent_done,
+        reason=s.reason, created_at=s.created_at, updated_at=s.updated_at,
+        maintenance_at=s.maintenance_at, finished_at=s.finished_at, request=request,
+        data=data,
+    )  # fmt: skip
+
+
+def session_view(ws: WorkingSet, now: datetime) -> SessionView:
+    """``get_session``'s view of a working set (as committed)."""
+    hosts = sorted(ws.hosts.values(), key=lambda h: h.position)
+    projects = list(ws.projects.values())
+    # The records have the row's attribute names (see the module docstring).
+    row: Any = _stored(ws)
+    return build_session_view(row, hosts, projects, now)  # type: ignore[arg-type]
+
+
+def project_view(ws: WorkingSet, project_id: str) -> ProjectView | None:
+    """One project's instances and their states (None: not in the session)."""
+    project = ws.projects.get(project_id)
+    if project is None:
+        return None
+    ids = ws.instance_index.by_project.get(project_id, ())
+    instances = [ws.instances[i] for i in ids]
+    details = {
+        op.instance_id: op.detail
+        for op in ws.ops.values()
+        if op.status == OpStatus.RUNNING.value
+        and op.kind in _MOVES
+        and op.instance_id
+        and op.detail
+    }
+    return build_project_view(ws.session.id, project, instances, details)  # type: ignore[arg-type]
+
+
+def operation_views(db: SAEngine, session_id: str) -> list[OperationView]:
+    """Every operation the session recorded, in the order recorded."""
+    with db.connect() as connection:
+        rows = connection.execute(
+            select(OperationRow)
+            .where(OperationRow.session_id == session_id)
+            .order_by(OperationRow.id)
+        ).all()
+    return [build_operation_view(row) for row in rows]  # type: ignore[arg-type]
+
+
+def session_exists(db: SAEngine, session_id: str) -> bool:
+    with db.connect() as connection:
+        found = connection.scalar(select(SessionRow.id).where(SessionRow.id == session_id))
+    return found is not None
+
+
+def session_ids(db: SAEngine) -> list[str]:
+    """Every session, oldest first."""
+    with db.connect() as connection:
+        return list(connection.scalars(select(SessionRow.id).order_by(SessionRow.created_at)))
+
+
+def outbox_backlog(db: SAEngine, sent: Callable[[str], int]) -> tuple[int, datetime | None]:
+    """Notifications written and not delivered yet, of every session: how
+    many, and when the oldest was written. Delivered means at or below the
+    session's watermark: the stored one, or ``sent(session_id)`` for a
+    session this engine holds (its next write stores it)."""
+    with db.connect() as connection:
+        rows = connection.execute(
+            select(OutboxRow.session_id, OutboxRow.seq, OutboxRow.created_at)
+            .join(SessionClockRow, SessionClockRow.session_id == OutboxRow.session_id)
+            .where(OutboxRow.seq > SessionClockRow.delivered_seq)
+        ).all()
+    left = [at for sid, seq, at in rows if seq > sent(sid)]
+    return len(left), min(left, default=None)
+
+
+def stored_wakes(
+    db: SAEngine, owner: str, lease_now: datetime, limit: int
+) -> list[tuple[str, datetime]]:
+    """The first ``limit`` stored wake-ups, earliest first, of the sessions
+    this worker may step: unleased, their lease expired, or its own."""
+    c = SessionClockRow
+    with db.connect() as connection:
+        found = connection.execute(
+            select(c.session_id, c.next_wake)
+            .where(
+                c.next_wake.is_not(None),
+                or_(
+                    c.lease_owner.is_(None),
+                    c.lease_owner == owner,
+                    c.lease_expires.is_(None),
+                    c.lease_expires <= lease_now,
+                ),
+            )
+            .order_by(c.next_wake)
+            .limit(limit)
+        )
+        return [(sid, wake) for sid, wake in found if wake is not None]
