@@ -129,6 +129,7 @@ def test_an_instance_that_does_not_have_to_move_is_refused_by_state() -> None:
     [
         (lambda c: c.submit(Move("vm-zz", LIVE)), "instance 'vm-zz'"),
         (lambda c: c.submit(Move("vm-a", LIVE, target="cmp-9")), "host 'cmp-9'"),
+        (lambda c: c.submit(Move("vm-a", LIVE, target="cmp-0")), "instance 'vm-a'"),  # its host
         (lambda c: c.submit(DisableHost("cmp-9")), "host 'cmp-9'"),
         (lambda c: c.submit(RunAction(UPGRADE, "host", "cmp-9")), "host 'cmp-9'"),
         (lambda c: c.submit(EnableHost("cmp-9")), "host 'cmp-9'"),

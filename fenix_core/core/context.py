@@ -369,6 +369,12 @@ class StepContext:
             moving = self._instance(op.instance_id, type(op).__name__)
             if isinstance(op, Move) and op.target is not None:
                 self._host(op.target, "Move target")
+                if op.target == moving.host:
+                    raise ContractError(
+                        f"instance {op.instance_id!r}",
+                        f"Move to the host it is on ({op.target}): the cloud refuses a "
+                        "migration to the instance's own host",
+                    )
             self._require_admitted(self._host(moving.host, type(op).__name__), op)
             if self._pipeline.state.paused:
                 raise ContractError(

@@ -393,6 +393,12 @@ class FakeContext:
             inst = self._require_instance(op.instance_id, type(op).__name__)
             if isinstance(op, Move) and op.target is not None:
                 self._require_host(op.target, "Move target")
+                if op.target == inst.host:
+                    raise ContractError(
+                        f"instance {op.instance_id!r}",
+                        f"Move to the host it is on ({op.target}): the cloud refuses a "
+                        "migration to the instance's own host",
+                    )
             self._require_admitted(inst.host, op)
             if self.paused is not None:
                 raise ContractError(
