@@ -265,6 +265,7 @@ class CoreEngine:
     def close(self) -> None:
         with self._lock:
             self._stepper.release()
+            self._store.close()
             self._db.dispose()
 
     def __enter__(self) -> CoreEngine:
