@@ -8,9 +8,10 @@ transaction is rolled back and :class:`LeaseLost` raised."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import Connection
@@ -111,7 +112,7 @@ class _Prepared:
     processor, so a write sends rows to the driver without SQLAlchemy
     compiling, caching or re-processing the statement each time."""
 
-    __slots__ = ("_plans", "names", "processors", "sql")
+    __slots__ = ("_plans", "_processed", "names", "processors", "sql")
 
     def __init__(self, statement: Any, dialect: Any) -> None:
         compiled = statement.compile(dialect=dialect)
@@ -119,13 +120,15 @@ class _Prepared:
         self.names = list(compiled.positiontup or ())
         found = compiled._bind_processors  # the type's own (datetimes, JSON, booleans)
         self.processors = [_remembering(found.get(name)) for name in self.names]
-        self._plans: dict[tuple[str, ...], tuple[tuple[int, Any], ...]] = {}
+        # (placeholder index, processor) of the placeholders that have one.
+        self._processed = tuple((j, p) for j, p in enumerate(self.processors) if p is not None)
+        self._plans: dict[tuple[str, ...], Callable[[tuple[Any, ...]], tuple[Any, ...]]] = {}
 
     def row(self, values: dict[str, Any]) -> tuple[Any, ...]:
-        return tuple(
-            values[n] if p is None else p(values[n])
-            for n, p in zip(self.names, self.processors, strict=True)
-        )
+        out = [values[n] for n in self.names]
+        for j, process in self._processed:
+            out[j] = process(out[j])
+        return tuple(out)  # SQLAlchemy's exec_driver_sql takes tuples
 
     def rows(
         self, fields: tuple[str, ...], rows: Sequence[tuple[Any, ...]], session_id: str | None
@@ -133,17 +136,23 @@ class _Prepared:
         """The driver's rows straight from record tuples laid out as
         ``fields`` (``b_session_id``, if the statement has it, is
         ``session_id``): no dict per row, the same values as :meth:`row`."""
-        plan = self._plans.get(fields)
-        if plan is None:
+        pick = self._plans.get(fields)
+        if pick is None:
             where = {f"b_{name}": i for i, name in enumerate(fields)}
-            where["b_session_id"] = where.get("b_session_id", -1)
-            plan = self._plans[fields] = tuple(
-                (where[n], p) for n, p in zip(self.names, self.processors, strict=True)
-            )
+            where["b_session_id"] = where.get("b_session_id", -1)  # -1: the session id
+            indices = [where[n] for n in self.names]
+            if len(indices) == 1:  # itemgetter of one index gives the value, not a tuple
+                only = indices[0]
+                pick = self._plans[fields] = lambda values: (values[only],)
+            else:
+                pick = self._plans[fields] = itemgetter(*indices)
+        processed = self._processed
         out = []
         for row in rows:
-            values = (*row, session_id)  # index -1: the session id
-            out.append(tuple(values[i] if p is None else p(values[i]) for i, p in plan))
+            values = list(pick((*row, session_id)))
+            for j, process in processed:
+                values[j] = process(values[j])
+            out.append(tuple(values))
         return out
 
 
