@@ -245,3 +245,23 @@ def test_remembered_bound_values_are_the_types_own() -> None:
     body["host"] = "cmp-1"
     index = prepared.names.index("b_result")
     assert prepared.processors[index](body) == own["b_result"](body) == '{"host": "cmp-1"}'
+
+
+def test_the_writes_connection_is_given_back_by_close_and_taken_again(
+    sqlite_harness: SqlHarness,
+) -> None:
+    """On SQLite the writes keep one connection (checked out of the pool);
+    close() gives it back, and a later write takes one again."""
+    h = sqlite_harness
+    pool = h.database.pool
+    h.store.insert(new_session())
+    ws, fence = held(h)
+    ws.set_instance_state("vm-0-0", "DONE")
+    h.store.write(ws.take_write(fence, next_wake=None, lease_expires=T0))
+    assert pool.checkedout() == 1  # type: ignore[attr-defined]
+    h.store.close()
+    assert pool.checkedout() == 0  # type: ignore[attr-defined]
+    fence = Fence("s-1", OWNER, 1, ws.version)
+    ws.set_instance_state("vm-0-1", "DONE")
+    h.store.write(ws.take_write(fence, next_wake=None, lease_expires=T0))
+    assert h.store.load("s-1").instances["vm-0-1"].state == "DONE"
