@@ -45,8 +45,9 @@ def _rows(
 
 
 #: Bound values a processor remembers before it starts over (a step binds
-#: the same few instants many times: its own time, the operations' times).
-_REMEMBERED = 4096
+#: the same few instants many times: its own time, the operations' times);
+#: small, since every datetime placeholder of every statement has its own.
+_REMEMBERED = 256
 
 
 def _remembering(process: Any) -> Any:
