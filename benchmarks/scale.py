@@ -4,13 +4,17 @@ Each scenario is named by its hosts (30, 300, 1000, 10000): 24-vCPU computes
 with 20 one-vCPU instances each, one project per 5 hosts (1,000 hosts: 20,000
 instances, 200 projects), half the projects answering every notification at
 once and the other half 60 s later; the constrained workflow's scenarios add
-three instance groups per project. Each runs in a fresh child process on
-SimClock + SimulatedCloud with a scripted manager per project, on a SQLite
-file in a temporary directory. Prints wall time, CPU time, peak RSS, database
-size, notifications, engine steps, commits and SQL statements per step and
-the simulated makespan; raw-sqlite3 floors measured in the same run with the
-engine/floor ratios; the 300/30 and 10000/1000 CPU ratios; and the targets of
-issue 18 with their pass/fail.
+three instance groups per project. On the redesigned core (core-rolling) the
+managers' replies of one simulated instant reach the engine together through
+``engine.reply_many``, as a REST front end serving them receives them
+(scenarios.ReplyFrontEnd); today's engine gets them one ``reply`` at a time.
+Each runs in a fresh child process on SimClock + SimulatedCloud with a
+scripted manager per project, on a SQLite file in a temporary directory.
+Prints wall time, CPU time, peak RSS, database size, notifications, engine
+steps, commits and SQL statements per step and the simulated makespan;
+raw-sqlite3 floors measured in the same run with the engine/floor ratios;
+the 300/30 and 10000/1000 CPU ratios; and the targets of issue 18 with
+their pass/fail.
 
     python benchmarks/scale.py [--sizes 30,300,1000] [--huge]
                                [--workflow rolling|constrained|core-rolling|both|all]
@@ -110,9 +114,10 @@ class Result:
     makespan_s: float = 0.0
     statements: int = 0  # SQL statements sent during the run, engine.reply() included
     commits: int = 0
-    reply_statements: int = 0  # of which inside engine.reply() calls
+    reply_statements: int = 0  # of which inside engine.reply() / reply_many() calls
     reply_commits: int = 0
-    replies: int = 0  # engine.reply() calls
+    replies: int = 0  # replies sent (one per engine.reply(), one per item of reply_many())
+    reply_errors: int = 0  # replies the engine refused (the front end's; 0 without one)
 
     @property
     def statements_per_step(self) -> float:
@@ -152,7 +157,7 @@ def peak_rss_bytes() -> int:
 
 class _Meter:
     """Counts what the engine does in the child: notifications by signal,
-    hosts maintained, ``Engine.step`` and ``Engine.reply`` calls, SQL
+    hosts maintained, ``Engine.step`` calls and replies (``reply`` and ``reply_many``), SQL
     statements and commits; sends progress to the parent."""
 
     def __init__(self, engine: Engine, send: Callable[[dict[str, Any]], None]) -> None:
@@ -196,6 +201,18 @@ class _Meter:
                 self.sql.in_reply = outer
 
         engine.reply = counted_reply  # type: ignore[method-assign]
+        reply_many = engine.reply_many
+
+        def counted_reply_many(replies: Any) -> Any:
+            items = list(replies)
+            self.replies += len(items)
+            outer, self.sql.in_reply = self.sql.in_reply, True
+            try:
+                return reply_many(items)
+            finally:
+                self.sql.in_reply = outer
+
+        engine.reply_many = counted_reply_many  # type: ignore[method-assign]
 
     def _receiver(self, name: str) -> Callable[..., None]:
         def receive(sender: Engine, payload: dict[str, Any]) -> None:
@@ -251,6 +268,7 @@ def _child(scenario: Scenario, workflow: str, database_url: str, conn: Connectio
         view = built.engine.run_until_done(session_id)
         figures = meter.figures("done")
         figures["makespan_s"] = (built.clock.now() - begin).total_seconds()
+        figures["reply_errors"] = len(built.front.errors) if built.front is not None else 0
         built.engine.close()
         if view.state != "MAINTENANCE_DONE":
             figures["phase"] = "error"
@@ -367,8 +385,9 @@ def print_table(results: Sequence[Result]) -> None:
                 f" not counted above) {r.setup_wall_s:.1f} s wall / {r.setup_cpu_s:.1f} s CPU;"
                 f" {r.cpu_per_host_ms:.0f} ms CPU per host maintained;"
                 f" {r.step_calls:,} step calls; {r.statements:,} statements and"
-                f" {r.commits:,} commits, of which in {r.replies:,} engine.reply() calls"
-                f" {r.reply_statements:,} and {r.reply_commits:,}; notifications:"
+                f" {r.commits:,} commits, of which in recording {r.replies:,} replies"
+                f" {r.reply_statements:,} and {r.reply_commits:,}"
+                f"{f' ({r.reply_errors:,} refused)' if r.reply_errors else ''}; notifications:"
                 f" {by_signal or 'none'}"
             )
 

@@ -11,8 +11,49 @@ import attrs
 
 from fenix_core import ActionSpec, Engine, SessionRequest
 from fenix_core.core.engine_v2 import CoreEngine
+from fenix_core.errors import FenixError
+from fenix_core.model import Reply
 from fenix_core.testing import ScriptedManager, SimClock, SimulatedCloud, TimedAction
 from fenix_core.workflows.v2.rolling import RollingWorkflow
+
+
+class ReplyFrontEnd:
+    """The managers' replies as a REST front end serving many managers
+    receives them: the replies sent in one simulated instant arrive together
+    and are recorded with one ``engine.reply_many`` (one transaction) once
+    the managers of that instant have all answered (a SimClock callback at
+    the same instant, so the simulated time of every reply is unchanged).
+    Each reply is durable before the clock moves on, as each HTTP request
+    would be answered only after its commit. A refused reply is kept in
+    ``errors`` and in its manager's ``errors``."""
+
+    def __init__(self, engine: Engine | CoreEngine, clock: SimClock) -> None:
+        self.engine = engine
+        self.clock = clock
+        self.managers: dict[str, ScriptedManager] = {}
+        self.pending: list[tuple[str, Reply]] = []
+        self.errors: list[FenixError] = []
+        self.bursts = 0
+
+    def send(
+        self, session_id: str, project_id: str, state: str, instance_actions: dict[str, str]
+    ) -> None:
+        if not self.pending:
+            self.clock.call_at(self.clock.now(), self.flush)
+        reply = Reply(project_id=project_id, state=state, instance_actions=instance_actions)
+        self.pending.append((session_id, reply))
+
+    def flush(self) -> None:
+        burst, self.pending = self.pending, []
+        if not burst:
+            return
+        self.bursts += 1
+        for (_, reply), error in zip(burst, self.engine.reply_many(burst), strict=True):
+            if error is not None:
+                self.errors.append(error)
+                manager = self.managers.get(reply.project_id)
+                if manager is not None:
+                    manager.errors.append(error)
 
 
 @attrs.frozen
@@ -43,9 +84,13 @@ class Scenario:
         database_url: str = "sqlite://",
         constrained: bool = True,
         core: bool = False,
+        bursts: bool | None = None,
     ) -> Run:
         """``core``: run it on the redesigned core (CoreEngine, the rolling
-        workflow on the contract) instead of today's Engine."""
+        workflow on the contract) instead of today's Engine. ``bursts``: the
+        managers reply through a :class:`ReplyFrontEnd` (None: on the core
+        only, so today's engine keeps the one-transaction-per-reply figures
+        it was measured with)."""
         rng = random.Random(self.seed)
         clock = SimClock()
         cloud = SimulatedCloud(
@@ -87,12 +132,20 @@ class Scenario:
         projects = sorted(set(owner.values()))
         # The constrained workflow lets managers leave the choice to the engine.
         action = None if workflow == "constrained" else "LIVE_MIGRATE"
+        front = ReplyFrontEnd(engine, clock) if (core if bursts is None else bursts) else None
         managers = [
             ScriptedManager(
-                engine, p, cloud=cloud, action=action, delay=self.late_answer_seconds * (n % 2)
+                engine,
+                p,
+                cloud=cloud,
+                action=action,
+                delay=self.late_answer_seconds * (n % 2),
+                send=None if front is None else front.send,
             )
             for n, p in enumerate(projects)
         ]
+        if front is not None:
+            front.managers = {m.project_id: m for m in managers}
         rules: dict[str, dict[str, Any]] = {}
         if constrained:
             for g in group_ids:
@@ -110,7 +163,7 @@ class Scenario:
         request = SessionRequest(
             workflow=workflow, actions=[ActionSpec(plugin="upgrade", type="host")]
         )
-        return Run(engine, cloud, clock, managers, request, Counter(members.values()), rules)
+        return Run(engine, cloud, clock, managers, request, Counter(members.values()), rules, front)
 
 
 @attrs.define
@@ -122,6 +175,7 @@ class Run:
     request: SessionRequest
     members_by_group: Counter[str]
     rules: dict[str, dict[str, Any]]
+    front: ReplyFrontEnd | None = None
 
 
 REFERENCE = Scenario(hosts=100, instances=2000, projects=20, groups=60)

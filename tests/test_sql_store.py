@@ -107,7 +107,9 @@ def harness(
         url = postgres.new_database()
     database = open_database(url)
     migrate(database)
-    yield SqlHarness(database)
+    harness = SqlHarness(database)
+    yield harness
+    harness.store.close()
     database.dispose()
 
 
@@ -133,7 +135,9 @@ class Counted:
 def sqlite_harness(tmp_path: Path) -> Iterator[SqlHarness]:
     database = open_database(f"sqlite:///{tmp_path / 'fenix.db'}")
     migrate(database)
-    yield SqlHarness(database)
+    harness = SqlHarness(database)
+    yield harness
+    harness.store.close()
     database.dispose()
 
 
@@ -207,3 +211,57 @@ def test_the_memory_store_refuses_a_duplicate_operation_key() -> None:
     with pytest.raises(KeyError, match="move-0"):
         h.store.write(ws.take_write(fence, next_wake=None, lease_expires=T0))
     assert h.store.load("s-1").version == 2
+
+
+def test_remembered_bound_values_are_the_types_own() -> None:
+    """The SQLite write path remembers a datetime's bound text and None's
+    bound form; what it binds equals what the column types bind, for an
+    instant given in another zone (the same instant: the same text), for
+    None and for JSON bodies, which are encoded afresh each time (a body
+    changed in place binds its new content)."""
+    from datetime import timedelta, timezone
+
+    from sqlalchemy.dialects import sqlite
+
+    from fenix_core.core.sql_store import _Prepared
+    from fenix_core.core.statements import STATEMENTS
+
+    prepared = _Prepared(STATEMENTS.update_ops, sqlite.dialect())
+    compiled = STATEMENTS.update_ops.compile(dialect=sqlite.dialect())
+    own = compiled._bind_processors
+    east = timezone(timedelta(hours=2))
+    body: dict[str, Any] = {"host": "cmp-0"}
+    samples = [
+        ("b_next_poll", T0),
+        ("b_next_poll", T0.astimezone(east)),
+        ("b_next_poll", None),
+        ("b_finished_at", T0 + timedelta(seconds=1)),
+        ("b_result", None),
+        ("b_result", body),
+    ]
+    for name, value in samples * 2:
+        index = prepared.names.index(name)
+        assert prepared.processors[index](value) == own[name](value), (name, value)
+    body["host"] = "cmp-1"
+    index = prepared.names.index("b_result")
+    assert prepared.processors[index](body) == own["b_result"](body) == '{"host": "cmp-1"}'
+
+
+def test_the_writes_connection_is_given_back_by_close_and_taken_again(
+    sqlite_harness: SqlHarness,
+) -> None:
+    """On SQLite the writes keep one connection (checked out of the pool);
+    close() gives it back, and a later write takes one again."""
+    h = sqlite_harness
+    pool = h.database.pool
+    h.store.insert(new_session())
+    ws, fence = held(h)
+    ws.set_instance_state("vm-0-0", "DONE")
+    h.store.write(ws.take_write(fence, next_wake=None, lease_expires=T0))
+    assert pool.checkedout() == 1  # type: ignore[attr-defined]
+    h.store.close()
+    assert pool.checkedout() == 0  # type: ignore[attr-defined]
+    fence = Fence("s-1", OWNER, 1, ws.version)
+    ws.set_instance_state("vm-0-1", "DONE")
+    h.store.write(ws.take_write(fence, next_wake=None, lease_expires=T0))
+    assert h.store.load("s-1").instances["vm-0-1"].state == "DONE"

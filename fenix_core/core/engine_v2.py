@@ -151,12 +151,14 @@ class _HeldFacts:
         return project_id in self._noted
 
     def instance_states(self, project_id: str, named: Collection[str]) -> Mapping[str, str]:
+        # From the index of requested instances (the host being drained), not
+        # a pass over every instance of the project.
+        index = self._ws.instance_index
+        mine = index.by_project.get(project_id, set())
         instances = self._ws.instances
-        return {
-            i: instances[i].state
-            for i in self._ws.instance_index.by_project.get(project_id, ())
-            if instances[i].state == _REQUESTED or i in named
-        }
+        wanted = [i for i in index.by_state.get(_REQUESTED, ()) if i in mine]
+        wanted += [i for i in named if i in mine]
+        return {i: instances[i].state for i in wanted}
 
     def note_reply(self, project_id: str) -> None:
         self._noted.add(project_id)
@@ -270,6 +272,7 @@ class CoreEngine:
     def close(self) -> None:
         with self._lock:
             self._stepper.release()
+            self._store.close()
             self._db.dispose()
 
     def __enter__(self) -> CoreEngine:

@@ -27,7 +27,7 @@ the first of them needs looking at again.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, TypeAlias, cast
 
@@ -152,7 +152,7 @@ class CoreRunner:
         adapter.flush()
         adapter.forget_components()
         starts = [k for k, op in ws.ops.items() if op.status == OpStatus.PENDING.value]
-        wake = self._wake(ws, now)
+        wake = self._wake(ws, now, starting=frozenset(starts))
         if not starts and not adapter.final and self._may_skip(ws, frame):
             return StepOutcome(write=None, wake=wake)
         self._lease_written[ws.session.id] = frame.lease_expires
@@ -329,11 +329,18 @@ class CoreRunner:
 
     # ------------------------------------------------------------------ scheduling
 
-    def _wake(self, ws: WorkingSet, now: datetime) -> datetime | None:
-        """When the session has something to do next (None: only a reply)."""
+    def _wake(
+        self, ws: WorkingSet, now: datetime, starting: Collection[str] = ()
+    ) -> datetime | None:
+        """When the session has something to do next (None: only a reply).
+
+        Operations in ``starting`` are left out: they start after the commit
+        and :meth:`start` says when they need looking at (counting them as
+        due now made a second step at the same instant that found nothing to
+        do: one wasted step per operation)."""
         wakes = [t.due for t in ws.timers.values()]
         for op in ws.ops.values():
-            if op.handled:
+            if op.handled or op.key in starting:
                 continue
             if op.status == OpStatus.RUNNING.value:
                 wakes += [w for w in (op.next_poll, op.deadline) if w is not None]

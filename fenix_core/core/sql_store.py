@@ -7,8 +7,11 @@ transaction is rolled back and :class:`LeaseLost` raised."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
+from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import Connection
@@ -41,27 +44,92 @@ def _rows(
     return [params(fields, row, **extra) for row in rows]
 
 
+#: Bound values a processor remembers before it starts over (a step binds
+#: the same few instants many times: its own time, the operations' times);
+#: small, since every datetime placeholder of every statement has its own.
+_REMEMBERED = 256
+
+
+def _remembering(process: Any) -> Any:
+    """``process`` answering a repeated value from memory: a datetime's text
+    (the UTC type and SQLite's formatting are pure functions of the instant)
+    and None's bound form (JSON's ``null``). Other values are processed each
+    time (dicts cannot be keys; a JSON body may change in place)."""
+    if process is None:
+        return None
+    none = process(None)
+    known: dict[datetime, Any] = {}
+
+    def remembered(value: Any) -> Any:
+        if value is None:
+            return none
+        if type(value) is not datetime:
+            return process(value)
+        found = known.get(value)
+        if found is None:
+            if len(known) >= _REMEMBERED:
+                known.clear()
+            found = known[value] = process(value)
+        return found
+
+    return remembered
+
+
+class _Driver:
+    """A write's statements sent to the SQLite driver's cursor in the
+    connection of ``db`` (the transaction SQLAlchemy began and commits),
+    without SQLAlchemy's per-execute work (execution context, result set-up):
+    on a step of a few small statements that work cost more than SQLite's.
+    The engine's ``before_cursor_execute``/``after_cursor_execute``
+    listeners are still called with each statement (instrumentation and the
+    statement counters see every one; the context argument is None)."""
+
+    __slots__ = ("_after", "_before", "_cursor", "_db")
+
+    def __init__(self, db: Connection) -> None:
+        self._db = db
+        self._cursor = db.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        dispatch = db.dispatch
+        self._before = list(dispatch.before_cursor_execute)
+        self._after = list(dispatch.after_cursor_execute)
+
+    def run(self, sql: str, params: Any, many: bool) -> int:
+        """Execute (``many``: executemany); return the row count."""
+        cursor = self._cursor
+        for listen in self._before:
+            listen(self._db, cursor, sql, params, None, many)
+        if many:
+            cursor.executemany(sql, params)
+        else:
+            cursor.execute(sql, params)
+        for listen in self._after:
+            listen(self._db, cursor, sql, params, None, many)
+        return int(cursor.rowcount)
+
+
 class _Prepared:
     """A statement compiled once for a positional-parameter dialect (SQLite):
     its SQL text, and per placeholder the parameter name and the type's bind
     processor, so a write sends rows to the driver without SQLAlchemy
     compiling, caching or re-processing the statement each time."""
 
-    __slots__ = ("_plans", "names", "processors", "sql")
+    __slots__ = ("_plans", "_processed", "names", "processors", "sql")
 
     def __init__(self, statement: Any, dialect: Any) -> None:
         compiled = statement.compile(dialect=dialect)
         self.sql = str(compiled)
         self.names = list(compiled.positiontup or ())
         found = compiled._bind_processors  # the type's own (datetimes, JSON, booleans)
-        self.processors = [found.get(name) for name in self.names]
-        self._plans: dict[tuple[str, ...], tuple[tuple[int, Any], ...]] = {}
+        self.processors = [_remembering(found.get(name)) for name in self.names]
+        # (placeholder index, processor) of the placeholders that have one.
+        self._processed = tuple((j, p) for j, p in enumerate(self.processors) if p is not None)
+        self._plans: dict[tuple[str, ...], Callable[[tuple[Any, ...]], tuple[Any, ...]]] = {}
 
     def row(self, values: dict[str, Any]) -> tuple[Any, ...]:
-        return tuple(
-            values[n] if p is None else p(values[n])
-            for n, p in zip(self.names, self.processors, strict=True)
-        )
+        out = [values[n] for n in self.names]
+        for j, process in self._processed:
+            out[j] = process(out[j])
+        return tuple(out)  # SQLAlchemy's exec_driver_sql takes tuples
 
     def rows(
         self, fields: tuple[str, ...], rows: Sequence[tuple[Any, ...]], session_id: str | None
@@ -69,17 +137,23 @@ class _Prepared:
         """The driver's rows straight from record tuples laid out as
         ``fields`` (``b_session_id``, if the statement has it, is
         ``session_id``): no dict per row, the same values as :meth:`row`."""
-        plan = self._plans.get(fields)
-        if plan is None:
+        pick = self._plans.get(fields)
+        if pick is None:
             where = {f"b_{name}": i for i, name in enumerate(fields)}
-            where["b_session_id"] = where.get("b_session_id", -1)
-            plan = self._plans[fields] = tuple(
-                (where[n], p) for n, p in zip(self.names, self.processors, strict=True)
-            )
+            where["b_session_id"] = where.get("b_session_id", -1)  # -1: the session id
+            indices = [where[n] for n in self.names]
+            if len(indices) == 1:  # itemgetter of one index gives the value, not a tuple
+                only = indices[0]
+                pick = self._plans[fields] = lambda values: (values[only],)
+            else:
+                pick = self._plans[fields] = itemgetter(*indices)
+        processed = self._processed
         out = []
         for row in rows:
-            values = (*row, session_id)  # index -1: the session id
-            out.append(tuple(values[i] if p is None else p(values[i]) for i, p in plan))
+            values = list(pick((*row, session_id)))
+            for j, process in processed:
+                values[j] = process(values[j])
+            out.append(tuple(values))
         return out
 
 
@@ -95,17 +169,51 @@ class SqlSessionStore:
         self._prepared: dict[int, _Prepared] | None = (
             {} if dialect.name == "sqlite" and dialect.positional else None
         )
+        # On SQLite the steps' writes keep one connection (checking one out
+        # of the pool and back per step cost as much as a small statement);
+        # other dialects take one from the pool per write, as the reads do.
+        self._writer: Connection | None = None
+        self._writer_lock = threading.Lock()
+
+    def close(self) -> None:
+        """Give back the connection the writes kept (the store still works:
+        the next write takes one again)."""
+        with self._writer_lock:
+            writer, self._writer = self._writer, None
+            if writer is not None:
+                writer.close()
+
+    @contextmanager
+    def _write_transaction(self) -> Iterator[Connection]:
+        if self._prepared is None:
+            with self.database.begin() as db:
+                yield db
+            return
+        with self._writer_lock:
+            if self._writer is None:
+                self._writer = self.database.connect()
+            with self._writer.begin():
+                yield self._writer
 
     def _exec(
-        self, db: Connection, statement: Any, values: dict[str, Any] | list[dict[str, Any]]
-    ) -> Any:
-        """``db.execute(statement, values)``, through the prepared text on SQLite."""
+        self,
+        db: Connection,
+        statement: Any,
+        values: dict[str, Any] | list[dict[str, Any]],
+        driver: _Driver | None = None,
+    ) -> int:
+        """``db.execute(statement, values)``, through the prepared text on
+        SQLite (``driver``: the write's cursor); returns the row count."""
         if self._prepared is None:
-            return db.execute(statement, values)
+            return int(db.execute(statement, values).rowcount)
         prepared = self._prepare(statement)
         if isinstance(values, list):
-            return db.exec_driver_sql(prepared.sql, [prepared.row(v) for v in values])
-        return db.exec_driver_sql(prepared.sql, prepared.row(values))
+            params: Any = [prepared.row(v) for v in values]
+        else:
+            params = prepared.row(values)
+        if driver is not None:
+            return driver.run(prepared.sql, params, isinstance(values, list))
+        return int(db.exec_driver_sql(prepared.sql, params).rowcount)
 
     # ------------------------------------------------------------------ load
 
@@ -171,6 +279,7 @@ class SqlSessionStore:
         fields: Sequence[str],
         rows: Sequence[tuple[Any, ...]],
         session_id: str | None,
+        driver: _Driver | None = None,
     ) -> None:
         if not rows:
             return
@@ -179,7 +288,11 @@ class SqlSessionStore:
             self._exec(db, statement, _rows(fields, rows, **extra))
             return
         prepared = self._prepare(statement)
-        db.exec_driver_sql(prepared.sql, prepared.rows(tuple(fields), rows, session_id))
+        params = prepared.rows(tuple(fields), rows, session_id)
+        if driver is not None:
+            driver.run(prepared.sql, params, True)
+        else:
+            db.exec_driver_sql(prepared.sql, params)
 
     def _prepare(self, statement: Any) -> _Prepared:
         assert self._prepared is not None
@@ -194,7 +307,8 @@ class SqlSessionStore:
         """One transaction; only the statements that have rows run."""
         fence = write.fence
         sid = fence.session_id
-        with self.database.begin() as db:
+        with self._write_transaction() as db:
+            d = _Driver(db) if self._prepared is not None else None
             fenced = self._exec(
                 db,
                 S.fence,
@@ -210,25 +324,29 @@ class SqlSessionStore:
                     "b_delivered_seq": write.delivered_seq,
                     "b_inbox_seen_id": write.inbox_seen_id,
                 },
+                d,
             )
-            if fenced.rowcount != 1:
+            if fenced != 1:
                 raise LeaseLost(
                     f"session {sid}: the lease of {fence.owner} (token {fence.token}, "
                     f"version {fence.version}) no longer holds; the step is not written"
                 )
             if write.session is not None:
                 self._exec(
-                    db, S.update_session, params(SessionRec.CHANGING, write.session, session_id=sid)
+                    db,
+                    S.update_session,
+                    params(SessionRec.CHANGING, write.session, session_id=sid),
+                    d,
                 )
-            self._many(db, S.insert_hosts, HostRec.FIELDS, write.new_hosts, sid)
-            self._many(db, S.update_hosts, HostRec.FIELDS, write.hosts, sid)
-            self._many(db, S.insert_instances, InstanceRec.FIELDS, write.new_instances, sid)
-            self._many(db, S.update_instances, InstanceRec.FIELDS, write.instances, sid)
-            self._many(db, S.insert_projects, ProjectRec.FIELDS, write.new_projects, sid)
-            self._many(db, S.update_projects, ProjectRec.FIELDS, write.projects, sid)
-            self._many(db, S.insert_ops, OpRec.FIELDS, write.new_ops, sid)
+            self._many(db, S.insert_hosts, HostRec.FIELDS, write.new_hosts, sid, d)
+            self._many(db, S.update_hosts, HostRec.FIELDS, write.hosts, sid, d)
+            self._many(db, S.insert_instances, InstanceRec.FIELDS, write.new_instances, sid, d)
+            self._many(db, S.update_instances, InstanceRec.FIELDS, write.instances, sid, d)
+            self._many(db, S.insert_projects, ProjectRec.FIELDS, write.new_projects, sid, d)
+            self._many(db, S.update_projects, ProjectRec.FIELDS, write.projects, sid, d)
+            self._many(db, S.insert_ops, OpRec.FIELDS, write.new_ops, sid, d)
             if write.changed_ops:
-                self._many(db, S.update_ops, OpRec.FIELDS, write.changed_ops, None)
+                self._many(db, S.update_ops, OpRec.FIELDS, write.changed_ops, None, d)
             if write.outbox:
                 now = datetime.now(UTC)  # diagnostics only: delivery goes by seq
                 self._exec(
@@ -244,10 +362,11 @@ class SqlSessionStore:
                         }
                         for o in write.outbox
                     ],
+                    d,
                 )
-            self._many(db, self._upsert_components, ComponentRec.FIELDS, write.components, sid)
+            self._many(db, self._upsert_components, ComponentRec.FIELDS, write.components, sid, d)
             if write.timers:
-                self._write_timers(db, sid, write.timers)
+                self._write_timers(db, sid, write.timers, d)
             if write.inbox_outcomes:
                 self._exec(
                     db,
@@ -256,16 +375,22 @@ class SqlSessionStore:
                         {"b_id": i, "b_outcome": outcome, "b_processed_at": at}
                         for i, outcome, at in write.inbox_outcomes
                     ],
+                    d,
                 )
 
     def _write_timers(
-        self, db: Connection, session_id: str, timers: Sequence[tuple[str, datetime | None, Any]]
+        self,
+        db: Connection,
+        session_id: str,
+        timers: Sequence[tuple[str, datetime | None, Any]],
+        driver: _Driver | None,
     ) -> None:
         """Named timers: the old row of each name goes, the new one (if set) comes."""
         self._exec(
             db,
             S.delete_timers,
             [{"b_session_id": session_id, "b_kind": name} for name, _, _ in timers],
+            driver,
         )
         kept = [
             {"b_session_id": session_id, "b_kind": name, "b_due": due, "b_data": data}
@@ -273,4 +398,4 @@ class SqlSessionStore:
             if due is not None
         ]
         if kept:
-            self._exec(db, S.insert_timers, kept)
+            self._exec(db, S.insert_timers, kept, driver)

@@ -71,13 +71,20 @@ def _select(table: Table, fields: Sequence[str]) -> Select[Any]:
 def _component_upserts() -> Mapping[str, Insert]:
     """``session_state`` written as an upsert, one dialect-specific form each."""
     values = {c: _b(c) for c in ("session_id", *ComponentRec.FIELDS)}
-    changed = {"schema_version": _b("schema_version"), "body": _b("body")}
     keys = ["session_id", "component"]
     lite = sqlite.insert(STATE).values(values)
     pg = postgresql.insert(STATE).values(values)
+    # The update takes the row proposed (``excluded``): the body is bound,
+    # and JSON-encoded, once per row, not once more for the SET clause.
     return {
-        "sqlite": lite.on_conflict_do_update(index_elements=keys, set_=changed),
-        "postgresql": pg.on_conflict_do_update(index_elements=keys, set_=changed),
+        "sqlite": lite.on_conflict_do_update(
+            index_elements=keys,
+            set_={"schema_version": lite.excluded.schema_version, "body": lite.excluded.body},
+        ),
+        "postgresql": pg.on_conflict_do_update(
+            index_elements=keys,
+            set_={"schema_version": pg.excluded.schema_version, "body": pg.excluded.body},
+        ),
     }
 
 

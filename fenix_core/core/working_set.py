@@ -42,6 +42,15 @@ __all__ = [
 ]
 
 
+def _holds(inst: InstanceRec) -> tuple[str | None, str | None, int]:
+    """What ``inst`` takes on hosts: (the host it uses, the host a move in
+    flight reserves room on, its vCPUs); None where it takes nothing."""
+    state = inst.state
+    used = None if state in ABSENT_STATES else inst.host
+    reserved = inst.target if state == MOVING_STATE and inst.target else None
+    return used, reserved, inst.vcpus
+
+
 class HostMark(IntFlag):
     """Bits of ``session_hosts.marks`` (migration 0007 writes the same values)."""
 
@@ -397,10 +406,14 @@ class WorkingSet:
 
     def _occupy(self, inst: InstanceRec, sign: int) -> None:
         """Add (sign 1) or take away (-1) what ``inst`` holds on hosts."""
-        if inst.state not in ABSENT_STATES:
-            self.capacity.adjust(inst.host, used=sign * inst.vcpus)
-        if inst.state == MOVING_STATE and inst.target:
-            self.capacity.adjust(inst.target, reserved=sign * inst.vcpus)
+        self._hold(_holds(inst), sign)
+
+    def _hold(self, holds: tuple[str | None, str | None, int], sign: int) -> None:
+        used, reserved, vcpus = holds
+        if used is not None:
+            self.capacity.adjust(used, used=sign * vcpus)
+        if reserved is not None:
+            self.capacity.adjust(reserved, reserved=sign * vcpus)
 
     # ------------------------------------------------------------------ dirty marks
 
@@ -470,10 +483,13 @@ class WorkingSet:
 
     def _reindex_instance(self, inst: InstanceRec, changes: Mapping[str, Any]) -> None:
         old_state, old_host = inst.state, inst.host
-        self._occupy(inst, -1)
+        before = _holds(inst)
         changed = self._apply(inst, changes)
-        self._occupy(inst, 1)
         if changed:
+            after = _holds(inst)
+            if after != before:  # most state changes leave the capacity as it was
+                self._hold(before, -1)
+                self._hold(after, 1)
             index = self.instance_index
             index.restate(inst.instance_id, old_state, inst.state)
             index.rehost(inst.instance_id, inst.project_id, old_host, inst.host)

@@ -419,6 +419,7 @@ class WorkingSetAdapter:
         self._order: list[str] | None = None
         self._components: dict[str, ComponentState] = {}
         self._rules: tuple[PlacementRule, ...] | None = None
+        self._session_info: tuple[tuple[Any, ...], object, SessionInfo] | None = None
         self._hosts = _Hosts(self)
         self._instances = _Instances(self)
         self._projects = _Projects(self)
@@ -454,11 +455,21 @@ class WorkingSetAdapter:
 
     @property
     def session(self) -> SessionInfo:
+        """The session's facts; the same (frozen) object while none of them
+        changed (workflows read it many times a step)."""
         s = self.ws.session
-        return SessionInfo(
-            s.id, s.workflow, SessionState(s.state), s.reason, s.percent_done,
-            self.allowed_actions(),
-        )  # fmt: skip
+        rec = self.ws.components.get(SESSION_COMPONENT)
+        allowed = rec.body.get("allowed_actions") if rec is not None else None
+        key = (s.state, s.reason, s.percent_done, id(allowed))
+        info = self._session_info
+        if info is None or info[0] != key or info[1] is not allowed:
+            view = SessionInfo(
+                s.id, s.workflow, SessionState(s.state), s.reason, s.percent_done,
+                self.allowed_actions(),
+            )  # fmt: skip
+            # The allowed list is kept alive with its id, so the id is not reused.
+            info = self._session_info = (key, allowed, view)
+        return info[2]
 
     @property
     def request(self) -> SessionRequest:

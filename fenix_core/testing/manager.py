@@ -78,6 +78,10 @@ class ScriptedManager:
     * ``scale_in``: on SCALE_IN, delete that many of its instances (needs
       ``cloud``); on MAINTENANCE_COMPLETE they are re-created (scale out).
     * OWN_ACTION instances are moved by the manager itself (``cloud.relocate``).
+    * ``send``: how a reply reaches the engine, called as
+      ``send(session_id, project_id, state, instance_actions)`` (default
+      ``engine.reply``; a front end that records replies arriving together
+      with ``engine.reply_many`` can stand in).
 
     ``received`` lists every payload it got, ``states`` their states, and
     ``sent`` the replies it made as ``(state, instance_actions)``.
@@ -96,6 +100,7 @@ class ScriptedManager:
         delay: float = 0.0,
         scale_in: int = 0,
         on_payload: Callable[[dict[str, Any]], None] | None = None,
+        send: Callable[[str, str, str, dict[str, str]], None] | None = None,
     ) -> None:
         self.engine = engine
         self.project_id = project_id
@@ -107,6 +112,7 @@ class ScriptedManager:
         self.delay = float(delay)
         self.scale_in = scale_in
         self.on_payload = on_payload
+        self.send = send  # None: engine.reply, looked up at each reply
         self.received: list[dict[str, Any]] = []
         self.sent: list[tuple[str, dict[str, str]]] = []
         self.scaled_in: list[dict[str, Any]] = []
@@ -170,7 +176,8 @@ class ScriptedManager:
     def _reply(self, session_id: str, state: str, instance_actions: dict[str, str]) -> None:
         self.sent.append((state, instance_actions))
         try:
-            self.engine.reply(session_id, self.project_id, state, instance_actions)
+            send = self.send if self.send is not None else self.engine.reply
+            send(session_id, self.project_id, state, instance_actions)
         except Exception as exc:  # kept for the test to look at
             self.errors.append(exc)
 
