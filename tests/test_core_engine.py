@@ -241,7 +241,7 @@ def test_maintenance_host_brackets_every_host(full_run: Any) -> None:
 
 def test_each_step_is_one_commit(cloud: SimulatedCloud, core: Factory) -> None:
     """A step commits once; the only other commits are the lease's claim,
-    once, and the replies (each its own transaction here: one sender at a
+    once, the final delivery watermark, and the replies (each its own transaction here: one sender at a
     time). The cloud and the action say when their operations end
     (``retry_after``), so every poll finds its operation ended: every step
     has something to write, and none is spent finding nothing to do (an
@@ -265,7 +265,9 @@ def test_each_step_is_one_commit(cloud: SimulatedCloud, core: Factory) -> None:
     assert engine.run_until_done(sid).state == "MAINTENANCE_DONE"
     assert steps > 10
     assert commits.count == commits.step_writes + len(manager.sent) + 1
-    assert commits.step_writes == steps
+    # ... and, once the session has ended, the watermark of what its last
+    # step delivered (no later step carries it).
+    assert commits.step_writes == steps + 1
 
 
 def test_a_failed_migration_is_retried_and_the_session_completes(
