@@ -141,7 +141,7 @@ def run_core(
 
 
 @settings(
-    max_examples=30,
+    max_examples=40,
     deadline=None,
     suppress_health_check=[
         HealthCheck.too_slow,
@@ -150,7 +150,7 @@ def run_core(
     ],
 )
 @given(
-    run=st.sampled_from(["engine:rolling", "core:rolling", "core:batch"]),
+    run=st.sampled_from(["engine:rolling", "engine:constrained", "core:rolling", "core:batch"]),
     hosts=st.integers(3, 10),
     zones=st.integers(1, 4),
     sizes=st.lists(st.integers(0, 3), min_size=1, max_size=4),
