@@ -172,7 +172,9 @@ def test_a_change_between_create_and_approve_replans_and_keeps_waiting(
     engine: CoreEngine, cloud: SimulatedCloud, change: str
 ) -> None:
     for vm in ("vm-0", "vm-1"):  # vm-0 and vm-1 in group g of p1, two at a time
-        _store(engine, _group(2), InstanceConstraints(instance_id=vm, project_id="p1", group_id="g"))
+        _store(
+            engine, _group(2), InstanceConstraints(instance_id=vm, project_id="p1", group_id="g")
+        )
     sid = engine.create_session({**APPROVAL, "reply_policy": "default"})
     first = engine.get_plan(sid)
     mutate, said = CHANGES[change]
