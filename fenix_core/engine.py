@@ -37,6 +37,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, load_only
 
 from . import approval, constraint_store, inventory
+from .approval_service import ApprovalService
 from .clock import Clock, RealClock
 from .constraints import (
     CloudConstraints,
@@ -211,11 +212,25 @@ class Engine:
         # Host changes committed and not delivered yet (HOST_ADDED / HOST_REMOVED).
         self._host_changes: list[HostChangeRow] = []
         self.default_group_constraints = default_group_rules(default_group_constraints)
-        self.previewer = previewer if previewer is not None else type(self).default_previewer
+        self._approvals = ApprovalService(
+            previewer=previewer if previewer is not None else type(self).default_previewer,
+            constraints=self.constraints,
+            managed=self.subscriptions,
+            now=self.clock.now,
+        )
         self._constraints: tuple[int, ConstraintSet] | None = None
         self._factory = SessionFactory(
             self.plugins.workflows, self.plugins.actions, self.plugins.gates
         )
+
+    @property
+    def previewer(self) -> approval.Previewer | None:
+        """What makes the plan of a session awaiting approval."""
+        return self._approvals.previewer
+
+    @previewer.setter
+    def previewer(self, previewer: approval.Previewer | None) -> None:
+        self._approvals.previewer = previewer
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -535,9 +550,8 @@ class Engine:
                 )
             self._unload(session_id)  # read the rows as committed
         read = self._read_cloud(req, drop_gone=True)
-        facts = self._facts(read)
-        if facts != stored["facts"]:
-            changes = approval.changes(stored["facts"], facts) or ["the cloud's listing differs"]
+        changes = self._approvals.changes(stored, read)
+        if changes:
             self._replan(session_id, stored, req, read, changes)
         now = self.clock.now()
         with self._lock:
@@ -550,7 +564,7 @@ class Engine:
                 ] + list(req.add_hosts)
                 self._check_hosts_free(loaded.orm, busy, besides=session_id)
                 loaded.fire("approve")
-                loaded.set_data(approval={**stored, "approved_at": now.isoformat()})
+                loaded.set_data(approval=self._approvals.approved(stored, now))
                 loaded.row.next_wake = now
                 loaded.row.updated_at = now
                 self._renew(loaded)
@@ -575,20 +589,8 @@ class Engine:
 
     @staticmethod
     def _require_awaiting(row: SessionRow, plan_id: str | None) -> None:
-        if row.state != SessionState.AWAITING_APPROVAL:
-            raise Conflict(
-                f"session does not await approval (it is {row.state})",
-                session_id=row.id,
-                state=row.state,
-            )
-        current = row.data["approval"]["plan_id"]
-        if plan_id is not None and plan_id != current:
-            raise Conflict(
-                f"plan {plan_id} is not the session's plan any more: it was re-planned as "
-                f"{current} (review it, then approve that one)",
-                session_id=row.id,
-                state=row.state,
-            )
+        record = (row.data or {}).get("approval")
+        ApprovalService.require_awaiting(row.id, row.state, record, plan_id)
 
     def _replan(
         self,
@@ -624,45 +626,11 @@ class Engine:
         log.info("session %s re-planned as %s: %s", session_id, plan["plan_id"], "; ".join(changes))
         raise Replanned(session_id, plan["plan_id"], changes)
 
-    def _facts(self, read: CloudRead) -> dict[str, Any]:
-        return approval.facts(
-            scope=read.scope,
-            hosts=read.hosts,
-            instances=read.instances,
-            constraints=self.constraints(read.found),
-            managed=self.subscriptions(),
-        )
-
     def _make_plan(
         self, req: SessionRequest, read: CloudRead, changes: Sequence[str] = ()
     ) -> dict[str, Any]:
-        """The plan record stored under ``data["approval"]``: the facts, the
-        plan's id, and the preview simulated over them."""
-        facts = self._facts(read)
-        constraints = self.constraints(read.found)
-        now = self.clock.now()
-        plan = (
-            self.previewer(
-                req,
-                scope=read.scope,
-                hosts=read.hosts,
-                instances=read.instances,
-                cloud=read.found,
-                groups=constraints.groups.values(),
-                instance_constraints=constraints.instances.values(),
-                now=now,
-            )
-            if self.previewer is not None
-            else {"unavailable": "this engine has no previewer (Engine(previewer=...))"}
-        )
-        return {
-            "plan_id": approval.plan_id(facts, req.to_dict()),
-            "planned_at": now.isoformat(),
-            "changes": list(changes),
-            "plan": plan,
-            "facts": facts,
-            "approved_at": None,
-        }
+        """The plan record stored under ``data["approval"]`` (ApprovalService.plan)."""
+        return self._approvals.plan(req, read, changes)
 
     @staticmethod
     def _require_running(loaded: LoadedSession, verb: str) -> None:

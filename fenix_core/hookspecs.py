@@ -56,6 +56,7 @@ __all__ = [
     "GateResult",
     "HostGuard",
     "HostQueue",
+    "HostQueueChanges",
     "InstanceOwner",
     "InstanceReadiness",
     "MoveLookup",
@@ -183,6 +184,19 @@ class HostQueue(Protocol):
     """
 
     def mark_queued(self, session_id: str, hosts: Sequence[str]) -> None: ...
+
+
+@runtime_checkable
+class HostQueueChanges(Protocol):
+    """Optional, next to :class:`HostQueue`: one host joined (``queued``) or
+    left session ``session_id``'s queue. A driver that has it is told of each
+    change of one host instead of the whole set again, so a host leaving the
+    queue touches only that host; the whole set (:meth:`HostQueue.mark_queued`)
+    is still sent when the session starts and (empty) when it ends. Best
+    effort, as ``mark_queued``. The Kubernetes driver has it.
+    """
+
+    def host_queued(self, session_id: str, host: str, queued: bool) -> None: ...
 
 
 @runtime_checkable

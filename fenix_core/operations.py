@@ -25,6 +25,7 @@ from .hookspecs import (
     GateContext,
     GateResult,
     HostQueue,
+    HostQueueChanges,
     MoveLookup,
 )
 from .inventory import host_to_dict
@@ -185,9 +186,14 @@ class OperationRunner:
         return OperationStatus.done(op.host)
 
     def _queue_hosts(self, op: OperationRow, _r: SessionRequest, _n: datetime) -> OperationStatus:
+        """``hosts``: the whole set still queued; ``host`` and ``queued``: one
+        host's change (for a driver with ``HostQueueChanges``)."""
         driver = self.plugins.require_driver()
-        if isinstance(driver, HostQueue):
-            driver.mark_queued(op.session_id, [str(h) for h in op.params.get("hosts", [])])
+        host = op.params.get("host")
+        if host is not None and isinstance(driver, HostQueueChanges):
+            driver.host_queued(op.session_id, str(host), bool(op.params.get("queued")))
+        elif isinstance(driver, HostQueue) and "hosts" in op.params:
+            driver.mark_queued(op.session_id, [str(h) for h in op.params["hosts"]])
         return OperationStatus.done()
 
     def _host_up(self, op: OperationRow, _r: SessionRequest, _n: datetime) -> OperationStatus:

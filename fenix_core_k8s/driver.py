@@ -279,6 +279,12 @@ class KubernetesDriver:
             if _taint_change(_taints(node), session_id, name in wanted) is not None:
                 self._retaint(name, session_id, name in wanted)
 
+    def host_queued(self, session_id: str, host: str, queued: bool) -> None:
+        """One node joined or left session ``session_id``'s queue
+        (:class:`~fenix_core.hookspecs.HostQueueChanges`): that node's taint
+        alone is put on or taken off, without listing the nodes."""
+        self._retaint(host, session_id, queued and self.steer_replacements)
+
     def _retaint(self, name: str, session_id: str, queued: bool) -> None:
         for attempt in range(_TAINT_ATTEMPTS):
             node = self._call(f"reading node {name}", self.core.read_node, name)

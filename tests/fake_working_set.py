@@ -14,10 +14,11 @@ from typing import Any
 
 import attrs
 
+from fenix_core.budgets import Labels
 from fenix_core.contract import Operation, OpKind, OpRef, SessionInfo
 from fenix_core.contract.context import S
 from fenix_core.model import SessionRequest
-from fenix_core.states import HostState, InstanceState, SessionState
+from fenix_core.states import HostState, InstanceState, SessionState, budget_hosts
 from fenix_core.testing.contract import FakeContext, _Capacity, _Hosts, _Instances, _Projects
 
 
@@ -29,6 +30,8 @@ class FakeWorkingSet:
         self.moved: dict[str, list[str]] = {}
         self.dirty: set[str] = set()
         self.timeouts: dict[str, float] = {}
+        #: Topology labels by host (what the session's data keeps).
+        self.labels: dict[str, Labels] = {}
 
     @property
     def session(self) -> SessionInfo:
@@ -131,3 +134,9 @@ class FakeWorkingSet:
 
     def moved_off(self, host: str) -> Sequence[str]:
         return self.moved.get(host, [])
+
+    def budget_hosts(self) -> int:
+        return budget_hosts(h.state for h in self.fake.hosts)
+
+    def host_labels(self, host: str) -> Labels:
+        return self.labels.get(host, {})

@@ -1,14 +1,15 @@
 """Disruption budgets: caps in percent of the session's hosts, topology caps
 (zones, aggregates, racks), and the explicit rules of unconstrained projects;
 pure admission first, then whole sessions on the SimulatedCloud with the
-rolling and constrained workflows (hypothesis: caps never exceeded)."""
+rolling and constrained workflows (hypothesis: caps never exceeded, on both
+engines, in tests/test_core_budgets.py)."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from test_lifecycle_controls import drive, most_at_once, spans
 
@@ -249,64 +250,8 @@ def test_a_host_that_could_never_fit_its_topology_cap_is_refused_at_creation() -
         engine.close()
 
 
-@settings(
-    max_examples=25,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
-@given(
-    workflow=st.sampled_from(["rolling", "constrained"]),
-    hosts=st.integers(3, 10),
-    zones=st.integers(1, 4),
-    sizes=st.lists(st.integers(0, 3), min_size=1, max_size=4),
-    share=st.sampled_from([None, "10%", "25%", "34%", "50%", "100%", 2]),
-    zone_max=st.sampled_from([None, 1, 2]),
-    rack_max=st.sampled_from([None, 1, 3]),
-)
-def test_percent_and_topology_caps_hold_at_every_instant(
-    workflow: str,
-    hosts: int,
-    zones: int,
-    sizes: list[int],
-    share: str | int | None,
-    zone_max: int | None,
-    rack_max: int | None,
-) -> None:
-    clock = SimClock()
-    cloud = _cloud(hosts, zones, sizes)
-    engine = _engine(cloud, clock)
-    topology = [
-        {"key": key, "max": limit}
-        for key, limit in (("zone", zone_max), ("rack", rack_max))
-        if limit is not None
-    ]
-    try:
-        sid = engine.create_session(
-            SessionRequest(
-                workflow=workflow,
-                actions=[ActionSpec("upgrade", "host")],
-                controls={
-                    "max_hosts_in_maintenance": share,
-                    "max_topology_in_maintenance": topology,
-                },
-            )
-        )
-        view, steps = drive(engine, clock, sid)
-        assert view.state == "MAINTENANCE_DONE", view.reason
-        assert steps < 5000
-        worked = spans(cloud, view)
-        assert set(worked) == {f"cmp-{i}" for i in range(hosts)}
-        if share is not None:
-            cap = share if isinstance(share, int) else Percent(float(share.rstrip("%")))
-            assert most_at_once(list(worked.values())) <= resolve_cap(cap, hosts)
-        if zone_max is not None:
-            zone = {f"cmp-{i}": f"az{i % zones}" for i in range(hosts)}
-            assert _most_domains_at_once(worked, zone) <= zone_max
-        if rack_max is not None:
-            rack = {f"cmp-{i}": f"r{i // 2}" for i in range(hosts)}
-            assert _most_domains_at_once(worked, rack) <= rack_max
-    finally:
-        engine.close()
+# The property that caps hold at every instant, on both engines:
+# tests/test_core_budgets.py.
 
 
 # --------------------------------------------------------------------------- unconstrained projects

@@ -54,6 +54,7 @@ def test_every_operation_class_has_its_own_kind_and_no_one_submits_a_gate() -> N
     kinds = [kind_of(cls.__new__(cls)) for cls in classes]
     assert len(set(kinds)) == len(classes)
     assert OpKind.GATE not in kinds  # gates belong to the host pipeline
+    assert OpKind.QUEUE_HOSTS not in kinds  # steering belongs to the core
 
 
 def test_ops_are_frozen_values() -> None:

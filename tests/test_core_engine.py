@@ -241,8 +241,8 @@ def test_maintenance_host_brackets_every_host(full_run: Any) -> None:
 
 def test_each_step_is_one_commit(cloud: SimulatedCloud, core: Factory) -> None:
     """A step commits once; the only other commits are the lease's claim,
-    once, the final delivery watermark, and the replies (each its own transaction here: one sender at a
-    time). The cloud and the action say when their operations end
+    once, the final delivery watermark, and the replies (each its own
+    transaction here: one sender at a time). The cloud and the action say when their operations end
     (``retry_after``), so every poll finds its operation ended: every step
     has something to write, and none is spent finding nothing to do (an
     operation started after a commit does not bring a step at the same

@@ -45,6 +45,7 @@ class OpKind(StrEnum):
     LIST_HOSTS = "list_hosts"  # list the cloud's hosts, waiting for some to appear
     LOCATE = "locate"  # where some instances are now
     GATE = "gate"  # a health gate's check: started by the host pipeline, never submitted
+    QUEUE_HOSTS = "queue_hosts"  # steering (HostQueue): started by the core, never submitted
 
 
 class OpStatus(StrEnum):

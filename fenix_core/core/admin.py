@@ -27,11 +27,11 @@ needs the lease, as today: Conflict while another worker holds it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from datetime import datetime
 from typing import cast
 
-from sqlalchemy import Connection, delete, select
+from sqlalchemy import delete, select
 from sqlalchemy.engine import Engine as SAEngine
 
 from ..clock import Clock
@@ -40,7 +40,8 @@ from ..errors import Conflict, InvalidInput
 from ..model import SessionUpdate
 from ..states import FINAL_SESSION_STATES, HostState, InstanceState, SessionState
 from ..store.leases import LeaseLost
-from ..store.schema import HostRow, SessionClockRow, SessionRow
+from ..store.schema import SessionClockRow, SessionRow
+from .busy_hosts import check_hosts_free
 from .context import StepContext
 from .pipeline import PipelineState
 from .ports import Fence, WorkingSetLike
@@ -50,45 +51,15 @@ from .stepper import StepFrame, StepOutcome, Stepper
 from .working_set import WorkingSet
 from .ws_port import SESSION_COMPONENT, WorkingSetAdapter
 
-__all__ = ["SessionAdmin", "check_hosts_free", "pipeline_state"]
+__all__ = ["SessionAdmin", "pipeline_state"]
 
 _FINAL = frozenset(s.value for s in FINAL_SESSION_STATES)
-#: Host rows that do not take a host from other sessions: targets, and hosts gone.
-_NOT_MAINTAINED = tuple(
-    s.value
-    for s in (HostState.OUT_OF_SCOPE, HostState.ADDED, HostState.REMOVED, HostState.DECOMMISSIONED)
-)
 #: What only waits: no longer followed once the session is cancelled.
 _ABANDONED_ON_CANCEL = frozenset({OpKind.WATCH, OpKind.LIST_HOSTS, OpKind.LOCATE, OpKind.GATE})
 _OPEN = frozenset({OpStatus.PENDING.value, OpStatus.RUNNING.value})
 #: Tries before a control gives up on a session whose steps keep racing it.
 _ATTEMPTS = 3
 _BUSY_WORKER = "another engine worker is working on this session; try again shortly"
-
-
-def check_hosts_free(db: Connection, hosts: Iterable[str], *, besides: str = "") -> None:
-    """Conflict if a running session other than ``besides`` maintains one of
-    ``hosts`` (either engine's sessions: they share the tables)."""
-    names = list(hosts)
-    if not names:
-        return
-    busy = db.execute(
-        select(HostRow.name, HostRow.session_id)
-        .join(SessionRow, SessionRow.id == HostRow.session_id)
-        .where(
-            SessionRow.state.not_in(_FINAL),
-            SessionRow.id != besides,
-            HostRow.state.not_in(_NOT_MAINTAINED),
-            HostRow.name.in_(names),
-        )
-        .order_by(HostRow.session_id, HostRow.position)
-        .limit(1)
-    ).first()
-    if busy is not None:
-        host, session_id = busy
-        raise Conflict(
-            f"host {host} is already in running session {session_id}", session_id=session_id
-        )
 
 
 def pipeline_state(ws: WorkingSet) -> PipelineState:

@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
+from ..budgets import Labels
 from ..contract import (
     ContractError,
     DisableHost,
@@ -139,6 +140,14 @@ class WorkingSetPort(Protocol):
     def moved_off(self, host: str) -> Sequence[str]:
         """Instances moved off ``host`` in this session (what a gate checks)."""
 
+    def budget_hosts(self) -> int:
+        """How many hosts a percent cap is a percent of (``states.budget_hosts``),
+        from counts kept up to date: no pass over the hosts."""
+
+    def host_labels(self, host: str) -> Labels:
+        """The topology labels of ``host`` that the request's caps name (kept
+        in the session's data at creation)."""
+
 
 class StepContext:
     """One step's context over ``ws`` at ``now`` (see the module docstring)."""
@@ -146,7 +155,12 @@ class StepContext:
     def __init__(self, ws: WorkingSetPort, now: datetime) -> None:
         self._ws = ws
         self._now = now
-        self._pipeline = HostPipeline(ws.request.controls, ws.component(PipelineState))
+        self._pipeline = HostPipeline(
+            ws.request.controls,
+            ws.component(PipelineState),
+            hosts=ws.budget_hosts(),
+            labels=ws.host_labels,
+        )
 
     # ------------------------------------------------------------------ reads
 

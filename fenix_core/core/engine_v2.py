@@ -18,7 +18,10 @@ The admin's controls (pause, resume, cancel, ``update_session``,
 (:mod:`~fenix_core.core.views`: today's ``SessionView``, ``ProjectView`` and
 ``OperationView``, the outbox backlog, the next wake-up) behave as today's
 Engine's; ``create_session`` refuses hosts another running session
-maintains, in the insert's transaction.
+maintains, in the insert's transaction. Approve-then-execute is here
+(``approval: "required"``, :meth:`CoreEngine.get_plan`,
+:meth:`CoreEngine.approve_session`, the plan records and checks shared with
+today's Engine through :class:`~fenix_core.approval_service.ApprovalService`).
 
 Not yet here (today's Engine has them): the inventory table and host
 changes (the host listings of ``Inventory``/``ListHosts`` are not applied to
@@ -39,16 +42,21 @@ import uuid
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import bindparam, delete, insert, select
 from sqlalchemy.engine import Engine as SAEngine
+from sqlalchemy.orm import Session
 
+from .. import approval, constraint_store
+from ..approval_service import ApprovalService, check_plan_id
 from ..clock import Clock, RealClock
-from ..constraints import ConstraintSet
+from ..constraints import CloudConstraints, ConstraintSet
 from ..contract import Workflow
-from ..errors import FenixError, InvalidInput, NotFound
+from ..errors import FenixError, InvalidInput, NotFound, Replanned
+from ..hookspecs import HostQueue, HostQueueChanges
 from ..model import (
+    ApprovalView,
     OperationView,
     ProjectView,
     Reply,
@@ -58,15 +66,19 @@ from ..model import (
     _str,
 )
 from ..operations import OperationRunner
+from ..plan_preview import preview
 from ..plugins import Plugins
 from ..reply_inbox import SqlReplyFacts, SqlReplyInbox
 from ..signals import SIGNALS
 from ..states import FINAL_SESSION_STATES, HostState, InstanceState
 from ..store.database import migrate, open_database
 from ..store.schema import SessionStateRow, SubscriptionRow
+from ..views import build_approval_view
 from . import views
-from .admin import SessionAdmin, check_hosts_free
-from .factory import CloudSnapshot, SessionFactory
+from .admin import SessionAdmin
+from .approvals import SqlApprovals
+from .busy_hosts import check_hosts_free
+from .factory import CloudRead, CloudSnapshot, SessionFactory, default_group_rules
 from .leases import SqlLeaseKeeper
 from .operations import CoreOperations
 from .outbox import Outbox
@@ -78,7 +90,7 @@ from .runner import CoreRunner
 from .sql_store import SqlSessionStore
 from .stepper import Stepper
 from .working_set import ComponentRec, HostRec, InstanceRec, ProjectRec, SessionRec, WorkingSet
-from .ws_port import SESSION_COMPONENT
+from .ws_port import SESSION_COMPONENT, Steering
 
 __all__ = ["CoreEngine", "working_rows"]
 
@@ -193,6 +205,9 @@ class CoreEngine:
     The arguments mean what they mean for today's Engine; ``plugins`` give
     the cloud driver, the actions and the gates."""
 
+    #: The previewer of engines given none (as today's Engine's).
+    default_previewer: ClassVar[approval.Previewer | None] = preview
+
     def __init__(
         self,
         database_url: str = "sqlite://",
@@ -205,6 +220,8 @@ class CoreEngine:
         worker_id: str | None = None,
         lease_seconds: float = 30.0,
         lease_clock: Clock | None = None,
+        default_group_constraints: Mapping[str, Any] | None = None,
+        previewer: approval.Previewer | None = None,
     ) -> None:
         self.clock: Clock = clock if clock is not None else RealClock()
         self.lease_clock: Clock = lease_clock if lease_clock is not None else RealClock()
@@ -231,6 +248,7 @@ class CoreEngine:
             admin_project_id=admin_project_id,
             now=self.clock.now,
             lease_seconds=self.lease_seconds,
+            steering=self._steering(),
         )
         self._outbox = Outbox(self._send)
         self._stepper = Stepper(
@@ -261,6 +279,21 @@ class CoreEngine:
             runner=self._runner,
             clock=self.clock,
         )
+        self.default_group_constraints = default_group_rules(default_group_constraints)
+        self._approvals = ApprovalService(
+            previewer=previewer if previewer is not None else type(self).default_previewer,
+            constraints=self.constraints,
+            managed=self.subscriptions,
+            now=self.clock.now,
+        )
+        self._approval_store = SqlApprovals(self._db)
+
+    def _steering(self) -> Steering:
+        """How the cloud driver steers new instances around queued hosts."""
+        driver: object = self.plugins.driver
+        if not isinstance(driver, HostQueue):
+            return None
+        return "each" if isinstance(driver, HostQueueChanges) else "whole"
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -287,18 +320,20 @@ class CoreEngine:
         """Validate the request against the cloud, insert the session, wake it.
 
         Conflict, writing nothing, if another running session maintains one
-        of its hosts (checked in the insert's transaction)."""
-        req = self._factory.check(request)
-        cloud = CloudSnapshot.read(self.plugins.require_driver())
-        found = cloud.constraints
+        of its hosts (checked in the insert's transaction). With ``approval:
+        "required"`` the session stores its plan and waits in
+        ``AWAITING_APPROVAL`` (nothing due) for :meth:`approve_session`."""
+        req = self._factory.check(request, default_group_constraints=self.default_group_constraints)
+        read = self._read_cloud(req)
+        plan = self._approvals.plan(req, read) if req.approval == "required" else None
         session_id = str(uuid.uuid4())
-        new = self._factory.build(
+        new = self._factory.records(
             req,
-            cloud,
-            constraints=ConstraintSet(cloud=found) if found is not None else ConstraintSet(),
+            read,
             subscribed=set(self.subscriptions()),
             session_id=session_id,
             now=self.clock.now(),
+            approval=plan,
         )
         rows = working_rows(new)
         pending = HostState.PENDING.value
@@ -307,9 +342,78 @@ class CoreEngine:
             self._store.insert(
                 rows, check=lambda db: check_hosts_free(db, [*scope, *req.add_hosts])
             )
+            if plan is None:
+                self._stepper.wake(session_id)
+        if plan is None:
+            self._wake.set()
+        return session_id
+
+    def _read_cloud(self, req: SessionRequest, *, drop_gone: bool = False) -> CloudRead:
+        cloud = CloudSnapshot.read(self.plugins.require_driver())
+        return self._factory.fit(
+            req, cloud, self.constraints(cloud.constraints), drop_gone=drop_gone
+        )
+
+    def constraints(self, cloud: CloudConstraints | None = None) -> ConstraintSet:
+        """The stored constraints (plus ``cloud``'s defaults), resolved."""
+        with Session(self._db) as orm:
+            _, groups, instances = constraint_store.load_all(orm)
+        return ConstraintSet.of(
+            groups,
+            instances,
+            cloud=cloud if cloud is not None else CloudConstraints(),
+            default_group=self.default_group_constraints,
+        )
+
+    @property
+    def previewer(self) -> approval.Previewer | None:
+        """What makes the plan of a session awaiting approval."""
+        return self._approvals.previewer
+
+    # ------------------------------------------------------------------ approval
+
+    def get_plan(self, session_id: str) -> ApprovalView:
+        """The plan of a session created with ``approval: "required"`` (as
+        Engine.get_plan); NotFound for a session that has none."""
+        _, record, _ = self._approval_store.awaiting(session_id)
+        found = build_approval_view(record)
+        if found is None:
+            raise NotFound("plan", session_id, session_id=session_id)
+        return found
+
+    def approve_session(self, session_id: str, plan_id: str | None = None) -> SessionView:
+        """Start a session that awaits approval if its plan still fits the
+        cloud and the constraints; else re-plan it and raise Replanned (as
+        Engine.approve_session)."""
+        check_plan_id(plan_id)
+        state, record, request = self._approval_store.awaiting(session_id)
+        self._approvals.require_awaiting(session_id, state, record, plan_id)
+        assert record is not None
+        req = SessionRequest.from_dict(request)
+        read = self._read_cloud(req, drop_gone=True)
+        changes = self._approvals.changes(record, read)
+        now = self.clock.now()
+        if changes:
+            plan = self._approvals.plan(req, read, changes)
+            new = self._factory.records(
+                req,
+                read,
+                subscribed=set(self.subscriptions()),
+                session_id=session_id,
+                now=now,
+                approval=plan,
+            )
+            with self._lock:
+                self._approval_store.replan(session_id, record["plan_id"], working_rows(new), now)
+            log.info("session %s re-planned as %s", session_id, plan["plan_id"])
+            raise Replanned(session_id, plan["plan_id"], changes)
+        with self._lock:
+            approved = self._approvals.approved(record, now)
+            self._approval_store.approve(session_id, record["plan_id"], approved, now)
             self._stepper.wake(session_id)
         self._wake.set()
-        return session_id
+        log.info("session %s: plan %s approved", session_id, record["plan_id"])
+        return self.get_session(session_id)
 
     def get_session(self, session_id: str) -> SessionView:
         """The session: state, percent done, hosts and their states, reason

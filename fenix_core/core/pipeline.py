@@ -6,21 +6,23 @@ workflow.
 (:func:`~fenix_core.controls.admit`, :func:`~fenix_core.controls.estimate_end`)
 around a :class:`PipelineState` of constant size: counters, the last finish,
 the most recent start times (only as many as the rate caps look at), duration
-sums, the gate in flight and the current wait. Per-host facts (when a host
-started and finished) stay on the host records: the caller passes them in
-and records what :meth:`HostPipeline.admit` decides. No I/O: a gate check is
-handed back as a :class:`GateCheck` for the engine to run as an operation.
+sums, the gate in flight, the current wait, and how many hosts in flight
+each topology domain has (at most as many domains as the topology caps
+allow). Per-host facts (when a host started and finished) stay on the host
+records: the caller passes them in and records what :meth:`HostPipeline.admit`
+decides. No I/O: a gate check is handed back as a :class:`GateCheck` for the
+engine to run as an operation.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
 import attrs
 
-from ..budgets import resolve_cap
+from ..budgets import Labels, domains, resolve_cap
 from ..contract import ComponentState, HostAdmission
 from ..controls import Controls, GateSpec, PacingHistory, admit, estimate_end
 
@@ -66,6 +68,13 @@ class PipelineState(ComponentState):
     waiting_cause: str | None = None
     waiting_reason: str | None = None
     waiting_until: str | None = None
+    #: Topology key -> domain -> hosts in flight there (capped keys only): the
+    #: busy labels a topology cap looks at, without reading the hosts.
+    open_domains: dict[str, dict[str, int]] = attrs.field(factory=dict)
+
+
+def _no_labels(_host: str) -> Labels:
+    return {}
 
 
 @attrs.frozen
@@ -89,13 +98,24 @@ class GateCheck:
 
 
 class HostPipeline:
-    """One session's pipeline over its ``PipelineState`` (changed in place)."""
+    """One session's pipeline over its ``PipelineState`` (changed in place).
 
-    def __init__(self, controls: Controls, state: PipelineState, *, hosts: int = 0) -> None:
+    ``hosts``: how many hosts a percent cap is a percent of
+    (:func:`~fenix_core.states.budget_hosts`); ``labels``: a host's topology
+    labels (those the caps name, kept in the session's data)."""
+
+    def __init__(
+        self,
+        controls: Controls,
+        state: PipelineState,
+        *,
+        hosts: int = 0,
+        labels: Callable[[str], Labels] = _no_labels,
+    ) -> None:
         self.controls = controls
         self.state = state
-        #: The session's hosts, what a percent cap is a percent of.
         self.hosts = hosts
+        self.labels = labels
 
     # ------------------------------------------------------------------ reading
 
@@ -115,6 +135,10 @@ class HostPipeline:
             last_finished=_time(self.state.last_finished),
             estimate_seconds=self._estimate(),
             hosts=self.hosts,
+            busy_labels=tuple(
+                {key: tuple(sorted(open_now))}
+                for key, open_now in sorted(self.state.open_domains.items())
+            ),
         )
 
     def mean_duration(self) -> float | None:
@@ -151,7 +175,7 @@ class HostPipeline:
         s = self.state
         if s.paused:
             return self._wait(host, "paused", f"paused: {s.pause_reason or 'by the admin'}", None)
-        answer = admit(now, self.controls, self.history())
+        answer = admit(now, self.controls, self.history(), self._capped_labels(host))
         if not answer.ok:
             self._drop_gate()
             cause = "window" if answer.wait_until is None else f"pace:{answer.wait_until}"
@@ -170,17 +194,43 @@ class HostPipeline:
                 s.gate_running = True
                 return admission, GateCheck(host, spec, s.last_host, self.controls.gate_timeout)
         self._drop_gate()
-        self._record_start(now)
+        self._record_start(host, now)
         s.waiting_cause = s.waiting_reason = s.waiting_until = None
         return HostAdmission(host, True), None
 
-    def _record_start(self, now: datetime) -> None:
+    def _capped_labels(self, host: str) -> Labels:
+        if not self.controls.max_topology_in_maintenance:
+            return {}
+        return self.labels(host)
+
+    def _record_start(self, host: str, now: datetime) -> None:
         s = self.state
         s.in_maintenance += 1
         s.started += 1
         keep = self._kept_starts()
         if keep:
             s.recent_starts = [*s.recent_starts, now.isoformat()][-keep:]
+        self._count_domains(host, 1)
+
+    def _count_domains(self, host: str, delta: int) -> None:
+        """Open (``delta`` 1) or close (-1) the topology domains of ``host``.
+        A new mapping each time: the stored body the state was read from
+        must not change under it (a body equal to the stored one is not written)."""
+        labels = self._capped_labels(host)
+        if not labels:
+            return
+        found = {key: dict(counts) for key, counts in self.state.open_domains.items()}
+        for cap in self.controls.max_topology_in_maintenance:
+            counts = found.setdefault(cap.key, {})
+            for domain in domains(labels, cap.key):
+                left = counts.get(domain, 0) + delta
+                if left > 0:
+                    counts[domain] = left
+                else:
+                    counts.pop(domain, None)
+            if not counts:
+                del found[cap.key]
+        self.state.open_domains = found
 
     def _wait(
         self, host: str, cause: str, reason: str, until: datetime | None
@@ -211,6 +261,7 @@ class HostPipeline:
         """An admitted host finished its work (maintained or decommissioned)."""
         s = self.state
         s.in_maintenance = max(0, s.in_maintenance - 1)
+        self._count_domains(host, -1)
         s.finished += 1
         s.last_finished = now.isoformat()
         s.last_host = host
@@ -224,6 +275,7 @@ class HostPipeline:
         skipped, or removed from the cloud (its work ended with it)."""
         s = self.state
         s.in_maintenance = max(0, s.in_maintenance - 1)
+        self._count_domains(host, -1)
         s.finished += 1
         if s.gate_host == host:
             self._drop_gate()

@@ -52,7 +52,7 @@ from .operations import CoreOperations
 from .ports import WorkingSetLike
 from .stepper import StepFrame, StepOutcome
 from .working_set import InboxRec, OpRec, WorkingSet
-from .ws_port import WorkingSetAdapter, op_of
+from .ws_port import Steering, WorkingSetAdapter, op_of
 
 __all__ = ["Control", "CoreRunner"]
 
@@ -62,6 +62,7 @@ log = logging.getLogger("fenix_core.core")
 Control: TypeAlias = Callable[[StepContext, WorkingSetAdapter, Workflow], None]
 
 _ENDED = frozenset({OpStatus.DONE.value, OpStatus.FAILED.value})
+_AWAITING = SessionState.AWAITING_APPROVAL.value
 
 
 class CoreRunner:
@@ -81,6 +82,7 @@ class CoreRunner:
         admin_project_id: str | None = None,
         now: Callable[[], datetime],
         lease_seconds: float | None = None,
+        steering: Steering = None,
     ) -> None:
         """``lease_seconds``: a step that only polled operations still running
         is not written while the lease it last wrote has more than half of
@@ -92,6 +94,7 @@ class CoreRunner:
         self._service = service
         self._admin_project_id = admin_project_id
         self._now = now
+        self._steering: Steering = steering
         self._adapters: dict[str, WorkingSetAdapter] = {}
         # Sessions whose inbox may hold unprocessed replies (a reply woke
         # them, or they were just loaded): read at their next step only.
@@ -111,7 +114,10 @@ class CoreRunner:
         found = self._adapters.get(ws.session.id)
         if found is None or found.ws is not ws:
             found = self._adapters[ws.session.id] = WorkingSetAdapter(
-                ws, service=self._service, admin_project_id=self._admin_project_id
+                ws,
+                service=self._service,
+                admin_project_id=self._admin_project_id,
+                steering=self._steering,
             )
             self._replies_due.add(ws.session.id)
             self._lease_written.pop(ws.session.id, None)  # the claim wrote its own
@@ -140,6 +146,10 @@ class CoreRunner:
         ``advance`` follows it even when it ended the session (a cancel: the
         workflow winds down)."""
         ws = cast(WorkingSet, working_set)
+        if ws.session.state == _AWAITING:
+            # Nothing runs before the approval, which writes the session itself
+            # (core.approvals): let it go, unwritten.
+            return StepOutcome(write=None, wake=None, finished=True)
         adapter = self.adapter(ws)
         adapter.begin(now)
         workflow = self.workflow(ws.session.workflow)
@@ -227,6 +237,7 @@ class CoreRunner:
                 workflow.on_timer(ctx, TimerFired(timer.name, timer.due, dict(timer.data)))
         if ws.session.version == 0 and not adapter.final:
             adapter.announce()  # the session exists: today's first notice
+            adapter.steer_all()
             workflow.start(ctx)
         if not adapter.final or control is not None:
             workflow.advance(ctx)
@@ -268,6 +279,8 @@ class CoreRunner:
         status = OpStatus(rec.status)
         result: dict[str, Any] = dict(rec.result or {})
         op = op_of(rec)
+        if rec.kind == OpKind.QUEUE_HOSTS.value:
+            return  # steering is best effort: nothing follows it
         if op is None:  # a gate: the pipeline's own
             stop = rec.detail if result.get("verdict") == "stop" else None
             ctx.gate_ended(str(rec.host), passed=status is OpStatus.DONE, stop=stop)
@@ -366,6 +379,16 @@ class CoreRunner:
             adapter.in_doubt.discard(op.key)
             self._operations.start(ws, op.key, adapter.request, now, in_doubt=in_doubt)
             op = ws.ops[op.key]
+            if op.kind == OpKind.QUEUE_HOSTS.value:
+                if op.status == OpStatus.FAILED.value:
+                    log.warning("session %s: steering failed: %s", ws.session.id, op.detail)
+                # Best effort, followed by nothing: written with the next step,
+                # which it brings forward only to be written before a final
+                # session is let go.
+                ws.update_op(op.key, handled=True)
+                if adapter.final:
+                    wakes.append(now)
+                continue
             if op.status == OpStatus.RUNNING.value and op.next_poll is not None:
                 wakes.append(op.next_poll)
             else:

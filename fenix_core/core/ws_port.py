@@ -20,10 +20,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 import attrs
 
+from ..budgets import Labels
 from ..contract import (
     ComponentState,
     DisableHost,
@@ -49,6 +50,7 @@ from ..placement_rules import HostLimits, PlacementRule, host_limits
 from ..states import (
     DONE_HOST_STATES,
     FINAL_SESSION_STATES,
+    UNBUDGETED_HOST_STATES,
     WORK_HOST_STATES,
     HostState,
     InstanceAction,
@@ -58,7 +60,7 @@ from ..states import (
 from .indexes import ABSENT_STATES, MOVING_STATE
 from .working_set import HostMark, OpRec, WorkingSet
 
-__all__ = ["SESSION_COMPONENT", "WorkingSetAdapter", "op_of", "op_record"]
+__all__ = ["SESSION_COMPONENT", "Steering", "WorkingSetAdapter", "op_of", "op_record"]
 
 #: The component holding what a session keeps apart from its workflow's
 #: state (migration 0007's "session" component): the operation counter, the
@@ -68,6 +70,12 @@ SESSION_COMPONENT = "session"
 _INSTANCE_CHOICE = frozenset({"PREPARE_MAINTENANCE", "PLANNED_MAINTENANCE"})
 _DONE = frozenset(s.value for s in DONE_HOST_STATES)
 _WORK = tuple(s.value for s in WORK_HOST_STATES)
+_QUEUED = HostState.PENDING.value
+_FINAL_VALUES = frozenset(s.value for s in FINAL_SESSION_STATES)
+#: How the cloud driver steers new instances around queued hosts: "each" host's
+#: change (HostQueueChanges), the "whole" set each time (HostQueue), or None.
+Steering = Literal["each", "whole"] | None
+_UNBUDGETED = tuple(s.value for s in UNBUDGETED_HOST_STATES)
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -408,8 +416,10 @@ class WorkingSetAdapter:
         service: str = "fenix",
         admin_project_id: str | None = None,
         now: datetime | None = None,
+        steering: Steering = None,
     ) -> None:
         self.ws = ws
+        self.steering = steering
         self.service = service
         self.admin_project_id = admin_project_id
         self.now: datetime = now if now is not None else ws.session.updated_at
@@ -573,6 +583,8 @@ class WorkingSetAdapter:
         self.ws.update_session(**changes)
         self._update_percent()
         self.announce()
+        if state in FINAL_SESSION_STATES and before not in _FINAL_VALUES:
+            self._steer({"hosts": []})  # nothing is queued any more
 
     def announce(self) -> None:
         """Send the admin's ``maintenance_session`` with the current state."""
@@ -606,7 +618,10 @@ class WorkingSetAdapter:
     # ------------------------------------------------------------------ hosts, instances
 
     def set_host_state(self, host: str, state: HostState, reason: str | None) -> None:
+        before = self.ws.hosts[host].state
         self.ws.set_host_state(host, state.value)
+        if (before == _QUEUED) != (state is HostState.PENDING) and not self.final:
+            self._steer({"host": host, "queued": state is HostState.PENDING})
         self.ws.update_host(host, reason=reason)
         self._host_views.pop(host, None)
         self._update_percent()
@@ -662,6 +677,14 @@ class WorkingSetAdapter:
 
     def moved_off(self, host: str) -> Sequence[str]:
         return sorted(i.instance_id for i in self.ws.instances.values() if i.moved_from == host)
+
+    def budget_hosts(self) -> int:
+        return len(self.ws.hosts) - self.ws.host_index.count(*_UNBUDGETED)
+
+    def host_labels(self, host: str) -> Labels:
+        rec = self.ws.components.get(SESSION_COMPONENT)
+        found = (rec.body.get("host_labels") or {}).get(host) if rec is not None else None
+        return found or {}
 
     # ------------------------------------------------------------------ projects, notices
 
@@ -734,6 +757,25 @@ class WorkingSetAdapter:
 
     def emit(self, signal: str, payload: dict[str, Any]) -> None:
         self.ws.emit(signal, {"service": self.service, **payload})
+
+    # ------------------------------------------------------------------ steering
+
+    def steer_all(self) -> None:
+        """The session starts: the driver learns every host still queued."""
+        if self.steering is not None:
+            self._steer({"hosts": self.ws.host_index.in_order(_QUEUED)})
+
+    def _steer(self, params: dict[str, Any]) -> None:
+        """A steering operation (``OpKind.QUEUE_HOSTS``): one host's change for
+        a driver that takes them, else the whole set still queued."""
+        if self.steering is None:
+            return
+        if "host" in params and self.steering != "each":
+            params = {"hosts": self.ws.host_index.in_order(_QUEUED)}
+        key = f"{self.ws.session.id}:{self.next_op_number()}"
+        self.ws.add_op(
+            op_record(key, OpKind.QUEUE_HOSTS, None, params, now=self.now, deadline=None)
+        )
 
     # ------------------------------------------------------------------ operations, timers
 
