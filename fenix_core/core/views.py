@@ -28,6 +28,7 @@ from ..store.schema import OperationRow, OutboxRow, SessionClockRow, SessionRow
 from ..views import build_operation_view, build_project_view, build_session_view
 from .admin import pipeline_state
 from .working_set import WorkingSet
+from .ws_port import SESSION_COMPONENT
 
 __all__ = [
     "operation_views",
@@ -66,6 +67,7 @@ def _iso(value: datetime | None) -> str | None:
 def _stored(ws: WorkingSet) -> _StoredSession:
     s = ws.session
     pipe = pipeline_state(ws)
+    session_data = ws.components.get(SESSION_COMPONENT)
     hosts = ws.hosts.values()
     data = {
         "paused": pipe.paused,
@@ -74,6 +76,7 @@ def _stored(ws: WorkingSet) -> _StoredSession:
         "ctl_started": {h.name: _iso(h.started_at) for h in hosts if h.started_at},
         "ctl_finished": {h.name: _iso(h.finished_at) for h in hosts if h.finished_at},
         "ctl_skipped": [h.name for h in hosts if h.state == HostState.SKIPPED],
+        "approval": session_data.body.get("approval") if session_data is not None else None,
     }
     # The request as it stands: an admin may have moved its start since.
     request = {**s.request, "maintenance_at": _iso(s.maintenance_at)}

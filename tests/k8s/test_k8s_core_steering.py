@@ -77,7 +77,7 @@ def test_a_node_leaving_the_queue_is_untainted_alone(
     while True:
         engine.run_until_idle()
         view = engine.get_session(sid)
-        queued = {n for n, state in view.hosts.items() if state == "PENDING"}
+        queued = {h.name for h in view.hosts if h.state == "PENDING"}
         taints = queued_taints(cluster)
         if view.state not in ("MAINTENANCE_DONE", "MAINTENANCE_FAILED"):
             # Exactly the nodes still queued carry this session's taint.
