@@ -262,6 +262,12 @@ class CoreEngine:
         """The SQLAlchemy engine of the database (the seam for instrumentation)."""
         return self._db
 
+    def held_sessions(self) -> list[str]:
+        """The ids of the sessions this worker holds now (leased, kept in
+        memory between steps), sorted; as Engine.held_sessions."""
+        with self._lock:
+            return self._stepper.held_sessions()
+
     def close(self) -> None:
         with self._lock:
             self._stepper.release()
