@@ -30,11 +30,12 @@ import threading
 import uuid
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, insert, select
+from sqlalchemy import bindparam, delete, insert, select
 from sqlalchemy.engine import Engine as SAEngine
+from sqlalchemy.orm import Session
 
 from ..clock import Clock, RealClock
 from ..constraints import ConstraintSet
@@ -205,18 +206,21 @@ class CoreEngine:
         worker_id: str | None = None,
         lease_seconds: float = 30.0,
         lease_clock: Clock | None = None,
+        load_entry_points: bool = True,
     ) -> None:
         self.clock: Clock = clock if clock is not None else RealClock()
         self.lease_clock: Clock = lease_clock if lease_clock is not None else RealClock()
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.lease_seconds = float(lease_seconds)
         self.service = service
-        self.plugins = Plugins(plugins, self.clock, load_entry_points=False)
+        self.admin_project_id = admin_project_id
+        self.plugins = Plugins(plugins, self.clock, load_entry_points=load_entry_points)
         self._workflows = dict(workflows)
         self._db = open_database(database_url)
         migrate(self._db)
         self._lock = threading.RLock()
         self._wake = threading.Event()
+        self._stop = threading.Event()
         self._store = SqlSessionStore(self._db)
         self._leases = SqlLeaseKeeper(
             self._db, self.worker_id, self.lease_seconds, self.lease_clock, table="session_clock"
@@ -268,6 +272,15 @@ class CoreEngine:
         with self._lock:
             return self._stepper.held_sessions()
 
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """A SQLAlchemy session on the engine's database, in a transaction that
+        commits on exit, serialised with the engine's own calls (as
+        Engine.transaction: for extensions that keep their own tables next to
+        the engine's, such as the REST front end's webhook queue)."""
+        with self._lock, Session(self._db) as orm, orm.begin():
+            yield orm
+
     def close(self) -> None:
         with self._lock:
             self._stepper.release()
@@ -318,6 +331,12 @@ class CoreEngine:
                         project_id=project_id, created_at=self.clock.now()
                     )
                 )
+
+    def unsubscribe(self, project_id: str) -> None:
+        if not isinstance(project_id, str) or not project_id:
+            raise InvalidInput("project_id", "expected a non-empty string")
+        with self._lock, self._db.begin() as db:
+            db.execute(delete(SubscriptionRow).where(SubscriptionRow.project_id == project_id))
 
     def subscriptions(self) -> list[str]:
         with self._db.connect() as db:
@@ -422,6 +441,44 @@ class CoreEngine:
                     f"session {session_id} waits for nothing that can happen (state {view.state})",
                     session_id=session_id,
                 )
+
+    def run_forever(self) -> None:
+        """The production loop (as Engine.run_forever): step what is due, then
+        wait for the next wake-up, a reply or a new session, or the next look
+        at the database for sessions nobody holds, until :meth:`stop` is
+        called (from another thread)."""
+        self._stop.clear()
+        while not self._stop.is_set():
+            self.run_until_idle()
+            if self._stop.is_set():
+                break
+            self._wait_for_work()
+
+    def stop(self) -> None:
+        """Make :meth:`run_forever` return."""
+        self._stop.set()
+        self._wake.set()
+
+    def _wait_for_work(self) -> None:
+        wake = self._stepper.next_wake()
+        poll = self._stepper.next_poll()
+        # The poll is due on the lease clock (real time in production); a
+        # simulated lease clock moves only when a test moves it.
+        if poll is None:
+            to_poll = None
+        elif isinstance(self.lease_clock, RealClock):
+            to_poll = max(0.0, (poll - self.lease_clock.now()).total_seconds())
+        else:
+            to_poll = min(1.0, self.lease_seconds / 4)
+        if wake is not None and isinstance(self.clock, RealClock):
+            if to_poll is not None:
+                wake = min(wake, self.clock.now() + timedelta(seconds=to_poll))
+            self.clock.wait(wake, self._wake)
+        elif wake is not None:
+            self.clock.wait(wake, self._wake)  # simulated: a jump, no real wait
+        else:
+            self._wake.wait(to_poll)
+            self._wake.clear()
 
     def _finished(self, session_id: str) -> bool:
         ws = self._store.load(session_id)
