@@ -276,6 +276,16 @@ class Engine:
         with self._lock:
             return sorted(self._loaded)
 
+    def lease_holder(self, session_id: str) -> tuple[str, datetime] | None:
+        """The worker holding a live lease on the session and when that lease
+        expires (aware UTC, on :attr:`lease_clock`), or None when no worker
+        does (never claimed, released, or expired). NotFound for an unknown
+        session."""
+        _str(session_id, "session_id")
+        with self._lock, Session(self._db) as orm:
+            row = self._session_row(orm, session_id)
+            return leases.live_holder(row.lease_owner, row.lease_expires, self.lease_clock.now())
+
     # ------------------------------------------------------------------ admin API
 
     def create_session(self, request: SessionRequest | Mapping[str, Any]) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from sqlalchemy import text
 from fenix_core import ActionSpec, SessionRequest
 from fenix_core.clock import SimClock
 from fenix_core.core.engine_v2 import CoreEngine
-from fenix_core.errors import InvalidInput
+from fenix_core.errors import InvalidInput, NotFound
 from fenix_core.testing import ScriptedManager, SimulatedCloud, TimedAction
 from fenix_core.workflows.v2.rolling import RollingWorkflow
 
@@ -183,3 +184,17 @@ def test_entry_point_plugins_are_loaded_unless_turned_off(
     assert loaded == ["fenix"]
     core(load_entry_points=False)
     assert loaded == ["fenix"]
+
+
+def test_lease_holder_names_the_live_lease_and_its_expiry(core: Factory) -> None:
+    lease_clock = SimClock()
+    a = core(worker_id="a", lease_clock=lease_clock)
+    b = core(worker_id="b", lease_clock=lease_clock)
+    sid = a.create_session(SessionRequest(actions=ACTIONS))
+    assert b.lease_holder(sid) is None  # created, not claimed yet
+    a.step()
+    assert b.lease_holder(sid) == ("a", lease_clock.now() + timedelta(seconds=30))
+    lease_clock.advance(31)
+    assert b.lease_holder(sid) is None  # expired: nobody holds it
+    with pytest.raises(NotFound):
+        b.lease_holder("no-such-session")

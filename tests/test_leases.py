@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pg_server
@@ -15,7 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from fenix_core import ActionSpec, Engine, SessionRequest
-from fenix_core.errors import Conflict
+from fenix_core.errors import Conflict, NotFound
 from fenix_core.store.schema import OutboxRow, SessionRow
 from fenix_core.testing import SimClock, SimulatedCloud, TimedAction, migrations_per_instance
 from fenix_core.testing.crash import CrashHarness, CrashReport
@@ -166,6 +167,19 @@ def test_a_worker_that_lost_its_lease_cannot_commit_a_step(workers: Workers) -> 
     assert lease_of(a, sid) == ("b", 2)
     assert b.held_sessions() == [sid]
     assert b.run_until_done(sid).state == "MAINTENANCE_DONE"
+
+
+def test_lease_holder_names_the_live_lease_and_its_expiry(workers: Workers) -> None:
+    a, b = workers("a"), workers("b")
+    sid = a.create_session(SessionRequest(actions=UPGRADE))
+    assert b.lease_holder(sid) is None  # created, not claimed yet
+    a.step()
+    expires = a.lease_clock.now() + timedelta(seconds=30)
+    assert b.lease_holder(sid) == ("a", expires)
+    b.lease_clock_.advance(31)  # type: ignore[attr-defined]
+    assert b.lease_holder(sid) is None  # expired: nobody holds it
+    with pytest.raises(NotFound):
+        b.lease_holder("no-such-session")
 
 
 def test_closing_a_worker_releases_its_leases(workers: Workers) -> None:

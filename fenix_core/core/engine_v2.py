@@ -40,7 +40,7 @@ from sqlalchemy.orm import Session
 from ..clock import Clock, RealClock
 from ..constraints import ConstraintSet
 from ..contract import Workflow
-from ..errors import FenixError, InvalidInput
+from ..errors import FenixError, InvalidInput, NotFound
 from ..model import Reply, SessionRequest
 from ..operations import OperationRunner
 from ..plugins import Plugins
@@ -48,7 +48,8 @@ from ..reply_inbox import SqlReplyFacts, SqlReplyInbox
 from ..signals import SIGNALS
 from ..states import FINAL_SESSION_STATES, InstanceState
 from ..store.database import migrate, open_database
-from ..store.schema import SessionStateRow, SubscriptionRow
+from ..store.leases import live_holder
+from ..store.schema import SessionClockRow, SessionStateRow, SubscriptionRow
 from .factory import CloudSnapshot, SessionFactory
 from .leases import SqlLeaseKeeper
 from .operations import CoreOperations
@@ -271,6 +272,22 @@ class CoreEngine:
         memory between steps), sorted; as Engine.held_sessions."""
         with self._lock:
             return self._stepper.held_sessions()
+
+    def lease_holder(self, session_id: str) -> tuple[str, datetime] | None:
+        """The worker holding a live lease on the session and when that lease
+        expires (aware UTC, on :attr:`lease_clock`), or None when no worker
+        does; NotFound for an unknown session (as Engine.lease_holder)."""
+        if not isinstance(session_id, str):
+            raise InvalidInput("session_id", f"expected a string, got {type(session_id).__name__}")
+        with self._db.connect() as db:
+            found = db.execute(
+                select(SessionClockRow.lease_owner, SessionClockRow.lease_expires).where(
+                    SessionClockRow.session_id == session_id
+                )
+            ).one_or_none()
+        if found is None:
+            raise NotFound("session", session_id, session_id=session_id)
+        return live_holder(found.lease_owner, found.lease_expires, self.lease_clock.now())
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:
