@@ -2,9 +2,9 @@
 ``executemany`` is one statement) and commits, through SQLAlchemy's engine
 events on the engine's own database engine.
 
-The seam is public: :meth:`fenix_core.Engine.transaction` yields an ORM
-session bound to the engine's database, whose ``get_bind()`` is that
-SQLAlchemy engine; listeners on it see every connection of the engine.
+The seam is public: ``engine.database`` (today's Engine and the core's
+CoreEngine) is that SQLAlchemy engine; listeners on it see every connection
+of the engine.
 """
 
 from __future__ import annotations
@@ -18,13 +18,7 @@ from fenix_core import Engine
 
 
 def database_of(engine: Engine) -> SAEngine:
-    found = getattr(engine, "database", None)  # CoreEngine's seam (plan §6)
-    if isinstance(found, SAEngine):
-        return found
-    with engine.transaction() as orm:
-        bind = orm.get_bind()
-    assert isinstance(bind, SAEngine)
-    return bind
+    return engine.database
 
 
 class StatementCounter:

@@ -33,6 +33,7 @@ from types import TracebackType
 from typing import Any, ClassVar, NoReturn, TypeVar
 
 from sqlalchemy import delete, func, select, update
+from sqlalchemy.engine import Engine as SAEngine
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, load_only
 
@@ -270,6 +271,35 @@ class Engine:
         """
         with self._lock, Session(self._db) as orm, orm.begin():
             yield orm
+
+    @property
+    def database(self) -> SAEngine:
+        """The SQLAlchemy engine of the engine's database.
+
+        The seam for instrumentation (SQLAlchemy's ``before_cursor_execute``
+        and ``commit`` events count what the engine sends, as
+        ``benchmarks/sqlcount.py`` does) and for reading the stored rows. A
+        write through it is not serialised with the engine's own: use
+        :meth:`transaction` for that.
+        """
+        return self._db
+
+    def held_sessions(self) -> list[str]:
+        """The ids of the sessions this worker holds now (leased, kept in
+        memory between steps), sorted. Another worker steps them only once
+        this one lets them go or its lease runs out."""
+        with self._lock:
+            return sorted(self._loaded)
+
+    def lease_holder(self, session_id: str) -> tuple[str, datetime] | None:
+        """The worker holding a live lease on the session and when that lease
+        expires (aware UTC, on :attr:`lease_clock`), or None when no worker
+        does (never claimed, released, or expired). NotFound for an unknown
+        session."""
+        _str(session_id, "session_id")
+        with self._lock, Session(self._db) as orm:
+            row = self._session_row(orm, session_id)
+            return leases.live_holder(row.lease_owner, row.lease_expires, self.lease_clock.now())
 
     # ------------------------------------------------------------------ admin API
 

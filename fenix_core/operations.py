@@ -110,6 +110,11 @@ class OperationRunner:
             "gate": self._gate,
         }
 
+    @property
+    def kinds(self) -> frozenset[str]:
+        """The operation kinds this runner starts (``operations.kind``)."""
+        return frozenset(self._start)
+
     def start(
         self, op: OperationRow, request: SessionRequest, now: datetime, *, in_doubt: bool = False
     ) -> OperationStatus:

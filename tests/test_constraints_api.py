@@ -66,12 +66,12 @@ def instance(
 
 
 def count(engine: Engine, table: Any) -> int:
-    with Session(engine._db) as orm:
+    with Session(engine.database) as orm:
         return int(orm.scalar(select(func.count()).select_from(table)) or 0)
 
 
 def revision(engine: Engine) -> int:
-    with Session(engine._db) as orm:
+    with Session(engine.database) as orm:
         return int(
             orm.scalar(select(ConstraintRevisionRow.revision).where(ConstraintRevisionRow.id == 1))
             or 0

@@ -56,7 +56,7 @@ def test_stale_entries_do_not_pile_up() -> None:
     q = DueQueue()
     for i in range(10_000):
         q.schedule("s", at(i % 97))
-    assert len(q._heap) <= 4 * 1 + 64
+    assert q.heap_size <= 4 * 1 + 64
 
 
 ops = st.lists(

@@ -55,7 +55,7 @@ def count(engine: Engine, table: Any, session_id: str | None = None) -> int:
     query = select(func.count()).select_from(table)
     if session_id is not None:
         query = query.where(table.session_id == session_id)
-    with Session(engine._db) as orm:
+    with Session(engine.database) as orm:
         return int(orm.scalar(query) or 0)
 
 

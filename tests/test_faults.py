@@ -90,7 +90,7 @@ class LostConnection:
     answer is lost)."""
 
     def __init__(self, engine: Engine) -> None:
-        self.db = engine._db
+        self.db = engine.database
         self.before = 0
         self.after = 0
         self.raised = 0
@@ -144,7 +144,7 @@ def engines(tmp_path: Path, fenix_clock: SimClock) -> Iterator[Any]:
 
 
 def row_counts(engine: Engine) -> dict[str, int]:
-    with Session(engine._db) as orm:
+    with Session(engine.database) as orm:
         return {
             name: int(orm.scalar(select(func.count()).select_from(table)) or 0)
             for name, table in Base.metadata.tables.items()
@@ -301,7 +301,7 @@ def test_connection_lost_for_good_reaches_the_caller_and_a_later_run_resumes(
     with pytest.raises(OperationalError):
         engine.run_until_done(sid)
     assert lost.raised == 3
-    with Session(engine._db) as orm:
+    with Session(engine.database) as orm:
         assert orm.scalar(select(SessionRow.version).where(SessionRow.id == sid)) == 0
     assert engine.run_until_done(sid).state == "MAINTENANCE_DONE"
     assert set(cloud.starts.values()) == {1}
@@ -316,7 +316,7 @@ def test_a_failed_delivery_mark_sends_the_notifications_again(
     sid = engine.create_session(SessionRequest())
     lost: list[str] = []
 
-    @event.listens_for(engine._db, "before_cursor_execute")
+    @event.listens_for(engine.database, "before_cursor_execute")
     def lose_the_first_mark(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
         # The step committed and the notifications went out; marking them fails.
         if statement.lstrip().upper().startswith("UPDATE OUTBOX") and not lost:

@@ -28,6 +28,7 @@ from fenix_core.errors import Conflict, InvalidInput, NotFound
 from fenix_core.model import Reply
 from fenix_core.reply_inbox import SqlReplyInbox
 from fenix_core.testing import SimClock, SimulatedCloud, TimedAction
+from fenix_core.testing.seams import queued_replies, step_in_progress
 
 THREADS = 8
 PER_THREAD = 500  # the kill test's; setting up 4,000 asked projects takes about a minute
@@ -192,12 +193,12 @@ def test_a_failed_write_raises_in_every_waiting_caller_and_commits_nothing(
             except BaseException as error:
                 errors[project] = error
 
-        # Hold the engine lock (as a step does) so all eight queue for one batch.
-        with engine._lock:
+        # Hold what a step holds so all eight queue for one batch.
+        with step_in_progress(engine):
             threads = [threading.Thread(target=send, args=a) for a in asked]
             for thread in threads:
                 thread.start()
-            while len(engine._replies._queue) < THREADS:
+            while queued_replies(engine) < THREADS:
                 threading.Event().wait(0.005)
             broken.set()
         for thread in threads:

@@ -82,7 +82,7 @@ request_like = st.dictionaries(
 
 
 def row_counts(engine: Engine) -> dict[str, int]:
-    with Session(engine._db) as orm:
+    with Session(engine.database) as orm:
         return {
             name: int(orm.scalar(select(func.count()).select_from(table)) or 0)
             for name, table in Base.metadata.tables.items()

@@ -16,7 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from fenix_core import ActionSpec, Engine, SessionRequest
-from fenix_core.errors import Conflict
+from fenix_core.errors import Conflict, NotFound
 from fenix_core.store.schema import OutboxRow, SessionRow
 from fenix_core.testing import SimClock, SimulatedCloud, TimedAction, migrations_per_instance
 from fenix_core.testing.crash import CrashHarness, CrashReport
@@ -73,7 +73,9 @@ def workers(database_url: str) -> Iterator[Workers]:
     cloud, upgrade = build_cloud(), TimedAction("upgrade", seconds=60)
     made: list[Engine] = []
 
-    def make(worker_id: str) -> Engine:
+    def make(worker_id: str, own_lease_clock: SimClock | None = None) -> Engine:
+        """``own_lease_clock``: the worker reads its leases' time there instead
+        (a stalled process, whose leases never seem to run out)."""
         engine = Engine(
             database_url,
             clock=clock,
@@ -81,7 +83,7 @@ def workers(database_url: str) -> Iterator[Workers]:
             load_entry_points=False,
             worker_id=worker_id,
             lease_seconds=30,
-            lease_clock=lease_clock,
+            lease_clock=own_lease_clock or lease_clock,
             db_retry_seconds=0.01,
         )
         engine.cloud = cloud  # type: ignore[attr-defined]
@@ -96,14 +98,14 @@ def workers(database_url: str) -> Iterator[Workers]:
 
 
 def lease_of(engine: Engine, session_id: str) -> tuple[str | None, int]:
-    with Session(engine._db) as orm:
+    with Session(engine.database) as orm:
         row = orm.get(SessionRow, session_id)
         assert row is not None
         return row.lease_owner, row.lease_token
 
 
 def versions(engine: Engine, session_id: str) -> int:
-    with Session(engine._db) as orm:
+    with Session(engine.database) as orm:
         row = orm.get(SessionRow, session_id)
         assert row is not None
         return row.version
@@ -139,27 +141,45 @@ def test_a_dead_workers_session_is_taken_over_from_its_last_commit(workers: Work
     cloud: SimulatedCloud = b.cloud  # type: ignore[attr-defined]
     assert set(migrations_per_instance(cloud).values()) == {1}
     assert Counter(b.upgrade.hosts) == Counter(list(LAYOUT))  # type: ignore[attr-defined]
-    with Session(b._db) as orm:
+    with Session(b.database) as orm:
         seqs = orm.scalars(select(OutboxRow.seq).where(OutboxRow.session_id == sid)).all()
         last = orm.scalar(select(SessionRow.seq).where(SessionRow.id == sid))
     assert sorted(seqs) == list(range(1, (last or 0) + 1))
 
 
 def test_a_worker_that_lost_its_lease_cannot_commit_a_step(workers: Workers) -> None:
-    a, b = workers("a"), workers("b")
+    # "a" stalls: its lease clock stops, so its lease never seems to run out.
+    a, b = workers("a", own_lease_clock=SimClock()), workers("b")
     sid = a.create_session(SessionRequest(actions=UPGRADE))
     assert a.step() == 1  # "a" holds the lease and the working set
+    assert a.held_sessions() == [sid]
     b.lease_clock_.advance(31)  # type: ignore[attr-defined]
     assert b.step() == 1  # "a" stalled too long: "b" took the session over
     taken = versions(b, sid)
     assert lease_of(b, sid) == ("b", 2)
-    # "a" wakes up in the middle of its step, still believing it holds the lease.
-    a._leases[sid] = (1, a.lease_clock.now() + timedelta(seconds=30))
-    assert a._advance(sid) == []
+    # "a" wakes up when the session is next due, still believing it holds the
+    # lease: its step runs and its commit is refused by the fence.
+    wake = max(w for w in (a.next_wake(), b.next_wake()) if w is not None)
+    a.clock.advance_to(wake)  # type: ignore[attr-defined]
+    a.step()
     assert versions(a, sid) == taken  # nothing of a's step was committed
-    assert sid not in a._loaded
-    assert sid not in a._leases
+    assert a.held_sessions() == []
     assert lease_of(a, sid) == ("b", 2)
+    assert b.held_sessions() == [sid]
+    assert b.run_until_done(sid).state == "MAINTENANCE_DONE"
+
+
+def test_lease_holder_names_the_live_lease_and_its_expiry(workers: Workers) -> None:
+    a, b = workers("a"), workers("b")
+    sid = a.create_session(SessionRequest(actions=UPGRADE))
+    assert b.lease_holder(sid) is None  # created, not claimed yet
+    a.step()
+    expires = a.lease_clock.now() + timedelta(seconds=30)
+    assert b.lease_holder(sid) == ("a", expires)
+    b.lease_clock_.advance(31)  # type: ignore[attr-defined]
+    assert b.lease_holder(sid) is None  # expired: nobody holds it
+    with pytest.raises(NotFound):
+        b.lease_holder("no-such-session")
 
 
 def test_closing_a_worker_releases_its_leases(workers: Workers) -> None:

@@ -80,7 +80,7 @@ def test_a_rejected_update_leaves_nothing_loaded(fenix_cloud, fenix_engine_facto
     assert engine.run_until_done(sid).state == "MAINTENANCE_DONE"
     with pytest.raises(Conflict):
         engine.update_session(sid, retry=True)
-    assert sid not in engine._loaded
+    assert sid not in engine.held_sessions()
     engine.delete_session(sid)
 
 

@@ -34,12 +34,12 @@ CHOICE = ("PREPARE_MAINTENANCE", "PLANNED_MAINTENANCE")
 
 
 def inbox_rows(engine: Engine) -> int:
-    with Session(engine._db) as orm:
+    with Session(engine.database) as orm:
         return int(orm.scalar(select(func.count()).select_from(InboxRow)) or 0)
 
 
 def inbox_outcomes(engine: Engine) -> list[tuple[str, str, str | None]]:
-    with Session(engine._db) as orm:
+    with Session(engine.database) as orm:
         rows = orm.scalars(select(InboxRow).order_by(InboxRow.id)).all()
         return [(r.project_id, r.state, r.outcome) for r in rows]
 

@@ -318,7 +318,7 @@ def test_a_failed_write_raises_in_every_caller_and_commits_nothing(inbox: Sqlite
         threads = [threading.Thread(target=answer, args=(p,)) for p in projects]
         for thread in threads:
             thread.start()
-        while len(replies._queue) < 8:
+        while replies.queued < 8:
             threading.Event().wait(0.005)
         inbox.fail_next = True
     for thread in threads:
@@ -340,7 +340,7 @@ def test_a_reply_from_a_thread_holding_the_engine_lock_does_not_wait_for_another
     other = threading.Thread(target=replies.submit, args=("s1", Reply("pb", "ACK_MAINTENANCE")))
     with lock:
         other.start()
-        while not replies._queue:
+        while not replies.queued:
             threading.Event().wait(0.005)
         replies.submit("s1", Reply("pa", "ACK_MAINTENANCE"))  # writes both, under its own lock
         assert {r[2] for r in inbox.rows()} == {"pa", "pb"}

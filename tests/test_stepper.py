@@ -5,7 +5,7 @@ fence does not match the stored lease and version)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
 import attrs
@@ -158,13 +158,16 @@ class FakePoller:
 
 
 class World:
-    def __init__(self, *, poller: bool = False) -> None:
+    def __init__(
+        self, *, poller: bool = False, send: Callable[[OutboxRec], None] | None = None
+    ) -> None:
+        """``send``: what delivering a notification does (default: note it in ``sent``)."""
         self.clock = SimClock(start=T0)
         self.store = FakeStore()
         self.leases = FakeLeases(self.store)
         self.runner = FakeRunner(self.clock)
         self.sent: list[tuple[str, int]] = []
-        self.outbox = Outbox(lambda r: self.sent.append((r.session_id, r.seq)))
+        self.outbox = Outbox(send or (lambda r: self.sent.append((r.session_id, r.seq))))
         self.poller = FakePoller(self.store) if poller else None
         self.stepper = Stepper(
             self.store,
@@ -345,10 +348,8 @@ def test_a_reply_sent_from_inside_the_delivery_wakes_the_session_at_once() -> No
     """A receiver may reply while its notification is delivered, after the
     step committed: that wake-up is kept, not replaced by the step's own
     (later) wake."""
-    w = World()
+    w = World(send=lambda r: w.stepper.wake(r.session_id))
     w.session("s1")
-    w.outbox = Outbox(lambda r: w.stepper.wake(r.session_id))
-    w.stepper._outbox = w.outbox  # the world's stepper delivers through it
     w.stepper.wake("s1")
     assert w.stepper.step() == 1
     assert w.stepper.next_wake() == T0  # the reply's, not T0 + 60 s

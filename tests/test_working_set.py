@@ -253,7 +253,7 @@ def test_random_setters_keep_indexes_dirty_sets_and_round_trips(data: st.DataObj
         # Nothing of the write is held after it.
         assert all(not keys for keys in ws.dirty_keys().values())
         assert not any(o.handled for o in ws.ops.values())
-        assert not [r for r in (*ws.hosts.values(), *ws.instances.values()) if r._dirty]
+        assert not [r for r in (*ws.hosts.values(), *ws.instances.values()) if r.dirty]
         store.write(write)
         loaded = store.load("s-1")
         assert records(loaded) == records(ws)

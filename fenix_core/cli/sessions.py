@@ -15,7 +15,6 @@ import click
 import yaml
 from rich.live import Live
 from rich.markup import escape
-from sqlalchemy import select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
@@ -24,7 +23,6 @@ from ..errors import Conflict, InvalidInput, NotFound, Replanned
 from ..model import SessionRequest, SessionView
 from ..scenario import load_scenario
 from ..states import SessionState
-from ..store.schema import SessionRow
 from ..timeline import Timeline, recorded_timeline
 from .api_client import ApiClient
 from .common import F, console, draw, dump, exit_code, fails_cleanly, json_option, timeline_option
@@ -494,18 +492,9 @@ def refuse_if_leased(engine: Engine, session_id: str) -> None:
     beside it; the engine serving the session must make it (fenix-api's
     pause/resume/cancel routes, or the application's own Engine).
     """
-    with engine.transaction() as orm:
-        owner, expires = orm.execute(
-            select(SessionRow.lease_owner, SessionRow.lease_expires).where(
-                SessionRow.id == session_id
-            )
-        ).one()
-    if owner is None or expires is None:
-        return
-    now = engine.lease_clock.now()
-    if expires.tzinfo is None:
-        expires = expires.replace(tzinfo=now.tzinfo)
-    if expires > now:
+    held = engine.lease_holder(session_id)
+    if held is not None:
+        owner, expires = held
         raise Conflict(
             f"engine {owner} is running this session (lease until {expires:%H:%M:%S} UTC): "
             "ask that engine (for fenix-api, its pause/resume/cancel routes) or stop it first",

@@ -63,6 +63,11 @@ class DueQueue:
     def __len__(self) -> int:
         return len(self._wake)
 
+    @property
+    def heap_size(self) -> int:
+        """Entries in the heap, stale ones included (what compaction bounds)."""
+        return len(self._heap)
+
     def __iter__(self) -> Iterator[str]:
         return iter(sorted(self._wake))
 

@@ -41,7 +41,7 @@ import threading
 import uuid
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
 from sqlalchemy import bindparam, delete, insert, select
@@ -72,7 +72,8 @@ from ..reply_inbox import SqlReplyFacts, SqlReplyInbox
 from ..signals import SIGNALS
 from ..states import FINAL_SESSION_STATES, HostState, InstanceState
 from ..store.database import migrate, open_database
-from ..store.schema import SessionStateRow, SubscriptionRow
+from ..store.leases import live_holder
+from ..store.schema import SessionClockRow, SessionStateRow, SubscriptionRow
 from ..views import build_approval_view
 from . import views
 from .admin import SessionAdmin
@@ -222,18 +223,21 @@ class CoreEngine:
         lease_clock: Clock | None = None,
         default_group_constraints: Mapping[str, Any] | None = None,
         previewer: approval.Previewer | None = None,
+        load_entry_points: bool = True,
     ) -> None:
         self.clock: Clock = clock if clock is not None else RealClock()
         self.lease_clock: Clock = lease_clock if lease_clock is not None else RealClock()
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.lease_seconds = float(lease_seconds)
         self.service = service
-        self.plugins = Plugins(plugins, self.clock, load_entry_points=False)
+        self.admin_project_id = admin_project_id
+        self.plugins = Plugins(plugins, self.clock, load_entry_points=load_entry_points)
         self._workflows = dict(workflows)
         self._db = open_database(database_url)
         migrate(self._db)
         self._lock = threading.RLock()
         self._wake = threading.Event()
+        self._stop = threading.Event()
         self._store = SqlSessionStore(self._db)
         self._leases = SqlLeaseKeeper(
             self._db, self.worker_id, self.lease_seconds, self.lease_clock, table="session_clock"
@@ -301,6 +305,37 @@ class CoreEngine:
     def database(self) -> SAEngine:
         """The SQLAlchemy engine of the database (the seam for instrumentation)."""
         return self._db
+
+    def held_sessions(self) -> list[str]:
+        """The ids of the sessions this worker holds now (leased, kept in
+        memory between steps), sorted; as Engine.held_sessions."""
+        with self._lock:
+            return self._stepper.held_sessions()
+
+    def lease_holder(self, session_id: str) -> tuple[str, datetime] | None:
+        """The worker holding a live lease on the session and when that lease
+        expires (aware UTC, on :attr:`lease_clock`), or None when no worker
+        does; NotFound for an unknown session (as Engine.lease_holder)."""
+        if not isinstance(session_id, str):
+            raise InvalidInput("session_id", f"expected a string, got {type(session_id).__name__}")
+        with self._db.connect() as db:
+            found = db.execute(
+                select(SessionClockRow.lease_owner, SessionClockRow.lease_expires).where(
+                    SessionClockRow.session_id == session_id
+                )
+            ).one_or_none()
+        if found is None:
+            raise NotFound("session", session_id, session_id=session_id)
+        return live_holder(found.lease_owner, found.lease_expires, self.lease_clock.now())
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """A SQLAlchemy session on the engine's database, in a transaction that
+        commits on exit, serialised with the engine's own calls (as
+        Engine.transaction: for extensions that keep their own tables next to
+        the engine's, such as the REST front end's webhook queue)."""
+        with self._lock, Session(self._db) as orm, orm.begin():
+            yield orm
 
     def close(self) -> None:
         with self._lock:
@@ -666,6 +701,44 @@ class CoreEngine:
                     f"session {session_id} waits for nothing that can happen (state {view.state})",
                     session_id=session_id,
                 )
+
+    def run_forever(self) -> None:
+        """The production loop (as Engine.run_forever): step what is due, then
+        wait for the next wake-up, a reply or a new session, or the next look
+        at the database for sessions nobody holds, until :meth:`stop` is
+        called (from another thread)."""
+        self._stop.clear()
+        while not self._stop.is_set():
+            self.run_until_idle()
+            if self._stop.is_set():
+                break
+            self._wait_for_work()
+
+    def stop(self) -> None:
+        """Make :meth:`run_forever` return."""
+        self._stop.set()
+        self._wake.set()
+
+    def _wait_for_work(self) -> None:
+        wake = self._stepper.next_wake()
+        poll = self._stepper.next_poll()
+        # The poll is due on the lease clock (real time in production); a
+        # simulated lease clock moves only when a test moves it.
+        if poll is None:
+            to_poll = None
+        elif isinstance(self.lease_clock, RealClock):
+            to_poll = max(0.0, (poll - self.lease_clock.now()).total_seconds())
+        else:
+            to_poll = min(1.0, self.lease_seconds / 4)
+        if wake is not None and isinstance(self.clock, RealClock):
+            if to_poll is not None:
+                wake = min(wake, self.clock.now() + timedelta(seconds=to_poll))
+            self.clock.wait(wake, self._wake)
+        elif wake is not None:
+            self.clock.wait(wake, self._wake)  # simulated: a jump, no real wait
+        else:
+            self._wake.wait(to_poll)
+            self._wake.clear()
 
     def _finished(self, session_id: str) -> bool:
         ws = self._store.load(session_id)

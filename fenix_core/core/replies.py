@@ -228,6 +228,12 @@ class ReplyIntake:
         self._queue: list[_Item] = []
         self.batches = 0  # transactions written: what the group commit saved is replies/batches
 
+    @property
+    def queued(self) -> int:
+        """Replies waiting for the next batch (their callers are blocked)."""
+        with self._queue_lock:
+            return len(self._queue)
+
     def submit(self, session_id: str, reply: Reply) -> None:
         """Check and commit one reply; returns once its row is durable.
 

@@ -145,6 +145,10 @@ class Stepper:
         """The sessions this engine holds (a live view)."""
         return self._held.keys()
 
+    def held_sessions(self) -> list[str]:
+        """The ids of the sessions this engine holds, sorted."""
+        return sorted(self._held)
+
     def next_wake(self) -> datetime | None:
         """When the next ``step()`` has something to do (due session or poll).
 

@@ -85,6 +85,11 @@ class _Rec:
     def key(self) -> Any:
         return getattr(self, self.FIELDS[0])
 
+    @property
+    def dirty(self) -> bool:
+        """Changed since the working set last took its write."""
+        return self._dirty
+
     def copy(self) -> Any:
         return type(self)(*self.row())
 

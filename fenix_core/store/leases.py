@@ -17,7 +17,7 @@ session over and the step is rolled back (:class:`LeaseLost`).
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import UTC, datetime
 
 from sqlalchemy import ColumnElement, Connection, Table, or_, select, update
 from sqlalchemy.orm import Session
@@ -105,3 +105,15 @@ def release(connection: Connection, owner: str) -> None:
     connection.execute(
         update(_TABLE).where(_T.lease_owner == owner).values(lease_owner=None, lease_expires=None)
     )
+
+
+def live_holder(
+    owner: str | None, expires: datetime | None, now: datetime
+) -> tuple[str, datetime] | None:
+    """``(owner, expires)`` of a lease still running at ``now``, else None
+    (SQLite hands back naive UTC times: they are made aware)."""
+    if owner is None or expires is None:
+        return None
+    if expires.tzinfo is None:
+        expires = expires.replace(tzinfo=UTC)
+    return (owner, expires) if expires > now else None

@@ -219,7 +219,7 @@ class CrashHarness:
         deliveries = self.deliveries()
         with Engine(self.url, clock=SimClock(), load_entry_points=False) as engine:
             state = engine.get_session(self.session_id).state
-            with Session(engine._db) as orm:
+            with Session(engine.database) as orm:
                 last_seq = orm.scalar(
                     select(SessionRow.seq).where(SessionRow.id == self.session_id)
                 )
@@ -292,7 +292,7 @@ class CrashHarness:
                 ticks_log.flush()
                 os.kill(os.getpid(), signal.SIGKILL)
 
-        event.listen(engine._db, "commit", tick)  # before the database commits
+        event.listen(engine.database, "commit", tick)  # before the database commits
         event.listen(Session, "after_commit", tick)
         deliveries = self.deliveries_file.open("a")
 

@@ -1,0 +1,200 @@
+"""What the front ends (fenix-api, the CLI, the crash harness) call on the
+engine, on CoreEngine: the production loop (run_forever / stop, including a
+session another process created), transaction() for the REST front end's
+own tables, unsubscribe, plug-ins from entry points, the admin project.
+Each expectation is today's Engine's for the same call."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import Recorder, fill
+from sqlalchemy import text
+
+from fenix_core import ActionSpec, SessionRequest
+from fenix_core.clock import SimClock
+from fenix_core.core.engine_v2 import CoreEngine
+from fenix_core.errors import InvalidInput, NotFound
+from fenix_core.testing import ScriptedManager, SimulatedCloud, TimedAction
+from fenix_core.workflows.v2.rolling import RollingWorkflow
+
+LAYOUT = {
+    "cmp-0": [("vm-a1", "pa", 2)],
+    "cmp-1": [("vm-a2", "pa", 2)],
+    "cmp-2": [],
+}
+ACTIONS = [ActionSpec("upgrade", "host")]
+FINAL = ("MAINTENANCE_DONE", "MAINTENANCE_FAILED")
+
+Factory = Callable[..., CoreEngine]
+
+
+@pytest.fixture
+def clock() -> SimClock:
+    return SimClock()
+
+
+@pytest.fixture
+def cloud(clock: SimClock) -> SimulatedCloud:
+    made = SimulatedCloud(clock=clock)
+    fill(made, LAYOUT)
+    return made
+
+
+@pytest.fixture
+def core(tmp_path: Path, clock: SimClock, cloud: SimulatedCloud) -> Iterator[Factory]:
+    made: list[CoreEngine] = []
+
+    def make(**kwargs: Any) -> CoreEngine:
+        engine = CoreEngine(
+            f"sqlite:///{tmp_path / 'fenix.db'}",
+            clock=clock,
+            plugins=[cloud, TimedAction("upgrade", 600)],
+            workflows={"rolling": RollingWorkflow},
+            **kwargs,
+        )
+        made.append(engine)
+        return engine
+
+    yield make
+    for engine in made:
+        engine.close()
+
+
+def wait_for(what: Callable[[], bool], seconds: float = 60.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not what():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+class Loop:
+    """``engine.run_forever()`` in a thread, stopped and joined at the end."""
+
+    def __init__(self, engine: CoreEngine) -> None:
+        self.engine = engine
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.engine.run_forever()
+        except BaseException as error:  # the test reports it
+            self.error = error
+
+    def stop(self) -> None:
+        self.engine.stop()
+        self.thread.join(timeout=30)
+        assert not self.thread.is_alive(), "run_forever did not return after stop()"
+        assert self.error is None
+
+
+def test_run_forever_runs_a_session_to_the_end_and_stop_returns(core: Factory) -> None:
+    engine = core()
+    ScriptedManager(engine, "pa")  # type: ignore[arg-type]
+    loop = Loop(engine)
+    sid = engine.create_session(SessionRequest(actions=ACTIONS))
+    wait_for(lambda: engine.get_session(sid).state in FINAL)
+    loop.stop()
+    assert engine.get_session(sid).state == "MAINTENANCE_DONE"
+    assert engine.held_sessions() == []
+
+
+def test_run_forever_with_nothing_to_do_returns_on_stop(core: Factory) -> None:
+    loop = Loop(core())
+    time.sleep(0.05)
+    loop.stop()
+
+
+def test_run_forever_takes_up_a_session_another_process_created(core: Factory) -> None:
+    """The CLI creates a session in the database fenix-api serves; the
+    serving engine finds it at its next look at the database."""
+    serving = core(worker_id="api", lease_seconds=0.4)  # looks every 0.1 s
+    ScriptedManager(serving, "pa")  # type: ignore[arg-type]
+    loop = Loop(serving)
+    other = core(worker_id="cli")
+    sid = other.create_session(SessionRequest(actions=ACTIONS))
+    other.close()  # never steps it
+    wait_for(lambda: serving.get_session(sid).state in FINAL)
+    loop.stop()
+    assert serving.get_session(sid).state == "MAINTENANCE_DONE"
+
+
+def test_transaction_commits_on_exit_and_rolls_back_on_error(core: Factory) -> None:
+    engine = core()
+    with engine.transaction() as orm:
+        orm.execute(text("CREATE TABLE extension (x INTEGER)"))
+        orm.execute(text("INSERT INTO extension VALUES (1)"))
+
+    def failing() -> None:
+        with engine.transaction() as orm:
+            orm.execute(text("INSERT INTO extension VALUES (2)"))
+            raise RuntimeError("the extension failed")
+
+    with pytest.raises(RuntimeError):
+        failing()
+    with engine.transaction() as orm:
+        assert orm.execute(text("SELECT x FROM extension")).scalars().all() == [1]
+
+
+def test_unsubscribe_forgets_the_project_and_a_new_session_asks_it_nothing(
+    core: Factory,
+) -> None:
+    engine = core()
+    engine.subscribe("pa")
+    engine.subscribe("pb")
+    engine.unsubscribe("pa")
+    engine.unsubscribe("pa")  # twice: nothing to forget, no error
+    assert engine.subscriptions() == ["pb"]
+    with pytest.raises(InvalidInput, match="project_id"):
+        engine.unsubscribe("")
+    recorder = Recorder(engine)  # type: ignore[arg-type]
+    sid = engine.create_session(SessionRequest(actions=ACTIONS))
+    assert engine.run_until_done(sid).state == "MAINTENANCE_DONE"
+    # pa is not listening any more: it is told nothing, and nothing waits for it.
+    assert [p["project_id"] for p in recorder.of("maintenance_planned")] == []
+    recorder.close()
+
+
+def test_the_admin_project_is_kept_as_the_engine_was_given_it(core: Factory) -> None:
+    assert core(admin_project_id="admin").admin_project_id == "admin"
+    assert core().admin_project_id is None
+
+
+def test_entry_point_plugins_are_loaded_unless_turned_off(
+    core: Factory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    loaded: list[str] = []
+
+    def load_setuptools_entrypoints(self: Any, group: str, name: str | None = None) -> int:
+        loaded.append(group)
+        return 0
+
+    monkeypatch.setattr(
+        "pluggy.PluginManager.load_setuptools_entrypoints", load_setuptools_entrypoints
+    )
+    core()
+    assert loaded == ["fenix"]
+    core(load_entry_points=False)
+    assert loaded == ["fenix"]
+
+
+def test_lease_holder_names_the_live_lease_and_its_expiry(core: Factory) -> None:
+    lease_clock = SimClock()
+    a = core(worker_id="a", lease_clock=lease_clock)
+    b = core(worker_id="b", lease_clock=lease_clock)
+    sid = a.create_session(SessionRequest(actions=ACTIONS))
+    assert b.lease_holder(sid) is None  # created, not claimed yet
+    a.step()
+    assert b.lease_holder(sid) == ("a", lease_clock.now() + timedelta(seconds=30))
+    lease_clock.advance(31)
+    assert b.lease_holder(sid) is None  # expired: nobody holds it
+    with pytest.raises(NotFound):
+        b.lease_holder("no-such-session")
