@@ -20,6 +20,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+import attrs
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -30,12 +31,14 @@ from .store.schema import HostChangeRow, HostRow, InventoryHostRow, SessionRow
 __all__ = [
     "HOST_ADDED",
     "HOST_REMOVED",
+    "SyncPlan",
     "admit",
     "change_payload",
     "host_from_dict",
     "host_to_dict",
     "load",
     "pending_adds",
+    "plan_sync",
     "retire",
     "sync",
     "to_value",
@@ -124,6 +127,55 @@ def _refresh(row: InventoryHostRow, host: Host) -> None:
             setattr(row, field, value)
 
 
+@attrs.frozen
+class SyncPlan:
+    """What a listing changes in the inventory (:func:`plan_sync`): rows to
+    add (present), rows whose facts changed, status changes, and the host
+    changes to announce, each ``(host, HOST_ADDED | HOST_REMOVED)``."""
+
+    new: tuple[Host, ...]
+    refresh: tuple[Host, ...]
+    status: tuple[tuple[str, str], ...]
+    changes: tuple[tuple[str, str], ...]
+
+
+def plan_sync(
+    known: Mapping[str, tuple[str, Host]], listed: Iterable[Host], pending: Iterable[str] = ()
+) -> SyncPlan:
+    """Compare a listing with the inventory (``known``: host -> (status,
+    facts)); pure. ``pending``: hosts being added by a session, left out
+    until it admits them (unless the inventory knows them as present). The
+    first listing of an empty inventory is the baseline: nothing announced."""
+    baseline = not known
+    skip = {name for name in pending if name not in known or known[name][0] != PRESENT}
+    new: list[Host] = []
+    refresh: list[Host] = []
+    status: list[tuple[str, str]] = []
+    changes: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    for host in listed:
+        if host.name in skip or host.name in seen:
+            continue
+        seen.add(host.name)
+        found = known.get(host.name)
+        if found is None:
+            new.append(host)
+            if not baseline:
+                changes.append((host.name, HOST_ADDED))
+            continue
+        was, facts = found
+        if (facts.type, facts.vcpus, facts.enabled) != (host.type, host.vcpus, host.enabled):
+            refresh.append(host)
+        if was == REMOVED:
+            status.append((host.name, PRESENT))
+            changes.append((host.name, HOST_ADDED))
+    for name, (was, _) in known.items():
+        if was == PRESENT and name not in seen and name not in skip:
+            status.append((name, REMOVED))
+            changes.append((name, HOST_REMOVED))
+    return SyncPlan(tuple(new), tuple(refresh), tuple(status), tuple(changes))
+
+
 def sync(
     orm: Session,
     listed: Iterable[Host],
@@ -132,35 +184,28 @@ def sync(
     session_id: str | None,
     pending: Iterable[str] = (),
 ) -> list[HostChangeRow]:
-    """Bring the inventory in line with ``listed``; return the changes recorded.
+    """Bring the inventory in line with ``listed``; return the changes recorded
+    (:func:`plan_sync` decides).
 
     ``pending``: hosts being added by a session, left out until it admits them
     (unless the inventory knows them as present already).
     """
     rows = load(orm)
-    baseline = not rows
-    skip = {name for name in pending if name not in rows or rows[name].status != PRESENT}
-    changes: list[HostChangeRow] = []
-    seen: set[str] = set()
-    for host in listed:
-        if host.name in skip:
-            continue
-        seen.add(host.name)
-        row = rows.get(host.name)
-        if row is None:
-            _add(orm, host, PRESENT, now, session_id)
-            if not baseline:
-                changes.append(_change(orm, host.name, HOST_ADDED, now, session_id))
-            continue
-        _refresh(row, host)
-        if row.status == REMOVED:
-            row.status, row.changed_at, row.session_id = PRESENT, now, session_id
-            changes.append(_change(orm, host.name, HOST_ADDED, now, session_id))
-    for name, row in rows.items():
-        if row.status == PRESENT and name not in seen and name not in skip:
-            row.status, row.changed_at, row.session_id = REMOVED, now, session_id
-            changes.append(_change(orm, name, HOST_REMOVED, now, session_id))
-    return changes
+    plan = plan_sync(
+        {name: (row.status, _facts(row)) for name, row in rows.items()}, listed, pending
+    )
+    for host in plan.new:
+        _add(orm, host, PRESENT, now, session_id)
+    for host in plan.refresh:
+        _refresh(rows[host.name], host)
+    for name, status in plan.status:
+        row = rows[name]
+        row.status, row.changed_at, row.session_id = status, now, session_id
+    return [_change(orm, name, state, now, session_id) for name, state in plan.changes]
+
+
+def _facts(row: InventoryHostRow) -> Host:
+    return Host(row.name, row.type, row.vcpus, row.enabled)
 
 
 def admit(orm: Session, host: Host, *, now: datetime, session_id: str) -> list[HostChangeRow]:

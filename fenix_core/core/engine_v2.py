@@ -13,10 +13,17 @@ today's engine sends (``sender`` is the CoreEngine), and replies come in
 through :class:`~fenix_core.core.replies.ReplyIntake` (checked on the held
 working set without SQL, group commit).
 
+The host inventory is kept in memory with a generation counter
+(:class:`~fenix_core.core.inventory.InventoryCache`); what ``Inventory``,
+``ListHosts`` and ``Locate`` find is applied to the records before the
+workflow hears of it (:mod:`~fenix_core.core.listings`), and HOST_ADDED /
+HOST_REMOVED go out from ``host_changes`` as today's engine sends them.
+Constraints go through the :class:`~fenix_core.core.constraint_service.ConstraintService`
+today's Engine uses too; a change makes every held session decide again.
+``controls.escalation`` "wait_and_notify" renews stuck work (:mod:`.stuck`).
+
 Not yet here (today's Engine has them): admin controls (pause, resume,
-cancel, update), the inventory table and host changes (the host listings of
-``Inventory``/``ListHosts`` are not applied to the records), constraints set
-through the API, and the check that no other running session maintains the
+cancel, update) and the check that no other running session maintains the
 hosts. Reply deadlines are the workflow's timers; the notices' ``reply_at``
 is the same instant (``WorkingSetAdapter.ask_project``).
 """
@@ -30,25 +37,28 @@ import threading
 import uuid
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import bindparam, insert, select
 from sqlalchemy.engine import Engine as SAEngine
 
 from ..clock import Clock, RealClock
-from ..constraints import ConstraintSet
+from ..constraint_store import cloud_groups
+from ..constraints import CloudConstraints, ConstraintSet, GroupConstraints, InstanceConstraints
 from ..contract import Workflow
-from ..errors import FenixError, InvalidInput
-from ..model import Reply, SessionRequest
+from ..errors import CloudError, FenixError, InvalidInput
+from ..model import Host, HostChange, IgnoredConstraint, Reply, SessionRequest
 from ..operations import OperationRunner
 from ..plugins import Plugins
 from ..reply_inbox import SqlReplyFacts, SqlReplyInbox
-from ..signals import SIGNALS
+from ..signals import SIGNALS, maintenance_host
 from ..states import FINAL_SESSION_STATES, InstanceState
 from ..store.database import migrate, open_database
 from ..store.schema import SessionStateRow, SubscriptionRow
-from .factory import CloudSnapshot, SessionFactory
+from .constraint_service import ConstraintService
+from .factory import CloudSnapshot, SessionFactory, default_group_rules
+from .inventory import HostChangeRec, InventoryCache
 from .leases import SqlLeaseKeeper
 from .operations import CoreOperations
 from .outbox import Outbox
@@ -125,6 +135,8 @@ class CoreSessionView:
         self.instances: dict[str, tuple[str, str]] = {
             i.instance_id: (i.host, i.state) for i in ws.instances.values()
         }
+        self.reasons: dict[str, str | None] = {h.name: h.reason for h in ws.hosts.values()}
+        self.ignored_constraints: tuple[IgnoredConstraint, ...] = ()
 
     def __repr__(self) -> str:
         return f"CoreSessionView({self.session_id}, {self.state}, {self.percent_done}%)"
@@ -187,6 +199,12 @@ class _SqlInbox(SqlReplyInbox):
         )
 
 
+def _cloud_groups(ws: WorkingSet) -> dict[str, str]:
+    """The cloud's groups the session was created with: id -> project."""
+    rec = ws.components.get(SESSION_COMPONENT)
+    return cloud_groups(rec.body if rec is not None else None)
+
+
 class CoreEngine:
     """Runs contract workflows (``workflows``: name -> class) on the new core.
 
@@ -205,6 +223,7 @@ class CoreEngine:
         worker_id: str | None = None,
         lease_seconds: float = 30.0,
         lease_clock: Clock | None = None,
+        default_group_constraints: Mapping[str, Any] | None = None,
     ) -> None:
         self.clock: Clock = clock if clock is not None else RealClock()
         self.lease_clock: Clock = lease_clock if lease_clock is not None else RealClock()
@@ -222,6 +241,21 @@ class CoreEngine:
             self._db, self.worker_id, self.lease_seconds, self.lease_clock, table="session_clock"
         )
         self._noted: dict[str, set[str]] = {}
+        self.admin_project_id = admin_project_id
+        self.default_group_constraints = default_group_rules(default_group_constraints)
+        self._constraints = ConstraintService(
+            self._db,
+            clock=self.clock,
+            driver=lambda: self.plugins.driver,
+            default_group=self.default_group_constraints,
+            changed=self._constraints_changed,
+            lock=self._lock,
+        )
+        self._inventory = InventoryCache(self._db)
+        # Host changes committed and not announced yet: those a dead process
+        # left, then this engine's own.
+        self._host_changes: list[HostChangeRec] = self._inventory.undelivered()
+        self._inventory_poll_at: datetime | None = None
         self._runner = CoreRunner(
             workflows=self._workflows,
             operations=CoreOperations(OperationRunner(self.plugins)),
@@ -231,6 +265,10 @@ class CoreEngine:
             admin_project_id=admin_project_id,
             now=self.clock.now,
             lease_seconds=self.lease_seconds,
+            inventory=self._inventory,
+            subscribed=self._subscribed,
+            host_changes=lambda changes: self._host_changes.extend(changes),
+            list_hosts=self._cloud_hosts,
         )
         self._outbox = Outbox(self._send)
         self._stepper = Stepper(
@@ -277,27 +315,37 @@ class CoreEngine:
 
     def create_session(self, request: SessionRequest | Mapping[str, Any]) -> str:
         """Validate the request against the cloud, insert the session, wake it."""
-        req = self._factory.check(request)
+        req = self._factory.check(request, default_group_constraints=self.default_group_constraints)
         cloud = CloudSnapshot.read(self.plugins.require_driver())
-        found = cloud.constraints
         session_id = str(uuid.uuid4())
+        now = self.clock.now()
         new = self._factory.build(
             req,
             cloud,
-            constraints=ConstraintSet(cloud=found) if found is not None else ConstraintSet(),
+            constraints=self._constraints.constraints(cloud.constraints),
             subscribed=set(self.subscriptions()),
             session_id=session_id,
-            now=self.clock.now(),
+            now=now,
         )
         with self._lock:
             self._store.insert(working_rows(new))
+            self._host_changes += self._inventory.sync(
+                cloud.hosts, now=now, session_id=session_id, adding=req.add_hosts
+            )
             self._stepper.wake(session_id)
+            self._deliver_host_changes()
+        self._warn_ignored(session_id)
         self._wake.set()
         return session_id
 
     def get_session(self, session_id: str) -> CoreSessionView:
         """The session as last committed."""
-        return CoreSessionView(self._store.load(session_id))
+        ws = self._store.load(session_id)
+        view = CoreSessionView(ws)
+        view.ignored_constraints = tuple(
+            self._constraints.contradicted(session_id, _cloud_groups(ws))
+        )
+        return view
 
     def subscribe(self, project_id: str) -> None:
         if not isinstance(project_id, str) or not project_id:
@@ -317,6 +365,150 @@ class CoreEngine:
         with self._db.connect() as db:
             return list(
                 db.scalars(select(SubscriptionRow.project_id).order_by(SubscriptionRow.project_id))
+            )
+
+    def _subscribed(self, project_id: str) -> bool:
+        with self._db.connect() as db:
+            return (
+                db.scalar(
+                    select(SubscriptionRow.project_id).where(
+                        SubscriptionRow.project_id == project_id
+                    )
+                )
+                is not None
+            )
+
+    # ------------------------------------------------------------------ inventory
+
+    def refresh_inventory(self) -> list[HostChange]:
+        """Compare the cloud's hosts with the inventory; store and announce the
+        differences (``maintenance_host`` ``HOST_ADDED`` / ``HOST_REMOVED``, each
+        change once) and return them; held sessions follow them at once, the
+        others when next loaded. The first listing stored is the baseline:
+        nothing is announced for it. As :meth:`Engine.refresh_inventory`."""
+        driver = self.plugins.require_driver()
+        try:
+            hosts = list(driver.list_hosts())
+        except FenixError:
+            raise
+        except Exception as exc:
+            raise CloudError(f"listing the cloud's hosts failed: {exc}") from exc
+        with self._lock:
+            changes = self._inventory.sync(hosts, now=self.clock.now(), session_id=None)
+            self._host_changes += changes
+            if changes:
+                for session_id in self._stepper.held_sessions():
+                    self._stepper.wake(session_id)
+            self._deliver_host_changes()
+        self._wake.set()
+        return [HostChange(c.host, c.state, c.id, c.session_id) for c in changes]
+
+    def _cloud_hosts(self) -> list[Host] | None:
+        """The cloud's hosts now, or None if it cannot say (logged)."""
+        try:
+            return list(self.plugins.require_driver().list_hosts())
+        except Exception:
+            log.exception("listing the cloud's hosts failed")
+            return None
+
+    def _poll_inventory(self) -> None:
+        """Now and then, read the host changes other workers committed (held
+        sessions follow them at their next step)."""
+        now = self.lease_clock.now()
+        if self._inventory_poll_at is not None and now < self._inventory_poll_at:
+            return
+        self._inventory_poll_at = now + timedelta(seconds=self.lease_seconds / 4)
+        if self._inventory.poll():
+            for session_id in self._stepper.held_sessions():
+                self._stepper.wake(session_id)
+
+    def _deliver_host_changes(self) -> None:
+        """Announce the committed host changes, then mark them delivered (at
+        least once: a crash in between sends them again)."""
+        if not self._host_changes:
+            return
+        sending, self._host_changes = self._host_changes, []
+        for change in sending:
+            payload = {
+                "service": self.service,
+                "session_id": change.session_id,
+                "host": change.host,
+                "state": change.state,
+                "project_id": self.admin_project_id,
+                "seq": change.id,
+            }
+            for receiver in list(maintenance_host.receivers_for(self)):
+                try:
+                    receiver(self, payload=payload)
+                except Exception:
+                    log.exception("receiver of maintenance_host failed (host change %s)", change.id)
+        self._inventory.delivered([c.id for c in sending], self.clock.now())
+
+    # ------------------------------------------------------------------ constraints
+
+    def set_group_constraints(
+        self, group: GroupConstraints | Mapping[str, Any], *, project_id: str | None = None
+    ) -> GroupConstraints:
+        """As :meth:`Engine.set_group_constraints`."""
+        return self._constraints.set_group(group, project_id=project_id)
+
+    def set_instance_constraints(
+        self,
+        instance: InstanceConstraints | Mapping[str, Any],
+        *,
+        group: GroupConstraints | Mapping[str, Any] | None = None,
+        project_id: str | None = None,
+    ) -> InstanceConstraints:
+        """As :meth:`Engine.set_instance_constraints`."""
+        return self._constraints.set_instance(instance, group=group, project_id=project_id)
+
+    def get_group_constraints(
+        self, group_id: str, *, project_id: str | None = None
+    ) -> GroupConstraints:
+        return self._constraints.get_group(group_id, project_id=project_id)
+
+    def get_instance_constraints(
+        self, instance_id: str, *, project_id: str | None = None
+    ) -> InstanceConstraints:
+        return self._constraints.get_instance(instance_id, project_id=project_id)
+
+    def list_group_constraints(self, project_id: str | None = None) -> list[GroupConstraints]:
+        return self._constraints.list_groups(project_id)
+
+    def list_instance_constraints(self, project_id: str | None = None) -> list[InstanceConstraints]:
+        return self._constraints.list_instances(project_id)
+
+    def delete_group_constraints(self, group_id: str, *, project_id: str | None = None) -> None:
+        self._constraints.delete_group(group_id, project_id=project_id)
+
+    def delete_instance_constraints(
+        self, instance_id: str, *, project_id: str | None = None
+    ) -> None:
+        self._constraints.delete_instance(instance_id, project_id=project_id)
+
+    def constraints(self, cloud: CloudConstraints | None = None) -> ConstraintSet:
+        """The constraints in force now (plus ``cloud``'s defaults), resolved."""
+        return self._constraints.constraints(cloud)
+
+    def _constraints_changed(self) -> None:
+        """Every held session decides again with the new values at its next step."""
+        with self._lock:
+            for session_id in self._stepper.held_sessions():
+                self._runner.reconsider(session_id)
+                self._stepper.wake(session_id)
+        self._wake.set()
+
+    def _warn_ignored(self, session_id: str) -> None:
+        ws = self._store.load(session_id)
+        for found in self._constraints.contradicted(session_id, _cloud_groups(ws)):
+            log.warning(
+                "session %s ignores the constraints of %s %r stored under project %s: "
+                "the cloud puts it in project %s (see ignored_constraints in the view)",
+                session_id,
+                found.kind,
+                found.ident,
+                found.project_id,
+                found.cloud_project_id,
             )
 
     # ------------------------------------------------------------------ replies
@@ -372,7 +564,10 @@ class CoreEngine:
     def step(self) -> int:
         """Step every session due now; return how many committed a step."""
         with self._lock:
-            return self._stepper.step()
+            self._poll_inventory()
+            stepped = self._stepper.step()
+            self._deliver_host_changes()
+            return stepped
 
     def run_until_idle(self, max_steps: int = 1_000_000) -> int:
         steps = 0

@@ -133,6 +133,10 @@ class Stepper:
         """The working set of a session this engine holds (replies validate on it)."""
         return self._held.get(session_id)
 
+    def held_sessions(self) -> list[str]:
+        """The sessions this engine holds now."""
+        return list(self._held)
+
     def next_wake(self) -> datetime | None:
         """When the next ``step()`` has something to do (due session or poll).
 

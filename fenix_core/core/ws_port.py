@@ -428,6 +428,11 @@ class WorkingSetAdapter:
         self.in_doubt: set[str] = {
             k for k, op in ws.ops.items() if op.status == OpStatus.PENDING.value
         }
+        # The inventory generation the session's hosts follow (-1: compare
+        # them all once), and hosts that became ADDED / DECOMMISSIONED in this
+        # step (the engine records them in the inventory).
+        self.inventory_seen = -1
+        self.host_events: list[tuple[str, HostState]] = []
 
     def begin(self, now: datetime) -> None:
         """A new step starts at ``now``."""
@@ -578,6 +583,10 @@ class WorkingSetAdapter:
     # ------------------------------------------------------------------ hosts, instances
 
     def set_host_state(self, host: str, state: HostState, reason: str | None) -> None:
+        if state in (HostState.ADDED, HostState.DECOMMISSIONED) and (
+            self.ws.hosts[host].state != state.value
+        ):
+            self.host_events.append((host, state))
         self.ws.set_host_state(host, state.value)
         self.ws.update_host(host, reason=reason)
         self._host_views.pop(host, None)
@@ -593,6 +602,18 @@ class WorkingSetAdapter:
             marks |= HostMark.FINISHED
         self.ws.update_host(host, started_at=started_at, finished_at=finished_at, marks=marks)
         self._host_views.pop(host, None)
+
+    def set_host_facts(self, host: str, vcpus: int, enabled: bool) -> None:
+        """The cloud listed ``host`` with these facts (a host being added)."""
+        self.ws.set_host_vcpus(host, vcpus)
+        self.ws.update_host(host, enabled=enabled)
+        self._host_views.pop(host, None)
+
+    def forget_host_view(self, host: str) -> None:
+        self._host_views.pop(host, None)
+
+    def forget_view(self, instance_id: str) -> None:
+        self._instance_views.pop(instance_id, None)
 
     def set_host_enabled(self, host: str, enabled: bool, *, by_session: bool) -> None:
         """A DisableHost / EnableHost ended (the engine's part, before the hook)."""
