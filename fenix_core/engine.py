@@ -56,7 +56,6 @@ from .core.records import (
 )
 from .core.replies import ReplyIntake
 from .errors import (
-    CloudError,
     Conflict,
     FenixError,
     InvalidInput,
@@ -730,13 +729,7 @@ class Engine:
         at their next step. The first listing an engine stores is the baseline:
         nothing is announced for it.
         """
-        driver = self.plugins.require_driver()
-        try:
-            hosts = list(driver.list_hosts())
-        except FenixError:
-            raise
-        except Exception as exc:
-            raise CloudError(f"listing the cloud's hosts failed: {exc}") from exc
+        hosts = inventory.list_cloud_hosts(self.plugins.require_driver())
         with self._lock:
             with Session(self._db, expire_on_commit=False) as orm, orm.begin():
                 changes = inventory.sync(

@@ -18,12 +18,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 import attrs
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
+from .errors import CloudError, FenixError
 from .model import Host, HostChange
 from .states import FINAL_SESSION_STATES, HostState
 from .store.schema import HostChangeRow, HostRow, InventoryHostRow, SessionRow
@@ -31,13 +32,17 @@ from .store.schema import HostChangeRow, HostRow, InventoryHostRow, SessionRow
 __all__ = [
     "HOST_ADDED",
     "HOST_REMOVED",
+    "Change",
+    "HostLister",
     "SyncPlan",
     "admit",
     "change_payload",
     "host_from_dict",
     "host_to_dict",
+    "list_cloud_hosts",
     "load",
     "pending_adds",
+    "pending_adds_query",
     "plan_sync",
     "retire",
     "sync",
@@ -78,19 +83,38 @@ def load(orm: Session) -> dict[str, InventoryHostRow]:
     return rows
 
 
-def pending_adds(orm: Session, *, besides: str = "") -> set[str]:
-    """Hosts that running sessions (other than ``besides``) are still adding."""
-    return set(
-        orm.scalars(
-            select(HostRow.name)
-            .join(SessionRow, SessionRow.id == HostRow.session_id)
-            .where(
-                HostRow.state == HostState.ADDING.value,
-                SessionRow.state.not_in(_FINAL),
-                SessionRow.id != besides,
-            )
+def pending_adds_query(besides: str = "") -> Select[str]:
+    """The hosts that running sessions (other than ``besides``) are still adding."""
+    return (
+        select(HostRow.name)
+        .join(SessionRow, SessionRow.id == HostRow.session_id)
+        .where(
+            HostRow.state == HostState.ADDING.value,
+            SessionRow.state.not_in(_FINAL),
+            SessionRow.id != besides,
         )
     )
+
+
+def pending_adds(orm: Session, *, besides: str = "") -> set[str]:
+    """Hosts that running sessions (other than ``besides``) are still adding."""
+    return set(orm.scalars(pending_adds_query(besides)))
+
+
+class HostLister(Protocol):
+    """What :func:`list_cloud_hosts` needs of a cloud driver."""
+
+    def list_hosts(self) -> Iterable[Host]: ...
+
+
+def list_cloud_hosts(driver: HostLister) -> list[Host]:
+    """The cloud's hosts now; a driver's failure is a CloudError."""
+    try:
+        return list(driver.list_hosts())
+    except FenixError:
+        raise
+    except Exception as exc:
+        raise CloudError(f"listing the cloud's hosts failed: {exc}") from exc
 
 
 def _change(
@@ -236,9 +260,20 @@ def retire(
     return []
 
 
-def change_payload(
-    change: HostChangeRow, *, service: str, admin_project_id: str | None
-) -> dict[str, Any]:
+class Change(Protocol):
+    """A host change as stored (a ``host_changes`` row, or the core's record of one)."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def host(self) -> str: ...
+    @property
+    def state(self) -> str: ...
+    @property
+    def session_id(self) -> str | None: ...
+
+
+def change_payload(change: Change, *, service: str, admin_project_id: str | None) -> dict[str, Any]:
     """The ``maintenance_host`` payload of a change (built the same on every delivery)."""
     return {
         "service": service,
@@ -250,7 +285,7 @@ def change_payload(
     }
 
 
-def to_value(change: HostChangeRow) -> HostChange:
+def to_value(change: Change) -> HostChange:
     return HostChange(
         host=change.host, state=change.state, seq=change.id, session_id=change.session_id
     )

@@ -47,7 +47,8 @@ from ..clock import Clock, RealClock
 from ..constraint_store import cloud_groups
 from ..constraints import CloudConstraints, ConstraintSet, GroupConstraints, InstanceConstraints
 from ..contract import Workflow
-from ..errors import CloudError, FenixError, InvalidInput
+from ..errors import FenixError, InvalidInput
+from ..inventory import change_payload, list_cloud_hosts, to_value
 from ..model import Host, HostChange, IgnoredConstraint, Reply, SessionRequest
 from ..operations import OperationRunner
 from ..plugins import Plugins
@@ -386,13 +387,7 @@ class CoreEngine:
         change once) and return them; held sessions follow them at once, the
         others when next loaded. The first listing stored is the baseline:
         nothing is announced for it. As :meth:`Engine.refresh_inventory`."""
-        driver = self.plugins.require_driver()
-        try:
-            hosts = list(driver.list_hosts())
-        except FenixError:
-            raise
-        except Exception as exc:
-            raise CloudError(f"listing the cloud's hosts failed: {exc}") from exc
+        hosts = list_cloud_hosts(self.plugins.require_driver())
         with self._lock:
             changes = self._inventory.sync(hosts, now=self.clock.now(), session_id=None)
             self._host_changes += changes
@@ -401,7 +396,7 @@ class CoreEngine:
                     self._stepper.wake(session_id)
             self._deliver_host_changes()
         self._wake.set()
-        return [HostChange(c.host, c.state, c.id, c.session_id) for c in changes]
+        return [to_value(c) for c in changes]
 
     def _cloud_hosts(self) -> list[Host] | None:
         """The cloud's hosts now, or None if it cannot say (logged)."""
@@ -429,14 +424,9 @@ class CoreEngine:
             return
         sending, self._host_changes = self._host_changes, []
         for change in sending:
-            payload = {
-                "service": self.service,
-                "session_id": change.session_id,
-                "host": change.host,
-                "state": change.state,
-                "project_id": self.admin_project_id,
-                "seq": change.id,
-            }
+            payload = change_payload(
+                change, service=self.service, admin_project_id=self.admin_project_id
+            )
             for receiver in list(maintenance_host.receivers_for(self)):
                 try:
                     receiver(self, payload=payload)

@@ -29,14 +29,19 @@ import attrs
 from sqlalchemy import Connection, Table, func, insert, select, update
 from sqlalchemy.engine import Engine as SAEngine
 
-from ..inventory import DECOMMISSIONED, HOST_ADDED, HOST_REMOVED, PRESENT, plan_sync
+from ..inventory import (
+    DECOMMISSIONED,
+    HOST_ADDED,
+    HOST_REMOVED,
+    PRESENT,
+    pending_adds_query,
+    plan_sync,
+)
 from ..model import Host
-from ..states import FINAL_SESSION_STATES, HostState
-from ..store.schema import HostChangeRow, HostRow, InventoryHostRow, SessionRow
+from ..store.schema import HostChangeRow, InventoryHostRow
 
 __all__ = ["HostChangeRec", "InventoryCache", "Known"]
 
-_FINAL = [s.value for s in FINAL_SESSION_STATES]
 #: Changes kept for sessions that follow them; one older than that compares all.
 _LOG_LIMIT = 10_000
 
@@ -312,14 +317,4 @@ def _row(host: Host, status: str, now: datetime, session_id: str | None) -> dict
 def _pending_adds(db: Connection, *, besides: str | None) -> set[str]:
     """Hosts that running sessions (other than ``besides``, whose own the
     caller knows better) are still adding (``add_hosts``)."""
-    return set(
-        db.scalars(
-            select(HostRow.name)
-            .join(SessionRow, SessionRow.id == HostRow.session_id)
-            .where(
-                HostRow.state == HostState.ADDING.value,
-                SessionRow.state.not_in(_FINAL),
-                SessionRow.id != (besides or ""),
-            )
-        )
-    )
+    return set(db.scalars(pending_adds_query(besides or "")))
