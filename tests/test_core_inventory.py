@@ -453,3 +453,46 @@ def test_a_decommissioned_host_is_announced_removed_once(
     # The host is still listed (disabled): the inventory keeps it retired, quietly.
     assert engine.refresh_inventory() == []
     recorder.close()
+
+
+# --------------------------------------------------------------------------- cloud constraints
+
+
+def test_a_listing_brings_the_cloud_rules_of_new_instances(clock: SimClock, url: str) -> None:
+    """A server group created after the session started, with a member that
+    arrives on a host about to be maintained: the host's listing brings the
+    rule into the session, so the move keeps it the first time (the cloud
+    refuses nothing), as today's engine merges listed cloud constraints."""
+    import sqlalchemy as sa
+
+    from fenix_core.placement_rules import PlacementRule
+    from fenix_core.testing.placed_cloud import PlacedCloud
+
+    cloud = PlacedCloud(clock=clock)
+    fill(cloud, {"cmp-0": [], "cmp-1": [("y-1", "pa", 1)], "cmp-2": [("z-1", "pz", 4)]})
+    engine = CoreEngine(
+        url, clock=clock, plugins=[cloud, TimedAction("upgrade", 60)], workflows=WORKFLOWS
+    )
+    (manager,) = managers(engine, cloud, "pa")
+
+    def arrive() -> None:  # the project scales out, in a new anti-affinity group
+        cloud.placement = (PlacementRule("g-new", "anti-affinity", ("x-1", "y-1")),)
+        cloud.add_instance("x-1", "pa", "cmp-0", vcpus=1)
+
+    sid = engine.create_session(
+        SessionRequest(hosts=["cmp-0"], actions=[ActionSpec("upgrade", "host")])
+    )
+    arrive()
+    try:
+        view = engine.run_until_done(sid)
+    finally:
+        manager.close()
+        engine.close()
+    assert view.state == "MAINTENANCE_DONE", view.reason
+    assert cloud.host_of("x-1") == "cmp-2"  # cmp-1 has more room, but holds y-1
+    with sa.create_engine(url).connect() as db:
+        failed = db.execute(
+            sa.text("SELECT detail FROM operations WHERE kind = 'move' AND status = 'failed'")
+        ).all()
+    assert failed == []
+    assert violations(cloud) == []

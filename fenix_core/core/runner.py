@@ -337,6 +337,8 @@ class CoreRunner:
             ctx.gate_ended(str(rec.host), passed=status is OpStatus.DONE, stop=stop)
             return
         done = status is OpStatus.DONE
+        if done and "cloud_constraints" in result:  # new instances' groups and rules
+            adapter.merge_cloud_constraints(result["cloud_constraints"])
         if isinstance(op, DisableHost) and done:
             adapter.set_host_enabled(op.host, False, by_session=True)
         elif isinstance(op, EnableHost) and done:

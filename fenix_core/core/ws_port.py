@@ -22,6 +22,7 @@ from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+from ..constraints import merge_cloud_dicts
 from ..contract import (
     ComponentState,
     DisableHost,
@@ -511,6 +512,18 @@ class WorkingSetAdapter:
             found = (self.session_data().get("cloud_constraints") or {}).get("placement") or ()
             self._rules = tuple(PlacementRule.from_dict(r) for r in found)
         return self._rules
+
+    def merge_cloud_constraints(self, found: Mapping[str, Any]) -> None:
+        """A listing found the cloud's own constraints (groups, placement rules
+        of new instances): fold them into the session's."""
+        data = self.session_data()
+        known = data.get("cloud_constraints")
+        merged = merge_cloud_dicts(known, found)
+        if merged != known:
+            rec = self.ws.components.get(SESSION_COMPONENT)
+            version = rec.schema_version if rec is not None else 1
+            self.ws.set_component(SESSION_COMPONENT, version, {**data, "cloud_constraints": merged})
+            self._rules = None
 
     def limits(self, instance_id: str) -> HostLimits | None:
         """``placement_rules.host_limits`` of the instance, or None without rules;
