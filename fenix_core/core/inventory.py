@@ -174,8 +174,9 @@ class InventoryCache:
             if not (plan.new or plan.refresh or plan.status):
                 return []
             kept: dict[str, Known] = {}
+            if plan.new:  # one executemany: the baseline lists the whole fleet
+                db.execute(insert(_INV), [_row(h, PRESENT, now, session_id) for h in plan.new])
             for host in plan.new:
-                db.execute(insert(_INV).values(_row(host, PRESENT, now, session_id)))
                 kept[host.name] = Known(host, PRESENT, now, session_id)
             by_name = {h.name: h for h in listed}
             for host in plan.refresh:
