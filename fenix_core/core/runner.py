@@ -253,6 +253,7 @@ class CoreRunner:
                 op
                 for op in ended
                 if op.status == OpStatus.FAILED.value
+                and op.kind != OpKind.GATE.value  # a gate's verdict is not the cloud's
                 and not (op.result or {}).get("refused")  # the cloud said no: it is there
                 and hosts_of(adapter, op)
             ]

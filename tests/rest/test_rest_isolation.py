@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from fenix_core import Engine
 from fenix_core.clock import SimClock
 from fenix_core.rest import TokenAuthenticator, WebhookOutbox, create_app
-from fenix_core.store.schema import InstanceConstraintRow
+from fenix_core.store.schema import ConstraintRevisionRow, InstanceConstraintRow
 from fenix_core.testing import SimulatedCloud
 
 ALPHA, BETA = "tenant-alpha-7f3", "tenant-beta-9c1"
@@ -170,7 +170,12 @@ def test_a_stored_row_the_cloud_contradicts_is_ignored_and_reported(
                 updated_at=fenix_clock.now(),
             )
         )
-    engine._constraints_changed()
+        # As every writer does: a new revision, so that the engines read again.
+        revision = orm.get(ConstraintRevisionRow, 1)
+        if revision is None:
+            orm.add(ConstraintRevisionRow(id=1, revision=1))
+        else:
+            revision.revision += 1
     with caplog.at_level(logging.WARNING, logger="fenix_core"):
         sid = engine.create_session({"hosts": ["cmp-0"], "workflow": "constrained"})
     assert any("vm-1" in r.getMessage() and BETA in r.getMessage() for r in caplog.records)
