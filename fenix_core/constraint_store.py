@@ -10,6 +10,7 @@ whole or not at all.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -31,6 +32,7 @@ Row = TypeVar("Row", GroupConstraintRow, InstanceConstraintRow)
 
 __all__ = [
     "UNKNOWN",
+    "cloud_groups",
     "contradicted",
     "delete_group",
     "delete_instance",
@@ -229,11 +231,23 @@ def load_all(orm: Session) -> tuple[int, list[GroupConstraints], list[InstanceCo
     return revision(orm), list_groups(orm, None), list_instances(orm, None)
 
 
-def contradicted(orm: Session, session: SessionRow) -> list[IgnoredConstraint]:
+def cloud_groups(data: Mapping[str, Any] | None) -> dict[str, str]:
+    """The cloud's groups a session was created with (its ``cloud_constraints``
+    as stored in the session's data): group id -> project."""
+    return {
+        str(g["group_id"]): str(g["project_id"])
+        for g in ((data or {}).get("cloud_constraints") or {}).get("groups", ())
+    }
+
+
+def contradicted(
+    orm: Session, session_id: str, cloud_groups: Mapping[str, str]
+) -> list[IgnoredConstraint]:
     """Stored constraints that the session's cloud listing contradicts: an
     instance's under another project than the cloud's, a group whose id is
-    another project's cloud group. Workflows never apply them (their lookups
-    are keyed by the cloud's project); the engine reports them."""
+    another project's cloud group (``cloud_groups``: :func:`cloud_groups`).
+    Workflows never apply them (their lookups are keyed by the cloud's
+    project); the engine reports them."""
     found = [
         IgnoredConstraint("instance", instance_id, stored, listed)
         for instance_id, stored, listed in orm.execute(
@@ -244,16 +258,12 @@ def contradicted(orm: Session, session: SessionRow) -> list[IgnoredConstraint]:
             )
             .join(InstanceRow, InstanceRow.instance_id == InstanceConstraintRow.instance_id)
             .where(
-                InstanceRow.session_id == session.id,
+                InstanceRow.session_id == session_id,
                 InstanceRow.project_id != InstanceConstraintRow.project_id,
             )
             .order_by(InstanceConstraintRow.instance_id, InstanceConstraintRow.project_id)
         )
     ]
-    cloud_groups = {
-        str(g["group_id"]): str(g["project_id"])
-        for g in ((session.data or {}).get("cloud_constraints") or {}).get("groups", ())
-    }
     if cloud_groups:
         for group_id, stored in orm.execute(
             select(GroupConstraintRow.group_id, GroupConstraintRow.project_id)

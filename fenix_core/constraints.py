@@ -35,6 +35,7 @@ __all__ = [
     "GroupConstraints",
     "InstanceConstraints",
     "implicit_group_id",
+    "merge_cloud_dicts",
 ]
 
 #: ``migration_type`` values: how an instance may be moved off its host.
@@ -397,3 +398,21 @@ class ConstraintSet:
 
 
 _IMPLICIT_PREFIX = implicit_group_id("")
+
+
+def merge_cloud_dicts(known: Mapping[str, Any] | None, found: Mapping[str, Any]) -> dict[str, Any]:
+    """The cloud's constraints a session knows (``known``, the stored dict
+    form) with what a listing found folded in: groups and placement rules by
+    id, memberships by instance (a listing of some hosts only knows their
+    instances). Pure."""
+    known = known or {"groups": [], "members": {}}
+    groups = {g["group_id"]: g for g in known.get("groups", [])}
+    groups.update({g["group_id"]: g for g in found.get("groups", [])})
+    members = {**known.get("members", {}), **found.get("members", {})}
+    placement = {r["group_id"]: r for r in known.get("placement", [])}
+    placement.update({r["group_id"]: r for r in found.get("placement", [])})
+    return {
+        "groups": sorted(groups.values(), key=lambda g: g["group_id"]),
+        "members": members,
+        "placement": sorted(placement.values(), key=lambda r: r["group_id"]),
+    }

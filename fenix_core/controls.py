@@ -54,6 +54,7 @@ __all__ = [
     "ESCALATIONS",
     "HOST_GUARD",
     "STUCK_KINDS",
+    "STUCK_KIND_OF_OPERATION",
     "Admission",
     "Controls",
     "GateSpec",
@@ -62,6 +63,7 @@ __all__ = [
     "Window",
     "admit",
     "budget_openings",
+    "describe_stuck",
     "earliest_start",
     "estimate_end",
     "host_estimate",
@@ -856,3 +858,29 @@ class Ledger:
             hosts=hosts,
             busy_labels=tuple((labels or {}).get(h, {}) for h in sorted(busy)),
         )
+
+
+#: Operation kind -> kind of stuck work (the keys of ``Controls.escalation``).
+STUCK_KIND_OF_OPERATION = {
+    "move": "migration",
+    "watch": "own_action",
+    "action": "action",
+    "host_up": "host_up",
+    "gate": "gate",
+}
+
+
+def describe_stuck(
+    kind: str, instance_id: str | None, params: Mapping[str, Any], host: object
+) -> str:
+    """What is stuck, in words (``kind``: a key of :data:`STUCK_KIND_OF_OPERATION`'s
+    values; ``params``: the operation's)."""
+    if kind == "migration":
+        return f"migration of {instance_id} off {host}"
+    if kind == "own_action":
+        return f"the manager's own action on {instance_id} (off {host})"
+    if kind == "action":
+        return f"action {params['action']['plugin']!r} on {host or 'the session'}"
+    if kind == "host_up":
+        return f"host {host} coming back up"
+    return f"gate {params.get('gate')} before {host}"

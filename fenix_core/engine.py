@@ -46,6 +46,7 @@ from .constraints import (
     GroupConstraints,
     InstanceConstraints,
 )
+from .core.constraint_service import ConstraintService
 from .core.factory import CloudRead, CloudSnapshot, SessionFactory, default_group_rules
 from .core.ports import NewSession
 from .core.records import (
@@ -57,14 +58,13 @@ from .core.records import (
 )
 from .core.replies import ReplyIntake
 from .errors import (
-    CloudError,
     Conflict,
     FenixError,
     InvalidInput,
     NotFound,
     Replanned,
 )
-from .hookspecs import HostQueue, InstanceOwner
+from .hookspecs import HostQueue
 from .model import (
     ApprovalView,
     Host,
@@ -219,7 +219,14 @@ class Engine:
             managed=self.subscriptions,
             now=self.clock.now,
         )
-        self._constraints: tuple[int, ConstraintSet] | None = None
+        self._constraints = ConstraintService(
+            self._db,
+            clock=self.clock,
+            driver=lambda: self.plugins.driver,
+            default_group=self.default_group_constraints,
+            changed=self._wake.set,
+            lock=self._lock,
+        )
         self._factory = SessionFactory(
             self.plugins.workflows, self.plugins.actions, self.plugins.gates
         )
@@ -385,7 +392,9 @@ class Engine:
             projects = orm.scalars(
                 select(ProjectRow).where(ProjectRow.session_id == session_id)
             ).all()
-            ignored = constraint_store.contradicted(orm, row)
+            ignored = self._constraints.contradicted(
+                row.id, constraint_store.cloud_groups(row.data), orm=orm
+            )
             return build_session_view(row, hosts, projects, self.clock.now(), ignored)
 
     def list_sessions(self) -> list[SessionView]:
@@ -718,13 +727,7 @@ class Engine:
         at their next step. The first listing an engine stores is the baseline:
         nothing is announced for it.
         """
-        driver = self.plugins.require_driver()
-        try:
-            hosts = list(driver.list_hosts())
-        except FenixError:
-            raise
-        except Exception as exc:
-            raise CloudError(f"listing the cloud's hosts failed: {exc}") from exc
+        hosts = inventory.list_cloud_hosts(self.plugins.require_driver())
         with self._lock:
             with Session(self._db, expire_on_commit=False) as orm, orm.begin():
                 changes = inventory.sync(
@@ -856,9 +859,7 @@ class Engine:
         project: another project's group of the same id is a different group.
         Running sessions use the new values from their next decision on.
         """
-        value = GroupConstraints.from_dict(group)
-        self._write_constraints(group=value, instance=None, acting=project_id)
-        return value
+        return self._constraints.set_group(group, project_id=project_id)
 
     def set_instance_constraints(
         self,
@@ -876,10 +877,7 @@ class Engine:
         project, or the ``group`` given in the same call (both are written
         together).
         """
-        value = InstanceConstraints.from_dict(instance)
-        group_value = GroupConstraints.from_dict(group) if group is not None else None
-        self._write_constraints(group=group_value, instance=value, acting=project_id)
-        return value
+        return self._constraints.set_instance(instance, group=group, project_id=project_id)
 
     def get_group_constraints(
         self, group_id: str, *, project_id: str | None = None
@@ -887,9 +885,7 @@ class Engine:
         """The group's constraints of ``project_id`` (NotFound if it holds none,
         also when another project does); the admin (None) gets the one row of
         that id, Conflict when several projects hold it."""
-        _str(group_id, "group_id")
-        with self._lock, Session(self._db) as orm:
-            return constraint_store.get_group(orm, group_id, self._acting(project_id))
+        return self._constraints.get_group(group_id, project_id=project_id)
 
     def get_instance_constraints(
         self, instance_id: str, *, project_id: str | None = None
@@ -897,69 +893,37 @@ class Engine:
         """The instance's constraints of ``project_id`` (NotFound if it holds
         none, also when another project does); the admin (None) gets the one
         row of that id, Conflict when several projects hold it."""
-        _str(instance_id, "instance_id")
-        with self._lock, Session(self._db) as orm:
-            return constraint_store.get_instance(orm, instance_id, self._acting(project_id))
+        return self._constraints.get_instance(instance_id, project_id=project_id)
 
     def list_group_constraints(self, project_id: str | None = None) -> list[GroupConstraints]:
         """Every group's constraints (of one project, if given)."""
-        with self._lock, Session(self._db) as orm:
-            return constraint_store.list_groups(orm, self._acting(project_id))
+        return self._constraints.list_groups(project_id)
 
     def list_instance_constraints(self, project_id: str | None = None) -> list[InstanceConstraints]:
         """Every instance's constraints (of one project, if given)."""
-        with self._lock, Session(self._db) as orm:
-            return constraint_store.list_instances(orm, self._acting(project_id))
+        return self._constraints.list_instances(project_id)
 
     def delete_group_constraints(self, group_id: str, *, project_id: str | None = None) -> None:
         """Delete a group; its members follow their project's implicit group."""
-        _str(group_id, "group_id")
-        with self._lock, Session(self._db) as orm, orm.begin():
-            constraint_store.delete_group(orm, group_id, self._acting(project_id))
-        self._constraints_changed()
+        self._constraints.delete_group(group_id, project_id=project_id)
 
     def delete_instance_constraints(
         self, instance_id: str, *, project_id: str | None = None
     ) -> None:
         """Delete an instance's constraints (it follows its project's implicit group)."""
-        _str(instance_id, "instance_id")
-        with self._lock, Session(self._db) as orm, orm.begin():
-            constraint_store.delete_instance(orm, instance_id, self._acting(project_id))
-        self._constraints_changed()
+        self._constraints.delete_instance(instance_id, project_id=project_id)
 
     def constraints(self, cloud: CloudConstraints | None = None) -> ConstraintSet:
         """The constraints in force now (plus ``cloud``'s defaults), resolved."""
-        with self._lock, Session(self._db) as orm:
-            current = self._constraint_set(orm)
-        if cloud is None:
-            return current
-        return ConstraintSet(
-            groups=current.groups,
-            instances=current.instances,
-            cloud=cloud,
-            default_group=current.default_group,
-        )
-
-    def _write_constraints(
-        self,
-        *,
-        group: GroupConstraints | None,
-        instance: InstanceConstraints | None,
-        acting: str | None,
-    ) -> None:
-        acting = self._acting(acting)
-        owner = self._cloud_owner(instance)
-        now = self.clock.now()
-        with self._lock, Session(self._db) as orm, orm.begin():
-            constraint_store.write(
-                orm, now, group=group, instance=instance, acting=acting, cloud_owner=owner
-            )
-        self._constraints_changed()
+        return self._constraints.constraints(cloud)
 
     def _warn_ignored(self, session_id: str) -> None:
         with self._lock, Session(self._db) as orm:
             row = self._session_row(orm, session_id)
-            for found in constraint_store.contradicted(orm, row):
+            found_all = self._constraints.contradicted(
+                row.id, constraint_store.cloud_groups(row.data), orm=orm
+            )
+            for found in found_all:
                 log.warning(
                     "session %s ignores the constraints of %s %r stored under project %s: "
                     "the cloud puts it in project %s (see ignored_constraints in the view)",
@@ -969,44 +933,6 @@ class Engine:
                     found.project_id,
                     found.cloud_project_id,
                 )
-
-    def _cloud_owner(self, instance: InstanceConstraints | None) -> str | None:
-        """The instance's project per the cloud, asked outside any transaction."""
-        driver: object = self.plugins.driver
-        if instance is None or not isinstance(driver, InstanceOwner):
-            return constraint_store.UNKNOWN
-        try:
-            return driver.instance_owner(instance.instance_id)
-        except FenixError:
-            raise
-        except Exception as exc:
-            raise CloudError(
-                f"looking up the project of instance {instance.instance_id!r} failed: {exc}",
-                instance_id=instance.instance_id,
-            ) from exc
-
-    def _constraints_changed(self) -> None:
-        self._constraints = None
-        self._wake.set()
-
-    def _constraint_set(self, orm: Session) -> ConstraintSet:
-        """The cached constraints, reloaded when any worker changed them."""
-        revision = constraint_store.revision(orm)
-        cached = self._constraints
-        if cached is None or cached[0] != revision:
-            revision, groups, instances = constraint_store.load_all(orm)
-            cached = (
-                revision,
-                ConstraintSet.of(groups, instances, default_group=self.default_group_constraints),
-            )
-            self._constraints = cached
-        return cached[1]
-
-    @staticmethod
-    def _acting(project_id: str | None) -> str | None:
-        if project_id is not None:
-            _str(project_id, "project_id")
-        return project_id
 
     # ------------------------------------------------------------------ running
 
@@ -1332,7 +1258,7 @@ class Engine:
 
         def constraints() -> ConstraintSet:
             if not constraint_sets:  # read at most once per step
-                constraint_sets.append(self._constraint_set(loaded.orm))
+                constraint_sets.append(self._constraints.current(loaded.orm))
             return constraint_sets[0]
 
         loaded.api_constraints = constraints

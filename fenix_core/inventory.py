@@ -18,11 +18,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
-from sqlalchemy import select
+import attrs
+from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
+from .errors import CloudError, FenixError
 from .model import Host, HostChange
 from .states import FINAL_SESSION_STATES, HostState
 from .store.schema import HostChangeRow, HostRow, InventoryHostRow, SessionRow
@@ -30,12 +32,18 @@ from .store.schema import HostChangeRow, HostRow, InventoryHostRow, SessionRow
 __all__ = [
     "HOST_ADDED",
     "HOST_REMOVED",
+    "Change",
+    "HostLister",
+    "SyncPlan",
     "admit",
     "change_payload",
     "host_from_dict",
     "host_to_dict",
+    "list_cloud_hosts",
     "load",
     "pending_adds",
+    "pending_adds_query",
+    "plan_sync",
     "retire",
     "sync",
     "to_value",
@@ -75,19 +83,38 @@ def load(orm: Session) -> dict[str, InventoryHostRow]:
     return rows
 
 
-def pending_adds(orm: Session, *, besides: str = "") -> set[str]:
-    """Hosts that running sessions (other than ``besides``) are still adding."""
-    return set(
-        orm.scalars(
-            select(HostRow.name)
-            .join(SessionRow, SessionRow.id == HostRow.session_id)
-            .where(
-                HostRow.state == HostState.ADDING.value,
-                SessionRow.state.not_in(_FINAL),
-                SessionRow.id != besides,
-            )
+def pending_adds_query(besides: str = "") -> Select[str]:
+    """The hosts that running sessions (other than ``besides``) are still adding."""
+    return (
+        select(HostRow.name)
+        .join(SessionRow, SessionRow.id == HostRow.session_id)
+        .where(
+            HostRow.state == HostState.ADDING.value,
+            SessionRow.state.not_in(_FINAL),
+            SessionRow.id != besides,
         )
     )
+
+
+def pending_adds(orm: Session, *, besides: str = "") -> set[str]:
+    """Hosts that running sessions (other than ``besides``) are still adding."""
+    return set(orm.scalars(pending_adds_query(besides)))
+
+
+class HostLister(Protocol):
+    """What :func:`list_cloud_hosts` needs of a cloud driver."""
+
+    def list_hosts(self) -> Iterable[Host]: ...
+
+
+def list_cloud_hosts(driver: HostLister) -> list[Host]:
+    """The cloud's hosts now; a driver's failure is a CloudError."""
+    try:
+        return list(driver.list_hosts())
+    except FenixError:
+        raise
+    except Exception as exc:
+        raise CloudError(f"listing the cloud's hosts failed: {exc}") from exc
 
 
 def _change(
@@ -124,6 +151,55 @@ def _refresh(row: InventoryHostRow, host: Host) -> None:
             setattr(row, field, value)
 
 
+@attrs.frozen
+class SyncPlan:
+    """What a listing changes in the inventory (:func:`plan_sync`): rows to
+    add (present), rows whose facts changed, status changes, and the host
+    changes to announce, each ``(host, HOST_ADDED | HOST_REMOVED)``."""
+
+    new: tuple[Host, ...]
+    refresh: tuple[Host, ...]
+    status: tuple[tuple[str, str], ...]
+    changes: tuple[tuple[str, str], ...]
+
+
+def plan_sync(
+    known: Mapping[str, tuple[str, Host]], listed: Iterable[Host], pending: Iterable[str] = ()
+) -> SyncPlan:
+    """Compare a listing with the inventory (``known``: host -> (status,
+    facts)); pure. ``pending``: hosts being added by a session, left out
+    until it admits them (unless the inventory knows them as present). The
+    first listing of an empty inventory is the baseline: nothing announced."""
+    baseline = not known
+    skip = {name for name in pending if name not in known or known[name][0] != PRESENT}
+    new: list[Host] = []
+    refresh: list[Host] = []
+    status: list[tuple[str, str]] = []
+    changes: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    for host in listed:
+        if host.name in skip or host.name in seen:
+            continue
+        seen.add(host.name)
+        found = known.get(host.name)
+        if found is None:
+            new.append(host)
+            if not baseline:
+                changes.append((host.name, HOST_ADDED))
+            continue
+        was, facts = found
+        if (facts.type, facts.vcpus, facts.enabled) != (host.type, host.vcpus, host.enabled):
+            refresh.append(host)
+        if was == REMOVED:
+            status.append((host.name, PRESENT))
+            changes.append((host.name, HOST_ADDED))
+    for name, (was, _) in known.items():
+        if was == PRESENT and name not in seen and name not in skip:
+            status.append((name, REMOVED))
+            changes.append((name, HOST_REMOVED))
+    return SyncPlan(tuple(new), tuple(refresh), tuple(status), tuple(changes))
+
+
 def sync(
     orm: Session,
     listed: Iterable[Host],
@@ -132,35 +208,28 @@ def sync(
     session_id: str | None,
     pending: Iterable[str] = (),
 ) -> list[HostChangeRow]:
-    """Bring the inventory in line with ``listed``; return the changes recorded.
+    """Bring the inventory in line with ``listed``; return the changes recorded
+    (:func:`plan_sync` decides).
 
     ``pending``: hosts being added by a session, left out until it admits them
     (unless the inventory knows them as present already).
     """
     rows = load(orm)
-    baseline = not rows
-    skip = {name for name in pending if name not in rows or rows[name].status != PRESENT}
-    changes: list[HostChangeRow] = []
-    seen: set[str] = set()
-    for host in listed:
-        if host.name in skip:
-            continue
-        seen.add(host.name)
-        row = rows.get(host.name)
-        if row is None:
-            _add(orm, host, PRESENT, now, session_id)
-            if not baseline:
-                changes.append(_change(orm, host.name, HOST_ADDED, now, session_id))
-            continue
-        _refresh(row, host)
-        if row.status == REMOVED:
-            row.status, row.changed_at, row.session_id = PRESENT, now, session_id
-            changes.append(_change(orm, host.name, HOST_ADDED, now, session_id))
-    for name, row in rows.items():
-        if row.status == PRESENT and name not in seen and name not in skip:
-            row.status, row.changed_at, row.session_id = REMOVED, now, session_id
-            changes.append(_change(orm, name, HOST_REMOVED, now, session_id))
-    return changes
+    plan = plan_sync(
+        {name: (row.status, _facts(row)) for name, row in rows.items()}, listed, pending
+    )
+    for host in plan.new:
+        _add(orm, host, PRESENT, now, session_id)
+    for host in plan.refresh:
+        _refresh(rows[host.name], host)
+    for name, status in plan.status:
+        row = rows[name]
+        row.status, row.changed_at, row.session_id = status, now, session_id
+    return [_change(orm, name, state, now, session_id) for name, state in plan.changes]
+
+
+def _facts(row: InventoryHostRow) -> Host:
+    return Host(row.name, row.type, row.vcpus, row.enabled)
 
 
 def admit(orm: Session, host: Host, *, now: datetime, session_id: str) -> list[HostChangeRow]:
@@ -191,9 +260,20 @@ def retire(
     return []
 
 
-def change_payload(
-    change: HostChangeRow, *, service: str, admin_project_id: str | None
-) -> dict[str, Any]:
+class Change(Protocol):
+    """A host change as stored (a ``host_changes`` row, or the core's record of one)."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def host(self) -> str: ...
+    @property
+    def state(self) -> str: ...
+    @property
+    def session_id(self) -> str | None: ...
+
+
+def change_payload(change: Change, *, service: str, admin_project_id: str | None) -> dict[str, Any]:
     """The ``maintenance_host`` payload of a change (built the same on every delivery)."""
     return {
         "service": service,
@@ -205,7 +285,7 @@ def change_payload(
     }
 
 
-def to_value(change: HostChangeRow) -> HostChange:
+def to_value(change: Change) -> HostChange:
     return HostChange(
         host=change.host, state=change.state, seq=change.id, session_id=change.session_id
     )

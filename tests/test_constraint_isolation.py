@@ -1,19 +1,24 @@
 """Interleavings of constraint writes by two projects against the cloud's
 ownership (issue 23): whatever the order, the constraints that apply to an
 instance are its cloud owner's last write, a non-owner's write is refused
-without a trace or a name, and the owner is never locked out."""
+without a trace or a name, and the owner is never locked out. Run against
+today's Engine and CoreEngine (both call the one ConstraintService)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fenix_core import Engine
 from fenix_core.clock import SimClock
+from fenix_core.core.engine_v2 import CoreEngine
 from fenix_core.errors import NotFound
 from fenix_core.testing import SimulatedCloud
+from fenix_core.workflows.v2.rolling import RollingWorkflow
 
 PROJECTS = ("proj-one", "proj-two")
 INSTANCES = ("i-0", "i-1", "i-2")
@@ -28,13 +33,24 @@ step = st.one_of(
 )
 
 
+def today(clock: SimClock, cloud: SimulatedCloud) -> Any:
+    return Engine(clock=clock, plugins=[cloud], load_entry_points=False)
+
+
+def core(clock: SimClock, cloud: SimulatedCloud) -> Any:
+    return CoreEngine(clock=clock, plugins=[cloud], workflows={"rolling": RollingWorkflow})
+
+
+@pytest.mark.parametrize("make", [today, core], ids=["Engine", "CoreEngine"])
 @settings(max_examples=60, deadline=None)
 @given(
     owners=st.lists(st.sampled_from(PROJECTS), min_size=3, max_size=3),
     steps=st.lists(step, max_size=25),
 )
 def test_interleaved_writes_follow_the_clouds_owner(
-    owners: list[str], steps: list[tuple[str, str, str, int]]
+    make: Callable[[SimClock, SimulatedCloud], Any],
+    owners: list[str],
+    steps: list[tuple[str, str, str, int]],
 ) -> None:
     clock = SimClock()
     cloud = SimulatedCloud(clock=clock)
@@ -43,7 +59,7 @@ def test_interleaved_writes_follow_the_clouds_owner(
         cloud.add_instance(iid, owner, "cmp-0", vcpus=1)
     owner_of = dict(zip(INSTANCES, owners, strict=True))
     written: dict[tuple[str, str], int] = {}  # (project, instance) -> lead_time
-    with Engine(clock=clock, plugins=[cloud], load_entry_points=False) as engine:
+    with make(clock, cloud) as engine:
         for kind, project, iid, lead in steps:
             other = next(p for p in PROJECTS if p != project)
             if kind == "reown":

@@ -223,7 +223,8 @@ def test_todays_engine_does_not_use_the_new_packages_yet() -> None:
     # into today's engine through its inbox adapter. Nothing else of today's
     # engine uses the new packages before the cut-over, except the workflows
     # written again on the contract, which live beside today's
-    # (fenix_core.workflows.v2) until the cut-over replaces them.
+    # (fenix_core.workflows.v2) until the cut-over replaces them. Both
+    # engines call the one constraint service (core/constraint_service.py).
     assert {u for u in users if not u.startswith("fenix_core.workflows.v2")} == {
         "fenix_core.testing.contract",
         "fenix_core.engine",
@@ -232,6 +233,7 @@ def test_todays_engine_does_not_use_the_new_packages_yet() -> None:
     }
     new = ("fenix_core.contract", "fenix_core.core")
     assert {m for m in internal("fenix_core.engine") if m.startswith(new)} == {
+        "fenix_core.core.constraint_service",
         "fenix_core.core.factory",
         "fenix_core.core.ports",  # the factory's NewSession, written by the engine
         "fenix_core.core.records",

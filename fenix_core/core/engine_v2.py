@@ -23,12 +23,18 @@ maintains, in the insert's transaction. Approve-then-execute is here
 :meth:`CoreEngine.approve_session`, the plan records and checks shared with
 today's Engine through :class:`~fenix_core.approval_service.ApprovalService`).
 
-Not yet here (today's Engine has them): the inventory table and host
-changes (the host listings of ``Inventory``/``ListHosts`` are not applied to
-the records, ``refresh_inventory``), constraints set through the API,
-``run_forever``/``stop``, and the session view's ``stuck`` list and
-``ignored_constraints`` (nothing records them yet). Reply deadlines are the
-workflow's timers; the notices' ``reply_at`` is the same instant
+The host inventory is kept in memory with a generation counter
+(:class:`~fenix_core.core.inventory.InventoryCache`); what ``Inventory``,
+``ListHosts`` and ``Locate`` find is applied to the records before the
+workflow hears of it (:mod:`~fenix_core.core.listings`), and HOST_ADDED /
+HOST_REMOVED go out from ``host_changes`` as today's engine sends them.
+Constraints go through the :class:`~fenix_core.core.constraint_service.ConstraintService`
+today's Engine uses too; a change makes every held session decide again.
+``controls.escalation`` "wait_and_notify" renews stuck work (:mod:`.stuck`).
+
+Not yet here (today's Engine has them): the session view's ``stuck`` list
+(nothing records stuck work for it yet). Reply deadlines are the workflow's
+timers; the notices' ``reply_at`` is the same instant
 (``WorkingSetAdapter.ask_project``).
 """
 
@@ -48,15 +54,19 @@ from sqlalchemy import bindparam, delete, insert, select
 from sqlalchemy.engine import Engine as SAEngine
 from sqlalchemy.orm import Session
 
-from .. import approval, constraint_store
+from .. import approval
 from ..approval_service import ApprovalService, check_plan_id
 from ..clock import Clock, RealClock
-from ..constraints import CloudConstraints, ConstraintSet
+from ..constraint_store import cloud_groups
+from ..constraints import CloudConstraints, ConstraintSet, GroupConstraints, InstanceConstraints
 from ..contract import Workflow
 from ..errors import FenixError, InvalidInput, NotFound, Replanned
 from ..hookspecs import HostQueue, HostQueueChanges
+from ..inventory import change_payload, list_cloud_hosts, to_value
 from ..model import (
     ApprovalView,
+    Host,
+    HostChange,
     OperationView,
     ProjectView,
     Reply,
@@ -69,7 +79,7 @@ from ..operations import OperationRunner
 from ..plan_preview import preview
 from ..plugins import Plugins
 from ..reply_inbox import SqlReplyFacts, SqlReplyInbox
-from ..signals import SIGNALS
+from ..signals import SIGNALS, maintenance_host
 from ..states import FINAL_SESSION_STATES, HostState, InstanceState
 from ..store.database import migrate, open_database
 from ..store.leases import live_holder
@@ -79,7 +89,9 @@ from . import views
 from .admin import SessionAdmin
 from .approvals import SqlApprovals
 from .busy_hosts import check_hosts_free
+from .constraint_service import ConstraintService
 from .factory import CloudRead, CloudSnapshot, SessionFactory, default_group_rules
+from .inventory import HostChangeRec, InventoryCache
 from .leases import SqlLeaseKeeper
 from .operations import CoreOperations
 from .outbox import Outbox
@@ -200,6 +212,12 @@ class _SqlInbox(SqlReplyInbox):
         )
 
 
+def _cloud_groups(ws: WorkingSet) -> dict[str, str]:
+    """The cloud's groups the session was created with: id -> project."""
+    rec = ws.components.get(SESSION_COMPONENT)
+    return cloud_groups(rec.body if rec is not None else None)
+
+
 class CoreEngine:
     """Runs contract workflows (``workflows``: name -> class) on the new core.
 
@@ -243,6 +261,21 @@ class CoreEngine:
             self._db, self.worker_id, self.lease_seconds, self.lease_clock, table="session_clock"
         )
         self._noted: dict[str, set[str]] = {}
+        self.admin_project_id = admin_project_id
+        self.default_group_constraints = default_group_rules(default_group_constraints)
+        self._constraints = ConstraintService(
+            self._db,
+            clock=self.clock,
+            driver=lambda: self.plugins.driver,
+            default_group=self.default_group_constraints,
+            changed=self._constraints_changed,
+            lock=self._lock,
+        )
+        self._inventory = InventoryCache(self._db)
+        # Host changes committed and not announced yet: those a dead process
+        # left, then this engine's own.
+        self._host_changes: list[HostChangeRec] = self._inventory.undelivered()
+        self._inventory_poll_at: datetime | None = None
         self._runner = CoreRunner(
             workflows=self._workflows,
             operations=CoreOperations(OperationRunner(self.plugins)),
@@ -253,6 +286,10 @@ class CoreEngine:
             now=self.clock.now,
             lease_seconds=self.lease_seconds,
             steering=self._steering(),
+            inventory=self._inventory,
+            subscribed=self._subscribed,
+            host_changes=lambda changes: self._host_changes.extend(changes),
+            list_hosts=self._cloud_hosts,
         )
         self._outbox = Outbox(self._send)
         self._stepper = Stepper(
@@ -362,12 +399,13 @@ class CoreEngine:
         read = self._read_cloud(req)
         plan = self._approvals.plan(req, read) if req.approval == "required" else None
         session_id = str(uuid.uuid4())
+        now = self.clock.now()
         new = self._factory.records(
             req,
             read,
             subscribed=set(self.subscriptions()),
             session_id=session_id,
-            now=self.clock.now(),
+            now=now,
             approval=plan,
         )
         rows = working_rows(new)
@@ -377,8 +415,13 @@ class CoreEngine:
             self._store.insert(
                 rows, check=lambda db: check_hosts_free(db, [*scope, *req.add_hosts])
             )
+            self._host_changes += self._inventory.sync(
+                read.hosts, now=now, session_id=session_id, adding=req.add_hosts
+            )
             if plan is None:
                 self._stepper.wake(session_id)
+            self._deliver_host_changes()
+        self._warn_ignored(session_id)
         if plan is None:
             self._wake.set()
         return session_id
@@ -387,17 +430,6 @@ class CoreEngine:
         cloud = CloudSnapshot.read(self.plugins.require_driver())
         return self._factory.fit(
             req, cloud, self.constraints(cloud.constraints), drop_gone=drop_gone
-        )
-
-    def constraints(self, cloud: CloudConstraints | None = None) -> ConstraintSet:
-        """The stored constraints (plus ``cloud``'s defaults), resolved."""
-        with Session(self._db) as orm:
-            _, groups, instances = constraint_store.load_all(orm)
-        return ConstraintSet.of(
-            groups,
-            instances,
-            cloud=cloud if cloud is not None else CloudConstraints(),
-            default_group=self.default_group_constraints,
         )
 
     @property
@@ -454,7 +486,9 @@ class CoreEngine:
         """The session: state, percent done, hosts and their states, reason
         (today's ``SessionView``), as last committed."""
         with self._lock:
-            return views.session_view(self._working_set(session_id), self.clock.now())
+            ws = self._working_set(session_id)
+            ignored = self._constraints.contradicted(session_id, _cloud_groups(ws))
+            return views.session_view(ws, self.clock.now(), ignored)
 
     def list_sessions(self) -> list[SessionView]:
         """Every session, oldest first."""
@@ -589,6 +623,139 @@ class CoreEngine:
                 db.scalars(select(SubscriptionRow.project_id).order_by(SubscriptionRow.project_id))
             )
 
+    def _subscribed(self, project_id: str) -> bool:
+        with self._db.connect() as db:
+            return (
+                db.scalar(
+                    select(SubscriptionRow.project_id).where(
+                        SubscriptionRow.project_id == project_id
+                    )
+                )
+                is not None
+            )
+
+    # ------------------------------------------------------------------ inventory
+
+    def refresh_inventory(self) -> list[HostChange]:
+        """Compare the cloud's hosts with the inventory; store and announce the
+        differences (``maintenance_host`` ``HOST_ADDED`` / ``HOST_REMOVED``, each
+        change once) and return them; held sessions follow them at once, the
+        others when next loaded. The first listing stored is the baseline:
+        nothing is announced for it. As :meth:`Engine.refresh_inventory`."""
+        hosts = list_cloud_hosts(self.plugins.require_driver())
+        with self._lock:
+            changes = self._inventory.sync(hosts, now=self.clock.now(), session_id=None)
+            self._host_changes += changes
+            if changes:
+                for session_id in self._stepper.held_sessions():
+                    self._stepper.wake(session_id)
+            self._deliver_host_changes()
+        self._wake.set()
+        return [to_value(c) for c in changes]
+
+    def _cloud_hosts(self) -> list[Host] | None:
+        """The cloud's hosts now, or None if it cannot say (logged)."""
+        try:
+            return list(self.plugins.require_driver().list_hosts())
+        except Exception:
+            log.exception("listing the cloud's hosts failed")
+            return None
+
+    def _poll_inventory(self) -> None:
+        """Now and then, read the host changes other workers committed (held
+        sessions follow them at their next step)."""
+        now = self.lease_clock.now()
+        if self._inventory_poll_at is not None and now < self._inventory_poll_at:
+            return
+        self._inventory_poll_at = now + timedelta(seconds=self.lease_seconds / 4)
+        if self._inventory.poll():
+            for session_id in self._stepper.held_sessions():
+                self._stepper.wake(session_id)
+
+    def _deliver_host_changes(self) -> None:
+        """Announce the committed host changes, then mark them delivered (at
+        least once: a crash in between sends them again)."""
+        if not self._host_changes:
+            return
+        sending, self._host_changes = self._host_changes, []
+        for change in sending:
+            payload = change_payload(
+                change, service=self.service, admin_project_id=self.admin_project_id
+            )
+            for receiver in list(maintenance_host.receivers_for(self)):
+                try:
+                    receiver(self, payload=payload)
+                except Exception:
+                    log.exception("receiver of maintenance_host failed (host change %s)", change.id)
+        self._inventory.delivered([c.id for c in sending], self.clock.now())
+
+    # ------------------------------------------------------------------ constraints
+
+    def set_group_constraints(
+        self, group: GroupConstraints | Mapping[str, Any], *, project_id: str | None = None
+    ) -> GroupConstraints:
+        """As :meth:`Engine.set_group_constraints`."""
+        return self._constraints.set_group(group, project_id=project_id)
+
+    def set_instance_constraints(
+        self,
+        instance: InstanceConstraints | Mapping[str, Any],
+        *,
+        group: GroupConstraints | Mapping[str, Any] | None = None,
+        project_id: str | None = None,
+    ) -> InstanceConstraints:
+        """As :meth:`Engine.set_instance_constraints`."""
+        return self._constraints.set_instance(instance, group=group, project_id=project_id)
+
+    def get_group_constraints(
+        self, group_id: str, *, project_id: str | None = None
+    ) -> GroupConstraints:
+        return self._constraints.get_group(group_id, project_id=project_id)
+
+    def get_instance_constraints(
+        self, instance_id: str, *, project_id: str | None = None
+    ) -> InstanceConstraints:
+        return self._constraints.get_instance(instance_id, project_id=project_id)
+
+    def list_group_constraints(self, project_id: str | None = None) -> list[GroupConstraints]:
+        return self._constraints.list_groups(project_id)
+
+    def list_instance_constraints(self, project_id: str | None = None) -> list[InstanceConstraints]:
+        return self._constraints.list_instances(project_id)
+
+    def delete_group_constraints(self, group_id: str, *, project_id: str | None = None) -> None:
+        self._constraints.delete_group(group_id, project_id=project_id)
+
+    def delete_instance_constraints(
+        self, instance_id: str, *, project_id: str | None = None
+    ) -> None:
+        self._constraints.delete_instance(instance_id, project_id=project_id)
+
+    def constraints(self, cloud: CloudConstraints | None = None) -> ConstraintSet:
+        """The constraints in force now (plus ``cloud``'s defaults), resolved."""
+        return self._constraints.constraints(cloud)
+
+    def _constraints_changed(self) -> None:
+        """Every held session decides again with the new values at its next step."""
+        with self._lock:
+            for session_id in self._stepper.held_sessions():
+                self._runner.reconsider(session_id)
+                self._stepper.wake(session_id)
+        self._wake.set()
+
+    def _warn_ignored(self, session_id: str) -> None:
+        ws = self._store.load(session_id)
+        for found in self._constraints.contradicted(session_id, _cloud_groups(ws)):
+            log.warning(
+                "session %s ignores the constraints of %s %r stored under project %s: "
+                "the cloud puts it in project %s (see ignored_constraints in the view)",
+                session_id,
+                found.kind,
+                found.ident,
+                found.project_id,
+                found.cloud_project_id,
+            )
+
     # ------------------------------------------------------------------ replies
 
     def reply(
@@ -642,7 +809,10 @@ class CoreEngine:
     def step(self) -> int:
         """Step every session due now; return how many committed a step."""
         with self._lock:
-            return self._stepper.step()
+            self._poll_inventory()
+            stepped = self._stepper.step()
+            self._deliver_host_changes()
+            return stepped
 
     def run_until_idle(self, max_steps: int = 1_000_000) -> int:
         steps = 0

@@ -35,6 +35,8 @@ from ..contract import (
     DisableHost,
     EnableHost,
     Inventory,
+    ListHosts,
+    Locate,
     Move,
     OpKind,
     OpRef,
@@ -46,11 +48,23 @@ from ..contract import (
     Workflow,
 )
 from ..errors import FenixError
-from ..states import SessionState, normalize_reply_state
+from ..inventory import host_from_dict
+from ..model import Host
+from ..states import HostState, SessionState, normalize_reply_state
 from .context import PIPELINE_TIMER, StepContext
+from .inventory import HostChangeRec, InventoryCache
+from .listings import (
+    ENGINE_OWNED,
+    apply_inventory,
+    apply_located,
+    follow_inventory,
+    host_listing,
+    hosts_of,
+)
 from .operations import CoreOperations
 from .ports import WorkingSetLike
 from .stepper import StepFrame, StepOutcome
+from .stuck import wait_longer
 from .working_set import InboxRec, OpRec, WorkingSet
 from .ws_port import Steering, WorkingSetAdapter, op_of
 
@@ -83,10 +97,19 @@ class CoreRunner:
         now: Callable[[], datetime],
         lease_seconds: float | None = None,
         steering: Steering = None,
+        inventory: InventoryCache | None = None,
+        subscribed: Callable[[str], bool] = lambda _project: False,
+        host_changes: Callable[[Sequence[HostChangeRec]], None] = lambda _changes: None,
+        list_hosts: Callable[[], Sequence[Host] | None] | None = None,
     ) -> None:
         """``lease_seconds``: a step that only polled operations still running
         is not written while the lease it last wrote has more than half of
-        it left (None: every step is written)."""
+        it left (None: every step is written). ``inventory``: the host
+        inventory the sessions follow (None: listings change no host);
+        ``subscribed(project)``: whether a project that joins a session has a
+        manager; ``host_changes``: HOST_ADDED / HOST_REMOVED committed by a
+        step, to be announced; ``list_hosts()``: the cloud's hosts now (None
+        if the cloud cannot say), asked when work on a host failed."""
         self._workflows = {name: cls() for name, cls in workflows.items()}
         self._operations = operations
         self._load = load
@@ -102,6 +125,13 @@ class CoreRunner:
         self._lease = timedelta(seconds=lease_seconds) if lease_seconds else None
         # Session id -> the lease expiry its last write stored.
         self._lease_written: dict[str, datetime] = {}
+        self._inventory = inventory
+        self._subscribed = subscribed
+        self._host_changes = host_changes
+        self._list_hosts = list_hosts
+        # Sessions whose workflow decides again at their next step (something
+        # it decides on changed outside it: constraints, for example).
+        self._reconsider: set[str] = set()
 
     # ------------------------------------------------------------------ helpers
 
@@ -122,6 +152,11 @@ class CoreRunner:
             self._replies_due.add(ws.session.id)
             self._lease_written.pop(ws.session.id, None)  # the claim wrote its own
         return found
+
+    def reconsider(self, session_id: str) -> None:
+        """Run ``advance`` at the session's next step even if nothing of its
+        own happened (what it decides on changed)."""
+        self._reconsider.add(session_id)
 
     def forget(self, session_id: str) -> None:
         self._adapters.pop(session_id, None)
@@ -159,6 +194,7 @@ class CoreRunner:
             log.exception("session %s: workflow error", ws.session.id)
             adapter = self._drop_step(ws, now)
             self._fail_broken(ws, adapter, f"internal error: {type(exc).__name__}: {exc}", now)
+        self._record_host_events(adapter, now)
         adapter.flush()
         adapter.forget_components()
         starts = [k for k, op in ws.ops.items() if op.status == OpStatus.PENDING.value]
@@ -179,6 +215,23 @@ class CoreRunner:
             self.forget(ws.session.id)
             self._replies_due.discard(ws.session.id)
         return StepOutcome(write=write, wake=wake, starts=starts, finished=finished)
+
+    def _record_host_events(self, adapter: WorkingSetAdapter, now: datetime) -> None:
+        """Hosts the step brought into service (``add_hosts``: ADDED) or
+        retired (DECOMMISSIONED) go into the inventory, announced."""
+        events, adapter.host_events = adapter.host_events, []
+        if self._inventory is None or not events:
+            return
+        sid = adapter.ws.session.id
+        changes: list[HostChangeRec] = []
+        for name, state in events:
+            rec = adapter.ws.hosts[name]
+            if state is HostState.ADDED:
+                host = Host(rec.name, rec.type, rec.vcpus, True)
+                changes += self._inventory.admit(host, now=now, session_id=sid)
+            else:
+                changes += self._inventory.retire(rec.name, rec.type, now=now, session_id=sid)
+        self._host_changes(changes)
 
     def _may_skip(self, ws: WorkingSet, frame: StepFrame) -> bool:
         """Only polls changed, and the stored lease has over half its time left."""
@@ -207,19 +260,43 @@ class CoreRunner:
             late = op.deadline is not None and op.deadline <= now
             if due or late:
                 self._operations.poll(ws, key, request, now)
-        ended = sorted(
-            (op for op in ws.ops.values() if op.status in _ENDED and not op.handled),
-            key=lambda op: (op.finished_at or now, op.created_at, op.key),
-        )
+                wait_longer(adapter, key, now)
+        ended = self._unhandled(ws, now)
         timers = sorted(
             (t for t in ws.timers.values() if t.due <= now), key=lambda t: (t.due, t.name)
         )
         replies = ws.session.id in self._replies_due
         first = ws.session.version == 0 or not adapter.stepped
-        if not (ended or timers or replies or first or control):
+        ctx: StepContext | None = None
+        followed = False
+        inventory = self._inventory
+        if inventory is not None and adapter.inventory_seen != inventory.generation:
+            ctx = StepContext(adapter, now)
+            followed = follow_inventory(adapter, ctx, inventory)
+            if followed:  # operations on a host that left ended with it
+                ended = self._unhandled(ws, now)
+        if inventory is not None and self._list_hosts is not None and not adapter.final:
+            failed = [
+                op
+                for op in ended
+                if op.status == OpStatus.FAILED.value
+                and op.kind != OpKind.GATE.value  # a gate's verdict is not the cloud's
+                and not (op.result or {}).get("refused")  # the cloud said no: it is there
+                and hosts_of(adapter, op)
+            ]
+            if failed:
+                # Is the host still there? A host that left is a removal, not a failure.
+                listed = self._list_hosts()
+                if listed is not None:
+                    ctx = ctx or StepContext(adapter, now)
+                    self._host_changes(host_listing(adapter, ctx, inventory, listed))
+                    ended = self._unhandled(ws, now)
+        again = ws.session.id in self._reconsider
+        self._reconsider.discard(ws.session.id)
+        if not (ended or timers or replies or first or followed or again or control):
             return
         adapter.stepped = True
-        ctx = StepContext(adapter, now)
+        ctx = ctx or StepContext(adapter, now)
         if control is not None:
             control(ctx, adapter, workflow)
         if replies:
@@ -241,6 +318,13 @@ class CoreRunner:
             workflow.start(ctx)
         if not adapter.final or control is not None:
             workflow.advance(ctx)
+
+    @staticmethod
+    def _unhandled(ws: WorkingSet, now: datetime) -> list[OpRec]:
+        return sorted(
+            (op for op in ws.ops.values() if op.status in _ENDED and not op.handled),
+            key=lambda op: (op.finished_at or now, op.created_at, op.key),
+        )
 
     def _reply(
         self,
@@ -286,6 +370,8 @@ class CoreRunner:
             ctx.gate_ended(str(rec.host), passed=status is OpStatus.DONE, stop=stop)
             return
         done = status is OpStatus.DONE
+        if done and "cloud_constraints" in result:  # new instances' groups and rules
+            adapter.merge_cloud_constraints(result["cloud_constraints"])
         if isinstance(op, DisableHost) and done:
             adapter.set_host_enabled(op.host, False, by_session=True)
         elif isinstance(op, EnableHost) and done:
@@ -297,12 +383,14 @@ class CoreRunner:
             else:
                 adapter.end_move(op.instance_id)
         elif isinstance(op, Inventory) and done:
-            listed = {i.get("instance_id") for i in result.get("instances", ())}
-            ws = adapter.ws
-            for host in op.hosts:
-                for instance_id in sorted(ws.instance_index.by_host.get(host, ())):
-                    if instance_id not in listed:
-                        adapter.vanish(instance_id)
+            apply_inventory(adapter, result.get("instances", ()), op.hosts, self._subscribed)
+        elif isinstance(op, Locate) and done:
+            apply_located(adapter, dict(result.get("where") or {}))
+        elif isinstance(op, ListHosts) and done and self._inventory is not None:
+            listed = [host_from_dict(h) for h in result.get("hosts") or ()]
+            self._host_changes(host_listing(adapter, ctx, self._inventory, listed))
+        if rec.params.get(ENGINE_OWNED):
+            return  # the engine's own (an appeared host's listing): no hook
         timed_out = status is OpStatus.FAILED and (rec.detail or "").startswith("timed out")
         workflow.on_operation(
             ctx,

@@ -13,7 +13,7 @@ pipeline's component, the start and finish of each host from its
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -22,7 +22,7 @@ from sqlalchemy import or_, select
 from sqlalchemy.engine import Engine as SAEngine
 
 from ..contract import OpKind, OpStatus
-from ..model import OperationView, ProjectView, SessionView
+from ..model import IgnoredConstraint, OperationView, ProjectView, SessionView
 from ..states import HostState
 from ..store.schema import OperationRow, OutboxRow, SessionClockRow, SessionRow
 from ..views import build_operation_view, build_project_view, build_session_view
@@ -88,13 +88,16 @@ def _stored(ws: WorkingSet) -> _StoredSession:
     )  # fmt: skip
 
 
-def session_view(ws: WorkingSet, now: datetime) -> SessionView:
-    """``get_session``'s view of a working set (as committed)."""
+def session_view(
+    ws: WorkingSet, now: datetime, ignored: Sequence[IgnoredConstraint] = ()
+) -> SessionView:
+    """``get_session``'s view of a working set (as committed); ``ignored``:
+    the stored constraints the cloud contradicts."""
     hosts = sorted(ws.hosts.values(), key=lambda h: h.position)
     projects = list(ws.projects.values())
     # The records have the row's attribute names (see the module docstring).
     row: Any = _stored(ws)
-    return build_session_view(row, hosts, projects, now)  # type: ignore[arg-type]
+    return build_session_view(row, hosts, projects, now, ignored)  # type: ignore[arg-type]
 
 
 def project_view(ws: WorkingSet, project_id: str) -> ProjectView | None:

@@ -467,6 +467,16 @@ class WorkingSet:
             self.host_index.restate(name, old, host.state)
             self._mark(host, self._dirty_hosts)
 
+    def set_host_vcpus(self, name: str, vcpus: int) -> None:
+        """The cloud lists ``name`` with ``vcpus`` (a host being added)."""
+        host = self.hosts[name]
+        if host.vcpus == vcpus:
+            return
+        self.capacity._unfile(name)
+        host.vcpus = self.capacity.vcpus[name] = vcpus
+        self.capacity._file(name)
+        self._mark(host, self._dirty_hosts)
+
     def update_host(self, name: str, **changes: Any) -> None:
         _check_fields(HostRec, changes, _HOST_INDEXED)
         host = self.hosts[name]

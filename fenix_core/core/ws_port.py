@@ -25,6 +25,7 @@ from typing import Any, Literal
 import attrs
 
 from ..budgets import Labels
+from ..constraints import merge_cloud_dicts
 from ..contract import (
     ComponentState,
     DisableHost,
@@ -441,6 +442,11 @@ class WorkingSetAdapter:
         self.in_doubt: set[str] = {
             k for k, op in ws.ops.items() if op.status == OpStatus.PENDING.value
         }
+        # The inventory generation the session's hosts follow (-1: compare
+        # them all once), and hosts that became ADDED / DECOMMISSIONED in this
+        # step (the engine records them in the inventory).
+        self.inventory_seen = -1
+        self.host_events: list[tuple[str, HostState]] = []
 
     def begin(self, now: datetime) -> None:
         """A new step starts at ``now``."""
@@ -545,6 +551,18 @@ class WorkingSetAdapter:
             self._rules = tuple(PlacementRule.from_dict(r) for r in found)
         return self._rules
 
+    def merge_cloud_constraints(self, found: Mapping[str, Any]) -> None:
+        """A listing found the cloud's own constraints (groups, placement rules
+        of new instances): fold them into the session's."""
+        data = self.session_data()
+        known = data.get("cloud_constraints")
+        merged = merge_cloud_dicts(known, found)
+        if merged != known:
+            rec = self.ws.components.get(SESSION_COMPONENT)
+            version = rec.schema_version if rec is not None else 1
+            self.ws.set_component(SESSION_COMPONENT, version, {**data, "cloud_constraints": merged})
+            self._rules = None
+
     def limits(self, instance_id: str) -> HostLimits | None:
         """``placement_rules.host_limits`` of the instance, or None without rules;
         ``where`` holds only the members of the instance's own groups."""
@@ -619,6 +637,10 @@ class WorkingSetAdapter:
 
     def set_host_state(self, host: str, state: HostState, reason: str | None) -> None:
         before = self.ws.hosts[host].state
+        if state in (HostState.ADDED, HostState.DECOMMISSIONED) and (
+            self.ws.hosts[host].state != state.value
+        ):
+            self.host_events.append((host, state))
         self.ws.set_host_state(host, state.value)
         if (before == _QUEUED) != (state is HostState.PENDING) and not self.final:
             self._steer({"host": host, "queued": state is HostState.PENDING})
@@ -636,6 +658,18 @@ class WorkingSetAdapter:
             marks |= HostMark.FINISHED
         self.ws.update_host(host, started_at=started_at, finished_at=finished_at, marks=marks)
         self._host_views.pop(host, None)
+
+    def set_host_facts(self, host: str, vcpus: int, enabled: bool) -> None:
+        """The cloud listed ``host`` with these facts (a host being added)."""
+        self.ws.set_host_vcpus(host, vcpus)
+        self.ws.update_host(host, enabled=enabled)
+        self._host_views.pop(host, None)
+
+    def forget_host_view(self, host: str) -> None:
+        self._host_views.pop(host, None)
+
+    def forget_view(self, instance_id: str) -> None:
+        self._instance_views.pop(instance_id, None)
 
     def set_host_enabled(self, host: str, enabled: bool, *, by_session: bool) -> None:
         """A DisableHost / EnableHost ended (the engine's part, before the hook)."""

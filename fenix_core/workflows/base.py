@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
+from ..constraints import merge_cloud_dicts
 from ..controls import jittered_backoff
 from ..model import (
     ACTION_TYPES,
@@ -222,16 +223,7 @@ class Workflow(ABC):
         hosts only knows their instances)."""
         s = self.s
         known = s.data.get("cloud_constraints") or {"groups": [], "members": {}}
-        groups = {g["group_id"]: g for g in known.get("groups", [])}
-        groups.update({g["group_id"]: g for g in found.get("groups", [])})
-        members = {**known.get("members", {}), **found.get("members", {})}
-        placement = {r["group_id"]: r for r in known.get("placement", [])}
-        placement.update({r["group_id"]: r for r in found.get("placement", [])})
-        merged = {
-            "groups": sorted(groups.values(), key=lambda g: g["group_id"]),
-            "members": members,
-            "placement": sorted(placement.values(), key=lambda r: r["group_id"]),
-        }
+        merged = merge_cloud_dicts(known, found)
         if merged != known:
             s.set_data(cloud_constraints=merged)
 

@@ -14,7 +14,15 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from ..budgets import topology_refusal
-from ..controls import HOST_GUARD, Controls, GateSpec, Ledger, admit
+from ..controls import (
+    HOST_GUARD,
+    STUCK_KIND_OF_OPERATION,
+    Controls,
+    GateSpec,
+    Ledger,
+    admit,
+    describe_stuck,
+)
 from ..runtime import iso
 from ..states import HostState, InstanceState, budget_hosts
 from ..store.schema import HostRow, OperationRow
@@ -24,14 +32,6 @@ if TYPE_CHECKING:
 
 __all__ = ["STUCK_KIND_OF_OPERATION", "SessionControls", "timed_out"]
 
-#: Operation kind -> kind of stuck work (``controls.escalation`` keys).
-STUCK_KIND_OF_OPERATION = {
-    "move": "migration",
-    "watch": "own_action",
-    "action": "action",
-    "host_up": "host_up",
-    "gate": "gate",
-}
 _WAIT_TIMER = "controls_wait"
 
 
@@ -43,18 +43,6 @@ def timed_out(op: OperationRow) -> bool:
         and op.finished_at is not None
         and op.finished_at >= op.deadline
     )
-
-
-def _describe(kind: str, op: OperationRow, host: object) -> str:
-    if kind == "migration":
-        return f"migration of {op.instance_id} off {host}"
-    if kind == "own_action":
-        return f"the manager's own action on {op.instance_id} (off {host})"
-    if kind == "action":
-        return f"action {op.params['action']['plugin']!r} on {host or 'the session'}"
-    if kind == "host_up":
-        return f"host {host} coming back up"
-    return f"gate {op.params.get('gate')} before {host}"
 
 
 class SessionControls:
@@ -268,7 +256,7 @@ class SessionControls:
             return False
         policy = self.controls.policy(kind)
         host = op.host or op.params.get("source") or op.params.get("host")
-        what = _describe(kind, op, host)
+        what = describe_stuck(kind, op.instance_id, op.params, host)
         why = f"{what} is stuck: {op.detail}"
         entries = [e for e in s.data.get("ctl_stuck") or [] if e["key"] != op.key]
         entries.append(

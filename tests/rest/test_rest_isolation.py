@@ -171,6 +171,7 @@ def test_a_stored_row_the_cloud_contradicts_is_ignored_and_reported(
                 updated_at=fenix_clock.now(),
             )
         )
+        # As every writer does: a new revision, so that the engines read again.
         revision = orm.get(ConstraintRevisionRow, 1)
         if revision is None:
             orm.add(ConstraintRevisionRow(id=1, revision=1))

@@ -1,0 +1,202 @@
+"""``ConstraintService``: the constraint API both engines offer (plan §6).
+
+Group and instance constraints set, read, listed and deleted per project
+(:mod:`fenix_core.constraint_store` holds the rules and the SQL), the
+instance's owner asked of the cloud (:class:`~fenix_core.hookspecs.InstanceOwner`)
+outside any transaction, the constraints in force resolved into a
+:class:`~fenix_core.constraints.ConstraintSet` cached by the stored revision
+(so a change written by another worker is seen at the next read), and the
+constraints a session's cloud listing contradicts (``ignored_constraints``).
+
+Today's :class:`~fenix_core.engine.Engine` and the core's
+:class:`~fenix_core.core.engine_v2.CoreEngine` hold one each and delegate
+their public constraint methods to it; ``changed`` is how the engine that
+wrote learns of it (its running sessions decide with the new values at
+their next step).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from sqlalchemy.engine import Engine as SAEngine
+from sqlalchemy.orm import Session
+
+from .. import constraint_store
+from ..clock import Clock
+from ..constraints import CloudConstraints, ConstraintSet, GroupConstraints, InstanceConstraints
+from ..errors import CloudError, FenixError
+from ..hookspecs import InstanceOwner
+from ..model import IgnoredConstraint, _str
+
+__all__ = ["ConstraintService"]
+
+
+class ConstraintService:
+    """The constraint API over ``database`` (see the module docstring).
+
+    ``driver()``: the cloud driver now (None: none registered);
+    ``default_group``: the rules of a project's implicit group (checked by
+    :func:`~fenix_core.core.factory.default_group_rules`); ``changed()``:
+    called after every committed write; ``lock``: the engine's, held around
+    each database call."""
+
+    def __init__(
+        self,
+        database: SAEngine,
+        *,
+        clock: Clock,
+        driver: Callable[[], object],
+        default_group: Mapping[str, Any],
+        changed: Callable[[], None],
+        lock: threading.RLock | None = None,
+    ) -> None:
+        self._db = database
+        self._clock = clock
+        self._driver = driver
+        self.default_group = default_group
+        self._changed = changed
+        self._lock = lock if lock is not None else threading.RLock()
+        self._cached: tuple[int, ConstraintSet] | None = None
+
+    # ------------------------------------------------------------------ writes
+
+    def set_group(
+        self, group: GroupConstraints | Mapping[str, Any], *, project_id: str | None = None
+    ) -> GroupConstraints:
+        value = GroupConstraints.from_dict(group)
+        self._write(group=value, instance=None, acting=project_id)
+        return value
+
+    def set_instance(
+        self,
+        instance: InstanceConstraints | Mapping[str, Any],
+        *,
+        group: GroupConstraints | Mapping[str, Any] | None = None,
+        project_id: str | None = None,
+    ) -> InstanceConstraints:
+        value = InstanceConstraints.from_dict(instance)
+        group_value = GroupConstraints.from_dict(group) if group is not None else None
+        self._write(group=group_value, instance=value, acting=project_id)
+        return value
+
+    def delete_group(self, group_id: str, *, project_id: str | None = None) -> None:
+        _str(group_id, "group_id")
+        acting = _acting(project_id)
+        with self._lock, Session(self._db) as orm, orm.begin():
+            constraint_store.delete_group(orm, group_id, acting)
+        self._written()
+
+    def delete_instance(self, instance_id: str, *, project_id: str | None = None) -> None:
+        _str(instance_id, "instance_id")
+        acting = _acting(project_id)
+        with self._lock, Session(self._db) as orm, orm.begin():
+            constraint_store.delete_instance(orm, instance_id, acting)
+        self._written()
+
+    def _write(
+        self,
+        *,
+        group: GroupConstraints | None,
+        instance: InstanceConstraints | None,
+        acting: str | None,
+    ) -> None:
+        acting = _acting(acting)
+        owner = self._cloud_owner(instance)
+        now = self._clock.now()
+        with self._lock, Session(self._db) as orm, orm.begin():
+            constraint_store.write(
+                orm, now, group=group, instance=instance, acting=acting, cloud_owner=owner
+            )
+        self._written()
+
+    def _written(self) -> None:
+        self._cached = None
+        self._changed()
+
+    def _cloud_owner(self, instance: InstanceConstraints | None) -> str | None:
+        """The instance's project per the cloud, asked outside any transaction."""
+        driver = self._driver()
+        if instance is None or not isinstance(driver, InstanceOwner):
+            return constraint_store.UNKNOWN
+        try:
+            return driver.instance_owner(instance.instance_id)
+        except FenixError:
+            raise
+        except Exception as exc:
+            raise CloudError(
+                f"looking up the project of instance {instance.instance_id!r} failed: {exc}",
+                instance_id=instance.instance_id,
+            ) from exc
+
+    # ------------------------------------------------------------------ reads
+
+    def get_group(self, group_id: str, *, project_id: str | None = None) -> GroupConstraints:
+        _str(group_id, "group_id")
+        acting = _acting(project_id)
+        with self._lock, Session(self._db) as orm:
+            return constraint_store.get_group(orm, group_id, acting)
+
+    def get_instance(
+        self, instance_id: str, *, project_id: str | None = None
+    ) -> InstanceConstraints:
+        _str(instance_id, "instance_id")
+        acting = _acting(project_id)
+        with self._lock, Session(self._db) as orm:
+            return constraint_store.get_instance(orm, instance_id, acting)
+
+    def list_groups(self, project_id: str | None = None) -> list[GroupConstraints]:
+        acting = _acting(project_id)
+        with self._lock, Session(self._db) as orm:
+            return constraint_store.list_groups(orm, acting)
+
+    def list_instances(self, project_id: str | None = None) -> list[InstanceConstraints]:
+        acting = _acting(project_id)
+        with self._lock, Session(self._db) as orm:
+            return constraint_store.list_instances(orm, acting)
+
+    def constraints(self, cloud: CloudConstraints | None = None) -> ConstraintSet:
+        """The constraints in force now (plus ``cloud``'s defaults), resolved."""
+        with self._lock, Session(self._db) as orm:
+            current = self.current(orm)
+        if cloud is None:
+            return current
+        return ConstraintSet(
+            groups=current.groups,
+            instances=current.instances,
+            cloud=cloud,
+            default_group=current.default_group,
+        )
+
+    def current(self, orm: Session) -> ConstraintSet:
+        """The cached constraints, read again when any worker changed them
+        (one revision read per call, in ``orm``'s transaction)."""
+        revision = constraint_store.revision(orm)
+        cached = self._cached
+        if cached is None or cached[0] != revision:
+            revision, groups, instances = constraint_store.load_all(orm)
+            cached = (
+                revision,
+                ConstraintSet.of(groups, instances, default_group=self.default_group),
+            )
+            self._cached = cached
+        return cached[1]
+
+    def contradicted(
+        self, session_id: str, cloud_groups: Mapping[str, str], *, orm: Session | None = None
+    ) -> list[IgnoredConstraint]:
+        """Stored constraints the session's cloud listing contradicts;
+        ``cloud_groups``: the cloud's group id -> project of the session;
+        ``orm``: read in that session (a view read in one transaction)."""
+        if orm is not None:
+            return constraint_store.contradicted(orm, session_id, cloud_groups)
+        with self._lock, Session(self._db) as own:
+            return constraint_store.contradicted(own, session_id, cloud_groups)
+
+
+def _acting(project_id: str | None) -> str | None:
+    if project_id is not None:
+        _str(project_id, "project_id")
+    return project_id
