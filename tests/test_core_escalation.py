@@ -96,7 +96,7 @@ def stuck_notices(recorder: Recorder) -> list[str]:
 def test_wait_and_notify_renews_the_deadline_and_tells_the_admin_each_time(run: Any) -> None:
     view, recorder, firmware, waited = run("wait_and_notify")
     assert view.state == "MAINTENANCE_DONE", view.reason
-    assert view.hosts["cmp-0"] == "MAINTAINED"
+    assert view.host("cmp-0").state == "MAINTAINED"
     assert timedelta(days=3.5) <= waited <= timedelta(days=3.5, hours=2)
     notices = stuck_notices(recorder)
     assert len(notices) == 3  # a day, two days, three days: then it is done

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from conftest import Recorder, fill
+from core_records import StoredSession
 
 from fenix_core import ActionSpec, SessionRequest
 from fenix_core.clock import SimClock
@@ -207,10 +208,13 @@ def test_a_host_added_during_a_session_is_announced_once_and_used_as_a_target(
     assert host_changes(recorder) == [("cmp-9", "HOST_ADDED")]
     added = next(p for p in recorder.of("maintenance_host") if p["state"] == "HOST_ADDED")
     assert added["session_id"] == sid
-    assert view.hosts["cmp-9"] == "ADDED"
-    assert view.reasons["cmp-9"] == "appeared in the cloud during the session"
+    assert StoredSession(engine, sid).hosts["cmp-9"] == "ADDED"
+    assert StoredSession(engine, sid).reasons["cmp-9"] == "appeared in the cloud during the session"
     assert targets(cloud)[0] == "cmp-9"
-    assert (view.hosts["cmp-0"], view.hosts["cmp-1"]) == ("MAINTAINED", "MAINTAINED")
+    assert (
+        StoredSession(engine, sid).hosts["cmp-0"],
+        StoredSession(engine, sid).hosts["cmp-1"],
+    ) == ("MAINTAINED", "MAINTAINED")
     assert engine.refresh_inventory() == []
     assert violations(cloud) == []
     recorder.close()
@@ -234,9 +238,9 @@ def test_what_runs_on_a_host_that_appeared_is_listed(
     view = engine.run_until_done(sid)
     manager.close()
     assert view.state == "MAINTENANCE_DONE", view.reason
-    assert view.hosts["cmp-9"] == "ADDED"
+    assert StoredSession(engine, sid).hosts["cmp-9"] == "ADDED"
     # Its instance is known (capacity counts it), outside the session's work.
-    assert view.instances["vm-x"] == ("cmp-9", "OUT_OF_SCOPE")
+    assert StoredSession(engine, sid).instances["vm-x"] == ("cmp-9", "OUT_OF_SCOPE")
     assert "px" not in view.projects
     assert targets(cloud) == ["cmp-1"]  # cmp-9 has 1 vcpu left: not a target for 2
     assert violations(cloud) == []
@@ -266,7 +270,7 @@ def test_a_spare_host_of_add_hosts_is_announced_and_filled_first(
     assert host_changes(recorder) == [("cmp-new", "HOST_ADDED")]
     added = next(p for p in recorder.of("maintenance_host") if p["state"] == "HOST_ADDED")
     assert added["session_id"] == sid
-    assert view.hosts["cmp-new"] == "ADDED"
+    assert StoredSession(engine, sid).hosts["cmp-new"] == "ADDED"
     assert targets(cloud)[0] == "cmp-new"
     assert cloud.is_enabled("cmp-new")
     assert set(migrations_per_instance(cloud)) == {"vm-a1", "vm-a2"}
@@ -305,7 +309,7 @@ def test_hosts_removed_during_a_session_do_not_fail_it(
         manager.close()
     assert view.state == "MAINTENANCE_DONE", view.reason
     assert view.percent_done == 100
-    assert view.hosts == {
+    assert StoredSession(engine, sid).hosts == {
         "cmp-0": "MAINTAINED",
         "cmp-1": "MAINTAINED",
         "cmp-2": "REMOVED",
@@ -313,7 +317,7 @@ def test_hosts_removed_during_a_session_do_not_fail_it(
         "cmp-4": "REMOVED",
     }
     for name in ("cmp-2", "cmp-4"):
-        reason = view.reasons[name] or ""
+        reason = StoredSession(engine, sid).reasons[name] or ""
         assert reason.startswith("removed from the cloud (noticed "), reason
     assert sorted(host_changes(recorder)) == [("cmp-2", "HOST_REMOVED"), ("cmp-4", "HOST_REMOVED")]
     # No work was done on the lost hosts after they went. (Today's engine also
@@ -327,7 +331,7 @@ def test_hosts_removed_during_a_session_do_not_fail_it(
     assert not any(s == "MAINTENANCE_COMPLETE" for _, s in lost)
     worked = {"disable_host", "enable_host", "host_up_checked"}
     assert not [e for e in cloud.events if e.kind in worked and e.host in ("cmp-2", "cmp-4")]
-    host, state = view.instances["vm-b1"]
+    host, state = StoredSession(engine, sid).instances["vm-b1"]
     if evacuate:  # the cloud re-created it on cmp-1: followed, and moved with cmp-1
         assert state == "DONE"
         assert host == cloud.host_of("vm-b1") != "cmp-1"
@@ -372,12 +376,12 @@ def test_a_host_disappears_mid_migration(
         engine.close()
     assert seen["moves"][0][0] == "vm-a1"  # the plug was pulled during the first move
     assert view.state == "MAINTENANCE_DONE", view.reason
-    assert view.hosts[gone] == "REMOVED"
+    assert StoredSession(engine, sid).hosts[gone] == "REMOVED"
     assert host_changes(recorder) == [(gone, "HOST_REMOVED")]
     assert manager.errors == []
-    where = {i: view.instances[i] for i in ("vm-a1", "vm-a2")}
+    where = {i: StoredSession(engine, sid).instances[i] for i in ("vm-a1", "vm-a2")}
     if evacuate:  # followed to where the cloud re-created them
-        assert view.hosts["cmp-1"] == "MAINTAINED"
+        assert StoredSession(engine, sid).hosts["cmp-1"] == "MAINTAINED"
         assert where == {"vm-a1": ("cmp-2", "DONE"), "vm-a2": ("cmp-2", "DONE")}
     else:  # lost with their host
         assert cloud.host_of("vm-a1") is None
@@ -412,12 +416,18 @@ def test_a_held_session_follows_a_refresh_at_once(
         engine.run_until_idle()
     engine.run_until_idle()
     view = engine.get_session(sid)
-    assert view.hosts["cmp-2"] == "REMOVED"
-    assert view.reasons["cmp-2"] == f"removed from the cloud (noticed {removed[0].isoformat()})"
+    assert StoredSession(engine, sid).hosts["cmp-2"] == "REMOVED"
+    assert (
+        StoredSession(engine, sid).reasons["cmp-2"]
+        == f"removed from the cloud (noticed {removed[0].isoformat()})"
+    )
     view = engine.run_until_done(sid)
     manager.close()
     assert view.state == "MAINTENANCE_DONE", view.reason
-    assert (view.hosts["cmp-0"], view.hosts["cmp-1"]) == ("MAINTAINED", "MAINTAINED")
+    assert (
+        StoredSession(engine, sid).hosts["cmp-0"],
+        StoredSession(engine, sid).hosts["cmp-1"],
+    ) == ("MAINTAINED", "MAINTAINED")
 
 
 # --------------------------------------------------------------------------- decommission
@@ -446,7 +456,7 @@ def test_a_decommissioned_host_is_announced_removed_once(
     for manager in found:
         manager.close()
     assert view.state == "MAINTENANCE_DONE", view.reason
-    assert view.hosts["cmp-0"] == "DECOMMISSIONED"
+    assert StoredSession(engine, sid).hosts["cmp-0"] == "DECOMMISSIONED"
     assert host_changes(recorder) == [("cmp-0", "HOST_REMOVED")]
     removed = next(p for p in recorder.of("maintenance_host") if p["state"] == "HOST_REMOVED")
     assert removed["session_id"] == sid
@@ -517,7 +527,7 @@ def test_a_host_removed_during_its_action_is_a_removal_not_a_failure(
     view = engine.run_until_done(sid)
     manager.close()
     assert view.state == "MAINTENANCE_DONE", view.reason
-    assert view.hosts["cmp-0"] == "REMOVED"
-    assert (view.reasons["cmp-0"] or "").startswith("removed from the cloud")
-    assert view.hosts["cmp-1"] == "MAINTAINED"
+    assert StoredSession(engine, sid).hosts["cmp-0"] == "REMOVED"
+    assert (StoredSession(engine, sid).reasons["cmp-0"] or "").startswith("removed from the cloud")
+    assert StoredSession(engine, sid).hosts["cmp-1"] == "MAINTAINED"
     assert violations(cloud) == []

@@ -152,6 +152,23 @@ class InventoryCache:
         self._bump(names)
         return names
 
+    def _adopt(self, db: Connection, names: Sequence[str]) -> None:
+        """Take the rows of ``names`` that another worker wrote without a
+        change to announce (its first listing is a baseline, not a change),
+        so that this cache does not insert them a second time."""
+        assert self._hosts is not None
+        found = [
+            r
+            for start in range(0, len(names), 500)
+            for r in db.execute(select(_INV).where(_INV.c.name.in_(names[start : start + 500])))
+        ]
+        for r in found:
+            self._hosts[r.name] = Known(
+                Host(r.name, r.type, r.vcpus, r.enabled), r.status, r.changed_at, r.session_id
+            )
+        if found:
+            self._bump(r.name for r in found)
+
     # ------------------------------------------------------------------ writes
 
     def sync(
@@ -169,6 +186,9 @@ class InventoryCache:
         with self._db.connect() as db:  # one transaction; no commit if nothing changed
             self._catch_up(db)
             hosts = self.hosts()
+            unknown = [h.name for h in listed if h.name not in hosts]
+            if unknown:
+                self._adopt(db, unknown)
             pending = _pending_adds(db, besides=session_id) | set(adding)
             plan = plan_sync({n: (k.status, k.host) for n, k in hosts.items()}, listed, pending)
             if not (plan.new or plan.refresh or plan.status):
