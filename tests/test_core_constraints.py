@@ -22,7 +22,6 @@ from fenix_core.constraints import (
     implicit_group_id,
 )
 from fenix_core.contract import SessionContext, Workflow
-from fenix_core.core.constraint_service import ConstraintService
 from fenix_core.core.engine_v2 import CoreEngine
 from fenix_core.errors import Conflict, Forbidden, InvalidInput, NotFound
 from fenix_core.model import IgnoredConstraint
@@ -100,14 +99,12 @@ def core(url: str, clock: SimClock, cloud: SimulatedCloud) -> Iterator[Callable[
         engine.close()
 
 
-def test_both_engines_delegate_to_the_constraint_service(
+def test_both_engines_share_one_constraint_store(
     core: Callable[..., CoreEngine], clock: SimClock, url: str
 ) -> None:
     engine = core()
     today = Engine(url, clock=clock, load_entry_points=False)
     try:
-        assert isinstance(engine._constraints, ConstraintService)
-        assert isinstance(today._constraints, ConstraintService)
         # One store: what one engine writes, the other reads (its cache follows).
         assert engine.constraints().groups == {}
         today.set_group_constraints(GROUP)
