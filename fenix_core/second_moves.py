@@ -108,10 +108,13 @@ def first_wave_order(candidates: Iterable[HostLoad], *, stay_room: int | None) -
     )
 
 
-def first_wave_room(instances: int, *, share: float = FIRST_WAVE_SHARE) -> int:
+def first_wave_room(instances: int, *, one_host: int = 0, share: float = FIRST_WAVE_SHARE) -> int:
     """How many second moves the first wave may add, beyond those of its
     first host when no host is empty (which no schedule avoids), for a
-    session of ``instances``.
+    session of ``instances``: ``share`` of them, and at least ``one_host``
+    (the instances of the next host of the wave), so that on a small cloud,
+    where one host is more than the share, the first wave still has a second
+    host.
 
     Each host more in the first wave sends its instances to hosts still
     queued, and each of them moves twice; in exchange the session starts
@@ -120,7 +123,7 @@ def first_wave_room(instances: int, *, share: float = FIRST_WAVE_SHARE) -> int:
     only move instances where they stay, so on a full cloud with no spare
     host the waves grow by the free room of each maintained host: a larger
     first wave is the one place where a second move buys time."""
-    return int(share * instances)
+    return max(int(share * instances), one_host)
 
 
 @attrs.frozen

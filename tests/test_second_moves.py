@@ -129,6 +129,9 @@ def test_first_wave_room_is_a_share_of_the_instances() -> None:
     assert first_wave_room(2000) == int(2000 * FIRST_WAVE_SHARE)
     assert first_wave_room(2000, share=0.0) == 0
     assert first_wave_room(10, share=0.05) == 0  # half an instance: none
+    # A small cloud, where one host is more than the share: one host more.
+    assert first_wave_room(340, one_host=20, share=0.05) == 20
+    assert first_wave_room(2000, one_host=20, share=0.05) == 100
 
 
 def test_assign_moves_keeps_members_that_may_not_move_twice_for_hosts_where_they_stay() -> None:

@@ -30,7 +30,10 @@ afresh at every decision, so managers may change them mid-session.
 Which hosts to open is decided by :func:`fenix_core.planner.hosts_to_open`:
 a host is opened when it gives work to a group that could lose a member now
 but has nothing to move, as long as the instances on every open host still
-fit on the remaining targets (and ``max_parallel_hosts`` allows).
+fit where instances stay (:func:`fenix_core.second_moves.opening_targets`,
+and ``max_parallel_hosts`` allows). Only the first wave, opened while nothing
+where instances stay has room and nothing is out of service, sends instances
+to hosts still queued (:mod:`fenix_core.second_moves`).
 """
 
 from __future__ import annotations
@@ -651,8 +654,12 @@ class ConstrainedWorkflow(RollingWorkflow):
         s = self.s
         stay_room = sum(t.free or 0 for t in targets if t.stays)
         order = second_moves.first_wave_order(candidates, stay_room=stay_room)
+        # Those that cost second moves beyond the bound: every loaded host
+        # but the first when no host is empty.
+        costly = [load for load in order[1:] if load.members]
         room = second_moves.first_wave_room(
-            sum(1 for i in s.instances.values() if self._in_scope(i))
+            sum(1 for i in s.instances.values() if self._in_scope(i)),
+            one_host=len(costly[0].members) if costly else 0,
         )
         chosen: list[str] = []
         taken: list[planner.HostLoad] = []
