@@ -44,9 +44,11 @@ from fenix_core.testing.invariants import constraint_violations, migrations_per_
 #: measured it (no wait for the first maintained host in the group chains).
 #: Issue 18 measured 0.104 / 1.073 with an instance allowed a third move;
 #: forbidding it (issue 21) costs one step of the critical group's chain
-#: (284 s), accepted on purpose: a migration is a disruption to the
-#: application, 2% of makespan is not (docs/performance.md).
-NO_WORSE_THAN = (0.106, 1.097)
+#: (284 s), and letting only the first drained hosts' instances move twice
+#: (issue 21 again) 213 s more for 386 fewer migrations (2,506 -> 2,120),
+#: both accepted on purpose: a migration is a disruption to the application,
+#: 2% of makespan is not (docs/performance.md).
+NO_WORSE_THAN = (0.108, 1.115)
 #: Targets of issue 21 on the reference scenario.
 REFERENCE_TARGETS = {"moves rolling": 1.02, "moves constrained": 1.05, "makespan": 1.03}
 #: Targets of issue 21 on the random family (worst layout).

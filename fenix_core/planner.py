@@ -46,6 +46,7 @@ __all__ = [
     "choose_host_to_drain",
     "choose_target",
     "choose_target_indexed",
+    "completion_order",
     "drain_sequence",
     "fits_all",
     "hosts_to_open",
@@ -368,6 +369,7 @@ def assign_moves(
     rules: Mapping[str, GroupRule],
     *,
     twice: Container[str] | None = None,
+    ahead: Mapping[str, int] | None = None,
 ) -> tuple[list[tuple[str, str]], list[Blocked]]:
     """Which waiting members start moving now, and where to.
 
@@ -376,23 +378,27 @@ def assign_moves(
     budget left and some target has room for it and keeps its group's
     anti-affinity and per-host limit, counting the moves chosen here. Among
     the targets that fit, one where the instance stays is preferred, then one
-    with the fewest members of its group, then the fullest (best fit).
-    ``twice``: the members that may go to a target they will have to leave
-    again (None: all); the others wait for room where they stay
-    (:mod:`fenix_core.second_moves`).
+    with the fewest members of its group, then one that stays able to take a
+    member of the groups with a per-host limit still to move (``ahead``: per
+    such group, the fewest vcpus of those members), then the fullest (best
+    fit). Best fit alone would fill a host that an anti-affine group needs as
+    one of its distinct hosts. ``twice``: the members that may go to a target
+    they will have to leave again (None: all); the others wait for room where
+    they stay (:mod:`fenix_core.second_moves`).
     """
     budget = dict(budgets)
     free = {t.host: t.free for t in targets}
     added: dict[tuple[str, str], int] = {}
     moves: list[tuple[str, str]] = []
     blocked: list[Blocked] = []
+    ahead = _limited_ahead(waiting, rules, ahead)
     for item in waiting:
         if budget.get(item.group_id, 0) <= 0:
             blocked.append(Blocked(item.instance_id, "group"))
             continue
         rule = rules.get(item.group_id)
         limit = rule.host_limit() if rule is not None else None
-        best: tuple[bool, int, int, str] | None = None
+        best: tuple[bool, int, int, int, str] | None = None
         only_stays = twice is not None and item.instance_id not in twice
         for t in targets:
             if only_stays and not t.stays:
@@ -403,13 +409,16 @@ def assign_moves(
             here = t.members.get(item.group_id, 0) + added.get((t.host, item.group_id), 0)
             if limit is not None and here >= limit:
                 continue
-            key = (not t.stays, here, room if room is not None else 1 << 30, t.host)
+            closes = 0
+            if ahead and room is not None:
+                closes = _slots_closed(t, room, item, ahead, rules, added)
+            key = (not t.stays, here, closes, room if room is not None else 1 << 30, t.host)
             if best is None or key < best:
                 best = key
         if best is None:
             blocked.append(Blocked(item.instance_id, "room"))
             continue
-        host = best[3]
+        host = best[-1]
         moves.append((item.instance_id, host))
         budget[item.group_id] -= 1
         room = free[host]
@@ -417,6 +426,68 @@ def assign_moves(
             free[host] = room - item.vcpus
         added[(host, item.group_id)] = added.get((host, item.group_id), 0) + 1
     return moves, blocked
+
+
+def _limited_ahead(
+    members: Iterable[Member], rules: Mapping[str, GroupRule], ahead: Mapping[str, int] | None
+) -> dict[str, int]:
+    """``ahead`` with the members of groups with a per-host limit among
+    ``members``: per group, the fewest vcpus of one."""
+    smallest = dict(ahead or {})
+    for m in members:
+        rule = rules.get(m.group_id)
+        if rule is not None and rule.host_limit() is not None:
+            smallest[m.group_id] = min(smallest.get(m.group_id, m.vcpus), m.vcpus)
+    return smallest
+
+
+def _slots_closed(
+    target: Target,
+    room: int,
+    item: Member,
+    ahead: Mapping[str, int],
+    rules: Mapping[str, GroupRule],
+    added: Mapping[tuple[str, str], int],
+) -> int:
+    """How many of the ``ahead`` groups ``target`` could take a member of
+    now, and could not once ``item`` is placed there (its own group's limit
+    aside: that closes every target alike)."""
+    closed = 0
+    for group_id, smallest in ahead.items():
+        if room < smallest or room - item.vcpus >= smallest:
+            continue
+        rule = rules.get(group_id)
+        limit = rule.host_limit() if rule is not None else None
+        here = target.members.get(group_id, 0) + added.get((target.host, group_id), 0)
+        if group_id == item.group_id and limit is not None and here + 1 >= limit:
+            continue
+        if limit is None or here < limit:
+            closed += 1
+    return closed
+
+
+def completion_order(
+    waiting: Iterable[Member], *, host_of: Mapping[str, str], moved: Container[str]
+) -> list[Member]:
+    """The order in which waiting members take the room there is: those that
+    moved once already (they may only go where they stay), then those of the
+    host with the fewest vcpus left to move (it empties, is maintained and
+    takes instances for good soonest), the largest first on each host."""
+    members = list(waiting)
+    left: dict[str, int] = {}
+    for m in members:
+        host = host_of[m.instance_id]
+        left[host] = left.get(host, 0) + m.vcpus
+    return sorted(
+        members,
+        key=lambda m: (
+            m.instance_id not in moved,
+            left[host_of[m.instance_id]],
+            host_of[m.instance_id],
+            -m.vcpus,
+            m.instance_id,
+        ),
+    )
 
 
 @attrs.frozen
@@ -651,6 +722,7 @@ def drain_sequence(
         t.host: {g: t.members.get(g, 0) for g in rules} for t in targets
     }
     sizes: dict[str, int] = {}
+    limited = any(rule.host_limit() is not None for rule in rules.values())
     pending = sorted(loads, key=lambda h: (h.vcpus, h.position, h.host))
     where: dict[str, list[Member]] = {h.host: list(h.members) for h in pending}
     order: list[str] = []
@@ -667,8 +739,13 @@ def drain_sequence(
                 for name in free
                 if name != load.host
             ]
+            later = (m for h in pending if h is not load for m in where[h.host])
             moves, blocked = assign_moves(
-                members, {m.group_id: len(members) for m in members}, others, rules
+                members,
+                {m.group_id: len(members) for m in members},
+                others,
+                rules,
+                ahead=_limited_ahead(later, rules, None) if limited else None,
             )
             if blocked:
                 continue

@@ -2,20 +2,23 @@
 
 An instance on a host under maintenance moves at least once. It moves twice
 when its first move lands on a host that is itself maintained later in the
-session: the constrained workflow sends it there only when no host where it
-stays (already maintained, or outside the session) has room for it, because
-targets where instances stay always come first
-(:func:`fenix_core.planner.assign_moves`). Such a second move never shortens
-an instance group's chain of moves (the group still owes one final move per
-member, and the second move is one more impact and recovery_time); what it
-buys is capacity: the host it empties is maintained sooner and then takes
-instances for good. So the waves open hosts onto queued hosts when nothing
-where instances stay has room.
+session. The constrained workflow allows that only to the instances of the
+*first drained hosts*: the hosts it opens while nothing where instances stay
+(a host already maintained, one coming back from maintenance, or one outside
+the session) can take a host's instances (:func:`first_wave_order` picks
+them: the empty hosts, else the host that forces the fewest second moves).
+Every later host is opened only when its instances fit where they stay,
+counting the hosts in maintenance as the room they give back
+(:func:`opening_targets`), and its instances move only there: each moves
+once. Such a second move never shortens an instance group's chain of moves
+(the group still owes one final move per member); what it buys is the first
+maintained host, which then takes instances for good.
 
-An instance never moves a third time (:func:`may_move_twice`): having moved
-once, it waits for room where it stays, unless waiting cannot make any. Each
-move onto a queued host says why in its operation's ``moves_again``
-(:func:`why_again`), which the plan shows.
+An instance never moves a third time, nor a second time unless it was on a
+first drained host (:func:`may_move_twice`), unless waiting cannot make room
+(nothing maintained, moving or recovering): then anything that moves the
+session on. Each move onto a queued host says why in its operation's
+``moves_again`` (:func:`why_again`), which the plan shows.
 
 :func:`moves_lower_bound` and :func:`first_final_move_at` say what no
 schedule can beat, for the benchmarks and the plan.
@@ -27,37 +30,100 @@ from collections.abc import Iterable, Sequence
 
 import attrs
 
+from .planner import HostLoad, Target
+
 __all__ = [
+    "FIRST_WAVE_SHARE",
     "MovesBound",
     "first_final_move_at",
+    "first_wave_order",
+    "first_wave_room",
     "may_move_twice",
     "moves_lower_bound",
+    "opening_targets",
     "why_again",
 ]
 
 
-def may_move_twice(*, moved_before: bool, waiting_makes_room: bool) -> bool:
+def may_move_twice(*, moved_before: bool, first_drained: bool, waiting_makes_room: bool) -> bool:
     """Whether an instance waiting to leave may go to a host still queued.
 
-    Never a third time: an instance that moved once in this session waits for
-    room where it stays, unless waiting cannot make any (no host is being
-    maintained, no move or recovery_time is under way): then anything that
-    moves the session on.
+    Only an instance of a first drained host (:func:`first_wave_order`) that
+    has not moved yet; any other waits for room where it stays, unless waiting
+    cannot make any (no host is being maintained, no move or recovery_time is
+    under way): then anything that moves the session on.
     """
-    return not moved_before or not waiting_makes_room
+    return not waiting_makes_room or (first_drained and not moved_before)
 
 
-def why_again(moved_before: bool) -> str:
+def why_again(*, moved_before: bool, first_drained: bool) -> str:
     """Why a move lands on a host the instance will leave again (said in the plan)."""
     if moved_before:
         return (
             "no host where it stays has room and waiting would not make any "
             "(nothing being maintained, no move under way): it moves a third time"
         )
+    if first_drained:
+        return (
+            "its host is among the first drained and no host where it stays "
+            "(maintained, or outside the session) has room: it moves again when "
+            "its new host is maintained"
+        )
     return (
-        "no host where it stays (maintained, or outside the session) has room "
-        "now: it moves again when its new host is maintained"
+        "no host where it stays has room and waiting would not make any "
+        "(nothing being maintained, no move under way): it moves again when its "
+        "new host is maintained"
     )
+
+
+def opening_targets(targets: Iterable[Target]) -> list[Target]:
+    """What a host opened after the first wave must fit on: the targets where
+    instances stay, since its instances move only there. (Counting the room
+    the hosts in maintenance give back as well opens hosts whose instances
+    then wait, holding their groups busy: measured slower.)"""
+    return [t for t in targets if t.stays]
+
+
+#: The second moves a first wave may add to the fewest possible
+#: (:func:`moves_lower_bound`), as a share of the session's instances: the
+#: price in moves of a faster start (:func:`first_wave_room`).
+FIRST_WAVE_SHARE = 0.05
+
+
+def first_wave_order(candidates: Iterable[HostLoad], *, stay_room: int | None) -> list[HostLoad]:
+    """The hosts worth draining first, when nothing where instances stay can
+    take any host's instances, best first: the empty hosts (they force no
+    second move), then the hosts whose instances fit least in ``stay_room``
+    (free vcpus where instances stay; None: unknown, taken as unlimited)
+    force the fewest second moves, the lightest first."""
+
+    def forced(load: HostLoad) -> int:
+        if stay_room is None:
+            return 0
+        return _left_over(sorted(m.vcpus for m in load.members), stay_room)
+
+    return sorted(
+        candidates,
+        key=lambda h: (bool(h.members), forced(h), len(h.members), h.vcpus, h.position, h.host),
+    )
+
+
+def first_wave_room(instances: int, *, one_host: int = 0, share: float = FIRST_WAVE_SHARE) -> int:
+    """How many second moves the first wave may add, beyond those of its
+    first host when no host is empty (which no schedule avoids), for a
+    session of ``instances``: ``share`` of them, and at least ``one_host``
+    (the instances of the next host of the wave), so that on a small cloud,
+    where one host is more than the share, the first wave still has a second
+    host.
+
+    Each host more in the first wave sends its instances to hosts still
+    queued, and each of them moves twice; in exchange the session starts
+    with that many more hosts maintained, the room they give back is where
+    every later instance moves once, and the waves grow from it. Later hosts
+    only move instances where they stay, so on a full cloud with no spare
+    host the waves grow by the free room of each maintained host: a larger
+    first wave is the one place where a second move buys time."""
+    return max(int(share * instances), one_host)
 
 
 @attrs.frozen

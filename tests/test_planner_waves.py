@@ -18,6 +18,7 @@ from fenix_core.planner import (
     Member,
     Target,
     assign_moves,
+    completion_order,
     fits_all,
     hosts_to_open,
     infeasible_groups,
@@ -251,6 +252,51 @@ def test_assign_moves_spreads_a_group_then_fits_best() -> None:
     # (0 members) over c (now 1); then c (room 2, 1 member) vs a (room 8, 1
     # member) vs b (room 4, 1 member): the fullest, c.
     assert moves == [("vm-0", "c"), ("vm-1", "b"), ("vm-2", "c")]
+
+
+def test_assign_moves_leaves_a_host_for_an_anti_affine_group_still_to_move() -> None:
+    # Two 2-vcpu instances onto two empty 4-vcpu hosts, with three anti-affine
+    # 1-vcpu members still to come (on a host queued): best fit alone packs
+    # both onto "a" and leaves the group one host short.
+    rules = {"aa": GroupRule("aa", anti_affinity=True)}
+    waiting = [member("vm-0", "p", 2), member("vm-1", "q", 2)]
+    budgets = {"p": 1, "q": 1}
+    targets = [target("a", 4, stays=True), target("b", 4, stays=True)]
+    packed, _ = assign_moves(waiting, budgets, targets, rules)
+    assert packed == [("vm-0", "a"), ("vm-1", "a")]
+    spread, _ = assign_moves(waiting, budgets, targets, rules, ahead={"aa": 1})
+    assert spread == [("vm-0", "a"), ("vm-1", "b")]
+    # A host the group could not take anyway (one member there already) is
+    # filled as before.
+    targets = [target("a", 4, stays=True, aa=1), target("b", 4, stays=True)]
+    moves, _ = assign_moves(waiting, budgets, targets, rules, ahead={"aa": 1})
+    assert moves == [("vm-0", "a"), ("vm-1", "a")]
+
+
+def test_assign_moves_counts_the_limited_members_of_its_own_batch_as_ahead() -> None:
+    rules = {"aa": GroupRule("aa", anti_affinity=True)}
+    waiting = [member("vm-0", "p", 2), member("vm-1", "q", 2)] + [
+        member(f"aa-{i}", "aa", 1) for i in range(2)
+    ]
+    targets = [target("a", 4, stays=True), target("b", 4, stays=True)]
+    moves, blocked = assign_moves(waiting, {"p": 1, "q": 1, "aa": 2}, targets, rules)
+    assert blocked == []
+    assert dict(moves)["aa-0"] != dict(moves)["aa-1"]
+
+
+def test_completion_order_moves_members_that_moved_once_then_the_emptiest_hosts() -> None:
+    waiting = [
+        member("a1", "g", 2),
+        member("a2", "g", 1),
+        member("b1", "g", 1),
+        member("c1", "g", 4),
+    ]
+    host_of = {"a1": "a", "a2": "a", "b1": "b", "c1": "c"}
+    order = completion_order(waiting, host_of=host_of, moved=set())
+    # b has 1 vcpu left, a 3, c 4; largest first within a host.
+    assert [m.instance_id for m in order] == ["b1", "a1", "a2", "c1"]
+    order = completion_order(waiting, host_of=host_of, moved={"c1"})
+    assert [m.instance_id for m in order] == ["c1", "b1", "a1", "a2"]
 
 
 # --------------------------------------------------------------------------- hosts_to_open

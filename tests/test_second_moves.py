@@ -12,12 +12,16 @@ from hypothesis import strategies as st
 
 from fenix_core import ActionSpec, Engine, SessionRequest
 from fenix_core.constraints import GroupConstraints, InstanceConstraints
-from fenix_core.planner import Member, Target, assign_moves, makespan_lower_bound
+from fenix_core.planner import HostLoad, Member, Target, assign_moves, makespan_lower_bound
 from fenix_core.second_moves import (
+    FIRST_WAVE_SHARE,
     MovesBound,
     first_final_move_at,
+    first_wave_order,
+    first_wave_room,
     may_move_twice,
     moves_lower_bound,
+    opening_targets,
     why_again,
 )
 from fenix_core.testing import SimClock, SimulatedCloud, TimedAction
@@ -83,12 +87,51 @@ def test_makespan_bound_starts_the_group_chains_at_the_first_final_move() -> Non
 # --------------------------------------------------------------------------- rules
 
 
-def test_never_a_third_move_unless_waiting_cannot_make_room() -> None:
-    assert may_move_twice(moved_before=False, waiting_makes_room=True)
-    assert not may_move_twice(moved_before=True, waiting_makes_room=True)
-    assert may_move_twice(moved_before=True, waiting_makes_room=False)
-    assert "third" in why_again(True)
-    assert "third" not in why_again(False)
+def test_only_a_first_drained_hosts_instance_moves_twice_unless_waiting_cannot_make_room() -> None:
+    assert may_move_twice(moved_before=False, first_drained=True, waiting_makes_room=True)
+    # An instance of a later host waits for room where it stays.
+    assert not may_move_twice(moved_before=False, first_drained=False, waiting_makes_room=True)
+    assert not may_move_twice(moved_before=True, first_drained=True, waiting_makes_room=True)
+    assert not may_move_twice(moved_before=True, first_drained=False, waiting_makes_room=True)
+    # Nothing under way can make room: anything that moves the session on.
+    for moved_before in (False, True):
+        for first in (False, True):
+            assert may_move_twice(
+                moved_before=moved_before, first_drained=first, waiting_makes_room=False
+            )
+    assert "third" in why_again(moved_before=True, first_drained=True)
+    assert "first drained" in why_again(moved_before=False, first_drained=True)
+    assert "waiting would not make any" in why_again(moved_before=False, first_drained=False)
+
+
+def test_later_hosts_open_against_room_where_instances_stay() -> None:
+    targets = [Target("queued", 40, False), Target("done", 10, True), Target("outside", 5, True)]
+    assert [t.host for t in opening_targets(targets)] == ["done", "outside"]
+    assert opening_targets([Target("queued", 40, False)]) == []
+
+
+def test_first_wave_is_the_empty_hosts_then_the_hosts_forcing_fewest_second_moves() -> None:
+    def host(name: str, *vcpus: int, position: int = 0) -> HostLoad:
+        members = tuple(Member(f"{name}-{i}", "p", "g", v) for i, v in enumerate(vcpus))
+        return HostLoad(name, members, position)
+
+    loads = [host("a", 1, 1, 1), host("b", 2, 2), host("c"), host("d", position=-1)]
+    assert [h.host for h in first_wave_order(loads, stay_room=0)] == ["d", "c", "b", "a"]
+    loads = [host("a", 1, 1, 1), host("b", 2, 2), host("c", 1, 1, 1, 1)]
+    # No room where instances stay: the fewest instances.
+    assert [h.host for h in first_wave_order(loads, stay_room=0)] == ["b", "a", "c"]
+    # Three vcpus outside the session: a's three 1-vcpu instances all stay
+    # there, b's leave one over, c's one.
+    assert [h.host for h in first_wave_order(loads, stay_room=3)] == ["a", "b", "c"]
+
+
+def test_first_wave_room_is_a_share_of_the_instances() -> None:
+    assert first_wave_room(2000) == int(2000 * FIRST_WAVE_SHARE)
+    assert first_wave_room(2000, share=0.0) == 0
+    assert first_wave_room(10, share=0.05) == 0  # half an instance: none
+    # A small cloud, where one host is more than the share: one host more.
+    assert first_wave_room(340, one_host=20, share=0.05) == 20
+    assert first_wave_room(2000, one_host=20, share=0.05) == 100
 
 
 def test_assign_moves_keeps_members_that_may_not_move_twice_for_hosts_where_they_stay() -> None:
@@ -174,6 +217,31 @@ def first_moves_with_room_where_they_stay(
     return wrong
 
 
+def second_moves_from_later_hosts(cloud: SimulatedCloud) -> list[str]:
+    """Instances that moved twice whose first move left a host opened while
+    another host was already out of service: only a first drained host (opened
+    when nothing else was out, or together with those) may send instances to
+    hosts still queued."""
+    moves = migrations_per_instance(cloud)
+    out: dict[str, object] = {}  # host -> when it was disabled
+    first_wave: set[str] = set()
+    first_source: dict[str, str] = {}
+    for event in cloud.events:
+        if event.kind == "disable_host" and event.host:
+            if all(when == event.time for when in out.values()):
+                first_wave.add(event.host)
+            out[event.host] = event.time
+        elif event.kind == "enable_host" and event.host:
+            out.pop(event.host, None)
+        elif event.kind == "migration_started" and event.instance_id and event.host:
+            first_source.setdefault(event.instance_id, event.host)
+    return sorted(
+        f"{iid} first left {first_source[iid]}"
+        for iid, count in moves.items()
+        if count >= 2 and first_source[iid] not in first_wave
+    )
+
+
 @settings(
     max_examples=25,
     deadline=None,
@@ -230,3 +298,4 @@ def test_random_clouds_move_no_instance_more_than_twice_nor_twice_needlessly(
     assert view.state == "MAINTENANCE_DONE", view.reason
     assert max(migrations_per_instance(cloud).values(), default=0) <= 2
     assert first_moves_with_room_where_they_stay(cloud, spec, session_hosts) == []
+    assert second_moves_from_later_hosts(cloud) == []

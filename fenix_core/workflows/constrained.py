@@ -30,7 +30,10 @@ afresh at every decision, so managers may change them mid-session.
 Which hosts to open is decided by :func:`fenix_core.planner.hosts_to_open`:
 a host is opened when it gives work to a group that could lose a member now
 but has nothing to move, as long as the instances on every open host still
-fit on the remaining targets (and ``max_parallel_hosts`` allows).
+fit where instances stay (:func:`fenix_core.second_moves.opening_targets`,
+and ``max_parallel_hosts`` allows). Only the first wave, opened while nothing
+where instances stay has room and nothing is out of service, sends instances
+to hosts still queued (:mod:`fenix_core.second_moves`).
 """
 
 from __future__ import annotations
@@ -390,22 +393,25 @@ class ConstrainedWorkflow(RollingWorkflow):
                 budgets[g] -= 1
                 self._started(inst, InstanceAction.OWN_ACTION, None, cs)
         if waiting:
-            # Place every waiting member at once, largest first (so the last
-            # ones are not left without room), then start those whose groups
-            # may lose one more member now, the groups with most work first.
-            # A member that moved once already goes only where it stays: it is
-            # placed before the others, which may still go elsewhere.
+            # Place the members whose groups may lose one more now, in
+            # planner.completion_order (a member that moved once first: it goes
+            # only where it stays; then the hosts closest to empty, so that they
+            # come back and take instances for good), then start them, the
+            # groups with most work first.
             rules = self._rules_for(cs, waiting)
-            everyone = {m.group_id: len(waiting) for m in waiting}
-            moved = {m.instance_id for m in waiting if s.instances[m.instance_id].moves}
-            by_size = sorted(
-                waiting, key=lambda m: (m.instance_id not in moved, -m.vcpus, m.instance_id)
+            order = planner.completion_order(
+                waiting,
+                host_of={m.instance_id: s.instances[m.instance_id].host for m in waiting},
+                moved={m.instance_id for m in waiting if s.instances[m.instance_id].moves},
             )
             targets = self._targets(cs)
+            ahead = self._limited_ahead(cs)
 
             def place(waiting_makes_room: bool) -> dict[str, str]:
                 twice = self._may_move_twice(waiting, waiting_makes_room=waiting_makes_room)
-                moves = planner.assign_moves(by_size, everyone, targets, rules, twice=twice)[0]
+                moves = planner.assign_moves(
+                    order, budgets, targets, rules, twice=twice, ahead=ahead
+                )[0]
                 return dict(moves)
 
             plan = place(True)
@@ -430,14 +436,32 @@ class ConstrainedWorkflow(RollingWorkflow):
     ) -> set[str]:
         """The waiting members that may go to a host still queued."""
         s = self.s
+        first = self._first_drained()
         return {
             m.instance_id
             for m in waiting
             if second_moves.may_move_twice(
                 moved_before=s.instances[m.instance_id].moves > 0,
+                first_drained=s.instances[m.instance_id].host in first,
                 waiting_makes_room=waiting_makes_room,
             )
         }
+
+    def _limited_ahead(self, cs: ConstraintSet) -> dict[str, int]:
+        """Per group with a per-host limit, the fewest vcpus of its members on
+        hosts still queued (placements keep a host able to take them)."""
+        s = self.s
+        ahead: dict[str, int] = {}
+        for g in self._limited:
+            for name in self._pending_hosts_of.get(g, ()):
+                for inst in s.instances_on(name):
+                    if self._group_of(inst, cs) == g:
+                        ahead[g] = min(ahead.get(g, inst.vcpus), inst.vcpus)
+        return ahead
+
+    def _first_drained(self) -> set[str]:
+        """The hosts opened while nothing where instances stay could take any."""
+        return set(self.s.data.get("first_drained", ()))
 
     def _waiting_makes_room(self) -> bool:
         """Whether something under way may yet make room where instances stay:
@@ -459,12 +483,14 @@ class ConstrainedWorkflow(RollingWorkflow):
     def _started(
         self, inst: InstanceRow, action: str, target: str | None, cs: ConstraintSet
     ) -> None:
-        moved_before = inst.moves > 0
+        why = second_moves.why_again(
+            moved_before=inst.moves > 0, first_drained=inst.host in self._first_drained()
+        )
         op = self.start_move(inst, action, target)
         host = self.s.hosts.get(target) if target is not None else None
         if host is not None and self._placement(host) is False:
             # Said in the plan: this instance lands on a host it will leave again.
-            op.params = {**op.params, "moves_again": second_moves.why_again(moved_before)}
+            op.params = {**op.params, "moves_again": why}
         self._impacted[inst.instance_id] = None
         g = self._group_of(inst, cs)
         if target is not None and g in self._limited:
@@ -583,15 +609,23 @@ class ConstrainedWorkflow(RollingWorkflow):
                 order = [*(h.host for h in draining), *opened]
                 return planner.drain_sequence(loads, targets, all_rules, first=order)[1] is None
 
+        targets = self._targets(cs)
+        # Instances of a host opened now move only where they stay: it opens
+        # when they fit there now.
         chosen = planner.hosts_to_open(
             candidates,
             draining=draining,
-            targets=self._targets(cs),
+            targets=second_moves.opening_targets(targets),
             idle_groups=idle,
             slots=slots,
             rules=rules,
             feasible=feasible,
         )
+        empty_only = all(s.is_empty(name) for name in chosen)
+        if empty_only and not draining and not self._waiting_makes_room():
+            # Nothing where instances stay can take any host, nothing is out
+            # of service: the first wave (second_moves).
+            chosen = self._first_wave(candidates, targets, idle, slots, rules, feasible)
         opened = False
         for name in chosen:
             host = s.hosts[name]
@@ -604,6 +638,57 @@ class ConstrainedWorkflow(RollingWorkflow):
             for inst in s.instances_on(name):
                 self._pending_hosts_of[self._group_of(inst, cs)].discard(name)
         return opened
+
+    def _first_wave(
+        self,
+        candidates: Sequence[planner.HostLoad],
+        targets: list[planner.Target],
+        idle: Mapping[str, float],
+        slots: int,
+        rules: Mapping[str, planner.GroupRule],
+        feasible: Callable[[Sequence[str]], bool] | None,
+    ) -> list[str]:
+        """Nothing where instances stay can take any host's instances and
+        nothing is out of service: open the first drained hosts, whose
+        instances may move twice, within second_moves.first_wave_room."""
+        s = self.s
+        stay_room = sum(t.free or 0 for t in targets if t.stays)
+        order = second_moves.first_wave_order(candidates, stay_room=stay_room)
+        # Those that cost second moves beyond the bound: every loaded host
+        # but the first when no host is empty.
+        costly = [load for load in order[1:] if load.members]
+        room = second_moves.first_wave_room(
+            sum(1 for i in s.instances.values() if self._in_scope(i)),
+            one_host=len(costly[0].members) if costly else 0,
+        )
+        chosen: list[str] = []
+        taken: list[planner.HostLoad] = []
+        extra = 0
+        for index, load in enumerate(order):
+            if len(chosen) >= slots:
+                break
+            # The first host's second moves, when no host is empty, are in the
+            # bound (second_moves.moves_lower_bound); the others are extra.
+            cost = len(load.members) if index else 0
+            if cost and extra + cost > room:
+                continue
+            more = planner.hosts_to_open(
+                [load],
+                draining=taken,
+                targets=[t for t in targets if t.host not in chosen],
+                idle_groups=idle,
+                slots=1,
+                rules=rules,
+                feasible=_after(chosen, feasible),
+            )
+            if not more:
+                continue
+            chosen.append(load.host)
+            taken.append(load)
+            extra += cost
+            if load.members:
+                s.set_data(first_drained=[*s.data.get("first_drained", ()), load.host])
+        return chosen
 
     # ------------------------------------------------------------------ bookkeeping
 
@@ -772,6 +857,16 @@ class ConstrainedWorkflow(RollingWorkflow):
     def retry(self) -> None:
         self._index_of = None
         super().retry()
+
+
+def _after(
+    opened: Sequence[str], feasible: Callable[[Sequence[str]], bool] | None
+) -> Callable[[Sequence[str]], bool] | None:
+    """``feasible`` asked about hosts opened after ``opened``."""
+    if feasible is None:
+        return None
+    first = tuple(opened)
+    return lambda more: feasible([*first, *more])
 
 
 class _GroupCount(Mapping[str, int]):

@@ -333,11 +333,14 @@ def test_doctor_and_tacker_drive_a_vnf_session_to_done(
     # so an HA instance never started moving while it was the active one.
     ha_moves = [e for e in moved if e.instance_id in doctor.ha]
     assert {e.instance_id for e in ha_moves} == {"ha-0", "ha-1"}
-    assert len(doctor.switch_overs) >= 2
+    # At least the active one's move needed a switch-over (each HA instance
+    # moves once since issue 21: the standby's move may need none).
+    assert len(doctor.switch_overs) >= 1
     for event in ha_moves:
         assert doctor.active_at(event.time) != event.instance_id, (event, doctor.switch_overs)
-    first_switch, first_move = doctor.switch_overs[0][0], ha_moves[0].time
-    assert first_switch < first_move
+    # ha-0, active at first, moved only after the first switch-over.
+    first_switch = doctor.switch_overs[0][0]
+    assert first_switch < next(e.time for e in ha_moves if e.instance_id == "ha-0")
 
     # What each manager was sent and answered.
     for manager in (doctor, tacker):
