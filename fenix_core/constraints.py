@@ -249,6 +249,17 @@ class CloudConstraints:
     members: Mapping[str, str] = attrs.field(factory=dict)
     placement: tuple[PlacementRule, ...] = ()
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> CloudConstraints:
+        """Read back what a session stored (``operations.cloud_constraints_dict``)."""
+        if not data:
+            return cls()
+        return cls(
+            groups=tuple(GroupConstraints.from_dict(g) for g in data.get("groups", ())),
+            members=dict(data.get("members", {})),
+            placement=tuple(PlacementRule.from_dict(r) for r in data.get("placement", ())),
+        )
+
 
 #: How a ConstraintSet keys the constraints set through the API:
 #: ``(project_id, group_id)`` / ``(project_id, instance_id)``.
