@@ -47,6 +47,7 @@ shares with the rolling workflow, and per host its stage
 
 from __future__ import annotations
 
+import heapq
 import math
 import random
 from collections import Counter
@@ -85,6 +86,7 @@ from .components.ending import NOT_ENABLED_AGAIN
 from .rolling import MAX_SCALE_IN_ROUNDS, STAYS, RollingState, RollingWorkflow
 
 __all__ = [
+    "CANDIDATE_WINDOW",
     "COLD_MIGRATION_INTERRUPTION",
     "DRY_RUN_HOSTS",
     "TARGET_WINDOW",
@@ -104,6 +106,9 @@ DRY_RUN_HOSTS = 64
 #: Targets offered to the planner per kind of instance: the best this many
 #: from ``ctx.capacity.targets`` (room, rules, most free first).
 TARGET_WINDOW = 128
+#: Pending hosts offered to the planner as hosts to open in one decision:
+#: the best this many by the idle groups' work they hold.
+CANDIDATE_WINDOW = 64
 #: ``HostView.stage`` of a host in the waves: the index of its next stage in
 #: the low bits, and flags.
 _STAGE = 0xFFFF
@@ -151,13 +156,17 @@ class ConstrainedState(ComponentState):
 class _Counts:
     """Per-group counts of one session, derived from the views (a cache of
     this process): members on hosts still to do, and the pending hosts that
-    hold members of each group."""
+    hold members of each group; the members waiting on each pending host
+    (dropped when one arrives there) and which instances the cloud's
+    placement rules name (fixed for a session)."""
 
     stamp: int
     constraints: ConstraintSet
     group: dict[str, str] = attrs.field(factory=dict)
     todo: Counter[str] = attrs.field(factory=Counter)
     pending_hosts_of: dict[str, set[str]] = attrs.field(factory=dict)
+    pending_loads: dict[str, tuple[planner.Member, ...]] = attrs.field(factory=dict)
+    ruled: dict[str, bool] = attrs.field(factory=dict)
 
 
 class _GroupsOn(Mapping[str, int]):
@@ -221,6 +230,23 @@ class _Step:
             for i in self.ctx.instances.on(host)
             if i.state not in (InstanceState.IN_ACTION, InstanceState.GONE)
         ]
+
+    def pending_load(self, view: HostView) -> planner.HostLoad:
+        """A pending host's members (kept between steps: nothing leaves a
+        pending host, an arrival drops its entry)."""
+        found = self.counts.pending_loads.get(view.name)
+        if found is None:
+            found = self.counts.pending_loads[view.name] = tuple(self.members_on(view.name))
+        return planner.HostLoad(view.name, found, view.position)
+
+    def ruled(self, instance_id: str) -> bool:
+        """Whether the cloud's placement rules name the instance."""
+        found = self.counts.ruled.get(instance_id)
+        if found is None:
+            found = self.counts.ruled[instance_id] = bool(
+                self.ctx.capacity.limits(instance_id).rules
+            )
+        return found
 
     def arrivals(self) -> dict[str, list[InstanceView]]:
         """Target -> instances moving there now."""
@@ -992,6 +1018,7 @@ class ConstrainedWorkflow(RollingWorkflow):
         # The per-group counts: one member less to do, or one more on a pending
         # host (an instance still on an open host did not leave it).
         dest = ctx.hosts.get(moved.host)
+        counts.pending_loads.pop(moved.host, None)  # one more member waits there
         if moved.state == InstanceState.GONE or dest is None or dest.state not in _OPEN:
             if moved.state == InstanceState.GONE or dest is None or dest.state != HostState.PENDING:
                 counts.todo[g] -= 1
@@ -1083,9 +1110,13 @@ class ConstrainedWorkflow(RollingWorkflow):
             for g, left in counts.todo.items()
             if left > 0 and g not in busy and budgets.get(g, 1) > 0
         }
-        names: set[str] = set()
-        for g in idle:
-            names.update(counts.pending_hosts_of.get(g, ()))
+        # Each pending host ranked by the idle weight it feeds; the planner
+        # chooses among the best CANDIDATE_WINDOW (and every empty host).
+        fed: dict[str, float] = {}
+        for g, weight in idle.items():
+            for name in counts.pending_hosts_of.get(g, ()):
+                fed[name] = fed.get(name, 0.0) + weight + 1.0
+        names: set[str] = set(self._best(fed))
         names.update(
             h.name for h in ctx.hosts.without_instances(HostState.PENDING) if h.type == "compute"
         )
@@ -1107,24 +1138,24 @@ class ConstrainedWorkflow(RollingWorkflow):
         for name in sorted(names):
             view = ctx.hosts.get(name)
             if view is not None and view.state == HostState.PENDING and view.type == "compute":
-                candidates.append(
-                    planner.HostLoad(name, tuple(step.members_on(name)), view.position)
-                )
+                candidates.append(step.pending_load(view))
         members = [m for c in candidates for m in c.members] + [
             m for d in draining for m in d.members
         ]
         rules = {m.group_id: step.rule(m.group_id) for m in members}
-        sample = [v for m in members if (v := ctx.instances.get(m.instance_id)) is not None]
+        # The targets of the smallest member (every computes' window holds
+        # them), and of each member the cloud's placement rules name.
+        picked = {m.instance_id for m in members if step.ruled(m.instance_id)}
+        if members:
+            picked.add(min(members, key=lambda m: (m.vcpus, m.instance_id)).instance_id)
+        sample = [v for i in sorted(picked) if (v := ctx.instances.get(i)) is not None]
         targets = self._window_targets(ctx, step, sample)
         feasible = None
         if pending_count <= DRY_RUN_HOSTS:
 
             def feasible(opened: Sequence[str]) -> bool:
                 pending = ctx.hosts.in_state(HostState.PENDING, type="compute")
-                loads = [*draining] + [
-                    planner.HostLoad(h.name, tuple(step.members_on(h.name)), h.position)
-                    for h in pending
-                ]
+                loads = [*draining] + [step.pending_load(h) for h in pending]
                 all_rules = dict(rules)
                 all_rules.update(
                     {m.group_id: step.rule(m.group_id) for load in loads for m in load.members}
@@ -1168,6 +1199,12 @@ class ConstrainedWorkflow(RollingWorkflow):
             cst.stamp = counts.stamp = _new_stamp()
         return opened, False
 
+    @staticmethod
+    def _best(fed: dict[str, float]) -> list[str]:
+        if len(fed) <= CANDIDATE_WINDOW:
+            return list(fed)
+        return heapq.nlargest(CANDIDATE_WINDOW, fed, key=lambda n: (fed[n], n))
+
     # ------------------------------------------------------------------ targets
 
     def _target_state(self, ctx: SessionContext, view: HostView) -> bool | None:
@@ -1194,8 +1231,7 @@ class ConstrainedWorkflow(RollingWorkflow):
         for inst in sorted(instances, key=lambda i: (i.vcpus, i.instance_id)):
             host = ctx.hosts.get(inst.host)
             kind = (host.type if host is not None else "", inst.vcpus)
-            ruled = bool(ctx.capacity.limits(inst.instance_id).rules)
-            if not ruled:
+            if not step.ruled(inst.instance_id):
                 if kind in kinds or any(k[0] == kind[0] and k[1] <= kind[1] for k in kinds):
                     continue  # a smaller instance of the type saw these hosts already
                 kinds.add(kind)
