@@ -59,7 +59,7 @@ from typing import Any, ClassVar
 import attrs
 
 from ... import planner, second_moves
-from ...constraints import ConstraintSet
+from ...constraints import COLD_MIGRATION_INTERRUPTION, ConstraintSet, move_action
 from ...contract import (
     ComponentState,
     DisableHost,
@@ -94,9 +94,6 @@ __all__ = [
     "ConstrainedWorkflow",
 ]
 
-#: Seconds a cold migration interrupts an instance (used against
-#: ``max_interruption_time``; a live migration is taken as uninterrupted).
-COLD_MIGRATION_INTERRUPTION = 60.0
 #: Seconds one move is expected to take (used to rank groups by work left).
 _MOVE_ESTIMATE = 30.0
 #: Up to this many hosts left, each host opened is checked by a dry run to
@@ -802,30 +799,11 @@ class ConstrainedWorkflow(RollingWorkflow):
     def _action_for(
         self, ctx: SessionContext, inst: InstanceView, cs: ConstraintSet, *, managed: bool
     ) -> str:
-        """How to move an instance: its migration_type, else live if it can,
-        else cold if its max_interruption_time allows, else its manager's own
-        action."""
+        """How to move an instance (:func:`fenix_core.constraints.move_action`)."""
         allowed = allowed_actions(ctx)
         own = cs.instance(inst.instance_id, inst.project_id)
-        wanted = own.migration_type if own is not None else None
-        if wanted == InstanceAction.OWN_ACTION and managed:
-            return str(wanted)
-        if (
-            wanted in allowed
-            and wanted != InstanceAction.OWN_ACTION  # only a manager can do that
-            and (wanted != InstanceAction.LIVE_MIGRATE or inst.live_migratable)
-        ):
-            return str(wanted)
-        if InstanceAction.LIVE_MIGRATE in allowed and inst.live_migratable:
-            return InstanceAction.LIVE_MIGRATE.value
-        limit = own.max_interruption_time if own is not None else None
-        if InstanceAction.MIGRATE in allowed and (
-            limit is None or limit >= COLD_MIGRATION_INTERRUPTION or not managed
-        ):
-            return InstanceAction.MIGRATE.value
-        if managed:
-            return InstanceAction.OWN_ACTION.value
-        return default_action(inst.live_migratable, allowed)
+        found = move_action(own, allowed, live_migratable=inst.live_migratable, managed=managed)
+        return found if found is not None else default_action(inst.live_migratable, allowed)
 
     # ------------------------------------------------------------------ moves
 
