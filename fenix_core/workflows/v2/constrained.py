@@ -99,13 +99,13 @@ _MOVE_ESTIMATE = 30.0
 #: Up to this many hosts left, each host opened is checked by a dry run to
 #: leave an order in which the rest can still be emptied (it costs hosts x
 #: instances per decision; larger sessions rely on the capacity check).
-DRY_RUN_HOSTS = 64
+DRY_RUN_HOSTS = 200
 #: Targets offered to the planner per kind of instance: the best this many
 #: from ``ctx.capacity.targets`` (room, rules, most free first).
 TARGET_WINDOW = 128
 #: Pending hosts offered to the planner as hosts to open in one decision:
 #: the best this many by the idle groups' work they hold.
-CANDIDATE_WINDOW = 64
+CANDIDATE_WINDOW = 128
 #: ``HostView.stage`` of a host in the waves: the index of its next stage in
 #: the low bits, and flags.
 _STAGE = 0xFFFF
