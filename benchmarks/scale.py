@@ -17,7 +17,8 @@ the 300/30 and 10000/1000 CPU ratios; and the targets of issue 18 with
 their pass/fail.
 
     python benchmarks/scale.py [--sizes 30,300,1000] [--huge]
-                               [--workflow rolling|constrained|core-rolling|both|all]
+                               [--workflow rolling|constrained|core-rolling|
+                                           core-constrained|both|all]
                                [--timeout 120] [--json]
 """
 
@@ -70,10 +71,12 @@ SIZES: dict[str, Scenario] = {
 }
 DEFAULT_SIZES = ("30", "300", "1000")
 HUGE = "10000"  # --huge adds it
-#: "core-rolling": the rolling workflow on the contract (workflows/v2) run by
-#: the redesigned core (fenix_core.core.engine_v2.CoreEngine), beside today's.
-WORKFLOWS = ("rolling", "constrained", "core-rolling")
+#: "core-rolling" / "core-constrained": the workflows on the contract
+#: (workflows/v2) run by the redesigned core (fenix_core.core.engine_v2.CoreEngine),
+#: beside today's.
+WORKFLOWS = ("rolling", "constrained", "core-rolling", "core-constrained")
 ROLLING = ("rolling", "core-rolling")
+CONSTRAINED = ("constrained", "core-constrained")
 
 # The targets of issue 18.
 CPU_TARGET = ("1000", 10.0)  # rolling: at most 10 s of CPU at 1,000 hosts
@@ -249,11 +252,11 @@ def _child(scenario: Scenario, workflow: str, database_url: str, conn: Connectio
         wall0, cpu0 = time.monotonic(), time.process_time()
         conn.send({"phase": "setup"})
         # Only the constrained workflow reads instance-group constraints.
-        core = workflow == "core-rolling"
+        core = workflow.startswith("core-")
         built = scenario.build(
-            "rolling" if core else workflow,
+            workflow.removeprefix("core-"),
             database_url=database_url,
-            constrained=workflow == "constrained",
+            constrained=workflow in CONSTRAINED,
             core=core,
         )
         setup = {
@@ -511,9 +514,9 @@ def targets(results: Sequence[Result]) -> list[dict[str, Any]]:
                 f"<= {_mb(rss_limit)}",
                 _at_most(r.peak_rss_bytes, rss_limit, r.finished),
             )
-        if workflow == "constrained":
+        if workflow in CONSTRAINED:
             for c in mine:
-                rolling = runs.get(("rolling", c.size))
+                rolling = runs.get((workflow.replace("constrained", "rolling"), c.size))
                 if rolling is None or not rolling.finished or not _ran(c):
                     continue
                 text, value = _ratio(c, rolling)
@@ -584,8 +587,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--workflow",
         choices=[*WORKFLOWS, "both", "all"],
         default="all",
-        help="rolling (the Fenix default), constrained, both of them, core-rolling (rolling"
-        " on the redesigned core), or all three (default: %(default)s)",
+        help="rolling (the Fenix default), constrained, both of them, core-rolling /"
+        " core-constrained (the workflows on the contract, on the redesigned core),"
+        " or all four (default: %(default)s)",
     )
     parser.add_argument(
         "--timeout",

@@ -10,11 +10,26 @@ from typing import Any
 import attrs
 
 from fenix_core import ActionSpec, Engine, SessionRequest
+from fenix_core.constraints import CloudConstraints, ConstraintSet, GroupConstraints
 from fenix_core.core.engine_v2 import CoreEngine
 from fenix_core.errors import FenixError
 from fenix_core.model import Reply
 from fenix_core.testing import ScriptedManager, SimClock, SimulatedCloud, TimedAction
-from fenix_core.workflows.v2.rolling import RollingWorkflow
+from fenix_core.workflows.v2 import ConstrainedWorkflow, RollingWorkflow
+
+#: The workflows CoreEngine runs here (the contract's).
+CORE_WORKFLOWS = {"rolling": RollingWorkflow, "constrained": ConstrainedWorkflow}
+
+
+class GroupedCloud(SimulatedCloud):
+    """A SimulatedCloud that reports the scenario's instance groups as a
+    ConstraintSource does (OpenStack server groups): how a constrained run on
+    CoreEngine gets them until CoreEngine has the constraint API."""
+
+    cloud_groups: CloudConstraints = CloudConstraints()
+
+    def cloud_constraints(self, instances: Any) -> CloudConstraints:
+        return self.cloud_groups
 
 
 class ReplyFrontEnd:
@@ -86,14 +101,15 @@ class Scenario:
         core: bool = False,
         bursts: bool | None = None,
     ) -> Run:
-        """``core``: run it on the redesigned core (CoreEngine, the rolling
-        workflow on the contract) instead of today's Engine. ``bursts``: the
+        """``core``: run it on the redesigned core (CoreEngine, the workflows
+        on the contract) instead of today's Engine; its groups are the
+        cloud's (:class:`GroupedCloud`), with the same rules. ``bursts``: the
         managers reply through a :class:`ReplyFrontEnd` (None: on the core
         only, so today's engine keeps the one-transaction-per-reply figures
         it was measured with)."""
         rng = random.Random(self.seed)
         clock = SimClock()
-        cloud = SimulatedCloud(
+        cloud = (GroupedCloud if core else SimulatedCloud)(
             migration_seconds=self.migration_seconds,
             live_migration_seconds=self.migration_seconds,
             clock=clock,
@@ -125,7 +141,7 @@ class Scenario:
         engine: Any
         if core:
             engine = CoreEngine(
-                database_url, clock=clock, plugins=plugins, workflows={"rolling": RollingWorkflow}
+                database_url, clock=clock, plugins=plugins, workflows=CORE_WORKFLOWS
             )
         else:
             engine = Engine(database_url, clock=clock, plugins=plugins)
@@ -155,11 +171,19 @@ class Scenario:
                     "max_impacted_members": rng.randint(*self.max_impacted),
                     "recovery_time": rng.randint(*self.recovery),
                 }
-                engine.set_group_constraints(rules[g])
-            for iid, g in members.items():
-                engine.set_instance_constraints(
-                    {"instance_id": iid, "project_id": group_project[g], "group_id": g}
+                if not core:
+                    engine.set_group_constraints(rules[g])
+            if core:
+                assert isinstance(cloud, GroupedCloud)
+                cloud.cloud_groups = CloudConstraints(
+                    groups=tuple(GroupConstraints.from_dict(r) for r in rules.values()),
+                    members=dict(members),
                 )
+            for iid, g in members.items():
+                if not core:
+                    engine.set_instance_constraints(
+                        {"instance_id": iid, "project_id": group_project[g], "group_id": g}
+                    )
         request = SessionRequest(
             workflow=workflow, actions=[ActionSpec(plugin="upgrade", type="host")]
         )
@@ -176,6 +200,13 @@ class Run:
     members_by_group: Counter[str]
     rules: dict[str, dict[str, Any]]
     front: ReplyFrontEnd | None = None
+
+    def constraints(self) -> ConstraintSet:
+        """The rules the run had to keep (today's engine's, or the cloud's)."""
+        if isinstance(self.engine, CoreEngine):
+            assert isinstance(self.cloud, GroupedCloud)
+            return ConstraintSet(cloud=self.cloud.cloud_groups)
+        return self.engine.constraints()
 
 
 REFERENCE = Scenario(hosts=100, instances=2000, projects=20, groups=60)

@@ -17,7 +17,7 @@ names it.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -27,6 +27,7 @@ from .model import _as_mapping, _check_bool, _int, _str, _unknown_keys
 from .placement_rules import PlacementRule
 
 __all__ = [
+    "COLD_MIGRATION_INTERRUPTION",
     "DEFAULT_GROUP",
     "MIGRATION_TYPES",
     "MIGRATION_TYPE_ALIASES",
@@ -36,6 +37,7 @@ __all__ = [
     "InstanceConstraints",
     "implicit_group_id",
     "merge_cloud_dicts",
+    "move_action",
 ]
 
 #: ``migration_type`` values: how an instance may be moved off its host.
@@ -250,6 +252,17 @@ class CloudConstraints:
     members: Mapping[str, str] = attrs.field(factory=dict)
     placement: tuple[PlacementRule, ...] = ()
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> CloudConstraints:
+        """Read back what a session stored (``operations.cloud_constraints_dict``)."""
+        if not data:
+            return cls()
+        return cls(
+            groups=tuple(GroupConstraints.from_dict(g) for g in data.get("groups", ())),
+            members=dict(data.get("members", {})),
+            placement=tuple(PlacementRule.from_dict(r) for r in data.get("placement", ())),
+        )
+
 
 #: How a ConstraintSet keys the constraints set through the API:
 #: ``(project_id, group_id)`` / ``(project_id, instance_id)``.
@@ -416,3 +429,41 @@ def merge_cloud_dicts(known: Mapping[str, Any] | None, found: Mapping[str, Any])
         "members": members,
         "placement": sorted(placement.values(), key=lambda r: r["group_id"]),
     }
+
+
+#: Seconds a cold migration interrupts an instance (used against
+#: ``max_interruption_time``; a live migration is taken as uninterrupted).
+COLD_MIGRATION_INTERRUPTION = 60.0
+
+
+def move_action(
+    own: InstanceConstraints | None,
+    allowed: Sequence[str],
+    *,
+    live_migratable: bool,
+    managed: bool,
+) -> str | None:
+    """How the constrained workflow moves an instance: its ``migration_type``,
+    else live if it can, else cold if its ``max_interruption_time`` allows,
+    else its manager's own action; None: none of those (the engine's default
+    action). ``allowed``: the cloud driver's actions."""
+    own_action = "OWN_ACTION"
+    wanted = own.migration_type if own is not None else None
+    if wanted == own_action and managed:
+        return wanted
+    if (
+        wanted in allowed
+        and wanted != own_action  # only a manager can do that
+        and (wanted != "LIVE_MIGRATE" or live_migratable)
+    ):
+        return str(wanted)
+    if "LIVE_MIGRATE" in allowed and live_migratable:
+        return "LIVE_MIGRATE"
+    limit = own.max_interruption_time if own is not None else None
+    if "MIGRATE" in allowed and (
+        limit is None or limit >= COLD_MIGRATION_INTERRUPTION or not managed
+    ):
+        return "MIGRATE"
+    if managed:
+        return own_action
+    return None

@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from .constraints import CloudConstraints, ConstraintSet, GroupConstraints
+from .constraints import CloudConstraints, ConstraintSet
 from .core.records import (
     HOST_COLUMNS,
     INSTANCE_COLUMNS,
@@ -31,7 +31,6 @@ from .core.records import (
     row_values,
 )
 from .model import ActionSpec, Instance, SessionRequest
-from .placement_rules import PlacementRule
 from .states import (
     DONE_HOST_STATES,
     FINAL_SESSION_STATES,
@@ -521,13 +520,7 @@ class LoadedSession:
 
 
 def _cloud_constraints(data: Any) -> CloudConstraints:
-    if not data:
-        return CloudConstraints()
-    return CloudConstraints(
-        groups=tuple(GroupConstraints.from_dict(g) for g in data.get("groups", ())),
-        members=dict(data.get("members", {})),
-        placement=tuple(PlacementRule.from_dict(r) for r in data.get("placement", ())),
-    )
+    return CloudConstraints.from_dict(data)
 
 
 def new_host_row(

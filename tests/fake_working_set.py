@@ -15,6 +15,7 @@ from typing import Any
 import attrs
 
 from fenix_core.budgets import Labels
+from fenix_core.constraints import ConstraintSet
 from fenix_core.contract import Operation, OpKind, OpRef, SessionInfo
 from fenix_core.contract.context import S
 from fenix_core.model import SessionRequest
@@ -56,6 +57,24 @@ class FakeWorkingSet:
     @property
     def capacity(self) -> _Capacity:
         return self.fake.capacity
+
+    @property
+    def constraints(self) -> ConstraintSet:
+        return self.fake.constraints
+
+    def set_host_stage(self, host: str, stage: int) -> None:
+        self.fake.set_host_stage(host, stage)
+
+    def set_instance_plan(
+        self,
+        instance_id: str,
+        wave: int | None,
+        not_before: datetime | None,
+        impacted_until: datetime | None,
+    ) -> None:
+        self.fake.set_instance_plan(
+            instance_id, wave=wave, not_before=not_before, impacted_until=impacted_until
+        )
 
     def set_session_state(self, state: SessionState, reason: str | None) -> None:
         self.fake.transition(state, reason=reason)

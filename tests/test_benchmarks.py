@@ -68,7 +68,7 @@ def test_scale_counts_statements_and_replies_and_checks_the_targets(
     assert scale.main(argv) == 0
     document = json.loads(capsys.readouterr().out)
     runs = {r["workflow"]: r for r in document["results"]}
-    assert set(runs) == {"rolling", "constrained", "core-rolling"}
+    assert set(runs) == {"rolling", "constrained", "core-rolling", "core-constrained"}
     tiny = scale.SIZES["tiny"]
     for r in runs.values():
         assert r["finished"], r
@@ -92,6 +92,7 @@ def test_scale_counts_statements_and_replies_and_checks_the_targets(
     names = {(t["workflow"], t["name"]) for t in document["targets"]}
     assert ("core-rolling", "tiny hosts stmts/step") in names
     assert ("constrained", "tiny hosts CPU / rolling") in names
+    assert ("core-constrained", "tiny hosts CPU / rolling") in names
     assert ("rolling", "tiny hosts stmts/step") in names
     assert {t["verdict"] for t in document["targets"]} <= {"PASS", "FAIL", "n/a", "info"}
 
@@ -237,6 +238,25 @@ def test_makespan_compares_constrained_with_serial(
     assert re.search(r"^makespan / lower bound\s+median [\d.]+ worst [\d.]+", out, re.MULTILINE)
     assert re.search(r"^migrations / bound\s+median [\d.]+ worst [\d.]+", out, re.MULTILINE)
     assert re.search(r"^most moves of one instance\s+[12]\s", out, re.MULTILINE)
+
+
+def test_makespan_compares_the_engines_on_the_constrained_workflow(
+    bench, capsys: pytest.CaptureFixture[str]
+) -> None:
+    makespan = bench("makespan")
+    argv = ["--hosts", "3", "--instances", "9", "--groups", "2", "--family", "0"]
+    assert makespan.main([*argv, "--engine", "both"]) == 0
+    out = capsys.readouterr().out
+    for name in ("makespan (s)", "migrations", "most moves of one instance"):
+        found = re.search(
+            rf"^{re.escape(name)}\s+today\s+([\d.]+)\s+core\s+([\d.]+)"
+            r"\s+core <= today\s+(PASS|FAIL)",
+            out,
+            re.MULTILINE,
+        )
+        assert found is not None, out
+        assert float(found.group(1)) > 0
+        assert float(found.group(2)) > 0
 
 
 def test_store_write_prints_the_write_cost_next_to_its_floor(

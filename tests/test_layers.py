@@ -188,6 +188,7 @@ CONTRACT_MAY_IMPORT = (
     "fenix_core.errors",
     "fenix_core.clock",
     "fenix_core.placement_rules",
+    "fenix_core.constraints",
 )
 
 
@@ -252,6 +253,7 @@ V2_WORKFLOW_IMPORTS = (
     "fenix_core.states",
     "fenix_core.errors",
     "fenix_core.planner",
+    "fenix_core.second_moves",  # pure: when an instance may move twice
     "fenix_core.placement_rules",
     "fenix_core.constraints",
     "fenix_core.controls",

@@ -8,6 +8,7 @@ from typing import Any, Protocol, TypeVar
 
 import attrs
 
+from ..constraints import ConstraintSet
 from ..model import SessionRequest
 from ..states import HostState, InstanceState, SessionState
 from .ops import Operation, OpRef
@@ -47,17 +48,37 @@ class SessionContext(Protocol):
     def projects(self) -> ProjectsView: ...
     @property
     def capacity(self) -> CapacityView: ...
+    @property
+    def constraints(self) -> ConstraintSet:
+        """The ETSI constraints in force now: those set through the API over
+        the cloud's defaults, the request's ``default_group_constraints`` for
+        a project's implicit group. Managers may change them mid-session: read
+        them at each decision."""
 
     # hosts go through the shared pipeline: the only way to start work on one
     def admit(self, host: str) -> HostAdmission: ...
     def host_done(self, host: str) -> None: ...
     def skip_host(self, host: str, why: str) -> None: ...
     def set_host_state(self, host: str, state: HostState, *, reason: str | None = None) -> None: ...
+    def set_host_stage(self, host: str, stage: int) -> None:
+        """The workflow's progress on ``host`` (``HostView.stage``; its meaning
+        is the workflow's)."""
 
     # instances and projects
     def set_instance_state(
         self, instance_id: str, state: InstanceState, *, action: str | None = None
     ) -> None: ...
+    def set_instance_plan(
+        self,
+        instance_id: str,
+        *,
+        wave: int | None,
+        not_before: datetime | None,
+        impacted_until: datetime | None,
+    ) -> None:
+        """The workflow's plan for the instance (``InstanceView.wave``,
+        ``not_before``, ``impacted_until``), all three set at once."""
+
     def ask(
         self,
         state: str,

@@ -35,6 +35,10 @@ class HostView:
     started_at: datetime | None = None
     finished_at: datetime | None = None
     reason: str | None = None
+    #: The workflow's own progress on this host (``SessionContext.set_host_stage``),
+    #: kept on the host's record: what a workflow running several hosts at
+    #: once remembers per host without a list in its state.
+    stage: int = 0
 
 
 @attrs.frozen
@@ -46,6 +50,17 @@ class InstanceView:
     state: InstanceState
     live_migratable: bool = True
     action: str | None = None
+    #: How many times the instance moved host in this session (the engine counts).
+    moves: int = 0
+    #: While a Move with a target runs (IN_ACTION): that target, where the
+    #: cloud already counts the instance.
+    target: str | None = None
+    #: The workflow's plan for the instance (``SessionContext.set_instance_plan``),
+    #: kept on its record: the question round it was asked in, not to move
+    #: before (a lead time), impacted until (a group's recovery time).
+    wave: int | None = None
+    not_before: datetime | None = None
+    impacted_until: datetime | None = None
 
 
 @attrs.frozen

@@ -19,6 +19,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from ..budgets import Labels
+from ..constraints import ConstraintSet
 from ..contract import (
     ContractError,
     DisableHost,
@@ -90,6 +91,8 @@ class WorkingSetPort(Protocol):
     def projects(self) -> ProjectsView: ...
     @property
     def capacity(self) -> CapacityView: ...
+    @property
+    def constraints(self) -> ConstraintSet: ...
 
     def set_session_state(self, state: SessionState, reason: str | None) -> None: ...
     def set_host_state(self, host: str, state: HostState, reason: str | None) -> None: ...
@@ -100,6 +103,15 @@ class WorkingSetPort(Protocol):
         self, instance_id: str, state: InstanceState, action: str | None
     ) -> None:
         """Set the state, and the project's chosen action unless ``action`` is None."""
+
+    def set_host_stage(self, host: str, stage: int) -> None: ...
+    def set_instance_plan(
+        self,
+        instance_id: str,
+        wave: int | None,
+        not_before: datetime | None,
+        impacted_until: datetime | None,
+    ) -> None: ...
 
     def ask_project(
         self,
@@ -197,6 +209,10 @@ class StepContext:
         return self._ws.capacity
 
     @property
+    def constraints(self) -> ConstraintSet:
+        return self._ws.constraints
+
+    @property
     def pipeline(self) -> HostPipeline:
         return self._pipeline
 
@@ -286,6 +302,10 @@ class StepContext:
         elif state in _RELEASED:
             self._pipeline.released(host)
 
+    def set_host_stage(self, host: str, stage: int) -> None:
+        self._host(host, "set_host_stage")
+        self._ws.set_host_stage(host, stage)
+
     @staticmethod
     def _check_host_move(view: HostView, state: HostState) -> None:
         if view.state != state and state not in HOST_TRANSITIONS[view.state]:
@@ -331,6 +351,17 @@ class StepContext:
                 f"instance {instance_id!r}", f"cannot go from {view.state} to {state}"
             )
         self._ws.set_instance_state(instance_id, state, action)
+
+    def set_instance_plan(
+        self,
+        instance_id: str,
+        *,
+        wave: int | None,
+        not_before: datetime | None,
+        impacted_until: datetime | None,
+    ) -> None:
+        self._instance(instance_id, "set_instance_plan")
+        self._ws.set_instance_plan(instance_id, wave, not_before, impacted_until)
 
     def _instances_of(self, project_id: str, ids: Sequence[str], what: str) -> None:
         if self._ws.projects.get(project_id) is None:

@@ -290,6 +290,7 @@ class CoreEngine:
             subscribed=self._subscribed,
             host_changes=lambda changes: self._host_changes.extend(changes),
             list_hosts=self._cloud_hosts,
+            constraints=lambda: self._constraints.constraints(),
         )
         self._outbox = Outbox(self._send)
         self._stepper = Stepper(

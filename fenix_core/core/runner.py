@@ -31,6 +31,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, TypeAlias, cast
 
+from ..constraints import ConstraintSet
 from ..contract import (
     DisableHost,
     EnableHost,
@@ -101,6 +102,7 @@ class CoreRunner:
         subscribed: Callable[[str], bool] = lambda _project: False,
         host_changes: Callable[[Sequence[HostChangeRec]], None] = lambda _changes: None,
         list_hosts: Callable[[], Sequence[Host] | None] | None = None,
+        constraints: Callable[[], ConstraintSet] | None = None,
     ) -> None:
         """``lease_seconds``: a step that only polled operations still running
         is not written while the lease it last wrote has more than half of
@@ -109,7 +111,10 @@ class CoreRunner:
         ``subscribed(project)``: whether a project that joins a session has a
         manager; ``host_changes``: HOST_ADDED / HOST_REMOVED committed by a
         step, to be announced; ``list_hosts()``: the cloud's hosts now (None
-        if the cloud cannot say), asked when work on a host failed."""
+        if the cloud cannot say), asked when work on a host failed;
+        ``constraints()``: those set through the API, read when a session is
+        loaded and when :meth:`reconsider` says they changed (the context's
+        ``constraints`` lays them over the cloud's)."""
         self._workflows = {name: cls() for name, cls in workflows.items()}
         self._operations = operations
         self._load = load
@@ -129,6 +134,7 @@ class CoreRunner:
         self._subscribed = subscribed
         self._host_changes = host_changes
         self._list_hosts = list_hosts
+        self._constraints = constraints
         # Sessions whose workflow decides again at their next step (something
         # it decides on changed outside it: constraints, for example).
         self._reconsider: set[str] = set()
@@ -151,6 +157,8 @@ class CoreRunner:
             )
             self._replies_due.add(ws.session.id)
             self._lease_written.pop(ws.session.id, None)  # the claim wrote its own
+            if self._constraints is not None:
+                found.api_constraints = self._constraints()
         return found
 
     def reconsider(self, session_id: str) -> None:
@@ -293,6 +301,8 @@ class CoreRunner:
                     ended = self._unhandled(ws, now)
         again = ws.session.id in self._reconsider
         self._reconsider.discard(ws.session.id)
+        if again and self._constraints is not None:
+            adapter.api_constraints = self._constraints()
         if not (ended or timers or replies or first or followed or again or control):
             return
         adapter.stepped = True

@@ -25,7 +25,7 @@ from typing import Any, Literal
 import attrs
 
 from ..budgets import Labels
-from ..constraints import merge_cloud_dicts
+from ..constraints import DEFAULT_GROUP, CloudConstraints, ConstraintSet, merge_cloud_dicts
 from ..contract import (
     ComponentState,
     DisableHost,
@@ -431,6 +431,10 @@ class WorkingSetAdapter:
         self._components: dict[str, ComponentState] = {}
         self._rules: tuple[PlacementRule, ...] | None = None
         self._session_info: tuple[tuple[Any, ...], object, SessionInfo] | None = None
+        #: The constraints set through the API (the engine's constraint
+        #: service sets them; None: none), and what ``constraints`` built.
+        self.api_constraints: ConstraintSet | None = None
+        self._constraints: tuple[ConstraintSet | None, ConstraintSet] | None = None
         self._hosts = _Hosts(self)
         self._instances = _Instances(self)
         self._projects = _Projects(self)
@@ -507,6 +511,25 @@ class WorkingSetAdapter:
     def capacity(self) -> _Capacity:
         return self._capacity
 
+    @property
+    def constraints(self) -> ConstraintSet:
+        """The API's constraints over the cloud's (stored at creation), the
+        request's default group rules for implicit groups; built again only
+        when the API's change."""
+        api = self.api_constraints
+        cached = self._constraints
+        if cached is None or cached[0] is not api:
+            cloud = CloudConstraints.from_dict(self.session_data().get("cloud_constraints"))
+            built = ConstraintSet(
+                groups=api.groups if api is not None else {},
+                instances=api.instances if api is not None else {},
+                cloud=cloud,
+                default_group=self._request.default_group_constraints
+                or (api.default_group if api is not None else DEFAULT_GROUP),
+            )
+            cached = self._constraints = (api, built)
+        return cached[1]
+
     def host_view(self, name: str) -> HostView | None:
         view = self._host_views.get(name)
         if view is None:
@@ -515,7 +538,7 @@ class WorkingSetAdapter:
                 return None
             view = self._host_views[name] = HostView(
                 rec.name, rec.type, HostState(rec.state), rec.vcpus, rec.enabled, rec.position,
-                rec.started_at, rec.finished_at, rec.reason,
+                rec.started_at, rec.finished_at, rec.reason, rec.stage,
             )  # fmt: skip
         return view
 
@@ -527,7 +550,8 @@ class WorkingSetAdapter:
                 return None
             view = self._instance_views[instance_id] = InstanceView(
                 rec.instance_id, rec.project_id, rec.host, rec.vcpus, InstanceState(rec.state),
-                rec.live_migratable, rec.action,
+                rec.live_migratable, rec.action, rec.moves, rec.target, rec.wave,
+                rec.not_before, rec.impacted_until,
             )  # fmt: skip
         return view
 
@@ -658,6 +682,22 @@ class WorkingSetAdapter:
             marks |= HostMark.FINISHED
         self.ws.update_host(host, started_at=started_at, finished_at=finished_at, marks=marks)
         self._host_views.pop(host, None)
+
+    def set_host_stage(self, host: str, stage: int) -> None:
+        self.ws.update_host(host, stage=stage)
+        self._host_views.pop(host, None)
+
+    def set_instance_plan(
+        self,
+        instance_id: str,
+        wave: int | None,
+        not_before: datetime | None,
+        impacted_until: datetime | None,
+    ) -> None:
+        self.ws.update_instance(
+            instance_id, wave=wave, not_before=not_before, impacted_until=impacted_until
+        )
+        self._instance_views.pop(instance_id, None)
 
     def set_host_facts(self, host: str, vcpus: int, enabled: bool) -> None:
         """The cloud listed ``host`` with these facts (a host being added)."""

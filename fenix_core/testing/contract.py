@@ -22,6 +22,7 @@ from typing import Any
 
 import attrs
 
+from ..constraints import DEFAULT_GROUP, ConstraintSet
 from ..contract import (
     ComponentState,
     ContractError,
@@ -194,9 +195,18 @@ class FakeContext:
         session_id: str = "s-1",
         workflow: str = "rolling",
         allowed_actions: Sequence[str] = (),
+        constraints: ConstraintSet | None = None,
     ) -> None:
         self._now = now
         self._request = request if request is not None else SessionRequest()
+        #: What ``constraints`` hands out (a test replaces it: a manager's change).
+        self.constraint_set = (
+            constraints
+            if constraints is not None
+            else ConstraintSet(
+                default_group=self._request.default_group_constraints or DEFAULT_GROUP
+            )
+        )
         self._hosts = {h.name: h for h in hosts}
         self._instances = {i.instance_id: i for i in instances}
         for inst in self._instances.values():
@@ -256,6 +266,10 @@ class FakeContext:
     @property
     def capacity(self) -> _Capacity:
         return _Capacity(self)
+
+    @property
+    def constraints(self) -> ConstraintSet:
+        return self.constraint_set
 
     # ------------------------------------------------------------------ hosts
 
@@ -323,7 +337,24 @@ class FakeContext:
             raise ContractError(f"host {host!r}", f"cannot go from {view.state} to {state}")
         self._hosts[host] = attrs.evolve(view, state=state, reason=reason)
 
+    def set_host_stage(self, host: str, stage: int) -> None:
+        view = self._require_host(host, "set_host_stage")
+        self._hosts[host] = attrs.evolve(view, stage=stage)
+
     # ------------------------------------------------------------------ instances, projects
+
+    def set_instance_plan(
+        self,
+        instance_id: str,
+        *,
+        wave: int | None,
+        not_before: datetime | None,
+        impacted_until: datetime | None,
+    ) -> None:
+        view = self._require_instance(instance_id, "set_instance_plan")
+        self._instances[instance_id] = attrs.evolve(
+            view, wave=wave, not_before=not_before, impacted_until=impacted_until
+        )
 
     def set_instance_state(
         self, instance_id: str, state: InstanceState, *, action: str | None = None
@@ -411,7 +442,10 @@ class FakeContext:
                     f"instance {op.instance_id!r}",
                     f"cannot start {type(op).__name__} from state {inst.state}",
                 )
-            self._instances[inst.instance_id] = attrs.evolve(inst, state=InstanceState.IN_ACTION)
+            target = op.target if isinstance(op, Move) else None
+            self._instances[inst.instance_id] = attrs.evolve(
+                inst, state=InstanceState.IN_ACTION, target=target
+            )
         ref = OpRef(f"{self.session_id}:{len(self.submitted) + 1}", kind_of(op))
         self.submitted.append((ref, op))
         return ref
@@ -459,7 +493,11 @@ class FakeContext:
     def placed(self, instance_id: str, host: str) -> None:
         """The instance is on ``host`` now (a move ended)."""
         self._require_host(host, "placed")
-        self._instances[instance_id] = attrs.evolve(self._instances[instance_id], host=host)
+        view = self._instances[instance_id]
+        moved = 1 if host != view.host else 0
+        self._instances[instance_id] = attrs.evolve(
+            view, host=host, moves=view.moves + moved, target=None
+        )
 
     def host_enabled(self, host: str, enabled: bool) -> None:
         """A DisableHost / EnableHost ended."""

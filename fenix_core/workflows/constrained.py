@@ -45,7 +45,7 @@ from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
 from .. import planner, second_moves
-from ..constraints import ConstraintSet
+from ..constraints import COLD_MIGRATION_INTERRUPTION, ConstraintSet, move_action
 from ..runtime import LoadedSession, ids
 from ..states import HostState, InstanceAction, InstanceState, SessionState
 from ..store.schema import HostRow, InstanceRow, OperationRow, ProjectRow
@@ -53,9 +53,6 @@ from .rolling import MAX_SCALE_IN_ROUNDS, RollingWorkflow
 
 __all__ = ["COLD_MIGRATION_INTERRUPTION", "ConstrainedWorkflow"]
 
-#: Seconds a cold migration interrupts an instance (used against
-#: ``max_interruption_time``; a live migration is taken as uninterrupted).
-COLD_MIGRATION_INTERRUPTION = 60.0
 #: Seconds one move is expected to take (used to rank groups by work left).
 _MOVE_ESTIMATE = 30.0
 #: Up to this many hosts left, every host opened is checked by a dry run to
@@ -334,31 +331,13 @@ class ConstrainedWorkflow(RollingWorkflow):
                     s.set_instance_state(inst, InstanceState.ACTION_CHOSEN)
 
     def _action_for(self, inst: InstanceRow, cs: ConstraintSet, *, managed: bool) -> str:
-        """How to move an instance: its migration_type, else live if it can,
-        else cold if its max_interruption_time allows, else its manager's own
-        action."""
+        """How to move an instance (:func:`fenix_core.constraints.move_action`)."""
         s = self.s
-        allowed = s.allowed_actions
         own = cs.instance(inst.instance_id, inst.project_id)
-        wanted = own.migration_type if own is not None else None
-        if wanted == InstanceAction.OWN_ACTION and managed:
-            return wanted
-        if (
-            wanted in allowed
-            and wanted != InstanceAction.OWN_ACTION  # only a manager can do that
-            and (wanted != InstanceAction.LIVE_MIGRATE or inst.live_migratable)
-        ):
-            return str(wanted)
-        if InstanceAction.LIVE_MIGRATE in allowed and inst.live_migratable:
-            return InstanceAction.LIVE_MIGRATE.value
-        limit = own.max_interruption_time if own is not None else None
-        if InstanceAction.MIGRATE in allowed and (
-            limit is None or limit >= COLD_MIGRATION_INTERRUPTION or not managed
-        ):
-            return InstanceAction.MIGRATE.value
-        if managed:
-            return InstanceAction.OWN_ACTION.value
-        return s.default_action(inst)
+        found = move_action(
+            own, s.allowed_actions, live_migratable=inst.live_migratable, managed=managed
+        )
+        return found if found is not None else s.default_action(inst)
 
     # ------------------------------------------------------------------ moves
 

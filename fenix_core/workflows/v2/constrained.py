@@ -1,0 +1,1309 @@
+"""The constrained workflow on the contract: ETSI constraints, several hosts
+at once (today's :mod:`fenix_core.workflows.constrained` is the spec).
+
+::
+
+    MAINTENANCE ──► (all answered, maintenance_at, ``pre`` actions, hosts listed) ──► check
+    check: a group whose per-host limit cannot hold with one host out, or no
+           host that can be emptied ──► SCALE_IN (its project has a manager)
+                                        or MAINTENANCE_FAILED naming the group
+    controllers first, one at a time (the rolling workflow's drain and loop)
+    PLANNED_MAINTENANCE: waves, overlapping:
+        open hosts ── disabled first, then PLANNED_MAINTENANCE to each affected
+                      project (per wave; one instance per question where
+                      instance constraints exist; a lead_time holds its move)
+        move members as their groups allow (max_impacted_members at once,
+                      recovery_time after each move, anti-affinity and
+                      max_instances_per_host on targets, capacity counting
+                      arrivals in flight), INSTANCE_ACTION_DONE per instance,
+                      ADMIN_ACTION_DONE per project and wave
+        each emptied host runs its own stages while others drain
+    MAINTENANCE_COMPLETE: ``post`` actions, MAINTENANCE_COMPLETE to every
+           project ──► MAINTENANCE_DONE
+
+Which hosts to open and where members go are the pure planner's
+(:func:`fenix_core.planner.hosts_to_open`, :func:`~fenix_core.planner.assign_moves`,
+:func:`~fenix_core.planner.drain_sequence`) and the second-moves rule's
+(:func:`fenix_core.second_moves.may_move_twice`).
+
+Work per step follows what changed (issue 18 item 6): the open hosts and
+their instances come from the context's indexes; the targets offered to the
+planner are a window of the best hosts from ``ctx.capacity.targets`` (all of
+them when the window is larger than the fleet); the drain dry run runs only
+when at most :data:`DRY_RUN_HOSTS` hosts are left; per-group counts (work
+left, pending hosts holding members) are a cache of this process, rebuilt
+from the views when the session was stepped elsewhere (``stamp``) or the
+constraints or the inventory changed, and they only rank choices: every
+limit is checked against the views.
+
+What it keeps: :class:`ConstrainedState` (constant size: the wave counter,
+the cache stamp, the instances in recovery_time and the moves being retried,
+both bounded by the groups' impact limits, not by the fleet), the
+:class:`~fenix_core.workflows.v2.rolling.RollingState` of the parts it
+shares with the rolling workflow, and per host its stage
+(``HostView.stage``), per instance its wave, lead time and recovery
+(``InstanceView.wave`` / ``not_before`` / ``impacted_until``).
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import random
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from datetime import datetime, timedelta
+from itertools import islice
+from typing import Any, ClassVar
+
+import attrs
+
+from ... import planner, second_moves
+from ...constraints import COLD_MIGRATION_INTERRUPTION, ConstraintSet, move_action
+from ...contract import (
+    ComponentState,
+    DisableHost,
+    EnableHost,
+    HostUp,
+    HostView,
+    InstanceView,
+    Inventory,
+    ListHosts,
+    Locate,
+    Move,
+    OpResult,
+    OpStatus,
+    RunAction,
+    SessionContext,
+    TimerFired,
+    Watch,
+)
+from ...controls import jittered_backoff
+from ...model import host_action_types
+from ...states import FINAL_SESSION_STATES, HostState, InstanceAction, InstanceState, SessionState
+from .base import IN_SCOPE, actions_of, allowed_actions, default_action
+from .components.ending import NOT_ENABLED_AGAIN
+from .rolling import MAX_SCALE_IN_ROUNDS, STAYS, RollingState, RollingWorkflow
+
+__all__ = [
+    "CANDIDATE_WINDOW",
+    "COLD_MIGRATION_INTERRUPTION",
+    "DRY_RUN_HOSTS",
+    "TARGET_WINDOW",
+    "ConstrainedState",
+    "ConstrainedWorkflow",
+]
+
+#: Seconds one move is expected to take (used to rank groups by work left).
+_MOVE_ESTIMATE = 30.0
+#: Up to this many hosts left, each host opened is checked by a dry run to
+#: leave an order in which the rest can still be emptied (it costs hosts x
+#: instances per decision; larger sessions rely on the capacity check).
+DRY_RUN_HOSTS = 200
+#: Targets offered to the planner per kind of instance: the best this many
+#: from ``ctx.capacity.targets`` (room, rules, most free first).
+TARGET_WINDOW = 128
+#: Pending hosts offered to the planner as hosts to open in one decision:
+#: the best this many by the idle groups' work they hold.
+CANDIDATE_WINDOW = 128
+#: ``HostView.stage`` of a host in the waves: the index of its next stage in
+#: the low bits, and flags.
+_STAGE = 0xFFFF
+WE_DISABLED = 1 << 16  # this session disabled it: enabled again at the end
+BUSY = 1 << 17  # an operation of its current stage runs
+DISABLING = 1 << 18  # its DisableHost (before the drain) runs
+_OPEN = (HostState.DRAINING, HostState.DRAINED, HostState.IN_MAINTENANCE)
+_WAITING = (InstanceState.ACTION_REQUESTED, InstanceState.ACTION_CHOSEN)
+_FINAL = FINAL_SESSION_STATES
+_ASKED = SessionState.PLANNED_MAINTENANCE.value
+
+
+def _pairs(value: object) -> tuple[tuple[str, int, tuple[str, ...]], ...]:
+    out = []
+    for item in value if isinstance(value, list | tuple) else ():
+        iid, attempts, refused = item
+        out.append((str(iid), int(attempts), tuple(str(r) for r in refused)))
+    return tuple(out)
+
+
+def _names(value: object) -> tuple[str, ...]:
+    return tuple(str(v) for v in value) if isinstance(value, list | tuple) else ()
+
+
+@attrs.define(slots=True)
+class ConstrainedState(ComponentState):
+    """What the waves remember between steps (constant size)."""
+
+    component: ClassVar[str] = "constrained"
+
+    wave: int = 0  # the last question round
+    #: Changes whenever the per-group counts change: a process whose cache
+    #: has another stamp rebuilds it.
+    stamp: int = 0
+    #: Instances still in their group's recovery_time (``impacted_until``).
+    recovering: tuple[str, ...] = attrs.field(default=(), converter=_names)
+    #: Moves that failed and wait for their retry: (instance, attempts, refused targets).
+    retrying: tuple[tuple[str, int, tuple[str, ...]], ...] = attrs.field(
+        default=(), converter=_pairs
+    )
+    wake: str | None = None  # when the waves wake up by themselves (ISO)
+
+
+@attrs.define(slots=True)
+class _Counts:
+    """Per-group counts of one session, derived from the views (a cache of
+    this process): members on hosts still to do, and the pending hosts that
+    hold members of each group; the members waiting on each pending host
+    (dropped when one arrives there) and which instances the cloud's
+    placement rules name (fixed for a session)."""
+
+    stamp: int
+    constraints: ConstraintSet
+    group: dict[str, str] = attrs.field(factory=dict)
+    todo: Counter[str] = attrs.field(factory=Counter)
+    pending_hosts_of: dict[str, set[str]] = attrs.field(factory=dict)
+    pending_loads: dict[str, tuple[planner.Member, ...]] = attrs.field(factory=dict)
+    ruled: dict[str, bool] = attrs.field(factory=dict)
+
+
+class _GroupsOn(Mapping[str, int]):
+    """Members of each group with a per-host limit on one host, arrivals in
+    flight included; counted when first asked."""
+
+    def __init__(self, counts: dict[str, Counter[str]], count: Any, host: str) -> None:
+        self._counts = counts
+        self._count = count
+        self._host = host
+
+    def _mine(self) -> Counter[str]:
+        found = self._counts.get(self._host)
+        if found is None:
+            found = self._counts[self._host] = self._count(self._host)
+        return found
+
+    def __getitem__(self, group_id: str) -> int:
+        return self._mine()[group_id]
+
+    def get(self, group_id: str, default: int = 0) -> int:  # type: ignore[override]
+        return self._mine().get(group_id, default)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._mine())
+
+    def __len__(self) -> int:
+        return len(self._mine())
+
+
+class _Step:
+    """What one decision reads more than once (built per hook call)."""
+
+    def __init__(self, wf: ConstrainedWorkflow, ctx: SessionContext, counts: _Counts) -> None:
+        self.wf, self.ctx, self.counts = wf, ctx, counts
+        self.cs = counts.constraints
+        self.rules: dict[str, planner.GroupRule] = {}
+        self._on_host: dict[str, Counter[str]] = {}
+        self._arrivals: dict[str, list[InstanceView]] | None = None
+
+    def group(self, inst: InstanceView) -> str:
+        found = self.counts.group.get(inst.instance_id)
+        if found is None:
+            found = self.counts.group[inst.instance_id] = self.cs.group_key_of(
+                inst.instance_id, inst.project_id
+            )
+        return found
+
+    def rule(self, key: str) -> planner.GroupRule:
+        found = self.rules.get(key)
+        if found is None:
+            found = self.rules[key] = planner.GroupRule.of(self.cs.group_by_key(key), key)
+        return found
+
+    def member(self, inst: InstanceView) -> planner.Member:
+        return planner.Member(inst.instance_id, inst.project_id, self.group(inst), inst.vcpus)
+
+    def members_on(self, host: str) -> list[planner.Member]:
+        return [
+            self.member(i)
+            for i in self.ctx.instances.on(host)
+            if i.state not in (InstanceState.IN_ACTION, InstanceState.GONE)
+        ]
+
+    def pending_load(self, view: HostView) -> planner.HostLoad:
+        """A pending host's members (kept between steps: nothing leaves a
+        pending host, an arrival drops its entry)."""
+        found = self.counts.pending_loads.get(view.name)
+        if found is None:
+            found = self.counts.pending_loads[view.name] = tuple(self.members_on(view.name))
+        return planner.HostLoad(view.name, found, view.position)
+
+    def ruled(self, instance_id: str) -> bool:
+        """Whether the cloud's placement rules name the instance."""
+        found = self.counts.ruled.get(instance_id)
+        if found is None:
+            found = self.counts.ruled[instance_id] = bool(
+                self.ctx.capacity.limits(instance_id).rules
+            )
+        return found
+
+    def arrivals(self) -> dict[str, list[InstanceView]]:
+        """Target -> instances moving there now."""
+        if self._arrivals is None:
+            self._arrivals = {}
+            for inst in self.ctx.instances.in_state(InstanceState.IN_ACTION):
+                if inst.target is not None and inst.target != inst.host:
+                    self._arrivals.setdefault(inst.target, []).append(inst)
+        return self._arrivals
+
+    def _limited_on(self, host: str) -> Counter[str]:
+        found: Counter[str] = Counter()
+        for inst in [*self.ctx.instances.on(host), *self.arrivals().get(host, ())]:
+            if inst.state == InstanceState.GONE:
+                continue
+            g = self.group(inst)
+            if self.rule(g).host_limit() is not None:
+                found[g] += 1
+        return found
+
+    def target(self, view: HostView, stays: bool) -> planner.Target:
+        return planner.Target(
+            view.name,
+            self.ctx.capacity.free(view.name),
+            stays,
+            _GroupsOn(self._on_host, self._limited_on, view.name),
+        )
+
+
+class ConstrainedWorkflow(RollingWorkflow):
+    """Parallel, constraint-aware maintenance (``workflow="constrained"``)."""
+
+    name: ClassVar[str] = "constrained"
+    #: Managers may leave instances out of their reply: their constraints
+    #: (migration_type, max_interruption_time) decide.
+    requires_instance_actions: ClassVar[bool] = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._counts: dict[str, _Counts] = {}
+
+    # ------------------------------------------------------------------ hooks
+
+    def start(self, ctx: SessionContext) -> None:
+        self._counts.pop(ctx.session_id, None)
+        super().start(ctx)
+
+    def on_retry(self, ctx: SessionContext) -> None:
+        cst = ctx.state_of(ConstrainedState)
+        for host in list(ctx.hosts.in_state(HostState.FAILED)):
+            if host.stage:
+                ctx.set_host_stage(host.name, 0)
+        wave = cst.wave
+        fresh = ConstrainedState(wave=wave)
+        for field in attrs.fields(ConstrainedState):
+            setattr(cst, field.name, getattr(fresh, field.name))
+        cst.stamp = _new_stamp()
+        super().on_retry(ctx)
+
+    def advance(self, ctx: SessionContext) -> None:
+        super().advance(ctx)
+        if ctx.session.state in _FINAL:
+            self._counts.pop(ctx.session_id, None)
+
+    def on_timer(self, ctx: SessionContext, timer: TimerFired) -> None:
+        if timer.name == "waves":
+            ctx.state_of(ConstrainedState).wake = None
+        super().on_timer(ctx, timer)
+
+    def on_operation(self, ctx: SessionContext, result: OpResult) -> None:
+        st = ctx.state_of(RollingState)
+        op = result.op
+        if isinstance(op, Inventory | ListHosts | Locate):
+            self._changed(ctx)  # hosts or instances appeared or left: count again
+        if ctx.session.state not in _FINAL and self._wave_op(ctx, op):
+            if result.status != OpStatus.DONE and self._escalated(ctx, st, result):
+                self._after(ctx, st)
+                return
+            if isinstance(op, Move | Watch):
+                self._wave_move_ended(ctx, st, op, result)
+            else:
+                self._wave_host_op_ended(ctx, op, result)
+            self._after(ctx, st)
+            return
+        if ctx.session.state in _FINAL and self._wave_op(ctx, op):
+            self._wave_ended_later(ctx, st, op, result)
+            self._after(ctx, st)
+            return
+        super().on_operation(ctx, result)
+
+    def answered(
+        self,
+        ctx: SessionContext,
+        project_id: str,
+        awaited: str,
+        instance_actions: Mapping[str, str],
+    ) -> None:
+        st = ctx.state_of(RollingState)
+        if st.drain_host is not None:  # a controller drained alone
+            super().answered(ctx, project_id, awaited, instance_actions)
+            return
+        if awaited != _ASKED:
+            return
+        cs = ctx.constraints
+        for inst in list(ctx.instances.of(project_id)):
+            if inst.state != InstanceState.ACTION_REQUESTED:
+                continue
+            host = ctx.hosts.get(inst.host)
+            if host is None or host.state != HostState.DRAINING:
+                continue
+            chosen = instance_actions.get(inst.instance_id)
+            action = chosen or self._action_for(ctx, inst, cs, managed=True)
+            ctx.set_instance_state(inst.instance_id, InstanceState.ACTION_CHOSEN, action=action)
+
+    # ------------------------------------------------------------------ decisions
+
+    def _decide(self, ctx: SessionContext, st: RollingState) -> bool:
+        """Controllers first, one at a time (the rolling way); then the
+        computes in waves."""
+        if st.phase == "listing":
+            return False
+        controllers = [
+            h
+            for h in ctx.hosts.in_state(HostState.PENDING, HostState.DRAINED)
+            if h.type != "compute"
+        ]
+        if any(h.state == HostState.DRAINED for h in controllers) or any(
+            h.type != "compute" for h in ctx.hosts.without_instances(HostState.PENDING)
+        ):
+            self._go(ctx, st, SessionState.START_MAINTENANCE)
+            return True
+        pending = [h for h in controllers if h.state == HostState.PENDING]
+        planned = ctx.session.state == SessionState.PLANNED_MAINTENANCE
+        if pending:
+            if not planned:  # the least loaded first: its instances move again later
+                pending.sort(key=lambda h: (self._used(ctx, h.name), h.position))
+            choice = next((h.name for h in pending if self._fits_elsewhere(ctx, h.name)), None)
+            if choice is None:
+                return self._scale_in_or_fail(ctx, st, pending)
+            if not ctx.admit(choice).admitted:
+                return False
+            st.listed = False
+            self._go(
+                ctx,
+                st,
+                SessionState.PLANNED_MAINTENANCE if planned else SessionState.PREPARE_MAINTENANCE,
+            )
+            st.drain_host, st.phase = choice, "disable"
+            st.moving, st.move_attempts, st.refused, st.retry_wait = None, 0, (), False
+            return True
+        if not ctx.hosts.in_state(HostState.PENDING, *_OPEN):
+            self._go(ctx, st, SessionState.MAINTENANCE_COMPLETE)
+            st.phase = "post"
+            return True
+        if not planned and not self._feasible(ctx, st):
+            return False
+        st.listed = False
+        self._go(ctx, st, SessionState.PLANNED_MAINTENANCE)
+        st.phase = "waves"
+        return True
+
+    def _drain(self, ctx: SessionContext, st: RollingState) -> bool:
+        if st.phase == "waves":
+            return self._waves(ctx, st)
+        return super()._drain(ctx, st)
+
+    def _next_host_to_maintain(self, ctx: SessionContext) -> HostView | None:
+        """START_MAINTENANCE here is for controllers only, one at a time: a
+        drained one, else an empty one; computes are maintained in the waves."""
+        for host in ctx.hosts.in_state(HostState.DRAINED):
+            if host.type != "compute":
+                return host
+        for host in ctx.hosts.without_instances(HostState.PENDING):
+            if host.type != "compute":
+                return host
+        return None
+
+    # ------------------------------------------------------------------ feasibility
+
+    def _feasible(self, ctx: SessionContext, st: RollingState) -> bool:
+        """Before any compute is touched: can the constraints hold at all?
+        (Once per session: it reads every host and instance.)"""
+        step = _Step(self, ctx, self._counts_of(ctx))
+        counts: Counter[str] = Counter()
+        owners: dict[str, str] = {}
+        pending: list[planner.HostLoad] = []
+        for host in ctx.hosts:
+            for inst in ctx.instances.on(host.name):
+                if inst.state in IN_SCOPE or inst.state == InstanceState.OUT_OF_SCOPE:
+                    g = step.group(inst)
+                    counts[g] += 1
+                    owners[g] = inst.project_id
+            if host.state == HostState.PENDING and host.type == "compute":
+                pending.append(
+                    planner.HostLoad(host.name, tuple(step.members_on(host.name)), host.position)
+                )
+        rules = {g: step.rule(g) for g in counts}
+        targets = self._all_targets(ctx, step)
+        bad = planner.infeasible_groups(counts, rules, len(targets))
+        if bad:
+            details = "; ".join(
+                f"group {ctx.constraints.group_by_key(g).group_id} of project {owners[g]} has "
+                f"{counts[g]} members and allows {rules[g].host_limit()} per host, but only "
+                f"{len(targets) - 1} hosts stay in service while one is maintained"
+                for g in bad
+            )
+            self._scale_in_or_fail_for(ctx, st, {owners[g] for g in bad}, details)
+            return False
+        member_rules = {m.group_id: step.rule(m.group_id) for load in pending for m in load.members}
+        _order, stuck = planner.drain_sequence(pending, targets, member_rules)
+        if stuck is None:
+            return True
+        limited = sorted(
+            {
+                m.group_id
+                for m in stuck.members
+                if m.group_id in member_rules and member_rules[m.group_id].host_limit()
+            }
+        )
+        if limited:
+            owners_of = {m.group_id: m.project_id for m in stuck.members}
+            why = (
+                f"host {stuck.host} cannot be emptied: its instances of group(s) "
+                + ", ".join(ctx.constraints.group_by_key(g).group_id for g in limited)
+                + " find no host with room that keeps their anti-affinity or per-host limit"
+            )
+            self._scale_in_or_fail_for(ctx, st, {owners_of[g] for g in limited}, why)
+        else:
+            self._scale_in_or_fail(
+                ctx, st, list(ctx.hosts.in_state(HostState.PENDING, type="compute"))
+            )
+        return False
+
+    def _scale_in_or_fail_for(
+        self, ctx: SessionContext, st: RollingState, projects: set[str], why: str
+    ) -> None:
+        if not st.listed:
+            ctx.submit(ListHosts())  # a host added meanwhile may make room
+            st.phase = "listing"
+            return
+        managed = sorted(p for p in projects if self._managed(ctx, p))
+        rounds = st.scale_in_rounds
+        if not managed:
+            ctx.fail(f"the constraints cannot hold during maintenance: {why}")
+            return
+        if rounds >= MAX_SCALE_IN_ROUNDS or (rounds and st.scale_in_freed <= 0):
+            ctx.fail(f"the constraints still cannot hold after {rounds} SCALE_IN round(s): {why}")
+            return
+        st.scale_in_rounds += 1
+        st.scale_in_load = self._load(ctx)
+        st.listed = False
+        self._go(ctx, st, SessionState.SCALE_IN)
+        st.phase = "confirm"
+        self.ask_projects(
+            ctx,
+            "SCALE_IN",
+            {
+                p: [i.instance_id for i in ctx.instances.of(p) if i.state in IN_SCOPE]
+                for p in managed
+            },
+            metadata={**ctx.request.metadata, "reason": why},
+        )
+
+    # ------------------------------------------------------------------ waves
+
+    def _waves(self, ctx: SessionContext, st: RollingState) -> bool:
+        cst = ctx.state_of(ConstrainedState)
+        step = _Step(self, ctx, self._counts_of(ctx))
+        self._run_hosts(ctx, step)
+        if ctx.session.state in _FINAL:
+            return False
+        held = False
+        for _ in range(2):  # opening hosts may let more moves start at once
+            self._ask(ctx, step, cst)
+            held = self._pump(ctx, step, cst) or held
+            if ctx.session.state in _FINAL:
+                return False
+            step = _Step(self, ctx, step.counts)  # the moves just sent arrive somewhere
+            opened, waits = self._open(ctx, step, cst)
+            held = held or waits
+            if not opened:
+                break
+            step = _Step(self, ctx, step.counts)
+        self._run_hosts(ctx, step)
+        if ctx.session.state in _FINAL:
+            return False
+        if not ctx.hosts.in_state(HostState.PENDING, *_OPEN) and not ctx.instances.in_state(
+            InstanceState.IN_ACTION
+        ):
+            return self._decide(ctx, st)
+        if not held and not self._in_flight(ctx, cst):
+            self._stuck(ctx, st, step)
+        return False
+
+    def _in_flight(self, ctx: SessionContext, cst: ConstrainedState) -> bool:
+        """Anything that will wake the session by itself: a move, a host's
+        operation, a question, a timer of the waves."""
+        if ctx.instances.in_state(InstanceState.IN_ACTION) or cst.wake is not None:
+            return True
+        if ctx.projects.awaiting_count():
+            return True
+        return any(h.stage & (BUSY | DISABLING) for h in ctx.hosts.in_state(*_OPEN))
+
+    def _run_hosts(self, ctx: SessionContext, step: _Step) -> None:
+        """Advance every open host: a drained one runs its stages (side by side)."""
+        arrivals = step.arrivals()
+        for host in list(ctx.hosts.in_state(*_OPEN)):
+            if host.type != "compute":
+                continue
+            if (
+                host.state == HostState.DRAINING
+                and not host.stage & DISABLING
+                and not host.enabled
+                and not self._in_scope_on(ctx, host.name)
+                and host.name not in arrivals
+            ):
+                ctx.set_host_state(host.name, HostState.DRAINED)
+                host = ctx.hosts.get(host.name) or host
+            if host.state in (HostState.DRAINED, HostState.IN_MAINTENANCE):
+                self._run_wave_host(ctx, host)
+                if ctx.session.state in _FINAL:
+                    return
+
+    def _run_wave_host(self, ctx: SessionContext, host: HostView) -> None:
+        """Advance the host's stages as far as possible (the rolling stages;
+        it was disabled before its drain)."""
+        st = ctx.state_of(RollingState)
+        stages = self._stages(ctx, st, host)
+        specs = actions_of(ctx.request.actions, *host_action_types(host.type))
+        flags = host.stage & ~_STAGE
+        index = host.stage & _STAGE
+        if flags & BUSY:
+            return
+        while index < len(stages):
+            view = ctx.hosts.get(host.name)
+            assert view is not None
+            name = stages[index]
+            if name == "verify_empty":
+                ctx.submit(Inventory((host.name,)))
+                ctx.set_host_stage(host.name, index | flags | BUSY)
+                return
+            if name == "notify_in":
+                if not ctx.admit(host.name).admitted:
+                    break  # paused: a host not yet in maintenance does not go in
+                if self._in_scope_on(ctx, host.name):
+                    # Something arrived since it was emptied: drain it again.
+                    ctx.set_host_state(host.name, HostState.DRAINING)
+                    ctx.set_host_stage(host.name, flags)
+                    self._changed(ctx)
+                    return
+                ctx.set_host_state(host.name, HostState.IN_MAINTENANCE)
+                ctx.notify_host(host.name, "IN_MAINTENANCE")
+            elif name == "disable":
+                if view.enabled:
+                    ctx.submit(
+                        DisableHost(host.name, reason=f"maintenance session {ctx.session_id}")
+                    )
+                    ctx.set_host_stage(host.name, index | flags | BUSY)
+                    return
+            elif name.startswith("action:"):
+                spec = specs[int(name.partition(":")[2])]
+                ctx.submit(RunAction(spec, f"host:{host.name}", host.name))
+                ctx.set_host_stage(host.name, index | flags | BUSY)
+                return
+            elif name == "host_up":
+                ctx.submit(HostUp(host.name))
+                ctx.set_host_stage(host.name, index | flags | BUSY)
+                return
+            elif name == "enable":
+                if flags & WE_DISABLED:
+                    ctx.submit(EnableHost(host.name))
+                    ctx.set_host_stage(host.name, index | flags | BUSY)
+                    return
+            elif name == "decommission":
+                ctx.set_host_state(
+                    host.name, HostState.DECOMMISSIONED, reason="decommissioned: left disabled"
+                )
+                ctx.host_done(host.name)
+                flags &= ~WE_DISABLED  # never enabled again, also not on failure
+            elif name == "notify_complete":
+                ctx.set_host_state(host.name, HostState.MAINTAINED)
+                ctx.host_done(host.name)
+                ctx.notify_host(host.name, "MAINTENANCE_COMPLETE")
+            index += 1
+        ctx.set_host_stage(host.name, index | flags)
+
+    def _wave_op(self, ctx: SessionContext, op: Any) -> bool:
+        """Whether the operation is the waves' (not the controllers' rolling part)."""
+        if isinstance(op, Move | Watch):
+            inst = ctx.instances.get(op.instance_id)
+            host = ctx.hosts.get(inst.host) if inst is not None else None
+            st = ctx.state_of(RollingState)
+            return host is not None and host.type == "compute" and st.drain_host is None
+        if isinstance(op, Inventory):
+            if len(op.hosts) != 1:
+                return False
+            view = ctx.hosts.get(op.hosts[0])
+            return view is not None and view.type == "compute" and bool(view.stage & BUSY)
+        if isinstance(op, DisableHost | EnableHost | HostUp | RunAction) and op.host is not None:
+            view = ctx.hosts.get(op.host)
+            return (
+                view is not None
+                and view.type == "compute"
+                and bool(view.stage & (BUSY | DISABLING))
+            )
+        return False
+
+    def _wave_host_op_ended(self, ctx: SessionContext, op: Any, result: OpResult) -> None:
+        host: str = op.hosts[0] if isinstance(op, Inventory) else op.host
+        view = ctx.hosts.get(host)
+        assert view is not None
+        ok = result.status == OpStatus.DONE
+        flags, index = view.stage & ~_STAGE, view.stage & _STAGE
+        if view.state in (HostState.SKIPPED, HostState.REMOVED):
+            ctx.set_host_stage(host, index | (flags & ~(BUSY | DISABLING)))
+            return
+        if isinstance(op, DisableHost) and flags & DISABLING:
+            flags &= ~DISABLING
+            if not ok:
+                ctx.set_host_stage(host, index | flags)
+                self._host_failed(ctx, host, f"disable host on {host} failed: {result.detail}")
+                return
+            ctx.set_host_stage(host, index | flags | WE_DISABLED)
+            return
+        flags &= ~BUSY
+        if not ok and isinstance(op, HostUp):
+            why = f"host {host} did not come back after maintenance: {result.detail}"
+            ctx.set_host_stage(host, index | (flags & ~WE_DISABLED))  # left disabled
+            ctx.set_host_state(host, HostState.FAILED, reason=why + "; left disabled")
+            ctx.fail(why)
+            return
+        if not ok:
+            what = (
+                f"{op.spec.type} action {op.spec.plugin!r} failed on {host}"
+                if isinstance(op, RunAction)
+                else f"{type(op).__name__} on {host} failed"
+            )
+            ctx.set_host_stage(host, index | flags)
+            self._host_failed(ctx, host, f"{what}: {result.detail}")
+            return
+        if isinstance(op, DisableHost):
+            flags |= WE_DISABLED
+        elif isinstance(op, EnableHost):
+            flags &= ~WE_DISABLED
+        ctx.set_host_stage(host, (index + 1) | flags)
+        fresh = ctx.hosts.get(host)
+        assert fresh is not None
+        self._run_wave_host(ctx, fresh)
+
+    def _wave_ended_later(
+        self, ctx: SessionContext, st: RollingState, op: Any, result: OpResult
+    ) -> None:
+        """After the end: keep the records right, decide nothing."""
+        if isinstance(op, Move | Watch):
+            self._wave_move_ended(ctx, st, op, result)
+            return
+        host: str = op.hosts[0] if isinstance(op, Inventory) else op.host
+        view = ctx.hosts.get(host)
+        if view is None:
+            return
+        flags, index = view.stage & ~_STAGE, view.stage & _STAGE
+        flags &= ~(BUSY | DISABLING)
+        if result.status == OpStatus.DONE and isinstance(op, DisableHost):
+            flags |= WE_DISABLED
+        elif isinstance(op, EnableHost):
+            flags &= ~WE_DISABLED  # enabled again (or it failed: not tried twice)
+        elif result.status != OpStatus.DONE and isinstance(op, HostUp):
+            flags &= ~WE_DISABLED  # did not come back: left disabled
+        ctx.set_host_stage(host, index | flags)
+
+    def _after(self, ctx: SessionContext, st: RollingState) -> None:
+        was_ended = st.ended
+        super()._after(ctx, st)
+        if ctx.session.state not in _FINAL or ctx.session.state == SessionState.MAINTENANCE_DONE:
+            return
+        if not was_ended:
+            cst = ctx.state_of(ConstrainedState)
+            ctx.cancel_timer("waves")
+            for iid, _attempts, _refused in cst.retrying:
+                ctx.cancel_timer(f"retry_move:{iid}")
+            cst.retrying, cst.wake = (), None
+        # Enable again every host this session disabled in the waves, once
+        # nothing runs on it (after the end: a pass over the hosts per step).
+        for host in ctx.hosts:
+            if not host.stage & WE_DISABLED or host.stage & (BUSY | DISABLING):
+                continue
+            if host.state in NOT_ENABLED_AGAIN or host.enabled:
+                ctx.set_host_stage(host.name, host.stage & ~WE_DISABLED)
+                continue
+            ctx.submit(EnableHost(host.name))
+            ctx.set_host_stage(host.name, host.stage | BUSY)
+
+    # ------------------------------------------------------------------ questions
+
+    def _ask(self, ctx: SessionContext, step: _Step, cst: ConstrainedState) -> None:
+        """Tell the projects about instances on open hosts not asked yet."""
+        cs = step.cs
+        fresh: dict[str, list[InstanceView]] = {}
+        for host in ctx.hosts.in_state(HostState.DRAINING):
+            for inst in ctx.instances.on(host.name):
+                if inst.state == InstanceState.PENDING:
+                    fresh.setdefault(inst.project_id, []).append(inst)
+        if not fresh:
+            return
+        wave = cst.wave + 1
+        asked: dict[str, list[InstanceView]] = {}
+        for project_id, insts in sorted(fresh.items()):
+            project = ctx.projects.get(project_id)
+            managed = project is not None and project.managed
+            if managed and project is not None and project.awaiting:
+                continue  # asked already; these wait for the answer
+            if managed and any(cs.instance(i.instance_id, i.project_id) for i in insts):
+                # Fenix's ETSI workflow asked about one instance at a time, and
+                # the managers written for it (OPNFV Doctor's VNFM, Tacker) act
+                # on instance_ids[0] only: the others wait for the next question.
+                insts = insts[:1]
+            for inst in insts:
+                own = cs.instance(inst.instance_id, inst.project_id)
+                lead = own.lead_time if own is not None else 0
+                not_before = ctx.now + timedelta(seconds=lead) if lead else None
+                ctx.set_instance_plan(
+                    inst.instance_id,
+                    wave=wave if managed else None,
+                    not_before=not_before,
+                    impacted_until=inst.impacted_until,
+                )
+                if managed:
+                    ctx.set_instance_state(inst.instance_id, InstanceState.ACTION_REQUESTED)
+                else:
+                    ctx.set_instance_state(
+                        inst.instance_id,
+                        InstanceState.ACTION_CHOSEN,
+                        action=self._action_for(ctx, inst, cs, managed=False),
+                    )
+            if managed:
+                asked[project_id] = insts
+        if not asked:
+            return
+        cst.wave = wave
+        for project_id, insts in asked.items():
+            # Each project hears only of its own instances, with the action the
+            # engine proposes for each from its constraints (it may answer
+            # with another one).
+            proposed = {i.instance_id: self._action_for(ctx, i, cs, managed=True) for i in insts}
+            self.ask_projects(
+                ctx,
+                _ASKED,
+                {project_id: [i.instance_id for i in insts]},
+                allowed_actions=allowed_actions(ctx),
+                metadata={**ctx.request.metadata, "proposed_actions": proposed},
+            )
+
+    def _action_for(
+        self, ctx: SessionContext, inst: InstanceView, cs: ConstraintSet, *, managed: bool
+    ) -> str:
+        """How to move an instance (:func:`fenix_core.constraints.move_action`)."""
+        allowed = allowed_actions(ctx)
+        own = cs.instance(inst.instance_id, inst.project_id)
+        found = move_action(own, allowed, live_migratable=inst.live_migratable, managed=managed)
+        return found if found is not None else default_action(inst.live_migratable, allowed)
+
+    # ------------------------------------------------------------------ moves
+
+    def _pump(self, ctx: SessionContext, step: _Step, cst: ConstrainedState) -> bool:
+        """Start every move the groups, targets and capacity allow now; True
+        if the pipeline holds the moves (a pause)."""
+        now = ctx.now
+        budgets = self._budgets(ctx, step, cst)
+        waiting: list[planner.Member] = []
+        views: dict[str, InstanceView] = {}
+        own_actions: list[InstanceView] = []
+        wake: datetime | None = None
+        held = False
+        refused = {iid: frozenset(r) for iid, _a, r in cst.retrying if r}
+        for host in ctx.hosts.in_state(HostState.DRAINING):
+            if not self._disabled_for_drain(ctx, host, step):
+                continue  # nothing leaves a host before it is disabled
+            chosen = [
+                i for i in ctx.instances.on(host.name) if i.state == InstanceState.ACTION_CHOSEN
+            ]
+            if not chosen:
+                continue
+            if not ctx.admit(host.name).admitted:
+                held = True  # paused: moves in flight end, no new one starts
+                continue
+            for inst in chosen:
+                if inst.not_before is not None and inst.not_before > now:
+                    wake = inst.not_before if wake is None else min(wake, inst.not_before)
+                    continue
+                if inst.action == InstanceAction.OWN_ACTION:
+                    own_actions.append(inst)
+                else:
+                    waiting.append(step.member(inst))
+                    views[inst.instance_id] = inst
+        for inst in own_actions:
+            g = step.group(inst)
+            if budgets.get(g, 0) > 0:
+                budgets[g] -= 1
+                ctx.submit(Watch(inst.instance_id))
+        if waiting and any(budgets.get(m.group_id, 0) > 0 for m in waiting):
+            # Place every waiting member at once, largest first (so the last
+            # ones are not left without room), then start those whose groups
+            # may lose one more member now, the groups with most work first.
+            # A member that moved once already goes only where it stays: it is
+            # placed before the others, which may still go elsewhere.
+            rules = {m.group_id: step.rule(m.group_id) for m in waiting}
+            everyone = {m.group_id: len(waiting) for m in waiting}
+            moved = {m.instance_id for m in waiting if views[m.instance_id].moves}
+            by_size = sorted(
+                waiting, key=lambda m: (m.instance_id not in moved, -m.vcpus, m.instance_id)
+            )
+            targets = self._window_targets(ctx, step, [views[m.instance_id] for m in waiting])
+
+            def place(waiting_makes_room: bool) -> dict[str, str]:
+                twice = {
+                    m.instance_id
+                    for m in waiting
+                    if second_moves.may_move_twice(
+                        moved_before=m.instance_id in moved,
+                        # Not yet the first-hosts-only rule of today's
+                        # workflow (it keeps which hosts were drained first):
+                        # any instance that has not moved may move again.
+                        first_drained=True,
+                        waiting_makes_room=waiting_makes_room,
+                    )
+                }
+                return dict(planner.assign_moves(by_size, everyone, targets, rules, twice=twice)[0])
+
+            plan = place(True)
+            if not plan and not self._waiting_makes_room(ctx, step, cst):
+                plan = place(False)  # waiting would not make room: no limit
+            waiting.sort(key=lambda m: (-self._weight(step, m.group_id), -m.vcpus, m.instance_id))
+            for m in waiting:
+                target = plan.get(m.instance_id)
+                if target is None or budgets.get(m.group_id, 0) <= 0:
+                    continue
+                budgets[m.group_id] -= 1
+                inst = views[m.instance_id]
+                action = inst.action or default_action(inst.live_migratable, allowed_actions(ctx))
+                no = refused.get(inst.instance_id, frozenset())
+                # A target the cloud refused in this move is not asked for again:
+                # its scheduler chooses (its own placement rules hold).
+                goal = None if target in no else target
+                ctx.submit(Move(inst.instance_id, InstanceAction(action), goal, no))
+        for iid in cst.recovering:
+            rec = ctx.instances.get(iid)
+            if rec is not None and rec.impacted_until is not None and rec.impacted_until > now:
+                wake = rec.impacted_until if wake is None else min(wake, rec.impacted_until)
+        self._wake_at(ctx, cst, wake)
+        return held
+
+    def _disabled_for_drain(self, ctx: SessionContext, host: HostView, step: _Step) -> bool:
+        """Disable ``host`` before the first instance leaves it (no new
+        instance lands on a host being emptied). True once it is disabled
+        and no move sent to it while it was a target is still on its way."""
+        if host.stage & DISABLING:
+            return False
+        if host.name in step.arrivals():
+            return False  # sent while it was a target: they land first, then leave
+        if host.enabled:
+            ctx.submit(DisableHost(host.name, reason=f"maintenance session {ctx.session_id}"))
+            ctx.set_host_stage(host.name, host.stage | DISABLING)
+            return False
+        return True
+
+    def _budgets(self, ctx: SessionContext, step: _Step, cst: ConstrainedState) -> dict[str, int]:
+        """How many more members of each group may be impacted now: moving,
+        or within recovery_time after a move (read from the views)."""
+        now = ctx.now
+        impacted: Counter[str] = Counter()
+        for inst in ctx.instances.in_state(InstanceState.IN_ACTION):
+            impacted[step.group(inst)] += 1
+        kept = []
+        for iid in cst.recovering:
+            rec = ctx.instances.get(iid)
+            if rec is None or rec.impacted_until is None or rec.impacted_until <= now:
+                continue
+            kept.append(iid)
+            if rec.state != InstanceState.IN_ACTION:
+                impacted[step.group(rec)] += 1
+        if len(kept) != len(cst.recovering):
+            cst.recovering = tuple(kept)
+        budgets: dict[str, int] = {}
+        for g in (*step.counts.todo, *impacted):
+            if g not in budgets:
+                budgets[g] = step.cs.group_by_key(g).max_impacted_members - impacted[g]
+        return budgets
+
+    def _waiting_makes_room(self, ctx: SessionContext, step: _Step, cst: ConstrainedState) -> bool:
+        """Whether something under way may yet make room where instances stay:
+        a host being maintained, a move, a group's recovery_time."""
+        if ctx.instances.in_state(InstanceState.IN_ACTION) or cst.recovering:
+            return True
+        for host in ctx.hosts.in_state(*_OPEN):
+            if host.type != "compute":
+                continue
+            if host.state != HostState.DRAINING or not self._in_scope_on(ctx, host.name):
+                return True
+        return False
+
+    def _wave_move_ended(
+        self, ctx: SessionContext, st: RollingState, op: Move | Watch, result: OpResult
+    ) -> None:
+        inst = ctx.instances.get(op.instance_id)
+        if inst is None:
+            return
+        cst = ctx.state_of(ConstrainedState)
+        origin = ctx.hosts.get(inst.host)
+        ok = result.status == OpStatus.DONE
+        if not ok and (origin is None or origin.state in (HostState.SKIPPED, HostState.REMOVED)):
+            self._forget_retry(cst, op.instance_id)
+            if inst.state == InstanceState.IN_ACTION:
+                left = origin is not None and origin.state == HostState.SKIPPED
+                ctx.set_instance_state(
+                    op.instance_id, InstanceState.FAILED if left else InstanceState.PENDING
+                )
+            return
+        if not ok and ctx.session.state in _FINAL:
+            if inst.state == InstanceState.IN_ACTION:
+                ctx.set_instance_state(op.instance_id, InstanceState.PENDING)
+            return
+        if not ok and isinstance(op, Watch):
+            ctx.set_instance_state(op.instance_id, InstanceState.FAILED)
+            ctx.fail(
+                f"instance {op.instance_id} of project {inst.project_id} was not moved off "
+                f"its host by its manager (OWN_ACTION): {result.detail}"
+            )
+            return
+        if not ok:
+            assert isinstance(op, Move)
+            self._wave_move_failed(ctx, cst, op, inst, result)
+            return
+        self._forget_retry(cst, op.instance_id)
+        if result.result.get("gone"):
+            ctx.set_instance_state(op.instance_id, InstanceState.GONE)
+        else:
+            where = ctx.hosts.get(inst.host)
+            stays = where is not None and where.state in STAYS
+            ctx.set_instance_state(
+                op.instance_id, InstanceState.DONE if stays else InstanceState.PENDING
+            )
+        counts = self._counts_of(ctx)
+        step = _Step(self, ctx, counts)
+        g = step.group(inst)
+        recovery = float(step.rule(g).recovery_time)
+        moved = ctx.instances.get(op.instance_id)
+        assert moved is not None
+        if recovery > 0:
+            until = ctx.now + timedelta(seconds=recovery)
+            ctx.set_instance_plan(
+                op.instance_id, wave=moved.wave, not_before=None, impacted_until=until
+            )
+            cst.recovering = (*cst.recovering, op.instance_id)
+        # The per-group counts: one member less to do, or one more on a pending
+        # host (an instance still on an open host did not leave it).
+        dest = ctx.hosts.get(moved.host)
+        counts.pending_loads.pop(moved.host, None)  # one more member waits there
+        if moved.state == InstanceState.GONE or dest is None or dest.state not in _OPEN:
+            if moved.state == InstanceState.GONE or dest is None or dest.state != HostState.PENDING:
+                counts.todo[g] -= 1
+            else:
+                counts.pending_hosts_of.setdefault(g, set()).add(moved.host)
+            cst.stamp = counts.stamp = _new_stamp()
+        if ctx.session.state in _FINAL:
+            return
+        if self._managed(ctx, inst.project_id):
+            ctx.notify_project(inst.project_id, "INSTANCE_ACTION_DONE", [op.instance_id])
+        self._admin_action_done(ctx, moved)
+
+    def _wave_move_failed(
+        self,
+        ctx: SessionContext,
+        cst: ConstrainedState,
+        op: Move,
+        inst: InstanceView,
+        result: OpResult,
+    ) -> None:
+        entry = next((e for e in cst.retrying if e[0] == op.instance_id), None)
+        attempts = (entry[1] if entry else 0) + 1
+        refused = set(entry[2]) if entry else set()
+        if result.result.get("refused") and op.target is not None:
+            refused.add(op.target)
+        ctx.set_instance_state(op.instance_id, InstanceState.ACTION_CHOSEN)
+        if attempts <= ctx.request.max_migration_retries:
+            backoff = jittered_backoff(
+                attempts, base=30.0, cap=600.0, seed=f"{ctx.session_id}:{op.instance_id}"
+            )
+            due = ctx.now + timedelta(seconds=backoff)
+            self._forget_retry(cst, op.instance_id)
+            cst.retrying = (*cst.retrying, (op.instance_id, attempts, tuple(sorted(refused))))
+            # Not moved again before its back-off: the waves wake up for it.
+            ctx.set_instance_plan(
+                op.instance_id, wave=inst.wave, not_before=due, impacted_until=inst.impacted_until
+            )
+            self._wake_at(ctx, cst, due)
+            return
+        self._forget_retry(cst, op.instance_id)
+        ctx.set_instance_state(op.instance_id, InstanceState.FAILED)
+        ctx.fail(
+            f"{op.action} of instance {op.instance_id} from {inst.host} failed after "
+            f"{attempts} attempt(s): {result.detail}"
+        )
+
+    @staticmethod
+    def _forget_retry(cst: ConstrainedState, instance_id: str) -> None:
+        if any(e[0] == instance_id for e in cst.retrying):
+            cst.retrying = tuple(e for e in cst.retrying if e[0] != instance_id)
+
+    def _admin_action_done(self, ctx: SessionContext, inst: InstanceView) -> None:
+        """ADMIN_ACTION_DONE to a project once every instance it was asked
+        about in one wave has moved."""
+        if inst.wave is None:
+            return
+        asked = [i for i in ctx.instances.of(inst.project_id) if i.wave == inst.wave]
+        if any(i.state in (*_WAITING, InstanceState.IN_ACTION) for i in asked):
+            return
+        for i in asked:
+            ctx.set_instance_plan(
+                i.instance_id, wave=None, not_before=i.not_before, impacted_until=i.impacted_until
+            )
+        if self._managed(ctx, inst.project_id):
+            ctx.notify_project(
+                inst.project_id, "ADMIN_ACTION_DONE", sorted(i.instance_id for i in asked)
+            )
+
+    # ------------------------------------------------------------------ opening hosts
+
+    def _open(self, ctx: SessionContext, step: _Step, cst: ConstrainedState) -> tuple[bool, bool]:
+        """Open the pending hosts that give idle groups work: (any opened,
+        the pipeline held one)."""
+        open_now = len(ctx.hosts.in_state(*_OPEN, type="compute"))
+        cap = ctx.request.max_parallel_hosts
+        slots = (cap - open_now) if cap is not None else len(ctx.hosts)
+        if slots <= 0:
+            return False, False
+        counts = step.counts
+        budgets = self._budgets(ctx, step, cst)
+        busy: set[str] = set()
+        draining: list[planner.HostLoad] = []
+        for host in ctx.hosts.in_state(HostState.DRAINING):
+            members = step.members_on(host.name)
+            draining.append(planner.HostLoad(host.name, tuple(members), host.position))
+            busy.update(m.group_id for m in members)
+        idle = {
+            g: self._weight(step, g)
+            for g, left in counts.todo.items()
+            if left > 0 and g not in busy and budgets.get(g, 1) > 0
+        }
+        # Each pending host ranked by the idle weight it feeds; the planner
+        # chooses among the best CANDIDATE_WINDOW (and every empty host).
+        fed: dict[str, float] = {}
+        for g, weight in idle.items():
+            for name in counts.pending_hosts_of.get(g, ()):
+                fed[name] = fed.get(name, 0.0) + weight + 1.0
+        names: set[str] = set(self._best(fed))
+        names.update(
+            h.name for h in ctx.hosts.without_instances(HostState.PENDING) if h.type == "compute"
+        )
+        pending_count = len(ctx.hosts.in_state(HostState.PENDING, type="compute"))
+        if (
+            not names
+            and not draining
+            and pending_count
+            and not ctx.instances.in_state(InstanceState.IN_ACTION)
+        ):
+            # Nothing in flight and no group idle with work: open the lightest
+            # host anyway, so that the session always makes progress.
+            pending = ctx.hosts.in_state(HostState.PENDING, type="compute")
+            names.add(min(pending, key=lambda h: (self._used(ctx, h.name), h.position)).name)
+            idle = dict.fromkeys(counts.todo, 1.0)
+        if not names:
+            return False, False
+        candidates = []
+        for name in sorted(names):
+            view = ctx.hosts.get(name)
+            if view is not None and view.state == HostState.PENDING and view.type == "compute":
+                candidates.append(step.pending_load(view))
+        members = [m for c in candidates for m in c.members] + [
+            m for d in draining for m in d.members
+        ]
+        rules = {m.group_id: step.rule(m.group_id) for m in members}
+        # The targets of the smallest member (every computes' window holds
+        # them), and of each member the cloud's placement rules name.
+        picked = {m.instance_id for m in members if step.ruled(m.instance_id)}
+        if members:
+            picked.add(min(members, key=lambda m: (m.vcpus, m.instance_id)).instance_id)
+        sample = [v for i in sorted(picked) if (v := ctx.instances.get(i)) is not None]
+        targets = self._window_targets(ctx, step, sample)
+        feasible = None
+        if pending_count <= DRY_RUN_HOSTS:
+
+            def feasible(opened: Sequence[str]) -> bool:
+                pending = ctx.hosts.in_state(HostState.PENDING, type="compute")
+                loads = [*draining] + [step.pending_load(h) for h in pending]
+                all_rules = dict(rules)
+                all_rules.update(
+                    {m.group_id: step.rule(m.group_id) for load in loads for m in load.members}
+                )
+                known = {t.host for t in targets}
+                extra = [step.target(h, False) for h in pending if h.name not in known]
+                dry = (
+                    targets
+                    + extra
+                    + [step.target(h, False) for h in ctx.hosts.in_state(HostState.DRAINING)]
+                )
+                order = [*(h.host for h in draining), *opened]
+                return planner.drain_sequence(loads, dry, all_rules, first=order)[1] is None
+
+        chosen = planner.hosts_to_open(
+            candidates,
+            draining=draining,
+            targets=targets,
+            idle_groups=idle,
+            slots=slots,
+            rules=rules,
+            feasible=feasible,
+        )
+        opened = False
+        for name in chosen:
+            if not ctx.admit(name).admitted:
+                return opened, True  # a window, pacing, a gate or a pause holds the rest
+            opened = True
+            ctx.set_host_state(name, HostState.DRAINING)
+            view = ctx.hosts.get(name)
+            if view is not None and view.stage & _STAGE:
+                ctx.set_host_stage(name, view.stage & ~_STAGE)  # its stages start afresh
+            for inst in ctx.instances.on(name):
+                found = counts.pending_hosts_of.get(step.group(inst))
+                if found is not None:
+                    found.discard(name)
+            view = ctx.hosts.get(name)
+            if view is not None:
+                self._disabled_for_drain(ctx, view, step)
+        if opened:
+            cst.stamp = counts.stamp = _new_stamp()
+        return opened, False
+
+    @staticmethod
+    def _best(fed: dict[str, float]) -> list[str]:
+        if len(fed) <= CANDIDATE_WINDOW:
+            return list(fed)
+        return heapq.nlargest(CANDIDATE_WINDOW, fed, key=lambda n: (fed[n], n))
+
+    # ------------------------------------------------------------------ targets
+
+    def _target_state(self, ctx: SessionContext, view: HostView) -> bool | None:
+        """Whether an instance placed on ``view`` stays (True), moves again
+        (False), or the host takes none (None)."""
+        if view.type != "compute" or not view.enabled or view.name in self._retiring(ctx):
+            return None
+        if view.state in STAYS:
+            return True
+        if view.state == HostState.PENDING:
+            return False
+        return None
+
+    def _window_targets(
+        self, ctx: SessionContext, step: _Step, instances: Iterable[InstanceView]
+    ) -> list[planner.Target]:
+        """The targets offered to the planner: for each kind of instance (its
+        host's type and its vCPUs; an instance under the cloud's placement
+        rules on its own), the best :data:`TARGET_WINDOW` hosts of
+        ``ctx.capacity.targets`` that take instances."""
+        seen: dict[str, planner.Target] = {}
+        kinds: set[tuple[str, int]] = set()
+        retiring = self._retiring(ctx)
+        for inst in sorted(instances, key=lambda i: (i.vcpus, i.instance_id)):
+            host = ctx.hosts.get(inst.host)
+            kind = (host.type if host is not None else "", inst.vcpus)
+            if not step.ruled(inst.instance_id):
+                if kind in kinds or any(k[0] == kind[0] and k[1] <= kind[1] for k in kinds):
+                    continue  # a smaller instance of the type saw these hosts already
+                kinds.add(kind)
+            for name in islice(
+                ctx.capacity.targets(inst.instance_id, exclude=retiring), TARGET_WINDOW
+            ):
+                if name in seen:
+                    continue
+                view = ctx.hosts.get(name)
+                stays = self._target_state(ctx, view) if view is not None else None
+                if view is None or stays is None:
+                    continue
+                seen[name] = step.target(view, stays)
+        return list(seen.values())
+
+    def _all_targets(self, ctx: SessionContext, step: _Step) -> list[planner.Target]:
+        """Every host that takes instances (once per session: the checks
+        before the first wave)."""
+        out = []
+        for view in ctx.hosts:
+            stays = self._target_state(ctx, view)
+            if stays is not None:
+                out.append(step.target(view, stays))
+        return out
+
+    # ------------------------------------------------------------------ bookkeeping
+
+    def _counts_of(self, ctx: SessionContext) -> _Counts:
+        """This session's per-group counts, rebuilt from the views if another
+        process stepped it, or the constraints changed."""
+        cst = ctx.state_of(ConstrainedState)
+        cs = ctx.constraints
+        found = self._counts.get(ctx.session_id)
+        if found is not None and found.stamp == cst.stamp and found.constraints is cs:
+            return found
+        found = _Counts(cst.stamp, cs)
+        step = _Step(self, ctx, found)
+        for host in ctx.hosts:
+            for inst in ctx.instances.on(host.name):
+                if inst.state in (InstanceState.GONE, InstanceState.OUT_OF_SCOPE):
+                    continue
+                g = step.group(inst)
+                if host.state == HostState.PENDING:
+                    found.todo[g] += 1
+                    found.pending_hosts_of.setdefault(g, set()).add(host.name)
+                elif host.state == HostState.DRAINING:
+                    found.todo[g] += 1
+        self._counts[ctx.session_id] = found
+        return found
+
+    def _changed(self, ctx: SessionContext) -> None:
+        """Hosts or instances changed outside the workflow: count again."""
+        self._counts.pop(ctx.session_id, None)
+        ctx.state_of(ConstrainedState).stamp = _new_stamp()
+
+    def _weight(self, step: _Step, group_id: str) -> float:
+        """How long a group still needs at best: its remaining rounds of moves."""
+        g = step.cs.group_by_key(group_id)
+        rounds = math.ceil(max(0, step.counts.todo[group_id]) / g.max_impacted_members)
+        return rounds * (_MOVE_ESTIMATE + g.recovery_time)
+
+    def _wake_at(self, ctx: SessionContext, cst: ConstrainedState, when: datetime | None) -> None:
+        if when is None:
+            return
+        current = datetime.fromisoformat(cst.wake) if cst.wake is not None else None
+        if current is not None and current <= when:
+            return
+        ctx.set_timer("waves", when)
+        cst.wake = when.isoformat()
+
+    def _stuck(self, ctx: SessionContext, st: RollingState, step: _Step) -> None:
+        """Nothing in flight, nothing to wait for, hosts left: say why and fail."""
+        waiting = [
+            i.instance_id
+            for h in ctx.hosts.in_state(HostState.DRAINING)
+            for i in ctx.instances.on(h.name)
+            if i.state == InstanceState.ACTION_CHOSEN
+        ]
+        if waiting:
+            ctx.fail(
+                "no target host has room for "
+                + ", ".join(waiting[:5])
+                + (" ..." if len(waiting) > 5 else "")
+                + " within capacity, anti-affinity and per-host limits"
+            )
+            return
+        pending = list(ctx.hosts.in_state(HostState.PENDING, type="compute"))
+        if pending:
+            self._scale_in_or_fail(ctx, st, pending)
+
+
+def _new_stamp() -> int:
+    return random.getrandbits(48) or 1
