@@ -300,7 +300,7 @@ class Engine:
 
     def lease_holder(self, session_id: str) -> tuple[str, datetime] | None:
         """The worker holding a live lease on the session and when that lease
-        expires (aware UTC, on :attr:`lease_clock`), or None when no worker
+        expires (aware UTC, on ``lease_clock``), or None when no worker
         does (never claimed, released, or expired). NotFound for an unknown
         session."""
         _str(session_id, "session_id")

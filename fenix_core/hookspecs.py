@@ -191,7 +191,7 @@ class HostQueueChanges(Protocol):
     """Optional, next to :class:`HostQueue`: one host joined (``queued``) or
     left session ``session_id``'s queue. A driver that has it is told of each
     change of one host instead of the whole set again, so a host leaving the
-    queue touches only that host; the whole set (:meth:`HostQueue.mark_queued`)
+    queue touches only that host; the whole set (``HostQueue.mark_queued``)
     is still sent when the session starts and (empty) when it ends. Best
     effort, as ``mark_queued``. The Kubernetes driver has it.
     """
