@@ -46,7 +46,8 @@ from .constraints import (
     GroupConstraints,
     InstanceConstraints,
 )
-from .core.constraint_service import ConstraintService
+from .core.busy_hosts import NOT_MAINTAINED, check_hosts_free
+from .core.constraint_service import ConstraintService, warn_ignored
 from .core.factory import CloudRead, CloudSnapshot, SessionFactory, default_group_rules
 from .core.ports import NewSession
 from .core.records import (
@@ -113,11 +114,6 @@ log = logging.getLogger("fenix_core")
 
 _FINAL = tuple(s.value for s in FINAL_SESSION_STATES)
 _HOLDS_NO_HOSTS = tuple(s.value for s in HOLDS_NO_HOSTS)
-# Host rows that do not take a host from other sessions: targets, and hosts gone.
-_NOT_MAINTAINED = tuple(
-    s.value
-    for s in (HostState.OUT_OF_SCOPE, HostState.ADDED, HostState.REMOVED, HostState.DECOMMISSIONED)
-)
 
 
 class Engine:
@@ -599,7 +595,7 @@ class Engine:
             try:
                 self._require_awaiting(loaded.row, stored["plan_id"])
                 busy = [
-                    h.name for h in loaded.hosts.values() if h.state not in _NOT_MAINTAINED
+                    h.name for h in loaded.hosts.values() if h.state not in NOT_MAINTAINED
                 ] + list(req.add_hosts)
                 self._check_hosts_free(loaded.orm, busy, besides=session_id)
                 loaded.fire("approve")
@@ -923,16 +919,7 @@ class Engine:
             found_all = self._constraints.contradicted(
                 row.id, constraint_store.cloud_groups(row.data), orm=orm
             )
-            for found in found_all:
-                log.warning(
-                    "session %s ignores the constraints of %s %r stored under project %s: "
-                    "the cloud puts it in project %s (see ignored_constraints in the view)",
-                    session_id,
-                    found.kind,
-                    found.ident,
-                    found.project_id,
-                    found.cloud_project_id,
-                )
+        warn_ignored(session_id, found_all)
 
     # ------------------------------------------------------------------ running
 
@@ -1055,34 +1042,26 @@ class Engine:
         return row
 
     @staticmethod
-    def _hosts_elsewhere(
-        orm: Session, besides: str, names: Iterable[str] | None = None
-    ) -> list[tuple[str, str, str]]:
+    def _hosts_elsewhere(orm: Session, besides: str) -> list[tuple[str, str, str]]:
         """(host, state, session) for hosts that running sessions other than
-        ``besides`` maintain (only ``names``, if given). A session awaiting
-        approval holds none: its hosts are checked again when it is approved."""
+        ``besides`` maintain. A session awaiting approval holds none: its hosts
+        are checked again when it is approved."""
         query = (
             select(HostRow.name, HostRow.state, HostRow.session_id)
             .join(SessionRow, SessionRow.id == HostRow.session_id)
             .where(
                 SessionRow.state.not_in(_HOLDS_NO_HOSTS),
                 SessionRow.id != besides,
-                HostRow.state.not_in(_NOT_MAINTAINED),
+                HostRow.state.not_in(NOT_MAINTAINED),
             )
         )
-        if names is not None:
-            query = query.where(HostRow.name.in_(list(names)))
         return [(name, state, session) for name, state, session in orm.execute(query)]
 
-    def _check_hosts_free(self, orm: Session, hosts: Iterable[str], *, besides: str = "") -> None:
-        """Conflict if another running session maintains one of ``hosts``."""
-        busy = self._hosts_elsewhere(orm, besides, hosts)
-        if busy:
-            host, _, session_id = busy[0]
-            raise Conflict(
-                f"host {host} is already in running session {session_id}",
-                session_id=session_id,
-            )
+    @staticmethod
+    def _check_hosts_free(orm: Session, hosts: Iterable[str], *, besides: str = "") -> None:
+        """Conflict if another running session maintains one of ``hosts`` (the
+        core's rule, in ``orm``'s transaction)."""
+        check_hosts_free(orm.connection(), hosts, besides=besides)
 
     def _foreign_hosts(self, orm: Session, session_id: str) -> dict[str, str]:
         """Hosts other running sessions maintain, with their state there."""

@@ -17,8 +17,9 @@ their next step).
 
 from __future__ import annotations
 
+import logging
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from sqlalchemy.engine import Engine as SAEngine
@@ -31,7 +32,23 @@ from ..errors import CloudError, FenixError
 from ..hookspecs import InstanceOwner
 from ..model import IgnoredConstraint, _str
 
-__all__ = ["ConstraintService"]
+__all__ = ["ConstraintService", "warn_ignored"]
+
+log = logging.getLogger("fenix_core")
+
+
+def warn_ignored(session_id: str, ignored: Iterable[IgnoredConstraint]) -> None:
+    """Log each stored constraint a new session ignores (the cloud contradicts it)."""
+    for found in ignored:
+        log.warning(
+            "session %s ignores the constraints of %s %r stored under project %s: "
+            "the cloud puts it in project %s (see ignored_constraints in the view)",
+            session_id,
+            found.kind,
+            found.ident,
+            found.project_id,
+            found.cloud_project_id,
+        )
 
 
 class ConstraintService:

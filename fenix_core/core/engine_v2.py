@@ -89,7 +89,7 @@ from . import views
 from .admin import SessionAdmin
 from .approvals import SqlApprovals
 from .busy_hosts import check_hosts_free
-from .constraint_service import ConstraintService
+from .constraint_service import ConstraintService, warn_ignored
 from .factory import CloudRead, CloudSnapshot, SessionFactory, default_group_rules
 from .inventory import HostChangeRec, InventoryCache
 from .leases import SqlLeaseKeeper
@@ -746,16 +746,7 @@ class CoreEngine:
 
     def _warn_ignored(self, session_id: str) -> None:
         ws = self._store.load(session_id)
-        for found in self._constraints.contradicted(session_id, _cloud_groups(ws)):
-            log.warning(
-                "session %s ignores the constraints of %s %r stored under project %s: "
-                "the cloud puts it in project %s (see ignored_constraints in the view)",
-                session_id,
-                found.kind,
-                found.ident,
-                found.project_id,
-                found.cloud_project_id,
-            )
+        warn_ignored(session_id, self._constraints.contradicted(session_id, _cloud_groups(ws)))
 
     # ------------------------------------------------------------------ replies
 
