@@ -43,7 +43,7 @@ from .constraints import CloudConstraints
 from .model import ActionSpec, Host, Instance, OperationStatus
 
 if TYPE_CHECKING:
-    from .workflows.base import Workflow
+    from .contract import Workflow
 
 __all__ = [
     "PROJECT_NAME",

@@ -13,7 +13,7 @@ from .clock import Clock
 from .errors import PluginError
 from .gates import BuiltinGates
 from .hookspecs import PROJECT_NAME, Action, CloudDriver, Gate, _Specs, hookimpl
-from .workflows.base import Workflow
+from .contract import Workflow
 
 __all__ = ["ENTRY_POINT_GROUP", "Plugins"]
 
@@ -23,9 +23,7 @@ ENTRY_POINT_GROUP = "fenix"
 class _BuiltinWorkflows:
     @hookimpl
     def fenix_workflows(self) -> Mapping[str, type[Workflow]]:
-        from .workflows.constrained import ConstrainedWorkflow
-        from .workflows.decommission import DecommissionWorkflow
-        from .workflows.rolling import RollingWorkflow
+        from .workflows.v2 import ConstrainedWorkflow, DecommissionWorkflow, RollingWorkflow
 
         return {
             RollingWorkflow.name: RollingWorkflow,

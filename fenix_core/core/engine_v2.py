@@ -233,7 +233,7 @@ class CoreEngine:
         clock: Clock | None = None,
         plugins: Sequence[object] = (),
         *,
-        workflows: Mapping[str, type[Workflow]],
+        workflows: Mapping[str, type[Workflow]] | None = None,
         service: str = "fenix",
         admin_project_id: str | None = None,
         worker_id: str | None = None,
@@ -242,7 +242,11 @@ class CoreEngine:
         default_group_constraints: Mapping[str, Any] | None = None,
         previewer: approval.Previewer | None = None,
         load_entry_points: bool = True,
+        db_retries: int = 5,
+        db_retry_seconds: float = 0.1,
     ) -> None:
+        self.db_retries = db_retries
+        self.db_retry_seconds = float(db_retry_seconds)
         self.clock: Clock = clock if clock is not None else RealClock()
         self.lease_clock: Clock = lease_clock if lease_clock is not None else RealClock()
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -250,7 +254,7 @@ class CoreEngine:
         self.service = service
         self.admin_project_id = admin_project_id
         self.plugins = Plugins(plugins, self.clock, load_entry_points=load_entry_points)
-        self._workflows = dict(workflows)
+        self._workflows = dict(workflows) if workflows is not None else dict(self.plugins.workflows)
         self._db = open_database(database_url)
         migrate(self._db)
         self._lock = threading.RLock()
