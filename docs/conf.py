@@ -31,8 +31,7 @@ extensions = [
 
 source_suffix = {".md": "markdown"}
 root_doc = "index"
-# _drafts: pages written ahead of the code they describe (not built until it ships)
-exclude_patterns = ["_build", "README.md", ".venv", "_drafts"]
+exclude_patterns = ["_build", "README.md", ".venv"]
 
 # ```mermaid fences in the Markdown pages become Mermaid diagrams.
 myst_fence_as_directive = ["mermaid"]

@@ -8,8 +8,11 @@ a host only once ``ctx.admit`` said yes: maintenance windows, pacing, pause
 and health gates apply to it as to the built-in workflows (the context
 refuses host work without an admission anyway).
 
-Today it runs on :class:`~fenix_core.testing.contract.FakeContext`; ``run``
-below plays the engine's part (it reports every submitted operation as done).
+``on_an_engine`` registers it through the ``fenix_workflows`` hook and runs
+it on the engine over a :class:`~fenix_core.testing.SimulatedCloud`, in
+simulated time; ``run`` plays the engine's part on
+:class:`~fenix_core.testing.contract.FakeContext` (it reports every submitted
+operation as done), the way a workflow is unit-tested without an engine.
 
     python examples/custom_workflow.py
 """
@@ -21,7 +24,8 @@ from datetime import UTC, datetime
 
 import attrs
 
-from fenix_core import ActionSpec, SessionRequest
+from fenix_core import ActionSpec, Engine, SessionRequest, hookimpl
+from fenix_core.clock import SimClock
 from fenix_core.contract import (
     ComponentState,
     DisableHost,
@@ -37,6 +41,8 @@ from fenix_core.contract import (
     Workflow,
 )
 from fenix_core.states import HostState, InstanceState, SessionState
+from fenix_core.model import SessionView
+from fenix_core.testing import SimulatedCloud, TimedAction
 from fenix_core.testing.contract import FakeContext
 
 
@@ -157,13 +163,45 @@ def fleet(*, closed: dict[str, str] | None = None, controls: object = None) -> F
     )
 
 
+class EmptyHostsPlugin:
+    @hookimpl
+    def fenix_workflows(self) -> dict[str, type[Workflow]]:
+        return {EmptyHostsOnly.name: EmptyHostsOnly}
+
+
+def on_an_engine(controls: object = None) -> tuple[SessionView, TimedAction]:
+    """Maintain ctl-0 and cmp-0 with the workflow on an engine, starting at
+    noon (simulated); ``controls`` are the request's (a window, pacing ...)."""
+    cloud = SimulatedCloud()
+    cloud.add_host("ctl-0", type="controller")
+    cloud.add_host("cmp-0")
+    cloud.add_host("cmp-1")
+    cloud.add_instance("vm-1", project_id="web", host="cmp-1")
+    upgrade = TimedAction("upgrade", seconds=600)
+    clock = SimClock(datetime(2026, 3, 2, 12, 0, tzinfo=UTC))
+    engine = Engine(clock=clock, plugins=[cloud, upgrade, EmptyHostsPlugin()])
+    session_id = engine.create_session(
+        {
+            "hosts": ["ctl-0", "cmp-0"],
+            "workflow": "empty-hosts",
+            "actions": [{"plugin": "upgrade", "type": "host"}],
+            "controls": controls,
+        }
+    )
+    return engine.run_until_done(session_id), upgrade
+
+
 def main() -> int:
     ctx = fleet()
     run(EmptyHostsOnly(), ctx, ctx.submitted)
     for ref, op in ctx.submitted:
         print(ref.key, op)
-    print("session", ctx.session.state)
-    return 0 if ctx.session.state is SessionState.MAINTENANCE_DONE else 1
+    print("on FakeContext:", ctx.session.state)
+    view, upgrade = on_an_engine({"windows": [{"start": "22:00", "end": "04:00"}]})
+    for started, host in upgrade.runs:
+        print(f"upgrade of {host} started at {started:%Y-%m-%d %H:%M}")
+    print("session", view.state)
+    return 0 if view.state == SessionState.MAINTENANCE_DONE else 1
 
 
 if __name__ == "__main__":

@@ -1,13 +1,14 @@
-"""examples/custom_workflow.py, the example of docs/_drafts/plugins-contract.md:
-it runs on FakeContext, and a maintenance window closed now keeps it from
-disabling a host until the window opens, on FakeContext (a closed host) and
-through the real host pipeline (StepContext with the request's windows)."""
+"""examples/custom_workflow.py, the example of docs/plugins.md: it runs on the
+engine and on FakeContext, and a maintenance window closed now keeps it from
+disabling a host until the window opens: on the engine, on FakeContext (a
+closed host) and through the host pipeline alone (StepContext with the
+request's windows)."""
 
 from __future__ import annotations
 
 import re
 import runpy
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +30,31 @@ NOON = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 OPENS = datetime(2026, 3, 2, 22, 0, tzinfo=UTC)
 
 
-def test_the_draft_page_shows_the_example_as_it_is() -> None:
-    page = (ROOT / "docs" / "_drafts" / "plugins-contract.md").read_text(encoding="utf-8")
-    [block] = re.findall(r"^```python\n(.*?)^```$", page, re.MULTILINE | re.DOTALL)
-    shown = block.split("\n", 2)[2]  # after "# not run" and the line naming the file
-    assert shown.strip() in (ROOT / "examples" / "custom_workflow.py").read_text(encoding="utf-8")
+PART_OF_THE_EXAMPLE = "# not run\n# (a part of examples/custom_workflow.py, which the tests run)\n"
+
+
+def test_the_page_shows_the_example_as_it_is() -> None:
+    page = (ROOT / "docs" / "plugins.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"^```python\n(.*?)^```$", page, re.MULTILINE | re.DOTALL)
+    shown = [b.removeprefix(PART_OF_THE_EXAMPLE) for b in blocks if b.startswith(PART_OF_THE_EXAMPLE)]
+    assert len(shown) == 2  # the workflow, and its registration
+    source = (ROOT / "examples" / "custom_workflow.py").read_text(encoding="utf-8")
+    for block in shown:
+        assert block.strip() in source
+
+
+def test_on_the_engine_a_window_closed_now_delays_the_first_host_until_it_opens() -> None:
+    view, upgrade = EXAMPLE["on_an_engine"](NIGHTLY)
+    assert view.state == SessionState.MAINTENANCE_DONE
+    assert upgrade.runs == [(OPENS, "ctl-0"), (OPENS + timedelta(minutes=10), "cmp-0")]
+    assert view.host("ctl-0").started_at == OPENS
+
+
+def test_on_the_engine_without_controls_the_hosts_go_at_once() -> None:
+    view, upgrade = EXAMPLE["on_an_engine"]()
+    assert view.state == SessionState.MAINTENANCE_DONE
+    assert [host for _, host in upgrade.runs] == ["ctl-0", "cmp-0"]
+    assert upgrade.runs[0][0] == NOON
 
 
 def test_the_example_maintains_both_hosts(capsys: pytest.CaptureFixture[str]) -> None:
