@@ -40,8 +40,8 @@ from fenix_core.contract import (
     SessionContext,
     Workflow,
 )
-from fenix_core.states import HostState, InstanceState, SessionState
 from fenix_core.model import SessionView
+from fenix_core.states import HostState, InstanceState, SessionState
 from fenix_core.testing import SimulatedCloud, TimedAction
 from fenix_core.testing.contract import FakeContext
 

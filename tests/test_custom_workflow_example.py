@@ -36,7 +36,9 @@ PART_OF_THE_EXAMPLE = "# not run\n# (a part of examples/custom_workflow.py, whic
 def test_the_page_shows_the_example_as_it_is() -> None:
     page = (ROOT / "docs" / "plugins.md").read_text(encoding="utf-8")
     blocks = re.findall(r"^```python\n(.*?)^```$", page, re.MULTILINE | re.DOTALL)
-    shown = [b.removeprefix(PART_OF_THE_EXAMPLE) for b in blocks if b.startswith(PART_OF_THE_EXAMPLE)]
+    shown = [
+        b.removeprefix(PART_OF_THE_EXAMPLE) for b in blocks if b.startswith(PART_OF_THE_EXAMPLE)
+    ]
     assert len(shown) == 2  # the workflow, and its registration
     source = (ROOT / "examples" / "custom_workflow.py").read_text(encoding="utf-8")
     for block in shown:
