@@ -131,7 +131,11 @@ class Plugins:
         for provided in self.manager.hook.fenix_workflows():
             for name, factory in (provided or {}).items():
                 if not (isinstance(factory, type) and issubclass(factory, Workflow)):
-                    raise PluginError(name, "a workflow must be a subclass of Workflow")
+                    raise PluginError(
+                        name,
+                        "a workflow must be a subclass of fenix_core.contract.Workflow "
+                        "(see docs/plugins.md)",
+                    )
                 if inspect.isabstract(factory):
                     missing = ", ".join(sorted(factory.__abstractmethods__))
                     raise PluginError(name, f"workflow does not implement {missing}")

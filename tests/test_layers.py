@@ -1,9 +1,12 @@
 """The import rules between fenix_core's layers, read from the source (every
 import, at module level or inside a function, TYPE_CHECKING ones included).
 
-Each rule holds today; where today's code breaks the rule of the core
-redesign (issue 18), the exceptions are listed by name below so the redesign
-can only shrink them: a new import across a layer fails here."""
+The layers, from the bottom: the pure modules (model, states, planner,
+constraints ...); the workflow contract (fenix_core.contract); the workflows
+(only the contract and pure modules); the core (fenix_core.core: store,
+stepper, runner, outbox); the public facade (fenix_core.engine); the front
+ends (cli, rest). No module imports a layer above its own, and there is no
+import circle."""
 
 from __future__ import annotations
 
@@ -15,27 +18,6 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "fenix_core"
-
-#: Modules of fenix_core.workflows that reach into the store's ORM rows
-#: today (the redesign's workflows see only fenix_core.contract).
-WORKFLOWS_USING_THE_SCHEMA = frozenset(
-    {
-        "fenix_core.workflows.base",
-        "fenix_core.workflows.constrained",
-        "fenix_core.workflows.controlled",
-        "fenix_core.workflows.lifecycle",
-        "fenix_core.workflows.rolling",
-    }
-)
-
-#: Import circles of today, each as the sorted modules it goes through.
-KNOWN_CIRCLES = frozenset(
-    {
-        ("fenix_core.workflows.base", "fenix_core.workflows.controlled"),
-        ("fenix_core.workflows.base", "fenix_core.workflows.lifecycle"),
-    }
-)
-
 
 def module_name(path: Path) -> str:
     parts = list(path.relative_to(ROOT).with_suffix("").parts)
@@ -76,8 +58,8 @@ def internal(module: str) -> set[str]:
 
 def test_the_parser_sees_known_imports() -> None:
     # guards the rules below against a parser that sees nothing
-    assert "fenix_core.workflows.base" in internal("fenix_core.plugins")  # from .workflows.base
-    assert "fenix_core.store.schema" in internal("fenix_core.runtime")  # from .store.schema
+    assert "fenix_core.contract" in internal("fenix_core.plugins")  # from .contract import
+    assert "fenix_core.store.schema" in internal("fenix_core.views")  # from .store.schema
     assert "pluggy" in GRAPH["fenix_core.plugins"]
 
 
@@ -89,18 +71,6 @@ def test_fenix_core_never_imports_the_cloud_plugins() -> None:
         for module, imports in GRAPH.items()
     }
     assert {m: i for m, i in offenders.items() if i} == {}
-
-
-def test_workflows_reach_the_schema_only_where_they_do_today() -> None:
-    users = {
-        module
-        for module in MODULES
-        if module.startswith("fenix_core.workflows.")
-        and "fenix_core.store.schema" in internal(module)
-    }
-    assert users <= WORKFLOWS_USING_THE_SCHEMA, sorted(users - WORKFLOWS_USING_THE_SCHEMA)
-    # a module that stopped using it must leave the list, so the list only shrinks
-    assert users == WORKFLOWS_USING_THE_SCHEMA, sorted(WORKFLOWS_USING_THE_SCHEMA - users)
 
 
 def test_workflows_never_import_the_engine_or_the_front_ends() -> None:
@@ -160,22 +130,8 @@ def circles() -> set[tuple[str, ...]]:
     return found
 
 
-def test_no_import_circles_but_the_known_one() -> None:
-    known = {m for circle in KNOWN_CIRCLES for m in circle}
-    for circle in circles():
-        assert set(circle) <= known, f"new import circle: {circle}"
-    direct = {
-        tuple(sorted((a, b))) for a in MODULES for b in internal(a) if a in internal(b) and a != b
-    }
-    assert direct == set(KNOWN_CIRCLES)
-
-
-@pytest.mark.parametrize("circle", sorted(KNOWN_CIRCLES))
-def test_each_known_circle_still_exists(circle: tuple[str, ...]) -> None:
-    # once the redesign breaks one, it must leave KNOWN_CIRCLES
-    a, b = circle
-    assert b in internal(a)
-    assert a in internal(b)
+def test_no_import_circles() -> None:
+    assert circles() == set()
 
 
 # ------------------------------------------------------------------ the redesign's packages
@@ -211,39 +167,14 @@ def test_the_ports_import_only_the_contract() -> None:
     }
 
 
-def test_todays_engine_does_not_use_the_new_packages_yet() -> None:
-    users = {
-        module
+def test_the_core_never_imports_the_front_ends_or_the_public_facade() -> None:
+    above = ("fenix_core.engine", "fenix_core.cli", "fenix_core.rest", "fenix_core.simulation")
+    found = {
+        module: sorted(m for m in internal(module) if m.startswith(above))
         for module in MODULES
-        if not module.startswith(("fenix_core.contract", "fenix_core.core"))
-        and any(m.startswith(("fenix_core.contract", "fenix_core.core")) for m in internal(module))
+        if module.startswith("fenix_core.core")
     }
-    # The engine builds a new session's rows with the core's pure factory, and
-    # today's runtime the rows that appear later with the same pure record
-    # builders (one copy each); the reply intake (core/replies.py) is wired
-    # into today's engine through its inbox adapter. Nothing else of today's
-    # engine uses the new packages before the cut-over, except the workflows
-    # written again on the contract, which live beside today's
-    # (fenix_core.workflows.v2) until the cut-over replaces them. Both
-    # engines call the one constraint service (core/constraint_service.py).
-    assert {u for u in users if not u.startswith("fenix_core.workflows.v2")} == {
-        "fenix_core.testing.contract",
-        "fenix_core.engine",
-        "fenix_core.runtime",
-        "fenix_core.reply_inbox",
-    }
-    new = ("fenix_core.contract", "fenix_core.core")
-    assert {m for m in internal("fenix_core.engine") if m.startswith(new)} == {
-        "fenix_core.core.busy_hosts",  # one rule for hosts held by running sessions
-        "fenix_core.core.constraint_service",
-        "fenix_core.core.factory",
-        "fenix_core.core.ports",  # the factory's NewSession, written by the engine
-        "fenix_core.core.records",
-        "fenix_core.core.replies",
-    }
-    assert {m for m in internal("fenix_core.runtime") if m.startswith(new)} == {
-        "fenix_core.core.records"
-    }
+    assert {m: i for m, i in found.items() if i} == {}
 
 
 #: What the workflows on the contract may import of fenix_core (plan §1).
@@ -261,9 +192,9 @@ V2_WORKFLOW_IMPORTS = (
 )
 
 
-def test_workflows_on_the_contract_import_no_engine_store_or_runtime() -> None:
-    found = [m for m in MODULES if m.startswith("fenix_core.workflows.v2")]
-    assert found, "no fenix_core.workflows.v2 modules found"
+def test_workflows_import_only_the_contract_and_pure_modules() -> None:
+    found = [m for m in MODULES if m.startswith("fenix_core.workflows")]
+    assert found, "no fenix_core.workflows modules found"
     for module in found:
         bad = sorted(
             m

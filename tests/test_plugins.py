@@ -11,8 +11,8 @@ from conftest import fill
 from fenix_core import ActionSpec, Engine, SessionRequest, hookimpl
 from fenix_core.errors import Conflict, FenixError, PluginError
 from fenix_core.testing import SimClock, SimulatedCloud, TimedAction
-from fenix_core.workflows import Workflow
-from fenix_core.workflows.rolling import RollingWorkflow
+from fenix_core.contract import SessionContext, Workflow
+from fenix_core.workflows import RollingWorkflow
 
 LAYOUT = {"cmp-0": [("vm-1", "p1", 2)], "cmp-1": []}
 
@@ -23,9 +23,9 @@ class Careful(RollingWorkflow):
     name = "careful"
     starts = 0
 
-    def start(self) -> None:
+    def start(self, ctx: SessionContext) -> None:
         type(self).starts += 1
-        super().start()
+        super().start(ctx)
 
 
 class CarefulPlugin:
@@ -123,7 +123,7 @@ def test_timed_action_without_a_state_file_says_why_it_cannot_resume(
 class HalfDone(Workflow):
     name = "half-done"
 
-    def advance(self) -> None:
+    def advance(self, ctx: SessionContext) -> None:
         """No start(): the engine could never begin a session with it."""
 
 
@@ -135,7 +135,7 @@ class NotAWorkflow:
     ("provided", "message"),
     [
         (HalfDone, "workflow does not implement start"),
-        (NotAWorkflow, "a workflow must be a subclass of Workflow"),
+        (NotAWorkflow, "a workflow must be a subclass of fenix_core.contract.Workflow"),
     ],
 )
 def test_unusable_workflow_plugins_are_refused_when_the_engine_starts(

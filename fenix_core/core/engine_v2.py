@@ -76,7 +76,6 @@ from ..model import (
     _str,
 )
 from ..operations import OperationRunner
-from ..plan_preview import preview
 from ..plugins import Plugins
 from ..reply_inbox import SqlReplyFacts, SqlReplyInbox
 from ..signals import SIGNALS, maintenance_host
@@ -224,8 +223,10 @@ class CoreEngine:
     The arguments mean what they mean for today's Engine; ``plugins`` give
     the cloud driver, the actions and the gates."""
 
-    #: The previewer of engines given none (as today's Engine's).
-    default_previewer: ClassVar[approval.Previewer | None] = preview
+    #: The previewer of engines given none; ``fenix_core/__init__.py`` sets
+    #: it (the preview runs an engine of its own: importing it here would
+    #: make an import circle).
+    default_previewer: ClassVar[approval.Previewer | None] = None
 
     def __init__(
         self,

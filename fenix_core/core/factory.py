@@ -26,7 +26,7 @@ from ..hookspecs import ConstraintSource, HostGuard
 from ..model import Host, Instance, SessionRequest
 from ..operations import cloud_constraints_dict
 from ..states import HostState, InstanceAction, InstanceState, SessionState
-from ..workflows.lifecycle import capacity_shortfall, check_request
+from ..scope_check import capacity_shortfall, check_request
 from .ports import NewSession
 from .records import (
     HOST_COLUMNS,

@@ -1,5 +1,6 @@
-"""Workflows: the rolling (Fenix default) workflow, and the base class to write others."""
+"""The built-in workflows, written on the workflow contract
+(:mod:`fenix_core.contract`; see docs/plugins.md)."""
 
-from .base import Workflow
+from .v2 import ConstrainedWorkflow, DecommissionWorkflow, RollingWorkflow
 
-__all__ = ["Workflow"]
+__all__ = ["ConstrainedWorkflow", "DecommissionWorkflow", "RollingWorkflow"]
