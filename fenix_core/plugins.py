@@ -10,10 +10,10 @@ from typing import TypeVar
 import pluggy
 
 from .clock import Clock
+from .contract import Workflow
 from .errors import PluginError
 from .gates import BuiltinGates
 from .hookspecs import PROJECT_NAME, Action, CloudDriver, Gate, _Specs, hookimpl
-from .contract import Workflow
 
 __all__ = ["ENTRY_POINT_GROUP", "Plugins"]
 

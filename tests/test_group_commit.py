@@ -24,9 +24,9 @@ import pytest
 from sqlalchemy.exc import OperationalError
 
 from fenix_core import ActionSpec, Engine, SessionRequest, signals
+from fenix_core.core.reply_inbox import SqlReplyInbox
 from fenix_core.errors import Conflict, InvalidInput, NotFound
 from fenix_core.model import Reply
-from fenix_core.reply_inbox import SqlReplyInbox
 from fenix_core.testing import SimClock, SimulatedCloud, TimedAction
 from fenix_core.testing.seams import queued_replies, step_in_progress
 

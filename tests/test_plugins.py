@@ -9,9 +9,9 @@ import pytest
 from conftest import fill
 
 from fenix_core import ActionSpec, Engine, SessionRequest, hookimpl
+from fenix_core.contract import SessionContext, Workflow
 from fenix_core.errors import Conflict, FenixError, PluginError
 from fenix_core.testing import SimClock, SimulatedCloud, TimedAction
-from fenix_core.contract import SessionContext, Workflow
 from fenix_core.workflows import RollingWorkflow
 
 LAYOUT = {"cmp-0": [("vm-1", "p1", 2)], "cmp-1": []}

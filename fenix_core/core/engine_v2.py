@@ -48,7 +48,7 @@ import uuid
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 from sqlalchemy import bindparam, delete, insert, select
 from sqlalchemy.engine import Engine as SAEngine
@@ -77,7 +77,6 @@ from ..model import (
 )
 from ..operations import OperationRunner
 from ..plugins import Plugins
-from ..reply_inbox import SqlReplyFacts, SqlReplyInbox
 from ..signals import SIGNALS, maintenance_host
 from ..states import FINAL_SESSION_STATES, HostState, InstanceState
 from ..store.database import migrate, open_database
@@ -98,6 +97,7 @@ from .poller import SqlDbPoller
 from .ports import NewSession, OutboxRec, WorkingSetLike
 from .records import HOST_COLUMNS, INSTANCE_COLUMNS, PROJECT_COLUMNS, SESSION_COLUMNS
 from .replies import ProjectFacts, ReplyFacts, ReplyIntake
+from .reply_inbox import SqlReplyFacts, SqlReplyInbox
 from .runner import CoreRunner
 from .sql_store import SqlSessionStore
 from .stepper import Stepper
@@ -386,7 +386,7 @@ class CoreEngine:
             self._store.close()
             self._db.dispose()
 
-    def __enter__(self) -> CoreEngine:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *_exc: object) -> None:

@@ -25,8 +25,8 @@ from ..errors import CloudError, Conflict, FenixError, InvalidInput
 from ..hookspecs import ConstraintSource, HostGuard
 from ..model import Host, Instance, SessionRequest
 from ..operations import cloud_constraints_dict
-from ..states import HostState, InstanceAction, InstanceState, SessionState
 from ..scope_check import capacity_shortfall, check_request
+from ..states import HostState, InstanceAction, InstanceState, SessionState
 from .ports import NewSession
 from .records import (
     HOST_COLUMNS,

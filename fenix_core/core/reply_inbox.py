@@ -1,4 +1,4 @@
-"""Today's inbox table behind ReplyIntake (fenix_core/core/replies.py).
+"""The inbox table behind ReplyIntake (fenix_core/core/replies.py).
 
 What a reply is checked against, read from the session's rows in the
 transaction that writes the reply (the check of a session this engine does
@@ -14,13 +14,12 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from sqlalchemy import bindparam, insert, or_, select
 from sqlalchemy.engine import Connection
 
-from .core.ports import WorkingSetLike
-from .core.replies import AcceptedReply, ProjectFacts, ReplyFacts
-from .errors import NotFound
-from .states import InstanceState
-from .store.schema import InboxRow, InstanceRow, ProjectRow, SessionRow
+from ..errors import NotFound
+from ..states import InstanceState
+from ..store.schema import InboxRow, InstanceRow, ProjectRow, SessionRow
+from .replies import AcceptedReply, ProjectFacts
 
-__all__ = ["SqlReplyFacts", "SqlReplyInbox", "UnheldSink"]
+__all__ = ["SqlReplyFacts", "SqlReplyInbox"]
 
 _PENDING_REPLY = (
     select(InboxRow.id)
@@ -118,22 +117,3 @@ class SqlReplyInbox:
                 for r in rows
             ],
         )
-
-
-class UnheldSink:
-    """The ReplySink of today's engine: it keeps no working set between
-    steps, so every reply is checked in the database; a recorded reply wakes
-    the step loop."""
-
-    def __init__(self, wake: Callable[[], None]) -> None:
-        self._wake = wake
-
-    def held(self, session_id: str) -> None:
-        return None
-
-    def wake(self, session_id: str) -> None:
-        self._wake()
-
-    @staticmethod
-    def facts_of(working_set: WorkingSetLike) -> ReplyFacts:
-        raise AssertionError(f"no working set is held (asked for {working_set.session_id})")
