@@ -225,8 +225,10 @@ def engine() -> Iterator[Engine]:
 @pytest.fixture(scope="module")
 def known_upper() -> set[str]:
     names = state_values() | code_words() | api_environment()
-    # Replies: ACK_x / NACK_x of a notification state (IN_SCALE is an alias).
-    return names | {f"{prefix}_{name}" for name in names for prefix in ("ACK", "NACK")}
+    # Replies: ACK_x / NACK_x of a notification state (IN_SCALE is an alias);
+    # DEFAULT_x: a project's state when the reply policy acted for it.
+    prefixes = ("ACK", "NACK", "DEFAULT")
+    return names | {f"{prefix}_{name}" for name in names for prefix in prefixes}
 
 
 def test_the_checks_catch_planted_stale_names(engine: Engine, known_upper: set[str]) -> None:
