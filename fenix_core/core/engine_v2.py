@@ -357,7 +357,7 @@ class CoreEngine:
 
     def lease_holder(self, session_id: str) -> tuple[str, datetime] | None:
         """The worker holding a live lease on the session and when that lease
-        expires (aware UTC, on :attr:`lease_clock`), or None when no worker
+        expires (aware UTC, on ``lease_clock``), or None when no worker
         does; NotFound for an unknown session (as Engine.lease_holder)."""
         if not isinstance(session_id, str):
             raise InvalidInput("session_id", f"expected a string, got {type(session_id).__name__}")
