@@ -30,12 +30,10 @@ workflow hears of it (:mod:`~fenix_core.core.listings`), and HOST_ADDED /
 HOST_REMOVED go out from ``host_changes`` as today's engine sends them.
 Constraints go through the :class:`~fenix_core.core.constraint_service.ConstraintService`
 today's Engine uses too; a change makes every held session decide again.
-``controls.escalation`` "wait_and_notify" renews stuck work (:mod:`.stuck`).
-
-Not yet here (today's Engine has them): the session view's ``stuck`` list
-(nothing records stuck work for it yet). Reply deadlines are the workflow's
-timers; the notices' ``reply_at`` is the same instant
-(``WorkingSetAdapter.ask_project``).
+``controls.escalation`` "wait_and_notify" renews stuck work, and the session
+view's ``stuck`` list is read from the operation records (:mod:`.stuck`).
+Reply deadlines are the workflow's timers; the notices' ``reply_at`` is the
+same instant (``WorkingSetAdapter.ask_project``).
 """
 
 from __future__ import annotations
@@ -493,7 +491,8 @@ class CoreEngine:
         with self._lock:
             ws = self._working_set(session_id)
             ignored = self._constraints.contradicted(session_id, _cloud_groups(ws))
-            return views.session_view(ws, self.clock.now(), ignored)
+            handled = views.timed_out_ops(self._db, session_id)
+            return views.session_view(ws, self.clock.now(), ignored, handled)
 
     def list_sessions(self) -> list[SessionView]:
         """Every session, oldest first."""

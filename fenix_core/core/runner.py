@@ -488,7 +488,8 @@ class CoreRunner:
                     wakes.append(now)
                 continue
             if op.status == OpStatus.RUNNING.value and op.next_poll is not None:
-                wakes.append(op.next_poll)
+                # Its deadline too: a plug-in's ``retry_after`` may reach past it.
+                wakes += [w for w in (op.next_poll, op.deadline) if w is not None]
             else:
                 wakes.append(now)
         return min(wakes) if wakes else None

@@ -8,7 +8,10 @@ The session and project views are built by today's builders
 builders read under the same names; what today's session ``data`` held for
 them comes from the records now: pause and the current wait from the host
 pipeline's component, the start and finish of each host from its
-``started_at`` / ``finished_at``, skipped hosts from their state.
+``started_at`` / ``finished_at``, skipped hosts from their state, stuck
+work from the operation records (:func:`~fenix_core.core.stuck.stuck_work`:
+the working set's, and the handled ones that failed by their deadline,
+which only the operations table keeps).
 """
 
 from __future__ import annotations
@@ -22,12 +25,14 @@ from sqlalchemy import or_, select
 from sqlalchemy.engine import Engine as SAEngine
 
 from ..contract import OpKind, OpStatus
+from ..controls import STUCK_KIND_OF_OPERATION, Controls
 from ..model import IgnoredConstraint, OperationView, ProjectView, SessionView
 from ..states import HostState
 from ..store.schema import OperationRow, OutboxRow, SessionClockRow, SessionRow
 from ..views import build_operation_view, build_project_view, build_session_view
 from .admin import pipeline_state
-from .working_set import WorkingSet
+from .stuck import TIMED_OUT, stuck_work
+from .working_set import OpRec, WorkingSet
 from .ws_port import SESSION_COMPONENT
 
 __all__ = [
@@ -38,6 +43,7 @@ __all__ = [
     "session_ids",
     "session_view",
     "stored_wakes",
+    "timed_out_ops",
 ]
 
 _MOVES = (OpKind.MOVE.value, OpKind.WATCH.value)
@@ -89,15 +95,39 @@ def _stored(ws: WorkingSet) -> _StoredSession:
 
 
 def session_view(
-    ws: WorkingSet, now: datetime, ignored: Sequence[IgnoredConstraint] = ()
+    ws: WorkingSet,
+    now: datetime,
+    ignored: Sequence[IgnoredConstraint] = (),
+    handled: Sequence[OpRec] = (),
 ) -> SessionView:
     """``get_session``'s view of a working set (as committed); ``ignored``:
-    the stored constraints the cloud contradicts."""
+    the stored constraints the cloud contradicts; ``handled``: the session's
+    handled operations that failed by their deadline (:func:`timed_out_ops`)."""
     hosts = sorted(ws.hosts.values(), key=lambda h: h.position)
     projects = list(ws.projects.values())
+    ops = {op.key: op for op in handled} | ws.ops
+    controls = Controls.from_dict(ws.session.request.get("controls"))
+    stuck = stuck_work(ops.values(), controls)
     # The records have the row's attribute names (see the module docstring).
     row: Any = _stored(ws)
-    return build_session_view(row, hosts, projects, now, ignored)  # type: ignore[arg-type]
+    return build_session_view(row, hosts, projects, now, ignored, stuck)  # type: ignore[arg-type]
+
+
+def timed_out_ops(db: SAEngine, session_id: str) -> list[OpRec]:
+    """The session's handled operations of the kinds that can be stuck
+    that failed with a timeout (the working set holds no handled ones)."""
+    o = OperationRow
+    with db.connect() as connection:
+        rows = connection.execute(
+            select(*(getattr(o, f) for f in OpRec.FIELDS)).where(
+                o.session_id == session_id,
+                o.handled.is_(True),
+                o.status == OpStatus.FAILED.value,
+                o.kind.in_(tuple(STUCK_KIND_OF_OPERATION)),
+                o.detail.startswith(TIMED_OUT, autoescape=True),
+            )
+        ).all()
+    return [OpRec(*r) for r in rows]
 
 
 def project_view(ws: WorkingSet, project_id: str) -> ProjectView | None:
