@@ -9,10 +9,10 @@ import pytest
 from conftest import fill
 
 from fenix_core import ActionSpec, Engine, SessionRequest, hookimpl
+from fenix_core.contract import SessionContext, Workflow
 from fenix_core.errors import Conflict, FenixError, PluginError
 from fenix_core.testing import SimClock, SimulatedCloud, TimedAction
-from fenix_core.workflows import Workflow
-from fenix_core.workflows.rolling import RollingWorkflow
+from fenix_core.workflows.v2.rolling import RollingWorkflow
 
 LAYOUT = {"cmp-0": [("vm-1", "p1", 2)], "cmp-1": []}
 
@@ -23,9 +23,9 @@ class Careful(RollingWorkflow):
     name = "careful"
     starts = 0
 
-    def start(self) -> None:
+    def start(self, ctx: SessionContext) -> None:
         type(self).starts += 1
-        super().start()
+        super().start(ctx)
 
 
 class CarefulPlugin:

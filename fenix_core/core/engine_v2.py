@@ -823,10 +823,13 @@ class CoreEngine:
         another worker holds a live lease on are not counted)."""
         with self._lock:
             held, queue = self._stepper.held_ids(), self._stepper.queue
+            parked = self._stepper.parked_ids()
             stored = None
             for sid, wake in views.stored_wakes(
-                self._db, self.worker_id, self.lease_clock.now(), len(held) + 1
+                self._db, self.worker_id, self.lease_clock.now(), len(held) + len(parked) + 1
             ):
+                if sid in parked:
+                    continue  # this engine cannot step it
                 if sid not in held:
                     stored = wake
                     break
@@ -840,10 +843,14 @@ class CoreEngine:
 
         A session this engine does not hold (created by another process, or
         left by one that died) is claimed first; FenixError if it cannot be
-        (another live worker holds it)."""
+        (another live worker holds it), or if no plug-in of this engine
+        provides its workflow (the engine leaves it as it is)."""
         claimed = False
         while True:
             self.run_until_idle()
+            why = self._stepper.parked(session_id)
+            if why is not None:
+                raise FenixError(f"session {session_id} {why}", session_id=session_id)
             if self._stepper.held(session_id) is None:
                 if self._finished(session_id):
                     return self.get_session(session_id)
