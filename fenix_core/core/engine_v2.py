@@ -463,6 +463,11 @@ class CoreEngine:
         read = self._read_cloud(req, drop_gone=True)
         changes = self._approvals.changes(record, read)
         now = self.clock.now()
+        with self._lock:
+            # The cloud as read now is the inventory's too (as at create_session):
+            # a host gone before the approval is not a removal during the run.
+            self._host_changes += self._inventory.sync(read.hosts, now=now, session_id=session_id)
+            self._deliver_host_changes()
         if changes:
             plan = self._approvals.plan(req, read, changes)
             new = self._factory.records(
@@ -548,7 +553,8 @@ class CoreEngine:
         _str(reason, "reason")
         with self._lock:
             self._require_session(session_id)
-            self._admin.cancel(session_id, reason)
+            if not self._approval_store.cancel(session_id, reason, self.clock.now()):
+                self._admin.cancel(session_id, reason)
         return self._changed(session_id)
 
     def update_session(
@@ -569,7 +575,12 @@ class CoreEngine:
             raise InvalidInput("update", "nothing to change: give maintenance_at or retry")
         with self._lock:
             self._require_session(session_id)
-            self._admin.update(session_id, upd)
+            now = self.clock.now()
+            awaiting = not upd.retry and self._approval_store.reschedule(
+                session_id, upd.maintenance_at, now
+            )
+            if not awaiting:
+                self._admin.update(session_id, upd)
         return self._changed(session_id)
 
     def delete_session(self, session_id: str) -> None:
@@ -836,6 +847,9 @@ class CoreEngine:
                 if sid not in queue:  # held, nothing scheduled, yet due in the database
                     self._stepper.reload_at(sid, wake)
             mine = self._stepper.next_wake()
+            if self._stepper.next_poll() is None:
+                # Not polled yet: what the first poll would find is ``stored``.
+                mine = queue.next_wake()
         return min((w for w in (mine, stored) if w is not None), default=None)
 
     def run_until_done(self, session_id: str) -> SessionView:
