@@ -859,6 +859,8 @@ class CoreEngine:
         left by one that died) is claimed first; FenixError if it cannot be
         (another live worker holds it), or if no plug-in of this engine
         provides its workflow (the engine leaves it as it is)."""
+        with self._lock:
+            self._require_session(session_id)
         claimed = False
         while True:
             self.run_until_idle()
