@@ -46,7 +46,7 @@ import uuid
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 from sqlalchemy import bindparam, delete, insert, select
 from sqlalchemy.engine import Engine as SAEngine
@@ -497,7 +497,8 @@ class CoreEngine:
             ws = self._working_set(session_id)
             ignored = self._constraints.contradicted(session_id, _cloud_groups(ws))
             handled = views.timed_out_ops(self._db, session_id)
-            return views.session_view(ws, self.clock.now(), ignored, handled)
+            held = cast(WorkingSet | None, self._stepper.held(session_id))
+            return views.session_view(ws, self.clock.now(), ignored, handled, held)
 
     def list_sessions(self) -> list[SessionView]:
         """Every session, oldest first."""
