@@ -46,7 +46,7 @@ import uuid
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
-from typing import Any, ClassVar, cast
+from typing import Any, ClassVar, Self, cast
 
 from sqlalchemy import bindparam, delete, insert, select
 from sqlalchemy.engine import Engine as SAEngine
@@ -383,7 +383,7 @@ class CoreEngine:
             self._store.close()
             self._db.dispose()
 
-    def __enter__(self) -> CoreEngine:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *_exc: object) -> None:
