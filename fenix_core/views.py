@@ -136,7 +136,9 @@ def build_session_view(
     projects: Sequence[ProjectRow],
     now: datetime | None = None,
     ignored: Sequence[IgnoredConstraint] = (),
+    stuck: Sequence[StuckWork] | None = None,
 ) -> SessionView:
+    """``stuck``: the session's stuck work, if not kept in ``row.data``."""
     data = row.data or {}
     final = row.state in {s.value for s in FINAL_SESSION_STATES}
     return SessionView(
@@ -164,7 +166,7 @@ def build_session_view(
         request=dict(row.request),
         paused=bool(data.get("paused")) and not final,
         waiting=_waiting(row, final),
-        stuck=_stuck(row),
+        stuck=_stuck(row) if stuck is None else tuple(stuck),
         progress=build_progress(row, hosts, now or row.updated_at),
         ignored_constraints=tuple(ignored),
         approval=build_approval_view(data.get("approval")),

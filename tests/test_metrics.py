@@ -14,7 +14,7 @@ from sqlalchemy import select
 from fenix_core import Engine
 from fenix_core.clock import SimClock
 from fenix_core.metrics import EngineCollector, waiting_reason
-from fenix_core.store.schema import OutboxRow
+from fenix_core.store.schema import OutboxRow, SessionClockRow
 from fenix_core.testing import ScriptedManager, SimulatedCloud
 
 
@@ -154,10 +154,14 @@ def test_outbox_depth_and_lag_of_undelivered_notifications(
     ScriptedManager(engine, "pa", cloud=fenix_cloud, action="LIVE_MIGRATE")
     sid = engine.run_until_done(engine.create_session({"hosts": ["cmp-0"]})).session_id
     with engine.transaction() as orm:
-        rows = orm.scalars(select(OutboxRow).where(OutboxRow.session_id == sid)).all()
-        for row in rows[:2]:
-            row.delivered_at = None
-        written = min(r.created_at for r in rows[:2])
+        rows = orm.scalars(
+            select(OutboxRow).where(OutboxRow.session_id == sid).order_by(OutboxRow.seq)
+        ).all()
+        # Delivered is at or below the session's watermark: the last two are not.
+        clock_row = orm.get(SessionClockRow, sid)
+        assert clock_row is not None
+        clock_row.delivered_seq = rows[-3].seq
+        written = min(r.created_at for r in rows[-2:])
     assert engine.outbox_backlog() == (2, written)
     fenix_clock.advance(300)
     registry = CollectorRegistry()

@@ -113,6 +113,33 @@ class SqlApprovals:
             self._write_body(db, session_id, {**body, "approval": dict(record)})
             db.execute(_WAKE, {"b_id": session_id, "b_now": now})
 
+    def cancel(self, session_id: str, reason: str, now: datetime) -> bool:
+        """End a session that awaits approval (MAINTENANCE_CANCELLED): it
+        never ran, so nothing winds down. False if it does not await approval."""
+        with self.database.begin() as db:
+            done = db.execute(
+                update(SESSIONS)
+                .where(SESSIONS.c.id == session_id, SESSIONS.c.state == _AWAITING)
+                .values(
+                    state=SessionState.MAINTENANCE_CANCELLED.value,
+                    reason=reason,
+                    finished_at=now,
+                    updated_at=now,
+                )
+            )
+            return done.rowcount == 1
+
+    def reschedule(self, session_id: str, when: datetime | None, now: datetime) -> bool:
+        """Move the start of a session that awaits approval (nothing is due
+        until it is approved). False if it does not await approval."""
+        with self.database.begin() as db:
+            done = db.execute(
+                update(SESSIONS)
+                .where(SESSIONS.c.id == session_id, SESSIONS.c.state == _AWAITING)
+                .values(maintenance_at=when, updated_at=now)
+            )
+            return done.rowcount == 1
+
     def _lock(
         self, db: Connection, session_id: str, plan_id: str, state: str, now: datetime
     ) -> dict[str, Any]:

@@ -30,12 +30,10 @@ workflow hears of it (:mod:`~fenix_core.core.listings`), and HOST_ADDED /
 HOST_REMOVED go out from ``host_changes`` as today's engine sends them.
 Constraints go through the :class:`~fenix_core.core.constraint_service.ConstraintService`
 today's Engine uses too; a change makes every held session decide again.
-``controls.escalation`` "wait_and_notify" renews stuck work (:mod:`.stuck`).
-
-Not yet here (today's Engine has them): the session view's ``stuck`` list
-(nothing records stuck work for it yet). Reply deadlines are the workflow's
-timers; the notices' ``reply_at`` is the same instant
-(``WorkingSetAdapter.ask_project``).
+``controls.escalation`` "wait_and_notify" renews stuck work, and the session
+view's ``stuck`` list is read from the operation records (:mod:`.stuck`).
+Reply deadlines are the workflow's timers; the notices' ``reply_at`` is the
+same instant (``WorkingSetAdapter.ask_project``).
 """
 
 from __future__ import annotations
@@ -48,7 +46,7 @@ import uuid
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Self, cast
 
 from sqlalchemy import bindparam, delete, insert, select
 from sqlalchemy.engine import Engine as SAEngine
@@ -466,6 +464,11 @@ class CoreEngine:
         read = self._read_cloud(req, drop_gone=True)
         changes = self._approvals.changes(record, read)
         now = self.clock.now()
+        with self._lock:
+            # The cloud as read now is the inventory's too (as at create_session):
+            # a host gone before the approval is not a removal during the run.
+            self._host_changes += self._inventory.sync(read.hosts, now=now, session_id=session_id)
+            self._deliver_host_changes()
         if changes:
             plan = self._approvals.plan(req, read, changes)
             new = self._factory.records(
@@ -494,7 +497,9 @@ class CoreEngine:
         with self._lock:
             ws = self._working_set(session_id)
             ignored = self._constraints.contradicted(session_id, _cloud_groups(ws))
-            return views.session_view(ws, self.clock.now(), ignored)
+            handled = views.timed_out_ops(self._db, session_id)
+            held = cast(WorkingSet | None, self._stepper.held(session_id))
+            return views.session_view(ws, self.clock.now(), ignored, handled, held)
 
     def list_sessions(self) -> list[SessionView]:
         """Every session, oldest first."""
@@ -550,7 +555,8 @@ class CoreEngine:
         _str(reason, "reason")
         with self._lock:
             self._require_session(session_id)
-            self._admin.cancel(session_id, reason)
+            if not self._approval_store.cancel(session_id, reason, self.clock.now()):
+                self._admin.cancel(session_id, reason)
         return self._changed(session_id)
 
     def update_session(
@@ -571,7 +577,12 @@ class CoreEngine:
             raise InvalidInput("update", "nothing to change: give maintenance_at or retry")
         with self._lock:
             self._require_session(session_id)
-            self._admin.update(session_id, upd)
+            now = self.clock.now()
+            awaiting = not upd.retry and self._approval_store.reschedule(
+                session_id, upd.maintenance_at, now
+            )
+            if not awaiting:
+                self._admin.update(session_id, upd)
         return self._changed(session_id)
 
     def delete_session(self, session_id: str) -> None:
@@ -825,16 +836,22 @@ class CoreEngine:
         another worker holds a live lease on are not counted)."""
         with self._lock:
             held, queue = self._stepper.held_ids(), self._stepper.queue
+            parked = self._stepper.parked_ids()
             stored = None
             for sid, wake in views.stored_wakes(
-                self._db, self.worker_id, self.lease_clock.now(), len(held) + 1
+                self._db, self.worker_id, self.lease_clock.now(), len(held) + len(parked) + 1
             ):
+                if sid in parked:
+                    continue  # this engine cannot step it
                 if sid not in held:
                     stored = wake
                     break
                 if sid not in queue:  # held, nothing scheduled, yet due in the database
                     self._stepper.reload_at(sid, wake)
             mine = self._stepper.next_wake()
+            if self._stepper.next_poll() is None:
+                # Not polled yet: what the first poll would find is ``stored``.
+                mine = queue.next_wake()
         return min((w for w in (mine, stored) if w is not None), default=None)
 
     def run_until_done(self, session_id: str) -> SessionView:
@@ -842,10 +859,16 @@ class CoreEngine:
 
         A session this engine does not hold (created by another process, or
         left by one that died) is claimed first; FenixError if it cannot be
-        (another live worker holds it)."""
+        (another live worker holds it), or if no plug-in of this engine
+        provides its workflow (the engine leaves it as it is)."""
+        with self._lock:
+            self._require_session(session_id)
         claimed = False
         while True:
             self.run_until_idle()
+            why = self._stepper.parked(session_id)
+            if why is not None:
+                raise FenixError(f"session {session_id} {why}", session_id=session_id)
             if self._stepper.held(session_id) is None:
                 if self._finished(session_id):
                     return self.get_session(session_id)

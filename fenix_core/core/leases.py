@@ -159,6 +159,16 @@ class SqlLeaseKeeper:
         """Forget a lease the store found taken over (a fenced-out write)."""
         self._held.pop(session_id, None)
 
+    def release(self, session_id: str) -> None:
+        """Give up this worker's lease on ``session_id`` (if it holds it)."""
+        self._held.pop(session_id, None)
+        with self._db.begin() as connection:
+            connection.execute(
+                update(self._table)
+                .where(self._key == session_id, self._table.c.lease_owner == self.owner)
+                .values(lease_owner=None, lease_expires=None)
+            )
+
     def release_all(self) -> None:
         """Give up every lease this worker holds (the tokens stay: they only grow)."""
         self._held.clear()

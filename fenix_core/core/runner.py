@@ -48,7 +48,6 @@ from ..contract import (
     Watch,
     Workflow,
 )
-from ..errors import FenixError
 from ..inventory import host_from_dict
 from ..model import Host
 from ..states import HostState, SessionState, normalize_reply_state
@@ -64,7 +63,7 @@ from .listings import (
 )
 from .operations import CoreOperations
 from .ports import WorkingSetLike
-from .stepper import StepFrame, StepOutcome
+from .stepper import StepFrame, StepOutcome, Unrunnable
 from .stuck import wait_longer
 from .working_set import InboxRec, OpRec, WorkingSet
 from .ws_port import Steering, WorkingSetAdapter, op_of
@@ -173,7 +172,7 @@ class CoreRunner:
     def workflow(self, name: str) -> Workflow:
         found = self._workflows.get(name)
         if found is None:
-            raise FenixError(f"no contract workflow named {name!r} is registered")
+            raise Unrunnable(f"uses a workflow that no plug-in of this engine provides: {name!r}")
         return found
 
     # ------------------------------------------------------------------ the step
@@ -488,7 +487,8 @@ class CoreRunner:
                     wakes.append(now)
                 continue
             if op.status == OpStatus.RUNNING.value and op.next_poll is not None:
-                wakes.append(op.next_poll)
+                # Its deadline too: a plug-in's ``retry_after`` may reach past it.
+                wakes += [w for w in (op.next_poll, op.deadline) if w is not None]
             else:
                 wakes.append(now)
         return min(wakes) if wakes else None

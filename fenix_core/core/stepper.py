@@ -19,6 +19,7 @@ neither the store, nor the lease keeper, nor the poller.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Collection, Sequence
 from datetime import datetime, timedelta
 from typing import Protocol, TypeAlias, cast
@@ -26,12 +27,24 @@ from typing import Protocol, TypeAlias, cast
 import attrs
 
 from ..clock import Clock
+from ..errors import FenixError
 from ..store.leases import LeaseLost
 from .due import DbPoller, DueQueue
 from .outbox import Outbox, OutboxSource
 from .ports import Fence, LeaseKeeper, SessionStore, StepWrite, WorkingSetLike
 
-__all__ = ["LoadedSet", "RunStep", "StepFrame", "StepOutcome", "StepRunner", "Stepper"]
+__all__ = [
+    "LoadedSet", "RunStep", "StepFrame", "StepOutcome", "StepRunner", "Stepper", "Unrunnable",
+]  # fmt: skip
+
+log = logging.getLogger(__name__)
+
+
+class Unrunnable(FenixError):
+    """This engine cannot step the session (no plug-in of it provides its
+    workflow). The stepper lets it go as it is, releases its lease and
+    leaves it alone for the engine's lifetime; an engine that can run it
+    takes it."""
 
 
 class LoadedSet(WorkingSetLike, Protocol):
@@ -124,6 +137,8 @@ class Stepper:
         # Session id -> what this engine delivered of a session it let go
         # without writing that watermark (fenced out, or reloaded).
         self._sent: dict[str, int] = {}
+        # Session id -> why this engine cannot step it (Unrunnable).
+        self._parked: dict[str, str] = {}
 
     # ------------------------------------------------------------ wake-ups
 
@@ -140,6 +155,14 @@ class Stepper:
     def held(self, session_id: str) -> WorkingSetLike | None:
         """The working set of a session this engine holds (replies validate on it)."""
         return self._held.get(session_id)
+
+    def parked(self, session_id: str) -> str | None:
+        """Why this engine cannot step ``session_id`` (None: it can)."""
+        return self._parked.get(session_id)
+
+    def parked_ids(self) -> Collection[str]:
+        """The sessions this engine leaves alone (a live view)."""
+        return self._parked.keys()
 
     def held_ids(self) -> Collection[str]:
         """The sessions this engine holds (a live view)."""
@@ -174,7 +197,7 @@ class Stepper:
     def step(self) -> int:
         """Step every session due now, once each; return how many committed."""
         now = self._clock.now()
-        due = self.queue.pop_due(now)
+        due = [sid for sid in self.queue.pop_due(now) if sid not in self._parked]
         polled_at = self._lease_clock.now()
         if self._poller is not None and (self._next_poll is None or self._next_poll <= polled_at):
             self._next_poll = polled_at + self._poll_every
@@ -182,7 +205,7 @@ class Stepper:
             # A held session with a wake-up in the queue waits for it: its
             # stored next_wake may be conservative (operations just started).
             for sid in self._poller.poll(now):
-                if sid in seen or (sid in self._held and sid in self.queue):
+                if sid in seen or sid in self._parked or (sid in self._held and sid in self.queue):
                     continue
                 if sid in self._held:
                     self.reload_at(sid, now)  # changed where this copy cannot see
@@ -195,8 +218,11 @@ class Stepper:
         for session_id in due:
             if session_id not in self._held and session_id not in fences:
                 continue  # another worker holds it
-            if self._step_one(session_id, now):
-                stepped += 1
+            try:
+                if self._step_one(session_id, now):
+                    stepped += 1
+            except Unrunnable:
+                continue  # parked: the others go on
         return stepped
 
     def step_now(
@@ -269,6 +295,12 @@ class Stepper:
             # poll claims it back at once and the step reloads it).
             self._next_poll = None
             return False
+        except Unrunnable as error:
+            self._let_go(session_id)
+            self._leases.release(session_id)
+            self._parked[session_id] = str(error)
+            log.error("session %s left as it is: %s", session_id, error)
+            raise
         except BaseException:
             # The step did not commit: its in-memory changes are void.
             self._let_go(session_id)

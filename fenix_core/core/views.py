@@ -8,12 +8,15 @@ The session and project views are built by today's builders
 builders read under the same names; what today's session ``data`` held for
 them comes from the records now: pause and the current wait from the host
 pipeline's component, the start and finish of each host from its
-``started_at`` / ``finished_at``, skipped hosts from their state.
+``started_at`` / ``finished_at``, skipped hosts from their state, stuck
+work from the operation records (:func:`~fenix_core.core.stuck.stuck_work`:
+the working set's, and the handled ones that failed by their deadline,
+which only the operations table keeps).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -22,12 +25,15 @@ from sqlalchemy import or_, select
 from sqlalchemy.engine import Engine as SAEngine
 
 from ..contract import OpKind, OpStatus
+from ..controls import STUCK_KIND_OF_OPERATION, Controls
 from ..model import IgnoredConstraint, OperationView, ProjectView, SessionView
 from ..states import HostState
 from ..store.schema import OperationRow, OutboxRow, SessionClockRow, SessionRow
 from ..views import build_operation_view, build_project_view, build_session_view
 from .admin import pipeline_state
-from .working_set import WorkingSet
+from .pipeline import PipelineState
+from .stuck import TIMED_OUT, stuck_work
+from .working_set import OpRec, WorkingSet
 from .ws_port import SESSION_COMPONENT
 
 __all__ = [
@@ -38,6 +44,7 @@ __all__ = [
     "session_ids",
     "session_view",
     "stored_wakes",
+    "timed_out_ops",
 ]
 
 _MOVES = (OpKind.MOVE.value, OpKind.WATCH.value)
@@ -64,15 +71,32 @@ def _iso(value: datetime | None) -> str | None:
     return None if value is None else value.isoformat()
 
 
-def _stored(ws: WorkingSet) -> _StoredSession:
+def _waiting(pipe: PipelineState, ops: Iterable[OpRec]) -> str | None:
+    """What the session waits for; for a gate, the gate's latest word (its
+    running check's detail in ``ops``, e.g. "answered 503, expected 200")."""
+    if pipe.gate_running and pipe.gate_host and (pipe.waiting_cause or "").startswith("gate:"):
+        for op in ops:
+            params = op.params or {}
+            if (
+                op.kind == OpKind.GATE.value
+                and op.status == OpStatus.RUNNING.value
+                and params.get("host") == pipe.gate_host
+                and op.detail
+            ):
+                return f"gate {params.get('gate')} before {pipe.gate_host}: {op.detail}"
+    return pipe.waiting_reason
+
+
+def _stored(ws: WorkingSet, live: WorkingSet) -> _StoredSession:
     s = ws.session
     pipe = pipeline_state(ws)
     session_data = ws.components.get(SESSION_COMPONENT)
     hosts = ws.hosts.values()
+    waiting = _waiting(pipe, live.ops.values())
     data = {
         "paused": pipe.paused,
         "pause_reason": pipe.pause_reason,
-        "ctl_waiting": {"reason": pipe.waiting_reason} if pipe.waiting_reason else None,
+        "ctl_waiting": {"reason": waiting} if waiting else None,
         "ctl_started": {h.name: _iso(h.started_at) for h in hosts if h.started_at},
         "ctl_finished": {h.name: _iso(h.finished_at) for h in hosts if h.finished_at},
         "ctl_skipped": [h.name for h in hosts if h.state == HostState.SKIPPED],
@@ -89,15 +113,43 @@ def _stored(ws: WorkingSet) -> _StoredSession:
 
 
 def session_view(
-    ws: WorkingSet, now: datetime, ignored: Sequence[IgnoredConstraint] = ()
+    ws: WorkingSet,
+    now: datetime,
+    ignored: Sequence[IgnoredConstraint] = (),
+    handled: Sequence[OpRec] = (),
+    held: WorkingSet | None = None,
 ) -> SessionView:
     """``get_session``'s view of a working set (as committed); ``ignored``:
-    the stored constraints the cloud contradicts."""
+    the stored constraints the cloud contradicts; ``handled``: the session's
+    handled operations that failed by their deadline (:func:`timed_out_ops`);
+    ``held``: this engine's copy, if it holds the session, whose running
+    operations' details may be newer than the stored ones (a step that only
+    polled need not write)."""
     hosts = sorted(ws.hosts.values(), key=lambda h: h.position)
     projects = list(ws.projects.values())
+    ops = {op.key: op for op in handled} | ws.ops
+    controls = Controls.from_dict(ws.session.request.get("controls"))
+    stuck = stuck_work(ops.values(), controls)
     # The records have the row's attribute names (see the module docstring).
-    row: Any = _stored(ws)
-    return build_session_view(row, hosts, projects, now, ignored)  # type: ignore[arg-type]
+    row: Any = _stored(ws, held or ws)
+    return build_session_view(row, hosts, projects, now, ignored, stuck)  # type: ignore[arg-type]
+
+
+def timed_out_ops(db: SAEngine, session_id: str) -> list[OpRec]:
+    """The session's handled operations of the kinds that can be stuck
+    that failed with a timeout (the working set holds no handled ones)."""
+    o = OperationRow
+    with db.connect() as connection:
+        rows = connection.execute(
+            select(*(getattr(o, f) for f in OpRec.FIELDS)).where(
+                o.session_id == session_id,
+                o.handled.is_(True),
+                o.status == OpStatus.FAILED.value,
+                o.kind.in_(tuple(STUCK_KIND_OF_OPERATION)),
+                o.detail.startswith(TIMED_OUT, autoescape=True),
+            )
+        ).all()
+    return [OpRec(*r) for r in rows]
 
 
 def project_view(ws: WorkingSet, project_id: str) -> ProjectView | None:

@@ -30,7 +30,7 @@ from starlette.staticfiles import StaticFiles
 from ..engine import Engine
 from ..errors import NotFound
 from ..model import SessionView
-from ..store.schema import OutboxRow, SessionRow, WebhookRow
+from ..store.schema import OperationRow, OutboxRow, WebhookRow
 from ..timeline import recorded_timeline
 from .auth import Identity
 from .dashboard_view import Notice, session_payload, session_row
@@ -169,14 +169,22 @@ def _recorded(
     """What the views do not carry: the ``maintenance.planned`` notifications
     the session sent to ``projects`` (with their webhook POST's state where
     one was queued), and the targets the cloud refused per instance (the
-    workflow's record, kept until the instance has moved)."""
+    move records since the instance last moved)."""
     wanted = set(projects)
     with engine.transaction() as orm:
-        data = orm.scalar(select(SessionRow.data).where(SessionRow.id == session_id)) or {}
-        refused = {
-            str(instance): {str(t): str(why) for t, why in targets.items()}
-            for instance, targets in (data.get("refused_targets") or {}).items()
-        }
+        refused: dict[str, dict[str, str]] = {}
+        moves = orm.execute(
+            select(OperationRow.instance_id, OperationRow.status, OperationRow.params,
+                   OperationRow.result, OperationRow.detail)
+            .where(OperationRow.session_id == session_id, OperationRow.kind == "move")
+            .order_by(OperationRow.id)
+        )  # fmt: skip
+        for instance, status, params, result, detail in moves:
+            if status == "done":
+                refused.pop(str(instance), None)  # moved: what it waited for is over
+            elif status == "failed" and (result or {}).get("refused"):
+                target = (params or {}).get("target") or ""
+                refused.setdefault(str(instance), {})[str(target)] = str(detail)
         rows = orm.scalars(
             select(OutboxRow).where(
                 OutboxRow.session_id == session_id, OutboxRow.signal == "maintenance_planned"
