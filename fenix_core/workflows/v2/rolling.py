@@ -540,6 +540,8 @@ class RollingWorkflow(WorkflowBase):
 
     def _start_maintenance(self, ctx: SessionContext, st: RollingState) -> bool:
         if st.current_host is None:
+            if self._refilled(ctx, st) is not None:
+                return self._decide(ctx, st)
             host = self._next_host_to_maintain(ctx)
             if host is None:
                 return self._decide(ctx, st)
@@ -553,7 +555,9 @@ class RollingWorkflow(WorkflowBase):
         if self._run_host(ctx, st, view):
             st.current_host = None
             return True
-        return st.current_host is None  # given up (instances arrived): decide again
+        if st.current_host is None:  # given up (instances arrived): drain it first
+            return self._decide(ctx, st)
+        return False
 
     def _complete(self, ctx: SessionContext, st: RollingState) -> bool:
         if st.phase in ("", "post"):
@@ -574,6 +578,12 @@ class RollingWorkflow(WorkflowBase):
         """Choose what comes next; False if the session waits for it."""
         if st.phase == "listing":
             return False  # the hosts are being listed again
+        refilled = self._refilled(ctx, st)
+        if refilled is not None:
+            # Disabled by this session, then found holding instances: emptied
+            # before anything else, so that the one host this session keeps
+            # disabled is always the one it works on.
+            return self._begin_drain(ctx, st, refilled)
         # Read from the context's indexes: a decision does not look at every
         # pending host (position order; views built only for the hosts reached).
         pending = ctx.hosts.in_state(HostState.PENDING)
@@ -591,8 +601,20 @@ class RollingWorkflow(WorkflowBase):
         choice = self._host_to_drain(ctx, pending, planned=planned)
         if choice is None:
             return self._scale_in_or_fail(ctx, st, list(pending))
-        if not ctx.admit(choice).admitted:
+        return self._begin_drain(ctx, st, choice, planned=planned)
+
+    def _begin_drain(
+        self, ctx: SessionContext, st: RollingState, host: str, *, planned: bool | None = None
+    ) -> bool:
+        """Start emptying ``host`` (PREPARE_ or PLANNED_MAINTENANCE); False if
+        the pipeline holds it back."""
+        if not ctx.admit(host).admitted:
             return False
+        if planned is None:
+            planned = (
+                bool(ctx.hosts.in_state(HostState.MAINTAINED, type="compute"))
+                or ctx.session.state == SessionState.PLANNED_MAINTENANCE
+            )
         st.listed = False
         st.scale_in_rounds = 0
         self._go(
@@ -600,9 +622,22 @@ class RollingWorkflow(WorkflowBase):
             st,
             SessionState.PLANNED_MAINTENANCE if planned else SessionState.PREPARE_MAINTENANCE,
         )
-        st.drain_host, st.phase = choice, "disable"
+        st.drain_host, st.phase = host, "disable"
         st.moving, st.move_attempts, st.refused, st.retry_wait = None, 0, (), False
         return True
+
+    @staticmethod
+    def _refilled(ctx: SessionContext, st: RollingState) -> str | None:
+        """The host this session disabled if it is pending again with
+        instances on it (they arrived before the disable reached it)."""
+        if st.we_disabled is None:
+            return None
+        view = ctx.hosts.get(st.we_disabled)
+        if view is None or view.state != HostState.PENDING:
+            return None
+        if not any(i.state in IN_SCOPE for i in ctx.instances.on(view.name)):
+            return None
+        return view.name
 
     def _go(self, ctx: SessionContext, st: RollingState, dest: SessionState) -> None:
         st.phase = ""
@@ -703,11 +738,13 @@ class RollingWorkflow(WorkflowBase):
         """The steps that maintain one host, in order; an action stage is
         ``action:<index>`` into the host's actions."""
         n_actions = len(actions_of(ctx.request.actions, *host_action_types(host.type)))
-        # A compute host's instances are listed first: one that arrived since
-        # it was emptied (the engine adds it from the listing) sends it back.
-        stages = ["verify_empty", "notify_in"] if host.type == "compute" else ["notify_in"]
+        # A compute host is disabled first (a drained one already is), then
+        # its instances are listed: one that arrived before the disable (the
+        # engine adds it from the listing) sends it back to be drained.
         if host.type == "compute":
-            stages.append("disable")
+            stages = ["disable", "verify_empty", "notify_in"]
+        else:
+            stages = ["notify_in"]
         stages += [f"action:{k}" for k in range(n_actions)]
         if host.name in self._retiring(ctx):
             return [*stages, "decommission"]  # not coming back: not waited for, not enabled
@@ -730,10 +767,11 @@ class RollingWorkflow(WorkflowBase):
                 return False
             if step == "notify_in":
                 if self._in_scope_on(ctx, host.name):
-                    # Something arrived since it was emptied: drain it again.
+                    # Something arrived since it was emptied: drain it again
+                    # (first: see ``_refilled``).
                     if view.state == HostState.DRAINED:
                         ctx.set_host_state(host.name, HostState.PENDING)
-                    st.current_host = None
+                    st.current_host, st.stage = None, 0
                     return False
                 ctx.set_host_state(host.name, HostState.IN_MAINTENANCE)
                 ctx.notify_host(host.name, "IN_MAINTENANCE")
