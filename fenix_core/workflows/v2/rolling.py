@@ -659,7 +659,11 @@ class RollingWorkflow(WorkflowBase):
                     return host.name
         computes: Iterable[HostView] = (h for h in pending if h.type == "compute")
         if not planned:
-            computes = sorted(computes, key=lambda h: (self._used(ctx, h.name), h.position))
+            # The least loaded first, then the one with fewer instances (fewer moves).
+            computes = sorted(
+                computes,
+                key=lambda h: (self._used(ctx, h.name), self._count(ctx, h.name), h.position),
+            )
         for host in computes:
             if self._fits_elsewhere(ctx, host.name):
                 return host.name
@@ -690,7 +694,8 @@ class RollingWorkflow(WorkflowBase):
         lightest = min(pending, key=lambda h: (self._used(ctx, h.name), h.position))
         shortage = self._rule_shortage(ctx, lightest.name) or (
             f"the least loaded host {lightest.name} has {self._used(ctx, lightest.name)} "
-            "vcpus of instances and no other host has room for them"
+            f"vcpus of instances and the other hosts have {self._free_besides(ctx, lightest)} "
+            "vcpus free"
         )
         affected = {i.project_id for h in pending for i in self._movable_on(ctx, h.name)}
         managed = sorted(p for p in affected if self._managed(ctx, p))
@@ -720,6 +725,16 @@ class RollingWorkflow(WorkflowBase):
             },
         )
         return False
+
+    def _free_besides(self, ctx: SessionContext, host: HostView) -> int:
+        """The free vCPUs of the hosts that could take ``host``'s instances
+        (a scan of the hosts, on the way to failing only)."""
+        retiring = self._retiring(ctx)
+        return sum(
+            max(0, ctx.capacity.free(h.name))
+            for h in ctx.hosts
+            if h.enabled and h.type == host.type and h.name != host.name and h.name not in retiring
+        )
 
     def _next_host_to_maintain(self, ctx: SessionContext) -> HostView | None:
         """A control-plane host with nothing to drain, else the first drained
@@ -962,7 +977,7 @@ class RollingWorkflow(WorkflowBase):
             ctx.set_instance_state(op.instance_id, InstanceState.FAILED)
             ctx.fail(
                 f"instance {op.instance_id} of project {inst.project_id} was not moved off "
-                f"its host by its manager (OWN_ACTION): {result.detail}"
+                f"{inst.host} by its manager (OWN_ACTION): {result.detail}"
             )
             return
         source = st.drain_host
@@ -1111,6 +1126,9 @@ class RollingWorkflow(WorkflowBase):
 
     def _in_scope_on(self, ctx: SessionContext, host: str) -> bool:
         return any(i.state in IN_SCOPE for i in ctx.instances.on(host))
+
+    def _count(self, ctx: SessionContext, host: str) -> int:
+        return len(self._movable_on(ctx, host))
 
     def _used(self, ctx: SessionContext, host: str) -> int:
         return sum(i.vcpus for i in self._movable_on(ctx, host))
