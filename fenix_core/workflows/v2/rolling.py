@@ -283,7 +283,16 @@ class RollingWorkflow(WorkflowBase):
                 )
                 return
             st.we_disabled = op.host
-            st.phase = "ask"
+            st.phase = "list_host"
+        elif isinstance(op, Inventory) and st.phase == "listing_host" and op.hosts == (
+            st.drain_host,
+        ):
+            if not ok:
+                self._host_failed(
+                    ctx, op.hosts[0], f"inventory on {op.hosts[0]} failed: {result.detail}"
+                )
+                return
+            st.phase = "drain"
         elif isinstance(op, DisableHost | EnableHost | HostUp | RunAction):
             st.host_op = False
             host = op.host
@@ -521,8 +530,16 @@ class RollingWorkflow(WorkflowBase):
                 ctx.submit(DisableHost(host_name, reason=f"maintenance session {ctx.session_id}"))
                 st.phase = "disabling"
                 return False
-            st.phase = "ask"
+            st.phase = "list_host"
         if st.phase == "disabling":
+            return False
+        if st.phase == "list_host":
+            # Then list what runs there: what the session knows may be old (a
+            # replacement of an instance moved earlier may have landed on it).
+            ctx.submit(Inventory((host_name,)))
+            st.phase = "listing_host"
+            return False
+        if st.phase == "listing_host":
             return False
         if host.state == HostState.PENDING:
             ctx.set_host_state(host_name, HostState.DRAINING)
