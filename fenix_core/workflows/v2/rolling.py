@@ -324,11 +324,7 @@ class RollingWorkflow(WorkflowBase):
             st.listed = True
             st.phase = "decide"
         elif isinstance(op, Locate):
-            if ok:
-                st.locating = False
-                apply_located(ctx, op.instance_ids, STAYS)
-            else:  # ask again in a minute; nothing works on a removed host meanwhile
-                ctx.set_timer("locate", ctx.now + timedelta(seconds=60))
+            self._located(ctx, st, op, ok)
         elif isinstance(op, Inventory) and st.adding and st.phase == "hosts":
             st.adding = False  # what runs on the added host is known (or not: no matter)
         elif isinstance(op, Inventory) and st.host_op and op.hosts == (st.current_host,):
@@ -349,6 +345,36 @@ class RollingWorkflow(WorkflowBase):
                 return
             st.scale_in_freed = st.scale_in_load - self._load(ctx)
             st.phase = "decide"
+
+    def _located(self, ctx: SessionContext, st: RollingState, op: Locate, ok: bool) -> None:
+        """A ``Locate`` ended (the engine placed the instances it found)."""
+        moving = st.moving if st.moving in op.instance_ids else None
+        if moving is not None:
+            # The migration whose target left: it moves again as it was
+            # chosen if it is still on the host being drained.
+            st.retry_wait = False
+            inst = ctx.instances.get(moving)
+            if not ok or (
+                inst is not None
+                and inst.host == st.drain_host
+                and inst.state == InstanceState.ACTION_CHOSEN
+            ):
+                if not ok:
+                    st.locating = False
+                return
+            st.moving, st.move_attempts, st.refused = None, 0, ()
+        if ok:
+            st.locating = False
+            apply_located(ctx, op.instance_ids, STAYS)
+        else:  # ask again in a minute; nothing works on a removed host meanwhile
+            ctx.set_timer("locate", ctx.now + timedelta(seconds=60))
+
+    @staticmethod
+    def _target_left(ctx: SessionContext, op: Move | Watch) -> bool:
+        if not isinstance(op, Move) or op.target is None:
+            return False
+        target = ctx.hosts.get(op.target)
+        return target is None or target.state == HostState.REMOVED
 
     # ------------------------------------------------------------------ stuck, skipped
 
@@ -967,6 +993,17 @@ class RollingWorkflow(WorkflowBase):
     ) -> None:
         inst = ctx.instances.get(op.instance_id)
         if inst is None:
+            return
+        if result.status != OpStatus.DONE and self._target_left(ctx, op):
+            # Its target left the cloud during the move: not a failed attempt.
+            # Where is it now? It moves on once it is known (``_located``).
+            if inst.state == InstanceState.IN_ACTION:
+                ctx.set_instance_state(op.instance_id, InstanceState.ACTION_CHOSEN)
+            if ctx.session.state not in _FINAL:
+                ctx.submit(Locate((op.instance_id,)))
+                st.locating = True
+                if op.instance_id == st.moving:
+                    st.retry_wait = True
             return
         origin = ctx.hosts.get(inst.host)
         if result.status != OpStatus.DONE and (origin is None or origin.state in _LEFT):
