@@ -64,8 +64,9 @@ from ...contract import (
     Watch,
 )
 from ...controls import jittered_backoff
-from ...model import SessionRequest
+from ...model import Host, Instance, SessionRequest
 from ...placement_rules import HARD_POLICIES, HostLimits
+from ...planner import capacity_shortfall
 from ...states import (
     FINAL_SESSION_STATES,
     HOST_TRANSITIONS,
@@ -284,8 +285,10 @@ class RollingWorkflow(WorkflowBase):
                 return
             st.we_disabled = op.host
             st.phase = "list_host"
-        elif isinstance(op, Inventory) and st.phase == "listing_host" and op.hosts == (
-            st.drain_host,
+        elif (
+            isinstance(op, Inventory)
+            and st.phase == "listing_host"
+            and op.hosts == (st.drain_host,)
         ):
             if not ok:
                 self._host_failed(
@@ -498,6 +501,10 @@ class RollingWorkflow(WorkflowBase):
         if st.phase == "hosts":
             if not self._hosts_ready(ctx, st):
                 return False
+            shortfall = self._shortfall(ctx)
+            if shortfall is not None:
+                ctx.fail(shortfall)
+                return False
             st.phase = "decide"
         return self._decide(ctx, st)
 
@@ -522,6 +529,26 @@ class RollingWorkflow(WorkflowBase):
                 ctx.submit(EnableHost(host.name))
             return False
         return True
+
+    def _shortfall(self, ctx: SessionContext) -> str | None:
+        """Why the hosts that stay cannot hold every instance once the
+        retired ones are gone (checked again once add_hosts came in, before
+        any host is touched: the check at creation counted them in service)."""
+        retiring = self._retiring(ctx)
+        if not retiring:
+            return None
+        kept = [h for h in ctx.hosts if h.state not in (HostState.REMOVED, HostState.ADDING)]
+        return capacity_shortfall(
+            [Host(h.name, h.type, h.vcpus, h.enabled) for h in kept],
+            [
+                Instance(i.instance_id, i.project_id, i.host, i.vcpus)
+                for h in kept
+                for i in ctx.instances.on(h.name)
+                if i.state != InstanceState.GONE
+            ],
+            retiring,
+            ctx.constraints,
+        )
 
     def _added(self, ctx: SessionContext, host: HostView) -> None:
         ctx.set_host_state(host.name, HostState.ADDED, reason="added by this session (add_hosts)")
