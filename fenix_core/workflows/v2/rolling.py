@@ -135,6 +135,9 @@ class RollingState(ComponentState):
     moving: str | None = None  # the one migration off the drain host (or waiting to retry)
     move_attempts: int = 0
     refused: tuple[str, ...] = attrs.field(default=(), converter=_strings)  # of ``moving``
+    # "<host>: <why>" per refusal of ``moving``, in order (read only while
+    # ``refused`` is not empty: it starts again with a move's first refusal)
+    refusals: tuple[str, ...] = attrs.field(default=(), converter=_strings)
     retry_wait: bool = False
     scale_in_rounds: int = 0
     scale_in_load: int = 0
@@ -965,7 +968,7 @@ class RollingWorkflow(WorkflowBase):
             elif refused:
                 ctx.fail(
                     f"the cloud refused every host for instance {inst.instance_id} from "
-                    f"{inst.host}: " + ", ".join(sorted(r or "its scheduler" for r in refused))
+                    f"{inst.host}: " + "; ".join(st.refusals)
                 )
                 return
             else:
@@ -1090,6 +1093,8 @@ class RollingWorkflow(WorkflowBase):
     ) -> None:
         if result.result.get("refused"):
             # The cloud refused the target: never asked for again in this move.
+            why = f"{op.target or 'its scheduler'}: {result.detail}"
+            st.refusals = (*(st.refusals if st.refused else ()), why)
             st.refused = tuple(sorted({*st.refused, op.target or SCHEDULER}))
         if ctx.session.state in _FINAL:
             ctx.set_instance_state(op.instance_id, InstanceState.PENDING)
