@@ -313,7 +313,8 @@ class RollingWorkflow(WorkflowBase):
                 what = (
                     f"{op.spec.type} action {op.spec.plugin!r} failed on {host}"
                     if isinstance(op, RunAction)
-                    else f"{type(op).__name__} on {host} failed"
+                    else f"{'disable' if isinstance(op, DisableHost) else 'enable'} host on "
+                    f"{host} failed"
                 )
                 self._host_failed(ctx, host, f"{what}: {result.detail}")
                 return
