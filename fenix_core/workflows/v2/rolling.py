@@ -100,6 +100,8 @@ FINISHED = frozenset(
     {HostState.MAINTAINED, HostState.DECOMMISSIONED, HostState.REMOVED, HostState.SKIPPED}
 )
 _DRAIN_STATES = (SessionState.PREPARE_MAINTENANCE, SessionState.PLANNED_MAINTENANCE)
+#: Timer of the step after a host's IN_MAINTENANCE (its work starts then).
+_ANNOUNCED = "announced"
 #: A host whose work ended without being done: skipped, or gone from the cloud.
 _LEFT = frozenset({HostState.SKIPPED, HostState.REMOVED})
 _FINAL = FINAL_SESSION_STATES
@@ -239,6 +241,8 @@ class RollingWorkflow(WorkflowBase):
         st = ctx.state_of(RollingState)
         if timer.name == f"retry_move:{st.moving}":
             st.retry_wait = False
+        elif timer.name == _ANNOUNCED:
+            st.host_op = False
         elif timer.name == "locate":
             st.locating = False
         self._after(ctx, st)
@@ -864,6 +868,13 @@ class RollingWorkflow(WorkflowBase):
                     return False
                 ctx.set_host_state(host.name, HostState.IN_MAINTENANCE)
                 ctx.notify_host(host.name, "IN_MAINTENANCE")
+                # Notifications go out after the step's operations started:
+                # the host's work waits for the next step, so that
+                # IN_MAINTENANCE is always delivered before it.
+                ctx.set_timer(_ANNOUNCED, ctx.now)
+                st.host_op = True
+                st.stage += 1
+                return False
             elif step == "disable":
                 # A host someone else disabled stays as they left it.
                 if view.enabled:
