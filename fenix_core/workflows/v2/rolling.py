@@ -633,9 +633,14 @@ class RollingWorkflow(WorkflowBase):
         if self._run_host(ctx, st, view):
             st.current_host = None
             return True
-        if st.current_host is None:  # given up (instances arrived): drain it first
+        if self._given_up(st):  # instances arrived: drain it first
             return self._decide(ctx, st)
         return False
+
+    @staticmethod
+    def _given_up(st: RollingState) -> bool:
+        """``_run_host`` let its host go (a separate read: it changes ``st``)."""
+        return st.current_host is None
 
     def _complete(self, ctx: SessionContext, st: RollingState) -> bool:
         if st.phase in ("", "post"):
@@ -875,7 +880,7 @@ class RollingWorkflow(WorkflowBase):
                 st.host_op = True
                 st.stage += 1
                 return False
-            elif step == "disable":
+            if step == "disable":
                 # A host someone else disabled stays as they left it.
                 if view.enabled:
                     ctx.submit(
