@@ -9,12 +9,15 @@ one host at a time (today's :mod:`fenix_core.workflows.rolling` is the spec).
                                                     maintained yet) / PLANNED_MAINTENANCE
             no room: list the hosts again, then ─► SCALE_IN (managed projects) or fail
             every host done ─────────────────────► MAINTENANCE_COMPLETE
-    drain:  admitted by the pipeline, the host is disabled FIRST, then its
-            projects are asked how to move each instance; one migration at a
+    drain:  admitted by the pipeline, the host is disabled FIRST, then listed
+            (what the session knows may be old), then its projects are asked
+            how to move each instance; one migration at a
             time off the host (OWN_ACTION moves are watched, all at once);
             INSTANCE_ACTION_DONE per instance, ADMIN_ACTION_DONE per project
-    START_MAINTENANCE: IN_MAINTENANCE announced, disable (if not yet), the
-            host's actions, back up, enable, MAINTENANCE_COMPLETE
+    START_MAINTENANCE: disable (if not yet), list (an instance that arrived
+            sends it back to be drained, before any other host), IN_MAINTENANCE
+            announced (the work starts at the next step), the host's actions,
+            back up, enable, MAINTENANCE_COMPLETE
     MAINTENANCE_COMPLETE: ``post`` actions, MAINTENANCE_COMPLETE to every
             project ──► MAINTENANCE_DONE
 
