@@ -21,6 +21,7 @@ are never chosen, and a soft rule's preference comes before all of the above.
 from __future__ import annotations
 
 import bisect
+from collections import Counter, defaultdict
 from collections.abc import Callable, Collection, Container, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Literal
 
@@ -29,7 +30,8 @@ import attrs
 from .placement_rules import HostLimits
 
 if TYPE_CHECKING:
-    from .constraints import GroupConstraints
+    from .constraints import ConstraintSet, GroupConstraints
+    from .model import Host, Instance
 
 __all__ = [
     "Blocked",
@@ -43,6 +45,7 @@ __all__ = [
     "SlotIndex",
     "Target",
     "assign_moves",
+    "capacity_shortfall",
     "choose_host_to_drain",
     "choose_target",
     "choose_target_indexed",
@@ -774,3 +777,78 @@ def drain_sequence(
             stuck = candidates[0] if candidates else pending[0]
             return order, HostLoad(stuck.host, tuple(where[stuck.host]), stuck.position)
     return order, None
+
+
+def capacity_shortfall(
+    hosts: Iterable[Host],
+    instances: Iterable[Instance],
+    retiring: Iterable[str],
+    constraints: ConstraintSet,
+) -> str | None:
+    """Why the compute hosts that stay cannot hold every instance once
+    ``retiring`` are gone; None if they can (or a host's capacity is unknown).
+
+    Pure. ``hosts``' ``enabled`` means in service (a host about to be enabled
+    counts as in service): instances of retired hosts go only there, what runs
+    on a host out of service stays where it is. Totals first; then a real
+    placement of each instance of a retired host (largest first, as the
+    workflows would place them) on the free vcpus of each host that stays,
+    keeping the anti-affinity and per-host limits of its group.
+    """
+    retired = set(retiring)
+    if not retired:
+        return None
+    computes = {h.name: h for h in hosts if h.type == "compute"}
+    used: Counter[str] = Counter()
+    groups_on: dict[str, Counter[str]] = defaultdict(Counter)
+    moving: list[Member] = []
+    rules: dict[str, GroupRule] = {}
+    for inst in instances:
+        if inst.host not in computes:
+            continue
+        # Group ids are per project: the key tells two projects' groups apart.
+        key = constraints.group_key_of(inst.instance_id, inst.project_id)
+        rules[key] = GroupRule.of(constraints.group_by_key(key))
+        used[inst.host] += inst.vcpus
+        groups_on[inst.host][key] += 1
+        if inst.host in retired:
+            moving.append(Member(inst.instance_id, inst.project_id, key, inst.vcpus))
+    targets: list[Target] = []
+    capacity = 0
+    for name, host in computes.items():
+        here = used[name]
+        if name in retired:
+            continue
+        if not host.enabled:
+            capacity += here  # what runs there stays there; nothing is added
+            continue
+        if host.vcpus <= 0:
+            return None  # a host of unknown capacity: cannot tell
+        capacity += max(host.vcpus, here)
+        targets.append(Target(name, host.vcpus - here, True, groups_on[name]))
+    gone = ", ".join(sorted(retired))
+    load = sum(used.values())
+    if load > capacity:
+        return (
+            f"retiring {gone} leaves {capacity} vcpus on the other compute hosts "
+            f"for {load} vcpus of instances"
+        )
+    ordered = sorted(moving, key=lambda m: (-m.vcpus, m.instance_id))
+    budgets = Counter(m.group_id for m in moving)
+    _moves, blocked = assign_moves(ordered, budgets, targets, rules)
+    if not blocked:
+        return None
+    member = next(m for m in moving if m.instance_id == blocked[0].instance_id)
+    largest = max((t.free or 0 for t in targets), default=0)
+    if largest < member.vcpus:
+        why = f"the most free on one host that stays is {max(0, largest)} vcpus"
+    else:
+        rule = rules[member.group_id]
+        why = (
+            f"the hosts with room already hold {rule.host_limit()} member(s) of its group "
+            f"{rule.group_id}, the most it allows on one host"
+        )
+    return (
+        f"retiring {gone} leaves no host with room for instance {member.instance_id} "
+        f"({member.vcpus} vcpus): {why}"
+    )

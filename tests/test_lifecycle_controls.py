@@ -21,7 +21,7 @@ from fenix_core.errors import InvalidInput
 from fenix_core.hookspecs import Action, ActionContext
 from fenix_core.model import Host, Instance, OperationStatus, SessionView
 from fenix_core.operations import poll_interval, record_status
-from fenix_core.scope_check import capacity_shortfall
+from fenix_core.planner import capacity_shortfall
 from fenix_core.store.schema import OperationRow
 from fenix_core.testing import ScriptedManager, SimulatedCloud, TimedAction, violations
 

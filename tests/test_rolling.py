@@ -656,6 +656,33 @@ def test_instances_appearing_on_an_emptied_host_are_drained_before_disabling(
     )
 
 
+def test_an_instance_placed_on_an_empty_host_just_before_it_is_disabled_is_drained(
+    fenix_cloud, fenix_engine_factory, monkeypatch
+):
+    """The cloud's scheduler places an instance on the empty host cmp-3 just
+    before the engine's disable reaches it (the host was still enabled): the
+    engine lists the host once it is disabled, so it drains that instance
+    before the host goes into maintenance."""
+    fill(fenix_cloud, LAYOUT)
+    engine = fenix_engine_factory()
+    ScriptedManager(engine, "pa", cloud=fenix_cloud)
+    disable = fenix_cloud.disable_host
+    placed: list[str] = []
+
+    def scheduler_first(host: str, reason: str) -> None:
+        if host == "cmp-3" and not placed:
+            placed.append(host)
+            fenix_cloud.add_instance("vm-new", "pa", "cmp-3", vcpus=1)
+        disable(host, reason)
+
+    monkeypatch.setattr(fenix_cloud, "disable_host", scheduler_first)
+    view = engine.run_until_done(engine.create_session(SessionRequest()))
+    assert placed
+    assert view.state == "MAINTENANCE_DONE", view.reason
+    assert violations(fenix_cloud) == []
+    assert migrations_per_instance(fenix_cloud)["vm-new"]
+
+
 def test_the_seed_spelling_ack_in_scale_is_accepted(fenix_cloud, fenix_engine_factory):
     fill(fenix_cloud, FULL)
     engine = fenix_engine_factory()

@@ -136,9 +136,19 @@ def test_instances_appearing_on_an_emptied_host_are_drained_before_it_goes_in() 
     listing before IN_MAINTENANCE finds it and the host is drained again."""
     ctx = layout()
     new = InstanceView("new", "pa", "c1", 1, InstanceState.PENDING)
-    driver = Driver(ctx, RollingWorkflow(), arrive={"c1": [new]})
+    arrived: list[bool] = []
+
+    def emptied(c: LoggingContext) -> bool:  # listed for its drain, being emptied
+        return c.hosts.get("c1").state == HostState.DRAINING  # type: ignore[union-attr]
+
+    def scale_out(c: LoggingContext) -> None:
+        driver.arrive["c1"] = [new]  # listed at c1's next listing
+        arrived.append(True)
+
+    driver = Driver(ctx, RollingWorkflow(), when=[(emptied, scale_out)])
     driver.run()
     assert ctx.session.state == SessionState.MAINTENANCE_DONE, ctx.session.reason
+    assert arrived
     assert not driver.arrive  # it arrived
     assert "new" in [m[0] for m in driver.moves]
     assert ctx.instances.get("new").host != "c1"  # type: ignore[union-attr]

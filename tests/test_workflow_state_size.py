@@ -66,5 +66,6 @@ def test_rolling_state_holds_scalars_and_one_moves_refusals_only() -> None:
     for field in attrs.fields(RollingState):
         assert field.type in ("str", "int", "bool", "str | None", "tuple[str, ...]"), field
     tuples = [f.name for f in attrs.fields(RollingState) if f.type == "tuple[str, ...]"]
-    # bounded by one instance's attempts (max_migration_retries + 1), not the fleet
-    assert tuples == ["refused"]
+    # bounded by one instance's attempts (max_migration_retries + 1), not the
+    # fleet: the hosts that refused it, and why each did
+    assert tuples == ["refused", "refusals"]

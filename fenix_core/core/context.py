@@ -300,7 +300,11 @@ class StepContext:
         if state in DONE_HOST_STATES:
             self._finish(view)
         elif state in _RELEASED:
-            self._pipeline.released(host)
+            # A host lost in its work: the cloud settles from here (today's
+            # engine too); a skipped one is only let go.
+            self._pipeline.released(
+                host, settle_from=self._now if state == HostState.REMOVED else None
+            )
 
     def set_host_stage(self, host: str, stage: int) -> None:
         self._host(host, "set_host_stage")

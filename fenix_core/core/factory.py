@@ -25,7 +25,8 @@ from ..errors import CloudError, Conflict, FenixError, InvalidInput
 from ..hookspecs import ConstraintSource, HostGuard
 from ..model import Host, Instance, SessionRequest
 from ..operations import cloud_constraints_dict
-from ..scope_check import capacity_shortfall, check_request
+from ..planner import capacity_shortfall
+from ..scope_check import check_request
 from ..states import HostState, InstanceAction, InstanceState, SessionState
 from .ports import NewSession
 from .records import (

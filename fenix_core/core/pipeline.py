@@ -270,13 +270,17 @@ class HostPipeline:
         s.durations_sum += seconds
         s.durations_max = max(s.durations_max, seconds)
 
-    def released(self, host: str) -> None:
+    def released(self, host: str, *, settle_from: datetime | None = None) -> None:
         """An admitted host left the pipeline without a measured duration:
-        skipped, or removed from the cloud (its work ended with it)."""
+        skipped, or removed from the cloud (its work ended with it).
+        ``settle_from``: the settle delay runs from then, as after a host
+        that finished."""
         s = self.state
         s.in_maintenance = max(0, s.in_maintenance - 1)
         self._count_domains(host, -1)
         s.finished += 1
+        if settle_from is not None:
+            s.last_finished = settle_from.isoformat()
         if s.gate_host == host:
             self._drop_gate()
 

@@ -176,6 +176,8 @@ def _timeout_kind(op: Operation) -> str | None:
         return "action"
     if isinstance(op, HostUp):
         return "host_up"
+    if isinstance(op, ListHosts) and op.wait_for:
+        return "host_added"  # waiting for the hosts of add_hosts to appear
     return None
 
 

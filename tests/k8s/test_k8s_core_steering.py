@@ -66,20 +66,6 @@ def core(tmp_path: Path, fake: FakeApiServer, fenix_clock: SimClock) -> Iterator
     engine.close()
 
 
-_REQUEUED = pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG (core v2, after the inventory listings were merged): node-3 leaves the "
-        "queue, is queued again and leaves again in this run, so it is untainted "
-        "twice; the taints still match the queued nodes at every step. Not yet known "
-        "whether a replacement pod lands on it between its untaint and its cordon "
-        "(then the taint should stay until the cordon) or a failed eviction sends "
-        "it back to PENDING"
-    ),
-)
-
-
-@_REQUEUED
 def test_a_node_leaving_the_queue_is_untainted_alone(
     fake: FakeApiServer, fenix_clock: SimClock, core: CoreEngine
 ) -> None:
@@ -130,7 +116,6 @@ class WholeSetsCloud(KubernetesCloud):
         return self.driver
 
 
-@_REQUEUED
 def test_a_driver_without_single_changes_gets_the_whole_set(
     fake: FakeApiServer, fenix_clock: SimClock, tmp_path: Path
 ) -> None:

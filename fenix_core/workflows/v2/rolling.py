@@ -9,12 +9,15 @@ one host at a time (today's :mod:`fenix_core.workflows.rolling` is the spec).
                                                     maintained yet) / PLANNED_MAINTENANCE
             no room: list the hosts again, then ─► SCALE_IN (managed projects) or fail
             every host done ─────────────────────► MAINTENANCE_COMPLETE
-    drain:  admitted by the pipeline, the host is disabled FIRST, then its
-            projects are asked how to move each instance; one migration at a
+    drain:  admitted by the pipeline, the host is disabled FIRST, then listed
+            (what the session knows may be old), then its projects are asked
+            how to move each instance; one migration at a
             time off the host (OWN_ACTION moves are watched, all at once);
             INSTANCE_ACTION_DONE per instance, ADMIN_ACTION_DONE per project
-    START_MAINTENANCE: IN_MAINTENANCE announced, disable (if not yet), the
-            host's actions, back up, enable, MAINTENANCE_COMPLETE
+    START_MAINTENANCE: disable (if not yet), list (an instance that arrived
+            sends it back to be drained, before any other host), IN_MAINTENANCE
+            announced (the work starts at the next step), the host's actions,
+            back up, enable, MAINTENANCE_COMPLETE
     MAINTENANCE_COMPLETE: ``post`` actions, MAINTENANCE_COMPLETE to every
             project ──► MAINTENANCE_DONE
 
@@ -64,8 +67,9 @@ from ...contract import (
     Watch,
 )
 from ...controls import jittered_backoff
-from ...model import SessionRequest
+from ...model import Host, Instance, SessionRequest
 from ...placement_rules import HARD_POLICIES, HostLimits
+from ...planner import capacity_shortfall
 from ...states import (
     FINAL_SESSION_STATES,
     HOST_TRANSITIONS,
@@ -99,6 +103,8 @@ FINISHED = frozenset(
     {HostState.MAINTAINED, HostState.DECOMMISSIONED, HostState.REMOVED, HostState.SKIPPED}
 )
 _DRAIN_STATES = (SessionState.PREPARE_MAINTENANCE, SessionState.PLANNED_MAINTENANCE)
+#: Timer of the step after a host's IN_MAINTENANCE (its work starts then).
+_ANNOUNCED = "announced"
 #: A host whose work ended without being done: skipped, or gone from the cloud.
 _LEFT = frozenset({HostState.SKIPPED, HostState.REMOVED})
 _FINAL = FINAL_SESSION_STATES
@@ -134,6 +140,9 @@ class RollingState(ComponentState):
     moving: str | None = None  # the one migration off the drain host (or waiting to retry)
     move_attempts: int = 0
     refused: tuple[str, ...] = attrs.field(default=(), converter=_strings)  # of ``moving``
+    # "<host>: <why>" per refusal of ``moving``, in order (read only while
+    # ``refused`` is not empty: it starts again with a move's first refusal)
+    refusals: tuple[str, ...] = attrs.field(default=(), converter=_strings)
     retry_wait: bool = False
     scale_in_rounds: int = 0
     scale_in_load: int = 0
@@ -235,6 +244,8 @@ class RollingWorkflow(WorkflowBase):
         st = ctx.state_of(RollingState)
         if timer.name == f"retry_move:{st.moving}":
             st.retry_wait = False
+        elif timer.name == _ANNOUNCED:
+            st.host_op = False
         elif timer.name == "locate":
             st.locating = False
         self._after(ctx, st)
@@ -283,7 +294,18 @@ class RollingWorkflow(WorkflowBase):
                 )
                 return
             st.we_disabled = op.host
-            st.phase = "ask"
+            st.phase = "list_host"
+        elif (
+            isinstance(op, Inventory)
+            and st.phase == "listing_host"
+            and op.hosts == (st.drain_host,)
+        ):
+            if not ok:
+                self._host_failed(
+                    ctx, op.hosts[0], f"inventory on {op.hosts[0]} failed: {result.detail}"
+                )
+                return
+            st.phase = "drain"
         elif isinstance(op, DisableHost | EnableHost | HostUp | RunAction):
             st.host_op = False
             host = op.host
@@ -298,7 +320,8 @@ class RollingWorkflow(WorkflowBase):
                 what = (
                     f"{op.spec.type} action {op.spec.plugin!r} failed on {host}"
                     if isinstance(op, RunAction)
-                    else f"{type(op).__name__} on {host} failed"
+                    else f"{'disable' if isinstance(op, DisableHost) else 'enable'} host on "
+                    f"{host} failed"
                 )
                 self._host_failed(ctx, host, f"{what}: {result.detail}")
                 return
@@ -315,11 +338,7 @@ class RollingWorkflow(WorkflowBase):
             st.listed = True
             st.phase = "decide"
         elif isinstance(op, Locate):
-            if ok:
-                st.locating = False
-                apply_located(ctx, op.instance_ids, STAYS)
-            else:  # ask again in a minute; nothing works on a removed host meanwhile
-                ctx.set_timer("locate", ctx.now + timedelta(seconds=60))
+            self._located(ctx, st, op, ok)
         elif isinstance(op, Inventory) and st.adding and st.phase == "hosts":
             st.adding = False  # what runs on the added host is known (or not: no matter)
         elif isinstance(op, Inventory) and st.host_op and op.hosts == (st.current_host,):
@@ -340,6 +359,36 @@ class RollingWorkflow(WorkflowBase):
                 return
             st.scale_in_freed = st.scale_in_load - self._load(ctx)
             st.phase = "decide"
+
+    def _located(self, ctx: SessionContext, st: RollingState, op: Locate, ok: bool) -> None:
+        """A ``Locate`` ended (the engine placed the instances it found)."""
+        moving = st.moving if st.moving in op.instance_ids else None
+        if moving is not None:
+            # The migration whose target left: it moves again as it was
+            # chosen if it is still on the host being drained.
+            st.retry_wait = False
+            inst = ctx.instances.get(moving)
+            if not ok or (
+                inst is not None
+                and inst.host == st.drain_host
+                and inst.state == InstanceState.ACTION_CHOSEN
+            ):
+                if not ok:
+                    st.locating = False
+                return
+            st.moving, st.move_attempts, st.refused = None, 0, ()
+        if ok:
+            st.locating = False
+            apply_located(ctx, op.instance_ids, STAYS)
+        else:  # ask again in a minute; nothing works on a removed host meanwhile
+            ctx.set_timer("locate", ctx.now + timedelta(seconds=60))
+
+    @staticmethod
+    def _target_left(ctx: SessionContext, op: Move | Watch) -> bool:
+        if not isinstance(op, Move) or op.target is None:
+            return False
+        target = ctx.hosts.get(op.target)
+        return target is None or target.state == HostState.REMOVED
 
     # ------------------------------------------------------------------ stuck, skipped
 
@@ -463,6 +512,10 @@ class RollingWorkflow(WorkflowBase):
         if st.phase == "hosts":
             if not self._hosts_ready(ctx, st):
                 return False
+            shortfall = self._shortfall(ctx)
+            if shortfall is not None:
+                ctx.fail(shortfall)
+                return False
             st.phase = "decide"
         return self._decide(ctx, st)
 
@@ -487,6 +540,26 @@ class RollingWorkflow(WorkflowBase):
                 ctx.submit(EnableHost(host.name))
             return False
         return True
+
+    def _shortfall(self, ctx: SessionContext) -> str | None:
+        """Why the hosts that stay cannot hold every instance once the
+        retired ones are gone (checked again once add_hosts came in, before
+        any host is touched: the check at creation counted them in service)."""
+        retiring = self._retiring(ctx)
+        if not retiring:
+            return None
+        kept = [h for h in ctx.hosts if h.state not in (HostState.REMOVED, HostState.ADDING)]
+        return capacity_shortfall(
+            [Host(h.name, h.type, h.vcpus, h.enabled) for h in kept],
+            [
+                Instance(i.instance_id, i.project_id, i.host, i.vcpus)
+                for h in kept
+                for i in ctx.instances.on(h.name)
+                if i.state != InstanceState.GONE
+            ],
+            retiring,
+            ctx.constraints,
+        )
 
     def _added(self, ctx: SessionContext, host: HostView) -> None:
         ctx.set_host_state(host.name, HostState.ADDED, reason="added by this session (add_hosts)")
@@ -521,8 +594,16 @@ class RollingWorkflow(WorkflowBase):
                 ctx.submit(DisableHost(host_name, reason=f"maintenance session {ctx.session_id}"))
                 st.phase = "disabling"
                 return False
-            st.phase = "ask"
+            st.phase = "list_host"
         if st.phase == "disabling":
+            return False
+        if st.phase == "list_host":
+            # Then list what runs there: what the session knows may be old (a
+            # replacement of an instance moved earlier may have landed on it).
+            ctx.submit(Inventory((host_name,)))
+            st.phase = "listing_host"
+            return False
+        if st.phase == "listing_host":
             return False
         if host.state == HostState.PENDING:
             ctx.set_host_state(host_name, HostState.DRAINING)
@@ -540,6 +621,8 @@ class RollingWorkflow(WorkflowBase):
 
     def _start_maintenance(self, ctx: SessionContext, st: RollingState) -> bool:
         if st.current_host is None:
+            if self._refilled(ctx, st) is not None:
+                return self._decide(ctx, st)
             host = self._next_host_to_maintain(ctx)
             if host is None:
                 return self._decide(ctx, st)
@@ -553,7 +636,14 @@ class RollingWorkflow(WorkflowBase):
         if self._run_host(ctx, st, view):
             st.current_host = None
             return True
-        return st.current_host is None  # given up (instances arrived): decide again
+        if self._given_up(st):  # instances arrived: drain it first
+            return self._decide(ctx, st)
+        return False
+
+    @staticmethod
+    def _given_up(st: RollingState) -> bool:
+        """``_run_host`` let its host go (a separate read: it changes ``st``)."""
+        return st.current_host is None
 
     def _complete(self, ctx: SessionContext, st: RollingState) -> bool:
         if st.phase in ("", "post"):
@@ -574,6 +664,12 @@ class RollingWorkflow(WorkflowBase):
         """Choose what comes next; False if the session waits for it."""
         if st.phase == "listing":
             return False  # the hosts are being listed again
+        refilled = self._refilled(ctx, st)
+        if refilled is not None:
+            # Disabled by this session, then found holding instances: emptied
+            # before anything else, so that the one host this session keeps
+            # disabled is always the one it works on.
+            return self._begin_drain(ctx, st, refilled)
         # Read from the context's indexes: a decision does not look at every
         # pending host (position order; views built only for the hosts reached).
         pending = ctx.hosts.in_state(HostState.PENDING)
@@ -591,8 +687,20 @@ class RollingWorkflow(WorkflowBase):
         choice = self._host_to_drain(ctx, pending, planned=planned)
         if choice is None:
             return self._scale_in_or_fail(ctx, st, list(pending))
-        if not ctx.admit(choice).admitted:
+        return self._begin_drain(ctx, st, choice, planned=planned)
+
+    def _begin_drain(
+        self, ctx: SessionContext, st: RollingState, host: str, *, planned: bool | None = None
+    ) -> bool:
+        """Start emptying ``host`` (PREPARE_ or PLANNED_MAINTENANCE); False if
+        the pipeline holds it back."""
+        if not ctx.admit(host).admitted:
             return False
+        if planned is None:
+            planned = (
+                bool(ctx.hosts.in_state(HostState.MAINTAINED, type="compute"))
+                or ctx.session.state == SessionState.PLANNED_MAINTENANCE
+            )
         st.listed = False
         st.scale_in_rounds = 0
         self._go(
@@ -600,9 +708,22 @@ class RollingWorkflow(WorkflowBase):
             st,
             SessionState.PLANNED_MAINTENANCE if planned else SessionState.PREPARE_MAINTENANCE,
         )
-        st.drain_host, st.phase = choice, "disable"
+        st.drain_host, st.phase = host, "disable"
         st.moving, st.move_attempts, st.refused, st.retry_wait = None, 0, (), False
         return True
+
+    @staticmethod
+    def _refilled(ctx: SessionContext, st: RollingState) -> str | None:
+        """The host this session disabled if it is pending again with
+        instances on it (they arrived before the disable reached it)."""
+        if st.we_disabled is None:
+            return None
+        view = ctx.hosts.get(st.we_disabled)
+        if view is None or view.state != HostState.PENDING:
+            return None
+        if not any(i.state in IN_SCOPE for i in ctx.instances.on(view.name)):
+            return None
+        return view.name
 
     def _go(self, ctx: SessionContext, st: RollingState, dest: SessionState) -> None:
         st.phase = ""
@@ -624,7 +745,11 @@ class RollingWorkflow(WorkflowBase):
                     return host.name
         computes: Iterable[HostView] = (h for h in pending if h.type == "compute")
         if not planned:
-            computes = sorted(computes, key=lambda h: (self._used(ctx, h.name), h.position))
+            # The least loaded first, then the one with fewer instances (fewer moves).
+            computes = sorted(
+                computes,
+                key=lambda h: (self._used(ctx, h.name), self._count(ctx, h.name), h.position),
+            )
         for host in computes:
             if self._fits_elsewhere(ctx, host.name):
                 return host.name
@@ -655,7 +780,8 @@ class RollingWorkflow(WorkflowBase):
         lightest = min(pending, key=lambda h: (self._used(ctx, h.name), h.position))
         shortage = self._rule_shortage(ctx, lightest.name) or (
             f"the least loaded host {lightest.name} has {self._used(ctx, lightest.name)} "
-            "vcpus of instances and no other host has room for them"
+            f"vcpus of instances and the other hosts have {self._free_besides(ctx, lightest)} "
+            "vcpus free"
         )
         affected = {i.project_id for h in pending for i in self._movable_on(ctx, h.name)}
         managed = sorted(p for p in affected if self._managed(ctx, p))
@@ -686,6 +812,16 @@ class RollingWorkflow(WorkflowBase):
         )
         return False
 
+    def _free_besides(self, ctx: SessionContext, host: HostView) -> int:
+        """The free vCPUs of the hosts that could take ``host``'s instances
+        (a scan of the hosts, on the way to failing only)."""
+        retiring = self._retiring(ctx)
+        return sum(
+            max(0, ctx.capacity.free(h.name))
+            for h in ctx.hosts
+            if h.enabled and h.type == host.type and h.name != host.name and h.name not in retiring
+        )
+
     def _next_host_to_maintain(self, ctx: SessionContext) -> HostView | None:
         """A control-plane host with nothing to drain, else the first drained
         host, else the first host with nothing to drain (indexes, position order)."""
@@ -703,11 +839,13 @@ class RollingWorkflow(WorkflowBase):
         """The steps that maintain one host, in order; an action stage is
         ``action:<index>`` into the host's actions."""
         n_actions = len(actions_of(ctx.request.actions, *host_action_types(host.type)))
-        # A compute host's instances are listed first: one that arrived since
-        # it was emptied (the engine adds it from the listing) sends it back.
-        stages = ["verify_empty", "notify_in"] if host.type == "compute" else ["notify_in"]
+        # A compute host is disabled first (a drained one already is), then
+        # its instances are listed: one that arrived before the disable (the
+        # engine adds it from the listing) sends it back to be drained.
         if host.type == "compute":
-            stages.append("disable")
+            stages = ["disable", "verify_empty", "notify_in"]
+        else:
+            stages = ["notify_in"]
         stages += [f"action:{k}" for k in range(n_actions)]
         if host.name in self._retiring(ctx):
             return [*stages, "decommission"]  # not coming back: not waited for, not enabled
@@ -730,14 +868,22 @@ class RollingWorkflow(WorkflowBase):
                 return False
             if step == "notify_in":
                 if self._in_scope_on(ctx, host.name):
-                    # Something arrived since it was emptied: drain it again.
+                    # Something arrived since it was emptied: drain it again
+                    # (first: see ``_refilled``).
                     if view.state == HostState.DRAINED:
                         ctx.set_host_state(host.name, HostState.PENDING)
-                    st.current_host = None
+                    st.current_host, st.stage = None, 0
                     return False
                 ctx.set_host_state(host.name, HostState.IN_MAINTENANCE)
                 ctx.notify_host(host.name, "IN_MAINTENANCE")
-            elif step == "disable":
+                # Notifications go out after the step's operations started:
+                # the host's work waits for the next step, so that
+                # IN_MAINTENANCE is always delivered before it.
+                ctx.set_timer(_ANNOUNCED, ctx.now)
+                st.host_op = True
+                st.stage += 1
+                return False
+            if step == "disable":
                 # A host someone else disabled stays as they left it.
                 if view.enabled:
                     ctx.submit(
@@ -842,7 +988,7 @@ class RollingWorkflow(WorkflowBase):
             elif refused:
                 ctx.fail(
                     f"the cloud refused every host for instance {inst.instance_id} from "
-                    f"{inst.host}: " + ", ".join(sorted(r or "its scheduler" for r in refused))
+                    f"{inst.host}: " + "; ".join(st.refusals)
                 )
                 return
             else:
@@ -898,6 +1044,17 @@ class RollingWorkflow(WorkflowBase):
         inst = ctx.instances.get(op.instance_id)
         if inst is None:
             return
+        if result.status != OpStatus.DONE and self._target_left(ctx, op):
+            # Its target left the cloud during the move: not a failed attempt.
+            # Where is it now? It moves on once it is known (``_located``).
+            if inst.state == InstanceState.IN_ACTION:
+                ctx.set_instance_state(op.instance_id, InstanceState.ACTION_CHOSEN)
+            if ctx.session.state not in _FINAL:
+                ctx.submit(Locate((op.instance_id,)))
+                st.locating = True
+                if op.instance_id == st.moving:
+                    st.retry_wait = True
+            return
         origin = ctx.hosts.get(inst.host)
         if result.status != OpStatus.DONE and (origin is None or origin.state in _LEFT):
             # Its host was skipped (or left the cloud) meanwhile: not a failure.
@@ -924,7 +1081,7 @@ class RollingWorkflow(WorkflowBase):
             ctx.set_instance_state(op.instance_id, InstanceState.FAILED)
             ctx.fail(
                 f"instance {op.instance_id} of project {inst.project_id} was not moved off "
-                f"its host by its manager (OWN_ACTION): {result.detail}"
+                f"{inst.host} by its manager (OWN_ACTION): {result.detail}"
             )
             return
         source = st.drain_host
@@ -956,6 +1113,8 @@ class RollingWorkflow(WorkflowBase):
     ) -> None:
         if result.result.get("refused"):
             # The cloud refused the target: never asked for again in this move.
+            why = f"{op.target or 'its scheduler'}: {result.detail}"
+            st.refusals = (*(st.refusals if st.refused else ()), why)
             st.refused = tuple(sorted({*st.refused, op.target or SCHEDULER}))
         if ctx.session.state in _FINAL:
             ctx.set_instance_state(op.instance_id, InstanceState.PENDING)
@@ -1073,6 +1232,9 @@ class RollingWorkflow(WorkflowBase):
 
     def _in_scope_on(self, ctx: SessionContext, host: str) -> bool:
         return any(i.state in IN_SCOPE for i in ctx.instances.on(host))
+
+    def _count(self, ctx: SessionContext, host: str) -> int:
+        return len(self._movable_on(ctx, host))
 
     def _used(self, ctx: SessionContext, host: str) -> int:
         return sum(i.vcpus for i in self._movable_on(ctx, host))

@@ -60,14 +60,13 @@ inventory, delivery).
    drain questions list the cloud driver's actions and the default action is
    one of them (needed ``SessionInfo.allowed_actions``).
    ``test_rolling_v2_replies.py``, ``test_rolling_v2_decommission.py``.
-8. [done, except the runtime capacity re-check] Decommission: a retiring
-   host is never a target, is drained, gets its actions, ends
-   DECOMMISSIONED and disabled; ``DecommissionWorkflow``. Not done: the
-   capacity shortfall re-check before the first decision (today
-   ``HostLifecycle.shortfall``, after add_hosts came in):
-   ``workflows.lifecycle.capacity_shortfall`` is not importable from here
-   (layers); the session factory's check at creation stands.
-   ``v2/decommission.py``; ``test_rolling_v2_decommission.py``.
+8. [done] Decommission: a retiring host is never a target, is drained,
+   gets its actions, ends DECOMMISSIONED and disabled;
+   ``DecommissionWorkflow``. The capacity shortfall is checked again before
+   the first decision, once add_hosts came in (``planner.capacity_shortfall``,
+   the session factory's check at creation counted them in service).
+   ``v2/decommission.py``; ``test_rolling_v2_decommission.py``,
+   ``test_lifecycle.py``.
 9. [done] Lifecycle: a host REMOVED while drained, maintained or mid-move
    ends its work without failing the session; projects asked only about
    instances no longer waiting are not awaited; the removed host's
