@@ -614,8 +614,11 @@ class ConstrainedWorkflow(RollingWorkflow):
                 if not ctx.admit(host.name).admitted:
                     break  # paused: a host not yet in maintenance does not go in
                 if self._in_scope_on(ctx, host.name):
-                    # Something arrived since it was emptied: drain it again.
-                    ctx.set_host_state(host.name, HostState.DRAINING)
+                    # Something arrived since it was emptied (a replacement
+                    # pod, a scheduler's choice): it waits with the pending
+                    # hosts to be drained again (a drained host cannot go
+                    # back to DRAINING).
+                    ctx.set_host_state(host.name, HostState.PENDING)
                     ctx.set_host_stage(host.name, flags)
                     self._changed(ctx)
                     return
