@@ -203,9 +203,10 @@ class Run:
 
     def constraints(self) -> ConstraintSet:
         """The rules the run had to keep (today's engine's, or the cloud's)."""
-        if isinstance(self.engine, CoreEngine):
-            assert isinstance(self.cloud, GroupedCloud)
+        if isinstance(self.cloud, GroupedCloud):
             return ConstraintSet(cloud=self.cloud.cloud_groups)
+        # Set through the engine's constraint API (fenix_core.Engine is a
+        # CoreEngine since the cut-over).
         return self.engine.constraints()
 
 

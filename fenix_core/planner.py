@@ -21,6 +21,7 @@ are never chosen, and a soft rule's preference comes before all of the above.
 from __future__ import annotations
 
 import bisect
+import heapq
 from collections import Counter, defaultdict
 from collections.abc import Callable, Collection, Container, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Literal
@@ -524,37 +525,147 @@ def hosts_to_open(
     while everything left on the draining hosts, this one included, still fits
     on the targets that remain: a host opened is a target lost. Hosts feeding
     the most (and the busiest) idle groups come first (greedy set cover).
+
+    The greedy ranking is kept in a heap and a host's score is recomputed only
+    when a group it feeds is covered (scores only fall), and the capacity
+    totals of :func:`fits_all` are kept as running sums, so that rejecting a
+    host costs O(1) instead of a pass over every host and target.
     """
     if slots <= 0:
         return []
     idle = dict(idle_groups)
+    loads = list(candidates)
+    groups = [{m.group_id for m in load.members} for load in loads]
 
-    def score(load: HostLoad) -> float:
-        if not load.members:
+    def score(k: int) -> float:
+        if not loads[k].members:
             return float("inf")
-        return sum(idle.get(g, 0.0) for g in {m.group_id for m in load.members})
+        return sum(idle.get(g, 0.0) for g in groups[k])
 
-    pool = list(candidates)
+    def key(k: int) -> tuple[float, int, int, str, int]:
+        load = loads[k]
+        return (-score(k), len(load.members), load.position, load.host, k)
+
+    heap = [key(k) for k in range(len(loads))]
+    heapq.heapify(heap)
+    current = {entry[-1]: entry for entry in heap}
+    feeds: dict[str, list[int]] = {}
+    for k, gs in enumerate(groups):
+        for g in gs:
+            if g in idle:
+                feeds.setdefault(g, []).append(k)
     remaining = {t.host: t for t in targets}
+    room = _Room(remaining.values(), rules or {})
     need_members: list[Member] = [m for h in draining for m in h.members]
+    room.need(need_members)
     opened: list[str] = []
-    while pool and len(opened) < slots:
-        # Greedy set cover: re-rank by the idle weight each host still adds.
-        load = min(pool, key=lambda h: (-score(h), len(h.members), h.position, h.host))
-        pool.remove(load)
-        if score(load) <= 0:
+    while heap and len(opened) < slots:
+        entry = heapq.heappop(heap)
+        k = entry[-1]
+        if current.get(k) != entry:
+            continue  # re-ranked since: a newer entry is in the heap
+        del current[k]
+        load = loads[k]
+        if -entry[0] <= 0:
             break
-        others = [t for name, t in remaining.items() if name != load.host]
-        if load.members and not fits_all([*need_members, *load.members], others, rules):
-            continue
-        if load.members and feasible is not None and not feasible([*opened, load.host]):
-            continue  # it could go now, but the hosts after it could not
-        remaining.pop(load.host, None)
+        if load.members:
+            if not room.may_fit(load):
+                continue
+            others = [t for name, t in remaining.items() if name != load.host]
+            if not fits_all([*need_members, *load.members], others, rules):
+                continue
+            if feasible is not None and not feasible([*opened, load.host]):
+                continue  # it could go now, but the hosts after it could not
+        dropped = remaining.pop(load.host, None)
+        if dropped is not None:
+            room.drop(dropped)
         opened.append(load.host)
         need_members.extend(load.members)
-        for group in {m.group_id for m in load.members}:
-            idle.pop(group, None)
+        room.need(load.members)
+        for group in groups[k]:
+            if idle.pop(group, None) is None:
+                continue
+            for other in feeds.get(group, ()):
+                if other in current:
+                    current[other] = fresh = key(other)
+                    heapq.heappush(heap, fresh)
     return opened
+
+
+class _Room:
+    """The totals :func:`fits_all` checks first (vcpus free, and per group
+    with a per-host limit the places left below it), as running sums over
+    the targets left, so that a candidate host is checked in O(its groups)."""
+
+    def __init__(self, targets: Iterable[Target], rules: Mapping[str, GroupRule]) -> None:
+        self.rules = rules
+        self.targets = {t.host: t for t in targets}
+        self.free = 0
+        self.unknown = 0
+        for t in self.targets.values():
+            if t.free is None:
+                self.unknown += 1
+            else:
+                self.free += max(0, t.free)
+        self.vcpus = 0
+        self.count: dict[str, int] = {}
+        self.limits: dict[str, int] = {}
+        self.places: dict[str, int] = {}  # per limited group, over the targets left
+
+    def _limit(self, group_id: str) -> int | None:
+        rule = self.rules.get(group_id)
+        return rule.host_limit() if rule is not None else None
+
+    def _places(self, group_id: str, limit: int) -> int:
+        found = self.places.get(group_id)
+        if found is None:
+            found = self.places[group_id] = sum(
+                max(0, limit - t.members.get(group_id, 0)) for t in self.targets.values()
+            )
+        return found
+
+    def need(self, members: Iterable[Member]) -> None:
+        for m in members:
+            self.vcpus += m.vcpus
+            self.count[m.group_id] = self.count.get(m.group_id, 0) + 1
+            limit = self._limit(m.group_id)
+            if limit is not None:
+                self.limits[m.group_id] = limit
+
+    def drop(self, target: Target) -> None:
+        del self.targets[target.host]
+        if target.free is None:
+            self.unknown -= 1
+        else:
+            self.free -= max(0, target.free)
+        for group_id, places in self.places.items():
+            limit = self._limit(group_id)
+            assert limit is not None  # only limited groups are counted
+            self.places[group_id] = places - max(0, limit - target.members.get(group_id, 0))
+
+    def may_fit(self, load: HostLoad) -> bool:
+        """False when :func:`fits_all` of everything needed plus ``load``'s
+        members on the targets left but ``load``'s own host is sure to fail
+        on its totals (True: it may fit; :func:`fits_all` decides)."""
+        own = self.targets.get(load.host)
+        unknown = self.unknown - (1 if own is not None and own.free is None else 0)
+        if not unknown:
+            free = self.free - (max(0, own.free) if own is not None and own.free is not None else 0)
+            if free < self.vcpus + load.vcpus:
+                return False
+        extra: dict[str, int] = {}
+        for m in load.members:
+            extra[m.group_id] = extra.get(m.group_id, 0) + 1
+        for group_id in {*extra, *self.limits}:
+            limit = self._limit(group_id)
+            if limit is None:
+                continue
+            places = self._places(group_id, limit)
+            if own is not None:
+                places -= max(0, limit - own.members.get(group_id, 0))
+            if places < self.count.get(group_id, 0) + extra.get(group_id, 0):
+                return False
+        return True
 
 
 def fits_all(

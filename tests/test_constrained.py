@@ -533,6 +533,49 @@ def test_packing_leaves_room_for_an_anti_affine_group() -> None:
     )
 
 
+def test_waves_with_no_way_forward_fail_instead_of_listing_hosts_for_ever(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The packing case above with placements that ignore the anti-affine
+    group still to move (planner.assign_moves without ``ahead``): g0's three
+    members are left two hosts. The session lists the hosts once more and
+    fails naming the host it cannot empty, at the same instant, instead of
+    listing the hosts again at every step (it never ended)."""
+    import fenix_core.planner as planner_module
+
+    real = planner_module.assign_moves
+
+    def without_ahead(*args: Any, **kwargs: Any) -> Any:
+        kwargs.pop("ahead", None)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(planner_module, "assign_moves", without_ahead)
+    layout = {
+        "cmp-0": [],
+        "cmp-1": [("vm-0", "p0", 2), ("vm-1", "p0", 2)],
+        "cmp-2": [("vm-2", "p0", 1), ("vm-3", "p0", 1), ("vm-4", "p0", 1)],
+        "cmp-3": [],
+    }
+    cluster = Cluster(layout, vcpus=4)
+    e = cluster.engine
+    e.set_group_constraints(group("g0", "p0", max_impacted_members=1, anti_affinity_group=True))
+    for iid in ("vm-2", "vm-3", "vm-4"):
+        e.set_instance_constraints(member(iid, "p0", "g0"))
+    steps = 0
+    step = e.step
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        nonlocal steps
+        steps += 1
+        assert steps < 500, "the session is stepped again and again"
+        return step(*args, **kwargs)
+
+    monkeypatch.setattr(e, "step", counted)
+    view = cluster.run()
+    assert view.state == "MAINTENANCE_FAILED"
+    assert "cmp-2" in view.reason
+
+
 def check_cluster(spec: dict[str, Any]) -> None:
     """The cluster ends DONE, or FAILED before touching a host; no rule broken."""
     cluster = Cluster(spec["layout"], vcpus=spec["capacity"], managed=spec["managed"])

@@ -695,3 +695,114 @@ def test_max_hosts_out_leaves_hosts_that_hold_the_load(capacities: list[int], lo
             assert sum(kept[:-1]) < load
     else:
         assert out == 0
+
+
+def _hosts_to_open_by_the_rule(
+    candidates: Sequence[HostLoad],
+    draining: Sequence[HostLoad],
+    targets: Sequence[Target],
+    idle_groups: Mapping[str, float],
+    slots: int,
+    rules: Mapping[str, GroupRule],
+) -> list[str]:
+    """hosts_to_open's rule written plainly (the greedy set cover re-ranked
+    over every host each round, fits_all on every host): the oracle."""
+    idle = dict(idle_groups)
+
+    def score(load: HostLoad) -> float:
+        if not load.members:
+            return float("inf")
+        return sum(idle.get(g, 0.0) for g in {m.group_id for m in load.members})
+
+    pool = list(candidates)
+    remaining = {t.host: t for t in targets}
+    need = [m for h in draining for m in h.members]
+    opened: list[str] = []
+    while pool and len(opened) < slots:
+        best = min(pool, key=lambda h: (-score(h), len(h.members), h.position, h.host))
+        pool.remove(best)
+        if score(best) <= 0:
+            break
+        others = [t for name, t in remaining.items() if name != best.host]
+        if best.members and not fits_all([*need, *best.members], others, rules):
+            continue
+        remaining.pop(best.host, None)
+        opened.append(best.host)
+        need.extend(best.members)
+        for g in {m.group_id for m in best.members}:
+            idle.pop(g, None)
+    return opened
+
+
+@st.composite
+def opening_cases(draw: Any) -> dict[str, Any]:
+    def members(prefix: str) -> tuple[Member, ...]:
+        n = draw(st.integers(0, 4))
+        return tuple(
+            member(f"{prefix}-{k}", draw(st.sampled_from(GROUPS)), draw(st.sampled_from([1, 2, 4])))
+            for k in range(n)
+        )
+
+    names = [f"c{i}" for i in range(draw(st.integers(0, 8)))]
+    candidates = [load(n, *members(n), position=draw(st.integers(0, 9))) for n in names]
+    draining = [load(f"d{i}", *members(f"d{i}")) for i in range(draw(st.integers(0, 2)))]
+    hosts = [n for n in names if draw(st.booleans())] + [
+        f"t{i}" for i in range(draw(st.integers(0, 5)))
+    ]
+    targets = [
+        Target(
+            h,
+            draw(st.sampled_from([None, 0, 2, 4, 8])),
+            draw(st.booleans()),
+            draw(st.dictionaries(st.sampled_from(GROUPS), st.integers(0, 2), max_size=2)),
+        )
+        for h in hosts
+    ]
+    idle = draw(st.dictionaries(st.sampled_from(GROUPS), st.sampled_from([0.0, 1.0, 2.5, 30.0])))
+    return {
+        "candidates": candidates,
+        "draining": draining,
+        "targets": targets,
+        "idle_groups": idle,
+        "slots": draw(st.integers(0, 5)),
+        "rules": draw(rule_maps),
+    }
+
+
+@PROPERTY
+@given(opening_cases())
+def test_hosts_to_open_keeps_the_greedy_rule(case: dict[str, Any]) -> None:
+    """The heap and the running totals change the cost, not the choice."""
+    assert hosts_to_open(**case) == _hosts_to_open_by_the_rule(**case)
+
+
+def test_hosts_to_open_rejects_hosts_that_cannot_fit_without_placing_them(
+    monkeypatch: Any,
+) -> None:
+    """A host whose members exceed the room left is turned down from the
+    running totals: the greedy placement (fits_all) is not tried for each of
+    them, so a full cloud costs O(hosts), not hosts x targets."""
+    import fenix_core.planner as planner_module
+
+    calls = []
+    real = planner_module.fits_all
+
+    def counted(*args: Any, **kwargs: Any) -> bool:
+        calls.append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(planner_module, "fits_all", counted)
+    candidates = [
+        load(f"c{i}", *(member(f"vm-{i}-{k}", f"g{i % 4}", 4) for k in range(5)), position=i)
+        for i in range(50)
+    ]
+    targets = [target(f"t{i}", 1) for i in range(20)]  # 20 vcpus free, a host needs 20 + 20
+    opened = hosts_to_open(
+        candidates,
+        draining=[load("d", *(member(f"d-{k}", "g9", 4) for k in range(5)))],
+        targets=targets,
+        idle_groups=dict.fromkeys(GROUPS, 1.0),
+        slots=10,
+    )
+    assert opened == []
+    assert calls == []

@@ -164,6 +164,23 @@ class _Counts:
     pending_hosts_of: dict[str, set[str]] = attrs.field(factory=dict)
     pending_loads: dict[str, tuple[planner.Member, ...]] = attrs.field(factory=dict)
     ruled: dict[str, bool] = attrs.field(factory=dict)
+    #: Per group with a per-host limit, the vcpus of its members on pending
+    #: hosts (how many of each size): placements keep a host able to take them.
+    ahead_sizes: dict[str, Counter[int]] = attrs.field(factory=dict)
+
+    def ahead(self) -> dict[str, int]:
+        """Per group with a per-host limit still to move, its smallest member."""
+        return {
+            g: min(v for v, n in sizes.items() if n > 0)
+            for g, sizes in self.ahead_sizes.items()
+            if any(n > 0 for n in sizes.values())
+        }
+
+    def pending_member(self, group_id: str, vcpus: int, limited: bool, delta: int) -> None:
+        """A member of ``group_id`` arrived on (+1) or left with its host (-1)
+        the pending hosts."""
+        if limited:
+            self.ahead_sizes.setdefault(group_id, Counter())[vcpus] += delta
 
 
 class _GroupsOn(Mapping[str, int]):
@@ -217,6 +234,10 @@ class _Step:
         if found is None:
             found = self.rules[key] = planner.GroupRule.of(self.cs.group_by_key(key), key)
         return found
+
+    def limited(self, key: str) -> bool:
+        """Whether the group has a per-host limit (anti-affinity or a maximum)."""
+        return self.rule(key).host_limit() is not None
 
     def member(self, inst: InstanceView) -> planner.Member:
         return planner.Member(inst.instance_id, inst.project_id, self.group(inst), inst.vcpus)
@@ -398,9 +419,13 @@ class ConstrainedWorkflow(RollingWorkflow):
             self._go(ctx, st, SessionState.MAINTENANCE_COMPLETE)
             st.phase = "post"
             return True
-        if not planned and not self._feasible(ctx, st):
-            return False
-        st.listed = False
+        if not planned:
+            if not self._feasible(ctx, st):
+                return False
+            st.listed = False
+        # (Once in the waves, ``listed`` is reset when a host opens: resetting
+        # it at each decision listed the hosts again and again at one instant
+        # when nothing could open.)
         self._go(ctx, st, SessionState.PLANNED_MAINTENANCE)
         st.phase = "waves"
         return True
@@ -589,8 +614,11 @@ class ConstrainedWorkflow(RollingWorkflow):
                 if not ctx.admit(host.name).admitted:
                     break  # paused: a host not yet in maintenance does not go in
                 if self._in_scope_on(ctx, host.name):
-                    # Something arrived since it was emptied: drain it again.
-                    ctx.set_host_state(host.name, HostState.DRAINING)
+                    # Something arrived since it was emptied (a replacement
+                    # pod, a scheduler's choice): it waits with the pending
+                    # hosts to be drained again (a drained host cannot go
+                    # back to DRAINING).
+                    ctx.set_host_state(host.name, HostState.PENDING)
                     ctx.set_host_stage(host.name, flags)
                     self._changed(ctx)
                     return
@@ -856,6 +884,7 @@ class ConstrainedWorkflow(RollingWorkflow):
                 waiting, key=lambda m: (m.instance_id not in moved, -m.vcpus, m.instance_id)
             )
             targets = self._window_targets(ctx, step, [views[m.instance_id] for m in waiting])
+            ahead = step.counts.ahead()
 
             def place(waiting_makes_room: bool) -> dict[str, str]:
                 twice = {
@@ -870,7 +899,10 @@ class ConstrainedWorkflow(RollingWorkflow):
                         waiting_makes_room=waiting_makes_room,
                     )
                 }
-                return dict(planner.assign_moves(by_size, everyone, targets, rules, twice=twice)[0])
+                moves, _blocked = planner.assign_moves(
+                    by_size, everyone, targets, rules, twice=twice, ahead=ahead
+                )
+                return dict(moves)
 
             plan = place(True)
             if not plan and not self._waiting_makes_room(ctx, step, cst):
@@ -1006,6 +1038,7 @@ class ConstrainedWorkflow(RollingWorkflow):
                 counts.todo[g] -= 1
             else:
                 counts.pending_hosts_of.setdefault(g, set()).add(moved.host)
+                counts.pending_member(g, moved.vcpus, step.limited(g), +1)
             cst.stamp = counts.stamp = _new_stamp()
         if ctx.session.state in _FINAL:
             return
@@ -1171,14 +1204,18 @@ class ConstrainedWorkflow(RollingWorkflow):
             if view is not None and view.stage & _STAGE:
                 ctx.set_host_stage(name, view.stage & ~_STAGE)  # its stages start afresh
             for inst in ctx.instances.on(name):
-                found = counts.pending_hosts_of.get(step.group(inst))
+                g = step.group(inst)
+                found = counts.pending_hosts_of.get(g)
                 if found is not None:
                     found.discard(name)
+                if inst.state not in (InstanceState.GONE, InstanceState.OUT_OF_SCOPE):
+                    counts.pending_member(g, inst.vcpus, step.limited(g), -1)
             view = ctx.hosts.get(name)
             if view is not None:
                 self._disabled_for_drain(ctx, view, step)
         if opened:
             cst.stamp = counts.stamp = _new_stamp()
+            ctx.state_of(RollingState).listed = False  # progress: list again when stuck
         return opened, False
 
     @staticmethod
@@ -1259,6 +1296,7 @@ class ConstrainedWorkflow(RollingWorkflow):
                 if host.state == HostState.PENDING:
                     found.todo[g] += 1
                     found.pending_hosts_of.setdefault(g, set()).add(host.name)
+                    found.pending_member(g, inst.vcpus, step.limited(g), +1)
                 elif host.state == HostState.DRAINING:
                     found.todo[g] += 1
         self._counts[ctx.session_id] = found
