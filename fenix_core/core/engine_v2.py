@@ -99,6 +99,7 @@ from .poller import SqlDbPoller
 from .ports import NewSession, OutboxRec, WorkingSetLike
 from .records import HOST_COLUMNS, INSTANCE_COLUMNS, PROJECT_COLUMNS, SESSION_COLUMNS
 from .replies import ProjectFacts, ReplyFacts, ReplyIntake
+from .retry import DbRetry, check_retry_arguments
 from .runner import CoreRunner
 from .sql_store import SqlSessionStore
 from .stepper import Stepper
@@ -245,8 +246,11 @@ class CoreEngine:
         db_retries: int = 5,
         db_retry_seconds: float = 0.1,
     ) -> None:
+        check_retry_arguments(db_retries, db_retry_seconds)
         self.db_retries = db_retries
         self.db_retry_seconds = float(db_retry_seconds)
+        # A lost database connection: a step, a poll or a claim is made again.
+        self._retry = DbRetry(db_retries, self.db_retry_seconds)
         self.clock: Clock = clock if clock is not None else RealClock()
         self.lease_clock: Clock = lease_clock if lease_clock is not None else RealClock()
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -309,6 +313,7 @@ class CoreEngine:
                 self._db, self.lease_clock, table="session_clock", owner=self.worker_id
             ),
             leftovers=self._store,
+            retry=self._retry,
         )
         self._replies = ReplyIntake(
             sink=self,
@@ -673,7 +678,7 @@ class CoreEngine:
         if self._inventory_poll_at is not None and now < self._inventory_poll_at:
             return
         self._inventory_poll_at = now + timedelta(seconds=self.lease_seconds / 4)
-        if self._inventory.poll():
+        if self._retry("reading host changes", self._inventory.poll):
             for session_id in self._stepper.held_sessions():
                 self._stepper.wake(session_id)
 
@@ -692,7 +697,8 @@ class CoreEngine:
                     receiver(self, payload=payload)
                 except Exception:
                     log.exception("receiver of maintenance_host failed (host change %s)", change.id)
-        self._inventory.delivered([c.id for c in sending], self.clock.now())
+        ids, now = [c.id for c in sending], self.clock.now()
+        self._retry("marking host changes delivered", lambda: self._inventory.delivered(ids, now))
 
     # ------------------------------------------------------------------ constraints
 

@@ -31,6 +31,8 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, TypeAlias, cast
 
+from sqlalchemy.exc import OperationalError
+
 from ..constraints import ConstraintSet
 from ..contract import (
     DisableHost,
@@ -198,6 +200,8 @@ class CoreRunner:
         workflow = self.workflow(ws.session.workflow)
         try:
             self._hooks(ws, adapter, workflow, now, control)
+        except OperationalError:
+            raise  # the database, not the workflow: the step is retried from its last commit
         except Exception as exc:
             log.exception("session %s: workflow error", ws.session.id)
             adapter = self._drop_step(ws, now)

@@ -21,7 +21,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Sequence
 from datetime import datetime, timedelta
-from typing import Protocol, TypeAlias, cast
+from functools import partial
+from typing import Protocol, TypeAlias, TypeVar, cast
 
 import attrs
 
@@ -31,7 +32,17 @@ from .due import DbPoller, DueQueue
 from .outbox import Outbox, OutboxSource
 from .ports import Fence, LeaseKeeper, SessionStore, StepWrite, WorkingSetLike
 
-__all__ = ["LoadedSet", "RunStep", "StepFrame", "StepOutcome", "StepRunner", "Stepper"]
+__all__ = [
+    "LoadedSet",
+    "Retrying",
+    "RunStep",
+    "StepFrame",
+    "StepOutcome",
+    "StepRunner",
+    "Stepper",
+]
+
+_T = TypeVar("_T")
 
 
 class LoadedSet(WorkingSetLike, Protocol):
@@ -81,6 +92,20 @@ class StepRunner(Protocol):
         than the outcome's wake)."""
 
 
+class Retrying(Protocol):
+    """Makes ``call`` again after a lost database connection
+    (:class:`fenix_core.core.retry.DbRetry`); ``what`` names it in the log."""
+
+    def __call__(self, what: str, call: Callable[[], _T]) -> _T: ...
+
+
+class _Once:
+    """No retry: the call, once."""
+
+    def __call__(self, what: str, call: Callable[[], _T]) -> _T:
+        return call()
+
+
 #: What runs one step of a working set (the runner's ``run``, or an admin's
 #: change wrapped around it).
 RunStep: TypeAlias = Callable[[WorkingSetLike, datetime, StepFrame], StepOutcome]
@@ -102,7 +127,13 @@ class Stepper:
         poller: DbPoller | None = None,
         poll_seconds: float | None = None,
         leftovers: OutboxSource | None = None,
+        retry: Retrying | None = None,
     ) -> None:
+        """``retry``: how a poll, a claim and a session's step are made
+        again after a lost database connection (default: not at all). A
+        step is retried from the session's last commit: its working set is
+        dropped and loaded again, and operations it started after its
+        commit, not yet recorded as started, are looked up by key."""
         self._store = store
         self._leases = leases
         self._runner = runner
@@ -116,6 +147,7 @@ class Stepper:
         )
         self._next_poll: datetime | None = None  # None: poll at the next step
         self._leftovers = leftovers
+        self._retry: Retrying = retry if retry is not None else _Once()
         self.queue = DueQueue()
         self._held: dict[str, LoadedSet] = {}
         # Session id -> its stored version: loaded, then +1 per committed write
@@ -181,7 +213,8 @@ class Stepper:
             seen = set(due)
             # A held session with a wake-up in the queue waits for it: its
             # stored next_wake may be conservative (operations just started).
-            for sid in self._poller.poll(now):
+            poller = self._poller
+            for sid in self._retry("polling sessions", lambda: poller.poll(now)):
                 if sid in seen or (sid in self._held and sid in self.queue):
                     continue
                 if sid in self._held:
@@ -190,12 +223,12 @@ class Stepper:
                 due.append(sid)
         if not due:
             return 0
-        fences = self._claim_unheld(due)
+        fences = self._retry("claiming sessions", lambda: self._claim_unheld(due))
         stepped = 0
         for session_id in due:
             if session_id not in self._held and session_id not in fences:
                 continue  # another worker holds it
-            if self._step_one(session_id, now):
+            if self._retry(f"session {session_id}", partial(self._step_one, session_id, now)):
                 stepped += 1
         return stepped
 
@@ -316,11 +349,18 @@ class Stepper:
         working_set = cast(LoadedSet, self._store.load(session_id))
         self._held[session_id] = working_set
         self._versions[session_id] = working_set.version
-        delivered = max(working_set.delivered_seq, self._sent.pop(session_id, 0))
-        if self._leftovers is not None:
-            self._outbox.leftovers(self._leftovers, session_id, delivered)
-        else:
-            self._outbox.restore(session_id, delivered)
+        delivered = max(working_set.delivered_seq, self._sent.get(session_id, 0))
+        try:
+            if self._leftovers is not None:
+                self._outbox.leftovers(self._leftovers, session_id, delivered)
+            else:
+                self._outbox.restore(session_id, delivered)
+        except BaseException:
+            # Not loaded after all (the leftovers were not read): the next
+            # load reads and sends them.
+            self._let_go(session_id, keep_sent=True)
+            raise
+        self._sent.pop(session_id, None)
         return working_set
 
     def _let_go(self, session_id: str, *, keep_sent: bool = False) -> None:
