@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from fenix_core import ActionSpec, Engine, SessionRequest, hookimpl
 from fenix_core.errors import CloudError, InvalidInput
-from fenix_core.store.schema import Base, SessionRow
+from fenix_core.store.schema import Base
 from fenix_core.testing import (
     ScriptedManager,
     SimClock,
@@ -25,6 +25,7 @@ from fenix_core.testing import (
     TimedAction,
     migrations_per_instance,
 )
+from fenix_core.testing.seams import stored_clock
 
 LAYOUT = {
     "cmp-0": [("vm-a", "pa", 2), ("vm-b", "pb", 2)],
@@ -301,8 +302,7 @@ def test_connection_lost_for_good_reaches_the_caller_and_a_later_run_resumes(
     with pytest.raises(OperationalError):
         engine.run_until_done(sid)
     assert lost.raised == 3
-    with Session(engine.database) as orm:
-        assert orm.scalar(select(SessionRow.version).where(SessionRow.id == sid)) == 0
+    assert stored_clock(engine.database, sid).version == 0  # no step committed
     assert engine.run_until_done(sid).state == "MAINTENANCE_DONE"
     assert set(cloud.starts.values()) == {1}
 

@@ -17,9 +17,10 @@ from sqlalchemy.orm import Session
 
 from fenix_core import ActionSpec, Engine, SessionRequest
 from fenix_core.errors import Conflict, NotFound
-from fenix_core.store.schema import OutboxRow, SessionRow
+from fenix_core.store.schema import OutboxRow
 from fenix_core.testing import SimClock, SimulatedCloud, TimedAction, migrations_per_instance
 from fenix_core.testing.crash import CrashHarness, CrashReport
+from fenix_core.testing.seams import stored_clock
 
 LAYOUT = {
     "cmp-0": [("vm-a", "p1", 2), ("vm-b", "p2", 2)],
@@ -98,17 +99,15 @@ def workers(database_url: str) -> Iterator[Workers]:
 
 
 def lease_of(engine: Engine, session_id: str) -> tuple[str | None, int]:
-    with Session(engine.database) as orm:
-        row = orm.get(SessionRow, session_id)
-        assert row is not None
-        return row.lease_owner, row.lease_token
+    """The stored lease: its owner and token (the token grows by one each
+    time another worker takes the session)."""
+    stored = stored_clock(engine.database, session_id)
+    return stored.owner, stored.token
 
 
 def versions(engine: Engine, session_id: str) -> int:
-    with Session(engine.database) as orm:
-        row = orm.get(SessionRow, session_id)
-        assert row is not None
-        return row.version
+    """How many steps of the session were committed."""
+    return stored_clock(engine.database, session_id).version
 
 
 def test_a_leased_session_is_left_alone_by_other_workers(workers: Workers) -> None:
@@ -143,8 +142,7 @@ def test_a_dead_workers_session_is_taken_over_from_its_last_commit(workers: Work
     assert Counter(b.upgrade.hosts) == Counter(list(LAYOUT))  # type: ignore[attr-defined]
     with Session(b.database) as orm:
         seqs = orm.scalars(select(OutboxRow.seq).where(OutboxRow.session_id == sid)).all()
-        last = orm.scalar(select(SessionRow.seq).where(SessionRow.id == sid))
-    assert sorted(seqs) == list(range(1, (last or 0) + 1))
+    assert sorted(seqs) == list(range(1, stored_clock(b.database, sid).seq + 1))
 
 
 def test_a_worker_that_lost_its_lease_cannot_commit_a_step(workers: Workers) -> None:
