@@ -5,6 +5,7 @@ be started (see pg_server.py), on PostgreSQL."""
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import timedelta
@@ -165,6 +166,24 @@ def test_a_worker_that_lost_its_lease_cannot_commit_a_step(workers: Workers) -> 
     assert lease_of(a, sid) == ("b", 2)
     assert b.held_sessions() == [sid]
     assert b.run_until_done(sid).state == "MAINTENANCE_DONE"
+
+
+def test_run_until_done_waits_while_another_live_worker_holds_the_session(
+    workers: Workers,
+) -> None:
+    """As two processes on one database do: "b" asked to finish a session
+    that "a" holds waits (looking again now and then) instead of giving up,
+    and takes it over once "a"'s lease runs out ("a" stalled)."""
+    a, b = workers("a"), workers("b")
+    sid = a.create_session(SessionRequest(actions=UPGRADE))
+    assert a.step() == 1
+    expire = threading.Timer(0.2, b.lease_clock_.advance, args=(31,))  # type: ignore[attr-defined]
+    expire.start()
+    try:
+        assert b.run_until_done(sid).state == "MAINTENANCE_DONE"
+    finally:
+        expire.join()
+    assert lease_of(b, sid) == ("b", 2)
 
 
 def test_lease_holder_names_the_live_lease_and_its_expiry(workers: Workers) -> None:

@@ -846,8 +846,10 @@ class CoreEngine:
         """Step until the session is final with nothing left to follow.
 
         A session this engine does not hold (created by another process, or
-        left by one that died) is claimed first; FenixError if it cannot be
-        (another live worker holds it)."""
+        left by one that died) is claimed first. While another live worker
+        holds it, this one looks again every ``lease_seconds / 4`` (at most
+        a second) of real time, as today's Engine does: that worker may
+        finish the session, or die and leave it when its lease runs out."""
         claimed = False
         while True:
             self.run_until_idle()
@@ -855,10 +857,7 @@ class CoreEngine:
                 if self._finished(session_id):
                     return self.get_session(session_id)
                 if claimed:
-                    raise FenixError(
-                        f"session {session_id} is held by another worker",
-                        session_id=session_id,
-                    )
+                    self._wait_for_another_worker()
                 claimed = True
                 self._stepper.wake(session_id)
                 continue
@@ -873,6 +872,20 @@ class CoreEngine:
                     f"session {session_id} waits for nothing that can happen (state {view.state})",
                     session_id=session_id,
                 )
+
+    def _wait_for_another_worker(self) -> None:
+        """A session this engine waits for is held by another live worker:
+        wait a little (real time), or less if one of this engine's own
+        sessions is due sooner on a real clock."""
+        pause = min(1.0, self.lease_seconds / 4)
+        wake = self._stepper.next_wake()
+        if wake is not None and wake <= self.clock.now():
+            return
+        if wake is not None and isinstance(self.clock, RealClock):
+            self.clock.wait(min(wake, self.clock.now() + timedelta(seconds=pause)), self._wake)
+        else:
+            self._wake.wait(pause)
+        self._wake.clear()
 
     def run_forever(self) -> None:
         """The production loop (as Engine.run_forever): step what is due, then
