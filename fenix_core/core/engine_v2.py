@@ -314,6 +314,7 @@ class CoreEngine:
             ),
             leftovers=self._store,
             retry=self._retry,
+            flush=self._runner.flush,
         )
         self._replies = ReplyIntake(
             sink=self,

@@ -228,6 +228,22 @@ class CoreRunner:
             self._replies_due.discard(ws.session.id)
         return StepOutcome(write=write, wake=wake, starts=starts, finished=finished)
 
+    def flush(self, working_set: WorkingSetLike, now: datetime, frame: StepFrame) -> StepOutcome:
+        """Before the engine lets the session go (close): write what its
+        steps changed and left for its next write (the status of operations
+        started or polled since), so that the next engine follows those
+        operations, asking their plug-ins, instead of finding them in doubt.
+        No hook runs; nothing is started."""
+        ws = cast(WorkingSet, working_set)
+        self.forget(ws.session.id)
+        if ws.session.state == _AWAITING:
+            return StepOutcome(write=None, wake=None, finished=True)
+        ws.delivered(frame.delivered_seq)
+        write = ws.take_write(
+            frame.fence, next_wake=self._wake(ws, now), lease_expires=frame.lease_expires
+        )
+        return StepOutcome(write=write, wake=None, finished=True)
+
     def _record_host_events(self, adapter: WorkingSetAdapter, now: datetime) -> None:
         """Hosts the step brought into service (``add_hosts``: ADDED) or
         retired (DECOMMISSIONED) go into the inventory, announced."""

@@ -19,6 +19,7 @@ neither the store, nor the lease keeper, nor the poller.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Collection, Sequence
 from datetime import datetime, timedelta
 from functools import partial
@@ -43,6 +44,8 @@ __all__ = [
 ]
 
 _T = TypeVar("_T")
+
+log = logging.getLogger("fenix_core.core")
 
 
 class LoadedSet(WorkingSetLike, Protocol):
@@ -128,12 +131,16 @@ class Stepper:
         poll_seconds: float | None = None,
         leftovers: OutboxSource | None = None,
         retry: Retrying | None = None,
+        flush: RunStep | None = None,
     ) -> None:
         """``retry``: how a poll, a claim and a session's step are made
         again after a lost database connection (default: not at all). A
         step is retried from the session's last commit: its working set is
         dropped and loaded again, and operations it started after its
-        commit, not yet recorded as started, are looked up by key."""
+        commit, not yet recorded as started, are looked up by key.
+        ``flush``: run on each held session by :meth:`release` to write
+        what its steps changed and left for the next write (the status of
+        operations started since); None: nothing is written then."""
         self._store = store
         self._leases = leases
         self._runner = runner
@@ -148,6 +155,7 @@ class Stepper:
         self._next_poll: datetime | None = None  # None: poll at the next step
         self._leftovers = leftovers
         self._retry: Retrying = retry if retry is not None else _Once()
+        self._flush = flush
         self.queue = DueQueue()
         self._held: dict[str, LoadedSet] = {}
         # Session id -> its stored version: loaded, then +1 per committed write
@@ -271,8 +279,16 @@ class Stepper:
         self._sent.pop(session_id, None)
 
     def release(self) -> None:
-        """Let every held session go (engine close)."""
+        """Let every held session go (engine close), each written first with
+        ``flush`` (best effort: a session not written is resumed from its
+        last commit, its unrecorded operations in doubt)."""
+        now = self._clock.now()
         for session_id in list(self._held):
+            if self._flush is not None:
+                try:
+                    self._step_one(session_id, now, self._flush)
+                except Exception as exc:
+                    log.warning("session %s not written at release: %s", session_id, exc)
             self._let_go(session_id)
         self._leases.release_all()
 
