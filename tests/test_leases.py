@@ -10,6 +10,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pg_server
 import pytest
@@ -18,8 +19,15 @@ from sqlalchemy.orm import Session
 
 from fenix_core import ActionSpec, Engine, SessionRequest
 from fenix_core.errors import Conflict, NotFound
+from fenix_core.signals import SIGNALS
 from fenix_core.store.schema import OutboxRow
-from fenix_core.testing import SimClock, SimulatedCloud, TimedAction, migrations_per_instance
+from fenix_core.testing import (
+    ScriptedManager,
+    SimClock,
+    SimulatedCloud,
+    TimedAction,
+    migrations_per_instance,
+)
 from fenix_core.testing.crash import CrashHarness, CrashReport
 from fenix_core.testing.seams import stored_clock
 
@@ -207,6 +215,46 @@ def test_closing_a_worker_releases_its_leases(workers: Workers) -> None:
     assert lease_of(b, sid) == (None, 1)
     assert b.step() == 1  # at once, without waiting for an expiry
     assert lease_of(b, sid) == ("b", 2)
+
+
+def test_a_closed_worker_leaves_nothing_to_send_again_or_in_doubt(workers: Workers) -> None:
+    """Closing a worker writes what its steps left for their next write:
+    the delivery watermark (the next worker sends nothing again) and the
+    status of the operations it started (followed, not started again)."""
+    a, b = workers("a"), workers("b")
+    cloud: SimulatedCloud = a.cloud  # type: ignore[attr-defined]
+    delivered: Counter[int] = Counter()
+
+    def count(_sender: object, payload: dict[str, Any]) -> None:
+        delivered[payload["seq"]] += 1
+
+    for engine in (a, b):
+        for signal in SIGNALS.values():
+            signal.connect(count, sender=engine, weak=False)
+    upgrade: TimedAction = a.upgrade  # type: ignore[attr-defined]
+    starts: Counter[str] = Counter()
+    start = upgrade.start
+
+    def counted(context: Any) -> Any:
+        starts[context.key] += 1
+        return start(context)
+
+    upgrade.start = counted  # type: ignore[method-assign]
+    a.subscribe("p1")
+    first = ScriptedManager(a, "p1", cloud=cloud)
+    sid = a.create_session(SessionRequest(actions=UPGRADE))
+    a.run_until_idle()  # announced, and the empty host's upgrade started
+    first.close()
+    assert delivered
+    a.close()
+    assert stored_clock(b.database, sid).delivered_seq == max(delivered)
+    second = ScriptedManager(b, "p1", cloud=cloud)
+    assert b.run_until_done(sid).state == "MAINTENANCE_DONE"
+    second.close()
+    assert set(delivered.values()) == {1}
+    assert sorted(delivered) == list(range(1, stored_clock(b.database, sid).seq + 1))
+    assert Counter(upgrade.hosts) == Counter(list(LAYOUT))
+    assert set(starts.values()) == {1}  # each run asked to start once
 
 
 # --------------------------------------------------------------------------- processes
