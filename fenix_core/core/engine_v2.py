@@ -850,7 +850,11 @@ class CoreEngine:
         left by one that died) is claimed first. While another live worker
         holds it, this one looks again every ``lease_seconds / 4`` (at most
         a second) of real time, as today's Engine does: that worker may
-        finish the session, or die and leave it when its lease runs out."""
+        finish the session, or die and leave it when its lease runs out.
+        InvalidInput for a session id that is not a string, NotFound for an
+        unknown session."""
+        with self._lock:
+            self._require_session(session_id)
         claimed = False
         while True:
             self.run_until_idle()
