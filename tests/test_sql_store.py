@@ -277,9 +277,25 @@ def test_a_write_whose_commit_failed_is_written_again_from_the_last_commit(
     would hold SQLite's write lock and fence its own retry out."""
     if isinstance(harness, MemoryHarness):
         pytest.skip("no connection to lose")
+    _a_commit_fails_then_the_step_is_written_again(harness)
+
+
+def test_a_failed_commit_keeps_an_in_memory_sqlite_database() -> None:
+    """The store gives back (does not discard) the connection a write failed
+    on: an in-memory SQLite database is that one connection."""
+    database = open_database("sqlite://")
+    migrate(database)
+    harness = SqlHarness(database)
+    try:
+        _a_commit_fails_then_the_step_is_written_again(harness)
+    finally:
+        harness.store.close()
+        database.dispose()
+
+
+def _a_commit_fails_then_the_step_is_written_again(h: SqlHarness) -> None:
     from sqlalchemy.exc import OperationalError
 
-    h = harness
     h.store.insert(new_session())
     ws, fence = held(h)
     a_step(ws)

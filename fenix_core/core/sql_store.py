@@ -198,14 +198,16 @@ class SqlSessionStore:
                     yield self._writer
             except DBAPIError:
                 # A connection the database failed on is not kept: the next
-                # write (a retry) takes a fresh one. Its transaction may be
-                # open still (a COMMIT that failed on the way: SQLAlchemy
+                # write (a retry) checks one out again. Its transaction may
+                # be open still (a COMMIT that failed on the way: SQLAlchemy
                 # no longer rolls it back), holding SQLite's write lock: it
-                # is rolled back first, if the connection still answers.
-                with suppress(Exception):
-                    self._writer.connection.dbapi_connection.rollback()  # type: ignore[union-attr]
+                # is rolled back, if the connection still answers, and given
+                # back to the pool (not invalidated: an in-memory database
+                # is that one connection, and would be lost with it).
                 writer, self._writer = self._writer, None
-                writer.invalidate()
+                with suppress(Exception):
+                    writer.connection.dbapi_connection.rollback()  # type: ignore[union-attr]
+                writer.close()
                 raise
 
     def _exec(
