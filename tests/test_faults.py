@@ -378,3 +378,20 @@ def test_connection_lost_reading_the_replies_is_retried_and_does_not_fail_the_se
     assert lost
     assert view.state == "MAINTENANCE_DONE", view.reason
     assert set(migrations_per_instance(cloud).values()) == {1}
+
+
+def test_closing_an_engine_whose_database_is_gone_leaves_the_leases_to_expire(
+    cloud: CountingCloud, engines: Any
+) -> None:
+    engine = engines(cloud, TimedAction("upgrade", 60), db_retries=0)
+    sid = engine.create_session(SessionRequest(actions=UPGRADE))
+    engine.step()
+    assert engine.held_sessions() == [sid]
+    lost = LostConnection(engine)
+    lost.before = 1_000
+    engine.close()  # no error: the session's lease runs out instead
+    assert lost.raised >= 1
+    lost.before = 0
+    holder = engines(cloud, TimedAction("upgrade", 60)).lease_holder(sid)
+    assert holder is not None
+    assert holder[0] == engine.worker_id
