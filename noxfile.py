@@ -88,8 +88,7 @@ def _apt_install(session: nox.Session, what: str, present: bool, *packages: str)
 
 @nox.session
 def soak(session: nox.Session) -> None:
-    """Crash-resume soak: 200 SIGKILL points each for today's engine and the
-    redesigned core (the default test run has 20).
+    """Crash-resume soak: 200 SIGKILL points (the default test run has 20).
 
     Not in the default sessions. `nox -s soak -- 500` sets another count."""
     session.install("-e", ".[dev]")
@@ -97,7 +96,6 @@ def soak(session: nox.Session) -> None:
     session.run(
         "pytest",
         "tests/test_crash.py",
-        "tests/test_core_crash.py",
         "-q",
         "-s",
         "-p",

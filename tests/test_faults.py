@@ -16,8 +16,8 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from fenix_core import ActionSpec, Engine, SessionRequest, hookimpl
-from fenix_core.errors import CloudError
-from fenix_core.store.schema import Base, SessionRow
+from fenix_core.errors import CloudError, InvalidInput
+from fenix_core.store.schema import Base
 from fenix_core.testing import (
     ScriptedManager,
     SimClock,
@@ -25,6 +25,7 @@ from fenix_core.testing import (
     TimedAction,
     migrations_per_instance,
 )
+from fenix_core.testing.seams import stored_clock
 
 LAYOUT = {
     "cmp-0": [("vm-a", "pa", 2), ("vm-b", "pb", 2)],
@@ -301,8 +302,7 @@ def test_connection_lost_for_good_reaches_the_caller_and_a_later_run_resumes(
     with pytest.raises(OperationalError):
         engine.run_until_done(sid)
     assert lost.raised == 3
-    with Session(engine.database) as orm:
-        assert orm.scalar(select(SessionRow.version).where(SessionRow.id == sid)) == 0
+    assert stored_clock(engine.database, sid).version == 0  # no step committed
     assert engine.run_until_done(sid).state == "MAINTENANCE_DONE"
     assert set(cloud.starts.values()) == {1}
 
@@ -318,8 +318,12 @@ def test_a_failed_delivery_mark_sends_the_notifications_again(
 
     @event.listens_for(engine.database, "before_cursor_execute")
     def lose_the_first_mark(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        # The step committed and the notifications went out; marking them fails.
-        if statement.lstrip().upper().startswith("UPDATE OUTBOX") and not lost:
+        # The step committed and the notifications went out; the write that
+        # records them delivered (the next step's fenced UPDATE, which
+        # carries the delivery watermark) fails.
+        text = statement.lstrip().upper()
+        marks = text.startswith("UPDATE SESSION_CLOCK") and "DELIVERED_SEQ" in text
+        if marks and seen and not lost:
             lost.append(statement)
             raise OperationalError(statement, {}, ConnectionError("server closed the connection"))
 
@@ -328,3 +332,66 @@ def test_a_failed_delivery_mark_sends_the_notifications_again(
     assert len(lost) == 1
     assert seen[0] == seen[1]  # the first notification came twice (at least once)
     assert sorted(set(seen)) == sorted(seen[1:])
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("db_retries", -1),
+        ("db_retries", 1.5),
+        ("db_retries", True),
+        ("db_retries", "3"),
+        ("db_retry_seconds", 0),
+        ("db_retry_seconds", -0.5),
+        ("db_retry_seconds", False),
+        ("db_retry_seconds", "0.1"),
+    ],
+)
+def test_bad_retry_settings_are_invalid_input_naming_the_field(
+    tmp_path: Path, field: str, value: Any
+) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        Engine(f"sqlite:///{tmp_path / 'fenix.db'}", load_entry_points=False, **{field: value})
+    assert caught.value.field == field
+    assert not (tmp_path / "fenix.db").exists()  # refused before the database is opened
+
+
+def test_connection_lost_reading_the_replies_is_retried_and_does_not_fail_the_session(
+    cloud: CountingCloud, engines: Any
+) -> None:
+    engine = engines(cloud)
+    manager = ScriptedManager(engine, "pa", cloud=cloud)
+    sid = engine.create_session(SessionRequest())
+    lost: list[str] = []
+
+    @event.listens_for(engine.database, "before_cursor_execute")
+    def lose_the_first_inbox_read(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        # A step reads the replies that arrived (inside the workflow's hooks):
+        # a database error there is the database's, not the workflow's.
+        text = " ".join(statement.upper().split())
+        if text.startswith("SELECT INBOX.ID") and "INBOX.ID >" in text and not lost:
+            lost.append(statement)
+            raise OperationalError(statement, {}, ConnectionError("server closed the connection"))
+
+    view = engine.run_until_done(sid)
+    manager.close()
+    assert lost
+    assert view.state == "MAINTENANCE_DONE", view.reason
+    assert set(migrations_per_instance(cloud).values()) == {1}
+
+
+def test_closing_an_engine_whose_database_is_gone_leaves_the_leases_to_expire(
+    cloud: CountingCloud, engines: Any
+) -> None:
+    engine = engines(cloud, TimedAction("upgrade", 60), db_retries=0)
+    sid = engine.create_session(SessionRequest(actions=UPGRADE))
+    engine.step()
+    assert engine.held_sessions() == [sid]
+    lost = LostConnection(engine)
+    lost.before = 1_000
+    engine.close()  # no error: the session's lease runs out instead
+    assert lost.raised >= 1
+    lost.before = 0
+    holder = engines(cloud, TimedAction("upgrade", 60)).lease_holder(sid)
+    assert holder is not None
+    assert holder[0] == engine.worker_id

@@ -5,10 +5,12 @@ be started (see pg_server.py), on PostgreSQL."""
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pg_server
 import pytest
@@ -17,9 +19,17 @@ from sqlalchemy.orm import Session
 
 from fenix_core import ActionSpec, Engine, SessionRequest
 from fenix_core.errors import Conflict, NotFound
-from fenix_core.store.schema import OutboxRow, SessionRow
-from fenix_core.testing import SimClock, SimulatedCloud, TimedAction, migrations_per_instance
+from fenix_core.signals import SIGNALS
+from fenix_core.store.schema import OutboxRow
+from fenix_core.testing import (
+    ScriptedManager,
+    SimClock,
+    SimulatedCloud,
+    TimedAction,
+    migrations_per_instance,
+)
 from fenix_core.testing.crash import CrashHarness, CrashReport
+from fenix_core.testing.seams import stored_clock
 
 LAYOUT = {
     "cmp-0": [("vm-a", "p1", 2), ("vm-b", "p2", 2)],
@@ -98,17 +108,15 @@ def workers(database_url: str) -> Iterator[Workers]:
 
 
 def lease_of(engine: Engine, session_id: str) -> tuple[str | None, int]:
-    with Session(engine.database) as orm:
-        row = orm.get(SessionRow, session_id)
-        assert row is not None
-        return row.lease_owner, row.lease_token
+    """The stored lease: its owner and token (the token grows by one each
+    time another worker takes the session)."""
+    stored = stored_clock(engine.database, session_id)
+    return stored.owner, stored.token
 
 
 def versions(engine: Engine, session_id: str) -> int:
-    with Session(engine.database) as orm:
-        row = orm.get(SessionRow, session_id)
-        assert row is not None
-        return row.version
+    """How many steps of the session were committed."""
+    return stored_clock(engine.database, session_id).version
 
 
 def test_a_leased_session_is_left_alone_by_other_workers(workers: Workers) -> None:
@@ -143,8 +151,7 @@ def test_a_dead_workers_session_is_taken_over_from_its_last_commit(workers: Work
     assert Counter(b.upgrade.hosts) == Counter(list(LAYOUT))  # type: ignore[attr-defined]
     with Session(b.database) as orm:
         seqs = orm.scalars(select(OutboxRow.seq).where(OutboxRow.session_id == sid)).all()
-        last = orm.scalar(select(SessionRow.seq).where(SessionRow.id == sid))
-    assert sorted(seqs) == list(range(1, (last or 0) + 1))
+    assert sorted(seqs) == list(range(1, stored_clock(b.database, sid).seq + 1))
 
 
 def test_a_worker_that_lost_its_lease_cannot_commit_a_step(workers: Workers) -> None:
@@ -169,6 +176,24 @@ def test_a_worker_that_lost_its_lease_cannot_commit_a_step(workers: Workers) -> 
     assert b.run_until_done(sid).state == "MAINTENANCE_DONE"
 
 
+def test_run_until_done_waits_while_another_live_worker_holds_the_session(
+    workers: Workers,
+) -> None:
+    """As two processes on one database do: "b" asked to finish a session
+    that "a" holds waits (looking again now and then) instead of giving up,
+    and takes it over once "a"'s lease runs out ("a" stalled)."""
+    a, b = workers("a"), workers("b")
+    sid = a.create_session(SessionRequest(actions=UPGRADE))
+    assert a.step() == 1
+    expire = threading.Timer(0.2, b.lease_clock_.advance, args=(31,))  # type: ignore[attr-defined]
+    expire.start()
+    try:
+        assert b.run_until_done(sid).state == "MAINTENANCE_DONE"
+    finally:
+        expire.join()
+    assert lease_of(b, sid) == ("b", 2)
+
+
 def test_lease_holder_names_the_live_lease_and_its_expiry(workers: Workers) -> None:
     a, b = workers("a"), workers("b")
     sid = a.create_session(SessionRequest(actions=UPGRADE))
@@ -190,6 +215,46 @@ def test_closing_a_worker_releases_its_leases(workers: Workers) -> None:
     assert lease_of(b, sid) == (None, 1)
     assert b.step() == 1  # at once, without waiting for an expiry
     assert lease_of(b, sid) == ("b", 2)
+
+
+def test_a_closed_worker_leaves_nothing_to_send_again_or_in_doubt(workers: Workers) -> None:
+    """Closing a worker writes what its steps left for their next write:
+    the delivery watermark (the next worker sends nothing again) and the
+    status of the operations it started (followed, not started again)."""
+    a, b = workers("a"), workers("b")
+    cloud: SimulatedCloud = a.cloud  # type: ignore[attr-defined]
+    delivered: Counter[int] = Counter()
+
+    def count(_sender: object, payload: dict[str, Any]) -> None:
+        delivered[payload["seq"]] += 1
+
+    for engine in (a, b):
+        for signal in SIGNALS.values():
+            signal.connect(count, sender=engine, weak=False)
+    upgrade: TimedAction = a.upgrade  # type: ignore[attr-defined]
+    starts: Counter[str] = Counter()
+    start = upgrade.start
+
+    def counted(context: Any) -> Any:
+        starts[context.key] += 1
+        return start(context)
+
+    upgrade.start = counted  # type: ignore[method-assign]
+    a.subscribe("p1")
+    first = ScriptedManager(a, "p1", cloud=cloud)
+    sid = a.create_session(SessionRequest(actions=UPGRADE))
+    a.run_until_idle()  # announced, and the empty host's upgrade started
+    first.close()
+    assert delivered
+    a.close()
+    assert stored_clock(b.database, sid).delivered_seq == max(delivered)
+    second = ScriptedManager(b, "p1", cloud=cloud)
+    assert b.run_until_done(sid).state == "MAINTENANCE_DONE"
+    second.close()
+    assert set(delivered.values()) == {1}
+    assert sorted(delivered) == list(range(1, stored_clock(b.database, sid).seq + 1))
+    assert Counter(upgrade.hosts) == Counter(list(LAYOUT))
+    assert set(starts.values()) == {1}  # each run asked to start once
 
 
 # --------------------------------------------------------------------------- processes

@@ -265,3 +265,56 @@ def test_the_writes_connection_is_given_back_by_close_and_taken_again(
     ws.set_instance_state("vm-0-1", "DONE")
     h.store.write(ws.take_write(fence, next_wake=None, lease_expires=T0))
     assert h.store.load("s-1").instances["vm-0-1"].state == "DONE"
+
+
+def test_a_write_whose_commit_failed_is_written_again_from_the_last_commit(
+    harness: Any,
+) -> None:
+    """A COMMIT that fails on the way (the connection dropped before it
+    reached the database) writes nothing, and the step made again from the
+    last commit (loaded again, the same fence) is written once: the failed
+    transaction does not linger on a connection the store keeps, where it
+    would hold SQLite's write lock and fence its own retry out."""
+    if isinstance(harness, MemoryHarness):
+        pytest.skip("no connection to lose")
+    _a_commit_fails_then_the_step_is_written_again(harness)
+
+
+def test_a_failed_commit_keeps_an_in_memory_sqlite_database() -> None:
+    """The store gives back (does not discard) the connection a write failed
+    on: an in-memory SQLite database is that one connection."""
+    database = open_database("sqlite://")
+    migrate(database)
+    harness = SqlHarness(database)
+    try:
+        _a_commit_fails_then_the_step_is_written_again(harness)
+    finally:
+        harness.store.close()
+        database.dispose()
+
+
+def _a_commit_fails_then_the_step_is_written_again(h: SqlHarness) -> None:
+    from sqlalchemy.exc import OperationalError
+
+    h.store.insert(new_session())
+    ws, fence = held(h)
+    a_step(ws)
+    lose: list[bool] = [True]
+
+    def dropped(_conn: Any) -> None:
+        if lose:
+            lose.clear()
+            raise OperationalError("COMMIT", {}, ConnectionError("server closed the connection"))
+
+    event.listen(h.database, "commit", dropped)
+    with pytest.raises(OperationalError):
+        h.store.write(ws.take_write(fence, next_wake=None, lease_expires=T0))
+    again = h.store.load("s-1")
+    assert again.version == 0
+    assert not again.ops
+    a_step(again)
+    h.store.write(again.take_write(fence, next_wake=None, lease_expires=T0))
+    written = h.store.load("s-1")
+    assert written.version == 1
+    assert list(written.ops) == ["move-0"]
+    assert [seq for seq, _, _ in h.outbox("s-1")] == [1]

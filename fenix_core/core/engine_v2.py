@@ -96,6 +96,7 @@ from .ports import NewSession, OutboxRec, WorkingSetLike
 from .records import HOST_COLUMNS, INSTANCE_COLUMNS, PROJECT_COLUMNS, SESSION_COLUMNS
 from .replies import ProjectFacts, ReplyFacts, ReplyIntake
 from .reply_inbox import SqlReplyFacts, SqlReplyInbox
+from .retry import DbRetry, check_retry_arguments
 from .runner import CoreRunner
 from .sql_store import SqlSessionStore
 from .stepper import Stepper
@@ -244,8 +245,11 @@ class CoreEngine:
         db_retries: int = 5,
         db_retry_seconds: float = 0.1,
     ) -> None:
+        check_retry_arguments(db_retries, db_retry_seconds)
         self.db_retries = db_retries
         self.db_retry_seconds = float(db_retry_seconds)
+        # A lost database connection: a step, a poll or a claim is made again.
+        self._retry = DbRetry(db_retries, self.db_retry_seconds)
         self.clock: Clock = clock if clock is not None else RealClock()
         self.lease_clock: Clock = lease_clock if lease_clock is not None else RealClock()
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -308,6 +312,8 @@ class CoreEngine:
                 self._db, self.lease_clock, table="session_clock", owner=self.worker_id
             ),
             leftovers=self._store,
+            retry=self._retry,
+            flush=self._runner.flush,
         )
         self._replies = ReplyIntake(
             sink=self,
@@ -685,7 +691,7 @@ class CoreEngine:
         if self._inventory_poll_at is not None and now < self._inventory_poll_at:
             return
         self._inventory_poll_at = now + timedelta(seconds=self.lease_seconds / 4)
-        if self._inventory.poll():
+        if self._retry("reading host changes", self._inventory.poll):
             for session_id in self._stepper.held_sessions():
                 self._stepper.wake(session_id)
 
@@ -704,7 +710,8 @@ class CoreEngine:
                     receiver(self, payload=payload)
                 except Exception:
                     log.exception("receiver of maintenance_host failed (host change %s)", change.id)
-        self._inventory.delivered([c.id for c in sending], self.clock.now())
+        ids, now = [c.id for c in sending], self.clock.now()
+        self._retry("marking host changes delivered", lambda: self._inventory.delivered(ids, now))
 
     # ------------------------------------------------------------------ constraints
 
@@ -858,9 +865,13 @@ class CoreEngine:
         """Step until the session is final with nothing left to follow.
 
         A session this engine does not hold (created by another process, or
-        left by one that died) is claimed first; FenixError if it cannot be
-        (another live worker holds it), or if no plug-in of this engine
-        provides its workflow (the engine leaves it as it is)."""
+        left by one that died) is claimed first. While another live worker
+        holds it, this one looks again every ``lease_seconds / 4`` (at most
+        a second) of real time, as today's Engine does: that worker may
+        finish the session, or die and leave it when its lease runs out.
+        FenixError if no plug-in of this engine provides its workflow (the
+        engine leaves it as it is). InvalidInput for a session id that is not
+        a string, NotFound for an unknown session."""
         with self._lock:
             self._require_session(session_id)
         claimed = False
@@ -873,10 +884,7 @@ class CoreEngine:
                 if self._finished(session_id):
                     return self.get_session(session_id)
                 if claimed:
-                    raise FenixError(
-                        f"session {session_id} is held by another worker",
-                        session_id=session_id,
-                    )
+                    self._wait_for_another_worker()
                 claimed = True
                 self._stepper.wake(session_id)
                 continue
@@ -891,6 +899,20 @@ class CoreEngine:
                     f"session {session_id} waits for nothing that can happen (state {view.state})",
                     session_id=session_id,
                 )
+
+    def _wait_for_another_worker(self) -> None:
+        """A session this engine waits for is held by another live worker:
+        wait a little (real time), or less if one of this engine's own
+        sessions is due sooner on a real clock."""
+        pause = min(1.0, self.lease_seconds / 4)
+        wake = self._stepper.next_wake()
+        if wake is not None and wake <= self.clock.now():
+            return
+        if wake is not None and isinstance(self.clock, RealClock):
+            self.clock.wait(min(wake, self.clock.now() + timedelta(seconds=pause)), self._wake)
+        else:
+            self._wake.wait(pause)
+        self._wake.clear()
 
     def run_forever(self) -> None:
         """The production loop (as Engine.run_forever): step what is due, then

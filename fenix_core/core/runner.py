@@ -31,6 +31,8 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, TypeAlias, cast
 
+from sqlalchemy.exc import OperationalError
+
 from ..constraints import ConstraintSet
 from ..contract import (
     DisableHost,
@@ -197,6 +199,8 @@ class CoreRunner:
         workflow = self.workflow(ws.session.workflow)
         try:
             self._hooks(ws, adapter, workflow, now, control)
+        except OperationalError:
+            raise  # the database, not the workflow: the step is retried from its last commit
         except Exception as exc:
             log.exception("session %s: workflow error", ws.session.id)
             adapter = self._drop_step(ws, now)
@@ -222,6 +226,22 @@ class CoreRunner:
             self.forget(ws.session.id)
             self._replies_due.discard(ws.session.id)
         return StepOutcome(write=write, wake=wake, starts=starts, finished=finished)
+
+    def flush(self, working_set: WorkingSetLike, now: datetime, frame: StepFrame) -> StepOutcome:
+        """Before the engine lets the session go (close): write what its
+        steps changed and left for its next write (the status of operations
+        started or polled since), so that the next engine follows those
+        operations, asking their plug-ins, instead of finding them in doubt.
+        No hook runs; nothing is started."""
+        ws = cast(WorkingSet, working_set)
+        self.forget(ws.session.id)
+        if ws.session.state == _AWAITING:
+            return StepOutcome(write=None, wake=None, finished=True)
+        ws.delivered(frame.delivered_seq)
+        write = ws.take_write(
+            frame.fence, next_wake=self._wake(ws, now), lease_expires=frame.lease_expires
+        )
+        return StepOutcome(write=write, wake=None, finished=True)
 
     def _record_host_events(self, adapter: WorkingSetAdapter, now: datetime) -> None:
         """Hosts the step brought into service (``add_hosts``: ADDED) or

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import Connection
 from sqlalchemy.engine import Engine as SAEngine
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.dml import Insert
 
 from ..errors import NotFound
@@ -192,8 +193,22 @@ class SqlSessionStore:
         with self._writer_lock:
             if self._writer is None:
                 self._writer = self.database.connect()
-            with self._writer.begin():
-                yield self._writer
+            try:
+                with self._writer.begin():
+                    yield self._writer
+            except DBAPIError:
+                # A connection the database failed on is not kept: the next
+                # write (a retry) checks one out again. Its transaction may
+                # be open still (a COMMIT that failed on the way: SQLAlchemy
+                # no longer rolls it back), holding SQLite's write lock: it
+                # is rolled back, if the connection still answers, and given
+                # back to the pool (not invalidated: an in-memory database
+                # is that one connection, and would be lost with it).
+                writer, self._writer = self._writer, None
+                with suppress(Exception):
+                    writer.connection.dbapi_connection.rollback()  # type: ignore[union-attr]
+                writer.close()
+                raise
 
     def _exec(
         self,

@@ -22,7 +22,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Collection, Sequence
 from datetime import datetime, timedelta
-from typing import Protocol, TypeAlias, cast
+from functools import partial
+from typing import Protocol, TypeAlias, TypeVar, cast
 
 import attrs
 
@@ -34,8 +35,17 @@ from .outbox import Outbox, OutboxSource
 from .ports import Fence, LeaseKeeper, SessionStore, StepWrite, WorkingSetLike
 
 __all__ = [
-    "LoadedSet", "RunStep", "StepFrame", "StepOutcome", "StepRunner", "Stepper", "Unrunnable",
-]  # fmt: skip
+    "LoadedSet",
+    "Retrying",
+    "RunStep",
+    "StepFrame",
+    "StepOutcome",
+    "StepRunner",
+    "Stepper",
+    "Unrunnable",
+]
+
+_T = TypeVar("_T")
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +104,20 @@ class StepRunner(Protocol):
         than the outcome's wake)."""
 
 
+class Retrying(Protocol):
+    """Makes ``call`` again after a lost database connection
+    (:class:`fenix_core.core.retry.DbRetry`); ``what`` names it in the log."""
+
+    def __call__(self, what: str, call: Callable[[], _T]) -> _T: ...
+
+
+class _Once:
+    """No retry: the call, once."""
+
+    def __call__(self, what: str, call: Callable[[], _T]) -> _T:
+        return call()
+
+
 #: What runs one step of a working set (the runner's ``run``, or an admin's
 #: change wrapped around it).
 RunStep: TypeAlias = Callable[[WorkingSetLike, datetime, StepFrame], StepOutcome]
@@ -115,7 +139,17 @@ class Stepper:
         poller: DbPoller | None = None,
         poll_seconds: float | None = None,
         leftovers: OutboxSource | None = None,
+        retry: Retrying | None = None,
+        flush: RunStep | None = None,
     ) -> None:
+        """``retry``: how a poll, a claim and a session's step are made
+        again after a lost database connection (default: not at all). A
+        step is retried from the session's last commit: its working set is
+        dropped and loaded again, and operations it started after its
+        commit, not yet recorded as started, are looked up by key.
+        ``flush``: run on each held session by :meth:`release` to write
+        what its steps changed and left for the next write (the status of
+        operations started since); None: nothing is written then."""
         self._store = store
         self._leases = leases
         self._runner = runner
@@ -129,6 +163,8 @@ class Stepper:
         )
         self._next_poll: datetime | None = None  # None: poll at the next step
         self._leftovers = leftovers
+        self._retry: Retrying = retry if retry is not None else _Once()
+        self._flush = flush
         self.queue = DueQueue()
         self._held: dict[str, LoadedSet] = {}
         # Session id -> its stored version: loaded, then +1 per committed write
@@ -204,7 +240,8 @@ class Stepper:
             seen = set(due)
             # A held session with a wake-up in the queue waits for it: its
             # stored next_wake may be conservative (operations just started).
-            for sid in self._poller.poll(now):
+            poller = self._poller
+            for sid in self._retry("polling sessions", lambda: poller.poll(now)):
                 if sid in seen or sid in self._parked or (sid in self._held and sid in self.queue):
                     continue
                 if sid in self._held:
@@ -213,13 +250,13 @@ class Stepper:
                 due.append(sid)
         if not due:
             return 0
-        fences = self._claim_unheld(due)
+        fences = self._retry("claiming sessions", lambda: self._claim_unheld(due))
         stepped = 0
         for session_id in due:
             if session_id not in self._held and session_id not in fences:
                 continue  # another worker holds it
             try:
-                if self._step_one(session_id, now):
+                if self._retry(f"session {session_id}", partial(self._step_one, session_id, now)):
                     stepped += 1
             except Unrunnable:
                 continue  # parked: the others go on
@@ -264,10 +301,21 @@ class Stepper:
         self._sent.pop(session_id, None)
 
     def release(self) -> None:
-        """Let every held session go (engine close)."""
+        """Let every held session go (engine close), each written first with
+        ``flush`` (best effort: a session not written is resumed from its
+        last commit, its unrecorded operations in doubt)."""
+        now = self._clock.now()
         for session_id in list(self._held):
+            if self._flush is not None:
+                try:
+                    self._step_one(session_id, now, self._flush)
+                except Exception as exc:
+                    log.warning("session %s not written at release: %s", session_id, exc)
             self._let_go(session_id)
-        self._leases.release_all()
+        try:
+            self._leases.release_all()
+        except Exception as exc:  # the database is gone: the leases run out instead
+            log.warning("could not release the leases; they expire: %s", exc)
 
     def _claim_unheld(self, due: list[str]) -> dict[str, Fence]:
         unheld = [sid for sid in due if sid not in self._held]
@@ -348,11 +396,18 @@ class Stepper:
         working_set = cast(LoadedSet, self._store.load(session_id))
         self._held[session_id] = working_set
         self._versions[session_id] = working_set.version
-        delivered = max(working_set.delivered_seq, self._sent.pop(session_id, 0))
-        if self._leftovers is not None:
-            self._outbox.leftovers(self._leftovers, session_id, delivered)
-        else:
-            self._outbox.restore(session_id, delivered)
+        delivered = max(working_set.delivered_seq, self._sent.get(session_id, 0))
+        try:
+            if self._leftovers is not None:
+                self._outbox.leftovers(self._leftovers, session_id, delivered)
+            else:
+                self._outbox.restore(session_id, delivered)
+        except BaseException:
+            # Not loaded after all (the leftovers were not read): the next
+            # load reads and sends them.
+            self._let_go(session_id, keep_sent=True)
+            raise
+        self._sent.pop(session_id, None)
         return working_set
 
     def _let_go(self, session_id: str, *, keep_sent: bool = False) -> None:

@@ -43,11 +43,12 @@ from ..clock import SimClock
 from ..engine import Engine
 from ..model import ActionSpec, SessionRequest
 from ..store.database import head_revision, open_database
-from ..store.schema import OutboxRow, SessionRow
+from ..store.schema import SessionRow
 from .actions import TimedAction
 from .cloud import SimulatedCloud
 from .invariants import migrations_per_instance
 from .manager import ScriptedManager
+from .seams import stored_clock
 
 __all__ = ["CrashHarness", "CrashReport"]
 
@@ -158,11 +159,7 @@ class CrashHarness:
         db = open_database(self.url)
         try:
             while child.is_alive():
-                with Session(db) as orm:
-                    holder = orm.scalar(
-                        select(SessionRow.lease_owner).where(SessionRow.id == self.session_id)
-                    )
-                if holder == owner:
+                if stored_clock(db, self.session_id).owner == owner:
                     return
                 time.sleep(0.02)
         finally:
@@ -219,15 +216,10 @@ class CrashHarness:
         deliveries = self.deliveries()
         with Engine(self.url, clock=SimClock(), load_entry_points=False) as engine:
             state = engine.get_session(self.session_id).state
-            with Session(engine.database) as orm:
-                last_seq = orm.scalar(
-                    select(SessionRow.seq).where(SessionRow.id == self.session_id)
-                )
-                undelivered = orm.scalar(
-                    select(func.count())
-                    .select_from(OutboxRow)
-                    .where(OutboxRow.delivered_at.is_(None))
-                )
+            stored = stored_clock(engine.database, self.session_id)
+        # Delivery is recorded as a watermark: every notification above it
+        # counts as undelivered (the finished session's last step wrote it).
+        last_seq, undelivered = stored.seq, stored.seq - stored.delivered_seq
         return CrashReport(
             kills=kills,
             ticks=ticks,
@@ -235,8 +227,8 @@ class CrashHarness:
             migrations=dict(migrations_per_instance(cloud)),
             action_runs=dict(Counter(h or "" for h in action.hosts)),
             deliveries=dict(deliveries),
-            last_seq=int(last_seq or 0),
-            undelivered=int(undelivered or 0),
+            last_seq=last_seq,
+            undelivered=undelivered,
         )
 
     # ------------------------------------------------------------------ child side
