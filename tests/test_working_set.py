@@ -137,7 +137,7 @@ def calls(draw: st.DrawFn, ws: WorkingSet, n: int) -> list[tuple[str, tuple[Any,
             st.sampled_from(
                 ["host_state", "host", "inst_state", "place", "target", "inst", "project",
                  "op", "op_update", "timer", "cancel", "component", "session", "emit",
-                 "add_host", "add_instance"]
+                 "add_host", "add_instance", "move"]
             )
         )  # fmt: skip
         if kind == "host_state":
@@ -150,6 +150,9 @@ def calls(draw: st.DrawFn, ws: WorkingSet, n: int) -> list[tuple[str, tuple[Any,
             args = (draw(instances), draw(hosts))
         elif kind == "target":
             args = (draw(instances), draw(st.none() | hosts))
+        elif kind == "move":
+            args = (draw(instances), draw(hosts), draw(st.none() | hosts),
+                    draw(st.sampled_from(INSTANCE_STATES)), draw(st.integers(0, 2)))  # fmt: skip
         elif kind == "inst":
             args = (draw(instances), draw(st.integers(0, 2)), draw(st.none() | st.just(["cmp-1"])))
         elif kind == "project":
@@ -181,6 +184,9 @@ def apply(ws: WorkingSet, kind: str, args: tuple[Any, ...], made: set[str]) -> N
         ws.place(*args)
     elif kind == "target":
         ws.set_target(*args)
+    elif kind == "move":  # several fields, indexed ones among them, in one call
+        iid, host, target, state, moves = args
+        ws.change_instance(iid, host=host, target=target, state=state, moves=moves)
     elif kind == "inst":
         ws.update_instance(args[0], attempts=args[1], refused=args[2])
     elif kind == "project":
@@ -270,6 +276,10 @@ def test_setters_refuse_fields_that_have_their_own_setter() -> None:
         ws.update_project("p0", nonsense=1)
     with pytest.raises(KeyError, match="request"):
         ws.update_session(request={})
+    with pytest.raises(KeyError, match="project_id"):
+        ws.change_instance("vm-0-0", project_id="p9")
+    with pytest.raises(KeyError, match="nonsense"):
+        ws.change_instance("vm-0-0", nonsense=1)
     assert all(not keys for keys in ws.dirty_keys().values())
 
 

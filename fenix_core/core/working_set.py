@@ -12,10 +12,13 @@ stores read and write, column by column."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
-from enum import IntFlag
+from enum import Enum, IntFlag
+from operator import attrgetter
 from typing import Any, ClassVar, TypeVar
+
+import attrs
 
 from ..contract.state import ComponentState
 from .indexes import (
@@ -65,8 +68,21 @@ class _Rec:
 
     __slots__ = ("_dirty",)
     FIELDS: ClassVar[tuple[str, ...]] = ()
+    _getter: ClassVar[Callable[[Any], tuple[Any, ...]] | None] = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # row() reads every field in one C call (a generator of getattr was a
+        # visible part of every step's write).
+        cls._getter = attrgetter(*cls.FIELDS) if len(cls.FIELDS) > 1 else None
 
     def __init__(self, *values: Any, **named: Any) -> None:
+        fields = self.FIELDS
+        if not named and len(values) == len(fields):  # a whole row: the common case
+            for name, value in zip(fields, values, strict=True):
+                setattr(self, name, value)
+            self._dirty = False
+            return
         if len(values) > len(self.FIELDS):
             raise TypeError(f"{type(self).__name__} takes {len(self.FIELDS)} fields")
         given = dict(zip(self.FIELDS, values, strict=False)) | named
@@ -79,7 +95,10 @@ class _Rec:
         self._dirty = False
 
     def row(self) -> tuple[Any, ...]:
-        return tuple(getattr(self, name) for name in self.FIELDS)
+        getter = type(self)._getter
+        if getter is None:
+            return tuple(getattr(self, name) for name in self.FIELDS)
+        return getter(self)
 
     @property
     def key(self) -> Any:
@@ -265,6 +284,52 @@ class SessionRec(_Rec):
 
 
 R = TypeVar("R", bound=_Rec)
+
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+#: ComponentState class -> its field names (what attrs.asdict walks).
+_STATE_FIELDS: dict[type[ComponentState], tuple[str, ...]] = {}
+
+
+class _NotPlain(Exception):
+    """A value :func:`_plain_copy` leaves to attrs.asdict."""
+
+
+def _plain_copy(value: Any) -> Any:
+    """``value`` as ``attrs.asdict(..., value_serializer=_plain)`` gives it:
+    enums by value, new lists, tuples, sets and dicts of the same kind."""
+    kind = type(value)
+    if kind in _SCALARS:
+        return value
+    if isinstance(value, Enum):
+        return value.value
+    if kind is list or kind is tuple or kind is set or kind is frozenset:
+        return kind(_plain_copy(v) for v in value)  # attrs.asdict keeps the kind
+    if kind is dict:
+        return {_plain_copy(k): _plain_copy(v) for k, v in value.items()}
+    raise _NotPlain
+
+
+def state_body(state: ComponentState) -> dict[str, Any]:
+    """``state.to_json()``, without attrs.asdict's generic walk when the
+    fields are plain values (every step writes its components back: that
+    walk was a visible part of a step). A class with its own ``to_json``,
+    or a field holding anything else, goes through ``to_json``."""
+    cls = type(state)
+    if cls.to_json is not ComponentState.to_json:
+        return state.to_json()
+    names = _STATE_FIELDS.get(cls)
+    if names is None:
+        names = _STATE_FIELDS[cls] = tuple(f.name for f in attrs.fields(cls))
+    body: dict[str, Any] = {}
+    scalars = _SCALARS
+    try:
+        for name in names:
+            value = getattr(state, name)
+            body[name] = value if type(value) in scalars else _plain_copy(value)
+    except _NotPlain:
+        return state.to_json()
+    return body
+
 
 #: Host fields with their own setter (they feed an index).
 _HOST_INDEXED = frozenset({"name", "type", "vcpus", "state", "position"})
@@ -521,6 +586,13 @@ class WorkingSet:
     def set_target(self, instance_id: str, target: str | None) -> None:
         self._reindex_instance(self.instances[instance_id], {"target": target})
 
+    def change_instance(self, instance_id: str, **changes: Any) -> None:
+        """Several fields at once, indexed ones included: the indexes are
+        kept right in one pass (a setter per field re-indexed the instance
+        each time)."""
+        _check_fields(InstanceRec, changes, frozenset({"instance_id", "project_id", "vcpus"}))
+        self._reindex_instance(self.instances[instance_id], changes)
+
     def update_instance(self, instance_id: str, **changes: Any) -> None:
         _check_fields(InstanceRec, changes, _INSTANCE_INDEXED)
         inst = self.instances[instance_id]
@@ -583,7 +655,7 @@ class WorkingSet:
             self._mark(rec, self._dirty_components)
 
     def set_state(self, state: ComponentState) -> None:
-        self.set_component(state.component, state.schema_version, state.to_json())
+        self.set_component(state.component, state.schema_version, state_body(state))
 
     # ------------------------------------------------------------------ outbox, inbox
 
