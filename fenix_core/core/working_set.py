@@ -398,10 +398,20 @@ class WorkingSet:
         self.instance_index = InstanceIndex()
         self.project_index = ProjectIndex()
         self.capacity = CapacityIndex()
+        # What the instances hold is summed first, so that each host is filed
+        # in the capacity buckets once (filing it again per instance made
+        # every load of a large session cost a bucket move per instance).
+        used, reserved = self.capacity.used, self.capacity.reserved
+        add_instance = self.instance_index.add
+        for inst in self.instances.values():
+            add_instance(inst.instance_id, inst.project_id, inst.host, inst.state)
+            on, towards, vcpus = _holds(inst)
+            if on is not None and vcpus:
+                used[on] = used.get(on, 0) + vcpus
+            if towards is not None and vcpus:
+                reserved[towards] = reserved.get(towards, 0) + vcpus
         for host in self.hosts.values():
             self._index_host(host)
-        for inst in self.instances.values():
-            self._index_instance(inst)
         for project in self.projects.values():
             self.project_index.update(
                 project.project_id, (False, None), (project.awaiting, project.state)

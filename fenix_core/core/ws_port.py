@@ -253,18 +253,26 @@ class _LazyViews(Collection[InstanceView]):
     (``any(... for i in ctx.instances.on(host))`` stops at the first). The
     ids are taken when the collection is made: later changes do not show."""
 
-    __slots__ = ("_ids", "_view")
+    __slots__ = ("_built", "_ids", "_view")
 
-    def __init__(self, ids: list[str], view: Callable[[str], InstanceView | None]) -> None:
+    def __init__(
+        self,
+        ids: list[str],
+        view: Callable[[str], InstanceView | None],
+        built: Mapping[str, InstanceView],
+    ) -> None:
+        """``built``: the views made already (read first: most are)."""
         self._ids = ids
         self._view = view
+        self._built = built
 
     def __len__(self) -> int:
         return len(self._ids)
 
     def __iter__(self) -> Iterator[InstanceView]:
+        built, view = self._built, self._view
         for instance_id in self._ids:
-            found = self._view(instance_id)
+            found = built.get(instance_id) or view(instance_id)
             if found is not None:
                 yield found
 
@@ -284,7 +292,7 @@ class _Instances:
     def _views(self, ids: Collection[str] | None) -> Collection[InstanceView]:
         if not ids:
             return ()
-        return _LazyViews(sorted(ids), self._a.instance_view)
+        return _LazyViews(sorted(ids), self._a.instance_view, self._a._instance_views)
 
     def on(self, host: str) -> Collection[InstanceView]:
         return self._views(self._a.ws.instance_index.by_host.get(host))
