@@ -16,7 +16,7 @@ from store_contract import OWNER, T0, an_op, new_session, records
 
 from fenix_core.core.memory_store import MemorySessionStore
 from fenix_core.core.ports import Fence
-from fenix_core.core.working_set import HostRec, InstanceRec, ProjectRec, WorkingSet
+from fenix_core.core.working_set import HostRec, InstanceRec, ProjectRec, TimerRec, WorkingSet
 from fenix_core.states import HostState, InstanceState
 
 HOST_STATES = [s.value for s in HostState]
@@ -302,3 +302,17 @@ def test_projects_awaiting_are_counted_per_state() -> None:
     assert ws.project_index.awaiting_count() == 2
     assert ws.project_index.awaiting_count("PREPARE") == 1
     _ = ProjectRec  # the record type the index counts
+
+
+def test_records_take_every_field_by_position_or_name_and_refuse_others() -> None:
+    by_position = TimerRec("t", T0, {"n": "1"})
+    by_name = TimerRec(name="t", data={"n": "1"}, due=T0)
+    assert by_position == by_name
+    assert by_position.row() == ("t", T0, {"n": "1"})
+    assert not by_position.dirty
+    with pytest.raises(TypeError, match="due"):
+        TimerRec("t", data={})
+    with pytest.raises(TypeError, match="nonsense"):
+        TimerRec("t", T0, {}, nonsense=1)
+    with pytest.raises(TypeError):
+        TimerRec("t", T0, {}, "one too many")

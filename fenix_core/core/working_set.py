@@ -63,10 +63,31 @@ class HostMark(IntFlag):
     MOVED_OFF = 8
 
 
+def _field_init(name: str, fields: tuple[str, ...]) -> Callable[..., None]:
+    """An ``__init__`` taking ``fields`` (by position or name, all required)
+    and storing each in its slot, made once per record class: loading a
+    large session builds a record per row, and a loop of setattr made that
+    a visible part of every load (dataclasses and attrs generate theirs the
+    same way). The names are the class's own FIELDS, identifiers all."""
+    if not all(f.isidentifier() for f in fields):
+        raise TypeError(f"{name}: FIELDS must be identifiers: {fields}")
+    source = (
+        f"def __init__(self, {', '.join(fields)}):\n"
+        + "".join(f"    self.{f} = {f}\n" for f in fields)
+        + "    self._dirty = False\n"
+    )
+    namespace: dict[str, Any] = {}
+    exec(source, {}, namespace)  # the source is built from the class's field names only
+    init: Callable[..., None] = namespace["__init__"]
+    init.__qualname__ = f"{name}.__init__"
+    return init
+
+
 class _Rec:
     """A row as a slotted record: ``FIELDS`` (key first) plus ``_dirty``."""
 
     __slots__ = ("_dirty",)
+    _dirty: bool
     FIELDS: ClassVar[tuple[str, ...]] = ()
     _getter: ClassVar[Callable[[Any], tuple[Any, ...]] | None] = None
 
@@ -75,24 +96,11 @@ class _Rec:
         # row() reads every field in one C call (a generator of getattr was a
         # visible part of every step's write).
         cls._getter = attrgetter(*cls.FIELDS) if len(cls.FIELDS) > 1 else None
+        if cls.FIELDS:
+            cls.__init__ = _field_init(cls.__name__, cls.FIELDS)  # type: ignore[method-assign]
 
     def __init__(self, *values: Any, **named: Any) -> None:
-        fields = self.FIELDS
-        if not named and len(values) == len(fields):  # a whole row: the common case
-            for name, value in zip(fields, values, strict=True):
-                setattr(self, name, value)
-            self._dirty = False
-            return
-        if len(values) > len(self.FIELDS):
-            raise TypeError(f"{type(self).__name__} takes {len(self.FIELDS)} fields")
-        given = dict(zip(self.FIELDS, values, strict=False)) | named
-        missing = [f for f in self.FIELDS if f not in given]
-        unknown = sorted(set(given) - set(self.FIELDS))
-        if missing or unknown:
-            raise TypeError(f"{type(self).__name__}: missing {missing}, unknown {unknown}")
-        for name in self.FIELDS:
-            setattr(self, name, given[name])
-        self._dirty = False
+        raise TypeError(f"{type(self).__name__} is not a record (it has no FIELDS)")
 
     def row(self) -> tuple[Any, ...]:
         getter = type(self)._getter
