@@ -80,6 +80,7 @@ def brute_force(ws: WorkingSet) -> dict[str, Any]:
         "awaiting_total": sum(len(v) for v in awaiting.values()),
         "free": free,
         "buckets": {t: dict(b) for t, b in buckets.items()},
+        "ordered": {t: {f: sorted(n) for f, n in b.items()} for t, b in buckets.items()},
         "most_free": order,
     }
 
@@ -99,6 +100,7 @@ def indexed(ws: WorkingSet) -> dict[str, Any]:
         "awaiting_total": ws.project_index.awaiting_count(),
         "free": {h: cap.free(h) for h in ws.hosts if cap.free(h) is not None},
         "buckets": cap.buckets,
+        "ordered": cap.ordered,
         "most_free": {t: list(cap.most_free(t)) for t in ws.host_index.by_type},
     }
 

@@ -388,12 +388,13 @@ class _Capacity:
         penalty: Mapping[str, int] = limits.penalty if limits is not None else {}
         hosts = ws.hosts
         cap = ws.capacity
-        buckets = cap.buckets.get(placement_class, {})
+        ordered = cap.ordered.get(placement_class, {})
         later: list[tuple[int, int, str]] = []
-        for free in sorted(buckets, reverse=True):
+        for free in sorted(ordered, reverse=True):
             if free < vcpus:
                 break
-            for name in sorted(buckets[free]):
+            # A copy: the caller may change the capacity between two hosts.
+            for name in list(ordered[free]):
                 rec = hosts.get(name)
                 if (
                     rec is None
