@@ -11,8 +11,6 @@ the median and worst makespan / lower bound and migrations / bound.
     python benchmarks/makespan.py [--hosts 100 --instances 2000 --groups 60]
         [--family 6 --family-hosts 40]   # the default family: 6 layouts, <= 40 hosts
         [--family 30 --family-hosts 200] # the full family (tens of CPU minutes)
-        [--engine core]                  # the workflows on the contract, on CoreEngine
-        [--engine both]                  # the reference on both, and the comparison
 
 The bounds (see docs/performance.md):
 
@@ -77,8 +75,8 @@ class Bounds:
     parallel: int
 
 
-def run(scenario: Scenario, workflow: str, *, core: bool = False) -> tuple[Measured, Run]:
-    built = scenario.build(workflow, core=core)
+def run(scenario: Scenario, workflow: str) -> tuple[Measured, Run]:
+    built = scenario.build(workflow)
     start = built.clock.now()
     cpu = time.process_time()
     sid = built.engine.create_session(built.request)
@@ -138,13 +136,11 @@ def verdict(value: float, target: float) -> str:
     return "PASS" if round(value, 3) <= target else "FAIL"
 
 
-def reference(scenario: Scenario, *, is_reference: bool, core: bool = False) -> None:
-    constrained, built = run(scenario, "constrained", core=core)
+def reference(scenario: Scenario, *, is_reference: bool) -> None:
+    constrained, built = run(scenario, "constrained")
     built.engine.close()
-    serial, built = run(scenario, "rolling", core=core)
+    serial, built = run(scenario, "rolling")
     built.engine.close()
-    if core:
-        print("engine: CoreEngine, the workflows on the contract (workflows/v2)")
     b = bounds(scenario)
     vs_serial = constrained.makespan / serial.makespan
     vs_bound = constrained.makespan / b.makespan.seconds
@@ -210,24 +206,6 @@ def reference(scenario: Scenario, *, is_reference: bool, core: bool = False) -> 
             )
 
 
-def compare_engines(scenario: Scenario) -> None:
-    """The constrained workflow on today's Engine and on CoreEngine (the
-    contract's, issue 18): makespan and migrations equal or better."""
-    today, built = run(scenario, "constrained")
-    built.engine.close()
-    core, built = run(scenario, "constrained", core=True)
-    built.engine.close()
-    print("\nconstrained workflow: today's Engine vs CoreEngine (workflows/v2)")
-    for name, a, b in (
-        ("makespan (s)", today.makespan, core.makespan),
-        ("migrations", today.moves, core.moves),
-        ("most moves of one instance", today.most_moves, core.most_moves),
-    ):
-        ok = "PASS" if b <= a else "FAIL"
-        print(f"{name:<27} today {a:>10.0f}   core {b:>10.0f}   core <= today  {ok}")
-    print(f"{'CPU (s)':<27} today {today.cpu:>10.1f}   core {core.cpu:>10.1f}")
-
-
 def family(count: int, max_hosts: int) -> None:
     """Run ``count`` random layouts; print each and the median / worst ratios."""
     print(f"\nrandom family: {count} layouts of 10-{max_hosts} hosts (constrained workflow)")
@@ -277,13 +255,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=REFERENCE.seed)
     parser.add_argument("--family", type=int, default=6, help="random layouts to run (0: none)")
     parser.add_argument("--family-hosts", type=int, default=40, help="most hosts of a layout")
-    parser.add_argument(
-        "--engine",
-        choices=("today", "core", "both"),
-        default="today",
-        help="today's Engine, CoreEngine with the workflows on the contract, or the "
-        "reference on both with the constrained workflow compared (default: %(default)s)",
-    )
     args = parser.parse_args(argv)
     scenario = Scenario(
         hosts=args.hosts,
@@ -294,10 +265,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     key = (args.hosts, args.instances, args.groups, args.seed)
     is_reference = key == (REFERENCE.hosts, REFERENCE.instances, REFERENCE.groups, REFERENCE.seed)
-    if args.engine in ("today", "core"):
-        reference(scenario, is_reference=is_reference, core=args.engine == "core")
-    else:
-        compare_engines(scenario)
+    reference(scenario, is_reference=is_reference)
     if args.family > 0:
         family(args.family, args.family_hosts)
     return 0

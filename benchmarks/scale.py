@@ -4,12 +4,13 @@ Each scenario is named by its hosts (30, 300, 1000, 10000): 24-vCPU computes
 with 20 one-vCPU instances each, one project per 5 hosts (1,000 hosts: 20,000
 instances, 200 projects), half the projects answering every notification at
 once and the other half 60 s later; the constrained workflow's scenarios add
-three instance groups per project. On the redesigned core (core-rolling) the
-managers' replies of one simulated instant reach the engine together through
-``engine.reply_many``, as a REST front end serving them receives them
-(scenarios.ReplyFrontEnd); today's engine gets them one ``reply`` at a time.
-Each runs in a fresh child process on SimClock + SimulatedCloud with a
-scripted manager per project, on a SQLite file in a temporary directory.
+three instance groups per project (the cloud's, as OpenStack server groups
+are: scenarios.GroupedCloud). Every run is on ``fenix_core.Engine`` (the
+core of issue 18) with the workflows it ships; the managers' replies of one
+simulated instant reach it together through ``engine.reply_many``, as a REST
+front end serving them receives them (scenarios.ReplyFrontEnd). Each runs in
+a fresh child process on SimClock + SimulatedCloud with a scripted manager
+per project, on a SQLite file in a temporary directory.
 Prints wall time, CPU time, peak RSS, database size, notifications, engine
 steps, commits and SQL statements per step and the simulated makespan;
 raw-sqlite3 floors measured in the same run with the engine/floor ratios;
@@ -17,8 +18,7 @@ the 300/30 and 10000/1000 CPU ratios; and the targets of issue 18 with
 their pass/fail.
 
     python benchmarks/scale.py [--sizes 30,300,1000] [--huge]
-                               [--workflow rolling|constrained|core-rolling|
-                                           core-constrained|both|all]
+                               [--workflow rolling|constrained|both]
                                [--timeout 120] [--json]
 """
 
@@ -71,12 +71,8 @@ SIZES: dict[str, Scenario] = {
 }
 DEFAULT_SIZES = ("30", "300", "1000")
 HUGE = "10000"  # --huge adds it
-#: "core-rolling" / "core-constrained": the workflows on the contract
-#: (workflows/v2) run by the redesigned core (fenix_core.core.engine_v2.CoreEngine),
-#: beside today's.
-WORKFLOWS = ("rolling", "constrained", "core-rolling", "core-constrained")
-ROLLING = ("rolling", "core-rolling")
-CONSTRAINED = ("constrained", "core-constrained")
+#: The workflows run, each on fenix_core.Engine.
+WORKFLOWS = ("rolling", "constrained")
 
 # The targets of issue 18.
 CPU_TARGET = ("1000", 10.0)  # rolling: at most 10 s of CPU at 1,000 hosts
@@ -252,12 +248,8 @@ def _child(scenario: Scenario, workflow: str, database_url: str, conn: Connectio
         wall0, cpu0 = time.monotonic(), time.process_time()
         conn.send({"phase": "setup"})
         # Only the constrained workflow reads instance-group constraints.
-        core = workflow.startswith("core-")
         built = scenario.build(
-            workflow.removeprefix("core-"),
-            database_url=database_url,
-            constrained=workflow in CONSTRAINED,
-            core=core,
+            workflow, database_url=database_url, constrained=workflow == "constrained"
         )
         setup = {
             "setup_wall_s": time.monotonic() - wall0,
@@ -482,9 +474,10 @@ def targets(results: Sequence[Result]) -> list[dict[str, Any]]:
                 f"<= {limit:g}x",
                 _at_most(value, limit, b.finished),
             )
-            # Per host maintained: readable for a stopped run too (today's engine
-            # costs more per host as a run goes on, so a stopped run's figure
-            # is an underestimate); 1.1x per host is the 11x for 10x the fleet.
+            # Per host maintained: readable for a stopped run too (an engine
+            # whose cost per host grows as a run goes on shows a stopped run's
+            # figure as an underestimate); 1.1x per host is the 11x for 10x
+            # the fleet.
             if _ran(b) and b.hosts_maintained and sm.finished and sm.cpu_per_host_ms:
                 per_host = b.cpu_per_host_ms / sm.cpu_per_host_ms
                 done = "" if b.finished else f" ({b.hosts_maintained:,}/{b.hosts:,} hosts)"
@@ -497,7 +490,7 @@ def targets(results: Sequence[Result]) -> list[dict[str, Any]]:
                 )
         size, limit = CPU_TARGET
         r = runs.get((workflow, size))
-        if workflow in ROLLING and r is not None and _ran(r):
+        if workflow == "rolling" and r is not None and _ran(r):
             stopped = "" if r.finished else " (stopped)"
             add(
                 workflow,
@@ -514,9 +507,9 @@ def targets(results: Sequence[Result]) -> list[dict[str, Any]]:
                 f"<= {_mb(rss_limit)}",
                 _at_most(r.peak_rss_bytes, rss_limit, r.finished),
             )
-        if workflow in CONSTRAINED:
+        if workflow == "constrained":
             for c in mine:
-                rolling = runs.get((workflow.replace("constrained", "rolling"), c.size))
+                rolling = runs.get(("rolling", c.size))
                 if rolling is None or not rolling.finished or not _ran(c):
                     continue
                 text, value = _ratio(c, rolling)
@@ -585,11 +578,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument(
         "--workflow",
-        choices=[*WORKFLOWS, "both", "all"],
-        default="all",
-        help="rolling (the Fenix default), constrained, both of them, core-rolling /"
-        " core-constrained (the workflows on the contract, on the redesigned core),"
-        " or all four (default: %(default)s)",
+        choices=[*WORKFLOWS, "both"],
+        default="both",
+        help="rolling (the Fenix default), constrained, or both (default: %(default)s)",
     )
     parser.add_argument(
         "--timeout",
@@ -617,7 +608,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--timeout must be a positive number of seconds")
     if args.floor_repeats < 1:
         parser.error("--floor-repeats must be at least 1")
-    workflows = {"both": WORKFLOWS[:2], "all": WORKFLOWS}.get(args.workflow, (args.workflow,))
+    workflows = WORKFLOWS if args.workflow == "both" else (args.workflow,)
     with tempfile.TemporaryDirectory(prefix="fenix-floor-") as tmp:
         floor = floors.measure(Path(tmp), args.floor_repeats)
     results = []

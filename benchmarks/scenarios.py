@@ -11,20 +11,17 @@ import attrs
 
 from fenix_core import ActionSpec, Engine, SessionRequest
 from fenix_core.constraints import CloudConstraints, ConstraintSet, GroupConstraints
-from fenix_core.core.engine_v2 import CoreEngine
 from fenix_core.errors import FenixError
 from fenix_core.model import Reply
 from fenix_core.testing import ScriptedManager, SimClock, SimulatedCloud, TimedAction
-from fenix_core.workflows.v2 import ConstrainedWorkflow, RollingWorkflow
-
-#: The workflows CoreEngine runs here (the contract's).
-CORE_WORKFLOWS = {"rolling": RollingWorkflow, "constrained": ConstrainedWorkflow}
 
 
 class GroupedCloud(SimulatedCloud):
     """A SimulatedCloud that reports the scenario's instance groups as a
-    ConstraintSource does (OpenStack server groups): how a constrained run on
-    CoreEngine gets them until CoreEngine has the constraint API."""
+    ConstraintSource does (OpenStack server groups): the constrained
+    scenarios get their groups and rules from the cloud, as an OpenStack
+    deployment gives them, rather than by one constraint-API call per group
+    and per instance during the setup."""
 
     cloud_groups: CloudConstraints = CloudConstraints()
 
@@ -42,7 +39,7 @@ class ReplyFrontEnd:
     would be answered only after its commit. A refused reply is kept in
     ``errors`` and in its manager's ``errors``."""
 
-    def __init__(self, engine: Engine | CoreEngine, clock: SimClock) -> None:
+    def __init__(self, engine: Engine, clock: SimClock) -> None:
         self.engine = engine
         self.clock = clock
         self.managers: dict[str, ScriptedManager] = {}
@@ -98,18 +95,17 @@ class Scenario:
         *,
         database_url: str = "sqlite://",
         constrained: bool = True,
-        core: bool = False,
-        bursts: bool | None = None,
+        bursts: bool = True,
     ) -> Run:
-        """``core``: run it on the redesigned core (CoreEngine, the workflows
-        on the contract) instead of today's Engine; its groups are the
-        cloud's (:class:`GroupedCloud`), with the same rules. ``bursts``: the
-        managers reply through a :class:`ReplyFrontEnd` (None: on the core
-        only, so today's engine keeps the one-transaction-per-reply figures
-        it was measured with)."""
+        """A fresh :class:`fenix_core.Engine` on a simulated cloud for the
+        scenario. ``constrained``: the instance groups and their rules are
+        the cloud's (:class:`GroupedCloud`). ``bursts``: the managers reply
+        through a :class:`ReplyFrontEnd` (the replies of an instant in one
+        ``reply_many``); False: one ``engine.reply`` each, from the
+        notification's receiver."""
         rng = random.Random(self.seed)
         clock = SimClock()
-        cloud = (GroupedCloud if core else SimulatedCloud)(
+        cloud = GroupedCloud(
             migration_seconds=self.migration_seconds,
             live_migration_seconds=self.migration_seconds,
             clock=clock,
@@ -138,17 +134,11 @@ class Scenario:
                 owner[iid] = project
                 n += 1
         plugins = [cloud, TimedAction("upgrade", self.host_work)]
-        engine: Any
-        if core:
-            engine = CoreEngine(
-                database_url, clock=clock, plugins=plugins, workflows=CORE_WORKFLOWS
-            )
-        else:
-            engine = Engine(database_url, clock=clock, plugins=plugins)
+        engine = Engine(database_url, clock=clock, plugins=plugins)
         projects = sorted(set(owner.values()))
         # The constrained workflow lets managers leave the choice to the engine.
         action = None if workflow == "constrained" else "LIVE_MIGRATE"
-        front = ReplyFrontEnd(engine, clock) if (core if bursts is None else bursts) else None
+        front = ReplyFrontEnd(engine, clock) if bursts else None
         managers = [
             ScriptedManager(
                 engine,
@@ -171,19 +161,10 @@ class Scenario:
                     "max_impacted_members": rng.randint(*self.max_impacted),
                     "recovery_time": rng.randint(*self.recovery),
                 }
-                if not core:
-                    engine.set_group_constraints(rules[g])
-            if core:
-                assert isinstance(cloud, GroupedCloud)
-                cloud.cloud_groups = CloudConstraints(
-                    groups=tuple(GroupConstraints.from_dict(r) for r in rules.values()),
-                    members=dict(members),
-                )
-            for iid, g in members.items():
-                if not core:
-                    engine.set_instance_constraints(
-                        {"instance_id": iid, "project_id": group_project[g], "group_id": g}
-                    )
+            cloud.cloud_groups = CloudConstraints(
+                groups=tuple(GroupConstraints.from_dict(r) for r in rules.values()),
+                members=dict(members),
+            )
         request = SessionRequest(
             workflow=workflow, actions=[ActionSpec(plugin="upgrade", type="host")]
         )
@@ -192,8 +173,8 @@ class Scenario:
 
 @attrs.define
 class Run:
-    engine: Engine | CoreEngine
-    cloud: SimulatedCloud
+    engine: Engine
+    cloud: GroupedCloud
     clock: SimClock
     managers: list[ScriptedManager]
     request: SessionRequest
@@ -202,12 +183,8 @@ class Run:
     front: ReplyFrontEnd | None = None
 
     def constraints(self) -> ConstraintSet:
-        """The rules the run had to keep (today's engine's, or the cloud's)."""
-        if isinstance(self.cloud, GroupedCloud):
-            return ConstraintSet(cloud=self.cloud.cloud_groups)
-        # Set through the engine's constraint API (fenix_core.Engine is a
-        # CoreEngine since the cut-over).
-        return self.engine.constraints()
+        """The rules the run had to keep (the cloud's)."""
+        return ConstraintSet(cloud=self.cloud.cloud_groups)
 
 
 REFERENCE = Scenario(hosts=100, instances=2000, projects=20, groups=60)

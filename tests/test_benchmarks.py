@@ -68,7 +68,7 @@ def test_scale_counts_statements_and_replies_and_checks_the_targets(
     assert scale.main(argv) == 0
     document = json.loads(capsys.readouterr().out)
     runs = {r["workflow"]: r for r in document["results"]}
-    assert set(runs) == {"rolling", "constrained", "core-rolling", "core-constrained"}
+    assert set(runs) == {"rolling", "constrained"}
     tiny = scale.SIZES["tiny"]
     for r in runs.values():
         assert r["finished"], r
@@ -79,22 +79,17 @@ def test_scale_counts_statements_and_replies_and_checks_the_targets(
         assert r["commits"] > r["reply_commits"] >= 1
         assert r["statements"] > r["reply_statements"] >= r["reply_commits"]
         assert r["statements_per_step"] == pytest.approx(r["statements"] / r["steps"], abs=0.01)
-        if r["workflow"] != "core-rolling":  # today's engine: a transaction per reply
-            assert r["reply_commits"] >= r["replies"]
+        # The replies of an instant arrive in one reply_many (one transaction
+        # for the burst), and a step commits at most once; the other commits
+        # are the session's insert, the inventory's first listing, the lease's
+        # claim and, once it has ended, the watermark of what its last step
+        # delivered.
+        assert r["reply_commits"] <= r["replies"]  # tiny: one project per instant
+        assert r["commits"] - r["reply_commits"] <= r["steps"] + 4
     assert all(v > 0 for k, v in document["floors"].items() if k != "unit")
-    # The redesigned core gets the replies of an instant in one reply_many
-    # (one transaction for the burst), and commits a step at most once; the
-    # other commits are the session's insert, the inventory's first listing,
-    # the lease's claim and, once it has ended, the watermark of what its last
-    # step delivered.
-    core = runs["core-rolling"]
-    assert core["reply_commits"] <= core["replies"]
-    assert core["commits"] - core["reply_commits"] <= core["steps"] + 4
     names = {(t["workflow"], t["name"]) for t in document["targets"]}
-    assert ("core-rolling", "tiny hosts stmts/step") in names
-    assert ("constrained", "tiny hosts CPU / rolling") in names
-    assert ("core-constrained", "tiny hosts CPU / rolling") in names
     assert ("rolling", "tiny hosts stmts/step") in names
+    assert ("constrained", "tiny hosts CPU / rolling") in names
     assert {t["verdict"] for t in document["targets"]} <= {"PASS", "FAIL", "n/a", "info"}
 
 
@@ -241,25 +236,6 @@ def test_makespan_compares_constrained_with_serial(
     assert re.search(r"^most moves of one instance\s+[12]\s", out, re.MULTILINE)
 
 
-def test_makespan_compares_the_engines_on_the_constrained_workflow(
-    bench, capsys: pytest.CaptureFixture[str]
-) -> None:
-    makespan = bench("makespan")
-    argv = ["--hosts", "3", "--instances", "9", "--groups", "2", "--family", "0"]
-    assert makespan.main([*argv, "--engine", "both"]) == 0
-    out = capsys.readouterr().out
-    for name in ("makespan (s)", "migrations", "most moves of one instance"):
-        found = re.search(
-            rf"^{re.escape(name)}\s+today\s+([\d.]+)\s+core\s+([\d.]+)"
-            r"\s+core <= today\s+(PASS|FAIL)",
-            out,
-            re.MULTILINE,
-        )
-        assert found is not None, out
-        assert float(found.group(1)) > 0
-        assert float(found.group(2)) > 0
-
-
 def test_store_write_prints_the_write_cost_next_to_its_floor(
     bench, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -271,11 +247,11 @@ def test_store_write_prints_the_write_cost_next_to_its_floor(
 
 
 def test_core_runs_record_the_replies_of_an_instant_in_one_burst(bench) -> None:
-    """The benchmark's managers on the core reply through a front end: the
-    replies sent in one simulated instant are recorded by one reply_many,
-    every one of them accepted, and the session ends as with one reply() each."""
+    """The benchmark's managers reply through a front end: the replies sent
+    in one simulated instant are recorded by one reply_many, every one of
+    them accepted, and the session ends as with one reply() each."""
     scale = bench("scale")
-    run = scale.fleet(30).build("rolling", constrained=False, core=True)
+    run = scale.fleet(30).build("rolling", constrained=False)
     assert run.front is not None
     sid = run.engine.create_session(run.request)
     assert run.engine.run_until_done(sid).state == "MAINTENANCE_DONE"

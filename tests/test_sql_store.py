@@ -242,6 +242,16 @@ def test_remembered_bound_values_are_the_types_own() -> None:
     for name, value in samples * 2:
         index = prepared.names.index(name)
         assert prepared.processors[index](value) == own[name](value), (name, value)
+    # Statements of one store share what a type's values bound as: another
+    # statement's datetime column answers from it with the same text.
+    known: dict[str, Any] = {}
+    first = _Prepared(STATEMENTS.update_ops, sqlite.dialect(), known)
+    other = _Prepared(STATEMENTS.insert_ops, sqlite.dialect(), known)
+    other_own = STATEMENTS.insert_ops.compile(dialect=sqlite.dialect())._bind_processors
+    for value in (T0, T0.astimezone(east), None):
+        at = first.processors[first.names.index("b_next_poll")](value)
+        again = other.processors[other.names.index("b_created_at")](value)
+        assert at == again == other_own["b_created_at"](value)
     body["host"] = "cmp-1"
     index = prepared.names.index("b_result")
     assert prepared.processors[index](body) == own["b_result"](body) == '{"host": "cmp-1"}'

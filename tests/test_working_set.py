@@ -16,7 +16,7 @@ from store_contract import OWNER, T0, an_op, new_session, records
 
 from fenix_core.core.memory_store import MemorySessionStore
 from fenix_core.core.ports import Fence
-from fenix_core.core.working_set import HostRec, InstanceRec, ProjectRec, WorkingSet
+from fenix_core.core.working_set import HostRec, InstanceRec, ProjectRec, TimerRec, WorkingSet
 from fenix_core.states import HostState, InstanceState
 
 HOST_STATES = [s.value for s in HostState]
@@ -80,6 +80,7 @@ def brute_force(ws: WorkingSet) -> dict[str, Any]:
         "awaiting_total": sum(len(v) for v in awaiting.values()),
         "free": free,
         "buckets": {t: dict(b) for t, b in buckets.items()},
+        "ordered": {t: {f: sorted(n) for f, n in b.items()} for t, b in buckets.items()},
         "most_free": order,
     }
 
@@ -99,6 +100,7 @@ def indexed(ws: WorkingSet) -> dict[str, Any]:
         "awaiting_total": ws.project_index.awaiting_count(),
         "free": {h: cap.free(h) for h in ws.hosts if cap.free(h) is not None},
         "buckets": cap.buckets,
+        "ordered": cap.ordered,
         "most_free": {t: list(cap.most_free(t)) for t in ws.host_index.by_type},
     }
 
@@ -137,7 +139,7 @@ def calls(draw: st.DrawFn, ws: WorkingSet, n: int) -> list[tuple[str, tuple[Any,
             st.sampled_from(
                 ["host_state", "host", "inst_state", "place", "target", "inst", "project",
                  "op", "op_update", "timer", "cancel", "component", "session", "emit",
-                 "add_host", "add_instance"]
+                 "add_host", "add_instance", "move"]
             )
         )  # fmt: skip
         if kind == "host_state":
@@ -150,6 +152,9 @@ def calls(draw: st.DrawFn, ws: WorkingSet, n: int) -> list[tuple[str, tuple[Any,
             args = (draw(instances), draw(hosts))
         elif kind == "target":
             args = (draw(instances), draw(st.none() | hosts))
+        elif kind == "move":
+            args = (draw(instances), draw(hosts), draw(st.none() | hosts),
+                    draw(st.sampled_from(INSTANCE_STATES)), draw(st.integers(0, 2)))  # fmt: skip
         elif kind == "inst":
             args = (draw(instances), draw(st.integers(0, 2)), draw(st.none() | st.just(["cmp-1"])))
         elif kind == "project":
@@ -181,6 +186,9 @@ def apply(ws: WorkingSet, kind: str, args: tuple[Any, ...], made: set[str]) -> N
         ws.place(*args)
     elif kind == "target":
         ws.set_target(*args)
+    elif kind == "move":  # several fields, indexed ones among them, in one call
+        iid, host, target, state, moves = args
+        ws.change_instance(iid, host=host, target=target, state=state, moves=moves)
     elif kind == "inst":
         ws.update_instance(args[0], attempts=args[1], refused=args[2])
     elif kind == "project":
@@ -270,6 +278,10 @@ def test_setters_refuse_fields_that_have_their_own_setter() -> None:
         ws.update_project("p0", nonsense=1)
     with pytest.raises(KeyError, match="request"):
         ws.update_session(request={})
+    with pytest.raises(KeyError, match="project_id"):
+        ws.change_instance("vm-0-0", project_id="p9")
+    with pytest.raises(KeyError, match="nonsense"):
+        ws.change_instance("vm-0-0", nonsense=1)
     assert all(not keys for keys in ws.dirty_keys().values())
 
 
@@ -292,3 +304,17 @@ def test_projects_awaiting_are_counted_per_state() -> None:
     assert ws.project_index.awaiting_count() == 2
     assert ws.project_index.awaiting_count("PREPARE") == 1
     _ = ProjectRec  # the record type the index counts
+
+
+def test_records_take_every_field_by_position_or_name_and_refuse_others() -> None:
+    by_position = TimerRec("t", T0, {"n": "1"})
+    by_name = TimerRec(name="t", data={"n": "1"}, due=T0)
+    assert by_position == by_name
+    assert by_position.row() == ("t", T0, {"n": "1"})
+    assert not by_position.dirty
+    with pytest.raises(TypeError, match="due"):
+        TimerRec("t", data={})
+    with pytest.raises(TypeError, match="nonsense"):
+        TimerRec("t", T0, {}, nonsense=1)
+    with pytest.raises(TypeError):
+        TimerRec("t", T0, {}, "one too many")

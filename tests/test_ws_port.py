@@ -26,6 +26,7 @@ from fenix_core.contract import (
     ProjectView,
 )
 from fenix_core.core.context import StepContext
+from fenix_core.core.pipeline import PipelineState
 from fenix_core.core.working_set import (
     ComponentRec,
     HostRec,
@@ -33,11 +34,14 @@ from fenix_core.core.working_set import (
     ProjectRec,
     SessionRec,
     WorkingSet,
+    state_body,
 )
 from fenix_core.core.ws_port import WorkingSetAdapter, op_of
 from fenix_core.placement_rules import PlacementRule
 from fenix_core.states import HostState, InstanceAction, InstanceState, SessionState
 from fenix_core.testing.contract import FakeContext
+from fenix_core.workflows.v2.constrained import ConstrainedState
+from fenix_core.workflows.v2.rolling import RollingState
 
 LIVE = InstanceAction.LIVE_MIGRATE
 
@@ -243,3 +247,72 @@ def test_component_state_round_trips_through_the_working_set() -> None:
     assert adapter.component(Counter).n == 3
     adapter.flush()  # unchanged: nothing more to write
     assert ws.dirty_keys()["components"] == {"counter"}
+
+
+def test_a_component_kept_across_steps_is_read_again_once_its_record_changed() -> None:
+    """The object handed out is kept for the next step only while the
+    working set holds the body it flushed: a record changed by anything
+    else (an admin's write, a reload) is read afresh."""
+
+    @attrs.define(slots=True)
+    class Counter(ComponentState):
+        component = "counter"
+        n: int = 0
+
+    ws = working_set([], [], [])
+    adapter = WorkingSetAdapter(ws, now=T0)
+    first = adapter.component(Counter)
+    first.n = 1
+    adapter.flush()
+    adapter.forget_components()
+    assert adapter.component(Counter) is first  # unchanged since the flush
+    first.n = 2  # a change after the flush still reaches the record
+    adapter.flush()
+    assert ws.components["counter"].body == {"n": 2}
+    adapter.forget_components()
+    ws.set_component("counter", 1, {"n": 7})
+    again = adapter.component(Counter)
+    assert again is not first
+    assert again.n == 7
+    # Handed out but not flushed (a step that broke off): not kept.
+    adapter.forget_components()
+    assert adapter.component(Counter) is not again
+
+
+@attrs.define(slots=True)
+class _Nested(ComponentState):
+    component = "nested"
+
+    @attrs.define
+    class Inner:
+        x: int = 0
+
+    inner: Inner = attrs.field(factory=Inner)
+    tags: frozenset[str] = frozenset({"a"})
+    by: dict[str, list[int]] = attrs.field(factory=lambda: {"k": [1, 2]})
+
+
+@pytest.mark.parametrize(
+    "state",
+    [
+        pytest.param(s, id=type(s).__name__)
+        for s in (
+            RollingState(moving="vm-1", refused=("a", "b"), stage=2),
+            PipelineState(
+                recent_starts=["t1"], open_domains={"zone": {"z1": 2}}, durations_sum=1.5
+            ),
+            ConstrainedState(),
+            _Nested(),
+        )
+    ],
+)
+def test_a_component_body_is_what_to_json_gives_and_shares_nothing(
+    state: ComponentState,
+) -> None:
+    body = state_body(state)
+    expected = state.to_json()
+    assert body == expected
+    assert {k: type(v) for k, v in body.items()} == {k: type(v) for k, v in expected.items()}
+    for name, value in body.items():  # a later change of the state must not reach it
+        if isinstance(value, list | dict | set):
+            assert value is not getattr(state, name)

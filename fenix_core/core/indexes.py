@@ -162,9 +162,12 @@ class CapacityIndex:
     """Free vCPUs per host (its vCPUs minus the instances on it and the moves
     in flight towards it), and per placement class (the host type) the hosts
     bucketed by free vCPUs, so the most free hosts are found without a scan.
-    A host with unknown capacity (vcpus <= 0) has no free figure."""
+    A host with unknown capacity (vcpus <= 0) has no free figure. Each
+    bucket is also kept as a name-sorted list (``ordered``): a bucket can
+    hold most of a large fleet, and sorting it at each look made every
+    placement cost grow with the fleet."""
 
-    __slots__ = ("buckets", "reserved", "type_of", "used", "vcpus")
+    __slots__ = ("buckets", "ordered", "reserved", "type_of", "used", "vcpus")
 
     def __init__(self) -> None:
         self.vcpus: dict[str, int] = {}
@@ -172,6 +175,7 @@ class CapacityIndex:
         self.used: dict[str, int] = {}
         self.reserved: dict[str, int] = {}
         self.buckets: dict[str, dict[int, set[str]]] = {}
+        self.ordered: dict[str, dict[int, list[str]]] = {}
 
     def add_host(self, name: str, type_: str, vcpus: int) -> None:
         self.vcpus[name] = vcpus
@@ -198,17 +202,29 @@ class CapacityIndex:
 
     def most_free(self, placement_class: str) -> Iterator[str]:
         """Hosts of the class, most free first, then by name."""
-        buckets = self.buckets.get(placement_class, {})
-        for free in sorted(buckets, reverse=True):
-            yield from sorted(buckets[free])
+        ordered = self.ordered.get(placement_class, {})
+        for free in sorted(ordered, reverse=True):
+            yield from list(ordered[free])
 
     def _file(self, host: str) -> None:
         free = self.free(host)
         if free is not None:
-            multimap_add(self.buckets.setdefault(self.type_of[host], {}), free, host)
+            type_ = self.type_of[host]
+            members = self.buckets.setdefault(type_, {}).setdefault(free, set())
+            if host not in members:
+                members.add(host)
+                insort(self.ordered.setdefault(type_, {}).setdefault(free, []), host)
 
     def _unfile(self, host: str) -> None:
         free = self.free(host)
         if free is not None:
-            by_free = self.buckets[self.type_of[host]]
-            multimap_remove(by_free, free, host)
+            type_ = self.type_of[host]
+            members = self.buckets[type_].get(free)
+            if members is None or host not in members:
+                return
+            multimap_remove(self.buckets[type_], free, host)
+            by_free = self.ordered[type_]
+            names = by_free[free]
+            del names[bisect_left(names, host)]
+            if not names:
+                del by_free[free]

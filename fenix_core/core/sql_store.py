@@ -51,15 +51,16 @@ def _rows(
 _REMEMBERED = 256
 
 
-def _remembering(process: Any) -> Any:
+def _remembering(process: Any, known: dict[datetime, Any]) -> Any:
     """``process`` answering a repeated value from memory: a datetime's text
     (the UTC type and SQLite's formatting are pure functions of the instant)
     and None's bound form (JSON's ``null``). Other values are processed each
-    time (dicts cannot be keys; a JSON body may change in place)."""
+    time (dicts cannot be keys; a JSON body may change in place). ``known``
+    is shared by every placeholder of the same type: a step's instants are
+    bound in many columns of several statements."""
     if process is None:
         return None
     none = process(None)
-    known: dict[datetime, Any] = {}
 
     def remembered(value: Any) -> Any:
         if value is None:
@@ -116,12 +117,20 @@ class _Prepared:
 
     __slots__ = ("_plans", "_processed", "names", "processors", "sql")
 
-    def __init__(self, statement: Any, dialect: Any) -> None:
+    def __init__(
+        self, statement: Any, dialect: Any, known: dict[str, dict[datetime, Any]] | None = None
+    ) -> None:
+        """``known``: type (its repr) -> the bound forms its values had,
+        shared with other statements (None: this statement's own)."""
+        known = {} if known is None else known
         compiled = statement.compile(dialect=dialect)
         self.sql = str(compiled)
         self.names = list(compiled.positiontup or ())
         found = compiled._bind_processors  # the type's own (datetimes, JSON, booleans)
-        self.processors = [_remembering(found.get(name)) for name in self.names]
+        self.processors = [
+            _remembering(found.get(name), known.setdefault(repr(compiled.binds[name].type), {}))
+            for name in self.names
+        ]
         # (placeholder index, processor) of the placeholders that have one.
         self._processed = tuple((j, p) for j, p in enumerate(self.processors) if p is not None)
         self._plans: dict[tuple[str, ...], Callable[[tuple[Any, ...]], tuple[Any, ...]]] = {}
@@ -174,6 +183,8 @@ class SqlSessionStore:
         # of the pool and back per step cost as much as a small statement);
         # other dialects take one from the pool per write, as the reads do.
         self._writer: Connection | None = None
+        # Bound forms remembered per type, shared by the prepared statements.
+        self._known: dict[str, dict[datetime, Any]] = {}
         self._writer_lock = threading.Lock()
 
     def close(self) -> None:
@@ -313,7 +324,9 @@ class SqlSessionStore:
         assert self._prepared is not None
         prepared = self._prepared.get(id(statement))
         if prepared is None:
-            prepared = self._prepared[id(statement)] = _Prepared(statement, self.database.dialect)
+            prepared = self._prepared[id(statement)] = _Prepared(
+                statement, self.database.dialect, self._known
+            )
         return prepared
 
     # ------------------------------------------------------------------ the step's write

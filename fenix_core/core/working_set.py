@@ -12,10 +12,13 @@ stores read and write, column by column."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
-from enum import IntFlag
+from enum import Enum, IntFlag
+from operator import attrgetter
 from typing import Any, ClassVar, TypeVar
+
+import attrs
 
 from ..contract.state import ComponentState
 from .indexes import (
@@ -60,26 +63,50 @@ class HostMark(IntFlag):
     MOVED_OFF = 8
 
 
+def _field_init(name: str, fields: tuple[str, ...]) -> Callable[..., None]:
+    """An ``__init__`` taking ``fields`` (by position or name, all required)
+    and storing each in its slot, made once per record class: loading a
+    large session builds a record per row, and a loop of setattr made that
+    a visible part of every load (dataclasses and attrs generate theirs the
+    same way). The names are the class's own FIELDS, identifiers all."""
+    if not all(f.isidentifier() for f in fields):
+        raise TypeError(f"{name}: FIELDS must be identifiers: {fields}")
+    source = (
+        f"def __init__(self, {', '.join(fields)}):\n"
+        + "".join(f"    self.{f} = {f}\n" for f in fields)
+        + "    self._dirty = False\n"
+    )
+    namespace: dict[str, Any] = {}
+    exec(source, {}, namespace)  # the source is built from the class's field names only
+    init: Callable[..., None] = namespace["__init__"]
+    init.__qualname__ = f"{name}.__init__"
+    return init
+
+
 class _Rec:
     """A row as a slotted record: ``FIELDS`` (key first) plus ``_dirty``."""
 
     __slots__ = ("_dirty",)
+    _dirty: bool
     FIELDS: ClassVar[tuple[str, ...]] = ()
+    _getter: ClassVar[Callable[[Any], tuple[Any, ...]] | None] = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # row() reads every field in one C call (a generator of getattr was a
+        # visible part of every step's write).
+        cls._getter = attrgetter(*cls.FIELDS) if len(cls.FIELDS) > 1 else None
+        if cls.FIELDS:
+            cls.__init__ = _field_init(cls.__name__, cls.FIELDS)  # type: ignore[method-assign]
 
     def __init__(self, *values: Any, **named: Any) -> None:
-        if len(values) > len(self.FIELDS):
-            raise TypeError(f"{type(self).__name__} takes {len(self.FIELDS)} fields")
-        given = dict(zip(self.FIELDS, values, strict=False)) | named
-        missing = [f for f in self.FIELDS if f not in given]
-        unknown = sorted(set(given) - set(self.FIELDS))
-        if missing or unknown:
-            raise TypeError(f"{type(self).__name__}: missing {missing}, unknown {unknown}")
-        for name in self.FIELDS:
-            setattr(self, name, given[name])
-        self._dirty = False
+        raise TypeError(f"{type(self).__name__} is not a record (it has no FIELDS)")
 
     def row(self) -> tuple[Any, ...]:
-        return tuple(getattr(self, name) for name in self.FIELDS)
+        getter = type(self)._getter
+        if getter is None:
+            return tuple(getattr(self, name) for name in self.FIELDS)
+        return getter(self)
 
     @property
     def key(self) -> Any:
@@ -266,6 +293,52 @@ class SessionRec(_Rec):
 
 R = TypeVar("R", bound=_Rec)
 
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+#: ComponentState class -> its field names (what attrs.asdict walks).
+_STATE_FIELDS: dict[type[ComponentState], tuple[str, ...]] = {}
+
+
+class _NotPlain(Exception):
+    """A value :func:`_plain_copy` leaves to attrs.asdict."""
+
+
+def _plain_copy(value: Any) -> Any:
+    """``value`` as ``attrs.asdict(..., value_serializer=_plain)`` gives it:
+    enums by value, new lists, tuples, sets and dicts of the same kind."""
+    kind = type(value)
+    if kind in _SCALARS:
+        return value
+    if isinstance(value, Enum):
+        return value.value
+    if kind is list or kind is tuple or kind is set or kind is frozenset:
+        return kind(_plain_copy(v) for v in value)  # attrs.asdict keeps the kind
+    if kind is dict:
+        return {_plain_copy(k): _plain_copy(v) for k, v in value.items()}
+    raise _NotPlain
+
+
+def state_body(state: ComponentState) -> dict[str, Any]:
+    """``state.to_json()``, without attrs.asdict's generic walk when the
+    fields are plain values (every step writes its components back: that
+    walk was a visible part of a step). A class with its own ``to_json``,
+    or a field holding anything else, goes through ``to_json``."""
+    cls = type(state)
+    if cls.to_json is not ComponentState.to_json:
+        return state.to_json()
+    names = _STATE_FIELDS.get(cls)
+    if names is None:
+        names = _STATE_FIELDS[cls] = tuple(f.name for f in attrs.fields(cls))
+    body: dict[str, Any] = {}
+    scalars = _SCALARS
+    try:
+        for name in names:
+            value = getattr(state, name)
+            body[name] = value if type(value) in scalars else _plain_copy(value)
+    except _NotPlain:
+        return state.to_json()
+    return body
+
+
 #: Host fields with their own setter (they feed an index).
 _HOST_INDEXED = frozenset({"name", "type", "vcpus", "state", "position"})
 _INSTANCE_INDEXED = frozenset({"instance_id", "project_id", "host", "vcpus", "state", "target"})
@@ -333,10 +406,20 @@ class WorkingSet:
         self.instance_index = InstanceIndex()
         self.project_index = ProjectIndex()
         self.capacity = CapacityIndex()
+        # What the instances hold is summed first, so that each host is filed
+        # in the capacity buckets once (filing it again per instance made
+        # every load of a large session cost a bucket move per instance).
+        used, reserved = self.capacity.used, self.capacity.reserved
+        add_instance = self.instance_index.add
+        for inst in self.instances.values():
+            add_instance(inst.instance_id, inst.project_id, inst.host, inst.state)
+            on, towards, vcpus = _holds(inst)
+            if on is not None and vcpus:
+                used[on] = used.get(on, 0) + vcpus
+            if towards is not None and vcpus:
+                reserved[towards] = reserved.get(towards, 0) + vcpus
         for host in self.hosts.values():
             self._index_host(host)
-        for inst in self.instances.values():
-            self._index_instance(inst)
         for project in self.projects.values():
             self.project_index.update(
                 project.project_id, (False, None), (project.awaiting, project.state)
@@ -521,6 +604,13 @@ class WorkingSet:
     def set_target(self, instance_id: str, target: str | None) -> None:
         self._reindex_instance(self.instances[instance_id], {"target": target})
 
+    def change_instance(self, instance_id: str, **changes: Any) -> None:
+        """Several fields at once, indexed ones included: the indexes are
+        kept right in one pass (a setter per field re-indexed the instance
+        each time)."""
+        _check_fields(InstanceRec, changes, frozenset({"instance_id", "project_id", "vcpus"}))
+        self._reindex_instance(self.instances[instance_id], changes)
+
     def update_instance(self, instance_id: str, **changes: Any) -> None:
         _check_fields(InstanceRec, changes, _INSTANCE_INDEXED)
         inst = self.instances[instance_id]
@@ -583,7 +673,7 @@ class WorkingSet:
             self._mark(rec, self._dirty_components)
 
     def set_state(self, state: ComponentState) -> None:
-        self.set_component(state.component, state.schema_version, state.to_json())
+        self.set_component(state.component, state.schema_version, state_body(state))
 
     # ------------------------------------------------------------------ outbox, inbox
 

@@ -255,18 +255,26 @@ class _LazyViews(Collection[InstanceView]):
     (``any(... for i in ctx.instances.on(host))`` stops at the first). The
     ids are taken when the collection is made: later changes do not show."""
 
-    __slots__ = ("_ids", "_view")
+    __slots__ = ("_built", "_ids", "_view")
 
-    def __init__(self, ids: list[str], view: Callable[[str], InstanceView | None]) -> None:
+    def __init__(
+        self,
+        ids: list[str],
+        view: Callable[[str], InstanceView | None],
+        built: Mapping[str, InstanceView],
+    ) -> None:
+        """``built``: the views made already (read first: most are)."""
         self._ids = ids
         self._view = view
+        self._built = built
 
     def __len__(self) -> int:
         return len(self._ids)
 
     def __iter__(self) -> Iterator[InstanceView]:
+        built, view = self._built, self._view
         for instance_id in self._ids:
-            found = self._view(instance_id)
+            found = built.get(instance_id) or view(instance_id)
             if found is not None:
                 yield found
 
@@ -286,7 +294,7 @@ class _Instances:
     def _views(self, ids: Collection[str] | None) -> Collection[InstanceView]:
         if not ids:
             return ()
-        return _LazyViews(sorted(ids), self._a.instance_view)
+        return _LazyViews(sorted(ids), self._a.instance_view, self._a._instance_views)
 
     def on(self, host: str) -> Collection[InstanceView]:
         return self._views(self._a.ws.instance_index.by_host.get(host))
@@ -382,12 +390,13 @@ class _Capacity:
         penalty: Mapping[str, int] = limits.penalty if limits is not None else {}
         hosts = ws.hosts
         cap = ws.capacity
-        buckets = cap.buckets.get(placement_class, {})
+        ordered = cap.ordered.get(placement_class, {})
         later: list[tuple[int, int, str]] = []
-        for free in sorted(buckets, reverse=True):
+        for free in sorted(ordered, reverse=True):
             if free < vcpus:
                 break
-            for name in sorted(buckets[free]):
+            # A copy: the caller may change the capacity between two hosts.
+            for name in list(ordered[free]):
                 rec = hosts.get(name)
                 if (
                     rec is None
@@ -431,6 +440,8 @@ class WorkingSetAdapter:
         self._instance_views: dict[str, InstanceView] = {}
         self._order: list[str] | None = None
         self._components: dict[str, ComponentState] = {}
+        # Component -> the body its last flush left in the working set.
+        self._flushed: dict[str, dict[str, Any]] = {}
         self._rules: tuple[PlacementRule, ...] | None = None
         self._session_info: tuple[tuple[Any, ...], object, SessionInfo] | None = None
         #: The constraints set through the API (the engine's constraint
@@ -721,20 +732,26 @@ class WorkingSetAdapter:
     def set_instance_state(
         self, instance_id: str, state: InstanceState, action: str | None
     ) -> None:
-        self.ws.set_instance_state(instance_id, state.value)
         if action is not None:
-            self.ws.update_instance(instance_id, action=action)
+            self.ws.change_instance(instance_id, state=state.value, action=action)
+        else:
+            self.ws.set_instance_state(instance_id, state.value)
         self._instance_views.pop(instance_id, None)
 
     def place(self, instance_id: str, host: str) -> None:
         """A move ended with the instance on ``host`` (the engine's part)."""
         rec = self.ws.instances[instance_id]
         source = rec.host
-        self.ws.set_target(instance_id, None)
-        if host != source:
-            self.ws.place(instance_id, host)
-            self.ws.update_instance(
-                instance_id, moved_from=source, moves=rec.moves + 1, refused=None
+        if host == source:
+            self.ws.set_target(instance_id, None)
+        else:
+            self.ws.change_instance(
+                instance_id,
+                target=None,
+                host=host,
+                moved_from=source,
+                moves=rec.moves + 1,
+                refused=None,
             )
             if source in self.ws.hosts:
                 self.ws.mark_host(source, HostMark.MOVED_OFF)
@@ -886,8 +903,7 @@ class WorkingSetAdapter:
         )  # fmt: skip
         self.ws.add_op(rec)
         if isinstance(op, Move):
-            self.ws.update_instance(op.instance_id, action=op.action.value)
-            self.ws.set_target(op.instance_id, op.target)
+            self.ws.change_instance(op.instance_id, action=op.action.value, target=op.target)
             self._instance_views.pop(op.instance_id, None)
 
     def set_timer(self, name: str, due: datetime, data: Mapping[str, str]) -> None:
@@ -899,20 +915,29 @@ class WorkingSetAdapter:
     # ------------------------------------------------------------------ components
 
     def component(self, kind: type[S]) -> S:
-        found = self._components.get(kind.component)
+        name = kind.component
+        found = self._components.get(name)
+        rec = self.ws.components.get(name)
+        if found is not None and (rec is None or rec.body is not self._flushed.get(name)):
+            found = None  # its record changed since the last flush: read it afresh
         if found is None:
-            rec = self.ws.components.get(kind.component)
             found = kind() if rec is None else kind.from_json(rec.body, rec.schema_version)
-            self._components[kind.component] = found
+            self._components[name] = found
+            self._flushed.pop(name, None)
         assert isinstance(found, kind)
         return found
 
     def flush(self) -> None:
         """Write the components handed out back into the working set (a body
         equal to the stored one dirties nothing)."""
-        for state in self._components.values():
+        for name, state in self._components.items():
             self.ws.set_state(state)
+            self._flushed[name] = self.ws.components[name].body
 
     def forget_components(self) -> None:
-        """Drop the objects handed out (the next step reads them afresh)."""
-        self._components.clear()
+        """End of a step: the objects handed out are kept for the next step
+        only while their records hold the bodies just flushed (reading every
+        component from its JSON body each step was a visible cost); a
+        record changed by anything else is read afresh."""
+        for name in [n for n in self._components if n not in self._flushed]:
+            del self._components[name]
