@@ -25,7 +25,14 @@ from fenix_core.core.records import (
 )
 from fenix_core.errors import FenixError, InvalidInput
 from fenix_core.model import Instance
-from fenix_core.store.schema import HostRow, InstanceRow, ProjectRow, SessionRow
+from fenix_core.store.schema import (
+    HostRow,
+    InstanceRow,
+    ProjectRow,
+    SessionClockRow,
+    SessionRow,
+    SessionStateRow,
+)
 from fenix_core.testing import SimClock, SimulatedCloud, TimedAction
 
 T0 = datetime(2026, 3, 1, 12, tzinfo=UTC)
@@ -114,13 +121,26 @@ def stored(engine: Engine, session_id: str) -> dict[str, list[dict[str, Any]]]:
 
     with engine.transaction() as orm:
         session = orm.get(SessionRow, session_id)
+        clock = orm.get(SessionClockRow, session_id)
+        component = orm.get(SessionStateRow, (session_id, "session"))
         assert session is not None
+        assert clock is not None
+        assert component is not None
+        # The engine keeps the factory's session data as the "session"
+        # component and its counters and wake-up in session_clock.
+        row = {c: getattr(session, c) for c in SESSION_COLUMNS if c not in CORE_ELSEWHERE}
+        row |= {c: getattr(clock, c) for c in ("seq", "version", "next_wake")}
         return {
-            "session": [{c: getattr(session, c) for c in SESSION_COLUMNS}],
+            "session": [row | {"data": component.body}],
             "hosts": rows(HostRow, HOST_COLUMNS, HostRow.position),
             "instances": rows(InstanceRow, INSTANCE_COLUMNS, InstanceRow.instance_id),
             "projects": rows(ProjectRow, PROJECT_COLUMNS, ProjectRow.project_id),
         }
+
+
+#: Columns of the sessions row whose facts the engine keeps elsewhere
+#: (session_clock, the "session" component); there they stay at their defaults.
+CORE_ELSEWHERE = frozenset({"data", "seq", "version", "next_wake"})
 
 
 def built(new: NewSession) -> dict[str, list[dict[str, Any]]]:
