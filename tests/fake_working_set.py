@@ -157,5 +157,8 @@ class FakeWorkingSet:
     def budget_hosts(self) -> int:
         return budget_hosts(h.state for h in self.fake.hosts)
 
+    #: No cloud driver guard (``HostGuard``) in these sessions.
+    host_guard = False
+
     def host_labels(self, host: str) -> Labels:
         return self.labels.get(host, {})

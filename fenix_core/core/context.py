@@ -160,6 +160,11 @@ class WorkingSetPort(Protocol):
         """The topology labels of ``host`` that the request's caps name (kept
         in the session's data at creation)."""
 
+    @property
+    def host_guard(self) -> bool:
+        """The cloud driver guards its controllers (``HostGuard``, kept in the
+        session's data at creation)."""
+
 
 class StepContext:
     """One step's context over ``ws`` at ``now`` (see the module docstring)."""
@@ -248,7 +253,8 @@ class StepContext:
         if self.session.state in FINAL_SESSION_STATES:
             return HostAdmission(host, False, f"the session is {self.session.state}")
         before = self._pipeline.state.waiting_cause
-        answer, gate = self._pipeline.admit(host, self._now)
+        guarded = view.type != "compute" and self._ws.host_guard
+        answer, gate = self._pipeline.admit(host, self._now, guarded=guarded)
         if gate is not None:
             key = self._next_key()
             params = gate.params(self._ws.moved_off(gate.last_host or ""))

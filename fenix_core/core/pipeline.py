@@ -24,7 +24,7 @@ import attrs
 
 from ..budgets import Labels, domains, resolve_cap
 from ..contract import ComponentState, HostAdmission
-from ..controls import Controls, GateSpec, PacingHistory, admit, estimate_end
+from ..controls import HOST_GUARD, Controls, GateSpec, PacingHistory, admit, estimate_end
 
 __all__ = ["GateCheck", "HostPipeline", "PipelineState"]
 
@@ -168,10 +168,14 @@ class HostPipeline:
 
     # ------------------------------------------------------------------ admission
 
-    def admit(self, host: str, now: datetime) -> tuple[HostAdmission, GateCheck | None]:
+    def admit(
+        self, host: str, now: datetime, *, guarded: bool = False
+    ) -> tuple[HostAdmission, GateCheck | None]:
         """May ``host`` start now (the caller knows it is not in flight)? When
         admitted, the caller records ``now`` as the host's start. A gate to
-        run comes back as a ``GateCheck`` (the host waits for it)."""
+        run comes back as a ``GateCheck`` (the host waits for it).
+        ``guarded``: the cloud driver's own guard (``host_guard``) is asked
+        before the request's gates (a controller of a driver that has one)."""
         s = self.state
         if s.paused:
             return self._wait(host, "paused", f"paused: {s.pause_reason or 'by the admin'}", None)
@@ -181,6 +185,8 @@ class HostPipeline:
             cause = "window" if answer.wait_until is None else f"pace:{answer.wait_until}"
             return self._wait(host, cause, f"{host} waits: {answer.reason}", answer.wait_until)
         gates = self.controls.gates
+        if guarded:
+            gates = (GateSpec(HOST_GUARD), *gates)
         if gates:
             if s.gate_host != host:
                 self._drop_gate()

@@ -774,6 +774,11 @@ class WorkingSetAdapter:
     def budget_hosts(self) -> int:
         return len(self.ws.hosts) - self.ws.host_index.count(*_UNBUDGETED)
 
+    @property
+    def host_guard(self) -> bool:
+        rec = self.ws.components.get(SESSION_COMPONENT)
+        return bool(rec.body.get("host_guard")) if rec is not None else False
+
     def host_labels(self, host: str) -> Labels:
         rec = self.ws.components.get(SESSION_COMPONENT)
         found = (rec.body.get("host_labels") or {}).get(host) if rec is not None else None

@@ -161,6 +161,29 @@ def test_an_etcd_member_not_ready_holds_the_other_control_plane_nodes(
     assert node_sequence(cluster, "cp-0") == ["cordon", "reboot", "ready", "uncordon"]
 
 
+def test_the_guard_is_asked_before_a_control_plane_node_on_the_core(fake, k8s_engine, fenix_clock):
+    """The core's pipeline asks the driver's quorum guard before a
+    control-plane node, before the request's gates (the wording of the wait
+    is checked by the test above)."""
+    cluster = fake.cluster
+    ha_cluster(cluster)
+    cluster.set_pod_ready("kube-system", "etcd-cp-1", False)
+    engine = k8s_engine(NodeReboot(cluster, seconds=60))
+    sid = engine.create_session(SessionRequest(hosts=["cp-0", "node-0"], actions=REBOOT))
+    for _ in range(10):
+        engine.run_until_idle()
+        fenix_clock.advance(60)
+    engine.run_until_idle()
+    view = engine.get_session(sid)
+    assert view.state not in ("MAINTENANCE_DONE", "MAINTENANCE_FAILED"), view.reason
+    assert (view.waiting or "").startswith("gate host_guard before cp-0")
+    assert node_sequence(cluster, "cp-0") == []
+    cluster.set_pod_ready("kube-system", "etcd-cp-1", True)
+    view = drive(engine, fenix_clock, sid)
+    assert view.state == "MAINTENANCE_DONE", view.reason
+    assert node_sequence(cluster, "cp-0") == ["cordon", "reboot", "ready", "uncordon"]
+
+
 def test_the_guard_holds_only_control_plane_nodes(fake, k8s_engine):
     cluster = fake.cluster
     ha_cluster(cluster)
