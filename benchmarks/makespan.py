@@ -11,8 +11,13 @@ the median and worst makespan / lower bound and migrations / bound.
     python benchmarks/makespan.py [--hosts 100 --instances 2000 --groups 60]
         [--family 6 --family-hosts 40]   # the default family: 6 layouts, <= 40 hosts
         [--family 30 --family-hosts 200] # the full family (tens of CPU minutes)
-        [--engine core]                  # the workflows on the contract, on CoreEngine
-        [--engine both]                  # the reference on both, and the comparison
+        [--engine core]                  # through CoreEngine, the cloud's groups
+        [--engine both]                  # the reference both ways, and the comparison
+
+Since the cut-over both engines are the core with the workflows on the
+contract (workflows/v2): ``today`` (the default) runs them through
+``fenix_core.Engine`` with the groups set through the constraint API, ``core``
+through ``CoreEngine`` with the groups the cloud reports.
 
 The bounds (see docs/performance.md):
 
@@ -281,8 +286,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--engine",
         choices=("today", "core", "both"),
         default="today",
-        help="today's Engine, CoreEngine with the workflows on the contract, or the "
-        "reference on both with the constrained workflow compared (default: %(default)s)",
+        help="fenix_core.Engine (the core since the cut-over; constraint API), CoreEngine"
+        " (the cloud's groups), or the reference both ways with the constrained workflow"
+        " compared (default: %(default)s)",
     )
     args = parser.parse_args(argv)
     scenario = Scenario(

@@ -4,10 +4,14 @@ Each scenario is named by its hosts (30, 300, 1000, 10000): 24-vCPU computes
 with 20 one-vCPU instances each, one project per 5 hosts (1,000 hosts: 20,000
 instances, 200 projects), half the projects answering every notification at
 once and the other half 60 s later; the constrained workflow's scenarios add
-three instance groups per project. On the redesigned core (core-rolling) the
-managers' replies of one simulated instant reach the engine together through
-``engine.reply_many``, as a REST front end serving them receives them
-(scenarios.ReplyFrontEnd); today's engine gets them one ``reply`` at a time.
+three instance groups per project. Since the cut-over every run is on the
+core with the workflows on the contract (workflows/v2); the names say how the
+scenario reaches it: ``rolling`` / ``constrained`` through ``fenix_core.Engine``
+(groups set through the constraint API, each manager answer one
+``engine.reply``), ``core-rolling`` / ``core-constrained`` through
+``CoreEngine`` itself (groups reported by the cloud, the replies of one
+simulated instant together through ``engine.reply_many``, as a REST front end
+serving them receives them: scenarios.ReplyFrontEnd).
 Each runs in a fresh child process on SimClock + SimulatedCloud with a
 scripted manager per project, on a SQLite file in a temporary directory.
 Prints wall time, CPU time, peak RSS, database size, notifications, engine
@@ -71,9 +75,10 @@ SIZES: dict[str, Scenario] = {
 }
 DEFAULT_SIZES = ("30", "300", "1000")
 HUGE = "10000"  # --huge adds it
-#: "core-rolling" / "core-constrained": the workflows on the contract
-#: (workflows/v2) run by the redesigned core (fenix_core.core.engine_v2.CoreEngine),
-#: beside today's.
+#: All four run the workflows on the contract (workflows/v2) on the core:
+#: "rolling" / "constrained" through fenix_core.Engine (constraint API, one
+#: reply per answer), "core-rolling" / "core-constrained" through CoreEngine
+#: (the cloud's groups, replies in bursts through reply_many).
 WORKFLOWS = ("rolling", "constrained", "core-rolling", "core-constrained")
 ROLLING = ("rolling", "core-rolling")
 CONSTRAINED = ("constrained", "core-constrained")
@@ -587,8 +592,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--workflow",
         choices=[*WORKFLOWS, "both", "all"],
         default="all",
-        help="rolling (the Fenix default), constrained, both of them, core-rolling /"
-        " core-constrained (the workflows on the contract, on the redesigned core),"
+        help="rolling (the Fenix default), constrained, both of them (through"
+        " fenix_core.Engine: constraint API, one reply per answer), core-rolling /"
+        " core-constrained (through CoreEngine: the cloud's groups, replies in bursts),"
         " or all four (default: %(default)s)",
     )
     parser.add_argument(
