@@ -409,6 +409,34 @@ def test_0007_converts_the_release_sessions_data(tmp_path: Path) -> None:
     assert [k for k, v in projects.items() if v] == [(rolling, "p1")]
 
 
+def test_0007_keeps_the_release_hosts_admitted(tmp_path: Path) -> None:
+    """The core's session_hosts.started_at / finished_at are the pipeline's
+    admission and finish (today's engine kept them in ctl_started /
+    ctl_finished): a host whose drain the release had started is admitted
+    after the upgrade, so its moves may go on (the core refused them with
+    "needs the host admitted by the pipeline first")."""
+    db, facts = _release_copy(tmp_path)
+    try:
+        alembic(db, "upgrade", "0007")
+        started = {
+            (r["session_id"], r["name"]): r["started_at"] for r in _rows(db, "session_hosts")
+        }
+    finally:
+        db.dispose()
+    constrained, rolling = facts["constrained"], facts["rolling"]
+
+    def at(value: Any) -> datetime | None:
+        if value is None:
+            return None
+        found = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+        return found.replace(tzinfo=None)
+
+    assert at(started[(constrained, "cmp-4")]) == datetime(2026, 1, 1, 0, 2)
+    assert at(started[(constrained, "cmp-3")]) == datetime(2026, 1, 1, 0, 0)
+    assert at(started[(rolling, "cmp-1")]) == datetime(2026, 1, 1, 0, 1)
+    assert started[(rolling, "cmp-0")] is None
+
+
 def test_0007_refuses_a_data_key_it_does_not_know(db: Engine) -> None:
     alembic(db, "upgrade", "0006")
     fill_every_table(db)

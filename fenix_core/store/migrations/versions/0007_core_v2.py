@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -91,6 +92,14 @@ def _loads(value: Any) -> dict[str, Any]:
         decoded = json.loads(value)
         return decoded if isinstance(decoded, dict) else {}
     return dict(value)
+
+
+def _when(value: Any) -> datetime | None:
+    """An ISO time of today's ``data`` (UTC when it has no offset)."""
+    if not isinstance(value, str):
+        return None
+    found = datetime.fromisoformat(value)
+    return found if found.tzinfo is not None else found.replace(tzinfo=UTC)
 
 
 def split_data(session_id: str, data: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
@@ -192,6 +201,17 @@ def convert(bind: sa.engine.Connection) -> None:
                 .where(hosts.c.session_id == sid, hosts.c.name == host)
                 .values(marks=bits)
             )
+        # The core's started_at / finished_at are the pipeline's admission and
+        # finish (today's engine kept them in ctl_started / ctl_finished; its
+        # columns said when a host went into maintenance): an admitted host
+        # whose drain was under way resumes admitted.
+        for key, column in (("ctl_started", "started_at"), ("ctl_finished", "finished_at")):
+            for host, when in (data.get(key) or {}).items():
+                bind.execute(
+                    hosts.update()
+                    .where(hosts.c.session_id == sid, hosts.c.name == host)
+                    .values({column: _when(when)})
+                )
         bind.execute(
             instances.update()
             .where(instances.c.session_id == sid)
