@@ -238,9 +238,14 @@ class CoreRunner:
         if ws.session.state == _AWAITING:
             return StepOutcome(write=None, wake=None, finished=True)
         ws.delivered(frame.delivered_seq)
-        write = ws.take_write(
-            frame.fence, next_wake=self._wake(ws, now), lease_expires=frame.lease_expires
-        )
+        # Never later than the stored wake-up: a step that started operations
+        # stored its own time, so that whoever takes the session next looks
+        # at it at once (a worker with a simulated clock finds sessions it
+        # does not hold only at its polls of the database).
+        wake, stored = self._wake(ws, now), ws.session.next_wake
+        if wake is None or (stored is not None and stored < wake):
+            wake = stored
+        write = ws.take_write(frame.fence, next_wake=wake, lease_expires=frame.lease_expires)
         return StepOutcome(write=write, wake=None, finished=True)
 
     def _record_host_events(self, adapter: WorkingSetAdapter, now: datetime) -> None:

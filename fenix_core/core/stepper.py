@@ -162,6 +162,8 @@ class Stepper:
             seconds=poll_seconds if poll_seconds is not None else lease_seconds / 4
         )
         self._next_poll: datetime | None = None  # None: poll at the next step
+        # The engine clock's time of the next poll (when it is not the lease clock).
+        self._next_clock_poll: datetime | None = None
         self._leftovers = leftovers
         self._retry: Retrying = retry if retry is not None else _Once()
         self._flush = flush
@@ -215,7 +217,8 @@ class Stepper:
         its time counts here only when that is the engine's clock too. With a
         simulated engine clock and a real lease clock, the poll is due every
         ``poll_seconds`` of real time (:meth:`next_poll`), and the simulated
-        time does not stop for it."""
+        time does not stop for it; a step that comes ``poll_seconds`` of
+        simulated time after the last poll polls too (:meth:`step`)."""
         if self._poller is not None and self._next_poll is None:
             return self._clock.now()
         polls = self._next_poll if self._poller is not None else None
@@ -235,8 +238,9 @@ class Stepper:
         now = self._clock.now()
         due = [sid for sid in self.queue.pop_due(now) if sid not in self._parked]
         polled_at = self._lease_clock.now()
-        if self._poller is not None and (self._next_poll is None or self._next_poll <= polled_at):
+        if self._poller is not None and self._poll_due(now, polled_at):
             self._next_poll = polled_at + self._poll_every
+            self._next_clock_poll = now + self._poll_every
             seen = set(due)
             # A held session with a wake-up in the queue waits for it: its
             # stored next_wake may be conservative (operations just started).
@@ -262,6 +266,18 @@ class Stepper:
                 continue  # parked: the others go on
         return stepped
 
+    def _poll_due(self, now: datetime, polled_at: datetime) -> bool:
+        """Whether this step asks the database: every ``poll_seconds`` of the
+        lease clock, and, when the engine's clock is another (simulated)
+        one, every ``poll_seconds`` of that clock too, at the steps that
+        happen anyway: a session another process (a command, a worker that
+        closed) left due later in simulated time is found when it is due,
+        not only at the next poll of real time."""
+        if self._next_poll is None or self._next_poll <= polled_at:
+            return True
+        later = self._next_clock_poll
+        return self._lease_clock is not self._clock and later is not None and later <= now
+
     def step_now(
         self,
         session_id: str,
@@ -285,7 +301,10 @@ class Stepper:
                 if loaded:  # not scheduled yet: the poller finds it when it is due
                     self._let_go(session_id)
                 raise
-        return self._step_one(session_id, self._clock.now(), run)
+        # The operations the change submitted start at the session's next
+        # step, not here: the caller may be a process without the plug-ins
+        # (a command changing a session a worker runs).
+        return self._step_one(session_id, self._clock.now(), run, start=False)
 
     def reload_at(self, session_id: str, when: datetime) -> None:
         """A session held here with nothing scheduled is due in the database:
@@ -321,7 +340,9 @@ class Stepper:
         unheld = [sid for sid in due if sid not in self._held]
         return self._leases.claim(unheld) if unheld else {}
 
-    def _step_one(self, session_id: str, now: datetime, run: RunStep | None = None) -> bool:
+    def _step_one(
+        self, session_id: str, now: datetime, run: RunStep | None = None, *, start: bool = True
+    ) -> bool:
         working_set = self._held.get(session_id)
         if working_set is None:
             working_set = self._load(session_id)
@@ -356,7 +377,9 @@ class Stepper:
         if outcome.write is not None:
             self._versions[session_id] = version + 1
         wake = outcome.wake
-        if outcome.starts:
+        if outcome.starts and not start:
+            wake = now  # the next step starts them
+        elif outcome.starts:
             started = self._runner.start(working_set, outcome.starts)
             if started is not None:
                 wake = started if wake is None else min(wake, started)
