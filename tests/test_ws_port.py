@@ -232,12 +232,13 @@ def test_session_info_carries_the_stored_allowed_actions() -> None:
     assert ctx.session.allowed_actions == ("LIVE_MIGRATE", "MIGRATE")
 
 
-def test_component_state_round_trips_through_the_working_set() -> None:
-    @attrs.define(slots=True)
-    class Counter(ComponentState):
-        component = "counter"
-        n: int = 0
+@attrs.define(slots=True)
+class Counter(ComponentState):
+    component = "counter"
+    n: int = 0
 
+
+def test_component_state_round_trips_through_the_working_set() -> None:
     ws = working_set([], [], [])
     adapter = WorkingSetAdapter(ws, now=T0)
     adapter.component(Counter).n = 3
@@ -253,12 +254,6 @@ def test_a_component_kept_across_steps_is_read_again_once_its_record_changed() -
     """The object handed out is kept for the next step only while the
     working set holds the body it flushed: a record changed by anything
     else (an admin's write, a reload) is read afresh."""
-
-    @attrs.define(slots=True)
-    class Counter(ComponentState):
-        component = "counter"
-        n: int = 0
-
     ws = working_set([], [], [])
     adapter = WorkingSetAdapter(ws, now=T0)
     first = adapter.component(Counter)
