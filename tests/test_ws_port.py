@@ -254,7 +254,6 @@ def test_a_component_kept_across_steps_is_read_again_once_its_record_changed() -
     """The object handed out is kept for the next step only while the
     working set holds the body it flushed: a record changed by anything
     else (an admin's write, a reload) is read afresh."""
-
     ws = working_set([], [], [])
     adapter = WorkingSetAdapter(ws, now=T0)
     first = adapter.component(Counter)
@@ -273,6 +272,30 @@ def test_a_component_kept_across_steps_is_read_again_once_its_record_changed() -
     # Handed out but not flushed (a step that broke off): not kept.
     adapter.forget_components()
     assert adapter.component(Counter) is not again
+
+
+def test_a_component_is_one_object_within_a_step_and_a_kept_one_never_overwrites() -> None:
+    """Within a step every ask gives the same object (new or stored), so
+    changes made through one reach the flush; an object kept from an
+    earlier step and not asked for again writes nothing over a record that
+    something else changed meanwhile."""
+    ws = working_set([], [], [])
+    adapter = WorkingSetAdapter(ws, now=T0)
+    adapter.component(Counter).n = 1  # no record yet
+    adapter.component(Counter).n += 1
+    adapter.flush()
+    assert ws.components["counter"].body == {"n": 2}
+    adapter.forget_components()
+    adapter.component(Counter).n += 1  # kept, and the record is as flushed
+    adapter.component(Counter).n += 1
+    adapter.flush()
+    assert ws.components["counter"].body == {"n": 4}
+    adapter.forget_components()
+    ws.set_component("counter", 1, {"n": 9})  # an admin's write, say
+    adapter.flush()  # a step that did not ask for it
+    assert ws.components["counter"].body == {"n": 9}
+    adapter.forget_components()
+    assert adapter.component(Counter).n == 9
 
 
 @attrs.define(slots=True)

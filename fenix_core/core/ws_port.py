@@ -440,8 +440,10 @@ class WorkingSetAdapter:
         self._instance_views: dict[str, InstanceView] = {}
         self._order: list[str] | None = None
         self._components: dict[str, ComponentState] = {}
-        # Component -> the body its last flush left in the working set.
+        # Component -> the body its last flush left in the working set, and
+        # the components kept from an earlier step, not handed out since.
         self._flushed: dict[str, dict[str, Any]] = {}
+        self._kept: set[str] = set()
         self._rules: tuple[PlacementRule, ...] | None = None
         self._session_info: tuple[tuple[Any, ...], object, SessionInfo] | None = None
         #: The constraints set through the API (the engine's constraint
@@ -922,10 +924,16 @@ class WorkingSetAdapter:
     def component(self, kind: type[S]) -> S:
         name = kind.component
         found = self._components.get(name)
-        rec = self.ws.components.get(name)
-        if found is not None and (rec is None or rec.body is not self._flushed.get(name)):
-            found = None  # its record changed since the last flush: read it afresh
+        if found is not None and name in self._kept:
+            # Kept from an earlier step: good only while the record still
+            # holds the body flushed then (anything else that wrote it, or
+            # a reload, makes it stale).
+            self._kept.discard(name)
+            rec = self.ws.components.get(name)
+            if rec is None or rec.body is not self._flushed.get(name):
+                found = None
         if found is None:
+            rec = self.ws.components.get(name)
             found = kind() if rec is None else kind.from_json(rec.body, rec.schema_version)
             self._components[name] = found
             self._flushed.pop(name, None)
@@ -933,16 +941,25 @@ class WorkingSetAdapter:
         return found
 
     def flush(self) -> None:
-        """Write the components handed out back into the working set (a body
-        equal to the stored one dirties nothing)."""
+        """Write the components handed out in this step back into the
+        working set (a body equal to the stored one dirties nothing)."""
         for name, state in self._components.items():
+            if name in self._kept:
+                continue  # not handed out since the last flush: nothing changed it
             self.ws.set_state(state)
             self._flushed[name] = self.ws.components[name].body
 
     def forget_components(self) -> None:
-        """End of a step: the objects handed out are kept for the next step
-        only while their records hold the bodies just flushed (reading every
-        component from its JSON body each step was a visible cost); a
-        record changed by anything else is read afresh."""
-        for name in [n for n in self._components if n not in self._flushed]:
-            del self._components[name]
+        """End of a step: the objects handed out are kept for the next one
+        (reading every component from its JSON body each step was a
+        visible cost), checked when it first asks for them: a record
+        written by anything else since is read afresh. An object not
+        flushed (a step that broke off) is dropped."""
+        for name in list(self._components):
+            rec = self.ws.components.get(name)
+            if rec is not None and rec.body is self._flushed.get(name):
+                self._kept.add(name)
+            else:
+                del self._components[name]
+                self._flushed.pop(name, None)
+                self._kept.discard(name)
