@@ -38,8 +38,8 @@ from sqlalchemy import Table as SATable
 from fenix_core import signals
 from fenix_core.clock import SimClock
 from fenix_core.store.database import alembic_config, open_database
-from fenix_core.store.schema import Base, OutboxRow
-from fenix_core.testing import SimulatedCloud, TimedAction, migrations_per_instance
+from fenix_core.store.schema import Base, OutboxRow, SessionClockRow
+from fenix_core.testing import migrations_per_instance
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -315,30 +315,45 @@ def test_a_session_of_the_previous_release_resumes(tmp_path: Path) -> None:
         for session_id in (facts["rolling"], facts["constrained"]):
             view = engine.run_until_done(session_id)
             assert view.state == "MAINTENANCE_DONE", view.reason
-        with engine.transaction() as orm:
+    # The core records delivery as a watermark per session (session_clock),
+    # not on each outbox row.
+    resumed = open_database(url)
+    try:
+        with resumed.connect() as connection:
+            delivered = dict(
+                connection.execute(
+                    select(SessionClockRow.session_id, SessionClockRow.delivered_seq)
+                ).all()
+            )
             after = {
-                (row.session_id, row.seq): row.delivered_at is not None
-                for row in orm.execute(
-                    select(OutboxRow.session_id, OutboxRow.seq, OutboxRow.delivered_at)
-                )
+                (row.session_id, row.seq): row.seq <= delivered[row.session_id]
+                for row in connection.execute(select(OutboxRow.session_id, OutboxRow.seq))
             }
+    finally:
+        resumed.dispose()
     assert all(after.values()), "outbox rows left undelivered"
     assert set(after) == {key for key, done in before.items() if done} | set(sent)
     assert undelivered <= set(sent), "a notification the release left was never sent"
     assert not {key for key, done in before.items() if done} & set(sent), "sent again"
     assert all(count == 1 for count in sent.values()), sent
 
-    reference_dir = tmp_path / "reference"
-    reference_dir.mkdir()
-    release.make(reference_dir, stop=False)
-    reference = SimulatedCloud(state_path=reference_dir / release.CLOUD_STATE.name)
-    started = Counter(e.instance_id for e in cloud.events if e.kind == "migration_started")
-    assert started == migrations_per_instance(cloud), "a migration started twice or never ended"
-    assert migrations_per_instance(cloud) == migrations_per_instance(reference)
-    reference_runs = TimedAction(
-        "upgrade", 1, state_path=reference_dir / release.ACTION_STATE.name
-    ).hosts
-    assert Counter(action.hosts) == Counter(reference_runs)
+    # The release decided the moves before the stop, this release after it:
+    # their placements may differ (the release parked vm-c on a host still to
+    # do), so the counts are not compared with a run of either engine alone.
+    # What holds whichever engine decides: no migration started twice (the
+    # one running at the stop was followed, not started again), every host's
+    # action ran once, every instance of the maintained hosts moved, and none
+    # more than twice (a second move only off a host emptied early).
+    started = Counter(
+        (e.instance_id, e.host, e.detail) for e in cloud.events if e.kind == "migration_started"
+    )
+    assert all(n == 1 for n in started.values()), started
+    assert sum(started.values()) == sum(migrations_per_instance(cloud).values())
+    assert started[("vm-c", "cmp-1", "cmp-2")] == 1  # running at the stop
+    moved = migrations_per_instance(cloud)
+    assert set(moved) == {i for layout in (release.ROLLING, release.CONSTRAINED)
+                          for insts in layout.values() for i, _p, _v in insts}  # fmt: skip
+    assert max(moved.values()) <= 2, moved
     assert sorted(h or "" for h in action.hosts) == sorted([*release.ROLLING, *release.CONSTRAINED])
 
 
