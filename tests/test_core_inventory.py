@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -531,3 +531,38 @@ def test_a_host_removed_during_its_action_is_a_removal_not_a_failure(
     assert (StoredSession(engine, sid).reasons["cmp-0"] or "").startswith("removed from the cloud")
     assert StoredSession(engine, sid).hosts["cmp-1"] == "MAINTAINED"
     assert violations(cloud) == []
+
+
+def test_a_host_another_session_disabled_is_no_target(
+    core: Factory, cloud: SimulatedCloud, clock: SimClock
+) -> None:
+    """Session B took its view of the hosts before session A disabled h0 to
+    maintain it; when B drains h2 later, h0 (the most free, first by name)
+    is not its target: B follows A's disable through the inventory, as
+    today's engine never targeted another session's host in maintenance."""
+    for host in ("h0", "h1", "h2", "h3"):
+        cloud.add_host(host, vcpus=8)
+    cloud.add_instance("vm-1", "p1", "h1", vcpus=6)
+    cloud.add_instance("vm-2", "p2", "h2", vcpus=6)
+    engine = core(TimedAction("upgrade", 300))
+    upgrade = [ActionSpec(plugin="upgrade", type="host")]
+    start = clock.now()
+    later = engine.create_session(
+        SessionRequest(
+            hosts=("h2",),
+            actions=upgrade,
+            maintenance_at=start + timedelta(seconds=120),
+        )
+    )
+    first = engine.create_session(SessionRequest(hosts=("h0", "h1"), actions=upgrade))
+    for _ in range(2000):
+        if not engine.step():
+            wake = engine.next_wake()
+            if wake is None:
+                break
+            clock.advance_to(max(wake, clock.now()))
+    for sid in (first, later):
+        assert engine.get_session(sid).state == "MAINTENANCE_DONE", engine.get_session(sid).reason
+    refused = [e for e in cloud.events if e.kind == "migration_failed"]
+    assert refused == []
+    assert cloud.host_of("vm-2") == "h3"

@@ -38,8 +38,8 @@ from sqlalchemy import Table as SATable
 from fenix_core import signals
 from fenix_core.clock import SimClock
 from fenix_core.store.database import alembic_config, open_database
-from fenix_core.store.schema import Base, OutboxRow
-from fenix_core.testing import SimulatedCloud, TimedAction, migrations_per_instance
+from fenix_core.store.schema import Base, OutboxRow, SessionClockRow
+from fenix_core.testing import migrations_per_instance
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -315,30 +315,45 @@ def test_a_session_of_the_previous_release_resumes(tmp_path: Path) -> None:
         for session_id in (facts["rolling"], facts["constrained"]):
             view = engine.run_until_done(session_id)
             assert view.state == "MAINTENANCE_DONE", view.reason
-        with engine.transaction() as orm:
+    # The core records delivery as a watermark per session (session_clock),
+    # not on each outbox row.
+    resumed = open_database(url)
+    try:
+        with resumed.connect() as connection:
+            delivered = dict(
+                connection.execute(
+                    select(SessionClockRow.session_id, SessionClockRow.delivered_seq)
+                ).all()
+            )
             after = {
-                (row.session_id, row.seq): row.delivered_at is not None
-                for row in orm.execute(
-                    select(OutboxRow.session_id, OutboxRow.seq, OutboxRow.delivered_at)
-                )
+                (row.session_id, row.seq): row.seq <= delivered[row.session_id]
+                for row in connection.execute(select(OutboxRow.session_id, OutboxRow.seq))
             }
+    finally:
+        resumed.dispose()
     assert all(after.values()), "outbox rows left undelivered"
     assert set(after) == {key for key, done in before.items() if done} | set(sent)
     assert undelivered <= set(sent), "a notification the release left was never sent"
     assert not {key for key, done in before.items() if done} & set(sent), "sent again"
     assert all(count == 1 for count in sent.values()), sent
 
-    reference_dir = tmp_path / "reference"
-    reference_dir.mkdir()
-    release.make(reference_dir, stop=False)
-    reference = SimulatedCloud(state_path=reference_dir / release.CLOUD_STATE.name)
-    started = Counter(e.instance_id for e in cloud.events if e.kind == "migration_started")
-    assert started == migrations_per_instance(cloud), "a migration started twice or never ended"
-    assert migrations_per_instance(cloud) == migrations_per_instance(reference)
-    reference_runs = TimedAction(
-        "upgrade", 1, state_path=reference_dir / release.ACTION_STATE.name
-    ).hosts
-    assert Counter(action.hosts) == Counter(reference_runs)
+    # The release decided the moves before the stop, this release after it:
+    # their placements may differ (the release parked vm-c on a host still to
+    # do), so the counts are not compared with a run of either engine alone.
+    # What holds whichever engine decides: no migration started twice (the
+    # one running at the stop was followed, not started again), every host's
+    # action ran once, every instance of the maintained hosts moved, and none
+    # more than twice (a second move only off a host emptied early).
+    started = Counter(
+        (e.instance_id, e.host, e.detail) for e in cloud.events if e.kind == "migration_started"
+    )
+    assert all(n == 1 for n in started.values()), started
+    assert sum(started.values()) == sum(migrations_per_instance(cloud).values())
+    assert started[("vm-c", "cmp-1", "cmp-2")] == 1  # running at the stop
+    moved = migrations_per_instance(cloud)
+    assert set(moved) == {i for layout in (release.ROLLING, release.CONSTRAINED)
+                          for insts in layout.values() for i, _p, _v in insts}  # fmt: skip
+    assert max(moved.values()) <= 2, moved
     assert sorted(h or "" for h in action.hosts) == sorted([*release.ROLLING, *release.CONSTRAINED])
 
 
@@ -498,3 +513,129 @@ def test_0007_up_down_up_on_a_populated_database(any_db: Engine) -> None:
     assert [r["data"] for r in _rows(db, "sessions")] == [data]
     alembic(db, "upgrade", "0007")
     assert {r["component"] for r in _rows(db, "session_state")} == {"controls", "session"}
+
+
+# ------------------------------------------------------------------------- 0008 (the core's state)
+
+
+def _legacy_session(db: Engine, data: dict[str, Any], **columns: Any) -> None:
+    """fill_every_table's session as the previous release's engine keeps it:
+    a rolling session draining its host ``v<n>`` (fill_every_table's host)."""
+    meta = MetaData()
+    meta.reflect(db)
+    sessions, hosts = meta.tables["sessions"], meta.tables["session_hosts"]
+    with db.begin() as connection:
+        host = connection.execute(select(hosts.c.name)).scalar_one()
+        for table in ("timers", "operations"):  # fill_every_table's: of no engine
+            connection.execute(meta.tables[table].delete())
+        connection.execute(
+            hosts.update().values(type="compute", state="DRAINING", stage=0, enabled=True)
+        )
+        connection.execute(
+            sessions.update().values(
+                workflow=columns.get("workflow", "rolling"),
+                state=columns.get("state", "PREPARE_MAINTENANCE"),
+                phase=columns.get("phase", "drain"),
+                version=3,
+                request={"hosts": [host], "actions": [{"plugin": "upgrade", "type": "host"}]},
+                data={"drain_host": host, **data},
+            )
+        )
+
+
+def _components(db: Engine) -> dict[str, dict[str, Any]]:
+    return {r["component"]: r["body"] for r in _rows(db, "session_state")}
+
+
+def test_0008_reads_what_the_previous_engine_wrote_after_0007(any_db: Engine) -> None:
+    """On SQLite and PostgreSQL: a database at 0007 whose session the
+    previous release went on running (it writes ``data``, not 0007's
+    components) upgrades to the state the core reads, from ``data``."""
+    db = any_db
+    alembic(db, "upgrade", "0006")
+    fill_every_table(db)
+    started = "2026-01-01T00:00:00+00:00"
+    _legacy_session(db, {"allowed_actions": ["LIVE_MIGRATE"], "op_counter": 1})
+    alembic(db, "upgrade", "0007")
+    host = _rows(db, "session_hosts")[0]["name"]
+    sessions = SATable("sessions", MetaData(), autoload_with=db)
+    with db.begin() as connection:  # the previous engine's next steps
+        connection.execute(
+            sessions.update().values(
+                data={
+                    "allowed_actions": ["LIVE_MIGRATE"],
+                    "op_counter": 4,
+                    "drain_host": host,
+                    "ctl_started": {host: started},
+                    "paused": True,
+                    "pause_reason": "night",
+                }
+            )
+        )
+    alembic(db, "upgrade", "0008")
+    state = _components(db)
+    assert set(state) == {"session", "pipeline", "rolling"}
+    assert state["session"] == {"allowed_actions": ["LIVE_MIGRATE"], "op_counter": 4}
+    pipeline = state["pipeline"]
+    assert (pipeline["paused"], pipeline["pause_reason"]) == (True, "night")
+    assert (pipeline["started"], pipeline["in_maintenance"], pipeline["finished"]) == (1, 1, 0)
+    rolling = state["rolling"]
+    assert (rolling["drain_host"], rolling["phase"]) == (host, "disable")
+    (row,) = _rows(db, "session_hosts")
+    assert row["started_at"] is not None
+    assert row["finished_at"] is None
+    assert row["marks"] == 1  # 0007's conversion ran again: STARTED
+    assert [r["data"] for r in _rows(db, "sessions")] == [{}]
+    clock = _rows(db, "session_clock")
+    assert [(c["version"], c["session_id"]) for c in clock] == [(3, "s-1")]
+
+
+@pytest.mark.parametrize(
+    ("columns", "data", "named"),
+    [
+        ({"workflow": "my-plugin-workflow"}, {}, "plug-in workflow 'my-plugin-workflow'"),
+        ({}, {"mystery": 1}, "'mystery'"),
+        ({"state": "MAINTENANCE", "phase": "somewhere"}, {}, "phase 'somewhere'"),
+    ],
+)
+def test_0008_refuses_a_session_it_cannot_carry_over(
+    db: Engine, columns: dict[str, Any], data: dict[str, Any], named: str
+) -> None:
+    alembic(db, "upgrade", "0007")
+    fill_every_table(db)
+    _legacy_session(db, {"allowed_actions": [], **data}, **columns)
+    before = _components(db)
+    with pytest.raises(RuntimeError, match="session s-1: .*" + named) as refused:
+        alembic(db, "upgrade", "0008")
+    assert "let it finish (or cancel it) on the previous release" in str(refused.value)
+    assert current(db) == "0007"
+    assert _components(db) == before  # nothing converted
+    assert [r["data"] for r in _rows(db, "sessions")] != [{}]
+
+
+def test_0007_and_0008_upgrade_a_session_awaiting_approval(db: Engine) -> None:
+    """Keys the release writes besides those 0007 first knew (an approval
+    record, topology labels) no longer stop the upgrade; the core finds
+    them in the session component."""
+    alembic(db, "upgrade", "0006")
+    fill_every_table(db)
+    approval = {"plan_id": "p-1", "hosts": []}
+    _legacy_session(
+        db,
+        {"allowed_actions": [], "approval": approval, "host_labels": {"h": {"zone": "a"}}},
+        state="AWAITING_APPROVAL",
+        phase="",
+    )
+    alembic(db, "upgrade", "head")
+    session = _components(db)["session"]
+    assert session["approval"] == approval
+    assert session["host_labels"] == {"h": {"zone": "a"}}
+
+
+def test_0008_downgrade_refuses_while_a_session_runs(db: Engine) -> None:
+    alembic(db, "upgrade", "0007")
+    fill_every_table(db)
+    _legacy_session(db, {"allowed_actions": []})
+    alembic(db, "upgrade", "0008")
+    with pytest.raises(RuntimeError, match="finish or cancel s-1 first"):
+        alembic(db, "downgrade", "0007")

@@ -275,6 +275,18 @@ class InventoryCache:
         self._commit({name: Known(facts, DECOMMISSIONED, now, session_id)}, changes)
         return changes
 
+    def set_enabled(self, name: str, enabled: bool) -> None:
+        """A session enabled or disabled ``name`` in the cloud: the stored
+        inventory says so, and the sessions that only send instances there
+        follow it (another session's host being maintained is no target)."""
+        found = self.hosts().get(name)
+        if found is None or found.status != PRESENT or found.host.enabled == enabled:
+            return
+        with self._db.begin() as db:
+            db.execute(update(_INV).where(_INV.c.name == name).values(enabled=enabled))
+        kept = attrs.evolve(found, host=attrs.evolve(found.host, enabled=enabled))
+        self._commit({name: kept}, [])
+
     def _record(
         self,
         db: Connection,

@@ -54,6 +54,8 @@ __all__ = [
 ENGINE_OWNED = "by_engine"
 #: Host states of records that only receive instances (never maintained here).
 _TARGET_ONLY = frozenset({HostState.OUT_OF_SCOPE.value, HostState.ADDED.value})
+#: A host only receiving the session's instances: it follows the inventory's ``enabled``.
+_TARGET = HostState.OUT_OF_SCOPE.value
 #: Host states the inventory no longer changes in a session.
 _SETTLED = frozenset(
     {HostState.ADDING.value, HostState.REMOVED.value, HostState.DECOMMISSIONED.value}
@@ -189,6 +191,16 @@ def follow_inventory(adapter: WorkingSetAdapter, ctx: StepContext, cache: Invent
         row = known.get(name)
         rec = ws.hosts.get(name)
         if rec is not None:
+            if (
+                rec.state == _TARGET
+                and row is not None
+                and row.status == PRESENT
+                and row.host.enabled != rec.enabled
+            ):
+                # Another session disabled it (to maintain it) or enabled it again.
+                adapter.set_host_facts(name, rec.vcpus, row.host.enabled)
+                changed = True
+                continue
             if rec.state in _SETTLED or row is None or row.status == PRESENT:
                 continue
             if row.status == DECOMMISSIONED:

@@ -406,10 +406,11 @@ class CoreRunner:
         done = status is OpStatus.DONE
         if done and "cloud_constraints" in result:  # new instances' groups and rules
             adapter.merge_cloud_constraints(result["cloud_constraints"])
-        if isinstance(op, DisableHost) and done:
-            adapter.set_host_enabled(op.host, False, by_session=True)
-        elif isinstance(op, EnableHost) and done:
-            adapter.set_host_enabled(op.host, True, by_session=False)
+        if isinstance(op, DisableHost | EnableHost) and done:
+            enabled = isinstance(op, EnableHost)
+            adapter.set_host_enabled(op.host, enabled, by_session=not enabled)
+            if self._inventory is not None:
+                self._inventory.set_enabled(op.host, enabled)
         elif isinstance(op, Move | Watch):
             where = result.get("host")
             if done and not result.get("gone") and isinstance(where, str):

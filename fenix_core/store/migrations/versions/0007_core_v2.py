@@ -26,7 +26,7 @@ Create Date: 2026-12-05
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -62,6 +62,15 @@ MIGRATED_KEYS: Mapping[str, str] = {
     "allowed_actions": "session",
     "cloud_constraints": "session",
     "op_counter": "session",
+    # Written by the previous release too (approval, host guard, topology
+    # labels, steering, constrained first wave, drained controllers): known
+    # here so that such a session upgrades; migration 0008 reads them.
+    "approval": "session",
+    "host_guard": "session",
+    "host_labels": "session",
+    "queued_hosts": "session",
+    "first_drained": "constrained",
+    "drained_controllers": "lifecycle",
 }
 #: Keys whose per-host / per-instance contents move to columns.
 ROW_KEYS = frozenset(
@@ -122,29 +131,34 @@ def split_data(session_id: str, data: Mapping[str, Any]) -> dict[str, dict[str, 
     return bodies
 
 
-def convert(bind: sa.engine.Connection) -> None:
+def convert(bind: sa.engine.Connection, only: Collection[str] | None = None) -> None:
     """(Re)write session_clock, session_state and the new columns from
-    today's columns; idempotent."""
+    today's columns; idempotent. ``only``: these sessions (default: all)."""
     t = _tables(bind)
     sessions, hosts, instances = t["sessions"], t["session_hosts"], t["session_instances"]
     projects, outbox, inbox = t["session_projects"], t["outbox"], t["inbox"]
     clock, state = t["session_clock"], t["session_state"]
-    rows = bind.execute(
-        sa.select(
-            sessions.c.id,
-            sessions.c.data,
-            sessions.c.seq,
-            sessions.c.version,
-            sessions.c.next_wake,
-            sessions.c.lease_owner,
-            sessions.c.lease_token,
-            sessions.c.lease_expires,
-        )
-    ).all()
+    query = sa.select(
+        sessions.c.id,
+        sessions.c.data,
+        sessions.c.seq,
+        sessions.c.version,
+        sessions.c.next_wake,
+        sessions.c.lease_owner,
+        sessions.c.lease_token,
+        sessions.c.lease_expires,
+    )
+    if only is not None:
+        query = query.where(sessions.c.id.in_(list(only)))
+    rows = bind.execute(query).all()
     # Check every session before writing anything.
     plans = [(row, split_data(row.id, _loads(row.data))) for row in rows]
-    bind.execute(clock.delete())
-    bind.execute(state.delete())
+    for table in (clock, state):
+        bind.execute(
+            table.delete()
+            if only is None
+            else table.delete().where(table.c.session_id.in_(list(only)))
+        )
     for row, bodies in plans:
         sid = row.id
         data = _loads(row.data)
