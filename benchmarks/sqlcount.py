@@ -3,7 +3,7 @@
 events on the engine's own database engine.
 
 The seam is public: ``engine.database`` (today's Engine and the core's
-CoreEngine) is that SQLAlchemy engine; listeners on it see every connection
+Engine) is that SQLAlchemy engine; listeners on it see every connection
 of the engine.
 """
 

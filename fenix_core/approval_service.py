@@ -2,9 +2,9 @@
 awaiting approval keeps, the refusals of an approval, and the check that the
 plan still fits the cloud.
 
-Both engines (today's :class:`~fenix_core.engine.Engine` and the core's
-``CoreEngine``) call one :class:`ApprovalService`; each keeps only its own
-reads and writes. The record is what ``data["approval"]`` holds::
+The :class:`~fenix_core.engine.Engine` calls it; its reads and writes are
+:mod:`fenix_core.core.approvals`. The record (kept in the session's
+``session`` component) is::
 
     {"plan_id": ..., "planned_at": ISO time, "changes": [...], "plan": {...},
      "facts": {...}, "approved_at": None}

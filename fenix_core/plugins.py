@@ -23,7 +23,7 @@ ENTRY_POINT_GROUP = "fenix"
 class _BuiltinWorkflows:
     @hookimpl
     def fenix_workflows(self) -> Mapping[str, type[Workflow]]:
-        from .workflows.v2 import ConstrainedWorkflow, DecommissionWorkflow, RollingWorkflow
+        from .workflows import ConstrainedWorkflow, DecommissionWorkflow, RollingWorkflow
 
         return {
             RollingWorkflow.name: RollingWorkflow,

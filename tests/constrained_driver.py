@@ -26,7 +26,7 @@ from fenix_core.contract import (
     Watch,
 )
 from fenix_core.states import HostState, InstanceState
-from fenix_core.workflows.v2 import ConstrainedWorkflow
+from fenix_core.workflows import ConstrainedWorkflow
 
 #: host -> [(instance, project, vcpus)]
 Layout = Mapping[str, Sequence[tuple[str, str, int]]]

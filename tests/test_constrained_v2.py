@@ -1,4 +1,4 @@
-"""The constrained workflow on the contract (fenix_core.workflows.v2.constrained),
+"""The constrained workflow on the contract (fenix_core.workflows.constrained),
 driven on a FakeContext by tests/constrained_driver.py, which checks the
 groups' rules after every step. Today's constrained workflow
 (tests/test_constrained.py, test_scenario.py) is the spec."""
@@ -20,7 +20,7 @@ from fenix_core import ActionSpec, SessionRequest
 from fenix_core.constraints import ConstraintSet
 from fenix_core.contract import Move, Watch
 from fenix_core.states import HostState, InstanceState, SessionState
-from fenix_core.workflows.v2 import ConstrainedState, RollingState
+from fenix_core.workflows import ConstrainedState, RollingState
 
 UPGRADE = (ActionSpec("upgrade", "host"),)
 

@@ -1,7 +1,7 @@
-"""The constrained workflow on the contract under CoreEngine (the redesigned
+"""The constrained workflow on the contract under Engine (the redesigned
 core: SQLite file, fenced writes, outbox), with the SimulatedCloud and the
 scripted managers; the groups come from the cloud (a ConstraintSource, as
-OpenStack server groups do), since CoreEngine's constraint API is another
+OpenStack server groups do), since Engine's constraint API is another
 piece's. The oracle is the cloud's own record: constraint_violations and
 violations replay its events (tests/test_constrained.py's checks)."""
 
@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from test_constrained_v2 import clusters
 
-from fenix_core import ActionSpec, SessionRequest, signals
+from fenix_core import ActionSpec, Engine, SessionRequest, signals
 from fenix_core.clock import SimClock
 from fenix_core.constraints import (
     CloudConstraints,
@@ -24,7 +24,6 @@ from fenix_core.constraints import (
     GroupConstraints,
     InstanceConstraints,
 )
-from fenix_core.core.engine_v2 import CoreEngine
 from fenix_core.model import Instance
 from fenix_core.testing import (
     ScriptedManager,
@@ -34,7 +33,7 @@ from fenix_core.testing import (
     violations,
 )
 from fenix_core.testing.invariants import constraint_violations
-from fenix_core.workflows.v2 import ConstrainedWorkflow, RollingWorkflow
+from fenix_core.workflows import ConstrainedWorkflow, RollingWorkflow
 
 HOST_WORK = 600.0
 UPGRADE = (ActionSpec("upgrade", "host"),)
@@ -75,7 +74,7 @@ class CoreCluster:
             self.cloud.add_host(host, vcpus=vcpus, type=(types or {}).get(host, "compute"))
             for instance_id, project_id, size in instances:
                 self.cloud.add_instance(instance_id, project_id, host, vcpus=size)
-        self.engine = CoreEngine(
+        self.engine = Engine(
             f"sqlite:///{path / 'fenix.db'}",
             clock=self.clock,
             plugins=[self.cloud, TimedAction("upgrade", HOST_WORK)],
@@ -184,7 +183,7 @@ def test_doctor_vnf_runs_in_parallel_within_its_constraints_under_core_engine(
 def test_groups_set_through_the_constraint_api_hold_under_core_engine(
     tmp_path: Path, made: list[CoreCluster]
 ) -> None:
-    """The same VNF with its groups written through CoreEngine's constraint
+    """The same VNF with its groups written through Engine's constraint
     API (the cloud reports none): the workflow sees them in ctx.constraints."""
     c = doctor_vnf(tmp_path)
     made.append(c)
@@ -238,7 +237,7 @@ def test_controllers_first_then_computes_in_waves_under_core_engine(
 
 
 def check_cluster_core(path: Path, spec: dict[str, Any]) -> None:
-    """tests/test_constrained.py's check_cluster under CoreEngine (groups
+    """tests/test_constrained.py's check_cluster under Engine (groups
     from the cloud): DONE, or FAILED before touching a host; no rule broken."""
     projects = {iid: p for items in spec["layout"].values() for iid, p, _ in items}
     groups = [

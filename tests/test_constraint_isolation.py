@@ -2,7 +2,7 @@
 ownership (issue 23): whatever the order, the constraints that apply to an
 instance are its cloud owner's last write, a non-owner's write is refused
 without a trace or a name, and the owner is never locked out. Run against
-today's Engine and CoreEngine (both call the one ConstraintService)."""
+today's Engine and Engine (both call the one ConstraintService)."""
 
 from __future__ import annotations
 
@@ -15,10 +15,9 @@ from hypothesis import strategies as st
 
 from fenix_core import Engine
 from fenix_core.clock import SimClock
-from fenix_core.core.engine_v2 import CoreEngine
 from fenix_core.errors import NotFound
 from fenix_core.testing import SimulatedCloud
-from fenix_core.workflows.v2.rolling import RollingWorkflow
+from fenix_core.workflows.rolling import RollingWorkflow
 
 PROJECTS = ("proj-one", "proj-two")
 INSTANCES = ("i-0", "i-1", "i-2")
@@ -38,10 +37,10 @@ def today(clock: SimClock, cloud: SimulatedCloud) -> Any:
 
 
 def core(clock: SimClock, cloud: SimulatedCloud) -> Any:
-    return CoreEngine(clock=clock, plugins=[cloud], workflows={"rolling": RollingWorkflow})
+    return Engine(clock=clock, plugins=[cloud], workflows={"rolling": RollingWorkflow})
 
 
-@pytest.mark.parametrize("make", [today, core], ids=["Engine", "CoreEngine"])
+@pytest.mark.parametrize("make", [today, core], ids=["Engine", "Engine"])
 @settings(max_examples=60, deadline=None)
 @given(
     owners=st.lists(st.sampled_from(PROJECTS), min_size=3, max_size=3),

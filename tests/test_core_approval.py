@@ -1,4 +1,4 @@
-"""Approve, then execute, on CoreEngine (fenix_core.core.engine_v2): the plan
+"""Approve, then execute, on Engine (fenix_core.engine): the plan
 made by the engine's previewer at creation, a waiting session that is never
 stepped and touches nothing, the approval that starts it, and the re-plan
 when the cloud, the constraints or the managers changed (Replanned), with
@@ -16,13 +16,12 @@ from typing import Any
 import pytest
 from sqlalchemy.orm import Session
 
-from fenix_core import constraint_store
+from fenix_core import Engine, constraint_store
 from fenix_core.clock import SimClock
 from fenix_core.constraints import GroupConstraints, InstanceConstraints
-from fenix_core.core.engine_v2 import CoreEngine
 from fenix_core.errors import Conflict, InvalidInput, NotFound, Replanned
 from fenix_core.testing import SimulatedCloud, TimedAction
-from fenix_core.workflows.v2.rolling import RollingWorkflow
+from fenix_core.workflows.rolling import RollingWorkflow
 
 WRITES = ("disable_host", "enable_host", "migration_started")
 APPROVAL = {"approval": "required", "actions": [{"plugin": "upgrade", "type": "host"}]}
@@ -45,13 +44,11 @@ def cloud(clock: SimClock) -> SimulatedCloud:
 
 
 @pytest.fixture
-def make(
-    tmp_path: Path, clock: SimClock, cloud: SimulatedCloud
-) -> Iterator[Callable[..., CoreEngine]]:
-    made: list[CoreEngine] = []
+def make(tmp_path: Path, clock: SimClock, cloud: SimulatedCloud) -> Iterator[Callable[..., Engine]]:
+    made: list[Engine] = []
 
-    def build(**kwargs: Any) -> CoreEngine:
-        engine = CoreEngine(
+    def build(**kwargs: Any) -> Engine:
+        engine = Engine(
             f"sqlite:///{tmp_path / 'fenix.db'}",
             clock=clock,
             plugins=[cloud, TimedAction("upgrade", seconds=300)],
@@ -67,7 +64,7 @@ def make(
 
 
 @pytest.fixture
-def engine(make: Callable[..., CoreEngine]) -> CoreEngine:
+def engine(make: Callable[..., Engine]) -> Engine:
     return make()
 
 
@@ -76,7 +73,7 @@ def writes(cloud: SimulatedCloud) -> list[tuple[str, str | None]]:
 
 
 def test_a_waiting_session_shows_its_plan_and_is_never_stepped(
-    engine: CoreEngine, cloud: SimulatedCloud, clock: SimClock
+    engine: Engine, cloud: SimulatedCloud, clock: SimClock
 ) -> None:
     sid = engine.create_session(APPROVAL)
     view = engine.get_session(sid)
@@ -97,7 +94,7 @@ def test_a_waiting_session_shows_its_plan_and_is_never_stepped(
     assert writes(cloud) == []
 
 
-def test_approved_unchanged_it_runs(engine: CoreEngine, cloud: SimulatedCloud) -> None:
+def test_approved_unchanged_it_runs(engine: Engine, cloud: SimulatedCloud) -> None:
     sid = engine.create_session(APPROVAL)
     reviewed = engine.get_plan(sid).plan_id
     assert engine.approve_session(sid, reviewed).state == "MAINTENANCE"
@@ -112,26 +109,26 @@ def test_approved_unchanged_it_runs(engine: CoreEngine, cloud: SimulatedCloud) -
     assert engine.get_plan(sid).plan_id == reviewed
 
 
-def _remove_host(engine: CoreEngine, cloud: SimulatedCloud) -> None:
+def _remove_host(engine: Engine, cloud: SimulatedCloud) -> None:
     cloud.remove_host("cmp-3")
 
 
-def _add_host(engine: CoreEngine, cloud: SimulatedCloud) -> None:
+def _add_host(engine: Engine, cloud: SimulatedCloud) -> None:
     cloud.add_host("cmp-9", vcpus=8)
 
 
-def _move_instance(engine: CoreEngine, cloud: SimulatedCloud) -> None:
+def _move_instance(engine: Engine, cloud: SimulatedCloud) -> None:
     cloud.relocate("vm-0", "cmp-3")
 
 
-def _new_instance(engine: CoreEngine, cloud: SimulatedCloud) -> None:
+def _new_instance(engine: Engine, cloud: SimulatedCloud) -> None:
     cloud.add_instance("vm-new", "p2", "cmp-1", vcpus=1)
 
 
 def _store(
-    engine: CoreEngine, group: GroupConstraints, instance: InstanceConstraints | None = None
+    engine: Engine, group: GroupConstraints, instance: InstanceConstraints | None = None
 ) -> None:
-    """Constraints as the API stores them (CoreEngine has no constraint API yet)."""
+    """Constraints as the API stores them (Engine has no constraint API yet)."""
     with Session(engine.database) as orm, orm.begin():
         constraint_store.write(
             orm,
@@ -149,15 +146,15 @@ def _group(most: int) -> GroupConstraints:
     )
 
 
-def _change_group(engine: CoreEngine, cloud: SimulatedCloud) -> None:
+def _change_group(engine: Engine, cloud: SimulatedCloud) -> None:
     _store(engine, _group(1))
 
 
-def _subscribe(engine: CoreEngine, cloud: SimulatedCloud) -> None:
+def _subscribe(engine: Engine, cloud: SimulatedCloud) -> None:
     engine.subscribe("p1")
 
 
-CHANGES: dict[str, tuple[Callable[[CoreEngine, SimulatedCloud], None], str]] = {
+CHANGES: dict[str, tuple[Callable[[Engine, SimulatedCloud], None], str]] = {
     "host removed": (_remove_host, "hosts gone from the cloud: cmp-3"),
     "host added": (_add_host, "hosts joined the scope: cmp-9"),
     "instance moved": (_move_instance, "instances moved: vm-0 cmp-0 -> cmp-3"),
@@ -169,7 +166,7 @@ CHANGES: dict[str, tuple[Callable[[CoreEngine, SimulatedCloud], None], str]] = {
 
 @pytest.mark.parametrize("change", sorted(CHANGES))
 def test_a_change_between_create_and_approve_replans_and_keeps_waiting(
-    engine: CoreEngine, cloud: SimulatedCloud, change: str
+    engine: Engine, cloud: SimulatedCloud, change: str
 ) -> None:
     for vm in ("vm-0", "vm-1"):  # vm-0 and vm-1 in group g of p1, two at a time
         _store(
@@ -198,7 +195,7 @@ def test_a_change_between_create_and_approve_replans_and_keeps_waiting(
 
 
 def test_the_new_plan_and_rows_are_made_over_the_cloud_as_it_is_now(
-    engine: CoreEngine, cloud: SimulatedCloud
+    engine: Engine, cloud: SimulatedCloud
 ) -> None:
     sid = engine.create_session({**APPROVAL, "hosts": ["cmp-1", "cmp-3"]})
     cloud.remove_host("cmp-3")
@@ -224,7 +221,7 @@ def test_the_new_plan_and_rows_are_made_over_the_cloud_as_it_is_now(
 
 
 def test_approval_checks_that_no_running_session_holds_its_hosts(
-    engine: CoreEngine, cloud: SimulatedCloud
+    engine: Engine, cloud: SimulatedCloud
 ) -> None:
     waiting = engine.create_session({**APPROVAL, "hosts": ["cmp-0", "cmp-1"]})
     running = engine.create_session({"hosts": ["cmp-1", "cmp-2"]})
@@ -239,7 +236,7 @@ def test_approval_checks_that_no_running_session_holds_its_hosts(
     assert engine.run_until_done(waiting).state == "MAINTENANCE_DONE"
 
 
-def test_refusals_name_what_is_wrong(engine: CoreEngine) -> None:
+def test_refusals_name_what_is_wrong(engine: Engine) -> None:
     plain = engine.create_session({"actions": APPROVAL["actions"]})
     with pytest.raises(NotFound):
         engine.get_plan(plain)
@@ -253,7 +250,7 @@ def test_refusals_name_what_is_wrong(engine: CoreEngine) -> None:
 
 
 def test_an_engine_may_bring_its_own_previewer(
-    make: Callable[..., CoreEngine], monkeypatch: pytest.MonkeyPatch
+    make: Callable[..., Engine], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     seen: list[list[str]] = []
 
@@ -265,14 +262,14 @@ def test_an_engine_may_bring_its_own_previewer(
     sid = own.create_session(APPROVAL)
     assert own.get_plan(sid).plan == {"mine": True}
     assert seen == [["cmp-0", "cmp-1", "cmp-2", "cmp-3"]]
-    monkeypatch.setattr(CoreEngine, "default_previewer", None)
+    monkeypatch.setattr(Engine, "default_previewer", None)
     bare = make()
     other = bare.create_session({**APPROVAL, "hosts": ["cmp-3"]})
     assert "no previewer" in bare.get_plan(other).plan["unavailable"]
 
 
 def test_the_default_group_rules_are_explicit_in_the_stored_request(
-    make: Callable[..., CoreEngine],
+    make: Callable[..., Engine],
 ) -> None:
     engine = make(default_group_constraints={"recovery_time": 60})
     sid = engine.create_session(

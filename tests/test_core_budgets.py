@@ -1,7 +1,7 @@
 """Disruption budgets on both engines: percent caps, topology caps and windows
 with their own budgets hold at every instant under today's Engine and under
-CoreEngine (the shared host pipeline), with hypothesis over fleets, zones,
-racks and caps (tests/test_budgets.py's property, run on both). On CoreEngine
+Engine (the shared host pipeline), with hypothesis over fleets, zones,
+racks and caps (tests/test_budgets.py's property, run on both). On Engine
 two workflows run: the v2 rolling workflow, and a contract workflow that
 takes every host the pipeline admits at once, so the caps are what holds it
 back."""
@@ -20,7 +20,7 @@ from sqlalchemy import select
 from test_budgets import _cloud, _engine, _most_domains_at_once
 from test_lifecycle_controls import drive, most_at_once, spans
 
-from fenix_core import ActionSpec, SessionRequest
+from fenix_core import ActionSpec, Engine, SessionRequest
 from fenix_core.budgets import Percent, resolve_cap
 from fenix_core.clock import SimClock
 from fenix_core.contract import (
@@ -31,11 +31,10 @@ from fenix_core.contract import (
     SessionContext,
     Workflow,
 )
-from fenix_core.core.engine_v2 import CoreEngine
 from fenix_core.states import HostState, SessionState
 from fenix_core.store.schema import HostRow
 from fenix_core.testing import SimulatedCloud, TimedAction
-from fenix_core.workflows.v2.rolling import RollingWorkflow
+from fenix_core.workflows.rolling import RollingWorkflow
 
 Span = tuple[datetime, datetime]
 
@@ -95,8 +94,8 @@ def core_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     return tmp_path_factory.mktemp("core")
 
 
-def _core(path: Path, cloud: SimulatedCloud, clock: SimClock) -> CoreEngine:
-    return CoreEngine(
+def _core(path: Path, cloud: SimulatedCloud, clock: SimClock) -> Engine:
+    return Engine(
         f"sqlite:///{path}",
         clock=clock,
         plugins=[cloud, TimedAction("upgrade", 900)],
@@ -104,7 +103,7 @@ def _core(path: Path, cloud: SimulatedCloud, clock: SimClock) -> CoreEngine:
     )
 
 
-def host_spans(engine: CoreEngine, sid: str) -> dict[str, Span]:
+def host_spans(engine: Engine, sid: str) -> dict[str, Span]:
     """Per host, from its admission to the end of its work, as stored."""
     with engine.database.connect() as db:
         rows = db.execute(

@@ -1,8 +1,8 @@
-"""The constraint API on CoreEngine (issue 18): the ConstraintService that
+"""The constraint API on Engine (issue 18): the ConstraintService that
 today's Engine delegates to as well, so both engines answer alike (the cases
 of tests/test_constraints_api.py that concern the engine, run against
-CoreEngine), share one store (either sees the other's writes), and a change
-reaches the sessions CoreEngine runs at their next step."""
+Engine), share one store (either sees the other's writes), and a change
+reaches the sessions Engine runs at their next step."""
 
 from __future__ import annotations
 
@@ -22,11 +22,10 @@ from fenix_core.constraints import (
     implicit_group_id,
 )
 from fenix_core.contract import SessionContext, Workflow
-from fenix_core.core.engine_v2 import CoreEngine
 from fenix_core.errors import Conflict, Forbidden, InvalidInput, NotFound
 from fenix_core.model import IgnoredConstraint
 from fenix_core.testing import SimulatedCloud
-from fenix_core.workflows.v2.rolling import RollingWorkflow
+from fenix_core.workflows.rolling import RollingWorkflow
 
 GROUP: dict[str, Any] = {
     "group_id": "web",
@@ -80,11 +79,11 @@ def url(tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def core(url: str, clock: SimClock, cloud: SimulatedCloud) -> Iterator[Callable[..., CoreEngine]]:
-    made: list[CoreEngine] = []
+def core(url: str, clock: SimClock, cloud: SimulatedCloud) -> Iterator[Callable[..., Engine]]:
+    made: list[Engine] = []
 
-    def make(**kwargs: Any) -> CoreEngine:
-        engine = CoreEngine(
+    def make(**kwargs: Any) -> Engine:
+        engine = Engine(
             url,
             clock=clock,
             plugins=[cloud],
@@ -100,7 +99,7 @@ def core(url: str, clock: SimClock, cloud: SimulatedCloud) -> Iterator[Callable[
 
 
 def test_both_engines_share_one_constraint_store(
-    core: Callable[..., CoreEngine], clock: SimClock, url: str
+    core: Callable[..., Engine], clock: SimClock, url: str
 ) -> None:
     engine = core()
     today = Engine(url, clock=clock, load_entry_points=False)
@@ -118,7 +117,7 @@ def test_both_engines_share_one_constraint_store(
         today.close()
 
 
-def test_set_get_list_delete_per_project(core: Callable[..., CoreEngine]) -> None:
+def test_set_get_list_delete_per_project(core: Callable[..., Engine]) -> None:
     engine = core()
     assert engine.set_group_constraints(GROUP) == GroupConstraints.from_dict(GROUP)
     engine.set_group_constraints(group("web", "pb", max_impacted_members=5), project_id="pb")
@@ -140,7 +139,7 @@ def test_set_get_list_delete_per_project(core: Callable[..., CoreEngine]) -> Non
     assert engine.get_group_constraints("web") == GroupConstraints.from_dict(GROUP)
 
 
-def test_refusals_name_the_field_and_write_nothing(core: Callable[..., CoreEngine]) -> None:
+def test_refusals_name_the_field_and_write_nothing(core: Callable[..., Engine]) -> None:
     engine = core()
     engine.set_group_constraints(GROUP)
     with pytest.raises(InvalidInput) as bad:
@@ -165,7 +164,7 @@ def test_refusals_name_the_field_and_write_nothing(core: Callable[..., CoreEngin
 
 
 def test_only_the_clouds_owner_sets_an_instances_constraints(
-    core: Callable[..., CoreEngine],
+    core: Callable[..., Engine],
 ) -> None:
     engine = core()
     engine.create_session({"hosts": ["cmp-0"]})  # b-1 is recorded too, out of scope
@@ -178,7 +177,7 @@ def test_only_the_clouds_owner_sets_an_instances_constraints(
 
 
 def test_constraints_resolve_with_the_clouds_defaults_and_the_engines_default_group(
-    core: Callable[..., CoreEngine],
+    core: Callable[..., Engine],
 ) -> None:
     engine = core(default_group_constraints={"max_impacted_members": 3})
     assert engine.constraints().group_of("a-1", "pa").max_impacted_members == 3
@@ -195,7 +194,7 @@ def test_constraints_resolve_with_the_clouds_defaults_and_the_engines_default_gr
 
 
 def test_ignored_constraints_are_reported_in_the_view(
-    core: Callable[..., CoreEngine], cloud: SimulatedCloud
+    core: Callable[..., Engine], cloud: SimulatedCloud
 ) -> None:
     engine = core()
     # pb set a-1's constraints while it was pb's; the cloud then reused the id in pa.
@@ -211,7 +210,7 @@ def test_ignored_constraints_are_reported_in_the_view(
 
 
 def test_a_running_session_decides_again_when_constraints_change(
-    core: Callable[..., CoreEngine],
+    core: Callable[..., Engine],
 ) -> None:
     engine = core()
     Waits.advanced.clear()
@@ -230,7 +229,7 @@ def test_a_running_session_decides_again_when_constraints_change(
     assert engine.get_session(sid).state == "MAINTENANCE"
 
 
-def test_instance_constraints_object_round_trips(core: Callable[..., CoreEngine]) -> None:
+def test_instance_constraints_object_round_trips(core: Callable[..., Engine]) -> None:
     engine = core()
     value = InstanceConstraints.from_dict(instance("a-1", "pa", lead_time=5))
     assert engine.set_instance_constraints(value) == value

@@ -1,4 +1,4 @@
-"""CoreEngine (fenix_core.core.engine_v2): the redesigned core running whole
+"""Engine (fenix_core.engine): the redesigned core running whole
 rolling sessions end to end on a SQLite file, with the SimulatedCloud, the
 scripted managers (replies from inside the notification handlers) and the
 notifications of today's signals. The expectations are today's engine's
@@ -17,10 +17,9 @@ import pytest
 from conftest import Recorder, fill
 from sqlalchemy import event
 
-from fenix_core import ActionSpec, SessionRequest, signals
+from fenix_core import ActionSpec, Engine, SessionRequest, signals
 from fenix_core.clock import SimClock
 from fenix_core.contract import SessionContext
-from fenix_core.core.engine_v2 import CoreEngine
 from fenix_core.testing import (
     ScriptedManager,
     SimulatedCloud,
@@ -28,7 +27,7 @@ from fenix_core.testing import (
     migrations_per_instance,
     violations,
 )
-from fenix_core.workflows.v2.rolling import RollingWorkflow
+from fenix_core.workflows.rolling import RollingWorkflow
 
 LAYOUT = {
     "cmp-0": [("vm-a1", "pa", 2), ("vm-b1", "pb", 2), ("vm-c1", "pc", 2)],
@@ -46,7 +45,7 @@ ACTIONS = [
 ]
 WORKFLOWS = {"rolling": RollingWorkflow}
 
-Factory = Callable[..., CoreEngine]
+Factory = Callable[..., Engine]
 
 
 def timed_actions() -> dict[str, TimedAction]:
@@ -72,10 +71,10 @@ def cloud(clock: SimClock) -> SimulatedCloud:
 
 @pytest.fixture
 def core(tmp_path: Path, clock: SimClock, cloud: SimulatedCloud) -> Iterator[Factory]:
-    made: list[CoreEngine] = []
+    made: list[Engine] = []
 
-    def make(*plugins: object, workflows: Any = WORKFLOWS, **kwargs: Any) -> CoreEngine:
-        engine = CoreEngine(
+    def make(*plugins: object, workflows: Any = WORKFLOWS, **kwargs: Any) -> Engine:
+        engine = Engine(
             f"sqlite:///{tmp_path / 'fenix.db'}",
             clock=clock,
             plugins=[cloud, *plugins],
@@ -94,7 +93,7 @@ class Commits:
     """Commits sent to the engine's database, and the steps' fenced writes
     among the statements (the UPDATE of session_clock that opens each)."""
 
-    def __init__(self, engine: CoreEngine) -> None:
+    def __init__(self, engine: Engine) -> None:
         self.count = 0
         self.step_writes = 0
         event.listen(engine.database, "commit", self._commit)
@@ -346,7 +345,7 @@ def test_a_receiver_may_reply_from_inside_its_handler(cloud: SimulatedCloud, cor
     engine.subscribe("pa")
     seen: list[str] = []
 
-    def manager(sender: CoreEngine, payload: dict[str, Any]) -> None:
+    def manager(sender: Engine, payload: dict[str, Any]) -> None:
         if payload["project_id"] != "pa":
             return
         seen.append(payload["state"])

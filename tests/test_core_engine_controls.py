@@ -1,8 +1,8 @@
-"""CoreEngine's admin controls and session views (fenix_core.core.admin,
+"""Engine's admin controls and session views (fenix_core.core.admin,
 fenix_core.core.views): pause, resume, cancel, update_session (retry, a new
 start), delete_session, the busy-host check of create_session, and the read
 side. The expectations are today's Engine's (tests/test_opctl.py,
-tests/test_engine_api.py), run against CoreEngine and the v2 rolling
+tests/test_engine_api.py), run against Engine and the v2 rolling
 workflow; plus what the core adds: a control on a session another worker
 holds is one write fenced by that worker's lease."""
 
@@ -22,9 +22,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
 
-from fenix_core import ActionSpec, SessionRequest, hookimpl, signals
+from fenix_core import ActionSpec, Engine, SessionRequest, hookimpl, signals
 from fenix_core.clock import SimClock
-from fenix_core.core.engine_v2 import CoreEngine
 from fenix_core.errors import Conflict, InvalidInput, NotFound
 from fenix_core.hookspecs import GateContext, GateResult
 from fenix_core.model import SessionUpdate, SessionView
@@ -47,7 +46,7 @@ from fenix_core.testing import (
     migrations_per_instance,
     violations,
 )
-from fenix_core.workflows.v2.rolling import RollingWorkflow
+from fenix_core.workflows.rolling import RollingWorkflow
 
 # cmp-2 is empty, so it is maintained first; then cmp-0 and cmp-1 are drained.
 LAYOUT = {"cmp-0": [("a-1", "pa", 2)], "cmp-1": [("b-1", "pb", 2)], "cmp-2": []}
@@ -65,7 +64,7 @@ SESSION_TABLES = (
     SessionClockRow,
     SessionStateRow,
 )
-Factory = Callable[..., CoreEngine]
+Factory = Callable[..., Engine]
 
 
 def fill(cloud: SimulatedCloud, layout: dict[str, list[tuple[str, str, int]]]) -> None:
@@ -82,10 +81,10 @@ def db_url(tmp_path: Path) -> str:
 
 @pytest.fixture
 def core(db_url: str, fenix_clock: SimClock, fenix_cloud: SimulatedCloud) -> Iterator[Factory]:
-    made: list[CoreEngine] = []
+    made: list[Engine] = []
 
-    def make(*plugins: object, cloud: SimulatedCloud | None = None, **kwargs: Any) -> CoreEngine:
-        engine = CoreEngine(
+    def make(*plugins: object, cloud: SimulatedCloud | None = None, **kwargs: Any) -> Engine:
+        engine = Engine(
             db_url,
             clock=fenix_clock,
             plugins=[cloud or fenix_cloud, *plugins],
@@ -112,11 +111,11 @@ def upgrade() -> TimedAction:
 
 
 @pytest.fixture
-def engine(cloud: SimulatedCloud, core: Factory, upgrade: TimedAction) -> CoreEngine:
+def engine(cloud: SimulatedCloud, core: Factory, upgrade: TimedAction) -> Engine:
     return core(upgrade)
 
 
-def count(engine: CoreEngine, table: Any, session_id: str | None = None) -> int:
+def count(engine: Engine, table: Any, session_id: str | None = None) -> int:
     query = select(func.count()).select_from(table)
     if session_id is not None:
         query = query.where(table.session_id == session_id)
@@ -133,7 +132,7 @@ def migrations(cloud: SimulatedCloud) -> Counter[str]:
 
 
 def drive(
-    engine: CoreEngine,
+    engine: Engine,
     clock: SimClock,
     sid: str,
     stop: Callable[[SessionView], bool] = lambda _v: False,
@@ -295,7 +294,7 @@ def test_a_gate_that_says_stop_pauses_the_session_until_resumed(
 
 
 def test_a_cancel_stops_waiting_for_a_managers_own_action(
-    engine: CoreEngine, cloud: SimulatedCloud, fenix_clock: SimClock
+    engine: Engine, cloud: SimulatedCloud, fenix_clock: SimClock
 ) -> None:
     """What only waits is abandoned (today's engine too): the manager said
     OWN_ACTION and never moves its instance; the cancelled session settles at
@@ -323,11 +322,11 @@ def test_a_cancel_stops_waiting_for_a_managers_own_action(
     assert fenix_clock.now() - cancelled_at < timedelta(minutes=5)
 
 
-def ops(engine: CoreEngine, sid: str) -> list[Any]:
+def ops(engine: Engine, sid: str) -> list[Any]:
     return engine.list_operations(sid)
 
 
-def test_controls_refuse_bad_input_and_unknown_sessions(engine: CoreEngine) -> None:
+def test_controls_refuse_bad_input_and_unknown_sessions(engine: Engine) -> None:
     sid = engine.create_session(SessionRequest())
     for control in (engine.pause, engine.cancel):
         with pytest.raises(InvalidInput) as bad:
@@ -346,7 +345,7 @@ def test_controls_refuse_bad_input_and_unknown_sessions(engine: CoreEngine) -> N
 # --------------------------------------------------------------------------- another worker
 
 
-Workers = tuple[CoreEngine, CoreEngine, SimClock, dict[str, list[dict[str, Any]]]]
+Workers = tuple[Engine, Engine, SimClock, dict[str, list[dict[str, Any]]]]
 
 
 @pytest.fixture
@@ -405,7 +404,7 @@ def test_a_pause_of_a_session_another_worker_holds_is_one_fenced_write(
     assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))  # none lost, none twice
 
 
-def count_version(engine: CoreEngine, sid: str) -> int:
+def count_version(engine: Engine, sid: str) -> int:
     with engine.database.connect() as db:
         return int(
             db.scalar(select(SessionClockRow.version).where(SessionClockRow.session_id == sid))
@@ -415,7 +414,7 @@ def count_version(engine: CoreEngine, sid: str) -> int:
 # --------------------------------------------------------------------------- create_session
 
 
-def test_create_session_over_hosts_of_a_running_session_is_a_conflict(engine: CoreEngine) -> None:
+def test_create_session_over_hosts_of_a_running_session_is_a_conflict(engine: Engine) -> None:
     first = engine.create_session(SessionRequest(hosts=["cmp-0"]))
     for hosts in (["cmp-1", "cmp-0"], []):  # [] means every host
         with pytest.raises(Conflict) as caught:
@@ -431,7 +430,7 @@ def test_create_session_over_hosts_of_a_running_session_is_a_conflict(engine: Co
     assert [s.session_id for s in engine.list_sessions()] == [first, second, third]
 
 
-def test_subscribe_and_unsubscribe_are_idempotent(engine: CoreEngine) -> None:
+def test_subscribe_and_unsubscribe_are_idempotent(engine: Engine) -> None:
     engine.subscribe("pa")
     engine.subscribe("pa")
     engine.subscribe("pb")
@@ -449,7 +448,7 @@ def test_subscribe_and_unsubscribe_are_idempotent(engine: CoreEngine) -> None:
 
 @pytest.mark.parametrize("hours", [2.0, 0.5])
 def test_update_moves_the_start_while_the_session_waits_for_it(
-    engine: CoreEngine,
+    engine: Engine,
     cloud: SimulatedCloud,
     fenix_clock: SimClock,
     upgrade: TimedAction,
@@ -473,7 +472,7 @@ def test_update_moves_the_start_while_the_session_waits_for_it(
 
 
 def test_update_start_while_waiting_for_the_maintenance_answer(
-    engine: CoreEngine,
+    engine: Engine,
     fenix_clock: SimClock,
     upgrade: TimedAction,
     managers: Callable[..., ScriptedManager],
@@ -495,7 +494,7 @@ def test_update_start_while_waiting_for_the_maintenance_answer(
 
 
 def test_update_start_once_host_work_started_is_a_conflict(
-    engine: CoreEngine, upgrade: TimedAction, fenix_clock: SimClock
+    engine: Engine, upgrade: TimedAction, fenix_clock: SimClock
 ) -> None:
     sid = engine.create_session(SessionRequest(actions=UPGRADE))
     engine.run_until_idle()
@@ -523,7 +522,7 @@ def test_update_start_once_host_work_started_is_a_conflict(
     ],
 )
 def test_retry_of_a_failed_session_finishes_without_redoing_maintained_hosts(
-    cloud: SimulatedCloud, core: Factory, retry: Callable[[CoreEngine, str], Any]
+    cloud: SimulatedCloud, core: Factory, retry: Callable[[Engine, str], Any]
 ) -> None:
     upgrade = TimedAction("upgrade", seconds=60, fail_on={"cmp-1"})
     engine = core(upgrade)
@@ -552,7 +551,7 @@ def test_retry_of_a_failed_session_finishes_without_redoing_maintained_hosts(
     assert migrations(cloud) == moved_before
 
 
-def test_retry_of_a_session_that_did_not_fail_is_a_conflict(engine: CoreEngine) -> None:
+def test_retry_of_a_session_that_did_not_fail_is_a_conflict(engine: Engine) -> None:
     sid = engine.create_session(SessionRequest(actions=UPGRADE))
     engine.run_until_idle()
     with pytest.raises(Conflict) as caught:
@@ -584,7 +583,7 @@ def test_retry_while_another_session_holds_its_hosts_is_a_conflict(
     [None, {}, {"retry": False}, SessionUpdate()],
     ids=["nothing", "empty-dict", "retry-false", "empty-object"],
 )
-def test_update_with_nothing_to_change_is_invalid(engine: CoreEngine, update: Any) -> None:
+def test_update_with_nothing_to_change_is_invalid(engine: Engine, update: Any) -> None:
     sid = engine.create_session(SessionRequest())
     before = engine.get_session(sid)
     with pytest.raises(InvalidInput) as caught:
@@ -596,7 +595,7 @@ def test_update_with_nothing_to_change_is_invalid(engine: CoreEngine, update: An
 # --------------------------------------------------------------------------- delete_session
 
 
-def test_delete_of_a_running_session_is_a_conflict(engine: CoreEngine) -> None:
+def test_delete_of_a_running_session_is_a_conflict(engine: Engine) -> None:
     sid = engine.create_session(SessionRequest(actions=UPGRADE))
     engine.run_until_idle()
     with pytest.raises(Conflict) as caught:
@@ -609,7 +608,7 @@ def test_delete_of_a_running_session_is_a_conflict(engine: CoreEngine) -> None:
 
 
 def test_delete_session_removes_the_session_and_its_rows(
-    engine: CoreEngine, managers: Callable[..., ScriptedManager]
+    engine: Engine, managers: Callable[..., ScriptedManager]
 ) -> None:
     managers("pa")
     sid = engine.create_session(SessionRequest(actions=UPGRADE))
@@ -643,7 +642,7 @@ def is_utc(value: datetime | None) -> bool:
     return value is not None and value.utcoffset() == timedelta(0)
 
 
-def test_get_session_describes_a_new_session(engine: CoreEngine, fenix_clock: SimClock) -> None:
+def test_get_session_describes_a_new_session(engine: Engine, fenix_clock: SimClock) -> None:
     sid = engine.create_session(SessionRequest(hosts=["cmp-1", "cmp-0"], actions=UPGRADE))
     view = engine.get_session(sid)
     assert isinstance(view, SessionView)
@@ -663,10 +662,10 @@ def test_get_session_describes_a_new_session(engine: CoreEngine, fenix_clock: Si
     assert engine.list_sessions() == [view]
 
 
-def test_get_session_follows_progress_to_the_end(engine: CoreEngine, fenix_clock: SimClock) -> None:
+def test_get_session_follows_progress_to_the_end(engine: Engine, fenix_clock: SimClock) -> None:
     progress: list[int] = []
 
-    def on_host(sender: CoreEngine, payload: dict[str, Any]) -> None:
+    def on_host(sender: Engine, payload: dict[str, Any]) -> None:
         if payload["state"] == "MAINTENANCE_COMPLETE":
             progress.append(sender.get_session(payload["session_id"]).percent_done)
 
@@ -692,7 +691,7 @@ def test_get_session_follows_progress_to_the_end(engine: CoreEngine, fenix_clock
     assert engine.list_sessions() == [done]
 
 
-def test_list_sessions_oldest_first(engine: CoreEngine, fenix_clock: SimClock) -> None:
+def test_list_sessions_oldest_first(engine: Engine, fenix_clock: SimClock) -> None:
     assert engine.list_sessions() == []
     ids = []
     for host in ("cmp-2", "cmp-0", "cmp-1"):
@@ -704,7 +703,7 @@ def test_list_sessions_oldest_first(engine: CoreEngine, fenix_clock: SimClock) -
 
 
 @pytest.mark.parametrize("session_id", ["no-such-session", ""])
-def test_unknown_session_is_not_found(engine: CoreEngine, session_id: str) -> None:
+def test_unknown_session_is_not_found(engine: Engine, session_id: str) -> None:
     engine.create_session(SessionRequest())
     for call in (
         engine.get_session,
@@ -721,7 +720,7 @@ def test_unknown_session_is_not_found(engine: CoreEngine, session_id: str) -> No
 @pytest.mark.parametrize(
     "call", ["get_session", "delete_session", "project_view", "update_session", "list_operations"]
 )
-def test_non_string_session_id_is_invalid_input_everywhere(engine: CoreEngine, call: str) -> None:
+def test_non_string_session_id_is_invalid_input_everywhere(engine: Engine, call: str) -> None:
     calls: dict[str, Callable[[Any], Any]] = {
         "get_session": engine.get_session,
         "delete_session": engine.delete_session,
@@ -735,7 +734,7 @@ def test_non_string_session_id_is_invalid_input_everywhere(engine: CoreEngine, c
 
 
 def test_project_view_and_operations_of_a_finished_session(
-    engine: CoreEngine, cloud: SimulatedCloud, managers: Callable[..., ScriptedManager]
+    engine: Engine, cloud: SimulatedCloud, managers: Callable[..., ScriptedManager]
 ) -> None:
     managers("pa", action="MIGRATE")
     sid = engine.create_session(SessionRequest(actions=UPGRADE))
@@ -761,7 +760,7 @@ def test_project_view_and_operations_of_a_finished_session(
 
 
 def test_outbox_backlog_is_what_was_written_above_the_delivery_watermark(
-    engine: CoreEngine,
+    engine: Engine,
 ) -> None:
     assert engine.outbox_backlog() == (0, None)
     sid = engine.create_session(SessionRequest(actions=UPGRADE))
@@ -823,7 +822,7 @@ def test_random_controls_are_refused_exactly_when_today_refuses_and_leave_no_hos
     cloud = SimulatedCloud(live_migration_seconds=120, clock=clock)
     fill(cloud, {"cmp-0": [("a", "p1", 2), ("b", "p2", 2)], "cmp-1": [("c", "p1", 2)], "cmp-2": []})
     with tempfile.TemporaryDirectory() as where:
-        engine = CoreEngine(
+        engine = Engine(
             f"sqlite:///{where}/fenix.db",
             clock=clock,
             plugins=[cloud, TimedAction("upgrade", seconds=300)],

@@ -1,5 +1,5 @@
 """What the front ends (fenix-api, the CLI, the crash harness) call on the
-engine, on CoreEngine: the production loop (run_forever / stop, including a
+engine, on Engine: the production loop (run_forever / stop, including a
 session another process created), transaction() for the REST front end's
 own tables, unsubscribe, plug-ins from entry points, the admin project.
 Each expectation is today's Engine's for the same call."""
@@ -17,12 +17,11 @@ import pytest
 from conftest import Recorder, fill
 from sqlalchemy import text
 
-from fenix_core import ActionSpec, SessionRequest
+from fenix_core import ActionSpec, Engine, SessionRequest
 from fenix_core.clock import SimClock
-from fenix_core.core.engine_v2 import CoreEngine
 from fenix_core.errors import InvalidInput, NotFound
 from fenix_core.testing import ScriptedManager, SimulatedCloud, TimedAction
-from fenix_core.workflows.v2.rolling import RollingWorkflow
+from fenix_core.workflows.rolling import RollingWorkflow
 
 LAYOUT = {
     "cmp-0": [("vm-a1", "pa", 2)],
@@ -32,7 +31,7 @@ LAYOUT = {
 ACTIONS = [ActionSpec("upgrade", "host")]
 FINAL = ("MAINTENANCE_DONE", "MAINTENANCE_FAILED")
 
-Factory = Callable[..., CoreEngine]
+Factory = Callable[..., Engine]
 
 
 @pytest.fixture
@@ -49,10 +48,10 @@ def cloud(clock: SimClock) -> SimulatedCloud:
 
 @pytest.fixture
 def core(tmp_path: Path, clock: SimClock, cloud: SimulatedCloud) -> Iterator[Factory]:
-    made: list[CoreEngine] = []
+    made: list[Engine] = []
 
-    def make(**kwargs: Any) -> CoreEngine:
-        engine = CoreEngine(
+    def make(**kwargs: Any) -> Engine:
+        engine = Engine(
             f"sqlite:///{tmp_path / 'fenix.db'}",
             clock=clock,
             plugins=[cloud, TimedAction("upgrade", 600)],
@@ -77,7 +76,7 @@ def wait_for(what: Callable[[], bool], seconds: float = 60.0) -> None:
 class Loop:
     """``engine.run_forever()`` in a thread, stopped and joined at the end."""
 
-    def __init__(self, engine: CoreEngine) -> None:
+    def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, daemon=True)

@@ -1,4 +1,4 @@
-"""``controls.escalation`` "wait_and_notify" under CoreEngine (issue 18): work
+"""``controls.escalation`` "wait_and_notify" under Engine (issue 18): work
 past its deadline is followed on with a new deadline, the admin is told each
 time, and the workflow never sees it end (today's engine: SessionControls.stuck
 and test_lifecycle_controls.py's thirty-day wait)."""
@@ -13,13 +13,12 @@ from typing import Any
 import pytest
 from conftest import Recorder, fill
 
-from fenix_core import ActionSpec, SessionRequest
+from fenix_core import ActionSpec, Engine, SessionRequest
 from fenix_core.clock import Clock, SimClock
-from fenix_core.core.engine_v2 import CoreEngine
 from fenix_core.hookspecs import Action, ActionContext, hookimpl
 from fenix_core.model import OperationStatus
 from fenix_core.testing import SimulatedCloud
-from fenix_core.workflows.v2.rolling import RollingWorkflow
+from fenix_core.workflows.rolling import RollingWorkflow
 
 DAY = 86400
 
@@ -52,14 +51,14 @@ class Firmware:
 
 @pytest.fixture
 def run(tmp_path: Path) -> Iterator[Any]:
-    made: list[tuple[CoreEngine, Recorder]] = []
+    made: list[tuple[Engine, Recorder]] = []
 
     def go(policy: str | None, days: float = 3.5) -> tuple[Any, Recorder, Firmware, timedelta]:
         clock = SimClock()
         cloud = SimulatedCloud(clock=clock)
         fill(cloud, {"cmp-0": [], "cmp-1": []})
         firmware = Firmware(days)
-        engine = CoreEngine(
+        engine = Engine(
             f"sqlite:///{tmp_path / 'fenix.db'}",
             clock=clock,
             plugins=[cloud, firmware],

@@ -1,4 +1,4 @@
-"""The host inventory and host changes on CoreEngine (issue 18): what
+"""The host inventory and host changes on Engine (issue 18): what
 ``Inventory`` / ``ListHosts`` / ``Locate`` find is applied to the records
 before the workflow hears of it, HOST_ADDED / HOST_REMOVED are announced
 once each, and ``refresh_inventory()`` works as on today's Engine. The
@@ -18,9 +18,8 @@ import pytest
 from conftest import Recorder, fill
 from core_records import StoredSession
 
-from fenix_core import ActionSpec, SessionRequest
+from fenix_core import ActionSpec, Engine, SessionRequest
 from fenix_core.clock import SimClock
-from fenix_core.core.engine_v2 import CoreEngine
 from fenix_core.core.inventory import InventoryCache
 from fenix_core.model import Host
 from fenix_core.store.database import migrate, open_database
@@ -31,11 +30,11 @@ from fenix_core.testing import (
     migrations_per_instance,
     violations,
 )
-from fenix_core.workflows.v2.decommission import DecommissionWorkflow
-from fenix_core.workflows.v2.rolling import RollingWorkflow
+from fenix_core.workflows.decommission import DecommissionWorkflow
+from fenix_core.workflows.rolling import RollingWorkflow
 
 WORKFLOWS = {"rolling": RollingWorkflow, "decommission": DecommissionWorkflow}
-Factory = Callable[..., CoreEngine]
+Factory = Callable[..., Engine]
 
 
 @pytest.fixture
@@ -55,12 +54,10 @@ def url(tmp_path: Path) -> str:
 
 @pytest.fixture
 def core(url: str, clock: SimClock, cloud: SimulatedCloud) -> Iterator[Factory]:
-    made: list[CoreEngine] = []
+    made: list[Engine] = []
 
-    def make(*plugins: object, **kwargs: Any) -> CoreEngine:
-        engine = CoreEngine(
-            url, clock=clock, plugins=[cloud, *plugins], workflows=WORKFLOWS, **kwargs
-        )
+    def make(*plugins: object, **kwargs: Any) -> Engine:
+        engine = Engine(url, clock=clock, plugins=[cloud, *plugins], workflows=WORKFLOWS, **kwargs)
         made.append(engine)
         return engine
 
@@ -81,7 +78,7 @@ def targets(cloud: SimulatedCloud) -> list[str]:
     return [e.detail or "" for e in cloud.events if e.kind == "migration_started"]
 
 
-def managers(engine: CoreEngine, cloud: SimulatedCloud, *projects: str, **kw: Any) -> list[Any]:
+def managers(engine: Engine, cloud: SimulatedCloud, *projects: str, **kw: Any) -> list[Any]:
     return [ScriptedManager(engine, p, cloud=cloud, **kw) for p in projects]  # type: ignore[arg-type]
 
 
@@ -347,7 +344,7 @@ def test_a_host_disappears_mid_migration(
 ) -> None:
     cloud = SimulatedCloud(clock=clock, live_migration_seconds=600)
     fill(cloud, {"cmp-0": [("vm-a1", "pa", 2), ("vm-a2", "pa", 2)], "cmp-1": [], "cmp-2": []})
-    engine = CoreEngine(
+    engine = Engine(
         url, clock=clock, plugins=[cloud, TimedAction("upgrade", 100)], workflows=WORKFLOWS
     )
     recorder = Recorder(engine)  # type: ignore[arg-type]
@@ -480,7 +477,7 @@ def test_a_listing_brings_the_cloud_rules_of_new_instances(clock: SimClock, url:
 
     cloud = PlacedCloud(clock=clock)
     fill(cloud, {"cmp-0": [], "cmp-1": [("y-1", "pa", 1)], "cmp-2": [("z-1", "pz", 4)]})
-    engine = CoreEngine(
+    engine = Engine(
         url, clock=clock, plugins=[cloud, TimedAction("upgrade", 60)], workflows=WORKFLOWS
     )
     (manager,) = managers(engine, cloud, "pa")

@@ -67,7 +67,8 @@ def code_lines(text: str) -> Iterator[str]:
 
 
 def engine_names(text: str) -> set[str]:
-    return set(re.findall(r"\b[Ee]ngine\.([a-z_][a-z0-9_]*)", text))
+    # (not a path: fenix_core/engine.py is a file, not an attribute)
+    return set(re.findall(r"(?<!/)\b[Ee]ngine\.([a-z_][a-z0-9_]*)", text))
 
 
 def missing_engine_names(text: str, engine: Engine) -> set[str]:

@@ -176,10 +176,10 @@ def test_the_core_never_imports_the_front_ends_or_the_public_facade() -> None:
     assert {m: i for m, i in found.items() if i} == {}
 
 
-#: What the workflows on the contract may import of fenix_core (plan §1).
-V2_WORKFLOW_IMPORTS = (
+#: What the workflows may import of fenix_core (plan §1).
+WORKFLOW_IMPORTS = (
     "fenix_core.contract",
-    "fenix_core.workflows.v2",
+    "fenix_core.workflows",
     "fenix_core.model",
     "fenix_core.states",
     "fenix_core.errors",
@@ -198,7 +198,7 @@ def test_workflows_import_only_the_contract_and_pure_modules() -> None:
         bad = sorted(
             m
             for m in internal(module)
-            if not m.startswith(V2_WORKFLOW_IMPORTS)
+            if not m.startswith(WORKFLOW_IMPORTS)
             and m not in ("fenix_core", "fenix_core.workflows")
         )
         assert not bad, f"{module} imports {bad}"

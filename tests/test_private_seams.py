@@ -3,7 +3,7 @@ use public seams, not private attributes").
 
 Read from the source, in the style of test_layers.py: no file under tests/,
 benchmarks/ or examples/ reads a private attribute of ``Engine`` or
-``CoreEngine`` (or of the classes they derive from in fenix_core) on anything
+``Engine`` (or of the classes they derive from in fenix_core) on anything
 but ``self``/``cls``, neither as ``x._name`` nor as ``getattr(x, "_name")``.
 What a test needs instead: ``engine.database``, ``engine.held_sessions()``,
 ``engine.lease_clock`` and ``fenix_core.testing.seams``. A private name that
@@ -20,7 +20,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from fenix_core import Engine
-from fenix_core.core.engine_v2 import CoreEngine
 
 ROOT = Path(__file__).resolve().parent.parent
 CHECKED = ("tests", "benchmarks", "examples")
@@ -58,7 +57,7 @@ def private_names(cls: type) -> set[str]:
     return names
 
 
-ENGINE_PRIVATE = frozenset(private_names(Engine) | private_names(CoreEngine))
+ENGINE_PRIVATE = frozenset(private_names(Engine) | private_names(Engine))
 
 
 def reads(source: str, names: frozenset[str]) -> Iterator[tuple[int, str]]:
@@ -89,7 +88,7 @@ def checked_files() -> Iterator[Path]:
 def test_the_engines_private_names_are_found() -> None:
     # guards the rule below against a collector that finds nothing: each
     # engine keeps its database, lock and reply intake under these names
-    for engine in (Engine, CoreEngine):
+    for engine in (Engine, Engine):
         assert {"_db", "_lock", "_replies"} <= private_names(engine), engine
     assert "database" not in ENGINE_PRIVATE
 

@@ -1,4 +1,4 @@
-"""The rolling workflow on the contract (fenix_core.workflows.v2), driven on a
+"""The rolling workflow on the contract (fenix_core.workflows), driven on a
 FakeContext by tests/contract_driver.py: today's rolling behaviour
 (tests/test_rolling.py, docs/protocol.md) is the spec."""
 
@@ -15,7 +15,7 @@ from fenix_core import ActionSpec, SessionRequest
 from fenix_core.contract import HostView, InstanceView, Move, ProjectView, Watch
 from fenix_core.placement_rules import PlacementRule
 from fenix_core.states import HostState, InstanceAction, InstanceState, SessionState
-from fenix_core.workflows.v2 import RollingState, RollingWorkflow
+from fenix_core.workflows import RollingState, RollingWorkflow
 
 DRAINING = ("PREPARE_MAINTENANCE", "PLANNED_MAINTENANCE")
 

@@ -16,7 +16,7 @@ from test_rolling_v2 import fleet
 from fenix_core import ActionSpec, SessionRequest
 from fenix_core.contract import DisableHost, EnableHost, Move, RunAction, Watch
 from fenix_core.states import HostState, InstanceState, SessionState
-from fenix_core.workflows.v2 import RollingState, RollingWorkflow
+from fenix_core.workflows import RollingState, RollingWorkflow
 
 
 class Recording(LoggingContext):

@@ -15,7 +15,7 @@ from fenix_core import ActionSpec, SessionRequest
 from fenix_core.contract import EnableHost, HostView, InstanceView, ProjectView, RunAction
 from fenix_core.errors import InvalidInput
 from fenix_core.states import HostState, InstanceState, SessionState
-from fenix_core.workflows.v2 import DecommissionWorkflow, RollingWorkflow
+from fenix_core.workflows import DecommissionWorkflow, RollingWorkflow
 
 #: host -> instances (id, project, vcpus)
 LAYOUT = {

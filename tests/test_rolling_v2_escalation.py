@@ -12,7 +12,7 @@ from test_rolling_v2 import fleet
 from fenix_core import ActionSpec, SessionRequest
 from fenix_core.contract import EnableHost, Move
 from fenix_core.states import HostState, InstanceAction, InstanceState, SessionState
-from fenix_core.workflows.v2 import RollingWorkflow
+from fenix_core.workflows import RollingWorkflow
 
 UPGRADE = ActionSpec("upgrade", "host")
 

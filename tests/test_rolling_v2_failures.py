@@ -24,7 +24,7 @@ from fenix_core.contract import (
     RunAction,
 )
 from fenix_core.states import HostState, InstanceState, SessionState
-from fenix_core.workflows.v2 import RollingState, RollingWorkflow
+from fenix_core.workflows import RollingState, RollingWorkflow
 
 UPGRADE = ActionSpec("upgrade", "host")
 PRE = ActionSpec("snapshot", "pre")

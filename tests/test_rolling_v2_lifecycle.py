@@ -22,7 +22,7 @@ from fenix_core.contract import (
     RunAction,
 )
 from fenix_core.states import HostState, InstanceState, SessionState
-from fenix_core.workflows.v2 import RollingWorkflow
+from fenix_core.workflows import RollingWorkflow
 
 
 def removed(host: str):  # type: ignore[no-untyped-def]

@@ -14,7 +14,7 @@ from test_rolling_v2 import fleet
 
 from fenix_core import SessionRequest
 from fenix_core.states import InstanceState, SessionState
-from fenix_core.workflows.v2 import RollingWorkflow
+from fenix_core.workflows import RollingWorkflow
 
 LAYOUT = {"c1": 4, "c2": 4, "c3": 4}
 VMS = {"a": ("pa", "c1", 1), "b": ("pb", "c2", 1)}

@@ -12,7 +12,7 @@ from test_rolling_v2 import fleet
 from fenix_core.contract import EnableHost
 from fenix_core.placement_rules import PlacementRule
 from fenix_core.states import SessionState
-from fenix_core.workflows.v2 import RollingWorkflow
+from fenix_core.workflows import RollingWorkflow
 
 
 def test_no_host_outside_the_anti_affinity_group_fails_naming_the_group() -> None:

@@ -12,7 +12,7 @@ from contract_driver import Driver, LoggingContext, start_time
 from fenix_core import SessionRequest
 from fenix_core.contract import HostView, InstanceView, ProjectView
 from fenix_core.states import HostState, InstanceState, SessionState
-from fenix_core.workflows.v2 import RollingState, RollingWorkflow
+from fenix_core.workflows import RollingState, RollingWorkflow
 
 
 class Measuring(Driver):

@@ -40,8 +40,8 @@ from fenix_core.core.ws_port import WorkingSetAdapter, op_of
 from fenix_core.placement_rules import PlacementRule
 from fenix_core.states import HostState, InstanceAction, InstanceState, SessionState
 from fenix_core.testing.contract import FakeContext
-from fenix_core.workflows.v2.constrained import ConstrainedState
-from fenix_core.workflows.v2.rolling import RollingState
+from fenix_core.workflows.constrained import ConstrainedState
+from fenix_core.workflows.rolling import RollingState
 
 LIVE = InstanceAction.LIVE_MIGRATE
 

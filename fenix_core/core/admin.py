@@ -1,7 +1,7 @@
-"""The admin's controls on sessions of the redesigned core: pause, resume,
-cancel, ``update_session`` (retry, move ``maintenance_at``), delete, and the
-rule that two running sessions never maintain the same host. The refusals
-and their messages are today's :class:`~fenix_core.engine.Engine`'s.
+"""The admin's controls on sessions: pause, resume, cancel,
+``update_session`` (retry, move ``maintenance_at``), delete, and the rule
+that two running sessions never maintain the same host (refusals as
+:class:`~fenix_core.errors.Conflict` / ``InvalidInput``, see docs/user-guide.md).
 
 A control is an event of a step, like a reply: its refusals are checked on
 the working set before anything changes, then the step runs with the change
@@ -9,12 +9,12 @@ first (:data:`~fenix_core.core.runner.Control`), ``advance`` after it, and
 one fenced write. The workflow sees the change through the contract: the
 pipeline pauses and resumes (``StepContext.pause`` / ``resume``); a cancel
 moves the session to ``MAINTENANCE_CANCELLED``, abandons what only waits
-(a manager's own action, a listing, a gate: today's ``Workflow._end``) and
-lets the workflow wind down in ``advance`` (the v2 workflows enable again
+(a manager's own action, a listing, a gate) and
+lets the workflow wind down in ``advance`` (the built-in workflows enable again
 the host they disabled once nothing runs on it); a retry moves a failed
 session back to ``MAINTENANCE`` and calls ``on_retry``.
 
-Leases, as today's engine: a session this engine holds, or can lease
+Leases: a session this engine holds, or can lease
 (free, expired, its own), is changed in memory and written under its lease.
 Pause, resume and cancel of a session another live worker holds go through
 the database: the session is loaded as stored, changed, and written in one
@@ -81,7 +81,7 @@ def _require_running(ws: WorkingSet, verb: str) -> None:
 
 
 class SessionAdmin:
-    """The controls of :class:`~fenix_core.core.engine_v2.CoreEngine` (which
+    """The controls of :class:`~fenix_core.Engine` (which
     calls them under its lock, with a session id it checked exists)."""
 
     def __init__(

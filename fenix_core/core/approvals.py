@@ -1,4 +1,4 @@
-"""What ``CoreEngine`` writes for approve-then-execute: a session awaiting
+"""What the engine writes for approve-then-execute: a session awaiting
 approval re-planned (its rows replaced) or approved (it starts), each in ONE
 transaction that first checks, under the session row's lock, that the
 session still awaits approval of the plan the caller read.
@@ -68,7 +68,7 @@ _ROWS = (INSTANCES, PROJECTS, HOSTS)
 
 
 class SqlApprovals:
-    """The approval writes of ``CoreEngine`` on ``database`` (see the module docstring)."""
+    """The approval writes of the engine on ``database`` (see the module docstring)."""
 
     def __init__(self, database: SAEngine) -> None:
         self.database = database

@@ -9,7 +9,7 @@ outside any transaction, the constraints in force resolved into a
 constraints a session's cloud listing contradicts (``ignored_constraints``).
 
 Today's :class:`~fenix_core.engine.Engine` and the core's
-:class:`~fenix_core.core.engine_v2.CoreEngine` hold one each and delegate
+:class:`~fenix_core.Engine` hold one each and delegate
 their public constraint methods to it; ``changed`` is how the engine that
 wrote learns of it (its running sessions decide with the new values at
 their next step).

@@ -16,7 +16,7 @@ Changes committed by other workers are read from ``host_changes`` above the
 highest id seen (:meth:`InventoryCache.poll`), by primary key.
 
 The comparison of a listing with the inventory is the pure
-:func:`fenix_core.inventory.plan_sync` that today's engine uses too.
+:func:`fenix_core.inventory.plan_sync`.
 """
 
 from __future__ import annotations
@@ -276,14 +276,16 @@ class InventoryCache:
         return changes
 
     def set_enabled(self, name: str, enabled: bool) -> None:
-        """A session enabled or disabled ``name`` in the cloud: the stored
-        inventory says so, and the sessions that only send instances there
-        follow it (another session's host being maintained is no target)."""
+        """A session enabled or disabled ``name`` in the cloud: the sessions
+        this engine holds that only send instances there follow it (another
+        session's host being maintained is no target). In memory only: a
+        transaction here would be a commit per host disabled or enabled,
+        outside the step's one write. The stored row keeps what the last
+        listing found; other workers see the host as their listings of the
+        cloud show it."""
         found = self.hosts().get(name)
         if found is None or found.status != PRESENT or found.host.enabled == enabled:
             return
-        with self._db.begin() as db:
-            db.execute(update(_INV).where(_INV.c.name == name).values(enabled=enabled))
         kept = attrs.evolve(found, host=attrs.evolve(found.host, enabled=enabled))
         self._commit({name: kept}, [])
 

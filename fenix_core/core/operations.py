@@ -2,7 +2,7 @@
 ``operations``), on :class:`~fenix_core.core.working_set.OpRec` records.
 
 The calls into the cloud driver, the action plug-ins and the gates are
-today's :class:`fenix_core.operations.OperationRunner` (one table of kinds,
+:class:`fenix_core.operations.OperationRunner` (one table of kinds,
 one place where a plug-in's exception becomes a failed status); this
 module hands it a light stand-in for the ORM row it was written for and
 records the answer into the working set with its setter, so the change is

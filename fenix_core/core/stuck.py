@@ -5,7 +5,7 @@ deadline of the kind's timeout (``gate_timeout`` for a gate) — and the
 admin is told (``maintenance_session``, reason "<what> is stuck: <detail>;
 still waiting"). The workflow never sees it end: a renewed operation is
 not an ended one. The other policies are the workflow's
-(``workflows/v2/components/escalation.py``).
+(``workflows/components/escalation.py``).
 
 The session view's ``stuck`` list (:func:`stuck_work`) is read from the
 operation records, not kept in the session: an operation that failed by

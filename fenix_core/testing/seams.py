@@ -1,9 +1,8 @@
 """Test seams of an engine: what a concurrency test must hold or see of an
 engine that its public API does not offer.
 
-Both today's :class:`~fenix_core.engine.Engine` and the redesigned core's
-engine (issue 18) offer them, so a test written with these runs unchanged on
-either; tests never read an engine's private attributes
+The :class:`~fenix_core.engine.Engine` offers them; tests never read an
+engine's private attributes
 (``tests/test_private_seams.py`` checks). What every test may use anyway is
 public: ``engine.database`` (the SQLAlchemy engine, to read stored rows and
 to count statements) and ``engine.held_sessions()``.

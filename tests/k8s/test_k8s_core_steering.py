@@ -1,4 +1,4 @@
-"""Steering on the new core (CoreEngine): the PreferNoSchedule taint
+"""Steering on the new core (Engine): the PreferNoSchedule taint
 fenix-core/queued on the nodes a session still has to maintain, set once for
 all when the session starts, taken off one node as that node leaves the
 queue (that node's requests only: no listing of every node per change), and
@@ -13,11 +13,10 @@ from typing import Any, ClassVar
 
 import pytest
 
-from fenix_core import ActionSpec, SessionRequest, hookimpl
+from fenix_core import ActionSpec, Engine, SessionRequest, hookimpl
 from fenix_core.clock import Clock, SimClock
-from fenix_core.core.engine_v2 import CoreEngine
 from fenix_core.hookspecs import CloudDriver
-from fenix_core.workflows.v2.rolling import RollingWorkflow
+from fenix_core.workflows.rolling import RollingWorkflow
 from fenix_core_k8s import KubernetesCloud
 from fenix_core_k8s.driver import KubernetesDriver
 from fenix_core_k8s.testing import FakeApiServer, NodeReboot
@@ -30,7 +29,7 @@ REBOOT = [ActionSpec("reboot", "host")]
 Call = tuple[str, object, list[tuple[str, str]]]
 
 
-def record(engine: CoreEngine, fake: FakeApiServer) -> list[Call]:
+def record(engine: Engine, fake: FakeApiServer) -> list[Call]:
     """The driver's steering calls from now on, each with the requests it sent."""
     driver: Any = engine.plugins.driver
     calls: list[Call] = []
@@ -52,8 +51,8 @@ def record(engine: CoreEngine, fake: FakeApiServer) -> list[Call]:
 
 
 @pytest.fixture
-def core(tmp_path: Path, fake: FakeApiServer, fenix_clock: SimClock) -> Iterator[CoreEngine]:
-    engine = CoreEngine(
+def core(tmp_path: Path, fake: FakeApiServer, fenix_clock: SimClock) -> Iterator[Engine]:
+    engine = Engine(
         f"sqlite:///{tmp_path / 'fenix.db'}",
         clock=fenix_clock,
         plugins=[
@@ -67,7 +66,7 @@ def core(tmp_path: Path, fake: FakeApiServer, fenix_clock: SimClock) -> Iterator
 
 
 def test_a_node_leaving_the_queue_is_untainted_alone(
-    fake: FakeApiServer, fenix_clock: SimClock, core: CoreEngine
+    fake: FakeApiServer, fenix_clock: SimClock, core: Engine
 ) -> None:
     engine = core
     calls = record(engine, fake)
@@ -122,7 +121,7 @@ def test_a_driver_without_single_changes_gets_the_whole_set(
     cluster = fake.cluster
     six_nodes_six_pods(cluster)
     _WholeSets.sets = []
-    engine = CoreEngine(
+    engine = Engine(
         f"sqlite:///{tmp_path / 'fenix.db'}",
         clock=fenix_clock,
         plugins=[WholeSetsCloud(api_client=fake.api_client()), NodeReboot(cluster, seconds=60)],

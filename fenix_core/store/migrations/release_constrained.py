@@ -2,7 +2,7 @@
 release (the part that is not the rolling workflow's: the waves).
 
 Kept apart from :mod:`.release_sessions` so the constrained workflow's
-owners can change it with :class:`~fenix_core.workflows.v2.constrained.ConstrainedState`.
+owners can change it with :class:`~fenix_core.workflows.constrained.ConstrainedState`.
 
 The previous engine's waves keep: ``data["wave"]``, the hosts' pipeline
 stage (its own list of stages), per instance the wave, lead time
@@ -17,8 +17,8 @@ from __future__ import annotations
 from datetime import datetime
 
 from ...states import HostState, SessionState
-from ...workflows.v2.constrained import BUSY, DISABLING, WE_DISABLED, ConstrainedState
-from ...workflows.v2.rolling import SCHEDULER, RollingState
+from ...workflows.constrained import BUSY, DISABLING, WE_DISABLED, ConstrainedState
+from ...workflows.rolling import SCHEDULER, RollingState
 from .release_sessions import (
     DISABLE_FIRST,
     CoreState,

@@ -8,9 +8,9 @@ its operations and its timers (its own timer kinds). The core reads:
 * the ``pipeline`` component (:class:`~fenix_core.core.pipeline.PipelineState`)
   and, per host, the admission times (``started_at`` / ``finished_at``: a
   host admitted and not finished is in flight) and whether it is enabled now;
-* the workflow's own components (:class:`~fenix_core.workflows.v2.rolling.RollingState`,
+* the workflow's own components (:class:`~fenix_core.workflows.rolling.RollingState`,
   for the constrained workflow also
-  :class:`~fenix_core.workflows.v2.constrained.ConstrainedState` and the
+  :class:`~fenix_core.workflows.constrained.ConstrainedState` and the
   waves' host stages: :mod:`.release_constrained`);
 * the ``session`` component (flat: allowed actions, the cloud's constraints,
   the operation counter, labels, the approval record);
@@ -34,8 +34,8 @@ from ...budgets import domains, resolve_cap
 from ...core.pipeline import PipelineState
 from ...model import SessionRequest, host_action_types
 from ...states import HostState, SessionState, budget_hosts
-from ...workflows.v2.components.dialogue import deadline_timer
-from ...workflows.v2.rolling import RollingState, RollingWorkflow
+from ...workflows.components.dialogue import deadline_timer
+from ...workflows.rolling import RollingState, RollingWorkflow
 
 __all__ = [
     "SESSION_KEYS",

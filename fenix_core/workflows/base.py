@@ -10,7 +10,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
-from ...contract import (
+from ..contract import (
     ProjectReply,
     ReplyOutcome,
     RunAction,
@@ -18,8 +18,8 @@ from ...contract import (
     TimerFired,
     Workflow,
 )
-from ...model import ActionSpec, host_action_types
-from ...states import InstanceAction, InstanceState
+from ..model import ActionSpec, host_action_types
+from ..states import InstanceAction, InstanceState
 from .components.dialogue import DEADLINE, deadline_timer
 
 __all__ = [

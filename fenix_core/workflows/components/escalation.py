@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import attrs
 
-from ....contract import Move, OpResult, RunAction, SessionContext, Watch
-from ....contract.ops import OpKind, kind_of
+from ...contract import Move, OpResult, RunAction, SessionContext, Watch
+from ...contract.ops import OpKind, kind_of
 
 __all__ = ["ESCALATED", "STUCK_KIND", "Stuck", "stuck_work"]
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import ClassVar
 
-from ...errors import InvalidInput
-from ...model import SessionRequest
+from ..errors import InvalidInput
+from ..model import SessionRequest
 from .rolling import RollingWorkflow
 
 __all__ = ["DecommissionWorkflow"]

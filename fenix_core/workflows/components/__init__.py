@@ -1,4 +1,4 @@
-"""Parts of a workflow on the contract that the v2 workflows share. They
+"""Parts of a workflow on the contract that the built-in workflows share. They
 keep no state of their own: what they need to remember is a flag or two of
 the caller's :class:`~fenix_core.contract.ComponentState` (constant size),
 timers, or the host and instance records.

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable
 
-from ....contract import SessionContext
-from ....states import HostState, InstanceState
+from ...contract import SessionContext
+from ...states import HostState, InstanceState
 from .dialogue import deadline_timer
 
 __all__ = ["ASKED_STATES", "apply_located", "lost_instances", "stop_asking_about_nothing"]

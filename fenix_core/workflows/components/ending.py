@@ -5,8 +5,8 @@ host it disabled."""
 
 from __future__ import annotations
 
-from ....contract import SessionContext
-from ....states import HostState, InstanceState
+from ...contract import SessionContext
+from ...states import HostState, InstanceState
 from .dialogue import deadline_timer
 
 __all__ = ["NOT_ENABLED_AGAIN", "wind_down"]

@@ -46,7 +46,7 @@ from typing import ClassVar
 
 import attrs
 
-from ...contract import (
+from ..contract import (
     ComponentState,
     DisableHost,
     EnableHost,
@@ -66,11 +66,11 @@ from ...contract import (
     TimerFired,
     Watch,
 )
-from ...controls import jittered_backoff
-from ...model import Host, Instance, SessionRequest
-from ...placement_rules import HARD_POLICIES, HostLimits
-from ...planner import capacity_shortfall
-from ...states import (
+from ..controls import jittered_backoff
+from ..model import Host, Instance, SessionRequest
+from ..placement_rules import HARD_POLICIES, HostLimits
+from ..planner import capacity_shortfall
+from ..states import (
     FINAL_SESSION_STATES,
     HOST_TRANSITIONS,
     HostState,

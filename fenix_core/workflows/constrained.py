@@ -39,7 +39,7 @@ limit is checked against the views.
 What it keeps: :class:`ConstrainedState` (constant size: the wave counter,
 the cache stamp, the instances in recovery_time and the moves being retried,
 both bounded by the groups' impact limits, not by the fleet), the
-:class:`~fenix_core.workflows.v2.rolling.RollingState` of the parts it
+:class:`~fenix_core.workflows.rolling.RollingState` of the parts it
 shares with the rolling workflow, and per host its stage
 (``HostView.stage``), per instance its wave, lead time and recovery
 (``InstanceView.wave`` / ``not_before`` / ``impacted_until``).
@@ -58,9 +58,9 @@ from typing import Any, ClassVar
 
 import attrs
 
-from ... import planner, second_moves
-from ...constraints import COLD_MIGRATION_INTERRUPTION, ConstraintSet, move_action
-from ...contract import (
+from .. import planner, second_moves
+from ..constraints import COLD_MIGRATION_INTERRUPTION, ConstraintSet, move_action
+from ..contract import (
     ComponentState,
     DisableHost,
     EnableHost,
@@ -78,9 +78,9 @@ from ...contract import (
     TimerFired,
     Watch,
 )
-from ...controls import jittered_backoff
-from ...model import host_action_types
-from ...states import FINAL_SESSION_STATES, HostState, InstanceAction, InstanceState, SessionState
+from ..controls import jittered_backoff
+from ..model import host_action_types
+from ..states import FINAL_SESSION_STATES, HostState, InstanceAction, InstanceState, SessionState
 from .base import IN_SCOPE, actions_of, allowed_actions, default_action
 from .components.ending import NOT_ENABLED_AGAIN
 from .rolling import MAX_SCALE_IN_ROUNDS, STAYS, RollingState, RollingWorkflow
