@@ -612,8 +612,13 @@ class Engine:
             raise NotFound("session", session_id, session_id=session_id) from None
 
     def subscribe(self, project_id: str) -> None:
-        if not isinstance(project_id, str) or not project_id:
-            raise InvalidInput("project_id", "expected a non-empty string")
+        """Record that ``project_id`` has an application manager listening.
+
+        Projects subscribed when a session starts get the dialogue; the others
+        get the session's ``project_policy``. InvalidInput for a project id
+        that is not a name (not a string, empty, longer than 255 characters,
+        or with a NUL character)."""
+        _str(project_id, "project_id")
         with self._lock, self._db.begin() as db:
             known = db.scalar(
                 select(SubscriptionRow.project_id).where(SubscriptionRow.project_id == project_id)
@@ -775,7 +780,22 @@ class Engine:
         self._replies.submit(session_id, answer)
 
     def reply_many(self, replies: Iterable[tuple[str, Reply]]) -> list[FenixError | None]:
-        return self._replies.submit_many(list(replies))
+        """Record a burst of replies, ``(session_id, fenix_core.model.Reply)`` each, at once.
+
+        Returns one result per item, in order: None when it was recorded, or
+        the error :meth:`reply` would have raised for it (the other items are
+        recorded all the same; of two replies of one project in a burst, the
+        second is refused as already answered). If the write itself fails,
+        that error is raised and none of them is recorded. An item that is
+        not a Reply is refused as a whole (InvalidInput ``replies[i]``,
+        nothing written): it is a caller's bug, not a project's answer."""
+        items = list(replies)
+        for index, (_, answer) in enumerate(items):
+            if not isinstance(answer, Reply):
+                raise InvalidInput(
+                    f"replies[{index}]", f"expected a Reply, got {type(answer).__name__}"
+                )
+        return self._replies.submit_many(items)
 
     # ReplySink
     def held(self, session_id: str) -> WorkingSetLike | None:

@@ -383,17 +383,20 @@ def test_a_session_that_keeps_raising_after_it_failed_stops_instead_of_spinning(
     fenix_cloud, fenix_clock, monkeypatch
 ):
     """Defence in depth: an operation whose every poll breaks the engine
-    fails the session once, then is no longer followed."""
-    import fenix_core.engine as engine_module
+    fails the session once, then is no longer followed. The break is in the
+    core's bookkeeping of an operation's status (core/operations.record,
+    where today's engine had record_status)."""
+    import fenix_core.core.operations as operations_module
 
-    real = engine_module.record_status
+    real = operations_module.record
 
-    def broken(op: Any, status: Any, now: datetime) -> None:
+    def broken(ws: Any, key: str, status: Any, now: datetime, **also: Any) -> None:
+        op = ws.ops[key]
         if op.kind == "host_up" and op.status == "running":  # its polls, not its start
             raise RuntimeError("broken bookkeeping")
-        real(op, status, now)
+        real(ws, key, status, now, **also)
 
-    monkeypatch.setattr(engine_module, "record_status", broken)
+    monkeypatch.setattr(operations_module, "record", broken)
     fill(fenix_cloud, {"cmp-0": [], "cmp-1": []})
     fenix_cloud.host_stays_down("cmp-0")
     engine = Engine(clock=fenix_clock, plugins=[fenix_cloud])
