@@ -513,15 +513,17 @@ class Engine:
         """One project's instances in the session and their states, nothing else."""
         _str(project_id, "project_id")
         with self._lock:
-            found = views.project_view(self._working_set(session_id), project_id)
+            held = cast(WorkingSet | None, self._stepper.held(session_id))
+            found = views.project_view(self._working_set(session_id), project_id, held)
         if found is None:
             raise NotFound("project", project_id, session_id=session_id)
         return found
 
     def outbox_backlog(self) -> tuple[int, datetime | None]:
         """Notifications written but not yet delivered, of every session: how
-        many, and when the oldest was written (the machine's clock: the
-        core's outbox rows carry it). Read-only: for metrics."""
+        many, and when the oldest was written (the engine's clock: the
+        core's outbox rows carry the time of their step). Read-only: for
+        metrics."""
         with self._lock:
             return views.outbox_backlog(self._db, self._outbox.watermark)
 

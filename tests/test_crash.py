@@ -91,3 +91,18 @@ def test_a_child_killed_before_its_first_commit_changes_nothing(
     report = harness.run(points)
     assert report.kills == len(points)
     assert harness.problems(report, reference) == []
+
+
+def test_a_child_killed_before_the_finished_sessions_watermark_is_written(
+    reference: CrashReport, tmp_path: Path
+) -> None:
+    """The reference's last commit is the watermark of the session's last
+    notifications, written after they were delivered; killed just before
+    it, the next child must find the ended session due, send them again and
+    mark them delivered (they stayed above the watermark for good)."""
+    harness = CrashHarness(tmp_path)
+    harness.prepare()
+    report = harness.run([reference.ticks[0] - 1])
+    assert report.kills == 1
+    assert harness.problems(report, reference) == []
+    assert report.deliveries[report.last_seq] == 2  # at least once: sent again

@@ -287,8 +287,13 @@ def test_stop_awaiting_ends_the_wait_and_sets_the_state_it_is_given() -> None:
     assert ctx.projects.awaiting_count() == 0
     assert ctx.projects.get("p1").state == "DEFAULT_MAINTENANCE"  # type: ignore[union-attr]
     assert ctx.projects.get("p2").state == "MAINTENANCE"  # type: ignore[union-attr]
-    ctx.stop_awaiting("p1", state="X")  # awaits nothing: left as it is
-    assert ctx.projects.get("p1").state == "DEFAULT_MAINTENANCE"  # type: ignore[union-attr]
+    ctx.stop_awaiting("p2")  # awaits nothing, no state given: left as it is
+    assert ctx.projects.get("p2").state == "MAINTENANCE"  # type: ignore[union-attr]
+    # Awaits nothing (the engine took its NACK before on_reply), a state
+    # given: the workflow acts for it by default and says so.
+    ctx.stop_awaiting("p1", state="DEFAULT_PREPARE_MAINTENANCE")
+    assert ctx.projects.get("p1").state == "DEFAULT_PREPARE_MAINTENANCE"  # type: ignore[union-attr]
+    assert ctx.projects.awaiting_count() == 0
     with pytest.raises(_CE, match="not a project"):
         ctx.stop_awaiting("p9")
 

@@ -90,8 +90,9 @@ class SessionContext(Protocol):
     def stop_awaiting(self, project_id: str, *, state: str | None = None) -> None:
         """The project's answer is no longer awaited (its deadline passed, or
         what it was asked about is gone); ``state`` (e.g. ``DEFAULT_<S>``: the
-        workflow acts for it) becomes its state, None keeps it. A project
-        that awaits nothing is left as it is."""
+        workflow acts for it) becomes its state, None keeps it, even when
+        the project awaits nothing any more (the engine took its NACK before
+        ``on_reply``); without ``state`` such a project is left as it is."""
 
     def notify_host(self, host: str, state: str) -> None: ...
     def notify_project(self, project_id: str, state: str, instance_ids: Sequence[str]) -> None: ...

@@ -401,7 +401,7 @@ class StepContext:
         project = self._ws.projects.get(project_id)
         if project is None:
             raise ContractError(f"project {project_id!r}", "not a project of this session")
-        if project.awaiting is not None:
+        if project.awaiting is not None or state is not None:
             self._ws.stop_awaiting(project_id, state)
 
     def notify_host(self, host: str, state: str) -> None:

@@ -69,6 +69,9 @@ class StepWrite:
     new_hosts: Sequence[tuple[Any, ...]] = ()
     new_instances: Sequence[tuple[Any, ...]] = ()
     new_projects: Sequence[tuple[Any, ...]] = ()
+    # The step's time on the engine's clock: the outbox rows' created_at
+    # (None: the machine's time, for a write made outside a step).
+    at: datetime | None = None
 
 
 @attrs.frozen

@@ -31,6 +31,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, TypeAlias, cast
 
+import attrs
 from sqlalchemy.exc import OperationalError
 
 from ..constraints import ConstraintSet
@@ -220,8 +221,15 @@ class CoreRunner:
             # a worker taking over looks at them at once.
             next_wake=now if starts else wake,
             lease_expires=frame.lease_expires,
+            at=now,
         )
         finished = adapter.final and wake is None and not starts
+        if finished and write.outbox:
+            # Due until the stepper writes the watermark of these last
+            # notifications: a worker that dies before that write leaves
+            # them to whoever polls next (a final session nobody finds due
+            # kept them undelivered for good).
+            write = attrs.evolve(write, next_wake=now)
         if finished:  # the stepper lets it go: keep nothing of it either
             self.forget(ws.session.id)
             self._replies_due.discard(ws.session.id)
@@ -245,7 +253,9 @@ class CoreRunner:
         wake, stored = self._wake(ws, now), ws.session.next_wake
         if wake is None or (stored is not None and stored < wake):
             wake = stored
-        write = ws.take_write(frame.fence, next_wake=wake, lease_expires=frame.lease_expires)
+        write = ws.take_write(
+            frame.fence, next_wake=wake, lease_expires=frame.lease_expires, at=now
+        )
         return StepOutcome(write=write, wake=None, finished=True)
 
     def _record_host_events(self, adapter: WorkingSetAdapter, now: datetime) -> None:

@@ -376,7 +376,9 @@ class SqlSessionStore:
             if write.changed_ops:
                 self._many(db, S.update_ops, OpRec.FIELDS, write.changed_ops, None, d)
             if write.outbox:
-                now = datetime.now(UTC)  # diagnostics only: delivery goes by seq
+                # The engine's clock (the outbox lag is measured on it);
+                # diagnostics only: delivery goes by seq.
+                now = write.at or datetime.now(UTC)
                 self._exec(
                     db,
                     S.insert_outbox,

@@ -399,13 +399,15 @@ class Stepper:
     def _write_watermark(self, session_id: str, fence: Fence, last: StepWrite | None) -> None:
         """A finished session is let go, so no next step carries the
         watermark of what its last step delivered: write it now (else those
-        rows would count as undelivered for good)."""
+        rows would count as undelivered for good). The last step stored
+        the session due so that, should this write not happen, the next
+        poller sends them; this one stores it due never again."""
         mark = self._outbox.watermark(session_id)
         if last is None or mark <= last.delivered_seq:
             return
         write = StepWrite(
             fence=attrs.evolve(fence, version=fence.version + 1),
-            next_wake=last.next_wake,
+            next_wake=None,
             lease_expires=last.lease_expires,
             delivered_seq=mark,
             inbox_seen_id=last.inbox_seen_id,

@@ -152,8 +152,14 @@ def timed_out_ops(db: SAEngine, session_id: str) -> list[OpRec]:
     return [OpRec(*r) for r in rows]
 
 
-def project_view(ws: WorkingSet, project_id: str) -> ProjectView | None:
-    """One project's instances and their states (None: not in the session)."""
+def project_view(
+    ws: WorkingSet, project_id: str, held: WorkingSet | None = None
+) -> ProjectView | None:
+    """One project's instances and their states (None: not in the session);
+    ``held``: this engine's copy, if it holds the session, whose running
+    moves' details may be newer than the stored ones (a step that only
+    polled need not write: a drain waiting on a disruption budget says why
+    in its polls)."""
     project = ws.projects.get(project_id)
     if project is None:
         return None
@@ -161,7 +167,7 @@ def project_view(ws: WorkingSet, project_id: str) -> ProjectView | None:
     instances = [ws.instances[i] for i in ids]
     details = {
         op.instance_id: op.detail
-        for op in ws.ops.values()
+        for op in (held or ws).ops.values()
         if op.status == OpStatus.RUNNING.value
         and op.kind in _MOVES
         and op.instance_id

@@ -727,11 +727,17 @@ class WorkingSet:
         }
 
     def take_write(
-        self, fence: Fence, *, next_wake: datetime | None, lease_expires: datetime
+        self,
+        fence: Fence,
+        *,
+        next_wake: datetime | None,
+        lease_expires: datetime,
+        at: datetime | None = None,
     ) -> StepWrite:
         """The step's changes as one write; the working set then holds them as
         written (version + 1, handled operations dropped) and keeps no list
-        of them. If the write fails, drop this working set and load again."""
+        of them. If the write fails, drop this working set and load again.
+        ``at``: the step's time on the engine's clock (the outbox rows' stamp)."""
         if fence.session_id != self.session.id or fence.version != self.session.version:
             raise ValueError(
                 f"fence {fence} does not match session {self.session.id} at "
@@ -759,6 +765,7 @@ class WorkingSet:
                 (name, None, None) if t is None else t.row()
                 for name, t in self._dirty_timers.items()
             ],
+            at=at,
         )
         for rec in (
             *self._dirty_hosts, *self._dirty_instances, *self._dirty_projects,

@@ -398,7 +398,7 @@ class FakeContext:
         project = self._projects.get(project_id)
         if project is None:
             raise ContractError(f"project {project_id!r}", "not a project of this session")
-        if project.awaiting is None:
+        if project.awaiting is None and state is None:
             return
         self._projects[project_id] = attrs.evolve(
             project, awaiting=None, state=state if state is not None else project.state
