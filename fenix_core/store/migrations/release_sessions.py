@@ -11,7 +11,8 @@ its operations and its timers (its own timer kinds). The core reads:
 * the workflow's own components (:class:`~fenix_core.workflows.rolling.RollingState`,
   for the constrained workflow also
   :class:`~fenix_core.workflows.constrained.ConstrainedState` and the
-  waves' host stages: :mod:`.release_constrained`);
+  waves' host stages: :mod:`.release_constrained`; both put together by
+  :func:`.release_translate.translate`);
 * the ``session`` component (flat: allowed actions, the cloud's constraints,
   the operation counter, labels, the approval record);
 * timers under the contract's names (``reply_deadline:<project>``,
@@ -49,7 +50,6 @@ __all__ = [
     "Untranslatable",
     "legacy_stages",
     "rolling_state",
-    "translate",
     "v2_stages",
 ]
 
@@ -61,7 +61,7 @@ SESSION_KEYS = frozenset(
 #: recomputed by the contract workflows from the records: drain_projects,
 #: admin_done, first_drained, queued_hosts, ctl_stuck, ctl_moved_off,
 #: refused_targets of instances not moving).
-_READ_KEYS = frozenset(
+READ_KEYS = frozenset(
     {
         "paused", "pause_reason", "ctl_gate", "ctl_waiting", "ctl_stuck", "ctl_last_host",
         "ctl_started", "ctl_finished", "ctl_skipped", "ctl_moved_off", "hosts_listed",
@@ -73,7 +73,7 @@ _READ_KEYS = frozenset(
 )  # fmt: skip
 #: Built-in workflows whose state is translated (a plug-in's is not known here).
 ROLLING_WORKFLOWS = frozenset({"rolling", "decommission"})
-_FINAL = frozenset(
+FINAL = frozenset(
     {
         SessionState.MAINTENANCE_DONE,
         SessionState.MAINTENANCE_FAILED,
@@ -459,7 +459,7 @@ def rolling_state(
         host_down=(list(data.get("down_hosts") or ()) or [None])[-1],
     )
     ours = [h for h in _disabled_by_us(session, hosts) if h not in waves]
-    if state in _FINAL:
+    if state in FINAL:
         st.phase = ""
         st.ended = state != SessionState.MAINTENANCE_DONE
         if st.ended and ours:
@@ -536,48 +536,3 @@ def timers(
 
 def session_body(session: OldSession) -> dict[str, Any]:
     return {k: v for k, v in session.data.items() if k in SESSION_KEYS}
-
-
-def translate(session: OldSession) -> CoreState:
-    """Everything the core reads of ``session`` (raises :class:`Untranslatable`)."""
-    from .release_constrained import constrained_state, wave_hosts
-
-    unknown = sorted(
-        k
-        for k in session.data
-        if k not in SESSION_KEYS and k not in _READ_KEYS and not k.endswith("_actions_done")
-    )
-    if unknown:
-        raise session.fail(f"its data holds {', '.join(map(repr, unknown))}, unknown here")
-    if session.workflow not in ROLLING_WORKFLOWS and session.workflow != "constrained":
-        raise session.fail(
-            f"it runs the plug-in workflow {session.workflow!r}, whose state cannot be "
-            "carried over to the contract workflows"
-        )
-    hosts = host_columns(session)
-    out = CoreState(hosts=hosts)
-    waves = wave_hosts(session) if session.workflow == "constrained" else frozenset()
-    rolling = rolling_state(session, hosts, waves)
-    out.components["session"] = session_body(session)
-    out.components[PipelineState.component] = pipeline_state(session).to_json()
-    if session.workflow == "constrained":
-        constrained = constrained_state(session, rolling, out)
-        out.components[constrained.component] = constrained.to_json()
-    else:
-        out.timers = timers(session)
-    if rolling.drain_host is None and rolling.moving is None and rolling.phase != "waves":
-        _no_stray_moves(session)
-    out.components[RollingState.component] = rolling.to_json()
-    return out
-
-
-def _no_stray_moves(session: OldSession) -> None:
-    """Outside a drain the rolling workflow follows no retry of its own."""
-    if session.state in _FINAL:
-        return
-    for timer in session.timers:
-        if timer.kind == "retry_move":
-            raise session.fail(
-                f"a migration of {timer.data.get('instance_id')} waits for its retry outside "
-                "a drain"
-            )

@@ -55,8 +55,8 @@ from fenix_core.store.migrations.release_sessions import (
     OldSession,
     OldTimer,
     Untranslatable,
-    translate,
 )
+from fenix_core.store.migrations.release_translate import translate
 
 revision = "0008"
 down_revision = "0007"
