@@ -104,6 +104,7 @@ class FakeWorkingSet:
         instance_ids: Sequence[str],
         allowed_actions: Sequence[str],
         metadata: Mapping[str, Any] | None,
+        actions_at: datetime | None = None,
     ) -> None:
         project = self.fake._projects[project_id]
         self.fake._projects[project_id] = attrs.evolve(project, state=state, awaiting=state)

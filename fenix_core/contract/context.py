@@ -86,7 +86,13 @@ class SessionContext(Protocol):
         *,
         allowed_actions: Sequence[str] = (),
         metadata: Mapping[str, Any] | None = None,
-    ) -> None: ...
+        actions_at: datetime | None = None,
+    ) -> None:
+        """Send ``state`` to each project about its ``instances`` and await its
+        answer. ``actions_at``: when the engine will act on the instances at
+        the earliest (a lead time), told in the notice; default: the reply
+        deadline."""
+
     def stop_awaiting(self, project_id: str, *, state: str | None = None) -> None:
         """The project's answer is no longer awaited (its deadline passed, or
         what it was asked about is gone); ``state`` (e.g. ``DEFAULT_<S>``: the

@@ -120,6 +120,7 @@ class WorkingSetPort(Protocol):
         instance_ids: Sequence[str],
         allowed_actions: Sequence[str],
         metadata: Mapping[str, Any] | None,
+        actions_at: datetime | None = None,
     ) -> None:
         """Set the project awaiting ``state`` and queue the question to it."""
 
@@ -391,11 +392,14 @@ class StepContext:
         *,
         allowed_actions: Sequence[str] = (),
         metadata: Mapping[str, Any] | None = None,
+        actions_at: datetime | None = None,
     ) -> None:
         for project_id, ids in instances.items():
             self._instances_of(project_id, ids, f"ask {state}")
         for project_id, ids in instances.items():
-            self._ws.ask_project(project_id, state, tuple(ids), tuple(allowed_actions), metadata)
+            self._ws.ask_project(
+                project_id, state, tuple(ids), tuple(allowed_actions), metadata, actions_at
+            )
 
     def stop_awaiting(self, project_id: str, *, state: str | None = None) -> None:
         project = self._ws.projects.get(project_id)

@@ -795,6 +795,7 @@ class WorkingSetAdapter:
         instance_ids: Sequence[str],
         allowed_actions: Sequence[str],
         metadata: Mapping[str, Any] | None,
+        actions_at: datetime | None = None,
     ) -> None:
         # The same deadline as the workflow's timer (``WorkflowBase.ask_projects``):
         # the reply intake refuses a reply after it, the notice carries it.
@@ -804,7 +805,9 @@ class WorkingSetAdapter:
             allowed_actions = self.allowed_actions()  # the cloud driver's, as today
         if metadata is None:
             metadata = self._request.metadata
-        self._planned(project_id, state, instance_ids, allowed_actions, metadata, reply_at)
+        self._planned(
+            project_id, state, instance_ids, allowed_actions, metadata, reply_at, actions_at
+        )
 
     def stop_awaiting(self, project_id: str, state: str | None) -> None:
         """The project awaits nothing any more (its reply deadline passed, the
@@ -829,6 +832,7 @@ class WorkingSetAdapter:
         allowed_actions: Sequence[str],
         metadata: Mapping[str, Any] | None,
         reply_at: datetime | None,
+        actions_at: datetime | None = None,
     ) -> None:
         self.emit(
             "maintenance_planned",
@@ -839,7 +843,9 @@ class WorkingSetAdapter:
                 "instance_ids": list(instance_ids),
                 "allowed_actions": list(allowed_actions),
                 "reply_at": _iso(reply_at),
-                "actions_at": _iso(reply_at),
+                "actions_at": _iso(
+                    max(reply_at, actions_at) if reply_at and actions_at else reply_at
+                ),
                 "metadata": dict(metadata or {}),
             },
         )

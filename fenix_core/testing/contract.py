@@ -386,6 +386,7 @@ class FakeContext:
         *,
         allowed_actions: Sequence[str] = (),
         metadata: Mapping[str, Any] | None = None,
+        actions_at: datetime | None = None,
     ) -> None:
         for project_id, ids in instances.items():
             self._require_instances_of(project_id, ids, f"ask {state}")

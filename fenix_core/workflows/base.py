@@ -7,7 +7,7 @@ passed in (a counter of the caller's ``ComponentState``)."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from ..contract import (
@@ -85,10 +85,12 @@ class WorkflowBase(Workflow):
         *,
         allowed_actions: Sequence[str] = (),
         metadata: Mapping[str, Any] | None = None,
+        actions_at: datetime | None = None,
     ) -> None:
         """Send ``state`` to the managed projects among ``instances``' keys,
         with the request's metadata unless ``metadata`` is given, and a
-        deadline ``request.reply_window(state)`` from now for each."""
+        deadline ``request.reply_window(state)`` from now for each;
+        ``actions_at``: when the instances may be acted on at the earliest."""
         managed = {}
         for project_id, ids in sorted(instances.items()):
             project = ctx.projects.get(project_id)
@@ -101,6 +103,7 @@ class WorkflowBase(Workflow):
             managed,
             allowed_actions=allowed_actions,
             metadata=ctx.request.metadata if metadata is None else metadata,
+            actions_at=actions_at,
         )
         due = ctx.now + timedelta(seconds=ctx.request.reply_window(state))
         for project_id in managed:

@@ -816,12 +816,15 @@ class ConstrainedWorkflow(RollingWorkflow):
             # engine proposes for each from its constraints (it may answer
             # with another one).
             proposed = {i.instance_id: self._action_for(ctx, i, cs, managed=True) for i in insts}
+            # A lead time holds the moves (not_before): the notice says when.
+            held = [p.not_before for i in insts if (p := ctx.instances.get(i.instance_id))]
             self.ask_projects(
                 ctx,
                 _ASKED,
                 {project_id: [i.instance_id for i in insts]},
                 allowed_actions=allowed_actions(ctx),
                 metadata={**ctx.request.metadata, "proposed_actions": proposed},
+                actions_at=max((t for t in held if t is not None), default=None),
             )
 
     def _action_for(
