@@ -1197,9 +1197,17 @@ class ConstrainedWorkflow(RollingWorkflow):
             rules=rules,
             feasible=feasible,
         )
-        opened = False
+        opened = held = False
+        controls = ctx.request.controls
+        # A host refused for its zone (rack ...) keeps no host of an open zone
+        # from going; a window, pacing or a pause holds every host alike, and
+        # asking about another host would restart a gate's checks.
+        try_others = bool(controls.max_topology_in_maintenance) and not controls.gates
         for name in chosen:
             if not ctx.admit(name).admitted:
+                held = True
+                if try_others:
+                    continue
                 return opened, True  # a window, pacing, a gate or a pause holds the rest
             opened = True
             ctx.set_host_state(name, HostState.DRAINING)
@@ -1219,7 +1227,7 @@ class ConstrainedWorkflow(RollingWorkflow):
         if opened:
             cst.stamp = counts.stamp = _new_stamp()
             ctx.state_of(RollingState).listed = False  # progress: list again when stuck
-        return opened, False
+        return opened, held
 
     @staticmethod
     def _best(fed: dict[str, float]) -> list[str]:
