@@ -1,26 +1,26 @@
 """The Engine: the public API of fenix-core, a facade over the core.
 
-A session is created by the pure :class:`~fenix_core.core.factory.SessionFactory`
-and inserted by :class:`~fenix_core.core.sql_store.SqlSessionStore`; it is
-stepped by the :class:`~fenix_core.core.stepper.Stepper` (due queue, leases
-on ``session_clock`` held by :class:`~fenix_core.core.leases.SqlLeaseKeeper`,
+A session is created by the pure ``fenix_core.core.factory.SessionFactory``
+and inserted by ``fenix_core.core.sql_store.SqlSessionStore``; it is
+stepped by the ``fenix_core.core.stepper.Stepper`` (due queue, leases
+on ``session_clock`` held by ``fenix_core.core.leases.SqlLeaseKeeper``,
 one fenced write per step, database errors retried) running contract
 workflows (:mod:`fenix_core.contract`) through
-:class:`~fenix_core.core.runner.CoreRunner`; notifications go out through the
-:class:`~fenix_core.core.outbox.Outbox` as blinker signals (``sender`` is the
+``fenix_core.core.runner.CoreRunner``; notifications go out through the
+``fenix_core.core.outbox.Outbox`` as blinker signals (``sender`` is the
 Engine), and replies come in through
-:class:`~fenix_core.core.replies.ReplyIntake` (checked on the held working
+``fenix_core.core.replies.ReplyIntake`` (checked on the held working
 set without SQL, group commit).
 
-The admin's controls live in :mod:`~fenix_core.core.admin`, the read side in
-:mod:`~fenix_core.core.views`, approve-then-execute in
-:mod:`~fenix_core.core.approvals` and
-:class:`~fenix_core.approval_service.ApprovalService`, the inventory in
-:class:`~fenix_core.core.inventory.InventoryCache` (what ``Inventory``,
+The admin's controls live in ``fenix_core.core.admin``, the read side in
+``fenix_core.core.views``, approve-then-execute in
+``fenix_core.core.approvals`` and
+``fenix_core.approval_service.ApprovalService``, the inventory in
+``fenix_core.core.inventory.InventoryCache`` (what ``Inventory``,
 ``ListHosts`` and ``Locate`` find is applied to the records before the
-workflow hears of it: :mod:`~fenix_core.core.listings`), constraints in the
-:class:`~fenix_core.core.constraint_service.ConstraintService` (a change makes
-every held session decide again), stuck work in :mod:`~fenix_core.core.stuck`.
+workflow hears of it: ``fenix_core.core.listings``), constraints in the
+``fenix_core.core.constraint_service.ConstraintService`` (a change makes
+every held session decide again), stuck work in ``fenix_core.core.stuck``.
 See docs/internals.md.
 """
 
@@ -91,7 +91,7 @@ from .store.leases import live_holder
 from .store.schema import SessionClockRow, SessionStateRow, SubscriptionRow
 from .views import build_approval_view
 
-__all__ = ["Engine", "working_rows"]
+__all__ = ["Engine"]
 
 log = logging.getLogger("fenix_core.core")
 
@@ -488,8 +488,8 @@ class Engine:
         return self.get_session(session_id)
 
     def get_session(self, session_id: str) -> SessionView:
-        """The session: state, percent done, hosts and their states, reason
-        (today's ``SessionView``), as last committed."""
+        """The session: state, percent done, hosts and their states, reason,
+        waits and stuck work (a ``SessionView``)."""
         with self._lock:
             ws = self._working_set(session_id)
             ignored = self._constraints.contradicted(session_id, _cloud_groups(ws))
@@ -513,8 +513,9 @@ class Engine:
         """One project's instances in the session and their states, nothing else."""
         _str(project_id, "project_id")
         with self._lock:
+            ws = self._working_set(session_id)  # checks session_id first
             held = cast(WorkingSet | None, self._stepper.held(session_id))
-            found = views.project_view(self._working_set(session_id), project_id, held)
+            found = views.project_view(ws, project_id, held)
         if found is None:
             raise NotFound("project", project_id, session_id=session_id)
         return found

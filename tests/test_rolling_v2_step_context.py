@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -71,9 +72,14 @@ class LoggingWorkingSet(FakeWorkingSet):
         instance_ids: Sequence[str],
         allowed_actions: Sequence[str],
         metadata: Mapping[str, Any] | None,
+        actions_at: datetime | None = None,
     ) -> None:
         self.fake.ask(
-            state, {project_id: instance_ids}, allowed_actions=allowed_actions, metadata=metadata
+            state,
+            {project_id: instance_ids},
+            allowed_actions=allowed_actions,
+            metadata=metadata,
+            actions_at=actions_at,
         )
 
     def notify_host(self, host: str, state: str) -> None:
