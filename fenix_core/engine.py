@@ -88,7 +88,7 @@ from .signals import SIGNALS, maintenance_host
 from .states import FINAL_SESSION_STATES, HostState, InstanceState
 from .store.database import migrate, open_database
 from .store.leases import live_holder
-from .store.schema import SessionClockRow, SessionStateRow, SubscriptionRow
+from .store.schema import SessionClockRow, SessionRow, SessionStateRow, SubscriptionRow
 from .views import build_approval_view
 
 __all__ = ["Engine"]
@@ -178,6 +178,15 @@ class _HeldFacts:
 _SESSION_BODY = select(SessionStateRow.body).where(
     SessionStateRow.session_id == bindparam("session_id"),
     SessionStateRow.component == SESSION_COMPONENT,
+)
+
+
+#: Whether a session has ended with nothing left to follow: its state and
+#: stored wake-up only (the rest of its rows are not needed for that).
+_STATE_AND_WAKE = (
+    select(SessionRow.state, SessionClockRow.next_wake)
+    .join(SessionClockRow, SessionClockRow.session_id == SessionRow.id)
+    .where(SessionRow.id == bindparam("session_id"))
 )
 
 
@@ -421,7 +430,9 @@ class Engine:
             if plan is None:
                 self._stepper.wake(session_id)
             self._deliver_host_changes()
-        self._warn_ignored(session_id)
+        data = dict(zip(SESSION_COLUMNS, new.session, strict=True))["data"]
+        contradicted = self._constraints.contradicted(session_id, cloud_groups(data))
+        warn_ignored(session_id, contradicted)
         if plan is None:
             self._wake.set()
         return session_id
@@ -765,10 +776,6 @@ class Engine:
                 self._stepper.wake(session_id)
         self._wake.set()
 
-    def _warn_ignored(self, session_id: str) -> None:
-        ws = self._store.load(session_id)
-        warn_ignored(session_id, self._constraints.contradicted(session_id, _cloud_groups(ws)))
-
     # ------------------------------------------------------------------ replies
 
     def reply(
@@ -966,8 +973,11 @@ class Engine:
             self._wake.clear()
 
     def _finished(self, session_id: str) -> bool:
-        ws = self._store.load(session_id)
-        return ws.session.state in _FINAL and ws.session.next_wake is None
+        with self._db.connect() as db:
+            found = db.execute(_STATE_AND_WAKE, {"session_id": session_id}).one_or_none()
+        if found is None:  # deleted meanwhile
+            raise NotFound("session", session_id, session_id=session_id)
+        return found.state in _FINAL and found.next_wake is None
 
     # ------------------------------------------------------------------ delivery
 
