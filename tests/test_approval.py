@@ -1,7 +1,7 @@
 """Approve, then execute: a session created with ``approval: "required"`` plans
 over its own snapshot of the cloud, waits holding no host and touching
 nothing, and starts only when approved on a plan that still fits the cloud;
-otherwise it is re-planned and shown again."""
+otherwise it is re-planned and shown again. The engines run on a database file."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from sqlalchemy import select
 
 from fenix_core import Engine, hookimpl
 from fenix_core.approval import changes, facts, plan_id
@@ -22,6 +23,7 @@ from fenix_core.constraints import ConstraintSet, GroupConstraints, InstanceCons
 from fenix_core.errors import Conflict, InvalidInput, NotFound, Replanned
 from fenix_core.hookspecs import GateContext, GateResult
 from fenix_core.model import Host, Instance
+from fenix_core.store.schema import SessionRow
 from fenix_core.testing import SimulatedCloud, TimedAction
 
 #: What the simulated cloud logs when something asks it to change.
@@ -38,10 +40,24 @@ def build(cloud: SimulatedCloud, hosts: int = 4) -> None:
 
 
 @pytest.fixture
-def engine(fenix_cloud: SimulatedCloud, fenix_engine_factory: Any) -> Engine:
+def make(
+    fenix_cloud: SimulatedCloud, fenix_engine_factory: Any, tmp_path: Path
+) -> Callable[..., Engine]:
+    """make(*plugins, **options): an engine on the test's database file, over
+    the cloud of :func:`build`."""
     build(fenix_cloud)
-    made: Engine = fenix_engine_factory(TimedAction("upgrade", seconds=300))
+
+    def made(*plugins: object, **kwargs: Any) -> Engine:
+        kwargs.setdefault("database_url", f"sqlite:///{tmp_path / 'fenix.db'}")
+        engine: Engine = fenix_engine_factory(*plugins, **kwargs)
+        return engine
+
     return made
+
+
+@pytest.fixture
+def engine(make: Callable[..., Engine]) -> Engine:
+    return make(TimedAction("upgrade", seconds=300))
 
 
 def writes(cloud: SimulatedCloud) -> list[tuple[str, str | None]]:
@@ -72,8 +88,12 @@ def test_a_waiting_session_shows_its_plan_and_touches_nothing_for_days(
     assert sorted(plan["hosts"]) == ["cmp-0", "cmp-1", "cmp-2", "cmp-3"]
     assert plan["estimated_makespan_seconds"] > 0
     assert engine.get_plan(sid) == view.approval
+    assert engine.run_until_idle() == 0
     assert engine.next_wake() is None
-    wait_days(engine, fenix_clock, 3)
+    end = fenix_clock.now() + timedelta(days=3)
+    while fenix_clock.now() < end:  # never stepped: nothing to run, for days
+        assert engine.run_until_idle() == 0
+        fenix_clock.wait(fenix_clock.now() + timedelta(hours=6), threading.Event())
     assert engine.get_session(sid).state == "AWAITING_APPROVAL"
     assert writes(fenix_cloud) == []
     assert [h.state for h in engine.get_session(sid).hosts] == ["PENDING"] * 4
@@ -87,15 +107,19 @@ def test_approved_unchanged_it_runs_the_plan(engine: Engine, fenix_cloud: Simula
     assert view.waiting is None or "approval" not in view.waiting
     assert view.approval is not None
     assert view.approval.approved_at is not None
+    approved = engine.get_plan(sid)
+    assert (approved.plan_id, approved.approved_at) == (reviewed, engine.clock.now())
     done = engine.run_until_done(sid)
     assert done.state == "MAINTENANCE_DONE"
+    assert {h.state for h in done.hosts} == {"MAINTAINED"}
+    assert writes(fenix_cloud)  # it did run
     # The plan's waves are the order the hosts were really maintained in.
     started = sorted(done.hosts, key=lambda h: (h.started_at, h.name))
     waves = [host for wave in view.approval.plan["waves"] for host in wave["hosts"]]
     assert [h.name for h in started] == waves
-    assert engine.get_plan(sid).plan_id == reviewed
-    with pytest.raises(Conflict, match="does not await approval"):
+    with pytest.raises(Conflict, match=r"does not await approval \(it is MAINTENANCE_DONE\)"):
         engine.approve_session(sid)
+    assert engine.get_plan(sid).plan_id == reviewed
 
 
 def remove_host(engine: Engine, cloud: SimulatedCloud) -> None:
@@ -145,13 +169,14 @@ def grouped(engine: Engine) -> Engine:
     return engine
 
 
+@pytest.mark.parametrize("workflow", ["rolling", "constrained"])
 @pytest.mark.parametrize("change", sorted(CHANGES))
 def test_a_change_between_create_and_approve_replans_and_keeps_waiting(
-    grouped: Engine, fenix_cloud: SimulatedCloud, change: str
+    grouped: Engine, fenix_cloud: SimulatedCloud, change: str, workflow: str
 ) -> None:
     engine = grouped
     # reply_policy default: a subscribed manager that never answers is acted for.
-    sid = engine.create_session({**APPROVAL, "workflow": "constrained", "reply_policy": "default"})
+    sid = engine.create_session({**APPROVAL, "workflow": workflow, "reply_policy": "default"})
     first = engine.get_plan(sid)
     mutate, said = CHANGES[change]
     mutate(engine, fenix_cloud)
@@ -166,6 +191,9 @@ def test_a_change_between_create_and_approve_replans_and_keeps_waiting(
     assert view.approval is not None
     assert view.approval.plan_id == replanned.plan_id != first.plan_id
     assert view.approval.changes == replanned.changes
+    stored = engine.get_plan(sid)
+    assert stored.plan_id == replanned.plan_id
+    assert stored.changes == replanned.changes
     assert writes(fenix_cloud) == []
     # The plan the admin saw first is stale now.
     with pytest.raises(Conflict, match=f"plan {first.plan_id} is not the session's plan"):
@@ -201,11 +229,15 @@ def test_a_named_host_gone_is_dropped_from_the_plan_and_shown_removed(
 ) -> None:
     sid = engine.create_session({**APPROVAL, "hosts": ["cmp-1", "cmp-3"]})
     fenix_cloud.remove_host("cmp-3")
+    fenix_cloud.add_host("cmp-7", vcpus=8)
+    fenix_cloud.relocate("vm-0", "cmp-7")
     with pytest.raises(Replanned, match="hosts gone from the cloud: cmp-3"):
         engine.approve_session(sid)
     view = engine.get_session(sid)
     assert view.host("cmp-3").state == "REMOVED"
     assert view.host("cmp-3").reason == "gone from the cloud before the session was approved"
+    assert view.host("cmp-1").state == "PENDING"
+    assert "cmp-7" not in {h.name for h in view.hosts}  # a target now, not maintained
     assert view.approval is not None
     assert view.approval.plan["hosts"] == ["cmp-1"]
     engine.approve_session(sid)
@@ -228,6 +260,7 @@ def test_a_waiting_session_holds_no_host_and_approval_checks_them_again(
     with pytest.raises(Conflict, match=f"host cmp-1 is already in running session {running}"):
         engine.approve_session(waiting)
     assert engine.get_session(waiting).state == "AWAITING_APPROVAL"
+    assert engine.get_plan(waiting).approved_at is None  # nothing written
     assert engine.run_until_done(running).state == "MAINTENANCE_DONE"
     # The other session moved instances: the plan is made again over where they are.
     with pytest.raises(Replanned, match="instances moved: vm-1 cmp-1 -> "):
@@ -298,9 +331,10 @@ def test_bad_approval_requests_are_refused_naming_the_field(engine: Engine) -> N
         engine.get_plan(sid)
     with pytest.raises(NotFound):
         engine.approve_session("no-such-session")
-    with pytest.raises(InvalidInput) as bad:
-        engine.approve_session(waiting, 42)  # type: ignore[arg-type]
-    assert bad.value.field == "plan_id"
+    for plan in (42, ""):
+        with pytest.raises(InvalidInput) as bad:
+            engine.approve_session(waiting, plan)  # type: ignore[arg-type]
+        assert bad.value.field == "plan_id"
     assert engine.get_session(waiting).state == "AWAITING_APPROVAL"
 
 
@@ -317,11 +351,8 @@ class SiteGate:
         return GateResult.ok()
 
 
-def test_an_unsimulated_request_still_waits_with_the_reason(
-    fenix_cloud: SimulatedCloud, fenix_engine_factory: Any
-) -> None:
-    build(fenix_cloud)
-    engine: Engine = fenix_engine_factory(SiteGate())
+def test_an_unsimulated_request_still_waits_with_the_reason(make: Callable[..., Engine]) -> None:
+    engine = make(SiteGate())
     sid = engine.create_session(
         {"approval": "required", "controls": {"gates": [{"name": "site-gate"}]}}
     )
@@ -411,21 +442,44 @@ def test_any_change_of_the_facts_is_named_and_changes_the_plan_id(
 
 
 def test_an_engine_may_bring_its_own_previewer(
-    fenix_cloud: SimulatedCloud, fenix_engine_factory: Any, monkeypatch: pytest.MonkeyPatch
+    make: Callable[..., Engine], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    build(fenix_cloud)
     asked: list[tuple[str, ...]] = []
 
     def previewer(request: Any, *, scope: Any, **_: Any) -> dict[str, Any]:
         asked.append(tuple(scope))
         return {"waves": [{"index": 0, "hosts": list(scope), "start": 0.0, "end": 60.0}]}
 
-    own: Engine = fenix_engine_factory(previewer=previewer)
+    own = make(previewer=previewer)
     sid = own.create_session({"approval": "required", "hosts": ["cmp-0", "cmp-1"]})
     assert own.get_plan(sid).plan["waves"][0]["hosts"] == ["cmp-0", "cmp-1"]
     assert asked == [("cmp-0", "cmp-1")]
+    # No hosts named: the previewer is asked over every host of the cloud.
+    whole = own.create_session({"approval": "required"})
+    assert own.get_plan(whole).plan["waves"][0]["hosts"] == ["cmp-0", "cmp-1", "cmp-2", "cmp-3"]
+    assert asked[-1] == ("cmp-0", "cmp-1", "cmp-2", "cmp-3")
     # The package sets the default; without any, the plan says there is none.
     monkeypatch.setattr(Engine, "default_previewer", None)
-    bare: Engine = fenix_engine_factory()
+    bare = make()
     other = bare.create_session({"approval": "required", "hosts": ["cmp-2"]})
     assert "no previewer" in bare.get_plan(other).plan["unavailable"]
+
+
+def test_the_default_group_rules_are_explicit_in_the_stored_request(
+    make: Callable[..., Engine],
+) -> None:
+    engine = make(
+        TimedAction("upgrade", seconds=300), default_group_constraints={"recovery_time": 60}
+    )
+    sid = engine.create_session(
+        {**APPROVAL, "default_group_constraints": {"max_impacted_members": 2}}
+    )
+    assert engine.get_plan(sid).plan["state"] == "MAINTENANCE_DONE"  # made over that request
+    with engine.database.connect() as db:
+        request = db.scalar(select(SessionRow.request).where(SessionRow.id == sid))
+    assert request["default_group_constraints"] == {
+        "max_impacted_members": 2,
+        "recovery_time": 60,
+        "anti_affinity_group": False,
+        "max_instances_per_host": 0,
+    }
