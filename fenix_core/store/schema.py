@@ -107,7 +107,7 @@ class SessionRow(Base):
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
     finished_at: Mapped[datetime | None]
-    # The engine worker working on the session (fenix_core.store.leases): its
+    # The engine worker working on the session (fenix_core.core.leases): its
     # id, until when (real time), and the lease's generation, which a step's
     # commit checks so that a worker that lost the lease cannot commit.
     lease_owner: Mapped[str | None] = mapped_column(String(255))

@@ -1,24 +1,30 @@
 """Migration 0008's translation of a constrained session of the previous
 release (the part that is not the rolling workflow's: the waves).
 
-Kept apart from :mod:`.release_sessions` so the constrained workflow's
-owners can change it with :class:`~fenix_core.workflows.constrained.ConstrainedState`.
+Kept apart from :mod:`.release_sessions` (the rolling and session part).
 
 The previous engine's waves keep: ``data["wave"]``, the hosts' pipeline
 stage (its own list of stages), per instance the wave, lead time
 (``not_before``) and recovery (``impacted_until``), a ``wave_wake`` timer and
 ``retry_move`` timers. The contract's waves keep the wave counter, the
 instances in recovery, the moves waiting for a retry and their wake-up in
-:class:`ConstrainedState`, and per open host its stage index with flags
-(``WE_DISABLED``, ``BUSY``, ``DISABLING``) in ``HostView.stage``."""
+``ConstrainedState`` (frozen in :mod:`.release_frozen`), and per open host
+its stage index with flags (``WE_DISABLED``, ``BUSY``, ``DISABLING``) in
+``HostView.stage``."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from ...states import HostState, SessionState
-from ...workflows.constrained import BUSY, DISABLING, WE_DISABLED, ConstrainedState
-from ...workflows.rolling import SCHEDULER, RollingState
+from . import release_frozen as S
+from .release_frozen import (
+    BUSY,
+    DISABLING,
+    SCHEDULER,
+    WE_DISABLED,
+    ConstrainedState,
+    RollingState,
+)
 from .release_sessions import (
     DISABLE_FIRST,
     CoreState,
@@ -31,11 +37,11 @@ from .release_sessions import (
 
 __all__ = ["constrained_state", "wave_hosts"]
 
-_OPEN = frozenset({HostState.DRAINING, HostState.DRAINED, HostState.IN_MAINTENANCE})
+_OPEN = frozenset({S.DRAINING, S.DRAINED, S.IN_MAINTENANCE})
 
 
 def _in_waves(session: OldSession) -> bool:
-    return session.state == SessionState.PLANNED_MAINTENANCE and session.phase == "waves"
+    return session.state == S.PLANNED_MAINTENANCE and session.phase == "waves"
 
 
 def wave_hosts(session: OldSession) -> frozenset[str]:
@@ -54,7 +60,7 @@ def _wave_host_stage(session: OldSession, name: str, out: CoreState) -> int:
     cols = out.hosts[name]
     disabling = bool(session.open_ops("disable_host", name))
     flags = WE_DISABLED if cols["disabled_by_session"] else 0
-    if host.state == HostState.DRAINING:
+    if host.state == S.DRAINING:
         return flags | (DISABLING if disabling else 0)
     stages = legacy_stages(session, host)
     here = stages[host.stage] if host.stage < len(stages) else None

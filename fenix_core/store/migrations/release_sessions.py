@@ -5,21 +5,22 @@ The previous engine kept a session's progress in ``sessions.phase``, the
 ``sessions.data`` dict, the hosts' pipeline stage (its own list of stages),
 its operations and its timers (its own timer kinds). The core reads:
 
-* the ``pipeline`` component (:class:`~fenix_core.core.pipeline.PipelineState`)
-  and, per host, the admission times (``started_at`` / ``finished_at``: a
-  host admitted and not finished is in flight) and whether it is enabled now;
-* the workflow's own components (:class:`~fenix_core.workflows.rolling.RollingState`,
-  for the constrained workflow also
-  :class:`~fenix_core.workflows.constrained.ConstrainedState` and the
-  waves' host stages: :mod:`.release_constrained`; both put together by
+* the ``pipeline`` component (``PipelineState``) and, per host, the
+  admission times (``started_at`` / ``finished_at``: a host admitted and not
+  finished is in flight) and whether it is enabled now;
+* the workflow's own components (``RollingState``, for the constrained
+  workflow also ``ConstrainedState`` and the waves' host stages:
+  :mod:`.release_constrained`; both put together by
   :func:`.release_translate.translate`);
 * the ``session`` component (flat: allowed actions, the cloud's constraints,
   the operation counter, labels, the approval record);
 * timers under the contract's names (``reply_deadline:<project>``,
   ``retry_move:<instance>``, ``pipeline:wait``, ``waves``, ``start``).
 
-The bodies are built with the core's own classes, so what is written is
-what the code of this release reads. A state this translation cannot carry
+The bodies are built with copies of the core's classes as they were in the
+release of this migration (:mod:`.release_frozen`): what is written is what
+that release read, whatever the code installed when it runs (a later
+release converts it through its ``from_json``). A state this translation cannot carry
 over faithfully raises :class:`Untranslatable` (the migration refuses the
 upgrade, naming the session)."""
 
@@ -31,12 +32,17 @@ from typing import Any
 
 import attrs
 
-from ...budgets import domains, resolve_cap
-from ...core.pipeline import PipelineState
-from ...model import SessionRequest, host_action_types
-from ...states import HostState, SessionState, budget_hosts
-from ...workflows.components.dialogue import deadline_timer
-from ...workflows.rolling import RollingState, RollingWorkflow
+from . import release_frozen as S
+from .release_frozen import (
+    OldRequest,
+    PipelineState,
+    RollingState,
+    budget_hosts,
+    deadline_timer,
+    domains,
+    resolve_cap,
+    rolling_stages,
+)
 
 __all__ = [
     "SESSION_KEYS",
@@ -73,14 +79,8 @@ READ_KEYS = frozenset(
 )  # fmt: skip
 #: Built-in workflows whose state is translated (a plug-in's is not known here).
 ROLLING_WORKFLOWS = frozenset({"rolling", "decommission"})
-FINAL = frozenset(
-    {
-        SessionState.MAINTENANCE_DONE,
-        SessionState.MAINTENANCE_FAILED,
-        SessionState.MAINTENANCE_CANCELLED,
-    }
-)
-_DRAIN = frozenset({SessionState.PREPARE_MAINTENANCE, SessionState.PLANNED_MAINTENANCE})
+FINAL = S.FINAL_SESSION_STATES
+_DRAIN = frozenset({S.PREPARE_MAINTENANCE, S.PLANNED_MAINTENANCE})
 #: The previous engine's first stage of a host it disabled before anything
 #: else (the contract workflows disable after IN_MAINTENANCE).
 DISABLE_FIRST = "disable_first"
@@ -164,11 +164,11 @@ class OldTimer:
 class OldSession:
     id: str
     workflow: str
-    state: SessionState
+    state: str
     phase: str
     version: int
     data: Mapping[str, Any]
-    request: SessionRequest
+    request: OldRequest
     hosts: Mapping[str, OldHost]
     instances: Mapping[str, OldInstance]
     projects: Mapping[str, OldProject]
@@ -208,11 +208,6 @@ def _time(value: Any) -> datetime | None:
 # --------------------------------------------------------------------------- host stages
 
 
-def _actions(session: OldSession, host: OldHost) -> int:
-    types = host_action_types(host.type)
-    return sum(1 for a in session.request.actions if a.type in types)
-
-
 def legacy_stages(session: OldSession, host: OldHost) -> list[str]:
     """The previous engine's stages of ``host`` (``workflows.base.host_stages``),
     its k-th action named ``action:k`` as the contract workflows name it."""
@@ -222,7 +217,7 @@ def legacy_stages(session: OldSession, host: OldHost) -> list[str]:
     if drains:
         stages.append("verify_empty")
     stages.append("notify_in")
-    stages += [f"action:{k}" for k in range(_actions(session, host))]
+    stages += [f"action:{k}" for k in range(session.request.actions_on(host.type))]
     if host.name in session.request.decommission_hosts:
         return [*stages, "decommission"]
     stages.append("host_up")
@@ -231,20 +226,9 @@ def legacy_stages(session: OldSession, host: OldHost) -> list[str]:
     return [*stages, "notify_complete"]
 
 
-@attrs.frozen
-class _StagesOf:
-    """What ``RollingWorkflow._stages`` reads of a context and a host."""
-
-    request: SessionRequest
-    name: str = ""
-    type: str = ""
-
-
 def v2_stages(session: OldSession, host: OldHost) -> list[str]:
     """The contract workflows' stages of ``host``, as the workflow lists them."""
-    seen = _StagesOf(session.request, host.name, host.type)
-    stages: list[str] = RollingWorkflow()._stages(seen, RollingState(), seen)  # type: ignore[arg-type]
-    return stages
+    return rolling_stages(session.request, host.name, host.type)
 
 
 def stage_in_v2(session: OldSession, host: OldHost, busy: bool) -> int:
@@ -279,10 +263,10 @@ def pipeline_state(session: OldSession) -> PipelineState:
     """``ctl_*``, ``paused`` and the gate in flight as the pipeline's counters
     (what :class:`~fenix_core.core.pipeline.HostPipeline` would hold after
     admitting and finishing the same hosts at the same times)."""
-    data, controls = session.data, session.request.controls
+    data, request = session.data, session.request
     started = {h: _time(t) for h, t in dict(data.get("ctl_started") or {}).items()}
     finished = {h: _time(t) for h, t in dict(data.get("ctl_finished") or {}).items()}
-    removed = {h.name for h in session.hosts.values() if h.state == HostState.REMOVED}
+    removed = {h.name for h in session.hosts.values() if h.state == S.REMOVED}
     skipped = set(data.get("ctl_skipped") or ())
     in_flight = [h for h in started if h not in finished and h not in skipped | removed]
     durations = [
@@ -291,18 +275,18 @@ def pipeline_state(session: OldSession) -> PipelineState:
         if (started_at := started.get(h)) is not None and end is not None and h not in removed
     ]
     hosts = budget_hosts(h.state for h in session.hosts.values())
-    caps = (controls.max_hosts_per_hour, controls.max_hosts_per_day)
+    caps = (request.max_hosts_per_hour, request.max_hosts_per_day)
     keep = max((resolve_cap(c, hosts) for c in caps if c is not None), default=0)
     starts = sorted(t.isoformat() for t in started.values() if t is not None)
     labels = data.get("host_labels") or {}
     open_domains: dict[str, dict[str, int]] = {}
-    for cap in controls.max_topology_in_maintenance:
+    for key in request.topology_keys:
         counts: dict[str, int] = {}
         for host in in_flight:
-            for domain in domains(labels.get(host) or {}, cap.key):
+            for domain in domains(labels.get(host) or {}, key):
                 counts[domain] = counts.get(domain, 0) + 1
         if counts:
-            open_domains[cap.key] = counts
+            open_domains[key] = counts
     gate = data.get("ctl_gate") or {}
     gate_host = gate.get("host")
     waiting = data.get("ctl_waiting") or {}
@@ -367,12 +351,10 @@ def _phase_of_maintenance(session: OldSession, st: RollingState) -> str:
     listing = session.open_ops("list_hosts")
     if any(op.params.get("before") == "SCALE_IN" for op in listing):
         return "listing"
-    pre = sum(1 for a in session.request.actions if a.type == "pre")
+    pre = session.request.count("pre")
     if st.pre_done >= pre and not st.action_running and (listing or st.hosts_listed):
         st.adding = bool(listing) or any(
-            session.open_ops(host=h.name)
-            for h in session.hosts.values()
-            if h.state == HostState.ADDING
+            session.open_ops(host=h.name) for h in session.hosts.values() if h.state == S.ADDING
         )
         return "hosts"
     return "pre"
@@ -435,8 +417,7 @@ def _disabled_by_us(session: OldSession, hosts: Mapping[str, dict[str, Any]]) ->
         for name, cols in hosts.items()
         if cols["disabled_by_session"]
         and name not in down
-        and session.hosts[name].state
-        not in (HostState.DECOMMISSIONED, HostState.SKIPPED, HostState.REMOVED)
+        and session.hosts[name].state not in (S.DECOMMISSIONED, S.SKIPPED, S.REMOVED)
     ]
 
 
@@ -461,7 +442,7 @@ def rolling_state(
     ours = [h for h in _disabled_by_us(session, hosts) if h not in waves]
     if state in FINAL:
         st.phase = ""
-        st.ended = state != SessionState.MAINTENANCE_DONE
+        st.ended = state != S.MAINTENANCE_DONE
         if st.ended and ours:
             # The previous engine enables every host it disabled once nothing
             # runs there; the contract enables its one host the same way.
@@ -473,9 +454,9 @@ def rolling_state(
     if len(ours) > 1:
         raise session.fail(f"more than one host disabled by it ({', '.join(ours)})")
     st.we_disabled = ours[0] if ours else None
-    if state == SessionState.MAINTENANCE:
+    if state == S.MAINTENANCE:
         st.phase = _phase_of_maintenance(session, st)
-    elif state == SessionState.SCALE_IN:
+    elif state == S.SCALE_IN:
         if session.open_ops("list_hosts"):
             st.phase = "listing"
         elif session.phase in ("confirm", "refresh"):
@@ -484,12 +465,12 @@ def rolling_state(
             raise session.fail(f"SCALE_IN phase {session.phase!r} is not one this upgrade knows")
     elif state in _DRAIN:
         _drain(session, st, hosts)
-    elif state == SessionState.START_MAINTENANCE:
+    elif state == S.START_MAINTENANCE:
         st.phase = ""
         _current_host(session, st)
-    elif state == SessionState.MAINTENANCE_COMPLETE:
+    elif state == S.MAINTENANCE_COMPLETE:
         st.phase = "confirm" if session.phase == "confirm" else "post"
-    elif state == SessionState.AWAITING_APPROVAL:
+    elif state == S.AWAITING_APPROVAL:
         st.phase = "confirm"
     else:
         raise session.fail(f"state {state} is not one this upgrade knows")

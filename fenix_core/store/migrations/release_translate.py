@@ -4,9 +4,8 @@ constrained waves (:mod:`.release_constrained`), put together."""
 
 from __future__ import annotations
 
-from ...core.pipeline import PipelineState
-from ...workflows.rolling import RollingState
 from .release_constrained import constrained_state, wave_hosts
+from .release_frozen import PipelineState, RollingState
 from .release_sessions import (
     FINAL,
     READ_KEYS,

@@ -15,7 +15,10 @@ the core never writes that column) this revision
    refused, draining), from the columns the previous engine kept writing;
 2. replaces its components, host columns and timers by the translation of
    :mod:`fenix_core.store.migrations.release_sessions` (the constrained
-   waves: :mod:`~fenix_core.store.migrations.release_constrained`);
+   waves: :mod:`~fenix_core.store.migrations.release_constrained`), built
+   with the pieces of this release's code frozen in
+   :mod:`~fenix_core.store.migrations.release_frozen` (this revision imports
+   nothing of fenix_core outside its migrations package);
 3. empties its ``data`` (so no later conversion can take it for one of the
    previous release).
 
@@ -44,8 +47,11 @@ from typing import Any
 import sqlalchemy as sa
 from alembic import op
 
-from fenix_core.model import SessionRequest
-from fenix_core.states import FINAL_SESSION_STATES, SessionState
+from fenix_core.store.migrations.release_frozen import (
+    FINAL_SESSION_STATES,
+    SESSION_STATES,
+    OldRequest,
+)
 from fenix_core.store.migrations.release_sessions import (
     CoreState,
     OldHost,
@@ -75,6 +81,12 @@ def _json(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str) else value
 
 
+def _state(value: str) -> str:
+    if value not in SESSION_STATES:
+        raise ValueError(f"{value!r} is not a session state")
+    return value
+
+
 def _convert_0007() -> Callable[..., None]:
     """0007's ``convert`` (revision files are not importable by name)."""
     path = Path(__file__).with_name("0007_core_v2.py")
@@ -101,11 +113,11 @@ def _old_session(bind: sa.engine.Connection, t: dict[str, sa.Table], row: Any) -
     return OldSession(
         id=sid,
         workflow=row.workflow,
-        state=SessionState(row.state),
+        state=_state(row.state),
         phase=row.phase or "",
         version=row.version or 0,
         data=_json(row.data) or {},
-        request=SessionRequest.from_dict(_json(row.request)),
+        request=OldRequest.from_json(_json(row.request)),
         hosts={
             h.name: OldHost(
                 h.name, h.type, h.state, h.stage or 0, bool(h.enabled), bool(h.disabled_by_session)
@@ -194,7 +206,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     sessions = sa.Table("sessions", sa.MetaData(), autoload_with=op.get_bind())
-    final = [s.value for s in FINAL_SESSION_STATES]
+    final = sorted(FINAL_SESSION_STATES)
     running = (
         op.get_bind()
         .execute(sa.select(sessions.c.id).where(sessions.c.state.not_in(final)))
