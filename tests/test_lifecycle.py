@@ -667,31 +667,6 @@ def test_a_listing_brings_the_cloud_rules_of_new_instances(clock: SimClock, url:
     assert violations(cloud) == []
 
 
-@pytest.mark.parametrize("policy", [None, "wait_and_notify", "skip_host", "fail"])
-def test_a_host_removed_during_its_action_is_a_removal_not_a_failure(
-    policy: str | None, cloud: SimulatedCloud, core: Factory, clock: SimClock
-) -> None:
-    fill(cloud, {"cmp-0": [], "cmp-1": [("vm-1", "web", 2)], "cmp-2": []})
-    engine = core(TimedAction("upgrade", 600))
-    (manager,) = managers(engine, cloud, "web")
-    escalation = {"host_up": policy, "action": policy} if policy else {}
-    sid = engine.create_session(
-        SessionRequest(
-            hosts=["cmp-0", "cmp-1"],
-            actions=[ActionSpec("upgrade", "host")],
-            controls={"escalation": escalation, "max_hosts_in_maintenance": 1},
-        )
-    )
-    clock.call_later(300, lambda: cloud.remove_host("cmp-0"))  # no refresh
-    view = engine.run_until_done(sid)
-    manager.close()
-    assert view.state == "MAINTENANCE_DONE", view.reason
-    assert StoredSession(engine, sid).hosts["cmp-0"] == "REMOVED"
-    assert (StoredSession(engine, sid).reasons["cmp-0"] or "").startswith("removed from the cloud")
-    assert StoredSession(engine, sid).hosts["cmp-1"] == "MAINTAINED"
-    assert violations(cloud) == []
-
-
 def test_a_host_another_session_disabled_is_no_target(
     core: Factory, cloud: SimulatedCloud, clock: SimClock
 ) -> None:

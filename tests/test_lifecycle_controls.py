@@ -5,7 +5,9 @@ check by placement; polling and escalation over waits of days (SimClock)."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -169,12 +171,14 @@ def test_a_host_removed_in_maintenance_frees_its_place_and_the_next_settles(
     assert_counted_once(view)
 
 
+@pytest.mark.parametrize("managed", [False, True])
 @pytest.mark.parametrize("policy", [None, "wait_and_notify", "skip_host", "fail"])
 def test_a_host_removed_during_its_action_is_a_removal_not_a_failure(
-    policy, fenix_cloud, fenix_clock
+    policy, managed, fenix_cloud, fenix_clock
 ):
     fill(fenix_cloud, {"cmp-0": [], "cmp-1": [("vm-1", "web", 2)], "cmp-2": []})
     engine = Engine(clock=fenix_clock, plugins=[fenix_cloud, TimedAction("upgrade", 600)])
+    manager = ScriptedManager(engine, "web", cloud=fenix_cloud) if managed else None
     escalation = {"host_up": policy, "action": policy} if policy else {}
     sid = engine.create_session(
         SessionRequest(
@@ -185,6 +189,9 @@ def test_a_host_removed_during_its_action_is_a_removal_not_a_failure(
     )
     fenix_clock.call_later(300, lambda: fenix_cloud.remove_host("cmp-0"))  # no refresh
     view = engine.run_until_done(sid)
+    if manager is not None:
+        manager.close()
+        assert manager.errors == []
     assert view.state == "MAINTENANCE_DONE", view.reason
     assert view.host("cmp-0").state == "REMOVED"
     assert (view.host("cmp-0").reason or "").startswith("removed from the cloud")
@@ -330,6 +337,7 @@ class Firmware:
         self.name = "firmware"
         self.seconds = days * 86400
         self.polls = 0
+        self.starts = 0
         self.started: dict[str, datetime] = {}
 
     @hookimpl
@@ -337,6 +345,7 @@ class Firmware:
         return [self]
 
     def start(self, context: ActionContext) -> OperationStatus:
+        self.starts += 1
         self.started.setdefault(context.key, context.now)
         return self.poll(context)
 
@@ -448,6 +457,81 @@ def test_a_thirty_day_wait_under_each_escalation_policy(policy, fenix_cloud, fen
         assert view.state == "MAINTENANCE_FAILED"
         assert "firmware" in str(view.reason)
     assert_counted_once(view)
+
+
+DAY = 86400
+
+
+@pytest.fixture
+def run(tmp_path: Path) -> Iterator[Any]:
+    made: list[tuple[Engine, Recorder]] = []
+
+    def go(policy: str | None, days: float = 3.5) -> tuple[Any, Recorder, Firmware, timedelta]:
+        clock = SimClock()
+        cloud = SimulatedCloud(clock=clock)
+        fill(cloud, {"cmp-0": [], "cmp-1": []})
+        firmware = Firmware(days)
+        engine = Engine(
+            f"sqlite:///{tmp_path / 'fenix.db'}",
+            clock=clock,
+            plugins=[cloud, firmware],
+            load_entry_points=False,
+        )
+        recorder = Recorder(engine)  # type: ignore[arg-type]
+        made.append((engine, recorder))
+        sid = engine.create_session(
+            SessionRequest(
+                hosts=["cmp-0"],
+                actions=[ActionSpec("firmware", "host")],
+                timeouts={"action": DAY},
+                controls={"escalation": {"action": policy} if policy else {}},
+            )
+        )
+        start = clock.now()
+        view = engine.run_until_done(sid)
+        return view, recorder, firmware, clock.now() - start
+
+    yield go
+    for engine, recorder in made:
+        recorder.close()
+        engine.close()
+
+
+def stuck_notices(recorder: Recorder) -> list[str]:
+    return [
+        str(p["reason"])
+        for p in recorder.of("maintenance_session")
+        if "is stuck" in str(p.get("reason"))
+    ]
+
+
+def test_wait_and_notify_renews_the_deadline_and_tells_the_admin_each_time(run: Any) -> None:
+    view, recorder, firmware, waited = run("wait_and_notify")
+    assert view.state == "MAINTENANCE_DONE", view.reason
+    assert view.host("cmp-0").state == "MAINTAINED"
+    assert timedelta(days=3.5) <= waited <= timedelta(days=3.5, hours=2)
+    notices = stuck_notices(recorder)
+    assert len(notices) == 3  # a day, two days, three days: then it is done
+    assert notices[0] == (
+        f"action 'firmware' on cmp-0 is stuck: timed out after {DAY} s (flashing); still waiting"
+    )
+    assert firmware.starts == 1  # followed on, never started again
+    assert firmware.polls <= 3.5 * 24 + 6  # about one poll an hour, as the plug-in asked
+
+
+@pytest.mark.parametrize("policy", [None, "fail"])
+def test_without_wait_and_notify_the_deadline_ends_the_work(run: Any, policy: str | None) -> None:
+    view, recorder, _firmware, waited = run(policy)
+    assert view.state == "MAINTENANCE_FAILED"
+    assert "firmware" in str(view.reason)
+    assert waited < timedelta(days=1, hours=2)
+    assert not any(n.endswith("still waiting") for n in stuck_notices(recorder))
+
+
+def test_work_that_ends_before_its_deadline_is_not_stuck(run: Any) -> None:
+    view, recorder, _firmware, _ = run("wait_and_notify", days=0.5)
+    assert view.state == "MAINTENANCE_DONE", view.reason
+    assert stuck_notices(recorder) == []
 
 
 @pytest.mark.parametrize("kind", ["own_action", "host_up"])

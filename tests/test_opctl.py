@@ -1,5 +1,6 @@
 """Operational controls end to end on simulated time: windows, rate caps,
-health gates, pause / resume / cancel, stuck-work escalation and the ETA."""
+health gates, stuck-work escalation and the ETA. Pause, resume, cancel and a
+plug-in gate that says stop are the Engine API's (tests/test_engine_api.py)."""
 
 from __future__ import annotations
 
@@ -13,11 +14,10 @@ from typing import Any
 import pytest
 from conftest import Recorder
 
-from fenix_core import ActionSpec, Engine, SessionRequest, hookimpl
+from fenix_core import ActionSpec, Engine, SessionRequest
 from fenix_core.clock import SimClock
 from fenix_core.controls import Controls, window_occurrences
-from fenix_core.errors import Conflict, InvalidInput
-from fenix_core.hookspecs import GateContext, GateResult
+from fenix_core.errors import InvalidInput
 from fenix_core.model import SessionView
 from fenix_core.testing import SimulatedCloud, TimedAction, migrations_per_instance
 from fenix_core.testing.http_server import LoopbackServer
@@ -225,40 +225,6 @@ def test_http_gate_waits_for_the_health_endpoint(fenix_cloud, fenix_clock, fenix
     assert app.requests >= 4 + 1  # 3 refusals, then one ok per host
 
 
-class Breaker:
-    """A plug-in gate: says stop while ``tripped``."""
-
-    name = "breaker"
-
-    def __init__(self) -> None:
-        self.tripped = True
-
-    @hookimpl
-    def fenix_gates(self) -> list[Breaker]:
-        return [self]
-
-    def check(self, context: GateContext) -> GateResult:
-        if self.tripped:
-            return GateResult.stop(f"error budget exhausted (before {context.host})")
-        return GateResult.ok()
-
-
-def test_a_gate_that_says_stop_pauses_the_session(fenix_cloud, fenix_clock, fenix_engine_factory):
-    hosts = cluster(fenix_cloud, 1)
-    breaker = Breaker()
-    engine = fenix_engine_factory(breaker)
-    sid = engine.create_session(
-        SessionRequest(hosts=hosts, controls={"gates": [{"name": "breaker"}]})
-    )
-    view = drive(engine, fenix_clock, sid)
-    assert view.paused
-    assert "error budget exhausted" in str(view.waiting)
-    assert not events(fenix_cloud, "disable_host")
-    breaker.tripped = False
-    engine.resume(sid)
-    assert drive(engine, fenix_clock, sid).state == "MAINTENANCE_DONE"
-
-
 def test_gates_are_checked_at_create_time(fenix_cloud, fenix_engine_factory):
     cluster(fenix_cloud, 1)
     engine = fenix_engine_factory()
@@ -269,77 +235,6 @@ def test_gates_are_checked_at_create_time(fenix_cloud, fenix_engine_factory):
         engine.create_session({"controls": {"gates": [{"name": "http", "url": "ftp://x"}]}})
     assert info.value.field == "controls.gates[0].url"
     assert engine.list_sessions() == []
-
-
-# --------------------------------------------------------------------------- pause, resume, cancel
-
-
-def test_pause_lets_the_migration_end_and_starts_nothing_new_until_resumed(
-    fenix_clock, fenix_engine_factory
-):
-    cloud = SimulatedCloud(live_migration_seconds=600, clock=fenix_clock)
-    for name in ("cmp-0", "cmp-1", "cmp-2"):
-        cloud.add_host(name, vcpus=8)
-    for i in range(2):
-        cloud.add_instance(f"vm-{i}", "p1", "cmp-0", vcpus=2)
-    cloud.add_instance("vm-9", "p1", "cmp-1", vcpus=2)
-    engine = Engine(clock=fenix_clock, plugins=[cloud], load_entry_points=False)
-    sid = engine.create_session(SessionRequest(hosts=["cmp-0", "cmp-1"]))
-    drive(engine, fenix_clock, sid, lambda _v: bool(events(cloud, "migration_started")))
-    before = len(cloud.events)
-    view = engine.pause(sid)
-    assert view.paused
-    with pytest.raises(Conflict):
-        engine.pause(sid)
-    view = drive(engine, fenix_clock, sid)
-    assert view.paused
-    assert view.state not in FINAL
-    assert [e.kind for e in cloud.events[before:]] == ["migration_done"]
-    assert "paused" in str(view.waiting)
-    engine.resume(sid)
-    with pytest.raises(Conflict) as info:
-        engine.resume(sid)
-    assert info.value.state == view.state
-    assert drive(engine, fenix_clock, sid).state == "MAINTENANCE_DONE"
-    assert set(migrations_per_instance(cloud).values()) == {1}
-    engine.close()
-
-
-def test_cancel_re_enables_only_the_hosts_this_session_disabled(
-    fenix_cloud, fenix_clock, fenix_engine_factory, recorder_factory
-):
-    hosts = cluster(fenix_cloud, 3)
-    fenix_cloud.add_host("cmp-off", vcpus=8, enabled=False)  # someone else's decision
-    engine = fenix_engine_factory(TimedAction("upgrade", seconds=900))
-    recorder = recorder_factory(engine)
-    sid = engine.create_session(
-        SessionRequest(hosts=["cmp-off", *hosts], actions=[ActionSpec("upgrade", "host")])
-    )
-    drive(
-        engine,
-        fenix_clock,
-        sid,
-        lambda v: (
-            sum(h.state == "MAINTAINED" for h in v.hosts) >= 2
-            and any(h.state == "IN_MAINTENANCE" for h in v.hosts)
-        ),
-    )
-    disabled_now = [h for h in hosts if not fenix_cloud.is_enabled(h)]
-    assert disabled_now  # a host in maintenance, disabled by the session
-    view = engine.cancel(sid)
-    assert view.state == "MAINTENANCE_CANCELLED"
-    view = drive(engine, fenix_clock, sid)
-    assert view.state == "MAINTENANCE_CANCELLED"
-    assert view.reason == "cancelled by the admin"
-    for host in hosts:
-        assert fenix_cloud.is_enabled(host), host
-    assert not fenix_cloud.is_enabled("cmp-off")
-    assert not [e for e in events(fenix_cloud, "enable_host") if e.host == "cmp-off"]
-    assert recorder.session_states()[-1] == "MAINTENANCE_CANCELLED"
-    with pytest.raises(Conflict) as info:
-        engine.cancel(sid)
-    assert info.value.state == "MAINTENANCE_CANCELLED"
-    engine.delete_session(sid)
 
 
 # --------------------------------------------------------------------------- stuck work

@@ -1,15 +1,32 @@
-"""End-to-end runs of the rolling workflow on the simulated cloud."""
+"""End-to-end runs of the rolling workflow on the simulated cloud, the engine
+on a SQLite file; and what the engine promises on the way: one commit per
+step, every notification delivered once in seq order, a step that raised
+dropped whole."""
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Callable
 from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
 
 import pytest
-from conftest import fill
+from conftest import Recorder, fill
+from sqlalchemy import event as sa_event
 
-from fenix_core import ActionSpec, SessionRequest, signals
+from fenix_core import ActionSpec, Engine, SessionRequest, signals
+from fenix_core.clock import SimClock
+from fenix_core.contract import SessionContext
 from fenix_core.errors import Conflict, InvalidInput
-from fenix_core.testing import ScriptedManager, TimedAction, migrations_per_instance, violations
+from fenix_core.testing import (
+    ScriptedManager,
+    SimulatedCloud,
+    TimedAction,
+    migrations_per_instance,
+    violations,
+)
+from fenix_core.workflows.rolling import RollingWorkflow
 
 LAYOUT = {
     "cmp-0": [("vm-a1", "pa", 2), ("vm-b1", "pb", 2), ("vm-c1", "pc", 2)],
@@ -38,13 +55,47 @@ def timed_actions() -> dict[str, TimedAction]:
     }
 
 
+Factory = Callable[..., Engine]
+
+
 @pytest.fixture
-def full_run(fenix_cloud, fenix_engine_factory, recorder_factory):
+def db_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'fenix.db'}"
+
+
+@pytest.fixture
+def core(fenix_engine_factory: Factory, db_url: str) -> Factory:
+    """make(*plugins, **options): an engine on the test's database file."""
+
+    def make(*plugins: object, **kwargs: Any) -> Engine:
+        kwargs.setdefault("database_url", db_url)
+        return fenix_engine_factory(*plugins, **kwargs)
+
+    return make
+
+
+@pytest.fixture
+def cloud(fenix_cloud: SimulatedCloud) -> SimulatedCloud:
+    return fenix_cloud
+
+
+@pytest.fixture
+def clock(fenix_clock: SimClock) -> SimClock:
+    return fenix_clock
+
+
+def effects(cloud: SimulatedCloud) -> list[Any]:
+    """What the session did to the cloud (the fleet's setup left out)."""
+    return [e for e in cloud.events if e.kind not in ("host_added", "instance_added")]
+
+
+@pytest.fixture
+def full_run(fenix_cloud, core, recorder_factory):
     """The reference run: 4 computes (one empty), a controller, two managed
     projects (live / cold migration) and one without a manager."""
     fill(fenix_cloud, LAYOUT, controllers=1)
     actions = timed_actions()
-    engine = fenix_engine_factory(*actions.values())
+    engine = core(*actions.values())
     recorder = recorder_factory(engine)
     managers = {
         "pa": ScriptedManager(engine, "pa", cloud=fenix_cloud, action="LIVE_MIGRATE"),
@@ -84,6 +135,14 @@ def test_session_completes_with_every_host_maintained(full_run):
     percents = [p["percent_done"] for p in recorder.of("maintenance_session")]
     assert percents == sorted(percents)
     assert percents[-1] == 100
+
+
+def test_every_notification_is_delivered_once_in_seq_order(full_run: Any) -> None:
+    view, recorder, *_ = full_run
+    seqs = [p["seq"] for _, _, p in recorder.log]
+    assert seqs == list(range(1, len(seqs) + 1))
+    assert all(p["session_id"] == view.session_id for _, _, p in recorder.log)
+    assert all(p["service"] == "fenix" for _, _, p in recorder.log)
 
 
 def test_each_project_gets_the_exact_notification_sequence(full_run):
@@ -247,18 +306,20 @@ def test_fail_policy_fails_before_touching_any_host(
     assert all(h.state == "PENDING" for h in view.hosts)
 
 
+@pytest.mark.parametrize("policy", [None, "fail"])
 def test_nack_maintenance_fails_the_session_naming_project_and_state(
-    fenix_cloud, fenix_engine_factory
+    fenix_cloud, fenix_engine_factory, policy
 ):
     fill(fenix_cloud, LAYOUT)
     engine = fenix_engine_factory()
     ScriptedManager(engine, "pa", cloud=fenix_cloud, nack={"MAINTENANCE"})
-    sid = engine.create_session({"hosts": []})
+    sid = engine.create_session({"hosts": [], "reply_policy": policy})
     view = engine.run_until_done(sid)
     assert view.state == "MAINTENANCE_FAILED"
     assert view.reason == "project pa answered NACK_MAINTENANCE"
     assert fenix_cloud.events == []
     assert engine.project_view(sid, "pa").state == "NACK_MAINTENANCE"
+    assert view.projects["pa"] == "NACK_MAINTENANCE"
 
 
 def test_nack_planned_maintenance_mid_session_leaves_no_host_disabled(
@@ -279,12 +340,15 @@ def test_nack_planned_maintenance_mid_session_leaves_no_host_disabled(
     assert view.host("cmp-0").state == "PENDING"
 
 
-def test_silent_manager_fails_at_its_deadline(fenix_cloud, fenix_engine_factory, fenix_clock):
+@pytest.mark.parametrize("policy", [None, "fail"])
+def test_silent_manager_fails_at_its_deadline(
+    fenix_cloud, fenix_engine_factory, fenix_clock, policy
+):
     fill(fenix_cloud, LAYOUT)
     engine = fenix_engine_factory()
     start = fenix_clock.now()
     ScriptedManager(engine, "pb", cloud=fenix_cloud, silent={"MAINTENANCE"})
-    sid = engine.create_session(SessionRequest(reply_windows={"MAINTENANCE": 120}))
+    sid = engine.create_session({"reply_windows": {"MAINTENANCE": 120}, "reply_policy": policy})
     view = engine.run_until_done(sid)
     assert view.state == "MAINTENANCE_FAILED"
     deadline = start + timedelta(seconds=120)
@@ -611,6 +675,7 @@ def test_a_receiver_may_reply_from_inside_its_handler(fenix_cloud, fenix_engine_
     assert view.state == "MAINTENANCE_DONE"
     assert seen[0] == "MAINTENANCE"
     assert seen[-1] == "MAINTENANCE_COMPLETE"
+    assert Counter(seen)["PLANNED_MAINTENANCE"] == 3
 
 
 def test_host_work_waits_for_maintenance_at(fenix_cloud, fenix_engine_factory, fenix_clock):
@@ -714,3 +779,250 @@ def test_the_seed_spelling_ack_in_scale_is_accepted(fenix_cloud, fenix_engine_fa
     assert answered == ["ACK_IN_SCALE"]
     assert view.projects["ps"] == "ACK_MAINTENANCE_COMPLETE"
     assert violations(fenix_cloud) == []
+
+
+# --------------------------------------------------------------------------- the engine's promises
+
+
+def test_each_step_is_one_commit(cloud: SimulatedCloud, core: Factory) -> None:
+    """A step commits once; the only other commits are the lease's claim,
+    once, the final delivery watermark, and the replies (each its own
+    transaction here: one sender at a time). The cloud and the action say when their operations end
+    (``retry_after``), so every poll finds its operation ended: every step
+    has something to write, and none is spent finding nothing to do (an
+    operation started after a commit does not bring a step at the same
+    instant; its first poll is when it asked to be looked at)."""
+    fill(cloud, LAYOUT)
+    engine = core(TimedAction("upgrade", 60))
+    manager = ScriptedManager(engine, "pa", cloud=cloud)  # type: ignore[arg-type]
+    sid = engine.create_session(SessionRequest(actions=[ActionSpec("upgrade", "host")]))
+    commits = Commits(engine)
+    steps = 0
+    original = engine.step
+
+    def counted() -> int:
+        nonlocal steps
+        moved = original()
+        steps += moved
+        return moved
+
+    engine.step = counted  # type: ignore[method-assign]
+    assert engine.run_until_done(sid).state == "MAINTENANCE_DONE"
+    assert steps > 10
+    assert commits.count == commits.step_writes + len(manager.sent) + 1
+    # ... and, once the session has ended, the watermark of what its last
+    # step delivered (no later step carries it).
+    assert commits.step_writes == steps + 1
+
+
+class Commits:
+    """Commits sent to the engine's database, and the steps' fenced writes
+    among the statements (the UPDATE of session_clock that opens each)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.count = 0
+        self.step_writes = 0
+        sa_event.listen(engine.database, "commit", self._commit)
+        sa_event.listen(engine.database, "before_cursor_execute", self._statement)
+
+    def _commit(self, *_: Any) -> None:
+        self.count += 1
+
+    def _statement(self, _conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if statement.startswith("UPDATE session_clock SET version"):
+            self.step_writes += 1
+
+
+class _Broken(RollingWorkflow):
+    """Raises in its hook once the first host is being maintained."""
+
+    def advance(self, ctx: SessionContext) -> None:
+        super().advance(ctx)
+        if ctx.session.state == "START_MAINTENANCE":
+            raise RuntimeError("workflow bug")
+
+
+def test_a_hook_that_raises_fails_the_session_without_crashing_the_engine(
+    cloud: SimulatedCloud, core: Factory
+) -> None:
+    """The step that raised is dropped (nothing it did is written or sent);
+    the session fails with the error as its reason, as today's engine does."""
+    fill(cloud, LAYOUT)
+    engine = core(TimedAction("upgrade", 60), workflows={"rolling": _Broken})
+    recorder = Recorder(engine)  # type: ignore[arg-type]
+    ScriptedManager(engine, "pa", cloud=cloud)  # type: ignore[arg-type]
+    sid = engine.create_session(SessionRequest(actions=[ActionSpec("upgrade", "host")]))
+    view = engine.run_until_done(sid)
+    assert view.state == "MAINTENANCE_FAILED"
+    assert view.reason == "internal error: RuntimeError: workflow bug"
+    assert recorder.session_states() == ["MAINTENANCE", "MAINTENANCE_FAILED"]
+    assert recorder.host_log() == []  # the broken step's IN_MAINTENANCE was never sent
+    assert effects(cloud) == []
+    seqs = [p["seq"] for _, _, p in recorder.log]
+    assert seqs == list(range(1, len(seqs) + 1))
+    recorder.close()
+
+
+def test_replies_are_checked_on_the_held_session(cloud: SimulatedCloud, core: Factory) -> None:
+    """A reply nobody asked for is refused as by today's engine."""
+    from fenix_core.errors import Conflict, NotFound
+
+    fill(cloud, LAYOUT)
+    engine = core()
+    engine.subscribe("pa")
+    sid = engine.create_session(SessionRequest())
+    engine.step()
+    assert engine.held(sid) is not None
+    with pytest.raises(Conflict, match="not asked for PLANNED_MAINTENANCE"):
+        engine.reply(sid, "pa", "ACK_PLANNED_MAINTENANCE")
+    with pytest.raises(NotFound):
+        engine.reply(sid, "pz", "ACK_MAINTENANCE")
+    engine.reply(sid, "pa", "ACK_MAINTENANCE")
+    with pytest.raises(Conflict, match="already answered"):
+        engine.reply(sid, "pa", "ACK_MAINTENANCE")
+
+
+class _Slow:
+    """A pre action that asks to be polled every second, 30 times."""
+
+    name = "slow"
+
+    def __init__(self) -> None:
+        self.polls = 0
+
+    def start(self, context: Any) -> Any:
+        from fenix_core.model import OperationStatus
+
+        return OperationStatus.running(1.0)
+
+    def poll(self, context: Any) -> Any:
+        from fenix_core.model import OperationStatus
+
+        self.polls += 1
+        return OperationStatus.done() if self.polls >= 30 else OperationStatus.running(1.0)
+
+    from fenix_core import hookimpl as _hookimpl
+
+    @_hookimpl
+    def fenix_actions(self) -> list[Any]:
+        return [self]
+
+
+def test_a_poll_only_step_is_written_when_the_lease_would_run_short(
+    cloud: SimulatedCloud, core: Factory, clock: SimClock
+) -> None:
+    """With a lease of 10 s on the engine's own (simulated) clock and an
+    action polled every second, a step that only polled is left unwritten
+    while the stored lease has more than half its time left, and written
+    before it runs shorter: after every step, more than 5 s of it remain."""
+    from datetime import timedelta
+
+    from sqlalchemy import select
+
+    from fenix_core.store.schema import SessionClockRow
+
+    fill(cloud, {"cmp-0": []})
+    slow = _Slow()
+    engine = core(slow, lease_seconds=10, lease_clock=clock)
+    sid = engine.create_session(SessionRequest(actions=[ActionSpec("slow", "pre")]))
+    commits = Commits(engine)
+    steps = 0
+    left: list[timedelta] = []
+    original = engine.step
+
+    def counted() -> int:
+        nonlocal steps
+        moved = original()
+        steps += moved
+        if moved:
+            with engine.database.connect() as db:
+                expires = db.scalar(
+                    select(SessionClockRow.lease_expires).where(SessionClockRow.session_id == sid)
+                )
+            left.append(expires - clock.now())
+        return moved
+
+    engine.step = counted  # type: ignore[method-assign]
+    assert engine.run_until_done(sid).state == "MAINTENANCE_DONE"
+    assert slow.polls == 30
+    assert commits.step_writes < steps - 20  # most polls were left unwritten ...
+    assert min(left) > timedelta(seconds=5)  # ... never with the lease running short
+
+
+# --------------------------------------------------------------------------- reply deadlines
+
+
+def test_reply_deadline_is_the_workflows_timer_and_a_silent_project_gets_the_default(
+    cloud: SimulatedCloud, core: Factory, clock: SimClock
+) -> None:
+    """The notice's reply_at is the deadline the workflow's timer has (asked
+    at + request.reply_window); a project silent past it is acted for by
+    default, and its reply after the deadline is refused as late."""
+    from datetime import timedelta
+
+    from fenix_core.errors import Conflict
+
+    fill(cloud, {"cmp-0": [("vm-a1", "pa", 2)], "cmp-1": []})
+    engine = core()
+    engine.subscribe("pa")  # subscribed, never answers
+    recorder = Recorder(engine)  # type: ignore[arg-type]
+    asked_at = clock.now()
+    sid = engine.create_session(
+        SessionRequest(reply_policy="default", reply_windows={"MAINTENANCE": 120})
+    )
+    engine.step()
+    (first,) = [p for p in recorder.of("maintenance_planned") if p["state"] == "MAINTENANCE"]
+    due = asked_at + timedelta(seconds=120)
+    assert first["reply_at"] == first["actions_at"] == due.isoformat()
+    view = engine.run_until_done(sid)
+    assert view.state == "MAINTENANCE_DONE"
+    states = recorder.project_states("pa")
+    assert states[0] == "MAINTENANCE"
+    assert "PLANNED_MAINTENANCE" in states  # the default was taken: the session went on
+    assert migrations_per_instance(cloud)["vm-a1"] == 1
+    with pytest.raises(Conflict):
+        engine.reply(sid, "pa", "ACK_MAINTENANCE")
+    recorder.close()
+
+
+def test_a_silent_project_fails_the_session_under_reply_policy_fail(
+    cloud: SimulatedCloud, core: Factory, clock: SimClock
+) -> None:
+    from datetime import timedelta
+
+    fill(cloud, {"cmp-0": [("vm-a1", "pa", 2)], "cmp-1": []})
+    engine = core()
+    engine.subscribe("pa")
+    asked_at = clock.now()
+    sid = engine.create_session(
+        SessionRequest(reply_policy="fail", reply_windows={"MAINTENANCE": 90})
+    )
+    view = engine.run_until_done(sid)
+    due = asked_at + timedelta(seconds=90)
+    assert view.state == "MAINTENANCE_FAILED"
+    assert view.reason == f"project pa did not answer MAINTENANCE by {due.isoformat()}"
+    assert effects(cloud) == []
+
+
+def test_an_inventory_result_holds_its_hosts_instances_not_the_cloud_host_list(
+    cloud: SimulatedCloud, core: Factory, tmp_path: Path
+) -> None:
+    """Each compute host is inventoried before its maintenance: its result
+    is that host's instances, not every host of the cloud again (a
+    fleet-sized JSON per host, hosts^2 bytes and driver calls per session)."""
+    import sqlite3
+
+    fill(cloud, LAYOUT)
+    engine = core()
+    ScriptedManager(engine, "pa", cloud=cloud)  # type: ignore[arg-type]
+    assert engine.run_until_done(engine.create_session(SessionRequest())).state == (
+        "MAINTENANCE_DONE"
+    )
+    import json
+
+    with sqlite3.connect(tmp_path / "fenix.db") as db:
+        rows = db.execute("SELECT params, result FROM operations WHERE kind = 'inventory'")
+        found = [(json.loads(p), json.loads(r)) for p, r in rows]
+    per_host = [(p, r) for p, r in found if len(p.get("hosts") or ()) == 1]
+    assert len(per_host) >= 4
+    assert all("hosts" not in r and "instances" in r for _, r in per_host)
