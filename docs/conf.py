@@ -110,7 +110,7 @@ nitpick_ignore_regex = [
     ("py:.*", r"(datetime|transitions|sqlalchemy|pluggy|blinker|attrs|click|rich)(\..*)?"),
     ("py:.*", r"(pydantic|prometheus_client)(\..*)?"),
     # TypeVars: the schema's of models, the timeline's of step series.
-    ("py:class", r"fenix_core\.(schema\.M|timeline\.T)"),
+    ("py:class", r"fenix_core\.(schema\.M|sim\.timeline\.T)"),
     # The plug-ins' and the REST service's third-party types (short or full names).
     (
         "py:.*",

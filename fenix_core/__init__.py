@@ -10,9 +10,9 @@ moves on until every host is done. Clouds, actions and workflows are plug-ins.
 from __future__ import annotations
 
 from .engine import Engine
-from .hookspecs import hookimpl
 from .model import ActionSpec, SessionRequest
-from .plan_preview import preview
+from .plugins.hookspecs import hookimpl
+from .sim.plan_preview import preview
 
 # The composition root: the preview runs an Engine of its own, so the engine
 # module cannot import it; every import of fenix_core (and of its modules)

@@ -28,7 +28,7 @@ __all__ = ["Previewer", "changes", "facts", "plan_id"]
 
 class Previewer(Protocol):
     """What makes the preview of a session awaiting approval:
-    :func:`fenix_core.plan_preview.preview` (the default), or an engine's own
+    :func:`fenix_core.sim.plan_preview.preview` (the default), or an engine's own
     (``Engine(previewer=...)``). Returns JSON-ready data; ``{"unavailable":
     why}`` when it cannot preview the request."""
 

@@ -266,7 +266,7 @@ class Window:
         return out
 
 
-#: The built-in gate that asks the cloud driver's HostGuard (fenix_core.gates);
+#: The built-in gate that asks the cloud driver's HostGuard (fenix_core.plugins.gates);
 #: named here so that workflows can name it without importing the gates.
 HOST_GUARD = "host_guard"
 

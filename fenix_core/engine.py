@@ -68,7 +68,6 @@ from .core.stepper import Stepper
 from .core.working_set import ComponentRec, HostRec, InstanceRec, ProjectRec, SessionRec, WorkingSet
 from .core.ws_port import SESSION_COMPONENT, Steering
 from .errors import FenixError, InvalidInput, NotFound, Replanned
-from .hookspecs import HostQueue, HostQueueChanges
 from .inventory import change_payload, list_cloud_hosts, to_value
 from .model import (
     ApprovalView,
@@ -84,6 +83,7 @@ from .model import (
 )
 from .operations import OperationRunner
 from .plugins import Plugins
+from .plugins.hookspecs import HostQueue, HostQueueChanges
 from .signals import SIGNALS, maintenance_host
 from .states import FINAL_SESSION_STATES, HostState, InstanceState
 from .store.database import migrate, open_database

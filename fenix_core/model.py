@@ -702,7 +702,7 @@ class ApprovalView:
 
     ``plan_id`` names this plan (approve it with ``plan_id`` to refuse a plan
     that was replaced meanwhile); ``plan`` is the preview (the waves and the
-    estimated makespan, as ``fenix_core.simulation.Plan.to_dict()``, or
+    estimated makespan, as ``fenix_core.sim.simulation.Plan.to_dict()``, or
     ``{"unavailable": why}``); ``changes`` what differed from the previous plan
     when an approval re-planned (empty for the first plan); ``approved_at``
     when it was approved (None while it waits).

@@ -19,7 +19,10 @@ import attrs
 
 from .constraints import CloudConstraints
 from .errors import PluginError, TargetRefused
-from .hookspecs import (
+from .inventory import host_to_dict
+from .model import ActionSpec, OperationStatus, SessionRequest
+from .plugins import Plugins
+from .plugins.hookspecs import (
     ActionContext,
     ConstraintSource,
     GateContext,
@@ -28,9 +31,6 @@ from .hookspecs import (
     HostQueueChanges,
     MoveLookup,
 )
-from .inventory import host_to_dict
-from .model import ActionSpec, OperationStatus, SessionRequest
-from .plugins import Plugins
 from .store.schema import OperationRow
 
 __all__ = ["OperationRunner", "poll_interval", "record_status"]

@@ -339,8 +339,8 @@ def test_bad_default_group_constraints_name_the_field(rules: object, field: str)
 
 
 def test_scenario_host_labels_reach_the_simulated_cloud_and_its_topology_caps() -> None:
-    from fenix_core.scenario import load_scenario
-    from fenix_core.simulation import plan
+    from fenix_core.sim.scenario import load_scenario
+    from fenix_core.sim.simulation import plan
 
     scenario = load_scenario(
         """
@@ -389,7 +389,7 @@ def test_the_openapi_and_scenario_schemas_describe_the_new_fields() -> None:
 
     from test_schema import rest_body_fields
 
-    from fenix_core.scenario_schema import scenario_json_schema
+    from fenix_core.sim.scenario_schema import scenario_json_schema
 
     assert "max_topology_in_maintenance" in rest_body_fields("ControlsSchema")
     assert {"cron", "rrule", "duration", "max_hosts_in_maintenance"} <= rest_body_fields(

@@ -11,8 +11,8 @@ import pytest
 from click.testing import CliRunner
 
 from fenix_core.cli import main
-from fenix_core.scenario import load_scenario_file
-from fenix_core.simulation import Simulation
+from fenix_core.sim.scenario import load_scenario_file
+from fenix_core.sim.simulation import Simulation
 
 SCENARIOS = Path(__file__).resolve().parent.parent / "examples" / "scenarios"
 ROLLING = SCENARIOS / "rolling.yaml"

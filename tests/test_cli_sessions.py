@@ -25,7 +25,7 @@ from fenix_core import Engine
 from fenix_core.cli import main
 from fenix_core.cli.display import hosts_table, session_table, sessions_table, watch_view
 from fenix_core.clock import SimClock
-from fenix_core.scenario import load_scenario_file
+from fenix_core.sim.scenario import load_scenario_file
 from fenix_core.testing import SimulatedCloud, TimedAction
 
 HOSTS = ["cmp-0", "cmp-1", "cmp-2", "cmp-3"]

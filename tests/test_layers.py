@@ -3,10 +3,11 @@ import, at module level or inside a function, TYPE_CHECKING ones included).
 
 The layers, from the bottom: the pure modules (model, states, planner,
 constraints ...); the workflow contract (fenix_core.contract); the workflows
-(only the contract and pure modules); the core (fenix_core.core: store,
-stepper, runner, outbox); the public facade (fenix_core.engine); the front
-ends (cli, rest). No module imports a layer above its own, and there is no
-import circle."""
+(only the contract and pure modules); the plug-in API, manager and gates
+(fenix_core.plugins); the core (fenix_core.core: store, stepper, runner,
+outbox); the public facade (fenix_core.engine); the simulator
+(fenix_core.sim); the front ends (cli, rest). No module imports a layer
+above its own, and there is no import circle."""
 
 from __future__ import annotations
 
@@ -57,9 +58,9 @@ def internal(module: str) -> set[str]:
 
 def test_the_parser_sees_known_imports() -> None:
     # guards the rules below against a parser that sees nothing
-    assert "fenix_core.contract" in internal("fenix_core.plugins")  # from .contract import
+    assert "fenix_core.contract" in internal("fenix_core.plugins.manager")  # from .contract import
     assert "fenix_core.store.schema" in internal("fenix_core.views")  # from .store.schema
-    assert "pluggy" in GRAPH["fenix_core.plugins"]
+    assert "pluggy" in GRAPH["fenix_core.plugins.manager"]
 
 
 def test_fenix_core_never_imports_the_cloud_plugins() -> None:
@@ -91,8 +92,8 @@ def test_pure_modules_do_no_io() -> None:
         "fenix_core.placement_rules",
         "fenix_core.model",
         "fenix_core.errors",
-        "fenix_core.snapshot",
-        "fenix_core.preview",
+        "fenix_core.sim.snapshot",
+        "fenix_core.sim.preview",
     ):
         assert not sorted(m for m in GRAPH[module] if m.startswith(io)), module
 
@@ -167,7 +168,7 @@ def test_the_ports_import_only_the_contract() -> None:
 
 
 def test_the_core_never_imports_the_front_ends_or_the_public_facade() -> None:
-    above = ("fenix_core.engine", "fenix_core.cli", "fenix_core.rest", "fenix_core.simulation")
+    above = ("fenix_core.engine", "fenix_core.cli", "fenix_core.rest", "fenix_core.sim")
     found = {
         module: sorted(m for m in internal(module) if m.startswith(above))
         for module in MODULES
@@ -202,6 +203,54 @@ def test_workflows_import_only_the_contract_and_pure_modules() -> None:
             and m not in ("fenix_core", "fenix_core.workflows")
         )
         assert not bad, f"{module} imports {bad}"
+
+
+# ------------------------------------------------------------------ plugins/ and sim/
+
+
+def test_nothing_below_the_front_ends_imports_the_simulator() -> None:
+    """sim/ runs an Engine of its own: only the front ends, the package root
+    (which sets its previewer as the engine's default) and sim/ itself
+    import it; the engine, the core, the workflows and the plug-ins never."""
+    allowed = ("fenix_core.sim", "fenix_core.cli", "fenix_core.rest")
+    users = {
+        module: sorted(m for m in internal(module) if m.startswith("fenix_core.sim"))
+        for module in MODULES
+        if module != "fenix_core" and not module.startswith(allowed)
+    }
+    assert "fenix_core.sim.simulation" in internal("fenix_core.cli.main")  # the parser sees it
+    assert {m: i for m, i in users.items() if i} == {}
+
+
+def test_the_plugins_package_imports_no_core_store_engine_or_front_end() -> None:
+    above = (
+        "fenix_core.core",
+        "fenix_core.store",
+        "fenix_core.engine",
+        "fenix_core.sim",
+        "fenix_core.cli",
+        "fenix_core.rest",
+        "fenix_core.testing",
+    )
+    found = {
+        module: sorted(m for m in internal(module) if m.startswith(above))
+        for module in MODULES
+        if module.startswith("fenix_core.plugins")
+    }
+    assert set(found) >= {
+        "fenix_core.plugins.hookspecs",
+        "fenix_core.plugins.manager",
+        "fenix_core.plugins.gates",
+    }
+    assert {m: i for m, i in found.items() if i} == {}
+
+
+def test_plug_ins_import_the_hook_specs_by_their_documented_name() -> None:
+    import fenix_core.hookspecs as public
+    import fenix_core.plugins.hookspecs as defined
+
+    assert public.__all__ == defined.__all__
+    assert all(getattr(public, name) is getattr(defined, name) for name in defined.__all__)
 
 
 # ------------------------------------------------------------------ migrations

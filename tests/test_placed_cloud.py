@@ -10,8 +10,8 @@ import pytest
 from fenix_core.errors import CloudError, InvalidInput
 from fenix_core.model import Instance
 from fenix_core.placement_rules import PlacementRule
-from fenix_core.scenario import load_scenario
-from fenix_core.simulation import Simulation
+from fenix_core.sim.scenario import load_scenario
+from fenix_core.sim.simulation import Simulation
 from fenix_core.testing import PlacedCloud, SimClock
 
 

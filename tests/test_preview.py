@@ -11,10 +11,10 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fenix_core.preview import Ask, build_preview, hosts_out_steps
-from fenix_core.scenario import load_scenario
-from fenix_core.simulation import plan
-from fenix_core.timeline import HostLane, Timeline
+from fenix_core.sim.preview import Ask, build_preview, hosts_out_steps
+from fenix_core.sim.scenario import load_scenario
+from fenix_core.sim.simulation import plan
+from fenix_core.sim.timeline import HostLane, Timeline
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
 PROPERTY = settings(max_examples=80, deadline=None, derandomize=True)

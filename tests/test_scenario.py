@@ -8,8 +8,8 @@ from textwrap import dedent
 import pytest
 
 from fenix_core.errors import InvalidInput
-from fenix_core.scenario import load_scenario, load_scenario_file
-from fenix_core.simulation import Simulation
+from fenix_core.sim.scenario import load_scenario, load_scenario_file
+from fenix_core.sim.simulation import Simulation
 
 SCENARIOS = Path(__file__).resolve().parent.parent / "examples" / "scenarios"
 

@@ -24,8 +24,6 @@ from fenix_core.model import (
     SessionRequest,
     SessionUpdate,
 )
-from fenix_core.scenario import load_scenario
-from fenix_core.scenario_schema import SESSION_FIELDS, scenario_json_schema
 from fenix_core.schema import (
     ActionSchema,
     ControlsSchema,
@@ -36,6 +34,8 @@ from fenix_core.schema import (
     StuckKind,
     TimeoutKind,
 )
+from fenix_core.sim.scenario import load_scenario
+from fenix_core.sim.scenario_schema import SESSION_FIELDS, scenario_json_schema
 
 SCENARIOS = Path(__file__).parent.parent / "examples" / "scenarios"
 

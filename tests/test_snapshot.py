@@ -1,4 +1,4 @@
-"""A cloud's inventory and constraints as a scenario (fenix_core.snapshot)."""
+"""A cloud's inventory and constraints as a scenario (fenix_core.sim.snapshot)."""
 
 from __future__ import annotations
 
@@ -19,9 +19,9 @@ from fenix_core.constraints import (
 )
 from fenix_core.errors import InvalidInput
 from fenix_core.model import Host, Instance, OperationStatus
-from fenix_core.scenario import load_scenario
-from fenix_core.simulation import Simulation
-from fenix_core.snapshot import CloudSnapshot, read_cloud, scenario_data, scenario_from_cloud
+from fenix_core.sim.scenario import load_scenario
+from fenix_core.sim.simulation import Simulation
+from fenix_core.sim.snapshot import CloudSnapshot, read_cloud, scenario_data, scenario_from_cloud
 from fenix_core.testing import SimulatedCloud
 
 PROPERTY = settings(max_examples=60, deadline=None, derandomize=True)

@@ -6,8 +6,8 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
-from fenix_core.scenario import load_scenario, load_scenario_file
-from fenix_core.simulation import Simulation
+from fenix_core.sim.scenario import load_scenario, load_scenario_file
+from fenix_core.sim.simulation import Simulation
 from fenix_core.testing.invariants import constraint_violations
 
 SCENARIOS = Path(__file__).resolve().parent.parent / "examples" / "scenarios"

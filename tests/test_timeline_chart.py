@@ -8,8 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from fenix_core.timeline import HostLane, Timeline
-from fenix_core.timeline_chart import BUNDLED_LANES, MAX_HOST_LANES, bundle_hosts, render_timeline
+from fenix_core.sim.timeline import HostLane, Timeline
+from fenix_core.sim.timeline_chart import (
+    BUNDLED_LANES,
+    MAX_HOST_LANES,
+    bundle_hosts,
+    render_timeline,
+)
 
 pytest.importorskip("matplotlib")
 

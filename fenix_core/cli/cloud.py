@@ -3,7 +3,7 @@ and ``fenix export``.
 
 The plug-in's driver is built as the engine would build it (which checks the
 credentials and admin rights) and then only asked for its hosts, instances
-and constraints (:func:`fenix_core.snapshot.read_cloud`); constraints stored
+and constraints (:func:`fenix_core.sim.snapshot.read_cloud`); constraints stored
 in a fenix database are read with ``--database``. The plug-ins are named by
 their import path and loaded when asked for, as ``--plugin MODULE:CALLABLE``
 and entry points are: fenix-core itself never imports them.
@@ -21,8 +21,8 @@ import click
 
 from ..clock import RealClock
 from ..errors import InvalidInput
-from ..hookspecs import CloudDriver
-from ..snapshot import CloudSnapshot, read_cloud, scenario_data
+from ..plugins.hookspecs import CloudDriver
+from ..sim.snapshot import CloudSnapshot, read_cloud, scenario_data
 from .sessions import open_engine
 
 __all__ = ["CLOUDS", "cloud_options", "cloud_scenario_data"]

@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from ..errors import FenixError, InvalidInput, Replanned
-from ..timeline import Timeline
+from ..sim.timeline import Timeline
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -78,7 +78,7 @@ def _json_default(value: object) -> Any:
 def draw(timeline: Timeline, path: Path | None, *, quiet: bool) -> None:
     if path is None:
         return
-    from ..timeline_chart import render_timeline
+    from ..sim.timeline_chart import render_timeline
 
     render_timeline(timeline, path)
     if not quiet:

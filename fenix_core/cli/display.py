@@ -19,7 +19,7 @@ from rich.table import Table
 from .. import signals
 from ..engine import Engine
 from ..model import ApprovalView, SessionView
-from ..timeline import Timeline
+from ..sim.timeline import Timeline
 
 __all__ = [
     "LiveProgress",

@@ -19,9 +19,9 @@ from rich.markup import escape
 
 from ..errors import FieldError, InvalidInput
 from ..request_check import check_plugins
-from ..scenario import Scenario, load_scenario_file, parse_scenario
-from ..scenario_schema import scenario_json_schema
-from ..simulation import Plan, Simulation, SimulationResult, plan
+from ..sim.scenario import Scenario, load_scenario_file, parse_scenario
+from ..sim.scenario_schema import scenario_json_schema
+from ..sim.simulation import Plan, Simulation, SimulationResult, plan
 from .cloud import check_cloud_options, cloud_options, cloud_scenario_data
 from .common import console, draw, dump, exit_code, fails_cleanly, json_option, timeline_option
 from .display import LiveProgress, report_tables

@@ -1,7 +1,7 @@
 """The text form of ``fenix plan``: the preview an operator decides on.
 
-Renders the data of :meth:`fenix_core.simulation.Plan.to_dict` (see
-:mod:`fenix_core.preview`); long lists are cut, ``--json`` has everything.
+Renders the data of :meth:`fenix_core.sim.simulation.Plan.to_dict` (see
+:mod:`fenix_core.sim.preview`); long lists are cut, ``--json`` has everything.
 """
 
 from __future__ import annotations

@@ -21,9 +21,9 @@ from sqlalchemy.exc import ArgumentError
 from ..engine import Engine
 from ..errors import Conflict, InvalidInput, NotFound, Replanned
 from ..model import SessionRequest, SessionView
-from ..scenario import load_scenario
+from ..sim.scenario import load_scenario
+from ..sim.timeline import Timeline, recorded_timeline
 from ..states import SessionState
-from ..timeline import Timeline, recorded_timeline
 from .api_client import ApiClient
 from .common import F, console, draw, dump, exit_code, fails_cleanly, json_option, timeline_option
 from .display import (

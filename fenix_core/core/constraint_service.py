@@ -29,8 +29,8 @@ from .. import constraint_store
 from ..clock import Clock
 from ..constraints import CloudConstraints, ConstraintSet, GroupConstraints, InstanceConstraints
 from ..errors import CloudError, FenixError
-from ..hookspecs import InstanceOwner
 from ..model import IgnoredConstraint, _str
+from ..plugins.hookspecs import InstanceOwner
 
 __all__ = ["ConstraintService", "warn_ignored"]
 

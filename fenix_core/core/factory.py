@@ -22,10 +22,10 @@ import attrs
 from ..budgets import capped_labels, widest_host
 from ..constraints import DEFAULT_GROUP, CloudConstraints, ConstraintSet, GroupConstraints
 from ..errors import CloudError, Conflict, FenixError, InvalidInput
-from ..hookspecs import ConstraintSource, HostGuard
 from ..model import Host, Instance, SessionRequest
 from ..operations import cloud_constraints_dict
 from ..planner import capacity_shortfall
+from ..plugins.hookspecs import ConstraintSource, HostGuard
 from ..scope_check import check_request
 from ..states import HostState, InstanceAction, InstanceState, SessionState
 from .ports import NewSession

@@ -30,8 +30,8 @@ from starlette.staticfiles import StaticFiles
 from ..engine import Engine
 from ..errors import NotFound
 from ..model import SessionView
+from ..sim.timeline import recorded_timeline
 from ..store.schema import OperationRow, OutboxRow, WebhookRow
-from ..timeline import recorded_timeline
 from .auth import Identity
 from .dashboard_view import Notice, session_payload, session_row
 from .shapes import PROJECT_EVENT_TYPES

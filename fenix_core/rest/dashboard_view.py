@@ -24,8 +24,8 @@ from typing import Any
 import attrs
 
 from ..model import ProjectView, SessionView
+from ..sim.timeline import Timeline
 from ..states import FINAL_SESSION_STATES, HostState, InstanceState
-from ..timeline import Timeline
 
 __all__ = ["HOST_FIELDS", "Notice", "controls", "session_payload", "session_row"]
 

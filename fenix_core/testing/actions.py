@@ -10,8 +10,8 @@ from pathlib import Path
 
 from ..clock import Clock
 from ..errors import InvalidInput
-from ..hookspecs import Action, ActionContext, hookimpl
 from ..model import OperationStatus
+from ..plugins.hookspecs import Action, ActionContext, hookimpl
 from ._state_file import file_version, write_json_atomically
 
 __all__ = ["TimedAction"]

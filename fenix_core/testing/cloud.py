@@ -32,8 +32,8 @@ import attrs
 from ..budgets import check_labels
 from ..clock import Clock, RealClock
 from ..errors import CloudError, InvalidInput
-from ..hookspecs import hookimpl
 from ..model import Host, Instance, OperationStatus
+from ..plugins.hookspecs import hookimpl
 from ._state_file import file_version, write_json_atomically
 
 __all__ = ["CloudEvent", "SimulatedCloud"]

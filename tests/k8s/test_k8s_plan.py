@@ -11,11 +11,11 @@ from click.testing import CliRunner
 
 from fenix_core import ActionSpec, SessionRequest
 from fenix_core.cli import main
-from fenix_core.scenario import load_scenario_file
-from fenix_core.simulation import plan
-from fenix_core.snapshot import read_cloud, scenario_from_cloud
+from fenix_core.sim.scenario import load_scenario_file
+from fenix_core.sim.simulation import plan
+from fenix_core.sim.snapshot import read_cloud, scenario_from_cloud
+from fenix_core.sim.timeline import build_timeline
 from fenix_core.testing import TimedAction
-from fenix_core.timeline import build_timeline
 from fenix_core_k8s import KubernetesDriver
 
 from .helpers import WORKERS, shop_cluster

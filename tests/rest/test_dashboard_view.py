@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from fenix_core.model import HostView, InstanceView, Progress, ProjectView, SessionView, StuckWork
 from fenix_core.rest.dashboard_view import Notice, session_payload
-from fenix_core.timeline import GroupLane, HostLane, Timeline
+from fenix_core.sim.timeline import GroupLane, HostLane, Timeline
 
 T0 = datetime(2026, 12, 1, 2, 0, tzinfo=UTC)
 

@@ -1,4 +1,4 @@
-"""Draw a :class:`~fenix_core.timeline.Timeline` as a Gantt chart (SVG or PNG).
+"""Draw a :class:`~fenix_core.sim.timeline.Timeline` as a Gantt chart (SVG or PNG).
 
 Needs matplotlib (``pip install 'fenix-core[plot]'``); it uses the Agg backend
 and never opens a window. Each host is one lane (draining, in maintenance,
@@ -20,7 +20,7 @@ from __future__ import annotations
 from datetime import datetime
 from pathlib import Path
 
-from .errors import InvalidInput
+from ..errors import InvalidInput
 from .preview import hosts_out_steps
 from .timeline import GroupLane, HostLane, Timeline
 

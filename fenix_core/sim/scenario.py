@@ -4,12 +4,12 @@
 :class:`Scenario`; it is pure (no engine, no cloud, no I/O besides parsing the
 text). Bad input raises :class:`~fenix_core.errors.InvalidInput` whose
 ``field`` is the path of the offending value, e.g. ``hosts[3].vcpus``.
-:mod:`fenix_core.simulation` builds and runs what a scenario describes.
+:mod:`fenix_core.sim.simulation` builds and runs what a scenario describes.
 
 Lists of hosts and instances may use generators so that large scenarios stay
 short: an entry with ``count: N`` stands for N entries whose string fields
 have ``{i}`` replaced by 0 … N-1 (``first`` shifts the start). The file's
-shape is declared once in ``fenix_core.scenario_schema`` (``fenix schema``
+shape is declared once in ``fenix_core.sim.scenario_schema`` (``fenix schema``
 prints it as JSON Schema); docs/cli.md describes it.
 """
 
@@ -24,9 +24,9 @@ import attrs
 import yaml
 from pydantic import BaseModel
 
-from .constraints import GroupConstraints, InstanceConstraints
-from .errors import FieldError, InvalidInput
-from .model import (
+from ..constraints import GroupConstraints, InstanceConstraints
+from ..errors import FieldError, InvalidInput
+from ..model import (
     DEFAULT_REPLY_WINDOWS,
     SessionRequest,
     _check_bool,
@@ -35,7 +35,9 @@ from .model import (
     _str,
     parse_time,
 )
-from .placement_rules import PlacementRule
+from ..placement_rules import PlacementRule
+from ..schema import validate
+from ..states import InstanceAction
 from .scenario_schema import (
     SESSION_FIELDS,
     ActionEntry,
@@ -49,8 +51,6 @@ from .scenario_schema import (
     PlacementEntry,
     ScenarioSchema,
 )
-from .schema import validate
-from .states import InstanceAction
 
 __all__ = [
     "ANSWERED_STATES",

@@ -29,9 +29,9 @@ from typing import Any
 
 import attrs
 
-from .budgets import resolve_cap
-from .constraints import implicit_group_id
-from .planner import GroupRule, makespan_lower_bound, max_hosts_out
+from ..budgets import resolve_cap
+from ..constraints import implicit_group_id
+from ..planner import GroupRule, makespan_lower_bound, max_hosts_out
 from .scenario import HostSpec, Scenario
 from .timeline import HostLane, Timeline, step_counts, with_implicit_groups
 

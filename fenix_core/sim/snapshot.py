@@ -6,7 +6,7 @@ only (``list_hosts``, ``list_instances`` and, when the driver is a
 nothing is disabled, moved or written. :func:`scenario_data` turns what it read
 (plus, optionally, the constraints stored in a fenix database) into the plain
 data of a scenario file, and :func:`scenario_from_cloud` validates that into
-a :class:`~fenix_core.scenario.Scenario`, which :func:`fenix_core.simulation.plan`
+a :class:`~fenix_core.sim.scenario.Scenario`, which :func:`fenix_core.sim.simulation.plan`
 previews. Both are pure. ``fenix plan --cloud`` and ``fenix export`` are built
 on them; the exported YAML loads back into the same scenario.
 
@@ -40,16 +40,16 @@ from typing import Any
 
 import attrs
 
-from .constraints import (
+from ..constraints import (
     CloudConstraints,
     ConstraintSet,
     GroupConstraints,
     InstanceConstraints,
     implicit_group_id,
 )
-from .errors import InvalidInput
-from .hookspecs import CloudDriver, ConstraintSource
-from .model import Host, Instance
+from ..errors import InvalidInput
+from ..model import Host, Instance
+from ..plugins.hookspecs import CloudDriver, ConstraintSource
 from .scenario import Scenario, parse_scenario
 
 __all__ = [
@@ -104,7 +104,7 @@ def scenario_from_cloud(
     stored_instances: Iterable[InstanceConstraints] = (),
     **options: Any,
 ) -> Scenario:
-    """The :class:`~fenix_core.scenario.Scenario` of a snapshot (pure).
+    """The :class:`~fenix_core.sim.scenario.Scenario` of a snapshot (pure).
 
     ``stored_groups`` / ``stored_instances`` are constraints set through the
     engine's API (``Engine.list_group_constraints()`` /

@@ -9,9 +9,9 @@ from typing import TypeVar
 
 import pluggy
 
-from .clock import Clock
-from .contract import Workflow
-from .errors import PluginError
+from ..clock import Clock
+from ..contract import Workflow
+from ..errors import PluginError
 from .gates import BuiltinGates
 from .hookspecs import PROJECT_NAME, Action, CloudDriver, Gate, _Specs, hookimpl
 
@@ -23,7 +23,7 @@ ENTRY_POINT_GROUP = "fenix"
 class _BuiltinWorkflows:
     @hookimpl
     def fenix_workflows(self) -> Mapping[str, type[Workflow]]:
-        from .workflows import ConstrainedWorkflow, DecommissionWorkflow, RollingWorkflow
+        from ..workflows import ConstrainedWorkflow, DecommissionWorkflow, RollingWorkflow
 
         return {
             RollingWorkflow.name: RollingWorkflow,

@@ -1,6 +1,6 @@
 """The shape of a scenario file, declared once (pydantic).
 
-:func:`fenix_core.scenario.parse_scenario` checks a file against
+:func:`fenix_core.sim.scenario.parse_scenario` checks a file against
 :class:`ScenarioSchema` first, so that every shape error (a wrong type, an
 unknown field, a value out of range) is reported at once with its path; the
 references between sections (an instance on a host that exists, a group of
@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema, create_model
 
-from .schema import GroupRules, Name, SecondsOrZero, SessionRequestSchema, Time, _Shape
+from ..schema import GroupRules, Name, SecondsOrZero, SessionRequestSchema, Time, _Shape
 
 __all__ = ["SESSION_FIELDS", "ScenarioSchema", "SessionSection", "scenario_json_schema"]
 

@@ -2,8 +2,8 @@
 cloud as the engine just read it.
 
 The cloud's hosts, instances and constraints become a scenario
-(``fenix_core.snapshot.scenario_from_cloud``), which
-:func:`fenix_core.simulation.plan` runs on simulated time with every manager
+(``fenix_core.sim.snapshot.scenario_from_cloud``), which
+:func:`fenix_core.sim.simulation.plan` runs on simulated time with every manager
 answering at once. Each action of the request is assumed to take
 :data:`ACTION_SECONDS`, unless ``controls.host_seconds`` declares how long a
 host takes (then shared among the actions). Touches nothing real: the
@@ -18,9 +18,9 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from .constraints import CloudConstraints, GroupConstraints, InstanceConstraints
-from .errors import FenixError
-from .model import Host, Instance, SessionRequest
+from ..constraints import CloudConstraints, GroupConstraints, InstanceConstraints
+from ..errors import FenixError
+from ..model import Host, Instance, SessionRequest
 from .scenario_schema import SESSION_FIELDS
 
 __all__ = ["ACTION_SECONDS", "preview"]

@@ -25,13 +25,13 @@ from typing import Any, TypeVar
 
 import attrs
 
-from .constraints import (
+from ..constraints import (
     DEFAULT_GROUP,
     GroupConstraints,
     InstanceConstraints,
     implicit_group_id,
 )
-from .model import OperationView, ProjectView, SessionView
+from ..model import OperationView, ProjectView, SessionView
 
 __all__ = [
     "GroupLane",

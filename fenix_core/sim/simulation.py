@@ -1,4 +1,4 @@
-"""Run a :class:`~fenix_core.scenario.Scenario` on simulated time.
+"""Run a :class:`~fenix_core.sim.scenario.Scenario` on simulated time.
 
 :class:`Simulation` builds what the scenario describes (a
 :class:`~fenix_core.clock.SimClock`, a
@@ -21,13 +21,13 @@ from typing import Any
 
 import attrs
 
-from . import signals
-from .constraints import InstanceConstraints
-from .engine import Engine
-from .model import SessionRequest, SessionView
+from .. import signals
+from ..constraints import InstanceConstraints
+from ..engine import Engine
+from ..model import SessionRequest, SessionView
+from ..testing import PlacedCloud, ScriptedManager, SimClock, SimulatedCloud, TimedAction
 from .preview import Ask, build_preview
 from .scenario import Scenario
-from .testing import PlacedCloud, ScriptedManager, SimClock, SimulatedCloud, TimedAction
 from .timeline import Timeline, build_timeline, with_implicit_groups
 
 __all__ = ["Plan", "Simulation", "SimulationResult", "plan"]
@@ -247,7 +247,7 @@ class Plan:
 
     scenario: str
     result: SimulationResult
-    #: what an operator decides on (fenix_core.preview); None when not built
+    #: what an operator decides on (fenix_core.sim.preview); None when not built
     preview: dict[str, Any] | None = None
     #: moves onto a host the instance has to leave again, and why (second_moves)
     moved_again: tuple[dict[str, str], ...] = ()

@@ -14,8 +14,8 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from .controls import HOST_GUARD
-from .errors import InvalidInput, PluginError
+from ..controls import HOST_GUARD
+from ..errors import InvalidInput, PluginError
 from .hookspecs import Gate, GateContext, GateResult, HostGuard, InstanceReadiness, hookimpl
 
 __all__ = ["HOST_GUARD", "BuiltinGates", "HostGuardGate", "HttpGate", "InstancesBackGate"]
