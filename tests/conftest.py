@@ -4,6 +4,7 @@ fenix_engine_factory) come from its pytest plug-in, loaded here as users do."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
@@ -11,6 +12,8 @@ from typing import Any
 import pytest
 
 from fenix_core import Engine, signals
+from fenix_core.clock import SimClock
+from fenix_core.model import SessionView
 from fenix_core.testing import ScriptedManager, SimulatedCloud
 
 pytest_plugins = ["fenix_core.testing.pytest_plugin"]
@@ -93,3 +96,26 @@ def fill(
         cloud.add_host(host, vcpus=vcpus)
         for instance_id, project_id, size in instances:
             cloud.add_instance(instance_id, project_id, host, vcpus=size)
+
+
+def drive(
+    engine: Engine,
+    clock: SimClock,
+    sid: str,
+    stop: Callable[[SessionView], bool] = lambda _v: False,
+    *,
+    on_step: Callable[[SessionView], None] | None = None,
+) -> SessionView:
+    """Run the engine on simulated time until ``stop(view)``, the session has
+    ended and settled, or nothing is left to wait for (a paused session)."""
+    while True:
+        engine.run_until_idle()
+        view = engine.get_session(sid)
+        if on_step is not None:
+            on_step(view)
+        if stop(view):
+            return view
+        wake = engine.next_wake()
+        if wake is None:
+            return view
+        clock.wait(wake, threading.Event())

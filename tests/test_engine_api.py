@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Recorder
+from conftest import Recorder, drive
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
@@ -155,25 +155,6 @@ def events(cloud: SimulatedCloud, kind: str) -> list[Any]:
 
 def migrations(cloud: SimulatedCloud, kind: str = "migration_done") -> Counter[str]:
     return Counter(e.instance_id or "" for e in events(cloud, kind))
-
-
-def drive(
-    engine: Engine,
-    clock: SimClock,
-    sid: str,
-    stop: Callable[[SessionView], bool] = lambda _v: False,
-) -> SessionView:
-    """Run on simulated time until ``stop(view)``, the session has ended and
-    settled, or nothing is left to wait for (a paused session)."""
-    while True:
-        engine.run_until_idle()
-        view = engine.get_session(sid)
-        if stop(view):
-            return view
-        wake = engine.next_wake()
-        if wake is None:
-            return view
-        clock.wait(wake, threading.Event())
 
 
 # --------------------------------------------------------------------------- create_session

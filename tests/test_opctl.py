@@ -6,16 +6,14 @@ from __future__ import annotations
 
 import itertools
 import json
-import threading
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from conftest import Recorder
+from conftest import Recorder, drive
 
 from fenix_core import ActionSpec, Engine, SessionRequest
-from fenix_core.clock import SimClock
 from fenix_core.controls import Controls, window_occurrences
 from fenix_core.errors import InvalidInput
 from fenix_core.model import SessionView
@@ -36,29 +34,6 @@ def cluster(cloud: SimulatedCloud, loaded: int, *, spare: int = 1, vcpus: int = 
         cloud.add_host(f"spare-{i}", vcpus=8)
         names.append(f"spare-{i}")
     return names
-
-
-def drive(
-    engine: Engine,
-    clock: SimClock,
-    sid: str,
-    stop: Callable[[SessionView], bool] = lambda _v: False,
-    *,
-    on_step: Callable[[SessionView], None] | None = None,
-) -> SessionView:
-    """Run the engine on simulated time until ``stop(view)``, the session has
-    ended and settled, or nothing is left to wait for (a paused session)."""
-    while True:
-        engine.run_until_idle()
-        view = engine.get_session(sid)
-        if on_step is not None:
-            on_step(view)
-        if stop(view):
-            return view
-        wake = engine.next_wake()
-        if wake is None:
-            return view
-        clock.wait(wake, threading.Event())
 
 
 def first_touch(cloud: SimulatedCloud) -> dict[str, datetime]:
