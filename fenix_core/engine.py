@@ -38,6 +38,7 @@ from typing import Any, ClassVar, Self, cast
 
 from sqlalchemy import bindparam, delete, insert, select
 from sqlalchemy.engine import Engine as SAEngine
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from . import approval
@@ -53,7 +54,7 @@ from .core.busy_hosts import check_hosts_free
 from .core.constraint_service import ConstraintService, warn_ignored
 from .core.factory import CloudRead, CloudSnapshot, SessionFactory, default_group_rules
 from .core.inventory import HostChangeRec, InventoryCache
-from .core.leases import SqlLeaseKeeper
+from .core.leases import DatabaseClock, SqlLeaseKeeper
 from .core.operations import CoreOperations
 from .core.outbox import Outbox
 from .core.poller import SqlDbPoller
@@ -243,14 +244,21 @@ class Engine:
         load_entry_points: bool = True,
         db_retries: int = 5,
         db_retry_seconds: float = 0.1,
+        max_sessions: int | None = None,
     ) -> None:
         check_retry_arguments(db_retries, db_retry_seconds)
+        if max_sessions is not None and (
+            isinstance(max_sessions, bool) or not isinstance(max_sessions, int) or max_sessions < 1
+        ):
+            raise InvalidInput(
+                "max_sessions", f"must be a whole number >= 1 or None, got {max_sessions!r}"
+            )
+        self.max_sessions = max_sessions
         self.db_retries = db_retries
         self.db_retry_seconds = float(db_retry_seconds)
         # A lost database connection: a step, a poll or a claim is made again.
         self._retry = DbRetry(db_retries, self.db_retry_seconds)
         self.clock: Clock = clock if clock is not None else RealClock()
-        self.lease_clock: Clock = lease_clock if lease_clock is not None else RealClock()
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.lease_seconds = float(lease_seconds)
         self.service = service
@@ -259,6 +267,14 @@ class Engine:
         self._workflows = dict(workflows) if workflows is not None else dict(self.plugins.workflows)
         self._db = open_database(database_url)
         migrate(self._db)
+        # Leases run on the database's clock where there is one (PostgreSQL).
+        self.lease_clock: Clock = (
+            lease_clock
+            if lease_clock is not None
+            else DatabaseClock()
+            if self._db.dialect.name == "postgresql"
+            else RealClock()
+        )
         self._lock = threading.RLock()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -313,6 +329,7 @@ class Engine:
             leftovers=self._store,
             retry=self._retry,
             flush=self._runner.flush,
+            capacity=max_sessions,
         )
         self._replies = ReplyIntake(
             sink=self,
@@ -938,13 +955,29 @@ class Engine:
         """The production loop (as Engine.run_forever): step what is due, then
         wait for the next wake-up, a reply or a new session, or the next look
         at the database for sessions nobody holds, until :meth:`stop` is
-        called (from another thread)."""
+        called (from another thread). A database that stays unreachable
+        past ``db_retries`` does not end the loop (:meth:`_database_lost`)."""
         self._stop.clear()
         while not self._stop.is_set():
-            self.run_until_idle()
+            try:
+                self.run_until_idle()
+            except OperationalError as exc:
+                self._database_lost(exc)
+                continue
             if self._stop.is_set():
                 break
             self._wait_for_work()
+
+    def _database_lost(self, error: OperationalError) -> None:
+        """The database stayed unreachable through ``db_retries``: nothing
+        commits, so this worker starts no operation and sends no
+        notification (both come only after a commit). It keeps what it
+        holds and tries again every ``lease_seconds / 4`` (at most a
+        second); once the database is back, a session another worker took
+        meanwhile (its lease expired) fences this worker's next write out,
+        and the step is rolled back and the session dropped."""
+        log.warning("worker %s: database unreachable (%s); trying again", self.worker_id, error)
+        self._stop.wait(min(1.0, self.lease_seconds / 4))
 
     def stop(self) -> None:
         """Make :meth:`run_forever` return."""
@@ -958,7 +991,7 @@ class Engine:
         # simulated lease clock moves only when a test moves it.
         if poll is None:
             to_poll = None
-        elif isinstance(self.lease_clock, RealClock):
+        elif isinstance(self.lease_clock, RealClock | DatabaseClock):
             to_poll = max(0.0, (poll - self.lease_clock.now()).total_seconds())
         else:
             to_poll = min(1.0, self.lease_seconds / 4)
