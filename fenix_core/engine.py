@@ -877,10 +877,12 @@ class Engine:
     def next_wake(self) -> datetime | None:
         """When the engine next has something to do (None: nothing scheduled):
         the sessions it holds, and those stored that it may take (sessions
-        another worker holds a live lease on are not counted)."""
+        another worker holds a live lease on are not counted, nor, while it
+        holds ``max_sessions``, any it does not hold)."""
         with self._lock:
             held, queue = self._stepper.held_ids(), self._stepper.queue
             parked = self._stepper.parked_ids()
+            full = self.max_sessions is not None and len(held) >= self.max_sessions
             stored = None
             for sid, wake in views.stored_wakes(
                 self._db, self.worker_id, self.lease_clock.now(), len(held) + len(parked) + 1
@@ -888,7 +890,7 @@ class Engine:
                 if sid in parked:
                     continue  # this engine cannot step it
                 if sid not in held:
-                    stored = wake
+                    stored = None if full else wake
                     break
                 if sid not in queue:  # held, nothing scheduled, yet due in the database
                     self._stepper.reload_at(sid, wake)
