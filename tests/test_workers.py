@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import event, func, select
+from sqlalchemy import event, func, select, text
 from test_leases import (  # noqa: F401 - fixtures
     LAYOUT,
     UPGRADE,
@@ -405,3 +405,150 @@ def test_a_worker_stalled_past_its_lease_after_a_commit_starts_nothing_it_lost(
     finally:
         a.close()
         b.close()
+
+
+# ------------------------------------------------------------ the database lost
+
+
+class CutOff:
+    """The network between one worker and PostgreSQL, which the test
+    controls: ``cut()`` has the server drop the worker's open connections
+    (found by their ``application_name``) and refuses new ones until
+    ``restore()``."""
+
+    def __init__(self, worker: Engine, name: str, admin: Any) -> None:
+        import psycopg
+
+        self.down = threading.Event()
+        self.name = name
+        self.admin = admin  # a SQLAlchemy engine of another client
+
+        def refuse(*_args: Any) -> None:
+            if self.down.is_set():
+                raise psycopg.OperationalError("connection refused (cut off by the test)")
+
+        event.listen(worker.database, "do_connect", refuse)
+
+    def cut(self) -> None:
+        self.down.set()
+        with self.admin.connect() as db:
+            dropped = db.execute(
+                text(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                    " WHERE application_name = :name"
+                ),
+                {"name": self.name},
+            ).scalar_one()
+        assert dropped >= 1, "the worker had no connection to drop"
+
+    def restore(self) -> None:
+        self.down.clear()
+
+
+def fast_cloud() -> tuple[SimulatedCloud, TimedAction]:
+    """``LAYOUT`` with moves of 0.2 s and a host action of 1 s, real time."""
+    cloud = SimulatedCloud(migration_seconds=0.2, live_migration_seconds=0.2)
+    for host, instances in LAYOUT.items():
+        cloud.add_host(host, vcpus=8)
+        for instance_id, project_id, vcpus in instances:
+            cloud.add_instance(instance_id, project_id, host, vcpus=vcpus)
+    return cloud, TimedAction("upgrade", seconds=1)
+
+
+def real_worker(url: str, name: str, plugins: list[object]) -> Engine:
+    return Engine(
+        f"{url}?application_name={name}",
+        plugins=plugins,
+        load_entry_points=False,
+        worker_id=name,
+        lease_seconds=1,
+        db_retries=1,
+        db_retry_seconds=0.01,
+    )
+
+
+def test_postgresql_a_worker_cut_off_longer_than_its_lease_is_taken_over_and_fenced_out(
+    postgres_url: str,  # noqa: F811
+) -> None:
+    """ "a" holds a session whose host action runs, and loses the database
+    for longer than its 1 s lease. "b" takes the session over (by the
+    database's clock). Back online, "a" steps its stale copy: the write is
+    fenced out, nothing of it is committed, "a" lets the session go, and "b"
+    ends it with every host action run once and every instance moved once
+    (idempotency keys: what "a" had started is looked up, not started again)."""
+    cloud, upgrade = fast_cloud()
+    a = real_worker(postgres_url, "a", [cloud, upgrade])
+    b = real_worker(postgres_url, "b", [cloud, upgrade])
+    line = CutOff(a, "a", b.database)
+    try:
+        sid = a.create_session(SessionRequest(actions=UPGRADE))
+        deadline = time.monotonic() + 30
+        while not upgrade.runs:  # until a host action runs
+            a.step()
+            assert time.monotonic() < deadline, "no host action started"
+            time.sleep(0.01)
+        assert a.held_sessions() == [sid]
+        line.cut()
+        time.sleep(1.5)  # longer than the lease
+        b.wake(sid)
+        b.step()
+        assert stored_clock(b.database, sid).owner == "b"
+        taken = stored_clock(b.database, sid).version
+        line.restore()
+        time.sleep(1.0)  # a's copy falls due (its host action's next poll)
+        a.step()
+        assert a.held_sessions() == []
+        assert stored_clock(b.database, sid).version == taken  # nothing of a's step
+        assert stored_clock(b.database, sid).token == 2
+        assert b.run_until_done(sid).state == "MAINTENANCE_DONE"
+    finally:
+        line.restore()
+        a.close()
+        b.close()
+    assert Counter(upgrade.hosts) == Counter(list(LAYOUT))
+    assert set(migrations_per_instance(cloud).values()) == {1}
+
+
+def test_postgresql_run_forever_outlives_a_database_outage_longer_than_the_lease(
+    postgres_url: str,  # noqa: F811
+) -> None:
+    """The loop of a worker cut off for 2 s (its retries give up after
+    ~10 ms) keeps going; once the database is back it finishes the session,
+    each host action run once."""
+    cloud, upgrade = fast_cloud()
+    a = real_worker(postgres_url, "a", [cloud, upgrade])
+    observer = Engine(postgres_url, load_entry_points=False)
+    line = CutOff(a, "a", observer.database)
+    errors: list[BaseException] = []
+
+    def loop() -> None:
+        try:
+            a.run_forever()
+        except BaseException as exc:  # the test reports it
+            errors.append(exc)
+
+    worker = threading.Thread(target=loop)
+    try:
+        sid = a.create_session(SessionRequest(actions=UPGRADE))
+        worker.start()
+        deadline = time.monotonic() + 30
+        while not upgrade.runs:
+            assert time.monotonic() < deadline, "no host action started"
+            time.sleep(0.01)
+        line.cut()
+        time.sleep(2.0)
+        line.restore()
+        while observer.get_session(sid).state not in FINAL:
+            assert not errors, errors
+            assert time.monotonic() < deadline + 30, "the session did not end"
+            time.sleep(0.05)
+        assert observer.get_session(sid).state == "MAINTENANCE_DONE"
+        assert worker.is_alive()
+    finally:
+        line.restore()
+        a.stop()
+        worker.join(timeout=30)
+        a.close()
+        observer.close()
+    assert not errors, errors
+    assert Counter(upgrade.hosts) == Counter(list(LAYOUT))
