@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, event, select, update
@@ -167,6 +168,7 @@ def test_a_claim_takes_at_most_its_limit_in_one_statement(database_url: str) -> 
     is not the second's."""
     sids = [f"s{n}" for n in range(6)]
     db = database(database_url, *sids)
+    assert db.dialect.update_returning
     clock = SimClock(start=T0)
     a = SqlLeaseKeeper(db, "a", 30, clock)
     b = SqlLeaseKeeper(db, "b", 30, clock)
@@ -200,4 +202,22 @@ def test_postgresql_a_claim_takes_the_next_rows_past_those_another_claim_locks(
         assert not worker.is_alive(), "claim waited on locked rows"
         other.rollback()
     assert sorted(result) == ["s3", "s4"]
+    db.dispose()
+
+
+def test_without_returning_a_claim_is_a_compare_and_set_per_session(tmp_path: Path) -> None:
+    """SQLite before 3.35 has no RETURNING: the same claims, limits and
+    tokens, by a read and a compare-and-set per session."""
+    sids = [f"s{n}" for n in range(4)]
+    db = database(f"sqlite:///{tmp_path / 'old.db'}", *sids)
+    db.dialect.update_returning = False
+    clock = SimClock(start=T0)
+    a = SqlLeaseKeeper(db, "a", 30, clock)
+    b = SqlLeaseKeeper(db, "b", 30, clock)
+    assert sorted(a.claim(sids, 2)) == ["s0", "s1"]
+    assert sorted(b.claim(sids)) == ["s2", "s3"]
+    assert a.claim(["s0"])["s0"].token == 1  # renewed
+    clock.advance(31)
+    assert b.claim(["s0"])["s0"].token == 2  # taken
+    assert lease_row(db, "s0") == ("b", 2, T0 + timedelta(seconds=61))
     db.dispose()

@@ -29,12 +29,14 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
     Connection,
     Engine,
     Interval,
+    Select,
     Table,
     bindparam,
     case,
@@ -169,17 +171,48 @@ class SqlLeaseKeeper:
             .returning(key, c.lease_token, c.version, func.now() if on_db else c.version)
         )
         claimed: dict[str, Fence] = {}
+        rows: list[Sequence[Any]]
         with self._db.begin() as connection:
-            rows = connection.execute(claim).all()
+            if self._db.dialect.update_returning:
+                rows = list(connection.execute(claim).all())
+            else:  # SQLite before 3.35: no RETURNING
+                rows = self._claim_each(connection, candidates, expires, now)
         if rows and on_db and isinstance(self.clock, DatabaseClock):
             self.clock.measured(rows[0][3])
-        for session_id, token, version, _ in sorted(rows):
+        for session_id, token, version, _ in sorted(rows, key=lambda row: str(row[0])):
             self._held[session_id] = (token, version)
             claimed[session_id] = Fence(session_id, self.owner, token, version)
         for session_id in wanted:
             if session_id not in claimed:
                 self._held.pop(session_id, None)  # someone else's now (or over the limit)
         return claimed
+
+    def _claim_each(
+        self,
+        connection: Connection,
+        candidates: Select[Any],
+        expires: ColumnElement[datetime],
+        now: ColumnElement[datetime],
+    ) -> list[Sequence[Any]]:
+        """The claim as a read of the candidates and a compare-and-set on
+        each one's token (SQLite without RETURNING: one writer at a time)."""
+        table, key, c = self._table, self._key, self._table.c
+        found = connection.execute(
+            select(key, c.lease_owner, c.lease_token, c.version).where(key.in_(candidates))
+        ).all()
+        rows: list[Sequence[Any]] = []
+        for session_id, holder, token, version in found:
+            new_token = token if holder == self.owner else token + 1
+            taken = connection.execute(
+                update(table)
+                .where(
+                    key == session_id, c.lease_token == token, _claimable(self.owner, now, table)
+                )
+                .values(lease_owner=self.owner, lease_token=new_token, lease_expires=expires)
+            )
+            if taken.rowcount == 1:
+                rows.append((session_id, new_token, version, None))
+        return rows
 
     def fence(self, session_id: str) -> Fence:
         """What a step's write must match: this worker's token (and the version
