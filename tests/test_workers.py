@@ -67,6 +67,21 @@ def session_hosts(n: int) -> list[str]:
     return [f"cmp-{n}-{i}" for i in range(2)]
 
 
+def sim_worker(
+    url: str, name: str, clock: Clock, lease_clock: Clock, plugins: list[object], **options: Any
+) -> Engine:
+    """A worker on simulated time (its leases on ``lease_clock``)."""
+    return Engine(
+        url,
+        clock=clock,
+        lease_clock=lease_clock,
+        plugins=plugins,
+        load_entry_points=False,
+        worker_id=name,
+        **options,
+    )
+
+
 # --------------------------------------------------------------------------- capacity
 
 
@@ -85,14 +100,8 @@ def test_workers_with_a_capacity_split_the_due_sessions(database_url: str) -> No
     clock, lease_clock = SimClock(), SimClock()
 
     def worker(name: str, capacity: int | None) -> Engine:
-        return Engine(
-            database_url,
-            clock=clock,
-            lease_clock=lease_clock,
-            plugins=[cloud, upgrade],
-            load_entry_points=False,
-            worker_id=name,
-            max_sessions=capacity,
+        return sim_worker(
+            database_url, name, clock, lease_clock, [cloud, upgrade], max_sessions=capacity
         )
 
     greedy = worker("greedy", None)
@@ -138,14 +147,7 @@ def test_a_worker_at_capacity_takes_the_sessions_left_out_as_its_own_end(
     held one is let go)."""
     cloud, upgrade = empty_hosts(5), TimedAction("upgrade", seconds=60)
     clock = SimClock()
-    engine = Engine(
-        database_url,
-        clock=clock,
-        lease_clock=SimClock(),
-        plugins=[cloud, upgrade],
-        load_entry_points=False,
-        max_sessions=2,
-    )
+    engine = sim_worker(database_url, "w", clock, SimClock(), [cloud, upgrade], max_sessions=2)
     try:
         sids = [
             engine.create_session(SessionRequest(hosts=session_hosts(n), actions=UPGRADE))
@@ -242,14 +244,7 @@ def test_postgresql_a_worker_minutes_ahead_neither_takes_a_live_lease_nor_keeps_
     fast = skewed_worker(
         postgres_url, "fast", timedelta(minutes=5), 1, plugins=[cloud, upgrade], max_sessions=1
     )
-    b = Engine(
-        postgres_url,
-        plugins=[cloud, upgrade],
-        load_entry_points=False,
-        worker_id="b",
-        lease_seconds=1,
-        max_sessions=1,
-    )
+    b = real_worker(postgres_url, "b", [cloud, upgrade])
     try:
         first = b.create_session(SessionRequest(hosts=["cmp-0"], actions=UPGRADE))
         assert b.step() == 1
@@ -260,13 +255,7 @@ def test_postgresql_a_worker_minutes_ahead_neither_takes_a_live_lease_nor_keeps_
         assert fast.step() == 1
         assert stored_clock(fast.database, first).owner == "fast"
         time.sleep(1.5)  # fast stalls past its lease (by the database's clock)
-        b = Engine(
-            postgres_url,
-            plugins=[cloud, upgrade],
-            load_entry_points=False,
-            worker_id="b",
-            lease_seconds=1,
-        )
+        b = real_worker(postgres_url, "b", [cloud, upgrade])
         b.wake(first)  # as a reply through b would: b claims it
         b.step()
         assert stored_clock(b.database, first).owner == "b"
@@ -363,15 +352,7 @@ def test_a_worker_stalled_past_its_lease_after_a_commit_starts_nothing_it_lost(
     stalling = StallAfterCommit(shared)
 
     def worker(name: str, lease_clock: Clock) -> Engine:
-        return Engine(
-            database_url,
-            clock=clock,
-            lease_clock=lease_clock,
-            plugins=[cloud, upgrade],
-            load_entry_points=False,
-            worker_id=name,
-            lease_seconds=30,
-        )
+        return sim_worker(database_url, name, clock, lease_clock, [cloud, upgrade])
 
     a, b = worker("a", stalling), worker("b", shared)
     try:
