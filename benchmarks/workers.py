@@ -461,14 +461,15 @@ def print_table(results: list[RunResult], setup_s: float, args: argparse.Namespa
     print(
         f"{'workers':>7} {'wall s':>8} {'sess/s':>8} {'steps':>7} {'wCPU ms/step':>12} "
         f"{'srvCPU ms/step':>14} {'stmts/step':>10} {'commits/step':>12} {'load':>5} "
-        f"{'x 1 worker':>10} {'per worker':>10}"
+        f"{'x 1 worker':>10} {'per worker':>10}  steps per worker"
     )
     for r in results:
         print(
             f"{r.workers:>7} {r.wall_s:>8.2f} {r.sessions_per_s:>8.2f} {r.steps:>7} "
             f"{r.worker_ms_per_step:>12.2f} {r.server_ms_per_step:>14.2f} "
             f"{r.statements_per_step:>10.2f} {r.commits_per_step:>12.2f} {r.load_average:>5.1f} "
-            f"{r.throughput_ratio:>9.2f}x {r.per_worker_ratio:>9.2f}x"
+            f"{r.throughput_ratio:>9.2f}x {r.per_worker_ratio:>9.2f}x  "
+            + "/".join(str(w.steps) for w in r.per_worker)
         )
         for problem in r.problems:
             print(f"        PROBLEM: {problem}")
