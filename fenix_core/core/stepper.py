@@ -413,9 +413,9 @@ class Stepper:
         if outcome.starts and not start:
             wake = now  # the next step starts them
         elif outcome.starts and not self._still_held(session_id, fence, frame):
-            # Not started: whoever holds the session now starts them (by key,
-            # if this worker's claim just renewed it, from its next load).
-            log.warning("session %s: lease expired before its operations started", session_id)
+            # Not started: whoever holds the session next (this worker too,
+            # after loading it again) looks them up by key and starts them.
+            log.warning("session %s: lease too short to start its operations", session_id)
             self._let_go(session_id, keep_sent=True)
             self._next_poll = None
             return True
