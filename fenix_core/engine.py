@@ -275,6 +275,9 @@ class Engine:
             if self._db.dialect.name == "postgresql"
             else RealClock()
         )
+        if isinstance(self.lease_clock, DatabaseClock) and self._db.dialect.name == "postgresql":
+            with self._db.connect() as connection:  # right from the start, not at the first poll
+                self.lease_clock.measure(connection)
         self._lock = threading.RLock()
         self._wake = threading.Event()
         self._stop = threading.Event()

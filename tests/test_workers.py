@@ -194,10 +194,15 @@ def skewed_worker(url: str, name: str, by: timedelta, lease_seconds: float, **kw
 
 def test_postgresql_leases_default_to_the_database_clock(postgres_url: str) -> None:  # noqa: F811
     engine = Engine(postgres_url, load_entry_points=False)
+    skewed = skewed_worker(postgres_url, "skewed", timedelta(minutes=-5), 30)
     try:
         assert isinstance(engine.lease_clock, DatabaseClock)
+        # Measured when the engine is made, before any claim or poll.
+        off = skewed.lease_clock.now() - database_now(skewed)
+        assert abs(off) < timedelta(seconds=10), off
     finally:
         engine.close()
+        skewed.close()
 
 
 @pytest.mark.parametrize("minutes", [5, -5])
