@@ -960,12 +960,16 @@ class Engine:
         """The production loop (as Engine.run_forever): step what is due, then
         wait for the next wake-up, a reply or a new session, or the next look
         at the database for sessions nobody holds, until :meth:`stop` is
-        called (from another thread). A database that stays unreachable
-        past ``db_retries`` does not end the loop (:meth:`_database_lost`)."""
+        called (from another thread or a plug-in): the loop returns after
+        the step under way. A database that stays unreachable past
+        ``db_retries`` does not end the loop (:meth:`_database_lost`)."""
         self._stop.clear()
         while not self._stop.is_set():
             try:
-                self.run_until_idle()
+                # One step at a time, not run_until_idle(): a worker that is
+                # never idle (taking new sessions as others end) still stops.
+                if self.step():
+                    continue
             except OperationalError as exc:
                 self._database_lost(exc)
                 continue

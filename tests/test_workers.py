@@ -538,3 +538,30 @@ def test_postgresql_run_forever_outlives_a_database_outage_longer_than_the_lease
         observer.close()
     assert not errors, errors
     assert Counter(upgrade.hosts) == Counter(list(LAYOUT))
+
+
+def test_stop_ends_run_forever_after_the_step_under_way_even_when_never_idle() -> None:
+    """A plug-in asks the engine to stop at the session's first host action.
+    On simulated time the session always has a step due; the loop still
+    returns after that step, the session unfinished (it ran to its end
+    first, as ``run_until_idle()`` does, and a busy worker never stopped)."""
+    cloud, upgrade = empty_hosts(1), TimedAction("upgrade", seconds=0)
+    engine = sim_worker("sqlite://", "w", SimClock(), SimClock(), [cloud, upgrade])
+    start = upgrade.start
+
+    def stopping(context: Any) -> Any:
+        engine.stop()
+        return start(context)
+
+    upgrade.start = stopping  # type: ignore[method-assign]
+    try:
+        sid = engine.create_session(SessionRequest(hosts=session_hosts(0), actions=UPGRADE))
+        worker = threading.Thread(target=engine.run_forever)
+        worker.start()
+        worker.join(timeout=60)
+        assert not worker.is_alive()
+        assert upgrade.hosts == [session_hosts(0)[0]]
+        assert engine.get_session(sid).state not in FINAL
+        assert engine.run_until_done(sid).state == "MAINTENANCE_DONE"
+    finally:
+        engine.close()
