@@ -37,6 +37,7 @@ import json
 import multiprocessing
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import threading
@@ -493,6 +494,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"workers benchmark skipped: no PostgreSQL server here ({why})")
         return 0
     counts = worker_counts(args.workers)
+    # Stopped (kill, a CI timeout): leave no server or state files behind.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(f"{Path(__file__).name}: terminated"))
     with pg_server.PostgresServer() as server:
         bench = Bench(server, args)
         try:
