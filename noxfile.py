@@ -106,16 +106,24 @@ def soak(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """The benchmarks: makespan, scale (end-to-end runs), reply throughput.
+    """The benchmarks: makespan, scale (end-to-end runs), reply throughput,
+    several workers on PostgreSQL.
 
     Not in the default sessions; prints figures, raw-sqlite3 floors from the
     same run and each target's pass/fail. Options after -- go to scale.py:
     `nox -s bench -- --huge` (adds 10,000 hosts), `-- --sizes 30,300
-    --workflow rolling --timeout 600`. See docs/performance.md."""
-    session.install(".")  # the project and its own dependencies, nothing else
+    --workflow rolling --timeout 600`. workers.py starts a throwaway
+    PostgreSQL server (Debian's postgresql, installed as for the tests, or
+    it says it skips) and runs 1 and 2 worker processes (and one per core
+    where there are more); run it alone for its options. See
+    docs/performance.md."""
+    # The project and its own dependencies; psycopg for workers.py.
+    session.install(".[postgres]")
+    _install_postgresql(session)
     session.run("python", "benchmarks/makespan.py")
     session.run("python", "benchmarks/scale.py", *session.posargs)
     session.run("python", "benchmarks/replies.py")
+    session.run("python", "benchmarks/workers.py")
 
 
 @nox.session

@@ -38,6 +38,7 @@ from typing import Any, ClassVar, Self, cast
 
 from sqlalchemy import bindparam, delete, insert, select
 from sqlalchemy.engine import Engine as SAEngine
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from . import approval
@@ -53,7 +54,7 @@ from .core.busy_hosts import check_hosts_free
 from .core.constraint_service import ConstraintService, warn_ignored
 from .core.factory import CloudRead, CloudSnapshot, SessionFactory, default_group_rules
 from .core.inventory import HostChangeRec, InventoryCache
-from .core.leases import SqlLeaseKeeper
+from .core.leases import DatabaseClock, SqlLeaseKeeper
 from .core.operations import CoreOperations
 from .core.outbox import Outbox
 from .core.poller import SqlDbPoller
@@ -243,14 +244,21 @@ class Engine:
         load_entry_points: bool = True,
         db_retries: int = 5,
         db_retry_seconds: float = 0.1,
+        max_sessions: int | None = None,
     ) -> None:
         check_retry_arguments(db_retries, db_retry_seconds)
+        if max_sessions is not None and (
+            isinstance(max_sessions, bool) or not isinstance(max_sessions, int) or max_sessions < 1
+        ):
+            raise InvalidInput(
+                "max_sessions", f"must be a whole number >= 1 or None, got {max_sessions!r}"
+            )
+        self.max_sessions = max_sessions
         self.db_retries = db_retries
         self.db_retry_seconds = float(db_retry_seconds)
         # A lost database connection: a step, a poll or a claim is made again.
         self._retry = DbRetry(db_retries, self.db_retry_seconds)
         self.clock: Clock = clock if clock is not None else RealClock()
-        self.lease_clock: Clock = lease_clock if lease_clock is not None else RealClock()
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.lease_seconds = float(lease_seconds)
         self.service = service
@@ -259,6 +267,17 @@ class Engine:
         self._workflows = dict(workflows) if workflows is not None else dict(self.plugins.workflows)
         self._db = open_database(database_url)
         migrate(self._db)
+        # Leases run on the database's clock where there is one (PostgreSQL).
+        self.lease_clock: Clock = (
+            lease_clock
+            if lease_clock is not None
+            else DatabaseClock()
+            if self._db.dialect.name == "postgresql"
+            else RealClock()
+        )
+        if isinstance(self.lease_clock, DatabaseClock) and self._db.dialect.name == "postgresql":
+            with self._db.connect() as connection:  # right from the start, not at the first poll
+                self.lease_clock.measure(connection)
         self._lock = threading.RLock()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -313,6 +332,7 @@ class Engine:
             leftovers=self._store,
             retry=self._retry,
             flush=self._runner.flush,
+            capacity=max_sessions,
         )
         self._replies = ReplyIntake(
             sink=self,
@@ -860,10 +880,12 @@ class Engine:
     def next_wake(self) -> datetime | None:
         """When the engine next has something to do (None: nothing scheduled):
         the sessions it holds, and those stored that it may take (sessions
-        another worker holds a live lease on are not counted)."""
+        another worker holds a live lease on are not counted, nor, while it
+        holds ``max_sessions``, any it does not hold)."""
         with self._lock:
             held, queue = self._stepper.held_ids(), self._stepper.queue
             parked = self._stepper.parked_ids()
+            full = self.max_sessions is not None and len(held) >= self.max_sessions
             stored = None
             for sid, wake in views.stored_wakes(
                 self._db, self.worker_id, self.lease_clock.now(), len(held) + len(parked) + 1
@@ -871,7 +893,7 @@ class Engine:
                 if sid in parked:
                     continue  # this engine cannot step it
                 if sid not in held:
-                    stored = wake
+                    stored = None if full else wake
                     break
                 if sid not in queue:  # held, nothing scheduled, yet due in the database
                     self._stepper.reload_at(sid, wake)
@@ -938,13 +960,33 @@ class Engine:
         """The production loop (as Engine.run_forever): step what is due, then
         wait for the next wake-up, a reply or a new session, or the next look
         at the database for sessions nobody holds, until :meth:`stop` is
-        called (from another thread)."""
+        called (from another thread or a plug-in): the loop returns after
+        the step under way. A database that stays unreachable past
+        ``db_retries`` does not end the loop (:meth:`_database_lost`)."""
         self._stop.clear()
         while not self._stop.is_set():
-            self.run_until_idle()
+            try:
+                # One step at a time, not run_until_idle(): a worker that is
+                # never idle (taking new sessions as others end) still stops.
+                if self.step():
+                    continue
+            except OperationalError as exc:
+                self._database_lost(exc)
+                continue
             if self._stop.is_set():
                 break
             self._wait_for_work()
+
+    def _database_lost(self, error: OperationalError) -> None:
+        """The database stayed unreachable through ``db_retries``: nothing
+        commits, so this worker starts no operation and sends no
+        notification (both come only after a commit). It keeps what it
+        holds and tries again every ``lease_seconds / 4`` (at most a
+        second); once the database is back, a session another worker took
+        meanwhile (its lease expired) fences this worker's next write out,
+        and the step is rolled back and the session dropped."""
+        log.warning("worker %s: database unreachable (%s); trying again", self.worker_id, error)
+        self._stop.wait(min(1.0, self.lease_seconds / 4))
 
     def stop(self) -> None:
         """Make :meth:`run_forever` return."""
@@ -958,7 +1000,7 @@ class Engine:
         # simulated lease clock moves only when a test moves it.
         if poll is None:
             to_poll = None
-        elif isinstance(self.lease_clock, RealClock):
+        elif isinstance(self.lease_clock, RealClock | DatabaseClock):
             to_poll = max(0.0, (poll - self.lease_clock.now()).total_seconds())
         else:
             to_poll = min(1.0, self.lease_seconds / 4)

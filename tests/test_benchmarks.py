@@ -262,3 +262,42 @@ def test_core_runs_record_the_replies_of_an_instant_in_one_burst(bench) -> None:
     # Half the six projects answer at once, the other half 60 s later.
     assert 0 < 2 * run.front.bursts < sent
     run.engine.close()
+
+
+def test_workers_runs_one_and_two_workers_on_postgresql(
+    bench, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """benchmarks/workers.py at a tiny size: both runs finish with every
+    session done and every host's action run once (the script checks), and
+    the figures are there. Skipped, as the script is, without PostgreSQL."""
+    workers = bench("workers")
+    pg_server = bench("pg_server")
+    if pg_server.unavailable() is not None:
+        pytest.skip(f"no PostgreSQL server: {pg_server.unavailable()}")
+    argv = ["--sessions", "4", "--hosts", "2", "--capacity", "2", "--lease", "2"]
+    assert workers.main([*argv, "--workers", "1,2", "--json"]) == 0
+    runs = json.loads(capsys.readouterr().out)["runs"]
+    assert [r["workers"] for r in runs] == [1, 2]
+    for r in runs:
+        assert r["finished"], r
+        assert r["problems"] == []
+        # Each host: a few steps; each step: one commit of its own at least.
+        assert r["steps"] >= 4 * 2 * 2
+        assert r["commits_per_step"] >= 1
+        assert min(r["worker_ms_per_step"], r["sessions_per_s"]) > 0
+        assert sum(w["steps"] for w in r["per_worker"]) == r["steps"]
+    assert runs[0]["throughput_ratio"] == 1.0
+
+
+def test_workers_ratios_and_target(bench) -> None:
+    workers = bench("workers")
+    one = workers.RunResult(1, 10, 2, 5, finished=True, sessions_per_s=2.0)
+    two = workers.RunResult(2, 10, 2, 5, finished=True, sessions_per_s=3.6)
+    workers.ratios([one, two])
+    assert (two.throughput_ratio, two.per_worker_ratio) == (1.8, 0.9)
+    assert workers.verdict([one, two]).endswith("1.80x PASS")
+    two.sessions_per_s = 3.0
+    workers.ratios([one, two])
+    assert workers.verdict([one, two]).endswith("1.50x MISS")
+    assert workers.verdict([one]).endswith("not measured")
+    assert workers.worker_counts("2,1,2") == [1, 2]

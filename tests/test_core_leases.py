@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import threading
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, event, select, update
 from test_leases import database_url, postgres, postgres_url  # noqa: F401 - fixtures
 
 from fenix_core.clock import SimClock
@@ -158,4 +159,65 @@ def test_the_poller_finds_due_sessions_no_live_lease_covers(database_url: str) -
     assert poller.poll(later) == ["expired", "free", "later", "replied"]
     clock.advance(11)  # b's leases ran out
     assert poller.poll(T0) == ["expired", "free", "held", "held-replied", "replied"]
+    db.dispose()
+
+
+def test_a_claim_takes_at_most_its_limit_in_one_statement(database_url: str) -> None:  # noqa: F811
+    """Six due sessions, two workers claiming three each: one statement per
+    claim (not one per session), session id order, and what the first took
+    is not the second's."""
+    sids = [f"s{n}" for n in range(6)]
+    db = database(database_url, *sids)
+    assert db.dialect.update_returning
+    clock = SimClock(start=T0)
+    a = SqlLeaseKeeper(db, "a", 30, clock)
+    b = SqlLeaseKeeper(db, "b", 30, clock)
+    statements: list[str] = []
+    event.listen(db, "before_cursor_execute", lambda *args: statements.append(args[2]))
+    assert sorted(a.claim(sids, 3)) == ["s0", "s1", "s2"]
+    assert len(statements) == 1
+    assert sorted(b.claim(sids, 3)) == ["s3", "s4", "s5"]
+    assert len(statements) == 2
+    assert b.claim(sids, 3) == {"s3": b.fence("s3"), "s4": b.fence("s4"), "s5": b.fence("s5")}
+    assert a.claim(sids, 0) == {}
+    assert [lease_row(db, s)[:2] for s in sids] == [("a", 1)] * 3 + [("b", 1)] * 3
+    db.dispose()
+
+
+def test_postgresql_a_claim_takes_the_next_rows_past_those_another_claim_locks(
+    postgres_url: str,  # noqa: F811
+) -> None:
+    """Two workers claiming from the same due list at once split it: rows
+    the other's claim has locked are skipped, and the limit is filled from
+    the rows after them, without waiting."""
+    sids = [f"s{n}" for n in range(6)]
+    db = database(postgres_url, *sids)
+    keeper = SqlLeaseKeeper(db, "b", 30)
+    with db.connect() as other:  # "a"'s claim, in flight
+        other.execute(select(SessionRow.id).where(SessionRow.id.in_(sids[:3])).with_for_update())
+        result: dict[str, object] = {}
+        worker = threading.Thread(target=lambda: result.update(keeper.claim(sids, 2)))
+        worker.start()
+        worker.join(timeout=20)
+        assert not worker.is_alive(), "claim waited on locked rows"
+        other.rollback()
+    assert sorted(result) == ["s3", "s4"]
+    db.dispose()
+
+
+def test_without_returning_a_claim_is_a_compare_and_set_per_session(tmp_path: Path) -> None:
+    """SQLite before 3.35 has no RETURNING: the same claims, limits and
+    tokens, by a read and a compare-and-set per session."""
+    sids = [f"s{n}" for n in range(4)]
+    db = database(f"sqlite:///{tmp_path / 'old.db'}", *sids)
+    db.dialect.update_returning = False
+    clock = SimClock(start=T0)
+    a = SqlLeaseKeeper(db, "a", 30, clock)
+    b = SqlLeaseKeeper(db, "b", 30, clock)
+    assert sorted(a.claim(sids, 2)) == ["s0", "s1"]
+    assert sorted(b.claim(sids)) == ["s2", "s3"]
+    assert a.claim(["s0"])["s0"].token == 1  # renewed
+    clock.advance(31)
+    assert b.claim(["s0"])["s0"].token == 2  # taken
+    assert lease_row(db, "s0") == ("b", 2, T0 + timedelta(seconds=61))
     db.dispose()

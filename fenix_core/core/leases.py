@@ -2,20 +2,26 @@
 redesigned engine (plan §6), ported from :mod:`fenix_core.store.leases`.
 
 A lease is ``lease_owner``, ``lease_token`` (its generation: +1 whenever
-another worker takes the session) and ``lease_expires``. ``claim`` takes the
-leases that are free, expired or already this worker's; on PostgreSQL the
-candidate rows are read with ``FOR UPDATE SKIP LOCKED`` so two workers never
-wait on each other, and each take is a compare-and-set on the token, which
-also makes it correct on SQLite (one writer at a time). Renewal is not a
-statement of its own: every step's fenced write sets ``lease_expires`` in
-the UPDATE whose WHERE holds the owner, token and version (the store's job;
+another worker takes the session) and ``lease_expires``. ``claim`` takes, in
+ONE statement, the leases that are free, expired or already this worker's,
+up to a ``limit`` (the worker's free capacity): an ``UPDATE ... WHERE id IN
+(SELECT ... LIMIT n FOR UPDATE SKIP LOCKED) RETURNING``. On PostgreSQL two
+workers claiming from the same due list at once split it (each skips the
+rows the other locked) instead of waiting on each other; on SQLite (one
+writer at a time) the statement is atomic. Renewal is not a statement of
+its own: every step's fenced write sets ``lease_expires`` in the UPDATE
+whose WHERE holds the owner, token and version (the store's job;
 :meth:`SqlLeaseKeeper.fence` gives what that WHERE must match).
 
-Leases are about real processes, so they run on the database's clock where
-there is one: on PostgreSQL ``now()`` decides what has expired, and
-:attr:`SqlLeaseKeeper.clock` follows the database's time (offset measured at
-each claim) for the expiry a step writes. SQLite has no clock of its own
-apart from the machine's, so there it is the real clock. Tests pass a clock.
+Leases are about real processes, so on PostgreSQL they run on the
+database's clock, not the worker's: ``now()`` in SQL decides what has
+expired (here and in the poller's query), a claim writes ``now() + lease``,
+and :class:`DatabaseClock` (the machine's clock plus the offset to the
+database's, measured at each claim and each poll) gives the expiry a step's
+write sets and the time the worker's own lease decisions read. A worker
+whose clock is minutes off neither takes a live lease nor writes one that
+outlives its ``lease_seconds``. SQLite has no clock of its own apart from
+the machine's, so there it is the machine's clock. Tests pass a clock.
 """
 
 from __future__ import annotations
@@ -23,15 +29,29 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import ColumnElement, Engine, Table, bindparam, func, literal, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Engine,
+    Interval,
+    Select,
+    Table,
+    bindparam,
+    case,
+    func,
+    or_,
+    select,
+    update,
+)
 
 from ..clock import Clock, RealClock, as_utc
 from ..store.leases import LeaseLost
 from ..store.schema import Base, UTCDateTime
 from .ports import Fence
 
-__all__ = ["DatabaseClock", "LeaseLost", "SqlLeaseKeeper"]
+__all__ = ["DatabaseClock", "LeaseLost", "SqlLeaseKeeper", "on_database_clock"]
 
 _TABLE: Table = Base.metadata.tables["sessions"]
 _T = _TABLE.c
@@ -45,11 +65,12 @@ LEASE_TABLES: dict[str, tuple[Table, str]] = {
 
 
 class DatabaseClock:
-    """Real time as the database sees it: the machine's clock plus the
-    offset to the database's clock measured at the last claim."""
+    """Real time as the database sees it: this machine's clock (``base``,
+    the real one by default; tests give a skewed one) plus the offset to the
+    database's clock measured at the last claim or poll."""
 
-    def __init__(self) -> None:
-        self._real = RealClock()
+    def __init__(self, base: Clock | None = None) -> None:
+        self._real: Clock = base if base is not None else RealClock()
         self.offset = timedelta(0)
 
     def now(self) -> datetime:
@@ -58,11 +79,22 @@ class DatabaseClock:
     def measured(self, database_now: datetime) -> None:
         self.offset = as_utc(database_now) - self._real.now()
 
+    def measure(self, connection: Connection) -> None:
+        """Read the database's ``now()`` on ``connection`` (PostgreSQL)."""
+        self.measured(connection.execute(select(func.now())).scalar_one())
+
     def wait(self, until: datetime | None, wake: threading.Event) -> bool:
         return self._real.wait(None if until is None else until - self.offset, wake)
 
     def call_at(self, when: datetime, callback: Callable[[], None]) -> None:
         self._real.call_at(when - self.offset, callback)
+
+
+def on_database_clock(db: Engine, clock: Clock | None) -> bool:
+    """Whether leases on ``db`` follow the database's clock: on PostgreSQL,
+    unless a clock other than a :class:`DatabaseClock` is given (a test's
+    simulated lease clock)."""
+    return db.dialect.name == "postgresql" and (clock is None or isinstance(clock, DatabaseClock))
 
 
 def _claimable(
@@ -94,54 +126,93 @@ class SqlLeaseKeeper:
         self._db = db
         self.owner = owner
         self.lease = timedelta(seconds=lease_seconds)
-        self._database_clock = clock is None and db.dialect.name == "postgresql"
+        self._database_clock = on_database_clock(db, clock)
         self.clock: Clock = clock if clock is not None else DatabaseClock()
         # Session id -> (token, version at the claim) of the leases held.
         self._held: dict[str, tuple[int, int]] = {}
 
-    def claim(self, session_ids: Sequence[str]) -> dict[str, Fence]:
+    def claim(self, session_ids: Sequence[str], limit: int | None = None) -> dict[str, Fence]:
         """Take or renew the leases of those of ``session_ids`` that are free,
-        expired or this worker's; return their fences. One transaction."""
+        expired or this worker's, at most ``limit`` of them (None: all), in
+        session id order; return their fences. One statement: the candidates
+        are read ``FOR UPDATE SKIP LOCKED`` (rows another worker is claiming
+        are left to it, not waited for) and updated in the same round trip."""
         wanted = sorted(set(session_ids))
-        if not wanted:
+        if not wanted or (limit is not None and limit <= 0):
             return {}
+        table, key, c = self._table, self._key, self._table.c
+        on_db = self._database_clock
         now: ColumnElement[datetime] = (
-            func.now() if self._database_clock else literal(self.clock.now(), UTCDateTime())
+            func.now() if on_db else bindparam("now", self.clock.now(), type_=UTCDateTime())
+        )
+        expires: ColumnElement[datetime] = (
+            func.now() + bindparam("lease", self.lease, type_=Interval())
+            if on_db
+            else bindparam("expires", self.clock.now() + self.lease, type_=UTCDateTime())
+        )
+        candidates = (
+            select(key)
+            .where(key.in_(wanted), _claimable(self.owner, now, table))
+            .order_by(key)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        claim = (
+            update(table)
+            .where(key.in_(candidates), _claimable(self.owner, now, table))
+            .values(
+                lease_owner=self.owner,
+                # The same token for a renewal, the next one for a take.
+                lease_token=case(
+                    (c.lease_owner == self.owner, c.lease_token), else_=c.lease_token + 1
+                ),
+                lease_expires=expires,
+            )
+            .returning(key, c.lease_token, c.version, func.now() if on_db else c.version)
         )
         claimed: dict[str, Fence] = {}
-        table, key, c = self._table, self._key, self._table.c
+        rows: list[Sequence[Any]]
         with self._db.begin() as connection:
-            rows = connection.execute(
-                select(key, c.lease_owner, c.lease_token, c.version, now.label("now"))
-                .where(key.in_(wanted), _claimable(self.owner, now, table))
-                .order_by(key)
-                .with_for_update(skip_locked=True)
-            ).all()
-            if rows and isinstance(self.clock, DatabaseClock) and self._database_clock:
-                self.clock.measured(rows[0].now)
-            expires = self.clock.now() + self.lease
-            for session_id, holder, token, version, _ in rows:
-                new_token = token if holder == self.owner else token + 1
-                result = connection.execute(
-                    update(table)
-                    .where(
-                        key == session_id,
-                        c.lease_token == token,
-                        _claimable(self.owner, now, table),
-                    )
-                    .values(
-                        lease_owner=self.owner,
-                        lease_token=new_token,
-                        lease_expires=bindparam("expires", expires, type_=UTCDateTime()),
-                    )
-                )
-                if result.rowcount == 1:
-                    self._held[session_id] = (new_token, version)
-                    claimed[session_id] = Fence(session_id, self.owner, new_token, version)
+            if self._db.dialect.update_returning:
+                rows = list(connection.execute(claim).all())
+            else:  # SQLite before 3.35: no RETURNING
+                rows = self._claim_each(connection, candidates, expires, now)
+        if rows and on_db and isinstance(self.clock, DatabaseClock):
+            self.clock.measured(rows[0][3])
+        for session_id, token, version, _ in sorted(rows, key=lambda row: str(row[0])):
+            self._held[session_id] = (token, version)
+            claimed[session_id] = Fence(session_id, self.owner, token, version)
         for session_id in wanted:
             if session_id not in claimed:
-                self._held.pop(session_id, None)  # someone else's now
+                self._held.pop(session_id, None)  # someone else's now (or over the limit)
         return claimed
+
+    def _claim_each(
+        self,
+        connection: Connection,
+        candidates: Select[Any],
+        expires: ColumnElement[datetime],
+        now: ColumnElement[datetime],
+    ) -> list[Sequence[Any]]:
+        """The claim as a read of the candidates and a compare-and-set on
+        each one's token (SQLite without RETURNING: one writer at a time)."""
+        table, key, c = self._table, self._key, self._table.c
+        found = connection.execute(
+            select(key, c.lease_owner, c.lease_token, c.version).where(key.in_(candidates))
+        ).all()
+        rows: list[Sequence[Any]] = []
+        for session_id, holder, token, version in found:
+            new_token = token if holder == self.owner else token + 1
+            taken = connection.execute(
+                update(table)
+                .where(
+                    key == session_id, c.lease_token == token, _claimable(self.owner, now, table)
+                )
+                .values(lease_owner=self.owner, lease_token=new_token, lease_expires=expires)
+            )
+            if taken.rowcount == 1:
+                rows.append((session_id, new_token, version, None))
+        return rows
 
     def fence(self, session_id: str) -> Fence:
         """What a step's write must match: this worker's token (and the version

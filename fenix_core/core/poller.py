@@ -7,6 +7,13 @@ or expired. Sessions this engine holds are not its business (their wake-ups
 are in the engine's :class:`~fenix_core.core.due.DueQueue`). After migration
 0007 (P1) the same two queries read ``session_clock`` and the inbox's
 partial index of unprocessed rows.
+
+On PostgreSQL "expired" is decided by the database's ``now()``, as the
+lease keeper decides it (:func:`~fenix_core.core.leases.on_database_clock`),
+and each poll measures the offset of the worker's
+:class:`~fenix_core.core.leases.DatabaseClock` to the database's clock, so
+the expiries the worker's steps write follow the database even when its own
+clock is minutes off or jumps.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from sqlalchemy import (
 
 from ..clock import Clock, RealClock
 from ..store.schema import InboxRow, SessionClockRow, SessionRow, UTCDateTime
+from .leases import DatabaseClock, on_database_clock
 
 __all__ = ["SqlDbPoller"]
 
@@ -79,13 +87,17 @@ class SqlDbPoller:
             raise ValueError(f"no leases in table {table!r}")
         self._db = db
         # As the lease keeper: the database's clock on PostgreSQL unless a
-        # clock is given (tests), the machine's otherwise.
+        # clock other than a DatabaseClock is given (tests), the machine's otherwise.
         self._lease_clock = lease_clock or RealClock()
-        self._database_clock = lease_clock is None and db.dialect.name == "postgresql"
+        self._database_clock = on_database_clock(db, lease_clock)
+        self._measure = self._database_clock and isinstance(lease_clock, DatabaseClock)
         self._query = _due_query(table == "session_clock", self._database_clock)
 
     def poll(self, now: datetime) -> list[str]:
         params = {"now": now, "lease_now": self._lease_clock.now(), "owner": self._owner}
         with self._db.connect() as connection:
             found = connection.execute(self._query, params).scalars().all()
+            if self._measure:
+                assert isinstance(self._lease_clock, DatabaseClock)
+                self._lease_clock.measure(connection)
         return sorted(set(found))

@@ -141,6 +141,7 @@ class Stepper:
         leftovers: OutboxSource | None = None,
         retry: Retrying | None = None,
         flush: RunStep | None = None,
+        capacity: int | None = None,
     ) -> None:
         """``retry``: how a poll, a claim and a session's step are made
         again after a lost database connection (default: not at all). A
@@ -149,7 +150,10 @@ class Stepper:
         commit, not yet recorded as started, are looked up by key.
         ``flush``: run on each held session by :meth:`release` to write
         what its steps changed and left for the next write (the status of
-        operations started since); None: nothing is written then."""
+        operations started since); None: nothing is written then.
+        ``capacity``: how many sessions this engine holds at most (None: no
+        bound); a claim takes no more than what is left, so that several
+        workers share the due sessions instead of the first one taking all."""
         self._store = store
         self._leases = leases
         self._runner = runner
@@ -167,6 +171,10 @@ class Stepper:
         self._leftovers = leftovers
         self._retry: Retrying = retry if retry is not None else _Once()
         self._flush = flush
+        self._capacity = capacity
+        # A claim left due sessions out for want of capacity: poll again as
+        # soon as a held session is let go.
+        self._left_out = False
         self.queue = DueQueue()
         self._held: dict[str, LoadedSet] = {}
         # Session id -> its stored version: loaded, then +1 per committed write
@@ -338,7 +346,32 @@ class Stepper:
 
     def _claim_unheld(self, due: list[str]) -> dict[str, Fence]:
         unheld = [sid for sid in due if sid not in self._held]
-        return self._leases.claim(unheld) if unheld else {}
+        if not unheld:
+            return {}
+        room = None if self._capacity is None else max(0, self._capacity - len(self._held))
+        if room is not None and room < len(unheld):
+            self._left_out = True
+        if room is None:
+            return self._leases.claim(unheld)
+        return self._leases.claim(unheld, room) if room else {}
+
+    def _still_held(self, session_id: str, fence: Fence, frame: StepFrame) -> bool:
+        """After a commit, before starting its operations: whether the lease
+        that commit wrote holds long enough to start them. With less than a
+        third of it left (this worker stalled between the commit and now;
+        starting may take a while), another worker may take the session, or
+        have taken it, and start them itself: the lease is claimed again
+        first (one statement), and the same token means this worker's lease,
+        renewed, and nobody else's meanwhile. Otherwise (or without the
+        database) nothing is started."""
+        if self._lease_clock.now() < frame.lease_expires - self._lease_seconds / 3:
+            return True
+        try:
+            again = self._leases.claim([session_id]).get(session_id)
+        except Exception as exc:
+            log.warning("session %s: lease not renewed after a stall: %s", session_id, exc)
+            return False
+        return again is not None and again.token == fence.token
 
     def _step_one(
         self, session_id: str, now: datetime, run: RunStep | None = None, *, start: bool = True
@@ -379,6 +412,13 @@ class Stepper:
         wake = outcome.wake
         if outcome.starts and not start:
             wake = now  # the next step starts them
+        elif outcome.starts and not self._still_held(session_id, fence, frame):
+            # Not started: whoever holds the session next (this worker too,
+            # after loading it again) looks them up by key and starts them.
+            log.warning("session %s: lease too short to start its operations", session_id)
+            self._let_go(session_id, keep_sent=True)
+            self._next_poll = None
+            return True
         elif outcome.starts:
             started = self._runner.start(working_set, outcome.starts)
             if started is not None:
@@ -440,6 +480,9 @@ class Stepper:
         reload does not send again what the stored watermark lags behind."""
         if keep_sent:
             self._sent[session_id] = self._outbox.watermark(session_id)
+        if self._left_out and session_id in self._held:
+            self._left_out = False
+            self._next_poll = None  # room for a session the last claim left out
         self._held.pop(session_id, None)
         self._versions.pop(session_id, None)
         self.queue.drop(session_id)
