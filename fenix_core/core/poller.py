@@ -18,6 +18,7 @@ from sqlalchemy import (
     ColumnElement,
     CompoundSelect,
     Engine,
+    Select,
     String,
     bindparam,
     func,
@@ -63,12 +64,12 @@ def _due_query(
     )
     if sqlite:
         # SQLAlchemy renders no index hint for SQLite: the FROM is text.
-        unprocessed = (
+        unprocessed: Select[Any] = (
             select(literal_column("session_id"))
             .select_from(text("inbox INDEXED BY ix_inbox_unprocessed"))
             .where(text("processed_at IS NULL"))
         )
-        replied = select(key).where(key.in_(unprocessed), free)
+        replied: Select[Any] = select(key).where(key.in_(unprocessed), free)
     else:
         replied = (
             select(InboxRow.session_id)
