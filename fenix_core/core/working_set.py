@@ -503,6 +503,24 @@ class WorkingSet:
         if reserved is not None:
             self.capacity.adjust(reserved, reserved=sign * vcpus)
 
+    def _rehold(
+        self,
+        before: tuple[str | None, str | None, int],
+        after: tuple[str | None, str | None, int],
+    ) -> None:
+        """``before`` -> ``after`` as one change per host: a move's end takes
+        the room its target reserved as used (free there unchanged: the
+        target is not filed again), and only its source gains room."""
+        deltas: dict[str, list[int]] = {}
+        for (used, reserved, vcpus), sign in ((before, -1), (after, 1)):
+            if used is not None:
+                deltas.setdefault(used, [0, 0])[0] += sign * vcpus
+            if reserved is not None:
+                deltas.setdefault(reserved, [0, 0])[1] += sign * vcpus
+        adjust = self.capacity.adjust
+        for host, (used_by, reserved_by) in deltas.items():
+            adjust(host, used=used_by, reserved=reserved_by)
+
     # ------------------------------------------------------------------ dirty marks
 
     @staticmethod
@@ -586,8 +604,7 @@ class WorkingSet:
         if changed:
             after = _holds(inst)
             if after != before:  # most state changes leave the capacity as it was
-                self._hold(before, -1)
-                self._hold(after, 1)
+                self._rehold(before, after)
             index = self.instance_index
             index.restate(inst.instance_id, old_state, inst.state)
             index.rehost(inst.instance_id, inst.project_id, old_host, inst.host)
