@@ -357,3 +357,27 @@ def _a_commit_fails_then_the_step_is_written_again(h: SqlHarness) -> None:
     assert written.version == 1
     assert list(written.ops) == ["move-0"]
     assert [seq for seq, _, _ in h.outbox("s-1")] == [1]
+
+
+def test_a_timer_set_for_the_first_time_is_only_inserted(sqlite_harness: SqlHarness) -> None:
+    """A timer with no stored row needs no DELETE before its INSERT (one
+    statement, not two); one stored already is replaced, one set and
+    cancelled within the step writes nothing."""
+    h = sqlite_harness
+    h.store.insert(new_session())
+    ws, fence = held(h)
+    ws.set_timer("deadline", T0, {"project": "p0"})
+    ws.set_timer("gone", T0)
+    ws.cancel_timer("gone")
+    counter = Counted(h.database)
+    h.store.write(ws.take_write(fence, next_wake=None, lease_expires=T0))
+    assert counter.statements == ["UPDATE session_clock", "INSERT timers"]
+    later = datetime(2026, 1, 2, tzinfo=T0.tzinfo)
+    ws.set_timer("deadline", later, {"project": "p0"})
+    counter = Counted(h.database)
+    h.store.write(ws.take_write(Fence("s-1", OWNER, 1, 1), next_wake=None, lease_expires=T0))
+    assert counter.statements == ["UPDATE session_clock", "DELETE FROM", "INSERT timers"]
+    loaded = h.store.load("s-1")
+    assert [(t.name, t.due, t.data) for t in loaded.timers.values()] == [
+        ("deadline", later, {"project": "p0"})
+    ]

@@ -8,7 +8,7 @@ transaction is rolled back and :class:`LeaseLost` raised."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from operator import itemgetter
@@ -411,7 +411,7 @@ class SqlSessionStore:
                 )
             self._many(db, self._upsert_components, ComponentRec.FIELDS, write.components, sid, d)
             if write.timers:
-                self._write_timers(db, sid, write.timers, d)
+                self._write_timers(db, sid, write.timers, write.fresh_timers, d)
             if write.inbox_outcomes:
                 self._exec(
                     db,
@@ -450,15 +450,18 @@ class SqlSessionStore:
         db: Connection,
         session_id: str,
         timers: Sequence[tuple[str, datetime | None, Any]],
+        fresh: Collection[str],
         driver: _Driver | None,
     ) -> None:
-        """Named timers: the old row of each name goes, the new one (if set) comes."""
-        self._exec(
-            db,
-            S.delete_timers,
-            [{"b_session_id": session_id, "b_kind": name} for name, _, _ in timers],
-            driver,
-        )
+        """Named timers: the old row of each name goes, the new one (if set)
+        comes; a ``fresh`` name has no old row (nothing is deleted for it)."""
+        stored = [
+            {"b_session_id": session_id, "b_kind": name}
+            for name, _, _ in timers
+            if name not in fresh
+        ]
+        if stored:
+            self._exec(db, S.delete_timers, stored, driver)
         kept = [
             {"b_session_id": session_id, "b_kind": name, "b_due": due, "b_data": data}
             for name, due, data in timers

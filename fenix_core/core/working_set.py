@@ -368,6 +368,7 @@ class WorkingSet:
         "_dirty_ops",
         "_dirty_projects",
         "_dirty_timers",
+        "_fresh_timers",
         "_inbox_outcomes",
         "_new_ops",
         "_outbox",
@@ -437,6 +438,9 @@ class WorkingSet:
         self._dirty_ops: list[OpRec] = []
         self._new_ops: list[OpRec] = []
         self._dirty_timers: dict[str, TimerRec | None] = {}
+        # Timers set in this step that have no stored row (every timer held
+        # when a step begins is stored: loaded, or written by the last step).
+        self._fresh_timers: set[str] = set()
         self._dirty_components: list[ComponentRec] = []
         self._outbox: list[OutboxRec] = []
         self._inbox_outcomes: list[tuple[int, str, datetime]] = []
@@ -674,6 +678,8 @@ class WorkingSet:
     def set_timer(self, name: str, due: datetime, data: Mapping[str, Any] | None = None) -> None:
         timer = TimerRec(name, due, dict(data or {}))
         if self.timers.get(name) != timer:
+            if name not in self.timers and name not in self._dirty_timers:
+                self._fresh_timers.add(name)
             self.timers[name] = timer
             self._dirty_timers[name] = timer
 
@@ -782,6 +788,7 @@ class WorkingSet:
                 (name, None, None) if t is None else t.row()
                 for name, t in self._dirty_timers.items()
             ],
+            fresh_timers=frozenset(self._fresh_timers),
             at=at,
         )
         for rec in (
