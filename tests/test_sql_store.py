@@ -19,7 +19,7 @@ from fenix_core.core.memory_store import MemorySessionStore
 from fenix_core.core.ports import Fence
 from fenix_core.core.sql_store import SqlSessionStore
 from fenix_core.store.database import migrate, open_database
-from fenix_core.store.schema import InboxRow, OutboxRow, SessionClockRow
+from fenix_core.store.schema import InboxRow, OperationRow, OutboxRow, SessionClockRow
 
 
 class MemoryHarness:
@@ -141,9 +141,10 @@ def sqlite_harness(tmp_path: Path) -> Iterator[SqlHarness]:
     database.dispose()
 
 
-def test_a_typical_step_is_one_transaction_of_five_statements(sqlite_harness: SqlHarness) -> None:
+def test_a_typical_step_is_one_transaction_of_four_statements(sqlite_harness: SqlHarness) -> None:
     """One migration ended and the next started, a notice owed: the fence,
-    the instances, the new operation, the ended one, the outbox (plan §3.2)."""
+    the instances, the operations (the new one and the ended one in one
+    upsert), the outbox (plan §3.2)."""
     h = sqlite_harness
     h.store.insert(new_session())
     ws, fence = held(h)
@@ -164,10 +165,38 @@ def test_a_typical_step_is_one_transaction_of_five_statements(sqlite_harness: Sq
         "UPDATE session_clock",
         "UPDATE session_instances",
         "INSERT operations",
-        "UPDATE operations",
         "INSERT outbox",
     ], counter.statements
     print(f"\nstatements per typical write: {len(counter.statements)}, commits: 1")
+    with h.database.connect() as db:
+        rows = db.execute(
+            select(OperationRow.key, OperationRow.status, OperationRow.handled).order_by(
+                OperationRow.key
+            )
+        ).all()
+    assert [tuple(r) for r in rows] == [("move-0", "done", True), ("move-1", "pending", False)]
+
+
+def test_the_sql_store_refuses_a_duplicate_operation_key(sqlite_harness: SqlHarness) -> None:
+    """As the memory store: a new operation whose key exists already (the
+    upsert that writes new and changed operations together must not turn
+    it into an update) fails the write, and nothing of it is committed."""
+    h = sqlite_harness
+    h.store.insert(new_session())
+    ws, fence = held(h)
+    a_step(ws)
+    h.store.write(ws.take_write(fence, next_wake=None, lease_expires=T0))
+    ws.update_op("move-0", handled=True)
+    h.store.write(ws.take_write(Fence("s-1", OWNER, 1, 1), next_wake=None, lease_expires=T0))
+    ws, fence = held(h)
+    assert "move-0" not in ws.ops  # handled: not loaded
+    a_step(ws)  # the same key again
+    with pytest.raises(KeyError, match="move-0"):
+        h.store.write(ws.take_write(fence, next_wake=None, lease_expires=T0))
+    assert h.store.load("s-1").version == 2
+    with h.database.connect() as db:
+        handled = db.execute(select(OperationRow.handled).where(OperationRow.key == "move-0"))
+        assert handled.scalar_one() is True  # not overwritten by the refused row
 
 
 def test_a_reply_only_step_is_three_statements(sqlite_harness: SqlHarness) -> None:
@@ -328,3 +357,27 @@ def _a_commit_fails_then_the_step_is_written_again(h: SqlHarness) -> None:
     assert written.version == 1
     assert list(written.ops) == ["move-0"]
     assert [seq for seq, _, _ in h.outbox("s-1")] == [1]
+
+
+def test_a_timer_set_for_the_first_time_is_only_inserted(sqlite_harness: SqlHarness) -> None:
+    """A timer with no stored row needs no DELETE before its INSERT (one
+    statement, not two); one stored already is replaced, one set and
+    cancelled within the step writes nothing."""
+    h = sqlite_harness
+    h.store.insert(new_session())
+    ws, fence = held(h)
+    ws.set_timer("deadline", T0, {"project": "p0"})
+    ws.set_timer("gone", T0)
+    ws.cancel_timer("gone")
+    counter = Counted(h.database)
+    h.store.write(ws.take_write(fence, next_wake=None, lease_expires=T0))
+    assert counter.statements == ["UPDATE session_clock", "INSERT timers"]
+    later = datetime(2026, 1, 2, tzinfo=T0.tzinfo)
+    ws.set_timer("deadline", later, {"project": "p0"})
+    counter = Counted(h.database)
+    h.store.write(ws.take_write(Fence("s-1", OWNER, 1, 1), next_wake=None, lease_expires=T0))
+    assert counter.statements == ["UPDATE session_clock", "DELETE FROM", "INSERT timers"]
+    loaded = h.store.load("s-1")
+    assert [(t.name, t.due, t.data) for t in loaded.timers.values()] == [
+        ("deadline", later, {"project": "p0"})
+    ]

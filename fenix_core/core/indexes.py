@@ -195,6 +195,12 @@ class CapacityIndex:
         not list: instances can sit on hosts outside it)."""
         if not used and not reserved:
             return
+        if used + reserved == 0 and host in self.vcpus:
+            # Room changes hands (reserved -> used): free, and so the
+            # buckets, stay as they are.
+            self.used[host] = self.used.get(host, 0) + used
+            self.reserved[host] = self.reserved.get(host, 0) + reserved
+            return
         self._unfile(host)
         self.used[host] = self.used.get(host, 0) + used
         self.reserved[host] = self.reserved.get(host, 0) + reserved

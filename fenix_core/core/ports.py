@@ -64,6 +64,9 @@ class StepWrite:
     outbox: Sequence[OutboxRec] = ()
     inbox_outcomes: Sequence[tuple[int, str, datetime]] = ()
     timers: Sequence[tuple[Any, ...]] = ()
+    # Names among ``timers`` that have no stored row (set for the first time
+    # in this step): nothing to delete before their insert.
+    fresh_timers: frozenset[str] = frozenset()
     # Rows that joined the session in this step (lifecycle adds hosts, their
     # instances and projects): INSERTed, where the fields above are UPDATEd.
     new_hosts: Sequence[tuple[Any, ...]] = ()

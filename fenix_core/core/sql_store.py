@@ -8,7 +8,7 @@ transaction is rolled back and :class:`LeaseLost` raised."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from operator import itemgetter
@@ -22,7 +22,7 @@ from sqlalchemy.sql.dml import Insert
 from ..errors import NotFound
 from ..store.leases import LeaseLost
 from .ports import NewSession, OutboxRec, StepWrite
-from .statements import STATEMENTS, params
+from .statements import OP_CHANGED, STATEMENTS, params
 from .working_set import (
     ComponentRec,
     HostRec,
@@ -37,6 +37,8 @@ from .working_set import (
 __all__ = ["SqlSessionStore"]
 
 S = STATEMENTS
+#: An operation row as ``upsert_ops_sqlite`` takes it: the fields, then the flag.
+_OP_ROW = (*OpRec.FIELDS, OP_CHANGED)
 
 
 def _rows(
@@ -107,6 +109,16 @@ class _Driver:
         for listen in self._after:
             listen(self._db, cursor, sql, params, None, many)
         return int(cursor.rowcount)
+
+    def fetch(self, sql: str, params: Any) -> list[tuple[Any, ...]]:
+        """A query's rows (the listeners see it as they see every statement)."""
+        cursor = self._cursor
+        for listen in self._before:
+            listen(self._db, cursor, sql, params, None, False)
+        rows: list[tuple[Any, ...]] = cursor.execute(sql, params).fetchall()
+        for listen in self._after:
+            listen(self._db, cursor, sql, params, None, False)
+        return rows
 
 
 class _Prepared:
@@ -372,9 +384,12 @@ class SqlSessionStore:
             self._many(db, S.update_instances, InstanceRec.FIELDS, write.instances, sid, d)
             self._many(db, S.insert_projects, ProjectRec.FIELDS, write.new_projects, sid, d)
             self._many(db, S.update_projects, ProjectRec.FIELDS, write.projects, sid, d)
-            self._many(db, S.insert_ops, OpRec.FIELDS, write.new_ops, sid, d)
-            if write.changed_ops:
-                self._many(db, S.update_ops, OpRec.FIELDS, write.changed_ops, None, d)
+            if d is not None:
+                self._upsert_ops(d, sid, write.new_ops, write.changed_ops)
+            else:
+                self._many(db, S.insert_ops, OpRec.FIELDS, write.new_ops, sid)
+                if write.changed_ops:
+                    self._many(db, S.update_ops, OpRec.FIELDS, write.changed_ops, None)
             if write.outbox:
                 # The engine's clock (the outbox lag is measured on it);
                 # diagnostics only: delivery goes by seq.
@@ -396,7 +411,7 @@ class SqlSessionStore:
                 )
             self._many(db, self._upsert_components, ComponentRec.FIELDS, write.components, sid, d)
             if write.timers:
-                self._write_timers(db, sid, write.timers, d)
+                self._write_timers(db, sid, write.timers, write.fresh_timers, d)
             if write.inbox_outcomes:
                 self._exec(
                     db,
@@ -408,20 +423,45 @@ class SqlSessionStore:
                     d,
                 )
 
+    def _upsert_ops(
+        self,
+        driver: _Driver,
+        session_id: str,
+        new: Sequence[tuple[Any, ...]],
+        changed: Sequence[tuple[Any, ...]],
+    ) -> None:
+        """New and changed operations in one statement (SQLite). A new key
+        that exists already is not written (a key is never reused: the
+        counter that makes them is written with them), and the write fails."""
+        if not new and not changed:
+            return
+        rows = [(*row, 0) for row in new]
+        rows += [(*row, 1) for row in changed]
+        prepared = self._prepare(S.upsert_ops_sqlite)
+        written = driver.run(prepared.sql, prepared.rows(_OP_ROW, rows, session_id), True)
+        if written != len(rows):
+            raise KeyError(
+                f"operation key(s) exist already among {sorted(row[0] for row in new)}: "
+                "the step is not written"
+            )
+
     def _write_timers(
         self,
         db: Connection,
         session_id: str,
         timers: Sequence[tuple[str, datetime | None, Any]],
+        fresh: Collection[str],
         driver: _Driver | None,
     ) -> None:
-        """Named timers: the old row of each name goes, the new one (if set) comes."""
-        self._exec(
-            db,
-            S.delete_timers,
-            [{"b_session_id": session_id, "b_kind": name} for name, _, _ in timers],
-            driver,
-        )
+        """Named timers: the old row of each name goes, the new one (if set)
+        comes; a ``fresh`` name has no old row (nothing is deleted for it)."""
+        stored = [
+            {"b_session_id": session_id, "b_kind": name}
+            for name, _, _ in timers
+            if name not in fresh
+        ]
+        if stored:
+            self._exec(db, S.delete_timers, stored, driver)
         kept = [
             {"b_session_id": session_id, "b_kind": name, "b_due": due, "b_data": data}
             for name, due, data in timers

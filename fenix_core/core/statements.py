@@ -10,7 +10,17 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
-from sqlalchemy import Table, bindparam, case, delete, false, insert, select, update
+from sqlalchemy import (
+    Table,
+    bindparam,
+    case,
+    delete,
+    false,
+    insert,
+    literal_column,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.dml import Delete, Insert, Update
 from sqlalchemy.sql.selectable import Select
@@ -88,6 +98,27 @@ def _component_upserts() -> Mapping[str, Insert]:
     }
 
 
+#: The flag an operation row of ``upsert_ops`` carries: 1 for a changed
+#: operation (its row is updated), 0 for a new one (a key that exists
+#: already changes nothing, and the store refuses the write by its count).
+OP_CHANGED: Final = "changed"
+
+
+def _ops_upsert() -> Insert:
+    """``operations`` on SQLite: the step's new and changed operations in ONE
+    executemany (one statement where an insert and an update were two, on
+    nearly every step: one operation ends, the next starts). A new row whose
+    key exists already is not applied (``WHERE`` on the flag): the caller
+    compares the row count with the rows it wrote."""
+    values = {c: _b(c) for c in ("session_id", *OpRec.FIELDS)}
+    lite = sqlite.insert(OPERATIONS).values(values)
+    return lite.on_conflict_do_update(
+        index_elements=["key"],
+        set_={f: lite.excluded[f] for f in OpRec.FIELDS if f != "key"},
+        where=_b(OP_CHANGED) == literal_column("1"),
+    )
+
+
 class Statements:
     """The statements, as attributes (one object, built at import)."""
 
@@ -160,6 +191,7 @@ class Statements:
         self.insert_projects = _insert(PROJECTS, ProjectRec.FIELDS)
         self.insert_ops = _insert(OPERATIONS, OpRec.FIELDS)
         self.update_ops = _update(OPERATIONS, ("key",), OpRec.FIELDS)
+        self.upsert_ops_sqlite = _ops_upsert()
         self.insert_outbox = _insert(
             OUTBOX, ("seq", "signal", "payload", "created_at"), with_session=True
         )

@@ -368,6 +368,7 @@ class WorkingSet:
         "_dirty_ops",
         "_dirty_projects",
         "_dirty_timers",
+        "_fresh_timers",
         "_inbox_outcomes",
         "_new_ops",
         "_outbox",
@@ -437,6 +438,9 @@ class WorkingSet:
         self._dirty_ops: list[OpRec] = []
         self._new_ops: list[OpRec] = []
         self._dirty_timers: dict[str, TimerRec | None] = {}
+        # Timers set in this step that have no stored row (every timer held
+        # when a step begins is stored: loaded, or written by the last step).
+        self._fresh_timers: set[str] = set()
         self._dirty_components: list[ComponentRec] = []
         self._outbox: list[OutboxRec] = []
         self._inbox_outcomes: list[tuple[int, str, datetime]] = []
@@ -502,6 +506,24 @@ class WorkingSet:
             self.capacity.adjust(used, used=sign * vcpus)
         if reserved is not None:
             self.capacity.adjust(reserved, reserved=sign * vcpus)
+
+    def _rehold(
+        self,
+        before: tuple[str | None, str | None, int],
+        after: tuple[str | None, str | None, int],
+    ) -> None:
+        """``before`` -> ``after`` as one change per host: a move's end takes
+        the room its target reserved as used (free there unchanged: the
+        target is not filed again), and only its source gains room."""
+        deltas: dict[str, list[int]] = {}
+        for (used, reserved, vcpus), sign in ((before, -1), (after, 1)):
+            if used is not None:
+                deltas.setdefault(used, [0, 0])[0] += sign * vcpus
+            if reserved is not None:
+                deltas.setdefault(reserved, [0, 0])[1] += sign * vcpus
+        adjust = self.capacity.adjust
+        for host, (used_by, reserved_by) in deltas.items():
+            adjust(host, used=used_by, reserved=reserved_by)
 
     # ------------------------------------------------------------------ dirty marks
 
@@ -586,8 +608,7 @@ class WorkingSet:
         if changed:
             after = _holds(inst)
             if after != before:  # most state changes leave the capacity as it was
-                self._hold(before, -1)
-                self._hold(after, 1)
+                self._rehold(before, after)
             index = self.instance_index
             index.restate(inst.instance_id, old_state, inst.state)
             index.rehost(inst.instance_id, inst.project_id, old_host, inst.host)
@@ -657,6 +678,8 @@ class WorkingSet:
     def set_timer(self, name: str, due: datetime, data: Mapping[str, Any] | None = None) -> None:
         timer = TimerRec(name, due, dict(data or {}))
         if self.timers.get(name) != timer:
+            if name not in self.timers and name not in self._dirty_timers:
+                self._fresh_timers.add(name)
             self.timers[name] = timer
             self._dirty_timers[name] = timer
 
@@ -765,6 +788,7 @@ class WorkingSet:
                 (name, None, None) if t is None else t.row()
                 for name, t in self._dirty_timers.items()
             ],
+            fresh_timers=frozenset(self._fresh_timers),
             at=at,
         )
         for rec in (
