@@ -25,6 +25,7 @@ import attrs
 from fenix_core.clock import Clock, RealClock
 
 from ..budget import desired_healthy, selector_matches
+from ..pods import CONTROL_PLANE_LABELS
 
 __all__ = ["ApiError", "EvictionRecord", "FakeCluster"]
 
@@ -118,6 +119,8 @@ def _set_condition(obj: Obj, kind: str, status: bool, now: datetime, reason: str
 _TAINT_WEIGHT = 3
 _LOAD_WEIGHT = 1
 _MAX_SCORE = 100
+#: kubeadm's control-plane label, and the key of the taint it puts with it.
+CONTROL_PLANE_KEY = CONTROL_PLANE_LABELS[0]
 
 
 def _tolerated(taint: Mapping[str, Any], tolerations: Iterable[Mapping[str, Any]]) -> bool:
@@ -248,14 +251,23 @@ class FakeCluster:
         *,
         cpu: str = "4",
         control_plane: bool = False,
+        control_plane_taint: bool = True,
         unschedulable: bool = False,
         labels: Mapping[str, str] | None = None,
     ) -> Obj:
-        """A Ready node with ``cpu`` allocatable (a Kubernetes quantity)."""
+        """A Ready node with ``cpu`` allocatable (a Kubernetes quantity).
+
+        A ``control_plane`` node is labelled and, as kubeadm sets it up,
+        tainted ``node-role.kubernetes.io/control-plane:NoSchedule``: only
+        pods that tolerate it are scheduled there (``control_plane_taint=False``:
+        an untainted control plane, as on a small cluster)."""
         now = self.now()
         all_labels = {"kubernetes.io/hostname": name, **(labels or {})}
+        spec: Obj = {"unschedulable": True} if unschedulable else {}
         if control_plane:
-            all_labels["node-role.kubernetes.io/control-plane"] = ""
+            all_labels[CONTROL_PLANE_KEY] = ""
+            if control_plane_taint:
+                spec["taints"] = [{"key": CONTROL_PLANE_KEY, "effect": "NoSchedule"}]
         node: Obj = {
             "apiVersion": "v1",
             "kind": "Node",
@@ -266,7 +278,7 @@ class FakeCluster:
                 "annotations": {},
                 "creationTimestamp": _stamp(now),
             },
-            "spec": {"unschedulable": True} if unschedulable else {},
+            "spec": spec,
             "status": {
                 "allocatable": {"cpu": cpu, "memory": "16Gi", "pods": "110"},
                 "capacity": {"cpu": cpu, "memory": "16Gi", "pods": "110"},
@@ -291,6 +303,7 @@ class FakeCluster:
         cpu: str,
         anti_affinity: bool,
         replicas: int,
+        tolerations: Iterable[Mapping[str, Any]] = (),
     ) -> Obj:
         owner: Obj = {
             "kind": kind,
@@ -301,6 +314,7 @@ class FakeCluster:
             "cpu": cpu,
             "anti_affinity": anti_affinity,
             "replicas": replicas,
+            "tolerations": [dict(t) for t in tolerations],
         }
         self._owners[owner["uid"]] = owner
         return owner
@@ -315,17 +329,20 @@ class FakeCluster:
         cpu: str = "500m",
         anti_affinity: bool = False,
         volumes: Iterable[Mapping[str, Any]] = (),
+        tolerations: Iterable[Mapping[str, Any]] = (),
     ) -> list[Obj]:
         """A ReplicaSet with one pod on each of ``nodes`` (a node may repeat).
 
         Its pods are named ``<name>-<suffix>``; an evicted or deleted one is
         replaced by a new pod with a new name on a schedulable node.
         ``anti_affinity`` adds a required pod anti-affinity on
-        ``kubernetes.io/hostname`` for the set's own labels; ``volumes`` are
-        the pod template's (``[{"name": "cache", "emptyDir": {}}]``).
+        ``kubernetes.io/hostname`` for the set's own labels; ``volumes`` and
+        ``tolerations`` are the pod template's (``[{"name": "cache",
+        "emptyDir": {}}]``; ``[{"key": "node-role.kubernetes.io/control-plane",
+        "operator": "Exists", "effect": "NoSchedule"}]`` as CoreDNS has).
         """
         return self._add_set(
-            "ReplicaSet", namespace, name, nodes, labels, cpu, anti_affinity, volumes
+            "ReplicaSet", namespace, name, nodes, labels, cpu, anti_affinity, volumes, tolerations
         )
 
     def add_statefulset(
@@ -338,11 +355,12 @@ class FakeCluster:
         cpu: str = "500m",
         anti_affinity: bool = False,
         volumes: Iterable[Mapping[str, Any]] = (),
+        tolerations: Iterable[Mapping[str, Any]] = (),
     ) -> list[Obj]:
         """A StatefulSet whose pods ``<name>-0``, ``<name>-1`` ... sit on ``nodes``;
         an evicted pod comes back with the same name once the old one is gone."""
         return self._add_set(
-            "StatefulSet", namespace, name, nodes, labels, cpu, anti_affinity, volumes
+            "StatefulSet", namespace, name, nodes, labels, cpu, anti_affinity, volumes, tolerations
         )
 
     def _add_set(
@@ -355,11 +373,19 @@ class FakeCluster:
         cpu: str,
         anti_affinity: bool,
         volumes: Iterable[Mapping[str, Any]] = (),
+        tolerations: Iterable[Mapping[str, Any]] = (),
     ) -> list[Obj]:
         placed = list(nodes)
         with self.lock:
             owner = self._new_owner(
-                kind, namespace, name, labels or {"app": name}, cpu, anti_affinity, len(placed)
+                kind,
+                namespace,
+                name,
+                labels or {"app": name},
+                cpu,
+                anti_affinity,
+                len(placed),
+                tolerations,
             )
             owner["volumes"] = [dict(v) for v in volumes]
             ordinal = kind == "StatefulSet"
@@ -582,6 +608,8 @@ class FakeCluster:
         )
         if owner.get("volumes"):
             pod["spec"]["volumes"] = copy.deepcopy(owner["volumes"])
+        if owner.get("tolerations"):
+            pod["spec"]["tolerations"] = copy.deepcopy(owner["tolerations"])
         self.pods[(owner["namespace"], name)] = pod
         return pod
 
