@@ -18,9 +18,11 @@ import threading
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import attrs
+from kubernetes.utils import parse_quantity
 
 from fenix_core.clock import Clock, RealClock
 
@@ -137,6 +139,29 @@ def _tolerated(taint: Mapping[str, Any], tolerations: Iterable[Mapping[str, Any]
         elif key == taint.get("key") and (tol.get("value") or "") == (taint.get("value") or ""):
             return True
     return False
+
+
+def _cpu_request(pod: Mapping[str, Any]) -> Decimal:
+    """The pod's CPU request as kube-scheduler counts it: the containers'
+    sum, or the largest init container's if that is more."""
+
+    def request(container: Mapping[str, Any]) -> Decimal:
+        value = ((container.get("resources") or {}).get("requests") or {}).get("cpu", "0")
+        return Decimal(parse_quantity(value))  # type: ignore[no-untyped-call]
+
+    spec = pod["spec"]
+    total = sum((request(c) for c in spec.get("containers") or ()), Decimal(0))
+    init = max((request(c) for c in spec.get("initContainers") or ()), default=Decimal(0))
+    return max(total, init)
+
+
+def _fits(
+    pod: Mapping[str, Any], node: Mapping[str, Any], here: Iterable[Mapping[str, Any]]
+) -> bool:
+    """NodeResourcesFit on CPU: the requests of the node's pods (terminating
+    ones too, until they are gone) plus this one's within its allocatable."""
+    allocatable = Decimal(parse_quantity(node["status"]["allocatable"]["cpu"]))  # type: ignore[no-untyped-call]
+    return sum((_cpu_request(p) for p in here), _cpu_request(pod)) <= allocatable
 
 
 def _best_node(feasible: Iterable[tuple[str, int, int]]) -> str:
@@ -649,7 +674,8 @@ class FakeCluster:
     def _schedule(self, pod: Obj) -> None:
         """Bind a pending pod as kube-scheduler would, on the nodes it keeps:
         schedulable, Ready, no NoSchedule / NoExecute taint the pod does not
-        tolerate, its anti-affinity kept (filters). Among those, the highest
+        tolerate, its anti-affinity kept, its CPU request within what the
+        node's pods leave of its allocatable CPU (filters). Among those, the highest
         score (TaintToleration with its default weight 3: fewest untolerated
         PreferNoSchedule taints, normalized and reversed; then least loaded,
         weight 1, by pods); try again later when none is left."""
@@ -667,7 +693,7 @@ class FakeCluster:
             ):
                 continue
             here = [p for p in self.pods.values() if p["spec"].get("nodeName") == name]
-            if self._repelled(pod, here):
+            if self._repelled(pod, here) or not _fits(pod, node, here):
                 continue
             prefer_not = sum(
                 1
