@@ -237,6 +237,7 @@ def test_a_lone_control_plane_with_pods_fails_the_plan_as_the_real_run(fake, k8s
     assert planned.result.view.state == view.state == "MAINTENANCE_FAILED"
     assert planned.result.view.reason == view.reason
     assert "cp-0" in view.reason
+    assert "the other controller hosts, where its instances may go, have 0 vcpus" in view.reason
 
 
 def test_topology_caps_on_the_command_line(fake, tmp_path: Path) -> None:
