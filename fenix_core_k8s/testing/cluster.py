@@ -159,9 +159,11 @@ def _fits(
     pod: Mapping[str, Any], node: Mapping[str, Any], here: Iterable[Mapping[str, Any]]
 ) -> bool:
     """NodeResourcesFit on CPU: the requests of the node's pods (terminating
-    ones too, until they are gone) plus this one's within its allocatable."""
+    ones too, until they are gone; not finished ones, which the scheduler's
+    cache leaves out) plus this one's within its allocatable."""
     allocatable = Decimal(parse_quantity(node["status"]["allocatable"]["cpu"]))  # type: ignore[no-untyped-call]
-    return sum((_cpu_request(p) for p in here), _cpu_request(pod)) <= allocatable
+    running = (p for p in here if p["status"].get("phase") not in ("Succeeded", "Failed"))
+    return sum((_cpu_request(p) for p in running), _cpu_request(pod)) <= allocatable
 
 
 def _best_node(feasible: Iterable[tuple[str, int, int]]) -> str:

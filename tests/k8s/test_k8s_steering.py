@@ -334,3 +334,20 @@ def test_fake_control_plane_nodes_are_tainted_as_kubeadm_does(fake, fenix_clock)
         for p in cluster.pods.values()
         if p["metadata"]["name"].startswith("dns") and not p["metadata"].get("deletionTimestamp")
     ] == ["cp"]
+
+
+def test_fake_scheduler_does_not_count_finished_pods(fake, fenix_clock) -> None:
+    """A finished pod (a Job's, Succeeded) holds no CPU in the scheduler's count."""
+    cluster = fake.cluster
+    cluster.add_node("a", cpu="1")
+    cluster.add_node("c", cpu="4")
+    cluster.add_pod("ns", "job-1", "a", cpu="1")
+    core = CoreV1Api(fake.api_client())
+    cluster.add_replicaset("ns", "web", ["c"], cpu="500m")
+    core.patch_node("c", {"spec": {"unschedulable": True}})
+    evict_web(core, fenix_clock)
+    assert web_nodes(cluster) == [None]  # a is full while the job runs
+    cluster.pods[("ns", "job-1")]["status"]["phase"] = "Succeeded"
+    fenix_clock.advance(60)
+    core.list_node()
+    assert web_nodes(cluster) == ["a"]
