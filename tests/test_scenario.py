@@ -66,6 +66,34 @@ def test_action_duration_by_label_then_host_type_then_default() -> None:
     assert action.type == "host"
 
 
+def test_a_label_may_name_several_domains() -> None:
+    """A host in two aggregates: a list of values, each a domain of the key;
+    ``by_label`` matches any of them."""
+    scenario = load_scenario(
+        BASE.replace("vcpus: 16}", "vcpus: 16, labels: {aggregate: [gpu, ssd], row: 3}}")
+        + "actions:\n  - {plugin: upgrade, seconds: 100, by_label: {aggregate=ssd: 50}}\n"
+    )
+    assert scenario.host("cmp-1").labels == {"aggregate": ("gpu", "ssd"), "row": "3"}
+    assert scenario.actions[0].seconds_on(scenario.host("cmp-1")) == 50
+    assert scenario.actions[0].seconds_on(scenario.host("ctl-0")) == 100
+
+
+def test_instances_may_run_on_a_controller() -> None:
+    """A Kubernetes control-plane node's pods: held by the scenario, and
+    moved to another controller when their host is maintained."""
+    text = BASE.replace(
+        "  - name: ctl-0\n    type: controller\n",
+        "  - {name: ctl-0, type: controller}\n  - {name: ctl-1, type: controller}\n",
+    )
+    scenario = load_scenario(text + "  - {id: dns-0, project: ops, host: ctl-0}\n")
+    assert scenario.instances[-1].host == "ctl-0"
+    with Simulation(scenario) as sim:
+        result = sim.run()
+        moves = [e.host for e in sim.cloud.events if e.kind == "migration_done"]
+    assert result.view.state == "MAINTENANCE_DONE", result.view.reason
+    assert moves[0] == "ctl-1"
+
+
 def test_without_faults_keeps_behaviour_but_answers_at_once() -> None:
     scenario = load_scenario_file(SCENARIOS / "faults.yaml")
     assert scenario.faults.failed_migrations
@@ -113,10 +141,16 @@ BAD = [
         id="first-without-count",
     ),
     pytest.param(
-        BASE.replace("vcpus: 16}", "vcpus: 16, labels: {rack: [1, 2]}}"),
+        BASE.replace("vcpus: 16}", "vcpus: 16, labels: {rack: {row: 1}}}"),
         "hosts[1].labels.rack",
         "expected a value",
         id="label-value",
+    ),
+    pytest.param(
+        BASE.replace("vcpus: 16}", "vcpus: 16, labels: {rack: [r1, [r2]]}}"),
+        "hosts[1].labels.rack",
+        "expected a value",
+        id="label-list-value",
     ),
     pytest.param(
         BASE.replace("type: controller", "type: storage"),

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-import pytest
+import attrs
 import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -17,7 +17,6 @@ from fenix_core.constraints import (
     GroupConstraints,
     InstanceConstraints,
 )
-from fenix_core.errors import InvalidInput
 from fenix_core.model import Host, Instance, OperationStatus
 from fenix_core.sim.scenario import load_scenario
 from fenix_core.sim.simulation import Simulation
@@ -29,7 +28,12 @@ PROPERTY = settings(max_examples=60, deadline=None, derandomize=True)
 
 def _snapshot(constraints: CloudConstraints | None = None) -> CloudSnapshot:
     hosts = (
-        Host("cmp-0", vcpus=16, details={"availability_zone": "az1"}),
+        Host(
+            "cmp-0",
+            vcpus=16,
+            details={"availability_zone": "az1"},
+            labels={"zone": "az1", "aggregate": ("gpu", "ssd")},
+        ),
         Host("cmp-1", vcpus=16, enabled=False),
         Host("ctl-0", type="controller", vcpus=0),
         Host("cmp-2", vcpus=16),
@@ -53,7 +57,10 @@ def test_hosts_and_instances_keep_what_the_cloud_listed() -> None:
         ("ctl-0", "controller", 0, True),
         ("cmp-2", "compute", 16, True),
     ]
-    assert scenario.host("cmp-0").labels == {"availability_zone": "az1"}
+    # The topology labels the driver gave the host (OpenStack: zone and
+    # aggregates), which the session's topology caps name.
+    assert scenario.host("cmp-0").labels == {"zone": "az1", "aggregate": ("gpu", "ssd")}
+    assert scenario.host("cmp-2").labels == {}
     assert [(i.id, i.project, i.host, i.vcpus, i.live_migratable) for i in scenario.instances] == [
         ("vm-a", "web", "cmp-0", 2, True),
         ("vm-b", "web", "cmp-2", 2, True),
@@ -142,17 +149,31 @@ def test_a_group_id_of_two_projects_and_a_group_across_projects_get_their_own_id
     _assert_same_rules(snapshot, scenario, stored, instances)
 
 
-def test_an_instance_on_a_controller_is_refused_naming_it() -> None:
+def test_instances_on_controllers_are_kept_and_drained_first() -> None:
+    """A Kubernetes control-plane node's pods: the scenario holds them, and
+    the plan drains that controller first, to another controller (the
+    instance's placement class), as a real session does."""
     snapshot = _snapshot()
+    hosts = (*snapshot.hosts, Host("ctl-1", type="controller", vcpus=4))
     snapshot = CloudSnapshot(
-        snapshot.hosts,
-        (*snapshot.instances, Instance("etcd-x", "ops", "ctl-0")),
-        snapshot.constraints,
+        hosts, (*snapshot.instances, Instance("ops/dns-x", "ops", "ctl-0")), snapshot.constraints
     )
-    with pytest.raises(InvalidInput) as raised:
-        scenario_from_cloud(snapshot)
-    assert raised.value.errors[0].field == "instances"
-    assert "etcd-x" in raised.value.errors[0].message
+    snapshot = attrs.evolve(
+        snapshot, hosts=tuple(attrs.evolve(h, vcpus=4) if h.name == "ctl-0" else h for h in hosts)
+    )
+    scenario = scenario_from_cloud(snapshot, session={"hosts": ["ctl-0", "cmp-0", "cmp-2"]})
+    assert [(i.id, i.host) for i in scenario.instances if i.project == "ops"] == [
+        ("ops/dns-x", "ctl-0")
+    ]
+    with Simulation(scenario) as sim:
+        result = sim.run()
+        moves = [e for e in sim.cloud.events if e.kind == "migration_done"]
+    assert result.view.state == "MAINTENANCE_DONE", result.view.reason
+    started = sorted(
+        (h.maintenance_start, h.name) for h in result.timeline.hosts if h.maintenance_start
+    )
+    assert started[0][1] == "ctl-0"
+    assert [e.host for e in moves if e.instance_id == "ops/dns-x"] == ["ctl-1"]
 
 
 def test_session_actions_and_migration_times_are_passed_through() -> None:

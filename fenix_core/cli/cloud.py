@@ -75,6 +75,16 @@ _OPTIONS = [
         help="With --cloud: the session's max_parallel_hosts.",
     ),
     click.option(
+        "--topology-cap",
+        "topology_caps",
+        multiple=True,
+        metavar="LABEL=N",
+        help=(
+            "With --cloud: at most N domains of the host label LABEL in maintenance at once "
+            "(repeat; e.g. topology.kubernetes.io/zone=1, aggregate=2)."
+        ),
+    ),
+    click.option(
         "--host",
         "hosts",
         multiple=True,
@@ -111,6 +121,7 @@ def cloud_scenario_data(
     scenario_name: str | None,
     workflow: str,
     max_parallel_hosts: int | None,
+    topology_caps: tuple[str, ...],
     hosts: tuple[str, ...],
     action_seconds: float,
     migration_seconds: float | None,
@@ -122,6 +133,10 @@ def cloud_scenario_data(
     session: dict[str, Any] = {"workflow": workflow}
     if max_parallel_hosts is not None:
         session["max_parallel_hosts"] = max_parallel_hosts
+    if topology_caps:
+        session["controls"] = {
+            "max_topology_in_maintenance": [_topology_cap(c) for c in topology_caps]
+        }
     if hosts:
         _check_hosts(snapshot, hosts)
         session["hosts"] = list(hosts)
@@ -174,6 +189,15 @@ def _driver(
 def _stored(database: str) -> tuple[list[Any], list[Any]]:
     with open_engine(database) as engine:
         return engine.list_group_constraints(), engine.list_instance_constraints()
+
+
+def _topology_cap(text: str) -> dict[str, Any]:
+    """``LABEL=N`` as a ``max_topology_in_maintenance`` entry (the session
+    request checks the figures)."""
+    key, sep, limit = text.rpartition("=")
+    if not sep or not key.strip() or not limit.strip().isdigit():
+        raise InvalidInput("topology_cap", f"expected LABEL=N (e.g. zone=1), got {text!r}")
+    return {"key": key.strip(), "max": int(limit)}
 
 
 def _check_hosts(snapshot: CloudSnapshot, hosts: tuple[str, ...]) -> None:

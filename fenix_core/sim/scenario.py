@@ -80,7 +80,8 @@ class HostSpec:
     name: str
     type: str = "compute"
     vcpus: int = 8
-    labels: Mapping[str, str] = attrs.field(factory=dict)
+    #: label -> value, or values when the host is in several domains of the key
+    labels: Mapping[str, str | tuple[str, ...]] = attrs.field(factory=dict)
     #: False: out of service when the scenario starts (no instance is moved onto it).
     enabled: bool = True
 
@@ -132,9 +133,10 @@ class ActionPlan:
         if host is None:
             return self.seconds
         for key, value in host.labels.items():
-            label = f"{key}={value}"
-            if label in self.by_label:
-                return self.by_label[label]
+            for one in (value,) if isinstance(value, str) else value:
+                label = f"{key}={one}"
+                if label in self.by_label:
+                    return self.by_label[label]
         return self.by_host_type.get(host.type, self.seconds)
 
 
@@ -335,6 +337,12 @@ def _substitute(entry: Mapping[str, Any], i: int) -> dict[str, Any]:
     return {k: v.replace("{i}", str(i)) if isinstance(v, str) else v for k, v in entry.items()}
 
 
+def _label_value(value: object, where: str) -> str:
+    if not isinstance(value, str | int | float | bool):
+        raise InvalidInput(where, f"expected a value, got {_kind(value)}")
+    return str(value)
+
+
 def _hosts(items: list[Any]) -> tuple[HostSpec, ...]:
     hosts: dict[str, HostSpec] = {}
     for where, entry, _ in _expand(items, "hosts", "name"):
@@ -342,13 +350,13 @@ def _hosts(items: list[Any]) -> tuple[HostSpec, ...]:
         host_type = r.text("type", "compute")
         if host_type not in _HOST_TYPES:
             raise InvalidInput(r.at("type"), f"must be compute or controller, got {host_type!r}")
-        labels = {}
+        labels: dict[str, str | tuple[str, ...]] = {}
         for key, value in r.mapping("labels").items():
-            if not isinstance(value, str | int | float | bool):
-                raise InvalidInput(
-                    f"{r.at('labels')}.{key}", f"expected a value, got {_kind(value)}"
-                )
-            labels[key] = str(value)
+            where = f"{r.at('labels')}.{key}"
+            if isinstance(value, list):
+                labels[key] = tuple(_label_value(v, f"{where}[{k}]") for k, v in enumerate(value))
+            else:
+                labels[key] = _label_value(value, where)
         spec = HostSpec(
             r.text("name"),
             host_type,
@@ -381,8 +389,6 @@ def _instances(items: list[Any], hosts: Mapping[str, HostSpec]) -> tuple[Instanc
             host = r.text("host")
         if host not in hosts:
             raise InvalidInput(r.at("host"), f"no host {host!r} in hosts")
-        if hosts[host].type != "compute":
-            raise InvalidInput(r.at("host"), f"{host!r} is a controller; instances run on computes")
         iid = r.text("id")
         if iid in instances:
             raise InvalidInput(r.at("id"), f"instance {iid!r} is defined twice")

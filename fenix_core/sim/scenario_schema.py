@@ -38,11 +38,23 @@ def _scalar(value: object) -> object:
     return value
 
 
-#: A host label's value (YAML may read it as a number or a boolean).
+def _label(value: object) -> object:
+    """A value, or a list of values (a host in several domains of one key)."""
+    if isinstance(value, list):
+        for item in value:
+            _scalar(item)
+        return value
+    return _scalar(value)
+
+
+_SCALAR = {"type": ["string", "number", "boolean"]}
+#: A host label's value (YAML may read it as a number or a boolean), or a list
+#: of values when the host is in several domains of the key (an OpenStack
+#: host in two aggregates).
 Label = Annotated[
     Any,
-    AfterValidator(_scalar),
-    WithJsonSchema({"type": ["string", "number", "boolean"]}),
+    AfterValidator(_label),
+    WithJsonSchema({"anyOf": [_SCALAR, {"type": "array", "items": _SCALAR}]}),
 ]
 _VCPUS = Field(None, ge=0, le=100_000)
 _GENERATOR = "with count: N, the entry stands for N entries; {i} in its strings is 0 ... N-1"

@@ -13,10 +13,14 @@ on them; the exported YAML loads back into the same scenario.
 What the scenario keeps of the cloud:
 
 * hosts in the driver's order, with their type, vcpus, whether they are
-  enabled, and their availability zone (label ``availability_zone``) when the
-  driver reports one;
+  enabled, and their topology labels (:attr:`~fenix_core.model.Host.labels`:
+  OpenStack's ``zone`` and ``aggregate``, every label of a Kubernetes node,
+  ``topology.kubernetes.io/zone`` among them), which the session's topology
+  caps name;
 * instances in the driver's order (those on hosts the cloud did not list are
   left out), with project, host, vcpus and whether they can live-migrate;
+  instances on controller hosts too (a Kubernetes control-plane node's
+  pods), which a session drains first, one controller at a time;
 * each instance's group as the engine would resolve it
   (:class:`~fenix_core.constraints.ConstraintSet`): constraints stored through
   the API win over the cloud's (server groups, PodDisruptionBudgets, hostname
@@ -66,9 +70,6 @@ DEFAULT_ACTIONS: tuple[Mapping[str, Any], ...] = (
     {"plugin": "maintenance", "type": "host", "seconds": 600},
 )
 
-#: Host details a scenario keeps as labels (OpenStack reports the zone).
-_LABEL_DETAILS = ("availability_zone",)
-
 
 @attrs.frozen
 class CloudSnapshot:
@@ -110,8 +111,8 @@ def scenario_from_cloud(
     engine's API (``Engine.list_group_constraints()`` /
     ``list_instance_constraints()`` of a fenix database); ``options`` are
     those of :func:`scenario_data`. Raises
-    :class:`~fenix_core.errors.InvalidInput` when the cloud holds what a
-    scenario cannot (an instance on a controller host).
+    :class:`~fenix_core.errors.InvalidInput` when the options make a
+    scenario that does not validate (an unknown workflow, a bad session field).
     """
     return parse_scenario(scenario_data(snapshot, stored_groups, stored_instances, **options))
 
@@ -136,14 +137,6 @@ def scenario_data(
     ``start`` when the simulation starts (default: the scenario default);
     the migration times default to the scenario defaults. Pure.
     """
-    controllers = {h.name for h in snapshot.hosts if h.type != "compute"}
-    for inst in snapshot.instances:
-        if inst.host in controllers:
-            raise InvalidInput(
-                "instances",
-                f"instance {inst.instance_id!r} runs on controller host {inst.host!r}; "
-                "a scenario places instances on compute hosts only",
-            )
     groups, members, own = _groups(snapshot, stored_groups, stored_instances)
     data: dict[str, Any] = {
         "name": name,
@@ -180,9 +173,8 @@ def _host(host: Host) -> dict[str, Any]:
     entry: dict[str, Any] = {"name": host.name, "type": host.type, "vcpus": host.vcpus}
     if not host.enabled:
         entry["enabled"] = False
-    labels = {k: str(host.details[k]) for k in _LABEL_DETAILS if host.details.get(k)}
-    if labels:
-        entry["labels"] = labels
+    if host.labels:
+        entry["labels"] = {k: v if isinstance(v, str) else list(v) for k, v in host.labels.items()}
     return entry
 
 

@@ -778,9 +778,15 @@ class RollingWorkflow(WorkflowBase):
             st.phase = "listing"
             return False
         lightest = min(pending, key=lambda h: (self._used(ctx, h.name), h.position))
+        # Instances move to hosts of their host's type (the placement class).
+        others = (
+            "the other hosts"
+            if lightest.type == "compute"
+            else f"the other {lightest.type} hosts, where its instances may go,"
+        )
         shortage = self._rule_shortage(ctx, lightest.name) or (
             f"the least loaded host {lightest.name} has {self._used(ctx, lightest.name)} "
-            f"vcpus of instances and the other hosts have {self._free_besides(ctx, lightest)} "
+            f"vcpus of instances and {others} have {self._free_besides(ctx, lightest)} "
             "vcpus free"
         )
         affected = {i.project_id for h in pending for i in self._movable_on(ctx, h.name)}

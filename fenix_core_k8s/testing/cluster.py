@@ -18,13 +18,16 @@ import threading
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import attrs
+from kubernetes.utils import parse_quantity
 
 from fenix_core.clock import Clock, RealClock
 
 from ..budget import desired_healthy, selector_matches
+from ..pods import CONTROL_PLANE_LABELS
 
 __all__ = ["ApiError", "EvictionRecord", "FakeCluster"]
 
@@ -118,6 +121,8 @@ def _set_condition(obj: Obj, kind: str, status: bool, now: datetime, reason: str
 _TAINT_WEIGHT = 3
 _LOAD_WEIGHT = 1
 _MAX_SCORE = 100
+#: kubeadm's control-plane label, and the key of the taint it puts with it.
+CONTROL_PLANE_KEY = CONTROL_PLANE_LABELS[0]
 
 
 def _tolerated(taint: Mapping[str, Any], tolerations: Iterable[Mapping[str, Any]]) -> bool:
@@ -134,6 +139,31 @@ def _tolerated(taint: Mapping[str, Any], tolerations: Iterable[Mapping[str, Any]
         elif key == taint.get("key") and (tol.get("value") or "") == (taint.get("value") or ""):
             return True
     return False
+
+
+def _cpu_request(pod: Mapping[str, Any]) -> Decimal:
+    """The pod's CPU request as kube-scheduler counts it: the containers'
+    sum, or the largest init container's if that is more."""
+
+    def request(container: Mapping[str, Any]) -> Decimal:
+        value = ((container.get("resources") or {}).get("requests") or {}).get("cpu", "0")
+        return Decimal(parse_quantity(value))  # type: ignore[no-untyped-call]
+
+    spec = pod["spec"]
+    total = sum((request(c) for c in spec.get("containers") or ()), Decimal(0))
+    init = max((request(c) for c in spec.get("initContainers") or ()), default=Decimal(0))
+    return max(total, init)
+
+
+def _fits(
+    pod: Mapping[str, Any], node: Mapping[str, Any], here: Iterable[Mapping[str, Any]]
+) -> bool:
+    """NodeResourcesFit on CPU: the requests of the node's pods (terminating
+    ones too, until they are gone; not finished ones, which the scheduler's
+    cache leaves out) plus this one's within its allocatable."""
+    allocatable = Decimal(parse_quantity(node["status"]["allocatable"]["cpu"]))  # type: ignore[no-untyped-call]
+    running = (p for p in here if p["status"].get("phase") not in ("Succeeded", "Failed"))
+    return sum((_cpu_request(p) for p in running), _cpu_request(pod)) <= allocatable
 
 
 def _best_node(feasible: Iterable[tuple[str, int, int]]) -> str:
@@ -248,14 +278,23 @@ class FakeCluster:
         *,
         cpu: str = "4",
         control_plane: bool = False,
+        control_plane_taint: bool = True,
         unschedulable: bool = False,
         labels: Mapping[str, str] | None = None,
     ) -> Obj:
-        """A Ready node with ``cpu`` allocatable (a Kubernetes quantity)."""
+        """A Ready node with ``cpu`` allocatable (a Kubernetes quantity).
+
+        A ``control_plane`` node is labelled and, as kubeadm sets it up,
+        tainted ``node-role.kubernetes.io/control-plane:NoSchedule``: only
+        pods that tolerate it are scheduled there (``control_plane_taint=False``:
+        an untainted control plane, as on a small cluster)."""
         now = self.now()
         all_labels = {"kubernetes.io/hostname": name, **(labels or {})}
+        spec: Obj = {"unschedulable": True} if unschedulable else {}
         if control_plane:
-            all_labels["node-role.kubernetes.io/control-plane"] = ""
+            all_labels[CONTROL_PLANE_KEY] = ""
+            if control_plane_taint:
+                spec["taints"] = [{"key": CONTROL_PLANE_KEY, "effect": "NoSchedule"}]
         node: Obj = {
             "apiVersion": "v1",
             "kind": "Node",
@@ -266,7 +305,7 @@ class FakeCluster:
                 "annotations": {},
                 "creationTimestamp": _stamp(now),
             },
-            "spec": {"unschedulable": True} if unschedulable else {},
+            "spec": spec,
             "status": {
                 "allocatable": {"cpu": cpu, "memory": "16Gi", "pods": "110"},
                 "capacity": {"cpu": cpu, "memory": "16Gi", "pods": "110"},
@@ -291,6 +330,7 @@ class FakeCluster:
         cpu: str,
         anti_affinity: bool,
         replicas: int,
+        tolerations: Iterable[Mapping[str, Any]] = (),
     ) -> Obj:
         owner: Obj = {
             "kind": kind,
@@ -301,6 +341,7 @@ class FakeCluster:
             "cpu": cpu,
             "anti_affinity": anti_affinity,
             "replicas": replicas,
+            "tolerations": [dict(t) for t in tolerations],
         }
         self._owners[owner["uid"]] = owner
         return owner
@@ -315,17 +356,20 @@ class FakeCluster:
         cpu: str = "500m",
         anti_affinity: bool = False,
         volumes: Iterable[Mapping[str, Any]] = (),
+        tolerations: Iterable[Mapping[str, Any]] = (),
     ) -> list[Obj]:
         """A ReplicaSet with one pod on each of ``nodes`` (a node may repeat).
 
         Its pods are named ``<name>-<suffix>``; an evicted or deleted one is
         replaced by a new pod with a new name on a schedulable node.
         ``anti_affinity`` adds a required pod anti-affinity on
-        ``kubernetes.io/hostname`` for the set's own labels; ``volumes`` are
-        the pod template's (``[{"name": "cache", "emptyDir": {}}]``).
+        ``kubernetes.io/hostname`` for the set's own labels; ``volumes`` and
+        ``tolerations`` are the pod template's (``[{"name": "cache",
+        "emptyDir": {}}]``; ``[{"key": "node-role.kubernetes.io/control-plane",
+        "operator": "Exists", "effect": "NoSchedule"}]`` as CoreDNS has).
         """
         return self._add_set(
-            "ReplicaSet", namespace, name, nodes, labels, cpu, anti_affinity, volumes
+            "ReplicaSet", namespace, name, nodes, labels, cpu, anti_affinity, volumes, tolerations
         )
 
     def add_statefulset(
@@ -338,11 +382,12 @@ class FakeCluster:
         cpu: str = "500m",
         anti_affinity: bool = False,
         volumes: Iterable[Mapping[str, Any]] = (),
+        tolerations: Iterable[Mapping[str, Any]] = (),
     ) -> list[Obj]:
         """A StatefulSet whose pods ``<name>-0``, ``<name>-1`` ... sit on ``nodes``;
         an evicted pod comes back with the same name once the old one is gone."""
         return self._add_set(
-            "StatefulSet", namespace, name, nodes, labels, cpu, anti_affinity, volumes
+            "StatefulSet", namespace, name, nodes, labels, cpu, anti_affinity, volumes, tolerations
         )
 
     def _add_set(
@@ -355,11 +400,19 @@ class FakeCluster:
         cpu: str,
         anti_affinity: bool,
         volumes: Iterable[Mapping[str, Any]] = (),
+        tolerations: Iterable[Mapping[str, Any]] = (),
     ) -> list[Obj]:
         placed = list(nodes)
         with self.lock:
             owner = self._new_owner(
-                kind, namespace, name, labels or {"app": name}, cpu, anti_affinity, len(placed)
+                kind,
+                namespace,
+                name,
+                labels or {"app": name},
+                cpu,
+                anti_affinity,
+                len(placed),
+                tolerations,
             )
             owner["volumes"] = [dict(v) for v in volumes]
             ordinal = kind == "StatefulSet"
@@ -582,6 +635,8 @@ class FakeCluster:
         )
         if owner.get("volumes"):
             pod["spec"]["volumes"] = copy.deepcopy(owner["volumes"])
+        if owner.get("tolerations"):
+            pod["spec"]["tolerations"] = copy.deepcopy(owner["tolerations"])
         self.pods[(owner["namespace"], name)] = pod
         return pod
 
@@ -621,7 +676,8 @@ class FakeCluster:
     def _schedule(self, pod: Obj) -> None:
         """Bind a pending pod as kube-scheduler would, on the nodes it keeps:
         schedulable, Ready, no NoSchedule / NoExecute taint the pod does not
-        tolerate, its anti-affinity kept (filters). Among those, the highest
+        tolerate, its anti-affinity kept, its CPU request within what the
+        node's pods leave of its allocatable CPU (filters). Among those, the highest
         score (TaintToleration with its default weight 3: fewest untolerated
         PreferNoSchedule taints, normalized and reversed; then least loaded,
         weight 1, by pods); try again later when none is left."""
@@ -639,7 +695,7 @@ class FakeCluster:
             ):
                 continue
             here = [p for p in self.pods.values() if p["spec"].get("nodeName") == name]
-            if self._repelled(pod, here):
+            if self._repelled(pod, here) or not _fits(pod, node, here):
                 continue
             prefer_not = sum(
                 1

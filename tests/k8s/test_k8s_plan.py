@@ -105,3 +105,158 @@ def test_the_plan_matches_the_real_session_that_follows(fake, k8s_engine) -> Non
     assert [[h.name for h in w] for w in planned.result.timeline.waves()] == [
         [h.name for h in w] for w in real.waves()
     ]
+
+
+# ---------------------------------------------------------------- as a real run
+
+
+def _order(timeline: Any) -> list[str]:
+    started = [h for h in timeline.hosts if h.maintenance_start is not None]
+    return [h.name for h in sorted(started, key=lambda h: (h.maintenance_start, h.name))]
+
+
+def _waves(timeline: Any) -> list[list[str]]:
+    return [[h.name for h in w] for w in timeline.waves()]
+
+
+def _plan_then_run(fake: Any, k8s_engine: Any, **request: Any) -> tuple[Any, Any, Any]:
+    """Plan the session ``request`` from the cluster (read-only), then run it
+    for real on the same cluster: (the plan, the real view, its timeline)."""
+    snapshot = read_cloud(KubernetesDriver(fake.api_client()))
+    planned = plan(scenario_from_cloud(snapshot, session=request))
+    assert [r for r in fake.app.requests if r[0] in WRITES] == []
+    engine = k8s_engine(TimedAction("maintenance", seconds=600))
+    sid = engine.create_session(
+        SessionRequest(actions=[ActionSpec("maintenance", "host")], **request)
+    )
+    view = engine.run_until_done(sid)
+    return planned, view, build_timeline(view, engine.list_operations(sid))
+
+
+ZONE = "topology.kubernetes.io/zone"
+ZONES = {f"node-{i}": f"eu-1{'abc'[i % 3]}" for i in range(6)}
+
+
+def _zoned(cluster: Any) -> None:
+    """Six workers in three zones (kubelet's topology.kubernetes.io/zone
+    label), a web pod on each."""
+    cluster.add_node("cp-0", control_plane=True, labels={ZONE: "eu-1a"})
+    for name, zone in ZONES.items():
+        cluster.add_node(name, cpu="4", labels={ZONE: zone, "rack": f"r{name[-1]}"})
+    cluster.add_replicaset("shop", "web", list(ZONES))
+
+
+def test_the_export_carries_every_node_label(fake, tmp_path: Path) -> None:
+    _zoned(fake.cluster)
+    kubeconfig = fake.write_kubeconfig(tmp_path / "config", context="lab")
+    exported = tmp_path / "zoned.yaml"
+    _fenix("export", "--cloud", "k8s", "--kubeconfig", kubeconfig, "-o", exported)
+    scenario = load_scenario_file(exported)
+    assert scenario.host("node-4").labels[ZONE] == "eu-1b"
+    assert scenario.host("node-4").labels["rack"] == "r4"
+    assert scenario.host("node-4").labels["kubernetes.io/hostname"] == "node-4"
+    assert scenario.host("cp-0").labels["node-role.kubernetes.io/control-plane"] == ""
+
+
+def test_a_zone_cap_plans_as_the_real_run(fake, k8s_engine) -> None:
+    cluster = fake.cluster
+    _zoned(cluster)
+    planned, view, real = _plan_then_run(
+        fake,
+        k8s_engine,
+        hosts=list(ZONES),
+        workflow="constrained",
+        max_parallel_hosts=4,
+        controls={"max_topology_in_maintenance": [{"key": ZONE, "max": 1}]},
+    )
+    assert planned.result.view.state == view.state == "MAINTENANCE_DONE", view.reason
+    # One zone at a time in the plan, as in the real run: each wave is one
+    # zone's two nodes.
+    waves = _waves(planned.result.timeline)
+    assert all(len({ZONES[h] for h in wave}) == 1 for wave in waves), waves
+    assert _order(planned.result.timeline) == _order(real)
+    assert waves == _waves(real)
+
+
+CONTROL_PLANE_TOLERATION = {
+    "key": "node-role.kubernetes.io/control-plane",
+    "operator": "Exists",
+    "effect": "NoSchedule",
+}
+
+
+def _with_control_plane_pods(cluster: Any, control_planes: int = 2) -> list[str]:
+    """A kubeadm-like cluster: tainted control-plane nodes, each with its etcd
+    member (a static pod's mirror) and a CoreDNS pod (a Deployment's, that
+    tolerates the taint); kube-proxy (a DaemonSet) everywhere; workers with
+    web pods. Returns the control-plane nodes."""
+    planes = [f"cp-{i}" for i in range(control_planes)]
+    for name in planes:
+        cluster.add_node(name, control_plane=True)
+        cluster.add_etcd_member(name)
+    for name in WORKERS:
+        cluster.add_node(name, cpu="4")
+    cluster.add_replicaset("kube-system", "coredns", planes, tolerations=[CONTROL_PLANE_TOLERATION])
+    cluster.add_daemonset("kube-system", "kube-proxy")
+    cluster.add_replicaset("shop", "web", ["node-0", "node-1", "node-2", "node-3"])
+    return planes
+
+
+def test_pods_on_control_plane_nodes_are_planned_as_the_real_run(fake, k8s_engine) -> None:
+    planes = _with_control_plane_pods(fake.cluster)
+    planned, view, real = _plan_then_run(fake, k8s_engine, workflow="constrained")
+    assert planned.result.view.state == view.state == "MAINTENANCE_DONE", view.reason
+    order = _order(planned.result.timeline)
+    # The control-plane nodes first, one at a time, drained of their CoreDNS
+    # pod; DaemonSet and static pods are not instances (never evicted).
+    assert order[:2] == planes
+    assert _order(real) == order
+    assert _waves(planned.result.timeline) == _waves(real)
+
+
+def test_control_plane_pods_in_the_export(fake, tmp_path: Path) -> None:
+    planes = _with_control_plane_pods(fake.cluster)
+    kubeconfig = fake.write_kubeconfig(tmp_path / "config", context="lab")
+    exported = tmp_path / "cluster.yaml"
+    _fenix("export", "--cloud", "k8s", "--kubeconfig", kubeconfig, "-o", exported)
+    scenario = load_scenario_file(exported)
+    on_planes = sorted(i.host for i in scenario.instances if i.host in planes)
+    assert on_planes == planes  # one CoreDNS pod each
+    ids = {i.id for i in scenario.instances}
+    assert not [i for i in ids if "etcd" in i or "kube-proxy" in i]
+    report = json.loads(_fenix("plan", exported, "--json").output)
+    assert report["state"] == "MAINTENANCE_DONE"
+
+
+def test_a_lone_control_plane_with_pods_fails_the_plan_as_the_real_run(fake, k8s_engine) -> None:
+    """Instances move to hosts of their host's type (the contract's placement
+    class): with one control-plane node running a CoreDNS pod, the session
+    cannot empty it, and the plan says so as the real run does."""
+    _with_control_plane_pods(fake.cluster, control_planes=1)
+    planned, view, _ = _plan_then_run(fake, k8s_engine)
+    assert planned.result.view.state == view.state == "MAINTENANCE_FAILED"
+    assert planned.result.view.reason == view.reason
+    assert "cp-0" in view.reason
+    assert "the other controller hosts, where its instances may go, have 0 vcpus" in view.reason
+
+
+def test_topology_caps_on_the_command_line(fake, tmp_path: Path) -> None:
+    _zoned(fake.cluster)
+    kubeconfig = fake.write_kubeconfig(tmp_path / "config", context="lab")
+    where = ("--cloud", "k8s", "--kubeconfig", kubeconfig, "--workflow", "constrained")
+    hosts = [a for name in ZONES for a in ("--host", name)]
+    capped = json.loads(
+        _fenix("plan", *where, *hosts, "--topology-cap", f"{ZONE}=1", "--json").output
+    )
+    assert capped["state"] == "MAINTENANCE_DONE"
+    for wave in capped["waves"]:
+        assert len({ZONES[h] for h in wave["hosts"]}) == 1, capped["waves"]
+    exported = tmp_path / "capped.yaml"
+    _fenix("export", *where, *hosts, "--topology-cap", f"{ZONE}=1", "-o", exported)
+    caps = load_scenario_file(exported).session.request.controls.max_topology_in_maintenance
+    assert [(c.key, c.max) for c in caps] == [(ZONE, 1)]
+    bad = _fenix("plan", *where, "--topology-cap", "zone", code=2)
+    assert "--topology-cap" in bad.output or "topology_cap" in bad.output
+    assert "LABEL=N" in bad.output
+    bad = _fenix("plan", exported, "--topology-cap", "zone=1", code=2)
+    assert "needs --cloud" in bad.output

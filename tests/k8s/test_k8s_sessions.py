@@ -160,6 +160,9 @@ def test_a_pod_without_controller_is_evicted_when_the_driver_is_told_to(fake, k8
 def test_a_node_cordoned_before_the_session_stays_cordoned(fake, k8s_engine):
     cluster = fake.cluster
     shop_cluster(cluster)
+    # pg's anti-affinity needs a node without a pg pod for each one evicted:
+    # with node-1 cordoned for good and the control plane tainted, one more.
+    cluster.add_node("node-4", cpu="4")
     cluster.nodes["node-1"]["spec"]["unschedulable"] = True  # an admin's kubectl cordon
     engine = k8s_engine(NodeReboot(cluster, seconds=60))
     sid = engine.create_session(SessionRequest(hosts=["node-0", "node-1"], actions=REBOOT))

@@ -130,7 +130,7 @@ def test_export_to_stdout_and_bad_options(fake, os_cloud):
         "name": "cmp-0",
         "type": "compute",
         "vcpus": 8,
-        "labels": {"availability_zone": "nova"},
+        "labels": {"zone": "nova"},
     }
     bad = _fenix("plan", "--cloud", "openstack", "--context", "x", code=2)
     assert "--context is for --cloud k8s" in bad.output
@@ -186,6 +186,42 @@ def test_the_plan_matches_the_real_session_that_follows(fake, clock, make_engine
     assert planned_waves == waves
     moved = sorted({e.instance_id for e in fake.events if e.kind == "migration_done"})
     assert sorted(planned.result.moves) == moved
+
+
+def test_a_topology_cap_plans_as_the_real_run(fake, clock, make_engine):
+    """Host aggregates reach the plan as the label ``aggregate`` (a host may
+    be in several), as they reach a real session: a cap of one aggregate in
+    maintenance at a time plans the waves the real run then has."""
+    _cloud(fake)
+    fake.add_aggregate("rack-1", ["cmp-0", "cmp-1", "cmp-2"])
+    fake.add_aggregate("rack-2", ["cmp-3", "cmp-4", "cmp-5"])
+    fake.add_aggregate("ssd", ["cmp-1", "cmp-4"])
+    session = {
+        "workflow": "constrained",
+        "max_parallel_hosts": 3,
+        "controls": {"max_topology_in_maintenance": [{"key": "aggregate", "max": 2}]},
+    }
+    snapshot = read_cloud(OpenStackDriver(fake.connect()))
+    scenario = scenario_from_cloud(snapshot, session=session)
+    assert scenario.host("cmp-1").labels["aggregate"] == ("rack-1", "ssd")
+    planned = plan(scenario)
+    assert planned.result.view.state == "MAINTENANCE_DONE", planned.result.view.reason
+    assert _writes(fake) == []
+
+    engine = make_engine(TimedAction("maintenance", seconds=600), poll_interval=1.0)
+    sid = engine.create_session(
+        SessionRequest(actions=[ActionSpec("maintenance", "host")], **session)
+    )
+    view = engine.run_until_done(sid)
+    assert view.state == "MAINTENANCE_DONE", view.reason
+    real = build_timeline(view, engine.list_operations(sid))
+    assert _order_and_waves(planned.result.timeline) == _order_and_waves(real)
+    # At no instant more than two aggregates with a host in maintenance.
+    aggregates = {h.name: set(h.labels.get("aggregate", ())) for h in snapshot.hosts}
+    spans = [(h.name, h.maintenance_start, h.end) for h in real.hosts if h.maintenance_start]
+    for _, start, _ in spans:
+        busy = [name for name, a, b in spans if a <= start < b]
+        assert len(set().union(*(aggregates[h] for h in busy))) <= 2, busy
 
 
 def test_constraints_stored_in_a_fenix_database_win_over_the_clouds(fake, os_cloud, tmp_path):
