@@ -12,8 +12,8 @@ from kubernetes.client.exceptions import ApiException
 
 from fenix_core import ActionSpec, SessionRequest
 from fenix_core.second_moves import first_wave_room, moves_lower_bound
-from fenix_core.simulation import plan
-from fenix_core.snapshot import read_cloud, scenario_from_cloud
+from fenix_core.sim.simulation import plan
+from fenix_core.sim.snapshot import read_cloud, scenario_from_cloud
 from fenix_core_k8s import QUEUED_TAINT, KubernetesDriver
 from fenix_core_k8s.testing import NodeReboot
 from fenix_core_k8s.testing.cluster import _best_node, _tolerated
