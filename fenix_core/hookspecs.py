@@ -1,6 +1,6 @@
 """The hook specifications and the protocols a plug-in implements, under the
 name plug-ins import (docs/plugins.md): the objects of
-:mod:`fenix_core.plugins.hookspecs`, where they are defined."""
+``fenix_core.plugins.hookspecs``, where they are defined."""
 
 from .plugins.hookspecs import (
     PROJECT_NAME,
