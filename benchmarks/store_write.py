@@ -1,7 +1,8 @@
 """The cost of one step's write through the core-v2 session store
 (fenix_core.core.sql_store), next to the raw-sqlite3 floors of the same run
 (benchmarks/floors.py): a typical step (one migration ended, the next
-started, a notification owed: 5 statements, one commit) and 20,000 instance
+started, a notification owed: 4 statements on SQLite, the ended and the new
+operation in one upsert, one commit) and 20,000 instance
 rows updated in one write. CPU time (``time.process_time``)."""
 
 from __future__ import annotations
