@@ -51,7 +51,7 @@ import heapq
 import math
 import random
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from itertools import islice
 from typing import Any, ClassVar
@@ -198,11 +198,19 @@ class _Counts:
 
 class _GroupsOn(Mapping[str, int]):
     """Members of each group with a per-host limit on one host, arrivals in
-    flight included; counted when first asked."""
+    flight included; counted when first asked about such a group (a group
+    without a limit has none counted: the host's instances are not read)."""
 
-    def __init__(self, counts: dict[str, Counter[str]], count: Any, host: str) -> None:
+    def __init__(
+        self,
+        counts: dict[str, Counter[str]],
+        count: Callable[[str], Counter[str]],
+        limited: Callable[[str], bool],
+        host: str,
+    ) -> None:
         self._counts = counts
         self._count = count
+        self._limited = limited
         self._host = host
 
     def _mine(self) -> Counter[str]:
@@ -212,9 +220,13 @@ class _GroupsOn(Mapping[str, int]):
         return found
 
     def __getitem__(self, group_id: str) -> int:
+        if not self._limited(group_id):
+            return 0  # as a Counter answers for a group it does not hold
         return self._mine()[group_id]
 
     def get(self, group_id: str, default: int = 0) -> int:  # type: ignore[override]
+        if not self._limited(group_id):
+            return default
         return self._mine().get(group_id, default)
 
     def __iter__(self) -> Iterator[str]:
@@ -349,7 +361,7 @@ class _Step:
             view.name,
             self.ctx.capacity.free(view.name),
             stays,
-            _GroupsOn(self._on_host, self._limited_on, view.name),
+            _GroupsOn(self._on_host, self._limited_on, self.limited, view.name),
         )
 
 
