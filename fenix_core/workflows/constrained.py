@@ -167,8 +167,10 @@ class _Counts:
     #: Per group with a per-host limit, the vcpus of its members on pending
     #: hosts (how many of each size): placements keep a host able to take them.
     ahead_sizes: dict[str, Counter[int]] = attrs.field(factory=dict)
-    #: The groups' rules (fixed for the constraints the counts were built on).
+    #: The groups' rules (fixed for the constraints the counts were built
+    #: on), and whether each has a per-host limit.
     rules: dict[str, planner.GroupRule] = attrs.field(factory=dict)
+    limited: dict[str, bool] = attrs.field(factory=dict)
     #: (vcpus, host) of the pending hosts with instances, a heap: a lower
     #: bound of each one's load (nothing leaves a pending host, arrivals
     #: only add), so its top bounds the smallest host :meth:`_open` could open.
@@ -296,7 +298,10 @@ class _Step:
 
     def limited(self, key: str) -> bool:
         """Whether the group has a per-host limit (anti-affinity or a maximum)."""
-        return self.rule(key).host_limit() is not None
+        found = self.counts.limited.get(key)
+        if found is None:
+            found = self.counts.limited[key] = self.rule(key).host_limit() is not None
+        return found
 
     def member(self, inst: InstanceView) -> planner.Member:
         return planner.Member(inst.instance_id, inst.project_id, self.group(inst), inst.vcpus)
