@@ -1318,6 +1318,11 @@ class ConstrainedWorkflow(RollingWorkflow):
                     + [step.target(h, False) for h in ctx.hosts.in_state(HostState.DRAINING)]
                 )
                 order = [*(h.host for h in draining), *opened]
+                # Counting answers alike where it is exact (one-vCPU instances,
+                # no per-host limit), without placing every member everywhere.
+                counted = planner.drains_by_count(loads, dry, all_rules, first=order)
+                if counted is not None:
+                    return counted
                 return planner.drain_sequence(loads, dry, all_rules, first=order)[1] is None
 
         chosen = planner.hosts_to_open(
