@@ -208,11 +208,13 @@ class _GroupsOn(Mapping[str, int]):
         counts: dict[str, Counter[str]],
         count: Callable[[str], Counter[str]],
         limited: Callable[[str], bool],
+        known: Mapping[str, bool],
         host: str,
     ) -> None:
         self._counts = counts
         self._count = count
         self._limited = limited
+        self._known = known  # limited() remembered: read first (asked per member and target)
         self._host = host
 
     def _mine(self) -> Counter[str]:
@@ -227,7 +229,8 @@ class _GroupsOn(Mapping[str, int]):
         return self._mine()[group_id]
 
     def get(self, group_id: str, default: int = 0) -> int:  # type: ignore[override]
-        if not self._limited(group_id):
+        limited = self._known.get(group_id)
+        if not (self._limited(group_id) if limited is None else limited):
             return default
         return self._mine().get(group_id, default)
 
@@ -366,7 +369,9 @@ class _Step:
             view.name,
             self.ctx.capacity.free(view.name),
             stays,
-            _GroupsOn(self._on_host, self._limited_on, self.limited, view.name),
+            _GroupsOn(
+                self._on_host, self._limited_on, self.limited, self.counts.limited, view.name
+            ),
         )
 
 
