@@ -30,11 +30,20 @@ Work per step follows what changed (issue 18 item 6): the open hosts and
 their instances come from the context's indexes; the targets offered to the
 planner are a window of the best hosts from ``ctx.capacity.targets`` (all of
 them when the window is larger than the fleet); the drain dry run runs only
-when at most :data:`DRY_RUN_HOSTS` hosts are left; per-group counts (work
+when at most :data:`DRY_RUN_HOSTS` hosts are left, and counts instead of
+placing where counting gives its verdict (``planner.drains_by_count``); per-group counts (work
 left, pending hosts holding members) are a cache of this process, rebuilt
 from the views when the session was stepped elsewhere (``stamp``) or the
 constraints or the inventory changed, and they only rank choices: every
-limit is checked against the views.
+limit is checked against the views. A step builds an opening decision only
+when the room of the most free hosts (``ctx.capacity.most_free``) covers
+the draining hosts' members and the lightest pending host's
+(:meth:`ConstrainedWorkflow._may_open`: the planner's own totals check,
+which turned down nine decisions in ten); it asks about, disables and moves
+from the draining hosts that changed since (``unasked``, ``undisabled``,
+the instances whose action is chosen), advances only the open hosts whose
+stage's operation is not running, and works the groups' budgets out once
+per pass, per group when asked.
 
 What it keeps: :class:`ConstrainedState` (constant size: the wave counter,
 the cache stamp, the instances in recovery_time and the moves being retried,
@@ -54,6 +63,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from itertools import islice
+from types import MappingProxyType
 from typing import Any, ClassVar
 
 import attrs
@@ -176,8 +186,11 @@ class _Counts:
     #: only add), so its top bounds the smallest host :meth:`_open` could open.
     pending_floor: list[tuple[int, str]] = attrs.field(factory=list)
     #: Whether an instance on a pending or draining host is named by the
-    #: cloud's placement rules (its targets are then its own: no shortcut).
+    #: cloud's placement rules (its targets are then its own: no shortcut),
+    #: and whether one is of a group with a per-host limit (without one, no
+    #: target counts members: each answers 0 for every group).
     any_ruled: bool = False
+    any_limited: bool = False
     #: Draining hosts that may hold instances not asked about yet (PENDING).
     unasked: set[str] = attrs.field(factory=set)
     #: Draining hosts that may not be disabled yet.
@@ -239,6 +252,10 @@ class _GroupsOn(Mapping[str, int]):
 
     def __len__(self) -> int:
         return len(self._mine())
+
+
+#: A target's members when no group has a per-host limit (none are counted).
+_NONE: Mapping[str, int] = MappingProxyType({})
 
 
 class _Budgets:
@@ -365,6 +382,8 @@ class _Step:
         return _Step(self.wf, self.ctx, self.counts, self._budgets)
 
     def target(self, view: HostView, stays: bool) -> planner.Target:
+        if not self.counts.any_limited:  # no member is counted on any host
+            return planner.Target(view.name, self.ctx.capacity.free(view.name), stays, _NONE)
         return planner.Target(
             view.name,
             self.ctx.capacity.free(view.name),
@@ -574,6 +593,8 @@ class ConstrainedWorkflow(RollingWorkflow):
             self._scale_in_or_fail_for(ctx, st, {owners[g] for g in bad}, details)
             return False
         member_rules = {m.group_id: step.rule(m.group_id) for load in pending for m in load.members}
+        if planner.drains_by_count(pending, targets, member_rules):
+            return True  # the dry run's verdict, by counting
         _order, stuck = planner.drain_sequence(pending, targets, member_rules)
         if stuck is None:
             return True
@@ -1517,6 +1538,8 @@ class ConstrainedWorkflow(RollingWorkflow):
                 found.todo[g] += 1
                 if step.ruled(inst.instance_id):
                     found.any_ruled = True
+                if step.limited(g):
+                    found.any_limited = True
                 if host.state == HostState.PENDING:
                     found.pending_hosts_of.setdefault(g, set()).add(host.name)
                     found.pending_member(g, inst.vcpus, step.limited(g), +1)
