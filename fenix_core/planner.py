@@ -52,6 +52,7 @@ __all__ = [
     "choose_target_indexed",
     "completion_order",
     "drain_sequence",
+    "drains_by_count",
     "fits_all",
     "hosts_to_open",
     "infeasible_groups",
@@ -888,6 +889,45 @@ def drain_sequence(
             stuck = candidates[0] if candidates else pending[0]
             return order, HostLoad(stuck.host, tuple(where[stuck.host]), stuck.position)
     return order, None
+
+
+def drains_by_count(
+    loads: Sequence[HostLoad],
+    targets: Sequence[Target],
+    rules: Mapping[str, GroupRule],
+    *,
+    first: Sequence[str] = (),
+) -> bool | None:
+    """:func:`drain_sequence`'s verdict (True: every host of ``loads`` can be
+    emptied in turn) found by counting, where counting is exact: every member
+    takes one vCPU, no group of ``rules`` has a per-host limit, every target's
+    room is known and not negative, and each host of ``loads`` (and of
+    ``first``) is a target once. Then a host's members fit on the other
+    targets exactly when their room adds up to its members, whichever targets
+    the greedy placement picks; and the room of all targets together never
+    changes (a member takes a unit where it lands, its host gives it back once
+    emptied), nor does a host's members plus its own room (an arrival moves a
+    unit from one to the other). So a host can be emptied, at any point of
+    any order, exactly when the total room is at least its members plus its
+    room. O(hosts and targets) instead of a placement of every member on every
+    target per host. None: counting is not exact here (run ``drain_sequence``).
+    """
+    free: dict[str, int] = {}
+    for t in targets:
+        if t.free is None or t.free < 0 or t.host in free:
+            return None
+        free[t.host] = t.free
+    if any(rule.host_limit() is not None for rule in rules.values()):
+        return None
+    hosts = {load.host for load in loads}
+    if len(hosts) != len(loads) or not hosts <= free.keys():
+        return None
+    if len(set(first)) != len(first) or not hosts.issuperset(first):
+        return None
+    if any(m.vcpus != 1 for load in loads for m in load.members):
+        return None
+    total = sum(free.values())
+    return all(total >= len(load.members) + free[load.host] for load in loads)
 
 
 def capacity_shortfall(

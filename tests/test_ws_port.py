@@ -335,3 +335,39 @@ def test_a_component_body_is_what_to_json_gives_and_shares_nothing(
     for name, value in body.items():  # a later change of the state must not reach it
         if isinstance(value, list | dict | set):
             assert value is not getattr(state, name)
+
+
+def test_most_free_is_the_room_of_the_enabled_hosts_of_a_class_as_fake_context_says() -> None:
+    """``capacity.most_free``: the enabled hosts of a placement class with
+    known capacity and their free vCPUs (a move counted on its target from
+    its start), most free first, then by name; the same as FakeContext's."""
+    hosts = [
+        HostView("cmp-0", "compute", HostState.PENDING, 8, True, 0),
+        HostView("cmp-1", "compute", HostState.PENDING, 8, True, 1),
+        HostView("cmp-2", "compute", HostState.PENDING, 8, False, 2),  # disabled
+        HostView("cmp-3", "compute", HostState.PENDING, 0, True, 3),  # capacity unknown
+        HostView("cmp-4", "compute", HostState.PENDING, 8, True, 4),
+        HostView("ctl-0", "controller", HostState.PENDING, 16, True, 5),
+    ]
+    instances = [
+        InstanceView("a", "p1", "cmp-0", 2, InstanceState.PENDING),
+        InstanceView("b", "p1", "cmp-0", 4, InstanceState.PENDING),
+        InstanceView("c", "p1", "cmp-1", 2, InstanceState.PENDING),
+        InstanceView("gone", "p1", "cmp-4", 8, InstanceState.GONE),
+    ]
+    projects = [ProjectView("p1", True, None, None)]
+    ws = working_set(hosts, instances, projects)
+    ctx = StepContext(WorkingSetAdapter(ws, now=T0), T0)
+    oracle = FakeContext(now=T0, hosts=hosts, instances=instances, projects=projects)
+    expected = [("cmp-4", 8), ("cmp-1", 6), ("cmp-0", 2)]
+    for subject in (ctx, oracle):
+        assert list(subject.capacity.most_free("compute")) == expected
+        assert list(subject.capacity.most_free("controller")) == [("ctl-0", 16)]
+        assert list(subject.capacity.most_free("gpu")) == []
+        subject.admit("cmp-1")
+        subject.submit(Move("c", LIVE, target="cmp-4"))  # room taken on cmp-4 from the start
+        assert list(subject.capacity.most_free("compute")) == [
+            ("cmp-1", 6),
+            ("cmp-4", 6),
+            ("cmp-0", 2),
+        ]

@@ -129,6 +129,12 @@ class CapacityView(Protocol):
 
     def free(self, host: str) -> int: ...
     def targets(self, instance_id: str, *, exclude: Collection[str] = ()) -> Iterator[str]: ...
+    def most_free(self, placement_class: str) -> Iterator[tuple[str, int]]:
+        """The enabled hosts of ``placement_class`` with known capacity and
+        their free vCPUs, most free first, then by name: the room the fleet
+        has, read from an index (a caller that stops early pays for few),
+        no instance's rules applied."""
+
     def limits(self, instance_id: str) -> HostLimits:
         """The placement rules' limits on the instance's next host (the ones
         ``targets`` applies): what a workflow names when no target is left,

@@ -369,6 +369,15 @@ class _Capacity:
             return iter(())
         return self._ordered(inst.instance_id, inst.host, inst.vcpus, source.type, exclude)
 
+    def most_free(self, placement_class: str) -> Iterator[tuple[str, int]]:
+        hosts = self._a.ws.hosts
+        ordered = self._a.ws.capacity.ordered.get(placement_class, {})
+        for free in sorted(ordered, reverse=True):
+            for name in list(ordered[free]):  # a copy: the caller may change the capacity
+                rec = hosts.get(name)
+                if rec is not None and rec.enabled:
+                    yield name, free
+
     def limits(self, instance_id: str) -> HostLimits:
         if instance_id not in self._a.ws.instances:
             from ..contract import ContractError

@@ -159,6 +159,15 @@ class _Capacity:
         self._ctx._require_instance(instance_id, "capacity")
         return host_limits(instance_id, self._ctx.rules, self._ctx._placements())
 
+    def most_free(self, placement_class: str) -> Iterator[tuple[str, int]]:
+        taken = self._taken()
+        found = sorted(
+            (-(h.vcpus - taken.get(h.name, 0)), h.name)
+            for h in self._ctx._hosts.values()
+            if h.type == placement_class and h.enabled and h.vcpus > 0
+        )
+        return iter((name, -minus) for minus, name in found)
+
     def targets(self, instance_id: str, *, exclude: Collection[str] = ()) -> Iterator[str]:
         inst = self._ctx._require_instance(instance_id, "capacity")
         placement_class = self._ctx._hosts[inst.host].type

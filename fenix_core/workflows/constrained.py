@@ -30,11 +30,20 @@ Work per step follows what changed (issue 18 item 6): the open hosts and
 their instances come from the context's indexes; the targets offered to the
 planner are a window of the best hosts from ``ctx.capacity.targets`` (all of
 them when the window is larger than the fleet); the drain dry run runs only
-when at most :data:`DRY_RUN_HOSTS` hosts are left; per-group counts (work
+when at most :data:`DRY_RUN_HOSTS` hosts are left, and counts instead of
+placing where counting gives its verdict (``planner.drains_by_count``); per-group counts (work
 left, pending hosts holding members) are a cache of this process, rebuilt
 from the views when the session was stepped elsewhere (``stamp``) or the
 constraints or the inventory changed, and they only rank choices: every
-limit is checked against the views.
+limit is checked against the views. A step builds an opening decision only
+when the room of the most free hosts (``ctx.capacity.most_free``) covers
+the draining hosts' members and the lightest pending host's
+(:meth:`ConstrainedWorkflow._may_open`: the planner's own totals check,
+which turned down nine decisions in ten); it asks about, disables and moves
+from the draining hosts that changed since (``unasked``, ``undisabled``,
+the instances whose action is chosen), advances only the open hosts whose
+stage's operation is not running, and works the groups' budgets out once
+per pass, per group when asked.
 
 What it keeps: :class:`ConstrainedState` (constant size: the wave counter,
 the cache stamp, the instances in recovery_time and the moves being retried,
@@ -51,9 +60,10 @@ import heapq
 import math
 import random
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from itertools import islice
+from types import MappingProxyType
 from typing import Any, ClassVar
 
 import attrs
@@ -167,6 +177,24 @@ class _Counts:
     #: Per group with a per-host limit, the vcpus of its members on pending
     #: hosts (how many of each size): placements keep a host able to take them.
     ahead_sizes: dict[str, Counter[int]] = attrs.field(factory=dict)
+    #: The groups' rules (fixed for the constraints the counts were built
+    #: on), and whether each has a per-host limit.
+    rules: dict[str, planner.GroupRule] = attrs.field(factory=dict)
+    limited: dict[str, bool] = attrs.field(factory=dict)
+    #: (vcpus, host) of the pending hosts with instances, a heap: a lower
+    #: bound of each one's load (nothing leaves a pending host, arrivals
+    #: only add), so its top bounds the smallest host :meth:`_open` could open.
+    pending_floor: list[tuple[int, str]] = attrs.field(factory=list)
+    #: Whether an instance on a pending or draining host is named by the
+    #: cloud's placement rules (its targets are then its own: no shortcut),
+    #: and whether one is of a group with a per-host limit (without one, no
+    #: target counts members: each answers 0 for every group).
+    any_ruled: bool = False
+    any_limited: bool = False
+    #: Draining hosts that may hold instances not asked about yet (PENDING).
+    unasked: set[str] = attrs.field(factory=set)
+    #: Draining hosts that may not be disabled yet.
+    undisabled: set[str] = attrs.field(factory=set)
 
     def ahead(self) -> dict[str, int]:
         """Per group with a per-host limit still to move, its smallest member."""
@@ -185,11 +213,21 @@ class _Counts:
 
 class _GroupsOn(Mapping[str, int]):
     """Members of each group with a per-host limit on one host, arrivals in
-    flight included; counted when first asked."""
+    flight included; counted when first asked about such a group (a group
+    without a limit has none counted: the host's instances are not read)."""
 
-    def __init__(self, counts: dict[str, Counter[str]], count: Any, host: str) -> None:
+    def __init__(
+        self,
+        counts: dict[str, Counter[str]],
+        count: Callable[[str], Counter[str]],
+        limited: Callable[[str], bool],
+        known: Mapping[str, bool],
+        host: str,
+    ) -> None:
         self._counts = counts
         self._count = count
+        self._limited = limited
+        self._known = known  # limited() remembered: read first (asked per member and target)
         self._host = host
 
     def _mine(self) -> Counter[str]:
@@ -199,9 +237,14 @@ class _GroupsOn(Mapping[str, int]):
         return found
 
     def __getitem__(self, group_id: str) -> int:
+        if not self._limited(group_id):
+            return 0  # as a Counter answers for a group it does not hold
         return self._mine()[group_id]
 
     def get(self, group_id: str, default: int = 0) -> int:  # type: ignore[override]
+        limited = self._known.get(group_id)
+        if not (self._limited(group_id) if limited is None else limited):
+            return default
         return self._mine().get(group_id, default)
 
     def __iter__(self) -> Iterator[str]:
@@ -211,13 +254,51 @@ class _GroupsOn(Mapping[str, int]):
         return len(self._mine())
 
 
+#: A target's members when no group has a per-host limit (none are counted).
+_NONE: Mapping[str, int] = MappingProxyType({})
+
+
+class _Budgets:
+    """How many more members of each group may be impacted now: its
+    ``max_impacted_members`` less its members moving or in recovery_time
+    (``impacted``), for the groups with work left or impacted; worked out
+    per group when first asked, and taken from as moves start."""
+
+    def __init__(self, step: _Step, impacted: Counter[str]) -> None:
+        self._step = step
+        self._impacted = impacted
+        self._left: dict[str, int] = {}
+
+    def get(self, group_id: str, default: int) -> int:
+        found = self._left.get(group_id)
+        if found is not None:
+            return found
+        if group_id not in self._step.counts.todo and group_id not in self._impacted:
+            return default
+        found = self._left[group_id] = (
+            self._step.cs.group_by_key(group_id).max_impacted_members - self._impacted[group_id]
+        )
+        return found
+
+    def take(self, group_id: str) -> None:
+        """A member of the group starts moving."""
+        self._left[group_id] = self.get(group_id, 0) - 1
+
+
 class _Step:
     """What one decision reads more than once (built per hook call)."""
 
-    def __init__(self, wf: ConstrainedWorkflow, ctx: SessionContext, counts: _Counts) -> None:
+    def __init__(
+        self,
+        wf: ConstrainedWorkflow,
+        ctx: SessionContext,
+        counts: _Counts,
+        budgets: _Budgets | None = None,
+    ) -> None:
         self.wf, self.ctx, self.counts = wf, ctx, counts
+        self._budgets = budgets
         self.cs = counts.constraints
-        self.rules: dict[str, planner.GroupRule] = {}
+        self.rules = counts.rules
         self._on_host: dict[str, Counter[str]] = {}
         self._arrivals: dict[str, list[InstanceView]] | None = None
 
@@ -237,7 +318,10 @@ class _Step:
 
     def limited(self, key: str) -> bool:
         """Whether the group has a per-host limit (anti-affinity or a maximum)."""
-        return self.rule(key).host_limit() is not None
+        found = self.counts.limited.get(key)
+        if found is None:
+            found = self.counts.limited[key] = self.rule(key).host_limit() is not None
+        return found
 
     def member(self, inst: InstanceView) -> planner.Member:
         return planner.Member(inst.instance_id, inst.project_id, self.group(inst), inst.vcpus)
@@ -285,12 +369,28 @@ class _Step:
                 found[g] += 1
         return found
 
+    def budgets(self, cst: ConstrainedState) -> _Budgets:
+        """The groups' budgets (:class:`_Budgets`), worked out once per pass
+        of the waves: the moves started in it take from them."""
+        if self._budgets is None:
+            self._budgets = _Budgets(self, self.wf._impacted(self.ctx, self, cst))
+        return self._budgets
+
+    def next(self) -> _Step:
+        """A fresh step for the next decision of the same pass (the moves just
+        sent arrive somewhere), with the budgets as they are now."""
+        return _Step(self.wf, self.ctx, self.counts, self._budgets)
+
     def target(self, view: HostView, stays: bool) -> planner.Target:
+        if not self.counts.any_limited:  # no member is counted on any host
+            return planner.Target(view.name, self.ctx.capacity.free(view.name), stays, _NONE)
         return planner.Target(
             view.name,
             self.ctx.capacity.free(view.name),
             stays,
-            _GroupsOn(self._on_host, self._limited_on, view.name),
+            _GroupsOn(
+                self._on_host, self._limited_on, self.limited, self.counts.limited, view.name
+            ),
         )
 
 
@@ -337,7 +437,7 @@ class ConstrainedWorkflow(RollingWorkflow):
     def on_operation(self, ctx: SessionContext, result: OpResult) -> None:
         st = ctx.state_of(RollingState)
         op = result.op
-        if isinstance(op, Inventory | ListHosts | Locate):
+        if isinstance(op, Inventory | ListHosts | Locate) and not self._found_nothing(ctx, result):
             self._changed(ctx)  # hosts or instances appeared or left: count again
         if ctx.session.state not in _FINAL and self._wave_op(ctx, op):
             if result.status != OpStatus.DONE and self._escalated(ctx, st, result):
@@ -354,6 +454,21 @@ class ConstrainedWorkflow(RollingWorkflow):
             self._after(ctx, st)
             return
         super().on_operation(ctx, result)
+
+    def _found_nothing(self, ctx: SessionContext, result: OpResult) -> bool:
+        """An emptied host's listing (``verify_empty``) that found no
+        instance: nothing was added or placed anywhere, and what it may have
+        found gone was on that host, which the counts do not cover."""
+        op = result.op
+        if not isinstance(op, Inventory) or len(op.hosts) != 1:
+            return False
+        view = ctx.hosts.get(op.hosts[0])
+        return (
+            result.status == OpStatus.DONE
+            and not result.result.get("instances")
+            and view is not None
+            and view.state not in (HostState.PENDING, HostState.DRAINING)
+        )
 
     def answered(
         self,
@@ -478,6 +593,8 @@ class ConstrainedWorkflow(RollingWorkflow):
             self._scale_in_or_fail_for(ctx, st, {owners[g] for g in bad}, details)
             return False
         member_rules = {m.group_id: step.rule(m.group_id) for load in pending for m in load.members}
+        if planner.drains_by_count(pending, targets, member_rules):
+            return True  # the dry run's verdict, by counting
         _order, stuck = planner.drain_sequence(pending, targets, member_rules)
         if stuck is None:
             return True
@@ -546,12 +663,12 @@ class ConstrainedWorkflow(RollingWorkflow):
             held = self._pump(ctx, step, cst) or held
             if ctx.session.state in _FINAL:
                 return False
-            step = _Step(self, ctx, step.counts)  # the moves just sent arrive somewhere
+            step = step.next()  # the moves just sent arrive somewhere
             opened, waits = self._open(ctx, step, cst)
             held = held or waits
             if not opened:
                 break
-            step = _Step(self, ctx, step.counts)
+            step = step.next()
         self._run_hosts(ctx, step)
         if ctx.session.state in _FINAL:
             return False
@@ -573,9 +690,22 @@ class ConstrainedWorkflow(RollingWorkflow):
         return any(h.stage & (BUSY | DISABLING) for h in ctx.hosts.in_state(*_OPEN))
 
     def _run_hosts(self, ctx: SessionContext, step: _Step) -> None:
-        """Advance every open host: a drained one runs its stages (side by side)."""
+        """Advance every open host that may: an emptied draining one becomes
+        drained, a drained one runs its stages (side by side). A host whose
+        stage's operation runs (BUSY) is advanced when it ends
+        (:meth:`_wave_host_op_ended`), so only the others are looked at: the
+        draining hosts without instances (an index) and the idle ones."""
         arrivals = step.arrivals()
-        for host in list(ctx.hosts.in_state(*_OPEN)):
+        hosts = [
+            *ctx.hosts.without_instances(HostState.DRAINING),
+            *(
+                h
+                for h in ctx.hosts.in_state(HostState.DRAINED, HostState.IN_MAINTENANCE)
+                if not h.stage & BUSY
+            ),
+        ]
+        hosts.sort(key=lambda h: (h.position, h.name))
+        for host in hosts:
             if host.type != "compute":
                 continue
             if (
@@ -595,13 +725,13 @@ class ConstrainedWorkflow(RollingWorkflow):
     def _run_wave_host(self, ctx: SessionContext, host: HostView) -> None:
         """Advance the host's stages as far as possible (the rolling stages;
         it was disabled before its drain)."""
-        st = ctx.state_of(RollingState)
-        stages = self._stages(ctx, st, host)
-        specs = actions_of(ctx.request.actions, *host_action_types(host.type))
         flags = host.stage & ~_STAGE
         index = host.stage & _STAGE
         if flags & BUSY:
             return
+        st = ctx.state_of(RollingState)
+        stages = self._stages(ctx, st, host)
+        specs = actions_of(ctx.request.actions, *host_action_types(host.type))
         while index < len(stages):
             view = ctx.hosts.get(host.name)
             assert view is not None
@@ -770,10 +900,18 @@ class ConstrainedWorkflow(RollingWorkflow):
         """Tell the projects about instances on open hosts not asked yet."""
         cs = step.cs
         fresh: dict[str, list[InstanceView]] = {}
-        for host in ctx.hosts.in_state(HostState.DRAINING):
-            for inst in ctx.instances.on(host.name):
-                if inst.state == InstanceState.PENDING:
-                    fresh.setdefault(inst.project_id, []).append(inst)
+        # The draining hosts that may hold instances not asked about: those
+        # opened or landed on since, and those whose projects still owe an answer.
+        unasked = step.counts.unasked
+        for host in self._by_position(ctx, unasked):
+            found = False
+            if host.state == HostState.DRAINING:
+                for inst in ctx.instances.on(host.name):
+                    if inst.state == InstanceState.PENDING:
+                        fresh.setdefault(inst.project_id, []).append(inst)
+                        found = True
+            if not found:
+                unasked.discard(host.name)
         if not fresh:
             return
         wave = cst.wave + 1
@@ -842,19 +980,27 @@ class ConstrainedWorkflow(RollingWorkflow):
         """Start every move the groups, targets and capacity allow now; True
         if the pipeline holds the moves (a pause)."""
         now = ctx.now
-        budgets = self._budgets(ctx, step, cst)
+        budgets = step.budgets(cst)
         waiting: list[planner.Member] = []
         views: dict[str, InstanceView] = {}
         own_actions: list[InstanceView] = []
         wake: datetime | None = None
         held = False
         refused = {iid: frozenset(r) for iid, _a, r in cst.retrying if r}
-        for host in ctx.hosts.in_state(HostState.DRAINING):
+        # The draining hosts with instances whose action is chosen, and those
+        # that may still have to be disabled: the others have nothing to do.
+        chosen_on: dict[str, list[InstanceView]] = {}
+        for inst in ctx.instances.in_state(InstanceState.ACTION_CHOSEN):
+            chosen_on.setdefault(inst.host, []).append(inst)
+        undisabled = step.counts.undisabled
+        for host in self._by_position(ctx, undisabled.union(chosen_on)):
+            if host.state != HostState.DRAINING:
+                undisabled.discard(host.name)
+                continue
             if not self._disabled_for_drain(ctx, host, step):
                 continue  # nothing leaves a host before it is disabled
-            chosen = [
-                i for i in ctx.instances.on(host.name) if i.state == InstanceState.ACTION_CHOSEN
-            ]
+            undisabled.discard(host.name)
+            chosen = chosen_on.get(host.name)
             if not chosen:
                 continue
             if not ctx.admit(host.name).admitted:
@@ -872,7 +1018,7 @@ class ConstrainedWorkflow(RollingWorkflow):
         for inst in own_actions:
             g = step.group(inst)
             if budgets.get(g, 0) > 0:
-                budgets[g] -= 1
+                budgets.take(g)
                 ctx.submit(Watch(inst.instance_id))
         if waiting and any(budgets.get(m.group_id, 0) > 0 for m in waiting):
             # Place every waiting member at once, largest first (so the last
@@ -915,7 +1061,7 @@ class ConstrainedWorkflow(RollingWorkflow):
                 target = plan.get(m.instance_id)
                 if target is None or budgets.get(m.group_id, 0) <= 0:
                     continue
-                budgets[m.group_id] -= 1
+                budgets.take(m.group_id)
                 inst = views[m.instance_id]
                 action = inst.action or default_action(inst.live_migratable, allowed_actions(ctx))
                 no = refused.get(inst.instance_id, frozenset())
@@ -929,6 +1075,13 @@ class ConstrainedWorkflow(RollingWorkflow):
                 wake = rec.impacted_until if wake is None else min(wake, rec.impacted_until)
         self._wake_at(ctx, cst, wake)
         return held
+
+    @staticmethod
+    def _by_position(ctx: SessionContext, names: Iterable[str]) -> list[HostView]:
+        """The views of the hosts named, in position order (those that are)."""
+        views = [v for n in names if (v := ctx.hosts.get(n)) is not None]
+        views.sort(key=lambda v: (v.position, v.name))
+        return views
 
     def _disabled_for_drain(self, ctx: SessionContext, host: HostView, step: _Step) -> bool:
         """Disable ``host`` before the first instance leaves it (no new
@@ -944,9 +1097,10 @@ class ConstrainedWorkflow(RollingWorkflow):
             return False
         return True
 
-    def _budgets(self, ctx: SessionContext, step: _Step, cst: ConstrainedState) -> dict[str, int]:
-        """How many more members of each group may be impacted now: moving,
-        or within recovery_time after a move (read from the views)."""
+    def _impacted(self, ctx: SessionContext, step: _Step, cst: ConstrainedState) -> Counter[str]:
+        """Members of each group impacted now: moving, or within recovery_time
+        after a move (read from the views: the moves in flight and the
+        instances in recovery, not the groups)."""
         now = ctx.now
         impacted: Counter[str] = Counter()
         for inst in ctx.instances.in_state(InstanceState.IN_ACTION):
@@ -961,11 +1115,7 @@ class ConstrainedWorkflow(RollingWorkflow):
                 impacted[step.group(rec)] += 1
         if len(kept) != len(cst.recovering):
             cst.recovering = tuple(kept)
-        budgets: dict[str, int] = {}
-        for g in (*step.counts.todo, *impacted):
-            if g not in budgets:
-                budgets[g] = step.cs.group_by_key(g).max_impacted_members - impacted[g]
-        return budgets
+        return impacted
 
     def _waiting_makes_room(self, ctx: SessionContext, step: _Step, cst: ConstrainedState) -> bool:
         """Whether something under way may yet make room where instances stay:
@@ -1042,6 +1192,12 @@ class ConstrainedWorkflow(RollingWorkflow):
             else:
                 counts.pending_hosts_of.setdefault(g, set()).add(moved.host)
                 counts.pending_member(g, moved.vcpus, step.limited(g), +1)
+                if dest.type == "compute":  # its load is worked out when it is the lightest
+                    heapq.heappush(counts.pending_floor, (0, moved.host))
+            cst.stamp = counts.stamp = _new_stamp()
+        elif dest.state == HostState.DRAINING and moved.state == InstanceState.PENDING:
+            # Sent while it was a target: it lands, is asked about, and leaves.
+            counts.unasked.add(moved.host)
             cst.stamp = counts.stamp = _new_stamp()
         if ctx.session.state in _FINAL:
             return
@@ -1115,8 +1271,10 @@ class ConstrainedWorkflow(RollingWorkflow):
         slots = (cap - open_now) if cap is not None else len(ctx.hosts)
         if slots <= 0:
             return False, False
+        if not self._may_open(ctx, step):
+            return False, False
         counts = step.counts
-        budgets = self._budgets(ctx, step, cst)
+        budgets = step.budgets(cst)
         busy: set[str] = set()
         draining: list[planner.HostLoad] = []
         for host in ctx.hosts.in_state(HostState.DRAINING):
@@ -1186,6 +1344,11 @@ class ConstrainedWorkflow(RollingWorkflow):
                     + [step.target(h, False) for h in ctx.hosts.in_state(HostState.DRAINING)]
                 )
                 order = [*(h.host for h in draining), *opened]
+                # Counting answers alike where it is exact (one-vCPU instances,
+                # no per-host limit), without placing every member everywhere.
+                counted = planner.drains_by_count(loads, dry, all_rules, first=order)
+                if counted is not None:
+                    return counted
                 return planner.drain_sequence(loads, dry, all_rules, first=order)[1] is None
 
         chosen = planner.hosts_to_open(
@@ -1211,6 +1374,8 @@ class ConstrainedWorkflow(RollingWorkflow):
                 return opened, True  # a window, pacing, a gate or a pause holds the rest
             opened = True
             ctx.set_host_state(name, HostState.DRAINING)
+            counts.unasked.add(name)
+            counts.undisabled.add(name)
             view = ctx.hosts.get(name)
             if view is not None and view.stage & _STAGE:
                 ctx.set_host_stage(name, view.stage & ~_STAGE)  # its stages start afresh
@@ -1228,6 +1393,66 @@ class ConstrainedWorkflow(RollingWorkflow):
             cst.stamp = counts.stamp = _new_stamp()
             ctx.state_of(RollingState).listed = False  # progress: list again when stuck
         return opened, held
+
+    def _may_open(self, ctx: SessionContext, step: _Step) -> bool:
+        """False when no pending host can be opened for lack of room, known
+        without building a decision: the free vCPUs of the
+        :data:`TARGET_WINDOW` most free hosts that take instances (at least
+        what the planner's targets have) fall short of the members left on
+        the draining hosts plus the lightest pending host's (at most any
+        candidate's), so ``planner.hosts_to_open`` would turn every candidate
+        down on its totals. An empty pending host, or an instance under the
+        cloud's placement rules (its targets are its own), always decides."""
+        counts = step.counts
+        if counts.any_ruled:
+            return True
+        if any(h.type == "compute" for h in ctx.hosts.without_instances(HostState.PENDING)):
+            return True
+        floor = self._pending_floor(ctx, step)
+        if floor is None:
+            return True
+        room = 0
+        taken = 0
+        retiring = self._retiring(ctx)
+        for name, free in ctx.capacity.most_free("compute"):
+            if free <= 0 or taken >= TARGET_WINDOW:
+                break
+            if name not in retiring:
+                room += free
+                taken += 1
+        return room >= self._draining_load(ctx, step) + floor
+
+    def _draining_load(self, ctx: SessionContext, step: _Step) -> int:
+        """vCPUs of the members still to leave the draining hosts (not
+        moving): what the host takes, less what moves towards it or away
+        from it now (from the capacity, not from each instance)."""
+        load = 0
+        draining = set()
+        for host in ctx.hosts.in_state(HostState.DRAINING):
+            draining.add(host.name)
+            load += host.vcpus - ctx.capacity.free(host.name)
+        for inst in ctx.instances.in_state(InstanceState.IN_ACTION):
+            if inst.host in draining:
+                load -= inst.vcpus  # leaving: not a member to place any more
+            if inst.target in draining and inst.target != inst.host:
+                load -= inst.vcpus  # arriving: counted in its target's use only
+        return load
+
+    def _pending_floor(self, ctx: SessionContext, step: _Step) -> int | None:
+        """At most the vCPUs of the lightest pending compute host with
+        instances (None: there is none)."""
+        heap = step.counts.pending_floor
+        while heap:
+            vcpus, name = heap[0]
+            view = ctx.hosts.get(name)
+            if view is None or view.state != HostState.PENDING:
+                heapq.heappop(heap)
+                continue
+            exact = step.pending_load(view).vcpus
+            if exact == vcpus:
+                return vcpus
+            heapq.heapreplace(heap, (exact, name))
+        return None
 
     @staticmethod
     def _best(fed: dict[str, float]) -> list[str]:
@@ -1300,16 +1525,29 @@ class ConstrainedWorkflow(RollingWorkflow):
         found = _Counts(cst.stamp, cs)
         step = _Step(self, ctx, found)
         for host in ctx.hosts:
+            if host.state == HostState.DRAINING:
+                found.unasked.add(host.name)
+                found.undisabled.add(host.name)
+            elif host.state != HostState.PENDING:
+                continue
+            load = 0
             for inst in ctx.instances.on(host.name):
                 if inst.state in (InstanceState.GONE, InstanceState.OUT_OF_SCOPE):
                     continue
                 g = step.group(inst)
+                found.todo[g] += 1
+                if step.ruled(inst.instance_id):
+                    found.any_ruled = True
+                if step.limited(g):
+                    found.any_limited = True
                 if host.state == HostState.PENDING:
-                    found.todo[g] += 1
                     found.pending_hosts_of.setdefault(g, set()).add(host.name)
                     found.pending_member(g, inst.vcpus, step.limited(g), +1)
-                elif host.state == HostState.DRAINING:
-                    found.todo[g] += 1
+                    if inst.state != InstanceState.IN_ACTION:
+                        load += inst.vcpus
+            if load and host.type == "compute":
+                found.pending_floor.append((load, host.name))
+        heapq.heapify(found.pending_floor)
         self._counts[ctx.session_id] = found
         return found
 
