@@ -112,6 +112,9 @@ _STAGE = 0xFFFF
 WE_DISABLED = 1 << 16  # this session disabled it: enabled again at the end
 BUSY = 1 << 17  # an operation of its current stage runs
 DISABLING = 1 << 18  # its DisableHost (before the drain) runs
+#: Opened in a first wave (second_moves.first_wave): its instances may land
+#: on hosts still queued, and move twice.
+FIRST_DRAINED = 1 << 19
 _OPEN = (HostState.DRAINING, HostState.DRAINED, HostState.IN_MAINTENANCE)
 _WAITING = (InstanceState.ACTION_REQUESTED, InstanceState.ACTION_CHOSEN)
 _FINAL = FINAL_SESSION_STATES
@@ -619,7 +622,7 @@ class ConstrainedWorkflow(RollingWorkflow):
                     # hosts to be drained again (a drained host cannot go
                     # back to DRAINING).
                     ctx.set_host_state(host.name, HostState.PENDING)
-                    ctx.set_host_stage(host.name, flags)
+                    ctx.set_host_stage(host.name, flags & ~FIRST_DRAINED)
                     self._changed(ctx)
                     return
                 ctx.set_host_state(host.name, HostState.IN_MAINTENANCE)
@@ -889,16 +892,20 @@ class ConstrainedWorkflow(RollingWorkflow):
             targets = self._window_targets(ctx, step, [views[m.instance_id] for m in waiting])
             ahead = step.counts.ahead()
 
+            first = {
+                m.instance_id
+                for m in waiting
+                if (h := ctx.hosts.get(views[m.instance_id].host)) is not None
+                and h.stage & FIRST_DRAINED
+            }
+
             def place(waiting_makes_room: bool) -> dict[str, str]:
                 twice = {
                     m.instance_id
                     for m in waiting
                     if second_moves.may_move_twice(
                         moved_before=m.instance_id in moved,
-                        # Not yet the first-hosts-only rule of today's
-                        # workflow (it keeps which hosts were drained first):
-                        # any instance that has not moved may move again.
-                        first_drained=True,
+                        first_drained=m.instance_id in first,
                         waiting_makes_room=waiting_makes_room,
                     )
                 }
@@ -1188,15 +1195,35 @@ class ConstrainedWorkflow(RollingWorkflow):
                 order = [*(h.host for h in draining), *opened]
                 return planner.drain_sequence(loads, dry, all_rules, first=order)[1] is None
 
+        # A host opened now moves its instances only where they stay: it
+        # opens when they fit there now (second_moves.opening_targets).
         chosen = planner.hosts_to_open(
             candidates,
             draining=draining,
-            targets=targets,
+            targets=second_moves.opening_targets(targets),
             idle_groups=idle,
             slots=slots,
             rules=rules,
             feasible=feasible,
         )
+        first: set[str] = set()
+        if (
+            not draining
+            and all(not c.members for c in candidates if c.host in chosen)
+            and not self._waiting_makes_room(ctx, step, cst)
+        ):
+            # Nothing where instances stay can take any host's instances and
+            # nothing is out of service: the first wave (second_moves).
+            chosen = second_moves.first_wave(
+                candidates,
+                targets=targets,
+                idle_groups=idle,
+                slots=slots,
+                instances=sum(counts.todo.values()),
+                rules=rules,
+                feasible=feasible,
+            )
+            first = {c.host for c in candidates if c.members and c.host in chosen}
         opened = held = False
         controls = ctx.request.controls
         # A host refused for its zone (rack ...) keeps no host of an open zone
@@ -1212,8 +1239,11 @@ class ConstrainedWorkflow(RollingWorkflow):
             opened = True
             ctx.set_host_state(name, HostState.DRAINING)
             view = ctx.hosts.get(name)
-            if view is not None and view.stage & _STAGE:
-                ctx.set_host_stage(name, view.stage & ~_STAGE)  # its stages start afresh
+            if view is not None and (view.stage & _STAGE or name in first):
+                # Its stages start afresh; a first drained host says so.
+                ctx.set_host_stage(
+                    name, view.stage & ~_STAGE | (FIRST_DRAINED if name in first else 0)
+                )
             for inst in ctx.instances.on(name):
                 g = step.group(inst)
                 found = counts.pending_hosts_of.get(g)
