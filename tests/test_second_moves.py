@@ -367,8 +367,14 @@ def test_random_clouds_move_no_instance_more_than_twice_nor_twice_needlessly(
             )
         )
         view = engine.run_until_done(sid)
+        moves = [o for o in engine.list_operations(sid) if o.kind == "move" and o.status == "done"]
     finally:
         engine.close()
+    # Each move onto a host the instance leaves again says why (the plan's
+    # moved_again); its last move does not.
+    last = {o.instance_id: o for o in sorted(moves, key=lambda o: o.created_at)}
+    for op in moves:
+        assert bool(op.moves_again) == (op is not last[op.instance_id]), op
     if view.state == "MAINTENANCE_FAILED":
         # Only when capacity makes it impossible, said before touching anything.
         assert not [e for e in cloud.events if e.kind == "migration_started"], view.reason

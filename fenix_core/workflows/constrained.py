@@ -896,6 +896,7 @@ class ConstrainedWorkflow(RollingWorkflow):
             )
             targets = self._window_targets(ctx, step, [views[m.instance_id] for m in waiting])
             ahead = step.counts.ahead()
+            queued = {t.host for t in targets if not t.stays}
 
             first = {
                 m.instance_id
@@ -934,7 +935,13 @@ class ConstrainedWorkflow(RollingWorkflow):
                 # A target the cloud refused in this move is not asked for again:
                 # its scheduler chooses (its own placement rules hold).
                 goal = None if target in no else target
-                ctx.submit(Move(inst.instance_id, InstanceAction(action), goal, no))
+                why = None
+                if goal is not None and goal in queued:
+                    # Said in the plan: it lands on a host it will leave again.
+                    why = second_moves.why_again(
+                        moved_before=m.instance_id in moved, first_drained=m.instance_id in first
+                    )
+                ctx.submit(Move(inst.instance_id, InstanceAction(action), goal, no, why))
         for iid in cst.recovering:
             rec = ctx.instances.get(iid)
             if rec is not None and rec.impacted_until is not None and rec.impacted_until > now:
