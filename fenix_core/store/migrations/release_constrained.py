@@ -10,14 +10,21 @@ stage (its own list of stages), per instance the wave, lead time
 ``retry_move`` timers. The contract's waves keep the wave counter, the
 instances in recovery, the moves waiting for a retry and their wake-up in
 :class:`ConstrainedState`, and per open host its stage index with flags
-(``WE_DISABLED``, ``BUSY``, ``DISABLING``) in ``HostView.stage``."""
+(``WE_DISABLED``, ``BUSY``, ``DISABLING``, ``FIRST_DRAINED`` from
+``data["first_drained"]``) in ``HostView.stage``."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
 from ...states import HostState, SessionState
-from ...workflows.constrained import BUSY, DISABLING, WE_DISABLED, ConstrainedState
+from ...workflows.constrained import (
+    BUSY,
+    DISABLING,
+    FIRST_DRAINED,
+    WE_DISABLED,
+    ConstrainedState,
+)
 from ...workflows.rolling import SCHEDULER, RollingState
 from .release_sessions import (
     DISABLE_FIRST,
@@ -54,6 +61,8 @@ def _wave_host_stage(session: OldSession, name: str, out: CoreState) -> int:
     cols = out.hosts[name]
     disabling = bool(session.open_ops("disable_host", name))
     flags = WE_DISABLED if cols["disabled_by_session"] else 0
+    if name in (session.data.get("first_drained") or ()):
+        flags |= FIRST_DRAINED  # its instances may still land on a queued host
     if host.state == HostState.DRAINING:
         return flags | (DISABLING if disabling else 0)
     stages = legacy_stages(session, host)
