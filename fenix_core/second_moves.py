@@ -26,16 +26,17 @@ schedule can beat, for the benchmarks and the plan.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import attrs
 
-from .planner import HostLoad, Target
+from .planner import GroupRule, HostLoad, Target, hosts_to_open
 
 __all__ = [
     "FIRST_WAVE_SHARE",
     "MovesBound",
     "first_final_move_at",
+    "first_wave",
     "first_wave_order",
     "first_wave_room",
     "may_move_twice",
@@ -124,6 +125,68 @@ def first_wave_room(instances: int, *, one_host: int = 0, share: float = FIRST_W
     host the waves grow by the free room of each maintained host: a larger
     first wave is the one place where a second move buys time."""
     return max(int(share * instances), one_host)
+
+
+def first_wave(
+    candidates: Sequence[HostLoad],
+    *,
+    targets: Sequence[Target],
+    idle_groups: Mapping[str, float],
+    slots: int,
+    instances: int,
+    rules: Mapping[str, GroupRule] | None = None,
+    feasible: Callable[[Sequence[str]], bool] | None = None,
+) -> list[str]:
+    """The first drained hosts, opened while nothing where instances stay can
+    take any host's instances and nothing is out of service: in
+    :func:`first_wave_order`, each while everything opened before it still
+    fits on the targets left (:func:`fenix_core.planner.hosts_to_open`, any
+    target: their instances may land on hosts still queued), at most
+    ``slots``, and the second moves they add beyond the bound within
+    :func:`first_wave_room` of the session's ``instances``. The hosts with
+    instances among them are the ones whose instances may move twice."""
+    stay_room = sum(t.free or 0 for t in targets if t.stays)
+    order = first_wave_order(candidates, stay_room=stay_room)
+    # Those that cost second moves beyond the bound: every loaded host but
+    # the first when no host is empty.
+    costly = [load for load in order[1:] if load.members]
+    room = first_wave_room(instances, one_host=len(costly[0].members) if costly else 0)
+    chosen: list[str] = []
+    taken: list[HostLoad] = []
+    extra = 0
+    for index, load in enumerate(order):
+        if len(chosen) >= slots:
+            break
+        # The first host's second moves, when no host is empty, are in the
+        # bound (moves_lower_bound); the others are extra.
+        cost = len(load.members) if index else 0
+        if cost and extra + cost > room:
+            continue
+        more = hosts_to_open(
+            [load],
+            draining=taken,
+            targets=[t for t in targets if t.host not in chosen],
+            idle_groups=idle_groups,
+            slots=1,
+            rules=rules,
+            feasible=_after(chosen, feasible),
+        )
+        if not more:
+            continue
+        chosen.append(load.host)
+        taken.append(load)
+        extra += cost
+    return chosen
+
+
+def _after(
+    opened: Sequence[str], feasible: Callable[[Sequence[str]], bool] | None
+) -> Callable[[Sequence[str]], bool] | None:
+    """``feasible`` asked about hosts opened after ``opened``."""
+    if feasible is None:
+        return None
+    first = tuple(opened)
+    return lambda more: feasible([*first, *more])
 
 
 @attrs.frozen

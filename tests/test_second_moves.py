@@ -7,17 +7,24 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fenix_core import ActionSpec, Engine, SessionRequest
 from fenix_core.constraints import GroupConstraints, InstanceConstraints
-from fenix_core.planner import HostLoad, Member, Target, assign_moves, makespan_lower_bound
+from fenix_core.planner import (
+    HostLoad,
+    Member,
+    Target,
+    assign_moves,
+    fits_all,
+    makespan_lower_bound,
+)
 from fenix_core.second_moves import (
     FIRST_WAVE_SHARE,
     MovesBound,
     first_final_move_at,
+    first_wave,
     first_wave_order,
     first_wave_room,
     may_move_twice,
@@ -135,6 +142,76 @@ def test_first_wave_room_is_a_share_of_the_instances() -> None:
     assert first_wave_room(2000, one_host=20, share=0.05) == 100
 
 
+def _load(name: str, *vcpus: int, group: str = "g") -> HostLoad:
+    return HostLoad(name, tuple(Member(f"{name}-{i}", "p", group, v) for i, v in enumerate(vcpus)))
+
+
+def test_first_wave_takes_the_empty_hosts_and_second_moves_within_its_room() -> None:
+    loads = [_load("a", 1, 1, 1), _load("b", 2, 2), _load("c"), _load("d", 1, 1, 1, 1)]
+    targets = [Target(h.host, 16 - h.vcpus, False) for h in loads]
+    common: dict[str, Any] = {"targets": targets, "idle_groups": {"g": 1.0}, "slots": 4}
+    # The empty host first (no second move), then, c being empty, every
+    # loaded host's instances move twice beyond the bound: within the room
+    # of 5% of the instances, and at least one host more (b's two).
+    assert first_wave(loads, instances=20, **common) == ["c", "b"]
+    # 5% of 100 instances: a's three as well, not d's four.
+    assert first_wave(loads, instances=100, **common) == ["c", "b", "a"]
+    # No empty host: the loaded host the bound counts (fewest forced second
+    # moves), then one host more on a small cloud.
+    loaded = [h for h in loads if h.members]
+    common["targets"] = [t for t in targets if t.host != "c"]
+    assert first_wave(loaded, instances=9, **common) == ["b", "a"]
+    assert first_wave(loaded, instances=9, **{**common, "slots": 1}) == ["b"]
+    # A dry run that refuses a second host keeps the first alone.
+    assert first_wave(loaded, instances=9, **common, feasible=lambda hosts: len(hosts) < 2) == ["b"]
+    # What the wave empties must fit on the hosts it leaves.
+    tight = [Target(h.host, 8 - h.vcpus, False) for h in loaded]
+    assert first_wave(loaded, instances=100, **{**common, "targets": tight}) == ["b"]
+
+
+@st.composite
+def waves(draw: st.DrawFn) -> tuple[list[HostLoad], list[Target], int]:
+    loads = []
+    for h in range(draw(st.integers(1, 8))):
+        sizes = draw(st.lists(st.integers(1, 3), max_size=5))
+        group = draw(st.sampled_from(["g", "h"]))
+        loads.append(_load(f"h{h}", *sizes, group=group))
+    capacity = draw(st.integers(8, 16))
+    targets = [Target(h.host, capacity - h.vcpus, False) for h in loads]
+    targets += [
+        Target(f"out{i}", draw(st.integers(0, 4)), True) for i in range(draw(st.integers(0, 2)))
+    ]
+    return loads, targets, draw(st.integers(1, 5))
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(waves(), st.integers(0, 200))
+def test_first_wave_fits_its_slots_its_room_and_the_hosts_it_leaves(
+    wave: tuple[list[HostLoad], list[Target], int], instances: int
+) -> None:
+    loads, targets, slots = wave
+    chosen = first_wave(
+        loads, targets=targets, idle_groups={"g": 1.0, "h": 1.0}, slots=slots, instances=instances
+    )
+    by_name = {h.host: h for h in loads}
+    assert len(chosen) == len(set(chosen)) <= slots
+    picked = [by_name[h] for h in chosen]
+    order = first_wave_order(loads, stay_room=sum(t.free or 0 for t in targets if t.stays))
+    # The best host first, whenever the others can take its instances: the
+    # session moves on.
+    if fits_all(order[0].members, [t for t in targets if t.host != order[0].host]):
+        assert chosen[:1] == [order[0].host]
+    # Second moves beyond the bound (every loaded host but the first when
+    # none is empty) stay within the first wave's room.
+    costly = [h for h in order[1:] if h.members]
+    room = first_wave_room(instances, one_host=len(costly[0].members) if costly else 0)
+    extra = sum(len(h.members) for h in picked if h.host != order[0].host)
+    assert extra <= room
+    # Everything the wave empties fits on the hosts it leaves.
+    members = [m for h in picked for m in h.members]
+    assert fits_all(members, [t for t in targets if t.host not in chosen])
+
+
 def test_assign_moves_keeps_members_that_may_not_move_twice_for_hosts_where_they_stay() -> None:
     waiting = [Member("a", "p", "g", 1), Member("b", "p", "h", 1)]
     targets = [Target("queued", 8, False), Target("done", 1, True)]
@@ -243,13 +320,6 @@ def second_moves_from_later_hosts(cloud: SimulatedCloud) -> list[str]:
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the constrained workflow on the contract (since the cut-over) does not yet choose "
-    "first-move targets with room where instances stay, nor keep second moves to the first "
-    "drained hosts (second_moves.first_wave_room / first_wave_order as the workflow before "
-    "the cut-over did): issue 21",
-)
 @settings(
     max_examples=25,
     deadline=None,
@@ -297,8 +367,14 @@ def test_random_clouds_move_no_instance_more_than_twice_nor_twice_needlessly(
             )
         )
         view = engine.run_until_done(sid)
+        moves = [o for o in engine.list_operations(sid) if o.kind == "move" and o.status == "done"]
     finally:
         engine.close()
+    # Each move onto a host the instance leaves again says why (the plan's
+    # moved_again); its last move does not.
+    last = {o.instance_id: o for o in sorted(moves, key=lambda o: o.created_at)}
+    for op in moves:
+        assert bool(op.moves_again) == (op is not last[op.instance_id]), op
     if view.state == "MAINTENANCE_FAILED":
         # Only when capacity makes it impossible, said before touching anything.
         assert not [e for e in cloud.events if e.kind == "migration_started"], view.reason

@@ -70,12 +70,15 @@ class EnableHost:
 @attrs.frozen
 class Move:
     """Move an instance off its host. ``target`` None lets the cloud choose;
-    ``refused`` are targets the cloud refused earlier in this move."""
+    ``refused`` are targets the cloud refused earlier in this move;
+    ``moves_again`` says why ``target`` is a host the instance will have to
+    leave again (shown in the plan as ``moved_again``; None: it stays there)."""
 
     instance_id: str
     action: InstanceAction
     target: str | None = None
     refused: frozenset[str] = frozenset()
+    moves_again: str | None = None
 
 
 @attrs.frozen

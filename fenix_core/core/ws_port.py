@@ -114,6 +114,8 @@ def op_record(
             "source": source,
             "refused": sorted(op.refused),
         }
+        if op.moves_again is not None:
+            stored["moves_again"] = op.moves_again
     elif isinstance(op, Watch):
         instance_id = op.instance_id
         stored = {"action": InstanceAction.OWN_ACTION.value, "source": source}
@@ -152,6 +154,7 @@ def op_of(rec: OpRec) -> Operation | None:
             InstanceAction(p["action"]),
             p.get("target"),
             frozenset(p.get("refused", ())),
+            p.get("moves_again"),
         )
     if kind is OpKind.WATCH:
         return Watch(str(rec.instance_id))

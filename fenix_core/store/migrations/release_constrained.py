@@ -9,8 +9,8 @@ stage (its own list of stages), per instance the wave, lead time
 ``retry_move`` timers. The contract's waves keep the wave counter, the
 instances in recovery, the moves waiting for a retry and their wake-up in
 ``ConstrainedState`` (frozen in :mod:`.release_frozen`), and per open host
-its stage index with flags (``WE_DISABLED``, ``BUSY``, ``DISABLING``) in
-``HostView.stage``."""
+its stage index with flags (``WE_DISABLED``, ``BUSY``, ``DISABLING``,
+``FIRST_DRAINED`` from ``data["first_drained"]``) in ``HostView.stage``."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from . import release_frozen as S
 from .release_frozen import (
     BUSY,
     DISABLING,
+    FIRST_DRAINED,
     SCHEDULER,
     WE_DISABLED,
     ConstrainedState,
@@ -60,6 +61,8 @@ def _wave_host_stage(session: OldSession, name: str, out: CoreState) -> int:
     cols = out.hosts[name]
     disabling = bool(session.open_ops("disable_host", name))
     flags = WE_DISABLED if cols["disabled_by_session"] else 0
+    if name in (session.data.get("first_drained") or ()):
+        flags |= FIRST_DRAINED  # its instances may still land on a queued host
     if host.state == S.DRAINING:
         return flags | (DISABLING if disabling else 0)
     stages = legacy_stages(session, host)

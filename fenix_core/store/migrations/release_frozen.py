@@ -254,6 +254,7 @@ SCHEDULER = ""
 WE_DISABLED = 1 << 16  # this session disabled it: enabled again at the end
 BUSY = 1 << 17  # an operation of its current stage runs
 DISABLING = 1 << 18  # its DisableHost (before the drain) runs
+FIRST_DRAINED = 1 << 19  # a first drained host: its instances may move twice
 
 
 def deadline_timer(project_id: str) -> str:

@@ -63,10 +63,11 @@ __all__ = [
 SESSION_KEYS = frozenset(
     {"allowed_actions", "cloud_constraints", "op_counter", "host_guard", "host_labels", "approval"}
 )
-#: Keys read into the pipeline, the workflows' state or the host records (or
-#: recomputed by the contract workflows from the records: drain_projects,
-#: admin_done, first_drained, queued_hosts, ctl_stuck, ctl_moved_off,
-#: refused_targets of instances not moving).
+#: Keys read into the pipeline, the workflows' state or the host records
+#: (first_drained: a flag of the open hosts' stage), or recomputed by the
+#: contract workflows from the records (drain_projects, admin_done,
+#: queued_hosts, ctl_stuck, ctl_moved_off, refused_targets of instances not
+#: moving).
 READ_KEYS = frozenset(
     {
         "paused", "pause_reason", "ctl_gate", "ctl_waiting", "ctl_stuck", "ctl_last_host",
