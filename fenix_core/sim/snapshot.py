@@ -51,7 +51,6 @@ from ..constraints import (
     InstanceConstraints,
     implicit_group_id,
 )
-from ..errors import InvalidInput
 from ..model import Host, Instance
 from ..plugins.hookspecs import CloudDriver, ConstraintSource
 from .scenario import Scenario, parse_scenario

@@ -1051,6 +1051,8 @@ class ConstrainedWorkflow(RollingWorkflow):
                 and h.stage & FIRST_DRAINED
             }
 
+            left = {m.group_id: budgets.get(m.group_id, 0) for m in waiting}
+
             def place(waiting_makes_room: bool) -> dict[str, str]:
                 twice = {
                     m.instance_id
@@ -1062,7 +1064,7 @@ class ConstrainedWorkflow(RollingWorkflow):
                     )
                 }
                 moves, _blocked = planner.assign_moves(
-                    order, budgets, targets, rules, twice=twice, ahead=ahead
+                    order, left, targets, rules, twice=twice, ahead=ahead
                 )
                 return dict(moves)
 
