@@ -1292,7 +1292,7 @@ class ConstrainedWorkflow(RollingWorkflow):
         slots = (cap - open_now) if cap is not None else len(ctx.hosts)
         if slots <= 0:
             return False, False
-        if not self._may_open(ctx, step):
+        if not self._may_open(ctx, step, cst):
             return False, False
         counts = step.counts
         busy: set[str] = set()
@@ -1442,20 +1442,27 @@ class ConstrainedWorkflow(RollingWorkflow):
             ctx.state_of(RollingState).listed = False  # progress: list again when stuck
         return opened, held
 
-    def _may_open(self, ctx: SessionContext, step: _Step) -> bool:
+    def _may_open(self, ctx: SessionContext, step: _Step, cst: ConstrainedState) -> bool:
         """False when no pending host can be opened for lack of room, known
         without building a decision: the free vCPUs of the
         :data:`TARGET_WINDOW` most free hosts that take instances (at least
         what the planner's targets have) fall short of the members left on
         the draining hosts plus the lightest pending host's (at most any
         candidate's), so ``planner.hosts_to_open`` would turn every candidate
-        down on its totals. An empty pending host, or an instance under the
-        cloud's placement rules (its targets are its own), always decides."""
+        down on its totals. Only hosts where instances stay count, as in
+        :func:`~fenix_core.second_moves.opening_targets`. An empty pending
+        host, an instance under the cloud's placement rules (its targets are
+        its own), or the first wave's case (nothing drains, nothing under way
+        makes room) always decides."""
         counts = step.counts
         if counts.any_ruled:
             return True
         if any(h.type == "compute" for h in ctx.hosts.without_instances(HostState.PENDING)):
             return True
+        if next(iter(ctx.hosts.in_state(HostState.DRAINING)), None) is None and (
+            not self._waiting_makes_room(ctx, step, cst)
+        ):
+            return True  # the first wave's case: it may open hosts anyway
         floor = self._pending_floor(ctx, step)
         if floor is None:
             return True
@@ -1465,7 +1472,10 @@ class ConstrainedWorkflow(RollingWorkflow):
         for name, free in ctx.capacity.most_free("compute"):
             if free <= 0 or taken >= TARGET_WINDOW:
                 break
-            if name not in retiring:
+            view = ctx.hosts.get(name)
+            # A host opened now fits only where instances stay
+            # (second_moves.opening_targets): a queued host's room is not counted.
+            if name not in retiring and view is not None and self._target_state(ctx, view):
                 room += free
                 taken += 1
         return room >= self._draining_load(ctx, step) + floor

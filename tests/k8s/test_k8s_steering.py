@@ -134,13 +134,6 @@ def test_a_session_steers_only_its_own_queued_nodes(
         assert len(granted) == bound == len(NODES), Counter(e.node for e in granted)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the constrained workflow on the contract opens its first hosts one after another "
-    "while none is maintained (4 on this layout, each pod evicted again from a queued node) "
-    "instead of the first wave of second_moves.first_wave_room: the first-wave rules of "
-    "issue 21 (see test_second_moves' xfail)",
-)
 def test_constrained_evictions_meet_the_bound_on_six_nodes(fake, k8s_engine, fenix_clock) -> None:
     """The issue's layout: 6 nodes, a pod each, no room outside the session."""
     cluster = fake.cluster
