@@ -348,3 +348,33 @@ def test_random_fleets_end_with_every_host_maintained_once(
 def test_unknown_policy_names_stay_refused_by_the_request() -> None:
     with pytest.raises(Exception, match="reply_policy"):
         SessionRequest(hosts=("c1",), reply_policy="maybe")  # type: ignore[arg-type]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the check before a host opens (_fits_elsewhere) places its instances in the "
+    "targets' order of the drain's start, with the room already promised taken off, while "
+    "the drain re-orders the targets by their free room after each move: on this fleet the "
+    "check finds room for c3's instances and the drain, having spread the smaller ones "
+    "differently, has none for c3-i1 and fails half-way (found by the property above)",
+)
+def test_a_host_the_check_finds_room_for_is_drained_to_the_end() -> None:
+    hosts = {"c0": 4, "c1": 8, "c2": 4, "c3": 12}
+    instances = {
+        "c1-i0": ("p1", "c1", 1),
+        "c1-i1": ("p1", "c1", 2),
+        "c2-i0": ("p1", "c2", 1),
+        "c2-i1": ("p1", "c2", 1),
+        "c3-i0": ("p1", "c3", 2),
+        "c3-i1": ("p1", "c3", 2),
+        "c3-i2": ("p1", "c3", 3),
+        "c3-i3": ("p1", "c3", 3),
+    }
+    ctx = fleet(hosts, instances, managed={"p1": False})
+    Driver(ctx, RollingWorkflow()).run()
+    # Either every host is maintained, or the session fails before the host
+    # it cannot empty (for want of room, naming SCALE_IN or the managers).
+    if ctx.session.state == SessionState.MAINTENANCE_FAILED:
+        assert "no project has an application manager" in (ctx.session.reason or "")
+    else:
+        assert maintained(ctx) == sorted(hosts)
