@@ -62,7 +62,6 @@ from fenix_core import ActionSpec, Engine, SessionRequest
 from fenix_core.clock import RealClock
 from fenix_core.hookspecs import ActionContext, hookimpl
 from fenix_core.model import OperationStatus
-from fenix_core.rest.json_logs import JsonFormatter
 from fenix_core.signals import SIGNALS
 from fenix_core.store.schema import SessionClockRow, SessionRow
 from fenix_core.testing import (
@@ -110,7 +109,7 @@ class ChaosConfig:
     lease_seconds: float = 2.0
     skew_seconds: float = 120.0  # the last worker's clock runs this far ahead
     action_seconds: float | None = None  # each host's action; None: seconds / 5
-    settle_seconds: float = 90.0  # at most, after the faults, for every session to end
+    settle_seconds: float | None = None  # at most, after the faults; None: 90 s or seconds
     faults: bool = True
 
 
@@ -291,6 +290,14 @@ def _digest(payload: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+class _CommitLine(logging.Formatter):
+    """A ``fenix_core.commits`` record as a JSON line, with its true time."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        fields = ("session_id", "version", "owner", "token")
+        return json.dumps({"time": record.created, **{f: getattr(record, f) for f in fields}})
+
+
 def worker_main(config_file: str, worker_id: str, incarnation: str, slot: str) -> None:
     """One worker process: an engine stepping sessions until SIGTERM."""
     setup = json.loads(Path(config_file).read_text())
@@ -301,7 +308,7 @@ def worker_main(config_file: str, worker_id: str, incarnation: str, slot: str) -
         # clock, the lease clock) is.
         RealClock.now = lambda self: datetime.now(UTC) + skew  # type: ignore[method-assign]
     commits = logging.FileHandler(workdir / f"commits-{incarnation}.log")
-    commits.setFormatter(JsonFormatter())
+    commits.setFormatter(_CommitLine())
     commit_log = logging.getLogger("fenix_core.commits")
     commit_log.addHandler(commits)
     commit_log.setLevel(logging.DEBUG)
@@ -732,7 +739,8 @@ class ChaosRun:
             self.faults["PostgreSQL restarts"] += 1
 
     def _settle(self, admin: Engine, setup: Path, start: float) -> None:
-        deadline = time.monotonic() + self.config.settle_seconds
+        c = self.config
+        deadline = time.monotonic() + (c.settle_seconds or max(90.0, c.seconds))
         while time.monotonic() < deadline:
             self._supervise(setup, time.monotonic() - start)
             try:
@@ -812,7 +820,7 @@ class ChaosRun:
             for line in path.read_text().splitlines():
                 if line.endswith("}"):
                     d = json.loads(line)
-                    at = datetime.fromisoformat(d["time"]).timestamp()
+                    at = float(d["time"])
                     found.append(
                         Commit(
                             d["session_id"], d["version"], d["owner"], d["token"], incarnation, at
