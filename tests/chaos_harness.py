@@ -70,6 +70,7 @@ from fenix_core.testing import (
     SimulatedCloud,
     TimedAction,
     migrations_per_instance,
+    seams,
 )
 from fenix_core.testing.seams import stored_clock
 
@@ -487,11 +488,9 @@ def _commit_problems(evidence: Evidence) -> list[str]:
 def leases_on_database_clock(url: str) -> bool:
     """Whether an engine on ``url`` decides lease expiry on the database's
     clock (issue 19): only then can a worker whose own clock is off never
-    take a live lease. Read through the engine's lease keeper (a seam: the
-    flag is private; without it, the answer is yes)."""
+    take a live lease."""
     with Engine(url, load_entry_points=False, worker_id="chaos-probe") as engine:
-        keeper = getattr(engine, "_leases", None)
-        return bool(getattr(keeper, "_database_clock", True))
+        return seams.leases_on_database_clock(engine)
 
 
 def reference() -> SessionEvidence:
