@@ -675,7 +675,7 @@ class ChaosRun:
         t = self.rng.uniform(0.5, 2.0)
         while t < c.seconds:
             events.append((t, "drop connections"))
-            t += self.rng.expovariate(1 / max(1.0, c.seconds / 6))
+            t += self.rng.expovariate(1 / max(0.5, c.seconds / 15))
         for n in range(max(1, int(c.seconds // 60))):
             span = c.seconds / max(1, int(c.seconds // 60))
             events.append((n * span + self.rng.uniform(0.3, 0.6) * span, "restart postgresql"))
