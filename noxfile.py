@@ -105,6 +105,45 @@ def soak(session: nox.Session) -> None:
 
 
 @nox.session
+def chaos(session: nox.Session) -> None:
+    """The long chaos run: worker processes on a throwaway PostgreSQL killed,
+    cut off and skewed while sessions run (tests/test_chaos.py; the default
+    test run has a short one). Not in the default sessions.
+
+    `nox -s chaos -- --seconds 300 --workers 3 --sessions 60 --seed 7`
+    (these are the defaults, with a seed drawn at random and printed: pass
+    it back to replay a run's faults)."""
+    import argparse
+    import random
+
+    parser = argparse.ArgumentParser(prog="nox -s chaos --")
+    parser.add_argument("--seconds", type=float, default=300.0, help="of faults")
+    parser.add_argument("--workers", type=int, default=3)
+    parser.add_argument("--sessions", type=int, default=60)
+    parser.add_argument("--seed", type=int, default=random.randrange(1, 2**31))
+    options = parser.parse_args(session.posargs)
+    session.install("-e", ".[dev,postgres]")
+    _install_postgresql(session)
+    session.log(f"chaos seed {options.seed}")
+    session.run(
+        "pytest",
+        "tests/test_chaos.py",
+        "-q",
+        "-s",
+        "-p",
+        "no:cacheprovider",
+        "-k",
+        "under_chaos",
+        env={
+            "FENIX_CHAOS_SECONDS": str(options.seconds),
+            "FENIX_CHAOS_WORKERS": str(options.workers),
+            "FENIX_CHAOS_SESSIONS": str(options.sessions),
+            "FENIX_CHAOS_SEED": str(options.seed),
+        },
+    )
+
+
+@nox.session
 def bench(session: nox.Session) -> None:
     """The benchmarks: makespan, scale (end-to-end runs), reply throughput,
     several workers on PostgreSQL.

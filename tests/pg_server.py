@@ -94,6 +94,15 @@ class PostgresServer:
             "-l", str(self.dir / "server.log"), "-w", "start",
         )  # fmt: skip
 
+    def restart(self) -> None:
+        """``pg_ctl restart`` (fast shutdown): every open connection is cut,
+        and new ones are refused until the server is back (the chaos test's
+        fault)."""
+        self._run(
+            str(self.bin / "pg_ctl"), "-D", str(self.dir / "data"), "-m", "fast",
+            "-l", str(self.dir / "server.log"), "-w", "restart",
+        )  # fmt: skip
+
     def stop(self) -> None:
         with contextlib.suppress(subprocess.CalledProcessError):
             self._run(str(self.bin / "pg_ctl"), "-D", str(self.dir / "data"), "-m", "immediate",

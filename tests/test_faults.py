@@ -307,9 +307,13 @@ def test_connection_lost_for_good_reaches_the_caller_and_a_later_run_resumes(
     assert set(cloud.starts.values()) == {1}
 
 
-def test_a_failed_delivery_mark_sends_the_notifications_again(
+def test_a_failed_delivery_mark_does_not_send_the_notifications_again(
     cloud: CountingCloud, engines: Any
 ) -> None:
+    """The write that carries the delivery watermark fails and the step is
+    retried from the last commit: the stored watermark lags behind what this
+    process sent, but it remembers what it sent and does not send it again
+    (another process would: at least once; the chaos test found this one)."""
     engine = engines(cloud)
     seen: list[int] = []
     manager = ScriptedManager(engine, "pa", cloud=cloud, on_payload=lambda p: seen.append(p["seq"]))
@@ -330,8 +334,8 @@ def test_a_failed_delivery_mark_sends_the_notifications_again(
     assert engine.run_until_done(sid).state == "MAINTENANCE_DONE"
     manager.close()
     assert len(lost) == 1
-    assert seen[0] == seen[1]  # the first notification came twice (at least once)
-    assert sorted(set(seen)) == sorted(seen[1:])
+    assert len(seen) > 1
+    assert seen == sorted(set(seen))  # each once, in seq order
 
 
 @pytest.mark.parametrize(

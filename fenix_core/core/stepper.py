@@ -49,6 +49,13 @@ _T = TypeVar("_T")
 
 log = logging.getLogger(__name__)
 
+#: One DEBUG record per fenced commit, with the fields ``session_id``,
+#: ``version`` (the one written), ``owner`` and ``token`` (the lease it was
+#: written under). Off unless the logger is enabled for DEBUG; the chaos test
+#: (tests/test_chaos.py) reads it to check that no two workers ever committed
+#: the same step of a session.
+commit_log = logging.getLogger("fenix_core.commits")
+
 
 class Unrunnable(FenixError):
     """This engine cannot step the session (no plug-in of it provides its
@@ -389,7 +396,7 @@ class Stepper:
         try:
             outcome = (run or self._runner.run)(working_set, now, frame)
             if outcome.write is not None:
-                self._store.write(outcome.write)
+                self._commit(outcome.write)
         except LeaseLost:
             self._let_go(session_id, keep_sent=True)
             # Fenced out: taken over, or changed through the database by an
@@ -404,8 +411,10 @@ class Stepper:
             log.error("session %s left as it is: %s", session_id, error)
             raise
         except BaseException:
-            # The step did not commit: its in-memory changes are void.
-            self._let_go(session_id)
+            # The step did not commit: its in-memory changes are void. What
+            # this engine delivered before stays delivered: the reload (a
+            # retry after a lost connection) sends only what lies above it.
+            self._let_go(session_id, keep_sent=True)
             raise
         if outcome.write is not None:
             self._versions[session_id] = version + 1
@@ -453,9 +462,27 @@ class Stepper:
             inbox_seen_id=last.inbox_seen_id,
         )
         try:
-            self._store.write(write)
+            self._commit(write)
         except LeaseLost:
             return  # taken over meanwhile: its new holder sends them again
+
+    def _commit(self, write: StepWrite) -> None:
+        self._store.write(write)
+        if commit_log.isEnabledFor(logging.DEBUG):
+            fence = write.fence
+            commit_log.debug(
+                "session %s: version %d committed by %s (token %d)",
+                fence.session_id,
+                fence.version + 1,
+                fence.owner,
+                fence.token,
+                extra={
+                    "session_id": fence.session_id,
+                    "version": fence.version + 1,
+                    "owner": fence.owner,
+                    "token": fence.token,
+                },
+            )
 
     def _load(self, session_id: str) -> LoadedSet:
         working_set = cast(LoadedSet, self._store.load(session_id))

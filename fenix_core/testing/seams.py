@@ -27,7 +27,13 @@ from ..clock import as_utc
 from ..errors import NotFound
 from ..store.schema import SessionClockRow
 
-__all__ = ["StoredClock", "queued_replies", "step_in_progress", "stored_clock"]
+__all__ = [
+    "StoredClock",
+    "leases_on_database_clock",
+    "queued_replies",
+    "step_in_progress",
+    "stored_clock",
+]
 
 
 @attrs.frozen
@@ -97,3 +103,11 @@ def queued_replies(engine: _Engine) -> int:
     """How many ``reply()`` calls wait for the next group commit (each
     returns once its reply is durable)."""
     return engine._replies.queued
+
+
+def leases_on_database_clock(engine: object) -> bool:
+    """Whether ``engine`` decides lease expiry on its database's clock (so
+    that a worker whose own clock is off never takes a live lease); True
+    when the engine does not say otherwise."""
+    keeper = getattr(engine, "_leases", None)
+    return bool(getattr(keeper, "_database_clock", True))
