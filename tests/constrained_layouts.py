@@ -69,3 +69,114 @@ ANTI_AFFINE_MEMBER_ON_THE_FULLEST_HOST: dict[str, Any] = {
     "managed": ("p0",),
     "cap": None,
 }
+
+
+# Layouts where a plan exists (the check before the first wave finds an order
+# to drain every host in, planner.drain_sequence) but the session still fails
+# half-way: found by running the properties with 1,000-2,000 examples per
+# seed, kept as strict xfails until the placement looks further ahead. The placement
+# keeps a host able to take ONE member of each limited group still to come
+# (planner.assign_moves' ``ahead``), not as many distinct hosts as the group
+# needs, nor room for a member of the same draining host not answered yet.
+
+#: Anti-affine g2 has five members on six hosts (two pairs share cmp-1 and
+#: cmp-2): each host that stays must hold one during the last drains. cmp-5's
+#: three instances (none of g2) all went to cmp-0, a host without g2; the two
+#: pairs then lacked distinct hosts without g2 with room, and the session
+#: failed after three hosts ("cannot empty any host").
+ANTI_AFFINE_FIVE_ON_SIX_HOSTS: dict[str, Any] = {
+    "layout": {
+        "cmp-0": [("vm-0", "p1", 2)],
+        "cmp-1": [("vm-1", "p0", 2), ("vm-2", "p0", 1), ("vm-3", "p0", 1)],
+        "cmp-2": [("vm-4", "p0", 1), ("vm-5", "p0", 2), ("vm-6", "p0", 1)],
+        "cmp-3": [],
+        "cmp-4": [("vm-7", "p1", 2), ("vm-8", "p0", 2)],
+        "cmp-5": [("vm-9", "p0", 2), ("vm-10", "p0", 1), ("vm-11", "p1", 1)],
+    },
+    "capacity": 4,
+    "groups": [
+        _group(anti_affine=True, impacted=2, per_host=0, recovery=0),
+        _group(anti_affine=False, impacted=3, per_host=2, recovery=120),
+        _group(anti_affine=True, impacted=3, per_host=2, recovery=0),
+    ],
+    "membership": {
+        "vm-0": 1,
+        "vm-1": 0,
+        "vm-2": 2,
+        "vm-3": 2,
+        "vm-4": 2,
+        "vm-5": 0,
+        "vm-6": 2,
+        "vm-7": None,
+        "vm-8": 2,
+        "vm-9": None,
+        "vm-10": None,
+        "vm-11": 1,
+    },
+    "managed": (),
+    "cap": 1,
+}
+
+#: Three hosts exactly full while one is out (8 vcpus on 3 x 4). The first
+#: wave opens cmp-0; p1 is managed and asked about one instance at a time, so
+#: vm-0 (1 vcpu) is placed alone, on cmp-1's 2 free vcpus, before vm-1 (2
+#: vcpus, anti-affine g1 with vm-4 on cmp-2) is answered: vm-1 has no host
+#: left. vm-0 on cmp-2 (1 free) and vm-1 on cmp-1 drain it.
+ASKED_ONE_AT_A_TIME_TAKES_THE_ROOM_OF_THE_NEXT: dict[str, Any] = {
+    "layout": {
+        "cmp-0": [("vm-0", "p1", 1), ("vm-1", "p1", 2)],
+        "cmp-1": [("vm-2", "p0", 1), ("vm-3", "p0", 1)],
+        "cmp-2": [("vm-4", "p1", 1), ("vm-5", "p0", 1), ("vm-6", "p1", 1)],
+    },
+    "capacity": 4,
+    "groups": [
+        _group(anti_affine=True, impacted=1, per_host=2, recovery=120),
+        _group(anti_affine=True, impacted=2, per_host=1, recovery=0),
+        _group(anti_affine=True, impacted=1, per_host=2, recovery=30),
+    ],
+    "membership": {
+        "vm-0": None,
+        "vm-1": 1,
+        "vm-2": 0,
+        "vm-3": None,
+        "vm-4": 1,
+        "vm-5": 2,
+        "vm-6": None,
+    },
+    "managed": ("p0", "p1"),
+    "cap": None,
+}
+
+#: g0 (p0, at most 2 per host) has five members, three on cmp-0 (over its
+#: limit at the start). On the contract driver (tests/test_constrained_v2.py)
+#: cmp-1, cmp-2 and cmp-3 are maintained first and cmp-0's three members then
+#: find no room within the limit: SCALE_IN, then failed after three hosts. The
+#: engine run (tests/test_constrained.py) ends DONE.
+PER_HOST_LIMIT_OVER_AT_THE_START: dict[str, Any] = {
+    "layout": {
+        "cmp-0": [("vm-0", "p0", 2), ("vm-1", "p0", 2), ("vm-2", "p0", 1)],
+        "cmp-1": [("vm-3", "p0", 1), ("vm-4", "p1", 1)],
+        "cmp-2": [("vm-5", "p0", 1), ("vm-6", "p0", 1), ("vm-7", "p0", 2)],
+        "cmp-3": [("vm-8", "p1", 1), ("vm-9", "p1", 2)],
+    },
+    "capacity": 5,
+    "groups": [
+        _group(anti_affine=False, impacted=3, per_host=2, recovery=120),
+        _group(anti_affine=False, impacted=3, per_host=2, recovery=120),
+        _group(anti_affine=False, impacted=1, per_host=2, recovery=120),
+    ],
+    "membership": {
+        "vm-0": 0,
+        "vm-1": 0,
+        "vm-2": 0,
+        "vm-3": 2,
+        "vm-4": None,
+        "vm-5": 2,
+        "vm-6": 0,
+        "vm-7": 0,
+        "vm-8": 1,
+        "vm-9": None,
+    },
+    "managed": ("p0",),
+    "cap": 2,
+}
