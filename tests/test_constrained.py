@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 from constrained_layouts import (
-    ANTI_AFFINE_FIVE_ON_SIX_HOSTS,
     ANTI_AFFINE_MEMBER_ON_THE_FULLEST_HOST,
     ANTI_AFFINE_PAIR_LEFT_ONE_HOST,
-    ASKED_ONE_AT_A_TIME_TAKES_THE_ROOM_OF_THE_NEXT,
+    DEAD_ENDS,
+    known_dead_end,
 )
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
@@ -513,16 +513,8 @@ def test_random_clusters_never_break_a_rule_and_always_end(spec: dict[str, Any])
     check_cluster(spec)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known: a plan exists but the placement leads to a dead end half-way "
-    "(tests/constrained_layouts.py says why)",
-)
-@pytest.mark.parametrize(
-    "spec",
-    [ANTI_AFFINE_FIVE_ON_SIX_HOSTS, ASKED_ONE_AT_A_TIME_TAKES_THE_ROOM_OF_THE_NEXT],
-    ids=["five-anti-affine-on-six-hosts", "asked-one-at-a-time"],
-)
+@known_dead_end
+@pytest.mark.parametrize("spec", DEAD_ENDS.values(), ids=DEAD_ENDS.keys())
 def test_known_dead_ends_half_way(spec: dict[str, Any]) -> None:
     check_cluster(spec)
 

@@ -13,11 +13,10 @@ from typing import Any
 import pytest
 from constrained_driver import ConstrainedDriver, cluster, group, member, run, told
 from constrained_layouts import (
-    ANTI_AFFINE_FIVE_ON_SIX_HOSTS,
     ANTI_AFFINE_MEMBER_ON_THE_FULLEST_HOST,
     ANTI_AFFINE_PAIR_LEFT_ONE_HOST,
-    ASKED_ONE_AT_A_TIME_TAKES_THE_ROOM_OF_THE_NEXT,
-    PER_HOST_LIMIT_OVER_AT_THE_START,
+    DEAD_ENDS_ON_THE_DRIVER,
+    known_dead_end,
 )
 from contract_driver import LoggingContext
 from hypothesis import HealthCheck, example, given, settings
@@ -567,19 +566,9 @@ def test_random_clusters_never_break_a_rule_and_always_end(spec: dict[str, Any])
     check_cluster_v2(spec)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known: a plan exists but the placement leads to a dead end half-way "
-    "(tests/constrained_layouts.py says why)",
-)
+@known_dead_end
 @pytest.mark.parametrize(
-    "spec",
-    [
-        ANTI_AFFINE_FIVE_ON_SIX_HOSTS,
-        ASKED_ONE_AT_A_TIME_TAKES_THE_ROOM_OF_THE_NEXT,
-        PER_HOST_LIMIT_OVER_AT_THE_START,
-    ],
-    ids=["five-anti-affine-on-six-hosts", "asked-one-at-a-time", "per-host-limit-over"],
+    "spec", DEAD_ENDS_ON_THE_DRIVER.values(), ids=DEAD_ENDS_ON_THE_DRIVER.keys()
 )
 def test_known_dead_ends_half_way(spec: dict[str, Any]) -> None:
     check_cluster_v2(spec)
