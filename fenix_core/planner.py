@@ -389,8 +389,13 @@ def assign_moves(
     fit). Best fit alone would fill a host that an anti-affine group needs as
     one of its distinct hosts. ``twice``: the members that may go to a target
     they will have to leave again (None: all); the others wait for room where
-    they stay (:mod:`fenix_core.second_moves`).
+    they stay (:mod:`fenix_core.second_moves`). ``rules`` must hold every
+    group of ``ahead``: without its limit, a host that already holds as many
+    members as the group allows would count as a place kept for it.
     """
+    unruled = sorted(g for g in ahead or () if g not in rules)
+    if unruled:
+        raise ValueError(f"ahead: no rule for group(s) {', '.join(unruled)} in rules")
     budget = dict(budgets)
     free = {t.host: t.free for t in targets}
     added: dict[tuple[str, str], int] = {}

@@ -8,7 +8,13 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from constrained_layouts import (
+    ANTI_AFFINE_MEMBER_ON_THE_FULLEST_HOST,
+    ANTI_AFFINE_PAIR_LEFT_ONE_HOST,
+    DEAD_ENDS,
+    known_dead_end,
+)
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from fenix_core import ActionSpec, Engine, SessionRequest, signals
@@ -501,7 +507,15 @@ def clusters(draw: st.DrawFn) -> dict[str, Any]:
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 @given(clusters())
+@example(ANTI_AFFINE_PAIR_LEFT_ONE_HOST)
+@example(ANTI_AFFINE_MEMBER_ON_THE_FULLEST_HOST)
 def test_random_clusters_never_break_a_rule_and_always_end(spec: dict[str, Any]) -> None:
+    check_cluster(spec)
+
+
+@known_dead_end
+@pytest.mark.parametrize("spec", DEAD_ENDS.values(), ids=DEAD_ENDS.keys())
+def test_known_dead_ends_half_way(spec: dict[str, Any]) -> None:
     check_cluster(spec)
 
 

@@ -7,6 +7,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -271,6 +272,24 @@ def test_assign_moves_leaves_a_host_for_an_anti_affine_group_still_to_move() -> 
     targets = [target("a", 4, stays=True, aa=1), target("b", 4, stays=True)]
     moves, _ = assign_moves(waiting, budgets, targets, rules, ahead={"aa": 1})
     assert moves == [("vm-0", "a"), ("vm-1", "a")]
+
+
+def test_assign_moves_keeps_no_place_on_a_host_the_group_ahead_cannot_take() -> None:
+    # b and c hold an anti-affine member already: filling them keeps "a" for
+    # the two members still to come (tests/constrained_layouts.py's
+    # ANTI_AFFINE_PAIR_LEFT_ONE_HOST, where they filled "a" instead).
+    rules = {"aa": GroupRule("aa", anti_affinity=True)}
+    waiting = [member("x", "p", 2), member("y", "q", 2)]
+    targets = [
+        target("a", 5, stays=True),
+        target("b", 2, stays=True, aa=1),
+        target("c", 2, stays=True, aa=1),
+    ]
+    moves, _ = assign_moves(waiting, {"p": 1, "q": 1}, targets, rules, ahead={"aa": 2})
+    assert moves == [("x", "b"), ("y", "c")]
+    # Without the group's rule its limit is unknown: refused, not guessed.
+    with pytest.raises(ValueError, match="ahead: no rule for group"):
+        assign_moves(waiting, {"p": 1, "q": 1}, targets, {}, ahead={"aa": 2})
 
 
 def test_assign_moves_counts_the_limited_members_of_its_own_batch_as_ahead() -> None:

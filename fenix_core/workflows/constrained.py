@@ -1033,7 +1033,10 @@ class ConstrainedWorkflow(RollingWorkflow):
             # members whose groups could not move, and spread each group's
             # budget over every open host: the first host came back at 907 s
             # instead of 630 s on the reference scenario).
-            rules = {m.group_id: step.rule(m.group_id) for m in waiting}
+            ahead = step.counts.ahead()
+            # The rules of the groups still to come too: the placement keeps
+            # room for them by their per-host limit.
+            rules = {g: step.rule(g) for g in (*(m.group_id for m in waiting), *ahead)}
             moved = {m.instance_id for m in waiting if views[m.instance_id].moves}
             order = planner.completion_order(
                 waiting,
@@ -1041,7 +1044,6 @@ class ConstrainedWorkflow(RollingWorkflow):
                 moved=moved,
             )
             targets = self._window_targets(ctx, step, [views[m.instance_id] for m in waiting])
-            ahead = step.counts.ahead()
             queued = {t.host for t in targets if not t.stays}
 
             first = {

@@ -1,0 +1,200 @@
+"""Layouts the constrained properties (tests/test_constrained.py,
+tests/test_constrained_v2.py) once failed on, in the form their ``clusters()``
+strategy draws: replayed as ``@example`` on every run."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+
+def _group(*, anti_affine: bool, impacted: int, per_host: int, recovery: int) -> dict[str, Any]:
+    return {
+        "max_impacted_members": impacted,
+        "max_instances_per_host": per_host,
+        "anti_affinity_group": anti_affine,
+        "recovery_time": recovery,
+    }
+
+
+#: Anti-affine g0 (p0) has four members on five hosts and starts broken (vm-0
+#: and vm-2 share cmp-0, vm-7 and vm-8 cmp-3); g2 (p0) is anti-affine too, g1
+#: (p1) at most 2 per host. Draining cmp-1 placed vm-3 and vm-4 on the emptied
+#: cmp-0, which left g0's last two members (on cmp-3) one host without g0 with
+#: room: the session failed after four hosts ("cannot empty any host"). The
+#: placement counted cmp-2 and cmp-4, which hold a g0 member already, as
+#: places kept for g0 (the rules it was given lacked g0's limit).
+ANTI_AFFINE_PAIR_LEFT_ONE_HOST: dict[str, Any] = {
+    "layout": {
+        "cmp-0": [("vm-0", "p0", 2), ("vm-1", "p0", 2), ("vm-2", "p0", 1)],
+        "cmp-1": [("vm-3", "p0", 2), ("vm-4", "p1", 2), ("vm-5", "p1", 1)],
+        "cmp-2": [("vm-6", "p0", 1)],
+        "cmp-3": [("vm-7", "p0", 2), ("vm-8", "p0", 2)],
+        "cmp-4": [("vm-9", "p0", 1)],
+    },
+    "capacity": 5,
+    "groups": [
+        _group(anti_affine=True, impacted=1, per_host=0, recovery=30),
+        _group(anti_affine=False, impacted=3, per_host=2, recovery=0),
+        _group(anti_affine=True, impacted=1, per_host=0, recovery=0),
+    ],
+    "membership": {
+        "vm-0": 0,
+        "vm-1": None,
+        "vm-2": 0,
+        "vm-3": None,
+        "vm-4": 1,
+        "vm-5": 1,
+        "vm-6": 2,
+        "vm-7": 0,
+        "vm-8": 0,
+        "vm-9": 2,
+    },
+    "managed": (),
+    "cap": 1,
+}
+
+#: Anti-affine g0 (p0, managed) with three members on four hosts, two of them
+#: on cmp-0 and cmp-3 and one among three instances on cmp-2: failed before
+#: the s5-moves merge, passes since.
+ANTI_AFFINE_MEMBER_ON_THE_FULLEST_HOST: dict[str, Any] = {
+    "layout": {
+        "cmp-0": [("vm-0", "p0", 1)],
+        "cmp-1": [("vm-1", "p0", 2)],
+        "cmp-2": [("vm-2", "p0", 2), ("vm-3", "p0", 1), ("vm-4", "p1", 2)],
+        "cmp-3": [("vm-5", "p0", 1)],
+    },
+    "capacity": 5,
+    "groups": [_group(anti_affine=True, impacted=1, per_host=0, recovery=0)],
+    "membership": {"vm-0": 0, "vm-1": None, "vm-2": 0, "vm-3": None, "vm-4": None, "vm-5": 0},
+    "managed": ("p0",),
+    "cap": None,
+}
+
+
+# Layouts where a plan exists (the check before the first wave finds an order
+# to drain every host in, planner.drain_sequence) but the session still fails
+# half-way: found by running the properties with 1,000-2,000 examples per
+# seed, kept as strict xfails until the placement looks further ahead. The placement
+# keeps a host able to take ONE member of each limited group still to come
+# (planner.assign_moves' ``ahead``), not as many distinct hosts as the group
+# needs, nor room for a member of the same draining host not answered yet.
+
+#: Anti-affine g2 has five members on six hosts (two pairs share cmp-1 and
+#: cmp-2): each host that stays must hold one during the last drains. cmp-5's
+#: three instances (none of g2) all went to cmp-0, a host without g2; the two
+#: pairs then lacked distinct hosts without g2 with room, and the session
+#: failed after three hosts ("cannot empty any host").
+ANTI_AFFINE_FIVE_ON_SIX_HOSTS: dict[str, Any] = {
+    "layout": {
+        "cmp-0": [("vm-0", "p1", 2)],
+        "cmp-1": [("vm-1", "p0", 2), ("vm-2", "p0", 1), ("vm-3", "p0", 1)],
+        "cmp-2": [("vm-4", "p0", 1), ("vm-5", "p0", 2), ("vm-6", "p0", 1)],
+        "cmp-3": [],
+        "cmp-4": [("vm-7", "p1", 2), ("vm-8", "p0", 2)],
+        "cmp-5": [("vm-9", "p0", 2), ("vm-10", "p0", 1), ("vm-11", "p1", 1)],
+    },
+    "capacity": 4,
+    "groups": [
+        _group(anti_affine=True, impacted=2, per_host=0, recovery=0),
+        _group(anti_affine=False, impacted=3, per_host=2, recovery=120),
+        _group(anti_affine=True, impacted=3, per_host=2, recovery=0),
+    ],
+    "membership": {
+        "vm-0": 1,
+        "vm-1": 0,
+        "vm-2": 2,
+        "vm-3": 2,
+        "vm-4": 2,
+        "vm-5": 0,
+        "vm-6": 2,
+        "vm-7": None,
+        "vm-8": 2,
+        "vm-9": None,
+        "vm-10": None,
+        "vm-11": 1,
+    },
+    "managed": (),
+    "cap": 1,
+}
+
+#: Three hosts exactly full while one is out (8 vcpus on 3 x 4). The first
+#: wave opens cmp-0; p1 is managed and asked about one instance at a time, so
+#: vm-0 (1 vcpu) is placed alone, on cmp-1's 2 free vcpus, before vm-1 (2
+#: vcpus, anti-affine g1 with vm-4 on cmp-2) is answered: vm-1 has no host
+#: left. vm-0 on cmp-2 (1 free) and vm-1 on cmp-1 drain it.
+ASKED_ONE_AT_A_TIME_TAKES_THE_ROOM_OF_THE_NEXT: dict[str, Any] = {
+    "layout": {
+        "cmp-0": [("vm-0", "p1", 1), ("vm-1", "p1", 2)],
+        "cmp-1": [("vm-2", "p0", 1), ("vm-3", "p0", 1)],
+        "cmp-2": [("vm-4", "p1", 1), ("vm-5", "p0", 1), ("vm-6", "p1", 1)],
+    },
+    "capacity": 4,
+    "groups": [
+        _group(anti_affine=True, impacted=1, per_host=2, recovery=120),
+        _group(anti_affine=True, impacted=2, per_host=1, recovery=0),
+        _group(anti_affine=True, impacted=1, per_host=2, recovery=30),
+    ],
+    "membership": {
+        "vm-0": None,
+        "vm-1": 1,
+        "vm-2": 0,
+        "vm-3": None,
+        "vm-4": 1,
+        "vm-5": 2,
+        "vm-6": None,
+    },
+    "managed": ("p0", "p1"),
+    "cap": None,
+}
+
+#: g0 (p0, at most 2 per host) has five members, three on cmp-0 (over its
+#: limit at the start). On the contract driver (tests/test_constrained_v2.py)
+#: cmp-1, cmp-2 and cmp-3 are maintained first and cmp-0's three members then
+#: find no room within the limit: SCALE_IN, then failed after three hosts. The
+#: engine run (tests/test_constrained.py) ends DONE.
+PER_HOST_LIMIT_OVER_AT_THE_START: dict[str, Any] = {
+    "layout": {
+        "cmp-0": [("vm-0", "p0", 2), ("vm-1", "p0", 2), ("vm-2", "p0", 1)],
+        "cmp-1": [("vm-3", "p0", 1), ("vm-4", "p1", 1)],
+        "cmp-2": [("vm-5", "p0", 1), ("vm-6", "p0", 1), ("vm-7", "p0", 2)],
+        "cmp-3": [("vm-8", "p1", 1), ("vm-9", "p1", 2)],
+    },
+    "capacity": 5,
+    "groups": [
+        _group(anti_affine=False, impacted=3, per_host=2, recovery=120),
+        _group(anti_affine=False, impacted=3, per_host=2, recovery=120),
+        _group(anti_affine=False, impacted=1, per_host=2, recovery=120),
+    ],
+    "membership": {
+        "vm-0": 0,
+        "vm-1": 0,
+        "vm-2": 0,
+        "vm-3": 2,
+        "vm-4": None,
+        "vm-5": 2,
+        "vm-6": 0,
+        "vm-7": 0,
+        "vm-8": 1,
+        "vm-9": None,
+    },
+    "managed": ("p0",),
+    "cap": 2,
+}
+
+
+#: The dead ends above each property's test file replays (the engine's run in
+#: tests/test_constrained.py ends DONE on PER_HOST_LIMIT_OVER_AT_THE_START).
+DEAD_ENDS = {
+    "five-anti-affine-on-six-hosts": ANTI_AFFINE_FIVE_ON_SIX_HOSTS,
+    "asked-one-at-a-time": ASKED_ONE_AT_A_TIME_TAKES_THE_ROOM_OF_THE_NEXT,
+}
+DEAD_ENDS_ON_THE_DRIVER = {**DEAD_ENDS, "per-host-limit-over": PER_HOST_LIMIT_OVER_AT_THE_START}
+
+#: Fails today; a strict xfail says so when a change fixes it.
+known_dead_end = pytest.mark.xfail(
+    strict=True,
+    reason="known: a plan exists but the placement leads to a dead end half-way "
+    "(tests/constrained_layouts.py says why)",
+)
