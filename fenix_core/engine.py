@@ -962,7 +962,8 @@ class Engine:
         at the database for sessions nobody holds, until :meth:`stop` is
         called (from another thread or a plug-in): the loop returns after
         the step under way. A database that stays unreachable past
-        ``db_retries`` does not end the loop (:meth:`_database_lost`)."""
+        ``db_retries`` does not end the loop: it is logged and the loop tries
+        again every ``lease_seconds / 4``."""
         self._stop.clear()
         while not self._stop.is_set():
             try:

@@ -13,7 +13,7 @@ on them; the exported YAML loads back into the same scenario.
 What the scenario keeps of the cloud:
 
 * hosts in the driver's order, with their type, vcpus, whether they are
-  enabled, and their topology labels (:attr:`~fenix_core.model.Host.labels`:
+  enabled, and their topology labels (``Host.labels``:
   OpenStack's ``zone`` and ``aggregate``, every label of a Kubernetes node,
   ``topology.kubernetes.io/zone`` among them), which the session's topology
   caps name;
