@@ -28,7 +28,11 @@ and per-instance facts are in the views. Targets come from
 counted); among them a host where an instance can stay (maintained, added,
 outside the session) is preferred, so each instance moves once where
 capacity allows. A target the cloud refused is not asked for again in that
-move: the next one is, then the cloud's scheduler (a move without a target).
+move, and the refusal is not an attempt: the refused host is listed again
+(another session or a tenant may have filled it), the next target is listed
+before it is asked for, then the cloud's scheduler is asked (a move without
+a target); a round in which every host refused counts as one attempt (not
+while a host outside the session is out of service, up to MAX_WAIT_ROUNDS).
 
 Around that sequence (see ``components``): questions have deadlines
 (``reply_policy``); the hosts are listed and ``add_hosts`` brought in before
