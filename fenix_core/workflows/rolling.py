@@ -276,6 +276,12 @@ class RollingWorkflow(WorkflowBase):
 
     def _operation_ended(self, ctx: SessionContext, st: RollingState, result: OpResult) -> None:
         op, ok = result.op, result.status == OpStatus.DONE
+        if isinstance(op, Inventory) and st.relisting is not None and op.hosts == (st.relisting,):
+            # A possible target listed after a refusal (the engine applied
+            # what it found; a failed or late listing leaves the facts as
+            # they were: the move goes on, the cloud has the last word).
+            st.relisted, st.relisting, st.retry_wait = st.relisting, None, False
+            return
         if not ok and self._escalated(ctx, st, result):
             return
         if isinstance(op, EnableHost) and st.adding:
@@ -295,10 +301,6 @@ class RollingWorkflow(WorkflowBase):
                 return
         if isinstance(op, Move | Watch):
             self._move_ended(ctx, st, op, result)
-        elif isinstance(op, Inventory) and st.relisting is not None and op.hosts == (st.relisting,):
-            # A possible target listed after a refusal (the engine applied
-            # what it found; a failed listing leaves the facts as they were).
-            st.relisted, st.relisting, st.retry_wait = st.relisting, None, False
         elif isinstance(op, RunAction) and op.host is None:
             st.action_running = False
             if not ok:
