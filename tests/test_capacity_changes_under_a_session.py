@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 
 import pytest
+from conftest import fill
 
 from fenix_core import ActionSpec, Engine, SessionRequest
 from fenix_core.clock import SimClock
@@ -32,10 +33,7 @@ TWO_SESSIONS = {
 
 def build(layout: dict[str, list[tuple[str, str, int]]]) -> SimulatedCloud:
     cloud = SimulatedCloud()
-    for host, instances in layout.items():
-        cloud.add_host(host, vcpus=8)
-        for instance_id, project_id, size in instances:
-            cloud.add_instance(instance_id, project_id, host, vcpus=size)
+    fill(cloud, layout)  # 8 vcpus a host
     return cloud
 
 
