@@ -1667,7 +1667,9 @@ class ConstrainedWorkflow(RollingWorkflow):
     def _stuck(
         self, ctx: SessionContext, st: RollingState, step: _Step, cst: ConstrainedState
     ) -> None:
-        """Nothing in flight, nothing to wait for, hosts left: say why and fail."""
+        """Nothing in flight, nothing to wait for, hosts left: say why and
+        fail; or, while a host outside the session is out of service, wait
+        for it (up to MAX_WAIT_ROUNDS times in a session)."""
         waiting = [
             i.instance_id
             for h in ctx.hosts.in_state(HostState.DRAINING)
