@@ -7,7 +7,7 @@ from textwrap import dedent
 
 import pytest
 
-from fenix_core.errors import CloudError, InvalidInput
+from fenix_core.errors import InvalidInput, TargetRefused
 from fenix_core.model import Instance
 from fenix_core.placement_rules import PlacementRule
 from fenix_core.sim.scenario import load_scenario
@@ -30,25 +30,25 @@ ANTI = PlacementRule("sg", "anti-affinity", ["a1", "a2"])
 
 def test_a_target_holding_an_anti_affine_member_is_refused() -> None:
     cloud = _cloud(ANTI)
-    with pytest.raises(CloudError, match=r"no valid host: h1 breaks the anti-affinity .* of a1"):
+    with pytest.raises(TargetRefused, match=r"no valid host: h1 breaks the anti-affinity .* of a1"):
         cloud.start_move("a1", "LIVE_MIGRATE", "h1", "k1")
     cloud.start_move("a1", "LIVE_MIGRATE", "h3", "k2")
     # a member on its way to h3 counts there already
-    with pytest.raises(CloudError, match="h3 breaks"):
+    with pytest.raises(TargetRefused, match="h3 breaks"):
         cloud.start_move("a2", "LIVE_MIGRATE", "h3", "k3")
 
 
 def test_max_per_host_allows_that_many_members() -> None:
     cloud = _cloud(PlacementRule("sg", "anti-affinity", ["a1", "a2", "a3"], max_per_host=2))
     cloud.start_move("a1", "MIGRATE", "h1", "k1")
-    with pytest.raises(CloudError, match="h1 breaks"):
+    with pytest.raises(TargetRefused, match="h1 breaks"):
         cloud.start_move("a3", "MIGRATE", "h1", "k2")
 
 
 def test_an_affinity_member_cannot_move_at_all() -> None:
     cloud = _cloud(PlacementRule("sg", "affinity", ["a1", "a4"]))
     cloud.add_instance("a4", "p", "h0")
-    with pytest.raises(CloudError, match="affinity server group sg keeps it where it is"):
+    with pytest.raises(TargetRefused, match="affinity server group sg keeps it where it is"):
         cloud.start_move("a1", "MIGRATE", "h1", "k1")
 
 
@@ -57,7 +57,7 @@ def test_without_a_target_the_scheduler_picks_an_allowed_host() -> None:
     # h3 is the only host without a member
     handle = cloud.start_move("a1", "LIVE_MIGRATE", None, "k1")
     assert cloud.poll_move(handle).detail.endswith("h0 -> h3 running")
-    with pytest.raises(CloudError, match="no valid host"):
+    with pytest.raises(TargetRefused, match="no valid host"):
         cloud.start_move("a2", "LIVE_MIGRATE", None, "k2")
 
 
@@ -142,6 +142,6 @@ def test_a_placement_group_defined_twice_is_refused() -> None:
 
 def test_an_affinity_member_apart_may_only_join_the_others() -> None:
     cloud = _cloud(PlacementRule("sg", "affinity", ["a1", "a2"]))
-    with pytest.raises(CloudError, match="h2 breaks the affinity server group sg of a1"):
+    with pytest.raises(TargetRefused, match="h2 breaks the affinity server group sg of a1"):
         cloud.start_move("a1", "MIGRATE", "h2", "k1")
     cloud.start_move("a1", "MIGRATE", "h1", "k2")

@@ -190,12 +190,16 @@ def test_every_target_refused_falls_back_to_the_scheduler_then_fails() -> None:
     refuse = frozenset({("a", "c2"), ("a", None)})
     driver = Driver(ctx, RollingWorkflow(), refuse=refuse)
     driver.run()
-    assert [(t, r) for _, t, r in driver.moves] == [
-        ("c2", frozenset()),
-        (None, frozenset({"c2"})),
-    ]
+    # A round: each host, then the scheduler; the room may come back, so a
+    # new round starts after a back-off, up to max_migration_retries more.
+    retries = SessionRequest(hosts=("c1", "c2")).max_migration_retries
+    one_round = [("c2", frozenset()), (None, frozenset({"c2"}))]
+    assert [(t, r) for _, t, r in driver.moves] == one_round * (retries + 1)
+    assert ctx.now > start_time()  # the rounds waited for their timers
     assert ctx.session.state == SessionState.MAINTENANCE_FAILED
-    assert "refused every host for instance a" in (ctx.session.reason or "")
+    reason = ctx.session.reason or ""
+    assert "refused every host for instance a" in reason
+    assert f"({retries + 1} round(s)" in reason
 
 
 def test_a_failed_migration_is_retried_after_a_back_off_then_fails() -> None:

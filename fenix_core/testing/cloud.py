@@ -31,7 +31,7 @@ import attrs
 
 from ..budgets import check_labels
 from ..clock import Clock, RealClock
-from ..errors import CloudError, InvalidInput
+from ..errors import CloudError, InvalidInput, TargetRefused
 from ..model import Host, Instance, OperationStatus
 from ..plugins.hookspecs import hookimpl
 from ._state_file import file_version, write_json_atomically
@@ -469,14 +469,21 @@ class SimulatedCloud:
                 f"instance {instance_id} is already being migrated", instance_id=instance_id
             )
         source = inst["host"]
+        # Like Nova's scheduler (HTTP 400 "No valid host was found", also for
+        # a requested host from 2.30): no host found, a disabled target or one
+        # without room is a refusal of the target (TargetRefused), not a fault.
         if target is None:
             target = self._pick_target(inst["vcpus"], exclude=source)
-        if target is None or target == source or target not in self._hosts:
+            if target is None:
+                raise TargetRefused(f"no valid host for {instance_id}", instance_id=instance_id)
+        if target == source or target not in self._hosts:
             raise CloudError(f"no valid host for {instance_id}", instance_id=instance_id)
         if not self._hosts[target]["enabled"]:
-            raise CloudError(f"host {target} is disabled", instance_id=instance_id, host=target)
+            raise TargetRefused(
+                f"no valid host: {target} is disabled", instance_id=instance_id, host=target
+            )
         if self.free_vcpus(target) < inst["vcpus"]:
-            raise CloudError(
+            raise TargetRefused(
                 f"no valid host: {target} has {self.free_vcpus(target)} vcpus free, "
                 f"{instance_id} needs {inst['vcpus']}",
                 instance_id=instance_id,

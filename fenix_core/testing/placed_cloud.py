@@ -3,7 +3,8 @@
 A :class:`~fenix_core.testing.SimulatedCloud` that does what Nova does with
 server groups (see :mod:`fenix_core.placement_rules`):
 a move whose target breaks a hard rule (``anti-affinity`` with its
-``max_per_host``, ``affinity``) is refused with "no valid host", also when
+``max_per_host``, ``affinity``) is refused with "no valid host" (TargetRefused,
+as Nova answers HTTP 400), also when
 the target was requested; without a requested target the scheduler picks the
 allowed host with the most free vcpus. The rules are reported to the engine
 as the cloud's placement rules (it is a
@@ -18,7 +19,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from ..constraints import CloudConstraints
-from ..errors import CloudError
+from ..errors import TargetRefused
 from ..model import Instance
 from ..placement_rules import PlacementRule, host_limits
 from .cloud import SimulatedCloud
@@ -44,14 +45,14 @@ class PlacedCloud(SimulatedCloud):
             where = self._occupied()
             limits = host_limits(instance_id, self.placement, where)
             if limits.stuck is not None:
-                raise CloudError(
+                raise TargetRefused(
                     f"no valid host for {instance_id}: {limits.stuck.label()} keeps it where it is",
                     instance_id=instance_id,
                 )
             if target is None:
                 target = self._allowed_target(instance_id, limits.allows)
                 if target is None:
-                    raise CloudError(
+                    raise TargetRefused(
                         f"no valid host for {instance_id}: no enabled host with room "
                         "keeps its server groups' rules",
                         instance_id=instance_id,
@@ -62,7 +63,7 @@ class PlacedCloud(SimulatedCloud):
                     for r in limits.rules
                     if not host_limits(instance_id, [r], where).allows(target)
                 )
-                raise CloudError(
+                raise TargetRefused(
                     f"no valid host: {target} breaks the {broken.label()} of {instance_id}",
                     instance_id=instance_id,
                     host=target,

@@ -93,7 +93,13 @@ from ..model import host_action_types
 from ..states import FINAL_SESSION_STATES, HostState, InstanceAction, InstanceState, SessionState
 from .base import IN_SCOPE, actions_of, allowed_actions, default_action
 from .components.ending import NOT_ENABLED_AGAIN
-from .rolling import MAX_SCALE_IN_ROUNDS, STAYS, RollingState, RollingWorkflow
+from .rolling import (
+    MAX_SCALE_IN_ROUNDS,
+    MAX_WAIT_ROUNDS,
+    STAYS,
+    RollingState,
+    RollingWorkflow,
+)
 
 __all__ = [
     "CANDIDATE_WINDOW",
@@ -160,6 +166,9 @@ class ConstrainedState(ComponentState):
         default=(), converter=_pairs
     )
     wake: str | None = None  # when the waves wake up by themselves (ISO)
+    #: Times the waves, stuck for room, waited for a host outside the session
+    #: to come back into service (at most MAX_WAIT_ROUNDS).
+    waited: int = 0
 
 
 @attrs.define(slots=True)
@@ -680,7 +689,7 @@ class ConstrainedWorkflow(RollingWorkflow):
         ):
             return self._decide(ctx, st)
         if not held and not self._in_flight(ctx, cst):
-            self._stuck(ctx, st, step)
+            self._stuck(ctx, st, step, cst)
         return False
 
     def _in_flight(self, ctx: SessionContext, cst: ConstrainedState) -> bool:
@@ -1237,14 +1246,31 @@ class ConstrainedWorkflow(RollingWorkflow):
         result: OpResult,
     ) -> None:
         entry = next((e for e in cst.retrying if e[0] == op.instance_id), None)
-        attempts = (entry[1] if entry else 0) + 1
+        attempts = entry[1] if entry else 0
         refused = set(entry[2]) if entry else set()
         if result.result.get("refused") and op.target is not None:
+            # The cloud refused the host (no room, its rules), nothing was
+            # started: not an attempt. The host is listed again, so that what
+            # filled it (another session, a tenant) counts in the next plan.
             refused.add(op.target)
+            self._relist_refused(ctx, op.target)
+        elif (
+            result.result.get("refused")
+            and cst.waited < MAX_WAIT_ROUNDS
+            and self._out_of_service_elsewhere(ctx)
+        ):
+            # Its scheduler found no host while another session maintains one
+            # outside this session: its room comes back; not an attempt.
+            cst.waited += 1
+        else:
+            attempts += 1
         ctx.set_instance_state(op.instance_id, InstanceState.ACTION_CHOSEN)
         if attempts <= ctx.request.max_migration_retries:
             backoff = jittered_backoff(
-                attempts, base=30.0, cap=600.0, seed=f"{ctx.session_id}:{op.instance_id}"
+                max(attempts + cst.waited, 1),
+                base=30.0,
+                cap=600.0,
+                seed=f"{ctx.session_id}:{op.instance_id}",
             )
             due = ctx.now + timedelta(seconds=backoff)
             self._forget_retry(cst, op.instance_id)
@@ -1261,6 +1287,15 @@ class ConstrainedWorkflow(RollingWorkflow):
             f"{op.action} of instance {op.instance_id} from {inst.host} failed after "
             f"{attempts} attempt(s): {result.detail}"
         )
+
+    @staticmethod
+    def _relist_refused(ctx: SessionContext, host: str) -> None:
+        """List what runs on a refused target now (the engine applies it to
+        the session's facts). Only a host the waves never drain: the listing
+        must not be taken for a drained host's own."""
+        view = ctx.hosts.get(host)
+        if view is not None and view.state in STAYS:
+            ctx.submit(Inventory((host,)))
 
     @staticmethod
     def _forget_retry(cst: ConstrainedState, instance_id: str) -> None:
@@ -1631,14 +1666,25 @@ class ConstrainedWorkflow(RollingWorkflow):
         ctx.set_timer("waves", when)
         cst.wake = when.isoformat()
 
-    def _stuck(self, ctx: SessionContext, st: RollingState, step: _Step) -> None:
-        """Nothing in flight, nothing to wait for, hosts left: say why and fail."""
+    def _stuck(
+        self, ctx: SessionContext, st: RollingState, step: _Step, cst: ConstrainedState
+    ) -> None:
+        """Nothing in flight, nothing to wait for, hosts left: say why and
+        fail; or, while a host outside the session is out of service, wait
+        for it (up to MAX_WAIT_ROUNDS times in a session)."""
         waiting = [
             i.instance_id
             for h in ctx.hosts.in_state(HostState.DRAINING)
             for i in ctx.instances.on(h.name)
             if i.state == InstanceState.ACTION_CHOSEN
         ]
+        if waiting and cst.waited < MAX_WAIT_ROUNDS and self._out_of_service_elsewhere(ctx):
+            # Another session maintains a host outside this one: its room
+            # comes back with it (the inventory tells when it is enabled).
+            cst.waited += 1
+            backoff = jittered_backoff(cst.waited, base=30.0, cap=600.0, seed=ctx.session_id)
+            self._wake_at(ctx, cst, ctx.now + timedelta(seconds=backoff))
+            return
         if waiting:
             ctx.fail(
                 "no target host has room for "

@@ -28,7 +28,11 @@ and per-instance facts are in the views. Targets come from
 counted); among them a host where an instance can stay (maintained, added,
 outside the session) is preferred, so each instance moves once where
 capacity allows. A target the cloud refused is not asked for again in that
-move: the next one is, then the cloud's scheduler (a move without a target).
+move, and the refusal is not an attempt: the refused host is listed again
+(another session or a tenant may have filled it), the next target is listed
+before it is asked for, then the cloud's scheduler is asked (a move without
+a target); a round in which every host refused counts as one attempt (not
+while a host outside the session is out of service, up to MAX_WAIT_ROUNDS).
 
 Around that sequence (see ``components``): questions have deadlines
 (``reply_policy``); the hosts are listed and ``add_hosts`` brought in before
@@ -90,10 +94,14 @@ from .components.ending import NOT_ENABLED_AGAIN, wind_down
 from .components.escalation import stuck_work
 from .components.lifecycle import apply_located, lost_instances, stop_asking_about_nothing
 
-__all__ = ["MAX_SCALE_IN_ROUNDS", "SCHEDULER", "RollingState", "RollingWorkflow"]
+__all__ = ["MAX_SCALE_IN_ROUNDS", "MAX_WAIT_ROUNDS", "SCHEDULER", "RollingState", "RollingWorkflow"]
 
 #: SCALE_IN rounds before the session gives up on getting an empty host.
 MAX_SCALE_IN_ROUNDS = 5
+#: Rounds of one move in which every host refused it that are not counted as
+#: attempts while a host outside the session is out of service (another
+#: session maintains it: its room comes back); the back-off grows with them.
+MAX_WAIT_ROUNDS = 8
 #: In ``RollingState.refused``: the move without a target was refused too.
 SCHEDULER = ""
 #: Hosts an instance placed on does not have to leave again.
@@ -144,6 +152,14 @@ class RollingState(ComponentState):
     # ``refused`` is not empty: it starts again with a move's first refusal)
     refusals: tuple[str, ...] = attrs.field(default=(), converter=_strings)
     retry_wait: bool = False
+    # After a refusal a target is chosen on fresh facts (another session or a
+    # tenant may have filled it since the session last looked): the host being
+    # listed now, and the last one listed since ``moving``'s first refusal in
+    # this round (read only while ``refused`` is not empty). One is enough: a
+    # host found full is not chosen again, so the listings end.
+    relisting: str | None = None
+    relisted: str | None = None
+    waited: int = 0  # rounds of ``moving`` that waited for hosts out of service
     scale_in_rounds: int = 0
     scale_in_load: int = 0
     scale_in_freed: int = 0
@@ -260,6 +276,12 @@ class RollingWorkflow(WorkflowBase):
 
     def _operation_ended(self, ctx: SessionContext, st: RollingState, result: OpResult) -> None:
         op, ok = result.op, result.status == OpStatus.DONE
+        if isinstance(op, Inventory) and st.relisting is not None and op.hosts == (st.relisting,):
+            # A possible target listed after a refusal (the engine applied
+            # what it found; a failed or late listing leaves the facts as
+            # they were: the move goes on, the cloud has the last word).
+            st.relisted, st.relisting, st.retry_wait = st.relisting, None, False
+            return
         if not ok and self._escalated(ctx, st, result):
             return
         if isinstance(op, EnableHost) and st.adding:
@@ -446,6 +468,8 @@ class RollingWorkflow(WorkflowBase):
         op, ok = result.op, result.status == OpStatus.DONE
         if isinstance(op, Move | Watch):
             self._move_ended(ctx, st, op, result)
+        elif isinstance(op, Inventory) and st.relisting is not None and op.hosts == (st.relisting,):
+            st.relisting = None
         elif isinstance(op, RunAction) and op.host is None:
             st.action_running = False
         elif isinstance(op, Inventory) and op.hosts == (st.current_host,):
@@ -981,26 +1005,86 @@ class RollingWorkflow(WorkflowBase):
         for inst in _move_order(chosen):
             if inst.action != InstanceAction.OWN_ACTION:
                 st.moving, st.move_attempts, st.refused = inst.instance_id, 0, ()
+                st.waited = 0
                 self._migrate(ctx, st, inst)
                 return
 
     def _migrate(self, ctx: SessionContext, st: RollingState, inst: InstanceView) -> None:
+        if st.relisting is not None:
+            return  # a possible target is being listed: its facts come first
         action = inst.action or default_action(inst.live_migratable, allowed_actions(ctx))
         refused = frozenset(st.refused)
         target = self._planned_target(ctx, inst, refused)
+        if target is not None and refused and target != st.relisted:
+            # After a refusal, a host is chosen on fresh facts only.
+            self._relist(ctx, st, target)
+            return
         if target is None:
-            if refused and SCHEDULER not in refused:
-                target = None  # no explicit host left: the cloud's scheduler may know one
+            if SCHEDULER not in refused and (
+                refused or st.move_attempts or self._out_of_service_elsewhere(ctx)
+            ):
+                # No explicit host left after a refusal, in a new round, or
+                # while a host elsewhere is out of service (what the session
+                # knows of the room may be old): the cloud's scheduler may know one.
+                target = None
             elif refused:
-                ctx.fail(
-                    f"the cloud refused every host for instance {inst.instance_id} from "
-                    f"{inst.host}: " + "; ".join(st.refusals)
-                )
+                self._refused_everywhere(ctx, st, inst)
                 return
             else:
                 ctx.fail(self._no_target(ctx, inst))
                 return
         ctx.submit(Move(inst.instance_id, InstanceAction(action), target, refused - {SCHEDULER}))
+
+    def _relist(self, ctx: SessionContext, st: RollingState, host: str) -> None:
+        """List what runs on ``host`` now (the engine applies it to the
+        session's facts, capacity included); the move waits for it."""
+        st.relisting, st.retry_wait = host, True
+        ctx.submit(Inventory((host,)))
+
+    def _refused_everywhere(
+        self, ctx: SessionContext, st: RollingState, inst: InstanceView
+    ) -> None:
+        """Every host the session knows with room, and the cloud's scheduler,
+        refused ``inst`` on fresh facts: the room may come back (another
+        session's host enabled again, a tenant's instance deleted), so a new
+        round starts after a back-off, up to ``max_migration_retries``
+        rounds; then the session fails, naming the instance and each refusal.
+        While a host outside the session is out of service (another session
+        maintains it), a round is not counted, up to :data:`MAX_WAIT_ROUNDS`."""
+        if st.waited < MAX_WAIT_ROUNDS and self._out_of_service_elsewhere(ctx):
+            st.waited += 1
+        else:
+            st.move_attempts += 1
+        if st.move_attempts <= ctx.request.max_migration_retries:
+            self._retry_later(ctx, st, inst.instance_id)
+            st.refused = ()  # a new round: every host may be asked again
+            return
+        ctx.set_instance_state(inst.instance_id, InstanceState.FAILED)
+        ctx.fail(
+            f"the cloud refused every host for instance {inst.instance_id} from "
+            f"{inst.host} ({st.move_attempts} round(s), hosts listed again before "
+            "being asked): " + "; ".join(st.refusals)
+        )
+
+    @staticmethod
+    def _out_of_service_elsewhere(ctx: SessionContext) -> bool:
+        """A host outside the session is disabled now (a scan of those
+        hosts, after every host refused an instance only)."""
+        return any(not h.enabled for h in ctx.hosts.in_state(HostState.OUT_OF_SCOPE))
+
+    def _retry_later(self, ctx: SessionContext, st: RollingState, instance_id: str) -> None:
+        backoff = jittered_backoff(
+            max(1, st.move_attempts + st.waited),
+            base=30.0,
+            cap=600.0,
+            seed=f"{ctx.session_id}:{instance_id}",
+        )
+        ctx.set_timer(
+            f"retry_move:{instance_id}",
+            ctx.now + timedelta(seconds=backoff),
+            instance_id=instance_id,
+        )
+        st.retry_wait = True
 
     def _planned_target(
         self, ctx: SessionContext, inst: InstanceView, refused: Collection[str]
@@ -1117,26 +1201,29 @@ class RollingWorkflow(WorkflowBase):
         inst: InstanceView,
         result: OpResult,
     ) -> None:
-        if result.result.get("refused"):
-            # The cloud refused the target: never asked for again in this move.
+        refused = bool(result.result.get("refused"))
+        if refused:
+            # The cloud refused the target (no room, its rules): not asked for
+            # again in this round.
             why = f"{op.target or 'its scheduler'}: {result.detail}"
             st.refusals = (*(st.refusals if st.refused else ()), why)
+            if not st.refused:
+                st.relisted = None
             st.refused = tuple(sorted({*st.refused, op.target or SCHEDULER}))
         if ctx.session.state in _FINAL:
             ctx.set_instance_state(op.instance_id, InstanceState.PENDING)
             return
         ctx.set_instance_state(op.instance_id, InstanceState.ACTION_CHOSEN)
+        if refused:
+            # Nothing was started: another target is tried at once, on fresh
+            # facts; the refused host is listed again first, so that what
+            # filled it counts for the session's next choices too.
+            if op.target is not None:
+                self._relist(ctx, st, op.target)
+            return
         st.move_attempts += 1
         if st.move_attempts <= ctx.request.max_migration_retries:
-            backoff = jittered_backoff(
-                st.move_attempts, base=30.0, cap=600.0, seed=f"{ctx.session_id}:{op.instance_id}"
-            )
-            ctx.set_timer(
-                f"retry_move:{op.instance_id}",
-                ctx.now + timedelta(seconds=backoff),
-                instance_id=op.instance_id,
-            )
-            st.retry_wait = True
+            self._retry_later(ctx, st, op.instance_id)
             return
         ctx.set_instance_state(op.instance_id, InstanceState.FAILED)
         ctx.fail(

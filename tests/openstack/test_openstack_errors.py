@@ -67,11 +67,23 @@ def test_a_409_conflict_fails_the_move_with_novas_message(fake, make_engine):
 
 def test_no_valid_host_answered_at_once_at_microversion_2_30(fake, make_engine):
     build(fake, TWO_HOSTS)
-    fake.fail_next_migration("vm-1", "No valid host was found. Anti-affinity", at_request=True)
+    # cmp-1 refused at the request (HTTP 400), then the scheduler as well.
+    for _ in range(2):
+        fake.fail_next_migration("vm-1", "No valid host was found. Anti-affinity", at_request=True)
     view = _one_move(make_engine, "LIVE_MIGRATE", max_migration_retries=0)
     assert view.state == "MAINTENANCE_FAILED"
     assert "HTTP 400" in view.reason
     assert "No valid host was found. Anti-affinity" in view.reason
+    assert not fake.migrations()  # refused at the request: nothing started
+
+
+def test_a_target_refused_at_once_is_not_an_attempt(fake, make_engine):
+    build(fake, TWO_HOSTS)
+    fake.fail_next_migration("vm-1", "No valid host was found. Claim raced", at_request=True)
+    # No retry allowed: the refusal started nothing, the scheduler is asked next.
+    view = _one_move(make_engine, "LIVE_MIGRATE", max_migration_retries=0)
+    assert view.state == "MAINTENANCE_DONE", view.reason
+    assert fake.host_of("vm-1") == "cmp-1"
 
 
 @pytest.mark.parametrize("action", ["LIVE_MIGRATE", "MIGRATE"])

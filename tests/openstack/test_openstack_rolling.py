@@ -82,3 +82,37 @@ def test_requests_have_the_shapes_real_nova_expects(fake, make_engine):
     groups = [r for r in requests if r["endpoint"] == "server_groups"]
     assert groups
     assert groups[0]["query"] == {"all_projects": ["True"]}
+
+
+def test_a_tenant_filling_a_target_outside_the_session_is_listed_and_avoided(fake, make_engine):
+    """Nova refuses a requested host without room (400 "No valid host was
+    found", TargetRefused): the session lists it again, lists the next host
+    before asking it, and finishes."""
+    build(
+        fake,
+        {
+            "cmp-0": [("vm-a1", "pa", 4), ("vm-a2", "pa", 2)],
+            "cmp-1": [("vm-a3", "pa", 4)],
+            "out-0": [],
+            "out-1": [],
+            "out-2": [("vm-x", "px", 4)],
+            "out-3": [],
+        },
+    )
+    engine = make_engine(TimedAction("upgrade", seconds=60))
+    sid = engine.create_session(
+        SessionRequest(hosts=["cmp-0", "cmp-1"], actions=[ActionSpec("upgrade", "host")])
+    )
+    fake.add_server("vm-t1", "pt", "out-0", vcpus=8)  # a tenant, after the session's snapshot
+    fake.add_server("vm-t2", "pt", "out-1", vcpus=6)
+
+    view = engine.run_until_done(sid)
+
+    assert view.state == "MAINTENANCE_DONE", view.reason
+    assert violations(fake) == []
+    refused = [
+        op.target
+        for op in engine.list_operations(sid)
+        if op.kind == "move" and op.status == "failed"
+    ]
+    assert refused == ["out-0"]  # refused once, listed again; out-1 listed before it was asked

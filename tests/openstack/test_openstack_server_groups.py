@@ -71,14 +71,26 @@ def test_a_refused_host_is_not_asked_again_the_scheduler_chooses(fake, make_engi
 
 def test_a_move_nova_refuses_everywhere_fails_naming_every_refusal(fake, make_engine):
     build(fake, {"cmp-0": [("vm-a", "pa", 2)], "cmp-1": []})
-    for _ in range(2):
+    # A round asks cmp-1, then the scheduler; the room may come back, so a
+    # round is retried after a back-off, max_migration_retries times.
+    rounds = SessionRequest(hosts=["cmp-0", "cmp-1"]).max_migration_retries + 1
+    for _ in range(2 * rounds):
         fake.fail_next_migration("vm-a", "No valid host was found. Claim raced", at_request=True)
     _engine, view = _run(make_engine, hosts=["cmp-0", "cmp-1"])
     assert view.state == "MAINTENANCE_FAILED"
-    assert _live_requests(fake) == [("vm-a", "cmp-1"), ("vm-a", None)]
+    assert _live_requests(fake) == [("vm-a", "cmp-1"), ("vm-a", None)] * rounds
     assert "the cloud refused every host for instance vm-a" in view.reason
     assert "cmp-1: TargetRefused: nova refused LIVE_MIGRATE of vm-a to cmp-1" in view.reason
     assert "its scheduler: TargetRefused: nova refused LIVE_MIGRATE of vm-a (HTTP" in view.reason
+
+
+def test_a_round_nova_refuses_everywhere_is_tried_again_after_a_back_off(fake, make_engine):
+    build(fake, {"cmp-0": [("vm-a", "pa", 2)], "cmp-1": []})
+    for _ in range(2):  # cmp-1, then the scheduler: a claim raced, the room comes back
+        fake.fail_next_migration("vm-a", "No valid host was found. Claim raced", at_request=True)
+    _engine, view = _run(make_engine, hosts=["cmp-0", "cmp-1"])
+    assert view.state == "MAINTENANCE_DONE", view.reason
+    assert _live_requests(fake)[:3] == [("vm-a", "cmp-1"), ("vm-a", None), ("vm-a", "cmp-1")]
 
 
 def test_no_host_outside_the_anti_affinity_group_fails_naming_the_group(fake, make_engine):
