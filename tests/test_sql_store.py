@@ -252,10 +252,10 @@ def test_remembered_bound_values_are_the_types_own() -> None:
 
     from sqlalchemy.dialects import sqlite
 
-    from fenix_core.core.sql_store import _Prepared
+    from fenix_core.core.sql_store import Prepared
     from fenix_core.core.statements import STATEMENTS
 
-    prepared = _Prepared(STATEMENTS.update_ops, sqlite.dialect())
+    prepared = Prepared(STATEMENTS.update_ops, sqlite.dialect())
     compiled = STATEMENTS.update_ops.compile(dialect=sqlite.dialect())
     own = compiled._bind_processors
     east = timezone(timedelta(hours=2))
@@ -274,8 +274,8 @@ def test_remembered_bound_values_are_the_types_own() -> None:
     # Statements of one store share what a type's values bound as: another
     # statement's datetime column answers from it with the same text.
     known: dict[str, Any] = {}
-    first = _Prepared(STATEMENTS.update_ops, sqlite.dialect(), known)
-    other = _Prepared(STATEMENTS.insert_ops, sqlite.dialect(), known)
+    first = Prepared(STATEMENTS.update_ops, sqlite.dialect(), known)
+    other = Prepared(STATEMENTS.insert_ops, sqlite.dialect(), known)
     other_own = STATEMENTS.insert_ops.compile(dialect=sqlite.dialect())._bind_processors
     for value in (T0, T0.astimezone(east), None):
         at = first.processors[first.names.index("b_next_poll")](value)

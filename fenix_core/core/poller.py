@@ -39,7 +39,7 @@ from sqlalchemy import (
 from ..clock import Clock, RealClock
 from ..store.schema import InboxRow, SessionClockRow, SessionRow, UTCDateTime
 from .leases import DatabaseClock, on_database_clock
-from .sql_store import _Driver, _Prepared
+from .sql_store import Driver, Prepared
 
 __all__ = ["SqlDbPoller"]
 
@@ -117,14 +117,14 @@ class SqlDbPoller:
         # On SQLite the query goes to the driver's cursor, compiled once: a
         # simulated clock polls at almost every step, and SQLAlchemy's
         # per-execute work cost several times SQLite's.
-        self._prepared = _Prepared(self._query, db.dialect) if sqlite else None
+        self._prepared = Prepared(self._query, db.dialect) if sqlite else None
 
     def poll(self, now: datetime) -> list[str]:
         params = {"now": now, "lease_now": self._lease_clock.now(), "owner": self._owner}
         with self._db.connect() as connection:
             if self._prepared is not None:
                 sql, values = self._prepared.sql, self._prepared.row(params)
-                found = [row[0] for row in _Driver(connection).fetch(sql, values)]
+                found = [row[0] for row in Driver(connection).fetch(sql, values)]
             else:
                 found = list(connection.execute(self._query, params).scalars())
             if self._measure:

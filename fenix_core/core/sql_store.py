@@ -34,7 +34,7 @@ from .working_set import (
     WorkingSet,
 )
 
-__all__ = ["SqlSessionStore"]
+__all__ = ["Driver", "Prepared", "SqlSessionStore"]
 
 S = STATEMENTS
 #: An operation row as ``upsert_ops_sqlite`` takes it: the fields, then the flag.
@@ -79,7 +79,7 @@ def _remembering(process: Any, known: dict[datetime, Any]) -> Any:
     return remembered
 
 
-class _Driver:
+class Driver:
     """A write's statements sent to the SQLite driver's cursor in the
     connection of ``db`` (the transaction SQLAlchemy began and commits),
     without SQLAlchemy's per-execute work (execution context, result set-up):
@@ -121,7 +121,7 @@ class _Driver:
         return rows
 
 
-class _Prepared:
+class Prepared:
     """A statement compiled once for a positional-parameter dialect (SQLite):
     its SQL text, and per placeholder the parameter name and the type's bind
     processor, so a write sends rows to the driver without SQLAlchemy
@@ -187,8 +187,8 @@ class SqlSessionStore:
         self.database = database
         self._upsert_components: Insert = S.upsert_components[database.dialect.name]
         dialect = database.dialect
-        # SQLite takes positional parameters: steps write through _Prepared.
-        self._prepared: dict[int, _Prepared] | None = (
+        # SQLite takes positional parameters: steps write through Prepared.
+        self._prepared: dict[int, Prepared] | None = (
             {} if dialect.name == "sqlite" and dialect.positional else None
         )
         # On SQLite the steps' writes keep one connection (checking one out
@@ -238,7 +238,7 @@ class SqlSessionStore:
         db: Connection,
         statement: Any,
         values: dict[str, Any] | list[dict[str, Any]],
-        driver: _Driver | None = None,
+        driver: Driver | None = None,
     ) -> int:
         """``db.execute(statement, values)``, through the prepared text on
         SQLite (``driver``: the write's cursor); returns the row count."""
@@ -317,7 +317,7 @@ class SqlSessionStore:
         fields: Sequence[str],
         rows: Sequence[tuple[Any, ...]],
         session_id: str | None,
-        driver: _Driver | None = None,
+        driver: Driver | None = None,
     ) -> None:
         if not rows:
             return
@@ -332,11 +332,11 @@ class SqlSessionStore:
         else:
             db.exec_driver_sql(prepared.sql, params)
 
-    def _prepare(self, statement: Any) -> _Prepared:
+    def _prepare(self, statement: Any) -> Prepared:
         assert self._prepared is not None
         prepared = self._prepared.get(id(statement))
         if prepared is None:
-            prepared = self._prepared[id(statement)] = _Prepared(
+            prepared = self._prepared[id(statement)] = Prepared(
                 statement, self.database.dialect, self._known
             )
         return prepared
@@ -348,7 +348,7 @@ class SqlSessionStore:
         fence = write.fence
         sid = fence.session_id
         with self._write_transaction() as db:
-            d = _Driver(db) if self._prepared is not None else None
+            d = Driver(db) if self._prepared is not None else None
             fenced = self._exec(
                 db,
                 S.fence,
@@ -425,7 +425,7 @@ class SqlSessionStore:
 
     def _upsert_ops(
         self,
-        driver: _Driver,
+        driver: Driver,
         session_id: str,
         new: Sequence[tuple[Any, ...]],
         changed: Sequence[tuple[Any, ...]],
@@ -451,7 +451,7 @@ class SqlSessionStore:
         session_id: str,
         timers: Sequence[tuple[str, datetime | None, Any]],
         fresh: Collection[str],
-        driver: _Driver | None,
+        driver: Driver | None,
     ) -> None:
         """Named timers: the old row of each name goes, the new one (if set)
         comes; a ``fresh`` name has no old row (nothing is deleted for it)."""

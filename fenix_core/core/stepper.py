@@ -355,11 +355,11 @@ class Stepper:
         unheld = [sid for sid in due if sid not in self._held]
         if not unheld:
             return {}
-        room = None if self._capacity is None else max(0, self._capacity - len(self._held))
-        if room is not None and room < len(unheld):
-            self._left_out = True
-        if room is None:
+        if self._capacity is None:
             return self._leases.claim(unheld)
+        room = max(0, self._capacity - len(self._held))
+        if room < len(unheld):
+            self._left_out = True
         return self._leases.claim(unheld, room) if room else {}
 
     def _still_held(self, session_id: str, fence: Fence, frame: StepFrame) -> bool:

@@ -18,6 +18,7 @@ from ..contract import (
     TimerFired,
     Workflow,
 )
+from ..controls import jittered_backoff
 from ..model import ActionSpec, host_action_types
 from ..states import InstanceAction, InstanceState
 from .components.dialogue import DEADLINE, deadline_timer
@@ -32,6 +33,7 @@ __all__ = [
     "deadline_timer",
     "default_action",
     "host_action_types",
+    "retry_delay",
 ]
 
 
@@ -50,6 +52,13 @@ IN_SCOPE = frozenset(InstanceState) - {InstanceState.GONE, InstanceState.OUT_OF_
 def allowed_actions(ctx: SessionContext) -> Sequence[str]:
     """The instance actions the cloud driver offers (all if not known)."""
     return ctx.session.allowed_actions or ALLOWED_ACTIONS
+
+
+def retry_delay(rounds: int, seed: str) -> timedelta:
+    """How long a move (or the waves stuck for room) waits before its next
+    round: a jittered back-off from 30 s, doubling, at most 600 s, the same
+    for the same ``seed`` (the session, or the session and the instance)."""
+    return timedelta(seconds=jittered_backoff(max(1, rounds), base=30.0, cap=600.0, seed=seed))
 
 
 def default_action(live_migratable: bool, allowed: Sequence[str] = ALLOWED_ACTIONS) -> str:

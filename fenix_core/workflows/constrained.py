@@ -88,10 +88,9 @@ from ..contract import (
     TimerFired,
     Watch,
 )
-from ..controls import jittered_backoff
 from ..model import host_action_types
 from ..states import FINAL_SESSION_STATES, HostState, InstanceAction, InstanceState, SessionState
-from .base import IN_SCOPE, actions_of, allowed_actions, default_action
+from .base import IN_SCOPE, actions_of, allowed_actions, default_action, retry_delay
 from .components.ending import NOT_ENABLED_AGAIN
 from .rolling import (
     MAX_SCALE_IN_ROUNDS,
@@ -1266,13 +1265,7 @@ class ConstrainedWorkflow(RollingWorkflow):
             attempts += 1
         ctx.set_instance_state(op.instance_id, InstanceState.ACTION_CHOSEN)
         if attempts <= ctx.request.max_migration_retries:
-            backoff = jittered_backoff(
-                max(attempts + cst.waited, 1),
-                base=30.0,
-                cap=600.0,
-                seed=f"{ctx.session_id}:{op.instance_id}",
-            )
-            due = ctx.now + timedelta(seconds=backoff)
+            due = ctx.now + retry_delay(attempts + cst.waited, f"{ctx.session_id}:{op.instance_id}")
             self._forget_retry(cst, op.instance_id)
             cst.retrying = (*cst.retrying, (op.instance_id, attempts, tuple(sorted(refused))))
             # Not moved again before its back-off: the waves wake up for it.
@@ -1682,8 +1675,7 @@ class ConstrainedWorkflow(RollingWorkflow):
             # Another session maintains a host outside this one: its room
             # comes back with it (the inventory tells when it is enabled).
             cst.waited += 1
-            backoff = jittered_backoff(cst.waited, base=30.0, cap=600.0, seed=ctx.session_id)
-            self._wake_at(ctx, cst, ctx.now + timedelta(seconds=backoff))
+            self._wake_at(ctx, cst, ctx.now + retry_delay(cst.waited, ctx.session_id))
             return
         if waiting:
             ctx.fail(

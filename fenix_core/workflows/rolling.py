@@ -70,7 +70,6 @@ from ..contract import (
     TimerFired,
     Watch,
 )
-from ..controls import jittered_backoff
 from ..model import Host, Instance, SessionRequest
 from ..placement_rules import HARD_POLICIES, HostLimits
 from ..planner import capacity_shortfall
@@ -89,6 +88,7 @@ from .base import (
     allowed_actions,
     default_action,
     host_action_types,
+    retry_delay,
 )
 from .components.ending import NOT_ENABLED_AGAIN, wind_down
 from .components.escalation import stuck_work
@@ -169,6 +169,11 @@ class RollingState(ComponentState):
     hosts_listed: bool = False  # the cloud's hosts were listed before the first decision
     adding: bool = False  # that listing, or bringing in a host of add_hosts, runs
     host_down: str | None = None  # the host that did not come back up: left disabled
+
+
+def _is_relisting(st: RollingState, op: object) -> bool:
+    """Whether ``op`` is the listing of a possible target after a refusal."""
+    return isinstance(op, Inventory) and st.relisting is not None and op.hosts == (st.relisting,)
 
 
 class RollingWorkflow(WorkflowBase):
@@ -276,7 +281,7 @@ class RollingWorkflow(WorkflowBase):
 
     def _operation_ended(self, ctx: SessionContext, st: RollingState, result: OpResult) -> None:
         op, ok = result.op, result.status == OpStatus.DONE
-        if isinstance(op, Inventory) and st.relisting is not None and op.hosts == (st.relisting,):
+        if _is_relisting(st, op):
             # A possible target listed after a refusal (the engine applied
             # what it found; a failed or late listing leaves the facts as
             # they were: the move goes on, the cloud has the last word).
@@ -468,7 +473,7 @@ class RollingWorkflow(WorkflowBase):
         op, ok = result.op, result.status == OpStatus.DONE
         if isinstance(op, Move | Watch):
             self._move_ended(ctx, st, op, result)
-        elif isinstance(op, Inventory) and st.relisting is not None and op.hosts == (st.relisting,):
+        elif _is_relisting(st, op):
             st.relisting = None
         elif isinstance(op, RunAction) and op.host is None:
             st.action_running = False
@@ -1073,17 +1078,8 @@ class RollingWorkflow(WorkflowBase):
         return any(not h.enabled for h in ctx.hosts.in_state(HostState.OUT_OF_SCOPE))
 
     def _retry_later(self, ctx: SessionContext, st: RollingState, instance_id: str) -> None:
-        backoff = jittered_backoff(
-            max(1, st.move_attempts + st.waited),
-            base=30.0,
-            cap=600.0,
-            seed=f"{ctx.session_id}:{instance_id}",
-        )
-        ctx.set_timer(
-            f"retry_move:{instance_id}",
-            ctx.now + timedelta(seconds=backoff),
-            instance_id=instance_id,
-        )
+        delay = retry_delay(st.move_attempts + st.waited, f"{ctx.session_id}:{instance_id}")
+        ctx.set_timer(f"retry_move:{instance_id}", ctx.now + delay, instance_id=instance_id)
         st.retry_wait = True
 
     def _planned_target(
