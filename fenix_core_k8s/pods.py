@@ -4,10 +4,14 @@ how big, and whether it is ready."""
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from decimal import Decimal
+from typing import Any
 
 from kubernetes.client import V1Node, V1OwnerReference, V1Pod
 from kubernetes.utils import parse_quantity
+
+from fenix_core.kube_scheduling import Requests, pod_requests
 
 __all__ = [
     "CONTROL_PLANE_LABELS",
@@ -22,7 +26,9 @@ __all__ = [
     "is_ready",
     "node_vcpus",
     "pod_vcpus",
+    "requests_of",
     "split_instance_id",
+    "tolerates",
 ]
 
 #: Node labels that make a node a controller host (the second is the pre-1.24 name).
@@ -120,3 +126,48 @@ def pod_vcpus(pod: V1Pod) -> int:
     total = sum((request(c) for c in spec.containers or ()), Decimal(0))
     init = max((request(c) for c in spec.init_containers or ()), default=Decimal(0))
     return max(0, math.ceil(max(total, init)))
+
+
+def _quantity(value: object, scale: int) -> int | None:
+    """A quantity in millicores (``scale`` 1000) or bytes (1), rounded up;
+    None when absent."""
+    if value is None:
+        return None
+    return max(0, math.ceil(_cpu(value) * scale))
+
+
+def requests_of(spec: Mapping[str, Any]) -> Requests:
+    """The requests of a pod spec in its JSON form (``containers``,
+    ``initContainers``) as kube-scheduler counts them (see
+    :func:`fenix_core.kube_scheduling.pod_requests`)."""
+
+    def parsed(containers: object) -> list[dict[str, int | None]]:
+        out = []
+        for c in containers or ():  # type: ignore[attr-defined]
+            requests = ((c.get("resources") or {}).get("requests")) or {}
+            out.append(
+                {
+                    "cpu": _quantity(requests.get("cpu"), 1000),
+                    "memory": _quantity(requests.get("memory"), 1),
+                }
+            )
+        return out
+
+    return pod_requests(parsed(spec.get("containers")), parsed(spec.get("initContainers")))
+
+
+def tolerates(taint: Mapping[str, Any], tolerations: Any) -> bool:
+    """Whether one of the pod's tolerations (JSON form) matches the taint: an
+    empty key with ``Exists`` matches every taint, an empty effect every
+    effect; ``Equal`` (the default) also compares the value."""
+    for tol in tolerations or ():
+        effect = tol.get("effect") or ""
+        if effect and effect != taint.get("effect"):
+            continue
+        key = tol.get("key") or ""
+        if tol.get("operator", "Equal") == "Exists":
+            if not key or key == taint.get("key"):
+                return True
+        elif key == taint.get("key") and (tol.get("value") or "") == (taint.get("value") or ""):
+            return True
+    return False
