@@ -45,6 +45,7 @@ __all__ = [
     "DEFAULT_MILLI_CPU_REQUEST",
     "FIT_WEIGHT",
     "MAX_NODE_SCORE",
+    "QUEUED_TAINT_KEY",
     "TAINT_WEIGHT",
     "Candidate",
     "ClusterScheduling",
@@ -52,7 +53,9 @@ __all__ = [
     "PodInputs",
     "Requests",
     "best_node",
+    "lasting_taints",
     "pod_requests",
+    "tolerates",
 ]
 
 MAX_NODE_SCORE = 100
@@ -60,6 +63,9 @@ MAX_NODE_SCORE = 100
 TAINT_WEIGHT = 3
 FIT_WEIGHT = 1
 BALANCED_WEIGHT = 1
+#: The key of the ``PreferNoSchedule`` taint the Kubernetes driver puts on
+#: the nodes a session still has to maintain (its value: the session id).
+QUEUED_TAINT_KEY = "fenix-core/queued"
 #: What the scores count for a container without a CPU / memory request.
 DEFAULT_MILLI_CPU_REQUEST = 100
 DEFAULT_MEMORY_REQUEST = 200 * 1024 * 1024
@@ -188,6 +194,40 @@ def best_node(pod: Requests, candidates: Sequence[Candidate]) -> str | None:
 # --------------------------------------------------------------------------- a plan's inputs
 
 
+#: Keys of taints that come and go with a node's condition or a session
+#: (node.kubernetes.io/unschedulable with a cordon, not-ready ...; the
+#: steering taint): not part of where a pod may ever go.
+_PASSING_TAINTS = ("node.kubernetes.io/", "fenix-core/")
+
+
+def tolerates(taint: Mapping[str, Any], tolerations: Iterable[Mapping[str, Any]]) -> bool:
+    """Whether one of the pod's tolerations (JSON form) matches the taint: an
+    empty key with ``Exists`` matches every taint, an empty effect every
+    effect; ``Equal`` (the default) also compares the value."""
+    for tol in tolerations:
+        effect = tol.get("effect") or ""
+        if effect and effect != taint.get("effect"):
+            continue
+        key = tol.get("key") or ""
+        if tol.get("operator", "Equal") == "Exists":
+            if not key or key == taint.get("key"):
+                return True
+        elif key == taint.get("key") and (tol.get("value") or "") == (taint.get("value") or ""):
+            return True
+    return False
+
+
+def lasting_taints(taints: Iterable[Mapping[str, Any]]) -> tuple[dict[str, str], ...]:
+    """The node's NoSchedule / NoExecute taints that say where pods may ever
+    go (a dedicated or control-plane node's), as ``{key, value, effect}``."""
+    return tuple(
+        {k: str(t[k]) for k in ("key", "value", "effect") if t.get(k) is not None}
+        for t in taints
+        if t.get("effect") in ("NoSchedule", "NoExecute")
+        and not str(t.get("key", "")).startswith(_PASSING_TAINTS)
+    )
+
+
 def _whole(value: object, field: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise InvalidInput(field, f"must be a whole number >= 0, got {value!r}")
@@ -196,35 +236,71 @@ def _whole(value: object, field: str) -> int:
 
 @attrs.frozen
 class NodeInputs:
-    """A node as the scheduler scores it: its allocatable CPU (millicores)
-    and memory (bytes), and what the pods that never move (DaemonSet pods,
-    static pods) request there."""
+    """A node as the scheduler sees it: its allocatable CPU (millicores) and
+    memory (bytes), what the pods that never move (DaemonSet pods, static
+    pods) request there, and its lasting NoSchedule / NoExecute taints."""
 
     cpu_m: int
     memory: int
     stays: Requests = Requests()
+    taints: tuple[Mapping[str, str], ...] = ()
 
 
 @attrs.frozen
 class PodInputs:
-    """A pod (an instance) as the scheduler scores it: its requests, and
-    whether the ``fenix-core/queued`` taint steers it (False: the pod
-    tolerates it, e.g. a toleration of every taint)."""
+    """A pod (an instance) as the scheduler sees it: its requests, its
+    tolerations and its ``nodeSelector``."""
 
     requests: Requests
-    steered: bool = True
+    tolerations: tuple[Mapping[str, Any], ...] = ()
+    node_selector: Mapping[str, str] = attrs.field(factory=dict)
+
+    def may_run_on(self, node: NodeInputs, labels: Mapping[str, Any]) -> bool:
+        """The filters that do not change during a session: it tolerates the
+        node's lasting taints, and the node's labels match its nodeSelector."""
+        if any(not tolerates(t, self.tolerations) for t in node.taints):
+            return False
+        return all(labels.get(k) == v for k, v in self.node_selector.items())
+
+    def steered(self, taint_key: str) -> bool:
+        """Whether a ``PreferNoSchedule`` taint ``taint_key`` counts against a
+        node for this pod (it does not tolerate it)."""
+        return not tolerates({"key": taint_key, "effect": "PreferNoSchedule"}, self.tolerations)
 
 
 _REQUEST_KEYS = ("cpu_m", "memory", "scored_cpu_m", "scored_memory")
 
 
-def _requests(data: object, where: str) -> Requests:
+def _mapping(data: object, where: str) -> Mapping[str, Any]:
     if not isinstance(data, Mapping):
         raise InvalidInput(where, f"expected a mapping, got {data!r}")
-    unknown = sorted(set(data) - set(_REQUEST_KEYS))
+    return data
+
+
+def _known(data: Mapping[str, Any], keys: Sequence[str], where: str) -> None:
+    unknown = sorted(set(data) - set(keys))
     if unknown:
         raise InvalidInput(f"{where}.{unknown[0]}", "unknown field")
-    return Requests(**{k: _whole(data.get(k, 0), f"{where}.{k}") for k in _REQUEST_KEYS})
+
+
+def _requests(data: object, where: str) -> Requests:
+    found = _mapping(data, where)
+    _known(found, _REQUEST_KEYS, where)
+    return Requests(**{k: _whole(found.get(k, 0), f"{where}.{k}") for k in _REQUEST_KEYS})
+
+
+def _maps(data: object, where: str, kinds: Any = str) -> tuple[dict[str, Any], ...]:
+    """A list of flat mappings whose values are of ``kinds``."""
+    if not isinstance(data, list):
+        raise InvalidInput(where, f"expected a list, got {data!r}")
+    out = []
+    for index, item in enumerate(data):
+        entry = _mapping(item, f"{where}[{index}]")
+        for key, value in entry.items():
+            if isinstance(value, bool) or not isinstance(value, kinds):
+                raise InvalidInput(f"{where}[{index}].{key}", f"unexpected value {value!r}")
+        out.append(dict(entry))
+    return tuple(out)
 
 
 @attrs.frozen
@@ -237,41 +313,51 @@ class ClusterScheduling:
     pods: Mapping[str, PodInputs]
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "kind": "kubernetes",
-            "nodes": {
-                name: {"cpu_m": n.cpu_m, "memory": n.memory, "stays": attrs.asdict(n.stays)}
-                for name, n in self.nodes.items()
-            },
-            "pods": {
-                pid: {"requests": attrs.asdict(p.requests), **({} if p.steered else {"steered": False})}
-                for pid, p in self.pods.items()
-            },
-        }
+        nodes: dict[str, Any] = {}
+        for name, n in self.nodes.items():
+            nodes[name] = {"cpu_m": n.cpu_m, "memory": n.memory, "stays": attrs.asdict(n.stays)}
+            if n.taints:
+                nodes[name]["taints"] = [dict(t) for t in n.taints]
+        pods: dict[str, Any] = {}
+        for pid, p in self.pods.items():
+            pods[pid] = {"requests": attrs.asdict(p.requests)}
+            if p.tolerations:
+                pods[pid]["tolerations"] = [dict(t) for t in p.tolerations]
+            if p.node_selector:
+                pods[pid]["node_selector"] = dict(p.node_selector)
+        return {"kind": "kubernetes", "nodes": nodes, "pods": pods}
 
     @classmethod
     def from_dict(cls, data: object, where: str = "scheduler") -> ClusterScheduling:
-        if not isinstance(data, Mapping):
-            raise InvalidInput(where, f"expected a mapping, got {data!r}")
-        if data.get("kind") != "kubernetes":
-            raise InvalidInput(f"{where}.kind", f"must be kubernetes, got {data.get('kind')!r}")
+        found = _mapping(data, where)
+        _known(found, ("kind", "nodes", "pods"), where)
+        if found.get("kind") != "kubernetes":
+            raise InvalidInput(f"{where}.kind", f"must be kubernetes, got {found.get('kind')!r}")
         nodes: dict[str, NodeInputs] = {}
-        for name, node in (data.get("nodes") or {}).items():
+        for name, node in _mapping(found.get("nodes") or {}, f"{where}.nodes").items():
             at = f"{where}.nodes.{name}"
-            if not isinstance(node, Mapping):
-                raise InvalidInput(at, f"expected a mapping, got {node!r}")
+            entry = _mapping(node, at)
+            _known(entry, ("cpu_m", "memory", "stays", "taints"), at)
             nodes[str(name)] = NodeInputs(
-                _whole(node.get("cpu_m"), f"{at}.cpu_m"),
-                _whole(node.get("memory"), f"{at}.memory"),
-                _requests(node.get("stays", {}), f"{at}.stays"),
+                _whole(entry.get("cpu_m"), f"{at}.cpu_m"),
+                _whole(entry.get("memory"), f"{at}.memory"),
+                _requests(entry.get("stays", {}), f"{at}.stays"),
+                _maps(entry.get("taints", []), f"{at}.taints"),
             )
         pods: dict[str, PodInputs] = {}
-        for pid, pod in (data.get("pods") or {}).items():
+        for pid, pod in _mapping(found.get("pods") or {}, f"{where}.pods").items():
             at = f"{where}.pods.{pid}"
-            if not isinstance(pod, Mapping):
-                raise InvalidInput(at, f"expected a mapping, got {pod!r}")
-            steered = pod.get("steered", True)
-            if not isinstance(steered, bool):
-                raise InvalidInput(f"{at}.steered", f"must be true or false, got {steered!r}")
-            pods[str(pid)] = PodInputs(_requests(pod.get("requests", {}), f"{at}.requests"), steered)
+            entry = _mapping(pod, at)
+            _known(entry, ("requests", "tolerations", "node_selector"), at)
+            selector = _mapping(entry.get("node_selector", {}), f"{at}.node_selector")
+            for key, value in selector.items():
+                if not isinstance(value, str):
+                    raise InvalidInput(
+                        f"{at}.node_selector.{key}", f"expected a string, got {value!r}"
+                    )
+            pods[str(pid)] = PodInputs(
+                _requests(entry.get("requests", {}), f"{at}.requests"),
+                _maps(entry.get("tolerations", []), f"{at}.tolerations", (str, int)),
+                dict(selector),
+            )
         return cls(nodes, pods)

@@ -20,6 +20,14 @@ from kubernetes.client.exceptions import ApiException
 from fenix_core.clock import Clock, RealClock
 from fenix_core.constraints import CloudConstraints
 from fenix_core.errors import CloudError, InvalidInput
+from fenix_core.kube_scheduling import (
+    QUEUED_TAINT_KEY,
+    ClusterScheduling,
+    NodeInputs,
+    PodInputs,
+    Requests,
+    lasting_taints,
+)
 from fenix_core.model import Host, Instance, OperationStatus
 from fenix_core.states import InstanceAction
 
@@ -34,8 +42,11 @@ from .pods import (
     is_controller_node,
     is_instance,
     is_ready,
+    memory_bytes,
+    millicores,
     node_vcpus,
     pod_vcpus,
+    requests_of,
     split_instance_id,
 )
 
@@ -50,7 +61,7 @@ CORDONED_ANNOTATION = "fenix-core/cordoned"
 #: A ``PreferNoSchedule`` taint with this key (its value: the session id) is
 #: on each node a session still has to maintain, so that the scheduler puts
 #: replacement pods elsewhere when it can (they would only be evicted again).
-QUEUED_TAINT = "fenix-core/queued"
+QUEUED_TAINT = QUEUED_TAINT_KEY
 #: Read-modify-write rounds of a node's taints before giving up on a conflict.
 _TAINT_ATTEMPTS = 3
 
@@ -376,6 +387,56 @@ class KubernetesDriver:
             self.policy.list_pod_disruption_budget_for_all_namespaces,
         ).items
         return constraints_from(pods, budgets, instances, self.api_client)
+
+    # ------------------------------------------------------------------ planning
+
+    def scheduling_inputs(self, instances: Sequence[Instance]) -> ClusterScheduling:
+        """What a plan needs to place replacement pods as kube-scheduler would
+        (read only: one listing of nodes, one of pods): per node its
+        allocatable CPU and memory, the requests of the pods that stay on it
+        (DaemonSet pods, static pods: they are not instances) and its lasting
+        NoSchedule / NoExecute taints; per listed instance its requests,
+        tolerations and nodeSelector."""
+        nodes = self._call("listing nodes", self.core.list_node).items
+        pods = self._call("listing pods", self.core.list_pod_for_all_namespaces).items
+        wanted = {i.instance_id for i in instances}
+
+        def serialize(obj: object) -> dict[str, Any]:
+            return dict(self.api_client.sanitize_for_serialization(obj))  # type: ignore[no-untyped-call]
+
+        stays: dict[str, Requests] = {}
+        inputs: dict[str, PodInputs] = {}
+        for pod in pods:
+            if pod.spec is None or not pod.spec.node_name:
+                continue
+            spec = serialize(pod.spec)
+            finished = (pod.status.phase if pod.status else None) in ("Succeeded", "Failed")
+            if not is_instance(pod):
+                if not finished:
+                    where = str(pod.spec.node_name)
+                    stays[where] = stays.get(where, Requests()) + requests_of(spec)
+                continue
+            pid = instance_id(pod)
+            if pid in wanted:
+                inputs[pid] = PodInputs(
+                    requests_of(spec),
+                    tuple(spec.get("tolerations") or ()),
+                    dict(spec.get("nodeSelector") or {}),
+                )
+        found: dict[str, NodeInputs] = {}
+        for node in nodes:
+            if node.metadata is None or node.metadata.name is None:
+                continue
+            name = node.metadata.name
+            data = serialize(node)
+            allocatable = (data.get("status") or {}).get("allocatable") or {}
+            found[name] = NodeInputs(
+                cpu_m=millicores(allocatable.get("cpu")) or 0,
+                memory=memory_bytes(allocatable.get("memory")) or 0,
+                stays=stays.get(name, Requests()),
+                taints=lasting_taints((data.get("spec") or {}).get("taints") or ()),
+            )
+        return ClusterScheduling(found, inputs)
 
     # ------------------------------------------------------------------ helpers
 

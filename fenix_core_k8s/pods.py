@@ -11,7 +11,7 @@ from typing import Any
 from kubernetes.client import V1Node, V1OwnerReference, V1Pod
 from kubernetes.utils import parse_quantity
 
-from fenix_core.kube_scheduling import Requests, pod_requests
+from fenix_core.kube_scheduling import Requests, pod_requests, tolerates
 
 __all__ = [
     "CONTROL_PLANE_LABELS",
@@ -24,6 +24,8 @@ __all__ = [
     "is_controller_node",
     "is_instance",
     "is_ready",
+    "memory_bytes",
+    "millicores",
     "node_vcpus",
     "pod_vcpus",
     "requests_of",
@@ -128,12 +130,14 @@ def pod_vcpus(pod: V1Pod) -> int:
     return max(0, math.ceil(max(total, init)))
 
 
-def _quantity(value: object, scale: int) -> int | None:
-    """A quantity in millicores (``scale`` 1000) or bytes (1), rounded up;
-    None when absent."""
-    if value is None:
-        return None
-    return max(0, math.ceil(_cpu(value) * scale))
+def millicores(value: object) -> int | None:
+    """A CPU quantity (``"500m"``, ``2``) in millicores, rounded up; None when absent."""
+    return None if value is None else max(0, math.ceil(_cpu(value) * 1000))
+
+
+def memory_bytes(value: object) -> int | None:
+    """A memory quantity (``"16Gi"``) in bytes, rounded up; None when absent."""
+    return None if value is None else max(0, math.ceil(_cpu(value)))
 
 
 def requests_of(spec: Mapping[str, Any]) -> Requests:
@@ -147,27 +151,10 @@ def requests_of(spec: Mapping[str, Any]) -> Requests:
             requests = ((c.get("resources") or {}).get("requests")) or {}
             out.append(
                 {
-                    "cpu": _quantity(requests.get("cpu"), 1000),
-                    "memory": _quantity(requests.get("memory"), 1),
+                    "cpu": millicores(requests.get("cpu")),
+                    "memory": memory_bytes(requests.get("memory")),
                 }
             )
         return out
 
     return pod_requests(parsed(spec.get("containers")), parsed(spec.get("initContainers")))
-
-
-def tolerates(taint: Mapping[str, Any], tolerations: Any) -> bool:
-    """Whether one of the pod's tolerations (JSON form) matches the taint: an
-    empty key with ``Exists`` matches every taint, an empty effect every
-    effect; ``Equal`` (the default) also compares the value."""
-    for tol in tolerations or ():
-        effect = tol.get("effect") or ""
-        if effect and effect != taint.get("effect"):
-            continue
-        key = tol.get("key") or ""
-        if tol.get("operator", "Equal") == "Exists":
-            if not key or key == taint.get("key"):
-                return True
-        elif key == taint.get("key") and (tol.get("value") or "") == (taint.get("value") or ""):
-            return True
-    return False

@@ -130,6 +130,43 @@ class PlacementEntry(_Shape):
     name: str | None = None
 
 
+class RequestsEntry(_Shape):
+    """Requests as kube-scheduler counts them: ``cpu_m`` millicores and
+    ``memory`` bytes (filters), ``scored_*`` with its defaults for containers
+    without a request (scores)."""
+
+    cpu_m: int | None = Field(None, ge=0)
+    memory: int | None = Field(None, ge=0)
+    scored_cpu_m: int | None = Field(None, ge=0)
+    scored_memory: int | None = Field(None, ge=0)
+
+
+class SchedulerNodeEntry(_Shape):
+    cpu_m: int = Field(ge=0, description="allocatable CPU, millicores")
+    memory: int = Field(ge=0, description="allocatable memory, bytes")
+    stays: RequestsEntry | None = Field(
+        None, description="requests of the pods that never move (DaemonSet, static pods)"
+    )
+    taints: list[dict[str, str]] | None = Field(
+        None, description="lasting NoSchedule / NoExecute taints: key, value, effect"
+    )
+
+
+class SchedulerPodEntry(_Shape):
+    requests: RequestsEntry | None = None
+    tolerations: list[dict[str, str | int]] | None = None
+    node_selector: dict[str, str] | None = None
+
+
+class SchedulerSection(_Shape):
+    """What the cloud's own scheduler decides on (a Kubernetes snapshot):
+    the simulation places each moved instance as kube-scheduler would."""
+
+    kind: Literal["kubernetes"]
+    nodes: dict[str, SchedulerNodeEntry] | None = Field(None, description="host -> its inputs")
+    pods: dict[str, SchedulerPodEntry] | None = Field(None, description="instance -> its inputs")
+
+
 class Migrations(_Shape):
     seconds: SecondsOrZero | None = None
     live_seconds: SecondsOrZero | None = None
@@ -186,6 +223,7 @@ class ScenarioSchema(_Shape):
     placement: list[PlacementEntry] | None = Field(
         None, description="server-group rules the cloud's scheduler enforces"
     )
+    scheduler: SchedulerSection | None = None
     migrations: Migrations | None = None
     faults: FaultsSection | None = None
     session: SessionSection | None = None  # type: ignore[valid-type]

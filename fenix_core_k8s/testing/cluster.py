@@ -25,10 +25,9 @@ import attrs
 from kubernetes.utils import parse_quantity
 
 from fenix_core.clock import Clock, RealClock
-
-from ..budget import desired_healthy, selector_matches
 from fenix_core.kube_scheduling import Candidate, Requests, best_node
 
+from ..budget import desired_healthy, selector_matches
 from ..pods import CONTROL_PLANE_LABELS, requests_of, tolerates
 
 __all__ = ["ApiError", "EvictionRecord", "FakeCluster"]

@@ -11,13 +11,13 @@ from kubernetes.client import CoreV1Api, V1Eviction, V1ObjectMeta
 from kubernetes.client.exceptions import ApiException
 
 from fenix_core import ActionSpec, SessionRequest
+from fenix_core.kube_scheduling import Candidate, Requests, best_node, pod_requests
 from fenix_core.second_moves import first_wave_room, moves_lower_bound
 from fenix_core.sim.simulation import plan
 from fenix_core.sim.snapshot import read_cloud, scenario_from_cloud
 from fenix_core_k8s import QUEUED_TAINT, KubernetesDriver
-from fenix_core_k8s.testing import NodeReboot
-from fenix_core.kube_scheduling import Candidate, Requests, best_node, pod_requests
 from fenix_core_k8s.pods import tolerates as _tolerated
+from fenix_core_k8s.testing import NodeReboot
 
 from .helpers import drive
 
