@@ -121,13 +121,19 @@ class ActionEntry(_Shape):
 
 
 class PlacementEntry(_Shape):
-    """A server group as the cloud's scheduler applies it (on every move)."""
+    """A server group as the cloud's scheduler applies it (on every move), or
+    the host types (placement classes) its members may go to (host-types)."""
 
     group_id: Name
-    policy: Literal["anti-affinity", "affinity", "soft-anti-affinity", "soft-affinity"]
+    policy: Literal[
+        "anti-affinity", "affinity", "soft-anti-affinity", "soft-affinity", "host-types"
+    ]
     members: list[Name] = Field(description="instance ids")
     max_per_host: int | None = Field(None, ge=1, le=10**6, description="anti-affinity: default 1")
     name: str | None = None
+    host_types: list[Literal["compute", "controller"]] | None = Field(
+        None, description="host-types: the host types the members may go to"
+    )
 
 
 class RequestsEntry(_Shape):

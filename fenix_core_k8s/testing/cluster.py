@@ -286,6 +286,7 @@ class FakeCluster:
         anti_affinity: bool,
         replicas: int,
         tolerations: Iterable[Mapping[str, Any]] = (),
+        node_selector: Mapping[str, str] | None = None,
     ) -> Obj:
         owner: Obj = {
             "kind": kind,
@@ -297,6 +298,7 @@ class FakeCluster:
             "anti_affinity": anti_affinity,
             "replicas": replicas,
             "tolerations": [dict(t) for t in tolerations],
+            "node_selector": dict(node_selector or {}),
         }
         self._owners[owner["uid"]] = owner
         return owner
@@ -312,6 +314,7 @@ class FakeCluster:
         anti_affinity: bool = False,
         volumes: Iterable[Mapping[str, Any]] = (),
         tolerations: Iterable[Mapping[str, Any]] = (),
+        node_selector: Mapping[str, str] | None = None,
     ) -> list[Obj]:
         """A ReplicaSet with one pod on each of ``nodes`` (a node may repeat).
 
@@ -321,10 +324,20 @@ class FakeCluster:
         ``kubernetes.io/hostname`` for the set's own labels; ``volumes`` and
         ``tolerations`` are the pod template's (``[{"name": "cache",
         "emptyDir": {}}]``; ``[{"key": "node-role.kubernetes.io/control-plane",
-        "operator": "Exists", "effect": "NoSchedule"}]`` as CoreDNS has).
+        "operator": "Exists", "effect": "NoSchedule"}]`` as CoreDNS has);
+        ``node_selector`` the template's ``nodeSelector``.
         """
         return self._add_set(
-            "ReplicaSet", namespace, name, nodes, labels, cpu, anti_affinity, volumes, tolerations
+            "ReplicaSet",
+            namespace,
+            name,
+            nodes,
+            labels,
+            cpu,
+            anti_affinity,
+            volumes,
+            tolerations,
+            node_selector,
         )
 
     def add_statefulset(
@@ -356,6 +369,7 @@ class FakeCluster:
         anti_affinity: bool,
         volumes: Iterable[Mapping[str, Any]] = (),
         tolerations: Iterable[Mapping[str, Any]] = (),
+        node_selector: Mapping[str, str] | None = None,
     ) -> list[Obj]:
         placed = list(nodes)
         with self.lock:
@@ -368,6 +382,7 @@ class FakeCluster:
                 anti_affinity,
                 len(placed),
                 tolerations,
+                node_selector,
             )
             owner["volumes"] = [dict(v) for v in volumes]
             ordinal = kind == "StatefulSet"
@@ -592,6 +607,8 @@ class FakeCluster:
             pod["spec"]["volumes"] = copy.deepcopy(owner["volumes"])
         if owner.get("tolerations"):
             pod["spec"]["tolerations"] = copy.deepcopy(owner["tolerations"])
+        if owner.get("node_selector"):
+            pod["spec"]["nodeSelector"] = dict(owner["node_selector"])
         self.pods[(owner["namespace"], name)] = pod
         return pod
 
