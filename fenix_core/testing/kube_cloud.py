@@ -32,7 +32,7 @@ from ..kube_scheduling import (
     Requests,
     best_node,
 )
-from ..placement_rules import host_limits
+from ..placement_rules import HostLimits, host_limits
 from .placed_cloud import PlacedCloud
 
 __all__ = ["KubeScheduledCloud"]
@@ -42,9 +42,35 @@ class KubeScheduledCloud(PlacedCloud):
     """``KubeScheduledCloud(scheduling=ClusterScheduling(...), **PlacedCloud options)``."""
 
     def __init__(self, *args: Any, scheduling: ClusterScheduling, **kwargs: Any) -> None:
+        self.scheduling = scheduling  # before the indexes are built
         super().__init__(*args, **kwargs)
-        self.scheduling = scheduling
         self._queued: dict[str, set[str]] = {}  # session id -> its queued hosts
+
+    # ------------------------------------------------------------------ indexes
+
+    def _clear_indexes(self) -> None:
+        super()._clear_indexes()
+        # What the instances on each host, and those on their way there, request.
+        self._requested: dict[str, Requests] = {}
+
+    def _count(self, host: str, instance_id: str, sign: int) -> None:
+        here = self._requested.get(host, Requests())
+        mine = self._pod(instance_id).requests
+        self._requested[host] = here + mine if sign > 0 else here - mine
+
+    def _place(self, instance_id: str, host: str) -> None:
+        super()._place(instance_id, host)
+        self._count(host, instance_id, +1)
+
+    def _unplace(self, instance_id: str) -> None:
+        host = self._instances[instance_id]["host"]
+        super()._unplace(instance_id)
+        self._count(host, instance_id, -1)
+
+    def _heading(self, handle: str, sign: int) -> None:
+        super()._heading(handle, sign)
+        migration = self._migrations[handle]
+        self._count(str(migration["target"]), migration["instance_id"], sign)
 
     # ------------------------------------------------------------------ steering
 
@@ -88,11 +114,13 @@ class KubeScheduledCloud(PlacedCloud):
         pod = self._pod(instance_id)
         wanted = pod.requests
         source = self._instances[instance_id]["host"]
-        limits = host_limits(instance_id, self.placement, self._occupied())
+        limits = (
+            host_limits(instance_id, self.placement, self._occupied())
+            if self.placement
+            else HostLimits()
+        )
         queued = self.queued() if pod.steered(QUEUED_TAINT_KEY) else set()
-        incoming: dict[str, set[str]] = {}
-        for moving, handle in self._running.items():
-            incoming.setdefault(str(self._migrations[handle]["target"]), set()).add(moving)
+        size = self.size_of(instance_id)
         candidates = []
         for name, host in sorted(self._hosts.items()):
             node = self._node(name)
@@ -101,11 +129,10 @@ class KubeScheduledCloud(PlacedCloud):
                 or not host["enabled"]
                 or not pod.may_run_on(node, host["labels"])
                 or not limits.allows(name)
-                or self.free_vcpus(name) < self.size_of(instance_id)
+                or self.free_vcpus(name) < size
             ):
                 continue
-            here = self._on_host[name] | incoming.get(name, set())
-            used = sum((self._pod(i).requests for i in here), node.stays)
+            used = node.stays + self._requested.get(name, Requests())
             if used.cpu_m + wanted.cpu_m > node.cpu_m or used.memory + wanted.memory > node.memory:
                 continue
             candidates.append(
