@@ -148,3 +148,45 @@ def test_on_equal_taints_the_least_cpu_wins(loads, taints, cpu_m) -> None:
     # A less loaded node scores at least as much (the scores are whole
     # numbers, so close loads tie): it lost only on the name.
     assert all(name > chosen for name, c in load.items() if c < load[chosen])
+
+
+def test_the_simulated_scheduler_counts_what_lands_and_leaves() -> None:
+    """KubeScheduledCloud keeps each node's requested resources as pods land
+    and leave (moves in flight counted where they arrive), and places each
+    move by the scores, not where it was asked to."""
+
+    from fenix_core.testing import KubeScheduledCloud, SimClock
+
+    pods = {
+        f"ns/p{i}": PodInputs(Requests(500 * (i + 1), 0, 500 * (i + 1), 2**20)) for i in range(4)
+    }
+    nodes = {h: NodeInputs(4000, 2**34) for h in ("a", "b", "c")}
+    clock = SimClock()
+    cloud = KubeScheduledCloud(scheduling=ClusterScheduling(nodes, pods), clock=clock)
+    for h in nodes:
+        cloud.add_host(h, vcpus=4)
+    cloud.add_instance("ns/p0", "ns", "b", vcpus=1)  # 500m
+    cloud.add_instance("ns/p1", "ns", "a", vcpus=1)  # 1000m
+    cloud.add_instance("ns/p3", "ns", "a", vcpus=2)  # 2000m
+
+    def recount() -> dict[str, Requests]:
+        counted: dict[str, Requests] = {}
+        for pid in pods:
+            host = cloud.host_of(pid)
+            if host is not None:
+                counted[host] = counted.get(host, Requests()) + pods[pid].requests
+        return counted
+
+    assert {h: r for h, r in cloud._requested.items() if r != Requests()} == recount()
+    cloud.disable_host("a", "maintenance")
+    cloud.start_move("ns/p1", "MIGRATE", "b", "k1")  # c is empty: it goes there
+    assert [e.detail for e in cloud.events if e.kind == "migration_started"] == ["c"]
+    assert cloud._requested["c"] == pods["ns/p1"].requests  # counted on its way
+    # c (p1's 1000m on its way) now scores below b (500m): 124 against 136;
+    # were the move in flight not counted, c (empty) would win.
+    cloud.start_move("ns/p3", "MIGRATE", "c", "k2")
+    assert [e.detail for e in cloud.events if e.kind == "migration_started"][-1] == "b"
+    clock.advance(300)
+    cloud.list_hosts()
+    assert (cloud.host_of("ns/p1"), cloud.host_of("ns/p3")) == ("c", "b")
+    assert {h: r for h, r in cloud._requested.items() if r != Requests()} == recount()
