@@ -100,7 +100,7 @@ def is_controller_node(node: V1Node) -> bool:
     return any(label in labels for label in CONTROL_PLANE_LABELS)
 
 
-def _cpu(value: object) -> Decimal:
+def _quantity(value: object) -> Decimal:
     try:
         return Decimal(parse_quantity(value))  # type: ignore[no-untyped-call]
     except (ValueError, TypeError, ArithmeticError):
@@ -110,7 +110,7 @@ def _cpu(value: object) -> Decimal:
 def node_vcpus(node: V1Node) -> int:
     """Allocatable CPUs, rounded down (``3800m`` is 3: never promise more)."""
     allocatable = (node.status.allocatable if node.status else None) or {}
-    return max(0, math.floor(_cpu(allocatable.get("cpu", "0"))))
+    return max(0, math.floor(_quantity(allocatable.get("cpu", "0"))))
 
 
 def pod_vcpus(pod: V1Pod) -> int:
@@ -123,7 +123,7 @@ def pod_vcpus(pod: V1Pod) -> int:
     def request(container: object) -> Decimal:
         resources = getattr(container, "resources", None)
         requests = (resources.requests if resources else None) or {}
-        return _cpu(requests.get("cpu", "0"))
+        return _quantity(requests.get("cpu", "0"))
 
     total = sum((request(c) for c in spec.containers or ()), Decimal(0))
     init = max((request(c) for c in spec.init_containers or ()), default=Decimal(0))
@@ -132,12 +132,12 @@ def pod_vcpus(pod: V1Pod) -> int:
 
 def millicores(value: object) -> int | None:
     """A CPU quantity (``"500m"``, ``2``) in millicores, rounded up; None when absent."""
-    return None if value is None else max(0, math.ceil(_cpu(value) * 1000))
+    return None if value is None else max(0, math.ceil(_quantity(value) * 1000))
 
 
 def memory_bytes(value: object) -> int | None:
     """A memory quantity (``"16Gi"``) in bytes, rounded up; None when absent."""
-    return None if value is None else max(0, math.ceil(_cpu(value)))
+    return None if value is None else max(0, math.ceil(_quantity(value)))
 
 
 def requests_of(spec: Mapping[str, Any]) -> Requests:

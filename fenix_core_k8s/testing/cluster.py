@@ -18,17 +18,15 @@ import threading
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
-from decimal import Decimal
 from typing import Any
 
 import attrs
-from kubernetes.utils import parse_quantity
 
 from fenix_core.clock import Clock, RealClock
 from fenix_core.kube_scheduling import Candidate, Requests, best_node
 
 from ..budget import desired_healthy, selector_matches
-from ..pods import CONTROL_PLANE_LABELS, requests_of, tolerates
+from ..pods import CONTROL_PLANE_LABELS, memory_bytes, millicores, requests_of, tolerates
 
 __all__ = ["ApiError", "EvictionRecord", "FakeCluster"]
 
@@ -131,9 +129,10 @@ def _running(pods: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
 def _allocatable(node: Mapping[str, Any]) -> tuple[int, int]:
     """The node's allocatable CPU (millicores) and memory (bytes)."""
     allocatable = node["status"]["allocatable"]
-    cpu = Decimal(parse_quantity(allocatable.get("cpu", "0")))  # type: ignore[no-untyped-call]
-    memory = Decimal(parse_quantity(allocatable.get("memory", "0")))  # type: ignore[no-untyped-call]
-    return int(cpu * 1000), int(memory)
+    return (
+        millicores(allocatable.get("cpu")) or 0,
+        memory_bytes(allocatable.get("memory")) or 0,
+    )
 
 
 def _node_selected(pod: Mapping[str, Any], node: Mapping[str, Any]) -> bool:
