@@ -14,7 +14,12 @@ anti-affinity through its ETSI group constraints):
   group, its own host included (Nova's ServerGroupAffinityFilter), so a
   member never leaves the others and the engine cannot move it at all;
 * ``soft-anti-affinity`` / ``soft-affinity``: preferences (fewest / most
-  members on the host), never a refusal.
+  members on the host), never a refusal;
+* ``host-types``: the members may go to hosts of the types ``host_types``
+  (their placement classes) instead of their own host's type only: a
+  Kubernetes pod that tolerates the control-plane taint may land on workers
+  and control-plane nodes alike (the Kubernetes driver's rules
+  ``kube-scheduler:<types>``); Nova's server groups never widen a class.
 
 These are not ETSI group constraints: they limit where an instance goes, not
 how many members are impacted at once (see docs/constraints.md). Pure: no I/O.
@@ -30,15 +35,30 @@ import attrs
 from .errors import InvalidInput
 from .model import _as_mapping, _int, _str, _unknown_keys
 
-__all__ = ["HARD_POLICIES", "POLICIES", "HostLimits", "PlacementRule", "host_limits"]
+__all__ = ["HARD_POLICIES", "HOST_TYPES", "POLICIES", "HostLimits", "PlacementRule", "host_limits"]
 
+#: Nova's server-group policies.
 POLICIES = ("anti-affinity", "affinity", "soft-anti-affinity", "soft-affinity")
 HARD_POLICIES = ("anti-affinity", "affinity")
+#: The members' placement classes (host types), when not only their host's.
+HOST_TYPES = "host-types"
+_ALL_POLICIES = (*POLICIES, HOST_TYPES)
+_TYPES = ("compute", "controller")
 
 
 def _policy(value: object, field: str) -> None:
-    if value not in POLICIES:
-        raise InvalidInput(field, f"must be one of {', '.join(POLICIES)}, got {value!r}")
+    if value not in _ALL_POLICIES:
+        raise InvalidInput(field, f"must be one of {', '.join(_ALL_POLICIES)}, got {value!r}")
+
+
+def _host_types(value: object) -> tuple[str, ...]:
+    if isinstance(value, str) or not isinstance(value, Iterable):
+        raise InvalidInput("host_types", f"expected a list of host types, got {value!r}")
+    found = tuple(value)
+    for item in found:
+        if item not in _TYPES:
+            raise InvalidInput("host_types", f"must be compute or controller, got {item!r}")
+    return tuple(sorted(set(found)))
 
 
 def _members(value: object) -> tuple[str, ...]:
@@ -58,8 +78,16 @@ class PlacementRule:
         default=1, validator=lambda _i, _a, v: _int(v, "max_per_host", minimum=1, maximum=10**6)
     )
     name: str = attrs.field(default="", validator=lambda _i, _a, v: _str(v, "name", empty=True))
+    #: ``host-types`` only: the host types the members may go to
+    host_types: tuple[str, ...] = attrs.field(default=(), converter=_host_types)
 
-    _FIELDS = ("group_id", "policy", "members", "max_per_host", "name")
+    _FIELDS = ("group_id", "policy", "members", "max_per_host", "name", "host_types")
+
+    def __attrs_post_init__(self) -> None:
+        if self.policy == HOST_TYPES and not self.host_types:
+            raise InvalidInput("host_types", "a host-types rule names at least one host type")
+        if self.policy != HOST_TYPES and self.host_types:
+            raise InvalidInput("host_types", f"only a {HOST_TYPES} rule has host types")
 
     @classmethod
     def from_dict(cls, data: object) -> PlacementRule:
@@ -71,15 +99,20 @@ class PlacementRule:
         return cls(**{k: v for k, v in mapping.items() if v is not None})
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "group_id": self.group_id,
             "policy": self.policy,
             "members": list(self.members),
             "max_per_host": self.max_per_host,
             "name": self.name,
         }
+        if self.host_types:
+            out["host_types"] = list(self.host_types)
+        return out
 
     def label(self) -> str:
+        if self.policy == HOST_TYPES:
+            return f"placement rule {self.group_id} (to {' or '.join(self.host_types)} hosts)"
         return f"{self.policy} server group {self.group_id}" + (
             f" ({self.name})" if self.name and self.name != self.group_id else ""
         )
@@ -91,7 +124,9 @@ class HostLimits:
 
     ``avoid``: hosts a hard rule forbids; ``only``: the hosts it must go to
     (None: any); ``penalty``: soft preference per host (lower is better);
-    ``stuck``: the affinity rule that leaves it no host at all.
+    ``stuck``: the affinity rule that leaves it no host at all; ``types``:
+    the host types it may go to (None: its own host's type, the default
+    placement class).
     """
 
     avoid: frozenset[str] = frozenset()
@@ -99,6 +134,7 @@ class HostLimits:
     penalty: Mapping[str, int] = attrs.field(factory=dict)
     rules: tuple[PlacementRule, ...] = ()
     stuck: PlacementRule | None = None
+    types: frozenset[str] | None = None
 
     def allows(self, host: str) -> bool:
         return host not in self.avoid and (self.only is None or host in self.only)
@@ -121,10 +157,15 @@ def host_limits(
     penalty: dict[str, int] = {}
     mine: list[PlacementRule] = []
     stuck: PlacementRule | None = None
+    types: frozenset[str] | None = None
     for rule in rules:
         if instance_id not in rule.members:
             continue
         mine.append(rule)
+        if rule.policy == HOST_TYPES:
+            found = frozenset(rule.host_types)
+            types = found if types is None else types & found
+            continue
         counts: dict[str, int] = {}
         for member in rule.members:
             if member == instance_id:
@@ -148,4 +189,5 @@ def host_limits(
         penalty=penalty,
         rules=tuple(mine),
         stuck=stuck,
+        types=types,
     )

@@ -11,16 +11,26 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypedDict, TypeVar
 
+import attrs
 from kubernetes.client import ApiClient, CoreV1Api, PolicyV1Api, V1Node, V1Pod
 from kubernetes.client.exceptions import ApiException
 
 from fenix_core.clock import Clock, RealClock
 from fenix_core.constraints import CloudConstraints
 from fenix_core.errors import CloudError, InvalidInput
+from fenix_core.kube_scheduling import (
+    QUEUED_TAINT_KEY,
+    ClusterScheduling,
+    NodeInputs,
+    PodInputs,
+    Requests,
+    lasting_taints,
+)
 from fenix_core.model import Host, Instance, OperationStatus
+from fenix_core.placement_rules import HOST_TYPES, PlacementRule
 from fenix_core.states import InstanceAction
 
 from .config import connect
@@ -34,8 +44,11 @@ from .pods import (
     is_controller_node,
     is_instance,
     is_ready,
+    memory_bytes,
+    millicores,
     node_vcpus,
     pod_vcpus,
+    requests_of,
     split_instance_id,
 )
 
@@ -50,7 +63,7 @@ CORDONED_ANNOTATION = "fenix-core/cordoned"
 #: A ``PreferNoSchedule`` taint with this key (its value: the session id) is
 #: on each node a session still has to maintain, so that the scheduler puts
 #: replacement pods elsewhere when it can (they would only be evicted again).
-QUEUED_TAINT = "fenix-core/queued"
+QUEUED_TAINT = QUEUED_TAINT_KEY
 #: Read-modify-write rounds of a node's taints before giving up on a conflict.
 _TAINT_ATTEMPTS = 3
 
@@ -375,7 +388,111 @@ class KubernetesDriver:
             "listing PodDisruptionBudgets",
             self.policy.list_pod_disruption_budget_for_all_namespaces,
         ).items
-        return constraints_from(pods, budgets, instances, self.api_client)
+        nodes = self._call("listing nodes", self.core.list_node).items
+        found = constraints_from(pods, budgets, instances, self.api_client)
+        rules = self._placement_classes(nodes, pods)
+        return attrs.evolve(found, placement=(*found.placement, *rules)) if rules else found
+
+    # ------------------------------------------------------------------ planning
+
+    def scheduling_inputs(self, instances: Sequence[Instance]) -> ClusterScheduling:
+        """What a plan needs to place replacement pods as kube-scheduler would
+        (read only: one listing of nodes, one of pods): per node its
+        allocatable CPU and memory, the requests of the pods that stay on it
+        (DaemonSet pods, static pods: they are not instances) and its lasting
+        NoSchedule / NoExecute taints; per listed instance its requests,
+        tolerations and nodeSelector."""
+        nodes = self._call("listing nodes", self.core.list_node).items
+        pods = self._call("listing pods", self.core.list_pod_for_all_namespaces).items
+        wanted = {i.instance_id for i in instances}
+        stays: dict[str, Requests] = {}
+        for pod in pods:
+            if pod.spec is None or not pod.spec.node_name or is_instance(pod):
+                continue
+            if (pod.status.phase if pod.status else None) not in ("Succeeded", "Failed"):
+                where = str(pod.spec.node_name)
+                stays[where] = stays.get(where, Requests()) + requests_of(self._json(pod.spec))
+        return ClusterScheduling(
+            self._node_inputs(nodes, stays),
+            {
+                instance_id(p): self._pod_inputs(p)
+                for p in pods
+                if p.spec is not None and is_instance(p) and instance_id(p) in wanted
+            },
+        )
+
+    def _json(self, obj: object) -> dict[str, Any]:
+        """A client model object in its JSON form (camelCase keys)."""
+        return dict(self.api_client.sanitize_for_serialization(obj))  # type: ignore[no-untyped-call]
+
+    def _pod_inputs(self, pod: V1Pod) -> PodInputs:
+        spec = self._json(pod.spec)
+        return PodInputs(
+            requests_of(spec),
+            tuple(spec.get("tolerations") or ()),
+            dict(spec.get("nodeSelector") or {}),
+        )
+
+    def _node_inputs(
+        self, nodes: Sequence[V1Node], stays: Mapping[str, Requests] | None = None
+    ) -> dict[str, NodeInputs]:
+        found: dict[str, NodeInputs] = {}
+        for node in nodes:
+            if node.metadata is None or node.metadata.name is None:
+                continue
+            name = node.metadata.name
+            data = self._json(node)
+            allocatable = (data.get("status") or {}).get("allocatable") or {}
+            found[name] = NodeInputs(
+                cpu_m=millicores(allocatable.get("cpu")) or 0,
+                memory=memory_bytes(allocatable.get("memory")) or 0,
+                stays=(stays or {}).get(name, Requests()),
+                taints=lasting_taints((data.get("spec") or {}).get("taints") or ()),
+            )
+        return found
+
+    def _placement_classes(
+        self, nodes: Sequence[V1Node], pods: Sequence[V1Pod]
+    ) -> list[PlacementRule]:
+        """``host-types`` rules for the pods that kube-scheduler may put on
+        nodes of another type than their own: a pod that tolerates the
+        control-plane taint (CoreDNS) may land on workers and control-plane
+        nodes alike; one whose node's type alone passes its filters (no
+        toleration, or a nodeSelector for control-plane nodes) keeps its
+        host's type, the default placement class. Every such pod of the
+        cluster is listed, so that the rule is whole in each listing."""
+        inputs = self._node_inputs(nodes)
+        labels = {
+            n.metadata.name: dict(n.metadata.labels or {})
+            for n in nodes
+            if n.metadata is not None and n.metadata.name is not None
+        }
+        types = {
+            n.metadata.name: "controller" if is_controller_node(n) else "compute"
+            for n in nodes
+            if n.metadata is not None and n.metadata.name is not None
+        }
+        classes: dict[tuple[str, ...], list[str]] = {}
+        for pod in pods:
+            if pod.spec is None or not pod.spec.node_name or not is_instance(pod):
+                continue
+            own = types.get(pod.spec.node_name)
+            if own is None:
+                continue
+            wanted = self._pod_inputs(pod)
+            may = {types[n] for n, node in inputs.items() if wanted.may_run_on(node, labels[n])}
+            if may and may != {own}:
+                classes.setdefault(tuple(sorted(may | {own})), []).append(instance_id(pod))
+        return [
+            PlacementRule(
+                group_id=f"kube-scheduler:{'+'.join(kinds)}",
+                policy=HOST_TYPES,
+                members=sorted(members),
+                name=f"pods kube-scheduler may put on {' or '.join(kinds)} nodes",
+                host_types=kinds,
+            )
+            for kinds, members in sorted(classes.items())
+        ]
 
     # ------------------------------------------------------------------ helpers
 

@@ -4,10 +4,14 @@ how big, and whether it is ready."""
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from decimal import Decimal
+from typing import Any
 
 from kubernetes.client import V1Node, V1OwnerReference, V1Pod
 from kubernetes.utils import parse_quantity
+
+from fenix_core.kube_scheduling import Requests, pod_requests, tolerates
 
 __all__ = [
     "CONTROL_PLANE_LABELS",
@@ -20,9 +24,13 @@ __all__ = [
     "is_controller_node",
     "is_instance",
     "is_ready",
+    "memory_bytes",
+    "millicores",
     "node_vcpus",
     "pod_vcpus",
+    "requests_of",
     "split_instance_id",
+    "tolerates",
 ]
 
 #: Node labels that make a node a controller host (the second is the pre-1.24 name).
@@ -92,7 +100,7 @@ def is_controller_node(node: V1Node) -> bool:
     return any(label in labels for label in CONTROL_PLANE_LABELS)
 
 
-def _cpu(value: object) -> Decimal:
+def _quantity(value: object) -> Decimal:
     try:
         return Decimal(parse_quantity(value))  # type: ignore[no-untyped-call]
     except (ValueError, TypeError, ArithmeticError):
@@ -102,7 +110,7 @@ def _cpu(value: object) -> Decimal:
 def node_vcpus(node: V1Node) -> int:
     """Allocatable CPUs, rounded down (``3800m`` is 3: never promise more)."""
     allocatable = (node.status.allocatable if node.status else None) or {}
-    return max(0, math.floor(_cpu(allocatable.get("cpu", "0"))))
+    return max(0, math.floor(_quantity(allocatable.get("cpu", "0"))))
 
 
 def pod_vcpus(pod: V1Pod) -> int:
@@ -115,8 +123,38 @@ def pod_vcpus(pod: V1Pod) -> int:
     def request(container: object) -> Decimal:
         resources = getattr(container, "resources", None)
         requests = (resources.requests if resources else None) or {}
-        return _cpu(requests.get("cpu", "0"))
+        return _quantity(requests.get("cpu", "0"))
 
     total = sum((request(c) for c in spec.containers or ()), Decimal(0))
     init = max((request(c) for c in spec.init_containers or ()), default=Decimal(0))
     return max(0, math.ceil(max(total, init)))
+
+
+def millicores(value: object) -> int | None:
+    """A CPU quantity (``"500m"``, ``2``) in millicores, rounded up; None when absent."""
+    return None if value is None else max(0, math.ceil(_quantity(value) * 1000))
+
+
+def memory_bytes(value: object) -> int | None:
+    """A memory quantity (``"16Gi"``) in bytes, rounded up; None when absent."""
+    return None if value is None else max(0, math.ceil(_quantity(value)))
+
+
+def requests_of(spec: Mapping[str, Any]) -> Requests:
+    """The requests of a pod spec in its JSON form (``containers``,
+    ``initContainers``) as kube-scheduler counts them (see
+    :func:`fenix_core.kube_scheduling.pod_requests`)."""
+
+    def parsed(containers: object) -> list[dict[str, int | None]]:
+        out = []
+        for c in containers or ():  # type: ignore[attr-defined]
+            requests = ((c.get("resources") or {}).get("requests")) or {}
+            out.append(
+                {
+                    "cpu": millicores(requests.get("cpu")),
+                    "memory": memory_bytes(requests.get("memory")),
+                }
+            )
+        return out
+
+    return pod_requests(parsed(spec.get("containers")), parsed(spec.get("initContainers")))

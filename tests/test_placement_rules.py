@@ -51,6 +51,26 @@ def test_rules_are_validated_naming_the_field():
     assert PlacementRule.from_dict(rule.to_dict()) == rule
 
 
+def test_host_types_widen_the_placement_class_and_are_validated():
+    wide = PlacementRule("k", "host-types", ["a"], host_types=["controller", "compute"])
+    assert wide.host_types == ("compute", "controller")
+    limits = host_limits("a", [wide], {"a": ["h0"]})
+    assert limits.types == {"compute", "controller"}
+    assert (limits.avoid, limits.only, limits.stuck) == (frozenset(), None, None)
+    # Two rules: the types both allow.
+    narrow = PlacementRule("n", "host-types", ["a"], host_types=["controller"])
+    assert host_limits("a", [wide, narrow], {}).types == {"controller"}
+    assert host_limits("b", [wide], {}).types is None  # not a member: its host's type
+    assert PlacementRule.from_dict(wide.to_dict()) == wide
+    assert "host_types" not in PlacementRule("g", "affinity", ["a"]).to_dict()
+    with pytest.raises(InvalidInput, match="host_types"):
+        PlacementRule("k", "host-types", ["a"])
+    with pytest.raises(InvalidInput, match="host_types"):
+        PlacementRule("k", "host-types", ["a"], host_types=["gpu"])
+    with pytest.raises(InvalidInput, match="host_types"):
+        PlacementRule("g", "anti-affinity", ["a"], host_types=["compute"])
+
+
 @given(
     where=st.dictionaries(
         st.sampled_from(["a", "b", "c", "d"]), st.lists(st.sampled_from(HOSTS), max_size=2)

@@ -17,6 +17,7 @@ from fenix_core.constraints import (
     GroupConstraints,
     InstanceConstraints,
 )
+from fenix_core.kube_scheduling import ClusterScheduling, PodInputs, Requests
 from fenix_core.model import Host, Instance, OperationStatus
 from fenix_core.sim.scenario import load_scenario
 from fenix_core.sim.simulation import Simulation
@@ -216,6 +217,10 @@ class _ReadOnlyDriver:
             members=dict.fromkeys(ids, "g"),
         )
 
+    def scheduling_inputs(self, instances: Sequence[Instance]) -> ClusterScheduling:
+        self.calls.append("scheduling_inputs")
+        return ClusterScheduling({}, {i.instance_id: PodInputs(Requests(250)) for i in instances})
+
     def __getattr__(self, name: str) -> Any:
         raise AssertionError(f"read_cloud called {name}")
 
@@ -230,11 +235,18 @@ def test_read_cloud_uses_the_read_hooks_only() -> None:
     cloud.add_instance("i0", "p", "h0")
     driver = _ReadOnlyDriver(cloud)
     snapshot = read_cloud(driver)  # type: ignore[arg-type]
-    assert driver.calls == ["list_hosts", "list_instances", "cloud_constraints"]
+    assert driver.calls == [
+        "list_hosts",
+        "list_instances",
+        "cloud_constraints",
+        "scheduling_inputs",
+    ]
     assert [h.name for h in snapshot.hosts] == ["h0", "h1"]
     # the instance on a host the cloud did not list is left out
     assert [i.instance_id for i in snapshot.instances] == ["i0"]
     assert snapshot.constraints.members == {"i0": "g"}
+    assert snapshot.scheduling is not None
+    assert list(snapshot.scheduling.pods) == ["i0"]
 
 
 def test_read_cloud_of_a_driver_without_constraints() -> None:

@@ -121,7 +121,8 @@ class CapacityView(Protocol):
     """Free vCPUs, and where an instance may go.
 
     ``targets`` yields the hosts ``instance_id`` may move to, best first:
-    enabled hosts of its host's type (its placement class) with room for it,
+    enabled hosts of its placement classes (its host's type, or the types a
+    ``host-types`` placement rule gives it) with room for it,
     none its placement rules forbid (the cloud's server groups, with moves in
     flight counted where they arrive: ``placement_rules.host_limits``), none
     in ``exclude`` (targets the cloud refused earlier in this move); ordered

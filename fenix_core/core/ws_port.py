@@ -396,19 +396,25 @@ class _Capacity:
         """Lazily, so a caller that takes the first good host pays for few:
         hosts without a soft-rule penalty from the free-vCPU buckets (most
         free first, then name), then the penalised ones (few: where the
-        members of the instance's groups are) by (penalty, most free, name)."""
+        members of the instance's groups are) by (penalty, most free, name).
+        The buckets are those of the instance's placement classes: its
+        host's type, or the types a ``host-types`` rule gives it."""
         ws = self._a.ws
         limits = self._a.limits(instance_id)
         penalty: Mapping[str, int] = limits.penalty if limits is not None else {}
         hosts = ws.hosts
         cap = ws.capacity
-        ordered = cap.ordered.get(placement_class, {})
+        classes = sorted(limits.types) if limits is not None and limits.types else [placement_class]
+        buckets = [cap.ordered.get(c, {}) for c in classes]
         later: list[tuple[int, int, str]] = []
-        for free in sorted(ordered, reverse=True):
+        for free in sorted({f for b in buckets for f in b}, reverse=True):
             if free < vcpus:
                 break
             # A copy: the caller may change the capacity between two hosts.
-            for name in list(ordered[free]):
+            names = [n for b in buckets for n in b.get(free, ())]
+            if len(buckets) > 1:
+                names.sort()
+            for name in names:
                 rec = hosts.get(name)
                 if (
                     rec is None

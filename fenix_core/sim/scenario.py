@@ -26,6 +26,7 @@ from pydantic import BaseModel
 
 from ..constraints import GroupConstraints, InstanceConstraints
 from ..errors import FieldError, InvalidInput
+from ..kube_scheduling import ClusterScheduling
 from ..model import (
     DEFAULT_REPLY_WINDOWS,
     SessionRequest,
@@ -183,6 +184,8 @@ class Scenario:
     session: SessionOptions
     #: server-group rules the simulated cloud's scheduler enforces on every move
     placement: tuple[PlacementRule, ...] = ()
+    #: what the cloud's own scheduler decides on (a Kubernetes snapshot), None: Nova's way
+    scheduler: ClusterScheduling | None = None
 
     def host(self, name: str) -> HostSpec:
         return next(h for h in self.hosts if h.name == name)
@@ -518,6 +521,21 @@ def _actions(items: list[Any], hosts: Mapping[str, HostSpec]) -> tuple[ActionPla
     return tuple(plans)
 
 
+def _scheduler(
+    data: object, hosts: Mapping[str, HostSpec], instance_ids: set[str]
+) -> ClusterScheduling | None:
+    if data is None:
+        return None
+    found = ClusterScheduling.from_dict(data)
+    for name in found.nodes:
+        if name not in hosts:
+            raise InvalidInput(f"scheduler.nodes.{name}", f"no host {name!r} in hosts")
+    for pid in found.pods:
+        if pid not in instance_ids:
+            raise InvalidInput(f"scheduler.pods.{pid}", f"no instance {pid!r} in instances")
+    return found
+
+
 def _placement(items: list[Any], instance_ids: set[str]) -> tuple[PlacementRule, ...]:
     rules: dict[str, PlacementRule] = {}
     for index, item in enumerate(items):
@@ -602,6 +620,7 @@ def parse_scenario(data: object) -> Scenario:
         faults=_faults(r.raw("faults"), by_name, {i.id for i in instances}),
         session=_session(r.raw("session"), by_name, actions),
         placement=_placement(r.items("placement"), {i.id for i in instances}),
+        scheduler=_scheduler(r.raw("scheduler"), by_name, {i.id for i in instances}),
     )
 
 

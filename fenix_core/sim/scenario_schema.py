@@ -121,13 +121,56 @@ class ActionEntry(_Shape):
 
 
 class PlacementEntry(_Shape):
-    """A server group as the cloud's scheduler applies it (on every move)."""
+    """A server group as the cloud's scheduler applies it (on every move), or
+    the host types (placement classes) its members may go to (host-types)."""
 
     group_id: Name
-    policy: Literal["anti-affinity", "affinity", "soft-anti-affinity", "soft-affinity"]
+    policy: Literal[
+        "anti-affinity", "affinity", "soft-anti-affinity", "soft-affinity", "host-types"
+    ]
     members: list[Name] = Field(description="instance ids")
     max_per_host: int | None = Field(None, ge=1, le=10**6, description="anti-affinity: default 1")
     name: str | None = None
+    host_types: list[Literal["compute", "controller"]] | None = Field(
+        None, description="host-types: the host types the members may go to"
+    )
+
+
+class RequestsEntry(_Shape):
+    """Requests as kube-scheduler counts them: ``cpu_m`` millicores and
+    ``memory`` bytes (filters), ``scored_*`` with its defaults for containers
+    without a request (scores)."""
+
+    cpu_m: int | None = Field(None, ge=0)
+    memory: int | None = Field(None, ge=0)
+    scored_cpu_m: int | None = Field(None, ge=0)
+    scored_memory: int | None = Field(None, ge=0)
+
+
+class SchedulerNodeEntry(_Shape):
+    cpu_m: int = Field(ge=0, description="allocatable CPU, millicores")
+    memory: int = Field(ge=0, description="allocatable memory, bytes")
+    stays: RequestsEntry | None = Field(
+        None, description="requests of the pods that never move (DaemonSet, static pods)"
+    )
+    taints: list[dict[str, str]] | None = Field(
+        None, description="lasting NoSchedule / NoExecute taints: key, value, effect"
+    )
+
+
+class SchedulerPodEntry(_Shape):
+    requests: RequestsEntry | None = None
+    tolerations: list[dict[str, str | int]] | None = None
+    node_selector: dict[str, str] | None = None
+
+
+class SchedulerSection(_Shape):
+    """What the cloud's own scheduler decides on (a Kubernetes snapshot):
+    the simulation places each moved instance as kube-scheduler would."""
+
+    kind: Literal["kubernetes"]
+    nodes: dict[str, SchedulerNodeEntry] | None = Field(None, description="host -> its inputs")
+    pods: dict[str, SchedulerPodEntry] | None = Field(None, description="instance -> its inputs")
 
 
 class Migrations(_Shape):
@@ -186,6 +229,7 @@ class ScenarioSchema(_Shape):
     placement: list[PlacementEntry] | None = Field(
         None, description="server-group rules the cloud's scheduler enforces"
     )
+    scheduler: SchedulerSection | None = None
     migrations: Migrations | None = None
     faults: FaultsSection | None = None
     session: SessionSection | None = None  # type: ignore[valid-type]

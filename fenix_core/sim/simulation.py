@@ -25,7 +25,14 @@ from .. import signals
 from ..constraints import InstanceConstraints
 from ..engine import Engine
 from ..model import SessionRequest, SessionView
-from ..testing import PlacedCloud, ScriptedManager, SimClock, SimulatedCloud, TimedAction
+from ..testing import (
+    KubeScheduledCloud,
+    PlacedCloud,
+    ScriptedManager,
+    SimClock,
+    SimulatedCloud,
+    TimedAction,
+)
 from .preview import Ask, build_preview
 from .scenario import Scenario
 from .timeline import Timeline, build_timeline, with_implicit_groups
@@ -69,9 +76,17 @@ class Simulation:
     def __init__(self, scenario: Scenario, *, database_url: str = "sqlite://") -> None:
         self.scenario = scenario
         self.clock = SimClock(start=scenario.start)
-        # The scheduler keeps the scenario's server-group rules, as Nova does.
+        # The scheduler keeps the scenario's server-group rules, as Nova does;
+        # on a Kubernetes snapshot it places each move as kube-scheduler would.
         self.cloud: SimulatedCloud = (
-            PlacedCloud(
+            KubeScheduledCloud(
+                scenario.migration_seconds,
+                scenario.live_migration_seconds,
+                placement=scenario.placement,
+                scheduling=scenario.scheduler,
+            )
+            if scenario.scheduler is not None
+            else PlacedCloud(
                 scenario.migration_seconds,
                 scenario.live_migration_seconds,
                 placement=scenario.placement,

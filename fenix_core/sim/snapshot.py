@@ -33,14 +33,20 @@ What the scenario keeps of the cloud:
 * an instance's own stored constraints (migration type, lead time ...);
 * the cloud's placement rules (server groups of every policy) with their
   members among the listed instances, which the simulated scheduler keeps
-  as Nova does (:class:`~fenix_core.testing.PlacedCloud`).
+  as Nova does (:class:`~fenix_core.testing.PlacedCloud`);
+* for a cloud whose scheduler places a moved instance itself (a
+  :class:`SchedulingSource`: Kubernetes, where an evicted pod's replacement
+  goes where kube-scheduler puts it), what that scheduler decides on
+  (:class:`~fenix_core.kube_scheduling.ClusterScheduling`), so that the
+  simulation places each replacement as it would
+  (:class:`~fenix_core.testing.KubeScheduledCloud`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import attrs
 
@@ -51,6 +57,7 @@ from ..constraints import (
     InstanceConstraints,
     implicit_group_id,
 )
+from ..kube_scheduling import ClusterScheduling
 from ..model import Host, Instance
 from ..plugins.hookspecs import CloudDriver, ConstraintSource
 from .scenario import Scenario, parse_scenario
@@ -58,6 +65,7 @@ from .scenario import Scenario, parse_scenario
 __all__ = [
     "DEFAULT_ACTIONS",
     "CloudSnapshot",
+    "SchedulingSource",
     "read_cloud",
     "scenario_data",
     "scenario_from_cloud",
@@ -70,6 +78,16 @@ DEFAULT_ACTIONS: tuple[Mapping[str, Any], ...] = (
 )
 
 
+@runtime_checkable
+class SchedulingSource(Protocol):
+    """A driver whose cloud's scheduler, not the workflow, decides where a
+    moved instance goes (the Kubernetes driver: an evicted pod's replacement
+    lands where kube-scheduler puts it): what that scheduler decides on, read
+    only."""
+
+    def scheduling_inputs(self, instances: Sequence[Instance]) -> ClusterScheduling: ...
+
+
 @attrs.frozen
 class CloudSnapshot:
     """What a cloud driver listed at one moment."""
@@ -77,6 +95,8 @@ class CloudSnapshot:
     hosts: tuple[Host, ...]
     instances: tuple[Instance, ...]
     constraints: CloudConstraints = attrs.field(factory=CloudConstraints)
+    #: what the cloud's own scheduler decides on (None: the workflow's target is taken)
+    scheduling: ClusterScheduling | None = None
 
 
 def read_cloud(driver: CloudDriver) -> CloudSnapshot:
@@ -84,8 +104,9 @@ def read_cloud(driver: CloudDriver) -> CloudSnapshot:
 
     Only read hooks are called: ``list_hosts()``, ``list_instances(None)``
     and, for a :class:`~fenix_core.hookspecs.ConstraintSource`,
-    ``cloud_constraints(instances)``. Instances on hosts that were not listed
-    are left out.
+    ``cloud_constraints(instances)``, for a :class:`SchedulingSource`
+    ``scheduling_inputs(instances)``. Instances on hosts that were not
+    listed are left out.
     """
     hosts = tuple(driver.list_hosts())
     names = {h.name for h in hosts}
@@ -95,7 +116,10 @@ def read_cloud(driver: CloudDriver) -> CloudSnapshot:
         if isinstance(driver, ConstraintSource)
         else CloudConstraints()
     )
-    return CloudSnapshot(hosts, instances, constraints)
+    scheduling = (
+        driver.scheduling_inputs(instances) if isinstance(driver, SchedulingSource) else None
+    )
+    return CloudSnapshot(hosts, instances, constraints, scheduling)
 
 
 def scenario_from_cloud(
@@ -146,6 +170,8 @@ def scenario_data(
         "actions": [dict(a) for a in actions],
         "session": dict(session or {}),
     }
+    if snapshot.scheduling is not None:
+        data["scheduler"] = _scheduler(snapshot)
     if start is not None:
         data["start"] = start.isoformat()
     migrations = {
@@ -166,6 +192,18 @@ def _placement(snapshot: CloudSnapshot) -> list[dict[str, Any]]:
         if members:
             rules.append({**rule.to_dict(), "members": members})
     return rules
+
+
+def _scheduler(snapshot: CloudSnapshot) -> dict[str, Any]:
+    """The scheduler's inputs for the listed hosts and instances only."""
+    assert snapshot.scheduling is not None
+    hosts = {h.name for h in snapshot.hosts}
+    listed = {i.instance_id for i in snapshot.instances}
+    kept = ClusterScheduling(
+        {n: v for n, v in snapshot.scheduling.nodes.items() if n in hosts},
+        {p: v for p, v in snapshot.scheduling.pods.items() if p in listed},
+    )
+    return kept.to_dict()
 
 
 def _host(host: Host) -> dict[str, Any]:

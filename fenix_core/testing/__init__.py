@@ -23,11 +23,13 @@ from ..clock import SimClock
 from .actions import TimedAction
 from .cloud import CloudEvent, SimulatedCloud
 from .invariants import migrations_per_instance, violations
+from .kube_cloud import KubeScheduledCloud
 from .manager import ScriptedManager
 from .placed_cloud import PlacedCloud
 
 __all__ = [
     "CloudEvent",
+    "KubeScheduledCloud",
     "PlacedCloud",
     "ScriptedManager",
     "SimClock",

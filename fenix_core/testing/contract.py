@@ -170,13 +170,13 @@ class _Capacity:
 
     def targets(self, instance_id: str, *, exclude: Collection[str] = ()) -> Iterator[str]:
         inst = self._ctx._require_instance(instance_id, "capacity")
-        placement_class = self._ctx._hosts[inst.host].type
         limits = self.limits(instance_id)
+        classes = limits.types or {self._ctx._hosts[inst.host].type}
         taken = self._taken()
         fits = [
             (limits.penalty.get(h.name, 0), -(h.vcpus - taken.get(h.name, 0)), h.name)
             for h in self._ctx._hosts.values()
-            if h.type == placement_class
+            if h.type in classes
             and h.enabled
             and h.name != inst.host
             and h.name not in exclude

@@ -50,13 +50,22 @@ class PlacedCloud(SimulatedCloud):
                     instance_id=instance_id,
                 )
             if target is None:
-                target = self._allowed_target(instance_id, limits.allows)
+                target = self._allowed_target(instance_id, limits.allows, limits.types)
                 if target is None:
                     raise TargetRefused(
                         f"no valid host for {instance_id}: no enabled host with room "
                         "keeps its server groups' rules",
                         instance_id=instance_id,
                     )
+            elif limits.types is not None and self._hosts.get(target, {}).get("type") not in (
+                limits.types
+            ):
+                raise TargetRefused(
+                    f"no valid host: {target} is not a {' or '.join(sorted(limits.types))} host, "
+                    f"where {instance_id} may go",
+                    instance_id=instance_id,
+                    host=target,
+                )
             elif not limits.allows(target):
                 broken = next(
                     r
@@ -78,7 +87,9 @@ class PlacedCloud(SimulatedCloud):
                 where[instance_id].add(str(self._migrations[handle]["target"]))
         return where
 
-    def _allowed_target(self, instance_id: str, allows: Any) -> str | None:
+    def _allowed_target(
+        self, instance_id: str, allows: Any, types: frozenset[str] | None = None
+    ) -> str | None:
         source = self._instances[instance_id]["host"]
         vcpus = int(self._instances[instance_id]["vcpus"])
         fits = [
@@ -86,7 +97,7 @@ class PlacedCloud(SimulatedCloud):
             for name, host in self._hosts.items()
             if name != source
             and host["enabled"]
-            and host["type"] == "compute"
+            and host["type"] in (types or ("compute",))
             and allows(name)
             and self.free_vcpus(name) >= vcpus
         ]

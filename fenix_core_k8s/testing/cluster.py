@@ -18,16 +18,15 @@ import threading
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
-from decimal import Decimal
 from typing import Any
 
 import attrs
-from kubernetes.utils import parse_quantity
 
 from fenix_core.clock import Clock, RealClock
+from fenix_core.kube_scheduling import Candidate, Requests, best_node
 
 from ..budget import desired_healthy, selector_matches
-from ..pods import CONTROL_PLANE_LABELS
+from ..pods import CONTROL_PLANE_LABELS, memory_bytes, millicores, requests_of, tolerates
 
 __all__ = ["ApiError", "EvictionRecord", "FakeCluster"]
 
@@ -117,76 +116,31 @@ def _set_condition(obj: Obj, kind: str, status: bool, now: datetime, reason: str
     )
 
 
-#: kube-scheduler's default score weights of the two plug-ins the fake models.
-_TAINT_WEIGHT = 3
-_LOAD_WEIGHT = 1
-_MAX_SCORE = 100
 #: kubeadm's control-plane label, and the key of the taint it puts with it.
 CONTROL_PLANE_KEY = CONTROL_PLANE_LABELS[0]
 
 
-def _tolerated(taint: Mapping[str, Any], tolerations: Iterable[Mapping[str, Any]]) -> bool:
-    """Whether one of the pod's tolerations matches the taint (an empty key
-    with Exists matches every taint; an empty effect matches every effect)."""
-    for tol in tolerations:
-        effect = tol.get("effect") or ""
-        if effect and effect != taint.get("effect"):
-            continue
-        key = tol.get("key") or ""
-        if tol.get("operator", "Equal") == "Exists":
-            if not key or key == taint.get("key"):
-                return True
-        elif key == taint.get("key") and (tol.get("value") or "") == (taint.get("value") or ""):
-            return True
-    return False
+def _running(pods: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The pods the scheduler's cache counts on a node: terminating ones too,
+    until they are gone; not finished ones."""
+    return [p for p in pods if p["status"].get("phase") not in ("Succeeded", "Failed")]
 
 
-def _cpu_request(pod: Mapping[str, Any]) -> Decimal:
-    """The pod's CPU request as kube-scheduler counts it: the containers'
-    sum, or the largest init container's if that is more."""
-
-    def request(container: Mapping[str, Any]) -> Decimal:
-        value = ((container.get("resources") or {}).get("requests") or {}).get("cpu", "0")
-        return Decimal(parse_quantity(value))  # type: ignore[no-untyped-call]
-
-    spec = pod["spec"]
-    total = sum((request(c) for c in spec.get("containers") or ()), Decimal(0))
-    init = max((request(c) for c in spec.get("initContainers") or ()), default=Decimal(0))
-    return max(total, init)
+def _allocatable(node: Mapping[str, Any]) -> tuple[int, int]:
+    """The node's allocatable CPU (millicores) and memory (bytes)."""
+    allocatable = node["status"]["allocatable"]
+    return (
+        millicores(allocatable.get("cpu")) or 0,
+        memory_bytes(allocatable.get("memory")) or 0,
+    )
 
 
-def _fits(
-    pod: Mapping[str, Any], node: Mapping[str, Any], here: Iterable[Mapping[str, Any]]
-) -> bool:
-    """NodeResourcesFit on CPU: the requests of the node's pods (terminating
-    ones too, until they are gone; not finished ones, which the scheduler's
-    cache leaves out) plus this one's within its allocatable."""
-    allocatable = Decimal(parse_quantity(node["status"]["allocatable"]["cpu"]))  # type: ignore[no-untyped-call]
-    running = (p for p in here if p["status"].get("phase") not in ("Succeeded", "Failed"))
-    return sum((_cpu_request(p) for p in running), _cpu_request(pod)) <= allocatable
-
-
-def _best_node(feasible: Iterable[tuple[str, int, int]]) -> str:
-    """The node with the highest weighted score among ``(name, untolerated
-    PreferNoSchedule taints, pods)``; ties go to the first name.
-
-    TaintToleration scores each node by its count of such taints and
-    normalizes in reverse (``100 - 100 * count / highest count``): a node
-    without any scores 100, the most tainted 0. The load score stands in for
-    NodeResourcesFit's least-allocated strategy, by pods here.
-    """
-    rows = list(feasible)
-    most_taints = max(t for _, t, _ in rows)
-    most_pods = max(p for _, _, p in rows)
-
-    def score(row: tuple[str, int, int]) -> float:
-        _, taints, pods = row
-        taint = _MAX_SCORE - (_MAX_SCORE * taints / most_taints if most_taints else 0)
-        load = _MAX_SCORE - (_MAX_SCORE * pods / most_pods if most_pods else 0)
-        return _TAINT_WEIGHT * taint + _LOAD_WEIGHT * load
-
-    best = min(rows, key=lambda row: (-score(row), row[0]))
-    return best[0]
+def _node_selected(pod: Mapping[str, Any], node: Mapping[str, Any]) -> bool:
+    """NodeAffinity's filter on ``spec.nodeSelector``: every pair is a label
+    of the node."""
+    labels = node["metadata"].get("labels") or {}
+    selector = pod["spec"].get("nodeSelector") or {}
+    return all(labels.get(k) == v for k, v in selector.items())
 
 
 def _controller(pod: Mapping[str, Any]) -> Mapping[str, Any] | None:
@@ -331,6 +285,7 @@ class FakeCluster:
         anti_affinity: bool,
         replicas: int,
         tolerations: Iterable[Mapping[str, Any]] = (),
+        node_selector: Mapping[str, str] | None = None,
     ) -> Obj:
         owner: Obj = {
             "kind": kind,
@@ -342,6 +297,7 @@ class FakeCluster:
             "anti_affinity": anti_affinity,
             "replicas": replicas,
             "tolerations": [dict(t) for t in tolerations],
+            "node_selector": dict(node_selector or {}),
         }
         self._owners[owner["uid"]] = owner
         return owner
@@ -357,6 +313,7 @@ class FakeCluster:
         anti_affinity: bool = False,
         volumes: Iterable[Mapping[str, Any]] = (),
         tolerations: Iterable[Mapping[str, Any]] = (),
+        node_selector: Mapping[str, str] | None = None,
     ) -> list[Obj]:
         """A ReplicaSet with one pod on each of ``nodes`` (a node may repeat).
 
@@ -366,10 +323,20 @@ class FakeCluster:
         ``kubernetes.io/hostname`` for the set's own labels; ``volumes`` and
         ``tolerations`` are the pod template's (``[{"name": "cache",
         "emptyDir": {}}]``; ``[{"key": "node-role.kubernetes.io/control-plane",
-        "operator": "Exists", "effect": "NoSchedule"}]`` as CoreDNS has).
+        "operator": "Exists", "effect": "NoSchedule"}]`` as CoreDNS has);
+        ``node_selector`` the template's ``nodeSelector``.
         """
         return self._add_set(
-            "ReplicaSet", namespace, name, nodes, labels, cpu, anti_affinity, volumes, tolerations
+            "ReplicaSet",
+            namespace,
+            name,
+            nodes,
+            labels,
+            cpu,
+            anti_affinity,
+            volumes,
+            tolerations,
+            node_selector,
         )
 
     def add_statefulset(
@@ -401,6 +368,7 @@ class FakeCluster:
         anti_affinity: bool,
         volumes: Iterable[Mapping[str, Any]] = (),
         tolerations: Iterable[Mapping[str, Any]] = (),
+        node_selector: Mapping[str, str] | None = None,
     ) -> list[Obj]:
         placed = list(nodes)
         with self.lock:
@@ -413,6 +381,7 @@ class FakeCluster:
                 anti_affinity,
                 len(placed),
                 tolerations,
+                node_selector,
             )
             owner["volumes"] = [dict(v) for v in volumes]
             ordinal = kind == "StatefulSet"
@@ -637,6 +606,8 @@ class FakeCluster:
             pod["spec"]["volumes"] = copy.deepcopy(owner["volumes"])
         if owner.get("tolerations"):
             pod["spec"]["tolerations"] = copy.deepcopy(owner["tolerations"])
+        if owner.get("node_selector"):
+            pod["spec"]["nodeSelector"] = dict(owner["node_selector"])
         self.pods[(owner["namespace"], name)] = pod
         return pod
 
@@ -674,39 +645,49 @@ class FakeCluster:
         self._schedule(pod)
 
     def _schedule(self, pod: Obj) -> None:
-        """Bind a pending pod as kube-scheduler would, on the nodes it keeps:
-        schedulable, Ready, no NoSchedule / NoExecute taint the pod does not
-        tolerate, its anti-affinity kept, its CPU request within what the
-        node's pods leave of its allocatable CPU (filters). Among those, the highest
-        score (TaintToleration with its default weight 3: fewest untolerated
-        PreferNoSchedule taints, normalized and reversed; then least loaded,
-        weight 1, by pods); try again later when none is left."""
+        """Bind a pending pod as kube-scheduler would (its default profile, see
+        :mod:`fenix_core.kube_scheduling`). Filters: the node is schedulable
+        and Ready, the pod tolerates its NoSchedule / NoExecute taints, its
+        labels match the pod's ``nodeSelector``, the pod's required
+        anti-affinity is kept, and its CPU and memory requests fit in what the
+        node's pods leave of its allocatable. Scores: TaintToleration
+        (untolerated PreferNoSchedule taints), LeastAllocated and
+        BalancedAllocation; the first name among equals. Try again later when
+        no node is left."""
         if (pod["metadata"]["namespace"], pod["metadata"]["name"]) not in self.pods:
             return
         tolerations = pod["spec"].get("tolerations") or ()
-        feasible: list[tuple[str, int, int]] = []
+        wanted = requests_of(pod["spec"])
+        feasible: list[Candidate] = []
         for name, node in sorted(self.nodes.items()):
             if node["spec"].get("unschedulable") or not _ready(node):
                 continue
             taints = node["spec"].get("taints") or ()
             if any(
-                t.get("effect") in ("NoSchedule", "NoExecute") and not _tolerated(t, tolerations)
+                t.get("effect") in ("NoSchedule", "NoExecute") and not tolerates(t, tolerations)
                 for t in taints
             ):
                 continue
-            here = [p for p in self.pods.values() if p["spec"].get("nodeName") == name]
-            if self._repelled(pod, here) or not _fits(pod, node, here):
+            if not _node_selected(pod, node):
                 continue
+            here = [p for p in self.pods.values() if p["spec"].get("nodeName") == name]
+            if self._repelled(pod, here):
+                continue
+            cpu_m, memory = _allocatable(node)
+            used = sum((requests_of(p["spec"]) for p in _running(here)), Requests())
+            if used.cpu_m + wanted.cpu_m > cpu_m or used.memory + wanted.memory > memory:
+                continue  # NodeResourcesFit's filter
             prefer_not = sum(
                 1
                 for t in taints
-                if t.get("effect") == "PreferNoSchedule" and not _tolerated(t, tolerations)
+                if t.get("effect") == "PreferNoSchedule" and not tolerates(t, tolerations)
             )
-            feasible.append((name, prefer_not, len(here)))
-        if not feasible:
+            feasible.append(Candidate(name, cpu_m, memory, used, prefer_not))
+        chosen = best_node(wanted, feasible)
+        if chosen is None:
             self._later(self.controller_seconds, lambda: self._schedule(pod))
             return
-        pod["spec"]["nodeName"] = _best_node(feasible)
+        pod["spec"]["nodeName"] = chosen
         self._rv(pod)
         uid = pod["metadata"]["uid"]
 

@@ -203,17 +203,18 @@ def _with_control_plane_pods(cluster: Any, control_planes: int = 2) -> list[str]
     return planes
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the plan sends a control-plane node's CoreDNS pod to the other control-plane node "
-    "(the contract's placement class), but kube-scheduler places the replacement on a worker "
-    "(node-0: the pod tolerates the control-plane taint and every node is queued); with the "
-    "constrained workflow's first wave (issue 21) node-0's extra pod changes which workers "
-    "drain first, so the real order differs from the plan's",
-)
-def test_pods_on_control_plane_nodes_are_planned_as_the_real_run(fake, k8s_engine) -> None:
+@pytest.mark.parametrize("workflow", ["constrained", "rolling"])
+def test_pods_on_control_plane_nodes_are_planned_as_the_real_run(
+    fake, k8s_engine, workflow: str
+) -> None:
+    """kube-scheduler, not the workflow, places a replacement: a control-plane
+    node's CoreDNS pod (it tolerates the control-plane taint) lands on the
+    least allocated node it may run on, a worker (every node is queued: the
+    steering taint does not tell them apart), and that worker then drains
+    later. The plan places it there too, so order, waves and the number of
+    moves are the real run's."""
     planes = _with_control_plane_pods(fake.cluster)
-    planned, view, real = _plan_then_run(fake, k8s_engine, workflow="constrained")
+    planned, view, real = _plan_then_run(fake, k8s_engine, workflow=workflow)
     assert planned.result.view.state == view.state == "MAINTENANCE_DONE", view.reason
     order = _order(planned.result.timeline)
     # The control-plane nodes first, one at a time, drained of their CoreDNS
@@ -221,6 +222,12 @@ def test_pods_on_control_plane_nodes_are_planned_as_the_real_run(fake, k8s_engin
     assert order[:2] == planes
     assert _order(real) == order
     assert _waves(planned.result.timeline) == _waves(real)
+    # The first CoreDNS replacement went to a worker, in the plan as for real.
+    first = next(e for e in fake.cluster.evictions if e.node == "cp-0")
+    assert first.code == 201
+    assert planned.result.migrations_done == len(
+        [e for e in fake.cluster.evictions if e.code == 201]
+    )
 
 
 def test_control_plane_pods_in_the_export(fake, tmp_path: Path) -> None:
@@ -237,11 +244,45 @@ def test_control_plane_pods_in_the_export(fake, tmp_path: Path) -> None:
     assert report["state"] == "MAINTENANCE_DONE"
 
 
-def test_a_lone_control_plane_with_pods_fails_the_plan_as_the_real_run(fake, k8s_engine) -> None:
-    """Instances move to hosts of their host's type (the contract's placement
-    class): with one control-plane node running a CoreDNS pod, the session
-    cannot empty it, and the plan says so as the real run does."""
+def test_a_lone_control_plane_drains_its_coredns_to_a_worker_as_the_real_run(
+    fake, k8s_engine
+) -> None:
+    """A pod that tolerates the control-plane taint may go to workers as well
+    (the driver's ``host-types`` placement rule): the session empties the one
+    control-plane node of its CoreDNS pod, and kube-scheduler puts the
+    replacement on a worker, in the plan as in the real run."""
     _with_control_plane_pods(fake.cluster, control_planes=1)
+    planned, view, real = _plan_then_run(fake, k8s_engine)
+    assert planned.result.view.state == view.state == "MAINTENANCE_DONE", view.reason
+    assert _order(planned.result.timeline) == _order(real)
+    assert _order(real)[0] == "cp-0"
+    assert _waves(planned.result.timeline) == _waves(real)
+    evicted = [e for e in fake.cluster.evictions if e.node == "cp-0"]
+    assert [e.code for e in evicted] == [201]
+    assert planned.result.migrations_done == len(
+        [e for e in fake.cluster.evictions if e.code == 201]
+    )
+
+
+def test_a_lone_control_plane_with_pinned_pods_fails_the_plan_as_the_real_run(
+    fake, k8s_engine
+) -> None:
+    """A pod pinned to control-plane nodes (a nodeSelector on their label, and
+    the toleration) keeps its host's type as its placement class: with one
+    control-plane node the session cannot empty it, and the plan says so as
+    the real run does."""
+    cluster = fake.cluster
+    cluster.add_node("cp-0", control_plane=True)
+    cluster.add_etcd_member("cp-0")
+    for name in WORKERS:
+        cluster.add_node(name, cpu="4")
+    cluster.add_replicaset(
+        "kube-system",
+        "operator",
+        ["cp-0"],
+        tolerations=[CONTROL_PLANE_TOLERATION],
+        node_selector={"node-role.kubernetes.io/control-plane": ""},
+    )
     planned, view, _ = _plan_then_run(fake, k8s_engine)
     assert planned.result.view.state == view.state == "MAINTENANCE_FAILED"
     assert planned.result.view.reason == view.reason

@@ -11,12 +11,13 @@ from kubernetes.client import CoreV1Api, V1Eviction, V1ObjectMeta
 from kubernetes.client.exceptions import ApiException
 
 from fenix_core import ActionSpec, SessionRequest
+from fenix_core.kube_scheduling import Candidate, Requests, best_node, pod_requests
 from fenix_core.second_moves import first_wave_room, moves_lower_bound
 from fenix_core.sim.simulation import plan
 from fenix_core.sim.snapshot import read_cloud, scenario_from_cloud
 from fenix_core_k8s import QUEUED_TAINT, KubernetesDriver
+from fenix_core_k8s.pods import tolerates as _tolerated
 from fenix_core_k8s.testing import NodeReboot
-from fenix_core_k8s.testing.cluster import _best_node, _tolerated
 
 from .helpers import drive
 
@@ -232,13 +233,31 @@ def test_fake_scheduler_matches_tolerations_and_scores_as_kube_scheduler() -> No
     assert not _tolerated(taint, [{"key": "k", "value": "w"}])
     assert not _tolerated(taint, [{"key": "k", "operator": "Exists", "effect": "NoSchedule"}])
     assert not _tolerated(taint, [])
-    # Weight 3 on the reversed taint count beats weight 1 on the load: an
-    # untainted node wins even when it is the busiest; among equally tainted
-    # nodes the least loaded wins; ties go to the first name.
-    assert _best_node([("a", 1, 0), ("b", 0, 9)]) == "b"
-    assert _best_node([("a", 1, 3), ("b", 1, 2)]) == "b"
-    assert _best_node([("a", 2, 0), ("b", 1, 5), ("c", 0, 5)]) == "c"
-    assert _best_node([("b", 0, 1), ("a", 0, 1)]) == "a"
+    # Scores as kube-scheduler's default profile computes them. A pod of
+    # 500m CPU and no memory request (scored as 200 MiB) on 4-CPU, 16 GiB nodes.
+    gib = 1024**3
+    pod = pod_requests([{"cpu": 500, "memory": None}])
+    assert pod == Requests(500, 0, 500, 200 * 1024**2)
+
+    def node(name: str, cpu_m: int, taints: int = 0) -> Candidate:
+        # ``cpu_m`` of requests by one pod without a memory request.
+        return Candidate(name, 4000, 16 * gib, pod_requests([{"cpu": cpu_m}]), taints)
+
+    # Weight 3 on the reversed taint count beats the resource scores: an
+    # untainted node wins even when it is the busiest.
+    assert best_node(pod, [node("a", 0, taints=1), node("b", 3000)]) == "b"
+    # Among equally tainted nodes the least allocated wins: LeastAllocated
+    # (4000-1100)*100//4000 = 72 and (16384-400)*100//16384 = 97 -> 84 for
+    # "b", (4000-1200)*100//4000 = 70 -> 83 for "a"; BalancedAllocation
+    # (1 - (0.275 - 0)/2)*100 = 86 for "b", (1 - 0.3/2)*100 = 85 for "a".
+    assert best_node(pod, [node("a", 700, 1), node("b", 600, 1)]) == "b"
+    # The taint score is normalized by the most tainted node: 2 -> 0, 1 -> 50.
+    assert best_node(pod, [node("a", 0, 2), node("b", 3000, 1), node("c", 3000, 0)]) == "c"
+    # A container without a CPU request counts 100m in the score, not in the filter.
+    assert pod_requests([{"cpu": None}]).scored_cpu_m == 100
+    assert pod_requests([{"cpu": None}]).cpu_m == 0
+    assert best_node(pod, [node("b", 100), node("a", 100)]) == "a"  # ties: the first name
+    assert best_node(pod, []) is None
 
 
 def test_fake_apiserver_refuses_bad_taints_and_stale_versions(fake) -> None:
