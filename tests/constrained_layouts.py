@@ -85,7 +85,18 @@ ANTI_AFFINE_MEMBER_ON_THE_FULLEST_HOST: dict[str, Any] = {
 #: cmp-2): each host that stays must hold one during the last drains. cmp-5's
 #: three instances (none of g2) all went to cmp-0, a host without g2; the two
 #: pairs then lacked distinct hosts without g2 with room, and the session
-#: failed after three hosts ("cannot empty any host").
+#: failed after three hosts ("cannot empty any host"). Still failing: the dry
+#: run that let cmp-5 open (planner.drain_sequence) placed its members all at
+#: once, vm-10 on cmp-3 (cmp-0 already held vm-9 of the same implicit group
+#: of p0, counted by assign_moves within one call), and found an order for
+#: the rest. The waves move them in rounds of each group's budget (p0's
+#: implicit group: one at a time): vm-9 and vm-11 went to cmp-0, and vm-10,
+#: placed alone afterwards, went to cmp-0 too (the fullest; a target does not
+#: count the members of a group without a per-host limit). A placement that
+#: re-places what is left after each round differs from one that placed
+#: everything at once; the fix is for the drain to follow the dry run's
+#: placement (a planned target per instance, which the contract does not
+#: keep yet) or for the dry run to simulate the rounds.
 ANTI_AFFINE_FIVE_ON_SIX_HOSTS: dict[str, Any] = {
     "layout": {
         "cmp-0": [("vm-0", "p1", 2)],
