@@ -1140,9 +1140,11 @@ class RollingWorkflow(WorkflowBase):
         ones have moved, i.e. with their room taken and their hosts counted
         in the hard placement rules, the targets ranked by the room left.
         The check before a host opens and each move of its drain both run
-        it, so what the check found room for is what the drain does (in the
-        drain's own order; a move a manager's answer lets go first is placed
-        as here too). ``mine``: an instance and the targets refused for it."""
+        it, so what the check found room for is what the drain does when it
+        moves them in this order. (A smaller instance a manager's answer lets
+        go first still takes its target from this placement; the larger ones
+        are then placed afresh on what it left, which may differ.) ``mine``:
+        an instance and the targets refused for it."""
         taken: dict[str, int] = {}
         placed: dict[str, str] = {}
         for inst in _move_order(instances):
