@@ -375,6 +375,7 @@ def assign_moves(
     *,
     twice: Container[str] | None = None,
     ahead: Mapping[str, int] | None = None,
+    held: Container[str] = (),
 ) -> tuple[list[tuple[str, str]], list[Blocked]]:
     """Which waiting members start moving now, and where to.
 
@@ -392,6 +393,11 @@ def assign_moves(
     they stay (:mod:`fenix_core.second_moves`). ``rules`` must hold every
     group of ``ahead``: without its limit, a host that already holds as many
     members as the group allows would count as a place kept for it.
+    ``held``: members of ``waiting`` that cannot start now (not answered
+    yet, their lead time): placed in their turn like the others, whatever
+    their group's budget, so that the room and the places below a per-host
+    limit they will need are not given to a member after them, but neither
+    moved nor named as blocked.
     """
     unruled = sorted(g for g in ahead or () if g not in rules)
     if unruled:
@@ -403,7 +409,8 @@ def assign_moves(
     blocked: list[Blocked] = []
     ahead = _limited_ahead(waiting, rules, ahead)
     for item in waiting:
-        if budget.get(item.group_id, 0) <= 0:
+        later = item.instance_id in held
+        if not later and budget.get(item.group_id, 0) <= 0:
             blocked.append(Blocked(item.instance_id, "group"))
             continue
         rule = rules.get(item.group_id)
@@ -426,11 +433,13 @@ def assign_moves(
             if best is None or key < best:
                 best = key
         if best is None:
-            blocked.append(Blocked(item.instance_id, "room"))
+            if not later:
+                blocked.append(Blocked(item.instance_id, "room"))
             continue
         host = best[-1]
-        moves.append((item.instance_id, host))
-        budget[item.group_id] -= 1
+        if not later:
+            moves.append((item.instance_id, host))
+            budget[item.group_id] -= 1
         room = free[host]
         if room is not None:
             free[host] = room - item.vcpus

@@ -43,6 +43,8 @@ log = logging.getLogger(__name__)
 PLUGIN = "openstack"
 #: Migration statuses that end a move badly.
 _FAILED = ("error", "failed", "cancelled", "reverted")
+#: What Nova's scheduler says when no host passes its filters (NoValidHost).
+_NO_VALID_HOST = "No valid host was found"
 #: Server statuses while Nova works on a migration.
 _MOVING = ("MIGRATING", "RESIZE", "VERIFY_RESIZE")
 
@@ -300,10 +302,16 @@ class OpenStackDriver:
         if status in _FAILED:
             self._forget(move.server_id, tag)
             why = self._failure_message(server, move) or f"migration {migration.id} ended"
-            return OperationStatus.failed(
+            detail = (
                 f"{move.migration_type} of {move.server_id} from {migration.source_compute} "
                 f"failed (status {status}): {why}"
             )
+            if _NO_VALID_HOST in why or "NoValidHost" in why:
+                # From microversion 2.34 Nova's scheduler refuses a live
+                # migration after answering 202: the same refusal of the
+                # target as a 400 at the request (TargetRefused), nothing moved.
+                return OperationStatus("failed", detail=detail, result={"refused": True})
+            return OperationStatus.failed(detail)
         if status in ("completed", "confirmed"):
             self._forget(move.server_id, tag)
             return OperationStatus.done(server.compute_host)

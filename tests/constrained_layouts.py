@@ -85,7 +85,21 @@ ANTI_AFFINE_MEMBER_ON_THE_FULLEST_HOST: dict[str, Any] = {
 #: cmp-2): each host that stays must hold one during the last drains. cmp-5's
 #: three instances (none of g2) all went to cmp-0, a host without g2; the two
 #: pairs then lacked distinct hosts without g2 with room, and the session
-#: failed after three hosts ("cannot empty any host").
+#: failed after three hosts ("cannot empty any host"). Still failing: the dry
+#: run that let cmp-5 open (planner.drain_sequence) placed its members all at
+#: once, vm-10 on cmp-3 (cmp-0 already held vm-9 of the same implicit group
+#: of p0, counted by assign_moves within one call), and found an order for
+#: the rest. The waves move them in rounds of each group's budget (p0's
+#: implicit group: one at a time): vm-9 and vm-11 went to cmp-0, and vm-10,
+#: placed alone afterwards, went to cmp-0 too (the fullest; a target does not
+#: count the members of a group without a per-host limit). A placement that
+#: re-places what is left after each round differs from one that placed
+#: everything at once; the fix is for the drain to follow the dry run's
+#: placement (a planned target per instance, which the contract does not
+#: keep yet) or for the dry run to simulate the rounds. Counting every
+#: group's members on the targets, as the dry run does, ends this layout DONE
+#: but costs the reference scenario 258 s (benchmarks/makespan.py: 12,703 s
+#: instead of 12,445 s, over issue 18's bound), so it was not kept.
 ANTI_AFFINE_FIVE_ON_SIX_HOSTS: dict[str, Any] = {
     "layout": {
         "cmp-0": [("vm-0", "p1", 2)],
@@ -121,9 +135,12 @@ ANTI_AFFINE_FIVE_ON_SIX_HOSTS: dict[str, Any] = {
 
 #: Three hosts exactly full while one is out (8 vcpus on 3 x 4). The first
 #: wave opens cmp-0; p1 is managed and asked about one instance at a time, so
-#: vm-0 (1 vcpu) is placed alone, on cmp-1's 2 free vcpus, before vm-1 (2
-#: vcpus, anti-affine g1 with vm-4 on cmp-2) is answered: vm-1 has no host
-#: left. vm-0 on cmp-2 (1 free) and vm-1 on cmp-1 drain it.
+#: vm-0 (1 vcpu) was placed alone, on cmp-1's 2 free vcpus, before vm-1 (2
+#: vcpus, anti-affine g1 with vm-4 on cmp-2) was answered: vm-1 had no host
+#: left ("no target host has room for vm-1"). vm-0 on cmp-2 (1 free) and vm-1
+#: on cmp-1 drain it. Fixed: the placement also places, in their turn, the
+#: members of the draining hosts that cannot start yet (planner.assign_moves'
+#: ``held``), so vm-1 keeps cmp-1.
 ASKED_ONE_AT_A_TIME_TAKES_THE_ROOM_OF_THE_NEXT: dict[str, Any] = {
     "layout": {
         "cmp-0": [("vm-0", "p1", 1), ("vm-1", "p1", 2)],
@@ -151,9 +168,13 @@ ASKED_ONE_AT_A_TIME_TAKES_THE_ROOM_OF_THE_NEXT: dict[str, Any] = {
 
 #: g0 (p0, at most 2 per host) has five members, three on cmp-0 (over its
 #: limit at the start). On the contract driver (tests/test_constrained_v2.py)
-#: cmp-1, cmp-2 and cmp-3 are maintained first and cmp-0's three members then
-#: find no room within the limit: SCALE_IN, then failed after three hosts. The
-#: engine run (tests/test_constrained.py) ends DONE.
+#: cmp-1, cmp-2 and cmp-3 were maintained first and cmp-0's three members then
+#: found no room within the limit: SCALE_IN, then failed after three hosts.
+#: The dry run that let cmp-3 open had put one of its 1-vcpu instances on
+#: cmp-1's last free vcpu, the moves placed in rounds (group budgets, vm-3 of
+#: managed p0 not answered yet) filled cmp-2 instead, and g0's last member had
+#: nowhere to go. Fixed with the layout above (``held``). The engine run
+#: (tests/test_constrained.py) ended DONE already.
 PER_HOST_LIMIT_OVER_AT_THE_START: dict[str, Any] = {
     "layout": {
         "cmp-0": [("vm-0", "p0", 2), ("vm-1", "p0", 2), ("vm-2", "p0", 1)],
@@ -184,13 +205,15 @@ PER_HOST_LIMIT_OVER_AT_THE_START: dict[str, Any] = {
 }
 
 
-#: The dead ends above each property's test file replays (the engine's run in
-#: tests/test_constrained.py ends DONE on PER_HOST_LIMIT_OVER_AT_THE_START).
-DEAD_ENDS = {
-    "five-anti-affine-on-six-hosts": ANTI_AFFINE_FIVE_ON_SIX_HOSTS,
+#: The dead ends above that both properties' test files replay as strict
+#: xfails: still failing.
+DEAD_ENDS = {"five-anti-affine-on-six-hosts": ANTI_AFFINE_FIVE_ON_SIX_HOSTS}
+DEAD_ENDS_ON_THE_DRIVER = dict(DEAD_ENDS)
+#: The dead ends found and fixed since: replayed as plain tests by both.
+ONCE_DEAD_ENDS = {
     "asked-one-at-a-time": ASKED_ONE_AT_A_TIME_TAKES_THE_ROOM_OF_THE_NEXT,
+    "per-host-limit-over": PER_HOST_LIMIT_OVER_AT_THE_START,
 }
-DEAD_ENDS_ON_THE_DRIVER = {**DEAD_ENDS, "per-host-limit-over": PER_HOST_LIMIT_OVER_AT_THE_START}
 
 #: Fails today; a strict xfail says so when a change fixes it.
 known_dead_end = pytest.mark.xfail(

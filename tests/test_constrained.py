@@ -12,6 +12,7 @@ from constrained_layouts import (
     ANTI_AFFINE_MEMBER_ON_THE_FULLEST_HOST,
     ANTI_AFFINE_PAIR_LEFT_ONE_HOST,
     DEAD_ENDS,
+    ONCE_DEAD_ENDS,
     known_dead_end,
 )
 from hypothesis import HealthCheck, example, given, settings
@@ -516,6 +517,11 @@ def test_random_clusters_never_break_a_rule_and_always_end(spec: dict[str, Any])
 @known_dead_end
 @pytest.mark.parametrize("spec", DEAD_ENDS.values(), ids=DEAD_ENDS.keys())
 def test_known_dead_ends_half_way(spec: dict[str, Any]) -> None:
+    check_cluster(spec)
+
+
+@pytest.mark.parametrize("spec", ONCE_DEAD_ENDS.values(), ids=ONCE_DEAD_ENDS.keys())
+def test_dead_ends_once_found_end_done(spec: dict[str, Any]) -> None:
     check_cluster(spec)
 
 

@@ -16,6 +16,7 @@ from constrained_layouts import (
     ANTI_AFFINE_MEMBER_ON_THE_FULLEST_HOST,
     ANTI_AFFINE_PAIR_LEFT_ONE_HOST,
     DEAD_ENDS_ON_THE_DRIVER,
+    ONCE_DEAD_ENDS,
     known_dead_end,
 )
 from contract_driver import LoggingContext
@@ -571,4 +572,9 @@ def test_random_clusters_never_break_a_rule_and_always_end(spec: dict[str, Any])
     "spec", DEAD_ENDS_ON_THE_DRIVER.values(), ids=DEAD_ENDS_ON_THE_DRIVER.keys()
 )
 def test_known_dead_ends_half_way(spec: dict[str, Any]) -> None:
+    check_cluster_v2(spec)
+
+
+@pytest.mark.parametrize("spec", ONCE_DEAD_ENDS.values(), ids=ONCE_DEAD_ENDS.keys())
+def test_dead_ends_once_found_end_done(spec: dict[str, Any]) -> None:
     check_cluster_v2(spec)

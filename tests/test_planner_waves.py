@@ -201,6 +201,27 @@ def test_assign_moves_without_a_budget_blocks_on_the_group() -> None:
     assert (moves, blocked) == ([], [Blocked("vm-0", "group")])
 
 
+def test_assign_moves_places_held_members_in_their_turn_without_moving_them() -> None:
+    # As in tests/constrained_layouts.py's asked-one-at-a-time: vm-1 (2
+    # vcpus, anti-affine with a member on t2) is not answered yet; vm-0 (1
+    # vcpu) may move. Alone, vm-0 takes t1 (a tie, by name) and leaves vm-1
+    # no host; planned with vm-1 held, it leaves t1 to vm-1, which is neither
+    # moved nor named as blocked, whatever its group's budget.
+    rules = {"g1": GroupRule("g1", max_impacted=2, anti_affinity=True)}
+    targets = [target("t1", 2), target("t2", 2, g1=1)]
+    waiting = [member("vm-1", "g1", 2), member("vm-0", "p1", 1)]
+    budgets = {"g1": 0, "p1": 1}
+    alone, _ = assign_moves(waiting[1:], budgets, targets, rules)
+    assert alone == [("vm-0", "t1")]
+    moves, blocked = assign_moves(waiting, budgets, targets, rules, held={"vm-1"})
+    assert (moves, blocked) == ([("vm-0", "t2")], [])
+    # A held member that finds no room is not named either.
+    moves, blocked = assign_moves(
+        [member("vm-9", "g1", 9), *waiting[1:]], budgets, targets, rules, held={"vm-9"}
+    )
+    assert (moves, blocked) == ([("vm-0", "t1")], [])
+
+
 def test_assign_moves_counts_the_room_it_uses() -> None:
     waiting = [member("big", vcpus=3), member("big2", vcpus=3), member("small", vcpus=2)]
     moves, blocked = assign_moves(waiting, {"g": 9}, [target("t1", 5)], {})

@@ -132,6 +132,7 @@ DISABLING = 1 << 18  # its DisableHost (before the drain) runs
 FIRST_DRAINED = 1 << 19
 _OPEN = (HostState.DRAINING, HostState.DRAINED, HostState.IN_MAINTENANCE)
 _WAITING = (InstanceState.ACTION_REQUESTED, InstanceState.ACTION_CHOSEN)
+_STILL_TO_MOVE = frozenset({InstanceState.PENDING, *_WAITING})
 _FINAL = FINAL_SESSION_STATES
 _ASKED = SessionState.PLANNED_MAINTENANCE.value
 
@@ -1042,21 +1043,26 @@ class ConstrainedWorkflow(RollingWorkflow):
             # budget over every open host: the first host came back at 907 s
             # instead of 630 s on the reference scenario).
             ahead = step.counts.ahead()
+            # The members of the draining hosts that cannot start yet are
+            # placed too, in their turn (not moved): the room they will need
+            # is not given to a member after them.
+            later = self._not_startable(ctx, views)
+            everyone = [*waiting, *(step.member(views[i]) for i in sorted(later))]
             # The rules of the groups still to come too: the placement keeps
             # room for them by their per-host limit.
-            rules = {g: step.rule(g) for g in (*(m.group_id for m in waiting), *ahead)}
-            moved = {m.instance_id for m in waiting if views[m.instance_id].moves}
+            rules = {g: step.rule(g) for g in (*(m.group_id for m in everyone), *ahead)}
+            moved = {m.instance_id for m in everyone if views[m.instance_id].moves}
             order = planner.completion_order(
-                waiting,
-                host_of={m.instance_id: views[m.instance_id].host for m in waiting},
+                everyone,
+                host_of={m.instance_id: views[m.instance_id].host for m in everyone},
                 moved=moved,
             )
-            targets = self._window_targets(ctx, step, [views[m.instance_id] for m in waiting])
+            targets = self._window_targets(ctx, step, [views[m.instance_id] for m in everyone])
             queued = {t.host for t in targets if not t.stays}
 
             first = {
                 m.instance_id
-                for m in waiting
+                for m in everyone
                 if (h := ctx.hosts.get(views[m.instance_id].host)) is not None
                 and h.stage & FIRST_DRAINED
             }
@@ -1066,7 +1072,7 @@ class ConstrainedWorkflow(RollingWorkflow):
             def place(waiting_makes_room: bool) -> dict[str, str]:
                 twice = {
                     m.instance_id
-                    for m in waiting
+                    for m in everyone
                     if second_moves.may_move_twice(
                         moved_before=m.instance_id in moved,
                         first_drained=m.instance_id in first,
@@ -1074,7 +1080,7 @@ class ConstrainedWorkflow(RollingWorkflow):
                     )
                 }
                 moves, _blocked = planner.assign_moves(
-                    order, left, targets, rules, twice=twice, ahead=ahead
+                    order, left, targets, rules, twice=twice, ahead=ahead, held=later
                 )
                 return dict(moves)
 
@@ -1105,6 +1111,22 @@ class ConstrainedWorkflow(RollingWorkflow):
             if rec is not None and rec.impacted_until is not None and rec.impacted_until > now:
                 wake = rec.impacted_until if wake is None else min(wake, rec.impacted_until)
         self._wake_at(ctx, cst, wake)
+        return held
+
+    @staticmethod
+    def _not_startable(ctx: SessionContext, views: dict[str, InstanceView]) -> set[str]:
+        """The instances of the draining hosts that will leave by a move but
+        cannot start now (not asked or answered yet, their lead time, their
+        host not disabled yet), added to ``views``."""
+        held: set[str] = set()
+        for host in ctx.hosts.in_state(HostState.DRAINING):
+            for inst in ctx.instances.on(host.name):
+                if inst.instance_id in views or inst.state not in _STILL_TO_MOVE:
+                    continue
+                if inst.action == InstanceAction.OWN_ACTION:
+                    continue  # its manager moves it: where is not the engine's choice
+                views[inst.instance_id] = inst
+                held.add(inst.instance_id)
         return held
 
     @staticmethod

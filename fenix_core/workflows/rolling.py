@@ -44,7 +44,7 @@ down and enables the host it disabled; ``on_retry`` starts it over.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from datetime import timedelta
 from typing import ClassVar
 
@@ -71,7 +71,7 @@ from ..contract import (
     Watch,
 )
 from ..model import Host, Instance, SessionRequest
-from ..placement_rules import HARD_POLICIES, HostLimits
+from ..placement_rules import HARD_POLICIES, HostLimits, PlacementRule
 from ..planner import capacity_shortfall
 from ..states import (
     FINAL_SESSION_STATES,
@@ -128,6 +128,41 @@ def _strings(value: object) -> tuple[str, ...]:
 def _move_order(instances: Iterable[InstanceView]) -> list[InstanceView]:
     """Largest first: the order a drain migrates in and plans in."""
     return sorted(instances, key=lambda i: (-i.vcpus, i.instance_id))
+
+
+def _ahead(a: tuple[int, int, int, str, bool], b: tuple[int, int, int, str, bool]) -> bool:
+    """Whether host ``a`` ranks before ``b`` once the room taken is gone
+    (``Rolling._target_after``): by room left and name at an equal penalty,
+    else as ``targets`` ranked them (the penalty decides)."""
+    if a[1] == b[1]:
+        return a[2:4] < b[2:4]
+    return a[0] < b[0]
+
+
+def _planned_avoid(
+    ctx: SessionContext,
+    instance_id: str,
+    rules: Iterable[PlacementRule],
+    placed: Mapping[str, str],
+) -> set[str]:
+    """The hosts an anti-affinity rule of ``instance_id`` forbids once the
+    instances ``placed`` have moved there (the cloud counts them then)."""
+    avoid: set[str] = set()
+    for rule in rules:
+        if rule.policy != "anti-affinity":
+            continue
+        planned = [placed[m] for m in rule.members if m != instance_id and m in placed]
+        for host in set(planned):
+            here = planned.count(host)
+            for member in rule.members:
+                if member == instance_id or member in placed:
+                    continue
+                other = ctx.instances.get(member)
+                if other is not None and host in (other.host, other.target):
+                    here += 1
+            if here >= rule.max_per_host:
+                avoid.add(host)
+    return avoid
 
 
 @attrs.define(slots=True)
@@ -785,16 +820,11 @@ class RollingWorkflow(WorkflowBase):
         return None
 
     def _fits_elsewhere(self, ctx: SessionContext, host: str) -> bool:
-        """Every instance on ``host`` has a target, taken in the order the
-        drain moves them (largest first) with the same choice of target."""
-        taken: dict[str, int] = {}
-        for inst in _move_order(self._movable_on(ctx, host)):
-            target = self._target(ctx, inst, (), taken)
-            if target is None:
-                if ctx.capacity.limits(inst.instance_id).stuck is not None:
-                    continue  # planned as if it could move: its drain says why not
-                return False
-            taken[target] = taken.get(target, 0) + inst.vcpus
+        """Every instance on ``host`` has a target: a dry run of the drain's
+        own placement (:meth:`_placements`), in the order it moves them."""
+        for inst, target in self._placements(ctx, self._movable_on(ctx, host)):
+            if target is None and ctx.capacity.limits(inst.instance_id).stuck is None:
+                return False  # (a stuck one is planned as if it could move: its drain says why not)
         return True
 
     def _scale_in_or_fail(
@@ -1085,23 +1115,47 @@ class RollingWorkflow(WorkflowBase):
     def _planned_target(
         self, ctx: SessionContext, inst: InstanceView, refused: Collection[str]
     ) -> str | None:
-        """``inst``'s target in a plan for everything still to leave its host
-        (largest first, as ``_fits_elsewhere`` checked it): a small instance
-        moving first must not take the room a larger one needs."""
-        taken: dict[str, int] = {}
+        """``inst``'s target in the placement of everything still to leave its
+        host (:meth:`_placements`, the one ``_fits_elsewhere`` checked): a
+        small instance moving first must not take the room a larger one needs."""
         waiting = [
             i
             for i in self._movable_on(ctx, inst.host)
             if i.state in _NOT_MOVING or i.instance_id == inst.instance_id
         ]
-        for other in _move_order(waiting):
-            mine = other.instance_id == inst.instance_id
-            target = self._target(ctx, other, refused if mine else (), taken)
-            if mine:
+        for other, target in self._placements(ctx, waiting, mine=(inst.instance_id, refused)):
+            if other.instance_id == inst.instance_id:
                 return target
-            if target is not None:
-                taken[target] = taken.get(target, 0) + other.vcpus
         return self._target(ctx, inst, refused)
+
+    def _placements(
+        self,
+        ctx: SessionContext,
+        instances: Iterable[InstanceView],
+        *,
+        mine: tuple[str, Collection[str]] | None = None,
+    ) -> Iterator[tuple[InstanceView, str | None]]:
+        """Where each of ``instances`` (leaving one host) goes, largest first:
+        each takes the target the drain will choose for it once the earlier
+        ones have moved, i.e. with their room taken and their hosts counted
+        in the hard placement rules, the targets ranked by the room left.
+        The check before a host opens and each move of its drain both run
+        it, so what the check found room for is what the drain does when it
+        moves them in this order. (A smaller instance a manager's answer lets
+        go first still takes its target from this placement; the larger ones
+        are then placed afresh on what it left, which may differ.) ``mine``:
+        an instance and the targets refused for it."""
+        taken: dict[str, int] = {}
+        placed: dict[str, str] = {}
+        for inst in _move_order(instances):
+            refused: Collection[str] = ()
+            if mine is not None and inst.instance_id == mine[0]:
+                refused = mine[1]
+            target = self._target(ctx, inst, refused, taken, placed)
+            yield inst, target
+            if target is not None:
+                taken[target] = taken.get(target, 0) + inst.vcpus
+                placed[inst.instance_id] = target
 
     def _target(
         self,
@@ -1109,20 +1163,60 @@ class RollingWorkflow(WorkflowBase):
         inst: InstanceView,
         refused: Collection[str],
         taken: Mapping[str, int] | None = None,
+        placed: Mapping[str, str] | None = None,
     ) -> str | None:
-        """The first target where the instance can stay, else the first one
-        (``taken``: room already promised to earlier instances of a plan)."""
-        first: str | None = None
+        """The first target where the instance can stay, else the first one,
+        in ``ctx.capacity.targets``' order (``taken``: room already promised
+        to earlier instances of a placement, on the hosts ``placed`` says:
+        the targets ranked as they will be once those moves are done)."""
         retiring = self._retiring(ctx)
         exclude = {*refused, *retiring} if retiring else refused
-        for name in ctx.capacity.targets(inst.instance_id, exclude=exclude):
-            if taken and ctx.capacity.free(name) - taken.get(name, 0) < inst.vcpus:
+        targets = ctx.capacity.targets(inst.instance_id, exclude=exclude)
+        if not taken:
+            first: str | None = None
+            for name in targets:
+                view = ctx.hosts.get(name)
+                if view is not None and view.state in STAYS:
+                    return name
+                first = first or name
+            return first
+        return self._target_after(ctx, inst, targets, taken, placed or {})
+
+    def _target_after(
+        self,
+        ctx: SessionContext,
+        inst: InstanceView,
+        targets: Iterator[str],
+        taken: Mapping[str, int],
+        placed: Mapping[str, str],
+    ) -> str | None:
+        """``_target`` once the room ``taken`` is gone. ``targets`` ranks the
+        hosts by (the soft rules' penalty, most free, name) as they are now:
+        a host none of it was taken from keeps its rank among the others,
+        one that lost room can only fall. So the first untaken host where the
+        instance stays ends the search: only the taken hosts seen before it
+        may still rank higher (by their room left, at an equal penalty)."""
+        limits = ctx.capacity.limits(inst.instance_id)
+        avoid = _planned_avoid(ctx, inst.instance_id, limits.rules, placed) if placed else set()
+        penalty = limits.penalty
+        # (rank seen, penalty, -room left, name, stays) of each host with room
+        seen: list[tuple[int, int, int, str, bool]] = []
+        for rank, name in enumerate(targets):
+            if name in avoid:
+                continue
+            room = ctx.capacity.free(name) - taken.get(name, 0)
+            if room < inst.vcpus:
                 continue
             view = ctx.hosts.get(name)
-            if view is not None and view.state in STAYS:
-                return name
-            first = first or name
-        return first
+            stays = view is not None and view.state in STAYS
+            seen.append((rank, penalty.get(name, 0), -room, name, stays))
+            if stays and name not in taken:
+                break
+        best: tuple[int, int, int, str, bool] | None = None
+        for host in seen:  # where it stays first, then the best ranked
+            if best is None or host[4] > best[4] or (host[4] == best[4] and _ahead(host, best)):
+                best = host
+        return None if best is None else best[3]
 
     def _move_ended(
         self, ctx: SessionContext, st: RollingState, op: Move | Watch, result: OpResult

@@ -86,6 +86,19 @@ def test_a_target_refused_at_once_is_not_an_attempt(fake, make_engine):
     assert fake.host_of("vm-1") == "cmp-1"
 
 
+def test_no_valid_host_found_after_the_request_is_a_refusal_not_an_attempt(fake, make_engine):
+    # From microversion 2.34 Nova answers 202 and its scheduler's NoValidHost
+    # ends the migration record in error, the server ACTIVE where it was: the
+    # same refusal of the target as a 400 at the request, so not an attempt.
+    build(fake, TWO_HOSTS)
+    fake.fail_next_migration("vm-1", "No valid host was found. There are not enough hosts")
+    view = _one_move(make_engine, "LIVE_MIGRATE", max_migration_retries=0)
+    assert view.state == "MAINTENANCE_DONE", view.reason
+    assert fake.host_of("vm-1") == "cmp-1"
+    statuses = [(m["status"], m["dest_compute"]) for m in fake.migrations()]
+    assert statuses == [("error", "cmp-1"), ("completed", "cmp-1")]
+
+
 @pytest.mark.parametrize("action", ["LIVE_MIGRATE", "MIGRATE"])
 def test_a_migration_ending_in_error_fails_with_novas_event_details(fake, make_engine, action):
     build(fake, TWO_HOSTS)
