@@ -226,6 +226,31 @@ def test_targets_follow_the_cloud_placement_rules() -> None:
     assert list(ctx.capacity.targets("web")) == ["cmp-1", "cmp-2", "cmp-0"]
 
 
+def test_soft_rules_order_targets_as_fake_context_does() -> None:
+    """A soft-affinity group's host comes first (a negative penalty), a
+    soft-anti-affinity group's host last, the rest by most free room: the
+    engine's order is FakeContext's (the engine once put every penalised
+    host last, the preferred ones too)."""
+    hosts = [HostView(f"cmp-{n}", "compute", HostState.PENDING, 8, True, n) for n in range(4)]
+    instances = [
+        InstanceView("a-0", "p1", "cmp-0", 2, InstanceState.PENDING),
+        InstanceView("a-1", "p1", "cmp-1", 6, InstanceState.PENDING),
+        InstanceView("b-0", "p1", "cmp-0", 2, InstanceState.PENDING),
+        InstanceView("b-1", "p1", "cmp-3", 2, InstanceState.PENDING),
+    ]
+    rules = (
+        PlacementRule("near", "soft-affinity", ("a-0", "a-1")),
+        PlacementRule("apart", "soft-anti-affinity", ("a-0", "b-1")),
+    )
+    projects = [ProjectView("p1", True, None, None)]
+    ws = working_set(hosts, instances, projects, rules=rules)
+    ctx = StepContext(WorkingSetAdapter(ws, now=T0), T0)
+    oracle = FakeContext(now=T0, hosts=hosts, instances=instances, projects=projects, rules=rules)
+    assert list(oracle.capacity.targets("a-0")) == ["cmp-1", "cmp-2", "cmp-3"]
+    for vm in ("a-0", "a-1", "b-0", "b-1"):
+        assert list(ctx.capacity.targets(vm)) == list(oracle.capacity.targets(vm)), vm
+
+
 def test_session_info_carries_the_stored_allowed_actions() -> None:
     ws = working_set([], [], [])
     ctx = StepContext(WorkingSetAdapter(ws, now=T0), T0)

@@ -393,12 +393,13 @@ class _Capacity:
     def _ordered(
         self, instance_id: str, own: str, vcpus: int, placement_class: str, exclude: Collection[str]
     ) -> Iterator[str]:
-        """Lazily, so a caller that takes the first good host pays for few:
-        hosts without a soft-rule penalty from the free-vCPU buckets (most
-        free first, then name), then the penalised ones (few: where the
-        members of the instance's groups are) by (penalty, most free, name).
-        The buckets are those of the instance's placement classes: its
-        host's type, or the types a ``host-types`` rule gives it."""
+        """By (soft-rule penalty, most free, name), lazily, so a caller that
+        takes the first good host pays for few: the hosts a soft-affinity
+        rule prefers (negative penalty; few: where the members of the
+        instance's groups are), then the hosts without a penalty from the
+        free-vCPU buckets, then the soft-anti-affinity ones. The buckets are
+        those of the instance's placement classes: its host's type, or the
+        types a ``host-types`` rule gives it."""
         ws = self._a.ws
         limits = self._a.limits(instance_id)
         penalty: Mapping[str, int] = limits.penalty if limits is not None else {}
@@ -406,6 +407,22 @@ class _Capacity:
         cap = ws.capacity
         classes = sorted(limits.types) if limits is not None and limits.types else [placement_class]
         buckets = [cap.ordered.get(c, {}) for c in classes]
+        preferred: list[tuple[int, int, str]] = []
+        for name, weight in penalty.items():
+            rec = hosts.get(name)
+            free = cap.free(name)
+            if weight >= 0 or rec is None or free is None or cap.type_of[name] not in classes:
+                continue
+            if (
+                free >= vcpus
+                and rec.enabled
+                and name != own
+                and name not in exclude
+                and (limits is None or limits.allows(name))
+            ):
+                preferred.append((weight, -free, name))
+        for *_, name in sorted(preferred):
+            yield name
         later: list[tuple[int, int, str]] = []
         for free in sorted({f for b in buckets for f in b}, reverse=True):
             if free < vcpus:
@@ -424,8 +441,10 @@ class _Capacity:
                     or (limits is not None and not limits.allows(name))
                 ):
                     continue
-                if penalty.get(name, 0):
-                    later.append((penalty[name], -free, name))
+                weight = penalty.get(name, 0)
+                if weight > 0:
+                    later.append((weight, -free, name))
+                if weight:
                     continue
                 yield name
         for *_, name in sorted(later):
