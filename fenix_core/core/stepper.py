@@ -387,7 +387,8 @@ class Stepper:
         if working_set is None:
             working_set = self._load(session_id)
         version = self._versions[session_id]
-        fence = attrs.evolve(self._leases.fence(session_id), version=version)
+        held = self._leases.fence(session_id)
+        fence = Fence(held.session_id, held.owner, held.token, version)
         frame = StepFrame(
             fence=fence,
             lease_expires=self._lease_clock.now() + self._lease_seconds,

@@ -77,6 +77,11 @@ _FINAL_VALUES = frozenset(s.value for s in FINAL_SESSION_STATES)
 #: change (HostQueueChanges), the "whole" set each time (HostQueue), or None.
 Steering = Literal["each", "whole"] | None
 _UNBUDGETED = tuple(s.value for s in UNBUDGETED_HOST_STATES)
+# Stored value -> member: a dict lookup where an Enum call (a Python-level
+# __call__ and __new__) showed in every view built and every operation read.
+_HOST_STATES = {s.value: s for s in HostState}
+_INSTANCE_STATES = {s.value: s for s in InstanceState}
+_OP_KINDS = {k.value: k for k in OpKind}
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -141,7 +146,7 @@ def op_record(
 def op_of(rec: OpRec) -> Operation | None:
     """The typed operation an operation row stands for (None: a gate)."""
     p = rec.params
-    kind = OpKind(rec.kind)
+    kind = _OP_KINDS.get(rec.kind) or OpKind(rec.kind)
     if kind is OpKind.DISABLE_HOST:
         return DisableHost(str(rec.host), str(p.get("reason", "maintenance")))
     if kind is OpKind.ENABLE_HOST:
@@ -564,8 +569,9 @@ class WorkingSetAdapter:
             if rec is None:
                 return None
             view = self._host_views[name] = HostView(
-                rec.name, rec.type, HostState(rec.state), rec.vcpus, rec.enabled, rec.position,
-                rec.started_at, rec.finished_at, rec.reason, rec.stage,
+                rec.name, rec.type, _HOST_STATES.get(rec.state) or HostState(rec.state),
+                rec.vcpus, rec.enabled, rec.position, rec.started_at, rec.finished_at,
+                rec.reason, rec.stage,
             )  # fmt: skip
         return view
 
@@ -576,7 +582,8 @@ class WorkingSetAdapter:
             if rec is None:
                 return None
             view = self._instance_views[instance_id] = InstanceView(
-                rec.instance_id, rec.project_id, rec.host, rec.vcpus, InstanceState(rec.state),
+                rec.instance_id, rec.project_id, rec.host, rec.vcpus,
+                _INSTANCE_STATES.get(rec.state) or InstanceState(rec.state),
                 rec.live_migratable, rec.action, rec.moves, rec.target, rec.wave,
                 rec.not_before, rec.impacted_until,
             )  # fmt: skip
@@ -682,7 +689,7 @@ class WorkingSetAdapter:
 
     @property
     def final(self) -> bool:
-        return SessionState(self.ws.session.state) in FINAL_SESSION_STATES
+        return self.ws.session.state in _FINAL_VALUES
 
     # ------------------------------------------------------------------ hosts, instances
 

@@ -130,7 +130,9 @@ def _move_order(instances: Iterable[InstanceView]) -> list[InstanceView]:
     return sorted(instances, key=lambda i: (-i.vcpus, i.instance_id))
 
 
-@attrs.define(slots=True)
+# No conversion on assignment (the code assigns tuples; loading converts): the
+# setattr hook attrs generates for converters made every assignment a Python call.
+@attrs.define(slots=True, on_setattr=attrs.setters.NO_OP)
 class RollingState(ComponentState):
     """What the rolling workflow remembers between steps (constant size)."""
 
