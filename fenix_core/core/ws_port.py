@@ -189,6 +189,34 @@ def _timeout_kind(op: Operation) -> str | None:
     return None
 
 
+def _unchanged(state: ComponentState, body: Mapping[str, Any]) -> bool:
+    """Whether ``body`` (what ``state_body`` made of ``state`` at the last
+    flush) still says what ``state`` holds, compared field by field without
+    building a new body: most steps change neither the pipeline's state nor
+    half of the workflow's. Values of another type than the body's (an enum
+    written as its value) or a class with its own ``to_json`` say "changed":
+    the full write-back decides."""
+    cls = type(state)
+    if cls.to_json is not ComponentState.to_json:
+        return False
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        names = _FIELD_NAMES[cls] = tuple(f.name for f in attrs.fields(cls))
+    if len(body) != len(names):
+        return False
+    missing = _MISSING
+    for name in names:
+        value = getattr(state, name)
+        was = body.get(name, missing)
+        if type(value) is not type(was) or value != was:
+            return False
+    return True
+
+
+_FIELD_NAMES: dict[type[ComponentState], tuple[str, ...]] = {}
+_MISSING = object()
+
+
 # --------------------------------------------------------------------------- views
 
 
@@ -305,7 +333,10 @@ class _Instances:
         return _LazyViews(sorted(ids), self._a.instance_view, self._a._instance_views)
 
     def on(self, host: str) -> Collection[InstanceView]:
-        return self._views(self._a.ws.instance_index.by_host.get(host))
+        ids = self._a.ws.instance_index.sorted_on(host)
+        if not ids:
+            return ()
+        return _LazyViews(ids, self._a.instance_view, self._a._instance_views)
 
     def of(self, project_id: str) -> Collection[InstanceView]:
         return self._views(self._a.ws.instance_index.by_project.get(project_id))
@@ -968,11 +999,17 @@ class WorkingSetAdapter:
     def flush(self) -> None:
         """Write the components handed out in this step back into the
         working set (a body equal to the stored one dirties nothing)."""
+        components = self.ws.components
         for name, state in self._components.items():
             if name in self._kept:
                 continue  # not handed out since the last flush: nothing changed it
+            flushed = self._flushed.get(name)
+            rec = components.get(name)
+            unchanged = flushed is not None and rec is not None and rec.body is flushed
+            if unchanged and _unchanged(state, flushed):  # type: ignore[arg-type]
+                continue
             self.ws.set_state(state)
-            self._flushed[name] = self.ws.components[name].body
+            self._flushed[name] = components[name].body
 
     def forget_components(self) -> None:
         """End of a step: the objects handed out are kept for the next one
