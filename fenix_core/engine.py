@@ -875,6 +875,9 @@ class Engine:
             steps += 1
             if steps >= max_steps:
                 raise FenixError(f"still busy after {max_steps} steps")
+            with self._lock:
+                if not self._stepper.due_now():
+                    break  # the next step() would find nothing: not called
         return steps
 
     def next_wake(self) -> datetime | None:

@@ -106,6 +106,29 @@ def test_run_forever_runs_a_session_to_the_end_and_stop_returns(core: Factory) -
     assert engine.held_sessions() == []
 
 
+def test_run_until_done_makes_no_step_that_finds_nothing(
+    core: Factory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stepping until idle stops when the due queue says nothing is due,
+    instead of ending each instant with a step() that found nothing (one
+    such call per instant of a run)."""
+    engine = core()
+    ScriptedManager(engine, "pa")  # type: ignore[arg-type]
+    results: list[int] = []
+    step = engine.step
+
+    def counted() -> int:
+        stepped = step()
+        results.append(stepped)
+        return stepped
+
+    monkeypatch.setattr(engine, "step", counted)
+    sid = engine.create_session(SessionRequest(actions=ACTIONS))
+    assert engine.run_until_done(sid).state == "MAINTENANCE_DONE"
+    assert results.count(0) <= 1, results  # the first: the poll found the new session
+    assert len(results) > 10
+
+
 def test_run_forever_with_nothing_to_do_returns_on_stop(core: Factory) -> None:
     loop = Loop(core())
     time.sleep(0.05)

@@ -213,6 +213,29 @@ def test_an_idle_stepper_with_a_poller_asks_only_each_poll_interval() -> None:
     assert w.sql_calls() == []
 
 
+def test_due_now_says_whether_a_step_would_find_work_without_stepping() -> None:
+    """A session due in the queue, or the poller's look: a loop stepping
+    until idle asks this instead of making a step that finds nothing."""
+    w = World(poller=True)
+    w.session("s1")
+    w.store.rows["s1"].next_wake = None  # due only when woken
+    assert w.stepper.due_now()  # never polled: the first step asks the database
+    w.stepper.step()
+    assert not w.stepper.due_now()
+    w.stepper.wake("s1")
+    assert w.stepper.due_now()
+    w.stepper.step()
+    assert not w.stepper.due_now()  # its next wake is later, the poll too
+    assert w.runner.ran == ["s1"]
+    w.clock.advance(10)
+    assert w.stepper.due_now()  # the poll interval ended
+    assert w.poller is not None
+    calls = w.poller.calls
+    assert w.stepper.due_now()  # asking changes nothing
+    assert w.poller.calls == calls
+    assert w.runner.ran == ["s1"]
+
+
 def test_a_due_session_is_stepped_once_then_at_its_wake() -> None:
     w = World()
     w.session("s1")

@@ -68,6 +68,7 @@ def brute_force(ws: WorkingSet) -> dict[str, Any]:
         "hosts_by_state": dict(by_state),
         "hosts_by_type": dict(by_type),
         "on": dict(on),
+        "on_sorted": {h: sorted(ids) for h, ids in on.items()},
         "of": dict(of),
         "of_on": dict(of_on),
         "in_state": dict(in_state),
@@ -91,6 +92,9 @@ def indexed(ws: WorkingSet) -> dict[str, Any]:
         "hosts_by_state": ws.host_index.by_state,
         "hosts_by_type": ws.host_index.by_type,
         "on": ws.instance_index.by_host,
+        # Read after every call of the property test: a cached list an
+        # arrival or a departure did not drop shows here.
+        "on_sorted": {h: ws.instance_index.sorted_on(h) for h in ws.instance_index.by_host},
         "of": ws.instance_index.by_project,
         "of_on": ws.instance_index.by_project_host,
         "in_state": ws.instance_index.by_state,

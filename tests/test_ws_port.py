@@ -396,3 +396,59 @@ def test_most_free_is_the_room_of_the_enabled_hosts_of_a_class_as_fake_context_s
             ("cmp-4", 6),
             ("cmp-0", 2),
         ]
+
+
+#: Changes a step may make to the pipeline's state, in place included (the
+#: flush compares field by field with the body it wrote last).
+_PIPELINE_CHANGES = st.one_of(
+    st.tuples(st.just("paused"), st.booleans()),
+    st.tuples(st.just("in_maintenance"), st.integers(0, 3)),
+    st.tuples(st.just("durations_sum"), st.sampled_from([0.0, 1.5, 2.0])),
+    st.tuples(st.just("waiting_cause"), st.sampled_from([None, "window", "pacing"])),
+    st.tuples(st.just("append_start"), st.sampled_from(["t1", "t2"])),
+    st.tuples(st.just("domain"), st.sampled_from(["z1", "z2"])),
+    st.tuples(st.just("flush"), st.none()),
+    st.tuples(st.just("next_step"), st.none()),
+)
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(_PIPELINE_CHANGES, max_size=30))
+def test_every_flush_leaves_the_body_to_json_gives_and_dirties_only_a_change(
+    changes: list[tuple[str, Any]],
+) -> None:
+    """A flush that finds the state as it last wrote it writes nothing (and
+    dirties nothing); any change, one made in place in a list or a nested
+    dict included, reaches the record."""
+    ws = working_set([], [], [])
+    adapter = WorkingSetAdapter(ws, now=T0)
+    state = adapter.component(PipelineState)
+    stored: dict[str, Any] | None = None  # the record's body (None: no record)
+    dirty = False  # the record changed since the last write
+
+    def flush() -> None:
+        nonlocal stored, dirty
+        adapter.flush()
+        body = ws.components["pipeline"].body
+        assert body == state.to_json()
+        dirty = dirty or body != stored
+        stored = state.to_json()
+        assert ("pipeline" in ws.dirty_keys()["components"]) == dirty
+
+    for what, value in changes:
+        if what == "flush":
+            flush()
+        elif what == "next_step":  # the step's write, then a new step
+            flush()
+            ws.take_write(_fence(ws), next_wake=None, lease_expires=T0)
+            dirty = False
+            adapter.forget_components()
+            state = adapter.component(PipelineState)
+        elif what == "append_start":
+            state.recent_starts.append(value)
+        elif what == "domain":
+            zone = state.open_domains.setdefault("zone", {})
+            zone[value] = zone.get(value, 0) + 1
+        else:
+            setattr(state, what, value)
+    flush()

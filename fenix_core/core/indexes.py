@@ -90,7 +90,9 @@ class InstanceIndex:
     """Instance ids by host, by project, by (project, host) and by state, and
     per host how many of its instances are still the session's work."""
 
-    __slots__ = ("by_host", "by_project", "by_project_host", "by_state", "in_scope_on")
+    __slots__ = (
+        "_sorted_on", "by_host", "by_project", "by_project_host", "by_state", "in_scope_on",
+    )  # fmt: skip
 
     def __init__(self) -> None:
         self.by_host: dict[str, set[str]] = {}
@@ -98,6 +100,10 @@ class InstanceIndex:
         self.by_project_host: dict[tuple[str, str], set[str]] = {}
         self.by_state: dict[str, set[str]] = {}
         self.in_scope_on: dict[str, int] = {}
+        # Host -> its instance ids sorted, until an instance arrives or leaves:
+        # a drain reads the host it empties several times a step, and sorted
+        # it each time.
+        self._sorted_on: dict[str, list[str]] = {}
 
     def add(self, instance_id: str, project: str, host: str, state: str) -> None:
         multimap_add(self.by_host, host, instance_id)
@@ -105,10 +111,20 @@ class InstanceIndex:
         multimap_add(self.by_project_host, (project, host), instance_id)
         multimap_add(self.by_state, state, instance_id)
         self._scope(host, state, 1)
+        self._sorted_on.pop(host, None)
 
     def rehost(self, instance_id: str, project: str, old: str, new: str) -> None:
         multimap_move(self.by_host, old, new, instance_id)
         multimap_move(self.by_project_host, (project, old), (project, new), instance_id)
+        self._sorted_on.pop(old, None)
+        self._sorted_on.pop(new, None)
+
+    def sorted_on(self, host: str) -> list[str]:
+        """The ids of the instances on ``host``, sorted (do not change the list)."""
+        found = self._sorted_on.get(host)
+        if found is None:
+            found = self._sorted_on[host] = sorted(self.by_host.get(host, ()))
+        return found
 
     def restate(self, instance_id: str, old: str, new: str) -> None:
         multimap_move(self.by_state, old, new, instance_id)

@@ -79,6 +79,9 @@ log = logging.getLogger("fenix_core.core")
 Control: TypeAlias = Callable[[StepContext, WorkingSetAdapter, Workflow], None]
 
 _ENDED = frozenset({OpStatus.DONE.value, OpStatus.FAILED.value})
+# Stored value -> member (a dict lookup instead of an Enum call per operation).
+_STATUSES = {s.value: s for s in OpStatus}
+_KINDS = {k.value: k for k in OpKind}
 _AWAITING = SessionState.AWAITING_APPROVAL.value
 
 
@@ -404,7 +407,7 @@ class CoreRunner:
     def _ended(
         self, adapter: WorkingSetAdapter, ctx: StepContext, workflow: Workflow, rec: OpRec
     ) -> None:
-        status = OpStatus(rec.status)
+        status = _STATUSES.get(rec.status) or OpStatus(rec.status)
         result: dict[str, Any] = dict(rec.result or {})
         op = op_of(rec)
         if rec.kind == OpKind.QUEUE_HOSTS.value:
@@ -439,7 +442,14 @@ class CoreRunner:
         timed_out = status is OpStatus.FAILED and (rec.detail or "").startswith("timed out")
         workflow.on_operation(
             ctx,
-            OpResult(OpRef(rec.key, OpKind(rec.kind)), op, status, rec.detail, result, timed_out),
+            OpResult(
+                OpRef(rec.key, _KINDS.get(rec.kind) or OpKind(rec.kind)),
+                op,
+                status,
+                rec.detail,
+                result,
+                timed_out,
+            ),
         )
 
     # ------------------------------------------------------------------ a broken step

@@ -241,6 +241,17 @@ class Stepper:
             polls = None
         return min((w for w in (self.queue.next_wake(), polls) if w is not None), default=None)
 
+    def due_now(self) -> bool:
+        """Whether a ``step()`` now has anything to do: a session due in the
+        queue, or the poller's look. The queue answers, without a step (a
+        loop stepping until idle ended each instant with one step that found
+        nothing)."""
+        now = self._clock.now()
+        wake = self.queue.next_wake()
+        if wake is not None and wake <= now:
+            return True
+        return self._poller is not None and self._poll_due(now, self._lease_clock.now())
+
     def next_poll(self) -> datetime | None:
         """When the poller next asks the database, on the lease clock (None:
         no poller; the time of the last step's look if it is overdue)."""
@@ -387,7 +398,8 @@ class Stepper:
         if working_set is None:
             working_set = self._load(session_id)
         version = self._versions[session_id]
-        fence = attrs.evolve(self._leases.fence(session_id), version=version)
+        held = self._leases.fence(session_id)
+        fence = Fence(held.session_id, held.owner, held.token, version)
         frame = StepFrame(
             fence=fence,
             lease_expires=self._lease_clock.now() + self._lease_seconds,

@@ -343,15 +343,30 @@ def state_body(state: ComponentState) -> dict[str, Any]:
 _HOST_INDEXED = frozenset({"name", "type", "vcpus", "state", "position"})
 _INSTANCE_INDEXED = frozenset({"instance_id", "project_id", "host", "vcpus", "state", "target"})
 _OP_FIXED = frozenset({"key", "kind", "created_at"})
+#: The fields each setter may change (what _check_fields tests names against).
+_HOST_FREE = frozenset(HostRec.FIELDS) - _HOST_INDEXED
+_INSTANCE_FREE = frozenset(InstanceRec.FIELDS) - _INSTANCE_INDEXED
+_INSTANCE_CHANGING = frozenset(InstanceRec.FIELDS) - {"instance_id", "project_id", "vcpus"}
+_PROJECT_FREE = frozenset(ProjectRec.FIELDS) - {"project_id"}
+_OP_FREE = frozenset(OpRec.FIELDS) - _OP_FIXED
+#: Instance fields that decide what it holds on hosts (``_holds``).
+_HOLDING = frozenset({"host", "state", "target"})
 
 
-def _check_fields(rec: type[_Rec], changes: Mapping[str, Any], refused: frozenset[str]) -> None:
+def _check_fields(rec: type[_Rec], changes: Mapping[str, Any], allowed: frozenset[str]) -> None:
+    """Every name in ``changes`` is one of ``allowed`` (a record's fields less
+    those with their own setter); a membership test per name, the sets and
+    sorting only to word the error (every setter call checks its names)."""
+    for name in changes:
+        if name not in allowed:
+            break
+    else:
+        return
     unknown = sorted(set(changes) - set(rec.FIELDS))
     if unknown:
         raise KeyError(f"{rec.__name__} has no field(s) {unknown}")
-    indexed = sorted(set(changes) & refused)
-    if indexed:
-        raise KeyError(f"{rec.__name__} field(s) {indexed} change through their own setter")
+    indexed = sorted(set(changes) - allowed)
+    raise KeyError(f"{rec.__name__} field(s) {indexed} change through their own setter")
 
 
 class WorkingSet:
@@ -583,7 +598,7 @@ class WorkingSet:
         self._mark(host, self._dirty_hosts)
 
     def update_host(self, name: str, **changes: Any) -> None:
-        _check_fields(HostRec, changes, _HOST_INDEXED)
+        _check_fields(HostRec, changes, _HOST_FREE)
         host = self.hosts[name]
         if self._apply(host, changes):
             self._mark(host, self._dirty_hosts)
@@ -602,18 +617,26 @@ class WorkingSet:
         self._added_instances.append(inst)
 
     def _reindex_instance(self, inst: InstanceRec, changes: Mapping[str, Any]) -> None:
+        """Apply ``changes``; only the indexes a changed field feeds are
+        touched (an action or a plan changes none of them)."""
         old_state, old_host = inst.state, inst.host
-        before = _holds(inst)
-        changed = self._apply(inst, changes)
-        if changed:
+        holding = not _HOLDING.isdisjoint(changes)
+        before = _holds(inst) if holding else None
+        if not self._apply(inst, changes):
+            return
+        if before is not None:
             after = _holds(inst)
             if after != before:  # most state changes leave the capacity as it was
                 self._rehold(before, after)
-            index = self.instance_index
-            index.restate(inst.instance_id, old_state, inst.state)
-            index.rehost(inst.instance_id, inst.project_id, old_host, inst.host)
-            index.rescope((old_host, old_state), (inst.host, inst.state))
-            self._mark(inst, self._dirty_instances)
+            state, host = inst.state, inst.host
+            if state != old_state or host != old_host:
+                index = self.instance_index
+                if state != old_state:
+                    index.restate(inst.instance_id, old_state, state)
+                if host != old_host:
+                    index.rehost(inst.instance_id, inst.project_id, old_host, host)
+                index.rescope((old_host, old_state), (host, state))
+        self._mark(inst, self._dirty_instances)
 
     def set_instance_state(self, instance_id: str, state: str) -> None:
         self._reindex_instance(self.instances[instance_id], {"state": state})
@@ -629,11 +652,11 @@ class WorkingSet:
         """Several fields at once, indexed ones included: the indexes are
         kept right in one pass (a setter per field re-indexed the instance
         each time)."""
-        _check_fields(InstanceRec, changes, frozenset({"instance_id", "project_id", "vcpus"}))
+        _check_fields(InstanceRec, changes, _INSTANCE_CHANGING)
         self._reindex_instance(self.instances[instance_id], changes)
 
     def update_instance(self, instance_id: str, **changes: Any) -> None:
-        _check_fields(InstanceRec, changes, _INSTANCE_INDEXED)
+        _check_fields(InstanceRec, changes, _INSTANCE_FREE)
         inst = self.instances[instance_id]
         if self._apply(inst, changes):
             self._mark(inst, self._dirty_instances)
@@ -641,7 +664,7 @@ class WorkingSet:
     # ------------------------------------------------------------------ projects
 
     def update_project(self, project_id: str, **changes: Any) -> None:
-        _check_fields(ProjectRec, changes, frozenset({"project_id"}))
+        _check_fields(ProjectRec, changes, _PROJECT_FREE)
         project = self.projects[project_id]
         before = (project.awaiting, project.state)
         if self._apply(project, changes):
@@ -668,7 +691,7 @@ class WorkingSet:
         self._new_ops.append(op)
 
     def update_op(self, key: str, **changes: Any) -> None:
-        _check_fields(OpRec, changes, _OP_FIXED)
+        _check_fields(OpRec, changes, _OP_FREE)
         op = self.ops[key]
         if self._apply(op, changes):
             self._mark(op, self._dirty_ops)

@@ -77,6 +77,11 @@ _FINAL_VALUES = frozenset(s.value for s in FINAL_SESSION_STATES)
 #: change (HostQueueChanges), the "whole" set each time (HostQueue), or None.
 Steering = Literal["each", "whole"] | None
 _UNBUDGETED = tuple(s.value for s in UNBUDGETED_HOST_STATES)
+# Stored value -> member: a dict lookup where an Enum call (a Python-level
+# __call__ and __new__) showed in every view built and every operation read.
+_HOST_STATES = {s.value: s for s in HostState}
+_INSTANCE_STATES = {s.value: s for s in InstanceState}
+_OP_KINDS = {k.value: k for k in OpKind}
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -141,7 +146,7 @@ def op_record(
 def op_of(rec: OpRec) -> Operation | None:
     """The typed operation an operation row stands for (None: a gate)."""
     p = rec.params
-    kind = OpKind(rec.kind)
+    kind = _OP_KINDS.get(rec.kind) or OpKind(rec.kind)
     if kind is OpKind.DISABLE_HOST:
         return DisableHost(str(rec.host), str(p.get("reason", "maintenance")))
     if kind is OpKind.ENABLE_HOST:
@@ -182,6 +187,34 @@ def _timeout_kind(op: Operation) -> str | None:
     if isinstance(op, ListHosts) and op.wait_for:
         return "host_added"  # waiting for the hosts of add_hosts to appear
     return None
+
+
+def _unchanged(state: ComponentState, body: Mapping[str, Any]) -> bool:
+    """Whether ``body`` (what ``state_body`` made of ``state`` at the last
+    flush) still says what ``state`` holds, compared field by field without
+    building a new body: most steps change neither the pipeline's state nor
+    half of the workflow's. Values of another type than the body's (an enum
+    written as its value) or a class with its own ``to_json`` say "changed":
+    the full write-back decides."""
+    cls = type(state)
+    if cls.to_json is not ComponentState.to_json:
+        return False
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        names = _FIELD_NAMES[cls] = tuple(f.name for f in attrs.fields(cls))
+    if len(body) != len(names):
+        return False
+    missing = _MISSING
+    for name in names:
+        value = getattr(state, name)
+        was = body.get(name, missing)
+        if type(value) is not type(was) or value != was:
+            return False
+    return True
+
+
+_FIELD_NAMES: dict[type[ComponentState], tuple[str, ...]] = {}
+_MISSING = object()
 
 
 # --------------------------------------------------------------------------- views
@@ -300,7 +333,10 @@ class _Instances:
         return _LazyViews(sorted(ids), self._a.instance_view, self._a._instance_views)
 
     def on(self, host: str) -> Collection[InstanceView]:
-        return self._views(self._a.ws.instance_index.by_host.get(host))
+        ids = self._a.ws.instance_index.sorted_on(host)
+        if not ids:
+            return ()
+        return _LazyViews(ids, self._a.instance_view, self._a._instance_views)
 
     def of(self, project_id: str) -> Collection[InstanceView]:
         return self._views(self._a.ws.instance_index.by_project.get(project_id))
@@ -589,8 +625,9 @@ class WorkingSetAdapter:
             if rec is None:
                 return None
             view = self._host_views[name] = HostView(
-                rec.name, rec.type, HostState(rec.state), rec.vcpus, rec.enabled, rec.position,
-                rec.started_at, rec.finished_at, rec.reason, rec.stage,
+                rec.name, rec.type, _HOST_STATES.get(rec.state) or HostState(rec.state),
+                rec.vcpus, rec.enabled, rec.position, rec.started_at, rec.finished_at,
+                rec.reason, rec.stage,
             )  # fmt: skip
         return view
 
@@ -601,7 +638,8 @@ class WorkingSetAdapter:
             if rec is None:
                 return None
             view = self._instance_views[instance_id] = InstanceView(
-                rec.instance_id, rec.project_id, rec.host, rec.vcpus, InstanceState(rec.state),
+                rec.instance_id, rec.project_id, rec.host, rec.vcpus,
+                _INSTANCE_STATES.get(rec.state) or InstanceState(rec.state),
                 rec.live_migratable, rec.action, rec.moves, rec.target, rec.wave,
                 rec.not_before, rec.impacted_until,
             )  # fmt: skip
@@ -707,7 +745,7 @@ class WorkingSetAdapter:
 
     @property
     def final(self) -> bool:
-        return SessionState(self.ws.session.state) in FINAL_SESSION_STATES
+        return self.ws.session.state in _FINAL_VALUES
 
     # ------------------------------------------------------------------ hosts, instances
 
@@ -986,11 +1024,17 @@ class WorkingSetAdapter:
     def flush(self) -> None:
         """Write the components handed out in this step back into the
         working set (a body equal to the stored one dirties nothing)."""
+        components = self.ws.components
         for name, state in self._components.items():
             if name in self._kept:
                 continue  # not handed out since the last flush: nothing changed it
+            flushed = self._flushed.get(name)
+            rec = components.get(name)
+            unchanged = flushed is not None and rec is not None and rec.body is flushed
+            if unchanged and _unchanged(state, flushed):  # type: ignore[arg-type]
+                continue
             self.ws.set_state(state)
-            self._flushed[name] = self.ws.components[name].body
+            self._flushed[name] = components[name].body
 
     def forget_components(self) -> None:
         """End of a step: the objects handed out are kept for the next one

@@ -165,7 +165,9 @@ def _planned_avoid(
     return avoid
 
 
-@attrs.define(slots=True)
+# No conversion on assignment (the code assigns tuples; loading converts): the
+# setattr hook attrs generates for converters made every assignment a Python call.
+@attrs.define(slots=True, on_setattr=attrs.setters.NO_OP)
 class RollingState(ComponentState):
     """What the rolling workflow remembers between steps (constant size)."""
 
