@@ -16,14 +16,19 @@ the median and worst makespan / lower bound and migrations / bound.
 
 The bounds (see docs/performance.md):
 
-* makespan: the capacity bound (every host's work spread over the most hosts
-  that can be out at once) or the longest group chain: a group's final moves
+* makespan: the capacity bound (every host's work over the most hosts that
+  can be out at once, in whole rounds after the first move:
+  :func:`fenix_core.opening_bound.opening_bound`) or the longest group chain: a group's final moves
   (to hosts where its members stay) cannot start before the first host of the
   session is maintained, then run max_impacted_members at a time with
   recovery_time between them, and the last member's host still has its work;
 * migrations: every instance on a maintained host moves once, and those of
   the first host emptied that fit nowhere they stay move twice
-  (:func:`fenix_core.second_moves.moves_lower_bound`).
+  (:func:`fenix_core.second_moves.moves_lower_bound`);
+* makespan within the family's moves target (``LBm``): the group chains, or
+  hosts opened only as fast as at most 10% of second moves and the
+  maintained hosts' room allow (``opening_bound`` with ``parked``). Above
+  1.15 x the makespan bound, no schedule meets both targets on that layout.
 """
 
 from __future__ import annotations
