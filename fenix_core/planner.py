@@ -768,12 +768,15 @@ def makespan_lower_bound(
     rules: Mapping[str, GroupRule],
     move_seconds: float,
     first_final_move_at: float = 0.0,
+    capacity_floor: float = 0.0,
 ) -> LowerBound:
     """A lower bound on the makespan of maintaining every host once.
 
     * capacity: the hosts' work spread perfectly over the largest number of
       hosts that can be out of service together (and never less than the
-      longest single host's work);
+      longest single host's work), or ``capacity_floor`` when larger (the
+      same bound counted host by host, :func:`fenix_core.opening_bound.opening_bound`:
+      whole rounds of work after the first move);
     * groups: each member has to make one final move, to a host where it
       stays (every host is maintained), at most ``max_impacted`` at a time
       with ``recovery_time`` between a move's end and the next impact; the
@@ -786,7 +789,7 @@ def makespan_lower_bound(
     """
     work = sorted(host_work)
     parallel = max(1, max_parallel_hosts)
-    capacity_bound = max(sum(work) / parallel, work[-1] if work else 0.0)
+    capacity_bound = max(sum(work) / parallel, work[-1] if work else 0.0, capacity_floor)
     shortest = work[0] if work else 0.0
     group_bound = 0.0
     critical: str | None = None

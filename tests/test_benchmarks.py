@@ -236,6 +236,28 @@ def test_makespan_compares_constrained_with_serial(
     assert re.search(r"^most moves of one instance\s+[12]\s", out, re.MULTILINE)
 
 
+def test_makespan_runs_only_the_family_seeds_asked_for(
+    bench, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--family-seeds: the same layouts as the family, only those; a seed
+    outside the family is refused naming the option."""
+    makespan = bench("makespan")
+    argv = ["--no-reference", "--family", "3", "--family-hosts", "10"]
+    assert makespan.main([*argv, "--family-seeds", "3,2"]) == 0
+    out = capsys.readouterr().out
+    assert "lower bound" not in out.split("random family")[0]  # no reference scenario
+    rows = re.findall(r"^\s+(\d+)\s+(\d+)\s+\d+\s+\d+\s+\d+\s+\d+", out, re.MULTILINE)
+    assert [seed for seed, _ in rows] == ["3", "2"]
+    scenarios = bench("scenarios")
+    assert [int(h) for _, h in rows] == [
+        scenarios.random_layout(s, max_hosts=10).hosts for s in (3, 2)
+    ]
+    assert re.search(r"^both targets out of reach\s+(none|seed)", out, re.MULTILINE)
+    with pytest.raises(SystemExit):
+        makespan.main([*argv, "--family-seeds", "4"])
+    assert "--family-seeds: seed(s) 4 not in the family" in capsys.readouterr().err
+
+
 def test_store_write_prints_the_write_cost_next_to_its_floor(
     bench, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -5,6 +5,7 @@ than twice, and none moves twice while a host where it stays had room)."""
 from __future__ import annotations
 
 from collections import Counter
+from textwrap import dedent
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
@@ -32,6 +33,8 @@ from fenix_core.second_moves import (
     opening_targets,
     why_again,
 )
+from fenix_core.sim.scenario import load_scenario
+from fenix_core.sim.simulation import plan
 from fenix_core.testing import SimClock, SimulatedCloud, TimedAction
 from fenix_core.testing.invariants import migrations_per_instance
 
@@ -383,3 +386,37 @@ def test_random_clouds_move_no_instance_more_than_twice_nor_twice_needlessly(
     assert max(migrations_per_instance(cloud).values(), default=0) <= 2
     assert first_moves_with_room_where_they_stay(cloud, spec, session_hosts) == []
     assert second_moves_from_later_hosts(cloud) == []
+
+
+FULL_CLOUD = """
+name: full
+hosts:
+  - {name: "cmp-{i}", count: 4, vcpus: 4}
+instances:
+  - {id: "a-{i}", count: 4, project: p, host: "cmp-{i}", vcpus: 1}
+  - {id: "b-{i}", count: 4, project: p, host: "cmp-{i}", vcpus: 1}
+  - {id: "c-{i}", count: 4, project: p, host: "cmp-{i}", vcpus: 1}
+managers:
+  p: {}
+actions:
+  - {plugin: upgrade, seconds: 60}
+migrations: {seconds: 30, live_seconds: 20}
+session:
+  workflow: constrained
+"""
+
+
+def test_the_plan_says_which_moves_land_where_the_instance_moves_again_and_why() -> None:
+    """A full cloud with no spare host: the first host's instances can only
+    go to hosts still queued. The plan lists exactly those moves under
+    moved_again, each saying why, and every other instance moves once."""
+    data = plan(load_scenario(dedent(FULL_CLOUD))).to_dict()
+    assert data["state"] == "MAINTENANCE_DONE"
+    again = data["moved_again"]
+    assert again, "a full cloud with no spare host moves the first host's instances twice"
+    assert data["migrations"] == 12 + len(again)
+    assert len({m["from"] for m in again}) == 1  # the first drained host only
+    assert len({m["instance"] for m in again}) == len(again)  # none a third time
+    for m in again:
+        assert "among the first drained" in m["why"], m
+        assert m["to"] != m["from"]

@@ -1,0 +1,266 @@
+"""fenix_core.opening_bound against every schedule of tiny layouts.
+
+The exhaustive search below knows nothing of the bound's reasoning: it plays
+every schedule of a tiny cloud (integer time; at each instant any set of
+moves to a host with room that is not in work, and any set of empty hosts
+starting their work) and records, per number of extra moves (moves beyond
+one per instance), the earliest time every host is maintained. The bound
+must never be later than that, with no budget or with the budget of the
+schedule's extra moves.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fenix_core.opening_bound import opening_bound, parked_vcpus
+from fenix_core.planner import max_hosts_out
+
+QUEUED, MAINTAINED = -1, -2  # host states; >= 0: work left
+
+
+def exhaustive(
+    capacities: tuple[int, ...],
+    placed: tuple[tuple[int, int], ...],  # (vcpus, host) per instance
+    *,
+    work: int,
+    move: int,
+    max_extra: int,
+    horizon: int = 24,
+) -> dict[int, int]:
+    """The earliest makespan of any schedule, per number of extra moves (at
+    most ``max_extra``); a budget with no schedule is left out."""
+    hosts = len(capacities)
+    vcpus = [v for v, _ in placed]
+    # An instance is (host, None) when placed, (source, (target, time left)) in flight.
+    start_state = (
+        tuple((h, None) for _, h in placed),
+        tuple(QUEUED for _ in capacities),
+    )
+    frontier: dict[tuple[object, ...], int] = {start_state: 0}  # state -> fewest moves
+    best: dict[int, int] = {}
+    for t in range(horizon + 1):
+        nxt: dict[tuple[object, ...], int] = {}
+        for (where, status), moves in frontier.items():
+            if all(s == MAINTAINED for s in status):
+                extra = moves - len(placed)
+                if extra not in best:
+                    best[extra] = t
+                continue
+            used = [0] * hosts
+            busy = [False] * hosts  # something on it, leaving or arriving
+            for i, (h, flight) in enumerate(where):
+                used[h] += vcpus[i]
+                busy[h] = True
+                if flight is not None:
+                    used[flight[0]] += vcpus[i]
+                    busy[flight[0]] = True
+            idle = [i for i, (_, flight) in enumerate(where) if flight is None]
+            startable = [h for h in range(hosts) if status[h] == QUEUED and not busy[h]]
+            choices = [
+                [None, *(d for d in range(hosts) if d != where[i][0] and status[d] < 0)]
+                for i in idle
+            ]
+            for starting in _subsets(startable):
+                for pick in itertools.product(*choices):
+                    added = moves + sum(1 for d in pick if d is not None)
+                    if added - len(placed) > max_extra:
+                        continue
+                    room = list(used)
+                    ok = True
+                    for i, d in zip(idle, pick, strict=True):
+                        if d is None:
+                            continue
+                        if d in starting:
+                            ok = False
+                            break
+                        room[d] += vcpus[i]
+                        if room[d] > capacities[d]:
+                            ok = False
+                            break
+                    if not ok:
+                        continue
+                    state = _advance(where, status, idle, pick, starting, work=work, move=move)
+                    if nxt.get(state, math.inf) > added:
+                        nxt[state] = added
+        frontier = nxt
+        if not frontier:
+            break
+    return best
+
+
+def _subsets(items: list[int]) -> list[tuple[int, ...]]:
+    return [c for r in range(len(items) + 1) for c in itertools.combinations(items, r)]
+
+
+def _advance(
+    where: tuple[tuple[int, tuple[int, int] | None], ...],
+    status: tuple[int, ...],
+    idle: list[int],
+    pick: tuple[int | None, ...],
+    starting: tuple[int, ...],
+    *,
+    work: int,
+    move: int,
+) -> tuple[object, ...]:
+    """One time unit after the actions chosen."""
+    now = list(where)
+    for i, d in zip(idle, pick, strict=True):
+        if d is not None:
+            now[i] = (now[i][0], (d, move))
+    after = []
+    for h, flight in now:
+        if flight is not None:
+            target, left = flight
+            after.append((target, None) if left <= 1 else (h, (target, left - 1)))
+        else:
+            after.append((h, None))
+    states = []
+    for h, s in enumerate(status):
+        if h in starting:
+            s = work
+        if s > 0:
+            s -= 1
+            if s == 0:
+                s = MAINTAINED
+        states.append(s)
+    return tuple(after), tuple(states)
+
+
+def _bounds(
+    capacities: tuple[int, ...], placed: tuple[tuple[int, int], ...], work: int, move: int
+) -> tuple[list[int], int]:
+    loads = [0] * len(capacities)
+    for v, h in placed:
+        loads[h] += v
+    return loads, max_hosts_out(list(capacities), sum(loads))
+
+
+@st.composite
+def tiny_layouts(draw: st.DrawFn) -> tuple[tuple[int, ...], tuple[tuple[int, int], ...], int, int]:
+    hosts = draw(st.integers(2, 3))
+    capacities = tuple(draw(st.lists(st.integers(1, 3), min_size=hosts, max_size=hosts)))
+    placed: list[tuple[int, int]] = []
+    for h, cap in enumerate(capacities):
+        left = cap
+        for _ in range(draw(st.integers(0, 2))):
+            v = draw(st.integers(1, 2))
+            if v <= left and len(placed) < 3:
+                placed.append((v, h))
+                left -= v
+    return capacities, tuple(placed), draw(st.integers(1, 3)), draw(st.integers(1, 2))
+
+
+@settings(max_examples=60, deadline=None)
+@given(tiny_layouts())
+def test_no_schedule_beats_the_bound(
+    layout: tuple[tuple[int, ...], tuple[tuple[int, int], ...], int, int],
+) -> None:
+    capacities, placed, work, move = layout
+    best = exhaustive(capacities, placed, work=work, move=move, max_extra=2)
+    loads, out = _bounds(capacities, placed, work, move)
+    common = {"max_out": out, "work": work, "move_seconds": move}
+    unlimited = opening_bound(loads, list(capacities), **common)  # type: ignore[arg-type]
+    if best:
+        assert unlimited <= min(best.values())
+    vcpus = [v for v, _ in placed]
+    for extra in range(3):
+        # The best schedule with at most ``extra`` extra moves.
+        within = [t for e, t in best.items() if e <= extra]
+        bound = opening_bound(
+            loads,
+            list(capacities),
+            **common,  # type: ignore[arg-type]
+            parked=parked_vcpus(vcpus, extra),
+        )
+        if within:
+            assert bound <= min(within), (extra, best)
+        assert bound >= unlimited
+
+
+@pytest.mark.parametrize(
+    ("capacities", "placed", "work", "move", "extra", "optimum"),
+    [
+        # A spare host and no second move: one host out at a time, each
+        # after its instances moved to the last one maintained.
+        ((2, 2, 2), ((2, 0), (2, 1)), 2, 1, 0, 8),
+        ((2, 2, 2, 2), ((1, 0), (1, 1), (1, 2)), 2, 1, 0, 8),
+        # No spare host: the first host's instance moves twice, and then
+        # the others fit where they stay.
+        ((3, 3, 3), ((1, 0), (1, 1), (1, 2)), 3, 1, 1, 8),
+        ((2, 2, 2), ((1, 0), (1, 1)), 2, 1, 1, 5),
+    ],
+)
+def test_the_bound_is_the_optimum_on_small_layouts(
+    capacities: tuple[int, ...],
+    placed: tuple[tuple[int, int], ...],
+    work: int,
+    move: int,
+    extra: int,
+    optimum: int,
+) -> None:
+    """Not a vacuous bound: on these layouts it is what the best schedule
+    with at most ``extra`` extra moves achieves, found exhaustively."""
+    best = exhaustive(capacities, placed, work=work, move=move, max_extra=extra)
+    assert min(best.values()) == optimum
+    loads, out = _bounds(capacities, placed, work, move)
+    bound = opening_bound(
+        loads,
+        list(capacities),
+        max_out=out,
+        work=work,
+        move_seconds=move,
+        parked=parked_vcpus([v for v, _ in placed], extra),
+    )
+    assert bound == optimum
+
+
+def test_without_a_budget_it_is_whole_rounds_of_work_after_the_first_move() -> None:
+    """37 loaded hosts, 9 out at a time: 5 rounds of 600 s after a 30 s move
+    (3,030 s), where the work spread evenly says 2,467 s."""
+    loads = [30] * 37
+    capacities = [40] * 37
+    out = max_hosts_out(capacities, sum(loads))
+    assert out == 9
+    bound = opening_bound(loads, capacities, max_out=out, work=600, move_seconds=30)
+    assert bound == 30 + math.ceil(37 / 9) * 600
+
+
+def test_a_full_cloud_opens_only_as_fast_as_maintained_hosts_give_room() -> None:
+    """With only the first host's instances moving twice, the hosts out grow
+    by a third of the maintained ones: far slower than the capacity allows,
+    and faster with more second moves."""
+    loads = [30] * 37
+    capacities = [40] * 37
+    vcpus = [2] * 15 * 37 + [1] * 0  # 30 vcpus a host, in 2-vcpu instances
+    out = max_hosts_out(capacities, sum(loads))
+    common = {"max_out": out, "work": 600.0, "move_seconds": 30.0}
+    free = opening_bound(loads, capacities, **common)  # type: ignore[arg-type]
+    spans = [
+        opening_bound(
+            loads,
+            capacities,
+            **common,  # type: ignore[arg-type]
+            parked=parked_vcpus(vcpus, 15 * hosts),
+        )
+        for hosts in (1, 2, 4, 8)
+    ]
+    assert spans == sorted(spans, reverse=True)
+    assert spans[0] > 2 * free
+    assert spans[-1] < spans[0]
+    # No second move at all: no host can ever start.
+    assert opening_bound(loads, capacities, **common, parked=0) == math.inf  # type: ignore[arg-type]
+
+
+def test_bad_input_is_refused_naming_the_field() -> None:
+    with pytest.raises(ValueError, match="capacities"):
+        opening_bound([1], [2, 2], max_out=1, work=1, move_seconds=1)
+    with pytest.raises(ValueError, match="work"):
+        opening_bound([1], [2], max_out=1, work=0, move_seconds=1)
+    with pytest.raises(ValueError, match="extra_moves"):
+        parked_vcpus([1], -1)
