@@ -381,3 +381,101 @@ def test_a_timer_set_for_the_first_time_is_only_inserted(sqlite_harness: SqlHarn
     assert [(t.name, t.due, t.data) for t in loaded.timers.values()] == [
         ("deadline", later, {"project": "p0"})
     ]
+
+
+def _bound_value(kind: Any) -> Any:
+    """A strategy of Python values a column of this bind type takes."""
+    from datetime import UTC, timedelta, timezone
+
+    from hypothesis import strategies as st
+    from sqlalchemy import JSON, Boolean, Integer
+
+    if isinstance(kind, JSON):
+        plain = st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=5))
+        return st.one_of(
+            st.none(),
+            st.dictionaries(st.text(max_size=5), plain, max_size=3),
+            st.lists(plain, max_size=3),
+        )
+    if isinstance(kind, Boolean):
+        return st.booleans()
+    if isinstance(kind, Integer):
+        return st.integers(-(2**31), 2**31)
+    if getattr(kind, "_type_affinity", None) is not None and kind._type_affinity.__name__ in (
+        "DateTime",
+    ):
+        zones = st.sampled_from([UTC, timezone(timedelta(hours=2)), timezone(-timedelta(hours=5))])
+        instants = st.datetimes(
+            min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=zones
+        )
+        return st.one_of(st.none(), instants)
+    return st.one_of(st.none(), st.text(max_size=8))
+
+
+def _step_statements() -> list[tuple[Any, tuple[str, ...]]]:
+    from fenix_core.core.statements import OP_CHANGED, STATEMENTS
+    from fenix_core.core.working_set import (
+        ComponentRec,
+        HostRec,
+        InstanceRec,
+        OpRec,
+        ProjectRec,
+    )
+
+    s = STATEMENTS
+    return [
+        (s.upsert_ops_sqlite, (*OpRec.FIELDS, OP_CHANGED)),
+        (s.insert_ops, OpRec.FIELDS),
+        (s.update_ops, OpRec.FIELDS),
+        (s.update_instances, InstanceRec.FIELDS),
+        (s.insert_instances, InstanceRec.FIELDS),
+        (s.update_hosts, HostRec.FIELDS),
+        (s.insert_hosts, HostRec.FIELDS),
+        (s.update_projects, ProjectRec.FIELDS),
+        (s.upsert_components["sqlite"], ComponentRec.FIELDS),
+    ]
+
+
+def test_rows_bind_what_the_column_types_bind() -> None:
+    """Prepared.rows (generated per record layout: datetimes from memory,
+    booleans and None inline, empty JSON containers made once) binds every
+    value of every step statement as the column type's own processor does,
+    and as Prepared.row does from a dict of the same values."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+    from sqlalchemy.dialects import sqlite
+
+    from fenix_core.core.sql_store import Prepared
+    from fenix_core.core.statements import params
+
+    dialect = sqlite.dialect()
+    known: dict[str, Any] = {}
+    cases = []
+    for statement, fields in _step_statements():
+        compiled = statement.compile(dialect=dialect)
+        kinds = {name: compiled.binds[name].type for name in compiled.positiontup or ()}
+        values = [
+            _bound_value(kinds[f"b_{f}"]) if f"b_{f}" in kinds else st.integers() for f in fields
+        ]
+        prepared = Prepared(statement, dialect, known)
+        cases.append((prepared, compiled, fields, st.lists(st.tuples(*values), max_size=3)))
+
+    @settings(max_examples=60, deadline=None)
+    @given(st.data())
+    def check(data: Any) -> None:
+        for prepared, compiled, fields, rows_of in cases:
+            rows = data.draw(rows_of)
+            own = compiled._bind_processors
+            expected = []
+            for row in rows:
+                values = params(fields, row, session_id="s-1")
+                expected.append(
+                    tuple(
+                        own[n](values[n]) if n in own else values[n]
+                        for n in compiled.positiontup
+                    )
+                )
+            assert prepared.rows(fields, rows, "s-1") == expected
+            assert [prepared.row(params(fields, r, session_id="s-1")) for r in rows] == expected
+
+    check()
