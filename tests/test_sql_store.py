@@ -361,8 +361,9 @@ def _a_commit_fails_then_the_step_is_written_again(h: SqlHarness) -> None:
 
 def test_a_timer_set_for_the_first_time_is_only_inserted(sqlite_harness: SqlHarness) -> None:
     """A timer with no stored row needs no DELETE before its INSERT (one
-    statement, not two); one stored already is replaced, one set and
-    cancelled within the step writes nothing."""
+    statement, not two); one stored already is updated (one statement: it
+    was a DELETE and an INSERT), one set and cancelled within the step
+    writes nothing."""
     h = sqlite_harness
     h.store.insert(new_session())
     ws, fence = held(h)
@@ -376,10 +377,48 @@ def test_a_timer_set_for_the_first_time_is_only_inserted(sqlite_harness: SqlHarn
     ws.set_timer("deadline", later, {"project": "p0"})
     counter = Counted(h.database)
     h.store.write(ws.take_write(Fence("s-1", OWNER, 1, 1), next_wake=None, lease_expires=T0))
-    assert counter.statements == ["UPDATE session_clock", "DELETE FROM", "INSERT timers"]
+    assert counter.statements == ["UPDATE session_clock", "UPDATE timers"]
     loaded = h.store.load("s-1")
     assert [(t.name, t.due, t.data) for t in loaded.timers.values()] == [
         ("deadline", later, {"project": "p0"})
+    ]
+    ws.cancel_timer("deadline")
+    counter = Counted(h.database)
+    h.store.write(ws.take_write(Fence("s-1", OWNER, 1, 2), next_wake=None, lease_expires=T0))
+    assert counter.statements == ["UPDATE session_clock", "DELETE FROM"]
+    assert h.store.load("s-1").timers == {}
+
+
+def test_a_timer_updated_whose_row_is_missing_is_written_anew(sqlite_harness: SqlHarness) -> None:
+    """A timer held since the step began has a stored row; should the
+    update find none (the row deleted behind the store), the timer is
+    still written: by a delete and an insert, as before the update."""
+    from sqlalchemy import delete
+
+    from fenix_core.store.schema import TimerRow
+
+    h = sqlite_harness
+    h.store.insert(new_session())
+    ws, fence = held(h)
+    ws.set_timer("deadline", T0, {"project": "p0"})
+    h.store.write(ws.take_write(fence, next_wake=None, lease_expires=T0))
+    with h.database.begin() as db:
+        db.execute(delete(TimerRow))
+    later = datetime(2026, 1, 2, tzinfo=T0.tzinfo)
+    ws.set_timer("deadline", later, {"project": "p1"})
+    ws.set_timer("other", later)
+    counter = Counted(h.database)
+    h.store.write(ws.take_write(Fence("s-1", OWNER, 1, 1), next_wake=None, lease_expires=T0))
+    assert counter.statements == [
+        "UPDATE session_clock",
+        "UPDATE timers",
+        "DELETE FROM",
+        "INSERT timers",
+    ]
+    loaded = h.store.load("s-1")
+    assert sorted((t.name, t.due, t.data) for t in loaded.timers.values()) == [
+        ("deadline", later, {"project": "p1"}),
+        ("other", later, {}),
     ]
 
 
@@ -471,8 +510,7 @@ def test_rows_bind_what_the_column_types_bind() -> None:
                 values = params(fields, row, session_id="s-1")
                 expected.append(
                     tuple(
-                        own[n](values[n]) if n in own else values[n]
-                        for n in compiled.positiontup
+                        own[n](values[n]) if n in own else values[n] for n in compiled.positiontup
                     )
                 )
             assert prepared.rows(fields, rows, "s-1") == expected

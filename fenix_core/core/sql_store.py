@@ -38,6 +38,11 @@ __all__ = ["Driver", "Prepared", "SqlSessionStore"]
 S = STATEMENTS
 #: An operation row as ``upsert_ops_sqlite`` takes it: the fields, then the flag.
 _OP_ROW = (*OpRec.FIELDS, OP_CHANGED)
+#: An outbox row, and a reply's outcome (``StepWrite.inbox_outcomes``).
+_OUTBOX_ROW = ("session_id", "seq", "signal", "payload", "created_at")
+_OUTCOME_ROW = ("id", "outcome", "processed_at")
+#: A timer row (``StepWrite.timers``).
+_TIMER_ROW = ("kind", "due", "data")
 
 
 def _rows(
@@ -150,7 +155,7 @@ class Prepared:
     None bound without a call (a Python call per value, and a list per row,
     were most of what binding a step's rows cost)."""
 
-    __slots__ = ("_convert", "_known", "_plans", "_processed", "names", "processors", "sql")
+    __slots__ = ("_convert", "_plans", "_row", "names", "processors", "sql")
 
     def __init__(
         self, statement: Any, dialect: Any, known: dict[str, dict[datetime, Any]] | None = None
@@ -189,17 +194,18 @@ class Prepared:
                     self._convert.append(("datetime", remembered, memory))
                 else:
                     self._convert.append(("other", remembered, None))
-        # (placeholder index, processor) of the placeholders that have one.
-        self._processed = tuple((j, p) for j, p in enumerate(self.processors) if p is not None)
-        self._plans: dict[
-            tuple[str, ...], Callable[[Sequence[tuple[Any, ...]], Any], list[tuple[Any, ...]]]
-        ] = {}
+        self._plans: dict[tuple[str, ...], Callable[..., list[tuple[Any, ...]]]] = {}
+        self._row: Callable[[dict[str, Any]], tuple[Any, ...]] | None = None
 
     def row(self, values: dict[str, Any]) -> tuple[Any, ...]:
-        out = [values[n] for n in self.names]
-        for j, process in self._processed:
-            out[j] = process(out[j])
-        return tuple(out)  # SQLAlchemy's exec_driver_sql takes tuples
+        """The driver's row from ``b_<name>`` -> value (generated once, as
+        :meth:`rows`; SQLAlchemy's exec_driver_sql takes tuples)."""
+        convert = self._row
+        if convert is None:
+            convert = self._row = self._generate(
+                [f"v[{name!r}]" for name in self.names], "def convert(v):\n    return ({},)\n"
+            )
+        return convert(values)
 
     def rows(
         self, fields: tuple[str, ...], rows: Sequence[tuple[Any, ...]], session_id: str | None
@@ -209,26 +215,26 @@ class Prepared:
         ``session_id``): no dict per row, the same values as :meth:`row`."""
         convert = self._plans.get(fields)
         if convert is None:
-            convert = self._plans[fields] = self._plan(fields)
+            where = {f"b_{name}": f"r[{i}]" for i, name in enumerate(fields)}
+            where.setdefault("b_session_id", "sid")
+            missing = [name for name in self.names if name not in where]
+            if missing:
+                raise KeyError(f"{missing} are not among the fields {fields}")
+            convert = self._plans[fields] = self._generate(
+                [where[name] for name in self.names],
+                "def convert(rows, sid):\n    return [({},) for r in rows]\n",
+            )
         return convert(rows, session_id)
 
-    def _plan(
-        self, fields: tuple[str, ...]
-    ) -> Callable[[Sequence[tuple[Any, ...]], Any], list[tuple[Any, ...]]]:
-        """The conversion of rows laid out as ``fields``, as generated code.
-        The source is made of indices and names of this module's objects
-        only (no value of a row or statement reaches it)."""
-        where = {f"b_{name}": i for i, name in enumerate(fields)}
+    def _generate(self, values: list[str], template: str) -> Callable[..., Any]:
+        """A conversion as generated code: ``values`` (one expression per
+        placeholder, in order) each bound as its type binds it, joined into
+        ``template``. The source is made of those expressions (indices and
+        placeholder names) and numbered names of this module's objects only:
+        no value of a row reaches it."""
         names: dict[str, Any] = {}
         parts = []
-        for j, name in enumerate(self.names):
-            index = where.get(name)
-            if index is None:
-                if name != "b_session_id":
-                    raise KeyError(f"{name} is not among the fields {fields}")
-                value = "sid"
-            else:
-                value = f"r[{index}]"
+        for j, value in enumerate(values):
             kind, call, extra = self._convert[j]
             if kind == "plain":
                 parts.append(value)
@@ -244,10 +250,8 @@ class Prepared:
                 parts.append(f"(None if (x := {value}) is None else k{j}.get(x) or c{j}(x))")
             else:
                 parts.append(f"c{j}({value})")
-        source = f"def convert(rows, sid):\n    return [({', '.join(parts)},) for r in rows]\n"
-        exec(source, names)  # built from indices and placeholder numbers only
-        convert: Callable[[Sequence[tuple[Any, ...]], Any], list[tuple[Any, ...]]]
-        convert = names["convert"]
+        exec(template.format(", ".join(parts)), names)  # see the docstring
+        convert: Callable[..., Any] = names["convert"]
         return convert
 
 
@@ -436,19 +440,18 @@ class SqlSessionStore:
         rows: Sequence[tuple[Any, ...]],
         session_id: str | None,
         driver: Driver | None = None,
-    ) -> None:
+    ) -> int:
+        """One executemany of ``rows`` (nothing for none); the row count."""
         if not rows:
-            return
+            return 0
         if self._prepared is None:
             extra = {} if session_id is None else {"session_id": session_id}
-            self._exec(db, statement, _rows(fields, rows, **extra))
-            return
+            return self._exec(db, statement, _rows(fields, rows, **extra))
         prepared = self._prepare(statement)
         params = prepared.rows(tuple(fields), rows, session_id)
         if driver is not None:
-            driver.run(prepared.sql, params, True)
-        else:
-            db.exec_driver_sql(prepared.sql, params)
+            return driver.run(prepared.sql, params, True)
+        return int(db.exec_driver_sql(prepared.sql, params).rowcount)
 
     def _prepare(self, statement: Any) -> Prepared:
         assert self._prepared is not None
@@ -512,34 +515,13 @@ class SqlSessionStore:
                 # The engine's clock (the outbox lag is measured on it);
                 # diagnostics only: delivery goes by seq.
                 now = write.at or datetime.now(UTC)
-                self._exec(
-                    db,
-                    S.insert_outbox,
-                    [
-                        {
-                            "b_session_id": o.session_id,
-                            "b_seq": o.seq,
-                            "b_signal": o.signal,
-                            "b_payload": o.payload,
-                            "b_created_at": now,
-                        }
-                        for o in write.outbox
-                    ],
-                    d,
-                )
+                outbox = [(o.session_id, o.seq, o.signal, o.payload, now) for o in write.outbox]
+                self._many(db, S.insert_outbox, _OUTBOX_ROW, outbox, None, d)
             self._many(db, self._upsert_components, ComponentRec.FIELDS, write.components, sid, d)
             if write.timers:
                 self._write_timers(db, sid, write.timers, write.fresh_timers, d)
             if write.inbox_outcomes:
-                self._exec(
-                    db,
-                    S.inbox_outcomes,
-                    [
-                        {"b_id": i, "b_outcome": outcome, "b_processed_at": at}
-                        for i, outcome, at in write.inbox_outcomes
-                    ],
-                    d,
-                )
+                self._many(db, S.inbox_outcomes, _OUTCOME_ROW, write.inbox_outcomes, None, d)
 
     def _upsert_ops(
         self,
@@ -571,19 +553,27 @@ class SqlSessionStore:
         fresh: Collection[str],
         driver: Driver | None,
     ) -> None:
-        """Named timers: the old row of each name goes, the new one (if set)
-        comes; a ``fresh`` name has no old row (nothing is deleted for it)."""
-        stored = [
-            {"b_session_id": session_id, "b_kind": name}
-            for name, _, _ in timers
-            if name not in fresh
-        ]
-        if stored:
-            self._exec(db, S.delete_timers, stored, driver)
-        kept = [
-            {"b_session_id": session_id, "b_kind": name, "b_due": due, "b_data": data}
-            for name, due, data in timers
-            if due is not None
-        ]
-        if kept:
-            self._exec(db, S.insert_timers, kept, driver)
+        """Named timers: a stored one set again is updated, a cancelled one
+        deleted, a ``fresh`` one (no stored row: set for the first time in
+        this step) inserted; one statement each kind, most steps have one
+        kind. Every timer held when a step began is stored (loaded, or
+        written by the last step); should an update find fewer rows than it
+        names, those names are written again as delete and insert."""
+        cancelled = [(name,) for name, due, _ in timers if due is None and name not in fresh]
+        if cancelled:
+            self._many(db, S.delete_timers, ("kind",), cancelled, session_id, driver)
+        again = [t for t in timers if t[1] is not None and t[0] not in fresh]
+        new = [t for t in timers if t[1] is not None and t[0] in fresh]
+        if again:
+            # Without a reliable executemany count (some PostgreSQL drivers)
+            # the update cannot be checked: delete and insert.
+            checked = self.database.dialect.supports_sane_multi_rowcount
+            updated = -1
+            if checked:
+                updated = self._many(db, S.update_timers, _TIMER_ROW, again, session_id, driver)
+            if updated != len(again):
+                names = [(name,) for name, _, _ in again]
+                self._many(db, S.delete_timers, ("kind",), names, session_id, driver)
+                new = [*again, *new]
+        if new:
+            self._many(db, S.insert_timers, _TIMER_ROW, new, session_id, driver)

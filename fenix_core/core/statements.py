@@ -210,6 +210,11 @@ class Statements:
         self.delete_timers: Delete = delete(TIMERS).where(
             TIMERS.c.session_id == _b("session_id"), TIMERS.c.kind == _b("kind")
         )
+        self.update_timers: Update = (
+            update(TIMERS)
+            .where(TIMERS.c.session_id == _b("session_id"), TIMERS.c.kind == _b("kind"))
+            .values(due=_b("due"), data=_b("data"))
+        )
         self.insert_timers = insert(TIMERS).values(
             session_id=_b("session_id"), kind=_b("kind"), due=_b("due"), data=_b("data")
         )
