@@ -306,6 +306,53 @@ def test_the_writes_connection_is_given_back_by_close_and_taken_again(
     assert h.store.load("s-1").instances["vm-0-1"].state == "DONE"
 
 
+def test_reads_and_reply_batches_use_the_writes_connection_and_leave_it_free(
+    sqlite_harness: SqlHarness,
+) -> None:
+    """On SQLite the poller's reads, a step's inbox read and a reply batch
+    use the connection the writes keep (no other is checked out: its page
+    cache outlives each commit); a read through SQLAlchemy leaves no
+    transaction open, so the next write begins its own, and a transaction
+    that raised commits nothing."""
+    from fenix_core.core.poller import SqlDbPoller
+
+    h = sqlite_harness
+    pool = h.database.pool
+    h.store.insert(new_session())
+    ws, fence = held(h)
+    ws.set_instance_state("vm-0-0", "DONE")
+    h.store.write(ws.take_write(fence, next_wake=T0, lease_expires=T0))
+    poller = SqlDbPoller(h.database, table="session_clock", reading=h.store.reading)
+    assert poller.poll(T0) == ["s-1"]  # due at T0, its lease (to T0) expired
+    with h.store.transaction() as db:
+        db.execute(
+            insert(InboxRow).values(
+                session_id="s-1",
+                project_id="p0",
+                state="ACK_PREPARE",
+                instance_actions={},
+                received_at=T0,
+            )
+        )
+
+    def refused() -> None:
+        with h.store.transaction() as db:
+            db.execute(update(SessionClockRow).values(seq=99))
+            raise RuntimeError("refused")
+
+    with pytest.raises(RuntimeError):
+        refused()
+    assert [r[1] for r in h.store.unprocessed_replies("s-1", 0)] == ["p0"]
+    with h.store.reading() as db:
+        assert db.execute(select(SessionClockRow.seq)).scalar_one() == 0
+    assert pool.checkedout() == 1  # type: ignore[attr-defined]
+    fence = Fence("s-1", OWNER, 1, ws.version)
+    ws.set_instance_state("vm-0-1", "DONE")
+    h.store.write(ws.take_write(fence, next_wake=None, lease_expires=T0))
+    assert h.store.load("s-1").instances["vm-0-1"].state == "DONE"
+    assert pool.checkedout() == 1  # type: ignore[attr-defined]
+
+
 def test_a_write_whose_commit_failed_is_written_again_from_the_last_commit(
     harness: Any,
 ) -> None:

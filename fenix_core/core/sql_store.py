@@ -297,14 +297,8 @@ class SqlSessionStore:
             with self.database.begin() as db:
                 yield db
             return
-        with self._writer_lock:
-            writer = self._kept()
-            try:
-                with writer.begin():
-                    yield writer
-            except DBAPIError:
-                self._drop_kept()
-                raise
+        with self._on_kept() as writer, writer.begin():
+            yield writer
 
     @contextmanager
     def reading(self) -> Iterator[Connection]:
@@ -316,16 +310,24 @@ class SqlSessionStore:
             with self.database.connect() as db:
                 yield db
             return
-        with self._writer_lock:
-            reader = self._kept()
+        with self._on_kept() as reader:
             try:
                 yield reader
+            finally:
+                if reader.in_transaction():
+                    reader.rollback()
+
+    @contextmanager
+    def _on_kept(self) -> Iterator[Connection]:
+        """The kept connection, for this thread alone until the block ends;
+        one the database failed on is not kept."""
+        with self._writer_lock:
+            kept = self._kept()
+            try:
+                yield kept
             except DBAPIError:
                 self._drop_kept()
                 raise
-            finally:
-                if self._writer is reader and reader.in_transaction():
-                    reader.rollback()
 
     def _kept(self) -> Connection:
         """The connection SQLite's writes keep (taken from the pool once)."""
