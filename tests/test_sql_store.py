@@ -286,6 +286,16 @@ def test_remembered_bound_values_are_the_types_own() -> None:
     assert prepared.processors[index](body) == own["b_result"](body) == '{"host": "cmp-1"}'
 
 
+def _written_once(h: SqlHarness) -> Any:
+    """A new session, held by OWNER, with one step written (an instance
+    done; due at T0, its lease to T0); the working set."""
+    h.store.insert(new_session())
+    ws, fence = held(h)
+    ws.set_instance_state("vm-0-0", "DONE")
+    h.store.write(ws.take_write(fence, next_wake=T0, lease_expires=T0))
+    return ws
+
+
 def test_the_writes_connection_is_given_back_by_close_and_taken_again(
     sqlite_harness: SqlHarness,
 ) -> None:
@@ -293,10 +303,7 @@ def test_the_writes_connection_is_given_back_by_close_and_taken_again(
     close() gives it back, and a later write takes one again."""
     h = sqlite_harness
     pool = h.database.pool
-    h.store.insert(new_session())
-    ws, fence = held(h)
-    ws.set_instance_state("vm-0-0", "DONE")
-    h.store.write(ws.take_write(fence, next_wake=None, lease_expires=T0))
+    ws = _written_once(h)
     assert pool.checkedout() == 1  # type: ignore[attr-defined]
     h.store.close()
     assert pool.checkedout() == 0  # type: ignore[attr-defined]
@@ -318,10 +325,7 @@ def test_reads_and_reply_batches_use_the_writes_connection_and_leave_it_free(
 
     h = sqlite_harness
     pool = h.database.pool
-    h.store.insert(new_session())
-    ws, fence = held(h)
-    ws.set_instance_state("vm-0-0", "DONE")
-    h.store.write(ws.take_write(fence, next_wake=T0, lease_expires=T0))
+    ws = _written_once(h)
     poller = SqlDbPoller(h.database, table="session_clock", reading=h.store.reading)
     assert poller.poll(T0) == ["s-1"]  # due at T0, its lease (to T0) expired
     with h.store.transaction() as db:
