@@ -327,7 +327,11 @@ class Engine:
             lease_clock=self.lease_clock,
             lease_seconds=self.lease_seconds,
             poller=SqlDbPoller(
-                self._db, self.lease_clock, table="session_clock", owner=self.worker_id
+                self._db,
+                self.lease_clock,
+                table="session_clock",
+                owner=self.worker_id,
+                reading=self._store.reading,
             ),
             leftovers=self._store,
             retry=self._retry,
@@ -848,7 +852,8 @@ class Engine:
 
     @contextmanager
     def _reply_transaction(self) -> Iterator[_SqlInbox]:
-        with self._db.begin() as connection:
+        # The store's: on SQLite the connection the steps write on.
+        with self._store.transaction() as connection:
             yield _SqlInbox(connection, self._requires_instance_actions)
 
     def _requires_instance_actions(self, workflow_name: str) -> bool:

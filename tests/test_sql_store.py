@@ -286,6 +286,16 @@ def test_remembered_bound_values_are_the_types_own() -> None:
     assert prepared.processors[index](body) == own["b_result"](body) == '{"host": "cmp-1"}'
 
 
+def _written_once(h: SqlHarness) -> Any:
+    """A new session, held by OWNER, with one step written (an instance
+    done; due at T0, its lease to T0); the working set."""
+    h.store.insert(new_session())
+    ws, fence = held(h)
+    ws.set_instance_state("vm-0-0", "DONE")
+    h.store.write(ws.take_write(fence, next_wake=T0, lease_expires=T0))
+    return ws
+
+
 def test_the_writes_connection_is_given_back_by_close_and_taken_again(
     sqlite_harness: SqlHarness,
 ) -> None:
@@ -293,10 +303,7 @@ def test_the_writes_connection_is_given_back_by_close_and_taken_again(
     close() gives it back, and a later write takes one again."""
     h = sqlite_harness
     pool = h.database.pool
-    h.store.insert(new_session())
-    ws, fence = held(h)
-    ws.set_instance_state("vm-0-0", "DONE")
-    h.store.write(ws.take_write(fence, next_wake=None, lease_expires=T0))
+    ws = _written_once(h)
     assert pool.checkedout() == 1  # type: ignore[attr-defined]
     h.store.close()
     assert pool.checkedout() == 0  # type: ignore[attr-defined]
@@ -304,6 +311,50 @@ def test_the_writes_connection_is_given_back_by_close_and_taken_again(
     ws.set_instance_state("vm-0-1", "DONE")
     h.store.write(ws.take_write(fence, next_wake=None, lease_expires=T0))
     assert h.store.load("s-1").instances["vm-0-1"].state == "DONE"
+
+
+def test_reads_and_reply_batches_use_the_writes_connection_and_leave_it_free(
+    sqlite_harness: SqlHarness,
+) -> None:
+    """On SQLite the poller's reads, a step's inbox read and a reply batch
+    use the connection the writes keep (no other is checked out: its page
+    cache outlives each commit); a read through SQLAlchemy leaves no
+    transaction open, so the next write begins its own, and a transaction
+    that raised commits nothing."""
+    from fenix_core.core.poller import SqlDbPoller
+
+    h = sqlite_harness
+    pool = h.database.pool
+    ws = _written_once(h)
+    poller = SqlDbPoller(h.database, table="session_clock", reading=h.store.reading)
+    assert poller.poll(T0) == ["s-1"]  # due at T0, its lease (to T0) expired
+    with h.store.transaction() as db:
+        db.execute(
+            insert(InboxRow).values(
+                session_id="s-1",
+                project_id="p0",
+                state="ACK_PREPARE",
+                instance_actions={},
+                received_at=T0,
+            )
+        )
+
+    def refused() -> None:
+        with h.store.transaction() as db:
+            db.execute(update(SessionClockRow).values(seq=99))
+            raise RuntimeError("refused")
+
+    with pytest.raises(RuntimeError):
+        refused()
+    assert [r[1] for r in h.store.unprocessed_replies("s-1", 0)] == ["p0"]
+    with h.store.reading() as db:
+        assert db.execute(select(SessionClockRow.seq)).scalar_one() == 0
+    assert pool.checkedout() == 1  # type: ignore[attr-defined]
+    fence = Fence("s-1", OWNER, 1, ws.version)
+    ws.set_instance_state("vm-0-1", "DONE")
+    h.store.write(ws.take_write(fence, next_wake=None, lease_expires=T0))
+    assert h.store.load("s-1").instances["vm-0-1"].state == "DONE"
+    assert pool.checkedout() == 1  # type: ignore[attr-defined]
 
 
 def test_a_write_whose_commit_failed_is_written_again_from_the_last_commit(
@@ -361,8 +412,9 @@ def _a_commit_fails_then_the_step_is_written_again(h: SqlHarness) -> None:
 
 def test_a_timer_set_for_the_first_time_is_only_inserted(sqlite_harness: SqlHarness) -> None:
     """A timer with no stored row needs no DELETE before its INSERT (one
-    statement, not two); one stored already is replaced, one set and
-    cancelled within the step writes nothing."""
+    statement, not two); one stored already is updated (one statement: it
+    was a DELETE and an INSERT), one set and cancelled within the step
+    writes nothing."""
     h = sqlite_harness
     h.store.insert(new_session())
     ws, fence = held(h)
@@ -376,8 +428,143 @@ def test_a_timer_set_for_the_first_time_is_only_inserted(sqlite_harness: SqlHarn
     ws.set_timer("deadline", later, {"project": "p0"})
     counter = Counted(h.database)
     h.store.write(ws.take_write(Fence("s-1", OWNER, 1, 1), next_wake=None, lease_expires=T0))
-    assert counter.statements == ["UPDATE session_clock", "DELETE FROM", "INSERT timers"]
+    assert counter.statements == ["UPDATE session_clock", "UPDATE timers"]
     loaded = h.store.load("s-1")
     assert [(t.name, t.due, t.data) for t in loaded.timers.values()] == [
         ("deadline", later, {"project": "p0"})
     ]
+    ws.cancel_timer("deadline")
+    counter = Counted(h.database)
+    h.store.write(ws.take_write(Fence("s-1", OWNER, 1, 2), next_wake=None, lease_expires=T0))
+    assert counter.statements == ["UPDATE session_clock", "DELETE FROM"]
+    assert h.store.load("s-1").timers == {}
+
+
+def test_a_timer_updated_whose_row_is_missing_is_written_anew(sqlite_harness: SqlHarness) -> None:
+    """A timer held since the step began has a stored row; should the
+    update find none (the row deleted behind the store), the timer is
+    still written: by a delete and an insert, as before the update."""
+    from sqlalchemy import delete
+
+    from fenix_core.store.schema import TimerRow
+
+    h = sqlite_harness
+    h.store.insert(new_session())
+    ws, fence = held(h)
+    ws.set_timer("deadline", T0, {"project": "p0"})
+    h.store.write(ws.take_write(fence, next_wake=None, lease_expires=T0))
+    with h.database.begin() as db:
+        db.execute(delete(TimerRow))
+    later = datetime(2026, 1, 2, tzinfo=T0.tzinfo)
+    ws.set_timer("deadline", later, {"project": "p1"})
+    ws.set_timer("other", later)
+    counter = Counted(h.database)
+    h.store.write(ws.take_write(Fence("s-1", OWNER, 1, 1), next_wake=None, lease_expires=T0))
+    assert counter.statements == [
+        "UPDATE session_clock",
+        "UPDATE timers",
+        "DELETE FROM",
+        "INSERT timers",
+    ]
+    loaded = h.store.load("s-1")
+    assert sorted((t.name, t.due, t.data) for t in loaded.timers.values()) == [
+        ("deadline", later, {"project": "p1"}),
+        ("other", later, {}),
+    ]
+
+
+def _bound_value(kind: Any) -> Any:
+    """A strategy of Python values a column of this bind type takes."""
+    from datetime import UTC, timedelta, timezone
+
+    from hypothesis import strategies as st
+    from sqlalchemy import JSON, Boolean, Integer
+
+    if isinstance(kind, JSON):
+        plain = st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=5))
+        return st.one_of(
+            st.none(),
+            st.dictionaries(st.text(max_size=5), plain, max_size=3),
+            st.lists(plain, max_size=3),
+        )
+    if isinstance(kind, Boolean):
+        return st.booleans()
+    if isinstance(kind, Integer):
+        return st.integers(-(2**31), 2**31)
+    if getattr(kind, "_type_affinity", None) is not None and kind._type_affinity.__name__ in (
+        "DateTime",
+    ):
+        zones = st.sampled_from([UTC, timezone(timedelta(hours=2)), timezone(-timedelta(hours=5))])
+        instants = st.datetimes(
+            min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=zones
+        )
+        return st.one_of(st.none(), instants)
+    return st.one_of(st.none(), st.text(max_size=8))
+
+
+def _step_statements() -> list[tuple[Any, tuple[str, ...]]]:
+    from fenix_core.core.statements import OP_CHANGED, STATEMENTS
+    from fenix_core.core.working_set import (
+        ComponentRec,
+        HostRec,
+        InstanceRec,
+        OpRec,
+        ProjectRec,
+    )
+
+    s = STATEMENTS
+    return [
+        (s.upsert_ops_sqlite, (*OpRec.FIELDS, OP_CHANGED)),
+        (s.insert_ops, OpRec.FIELDS),
+        (s.update_ops, OpRec.FIELDS),
+        (s.update_instances, InstanceRec.FIELDS),
+        (s.insert_instances, InstanceRec.FIELDS),
+        (s.update_hosts, HostRec.FIELDS),
+        (s.insert_hosts, HostRec.FIELDS),
+        (s.update_projects, ProjectRec.FIELDS),
+        (s.upsert_components["sqlite"], ComponentRec.FIELDS),
+    ]
+
+
+def test_rows_bind_what_the_column_types_bind() -> None:
+    """Prepared.rows (generated per record layout: datetimes from memory,
+    booleans and None inline, empty JSON containers made once) binds every
+    value of every step statement as the column type's own processor does,
+    and as Prepared.row does from a dict of the same values."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+    from sqlalchemy.dialects import sqlite
+
+    from fenix_core.core.sql_store import Prepared
+    from fenix_core.core.statements import params
+
+    dialect = sqlite.dialect()
+    known: dict[str, Any] = {}
+    cases = []
+    for statement, fields in _step_statements():
+        compiled = statement.compile(dialect=dialect)
+        kinds = {name: compiled.binds[name].type for name in compiled.positiontup or ()}
+        values = [
+            _bound_value(kinds[f"b_{f}"]) if f"b_{f}" in kinds else st.integers() for f in fields
+        ]
+        prepared = Prepared(statement, dialect, known)
+        cases.append((prepared, compiled, fields, st.lists(st.tuples(*values), max_size=3)))
+
+    @settings(max_examples=60, deadline=None)
+    @given(st.data())
+    def check(data: Any) -> None:
+        for prepared, compiled, fields, rows_of in cases:
+            rows = data.draw(rows_of)
+            own = compiled._bind_processors
+            expected = []
+            for row in rows:
+                values = params(fields, row, session_id="s-1")
+                expected.append(
+                    tuple(
+                        own[n](values[n]) if n in own else values[n] for n in compiled.positiontup
+                    )
+                )
+            assert prepared.rows(fields, rows, "s-1") == expected
+            assert [prepared.row(params(fields, r, session_id="s-1")) for r in rows] == expected
+
+    check()

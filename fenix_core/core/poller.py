@@ -18,12 +18,15 @@ clock is minutes off or jumps.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
     CompoundSelect,
+    Connection,
     Engine,
     Select,
     String,
@@ -98,12 +101,17 @@ class SqlDbPoller:
         *,
         table: str = "sessions",
         owner: str | None = None,
+        reading: Callable[[], AbstractContextManager[Connection]] | None = None,
     ) -> None:
         """``table``: where the wake-ups and leases are (``session_clock``
         for the core's sessions, as the lease keeper's ``table``); ``owner``:
         this worker, whose own leases count as free (a worker restarted with
-        its id takes its sessions back at once, as the lease keeper lets it)."""
+        its id takes its sessions back at once, as the lease keeper lets it);
+        ``reading``: the connection to poll on (the session store's
+        ``reading``: on SQLite the connection the steps write on, whose cache
+        their commits leave valid); None: one from the pool each time."""
         self._owner = owner
+        self._reading = reading if reading is not None else db.connect
         if table not in ("sessions", "session_clock"):
             raise ValueError(f"no leases in table {table!r}")
         self._db = db
@@ -118,13 +126,22 @@ class SqlDbPoller:
         # simulated clock polls at almost every step, and SQLAlchemy's
         # per-execute work cost several times SQLite's.
         self._prepared = Prepared(self._query, db.dialect) if sqlite else None
+        self._last: tuple[Connection, Driver] | None = None
+
+    def _driver(self, connection: Connection) -> Driver:
+        """The driver of ``connection``, made again only for another one
+        (``reading`` gives the same kept connection poll after poll)."""
+        last = self._last
+        if last is None or last[0] is not connection:
+            last = self._last = (connection, Driver(connection))
+        return last[1]
 
     def poll(self, now: datetime) -> list[str]:
         params = {"now": now, "lease_now": self._lease_clock.now(), "owner": self._owner}
-        with self._db.connect() as connection:
+        with self._reading() as connection:
             if self._prepared is not None:
                 sql, values = self._prepared.sql, self._prepared.row(params)
-                found = [row[0] for row in Driver(connection).fetch(sql, values)]
+                found = [row[0] for row in self._driver(connection).fetch(sql, values)]
             else:
                 found = list(connection.execute(self._query, params).scalars())
             if self._measure:

@@ -11,10 +11,9 @@ import threading
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
-from operator import itemgetter
 from typing import Any
 
-from sqlalchemy import Connection
+from sqlalchemy import JSON, Boolean, Connection, DateTime
 from sqlalchemy.engine import Engine as SAEngine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.dml import Insert
@@ -39,6 +38,11 @@ __all__ = ["Driver", "Prepared", "SqlSessionStore"]
 S = STATEMENTS
 #: An operation row as ``upsert_ops_sqlite`` takes it: the fields, then the flag.
 _OP_ROW = (*OpRec.FIELDS, OP_CHANGED)
+#: An outbox row, and a reply's outcome (``StepWrite.inbox_outcomes``).
+_OUTBOX_ROW = ("session_id", "seq", "signal", "payload", "created_at")
+_OUTCOME_ROW = ("id", "outcome", "processed_at")
+#: A timer row (``StepWrite.timers``).
+_TIMER_ROW = ("kind", "due", "data")
 
 
 def _rows(
@@ -79,6 +83,22 @@ def _remembering(process: Any, known: dict[datetime, Any]) -> Any:
     return remembered
 
 
+def _json_encoding(process: Any) -> Any:
+    """A JSON placeholder's processor with the empty containers' text made
+    once (a new operation's ``result``, a reply without instance actions:
+    most JSON values a step binds that are not its state are empty)."""
+    empty: dict[type, Any] = {dict: process({}), list: process([])}
+
+    def encode(value: Any) -> Any:
+        if not value:
+            found = empty.get(type(value))
+            if found is not None:
+                return found
+        return process(value)
+
+    return encode
+
+
 class Driver:
     """A write's statements sent to the SQLite driver's cursor in the
     connection of ``db`` (the transaction SQLAlchemy began and commits),
@@ -86,37 +106,39 @@ class Driver:
     on a step of a few small statements that work cost more than SQLite's.
     The engine's ``before_cursor_execute``/``after_cursor_execute``
     listeners are still called with each statement (instrumentation and the
-    statement counters see every one; the context argument is None)."""
+    statement counters see every one, those added later too; the context
+    argument is None). One driver serves every transaction of its
+    connection (the store keeps it with the connection)."""
 
-    __slots__ = ("_after", "_before", "_cursor", "_db")
+    __slots__ = ("_cursor", "_db", "_dispatch")
 
     def __init__(self, db: Connection) -> None:
         self._db = db
         self._cursor = db.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-        dispatch = db.dispatch
-        self._before = list(dispatch.before_cursor_execute)
-        self._after = list(dispatch.after_cursor_execute)
+        self._dispatch = db.dispatch
 
     def run(self, sql: str, params: Any, many: bool) -> int:
         """Execute (``many``: executemany); return the row count."""
         cursor = self._cursor
-        for listen in self._before:
+        dispatch = self._dispatch
+        for listen in dispatch.before_cursor_execute:
             listen(self._db, cursor, sql, params, None, many)
         if many:
             cursor.executemany(sql, params)
         else:
             cursor.execute(sql, params)
-        for listen in self._after:
+        for listen in dispatch.after_cursor_execute:
             listen(self._db, cursor, sql, params, None, many)
         return int(cursor.rowcount)
 
     def fetch(self, sql: str, params: Any) -> list[tuple[Any, ...]]:
         """A query's rows (the listeners see it as they see every statement)."""
         cursor = self._cursor
-        for listen in self._before:
+        dispatch = self._dispatch
+        for listen in dispatch.before_cursor_execute:
             listen(self._db, cursor, sql, params, None, False)
         rows: list[tuple[Any, ...]] = cursor.execute(sql, params).fetchall()
-        for listen in self._after:
+        for listen in dispatch.after_cursor_execute:
             listen(self._db, cursor, sql, params, None, False)
         return rows
 
@@ -125,9 +147,15 @@ class Prepared:
     """A statement compiled once for a positional-parameter dialect (SQLite):
     its SQL text, and per placeholder the parameter name and the type's bind
     processor, so a write sends rows to the driver without SQLAlchemy
-    compiling, caching or re-processing the statement each time."""
+    compiling, caching or re-processing the statement each time.
 
-    __slots__ = ("_plans", "_processed", "names", "processors", "sql")
+    :meth:`rows` turns record tuples into the driver's rows with a function
+    generated once per record layout: one tuple per row built by a single
+    expression, datetimes answered from the shared memory, booleans and
+    None bound without a call (a Python call per value, and a list per row,
+    were most of what binding a step's rows cost)."""
+
+    __slots__ = ("_convert", "_plans", "_row", "names", "processors", "sql")
 
     def __init__(
         self, statement: Any, dialect: Any, known: dict[str, dict[datetime, Any]] | None = None
@@ -139,19 +167,45 @@ class Prepared:
         self.sql = str(compiled)
         self.names = list(compiled.positiontup or ())
         found = compiled._bind_processors  # the type's own (datetimes, JSON, booleans)
-        self.processors = [
-            _remembering(found.get(name), known.setdefault(repr(compiled.binds[name].type), {}))
-            for name in self.names
-        ]
-        # (placeholder index, processor) of the placeholders that have one.
-        self._processed = tuple((j, p) for j, p in enumerate(self.processors) if p is not None)
-        self._plans: dict[tuple[str, ...], Callable[[tuple[Any, ...]], tuple[Any, ...]]] = {}
+        self.processors: list[Any] = []
+        # Per placeholder: how rows() binds it ("plain", "bool", "json",
+        # "datetime", "other") and what the generated code calls.
+        self._convert: list[tuple[str, Any, Any]] = []
+        for name in self.names:
+            bind_type = compiled.binds[name].type
+            process = found.get(name)
+            if process is None:
+                self.processors.append(None)
+                self._convert.append(("plain", None, None))
+                continue
+            memory = known.setdefault(repr(bind_type), {})
+            if isinstance(bind_type, JSON):
+                encode = _json_encoding(process)
+                self.processors.append(_remembering(encode, memory))
+                self._convert.append(("json", encode, process(None)))
+            elif isinstance(bind_type, Boolean):
+                self.processors.append(process)
+                self._convert.append(("bool", process, None))
+            else:
+                remembered = _remembering(process, memory)
+                self.processors.append(remembered)
+                dated = bind_type._type_affinity is DateTime  # the column's kind
+                if dated and process(None) is None:
+                    self._convert.append(("datetime", remembered, memory))
+                else:
+                    self._convert.append(("other", remembered, None))
+        self._plans: dict[tuple[str, ...], Callable[..., list[tuple[Any, ...]]]] = {}
+        self._row: Callable[[dict[str, Any]], tuple[Any, ...]] | None = None
 
     def row(self, values: dict[str, Any]) -> tuple[Any, ...]:
-        out = [values[n] for n in self.names]
-        for j, process in self._processed:
-            out[j] = process(out[j])
-        return tuple(out)  # SQLAlchemy's exec_driver_sql takes tuples
+        """The driver's row from ``b_<name>`` -> value (generated once, as
+        :meth:`rows`; SQLAlchemy's exec_driver_sql takes tuples)."""
+        convert = self._row
+        if convert is None:
+            convert = self._row = self._generate(
+                [f"v[{name!r}]" for name in self.names], "def convert(v):\n    return ({},)\n"
+            )
+        return convert(values)
 
     def rows(
         self, fields: tuple[str, ...], rows: Sequence[tuple[Any, ...]], session_id: str | None
@@ -159,24 +213,46 @@ class Prepared:
         """The driver's rows straight from record tuples laid out as
         ``fields`` (``b_session_id``, if the statement has it, is
         ``session_id``): no dict per row, the same values as :meth:`row`."""
-        pick = self._plans.get(fields)
-        if pick is None:
-            where = {f"b_{name}": i for i, name in enumerate(fields)}
-            where["b_session_id"] = where.get("b_session_id", -1)  # -1: the session id
-            indices = [where[n] for n in self.names]
-            if len(indices) == 1:  # itemgetter of one index gives the value, not a tuple
-                only = indices[0]
-                pick = self._plans[fields] = lambda values: (values[only],)
+        convert = self._plans.get(fields)
+        if convert is None:
+            where = {f"b_{name}": f"r[{i}]" for i, name in enumerate(fields)}
+            where.setdefault("b_session_id", "sid")
+            missing = [name for name in self.names if name not in where]
+            if missing:
+                raise KeyError(f"{missing} are not among the fields {fields}")
+            convert = self._plans[fields] = self._generate(
+                [where[name] for name in self.names],
+                "def convert(rows, sid):\n    return [({},) for r in rows]\n",
+            )
+        return convert(rows, session_id)
+
+    def _generate(self, values: list[str], template: str) -> Callable[..., Any]:
+        """A conversion as generated code: ``values`` (one expression per
+        placeholder, in order) each bound as its type binds it, joined into
+        ``template``. The source is made of those expressions (indices and
+        placeholder names) and numbered names of this module's objects only:
+        no value of a row reaches it."""
+        names: dict[str, Any] = {}
+        parts = []
+        for j, value in enumerate(values):
+            kind, call, extra = self._convert[j]
+            if kind == "plain":
+                parts.append(value)
+                continue
+            names[f"c{j}"] = call
+            if kind == "bool":
+                parts.append(f"(1 if (x := {value}) is True else 0 if x is False else c{j}(x))")
+            elif kind == "json":
+                names[f"n{j}"] = extra
+                parts.append(f"(n{j} if (x := {value}) is None else c{j}(x))")
+            elif kind == "datetime":
+                names[f"k{j}"] = extra
+                parts.append(f"(None if (x := {value}) is None else k{j}.get(x) or c{j}(x))")
             else:
-                pick = self._plans[fields] = itemgetter(*indices)
-        processed = self._processed
-        out = []
-        for row in rows:
-            values = list(pick((*row, session_id)))
-            for j, process in processed:
-                values[j] = process(values[j])
-            out.append(tuple(values))
-        return out
+                parts.append(f"c{j}({value})")
+        exec(template.format(", ".join(parts)), names)  # see the docstring
+        convert: Callable[..., Any] = names["convert"]
+        return convert
 
 
 class SqlSessionStore:
@@ -192,9 +268,11 @@ class SqlSessionStore:
             {} if dialect.name == "sqlite" and dialect.positional else None
         )
         # On SQLite the steps' writes keep one connection (checking one out
-        # of the pool and back per step cost as much as a small statement);
+        # of the pool and back per step cost as much as a small statement,
+        # and a connection's cache is dropped when another one commits);
         # other dialects take one from the pool per write, as the reads do.
         self._writer: Connection | None = None
+        self._driver: Driver | None = None  # the kept connection's
         # Bound forms remembered per type, shared by the prepared statements.
         self._known: dict[str, dict[datetime, Any]] = {}
         self._writer_lock = threading.Lock()
@@ -203,35 +281,81 @@ class SqlSessionStore:
         """Give back the connection the writes kept (the store still works:
         the next write takes one again)."""
         with self._writer_lock:
-            writer, self._writer = self._writer, None
+            writer, self._writer, self._driver = self._writer, None, None
             if writer is not None:
                 writer.close()
 
     @contextmanager
-    def _write_transaction(self) -> Iterator[Connection]:
+    def transaction(self) -> Iterator[Connection]:
+        """A write transaction (committed when the block exits cleanly). On
+        SQLite it is on the connection the store keeps: a step's write, a
+        batch of replies and the reads of :meth:`reading` all use that one
+        connection, so its page cache outlives each commit (a connection
+        reading after another one's commit drops its whole cache and reads
+        the pages again)."""
         if self._prepared is None:
             with self.database.begin() as db:
                 yield db
             return
-        with self._writer_lock:
-            if self._writer is None:
-                self._writer = self.database.connect()
+        with self._on_kept() as writer, writer.begin():
+            yield writer
+
+    @contextmanager
+    def reading(self) -> Iterator[Connection]:
+        """A connection to read on, outside any transaction of this store:
+        on SQLite the kept one (its cache holds what the last write left),
+        a pooled one elsewhere. What the block reads through SQLAlchemy is
+        not left open (the read transaction it began is rolled back)."""
+        if self._prepared is None:
+            with self.database.connect() as db:
+                yield db
+            return
+        with self._on_kept() as reader:
             try:
-                with self._writer.begin():
-                    yield self._writer
+                yield reader
+            finally:
+                if reader.in_transaction():
+                    reader.rollback()
+
+    @contextmanager
+    def _on_kept(self) -> Iterator[Connection]:
+        """The kept connection, for this thread alone until the block ends;
+        one the database failed on is not kept."""
+        with self._writer_lock:
+            kept = self._kept()
+            try:
+                yield kept
             except DBAPIError:
-                # A connection the database failed on is not kept: the next
-                # write (a retry) checks one out again. Its transaction may
-                # be open still (a COMMIT that failed on the way: SQLAlchemy
-                # no longer rolls it back), holding SQLite's write lock: it
-                # is rolled back, if the connection still answers, and given
-                # back to the pool (not invalidated: an in-memory database
-                # is that one connection, and would be lost with it).
-                writer, self._writer = self._writer, None
-                with suppress(Exception):
-                    writer.connection.dbapi_connection.rollback()  # type: ignore[union-attr]
-                writer.close()
+                self._drop_kept()
                 raise
+
+    def _kept(self) -> Connection:
+        """The connection SQLite's writes keep (taken from the pool once)."""
+        if self._writer is None:
+            self._writer = self.database.connect()
+            self._driver = Driver(self._writer)
+        return self._writer
+
+    def driver(self, db: Connection) -> Driver:
+        """The driver of ``db``: the kept one for the kept connection."""
+        if db is self._writer and self._driver is not None:
+            return self._driver
+        return Driver(db)
+
+    def _drop_kept(self) -> None:
+        """A connection the database failed on is not kept: the next write
+        (a retry) checks one out again. Its transaction may be open still (a
+        COMMIT that failed on the way: SQLAlchemy no longer rolls it back),
+        holding SQLite's write lock: it is rolled back, if the connection
+        still answers, and given back to the pool (not invalidated: an
+        in-memory database is that one connection, and would be lost with
+        it). Called with the writer lock held."""
+        writer, self._writer, self._driver = self._writer, None, None
+        if writer is None:
+            return
+        with suppress(Exception):
+            writer.connection.dbapi_connection.rollback()  # type: ignore[union-attr]
+        writer.close()
 
     def _exec(
         self,
@@ -275,14 +399,14 @@ class SqlSessionStore:
     def unprocessed_replies(self, session_id: str, after_id: int) -> list[tuple[Any, ...]]:
         """Unprocessed inbox rows above ``after_id``, in ``InboxRec.FIELDS``
         order (read through the partial index of unprocessed rows)."""
-        with self.database.connect() as db:
+        with self.reading() as db:
             found = db.execute(S.unprocessed, {"b_session_id": session_id, "b_after_id": after_id})
             return [tuple(r) for r in found]
 
     def undelivered(self, session_id: str, after_seq: int) -> list[OutboxRec]:
         """Outbox rows above the delivery watermark ``after_seq``, in seq order
         (the :class:`~fenix_core.core.outbox.OutboxSource` of a load)."""
-        with self.database.connect() as db:
+        with self.reading() as db:
             found = db.execute(
                 S.undelivered, {"b_session_id": session_id, "b_after_seq": after_seq}
             )
@@ -318,19 +442,18 @@ class SqlSessionStore:
         rows: Sequence[tuple[Any, ...]],
         session_id: str | None,
         driver: Driver | None = None,
-    ) -> None:
+    ) -> int:
+        """One executemany of ``rows`` (nothing for none); the row count."""
         if not rows:
-            return
+            return 0
         if self._prepared is None:
             extra = {} if session_id is None else {"session_id": session_id}
-            self._exec(db, statement, _rows(fields, rows, **extra))
-            return
+            return self._exec(db, statement, _rows(fields, rows, **extra))
         prepared = self._prepare(statement)
         params = prepared.rows(tuple(fields), rows, session_id)
         if driver is not None:
-            driver.run(prepared.sql, params, True)
-        else:
-            db.exec_driver_sql(prepared.sql, params)
+            return driver.run(prepared.sql, params, True)
+        return int(db.exec_driver_sql(prepared.sql, params).rowcount)
 
     def _prepare(self, statement: Any) -> Prepared:
         assert self._prepared is not None
@@ -347,8 +470,8 @@ class SqlSessionStore:
         """One transaction; only the statements that have rows run."""
         fence = write.fence
         sid = fence.session_id
-        with self._write_transaction() as db:
-            d = Driver(db) if self._prepared is not None else None
+        with self.transaction() as db:
+            d = self.driver(db) if self._prepared is not None else None
             fenced = self._exec(
                 db,
                 S.fence,
@@ -394,34 +517,13 @@ class SqlSessionStore:
                 # The engine's clock (the outbox lag is measured on it);
                 # diagnostics only: delivery goes by seq.
                 now = write.at or datetime.now(UTC)
-                self._exec(
-                    db,
-                    S.insert_outbox,
-                    [
-                        {
-                            "b_session_id": o.session_id,
-                            "b_seq": o.seq,
-                            "b_signal": o.signal,
-                            "b_payload": o.payload,
-                            "b_created_at": now,
-                        }
-                        for o in write.outbox
-                    ],
-                    d,
-                )
+                outbox = [(o.session_id, o.seq, o.signal, o.payload, now) for o in write.outbox]
+                self._many(db, S.insert_outbox, _OUTBOX_ROW, outbox, None, d)
             self._many(db, self._upsert_components, ComponentRec.FIELDS, write.components, sid, d)
             if write.timers:
                 self._write_timers(db, sid, write.timers, write.fresh_timers, d)
             if write.inbox_outcomes:
-                self._exec(
-                    db,
-                    S.inbox_outcomes,
-                    [
-                        {"b_id": i, "b_outcome": outcome, "b_processed_at": at}
-                        for i, outcome, at in write.inbox_outcomes
-                    ],
-                    d,
-                )
+                self._many(db, S.inbox_outcomes, _OUTCOME_ROW, write.inbox_outcomes, None, d)
 
     def _upsert_ops(
         self,
@@ -453,19 +555,27 @@ class SqlSessionStore:
         fresh: Collection[str],
         driver: Driver | None,
     ) -> None:
-        """Named timers: the old row of each name goes, the new one (if set)
-        comes; a ``fresh`` name has no old row (nothing is deleted for it)."""
-        stored = [
-            {"b_session_id": session_id, "b_kind": name}
-            for name, _, _ in timers
-            if name not in fresh
-        ]
-        if stored:
-            self._exec(db, S.delete_timers, stored, driver)
-        kept = [
-            {"b_session_id": session_id, "b_kind": name, "b_due": due, "b_data": data}
-            for name, due, data in timers
-            if due is not None
-        ]
-        if kept:
-            self._exec(db, S.insert_timers, kept, driver)
+        """Named timers: a stored one set again is updated, a cancelled one
+        deleted, a ``fresh`` one (no stored row: set for the first time in
+        this step) inserted; one statement each kind, most steps have one
+        kind. Every timer held when a step began is stored (loaded, or
+        written by the last step); should an update find fewer rows than it
+        names, those names are written again as delete and insert."""
+        cancelled = [(name,) for name, due, _ in timers if due is None and name not in fresh]
+        if cancelled:
+            self._many(db, S.delete_timers, ("kind",), cancelled, session_id, driver)
+        again = [t for t in timers if t[1] is not None and t[0] not in fresh]
+        new = [t for t in timers if t[1] is not None and t[0] in fresh]
+        if again:
+            # Without a reliable executemany count (some PostgreSQL drivers)
+            # the update cannot be checked: delete and insert.
+            checked = self.database.dialect.supports_sane_multi_rowcount
+            updated = -1
+            if checked:
+                updated = self._many(db, S.update_timers, _TIMER_ROW, again, session_id, driver)
+            if updated != len(again):
+                names = [(name,) for name, _, _ in again]
+                self._many(db, S.delete_timers, ("kind",), names, session_id, driver)
+                new = [*again, *new]
+        if new:
+            self._many(db, S.insert_timers, _TIMER_ROW, new, session_id, driver)

@@ -39,7 +39,7 @@ from ..store.schema import (
 )
 from .working_set import ComponentRec, HostRec, InboxRec, InstanceRec, OpRec, ProjectRec, SessionRec
 
-__all__ = ["STATEMENTS", "Statements", "params"]
+__all__ = ["INSTANCE_FIXED", "STATEMENTS", "Statements", "params"]
 
 SESSIONS: Final[Table] = SessionRow.__table__  # type: ignore[assignment]
 CLOCK: Final[Table] = SessionClockRow.__table__  # type: ignore[assignment]
@@ -69,9 +69,20 @@ def _insert(table: Table, fields: Sequence[str], *, with_session: bool = True) -
     return insert(table).values({c: _b(c) for c in columns})
 
 
-def _update(table: Table, keys: Sequence[str], fields: Sequence[str]) -> Update:
+def _update(
+    table: Table, keys: Sequence[str], fields: Sequence[str], fixed: Sequence[str] = ()
+) -> Update:
+    """An UPDATE by ``keys`` of ``fields``, leaving out the ``fixed`` ones: a
+    column in the SET list is written again even when its value is the same,
+    and an indexed one rewrites its index entry too (a page more per commit)."""
     where = [table.c[k] == _b(k) for k in keys]
-    return update(table).where(*where).values({c: _b(c) for c in fields if c not in keys})
+    values = {c: _b(c) for c in fields if c not in keys and c not in fixed}
+    return update(table).where(*where).values(values)
+
+
+#: Instance columns no step changes (the working set's setters refuse them),
+#: left out of the step's UPDATE: ``project_id`` is indexed.
+INSTANCE_FIXED: Final = ("project_id", "vcpus")
 
 
 def _select(table: Table, fields: Sequence[str]) -> Select[Any]:
@@ -184,7 +195,7 @@ class Statements:
         self.update_hosts = _update(HOSTS, ("session_id", "name"), HostRec.FIELDS)
         self.insert_hosts = _insert(HOSTS, HostRec.FIELDS)
         self.update_instances = _update(
-            INSTANCES, ("session_id", "instance_id"), InstanceRec.FIELDS
+            INSTANCES, ("session_id", "instance_id"), InstanceRec.FIELDS, INSTANCE_FIXED
         )
         self.insert_instances = _insert(INSTANCES, InstanceRec.FIELDS)
         self.update_projects = _update(PROJECTS, ("session_id", "project_id"), ProjectRec.FIELDS)
@@ -198,6 +209,11 @@ class Statements:
         self.upsert_components = _component_upserts()
         self.delete_timers: Delete = delete(TIMERS).where(
             TIMERS.c.session_id == _b("session_id"), TIMERS.c.kind == _b("kind")
+        )
+        self.update_timers: Update = (
+            update(TIMERS)
+            .where(TIMERS.c.session_id == _b("session_id"), TIMERS.c.kind == _b("kind"))
+            .values(due=_b("due"), data=_b("data"))
         )
         self.insert_timers = insert(TIMERS).values(
             session_id=_b("session_id"), kind=_b("kind"), due=_b("due"), data=_b("data")

@@ -17,6 +17,7 @@ from sqlalchemy.exc import ArgumentError
 from sqlalchemy.pool import StaticPool
 
 from ..errors import InvalidInput
+from . import json_text
 from .schema import Base
 
 __all__ = ["alembic_config", "head_revision", "migrate", "open_database"]
@@ -37,7 +38,8 @@ def open_database(url: str) -> SAEngine:
         parsed = make_url(url)
     except ArgumentError:
         raise InvalidInput("database_url", f"not a database URL: {url!r}") from None
-    kwargs: dict[str, Any] = {}
+    # JSON columns bound with json.dumps's text, made without its per-call set-up.
+    kwargs: dict[str, Any] = {"json_serializer": json_text.dumps}
     if parsed.get_backend_name() == "sqlite":
         kwargs["connect_args"] = {"check_same_thread": False}
         if parsed.database in (None, "", ":memory:"):
