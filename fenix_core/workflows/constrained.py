@@ -1585,7 +1585,7 @@ class ConstrainedWorkflow(RollingWorkflow):
                 continue
             hosts += 1
             view = ctx.hosts.get(name)
-            if view is not None and self._target_state(ctx, view):
+            if view is not None and _target_state(view, retiring):
                 stays += 1
         return room + bucket_free * min(stays, positions)
 
@@ -1632,13 +1632,7 @@ class ConstrainedWorkflow(RollingWorkflow):
     def _target_state(self, ctx: SessionContext, view: HostView) -> bool | None:
         """Whether an instance placed on ``view`` stays (True), moves again
         (False), or the host takes none (None)."""
-        if view.type != "compute" or not view.enabled or view.name in self._retiring(ctx):
-            return None
-        if view.state in STAYS:
-            return True
-        if view.state == HostState.PENDING:
-            return False
-        return None
+        return _target_state(view, self._retiring(ctx))
 
     def _window_targets(
         self, ctx: SessionContext, step: _Step, instances: Iterable[InstanceView]
@@ -1663,7 +1657,7 @@ class ConstrainedWorkflow(RollingWorkflow):
                 if name in seen:
                     continue
                 view = ctx.hosts.get(name)
-                stays = self._target_state(ctx, view) if view is not None else None
+                stays = _target_state(view, retiring) if view is not None else None
                 if view is None or stays is None:
                     continue
                 seen[name] = step.target(view, stays)
@@ -1767,6 +1761,20 @@ class ConstrainedWorkflow(RollingWorkflow):
         pending = list(ctx.hosts.in_state(HostState.PENDING, type="compute"))
         if pending:
             self._scale_in_or_fail(ctx, st, pending)
+
+
+def _target_state(view: HostView, retiring: frozenset[str]) -> bool | None:
+    """Whether an instance placed on ``view`` stays (True), moves again
+    (False), or the host takes none (None); ``retiring``: the hosts the
+    session decommissions."""
+    if view.type != "compute" or not view.enabled or view.name in retiring:
+        return None
+    state = view.state
+    if state in STAYS:
+        return True
+    if state == HostState.PENDING:
+        return False
+    return None
 
 
 def _new_stamp() -> int:
