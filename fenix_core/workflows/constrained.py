@@ -208,6 +208,9 @@ class _Counts:
     #: The groups' rules (fixed for the constraints the counts were built
     #: on), and whether each has a per-host limit.
     rules: dict[str, planner.GroupRule] = attrs.field(factory=dict)
+    #: Per group, its max_impacted_members and the seconds of one round of
+    #: its moves (a move and its recovery_time): what its weight is made of.
+    pace: dict[str, tuple[int, float]] = attrs.field(factory=dict)
     limited: dict[str, bool] = attrs.field(factory=dict)
     #: (vcpus, host) of the pending hosts with instances, a heap: a lower
     #: bound of each one's load (nothing leaves a pending host, arrivals
@@ -1412,9 +1415,10 @@ class ConstrainedWorkflow(RollingWorkflow):
         if least:
             picked.add(min(least, key=lambda m: (m.vcpus, m.instance_id)).instance_id)
         sample = [v for i in sorted(picked) if (v := ctx.instances.get(i)) is not None]
-        targets = self._window_targets(ctx, step, sample)
-        if draining and lightest and self._short_of_room(targets, draining, lightest):
+        window = self._window(ctx, step, sample)
+        if draining and lightest and self._short_of_room(ctx, window, draining, lightest):
             return False, False
+        targets = [step.target(view, stays) for view, stays in window]
         if not members:
             members = [m for c in candidates for m in c.members] + [
                 m for d in draining for m in d.members
@@ -1537,20 +1541,20 @@ class ConstrainedWorkflow(RollingWorkflow):
 
     @staticmethod
     def _short_of_room(
-        targets: Sequence[planner.Target], draining: Sequence[planner.HostLoad], lightest: int
+        ctx: SessionContext,
+        window: Sequence[tuple[HostView, bool]],
+        draining: Sequence[planner.HostLoad],
+        lightest: int,
     ) -> bool:
         """Whether ``planner.hosts_to_open`` turns every candidate down on its
-        totals (its ``_Room.may_fit``): the free vCPUs where instances stay
-        (``second_moves.opening_targets``, none unknown) fall short of the
-        draining hosts' members plus the lightest candidate's, none of them
-        empty. Then it opens nothing whatever the rest of the decision, and
-        the rest is not built. (Nothing drains: the first wave may open
-        hosts anyway, not decided here.)"""
-        room = 0
-        for t in second_moves.opening_targets(targets):
-            if t.free is None:
-                return False
-            room += max(0, t.free)
+        totals (its ``_Room.may_fit``): the free vCPUs of the window's hosts
+        where instances stay (its targets after
+        ``second_moves.opening_targets``) fall short of the draining hosts'
+        members plus the lightest candidate's, none of them empty. Then it
+        opens nothing whatever the rest of the decision, and the rest is not
+        built. (Nothing drains: the first wave may open hosts anyway, not
+        decided here.)"""
+        room = sum(max(0, ctx.capacity.free(view.name)) for view, stays in window if stays)
         return room < sum(d.vcpus for d in draining) + lightest
 
     def _window_room(self, ctx: SessionContext) -> int:
@@ -1641,7 +1645,14 @@ class ConstrainedWorkflow(RollingWorkflow):
         host's type and its vCPUs; an instance under the cloud's placement
         rules on its own), the best :data:`TARGET_WINDOW` hosts of
         ``ctx.capacity.targets`` that take instances."""
-        seen: dict[str, planner.Target] = {}
+        return [step.target(view, stays) for view, stays in self._window(ctx, step, instances)]
+
+    def _window(
+        self, ctx: SessionContext, step: _Step, instances: Iterable[InstanceView]
+    ) -> list[tuple[HostView, bool]]:
+        """The hosts of :meth:`_window_targets`, and whether instances stay
+        on each (the targets are built only when a decision needs them)."""
+        seen: dict[str, tuple[HostView, bool]] = {}
         kinds: set[tuple[str, int]] = set()
         retiring = self._retiring(ctx)
         for inst in sorted(instances, key=lambda i: (i.vcpus, i.instance_id)):
@@ -1660,7 +1671,7 @@ class ConstrainedWorkflow(RollingWorkflow):
                 stays = _target_state(view, retiring) if view is not None else None
                 if view is None or stays is None:
                     continue
-                seen[name] = step.target(view, stays)
+                seen[name] = (view, stays)
         return list(seen.values())
 
     def _all_targets(self, ctx: SessionContext, step: _Step) -> list[planner.Target]:
@@ -1719,9 +1730,15 @@ class ConstrainedWorkflow(RollingWorkflow):
 
     def _weight(self, step: _Step, group_id: str) -> float:
         """How long a group still needs at best: its remaining rounds of moves."""
-        g = step.cs.group_by_key(group_id)
-        rounds = math.ceil(max(0, step.counts.todo[group_id]) / g.max_impacted_members)
-        return rounds * (_MOVE_ESTIMATE + g.recovery_time)
+        pace = step.counts.pace.get(group_id)
+        if pace is None:
+            g = step.cs.group_by_key(group_id)
+            pace = step.counts.pace[group_id] = (
+                g.max_impacted_members,
+                _MOVE_ESTIMATE + g.recovery_time,
+            )
+        rounds = math.ceil(max(0, step.counts.todo[group_id]) / pace[0])
+        return rounds * pace[1]
 
     def _wake_at(self, ctx: SessionContext, cst: ConstrainedState, when: datetime | None) -> None:
         if when is None:
