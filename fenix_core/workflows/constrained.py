@@ -170,6 +170,68 @@ class ConstrainedState(ComponentState):
     waited: int = 0
 
 
+class _Recovery:
+    """``ConstrainedState.recovering`` as the budgets read it (a cache of this
+    process, kept with the counts): how many times each instance is listed,
+    per group, and a heap of when each one's recovery_time ends, so that a
+    pass reads only the instances whose recovery ended instead of every one
+    in recovery. An instance's ``impacted_until`` only moves later (a new
+    move's end), so a heap entry is at most its current end: looked at again
+    when it comes up."""
+
+    __slots__ = ("by_group", "group_of", "heap", "listed", "source")
+
+    def __init__(self, source: tuple[str, ...]) -> None:
+        self.source = source  # the tuple mirrored (its identity: changed elsewhere -> rebuilt)
+        self.listed: Counter[str] = Counter()
+        self.group_of: dict[str, str] = {}
+        self.by_group: Counter[str] = Counter()
+        self.heap: list[tuple[datetime, str]] = []
+
+    def add(self, instance_id: str, group_id: str, until: datetime) -> None:
+        if not self.listed[instance_id]:
+            heapq.heappush(self.heap, (until, instance_id))
+        self.listed[instance_id] += 1
+        self.group_of[instance_id] = group_id
+        self.by_group[group_id] += 1
+
+    def drop(self, instance_id: str) -> None:
+        n = self.listed.pop(instance_id, 0)
+        group_id = self.group_of.pop(instance_id)
+        left = self.by_group[group_id] - n
+        if left > 0:
+            self.by_group[group_id] = left
+        else:
+            del self.by_group[group_id]
+
+    def ended(self, ctx: SessionContext, now: datetime) -> set[str]:
+        """Take out the instances whose recovery_time is over at ``now`` (or
+        that left the session): their ids."""
+        gone: set[str] = set()
+        heap = self.heap
+        while heap and heap[0][0] <= now:
+            _until, iid = heap[0]
+            view = ctx.instances.get(iid)
+            if view is not None and view.impacted_until is not None and view.impacted_until > now:
+                heapq.heapreplace(heap, (view.impacted_until, iid))  # moved again since
+                continue
+            heapq.heappop(heap)
+            gone.add(iid)
+        return gone
+
+    def next_end(self, ctx: SessionContext) -> datetime | None:
+        """When the next recovery_time ends (after :meth:`ended`)."""
+        heap = self.heap
+        while heap:
+            until, iid = heap[0]
+            view = ctx.instances.get(iid)
+            current = view.impacted_until if view is not None else None
+            if current is None or current == until:
+                return until
+            heapq.heapreplace(heap, (current, iid))
+        return None
+
+
 @attrs.frozen
 class _PendingLoad:
     """A pending host's members as the planner takes them, with their vCPUs
@@ -222,6 +284,8 @@ class _Counts:
     #: target counts members: each answers 0 for every group).
     any_ruled: bool = False
     any_limited: bool = False
+    #: ConstrainedState.recovering mirrored (built when first read).
+    recovery: _Recovery | None = None
     #: Draining hosts that may hold instances not asked about yet (PENDING).
     unasked: set[str] = attrs.field(factory=set)
     #: Draining hosts that may not be disabled yet.
@@ -1125,10 +1189,9 @@ class ConstrainedWorkflow(RollingWorkflow):
                         moved_before=m.instance_id in moved, first_drained=m.instance_id in first
                     )
                 ctx.submit(Move(inst.instance_id, InstanceAction(action), goal, no, why))
-        for iid in cst.recovering:
-            rec = ctx.instances.get(iid)
-            if rec is not None and rec.impacted_until is not None and rec.impacted_until > now:
-                wake = rec.impacted_until if wake is None else min(wake, rec.impacted_until)
+        ends = self._recovery(ctx, step, cst).next_end(ctx)
+        if ends is not None:
+            wake = ends if wake is None else min(wake, ends)
         self._wake_at(ctx, cst, wake)
         return held
 
@@ -1157,21 +1220,38 @@ class ConstrainedWorkflow(RollingWorkflow):
         """Members of each group impacted now: moving, or within recovery_time
         after a move (read from the views: the moves in flight and the
         instances in recovery, not the groups)."""
-        now = ctx.now
-        impacted: Counter[str] = Counter()
+        recovery = self._recovery(ctx, step, cst)
+        impacted = Counter(recovery.by_group)
+        listed = recovery.listed
         for inst in ctx.instances.in_state(InstanceState.IN_ACTION):
-            impacted[step.group(inst)] += 1
-        kept = []
-        for iid in cst.recovering:
-            rec = ctx.instances.get(iid)
-            if rec is None or rec.impacted_until is None or rec.impacted_until <= now:
-                continue
-            kept.append(iid)
-            if rec.state != InstanceState.IN_ACTION:
-                impacted[step.group(rec)] += 1
-        if len(kept) != len(cst.recovering):
-            cst.recovering = tuple(kept)
+            # Moving again while in recovery: counted once, as moving.
+            impacted[step.group(inst)] += 1 - listed.get(inst.instance_id, 0)
         return impacted
+
+    def _recovery(self, ctx: SessionContext, step: _Step, cst: ConstrainedState) -> _Recovery:
+        """The instances still in their group's recovery_time, those whose
+        recovery ended taken out of ``cst.recovering`` (every listing of
+        them)."""
+        counts = step.counts
+        found = counts.recovery
+        gone: set[str] = set()
+        if found is None or found.source is not cst.recovering:
+            # Built again (another process stepped the session, or the
+            # counts were): from the views, once.
+            found = counts.recovery = _Recovery(cst.recovering)
+            for iid in cst.recovering:
+                view = ctx.instances.get(iid)
+                if view is None or view.impacted_until is None:
+                    gone.add(iid)
+                    continue
+                found.add(iid, step.group(view), view.impacted_until)
+        for iid in found.ended(ctx, ctx.now):
+            gone.add(iid)
+            found.drop(iid)
+        if gone:
+            cst.recovering = tuple(i for i in cst.recovering if i not in gone)
+            found.source = cst.recovering
+        return found
 
     def _waiting_makes_room(self, ctx: SessionContext, step: _Step, cst: ConstrainedState) -> bool:
         """Whether something under way may yet make room where instances stay:
@@ -1237,7 +1317,13 @@ class ConstrainedWorkflow(RollingWorkflow):
             ctx.set_instance_plan(
                 op.instance_id, wave=moved.wave, not_before=None, impacted_until=until
             )
-            cst.recovering = (*cst.recovering, op.instance_id)
+            mirrored = counts.recovery
+            if mirrored is not None and mirrored.source is cst.recovering:
+                mirrored.add(op.instance_id, g, until)
+                cst.recovering = (*cst.recovering, op.instance_id)
+                mirrored.source = cst.recovering
+            else:
+                cst.recovering = (*cst.recovering, op.instance_id)
         # The per-group counts: one member less to do, or one more on a pending
         # host (an instance still on an open host did not leave it).
         dest = ctx.hosts.get(moved.host)
