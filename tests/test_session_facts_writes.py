@@ -6,10 +6,10 @@ is a component of its own)."""
 from __future__ import annotations
 
 import json
-import threading
 from pathlib import Path
 from typing import Any
 
+from conftest import drive
 from sqlalchemy import event, select
 
 from fenix_core import Engine, SessionRequest
@@ -49,13 +49,7 @@ def _run(tmp_path: Path, workflow: str) -> tuple[list[str], list[str], dict[str,
 
         event.listen(engine.database, "before_cursor_execute", record)
         sid = engine.create_session(SessionRequest(hosts=HOSTS, workflow=workflow))
-        while True:
-            engine.run_until_idle()
-            wake = engine.next_wake()
-            if wake is None:
-                break
-            clock.wait(wake, threading.Event())
-        view = engine.get_session(sid)
+        view = drive(engine, clock, sid)
         assert view.state == "MAINTENANCE_DONE", view.reason
         with engine.database.connect() as db:
             keys = [r[0] for r in db.execute(select(OperationRow.key))]
