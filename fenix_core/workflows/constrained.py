@@ -36,10 +36,14 @@ left, pending hosts holding members) are a cache of this process, rebuilt
 from the views when the session was stepped elsewhere (``stamp``) or the
 constraints or the inventory changed, and they only rank choices: every
 limit is checked against the views. A step builds an opening decision only
-when the room of the most free hosts (``ctx.capacity.most_free``) covers
-the draining hosts' members and the lightest pending host's
-(:meth:`ConstrainedWorkflow._may_open`: the planner's own totals check,
-which turned down nine decisions in ten); it asks about, disables and moves
+when the room the planner's targets can have (``ctx.capacity.most_free``,
+counted as the window takes hosts) covers the draining hosts' members and
+the lightest pending host's, and hands it to the planner only when its own
+window's room covers them and its lightest candidate's
+(:meth:`ConstrainedWorkflow._may_open`, ``_short_of_room``: the planner's
+own totals check, which turned down nine decisions in ten); the instances
+in recovery_time are kept per group with a heap of when each recovery ends
+(``_Recovery``); it asks about, disables and moves
 from the draining hosts that changed since (``unasked``, ``undisabled``,
 the instances whose action is chosen), advances only the open hosts whose
 stage's operation is not running, and works the groups' budgets out once
