@@ -26,7 +26,17 @@ class GroupedCloud(SimulatedCloud):
     cloud_groups: CloudConstraints = CloudConstraints()
 
     def cloud_constraints(self, instances: Any) -> CloudConstraints:
-        return self.cloud_groups
+        """The groups with a member among ``instances``, as the OpenStack
+        driver reports them (a listing of one emptied host reports none)."""
+        ids = {i.instance_id for i in instances}
+        found = self.cloud_groups
+        members = {k: v for k, v in found.members.items() if k in ids}
+        named = set(members.values())
+        return CloudConstraints(
+            groups=tuple(g for g in found.groups if g.group_id in named),
+            members=members,
+            placement=tuple(r for r in found.placement if ids.intersection(r.members)),
+        )
 
 
 class ReplyFrontEnd:

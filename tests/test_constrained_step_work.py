@@ -14,6 +14,8 @@ fleet once more.
 from __future__ import annotations
 
 import random
+import re
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,7 @@ from test_constrained_v2_core import CoreCluster
 
 from fenix_core import planner, second_moves
 from fenix_core.constraints import GroupConstraints
+from fenix_core.states import InstanceState
 from fenix_core.testing import violations
 from fenix_core.testing.invariants import constraint_violations
 from fenix_core.workflows import constrained
@@ -110,3 +113,89 @@ def test_an_emptied_hosts_listing_that_found_nothing_rebuilds_no_counts(
     # Once when the waves start; every host's verify_empty listing found
     # it empty (the simulated cloud adds nothing behind the session's back).
     assert len(built) <= 2, len(built)
+
+
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def _timeline(path: Path) -> tuple[str, list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    c = fleet(path)
+    try:
+        view = c.run()
+        events = [
+            (e.time, e.kind, e.host, e.instance_id, _UUID.sub("<session>", e.detail or ""))
+            for e in c.cloud.events
+        ]
+        return view.state, list(c.host_events), events
+    finally:
+        c.close()
+
+
+def test_the_room_checks_skip_only_decisions_that_open_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a window of targets smaller than the fleet (as at 300 hosts), the
+    checks that skip a decision before the planner (the window's room, the
+    decision's own totals) change no host opened, no move and no time: the
+    same session runs with them turned off."""
+    monkeypatch.setattr(constrained, "TARGET_WINDOW", 6)
+    monkeypatch.setattr(constrained, "CANDIDATE_WINDOW", 5)
+    skipped: list[int] = []
+    short = constrained.ConstrainedWorkflow._short_of_room
+
+    def counted(*args: Any) -> bool:
+        found = short(*args)
+        skipped.append(found)
+        return found
+
+    monkeypatch.setattr(constrained.ConstrainedWorkflow, "_short_of_room", staticmethod(counted))
+    (tmp_path / "checked").mkdir()
+    checked = _timeline(tmp_path / "checked")
+    assert checked[0] == "MAINTENANCE_DONE"
+    monkeypatch.setattr(constrained.ConstrainedWorkflow, "_may_open", lambda *_a: True)
+    monkeypatch.setattr(
+        constrained.ConstrainedWorkflow, "_short_of_room", staticmethod(lambda *_a: False)
+    )
+    (tmp_path / "unchecked").mkdir()
+    assert _timeline(tmp_path / "unchecked") == checked
+    assert any(skipped)  # the decisions' own check was reached, and skipped some
+
+
+def test_the_impacted_members_are_those_of_a_recount_from_the_views(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The budgets' impacted members (kept with the counts: the recoveries
+    in a heap) are at every pass what reading every move in flight and every
+    instance in recovery_time gives, and the recoveries that ended leave
+    ``ConstrainedState.recovering``."""
+    original = constrained.ConstrainedWorkflow._impacted
+    passes: list[int] = []
+
+    def checked(self: Any, ctx: Any, step: Any, cst: Any) -> Any:
+        before = cst.recovering
+        found = original(self, ctx, step, cst)
+        now = ctx.now
+        expected: Counter[str] = Counter()
+        for inst in ctx.instances.in_state(InstanceState.IN_ACTION):
+            expected[step.group(inst)] += 1
+        kept = []
+        for iid in before:
+            rec = ctx.instances.get(iid)
+            if rec is None or rec.impacted_until is None or rec.impacted_until <= now:
+                continue
+            kept.append(iid)
+            if rec.state != InstanceState.IN_ACTION:
+                expected[step.group(rec)] += 1
+        assert found == expected
+        assert cst.recovering == tuple(kept)
+        passes.append(len(kept))
+        return found
+
+    monkeypatch.setattr(constrained.ConstrainedWorkflow, "_impacted", checked)
+    cluster = fleet(tmp_path)
+    try:
+        view = cluster.run()
+    finally:
+        cluster.close()
+    assert view.state == "MAINTENANCE_DONE", view.reason
+    assert max(passes) > 1  # several instances were in recovery at once

@@ -167,7 +167,10 @@ def test_changes_go_through_the_setters_and_notices_become_outbox_rows() -> None
     assert dirty["session"] == {"s-1"}
     assert dirty["new_ops"] == {"s-1:1", "s-1:2"}
     assert "pipeline" in dirty["components"]
-    assert "session" in dirty["components"]
+    # The operations are counted in their own component: the session's facts
+    # (the cloud's groups, fleet-sized) are not rewritten for them.
+    assert "ops" in dirty["components"]
+    assert "session" not in dirty["components"]
     assert ws.ops[ref.key].params == {
         "action": "LIVE_MIGRATE",
         "target": "cmp-1",

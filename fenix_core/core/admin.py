@@ -49,7 +49,7 @@ from .runner import Control, CoreRunner
 from .sql_store import SqlSessionStore
 from .stepper import StepFrame, StepOutcome, Stepper
 from .working_set import WorkingSet
-from .ws_port import SESSION_COMPONENT, WorkingSetAdapter
+from .ws_port import WorkingSetAdapter, started_ops
 
 __all__ = ["SessionAdmin", "pipeline_state"]
 
@@ -218,9 +218,7 @@ class SessionAdmin:
         Today's ``can_reschedule`` (phases before the ``pre`` actions)."""
         if ws.session.state != SessionState.MAINTENANCE:
             return False
-        rec = ws.components.get(SESSION_COMPONENT)
-        started_ops = int((rec.body if rec else {}).get("op_counter", 0))
-        return started_ops == 0 and not any(h.started_at for h in ws.hosts.values())
+        return started_ops(ws) == 0 and not any(h.started_at for h in ws.hosts.values())
 
     # ------------------------------------------------------------------ delete
 

@@ -61,12 +61,38 @@ from ..states import (
 from .indexes import ABSENT_STATES, MOVING_STATE
 from .working_set import HostMark, OpRec, WorkingSet
 
-__all__ = ["SESSION_COMPONENT", "Steering", "WorkingSetAdapter", "op_of", "op_record"]
+__all__ = [
+    "OPS_COMPONENT",
+    "SESSION_COMPONENT",
+    "Steering",
+    "WorkingSetAdapter",
+    "op_of",
+    "op_record",
+    "started_ops",
+]
 
 #: The component holding what a session keeps apart from its workflow's
 #: state (migration 0007's "session" component): the operation counter, the
 #: cloud driver's allowed actions and constraints.
 SESSION_COMPONENT = "session"
+#: The component that counts the session's operations (the number in each
+#: operation's key). Not a key of the session's facts: those hold the cloud's
+#: groups and their members (fleet-sized), and a counter bumped with every
+#: operation rewrote them whole at each step (issue 18: constant-size state).
+OPS_COMPONENT = "ops"
+
+
+def started_ops(ws: WorkingSet) -> int:
+    """Operations the session has started (their keys' last number); a
+    session written before the counter had its component keeps it in its
+    facts (``op_counter``)."""
+    rec = ws.components.get(OPS_COMPONENT)
+    if rec is not None:
+        return int(rec.body.get("counter", 0))
+    facts = ws.components.get(SESSION_COMPONENT)
+    return int((facts.body if facts is not None else {}).get("op_counter", 0))
+
+
 #: Questions whose answer names an action per instance: they list the allowed ones.
 _INSTANCE_CHOICE = frozenset({"PREPARE_MAINTENANCE", "PLANNED_MAINTENANCE"})
 _DONE = frozenset(s.value for s in DONE_HOST_STATES)
@@ -961,11 +987,8 @@ class WorkingSetAdapter:
     # ------------------------------------------------------------------ operations, timers
 
     def next_op_number(self) -> int:
-        data = self.session_data()
-        counter = int(data.get("op_counter", 0)) + 1
-        rec = self.ws.components.get(SESSION_COMPONENT)
-        version = rec.schema_version if rec is not None else 1
-        self.ws.set_component(SESSION_COMPONENT, version, {**data, "op_counter": counter})
+        counter = started_ops(self.ws) + 1
+        self.ws.set_component(OPS_COMPONENT, 1, {"counter": counter})
         return counter
 
     def add_op(

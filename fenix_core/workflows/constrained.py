@@ -36,10 +36,14 @@ left, pending hosts holding members) are a cache of this process, rebuilt
 from the views when the session was stepped elsewhere (``stamp``) or the
 constraints or the inventory changed, and they only rank choices: every
 limit is checked against the views. A step builds an opening decision only
-when the room of the most free hosts (``ctx.capacity.most_free``) covers
-the draining hosts' members and the lightest pending host's
-(:meth:`ConstrainedWorkflow._may_open`: the planner's own totals check,
-which turned down nine decisions in ten); it asks about, disables and moves
+when the room the planner's targets can have (``ctx.capacity.most_free``,
+counted as the window takes hosts) covers the draining hosts' members and
+the lightest pending host's, and hands it to the planner only when its own
+window's room covers them and its lightest candidate's
+(:meth:`ConstrainedWorkflow._may_open`, ``_short_of_room``: the planner's
+own totals check, which turned down nine decisions in ten); the instances
+in recovery_time are kept per group with a heap of when each recovery ends
+(``_Recovery``); it asks about, disables and moves
 from the draining hosts that changed since (``unasked``, ``undisabled``,
 the instances whose action is chosen), advances only the open hosts whose
 stage's operation is not running, and works the groups' budgets out once
@@ -171,6 +175,85 @@ class ConstrainedState(ComponentState):
     waited: int = 0
 
 
+class _Recovery:
+    """``ConstrainedState.recovering`` as the budgets read it (a cache of this
+    process, kept with the counts): how many times each instance is listed,
+    per group, and a heap of when each one's recovery_time ends, so that a
+    pass reads only the instances whose recovery ended instead of every one
+    in recovery. An instance's ``impacted_until`` only moves later (a new
+    move's end), so a heap entry is at most its current end: looked at again
+    when it comes up."""
+
+    __slots__ = ("by_group", "group_of", "heap", "listed", "source")
+
+    def __init__(self, source: tuple[str, ...]) -> None:
+        self.source = source  # the tuple mirrored (its identity: changed elsewhere -> rebuilt)
+        self.listed: Counter[str] = Counter()
+        self.group_of: dict[str, str] = {}
+        self.by_group: Counter[str] = Counter()
+        self.heap: list[tuple[datetime, str]] = []
+
+    def add(self, instance_id: str, group_id: str, until: datetime) -> None:
+        if not self.listed[instance_id]:
+            heapq.heappush(self.heap, (until, instance_id))
+        self.listed[instance_id] += 1
+        self.group_of[instance_id] = group_id
+        self.by_group[group_id] += 1
+
+    def drop(self, instance_id: str) -> None:
+        n = self.listed.pop(instance_id, 0)
+        group_id = self.group_of.pop(instance_id)
+        left = self.by_group[group_id] - n
+        if left > 0:
+            self.by_group[group_id] = left
+        else:
+            del self.by_group[group_id]
+
+    def ended(self, ctx: SessionContext, now: datetime) -> set[str]:
+        """Take out the instances whose recovery_time is over at ``now`` (or
+        that left the session): their ids."""
+        gone: set[str] = set()
+        heap = self.heap
+        while heap and heap[0][0] <= now:
+            _until, iid = heap[0]
+            view = ctx.instances.get(iid)
+            if view is not None and view.impacted_until is not None and view.impacted_until > now:
+                heapq.heapreplace(heap, (view.impacted_until, iid))  # moved again since
+                continue
+            heapq.heappop(heap)
+            gone.add(iid)
+        return gone
+
+    def next_end(self, ctx: SessionContext) -> datetime | None:
+        """When the next recovery_time ends (after :meth:`ended`)."""
+        heap = self.heap
+        while heap:
+            until, iid = heap[0]
+            view = ctx.instances.get(iid)
+            current = view.impacted_until if view is not None else None
+            if current is None or current == until:
+                return until
+            heapq.heapreplace(heap, (current, iid))
+        return None
+
+
+@attrs.frozen
+class _PendingLoad:
+    """A pending host's members as the planner takes them, with their vCPUs
+    and the smallest of them (worked out once: nothing leaves a pending
+    host, an arrival drops the entry)."""
+
+    load: planner.HostLoad
+    vcpus: int
+    least: planner.Member | None
+
+    @classmethod
+    def of(cls, name: str, position: int, members: Sequence[planner.Member]) -> _PendingLoad:
+        least = min(members, key=lambda m: (m.vcpus, m.instance_id)) if members else None
+        load = planner.HostLoad(name, tuple(members), position)
+        return cls(load, load.vcpus, least)
+
+
 @attrs.define(slots=True)
 class _Counts:
     """Per-group counts of one session, derived from the views (a cache of
@@ -184,7 +267,7 @@ class _Counts:
     group: dict[str, str] = attrs.field(factory=dict)
     todo: Counter[str] = attrs.field(factory=Counter)
     pending_hosts_of: dict[str, set[str]] = attrs.field(factory=dict)
-    pending_loads: dict[str, tuple[planner.Member, ...]] = attrs.field(factory=dict)
+    pending_loads: dict[str, _PendingLoad] = attrs.field(factory=dict)
     ruled: dict[str, bool] = attrs.field(factory=dict)
     #: Per group with a per-host limit, the vcpus of its members on pending
     #: hosts (how many of each size): placements keep a host able to take them.
@@ -192,6 +275,9 @@ class _Counts:
     #: The groups' rules (fixed for the constraints the counts were built
     #: on), and whether each has a per-host limit.
     rules: dict[str, planner.GroupRule] = attrs.field(factory=dict)
+    #: Per group, its max_impacted_members and the seconds of one round of
+    #: its moves (a move and its recovery_time): what its weight is made of.
+    pace: dict[str, tuple[int, float]] = attrs.field(factory=dict)
     limited: dict[str, bool] = attrs.field(factory=dict)
     #: (vcpus, host) of the pending hosts with instances, a heap: a lower
     #: bound of each one's load (nothing leaves a pending host, arrivals
@@ -203,6 +289,8 @@ class _Counts:
     #: target counts members: each answers 0 for every group).
     any_ruled: bool = False
     any_limited: bool = False
+    #: ConstrainedState.recovering mirrored (built when first read).
+    recovery: _Recovery | None = None
     #: Draining hosts that may hold instances not asked about yet (PENDING).
     unasked: set[str] = attrs.field(factory=set)
     #: Draining hosts that may not be disabled yet.
@@ -348,10 +436,15 @@ class _Step:
     def pending_load(self, view: HostView) -> planner.HostLoad:
         """A pending host's members (kept between steps: nothing leaves a
         pending host, an arrival drops its entry)."""
+        return self.pending(view).load
+
+    def pending(self, view: HostView) -> _PendingLoad:
         found = self.counts.pending_loads.get(view.name)
-        if found is None:
-            found = self.counts.pending_loads[view.name] = tuple(self.members_on(view.name))
-        return planner.HostLoad(view.name, found, view.position)
+        if found is None or found.load.position != view.position:
+            found = self.counts.pending_loads[view.name] = _PendingLoad.of(
+                view.name, view.position, self.members_on(view.name)
+            )
+        return found
 
     def ruled(self, instance_id: str) -> bool:
         """Whether the cloud's placement rules name the instance."""
@@ -1106,10 +1199,9 @@ class ConstrainedWorkflow(RollingWorkflow):
                         moved_before=m.instance_id in moved, first_drained=m.instance_id in first
                     )
                 ctx.submit(Move(inst.instance_id, InstanceAction(action), goal, no, why))
-        for iid in cst.recovering:
-            rec = ctx.instances.get(iid)
-            if rec is not None and rec.impacted_until is not None and rec.impacted_until > now:
-                wake = rec.impacted_until if wake is None else min(wake, rec.impacted_until)
+        ends = self._recovery(ctx, step, cst).next_end(ctx)
+        if ends is not None:
+            wake = ends if wake is None else min(wake, ends)
         self._wake_at(ctx, cst, wake)
         return held
 
@@ -1154,21 +1246,38 @@ class ConstrainedWorkflow(RollingWorkflow):
         """Members of each group impacted now: moving, or within recovery_time
         after a move (read from the views: the moves in flight and the
         instances in recovery, not the groups)."""
-        now = ctx.now
-        impacted: Counter[str] = Counter()
+        recovery = self._recovery(ctx, step, cst)
+        impacted = Counter(recovery.by_group)
+        listed = recovery.listed
         for inst in ctx.instances.in_state(InstanceState.IN_ACTION):
-            impacted[step.group(inst)] += 1
-        kept = []
-        for iid in cst.recovering:
-            rec = ctx.instances.get(iid)
-            if rec is None or rec.impacted_until is None or rec.impacted_until <= now:
-                continue
-            kept.append(iid)
-            if rec.state != InstanceState.IN_ACTION:
-                impacted[step.group(rec)] += 1
-        if len(kept) != len(cst.recovering):
-            cst.recovering = tuple(kept)
+            # Moving again while in recovery: counted once, as moving.
+            impacted[step.group(inst)] += 1 - listed.get(inst.instance_id, 0)
         return impacted
+
+    def _recovery(self, ctx: SessionContext, step: _Step, cst: ConstrainedState) -> _Recovery:
+        """The instances still in their group's recovery_time, those whose
+        recovery ended taken out of ``cst.recovering`` (every listing of
+        them)."""
+        counts = step.counts
+        found = counts.recovery
+        gone: set[str] = set()
+        if found is None or found.source is not cst.recovering:
+            # Built again (another process stepped the session, or the
+            # counts were): from the views, once.
+            found = counts.recovery = _Recovery(cst.recovering)
+            for iid in cst.recovering:
+                view = ctx.instances.get(iid)
+                if view is None or view.impacted_until is None:
+                    gone.add(iid)
+                    continue
+                found.add(iid, step.group(view), view.impacted_until)
+        for iid in found.ended(ctx, ctx.now):
+            gone.add(iid)
+            found.drop(iid)
+        if gone:
+            cst.recovering = tuple(i for i in cst.recovering if i not in gone)
+            found.source = cst.recovering
+        return found
 
     def _waiting_makes_room(self, ctx: SessionContext, step: _Step, cst: ConstrainedState) -> bool:
         """Whether something under way may yet make room where instances stay:
@@ -1234,7 +1343,13 @@ class ConstrainedWorkflow(RollingWorkflow):
             ctx.set_instance_plan(
                 op.instance_id, wave=moved.wave, not_before=None, impacted_until=until
             )
-            cst.recovering = (*cst.recovering, op.instance_id)
+            mirrored = counts.recovery
+            if mirrored is not None and mirrored.source is cst.recovering:
+                mirrored.add(op.instance_id, g, until)
+                cst.recovering = (*cst.recovering, op.instance_id)
+                mirrored.source = cst.recovering
+            else:
+                cst.recovering = (*cst.recovering, op.instance_id)
         # The per-group counts: one member less to do, or one more on a pending
         # host (an instance still on an open host did not leave it).
         dest = ctx.hosts.get(moved.host)
@@ -1387,22 +1502,40 @@ class ConstrainedWorkflow(RollingWorkflow):
             idle = dict.fromkeys(counts.todo, 1.0)
         if not names:
             return False, False
-        candidates = []
+        candidates: list[planner.HostLoad] = []
+        lightest: int | None = None  # vCPUs of the lightest candidate with members
+        least: list[planner.Member] = [m for d in draining for m in d.members]
         for name in sorted(names):
             view = ctx.hosts.get(name)
             if view is not None and view.state == HostState.PENDING and view.type == "compute":
-                candidates.append(step.pending_load(view))
-        members = [m for c in candidates for m in c.members] + [
-            m for d in draining for m in d.members
-        ]
-        rules = {m.group_id: step.rule(m.group_id) for m in members}
+                load = step.pending(view)
+                candidates.append(load.load)
+                if load.least is not None:
+                    least.append(load.least)
+                    lightest = load.vcpus if lightest is None else min(lightest, load.vcpus)
+                else:
+                    lightest = 0  # an empty host: always worth opening
         # The targets of the smallest member (every computes' window holds
-        # them), and of each member the cloud's placement rules name.
+        # them), and of each member the cloud's placement rules name (the
+        # members are read one by one only when some are).
+        members = []
+        if counts.any_ruled:
+            members = [m for c in candidates for m in c.members] + [
+                m for d in draining for m in d.members
+            ]
         picked = {m.instance_id for m in members if step.ruled(m.instance_id)}
-        if members:
-            picked.add(min(members, key=lambda m: (m.vcpus, m.instance_id)).instance_id)
+        if least:
+            picked.add(min(least, key=lambda m: (m.vcpus, m.instance_id)).instance_id)
         sample = [v for i in sorted(picked) if (v := ctx.instances.get(i)) is not None]
-        targets = self._window_targets(ctx, step, sample)
+        window = self._window(ctx, step, sample)
+        if draining and lightest and self._short_of_room(ctx, window, draining, lightest):
+            return False, False
+        targets = [step.target(view, stays) for view, stays in window]
+        if not members:
+            members = [m for c in candidates for m in c.members] + [
+                m for d in draining for m in d.members
+            ]
+        rules = {m.group_id: step.rule(m.group_id) for m in members}
         feasible = None
         if pending_count <= DRY_RUN_HOSTS:
 
@@ -1496,16 +1629,14 @@ class ConstrainedWorkflow(RollingWorkflow):
 
     def _may_open(self, ctx: SessionContext, step: _Step, cst: ConstrainedState) -> bool:
         """False when no pending host can be opened for lack of room, known
-        without building a decision: the free vCPUs of the
-        :data:`TARGET_WINDOW` most free hosts that take instances (at least
-        what the planner's targets have) fall short of the members left on
-        the draining hosts plus the lightest pending host's (at most any
-        candidate's), so ``planner.hosts_to_open`` would turn every candidate
-        down on its totals. Only hosts where instances stay count, as in
-        :func:`~fenix_core.second_moves.opening_targets`. An empty pending
-        host, an instance under the cloud's placement rules (its targets are
-        its own), or the first wave's case (nothing drains, nothing under way
-        makes room) always decides."""
+        without building a decision: the free vCPUs the planner's targets
+        can have at most (:meth:`_window_room`) fall short of the members
+        left on the draining hosts plus the lightest pending host's (at most
+        any candidate's), so ``planner.hosts_to_open`` would turn every
+        candidate down on its totals. An empty pending host, an instance
+        under the cloud's placement rules (its targets are its own), or the
+        first wave's case (nothing drains, nothing under way makes room)
+        always decides."""
         counts = step.counts
         if counts.any_ruled:
             return True
@@ -1518,19 +1649,61 @@ class ConstrainedWorkflow(RollingWorkflow):
         floor = self._pending_floor(ctx, step)
         if floor is None:
             return True
-        room = 0
-        taken = 0
+        return self._window_room(ctx) >= self._draining_load(ctx, step) + floor
+
+    @staticmethod
+    def _short_of_room(
+        ctx: SessionContext,
+        window: Sequence[tuple[HostView, bool]],
+        draining: Sequence[planner.HostLoad],
+        lightest: int,
+    ) -> bool:
+        """Whether ``planner.hosts_to_open`` turns every candidate down on its
+        totals (its ``_Room.may_fit``): the free vCPUs of the window's hosts
+        where instances stay (its targets after
+        ``second_moves.opening_targets``) fall short of the draining hosts'
+        members plus the lightest candidate's, none of them empty. Then it
+        opens nothing whatever the rest of the decision, and the rest is not
+        built. (Nothing drains: the first wave may open hosts anyway, not
+        decided here.)"""
+        room = sum(max(0, ctx.capacity.free(view.name)) for view, stays in window if stays)
+        return room < sum(d.vcpus for d in draining) + lightest
+
+    def _window_room(self, ctx: SessionContext) -> int:
+        """At most the free vCPUs of the targets a decision to open hosts
+        offers the planner (no instance under the cloud's placement rules):
+        :meth:`_window_targets` takes the first :data:`TARGET_WINDOW` hosts
+        of ``ctx.capacity.targets`` (most free first, the instance's own host
+        and the retiring ones skipped) whatever their state, and a host
+        opened now fits only where instances stay
+        (:func:`~fenix_core.second_moves.opening_targets`). So: the room of
+        the hosts where instances stay among the first TARGET_WINDOW + 1 of
+        ``most_free`` (one more for the own host); of the hosts with the
+        same free vCPUs, which come in no set order, as many as positions
+        are left. (Counting the TARGET_WINDOW most free hosts where
+        instances stay instead let nine decisions in ten through at 300
+        hosts, where the window also holds queued hosts: each was built and
+        turned down whole.)"""
         retiring = self._retiring(ctx)
+        positions = TARGET_WINDOW + 1
+        room = 0
+        bucket_free = 0
+        hosts = stays = 0
         for name, free in ctx.capacity.most_free("compute"):
-            if free <= 0 or taken >= TARGET_WINDOW:
-                break
+            if free != bucket_free:
+                room += bucket_free * min(stays, positions)
+                positions -= hosts
+                hosts = stays = 0
+                bucket_free = free
+                if free <= 0 or positions <= 0:
+                    return room
+            if name in retiring:
+                continue
+            hosts += 1
             view = ctx.hosts.get(name)
-            # A host opened now fits only where instances stay
-            # (second_moves.opening_targets): a queued host's room is not counted.
-            if name not in retiring and view is not None and self._target_state(ctx, view):
-                room += free
-                taken += 1
-        return room >= self._draining_load(ctx, step) + floor
+            if view is not None and _target_state(view, retiring):
+                stays += 1
+        return room + bucket_free * min(stays, positions)
 
     def _draining_load(self, ctx: SessionContext, step: _Step) -> int:
         """vCPUs of the members still to leave the draining hosts (not
@@ -1558,7 +1731,7 @@ class ConstrainedWorkflow(RollingWorkflow):
             if view is None or view.state != HostState.PENDING:
                 heapq.heappop(heap)
                 continue
-            exact = step.pending_load(view).vcpus
+            exact = step.pending(view).vcpus
             if exact == vcpus:
                 return vcpus
             heapq.heapreplace(heap, (exact, name))
@@ -1575,13 +1748,7 @@ class ConstrainedWorkflow(RollingWorkflow):
     def _target_state(self, ctx: SessionContext, view: HostView) -> bool | None:
         """Whether an instance placed on ``view`` stays (True), moves again
         (False), or the host takes none (None)."""
-        if view.type != "compute" or not view.enabled or view.name in self._retiring(ctx):
-            return None
-        if view.state in STAYS:
-            return True
-        if view.state == HostState.PENDING:
-            return False
-        return None
+        return _target_state(view, self._retiring(ctx))
 
     def _window_targets(
         self, ctx: SessionContext, step: _Step, instances: Iterable[InstanceView]
@@ -1590,7 +1757,14 @@ class ConstrainedWorkflow(RollingWorkflow):
         host's type and its vCPUs; an instance under the cloud's placement
         rules on its own), the best :data:`TARGET_WINDOW` hosts of
         ``ctx.capacity.targets`` that take instances."""
-        seen: dict[str, planner.Target] = {}
+        return [step.target(view, stays) for view, stays in self._window(ctx, step, instances)]
+
+    def _window(
+        self, ctx: SessionContext, step: _Step, instances: Iterable[InstanceView]
+    ) -> list[tuple[HostView, bool]]:
+        """The hosts of :meth:`_window_targets`, and whether instances stay
+        on each (the targets are built only when a decision needs them)."""
+        seen: dict[str, tuple[HostView, bool]] = {}
         kinds: set[tuple[str, int]] = set()
         retiring = self._retiring(ctx)
         for inst in sorted(instances, key=lambda i: (i.vcpus, i.instance_id)):
@@ -1606,10 +1780,10 @@ class ConstrainedWorkflow(RollingWorkflow):
                 if name in seen:
                     continue
                 view = ctx.hosts.get(name)
-                stays = self._target_state(ctx, view) if view is not None else None
+                stays = _target_state(view, retiring) if view is not None else None
                 if view is None or stays is None:
                     continue
-                seen[name] = step.target(view, stays)
+                seen[name] = (view, stays)
         return list(seen.values())
 
     def _all_targets(self, ctx: SessionContext, step: _Step) -> list[planner.Target]:
@@ -1668,9 +1842,15 @@ class ConstrainedWorkflow(RollingWorkflow):
 
     def _weight(self, step: _Step, group_id: str) -> float:
         """How long a group still needs at best: its remaining rounds of moves."""
-        g = step.cs.group_by_key(group_id)
-        rounds = math.ceil(max(0, step.counts.todo[group_id]) / g.max_impacted_members)
-        return rounds * (_MOVE_ESTIMATE + g.recovery_time)
+        pace = step.counts.pace.get(group_id)
+        if pace is None:
+            g = step.cs.group_by_key(group_id)
+            pace = step.counts.pace[group_id] = (
+                g.max_impacted_members,
+                _MOVE_ESTIMATE + g.recovery_time,
+            )
+        rounds = math.ceil(max(0, step.counts.todo[group_id]) / pace[0])
+        return rounds * pace[1]
 
     def _wake_at(self, ctx: SessionContext, cst: ConstrainedState, when: datetime | None) -> None:
         if when is None:
@@ -1710,6 +1890,20 @@ class ConstrainedWorkflow(RollingWorkflow):
         pending = list(ctx.hosts.in_state(HostState.PENDING, type="compute"))
         if pending:
             self._scale_in_or_fail(ctx, st, pending)
+
+
+def _target_state(view: HostView, retiring: frozenset[str]) -> bool | None:
+    """Whether an instance placed on ``view`` stays (True), moves again
+    (False), or the host takes none (None); ``retiring``: the hosts the
+    session decommissions."""
+    if view.type != "compute" or not view.enabled or view.name in retiring:
+        return None
+    state = view.state
+    if state in STAYS:
+        return True
+    if state == HostState.PENDING:
+        return False
+    return None
 
 
 def _new_stamp() -> int:
