@@ -11,13 +11,16 @@ partial index of unprocessed rows.
 On PostgreSQL "expired" is decided by the database's ``now()``, as the
 lease keeper decides it (:func:`~fenix_core.core.leases.on_database_clock`),
 and each poll measures the offset of the worker's
-:class:`~fenix_core.core.leases.DatabaseClock` to the database's clock, so
+:class:`~fenix_core.core.leases.DatabaseClock` to the database's clock (its
+``now()`` is read by the poll's own statement, not by a round trip of its
+own), so
 the expiries the worker's steps write follow the database even when its own
 clock is minutes off or jumps.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -118,6 +121,15 @@ class SqlDbPoller:
         # simulated clock polls at almost every step, and SQLAlchemy's
         # per-execute work cost several times SQLite's.
         self._prepared = Prepared(self._query, db.dialect) if sqlite else None
+        # On PostgreSQL the database's clock comes with the answer, in the
+        # same statement (one row: now() and the due ids as an array; none
+        # is NULL), not in a round trip of its own.
+        due = self._query.subquery()
+        self._measured: Select[datetime, Sequence[Any]] | None = (
+            select(func.now(), func.array_agg(due.c.session_id)).select_from(due)
+            if self._measure
+            else None
+        )
 
     def poll(self, now: datetime) -> list[str]:
         params = {"now": now, "lease_now": self._lease_clock.now(), "owner": self._owner}
@@ -125,9 +137,11 @@ class SqlDbPoller:
             if self._prepared is not None:
                 sql, values = self._prepared.sql, self._prepared.row(params)
                 found = [row[0] for row in Driver(connection).fetch(sql, values)]
+            elif self._measured is not None:
+                assert isinstance(self._lease_clock, DatabaseClock)
+                database_now, ids = connection.execute(self._measured, params).one()
+                self._lease_clock.measured(database_now)
+                found = list(ids or ())
             else:
                 found = list(connection.execute(self._query, params).scalars())
-            if self._measure:
-                assert isinstance(self._lease_clock, DatabaseClock)
-                self._lease_clock.measure(connection)
         return sorted(set(found))
