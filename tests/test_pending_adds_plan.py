@@ -8,12 +8,10 @@ benchmarks/workers.py on PostgreSQL (80 ms a call)."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-import pytest
 from sqlalchemy import event
-from test_leases import postgres, postgres_url  # noqa: F401 - fixtures
+from test_leases import database_url, postgres, postgres_url  # noqa: F401 - fixtures
 
 from fenix_core import ActionSpec, Engine, SessionRequest
 from fenix_core.inventory import pending_adds_query
@@ -22,20 +20,17 @@ from fenix_core.testing import SimulatedCloud, TimedAction
 FLEET = 3000
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'fenix.db'}"
-    found: str = request.getfixturevalue("postgres_url")
-    return found
-
-
-def test_pending_adds_are_read_through_their_partial_index(url: str) -> None:
+def test_pending_adds_are_read_through_their_partial_index(
+    database_url: str,  # noqa: F811
+) -> None:
     cloud = SimulatedCloud()
     for n in range(FLEET):
         cloud.add_host(f"cmp-{n:04d}", vcpus=8)
     engine = Engine(
-        url, plugins=[cloud, TimedAction("upgrade", 0)], load_entry_points=False, worker_id="w"
+        database_url,
+        plugins=[cloud, TimedAction("upgrade", 0)],
+        load_entry_points=False,
+        worker_id="w",
     )
     try:
         engine.create_session(
