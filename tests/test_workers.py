@@ -27,7 +27,7 @@ from test_leases import (  # noqa: F401 - fixtures
 
 from fenix_core import Engine, SessionRequest
 from fenix_core.clock import Clock, RealClock, SimClock
-from fenix_core.core.leases import DatabaseClock
+from fenix_core.core.leases import DatabaseClock, SqlLeaseKeeper
 from fenix_core.core.poller import SqlDbPoller
 from fenix_core.errors import InvalidInput
 from fenix_core.store.database import open_database
@@ -240,6 +240,40 @@ def test_postgresql_a_poll_reads_the_database_clock_in_its_own_statement(
         assert abs(off) < timedelta(seconds=10), off
     finally:
         db.dispose()
+
+
+@pytest.mark.parametrize("asking", ["poll", "claim"])
+def test_postgresql_a_worker_stalled_after_the_answer_does_not_read_the_database_clock_late(
+    postgres_url: str,  # noqa: F811
+    asking: str,
+) -> None:
+    """The database's ``now()`` is when the transaction began; the worker
+    stalls 2 s after the answer came (a starved process) before it carries
+    on. Its lease clock must not read that much behind the database's (it
+    would count on 2 s of lease it does not have): the offset is taken
+    against its clock read before asking, so it errs only a little ahead."""
+    cloud = empty_hosts(1)
+    plugins = [cloud, TimedAction("upgrade", seconds=0)]
+    maker = Engine(postgres_url, plugins=plugins, load_entry_points=False, worker_id="maker")
+    sid = maker.create_session(SessionRequest(hosts=session_hosts(0), actions=UPGRADE))
+    maker.close()
+    clock = DatabaseClock()
+    stall = 2.0
+    slow, fresh = open_database(postgres_url), open_database(postgres_url)
+    event.listen(slow, "after_cursor_execute", lambda *_: time.sleep(stall))
+    try:
+        if asking == "poll":
+            poller = SqlDbPoller(slow, clock, table="session_clock", owner="slow")
+            assert sid in poller.poll(clock.now() + timedelta(minutes=1))
+        else:
+            keeper = SqlLeaseKeeper(slow, "slow", 30, clock, table="session_clock")
+            assert sid in keeper.claim([sid])
+        with fresh.connect() as connection:
+            ahead = clock.now() - connection.execute(select(func.now())).scalar_one()
+        assert timedelta(seconds=-0.5) <= ahead < timedelta(seconds=stall), ahead
+    finally:
+        slow.dispose()
+        fresh.dispose()
 
 
 @pytest.mark.parametrize("minutes", [5, -5])

@@ -133,14 +133,16 @@ class SqlDbPoller:
 
     def poll(self, now: datetime) -> list[str]:
         params = {"now": now, "lease_now": self._lease_clock.now(), "owner": self._owner}
+        database_clock = self._lease_clock if self._measured is not None else None
+        assert database_clock is None or isinstance(database_clock, DatabaseClock)
+        asked = database_clock.machine_now() if database_clock is not None else None
         with self._db.connect() as connection:
             if self._prepared is not None:
                 sql, values = self._prepared.sql, self._prepared.row(params)
                 found = [row[0] for row in Driver(connection).fetch(sql, values)]
-            elif self._measured is not None:
-                assert isinstance(self._lease_clock, DatabaseClock)
+            elif self._measured is not None and database_clock is not None:
                 database_now, ids = connection.execute(self._measured, params).one()
-                self._lease_clock.measured(database_now)
+                database_clock.measured(database_now, asked)
                 found = list(ids or ())
             else:
                 found = list(connection.execute(self._query, params).scalars())
