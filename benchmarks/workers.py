@@ -16,16 +16,31 @@ over sees what another did; no instances, so no moves: every session plans
 on the whole fleet, and the instances of one would move onto the hosts of
 others (which is not what this measures).
 
+Every session records the whole fleet (``--sessions`` x ``--hosts`` hosts),
+as the engine's sessions over one cloud do: its hosts are the targets of its
+moves, and a session follows every host of the inventory. Listing only the
+session's own hosts to it is not possible with one cloud driver: the
+inventory would take the hosts left out of a listing for removed.
+
 Printed per run: wall time, sessions completed per second, committed steps,
 the workers' CPU per step and the server's (the postmaster and its
 backends), and the throughput and the throughput per worker as ratios
-against one worker; then the issue's target (2 workers >= 1.7x one) with
-its pass/miss. Each run is checked: every session done, every host's action
-run exactly once, every host enabled again.
+against one worker; then, per step, the session loads (a session taken over
+is loaded again), the claims (with the sessions each took and those that
+took none), the poller's looks (with those that found nothing) and the
+database clock's own reads (``SELECT now()``); then the issue's target (2
+workers >= 1.7x one) with its pass/miss. Each run is checked: every session
+done, every host's action run exactly once, every host enabled again.
+``--server-statements`` loads pg_stat_statements into the server and prints
+its costliest statements per run (calls, total time, per call, per step);
+``--busy-cores`` measures how much more CPU a fixed piece of work takes
+with two processes at once than alone (the machine's share of what a step
+costs more with two workers: on an idle machine one worker and its backend
+take turns, two keep both vCPUs busy).
 
     python benchmarks/workers.py [--sessions 200] [--hosts 10] [--workers 1,2]
                                  [--capacity 50] [--lease 10] [--timeout 900]
-                                 [--json]
+                                 [--json] [--server-statements] [--busy-cores]
 
 Skips, saying why, where no PostgreSQL server can be started.
 """
@@ -36,6 +51,7 @@ import argparse
 import json
 import multiprocessing
 import os
+import re
 import shutil
 import signal
 import sys
@@ -183,6 +199,34 @@ class CellAction:
 # --------------------------------------------------------------------------- a run
 
 
+#: Statements the engine's core sends that this benchmark counts by name
+#: (their SQL's start): the step's fenced write, the claim, the poller's
+#: look, a load of a session's working set, the database clock's read.
+KINDS = {
+    "step": "UPDATE session_clock SET version",
+    "claim": "UPDATE session_clock SET lease_owner",
+    "load": "SELECT sessions.id, sessions.workflow",
+    "clock": "SELECT now()",
+}
+#: The poller's look (which, on PostgreSQL, starts with the clock's now()).
+POLL = "session_clock.next_wake <="
+_VERB = re.compile(r"^\s*(INSERT INTO|UPDATE|DELETE FROM|SELECT\s.*?\sFROM)\s+(\w+)", re.S)
+
+
+def statement_kind(sql: str) -> str:
+    """A statement's name: "poll", one of KINDS, or its verb and first table."""
+    if sql.startswith("SELECT") and POLL in sql:
+        return "poll"
+    for kind, start in KINDS.items():
+        if sql.startswith(start):
+            return kind
+    found = _VERB.match(sql)
+    if found is None:
+        return " ".join(sql.split())[:40]
+    verb = found.group(1).split(None, 1)[0]
+    return f"{verb} {found.group(2)}"
+
+
 @dataclass
 class WorkerFigures:
     name: str
@@ -190,6 +234,12 @@ class WorkerFigures:
     steps: int = 0
     statements: int = 0
     commits: int = 0
+    # Statements by statement_kind(), and the rows the claims and polls returned.
+    kinds: dict[str, int] = field(default_factory=dict)
+    claimed: int = 0
+    empty_claims: int = 0
+    found: int = 0
+    empty_polls: int = 0
     error: str | None = None
 
 
@@ -214,6 +264,14 @@ class RunResult:
     per_worker_ratio: float = 0.0
     problems: list[str] = field(default_factory=list)
     per_worker: list[WorkerFigures] = field(default_factory=list)
+    # --server-statements: pg_stat_statements' figures, the costliest first.
+    server_statements: list[dict[str, Any]] = field(default_factory=list)
+
+    def per_step(self, what: int | float) -> float:
+        return what / self.steps if self.steps else 0.0
+
+    def kind(self, name: str) -> int:
+        return sum(w.kinds.get(name, 0) for w in self.per_worker)
 
 
 def _server_cpu(server: pg_server.PostgresServer) -> float:
@@ -250,23 +308,38 @@ def _worker(
             max_sessions=options["capacity"],
         )
 
+        kinds: Counter[str] = Counter()
+
         def statement(_c: Any, _cur: Any, sql: str, *_args: Any) -> None:
-            figures.statements += 1
-            if sql.startswith("UPDATE session_clock SET version"):
-                figures.steps += 1
+            kinds[statement_kind(sql)] += 1
+
+        def answered(_c: Any, cursor: Any, sql: str, *_args: Any) -> None:
+            kind = statement_kind(sql)
+            if kind == "claim":
+                figures.claimed += cursor.rowcount
+                figures.empty_claims += cursor.rowcount == 0
+            elif kind == "poll":
+                figures.found += cursor.rowcount
+                figures.empty_polls += cursor.rowcount == 0
 
         def commit(_conn: Any) -> None:
             figures.commits += 1
 
         event.listen(engine.database, "before_cursor_execute", statement)
+        event.listen(engine.database, "after_cursor_execute", answered)
         event.listen(engine.database, "commit", commit)
         ready.put(name)
         go.wait()
-        figures.statements = figures.steps = figures.commits = 0
+        kinds.clear()
+        figures.commits = figures.claimed = figures.empty_claims = 0
+        figures.found = figures.empty_polls = 0
         cpu = time.process_time()
         threading.Thread(target=lambda: (stop.wait(), engine.stop()), daemon=True).start()
         engine.run_forever()
         figures.cpu_s = time.process_time() - cpu
+        figures.kinds = dict(kinds)
+        figures.statements = sum(kinds.values())
+        figures.steps = kinds["step"]
         engine.close()
     except BaseException as exc:
         figures.error = f"{type(exc).__name__}: {exc}"
@@ -334,6 +407,14 @@ class Bench:
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute(sql)  # type: ignore[arg-type] - our own literal names
 
+    def _query(self, name: str, sql: str) -> list[tuple[Any, ...]]:
+        import psycopg
+
+        dsn = f"host=127.0.0.1 port={self.server.port} user=fenix dbname={name}"
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            cursor = conn.execute(sql)  # type: ignore[arg-type] - our own literals
+            return list(cursor) if cursor.description else []
+
     def prepare(self) -> float:
         """Build the cells and create the sessions in the template database;
         return the seconds it took."""
@@ -341,7 +422,12 @@ class Bench:
         args = self.args
         cloud = CellCloud(self.template, args.sessions)
         cloud.build(args.hosts)
+        if args.server_statements:
+            self._admin("ALTER SYSTEM SET shared_preload_libraries = 'pg_stat_statements'")
+            self.server.restart()
         self._admin("CREATE DATABASE template_run")
+        if args.server_statements:
+            self._query("template_run", "CREATE EXTENSION pg_stat_statements")
         engine = Engine(
             self._url("template_run"),
             plugins=[cloud, CellAction(self.template)],
@@ -385,6 +471,8 @@ class Bench:
         for _ in children:
             ready.get(timeout=120)
         db = open_database(url)
+        if args.server_statements:
+            self._query(name, "SELECT pg_stat_statements_reset()")
         server_cpu = _server_cpu(self.server)
         started = time.perf_counter()
         go.set()
@@ -401,6 +489,8 @@ class Bench:
                 child.join(60)
         time.sleep(0.2)  # the backends of the closed connections are reaped
         result.server_cpu_s = _server_cpu(self.server) - server_cpu
+        if args.server_statements:
+            result.server_statements = self._server_statements(name)
         result.per_worker = [WorkerFigures(**f) for f in sorted(figures, key=lambda f: f["name"])]
         result.steps = sum(f.steps for f in result.per_worker)
         result.worker_cpu_s = sum(f.cpu_s for f in result.per_worker)
@@ -418,6 +508,56 @@ class Bench:
         self._admin(f"DROP DATABASE {name}")
         shutil.rmtree(workdir, ignore_errors=True)
         return result
+
+    def _server_statements(self, name: str) -> list[dict[str, Any]]:
+        """The run database's statements by the server's execution time
+        (pg_stat_statements), the costliest first: calls, total ms, rows,
+        shared blocks hit, and the statement's start."""
+        rows = self._query(
+            name,
+            "SELECT calls, total_exec_time, rows, shared_blks_hit, query"
+            " FROM pg_stat_statements WHERE dbid ="
+            f" (SELECT oid FROM pg_database WHERE datname = '{name}')"
+            " ORDER BY total_exec_time DESC LIMIT 12",
+        )
+        return [
+            {"calls": calls, "ms": ms, "rows": count, "hits": hits, "query": " ".join(q.split())}
+            for calls, ms, count, hits, q in rows
+        ]
+
+
+def _busy_work(rounds: int, results: Any) -> None:
+    """A fixed piece of CPU work (dict reads and writes over a few MB, as a
+    worker's step and a backend touch memory); put its CPU seconds."""
+    started = time.process_time()
+    table = {n: n for n in range(200_000)}
+    key = 1
+    for _ in range(rounds):
+        key = (key * 1_103_515_245 + 12_345) % 200_000
+        table[key] = table[key] + 1
+    results.put(time.process_time() - started)
+
+
+def busy_cores_cost(rounds: int = 3_000_000) -> float:
+    """How much more CPU the same work takes when two processes run at once
+    than when one runs alone: the machine's own part of what a step costs
+    more with two workers (two busy vCPUs may share a physical core, caches,
+    memory bandwidth or a clock budget). 0.1 means 10% more CPU."""
+    context = multiprocessing.get_context("fork")
+    results = context.Queue()
+
+    def run(n: int) -> float:
+        children = [context.Process(target=_busy_work, args=(rounds, results)) for _ in range(n)]
+        for child in children:
+            child.start()
+        spent = [results.get(timeout=300) for _ in children]
+        for child in children:
+            child.join(60)
+        return sum(spent) / n
+
+    alone = min(run(1) for _ in range(2))
+    together = min(run(2) for _ in range(2))
+    return together / alone - 1
 
 
 def _scratch() -> str | None:
@@ -454,11 +594,15 @@ def verdict(results: list[RunResult]) -> str:
     return f"target {workers} workers >= {wanted}x one: {found.throughput_ratio:.2f}x {met}"
 
 
-def print_table(results: list[RunResult], setup_s: float, args: argparse.Namespace) -> None:
+def print_table(
+    results: list[RunResult], setup_s: float, args: argparse.Namespace, busy: float | None = None
+) -> None:
     print(
         f"{args.sessions} sessions x {args.hosts} hosts, max_sessions={args.capacity}, "
         f"lease {args.lease:g} s, {os.cpu_count()} cores; sessions made in {setup_s:.1f} s"
     )
+    if busy is not None:
+        print(f"the same CPU work with two processes at once: {100 * busy:+.0f}% CPU each")
     print(
         f"{'workers':>7} {'wall s':>8} {'sess/s':>8} {'steps':>7} {'wCPU ms/step':>12} "
         f"{'srvCPU ms/step':>14} {'stmts/step':>10} {'commits/step':>12} {'load':>5} "
@@ -474,6 +618,29 @@ def print_table(results: list[RunResult], setup_s: float, args: argparse.Namespa
         )
         for problem in r.problems:
             print(f"        PROBLEM: {problem}")
+    print(
+        f"{'workers':>7} {'loads/step':>10} {'claims/step':>11} {'claimed/claim':>13} "
+        f"{'empty claims':>12} {'polls/step':>10} {'empty polls':>11} {'clock/step':>10}"
+    )
+    for r in results:
+        claims, polls = r.kind("claim"), r.kind("poll")
+        claimed = sum(w.claimed for w in r.per_worker)
+        print(
+            f"{r.workers:>7} {r.per_step(r.kind('load')):>10.4f} {r.per_step(claims):>11.4f} "
+            f"{claimed / claims if claims else 0:>13.2f} "
+            f"{sum(w.empty_claims for w in r.per_worker):>12} {r.per_step(polls):>10.4f} "
+            f"{sum(w.empty_polls for w in r.per_worker):>11} "
+            f"{r.per_step(r.kind('clock')):>10.4f}"
+        )
+    for r in results:
+        if r.server_statements:
+            print(f"server statements, {r.workers} worker(s): calls, ms, us/call, us/step")
+            for s in r.server_statements:
+                calls, ms = s["calls"], s["ms"]
+                print(
+                    f"  {calls:>8} {ms:>9.1f} {1000 * ms / calls:>8.1f} "
+                    f"{1000 * r.per_step(ms):>8.1f}  {s['query'][:70]}"
+                )
     print(verdict(results))
 
 
@@ -486,6 +653,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--lease", type=float, default=10.0, help="lease_seconds")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per run")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    parser.add_argument(
+        "--busy-cores",
+        action="store_true",
+        help="also measure how much more CPU the same work takes on two busy cores",
+    )
+    parser.add_argument(
+        "--server-statements",
+        action="store_true",
+        help="load pg_stat_statements and print the server's costliest statements per run",
+    )
     args = parser.parse_args(argv)
     if min(args.sessions, args.hosts, args.capacity) < 1 or args.sessions > 9999:
         parser.error("--sessions (at most 9999), --hosts and --capacity must be >= 1")
@@ -503,12 +680,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             results = [bench.run(n) for n in counts]
         finally:
             bench.close()
+    busy = busy_cores_cost() if args.busy_cores else None
     ratios(results)
     if args.json:
         stamp = datetime.now(UTC).isoformat(timespec="seconds")
-        print(json.dumps({"at": stamp, "setup_s": setup_s, "runs": [asdict(r) for r in results]}))
+        runs = [asdict(r) for r in results]
+        print(json.dumps({"at": stamp, "setup_s": setup_s, "busy_cores": busy, "runs": runs}))
     else:
-        print_table(results, setup_s, args)
+        print_table(results, setup_s, args, busy)
     return 1 if any(r.problems for r in results) else 0
 
 

@@ -21,7 +21,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 import attrs
-from sqlalchemy import Select, select
+from sqlalchemy import Select, literal_column, select
 from sqlalchemy.orm import Session
 
 from .errors import CloudError, FenixError
@@ -84,12 +84,16 @@ def load(orm: Session) -> dict[str, InventoryHostRow]:
 
 
 def pending_adds_query(besides: str = "") -> Select[str]:
-    """The hosts that running sessions (other than ``besides``) are still adding."""
+    """The hosts that running sessions (other than ``besides``) are still adding.
+
+    The state is a literal, not a parameter: the planners (SQLite's, and
+    PostgreSQL's generic plan of a prepared statement) use the partial index
+    ``ix_session_hosts_adding`` only for a condition that matches its own."""
     return (
         select(HostRow.name)
         .join(SessionRow, SessionRow.id == HostRow.session_id)
         .where(
-            HostRow.state == HostState.ADDING.value,
+            HostRow.state == literal_column(f"'{HostState.ADDING.value}'"),
             SessionRow.state.not_in(_FINAL),
             SessionRow.id != besides,
         )

@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib
 import json
 import re
+from collections import Counter
 from pathlib import Path
 from types import ModuleType
 
@@ -308,7 +309,31 @@ def test_workers_runs_one_and_two_workers_on_postgresql(
         assert r["commits_per_step"] >= 1
         assert min(r["worker_ms_per_step"], r["sessions_per_s"]) > 0
         assert sum(w["steps"] for w in r["per_worker"]) == r["steps"]
+        kinds = Counter[str]()
+        for w in r["per_worker"]:
+            kinds.update(w["kinds"])
+        # Every session loaded once at least, claimed, found by a poll; the
+        # database clock read with the claims and polls, never on its own.
+        assert kinds["load"] >= 4, kinds
+        assert min(kinds["claim"], kinds["poll"]) >= 1, kinds
+        assert kinds["clock"] == 0, kinds
+        assert kinds["step"] == r["steps"]
     assert runs[0]["throughput_ratio"] == 1.0
+
+
+def test_workers_names_the_statements_it_counts(bench) -> None:
+    workers = bench("workers")
+    kind = workers.statement_kind
+    assert kind("UPDATE session_clock SET version=%(b_new_version)s") == "step"
+    assert kind("UPDATE session_clock SET lease_owner=%(lease_owner)s") == "claim"
+    assert kind("SELECT now() AS now_1") == "clock"
+    poll = "SELECT now() AS now_1, array_agg(anon_1.session_id) FROM (SELECT x\nFROM "
+    assert kind(poll + "session_clock WHERE session_clock.next_wake <= %(now)s)") == "poll"
+    assert kind("SELECT session_hosts.name, session_hosts.type \nFROM session_hosts") == (
+        "SELECT session_hosts"
+    )
+    assert kind("INSERT INTO outbox (session_id) VALUES (%(b)s)") == "INSERT outbox"
+    assert kind("DELETE FROM timers WHERE x") == "DELETE timers"
 
 
 def test_workers_ratios_and_target(bench) -> None:

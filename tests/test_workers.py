@@ -27,8 +27,10 @@ from test_leases import (  # noqa: F401 - fixtures
 
 from fenix_core import Engine, SessionRequest
 from fenix_core.clock import Clock, RealClock, SimClock
-from fenix_core.core.leases import DatabaseClock
+from fenix_core.core.leases import DatabaseClock, SqlLeaseKeeper
+from fenix_core.core.poller import SqlDbPoller
 from fenix_core.errors import InvalidInput
+from fenix_core.store.database import open_database
 from fenix_core.testing import SimulatedCloud, TimedAction, migrations_per_instance
 from fenix_core.testing.seams import stored_clock
 
@@ -203,6 +205,75 @@ def test_postgresql_leases_default_to_the_database_clock(postgres_url: str) -> N
     finally:
         engine.close()
         skewed.close()
+
+
+@pytest.mark.parametrize("due", [0, 2])
+def test_postgresql_a_poll_reads_the_database_clock_in_its_own_statement(
+    postgres_url: str,  # noqa: F811
+    due: int,
+) -> None:
+    """The poller's look measures the lease clock's offset with the answer,
+    in ONE statement (no ``SELECT now()`` round trip of its own), whether it
+    finds sessions or none: a worker whose clock is 5 minutes behind reads
+    the database's time after a poll, and finds the due sessions."""
+    cloud = empty_hosts(due)
+    plugins = [cloud, TimedAction("upgrade", seconds=0)]
+    maker = Engine(postgres_url, plugins=plugins, load_entry_points=False, worker_id="maker")
+    made = sorted(
+        maker.create_session(SessionRequest(hosts=session_hosts(n), actions=UPGRADE))
+        for n in range(due)
+    )
+    maker.close()
+    machine = SkewedClock(timedelta(minutes=-5))
+    clock = DatabaseClock(machine)
+    db = open_database(postgres_url)
+    try:
+        poller = SqlDbPoller(db, clock, table="session_clock", owner="poller")
+        statements: list[str] = []
+        event.listen(db, "before_cursor_execute", lambda *a: statements.append(a[2]))
+        assert clock.offset == timedelta(0)  # not measured yet: 5 minutes behind
+        found = poller.poll(machine.now() + timedelta(minutes=10))
+        assert len(statements) == 1, statements
+        assert set(made) <= set(found)
+        with db.connect() as connection:
+            off = clock.now() - connection.execute(select(func.now())).scalar_one()
+        assert abs(off) < timedelta(seconds=10), off
+    finally:
+        db.dispose()
+
+
+@pytest.mark.parametrize("asking", ["poll", "claim"])
+def test_postgresql_a_worker_stalled_after_the_answer_does_not_read_the_database_clock_late(
+    postgres_url: str,  # noqa: F811
+    asking: str,
+) -> None:
+    """The database's ``now()`` is when the transaction began; the worker
+    stalls 2 s after the answer came (a starved process) before it carries
+    on. Its lease clock must not read that much behind the database's (it
+    would count on 2 s of lease it does not have): the offset is taken
+    against its clock read before asking, so it errs only a little ahead."""
+    cloud = empty_hosts(1)
+    plugins = [cloud, TimedAction("upgrade", seconds=0)]
+    maker = Engine(postgres_url, plugins=plugins, load_entry_points=False, worker_id="maker")
+    sid = maker.create_session(SessionRequest(hosts=session_hosts(0), actions=UPGRADE))
+    maker.close()
+    clock = DatabaseClock()
+    stall = 2.0
+    slow, fresh = open_database(postgres_url), open_database(postgres_url)
+    event.listen(slow, "after_cursor_execute", lambda *_: time.sleep(stall))
+    try:
+        if asking == "poll":
+            poller = SqlDbPoller(slow, clock, table="session_clock", owner="slow")
+            assert sid in poller.poll(clock.now() + timedelta(minutes=1))
+        else:
+            keeper = SqlLeaseKeeper(slow, "slow", 30, clock, table="session_clock")
+            assert sid in keeper.claim([sid])
+        with fresh.connect() as connection:
+            ahead = clock.now() - connection.execute(select(func.now())).scalar_one()
+        assert timedelta(seconds=-0.5) <= ahead < timedelta(seconds=stall), ahead
+    finally:
+        slow.dispose()
+        fresh.dispose()
 
 
 @pytest.mark.parametrize("minutes", [5, -5])

@@ -17,7 +17,8 @@ Leases are about real processes, so on PostgreSQL they run on the
 database's clock, not the worker's: ``now()`` in SQL decides what has
 expired (here and in the poller's query), a claim writes ``now() + lease``,
 and :class:`DatabaseClock` (the machine's clock plus the offset to the
-database's, measured at each claim and each poll) gives the expiry a step's
+database's, measured at each claim and each poll from the ``now()`` it
+returns and the machine's clock read before asking) gives the expiry a step's
 write sets and the time the worker's own lease decisions read. A worker
 whose clock is minutes off neither takes a live lease nor writes one that
 outlives its ``lease_seconds``. SQLite has no clock of its own apart from
@@ -76,12 +77,28 @@ class DatabaseClock:
     def now(self) -> datetime:
         return self._real.now() + self.offset
 
-    def measured(self, database_now: datetime) -> None:
-        self.offset = as_utc(database_now) - self._real.now()
+    def machine_now(self) -> datetime:
+        """This machine's clock, to take before asking the database (:meth:`measured`)."""
+        return self._real.now()
+
+    def measured(self, database_now: datetime, asked: datetime | None = None) -> None:
+        """``database_now``: the ``now()`` of a transaction this worker began
+        at ``asked`` on its machine's clock (None: now). The machine's clock
+        read BEFORE the question errs on the early side, by the time the
+        question took to reach the server: the lease clock then reads a
+        little ahead, so the worker thinks its leases end a little sooner
+        than they do. Read after the answer it would err the other way, by
+        however long the answer took, stalls of the worker included (a
+        starved process, a pause), and the worker would count on lease time
+        it no longer has."""
+        taken = asked if asked is not None else self._real.now()
+        self.offset = as_utc(database_now) - taken
 
     def measure(self, connection: Connection) -> None:
-        """Read the database's ``now()`` on ``connection`` (PostgreSQL)."""
-        self.measured(connection.execute(select(func.now())).scalar_one())
+        """Read the database's ``now()`` on ``connection`` (PostgreSQL), not
+        in a transaction already begun (``now()`` is when it began)."""
+        asked = self._real.now()
+        self.measured(connection.execute(select(func.now())).scalar_one(), asked)
 
     def wait(self, until: datetime | None, wake: threading.Event) -> bool:
         return self._real.wait(None if until is None else until - self.offset, wake)
@@ -172,13 +189,15 @@ class SqlLeaseKeeper:
         )
         claimed: dict[str, Fence] = {}
         rows: list[Sequence[Any]]
+        database_clock = self.clock if on_db and isinstance(self.clock, DatabaseClock) else None
+        asked = database_clock.machine_now() if database_clock is not None else None
         with self._db.begin() as connection:
             if self._db.dialect.update_returning:
                 rows = list(connection.execute(claim).all())
             else:  # SQLite before 3.35: no RETURNING
                 rows = self._claim_each(connection, candidates, expires, now)
-        if rows and on_db and isinstance(self.clock, DatabaseClock):
-            self.clock.measured(rows[0][3])
+        if rows and database_clock is not None:
+            database_clock.measured(rows[0][3], asked)
         for session_id, token, version, _ in sorted(rows, key=lambda row: str(row[0])):
             self._held[session_id] = (token, version)
             claimed[session_id] = Fence(session_id, self.owner, token, version)

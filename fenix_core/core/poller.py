@@ -11,14 +11,16 @@ partial index of unprocessed rows.
 On PostgreSQL "expired" is decided by the database's ``now()``, as the
 lease keeper decides it (:func:`~fenix_core.core.leases.on_database_clock`),
 and each poll measures the offset of the worker's
-:class:`~fenix_core.core.leases.DatabaseClock` to the database's clock, so
+:class:`~fenix_core.core.leases.DatabaseClock` to the database's clock (its
+``now()`` is read by the poll's own statement, not by a round trip of its
+own), so
 the expiries the worker's steps write follow the database even when its own
 clock is minutes off or jumps.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any
@@ -127,6 +129,15 @@ class SqlDbPoller:
         # per-execute work cost several times SQLite's.
         self._prepared = Prepared(self._query, db.dialect) if sqlite else None
         self._last: tuple[Connection, Driver] | None = None
+        # On PostgreSQL the database's clock comes with the answer, in the
+        # same statement (one row: now() and the due ids as an array; none
+        # is NULL), not in a round trip of its own.
+        due = self._query.subquery()
+        self._measured: Select[datetime, Sequence[Any]] | None = (
+            select(func.now(), func.array_agg(due.c.session_id)).select_from(due)
+            if self._measure
+            else None
+        )
 
     def _driver(self, connection: Connection) -> Driver:
         """The driver of ``connection``, made again only for another one
@@ -138,13 +149,17 @@ class SqlDbPoller:
 
     def poll(self, now: datetime) -> list[str]:
         params = {"now": now, "lease_now": self._lease_clock.now(), "owner": self._owner}
+        database_clock = self._lease_clock if self._measured is not None else None
+        assert database_clock is None or isinstance(database_clock, DatabaseClock)
+        asked = database_clock.machine_now() if database_clock is not None else None
         with self._reading() as connection:
             if self._prepared is not None:
                 sql, values = self._prepared.sql, self._prepared.row(params)
                 found = [row[0] for row in self._driver(connection).fetch(sql, values)]
+            elif self._measured is not None and database_clock is not None:
+                database_now, ids = connection.execute(self._measured, params).one()
+                database_clock.measured(database_now, asked)
+                found = list(ids or ())
             else:
                 found = list(connection.execute(self._query, params).scalars())
-            if self._measure:
-                assert isinstance(self._lease_clock, DatabaseClock)
-                self._lease_clock.measure(connection)
         return sorted(set(found))

@@ -143,6 +143,17 @@ class HostRow(Base):
     # (core.working_set.HostMark), replacing the session data's ctl_* lists.
     marks: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
+    __table_args__ = (
+        # 0009: the hosts running sessions are still adding, asked at every
+        # listing of the cloud's hosts (not a scan of every session's fleet).
+        Index(
+            "ix_session_hosts_adding",
+            "name",
+            sqlite_where=text("state = 'ADDING'"),
+            postgresql_where=text("state = 'ADDING'"),
+        ),
+    )
+
 
 class InstanceRow(Base):
     """An instance on one of the session's hosts (or on a target host)."""
