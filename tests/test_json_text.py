@@ -63,3 +63,17 @@ def test_the_database_binds_json_columns_with_it() -> None:
     with engine.connect() as db:
         assert db.execute(select(table.c.body)).scalar_one() == body
         assert db.exec_driver_sql("SELECT body FROM t").scalar_one() == json.dumps(body)
+
+
+def test_psycopg_takes_it_without_a_resource_leak_warning(caplog: pytest.LogCaptureFixture) -> None:
+    """SQLAlchemy's psycopg dialect gives this function to psycopg for each
+    new connection (set_json_dumps); psycopg keeps a dumper per function's
+    code and logs "may cause a resource leak" for a closure: every worker's
+    connection logged it."""
+    psycopg = pytest.importorskip("psycopg")
+    from psycopg.adapt import AdaptersMap
+    from psycopg.types.json import set_json_dumps
+
+    with caplog.at_level("WARNING", logger="psycopg"):
+        set_json_dumps(dumps, AdaptersMap(psycopg.adapters))
+    assert not [r for r in caplog.records if "leak" in r.getMessage()]

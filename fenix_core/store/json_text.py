@@ -23,7 +23,7 @@ def _not_serializable(value: Any) -> Any:
     raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
-def _c_dumps() -> Callable[[Any], str] | None:
+def _c_encoder() -> Callable[[Any, int], Any] | None:
     make = getattr(_encoder, "c_make_encoder", None)
     if make is None:
         return None
@@ -31,16 +31,23 @@ def _c_dumps() -> Callable[[Any], str] | None:
     # sort_keys, skipkeys, allow_nan): json.dumps's defaults, except that no
     # markers are kept: a value containing itself fails by recursion, not
     # by ValueError (neither is ever written).
-    encode = make(
+    encode: Callable[[Any, int], Any] = make(
         None, _not_serializable, _encoder.encode_basestring_ascii, None, ": ", ", ",
         False, False, True,
     )  # fmt: skip
+    return encode
 
-    def dumps(value: Any) -> str:
-        return "".join(encode(value, 0))
 
-    return dumps
+_ENCODE = _c_encoder()
+
+
+# A plain function, not a closure: psycopg caches its JSON dumpers by the
+# function's code and logs "may cause a resource leak" for a closure, once
+# per value bound on PostgreSQL.
+def _kept_dumps(value: Any) -> str:
+    assert _ENCODE is not None
+    return "".join(_ENCODE(value, 0))
 
 
 #: ``json.dumps(value)``'s text for every value json.dumps encodes.
-dumps: Callable[[Any], str] = _c_dumps() or json.dumps
+dumps: Callable[[Any], str] = _kept_dumps if _ENCODE is not None else json.dumps
