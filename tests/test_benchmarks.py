@@ -298,9 +298,14 @@ def test_workers_runs_one_and_two_workers_on_postgresql(
     if pg_server.unavailable() is not None:
         pytest.skip(f"no PostgreSQL server: {pg_server.unavailable()}")
     argv = ["--sessions", "4", "--hosts", "2", "--capacity", "2", "--lease", "2"]
-    assert workers.main([*argv, "--workers", "1,2", "--json"]) == 0
+    assert workers.main([*argv, "--workers", "1,2", "--rounds", "2", "--json"]) == 0
     runs = json.loads(capsys.readouterr().out)["runs"]
-    assert [r["workers"] for r in runs] == [1, 2]
+    # Interleaved rounds, each run against its own round's one worker.
+    assert [(r["round"], r["workers"]) for r in runs] == [(1, 1), (1, 2), (2, 1), (2, 2)]
+    for one, two in (runs[0:2], runs[2:4]):
+        assert two["throughput_ratio"] == pytest.approx(
+            two["sessions_per_s"] / one["sessions_per_s"]
+        )
     for r in runs:
         assert r["finished"], r
         assert r["problems"] == []
@@ -318,7 +323,24 @@ def test_workers_runs_one_and_two_workers_on_postgresql(
         assert min(kinds["claim"], kinds["poll"]) >= 1, kinds
         assert kinds["clock"] == 0, kinds
         assert kinds["step"] == r["steps"]
-    assert runs[0]["throughput_ratio"] == 1.0
+    assert runs[0]["throughput_ratio"] == runs[2]["throughput_ratio"] == 1.0
+
+
+def test_workers_judges_the_target_on_the_median_of_its_rounds(bench) -> None:
+    workers = bench("workers")
+
+    def run(round_: int, n: int, per_s: float) -> object:
+        r = workers.RunResult(n, 10, 2, 5, round_, finished=True)
+        r.sessions_per_s = per_s
+        return r
+
+    results = [run(1, 1, 3.0), run(1, 2, 5.4), run(2, 1, 2.0), run(2, 2, 3.2)]
+    results += [run(3, 1, 4.0), run(3, 2, 7.2)]
+    workers.ratios(results)
+    # Each 2-worker run against its own round's one worker: 1.8, 1.6, 1.8.
+    assert [round(r.throughput_ratio, 2) for r in results[1::2]] == [1.8, 1.6, 1.8]
+    assert workers.verdict(results).endswith("1.80x (median of 3 rounds: 1.80x, 1.60x, 1.80x) PASS")
+    assert workers.verdict(results[2:4]).endswith(": 1.60x MISS")
 
 
 def test_workers_names_the_statements_it_counts(bench) -> None:
