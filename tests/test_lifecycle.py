@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from conftest import Recorder, fill
 from core_records import StoredSession
 
@@ -699,6 +700,63 @@ def test_a_host_another_session_disabled_is_no_target(
         assert engine.get_session(sid).state == "MAINTENANCE_DONE", engine.get_session(sid).reason
     refused = [e for e in cloud.events if e.kind == "migration_failed"]
     assert refused == []
+    assert cloud.host_of("vm-2") == "h3"
+
+
+def test_a_session_follows_another_sessions_disable_without_rewriting_its_rows(
+    url: str, core: Factory, cloud: SimulatedCloud, clock: SimClock
+) -> None:
+    """Session B holds h0 as a target; session A disables h0 to maintain it.
+    B follows the inventory in memory and does not rewrite its stored row
+    for h0 (with sessions over one cloud, every session holding a host
+    rewrote its row each time another switched it: most of a step's rows on
+    PostgreSQL). An engine that takes B over after a restart follows the
+    inventory again: h0 is still no target."""
+    for host in ("h0", "h1", "h2", "h3"):
+        cloud.add_host(host, vcpus=8)
+    cloud.add_instance("vm-1", "p1", "h1", vcpus=6)
+    cloud.add_instance("vm-2", "p2", "h2", vcpus=6)
+    upgrade = [ActionSpec(plugin="upgrade", type="host")]
+    action = TimedAction("upgrade", 300)  # one, so that the second engine sees its runs
+    engine = core(action)
+    start = clock.now()
+    later = engine.create_session(
+        SessionRequest(
+            hosts=("h2",), actions=upgrade, maintenance_at=start + timedelta(seconds=120)
+        )
+    )
+    first = engine.create_session(SessionRequest(hosts=("h0", "h1"), actions=upgrade))
+
+    def run(engine: Engine, until: datetime | None) -> None:
+        for _ in range(2000):
+            if not engine.step():
+                wake = engine.next_wake()
+                if wake is None or (until is not None and wake > until):
+                    break
+                clock.advance_to(max(wake, clock.now()))
+
+    run(engine, start + timedelta(seconds=125))  # B has stepped since A disabled h0
+
+    def stored(session_id: str) -> bool:
+        with sa.create_engine(url).connect() as db:
+            return bool(
+                db.execute(
+                    sa.text(
+                        "SELECT enabled FROM session_hosts WHERE session_id = :s AND name = 'h0'"
+                    ),
+                    {"s": session_id},
+                ).scalar_one()
+            )
+
+    assert engine.get_session(later).state != "MAINTENANCE_DONE"
+    assert stored(first) is False  # A's own host: its disable is stored
+    assert stored(later) is True  # B's row was not rewritten
+    engine.close()
+    again = core(action)
+    run(again, None)
+    for sid in (first, later):
+        assert again.get_session(sid).state == "MAINTENANCE_DONE", again.get_session(sid).reason
+    assert [e for e in cloud.events if e.kind == "migration_failed"] == []
     assert cloud.host_of("vm-2") == "h3"
 
 

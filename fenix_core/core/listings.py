@@ -198,7 +198,7 @@ def follow_inventory(adapter: WorkingSetAdapter, ctx: StepContext, cache: Invent
                 and row.host.enabled != rec.enabled
             ):
                 # Another session disabled it (to maintain it) or enabled it again.
-                adapter.set_host_facts(name, rec.vcpus, row.host.enabled)
+                adapter.follow_enabled(name, row.host.enabled)
                 changed = True
                 continue
             if rec.state in _SETTLED or row is None or row.status == PRESENT:

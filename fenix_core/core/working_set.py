@@ -603,6 +603,14 @@ class WorkingSet:
         if self._apply(host, changes):
             self._mark(host, self._dirty_hosts)
 
+    def follow_enabled(self, name: str, enabled: bool) -> None:
+        """A target host's (one outside the session's scope) enabled flag as
+        the inventory says, in memory only: every load follows the inventory
+        again (``listings.follow_inventory``), so writing it would rewrite
+        the row of every session holding the host each time another session
+        switches it (with sessions over one cloud, most of a step's rows)."""
+        self.hosts[name].enabled = enabled
+
     def mark_host(self, name: str, mark: HostMark) -> None:
         self.update_host(name, marks=self.hosts[name].marks | int(mark))
 

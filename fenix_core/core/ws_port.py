@@ -821,6 +821,12 @@ class WorkingSetAdapter:
         self.ws.update_host(host, enabled=enabled)
         self._host_views.pop(host, None)
 
+    def follow_enabled(self, host: str, enabled: bool) -> None:
+        """Another session disabled or enabled a target host (not stored:
+        :meth:`WorkingSet.follow_enabled`)."""
+        self.ws.follow_enabled(host, enabled)
+        self._host_views.pop(host, None)
+
     def forget_host_view(self, host: str) -> None:
         self._host_views.pop(host, None)
 
