@@ -469,18 +469,26 @@ class _Capacity:
         cap = ws.capacity
         classes = sorted(limits.types) if limits is not None and limits.types else [placement_class]
         buckets = [cap.ordered.get(c, {}) for c in classes]
-        preferred: list[tuple[int, int, str]] = []
-        for name, weight in penalty.items():
+
+        def usable(name: str) -> bool:
             rec = hosts.get(name)
-            free = cap.free(name)
-            if weight >= 0 or rec is None or free is None or cap.type_of[name] not in classes:
-                continue
-            if (
-                free >= vcpus
+            return (
+                rec is not None
                 and rec.enabled
                 and name != own
                 and name not in exclude
                 and (limits is None or limits.allows(name))
+            )
+
+        preferred: list[tuple[int, int, str]] = []
+        for name, weight in penalty.items():
+            free = cap.free(name)
+            if (
+                weight < 0
+                and free is not None
+                and free >= vcpus
+                and cap.type_of[name] in classes
+                and usable(name)
             ):
                 preferred.append((weight, -free, name))
         for *_, name in sorted(preferred):
@@ -494,14 +502,7 @@ class _Capacity:
             if len(buckets) > 1:
                 names.sort()
             for name in names:
-                rec = hosts.get(name)
-                if (
-                    rec is None
-                    or not rec.enabled
-                    or name == own
-                    or name in exclude
-                    or (limits is not None and not limits.allows(name))
-                ):
+                if not usable(name):
                     continue
                 weight = penalty.get(name, 0)
                 if weight > 0:
