@@ -116,14 +116,16 @@ class SqlDbPoller:
         self._reading = reading if reading is not None else db.connect
         if table not in ("sessions", "session_clock"):
             raise ValueError(f"no leases in table {table!r}")
-        self._db = db
         # As the lease keeper: the database's clock on PostgreSQL unless a
         # clock other than a DatabaseClock is given (tests), the machine's otherwise.
         self._lease_clock = lease_clock or RealClock()
-        self._database_clock = on_database_clock(db, lease_clock)
-        self._measure = self._database_clock and isinstance(lease_clock, DatabaseClock)
+        database_clock = on_database_clock(db, lease_clock)
+        #: The DatabaseClock each poll measures (None: nothing to measure).
+        self._measuring: DatabaseClock | None = (
+            lease_clock if database_clock and isinstance(lease_clock, DatabaseClock) else None
+        )
         sqlite = db.dialect.name == "sqlite"
-        self._query = _due_query(table == "session_clock", self._database_clock, sqlite)
+        self._query = _due_query(table == "session_clock", database_clock, sqlite)
         # On SQLite the query goes to the driver's cursor, compiled once: a
         # simulated clock polls at almost every step, and SQLAlchemy's
         # per-execute work cost several times SQLite's.
@@ -135,7 +137,7 @@ class SqlDbPoller:
         due = self._query.subquery()
         self._measured: Select[datetime, Sequence[Any]] | None = (
             select(func.now(), func.array_agg(due.c.session_id)).select_from(due)
-            if self._measure
+            if self._measuring is not None
             else None
         )
 
@@ -149,8 +151,7 @@ class SqlDbPoller:
 
     def poll(self, now: datetime) -> list[str]:
         params = {"now": now, "lease_now": self._lease_clock.now(), "owner": self._owner}
-        database_clock = self._lease_clock if self._measured is not None else None
-        assert database_clock is None or isinstance(database_clock, DatabaseClock)
+        database_clock = self._measuring
         asked = database_clock.machine_now() if database_clock is not None else None
         with self._reading() as connection:
             if self._prepared is not None:
