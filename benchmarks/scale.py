@@ -165,7 +165,6 @@ class _Meter:
         self.replies = 0
         self.notifications: Counter[str] = Counter()
         self.maintained: set[str] = set()
-        self.steps = 0
         self.step_calls = 0
         self.wall0 = time.monotonic()
         self.cpu0 = time.process_time()
@@ -175,12 +174,15 @@ class _Meter:
         original = engine.step
 
         # run_until_idle / run_until_done call self.step(): an instance
-        # attribute sees every step. Engine.step returns how many sessions it
-        # advanced (0 once idle), so the sum counts session advances.
+        # attribute sees every call. The steps are the engine's count
+        # (Engine.steps_run): those of step() and those reply_many() ran to
+        # record a burst in the step of the session it answers.
+        self._steps0 = engine.steps_run
+        self._engine = engine
+
         def counted_step() -> int:
             moved = original()
             self.step_calls += 1
-            self.steps += moved
             if time.monotonic() >= self._next:
                 self._next = time.monotonic() + _PROGRESS_EVERY
                 self.send(self.figures("run"))
@@ -222,6 +224,7 @@ class _Meter:
         return receive
 
     def start(self) -> None:
+        self._steps0 = self._engine.steps_run
         self.wall0 = time.monotonic()
         self.cpu0 = time.process_time()
         self.sql.reset()
@@ -234,7 +237,7 @@ class _Meter:
             "cpu_s": time.process_time() - self.cpu0,
             "peak_rss_bytes": peak_rss_bytes(),
             "notifications": dict(self.notifications),
-            "steps": self.steps,
+            "steps": self._engine.steps_run - self._steps0,
             "step_calls": self.step_calls,
             "hosts_maintained": len(self.maintained),
             "replies": self.replies,

@@ -60,12 +60,12 @@ from .core.outbox import Outbox
 from .core.poller import SqlDbPoller
 from .core.ports import NewSession, OutboxRec, WorkingSetLike
 from .core.records import HOST_COLUMNS, INSTANCE_COLUMNS, PROJECT_COLUMNS, SESSION_COLUMNS
-from .core.replies import ProjectFacts, ReplyFacts, ReplyIntake
+from .core.replies import CarriedReplies, ProjectFacts, ReplyFacts, ReplyIntake
 from .core.reply_inbox import SqlReplyFacts, SqlReplyInbox
 from .core.retry import DbRetry, check_retry_arguments
 from .core.runner import CoreRunner
 from .core.sql_store import SqlSessionStore
-from .core.stepper import Stepper
+from .core.stepper import StepFrame, StepOutcome, Stepper
 from .core.working_set import ComponentRec, HostRec, InstanceRec, ProjectRec, SessionRec, WorkingSet
 from .core.ws_port import SESSION_COMPONENT, Steering
 from .errors import FenixError, InvalidInput, NotFound, Replanned
@@ -344,6 +344,7 @@ class Engine:
             transaction=self._reply_transaction,
             lock=self._lock,
             clock=self.clock.now,
+            carry=self._carry,
         )
         self._factory = SessionFactory(self._workflows, self.plugins.actions, self.plugins.gates)
         self._admin = SessionAdmin(
@@ -849,6 +850,31 @@ class Engine:
         actions = (allowed.body if allowed else {}).get("allowed_actions", ())
         noted = self._noted.setdefault(ws.session.id, set())
         return _HeldFacts(ws, noted, [str(a) for a in actions], requires)
+
+    def _carry(self, session_id: str, replies: CarriedReplies) -> bool:
+        """Record a burst of checked replies to a session this engine holds
+        in a step of it run now (its fenced transaction writes them,
+        processed): whether that step committed them. A step that fails is
+        logged, as the loop logs one, and the burst is written on its own."""
+
+        def run(working_set: WorkingSetLike, now: datetime, frame: StepFrame) -> StepOutcome:
+            return self._runner.run(working_set, now, frame, carried=replies)
+
+        try:
+            self._stepper.step_held(session_id, run, replies.mark_committed)
+        except Exception:
+            log.exception("session %s: the step carrying replies failed", session_id)
+        if replies.committed:
+            self._deliver_host_changes()
+            self._wake.set()  # the session's next wake-up changed
+        return replies.committed
+
+    @property
+    def steps_run(self) -> int:
+        """Session steps this engine has run: those of :meth:`step` (its
+        return values added up) and those :meth:`reply_many` ran to record a
+        burst in the step of the session it answers."""
+        return self._stepper.steps_run
 
     @contextmanager
     def _reply_transaction(self) -> Iterator[_SqlInbox]:

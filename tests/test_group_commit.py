@@ -15,16 +15,18 @@ import sqlite3
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import event
 from sqlalchemy.exc import OperationalError
 
 from fenix_core import ActionSpec, Engine, SessionRequest, signals
 from fenix_core.core.reply_inbox import SqlReplyInbox
+from fenix_core.core.sql_store import SqlSessionStore
 from fenix_core.errors import Conflict, InvalidInput, NotFound
 from fenix_core.model import Reply
 from fenix_core.testing import SimClock, SimulatedCloud, TimedAction
@@ -36,9 +38,12 @@ IN_PROCESS_PER_THREAD = 125
 PER_HOST = 50
 
 
-def asked_engine(path: Path, projects: int) -> tuple[Engine, list[tuple[str, str]]]:
+def asked_engine(
+    path: Path, projects: int, answer: Callable[[Engine, str, str], None] | None = None
+) -> tuple[Engine, list[tuple[str, str]]]:
     """An engine on ``path`` whose one session asks MAINTENANCE of ``projects``
-    projects (one instance each); returns it and the (session, project) asked."""
+    projects (one instance each); returns it and the (session, project) asked.
+    ``answer(engine, session, project)``: called from inside the step that asks."""
     clock = SimClock()
     cloud = SimulatedCloud(clock=clock)
     for h in range(-(-projects // PER_HOST)):
@@ -54,6 +59,8 @@ def asked_engine(path: Path, projects: int) -> tuple[Engine, list[tuple[str, str
     def on_planned(sender: Engine, payload: dict[str, Any]) -> None:
         if payload["state"] == "MAINTENANCE":
             asked.append((payload["session_id"], payload["project_id"]))
+            if answer is not None:
+                answer(engine, payload["session_id"], payload["project_id"])
 
     signals.maintenance_planned.connect(on_planned, sender=engine, weak=False)
     engine.create_session(
@@ -260,7 +267,13 @@ def test_reply_many_whose_write_fails_raises_and_records_none(
         def insert(self: SqlReplyInbox, rows: Any) -> None:
             raise OperationalError("INSERT INTO inbox", {}, Exception("database is locked"))
 
+        def write(self: SqlSessionStore, write: Any) -> None:
+            raise OperationalError("UPDATE session_clock", {}, Exception("database is locked"))
+
         with monkeypatch.context() as patch:
+            # Both ways a burst is written: in the step of the session this
+            # engine holds, then (that step failed) on its own.
+            patch.setattr(SqlSessionStore, "write", write)
             patch.setattr(SqlReplyInbox, "insert", insert)
             with pytest.raises(OperationalError):
                 engine.reply_many([(s, Reply(p, "ACK_MAINTENANCE")) for s, p in asked])
@@ -268,5 +281,102 @@ def test_reply_many_whose_write_fails_raises_and_records_none(
         results = engine.reply_many([(s, Reply(p, "ACK_MAINTENANCE")) for s, p in asked])
         assert results == [None, None, None]
         assert len(inbox(db_path)) == 3
+    finally:
+        engine.close()
+
+
+def outcomes(path: Path) -> list[tuple[str, str | None]]:
+    """Each inbox row's project and outcome (None: not processed yet)."""
+    with sqlite3.connect(path) as db:
+        return db.execute("SELECT project_id, outcome FROM inbox ORDER BY id").fetchall()
+
+
+class Commits:
+    """Commits sent to the engine's database (the public seam)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.count = 0
+        event.listen(engine.database, "commit", self._commit)
+
+    def _commit(self, *_args: Any) -> None:
+        self.count += 1
+
+
+def test_a_burst_to_a_held_session_is_written_by_its_step_in_one_commit(db_path: Path) -> None:
+    engine, asked = asked_engine(db_path, 3)
+    try:
+        commits, steps = Commits(engine), engine.steps_run
+        results = engine.reply_many([(s, Reply(p, "ACK_MAINTENANCE")) for s, p in asked])
+        assert results == [None, None, None]
+        # Durable when reply_many returns, and already taken by the session's
+        # step: one commit for the step and the burst.
+        assert outcomes(db_path) == [(p, "accepted") for _, p in asked]
+        assert (commits.count, engine.steps_run) == (1, steps + 1)
+        engine.run_until_idle()  # what the session does next: a commit per step, no more
+        assert commits.count == engine.steps_run - steps
+        with pytest.raises(Conflict, match="not asked"):  # answered, and processed
+            engine.reply(*asked[0], "ACK_MAINTENANCE")
+    finally:
+        engine.close()
+
+
+def test_a_burst_sent_from_inside_a_step_is_committed_alone_and_taken_by_the_next(
+    db_path: Path,
+) -> None:
+    sent: list[list[object]] = []
+
+    def answer(engine: Engine, session_id: str, project_id: str) -> None:
+        # A receiver answering from inside the step that delivers to it: no
+        # step of the session runs re-entrantly; the burst commits alone.
+        sent.append(engine.reply_many([(session_id, Reply(project_id, "ACK_MAINTENANCE"))]))
+        assert outcomes(db_path)[-1] == (project_id, None)
+
+    engine, asked = asked_engine(db_path, 2, answer)
+    try:
+        assert sent == [[None], [None]]
+        assert outcomes(db_path) == [(p, "accepted") for _, p in asked]
+    finally:
+        engine.close()
+
+
+def test_a_burst_whose_step_is_fenced_out_is_checked_and_written_alone(db_path: Path) -> None:
+    engine, asked = asked_engine(db_path, 2)
+    try:
+        sid = asked[0][0]
+        with sqlite3.connect(db_path) as db:  # the lease changed hands meanwhile
+            db.execute(
+                "UPDATE session_clock SET lease_token = lease_token + 1 WHERE session_id = ?",
+                (sid,),
+            )
+        results = engine.reply_many([(s, Reply(p, "ACK_MAINTENANCE")) for s, p in asked])
+        assert results == [None, None]
+        assert outcomes(db_path) == [(p, None) for _, p in asked]
+        assert engine.held_sessions() == []
+        engine.run_until_idle()  # taken back (its own worker id) and processed
+        assert outcomes(db_path) == [(p, "accepted") for _, p in asked]
+    finally:
+        engine.close()
+
+
+def test_a_burst_whose_step_is_made_again_is_recorded_once(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine, asked = asked_engine(db_path, 3)
+    try:
+        original = SqlSessionStore.write
+        failed: list[object] = []
+
+        def write(self: SqlSessionStore, step: Any) -> None:
+            if not failed:  # the connection is lost once: the step is made again
+                failed.append(step)
+                raise OperationalError("UPDATE session_clock", {}, Exception("disk I/O error"))
+            original(self, step)
+
+        with monkeypatch.context() as patch:
+            patch.setattr(SqlSessionStore, "write", write)
+            results = engine.reply_many([(s, Reply(p, "ACK_MAINTENANCE")) for s, p in asked])
+        assert results == [None, None, None]
+        assert failed
+        assert outcomes(db_path) == [(p, "accepted") for _, p in asked]
     finally:
         engine.close()

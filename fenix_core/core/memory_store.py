@@ -181,5 +181,10 @@ class MemorySessionStore:
         for inbox_id, outcome, at in write.inbox_outcomes:
             if inbox_id in s.inbox:
                 s.inbox[inbox_id] = (s.inbox[inbox_id][0], at, outcome)
+        for project_id, state, actions, received, at, outcome in write.new_inbox:
+            inbox_id = self._next_inbox_id
+            self._next_inbox_id += 1
+            reply = (inbox_id, project_id, state, copy.deepcopy(actions), received)
+            s.inbox[inbox_id] = (reply, at, outcome)
         self._sessions[fence.session_id] = s
         self._op_keys.update(new_keys)

@@ -63,6 +63,11 @@ class StepWrite:
     changed_ops: Sequence[tuple[Any, ...]] = ()
     outbox: Sequence[OutboxRec] = ()
     inbox_outcomes: Sequence[tuple[int, str, datetime]] = ()
+    # Replies this step carried (recorded by ``reply_many`` in the step's own
+    # transaction): (project_id, state, instance_actions, received_at,
+    # processed_at, outcome), INSERTed; processed_at and outcome are None
+    # for a reply the step did not get to (a broken step).
+    new_inbox: Sequence[tuple[Any, ...]] = ()
     timers: Sequence[tuple[Any, ...]] = ()
     # Names among ``timers`` that have no stored row (set for the first time
     # in this step): nothing to delete before their insert.

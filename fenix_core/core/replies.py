@@ -16,6 +16,17 @@ signal handler may reply while its thread holds it (inside a step). A caller
 that waited on an event while holding the lock would deadlock with a writer
 waiting for the lock; here nobody waits on an event while holding it.
 
+A burst (``submit_many``) all for one session this engine holds is not
+committed on its own: checked on the held working set, it is handed to
+``carry``, which runs the session's step at once with the replies
+(:class:`CarriedReplies`) and writes them in that step's fenced
+transaction, already processed: one commit for the step and the burst, and
+the callers still return only once it is durable. If that step does not
+commit them (fenced out, a database error, a step already under way on
+this thread: a receiver replying from inside one), the burst is checked
+and written again the ordinary way, so either every accepted reply is
+recorded or the callers get the write's error.
+
 Pure of SQL itself: the database is reached through ``InboxTransaction``.
 """
 
@@ -36,6 +47,7 @@ from .ports import ReplySink, WorkingSetLike
 
 __all__ = [
     "AcceptedReply",
+    "CarriedReplies",
     "InboxTransaction",
     "ProjectFacts",
     "ReplyFacts",
@@ -90,6 +102,40 @@ class AcceptedReply:
     session_id: str
     reply: Reply
     received_at: datetime
+
+
+class CarriedReplies:
+    """Checked replies to one session, carried by a step of it (its runner
+    processes them and the step's write inserts them with their outcome).
+
+    ``outcomes``: one per reply the step processed, in order (those it did
+    not get to are written unprocessed, for the session's next load);
+    ``committed``: set once the step's write committed them."""
+
+    __slots__ = ("committed", "outcomes", "replies")
+
+    def __init__(self, replies: Sequence[AcceptedReply]) -> None:
+        self.replies = tuple(replies)
+        self.outcomes: list[str] = []
+        self.committed = False
+
+    def rows(self, processed_at: datetime) -> list[tuple[object, ...]]:
+        """The inbox rows (``StepWrite.new_inbox``) as the step leaves them."""
+        done = len(self.outcomes)
+        return [
+            (
+                r.reply.project_id,
+                r.reply.state,
+                dict(r.reply.instance_actions),
+                r.received_at,
+                processed_at if i < done else None,
+                self.outcomes[i] if i < done else None,
+            )
+            for i, r in enumerate(self.replies)
+        ]
+
+    def mark_committed(self) -> None:
+        self.committed = True
 
 
 class InboxTransaction(Protocol):
@@ -181,12 +227,15 @@ def _check_instance_actions(
 class _Item:
     """One queued reply and the answer its caller waits for."""
 
-    __slots__ = ("done", "error", "received_at", "reply", "session_id")
+    __slots__ = ("carriable", "done", "error", "received_at", "reply", "session_id")
 
-    def __init__(self, session_id: str, reply: Reply, received_at: datetime) -> None:
+    def __init__(
+        self, session_id: str, reply: Reply, received_at: datetime, carriable: bool = False
+    ) -> None:
         self.session_id = session_id
         self.reply = reply
         self.received_at = received_at
+        self.carriable = carriable  # of a burst: may be written by a step of its session
         self.done = threading.Event()
         self.error: BaseException | None = None
 
@@ -218,12 +267,17 @@ class ReplyIntake:
         transaction: Callable[[], AbstractContextManager[InboxTransaction]],
         lock: AbstractContextManager[object],
         clock: Callable[[], datetime],
+        carry: Callable[[str, CarriedReplies], bool] | None = None,
     ) -> None:
+        """``carry(session_id, replies)``: run a step of that held session
+        now, writing ``replies`` in its transaction; whether it committed
+        them (None: bursts are committed on their own)."""
         self._sink = sink
         self._facts_of = facts_of
         self._transaction = transaction
         self._lock = lock
         self._clock = clock
+        self._carry = carry
         self._queue_lock = threading.Lock()
         self._queue: list[_Item] = []
         self.batches = 0  # transactions written: what the group commit saved is replies/batches
@@ -264,7 +318,7 @@ class ReplyIntake:
             except FenixError as error:
                 results[index] = error
                 continue
-            items.append((index, _Item(session_id, reply, now)))
+            items.append((index, _Item(session_id, reply, now, carriable=True)))
         self._run([item for _, item in items])
         for index, item in items:
             if isinstance(item.error, _BatchFailed):
@@ -288,7 +342,10 @@ class ReplyIntake:
         assert all(item.done.is_set() for item in items)
 
     def _write(self, batch: list[_Item]) -> None:
-        """Check and write ``batch`` in one transaction; called under the lock."""
+        """Check and write ``batch`` in one transaction (or in its session's
+        step); called under the lock."""
+        if self._carry is not None and self._carried(batch, self._carry):
+            return
         accepted: list[_Item] = []
         held: dict[str, ReplyFacts] = {}
         try:
@@ -337,6 +394,52 @@ class ReplyIntake:
                 self._sink.wake(item.session_id)
         for item in batch:
             item.done.set()
+
+    def _carried(self, batch: list[_Item], carry: Callable[[str, CarriedReplies], bool]) -> bool:
+        """Whether ``batch`` was written by a step of its session: a burst
+        all for one session this engine holds, checked on its working set
+        (refused replies get their error; none accepted: nothing to write).
+        False, with nothing written and no item answered, otherwise."""
+        session_id = batch[0].session_id
+        if not all(item.carriable and item.session_id == session_id for item in batch):
+            return False
+        working_set = self._sink.held(session_id)
+        if working_set is None:
+            return False
+        facts = self._facts_of(working_set)
+        seen: set[str] = set()
+        accepted: list[_Item] = []
+        refused: list[tuple[_Item, FenixError]] = []
+        for item in batch:
+            try:
+                check_reply(facts, session_id, item.reply, item.received_at, seen)
+            except FenixError as why:
+                refused.append((item, why))
+                continue
+            seen.add(item.reply.project_id)
+            accepted.append(item)
+        for item, refusal in refused:
+            item.error = refusal
+        if accepted:
+            carried = CarriedReplies(
+                [AcceptedReply(session_id, i.reply, i.received_at) for i in accepted]
+            )
+            try:
+                written = carry(session_id, carried)
+            except BaseException as failed:  # not an Exception: the engine's carry logs those
+                for item in batch:
+                    if item in accepted and not carried.committed:
+                        item.error = _BatchFailed(failed)
+                    item.done.set()
+                raise
+            if not written:
+                for item, _ in refused:
+                    item.error = None  # the ordinary write checks them all again
+                return False
+            self.batches += 1
+        for item in batch:
+            item.done.set()
+        return True
 
 
 def _parse(reply: Reply) -> tuple[bool, str]:

@@ -66,6 +66,7 @@ from .listings import (
 )
 from .operations import CoreOperations
 from .ports import WorkingSetLike
+from .replies import CarriedReplies
 from .stepper import StepFrame, StepOutcome, Unrunnable
 from .stuck import wait_longer
 from .working_set import InboxRec, OpRec, WorkingSet
@@ -189,10 +190,12 @@ class CoreRunner:
         now: datetime,
         frame: StepFrame,
         control: Control | None = None,
+        carried: CarriedReplies | None = None,
     ) -> StepOutcome:
         """One step; ``control`` (an admin's change) is its first event, and
         ``advance`` follows it even when it ended the session (a cancel: the
-        workflow winds down)."""
+        workflow winds down). ``carried``: replies this step records (in its
+        write, with their outcomes) and takes after those in the inbox."""
         ws = cast(WorkingSet, working_set)
         if ws.session.state == _AWAITING:
             # Nothing runs before the approval, which writes the session itself
@@ -201,12 +204,16 @@ class CoreRunner:
         adapter = self.adapter(ws)
         adapter.begin(now)
         workflow = self.workflow(ws.session.workflow)
+        if carried is not None:
+            carried.outcomes.clear()  # a step made again (a retry) takes them afresh
         try:
-            self._hooks(ws, adapter, workflow, now, control)
+            self._hooks(ws, adapter, workflow, now, control, carried)
         except OperationalError:
             raise  # the database, not the workflow: the step is retried from its last commit
         except Exception as exc:
             log.exception("session %s: workflow error", ws.session.id)
+            if carried is not None:
+                carried.outcomes.clear()  # dropped with the step: recorded unprocessed
             adapter = self._drop_step(ws, now)
             self._fail_broken(ws, adapter, f"internal error: {type(exc).__name__}: {exc}", now)
         self._record_host_events(adapter, now)
@@ -214,7 +221,7 @@ class CoreRunner:
         adapter.forget_components()
         starts = [k for k, op in ws.ops.items() if op.status == OpStatus.PENDING.value]
         wake = self._wake(ws, now, starting=frozenset(starts))
-        if not starts and not adapter.final and self._may_skip(ws, frame):
+        if not starts and not adapter.final and carried is None and self._may_skip(ws, frame):
             return StepOutcome(write=None, wake=wake)
         self._lease_written[ws.session.id] = frame.lease_expires
         ws.delivered(frame.delivered_seq)
@@ -226,6 +233,8 @@ class CoreRunner:
             lease_expires=frame.lease_expires,
             at=now,
         )
+        if carried is not None:
+            write = attrs.evolve(write, new_inbox=carried.rows(now))
         finished = adapter.final and wake is None and not starts
         if finished and write.outbox:
             # Due until the stepper writes the watermark of these last
@@ -293,6 +302,7 @@ class CoreRunner:
         workflow: Workflow,
         now: datetime,
         control: Control | None = None,
+        carried: CarriedReplies | None = None,
     ) -> None:
         """The step's events, then ``advance``. A step with no event (only
         polls of operations still running) does not call the workflow at all:
@@ -340,7 +350,7 @@ class CoreRunner:
         self._reconsider.discard(ws.session.id)
         if again and self._constraints is not None:
             adapter.api_constraints = self._constraints()
-        if not (ended or timers or replies or first or followed or again or control):
+        if not (ended or timers or replies or first or followed or again or control or carried):
             return
         adapter.stepped = True
         ctx = ctx or StepContext(adapter, now)
@@ -352,6 +362,13 @@ class CoreRunner:
                 message = InboxRec(*row)
                 outcome = self._reply(ws, adapter, ctx, workflow, message)
                 ws.processed(message.id, outcome, now)
+        if carried is not None:
+            for accepted in carried.replies:
+                reply = accepted.reply
+                message = InboxRec(
+                    0, reply.project_id, reply.state, reply.instance_actions, accepted.received_at
+                )
+                carried.outcomes.append(self._reply(ws, adapter, ctx, workflow, message))
         for op in ended:
             ws.update_op(op.key, handled=True)
             self._ended(adapter, ctx, workflow, op)

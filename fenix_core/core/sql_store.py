@@ -21,7 +21,7 @@ from sqlalchemy.sql.dml import Insert
 from ..errors import NotFound
 from ..store.leases import LeaseLost
 from .ports import NewSession, OutboxRec, StepWrite
-from .statements import OP_CHANGED, STATEMENTS, params
+from .statements import INBOX_ROW, OP_CHANGED, STATEMENTS, params
 from .working_set import (
     ComponentRec,
     HostRec,
@@ -524,6 +524,8 @@ class SqlSessionStore:
                 self._write_timers(db, sid, write.timers, write.fresh_timers, d)
             if write.inbox_outcomes:
                 self._many(db, S.inbox_outcomes, _OUTCOME_ROW, write.inbox_outcomes, None, d)
+            if write.new_inbox:
+                self._many(db, S.insert_inbox, INBOX_ROW, write.new_inbox, sid, d)
 
     def _upsert_ops(
         self,

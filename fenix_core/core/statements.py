@@ -39,7 +39,7 @@ from ..store.schema import (
 )
 from .working_set import ComponentRec, HostRec, InboxRec, InstanceRec, OpRec, ProjectRec, SessionRec
 
-__all__ = ["INSTANCE_FIXED", "STATEMENTS", "Statements", "params"]
+__all__ = ["INBOX_ROW", "INSTANCE_FIXED", "STATEMENTS", "Statements", "params"]
 
 SESSIONS: Final[Table] = SessionRow.__table__  # type: ignore[assignment]
 CLOCK: Final[Table] = SessionClockRow.__table__  # type: ignore[assignment]
@@ -83,6 +83,17 @@ def _update(
 #: Instance columns no step changes (the working set's setters refuse them),
 #: left out of the step's UPDATE: ``project_id`` is indexed.
 INSTANCE_FIXED: Final = ("project_id", "vcpus")
+
+
+#: A reply a step carried, as ``StepWrite.new_inbox`` holds it.
+INBOX_ROW: Final = (
+    "project_id",
+    "state",
+    "instance_actions",
+    "received_at",
+    "processed_at",
+    "outcome",
+)
 
 
 def _select(table: Table, fields: Sequence[str]) -> Select[Any]:
@@ -218,6 +229,7 @@ class Statements:
         self.insert_timers = insert(TIMERS).values(
             session_id=_b("session_id"), kind=_b("kind"), due=_b("due"), data=_b("data")
         )
+        self.insert_inbox = _insert(INBOX, INBOX_ROW)
         self.inbox_outcomes: Update = (
             update(INBOX)
             .where(INBOX.c.id == _b("id"))

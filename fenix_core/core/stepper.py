@@ -192,6 +192,11 @@ class Stepper:
         self._sent: dict[str, int] = {}
         # Session id -> why this engine cannot step it (Unrunnable).
         self._parked: dict[str, str] = {}
+        # Steps under way (a receiver replying from inside one must not
+        # start another of its own).
+        self._stepping = 0
+        #: Steps taken by :meth:`step` and :meth:`step_held` (what they returned).
+        self.steps_run = 0
 
     # ------------------------------------------------------------ wake-ups
 
@@ -288,9 +293,32 @@ class Stepper:
             try:
                 if self._retry(f"session {session_id}", partial(self._step_one, session_id, now)):
                     stepped += 1
+                    self.steps_run += 1
             except Unrunnable:
                 continue  # parked: the others go on
         return stepped
+
+    def step_held(
+        self, session_id: str, run: RunStep, committed: Callable[[], None] | None = None
+    ) -> bool:
+        """Step a session this engine holds at once with ``run`` (one that
+        carries replies), as :meth:`step` would when it is due: whether it
+        stepped. False, with nothing done, when this engine does not hold
+        it, or a step is under way (a receiver answering from inside one:
+        that step's session, or one after it in the same ``step()``, would
+        be stepped twice). Its wake-up in the queue is dropped first, as a
+        reply's wake-up and the step that pops it would drop it: the step
+        schedules the next one. ``committed`` is called right after its
+        write commits."""
+        if self._stepping or session_id not in self._held or session_id in self._parked:
+            return False
+        self.queue.drop(session_id)
+        now = self._clock.now()
+        step = partial(self._step_one, session_id, now, run, committed=committed)
+        if not self._retry(f"session {session_id}", step):
+            return False
+        self.steps_run += 1
+        return True
 
     def _poll_due(self, now: datetime, polled_at: datetime) -> bool:
         """Whether this step asks the database: every ``poll_seconds`` of the
@@ -392,7 +420,27 @@ class Stepper:
         return again is not None and again.token == fence.token
 
     def _step_one(
-        self, session_id: str, now: datetime, run: RunStep | None = None, *, start: bool = True
+        self,
+        session_id: str,
+        now: datetime,
+        run: RunStep | None = None,
+        *,
+        start: bool = True,
+        committed: Callable[[], None] | None = None,
+    ) -> bool:
+        self._stepping += 1
+        try:
+            return self._step_once(session_id, now, run, start, committed)
+        finally:
+            self._stepping -= 1
+
+    def _step_once(
+        self,
+        session_id: str,
+        now: datetime,
+        run: RunStep | None,
+        start: bool,
+        committed: Callable[[], None] | None,
     ) -> bool:
         working_set = self._held.get(session_id)
         if working_set is None:
@@ -409,6 +457,8 @@ class Stepper:
             outcome = (run or self._runner.run)(working_set, now, frame)
             if outcome.write is not None:
                 self._commit(outcome.write)
+                if committed is not None:
+                    committed()
         except LeaseLost:
             self._let_go(session_id, keep_sent=True)
             # Fenced out: taken over, or changed through the database by an
