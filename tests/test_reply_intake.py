@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 
 from fenix_core.core.replies import (
     AcceptedReply,
+    CarriedReplies,
     ProjectFacts,
     ReplyFacts,
     ReplyIntake,
@@ -425,3 +426,87 @@ def test_submit_many_equals_one_submit_after_another(
                     got.append(type(error))
         results.append((got, [r[1:] for r in inbox.rows()]))
     assert results[0] == results[1]
+
+
+# ------------------------------------------------------------------- a burst carried by a step
+
+
+class Carrier:
+    """The engine's ``carry``: records the bursts handed over; ``commits``
+    says whether the step committed them."""
+
+    def __init__(self, commits: bool = True) -> None:
+        self.commits = commits
+        self.carried: list[tuple[str, list[tuple[str, str]]]] = []
+
+    def __call__(self, session_id: str, replies: CarriedReplies) -> bool:
+        self.carried.append(
+            (session_id, [(r.reply.project_id, r.reply.state) for r in replies.replies])
+        )
+        if self.commits:
+            replies.mark_committed()
+        return self.commits
+
+
+def carrying(inbox: SqliteInbox, sink: Sink, carry: Carrier) -> ReplyIntake:
+    return ReplyIntake(
+        sink=sink,
+        facts_of=lambda held: sink.sets[held.session_id],
+        transaction=inbox.transaction,
+        lock=threading.RLock(),
+        clock=lambda: NOW,
+        carry=carry,
+    )
+
+
+def test_a_burst_to_one_held_session_is_handed_to_its_step_and_not_committed_alone(
+    inbox: SqliteInbox,
+) -> None:
+    sink, carry = Sink({"s1": DictFacts(awaiting("pa", "pb"))}), Carrier()
+    replies = carrying(inbox, sink, carry)
+    results = replies.submit_many(
+        [
+            ("s1", Reply("pa", "ACK_MAINTENANCE")),
+            ("s1", Reply("pa", "ACK_MAINTENANCE")),
+            ("s1", Reply("pb", "NACK_MAINTENANCE")),
+        ]
+    )
+    assert results[0] is None
+    assert results[2] is None
+    assert isinstance(results[1], Conflict)  # checked before anything is written
+    assert carry.carried == [("s1", [("pa", "ACK_MAINTENANCE"), ("pb", "NACK_MAINTENANCE")])]
+    assert (inbox.commits, inbox.rows(), sink.woken) == (0, [], [])
+    replies.submit("s1", Reply("pb", "ACK_MAINTENANCE"))  # reply() commits on its own
+    assert inbox.commits == 1
+    assert len(carry.carried) == 1
+
+
+def test_a_burst_its_step_did_not_commit_is_checked_again_and_written_alone(
+    inbox: SqliteInbox,
+) -> None:
+    sink, carry = Sink({"s1": DictFacts(awaiting("pa"))}), Carrier(commits=False)
+    replies = carrying(inbox, sink, carry)
+    assert replies.submit_many([("s1", Reply("pa", "ACK_MAINTENANCE"))]) == [None]
+    assert len(carry.carried) == 1
+    assert (inbox.commits, inbox.rows(), sink.woken) == (
+        1,
+        [(1, "s1", "pa", "ACK_MAINTENANCE")],
+        ["s1"],
+    )
+
+
+def test_a_burst_over_two_sessions_or_an_unheld_one_is_committed_alone(
+    inbox: SqliteInbox,
+) -> None:
+    inbox.db_facts = {"s3": DictFacts(awaiting("pc"))}
+    sink, carry = (
+        Sink({"s1": DictFacts(awaiting("pa")), "s2": DictFacts(awaiting("pb"))}),
+        Carrier(),
+    )
+    replies = carrying(inbox, sink, carry)
+    burst = [("s1", Reply("pa", "ACK_MAINTENANCE")), ("s2", Reply("pb", "ACK_MAINTENANCE"))]
+    assert replies.submit_many(burst) == [None, None]
+    assert replies.submit_many([("s3", Reply("pc", "ACK_MAINTENANCE"))]) == [None]
+    assert carry.carried == []
+    assert inbox.commits == 2
+    assert len(inbox.rows()) == 3
