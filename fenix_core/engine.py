@@ -318,6 +318,14 @@ class Engine:
             constraints=lambda: self._constraints.constraints(),
         )
         self._outbox = Outbox(self._send)
+        poller = SqlDbPoller(
+            self._db,
+            self.lease_clock,
+            table="session_clock",
+            owner=self.worker_id,
+            reading=self._store.reading,
+            held=lambda: self._stepper.held_ids(),
+        )
         self._stepper = Stepper(
             self._store,
             self._leases,
@@ -326,13 +334,8 @@ class Engine:
             clock=self.clock,
             lease_clock=self.lease_clock,
             lease_seconds=self.lease_seconds,
-            poller=SqlDbPoller(
-                self._db,
-                self.lease_clock,
-                table="session_clock",
-                owner=self.worker_id,
-                reading=self._store.reading,
-            ),
+            poller=poller,
+            quiet=poller.quiet,
             leftovers=self._store,
             retry=self._retry,
             flush=self._runner.flush,

@@ -15,12 +15,13 @@ from typing import Any
 
 import pytest
 from conftest import Recorder, fill
-from sqlalchemy import text
+from sqlalchemy import event, text
 
 from fenix_core import ActionSpec, Engine, SessionRequest
 from fenix_core.clock import SimClock
 from fenix_core.errors import InvalidInput, NotFound
 from fenix_core.testing import ScriptedManager, SimulatedCloud, TimedAction
+from fenix_core.testing.seams import stored_clock
 from fenix_core.workflows.rolling import RollingWorkflow
 
 LAYOUT = {
@@ -220,3 +221,59 @@ def test_lease_holder_names_the_live_lease_and_its_expiry(core: Factory) -> None
     assert b.lease_holder(sid) is None  # expired: nobody holds it
     with pytest.raises(NotFound):
         b.lease_holder("no-such-session")
+
+
+def _looks(engine: Engine) -> list[int]:
+    """A one-item counter of the poller's looks at the database (its due
+    query, the only statement that reads the inbox's partial index)."""
+    seen = [0]
+
+    def statement(_conn: Any, _cursor: Any, sql: str, *_args: Any) -> None:
+        if "INDEXED BY ix_inbox_unprocessed" in sql:
+            seen[0] += 1
+
+    event.listen(engine.database, "before_cursor_execute", statement)
+    return seen
+
+
+def test_a_held_session_on_simulated_time_steps_without_looks_while_nothing_else_is_due(
+    core: Factory, clock: SimClock
+) -> None:
+    """The looks a simulated clock adds (every lease_seconds / 4 of it) find
+    nothing while this engine holds every session that has a wake-up: they
+    are skipped; the lease clock's own looks (real time) remain."""
+    engine = core(worker_id="alone")  # lease_seconds 30: a real-time look every 7.5 s
+    ScriptedManager(engine, "pa")  # type: ignore[arg-type]
+    looks = _looks(engine)
+    started = time.monotonic()
+    sid = engine.create_session(SessionRequest(actions=ACTIONS))
+    engine.run_until_done(sid)
+    real_looks = 1 + int((time.monotonic() - started) / 7.5)
+    assert engine.steps_run >= 20
+    # The first look (it finds the new session, whose wake-up is then the
+    # earliest of a session not held here), the next one, the one after the
+    # session ended and was let go, and those of real time.
+    assert looks[0] <= real_looks + 2
+
+
+def test_a_session_another_engine_left_due_later_is_found_when_it_falls_due(
+    core: Factory, clock: SimClock
+) -> None:
+    """Another engine of this process writes a session due in 30 minutes of
+    simulated time after this one's last look: this one, stepping on the
+    same simulated clock, takes it when it falls due, not at a later look of
+    real time."""
+    serving = core(worker_id="serving")
+    ScriptedManager(serving, "pa")  # type: ignore[arg-type]
+    serving.step()  # its first look: nothing there yet
+    due = clock.now() + timedelta(minutes=30)
+    other = core(worker_id="cli")
+    ScriptedManager(other, "pa")  # type: ignore[arg-type]
+    sid = other.create_session(SessionRequest(actions=ACTIONS, maintenance_at=due))
+    other.run_until_idle()  # asked and answered, then waits for maintenance_at
+    other.close()
+    while stored_clock(serving.database, sid).owner != "serving":
+        assert clock.now() <= due + timedelta(minutes=1), "not taken when due"
+        clock.advance(10)
+        serving.step()
+    assert clock.now() >= due

@@ -16,13 +16,25 @@ and each poll measures the offset of the worker's
 own), so
 the expiries the worker's steps write follow the database even when its own
 clock is minutes off or jumps.
+
+On SQLite, given the sessions this engine holds (``held``), a poll also
+reads the earliest wake-up among the sessions it does not hold (now, for
+one with an unprocessed reply), in the same statement: until the engine's
+clock reaches it, a look at the database can find nothing that was there
+at this poll (:meth:`SqlDbPoller.quiet`), unless another engine of this
+process has committed to the same database file since. What another
+process writes is found by the looks that the lease clock's interval
+makes in any case.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import json
+import os
+from collections import Counter
+from collections.abc import Callable, Collection, Sequence
 from contextlib import AbstractContextManager
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -33,12 +45,16 @@ from sqlalchemy import (
     Select,
     String,
     bindparam,
+    case,
+    event,
     func,
     literal_column,
+    null,
     or_,
     select,
     text,
     union,
+    union_all,
 )
 
 from ..clock import Clock, RealClock
@@ -47,6 +63,20 @@ from .leases import DatabaseClock, on_database_clock
 from .sql_store import Driver, Prepared
 
 __all__ = ["SqlDbPoller"]
+
+#: Commits to each SQLite database file by the engines of this process (its
+#: path -> how many): a poller tells another engine's from its own's.
+_COMMITS: Counter[str] = Counter()
+
+
+def _unprocessed() -> Select[Any]:
+    """Sessions with an unprocessed reply, through the partial index by name
+    (SQLAlchemy renders no index hint for SQLite: the FROM is text)."""
+    return (
+        select(literal_column("session_id"))
+        .select_from(text("inbox INDEXED BY ix_inbox_unprocessed"))
+        .where(text("processed_at IS NULL"))
+    )
 
 
 def _due_query(
@@ -77,13 +107,7 @@ def _due_query(
         free,
     )
     if sqlite:
-        # SQLAlchemy renders no index hint for SQLite: the FROM is text.
-        unprocessed: Select[Any] = (
-            select(literal_column("session_id"))
-            .select_from(text("inbox INDEXED BY ix_inbox_unprocessed"))
-            .where(text("processed_at IS NULL"))
-        )
-        replied: Select[Any] = select(key).where(key.in_(unprocessed), free)
+        replied: Select[Any] = select(key).where(key.in_(_unprocessed()), free)
     else:
         replied = (
             select(InboxRow.session_id)
@@ -91,6 +115,24 @@ def _due_query(
             .where(InboxRow.processed_at.is_(None), free)
         )
     return union(woken, replied)
+
+
+def _with_earliest(due: CompoundSelect[Any], clock_table: bool) -> CompoundSelect[Any]:
+    """``due``'s ids, each with a NULL, and one more row: NULL and the
+    earliest wake-up (now for an unprocessed reply) among the sessions not
+    in ``:held`` (a JSON list), NULL when none has one (SQLite)."""
+    t: Any = SessionClockRow if clock_table else SessionRow
+    key = t.session_id if clock_table else t.id
+    now = bindparam("now", type_=UTCDateTime())
+    wake = case((key.in_(_unprocessed()), now), else_=t.next_wake)
+    held: Select[Any] = select(literal_column("value")).select_from(
+        func.json_each(bindparam("held", type_=String()))
+    )
+    ids = due.subquery()
+    return union_all(
+        select(ids.c[0], null()),
+        select(null(), func.min(wake)).where(key.not_in(held)),
+    )
 
 
 class SqlDbPoller:
@@ -104,6 +146,7 @@ class SqlDbPoller:
         table: str = "sessions",
         owner: str | None = None,
         reading: Callable[[], AbstractContextManager[Connection]] | None = None,
+        held: Callable[[], Collection[str]] | None = None,
     ) -> None:
         """``table``: where the wake-ups and leases are (``session_clock``
         for the core's sessions, as the lease keeper's ``table``); ``owner``:
@@ -111,7 +154,9 @@ class SqlDbPoller:
         its id takes its sessions back at once, as the lease keeper lets it);
         ``reading``: the connection to poll on (the session store's
         ``reading``: on SQLite the connection the steps write on, whose cache
-        their commits leave valid); None: one from the pool each time."""
+        their commits leave valid); None: one from the pool each time.
+        ``held()``: the sessions this engine holds, for :meth:`quiet` (None,
+        or not SQLite: no poll is ever quiet)."""
         self._owner = owner
         self._reading = reading if reading is not None else db.connect
         if table not in ("sessions", "session_clock"):
@@ -126,10 +171,28 @@ class SqlDbPoller:
         )
         sqlite = db.dialect.name == "sqlite"
         self._query = _due_query(table == "session_clock", database_clock, sqlite)
+        self._held = held if sqlite else None
+        # The earliest wake-up the last poll found among the sessions not
+        # held here (None: none has one); nothing known before a poll.
+        self._known = False
+        self._earliest: datetime | None = None
+        # Commits of this engine, and of the others of this process to the
+        # same file, when the last poll was made.
+        path = db.url.database if sqlite else None
+        self._file = os.path.realpath(path) if path not in (None, "", ":memory:") else None
+        self._own = 0
+        self._others_seen = 0
+        if self._held is not None and self._file is not None:
+            event.listen(db, "commit", self._committed)
         # On SQLite the query goes to the driver's cursor, compiled once: a
         # simulated clock polls at almost every step, and SQLAlchemy's
         # per-execute work cost several times SQLite's.
-        self._prepared = Prepared(self._query, db.dialect) if sqlite else None
+        polled = (
+            _with_earliest(self._query, table == "session_clock")
+            if self._held is not None
+            else self._query
+        )
+        self._prepared = Prepared(polled, db.dialect) if sqlite else None
         self._last: tuple[Connection, Driver] | None = None
         # On PostgreSQL the database's clock comes with the answer, in the
         # same statement (one row: now() and the due ids as an array; none
@@ -149,14 +212,47 @@ class SqlDbPoller:
             last = self._last = (connection, Driver(connection))
         return last[1]
 
+    def _committed(self, *_args: object) -> None:
+        assert self._file is not None
+        _COMMITS[self._file] += 1
+        self._own += 1
+
+    def _others(self) -> int:
+        """Commits to this file by the other engines of this process."""
+        return 0 if self._file is None else _COMMITS[self._file] - self._own
+
+    def quiet(self, now: datetime) -> bool:
+        """Whether a poll at ``now`` would find nothing: no session this
+        engine did not hold at the last poll has a wake-up (or a reply) by
+        ``now``, and no other engine of this process has committed since.
+        Sessions it let go since are the caller's to count."""
+        if not self._known or self._others() != self._others_seen:
+            return False
+        return self._earliest is None or self._earliest > now
+
     def poll(self, now: datetime) -> list[str]:
         params = {"now": now, "lease_now": self._lease_clock.now(), "owner": self._owner}
         database_clock = self._measuring
         asked = database_clock.machine_now() if database_clock is not None else None
+        held = self._held
+        if held is not None:
+            params["held"] = json.dumps(list(held()))
+            self._others_seen = self._others()
         with self._reading() as connection:
             if self._prepared is not None:
                 sql, values = self._prepared.sql, self._prepared.row(params)
-                found = [row[0] for row in self._driver(connection).fetch(sql, values)]
+                rows = self._driver(connection).fetch(sql, values)
+                if held is None:
+                    found = [row[0] for row in rows]
+                else:
+                    found = [row[0] for row in rows if row[0] is not None]
+                    earliest = next((row[1] for row in rows if row[0] is None), None)
+                    self._earliest = (
+                        None
+                        if earliest is None
+                        else datetime.fromisoformat(earliest).replace(tzinfo=UTC)
+                    )
+                    self._known = True
             elif self._measured is not None and database_clock is not None:
                 database_now, ids = connection.execute(self._measured, params).one()
                 database_clock.measured(database_now, asked)

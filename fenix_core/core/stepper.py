@@ -149,6 +149,7 @@ class Stepper:
         retry: Retrying | None = None,
         flush: RunStep | None = None,
         capacity: int | None = None,
+        quiet: Callable[[datetime], bool] | None = None,
     ) -> None:
         """``retry``: how a poll, a claim and a session's step are made
         again after a lost database connection (default: not at all). A
@@ -160,7 +161,11 @@ class Stepper:
         operations started since); None: nothing is written then.
         ``capacity``: how many sessions this engine holds at most (None: no
         bound); a claim takes no more than what is left, so that several
-        workers share the due sessions instead of the first one taking all."""
+        workers share the due sessions instead of the first one taking all.
+        ``quiet(now)``: whether a look of the poller at ``now`` would find
+        nothing that was not there at its last look (the poller's
+        ``quiet``); the looks that a simulated engine clock adds are skipped
+        then (None: never skipped)."""
         self._store = store
         self._leases = leases
         self._runner = runner
@@ -182,6 +187,10 @@ class Stepper:
         # A claim left due sessions out for want of capacity: poll again as
         # soon as a held session is let go.
         self._left_out = False
+        self._quiet = quiet
+        # A session was let go since the last poll (its stored wake-up was
+        # not among those that poll saw): the simulated-time look is not skipped.
+        self._let_go_since_poll = False
         self.queue = DueQueue()
         self._held: dict[str, LoadedSet] = {}
         # Session id -> its stored version: loaded, then +1 per committed write
@@ -272,6 +281,7 @@ class Stepper:
         if self._poller is not None and self._poll_due(now, polled_at):
             self._next_poll = polled_at + self._poll_every
             self._next_clock_poll = now + self._poll_every
+            self._let_go_since_poll = False
             seen = set(due)
             # A held session with a wake-up in the queue waits for it: its
             # stored next_wake may be conservative (operations just started).
@@ -330,7 +340,10 @@ class Stepper:
         if self._next_poll is None or self._next_poll <= polled_at:
             return True
         later = self._next_clock_poll
-        return self._lease_clock is not self._clock and later is not None and later <= now
+        if self._lease_clock is self._clock or later is None or later > now:
+            return False
+        # Skipped while nothing it could find is due yet.
+        return self._quiet is None or self._let_go_since_poll or not self._quiet(now)
 
     def step_now(
         self,
@@ -567,6 +580,7 @@ class Stepper:
     def _let_go(self, session_id: str, *, keep_sent: bool = False) -> None:
         """``keep_sent``: remember what this engine delivered of it, so that a
         reload does not send again what the stored watermark lags behind."""
+        self._let_go_since_poll = True
         if keep_sent:
             self._sent[session_id] = self._outbox.watermark(session_id)
         if self._left_out and session_id in self._held:
