@@ -232,6 +232,25 @@ def test_unprocessed_replies_in_id_order_and_their_outcomes(harness: Harness) ->
     assert harness.reply_outcomes("s-1") == {first: "accepted", second: None}
 
 
+def test_replies_a_step_carried_are_inserted_with_their_outcome(harness: Harness) -> None:
+    harness.store.insert(new_session())
+    waiting = harness.add_reply("s-1", "p0", "ACK_PREPARE")
+    ws, fence = held(harness)
+    write = ws.take_write(fence, next_wake=None, lease_expires=T0)
+    carried = [
+        ("p1", "ACK_PREPARE", {}, T0, T0, "accepted"),
+        ("p2", "ACK_PREPARE", {"vm-0-1": "MIGRATE"}, T0, None, None),  # not taken: a broken step
+    ]
+    harness.store.write(type(write)(**{**_fields(write), "new_inbox": carried}))
+    outcomes = harness.reply_outcomes("s-1")
+    assert sorted(outcomes.values(), key=str) == sorted([None, "accepted", None], key=str)
+    # Inserted processed, a carried reply is not read again; the one not taken is.
+    unprocessed = harness.store.unprocessed_replies("s-1", 0)
+    assert [(r[1], r[3]) for r in unprocessed] == [("p0", {}), ("p2", {"vm-0-1": "MIGRATE"})]
+    assert unprocessed[0][0] == waiting
+    assert harness.store.load("s-1").session.inbox_seen_id == 0  # rows below it stay processed
+
+
 def _fields(write: Any) -> dict[str, Any]:
     import attrs
 
