@@ -116,6 +116,8 @@ _ANNOUNCED = "announced"
 #: A host whose work ended without being done: skipped, or gone from the cloud.
 _LEFT = frozenset({HostState.SKIPPED, HostState.REMOVED})
 _FINAL = FINAL_SESSION_STATES
+#: Value -> member: a dict lookup where an Enum call showed in every move.
+_ACTIONS = {a.value: a for a in InstanceAction}
 _NOT_MOVING = frozenset(
     {InstanceState.PENDING, InstanceState.ACTION_REQUESTED, InstanceState.ACTION_CHOSEN}
 )
@@ -125,9 +127,13 @@ def _strings(value: object) -> tuple[str, ...]:
     return tuple(str(v) for v in value) if isinstance(value, list | tuple) else ()
 
 
+def _move_key(inst: InstanceView) -> tuple[int, str]:
+    return -inst.vcpus, inst.instance_id
+
+
 def _move_order(instances: Iterable[InstanceView]) -> list[InstanceView]:
     """Largest first: the order a drain migrates in and plans in."""
-    return sorted(instances, key=lambda i: (-i.vcpus, i.instance_id))
+    return sorted(instances, key=_move_key)
 
 
 def _ahead(a: tuple[int, int, int, str, bool], b: tuple[int, int, int, str, bool]) -> bool:
@@ -1039,12 +1045,13 @@ class RollingWorkflow(WorkflowBase):
                 return  # in flight, or waiting for its retry
             self._migrate(ctx, st, moving)
             return
-        for inst in _move_order(chosen):
-            if inst.action != InstanceAction.OWN_ACTION:
-                st.moving, st.move_attempts, st.refused = inst.instance_id, 0, ()
-                st.waited = 0
-                self._migrate(ctx, st, inst)
-                return
+        # The first in ``_move_order`` (a minimum, not a sort: one is taken).
+        migrating = [i for i in chosen if i.action != InstanceAction.OWN_ACTION]
+        if migrating:
+            inst = min(migrating, key=_move_key)
+            st.moving, st.move_attempts, st.refused = inst.instance_id, 0, ()
+            st.waited = 0
+            self._migrate(ctx, st, inst)
 
     def _migrate(self, ctx: SessionContext, st: RollingState, inst: InstanceView) -> None:
         if st.relisting is not None:
@@ -1070,7 +1077,8 @@ class RollingWorkflow(WorkflowBase):
             else:
                 ctx.fail(self._no_target(ctx, inst))
                 return
-        ctx.submit(Move(inst.instance_id, InstanceAction(action), target, refused - {SCHEDULER}))
+        kind = _ACTIONS.get(action) or InstanceAction(action)
+        ctx.submit(Move(inst.instance_id, kind, target, refused - {SCHEDULER}))
 
     def _relist(self, ctx: SessionContext, st: RollingState, host: str) -> None:
         """List what runs on ``host`` now (the engine applies it to the
@@ -1120,11 +1128,18 @@ class RollingWorkflow(WorkflowBase):
         """``inst``'s target in the placement of everything still to leave its
         host (:meth:`_placements`, the one ``_fits_elsewhere`` checked): a
         small instance moving first must not take the room a larger one needs."""
-        waiting = [
-            i
-            for i in self._movable_on(ctx, inst.host)
-            if i.state in _NOT_MOVING or i.instance_id == inst.instance_id
-        ]
+        mine, vcpus = inst.instance_id, inst.vcpus
+        waiting: list[InstanceView] = []
+        ahead = False  # one of them moves before ``inst`` (``_move_order``)
+        for i in ctx.instances.on(inst.host):
+            if i.state in _NOT_MOVING or (i.instance_id == mine and i.state in IN_SCOPE):
+                waiting.append(i)
+                if i.vcpus > vcpus or (i.vcpus == vcpus and i.instance_id < mine):
+                    ahead = True
+        if not ahead:
+            # ``inst`` is placed first: nothing is taken before it (a move
+            # step's usual case, no placement of the others needed).
+            return self._target(ctx, inst, refused)
         for other, target in self._placements(ctx, waiting, mine=(inst.instance_id, refused)):
             if other.instance_id == inst.instance_id:
                 return target
@@ -1176,8 +1191,9 @@ class RollingWorkflow(WorkflowBase):
         targets = ctx.capacity.targets(inst.instance_id, exclude=exclude)
         if not taken:
             first: str | None = None
+            view_of = ctx.hosts.get
             for name in targets:
-                view = ctx.hosts.get(name)
+                view = view_of(name)
                 if view is not None and view.state in STAYS:
                     return name
                 first = first or name
@@ -1198,22 +1214,30 @@ class RollingWorkflow(WorkflowBase):
         one that lost room can only fall. So the first untaken host where the
         instance stays ends the search: only the taken hosts seen before it
         may still rank higher (by their room left, at an equal penalty)."""
-        limits = ctx.capacity.limits(inst.instance_id)
+        capacity = ctx.capacity
+        limits = capacity.limits(inst.instance_id)
         avoid = _planned_avoid(ctx, inst.instance_id, limits.rules, placed) if placed else set()
         penalty = limits.penalty
+        # Looked up once: this loop may pass many hosts.
+        free, view_of, vcpus = capacity.free, ctx.hosts.get, inst.vcpus
         # (rank seen, penalty, -room left, name, stays) of each host with room
         seen: list[tuple[int, int, int, str, bool]] = []
+        staying = False  # a host where it stays has room: no other can win
         for rank, name in enumerate(targets):
             if name in avoid:
                 continue
-            room = ctx.capacity.free(name) - taken.get(name, 0)
-            if room < inst.vcpus:
-                continue
-            view = ctx.hosts.get(name)
+            view = view_of(name)
             stays = view is not None and view.state in STAYS
+            if staying and not stays:
+                continue
+            room = free(name) - taken.get(name, 0)
+            if room < vcpus:
+                continue
             seen.append((rank, penalty.get(name, 0), -room, name, stays))
-            if stays and name not in taken:
-                break
+            if stays:
+                if name not in taken:
+                    break
+                staying = True
         best: tuple[int, int, int, str, bool] | None = None
         for host in seen:  # where it stays first, then the best ranked
             if best is None or host[4] > best[4] or (host[4] == best[4] and _ahead(host, best)):
