@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
+from operator import attrgetter
 from typing import Any, Literal
 
 import attrs
@@ -111,7 +112,27 @@ _OP_KINDS = {k.value: k for k in OpKind}
 
 
 def _iso(value: datetime | None) -> str | None:
-    return None if value is None else value.isoformat()
+    """``value.isoformat()``, the last one remembered: the questions of one
+    step share their deadline, and formatting it was a visible part of
+    asking each project."""
+    if value is None:
+        return None
+    last = _LAST_ISO[0]
+    if (
+        last is not None
+        and last[0] == value
+        and last[0].tzinfo is value.tzinfo
+        and last[0].fold == value.fold
+    ):
+        return last[1]
+    text = value.isoformat()
+    _LAST_ISO[0] = (value, text)
+    return text
+
+
+#: The last (datetime, its isoformat) of ``_iso`` (equal, in the same tzinfo
+#: object, with the same fold: the same fields, formatted the same).
+_LAST_ISO: list[tuple[datetime, str] | None] = [None]
 
 
 # --------------------------------------------------------------------------- operations
@@ -215,32 +236,55 @@ def _timeout_kind(op: Operation) -> str | None:
     return None
 
 
-def _unchanged(state: ComponentState, body: Mapping[str, Any]) -> bool:
-    """Whether ``body`` (what ``state_body`` made of ``state`` at the last
-    flush) still says what ``state`` holds, compared field by field without
-    building a new body: most steps change neither the pipeline's state nor
-    half of the workflow's. Values of another type than the body's (an enum
-    written as its value) or a class with its own ``to_json`` say "changed":
-    the full write-back decides."""
+_Row = tuple[tuple[Any, ...], tuple[type, ...]]
+
+
+def _fields_of(cls: type[ComponentState]) -> Callable[[ComponentState], tuple[Any, ...]]:
+    """A function reading every field of a ``cls`` into a tuple, in one C
+    call (a ``getattr`` per field was a visible part of every step)."""
+    getter = _FIELD_GETTERS.get(cls)
+    if getter is None:
+        names = tuple(f.name for f in attrs.fields(cls))
+        if len(names) == 1:
+            one = attrgetter(names[0])
+            getter = lambda state: (one(state),)  # noqa: E731
+        else:
+            getter = attrgetter(*names)
+        _FIELD_GETTERS[cls] = getter
+        _FIELD_NAMES[cls] = names
+    return getter
+
+
+def _flushed_row(state: ComponentState, body: Mapping[str, Any]) -> _Row | None:
+    """What ``body`` (``state_body`` of ``state`` at a flush) says of each
+    field, with the values' types, for :func:`_unchanged`; None when the
+    class has its own ``to_json`` or the body is not one entry per field:
+    then the full write-back decides each time."""
     cls = type(state)
     if cls.to_json is not ComponentState.to_json:
+        return None
+    _fields_of(cls)
+    names = _FIELD_NAMES[cls]
+    if len(body) != len(names) or any(name not in body for name in names):
+        return None
+    values = tuple(body[name] for name in names)
+    return values, tuple(map(type, values))
+
+
+def _unchanged(state: ComponentState, row: _Row | None) -> bool:
+    """Whether ``state`` still holds what ``row`` (:func:`_flushed_row` of
+    the body its last flush wrote) says, field by field, without building a
+    new body: most steps change neither the pipeline's state nor half of
+    the workflow's. Values of another type than the body's (an enum written
+    as its value) say "changed": the full write-back decides."""
+    if row is None:
         return False
-    names = _FIELD_NAMES.get(cls)
-    if names is None:
-        names = _FIELD_NAMES[cls] = tuple(f.name for f in attrs.fields(cls))
-    if len(body) != len(names):
-        return False
-    missing = _MISSING
-    for name in names:
-        value = getattr(state, name)
-        was = body.get(name, missing)
-        if type(value) is not type(was) or value != was:
-            return False
-    return True
+    values = _fields_of(type(state))(state)
+    return values == row[0] and tuple(map(type, values)) == row[1]
 
 
 _FIELD_NAMES: dict[type[ComponentState], tuple[str, ...]] = {}
-_MISSING = object()
+_FIELD_GETTERS: dict[type[ComponentState], Callable[[ComponentState], tuple[Any, ...]]] = {}
 
 
 # --------------------------------------------------------------------------- views
@@ -494,6 +538,7 @@ class _Capacity:
         for *_, name in sorted(preferred):
             yield name
         later: list[tuple[int, int, str]] = []
+        allows = limits.allows if limits is not None else None
         for free in sorted({f for b in buckets for f in b}, reverse=True):
             if free < vcpus:
                 break
@@ -502,9 +547,17 @@ class _Capacity:
             if len(buckets) > 1:
                 names.sort()
             for name in names:
-                if not usable(name):
+                # usable(), inline: this loop may pass most of the fleet.
+                rec = hosts.get(name)
+                if (
+                    rec is None
+                    or not rec.enabled
+                    or name == own
+                    or name in exclude
+                    or (allows is not None and not allows(name))
+                ):
                     continue
-                weight = penalty.get(name, 0)
+                weight = penalty.get(name, 0) if penalty else 0
                 if weight > 0:
                     later.append((weight, -free, name))
                 if weight:
@@ -543,6 +596,7 @@ class WorkingSetAdapter:
         # Component -> the body its last flush left in the working set, and
         # the components kept from an earlier step, not handed out since.
         self._flushed: dict[str, dict[str, Any]] = {}
+        self._flushed_rows: dict[str, _Row | None] = {}
         self._kept: set[str] = set()
         self._rules: tuple[PlacementRule, ...] | None = None
         self._session_info: tuple[tuple[Any, ...], object, SessionInfo] | None = None
@@ -1048,6 +1102,7 @@ class WorkingSetAdapter:
             found = kind() if rec is None else kind.from_json(rec.body, rec.schema_version)
             self._components[name] = found
             self._flushed.pop(name, None)
+            self._flushed_rows.pop(name, None)
         assert isinstance(found, kind)
         return found
 
@@ -1061,10 +1116,11 @@ class WorkingSetAdapter:
             flushed = self._flushed.get(name)
             rec = components.get(name)
             unchanged = flushed is not None and rec is not None and rec.body is flushed
-            if unchanged and _unchanged(state, flushed):  # type: ignore[arg-type]
+            if unchanged and _unchanged(state, self._flushed_rows.get(name)):
                 continue
             self.ws.set_state(state)
-            self._flushed[name] = components[name].body
+            body = self._flushed[name] = components[name].body
+            self._flushed_rows[name] = _flushed_row(state, body)
 
     def forget_components(self) -> None:
         """End of a step: the objects handed out are kept for the next one
@@ -1079,4 +1135,5 @@ class WorkingSetAdapter:
             else:
                 del self._components[name]
                 self._flushed.pop(name, None)
+                self._flushed_rows.pop(name, None)
                 self._kept.discard(name)
