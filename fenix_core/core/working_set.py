@@ -737,7 +737,17 @@ class WorkingSet:
         if rec is None:
             rec = self.components[component] = ComponentRec(component, schema_version, body)
             self._mark(rec, self._dirty_components)
-        elif self._apply(rec, {"schema_version": schema_version, "body": body}):
+            return
+        # _apply's work for the two fields, written out (twice a step): an
+        # equal body leaves the stored object in place.
+        changed = False
+        if rec.schema_version != schema_version:
+            rec.schema_version = schema_version
+            changed = True
+        if rec.body != body:
+            rec.body = body
+            changed = True
+        if changed:
             self._mark(rec, self._dirty_components)
 
     def set_state(self, state: ComponentState) -> None:

@@ -109,6 +109,8 @@ _UNBUDGETED = tuple(s.value for s in UNBUDGETED_HOST_STATES)
 _HOST_STATES = {s.value: s for s in HostState}
 _INSTANCE_STATES = {s.value: s for s in InstanceState}
 _OP_KINDS = {k.value: k for k in OpKind}
+_ACTIONS = {a.value: a for a in InstanceAction}
+_OP_PENDING = OpStatus.PENDING.value
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -161,7 +163,7 @@ def op_record(
     elif isinstance(op, Move):
         instance_id = op.instance_id
         stored = {
-            "action": op.action.value,
+            "action": op.action._value_,
             "target": op.target,
             "source": source,
             "refused": sorted(op.refused),
@@ -185,7 +187,7 @@ def op_record(
     elif op is None:
         host = params.get("host")
     return OpRec(
-        key, kind.value, host, instance_id, stored, OpStatus.PENDING.value, None, now,
+        key, kind._value_, host, instance_id, stored, _OP_PENDING, None, now,
         deadline, 0, None, {}, False, now, None, None,
     )  # fmt: skip
 
@@ -201,9 +203,10 @@ def op_of(rec: OpRec) -> Operation | None:
     if kind is OpKind.HOST_UP:
         return HostUp(str(rec.host))
     if kind is OpKind.MOVE:
+        action = p["action"]
         return Move(
             str(rec.instance_id),
-            InstanceAction(p["action"]),
+            (isinstance(action, str) and _ACTIONS.get(action)) or InstanceAction(action),
             p.get("target"),
             frozenset(p.get("refused", ())),
             p.get("moves_again"),
@@ -265,9 +268,12 @@ def _flushed_row(state: ComponentState, body: Mapping[str, Any]) -> _Row | None:
         return None
     _fields_of(cls)
     names = _FIELD_NAMES[cls]
-    if len(body) != len(names) or any(name not in body for name in names):
+    if len(body) != len(names):
         return None
-    values = tuple(body[name] for name in names)
+    try:
+        values = tuple(map(body.__getitem__, names))
+    except KeyError:
+        return None
     return values, tuple(map(type, values))
 
 
@@ -612,9 +618,7 @@ class WorkingSetAdapter:
         self.stepped = False
         # Operations pending when the session was loaded: a process that died
         # may have started them (looked up by key before starting again).
-        self.in_doubt: set[str] = {
-            k for k, op in ws.ops.items() if op.status == OpStatus.PENDING.value
-        }
+        self.in_doubt: set[str] = {k for k, op in ws.ops.items() if op.status == _OP_PENDING}
         # The inventory generation the session's hosts follow (-1: compare
         # them all once), and hosts that became ADDED / DECOMMISSIONED in this
         # step (the engine records them in the inventory).
@@ -897,9 +901,10 @@ class WorkingSetAdapter:
         self, instance_id: str, state: InstanceState, action: str | None
     ) -> None:
         if action is not None:
-            self.ws.change_instance(instance_id, state=state.value, action=action)
+            self.ws.change_instance(instance_id, state=state._value_, action=action)
         else:
-            self.ws.set_instance_state(instance_id, state.value)
+            # ``_value_``: the member's value without the ``value`` descriptor call.
+            self.ws.set_instance_state(instance_id, state._value_)
         self._instance_views.pop(instance_id, None)
 
     def place(self, instance_id: str, host: str) -> None:
@@ -1075,7 +1080,7 @@ class WorkingSetAdapter:
         )  # fmt: skip
         self.ws.add_op(rec)
         if isinstance(op, Move):
-            self.ws.change_instance(op.instance_id, action=op.action.value, target=op.target)
+            self.ws.change_instance(op.instance_id, action=op.action._value_, target=op.target)
             self._instance_views.pop(op.instance_id, None)
 
     def set_timer(self, name: str, due: datetime, data: Mapping[str, str]) -> None:
