@@ -395,3 +395,35 @@ def test_the_check_counts_where_the_drain_sends_an_anti_affine_member() -> None:
     assert ctx.session.state == SessionState.MAINTENANCE_DONE, ctx.session.reason
     assert [h for h, s in ctx.log if s == "IN_MAINTENANCE"] == ["c2", "c3", "c1"]
     assert {m[0]: m[1] for m in driver.moves if m[0] in ("a", "b")} == {"a": "c2", "b": "c3"}
+
+
+def test_a_small_instance_answered_first_leaves_the_room_a_larger_waiting_one_needs() -> None:
+    # c1 is drained first (least loaded). Its big instance's project answers
+    # late: the small one moves first, and goes where the drain's placement
+    # (big first, on the most free c2) leaves it room, c3, not to c2.
+    ctx = fleet(
+        {"c1": 8, "c2": 10, "c3": 9},
+        {
+            "big": ("p1", "c1", 4),
+            "small": ("p2", "c1", 1),
+            "x": ("p3", "c2", 6),
+            "y": ("p3", "c3", 6),
+        },
+    )
+    driver = run(ctx, delays={"p1": 100.0})
+    assert driver.moves[:2] == [("small", "c3", frozenset()), ("big", "c2", frozenset())]
+
+
+def test_the_first_instance_in_move_order_takes_its_best_target() -> None:
+    # Both answered at once: the big one moves first, to the most free host.
+    ctx = fleet(
+        {"c1": 8, "c2": 10, "c3": 9},
+        {
+            "big": ("p1", "c1", 4),
+            "small": ("p2", "c1", 1),
+            "x": ("p3", "c2", 6),
+            "y": ("p3", "c3", 6),
+        },
+    )
+    driver = run(ctx)
+    assert driver.moves[:2] == [("big", "c2", frozenset()), ("small", "c3", frozenset())]

@@ -225,6 +225,7 @@ class RollingWorkflow(WorkflowBase):
     name: ClassVar[str] = "rolling"
     state: ClassVar[type[ComponentState] | None] = RollingState
     _retiring_memo: tuple[SessionRequest, frozenset[str]] | None = None
+    _handlers: dict[SessionState, Callable[[SessionContext, RollingState], bool]] | None = None
 
     # ------------------------------------------------------------------ hooks
 
@@ -260,23 +261,27 @@ class RollingWorkflow(WorkflowBase):
         self.start(ctx)
 
     def advance(self, ctx: SessionContext) -> None:
-        handlers: dict[SessionState, Callable[[SessionContext, RollingState], bool]] = {
-            SessionState.MAINTENANCE: self._maintenance,
-            SessionState.SCALE_IN: self._scale_in,
-            SessionState.PREPARE_MAINTENANCE: self._drain,
-            SessionState.PLANNED_MAINTENANCE: self._drain,
-            SessionState.START_MAINTENANCE: self._start_maintenance,
-            SessionState.MAINTENANCE_COMPLETE: self._complete,
-        }
+        handlers = self._handlers
+        if handlers is None:  # made once per workflow object, not at every step
+            handlers = self._handlers = {
+                SessionState.MAINTENANCE: self._maintenance,
+                SessionState.SCALE_IN: self._scale_in,
+                SessionState.PREPARE_MAINTENANCE: self._drain,
+                SessionState.PLANNED_MAINTENANCE: self._drain,
+                SessionState.START_MAINTENANCE: self._start_maintenance,
+                SessionState.MAINTENANCE_COMPLETE: self._complete,
+            }
         st = ctx.state_of(RollingState)
-        if ctx.session.state not in _FINAL and not st.locating:
+        state = ctx.session.state
+        if state not in _FINAL and not st.locating:
             lost = lost_instances(ctx)
             if lost:  # a host left the cloud: where are its instances now?
                 ctx.submit(Locate(lost))
                 st.locating = True
-        while ctx.session.state not in _FINAL:
-            if not handlers[ctx.session.state](ctx, st):
+        while state not in _FINAL:
+            if not handlers[state](ctx, st):
                 break
+            state = ctx.session.state
         self._after(ctx, st)
 
     def on_reply(self, ctx: SessionContext, reply: ProjectReply) -> ReplyOutcome:
@@ -680,8 +685,8 @@ class RollingWorkflow(WorkflowBase):
         if host.state == HostState.PENDING:
             ctx.set_host_state(host_name, HostState.DRAINING)
         st.phase = "drain"
-        self._request_actions(ctx, host)
-        self._pump_moves(ctx, st, host)
+        unchanged = self._request_actions(ctx, host)
+        self._pump_moves(ctx, st, host, unchanged)
         if ctx.session.state in _FINAL:
             return False
         if not self._in_scope_on(ctx, host_name) and st.moving is None:
@@ -998,13 +1003,19 @@ class RollingWorkflow(WorkflowBase):
 
     # ------------------------------------------------------------------ draining
 
-    def _request_actions(self, ctx: SessionContext, host: HostView) -> None:
+    def _request_actions(self, ctx: SessionContext, host: HostView) -> list[InstanceView] | None:
         """Ask the projects how to move their new instances off ``host``
-        (unmanaged projects' instances get the default action)."""
+        (unmanaged projects' instances get the default action). Returns the
+        instances on ``host`` as it read them if it changed none of them
+        (a move step's usual case: the drain reads them once), else None."""
         fresh: dict[str, list[str]] = {}
+        seen: list[InstanceView] | None = []
         for inst in ctx.instances.on(host.name):
+            if seen is not None:
+                seen.append(inst)
             if inst.state != InstanceState.PENDING:
                 continue
+            seen = None  # changed below, or waiting for an answer: read again
             project = ctx.projects.get(inst.project_id)
             if project is not None and project.managed:
                 if project.awaiting:
@@ -1028,14 +1039,24 @@ class RollingWorkflow(WorkflowBase):
                 allowed_actions=allowed_actions(ctx),
                 metadata={**ctx.request.metadata, "host_returns": False} if retires else None,
             )
+        return seen
 
-    def _pump_moves(self, ctx: SessionContext, st: RollingState, host: HostView) -> None:
+    def _pump_moves(
+        self,
+        ctx: SessionContext,
+        st: RollingState,
+        host: HostView,
+        on: Iterable[InstanceView] | None = None,
+    ) -> None:
         """Start what can start: every OWN_ACTION watch, and the next migration
         (one at a time off a host, as Nova's default allows). Nothing new
-        starts while the pipeline says wait (a pause): moves in flight end."""
+        starts while the pipeline says wait (a pause): moves in flight end.
+        ``on``: the instances on ``host`` as they are now, if already read."""
         if not ctx.admit(host.name).admitted:
             return
-        chosen = [i for i in ctx.instances.on(host.name) if i.state == InstanceState.ACTION_CHOSEN]
+        if on is None:
+            on = ctx.instances.on(host.name)
+        chosen = [i for i in on if i.state == InstanceState.ACTION_CHOSEN]
         for inst in chosen:
             if inst.action == InstanceAction.OWN_ACTION:
                 ctx.submit(Watch(inst.instance_id))
