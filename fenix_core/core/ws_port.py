@@ -545,13 +545,17 @@ class _Capacity:
             yield name
         later: list[tuple[int, int, str]] = []
         allows = limits.allows if limits is not None else None
-        for free in sorted({f for b in buckets for f in b}, reverse=True):
+        one = buckets[0] if len(buckets) == 1 else None  # the usual case: one class
+        frees = sorted(one if one is not None else {f for b in buckets for f in b}, reverse=True)
+        for free in frees:
             if free < vcpus:
                 break
             # A copy: the caller may change the capacity between two hosts.
-            names = [n for b in buckets for n in b.get(free, ())]
-            if len(buckets) > 1:
-                names.sort()
+            names = (
+                list(one.get(free, ()))
+                if one is not None
+                else sorted(n for b in buckets for n in b.get(free, ()))
+            )
             for name in names:
                 # usable(), inline: this loop may pass most of the fleet.
                 rec = hosts.get(name)
