@@ -1234,7 +1234,12 @@ class RollingWorkflow(WorkflowBase):
         a host none of it was taken from keeps its rank among the others,
         one that lost room can only fall. So the first untaken host where the
         instance stays ends the search: only the taken hosts seen before it
-        may still rank higher (by their room left, at an equal penalty)."""
+        may still rank higher (by their room left, at an equal penalty).
+        Once a host where it stays has room, no other kind of host can win;
+        without soft rules (no penalty: ``targets`` comes by free vCPUs
+        alone) neither can a host with less free than the room left on the
+        best of those: the search ends there, not after the hundreds of
+        hosts still to be maintained."""
         capacity = ctx.capacity
         limits = capacity.limits(inst.instance_id)
         avoid = _planned_avoid(ctx, inst.instance_id, limits.rules, placed) if placed else set()
@@ -1243,14 +1248,19 @@ class RollingWorkflow(WorkflowBase):
         free, view_of, vcpus = capacity.free, ctx.hosts.get, inst.vcpus
         # (rank seen, penalty, -room left, name, stays) of each host with room
         seen: list[tuple[int, int, int, str, bool]] = []
-        staying = False  # a host where it stays has room: no other can win
+        staying = False  # a host where it stays has room: no other kind can win
+        most_room = 0  # the most room left on such a host
+        by_free = not penalty  # targets come by free vCPUs, most first
         for rank, name in enumerate(targets):
             if name in avoid:
                 continue
             view = view_of(name)
             stays = view is not None and view.state in STAYS
-            if staying and not stays:
-                continue
+            if staying:
+                if by_free and free(name) < most_room:
+                    break  # this host and every later one have less room: none wins
+                if not stays:
+                    continue
             room = free(name) - taken.get(name, 0)
             if room < vcpus:
                 continue
@@ -1259,6 +1269,7 @@ class RollingWorkflow(WorkflowBase):
                 if name not in taken:
                     break
                 staying = True
+                most_room = max(most_room, room)
         best: tuple[int, int, int, str, bool] | None = None
         for host in seen:  # where it stays first, then the best ranked
             if best is None or host[4] > best[4] or (host[4] == best[4] and _ahead(host, best)):
