@@ -395,3 +395,104 @@ def test_the_check_counts_where_the_drain_sends_an_anti_affine_member() -> None:
     assert ctx.session.state == SessionState.MAINTENANCE_DONE, ctx.session.reason
     assert [h for h, s in ctx.log if s == "IN_MAINTENANCE"] == ["c2", "c3", "c1"]
     assert {m[0]: m[1] for m in driver.moves if m[0] in ("a", "b")} == {"a": "c2", "b": "c3"}
+
+
+def test_a_small_instance_answered_first_leaves_the_room_a_larger_waiting_one_needs() -> None:
+    # c1 is drained first (least loaded). Its big instance's project answers
+    # late: the small one moves first, and goes where the drain's placement
+    # (big first, on the most free c2) leaves it room, c3, not to c2.
+    ctx = fleet(
+        {"c1": 8, "c2": 10, "c3": 9},
+        {
+            "big": ("p1", "c1", 4),
+            "small": ("p2", "c1", 1),
+            "x": ("p3", "c2", 6),
+            "y": ("p3", "c3", 6),
+        },
+    )
+    driver = run(ctx, delays={"p1": 100.0})
+    assert driver.moves[:2] == [("small", "c3", frozenset()), ("big", "c2", frozenset())]
+
+
+def test_the_first_instance_in_move_order_takes_its_best_target() -> None:
+    # Both answered at once: the big one moves first, to the most free host.
+    ctx = fleet(
+        {"c1": 8, "c2": 10, "c3": 9},
+        {
+            "big": ("p1", "c1", 4),
+            "small": ("p2", "c1", 1),
+            "x": ("p3", "c2", 6),
+            "y": ("p3", "c3", 6),
+        },
+    )
+    driver = run(ctx)
+    assert driver.moves[:2] == [("big", "c2", frozenset()), ("small", "c3", frozenset())]
+
+
+def _placement_by_full_search(
+    ctx: LoggingContext, instances: list[InstanceView]
+) -> list[tuple[str, str | None]]:
+    """The drain's placement (RollingWorkflow._placements without soft or
+    hard rules) with every target read: where the instance stays first,
+    then by room left once the earlier instances' room is taken, then name."""
+    stays = {HostState.MAINTAINED, HostState.ADDED, HostState.OUT_OF_SCOPE}
+    taken: dict[str, int] = {}
+    out: list[tuple[str, str | None]] = []
+    for inst in sorted(instances, key=lambda i: (-i.vcpus, i.instance_id)):
+        best: tuple[bool, int, str] | None = None  # (stays, room left, name)
+        for name in ctx.capacity.targets(inst.instance_id):
+            room = ctx.capacity.free(name) - taken.get(name, 0)
+            view = ctx.hosts.get(name)
+            here = (view is not None and view.state in stays, room, name)
+            if room >= inst.vcpus and (
+                best is None
+                or here[0] > best[0]
+                or (here[0] == best[0] and (-here[1], here[2]) < (-best[1], best[2]))
+            ):
+                best = here
+        target = None if best is None else best[2]
+        out.append((inst.instance_id, target))
+        if target is not None:
+            taken[target] = taken.get(target, 0) + inst.vcpus
+    return out
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from([HostState.PENDING, HostState.MAINTAINED, HostState.ADDED]),
+            st.integers(2, 12),  # vcpus
+            st.lists(st.integers(1, 3), max_size=4),  # its instances' vcpus
+        ),
+        min_size=2,
+        max_size=9,
+    )
+)
+def test_the_drains_placement_is_the_one_a_search_of_every_target_finds(
+    layout: list[tuple[HostState, int, list[int]]],
+) -> None:
+    # The target search stops early (a host where the instance stays was
+    # found, and no later host can have more room): it must place every
+    # instance where reading every target would.
+    hosts = [
+        HostView(f"h{n}", "compute", state, vcpus, True, n)
+        for n, (state, vcpus, _) in enumerate(layout)
+    ]
+    instances = [
+        InstanceView(f"i{n}-{k}", "p1", f"h{n}", size, InstanceState.PENDING)
+        for n, (_, _, sizes) in enumerate(layout)
+        for k, size in enumerate(sizes)
+    ]
+    ctx = LoggingContext(
+        now=start_time(),
+        request=SessionRequest(hosts=tuple(h.name for h in hosts)),
+        hosts=hosts,
+        instances=instances,
+        projects=[ProjectView("p1", True, None, None)],
+    )
+    workflow = RollingWorkflow()
+    for host in hosts:
+        on = list(ctx.instances.on(host.name))
+        found = [(i.instance_id, t) for i, t in workflow._placements(ctx, on)]
+        assert found == _placement_by_full_search(ctx, on)

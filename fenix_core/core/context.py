@@ -173,6 +173,7 @@ class StepContext:
     def __init__(self, ws: WorkingSetPort, now: datetime) -> None:
         self._ws = ws
         self._now = now
+        self._session_id = ws.session.session_id  # never changes: read once
         self._pipeline = HostPipeline(
             ws.request.controls,
             ws.component(PipelineState),
@@ -184,7 +185,7 @@ class StepContext:
 
     @property
     def session_id(self) -> str:
-        return self._ws.session.session_id
+        return self._session_id
 
     @property
     def now(self) -> datetime:

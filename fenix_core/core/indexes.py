@@ -131,9 +131,12 @@ class InstanceIndex:
 
     def rescope(self, old: tuple[str, str], new: tuple[str, str]) -> None:
         """An instance went from (host, state) ``old`` to ``new``."""
-        if old != new:
-            self._scope(*old, -1)
-            self._scope(*new, 1)
+        if old == new:
+            return
+        if old[0] == new[0] and (old[1] in OUT_OF_SCOPE_STATES) == (new[1] in OUT_OF_SCOPE_STATES):
+            return  # the same host, in scope before and after (or neither): no count changes
+        self._scope(*old, -1)
+        self._scope(*new, 1)
 
     def _scope(self, host: str, state: str, sign: int) -> None:
         if state in OUT_OF_SCOPE_STATES:

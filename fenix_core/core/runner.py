@@ -84,6 +84,13 @@ _ENDED = frozenset({OpStatus.DONE.value, OpStatus.FAILED.value})
 _STATUSES = {s.value: s for s in OpStatus}
 _KINDS = {k.value: k for k in OpKind}
 _AWAITING = SessionState.AWAITING_APPROVAL.value
+# Stored values read in every step's loops (``Enum.value`` is a Python-level
+# descriptor call each time it is read).
+_PENDING = OpStatus.PENDING.value
+_RUNNING = OpStatus.RUNNING.value
+_FAILED = OpStatus.FAILED.value
+_GATE = OpKind.GATE.value
+_QUEUE_HOSTS = OpKind.QUEUE_HOSTS.value
 
 
 class CoreRunner:
@@ -219,7 +226,7 @@ class CoreRunner:
         self._record_host_events(adapter, now)
         adapter.flush()
         adapter.forget_components()
-        starts = [k for k, op in ws.ops.items() if op.status == OpStatus.PENDING.value]
+        starts = [k for k, op in ws.ops.items() if op.status == _PENDING]
         wake = self._wake(ws, now, starting=frozenset(starts))
         if not starts and not adapter.final and carried is None and self._may_skip(ws, frame):
             return StepOutcome(write=None, wake=wake)
@@ -309,7 +316,7 @@ class CoreRunner:
         nothing it decides on changed (time passing is an event: a timer)."""
         request = adapter.request
         for key, op in list(ws.ops.items()):
-            if op.status != OpStatus.RUNNING.value:
+            if op.status != _RUNNING:
                 continue
             due = op.next_poll is None or op.next_poll <= now
             late = op.deadline is not None and op.deadline <= now
@@ -334,8 +341,8 @@ class CoreRunner:
             failed = [
                 op
                 for op in ended
-                if op.status == OpStatus.FAILED.value
-                and op.kind != OpKind.GATE.value  # a gate's verdict is not the cloud's
+                if op.status == _FAILED
+                and op.kind != _GATE  # a gate's verdict is not the cloud's
                 and not (op.result or {}).get("refused")  # the cloud said no: it is there
                 and hosts_of(adapter, op)
             ]
@@ -427,7 +434,7 @@ class CoreRunner:
         status = _STATUSES.get(rec.status) or OpStatus(rec.status)
         result: dict[str, Any] = dict(rec.result or {})
         op = op_of(rec)
-        if rec.kind == OpKind.QUEUE_HOSTS.value:
+        if rec.kind == _QUEUE_HOSTS:
             return  # steering is best effort: nothing follows it
         if op is None:  # a gate: the pipeline's own
             stop = rec.detail if result.get("verdict") == "stop" else None
@@ -515,7 +522,7 @@ class CoreRunner:
         for op in ws.ops.values():
             if op.handled or op.key in starting:
                 continue
-            if op.status == OpStatus.RUNNING.value:
+            if op.status == _RUNNING:
                 wakes += [w for w in (op.next_poll, op.deadline) if w is not None]
             else:
                 wakes.append(now)
@@ -532,15 +539,15 @@ class CoreRunner:
         wakes: list[datetime] = []
         for key in starts:
             op = ws.ops.get(str(key))
-            if op is None or op.status != OpStatus.PENDING.value:
+            if op is None or op.status != _PENDING:
                 continue
             # Pending when loaded: a process that died may have started it.
             in_doubt = op.key in adapter.in_doubt
             adapter.in_doubt.discard(op.key)
             self._operations.start(ws, op.key, adapter.request, now, in_doubt=in_doubt)
             op = ws.ops[op.key]
-            if op.kind == OpKind.QUEUE_HOSTS.value:
-                if op.status == OpStatus.FAILED.value:
+            if op.kind == _QUEUE_HOSTS:
+                if op.status == _FAILED:
                     log.warning("session %s: steering failed: %s", ws.session.id, op.detail)
                 # Best effort, followed by nothing: written with the next step,
                 # which it brings forward only to be written before a final
@@ -549,7 +556,7 @@ class CoreRunner:
                 if adapter.final:
                     wakes.append(now)
                 continue
-            if op.status == OpStatus.RUNNING.value and op.next_poll is not None:
+            if op.status == _RUNNING and op.next_poll is not None:
                 # Its deadline too: a plug-in's ``retry_after`` may reach past it.
                 wakes += [w for w in (op.next_poll, op.deadline) if w is not None]
             else:

@@ -36,13 +36,14 @@ STUCK_MARK = "stuck"
 
 #: How the deadline's failure reads (``OperationRunner.poll``).
 TIMED_OUT = "timed out"
+_FAILED = OpStatus.FAILED.value  # read at each poll: no Enum descriptor call
 
 
 def timed_out(rec: OpRec) -> bool:
     """Whether the operation failed because its deadline passed (not, say,
     because its host left the cloud at that instant)."""
     return (
-        rec.status == OpStatus.FAILED.value
+        rec.status == _FAILED
         and (rec.detail or "").startswith(TIMED_OUT)
         and rec.deadline is not None
         and rec.finished_at is not None

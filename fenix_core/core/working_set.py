@@ -647,7 +647,21 @@ class WorkingSet:
         self._mark(inst, self._dirty_instances)
 
     def set_instance_state(self, instance_id: str, state: str) -> None:
-        self._reindex_instance(self.instances[instance_id], {"state": state})
+        """``_reindex_instance`` of a state change, written out: a move
+        changes an instance's state three times or more."""
+        inst = self.instances[instance_id]
+        old = inst.state
+        if old == state:
+            return
+        before = _holds(inst)
+        inst.state = state
+        after = _holds(inst)
+        if after != before:
+            self._rehold(before, after)
+        index = self.instance_index
+        index.restate(instance_id, old, state)
+        index.rescope((inst.host, old), (inst.host, state))
+        self._mark(inst, self._dirty_instances)
 
     def place(self, instance_id: str, host: str) -> None:
         """The instance now runs on ``host``."""
@@ -723,7 +737,17 @@ class WorkingSet:
         if rec is None:
             rec = self.components[component] = ComponentRec(component, schema_version, body)
             self._mark(rec, self._dirty_components)
-        elif self._apply(rec, {"schema_version": schema_version, "body": body}):
+            return
+        # _apply's work for the two fields, written out (twice a step): an
+        # equal body leaves the stored object in place.
+        changed = False
+        if rec.schema_version != schema_version:
+            rec.schema_version = schema_version
+            changed = True
+        if rec.body != body:
+            rec.body = body
+            changed = True
+        if changed:
             self._mark(rec, self._dirty_components)
 
     def set_state(self, state: ComponentState) -> None:

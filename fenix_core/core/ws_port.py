@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
+from operator import attrgetter
 from typing import Any, Literal
 
 import attrs
@@ -108,10 +109,32 @@ _UNBUDGETED = tuple(s.value for s in UNBUDGETED_HOST_STATES)
 _HOST_STATES = {s.value: s for s in HostState}
 _INSTANCE_STATES = {s.value: s for s in InstanceState}
 _OP_KINDS = {k.value: k for k in OpKind}
+_ACTIONS = {a.value: a for a in InstanceAction}
+_OP_PENDING = OpStatus.PENDING.value
 
 
 def _iso(value: datetime | None) -> str | None:
-    return None if value is None else value.isoformat()
+    """``value.isoformat()``, the last one remembered: the questions of one
+    step share their deadline, and formatting it was a visible part of
+    asking each project."""
+    if value is None:
+        return None
+    last = _LAST_ISO[0]
+    if (
+        last is not None
+        and last[0] == value
+        and last[0].tzinfo is value.tzinfo
+        and last[0].fold == value.fold
+    ):
+        return last[1]
+    text = value.isoformat()
+    _LAST_ISO[0] = (value, text)
+    return text
+
+
+#: The last (datetime, its isoformat) of ``_iso`` (equal, in the same tzinfo
+#: object, with the same fold: the same fields, formatted the same).
+_LAST_ISO: list[tuple[datetime, str] | None] = [None]
 
 
 # --------------------------------------------------------------------------- operations
@@ -140,7 +163,7 @@ def op_record(
     elif isinstance(op, Move):
         instance_id = op.instance_id
         stored = {
-            "action": op.action.value,
+            "action": op.action._value_,
             "target": op.target,
             "source": source,
             "refused": sorted(op.refused),
@@ -164,7 +187,7 @@ def op_record(
     elif op is None:
         host = params.get("host")
     return OpRec(
-        key, kind.value, host, instance_id, stored, OpStatus.PENDING.value, None, now,
+        key, kind._value_, host, instance_id, stored, _OP_PENDING, None, now,
         deadline, 0, None, {}, False, now, None, None,
     )  # fmt: skip
 
@@ -180,9 +203,10 @@ def op_of(rec: OpRec) -> Operation | None:
     if kind is OpKind.HOST_UP:
         return HostUp(str(rec.host))
     if kind is OpKind.MOVE:
+        action = p["action"]
         return Move(
             str(rec.instance_id),
-            InstanceAction(p["action"]),
+            (isinstance(action, str) and _ACTIONS.get(action)) or InstanceAction(action),
             p.get("target"),
             frozenset(p.get("refused", ())),
             p.get("moves_again"),
@@ -215,32 +239,58 @@ def _timeout_kind(op: Operation) -> str | None:
     return None
 
 
-def _unchanged(state: ComponentState, body: Mapping[str, Any]) -> bool:
-    """Whether ``body`` (what ``state_body`` made of ``state`` at the last
-    flush) still says what ``state`` holds, compared field by field without
-    building a new body: most steps change neither the pipeline's state nor
-    half of the workflow's. Values of another type than the body's (an enum
-    written as its value) or a class with its own ``to_json`` say "changed":
-    the full write-back decides."""
+_Row = tuple[tuple[Any, ...], tuple[type, ...]]
+
+
+def _fields_of(cls: type[ComponentState]) -> Callable[[ComponentState], tuple[Any, ...]]:
+    """A function reading every field of a ``cls`` into a tuple, in one C
+    call (a ``getattr`` per field was a visible part of every step)."""
+    getter = _FIELD_GETTERS.get(cls)
+    if getter is None:
+        names = tuple(f.name for f in attrs.fields(cls))
+        if len(names) == 1:
+            one = attrgetter(names[0])
+            getter = lambda state: (one(state),)  # noqa: E731
+        else:
+            getter = attrgetter(*names)
+        _FIELD_GETTERS[cls] = getter
+        _FIELD_NAMES[cls] = names
+    return getter
+
+
+def _flushed_row(state: ComponentState, body: Mapping[str, Any]) -> _Row | None:
+    """What ``body`` (``state_body`` of ``state`` at a flush) says of each
+    field, with the values' types, for :func:`_unchanged`; None when the
+    class has its own ``to_json`` or the body is not one entry per field:
+    then the full write-back decides each time."""
     cls = type(state)
     if cls.to_json is not ComponentState.to_json:
-        return False
-    names = _FIELD_NAMES.get(cls)
-    if names is None:
-        names = _FIELD_NAMES[cls] = tuple(f.name for f in attrs.fields(cls))
+        return None
+    _fields_of(cls)
+    names = _FIELD_NAMES[cls]
     if len(body) != len(names):
+        return None
+    try:
+        values = tuple(map(body.__getitem__, names))
+    except KeyError:
+        return None
+    return values, tuple(map(type, values))
+
+
+def _unchanged(state: ComponentState, row: _Row | None) -> bool:
+    """Whether ``state`` still holds what ``row`` (:func:`_flushed_row` of
+    the body its last flush wrote) says, field by field, without building a
+    new body: most steps change neither the pipeline's state nor half of
+    the workflow's. Values of another type than the body's (an enum written
+    as its value) say "changed": the full write-back decides."""
+    if row is None:
         return False
-    missing = _MISSING
-    for name in names:
-        value = getattr(state, name)
-        was = body.get(name, missing)
-        if type(value) is not type(was) or value != was:
-            return False
-    return True
+    values = _fields_of(type(state))(state)
+    return values == row[0] and tuple(map(type, values)) == row[1]
 
 
 _FIELD_NAMES: dict[type[ComponentState], tuple[str, ...]] = {}
-_MISSING = object()
+_FIELD_GETTERS: dict[type[ComponentState], Callable[[ComponentState], tuple[Any, ...]]] = {}
 
 
 # --------------------------------------------------------------------------- views
@@ -494,17 +544,30 @@ class _Capacity:
         for *_, name in sorted(preferred):
             yield name
         later: list[tuple[int, int, str]] = []
-        for free in sorted({f for b in buckets for f in b}, reverse=True):
+        allows = limits.allows if limits is not None else None
+        one = buckets[0] if len(buckets) == 1 else None  # the usual case: one class
+        frees = sorted(one if one is not None else {f for b in buckets for f in b}, reverse=True)
+        for free in frees:
             if free < vcpus:
                 break
             # A copy: the caller may change the capacity between two hosts.
-            names = [n for b in buckets for n in b.get(free, ())]
-            if len(buckets) > 1:
-                names.sort()
+            names = (
+                list(one.get(free, ()))
+                if one is not None
+                else sorted(n for b in buckets for n in b.get(free, ()))
+            )
             for name in names:
-                if not usable(name):
+                # usable(), inline: this loop may pass most of the fleet.
+                rec = hosts.get(name)
+                if (
+                    rec is None
+                    or not rec.enabled
+                    or name == own
+                    or name in exclude
+                    or (allows is not None and not allows(name))
+                ):
                     continue
-                weight = penalty.get(name, 0)
+                weight = penalty.get(name, 0) if penalty else 0
                 if weight > 0:
                     later.append((weight, -free, name))
                 if weight:
@@ -543,6 +606,7 @@ class WorkingSetAdapter:
         # Component -> the body its last flush left in the working set, and
         # the components kept from an earlier step, not handed out since.
         self._flushed: dict[str, dict[str, Any]] = {}
+        self._flushed_rows: dict[str, _Row | None] = {}
         self._kept: set[str] = set()
         self._rules: tuple[PlacementRule, ...] | None = None
         self._session_info: tuple[tuple[Any, ...], object, SessionInfo] | None = None
@@ -558,9 +622,7 @@ class WorkingSetAdapter:
         self.stepped = False
         # Operations pending when the session was loaded: a process that died
         # may have started them (looked up by key before starting again).
-        self.in_doubt: set[str] = {
-            k for k, op in ws.ops.items() if op.status == OpStatus.PENDING.value
-        }
+        self.in_doubt: set[str] = {k for k, op in ws.ops.items() if op.status == _OP_PENDING}
         # The inventory generation the session's hosts follow (-1: compare
         # them all once), and hosts that became ADDED / DECOMMISSIONED in this
         # step (the engine records them in the inventory).
@@ -843,9 +905,10 @@ class WorkingSetAdapter:
         self, instance_id: str, state: InstanceState, action: str | None
     ) -> None:
         if action is not None:
-            self.ws.change_instance(instance_id, state=state.value, action=action)
+            self.ws.change_instance(instance_id, state=state._value_, action=action)
         else:
-            self.ws.set_instance_state(instance_id, state.value)
+            # ``_value_``: the member's value without the ``value`` descriptor call.
+            self.ws.set_instance_state(instance_id, state._value_)
         self._instance_views.pop(instance_id, None)
 
     def place(self, instance_id: str, host: str) -> None:
@@ -1021,7 +1084,7 @@ class WorkingSetAdapter:
         )  # fmt: skip
         self.ws.add_op(rec)
         if isinstance(op, Move):
-            self.ws.change_instance(op.instance_id, action=op.action.value, target=op.target)
+            self.ws.change_instance(op.instance_id, action=op.action._value_, target=op.target)
             self._instance_views.pop(op.instance_id, None)
 
     def set_timer(self, name: str, due: datetime, data: Mapping[str, str]) -> None:
@@ -1048,6 +1111,7 @@ class WorkingSetAdapter:
             found = kind() if rec is None else kind.from_json(rec.body, rec.schema_version)
             self._components[name] = found
             self._flushed.pop(name, None)
+            self._flushed_rows.pop(name, None)
         assert isinstance(found, kind)
         return found
 
@@ -1061,10 +1125,11 @@ class WorkingSetAdapter:
             flushed = self._flushed.get(name)
             rec = components.get(name)
             unchanged = flushed is not None and rec is not None and rec.body is flushed
-            if unchanged and _unchanged(state, flushed):  # type: ignore[arg-type]
+            if unchanged and _unchanged(state, self._flushed_rows.get(name)):
                 continue
             self.ws.set_state(state)
-            self._flushed[name] = components[name].body
+            body = self._flushed[name] = components[name].body
+            self._flushed_rows[name] = _flushed_row(state, body)
 
     def forget_components(self) -> None:
         """End of a step: the objects handed out are kept for the next one
@@ -1079,4 +1144,5 @@ class WorkingSetAdapter:
             else:
                 del self._components[name]
                 self._flushed.pop(name, None)
+                self._flushed_rows.pop(name, None)
                 self._kept.discard(name)

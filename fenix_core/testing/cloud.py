@@ -495,13 +495,14 @@ class SimulatedCloud:
         )
         failures = self._failures.get(instance_id) or []
         handle = f"migration-{len(self._migrations) + 1}"
+        end = self._end_at[handle] = now + timedelta(seconds=seconds)
         self._migrations[handle] = {
             "key": key,
             "instance_id": instance_id,
             "action": action,
             "source": source,
             "target": target,
-            "end": (now + timedelta(seconds=seconds)).isoformat(),
+            "end": end.isoformat(),
             "state": "running",
             "error": failures.pop(0) if failures else None,
         }
@@ -530,7 +531,7 @@ class SimulatedCloud:
             return OperationStatus.failed(str(migration["error"]))
         if migration["state"] == "done":
             return OperationStatus.done(migration["target"])
-        remaining = (datetime.fromisoformat(migration["end"]) - self.clock.now()).total_seconds()
+        remaining = (self._end_of(handle) - self.clock.now()).total_seconds()
         return OperationStatus.running(
             retry_after=max(0.0, remaining),
             detail=f"{migration['action']} {migration['source']} -> {migration['target']} running",
@@ -572,6 +573,7 @@ class SimulatedCloud:
         self._running: dict[str, str] = {}  # instance id -> its running migration
         self._ends: list[tuple[datetime, str]] = []  # heap of (end, handle), running
         self._by_key: dict[str, str] = {}
+        self._end_at: dict[str, datetime] = {}  # handle -> its migration's end, parsed
         # Heap of (-free vcpus, name) of enabled computes; entries go out of date
         # when a host's free vcpus change and are dropped when they reach the top.
         self._by_free: list[tuple[int, _Descending]] = []
@@ -606,9 +608,17 @@ class SimulatedCloud:
         migration = self._migrations[handle]
         self._by_key.setdefault(migration["key"], handle)
         self._running[migration["instance_id"]] = handle
-        heapq.heappush(self._ends, (datetime.fromisoformat(migration["end"]), handle))
+        heapq.heappush(self._ends, (self._end_of(handle), handle))
         if migration["instance_id"] in self._instances:
             self._heading(handle, +1)
+
+    def _end_of(self, handle: str) -> datetime:
+        """When a migration ends (its record keeps the ISO text for the
+        state file): parsed once, not at each poll."""
+        end = self._end_at.get(handle)
+        if end is None:
+            end = self._end_at[handle] = datetime.fromisoformat(self._migrations[handle]["end"])
+        return end
 
     def _stop(self, handle: str, state: str) -> None:
         """A running migration ends in ``state`` (its heap entry is skipped later)."""
@@ -616,6 +626,7 @@ class SimulatedCloud:
         if migration["instance_id"] in self._instances:
             self._heading(handle, -1)
         del self._running[migration["instance_id"]]
+        self._end_at.pop(handle, None)
         migration["state"] = state
 
     def _heading(self, handle: str, sign: int) -> None:

@@ -116,6 +116,8 @@ _ANNOUNCED = "announced"
 #: A host whose work ended without being done: skipped, or gone from the cloud.
 _LEFT = frozenset({HostState.SKIPPED, HostState.REMOVED})
 _FINAL = FINAL_SESSION_STATES
+#: Value -> member: a dict lookup where an Enum call showed in every move.
+_ACTIONS = {a.value: a for a in InstanceAction}
 _NOT_MOVING = frozenset(
     {InstanceState.PENDING, InstanceState.ACTION_REQUESTED, InstanceState.ACTION_CHOSEN}
 )
@@ -125,9 +127,13 @@ def _strings(value: object) -> tuple[str, ...]:
     return tuple(str(v) for v in value) if isinstance(value, list | tuple) else ()
 
 
+def _move_key(inst: InstanceView) -> tuple[int, str]:
+    return -inst.vcpus, inst.instance_id
+
+
 def _move_order(instances: Iterable[InstanceView]) -> list[InstanceView]:
     """Largest first: the order a drain migrates in and plans in."""
-    return sorted(instances, key=lambda i: (-i.vcpus, i.instance_id))
+    return sorted(instances, key=_move_key)
 
 
 def _ahead(a: tuple[int, int, int, str, bool], b: tuple[int, int, int, str, bool]) -> bool:
@@ -219,6 +225,7 @@ class RollingWorkflow(WorkflowBase):
     name: ClassVar[str] = "rolling"
     state: ClassVar[type[ComponentState] | None] = RollingState
     _retiring_memo: tuple[SessionRequest, frozenset[str]] | None = None
+    _handlers: dict[SessionState, Callable[[SessionContext, RollingState], bool]] | None = None
 
     # ------------------------------------------------------------------ hooks
 
@@ -254,23 +261,27 @@ class RollingWorkflow(WorkflowBase):
         self.start(ctx)
 
     def advance(self, ctx: SessionContext) -> None:
-        handlers: dict[SessionState, Callable[[SessionContext, RollingState], bool]] = {
-            SessionState.MAINTENANCE: self._maintenance,
-            SessionState.SCALE_IN: self._scale_in,
-            SessionState.PREPARE_MAINTENANCE: self._drain,
-            SessionState.PLANNED_MAINTENANCE: self._drain,
-            SessionState.START_MAINTENANCE: self._start_maintenance,
-            SessionState.MAINTENANCE_COMPLETE: self._complete,
-        }
+        handlers = self._handlers
+        if handlers is None:  # made once per workflow object, not at every step
+            handlers = self._handlers = {
+                SessionState.MAINTENANCE: self._maintenance,
+                SessionState.SCALE_IN: self._scale_in,
+                SessionState.PREPARE_MAINTENANCE: self._drain,
+                SessionState.PLANNED_MAINTENANCE: self._drain,
+                SessionState.START_MAINTENANCE: self._start_maintenance,
+                SessionState.MAINTENANCE_COMPLETE: self._complete,
+            }
         st = ctx.state_of(RollingState)
-        if ctx.session.state not in _FINAL and not st.locating:
+        state = ctx.session.state
+        if state not in _FINAL and not st.locating:
             lost = lost_instances(ctx)
             if lost:  # a host left the cloud: where are its instances now?
                 ctx.submit(Locate(lost))
                 st.locating = True
-        while ctx.session.state not in _FINAL:
-            if not handlers[ctx.session.state](ctx, st):
+        while state not in _FINAL:
+            if not handlers[state](ctx, st):
                 break
+            state = ctx.session.state
         self._after(ctx, st)
 
     def on_reply(self, ctx: SessionContext, reply: ProjectReply) -> ReplyOutcome:
@@ -674,8 +685,8 @@ class RollingWorkflow(WorkflowBase):
         if host.state == HostState.PENDING:
             ctx.set_host_state(host_name, HostState.DRAINING)
         st.phase = "drain"
-        self._request_actions(ctx, host)
-        self._pump_moves(ctx, st, host)
+        unchanged = self._request_actions(ctx, host)
+        self._pump_moves(ctx, st, host, unchanged)
         if ctx.session.state in _FINAL:
             return False
         if not self._in_scope_on(ctx, host_name) and st.moving is None:
@@ -992,13 +1003,19 @@ class RollingWorkflow(WorkflowBase):
 
     # ------------------------------------------------------------------ draining
 
-    def _request_actions(self, ctx: SessionContext, host: HostView) -> None:
+    def _request_actions(self, ctx: SessionContext, host: HostView) -> list[InstanceView] | None:
         """Ask the projects how to move their new instances off ``host``
-        (unmanaged projects' instances get the default action)."""
+        (unmanaged projects' instances get the default action). Returns the
+        instances on ``host`` as it read them if it changed none of them
+        (a move step's usual case: the drain reads them once), else None."""
         fresh: dict[str, list[str]] = {}
+        seen: list[InstanceView] | None = []
         for inst in ctx.instances.on(host.name):
+            if seen is not None:
+                seen.append(inst)
             if inst.state != InstanceState.PENDING:
                 continue
+            seen = None  # changed below, or waiting for an answer: read again
             project = ctx.projects.get(inst.project_id)
             if project is not None and project.managed:
                 if project.awaiting:
@@ -1022,14 +1039,24 @@ class RollingWorkflow(WorkflowBase):
                 allowed_actions=allowed_actions(ctx),
                 metadata={**ctx.request.metadata, "host_returns": False} if retires else None,
             )
+        return seen
 
-    def _pump_moves(self, ctx: SessionContext, st: RollingState, host: HostView) -> None:
+    def _pump_moves(
+        self,
+        ctx: SessionContext,
+        st: RollingState,
+        host: HostView,
+        on: Iterable[InstanceView] | None = None,
+    ) -> None:
         """Start what can start: every OWN_ACTION watch, and the next migration
         (one at a time off a host, as Nova's default allows). Nothing new
-        starts while the pipeline says wait (a pause): moves in flight end."""
+        starts while the pipeline says wait (a pause): moves in flight end.
+        ``on``: the instances on ``host`` as they are now, if already read."""
         if not ctx.admit(host.name).admitted:
             return
-        chosen = [i for i in ctx.instances.on(host.name) if i.state == InstanceState.ACTION_CHOSEN]
+        if on is None:
+            on = ctx.instances.on(host.name)
+        chosen = [i for i in on if i.state == InstanceState.ACTION_CHOSEN]
         for inst in chosen:
             if inst.action == InstanceAction.OWN_ACTION:
                 ctx.submit(Watch(inst.instance_id))
@@ -1039,12 +1066,13 @@ class RollingWorkflow(WorkflowBase):
                 return  # in flight, or waiting for its retry
             self._migrate(ctx, st, moving)
             return
-        for inst in _move_order(chosen):
-            if inst.action != InstanceAction.OWN_ACTION:
-                st.moving, st.move_attempts, st.refused = inst.instance_id, 0, ()
-                st.waited = 0
-                self._migrate(ctx, st, inst)
-                return
+        # The first in ``_move_order`` (a minimum, not a sort: one is taken).
+        migrating = [i for i in chosen if i.action != InstanceAction.OWN_ACTION]
+        if migrating:
+            inst = min(migrating, key=_move_key)
+            st.moving, st.move_attempts, st.refused = inst.instance_id, 0, ()
+            st.waited = 0
+            self._migrate(ctx, st, inst)
 
     def _migrate(self, ctx: SessionContext, st: RollingState, inst: InstanceView) -> None:
         if st.relisting is not None:
@@ -1070,7 +1098,8 @@ class RollingWorkflow(WorkflowBase):
             else:
                 ctx.fail(self._no_target(ctx, inst))
                 return
-        ctx.submit(Move(inst.instance_id, InstanceAction(action), target, refused - {SCHEDULER}))
+        kind = _ACTIONS.get(action) or InstanceAction(action)
+        ctx.submit(Move(inst.instance_id, kind, target, refused - {SCHEDULER}))
 
     def _relist(self, ctx: SessionContext, st: RollingState, host: str) -> None:
         """List what runs on ``host`` now (the engine applies it to the
@@ -1120,11 +1149,18 @@ class RollingWorkflow(WorkflowBase):
         """``inst``'s target in the placement of everything still to leave its
         host (:meth:`_placements`, the one ``_fits_elsewhere`` checked): a
         small instance moving first must not take the room a larger one needs."""
-        waiting = [
-            i
-            for i in self._movable_on(ctx, inst.host)
-            if i.state in _NOT_MOVING or i.instance_id == inst.instance_id
-        ]
+        mine, vcpus = inst.instance_id, inst.vcpus
+        waiting: list[InstanceView] = []
+        ahead = False  # one of them moves before ``inst`` (``_move_order``)
+        for i in ctx.instances.on(inst.host):
+            if i.state in _NOT_MOVING or (i.instance_id == mine and i.state in IN_SCOPE):
+                waiting.append(i)
+                if i.vcpus > vcpus or (i.vcpus == vcpus and i.instance_id < mine):
+                    ahead = True
+        if not ahead:
+            # ``inst`` is placed first: nothing is taken before it (a move
+            # step's usual case, no placement of the others needed).
+            return self._target(ctx, inst, refused)
         for other, target in self._placements(ctx, waiting, mine=(inst.instance_id, refused)):
             if other.instance_id == inst.instance_id:
                 return target
@@ -1176,8 +1212,9 @@ class RollingWorkflow(WorkflowBase):
         targets = ctx.capacity.targets(inst.instance_id, exclude=exclude)
         if not taken:
             first: str | None = None
+            view_of = ctx.hosts.get
             for name in targets:
-                view = ctx.hosts.get(name)
+                view = view_of(name)
                 if view is not None and view.state in STAYS:
                     return name
                 first = first or name
@@ -1197,23 +1234,42 @@ class RollingWorkflow(WorkflowBase):
         a host none of it was taken from keeps its rank among the others,
         one that lost room can only fall. So the first untaken host where the
         instance stays ends the search: only the taken hosts seen before it
-        may still rank higher (by their room left, at an equal penalty)."""
-        limits = ctx.capacity.limits(inst.instance_id)
+        may still rank higher (by their room left, at an equal penalty).
+        Once a host where it stays has room, no other kind of host can win;
+        without soft rules (no penalty: ``targets`` comes by free vCPUs
+        alone) neither can a host with less free than the room left on the
+        best of those: the search ends there, not after the hundreds of
+        hosts still to be maintained."""
+        capacity = ctx.capacity
+        limits = capacity.limits(inst.instance_id)
         avoid = _planned_avoid(ctx, inst.instance_id, limits.rules, placed) if placed else set()
         penalty = limits.penalty
+        # Looked up once: this loop may pass many hosts.
+        free, view_of, vcpus = capacity.free, ctx.hosts.get, inst.vcpus
         # (rank seen, penalty, -room left, name, stays) of each host with room
         seen: list[tuple[int, int, int, str, bool]] = []
+        staying = False  # a host where it stays has room: no other kind can win
+        most_room = 0  # the most room left on such a host
+        by_free = not penalty  # targets come by free vCPUs, most first
         for rank, name in enumerate(targets):
             if name in avoid:
                 continue
-            room = ctx.capacity.free(name) - taken.get(name, 0)
-            if room < inst.vcpus:
-                continue
-            view = ctx.hosts.get(name)
+            view = view_of(name)
             stays = view is not None and view.state in STAYS
+            if staying:
+                if by_free and free(name) < most_room:
+                    break  # this host and every later one have less room: none wins
+                if not stays:
+                    continue
+            room = free(name) - taken.get(name, 0)
+            if room < vcpus:
+                continue
             seen.append((rank, penalty.get(name, 0), -room, name, stays))
-            if stays and name not in taken:
-                break
+            if stays:
+                if name not in taken:
+                    break
+                staying = True
+                most_room = max(most_room, room)
         best: tuple[int, int, int, str, bool] | None = None
         for host in seen:  # where it stays first, then the best ranked
             if best is None or host[4] > best[4] or (host[4] == best[4] and _ahead(host, best)):

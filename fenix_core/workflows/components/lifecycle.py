@@ -34,7 +34,10 @@ _FOLLOWED = frozenset(
 def lost_instances(ctx: SessionContext) -> tuple[str, ...]:
     """The instances of one removed host that are still to be looked up
     (the first such host in position order), or () if there are none."""
-    for host in sorted(ctx.hosts.in_state(HostState.REMOVED), key=lambda h: h.position):
+    removed = ctx.hosts.in_state(HostState.REMOVED)
+    if not removed:  # asked at every step: most find none
+        return ()
+    for host in sorted(removed, key=lambda h: h.position):
         ids = tuple(i.instance_id for i in ctx.instances.on(host.name) if i.state in _FOLLOWED)
         if ids:
             return ids
