@@ -36,8 +36,9 @@ left, pending hosts holding members) are a cache of this process, rebuilt
 from the views when the session was stepped elsewhere (``stamp``) or the
 constraints or the inventory changed, and they only rank choices: every
 limit is checked against the views. A step builds an opening decision only
-when the room the planner's targets can have (``ctx.capacity.most_free``,
-counted as the window takes hosts) covers the draining hosts' members and
+when the room the planner's targets can have (``ctx.capacity.room``: the
+hosts where instances stay among the most free, counted from the index)
+covers the draining hosts' members and
 the lightest pending host's, and hands it to the planner only when its own
 window's room covers them and its lightest candidate's
 (:meth:`ConstrainedWorkflow._may_open`, ``_short_of_room``: the planner's
@@ -1673,37 +1674,17 @@ class ConstrainedWorkflow(RollingWorkflow):
         """At most the free vCPUs of the targets a decision to open hosts
         offers the planner (no instance under the cloud's placement rules):
         :meth:`_window_targets` takes the first :data:`TARGET_WINDOW` hosts
-        of ``ctx.capacity.targets`` (most free first, the instance's own host
-        and the retiring ones skipped) whatever their state, and a host
-        opened now fits only where instances stay
+        of ``ctx.capacity.targets`` (most free first, then by name, the
+        instance's own host and the retiring ones skipped) whatever their
+        state, and a host opened now fits only where instances stay
         (:func:`~fenix_core.second_moves.opening_targets`). So: the room of
         the hosts where instances stay among the first TARGET_WINDOW + 1 of
-        ``most_free`` (one more for the own host); of the hosts with the
-        same free vCPUs, which come in no set order, as many as positions
-        are left. (Counting the TARGET_WINDOW most free hosts where
-        instances stay instead let nine decisions in ten through at 300
-        hosts, where the window also holds queued hosts: each was built and
-        turned down whole.)"""
-        retiring = self._retiring(ctx)
-        positions = TARGET_WINDOW + 1
-        room = 0
-        bucket_free = 0
-        hosts = stays = 0
-        for name, free in ctx.capacity.most_free("compute"):
-            if free != bucket_free:
-                room += bucket_free * min(stays, positions)
-                positions -= hosts
-                hosts = stays = 0
-                bucket_free = free
-                if free <= 0 or positions <= 0:
-                    return room
-            if name in retiring:
-                continue
-            hosts += 1
-            view = ctx.hosts.get(name)
-            if view is not None and _target_state(view, retiring):
-                stays += 1
-        return room + bucket_free * min(stays, positions)
+        ``most_free`` (one more for the own host), as
+        ``ctx.capacity.room`` counts it from the index. (Counting, of the
+        hosts with the same free vCPUs, as many where instances stay as
+        positions were left, whatever their names, let nine decisions in ten
+        through at 300 hosts: each was built and turned down whole.)"""
+        return ctx.capacity.room("compute", TARGET_WINDOW + 1, STAYS, exclude=self._retiring(ctx))
 
     def _draining_load(self, ctx: SessionContext, step: _Step) -> int:
         """vCPUs of the members still to leave the draining hosts (not
