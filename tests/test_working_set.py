@@ -24,6 +24,18 @@ INSTANCE_STATES = [s.value for s in InstanceState]
 ASK_STATES = [None, "PREPARE", "PLANNED_MAINTENANCE"]
 
 
+#: (class, first, states, exclude) of the ``CapacityIndex.room`` answers
+#: checked against the walk they stand for: cuts inside a bucket, across
+#: buckets and past every host, with hosts passed over before and after a cut.
+ROOM_QUERIES = [
+    (t, first, states, exclude)
+    for t in ("compute", "edge")
+    for first in (0, 1, 2, 4, 9)
+    for states in (frozenset({"MAINTAINED", "ADDED"}), frozenset({"PENDING"}))
+    for exclude in (frozenset(), frozenset({"cmp-0"}), frozenset({"cmp-1", "cmp-3", "new-2"}))
+]
+
+
 def brute_force(ws: WorkingSet) -> dict[str, Any]:
     """Every index, recomputed from the records alone."""
     by_state: dict[str, set[str]] = defaultdict(set)
@@ -64,6 +76,21 @@ def brute_force(ws: WorkingSet) -> dict[str, Any]:
         t: sorted((n for n in free if ws.hosts[n].type == t), key=lambda n: (-free[n], n))
         for t in by_type
     }
+    enabled: dict[str, dict[int, list[str]]] = defaultdict(lambda: defaultdict(list))
+    in_state_of: dict[str, dict[int, dict[str, list[str]]]] = defaultdict(
+        lambda: defaultdict(lambda: defaultdict(list))
+    )
+    for name in sorted(free):
+        h = ws.hosts[name]
+        if h.enabled:
+            enabled[h.type][free[name]].append(name)
+            in_state_of[h.type][free[name]][h.state].append(name)
+    rooms = {}
+    for t, first, states, exclude in ROOM_QUERIES:
+        walk = [n for n in order.get(t, []) if ws.hosts[n].enabled and n not in exclude]
+        rooms[(t, first, states, exclude)] = sum(
+            max(0, free[n]) for n in walk[:first] if ws.hosts[n].state in states
+        )
     return {
         "hosts_by_state": dict(by_state),
         "hosts_by_type": dict(by_type),
@@ -83,6 +110,9 @@ def brute_force(ws: WorkingSet) -> dict[str, Any]:
         "buckets": {t: dict(b) for t, b in buckets.items()},
         "ordered": {t: {f: sorted(n) for f, n in b.items()} for t, b in buckets.items()},
         "most_free": order,
+        "enabled": {t: dict(b) for t, b in enabled.items()},
+        "by_state": {t: {f: dict(s) for f, s in b.items()} for t, b in in_state_of.items()},
+        "room": rooms,
     }
 
 
@@ -106,6 +136,12 @@ def indexed(ws: WorkingSet) -> dict[str, Any]:
         "buckets": cap.buckets,
         "ordered": cap.ordered,
         "most_free": {t: list(cap.most_free(t)) for t in ws.host_index.by_type},
+        "enabled": cap.enabled,
+        "by_state": cap.in_state,
+        "room": {
+            (t, first, states, exclude): cap.room(t, first, states, exclude)
+            for t, first, states, exclude in ROOM_QUERIES
+        },
     }
 
 
@@ -143,7 +179,7 @@ def calls(draw: st.DrawFn, ws: WorkingSet, n: int) -> list[tuple[str, tuple[Any,
             st.sampled_from(
                 ["host_state", "host", "inst_state", "place", "target", "inst", "project",
                  "op", "op_update", "timer", "cancel", "component", "session", "emit",
-                 "add_host", "add_instance", "move"]
+                 "add_host", "add_instance", "move", "enabled"]
             )
         )  # fmt: skip
         if kind == "host_state":
@@ -154,6 +190,8 @@ def calls(draw: st.DrawFn, ws: WorkingSet, n: int) -> list[tuple[str, tuple[Any,
             args = (draw(instances), draw(st.sampled_from(INSTANCE_STATES)))
         elif kind == "place":
             args = (draw(instances), draw(hosts))
+        elif kind == "enabled":
+            args = (draw(hosts), draw(st.booleans()))
         elif kind == "target":
             args = (draw(instances), draw(st.none() | hosts))
         elif kind == "move":
@@ -184,6 +222,8 @@ def apply(ws: WorkingSet, kind: str, args: tuple[Any, ...], made: set[str]) -> N
         ws.set_host_state(*args)
     elif kind == "host":
         ws.update_host(args[0], stage=args[1], marks=args[2])
+    elif kind == "enabled":
+        ws.update_host(args[0], enabled=args[1])
     elif kind == "inst_state":
         ws.set_instance_state(*args)
     elif kind == "place":
@@ -270,6 +310,20 @@ def test_random_setters_keep_indexes_dirty_sets_and_round_trips(data: st.DataObj
         loaded = store.load("s-1")
         assert records(loaded) == records(ws)
         assert indexed(loaded) == brute_force(ws)
+
+
+def test_a_followed_enabled_flag_moves_the_host_in_the_capacity_index() -> None:
+    """``follow_enabled`` (in memory only, so outside the property test's
+    round trips) keeps the enabled hosts' lists and ``room`` as the records
+    say: a host switched off by another session takes no position."""
+    store = MemorySessionStore()
+    store.insert(new_session(hosts=5, per_host=3))
+    store.set_lease("s-1", OWNER, 1, T0)
+    ws = store.load("s-1")
+    for name, enabled in [("cmp-0", False), ("cmp-3", False), ("cmp-0", True), ("cmp-2", False)]:
+        ws.follow_enabled(name, enabled)
+        assert indexed(ws) == brute_force(ws), (name, enabled)
+    assert "cmp-2" not in {n for b in ws.capacity.enabled["compute"].values() for n in b}
 
 
 def test_setters_refuse_fields_that_have_their_own_setter() -> None:

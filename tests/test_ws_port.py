@@ -401,6 +401,60 @@ def test_most_free_is_the_room_of_the_enabled_hosts_of_a_class_as_fake_context_s
         ]
 
 
+def test_room_sums_the_free_vcpus_of_hosts_in_states_among_the_most_free_as_fake_context_says() -> (
+    None
+):
+    """``capacity.room``: of the first ``first`` hosts of ``most_free``
+    (those in ``exclude`` passed over), the free vCPUs of the ones in
+    ``states``; a cut inside a bucket counts by name; the same as
+    FakeContext's, and as it changes with a host's state, enabled flag and
+    a move."""
+    hosts = [
+        HostView("cmp-0", "compute", HostState.MAINTAINED, 8, True, 0),
+        HostView("cmp-1", "compute", HostState.PENDING, 8, True, 1),
+        HostView("cmp-2", "compute", HostState.MAINTAINED, 8, True, 2),
+        HostView("cmp-3", "compute", HostState.MAINTAINED, 8, False, 3),  # disabled
+        HostView("cmp-4", "compute", HostState.PENDING, 8, True, 4),
+        HostView("cmp-5", "compute", HostState.MAINTAINED, 8, True, 5),
+        HostView("ctl-0", "controller", HostState.MAINTAINED, 16, True, 6),
+    ]
+    instances = [
+        InstanceView("a", "p1", "cmp-4", 2, InstanceState.PENDING),
+        InstanceView("b", "p1", "cmp-5", 6, InstanceState.PENDING),
+        InstanceView("c", "p1", "cmp-1", 1, InstanceState.PENDING),
+    ]
+    projects = [ProjectView("p1", True, None, None)]
+    ws = working_set(hosts, instances, projects)
+    ctx = StepContext(WorkingSetAdapter(ws, now=T0), T0)
+    oracle = FakeContext(now=T0, hosts=hosts, instances=instances, projects=projects)
+    stays = frozenset({HostState.MAINTAINED})
+    # most_free: cmp-0 8, cmp-2 8, cmp-1 7, cmp-4 6, cmp-5 2 (cmp-3 disabled)
+    cases = [
+        ((1, stays, ()), 8),
+        ((2, stays, ()), 16),
+        ((2, stays, ("cmp-0",)), 8),  # cmp-2, cmp-1
+        ((4, stays, ()), 16),
+        ((5, stays, ()), 18),
+        ((9, stays, ("cmp-2", "cmp-3")), 10),
+        ((3, frozenset({HostState.PENDING}), ("cmp-0",)), 13),
+        ((0, stays, ()), 0),
+    ]
+    for subject in (ctx, oracle):
+        for (first, states, exclude), expected in cases:
+            found = subject.capacity.room("compute", first, states, exclude=exclude)
+            assert found == expected, (subject, first, states, exclude)
+        assert subject.capacity.room("controller", 1, stays) == 16
+        assert subject.capacity.room("gpu", 5, stays) == 0
+    ws.set_host_state("cmp-1", HostState.MAINTAINED)
+    ctx.admit("cmp-4")
+    ctx.submit(Move("a", LIVE, target="cmp-2"))  # cmp-2: 6 free from the start of the move
+    ws.update_host("cmp-0", enabled=False)
+    # most_free now: cmp-1 7, cmp-2 6, cmp-4 6 (its instance leaves at the end), cmp-5 2
+    assert ctx.capacity.room("compute", 2, stays) == 13
+    assert ctx.capacity.room("compute", 3, stays, exclude=("cmp-1",)) == 8
+    assert ctx.capacity.room("compute", 9, frozenset({HostState.PENDING})) == 6
+
+
 #: Changes a step may make to the pipeline's state, in place included (the
 #: flush compares field by field with the body it wrote last).
 _PIPELINE_CHANGES = st.one_of(

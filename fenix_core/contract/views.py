@@ -136,6 +136,20 @@ class CapacityView(Protocol):
         has, read from an index (a caller that stops early pays for few),
         no instance's rules applied."""
 
+    def room(
+        self,
+        placement_class: str,
+        first: int,
+        states: Collection[HostState],
+        *,
+        exclude: Collection[str] = (),
+    ) -> int:
+        """The free vCPUs (at least 0 each) of the hosts in one of ``states``
+        among the first ``first`` of :meth:`most_free` ``(placement_class)``,
+        the hosts in ``exclude`` passed over (they take no position): what
+        summing that walk gives, read from the index's counts per bucket
+        (a few bisections, not a walk of ``first`` hosts)."""
+
     def limits(self, instance_id: str) -> HostLimits:
         """The placement rules' limits on the instance's next host (the ones
         ``targets`` applies): what a workflow names when no target is left,

@@ -505,7 +505,7 @@ class WorkingSet:
 
     def _index_host(self, host: HostRec) -> None:
         self.host_index.add(host.name, host.state, host.type, host.position)
-        self.capacity.add_host(host.name, host.type, host.vcpus)
+        self.capacity.add_host(host.name, host.type, host.vcpus, host.state, host.enabled)
 
     def _index_instance(self, inst: InstanceRec) -> None:
         self.instance_index.add(inst.instance_id, inst.project_id, inst.host, inst.state)
@@ -585,6 +585,7 @@ class WorkingSet:
         old = host.state
         if self._apply(host, changes):
             self.host_index.restate(name, old, host.state)
+            self.capacity.restand(name, host.state, host.enabled)
             self._mark(host, self._dirty_hosts)
 
     def set_host_vcpus(self, name: str, vcpus: int) -> None:
@@ -601,6 +602,8 @@ class WorkingSet:
         _check_fields(HostRec, changes, _HOST_FREE)
         host = self.hosts[name]
         if self._apply(host, changes):
+            if "enabled" in changes:
+                self.capacity.restand(name, host.state, host.enabled)
             self._mark(host, self._dirty_hosts)
 
     def follow_enabled(self, name: str, enabled: bool) -> None:
@@ -609,7 +612,9 @@ class WorkingSet:
         again (``listings.follow_inventory``), so writing it would rewrite
         the row of every session holding the host each time another session
         switches it (with sessions over one cloud, most of a step's rows)."""
-        self.hosts[name].enabled = enabled
+        host = self.hosts[name]
+        host.enabled = enabled
+        self.capacity.restand(name, host.state, enabled)
 
     def mark_host(self, name: str, mark: HostMark) -> None:
         self.update_host(name, marks=self.hosts[name].marks | int(mark))

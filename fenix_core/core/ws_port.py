@@ -493,6 +493,16 @@ class _Capacity:
                 if rec is not None and rec.enabled:
                     yield name, free
 
+    def room(
+        self,
+        placement_class: str,
+        first: int,
+        states: Collection[HostState],
+        *,
+        exclude: Collection[str] = (),
+    ) -> int:
+        return self._a.ws.capacity.room(placement_class, first, states, exclude)
+
     def limits(self, instance_id: str) -> HostLimits:
         if instance_id not in self._a.ws.instances:
             from ..contract import ContractError

@@ -168,6 +168,18 @@ class _Capacity:
         )
         return iter((name, -minus) for minus, name in found)
 
+    def room(
+        self,
+        placement_class: str,
+        first: int,
+        states: Collection[HostState],
+        *,
+        exclude: Collection[str] = (),
+    ) -> int:
+        hosts = self._ctx._hosts
+        kept = [(n, f) for n, f in self.most_free(placement_class) if n not in exclude]
+        return sum(max(0, f) for n, f in kept[: max(0, first)] if hosts[n].state in states)
+
     def targets(self, instance_id: str, *, exclude: Collection[str] = ()) -> Iterator[str]:
         inst = self._ctx._require_instance(instance_id, "capacity")
         limits = self.limits(instance_id)

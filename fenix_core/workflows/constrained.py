@@ -36,8 +36,9 @@ left, pending hosts holding members) are a cache of this process, rebuilt
 from the views when the session was stepped elsewhere (``stamp``) or the
 constraints or the inventory changed, and they only rank choices: every
 limit is checked against the views. A step builds an opening decision only
-when the room the planner's targets can have (``ctx.capacity.most_free``,
-counted as the window takes hosts) covers the draining hosts' members and
+when the room the planner's targets can have (``ctx.capacity.room``: the
+hosts where instances stay among the most free, counted from the index)
+covers the draining hosts' members and
 the lightest pending host's, and hands it to the planner only when its own
 window's room covers them and its lightest candidate's
 (:meth:`ConstrainedWorkflow._may_open`, ``_short_of_room``: the planner's
@@ -150,7 +151,9 @@ def _pairs(value: object) -> tuple[tuple[str, int, tuple[str, ...]], ...]:
 
 
 def _names(value: object) -> tuple[str, ...]:
-    return tuple(str(v) for v in value) if isinstance(value, list | tuple) else ()
+    # map(): ``recovering`` (hundreds of ids at 300 hosts) is set again at
+    # each move's end.
+    return tuple(map(str, value)) if isinstance(value, list | tuple) else ()
 
 
 @attrs.define(slots=True)
@@ -401,6 +404,7 @@ class _Step:
         self.rules = counts.rules
         self._on_host: dict[str, Counter[str]] = {}
         self._arrivals: dict[str, list[InstanceView]] | None = None
+        self._free = ctx.capacity.free  # read for every target of a window
 
     def group(self, inst: InstanceView) -> str:
         found = self.counts.group.get(inst.instance_id)
@@ -415,6 +419,13 @@ class _Step:
         if found is None:
             found = self.rules[key] = planner.GroupRule.of(self.cs.group_by_key(key), key)
         return found
+
+    def rules_of(self, members: Iterable[planner.Member]) -> dict[str, planner.GroupRule]:
+        """The rules of the members' groups, in the order the groups first
+        come: each group looked up once, not once per member (a decision
+        reads the members of up to 128 candidate hosts)."""
+        rule = self.rule
+        return {g: rule(g) for g in dict.fromkeys(m.group_id for m in members)}
 
     def limited(self, key: str) -> bool:
         """Whether the group has a per-host limit (anti-affinity or a maximum)."""
@@ -488,10 +499,10 @@ class _Step:
 
     def target(self, view: HostView, stays: bool) -> planner.Target:
         if not self.counts.any_limited:  # no member is counted on any host
-            return planner.Target(view.name, self.ctx.capacity.free(view.name), stays, _NONE)
+            return planner.Target(view.name, self._free(view.name), stays, _NONE)
         return planner.Target(
             view.name,
-            self.ctx.capacity.free(view.name),
+            self._free(view.name),
             stays,
             _GroupsOn(
                 self._on_host, self._limited_on, self.limited, self.counts.limited, view.name
@@ -1086,7 +1097,9 @@ class ConstrainedWorkflow(RollingWorkflow):
         if the pipeline holds the moves (a pause)."""
         now = ctx.now
         budgets = step.budgets(cst)
-        waiting: list[planner.Member] = []
+        # The instances that may start now; made members for the planner
+        # only when a group of theirs may lose one (most passes none may).
+        ready: list[InstanceView] = []
         views: dict[str, InstanceView] = {}
         own_actions: list[InstanceView] = []
         wake: datetime | None = None
@@ -1118,14 +1131,15 @@ class ConstrainedWorkflow(RollingWorkflow):
                 if inst.action == InstanceAction.OWN_ACTION:
                     own_actions.append(inst)
                 else:
-                    waiting.append(step.member(inst))
+                    ready.append(inst)
                     views[inst.instance_id] = inst
         for inst in own_actions:
             g = step.group(inst)
             if budgets.get(g, 0) > 0:
                 budgets.take(g)
                 ctx.submit(Watch(inst.instance_id))
-        if waiting and any(budgets.get(m.group_id, 0) > 0 for m in waiting):
+        if ready and any(budgets.get(step.group(i), 0) > 0 for i in ready):
+            waiting = [step.member(i) for i in ready]
             # Place the members whose groups may lose one more now, in
             # planner.completion_order: a member that moved once first (it
             # goes only where it stays, the others may still go elsewhere),
@@ -1143,7 +1157,10 @@ class ConstrainedWorkflow(RollingWorkflow):
             everyone = [*waiting, *(step.member(views[i]) for i in sorted(later))]
             # The rules of the groups still to come too: the placement keeps
             # room for them by their per-host limit.
-            rules = {g: step.rule(g) for g in (*(m.group_id for m in everyone), *ahead)}
+            rules = step.rules_of(everyone)
+            for g in ahead:
+                if g not in rules:
+                    rules[g] = step.rule(g)
             moved = {m.instance_id for m in everyone if views[m.instance_id].moves}
             order = planner.completion_order(
                 everyone,
@@ -1535,7 +1552,7 @@ class ConstrainedWorkflow(RollingWorkflow):
             members = [m for c in candidates for m in c.members] + [
                 m for d in draining for m in d.members
             ]
-        rules = {m.group_id: step.rule(m.group_id) for m in members}
+        rules = step.rules_of(members)
         feasible = None
         if pending_count <= DRY_RUN_HOSTS:
 
@@ -1543,9 +1560,7 @@ class ConstrainedWorkflow(RollingWorkflow):
                 pending = ctx.hosts.in_state(HostState.PENDING, type="compute")
                 loads = [*draining] + [step.pending_load(h) for h in pending]
                 all_rules = dict(rules)
-                all_rules.update(
-                    {m.group_id: step.rule(m.group_id) for load in loads for m in load.members}
-                )
+                all_rules.update(step.rules_of(m for load in loads for m in load.members))
                 known = {t.host for t in targets}
                 extra = [step.target(h, False) for h in pending if h.name not in known]
                 dry = (
@@ -1673,37 +1688,17 @@ class ConstrainedWorkflow(RollingWorkflow):
         """At most the free vCPUs of the targets a decision to open hosts
         offers the planner (no instance under the cloud's placement rules):
         :meth:`_window_targets` takes the first :data:`TARGET_WINDOW` hosts
-        of ``ctx.capacity.targets`` (most free first, the instance's own host
-        and the retiring ones skipped) whatever their state, and a host
-        opened now fits only where instances stay
+        of ``ctx.capacity.targets`` (most free first, then by name, the
+        instance's own host and the retiring ones skipped) whatever their
+        state, and a host opened now fits only where instances stay
         (:func:`~fenix_core.second_moves.opening_targets`). So: the room of
         the hosts where instances stay among the first TARGET_WINDOW + 1 of
-        ``most_free`` (one more for the own host); of the hosts with the
-        same free vCPUs, which come in no set order, as many as positions
-        are left. (Counting the TARGET_WINDOW most free hosts where
-        instances stay instead let nine decisions in ten through at 300
-        hosts, where the window also holds queued hosts: each was built and
-        turned down whole.)"""
-        retiring = self._retiring(ctx)
-        positions = TARGET_WINDOW + 1
-        room = 0
-        bucket_free = 0
-        hosts = stays = 0
-        for name, free in ctx.capacity.most_free("compute"):
-            if free != bucket_free:
-                room += bucket_free * min(stays, positions)
-                positions -= hosts
-                hosts = stays = 0
-                bucket_free = free
-                if free <= 0 or positions <= 0:
-                    return room
-            if name in retiring:
-                continue
-            hosts += 1
-            view = ctx.hosts.get(name)
-            if view is not None and _target_state(view, retiring):
-                stays += 1
-        return room + bucket_free * min(stays, positions)
+        ``most_free`` (one more for the own host), as
+        ``ctx.capacity.room`` counts it from the index. (Counting, of the
+        hosts with the same free vCPUs, as many where instances stay as
+        positions were left, whatever their names, let nine decisions in ten
+        through at 300 hosts: each was built and turned down whole.)"""
+        return ctx.capacity.room("compute", TARGET_WINDOW + 1, STAYS, exclude=self._retiring(ctx))
 
     def _draining_load(self, ctx: SessionContext, step: _Step) -> int:
         """vCPUs of the members still to leave the draining hosts (not
@@ -1767,19 +1762,20 @@ class ConstrainedWorkflow(RollingWorkflow):
         seen: dict[str, tuple[HostView, bool]] = {}
         kinds: set[tuple[str, int]] = set()
         retiring = self._retiring(ctx)
+        # The views read once: a window is up to TARGET_WINDOW hosts, built
+        # a few times a step.
+        host_view, targets = ctx.hosts.get, ctx.capacity.targets
         for inst in sorted(instances, key=lambda i: (i.vcpus, i.instance_id)):
-            host = ctx.hosts.get(inst.host)
+            host = host_view(inst.host)
             kind = (host.type if host is not None else "", inst.vcpus)
             if not step.ruled(inst.instance_id):
                 if kind in kinds or any(k[0] == kind[0] and k[1] <= kind[1] for k in kinds):
                     continue  # a smaller instance of the type saw these hosts already
                 kinds.add(kind)
-            for name in islice(
-                ctx.capacity.targets(inst.instance_id, exclude=retiring), TARGET_WINDOW
-            ):
+            for name in islice(targets(inst.instance_id, exclude=retiring), TARGET_WINDOW):
                 if name in seen:
                     continue
-                view = ctx.hosts.get(name)
+                view = host_view(name)
                 stays = _target_state(view, retiring) if view is not None else None
                 if view is None or stays is None:
                     continue
