@@ -1468,21 +1468,22 @@ class ConstrainedWorkflow(RollingWorkflow):
         if not self._may_open(ctx, step, cst):
             return False, False
         counts = step.counts
-        busy: set[str] = set()
+        waiting: Counter[str] = Counter()  # members per group left on the open hosts
         draining: list[planner.HostLoad] = []
         for host in ctx.hosts.in_state(HostState.DRAINING):
             members = step.members_on(host.name)
             draining.append(planner.HostLoad(host.name, tuple(members), host.position))
-            busy.update(m.group_id for m in members)
-        # A group with work left and no member waiting on an open host,
-        # also while its members are moving or in recovery_time: a host
-        # opened for it now has its next member ready when that ends (the
-        # longest chain waited for a host to open after each recovery, 883 s
-        # over the reference scenario's bound).
+            waiting.update(m.group_id for m in members)
+        # A group with work left and fewer members waiting on the open hosts
+        # than it may move at once, also while its members are moving or in
+        # recovery_time: a host opened for it now has its next members ready
+        # when that ends (the longest chain waited for a host to open after
+        # each recovery, 883 s over the reference scenario's bound; with one
+        # member waiting of two it may move, each round moved one).
         idle = {
             g: self._weight(step, g)
             for g, left in counts.todo.items()
-            if left > 0 and g not in busy
+            if left > 0 and ((w := waiting[g]) == 0 or w < step.rule(g).max_impacted)
         }
         # Each pending host ranked by the idle weight it feeds; the planner
         # chooses among the best CANDIDATE_WINDOW (and every empty host).
