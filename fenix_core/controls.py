@@ -51,6 +51,7 @@ from .errors import InvalidInput
 from .recurrence import check_cron, check_rrule, cron_starts, parse_duration, rrule_starts
 
 __all__ = [
+    "ACTION_SECONDS",
     "ESCALATIONS",
     "HOST_GUARD",
     "STUCK_KINDS",
@@ -66,6 +67,7 @@ __all__ = [
     "describe_stuck",
     "earliest_start",
     "estimate_end",
+    "expected_host_seconds",
     "host_estimate",
     "jittered_backoff",
     "next_window_start",
@@ -728,6 +730,19 @@ def admit(
 
 
 # --------------------------------------------------------------------------- estimates
+
+
+#: How long one action is assumed to take on a host, without ``host_seconds``
+#: (the plan's preview assumes it too).
+ACTION_SECONDS = 600.0
+
+
+def expected_host_seconds(controls: Controls, actions: int) -> float:
+    """Seconds a host's work is expected to take before any is measured: the
+    declared ``host_seconds``, else :data:`ACTION_SECONDS` per action run on it."""
+    if controls.host_seconds:
+        return controls.host_seconds
+    return ACTION_SECONDS * max(1, actions)
 
 
 def host_estimate(measured: Sequence[float], declared: float | None) -> float | None:

@@ -113,8 +113,13 @@ def opening_bound(
             break
         # The next instant a limit can grow: a host maintained (rule 1), one
         # maintained a move ago (rule 3), or the first move done (rule 2).
-        later = [s + work for s in starts if s + work > t + 1e-9]
-        later += [s + work + move_seconds for s in starts if s + work + move_seconds > t + 1e-9]
+        # ``starts`` is in time order: the first start past each is found by
+        # bisection (a pass over every start made the bound quadratic).
+        later = [
+            starts[k] + delay
+            for delay in (work, work + move_seconds)
+            if (k := bisect.bisect_right(starts, t + 1e-9 - delay)) < len(starts)
+        ]
         if t < move_seconds:
             later.append(move_seconds)
         if not later:

@@ -30,15 +30,20 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import attrs
 
-from .planner import GroupRule, HostLoad, Target, hosts_to_open
+from .opening_bound import opening_bound, parked_vcpus
+from .planner import GroupRule, HostLoad, Target, hosts_to_open, max_hosts_out
 
 __all__ = [
     "FIRST_WAVE_SHARE",
+    "FIRST_WAVE_SHARES",
+    "OPENING_PACE",
+    "FirstWaveSize",
     "MovesBound",
     "first_final_move_at",
     "first_wave",
     "first_wave_order",
     "first_wave_room",
+    "first_wave_size",
     "may_move_twice",
     "moves_lower_bound",
     "opening_targets",
@@ -57,8 +62,9 @@ def may_move_twice(*, moved_before: bool, first_drained: bool, waiting_makes_roo
     return not waiting_makes_room or (first_drained and not moved_before)
 
 
-def why_again(*, moved_before: bool, first_drained: bool) -> str:
-    """Why a move lands on a host the instance will leave again (said in the plan)."""
+def why_again(*, moved_before: bool, first_drained: bool, wave: str | None = None) -> str:
+    """Why a move lands on a host the instance will leave again (said in the
+    plan); ``wave``: why the first wave has its size (:attr:`FirstWaveSize.why`)."""
     if moved_before:
         return (
             "no host where it stays has room and waiting would not make any "
@@ -68,7 +74,7 @@ def why_again(*, moved_before: bool, first_drained: bool) -> str:
         return (
             "its host is among the first drained and no host where it stays "
             "(maintained, or outside the session) has room: it moves again when "
-            "its new host is maintained"
+            "its new host is maintained" + (f" ({wave})" if wave else "")
         )
     return (
         "no host where it stays has room and waiting would not make any "
@@ -87,8 +93,91 @@ def opening_targets(targets: Iterable[Target]) -> list[Target]:
 
 #: The second moves a first wave may add to the fewest possible
 #: (:func:`moves_lower_bound`), as a share of the session's instances: the
-#: price in moves of a faster start (:func:`first_wave_room`).
+#: price in moves of a faster start (:func:`first_wave_room`), when the hosts
+#: open fast enough for the longest group chain with it (:func:`first_wave_size`).
 FIRST_WAVE_SHARE = 0.05
+#: The shares :func:`first_wave_size` weighs, smallest first: the last is the
+#: most a first wave may add (issue 21 allows 10% of moves over their bound).
+FIRST_WAVE_SHARES = (FIRST_WAVE_SHARE, 0.075, 0.10)
+#: How much later than :func:`fenix_core.opening_bound.opening_bound` the
+#: waves open the session's hosts: the bound counts a host's drain as one
+#: move, while its members wait for their groups' max_impacted_members and
+#: recovery_time (measured about twice the bound's pace on the random family
+#: of ``benchmarks/makespan.py``). A first wave is wide enough when the hosts
+#: open by this pace within the longest group chain.
+OPENING_PACE = 2.0
+
+
+@attrs.frozen
+class FirstWaveSize:
+    """How many second moves the first wave may add, and why: ``share`` of
+    the instances (:func:`first_wave_room`), chosen because hosts open within
+    ``opening`` seconds at best with that many instances parked on hosts still
+    queued, against the longest group chain's ``chain`` seconds."""
+
+    share: float
+    opening: float
+    chain: float
+
+    @property
+    def why(self) -> str:
+        """The trade-off, as the plan says it."""
+        return (
+            f"a first wave of {self.share:.1%} of the instances moving twice: hosts open "
+            f"within {self.opening:.0f} s at best with them, against "
+            f"{self.chain:.0f} s for the longest group chain"
+        )
+
+
+def first_wave_size(
+    loads: Sequence[int],
+    capacities: Sequence[int],
+    *,
+    instance_vcpus: Sequence[int],
+    forced: int,
+    chain: float,
+    work: float,
+    move_seconds: float,
+    stay_room: int = 0,
+    shares: Sequence[float] = FIRST_WAVE_SHARES,
+) -> FirstWaveSize:
+    """The smallest of ``shares`` whose second moves open the session's hosts
+    fast enough for its longest group chain, else the largest.
+
+    ``loads`` and ``capacities`` are the vcpus used and held by each host of
+    the session, ``instance_vcpus`` those of each of its instances,
+    ``forced`` the second moves in the bound (:class:`MovesBound`), ``chain``
+    the longest group chain (:func:`fenix_core.planner.makespan_lower_bound`),
+    ``work`` a host's expected work and ``stay_room`` the free vcpus outside
+    the session. A share's moves keep that many of the largest instances on
+    hosts still queued (:func:`fenix_core.opening_bound.parked_vcpus`), the
+    room by which hosts open beyond what maintained hosts give back; it is
+    enough when :func:`fenix_core.opening_bound.opening_bound` with them,
+    at :data:`OPENING_PACE`, is within the chain. A wave any wider costs
+    moves and buys nothing (the chain sets the makespan); one narrower has
+    the chain wait for its members' hosts to open (on a full cloud with no
+    spare host, 1.5 x the bound at 5%).
+    """
+    if not shares:
+        raise ValueError("shares: none to choose from")
+    out = max_hosts_out(capacities, sum(loads))
+    size = None
+    for share in sorted(shares):
+        parked = parked_vcpus(instance_vcpus, forced + int(share * len(instance_vcpus)))
+        opening = opening_bound(
+            loads,
+            capacities,
+            max_out=out,
+            work=work,
+            move_seconds=move_seconds,
+            parked=parked,
+            stay_room=stay_room,
+        )
+        size = FirstWaveSize(share, opening, chain)
+        if OPENING_PACE * opening <= chain:
+            break
+    assert size is not None
+    return size
 
 
 def first_wave_order(candidates: Iterable[HostLoad], *, stay_room: int | None) -> list[HostLoad]:
@@ -136,6 +225,7 @@ def first_wave(
     instances: int,
     rules: Mapping[str, GroupRule] | None = None,
     feasible: Callable[[Sequence[str]], bool] | None = None,
+    share: float = FIRST_WAVE_SHARE,
 ) -> list[str]:
     """The first drained hosts, opened while nothing where instances stay can
     take any host's instances and nothing is out of service: in
@@ -143,14 +233,15 @@ def first_wave(
     fits on the targets left (:func:`fenix_core.planner.hosts_to_open`, any
     target: their instances may land on hosts still queued), at most
     ``slots``, and the second moves they add beyond the bound within
-    :func:`first_wave_room` of the session's ``instances``. The hosts with
-    instances among them are the ones whose instances may move twice."""
+    :func:`first_wave_room` of the session's ``instances`` at ``share``
+    (:func:`first_wave_size`). The hosts with instances among them are the
+    ones whose instances may move twice."""
     stay_room = sum(t.free or 0 for t in targets if t.stays)
     order = first_wave_order(candidates, stay_room=stay_room)
     # Those that cost second moves beyond the bound: every loaded host but
     # the first when no host is empty.
     costly = [load for load in order[1:] if load.members]
-    room = first_wave_room(instances, one_host=len(costly[0].members) if costly else 0)
+    room = first_wave_room(instances, one_host=len(costly[0].members) if costly else 0, share=share)
     chosen: list[str] = []
     taken: list[HostLoad] = []
     extra = 0

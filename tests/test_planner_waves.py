@@ -385,7 +385,7 @@ def test_hosts_to_open_opens_nothing_that_gives_no_idle_group_work() -> None:
     assert opened == ["c1"]
 
 
-def test_hosts_to_open_prefers_the_heavier_idle_groups() -> None:
+def test_hosts_to_open_prefers_the_longest_idle_chain_then_the_most_idle_work() -> None:
     light = load("light", member("vm-0", "g0"), position=0)
     heavy = load("heavy", member("vm-1", "g1"), position=1)
     both = load("both", member("vm-2", "g2"), member("vm-3", "g3"), position=2)
@@ -393,12 +393,17 @@ def test_hosts_to_open_prefers_the_heavier_idle_groups() -> None:
     idle = {"g0": 1.0, "g1": 5.0, "g2": 3.0, "g3": 3.0}
     args: dict[str, Any] = {"draining": [], "targets": targets, "idle_groups": idle}
     assert hosts_to_open([light, heavy], slots=1, **args) == ["heavy"]
-    assert hosts_to_open([light, heavy, both], slots=1, **args) == ["both"]
+    # both feeds more idle work (6) but heavy the group with most left (5):
+    # the longest chain sets the makespan.
+    assert hosts_to_open([light, heavy, both], slots=1, **args) == ["heavy"]
     assert hosts_to_open([light, heavy, both], slots=3, **args) == [
-        "both",
         "heavy",
+        "both",
         "light",
     ]
+    # The same longest chain: the host feeding more idle work besides.
+    more = load("more", member("vm-4", "g1"), member("vm-5", "g0"), position=3)
+    assert hosts_to_open([heavy, more], slots=1, **args) == ["more"]
 
 
 def test_hosts_to_open_does_not_open_a_group_twice() -> None:
@@ -417,17 +422,18 @@ def test_hosts_to_open_does_not_open_a_group_twice() -> None:
 
 
 def test_hosts_to_open_re_ranks_after_each_host_as_greedy_set_cover() -> None:
-    a = load("a", member("vm-0", "g1"), member("vm-1", "g2"), position=0)  # 5 + 5
-    b = load("b", member("vm-2", "g1"), member("vm-3", "g3"), position=1)  # 5 + 4, then 4
-    c = load("c", member("vm-4", "g4"), position=2)  # 6
+    a = load("a", member("vm-0", "g1"), member("vm-1", "g2"), position=0)  # 5 (+1), then 1
+    b = load("b", member("vm-2", "g1"), member("vm-3", "g3"), position=1)  # 5 (+4)
+    c = load("c", member("vm-4", "g4"), position=2)  # 3
     opened = hosts_to_open(
         [a, b, c],
         draining=[],
         targets=[target("t", None)],
-        idle_groups={"g1": 5.0, "g2": 5.0, "g3": 4.0, "g4": 6.0},
+        idle_groups={"g1": 5.0, "g2": 1.0, "g3": 4.0, "g4": 3.0},
         slots=2,
     )
-    assert opened == ["a", "c"]
+    # b gives g1 its host: a then feeds only g2 and comes after c.
+    assert opened == ["b", "c"]
 
 
 def test_hosts_to_open_keeps_room_for_what_is_draining() -> None:

@@ -19,14 +19,12 @@ from datetime import datetime
 from typing import Any
 
 from ..constraints import CloudConstraints, GroupConstraints, InstanceConstraints
+from ..controls import ACTION_SECONDS
 from ..errors import FenixError
 from ..model import Host, Instance, SessionRequest
 from .scenario_schema import SESSION_FIELDS
 
 __all__ = ["ACTION_SECONDS", "preview"]
-
-#: How long one action is assumed to take on a host, without ``host_seconds``.
-ACTION_SECONDS = 600.0
 
 
 def preview(

@@ -93,6 +93,7 @@ from ..contract import (
     TimerFired,
     Watch,
 )
+from ..controls import expected_host_seconds
 from ..model import host_action_types
 from ..states import FINAL_SESSION_STATES, HostState, InstanceAction, InstanceState, SessionState
 from .base import IN_SCOPE, actions_of, allowed_actions, default_action, retry_delay
@@ -176,6 +177,9 @@ class ConstrainedState(ComponentState):
     #: Times the waves, stuck for room, waited for a host outside the session
     #: to come back into service (at most MAX_WAIT_ROUNDS).
     waited: int = 0
+    #: Why the first wave has its size (second_moves.FirstWaveSize.why): said
+    #: in the plan with each move of its instances onto a queued host.
+    first_wave: str | None = None
 
 
 class _Recovery:
@@ -1213,7 +1217,9 @@ class ConstrainedWorkflow(RollingWorkflow):
                 if goal is not None and goal in queued:
                     # Said in the plan: it lands on a host it will leave again.
                     why = second_moves.why_again(
-                        moved_before=m.instance_id in moved, first_drained=m.instance_id in first
+                        moved_before=m.instance_id in moved,
+                        first_drained=m.instance_id in first,
+                        wave=cst.first_wave,
                     )
                 ctx.submit(Move(inst.instance_id, InstanceAction(action), goal, no, why))
         ends = self._recovery(ctx, step, cst).next_end(ctx)
@@ -1479,21 +1485,22 @@ class ConstrainedWorkflow(RollingWorkflow):
         if not self._may_open(ctx, step, cst):
             return False, False
         counts = step.counts
-        busy: set[str] = set()
+        waiting: Counter[str] = Counter()  # members per group left on the open hosts
         draining: list[planner.HostLoad] = []
         for host in ctx.hosts.in_state(HostState.DRAINING):
             members = step.members_on(host.name)
             draining.append(planner.HostLoad(host.name, tuple(members), host.position))
-            busy.update(m.group_id for m in members)
-        # A group with work left and no member waiting on an open host,
-        # also while its members are moving or in recovery_time: a host
-        # opened for it now has its next member ready when that ends (the
-        # longest chain waited for a host to open after each recovery, 883 s
-        # over the reference scenario's bound).
+            waiting.update(m.group_id for m in members)
+        # A group with work left and fewer members waiting on the open hosts
+        # than it may move at once, also while its members are moving or in
+        # recovery_time: a host opened for it now has its next members ready
+        # when that ends (the longest chain waited for a host to open after
+        # each recovery, 883 s over the reference scenario's bound; with one
+        # member waiting of two it may move, each round moved one).
         idle = {
             g: self._weight(step, g)
             for g, left in counts.todo.items()
-            if left > 0 and g not in busy
+            if left > 0 and ((w := waiting[g]) == 0 or w < step.rule(g).max_impacted)
         }
         # Each pending host ranked by the idle weight it feeds; the planner
         # chooses among the best CANDIDATE_WINDOW (and every empty host).
@@ -1594,7 +1601,11 @@ class ConstrainedWorkflow(RollingWorkflow):
             and not self._waiting_makes_room(ctx, step, cst)
         ):
             # Nothing where instances stay can take any host's instances and
-            # nothing is out of service: the first wave (second_moves).
+            # nothing is out of service: the first wave (second_moves), as
+            # wide as the hosts' expected work says the longest chain needs.
+            size = None
+            if any(c.members for c in candidates):
+                size = self._first_wave_size(ctx, step, targets)
             chosen = second_moves.first_wave(
                 candidates,
                 targets=targets,
@@ -1603,8 +1614,11 @@ class ConstrainedWorkflow(RollingWorkflow):
                 instances=sum(counts.todo.values()),
                 rules=rules,
                 feasible=feasible,
+                share=second_moves.FIRST_WAVE_SHARE if size is None else size.share,
             )
             first = {c.host for c in candidates if c.members and c.host in chosen}
+            if first and size is not None:
+                cst.first_wave = size.why
         opened = held = False
         controls = ctx.request.controls
         # A host refused for its zone (rack ...) keeps no host of an open zone
@@ -1641,6 +1655,52 @@ class ConstrainedWorkflow(RollingWorkflow):
             cst.stamp = counts.stamp = _new_stamp()
             ctx.state_of(RollingState).listed = False  # progress: list again when stuck
         return opened, held
+
+    def _first_wave_size(
+        self, ctx: SessionContext, step: _Step, targets: Sequence[planner.Target]
+    ) -> second_moves.FirstWaveSize:
+        """How many second moves the first wave may add
+        (:func:`~fenix_core.second_moves.first_wave_size`), from what the
+        session knows at its start: the pending hosts' loads, the groups'
+        chains, and a host's expected work (declared ``host_seconds``, else
+        the plan's assumption per action: ``controls.expected_host_seconds``)."""
+        capacities: list[int] = []
+        per_host: list[list[int]] = []
+        for host in ctx.hosts.in_state(HostState.PENDING, type="compute"):
+            capacities.append(host.vcpus)
+            per_host.append(
+                [
+                    i.vcpus
+                    for i in ctx.instances.on(host.name)
+                    if i.state not in (InstanceState.GONE, InstanceState.OUT_OF_SCOPE)
+                ]
+            )
+        stay_room = sum(t.free or 0 for t in targets if t.stays)
+        actions = actions_of(ctx.request.actions, *host_action_types("compute"))
+        work = expected_host_seconds(ctx.request.controls, len(actions))
+        todo = step.counts.todo
+        chain = planner.makespan_lower_bound(
+            host_work=[work] * len(capacities),
+            max_parallel_hosts=max(1, len(capacities)),
+            members_by_group=todo,
+            rules={g: step.rule(g) for g, left in todo.items() if left > 0},
+            move_seconds=_MOVE_ESTIMATE,
+            first_final_move_at=second_moves.first_final_move_at(
+                [(work, bool(v)) for v in per_host],
+                stay_room=stay_room > 0,
+                move_seconds=_MOVE_ESTIMATE,
+            ),
+        ).group_bound
+        return second_moves.first_wave_size(
+            [sum(v) for v in per_host],
+            capacities,
+            instance_vcpus=[c for v in per_host for c in v],
+            forced=second_moves.moves_lower_bound(per_host, stay_room=stay_room).forced,
+            chain=chain,
+            work=work,
+            move_seconds=_MOVE_ESTIMATE,
+            stay_room=stay_room,
+        )
 
     def _may_open(self, ctx: SessionContext, step: _Step, cst: ConstrainedState) -> bool:
         """False when no pending host can be opened for lack of room, known
