@@ -868,7 +868,14 @@ def drain_sequence(
             later = (m for h in pending if h is not load for m in where[h.host])
             ahead = _limited_ahead(later, rules, None) if limited_groups else None
             placed = _emptied_in_rounds(
-                load.host, where[load.host], free, stays, counts, rules, ahead
+                load.host,
+                where[load.host],
+                free,
+                stays,
+                counts,
+                rules,
+                ahead,
+                rounds=bool(limited_groups),
             )
             if placed is None:
                 continue
@@ -906,6 +913,8 @@ def _emptied_in_rounds(
     counts: Mapping[str, Mapping[str, int]],
     rules: Mapping[str, GroupRule],
     ahead: Mapping[str, int] | None,
+    *,
+    rounds: bool,
 ) -> list[tuple[Member, str]] | None:
     """Where ``host``'s members go when it is emptied alone, as the waves
     move them: in rounds of each group's ``max_impacted`` (the others wait
@@ -913,34 +922,37 @@ def _emptied_in_rounds(
     other targets as the rounds before left them. ``counts`` holds only the
     limited groups' members, as the waves' targets count them: a round does
     not see where an earlier one put a group without a per-host limit.
-    None if a member finds no room."""
-    budgets = {
-        m.group_id: max(1, rules[m.group_id].max_impacted if m.group_id in rules else 1)
-        for m in members
-    }
+    ``rounds`` False (no group has a per-host limit): one round, every
+    member at once; where each goes then decides room alone, and each round
+    costs a pass over every target. None if a member finds no room."""
     left = sorted(members, key=lambda m: (-m.vcpus, m.instance_id))
-    taken: dict[str, int] = {}  # vcpus placed on each target by the rounds so far
-    joined: dict[str, dict[str, int]] = {}  # a target's counts with the rounds' members
+    if not rounds:
+        budgets = {m.group_id: len(left) for m in left}
+    else:
+        budgets = {
+            m.group_id: max(1, rules[m.group_id].max_impacted if m.group_id in rules else 1)
+            for m in left
+        }
+    others = {
+        name: Target(name, room, stays[name], counts[name])
+        for name, room in free.items()
+        if name != host
+    }
     placed: list[tuple[Member, str]] = []
     while left:
-        others = []
-        for name, room in free.items():
-            if name == host:
-                continue
-            if room is not None:
-                room -= taken.get(name, 0)
-            others.append(Target(name, room, stays[name], joined.get(name, counts[name])))
-        moves, blocked = assign_moves(left, budgets, others, rules, ahead=ahead)
+        moves, blocked = assign_moves(left, budgets, list(others.values()), rules, ahead=ahead)
         if not moves or any(b.reason == "room" for b in blocked):
             return None
         by_id = {m.instance_id: m for m in left}
-        for instance_id, target in moves:
+        for instance_id, name in moves:
             member = by_id[instance_id]
-            placed.append((member, target))
-            taken[target] = taken.get(target, 0) + member.vcpus
-            if member.group_id in counts[target]:
-                mine = joined.setdefault(target, dict(counts[target]))
-                mine[member.group_id] += 1
+            placed.append((member, name))
+            was = others[name]
+            room = None if was.free is None else was.free - member.vcpus
+            mine = was.members
+            if member.group_id in mine:
+                mine = {**mine, member.group_id: mine[member.group_id] + 1}
+            others[name] = Target(name, room, was.stays, mine)
         waiting = {b.instance_id for b in blocked}
         left = [m for m in left if m.instance_id in waiting]
     return placed
