@@ -846,7 +846,8 @@ def drain_sequence(
 ) -> tuple[list[str], HostLoad | None]:
     """A dry run of maintaining ``loads`` one host at a time: can every host be
     emptied in turn, its members placed on the other hosts (capacity, group
-    limits), each emptied host then taking instances itself?
+    limits) in the rounds the waves move them in (:func:`_emptied_in_rounds`),
+    each emptied host then taking instances itself?
 
     Returns the order found and, if it gets stuck, the first host that could
     not be emptied. ``targets`` are every host that may receive instances,
@@ -858,11 +859,10 @@ def drain_sequence(
     """
     free: dict[str, int | None] = {t.host: t.free for t in targets}
     stays: dict[str, bool] = {t.host: t.stays for t in targets}
+    limited_groups = [g for g, rule in rules.items() if rule.host_limit() is not None]
     counts: dict[str, dict[str, int]] = {
-        t.host: {g: t.members.get(g, 0) for g in rules} for t in targets
+        t.host: {g: t.members.get(g, 0) for g in limited_groups} for t in targets
     }
-    sizes: dict[str, int] = {}
-    limited = any(rule.host_limit() is not None for rule in rules.values())
     pending = sorted(loads, key=lambda h: (h.vcpus, h.position, h.host))
     where: dict[str, list[Member]] = {h.host: list(h.members) for h in pending}
     order: list[str] = []
@@ -873,32 +873,29 @@ def drain_sequence(
             name = forced.pop(0)
             candidates = [h for h in pending if h.host == name]
         for load in candidates:
-            members = sorted(where[load.host], key=lambda m: (-m.vcpus, m.instance_id))
-            others = [
-                Target(name, free[name], stays[name], counts[name])
-                for name in free
-                if name != load.host
-            ]
             later = (m for h in pending if h is not load for m in where[h.host])
-            moves, blocked = assign_moves(
-                members,
-                {m.group_id: len(members) for m in members},
-                others,
+            ahead = _limited_ahead(later, rules, None) if limited_groups else None
+            placed = _emptied_in_rounds(
+                load.host,
+                where[load.host],
+                free,
+                stays,
+                counts,
                 rules,
-                ahead=_limited_ahead(later, rules, None) if limited else None,
+                ahead,
+                rounds=bool(limited_groups),
             )
-            if blocked:
+            if placed is None:
                 continue
-            by_id = {m.instance_id: m for m in members}
-            for instance_id, host in moves:
-                member = by_id[instance_id]
-                sizes[instance_id] = member.vcpus
+            for member, host in placed:
                 room = free[host]
                 if room is not None:
                     free[host] = room - member.vcpus
-                counts[host][member.group_id] = counts[host].get(member.group_id, 0) + 1
+                if member.group_id in counts[host]:
+                    counts[host][member.group_id] += 1
                 if host in where:
                     where[host].append(member)
+            members = where[load.host]
             room = free[load.host]
             if room is not None:
                 free[load.host] = room + sum(m.vcpus for m in members)
@@ -914,6 +911,59 @@ def drain_sequence(
             stuck = candidates[0] if candidates else pending[0]
             return order, HostLoad(stuck.host, tuple(where[stuck.host]), stuck.position)
     return order, None
+
+
+def _emptied_in_rounds(
+    host: str,
+    members: Sequence[Member],
+    free: Mapping[str, int | None],
+    stays: Mapping[str, bool],
+    counts: Mapping[str, Mapping[str, int]],
+    rules: Mapping[str, GroupRule],
+    ahead: Mapping[str, int] | None,
+    *,
+    rounds: bool,
+) -> list[tuple[Member, str]] | None:
+    """Where ``host``'s members go when it is emptied alone, as the waves
+    move them: in rounds of each group's ``max_impacted`` (the others wait
+    for the next round), each round placed by :func:`assign_moves` on the
+    other targets as the rounds before left them. ``counts`` holds only the
+    limited groups' members, as the waves' targets count them: a round does
+    not see where an earlier one put a group without a per-host limit.
+    ``rounds`` False (no group has a per-host limit): one round, every
+    member at once; where each goes then decides room alone, and each round
+    costs a pass over every target. None if a member finds no room."""
+    left = sorted(members, key=lambda m: (-m.vcpus, m.instance_id))
+    if not rounds:
+        budgets = {m.group_id: len(left) for m in left}
+    else:
+        budgets = {
+            m.group_id: max(1, rules[m.group_id].max_impacted if m.group_id in rules else 1)
+            for m in left
+        }
+    others = {
+        name: Target(name, room, stays[name], counts[name])
+        for name, room in free.items()
+        if name != host
+    }
+    placed: list[tuple[Member, str]] = []
+    while left:
+        moves, blocked = assign_moves(left, budgets, list(others.values()), rules, ahead=ahead)
+        if not moves or any(b.reason == "room" for b in blocked):
+            return None
+        by_id = {m.instance_id: m for m in left}
+        for instance_id, name in moves:
+            member = by_id[instance_id]
+            placed.append((member, name))
+            was = others[name]
+            room = None if was.free is None else was.free - member.vcpus
+            mine = was.members
+            if member.group_id in mine:
+                mine = {**mine, member.group_id: mine[member.group_id] + 1}
+            others[name] = Target(name, room, was.stays, mine)
+        waiting = {b.instance_id for b in blocked}
+        left = [m for m in left if m.instance_id in waiting]
+    return placed
 
 
 def drains_by_count(

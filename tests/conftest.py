@@ -22,7 +22,7 @@ from fenix_core.testing import ScriptedManager, SimulatedCloud
 # developer's pytest; the README's test command (nox, hence CI) runs them
 # derandomized, the same examples every time, so that a merge is judged on
 # its own change and not on a draw (the layouts they found are pinned as
-# @example or strict xfails: tests/constrained_layouts.py).
+# @example or as plain tests: tests/constrained_layouts.py).
 settings.register_profile("ci", derandomize=True)
 settings.load_profile(os.environ.get("FENIX_HYPOTHESIS_PROFILE", "default"))
 

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
-
 
 def _group(*, anti_affine: bool, impacted: int, per_host: int, recovery: int) -> dict[str, Any]:
     return {
@@ -74,32 +72,31 @@ ANTI_AFFINE_MEMBER_ON_THE_FULLEST_HOST: dict[str, Any] = {
 
 
 # Layouts where a plan exists (the check before the first wave finds an order
-# to drain every host in, planner.drain_sequence) but the session still fails
+# to drain every host in, planner.drain_sequence) but the session failed
 # half-way: found by running the properties with 1,000-2,000 examples per
-# seed, kept as strict xfails until the placement looks further ahead. The placement
-# keeps a host able to take ONE member of each limited group still to come
-# (planner.assign_moves' ``ahead``), not as many distinct hosts as the group
-# needs, nor room for a member of the same draining host not answered yet.
+# seed. The placement keeps a host able to take ONE member of each limited
+# group still to come (planner.assign_moves' ``ahead``), not as many distinct
+# hosts as the group needs; the dry run is what sees further.
 
 #: Anti-affine g2 has five members on six hosts (two pairs share cmp-1 and
-#: cmp-2): each host that stays must hold one during the last drains. cmp-5's
-#: three instances (none of g2) all went to cmp-0, a host without g2; the two
-#: pairs then lacked distinct hosts without g2 with room, and the session
-#: failed after three hosts ("cannot empty any host"). Still failing: the dry
-#: run that let cmp-5 open (planner.drain_sequence) placed its members all at
-#: once, vm-10 on cmp-3 (cmp-0 already held vm-9 of the same implicit group
-#: of p0, counted by assign_moves within one call), and found an order for
-#: the rest. The waves move them in rounds of each group's budget (p0's
-#: implicit group: one at a time): vm-9 and vm-11 went to cmp-0, and vm-10,
-#: placed alone afterwards, went to cmp-0 too (the fullest; a target does not
-#: count the members of a group without a per-host limit). A placement that
-#: re-places what is left after each round differs from one that placed
-#: everything at once; the fix is for the drain to follow the dry run's
-#: placement (a planned target per instance, which the contract does not
-#: keep yet) or for the dry run to simulate the rounds. Counting every
-#: group's members on the targets, as the dry run does, ends this layout DONE
-#: but costs the reference scenario 258 s (benchmarks/makespan.py: 12,703 s
-#: instead of 12,445 s, over issue 18's bound), so it was not kept.
+#: cmp-2): each host that stays must hold one during the last drains. After
+#: cmp-3 and cmp-0, cmp-5's three instances (none of g2) all went to cmp-0, a
+#: host without g2; the two pairs then lacked distinct hosts without g2 with
+#: room, and the session failed after three hosts ("cannot empty any host").
+#: The dry run that let cmp-5 open had placed its members all at once: vm-9
+#: on cmp-0, then vm-10 on cmp-3 (cmp-0 already held vm-9 of the same
+#: implicit group of p0, counted by assign_moves within one call), and it
+#: found an order for the rest. The waves move them in rounds of each
+#: group's budget (p0's implicit group: one at a time) and re-place what is
+#: left after each round: vm-9 and vm-11 went to cmp-0, and vm-10, placed
+#: alone afterwards, went to cmp-0 too (the fullest; a target does not count
+#: the members of a group without a per-host limit). Fixed: the dry run
+#: empties each host in those rounds, counting on a target only the members
+#: of limited groups (planner.drain_sequence, ``_emptied_in_rounds``), so it
+#: sees the dead end and cmp-5 waits; cmp-4 and cmp-1 go first. (Counting
+#: every group's members on the targets, in the waves too, also ended it
+#: DONE but cost the reference scenario 258 s: benchmarks/makespan.py, 12,703
+#: s instead of 12,445 s.)
 ANTI_AFFINE_FIVE_ON_SIX_HOSTS: dict[str, Any] = {
     "layout": {
         "cmp-0": [("vm-0", "p1", 2)],
@@ -205,19 +202,10 @@ PER_HOST_LIMIT_OVER_AT_THE_START: dict[str, Any] = {
 }
 
 
-#: The dead ends above that both properties' test files replay as strict
-#: xfails: still failing.
-DEAD_ENDS = {"five-anti-affine-on-six-hosts": ANTI_AFFINE_FIVE_ON_SIX_HOSTS}
-DEAD_ENDS_ON_THE_DRIVER = dict(DEAD_ENDS)
-#: The dead ends found and fixed since: replayed as plain tests by both.
+#: The dead ends found and fixed since: replayed as plain tests by both
+#: properties' test files.
 ONCE_DEAD_ENDS = {
+    "five-anti-affine-on-six-hosts": ANTI_AFFINE_FIVE_ON_SIX_HOSTS,
     "asked-one-at-a-time": ASKED_ONE_AT_A_TIME_TAKES_THE_ROOM_OF_THE_NEXT,
     "per-host-limit-over": PER_HOST_LIMIT_OVER_AT_THE_START,
 }
-
-#: Fails today; a strict xfail says so when a change fixes it.
-known_dead_end = pytest.mark.xfail(
-    strict=True,
-    reason="known: a plan exists but the placement leads to a dead end half-way "
-    "(tests/constrained_layouts.py says why)",
-)

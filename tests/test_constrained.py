@@ -11,9 +11,7 @@ import pytest
 from constrained_layouts import (
     ANTI_AFFINE_MEMBER_ON_THE_FULLEST_HOST,
     ANTI_AFFINE_PAIR_LEFT_ONE_HOST,
-    DEAD_ENDS,
     ONCE_DEAD_ENDS,
-    known_dead_end,
 )
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
@@ -511,12 +509,6 @@ def clusters(draw: st.DrawFn) -> dict[str, Any]:
 @example(ANTI_AFFINE_PAIR_LEFT_ONE_HOST)
 @example(ANTI_AFFINE_MEMBER_ON_THE_FULLEST_HOST)
 def test_random_clusters_never_break_a_rule_and_always_end(spec: dict[str, Any]) -> None:
-    check_cluster(spec)
-
-
-@known_dead_end
-@pytest.mark.parametrize("spec", DEAD_ENDS.values(), ids=DEAD_ENDS.keys())
-def test_known_dead_ends_half_way(spec: dict[str, Any]) -> None:
     check_cluster(spec)
 
 

@@ -15,9 +15,7 @@ from constrained_driver import ConstrainedDriver, cluster, group, member, run, t
 from constrained_layouts import (
     ANTI_AFFINE_MEMBER_ON_THE_FULLEST_HOST,
     ANTI_AFFINE_PAIR_LEFT_ONE_HOST,
-    DEAD_ENDS_ON_THE_DRIVER,
     ONCE_DEAD_ENDS,
-    known_dead_end,
 )
 from contract_driver import LoggingContext
 from hypothesis import HealthCheck, example, given, settings
@@ -564,14 +562,6 @@ def check_cluster_v2(spec: dict[str, Any]) -> None:
 @example(ANTI_AFFINE_PAIR_LEFT_ONE_HOST)
 @example(ANTI_AFFINE_MEMBER_ON_THE_FULLEST_HOST)
 def test_random_clusters_never_break_a_rule_and_always_end(spec: dict[str, Any]) -> None:
-    check_cluster_v2(spec)
-
-
-@known_dead_end
-@pytest.mark.parametrize(
-    "spec", DEAD_ENDS_ON_THE_DRIVER.values(), ids=DEAD_ENDS_ON_THE_DRIVER.keys()
-)
-def test_known_dead_ends_half_way(spec: dict[str, Any]) -> None:
     check_cluster_v2(spec)
 
 

@@ -20,6 +20,7 @@ from fenix_core.planner import (
     Target,
     assign_moves,
     completion_order,
+    drain_sequence,
     fits_all,
     hosts_to_open,
     infeasible_groups,
@@ -566,6 +567,71 @@ def test_fits_all_counts_max_per_host() -> None:
     assert fits_all(members, [target("t1", 99), target("t2", 99, g=1)], rules)
     assert not fits_all(members, [target("t1", 99, g=1), target("t2", 99, g=1)], rules)
     assert not fits_all(members, [target("t1", 99, g=3), target("t2", 99, g=1)], rules)
+
+
+# --------------------------------------------------------------------------- drain_sequence
+
+
+def test_drain_sequence_empties_a_host_in_the_rounds_the_waves_move_it_in() -> None:
+    """tests/constrained_layouts.py's five-anti-affine-on-six-hosts after
+    cmp-3 and cmp-0: may cmp-5 go next? Placed all at once, vm-9 and vm-10
+    (p0's implicit group, one impacted at a time) were spread over cmp-0 and
+    cmp-3 and an order was found; the waves move vm-10 a round after vm-9,
+    and a target does not count an unlimited group's members, so vm-10
+    joins vm-9 and vm-11 on cmp-0 and leaves anti-affine g2's two pairs too
+    few hosts. The dry run now sees it."""
+    p0, p1 = "project:p0", "project:p1"
+    rules = {
+        "g0": GroupRule("g0", max_impacted=2, anti_affinity=True),
+        "g1": GroupRule("g1", max_impacted=3, recovery_time=120, max_per_host=2),
+        "g2": GroupRule("g2", max_impacted=3, anti_affinity=True, max_per_host=2),
+        p0: GroupRule(p0),
+        p1: GroupRule(p1),
+    }
+    loads = [
+        HostLoad(
+            "cmp-1",
+            (member("vm-1", "g0", 2), member("vm-2", "g2"), member("vm-3", "g2")),
+            1,
+        ),
+        HostLoad(
+            "cmp-2",
+            (member("vm-4", "g2"), member("vm-5", "g0", 2), member("vm-6", "g2")),
+            2,
+        ),
+        HostLoad("cmp-4", (member("vm-7", p1, 2, "p1"), member("vm-8", "g2", 2)), 4),
+        HostLoad(
+            "cmp-5",
+            (member("vm-9", p0, 2), member("vm-10", p0), member("vm-11", "g1", 1, "p1")),
+            5,
+        ),
+    ]
+    targets = [
+        target("cmp-0", 4, stays=True),
+        target("cmp-3", 2, stays=True, g1=1),
+        target("cmp-1", 0, g0=1, g2=2),
+        target("cmp-2", 0, g0=1, g2=2),
+        target("cmp-4", 0, g2=1),
+        target("cmp-5", 0, g1=1),
+    ]
+    order, stuck = drain_sequence(loads, targets, rules, first=["cmp-5"])
+    assert stuck is not None
+    assert stuck.host == "cmp-2"
+    assert order == ["cmp-5", "cmp-1", "cmp-4"]
+    assert drain_sequence(loads, targets, rules) == (["cmp-1", "cmp-4", "cmp-5", "cmp-2"], None)
+
+
+def test_drain_sequence_moves_a_group_beyond_its_budget_in_later_rounds() -> None:
+    """Three members of a group that allows one impacted at a time leave in
+    three rounds; each round still finds room where the one before left it."""
+    rules = {"g": GroupRule("g", max_impacted=1)}
+    loads = [HostLoad("h0", tuple(member(f"vm-{i}", "g") for i in range(3)), 0)]
+    assert drain_sequence(loads, [target("h0", 0), target("s", 3, stays=True)], rules) == (
+        ["h0"],
+        None,
+    )
+    stuck = drain_sequence(loads, [target("h0", 0), target("s", 2, stays=True)], rules)[1]
+    assert stuck == loads[0]
 
 
 # --------------------------------------------------------------------------- infeasible_groups
