@@ -171,7 +171,11 @@ def test_the_window_room_check_lets_few_decisions_through_that_their_own_totals_
     builds: few decisions get through it to be turned down by their own
     totals. (Counting, inside the last bucket reached, every host where
     instances stay whatever its name let 77 of 85 through here, and nine in
-    ten at 300 hosts: each built and read 128 candidate hosts for nothing.)"""
+    ten at 300 hosts: each built and read 128 candidate hosts for nothing.
+    The waves rank the host of the longest idle chain first, whatever its
+    size, so some decisions are still turned down by what their chosen
+    hosts need, which no count of the window's room can foresee: 8 of 17
+    here.)"""
     monkeypatch.setattr(constrained, "TARGET_WINDOW", 6)
     monkeypatch.setattr(constrained, "CANDIDATE_WINDOW", 5)
     reached: list[bool] = []
@@ -186,7 +190,7 @@ def test_the_window_room_check_lets_few_decisions_through_that_their_own_totals_
     view = cluster.run()
     assert view.state == "MAINTENANCE_DONE", view.reason
     assert reached
-    assert sum(reached) <= HOSTS // 4, (sum(reached), len(reached))
+    assert sum(reached) <= HOSTS // 2, (sum(reached), len(reached))
 
 
 def test_the_impacted_members_are_those_of_a_recount_from_the_views(
