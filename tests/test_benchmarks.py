@@ -126,6 +126,22 @@ def test_scale_targets_read_ratios_and_stopped_runs(bench) -> None:
     assert rows["300/30 CPU per host"]["value"] == "1.50x (100/300 hosts)"
     v = verdicts([result("1000", 12.0)])
     assert v["1000 hosts CPU"] == "FAIL"
+    # 3x the fleet: 3.3x the CPU, 1.1x per host.
+    small, big = result("1000", 9.0), result("3000", 30.0)
+    small.hosts_maintained, big.hosts_maintained = 1_000, 3_000
+    rows = {t["name"]: t for t in scale.targets([small, big])}
+    assert (rows["3000/1000 CPU"]["verdict"], rows["3000/1000 CPU"]["target"]) == (
+        "FAIL",
+        "<= 3.3x",
+    )
+    per_host = rows["3000/1000 CPU per host"]
+    assert (per_host["value"], per_host["target"], per_host["verdict"]) == (
+        "1.11x",
+        "<= 1.1x",
+        "FAIL",
+    )
+    big.cpu_s = 29.0
+    assert verdicts([small, big])["3000/1000 CPU per host"] == "PASS"
     both = [result("30", 1.0), result("30", 2.5, workflow="constrained")]
     assert verdicts(both)["30 hosts CPU / rolling"] == "FAIL"
 
@@ -136,6 +152,8 @@ def test_scale_sizes_follow_the_issue(bench) -> None:
     assert (large.hosts, large.instances, large.projects) == (1_000, 20_000, 200)
     assert (large.host_vcpus, large.instance_vcpus) == (24, (1,))
     assert scale.SIZES["10000"].instances == 200_000
+    assert scale.SIZES["3000"].instances == 60_000
+    assert "3000" not in scale.DEFAULT_SIZES  # minutes of CPU: asked for by --sizes
 
 
 def test_scale_reports_a_scenario_stopped_by_the_timeout_instead_of_waiting(
