@@ -9,7 +9,7 @@ change of an indexed field and nowhere else."""
 from __future__ import annotations
 
 from bisect import bisect_left, insort
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Final, TypeVar
 
 __all__ = ["CapacityIndex", "HostIndex", "InstanceIndex", "ProjectIndex", "multimap_move"]
@@ -45,32 +45,48 @@ def multimap_move(index: dict[K, set[str]], old: K, new: K, item: str) -> None:
 
 class HostIndex:
     """Host names by state and by type, and per state in position order
-    (kept sorted as hosts change state: no sort when a workflow asks)."""
+    (kept sorted as hosts change state: no sort when a workflow asks). A
+    list in position order handed to a reader (:meth:`ordered_names`) is
+    copied at its next change instead of changed, so the reader keeps it as
+    it was without a copy of most of the fleet at each decision."""
 
-    __slots__ = ("by_state", "by_type", "ordered", "position")
+    __slots__ = ("_lent", "by_state", "by_type", "ordered", "position")
 
     def __init__(self) -> None:
         self.by_state: dict[str, set[str]] = {}
         self.by_type: dict[str, set[str]] = {}
-        self.ordered: dict[str, list[tuple[int, str]]] = {}
+        self.ordered: dict[str, list[str]] = {}
         self.position: dict[str, int] = {}
+        # The states whose list in ``ordered`` a reader may hold.
+        self._lent: set[str] = set()
+
+    def _rank(self, name: str) -> tuple[int, str]:
+        return self.position[name], name
+
+    def _writable(self, state: str) -> list[str]:
+        names = self.ordered.get(state)
+        if names is None:
+            names = self.ordered[state] = []
+        elif state in self._lent:
+            names = self.ordered[state] = names.copy()
+        self._lent.discard(state)
+        return names
 
     def add(self, name: str, state: str, type_: str, position: int = 0) -> None:
         multimap_add(self.by_state, state, name)
         multimap_add(self.by_type, type_, name)
         self.position[name] = position
-        insort(self.ordered.setdefault(state, []), (position, name))
+        insort(self._writable(state), name, key=self._rank)
 
     def restate(self, name: str, old: str, new: str) -> None:
         if old == new:
             return
         multimap_move(self.by_state, old, new, name)
-        key = (self.position[name], name)
-        before = self.ordered[old]
-        del before[bisect_left(before, key)]
+        before = self._writable(old)
+        del before[bisect_left(before, self._rank(name), key=self._rank)]
         if not before:
             del self.ordered[old]
-        insort(self.ordered.setdefault(new, []), key)
+        insort(self._writable(new), name, key=self._rank)
 
     def in_state(self, *states: str) -> set[str]:
         found: set[str] = set()
@@ -80,7 +96,16 @@ class HostIndex:
 
     def in_order(self, state: str) -> list[str]:
         """The hosts in ``state`` by position (then name): a new list."""
-        return [name for _, name in self.ordered.get(state, ())]
+        return list(self.ordered.get(state, ()))
+
+    def ordered_names(self, state: str) -> Sequence[str]:
+        """The hosts in ``state`` by position (then name) without a copy:
+        later changes do not show in it; not to be changed by the caller."""
+        names = self.ordered.get(state)
+        if names is None:
+            return ()
+        self._lent.add(state)
+        return names
 
     def count(self, *states: str) -> int:
         return sum(len(self.by_state.get(state, ())) for state in states)
@@ -181,9 +206,12 @@ class CapacityIndex:
     A host with unknown capacity (vcpus <= 0) has no free figure. Each
     bucket is also kept as a name-sorted list (``ordered``): a bucket can
     hold most of a large fleet, and sorting it at each look made every
-    placement cost grow with the fleet."""
+    placement cost grow with the fleet. A list handed to a reader
+    (:meth:`level`) is copied at its next change instead of changed, as
+    :class:`HostIndex` does: a placement reads a few hosts of it, and copied
+    all of them at each look."""
 
-    __slots__ = ("buckets", "ordered", "reserved", "type_of", "used", "vcpus")
+    __slots__ = ("_lent", "buckets", "ordered", "reserved", "type_of", "used", "vcpus")
 
     def __init__(self) -> None:
         self.vcpus: dict[str, int] = {}
@@ -192,6 +220,8 @@ class CapacityIndex:
         self.reserved: dict[str, int] = {}
         self.buckets: dict[str, dict[int, set[str]]] = {}
         self.ordered: dict[str, dict[int, list[str]]] = {}
+        # The (placement class, free vCPUs) whose list a reader may hold.
+        self._lent: set[tuple[str, int]] = set()
 
     def add_host(self, name: str, type_: str, vcpus: int) -> None:
         self.vcpus[name] = vcpus
@@ -226,7 +256,28 @@ class CapacityIndex:
         """Hosts of the class, most free first, then by name."""
         ordered = self.ordered.get(placement_class, {})
         for free in sorted(ordered, reverse=True):
-            yield from list(ordered[free])
+            yield from self.level(placement_class, free)
+
+    def level(self, placement_class: str, free: int) -> Sequence[str]:
+        """The hosts of the class with ``free`` vCPUs free, by name, without
+        a copy: later changes do not show in it; not to be changed by the
+        caller."""
+        names = self.ordered.get(placement_class, {}).get(free)
+        if names is None:
+            return ()
+        self._lent.add((placement_class, free))
+        return names
+
+    def _writable(self, placement_class: str, free: int) -> list[str]:
+        by_free = self.ordered.setdefault(placement_class, {})
+        names = by_free.get(free)
+        key = (placement_class, free)
+        if names is None:
+            names = by_free[free] = []
+        elif key in self._lent:
+            names = by_free[free] = names.copy()
+        self._lent.discard(key)
+        return names
 
     def _file(self, host: str) -> None:
         free = self.free(host)
@@ -235,7 +286,7 @@ class CapacityIndex:
             members = self.buckets.setdefault(type_, {}).setdefault(free, set())
             if host not in members:
                 members.add(host)
-                insort(self.ordered.setdefault(type_, {}).setdefault(free, []), host)
+                insort(self._writable(type_, free), host)
 
     def _unfile(self, host: str) -> None:
         free = self.free(host)
@@ -245,8 +296,7 @@ class CapacityIndex:
             if members is None or host not in members:
                 return
             multimap_remove(self.buckets[type_], free, host)
-            by_free = self.ordered[type_]
-            names = by_free[free]
+            names = self._writable(type_, free)
             del names[bisect_left(names, host)]
             if not names:
-                del by_free[free]
+                del self.ordered[type_][free]

@@ -291,7 +291,7 @@ class _Hosts:
             names = index.in_state(*states) & index.by_type.get(type, set())
             return _LazyHosts(self._a, names, False)
         if len(states) == 1:
-            return _LazyHosts(self._a, index.in_order(states[0]), True)
+            return _LazyHosts(self._a, index.ordered_names(states[0]), True)
         return _LazyHosts(self._a, index.in_state(*states), False)
 
     def without_instances(self, *states: HostState) -> Collection[HostView]:
@@ -436,9 +436,10 @@ class _Capacity:
 
     def most_free(self, placement_class: str) -> Iterator[tuple[str, int]]:
         hosts = self._a.ws.hosts
-        ordered = self._a.ws.capacity.ordered.get(placement_class, {})
-        for free in sorted(ordered, reverse=True):
-            for name in list(ordered[free]):  # a copy: the caller may change the capacity
+        cap = self._a.ws.capacity
+        for free in sorted(cap.ordered.get(placement_class, {}), reverse=True):
+            # As it is now: the caller may change the capacity.
+            for name in cap.level(placement_class, free):
                 rec = hosts.get(name)
                 if rec is not None and rec.enabled:
                     yield name, free
@@ -469,6 +470,17 @@ class _Capacity:
         cap = ws.capacity
         classes = sorted(limits.types) if limits is not None and limits.types else [placement_class]
         buckets = [cap.ordered.get(c, {}) for c in classes]
+        if len(classes) == 1:
+            (only,) = classes
+
+            def level(free: int) -> Sequence[str]:
+                # As it is now, without a copy: the caller may change the capacity
+                # between two hosts.
+                return cap.level(only, free)
+        else:
+
+            def level(free: int) -> Sequence[str]:
+                return sorted(n for b in buckets for n in b.get(free, ()))
 
         def usable(name: str) -> bool:
             rec = hosts.get(name)
@@ -497,11 +509,7 @@ class _Capacity:
         for free in sorted({f for b in buckets for f in b}, reverse=True):
             if free < vcpus:
                 break
-            # A copy: the caller may change the capacity between two hosts.
-            names = [n for b in buckets for n in b.get(free, ())]
-            if len(buckets) > 1:
-                names.sort()
-            for name in names:
+            for name in level(free):
                 if not usable(name):
                     continue
                 weight = penalty.get(name, 0)
