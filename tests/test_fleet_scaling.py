@@ -81,6 +81,21 @@ def test_a_decision_s_first_target_and_pending_hosts_cost_the_same_at_any_fleet_
     assert growth(looks, 500, 5_000) < 3.0  # a copy per look: about 10x
 
 
+def test_finding_the_empty_pending_hosts_costs_the_same_at_any_fleet_size() -> None:
+    # Asked at each decision (is a host ready for maintenance?): the pending
+    # hosts were copied and every busy host taken out of the copy.
+    def looks(hosts: int) -> Callable[[], object]:
+        ctx, _ = _fleet(hosts)
+
+        def work() -> None:
+            for _ in range(200):
+                assert not ctx.hosts.without_instances(HostState.PENDING)
+
+        return work
+
+    assert growth(looks, 500, 5_000) < 3.0  # a look at every busy host: about 10x
+
+
 def test_a_lent_list_keeps_what_it_held_when_the_capacity_or_the_hosts_change() -> None:
     ctx, ws = _fleet(3)
     targets = ctx.capacity.targets("vm-00000-00")

@@ -113,10 +113,14 @@ class HostIndex:
 
 class InstanceIndex:
     """Instance ids by host, by project, by (project, host) and by state, and
-    per host how many of its instances are still the session's work."""
+    per host how many of its instances are still the session's work; the
+    session's hosts (those made known by :meth:`know_host`) that have none
+    are kept as a set (``vacant``): an empty host is found without a look at
+    every busy one."""
 
     __slots__ = (
-        "_sorted_on", "by_host", "by_project", "by_project_host", "by_state", "in_scope_on",
+        "_known", "_sorted_on", "by_host", "by_project", "by_project_host", "by_state",
+        "in_scope_on", "vacant",
     )  # fmt: skip
 
     def __init__(self) -> None:
@@ -129,6 +133,15 @@ class InstanceIndex:
         # a drain reads the host it empties several times a step, and sorted
         # it each time.
         self._sorted_on: dict[str, list[str]] = {}
+        self._known: set[str] = set()
+        self.vacant: set[str] = set()
+
+    def know_host(self, host: str) -> None:
+        """``host`` is one of the session's: kept in ``vacant`` while none of
+        its instances is the session's work."""
+        self._known.add(host)
+        if host not in self.in_scope_on:
+            self.vacant.add(host)
 
     def add(self, instance_id: str, project: str, host: str, state: str) -> None:
         multimap_add(self.by_host, host, instance_id)
@@ -166,8 +179,11 @@ class InstanceIndex:
         count = self.in_scope_on.get(host, 0) + sign
         if count:
             self.in_scope_on[host] = count
+            self.vacant.discard(host)
         else:
             del self.in_scope_on[host]
+            if host in self._known:
+                self.vacant.add(host)
 
 
 class ProjectIndex:

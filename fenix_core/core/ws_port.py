@@ -295,10 +295,12 @@ class _Hosts:
         return _LazyHosts(self._a, index.in_state(*states), False)
 
     def without_instances(self, *states: HostState) -> Collection[HostView]:
-        index = self._a.ws.host_index
-        busy = self._a.ws.instance_index.in_scope_on
-        names = index.in_state(*states)
-        names.difference_update(busy)  # set arithmetic, no loop over hosts here
+        by_state = self._a.ws.host_index.by_state
+        vacant = self._a.ws.instance_index.vacant
+        names: set[str] = set()
+        for state in states:
+            # ``&`` looks up the smaller set's members in the larger.
+            names |= by_state.get(state, set()) & vacant
         return _LazyHosts(self._a, names, False)
 
     def __len__(self) -> int:
