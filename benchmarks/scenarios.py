@@ -24,19 +24,41 @@ class GroupedCloud(SimulatedCloud):
     and per instance during the setup."""
 
     cloud_groups: CloudConstraints = CloudConstraints()
+    # ``cloud_groups`` indexed (for the one they were built from): each
+    # member's, group's and rule's position, and the rules of each member.
+    _indexed: CloudConstraints | None = None
+    _member_at: dict[str, int]
+    _group_at: dict[str, int]
+    _rules_of: dict[str, list[int]]
 
     def cloud_constraints(self, instances: Any) -> CloudConstraints:
         """The groups with a member among ``instances``, as the OpenStack
-        driver reports them (a listing of one emptied host reports none)."""
-        ids = {i.instance_id for i in instances}
+        driver reports them (a listing of one emptied host reports none).
+        Looked up per instance listed: a listing of one host costs the same
+        in any fleet."""
         found = self.cloud_groups
-        members = {k: v for k, v in found.members.items() if k in ids}
-        named = set(members.values())
+        if self._indexed is not found:
+            self._index(found)
+        ids = {i.instance_id for i in instances}
+        at = self._member_at
+        mine = sorted((i for i in ids if i in at), key=at.__getitem__)
+        members = {iid: found.members[iid] for iid in mine}
+        named = {self._group_at[g] for g in members.values() if g in self._group_at}
+        rules = sorted({n for i in ids for n in self._rules_of.get(i, ())})
         return CloudConstraints(
-            groups=tuple(g for g in found.groups if g.group_id in named),
+            groups=tuple(found.groups[n] for n in sorted(named)),
             members=members,
-            placement=tuple(r for r in found.placement if ids.intersection(r.members)),
+            placement=tuple(found.placement[n] for n in rules),
         )
+
+    def _index(self, found: CloudConstraints) -> None:
+        self._member_at = {iid: n for n, iid in enumerate(found.members)}
+        self._group_at = {g.group_id: n for n, g in enumerate(found.groups)}
+        self._rules_of = {}
+        for n, rule in enumerate(found.placement):
+            for member in rule.members:
+                self._rules_of.setdefault(member, []).append(n)
+        self._indexed = found
 
 
 class ReplyFrontEnd:

@@ -388,3 +388,48 @@ def test_workers_ratios_and_target(bench) -> None:
     assert workers.verdict([one, two]).endswith("1.50x MISS")
     assert workers.verdict([one]).endswith("not measured")
     assert workers.worker_counts("2,1,2") == [1, 2]
+
+
+def test_grouped_cloud_reports_a_listing_s_groups_as_a_filter_of_all_of_them_does(bench) -> None:
+    scenarios = bench("scenarios")
+    from fenix_core.constraints import CloudConstraints
+    from fenix_core.placement_rules import PlacementRule
+
+    run = scenarios.Scenario(hosts=6, instances=60, projects=3, groups=5).build("constrained")
+    cloud, found = run.cloud, run.cloud.cloud_groups
+    some = sorted(found.members)[::7]
+    cloud.cloud_groups = found = CloudConstraints(
+        groups=found.groups,
+        members=found.members,
+        placement=(
+            PlacementRule(group_id="r1", policy="anti-affinity", members=tuple(some[:3])),
+            PlacementRule(group_id="r0", policy="affinity", members=tuple(some[2:5])),
+        ),
+    )
+    for host in ("compute-00000", "compute-00003"):
+        listed = cloud.list_instances([host])
+        ids = {i.instance_id for i in listed}
+        members = {k: v for k, v in found.members.items() if k in ids}
+        assert cloud.cloud_constraints(listed) == CloudConstraints(
+            groups=tuple(g for g in found.groups if g.group_id in set(members.values())),
+            members=members,
+            placement=tuple(r for r in found.placement if ids.intersection(r.members)),
+        )
+    assert cloud.cloud_constraints([]) == CloudConstraints()
+
+
+def test_grouped_cloud_lists_one_host_s_groups_in_the_same_time_in_any_fleet(bench) -> None:
+    # The constrained run lists each host it empties with its groups: every
+    # membership of the fleet was filtered for each listing.
+    scenarios = bench("scenarios")
+    from scaling import growth
+
+    def listing(hosts: int) -> object:
+        run = scenarios.Scenario(
+            hosts=hosts, instances=20 * hosts, projects=hosts // 5, groups=hosts // 2
+        ).build("constrained")
+        listed = run.cloud.list_instances(["compute-00001"])
+        run.cloud.cloud_constraints(listed)  # indexed once
+        return lambda: [run.cloud.cloud_constraints(listed) for _ in range(100)]
+
+    assert growth(listing, 100, 1_000) < 3.0  # the filter of every membership: about 10x
