@@ -128,13 +128,16 @@ class Scenario:
         database_url: str = "sqlite://",
         constrained: bool = True,
         bursts: bool = True,
+        history: bool = False,
     ) -> Run:
         """A fresh :class:`fenix_core.Engine` on a simulated cloud for the
         scenario. ``constrained``: the instance groups and their rules are
         the cloud's (:class:`GroupedCloud`). ``bursts``: the managers reply
         through a :class:`ReplyFrontEnd` (the replies of an instant in one
         ``reply_many``); False: one ``engine.reply`` each, from the
-        notification's receiver."""
+        notification's receiver. ``history``: the managers keep what they
+        received and sent (a long run's every notification: off for the
+        benchmarks, which read neither)."""
         rng = random.Random(self.seed)
         clock = SimClock()
         cloud = GroupedCloud(
@@ -179,6 +182,7 @@ class Scenario:
                 action=action,
                 delay=self.late_answer_seconds * (n % 2),
                 send=None if front is None else front.send,
+                history=history,
             )
             for n, p in enumerate(projects)
         ]

@@ -292,7 +292,7 @@ def test_core_runs_record_the_replies_of_an_instant_in_one_burst(bench) -> None:
     in one simulated instant are recorded by one reply_many, every one of
     them accepted, and the session ends as with one reply() each."""
     scale = bench("scale")
-    run = scale.fleet(30).build("rolling", constrained=False)
+    run = scale.fleet(30).build("rolling", constrained=False, history=True)
     assert run.front is not None
     sid = run.engine.create_session(run.request)
     assert run.engine.run_until_done(sid).state == "MAINTENANCE_DONE"
