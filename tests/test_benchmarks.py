@@ -126,6 +126,22 @@ def test_scale_targets_read_ratios_and_stopped_runs(bench) -> None:
     assert rows["300/30 CPU per host"]["value"] == "1.50x (100/300 hosts)"
     v = verdicts([result("1000", 12.0)])
     assert v["1000 hosts CPU"] == "FAIL"
+    # 3x the fleet: 3.3x the CPU, 1.1x per host.
+    small, big = result("1000", 9.0), result("3000", 30.0)
+    small.hosts_maintained, big.hosts_maintained = 1_000, 3_000
+    rows = {t["name"]: t for t in scale.targets([small, big])}
+    assert (rows["3000/1000 CPU"]["verdict"], rows["3000/1000 CPU"]["target"]) == (
+        "FAIL",
+        "<= 3.3x",
+    )
+    per_host = rows["3000/1000 CPU per host"]
+    assert (per_host["value"], per_host["target"], per_host["verdict"]) == (
+        "1.11x",
+        "<= 1.1x",
+        "FAIL",
+    )
+    big.cpu_s = 29.0
+    assert verdicts([small, big])["3000/1000 CPU per host"] == "PASS"
     both = [result("30", 1.0), result("30", 2.5, workflow="constrained")]
     assert verdicts(both)["30 hosts CPU / rolling"] == "FAIL"
 
@@ -136,6 +152,8 @@ def test_scale_sizes_follow_the_issue(bench) -> None:
     assert (large.hosts, large.instances, large.projects) == (1_000, 20_000, 200)
     assert (large.host_vcpus, large.instance_vcpus) == (24, (1,))
     assert scale.SIZES["10000"].instances == 200_000
+    assert scale.SIZES["3000"].instances == 60_000
+    assert "3000" not in scale.DEFAULT_SIZES  # minutes of CPU: asked for by --sizes
 
 
 def test_scale_reports_a_scenario_stopped_by_the_timeout_instead_of_waiting(
@@ -274,7 +292,7 @@ def test_core_runs_record_the_replies_of_an_instant_in_one_burst(bench) -> None:
     in one simulated instant are recorded by one reply_many, every one of
     them accepted, and the session ends as with one reply() each."""
     scale = bench("scale")
-    run = scale.fleet(30).build("rolling", constrained=False)
+    run = scale.fleet(30).build("rolling", constrained=False, history=True)
     assert run.front is not None
     sid = run.engine.create_session(run.request)
     assert run.engine.run_until_done(sid).state == "MAINTENANCE_DONE"
@@ -370,3 +388,48 @@ def test_workers_ratios_and_target(bench) -> None:
     assert workers.verdict([one, two]).endswith("1.50x MISS")
     assert workers.verdict([one]).endswith("not measured")
     assert workers.worker_counts("2,1,2") == [1, 2]
+
+
+def test_grouped_cloud_reports_a_listing_s_groups_as_a_filter_of_all_of_them_does(bench) -> None:
+    scenarios = bench("scenarios")
+    from fenix_core.constraints import CloudConstraints
+    from fenix_core.placement_rules import PlacementRule
+
+    run = scenarios.Scenario(hosts=6, instances=60, projects=3, groups=5).build("constrained")
+    cloud, found = run.cloud, run.cloud.cloud_groups
+    some = sorted(found.members)[::7]
+    cloud.cloud_groups = found = CloudConstraints(
+        groups=found.groups,
+        members=found.members,
+        placement=(
+            PlacementRule(group_id="r1", policy="anti-affinity", members=tuple(some[:3])),
+            PlacementRule(group_id="r0", policy="affinity", members=tuple(some[2:5])),
+        ),
+    )
+    for host in ("compute-00000", "compute-00003"):
+        listed = cloud.list_instances([host])
+        ids = {i.instance_id for i in listed}
+        members = {k: v for k, v in found.members.items() if k in ids}
+        assert cloud.cloud_constraints(listed) == CloudConstraints(
+            groups=tuple(g for g in found.groups if g.group_id in set(members.values())),
+            members=members,
+            placement=tuple(r for r in found.placement if ids.intersection(r.members)),
+        )
+    assert cloud.cloud_constraints([]) == CloudConstraints()
+
+
+def test_grouped_cloud_lists_one_host_s_groups_in_the_same_time_in_any_fleet(bench) -> None:
+    # The constrained run lists each host it empties with its groups: every
+    # membership of the fleet was filtered for each listing.
+    scenarios = bench("scenarios")
+    from scaling import growth
+
+    def listing(hosts: int) -> object:
+        run = scenarios.Scenario(
+            hosts=hosts, instances=20 * hosts, projects=hosts // 5, groups=hosts // 2
+        ).build("constrained")
+        listed = run.cloud.list_instances(["compute-00001"])
+        run.cloud.cloud_constraints(listed)  # indexed once
+        return lambda: [run.cloud.cloud_constraints(listed) for _ in range(100)]
+
+    assert growth(listing, 100, 1_000) < 3.0  # the filter of every membership: about 10x

@@ -368,6 +368,21 @@ def test_non_string_session_id_is_invalid_input_everywhere(engine: Engine, call:
     assert caught.value.field == "session_id"
 
 
+def test_a_scripted_manager_without_history_answers_alike_and_keeps_nothing(
+    engine: Engine, cloud: SimulatedCloud, managers: Callable[..., ScriptedManager]
+) -> None:
+    # A benchmark's managers (benchmarks/scenarios.py) keep no history: it
+    # held every notification of a long run (their RSS grew with the fleet).
+    kept = managers("pa", action="MIGRATE")
+    bare = managers("pb", action="MIGRATE", history=False)
+    sid = engine.create_session(SessionRequest(actions=UPGRADE))
+    assert engine.run_until_done(sid).state == "MAINTENANCE_DONE"
+    assert (bare.received, bare.sent, bare.states) == ([], [], [])
+    assert kept.states[-1] == "MAINTENANCE_COMPLETE"
+    for project in ("pa", "pb"):
+        assert engine.project_view(sid, project).state == "ACK_MAINTENANCE_COMPLETE"
+
+
 def test_project_view_and_operations_of_a_finished_session(
     engine: Engine, cloud: SimulatedCloud, managers: Callable[..., ScriptedManager]
 ) -> None:

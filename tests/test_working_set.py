@@ -100,6 +100,7 @@ def brute_force(ws: WorkingSet) -> dict[str, Any]:
         "of_on": dict(of_on),
         "in_state": dict(in_state),
         "in_scope_on": dict(in_scope_on),
+        "vacant": {h for h in ws.hosts if not in_scope_on.get(h)},
         "hosts_in_order": {
             state: sorted(names, key=lambda n: (ws.hosts[n].position, n))
             for state, names in by_state.items()
@@ -129,6 +130,7 @@ def indexed(ws: WorkingSet) -> dict[str, Any]:
         "of_on": ws.instance_index.by_project_host,
         "in_state": ws.instance_index.by_state,
         "in_scope_on": ws.instance_index.in_scope_on,
+        "vacant": ws.instance_index.vacant,
         "hosts_in_order": {s: ws.host_index.in_order(s) for s in ws.host_index.ordered},
         "awaiting": ws.project_index.awaiting,
         "awaiting_total": ws.project_index.awaiting_count(),

@@ -303,8 +303,8 @@ class SessionFactory:
         by_name = {h.name: h for h in read.hosts}
         scope = list(read.scope)
         in_scope = set(scope)
-        adds = set(req.add_hosts)
-        ordered = scope + [h.name for h in read.hosts if h.name not in in_scope | adds]
+        scoped_or_added = in_scope | set(req.add_hosts)
+        ordered = scope + [h.name for h in read.hosts if h.name not in scoped_or_added]
         hosts = [
             host_record(
                 session_id,

@@ -9,7 +9,7 @@ change of an indexed field and nowhere else."""
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right, insort
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Sequence
 from typing import Final, TypeVar
 
 __all__ = ["CapacityIndex", "HostIndex", "InstanceIndex", "ProjectIndex", "multimap_move"]
@@ -45,32 +45,48 @@ def multimap_move(index: dict[K, set[str]], old: K, new: K, item: str) -> None:
 
 class HostIndex:
     """Host names by state and by type, and per state in position order
-    (kept sorted as hosts change state: no sort when a workflow asks)."""
+    (kept sorted as hosts change state: no sort when a workflow asks). A
+    list in position order handed to a reader (:meth:`ordered_names`) is
+    copied at its next change instead of changed, so the reader keeps it as
+    it was without a copy of most of the fleet at each decision."""
 
-    __slots__ = ("by_state", "by_type", "ordered", "position")
+    __slots__ = ("_lent", "by_state", "by_type", "ordered", "position")
 
     def __init__(self) -> None:
         self.by_state: dict[str, set[str]] = {}
         self.by_type: dict[str, set[str]] = {}
-        self.ordered: dict[str, list[tuple[int, str]]] = {}
+        self.ordered: dict[str, list[str]] = {}
         self.position: dict[str, int] = {}
+        # The states whose list in ``ordered`` a reader may hold.
+        self._lent: set[str] = set()
+
+    def _rank(self, name: str) -> tuple[int, str]:
+        return self.position[name], name
+
+    def _writable(self, state: str) -> list[str]:
+        names = self.ordered.get(state)
+        if names is None:
+            names = self.ordered[state] = []
+        elif state in self._lent:
+            names = self.ordered[state] = names.copy()
+        self._lent.discard(state)
+        return names
 
     def add(self, name: str, state: str, type_: str, position: int = 0) -> None:
         multimap_add(self.by_state, state, name)
         multimap_add(self.by_type, type_, name)
         self.position[name] = position
-        insort(self.ordered.setdefault(state, []), (position, name))
+        insort(self._writable(state), name, key=self._rank)
 
     def restate(self, name: str, old: str, new: str) -> None:
         if old == new:
             return
         multimap_move(self.by_state, old, new, name)
-        key = (self.position[name], name)
-        before = self.ordered[old]
-        del before[bisect_left(before, key)]
+        before = self._writable(old)
+        del before[bisect_left(before, self._rank(name), key=self._rank)]
         if not before:
             del self.ordered[old]
-        insort(self.ordered.setdefault(new, []), key)
+        insort(self._writable(new), name, key=self._rank)
 
     def in_state(self, *states: str) -> set[str]:
         found: set[str] = set()
@@ -80,7 +96,16 @@ class HostIndex:
 
     def in_order(self, state: str) -> list[str]:
         """The hosts in ``state`` by position (then name): a new list."""
-        return [name for _, name in self.ordered.get(state, ())]
+        return list(self.ordered.get(state, ()))
+
+    def ordered_names(self, state: str) -> Sequence[str]:
+        """The hosts in ``state`` by position (then name) without a copy:
+        later changes do not show in it; not to be changed by the caller."""
+        names = self.ordered.get(state)
+        if names is None:
+            return ()
+        self._lent.add(state)
+        return names
 
     def count(self, *states: str) -> int:
         return sum(len(self.by_state.get(state, ())) for state in states)
@@ -88,10 +113,14 @@ class HostIndex:
 
 class InstanceIndex:
     """Instance ids by host, by project, by (project, host) and by state, and
-    per host how many of its instances are still the session's work."""
+    per host how many of its instances are still the session's work; the
+    session's hosts (those made known by :meth:`know_host`) that have none
+    are kept as a set (``vacant``): an empty host is found without a look at
+    every busy one."""
 
     __slots__ = (
-        "_sorted_on", "by_host", "by_project", "by_project_host", "by_state", "in_scope_on",
+        "_known", "_sorted_on", "by_host", "by_project", "by_project_host", "by_state",
+        "in_scope_on", "vacant",
     )  # fmt: skip
 
     def __init__(self) -> None:
@@ -104,6 +133,15 @@ class InstanceIndex:
         # a drain reads the host it empties several times a step, and sorted
         # it each time.
         self._sorted_on: dict[str, list[str]] = {}
+        self._known: set[str] = set()
+        self.vacant: set[str] = set()
+
+    def know_host(self, host: str) -> None:
+        """``host`` is one of the session's: kept in ``vacant`` while none of
+        its instances is the session's work."""
+        self._known.add(host)
+        if host not in self.in_scope_on:
+            self.vacant.add(host)
 
     def add(self, instance_id: str, project: str, host: str, state: str) -> None:
         multimap_add(self.by_host, host, instance_id)
@@ -144,8 +182,11 @@ class InstanceIndex:
         count = self.in_scope_on.get(host, 0) + sign
         if count:
             self.in_scope_on[host] = count
+            self.vacant.discard(host)
         else:
             del self.in_scope_on[host]
+            if host in self._known:
+                self.vacant.add(host)
 
 
 class ProjectIndex:
@@ -184,15 +225,18 @@ class CapacityIndex:
     A host with unknown capacity (vcpus <= 0) has no free figure. Each
     bucket is also kept as a name-sorted list (``ordered``): a bucket can
     hold most of a large fleet, and sorting it at each look made every
-    placement cost grow with the fleet. The enabled hosts of each bucket
-    are kept name-sorted too, all of them (``enabled``) and per host state
+    placement cost grow with the fleet. A list handed to a reader
+    (:meth:`level`) is copied at its next change instead of changed, as
+    :class:`HostIndex` does: a placement reads a few hosts of it, and copied
+    all of them at each look. The enabled hosts of each bucket are kept
+    name-sorted too, all of them (``enabled``) and per host state
     (``in_state``), so that :meth:`room` answers in a few bisections per
     bucket what walking the most free hosts one by one answered (a walk of
     up to a hundred hosts per decision of the constrained workflow)."""
 
     __slots__ = (
-        "buckets", "enabled", "in_state", "is_enabled", "ordered", "reserved", "state_of",
-        "type_of", "used", "vcpus",
+        "_lent", "buckets", "enabled", "in_state", "is_enabled", "ordered", "reserved",
+        "state_of", "type_of", "used", "vcpus",
     )  # fmt: skip
 
     def __init__(self) -> None:
@@ -206,6 +250,8 @@ class CapacityIndex:
         self.is_enabled: dict[str, bool] = {}
         self.enabled: dict[str, dict[int, list[str]]] = {}
         self.in_state: dict[str, dict[int, dict[str, list[str]]]] = {}
+        # The (placement class, free vCPUs) whose list a reader may hold.
+        self._lent: set[tuple[str, int]] = set()
 
     def add_host(self, name: str, type_: str, vcpus: int, state: str, enabled: bool) -> None:
         self.vcpus[name] = vcpus
@@ -221,10 +267,15 @@ class CapacityIndex:
         per-state lists of its bucket, not between buckets)."""
         if self.state_of[name] == state and self.is_enabled[name] == enabled:
             return
-        self._unfile(name)
+        free = self.free(name)
+        if free is None or name not in self.buckets.get(self.type_of[name], {}).get(free, ()):
+            self.state_of[name] = state
+            self.is_enabled[name] = enabled
+            return
+        self._unstand(name, free)
         self.state_of[name] = state
         self.is_enabled[name] = enabled
-        self._file(name)
+        self._stand(name, free)
 
     def free(self, host: str) -> int | None:
         vcpus = self.vcpus.get(host)
@@ -252,7 +303,28 @@ class CapacityIndex:
         """Hosts of the class, most free first, then by name."""
         ordered = self.ordered.get(placement_class, {})
         for free in sorted(ordered, reverse=True):
-            yield from list(ordered[free])
+            yield from self.level(placement_class, free)
+
+    def level(self, placement_class: str, free: int) -> Sequence[str]:
+        """The hosts of the class with ``free`` vCPUs free, by name, without
+        a copy: later changes do not show in it; not to be changed by the
+        caller."""
+        names = self.ordered.get(placement_class, {}).get(free)
+        if names is None:
+            return ()
+        self._lent.add((placement_class, free))
+        return names
+
+    def _writable(self, placement_class: str, free: int) -> list[str]:
+        by_free = self.ordered.setdefault(placement_class, {})
+        names = by_free.get(free)
+        key = (placement_class, free)
+        if names is None:
+            names = by_free[free] = []
+        elif key in self._lent:
+            names = by_free[free] = names.copy()
+        self._lent.discard(key)
+        return names
 
     def room(
         self,
@@ -314,11 +386,8 @@ class CapacityIndex:
             members = self.buckets.setdefault(type_, {}).setdefault(free, set())
             if host not in members:
                 members.add(host)
-                insort(self.ordered.setdefault(type_, {}).setdefault(free, []), host)
-                if self.is_enabled[host]:
-                    insort(self.enabled.setdefault(type_, {}).setdefault(free, []), host)
-                    by_state = self.in_state.setdefault(type_, {}).setdefault(free, {})
-                    insort(by_state.setdefault(self.state_of[host], []), host)
+                insort(self._writable(type_, free), host)
+                self._stand(host, free)
 
     def _unfile(self, host: str) -> None:
         free = self.free(host)
@@ -328,13 +397,30 @@ class CapacityIndex:
             if members is None or host not in members:
                 return
             multimap_remove(self.buckets[type_], free, host)
-            _remove_sorted(self.ordered[type_], free, host)
-            if self.is_enabled[host]:
-                _remove_sorted(self.enabled[type_], free, host)
-                by_state = self.in_state[type_]
-                _remove_sorted(by_state[free], self.state_of[host], host)
-                if not by_state[free]:
-                    del by_state[free]
+            names = self._writable(type_, free)
+            del names[bisect_left(names, host)]
+            if not names:
+                del self.ordered[type_][free]
+            self._unstand(host, free)
+
+    def _stand(self, host: str, free: int) -> None:
+        """File a filed host in its bucket's enabled and per-state lists
+        (the lists :meth:`room` counts; a state change touches only these,
+        not the bucket's list a reader may hold)."""
+        if self.is_enabled[host]:
+            type_ = self.type_of[host]
+            insort(self.enabled.setdefault(type_, {}).setdefault(free, []), host)
+            by_state = self.in_state.setdefault(type_, {}).setdefault(free, {})
+            insort(by_state.setdefault(self.state_of[host], []), host)
+
+    def _unstand(self, host: str, free: int) -> None:
+        if self.is_enabled[host]:
+            type_ = self.type_of[host]
+            _remove_sorted(self.enabled[type_], free, host)
+            by_state = self.in_state[type_]
+            _remove_sorted(by_state[free], self.state_of[host], host)
+            if not by_state[free]:
+                del by_state[free]
 
 
 def _remove_sorted(lists: dict[K, list[str]], key: K, name: str) -> None:

@@ -505,6 +505,7 @@ class WorkingSet:
 
     def _index_host(self, host: HostRec) -> None:
         self.host_index.add(host.name, host.state, host.type, host.position)
+        self.instance_index.know_host(host.name)
         self.capacity.add_host(host.name, host.type, host.vcpus, host.state, host.enabled)
 
     def _index_instance(self, inst: InstanceRec) -> None:

@@ -341,14 +341,16 @@ class _Hosts:
             names = index.in_state(*states) & index.by_type.get(type, set())
             return _LazyHosts(self._a, names, False)
         if len(states) == 1:
-            return _LazyHosts(self._a, index.in_order(states[0]), True)
+            return _LazyHosts(self._a, index.ordered_names(states[0]), True)
         return _LazyHosts(self._a, index.in_state(*states), False)
 
     def without_instances(self, *states: HostState) -> Collection[HostView]:
-        index = self._a.ws.host_index
-        busy = self._a.ws.instance_index.in_scope_on
-        names = index.in_state(*states)
-        names.difference_update(busy)  # set arithmetic, no loop over hosts here
+        by_state = self._a.ws.host_index.by_state
+        vacant = self._a.ws.instance_index.vacant
+        names: set[str] = set()
+        for state in states:
+            # ``&`` looks up the smaller set's members in the larger.
+            names |= by_state.get(state, set()) & vacant
         return _LazyHosts(self._a, names, False)
 
     def __len__(self) -> int:
@@ -486,9 +488,10 @@ class _Capacity:
 
     def most_free(self, placement_class: str) -> Iterator[tuple[str, int]]:
         hosts = self._a.ws.hosts
-        ordered = self._a.ws.capacity.ordered.get(placement_class, {})
-        for free in sorted(ordered, reverse=True):
-            for name in list(ordered[free]):  # a copy: the caller may change the capacity
+        cap = self._a.ws.capacity
+        for free in sorted(cap.ordered.get(placement_class, {}), reverse=True):
+            # As it is now: the caller may change the capacity.
+            for name in cap.level(placement_class, free):
                 rec = hosts.get(name)
                 if rec is not None and rec.enabled:
                     yield name, free
@@ -529,6 +532,17 @@ class _Capacity:
         cap = ws.capacity
         classes = sorted(limits.types) if limits is not None and limits.types else [placement_class]
         buckets = [cap.ordered.get(c, {}) for c in classes]
+        if len(classes) == 1:
+            (only,) = classes
+
+            def level(free: int) -> Sequence[str]:
+                # As it is now, without a copy: the caller may change the capacity
+                # between two hosts.
+                return cap.level(only, free)
+        else:
+
+            def level(free: int) -> Sequence[str]:
+                return sorted(n for b in buckets for n in b.get(free, ()))
 
         def usable(name: str) -> bool:
             rec = hosts.get(name)
@@ -560,13 +574,7 @@ class _Capacity:
         for free in frees:
             if free < vcpus:
                 break
-            # A copy: the caller may change the capacity between two hosts.
-            names = (
-                list(one.get(free, ()))
-                if one is not None
-                else sorted(n for b in buckets for n in b.get(free, ()))
-            )
-            for name in names:
+            for name in level(free):
                 # usable(), inline: this loop may pass most of the fleet.
                 rec = hosts.get(name)
                 if (

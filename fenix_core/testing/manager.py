@@ -84,7 +84,9 @@ class ScriptedManager:
       with ``engine.reply_many`` can stand in).
 
     ``received`` lists every payload it got, ``states`` their states, and
-    ``sent`` the replies it made as ``(state, instance_actions)``.
+    ``sent`` the replies it made as ``(state, instance_actions)``; with
+    ``history=False`` both stay empty (a long run, e.g. a benchmark's: they
+    hold every notification of the project).
     """
 
     def __init__(
@@ -101,6 +103,7 @@ class ScriptedManager:
         scale_in: int = 0,
         on_payload: Callable[[dict[str, Any]], None] | None = None,
         send: Callable[[str, str, str, dict[str, str]], None] | None = None,
+        history: bool = True,
     ) -> None:
         self.engine = engine
         self.project_id = project_id
@@ -113,6 +116,7 @@ class ScriptedManager:
         self.scale_in = scale_in
         self.on_payload = on_payload
         self.send = send  # None: engine.reply, looked up at each reply
+        self.history = history
         self.received: list[dict[str, Any]] = []
         self.sent: list[tuple[str, dict[str, str]]] = []
         self.scaled_in: list[dict[str, Any]] = []
@@ -132,7 +136,8 @@ class ScriptedManager:
     def _on_planned(self, sender: Engine, payload: dict[str, Any]) -> None:
         if payload["project_id"] != self.project_id:
             return
-        self.received.append(payload)
+        if self.history:
+            self.received.append(payload)
         if self.on_payload is not None:
             self.on_payload(payload)
         state = payload["state"]
@@ -174,7 +179,8 @@ class ScriptedManager:
             self._own_action(instance_id)
 
     def _reply(self, session_id: str, state: str, instance_actions: dict[str, str]) -> None:
-        self.sent.append((state, instance_actions))
+        if self.history:
+            self.sent.append((state, instance_actions))
         try:
             send = self.send if self.send is not None else self.engine.reply
             send(session_id, self.project_id, state, instance_actions)
