@@ -5,7 +5,7 @@ The cloud's hosts, instances and constraints become a scenario
 (``fenix_core.sim.snapshot.scenario_from_cloud``), which
 :func:`fenix_core.sim.simulation.plan` runs on simulated time with every manager
 answering at once. Each action of the request is assumed to take
-:data:`ACTION_SECONDS`, unless ``controls.host_seconds`` declares how long a
+:data:`fenix_core.controls.ACTION_SECONDS`, unless ``controls.host_seconds`` declares how long a
 host takes (then shared among the actions). Touches nothing real: the
 simulation has its own in-memory engine and cloud. The ``fenix_core``
 package makes :func:`preview` the engines' default previewer
