@@ -883,7 +883,7 @@ class Engine:
     def _reply_transaction(self) -> Iterator[_SqlInbox]:
         # The store's: on SQLite the connection the steps write on.
         with self._store.transaction() as connection:
-            yield _SqlInbox(connection, self._requires_instance_actions)
+            yield _SqlInbox(connection, self._requires_instance_actions, self._store)
 
     def _requires_instance_actions(self, workflow_name: str) -> bool:
         workflow = self._workflows.get(workflow_name)

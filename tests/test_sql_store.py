@@ -5,7 +5,7 @@ statements per write counted with SQLAlchemy's engine events."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -248,7 +248,7 @@ def test_remembered_bound_values_are_the_types_own() -> None:
     instant given in another zone (the same instant: the same text), for
     None and for JSON bodies, which are encoded afresh each time (a body
     changed in place binds its new content)."""
-    from datetime import timedelta, timezone
+    from datetime import timedelta
 
     from sqlalchemy.dialects import sqlite
 
@@ -475,7 +475,7 @@ def test_a_timer_updated_whose_row_is_missing_is_written_anew(sqlite_harness: Sq
 
 def _bound_value(kind: Any) -> Any:
     """A strategy of Python values a column of this bind type takes."""
-    from datetime import UTC, timedelta, timezone
+    from datetime import UTC, timedelta
 
     from hypothesis import strategies as st
     from sqlalchemy import JSON, Boolean, Integer
@@ -568,3 +568,40 @@ def test_rows_bind_what_the_column_types_bind() -> None:
             assert [prepared.row(params(fields, r, session_id="s-1")) for r in rows] == expected
 
     check()
+
+
+def test_accepted_replies_of_two_sessions_are_one_insert_each_and_read_back_as_sent(
+    harness: Any,
+) -> None:
+    """The reply path's write (``insert_replies``): one executemany per
+    session in the caller's transaction, each row read back by the step's
+    query as it was accepted (its instance actions, its time)."""
+    if not isinstance(harness, SqlHarness):
+        pytest.skip("the SQL stores' write of accepted replies")
+    h = harness
+    h.store.insert(new_session("s-1"))
+    h.store.insert(new_session("s-2"))
+    received = datetime(2026, 1, 1, 12, 0, 30, tzinfo=UTC)
+    counter = Counted(h.database)
+    with h.store.transaction() as db:
+        h.store.insert_replies(
+            db,
+            [
+                (
+                    "s-1",
+                    ("p0", "ACK_PLANNED_MAINTENANCE", {"vm-0": "MIGRATE"}, received, None, None),
+                ),
+                ("s-2", ("p1", "ACK_MAINTENANCE", {}, received, None, None)),
+                ("s-1", ("p1", "NACK_MAINTENANCE", {}, received, None, None)),
+            ],
+        )
+    assert counter.statements == ["INSERT inbox", "INSERT inbox"]
+    assert counter.commits == 1
+    first = h.store.unprocessed_replies("s-1", 0)
+    assert [row[1:] for row in first] == [
+        ("p0", "ACK_PLANNED_MAINTENANCE", {"vm-0": "MIGRATE"}, received),
+        ("p1", "NACK_MAINTENANCE", {}, received),
+    ]
+    assert [row[1:3] for row in h.store.unprocessed_replies("s-2", 0)] == [
+        ("p1", "ACK_MAINTENANCE")
+    ]

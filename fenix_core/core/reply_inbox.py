@@ -2,22 +2,25 @@
 
 What a reply is checked against, read from the session's rows in the
 transaction that writes the reply (the check of a session this engine does
-not hold in memory), and the one executemany that writes a batch.
-Statements are built once: a reply is the hottest call from outside, and
-building a statement costs as much as running it.
+not hold in memory), and the one executemany per session that writes a
+batch, through the statement the step's write binds
+(:meth:`SqlSessionStore.insert_replies`). Statements are built once: a
+reply is the hottest call from outside, and building a statement costs as
+much as running it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping, Sequence
 
-from sqlalchemy import bindparam, insert, or_, select
+from sqlalchemy import bindparam, or_, select
 from sqlalchemy.engine import Connection
 
 from ..errors import NotFound
 from ..states import InstanceState
 from ..store.schema import InboxRow, InstanceRow, ProjectRow, SessionRow
 from .replies import AcceptedReply, ProjectFacts
+from .sql_store import SqlSessionStore
 
 __all__ = ["SqlReplyFacts", "SqlReplyInbox"]
 
@@ -47,7 +50,6 @@ _SESSION = select(SessionRow.state, SessionRow.workflow).where(
     SessionRow.id == bindparam("session_id")
 )
 _SESSION_DATA = select(SessionRow.data).where(SessionRow.id == bindparam("session_id"))
-_INSERT = insert(InboxRow)
 
 
 class SqlReplyFacts:
@@ -89,10 +91,14 @@ class SqlReplyInbox:
     needs an action for every affected instance."""
 
     def __init__(
-        self, connection: Connection, requires_instance_actions: Callable[[str], bool]
+        self,
+        connection: Connection,
+        requires_instance_actions: Callable[[str], bool],
+        store: SqlSessionStore,
     ) -> None:
         self._connection = connection
         self._requires = requires_instance_actions
+        self._store = store
 
     def facts(self, session_id: str) -> SqlReplyFacts:
         found = self._connection.execute(_SESSION, {"session_id": session_id}).first()
@@ -102,18 +108,20 @@ class SqlReplyInbox:
         return SqlReplyFacts(self._connection, session_id, state, self._requires(workflow))
 
     def insert(self, rows: Sequence[AcceptedReply]) -> None:
-        self._connection.execute(
-            _INSERT,
+        self._store.insert_replies(
+            self._connection,
             [
-                {
-                    "session_id": r.session_id,
-                    "project_id": r.reply.project_id,
-                    "state": r.reply.state,
-                    "instance_actions": dict(r.reply.instance_actions),
-                    "received_at": r.received_at,
-                    "processed_at": None,
-                    "outcome": None,
-                }
+                (
+                    r.session_id,
+                    (
+                        r.reply.project_id,
+                        r.reply.state,
+                        dict(r.reply.instance_actions),
+                        r.received_at,
+                        None,  # processed_at
+                        None,  # outcome
+                    ),
+                )
                 for r in rows
             ],
         )

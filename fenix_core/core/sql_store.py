@@ -464,6 +464,19 @@ class SqlSessionStore:
             )
         return prepared
 
+    def insert_replies(self, db: Connection, rows: Sequence[tuple[str, tuple[Any, ...]]]) -> None:
+        """Write accepted replies (session id, a row in ``INBOX_ROW`` order)
+        in ``db``'s transaction: one executemany per session, through the
+        statement the step's write binds (a reply is the hottest call from
+        outside; SQLAlchemy's per-call compile-cache lookup cost more than
+        SQLite's insert)."""
+        by_session: dict[str, list[tuple[Any, ...]]] = {}
+        for session_id, row in rows:
+            by_session.setdefault(session_id, []).append(row)
+        driver = self.driver(db) if self._prepared is not None else None
+        for session_id, session_rows in by_session.items():
+            self._many(db, S.insert_inbox, INBOX_ROW, session_rows, session_id, driver)
+
     # ------------------------------------------------------------------ the step's write
 
     def write(self, write: StepWrite) -> None:
