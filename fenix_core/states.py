@@ -41,6 +41,7 @@ __all__ = [
     "budget_hosts",
     "check_host_transition",
     "check_instance_transition",
+    "instance_action",
     "normalize_reply_state",
 ]
 
@@ -300,6 +301,17 @@ class InstanceAction(StrEnum):
     LIVE_MIGRATE = "LIVE_MIGRATE"
     OWN_ACTION = "OWN_ACTION"
     EVICT = "EVICT"
+
+
+_INSTANCE_ACTIONS = {a.value: a for a in InstanceAction}
+
+
+def instance_action(value: str) -> InstanceAction:
+    """``InstanceAction(value)`` by a dict lookup (an Enum call is a visible
+    cost where every move converts its stored action); a value that names
+    none (a stored one may be anything) raises ValueError as the call does."""
+    found = _INSTANCE_ACTIONS.get(value) if isinstance(value, str) else None
+    return found if found is not None else InstanceAction(value)
 
 
 #: Notification states sent to projects in ``maintenance_planned``; those that

@@ -58,6 +58,7 @@ from ..states import (
     InstanceAction,
     InstanceState,
     SessionState,
+    instance_action,
 )
 from .indexes import ABSENT_STATES, MOVING_STATE
 from .working_set import HostMark, OpRec, WorkingSet
@@ -109,7 +110,6 @@ _UNBUDGETED = tuple(s.value for s in UNBUDGETED_HOST_STATES)
 _HOST_STATES = {s.value: s for s in HostState}
 _INSTANCE_STATES = {s.value: s for s in InstanceState}
 _OP_KINDS = {k.value: k for k in OpKind}
-_ACTIONS = {a.value: a for a in InstanceAction}
 _OP_PENDING = OpStatus.PENDING.value
 
 
@@ -203,10 +203,9 @@ def op_of(rec: OpRec) -> Operation | None:
     if kind is OpKind.HOST_UP:
         return HostUp(str(rec.host))
     if kind is OpKind.MOVE:
-        action = p["action"]
         return Move(
             str(rec.instance_id),
-            (isinstance(action, str) and _ACTIONS.get(action)) or InstanceAction(action),
+            instance_action(p["action"]),
             p.get("target"),
             frozenset(p.get("refused", ())),
             p.get("moves_again"),
@@ -621,10 +620,10 @@ class WorkingSetAdapter:
         self._instance_views: dict[str, InstanceView] = {}
         self._order: list[str] | None = None
         self._components: dict[str, ComponentState] = {}
-        # Component -> the body its last flush left in the working set, and
-        # the components kept from an earlier step, not handed out since.
-        self._flushed: dict[str, dict[str, Any]] = {}
-        self._flushed_rows: dict[str, _Row | None] = {}
+        # Component -> the body its last flush left in the working set (with
+        # its row for _unchanged), and the components kept from an earlier
+        # step, not handed out since.
+        self._flushed: dict[str, tuple[dict[str, Any], _Row | None]] = {}
         self._kept: set[str] = set()
         self._rules: tuple[PlacementRule, ...] | None = None
         self._session_info: tuple[tuple[Any, ...], object, SessionInfo] | None = None
@@ -1122,14 +1121,13 @@ class WorkingSetAdapter:
             # a reload, makes it stale).
             self._kept.discard(name)
             rec = self.ws.components.get(name)
-            if rec is None or rec.body is not self._flushed.get(name):
+            if rec is None or rec.body is not self._flushed_body(name):
                 found = None
         if found is None:
             rec = self.ws.components.get(name)
             found = kind() if rec is None else kind.from_json(rec.body, rec.schema_version)
             self._components[name] = found
             self._flushed.pop(name, None)
-            self._flushed_rows.pop(name, None)
         assert isinstance(found, kind)
         return found
 
@@ -1142,12 +1140,20 @@ class WorkingSetAdapter:
                 continue  # not handed out since the last flush: nothing changed it
             flushed = self._flushed.get(name)
             rec = components.get(name)
-            unchanged = flushed is not None and rec is not None and rec.body is flushed
-            if unchanged and _unchanged(state, self._flushed_rows.get(name)):
+            if (
+                flushed is not None
+                and rec is not None
+                and rec.body is flushed[0]
+                and _unchanged(state, flushed[1])
+            ):
                 continue
             self.ws.set_state(state)
-            body = self._flushed[name] = components[name].body
-            self._flushed_rows[name] = _flushed_row(state, body)
+            body = components[name].body
+            self._flushed[name] = (body, _flushed_row(state, body))
+
+    def _flushed_body(self, name: str) -> dict[str, Any] | None:
+        flushed = self._flushed.get(name)
+        return None if flushed is None else flushed[0]
 
     def forget_components(self) -> None:
         """End of a step: the objects handed out are kept for the next one
@@ -1157,10 +1163,9 @@ class WorkingSetAdapter:
         flushed (a step that broke off) is dropped."""
         for name in list(self._components):
             rec = self.ws.components.get(name)
-            if rec is not None and rec.body is self._flushed.get(name):
+            if rec is not None and rec.body is self._flushed_body(name):
                 self._kept.add(name)
             else:
                 del self._components[name]
                 self._flushed.pop(name, None)
-                self._flushed_rows.pop(name, None)
                 self._kept.discard(name)

@@ -95,7 +95,14 @@ from ..contract import (
 )
 from ..controls import expected_host_seconds
 from ..model import host_action_types
-from ..states import FINAL_SESSION_STATES, HostState, InstanceAction, InstanceState, SessionState
+from ..states import (
+    FINAL_SESSION_STATES,
+    HostState,
+    InstanceAction,
+    InstanceState,
+    SessionState,
+    instance_action,
+)
 from .base import IN_SCOPE, actions_of, allowed_actions, default_action, retry_delay
 from .components.ending import NOT_ENABLED_AGAIN
 from .rolling import (
@@ -1221,7 +1228,7 @@ class ConstrainedWorkflow(RollingWorkflow):
                         first_drained=m.instance_id in first,
                         wave=cst.first_wave,
                     )
-                ctx.submit(Move(inst.instance_id, InstanceAction(action), goal, no, why))
+                ctx.submit(Move(inst.instance_id, instance_action(action), goal, no, why))
         ends = self._recovery(ctx, step, cst).next_end(ctx)
         if ends is not None:
             wake = ends if wake is None else min(wake, ends)
@@ -1668,13 +1675,7 @@ class ConstrainedWorkflow(RollingWorkflow):
         per_host: list[list[int]] = []
         for host in ctx.hosts.in_state(HostState.PENDING, type="compute"):
             capacities.append(host.vcpus)
-            per_host.append(
-                [
-                    i.vcpus
-                    for i in ctx.instances.on(host.name)
-                    if i.state not in (InstanceState.GONE, InstanceState.OUT_OF_SCOPE)
-                ]
-            )
+            per_host.append([i.vcpus for i in ctx.instances.on(host.name) if i.state in IN_SCOPE])
         stay_room = sum(t.free or 0 for t in targets if t.stays)
         actions = actions_of(ctx.request.actions, *host_action_types("compute"))
         work = expected_host_seconds(ctx.request.controls, len(actions))

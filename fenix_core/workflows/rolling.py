@@ -80,6 +80,7 @@ from ..states import (
     InstanceAction,
     InstanceState,
     SessionState,
+    instance_action,
 )
 from .base import (
     IN_SCOPE,
@@ -116,8 +117,6 @@ _ANNOUNCED = "announced"
 #: A host whose work ended without being done: skipped, or gone from the cloud.
 _LEFT = frozenset({HostState.SKIPPED, HostState.REMOVED})
 _FINAL = FINAL_SESSION_STATES
-#: Value -> member: a dict lookup where an Enum call showed in every move.
-_ACTIONS = {a.value: a for a in InstanceAction}
 _NOT_MOVING = frozenset(
     {InstanceState.PENDING, InstanceState.ACTION_REQUESTED, InstanceState.ACTION_CHOSEN}
 )
@@ -1098,8 +1097,7 @@ class RollingWorkflow(WorkflowBase):
             else:
                 ctx.fail(self._no_target(ctx, inst))
                 return
-        kind = _ACTIONS.get(action) or InstanceAction(action)
-        ctx.submit(Move(inst.instance_id, kind, target, refused - {SCHEDULER}))
+        ctx.submit(Move(inst.instance_id, instance_action(action), target, refused - {SCHEDULER}))
 
     def _relist(self, ctx: SessionContext, st: RollingState, host: str) -> None:
         """List what runs on ``host`` now (the engine applies it to the
