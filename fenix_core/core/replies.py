@@ -103,6 +103,21 @@ class AcceptedReply:
     reply: Reply
     received_at: datetime
 
+    def inbox_row(
+        self, processed_at: datetime | None = None, outcome: str | None = None
+    ) -> tuple[object, ...]:
+        """Its inbox row (``StepWrite.new_inbox``, ``statements.INBOX_ROW``
+        order); unprocessed unless a step carried it and processed it."""
+        reply = self.reply
+        return (
+            reply.project_id,
+            reply.state,
+            dict(reply.instance_actions),
+            self.received_at,
+            processed_at,
+            outcome,
+        )
+
 
 class CarriedReplies:
     """Checked replies to one session, carried by a step of it (its runner
@@ -123,14 +138,7 @@ class CarriedReplies:
         """The inbox rows (``StepWrite.new_inbox``) as the step leaves them."""
         done = len(self.outcomes)
         return [
-            (
-                r.reply.project_id,
-                r.reply.state,
-                dict(r.reply.instance_actions),
-                r.received_at,
-                processed_at if i < done else None,
-                self.outcomes[i] if i < done else None,
-            )
+            r.inbox_row(processed_at, self.outcomes[i]) if i < done else r.inbox_row()
             for i, r in enumerate(self.replies)
         ]
 
@@ -362,15 +370,11 @@ class ReplyIntake:
                             else:
                                 session_facts = tx.facts(item.session_id)
                             facts[item.session_id] = session_facts
-                        seen = answered.setdefault(item.session_id, set())
-                        check_reply(
-                            session_facts, item.session_id, item.reply, item.received_at, seen
-                        )
                     except FenixError as refused:
                         item.error = refused
                         continue
-                    seen.add(item.reply.project_id)
-                    accepted.append(item)
+                    if _accepts(session_facts, item, answered.setdefault(item.session_id, set())):
+                        accepted.append(item)
                 if accepted:
                     tx.insert(
                         [AcceptedReply(i.session_id, i.reply, i.received_at) for i in accepted]
@@ -408,18 +412,7 @@ class ReplyIntake:
             return False
         facts = self._facts_of(working_set)
         seen: set[str] = set()
-        accepted: list[_Item] = []
-        refused: list[tuple[_Item, FenixError]] = []
-        for item in batch:
-            try:
-                check_reply(facts, session_id, item.reply, item.received_at, seen)
-            except FenixError as why:
-                refused.append((item, why))
-                continue
-            seen.add(item.reply.project_id)
-            accepted.append(item)
-        for item, refusal in refused:
-            item.error = refusal
+        accepted = [item for item in batch if _accepts(facts, item, seen)]
         if accepted:
             carried = CarriedReplies(
                 [AcceptedReply(session_id, i.reply, i.received_at) for i in accepted]
@@ -433,13 +426,25 @@ class ReplyIntake:
                     item.done.set()
                 raise
             if not written:
-                for item, _ in refused:
+                for item in batch:
                     item.error = None  # the ordinary write checks them all again
                 return False
             self.batches += 1
         for item in batch:
             item.done.set()
         return True
+
+
+def _accepts(facts: ReplyFacts, item: _Item, seen: set[str]) -> bool:
+    """Check ``item`` against its session's ``facts`` (``seen``: the projects
+    accepted before it in the batch, which it joins); a refusal is its error."""
+    try:
+        check_reply(facts, item.session_id, item.reply, item.received_at, seen)
+    except FenixError as refused:
+        item.error = refused
+        return False
+    seen.add(item.reply.project_id)
+    return True
 
 
 def _parse(reply: Reply) -> tuple[bool, str]:

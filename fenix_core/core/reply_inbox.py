@@ -108,20 +108,4 @@ class SqlReplyInbox:
         return SqlReplyFacts(self._connection, session_id, state, self._requires(workflow))
 
     def insert(self, rows: Sequence[AcceptedReply]) -> None:
-        self._store.insert_replies(
-            self._connection,
-            [
-                (
-                    r.session_id,
-                    (
-                        r.reply.project_id,
-                        r.reply.state,
-                        dict(r.reply.instance_actions),
-                        r.received_at,
-                        None,  # processed_at
-                        None,  # outcome
-                    ),
-                )
-                for r in rows
-            ],
-        )
+        self._store.insert_replies(self._connection, [(r.session_id, r.inbox_row()) for r in rows])
