@@ -64,13 +64,7 @@ class HostIndex:
         return self.position[name], name
 
     def _writable(self, state: str) -> list[str]:
-        names = self.ordered.get(state)
-        if names is None:
-            names = self.ordered[state] = []
-        elif state in self._lent:
-            names = self.ordered[state] = names.copy()
-        self._lent.discard(state)
-        return names
+        return _writable(self.ordered, state, self._lent)
 
     def add(self, name: str, state: str, type_: str, position: int = 0) -> None:
         multimap_add(self.by_state, state, name)
@@ -250,8 +244,8 @@ class CapacityIndex:
         self.is_enabled: dict[str, bool] = {}
         self.enabled: dict[str, dict[int, list[str]]] = {}
         self.in_state: dict[str, dict[int, dict[str, list[str]]]] = {}
-        # The (placement class, free vCPUs) whose list a reader may hold.
-        self._lent: set[tuple[str, int]] = set()
+        # Per placement class, the free vCPUs whose list a reader may hold.
+        self._lent: dict[str, set[int]] = {}
 
     def add_host(self, name: str, type_: str, vcpus: int, state: str, enabled: bool) -> None:
         self.vcpus[name] = vcpus
@@ -312,19 +306,15 @@ class CapacityIndex:
         names = self.ordered.get(placement_class, {}).get(free)
         if names is None:
             return ()
-        self._lent.add((placement_class, free))
+        self._lent.setdefault(placement_class, set()).add(free)
         return names
 
     def _writable(self, placement_class: str, free: int) -> list[str]:
-        by_free = self.ordered.setdefault(placement_class, {})
-        names = by_free.get(free)
-        key = (placement_class, free)
-        if names is None:
-            names = by_free[free] = []
-        elif key in self._lent:
-            names = by_free[free] = names.copy()
-        self._lent.discard(key)
-        return names
+        return _writable(
+            self.ordered.setdefault(placement_class, {}),
+            free,
+            self._lent.setdefault(placement_class, set()),
+        )
 
     def room(
         self,
@@ -421,6 +411,18 @@ class CapacityIndex:
             _remove_sorted(by_state[free], self.state_of[host], host)
             if not by_state[free]:
                 del by_state[free]
+
+
+def _writable(lists: dict[K, list[str]], key: K, lent: set[K]) -> list[str]:
+    """``lists[key]`` to change in place (made if missing): a copy when a
+    reader holds it (``key`` in ``lent``), which then keeps it as it was."""
+    names = lists.get(key)
+    if names is None:
+        names = lists[key] = []
+    elif key in lent:
+        names = lists[key] = names.copy()
+    lent.discard(key)
+    return names
 
 
 def _remove_sorted(lists: dict[K, list[str]], key: K, name: str) -> None:
