@@ -532,6 +532,7 @@ def hosts_to_open(
     slots: int,
     rules: Mapping[str, GroupRule] | None = None,
     feasible: Callable[[Sequence[str]], bool] | None = None,
+    last: Container[str] = (),
 ) -> list[str]:
     """Which pending hosts to start draining now (at most ``slots``).
 
@@ -545,6 +546,10 @@ def hosts_to_open(
     makespan, and ranked by the idle work alone a host holding members of
     many short chains went before its hosts (the reference scenario of
     benchmarks/makespan.py ended 109 s over its bound, 2 s with this order).
+    The hosts in ``last`` come after every other host, in the same order
+    among themselves: the constrained workflow names the hosts that hold
+    instances parked there by a first wave (:mod:`fenix_core.second_moves`),
+    which give the least room back for the room they take.
 
     The greedy ranking is kept in a heap and a host's score is recomputed only
     when a group it feeds is covered (scores only fall), and the capacity
@@ -564,10 +569,10 @@ def hosts_to_open(
         fed = [idle.get(g, 0.0) for g in groups[k]]
         return (max(fed, default=0.0), sum(fed))
 
-    def key(k: int) -> tuple[float, float, int, int, str, int]:
+    def key(k: int) -> tuple[bool, float, float, int, int, str, int]:
         load = loads[k]
         longest, total = score(k)
-        return (-longest, -total, len(load.members), load.position, load.host, k)
+        return (load.host in last, -longest, -total, len(load.members), load.position, load.host, k)
 
     heap = [key(k) for k in range(len(loads))]
     heapq.heapify(heap)
@@ -589,8 +594,10 @@ def hosts_to_open(
             continue  # re-ranked since: a newer entry is in the heap
         del current[k]
         load = loads[k]
-        if -entry[0] <= 0:
-            break
+        if -entry[1] <= 0:
+            if entry[0] or not last:
+                break  # feeds no idle group, nor does any host after it
+            continue  # a host of ``last`` after it still may
         if load.members:
             if not room.may_fit(load):
                 continue

@@ -12,7 +12,11 @@ counting the hosts in maintenance as the room they give back
 (:func:`opening_targets`), and its instances move only there: each moves
 once. Such a second move never shortens an instance group's chain of moves
 (the group still owes one final move per member); what it buys is the first
-maintained host, which then takes instances for good.
+maintained host, which then takes instances for good. The hosts where the
+first wave parked instances open after every other (``last`` of
+:func:`fenix_core.planner.hosts_to_open`): nearly full, each takes about a
+whole maintained host's room for the one it gives back, while the waves grow
+only by what the lighter hosts leave.
 
 An instance never moves a third time, nor a second time unless it was on a
 first drained host (:func:`may_move_twice`), unless waiting cannot make room

@@ -106,6 +106,25 @@ def test_expected_host_seconds_is_the_declared_duration_else_the_plans_assumptio
     assert expected_host_seconds(Controls(), 0) == ACTION_SECONDS
 
 
+def _family_layout(monkeypatch: pytest.MonkeyPatch, seed: int) -> tuple[float, float, int]:
+    """Seed ``seed`` of benchmarks/makespan.py's full random family, run by
+    the constrained workflow: makespan / bound, moves / bound, and the most
+    moves of one instance."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import makespan  # type: ignore[import-not-found]
+    from scenarios import random_layout  # type: ignore[import-not-found]
+
+    scenario = random_layout(seed, max_hosts=200)
+    measured, built = makespan.run(scenario, "constrained")
+    built.engine.close()
+    bounds = makespan.bounds(scenario)
+    return (
+        measured.makespan / bounds.makespan.seconds,
+        measured.moves / bounds.moves.moves,
+        measured.most_moves,
+    )
+
+
 def test_a_full_family_layout_comes_within_1_15_of_its_makespan_bound(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -114,14 +133,21 @@ def test_a_full_family_layout_comes_within_1_15_of_its_makespan_bound(
     most idle work left its longest chain waiting for hosts, 1.504 x the
     bound. Within issue 21's targets: 1.15 x the makespan bound, 1.10 x the
     moves bound, at most two moves of an instance."""
-    monkeypatch.syspath_prepend(str(BENCHMARKS))
-    import makespan  # type: ignore[import-not-found]
-    from scenarios import random_layout  # type: ignore[import-not-found]
+    span, moves, most = _family_layout(monkeypatch, 14)
+    assert span <= 1.15
+    assert moves <= 1.10
+    assert most <= 2
 
-    scenario = random_layout(14, max_hosts=200)
-    measured, built = makespan.run(scenario, "constrained")
-    built.engine.close()
-    bounds = makespan.bounds(scenario)
-    assert measured.makespan / bounds.makespan.seconds <= 1.15
-    assert measured.moves / bounds.moves.moves <= 1.10
-    assert measured.most_moves <= 2
+
+def test_hosts_holding_parked_instances_open_last(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Seed 1 of the random family (44 full hosts, 2 empty, 40 groups): the
+    first wave parks 80 instances on 15 hosts still queued, which then weigh
+    about 40 vcpus of 40. Opened like the others, as soon as they fed an idle
+    group (their parked instances made them feed more groups), each took a
+    whole maintained host's room for the one it gave back, while the hosts
+    out could grow only by the room the maintained hosts gave: 4,309 s,
+    1.187 x the bound. Opened after the others, 1.044."""
+    span, moves, most = _family_layout(monkeypatch, 1)
+    assert span <= 1.10
+    assert moves <= 1.10
+    assert most <= 2

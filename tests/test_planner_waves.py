@@ -407,6 +407,31 @@ def test_hosts_to_open_prefers_the_longest_idle_chain_then_the_most_idle_work() 
     assert hosts_to_open([heavy, more], slots=1, **args) == ["more"]
 
 
+def test_hosts_to_open_opens_the_hosts_named_last_after_every_other() -> None:
+    # parked holds instances a first wave parked there: it feeds the longest
+    # idle chain, yet the others go first, then it, by the same ranking.
+    parked = load("parked", member("vm-0", "g1"), member("vm-1", "g2"), position=0)
+    other = load("other", member("vm-2", "g2"), position=1)
+    light = load("light", member("vm-3", "g0"), position=2)
+    targets = [target("t", None)]
+    idle = {"g0": 1.0, "g1": 5.0, "g2": 3.0}
+    args: dict[str, Any] = {"draining": [], "targets": targets, "idle_groups": idle}
+    assert hosts_to_open([parked, other, light], slots=1, **args) == ["parked"]
+    assert hosts_to_open([parked, other, light], slots=1, last={"parked"}, **args) == ["other"]
+    assert hosts_to_open([parked, other, light], slots=3, last={"parked"}, **args) == [
+        "other",
+        "light",
+        "parked",
+    ]
+    # A host that feeds no idle group does not keep a host named last from
+    # going after it.
+    idle_for = {"g1": 5.0}
+    assert hosts_to_open(
+        [parked, other], draining=[], targets=targets, idle_groups=idle_for, slots=2,
+        last={"parked"},
+    ) == ["parked"]  # fmt: skip
+
+
 def test_hosts_to_open_does_not_open_a_group_twice() -> None:
     # Once g0 has a host, another host feeding only g0 gives no new work.
     first = load("first", member("vm-0", "g0"), position=0)
@@ -816,25 +841,39 @@ def _hosts_to_open_by_the_rule(
     idle_groups: Mapping[str, float],
     slots: int,
     rules: Mapping[str, GroupRule],
+    last: frozenset[str],
 ) -> list[str]:
     """hosts_to_open's rule written plainly (the greedy set cover re-ranked
     over every host each round, fits_all on every host): the oracle."""
     idle = dict(idle_groups)
 
-    def score(load: HostLoad) -> float:
+    def score(load: HostLoad) -> tuple[float, float]:
         if not load.members:
-            return float("inf")
-        return sum(idle.get(g, 0.0) for g in {m.group_id for m in load.members})
+            return (float("inf"), float("inf"))
+        fed = [idle.get(g, 0.0) for g in {m.group_id for m in load.members}]
+        return (max(fed), sum(fed))
 
     pool = list(candidates)
     remaining = {t.host: t for t in targets}
     need = [m for h in draining for m in h.members]
     opened: list[str] = []
     while pool and len(opened) < slots:
-        best = min(pool, key=lambda h: (-score(h), len(h.members), h.position, h.host))
+        best = min(
+            pool,
+            key=lambda h: (
+                h.host in last,
+                -score(h)[0],
+                -score(h)[1],
+                len(h.members),
+                h.position,
+                h.host,
+            ),
+        )
         pool.remove(best)
-        if score(best) <= 0:
-            break
+        if score(best)[0] <= 0:
+            if best.host in last or not last:
+                break
+            continue
         others = [t for name, t in remaining.items() if name != best.host]
         if best.members and not fits_all([*need, *best.members], others, rules):
             continue
@@ -878,6 +917,7 @@ def opening_cases(draw: Any) -> dict[str, Any]:
         "idle_groups": idle,
         "slots": draw(st.integers(0, 5)),
         "rules": draw(rule_maps),
+        "last": frozenset(n for n in names if draw(st.booleans())),
     }
 
 

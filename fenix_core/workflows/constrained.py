@@ -309,6 +309,10 @@ class _Counts:
     unasked: set[str] = attrs.field(factory=set)
     #: Draining hosts that may not be disabled yet.
     undisabled: set[str] = attrs.field(factory=set)
+    #: Pending hosts holding an instance that moved already (a first wave's
+    #: instance parked there, or one moved while waiting made no room): opened
+    #: after the others (``planner.hosts_to_open``'s ``last``).
+    parked: set[str] = attrs.field(factory=set)
 
     def ahead(self) -> dict[str, int]:
         """Per group with a per-host limit still to move, its smallest member."""
@@ -1390,6 +1394,7 @@ class ConstrainedWorkflow(RollingWorkflow):
             else:
                 counts.pending_hosts_of.setdefault(g, set()).add(moved.host)
                 counts.pending_member(g, moved.vcpus, step.limited(g), +1)
+                counts.parked.add(moved.host)
                 if dest.type == "compute":  # its load is worked out when it is the lightest
                     heapq.heappush(counts.pending_floor, (0, moved.host))
             cst.stamp = counts.stamp = _new_stamp()
@@ -1591,7 +1596,10 @@ class ConstrainedWorkflow(RollingWorkflow):
                 return planner.drain_sequence(loads, dry, all_rules, first=order)[1] is None
 
         # A host opened now moves its instances only where they stay: it
-        # opens when they fit there now (second_moves.opening_targets).
+        # opens when they fit there now (second_moves.opening_targets). A
+        # host holding parked instances opens after the others: it takes the
+        # most room where instances stay for the room it gives back (see
+        # second_moves).
         chosen = planner.hosts_to_open(
             candidates,
             draining=draining,
@@ -1600,6 +1608,7 @@ class ConstrainedWorkflow(RollingWorkflow):
             slots=slots,
             rules=rules,
             feasible=feasible,
+            last=counts.parked,
         )
         first: set[str] = set()
         if (
@@ -1640,6 +1649,7 @@ class ConstrainedWorkflow(RollingWorkflow):
                 return opened, True  # a window, pacing, a gate or a pause holds the rest
             opened = True
             ctx.set_host_state(name, HostState.DRAINING)
+            counts.parked.discard(name)
             counts.unasked.add(name)
             counts.undisabled.add(name)
             view = ctx.hosts.get(name)
@@ -1884,6 +1894,8 @@ class ConstrainedWorkflow(RollingWorkflow):
                 if host.state == HostState.PENDING:
                     found.pending_hosts_of.setdefault(g, set()).add(host.name)
                     found.pending_member(g, inst.vcpus, step.limited(g), +1)
+                    if inst.moves:
+                        found.parked.add(host.name)
                     if inst.state != InstanceState.IN_ACTION:
                         load += inst.vcpus
             if load and host.type == "compute":
