@@ -115,6 +115,40 @@ def test_an_emptied_hosts_listing_that_found_nothing_rebuilds_no_counts(
     assert len(built) <= 2, len(built)
 
 
+@pytest.mark.parametrize("recount", [False, True], ids=["kept", "recounted-every-step"])
+def test_the_hosts_holding_parked_instances_are_named_last_to_the_planner(
+    cluster: CoreCluster, monkeypatch: pytest.MonkeyPatch, recount: bool
+) -> None:
+    """Every opening decision names, as the hosts to open last, exactly the
+    candidates holding an instance that moved already (the first wave's,
+    parked there): kept as moves land, or counted again from the views (a
+    session stepped by another process)."""
+    calls: list[tuple[set[str], set[str]]] = []
+    original = planner.hosts_to_open
+
+    def recorded(candidates: Any, **kwargs: Any) -> list[str]:
+        moved = migrations_per_instance(cluster.cloud)
+        parked = {c.host for c in candidates if any(moved[m.instance_id] for m in c.members)}
+        named = set(kwargs.get("last", ())) & {c.host for c in candidates}
+        calls.append((parked, named))
+        return original(candidates, **kwargs)
+
+    monkeypatch.setattr(planner, "hosts_to_open", recorded)
+    if recount:
+        counts_of = constrained.ConstrainedWorkflow._counts_of
+
+        def recounted(self: Any, ctx: Any) -> Any:
+            self._counts.pop(ctx.session_id, None)
+            return counts_of(self, ctx)
+
+        monkeypatch.setattr(constrained.ConstrainedWorkflow, "_counts_of", recounted)
+    view = cluster.run()
+    assert view.state == "MAINTENANCE_DONE", view.reason
+    assert constraint_violations(cluster.cloud, cluster.constraints()) == []
+    assert any(parked for parked, _ in calls), "the first wave parked nothing"
+    assert all(parked == named for parked, named in calls)
+
+
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
@@ -231,37 +265,3 @@ def test_the_impacted_members_are_those_of_a_recount_from_the_views(
         cluster.close()
     assert view.state == "MAINTENANCE_DONE", view.reason
     assert max(passes) > 1  # several instances were in recovery at once
-
-
-@pytest.mark.parametrize("recount", [False, True], ids=["kept", "recounted-every-step"])
-def test_the_hosts_holding_parked_instances_are_named_last_to_the_planner(
-    cluster: CoreCluster, monkeypatch: pytest.MonkeyPatch, recount: bool
-) -> None:
-    """Every opening decision names, as the hosts to open last, exactly the
-    candidates holding an instance that moved already (the first wave's,
-    parked there): kept as moves land, or counted again from the views (a
-    session stepped by another process)."""
-    calls: list[tuple[set[str], set[str]]] = []
-    original = planner.hosts_to_open
-
-    def recorded(candidates: Any, **kwargs: Any) -> list[str]:
-        moved = migrations_per_instance(cluster.cloud)
-        parked = {c.host for c in candidates if any(moved[m.instance_id] for m in c.members)}
-        named = set(kwargs.get("last", ())) & {c.host for c in candidates}
-        calls.append((parked, named))
-        return original(candidates, **kwargs)
-
-    monkeypatch.setattr(planner, "hosts_to_open", recorded)
-    if recount:
-        counts_of = constrained.ConstrainedWorkflow._counts_of
-
-        def recounted(self: Any, ctx: Any) -> Any:
-            self._counts.pop(ctx.session_id, None)
-            return counts_of(self, ctx)
-
-        monkeypatch.setattr(constrained.ConstrainedWorkflow, "_counts_of", recounted)
-    view = cluster.run()
-    assert view.state == "MAINTENANCE_DONE", view.reason
-    assert constraint_violations(cluster.cloud, cluster.constraints()) == []
-    assert any(parked for parked, _ in calls), "the first wave parked nothing"
-    assert all(parked == named for parked, named in calls)

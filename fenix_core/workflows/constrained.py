@@ -297,6 +297,10 @@ class _Counts:
     #: bound of each one's load (nothing leaves a pending host, arrivals
     #: only add), so its top bounds the smallest host :meth:`_open` could open.
     pending_floor: list[tuple[int, str]] = attrs.field(factory=list)
+    #: Pending hosts holding an instance that moved already (a first wave's
+    #: instance parked there, or one moved while waiting made no room): opened
+    #: after the others (``planner.hosts_to_open``'s ``last``).
+    parked: set[str] = attrs.field(factory=set)
     #: Whether an instance on a pending or draining host is named by the
     #: cloud's placement rules (its targets are then its own: no shortcut),
     #: and whether one is of a group with a per-host limit (without one, no
@@ -309,10 +313,6 @@ class _Counts:
     unasked: set[str] = attrs.field(factory=set)
     #: Draining hosts that may not be disabled yet.
     undisabled: set[str] = attrs.field(factory=set)
-    #: Pending hosts holding an instance that moved already (a first wave's
-    #: instance parked there, or one moved while waiting made no room): opened
-    #: after the others (``planner.hosts_to_open``'s ``last``).
-    parked: set[str] = attrs.field(factory=set)
 
     def ahead(self) -> dict[str, int]:
         """Per group with a per-host limit still to move, its smallest member."""
