@@ -414,9 +414,16 @@ class SqlSessionStore:
 
     # ------------------------------------------------------------------ insert
 
-    def insert(self, new: NewSession, *, check: Callable[[Connection], None] | None = None) -> None:
+    def insert(
+        self,
+        new: NewSession,
+        *,
+        check: Callable[[Connection], None] | None = None,
+        also: Callable[[Connection], None] | None = None,
+    ) -> None:
         """Insert the session's rows in one transaction; ``check`` runs first
-        in it (what it raises rolls the transaction back)."""
+        in it (what it raises rolls the transaction back), ``also`` after the
+        rows (what else the session's creation writes: one commit for all)."""
         session = SessionRec(*new.session)
         sid = session.id
         with self.database.begin() as db:
@@ -433,6 +440,8 @@ class SqlSessionStore:
             self._many(db, S.insert_instances, InstanceRec.FIELDS, new.instances, sid)
             self._many(db, S.insert_projects, ProjectRec.FIELDS, new.projects, sid)
             self._many(db, self._upsert_components, ComponentRec.FIELDS, new.components, sid)
+            if also is not None:
+                also(db)
 
     def _many(
         self,
@@ -487,11 +496,12 @@ class SqlSessionStore:
             d = self.driver(db) if self._prepared is not None else None
             fenced = self._exec(
                 db,
-                S.fence,
+                S.fence_claim if fence.claims else S.fence,
                 {
                     "b_session_id": sid,
                     "b_owner": fence.owner,
                     "b_token": fence.token,
+                    **({"b_token_before": fence.token - 1} if fence.claims else {}),
                     "b_version": fence.version,
                     "b_new_version": fence.version + 1,
                     "b_seq": max((o.seq for o in write.outbox), default=0),
