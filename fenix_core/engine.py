@@ -31,12 +31,12 @@ import os
 import socket
 import threading
 import uuid
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any, ClassVar, Self, cast
 
-from sqlalchemy import bindparam, delete, insert, select
+from sqlalchemy import Connection, bindparam, delete, insert, select
 from sqlalchemy.engine import Engine as SAEngine
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
@@ -448,14 +448,29 @@ class Engine:
         rows = working_rows(new)
         pending = HostState.PENDING.value
         scope = [h[0] for h in rows.hosts if h[HostRec.FIELDS.index("state")] == pending]
+        # The inventory's listing is written in the insert's transaction (no
+        # commit of its own); the cache follows it once that committed.
+        synced: list[Callable[[], list[HostChangeRec]] | None] = []
+
+        def listing(db: Connection) -> None:
+            synced.append(
+                self._inventory.sync_in(
+                    db, read.hosts, now=now, session_id=session_id, adding=req.add_hosts
+                )
+            )
+
         with self._lock:
             self._store.insert(
-                rows, check=lambda db: check_hosts_free(db, [*scope, *req.add_hosts])
+                rows,
+                check=lambda db: check_hosts_free(db, [*scope, *req.add_hosts]),
+                also=listing,
             )
-            self._host_changes += self._inventory.sync(
-                read.hosts, now=now, session_id=session_id, adding=req.add_hosts
-            )
+            for committed in synced:
+                if committed is not None:
+                    self._host_changes += committed()
             if plan is None:
+                # Its first step's write takes the lease: no claim of its own.
+                self._leases.fresh(session_id)
                 self._stepper.wake(session_id)
             self._deliver_host_changes()
         data = dict(zip(SESSION_COLUMNS, new.session, strict=True))["data"]

@@ -204,6 +204,40 @@ def test_a_stale_fence_raises_lease_lost_and_writes_nothing(
     assert harness.reply_outcomes("s-1") == {reply: None}
 
 
+def test_a_claiming_write_takes_a_lease_nobody_took(harness: Harness) -> None:
+    """The first write of a session its worker inserted takes the lease
+    (``Fence.claims``): it stores the owner and the token, and the next
+    write is fenced by them as after a claim."""
+    harness.store.insert(new_session())
+    ws = harness.store.load("s-1")
+    a_step(ws)
+    claiming = Fence("s-1", OWNER, 1, 0, claims=True)
+    harness.store.write(ws.take_write(claiming, next_wake=None, lease_expires=T0))
+    stored = harness.store.load("s-1").session
+    assert (stored.lease_owner, stored.lease_token, stored.version) == (OWNER, 1, 1)
+    a_step(ws, 1)
+    harness.store.write(ws.take_write(Fence("s-1", OWNER, 1, 1), next_wake=None, lease_expires=T0))
+    assert harness.store.load("s-1").version == 2
+
+
+@pytest.mark.parametrize("holder", [("worker-b", 1), (None, 1)], ids=["held", "released"])
+def test_a_claiming_write_is_fenced_out_once_anyone_took_the_lease(
+    harness: Harness, holder: tuple[str | None, int]
+) -> None:
+    """Another worker claimed the session first (and may have let it go
+    since: the token moved on): the claiming write changes nothing."""
+    harness.store.insert(new_session())
+    ws = harness.store.load("s-1")
+    harness.set_lease("s-1", *holder)
+    a_step(ws)
+    claiming = Fence("s-1", OWNER, 1, 0, claims=True)
+    with pytest.raises(LeaseLost):
+        harness.store.write(ws.take_write(claiming, next_wake=None, lease_expires=T0))
+    stored = harness.store.load("s-1")
+    assert (stored.session.lease_owner, stored.version) == (holder[0], 0)
+    assert records(stored)["instances"]["vm-0-0"][6] == "PENDING"
+
+
 def test_another_worker_taking_the_lease_fences_the_first_out(harness: Harness) -> None:
     harness.store.insert(new_session())
     ws, fence = held(harness, token=1)

@@ -785,9 +785,10 @@ def test_the_seed_spelling_ack_in_scale_is_accepted(fenix_cloud, fenix_engine_fa
 
 
 def test_each_step_is_one_commit(cloud: SimulatedCloud, core: Factory) -> None:
-    """A step commits once; the only other commits are the lease's claim,
-    once, the final delivery watermark, and the replies (each its own
-    transaction here: one sender at a time). The cloud and the action say when their operations end
+    """A step commits once (the first one takes the lease in its write: no
+    claim of its own); the only other commits are the final delivery
+    watermark and the replies (each its own transaction here: one sender
+    at a time). The cloud and the action say when their operations end
     (``retry_after``), so every poll finds its operation ended: every step
     has something to write, and none is spent finding nothing to do (an
     operation started after a commit does not bring a step at the same
@@ -809,7 +810,7 @@ def test_each_step_is_one_commit(cloud: SimulatedCloud, core: Factory) -> None:
     engine.step = counted  # type: ignore[method-assign]
     assert engine.run_until_done(sid).state == "MAINTENANCE_DONE"
     assert steps > 10
-    assert commits.count == commits.step_writes + len(manager.sent) + 1
+    assert commits.count == commits.step_writes + len(manager.sent)
     # ... and, once the session has ended, the watermark of what its last
     # step delivered (no later step carries it).
     assert commits.step_writes == steps + 1

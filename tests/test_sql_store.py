@@ -383,6 +383,79 @@ def test_a_failed_commit_keeps_an_in_memory_sqlite_database() -> None:
         database.dispose()
 
 
+def test_a_commit_the_driver_refuses_is_raised_as_sqlalchemys_and_rolled_back(
+    sqlite_harness: SqlHarness,
+) -> None:
+    """The step's write commits at the driver (no SQLAlchemy transaction
+    around it): a COMMIT the driver itself refuses (``disk I/O error``)
+    must still reach the caller as SQLAlchemy's OperationalError, which
+    the engine retries, with the transaction rolled back (nothing written,
+    SQLite's write lock not held) and the ``commit`` listeners called as
+    SQLAlchemy calls them; the step made again is written once."""
+    import sqlite3
+
+    from sqlalchemy.exc import OperationalError
+
+    h = sqlite_harness
+    h.store.insert(new_session())
+    ws, fence = held(h)
+    a_step(ws)
+    counted = Counted(h.database)
+    dialect = h.database.dialect
+    original = dialect.do_commit
+    refuse: list[bool] = [True]
+
+    def do_commit(connection: Any) -> None:
+        if refuse:
+            refuse.clear()
+            raise sqlite3.OperationalError("disk I/O error")
+        original(connection)
+
+    dialect.do_commit = do_commit  # type: ignore[method-assign]
+    try:
+        with pytest.raises(OperationalError):
+            h.store.write(ws.take_write(fence, next_wake=None, lease_expires=T0))
+        assert counted.commits == 1
+        again = h.store.load("s-1")
+        assert again.version == 0
+        assert not again.ops
+        a_step(again)
+        h.store.write(again.take_write(fence, next_wake=None, lease_expires=T0))
+    finally:
+        dialect.do_commit = original  # type: ignore[method-assign]
+    assert counted.commits == 2
+    assert h.store.load("s-1").version == 1
+
+
+def test_a_fenced_out_write_leaves_no_transaction_open(sqlite_harness: SqlHarness) -> None:
+    """A write fenced out (another worker's token) began a transaction at
+    the driver with its fence's UPDATE: it is rolled back, not left open on
+    the connection the store keeps, where it would hold SQLite's write lock
+    (no other connection could write) and carry into the next write."""
+    import sqlite3
+
+    from fenix_core.store.leases import LeaseLost
+
+    h = sqlite_harness
+    h.store.insert(new_session())
+    ws, fence = held(h)
+    a_step(ws)
+    taken = Fence(fence.session_id, fence.owner, fence.token + 1, fence.version)
+    with pytest.raises(LeaseLost):
+        h.store.write(ws.take_write(taken, next_wake=None, lease_expires=T0))
+    path = h.database.url.database
+    assert path is not None
+    other = sqlite3.connect(path, timeout=0, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")  # "database is locked" if it were held
+        other.execute("ROLLBACK")
+    finally:
+        other.close()
+    again, _ = held(h)
+    assert again.version == 0
+    assert not again.ops
+
+
 def _a_commit_fails_then_the_step_is_written_again(h: SqlHarness) -> None:
     from sqlalchemy.exc import OperationalError
 

@@ -9,7 +9,8 @@ changed since *g* (:meth:`InventoryCache.changed_since`): the work per step
 is in proportion to the changes, not to the fleet.
 
 Each change is written with its ``host_changes`` row (HOST_ADDED /
-HOST_REMOVED, announced once) in one transaction of its own, so the stored
+HOST_REMOVED, announced once) in one transaction (its own, or, for the
+listing a new session takes, the session's insert), so the stored
 inventory and the announcements never disagree; the sessions' records
 follow the inventory (a session loaded later compares all its hosts once).
 Changes committed by other workers are read from ``host_changes`` above the
@@ -21,7 +22,7 @@ The comparison of a listing with the inventory is the pure
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Final
 
@@ -182,43 +183,65 @@ class InventoryCache:
         """Bring the inventory in line with a listing of the cloud's hosts;
         return the changes committed. Hosts that running sessions are still
         adding (``add_hosts``, plus ``adding``) are left out until admitted."""
-        listed = list(listed)
         with self._db.connect() as db:  # one transaction; no commit if nothing changed
-            self._catch_up(db)
-            hosts = self.hosts()
-            unknown = [h.name for h in listed if h.name not in hosts]
-            if unknown:
-                self._adopt(db, unknown)
-            pending = _pending_adds(db, besides=session_id) | set(adding)
-            plan = plan_sync({n: (k.status, k.host) for n, k in hosts.items()}, listed, pending)
-            if not (plan.new or plan.refresh or plan.status):
+            written = self.sync_in(db, listed, now=now, session_id=session_id, adding=adding)
+            if written is None:
                 return []
-            kept: dict[str, Known] = {}
-            if plan.new:  # one executemany: the baseline lists the whole fleet
-                db.execute(insert(_INV), [_row(h, PRESENT, now, session_id) for h in plan.new])
-            for host in plan.new:
-                kept[host.name] = Known(host, PRESENT, now, session_id)
-            by_name = {h.name: h for h in listed}
-            for host in plan.refresh:
-                db.execute(
-                    update(_INV)
-                    .where(_INV.c.name == host.name)
-                    .values(type=host.type, vcpus=host.vcpus, enabled=host.enabled)
-                )
-                kept[host.name] = attrs.evolve(hosts[host.name], host=host)
-            for name, status in plan.status:
-                db.execute(
-                    update(_INV)
-                    .where(_INV.c.name == name)
-                    .values(status=status, changed_at=now, session_id=session_id)
-                )
-                base = kept.get(name, hosts[name])
-                facts = by_name.get(name, base.host)
-                kept[name] = Known(facts, status, now, session_id)
-            changes = self._record(db, plan.changes, now, session_id)
             db.commit()
-        self._commit(kept, changes)
-        return changes
+        return written()
+
+    def sync_in(
+        self,
+        db: Connection,
+        listed: Iterable[Host],
+        *,
+        now: datetime,
+        session_id: str | None,
+        adding: Iterable[str] = (),
+    ) -> Callable[[], list[HostChangeRec]] | None:
+        """:meth:`sync`'s writes in ``db``'s transaction, which the caller
+        commits (a new session's insert: its first listing is no commit of
+        its own). Returns what to call once it committed (the cache follows
+        it and the changes are returned), or None when nothing was written."""
+        listed = list(listed)
+        self._catch_up(db)
+        hosts = self.hosts()
+        unknown = [h.name for h in listed if h.name not in hosts]
+        if unknown:
+            self._adopt(db, unknown)
+        pending = _pending_adds(db, besides=session_id) | set(adding)
+        plan = plan_sync({n: (k.status, k.host) for n, k in hosts.items()}, listed, pending)
+        if not (plan.new or plan.refresh or plan.status):
+            return None
+        kept: dict[str, Known] = {}
+        if plan.new:  # one executemany: the baseline lists the whole fleet
+            db.execute(insert(_INV), [_row(h, PRESENT, now, session_id) for h in plan.new])
+        for host in plan.new:
+            kept[host.name] = Known(host, PRESENT, now, session_id)
+        by_name = {h.name: h for h in listed}
+        for host in plan.refresh:
+            db.execute(
+                update(_INV)
+                .where(_INV.c.name == host.name)
+                .values(type=host.type, vcpus=host.vcpus, enabled=host.enabled)
+            )
+            kept[host.name] = attrs.evolve(hosts[host.name], host=host)
+        for name, status in plan.status:
+            db.execute(
+                update(_INV)
+                .where(_INV.c.name == name)
+                .values(status=status, changed_at=now, session_id=session_id)
+            )
+            base = kept.get(name, hosts[name])
+            facts = by_name.get(name, base.host)
+            kept[name] = Known(facts, status, now, session_id)
+        changes = self._record(db, plan.changes, now, session_id)
+
+        def committed() -> list[HostChangeRec]:
+            self._commit(kept, changes)
+            return changes
+
+        return committed
 
     def admit(self, host: Host, *, now: datetime, session_id: str) -> list[HostChangeRec]:
         """A session brought ``host`` into service: HOST_ADDED unless it was

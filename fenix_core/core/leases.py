@@ -147,6 +147,31 @@ class SqlLeaseKeeper:
         self.clock: Clock = clock if clock is not None else DatabaseClock()
         # Session id -> (token, version at the claim) of the leases held.
         self._held: dict[str, tuple[int, int]] = {}
+        # Sessions this worker inserted and has not stepped yet: their first
+        # write takes the lease (a claim of their own would be one more
+        # commit per session). Session id -> the token that write stores.
+        self._fresh: dict[str, int] = {}
+        # Those a claim answered with the claiming fence already: asked for
+        # again, the stepper let the session go (its write was fenced out,
+        # or not made), and the lease is claimed as usual. A step retried
+        # after a lost connection keeps the claiming fence (:meth:`fence`):
+        # should the lost commit have happened, that write is fenced out.
+        self._handed: set[str] = set()
+
+    def fresh(self, session_id: str, token: int = 1) -> None:
+        """``session_id`` was just inserted by this worker with no lease
+        (token ``token - 1``): its first write claims it in the step's fenced
+        UPDATE (:attr:`Fence.claims`), which matches only while nobody has
+        leased it. Another worker that claims it first fences that write
+        out; this one then claims as usual and finds it taken."""
+        self._fresh[session_id] = token
+
+    def took(self, fence: Fence) -> None:
+        """A write under the claiming fence ``fence`` committed: the lease is
+        this worker's, as a claim at ``fence.version`` would have made it."""
+        if self._fresh.pop(fence.session_id, None) is not None:
+            self._handed.discard(fence.session_id)
+            self._held[fence.session_id] = (fence.token, fence.version)
 
     def claim(self, session_ids: Sequence[str], limit: int | None = None) -> dict[str, Fence]:
         """Take or renew the leases of those of ``session_ids`` that are free,
@@ -157,6 +182,22 @@ class SqlLeaseKeeper:
         wanted = sorted(set(session_ids))
         if not wanted or (limit is not None and limit <= 0):
             return {}
+        claimed: dict[str, Fence] = {}
+        for session_id in [sid for sid in wanted if sid in self._fresh]:
+            if session_id in self._handed:  # asked again: claimed as usual
+                self._fresh.pop(session_id)
+                self._handed.discard(session_id)
+                continue
+            if limit is not None and len(claimed) >= limit:
+                break
+            # Claimed by its first write (the fence's UPDATE).
+            self._handed.add(session_id)
+            claimed[session_id] = self.fence(session_id)
+            wanted.remove(session_id)
+        if limit is not None:
+            limit -= len(claimed)
+        if not wanted or (limit is not None and limit <= 0):
+            return claimed
         table, key, c = self._table, self._key, self._table.c
         on_db = self._database_clock
         now: ColumnElement[datetime] = (
@@ -187,7 +228,6 @@ class SqlLeaseKeeper:
             )
             .returning(key, c.lease_token, c.version, func.now() if on_db else c.version)
         )
-        claimed: dict[str, Fence] = {}
         rows: list[Sequence[Any]]
         database_clock = self.clock if on_db and isinstance(self.clock, DatabaseClock) else None
         asked = database_clock.machine_now() if database_clock is not None else None
@@ -236,7 +276,11 @@ class SqlLeaseKeeper:
     def fence(self, session_id: str) -> Fence:
         """What a step's write must match: this worker's token (and the version
         seen at the claim; the stepper keeps the current one). LeaseLost if
-        this worker holds no lease on ``session_id``."""
+        this worker holds no lease on ``session_id``. A session it inserted
+        and has not written yet has a claiming fence (:meth:`fresh`)."""
+        token = self._fresh.get(session_id)
+        if token is not None:
+            return Fence(session_id, self.owner, token, 0, claims=True)
         held = self._held.get(session_id)
         if held is None:
             raise LeaseLost(
@@ -248,10 +292,14 @@ class SqlLeaseKeeper:
     def lost(self, session_id: str) -> None:
         """Forget a lease the store found taken over (a fenced-out write)."""
         self._held.pop(session_id, None)
+        self._fresh.pop(session_id, None)
+        self._handed.discard(session_id)
 
     def release(self, session_id: str) -> None:
         """Give up this worker's lease on ``session_id`` (if it holds it)."""
         self._held.pop(session_id, None)
+        self._fresh.pop(session_id, None)
+        self._handed.discard(session_id)
         with self._db.begin() as connection:
             connection.execute(
                 update(self._table)
@@ -262,6 +310,8 @@ class SqlLeaseKeeper:
     def release_all(self) -> None:
         """Give up every lease this worker holds (the tokens stay: they only grow)."""
         self._held.clear()
+        self._fresh.clear()
+        self._handed.clear()
         with self._db.begin() as connection:
             connection.execute(
                 update(self._table)

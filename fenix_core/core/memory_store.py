@@ -134,9 +134,9 @@ class MemorySessionStore:
         fence = write.fence
         current = self._stored(fence.session_id)
         held = current.session
+        expected = (None, fence.token - 1) if fence.claims else (fence.owner, fence.token)
         if (held["lease_owner"], held["lease_token"], held["version"]) != (
-            fence.owner,
-            fence.token,
+            *expected,
             fence.version,
         ):
             raise LeaseLost(
@@ -146,6 +146,8 @@ class MemorySessionStore:
             )
         s = copy.deepcopy(current)  # applied whole or not at all
         s.session.update(
+            lease_owner=fence.owner,
+            lease_token=fence.token,
             version=fence.version + 1,
             seq=max([s.session["seq"], *(o.seq for o in write.outbox)]),
             next_wake=write.next_wake,

@@ -28,12 +28,18 @@ __all__ = [
 @attrs.frozen
 class Fence:
     """What a step's single UPDATE must still match to commit: this worker's
-    lease (owner and token) and the session's version as loaded."""
+    lease (owner and token) and the session's version as loaded.
+
+    ``claims``: the write takes the lease itself (the first write of a
+    session this engine inserted, which no claim of its own committed
+    before): it matches only a session nobody ever leased (no owner, the
+    token before ``token``) and stores ``owner`` and ``token``."""
 
     session_id: str
     owner: str
     token: int
     version: int
+    claims: bool = False
 
 
 @attrs.frozen
@@ -116,6 +122,7 @@ class LeaseKeeper(Protocol):
         self, session_ids: Sequence[str], limit: int | None = None
     ) -> dict[str, Fence]: ...  # at most ``limit`` (None: all) leases taken
     def fence(self, session_id: str) -> Fence: ...
+    def took(self, fence: Fence) -> None: ...  # a write under a claiming fence committed
     def release(self, session_id: str) -> None: ...
     def release_all(self) -> None: ...
 

@@ -101,20 +101,25 @@ def _json_encoding(process: Any) -> Any:
 
 class Driver:
     """A write's statements sent to the SQLite driver's cursor in the
-    connection of ``db`` (the transaction SQLAlchemy began and commits),
-    without SQLAlchemy's per-execute work (execution context, result set-up):
-    on a step of a few small statements that work cost more than SQLite's.
-    The engine's ``before_cursor_execute``/``after_cursor_execute``
-    listeners are still called with each statement (instrumentation and the
-    statement counters see every one, those added later too; the context
+    connection of ``db`` (in the transaction SQLAlchemy began and commits,
+    or, for a step's write, the one the first statement begins and
+    :meth:`commit` commits), without SQLAlchemy's per-execute work
+    (execution context, result set-up): on a step of a few small statements
+    that work cost more than SQLite's. The engine's
+    ``before_cursor_execute``/``after_cursor_execute`` and ``commit``
+    listeners are still called (instrumentation and the statement and
+    commit counters see every one, those added later too; the context
     argument is None). One driver serves every transaction of its
     connection (the store keeps it with the connection)."""
 
-    __slots__ = ("_cursor", "_db", "_dispatch")
+    __slots__ = ("_cursor", "_db", "_dbapi", "_dispatch")
 
     def __init__(self, db: Connection) -> None:
         self._db = db
-        self._cursor = db.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        dbapi = db.connection.dbapi_connection
+        assert dbapi is not None  # a connection checked out of the pool
+        self._dbapi = dbapi
+        self._cursor = dbapi.cursor()
         self._dispatch = db.dispatch
 
     def run(self, sql: str, params: Any, many: bool) -> int:
@@ -130,6 +135,27 @@ class Driver:
         for listen in dispatch.after_cursor_execute:
             listen(self._db, cursor, sql, params, None, many)
         return int(cursor.rowcount)
+
+    def commit(self) -> None:
+        """Commit the transaction the driver's statements began, as
+        SQLAlchemy's commit would: the ``commit`` listeners first (counters,
+        the poller's), then the dialect's ``do_commit``; a driver error is
+        raised as SQLAlchemy's (an OperationalError is retried as one)."""
+        db = self._db
+        for listen in self._dispatch.commit:
+            listen(db)
+        dbapi = db.dialect.loaded_dbapi
+        try:
+            db.dialect.do_commit(db.connection)  # what SQLAlchemy's commit passes
+        except dbapi.Error as error:
+            raise DBAPIError.instance(
+                "COMMIT", None, error, dbapi.Error, dialect=db.dialect
+            ) from error
+
+    def rollback(self) -> None:
+        """Roll back what the driver's statements began (nothing if none)."""
+        with suppress(Exception):
+            self._dbapi.rollback()
 
     def fetch(self, sql: str, params: Any) -> list[tuple[Any, ...]]:
         """A query's rows (the listeners see it as they see every statement)."""
@@ -414,9 +440,16 @@ class SqlSessionStore:
 
     # ------------------------------------------------------------------ insert
 
-    def insert(self, new: NewSession, *, check: Callable[[Connection], None] | None = None) -> None:
+    def insert(
+        self,
+        new: NewSession,
+        *,
+        check: Callable[[Connection], None] | None = None,
+        also: Callable[[Connection], None] | None = None,
+    ) -> None:
         """Insert the session's rows in one transaction; ``check`` runs first
-        in it (what it raises rolls the transaction back)."""
+        in it (what it raises rolls the transaction back), ``also`` after the
+        rows (what else the session's creation writes: one commit for all)."""
         session = SessionRec(*new.session)
         sid = session.id
         with self.database.begin() as db:
@@ -433,6 +466,8 @@ class SqlSessionStore:
             self._many(db, S.insert_instances, InstanceRec.FIELDS, new.instances, sid)
             self._many(db, S.insert_projects, ProjectRec.FIELDS, new.projects, sid)
             self._many(db, self._upsert_components, ComponentRec.FIELDS, new.components, sid)
+            if also is not None:
+                also(db)
 
     def _many(
         self,
@@ -480,65 +515,87 @@ class SqlSessionStore:
     # ------------------------------------------------------------------ the step's write
 
     def write(self, write: StepWrite) -> None:
-        """One transaction; only the statements that have rows run."""
+        """One transaction; only the statements that have rows run. On
+        SQLite it is the kept connection's, begun by the driver's first
+        statement and committed by :meth:`Driver.commit` without
+        SQLAlchemy's transaction (its set-up and commit cost more than a
+        statement; the ``commit`` listeners still run)."""
+        if self._prepared is None:
+            with self.database.begin() as db:
+                self._write(db, None, write)
+            return
+        with self._writer_lock:
+            kept = self._kept()
+            driver = self._driver
+            assert driver is not None
+            try:
+                self._write(kept, driver, write)
+                driver.commit()
+            except BaseException as error:
+                driver.rollback()
+                if isinstance(error, DBAPIError):
+                    self._drop_kept()
+                raise
+
+    def _write(self, db: Connection, d: Driver | None, write: StepWrite) -> None:
+        """The step's statements in ``db``'s transaction (``d``: its driver)."""
         fence = write.fence
         sid = fence.session_id
-        with self.transaction() as db:
-            d = self.driver(db) if self._prepared is not None else None
-            fenced = self._exec(
+        fenced = self._exec(
+            db,
+            S.fence_claim if fence.claims else S.fence,
+            {
+                "b_session_id": sid,
+                "b_owner": fence.owner,
+                "b_token": fence.token,
+                **({"b_token_before": fence.token - 1} if fence.claims else {}),
+                "b_version": fence.version,
+                "b_new_version": fence.version + 1,
+                "b_seq": max((o.seq for o in write.outbox), default=0),
+                "b_next_wake": write.next_wake,
+                "b_lease_expires": write.lease_expires,
+                "b_delivered_seq": write.delivered_seq,
+                "b_inbox_seen_id": write.inbox_seen_id,
+            },
+            d,
+        )
+        if fenced != 1:
+            raise LeaseLost(
+                f"session {sid}: the lease of {fence.owner} (token {fence.token}, "
+                f"version {fence.version}) no longer holds; the step is not written"
+            )
+        if write.session is not None:
+            self._exec(
                 db,
-                S.fence,
-                {
-                    "b_session_id": sid,
-                    "b_owner": fence.owner,
-                    "b_token": fence.token,
-                    "b_version": fence.version,
-                    "b_new_version": fence.version + 1,
-                    "b_seq": max((o.seq for o in write.outbox), default=0),
-                    "b_next_wake": write.next_wake,
-                    "b_lease_expires": write.lease_expires,
-                    "b_delivered_seq": write.delivered_seq,
-                    "b_inbox_seen_id": write.inbox_seen_id,
-                },
+                S.update_session,
+                params(SessionRec.CHANGING, write.session, session_id=sid),
                 d,
             )
-            if fenced != 1:
-                raise LeaseLost(
-                    f"session {sid}: the lease of {fence.owner} (token {fence.token}, "
-                    f"version {fence.version}) no longer holds; the step is not written"
-                )
-            if write.session is not None:
-                self._exec(
-                    db,
-                    S.update_session,
-                    params(SessionRec.CHANGING, write.session, session_id=sid),
-                    d,
-                )
-            self._many(db, S.insert_hosts, HostRec.FIELDS, write.new_hosts, sid, d)
-            self._many(db, S.update_hosts, HostRec.FIELDS, write.hosts, sid, d)
-            self._many(db, S.insert_instances, InstanceRec.FIELDS, write.new_instances, sid, d)
-            self._many(db, S.update_instances, InstanceRec.FIELDS, write.instances, sid, d)
-            self._many(db, S.insert_projects, ProjectRec.FIELDS, write.new_projects, sid, d)
-            self._many(db, S.update_projects, ProjectRec.FIELDS, write.projects, sid, d)
-            if d is not None:
-                self._upsert_ops(d, sid, write.new_ops, write.changed_ops)
-            else:
-                self._many(db, S.insert_ops, OpRec.FIELDS, write.new_ops, sid)
-                if write.changed_ops:
-                    self._many(db, S.update_ops, OpRec.FIELDS, write.changed_ops, None)
-            if write.outbox:
-                # The engine's clock (the outbox lag is measured on it);
-                # diagnostics only: delivery goes by seq.
-                now = write.at or datetime.now(UTC)
-                outbox = [(o.session_id, o.seq, o.signal, o.payload, now) for o in write.outbox]
-                self._many(db, S.insert_outbox, _OUTBOX_ROW, outbox, None, d)
-            self._many(db, self._upsert_components, ComponentRec.FIELDS, write.components, sid, d)
-            if write.timers:
-                self._write_timers(db, sid, write.timers, write.fresh_timers, d)
-            if write.inbox_outcomes:
-                self._many(db, S.inbox_outcomes, _OUTCOME_ROW, write.inbox_outcomes, None, d)
-            if write.new_inbox:
-                self._many(db, S.insert_inbox, INBOX_ROW, write.new_inbox, sid, d)
+        self._many(db, S.insert_hosts, HostRec.FIELDS, write.new_hosts, sid, d)
+        self._many(db, S.update_hosts, HostRec.FIELDS, write.hosts, sid, d)
+        self._many(db, S.insert_instances, InstanceRec.FIELDS, write.new_instances, sid, d)
+        self._many(db, S.update_instances, InstanceRec.FIELDS, write.instances, sid, d)
+        self._many(db, S.insert_projects, ProjectRec.FIELDS, write.new_projects, sid, d)
+        self._many(db, S.update_projects, ProjectRec.FIELDS, write.projects, sid, d)
+        if d is not None:
+            self._upsert_ops(d, sid, write.new_ops, write.changed_ops)
+        else:
+            self._many(db, S.insert_ops, OpRec.FIELDS, write.new_ops, sid)
+            if write.changed_ops:
+                self._many(db, S.update_ops, OpRec.FIELDS, write.changed_ops, None)
+        if write.outbox:
+            # The engine's clock (the outbox lag is measured on it);
+            # diagnostics only: delivery goes by seq.
+            now = write.at or datetime.now(UTC)
+            outbox = [(o.session_id, o.seq, o.signal, o.payload, now) for o in write.outbox]
+            self._many(db, S.insert_outbox, _OUTBOX_ROW, outbox, None, d)
+        self._many(db, self._upsert_components, ComponentRec.FIELDS, write.components, sid, d)
+        if write.timers:
+            self._write_timers(db, sid, write.timers, write.fresh_timers, d)
+        if write.inbox_outcomes:
+            self._many(db, S.inbox_outcomes, _OUTCOME_ROW, write.inbox_outcomes, None, d)
+        if write.new_inbox:
+            self._many(db, S.insert_inbox, INBOX_ROW, write.new_inbox, sid, d)
 
     def _upsert_ops(
         self,

@@ -198,6 +198,27 @@ class Statements:
                 inbox_seen_id=_b("inbox_seen_id"),
             )
         )
+        # The first write of a session this engine inserted takes its lease:
+        # nobody may have leased it (no owner, the token before this one).
+        self.fence_claim: Update = (
+            update(CLOCK)
+            .where(
+                CLOCK.c.session_id == _b("session_id"),
+                CLOCK.c.lease_owner.is_(None),
+                CLOCK.c.lease_token == _b("token_before"),
+                CLOCK.c.version == _b("version"),
+            )
+            .values(
+                lease_owner=_b("owner"),
+                lease_token=_b("token"),
+                version=_b("new_version"),
+                seq=case((_b("seq") > CLOCK.c.seq, _b("seq")), else_=CLOCK.c.seq),
+                next_wake=_b("next_wake"),
+                lease_expires=_b("lease_expires"),
+                delivered_seq=_b("delivered_seq"),
+                inbox_seen_id=_b("inbox_seen_id"),
+            )
+        )
         self.update_session: Update = (
             update(SESSIONS)
             .where(SESSIONS.c.id == _b("session_id"))

@@ -460,7 +460,7 @@ class Stepper:
             working_set = self._load(session_id)
         version = self._versions[session_id]
         held = self._leases.fence(session_id)
-        fence = Fence(held.session_id, held.owner, held.token, version)
+        fence = Fence(held.session_id, held.owner, held.token, version, held.claims)
         frame = StepFrame(
             fence=fence,
             lease_expires=self._lease_clock.now() + self._lease_seconds,
@@ -530,7 +530,7 @@ class Stepper:
         if last is None or mark <= last.delivered_seq:
             return
         write = StepWrite(
-            fence=attrs.evolve(fence, version=fence.version + 1),
+            fence=attrs.evolve(fence, version=fence.version + 1, claims=False),
             next_wake=None,
             lease_expires=last.lease_expires,
             delivered_seq=mark,
@@ -543,6 +543,8 @@ class Stepper:
 
     def _commit(self, write: StepWrite) -> None:
         self._store.write(write)
+        if write.fence.claims:  # the first write of a session this engine inserted
+            self._leases.took(write.fence)
         if commit_log.isEnabledFor(logging.DEBUG):
             fence = write.fence
             commit_log.debug(

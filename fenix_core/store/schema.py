@@ -245,7 +245,9 @@ class OperationRow(Base):
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
 
-    __table_args__ = (Index("ix_operations_session_open", "session_id", "handled"),)
+    # 0010: the session's operations (every query names the session); not
+    # ``handled``, which each operation changes once (its entry would move).
+    __table_args__ = (Index("ix_operations_session", "session_id"),)
 
 
 class TimerRow(Base):
@@ -272,9 +274,9 @@ class OutboxRow(Base):
     signal: Mapped[str] = mapped_column(String(32))
     payload: Mapped[dict[str, Any]]
     created_at: Mapped[datetime]
+    # Not written since 0007 (delivery goes by session_clock.delivered_seq);
+    # its index was dropped in 0010.
     delivered_at: Mapped[datetime | None]
-
-    __table_args__ = (Index("ix_outbox_undelivered", "delivered_at"),)
 
 
 class InboxRow(Base):

@@ -1,0 +1,82 @@
+"""Each index a step's write touches is one more page in its commit
+(migration 0010): the operations and outbox rows a step writes must not
+rewrite index entries that no query reads, and the queries on operations
+must still find a session's rows through an index, not by a scan."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, event, inspect, select
+from sqlalchemy.sql import Executable
+
+from fenix_core.core.statements import STATEMENTS
+from fenix_core.core.working_set import OpRec
+from fenix_core.store.database import migrate, open_database
+from fenix_core.store.schema import OperationRow
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Iterator[Engine]:
+    engine = open_database(f"sqlite:///{tmp_path / 'fenix.db'}")
+    migrate(engine)
+    yield engine
+    engine.dispose()
+
+
+def _indexed(engine: Engine, table: str) -> dict[str, set[str]]:
+    return {
+        str(ix["name"]): {str(c) for c in ix["column_names"]}
+        for ix in inspect(engine).get_indexes(table)
+    }
+
+
+def test_a_steps_operation_update_rewrites_no_index_entry(db: Engine) -> None:
+    """The step's upsert sets every operation field but the key; none of
+    them may be indexed (``handled`` was: marking an operation handled moved
+    its entry, two index pages a step)."""
+    updated = set(OpRec.FIELDS) - {"key"}
+    for name, columns in _indexed(db, "operations").items():
+        assert not columns & updated, f"{name} indexes {columns & updated}"
+
+
+def test_a_notification_adds_no_entry_to_an_index_no_query_reads(db: Engine) -> None:
+    """``outbox.delivered_at`` is no longer written (delivery goes by the
+    watermark): no index of it, nor any other beside the primary key."""
+    assert _indexed(db, "outbox") == {}
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        STATEMENTS.load_ops,
+        select(OperationRow.id).where(
+            OperationRow.session_id == "s", OperationRow.handled.is_(True)
+        ),
+        select(OperationRow.id)
+        .where(OperationRow.session_id == "s", OperationRow.kind == "move")
+        .order_by(OperationRow.id),
+    ],
+    ids=["load", "timed-out", "dashboard-moves"],
+)
+def test_the_queries_on_operations_go_through_the_session_index(
+    db: Engine, query: Executable
+) -> None:
+    sent: list[tuple[str, Any]] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, params: Any, *_: Any) -> None:
+        sent.append((statement, params))
+
+    with db.connect() as connection:
+        event.listen(db, "before_cursor_execute", record)
+        connection.execute(query, {"b_session_id": "s"}).all()
+        event.remove(db, "before_cursor_execute", record)
+        ((statement, params),) = sent
+        plan = " ".join(
+            str(row[-1])
+            for row in connection.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, params)
+        )
+    assert "ix_operations_session" in plan, plan
