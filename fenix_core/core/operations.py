@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
 from ..model import OperationStatus, SessionRequest
 from ..operations import OperationRunner, poll_interval
@@ -92,7 +92,7 @@ class CoreOperations:
     ) -> None:  # fmt: skip
         rec = ws.ops[key]
         call = _Call(ws.session.id, rec)
-        row = cast(OperationRow, call)
+        row: OperationRow = call  # type: ignore[assignment]  # (what it reads of one)
         if start:
             status = self._runner.start(row, request, now, in_doubt=in_doubt)
         else:

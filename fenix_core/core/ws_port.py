@@ -326,13 +326,13 @@ class _LazyHosts(Collection[HostView]):
 
 
 class _Hosts:
-    __slots__ = ("_a",)
+    __slots__ = ("_a", "get")
 
     def __init__(self, adapter: WorkingSetAdapter) -> None:
         self._a = adapter
-
-    def get(self, name: str) -> HostView | None:
-        return self._a.host_view(name)
+        # ``get`` is the adapter's cached view itself: the most frequent read
+        # of a step, without a call through this object.
+        self.get: Callable[[str], HostView | None] = adapter.host_view
 
     def in_state(self, *states: HostState, type: str | None = None) -> Collection[HostView]:
         index = self._a.ws.host_index
@@ -396,13 +396,11 @@ class _LazyViews(Collection[InstanceView]):
 
 
 class _Instances:
-    __slots__ = ("_a",)
+    __slots__ = ("_a", "get")
 
     def __init__(self, adapter: WorkingSetAdapter) -> None:
         self._a = adapter
-
-    def get(self, instance_id: str) -> InstanceView | None:
-        return self._a.instance_view(instance_id)
+        self.get: Callable[[str], InstanceView | None] = adapter.instance_view  # as _Hosts.get
 
     def _views(self, ids: Collection[str] | None) -> Collection[InstanceView]:
         if not ids:
@@ -432,12 +430,7 @@ class _Projects:
         self._a = adapter
 
     def get(self, project_id: str) -> ProjectView | None:
-        rec = self._a.ws.projects.get(project_id)
-        if rec is None:
-            return None
-        return ProjectView(
-            rec.project_id, rec.managed, rec.state, rec.state if rec.awaiting else None
-        )
+        return self._a.project_view(project_id)
 
     def awaiting(self, state: str | None = None) -> Collection[ProjectView]:
         index = self._a.ws.project_index.awaiting
@@ -615,9 +608,12 @@ class WorkingSetAdapter:
         self.service = service
         self.admin_project_id = admin_project_id
         self.now: datetime = now if now is not None else ws.session.updated_at
-        self._request = self._current_request()
+        # An attribute, not a property: read many times a step (``reschedule``
+        # sets it again).
+        self.request: SessionRequest = self._current_request()
         self._host_views: dict[str, HostView] = {}
         self._instance_views: dict[str, InstanceView] = {}
+        self._project_views: dict[str, ProjectView] = {}
         self._order: list[str] | None = None
         self._components: dict[str, ComponentState] = {}
         # Component -> the body its last flush left in the working set (with
@@ -631,10 +627,12 @@ class WorkingSetAdapter:
         #: service sets them; None: none), and what ``constraints`` built.
         self.api_constraints: ConstraintSet | None = None
         self._constraints: tuple[ConstraintSet | None, ConstraintSet] | None = None
-        self._hosts = _Hosts(self)
-        self._instances = _Instances(self)
-        self._projects = _Projects(self)
-        self._capacity = _Capacity(self)
+        # The read views: plain attributes, not properties (a workflow reads
+        # them dozens of times a step, each a call through the context too).
+        self.hosts = _Hosts(self)
+        self.instances = _Instances(self)
+        self.projects = _Projects(self)
+        self.capacity = _Capacity(self)
         # Whether a step ran the workflow on this working set since it was loaded.
         self.stepped = False
         # Operations pending when the session was loaded: a process that died
@@ -663,7 +661,7 @@ class WorkingSetAdapter:
         """The admin moved the start: the session row keeps it (the stored
         request JSON is written once), and ``request`` shows it from now on."""
         self.ws.update_session(maintenance_at=maintenance_at, updated_at=self.now)
-        self._request = self._current_request()
+        self.request = self._current_request()
 
     # ------------------------------------------------------------------ reads
 
@@ -686,26 +684,6 @@ class WorkingSetAdapter:
         return info[2]
 
     @property
-    def request(self) -> SessionRequest:
-        return self._request
-
-    @property
-    def hosts(self) -> _Hosts:
-        return self._hosts
-
-    @property
-    def instances(self) -> _Instances:
-        return self._instances
-
-    @property
-    def projects(self) -> _Projects:
-        return self._projects
-
-    @property
-    def capacity(self) -> _Capacity:
-        return self._capacity
-
-    @property
     def constraints(self) -> ConstraintSet:
         """The API's constraints over the cloud's (stored at creation), the
         request's default group rules for implicit groups; built again only
@@ -718,7 +696,7 @@ class WorkingSetAdapter:
                 groups=api.groups if api is not None else {},
                 instances=api.instances if api is not None else {},
                 cloud=cloud,
-                default_group=self._request.default_group_constraints
+                default_group=self.request.default_group_constraints
                 or (api.default_group if api is not None else DEFAULT_GROUP),
             )
             cached = self._constraints = (api, built)
@@ -749,6 +727,17 @@ class WorkingSetAdapter:
                 rec.live_migratable, rec.action, rec.moves, rec.target, rec.wave,
                 rec.not_before, rec.impacted_until,
             )  # fmt: skip
+        return view
+
+    def project_view(self, project_id: str) -> ProjectView | None:
+        view = self._project_views.get(project_id)
+        if view is None:
+            rec = self.ws.projects.get(project_id)
+            if rec is None:
+                return None
+            view = self._project_views[project_id] = ProjectView(
+                rec.project_id, rec.managed, rec.state, rec.state if rec.awaiting else None
+            )
         return view
 
     def host_order(self) -> list[str]:
@@ -987,12 +976,13 @@ class WorkingSetAdapter:
     ) -> None:
         # The same deadline as the workflow's timer (``WorkflowBase.ask_projects``):
         # the reply intake refuses a reply after it, the notice carries it.
-        reply_at = self.now + timedelta(seconds=self._request.reply_window(state))
+        reply_at = self.now + timedelta(seconds=self.request.reply_window(state))
         self.ws.update_project(project_id, state=state, awaiting=True, reply_at=reply_at)
+        self._project_views.pop(project_id, None)
         if not allowed_actions and state in _INSTANCE_CHOICE:
             allowed_actions = self.allowed_actions()  # the cloud driver's, as today
         if metadata is None:
-            metadata = self._request.metadata
+            metadata = self.request.metadata
         self._planned(
             project_id, state, instance_ids, allowed_actions, metadata, reply_at, actions_at
         )
@@ -1004,10 +994,12 @@ class WorkingSetAdapter:
         if state is not None:
             changes["state"] = state
         self.ws.update_project(project_id, **changes)
+        self._project_views.pop(project_id, None)
 
     def answered(self, project_id: str, state: str, at: datetime) -> None:
         """The engine took ``project_id``'s reply ``state`` (before the hook)."""
         self.ws.update_project(project_id, state=state, awaiting=False, replied_at=at)
+        self._project_views.pop(project_id, None)
 
     def notify_project(self, project_id: str, state: str, instance_ids: Sequence[str]) -> None:
         self._planned(project_id, state, instance_ids, (), None, None)
@@ -1093,7 +1085,7 @@ class WorkingSetAdapter:
         if isinstance(op, Move | Watch):
             source = self.ws.instances[op.instance_id].host
         if timeout is None and op is not None and (which := _timeout_kind(op)):
-            timeout = self._request.timeout(which)
+            timeout = self.request.timeout(which)
         deadline = self.now + timedelta(seconds=timeout) if timeout else None
         rec = op_record(
             key, kind, op, params, now=self.now, deadline=deadline, host_type=host_type,
