@@ -411,11 +411,7 @@ class StepContext:
 
     def submit(self, op: Operation) -> OpRef:
         moving: InstanceView | None = None
-        if isinstance(op, DisableHost | RunAction) and op.host is not None:
-            self._require_admitted(self._host(op.host, type(op).__name__), op)
-        elif isinstance(op, EnableHost | HostUp):
-            self._host(op.host, type(op).__name__)
-        elif isinstance(op, Move | Watch):
+        if isinstance(op, Move | Watch):  # the most frequent first
             moving = self._instance(op.instance_id, type(op).__name__)
             if isinstance(op, Move) and op.target is not None:
                 self._host(op.target, "Move target")
@@ -437,6 +433,10 @@ class StepContext:
                     f"instance {op.instance_id!r}",
                     f"cannot start {type(op).__name__} from state {moving.state}",
                 )
+        elif isinstance(op, DisableHost | RunAction) and op.host is not None:
+            self._require_admitted(self._host(op.host, type(op).__name__), op)
+        elif isinstance(op, EnableHost | HostUp):
+            self._host(op.host, type(op).__name__)
         if moving is not None:
             self._ws.set_instance_state(moving.instance_id, InstanceState.IN_ACTION, None)
         ref = OpRef(self._next_key(), kind_of(op))

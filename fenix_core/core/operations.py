@@ -59,14 +59,12 @@ def record(ws: WorkingSet, key: str, status: OperationStatus, now: datetime, **a
             wait = poll_interval(polls)
         else:
             wait = min(max(0.0, hint), _MAX_HINT)
-        changes: dict[str, Any] = {
-            "polls": polls,
-            "status": "running",
-            "next_poll": now + timedelta(seconds=wait),
-        }
+        also["polls"] = polls
+        also["status"] = "running"
+        also["next_poll"] = now + timedelta(seconds=wait)
         if status.detail:
-            changes["detail"] = status.detail
-        ws.update_op(key, **changes, **also)
+            also["detail"] = status.detail
+        ws.update_op(key, **also)
         return
     ws.update_op(
         key,

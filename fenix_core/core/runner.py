@@ -444,17 +444,17 @@ class CoreRunner:
         done = status is OpStatus.DONE
         if done and "cloud_constraints" in result:  # new instances' groups and rules
             adapter.merge_cloud_constraints(result["cloud_constraints"])
-        if isinstance(op, DisableHost | EnableHost) and done:
-            enabled = isinstance(op, EnableHost)
-            adapter.set_host_enabled(op.host, enabled, by_session=not enabled)
-            if self._inventory is not None:
-                self._inventory.set_enabled(op.host, enabled)
-        elif isinstance(op, Move | Watch):
+        if isinstance(op, Move | Watch):  # the most frequent first
             where = result.get("host")
             if done and not result.get("gone") and isinstance(where, str):
                 adapter.place(op.instance_id, where)
             else:
                 adapter.end_move(op.instance_id)
+        elif isinstance(op, DisableHost | EnableHost) and done:
+            enabled = isinstance(op, EnableHost)
+            adapter.set_host_enabled(op.host, enabled, by_session=not enabled)
+            if self._inventory is not None:
+                self._inventory.set_enabled(op.host, enabled)
         elif isinstance(op, Inventory) and done:
             apply_inventory(adapter, result.get("instances", ()), op.hosts, self._subscribed)
         elif isinstance(op, Locate) and done:

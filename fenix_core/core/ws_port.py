@@ -111,6 +111,7 @@ _HOST_STATES = {s.value: s for s in HostState}
 _INSTANCE_STATES = {s.value: s for s in InstanceState}
 _OP_KINDS = {k.value: k for k in OpKind}
 _OP_PENDING = OpStatus.PENDING.value
+_STARTED, _FINISHED = int(HostMark.STARTED), int(HostMark.FINISHED)
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -156,11 +157,7 @@ def op_record(
     host: str | None = None
     instance_id: str | None = None
     stored: dict[str, Any] = dict(params)
-    if isinstance(op, DisableHost):
-        host, stored = op.host, {"reason": op.reason}
-    elif isinstance(op, EnableHost | HostUp):
-        host = op.host
-    elif isinstance(op, Move):
+    if isinstance(op, Move):  # the most frequent first
         instance_id = op.instance_id
         stored = {
             "action": op.action._value_,
@@ -170,6 +167,10 @@ def op_record(
         }
         if op.moves_again is not None:
             stored["moves_again"] = op.moves_again
+    elif isinstance(op, DisableHost):
+        host, stored = op.host, {"reason": op.reason}
+    elif isinstance(op, EnableHost | HostUp):
+        host = op.host
     elif isinstance(op, Watch):
         instance_id = op.instance_id
         stored = {"action": InstanceAction.OWN_ACTION.value, "source": source}
@@ -860,11 +861,11 @@ class WorkingSetAdapter:
     def set_host_times(
         self, host: str, *, started_at: datetime | None, finished_at: datetime | None
     ) -> None:
-        marks = self.ws.hosts[host].marks
+        marks = int(self.ws.hosts[host].marks)  # plain bits (an enum's | is a Python call)
         if started_at is not None:
-            marks |= HostMark.STARTED
+            marks |= _STARTED
         if finished_at is not None:
-            marks |= HostMark.FINISHED
+            marks |= _FINISHED
         self.ws.update_host(host, started_at=started_at, finished_at=finished_at, marks=marks)
         self._host_views.pop(host, None)
 
@@ -951,7 +952,14 @@ class WorkingSetAdapter:
         return sorted(i.instance_id for i in self.ws.instances.values() if i.moved_from == host)
 
     def budget_hosts(self) -> int:
-        return len(self.ws.hosts) - self.ws.host_index.count(*_UNBUDGETED)
+        # The index's count(), written out: every step's context asks.
+        by_state = self.ws.host_index.by_state
+        found = len(self.ws.hosts)
+        for state in _UNBUDGETED:
+            names = by_state.get(state)
+            if names:
+                found -= len(names)
+        return found
 
     @property
     def host_guard(self) -> bool:
@@ -1113,7 +1121,8 @@ class WorkingSetAdapter:
             # a reload, makes it stale).
             self._kept.discard(name)
             rec = self.ws.components.get(name)
-            if rec is None or rec.body is not self._flushed_body(name):
+            flushed = self._flushed.get(name)
+            if rec is None or flushed is None or rec.body is not flushed[0]:
                 found = None
         if found is None:
             rec = self.ws.components.get(name)
@@ -1143,19 +1152,17 @@ class WorkingSetAdapter:
             body = components[name].body
             self._flushed[name] = (body, _flushed_row(state, body))
 
-    def _flushed_body(self, name: str) -> dict[str, Any] | None:
-        flushed = self._flushed.get(name)
-        return None if flushed is None else flushed[0]
-
     def forget_components(self) -> None:
         """End of a step: the objects handed out are kept for the next one
         (reading every component from its JSON body each step was a
         visible cost), checked when it first asks for them: a record
         written by anything else since is read afresh. An object not
         flushed (a step that broke off) is dropped."""
+        components, flushed_of = self.ws.components, self._flushed
         for name in list(self._components):
-            rec = self.ws.components.get(name)
-            if rec is not None and rec.body is self._flushed_body(name):
+            rec = components.get(name)
+            flushed = flushed_of.get(name)
+            if rec is not None and flushed is not None and rec.body is flushed[0]:
                 self._kept.add(name)
             else:
                 del self._components[name]
