@@ -325,7 +325,7 @@ class CoreRunner:
                 if op.status == _FAILED:  # (the record changes in place) timed out?
                     wait_longer(adapter, key, now)
         ended = self._unhandled(ws, now)
-        timers = [t for t in ws.timers.values() if t.due <= now]
+        timers = [t for t in ws.timers.values() if t.due <= now] if ws.timers else []
         if len(timers) > 1:
             timers.sort(key=lambda t: (t.due, t.name))
         replies = ws.session.id in self._replies_due

@@ -776,7 +776,10 @@ class WorkingSetAdapter:
     def limits(self, instance_id: str) -> HostLimits | None:
         """``placement_rules.host_limits`` of the instance, or None without rules;
         ``where`` holds only the members of the instance's own groups."""
-        mine = [r for r in self.rules() if instance_id in r.members]
+        rules = self.rules()
+        if not rules:  # most clouds: no placement rules at all
+            return None
+        mine = [r for r in rules if instance_id in r.members]
         if not mine:
             return None
         where: dict[str, set[str]] = {}
