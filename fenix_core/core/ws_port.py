@@ -1025,9 +1025,12 @@ class WorkingSetAdapter:
         reply_at: datetime | None,
         actions_at: datetime | None = None,
     ) -> None:
-        self.emit(
+        # The ``service`` field first, as ``emit`` puts it (one dict, not two: a
+        # move step sends a notice).
+        self.ws.emit(
             "maintenance_planned",
             {
+                "service": self.service,
                 "session_id": self.ws.session.id,
                 "project_id": project_id,
                 "state": state,
