@@ -537,29 +537,25 @@ class _Capacity:
             def level(free: int) -> Sequence[str]:
                 return sorted(n for b in buckets for n in b.get(free, ()))
 
-        def usable(name: str) -> bool:
-            rec = hosts.get(name)
-            return (
-                rec is not None
-                and rec.enabled
-                and name != own
-                and name not in exclude
-                and (limits is None or limits.allows(name))
-            )
-
-        preferred: list[tuple[int, int, str]] = []
-        for name, weight in penalty.items():
-            free = cap.free(name)
-            if (
-                weight < 0
-                and free is not None
-                and free >= vcpus
-                and cap.type_of[name] in classes
-                and usable(name)
-            ):
-                preferred.append((weight, -free, name))
-        for *_, name in sorted(preferred):
-            yield name
+        if penalty:  # soft rules: their preferred hosts first
+            preferred: list[tuple[int, int, str]] = []
+            for name, weight in penalty.items():
+                free = cap.free(name)
+                rec = hosts.get(name)
+                if (
+                    weight < 0
+                    and free is not None
+                    and free >= vcpus
+                    and cap.type_of[name] in classes
+                    and rec is not None
+                    and rec.enabled
+                    and name != own
+                    and name not in exclude
+                    and (limits is None or limits.allows(name))
+                ):
+                    preferred.append((weight, -free, name))
+            for *_, name in sorted(preferred):
+                yield name
         later: list[tuple[int, int, str]] = []
         allows = limits.allows if limits is not None else None
         one = buckets[0] if len(buckets) == 1 else None  # the usual case: one class
@@ -568,7 +564,8 @@ class _Capacity:
             if free < vcpus:
                 break
             for name in level(free):
-                # usable(), inline: this loop may pass most of the fleet.
+                # The checks of the preferred hosts, inline: this loop may pass
+                # most of the fleet.
                 rec = hosts.get(name)
                 if (
                     rec is None
