@@ -75,13 +75,23 @@ class CloudEvent:
     detail: str | None = None
 
 
-def _descending(name: str) -> tuple[int, ...]:
-    """A key that orders host names backwards, so that a min-heap of
-    ``(-free, _descending(name), name)`` yields ``max((free, name))`` first:
-    the negated code points, then a 1 that sorts a name after every longer
-    name it starts ("compute-1" after "compute-10"). Plain ints: the heap
-    compares them in C (a wrapper with ``__lt__`` made each tie a Python call)."""
-    return (*(-ord(c) for c in name), 1)
+class _Descending:
+    """A host name ordered backwards, so that a min-heap of
+    ``(-free, _Descending(name))`` yields ``max((free, name))`` first."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __lt__(self, other: _Descending) -> bool:
+        return self.name > other.name
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Descending) and self.name == other.name
+
+    def __hash__(self) -> int:
+        return hash(self.name)
 
 
 class SimulatedCloud:
@@ -542,13 +552,13 @@ class SimulatedCloud:
         set_aside = []
         heap = self._by_free
         while heap:
-            negative_free, _, name = heap[0]
-            if not self._offered(name, -negative_free):
+            negative_free, name = heap[0]
+            if not self._offered(name.name, -negative_free):
                 heapq.heappop(heap)  # an outdated entry
-            elif name == exclude:
+            elif name.name == exclude:
                 set_aside.append(heapq.heappop(heap))
             else:
-                result = name if -negative_free >= vcpus else None
+                result = name.name if -negative_free >= vcpus else None
                 break
         for entry in set_aside:
             heapq.heappush(heap, entry)
@@ -566,8 +576,7 @@ class SimulatedCloud:
         self._end_at: dict[str, datetime] = {}  # handle -> its migration's end, parsed
         # Heap of (-free vcpus, name) of enabled computes; entries go out of date
         # when a host's free vcpus change and are dropped when they reach the top.
-        self._by_free: list[tuple[int, tuple[int, ...], str]] = []
-        self._key_of: dict[str, tuple[int, ...]] = {}  # host -> _descending(host)
+        self._by_free: list[tuple[int, _Descending]] = []
 
     def _rebuild_indexes(self) -> None:
         self._clear_indexes()
@@ -648,19 +657,13 @@ class SimulatedCloud:
         if len(self._by_free) > 2 * len(self._hosts) + 64:
             # Mostly outdated entries: start again from the current figures.
             self._by_free = [
-                (-self._free(n), self._key(n), n)
+                (-self._free(n), _Descending(n))
                 for n, h in self._hosts.items()
                 if h["enabled"] and h["type"] == "compute"
             ]
             heapq.heapify(self._by_free)
         else:
-            heapq.heappush(self._by_free, (-self._free(name), self._key(name), name))
-
-    def _key(self, name: str) -> tuple[int, ...]:
-        key = self._key_of.get(name)
-        if key is None:
-            key = self._key_of[name] = _descending(name)
-        return key
+            heapq.heappush(self._by_free, (-self._free(name), _Descending(name)))
 
     def _event(
         self, kind: str, host: str | None, instance_id: str | None = None, detail: str | None = None
