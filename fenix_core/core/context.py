@@ -174,6 +174,12 @@ class StepContext:
         self._ws = ws
         self._now = now
         self._session_id = ws.session.session_id  # never changes: read once
+        # The port's read views never change: attributes, not properties (a
+        # workflow reads them dozens of times a step).
+        self.hosts: HostsView = ws.hosts
+        self.instances: InstancesView = ws.instances
+        self.projects: ProjectsView = ws.projects
+        self.capacity: CapacityView = ws.capacity
         self._pipeline = HostPipeline(
             ws.request.controls,
             ws.component(PipelineState),
@@ -200,22 +206,6 @@ class StepContext:
         return self._ws.session
 
     @property
-    def hosts(self) -> HostsView:
-        return self._ws.hosts
-
-    @property
-    def instances(self) -> InstancesView:
-        return self._ws.instances
-
-    @property
-    def projects(self) -> ProjectsView:
-        return self._ws.projects
-
-    @property
-    def capacity(self) -> CapacityView:
-        return self._ws.capacity
-
-    @property
     def constraints(self) -> ConstraintSet:
         return self._ws.constraints
 
@@ -224,13 +214,13 @@ class StepContext:
         return self._pipeline
 
     def _host(self, host: str, what: str) -> HostView:
-        view = self._ws.hosts.get(host)
+        view = self.hosts.get(host)
         if view is None:
             raise ContractError(f"host {host!r}", f"not a host of this session ({what})")
         return view
 
     def _instance(self, instance_id: str, what: str) -> InstanceView:
-        view = self._ws.instances.get(instance_id)
+        view = self.instances.get(instance_id)
         if view is None:
             raise ContractError(
                 f"instance {instance_id!r}", f"not an instance of this session ({what})"
@@ -376,7 +366,7 @@ class StepContext:
         self._ws.set_instance_plan(instance_id, wave, not_before, impacted_until)
 
     def _instances_of(self, project_id: str, ids: Sequence[str], what: str) -> None:
-        if self._ws.projects.get(project_id) is None:
+        if self.projects.get(project_id) is None:
             raise ContractError(f"project {project_id!r}", "not a project of this session")
         for instance_id in ids:
             inst = self._instance(instance_id, what)
@@ -403,7 +393,7 @@ class StepContext:
             )
 
     def stop_awaiting(self, project_id: str, *, state: str | None = None) -> None:
-        project = self._ws.projects.get(project_id)
+        project = self.projects.get(project_id)
         if project is None:
             raise ContractError(f"project {project_id!r}", "not a project of this session")
         if project.awaiting is not None or state is not None:
@@ -421,11 +411,7 @@ class StepContext:
 
     def submit(self, op: Operation) -> OpRef:
         moving: InstanceView | None = None
-        if isinstance(op, DisableHost | RunAction) and op.host is not None:
-            self._require_admitted(self._host(op.host, type(op).__name__), op)
-        elif isinstance(op, EnableHost | HostUp):
-            self._host(op.host, type(op).__name__)
-        elif isinstance(op, Move | Watch):
+        if isinstance(op, Move | Watch):  # the most frequent first
             moving = self._instance(op.instance_id, type(op).__name__)
             if isinstance(op, Move) and op.target is not None:
                 self._host(op.target, "Move target")
@@ -447,6 +433,10 @@ class StepContext:
                     f"instance {op.instance_id!r}",
                     f"cannot start {type(op).__name__} from state {moving.state}",
                 )
+        elif isinstance(op, DisableHost | RunAction) and op.host is not None:
+            self._require_admitted(self._host(op.host, type(op).__name__), op)
+        elif isinstance(op, EnableHost | HostUp):
+            self._host(op.host, type(op).__name__)
         if moving is not None:
             self._ws.set_instance_state(moving.instance_id, InstanceState.IN_ACTION, None)
         ref = OpRef(self._next_key(), kind_of(op))

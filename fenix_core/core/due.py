@@ -93,8 +93,10 @@ class DueQueue:
         return self._gen.get(entry[1]) == entry[2]
 
     def _skip_stale(self) -> None:
-        while self._heap and not self._live(self._heap[0]):
-            heapq.heappop(self._heap)
+        heap, gen = self._heap, self._gen
+        # ``_live`` written out: asked at every step and every look at the queue.
+        while heap and gen.get(heap[0][1]) != heap[0][2]:
+            heapq.heappop(heap)
 
     def _compact(self) -> None:
         # Rescheduling a session again and again would grow the heap with

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
 from ..model import OperationStatus, SessionRequest
 from ..operations import OperationRunner, poll_interval
@@ -59,14 +59,12 @@ def record(ws: WorkingSet, key: str, status: OperationStatus, now: datetime, **a
             wait = poll_interval(polls)
         else:
             wait = min(max(0.0, hint), _MAX_HINT)
-        changes: dict[str, Any] = {
-            "polls": polls,
-            "status": "running",
-            "next_poll": now + timedelta(seconds=wait),
-        }
+        also["polls"] = polls
+        also["status"] = "running"
+        also["next_poll"] = now + timedelta(seconds=wait)
         if status.detail:
-            changes["detail"] = status.detail
-        ws.update_op(key, **changes, **also)
+            also["detail"] = status.detail
+        ws.update_op(key, **also)
         return
     ws.update_op(
         key,
@@ -92,7 +90,7 @@ class CoreOperations:
     ) -> None:  # fmt: skip
         rec = ws.ops[key]
         call = _Call(ws.session.id, rec)
-        row = cast(OperationRow, call)
+        row: OperationRow = call  # type: ignore[assignment]  # (what it reads of one)
         if start:
             status = self._runner.start(row, request, now, in_doubt=in_doubt)
         else:

@@ -203,7 +203,7 @@ class CoreRunner:
         ``advance`` follows it even when it ended the session (a cancel: the
         workflow winds down). ``carried``: replies this step records (in its
         write, with their outcomes) and takes after those in the inbox."""
-        ws = cast(WorkingSet, working_set)
+        ws: WorkingSet = working_set  # type: ignore[assignment]  # (no cast: a call a step)
         if ws.session.state == _AWAITING:
             # Nothing runs before the approval, which writes the session itself
             # (core.approvals): let it go, unwritten.
@@ -322,11 +322,12 @@ class CoreRunner:
             late = op.deadline is not None and op.deadline <= now
             if due or late:
                 self._operations.poll(ws, key, request, now)
-                wait_longer(adapter, key, now)
+                if op.status == _FAILED:  # (the record changes in place) timed out?
+                    wait_longer(adapter, key, now)
         ended = self._unhandled(ws, now)
-        timers = sorted(
-            (t for t in ws.timers.values() if t.due <= now), key=lambda t: (t.due, t.name)
-        )
+        timers = [t for t in ws.timers.values() if t.due <= now] if ws.timers else []
+        if len(timers) > 1:
+            timers.sort(key=lambda t: (t.due, t.name))
         replies = ws.session.id in self._replies_due
         first = ws.session.version == 0 or not adapter.stepped
         ctx: StepContext | None = None
@@ -392,10 +393,10 @@ class CoreRunner:
 
     @staticmethod
     def _unhandled(ws: WorkingSet, now: datetime) -> list[OpRec]:
-        return sorted(
-            (op for op in ws.ops.values() if op.status in _ENDED and not op.handled),
-            key=lambda op: (op.finished_at or now, op.created_at, op.key),
-        )
+        found = [op for op in ws.ops.values() if op.status in _ENDED and not op.handled]
+        if len(found) > 1:  # most steps: one ended, or none
+            found.sort(key=lambda op: (op.finished_at or now, op.created_at, op.key))
+        return found
 
     def _reply(
         self,
@@ -443,17 +444,17 @@ class CoreRunner:
         done = status is OpStatus.DONE
         if done and "cloud_constraints" in result:  # new instances' groups and rules
             adapter.merge_cloud_constraints(result["cloud_constraints"])
-        if isinstance(op, DisableHost | EnableHost) and done:
-            enabled = isinstance(op, EnableHost)
-            adapter.set_host_enabled(op.host, enabled, by_session=not enabled)
-            if self._inventory is not None:
-                self._inventory.set_enabled(op.host, enabled)
-        elif isinstance(op, Move | Watch):
+        if isinstance(op, Move | Watch):  # the most frequent first
             where = result.get("host")
             if done and not result.get("gone") and isinstance(where, str):
                 adapter.place(op.instance_id, where)
             else:
                 adapter.end_move(op.instance_id)
+        elif isinstance(op, DisableHost | EnableHost) and done:
+            enabled = isinstance(op, EnableHost)
+            adapter.set_host_enabled(op.host, enabled, by_session=not enabled)
+            if self._inventory is not None:
+                self._inventory.set_enabled(op.host, enabled)
         elif isinstance(op, Inventory) and done:
             apply_inventory(adapter, result.get("instances", ()), op.hosts, self._subscribed)
         elif isinstance(op, Locate) and done:
@@ -533,7 +534,7 @@ class CoreRunner:
     def start(self, working_set: WorkingSetLike, starts: Sequence[object]) -> datetime | None:
         """Start the operations ``starts`` (keys) after their step committed;
         return when the session must look at them again."""
-        ws = cast(WorkingSet, working_set)
+        ws: WorkingSet = working_set  # type: ignore[assignment]  # (no cast: a call a step)
         adapter = self.adapter(ws)
         now = self._now()
         wakes: list[datetime] = []

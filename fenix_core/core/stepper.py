@@ -295,7 +295,10 @@ class Stepper:
                 due.append(sid)
         if not due:
             return 0
-        fences = self._retry("claiming sessions", lambda: self._claim_unheld(due))
+        held = self._held
+        fences: dict[str, Fence] = {}
+        if any(sid not in held for sid in due):  # most steps: only sessions held here
+            fences = self._retry("claiming sessions", lambda: self._claim_unheld(due))
         stepped = 0
         for session_id in due:
             if session_id not in self._held and session_id not in fences:

@@ -618,7 +618,11 @@ class WorkingSet:
         self.capacity.restand(name, host.state, enabled)
 
     def mark_host(self, name: str, mark: HostMark) -> None:
-        self.update_host(name, marks=self.hosts[name].marks | int(mark))
+        # Plain int bits: ``HostMark | int`` is an enum call (a move's end marks
+        # its source, already marked after the first move off it).
+        marks, bit = int(self.hosts[name].marks), int(mark)
+        if marks & bit != bit:
+            self.update_host(name, marks=marks | bit)
 
     # ------------------------------------------------------------------ instances
 

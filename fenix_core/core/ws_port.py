@@ -111,6 +111,7 @@ _HOST_STATES = {s.value: s for s in HostState}
 _INSTANCE_STATES = {s.value: s for s in InstanceState}
 _OP_KINDS = {k.value: k for k in OpKind}
 _OP_PENDING = OpStatus.PENDING.value
+_STARTED, _FINISHED = int(HostMark.STARTED), int(HostMark.FINISHED)
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -156,11 +157,7 @@ def op_record(
     host: str | None = None
     instance_id: str | None = None
     stored: dict[str, Any] = dict(params)
-    if isinstance(op, DisableHost):
-        host, stored = op.host, {"reason": op.reason}
-    elif isinstance(op, EnableHost | HostUp):
-        host = op.host
-    elif isinstance(op, Move):
+    if isinstance(op, Move):  # the most frequent first
         instance_id = op.instance_id
         stored = {
             "action": op.action._value_,
@@ -170,6 +167,10 @@ def op_record(
         }
         if op.moves_again is not None:
             stored["moves_again"] = op.moves_again
+    elif isinstance(op, DisableHost):
+        host, stored = op.host, {"reason": op.reason}
+    elif isinstance(op, EnableHost | HostUp):
+        host = op.host
     elif isinstance(op, Watch):
         instance_id = op.instance_id
         stored = {"action": InstanceAction.OWN_ACTION.value, "source": source}
@@ -326,13 +327,13 @@ class _LazyHosts(Collection[HostView]):
 
 
 class _Hosts:
-    __slots__ = ("_a",)
+    __slots__ = ("_a", "get")
 
     def __init__(self, adapter: WorkingSetAdapter) -> None:
         self._a = adapter
-
-    def get(self, name: str) -> HostView | None:
-        return self._a.host_view(name)
+        # ``get`` is the adapter's cached view itself: the most frequent read
+        # of a step, without a call through this object.
+        self.get: Callable[[str], HostView | None] = adapter.host_view
 
     def in_state(self, *states: HostState, type: str | None = None) -> Collection[HostView]:
         index = self._a.ws.host_index
@@ -396,13 +397,11 @@ class _LazyViews(Collection[InstanceView]):
 
 
 class _Instances:
-    __slots__ = ("_a",)
+    __slots__ = ("_a", "get")
 
     def __init__(self, adapter: WorkingSetAdapter) -> None:
         self._a = adapter
-
-    def get(self, instance_id: str) -> InstanceView | None:
-        return self._a.instance_view(instance_id)
+        self.get: Callable[[str], InstanceView | None] = adapter.instance_view  # as _Hosts.get
 
     def _views(self, ids: Collection[str] | None) -> Collection[InstanceView]:
         if not ids:
@@ -432,12 +431,7 @@ class _Projects:
         self._a = adapter
 
     def get(self, project_id: str) -> ProjectView | None:
-        rec = self._a.ws.projects.get(project_id)
-        if rec is None:
-            return None
-        return ProjectView(
-            rec.project_id, rec.managed, rec.state, rec.state if rec.awaiting else None
-        )
+        return self._a.project_view(project_id)
 
     def awaiting(self, state: str | None = None) -> Collection[ProjectView]:
         index = self._a.ws.project_index.awaiting
@@ -543,29 +537,25 @@ class _Capacity:
             def level(free: int) -> Sequence[str]:
                 return sorted(n for b in buckets for n in b.get(free, ()))
 
-        def usable(name: str) -> bool:
-            rec = hosts.get(name)
-            return (
-                rec is not None
-                and rec.enabled
-                and name != own
-                and name not in exclude
-                and (limits is None or limits.allows(name))
-            )
-
-        preferred: list[tuple[int, int, str]] = []
-        for name, weight in penalty.items():
-            free = cap.free(name)
-            if (
-                weight < 0
-                and free is not None
-                and free >= vcpus
-                and cap.type_of[name] in classes
-                and usable(name)
-            ):
-                preferred.append((weight, -free, name))
-        for *_, name in sorted(preferred):
-            yield name
+        if penalty:  # soft rules: their preferred hosts first
+            preferred: list[tuple[int, int, str]] = []
+            for name, weight in penalty.items():
+                free = cap.free(name)
+                rec = hosts.get(name)
+                if (
+                    weight < 0
+                    and free is not None
+                    and free >= vcpus
+                    and cap.type_of[name] in classes
+                    and rec is not None
+                    and rec.enabled
+                    and name != own
+                    and name not in exclude
+                    and (limits is None or limits.allows(name))
+                ):
+                    preferred.append((weight, -free, name))
+            for *_, name in sorted(preferred):
+                yield name
         later: list[tuple[int, int, str]] = []
         allows = limits.allows if limits is not None else None
         one = buckets[0] if len(buckets) == 1 else None  # the usual case: one class
@@ -574,7 +564,8 @@ class _Capacity:
             if free < vcpus:
                 break
             for name in level(free):
-                # usable(), inline: this loop may pass most of the fleet.
+                # The checks of the preferred hosts, inline: this loop may pass
+                # most of the fleet.
                 rec = hosts.get(name)
                 if (
                     rec is None
@@ -615,9 +606,12 @@ class WorkingSetAdapter:
         self.service = service
         self.admin_project_id = admin_project_id
         self.now: datetime = now if now is not None else ws.session.updated_at
-        self._request = self._current_request()
+        # An attribute, not a property: read many times a step (``reschedule``
+        # sets it again).
+        self.request: SessionRequest = self._current_request()
         self._host_views: dict[str, HostView] = {}
         self._instance_views: dict[str, InstanceView] = {}
+        self._project_views: dict[str, ProjectView] = {}
         self._order: list[str] | None = None
         self._components: dict[str, ComponentState] = {}
         # Component -> the body its last flush left in the working set (with
@@ -631,10 +625,12 @@ class WorkingSetAdapter:
         #: service sets them; None: none), and what ``constraints`` built.
         self.api_constraints: ConstraintSet | None = None
         self._constraints: tuple[ConstraintSet | None, ConstraintSet] | None = None
-        self._hosts = _Hosts(self)
-        self._instances = _Instances(self)
-        self._projects = _Projects(self)
-        self._capacity = _Capacity(self)
+        # The read views: plain attributes, not properties (a workflow reads
+        # them dozens of times a step, each a call through the context too).
+        self.hosts = _Hosts(self)
+        self.instances = _Instances(self)
+        self.projects = _Projects(self)
+        self.capacity = _Capacity(self)
         # Whether a step ran the workflow on this working set since it was loaded.
         self.stepped = False
         # Operations pending when the session was loaded: a process that died
@@ -663,7 +659,7 @@ class WorkingSetAdapter:
         """The admin moved the start: the session row keeps it (the stored
         request JSON is written once), and ``request`` shows it from now on."""
         self.ws.update_session(maintenance_at=maintenance_at, updated_at=self.now)
-        self._request = self._current_request()
+        self.request = self._current_request()
 
     # ------------------------------------------------------------------ reads
 
@@ -686,26 +682,6 @@ class WorkingSetAdapter:
         return info[2]
 
     @property
-    def request(self) -> SessionRequest:
-        return self._request
-
-    @property
-    def hosts(self) -> _Hosts:
-        return self._hosts
-
-    @property
-    def instances(self) -> _Instances:
-        return self._instances
-
-    @property
-    def projects(self) -> _Projects:
-        return self._projects
-
-    @property
-    def capacity(self) -> _Capacity:
-        return self._capacity
-
-    @property
     def constraints(self) -> ConstraintSet:
         """The API's constraints over the cloud's (stored at creation), the
         request's default group rules for implicit groups; built again only
@@ -718,7 +694,7 @@ class WorkingSetAdapter:
                 groups=api.groups if api is not None else {},
                 instances=api.instances if api is not None else {},
                 cloud=cloud,
-                default_group=self._request.default_group_constraints
+                default_group=self.request.default_group_constraints
                 or (api.default_group if api is not None else DEFAULT_GROUP),
             )
             cached = self._constraints = (api, built)
@@ -749,6 +725,17 @@ class WorkingSetAdapter:
                 rec.live_migratable, rec.action, rec.moves, rec.target, rec.wave,
                 rec.not_before, rec.impacted_until,
             )  # fmt: skip
+        return view
+
+    def project_view(self, project_id: str) -> ProjectView | None:
+        view = self._project_views.get(project_id)
+        if view is None:
+            rec = self.ws.projects.get(project_id)
+            if rec is None:
+                return None
+            view = self._project_views[project_id] = ProjectView(
+                rec.project_id, rec.managed, rec.state, rec.state if rec.awaiting else None
+            )
         return view
 
     def host_order(self) -> list[str]:
@@ -786,7 +773,10 @@ class WorkingSetAdapter:
     def limits(self, instance_id: str) -> HostLimits | None:
         """``placement_rules.host_limits`` of the instance, or None without rules;
         ``where`` holds only the members of the instance's own groups."""
-        mine = [r for r in self.rules() if instance_id in r.members]
+        rules = self.rules()
+        if not rules:  # most clouds: no placement rules at all
+            return None
+        mine = [r for r in rules if instance_id in r.members]
         if not mine:
             return None
         where: dict[str, set[str]] = {}
@@ -871,11 +861,11 @@ class WorkingSetAdapter:
     def set_host_times(
         self, host: str, *, started_at: datetime | None, finished_at: datetime | None
     ) -> None:
-        marks = self.ws.hosts[host].marks
+        marks = int(self.ws.hosts[host].marks)  # plain bits (an enum's | is a Python call)
         if started_at is not None:
-            marks |= HostMark.STARTED
+            marks |= _STARTED
         if finished_at is not None:
-            marks |= HostMark.FINISHED
+            marks |= _FINISHED
         self.ws.update_host(host, started_at=started_at, finished_at=finished_at, marks=marks)
         self._host_views.pop(host, None)
 
@@ -962,7 +952,14 @@ class WorkingSetAdapter:
         return sorted(i.instance_id for i in self.ws.instances.values() if i.moved_from == host)
 
     def budget_hosts(self) -> int:
-        return len(self.ws.hosts) - self.ws.host_index.count(*_UNBUDGETED)
+        # The index's count(), written out: every step's context asks.
+        by_state = self.ws.host_index.by_state
+        found = len(self.ws.hosts)
+        for state in _UNBUDGETED:
+            names = by_state.get(state)
+            if names:
+                found -= len(names)
+        return found
 
     @property
     def host_guard(self) -> bool:
@@ -987,12 +984,13 @@ class WorkingSetAdapter:
     ) -> None:
         # The same deadline as the workflow's timer (``WorkflowBase.ask_projects``):
         # the reply intake refuses a reply after it, the notice carries it.
-        reply_at = self.now + timedelta(seconds=self._request.reply_window(state))
+        reply_at = self.now + timedelta(seconds=self.request.reply_window(state))
         self.ws.update_project(project_id, state=state, awaiting=True, reply_at=reply_at)
+        self._project_views.pop(project_id, None)
         if not allowed_actions and state in _INSTANCE_CHOICE:
             allowed_actions = self.allowed_actions()  # the cloud driver's, as today
         if metadata is None:
-            metadata = self._request.metadata
+            metadata = self.request.metadata
         self._planned(
             project_id, state, instance_ids, allowed_actions, metadata, reply_at, actions_at
         )
@@ -1004,10 +1002,12 @@ class WorkingSetAdapter:
         if state is not None:
             changes["state"] = state
         self.ws.update_project(project_id, **changes)
+        self._project_views.pop(project_id, None)
 
     def answered(self, project_id: str, state: str, at: datetime) -> None:
         """The engine took ``project_id``'s reply ``state`` (before the hook)."""
         self.ws.update_project(project_id, state=state, awaiting=False, replied_at=at)
+        self._project_views.pop(project_id, None)
 
     def notify_project(self, project_id: str, state: str, instance_ids: Sequence[str]) -> None:
         self._planned(project_id, state, instance_ids, (), None, None)
@@ -1022,9 +1022,12 @@ class WorkingSetAdapter:
         reply_at: datetime | None,
         actions_at: datetime | None = None,
     ) -> None:
-        self.emit(
+        # The ``service`` field first, as ``emit`` puts it (one dict, not two: a
+        # move step sends a notice).
+        self.ws.emit(
             "maintenance_planned",
             {
+                "service": self.service,
                 "session_id": self.ws.session.id,
                 "project_id": project_id,
                 "state": state,
@@ -1093,7 +1096,7 @@ class WorkingSetAdapter:
         if isinstance(op, Move | Watch):
             source = self.ws.instances[op.instance_id].host
         if timeout is None and op is not None and (which := _timeout_kind(op)):
-            timeout = self._request.timeout(which)
+            timeout = self.request.timeout(which)
         deadline = self.now + timedelta(seconds=timeout) if timeout else None
         rec = op_record(
             key, kind, op, params, now=self.now, deadline=deadline, host_type=host_type,
@@ -1121,7 +1124,8 @@ class WorkingSetAdapter:
             # a reload, makes it stale).
             self._kept.discard(name)
             rec = self.ws.components.get(name)
-            if rec is None or rec.body is not self._flushed_body(name):
+            flushed = self._flushed.get(name)
+            if rec is None or flushed is None or rec.body is not flushed[0]:
                 found = None
         if found is None:
             rec = self.ws.components.get(name)
@@ -1151,19 +1155,17 @@ class WorkingSetAdapter:
             body = components[name].body
             self._flushed[name] = (body, _flushed_row(state, body))
 
-    def _flushed_body(self, name: str) -> dict[str, Any] | None:
-        flushed = self._flushed.get(name)
-        return None if flushed is None else flushed[0]
-
     def forget_components(self) -> None:
         """End of a step: the objects handed out are kept for the next one
         (reading every component from its JSON body each step was a
         visible cost), checked when it first asks for them: a record
         written by anything else since is read afresh. An object not
         flushed (a step that broke off) is dropped."""
+        components, flushed_of = self.ws.components, self._flushed
         for name in list(self._components):
-            rec = self.ws.components.get(name)
-            if rec is not None and rec.body is self._flushed_body(name):
+            rec = components.get(name)
+            flushed = flushed_of.get(name)
+            if rec is not None and flushed is not None and rec.body is flushed[0]:
                 self._kept.add(name)
             else:
                 del self._components[name]

@@ -482,9 +482,9 @@ class SimulatedCloud:
             raise TargetRefused(
                 f"no valid host: {target} is disabled", instance_id=instance_id, host=target
             )
-        if self.free_vcpus(target) < inst["vcpus"]:
+        if self._free(target) < inst["vcpus"]:  # settled above
             raise TargetRefused(
-                f"no valid host: {target} has {self.free_vcpus(target)} vcpus free, "
+                f"no valid host: {target} has {self._free(target)} vcpus free, "
                 f"{instance_id} needs {inst['vcpus']}",
                 instance_id=instance_id,
                 host=target,

@@ -120,6 +120,11 @@ _FINAL = FINAL_SESSION_STATES
 _NOT_MOVING = frozenset(
     {InstanceState.PENDING, InstanceState.ACTION_REQUESTED, InstanceState.ACTION_CHOSEN}
 )
+# Members read in the drain's loops over a host's instances (a module global
+# is a quarter of the cost of an Enum class attribute).
+_PENDING = InstanceState.PENDING
+_CHOSEN = InstanceState.ACTION_CHOSEN
+_OWN_ACTION = InstanceAction.OWN_ACTION
 
 
 def _strings(value: object) -> tuple[str, ...]:
@@ -539,7 +544,8 @@ class RollingWorkflow(WorkflowBase):
         """Once the session failed or was cancelled: wind down (once), then
         enable again the host this session disabled, as soon as nothing runs
         on it, unless it did not come back up or was skipped or retired."""
-        if ctx.session.state not in _FINAL or ctx.session.state == SessionState.MAINTENANCE_DONE:
+        state = ctx.session.state
+        if state not in _FINAL or state == SessionState.MAINTENANCE_DONE:
             return
         if not st.ended:
             st.ended = True
@@ -1012,7 +1018,7 @@ class RollingWorkflow(WorkflowBase):
         for inst in ctx.instances.on(host.name):
             if seen is not None:
                 seen.append(inst)
-            if inst.state != InstanceState.PENDING:
+            if inst.state != _PENDING:
                 continue
             seen = None  # changed below, or waiting for an answer: read again
             project = ctx.projects.get(inst.project_id)
@@ -1055,30 +1061,46 @@ class RollingWorkflow(WorkflowBase):
             return
         if on is None:
             on = ctx.instances.on(host.name)
-        chosen = [i for i in on if i.state == InstanceState.ACTION_CHOSEN]
-        for inst in chosen:
-            if inst.action == InstanceAction.OWN_ACTION:
-                ctx.submit(Watch(inst.instance_id))
+        chosen = [i for i in on if i.state == _CHOSEN]
+        watches = [i for i in chosen if i.action == _OWN_ACTION]
+        for inst in watches:
+            ctx.submit(Watch(inst.instance_id))
+        # What is on the host as read, if no watch changed it: the target's
+        # placement reads the same instances (one pass over them a step).
+        current = on if len(watches) == 0 and isinstance(on, list) else None
         if st.moving is not None:
             moving = ctx.instances.get(st.moving)
             if st.retry_wait or moving is None or moving.state != InstanceState.ACTION_CHOSEN:
                 return  # in flight, or waiting for its retry
-            self._migrate(ctx, st, moving)
+            self._migrate(ctx, st, moving, current if moving.host == host.name else None)
             return
-        # The first in ``_move_order`` (a minimum, not a sort: one is taken).
-        migrating = [i for i in chosen if i.action != InstanceAction.OWN_ACTION]
+        # The first in ``_move_order`` (a minimum, not a sort: one is taken;
+        # compared inline, not through a key function per instance).
+        migrating = [i for i in chosen if i.action != _OWN_ACTION]
         if migrating:
-            inst = min(migrating, key=_move_key)
+            inst = migrating[0]
+            for i in migrating:
+                if i.vcpus > inst.vcpus or (
+                    i.vcpus == inst.vcpus and i.instance_id < inst.instance_id
+                ):
+                    inst = i
             st.moving, st.move_attempts, st.refused = inst.instance_id, 0, ()
             st.waited = 0
-            self._migrate(ctx, st, inst)
+            self._migrate(ctx, st, inst, current)
 
-    def _migrate(self, ctx: SessionContext, st: RollingState, inst: InstanceView) -> None:
+    def _migrate(
+        self,
+        ctx: SessionContext,
+        st: RollingState,
+        inst: InstanceView,
+        on: list[InstanceView] | None = None,
+    ) -> None:
+        """``on``: the instances on ``inst``'s host as they are now, if read."""
         if st.relisting is not None:
             return  # a possible target is being listed: its facts come first
         action = inst.action or default_action(inst.live_migratable, allowed_actions(ctx))
         refused = frozenset(st.refused)
-        target = self._planned_target(ctx, inst, refused)
+        target = self._planned_target(ctx, inst, refused, on)
         if target is not None and refused and target != st.relisted:
             # After a refusal, a host is chosen on fresh facts only.
             self._relist(ctx, st, target)
@@ -1142,15 +1164,20 @@ class RollingWorkflow(WorkflowBase):
         st.retry_wait = True
 
     def _planned_target(
-        self, ctx: SessionContext, inst: InstanceView, refused: Collection[str]
+        self,
+        ctx: SessionContext,
+        inst: InstanceView,
+        refused: Collection[str],
+        on: Iterable[InstanceView] | None = None,
     ) -> str | None:
         """``inst``'s target in the placement of everything still to leave its
         host (:meth:`_placements`, the one ``_fits_elsewhere`` checked): a
-        small instance moving first must not take the room a larger one needs."""
+        small instance moving first must not take the room a larger one needs.
+        ``on``: the instances on its host as they are now, if read already."""
         mine, vcpus = inst.instance_id, inst.vcpus
         waiting: list[InstanceView] = []
         ahead = False  # one of them moves before ``inst`` (``_move_order``)
-        for i in ctx.instances.on(inst.host):
+        for i in on if on is not None else ctx.instances.on(inst.host):
             if i.state in _NOT_MOVING or (i.instance_id == mine and i.state in IN_SCOPE):
                 waiting.append(i)
                 if i.vcpus > vcpus or (i.vcpus == vcpus and i.instance_id < mine):
@@ -1291,6 +1318,7 @@ class RollingWorkflow(WorkflowBase):
                 if op.instance_id == st.moving:
                     st.retry_wait = True
             return
+        # Where it is now (the engine placed a moved instance where the cloud says).
         origin = ctx.hosts.get(inst.host)
         if result.status != OpStatus.DONE and (origin is None or origin.state in _LEFT):
             # Its host was skipped (or left the cloud) meanwhile: not a failure.
@@ -1324,9 +1352,7 @@ class RollingWorkflow(WorkflowBase):
         if result.result.get("gone"):
             ctx.set_instance_state(op.instance_id, InstanceState.GONE)
         else:
-            # The engine placed it where the cloud says it is now.
-            where = ctx.hosts.get(inst.host)
-            stays = where is not None and where.state in STAYS
+            stays = origin is not None and origin.state in STAYS
             ctx.set_instance_state(
                 op.instance_id, InstanceState.DONE if stays else InstanceState.PENDING
             )
