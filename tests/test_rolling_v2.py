@@ -496,3 +496,30 @@ def test_the_drains_placement_is_the_one_a_search_of_every_target_finds(
         on = list(ctx.instances.on(host.name))
         found = [(i.instance_id, t) for i, t in workflow._placements(ctx, on)]
         assert found == _placement_by_full_search(ctx, on)
+
+
+def test_a_small_instance_moving_first_leaves_room_for_the_larger_ones() -> None:
+    # c2 holds 2, 3 and 1 vCPU instances, and c0-i1 (2) once c0 is drained:
+    # 8 vCPUs where c0 and c1 (maintained, 4 free each) fit them as 3+1 and
+    # 2+2. p2 has no manager, so its 1-vCPU c2-i2 moves first. On c0 (where
+    # the check counted it) it left the 3-vCPU one taking c1, the emptiest,
+    # and one 2-vCPU instance nowhere: the session failed with room to spare.
+    hosts = {"c0": 8, "c1": 4, "c2": 8, "c3": 4, "c4": 4}
+    instances = {
+        "c0-i0": ("p1", "c0", 1),
+        "c0-i1": ("p1", "c0", 2),
+        "c1-i0": ("p1", "c1", 1),
+        "c1-i1": ("p1", "c1", 1),
+        "c1-i2": ("p1", "c1", 1),
+        "c2-i0": ("p1", "c2", 2),
+        "c2-i1": ("p1", "c2", 3),
+        "c2-i2": ("p2", "c2", 1),
+        "c3-i0": ("p1", "c3", 1),
+        "c3-i1": ("p1", "c3", 2),
+        "c4-i0": ("p1", "c4", 1),
+        "c4-i1": ("p1", "c4", 2),
+    }
+    ctx = fleet(hosts, instances, managed={"p1": True, "p2": False})
+    Driver(ctx, RollingWorkflow()).run()
+    assert ctx.session.state == SessionState.MAINTENANCE_DONE, ctx.session.reason
+    assert maintained(ctx) == sorted(hosts)

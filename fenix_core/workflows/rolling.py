@@ -44,7 +44,7 @@ down and enables the host it disabled; ``on_retry`` starts it over.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from datetime import timedelta
 from typing import ClassVar
 
@@ -1186,10 +1186,54 @@ class RollingWorkflow(WorkflowBase):
             # ``inst`` is placed first: nothing is taken before it (a move
             # step's usual case, no placement of the others needed).
             return self._target(ctx, inst, refused)
-        for other, target in self._placements(ctx, waiting, mine=(inst.instance_id, refused)):
-            if other.instance_id == inst.instance_id:
-                return target
+        for other, target in self._placements(ctx, waiting, mine=(mine, refused)):
+            if other.instance_id == mine:
+                if target is None:
+                    break
+                return self._leaving_room(ctx, inst, target, refused, waiting)
         return self._target(ctx, inst, refused)
+
+    def _leaving_room(
+        self,
+        ctx: SessionContext,
+        inst: InstanceView,
+        planned: str,
+        refused: Collection[str],
+        waiting: Sequence[InstanceView],
+    ) -> str:
+        """``planned``, or another target of ``inst`` (moving ahead of larger
+        instances of its host) if the larger ones would find no room once it
+        is there. Each of their moves takes the first target of a placement
+        made afresh on what is left, which may not be the one the check
+        found: a 1-vCPU instance of a project without a manager moving first
+        to the host the check kept for it, then the 3-vCPU one taking the
+        emptiest host instead of that one, can leave a 2-vCPU one nowhere
+        to go. Runs only while an instance moves ahead of larger ones."""
+        rest = [i for i in waiting if i.instance_id != inst.instance_id]
+        if self._all_placed(ctx, rest, inst, planned):
+            return planned
+        retiring = self._retiring(ctx)
+        exclude = {*refused, *retiring, planned}
+        for target in ctx.capacity.targets(inst.instance_id, exclude=exclude):
+            if self._all_placed(ctx, rest, inst, target):
+                return target
+        return planned  # none leaves room for them all: the drain says which one is stuck
+
+    def _all_placed(
+        self,
+        ctx: SessionContext,
+        rest: Sequence[InstanceView],
+        inst: InstanceView,
+        target: str,
+    ) -> bool:
+        """Every one of ``rest`` has a target in a fresh placement once
+        ``inst`` is on ``target`` (a stuck one is planned as if it could move,
+        as in :meth:`_fits_elsewhere`)."""
+        first = (inst, target)
+        for other, to in self._placements(ctx, rest, first=first):
+            if to is None and ctx.capacity.limits(other.instance_id).stuck is None:
+                return False
+        return True
 
     def _placements(
         self,
@@ -1197,6 +1241,7 @@ class RollingWorkflow(WorkflowBase):
         instances: Iterable[InstanceView],
         *,
         mine: tuple[str, Collection[str]] | None = None,
+        first: tuple[InstanceView, str] | None = None,
     ) -> Iterator[tuple[InstanceView, str | None]]:
         """Where each of ``instances`` (leaving one host) goes, largest first:
         each takes the target the drain will choose for it once the earlier
@@ -1205,11 +1250,15 @@ class RollingWorkflow(WorkflowBase):
         The check before a host opens and each move of its drain both run
         it, so what the check found room for is what the drain does when it
         moves them in this order. (A smaller instance a manager's answer lets
-        go first still takes its target from this placement; the larger ones
-        are then placed afresh on what it left, which may differ.) ``mine``:
-        an instance and the targets refused for it."""
+        go first takes a target of this placement that leaves room for the
+        larger ones placed afresh on what it left: :meth:`_leaving_room`.)
+        ``mine``: an instance and the targets refused for it. ``first``: an
+        instance (not among ``instances``) counted on a target before them."""
         taken: dict[str, int] = {}
         placed: dict[str, str] = {}
+        if first is not None:
+            taken[first[1]] = first[0].vcpus
+            placed[first[0].instance_id] = first[1]
         for inst in _move_order(instances):
             refused: Collection[str] = ()
             if mine is not None and inst.instance_id == mine[0]:
