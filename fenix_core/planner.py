@@ -581,7 +581,27 @@ def hosts_to_open(
     room = _Room(remaining.values(), rules or {})
     need_members: list[Member] = [m for h in draining for m in h.members]
     room.need(need_members)
+    # The candidates by their vCPUs, lightest first: once the room left
+    # cannot take the lightest one still ranked, every other is turned down
+    # on its totals too (``_Room.may_fit``), and the ranking stops there
+    # instead of re-ranking and rejecting them one by one.
+    by_load = sorted((load.vcpus, k) for k, load in enumerate(loads) if load.members)
+    empty = [k for k, load in enumerate(loads) if not load.members]
+    lightest = 0
+
+    def none_fits() -> bool:
+        nonlocal lightest
+        while lightest < len(by_load) and by_load[lightest][1] not in current:
+            lightest += 1
+        return (
+            lightest < len(by_load)
+            and room.short_of(by_load[lightest][0])
+            and not any(k in current for k in empty)
+        )
+
     opened: list[str] = []
+    if none_fits():
+        return opened
     while heap and len(opened) < slots:
         entry = heapq.heappop(heap)
         k = entry[-1]
@@ -605,6 +625,8 @@ def hosts_to_open(
         opened.append(load.host)
         need_members.extend(load.members)
         room.need(load.members)
+        if none_fits():
+            break
         for group in groups[k]:
             if idle.pop(group, None) is None:
                 continue
@@ -665,6 +687,11 @@ class _Room:
             limit = self._limit(group_id)
             assert limit is not None  # only limited groups are counted
             self.places[group_id] = places - max(0, limit - target.members.get(group_id, 0))
+
+    def short_of(self, vcpus: int) -> bool:
+        """Whether :meth:`may_fit` turns down on its totals any host of at
+        least ``vcpus`` (its own room, if a target, only lowers what is free)."""
+        return not self.unknown and self.free < self.vcpus + vcpus
 
     def may_fit(self, load: HostLoad) -> bool:
         """False when :func:`fits_all` of everything needed plus ``load``'s
