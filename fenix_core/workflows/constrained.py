@@ -314,6 +314,9 @@ class _Counts:
     #: needed: a move's end looks up its own wave instead of reading every
     #: instance of the project. Changed only with the stamp.
     asked: dict[str, dict[int, list[str]]] = attrs.field(factory=dict)
+    #: The targets last built per host when no group has a per-host limit
+    #: (a Target is immutable: the same room and kind, the same target).
+    targets: dict[str, planner.Target] = attrs.field(factory=dict)
 
     def ahead(self) -> dict[str, int]:
         """Per group with a per-host limit still to move, its smallest member."""
@@ -515,7 +518,15 @@ class _Step:
 
     def target(self, view: HostView, stays: bool) -> planner.Target:
         if not self.counts.any_limited:  # no member is counted on any host
-            return planner.Target(view.name, self._free(view.name), stays, _NONE)
+            # The window's hosts change little between decisions: a target
+            # whose room and kind did not change is the one built before.
+            free = self._free(view.name)
+            kept = self.counts.targets.get(view.name)
+            if kept is None or kept.free != free or kept.stays != stays:
+                kept = self.counts.targets[view.name] = planner.Target(
+                    view.name, free, stays, _NONE
+                )
+            return kept
         return planner.Target(
             view.name,
             self._free(view.name),
