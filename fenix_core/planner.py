@@ -419,8 +419,9 @@ def assign_moves(
         best: tuple[bool, int, int, int, str] | None = None
         only_stays = twice is not None and item.instance_id not in twice
         for t in targets:
-            if only_stays and not t.stays:
-                continue
+            moves_again = not t.stays
+            if moves_again and (only_stays or (best is not None and not best[0])):
+                continue  # a target where it stays is found (or the only kind allowed)
             room = free[t.host]
             if room is not None and room < item.vcpus:
                 continue
@@ -430,7 +431,7 @@ def assign_moves(
             closes = 0
             if ahead and room is not None:
                 closes = _slots_closed(t, room, item, ahead, rules, added)
-            key = (not t.stays, here, closes, room if room is not None else 1 << 30, t.host)
+            key = (moves_again, here, closes, room if room is not None else 1 << 30, t.host)
             if best is None or key < best:
                 best = key
         if best is None:

@@ -68,6 +68,7 @@ from collections import Counter
 from collections.abc import Callable, Container, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from itertools import filterfalse, islice
+from operator import attrgetter
 from types import MappingProxyType
 from typing import Any, ClassVar
 
@@ -378,6 +379,7 @@ class _GroupsOn(Mapping[str, int]):
 
 #: A target's members when no group has a per-host limit (none are counted).
 _NONE: Mapping[str, int] = MappingProxyType({})
+_GROUP_OF = attrgetter("group_id")  # a member's group (read for every member of a decision)
 
 
 class _Budgets:
@@ -444,7 +446,7 @@ class _Step:
         come: each group looked up once, not once per member (a decision
         reads the members of up to 128 candidate hosts)."""
         rule = self.rule
-        return {g: rule(g) for g in dict.fromkeys(m.group_id for m in members)}
+        return {g: rule(g) for g in dict.fromkeys(map(_GROUP_OF, members))}
 
     def limited(self, key: str) -> bool:
         """Whether the group has a per-host limit (anti-affinity or a maximum)."""
