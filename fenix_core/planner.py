@@ -550,7 +550,8 @@ def hosts_to_open(
     The greedy ranking is kept in a heap and a host's score is recomputed only
     when a group it feeds is covered (scores only fall), and the capacity
     totals of :func:`fits_all` are kept as running sums, so that rejecting a
-    host costs O(1) instead of a pass over every host and target.
+    host costs O(1) instead of a pass over every host and target; once those
+    totals cannot take the lightest candidate left, none is looked at again.
     """
     if slots <= 0:
         return []

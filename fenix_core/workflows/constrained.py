@@ -48,7 +48,11 @@ in recovery_time are kept per group with a heap of when each recovery ends
 from the draining hosts that changed since (``unasked``, ``undisabled``,
 the instances whose action is chosen), advances only the open hosts whose
 stage's operation is not running, and works the groups' budgets out once
-per pass, per group when asked.
+per pass, per group when asked. A move's end reads the instances of its
+own wave (kept per project with the counts), an answer the project's
+instances on the draining hosts; a placement hands the planner its members
+up to the last one that may start, and reuses the targets whose room did
+not change; ``planner.hosts_to_open`` stops once no candidate left fits.
 
 What it keeps: :class:`ConstrainedState` (constant size: the wave counter,
 the cache stamp, the instances in recovery_time and the moves being retried,
