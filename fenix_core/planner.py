@@ -419,8 +419,9 @@ def assign_moves(
         best: tuple[bool, int, int, int, str] | None = None
         only_stays = twice is not None and item.instance_id not in twice
         for t in targets:
-            if only_stays and not t.stays:
-                continue
+            moves_again = not t.stays
+            if moves_again and (only_stays or (best is not None and not best[0])):
+                continue  # a target where it stays is found (or the only kind allowed)
             room = free[t.host]
             if room is not None and room < item.vcpus:
                 continue
@@ -430,7 +431,7 @@ def assign_moves(
             closes = 0
             if ahead and room is not None:
                 closes = _slots_closed(t, room, item, ahead, rules, added)
-            key = (not t.stays, here, closes, room if room is not None else 1 << 30, t.host)
+            key = (moves_again, here, closes, room if room is not None else 1 << 30, t.host)
             if best is None or key < best:
                 best = key
         if best is None:
@@ -554,7 +555,8 @@ def hosts_to_open(
     The greedy ranking is kept in a heap and a host's score is recomputed only
     when a group it feeds is covered (scores only fall), and the capacity
     totals of :func:`fits_all` are kept as running sums, so that rejecting a
-    host costs O(1) instead of a pass over every host and target.
+    host costs O(1) instead of a pass over every host and target; once those
+    totals cannot take the lightest candidate left, none is looked at again.
     """
     if slots <= 0:
         return []
@@ -586,7 +588,27 @@ def hosts_to_open(
     room = _Room(remaining.values(), rules or {})
     need_members: list[Member] = [m for h in draining for m in h.members]
     room.need(need_members)
+    # The candidates by their vCPUs, lightest first: once the room left
+    # cannot take the lightest one still ranked, every other is turned down
+    # on its totals too (``_Room.may_fit``), and the ranking stops there
+    # instead of re-ranking and rejecting them one by one.
+    by_load = sorted((load.vcpus, k) for k, load in enumerate(loads) if load.members)
+    empty = [k for k, load in enumerate(loads) if not load.members]
+    lightest = 0
+
+    def none_fits() -> bool:
+        nonlocal lightest
+        while lightest < len(by_load) and by_load[lightest][1] not in current:
+            lightest += 1
+        return (
+            lightest < len(by_load)
+            and room.short_of(by_load[lightest][0])
+            and not any(k in current for k in empty)
+        )
+
     opened: list[str] = []
+    if none_fits():
+        return opened
     while heap and len(opened) < slots:
         entry = heapq.heappop(heap)
         k = entry[-1]
@@ -612,6 +634,8 @@ def hosts_to_open(
         opened.append(load.host)
         need_members.extend(load.members)
         room.need(load.members)
+        if none_fits():
+            break
         for group in groups[k]:
             if idle.pop(group, None) is None:
                 continue
@@ -672,6 +696,11 @@ class _Room:
             limit = self._limit(group_id)
             assert limit is not None  # only limited groups are counted
             self.places[group_id] = places - max(0, limit - target.members.get(group_id, 0))
+
+    def short_of(self, vcpus: int) -> bool:
+        """Whether :meth:`may_fit` turns down on its totals any host of at
+        least ``vcpus`` (its own room, if a target, only lowers what is free)."""
+        return not self.unknown and self.free < self.vcpus + vcpus
 
     def may_fit(self, load: HostLoad) -> bool:
         """False when :func:`fits_all` of everything needed plus ``load``'s

@@ -33,9 +33,10 @@ from fenix_core.workflows import constrained
 HOSTS = 24
 
 
-def fleet(path: Path) -> CoreCluster:
+def fleet(path: Path, managed: tuple[str, ...] = ()) -> CoreCluster:
     """24 computes of 8 vCPUs with 6 one-vCPU instances each, 4 projects
-    with 3 groups each (1-2 impacted at once, 60-120 s of recovery)."""
+    with 3 groups each (1-2 impacted at once, 60-120 s of recovery);
+    ``managed``: the projects with a manager answering."""
     rng = random.Random(3)
     groups = [
         GroupConstraints(
@@ -55,7 +56,7 @@ def fleet(path: Path) -> CoreCluster:
             iid = f"vm-{h:02d}-{k}"
             layout[f"cmp-{h:02d}"].append((iid, group.project_id, 1))
             members[iid] = group.group_id
-    return CoreCluster(path, layout, groups=groups, members=members)
+    return CoreCluster(path, layout, groups=groups, members=members, managed=managed)
 
 
 @pytest.fixture
@@ -265,3 +266,81 @@ def test_the_impacted_members_are_those_of_a_recount_from_the_views(
         cluster.close()
     assert view.state == "MAINTENANCE_DONE", view.reason
     assert max(passes) > 1  # several instances were in recovery at once
+
+
+def test_the_waves_asked_are_those_of_a_recount_from_the_views(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The instances asked about in each of a project's waves (kept with the
+    counts, so that a move's end reads its own wave, not every instance of
+    the project) are at every move's end those a read of the project's
+    instances gives."""
+    original = constrained.ConstrainedWorkflow._admin_action_done
+    checked: list[int] = []
+
+    def waves(ctx: Any, project_id: str) -> dict[int, list[str]]:
+        found: dict[int, list[str]] = {}
+        for i in ctx.instances.of(project_id):
+            if i.wave is not None:
+                found.setdefault(i.wave, []).append(i.instance_id)
+        return found
+
+    def recounted(self: Any, ctx: Any, cst: Any, counts: Any, inst: Any) -> None:
+        kept = counts.asked.get(inst.project_id)
+        if kept is not None:
+            assert {w: sorted(ids) for w, ids in kept.items()} == waves(ctx, inst.project_id)
+        original(self, ctx, cst, counts, inst)
+        kept = counts.asked.get(inst.project_id)
+        assert kept is not None  # read at the latest now
+        assert {w: sorted(ids) for w, ids in kept.items()} == waves(ctx, inst.project_id)
+        checked.append(len(kept))
+
+    monkeypatch.setattr(constrained.ConstrainedWorkflow, "_admin_action_done", recounted)
+    cluster = fleet(tmp_path, managed=("p0", "p1", "p2", "p3"))
+    try:
+        view = cluster.run()
+    finally:
+        cluster.close()
+    assert view.state == "MAINTENANCE_DONE", view.reason
+    assert max(checked) > 0  # a project had waves open while another ended
+    assert checked[-1] == 0  # every wave was done with
+
+
+def test_the_placement_reads_no_member_it_cannot_move_or_that_moves_none(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A placement stops at the last member that may start now, and its
+    window of targets is read from the smallest instance of each host type:
+    the same session runs with every member placed and every instance's
+    targets read (with a window smaller than the fleet, as at 300 hosts)."""
+    monkeypatch.setattr(constrained, "TARGET_WINDOW", 6)
+    monkeypatch.setattr(constrained, "CANDIDATE_WINDOW", 5)
+    cut: list[int] = []
+    up_to = constrained.ConstrainedWorkflow._up_to_last_startable
+
+    def counted(order: Any, *args: Any) -> Any:
+        found = up_to(order, *args)
+        cut.append(len(order) - len(found))
+        return found
+
+    monkeypatch.setattr(
+        constrained.ConstrainedWorkflow, "_up_to_last_startable", staticmethod(counted)
+    )
+    (tmp_path / "cut").mkdir()
+    short = _timeline(tmp_path / "cut")
+    assert short[0] == "MAINTENANCE_DONE"
+    assert sum(cut) > 0  # some placements left members out
+    monkeypatch.setattr(
+        constrained.ConstrainedWorkflow,
+        "_up_to_last_startable",
+        staticmethod(lambda order, *_a: order),
+    )
+    monkeypatch.setattr(
+        constrained.ConstrainedWorkflow,
+        "_window_sample",
+        staticmethod(
+            lambda _ctx, _step, insts: sorted(insts, key=lambda i: (i.vcpus, i.instance_id))
+        ),
+    )
+    (tmp_path / "whole").mkdir()
+    assert _timeline(tmp_path / "whole") == short

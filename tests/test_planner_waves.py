@@ -958,3 +958,37 @@ def test_hosts_to_open_rejects_hosts_that_cannot_fit_without_placing_them(
     )
     assert opened == []
     assert calls == []
+
+
+def test_hosts_to_open_stops_once_the_room_left_takes_no_candidate(monkeypatch: Any) -> None:
+    """Once the room left cannot take the lightest candidate still ranked,
+    the others are neither re-ranked nor turned down one by one: at 300
+    hosts a decision opened one host and then checked a hundred more."""
+    import fenix_core.planner as planner_module
+
+    checked: list[str] = []
+    real = planner_module._Room.may_fit
+
+    def counted(self: Any, host: HostLoad) -> bool:
+        checked.append(host.host)
+        return real(self, host)
+
+    monkeypatch.setattr(planner_module._Room, "may_fit", counted)
+    candidates = [load(f"c{i}", member(f"vm-{i}", f"g{i % 4}", 4), position=i) for i in range(50)]
+    opened = hosts_to_open(
+        candidates,
+        draining=[],
+        targets=[target("t", 6, stays=True)],  # room for one candidate of 4 vcpus
+        idle_groups=dict.fromkeys(GROUPS, 1.0),
+        slots=10,
+    )
+    assert opened == ["c0"]
+    assert checked == ["c0"]
+    # With room for none, none is checked; with an empty candidate, it still opens.
+    checked.clear()
+    args: dict[str, Any] = {"draining": [], "idle_groups": {"g0": 1.0}, "slots": 3}
+    assert hosts_to_open(candidates, targets=[target("t", 3, stays=True)], **args) == []
+    assert checked == []
+    assert hosts_to_open(
+        [*candidates, load("e")], targets=[target("t", 3, stays=True)], **args
+    ) == ["e"]

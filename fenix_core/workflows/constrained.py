@@ -48,7 +48,11 @@ in recovery_time are kept per group with a heap of when each recovery ends
 from the draining hosts that changed since (``unasked``, ``undisabled``,
 the instances whose action is chosen), advances only the open hosts whose
 stage's operation is not running, and works the groups' budgets out once
-per pass, per group when asked.
+per pass, per group when asked. A move's end reads the instances of its
+own wave (kept per project with the counts), an answer the project's
+instances on the draining hosts; a placement hands the planner its members
+up to the last one that may start, and reuses the targets whose room did
+not change; ``planner.hosts_to_open`` stops once no candidate left fits.
 
 What it keeps: :class:`ConstrainedState` (constant size: the wave counter,
 the cache stamp, the instances in recovery_time and the moves being retried,
@@ -65,9 +69,10 @@ import heapq
 import math
 import random
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Container, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
-from itertools import islice
+from itertools import filterfalse, islice
+from operator import attrgetter
 from types import MappingProxyType
 from typing import Any, ClassVar
 
@@ -313,6 +318,14 @@ class _Counts:
     unasked: set[str] = attrs.field(factory=set)
     #: Draining hosts that may not be disabled yet.
     undisabled: set[str] = attrs.field(factory=set)
+    #: Per project, the instances asked about in each wave still open
+    #: (``InstanceView.wave``), read from the project's instances when first
+    #: needed: a move's end looks up its own wave instead of reading every
+    #: instance of the project. Changed only with the stamp.
+    asked: dict[str, dict[int, list[str]]] = attrs.field(factory=dict)
+    #: The targets last built per host when no group has a per-host limit
+    #: (a Target is immutable: the same room and kind, the same target).
+    targets: dict[str, planner.Target] = attrs.field(factory=dict)
 
     def ahead(self) -> dict[str, int]:
         """Per group with a per-host limit still to move, its smallest member."""
@@ -374,6 +387,7 @@ class _GroupsOn(Mapping[str, int]):
 
 #: A target's members when no group has a per-host limit (none are counted).
 _NONE: Mapping[str, int] = MappingProxyType({})
+_GROUP_OF = attrgetter("group_id")  # a member's group (read for every member of a decision)
 
 
 class _Budgets:
@@ -440,7 +454,7 @@ class _Step:
         come: each group looked up once, not once per member (a decision
         reads the members of up to 128 candidate hosts)."""
         rule = self.rule
-        return {g: rule(g) for g in dict.fromkeys(m.group_id for m in members)}
+        return {g: rule(g) for g in dict.fromkeys(map(_GROUP_OF, members))}
 
     def limited(self, key: str) -> bool:
         """Whether the group has a per-host limit (anti-affinity or a maximum)."""
@@ -514,7 +528,15 @@ class _Step:
 
     def target(self, view: HostView, stays: bool) -> planner.Target:
         if not self.counts.any_limited:  # no member is counted on any host
-            return planner.Target(view.name, self._free(view.name), stays, _NONE)
+            # The window's hosts change little between decisions: a target
+            # whose room and kind did not change is the one built before.
+            free = self._free(view.name)
+            kept = self.counts.targets.get(view.name)
+            if kept is None or kept.free != free or kept.stays != stays:
+                kept = self.counts.targets[view.name] = planner.Target(
+                    view.name, free, stays, _NONE
+                )
+            return kept
         return planner.Target(
             view.name,
             self._free(view.name),
@@ -615,12 +637,16 @@ class ConstrainedWorkflow(RollingWorkflow):
         if awaited != _ASKED:
             return
         cs = ctx.constraints
-        for inst in list(ctx.instances.of(project_id)):
-            if inst.state != InstanceState.ACTION_REQUESTED:
-                continue
-            host = ctx.hosts.get(inst.host)
-            if host is None or host.state != HostState.DRAINING:
-                continue
+        # Those asked about are on the draining hosts: the project's
+        # instances there (an index), not all of them, in id order.
+        requested = [
+            inst
+            for host in ctx.hosts.in_state(HostState.DRAINING)
+            for inst in ctx.instances.of_on(project_id, host.name)
+            if inst.state == InstanceState.ACTION_REQUESTED
+        ]
+        requested.sort(key=lambda i: i.instance_id)
+        for inst in requested:
             chosen = instance_actions.get(inst.instance_id)
             action = chosen or self._action_for(ctx, inst, cs, managed=True)
             ctx.set_instance_state(inst.instance_id, InstanceState.ACTION_CHOSEN, action=action)
@@ -826,7 +852,6 @@ class ConstrainedWorkflow(RollingWorkflow):
         stage's operation runs (BUSY) is advanced when it ends
         (:meth:`_wave_host_op_ended`), so only the others are looked at: the
         draining hosts without instances (an index) and the idle ones."""
-        arrivals = step.arrivals()
         hosts = [
             *ctx.hosts.without_instances(HostState.DRAINING),
             *(
@@ -844,7 +869,7 @@ class ConstrainedWorkflow(RollingWorkflow):
                 and not host.stage & DISABLING
                 and not host.enabled
                 and not self._in_scope_on(ctx, host.name)
-                and host.name not in arrivals
+                and host.name not in step.arrivals()  # read only when it decides
             ):
                 ctx.set_host_state(host.name, HostState.DRAINED)
                 host = ctx.hosts.get(host.name) or host
@@ -1061,12 +1086,7 @@ class ConstrainedWorkflow(RollingWorkflow):
                 own = cs.instance(inst.instance_id, inst.project_id)
                 lead = own.lead_time if own is not None else 0
                 not_before = ctx.now + timedelta(seconds=lead) if lead else None
-                ctx.set_instance_plan(
-                    inst.instance_id,
-                    wave=wave if managed else None,
-                    not_before=not_before,
-                    impacted_until=inst.impacted_until,
-                )
+                self._plan(ctx, step.counts, inst, wave if managed else None, not_before)
                 if managed:
                     ctx.set_instance_state(inst.instance_id, InstanceState.ACTION_REQUESTED)
                 else:
@@ -1080,6 +1100,7 @@ class ConstrainedWorkflow(RollingWorkflow):
         if not asked:
             return
         cst.wave = wave
+        cst.stamp = step.counts.stamp = _new_stamp()  # the waves asked changed
         for project_id, insts in asked.items():
             # Each project hears only of its own instances, with the action the
             # engine proposes for each from its constraints (it may answer
@@ -1193,11 +1214,12 @@ class ConstrainedWorkflow(RollingWorkflow):
             }
 
             left = {m.group_id: budgets.get(m.group_id, 0) for m in waiting}
+            order = self._up_to_last_startable(order, left, later, rules)
 
             def place(waiting_makes_room: bool) -> dict[str, str]:
                 twice = {
                     m.instance_id
-                    for m in everyone
+                    for m in order
                     if second_moves.may_move_twice(
                         moved_before=m.instance_id in moved,
                         first_drained=m.instance_id in first,
@@ -1238,6 +1260,26 @@ class ConstrainedWorkflow(RollingWorkflow):
             wake = ends if wake is None else min(wake, ends)
         self._wake_at(ctx, cst, wake)
         return held
+
+    @staticmethod
+    def _up_to_last_startable(
+        order: list[planner.Member],
+        budgets: Mapping[str, int],
+        held: Container[str],
+        rules: Mapping[str, planner.GroupRule],
+    ) -> list[planner.Member]:
+        """``order`` up to its last member that may start (not held, its
+        group with budget left): ``planner.assign_moves`` moves none after
+        it, and places the held ones after it only for those behind them.
+        Whole when a group has a per-host limit: its members anywhere in
+        the order say what the placement keeps room for (``ahead``)."""
+        if any(rule.host_limit() is not None for rule in rules.values()):
+            return order
+        for end in range(len(order), 0, -1):
+            m = order[end - 1]
+            if m.instance_id not in held and budgets.get(m.group_id, 0) > 0:
+                return order[:end]
+        return []
 
     @staticmethod
     def _not_startable(ctx: SessionContext, views: dict[str, InstanceView]) -> set[str]:
@@ -1309,7 +1351,7 @@ class ConstrainedWorkflow(RollingWorkflow):
             gone.add(iid)
             found.drop(iid)
         if gone:
-            cst.recovering = tuple(i for i in cst.recovering if i not in gone)
+            cst.recovering = tuple(filterfalse(gone.__contains__, cst.recovering))
             found.source = cst.recovering
         return found
 
@@ -1406,7 +1448,7 @@ class ConstrainedWorkflow(RollingWorkflow):
             return
         if self._managed(ctx, inst.project_id):
             ctx.notify_project(inst.project_id, "INSTANCE_ACTION_DONE", [op.instance_id])
-        self._admin_action_done(ctx, moved)
+        self._admin_action_done(ctx, cst, counts, moved)
 
     def _wave_move_failed(
         self,
@@ -1467,22 +1509,61 @@ class ConstrainedWorkflow(RollingWorkflow):
         if any(e[0] == instance_id for e in cst.retrying):
             cst.retrying = tuple(e for e in cst.retrying if e[0] != instance_id)
 
-    def _admin_action_done(self, ctx: SessionContext, inst: InstanceView) -> None:
+    def _admin_action_done(
+        self, ctx: SessionContext, cst: ConstrainedState, counts: _Counts, inst: InstanceView
+    ) -> None:
         """ADMIN_ACTION_DONE to a project once every instance it was asked
         about in one wave has moved."""
-        if inst.wave is None:
+        wave = inst.wave
+        if wave is None:
             return
-        asked = [i for i in ctx.instances.of(inst.project_id) if i.wave == inst.wave]
+        ids = sorted(self._asked_of(ctx, counts, inst.project_id).get(wave, ()))
+        asked = [v for i in ids if (v := ctx.instances.get(i)) is not None and v.wave == wave]
         if any(i.state in (*_WAITING, InstanceState.IN_ACTION) for i in asked):
             return
         for i in asked:
-            ctx.set_instance_plan(
-                i.instance_id, wave=None, not_before=i.not_before, impacted_until=i.impacted_until
-            )
+            self._plan(ctx, counts, i, None, i.not_before)
+        cst.stamp = counts.stamp = _new_stamp()  # the waves asked changed
         if self._managed(ctx, inst.project_id):
             ctx.notify_project(
                 inst.project_id, "ADMIN_ACTION_DONE", sorted(i.instance_id for i in asked)
             )
+
+    @staticmethod
+    def _asked_of(ctx: SessionContext, counts: _Counts, project_id: str) -> dict[int, list[str]]:
+        """The project's open waves (``_Counts.asked``), read from its
+        instances the first time."""
+        found = counts.asked.get(project_id)
+        if found is None:
+            found = counts.asked[project_id] = {}
+            for inst in ctx.instances.of(project_id):
+                if inst.wave is not None:
+                    found.setdefault(inst.wave, []).append(inst.instance_id)
+        return found
+
+    @staticmethod
+    def _plan(
+        ctx: SessionContext,
+        counts: _Counts,
+        inst: InstanceView,
+        wave: int | None,
+        not_before: datetime | None,
+    ) -> None:
+        """Set the instance's wave and lead time (its recovery kept), and
+        ``counts.asked`` with them."""
+        waves = counts.asked.get(inst.project_id)
+        if waves is not None and inst.wave != wave:
+            if inst.wave is not None:
+                left = waves.get(inst.wave)
+                if left is not None and inst.instance_id in left:
+                    left.remove(inst.instance_id)
+                    if not left:
+                        del waves[inst.wave]
+            if wave is not None:
+                waves.setdefault(wave, []).append(inst.instance_id)
+        ctx.set_instance_plan(
+            inst.instance_id, wave=wave, not_before=not_before, impacted_until=inst.impacted_until
+        )
 
     # ------------------------------------------------------------------ opening hosts
 
@@ -1836,7 +1917,7 @@ class ConstrainedWorkflow(RollingWorkflow):
         # The views read once: a window is up to TARGET_WINDOW hosts, built
         # a few times a step.
         host_view, targets = ctx.hosts.get, ctx.capacity.targets
-        for inst in sorted(instances, key=lambda i: (i.vcpus, i.instance_id)):
+        for inst in self._window_sample(ctx, step, instances):
             host = host_view(inst.host)
             kind = (host.type if host is not None else "", inst.vcpus)
             if not step.ruled(inst.instance_id):
@@ -1852,6 +1933,29 @@ class ConstrainedWorkflow(RollingWorkflow):
                     continue
                 seen[name] = (view, stays)
         return list(seen.values())
+
+    @staticmethod
+    def _window_sample(
+        ctx: SessionContext, step: _Step, instances: Iterable[InstanceView]
+    ) -> list[InstanceView]:
+        """The instances whose targets make the window, by (vCPUs, id): all
+        of them when the cloud's placement rules name some, else the
+        smallest of each host type (the others' targets are among its own).
+        A placement reads the members of every draining host: their hosts'
+        types are looked up once per host."""
+        if step.counts.any_ruled:
+            return sorted(instances, key=lambda i: (i.vcpus, i.instance_id))
+        types: dict[str, str] = {}
+        least: dict[str, InstanceView] = {}
+        for inst in instances:
+            kind = types.get(inst.host)
+            if kind is None:
+                host = ctx.hosts.get(inst.host)
+                kind = types[inst.host] = host.type if host is not None else ""
+            found = least.get(kind)
+            if found is None or (inst.vcpus, inst.instance_id) < (found.vcpus, found.instance_id):
+                least[kind] = inst
+        return sorted(least.values(), key=lambda i: (i.vcpus, i.instance_id))
 
     def _all_targets(self, ctx: SessionContext, step: _Step) -> list[planner.Target]:
         """Every host that takes instances (once per session: the checks
