@@ -25,7 +25,7 @@ import os
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import attrs
 
@@ -75,23 +75,20 @@ class CloudEvent:
     detail: str | None = None
 
 
-class _Descending:
-    """A host name ordered backwards, so that a min-heap of
-    ``(-free, _Descending(name))`` yields ``max((free, name))`` first."""
+#: A :class:`CloudEvent`'s fields in order, as the cloud keeps it: a tuple of
+#: a datetime, strings and None is left alone by the garbage collector (it
+#: untracks such a tuple), an attrs instance is not; a long run records a few
+#: events per migration, and each full collection walked all of them.
+_EventRow: TypeAlias = tuple[datetime, str, str | None, str | None, str | None]
 
-    __slots__ = ("name",)
 
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def __lt__(self, other: _Descending) -> bool:
-        return self.name > other.name
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, _Descending) and self.name == other.name
-
-    def __hash__(self) -> int:
-        return hash(self.name)
+def _descending(name: str) -> tuple[int, ...]:
+    """A key ordering host names backwards (``a > b`` exactly when
+    ``_descending(a) < _descending(b)``): the negated code points, then 1,
+    above them all, so a name comes after the longer names it begins. A
+    tuple of ints, which the garbage collector stops tracking, where an
+    object per heap entry was one more for every full collection to walk."""
+    return (*(-ord(c) for c in name), 1)
 
 
 class SimulatedCloud:
@@ -134,7 +131,7 @@ class SimulatedCloud:
         self._failures: dict[str, list[str]] = {}
         # Capacity of hosts removed since, so that events can still be replayed.
         self._removed: dict[str, int] = {}
-        self._events: list[CloudEvent] = []
+        self._events: list[_EventRow] = []
         # Placement and sizes when an engine attached: where replaying events starts.
         self._baseline: dict[str, str] = {}
         self._baseline_disabled: list[str] = []
@@ -342,7 +339,7 @@ class SimulatedCloud:
     def events(self) -> list[CloudEvent]:
         """Everything that happened since an engine attached, in time order."""
         self._settle()
-        return list(self._events)
+        return [CloudEvent(*row) for row in self._events]
 
     @property
     def baseline(self) -> dict[str, str]:
@@ -552,13 +549,13 @@ class SimulatedCloud:
         set_aside = []
         heap = self._by_free
         while heap:
-            negative_free, name = heap[0]
-            if not self._offered(name.name, -negative_free):
+            negative_free, _, name = heap[0]
+            if not self._offered(name, -negative_free):
                 heapq.heappop(heap)  # an outdated entry
-            elif name.name == exclude:
+            elif name == exclude:
                 set_aside.append(heapq.heappop(heap))
             else:
-                result = name.name if -negative_free >= vcpus else None
+                result = name if -negative_free >= vcpus else None
                 break
         for entry in set_aside:
             heapq.heappush(heap, entry)
@@ -574,9 +571,11 @@ class SimulatedCloud:
         self._ends: list[tuple[datetime, str]] = []  # heap of (end, handle), running
         self._by_key: dict[str, str] = {}
         self._end_at: dict[str, datetime] = {}  # handle -> its migration's end, parsed
-        # Heap of (-free vcpus, name) of enabled computes; entries go out of date
+        # Heap of (-free vcpus, _descending(name), name) of enabled computes:
+        # the most free first, then the greatest name; entries go out of date
         # when a host's free vcpus change and are dropped when they reach the top.
-        self._by_free: list[tuple[int, _Descending]] = []
+        self._by_free: list[tuple[int, tuple[int, ...], str]] = []
+        self._descending: dict[str, tuple[int, ...]] = {}
 
     def _rebuild_indexes(self) -> None:
         self._clear_indexes()
@@ -657,13 +656,19 @@ class SimulatedCloud:
         if len(self._by_free) > 2 * len(self._hosts) + 64:
             # Mostly outdated entries: start again from the current figures.
             self._by_free = [
-                (-self._free(n), _Descending(n))
+                (-self._free(n), self._backwards(n), n)
                 for n, h in self._hosts.items()
                 if h["enabled"] and h["type"] == "compute"
             ]
             heapq.heapify(self._by_free)
         else:
-            heapq.heappush(self._by_free, (-self._free(name), _Descending(name)))
+            heapq.heappush(self._by_free, (-self._free(name), self._backwards(name), name))
+
+    def _backwards(self, name: str) -> tuple[int, ...]:
+        key = self._descending.get(name)
+        if key is None:
+            key = self._descending[name] = _descending(name)
+        return key
 
     def _event(
         self, kind: str, host: str | None, instance_id: str | None = None, detail: str | None = None
@@ -675,7 +680,7 @@ class SimulatedCloud:
             "instance_removed",
         ):
             return
-        self._events.append(CloudEvent(self.clock.now(), kind, host, instance_id, detail))
+        self._events.append((self.clock.now(), kind, host, instance_id, detail))
 
     def _refresh(self) -> None:
         """Re-read the state file if another process wrote it since."""
@@ -699,7 +704,7 @@ class SimulatedCloud:
             elif migration["error"]:
                 self._stop(handle, "failed")
                 self._events.append(
-                    CloudEvent(
+                    (
                         end,
                         "migration_failed",
                         migration["source"],
@@ -713,7 +718,7 @@ class SimulatedCloud:
                 self._place(migration["instance_id"], migration["target"])
                 inst["ready_at"] = (end + timedelta(seconds=self.ready_seconds)).isoformat()
                 self._events.append(
-                    CloudEvent(
+                    (
                         end,
                         "migration_done",
                         migration["target"],
@@ -742,7 +747,10 @@ class SimulatedCloud:
             "sizes": self._sizes,
             "owners": self._owners,
             "removed_hosts": self._removed,
-            "events": [{**attrs.asdict(e), "time": e.time.isoformat()} for e in self._events],
+            "events": [
+                {**attrs.asdict(CloudEvent(*row)), "time": row[0].isoformat()}
+                for row in self._events
+            ],
         }
         write_json_atomically(self._path, state)
         self._version = file_version(self._path)
@@ -770,7 +778,14 @@ class SimulatedCloud:
         self._owners = state.get("owners", {})
         self._removed = state.get("removed_hosts", {})
         self._events = [
-            CloudEvent(**{**e, "time": datetime.fromisoformat(e["time"])}) for e in state["events"]
+            (
+                datetime.fromisoformat(e["time"]),
+                e["kind"],
+                e["host"],
+                e.get("instance_id"),
+                e.get("detail"),
+            )
+            for e in state["events"]
         ]
         self._rebuild_indexes()
 
