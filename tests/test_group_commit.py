@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import event
+from commit_counter import Commits
 from sqlalchemy.exc import OperationalError
 
 from fenix_core import ActionSpec, Engine, SessionRequest, signals
@@ -289,17 +289,6 @@ def outcomes(path: Path) -> list[tuple[str, str | None]]:
     """Each inbox row's project and outcome (None: not processed yet)."""
     with sqlite3.connect(path) as db:
         return db.execute("SELECT project_id, outcome FROM inbox ORDER BY id").fetchall()
-
-
-class Commits:
-    """Commits sent to the engine's database (the public seam)."""
-
-    def __init__(self, engine: Engine) -> None:
-        self.count = 0
-        event.listen(engine.database, "commit", self._commit)
-
-    def _commit(self, *_args: Any) -> None:
-        self.count += 1
 
 
 def test_a_burst_to_a_held_session_is_written_by_its_step_in_one_commit(db_path: Path) -> None:

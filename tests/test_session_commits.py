@@ -10,10 +10,9 @@ should it step after all, is fenced out and starts nothing."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
-from sqlalchemy import event, func, select
+from commit_counter import Commits
+from sqlalchemy import func, select
 from test_leases import (  # noqa: F401 - fixtures
     UPGRADE,
     build_cloud,
@@ -27,17 +26,6 @@ from fenix_core.clock import SimClock
 from fenix_core.store.schema import InventoryHostRow
 from fenix_core.testing import TimedAction
 from fenix_core.testing.seams import stored_clock
-
-
-class Commits:
-    """Commits on an engine's database, counted through SQLAlchemy's events."""
-
-    def __init__(self, engine: Engine) -> None:
-        self.count = 0
-        event.listen(engine.database, "commit", self._commit)
-
-    def _commit(self, *_args: Any) -> None:
-        self.count += 1
 
 
 def worker(url: str, name: str, clock: SimClock, lease_clock: SimClock, *plugins: object) -> Engine:
