@@ -29,6 +29,11 @@ The bounds (see docs/performance.md):
   hosts opened only as fast as at most 10% of second moves and the
   maintained hosts' room allow (``opening_bound`` with ``parked``). Above
   1.15 x the makespan bound, no schedule meets both targets on that layout.
+
+Where a layout's makespan goes, per row: ``out/P`` the hosts in maintenance
+at once on average against the most that can be out (what the capacity
+bound counts as all used), ``drain`` the mean seconds from a host's first
+move off it to its maintenance (the bound counts one move, 30 s).
 """
 
 from __future__ import annotations
@@ -39,11 +44,13 @@ import sys
 import time
 from collections import defaultdict
 from collections.abc import Sequence
+from datetime import datetime
 
 import attrs
 from scenarios import REFERENCE, Run, Scenario, random_layout
 
 from fenix_core import opening_bound, planner, second_moves
+from fenix_core.model import OperationView
 from fenix_core.testing.invariants import constraint_violations, migrations_per_instance
 
 #: What the core redesign (issue 18) must not make worse on the reference
@@ -71,6 +78,32 @@ class Measured:
     cpu: float
     moves: int
     most_moves: int
+    #: Hosts in maintenance at once, on average over the makespan: against
+    #: the most that can be out (``Bounds.parallel``), what the schedule
+    #: used of the capacity the bound counts.
+    in_work: float
+    #: Seconds from a host's first move off it to its maintenance, on
+    #: average over the hosts that had instances: time the bound counts as
+    #: one move.
+    drain: float
+
+
+def host_figures(operations: Sequence[OperationView], makespan: float) -> tuple[float, float]:
+    """(mean hosts in maintenance at once, mean drain seconds) of a run: a
+    host is in maintenance from its first action to its last action's end,
+    and drains from the first move off it to its first action."""
+    work: dict[str, list[datetime]] = {}
+    first_move: dict[str, datetime] = {}
+    for op in operations:
+        if op.kind == "action" and op.host and op.started_at and op.finished_at:
+            span = work.setdefault(op.host, [op.started_at, op.finished_at])
+            span[0], span[1] = min(span[0], op.started_at), max(span[1], op.finished_at)
+        elif op.kind == "move" and op.source:
+            first_move[op.source] = min(first_move.get(op.source, op.created_at), op.created_at)
+    busy = sum((end - start).total_seconds() for start, end in work.values())
+    drains = [(work[h][0] - moved).total_seconds() for h, moved in first_move.items() if h in work]
+    in_work = busy / makespan if makespan > 0 else 0.0
+    return in_work, statistics.mean(drains) if drains else 0.0
 
 
 @attrs.frozen
@@ -104,7 +137,9 @@ def run(scenario: Scenario, workflow: str) -> tuple[Measured, Run]:
             raise SystemExit(f"constrained run broke its constraints: {broken[:3]}")
     per_instance = migrations_per_instance(built.cloud)
     moves = sum(per_instance.values())
-    return Measured(makespan, cpu, moves, max(per_instance.values(), default=0)), built
+    in_work, drain = host_figures(built.engine.list_operations(sid), makespan)
+    most = max(per_instance.values(), default=0)
+    return Measured(makespan, cpu, moves, most, in_work, drain), built
 
 
 def bounds(scenario: Scenario) -> Bounds:
@@ -242,7 +277,7 @@ def family(count: int, max_hosts: int, seeds: Sequence[int] | None = None) -> No
     print(
         f"{'seed':>4} {'hosts':>5} {'spare':>5} {'inst':>5} {'groups':>6} "
         f"{'makespan':>9} {'LB':>8} {'by':>2} {'ms/LB':>6} {'LBm':>8} {'LBm/LB':>6} "
-        f"{'moves':>6} {'bound':>6} {'mv/b':>6} {'max':>3} {'CPU':>6}"
+        f"{'moves':>6} {'bound':>6} {'mv/b':>6} {'max':>3} {'out/P':>9} {'drain':>5} {'CPU':>6}"
     )
     spans: list[float] = []
     apart: list[int] = []
@@ -267,7 +302,8 @@ def family(count: int, max_hosts: int, seeds: Sequence[int] | None = None) -> No
             f"{scenario.instances:>5} {scenario.groups:>6} {measured.makespan:>9.0f} "
             f"{b.makespan.seconds:>8.0f} {by:>2} {span:>6.3f} {b.within_moves:>8.0f} "
             f"{within:>6.3f} {measured.moves:>6} {b.moves.moves:>6} {ratio:>6.3f} "
-            f"{measured.most_moves:>3} {measured.cpu:>6.1f}"
+            f"{measured.most_moves:>3} {measured.in_work:>5.2f}/{b.parallel:<3d} "
+            f"{measured.drain:>5.0f} {measured.cpu:>6.1f}"
         )
     for name, values, target in (
         ("makespan / lower bound", spans, FAMILY_TARGETS["makespan"]),

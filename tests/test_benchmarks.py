@@ -7,10 +7,13 @@ import importlib
 import json
 import re
 from collections import Counter
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import ModuleType
 
 import pytest
+
+from fenix_core.model import OperationView
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
@@ -253,6 +256,10 @@ def test_makespan_compares_constrained_with_serial(
     assert re.search(r"^makespan / lower bound\s+median [\d.]+ worst [\d.]+", out, re.MULTILINE)
     assert re.search(r"^migrations / bound\s+median [\d.]+ worst [\d.]+", out, re.MULTILINE)
     assert re.search(r"^most moves of one instance\s+[12]\s", out, re.MULTILINE)
+    # Each layout's row says how many hosts were out on average and how long they drained.
+    row = re.search(r"^\s+1\s+\d+.* (\d+\.\d\d)/(\d+)\s+(\d+)\s+[\d.]+$", out, re.MULTILINE)
+    assert row is not None, out
+    assert 0 < float(row.group(1)) <= int(row.group(2))
 
 
 def test_makespan_runs_only_the_family_seeds_asked_for(
@@ -275,6 +282,47 @@ def test_makespan_runs_only_the_family_seeds_asked_for(
     with pytest.raises(SystemExit):
         makespan.main([*argv, "--family-seeds", "4"])
     assert "--family-seeds: seed(s) 4 not in the family" in capsys.readouterr().err
+
+
+def test_makespan_host_figures_count_maintenance_and_drain_per_host(bench) -> None:
+    """out/P and drain of the family table: hosts in maintenance at once on
+    average (action spans over the makespan), and seconds from a host's first
+    move off it to its first action (a host never drained counts no drain)."""
+    makespan = bench("makespan")
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+    def at(seconds: float) -> datetime:
+        return t0 + timedelta(seconds=seconds)
+
+    def op(
+        kind: str, start: float, end: float, *, host: str | None = None, source: str | None = None
+    ) -> OperationView:
+        return OperationView(
+            kind=kind,
+            status="done",
+            host=host,
+            instance_id="vm" if kind == "move" else None,
+            source=source,
+            target="t" if kind == "move" else None,
+            created_at=at(start),
+            started_at=at(start),
+            finished_at=at(end),
+        )
+
+    operations = [
+        op("move", 0, 30, source="a"),
+        op("move", 200, 230, source="a"),
+        op("action", 300, 600, host="a"),  # drained 300 s, two actions: 300-900
+        op("action", 600, 900, host="a"),
+        op("move", 900, 930, source="b"),
+        op("action", 1000, 1500, host="b"),  # drained 100 s
+        op("action", 0, 200, host="c"),  # empty: no drain
+        op("move", 10, 40, source="d"),  # drained, never maintained
+    ]
+    in_work, drain = makespan.host_figures(operations, 2000.0)
+    assert in_work == pytest.approx((600 + 500 + 200) / 2000)
+    assert drain == pytest.approx((300 + 100) / 2)
+    assert makespan.host_figures([], 0.0) == (0.0, 0.0)
 
 
 def test_store_write_prints_the_write_cost_next_to_its_floor(
