@@ -44,7 +44,8 @@ window's room covers them and its lightest candidate's
 (:meth:`ConstrainedWorkflow._may_open`, ``_short_of_room``: the planner's
 own totals check, which turned down nine decisions in ten); the instances
 in recovery_time are kept per group with a heap of when each recovery ends
-(``_Recovery``); it asks about, disables and moves
+(``_Recovery``, read from the instances' ``impacted_until``: not stored in
+the waves' state); it asks about, disables and moves
 from the draining hosts that changed since (``unasked``, ``undisabled``,
 the instances whose action is chosen), advances only the open hosts whose
 stage's operation is not running, and works the groups' budgets out once
@@ -55,8 +56,8 @@ up to the last one that may start, and reuses the targets whose room did
 not change; ``planner.hosts_to_open`` stops once no candidate left fits.
 
 What it keeps: :class:`ConstrainedState` (constant size: the wave counter,
-the cache stamp, the instances in recovery_time and the moves being retried,
-both bounded by the groups' impact limits, not by the fleet), the
+the cache stamp, how many recoveries started, and the moves being retried,
+bounded by the groups' impact limits, not by the fleet), the
 :class:`~fenix_core.workflows.rolling.RollingState` of the parts it
 shares with the rolling workflow, and per host its stage
 (``HostView.stage``), per instance its wave, lead time and recovery
@@ -71,10 +72,10 @@ import random
 from collections import Counter
 from collections.abc import Callable, Container, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
-from itertools import filterfalse, islice
+from itertools import islice
 from operator import attrgetter
 from types import MappingProxyType
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 import attrs
 
@@ -163,24 +164,24 @@ def _pairs(value: object) -> tuple[tuple[str, int, tuple[str, ...]], ...]:
     return tuple(out)
 
 
-def _names(value: object) -> tuple[str, ...]:
-    # map(): ``recovering`` (hundreds of ids at 300 hosts) is set again at
-    # each move's end.
-    return tuple(map(str, value)) if isinstance(value, list | tuple) else ()
-
-
 @attrs.define(slots=True)
 class ConstrainedState(ComponentState):
     """What the waves remember between steps (constant size)."""
 
     component: ClassVar[str] = "constrained"
+    #: 2: ``recovering`` (the instances in recovery_time, a list growing
+    #: with the fleet rewritten at each move's end) gave way to
+    #: ``recoveries``; the instances' ``impacted_until`` say which they are.
+    schema_version: ClassVar[int] = 2
 
     wave: int = 0  # the last question round
     #: Changes whenever the per-group counts change: a process whose cache
     #: has another stamp rebuilds it.
     stamp: int = 0
-    #: Instances still in their group's recovery_time (``impacted_until``).
-    recovering: tuple[str, ...] = attrs.field(default=(), converter=_names)
+    #: Recoveries started (a move's end with a recovery_time): a process
+    #: whose mirror of the instances in recovery (:class:`_Recovery`) was
+    #: built at another count reads them again from the instances.
+    recoveries: int = 0
     #: Moves that failed and wait for their retry: (instance, attempts, refused targets).
     retrying: tuple[tuple[str, int, tuple[str, ...]], ...] = attrs.field(
         default=(), converter=_pairs
@@ -193,36 +194,46 @@ class ConstrainedState(ComponentState):
     #: in the plan with each move of its instances onto a queued host.
     first_wave: str | None = None
 
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any], version: int) -> Self:
+        if version == 1:
+            # A session saved by the release before: its instances'
+            # ``impacted_until`` say which are in recovery.
+            data = {k: v for k, v in data.items() if k != "recovering"}
+            version = 2
+        return super().from_json(data, version)
+
 
 class _Recovery:
-    """``ConstrainedState.recovering`` as the budgets read it (a cache of this
-    process, kept with the counts): how many times each instance is listed,
-    per group, and a heap of when each one's recovery_time ends, so that a
-    pass reads only the instances whose recovery ended instead of every one
-    in recovery. An instance's ``impacted_until`` only moves later (a new
+    """The instances in their group's recovery_time as the budgets read them
+    (a cache of this process, kept with the counts): the group of each, how
+    many per group, and a heap of when each one's recovery_time ends, so that
+    a pass reads only the instances whose recovery ended instead of every one
+    in recovery. Built from the instances' ``impacted_until``, then kept by
+    each move's end. An instance's ``impacted_until`` only moves later (a new
     move's end), so a heap entry is at most its current end: looked at again
     when it comes up."""
 
-    __slots__ = ("by_group", "group_of", "heap", "listed", "source")
+    __slots__ = ("by_group", "group_of", "heap", "source")
 
-    def __init__(self, source: tuple[str, ...]) -> None:
-        self.source = source  # the tuple mirrored (its identity: changed elsewhere -> rebuilt)
-        self.listed: Counter[str] = Counter()
+    def __init__(self, source: int) -> None:
+        self.source = source  # ConstrainedState.recoveries mirrored (another: rebuilt)
         self.group_of: dict[str, str] = {}
         self.by_group: Counter[str] = Counter()
         self.heap: list[tuple[datetime, str]] = []
 
     def add(self, instance_id: str, group_id: str, until: datetime) -> None:
-        if not self.listed[instance_id]:
-            heapq.heappush(self.heap, (until, instance_id))
-        self.listed[instance_id] += 1
+        """The instance's recovery_time runs until ``until`` (counted once:
+        moved again within it, its entry is moved on when it comes up)."""
+        if instance_id in self.group_of:
+            return
+        heapq.heappush(self.heap, (until, instance_id))
         self.group_of[instance_id] = group_id
         self.by_group[group_id] += 1
 
     def drop(self, instance_id: str) -> None:
-        n = self.listed.pop(instance_id, 0)
         group_id = self.group_of.pop(instance_id)
-        left = self.by_group[group_id] - n
+        left = self.by_group[group_id] - 1
         if left > 0:
             self.by_group[group_id] = left
         else:
@@ -312,7 +323,7 @@ class _Counts:
     #: target counts members: each answers 0 for every group).
     any_ruled: bool = False
     any_limited: bool = False
-    #: ConstrainedState.recovering mirrored (built when first read).
+    #: The instances in recovery_time (built when first read).
     recovery: _Recovery | None = None
     #: Draining hosts that may hold instances not asked about yet (PENDING).
     unasked: set[str] = attrs.field(factory=set)
@@ -1324,41 +1335,46 @@ class ConstrainedWorkflow(RollingWorkflow):
         instances in recovery, not the groups)."""
         recovery = self._recovery(ctx, step, cst)
         impacted = Counter(recovery.by_group)
-        listed = recovery.listed
+        listed = recovery.group_of
         for inst in ctx.instances.in_state(InstanceState.IN_ACTION):
-            # Moving again while in recovery: counted once, as moving.
-            impacted[step.group(inst)] += 1 - listed.get(inst.instance_id, 0)
+            if inst.instance_id not in listed:  # moving again while in recovery: counted once
+                impacted[step.group(inst)] += 1
         return impacted
 
     def _recovery(self, ctx: SessionContext, step: _Step, cst: ConstrainedState) -> _Recovery:
         """The instances still in their group's recovery_time, those whose
-        recovery ended taken out of ``cst.recovering`` (every listing of
-        them)."""
+        recovery ended taken out."""
+        found = self._recovering(ctx, step, cst)
+        for iid in found.ended(ctx, ctx.now):
+            found.drop(iid)
+        return found
+
+    @staticmethod
+    def _recovering(ctx: SessionContext, step: _Step, cst: ConstrainedState) -> _Recovery:
+        """The instances in recovery as last read (those whose recovery ended
+        since are taken out by :meth:`_recovery`); built from the instances'
+        ``impacted_until`` when this process has not mirrored every recovery
+        started (another process stepped the session, or the counts were
+        built again): one pass over the session's instances."""
         counts = step.counts
         found = counts.recovery
-        gone: set[str] = set()
-        if found is None or found.source is not cst.recovering:
-            # Built again (another process stepped the session, or the
-            # counts were): from the views, once.
-            found = counts.recovery = _Recovery(cst.recovering)
-            for iid in cst.recovering:
-                view = ctx.instances.get(iid)
-                if view is None or view.impacted_until is None:
-                    gone.add(iid)
-                    continue
-                found.add(iid, step.group(view), view.impacted_until)
-        for iid in found.ended(ctx, ctx.now):
-            gone.add(iid)
-            found.drop(iid)
-        if gone:
-            cst.recovering = tuple(filterfalse(gone.__contains__, cst.recovering))
-            found.source = cst.recovering
+        if found is None or found.source != cst.recoveries:
+            found = counts.recovery = _Recovery(cst.recoveries)
+            now = ctx.now
+            for state in InstanceState:
+                for view in ctx.instances.in_state(state):
+                    until = view.impacted_until
+                    if until is not None and until > now:
+                        found.add(view.instance_id, step.group(view), until)
         return found
 
     def _waiting_makes_room(self, ctx: SessionContext, step: _Step, cst: ConstrainedState) -> bool:
         """Whether something under way may yet make room where instances stay:
         a host being maintained, a move, a group's recovery_time."""
-        if ctx.instances.in_state(InstanceState.IN_ACTION) or cst.recovering:
+        if (
+            ctx.instances.in_state(InstanceState.IN_ACTION)
+            or self._recovering(ctx, step, cst).group_of
+        ):
             return True
         for host in ctx.hosts.in_state(*_OPEN):
             if host.type != "compute":
@@ -1420,12 +1436,10 @@ class ConstrainedWorkflow(RollingWorkflow):
                 op.instance_id, wave=moved.wave, not_before=None, impacted_until=until
             )
             mirrored = counts.recovery
-            if mirrored is not None and mirrored.source is cst.recovering:
+            if mirrored is not None and mirrored.source == cst.recoveries:
                 mirrored.add(op.instance_id, g, until)
-                cst.recovering = (*cst.recovering, op.instance_id)
-                mirrored.source = cst.recovering
-            else:
-                cst.recovering = (*cst.recovering, op.instance_id)
+                mirrored.source = cst.recoveries + 1
+            cst.recoveries += 1
         # The per-group counts: one member less to do, or one more on a pending
         # host (an instance still on an open host did not leave it).
         dest = ctx.hosts.get(moved.host)
