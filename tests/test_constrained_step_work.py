@@ -373,6 +373,44 @@ def test_a_session_stored_with_its_instances_in_recovery_listed_resumes(
     assert constraint_violations(cluster.cloud, cluster.constraints()) == []
 
 
+def test_a_stored_state_no_code_reads_fails_the_session_and_stepping_ends(
+    tmp_path: Path,
+) -> None:
+    """A component stored in a schema this code cannot read (a newer
+    release's, say) fails the session once, naming why, and the engine then
+    stops stepping it. Before, the waves' timer, left due by the dropped
+    step, fired at every step and raised again: run_until_idle never ended."""
+    cluster = fleet(tmp_path)
+    engine, clock = cluster.engine, cluster.clock
+    sid = engine.create_session(SessionRequest(workflow="constrained", actions=UPGRADE))
+    for _ in range(3):
+        engine.run_until_idle()
+        wake = engine.next_wake()
+        assert wake is not None
+        clock.advance_to(wake)
+    engine.close()
+    db = tmp_path / "fenix.db"
+    with closing(sqlite3.connect(db)) as conn, conn:
+        conn.execute(
+            "UPDATE session_state SET schema_version = 9"
+            " WHERE session_id = ? AND component = 'constrained'",
+            (sid,),
+        )
+    again = Engine(
+        f"sqlite:///{db}",
+        clock=clock,
+        plugins=[cluster.cloud, TimedAction("upgrade", HOST_WORK)],
+        workflows=WORKFLOWS,
+    )
+    try:
+        again.run_until_idle(max_steps=20)  # raises FenixError if still busy
+        view = again.get_session(sid)
+    finally:
+        again.close()
+    assert view.state == "MAINTENANCE_FAILED"
+    assert "schema version 9" in (view.reason or ""), view.reason
+
+
 def test_the_waves_asked_are_those_of_a_recount_from_the_views(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -495,8 +495,12 @@ class CoreRunner:
         if not adapter.final:
             adapter.set_session_state(SessionState.MAINTENANCE_FAILED, why)
             return
-        # It failed already and still raises (an operation it follows): stop
-        # following what is left, rather than step again at once.
+        # It failed already and still raises (an operation it follows, a
+        # timer it set, a stored state it cannot read): stop following what
+        # is left, rather than step again at once. A timer left due raised
+        # again at every step, for good.
+        for name in list(ws.timers):
+            ws.cancel_timer(name)
         for key, op in list(ws.ops.items()):
             if not op.handled:
                 ws.update_op(
