@@ -97,7 +97,9 @@ def brute_force(ws: WorkingSet) -> dict[str, Any]:
         "on": dict(on),
         "on_sorted": {h: sorted(ids) for h, ids in on.items()},
         "of": dict(of),
-        "of_on": dict(of_on),
+        # Sorted lists, not sets: the index keeps tuples there, and a member
+        # kept twice must show.
+        "of_on": {key: sorted(ids) for key, ids in of_on.items()},
         "in_state": dict(in_state),
         "in_scope_on": dict(in_scope_on),
         "vacant": {h for h in ws.hosts if not in_scope_on.get(h)},
@@ -127,7 +129,7 @@ def indexed(ws: WorkingSet) -> dict[str, Any]:
         # arrival or a departure did not drop shows here.
         "on_sorted": {h: ws.instance_index.sorted_on(h) for h in ws.instance_index.by_host},
         "of": ws.instance_index.by_project,
-        "of_on": ws.instance_index.by_project_host,
+        "of_on": {key: sorted(ids) for key, ids in ws.instance_index.by_project_host.items()},
         "in_state": ws.instance_index.by_state,
         "in_scope_on": ws.instance_index.in_scope_on,
         "vacant": ws.instance_index.vacant,

@@ -167,9 +167,10 @@ def test_changes_go_through_the_setters_and_notices_become_outbox_rows() -> None
     assert dirty["session"] == {"s-1"}
     assert dirty["new_ops"] == {"s-1:1", "s-1:2"}
     assert "pipeline" in dirty["components"]
-    # The operations are counted in their own component: the session's facts
-    # (the cloud's groups, fleet-sized) are not rewritten for them.
-    assert "ops" in dirty["components"]
+    # Starting operations writes no component: not the session's facts (the
+    # cloud's groups, fleet-sized), nor a counter row (the count is derived
+    # from the stored keys at load).
+    assert "ops" not in dirty["components"]
     assert "session" not in dirty["components"]
     assert ws.ops[ref.key].params == {
         "action": "LIVE_MIGRATE",

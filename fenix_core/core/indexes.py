@@ -26,7 +26,11 @@ K = TypeVar("K")
 
 
 def multimap_add(index: dict[K, set[str]], key: K, item: str) -> None:
-    index.setdefault(key, set()).add(item)
+    members = index.get(key)
+    if members is None:  # not setdefault: it made a set at every call
+        index[key] = {item}
+    else:
+        members.add(item)
 
 
 def multimap_remove(index: dict[K, set[str]], key: K, item: str) -> None:
@@ -41,6 +45,25 @@ def multimap_move(index: dict[K, set[str]], old: K, new: K, item: str) -> None:
     if old != new:
         multimap_remove(index, old, item)
         multimap_add(index, new, item)
+
+
+def tuplemap_add(index: dict[K, tuple[str, ...]], key: K, item: str) -> None:
+    """Add ``item`` to the members of ``key`` kept as a tuple: for a multimap
+    with about one member per key and a key per instance. A set is an object
+    the garbage collector walks at each full collection; a tuple of strings
+    is untracked by it at its first look."""
+    members = index.get(key)
+    index[key] = (item,) if members is None else (*members, item)
+
+
+def tuplemap_remove(index: dict[K, tuple[str, ...]], key: K, item: str) -> None:
+    members = index.get(key)
+    if members is None or item not in members:
+        return
+    if len(members) == 1:
+        del index[key]
+    else:
+        index[key] = tuple(m for m in members if m != item)
 
 
 class HostIndex:
@@ -120,7 +143,9 @@ class InstanceIndex:
     def __init__(self) -> None:
         self.by_host: dict[str, set[str]] = {}
         self.by_project: dict[str, set[str]] = {}
-        self.by_project_host: dict[tuple[str, str], set[str]] = {}
+        # One key per (project, host) pair, mostly of one instance: tuples,
+        # not sets (see ``tuplemap_add``).
+        self.by_project_host: dict[tuple[str, str], tuple[str, ...]] = {}
         self.by_state: dict[str, set[str]] = {}
         self.in_scope_on: dict[str, int] = {}
         # Host -> its instance ids sorted, until an instance arrives or leaves:
@@ -140,14 +165,16 @@ class InstanceIndex:
     def add(self, instance_id: str, project: str, host: str, state: str) -> None:
         multimap_add(self.by_host, host, instance_id)
         multimap_add(self.by_project, project, instance_id)
-        multimap_add(self.by_project_host, (project, host), instance_id)
+        tuplemap_add(self.by_project_host, (project, host), instance_id)
         multimap_add(self.by_state, state, instance_id)
         self._scope(host, state, 1)
         self._sorted_on.pop(host, None)
 
     def rehost(self, instance_id: str, project: str, old: str, new: str) -> None:
         multimap_move(self.by_host, old, new, instance_id)
-        multimap_move(self.by_project_host, (project, old), (project, new), instance_id)
+        if old != new:
+            tuplemap_remove(self.by_project_host, (project, old), instance_id)
+            tuplemap_add(self.by_project_host, (project, new), instance_id)
         self._sorted_on.pop(old, None)
         self._sorted_on.pop(new, None)
 

@@ -25,6 +25,7 @@ from .working_set import (
     SessionRec,
     TimerRec,
     WorkingSet,
+    op_number,
 )
 
 __all__ = ["MemorySessionStore"]
@@ -124,6 +125,7 @@ class MemorySessionStore:
             ops=[OpRec(*r) for r in s.ops.values() if not r[OpRec.FIELDS.index("handled")]],
             timers=[TimerRec(*r) for r in s.timers.values()],
             components=[ComponentRec(*r) for r in s.components.values()],
+            last_op=max(map(op_number, s.ops), default=0),
         )
 
     def unprocessed_replies(self, session_id: str, after_id: int) -> list[tuple[Any, ...]]:

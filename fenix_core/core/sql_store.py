@@ -31,6 +31,7 @@ from .working_set import (
     SessionRec,
     TimerRec,
     WorkingSet,
+    op_number,
 )
 
 __all__ = ["Driver", "Prepared", "SqlSessionStore"]
@@ -420,6 +421,7 @@ class SqlSessionStore:
                 ops=[OpRec(*r) for r in db.execute(S.load_ops, sid)],
                 timers=[TimerRec(*r) for r in db.execute(S.load_timers, sid)],
                 components=[ComponentRec(*r) for r in db.execute(S.load_components, sid)],
+                last_op=op_number(db.execute(S.last_op_key, sid).scalar() or ""),
             )
 
     def unprocessed_replies(self, session_id: str, after_id: int) -> list[tuple[Any, ...]]:

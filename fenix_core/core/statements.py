@@ -16,6 +16,7 @@ from sqlalchemy import (
     case,
     delete,
     false,
+    func,
     insert,
     literal_column,
     select,
@@ -159,6 +160,13 @@ class Statements:
         self.load_instances = _select(INSTANCES, InstanceRec.FIELDS)
         self.load_projects = _select(PROJECTS, ProjectRec.FIELDS)
         self.load_ops = _select(OPERATIONS, OpRec.FIELDS).where(OPERATIONS.c.handled == false())
+        # The key with the highest number (``<session id>:<n>``, n unpadded:
+        # the longest, then the greatest), handled operations included.
+        self.last_op_key: Select[Any] = (
+            _select(OPERATIONS, ("key",))
+            .order_by(func.length(OPERATIONS.c.key).desc(), OPERATIONS.c.key.desc())
+            .limit(1)
+        )
         self.load_timers = select(TIMERS.c.kind, TIMERS.c.due, TIMERS.c.data).where(
             TIMERS.c.session_id == _b("session_id")
         )

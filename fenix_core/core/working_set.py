@@ -42,6 +42,7 @@ __all__ = [
     "SessionRec",
     "TimerRec",
     "WorkingSet",
+    "op_number",
 ]
 
 
@@ -369,6 +370,13 @@ def _check_fields(rec: type[_Rec], changes: Mapping[str, Any], allowed: frozense
     raise KeyError(f"{rec.__name__} field(s) {indexed} change through their own setter")
 
 
+def op_number(key: str) -> int:
+    """The number an operation's key ``<session id>:<n>`` ends with (0 for a
+    key without one)."""
+    tail = key.rpartition(":")[2]
+    return int(tail) if tail.isdigit() else 0
+
+
 class WorkingSet:
     """One session's records, their indexes, and what changed since the last
     :meth:`take_write`."""
@@ -394,6 +402,7 @@ class WorkingSet:
         "hosts",
         "instance_index",
         "instances",
+        "last_op",
         "ops",
         "project_index",
         "projects",
@@ -410,8 +419,13 @@ class WorkingSet:
         ops: Iterable[OpRec] = (),
         timers: Iterable[TimerRec] = (),
         components: Iterable[ComponentRec] = (),
+        last_op: int = 0,
     ) -> None:
         self.session = session
+        # The highest operation number among the session's stored operations
+        # (handled ones too): the next operation's key takes the one after.
+        # Derived at load, so that no row is written only to count them.
+        self.last_op = last_op
         self.hosts: dict[str, HostRec] = {h.name: h for h in hosts}
         self.instances: dict[str, InstanceRec] = {i.instance_id: i for i in instances}
         self.projects: dict[str, ProjectRec] = {p.project_id: p for p in projects}

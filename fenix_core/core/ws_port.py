@@ -77,22 +77,24 @@ __all__ = [
 #: state (migration 0007's "session" component): the operation counter, the
 #: cloud driver's allowed actions and constraints.
 SESSION_COMPONENT = "session"
-#: The component that counts the session's operations (the number in each
-#: operation's key). Not a key of the session's facts: those hold the cloud's
-#: groups and their members (fleet-sized), and a counter bumped with every
-#: operation rewrote them whole at each step (issue 18: constant-size state).
+#: The component that counted the session's operations (the number in each
+#: operation's key) until the count was derived from the stored keys at load
+#: (``WorkingSet.last_op``): a move step wrote this row only to bump it. Rows
+#: written before are still read, as a floor.
 OPS_COMPONENT = "ops"
 
 
 def started_ops(ws: WorkingSet) -> int:
-    """Operations the session has started (their keys' last number); a
-    session written before the counter had its component keeps it in its
-    facts (``op_counter``)."""
+    """Operations the session has started (their keys' last number): the
+    highest stored, or what a session written by an earlier release counted
+    in its ``ops`` component or, before that, in its facts (``op_counter``)."""
     rec = ws.components.get(OPS_COMPONENT)
     if rec is not None:
-        return int(rec.body.get("counter", 0))
-    facts = ws.components.get(SESSION_COMPONENT)
-    return int((facts.body if facts is not None else {}).get("op_counter", 0))
+        counted = int(rec.body.get("counter", 0))
+    else:
+        facts = ws.components.get(SESSION_COMPONENT)
+        counted = int((facts.body if facts is not None else {}).get("op_counter", 0))
+    return max(ws.last_op, counted)
 
 
 #: Questions whose answer names an action per instance: they list the allowed ones.
@@ -1077,9 +1079,9 @@ class WorkingSetAdapter:
     # ------------------------------------------------------------------ operations, timers
 
     def next_op_number(self) -> int:
-        counter = started_ops(self.ws) + 1
-        self.ws.set_component(OPS_COMPONENT, 1, {"counter": counter})
-        return counter
+        number = started_ops(self.ws) + 1
+        self.ws.last_op = number
+        return number
 
     def add_op(
         self,
