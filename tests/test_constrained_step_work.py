@@ -293,6 +293,16 @@ def test_a_state_stored_with_the_instances_in_recovery_listed_reads_without_them
         constrained.ConstrainedState.from_json(state.to_json(), 3)
 
 
+def reopened(cluster: CoreCluster, db: Path) -> Engine:
+    """A new engine on the cluster's database file, as after a restart."""
+    return Engine(
+        f"sqlite:///{db}",
+        clock=cluster.clock,
+        plugins=[cluster.cloud, TimedAction("upgrade", HOST_WORK)],
+        workflows=WORKFLOWS,
+    )
+
+
 def test_a_session_stored_with_its_instances_in_recovery_listed_resumes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -347,12 +357,7 @@ def test_a_session_stored_with_its_instances_in_recovery_listed_resumes(
         return found
 
     monkeypatch.setattr(constrained.ConstrainedWorkflow, "_recovering", staticmethod(reading))
-    again = Engine(
-        f"sqlite:///{db}",
-        clock=clock,
-        plugins=[cluster.cloud, TimedAction("upgrade", HOST_WORK)],
-        workflows=WORKFLOWS,
-    )
+    again = reopened(cluster, db)
     try:
         # Stepped as run_until_done would, but failing (not waiting for a
         # lease to run out) if the session cannot be loaded.
@@ -396,12 +401,7 @@ def test_a_stored_state_no_code_reads_fails_the_session_and_stepping_ends(
             " WHERE session_id = ? AND component = 'constrained'",
             (sid,),
         )
-    again = Engine(
-        f"sqlite:///{db}",
-        clock=clock,
-        plugins=[cluster.cloud, TimedAction("upgrade", HOST_WORK)],
-        workflows=WORKFLOWS,
-    )
+    again = reopened(cluster, db)
     try:
         again.run_until_idle(max_steps=20)  # raises FenixError if still busy
         view = again.get_session(sid)
