@@ -840,10 +840,7 @@ class RollingWorkflow(WorkflowBase):
     def _fits_elsewhere(self, ctx: SessionContext, host: str) -> bool:
         """Every instance on ``host`` has a target: a dry run of the drain's
         own placement (:meth:`_placements`), in the order it moves them."""
-        for inst, target in self._placements(ctx, self._movable_on(ctx, host)):
-            if target is None and ctx.capacity.limits(inst.instance_id).stuck is None:
-                return False  # (a stuck one is planned as if it could move: its drain says why not)
-        return True
+        return self._all_placed(ctx, self._movable_on(ctx, host))
 
     def _scale_in_or_fail(
         self, ctx: SessionContext, st: RollingState, pending: list[HostView]
@@ -1210,28 +1207,26 @@ class RollingWorkflow(WorkflowBase):
         emptiest host instead of that one, can leave a 2-vCPU one nowhere
         to go. Runs only while an instance moves ahead of larger ones."""
         rest = [i for i in waiting if i.instance_id != inst.instance_id]
-        if self._all_placed(ctx, rest, inst, planned):
+        if self._all_placed(ctx, rest, (inst, planned)):
             return planned
         retiring = self._retiring(ctx)
         exclude = {*refused, *retiring, planned}
         for target in ctx.capacity.targets(inst.instance_id, exclude=exclude):
-            if self._all_placed(ctx, rest, inst, target):
+            if self._all_placed(ctx, rest, (inst, target)):
                 return target
         return planned  # none leaves room for them all: the drain says which one is stuck
 
     def _all_placed(
         self,
         ctx: SessionContext,
-        rest: Sequence[InstanceView],
-        inst: InstanceView,
-        target: str,
+        instances: Iterable[InstanceView],
+        first: tuple[InstanceView, str] | None = None,
     ) -> bool:
-        """Every one of ``rest`` has a target in a fresh placement once
-        ``inst`` is on ``target`` (a stuck one is planned as if it could move,
-        as in :meth:`_fits_elsewhere`)."""
-        first = (inst, target)
-        for other, to in self._placements(ctx, rest, first=first):
-            if to is None and ctx.capacity.limits(other.instance_id).stuck is None:
+        """Every one of ``instances`` has a target in the drain's placement
+        (once ``first``'s instance is on its target, if given). A stuck one
+        is planned as if it could move: its drain says why not."""
+        for inst, to in self._placements(ctx, instances, first=first):
+            if to is None and ctx.capacity.limits(inst.instance_id).stuck is None:
                 return False
         return True
 
