@@ -189,6 +189,15 @@ class Statements:
         self.insert_session = insert(SESSIONS).values({c: _b(c) for c in SessionRec.ROW})
         self.insert_clock = insert(CLOCK).values({c: _b(c) for c in ("session_id", *clock_fields)})
         # --- the step's write
+        # What every step's fenced UPDATE sets, whether it holds the lease or takes it.
+        stepped = {
+            "version": _b("new_version"),
+            "seq": case((_b("seq") > CLOCK.c.seq, _b("seq")), else_=CLOCK.c.seq),
+            "next_wake": _b("next_wake"),
+            "lease_expires": _b("lease_expires"),
+            "delivered_seq": _b("delivered_seq"),
+            "inbox_seen_id": _b("inbox_seen_id"),
+        }
         self.fence: Update = (
             update(CLOCK)
             .where(
@@ -197,14 +206,7 @@ class Statements:
                 CLOCK.c.lease_token == _b("token"),
                 CLOCK.c.version == _b("version"),
             )
-            .values(
-                version=_b("new_version"),
-                seq=case((_b("seq") > CLOCK.c.seq, _b("seq")), else_=CLOCK.c.seq),
-                next_wake=_b("next_wake"),
-                lease_expires=_b("lease_expires"),
-                delivered_seq=_b("delivered_seq"),
-                inbox_seen_id=_b("inbox_seen_id"),
-            )
+            .values(stepped)
         )
         # The first write of a session this engine inserted takes its lease:
         # nobody may have leased it (no owner, the token before this one).
@@ -216,16 +218,7 @@ class Statements:
                 CLOCK.c.lease_token == _b("token_before"),
                 CLOCK.c.version == _b("version"),
             )
-            .values(
-                lease_owner=_b("owner"),
-                lease_token=_b("token"),
-                version=_b("new_version"),
-                seq=case((_b("seq") > CLOCK.c.seq, _b("seq")), else_=CLOCK.c.seq),
-                next_wake=_b("next_wake"),
-                lease_expires=_b("lease_expires"),
-                delivered_seq=_b("delivered_seq"),
-                inbox_seen_id=_b("inbox_seen_id"),
-            )
+            .values({"lease_owner": _b("owner"), "lease_token": _b("token"), **stepped})
         )
         self.update_session: Update = (
             update(SESSIONS)
