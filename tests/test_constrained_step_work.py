@@ -158,6 +158,24 @@ def test_the_hosts_holding_parked_instances_are_named_last_to_the_planner(
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
+def small_windows_recording_room_checks(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """Windows of targets and candidates smaller than the fleet (as at 300
+    hosts), and what each decision's own room check (``_short_of_room``)
+    answers, in order."""
+    monkeypatch.setattr(constrained, "TARGET_WINDOW", 6)
+    monkeypatch.setattr(constrained, "CANDIDATE_WINDOW", 5)
+    answers: list[bool] = []
+    short = constrained.ConstrainedWorkflow._short_of_room
+
+    def counted(*args: Any) -> bool:
+        found = short(*args)
+        answers.append(found)
+        return found
+
+    monkeypatch.setattr(constrained.ConstrainedWorkflow, "_short_of_room", staticmethod(counted))
+    return answers
+
+
 def _timeline(path: Path) -> tuple[str, list[tuple[Any, ...]], list[tuple[Any, ...]]]:
     c = fleet(path)
     try:
@@ -178,17 +196,7 @@ def test_the_room_checks_skip_only_decisions_that_open_nothing(
     checks that skip a decision before the planner (the window's room, the
     decision's own totals) change no host opened, no move and no time: the
     same session runs with them turned off."""
-    monkeypatch.setattr(constrained, "TARGET_WINDOW", 6)
-    monkeypatch.setattr(constrained, "CANDIDATE_WINDOW", 5)
-    skipped: list[int] = []
-    short = constrained.ConstrainedWorkflow._short_of_room
-
-    def counted(*args: Any) -> bool:
-        found = short(*args)
-        skipped.append(found)
-        return found
-
-    monkeypatch.setattr(constrained.ConstrainedWorkflow, "_short_of_room", staticmethod(counted))
+    skipped = small_windows_recording_room_checks(monkeypatch)
     (tmp_path / "checked").mkdir()
     checked = _timeline(tmp_path / "checked")
     assert checked[0] == "MAINTENANCE_DONE"
@@ -216,17 +224,7 @@ def test_the_window_room_check_lets_few_decisions_through_that_their_own_totals_
     size, so some decisions are still turned down by what their chosen
     hosts need, which no count of the window's room can foresee: 8 of 17
     here.)"""
-    monkeypatch.setattr(constrained, "TARGET_WINDOW", 6)
-    monkeypatch.setattr(constrained, "CANDIDATE_WINDOW", 5)
-    reached: list[bool] = []
-    short = constrained.ConstrainedWorkflow._short_of_room
-
-    def counted(*args: Any) -> bool:
-        found = short(*args)
-        reached.append(found)
-        return found
-
-    monkeypatch.setattr(constrained.ConstrainedWorkflow, "_short_of_room", staticmethod(counted))
+    reached = small_windows_recording_room_checks(monkeypatch)
     view = cluster.run()
     assert view.state == "MAINTENANCE_DONE", view.reason
     assert reached
