@@ -397,34 +397,31 @@ def test_the_check_counts_where_the_drain_sends_an_anti_affine_member() -> None:
     assert {m[0]: m[1] for m in driver.moves if m[0] in ("a", "b")} == {"a": "c2", "b": "c3"}
 
 
+# c1 holds a 4-vCPU and a 1-vCPU instance of two projects; c2 (10) and c3
+# (9) have 4 and 3 free.
+BIG_AND_SMALL_ON_C1: tuple[dict[str, int], dict[str, tuple[str, str, int]]] = (
+    {"c1": 8, "c2": 10, "c3": 9},
+    {
+        "big": ("p1", "c1", 4),
+        "small": ("p2", "c1", 1),
+        "x": ("p3", "c2", 6),
+        "y": ("p3", "c3", 6),
+    },
+)
+
+
 def test_a_small_instance_answered_first_leaves_the_room_a_larger_waiting_one_needs() -> None:
     # c1 is drained first (least loaded). Its big instance's project answers
     # late: the small one moves first, and goes where the drain's placement
     # (big first, on the most free c2) leaves it room, c3, not to c2.
-    ctx = fleet(
-        {"c1": 8, "c2": 10, "c3": 9},
-        {
-            "big": ("p1", "c1", 4),
-            "small": ("p2", "c1", 1),
-            "x": ("p3", "c2", 6),
-            "y": ("p3", "c3", 6),
-        },
-    )
+    ctx = fleet(*BIG_AND_SMALL_ON_C1)
     driver = run(ctx, delays={"p1": 100.0})
     assert driver.moves[:2] == [("small", "c3", frozenset()), ("big", "c2", frozenset())]
 
 
 def test_the_first_instance_in_move_order_takes_its_best_target() -> None:
     # Both answered at once: the big one moves first, to the most free host.
-    ctx = fleet(
-        {"c1": 8, "c2": 10, "c3": 9},
-        {
-            "big": ("p1", "c1", 4),
-            "small": ("p2", "c1", 1),
-            "x": ("p3", "c2", 6),
-            "y": ("p3", "c3", 6),
-        },
-    )
+    ctx = fleet(*BIG_AND_SMALL_ON_C1)
     driver = run(ctx)
     assert driver.moves[:2] == [("big", "c2", frozenset()), ("small", "c3", frozenset())]
 
