@@ -584,7 +584,7 @@ class SqlSessionStore:
         else:
             self._many(db, S.insert_ops, OpRec.FIELDS, write.new_ops, sid)
             if write.changed_ops:
-                self._many(db, S.update_ops, OpRec.FIELDS, write.changed_ops, None)
+                self._many(db, S.update_ops, OpRec.FIELDS, write.changed_ops, sid)
         if write.outbox:
             # The engine's clock (the outbox lag is measured on it);
             # diagnostics only: delivery goes by seq.
