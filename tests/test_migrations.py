@@ -639,3 +639,69 @@ def test_0008_downgrade_refuses_while_a_session_runs(db: Engine) -> None:
     alembic(db, "upgrade", "0008")
     with pytest.raises(RuntimeError, match="finish or cancel s-1 first"):
         alembic(db, "downgrade", "0007")
+
+
+# --------------------------------------------------------------------------- 0011
+
+
+def _operations(engine: Engine) -> list[tuple[Any, ...]]:
+    """Every operation row but ``id``, in key order."""
+    ops = SATable("operations", MetaData(), autoload_with=engine)
+    columns = [c for c in ops.columns if c.name != "id"]
+    with engine.connect() as connection:
+        return [tuple(r) for r in connection.execute(select(*columns).order_by(ops.c.key))]
+
+
+def test_0011_a_session_stopped_under_0010_resumes(any_db: Engine) -> None:
+    """A rolling session stopped mid-run (a migration running, operations
+    handled and not), its database taken down to 0010's operations (an
+    ``id`` rowid, a unique ``key``, the session index) and up again: every
+    operation row comes back as it was, and the session ends as one run
+    without a stop would: no migration started twice, every host done."""
+    from test_leases import UPGRADE, build_cloud
+
+    from fenix_core import Engine as FenixEngine
+    from fenix_core import SessionRequest
+    from fenix_core.testing import TimedAction
+
+    url = any_db.url.render_as_string(hide_password=False)
+    cloud, upgrade, clock = build_cloud(), TimedAction("upgrade", seconds=60), SimClock()
+
+    def engine() -> FenixEngine:
+        return FenixEngine(
+            url, clock=clock, plugins=[cloud, upgrade], load_entry_points=False, worker_id="w"
+        )
+
+    first = engine()
+    with first:
+        sid = first.create_session(SessionRequest(actions=UPGRADE))
+        while not any(e.kind == "migration_started" for e in cloud.events):
+            first.run_until_idle()
+            clock.advance(5)
+    stopped = _operations(any_db)
+    assert {row[6] for row in stopped} >= {"running", "done"}  # status
+    handled = [row[13] for row in stopped]
+    assert any(handled)
+    assert not all(handled)
+
+    alembic(any_db, "downgrade", "0010")
+    shape = {c["name"] for c in inspect(any_db).get_columns("operations")}
+    assert "id" in shape
+    assert "ix_operations_session" in {
+        ix["name"] for ix in inspect(any_db).get_indexes("operations")
+    }
+    unique = inspect(any_db).get_unique_constraints("operations")
+    assert [u["column_names"] for u in unique] == [["key"]]
+    assert _operations(any_db) == stopped
+    alembic(any_db, "upgrade", "head")
+    assert _operations(any_db) == stopped
+
+    with engine() as second:
+        view = second.run_until_done(sid)
+    assert view.state == "MAINTENANCE_DONE", view.reason
+    started = Counter(
+        (e.instance_id, e.host) for e in cloud.events if e.kind == "migration_started"
+    )
+    assert started
+    assert all(n == 1 for n in started.values()), started
+    assert sorted(h or "" for h in upgrade.hosts) == sorted(["cmp-0", "cmp-1", "cmp-2"])

@@ -286,6 +286,37 @@ def test_remembered_bound_values_are_the_types_own() -> None:
     assert prepared.processors[index](body) == own["b_result"](body) == '{"host": "cmp-1"}'
 
 
+def test_a_new_utc_instant_is_bound_without_sqlalchemys_processors() -> None:
+    """Most instants a step binds are new (its time, the next poll): an aware
+    UTC one is written as SQLite's text straight away, the type decorator's
+    processor called for none of them (an instant in another zone still
+    goes through it), and the text is the column type's."""
+    from datetime import timedelta
+    from unittest import mock
+
+    from sqlalchemy.dialects import sqlite
+
+    from fenix_core.core.sql_store import Prepared
+    from fenix_core.core.statements import STATEMENTS
+    from fenix_core.store.schema import UTCDateTime
+
+    own = STATEMENTS.update_ops.compile(dialect=sqlite.dialect())._bind_processors
+    real = UTCDateTime.process_bind_param
+    with mock.patch.object(UTCDateTime, "process_bind_param", autospec=True) as through:
+        through.side_effect = real
+        prepared = Prepared(STATEMENTS.update_ops, sqlite.dialect())
+        bind = prepared.processors[prepared.names.index("b_next_poll")]
+        through.reset_mock()  # the processors were compared with samples
+        instants = [T0 + timedelta(seconds=n, microseconds=n % 2) for n in range(3)]
+        texts = [bind(at) for at in instants]
+        assert through.call_count == 0
+        east = T0.astimezone(timezone(timedelta(hours=2))) + timedelta(minutes=1)
+        assert bind(east) == own["b_next_poll"](east)
+        assert through.call_count >= 1
+    assert texts == [own["b_next_poll"](at) for at in instants]
+    assert texts[1] == "2026-01-01 00:00:01.000001"
+
+
 def _written_once(h: SqlHarness) -> Any:
     """A new session, held by OWNER, with one step written (an instance
     done; due at T0, its lease to T0); the working set."""

@@ -1,7 +1,7 @@
 """Each index a step's write touches is one more page in its commit
-(migration 0010): the operations and outbox rows a step writes must not
-rewrite index entries that no query reads, and the queries on operations
-must still find a session's rows through an index, not by a scan."""
+(migrations 0010 and 0011): the operations and outbox rows a step writes
+must not rewrite index entries that no query reads, and the queries on
+operations must still find a session's rows by its key, not by a scan."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from sqlalchemy.sql import Executable
 from fenix_core.core.statements import STATEMENTS
 from fenix_core.core.working_set import OpRec
 from fenix_core.store.database import migrate, open_database
-from fenix_core.store.schema import OperationRow
+from fenix_core.store.schema import OperationRow, operations_in_recorded_order
 
 
 @pytest.fixture
@@ -49,20 +49,37 @@ def test_a_notification_adds_no_entry_to_an_index_no_query_reads(db: Engine) -> 
     assert _indexed(db, "outbox") == {}
 
 
+def test_operations_are_one_btree(db: Engine) -> None:
+    """Migration 0011: a step's new and ended operations are rows of one
+    b-tree, the primary key's (WITHOUT ROWID), with no other index: no
+    rowid table beside it, no unique ``key`` index, no session index."""
+    with db.connect() as connection:
+        indexes = connection.exec_driver_sql(
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'operations'"
+        ).all()
+        shape = connection.exec_driver_sql(
+            "SELECT sql FROM sqlite_master WHERE name = 'operations'"
+        ).scalar_one()
+    assert indexes == []
+    assert "WITHOUT ROWID" in shape
+    assert [c.name for c in OperationRow.__table__.primary_key] == ["session_id", "key"]
+
+
 @pytest.mark.parametrize(
     "query",
     [
         STATEMENTS.load_ops,
-        select(OperationRow.id).where(
+        STATEMENTS.last_op_key,
+        select(OperationRow.key).where(
             OperationRow.session_id == "s", OperationRow.handled.is_(True)
         ),
-        select(OperationRow.id)
+        select(OperationRow.key)
         .where(OperationRow.session_id == "s", OperationRow.kind == "move")
-        .order_by(OperationRow.id),
+        .order_by(*operations_in_recorded_order()),
     ],
-    ids=["load", "timed-out", "dashboard-moves"],
+    ids=["load", "last-key", "timed-out", "dashboard-moves"],
 )
-def test_the_queries_on_operations_go_through_the_session_index(
+def test_the_queries_on_operations_read_the_sessions_range_of_the_key(
     db: Engine, query: Executable
 ) -> None:
     sent: list[tuple[str, Any]] = []
@@ -79,4 +96,4 @@ def test_the_queries_on_operations_go_through_the_session_index(
             str(row[-1])
             for row in connection.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, params)
         )
-    assert "ix_operations_session" in plan, plan
+    assert "SEARCH operations USING PRIMARY KEY (session_id=?)" in plan, plan

@@ -11,7 +11,7 @@ import threading
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
 
 from sqlalchemy import JSON, Boolean, Connection, DateTime
 from sqlalchemy.engine import Engine as SAEngine
@@ -84,6 +84,31 @@ def _remembering(process: Any, known: dict[datetime, Any]) -> Any:
     return remembered
 
 
+_SAMPLES: Final = (
+    datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
+    datetime(987, 6, 5, 4, 3, 2, 10, tzinfo=UTC),
+)
+
+
+def _utc_text(process: Any) -> Any:
+    """``process`` (a datetime column's bind processor) with an aware UTC
+    value written as text without SQLAlchemy's processors (a type
+    decorator's, then SQLite's formatting through a dict): most instants a
+    step binds are new (its own time, the next poll), and their text was a
+    visible part of the write. Only where ``process`` gives the very same
+    text for UTC values (SQLite's default storage format); otherwise, and
+    for any other value, ``process`` itself."""
+
+    def fast(value: Any) -> Any:
+        if type(value) is datetime and value.tzinfo is UTC:
+            return value.replace(tzinfo=None).isoformat(" ", "microseconds")
+        return process(value)
+
+    if any(fast(sample) != process(sample) for sample in _SAMPLES):
+        return process
+    return fast
+
+
 def _json_encoding(process: Any) -> Any:
     """A JSON placeholder's processor with the empty containers' text made
     once (a new operation's ``result``, a reply without instance actions:
@@ -113,7 +138,7 @@ class Driver:
     argument is None). One driver serves every transaction of its
     connection (the store keeps it with the connection)."""
 
-    __slots__ = ("_cursor", "_db", "_dbapi", "_dispatch")
+    __slots__ = ("_cursor", "_db", "_dbapi", "_dispatch", "_listening")
 
     def __init__(self, db: Connection) -> None:
         self._db = db
@@ -122,18 +147,39 @@ class Driver:
         self._dbapi = dbapi
         self._cursor = dbapi.cursor()
         self._dispatch = db.dispatch
+        # The cursor listeners taken at the start of a step's write, until
+        # it commits or rolls back (None: each statement looks them up).
+        self._listening: tuple[tuple[Any, ...], tuple[Any, ...]] | None = None
+
+    def listen_once(self) -> None:
+        """Take the engine's cursor listeners now for every statement until
+        :meth:`commit` or :meth:`rollback`: a step's write looks them up
+        once, not twice a statement (SQLAlchemy's look-up walks the
+        engine's and the connection's listener collections each time). A
+        listener added during the write sees the next one."""
+        dispatch = self._dispatch
+        self._listening = (
+            tuple(dispatch.before_cursor_execute),
+            tuple(dispatch.after_cursor_execute),
+        )
 
     def run(self, sql: str, params: Any, many: bool) -> int:
         """Execute (``many``: executemany); return the row count."""
         cursor = self._cursor
-        dispatch = self._dispatch
-        for listen in dispatch.before_cursor_execute:
+        listening = self._listening
+        if listening is None:
+            dispatch = self._dispatch
+            before: Any = dispatch.before_cursor_execute
+            after: Any = dispatch.after_cursor_execute
+        else:
+            before, after = listening
+        for listen in before:
             listen(self._db, cursor, sql, params, None, many)
         if many:
             cursor.executemany(sql, params)
         else:
             cursor.execute(sql, params)
-        for listen in dispatch.after_cursor_execute:
+        for listen in after:
             listen(self._db, cursor, sql, params, None, many)
         return int(cursor.rowcount)
 
@@ -142,6 +188,7 @@ class Driver:
         SQLAlchemy's commit would: the ``commit`` listeners first (counters,
         the poller's), then the dialect's ``do_commit``; a driver error is
         raised as SQLAlchemy's (an OperationalError is retried as one)."""
+        self._listening = None
         db = self._db
         for listen in self._dispatch.commit:
             listen(db)
@@ -155,6 +202,7 @@ class Driver:
 
     def rollback(self) -> None:
         """Roll back what the driver's statements began (nothing if none)."""
+        self._listening = None
         with suppress(Exception):
             self._dbapi.rollback()
 
@@ -214,9 +262,11 @@ class Prepared:
                 self.processors.append(process)
                 self._convert.append(("bool", process, None))
             else:
+                dated = bind_type._type_affinity is DateTime  # the column's kind
+                if dated:
+                    process = _utc_text(process)
                 remembered = _remembering(process, memory)
                 self.processors.append(remembered)
-                dated = bind_type._type_affinity is DateTime  # the column's kind
                 if dated and process(None) is None:
                     self._convert.append(("datetime", remembered, memory))
                 else:
@@ -531,6 +581,7 @@ class SqlSessionStore:
             driver = self._driver
             assert driver is not None
             try:
+                driver.listen_once()
                 self._write(kept, driver, write)
                 driver.commit()
             except BaseException as error:
@@ -584,7 +635,7 @@ class SqlSessionStore:
         else:
             self._many(db, S.insert_ops, OpRec.FIELDS, write.new_ops, sid)
             if write.changed_ops:
-                self._many(db, S.update_ops, OpRec.FIELDS, write.changed_ops, None)
+                self._many(db, S.update_ops, OpRec.FIELDS, write.changed_ops, sid)
         if write.outbox:
             # The engine's clock (the outbox lag is measured on it);
             # diagnostics only: delivery goes by seq.

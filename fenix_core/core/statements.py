@@ -16,7 +16,6 @@ from sqlalchemy import (
     case,
     delete,
     false,
-    func,
     insert,
     literal_column,
     select,
@@ -37,6 +36,7 @@ from ..store.schema import (
     SessionRow,
     SessionStateRow,
     TimerRow,
+    operations_in_recorded_order,
 )
 from .working_set import ComponentRec, HostRec, InboxRec, InstanceRec, OpRec, ProjectRec, SessionRec
 
@@ -136,7 +136,7 @@ def _ops_upsert() -> Insert:
     values = {c: _b(c) for c in ("session_id", *OpRec.FIELDS)}
     lite = sqlite.insert(OPERATIONS).values(values)
     return lite.on_conflict_do_update(
-        index_elements=["key"],
+        index_elements=["session_id", "key"],
         set_={f: lite.excluded[f] for f in OpRec.FIELDS if f != "key"},
         where=_b(OP_CHANGED) == literal_column("1"),
     )
@@ -160,11 +160,10 @@ class Statements:
         self.load_instances = _select(INSTANCES, InstanceRec.FIELDS)
         self.load_projects = _select(PROJECTS, ProjectRec.FIELDS)
         self.load_ops = _select(OPERATIONS, OpRec.FIELDS).where(OPERATIONS.c.handled == false())
-        # The key with the highest number (``<session id>:<n>``, n unpadded:
-        # the longest, then the greatest), handled operations included.
+        # The key with the highest number, handled operations included.
         self.last_op_key: Select[Any] = (
             _select(OPERATIONS, ("key",))
-            .order_by(func.length(OPERATIONS.c.key).desc(), OPERATIONS.c.key.desc())
+            .order_by(*(term.desc() for term in operations_in_recorded_order()))
             .limit(1)
         )
         self.load_timers = select(TIMERS.c.kind, TIMERS.c.due, TIMERS.c.data).where(
@@ -234,7 +233,7 @@ class Statements:
         self.update_projects = _update(PROJECTS, ("session_id", "project_id"), ProjectRec.FIELDS)
         self.insert_projects = _insert(PROJECTS, ProjectRec.FIELDS)
         self.insert_ops = _insert(OPERATIONS, OpRec.FIELDS)
-        self.update_ops = _update(OPERATIONS, ("key",), OpRec.FIELDS)
+        self.update_ops = _update(OPERATIONS, ("session_id", "key"), OpRec.FIELDS)
         self.upsert_ops_sqlite = _ops_upsert()
         self.insert_outbox = _insert(
             OUTBOX, ("seq", "signal", "payload", "created_at"), with_session=True

@@ -28,7 +28,13 @@ from ..contract import OpKind, OpStatus
 from ..controls import STUCK_KIND_OF_OPERATION, Controls
 from ..model import IgnoredConstraint, OperationView, ProjectView, SessionView
 from ..states import HostState
-from ..store.schema import OperationRow, OutboxRow, SessionClockRow, SessionRow
+from ..store.schema import (
+    OperationRow,
+    OutboxRow,
+    SessionClockRow,
+    SessionRow,
+    operations_in_recorded_order,
+)
 from ..views import build_operation_view, build_project_view, build_session_view
 from .admin import pipeline_state
 from .pipeline import PipelineState
@@ -182,7 +188,7 @@ def operation_views(db: SAEngine, session_id: str) -> list[OperationView]:
         rows = connection.execute(
             select(OperationRow)
             .where(OperationRow.session_id == session_id)
-            .order_by(OperationRow.id)
+            .order_by(*operations_in_recorded_order())
         ).all()
     return [build_operation_view(row) for row in rows]  # type: ignore[arg-type]
 

@@ -31,7 +31,7 @@ from ..engine import Engine
 from ..errors import NotFound
 from ..model import SessionView
 from ..sim.timeline import recorded_timeline
-from ..store.schema import OperationRow, OutboxRow, WebhookRow
+from ..store.schema import OperationRow, OutboxRow, WebhookRow, operations_in_recorded_order
 from .auth import Identity
 from .dashboard_view import Notice, session_payload, session_row
 from .shapes import PROJECT_EVENT_TYPES
@@ -177,7 +177,7 @@ def _recorded(
             select(OperationRow.instance_id, OperationRow.status, OperationRow.params,
                    OperationRow.result, OperationRow.detail)
             .where(OperationRow.session_id == session_id, OperationRow.kind == "move")
-            .order_by(OperationRow.id)
+            .order_by(*operations_in_recorded_order())
         )  # fmt: skip
         for instance, status, params, result, detail in moves:
             if status == "done":

@@ -23,9 +23,11 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
     false,
+    func,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.sql.elements import ColumnElement
 
 from ..clock import as_utc
 
@@ -50,6 +52,7 @@ __all__ = [
     "UTCDateTime",
     "WebhookRow",
     "WebhookTargetRow",
+    "operations_in_recorded_order",
 ]
 
 
@@ -225,11 +228,11 @@ class OperationRow(Base):
 
     __tablename__ = "operations"
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    session_id: Mapped[str] = mapped_column(String(36), _session_fk())
+    session_id: Mapped[str] = mapped_column(String(36), _session_fk(), primary_key=True)
     kind: Mapped[str] = mapped_column(String(32))
-    # Unique per attempt; handed to the driver / action to make retries idempotent.
-    key: Mapped[str] = mapped_column(String(255), unique=True)
+    # Unique per attempt (``<session id>:<n>``, n counting the session's
+    # operations); handed to the driver / action to make retries idempotent.
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
     host: Mapped[str | None] = mapped_column(String(255))
     instance_id: Mapped[str | None] = mapped_column(String(255))
     params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
@@ -245,9 +248,19 @@ class OperationRow(Base):
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
 
-    # 0010: the session's operations (every query names the session); not
-    # ``handled``, which each operation changes once (its entry would move).
-    __table_args__ = (Index("ix_operations_session", "session_id"),)
+    # 0011: the rows are the primary key's b-tree on SQLite (no rowid table
+    # beside it, and no other index): a step's new and ended operations are
+    # one b-tree's pages, and a session's operations (every query names the
+    # session) one range of it.
+    __table_args__ = ({"sqlite_with_rowid": False},)
+
+
+def operations_in_recorded_order() -> tuple[ColumnElement[Any], ...]:
+    """ORDER BY terms putting a session's operations in the order they were
+    recorded: by the number their key ends with (``<session id>:<n>``, n
+    unpadded: the shorter key first, then the smaller)."""
+    key: ColumnElement[Any] = OperationRow.__table__.c.key
+    return (func.length(key), key)
 
 
 class TimerRow(Base):
