@@ -358,10 +358,7 @@ def _check_fields(rec: type[_Rec], changes: Mapping[str, Any], allowed: frozense
     """Every name in ``changes`` is one of ``allowed`` (a record's fields less
     those with their own setter); a membership test per name, the sets and
     sorting only to word the error (every setter call checks its names)."""
-    for name in changes:
-        if name not in allowed:
-            break
-    else:
+    if allowed.issuperset(changes):  # one C call: a loop of tests was a visible cost
         return
     unknown = sorted(set(changes) - set(rec.FIELDS))
     if unknown:
