@@ -315,10 +315,11 @@ class CapacityIndex:
             self.used[host] = self.used.get(host, 0) + used
             self.reserved[host] = self.reserved.get(host, 0) + reserved
             return
-        self._unfile(host)
+        old = self.free(host)
         self.used[host] = self.used.get(host, 0) + used
         self.reserved[host] = self.reserved.get(host, 0) + reserved
-        self._file(host)
+        if old is not None:  # (None: unknown capacity, filed nowhere, before and after)
+            self._refile(host, old, old - used - reserved)
 
     def most_free(self, placement_class: str) -> Iterator[str]:
         """Hosts of the class, most free first, then by name."""
@@ -395,6 +396,37 @@ class CapacityIndex:
                 positions = 0
             room += free * taken
         return room
+
+    def _refile(self, host: str, old: int, new: int) -> None:
+        """``_unfile`` at ``old`` free vCPUs then ``_file`` at ``new``, in one
+        pass (each move changes the free vCPUs of two hosts: its target's
+        when it starts, its source's when it ends)."""
+        type_ = self.type_of[host]
+        buckets = self.buckets.get(type_, {})
+        members = buckets.get(old)
+        if members is None or host not in members:
+            self._file(host)  # not filed at ``old``: what _unfile passes over
+            return
+        members.discard(host)
+        if not members:
+            del buckets[old]
+        multimap_add(buckets, new, host)
+        ordered = self.ordered[type_]
+        lent = self._lent.setdefault(type_, set())
+        names = _writable(ordered, old, lent)
+        del names[bisect_left(names, host)]
+        if not names:
+            del ordered[old]
+        insort(_writable(ordered, new, lent), host)
+        if self.is_enabled[host]:
+            enabled = self.enabled[type_]
+            _remove_sorted(enabled, old, host)
+            insort(enabled.setdefault(new, []), host)
+            by_state, state = self.in_state[type_], self.state_of[host]
+            _remove_sorted(by_state[old], state, host)
+            if not by_state[old]:
+                del by_state[old]
+            insort(by_state.setdefault(new, {}).setdefault(state, []), host)
 
     def _file(self, host: str) -> None:
         free = self.free(host)

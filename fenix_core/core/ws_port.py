@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from operator import attrgetter
+from types import MappingProxyType
 from typing import Any, Literal
 
 import attrs
@@ -450,6 +451,12 @@ class _Projects:
         return [v for v in (self.get(p) for p in sorted(self._a.ws.projects)) if v and v.managed]
 
 
+#: What ``_Capacity.limits`` answers for an instance without rules: one
+#: shared object (a drain's placement asks for each host it weighs), its
+#: penalty a read-only empty mapping.
+_NO_LIMITS = HostLimits(penalty=MappingProxyType({}))
+
+
 class _Capacity:
     __slots__ = ("_a",)
 
@@ -508,7 +515,7 @@ class _Capacity:
             raise ContractError(
                 f"instance {instance_id!r}", "not an instance of this session (capacity)"
             )
-        return self._a.limits(instance_id) or HostLimits()
+        return self._a.limits(instance_id) or _NO_LIMITS
 
     def _ordered(
         self, instance_id: str, own: str, vcpus: int, placement_class: str, exclude: Collection[str]
