@@ -849,23 +849,24 @@ def fits_all(
     per_group: dict[str, int] = {}
     for m in members:
         per_group[m.group_id] = per_group.get(m.group_id, 0) + 1
+    limited = False
     for group_id, count in per_group.items():
         rule = rules.get(group_id)
         limit = rule.host_limit() if rule is not None else None
         if limit is None:
             continue
+        limited = True
         room = sum(max(0, limit - t.members.get(group_id, 0)) for t in target_list)
         if room < count:
             return False
     # The totals fit; a greedy placement (largest first) settles fragmentation
-    # and limits that interact.
-    _moves, blocked = assign_moves(
-        sorted(members, key=lambda m: (-m.vcpus, m.instance_id)),
-        dict(per_group),
-        target_list,
-        rules,
-    )
-    return not blocked
+    # and limits that interact (without a limit, by the bisecting variant:
+    # the same placement).
+    order = sorted(members, key=lambda m: (-m.vcpus, m.instance_id))
+    found = None if limited else assign_moves_unlimited(order, per_group, target_list)
+    if found is None:
+        found = assign_moves(order, dict(per_group), target_list, rules)
+    return not found[1]
 
 
 def infeasible_groups(

@@ -54,6 +54,11 @@ own wave (kept per project with the counts), an answer the project's
 instances on the draining hosts; a placement hands the planner its members
 up to the last one that may start, and reuses the targets whose room did
 not change; ``planner.hosts_to_open`` stops once no candidate left fits.
+Without a per-host limit, a placement (and the planner's ``fits_all``)
+finds each member's target by bisection over the targets sorted by room
+(``planner.assign_moves_unlimited``: the same moves); each instance's
+``planner.Member`` is kept with the counts, and a decision reads the moves
+in flight once.
 
 What it keeps: :class:`ConstrainedState` (constant size: the wave counter,
 the cache stamp, how many recoveries started, and the moves being retried,
@@ -420,8 +425,10 @@ class _Budgets:
             return found
         if group_id not in self._step.counts.todo and group_id not in self._impacted:
             return default
+        # The group's rule is kept with the counts (its constraints are
+        # looked up, a key parsed, once per session, not once per pass).
         found = self._left[group_id] = (
-            self._step.cs.group_by_key(group_id).max_impacted_members - self._impacted[group_id]
+            self._step.rule(group_id).max_impacted - self._impacted[group_id]
         )
         return found
 
@@ -446,6 +453,7 @@ class _Step:
         self.rules = counts.rules
         self._on_host: dict[str, Counter[str]] = {}
         self._arrivals: dict[str, list[InstanceView]] | None = None
+        self._in_action: list[InstanceView] | None = None
         self._free = ctx.capacity.free  # read for every target of a window
 
     def group(self, inst: InstanceView) -> str:
@@ -517,11 +525,19 @@ class _Step:
             )
         return found
 
+    def in_action(self) -> list[InstanceView]:
+        """The instances moving now, read once per decision (the budgets,
+        the arrivals and the draining hosts' load read them; no move starts
+        between those reads: a decision's moves are sent at its end)."""
+        if self._in_action is None:
+            self._in_action = list(self.ctx.instances.in_state(InstanceState.IN_ACTION))
+        return self._in_action
+
     def arrivals(self) -> dict[str, list[InstanceView]]:
         """Target -> instances moving there now."""
         if self._arrivals is None:
             self._arrivals = {}
-            for inst in self.ctx.instances.in_state(InstanceState.IN_ACTION):
+            for inst in self.in_action():
                 if inst.target is not None and inst.target != inst.host:
                     self._arrivals.setdefault(inst.target, []).append(inst)
         return self._arrivals
@@ -1404,7 +1420,7 @@ class ConstrainedWorkflow(RollingWorkflow):
         recovery = self._recovery(ctx, step, cst)
         impacted = Counter(recovery.by_group)
         listed = recovery.group_of
-        for inst in ctx.instances.in_state(InstanceState.IN_ACTION):
+        for inst in step.in_action():
             if inst.instance_id not in listed:  # moving again while in recovery: counted once
                 impacted[step.group(inst)] += 1
         return impacted
@@ -1943,7 +1959,7 @@ class ConstrainedWorkflow(RollingWorkflow):
         for host in ctx.hosts.in_state(HostState.DRAINING):
             draining.add(host.name)
             load += host.vcpus - ctx.capacity.free(host.name)
-        for inst in ctx.instances.in_state(InstanceState.IN_ACTION):
+        for inst in step.in_action():
             if inst.host in draining:
                 load -= inst.vcpus  # leaving: not a member to place any more
             if inst.target in draining and inst.target != inst.host:
