@@ -415,7 +415,8 @@ class _Budgets:
     per group when first asked, and taken from as moves start."""
 
     def __init__(self, step: _Step, impacted: Counter[str]) -> None:
-        self._step = step
+        self._rule = step.rule
+        self._todo = step.counts.todo  # changed in place only
         self._impacted = impacted
         self._left: dict[str, int] = {}
 
@@ -423,13 +424,14 @@ class _Budgets:
         found = self._left.get(group_id)
         if found is not None:
             return found
-        if group_id not in self._step.counts.todo and group_id not in self._impacted:
-            return default
+        impacted = self._impacted.get(group_id)
+        if impacted is None:
+            if group_id not in self._todo:
+                return default
+            impacted = 0
         # The group's rule is kept with the counts (its constraints are
         # looked up, a key parsed, once per session, not once per pass).
-        found = self._left[group_id] = (
-            self._step.rule(group_id).max_impacted - self._impacted[group_id]
-        )
+        found = self._left[group_id] = self._rule(group_id).max_impacted - impacted
         return found
 
     def take(self, group_id: str) -> None:
