@@ -449,6 +449,102 @@ def assign_moves(
     return moves, blocked
 
 
+#: The room key of a target of unknown capacity (:func:`assign_moves`).
+_UNKNOWN_ROOM = 1 << 30
+
+
+def assign_moves_unlimited(
+    waiting: Sequence[Member],
+    budgets: Mapping[str, int],
+    targets: Sequence[Target],
+    *,
+    twice: Container[str] | None = None,
+    held: Container[str] = (),
+) -> tuple[list[tuple[str, str]], list[Blocked]] | None:
+    """:func:`assign_moves` when no group has a per-host limit (so no
+    ``ahead``) and no target counts members: the same moves and blocked
+    members, each member's target found by bisection over the targets kept
+    sorted by room (the fullest that fits first) instead of a pass over every
+    target. None when a precondition it can see does not hold (targets named
+    twice or counting members, a member too large for the room key): then
+    :func:`assign_moves` decides.
+
+    Without a per-host limit, a target's key for a member is (moves again,
+    members of its group placed there in this call, room, name): a target
+    where it stays beats every one it would leave again, and among them the
+    one without a member of its group placed yet with the least room that
+    fits comes first; only when none fits are those with members of its
+    group compared (few: those this call placed it on)."""
+    if any(m.vcpus > _UNKNOWN_ROOM for m in waiting):
+        return None
+    free: dict[str, int | None] = {}
+    stays_on: dict[str, bool] = {}
+    # Per kind (True: instances stay there), (room key, host) sorted.
+    by_room: dict[bool, list[tuple[int, str]]] = {True: [], False: []}
+    for t in targets:
+        host, room = t.host, t.free
+        if t.members or host in free:
+            return None
+        free[host], stays_on[host] = room, t.stays
+        by_room[t.stays].append((_UNKNOWN_ROOM if room is None else room, host))
+    for rooms in by_room.values():
+        rooms.sort()
+    budget = dict(budgets)
+    added: dict[tuple[str, str], int] = {}
+    placed_on: dict[str, set[str]] = {}  # group -> hosts this call placed a member of it on
+    moves: list[tuple[str, str]] = []
+    blocked: list[Blocked] = []
+
+    def best_of(stays: bool, item: Member) -> tuple[int, int, str] | None:
+        rooms, group = by_room[stays], item.group_id
+        crowded = placed_on.get(group, ())
+        k = bisect.bisect_left(rooms, (item.vcpus, ""))
+        while k < len(rooms):
+            room, host = rooms[k]
+            if host not in crowded:
+                return (0, room, host)
+            k += 1
+        best: tuple[int, int, str] | None = None
+        for host in crowded:
+            if stays_on[host] is not stays:
+                continue
+            left = free[host]
+            key = _UNKNOWN_ROOM if left is None else left
+            if key < item.vcpus:
+                continue
+            found = (added[(host, group)], key, host)
+            if best is None or found < best:
+                best = found
+        return best
+
+    for item in waiting:
+        later = item.instance_id in held
+        if not later and budget.get(item.group_id, 0) <= 0:
+            blocked.append(Blocked(item.instance_id, "group"))
+            continue
+        best = best_of(True, item)
+        if best is None and (twice is None or item.instance_id in twice):
+            best = best_of(False, item)
+        if best is None:
+            if not later:
+                blocked.append(Blocked(item.instance_id, "room"))
+            continue
+        _here, key, host = best
+        if not later:
+            moves.append((item.instance_id, host))
+            budget[item.group_id] -= 1
+        room = free[host]
+        if room is not None:
+            free[host] = room - item.vcpus
+            rooms = by_room[stays_on[host]]
+            del rooms[bisect.bisect_left(rooms, (key, host))]
+            bisect.insort(rooms, (room - item.vcpus, host))
+        pair = (host, item.group_id)
+        added[pair] = added.get(pair, 0) + 1
+        placed_on.setdefault(item.group_id, set()).add(host)
+    return moves, blocked
+
+
 def _limited_ahead(
     members: Iterable[Member], rules: Mapping[str, GroupRule], ahead: Mapping[str, int] | None
 ) -> dict[str, int]:
@@ -753,23 +849,24 @@ def fits_all(
     per_group: dict[str, int] = {}
     for m in members:
         per_group[m.group_id] = per_group.get(m.group_id, 0) + 1
+    limited = False
     for group_id, count in per_group.items():
         rule = rules.get(group_id)
         limit = rule.host_limit() if rule is not None else None
         if limit is None:
             continue
+        limited = True
         room = sum(max(0, limit - t.members.get(group_id, 0)) for t in target_list)
         if room < count:
             return False
     # The totals fit; a greedy placement (largest first) settles fragmentation
-    # and limits that interact.
-    _moves, blocked = assign_moves(
-        sorted(members, key=lambda m: (-m.vcpus, m.instance_id)),
-        dict(per_group),
-        target_list,
-        rules,
-    )
-    return not blocked
+    # and limits that interact (without a limit, by the bisecting variant:
+    # the same placement).
+    order = sorted(members, key=lambda m: (-m.vcpus, m.instance_id))
+    found = None if limited else assign_moves_unlimited(order, per_group, target_list)
+    if found is None:
+        found = assign_moves(order, dict(per_group), target_list, rules)
+    return not found[1]
 
 
 def infeasible_groups(

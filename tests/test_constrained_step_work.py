@@ -485,3 +485,56 @@ def test_the_placement_reads_no_member_it_cannot_move_or_that_moves_none(
     )
     (tmp_path / "whole").mkdir()
     assert _timeline(tmp_path / "whole") == short
+
+
+def test_placements_without_a_per_host_limit_move_as_the_full_pass_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The placements and the opening checks go to planner's bisecting
+    variant (assign_moves_unlimited) when no group has a per-host limit: the
+    same session runs with it turned off (every placement a pass over every
+    target), with a window smaller than the fleet, as at 300 hosts."""
+    monkeypatch.setattr(constrained, "TARGET_WINDOW", 6)
+    monkeypatch.setattr(constrained, "CANDIDATE_WINDOW", 5)
+    used: list[int] = []
+    fast = planner.assign_moves_unlimited
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        found = fast(*args, **kwargs)
+        used.append(found is not None)
+        return found
+
+    monkeypatch.setattr(planner, "assign_moves_unlimited", counted)
+    (tmp_path / "fast").mkdir()
+    bisected = _timeline(tmp_path / "fast")
+    assert bisected[0] == "MAINTENANCE_DONE"
+    assert sum(used) > 10  # the placements went the bisecting way
+    monkeypatch.setattr(planner, "assign_moves_unlimited", lambda *_a, **_k: None)
+    (tmp_path / "full").mkdir()
+    assert _timeline(tmp_path / "full") == bisected
+
+
+def test_the_members_kept_per_instance_are_those_the_views_give(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each instance's Member is kept with the counts (not built again at
+    every placement): at every read it is what the instance's view and its
+    group give now, and reads after the first come from what was kept."""
+    original = constrained._Step.member
+    reads: Counter[str] = Counter()
+
+    def checked(self: Any, inst: Any) -> planner.Member:
+        found = original(self, inst)
+        key = self.cs.group_key_of(inst.instance_id, inst.project_id)
+        assert found == planner.Member(inst.instance_id, inst.project_id, key, inst.vcpus)
+        reads[inst.instance_id] += 1
+        return found
+
+    monkeypatch.setattr(constrained._Step, "member", checked)
+    cluster = fleet(tmp_path, managed=("p0", "p2"))
+    try:
+        view = cluster.run()
+    finally:
+        cluster.close()
+    assert view.state == "MAINTENANCE_DONE", view.reason
+    assert max(reads.values()) > 1  # read again: served from the kept ones

@@ -19,6 +19,7 @@ from fenix_core.planner import (
     Member,
     Target,
     assign_moves,
+    assign_moves_unlimited,
     completion_order,
     drain_sequence,
     fits_all,
@@ -186,6 +187,51 @@ def test_assign_moves_keeps_every_limit(
     # fits_all is a necessary condition: when everyone could be placed, it agrees.
     if not blocked:
         assert fits_all(waiting, targets, rules)
+
+
+@st.composite
+def unlimited_placements(draw: st.DrawFn) -> tuple[Any, ...]:
+    """assign_moves_unlimited's case: no target counts members, held and
+    twice drawn among the members; more members and hosts than above, so
+    that ties on room and groups placed twice on a host come up."""
+    waiting = draw(member_lists(max_size=14))
+    names = draw(st.lists(st.sampled_from([f"h{i}" for i in range(10)]), unique=True))
+    targets = [
+        Target(
+            name,
+            draw(st.none() | st.integers(-2, 12)),
+            draw(st.booleans()),
+            {},
+        )
+        for name in names
+    ]
+    ids = [m.instance_id for m in waiting]
+    held = set(draw(st.lists(st.sampled_from(ids)))) if ids else set()
+    twice = None if not ids or draw(st.booleans()) else set(draw(st.lists(st.sampled_from(ids))))
+    return waiting, draw(budget_maps), targets, held, twice
+
+
+@settings(max_examples=400, deadline=None, derandomize=True)
+@given(unlimited_placements())
+def test_assign_moves_unlimited_moves_as_assign_moves_does(case: tuple[Any, ...]) -> None:
+    waiting, budgets, targets, held, twice = case
+    fast = assign_moves_unlimited(waiting, budgets, targets, twice=twice, held=held)
+    assert fast == assign_moves(waiting, budgets, targets, {}, twice=twice, held=held)
+
+
+def test_assign_moves_unlimited_declines_targets_counting_members_or_named_twice() -> None:
+    waiting = [member("vm-0", "g")]
+    assert assign_moves_unlimited(waiting, {"g": 1}, [target("t1", 4, g=1)]) is None
+    assert assign_moves_unlimited(waiting, {"g": 1}, [target("t1", 4), target("t1", 2)]) is None
+    assert assign_moves_unlimited([member("huge", "g", 1 << 31)], {"g": 1}, []) is None
+    # A group placed on a host once goes elsewhere while a host without one
+    # fits, then back to the least crowded, fullest one.
+    two = [member("a", "g"), member("b", "g"), member("c", "g")]
+    targets = [target("t1", 3, stays=True), target("t2", 5, stays=True)]
+    assert assign_moves_unlimited(two, {"g": 3}, targets) == (
+        [("a", "t1"), ("b", "t2"), ("c", "t1")],
+        [],
+    )
 
 
 def test_assign_moves_stops_at_the_group_budget() -> None:

@@ -54,6 +54,11 @@ own wave (kept per project with the counts), an answer the project's
 instances on the draining hosts; a placement hands the planner its members
 up to the last one that may start, and reuses the targets whose room did
 not change; ``planner.hosts_to_open`` stops once no candidate left fits.
+Without a per-host limit, a placement (and the planner's ``fits_all``)
+finds each member's target by bisection over the targets sorted by room
+(``planner.assign_moves_unlimited``: the same moves); each instance's
+``planner.Member`` is kept with the counts, and a decision reads the moves
+in flight once.
 
 What it keeps: :class:`ConstrainedState` (constant size: the wave counter,
 the cache stamp, how many recoveries started, and the moves being retried,
@@ -337,6 +342,8 @@ class _Counts:
     #: The targets last built per host when no group has a per-host limit
     #: (a Target is immutable: the same room and kind, the same target).
     targets: dict[str, planner.Target] = attrs.field(factory=dict)
+    #: Each instance as the planner takes it, built once (:meth:`_Step.member`).
+    members: dict[str, planner.Member] = attrs.field(factory=dict)
 
     def ahead(self) -> dict[str, int]:
         """Per group with a per-host limit still to move, its smallest member."""
@@ -408,7 +415,8 @@ class _Budgets:
     per group when first asked, and taken from as moves start."""
 
     def __init__(self, step: _Step, impacted: Counter[str]) -> None:
-        self._step = step
+        self._rule = step.rule
+        self._todo = step.counts.todo  # changed in place only
         self._impacted = impacted
         self._left: dict[str, int] = {}
 
@@ -416,11 +424,14 @@ class _Budgets:
         found = self._left.get(group_id)
         if found is not None:
             return found
-        if group_id not in self._step.counts.todo and group_id not in self._impacted:
-            return default
-        found = self._left[group_id] = (
-            self._step.cs.group_by_key(group_id).max_impacted_members - self._impacted[group_id]
-        )
+        impacted = self._impacted.get(group_id)
+        if impacted is None:
+            if group_id not in self._todo:
+                return default
+            impacted = 0
+        # The group's rule is kept with the counts (its constraints are
+        # looked up, a key parsed, once per session, not once per pass).
+        found = self._left[group_id] = self._rule(group_id).max_impacted - impacted
         return found
 
     def take(self, group_id: str) -> None:
@@ -444,6 +455,7 @@ class _Step:
         self.rules = counts.rules
         self._on_host: dict[str, Counter[str]] = {}
         self._arrivals: dict[str, list[InstanceView]] | None = None
+        self._in_action: list[InstanceView] | None = None
         self._free = ctx.capacity.free  # read for every target of a window
 
     def group(self, inst: InstanceView) -> str:
@@ -475,7 +487,16 @@ class _Step:
         return found
 
     def member(self, inst: InstanceView) -> planner.Member:
-        return planner.Member(inst.instance_id, inst.project_id, self.group(inst), inst.vcpus)
+        """The instance as the planner takes it (kept with the counts: a
+        Member is immutable, and an instance's group is fixed for the
+        constraints the counts were built on)."""
+        kept = self.counts.members.get(inst.instance_id)
+        if kept is not None and kept.vcpus == inst.vcpus:
+            return kept
+        found = self.counts.members[inst.instance_id] = planner.Member(
+            inst.instance_id, inst.project_id, self.group(inst), inst.vcpus
+        )
+        return found
 
     def members_on(self, host: str) -> list[planner.Member]:
         return [
@@ -506,11 +527,19 @@ class _Step:
             )
         return found
 
+    def in_action(self) -> list[InstanceView]:
+        """The instances moving now, read once per decision (the budgets,
+        the arrivals and the draining hosts' load read them; no move starts
+        between those reads: a decision's moves are sent at its end)."""
+        if self._in_action is None:
+            self._in_action = list(self.ctx.instances.in_state(InstanceState.IN_ACTION))
+        return self._in_action
+
     def arrivals(self) -> dict[str, list[InstanceView]]:
         """Target -> instances moving there now."""
         if self._arrivals is None:
             self._arrivals = {}
-            for inst in self.ctx.instances.in_state(InstanceState.IN_ACTION):
+            for inst in self.in_action():
                 if inst.target is not None and inst.target != inst.host:
                     self._arrivals.setdefault(inst.target, []).append(inst)
         return self._arrivals
@@ -536,6 +565,21 @@ class _Step:
         """A fresh step for the next decision of the same pass (the moves just
         sent arrive somewhere), with the budgets as they are now."""
         return _Step(self.wf, self.ctx, self.counts, self._budgets)
+
+    def targets(self, window: Iterable[tuple[HostView, bool]]) -> list[planner.Target]:
+        """The targets of a window's hosts (:meth:`target` of each, in one
+        loop: a window is up to TARGET_WINDOW hosts)."""
+        if self.counts.any_limited:
+            return [self.target(view, stays) for view, stays in window]
+        free_of, kept, out = self._free, self.counts.targets, []
+        for view, stays in window:
+            name = view.name
+            free = free_of(name)
+            found = kept.get(name)
+            if found is None or found.free != free or found.stays != stays:
+                found = kept[name] = planner.Target(name, free, stays, _NONE)
+            out.append(found)
+        return out
 
     def target(self, view: HostView, stays: bool) -> planner.Target:
         if not self.counts.any_limited:  # no member is counted on any host
@@ -863,14 +907,10 @@ class ConstrainedWorkflow(RollingWorkflow):
         stage's operation runs (BUSY) is advanced when it ends
         (:meth:`_wave_host_op_ended`), so only the others are looked at: the
         draining hosts without instances (an index) and the idle ones."""
-        hosts = [
-            *ctx.hosts.without_instances(HostState.DRAINING),
-            *(
-                h
-                for h in ctx.hosts.in_state(HostState.DRAINED, HostState.IN_MAINTENANCE)
-                if not h.stage & BUSY
-            ),
-        ]
+        hosts = list(ctx.hosts.without_instances(HostState.DRAINING))
+        for state in (HostState.DRAINED, HostState.IN_MAINTENANCE):
+            # One state at a time: kept in order, not sorted (most are BUSY).
+            hosts.extend(h for h in ctx.hosts.in_state(state) if not h.stage & BUSY)
         hosts.sort(key=lambda h: (h.position, h.name))
         for host in hosts:
             if host.type != "compute":
@@ -1185,8 +1225,9 @@ class ConstrainedWorkflow(RollingWorkflow):
             if budgets.get(g, 0) > 0:
                 budgets.take(g)
                 ctx.submit(Watch(inst.instance_id))
-        if ready and any(budgets.get(step.group(i), 0) > 0 for i in ready):
-            waiting = [step.member(i) for i in ready]
+        if ready and self._any_may_start(step, budgets, ready):
+            member = step.member
+            waiting = [member(i) for i in ready]
             # Place the members whose groups may lose one more now, in
             # planner.completion_order: a member that moved once first (it
             # goes only where it stays, the others may still go elsewhere),
@@ -1201,31 +1242,44 @@ class ConstrainedWorkflow(RollingWorkflow):
             # placed too, in their turn (not moved): the room they will need
             # is not given to a member after them.
             later = self._not_startable(ctx, views)
-            everyone = [*waiting, *(step.member(views[i]) for i in sorted(later))]
+            everyone = [*waiting, *(member(views[i]) for i in sorted(later))]
             # The rules of the groups still to come too: the placement keeps
             # room for them by their per-host limit.
             rules = step.rules_of(everyone)
             for g in ahead:
                 if g not in rules:
                     rules[g] = step.rule(g)
-            moved = {m.instance_id for m in everyone if views[m.instance_id].moves}
-            order = planner.completion_order(
-                everyone,
-                host_of={m.instance_id: views[m.instance_id].host for m in everyone},
-                moved=moved,
-            )
-            targets = self._window_targets(ctx, step, [views[m.instance_id] for m in everyone])
+            # Read in one pass over the members: where each is, which moved
+            # before, which are on a host opened in the first wave (each
+            # host looked up once).
+            host_of: dict[str, str] = {}
+            moved: set[str] = set()
+            first: set[str] = set()
+            first_drained: dict[str, bool] = {}
+            everyone_views: list[InstanceView] = []
+            for m in everyone:
+                view = views[m.instance_id]
+                everyone_views.append(view)
+                host_of[m.instance_id] = view.host
+                if view.moves:
+                    moved.add(m.instance_id)
+                on_first = first_drained.get(view.host)
+                if on_first is None:
+                    h = ctx.hosts.get(view.host)
+                    on_first = first_drained[view.host] = h is not None and bool(
+                        h.stage & FIRST_DRAINED
+                    )
+                if on_first:
+                    first.add(m.instance_id)
+            order = planner.completion_order(everyone, host_of=host_of, moved=moved)
+            targets = self._window_targets(ctx, step, everyone_views)
             queued = {t.host for t in targets if not t.stays}
-
-            first = {
-                m.instance_id
-                for m in everyone
-                if (h := ctx.hosts.get(views[m.instance_id].host)) is not None
-                and h.stage & FIRST_DRAINED
-            }
 
             left = {m.group_id: budgets.get(m.group_id, 0) for m in waiting}
             order = self._up_to_last_startable(order, left, later, rules)
+            # Without a per-host limit (so nothing ahead, no member counted
+            # on a target) the planner's bisecting variant places alike.
+            unlimited = not ahead and all(r.host_limit() is None for r in rules.values())
 
             def place(waiting_makes_room: bool) -> dict[str, str]:
                 twice = {
@@ -1237,15 +1291,29 @@ class ConstrainedWorkflow(RollingWorkflow):
                         waiting_makes_room=waiting_makes_room,
                     )
                 }
-                moves, _blocked = planner.assign_moves(
-                    order, left, targets, rules, twice=twice, ahead=ahead, held=later
+                found = (
+                    planner.assign_moves_unlimited(order, left, targets, twice=twice, held=later)
+                    if unlimited
+                    else None
                 )
-                return dict(moves)
+                if found is None:
+                    found = planner.assign_moves(
+                        order, left, targets, rules, twice=twice, ahead=ahead, held=later
+                    )
+                return dict(found[0])
 
             plan = place(True)
             if not plan and not self._waiting_makes_room(ctx, step, cst):
                 plan = place(False)  # waiting would not make room: no limit
-            waiting.sort(key=lambda m: (-self._weight(step, m.group_id), -m.vcpus, m.instance_id))
+            weights: dict[str, float] = {}  # each group's weight worked out once
+
+            def by_weight(m: planner.Member) -> tuple[float, int, str]:
+                weight = weights.get(m.group_id)
+                if weight is None:
+                    weight = weights[m.group_id] = self._weight(step, m.group_id)
+                return (-weight, -m.vcpus, m.instance_id)
+
+            waiting.sort(key=by_weight)
             for m in waiting:
                 target = plan.get(m.instance_id)
                 if target is None or budgets.get(m.group_id, 0) <= 0:
@@ -1271,6 +1339,24 @@ class ConstrainedWorkflow(RollingWorkflow):
             wake = ends if wake is None else min(wake, ends)
         self._wake_at(ctx, cst, wake)
         return held
+
+    @staticmethod
+    def _any_may_start(step: _Step, budgets: _Budgets, ready: Iterable[InstanceView]) -> bool:
+        """Whether a group of the instances may lose one more member now
+        (each group's budget looked up once: a pass reads every instance
+        whose action is chosen, most of them of groups that may not)."""
+        known = step.counts.group
+        seen: set[str] = set()
+        for inst in ready:
+            g = known.get(inst.instance_id)
+            if g is None:
+                g = step.group(inst)
+            if g in seen:
+                continue
+            if budgets.get(g, 0) > 0:
+                return True
+            seen.add(g)
+        return False
 
     @staticmethod
     def _up_to_last_startable(
@@ -1336,7 +1422,7 @@ class ConstrainedWorkflow(RollingWorkflow):
         recovery = self._recovery(ctx, step, cst)
         impacted = Counter(recovery.by_group)
         listed = recovery.group_of
-        for inst in ctx.instances.in_state(InstanceState.IN_ACTION):
+        for inst in step.in_action():
             if inst.instance_id not in listed:  # moving again while in recovery: counted once
                 impacted[step.group(inst)] += 1
         return impacted
@@ -1661,7 +1747,7 @@ class ConstrainedWorkflow(RollingWorkflow):
         window = self._window(ctx, step, sample)
         if draining and lightest and self._short_of_room(ctx, window, draining, lightest):
             return False, False
-        targets = [step.target(view, stays) for view, stays in window]
+        targets = step.targets(window)
         if not members:
             members = [m for c in candidates for m in c.members] + [
                 m for d in draining for m in d.members
@@ -1875,7 +1961,7 @@ class ConstrainedWorkflow(RollingWorkflow):
         for host in ctx.hosts.in_state(HostState.DRAINING):
             draining.add(host.name)
             load += host.vcpus - ctx.capacity.free(host.name)
-        for inst in ctx.instances.in_state(InstanceState.IN_ACTION):
+        for inst in step.in_action():
             if inst.host in draining:
                 load -= inst.vcpus  # leaving: not a member to place any more
             if inst.target in draining and inst.target != inst.host:
@@ -1918,7 +2004,7 @@ class ConstrainedWorkflow(RollingWorkflow):
         host's type and its vCPUs; an instance under the cloud's placement
         rules on its own), the best :data:`TARGET_WINDOW` hosts of
         ``ctx.capacity.targets`` that take instances."""
-        return [step.target(view, stays) for view, stays in self._window(ctx, step, instances)]
+        return step.targets(self._window(ctx, step, instances))
 
     def _window(
         self, ctx: SessionContext, step: _Step, instances: Iterable[InstanceView]
