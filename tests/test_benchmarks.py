@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import random
 import re
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -343,6 +344,32 @@ def test_witness_prints_a_schedule_the_cloud_accepts_and_never_below_the_bound(
     assert f"{hosts}/{hosts} hosts maintained, 0 broken rule(s)" in out
     assert re.search(r"^witness migrations\s+\d+\s+bound \d+\s+mv/b [\d.]+.*PASS$", out, re.M)
     assert re.search(r"^most moves of one instance\s+[12]\s", out, re.M)
+
+
+def test_no_schedule_the_cloud_accepts_beats_the_makespan_lower_bound(bench) -> None:
+    """A cross-check of planner.makespan_lower_bound (the LB of makespan.py)
+    against schedules made without the workflow: on eight small family
+    layouts (spare hosts or not, full or half full), each schedule the
+    witness search finds is checked on the cloud and is never shorter."""
+    witness, makespan = bench("witness"), bench("makespan")
+    random_layout = bench("scenarios").random_layout
+    for seed in range(1, 9):
+        scenario = random_layout(seed, max_hosts=12)
+        bounds = makespan.bounds(scenario)
+        target = int(makespan.FAMILY_TARGETS["moves"] * bounds.moves.moves)
+        layout = witness.layout_of(scenario)
+        _, found = witness.search(
+            layout,
+            extra_moves=max(0, target - bounds.moves.once),
+            most_moves=target,
+            starts=3,
+            iterations=0,
+            rng=random.Random(seed),
+        )
+        checked = witness.replay(scenario, found.steps, max_out=layout.max_out)
+        assert checked.broken == [], (seed, checked.broken)
+        assert checked.maintained == checked.hosts == scenario.hosts + scenario.spare_hosts
+        assert checked.makespan == found.makespan >= bounds.makespan.seconds, seed
 
 
 def test_witness_known_schedules_of_seed_3_meet_the_family_targets_on_the_cloud(
