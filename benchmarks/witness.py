@@ -388,14 +388,20 @@ class Checked:
 def replay(scenario: Scenario, steps: Sequence[Step], *, max_out: int) -> Checked:
     """Run ``steps`` on a fresh cloud of ``scenario`` (the engine only
     attaches the clock; it makes no decision) and check the run, with at
-    most ``max_out`` hosts disabled at once."""
+    most ``max_out`` hosts disabled at once and every host empty when its
+    work begins."""
     built = scenario.build("constrained")
     cloud, clock = built.cloud, built.clock
     start = clock.now()
     disabled = most_disabled = 0
+    held: list[str] = []  # the cloud's checks see a host's end of work, not its start
     for n, (seconds, kind, name, _source, target) in enumerate(steps):
         clock.advance_to(start + timedelta(seconds=seconds))
-        if kind == "disable":
+        if kind == "work" and cloud.instances_on(name):
+            held.append(
+                f"{seconds:.0f} s: {name} began its work holding {cloud.instances_on(name)}"
+            )
+        elif kind == "disable":
             cloud.disable_host(name, "maintenance")
             disabled += 1
             most_disabled = max(most_disabled, disabled)
@@ -415,7 +421,8 @@ def replay(scenario: Scenario, steps: Sequence[Step], *, max_out: int) -> Checke
         most_disabled=most_disabled,
         maintained=len(maintained),
         hosts=len(cloud.list_hosts()),
-        broken=violations(cloud)
+        broken=held
+        + violations(cloud)
         + constraint_violations(cloud, built.constraints(), max_parallel_hosts=max_out),
     )
 
