@@ -375,12 +375,12 @@ def test_no_schedule_the_cloud_accepts_beats_the_makespan_lower_bound(bench) -> 
 def test_witness_known_schedules_meet_the_family_targets_on_the_cloud(
     bench, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """docs/constraints.md: on seeds 3 and 4 of the default family the lower
-    bound is within 1.15 of a schedule that keeps every rule; the schedules
-    KNOWN holds still replay clean and meet both targets with at most P
-    hosts out."""
+    """docs/constraints.md: on seeds 3 and 4 of the default family and 25 of
+    its 30 layouts the lower bound is within 1.15 of a schedule that keeps
+    every rule; the schedules KNOWN holds still replay clean and meet both
+    targets with at most P hosts out."""
     witness = bench("witness")
-    assert {(3, 40), (4, 40)} <= set(witness.KNOWN)
+    assert {(3, 40), (4, 40), (25, 40)} <= set(witness.KNOWN)
     for (seed, hosts), rules in witness.KNOWN.items():
         assert witness.main(["--seed", str(seed), "--family-hosts", str(hosts), "--known"]) == 0
         out = capsys.readouterr().out
