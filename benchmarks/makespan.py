@@ -33,7 +33,8 @@ The bounds (see docs/performance.md):
 Where a layout's makespan goes, per row: ``out/P`` the hosts in maintenance
 at once on average against the most that can be out (what the capacity
 bound counts as all used), ``drain`` the mean seconds from a host's first
-move off it to its maintenance (the bound counts one move, 30 s).
+move off it to its maintenance (the bound counts one move, 30 s). Whether a
+layout's bound is within reach of some schedule: ``benchmarks/witness.py``.
 """
 
 from __future__ import annotations
