@@ -59,6 +59,7 @@ __all__ = [
     "hosts_beyond_room",
     "hosts_to_open",
     "infeasible_groups",
+    "left_over_room",
     "makespan_lower_bound",
     "max_hosts_out",
     "plan_placement",
@@ -536,6 +537,34 @@ def completion_order(
     return sorted(members, key=key)
 
 
+def left_over_room(
+    order: Sequence[Member],
+    *,
+    host_of: Mapping[str, str],
+    behind: Container[str],
+    budgets: Mapping[str, int],
+    room: int,
+) -> list[Member]:
+    """``order`` with only the members of the hosts ``behind`` that the
+    ``room`` left over (vcpus where instances stay beyond what the other
+    draining hosts' members need) takes: each in turn while its group may
+    lose one more and it fits in what they left. The others' members keep
+    the room they need, counted rather than placed (:func:`assign_moves`'
+    ``reserve`` places them, which groups with a per-host limit need)."""
+    budget = dict(budgets)
+    kept: list[Member] = []
+    for m in order:
+        if host_of[m.instance_id] in behind:
+            if m.vcpus > room:
+                continue
+            room -= m.vcpus  # its room is kept, even while its group waits
+            if budget.get(m.group_id, 0) <= 0:
+                continue
+            budget[m.group_id] -= 1
+        kept.append(m)
+    return kept
+
+
 def hosts_beyond_room(left: Mapping[str, int], room: int) -> set[str]:
     """The hosts whose members do not fit in ``room`` vcpus once the hosts
     with fewer vcpus ``left`` to move took theirs (in
@@ -712,7 +741,8 @@ def host_to_open_ahead(
     Opened, its members of the longest chains leave as their groups and
     that room allow (:func:`completion_order`'s ``behind``), its others
     once room comes back; the hosts draining before it keep the room they
-    need (:func:`assign_moves`'s ``reserve``). Hosts then drain in about one
+    need (:func:`left_over_room`, or :func:`assign_moves`'s ``reserve``
+    where a group has a per-host limit). Hosts then drain in about one
     round of each group instead of waiting, once open, for the rounds of
     groups busy elsewhere: a host's drain is mostly the wait for a few
     members of the longest chains, while the room it needs whole comes back

@@ -26,6 +26,7 @@ from fenix_core.planner import (
     hosts_beyond_room,
     hosts_to_open,
     infeasible_groups,
+    left_over_room,
     makespan_lower_bound,
     max_hosts_out,
 )
@@ -393,6 +394,26 @@ def test_hosts_beyond_room_are_those_the_room_runs_out_on_fewest_left_first() ->
     assert hosts_beyond_room(left, 5) == {"b"}  # c then a fit, b does not
     assert hosts_beyond_room(left, 4) == {"a", "b"}
     assert hosts_beyond_room({}, 0) == set()
+
+
+def test_left_over_room_keeps_the_members_behind_that_fit_their_turn_holding_room() -> None:
+    # a is covered; b is behind with 3 vcpus left over for it. b1 (long
+    # chain, its group waiting) keeps 2 of them without moving; b2 takes
+    # the last one; b3 finds none; a's members are all kept.
+    order = [
+        member("a1", "g", 2),
+        member("b1", "long", 2),
+        member("b2", "short", 1),
+        member("b3", "short", 1),
+    ]
+    host_of = {"a1": "a", "b1": "b", "b2": "b", "b3": "b"}
+    budgets = {"g": 0, "long": 0, "short": 2}
+    kept = left_over_room(order, host_of=host_of, behind={"b"}, budgets=budgets, room=3)
+    assert [m.instance_id for m in kept] == ["a1", "b2"]
+    # More room: b3 goes too; no host behind: the order as it was.
+    kept = left_over_room(order, host_of=host_of, behind={"b"}, budgets=budgets, room=4)
+    assert [m.instance_id for m in kept] == ["a1", "b2", "b3"]
+    assert left_over_room(order, host_of=host_of, behind=(), budgets={}, room=0) == order
 
 
 def test_host_to_open_ahead_is_the_first_ranked_when_its_chain_member_fits() -> None:

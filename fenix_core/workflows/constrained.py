@@ -1225,14 +1225,14 @@ class ConstrainedWorkflow(RollingWorkflow):
             # others keep the room they need while their groups wait. (The
             # first drained hosts' members may go where they do not stay.)
             behind: set[str] = set()
+            stay_room = 0
             if all(t.free is not None for t in targets if t.stays):
                 left_on: Counter[str] = Counter()
                 for m in everyone:
                     if m.instance_id not in first:
                         left_on[host_of[m.instance_id]] += m.vcpus
-                behind = planner.hosts_beyond_room(
-                    left_on, sum(max(0, t.free or 0) for t in targets if t.stays)
-                )
+                stay_room = sum(max(0, t.free or 0) for t in targets if t.stays)
+                behind = planner.hosts_beyond_room(left_on, stay_room)
             order = planner.completion_order(
                 everyone,
                 host_of=host_of,
@@ -1245,6 +1245,18 @@ class ConstrainedWorkflow(RollingWorkflow):
             )
 
             left = {m.group_id: budgets.get(m.group_id, 0) for m in waiting}
+            reserve = bool(behind) and any(r.host_limit() is not None for r in rules.values())
+            if behind and not reserve:
+                # Counted, not placed: without a per-host limit, the room is
+                # all that the other hosts' members need kept.
+                order = planner.left_over_room(
+                    order,
+                    host_of=host_of,
+                    behind=behind,
+                    budgets=left,
+                    room=stay_room
+                    - sum(m.vcpus for m in everyone if host_of[m.instance_id] not in behind),
+                )
             order = self._up_to_last_startable(order, left, later, rules)
 
             def place(waiting_makes_room: bool) -> dict[str, str]:
@@ -1265,7 +1277,7 @@ class ConstrainedWorkflow(RollingWorkflow):
                     twice=twice,
                     ahead=ahead,
                     held=later,
-                    reserve=bool(behind),
+                    reserve=reserve,
                 )
                 return dict(moves)
 
