@@ -55,8 +55,11 @@ __all__ = [
     "drain_sequence",
     "drains_by_count",
     "fits_all",
+    "host_to_open_ahead",
+    "hosts_beyond_room",
     "hosts_to_open",
     "infeasible_groups",
+    "left_over_room",
     "makespan_lower_bound",
     "max_hosts_out",
     "plan_placement",
@@ -377,6 +380,7 @@ def assign_moves(
     twice: Container[str] | None = None,
     ahead: Mapping[str, int] | None = None,
     held: Container[str] = (),
+    reserve: bool = False,
 ) -> tuple[list[tuple[str, str]], list[Blocked]]:
     """Which waiting members start moving now, and where to.
 
@@ -398,7 +402,11 @@ def assign_moves(
     yet, their lead time): placed in their turn like the others, whatever
     their group's budget, so that the room and the places below a per-host
     limit they will need are not given to a member after them, but neither
-    moved nor named as blocked.
+    moved nor named as blocked. ``reserve``: a member whose group may lose
+    no more now is placed in its turn too (named as blocked, not moved), so
+    that the room it will need is not given to a member after it (the
+    constrained workflow's hosts opened ahead of their room:
+    :func:`host_to_open_ahead`).
     """
     unruled = sorted(g for g in ahead or () if g not in rules)
     if unruled:
@@ -413,7 +421,9 @@ def assign_moves(
         later = item.instance_id in held
         if not later and budget.get(item.group_id, 0) <= 0:
             blocked.append(Blocked(item.instance_id, "group"))
-            continue
+            if not reserve:
+                continue
+            later = True  # placed, not moved
         rule = rules.get(item.group_id)
         limit = rule.host_limit() if rule is not None else None
         best: tuple[bool, int, int, int, str] | None = None
@@ -584,27 +594,85 @@ def _slots_closed(
 
 
 def completion_order(
-    waiting: Iterable[Member], *, host_of: Mapping[str, str], moved: Container[str]
+    waiting: Iterable[Member],
+    *,
+    host_of: Mapping[str, str],
+    moved: Container[str],
+    behind: Container[str] = (),
+    work: Mapping[str, float] | None = None,
 ) -> list[Member]:
     """The order in which waiting members take the room there is: those that
     moved once already (they may only go where they stay), then those of the
     host with the fewest vcpus left to move (it empties, is maintained and
-    takes instances for good soonest), the largest first on each host."""
+    takes instances for good soonest), the largest first on each host.
+
+    The members of the hosts in ``behind`` (opened ahead of their room:
+    :func:`hosts_beyond_room`) come after every other, those of the groups
+    with the most ``work`` left first: what room is left over goes to the
+    longest chains' members, which would hold those hosts' drains longest."""
     members = list(waiting)
     left: dict[str, int] = {}
     for m in members:
         host = host_of[m.instance_id]
         left[host] = left.get(host, 0) + m.vcpus
-    return sorted(
-        members,
-        key=lambda m: (
+    work = work or {}
+
+    def key(m: Member) -> tuple[bool, float, bool, int, str, int, str]:
+        host = host_of[m.instance_id]
+        late = host in behind
+        return (
+            late,
+            -work.get(m.group_id, 0.0) if late else 0.0,
             m.instance_id not in moved,
-            left[host_of[m.instance_id]],
-            host_of[m.instance_id],
+            left[host],
+            host,
             -m.vcpus,
             m.instance_id,
-        ),
-    )
+        )
+
+    return sorted(members, key=key)
+
+
+def left_over_room(
+    order: Sequence[Member],
+    *,
+    host_of: Mapping[str, str],
+    behind: Container[str],
+    budgets: Mapping[str, int],
+    room: int,
+) -> list[Member]:
+    """``order`` with only the members of the hosts ``behind`` that the
+    ``room`` left over (vcpus where instances stay beyond what the other
+    draining hosts' members need) takes: each in turn while its group may
+    lose one more and it fits in what they left. The others' members keep
+    the room they need, counted rather than placed (:func:`assign_moves`'
+    ``reserve`` places them, which groups with a per-host limit need)."""
+    budget = dict(budgets)
+    kept: list[Member] = []
+    for m in order:
+        if host_of[m.instance_id] in behind:
+            if m.vcpus > room:
+                continue
+            room -= m.vcpus  # its room is kept, even while its group waits
+            if budget.get(m.group_id, 0) <= 0:
+                continue
+            budget[m.group_id] -= 1
+        kept.append(m)
+    return kept
+
+
+def hosts_beyond_room(left: Mapping[str, int], room: int) -> set[str]:
+    """The hosts whose members do not fit in ``room`` vcpus once the hosts
+    with fewer vcpus ``left`` to move took theirs (in
+    :func:`completion_order`'s order of hosts): none while the room covers
+    every host, the host opened ahead of its room
+    (:func:`host_to_open_ahead`) otherwise."""
+    beyond: set[str] = set()
+    for host, vcpus in sorted(left.items(), key=lambda item: (item[1], item[0])):
+        room -= vcpus
+        if room < 0:
+            beyond.add(host)
+    return beyond
 
 
 @attrs.frozen
@@ -668,9 +736,7 @@ def hosts_to_open(
         return (max(fed, default=0.0), sum(fed))
 
     def key(k: int) -> tuple[bool, float, float, int, int, str, int]:
-        load = loads[k]
-        longest, total = score(k)
-        return (load.host in last, -longest, -total, len(load.members), load.position, load.host, k)
+        return (*_opening_rank(loads[k], score(k), last), k)
 
     heap = [key(k) for k in range(len(loads))]
     heapq.heapify(heap)
@@ -740,6 +806,60 @@ def hosts_to_open(
                     current[other] = fresh = key(other)
                     heapq.heappush(heap, fresh)
     return opened
+
+
+def _opening_rank(
+    load: HostLoad, score: tuple[float, float], last: Container[str]
+) -> tuple[bool, float, float, int, int, str]:
+    """A candidate's rank in :func:`hosts_to_open` (smallest first): the
+    hosts of ``last`` after the others, then by ``score`` (the most work
+    left of an idle group it feeds, and the idle work it feeds) highest
+    first, then the fewest members, its position and name."""
+    longest, total = score
+    return (load.host in last, -longest, -total, len(load.members), load.position, load.host)
+
+
+def host_to_open_ahead(
+    candidates: Sequence[HostLoad],
+    *,
+    idle_groups: Mapping[str, float],
+    room: int,
+    last: Container[str] = (),
+) -> tuple[HostLoad, Member] | None:
+    """The host to open ahead of its room, and the member it is opened for:
+    when no host can be opened whole (:func:`hosts_to_open` finds none)
+    while ``room`` vcpus where instances stay are left over once every
+    draining host's members are counted, the candidate :func:`hosts_to_open`
+    would rank first, if its smallest member of the idle group with the most
+    work left that it feeds fits in that room. None otherwise (the first
+    candidate only: another would take the room its chain needs next).
+
+    Opened, its members of the longest chains leave as their groups and
+    that room allow (:func:`completion_order`'s ``behind``), its others
+    once room comes back; the hosts draining before it keep the room they
+    need (:func:`left_over_room`, or :func:`assign_moves`'s ``reserve``
+    where a group has a per-host limit). Hosts then drain in about one
+    round of each group instead of waiting, once open, for the rounds of
+    groups busy elsewhere: a host's drain is mostly the wait for a few
+    members of the longest chains, while the room it needs whole comes back
+    only as hosts are maintained (see docs/constraints.md)."""
+    best: tuple[tuple[bool, float, float, int, int, str], HostLoad] | None = None
+    for load in candidates:
+        fed = [idle_groups[g] for g in {m.group_id for m in load.members} if g in idle_groups]
+        if not fed:
+            continue
+        rank = _opening_rank(load, (max(fed), sum(fed)), last)
+        if best is None or rank < best[0]:
+            best = (rank, load)
+    if best is None:
+        return None
+    load = best[1]
+    longest = -best[0][1]
+    member = min(
+        (m for m in load.members if idle_groups.get(m.group_id) == longest),
+        key=lambda m: (m.vcpus, m.instance_id),
+    )
+    return (load, member) if member.vcpus <= room else None
 
 
 class _Room:

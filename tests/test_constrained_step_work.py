@@ -76,7 +76,9 @@ def test_a_step_that_cannot_open_a_host_builds_no_opening_decision(
 ) -> None:
     decisions: list[list[str]] = []
     first_waves: list[list[str]] = []
+    ahead: list[str] = []
     original, original_first = planner.hosts_to_open, second_moves.first_wave
+    original_ahead = planner.host_to_open_ahead
 
     def counted(*args: Any, **kwargs: Any) -> list[str]:
         chosen = original(*args, **kwargs)
@@ -88,15 +90,23 @@ def test_a_step_that_cannot_open_a_host_builds_no_opening_decision(
         first_waves.append(chosen)
         return chosen
 
+    def counted_ahead(*args: Any, **kwargs: Any) -> tuple[planner.HostLoad, planner.Member] | None:
+        found = original_ahead(*args, **kwargs)
+        if found is not None:
+            ahead.append(found[0].host)
+        return found
+
     monkeypatch.setattr(planner, "hosts_to_open", counted)
     monkeypatch.setattr(second_moves, "first_wave", counted_first)
+    monkeypatch.setattr(planner, "host_to_open_ahead", counted_ahead)
     view = cluster.run()
     assert view.state == "MAINTENANCE_DONE", view.reason
     assert constraint_violations(cluster.cloud, cluster.constraints()) == []
     assert violations(cluster.cloud) == []
     # Every host was opened by a decision seen here: the waves' (or, before
-    # anything is maintained, the first wave's, which replaces it).
-    seen = {h for chosen in decisions + first_waves for h in chosen}
+    # anything is maintained, the first wave's, which replaces it; or, when
+    # none opens a host whole, one ahead of its room).
+    seen = {h for chosen in decisions + first_waves for h in chosen} | set(ahead)
     assert len(seen) == HOSTS
     # Each decision built opens a host, but for the few that the planner's
     # finer checks (its greedy placement, the dry run) turn down.

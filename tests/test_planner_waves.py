@@ -23,8 +23,11 @@ from fenix_core.planner import (
     completion_order,
     drain_sequence,
     fits_all,
+    host_to_open_ahead,
+    hosts_beyond_room,
     hosts_to_open,
     infeasible_groups,
+    left_over_room,
     makespan_lower_bound,
     max_hosts_out,
 )
@@ -269,6 +272,29 @@ def test_assign_moves_places_held_members_in_their_turn_without_moving_them() ->
     assert (moves, blocked) == ([("vm-0", "t1")], [])
 
 
+def test_assign_moves_reserving_keeps_the_room_of_members_whose_group_waits() -> None:
+    # a1 (host a, opened first) waits for its group g; b1 (host b, opened
+    # ahead of its room) could take the one free vcpu now. Reserving, a1 is
+    # placed in its turn (not moved), and b1 finds no room left.
+    waiting = [member("a1", "g"), member("b1", "h")]
+    budgets = {"g": 0, "h": 1}
+    targets = [target("t", 1, stays=True)]
+    assert assign_moves(waiting, budgets, targets, {}) == (
+        [("b1", "t")],
+        [Blocked("a1", "group")],
+    )
+    assert assign_moves(waiting, budgets, targets, {}, reserve=True) == (
+        [],
+        [Blocked("a1", "group"), Blocked("b1", "room")],
+    )
+    # With the room for both, reserving changes nothing.
+    targets = [target("t", 2, stays=True)]
+    assert assign_moves(waiting, budgets, targets, {}, reserve=True) == (
+        [("b1", "t")],
+        [Blocked("a1", "group")],
+    )
+
+
 def test_assign_moves_counts_the_room_it_uses() -> None:
     waiting = [member("big", vcpus=3), member("big2", vcpus=3), member("small", vcpus=2)]
     moves, blocked = assign_moves(waiting, {"g": 9}, [target("t1", 5)], {})
@@ -384,6 +410,73 @@ def test_completion_order_moves_members_that_moved_once_then_the_emptiest_hosts(
     assert [m.instance_id for m in order] == ["b1", "a1", "a2", "c1"]
     order = completion_order(waiting, host_of=host_of, moved={"c1"})
     assert [m.instance_id for m in order] == ["c1", "b1", "a1", "a2"]
+
+
+def test_completion_order_puts_the_hosts_behind_last_their_longest_chains_first() -> None:
+    waiting = [
+        member("a1", "g", 2),
+        member("b1", "short", 2),
+        member("b2", "long", 1),
+        member("c1", "g", 4),
+    ]
+    host_of = {"a1": "a", "b1": "b", "b2": "b", "c1": "c"}
+    work = {"short": 60.0, "long": 900.0}
+    # b has the fewest vcpus left (3) but is behind: after a and c, and its
+    # member of the longest chain first, whatever the sizes.
+    order = completion_order(waiting, host_of=host_of, moved=set(), behind={"b"}, work=work)
+    assert [m.instance_id for m in order] == ["a1", "c1", "b2", "b1"]
+    assert [m.instance_id for m in completion_order(waiting, host_of=host_of, moved=set())] == [
+        "a1",
+        "b1",
+        "b2",
+        "c1",
+    ]
+
+
+def test_hosts_beyond_room_are_those_the_room_runs_out_on_fewest_left_first() -> None:
+    left = {"a": 3, "b": 5, "c": 2}
+    assert hosts_beyond_room(left, 10) == set()
+    assert hosts_beyond_room(left, 9) == {"b"}
+    assert hosts_beyond_room(left, 5) == {"b"}  # c then a fit, b does not
+    assert hosts_beyond_room(left, 4) == {"a", "b"}
+    assert hosts_beyond_room({}, 0) == set()
+
+
+def test_left_over_room_keeps_the_members_behind_that_fit_their_turn_holding_room() -> None:
+    # a is covered; b is behind with 3 vcpus left over for it. b1 (long
+    # chain, its group waiting) keeps 2 of them without moving; b2 takes
+    # the last one; b3 finds none; a's members are all kept.
+    order = [
+        member("a1", "g", 2),
+        member("b1", "long", 2),
+        member("b2", "short", 1),
+        member("b3", "short", 1),
+    ]
+    host_of = {"a1": "a", "b1": "b", "b2": "b", "b3": "b"}
+    budgets = {"g": 0, "long": 0, "short": 2}
+    kept = left_over_room(order, host_of=host_of, behind={"b"}, budgets=budgets, room=3)
+    assert [m.instance_id for m in kept] == ["a1", "b2"]
+    # More room: b3 goes too; no host behind: the order as it was.
+    kept = left_over_room(order, host_of=host_of, behind={"b"}, budgets=budgets, room=4)
+    assert [m.instance_id for m in kept] == ["a1", "b2", "b3"]
+    assert left_over_room(order, host_of=host_of, behind=(), budgets={}, room=0) == order
+
+
+def test_host_to_open_ahead_is_the_first_ranked_when_its_chain_member_fits() -> None:
+    chain = load("chain", member("c1", "long", 2), member("c2", "long", 1), member("c3", "g", 4))
+    other = load("other", member("o1", "short", 1), position=1)
+    idle = {"long": 900.0, "short": 60.0}
+    # chain feeds the longest idle chain: opened for its smallest member of it.
+    assert host_to_open_ahead([other, chain], idle_groups=idle, room=1) == (chain, chain.members[1])
+    # Not enough room for that member: none, not the next host in rank.
+    assert host_to_open_ahead([other, chain], idle_groups=idle, room=0) is None
+    # A host named last goes after the others, as in hosts_to_open.
+    assert host_to_open_ahead([other, chain], idle_groups=idle, room=1, last={"chain"}) == (
+        other,
+        other.members[0],
+    )
+    # No candidate feeds an idle group: none.
+    assert host_to_open_ahead([other, chain], idle_groups={"x": 5.0}, room=9) is None
 
 
 # --------------------------------------------------------------------------- hosts_to_open

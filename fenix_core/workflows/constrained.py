@@ -22,7 +22,9 @@ at once (today's :mod:`fenix_core.workflows.constrained` is the spec).
            project ──► MAINTENANCE_DONE
 
 Which hosts to open and where members go are the pure planner's
-(:func:`fenix_core.planner.hosts_to_open`, :func:`~fenix_core.planner.assign_moves`,
+(:func:`fenix_core.planner.hosts_to_open`, and when it opens none
+:func:`~fenix_core.planner.host_to_open_ahead`;
+:func:`~fenix_core.planner.assign_moves`,
 :func:`~fenix_core.planner.drain_sequence`) and the second-moves rule's
 (:func:`fenix_core.second_moves.may_move_twice`).
 
@@ -1271,11 +1273,45 @@ class ConstrainedWorkflow(RollingWorkflow):
                     )
                 if on_first:
                     first.add(m.instance_id)
-            order = planner.completion_order(everyone, host_of=host_of, moved=moved)
             targets = self._window_targets(ctx, step, everyone_views)
             queued = {t.host for t in targets if not t.stays}
+            # A host opened ahead of its room (_open_ahead): its members take
+            # only what the others leave, the longest chains' first, and the
+            # others keep the room they need while their groups wait. (The
+            # first drained hosts' members may go where they do not stay.)
+            behind: set[str] = set()
+            stay_room = 0
+            if all(t.free is not None for t in targets if t.stays):
+                left_on: Counter[str] = Counter()
+                for m in everyone:
+                    if m.instance_id not in first:
+                        left_on[host_of[m.instance_id]] += m.vcpus
+                stay_room = sum(max(0, t.free or 0) for t in targets if t.stays)
+                behind = planner.hosts_beyond_room(left_on, stay_room)
+            order = planner.completion_order(
+                everyone,
+                host_of=host_of,
+                moved=moved,
+                behind=behind,
+                work={
+                    g: self._weight(step, g)
+                    for g in {m.group_id for m in everyone if host_of[m.instance_id] in behind}
+                },
+            )
 
             left = {m.group_id: budgets.get(m.group_id, 0) for m in waiting}
+            reserve = bool(behind) and any(r.host_limit() is not None for r in rules.values())
+            if behind and not reserve:
+                # Counted, not placed: without a per-host limit, the room is
+                # all that the other hosts' members need kept.
+                order = planner.left_over_room(
+                    order,
+                    host_of=host_of,
+                    behind=behind,
+                    budgets=left,
+                    room=stay_room
+                    - sum(m.vcpus for m in everyone if host_of[m.instance_id] not in behind),
+                )
             order = self._up_to_last_startable(order, left, later, rules)
             # Without a per-host limit (so nothing ahead, no member counted
             # on a target) the planner's bisecting variant places alike.
@@ -1298,7 +1334,14 @@ class ConstrainedWorkflow(RollingWorkflow):
                 )
                 if found is None:
                     found = planner.assign_moves(
-                        order, left, targets, rules, twice=twice, ahead=ahead, held=later
+                        order,
+                        left,
+                        targets,
+                        rules,
+                        twice=twice,
+                        ahead=ahead,
+                        held=later,
+                        reserve=reserve,
                     )
                 return dict(found[0])
 
@@ -1676,7 +1719,7 @@ class ConstrainedWorkflow(RollingWorkflow):
         if slots <= 0:
             return False, False
         if not self._may_open(ctx, step, cst):
-            return False, False
+            return self._open_ahead(ctx, step, cst)
         counts = step.counts
         waiting: Counter[str] = Counter()  # members per group left on the open hosts
         draining: list[planner.HostLoad] = []
@@ -1746,7 +1789,7 @@ class ConstrainedWorkflow(RollingWorkflow):
         sample = [v for i in sorted(picked) if (v := ctx.instances.get(i)) is not None]
         window = self._window(ctx, step, sample)
         if draining and lightest and self._short_of_room(ctx, window, draining, lightest):
-            return False, False
+            return self._open_ahead(ctx, step, cst)
         targets = step.targets(window)
         if not members:
             members = [m for c in candidates for m in c.members] + [
@@ -1791,6 +1834,8 @@ class ConstrainedWorkflow(RollingWorkflow):
             feasible=feasible,
             last=counts.parked,
         )
+        if not chosen and draining:
+            return self._open_ahead(ctx, step, cst)
         first: set[str] = set()
         if (
             not draining
@@ -1816,6 +1861,19 @@ class ConstrainedWorkflow(RollingWorkflow):
             first = {c.host for c in candidates if c.members and c.host in chosen}
             if first and size is not None:
                 cst.first_wave = size.why
+        return self._open_chosen(ctx, step, cst, chosen, first)
+
+    def _open_chosen(
+        self,
+        ctx: SessionContext,
+        step: _Step,
+        cst: ConstrainedState,
+        chosen: Sequence[str],
+        first: Container[str],
+    ) -> tuple[bool, bool]:
+        """Start draining the ``chosen`` hosts that the controls admit (those
+        of ``first``: the first drained hosts): (any opened, one held)."""
+        counts = step.counts
         opened = held = False
         controls = ctx.request.controls
         # A host refused for its zone (rack ...) keeps no host of an open zone
@@ -1853,6 +1911,78 @@ class ConstrainedWorkflow(RollingWorkflow):
             cst.stamp = counts.stamp = _new_stamp()
             ctx.state_of(RollingState).listed = False  # progress: list again when stuck
         return opened, held
+
+    def _open_ahead(
+        self, ctx: SessionContext, step: _Step, cst: ConstrainedState
+    ) -> tuple[bool, bool]:
+        """When no host can be opened whole, open one ahead of its room
+        (``planner.host_to_open_ahead``): while the room where instances stay
+        covers every draining host's members with some left over, the host
+        the ranking puts first, if its member of the longest idle chain fits
+        in what is left, the session can still be emptied with it open (the
+        dry run) and its member fits with the draining hosts' on the targets.
+        Its members then take only the room the others leave
+        (:meth:`_pump`). One at a time: none while a draining host's members
+        are not all covered."""
+        draining = list(ctx.hosts.in_state(HostState.DRAINING))
+        if not draining:
+            return False, False
+        counts = step.counts
+        left_over = self._window_room(ctx) - self._draining_load(ctx, step)
+        if left_over <= 0:
+            return False, False
+        loads = [
+            planner.HostLoad(h.name, tuple(step.members_on(h.name)), h.position) for h in draining
+        ]
+        waiting = Counter(m.group_id for load in loads for m in load.members)
+        idle = {
+            g: self._weight(step, g)
+            for g, left in counts.todo.items()
+            if left > 0 and ((w := waiting[g]) == 0 or w < step.rule(g).max_impacted)
+        }
+        fed: dict[str, float] = {}
+        for g, weight in idle.items():
+            for name in counts.pending_hosts_of.get(g, ()):
+                fed[name] = fed.get(name, 0.0) + weight + 1.0
+        candidates = [
+            step.pending(view).load
+            for name in sorted(self._best(fed))
+            if (view := ctx.hosts.get(name)) is not None
+            and view.state == HostState.PENDING
+            and view.type == "compute"
+        ]
+        found = planner.host_to_open_ahead(
+            candidates, idle_groups=idle, room=left_over, last=counts.parked
+        )
+        if found is None:
+            return False, False
+        load, member = found
+        need = [m for d in loads for m in d.members]
+        sample = [v for m in (*need, member) if (v := ctx.instances.get(m.instance_id)) is not None]
+        targets = [
+            step.target(view, stays)
+            for view, stays in self._window(ctx, step, sample)
+            if stays and view.name != load.host
+        ]
+        rules = step.rules_of([*need, *load.members])
+        if not planner.fits_all([*need, member], targets, rules):
+            return False, False
+        pending = ctx.hosts.in_state(HostState.PENDING, type="compute")
+        if len(pending) <= DRY_RUN_HOSTS:
+            loads += [step.pending_load(h) for h in pending]
+            rules.update(step.rules_of(m for d in loads for m in d.members))
+            dry = [
+                step.target(h, stays)
+                for h in ctx.hosts
+                if (stays := self._target_state(ctx, h)) is not None
+            ] + [step.target(h, False) for h in draining]
+            order = [*(h.name for h in draining), load.host]
+            counted = planner.drains_by_count(loads, dry, rules, first=order)
+            if counted is None:
+                counted = planner.drain_sequence(loads, dry, rules, first=order)[1] is None
+            if not counted:
+                return False, False
+        return self._open_chosen(ctx, step, cst, [load.host], ())
 
     def _first_wave_size(
         self, ctx: SessionContext, step: _Step, targets: Sequence[planner.Target]
