@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from constrained_layouts import ONCE_DEAD_ENDS, PER_HOST_LIMITS_NEED_THE_SMALLEST_INSTANCES_HOST
 from hypothesis import HealthCheck, given, settings
 from test_constrained_v2 import clusters
 
@@ -291,6 +292,46 @@ def test_random_clusters_never_break_a_rule_under_core_engine(
     tmp_path_factory: pytest.TempPathFactory, spec: dict[str, Any]
 ) -> None:
     check_cluster_core(tmp_path_factory.mktemp("cluster"), spec)
+
+
+@pytest.mark.parametrize("spec", ONCE_DEAD_ENDS.values(), ids=ONCE_DEAD_ENDS.keys())
+def test_dead_ends_once_found_end_done_under_core_engine(
+    tmp_path: Path, spec: dict[str, Any]
+) -> None:
+    check_cluster_core(tmp_path, spec)
+
+
+def test_a_first_wave_after_an_empty_host_may_use_the_smallest_instances_host(
+    tmp_path: Path, made: list[CoreCluster]
+) -> None:
+    """The layout the property (seed 3288...7071) failed on after disabling
+    cmp-2: once cmp-2 is maintained, cmp-1 opens in a first wave, one of its
+    g0 members going to queued cmp-0 (the only other host with room, vm-0's
+    own host) and moving again with it; the session ends DONE (see
+    constrained_layouts)."""
+    spec = PER_HOST_LIMITS_NEED_THE_SMALLEST_INSTANCES_HOST
+    members = {iid: f"g{index}" for iid, index in spec["membership"].items()}
+    c = CoreCluster(
+        tmp_path,
+        spec["layout"],
+        vcpus=spec["capacity"],
+        groups=[
+            GroupConstraints.from_dict(
+                {"group_id": f"g{index}", "project_id": f"p{index % 2}", **rules}
+            )
+            for index, rules in enumerate(spec["groups"])
+        ],
+        members=members,
+    )
+    made.append(c)
+    view = c.run()
+    assert view.state == "MAINTENANCE_DONE", view.reason
+    assert c.maintained() == Counter({"cmp-0": 1, "cmp-1": 1, "cmp-2": 1})
+    assert constraint_violations(c.cloud, c.constraints()) == []
+    assert violations(c.cloud) == []
+    moves = migrations_per_instance(c.cloud)
+    assert Counter(moves.values()) == Counter({1: 4, 2: 1})
+    assert {iid for iid, n in moves.items() if n == 2} <= {"vm-2", "vm-3"}
 
 
 def test_each_instance_moves_at_most_twice_under_core_engine(

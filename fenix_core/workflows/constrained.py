@@ -31,7 +31,8 @@ Which hosts to open and where members go are the pure planner's
 Work per step follows what changed (issue 18 item 6): the open hosts and
 their instances come from the context's indexes; the targets offered to the
 planner are a window of the best hosts from ``ctx.capacity.targets`` (all of
-them when the window is larger than the fleet); the drain dry run runs only
+them when the window is larger than the fleet, the sampled instance's own
+host included); the drain dry run runs only
 when at most :data:`DRY_RUN_HOSTS` hosts are left, and counts instead of
 placing where counting gives its verdict (``planner.drains_by_count``); per-group counts (work
 left, pending hosts holding members) are a cache of this process, rebuilt
@@ -2133,7 +2134,9 @@ class ConstrainedWorkflow(RollingWorkflow):
         """The targets offered to the planner: for each kind of instance (its
         host's type and its vCPUs; an instance under the cloud's placement
         rules on its own), the best :data:`TARGET_WINDOW` hosts of
-        ``ctx.capacity.targets`` that take instances."""
+        ``ctx.capacity.targets`` that take instances, and the host of the
+        instance standing for its kind when it has room for it (a target of
+        the others of the kind, which ``ctx.capacity.targets`` leaves out)."""
         return step.targets(self._window(ctx, step, instances))
 
     def _window(
@@ -2146,15 +2149,22 @@ class ConstrainedWorkflow(RollingWorkflow):
         retiring = self._retiring(ctx)
         # The views read once: a window is up to TARGET_WINDOW hosts, built
         # a few times a step.
-        host_view, targets = ctx.hosts.get, ctx.capacity.targets
+        host_view, targets, free = ctx.hosts.get, ctx.capacity.targets, ctx.capacity.free
         for inst in self._window_sample(ctx, step, instances):
             host = host_view(inst.host)
             kind = (host.type if host is not None else "", inst.vcpus)
+            own: tuple[str, ...] = ()
             if not step.ruled(inst.instance_id):
                 if kind in kinds or any(k[0] == kind[0] and k[1] <= kind[1] for k in kinds):
                     continue  # a smaller instance of the type saw these hosts already
                 kinds.add(kind)
-            for name in islice(targets(inst.instance_id, exclude=retiring), TARGET_WINDOW):
+                # Its own host is no target of its own, but it is one of the
+                # others of its kind (a queued host in a first wave): without
+                # it, on a small cloud, the first wave found no room for a
+                # host's instances that its own host had.
+                if host is not None and free(host.name) >= inst.vcpus:
+                    own = (host.name,)
+            for name in (*islice(targets(inst.instance_id, exclude=retiring), TARGET_WINDOW), *own):
                 if name in seen:
                     continue
                 view = host_view(name)
