@@ -5,9 +5,8 @@ benchmarks/makespan.py's random family that a fixed 5% first wave left at
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
+from family_layouts import family_layout_ratios
 
 from fenix_core.controls import ACTION_SECONDS, Controls, expected_host_seconds
 from fenix_core.opening_bound import opening_bound, parked_vcpus
@@ -19,8 +18,6 @@ from fenix_core.second_moves import (
     moves_lower_bound,
     why_again,
 )
-
-BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
 #: A full cloud with no spare host, as the family's worst layouts: 70 hosts of
 #: 40 vcpus, each holding 20 instances of 1 and 2 vcpus (30 vcpus).
@@ -106,25 +103,6 @@ def test_expected_host_seconds_is_the_declared_duration_else_the_plans_assumptio
     assert expected_host_seconds(Controls(), 0) == ACTION_SECONDS
 
 
-def _family_layout(monkeypatch: pytest.MonkeyPatch, seed: int) -> tuple[float, float, int]:
-    """Seed ``seed`` of benchmarks/makespan.py's full random family, run by
-    the constrained workflow: makespan / bound, moves / bound, and the most
-    moves of one instance."""
-    monkeypatch.syspath_prepend(str(BENCHMARKS))
-    import makespan  # type: ignore[import-not-found]
-    from scenarios import random_layout  # type: ignore[import-not-found]
-
-    scenario = random_layout(seed, max_hosts=200)
-    measured, built = makespan.run(scenario, "constrained")
-    built.engine.close()
-    bounds = makespan.bounds(scenario)
-    return (
-        measured.makespan / bounds.makespan.seconds,
-        measured.moves / bounds.moves.moves,
-        measured.most_moves,
-    )
-
-
 def test_a_full_family_layout_comes_within_1_15_of_its_makespan_bound(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -133,7 +111,7 @@ def test_a_full_family_layout_comes_within_1_15_of_its_makespan_bound(
     most idle work left its longest chain waiting for hosts, 1.504 x the
     bound. Within issue 21's targets: 1.15 x the makespan bound, 1.10 x the
     moves bound, at most two moves of an instance."""
-    span, moves, most = _family_layout(monkeypatch, 14)
+    span, moves, most = family_layout_ratios(monkeypatch, max_hosts=200, seed=14)
     assert span <= 1.15
     assert moves <= 1.10
     assert most <= 2
@@ -147,7 +125,7 @@ def test_hosts_holding_parked_instances_open_last(monkeypatch: pytest.MonkeyPatc
     whole maintained host's room for the one it gave back, while the hosts
     out could grow only by the room the maintained hosts gave: 4,309 s,
     1.187 x the bound. Opened after the others, 1.044."""
-    span, moves, most = _family_layout(monkeypatch, 1)
+    span, moves, most = family_layout_ratios(monkeypatch, max_hosts=200, seed=1)
     assert span <= 1.10
     assert moves <= 1.10
     assert most <= 2

@@ -4,30 +4,8 @@ benchmarks/makespan.py's default random family (issue 21)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
-
-BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
-
-
-def _default_family_layout(monkeypatch: pytest.MonkeyPatch, seed: int) -> tuple[float, float, int]:
-    """Seed ``seed`` of the default family (``--family-hosts 40``), run by the
-    constrained workflow: makespan / bound, moves / bound, most moves of one
-    instance."""
-    monkeypatch.syspath_prepend(str(BENCHMARKS))
-    import makespan  # type: ignore[import-not-found]
-    from scenarios import random_layout  # type: ignore[import-not-found]
-
-    scenario = random_layout(seed, max_hosts=40)
-    measured, built = makespan.run(scenario, "constrained")
-    built.engine.close()
-    bounds = makespan.bounds(scenario)
-    return (
-        measured.makespan / bounds.makespan.seconds,
-        measured.moves / bounds.moves.moves,
-        measured.most_moves,
-    )
+from family_layouts import family_layout_ratios
 
 
 def test_a_full_cloud_drains_its_hosts_faster_with_one_opened_ahead_of_its_room(
@@ -43,7 +21,7 @@ def test_a_full_cloud_drains_its_hosts_faster_with_one_opened_ahead_of_its_room(
     draining hosts' room kept for their members whose groups wait, the host
     opened ahead took it (1.206); without its longest chains' members
     first, its others did (1.162)."""
-    span, moves, most = _default_family_layout(monkeypatch, 4)
+    span, moves, most = family_layout_ratios(monkeypatch, max_hosts=40, seed=4)
     assert span <= 1.15
     assert moves <= 1.10
     assert most <= 2
