@@ -1277,16 +1277,19 @@ class ConstrainedWorkflow(RollingWorkflow):
                     first.add(m.instance_id)
                 else:
                     left_on[view.host] = left_on.get(view.host, 0) + m.vcpus
-            targets = self._window_targets(ctx, step, everyone_views)
-            queued = {t.host for t in targets if not t.stays}
+            # The window's targets are built only when a member may start
+            # (below); the room where instances stay is read from its hosts.
+            window = self._window(ctx, step, everyone_views)
             # A host opened ahead of its room (_open_ahead): its members take
             # only what the others leave, the longest chains' first, and the
             # others keep the room they need while their groups wait. (The
             # first drained hosts' members may go where they do not stay.)
             behind: set[str] = set()
             stay_room = 0
-            if all(t.free is not None for t in targets if t.stays):
-                stay_room = sum(max(0, t.free or 0) for t in targets if t.stays)
+            free_of = ctx.capacity.free
+            stay_free = [free_of(view.name) for view, stays in window if stays]
+            if all(free is not None for free in stay_free):
+                stay_room = sum(max(0, free or 0) for free in stay_free)
                 behind = planner.hosts_beyond_room(left_on, stay_room)
             work: dict[str, float] = {}
             if behind:
@@ -1315,7 +1318,7 @@ class ConstrainedWorkflow(RollingWorkflow):
             # on a target) the planner's bisecting variant places alike.
             unlimited = not ahead and all(r.host_limit() is None for r in rules.values())
 
-            def place(waiting_makes_room: bool) -> dict[str, str]:
+            def place(targets: list[planner.Target], waiting_makes_room: bool) -> dict[str, str]:
                 twice = {
                     m.instance_id
                     for m in order
@@ -1344,11 +1347,16 @@ class ConstrainedWorkflow(RollingWorkflow):
                 return dict(found[0])
 
             # No member may start (on a full cloud, most passes while a host
-            # opened ahead waits for room): nothing to place, nothing to sort.
-            plan = place(True) if order else {}
-            if order and not plan and not self._waiting_makes_room(ctx, step, cst):
-                plan = place(False)  # waiting would not make room: no limit
+            # opened ahead waits for room): no target to build, nothing to
+            # place, nothing to sort.
+            plan: dict[str, str] = {}
+            if order:
+                targets = step.targets(window)
+                plan = place(targets, True)
+                if not plan and not self._waiting_makes_room(ctx, step, cst):
+                    plan = place(targets, False)  # waiting would not make room: no limit
             if plan:
+                queued = {t.host for t in targets if not t.stays}
                 weights: dict[str, float] = {}  # each group's weight worked out once
 
                 def by_weight(m: planner.Member) -> tuple[float, int, str]:
@@ -2083,7 +2091,7 @@ class ConstrainedWorkflow(RollingWorkflow):
     def _window_room(self, ctx: SessionContext) -> int:
         """At most the free vCPUs of the targets a decision to open hosts
         offers the planner (no instance under the cloud's placement rules):
-        :meth:`_window_targets` takes the first :data:`TARGET_WINDOW` hosts
+        :meth:`_window` takes the first :data:`TARGET_WINDOW` hosts
         of ``ctx.capacity.targets`` (most free first, then by name, the
         instance's own host and the retiring ones skipped) whatever their
         state, and a host opened now fits only where instances stay
@@ -2146,20 +2154,15 @@ class ConstrainedWorkflow(RollingWorkflow):
         (False), or the host takes none (None)."""
         return _target_state(view, self._retiring(ctx))
 
-    def _window_targets(
-        self, ctx: SessionContext, step: _Step, instances: Iterable[InstanceView]
-    ) -> list[planner.Target]:
-        """The targets offered to the planner: for each kind of instance (its
-        host's type and its vCPUs; an instance under the cloud's placement
-        rules on its own), the best :data:`TARGET_WINDOW` hosts of
-        ``ctx.capacity.targets`` that take instances."""
-        return step.targets(self._window(ctx, step, instances))
-
     def _window(
         self, ctx: SessionContext, step: _Step, instances: Iterable[InstanceView]
     ) -> list[tuple[HostView, bool]]:
-        """The hosts of :meth:`_window_targets`, and whether instances stay
-        on each (the targets are built only when a decision needs them)."""
+        """The hosts whose targets are offered to the planner (``step.targets``
+        builds them, only when a decision needs them), and whether instances
+        stay on each: for each kind of instance (its host's type and its
+        vCPUs; an instance under the cloud's placement rules on its own), the
+        best :data:`TARGET_WINDOW` hosts of ``ctx.capacity.targets`` that
+        take instances."""
         seen: dict[str, tuple[HostView, bool]] = {}
         kinds: set[tuple[str, int]] = set()
         retiring = self._retiring(ctx)
