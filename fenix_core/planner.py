@@ -668,6 +668,8 @@ def hosts_beyond_room(left: Mapping[str, int], room: int) -> set[str]:
     every host, the host opened ahead of its room
     (:func:`host_to_open_ahead`) otherwise."""
     beyond: set[str] = set()
+    if sum(left.values()) <= room:
+        return beyond  # the room covers every host: nothing to sort
     for host, vcpus in sorted(left.items(), key=lambda item: (item[1], item[0])):
         room -= vcpus
         if room < 0:

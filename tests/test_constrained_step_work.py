@@ -113,6 +113,32 @@ def test_a_step_that_cannot_open_a_host_builds_no_opening_decision(
     assert len(decisions) <= HOSTS + HOSTS // 4, len(decisions)
 
 
+def test_a_pass_where_no_member_may_start_asks_the_planner_for_no_placement(
+    cluster: CoreCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While a host opened ahead of its room waits, most passes find only its
+    members with budget left and no room left over for them: their order is
+    empty, and the placement (both variants, with and without waiting making
+    room) is not asked for nothing."""
+    orders: list[int] = []
+    original, original_unlimited = planner.assign_moves, planner.assign_moves_unlimited
+
+    def counted(waiting: Any, *args: Any, **kwargs: Any) -> Any:
+        orders.append(len(waiting))
+        return original(waiting, *args, **kwargs)
+
+    def counted_unlimited(waiting: Any, *args: Any, **kwargs: Any) -> Any:
+        orders.append(len(waiting))
+        return original_unlimited(waiting, *args, **kwargs)
+
+    monkeypatch.setattr(planner, "assign_moves", counted)
+    monkeypatch.setattr(planner, "assign_moves_unlimited", counted_unlimited)
+    view = cluster.run()
+    assert view.state == "MAINTENANCE_DONE", view.reason
+    assert orders  # the placement was asked
+    assert 0 not in orders
+
+
 def test_an_emptied_hosts_listing_that_found_nothing_rebuilds_no_counts(
     cluster: CoreCluster, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -210,7 +236,7 @@ def test_the_room_checks_skip_only_decisions_that_open_nothing(
     (tmp_path / "checked").mkdir()
     checked = _timeline(tmp_path / "checked")
     assert checked[0] == "MAINTENANCE_DONE"
-    monkeypatch.setattr(constrained.ConstrainedWorkflow, "_may_open", lambda *_a: True)
+    monkeypatch.setattr(constrained.ConstrainedWorkflow, "_may_open", lambda *_a: (True, None))
     monkeypatch.setattr(
         constrained.ConstrainedWorkflow, "_short_of_room", staticmethod(lambda *_a: False)
     )

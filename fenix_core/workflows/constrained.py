@@ -1254,11 +1254,13 @@ class ConstrainedWorkflow(RollingWorkflow):
                     rules[g] = step.rule(g)
             # Read in one pass over the members: where each is, which moved
             # before, which are on a host opened in the first wave (each
-            # host looked up once).
+            # host looked up once), and the vcpus each host has left to move
+            # (the first drained hosts' members aside).
             host_of: dict[str, str] = {}
             moved: set[str] = set()
             first: set[str] = set()
             first_drained: dict[str, bool] = {}
+            left_on: dict[str, int] = {}
             everyone_views: list[InstanceView] = []
             for m in everyone:
                 view = views[m.instance_id]
@@ -1274,30 +1276,29 @@ class ConstrainedWorkflow(RollingWorkflow):
                     )
                 if on_first:
                     first.add(m.instance_id)
-            targets = self._window_targets(ctx, step, everyone_views)
-            queued = {t.host for t in targets if not t.stays}
+                else:
+                    left_on[view.host] = left_on.get(view.host, 0) + m.vcpus
+            # The window's targets are built only when a member may start
+            # (below); the room where instances stay is read from its hosts.
+            window = self._window(ctx, step, everyone_views)
             # A host opened ahead of its room (_open_ahead): its members take
             # only what the others leave, the longest chains' first, and the
             # others keep the room they need while their groups wait. (The
             # first drained hosts' members may go where they do not stay.)
             behind: set[str] = set()
             stay_room = 0
-            if all(t.free is not None for t in targets if t.stays):
-                left_on: Counter[str] = Counter()
-                for m in everyone:
-                    if m.instance_id not in first:
-                        left_on[host_of[m.instance_id]] += m.vcpus
-                stay_room = sum(max(0, t.free or 0) for t in targets if t.stays)
+            free_of = ctx.capacity.free
+            stay_free = [free_of(view.name) for view, stays in window if stays]
+            if all(free is not None for free in stay_free):
+                stay_room = sum(max(0, free or 0) for free in stay_free)
                 behind = planner.hosts_beyond_room(left_on, stay_room)
+            work: dict[str, float] = {}
+            if behind:
+                for m in everyone:
+                    if m.group_id not in work and host_of[m.instance_id] in behind:
+                        work[m.group_id] = self._weight(step, m.group_id)
             order = planner.completion_order(
-                everyone,
-                host_of=host_of,
-                moved=moved,
-                behind=behind,
-                work={
-                    g: self._weight(step, g)
-                    for g in {m.group_id for m in everyone if host_of[m.instance_id] in behind}
-                },
+                everyone, host_of=host_of, moved=moved, behind=behind, work=work
             )
 
             left = {m.group_id: budgets.get(m.group_id, 0) for m in waiting}
@@ -1318,7 +1319,7 @@ class ConstrainedWorkflow(RollingWorkflow):
             # on a target) the planner's bisecting variant places alike.
             unlimited = not ahead and all(r.host_limit() is None for r in rules.values())
 
-            def place(waiting_makes_room: bool) -> dict[str, str]:
+            def place(targets: list[planner.Target], waiting_makes_room: bool) -> dict[str, str]:
                 twice = {
                     m.instance_id
                     for m in order
@@ -1346,38 +1347,48 @@ class ConstrainedWorkflow(RollingWorkflow):
                     )
                 return dict(found[0])
 
-            plan = place(True)
-            if not plan and not self._waiting_makes_room(ctx, step, cst):
-                plan = place(False)  # waiting would not make room: no limit
-            weights: dict[str, float] = {}  # each group's weight worked out once
+            # No member may start (on a full cloud, most passes while a host
+            # opened ahead waits for room): no target to build, nothing to
+            # place, nothing to sort.
+            plan: dict[str, str] = {}
+            if order:
+                targets = step.targets(window)
+                plan = place(targets, True)
+                if not plan and not self._waiting_makes_room(ctx, step, cst):
+                    plan = place(targets, False)  # waiting would not make room: no limit
+            if plan:
+                queued = {t.host for t in targets if not t.stays}
+                weights: dict[str, float] = {}  # each group's weight worked out once
 
-            def by_weight(m: planner.Member) -> tuple[float, int, str]:
-                weight = weights.get(m.group_id)
-                if weight is None:
-                    weight = weights[m.group_id] = self._weight(step, m.group_id)
-                return (-weight, -m.vcpus, m.instance_id)
+                def by_weight(m: planner.Member) -> tuple[float, int, str]:
+                    weight = weights.get(m.group_id)
+                    if weight is None:
+                        weight = weights[m.group_id] = self._weight(step, m.group_id)
+                    return (-weight, -m.vcpus, m.instance_id)
 
-            waiting.sort(key=by_weight)
-            for m in waiting:
-                target = plan.get(m.instance_id)
-                if target is None or budgets.get(m.group_id, 0) <= 0:
-                    continue
-                budgets.take(m.group_id)
-                inst = views[m.instance_id]
-                action = inst.action or default_action(inst.live_migratable, allowed_actions(ctx))
-                no = refused.get(inst.instance_id, frozenset())
-                # A target the cloud refused in this move is not asked for again:
-                # its scheduler chooses (its own placement rules hold).
-                goal = None if target in no else target
-                why = None
-                if goal is not None and goal in queued:
-                    # Said in the plan: it lands on a host it will leave again.
-                    why = second_moves.why_again(
-                        moved_before=m.instance_id in moved,
-                        first_drained=m.instance_id in first,
-                        wave=cst.first_wave,
+                waiting.sort(key=by_weight)
+                for m in waiting:
+                    target = plan.get(m.instance_id)
+                    if target is None or budgets.get(m.group_id, 0) <= 0:
+                        continue
+                    budgets.take(m.group_id)
+                    inst = views[m.instance_id]
+                    action = inst.action or default_action(
+                        inst.live_migratable, allowed_actions(ctx)
                     )
-                ctx.submit(Move(inst.instance_id, instance_action(action), goal, no, why))
+                    no = refused.get(inst.instance_id, frozenset())
+                    # A target the cloud refused in this move is not asked for again:
+                    # its scheduler chooses (its own placement rules hold).
+                    goal = None if target in no else target
+                    why = None
+                    if goal is not None and goal in queued:
+                        # Said in the plan: it lands on a host it will leave again.
+                        why = second_moves.why_again(
+                            moved_before=m.instance_id in moved,
+                            first_drained=m.instance_id in first,
+                            wave=cst.first_wave,
+                        )
+                    ctx.submit(Move(inst.instance_id, instance_action(action), goal, no, why))
         ends = self._recovery(ctx, step, cst).next_end(ctx)
         if ends is not None:
             wake = ends if wake is None else min(wake, ends)
@@ -1719,8 +1730,9 @@ class ConstrainedWorkflow(RollingWorkflow):
         slots = (cap - open_now) if cap is not None else len(ctx.hosts)
         if slots <= 0:
             return False, False
-        if not self._may_open(ctx, step, cst):
-            return self._open_ahead(ctx, step, cst)
+        may, left_over = self._may_open(ctx, step, cst)
+        if not may:
+            return self._open_ahead(ctx, step, cst, left_over)
         counts = step.counts
         waiting: Counter[str] = Counter()  # members per group left on the open hosts
         draining: list[planner.HostLoad] = []
@@ -1914,7 +1926,11 @@ class ConstrainedWorkflow(RollingWorkflow):
         return opened, held
 
     def _open_ahead(
-        self, ctx: SessionContext, step: _Step, cst: ConstrainedState
+        self,
+        ctx: SessionContext,
+        step: _Step,
+        cst: ConstrainedState,
+        left_over: int | None = None,
     ) -> tuple[bool, bool]:
         """When no host can be opened whole, open one ahead of its room
         (``planner.host_to_open_ahead``): while the room where instances stay
@@ -1924,14 +1940,16 @@ class ConstrainedWorkflow(RollingWorkflow):
         dry run) and its member fits with the draining hosts' on the targets.
         Its members then take only the room the others leave
         (:meth:`_pump`). One at a time: none while a draining host's members
-        are not all covered."""
+        are not all covered. ``left_over``: :meth:`_left_over_room` when the
+        caller worked it out already (nothing changed since)."""
+        if left_over is None:
+            left_over = self._left_over_room(ctx, step)
+        if left_over <= 0:
+            return False, False  # also when nothing drains (an empty load)
         draining = list(ctx.hosts.in_state(HostState.DRAINING))
         if not draining:
             return False, False
         counts = step.counts
-        left_over = self._window_room(ctx) - self._draining_load(ctx, step)
-        if left_over <= 0:
-            return False, False
         loads = [
             planner.HostLoad(h.name, tuple(step.members_on(h.name)), h.position) for h in draining
         ]
@@ -2025,7 +2043,9 @@ class ConstrainedWorkflow(RollingWorkflow):
             stay_room=stay_room,
         )
 
-    def _may_open(self, ctx: SessionContext, step: _Step, cst: ConstrainedState) -> bool:
+    def _may_open(
+        self, ctx: SessionContext, step: _Step, cst: ConstrainedState
+    ) -> tuple[bool, int | None]:
         """False when no pending host can be opened for lack of room, known
         without building a decision: the free vCPUs the planner's targets
         can have at most (:meth:`_window_room`) fall short of the members
@@ -2034,20 +2054,22 @@ class ConstrainedWorkflow(RollingWorkflow):
         candidate down on its totals. An empty pending host, an instance
         under the cloud's placement rules (its targets are its own), or the
         first wave's case (nothing drains, nothing under way makes room)
-        always decides."""
+        always decides. With it, :meth:`_left_over_room` when worked out
+        (:meth:`_open_ahead` reads it next)."""
         counts = step.counts
         if counts.any_ruled:
-            return True
+            return True, None
         if any(h.type == "compute" for h in ctx.hosts.without_instances(HostState.PENDING)):
-            return True
+            return True, None
         if next(iter(ctx.hosts.in_state(HostState.DRAINING)), None) is None and (
             not self._waiting_makes_room(ctx, step, cst)
         ):
-            return True  # the first wave's case: it may open hosts anyway
+            return True, None  # the first wave's case: it may open hosts anyway
         floor = self._pending_floor(ctx, step)
         if floor is None:
-            return True
-        return self._window_room(ctx) >= self._draining_load(ctx, step) + floor
+            return True, None
+        left_over = self._left_over_room(ctx, step)
+        return left_over >= floor, left_over
 
     @staticmethod
     def _short_of_room(
@@ -2070,7 +2092,7 @@ class ConstrainedWorkflow(RollingWorkflow):
     def _window_room(self, ctx: SessionContext) -> int:
         """At most the free vCPUs of the targets a decision to open hosts
         offers the planner (no instance under the cloud's placement rules):
-        :meth:`_window_targets` takes the first :data:`TARGET_WINDOW` hosts
+        :meth:`_window` takes the first :data:`TARGET_WINDOW` hosts
         of ``ctx.capacity.targets`` (most free first, then by name, the
         instance's own host and the retiring ones skipped) whatever their
         state, and a host opened now fits only where instances stay
@@ -2082,6 +2104,11 @@ class ConstrainedWorkflow(RollingWorkflow):
         positions were left, whatever their names, let nine decisions in ten
         through at 300 hosts: each was built and turned down whole.)"""
         return ctx.capacity.room("compute", TARGET_WINDOW + 1, STAYS, exclude=self._retiring(ctx))
+
+    def _left_over_room(self, ctx: SessionContext, step: _Step) -> int:
+        """The window's room where instances stay (at most) less the draining
+        hosts' members still to leave."""
+        return self._window_room(ctx) - self._draining_load(ctx, step)
 
     def _draining_load(self, ctx: SessionContext, step: _Step) -> int:
         """vCPUs of the members still to leave the draining hosts (not
@@ -2128,22 +2155,17 @@ class ConstrainedWorkflow(RollingWorkflow):
         (False), or the host takes none (None)."""
         return _target_state(view, self._retiring(ctx))
 
-    def _window_targets(
-        self, ctx: SessionContext, step: _Step, instances: Iterable[InstanceView]
-    ) -> list[planner.Target]:
-        """The targets offered to the planner: for each kind of instance (its
-        host's type and its vCPUs; an instance under the cloud's placement
-        rules on its own), the best :data:`TARGET_WINDOW` hosts of
-        ``ctx.capacity.targets`` that take instances, and the host of the
-        instance standing for its kind when it has room for it (a target of
-        the others of the kind, which ``ctx.capacity.targets`` leaves out)."""
-        return step.targets(self._window(ctx, step, instances))
-
     def _window(
         self, ctx: SessionContext, step: _Step, instances: Iterable[InstanceView]
     ) -> list[tuple[HostView, bool]]:
-        """The hosts of :meth:`_window_targets`, and whether instances stay
-        on each (the targets are built only when a decision needs them)."""
+        """The hosts whose targets are offered to the planner (``step.targets``
+        builds them, only when a decision needs them), and whether instances
+        stay on each: for each kind of instance (its host's type and its
+        vCPUs; an instance under the cloud's placement rules on its own), the
+        best :data:`TARGET_WINDOW` hosts of ``ctx.capacity.targets`` that
+        take instances, and the host of the instance standing for its kind
+        when it has room for it (a target of the others of the kind, which
+        ``ctx.capacity.targets`` leaves out)."""
         seen: dict[str, tuple[HostView, bool]] = {}
         kinds: set[tuple[str, int]] = set()
         retiring = self._retiring(ctx)
