@@ -1746,17 +1746,9 @@ class ConstrainedWorkflow(RollingWorkflow):
         # when that ends (the longest chain waited for a host to open after
         # each recovery, 883 s over the reference scenario's bound; with one
         # member waiting of two it may move, each round moved one).
-        idle = {
-            g: self._weight(step, g)
-            for g, left in counts.todo.items()
-            if left > 0 and ((w := waiting[g]) == 0 or w < step.rule(g).max_impacted)
-        }
         # Each pending host ranked by the idle weight it feeds; the planner
         # chooses among the best CANDIDATE_WINDOW (and every empty host).
-        fed: dict[str, float] = {}
-        for g, weight in idle.items():
-            for name in counts.pending_hosts_of.get(g, ()):
-                fed[name] = fed.get(name, 0.0) + weight + 1.0
+        idle, fed = self._idle_and_fed(step, waiting)
         names: set[str] = set(self._best(fed))
         names.update(
             h.name for h in ctx.hosts.without_instances(HostState.PENDING) if h.type == "compute"
@@ -1925,6 +1917,25 @@ class ConstrainedWorkflow(RollingWorkflow):
             ctx.state_of(RollingState).listed = False  # progress: list again when stuck
         return opened, held
 
+    def _idle_and_fed(
+        self, step: _Step, waiting: Counter[str]
+    ) -> tuple[dict[str, float], dict[str, float]]:
+        """The idle groups (work left, fewer of their members ``waiting`` on
+        the open hosts than they may move at once) with their weights, and
+        for each pending host the idle weight it feeds (each group it holds
+        members of: its weight + 1)."""
+        counts = step.counts
+        idle = {
+            g: self._weight(step, g)
+            for g, left in counts.todo.items()
+            if left > 0 and ((w := waiting[g]) == 0 or w < step.rule(g).max_impacted)
+        }
+        fed: dict[str, float] = {}
+        for g, weight in idle.items():
+            for name in counts.pending_hosts_of.get(g, ()):
+                fed[name] = fed.get(name, 0.0) + weight + 1.0
+        return idle, fed
+
     def _open_ahead(
         self,
         ctx: SessionContext,
@@ -1954,15 +1965,7 @@ class ConstrainedWorkflow(RollingWorkflow):
             planner.HostLoad(h.name, tuple(step.members_on(h.name)), h.position) for h in draining
         ]
         waiting = Counter(m.group_id for load in loads for m in load.members)
-        idle = {
-            g: self._weight(step, g)
-            for g, left in counts.todo.items()
-            if left > 0 and ((w := waiting[g]) == 0 or w < step.rule(g).max_impacted)
-        }
-        fed: dict[str, float] = {}
-        for g, weight in idle.items():
-            for name in counts.pending_hosts_of.get(g, ()):
-                fed[name] = fed.get(name, 0.0) + weight + 1.0
+        idle, fed = self._idle_and_fed(step, waiting)
         candidates = [
             step.pending(view).load
             for name in sorted(self._best(fed))
