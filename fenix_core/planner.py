@@ -407,16 +407,52 @@ def assign_moves(
     that the room it will need is not given to a member after it (the
     constrained workflow's hosts opened ahead of their room:
     :func:`host_to_open_ahead`).
+
+    Where no group of ``waiting`` has a per-host limit (and nothing is
+    reserved), the targets are searched by bisection
+    (:func:`assign_moves_unlimited`, the same placement); otherwise, or when
+    that variant declines, by a pass over every target for each member.
     """
     unruled = sorted(g for g in ahead or () if g not in rules)
     if unruled:
         raise ValueError(f"ahead: no rule for group(s) {', '.join(unruled)} in rules")
+    ahead = _limited_ahead(waiting, rules, ahead)
+    if not ahead and not reserve and not _any_host_limit(waiting, rules):
+        found = assign_moves_unlimited(waiting, budgets, targets, twice=twice, held=held)
+        if found is not None:
+            return found
+    return _assign_moves_scan(
+        waiting, budgets, targets, rules, twice=twice, ahead=ahead, held=held, reserve=reserve
+    )
+
+
+def _any_host_limit(waiting: Iterable[Member], rules: Mapping[str, GroupRule]) -> bool:
+    """Whether a group of ``waiting`` has a per-host limit."""
+    for group_id in {m.group_id for m in waiting}:
+        rule = rules.get(group_id)
+        if rule is not None and rule.host_limit() is not None:
+            return True
+    return False
+
+
+def _assign_moves_scan(
+    waiting: Sequence[Member],
+    budgets: Mapping[str, int],
+    targets: Sequence[Target],
+    rules: Mapping[str, GroupRule],
+    *,
+    twice: Container[str] | None,
+    ahead: Mapping[str, int],
+    held: Container[str],
+    reserve: bool,
+) -> tuple[list[tuple[str, str]], list[Blocked]]:
+    """:func:`assign_moves` by a pass over every target for each member
+    (``ahead``: already limited to the groups with a per-host limit)."""
     budget = dict(budgets)
     free = {t.host: t.free for t in targets}
     added: dict[tuple[str, str], int] = {}
     moves: list[tuple[str, str]] = []
     blocked: list[Blocked] = []
-    ahead = _limited_ahead(waiting, rules, ahead)
     for item in waiting:
         later = item.instance_id in held
         if not later and budget.get(item.group_id, 0) <= 0:
@@ -471,8 +507,8 @@ def assign_moves_unlimited(
     twice: Container[str] | None = None,
     held: Container[str] = (),
 ) -> tuple[list[tuple[str, str]], list[Blocked]] | None:
-    """:func:`assign_moves` when no group has a per-host limit (so no
-    ``ahead``) and no target counts members: the same moves and blocked
+    """:func:`assign_moves`' search when no group has a per-host limit (so
+    no ``ahead``) and no target counts members: the same moves and blocked
     members, each member's target found by bisection over the targets kept
     sorted by room (the fullest that fits first) instead of a pass over every
     target. None when a precondition it can see does not hold (targets named
@@ -971,24 +1007,18 @@ def fits_all(
     per_group: dict[str, int] = {}
     for m in members:
         per_group[m.group_id] = per_group.get(m.group_id, 0) + 1
-    limited = False
     for group_id, count in per_group.items():
         rule = rules.get(group_id)
         limit = rule.host_limit() if rule is not None else None
         if limit is None:
             continue
-        limited = True
         room = sum(max(0, limit - t.members.get(group_id, 0)) for t in target_list)
         if room < count:
             return False
     # The totals fit; a greedy placement (largest first) settles fragmentation
-    # and limits that interact (without a limit, by the bisecting variant:
-    # the same placement).
+    # and limits that interact.
     order = sorted(members, key=lambda m: (-m.vcpus, m.instance_id))
-    found = None if limited else assign_moves_unlimited(order, per_group, target_list)
-    if found is None:
-        found = assign_moves(order, dict(per_group), target_list, rules)
-    return not found[1]
+    return not assign_moves(order, dict(per_group), target_list, rules)[1]
 
 
 def infeasible_groups(

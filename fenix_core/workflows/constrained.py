@@ -1315,9 +1315,6 @@ class ConstrainedWorkflow(RollingWorkflow):
                     - sum(m.vcpus for m in everyone if host_of[m.instance_id] not in behind),
                 )
             order = self._up_to_last_startable(order, left, later, rules)
-            # Without a per-host limit (so nothing ahead, no member counted
-            # on a target) the planner's bisecting variant places alike.
-            unlimited = not ahead and all(r.host_limit() is None for r in rules.values())
 
             def place(targets: list[planner.Target], waiting_makes_room: bool) -> dict[str, str]:
                 twice = {
@@ -1329,23 +1326,17 @@ class ConstrainedWorkflow(RollingWorkflow):
                         waiting_makes_room=waiting_makes_room,
                     )
                 }
-                found = (
-                    planner.assign_moves_unlimited(order, left, targets, twice=twice, held=later)
-                    if unlimited
-                    else None
+                moves, _blocked = planner.assign_moves(
+                    order,
+                    left,
+                    targets,
+                    rules,
+                    twice=twice,
+                    ahead=ahead,
+                    held=later,
+                    reserve=reserve,
                 )
-                if found is None:
-                    found = planner.assign_moves(
-                        order,
-                        left,
-                        targets,
-                        rules,
-                        twice=twice,
-                        ahead=ahead,
-                        held=later,
-                        reserve=reserve,
-                    )
-                return dict(found[0])
+                return dict(moves)
 
             # No member may start (on a full cloud, most passes while a host
             # opened ahead waits for room): no target to build, nothing to
