@@ -584,6 +584,32 @@ def test_full_cluster_without_a_manager_to_scale_in_fails_with_the_capacity_prob
     assert fenix_cloud.events == []
 
 
+def test_room_split_among_hosts_fails_naming_the_instance_no_host_can_take(
+    fenix_cloud, fenix_engine_factory
+):
+    # 4 vcpus free in all, as much as cmp-0 holds, but 2 on each host: the
+    # totals alone would read as if the session should have gone on.
+    fill(
+        fenix_cloud,
+        {
+            "cmp-0": [("vm-a", "pa", 4)],
+            "cmp-1": [("vm-b", "pb", 6)],
+            "cmp-2": [("vm-c", "pc", 6)],
+        },
+    )
+    engine = fenix_engine_factory()
+    sid = engine.create_session(SessionRequest())
+    view = engine.run_until_done(sid)
+    assert view.state == "MAINTENANCE_FAILED"
+    assert view.reason == (
+        "cannot empty any host: the least loaded host cmp-0 has 4 vcpus of instances and "
+        "the other hosts have 4 vcpus free, but split: no one host has room for instance "
+        "vm-a (4 vcpus) beside the instances placed before it (the most free on one host "
+        "is 2 vcpus); no project has an application manager to scale in"
+    )
+    assert fenix_cloud.events == []
+
+
 def test_scale_in_that_frees_nothing_fails(fenix_cloud, fenix_engine_factory):
     fill(fenix_cloud, FULL)
     engine = fenix_engine_factory()

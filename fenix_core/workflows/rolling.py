@@ -858,10 +858,8 @@ class RollingWorkflow(WorkflowBase):
             if lightest.type == "compute"
             else f"the other {lightest.type} hosts, where its instances may go,"
         )
-        shortage = self._rule_shortage(ctx, lightest.name) or (
-            f"the least loaded host {lightest.name} has {self._used(ctx, lightest.name)} "
-            f"vcpus of instances and {others} have {self._free_besides(ctx, lightest)} "
-            "vcpus free"
+        shortage = self._rule_shortage(ctx, lightest.name) or self._capacity_shortage(
+            ctx, lightest, others
         )
         affected = {i.project_id for h in pending for i in self._movable_on(ctx, h.name)}
         managed = sorted(p for p in affected if self._managed(ctx, p))
@@ -892,15 +890,36 @@ class RollingWorkflow(WorkflowBase):
         )
         return False
 
-    def _free_besides(self, ctx: SessionContext, host: HostView) -> int:
-        """The free vCPUs of the hosts that could take ``host``'s instances
+    def _capacity_shortage(self, ctx: SessionContext, host: HostView, others: str) -> str:
+        """Why ``host`` cannot be emptied when capacity, not a placement rule,
+        is short: the totals, and when the totals would do, the instance no
+        single host has room for (the room is split among the hosts)."""
+        used = self._used(ctx, host.name)
+        room = self._free_besides(ctx, host)
+        why = (
+            f"the least loaded host {host.name} has {used} vcpus of instances and "
+            f"{others} have {sum(room)} vcpus free"
+        )
+        if sum(room) < used:
+            return why
+        for inst, target in self._placements(ctx, self._movable_on(ctx, host.name)):
+            if target is None and ctx.capacity.limits(inst.instance_id).stuck is None:
+                return (
+                    f"{why}, but split: no one host has room for instance {inst.instance_id} "
+                    f"({inst.vcpus} vcpus) beside the instances placed before it (the most "
+                    f"free on one host is {max(room, default=0)} vcpus)"
+                )
+        return why
+
+    def _free_besides(self, ctx: SessionContext, host: HostView) -> list[int]:
+        """The free vCPUs of each host that could take ``host``'s instances
         (a scan of the hosts, on the way to failing only)."""
         retiring = self._retiring(ctx)
-        return sum(
+        return [
             max(0, ctx.capacity.free(h.name))
             for h in ctx.hosts
             if h.enabled and h.type == host.type and h.name != host.name and h.name not in retiring
-        )
+        ]
 
     def _next_host_to_maintain(self, ctx: SessionContext) -> HostView | None:
         """A control-plane host with nothing to drain, else the first drained
