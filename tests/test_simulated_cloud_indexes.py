@@ -223,6 +223,30 @@ def test_a_removed_host_takes_a_moving_instance_it_held_out_of_the_count() -> No
     assert cloud.instances_on("b") == []
 
 
+def test_a_migration_done_on_the_host_its_instance_was_relocated_to_offers_its_room() -> None:
+    """A migration done leaves its target's free vcpus as they were, so the
+    target is not offered again; but not if its instance was put on that very
+    host meanwhile: then the room it held as incoming comes free, and the
+    scheduler must see it (here its earlier figure left the heap meanwhile)."""
+    clock = SimClock(start=T0)
+    cloud = SimulatedCloud(migration_seconds=30, clock=clock)
+    for name, vcpus in (("h0", 8), ("h1", 8), ("h2", 2)):
+        cloud.add_host(name, vcpus=vcpus)
+    cloud.add_instance("vm-0", "p", "h0", vcpus=4)
+    cloud.add_instance("vm-2", "p", "h0", vcpus=4)
+    cloud.add_instance("vm-1", "p", "h2", vcpus=2)
+    cloud.start_move("vm-0", "MIGRATE", "h1", "k0")
+    cloud.relocate("vm-0", "h1")  # its manager re-created it there meanwhile
+    assert cloud.free_vcpus("h1") == 0  # on it, and still heading there
+    assert cloud.relocate("vm-1") == "h0"  # the scheduler passes h1 (full)
+    clock.advance(30)
+    assert cloud.free_vcpus("h1") == 4
+    assert (cloud.free_vcpus("h0"), cloud.free_vcpus("h2")) == (2, 2)
+    cloud.start_move("vm-2", "MIGRATE", None, "k2")  # the scheduler chooses
+    started = [e for e in cloud.events if e.kind == "migration_started"]
+    assert started[-1].detail == "h1"  # the only host with room
+
+
 @given(st.text(max_size=6), st.text(max_size=6))
 def test_the_heap_key_orders_host_names_backwards(a: str, b: str) -> None:
     # Names that begin others ("h1", "h10") included: the greatest name first.

@@ -345,7 +345,7 @@ class _Nested(ComponentState):
     [
         pytest.param(s, id=type(s).__name__)
         for s in (
-            RollingState(moving="vm-1", refused=("a", "b"), stage=2),
+            RollingState(waiting_move="vm-1", refused=("a", "b"), stage=2),
             PipelineState(
                 recent_starts=["t1"], open_domains={"zone": {"z1": 2}}, durations_sum=1.5
             ),

@@ -576,6 +576,8 @@ class SimulatedCloud:
         # when a host's free vcpus change and are dropped when they reach the top.
         self._by_free: list[tuple[int, tuple[int, ...], str]] = []
         self._descending: dict[str, tuple[int, ...]] = {}
+        # A host not offered again while a migration to it ends done (see _settle).
+        self._unchanged: str | None = None
 
     def _rebuild_indexes(self) -> None:
         self._clear_indexes()
@@ -650,6 +652,8 @@ class SimulatedCloud:
 
     def _offer(self, name: str) -> None:
         """Put a host's current free vcpus on the heap of targets."""
+        if name == self._unchanged:
+            return
         host = self._hosts.get(name)
         if host is None or not host["enabled"] or host["type"] != "compute":
             return
@@ -713,9 +717,19 @@ class SimulatedCloud:
                     )
                 )
             else:
-                self._stop(handle, "done")
-                self._unplace(migration["instance_id"])
-                self._place(migration["instance_id"], migration["target"])
+                # Its target's free vcpus end as they were (no longer incoming,
+                # now used): the heap holds an entry with that figure already
+                # (every change of a host's figure offers it), so the target is
+                # not offered twice more. The hooks (_stop, _unplace, _place)
+                # run as ever.
+                if inst["host"] != migration["target"]:
+                    self._unchanged = migration["target"]
+                try:
+                    self._stop(handle, "done")
+                    self._unplace(migration["instance_id"])
+                    self._place(migration["instance_id"], migration["target"])
+                finally:
+                    self._unchanged = None
                 inst["ready_at"] = (end + timedelta(seconds=self.ready_seconds)).isoformat()
                 self._events.append(
                     (

@@ -743,7 +743,7 @@ class ConstrainedWorkflow(RollingWorkflow):
                 SessionState.PLANNED_MAINTENANCE if planned else SessionState.PREPARE_MAINTENANCE,
             )
             st.drain_host, st.phase = choice, "disable"
-            st.moving, st.move_attempts, st.refused, st.retry_wait = None, 0, (), False
+            st.waiting_move, st.move_attempts, st.refused, st.retry_wait = None, 0, (), False
             return True
         if not ctx.hosts.in_state(HostState.PENDING, *_OPEN):
             self._go(ctx, st, SessionState.MAINTENANCE_COMPLETE)

@@ -22,8 +22,10 @@ one host at a time (today's :mod:`fenix_core.workflows.rolling` is the spec).
             project ──► MAINTENANCE_DONE
 
 The state it keeps (:class:`RollingState`) has a constant size: the host
-being drained or maintained, the stage, the one migration in flight. Per-host
-and per-instance facts are in the views. Targets come from
+being drained or maintained, the stage, the one migration off it while it
+waits (under way, its instance says which: IN_ACTION on the drained host, so
+a move step does not rewrite the state). Per-host and per-instance facts are
+in the views. Targets come from
 ``ctx.capacity.targets`` (the cloud's placement rules, moves in flight
 counted); among them a host where an instance can stay (maintained, added,
 outside the session) is preferred, so each instance moves once where
@@ -46,7 +48,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from datetime import timedelta
-from typing import ClassVar
+from typing import Any, ClassVar, Self
 
 import attrs
 
@@ -124,6 +126,7 @@ _NOT_MOVING = frozenset(
 # is a quarter of the cost of an Enum class attribute).
 _PENDING = InstanceState.PENDING
 _CHOSEN = InstanceState.ACTION_CHOSEN
+_IN_ACTION = InstanceState.IN_ACTION
 _OWN_ACTION = InstanceAction.OWN_ACTION
 
 
@@ -182,6 +185,10 @@ class RollingState(ComponentState):
     """What the rolling workflow remembers between steps (constant size)."""
 
     component: ClassVar[str] = "rolling"
+    #: 2: ``moving`` (the one migration off the drain host, rewritten at
+    #: every move's start and end) gave way to ``waiting_move``: a migration
+    #: under way is the instance IN_ACTION on the drain host.
+    schema_version: ClassVar[int] = 2
 
     phase: str = "confirm"
     pre_done: int = 0
@@ -192,7 +199,12 @@ class RollingState(ComponentState):
     current_host: str | None = None  # the host being maintained
     stage: int = 0  # its pipeline stage
     host_op: bool = False  # an operation of that stage runs
-    moving: str | None = None  # the one migration off the drain host (or waiting to retry)
+    # The one migration off the drain host (``RollingWorkflow._moving``, called
+    # "moving" below) while no Move of it is under way: chosen, waiting for its
+    # retry, a relisting or a Locate. None while it is under way: its instance,
+    # IN_ACTION on the drain host with a migration, says which (a body of
+    # schema 1 may name one under way: the same migration).
+    waiting_move: str | None = None
     move_attempts: int = 0
     refused: tuple[str, ...] = attrs.field(default=(), converter=_strings)  # of ``moving``
     # "<host>: <why>" per refusal of ``moving``, in order (read only while
@@ -216,6 +228,15 @@ class RollingState(ComponentState):
     hosts_listed: bool = False  # the cloud's hosts were listed before the first decision
     adding: bool = False  # that listing, or bringing in a host of add_hosts, runs
     host_down: str | None = None  # the host that did not come back up: left disabled
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any], version: int) -> Self:
+        if version == 1:
+            # Stored by the release before: its ``moving``, under way or not,
+            # is the one migration (``_move_ended`` lets it go at its Move's end).
+            data = {("waiting_move" if k == "moving" else k): v for k, v in data.items()}
+            version = 2
+        return super().from_json(data, version)
 
 
 def _is_relisting(st: RollingState, op: object) -> bool:
@@ -315,7 +336,9 @@ class RollingWorkflow(WorkflowBase):
     def on_timer(self, ctx: SessionContext, timer: TimerFired) -> None:
         super().on_timer(ctx, timer)
         st = ctx.state_of(RollingState)
-        if timer.name == f"retry_move:{st.moving}":
+        if timer.name.startswith("retry_move:") and timer.name == (
+            f"retry_move:{self._moving(ctx, st)}"
+        ):
             st.retry_wait = False
         elif timer.name == _ANNOUNCED:
             st.host_op = False
@@ -441,8 +464,8 @@ class RollingWorkflow(WorkflowBase):
 
     def _located(self, ctx: SessionContext, st: RollingState, op: Locate, ok: bool) -> None:
         """A ``Locate`` ended (the engine placed the instances it found)."""
-        moving = st.moving if st.moving in op.instance_ids else None
-        if moving is not None:
+        moving = self._moving(ctx, st)
+        if moving is not None and moving in op.instance_ids:
             # The migration whose target left: it moves again as it was
             # chosen if it is still on the host being drained.
             st.retry_wait = False
@@ -455,7 +478,7 @@ class RollingWorkflow(WorkflowBase):
                 if not ok:
                     st.locating = False
                 return
-            st.moving, st.move_attempts, st.refused = None, 0, ()
+            st.waiting_move, st.move_attempts, st.refused = None, 0, ()
         if ok:
             st.locating = False
             apply_located(ctx, op.instance_ids, STAYS)
@@ -505,9 +528,10 @@ class RollingWorkflow(WorkflowBase):
             if inst.state in (InstanceState.ACTION_REQUESTED, InstanceState.ACTION_CHOSEN):
                 ctx.set_instance_state(inst.instance_id, InstanceState.PENDING)
             ctx.cancel_timer(f"retry_move:{inst.instance_id}")
-        moving = ctx.instances.get(st.moving) if st.moving is not None else None
+        moving_id = self._moving(ctx, st)
+        moving = ctx.instances.get(moving_id) if moving_id is not None else None
         if moving is not None and moving.host == host:
-            st.moving, st.move_attempts, st.refused, st.retry_wait = None, 0, (), False
+            st.waiting_move, st.move_attempts, st.refused, st.retry_wait = None, 0, (), False
         if st.drain_host == host:
             st.drain_host, st.phase = None, ""
         if st.current_host == host:
@@ -552,8 +576,9 @@ class RollingWorkflow(WorkflowBase):
             wind_down(ctx, ctx.session.reason or ctx.session.state.value)
             ctx.cancel_timer("start")
             ctx.cancel_timer("locate")
-            if st.moving is not None:
-                ctx.cancel_timer(f"retry_move:{st.moving}")
+            moving = self._moving(ctx, st)
+            if moving is not None:
+                ctx.cancel_timer(f"retry_move:{moving}")
             st.retry_wait = False
         host = st.we_disabled
         if host is None or st.host_op or st.phase == "disabling" or host == st.host_down:
@@ -694,7 +719,8 @@ class RollingWorkflow(WorkflowBase):
         self._pump_moves(ctx, st, host, unchanged)
         if ctx.session.state in _FINAL:
             return False
-        if not self._in_scope_on(ctx, host_name) and st.moving is None:
+        # (A migration under way is of an instance still on the host.)
+        if not self._in_scope_on(ctx, host_name) and st.waiting_move is None:
             ctx.set_host_state(host_name, HostState.DRAINED)
             st.drain_host = None
             self._go(ctx, st, SessionState.START_MAINTENANCE)
@@ -791,7 +817,7 @@ class RollingWorkflow(WorkflowBase):
             SessionState.PLANNED_MAINTENANCE if planned else SessionState.PREPARE_MAINTENANCE,
         )
         st.drain_host, st.phase = host, "disable"
-        st.moving, st.move_attempts, st.refused, st.retry_wait = None, 0, (), False
+        st.waiting_move, st.move_attempts, st.refused, st.retry_wait = None, 0, (), False
         return True
 
     @staticmethod
@@ -1077,18 +1103,27 @@ class RollingWorkflow(WorkflowBase):
             return
         if on is None:
             on = ctx.instances.on(host.name)
-        chosen = [i for i in on if i.state == _CHOSEN]
+        chosen: list[InstanceView] = []
+        under_way = False  # a migration off the host runs (``_moving``)
+        for i in on:
+            state = i.state
+            if state == _CHOSEN:
+                chosen.append(i)
+            elif state == _IN_ACTION and i.action != _OWN_ACTION:
+                under_way = True
         watches = [i for i in chosen if i.action == _OWN_ACTION]
         for inst in watches:
             ctx.submit(Watch(inst.instance_id))
         # What is on the host as read, if no watch changed it: the target's
         # placement reads the same instances (one pass over them a step).
         current = on if len(watches) == 0 and isinstance(on, list) else None
-        if st.moving is not None:
-            moving = ctx.instances.get(st.moving)
-            if st.retry_wait or moving is None or moving.state != InstanceState.ACTION_CHOSEN:
+        if st.waiting_move is not None:
+            moving = ctx.instances.get(st.waiting_move)
+            if st.retry_wait or moving is None or moving.state != _CHOSEN:
                 return  # in flight, or waiting for its retry
             self._migrate(ctx, st, moving, current if moving.host == host.name else None)
+            return
+        if under_way:
             return
         # The first in ``_move_order`` (a minimum, not a sort: one is taken;
         # compared inline, not through a key function per instance).
@@ -1100,7 +1135,7 @@ class RollingWorkflow(WorkflowBase):
                     i.vcpus == inst.vcpus and i.instance_id < inst.instance_id
                 ):
                     inst = i
-            st.moving, st.move_attempts, st.refused = inst.instance_id, 0, ()
+            st.waiting_move, st.move_attempts, st.refused = inst.instance_id, 0, ()
             st.waited = 0
             self._migrate(ctx, st, inst, current)
 
@@ -1136,6 +1171,22 @@ class RollingWorkflow(WorkflowBase):
                 ctx.fail(self._no_target(ctx, inst))
                 return
         ctx.submit(Move(inst.instance_id, instance_action(action), target, refused - {SCHEDULER}))
+        if inst.host == st.drain_host:
+            st.waiting_move = None  # under way: its instance says so (``_moving``)
+
+    @staticmethod
+    def _moving(ctx: SessionContext, st: RollingState) -> str | None:
+        """The one migration off the drain host: the one waiting, or the one
+        under way (its instance IN_ACTION there with a migration, not a
+        watch: the state is not rewritten when one starts or ends)."""
+        if st.waiting_move is not None:
+            return st.waiting_move
+        if st.drain_host is None:
+            return None
+        for inst in ctx.instances.on(st.drain_host):
+            if inst.state == _IN_ACTION and inst.action != _OWN_ACTION:
+                return inst.instance_id
+        return None
 
     def _relist(self, ctx: SessionContext, st: RollingState, host: str) -> None:
         """List what runs on ``host`` now (the engine applies it to the
@@ -1370,7 +1421,18 @@ class RollingWorkflow(WorkflowBase):
         inst = ctx.instances.get(op.instance_id)
         if inst is None:
             return
-        if result.status != OpStatus.DONE and self._target_left(ctx, op):
+        done = result.status == OpStatus.DONE
+        # Whether it is the drain's one migration (``_moving``), read before
+        # its instance changes: a Move that failed left it where it was.
+        ours = isinstance(op, Move) and (
+            op.instance_id == st.waiting_move
+            or (not done and self._moving(ctx, st) == op.instance_id)
+        )
+        if ours:
+            # Not under way any more: it waits (a Locate, a retry, a relisting),
+            # or is let go below.
+            st.waiting_move = op.instance_id
+        if not done and self._target_left(ctx, op):
             # Its target left the cloud during the move: not a failed attempt.
             # Where is it now? It moves on once it is known (``_located``).
             if inst.state == InstanceState.IN_ACTION:
@@ -1378,15 +1440,15 @@ class RollingWorkflow(WorkflowBase):
             if ctx.session.state not in _FINAL:
                 ctx.submit(Locate((op.instance_id,)))
                 st.locating = True
-                if op.instance_id == st.moving:
+                if ours:
                     st.retry_wait = True
             return
         # Where it is now (the engine placed a moved instance where the cloud says).
         origin = ctx.hosts.get(inst.host)
-        if result.status != OpStatus.DONE and (origin is None or origin.state in _LEFT):
+        if not done and (origin is None or origin.state in _LEFT):
             # Its host was skipped (or left the cloud) meanwhile: not a failure.
-            if op.instance_id == st.moving:
-                st.moving, st.move_attempts, st.refused, st.retry_wait = None, 0, (), False
+            if ours:
+                st.waiting_move, st.move_attempts, st.refused, st.retry_wait = None, 0, (), False
             if inst.state == InstanceState.IN_ACTION:
                 # Skipped: not followed any more. Gone: looked up with the
                 # rest of its host's instances.
@@ -1395,11 +1457,23 @@ class RollingWorkflow(WorkflowBase):
                     op.instance_id, InstanceState.FAILED if left else InstanceState.PENDING
                 )
             return
-        if op.instance_id == st.moving and isinstance(op, Move):
-            if result.status != OpStatus.DONE:
-                self._move_failed(ctx, st, op, inst, result)
-                return
-            st.moving, st.move_attempts, st.refused = None, 0, ()
+        if ours and not done and isinstance(op, Move):
+            self._move_failed(ctx, st, op, inst, result)
+            return
+        if (
+            done
+            and isinstance(op, Move)
+            and (
+                ours
+                or (
+                    (st.move_attempts or st.refused)
+                    and self._moving(ctx, st) in (None, op.instance_id)
+                )
+            )
+        ):
+            # The drain's migration done (moved off, it is no longer under way
+            # there: only a retried one has attempts or refusals to forget).
+            st.waiting_move, st.move_attempts, st.refused = None, 0, ()
         if result.status != OpStatus.DONE and ctx.session.state in _FINAL:
             if inst.state == InstanceState.IN_ACTION:  # still where it was
                 ctx.set_instance_state(op.instance_id, InstanceState.PENDING)
