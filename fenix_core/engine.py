@@ -165,11 +165,16 @@ class _HeldFacts:
     def instance_states(self, project_id: str, named: Collection[str]) -> Mapping[str, str]:
         # From the index of requested instances (the host being drained), not
         # a pass over every instance of the project.
+        # Set intersections: C loops over the smaller side of each.
         index = self._ws.instance_index
-        mine = index.by_project.get(project_id, set())
+        mine = index.by_project.get(project_id)
+        if not mine:
+            return {}
         instances = self._ws.instances
-        wanted = [i for i in index.by_state.get(_REQUESTED, ()) if i in mine]
-        wanted += [i for i in named if i in mine]
+        wanted = mine.intersection(named)
+        requested = index.by_state.get(_REQUESTED)
+        if requested:
+            wanted |= mine & requested
         return {i: instances[i].state for i in wanted}
 
     def note_reply(self, project_id: str) -> None:

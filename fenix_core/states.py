@@ -335,9 +335,19 @@ def normalize_reply_state(state: str) -> tuple[bool, str] | None:
     ``"ACK_PLANNED_MAINTENANCE"`` -> ``(True, "PLANNED_MAINTENANCE")``;
     ``"NACK_IN_SCALE"`` -> ``(False, "SCALE_IN")``. ``None`` if not a reply state.
     """
+    found = _SPLIT.get(state)
+    if found is not None:
+        return found
     for prefix, ack in (("ACK_", True), ("NACK_", False)):
         if state.startswith(prefix):
             awaited = _REPLY_ALIASES.get(state[len(prefix) :], state[len(prefix) :])
             if PROJECT_NOTIFICATIONS.get(awaited):
-                return ack, awaited
+                found = _SPLIT[state] = (ack, awaited)
+                return found
     return None
+
+
+#: The reply states split so far: a reply is split when it arrives, when it is
+#: checked and when its step takes it. Only valid ones are kept (a dozen at
+#: most), so what a caller sends cannot grow it.
+_SPLIT: dict[str, tuple[bool, str]] = {}

@@ -705,3 +705,68 @@ def test_0011_a_session_stopped_under_0010_resumes(any_db: Engine) -> None:
     assert started
     assert all(n == 1 for n in started.values()), started
     assert sorted(h or "" for h in upgrade.hosts) == sorted(["cmp-0", "cmp-1", "cmp-2"])
+
+
+# --------------------------------------------------------------------------- 0012
+
+
+def _timers(engine: Engine) -> list[tuple[Any, ...]]:
+    timers = SATable("timers", MetaData(), autoload_with=engine)
+    with engine.connect() as connection:
+        rows = connection.execute(
+            select(timers.c.session_id, timers.c.kind, timers.c.due).order_by(timers.c.kind)
+        )
+        return [tuple(r) for r in rows]
+
+
+def test_0012_a_session_awaiting_replies_under_0011_takes_them_after_the_upgrade(
+    any_db: Engine,
+) -> None:
+    """A rolling session waiting for its projects' MAINTENANCE answers (a
+    reply deadline timer each), its database taken down to 0011's timers
+    index (the session alone) and up again: the timers come back as they
+    were, the answers cancel them, and the session ends done."""
+    from test_leases import UPGRADE, build_cloud
+
+    from fenix_core import Engine as FenixEngine
+    from fenix_core import SessionRequest
+    from fenix_core.testing import ScriptedManager, TimedAction
+
+    url = any_db.url.render_as_string(hide_password=False)
+    cloud, upgrade, clock = build_cloud(), TimedAction("upgrade", seconds=60), SimClock()
+
+    def engine() -> FenixEngine:
+        return FenixEngine(
+            url, clock=clock, plugins=[cloud, upgrade], load_entry_points=False, worker_id="w"
+        )
+
+    first = engine()
+    with first:
+        for project in ("p1", "p2"):
+            first.subscribe(project)
+        sid = first.create_session(SessionRequest(actions=UPGRADE))
+        first.run_until_idle()
+        assert first.get_session(sid).state == "MAINTENANCE"
+    waiting = _timers(any_db)
+    assert [kind for _, kind, _ in waiting] == ["reply_deadline:p1", "reply_deadline:p2"]
+
+    alembic(any_db, "downgrade", "0011")
+    assert {ix["name"] for ix in inspect(any_db).get_indexes("timers")} == {"ix_timers_session"}
+    assert _timers(any_db) == waiting
+    alembic(any_db, "upgrade", "head")
+    assert {ix["name"] for ix in inspect(any_db).get_indexes("timers")} == {
+        "ix_timers_session_kind"
+    }
+    assert _timers(any_db) == waiting
+
+    with engine() as second:
+        managers = [ScriptedManager(second, p, cloud=cloud) for p in ("p1", "p2")]
+        for project in ("p1", "p2"):
+            second.reply(sid, project, "ACK_MAINTENANCE")
+        second.run_until_idle()
+        assert not [kind for _, kind, _ in _timers(any_db) if kind.endswith(":p1")]
+        view = second.run_until_done(sid)
+        for manager in managers:
+            manager.close()
+    assert view.state == "MAINTENANCE_DONE", view.reason
+    assert sorted(h or "" for h in upgrade.hosts) == sorted(["cmp-0", "cmp-1", "cmp-2"])

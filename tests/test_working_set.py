@@ -191,7 +191,8 @@ def calls(draw: st.DrawFn, ws: WorkingSet, n: int) -> list[tuple[str, tuple[Any,
         elif kind == "host":
             args = (draw(hosts), draw(st.integers(0, 3)), draw(st.integers(0, 15)))
         elif kind in ("inst_state",):
-            args = (draw(instances), draw(st.sampled_from(INSTANCE_STATES)))
+            args = (draw(instances), draw(st.sampled_from(INSTANCE_STATES)),
+                    draw(st.none() | st.sampled_from(["MIGRATE", "LIVE_MIGRATE"])))  # fmt: skip
         elif kind == "place":
             args = (draw(instances), draw(hosts))
         elif kind == "enabled":

@@ -4,17 +4,18 @@ A reply is checked against the session it answers: in memory, with no SQL,
 when this engine holds the session (``ReplySink.held``), otherwise in the
 database inside the transaction that writes it, as one transaction did
 before. Replies that arrive together share that transaction: each caller
-queues its reply with an event, then takes the engine lock; whoever gets the
-lock with its reply still unwritten writes *every* queued reply (one
-``executemany``, one commit) and wakes their callers. So a caller returns
-only once its row is committed, and a failed write raises its error in every
-caller of the batch, having committed nothing.
+queues its reply, then takes the engine lock; whoever gets the lock with its
+reply still unwritten writes *every* queued reply (one ``executemany``, one
+commit) and marks them done, which their callers, blocked on the lock, find
+when they get it. So a caller returns only once its row is committed, and a
+failed write raises its error in every caller of the batch, having committed
+nothing.
 
 Why the lock hands the writer role over instead of a separate writer thread
 or a "first caller is the writer" flag: the engine lock is reentrant and a
 signal handler may reply while its thread holds it (inside a step). A caller
 that waited on an event while holding the lock would deadlock with a writer
-waiting for the lock; here nobody waits on an event while holding it.
+waiting for the lock; here nobody waits for anything but the lock.
 
 A burst (``submit_many``) all for one session this engine holds is not
 committed on its own: checked on the held working set, it is handed to
@@ -233,7 +234,11 @@ def _check_instance_actions(
 
 
 class _Item:
-    """One queued reply and the answer its caller waits for."""
+    """One queued reply and the answer its caller waits for.
+
+    ``done`` is a plain flag, not an event: it is set and read only under
+    the engine lock (a caller never waits on it, it takes the lock), and
+    an event per reply was a lock and a condition for each one of a burst."""
 
     __slots__ = ("carriable", "done", "error", "received_at", "reply", "session_id")
 
@@ -244,7 +249,7 @@ class _Item:
         self.reply = reply
         self.received_at = received_at
         self.carriable = carriable  # of a burst: may be written by a step of its session
-        self.done = threading.Event()
+        self.done = False
         self.error: BaseException | None = None
 
 
@@ -342,12 +347,12 @@ class ReplyIntake:
         with self._queue_lock:
             self._queue.extend(items)  # contiguous: one batch takes them all
         with self._lock:
-            if not items[-1].done.is_set():
+            if not items[-1].done:
                 with self._queue_lock:
                     batch, self._queue = self._queue, []
                 self._write(batch)
         # Written by this thread or by the lock holder before it.
-        assert all(item.done.is_set() for item in items)
+        assert all(item.done for item in items)
 
     def _write(self, batch: list[_Item]) -> None:
         """Check and write ``batch`` in one transaction (or in its session's
@@ -384,7 +389,7 @@ class ReplyIntake:
             for item in batch:
                 if item.error is None:
                     item.error = failure
-                item.done.set()
+                item.done = True
             if not isinstance(failed, Exception):
                 raise
             return
@@ -397,7 +402,7 @@ class ReplyIntake:
                 woken.add(item.session_id)
                 self._sink.wake(item.session_id)
         for item in batch:
-            item.done.set()
+            item.done = True
 
     def _carried(self, batch: list[_Item], carry: Callable[[str, CarriedReplies], bool]) -> bool:
         """Whether ``batch`` was written by a step of its session: a burst
@@ -423,7 +428,7 @@ class ReplyIntake:
                 for item in batch:
                     if item in accepted and not carried.committed:
                         item.error = _BatchFailed(failed)
-                    item.done.set()
+                    item.done = True
                 raise
             if not written:
                 for item in batch:
@@ -431,7 +436,7 @@ class ReplyIntake:
                 return False
             self.batches += 1
         for item in batch:
-            item.done.set()
+            item.done = True
         return True
 
 

@@ -677,12 +677,19 @@ class WorkingSet:
                 index.rescope((old_host, old_state), (host, state))
         self._mark(inst, self._dirty_instances)
 
-    def set_instance_state(self, instance_id: str, state: str) -> None:
-        """``_reindex_instance`` of a state change, written out: a move
-        changes an instance's state three times or more."""
+    def set_instance_state(self, instance_id: str, state: str, action: str | None = None) -> None:
+        """``_reindex_instance`` of a state change (and of the chosen action
+        unless ``action`` is None), written out: a move changes an
+        instance's state three times or more, and a project's answer sets
+        each of its instances' action."""
         inst = self.instances[instance_id]
         old = inst.state
-        if old == state:
+        if action is not None and inst.action != action:
+            inst.action = action  # no index reads it
+            if old == state:
+                self._mark(inst, self._dirty_instances)
+                return
+        elif old == state:
             return
         before = _holds(inst)
         inst.state = state

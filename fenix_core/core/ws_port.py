@@ -920,11 +920,8 @@ class WorkingSetAdapter:
     def set_instance_state(
         self, instance_id: str, state: InstanceState, action: str | None
     ) -> None:
-        if action is not None:
-            self.ws.change_instance(instance_id, state=state._value_, action=action)
-        else:
-            # ``_value_``: the member's value without the ``value`` descriptor call.
-            self.ws.set_instance_state(instance_id, state._value_)
+        # ``_value_``: the member's value without the ``value`` descriptor call.
+        self.ws.set_instance_state(instance_id, state._value_, action)
         self._instance_views.pop(instance_id, None)
 
     def place(self, instance_id: str, host: str) -> None:

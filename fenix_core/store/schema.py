@@ -274,7 +274,8 @@ class TimerRow(Base):
     due: Mapped[datetime]
     data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
-    __table_args__ = (Index("ix_timers_session", "session_id"),)
+    # 0012: a step deletes or updates a timer by session and name.
+    __table_args__ = (Index("ix_timers_session_kind", "session_id", "kind"),)
 
 
 class OutboxRow(Base):
