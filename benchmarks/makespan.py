@@ -95,6 +95,18 @@ class Measured:
     #: average over the hosts that had instances: time the bound counts as
     #: one move.
     drain: float
+    #: When each host's maintenance began, seconds from the session's start,
+    #: in order (what the bound's terms reason about: see the tests).
+    starts: tuple[float, ...] = ()
+
+
+def work_starts(operations: Sequence[OperationView], start: datetime) -> tuple[float, ...]:
+    """When each host's first action began, seconds after ``start``, in order."""
+    first: dict[str, datetime] = {}
+    for op in operations:
+        if op.kind == "action" and op.host and op.started_at:
+            first[op.host] = min(first.get(op.host, op.started_at), op.started_at)
+    return tuple(sorted((t - start).total_seconds() for t in first.values()))
 
 
 def host_figures(operations: Sequence[OperationView], makespan: float) -> tuple[float, float]:
@@ -153,9 +165,11 @@ def run(scenario: Scenario, workflow: str) -> tuple[Measured, Run]:
             raise SystemExit(f"constrained run broke its constraints: {broken[:3]}")
     per_instance = migrations_per_instance(built.cloud)
     moves = sum(per_instance.values())
-    in_work, drain = host_figures(built.engine.list_operations(sid), makespan)
+    operations = built.engine.list_operations(sid)
+    in_work, drain = host_figures(operations, makespan)
     most = max(per_instance.values(), default=0)
-    return Measured(makespan, cpu, moves, most, in_work, drain), built
+    starts = work_starts(operations, start)
+    return Measured(makespan, cpu, moves, most, in_work, drain, starts), built
 
 
 def bounds(scenario: Scenario) -> Bounds:
