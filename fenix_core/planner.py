@@ -1078,7 +1078,9 @@ def makespan_lower_bound(
       host of the last member to move still has its own work to do after it.
       No final move starts before ``first_final_move_at`` (when the first
       target where instances stay can exist:
-      :func:`fenix_core.second_moves.first_final_move_at`); moves before it
+      :func:`fenix_core.second_moves.first_final_move_at` counts one move
+      before the first host's work, :func:`first_maintained_at` that host's
+      drain at its groups' pace; docs/constraints.md argues both); moves before it
       land on hosts that are maintained later, and those members still owe
       their final move.
     """
