@@ -20,17 +20,35 @@ when its work ends. For any schedule, at any time ``t``:
    load of the started hosts, at least that of as many of the lightest
    hosts, is at most ``stay_room + parked`` plus the capacity of the hosts
    maintained by ``t - move_seconds``, at most that of as many of the
-   largest hosts.
+   largest hosts;
+4. (``hand_off``) when the load does not fit on ``H - P - 1`` hosts of the
+   session (the largest) and the free vcpus outside it: if hosts are
+   numbered in the order they start, host ``j + P`` starts at least
+   ``work + move_seconds`` after host ``j``. Suppose it starts at ``s``
+   earlier than that and take ``t0 = s - move_seconds``. Hosts ``j`` to
+   ``j + P`` all start by ``s``; those started by ``t0`` are still in work
+   then (they started no earlier than host ``j`` and work at least
+   ``work``), so empty, and nothing is on its way to them (a disabled host
+   takes nothing); those starting in ``(t0, s]`` have every instance's
+   last move off them under way by ``t0`` (a move lasts ``move_seconds``
+   and the host is empty when it starts), and nothing is on its way to
+   them either (it would land after ``t0`` and have to leave again before
+   the host starts, another move of at least ``move_seconds``). So at
+   ``t0`` every instance is on, or on its way to, one of the other
+   ``H - P - 1`` hosts or outside the session: the load fits there, which
+   it does not. So a host's successor in its lane empties only once the
+   host is maintained: one move (the last one off it) after.
 
 With every host's work at least ``work``, a host maintained by ``t`` was
 started by ``t - work``. The greedy schedule of *counts* that starts, at each
-instant, as many hosts as 1-3 allow given its own past starts at least as
+instant, as many hosts as 1-4 allow given its own past starts at least as
 many hosts by every time as any schedule does (by induction over time: each
 limit only grows with the hosts started before ``t``), so the time its last
 host is maintained is a lower bound. Without a budget (``parked=None``) rule
 3 is void, and the bound is the ``P`` machines' bound of identical jobs
 (``ceil(hosts / P)`` rounds of work after the first move), tighter than the
-work spread evenly over ``P`` hosts. With a budget, it says what no
+work spread evenly over ``P`` hosts; with rule 4, ``ceil(hosts / P)``
+rounds of work and a move each. With a budget, it says what no
 schedule with at most that many extra moves can beat: on a full cloud with
 no spare host, hosts open only as fast as maintained hosts give room, and
 that, not the capacity, is what limits a schedule that moves each instance
@@ -64,6 +82,7 @@ def opening_bound(
     move_seconds: float,
     parked: int | None = None,
     stay_room: int = 0,
+    hand_off: bool = False,
 ) -> float:
     """The earliest time every host of ``loads`` can be maintained.
 
@@ -73,7 +92,9 @@ def opening_bound(
     kept on hosts not yet maintained (None: no limit; see
     :func:`parked_vcpus`) and ``stay_room`` the free vcpus outside the
     session. ``math.inf`` when no schedule within ``parked`` exists (no host
-    can ever start).
+    can ever start). ``hand_off``: apply rule 4 as well (off by default:
+    :func:`fenix_core.second_moves.first_wave_size` weighs the bound without
+    it, at the pace it was measured against).
     """
     if len(loads) != len(capacities):
         raise ValueError(f"loads: {len(loads)} hosts, capacities: {len(capacities)}")
@@ -86,6 +107,10 @@ def opening_bound(
     lightest = _prefix(sorted(loads))  # lightest[k]: load of the k lightest hosts
     largest = _prefix(sorted(capacities, reverse=True))
     empty = sum(1 for v in loads if v <= 0)
+    # Rule 4 holds when the load does not fit on all but ``out + 1`` hosts.
+    # Its limit is rule 1's with the hosts maintained a move earlier.
+    handed = hand_off and sum(loads) > largest[max(0, hosts - out - 1)] + stay_room
+    lag = move_seconds if handed else 0.0
 
     def may_start(maintained: int) -> int:
         """Rule 3: the most hosts started with ``maintained`` hosts to stay on."""
@@ -103,7 +128,7 @@ def opening_bound(
     while len(starts) < hosts:
         allowed = min(
             hosts,
-            done_by(t) + out,
+            done_by(t - lag) + out,
             may_start(done_by(t - move_seconds)),
             empty if t < move_seconds else hosts,
         )
@@ -111,13 +136,14 @@ def opening_bound(
             starts.append(t)
         if len(starts) == hosts:
             break
-        # The next instant a limit can grow: a host maintained (rule 1), one
-        # maintained a move ago (rule 3), or the first move done (rule 2).
+        # The next instant a limit can grow: a host maintained (rule 1; a
+        # move later with rule 4), one maintained a move ago (rule 3), or the
+        # first move done (rule 2).
         # ``starts`` is in time order: the first start past each is found by
         # bisection (a pass over every start made the bound quadratic).
         later = [
             starts[k] + delay
-            for delay in (work, work + move_seconds)
+            for delay in (work + lag, work + move_seconds)
             if (k := bisect.bisect_right(starts, t + 1e-9 - delay)) < len(starts)
         ]
         if t < move_seconds:

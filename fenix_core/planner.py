@@ -52,8 +52,10 @@ __all__ = [
     "choose_target",
     "choose_target_indexed",
     "completion_order",
+    "drain_seconds",
     "drain_sequence",
     "drains_by_count",
+    "first_maintained_at",
     "fits_all",
     "host_to_open_ahead",
     "hosts_beyond_room",
@@ -1076,7 +1078,9 @@ def makespan_lower_bound(
       host of the last member to move still has its own work to do after it.
       No final move starts before ``first_final_move_at`` (when the first
       target where instances stay can exist:
-      :func:`fenix_core.second_moves.first_final_move_at`); moves before it
+      :func:`fenix_core.second_moves.first_final_move_at` counts one move
+      before the first host's work, :func:`first_maintained_at` that host's
+      drain at its groups' pace; docs/constraints.md argues both); moves before it
       land on hosts that are maintained later, and those members still owe
       their final move.
     """
@@ -1090,13 +1094,7 @@ def makespan_lower_bound(
         if count <= 0:
             continue
         rule = rules.get(group_id, GroupRule(group_id))
-        rounds = -(-count // max(1, rule.max_impacted))
-        chain = (
-            first_final_move_at
-            + rounds * move_seconds
-            + (rounds - 1) * rule.recovery_time
-            + shortest
-        )
+        chain = first_final_move_at + _group_chain(count, rule, move_seconds) + shortest
         if chain > group_bound:
             group_bound, critical = chain, group_id
     return LowerBound(
@@ -1105,6 +1103,71 @@ def makespan_lower_bound(
         group_bound,
         critical,
         first_final_move_at,
+    )
+
+
+def _group_chain(count: int, rule: GroupRule, move_seconds: float) -> float:
+    """The least time from the first to the end of the last of ``count``
+    moves of the group's members: ``max_impacted`` at a time, a member
+    impacted from its move's start until ``recovery_time`` after its end."""
+    if count <= 0:
+        return 0.0
+    rounds = -(-count // max(1, rule.max_impacted))
+    return rounds * move_seconds + (rounds - 1) * rule.recovery_time
+
+
+def drain_seconds(
+    members_by_group: Mapping[str, int],
+    rules: Mapping[str, GroupRule],
+    *,
+    instances: int,
+    move_seconds: float,
+) -> float:
+    """The least time from the start of a session until a host holding
+    ``instances`` instances, ``members_by_group`` of them in groups, can be
+    empty: each leaves by a move of at least ``move_seconds``, and a group's
+    moves off it run at most ``max_impacted`` at a time with
+    ``recovery_time`` after each (its other members' moves only take more
+    of its slots)."""
+    if instances <= 0:
+        return 0.0
+    return max(
+        move_seconds,
+        max(
+            (
+                _group_chain(count, rules.get(g, GroupRule(g)), move_seconds)
+                for g, count in members_by_group.items()
+            ),
+            default=0.0,
+        ),
+    )
+
+
+def first_maintained_at(
+    hosts: Sequence[tuple[float, Mapping[str, int], int]],
+    rules: Mapping[str, GroupRule],
+    *,
+    move_seconds: float,
+) -> float:
+    """The earliest time a host of the session can be maintained, for the
+    group chains of :func:`makespan_lower_bound` (``first_final_move_at``)
+    when no host outside the session can take an instance for good.
+
+    ``hosts``: per host, its work (seconds), its members per group and its
+    instances. A host's work starts once it is empty (:func:`drain_seconds`
+    after the start at the earliest), so the first maintenance is at least
+    the least of drain plus work. Before it, no host where an instance stays
+    exists: every final move starts after it. Tighter than one move plus
+    work when every host holds more members of some group than it lets move
+    at once (:func:`fenix_core.second_moves.first_final_move_at` counts one
+    move).
+    """
+    return min(
+        (
+            work + drain_seconds(members, rules, instances=count, move_seconds=move_seconds)
+            for work, members, count in hosts
+        ),
+        default=0.0,
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import math
 import random
 import re
 from collections import Counter
@@ -370,6 +371,43 @@ def test_no_schedule_the_cloud_accepts_beats_the_makespan_lower_bound(bench) -> 
         assert checked.broken == [], (seed, checked.broken)
         assert checked.maintained == checked.hosts == scenario.hosts + scenario.spare_hosts
         assert checked.makespan == found.makespan >= bounds.makespan.seconds, seed
+
+
+def test_no_run_or_witness_on_the_default_family_beats_the_bound(bench) -> None:
+    """The bound's terms checked on schedules of the default family (seeds
+    1-6 of at most 40 hosts): the workflow's run and every schedule KNOWN
+    holds for the layout end no earlier than the bound; the first host
+    maintained is so no earlier than the group chains start
+    (planner.first_maintained_at); and, hosts taken in the order their
+    work begins, host j + P begins at least a host's work and a move after
+    host j (opening_bound's hand-off). On seed 4 the witness's makespan is
+    the bound: no sound bound is higher there, and that schedule is optimal."""
+    makespan, witness = bench("makespan"), bench("witness")
+    random_layout = bench("scenarios").random_layout
+    reached = {}
+    for seed in range(1, 7):
+        scenario = random_layout(seed, max_hosts=40)
+        bounds = makespan.bounds(scenario)
+        measured, built = makespan.run(scenario, "constrained")
+        built.engine.close()
+        schedules = [(measured.makespan, measured.starts)]
+        target = int(makespan.FAMILY_TARGETS["moves"] * bounds.moves.moves)
+        layout = witness.layout_of(scenario)
+        for rule in witness.known_rules(seed, 40, max(0, target - bounds.moves.once)):
+            made = witness.schedule(layout, rule)
+            starts = tuple(t for t, kind, *_ in made.steps if kind == "work")
+            schedules.append((made.makespan, starts))
+            reached[seed] = min(reached.get(seed, math.inf), made.makespan)
+        lb, lanes = bounds.makespan, bounds.parallel
+        work, move = scenario.host_work, scenario.migration_seconds
+        for span, starts in schedules:
+            assert span >= lb.seconds, (seed, span, lb)
+            assert len(starts) == scenario.hosts + scenario.spare_hosts, seed
+            assert starts[0] + work >= lb.first_final_move_at, (seed, starts[0], lb)
+            gaps = [later - first for first, later in zip(starts, starts[lanes:], strict=False)]
+            assert min(gaps, default=math.inf) >= work + move, (seed, min(gaps))
+    assert set(reached) == {3, 4}
+    assert reached[4] == makespan.bounds(random_layout(4, max_hosts=40)).makespan.seconds
 
 
 def test_witness_known_schedules_meet_the_family_targets_on_the_cloud(

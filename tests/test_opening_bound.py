@@ -32,9 +32,12 @@ def exhaustive(
     move: int,
     max_extra: int,
     horizon: int = 24,
+    max_in_work: int | None = None,
 ) -> dict[int, int]:
     """The earliest makespan of any schedule, per number of extra moves (at
-    most ``max_extra``); a budget with no schedule is left out."""
+    most ``max_extra``); a budget with no schedule is left out. With
+    ``max_in_work``, at most that many hosts in work at once (a request's
+    parallelism cap)."""
     hosts = len(capacities)
     vcpus = [v for v, _ in placed]
     # An instance is (host, None) when placed, (source, (target, time left)) in flight.
@@ -66,7 +69,10 @@ def exhaustive(
                 [None, *(d for d in range(hosts) if d != where[i][0] and status[d] < 0)]
                 for i in idle
             ]
+            in_work = sum(1 for st_ in status if st_ > 0)
             for starting in _subsets(startable):
+                if max_in_work is not None and in_work + len(starting) > max_in_work:
+                    continue
                 for pick in itertools.product(*choices):
                     added = moves + sum(1 for d in pick if d is not None)
                     if added - len(placed) > max_extra:
@@ -166,21 +172,27 @@ def test_no_schedule_beats_the_bound(
     loads, out = _bounds(capacities, placed, work, move)
     common = {"max_out": out, "work": work, "move_seconds": move}
     unlimited = opening_bound(loads, list(capacities), **common)  # type: ignore[arg-type]
+    handed = opening_bound(loads, list(capacities), **common, hand_off=True)  # type: ignore[arg-type]
     if best:
-        assert unlimited <= min(best.values())
+        assert unlimited <= handed <= min(best.values()), best
     vcpus = [v for v, _ in placed]
     for extra in range(3):
         # The best schedule with at most ``extra`` extra moves.
         within = [t for e, t in best.items() if e <= extra]
-        bound = opening_bound(
-            loads,
-            list(capacities),
-            **common,  # type: ignore[arg-type]
-            parked=parked_vcpus(vcpus, extra),
+        bound, bound_handed = (
+            opening_bound(
+                loads,
+                list(capacities),
+                **common,  # type: ignore[arg-type]
+                parked=parked_vcpus(vcpus, extra),
+                hand_off=hand_off,
+            )
+            for hand_off in (False, True)
         )
         if within:
-            assert bound <= min(within), (extra, best)
+            assert bound <= bound_handed <= min(within), (extra, best)
         assert bound >= unlimited
+        assert bound_handed >= handed
 
 
 @pytest.mark.parametrize(
@@ -220,6 +232,54 @@ def test_the_bound_is_the_optimum_on_small_layouts(
     assert bound == optimum
 
 
+@pytest.mark.parametrize(
+    ("capacities", "placed", "work", "move", "optimum"),
+    [
+        # One host out at a time: each next host's instances leave only once
+        # the host before is maintained (nowhere else has room), a move each.
+        ((2, 2, 2), ((2, 0), (2, 1)), 2, 1, 8),
+        ((2, 2, 2, 2), ((2, 0), (2, 1), (2, 2)), 2, 1, 11),
+        ((2, 2, 2), ((2, 0), (2, 1)), 2, 2, 10),
+        ((2, 2, 2), ((1, 0), (1, 1), (1, 2)), 2, 1, 9),
+        # Two out at a time: the third host waits for a maintained one.
+        ((2, 2, 2), ((1, 0), (1, 1)), 2, 1, 5),
+        ((2, 2, 2, 2), ((1, 0), (1, 1), (1, 2)), 2, 1, 6),
+    ],
+)
+def test_the_hand_off_move_makes_the_bound_the_optimum(
+    capacities: tuple[int, ...],
+    placed: tuple[tuple[int, int], ...],
+    work: int,
+    move: int,
+    optimum: int,
+) -> None:
+    """Rule 4 is what the best schedule pays: with it the bound is the
+    exhaustive optimum (any number of extra moves), without it below."""
+    best = exhaustive(capacities, placed, work=work, move=move, max_extra=3)
+    assert min(best.values()) == optimum
+    loads, out = _bounds(capacities, placed, work, move)
+    common = {"max_out": out, "work": work, "move_seconds": move}
+    assert opening_bound(loads, list(capacities), **common) < optimum  # type: ignore[arg-type]
+    assert opening_bound(loads, list(capacities), **common, hand_off=True) == optimum  # type: ignore[arg-type]
+
+
+def test_the_hand_off_move_is_not_counted_under_a_tighter_parallelism_cap() -> None:
+    """Rule 4 needs the load not to fit on all but ``max_out + 1`` hosts.
+    Under a cap below what the room allows (one host out where two could
+    be), the next host may empty while the one before is in work, and the
+    best schedule (found exhaustively under the cap) ends before the bound
+    would with a move per round: the bound does not count it there."""
+    capacities, placed = (2, 2, 2), ((1, 0),)
+    best = exhaustive(capacities, placed, work=2, move=1, max_extra=3, max_in_work=1)
+    assert min(best.values()) == 6
+    loads, out = _bounds(capacities, placed, 2, 1)
+    assert out == 2
+    capped = {"max_out": 1, "work": 2, "move_seconds": 1}
+    plain = opening_bound(loads, list(capacities), **capped)  # type: ignore[arg-type]
+    # A move per round counted anyway would say 0, 3 and 6 for the starts: 8.
+    assert opening_bound(loads, list(capacities), **capped, hand_off=True) == plain == 6  # type: ignore[arg-type]
+
+
 def test_without_a_budget_it_is_whole_rounds_of_work_after_the_first_move() -> None:
     """37 loaded hosts, 9 out at a time: 5 rounds of 600 s after a 30 s move
     (3,030 s), where the work spread evenly says 2,467 s."""
@@ -229,6 +289,10 @@ def test_without_a_budget_it_is_whole_rounds_of_work_after_the_first_move() -> N
     assert out == 9
     bound = opening_bound(loads, capacities, max_out=out, work=600, move_seconds=30)
     assert bound == 30 + math.ceil(37 / 9) * 600
+    # With rule 4, each round after the first also waits for a move: the load
+    # (1,110 vcpus) does not fit on 37 - 9 - 1 = 27 hosts (1,080 vcpus).
+    handed = opening_bound(loads, capacities, max_out=out, work=600, move_seconds=30, hand_off=True)
+    assert handed == math.ceil(37 / 9) * (600 + 30)
 
 
 def test_a_full_cloud_opens_only_as_fast_as_maintained_hosts_give_room() -> None:
