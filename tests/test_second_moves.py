@@ -23,6 +23,7 @@ from fenix_core.planner import (
 )
 from fenix_core.second_moves import (
     FIRST_WAVE_SHARE,
+    FirstWave,
     MovesBound,
     first_final_move_at,
     first_wave,
@@ -156,20 +157,41 @@ def test_first_wave_takes_the_empty_hosts_and_second_moves_within_its_room() -> 
     # The empty host first (no second move), then, c being empty, every
     # loaded host's instances move twice beyond the bound: within the room
     # of 5% of the instances, and at least one host more (b's two).
-    assert first_wave(loads, instances=20, **common) == ["c", "b"]
-    # 5% of 100 instances: a's three as well, not d's four.
-    assert first_wave(loads, instances=100, **common) == ["c", "b", "a"]
+    assert first_wave(loads, instances=20, **common).hosts == ("c", "b")
+    # 5% of 100 instances: a's three as well, which spend it: not d.
+    assert first_wave(loads, instances=100, **common) == FirstWave(("c", "b", "a"))
     # No empty host: the loaded host the bound counts (fewest forced second
     # moves), then one host more on a small cloud.
     loaded = [h for h in loads if h.members]
     common["targets"] = [t for t in targets if t.host != "c"]
-    assert first_wave(loaded, instances=9, **common) == ["b", "a"]
-    assert first_wave(loaded, instances=9, **{**common, "slots": 1}) == ["b"]
+    assert first_wave(loaded, instances=9, **common) == FirstWave(("b", "a"))
+    assert first_wave(loaded, instances=9, **{**common, "slots": 1}).hosts == ("b",)
     # A dry run that refuses a second host keeps the first alone.
-    assert first_wave(loaded, instances=9, **common, feasible=lambda hosts: len(hosts) < 2) == ["b"]
-    # What the wave empties must fit on the hosts it leaves.
+    refused = first_wave(loaded, instances=9, **common, feasible=lambda hosts: len(hosts) < 2)
+    assert refused == FirstWave(("b",))
+    # What the wave empties must fit on the hosts it leaves, the partial
+    # host's instances all counted (those that wait may land there later).
     tight = [Target(h.host, 8 - h.vcpus, False) for h in loaded]
-    assert first_wave(loaded, instances=100, **{**common, "targets": tight}) == ["b"]
+    assert first_wave(loaded, instances=100, **{**common, "targets": tight}).hosts == ("b",)
+
+
+def test_first_wave_opens_a_partial_last_host_with_the_room_left() -> None:
+    """A host whose instances exceed the second moves left opens with only
+    that many moving twice, once, as the wave's last host; with none left,
+    it does not open."""
+    loads = [_load("a", 1, 1), _load("b", 1, 1, 1), _load("c", 1, 1, 1), _load("d", 1)]
+    targets = [Target(h.host, 16 - h.vcpus, False) for h in loads]
+    common: dict[str, Any] = {"targets": targets, "idle_groups": {"g": 1.0}, "slots": 4}
+    # Room 5 (5% of 100): d (order: fewest instances first) is the bound's
+    # host, then a's two; b's three exceed the three left by none: whole;
+    # the room is spent and c does not open.
+    assert first_wave(loads, instances=100, **common) == FirstWave(("d", "a", "b"))
+    # Room 4: a's two, then b opens with two of its three.
+    assert first_wave(loads, instances=80, **common) == FirstWave(("d", "a", "b"), "b", 2)
+    # The partial host is the last: c's instances have no room left.
+    assert "c" not in first_wave(loads, instances=80, **common).hosts
+    # Room 2 (one host's two, at least): a's two spend it; no partial host.
+    assert first_wave(loads, instances=20, **common) == FirstWave(("d", "a"))
 
 
 @st.composite
@@ -193,9 +215,10 @@ def test_first_wave_fits_its_slots_its_room_and_the_hosts_it_leaves(
     wave: tuple[list[HostLoad], list[Target], int], instances: int
 ) -> None:
     loads, targets, slots = wave
-    chosen = first_wave(
+    wave = first_wave(
         loads, targets=targets, idle_groups={"g": 1.0, "h": 1.0}, slots=slots, instances=instances
     )
+    chosen = list(wave.hosts)
     by_name = {h.host: h for h in loads}
     assert len(chosen) == len(set(chosen)) <= slots
     picked = [by_name[h] for h in chosen]
@@ -208,7 +231,15 @@ def test_first_wave_fits_its_slots_its_room_and_the_hosts_it_leaves(
     # none is empty) stay within the first wave's room.
     costly = [h for h in order[1:] if h.members]
     room = first_wave_room(instances, one_host=len(costly[0].members) if costly else 0)
-    extra = sum(len(h.members) for h in picked if h.host != order[0].host)
+    # A partial host (the last opened) counts only its instances that may
+    # move twice: fewer than it holds, at least one.
+    extra = sum(len(h.members) for h in picked if h.host not in (order[0].host, wave.partial))
+    if wave.partial is not None:
+        assert chosen[-1] == wave.partial != order[0].host
+        assert 0 < wave.twice < len(by_name[wave.partial].members)
+        extra += wave.twice
+    else:
+        assert wave.twice == 0
     assert extra <= room
     # Everything the wave empties fits on the hosts it leaves.
     members = [m for h in picked for m in h.members]
