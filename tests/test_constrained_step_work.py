@@ -25,24 +25,25 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_constrained_v2_core import HOST_WORK, UPGRADE, WORKFLOWS, CoreCluster
+from test_constrained_v2_core import UPGRADE, WORKFLOWS, CoreCluster
 
 from fenix_core import Engine, SessionRequest, planner, second_moves
 from fenix_core.constraints import GroupConstraints
 from fenix_core.contract import ContractError
 from fenix_core.states import InstanceState
-from fenix_core.testing import TimedAction, violations
+from fenix_core.testing import violations
 from fenix_core.testing.invariants import constraint_violations, migrations_per_instance
 from fenix_core.workflows import constrained
 
 HOSTS = 24
 
 
-def fleet(path: Path, managed: tuple[str, ...] = ()) -> CoreCluster:
+def fleet(path: Path, managed: tuple[str, ...] = (), *, seed: int = 3) -> CoreCluster:
     """24 computes of 8 vCPUs with 6 one-vCPU instances each, 4 projects
     with 3 groups each (1-2 impacted at once, 60-120 s of recovery);
-    ``managed``: the projects with a manager answering."""
-    rng = random.Random(3)
+    ``managed``: the projects with a manager answering; ``seed``: the
+    groups' rules and members."""
+    rng = random.Random(seed)
     groups = [
         GroupConstraints(
             f"g{n}",
@@ -212,8 +213,10 @@ def small_windows_recording_room_checks(monkeypatch: pytest.MonkeyPatch) -> list
     return answers
 
 
-def _timeline(path: Path) -> tuple[str, list[tuple[Any, ...]], list[tuple[Any, ...]]]:
-    c = fleet(path)
+def _timeline(
+    path: Path, seed: int = 3
+) -> tuple[str, list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    c = fleet(path, seed=seed)
     try:
         view = c.run()
         events = [
@@ -234,14 +237,15 @@ def test_the_room_checks_skip_only_decisions_that_open_nothing(
     same session runs with them turned off."""
     skipped = small_windows_recording_room_checks(monkeypatch)
     (tmp_path / "checked").mkdir()
-    checked = _timeline(tmp_path / "checked")
+    # A fleet (seed 7) where the decisions' own check turns some down.
+    checked = _timeline(tmp_path / "checked", seed=7)
     assert checked[0] == "MAINTENANCE_DONE"
     monkeypatch.setattr(constrained.ConstrainedWorkflow, "_may_open", lambda *_a: (True, None))
     monkeypatch.setattr(
         constrained.ConstrainedWorkflow, "_short_of_room", staticmethod(lambda *_a: False)
     )
     (tmp_path / "unchecked").mkdir()
-    assert _timeline(tmp_path / "unchecked") == checked
+    assert _timeline(tmp_path / "unchecked", seed=7) == checked
     assert any(skipped)  # the decisions' own check was reached, and skipped some
 
 
@@ -351,11 +355,12 @@ def test_a_state_stored_before_partial_first_wave_hosts_reads_with_none() -> Non
 
 
 def reopened(cluster: CoreCluster, db: Path) -> Engine:
-    """A new engine on the cluster's database file, as after a restart."""
+    """A new engine on the cluster's database file, as after a restart (the
+    cloud and the host action outlive it)."""
     return Engine(
         f"sqlite:///{db}",
         clock=cluster.clock,
-        plugins=[cluster.cloud, TimedAction("upgrade", HOST_WORK)],
+        plugins=[cluster.cloud, cluster.action],
         workflows=WORKFLOWS,
     )
 

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from fenix_core import ActionSpec, Engine, SessionRequest
 from fenix_core.constraints import GroupConstraints, InstanceConstraints
 from fenix_core.planner import (
+    GroupRule,
     HostLoad,
     Member,
     Target,
@@ -25,6 +26,7 @@ from fenix_core.second_moves import (
     FIRST_WAVE_SHARE,
     FirstWave,
     MovesBound,
+    drain_wait,
     first_final_move_at,
     first_wave,
     first_wave_order,
@@ -135,6 +137,42 @@ def test_first_wave_is_the_empty_hosts_then_the_hosts_forcing_fewest_second_move
     # Three vcpus outside the session: a's three 1-vcpu instances all stay
     # there, b's leave one over, c's one.
     assert [h.host for h in first_wave_order(loads, stay_room=3)] == ["a", "b", "c"]
+
+
+def test_first_wave_prefers_among_equal_second_moves_the_hosts_that_empty_soonest() -> None:
+    """Equal second moves: the host whose groups' rounds let it empty
+    soonest first (drain_wait: per group, its members beyond one round, a
+    move and the recovery_time each; the longest group)."""
+    slow = GroupRule("slow", max_impacted=1, recovery_time=24.0)
+    fast = GroupRule("fast", max_impacted=5, recovery_time=300.0)
+    rules = {"slow": slow, "fast": fast}
+
+    def host(name: str, groups: str, position: int = 0) -> HostLoad:
+        members = tuple(
+            Member(f"{name}-{i}", "p", "slow" if g == "s" else "fast", 1)
+            for i, g in enumerate(groups)
+        )
+        return HostLoad(name, members, position)
+
+    a = host("a", "sssff")  # three of the one-at-a-time group: two rounds more
+    b = host("b", "sffff")  # one round of each
+    c = host("c", "ssfff")  # one round more of the slow group
+    assert drain_wait(a, rules) == 2 * (30.0 + 24.0)
+    assert drain_wait(b, rules) == 0.0
+    assert drain_wait(c, rules) == 30.0 + 24.0
+    # Six of the group moving five at once: one round more, its recovery long.
+    assert drain_wait(host("d", "ffffff"), rules) == 330.0
+    assert drain_wait(a, {}) == 0.0  # no rule known: no wait counted
+    assert [h.host for h in first_wave_order([a, b, c], stay_room=0, rules=rules)] == [
+        "b",
+        "c",
+        "a",
+    ]
+    # Without the rules, by position and name; fewer second moves still first.
+    assert [h.host for h in first_wave_order([a, b, c], stay_room=0)] == ["a", "b", "c"]
+    lighter = host("e", "ssss")
+    order = first_wave_order([a, b, lighter], stay_room=0, rules=rules)
+    assert [h.host for h in order] == ["e", "b", "a"]
 
 
 def test_first_wave_room_is_a_share_of_the_instances() -> None:

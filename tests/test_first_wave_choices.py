@@ -1,13 +1,15 @@
-"""A first wave's partial last host (``second_moves.FirstWave.partial``):
-it opens with only the second moves left in the wave's budget, measured on
-seed 3 of benchmarks/makespan.py's default random family (issue 21)."""
+"""The first wave's choices (:mod:`fenix_core.second_moves`), measured on
+layouts of benchmarks/makespan.py's random family (issue 21): its partial
+last host (``FirstWave.partial``), which opens with only the second moves
+left in the wave's budget, and its hosts that empty soonest first
+(``drain_wait``)."""
 
 from __future__ import annotations
 
 from collections import Counter
 
 import pytest
-from family_layouts import BENCHMARKS
+from family_layouts import BENCHMARKS, family_layout_ratios
 
 from fenix_core import second_moves
 from fenix_core.testing.invariants import migrations_per_instance
@@ -54,3 +56,19 @@ def test_a_full_cloud_opens_a_partial_host_in_its_first_wave_and_moves_only_its_
     by_host = Counter(first_left[i] for i in twice)
     # Its instances moving twice are its allowance at most, not all of them.
     assert 0 < by_host[wave.partial] <= wave.twice < 20
+
+
+def test_a_one_at_a_time_chain_starts_sooner_with_a_first_host_that_empties_soonest(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Seed 28 of ``--family 30``: 13 full hosts of 20 instances, P = 3; its
+    longest chain moves one member at a time (36 members, 54 s rounds). The
+    first host in name order held five of them: its drain waited four of
+    the chain's rounds (216 s), and the chain's first final move waited for
+    it (846 s instead of 758 s), 1.264 x the bound. Among hosts forcing as
+    many second moves, the one whose groups' rounds empty it soonest first:
+    within 1.25."""
+    span, moves, most = family_layout_ratios(monkeypatch, max_hosts=40, seed=28)
+    assert span <= 1.25
+    assert moves <= 1.10
+    assert most <= 2
