@@ -1872,6 +1872,7 @@ class ConstrainedWorkflow(RollingWorkflow):
         if not chosen and draining:
             return self._open_ahead(ctx, step, cst)
         first: set[str] = set()
+        wave: second_moves.FirstWave | None = None
         if (
             not draining
             and all(not c.members for c in candidates if c.host in chosen)
@@ -1897,15 +1898,15 @@ class ConstrainedWorkflow(RollingWorkflow):
             first = {c.host for c in candidates if c.members and c.host in chosen}
             if first and size is not None:
                 cst.first_wave = size.why
-            # Its partial last host: only so many of its instances move twice.
-            cst.partial, cst.partial_twice = wave.partial, wave.twice
         result = self._open_chosen(ctx, step, cst, chosen, first)
-        if cst.partial is not None and cst.partial not in first:
-            cst.partial, cst.partial_twice = None, 0
-        elif cst.partial is not None and (
-            (view := ctx.hosts.get(cst.partial)) is None or view.state != HostState.DRAINING
-        ):
-            cst.partial, cst.partial_twice = None, 0  # held back: not in the wave
+        if wave is not None:
+            # Its partial last host, if opened: only so many of its
+            # instances move twice (none held back by the controls).
+            view = ctx.hosts.get(wave.partial) if wave.partial in first else None
+            if view is not None and view.state == HostState.DRAINING:
+                cst.partial, cst.partial_twice = view.name, wave.twice
+            else:
+                cst.partial, cst.partial_twice = None, 0
         return result
 
     def _open_chosen(
