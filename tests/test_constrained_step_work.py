@@ -25,24 +25,25 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_constrained_v2_core import HOST_WORK, UPGRADE, WORKFLOWS, CoreCluster
+from test_constrained_v2_core import UPGRADE, WORKFLOWS, CoreCluster
 
 from fenix_core import Engine, SessionRequest, planner, second_moves
 from fenix_core.constraints import GroupConstraints
 from fenix_core.contract import ContractError
 from fenix_core.states import InstanceState
-from fenix_core.testing import TimedAction, violations
+from fenix_core.testing import violations
 from fenix_core.testing.invariants import constraint_violations, migrations_per_instance
 from fenix_core.workflows import constrained
 
 HOSTS = 24
 
 
-def fleet(path: Path, managed: tuple[str, ...] = ()) -> CoreCluster:
+def fleet(path: Path, managed: tuple[str, ...] = (), *, seed: int = 3) -> CoreCluster:
     """24 computes of 8 vCPUs with 6 one-vCPU instances each, 4 projects
     with 3 groups each (1-2 impacted at once, 60-120 s of recovery);
-    ``managed``: the projects with a manager answering."""
-    rng = random.Random(3)
+    ``managed``: the projects with a manager answering; ``seed``: the
+    groups' rules and members."""
+    rng = random.Random(seed)
     groups = [
         GroupConstraints(
             f"g{n}",
@@ -85,9 +86,9 @@ def test_a_step_that_cannot_open_a_host_builds_no_opening_decision(
         decisions.append(chosen)
         return chosen
 
-    def counted_first(*args: Any, **kwargs: Any) -> list[str]:
+    def counted_first(*args: Any, **kwargs: Any) -> second_moves.FirstWave:
         chosen = original_first(*args, **kwargs)
-        first_waves.append(chosen)
+        first_waves.append(list(chosen.hosts))
         return chosen
 
     def counted_ahead(*args: Any, **kwargs: Any) -> tuple[planner.HostLoad, planner.Member] | None:
@@ -212,8 +213,10 @@ def small_windows_recording_room_checks(monkeypatch: pytest.MonkeyPatch) -> list
     return answers
 
 
-def _timeline(path: Path) -> tuple[str, list[tuple[Any, ...]], list[tuple[Any, ...]]]:
-    c = fleet(path)
+def _timeline(
+    path: Path, seed: int = 3
+) -> tuple[str, list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    c = fleet(path, seed=seed)
     try:
         view = c.run()
         events = [
@@ -234,14 +237,15 @@ def test_the_room_checks_skip_only_decisions_that_open_nothing(
     same session runs with them turned off."""
     skipped = small_windows_recording_room_checks(monkeypatch)
     (tmp_path / "checked").mkdir()
-    checked = _timeline(tmp_path / "checked")
+    # A fleet (seed 7) where the decisions' own check turns some down.
+    checked = _timeline(tmp_path / "checked", seed=7)
     assert checked[0] == "MAINTENANCE_DONE"
     monkeypatch.setattr(constrained.ConstrainedWorkflow, "_may_open", lambda *_a: (True, None))
     monkeypatch.setattr(
         constrained.ConstrainedWorkflow, "_short_of_room", staticmethod(lambda *_a: False)
     )
     (tmp_path / "unchecked").mkdir()
-    assert _timeline(tmp_path / "unchecked") == checked
+    assert _timeline(tmp_path / "unchecked", seed=7) == checked
     assert any(skipped)  # the decisions' own check was reached, and skipped some
 
 
@@ -323,16 +327,40 @@ def test_a_state_stored_with_the_instances_in_recovery_listed_reads_without_them
         wave=3, stamp=7, retrying=(("vm-3", 1, ("cmp-1",)),)
     )
     assert "recovering" not in state.to_json()
-    with pytest.raises(ContractError, match="schema version 3"):
-        constrained.ConstrainedState.from_json(state.to_json(), 3)
+    with pytest.raises(ContractError, match="schema version 4"):
+        constrained.ConstrainedState.from_json(state.to_json(), 4)
+
+
+def test_a_state_stored_before_partial_first_wave_hosts_reads_with_none() -> None:
+    """Schema 2 had no partial first-wave host: such a body reads as schema
+    3 with none (every first drained host's instances may move twice, as
+    they were opened for); schema 3 keeps it."""
+    body = {
+        "wave": 2,
+        "stamp": 5,
+        "recoveries": 4,
+        "retrying": [],
+        "wake": None,
+        "waited": 0,
+        "first_wave": "a first wave of 5.0% of the instances moving twice",
+    }
+    state = constrained.ConstrainedState.from_json(body, 2)
+    assert state == constrained.ConstrainedState(
+        wave=2, stamp=5, recoveries=4, first_wave=body["first_wave"]
+    )
+    assert state.partial is None
+    assert state.partial_twice == 0
+    kept = constrained.ConstrainedState(partial="cmp-03", partial_twice=2)
+    assert constrained.ConstrainedState.from_json(kept.to_json(), 3) == kept
 
 
 def reopened(cluster: CoreCluster, db: Path) -> Engine:
-    """A new engine on the cluster's database file, as after a restart."""
+    """A new engine on the cluster's database file, as after a restart (the
+    cloud and the host action outlive it)."""
     return Engine(
         f"sqlite:///{db}",
         clock=cluster.clock,
-        plugins=[cluster.cloud, TimedAction("upgrade", HOST_WORK)],
+        plugins=[cluster.cloud, cluster.action],
         workflows=WORKFLOWS,
     )
 
@@ -410,6 +438,102 @@ def test_a_session_stored_with_its_instances_in_recovery_listed_resumes(
     assert built[0] <= set(listed), (built, listed)
     assert len(built[0]) >= 2, (built, listed)
     assert constraint_violations(cluster.cloud, cluster.constraints()) == []
+
+
+def _stored_body(db: Path, sid: str) -> dict[str, Any]:
+    """The waves' state as stored ({} before the waves stored any)."""
+    with closing(sqlite3.connect(db)) as conn:
+        row = conn.execute(
+            "SELECT body FROM session_state WHERE session_id = ? AND component = 'constrained'",
+            (sid,),
+        ).fetchone()
+    body: dict[str, Any] = json.loads(row[0]) if row else {}
+    return body
+
+
+def _run_to_partial_first_wave(tmp_path: Path) -> tuple[CoreCluster, str, dict[str, Any]]:
+    """The fleet's session stepped until its waves' state is stored with
+    the first wave's partial host and second moves it has left: (cluster,
+    session, that state), the engine closed."""
+    cluster = fleet(tmp_path)
+    engine, clock = cluster.engine, cluster.clock
+    sid = engine.create_session(SessionRequest(workflow="constrained", actions=UPGRADE))
+    db = tmp_path / "fenix.db"
+    for _ in range(10_000):
+        if not engine.step():
+            wake = engine.next_wake()
+            assert wake is not None, "ended without a partial first-wave host"
+            clock.advance_to(wake)
+            continue
+        body = _stored_body(db, sid)
+        if body and body["partial"] is not None and body["partial_twice"] > 0:
+            break
+    else:
+        raise AssertionError("no partial first-wave host stored")
+    engine.close()
+    return cluster, sid, body
+
+
+def _finish(cluster: CoreCluster, db: Path, sid: str) -> Any:
+    again = reopened(cluster, db)
+    try:
+        for _ in range(100_000):
+            again.run_until_idle()
+            view = again.get_session(sid)
+            if view.state == "MAINTENANCE_DONE":
+                break
+            wake = again.next_wake()
+            assert wake is not None, view
+            cluster.clock.advance_to(wake)
+    finally:
+        again.close()
+    return view
+
+
+def _twice_from(cluster: CoreCluster, host: str) -> int:
+    """Instances that moved twice, their first move from ``host``."""
+    first_left: dict[str, str] = {}
+    for event in cluster.cloud.events:
+        if event.kind == "migration_started" and event.instance_id and event.host:
+            first_left.setdefault(event.instance_id, event.host)
+    twice = [i for i, n in migrations_per_instance(cluster.cloud).items() if n == 2]
+    return sum(1 for i in twice if first_left[i] == host)
+
+
+def test_a_session_resumes_its_partial_first_wave_host_with_the_second_moves_it_has_left(
+    tmp_path: Path,
+) -> None:
+    """The partial host's second moves left are stored with the waves: a
+    new engine moves no more of its instances twice than the first wave
+    allowed (its first-drained host flag alone would let all of them)."""
+    cluster, sid, body = _run_to_partial_first_wave(tmp_path)
+    partial = body["partial"]
+    allowed = _twice_from(cluster, partial) + body["partial_twice"]
+    view = _finish(cluster, tmp_path / "fenix.db", sid)
+    assert view.state == "MAINTENANCE_DONE", view.reason
+    assert _twice_from(cluster, partial) <= allowed
+    assert max(migrations_per_instance(cluster.cloud).values()) <= 2
+    assert constraint_violations(cluster.cloud, cluster.constraints()) == []
+
+
+def test_a_session_stored_before_partial_first_wave_hosts_resumes(tmp_path: Path) -> None:
+    """A session stored in schema 2 (no partial host in the waves' state) in
+    the middle of its first wave loads in a new engine and finishes, no
+    instance moving more than twice, no rule broken."""
+    cluster, sid, body = _run_to_partial_first_wave(tmp_path)
+    db = tmp_path / "fenix.db"
+    old = {k: v for k, v in body.items() if k not in ("partial", "partial_twice")}
+    with closing(sqlite3.connect(db)) as conn, conn:
+        conn.execute(
+            "UPDATE session_state SET body = ?, schema_version = 2"
+            " WHERE session_id = ? AND component = 'constrained'",
+            (json.dumps(old), sid),
+        )
+    view = _finish(cluster, db, sid)
+    assert view.state == "MAINTENANCE_DONE", view.reason
+    assert max(migrations_per_instance(cluster.cloud).values()) <= 2
+    assert constraint_violations(cluster.cloud, cluster.constraints()) == []
+    assert _stored_body(db, sid)["partial"] is None
 
 
 def test_a_stored_state_no_code_reads_fails_the_session_and_stepping_ends(

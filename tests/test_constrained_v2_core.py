@@ -75,10 +75,13 @@ class CoreCluster:
             self.cloud.add_host(host, vcpus=vcpus, type=(types or {}).get(host, "compute"))
             for instance_id, project_id, size in instances:
                 self.cloud.add_instance(instance_id, project_id, host, vcpus=size)
+        # The host action runs outside the engine: an engine restarted on
+        # the same database finds the runs it started (reopened tests).
+        self.action = TimedAction("upgrade", HOST_WORK)
         self.engine = Engine(
             f"sqlite:///{path / 'fenix.db'}",
             clock=self.clock,
-            plugins=[self.cloud, TimedAction("upgrade", HOST_WORK)],
+            plugins=[self.cloud, self.action],
             workflows=WORKFLOWS,
         )
         self.managers = {

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from fenix_core import ActionSpec, Engine, SessionRequest
 from fenix_core.constraints import GroupConstraints, InstanceConstraints
 from fenix_core.planner import (
+    GroupRule,
     HostLoad,
     Member,
     Target,
@@ -23,7 +24,9 @@ from fenix_core.planner import (
 )
 from fenix_core.second_moves import (
     FIRST_WAVE_SHARE,
+    FirstWave,
     MovesBound,
+    drain_wait,
     first_final_move_at,
     first_wave,
     first_wave_order,
@@ -136,6 +139,42 @@ def test_first_wave_is_the_empty_hosts_then_the_hosts_forcing_fewest_second_move
     assert [h.host for h in first_wave_order(loads, stay_room=3)] == ["a", "b", "c"]
 
 
+def test_first_wave_prefers_among_equal_second_moves_the_hosts_that_empty_soonest() -> None:
+    """Equal second moves: the host whose groups' rounds let it empty
+    soonest first (drain_wait: per group, its members beyond one round, a
+    move and the recovery_time each; the longest group)."""
+    slow = GroupRule("slow", max_impacted=1, recovery_time=24.0)
+    fast = GroupRule("fast", max_impacted=5, recovery_time=300.0)
+    rules = {"slow": slow, "fast": fast}
+
+    def host(name: str, groups: str, position: int = 0) -> HostLoad:
+        members = tuple(
+            Member(f"{name}-{i}", "p", "slow" if g == "s" else "fast", 1)
+            for i, g in enumerate(groups)
+        )
+        return HostLoad(name, members, position)
+
+    a = host("a", "sssff")  # three of the one-at-a-time group: two rounds more
+    b = host("b", "sffff")  # one round of each
+    c = host("c", "ssfff")  # one round more of the slow group
+    assert drain_wait(a, rules) == 2 * (30.0 + 24.0)
+    assert drain_wait(b, rules) == 0.0
+    assert drain_wait(c, rules) == 30.0 + 24.0
+    # Six of the group moving five at once: one round more, its recovery long.
+    assert drain_wait(host("d", "ffffff"), rules) == 330.0
+    assert drain_wait(a, {}) == 0.0  # no rule known: no wait counted
+    assert [h.host for h in first_wave_order([a, b, c], stay_room=0, rules=rules)] == [
+        "b",
+        "c",
+        "a",
+    ]
+    # Without the rules, by position and name; fewer second moves still first.
+    assert [h.host for h in first_wave_order([a, b, c], stay_room=0)] == ["a", "b", "c"]
+    lighter = host("e", "ssss")
+    order = first_wave_order([a, b, lighter], stay_room=0, rules=rules)
+    assert [h.host for h in order] == ["e", "b", "a"]
+
+
 def test_first_wave_room_is_a_share_of_the_instances() -> None:
     assert first_wave_room(2000) == int(2000 * FIRST_WAVE_SHARE)
     assert first_wave_room(2000, share=0.0) == 0
@@ -156,20 +195,41 @@ def test_first_wave_takes_the_empty_hosts_and_second_moves_within_its_room() -> 
     # The empty host first (no second move), then, c being empty, every
     # loaded host's instances move twice beyond the bound: within the room
     # of 5% of the instances, and at least one host more (b's two).
-    assert first_wave(loads, instances=20, **common) == ["c", "b"]
-    # 5% of 100 instances: a's three as well, not d's four.
-    assert first_wave(loads, instances=100, **common) == ["c", "b", "a"]
+    assert first_wave(loads, instances=20, **common).hosts == ("c", "b")
+    # 5% of 100 instances: a's three as well, which spend it: not d.
+    assert first_wave(loads, instances=100, **common) == FirstWave(("c", "b", "a"))
     # No empty host: the loaded host the bound counts (fewest forced second
     # moves), then one host more on a small cloud.
     loaded = [h for h in loads if h.members]
     common["targets"] = [t for t in targets if t.host != "c"]
-    assert first_wave(loaded, instances=9, **common) == ["b", "a"]
-    assert first_wave(loaded, instances=9, **{**common, "slots": 1}) == ["b"]
+    assert first_wave(loaded, instances=9, **common) == FirstWave(("b", "a"))
+    assert first_wave(loaded, instances=9, **{**common, "slots": 1}).hosts == ("b",)
     # A dry run that refuses a second host keeps the first alone.
-    assert first_wave(loaded, instances=9, **common, feasible=lambda hosts: len(hosts) < 2) == ["b"]
-    # What the wave empties must fit on the hosts it leaves.
+    refused = first_wave(loaded, instances=9, **common, feasible=lambda hosts: len(hosts) < 2)
+    assert refused == FirstWave(("b",))
+    # What the wave empties must fit on the hosts it leaves, the partial
+    # host's instances all counted (those that wait may land there later).
     tight = [Target(h.host, 8 - h.vcpus, False) for h in loaded]
-    assert first_wave(loaded, instances=100, **{**common, "targets": tight}) == ["b"]
+    assert first_wave(loaded, instances=100, **{**common, "targets": tight}).hosts == ("b",)
+
+
+def test_first_wave_opens_a_partial_last_host_with_the_room_left() -> None:
+    """A host whose instances exceed the second moves left opens with only
+    that many moving twice, once, as the wave's last host; with none left,
+    it does not open."""
+    loads = [_load("a", 1, 1), _load("b", 1, 1, 1), _load("c", 1, 1, 1), _load("d", 1)]
+    targets = [Target(h.host, 16 - h.vcpus, False) for h in loads]
+    common: dict[str, Any] = {"targets": targets, "idle_groups": {"g": 1.0}, "slots": 4}
+    # Room 5 (5% of 100): d (order: fewest instances first) is the bound's
+    # host, then a's two; b's three exceed the three left by none: whole;
+    # the room is spent and c does not open.
+    assert first_wave(loads, instances=100, **common) == FirstWave(("d", "a", "b"))
+    # Room 4: a's two, then b opens with two of its three.
+    assert first_wave(loads, instances=80, **common) == FirstWave(("d", "a", "b"), "b", 2)
+    # The partial host is the last: c's instances have no room left.
+    assert "c" not in first_wave(loads, instances=80, **common).hosts
+    # Room 2 (one host's two, at least): a's two spend it; no partial host.
+    assert first_wave(loads, instances=20, **common) == FirstWave(("d", "a"))
 
 
 @st.composite
@@ -193,9 +253,10 @@ def test_first_wave_fits_its_slots_its_room_and_the_hosts_it_leaves(
     wave: tuple[list[HostLoad], list[Target], int], instances: int
 ) -> None:
     loads, targets, slots = wave
-    chosen = first_wave(
+    wave = first_wave(
         loads, targets=targets, idle_groups={"g": 1.0, "h": 1.0}, slots=slots, instances=instances
     )
+    chosen = list(wave.hosts)
     by_name = {h.host: h for h in loads}
     assert len(chosen) == len(set(chosen)) <= slots
     picked = [by_name[h] for h in chosen]
@@ -208,7 +269,15 @@ def test_first_wave_fits_its_slots_its_room_and_the_hosts_it_leaves(
     # none is empty) stay within the first wave's room.
     costly = [h for h in order[1:] if h.members]
     room = first_wave_room(instances, one_host=len(costly[0].members) if costly else 0)
-    extra = sum(len(h.members) for h in picked if h.host != order[0].host)
+    # A partial host (the last opened) counts only its instances that may
+    # move twice: fewer than it holds, at least one.
+    extra = sum(len(h.members) for h in picked if h.host not in (order[0].host, wave.partial))
+    if wave.partial is not None:
+        assert chosen[-1] == wave.partial != order[0].host
+        assert 0 < wave.twice < len(by_name[wave.partial].members)
+        extra += wave.twice
+    else:
+        assert wave.twice == 0
     assert extra <= room
     # Everything the wave empties fits on the hosts it leaves.
     members = [m for h in picked for m in h.members]

@@ -64,7 +64,8 @@ finds each member's target by bisection over the targets sorted by room
 in flight once.
 
 What it keeps: :class:`ConstrainedState` (constant size: the wave counter,
-the cache stamp, how many recoveries started, and the moves being retried,
+the cache stamp, how many recoveries started, the first wave's partial
+host and the second moves it has left, and the moves being retried,
 bounded by the groups' impact limits, not by the fleet), the
 :class:`~fenix_core.workflows.rolling.RollingState` of the parts it
 shares with the rolling workflow, and per host its stage
@@ -180,7 +181,8 @@ class ConstrainedState(ComponentState):
     #: 2: ``recovering`` (the instances in recovery_time, a list growing
     #: with the fleet rewritten at each move's end) gave way to
     #: ``recoveries``; the instances' ``impacted_until`` say which they are.
-    schema_version: ClassVar[int] = 2
+    #: 3: ``partial`` and ``partial_twice`` (a first wave's partial last host).
+    schema_version: ClassVar[int] = 3
 
     wave: int = 0  # the last question round
     #: Changes whenever the per-group counts change: a process whose cache
@@ -201,6 +203,11 @@ class ConstrainedState(ComponentState):
     #: Why the first wave has its size (second_moves.FirstWaveSize.why): said
     #: in the plan with each move of its instances onto a queued host.
     first_wave: str | None = None
+    #: The first wave's partial last host (second_moves.FirstWave.partial),
+    #: while some of its instances may still move twice: ``partial_twice``
+    #: of them (a move of one onto a host still queued takes one).
+    partial: str | None = None
+    partial_twice: int = 0
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any], version: int) -> Self:
@@ -209,6 +216,11 @@ class ConstrainedState(ComponentState):
             # ``impacted_until`` say which are in recovery.
             data = {k: v for k, v in data.items() if k != "recovering"}
             version = 2
+        if version == 2:
+            # Before partial first-wave hosts: none (every first drained
+            # host's instances may move twice, as they were opened for).
+            data = {**data, "partial": None, "partial_twice": 0}
+            version = 3
         return super().from_json(data, version)
 
 
@@ -960,6 +972,9 @@ class ConstrainedWorkflow(RollingWorkflow):
                     # back to DRAINING).
                     ctx.set_host_state(host.name, HostState.PENDING)
                     ctx.set_host_stage(host.name, flags & ~FIRST_DRAINED)
+                    cst = ctx.state_of(ConstrainedState)
+                    if cst.partial == host.name:
+                        cst.partial, cst.partial_twice = None, 0
                     self._changed(ctx)
                     return
                 ctx.set_host_state(host.name, HostState.IN_MAINTENANCE)
@@ -1316,16 +1331,25 @@ class ConstrainedWorkflow(RollingWorkflow):
                 )
             order = self._up_to_last_startable(order, left, later, rules)
 
+            # The first wave's partial last host: only the first of its
+            # members in the order, as many as it may still move twice.
+            partial = cst.partial if cst.partial and first_drained.get(cst.partial) else None
+            allowance = cst.partial_twice
+
             def place(targets: list[planner.Target], waiting_makes_room: bool) -> dict[str, str]:
-                twice = {
-                    m.instance_id
-                    for m in order
+                twice: set[str] = set()
+                spent = 0
+                for m in order:
+                    on_first = m.instance_id in first
+                    if on_first and partial is not None and host_of[m.instance_id] == partial:
+                        on_first = spent < allowance
+                        spent += on_first
                     if second_moves.may_move_twice(
                         moved_before=m.instance_id in moved,
-                        first_drained=m.instance_id in first,
+                        first_drained=on_first,
                         waiting_makes_room=waiting_makes_room,
-                    )
-                }
+                    ):
+                        twice.add(m.instance_id)
                 moves, _blocked = planner.assign_moves(
                     order,
                     left,
@@ -1379,12 +1403,27 @@ class ConstrainedWorkflow(RollingWorkflow):
                             first_drained=m.instance_id in first,
                             wave=cst.first_wave,
                         )
+                        if partial is not None and inst.host == partial and not inst.moves:
+                            self._spend_partial(ctx, cst)
                     ctx.submit(Move(inst.instance_id, instance_action(action), goal, no, why))
         ends = self._recovery(ctx, step, cst).next_end(ctx)
         if ends is not None:
             wake = ends if wake is None else min(wake, ends)
         self._wake_at(ctx, cst, wake)
         return held
+
+    @staticmethod
+    def _spend_partial(ctx: SessionContext, cst: ConstrainedState) -> None:
+        """One of the partial first-wave host's second moves is taken; the
+        last one makes it a host like the later ones (its other instances
+        move only where they stay)."""
+        cst.partial_twice -= 1
+        if cst.partial_twice > 0 or cst.partial is None:
+            return
+        view = ctx.hosts.get(cst.partial)
+        if view is not None:
+            ctx.set_host_stage(view.name, view.stage & ~FIRST_DRAINED)
+        cst.partial, cst.partial_twice = None, 0
 
     @staticmethod
     def _any_may_start(step: _Step, budgets: _Budgets, ready: Iterable[InstanceView]) -> bool:
@@ -1833,6 +1872,7 @@ class ConstrainedWorkflow(RollingWorkflow):
         if not chosen and draining:
             return self._open_ahead(ctx, step, cst)
         first: set[str] = set()
+        wave: second_moves.FirstWave | None = None
         if (
             not draining
             and all(not c.members for c in candidates if c.host in chosen)
@@ -1844,7 +1884,7 @@ class ConstrainedWorkflow(RollingWorkflow):
             size = None
             if any(c.members for c in candidates):
                 size = self._first_wave_size(ctx, step, targets)
-            chosen = second_moves.first_wave(
+            wave = second_moves.first_wave(
                 candidates,
                 targets=targets,
                 idle_groups=idle,
@@ -1854,10 +1894,20 @@ class ConstrainedWorkflow(RollingWorkflow):
                 feasible=feasible,
                 share=second_moves.FIRST_WAVE_SHARE if size is None else size.share,
             )
+            chosen = list(wave.hosts)
             first = {c.host for c in candidates if c.members and c.host in chosen}
             if first and size is not None:
                 cst.first_wave = size.why
-        return self._open_chosen(ctx, step, cst, chosen, first)
+        result = self._open_chosen(ctx, step, cst, chosen, first)
+        if wave is not None:
+            # Its partial last host, if opened: only so many of its
+            # instances move twice (none held back by the controls).
+            view = ctx.hosts.get(wave.partial) if wave.partial in first else None
+            if view is not None and view.state == HostState.DRAINING:
+                cst.partial, cst.partial_twice = view.name, wave.twice
+            else:
+                cst.partial, cst.partial_twice = None, 0
+        return result
 
     def _open_chosen(
         self,
