@@ -20,11 +20,21 @@ from ..errors import InvalidInput
 from . import json_text
 from .schema import Base
 
-__all__ = ["alembic_config", "head_revision", "migrate", "open_database"]
+__all__ = ["WAL_CHECKPOINT_PAGES", "alembic_config", "head_revision", "migrate", "open_database"]
 
 _MIGRATIONS = Path(__file__).with_name("migrations")
 #: PostgreSQL advisory lock held while the schema is created or upgraded.
 _MIGRATION_LOCK = 0x_F3_41_C0_DE
+#: WAL pages after which a commit checkpoints them into the database file
+#: (SQLite's default is 1,000). A step rewrites the same few pages (the
+#: session's clock row, its wake index, its state, the last pages of its
+#: operations and outbox), and a checkpoint copies each page once however
+#: often it was written since the last: fewer, longer checkpoints copy fewer
+#: pages in all (rolling 300 hosts: 0.114 s of checkpoints' CPU at 1,000,
+#: 0.072 s at 4,000, 0.069 s at 10,000). 4,000 frames (16 MB of WAL) still
+#: fit one segment of SQLite's wal-index. Durability is SQLite's WAL with
+#: synchronous=NORMAL either way: see docs/operations.md.
+WAL_CHECKPOINT_PAGES = 4000
 
 
 def open_database(url: str) -> SAEngine:
@@ -55,6 +65,7 @@ def open_database(url: str) -> SAEngine:
             if not in_memory:
                 cursor.execute("PRAGMA journal_mode=WAL")
                 cursor.execute("PRAGMA synchronous=NORMAL")
+                cursor.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
                 cursor.execute("PRAGMA busy_timeout=10000")
             cursor.close()
 
