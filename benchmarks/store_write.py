@@ -91,11 +91,11 @@ def measure(directory: Path, repeats: int, rows: int) -> dict[str, float]:
     for n in range(repeats):
         # a typical step: one move ended, the next started, a notice owed
         if n:
-            ws.update_op(f"move-{n - 1}", status="done", handled=True, finished_at=t0)
+            ws.update_op(f"s:{n}", status="done", handled=True, finished_at=t0)
         ended = f"vm-{(2 * n) % n_inst}"
         ws.update_instance(ended, moves=n + 1)
         ws.set_instance_state(f"vm-{(2 * n + 1) % n_inst}", "IN_ACTION" if n % 2 else "PENDING")
-        ws.add_op(OpRec(f"move-{n}", "move", "compute-00000", ended, {}, "pending", None, None,
+        ws.add_op(OpRec(f"s:{n + 1}", "move", "compute-00000", ended, {}, "pending", None, None,
                         None, 0, None, {}, False, t0, None, None))  # fmt: skip
         ws.emit("maintenance_instance", {"instance_id": ended})
         write = ws.take_write(Fence("s", OWNER, 1, ws.version), next_wake=t0, lease_expires=t0)

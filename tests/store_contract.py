@@ -116,7 +116,7 @@ def a_step(ws: WorkingSet, n: int = 0) -> None:
     ws.place("vm-0-0", "cmp-1")
     ws.set_target("vm-0-1", "cmp-2")
     ws.set_instance_state("vm-0-1", "IN_ACTION")
-    ws.add_op(an_op(f"move-{n}", "cmp-0", "vm-0-1"))
+    ws.add_op(an_op(f"{ws.session.id}:{n + 1}", "cmp-0", "vm-0-1"))
     ws.emit("maintenance_instance", {"instance_id": "vm-0-0", "state": "DONE"})
 
 
@@ -157,11 +157,11 @@ def test_the_next_step_updates_what_the_last_inserted(harness: Harness) -> None:
     a_step(ws)
     harness.store.write(ws.take_write(fence, next_wake=None, lease_expires=T0))
     fence = Fence("s-1", OWNER, 1, ws.version)
-    ws.update_op("move-0", status="done", handled=True, finished_at=T0)
+    ws.update_op("s-1:1", status="done", handled=True, finished_at=T0)
     ws.cancel_timer("nothing-set")
     ws.set_timer("deadline", T0)
     harness.store.write(ws.take_write(fence, next_wake=None, lease_expires=T0))
-    assert "move-0" not in ws.ops  # handled operations are not kept
+    assert "s-1:1" not in ws.ops  # handled operations are not kept
     again = harness.store.load("s-1")
     assert records(again) == records(ws)
     fence = Fence("s-1", OWNER, 1, ws.version)

@@ -32,6 +32,7 @@ from sqlalchemy import (
     func,
     inspect,
     select,
+    text,
 )
 from sqlalchemy import Table as SATable
 
@@ -111,6 +112,8 @@ def fill_every_table(engine: Engine) -> dict[str, int]:
             }
             if name == "sessions":
                 row["id"] = "s-1"
+            if name == "operations":
+                row["key"] = "s-1:1"  # the engine's keys: <session id>:<n> (0013)
             connection.execute(table.insert().values(**row))
     return counts(engine)
 
@@ -645,9 +648,10 @@ def test_0008_downgrade_refuses_while_a_session_runs(db: Engine) -> None:
 
 
 def _operations(engine: Engine) -> list[tuple[Any, ...]]:
-    """Every operation row but ``id``, in key order."""
+    """Every operation row but ``id`` (to 0010) and ``n`` (from 0013), in
+    key order."""
     ops = SATable("operations", MetaData(), autoload_with=engine)
-    columns = [c for c in ops.columns if c.name != "id"]
+    columns = [c for c in ops.columns if c.name not in ("id", "n")]
     with engine.connect() as connection:
         return [tuple(r) for r in connection.execute(select(*columns).order_by(ops.c.key))]
 
@@ -770,3 +774,91 @@ def test_0012_a_session_awaiting_replies_under_0011_takes_them_after_the_upgrade
             manager.close()
     assert view.state == "MAINTENANCE_DONE", view.reason
     assert sorted(h or "" for h in upgrade.hosts) == sorted(["cmp-0", "cmp-1", "cmp-2"])
+
+
+# --------------------------------------------------------------------------- 0013
+
+
+def test_0013_a_session_stopped_under_0012_resumes(any_db: Engine) -> None:
+    """A rolling session stopped mid-run (a migration running, operations
+    handled and not), its database taken down to 0012's operations (keyed
+    by ``(session_id, key)``, no ``n``) and up again: every operation row
+    comes back as it was with the key's number as ``n``, the next operation
+    numbers on from the highest, and the session ends as one run without a
+    stop would: no migration started twice, every host done."""
+    from test_leases import UPGRADE, build_cloud
+
+    from fenix_core import Engine as FenixEngine
+    from fenix_core import SessionRequest
+    from fenix_core.testing import TimedAction
+
+    url = any_db.url.render_as_string(hide_password=False)
+    cloud, upgrade, clock = build_cloud(), TimedAction("upgrade", seconds=60), SimClock()
+
+    def engine() -> FenixEngine:
+        return FenixEngine(
+            url, clock=clock, plugins=[cloud, upgrade], load_entry_points=False, worker_id="w"
+        )
+
+    def stop_here() -> bool:
+        """Keys of one and two digits (":9" sorted after ":10"), a migration
+        started and its operation not handled yet."""
+        rows = _operations(any_db)
+        return len(rows) >= 10 and not all(row[13] for row in rows)  # handled
+
+    with engine() as first:
+        sid = first.create_session(SessionRequest(actions=UPGRADE))
+        for _ in range(100):
+            first.run_until_idle()
+            clock.advance(5)
+            if stop_here():
+                break
+    stopped = _operations(any_db)
+    assert len(stopped) >= 10
+    assert any(e.kind == "migration_started" for e in cloud.events)
+    assert any(row[13] for row in stopped)  # handled
+    assert not all(row[13] for row in stopped)
+
+    alembic(any_db, "downgrade", "0012")
+    assert "n" not in {c["name"] for c in inspect(any_db).get_columns("operations")}
+    key = inspect(any_db).get_pk_constraint("operations")["constrained_columns"]
+    assert key == ["session_id", "key"]
+    assert _operations(any_db) == stopped
+    alembic(any_db, "upgrade", "head")
+    assert _operations(any_db) == stopped
+    key = inspect(any_db).get_pk_constraint("operations")["constrained_columns"]
+    assert key == ["session_id", "n"]
+    with any_db.connect() as connection:
+        numbered = connection.execute(text('SELECT "key", n FROM operations')).all()
+    assert numbered
+    assert all(k == f"{sid}:{n}" for k, n in numbered)
+    last = max(n for _, n in numbered)
+
+    with engine() as second:
+        view = second.run_until_done(sid)
+    assert view.state == "MAINTENANCE_DONE", view.reason
+    with any_db.connect() as connection:
+        after = connection.execute(text('SELECT "key", n FROM operations')).all()
+    assert all(k == f"{sid}:{n}" for k, n in after)
+    new = sorted(n for _, n in after if n > last)
+    assert new == list(range(last + 1, last + 1 + len(new)))  # numbered on, none reused
+    assert len(after) == len(numbered) + len(new)
+    started = Counter(
+        (e.instance_id, e.host) for e in cloud.events if e.kind == "migration_started"
+    )
+    assert started
+    assert all(n == 1 for n in started.values()), started
+    assert sorted(h or "" for h in upgrade.hosts) == sorted(["cmp-0", "cmp-1", "cmp-2"])
+
+
+def test_0013_refuses_a_key_that_is_not_the_sessions_number(db: Engine) -> None:
+    """The number becomes the primary key: a key of another form (no engine
+    made one) is refused before anything changes."""
+    alembic(db, "upgrade", "0012")
+    fill_every_table(db)
+    with db.begin() as connection:
+        connection.execute(text("UPDATE operations SET \"key\" = 's-1:x1'"))
+    with pytest.raises(RuntimeError, match="s-1:x1"):
+        alembic(db, "upgrade", "0013")
+    assert current(db) == "0012"
+    assert "n" not in {c["name"] for c in inspect(db).get_columns("operations")}

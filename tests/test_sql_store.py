@@ -151,12 +151,12 @@ def test_a_typical_step_is_one_transaction_of_four_statements(sqlite_harness: Sq
     a_step(ws)
     h.store.write(ws.take_write(fence, next_wake=None, lease_expires=T0))
     fence = Fence("s-1", OWNER, 1, ws.version)
-    ws.update_op("move-0", status="done", handled=True, finished_at=T0)
+    ws.update_op("s-1:1", status="done", handled=True, finished_at=T0)
     ws.set_instance_state("vm-0-1", "DONE")
     ws.place("vm-0-1", "cmp-2")
     ws.set_target("vm-1-0", "cmp-2")
     ws.set_instance_state("vm-1-0", "IN_ACTION")
-    ws.add_op(an_op("move-1", "cmp-1", "vm-1-0"))
+    ws.add_op(an_op("s-1:2", "cmp-1", "vm-1-0"))
     ws.emit("maintenance_instance", {"instance_id": "vm-0-1"})
     counter = Counted(h.database)
     h.store.write(ws.take_write(fence, next_wake=None, lease_expires=T0))
@@ -174,7 +174,7 @@ def test_a_typical_step_is_one_transaction_of_four_statements(sqlite_harness: Sq
                 OperationRow.key
             )
         ).all()
-    assert [tuple(r) for r in rows] == [("move-0", "done", True), ("move-1", "pending", False)]
+    assert [tuple(r) for r in rows] == [("s-1:1", "done", True), ("s-1:2", "pending", False)]
 
 
 def test_the_sql_store_refuses_a_duplicate_operation_key(sqlite_harness: SqlHarness) -> None:
@@ -186,17 +186,33 @@ def test_the_sql_store_refuses_a_duplicate_operation_key(sqlite_harness: SqlHarn
     ws, fence = held(h)
     a_step(ws)
     h.store.write(ws.take_write(fence, next_wake=None, lease_expires=T0))
-    ws.update_op("move-0", handled=True)
+    ws.update_op("s-1:1", handled=True)
     h.store.write(ws.take_write(Fence("s-1", OWNER, 1, 1), next_wake=None, lease_expires=T0))
     ws, fence = held(h)
-    assert "move-0" not in ws.ops  # handled: not loaded
+    assert "s-1:1" not in ws.ops  # handled: not loaded
     a_step(ws)  # the same key again
-    with pytest.raises(KeyError, match="move-0"):
+    with pytest.raises(KeyError, match="s-1:1"):
         h.store.write(ws.take_write(fence, next_wake=None, lease_expires=T0))
     assert h.store.load("s-1").version == 2
     with h.database.connect() as db:
-        handled = db.execute(select(OperationRow.handled).where(OperationRow.key == "move-0"))
+        handled = db.execute(select(OperationRow.handled).where(OperationRow.key == "s-1:1"))
         assert handled.scalar_one() is True  # not overwritten by the refused row
+
+
+@pytest.mark.parametrize("key", ["move-1", "s-2:1", "s-1:", "s-1:x1"])
+def test_the_sql_store_refuses_an_operation_key_not_of_its_session(
+    sqlite_harness: SqlHarness, key: str
+) -> None:
+    """The operations are keyed by (session, the key's number): a key that
+    is not ``<session id>:<n>`` could not be found again by its number, and
+    fails the write before anything of it is committed."""
+    h = sqlite_harness
+    h.store.insert(new_session())
+    ws, fence = held(h)
+    ws.add_op(an_op(key, "cmp-0", "vm-0-1"))
+    with pytest.raises(ValueError, match="is not 's-1:<number>'"):
+        h.store.write(ws.take_write(fence, next_wake=None, lease_expires=T0))
+    assert h.store.load("s-1").version == 0
 
 
 def test_a_reply_only_step_is_three_statements(sqlite_harness: SqlHarness) -> None:
@@ -232,12 +248,12 @@ def test_the_memory_store_refuses_a_duplicate_operation_key() -> None:
     ws, fence = held(h)
     a_step(ws)
     h.store.write(ws.take_write(fence, next_wake=None, lease_expires=T0))
-    ws.update_op("move-0", handled=True)
+    ws.update_op("s-1:1", handled=True)
     h.store.write(ws.take_write(Fence("s-1", OWNER, 1, 1), next_wake=None, lease_expires=T0))
     ws, fence = held(h)
-    assert "move-0" not in ws.ops  # handled: not loaded
+    assert "s-1:1" not in ws.ops  # handled: not loaded
     a_step(ws)  # the same key again, as a unique key refuses in SQL
-    with pytest.raises(KeyError, match="move-0"):
+    with pytest.raises(KeyError, match="s-1:1"):
         h.store.write(ws.take_write(fence, next_wake=None, lease_expires=T0))
     assert h.store.load("s-1").version == 2
 
@@ -510,7 +526,7 @@ def _a_commit_fails_then_the_step_is_written_again(h: SqlHarness) -> None:
     h.store.write(again.take_write(fence, next_wake=None, lease_expires=T0))
     written = h.store.load("s-1")
     assert written.version == 1
-    assert list(written.ops) == ["move-0"]
+    assert list(written.ops) == ["s-1:1"]
     assert [seq for seq, _, _ in h.outbox("s-1")] == [1]
 
 
@@ -607,20 +623,19 @@ def _bound_value(kind: Any) -> Any:
 
 
 def _step_statements() -> list[tuple[Any, tuple[str, ...]]]:
-    from fenix_core.core.statements import OP_CHANGED, STATEMENTS
+    from fenix_core.core.statements import OP_CHANGED, OP_ROW, STATEMENTS
     from fenix_core.core.working_set import (
         ComponentRec,
         HostRec,
         InstanceRec,
-        OpRec,
         ProjectRec,
     )
 
     s = STATEMENTS
     return [
-        (s.upsert_ops_sqlite, (*OpRec.FIELDS, OP_CHANGED)),
-        (s.insert_ops, OpRec.FIELDS),
-        (s.update_ops, OpRec.FIELDS),
+        (s.upsert_ops_sqlite, (*OP_ROW, OP_CHANGED)),
+        (s.insert_ops, OP_ROW),
+        (s.update_ops, OP_ROW),
         (s.update_instances, InstanceRec.FIELDS),
         (s.insert_instances, InstanceRec.FIELDS),
         (s.update_hosts, HostRec.FIELDS),

@@ -1,6 +1,7 @@
 """Each index a step's write touches is one more page in its commit
-(migrations 0010 and 0011): the operations and outbox rows a step writes
-must not rewrite index entries that no query reads, and the queries on
+(migrations 0010, 0011 and 0013): the operations and outbox rows a step
+writes must not rewrite index entries that no query reads, a new operation
+is appended at the end of its session's range, and the queries on
 operations must still find a session's rows by its key, not by a scan."""
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ def test_a_steps_operation_update_rewrites_no_index_entry(db: Engine) -> None:
     """The step's upsert sets every operation field but the key; none of
     them may be indexed (``handled`` was: marking an operation handled moved
     its entry, two index pages a step)."""
-    updated = set(OpRec.FIELDS) - {"key"}
+    updated = set(OpRec.FIELDS) - {"key", "n"}
     for name, columns in _indexed(db, "operations").items():
         assert not columns & updated, f"{name} indexes {columns & updated}"
 
@@ -50,9 +51,10 @@ def test_a_notification_adds_no_entry_to_an_index_no_query_reads(db: Engine) -> 
 
 
 def test_operations_are_one_btree(db: Engine) -> None:
-    """Migration 0011: a step's new and ended operations are rows of one
-    b-tree, the primary key's (WITHOUT ROWID), with no other index: no
-    rowid table beside it, no unique ``key`` index, no session index."""
+    """Migrations 0011 and 0013: a step's new and ended operations are rows
+    of one b-tree, the primary key's (WITHOUT ROWID), with no other index:
+    no rowid table beside it, no unique ``key`` index, no session index;
+    the key is the session and the operation's number."""
     with db.connect() as connection:
         indexes = connection.exec_driver_sql(
             "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'operations'"
@@ -62,14 +64,14 @@ def test_operations_are_one_btree(db: Engine) -> None:
         ).scalar_one()
     assert indexes == []
     assert "WITHOUT ROWID" in shape
-    assert [c.name for c in OperationRow.__table__.primary_key] == ["session_id", "key"]
+    assert [c.name for c in OperationRow.__table__.primary_key] == ["session_id", "n"]
 
 
 @pytest.mark.parametrize(
     "query",
     [
         STATEMENTS.load_ops,
-        STATEMENTS.last_op_key,
+        STATEMENTS.last_op_number,
         select(OperationRow.key).where(
             OperationRow.session_id == "s", OperationRow.handled.is_(True)
         ),
@@ -77,7 +79,7 @@ def test_operations_are_one_btree(db: Engine) -> None:
         .where(OperationRow.session_id == "s", OperationRow.kind == "move")
         .order_by(*operations_in_recorded_order()),
     ],
-    ids=["load", "last-key", "timed-out", "dashboard-moves"],
+    ids=["load", "last-number", "timed-out", "dashboard-moves"],
 )
 def test_the_queries_on_operations_read_the_sessions_range_of_the_key(
     db: Engine, query: Executable

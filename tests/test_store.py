@@ -164,6 +164,7 @@ def test_file_database_uses_wal_and_foreign_keys(db: SAEngine) -> None:
     with db.connect() as conn:
         assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
         assert conn.execute(text("PRAGMA foreign_keys")).scalar() == 1
+        assert conn.execute(text("PRAGMA synchronous")).scalar() == 1  # NORMAL
     with Session(db) as orm, orm.begin():
         orm.add(_session_row("s1"))
         orm.flush()

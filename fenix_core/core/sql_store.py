@@ -21,7 +21,7 @@ from sqlalchemy.sql.dml import Insert
 from ..errors import NotFound
 from ..store.leases import LeaseLost
 from .ports import NewSession, OutboxRec, StepWrite
-from .statements import INBOX_ROW, OP_CHANGED, STATEMENTS, params
+from .statements import INBOX_ROW, OP_CHANGED, OP_ROW, STATEMENTS, params
 from .working_set import (
     ComponentRec,
     HostRec,
@@ -31,19 +31,35 @@ from .working_set import (
     SessionRec,
     TimerRec,
     WorkingSet,
-    op_number,
 )
 
-__all__ = ["Driver", "Prepared", "SqlSessionStore"]
+__all__ = ["Driver", "Prepared", "SqlSessionStore", "key_number"]
 
 S = STATEMENTS
-#: An operation row as ``upsert_ops_sqlite`` takes it: the fields, then the flag.
-_OP_ROW = (*OpRec.FIELDS, OP_CHANGED)
+#: An operation row as ``upsert_ops_sqlite`` takes it: the fields, the
+#: key's number, then the flag.
+_OP_UPSERT_ROW = (*OP_ROW, OP_CHANGED)
 #: An outbox row, and a reply's outcome (``StepWrite.inbox_outcomes``).
 _OUTBOX_ROW = ("session_id", "seq", "signal", "payload", "created_at")
 _OUTCOME_ROW = ("id", "outcome", "processed_at")
 #: A timer row (``StepWrite.timers``).
 _TIMER_ROW = ("kind", "due", "data")
+
+
+def key_number(session_id: str, key: str) -> int:
+    """The number of an operation's key, ``<session id>:<n>`` (the only form
+    the engine makes): the operations' primary key is ``(session_id, n)``.
+    Another key is refused: its row could not be found again by its number."""
+    head, _, tail = key.rpartition(":")
+    if head != session_id or not tail.isdigit():
+        raise ValueError(f"operation key {key!r} is not '{session_id}:<number>'")
+    return int(tail)
+
+
+def _numbered(session_id: str, ops: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """Operation records (``OpRec.FIELDS``) with their key's number added
+    (``OP_ROW``)."""
+    return [(*row, key_number(session_id, row[0])) for row in ops]
 
 
 def _rows(
@@ -471,7 +487,7 @@ class SqlSessionStore:
                 ops=[OpRec(*r) for r in db.execute(S.load_ops, sid)],
                 timers=[TimerRec(*r) for r in db.execute(S.load_timers, sid)],
                 components=[ComponentRec(*r) for r in db.execute(S.load_components, sid)],
-                last_op=op_number(db.execute(S.last_op_key, sid).scalar() or ""),
+                last_op=db.execute(S.last_op_number, sid).scalar() or 0,
             )
 
     def unprocessed_replies(self, session_id: str, after_id: int) -> list[tuple[Any, ...]]:
@@ -633,9 +649,9 @@ class SqlSessionStore:
         if d is not None:
             self._upsert_ops(d, sid, write.new_ops, write.changed_ops)
         else:
-            self._many(db, S.insert_ops, OpRec.FIELDS, write.new_ops, sid)
+            self._many(db, S.insert_ops, OP_ROW, _numbered(sid, write.new_ops), sid)
             if write.changed_ops:
-                self._many(db, S.update_ops, OpRec.FIELDS, write.changed_ops, sid)
+                self._many(db, S.update_ops, OP_ROW, _numbered(sid, write.changed_ops), sid)
         if write.outbox:
             # The engine's clock (the outbox lag is measured on it);
             # diagnostics only: delivery goes by seq.
@@ -662,10 +678,10 @@ class SqlSessionStore:
         counter that makes them is written with them), and the write fails."""
         if not new and not changed:
             return
-        rows = [(*row, 0) for row in new]
-        rows += [(*row, 1) for row in changed]
+        rows = [(*row, key_number(session_id, row[0]), 0) for row in new]
+        rows += [(*row, key_number(session_id, row[0]), 1) for row in changed]
         prepared = self._prepare(S.upsert_ops_sqlite)
-        written = driver.run(prepared.sql, prepared.rows(_OP_ROW, rows, session_id), True)
+        written = driver.run(prepared.sql, prepared.rows(_OP_UPSERT_ROW, rows, session_id), True)
         if written != len(rows):
             raise KeyError(
                 f"operation key(s) exist already among {sorted(row[0] for row in new)}: "

@@ -16,6 +16,7 @@ from sqlalchemy import (
     case,
     delete,
     false,
+    func,
     insert,
     literal_column,
     select,
@@ -36,11 +37,10 @@ from ..store.schema import (
     SessionRow,
     SessionStateRow,
     TimerRow,
-    operations_in_recorded_order,
 )
 from .working_set import ComponentRec, HostRec, InboxRec, InstanceRec, OpRec, ProjectRec, SessionRec
 
-__all__ = ["INBOX_ROW", "INSTANCE_FIXED", "STATEMENTS", "Statements", "params"]
+__all__ = ["INBOX_ROW", "INSTANCE_FIXED", "OP_ROW", "STATEMENTS", "Statements", "params"]
 
 SESSIONS: Final[Table] = SessionRow.__table__  # type: ignore[assignment]
 CLOCK: Final[Table] = SessionClockRow.__table__  # type: ignore[assignment]
@@ -121,6 +121,10 @@ def _component_upserts() -> Mapping[str, Insert]:
     }
 
 
+#: The operations' fields as the statements bind them: the record's, then
+#: the key's number (``n``, of the primary key ``(session_id, n)``).
+OP_ROW: Final = (*OpRec.FIELDS, "n")
+
 #: The flag an operation row of ``upsert_ops`` carries: 1 for a changed
 #: operation (its row is updated), 0 for a new one (a key that exists
 #: already changes nothing, and the store refuses the write by its count).
@@ -133,10 +137,10 @@ def _ops_upsert() -> Insert:
     nearly every step: one operation ends, the next starts). A new row whose
     key exists already is not applied (``WHERE`` on the flag): the caller
     compares the row count with the rows it wrote."""
-    values = {c: _b(c) for c in ("session_id", *OpRec.FIELDS)}
+    values = {c: _b(c) for c in ("session_id", *OP_ROW)}
     lite = sqlite.insert(OPERATIONS).values(values)
     return lite.on_conflict_do_update(
-        index_elements=["session_id", "key"],
+        index_elements=["session_id", "n"],
         set_={f: lite.excluded[f] for f in OpRec.FIELDS if f != "key"},
         where=_b(OP_CHANGED) == literal_column("1"),
     )
@@ -160,11 +164,10 @@ class Statements:
         self.load_instances = _select(INSTANCES, InstanceRec.FIELDS)
         self.load_projects = _select(PROJECTS, ProjectRec.FIELDS)
         self.load_ops = _select(OPERATIONS, OpRec.FIELDS).where(OPERATIONS.c.handled == false())
-        # The key with the highest number, handled operations included.
-        self.last_op_key: Select[Any] = (
-            _select(OPERATIONS, ("key",))
-            .order_by(*(term.desc() for term in operations_in_recorded_order()))
-            .limit(1)
+        # The highest number, handled operations included (the end of the
+        # session's range of the primary key).
+        self.last_op_number: Select[Any] = select(func.max(OPERATIONS.c.n)).where(
+            OPERATIONS.c.session_id == _b("session_id")
         )
         self.load_timers = select(TIMERS.c.kind, TIMERS.c.due, TIMERS.c.data).where(
             TIMERS.c.session_id == _b("session_id")
@@ -232,8 +235,8 @@ class Statements:
         self.insert_instances = _insert(INSTANCES, InstanceRec.FIELDS)
         self.update_projects = _update(PROJECTS, ("session_id", "project_id"), ProjectRec.FIELDS)
         self.insert_projects = _insert(PROJECTS, ProjectRec.FIELDS)
-        self.insert_ops = _insert(OPERATIONS, OpRec.FIELDS)
-        self.update_ops = _update(OPERATIONS, ("session_id", "key"), OpRec.FIELDS)
+        self.insert_ops = _insert(OPERATIONS, OP_ROW)
+        self.update_ops = _update(OPERATIONS, ("session_id", "n"), OP_ROW, ("key",))
         self.upsert_ops_sqlite = _ops_upsert()
         self.insert_outbox = _insert(
             OUTBOX, ("seq", "signal", "payload", "created_at"), with_session=True

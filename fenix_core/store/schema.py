@@ -23,7 +23,6 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
     false,
-    func,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -229,10 +228,15 @@ class OperationRow(Base):
     __tablename__ = "operations"
 
     session_id: Mapped[str] = mapped_column(String(36), _session_fk(), primary_key=True)
+    # 0013: the number the session gave the operation (counting its
+    # operations, in the order recorded), the key's number: the primary key
+    # is (session, n), so a new operation is appended at the end of its
+    # session's range (the key's text, n unpadded, sorted into its middle).
+    n: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     kind: Mapped[str] = mapped_column(String(32))
-    # Unique per attempt (``<session id>:<n>``, n counting the session's
-    # operations); handed to the driver / action to make retries idempotent.
-    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    # Unique per attempt (``<session id>:<n>``); handed to the driver /
+    # action to make retries idempotent.
+    key: Mapped[str] = mapped_column(String(255))
     host: Mapped[str | None] = mapped_column(String(255))
     instance_id: Mapped[str | None] = mapped_column(String(255))
     params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
@@ -257,10 +261,9 @@ class OperationRow(Base):
 
 def operations_in_recorded_order() -> tuple[ColumnElement[Any], ...]:
     """ORDER BY terms putting a session's operations in the order they were
-    recorded: by the number their key ends with (``<session id>:<n>``, n
-    unpadded: the shorter key first, then the smaller)."""
-    key: ColumnElement[Any] = OperationRow.__table__.c.key
-    return (func.length(key), key)
+    recorded: by their number, the primary key's order within a session."""
+    number: ColumnElement[Any] = OperationRow.__table__.c.n
+    return (number,)
 
 
 class TimerRow(Base):
