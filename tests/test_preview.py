@@ -3,6 +3,7 @@ and the makespan against its lower bound with what limits it."""
 
 from __future__ import annotations
 
+import io
 import itertools
 from datetime import UTC, datetime, timedelta
 from textwrap import dedent
@@ -10,7 +11,9 @@ from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from rich.console import Console
 
+from fenix_core.cli.plan_display import print_plan
 from fenix_core.sim.preview import Ask, build_preview, hosts_out_steps
 from fenix_core.sim.scenario import load_scenario
 from fenix_core.sim.simulation import plan
@@ -89,8 +92,11 @@ def _preview(text: str) -> dict[str, Any]:
 def test_a_long_recovery_makes_the_group_chain_the_limit() -> None:
     data = _preview(SCENARIO)
     bound = data["preview"]["lower_bound"]
-    # 4 db members one at a time, 300 s apart: 4 x 20 + 3 x 300 + 60 s of host work
-    assert bound["group_chain_seconds"] == 4 * 20 + 3 * 300 + 60
+    # No host outside the session: each member's final move waits for a first
+    # maintained host (the empty cmp-4 after its 60 s of work), then 4 db
+    # members one at a time, 300 s apart: 4 x 20 + 3 x 300, + 60 s of host work
+    assert bound["first_maintained_seconds"] == 60
+    assert bound["group_chain_seconds"] == 60 + 4 * 20 + 3 * 300 + 60
     assert bound["limited_by"] == "group chain"
     assert bound["critical_group"] == {
         "group_id": "db",
@@ -106,13 +112,88 @@ def test_a_long_recovery_makes_the_group_chain_the_limit() -> None:
 
 def test_a_short_recovery_and_a_cap_make_capacity_the_limit() -> None:
     text = SCENARIO.replace("recovery_time: 300", "recovery_time: 0").replace(
-        "workflow: constrained", "workflow: constrained\n  max_parallel_hosts: 2"
+        "workflow: constrained", "workflow: constrained\n  max_parallel_hosts: 1"
     )
     bound = _preview(text)["preview"]["lower_bound"]
     assert bound["limited_by"] == "capacity"
-    assert bound["hosts_out_at_once"] == 2
+    assert bound["hosts_out_at_once"] == 1
     assert bound["hosts_out_capped_by"] == ["max_parallel_hosts"]
-    assert bound["capacity_seconds"] == 6 * 60 / 2
+    assert bound["capacity_seconds"] == 6 * 60
+    # the chain: from the first maintained host (60 s), 4 moves, host work
+    assert bound["group_chain_seconds"] == 60 + 4 * 20 + 60
+
+
+#: Every host holds two members of a group that moves one at a time with
+#: 100 s of recovery, and no host outside the session has room.
+PAIRS = """
+name: pairs
+hosts:
+  - {name: "cmp-{i}", count: 3, vcpus: 16}
+groups:
+  - {id: db, project: db, max_impacted_members: 1, recovery_time: 100}
+instances:
+  - {id: "db-a{i}", count: 3, project: db, host: "cmp-{i}", vcpus: 2, group: db}
+  - {id: "db-b{i}", count: 3, project: db, host: "cmp-{i}", vcpus: 2, group: db}
+managers:
+  db: {}
+actions:
+  - {plugin: upgrade, seconds: 60}
+migrations: {seconds: 30, live_seconds: 20}
+session:
+  workflow: constrained
+"""
+
+
+def test_the_first_hosts_drain_at_its_groups_pace_delays_the_chain() -> None:
+    data = _preview(PAIRS)
+    bound = data["preview"]["lower_bound"]
+    # The first host maintained empties its two db members one at a time
+    # (20 + 100 + 20 s), then works 60 s: no member stays anywhere before.
+    assert bound["first_maintained_seconds"] == 2 * 20 + 100 + 60
+    # 6 members one at a time from then on, and the last one's host works
+    assert bound["group_chain_seconds"] == 200 + 6 * 20 + 5 * 100 + 60
+    assert bound["seconds"] == bound["group_chain_seconds"]
+    # counting one move for the first drain would say 80 s, not the limit
+    assert bound["limited_by"] == "first drain"
+    assert bound["critical_group"]["members"] == 6
+    assert bound["makespan_seconds"] >= bound["seconds"]
+
+
+def test_room_outside_the_session_lets_final_moves_start_at_once() -> None:
+    text = PAIRS.replace("count: 3, vcpus: 16", "count: 4, vcpus: 16").replace(
+        "workflow: constrained", "workflow: constrained\n  hosts: [cmp-0, cmp-1, cmp-2]"
+    )
+    data = _preview(text)
+    bound = data["preview"]["lower_bound"]
+    # cmp-3 is empty and not maintained: a member may stay there from the start
+    assert bound["first_maintained_seconds"] is None
+    assert bound["group_chain_seconds"] == 6 * 20 + 5 * 100 + 60
+    assert bound["limited_by"] == "group chain"
+    assert bound["makespan_seconds"] >= bound["seconds"]
+
+
+def test_a_full_host_outside_the_session_is_no_room() -> None:
+    text = PAIRS.replace("count: 3, vcpus: 16", "count: 4, vcpus: 16").replace(
+        "workflow: constrained", "workflow: constrained\n  hosts: [cmp-0, cmp-1, cmp-2]"
+    )
+    text = text.replace(
+        "managers:", '  - {id: "big", project: other, host: cmp-3, vcpus: 15}\nmanagers:'
+    )
+    bound = _preview(text)["preview"]["lower_bound"]
+    # 1 vcpu free on cmp-3 takes no 2-vcpu member
+    assert bound["first_maintained_seconds"] == 200
+    assert bound["limited_by"] == "first drain"
+
+
+def test_the_plan_says_the_first_drain_in_words() -> None:
+    written = io.StringIO()
+    print_plan(Console(file=written, width=400), "pairs", _preview(PAIRS))
+    text = written.getvalue()
+    assert "limited by the group chain of db (6 members, 1 at a time, 100 s recovery)" in text
+    assert (
+        "final moves start only once a first host is maintained (0:03:20 at the earliest)" in text
+    )
+    assert "no host empties sooner" in text
 
 
 def test_rolling_is_serial_and_has_no_group_chain() -> None:

@@ -59,12 +59,25 @@ def print_plan(out: Console, name: str, data: dict[str, Any]) -> None:
 def _bound(out: Console, bound: dict[str, Any]) -> None:
     ratio = f", makespan x{bound['ratio']:.2f} of it" if bound["ratio"] is not None else ""
     caps = ", ".join(bound["hosts_out_capped_by"])
-    if bound["limited_by"] == "group chain" and bound["critical_group"]:
+    if bound["limited_by"] in ("group chain", "first drain") and bound["critical_group"]:
         group = bound["critical_group"]
         why = (
             f"the group chain of {escape(group['group_id'])} ({group['members']} members, "
             f"{group['max_impacted_members']} at a time, {group['recovery_time']:.0f} s recovery)"
         )
+        first = bound.get("first_maintained_seconds")
+        if first:
+            # No host outside the session can keep an instance: each member's
+            # last move waits for a host that is already maintained.
+            why += (
+                ", whose final moves start only once a first host is maintained"
+                f" ({duration(first)} at the earliest)"
+            )
+        if bound["limited_by"] == "first drain":
+            why += (
+                ": no host empties sooner, each holds more of a group's members than"
+                " the group lets move at once"
+            )
     else:
         why = f"capacity: {bound['hosts_out_at_once']} host(s) out at once ({caps})"
     out.print(f"lower bound [bold]{duration(bound['seconds'])}[/]{ratio}; limited by {why}")
