@@ -1278,20 +1278,20 @@ class ConstrainedWorkflow(RollingWorkflow):
                     first.add(m.instance_id)
                 else:
                     left_on[view.host] = left_on.get(view.host, 0) + m.vcpus
-            # The window's targets are built only when a member may start
-            # (below); the room where instances stay is read from its hosts.
-            window = self._window(ctx, step, everyone_views)
+            # The window is built only when a member may start (below); the
+            # room where instances stay is read from the capacity index when
+            # one instance stands for the window, else from its hosts.
+            window: list[tuple[HostView, bool]] | None = None
+            stay_room = self._window_stay_room(ctx, step, everyone_views)
+            if stay_room is None:
+                window = self._window(ctx, step, everyone_views)
+                free_of = ctx.capacity.free
+                stay_room = sum(max(0, free_of(view.name)) for view, stays in window if stays)
             # A host opened ahead of its room (_open_ahead): its members take
             # only what the others leave, the longest chains' first, and the
             # others keep the room they need while their groups wait. (The
             # first drained hosts' members may go where they do not stay.)
-            behind: set[str] = set()
-            stay_room = 0
-            free_of = ctx.capacity.free
-            stay_free = [free_of(view.name) for view, stays in window if stays]
-            if all(free is not None for free in stay_free):
-                stay_room = sum(max(0, free or 0) for free in stay_free)
-                behind = planner.hosts_beyond_room(left_on, stay_room)
+            behind = planner.hosts_beyond_room(left_on, stay_room)
             work: dict[str, float] = {}
             if behind:
                 for m in everyone:
@@ -1343,6 +1343,8 @@ class ConstrainedWorkflow(RollingWorkflow):
             # place, nothing to sort.
             plan: dict[str, str] = {}
             if order:
+                if window is None:
+                    window = self._window(ctx, step, everyone_views)
                 targets = step.targets(window)
                 plan = place(targets, True)
                 if not plan and not self._waiting_makes_room(ctx, step, cst):
@@ -2189,6 +2191,43 @@ class ConstrainedWorkflow(RollingWorkflow):
                     continue
                 seen[name] = (view, stays)
         return list(seen.values())
+
+    def _window_stay_room(
+        self, ctx: SessionContext, step: _Step, instances: Sequence[InstanceView]
+    ) -> int | None:
+        """The free vCPUs of :meth:`_window`'s hosts where instances stay,
+        read from the capacity index without building the window, when one
+        instance stands for it (no instance under the cloud's placement
+        rules, one host type, computes): its window is the first
+        TARGET_WINDOW hosts of ``ctx.capacity.targets`` (enabled hosts of
+        its type with room for it, most free first, then by name; its own
+        host and the retiring ones passed over), which is the walk
+        ``ctx.capacity.room`` counts with ``least`` its vCPUs, plus its own
+        host when that has room for it. None: only the window says (a pass
+        where no member may start then builds it all the same)."""
+        if step.counts.any_ruled:
+            return None
+        sample = self._window_sample(ctx, step, instances)
+        if not sample:
+            return 0  # an empty window
+        if len(sample) > 1:
+            return None
+        (inst,) = sample
+        own = ctx.hosts.get(inst.host)
+        if own is None or own.type != "compute" or step.ruled(inst.instance_id):
+            return None
+        retiring = self._retiring(ctx)
+        room = ctx.capacity.room(
+            "compute",
+            TARGET_WINDOW,
+            STAYS,
+            exclude=retiring | {own.name},
+            least=inst.vcpus,
+        )
+        free = ctx.capacity.free(own.name)
+        if free >= inst.vcpus and _target_state(own, retiring):
+            room += free
+        return room
 
     @staticmethod
     def _window_sample(
