@@ -1282,9 +1282,10 @@ class ConstrainedWorkflow(RollingWorkflow):
             # room where instances stay is read from the capacity index when
             # one instance stands for the window, else from its hosts.
             window: list[tuple[HostView, bool]] | None = None
-            stay_room = self._window_stay_room(ctx, step, everyone_views)
+            sample = self._window_sample(ctx, step, everyone_views)  # read once
+            stay_room = self._window_stay_room(ctx, step, sample)
             if stay_room is None:
-                window = self._window(ctx, step, everyone_views)
+                window = self._window(ctx, step, sample)
                 free_of = ctx.capacity.free
                 stay_room = sum(max(0, free_of(view.name)) for view, stays in window if stays)
             # A host opened ahead of its room (_open_ahead): its members take
@@ -1344,7 +1345,7 @@ class ConstrainedWorkflow(RollingWorkflow):
             plan: dict[str, str] = {}
             if order:
                 if window is None:
-                    window = self._window(ctx, step, everyone_views)
+                    window = self._window(ctx, step, sample)
                 targets = step.targets(window)
                 plan = place(targets, True)
                 if not plan and not self._waiting_makes_room(ctx, step, cst):
@@ -2248,7 +2249,12 @@ class ConstrainedWorkflow(RollingWorkflow):
                 host = ctx.hosts.get(inst.host)
                 kind = types[inst.host] = host.type if host is not None else ""
             found = least.get(kind)
-            if found is None or (inst.vcpus, inst.instance_id) < (found.vcpus, found.instance_id):
+            # (vcpus, id) compared without building the two tuples.
+            if (
+                found is None
+                or inst.vcpus < found.vcpus
+                or (inst.vcpus == found.vcpus and inst.instance_id < found.instance_id)
+            ):
                 least[kind] = inst
         return sorted(least.values(), key=lambda i: (i.vcpus, i.instance_id))
 
