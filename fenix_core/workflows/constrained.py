@@ -80,7 +80,7 @@ import random
 from collections import Counter
 from collections.abc import Callable, Container, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
-from itertools import islice
+from itertools import chain, islice
 from operator import attrgetter
 from types import MappingProxyType
 from typing import Any, ClassVar, Self
@@ -1802,7 +1802,7 @@ class ConstrainedWorkflow(RollingWorkflow):
                 pending = ctx.hosts.in_state(HostState.PENDING, type="compute")
                 loads = [*draining] + [step.pending_load(h) for h in pending]
                 all_rules = dict(rules)
-                all_rules.update(step.rules_of(m for load in loads for m in load.members))
+                all_rules.update(step.rules_of(chain.from_iterable(d.members for d in loads)))
                 known = {t.host for t in targets}
                 extra = [step.target(h, False) for h in pending if h.name not in known]
                 dry = (
@@ -1986,11 +1986,13 @@ class ConstrainedWorkflow(RollingWorkflow):
         pending = ctx.hosts.in_state(HostState.PENDING, type="compute")
         if len(pending) <= DRY_RUN_HOSTS:
             loads += [step.pending_load(h) for h in pending]
-            rules.update(step.rules_of(m for d in loads for m in d.members))
+            # (Every pending host's members: chained, not a generator per member.)
+            rules.update(step.rules_of(chain.from_iterable(d.members for d in loads)))
+            retiring = self._retiring(ctx)
             dry = [
                 step.target(h, stays)
                 for h in ctx.hosts
-                if (stays := self._target_state(ctx, h)) is not None
+                if (stays := _target_state(h, retiring)) is not None
             ] + [step.target(h, False) for h in draining]
             order = [*(h.name for h in draining), load.host]
             counted = planner.drains_by_count(loads, dry, rules, first=order)
