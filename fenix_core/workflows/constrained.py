@@ -411,13 +411,48 @@ _NONE: Mapping[str, int] = MappingProxyType({})
 _GROUP_OF = attrgetter("group_id")  # a member's group (read for every member of a decision)
 
 
+class _Impacted(Mapping[str, int]):
+    """Members of each group impacted now: those in recovery_time (the
+    mirror's count per group, read as it is, not copied: at 1,000 hosts it
+    holds most of the fleet's groups, and a pass asks about a few) plus
+    those moving that are not in recovery. The mirror does not change while
+    a pass reads it: a recovery starts at a move's end, and those that ended
+    are taken out before the pass."""
+
+    __slots__ = ("_moving", "_recovering")
+
+    def __init__(self, recovering: Mapping[str, int], moving: Mapping[str, int]) -> None:
+        self._recovering = recovering
+        self._moving = moving
+
+    def get(self, group_id: str, default: Any = None) -> Any:
+        found = self._recovering.get(group_id)
+        moving = self._moving.get(group_id)
+        if moving is None:
+            return default if found is None else found
+        return moving if found is None else found + moving
+
+    def __getitem__(self, group_id: str) -> int:
+        found = self.get(group_id)
+        if found is None:
+            raise KeyError(group_id)
+        return int(found)
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self._recovering
+        yield from (g for g in self._moving if g not in self._recovering)
+
+    def __len__(self) -> int:
+        return len(self._recovering) + sum(1 for g in self._moving if g not in self._recovering)
+
+
 class _Budgets:
     """How many more members of each group may be impacted now: its
     ``max_impacted_members`` less its members moving or in recovery_time
     (``impacted``), for the groups with work left or impacted; worked out
     per group when first asked, and taken from as moves start."""
 
-    def __init__(self, step: _Step, impacted: Counter[str]) -> None:
+    def __init__(self, step: _Step, impacted: Mapping[str, int]) -> None:
         self._rule = step.rule
         self._todo = step.counts.todo  # changed in place only
         self._impacted = impacted
@@ -1464,17 +1499,17 @@ class ConstrainedWorkflow(RollingWorkflow):
             return False
         return True
 
-    def _impacted(self, ctx: SessionContext, step: _Step, cst: ConstrainedState) -> Counter[str]:
+    def _impacted(self, ctx: SessionContext, step: _Step, cst: ConstrainedState) -> _Impacted:
         """Members of each group impacted now: moving, or within recovery_time
         after a move (read from the views: the moves in flight and the
         instances in recovery, not the groups)."""
         recovery = self._recovery(ctx, step, cst)
-        impacted = Counter(recovery.by_group)
+        moving: Counter[str] = Counter()
         listed = recovery.group_of
         for inst in step.in_action():
             if inst.instance_id not in listed:  # moving again while in recovery: counted once
-                impacted[step.group(inst)] += 1
-        return impacted
+                moving[step.group(inst)] += 1
+        return _Impacted(recovery.by_group, moving)
 
     def _recovery(self, ctx: SessionContext, step: _Step, cst: ConstrainedState) -> _Recovery:
         """The instances still in their group's recovery_time, those whose
