@@ -556,17 +556,20 @@ def test_the_members_kept_per_instance_are_those_the_views_give(
     """Each instance's Member is kept with the counts (not built again at
     every placement): at every read it is what the instance's view and its
     group give now, and reads after the first come from what was kept."""
-    original = constrained._Step.member
+    original = constrained._Step.members
     reads: Counter[str] = Counter()
 
-    def checked(self: Any, inst: Any) -> planner.Member:
-        found = original(self, inst)
-        key = self.cs.group_key_of(inst.instance_id, inst.project_id)
-        assert found == planner.Member(inst.instance_id, inst.project_id, key, inst.vcpus)
-        reads[inst.instance_id] += 1
+    def checked(self: Any, insts: Any) -> list[planner.Member]:
+        insts = list(insts)
+        found = original(self, insts)
+        assert len(found) == len(insts)
+        for inst, member in zip(insts, found, strict=True):
+            key = self.cs.group_key_of(inst.instance_id, inst.project_id)
+            assert member == planner.Member(inst.instance_id, inst.project_id, key, inst.vcpus)
+            reads[inst.instance_id] += 1
         return found
 
-    monkeypatch.setattr(constrained._Step, "member", checked)
+    monkeypatch.setattr(constrained._Step, "members", checked)
     cluster = fleet(tmp_path, managed=("p0", "p2"))
     try:
         view = cluster.run()

@@ -536,12 +536,21 @@ class _Step:
         )
         return found
 
+    def members(self, insts: Iterable[InstanceView]) -> list[planner.Member]:
+        """:meth:`member` of each instance, the kept ones read in the loop
+        (a decision reads the members of every draining host)."""
+        kept, member, out = self.counts.members, self.member, []
+        for inst in insts:
+            found = kept.get(inst.instance_id)
+            out.append(found if found is not None and found.vcpus == inst.vcpus else member(inst))
+        return out
+
     def members_on(self, host: str) -> list[planner.Member]:
-        return [
-            self.member(i)
+        return self.members(
+            i
             for i in self.ctx.instances.on(host)
             if i.state not in (InstanceState.IN_ACTION, InstanceState.GONE)
-        ]
+        )
 
     def pending_load(self, view: HostView) -> planner.HostLoad:
         """A pending host's members (kept between steps: nothing leaves a
@@ -1264,8 +1273,7 @@ class ConstrainedWorkflow(RollingWorkflow):
                 budgets.take(g)
                 ctx.submit(Watch(inst.instance_id))
         if ready and self._any_may_start(step, budgets, ready):
-            member = step.member
-            waiting = [member(i) for i in ready]
+            waiting = step.members(ready)
             # Place the members whose groups may lose one more now, in
             # planner.completion_order: a member that moved once first (it
             # goes only where it stays, the others may still go elsewhere),
@@ -1280,7 +1288,7 @@ class ConstrainedWorkflow(RollingWorkflow):
             # placed too, in their turn (not moved): the room they will need
             # is not given to a member after them.
             later = self._not_startable(ctx, views)
-            everyone = [*waiting, *(member(views[i]) for i in sorted(later))]
+            everyone = [*waiting, *step.members([views[i] for i in sorted(later)])]
             # The rules of the groups still to come too: the placement keeps
             # room for them by their per-host limit.
             rules = step.rules_of(everyone)
