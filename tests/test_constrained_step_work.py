@@ -648,3 +648,54 @@ def test_the_stay_room_read_from_the_capacity_index_is_the_windows(
     assert len(set(rooms)) > 1  # the room changed as hosts drained and came back
     monkeypatch.setattr(workflow, "_window_stay_room", lambda *_a: None)
     assert timeline("windowed") == indexed
+
+
+def test_hosts_whose_unasked_instances_wait_for_answers_are_not_read_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A draining host whose instances not asked about are all of managed
+    projects awaiting an answer is not read again by the questions while
+    those projects still await (each pass read every instance of it, most
+    passes while half the projects answer late): the session runs as when
+    every pass reads it."""
+    skipped: list[str] = []
+
+    class Recorded(dict[str, frozenset[str]]):
+        def get(self, key: str, default: Any = None) -> Any:
+            found = super().get(key, default)
+            if found is not None:
+                skipped.append(key)
+            return found
+
+    class Forgetful(dict[str, frozenset[str]]):
+        def __setitem__(self, key: str, value: frozenset[str]) -> None:
+            pass  # nothing kept: every pass reads every host
+
+    def timeline(name: str, kind: type[dict[str, frozenset[str]]]) -> Any:
+        original = constrained._Counts
+
+        def made(*args: Any, **kwargs: Any) -> Any:
+            found = original(*args, **kwargs)
+            found.blocked = kind()
+            return found
+
+        monkeypatch.setattr(constrained, "_Counts", made)
+        (tmp_path / name).mkdir()
+        c = fleet(tmp_path / name, managed=("p0", "p2"))
+        for manager in c.managers.values():
+            manager.delay = 60.0  # moves go on while they answer
+        try:
+            view = c.run()
+            events = [
+                (e.time, e.kind, e.host, e.instance_id, _UUID.sub("<session>", e.detail or ""))
+                for e in c.cloud.events
+            ]
+            return view.state, list(c.host_events), events
+        finally:
+            monkeypatch.setattr(constrained, "_Counts", original)
+            c.close()
+
+    kept = timeline("kept", Recorded)
+    assert kept[0] == "MAINTENANCE_DONE"
+    assert skipped  # some hosts waited for answers over several passes
+    assert timeline("read", Forgetful) == kept

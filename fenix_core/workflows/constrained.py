@@ -335,6 +335,11 @@ class _Counts:
     recovery: _Recovery | None = None
     #: Draining hosts that may hold instances not asked about yet (PENDING).
     unasked: set[str] = attrs.field(factory=set)
+    #: Hosts of ``unasked`` whose instances not asked about are all of
+    #: managed projects awaiting an answer (which are not asked again until
+    #: they answer), with those projects: not read again while every one of
+    #: them still awaits. An open or an arrival takes the host out.
+    blocked: dict[str, frozenset[str]] = attrs.field(factory=dict)
     #: Draining hosts that may not be disabled yet.
     undisabled: set[str] = attrs.field(factory=set)
     #: Per project, the instances asked about in each wave still open
@@ -1156,16 +1161,35 @@ class ConstrainedWorkflow(RollingWorkflow):
         fresh: dict[str, list[InstanceView]] = {}
         # The draining hosts that may hold instances not asked about: those
         # opened or landed on since, and those whose projects still owe an answer.
-        unasked = step.counts.unasked
+        unasked, blocked = step.counts.unasked, step.counts.blocked
+        waits: dict[str, bool] = {}  # per project: managed and awaiting an answer
+
+        def awaiting(project_id: str) -> bool:
+            found = waits.get(project_id)
+            if found is None:
+                project = ctx.projects.get(project_id)
+                found = waits[project_id] = (
+                    project is not None and project.managed and bool(project.awaiting)
+                )
+            return found
+
         for host in self._by_position(ctx, unasked):
-            found = False
-            if host.state == HostState.DRAINING:
+            draining = host.state == HostState.DRAINING
+            held_by = blocked.get(host.name)
+            if held_by is not None:
+                if draining and all(awaiting(p) for p in held_by):
+                    continue  # its instances wait for those answers (skipped below)
+                del blocked[host.name]
+            projects: set[str] = set()
+            if draining:
                 for inst in ctx.instances.on(host.name):
                     if inst.state == InstanceState.PENDING:
                         fresh.setdefault(inst.project_id, []).append(inst)
-                        found = True
-            if not found:
+                        projects.add(inst.project_id)
+            if not projects:
                 unasked.discard(host.name)
+            elif all(awaiting(p) for p in projects):
+                blocked[host.name] = frozenset(projects)
         if not fresh:
             return
         wave = cst.wave + 1
@@ -1635,6 +1659,7 @@ class ConstrainedWorkflow(RollingWorkflow):
         elif dest.state == HostState.DRAINING and moved.state == InstanceState.PENDING:
             # Sent while it was a target: it lands, is asked about, and leaves.
             counts.unasked.add(moved.host)
+            counts.blocked.pop(moved.host, None)
             cst.stamp = counts.stamp = _new_stamp()
         if ctx.session.state in _FINAL:
             return
@@ -1932,6 +1957,7 @@ class ConstrainedWorkflow(RollingWorkflow):
             ctx.set_host_state(name, HostState.DRAINING)
             counts.parked.discard(name)
             counts.unasked.add(name)
+            counts.blocked.pop(name, None)
             counts.undisabled.add(name)
             view = ctx.hosts.get(name)
             if view is not None and (view.stage & _STAGE or name in first):
