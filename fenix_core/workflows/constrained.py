@@ -61,7 +61,13 @@ Without a per-host limit, a placement (and the planner's ``fits_all``)
 finds each member's target by bisection over the targets sorted by room
 (``planner.assign_moves_unlimited``: the same moves); each instance's
 ``planner.Member`` is kept with the counts, and a decision reads the moves
-in flight once.
+in flight once. A placement reads the room where instances stay from the
+capacity index (``ctx.capacity.room`` with ``least``: the walk
+``ctx.capacity.targets`` makes for the one instance standing for the
+window) and builds its window only when a member may start; the budgets
+read the recoveries' counts as kept, not copied; the questions do not read
+again a host whose instances not asked about all wait for their projects'
+answers.
 
 What it keeps: :class:`ConstrainedState` (constant size: the wave counter,
 the cache stamp, how many recoveries started, and the moves being retried,
