@@ -680,17 +680,20 @@ def test_the_members_kept_per_instance_are_those_the_views_give(
     """Each instance's Member is kept with the counts (not built again at
     every placement): at every read it is what the instance's view and its
     group give now, and reads after the first come from what was kept."""
-    original = constrained._Step.member
+    original = constrained._Step.members
     reads: Counter[str] = Counter()
 
-    def checked(self: Any, inst: Any) -> planner.Member:
-        found = original(self, inst)
-        key = self.cs.group_key_of(inst.instance_id, inst.project_id)
-        assert found == planner.Member(inst.instance_id, inst.project_id, key, inst.vcpus)
-        reads[inst.instance_id] += 1
+    def checked(self: Any, insts: Any) -> list[planner.Member]:
+        insts = list(insts)
+        found = original(self, insts)
+        assert len(found) == len(insts)
+        for inst, member in zip(insts, found, strict=True):
+            key = self.cs.group_key_of(inst.instance_id, inst.project_id)
+            assert member == planner.Member(inst.instance_id, inst.project_id, key, inst.vcpus)
+            reads[inst.instance_id] += 1
         return found
 
-    monkeypatch.setattr(constrained._Step, "member", checked)
+    monkeypatch.setattr(constrained._Step, "members", checked)
     cluster = fleet(tmp_path, managed=("p0", "p2"))
     try:
         view = cluster.run()
@@ -698,3 +701,125 @@ def test_the_members_kept_per_instance_are_those_the_views_give(
         cluster.close()
     assert view.state == "MAINTENANCE_DONE", view.reason
     assert max(reads.values()) > 1  # read again: served from the kept ones
+
+
+def _sized_fleet(path: Path) -> CoreCluster:
+    """The 24-host fleet with instances of 2 and 3 vCPUs (5 or 7 of a host's
+    8 taken): hosts with one vCPU free have no room for any instance, so a
+    window's walk passes them over."""
+    rng = random.Random(5)
+    groups = [
+        GroupConstraints(
+            f"g{n}", f"p{n % 4}", max_impacted_members=rng.randint(1, 2), recovery_time=60
+        )
+        for n in range(12)
+    ]
+    layout: dict[str, list[tuple[str, str, int]]] = {}
+    members: dict[str, str] = {}
+    for h in range(HOSTS):
+        sizes = [2, 3] if h % 2 else [2, 2, 3]
+        rng.shuffle(sizes)
+        layout[f"cmp-{h:02d}"] = []
+        for k, size in enumerate(sizes):
+            group = rng.choice(groups)
+            iid = f"vm-{h:02d}-{k}"
+            layout[f"cmp-{h:02d}"].append((iid, group.project_id, size))
+            members[iid] = group.group_id
+    return CoreCluster(path, layout, groups=groups, members=members)
+
+
+@pytest.mark.parametrize("make", [fleet, _sized_fleet], ids=["one-vcpu", "two-and-three-vcpus"])
+def test_the_stay_room_read_from_the_capacity_index_is_the_windows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, make: Any
+) -> None:
+    """A placement pass reads the room where instances stay from the capacity
+    index (``ctx.capacity.room`` with the sampled instance's vCPUs as
+    ``least``) and builds its window only when a member may start: with a
+    window smaller than the fleet (as at 300 hosts), that room is at every
+    pass the one the window's hosts give, and the session runs exactly as
+    when every pass builds its window."""
+    monkeypatch.setattr(constrained, "TARGET_WINDOW", 6)
+    monkeypatch.setattr(constrained, "CANDIDATE_WINDOW", 5)
+    workflow = constrained.ConstrainedWorkflow
+    original = workflow._window_stay_room
+    rooms: list[int] = []
+
+    def checked(self: Any, ctx: Any, step: Any, instances: Any) -> int | None:
+        found = original(self, ctx, step, instances)
+        window = self._window(ctx, step, instances)
+        expected = sum(max(0, ctx.capacity.free(v.name)) for v, stays in window if stays)
+        assert found == expected, (found, expected)
+        rooms.append(found)
+        return found
+
+    def timeline(name: str) -> tuple[str, list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+        (tmp_path / name).mkdir()
+        c = make(tmp_path / name)
+        try:
+            view = c.run()
+            events = [
+                (e.time, e.kind, e.host, e.instance_id, _UUID.sub("<session>", e.detail or ""))
+                for e in c.cloud.events
+            ]
+            return view.state, list(c.host_events), events
+        finally:
+            c.close()
+
+    monkeypatch.setattr(workflow, "_window_stay_room", checked)
+    indexed = timeline("indexed")
+    assert indexed[0] == "MAINTENANCE_DONE"
+    assert len(rooms) > 10
+    assert len(set(rooms)) > 1  # the room changed as hosts drained and came back
+    monkeypatch.setattr(workflow, "_window_stay_room", lambda *_a: None)
+    assert timeline("windowed") == indexed
+
+
+def test_hosts_whose_unasked_instances_wait_for_answers_are_not_read_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A draining host whose instances not asked about are all of managed
+    projects awaiting an answer is not read again by the questions while
+    those projects still await (each pass read every instance of it, most
+    passes while half the projects answer late): the session runs as when
+    every pass reads it."""
+    skipped: list[str] = []
+
+    class Recorded(dict[str, frozenset[str]]):
+        def get(self, key: str, default: Any = None) -> Any:
+            found = super().get(key, default)
+            if found is not None:
+                skipped.append(key)
+            return found
+
+    class Forgetful(dict[str, frozenset[str]]):
+        def __setitem__(self, key: str, value: frozenset[str]) -> None:
+            pass  # nothing kept: every pass reads every host
+
+    def timeline(name: str, kind: type[dict[str, frozenset[str]]]) -> Any:
+        original = constrained._Counts
+
+        def made(*args: Any, **kwargs: Any) -> Any:
+            found = original(*args, **kwargs)
+            found.blocked = kind()
+            return found
+
+        monkeypatch.setattr(constrained, "_Counts", made)
+        (tmp_path / name).mkdir()
+        c = fleet(tmp_path / name, managed=("p0", "p2"))
+        for manager in c.managers.values():
+            manager.delay = 60.0  # moves go on while they answer
+        try:
+            view = c.run()
+            events = [
+                (e.time, e.kind, e.host, e.instance_id, _UUID.sub("<session>", e.detail or ""))
+                for e in c.cloud.events
+            ]
+            return view.state, list(c.host_events), events
+        finally:
+            monkeypatch.setattr(constrained, "_Counts", original)
+            c.close()
+
+    kept = timeline("kept", Recorded)
+    assert kept[0] == "MAINTENANCE_DONE"
+    assert skipped  # some hosts waited for answers over several passes
+    assert timeline("read", Forgetful) == kept

@@ -28,11 +28,12 @@ ASK_STATES = [None, "PREPARE", "PLANNED_MAINTENANCE"]
 #: checked against the walk they stand for: cuts inside a bucket, across
 #: buckets and past every host, with hosts passed over before and after a cut.
 ROOM_QUERIES = [
-    (t, first, states, exclude)
+    (t, first, states, exclude, least)
     for t in ("compute", "edge")
     for first in (0, 1, 2, 4, 9)
     for states in (frozenset({"MAINTAINED", "ADDED"}), frozenset({"PENDING"}))
     for exclude in (frozenset(), frozenset({"cmp-0"}), frozenset({"cmp-1", "cmp-3", "new-2"}))
+    for least in (1, 3)
 ]
 
 
@@ -86,9 +87,13 @@ def brute_force(ws: WorkingSet) -> dict[str, Any]:
             enabled[h.type][free[name]].append(name)
             in_state_of[h.type][free[name]][h.state].append(name)
     rooms = {}
-    for t, first, states, exclude in ROOM_QUERIES:
-        walk = [n for n in order.get(t, []) if ws.hosts[n].enabled and n not in exclude]
-        rooms[(t, first, states, exclude)] = sum(
+    for t, first, states, exclude, least in ROOM_QUERIES:
+        walk = [
+            n
+            for n in order.get(t, [])
+            if ws.hosts[n].enabled and n not in exclude and free[n] >= least
+        ]
+        rooms[(t, first, states, exclude, least)] = sum(
             max(0, free[n]) for n in walk[:first] if ws.hosts[n].state in states
         )
     return {
@@ -143,8 +148,8 @@ def indexed(ws: WorkingSet) -> dict[str, Any]:
         "enabled": cap.enabled,
         "by_state": cap.in_state,
         "room": {
-            (t, first, states, exclude): cap.room(t, first, states, exclude)
-            for t, first, states, exclude in ROOM_QUERIES
+            (t, first, states, exclude, least): cap.room(t, first, states, exclude, least)
+            for t, first, states, exclude, least in ROOM_QUERIES
         },
     }
 

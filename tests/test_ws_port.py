@@ -440,10 +440,21 @@ def test_room_sums_the_free_vcpus_of_hosts_in_states_among_the_most_free_as_fake
         ((3, frozenset({HostState.PENDING}), ("cmp-0",)), 13),
         ((0, stays, ()), 0),
     ]
+    # With ``least``: only the hosts with that many free take a position
+    # (cmp-5, 2 free, is passed over for 3).
+    at_least = [
+        ((5, stays, (), 3), 16),
+        ((4, stays, ("cmp-0",), 7), 8),  # cmp-2, cmp-1
+        ((2, frozenset({HostState.PENDING}), ("cmp-0",), 7), 7),  # cmp-2, cmp-1
+        ((9, stays, (), 9), 0),
+    ]
     for subject in (ctx, oracle):
         for (first, states, exclude), expected in cases:
             found = subject.capacity.room("compute", first, states, exclude=exclude)
             assert found == expected, (subject, first, states, exclude)
+        for (first, states, exclude, least), expected in at_least:
+            found = subject.capacity.room("compute", first, states, exclude=exclude, least=least)
+            assert found == expected, (subject, first, states, exclude, least)
         assert subject.capacity.room("controller", 1, stays) == 16
         assert subject.capacity.room("gpu", 5, stays) == 0
     ws.set_host_state("cmp-1", HostState.MAINTAINED)

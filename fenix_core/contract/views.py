@@ -143,12 +143,16 @@ class CapacityView(Protocol):
         states: Collection[HostState],
         *,
         exclude: Collection[str] = (),
+        least: int = 1,
     ) -> int:
         """The free vCPUs (at least 0 each) of the hosts in one of ``states``
-        among the first ``first`` of :meth:`most_free` ``(placement_class)``,
-        the hosts in ``exclude`` passed over (they take no position): what
-        summing that walk gives, read from the index's counts per bucket
-        (a few bisections, not a walk of ``first`` hosts)."""
+        among the first ``first`` of :meth:`most_free` ``(placement_class)``
+        with at least ``least`` free, the hosts in ``exclude`` passed over
+        (they take no position): what summing that walk gives, read from
+        the index's counts per bucket (a few bisections, not a walk of
+        ``first`` hosts). With ``least`` an instance's vCPUs, and its host in
+        ``exclude``, the walk is the one :meth:`targets` makes for an
+        instance without placement rules."""
 
     def limits(self, instance_id: str) -> HostLimits:
         """The placement rules' limits on the instance's next host (the ones

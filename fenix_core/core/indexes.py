@@ -350,16 +350,19 @@ class CapacityIndex:
         first: int,
         states: Collection[str],
         exclude: Collection[str] = (),
+        least: int = 1,
     ) -> int:
         """The free vCPUs (at least 0 each) of the hosts in one of ``states``
-        among the first ``first`` enabled hosts of the class, most free
-        first then by name, the hosts in ``exclude`` passed over (they take
-        no position). A few bisections per bucket: the last bucket reached
-        is cut at its ``positions``-th name, and each state's list counted
-        up to that name."""
+        among the first ``first`` enabled hosts of the class with at least
+        ``least`` (and at least one) free, most free first then by name, the
+        hosts in ``exclude`` passed over (they take no position). A few
+        bisections per bucket: the last bucket reached is cut at its
+        ``positions``-th name, and each state's list counted up to that
+        name."""
         enabled = self.enabled.get(placement_class)
         if not enabled or first <= 0:
             return 0
+        least = max(1, least)
         in_state = self.in_state[placement_class]
         # The excluded hosts this class holds, by bucket, each with its state.
         skipped: dict[int, list[str]] = {}
@@ -367,7 +370,7 @@ class CapacityIndex:
             free = self.free(name)
             if (
                 free is not None
-                and free > 0
+                and free >= least
                 and self.is_enabled.get(name)
                 and self.type_of[name] == placement_class
             ):
@@ -375,7 +378,7 @@ class CapacityIndex:
         positions = first
         room = 0
         for free in sorted(enabled, reverse=True):
-            if free <= 0 or positions <= 0:
+            if free < least or positions <= 0:
                 break
             names = enabled[free]
             passed = sorted(skipped.get(free, ()))

@@ -505,8 +505,9 @@ class _Capacity:
         states: Collection[HostState],
         *,
         exclude: Collection[str] = (),
+        least: int = 1,
     ) -> int:
-        return self._a.ws.capacity.room(placement_class, first, states, exclude)
+        return self._a.ws.capacity.room(placement_class, first, states, exclude, least)
 
     def limits(self, instance_id: str) -> HostLimits:
         if instance_id not in self._a.ws.instances:

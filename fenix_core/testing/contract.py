@@ -175,9 +175,14 @@ class _Capacity:
         states: Collection[HostState],
         *,
         exclude: Collection[str] = (),
+        least: int = 1,
     ) -> int:
         hosts = self._ctx._hosts
-        kept = [(n, f) for n, f in self.most_free(placement_class) if n not in exclude]
+        kept = [
+            (n, f)
+            for n, f in self.most_free(placement_class)
+            if n not in exclude and f >= max(1, least)
+        ]
         return sum(max(0, f) for n, f in kept[: max(0, first)] if hosts[n].state in states)
 
     def targets(self, instance_id: str, *, exclude: Collection[str] = ()) -> Iterator[str]:

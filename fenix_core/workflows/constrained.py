@@ -61,7 +61,13 @@ Without a per-host limit, a placement (and the planner's ``fits_all``)
 finds each member's target by bisection over the targets sorted by room
 (``planner.assign_moves_unlimited``: the same moves); each instance's
 ``planner.Member`` is kept with the counts, and a decision reads the moves
-in flight once.
+in flight once. A placement reads the room where instances stay from the
+capacity index (``ctx.capacity.room`` with ``least``: the walk
+``ctx.capacity.targets`` makes for the one instance standing for the
+window) and builds its window only when a member may start; the budgets
+read the recoveries' counts as kept, not copied; the questions do not read
+again a host whose instances not asked about all wait for their projects'
+answers.
 
 What it keeps: :class:`ConstrainedState` (constant size: the wave counter,
 the cache stamp, how many recoveries started, the first wave's partial
@@ -81,7 +87,7 @@ import random
 from collections import Counter
 from collections.abc import Callable, Container, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
-from itertools import islice
+from itertools import chain, islice
 from operator import attrgetter
 from types import MappingProxyType
 from typing import Any, ClassVar, Self
@@ -347,6 +353,11 @@ class _Counts:
     recovery: _Recovery | None = None
     #: Draining hosts that may hold instances not asked about yet (PENDING).
     unasked: set[str] = attrs.field(factory=set)
+    #: Hosts of ``unasked`` whose instances not asked about are all of
+    #: managed projects awaiting an answer (which are not asked again until
+    #: they answer), with those projects: not read again while every one of
+    #: them still awaits. An open or an arrival takes the host out.
+    blocked: dict[str, frozenset[str]] = attrs.field(factory=dict)
     #: Draining hosts that may not be disabled yet.
     undisabled: set[str] = attrs.field(factory=set)
     #: Per project, the instances asked about in each wave still open
@@ -423,13 +434,48 @@ _NONE: Mapping[str, int] = MappingProxyType({})
 _GROUP_OF = attrgetter("group_id")  # a member's group (read for every member of a decision)
 
 
+class _Impacted(Mapping[str, int]):
+    """Members of each group impacted now: those in recovery_time (the
+    mirror's count per group, read as it is, not copied: at 1,000 hosts it
+    holds most of the fleet's groups, and a pass asks about a few) plus
+    those moving that are not in recovery. The mirror does not change while
+    a pass reads it: a recovery starts at a move's end, and those that ended
+    are taken out before the pass."""
+
+    __slots__ = ("_moving", "_recovering")
+
+    def __init__(self, recovering: Mapping[str, int], moving: Mapping[str, int]) -> None:
+        self._recovering = recovering
+        self._moving = moving
+
+    def get(self, group_id: str, default: Any = None) -> Any:
+        found = self._recovering.get(group_id)
+        moving = self._moving.get(group_id)
+        if moving is None:
+            return default if found is None else found
+        return moving if found is None else found + moving
+
+    def __getitem__(self, group_id: str) -> int:
+        found = self.get(group_id)
+        if found is None:
+            raise KeyError(group_id)
+        return int(found)
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self._recovering
+        yield from (g for g in self._moving if g not in self._recovering)
+
+    def __len__(self) -> int:
+        return len(self._recovering) + sum(1 for g in self._moving if g not in self._recovering)
+
+
 class _Budgets:
     """How many more members of each group may be impacted now: its
     ``max_impacted_members`` less its members moving or in recovery_time
     (``impacted``), for the groups with work left or impacted; worked out
     per group when first asked, and taken from as moves start."""
 
-    def __init__(self, step: _Step, impacted: Counter[str]) -> None:
+    def __init__(self, step: _Step, impacted: Mapping[str, int]) -> None:
         self._rule = step.rule
         self._todo = step.counts.todo  # changed in place only
         self._impacted = impacted
@@ -513,12 +559,21 @@ class _Step:
         )
         return found
 
+    def members(self, insts: Iterable[InstanceView]) -> list[planner.Member]:
+        """:meth:`member` of each instance, the kept ones read in the loop
+        (a decision reads the members of every draining host)."""
+        kept, member, out = self.counts.members, self.member, []
+        for inst in insts:
+            found = kept.get(inst.instance_id)
+            out.append(found if found is not None and found.vcpus == inst.vcpus else member(inst))
+        return out
+
     def members_on(self, host: str) -> list[planner.Member]:
-        return [
-            self.member(i)
+        return self.members(
+            i
             for i in self.ctx.instances.on(host)
             if i.state not in (InstanceState.IN_ACTION, InstanceState.GONE)
-        ]
+        )
 
     def pending_load(self, view: HostView) -> planner.HostLoad:
         """A pending host's members (kept between steps: nothing leaves a
@@ -1127,16 +1182,35 @@ class ConstrainedWorkflow(RollingWorkflow):
         fresh: dict[str, list[InstanceView]] = {}
         # The draining hosts that may hold instances not asked about: those
         # opened or landed on since, and those whose projects still owe an answer.
-        unasked = step.counts.unasked
+        unasked, blocked = step.counts.unasked, step.counts.blocked
+        waits: dict[str, bool] = {}  # per project: managed and awaiting an answer
+
+        def awaiting(project_id: str) -> bool:
+            found = waits.get(project_id)
+            if found is None:
+                project = ctx.projects.get(project_id)
+                found = waits[project_id] = (
+                    project is not None and project.managed and bool(project.awaiting)
+                )
+            return found
+
         for host in self._by_position(ctx, unasked):
-            found = False
-            if host.state == HostState.DRAINING:
+            draining = host.state == HostState.DRAINING
+            held_by = blocked.get(host.name)
+            if held_by is not None:
+                if draining and all(awaiting(p) for p in held_by):
+                    continue  # its instances wait for those answers (skipped below)
+                del blocked[host.name]
+            projects: set[str] = set()
+            if draining:
                 for inst in ctx.instances.on(host.name):
                     if inst.state == InstanceState.PENDING:
                         fresh.setdefault(inst.project_id, []).append(inst)
-                        found = True
-            if not found:
+                        projects.add(inst.project_id)
+            if not projects:
                 unasked.discard(host.name)
+            elif all(awaiting(p) for p in projects):
+                blocked[host.name] = frozenset(projects)
         if not fresh:
             return
         wave = cst.wave + 1
@@ -1244,8 +1318,7 @@ class ConstrainedWorkflow(RollingWorkflow):
                 budgets.take(g)
                 ctx.submit(Watch(inst.instance_id))
         if ready and self._any_may_start(step, budgets, ready):
-            member = step.member
-            waiting = [member(i) for i in ready]
+            waiting = step.members(ready)
             # Place the members whose groups may lose one more now, in
             # planner.completion_order: a member that moved once first (it
             # goes only where it stays, the others may still go elsewhere),
@@ -1260,7 +1333,7 @@ class ConstrainedWorkflow(RollingWorkflow):
             # placed too, in their turn (not moved): the room they will need
             # is not given to a member after them.
             later = self._not_startable(ctx, views)
-            everyone = [*waiting, *(member(views[i]) for i in sorted(later))]
+            everyone = [*waiting, *step.members([views[i] for i in sorted(later)])]
             # The rules of the groups still to come too: the placement keeps
             # room for them by their per-host limit.
             rules = step.rules_of(everyone)
@@ -1293,20 +1366,21 @@ class ConstrainedWorkflow(RollingWorkflow):
                     first.add(m.instance_id)
                 else:
                     left_on[view.host] = left_on.get(view.host, 0) + m.vcpus
-            # The window's targets are built only when a member may start
-            # (below); the room where instances stay is read from its hosts.
-            window = self._window(ctx, step, everyone_views)
+            # The window is built only when a member may start (below); the
+            # room where instances stay is read from the capacity index when
+            # one instance stands for the window, else from its hosts.
+            window: list[tuple[HostView, bool]] | None = None
+            sample = self._window_sample(ctx, step, everyone_views)  # read once
+            stay_room = self._window_stay_room(ctx, step, sample)
+            if stay_room is None:
+                window = self._window(ctx, step, sample)
+                free_of = ctx.capacity.free
+                stay_room = sum(max(0, free_of(view.name)) for view, stays in window if stays)
             # A host opened ahead of its room (_open_ahead): its members take
             # only what the others leave, the longest chains' first, and the
             # others keep the room they need while their groups wait. (The
             # first drained hosts' members may go where they do not stay.)
-            behind: set[str] = set()
-            stay_room = 0
-            free_of = ctx.capacity.free
-            stay_free = [free_of(view.name) for view, stays in window if stays]
-            if all(free is not None for free in stay_free):
-                stay_room = sum(max(0, free or 0) for free in stay_free)
-                behind = planner.hosts_beyond_room(left_on, stay_room)
+            behind = planner.hosts_beyond_room(left_on, stay_room)
             work: dict[str, float] = {}
             if behind:
                 for m in everyone:
@@ -1367,6 +1441,8 @@ class ConstrainedWorkflow(RollingWorkflow):
             # place, nothing to sort.
             plan: dict[str, str] = {}
             if order:
+                if window is None:
+                    window = self._window(ctx, step, sample)
                 targets = step.targets(window)
                 plan = place(targets, True)
                 if not plan and not self._waiting_makes_room(ctx, step, cst):
@@ -1500,17 +1576,17 @@ class ConstrainedWorkflow(RollingWorkflow):
             return False
         return True
 
-    def _impacted(self, ctx: SessionContext, step: _Step, cst: ConstrainedState) -> Counter[str]:
+    def _impacted(self, ctx: SessionContext, step: _Step, cst: ConstrainedState) -> _Impacted:
         """Members of each group impacted now: moving, or within recovery_time
         after a move (read from the views: the moves in flight and the
         instances in recovery, not the groups)."""
         recovery = self._recovery(ctx, step, cst)
-        impacted = Counter(recovery.by_group)
+        moving: Counter[str] = Counter()
         listed = recovery.group_of
         for inst in step.in_action():
             if inst.instance_id not in listed:  # moving again while in recovery: counted once
-                impacted[step.group(inst)] += 1
-        return impacted
+                moving[step.group(inst)] += 1
+        return _Impacted(recovery.by_group, moving)
 
     def _recovery(self, ctx: SessionContext, step: _Step, cst: ConstrainedState) -> _Recovery:
         """The instances still in their group's recovery_time, those whose
@@ -1628,6 +1704,7 @@ class ConstrainedWorkflow(RollingWorkflow):
         elif dest.state == HostState.DRAINING and moved.state == InstanceState.PENDING:
             # Sent while it was a target: it lands, is asked about, and leaves.
             counts.unasked.add(moved.host)
+            counts.blocked.pop(moved.host, None)
             cst.stamp = counts.stamp = _new_stamp()
         if ctx.session.state in _FINAL:
             return
@@ -1838,7 +1915,7 @@ class ConstrainedWorkflow(RollingWorkflow):
                 pending = ctx.hosts.in_state(HostState.PENDING, type="compute")
                 loads = [*draining] + [step.pending_load(h) for h in pending]
                 all_rules = dict(rules)
-                all_rules.update(step.rules_of(m for load in loads for m in load.members))
+                all_rules.update(step.rules_of(chain.from_iterable(d.members for d in loads)))
                 known = {t.host for t in targets}
                 extra = [step.target(h, False) for h in pending if h.name not in known]
                 dry = (
@@ -1936,6 +2013,7 @@ class ConstrainedWorkflow(RollingWorkflow):
             ctx.set_host_state(name, HostState.DRAINING)
             counts.parked.discard(name)
             counts.unasked.add(name)
+            counts.blocked.pop(name, None)
             counts.undisabled.add(name)
             view = ctx.hosts.get(name)
             if view is not None and (view.stage & _STAGE or name in first):
@@ -1966,15 +2044,27 @@ class ConstrainedWorkflow(RollingWorkflow):
         for each pending host the idle weight it feeds (each group it holds
         members of: its weight + 1)."""
         counts = step.counts
-        idle = {
-            g: self._weight(step, g)
-            for g, left in counts.todo.items()
-            if left > 0 and ((w := waiting[g]) == 0 or w < step.rule(g).max_impacted)
-        }
+        # Every group with work left is looked at (most of the fleet's groups
+        # at 1,000 hosts, twice per decision): the lookups are bound once,
+        # and the weight (:meth:`_weight`) of a group with ``left`` members
+        # still to do is worked out from its kept pace.
+        rules, rule, paces, weight_of = step.rules, step.rule, counts.pace, self._weight
+        waiting_of = waiting.get
+        idle: dict[str, float] = {}
+        for g, left in counts.todo.items():
+            if left <= 0:
+                continue
+            w = waiting_of(g, 0)
+            if w != 0 and w >= (rules.get(g) or rule(g)).max_impacted:
+                continue
+            pace = paces.get(g)
+            idle[g] = weight_of(step, g) if pace is None else math.ceil(left / pace[0]) * pace[1]
         fed: dict[str, float] = {}
+        fed_get = fed.get
+        hosts_of = counts.pending_hosts_of.get
         for g, weight in idle.items():
-            for name in counts.pending_hosts_of.get(g, ()):
-                fed[name] = fed.get(name, 0.0) + weight + 1.0
+            for name in hosts_of(g, ()):
+                fed[name] = fed_get(name, 0.0) + weight + 1.0
         return idle, fed
 
     def _open_ahead(
@@ -2033,11 +2123,13 @@ class ConstrainedWorkflow(RollingWorkflow):
         pending = ctx.hosts.in_state(HostState.PENDING, type="compute")
         if len(pending) <= DRY_RUN_HOSTS:
             loads += [step.pending_load(h) for h in pending]
-            rules.update(step.rules_of(m for d in loads for m in d.members))
+            # (Every pending host's members: chained, not a generator per member.)
+            rules.update(step.rules_of(chain.from_iterable(d.members for d in loads)))
+            retiring = self._retiring(ctx)
             dry = [
                 step.target(h, stays)
                 for h in ctx.hosts
-                if (stays := self._target_state(ctx, h)) is not None
+                if (stays := _target_state(h, retiring)) is not None
             ] + [step.target(h, False) for h in draining]
             order = [*(h.name for h in draining), load.host]
             counted = planner.drains_by_count(loads, dry, rules, first=order)
@@ -2240,6 +2332,43 @@ class ConstrainedWorkflow(RollingWorkflow):
                 seen[name] = (view, stays)
         return list(seen.values())
 
+    def _window_stay_room(
+        self, ctx: SessionContext, step: _Step, instances: Sequence[InstanceView]
+    ) -> int | None:
+        """The free vCPUs of :meth:`_window`'s hosts where instances stay,
+        read from the capacity index without building the window, when one
+        instance stands for it (no instance under the cloud's placement
+        rules, one host type, computes): its window is the first
+        TARGET_WINDOW hosts of ``ctx.capacity.targets`` (enabled hosts of
+        its type with room for it, most free first, then by name; its own
+        host and the retiring ones passed over), which is the walk
+        ``ctx.capacity.room`` counts with ``least`` its vCPUs, plus its own
+        host when that has room for it. None: only the window says (a pass
+        where no member may start then builds it all the same)."""
+        if step.counts.any_ruled:
+            return None
+        sample = self._window_sample(ctx, step, instances)
+        if not sample:
+            return 0  # an empty window
+        if len(sample) > 1:
+            return None
+        (inst,) = sample
+        own = ctx.hosts.get(inst.host)
+        if own is None or own.type != "compute" or step.ruled(inst.instance_id):
+            return None
+        retiring = self._retiring(ctx)
+        room = ctx.capacity.room(
+            "compute",
+            TARGET_WINDOW,
+            STAYS,
+            exclude=retiring | {own.name},
+            least=inst.vcpus,
+        )
+        free = ctx.capacity.free(own.name)
+        if free >= inst.vcpus and _target_state(own, retiring):
+            room += free
+        return room
+
     @staticmethod
     def _window_sample(
         ctx: SessionContext, step: _Step, instances: Iterable[InstanceView]
@@ -2259,7 +2388,12 @@ class ConstrainedWorkflow(RollingWorkflow):
                 host = ctx.hosts.get(inst.host)
                 kind = types[inst.host] = host.type if host is not None else ""
             found = least.get(kind)
-            if found is None or (inst.vcpus, inst.instance_id) < (found.vcpus, found.instance_id):
+            # (vcpus, id) compared without building the two tuples.
+            if (
+                found is None
+                or inst.vcpus < found.vcpus
+                or (inst.vcpus == found.vcpus and inst.instance_id < found.instance_id)
+            ):
                 least[kind] = inst
         return sorted(least.values(), key=lambda i: (i.vcpus, i.instance_id))
 
