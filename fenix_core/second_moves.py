@@ -325,8 +325,12 @@ def first_wave(
         # bound (moves_lower_bound); the others are extra.
         cost = len(load.members) if index else 0
         short = extra + cost > room
-        if short and extra >= room:
-            continue  # no room left (a partial host took the last of it)
+        if short and (extra >= room or not chosen):
+            # No room left (a partial host took the last of it), or the
+            # host would be the wave's only one: its instances that may not
+            # move twice would wait for room where they stay that no other
+            # host of the wave is maintained to give.
+            continue
         more = hosts_to_open(
             [load],
             draining=taken,
