@@ -151,8 +151,8 @@ class CapacityView(Protocol):
         (they take no position): what summing that walk gives, read from
         the index's counts per bucket (a few bisections, not a walk of
         ``first`` hosts). With ``least`` an instance's vCPUs, and its host in
-        ``exclude``, the walk is the one :meth:`targets` makes for an
-        instance without placement rules."""
+        ``exclude``, the walk is the one ``targets`` makes for an instance
+        without placement rules."""
 
     def limits(self, instance_id: str) -> HostLimits:
         """The placement rules' limits on the instance's next host (the ones
