@@ -26,6 +26,7 @@ from collections import Counter
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
+from tiny_schedules import MAINTAINED, QUEUED, Where, advance, fits, instant, subsets
 
 from fenix_core.opening_bound import opening_bound
 from fenix_core.planner import (
@@ -36,8 +37,6 @@ from fenix_core.planner import (
     max_hosts_out,
 )
 from fenix_core.second_moves import first_final_move_at
-
-QUEUED, MAINTAINED = -1, -2  # host states; >= 0: work left
 
 #: (vcpus, host, group) per instance.
 Placed = tuple[tuple[int, int, int], ...]
@@ -56,115 +55,55 @@ def earliest_makespan(
 ) -> int | None:
     """The earliest time every host is maintained, over every schedule (None:
     none within ``horizon``)."""
-    hosts = len(capacities)
     vcpus = [v for v, _, _ in placed]
     group = [g for _, _, g in placed]
-    # Instances: (host, None) placed, (source, (target, time left)) moving.
     # Groups: the time left impacted, per impacted member.
     start = (
         tuple((h, None) for _, h, _ in placed),
         tuple(QUEUED for _ in capacities),
         tuple(() for _ in groups),
     )
-    frontier: set[tuple[object, ...]] = {start}
+    frontier: set[tuple[Where, tuple[int, ...], tuple[tuple[int, ...], ...]]] = {start}
     for t in range(horizon + 1):
-        nxt: set[tuple[object, ...]] = set()
+        nxt: set[tuple[Where, tuple[int, ...], tuple[tuple[int, ...], ...]]] = set()
         for where, status, impacted in frontier:
             if all(s == MAINTAINED for s in status):
                 return t
-            used = [0] * hosts
-            busy = [False] * hosts
-            for i, (h, flight) in enumerate(where):
-                used[h] += vcpus[i]
-                busy[h] = True
-                if flight is not None:
-                    used[flight[0]] += vcpus[i]
-                    busy[flight[0]] = True
-            idle = [i for i, (_, flight) in enumerate(where) if flight is None]
-            startable = [h for h in range(hosts) if status[h] == QUEUED and not busy[h]]
-            choices = [
-                [None, *(d for d in range(hosts) if d != where[i][0] and status[d] < 0)]
-                for i in idle
-            ]
-            for starting in _subsets(startable):
+            used, idle, startable, choices = instant(where, status, vcpus)
+            for starting in subsets(startable):
                 for pick in itertools.product(*choices):
-                    room = list(used)
                     slots = Counter(
                         group[i] for i, d in zip(idle, pick, strict=True) if d is not None
                     )
                     if any(len(impacted[g]) + n > groups[g][0] for g, n in slots.items()):
                         continue
-                    ok = True
-                    for i, d in zip(idle, pick, strict=True):
-                        if d is None:
-                            continue
-                        room[d] += vcpus[i]
-                        if d in starting or room[d] > capacities[d]:
-                            ok = False
-                            break
-                    if ok:
-                        nxt.add(
-                            _advance(
-                                where,
-                                status,
-                                impacted,
-                                idle,
-                                pick,
-                                starting,
-                                groups,
-                                group,
-                                work=work,
-                                move=move,
-                            )
-                        )
+                    if not fits(used, capacities, idle, pick, starting, vcpus):
+                        continue
+                    after, states = advance(
+                        where, status, idle, pick, starting, work=work, move=move
+                    )
+                    nxt.add((after, states, _recovering(impacted, idle, pick, groups, group, move)))
         frontier = nxt
         if not frontier:
             break
     return None
 
 
-def _subsets(items: list[int]) -> list[tuple[int, ...]]:
-    return [c for r in range(len(items) + 1) for c in itertools.combinations(items, r)]
-
-
-def _advance(
-    where: tuple[tuple[int, tuple[int, int] | None], ...],
-    status: tuple[int, ...],
+def _recovering(
     impacted: tuple[tuple[int, ...], ...],
     idle: list[int],
     pick: tuple[int | None, ...],
-    starting: tuple[int, ...],
     groups: Groups,
     group: list[int],
-    *,
-    work: int,
     move: int,
-) -> tuple[object, ...]:
-    """One time unit after the actions chosen."""
-    now = list(where)
+) -> tuple[tuple[int, ...], ...]:
+    """Each group's impacted members' time left, one time unit after the
+    moves picked (a move's member: the move and its recovery)."""
     left = [list(times) for times in impacted]
     for i, d in zip(idle, pick, strict=True):
         if d is not None:
-            now[i] = (now[i][0], (d, move))
             left[group[i]].append(move + groups[group[i]][1])
-    after = []
-    for h, flight in now:
-        if flight is not None:
-            target, time_left = flight
-            after.append((target, None) if time_left <= 1 else (h, (target, time_left - 1)))
-        else:
-            after.append((h, None))
-    states = []
-    for h, s in enumerate(status):
-        if h in starting:
-            s = work
-        if s > 0:
-            s -= 1
-            if s == 0:
-                s = MAINTAINED
-        states.append(s)
-    still = tuple(tuple(sorted(x - 1 for x in times if x > 1)) for times in left)
-    return tuple(after), tuple(states), still
+    return tuple(tuple(sorted(x - 1 for x in times if x > 1)) for times in left)
 
 
 def bound_of(

@@ -17,11 +17,10 @@ import math
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tiny_schedules import MAINTAINED, QUEUED, Where, advance, fits, instant, subsets
 
 from fenix_core.opening_bound import opening_bound, parked_vcpus
 from fenix_core.planner import max_hosts_out
-
-QUEUED, MAINTAINED = -1, -2  # host states; >= 0: work left
 
 
 def exhaustive(
@@ -38,104 +37,39 @@ def exhaustive(
     most ``max_extra``); a budget with no schedule is left out. With
     ``max_in_work``, at most that many hosts in work at once (a request's
     parallelism cap)."""
-    hosts = len(capacities)
     vcpus = [v for v, _ in placed]
-    # An instance is (host, None) when placed, (source, (target, time left)) in flight.
     start_state = (
         tuple((h, None) for _, h in placed),
         tuple(QUEUED for _ in capacities),
     )
-    frontier: dict[tuple[object, ...], int] = {start_state: 0}  # state -> fewest moves
+    frontier: dict[tuple[Where, tuple[int, ...]], int] = {start_state: 0}  # -> fewest moves
     best: dict[int, int] = {}
     for t in range(horizon + 1):
-        nxt: dict[tuple[object, ...], int] = {}
+        nxt: dict[tuple[Where, tuple[int, ...]], int] = {}
         for (where, status), moves in frontier.items():
             if all(s == MAINTAINED for s in status):
                 extra = moves - len(placed)
                 if extra not in best:
                     best[extra] = t
                 continue
-            used = [0] * hosts
-            busy = [False] * hosts  # something on it, leaving or arriving
-            for i, (h, flight) in enumerate(where):
-                used[h] += vcpus[i]
-                busy[h] = True
-                if flight is not None:
-                    used[flight[0]] += vcpus[i]
-                    busy[flight[0]] = True
-            idle = [i for i, (_, flight) in enumerate(where) if flight is None]
-            startable = [h for h in range(hosts) if status[h] == QUEUED and not busy[h]]
-            choices = [
-                [None, *(d for d in range(hosts) if d != where[i][0] and status[d] < 0)]
-                for i in idle
-            ]
+            used, idle, startable, choices = instant(where, status, vcpus)
             in_work = sum(1 for st_ in status if st_ > 0)
-            for starting in _subsets(startable):
+            for starting in subsets(startable):
                 if max_in_work is not None and in_work + len(starting) > max_in_work:
                     continue
                 for pick in itertools.product(*choices):
                     added = moves + sum(1 for d in pick if d is not None)
                     if added - len(placed) > max_extra:
                         continue
-                    room = list(used)
-                    ok = True
-                    for i, d in zip(idle, pick, strict=True):
-                        if d is None:
-                            continue
-                        if d in starting:
-                            ok = False
-                            break
-                        room[d] += vcpus[i]
-                        if room[d] > capacities[d]:
-                            ok = False
-                            break
-                    if not ok:
+                    if not fits(used, capacities, idle, pick, starting, vcpus):
                         continue
-                    state = _advance(where, status, idle, pick, starting, work=work, move=move)
+                    state = advance(where, status, idle, pick, starting, work=work, move=move)
                     if nxt.get(state, math.inf) > added:
                         nxt[state] = added
         frontier = nxt
         if not frontier:
             break
     return best
-
-
-def _subsets(items: list[int]) -> list[tuple[int, ...]]:
-    return [c for r in range(len(items) + 1) for c in itertools.combinations(items, r)]
-
-
-def _advance(
-    where: tuple[tuple[int, tuple[int, int] | None], ...],
-    status: tuple[int, ...],
-    idle: list[int],
-    pick: tuple[int | None, ...],
-    starting: tuple[int, ...],
-    *,
-    work: int,
-    move: int,
-) -> tuple[object, ...]:
-    """One time unit after the actions chosen."""
-    now = list(where)
-    for i, d in zip(idle, pick, strict=True):
-        if d is not None:
-            now[i] = (now[i][0], (d, move))
-    after = []
-    for h, flight in now:
-        if flight is not None:
-            target, left = flight
-            after.append((target, None) if left <= 1 else (h, (target, left - 1)))
-        else:
-            after.append((h, None))
-    states = []
-    for h, s in enumerate(status):
-        if h in starting:
-            s = work
-        if s > 0:
-            s -= 1
-            if s == 0:
-                s = MAINTAINED
-        states.append(s)
-    return tuple(after), tuple(states)
 
 
 def _bounds(
