@@ -57,6 +57,7 @@ __all__ = [
     "drains_by_count",
     "first_maintained_at",
     "fits_all",
+    "group_chain_seconds",
     "host_to_open_ahead",
     "hosts_beyond_room",
     "hosts_to_open",
@@ -1094,7 +1095,7 @@ def makespan_lower_bound(
         if count <= 0:
             continue
         rule = rules.get(group_id, GroupRule(group_id))
-        chain = first_final_move_at + _group_chain(count, rule, move_seconds) + shortest
+        chain = first_final_move_at + group_chain_seconds(count, rule, move_seconds) + shortest
         if chain > group_bound:
             group_bound, critical = chain, group_id
     return LowerBound(
@@ -1106,7 +1107,7 @@ def makespan_lower_bound(
     )
 
 
-def _group_chain(count: int, rule: GroupRule, move_seconds: float) -> float:
+def group_chain_seconds(count: int, rule: GroupRule, move_seconds: float) -> float:
     """The least time from the first to the end of the last of ``count``
     moves of the group's members: ``max_impacted`` at a time, a member
     impacted from its move's start until ``recovery_time`` after its end."""
@@ -1135,7 +1136,7 @@ def drain_seconds(
         move_seconds,
         max(
             (
-                _group_chain(count, rules.get(g, GroupRule(g)), move_seconds)
+                group_chain_seconds(count, rules.get(g, GroupRule(g)), move_seconds)
                 for g, count in members_by_group.items()
             ),
             default=0.0,

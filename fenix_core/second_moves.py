@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 import attrs
 
 from .opening_bound import opening_bound, parked_vcpus
-from .planner import GroupRule, HostLoad, Target, hosts_to_open, max_hosts_out
+from .planner import GroupRule, HostLoad, Target, group_chain_seconds, hosts_to_open, max_hosts_out
 
 __all__ = [
     "FIRST_WAVE_SHARE",
@@ -245,8 +245,8 @@ def drain_wait(
         rule = rules.get(group_id)
         if rule is None:
             continue
-        rounds = -(-n // max(1, rule.max_impacted)) - 1
-        longest = max(longest, rounds * (move_seconds + rule.recovery_time))
+        # Its chain of moves off the host, less the one move every drain has.
+        longest = max(longest, group_chain_seconds(n, rule, move_seconds) - move_seconds)
     return longest
 
 
