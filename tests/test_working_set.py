@@ -188,7 +188,7 @@ def calls(draw: st.DrawFn, ws: WorkingSet, n: int) -> list[tuple[str, tuple[Any,
             st.sampled_from(
                 ["host_state", "host", "inst_state", "place", "target", "inst", "project",
                  "op", "op_update", "timer", "cancel", "component", "session", "emit",
-                 "add_host", "add_instance", "move", "enabled"]
+                 "add_host", "add_instance", "move", "enabled", "aim", "land", "handled"]
             )
         )  # fmt: skip
         if kind == "host_state":
@@ -204,6 +204,11 @@ def calls(draw: st.DrawFn, ws: WorkingSet, n: int) -> list[tuple[str, tuple[Any,
             args = (draw(hosts), draw(st.booleans()))
         elif kind == "target":
             args = (draw(instances), draw(st.none() | hosts))
+        elif kind == "aim":
+            args = (draw(instances), draw(st.sampled_from(["MIGRATE", "LIVE_MIGRATE"])),
+                    draw(st.none() | hosts))  # fmt: skip
+        elif kind == "land":
+            args = (draw(instances), draw(hosts))
         elif kind == "move":
             args = (draw(instances), draw(hosts), draw(st.none() | hosts),
                     draw(st.sampled_from(INSTANCE_STATES)), draw(st.integers(0, 2)))  # fmt: skip
@@ -214,6 +219,8 @@ def calls(draw: st.DrawFn, ws: WorkingSet, n: int) -> list[tuple[str, tuple[Any,
         elif kind in ("op", "op_update"):
             args = (draw(st.integers(0, 3)), draw(st.sampled_from(["running", "done"])),
                     draw(st.booleans()))  # fmt: skip
+        elif kind == "handled":
+            args = (draw(st.integers(0, 3)),)
         elif kind in ("timer", "cancel"):
             args = (draw(st.sampled_from(["a", "b"])), draw(st.integers(0, 2)))
         elif kind == "component":
@@ -240,6 +247,11 @@ def apply(ws: WorkingSet, kind: str, args: tuple[Any, ...], made: set[str]) -> N
         ws.place(*args)
     elif kind == "target":
         ws.set_target(*args)
+    elif kind == "aim":
+        ws.aim(*args)
+    elif kind == "land":
+        if ws.instances[args[0]].host != args[1]:
+            ws.land(*args)
     elif kind == "move":  # several fields, indexed ones among them, in one call
         iid, host, target, state, moves = args
         ws.change_instance(iid, host=host, target=target, state=state, moves=moves)
@@ -256,6 +268,9 @@ def apply(ws: WorkingSet, kind: str, args: tuple[Any, ...], made: set[str]) -> N
         key = f"op-{args[0]}"
         if key in ws.ops:
             ws.update_op(key, status=args[1], handled=args[2])
+    elif kind == "handled":
+        if f"op-{args[0]}" in ws.ops:
+            ws.set_handled(f"op-{args[0]}")
     elif kind == "timer":
         ws.set_timer(args[0], T0 + timedelta(seconds=args[1]), {"n": str(args[1])})
     elif kind == "cancel":
@@ -320,6 +335,45 @@ def test_random_setters_keep_indexes_dirty_sets_and_round_trips(data: st.DataObj
         loaded = store.load("s-1")
         assert records(loaded) == records(ws)
         assert indexed(loaded) == brute_force(ws)
+
+
+@pytest.mark.parametrize("state", ["PENDING", "ACTION_CHOSEN", "IN_ACTION", "GONE"])
+def test_the_written_out_move_setters_do_what_change_instance_does(state: str) -> None:
+    """``aim`` (a Move submitted), ``land`` (it ended on another host) and
+    ``set_handled`` leave the records, the indexes and the dirty marks as
+    the generic setters do."""
+    written, generic = (MemorySessionStore() for _ in range(2))
+    sets = []
+    for store in (written, generic):
+        store.insert(new_session(hosts=5, per_host=3))
+        store.set_lease("s-1", OWNER, 1, T0)
+        ws = store.load("s-1")
+        ws.set_instance_state("vm-0-1", state)
+        ws.add_op(an_op("op-0", "cmp-0", None))
+        ws.take_write(Fence("s-1", OWNER, 1, ws.version), next_wake=T0, lease_expires=T0)
+        sets.append(ws)
+    ws, ref = sets
+    ws.aim("vm-0-1", "LIVE_MIGRATE", "cmp-3")
+    ref.change_instance("vm-0-1", action="LIVE_MIGRATE", target="cmp-3")
+    ws.aim("vm-0-1", "LIVE_MIGRATE", "cmp-3")  # again: no change
+    assert (records(ws), indexed(ws), ws.dirty_keys()) == (
+        records(ref), indexed(ref), ref.dirty_keys()
+    )  # fmt: skip
+    assert indexed(ws) == brute_force(ws)
+    ws.land("vm-0-1", "cmp-2")
+    moves = ref.instances["vm-0-1"].moves + 1
+    ref.change_instance(
+        "vm-0-1", host="cmp-2", target=None, moved_from="cmp-0", moves=moves, refused=None
+    )
+    ws.set_handled("op-0")
+    ref.update_op("op-0", handled=True)
+    assert (records(ws), indexed(ws), ws.dirty_keys()) == (
+        records(ref), indexed(ref), ref.dirty_keys()
+    )  # fmt: skip
+    assert indexed(ws) == brute_force(ws)
+    assert ws.instances["vm-0-1"].moved_from == "cmp-0"
+    with pytest.raises(ValueError, match="on cmp-2 already"):
+        ws.land("vm-0-1", "cmp-2")
 
 
 def test_a_followed_enabled_flag_moves_the_host_in_the_capacity_index() -> None:

@@ -412,16 +412,28 @@ class StepContext:
     def submit(self, op: Operation) -> OpRef:
         moving: InstanceView | None = None
         if isinstance(op, Move | Watch):  # the most frequent first
-            moving = self._instance(op.instance_id, type(op).__name__)
-            if isinstance(op, Move) and op.target is not None:
-                self._host(op.target, "Move target")
-                if op.target == moving.host:
+            # The checks of ``_instance``, ``_host`` and ``_require_admitted``
+            # written out (a move step submits one); they raise the same errors.
+            what = type(op).__name__
+            moving = self.instances.get(op.instance_id) or self._instance(op.instance_id, what)
+            host_of = self.hosts.get
+            target = op.target if isinstance(op, Move) else None
+            if target is not None:
+                if host_of(target) is None:
+                    self._host(target, "Move target")
+                if target == moving.host:
                     raise ContractError(
                         f"instance {op.instance_id!r}",
-                        f"Move to the host it is on ({op.target}): the cloud refuses a "
+                        f"Move to the host it is on ({target}): the cloud refuses a "
                         "migration to the instance's own host",
                     )
-            self._require_admitted(self._host(moving.host, type(op).__name__), op)
+            source = host_of(moving.host) or self._host(moving.host, what)
+            if (
+                source.started_at is None
+                or source.finished_at is not None
+                or source.state in _RELEASED
+            ):
+                self._require_admitted(source, op)
             if self._pipeline.state.paused:
                 raise ContractError(
                     f"instance {op.instance_id!r}",
@@ -439,7 +451,7 @@ class StepContext:
             self._host(op.host, type(op).__name__)
         if moving is not None:
             self._ws.set_instance_state(moving.instance_id, InstanceState.IN_ACTION, None)
-        ref = OpRef(self._next_key(), kind_of(op))
+        ref = OpRef(f"{self._session_id}:{self._ws.next_op_number()}", kind_of(op))
         self._ws.add_op(ref.key, ref.kind, op, {})
         return ref
 

@@ -378,7 +378,7 @@ class CoreRunner:
                 )
                 carried.outcomes.append(self._reply(ws, adapter, ctx, workflow, message))
         for op in ended:
-            ws.update_op(op.key, handled=True)
+            ws.set_handled(op.key)
             self._ended(adapter, ctx, workflow, op)
         for timer in timers:
             ws.cancel_timer(timer.name)
@@ -557,7 +557,7 @@ class CoreRunner:
                 # Best effort, followed by nothing: written with the next step,
                 # which it brings forward only to be written before a final
                 # session is let go.
-                ws.update_op(op.key, handled=True)
+                ws.set_handled(op.key)
                 if adapter.final:
                     wakes.append(now)
                 continue

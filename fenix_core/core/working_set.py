@@ -701,6 +701,43 @@ class WorkingSet:
         index.rescope((inst.host, old), (inst.host, state))
         self._mark(inst, self._dirty_instances)
 
+    def aim(self, instance_id: str, action: str, target: str | None) -> None:
+        """``_reindex_instance`` of a submitted Move's action and target
+        (room held there while the instance is IN_ACTION), written out:
+        once a migration, and no instance index reads either field."""
+        inst = self.instances[instance_id]
+        if inst.action == action and inst.target == target:
+            return
+        inst.action = action
+        if inst.target != target:
+            before = _holds(inst)
+            inst.target = target
+            after = _holds(inst)
+            if after != before:
+                self._rehold(before, after)
+        self._mark(inst, self._dirty_instances)
+
+    def land(self, instance_id: str, host: str) -> None:
+        """``_reindex_instance`` of a move that ended with the instance on
+        ``host``, another host than its own, written out (once a migration):
+        moved from its host once more, no target, no refusals left."""
+        inst = self.instances[instance_id]
+        source = inst.host
+        if host == source:
+            raise ValueError(f"instance {instance_id!r} is on {host} already (set_target)")
+        before = _holds(inst)
+        inst.host, inst.target, inst.moved_from = host, None, source
+        inst.moves += 1
+        inst.refused = None
+        after = _holds(inst)
+        if after != before:
+            self._rehold(before, after)
+        state = inst.state
+        index = self.instance_index
+        index.rehost(instance_id, inst.project_id, source, host)
+        index.rescope((source, state), (host, state))
+        self._mark(inst, self._dirty_instances)
+
     def place(self, instance_id: str, host: str) -> None:
         """The instance now runs on ``host``."""
         self._reindex_instance(self.instances[instance_id], {"host": host})
@@ -754,6 +791,14 @@ class WorkingSet:
         _check_fields(OpRec, changes, _OP_FREE)
         op = self.ops[key]
         if self._apply(op, changes):
+            self._mark(op, self._dirty_ops)
+
+    def set_handled(self, key: str) -> None:
+        """``update_op(key, handled=True)`` written out: every operation that
+        ends is marked so (its hook ran), once a step or more."""
+        op = self.ops[key]
+        if not op.handled:
+            op.handled = True
             self._mark(op, self._dirty_ops)
 
     # ------------------------------------------------------------------ timers, state

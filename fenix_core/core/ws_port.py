@@ -630,7 +630,7 @@ class WorkingSetAdapter:
         self._flushed: dict[str, tuple[dict[str, Any], _Row | None]] = {}
         self._kept: set[str] = set()
         self._rules: tuple[PlacementRule, ...] | None = None
-        self._session_info: tuple[tuple[Any, ...], object, SessionInfo] | None = None
+        self._session_info: tuple[str, object, SessionInfo] | None = None
         #: The constraints set through the API (the engine's constraint
         #: service sets them; None: none), and what ``constraints`` built.
         self.api_constraints: ConstraintSet | None = None
@@ -679,17 +679,24 @@ class WorkingSetAdapter:
         changed (workflows read it many times a step)."""
         s = self.ws.session
         rec = self.ws.components.get(SESSION_COMPONENT)
-        allowed = rec.body.get("allowed_actions") if rec is not None else None
-        key = (s.state, s.reason, s.percent_done, id(allowed))
+        body = rec.body if rec is not None else None
         info = self._session_info
-        if info is None or info[0] != key or info[1] is not allowed:
+        # The fields compared one by one, the cheapest first: most calls find
+        # the view they made (a body is replaced, never changed in place).
+        if (
+            info is None
+            or info[1] is not body
+            or info[0] != s.state
+            or (view := info[2]).percent_done != s.percent_done
+            or view.reason != s.reason
+        ):
             view = SessionInfo(
                 s.id, s.workflow, SessionState(s.state), s.reason, s.percent_done,
                 self.allowed_actions(),
             )  # fmt: skip
-            # The allowed list is kept alive with its id, so the id is not reused.
-            info = self._session_info = (key, allowed, view)
-        return info[2]
+            # The body is kept alive with the view, so ``is`` cannot match a new one.
+            self._session_info = (s.state, body, view)
+        return view
 
     @property
     def constraints(self) -> ConstraintSet:
@@ -932,14 +939,7 @@ class WorkingSetAdapter:
         if host == source:
             self.ws.set_target(instance_id, None)
         else:
-            self.ws.change_instance(
-                instance_id,
-                target=None,
-                host=host,
-                moved_from=source,
-                moves=rec.moves + 1,
-                refused=None,
-            )
+            self.ws.land(instance_id, host)
             if source in self.ws.hosts:
                 self.ws.mark_host(source, HostMark.MOVED_OFF)
         self._instance_views.pop(instance_id, None)
@@ -1111,7 +1111,7 @@ class WorkingSetAdapter:
         )  # fmt: skip
         self.ws.add_op(rec)
         if isinstance(op, Move):
-            self.ws.change_instance(op.instance_id, action=op.action._value_, target=op.target)
+            self.ws.aim(op.instance_id, op.action._value_, op.target)
             self._instance_views.pop(op.instance_id, None)
 
     def set_timer(self, name: str, due: datetime, data: Mapping[str, str]) -> None:
