@@ -188,7 +188,8 @@ def calls(draw: st.DrawFn, ws: WorkingSet, n: int) -> list[tuple[str, tuple[Any,
             st.sampled_from(
                 ["host_state", "host", "inst_state", "place", "target", "inst", "project",
                  "op", "op_update", "timer", "cancel", "component", "session", "emit",
-                 "add_host", "add_instance", "move", "enabled", "aim", "land", "handled"]
+                 "add_host", "add_instance", "move", "enabled", "aim", "land", "handled",
+                 "op_answer"]
             )
         )  # fmt: skip
         if kind == "host_state":
@@ -216,7 +217,7 @@ def calls(draw: st.DrawFn, ws: WorkingSet, n: int) -> list[tuple[str, tuple[Any,
             args = (draw(instances), draw(st.integers(0, 2)), draw(st.none() | st.just(["cmp-1"])))
         elif kind == "project":
             args = (draw(projects), draw(st.booleans()), draw(st.sampled_from(ASK_STATES)))
-        elif kind in ("op", "op_update"):
+        elif kind in ("op", "op_update", "op_answer"):
             args = (draw(st.integers(0, 3)), draw(st.sampled_from(["running", "done"])),
                     draw(st.booleans()))  # fmt: skip
         elif kind == "handled":
@@ -268,6 +269,13 @@ def apply(ws: WorkingSet, kind: str, args: tuple[Any, ...], made: set[str]) -> N
         key = f"op-{args[0]}"
         if key in ws.ops:
             ws.update_op(key, status=args[1], handled=args[2])
+    elif kind == "op_answer":  # a start's or a poll's answer; an ended one with its result
+        key = f"op-{args[0]}"
+        if key in ws.ops:
+            ended = (T0, {"host": "cmp-1"}) if args[1] == "done" else None
+            also = {"handle": f"h-{args[0]}"} if args[2] else None
+            polls = ws.ops[key].polls + 1
+            ws.answer_op(key, args[1], polls, T0, None, ended, also)
     elif kind == "handled":
         if f"op-{args[0]}" in ws.ops:
             ws.set_handled(f"op-{args[0]}")

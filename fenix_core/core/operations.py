@@ -50,7 +50,8 @@ class _Call:
 
 
 def record(ws: WorkingSet, key: str, status: OperationStatus, now: datetime, **also: Any) -> None:
-    """Today's ``record_status`` on an OpRec, through the working set's setter."""
+    """Today's ``record_status`` on an OpRec, through the working set's
+    setters (``also``: the other fields the call changed)."""
     op = ws.ops[key]
     polls = op.polls + 1
     if status.state == "running":
@@ -59,23 +60,11 @@ def record(ws: WorkingSet, key: str, status: OperationStatus, now: datetime, **a
             wait = poll_interval(polls)
         else:
             wait = min(max(0.0, hint), _MAX_HINT)
-        also["polls"] = polls
-        also["status"] = "running"
-        also["next_poll"] = now + timedelta(seconds=wait)
-        if status.detail:
-            also["detail"] = status.detail
-        ws.update_op(key, **also)
+        detail = status.detail or op.detail  # a poll without a word keeps the last one
+        ws.answer_op(key, "running", polls, now + timedelta(seconds=wait), detail, also=also)
         return
-    ws.update_op(
-        key,
-        polls=polls,
-        status=status.state,
-        detail=status.detail or None,
-        next_poll=None,
-        finished_at=now,
-        result={**dict(status.result), "host": status.host, "gone": status.gone},
-        **also,
-    )
+    result = {**dict(status.result), "host": status.host, "gone": status.gone}
+    ws.answer_op(key, status.state, polls, None, status.detail or None, (now, result), also)
 
 
 class CoreOperations:

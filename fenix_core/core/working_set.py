@@ -289,10 +289,27 @@ class SessionRec(_Rec):
     inbox_seen_id: int
 
     def changing(self) -> tuple[Any, ...]:
-        return tuple(getattr(self, name) for name in self.CHANGING)
+        return _SESSION_CHANGING(self)
+
+
+_SESSION_CHANGING = attrgetter(*SessionRec.CHANGING)
 
 
 R = TypeVar("R", bound=_Rec)
+
+
+def _row_getter(cls: type[_Rec]) -> Callable[[Any], tuple[Any, ...]]:
+    """``cls``'s ``row`` as one C call (no Python frame per record)."""
+    getter = cls._getter
+    assert getter is not None, cls
+    return getter
+
+
+_HOST_ROW = _row_getter(HostRec)
+_INSTANCE_ROW = _row_getter(InstanceRec)
+_PROJECT_ROW = _row_getter(ProjectRec)
+_OP_ROW = _row_getter(OpRec)
+_COMPONENT_ROW = _row_getter(ComponentRec)
 
 _SCALARS = frozenset({str, int, float, bool, type(None)})
 #: ComponentState class -> its field names (what attrs.asdict walks).
@@ -793,6 +810,29 @@ class WorkingSet:
         if self._apply(op, changes):
             self._mark(op, self._dirty_ops)
 
+    def answer_op(
+        self,
+        key: str,
+        status: str,
+        polls: int,
+        next_poll: datetime | None,
+        detail: str | None,
+        ended: tuple[datetime, dict[str, Any]] | None = None,
+        also: Mapping[str, Any] | None = None,
+    ) -> None:
+        """``update_op`` of a start's or a poll's answer written out (once or
+        twice a step): its status, poll count (one more: the record always
+        changes), next poll and detail; ``ended``: when it finished and its
+        result; ``also``: other fields the call changed (a start's handle)."""
+        op = self.ops[key]
+        if also:
+            _check_fields(OpRec, also, _OP_FREE)
+            self._apply(op, also)
+        op.status, op.polls, op.next_poll, op.detail = status, polls, next_poll, detail
+        if ended is not None:
+            op.finished_at, op.result = ended
+        self._mark(op, self._dirty_ops)
+
     def set_handled(self, key: str) -> None:
         """``update_op(key, handled=True)`` written out: every operation that
         ends is marked so (its hook ran), once a step or more."""
@@ -911,21 +951,26 @@ class WorkingSet:
             delivered_seq=self.session.delivered_seq,
             inbox_seen_id=self.session.inbox_seen_id,
             session=self.session.changing() if self._session_dirty else None,
-            components=[c.row() for c in self._dirty_components],
-            hosts=[h.row() for h in self._dirty_hosts],
-            instances=[i.row() for i in self._dirty_instances],
-            projects=[p.row() for p in self._dirty_projects],
-            new_hosts=[h.row() for h in self._added_hosts],
-            new_instances=[i.row() for i in self._added_instances],
-            new_projects=[p.row() for p in self._added_projects],
-            new_ops=[o.row() for o in self._new_ops],
-            changed_ops=[o.row() for o in self._dirty_ops],
-            outbox=list(self._outbox),
-            inbox_outcomes=list(self._inbox_outcomes),
+            # Each class's row getter mapped in C (most of these lists are
+            # empty in a step); the lists of records are the step's own:
+            # ``_clear`` below starts new ones.
+            components=list(map(_COMPONENT_ROW, self._dirty_components)),
+            hosts=list(map(_HOST_ROW, self._dirty_hosts)),
+            instances=list(map(_INSTANCE_ROW, self._dirty_instances)),
+            projects=list(map(_PROJECT_ROW, self._dirty_projects)),
+            new_hosts=list(map(_HOST_ROW, self._added_hosts)),
+            new_instances=list(map(_INSTANCE_ROW, self._added_instances)),
+            new_projects=list(map(_PROJECT_ROW, self._added_projects)),
+            new_ops=list(map(_OP_ROW, self._new_ops)),
+            changed_ops=list(map(_OP_ROW, self._dirty_ops)),
+            outbox=self._outbox,
+            inbox_outcomes=self._inbox_outcomes,
             timers=[
                 (name, None, None) if t is None else t.row()
                 for name, t in self._dirty_timers.items()
-            ],
+            ]
+            if self._dirty_timers
+            else [],
             fresh_timers=frozenset(self._fresh_timers),
             at=at,
         )
