@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import datetime
+from operator import attrgetter
 from typing import Any, Protocol
 
 from ..budgets import Labels
@@ -197,13 +198,14 @@ class StepContext:
     def now(self) -> datetime:
         return self._now
 
-    @property
-    def request(self) -> SessionRequest:
-        return self._ws.request
-
-    @property
-    def session(self) -> SessionInfo:
-        return self._ws.session
+    # Read through the port by a C getter, without a Python frame of their
+    # own: a workflow reads them several times a step.
+    request: SessionRequest = property(  # type: ignore[assignment]
+        attrgetter("_ws.request"), doc="The session's request (``maintenance_at`` as moved)."
+    )
+    session: SessionInfo = property(  # type: ignore[assignment]
+        attrgetter("_ws.session"), doc="The session's facts as they are now."
+    )
 
     @property
     def constraints(self) -> ConstraintSet:
@@ -347,7 +349,7 @@ class StepContext:
     def set_instance_state(
         self, instance_id: str, state: InstanceState, *, action: str | None = None
     ) -> None:
-        view = self._instance(instance_id, "set_instance_state")
+        view = self.instances.get(instance_id) or self._instance(instance_id, "set_instance_state")
         if view.state != state and state not in INSTANCE_TRANSITIONS[view.state]:
             raise ContractError(
                 f"instance {instance_id!r}", f"cannot go from {view.state} to {state}"
@@ -368,8 +370,9 @@ class StepContext:
     def _instances_of(self, project_id: str, ids: Sequence[str], what: str) -> None:
         if self.projects.get(project_id) is None:
             raise ContractError(f"project {project_id!r}", "not a project of this session")
+        get = self.instances.get
         for instance_id in ids:
-            inst = self._instance(instance_id, what)
+            inst = get(instance_id) or self._instance(instance_id, what)
             if inst.project_id != project_id:
                 raise ContractError(
                     f"instance {instance_id!r}",

@@ -223,7 +223,8 @@ class CoreRunner:
                 carried.outcomes.clear()  # dropped with the step: recorded unprocessed
             adapter = self._drop_step(ws, now)
             self._fail_broken(ws, adapter, f"internal error: {type(exc).__name__}: {exc}", now)
-        self._record_host_events(adapter, now)
+        if adapter.host_events:
+            self._record_host_events(adapter, now)
         adapter.flush()
         adapter.forget_components()
         starts = [k for k, op in ws.ops.items() if op.status == _PENDING]

@@ -704,19 +704,28 @@ class WorkingSet:
         if action is not None and inst.action != action:
             inst.action = action  # no index reads it
             if old == state:
-                self._mark(inst, self._dirty_instances)
+                if not inst._dirty:  # _mark, inline (here and below)
+                    inst._dirty = True
+                    self._dirty_instances.append(inst)
                 return
         elif old == state:
             return
-        before = _holds(inst)
+        # ``_holds`` before and after, inline: only the state changes.
+        host, target = inst.host, inst.target
+        used = None if old in ABSENT_STATES else host
+        now_used = None if state in ABSENT_STATES else host
+        held = target if old == MOVING_STATE and target else None
+        now_held = target if state == MOVING_STATE and target else None
         inst.state = state
-        after = _holds(inst)
-        if after != before:
-            self._rehold(before, after)
+        if used != now_used or held != now_held:
+            vcpus = inst.vcpus
+            self._rehold((used, held, vcpus), (now_used, now_held, vcpus))
         index = self.instance_index
         index.restate(instance_id, old, state)
-        index.rescope((inst.host, old), (inst.host, state))
-        self._mark(inst, self._dirty_instances)
+        index.rescope((host, old), (host, state))
+        if not inst._dirty:
+            inst._dirty = True
+            self._dirty_instances.append(inst)
 
     def aim(self, instance_id: str, action: str, target: str | None) -> None:
         """``_reindex_instance`` of a submitted Move's action and target
@@ -831,7 +840,9 @@ class WorkingSet:
         op.status, op.polls, op.next_poll, op.detail = status, polls, next_poll, detail
         if ended is not None:
             op.finished_at, op.result = ended
-        self._mark(op, self._dirty_ops)
+        if not op._dirty:  # _mark, inline
+            op._dirty = True
+            self._dirty_ops.append(op)
 
     def set_handled(self, key: str) -> None:
         """``update_op(key, handled=True)`` written out: every operation that
@@ -839,7 +850,9 @@ class WorkingSet:
         op = self.ops[key]
         if not op.handled:
             op.handled = True
-            self._mark(op, self._dirty_ops)
+            if not op._dirty:  # _mark, inline
+                op._dirty = True
+                self._dirty_ops.append(op)
 
     # ------------------------------------------------------------------ timers, state
 
