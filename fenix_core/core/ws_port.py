@@ -428,13 +428,11 @@ class _Instances:
 
 
 class _Projects:
-    __slots__ = ("_a",)
+    __slots__ = ("_a", "get")
 
     def __init__(self, adapter: WorkingSetAdapter) -> None:
         self._a = adapter
-
-    def get(self, project_id: str) -> ProjectView | None:
-        return self._a.project_view(project_id)
+        self.get: Callable[[str], ProjectView | None] = adapter.project_view  # as _Hosts.get
 
     def awaiting(self, state: str | None = None) -> Collection[ProjectView]:
         index = self._a.ws.project_index.awaiting
@@ -790,7 +788,7 @@ class WorkingSetAdapter:
     def limits(self, instance_id: str) -> HostLimits | None:
         """``placement_rules.host_limits`` of the instance, or None without rules;
         ``where`` holds only the members of the instance's own groups."""
-        rules = self.rules()
+        rules = self._rules if self._rules is not None else self.rules()
         if not rules:  # most clouds: no placement rules at all
             return None
         mine = [r for r in rules if instance_id in r.members]
