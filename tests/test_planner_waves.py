@@ -25,6 +25,7 @@ from fenix_core.planner import (
     completion_order,
     drain_sequence,
     fits_all,
+    group_slots,
     host_to_open_ahead,
     hosts_beyond_room,
     hosts_to_open,
@@ -32,6 +33,7 @@ from fenix_core.planner import (
     left_over_room,
     makespan_lower_bound,
     max_hosts_out,
+    opening_wait,
 )
 
 PROPERTY = settings(max_examples=100, deadline=None, derandomize=True)
@@ -575,6 +577,64 @@ def test_hosts_to_open_opens_the_hosts_named_last_after_every_other() -> None:
         [parked, other], draining=[], targets=targets, idle_groups=idle_for, slots=2,
         last={"parked"},
     ) == ["parked"]  # fmt: skip
+
+
+def test_group_slots_are_freed_by_the_busy_members_then_taken_by_the_queued() -> None:
+    rule = GroupRule("g", max_impacted=2, recovery_time=100.0)
+    # One slot free now, one held 50 s more; nobody queued.
+    assert sorted(group_slots(rule, [50.0], 0, move_seconds=30.0)) == [0.0, 50.0]
+    # Three queued members take the soonest slot in turn, a move and the
+    # recovery_time each: at 0, 50 and 130 s.
+    assert sorted(group_slots(rule, [50.0], 3, move_seconds=30.0)) == [180.0, 260.0]
+    # More busy than may be impacted at once: the latest ends free the slots.
+    assert sorted(group_slots(rule, [10.0, 20.0, 40.0], 0, move_seconds=30.0)) == [20.0, 40.0]
+
+
+def test_opening_wait_is_the_last_move_of_its_slowest_group() -> None:
+    rules = {
+        "g": GroupRule("g", max_impacted=2, recovery_time=100.0),
+        "h": GroupRule("h", max_impacted=1, recovery_time=0.0),
+    }
+    held = {"g": [0.0, 0.0], "h": [500.0]}
+
+    def wait(host: HostLoad) -> float:
+        return opening_wait(host, held.__getitem__, rules.__getitem__, move_seconds=30.0)
+
+    # g's three members leave at 0, 0 and 130 s; h's one only once its slot
+    # frees at 500 s.
+    three = load("a", member("vm-0", "g"), member("vm-1", "g"), member("vm-2", "g"))
+    assert wait(three) == 160.0
+    assert wait(load("b", *three.members, member("vm-3", "h"))) == 530.0
+    assert wait(load("c", member("vm-4", "g"))) == 30.0
+    assert wait(load("empty")) == 0.0
+
+
+def test_hosts_to_open_prefers_a_host_whose_members_need_not_wait() -> None:
+    # Both feed the idle chain g1; slow also holds a member of g2, whose
+    # slots are busy for 300 s. Opened, slow would stay out of service that
+    # long, holding room and a place among the hosts out.
+    slow = load("slow", member("vm-0", "g1"), member("vm-1", "g2"), position=0)
+    fast = load("fast", member("vm-2", "g1"), member("vm-3", "g3"), position=1)
+    targets = [target("t", None)]
+    idle = {"g1": 600.0}
+    waits = {"slow": 330.0, "fast": 30.0}
+    args: dict[str, Any] = {"draining": [], "targets": targets, "idle_groups": idle}
+    assert hosts_to_open([slow, fast], slots=1, **args) == ["slow"]
+    assert hosts_to_open(
+        [slow, fast], slots=1, wait=lambda h: waits[h.host], **args
+    ) == ["fast"]  # fmt: skip
+    # The work left, less the wait, still decides between chains.
+    longer = {"g1": 600.0, "g4": 1000.0}
+    other = load("other", member("vm-4", "g4"), position=2)
+    waits["other"] = 330.0
+    by_chain = {**args, "idle_groups": longer}
+    assert hosts_to_open(
+        [slow, fast, other], slots=1, wait=lambda h: waits[h.host], **by_chain
+    ) == ["other"]  # fmt: skip
+    # A wait longer than the work left does not make a host feed no idle
+    # work: alone, it is opened.
+    waits["slow"] = 900.0
+    assert hosts_to_open([slow], slots=1, wait=lambda h: waits[h.host], **args) == ["slow"]
 
 
 def test_hosts_to_open_does_not_open_a_group_twice() -> None:

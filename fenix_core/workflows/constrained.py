@@ -1945,6 +1945,7 @@ class ConstrainedWorkflow(RollingWorkflow):
             rules=rules,
             feasible=feasible,
             last=counts.parked,
+            wait=self._opening_wait(ctx, step, cst, waiting),
         )
         if not chosen and draining:
             return self._open_ahead(ctx, step, cst)
@@ -1985,6 +1986,56 @@ class ConstrainedWorkflow(RollingWorkflow):
             else:
                 cst.partial, cst.partial_twice = None, 0
         return result
+
+    def _opening_wait(
+        self, ctx: SessionContext, step: _Step, cst: ConstrainedState, waiting: Counter[str]
+    ) -> Callable[[planner.HostLoad], float]:
+        """How long a pending host opened now would wait for its groups'
+        slots before it is empty (``planner.opening_wait``): each group's
+        slots held by its members moving (a move and its recovery_time
+        ahead, at most) or in recovery_time (until it ends), then taken by
+        its members ``waiting`` on the open hosts. Worked out per group on
+        first use: the moves and recoveries under way are read once per
+        decision, and only if a candidate is ranked."""
+        busy: dict[str, list[float]] | None = None
+        slots: dict[str, list[float]] = {}
+
+        def group_slots(group_id: str) -> list[float]:
+            nonlocal busy
+            if busy is None:
+                busy = self._busy_until(ctx, step, cst)
+            found = slots.get(group_id)
+            if found is None:
+                found = slots[group_id] = planner.group_slots(
+                    step.rule(group_id),
+                    busy.get(group_id, ()),
+                    waiting.get(group_id, 0),
+                    move_seconds=_MOVE_ESTIMATE,
+                )
+            return found
+
+        def wait(load: planner.HostLoad) -> float:
+            return planner.opening_wait(load, group_slots, step.rule, move_seconds=_MOVE_ESTIMATE)
+
+        return wait
+
+    def _busy_until(
+        self, ctx: SessionContext, step: _Step, cst: ConstrainedState
+    ) -> dict[str, list[float]]:
+        """Per group, the seconds from now until each of its members moving
+        or in recovery_time frees its slot (a move under way: a whole move
+        and the recovery_time, at most)."""
+        now = ctx.now
+        busy: dict[str, list[float]] = {}
+        recovery = self._recovery(ctx, step, cst)
+        for until, instance_id in recovery.heap:
+            group_id = recovery.group_of.get(instance_id)
+            if group_id is not None:
+                busy.setdefault(group_id, []).append(max(0.0, (until - now).total_seconds()))
+        for view in ctx.instances.in_state(InstanceState.IN_ACTION):
+            group_id = step.group(view)
+            busy.setdefault(group_id, []).append(_MOVE_ESTIMATE + step.rule(group_id).recovery_time)
+        return busy
 
     def _open_chosen(
         self,
