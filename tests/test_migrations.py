@@ -932,8 +932,11 @@ def test_0014_a_session_stopped_under_0013_delivers_each_notification_once(
     assert "number" not in {c["name"] for c in inspect(any_db).get_columns("sessions")}
     key = inspect(any_db).get_pk_constraint("outbox")["constrained_columns"]
     assert key == ["session_id", "seq"]
+    wake = {"ix_session_clock_wake"}
+    assert {ix["name"] for ix in inspect(any_db).get_indexes("session_clock")} == wake
     assert _outbox(any_db) == stopped
     alembic(any_db, "upgrade", "head")
+    assert inspect(any_db).get_indexes("session_clock") == []
     assert _outbox(any_db) == stopped
     assert inspect(any_db).get_pk_constraint("outbox")["constrained_columns"] == ["id"]
     with any_db.connect() as connection:

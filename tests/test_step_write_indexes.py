@@ -57,6 +57,13 @@ def test_a_notification_adds_no_entry_to_an_index_no_query_reads(db: Engine) -> 
     assert _indexed(db, "outbox") == {}
 
 
+def test_the_steps_fenced_update_rewrites_no_index_entry(db: Engine) -> None:
+    """Every step's fenced UPDATE of ``session_clock`` sets its wake, lease
+    and counters: none may be indexed (0014 dropped ``next_wake``'s index,
+    whose entry moved at nearly every step: a page of each commit)."""
+    assert _indexed(db, "session_clock") == {}
+
+
 def test_the_outbox_is_one_btree(db: Engine) -> None:
     """Migration 0014: a notification is a row of the outbox's rowid table
     alone (its ``id`` is the rowid): no key index beside it, and no foreign

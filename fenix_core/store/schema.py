@@ -421,7 +421,9 @@ class SessionClockRow(Base):
     # Every inbox row of the session with id <= inbox_seen_id has been processed.
     inbox_seen_id: Mapped[int] = mapped_column(Integer, default=0)
 
-    __table_args__ = (Index("ix_session_clock_wake", "next_wake"),)
+    # No index of ``next_wake`` (0014 dropped it): nearly every step changes
+    # the wake, and moving its entry was a page of each step's commit. The
+    # due poll reads the table (one short row per session).
 
 
 class SessionStateRow(Base):

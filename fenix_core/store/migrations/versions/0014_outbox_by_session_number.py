@@ -1,4 +1,4 @@
-"""the outbox keyed by one integer: a session's number and the seq
+"""the outbox keyed by one integer (a session's number and the seq); no wake index
 
 Until 0013 the outbox is keyed by ``(session_id, seq)``: on SQLite a rowid
 table and, beside it, the key's index, so every notification a step writes
@@ -13,6 +13,12 @@ b-tree, appended in order. Every read of a session's rows is a range of
 ids. The outbox loses its foreign key to ``sessions`` (without an index on
 ``session_id`` deleting a session would scan it): deleting a session
 deletes its range of ids.
+
+The wake index ``ix_session_clock_wake`` (``next_wake``) goes too: the
+step's fenced UPDATE changes the wake at most steps, which moved its entry
+(a page of each commit). The due poll reads ``session_clock`` itself, one
+short row per session (on SQLite it read the whole table already, for the
+earliest wake-up among the sessions not held).
 
 The existing sessions are numbered in the order they were created; each
 outbox row gets its id from its session's number. On SQLite the outbox is
@@ -66,6 +72,7 @@ def _outbox(numbered: bool) -> list[sa.schema.SchemaItem]:
 
 
 def upgrade() -> None:
+    op.drop_index("ix_session_clock_wake", table_name="session_clock")
     names = ", ".join(_COLUMNS)
     if op.get_bind().dialect.name != "sqlite":
         op.execute("CREATE SEQUENCE sessions_number_seq")
@@ -96,6 +103,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.create_index("ix_session_clock_wake", "session_clock", ["next_wake"])
     names = ", ".join(_COLUMNS)
     if op.get_bind().dialect.name != "sqlite":
         op.drop_constraint("outbox_pkey", "outbox", type_="primary")
