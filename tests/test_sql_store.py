@@ -12,7 +12,7 @@ from typing import Any
 
 import pg_server
 import pytest
-from sqlalchemy import Engine, event, insert, select, update
+from sqlalchemy import Engine, delete, event, insert, select, update
 from store_contract import *  # noqa: F403 - the shared suite's tests run here
 from store_contract import OWNER, T0, a_step, an_op, held, new_session
 
@@ -804,3 +804,34 @@ def test_two_workers_inserting_sessions_at_once_get_two_numbers(
     finally:
         first.dispose()
         second.dispose()
+
+
+def test_a_new_session_is_not_numbered_into_a_deleted_ones_notifications(harness: Any) -> None:
+    """The outbox has no foreign key: a session deleted by hand (not by the
+    engine's delete, which deletes its range) leaves its notifications. The
+    next session still gets a number of its own, and its notifications are
+    written and read as its own."""
+    if not isinstance(harness, SqlHarness):
+        pytest.skip("the SQL store's session numbers")
+    h = harness
+    h.store.insert(new_session("s-1"))
+    ws, fence = held(h, "s-1")
+    ws.emit("maintenance_host", {"host": "old"})
+    h.store.write(ws.take_write(fence, next_wake=None, lease_expires=T0))
+    with h.database.begin() as db:
+        db.execute(delete(SessionRow).where(SessionRow.id == "s-1"))
+    h.store.insert(new_session("s-2"))
+    ws, fence = held(h, "s-2")
+    ws.emit("maintenance_host", {"host": "new"})
+    h.store.write(ws.take_write(fence, next_wake=None, lease_expires=T0))
+    rows = h.store.undelivered("s-2", 0)
+    assert [(r.session_id, r.seq, r.payload["host"]) for r in rows] == [("s-2", 1, "new")]
+    assert [sid for sid, _, _ in _all_outbox(h)] == ["s-1", "s-2"]
+
+
+def _all_outbox(h: SqlHarness) -> list[tuple[Any, ...]]:
+    with h.database.connect() as db:
+        found = db.execute(
+            select(OutboxRow.session_id, OutboxRow.seq, OutboxRow.id).order_by(OutboxRow.id)
+        )
+        return [tuple(r) for r in found]

@@ -95,6 +95,9 @@ def _session_fk() -> ForeignKey:
     return ForeignKey("sessions.id", ondelete="CASCADE")
 
 
+#: A session's range of outbox ids: ``number * OUTBOX_SPAN + seq``.
+OUTBOX_SPAN: Final = 1 << 32
+
 #: PostgreSQL's source of session numbers (SQLite takes the highest plus one).
 SESSION_NUMBERS: Final = Sequence("sessions_number_seq", metadata=Base.metadata)
 
@@ -102,9 +105,10 @@ SESSION_NUMBERS: Final = Sequence("sessions_number_seq", metadata=Base.metadata)
 class next_session_number(FunctionElement[int]):
     """A new session's number, in its INSERT: the sequence's next value on
     PostgreSQL (two workers inserting at once get two numbers); on SQLite,
-    whose writes are serialised, one more than the highest (a number freed
-    by deleting the newest session, whose outbox rows went with it, may be
-    given again)."""
+    whose writes are serialised, one more than the highest of the sessions'
+    and of the outbox's (the last id's: one seek), so that a number is not
+    given again while rows of a deleted session may be left (the outbox has
+    no foreign key: a session deleted by hand leaves its notifications)."""
 
     type = Integer()
     inherit_cache = True
@@ -112,7 +116,10 @@ class next_session_number(FunctionElement[int]):
 
 @compiles(next_session_number, "sqlite")
 def _next_number_sqlite(element: next_session_number, compiler: SQLCompiler, **kw: Any) -> str:
-    return "(SELECT coalesce(max(number), 0) + 1 FROM sessions)"
+    return (
+        "(SELECT max(coalesce(max(number), 0), "
+        f"coalesce((SELECT max(id) FROM outbox), 0) / {OUTBOX_SPAN}) + 1 FROM sessions)"
+    )
 
 
 @compiles(next_session_number)
@@ -326,10 +333,6 @@ class TimerRow(Base):
 
     # 0012: a step deletes or updates a timer by session and name.
     __table_args__ = (Index("ix_timers_session_kind", "session_id", "kind"),)
-
-
-#: A session's range of outbox ids: ``number * OUTBOX_SPAN + seq``.
-OUTBOX_SPAN: Final = 1 << 32
 
 
 def outbox_id(number: Any, seq: Any) -> Any:
