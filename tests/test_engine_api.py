@@ -638,6 +638,22 @@ def test_delete_session_removes_the_session_and_its_rows(
         engine.delete_session(sid)
 
 
+def test_delete_session_leaves_the_other_sessions_notifications(engine: Engine) -> None:
+    """The outbox has no foreign key (0014): the delete removes the
+    session's range of outbox ids, and no other session's rows."""
+    first = engine.create_session(SessionRequest(hosts=["cmp-0"], actions=UPGRADE))
+    assert engine.run_until_done(first).state == "MAINTENANCE_DONE"
+    second = engine.create_session(SessionRequest(hosts=["cmp-1"], actions=UPGRADE))
+    assert engine.run_until_done(second).state == "MAINTENANCE_DONE"
+    kept = count(engine, OutboxRow, second)
+    assert kept > 0
+    assert count(engine, OutboxRow, first) > 0
+    engine.delete_session(first)
+    assert count(engine, OutboxRow, first) == 0
+    assert count(engine, OutboxRow, second) == kept
+    assert engine.outbox_backlog() == (0, None)
+
+
 def test_delete_of_a_failed_session(cloud: SimulatedCloud, core: Factory) -> None:
     engine = core(TimedAction("upgrade", seconds=60, fail_on={"cmp-2"}))
     sid = engine.create_session(SessionRequest(actions=UPGRADE))

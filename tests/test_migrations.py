@@ -862,3 +862,104 @@ def test_0013_refuses_a_key_that_is_not_the_sessions_number(db: Engine) -> None:
         alembic(db, "upgrade", "0013")
     assert current(db) == "0012"
     assert "n" not in {c["name"] for c in inspect(db).get_columns("operations")}
+
+
+# --------------------------------------------------------------------------- 0014
+
+
+def _outbox(engine: Engine) -> list[tuple[Any, ...]]:
+    outbox = SATable("outbox", MetaData(), autoload_with=engine)
+    with engine.connect() as connection:
+        rows = connection.execute(
+            select(outbox.c.session_id, outbox.c.seq, outbox.c.signal, outbox.c.payload)
+            .order_by(outbox.c.session_id, outbox.c.seq)
+        )  # fmt: skip
+        return [tuple(r) for r in rows]
+
+
+def test_0014_a_session_stopped_under_0013_delivers_each_notification_once(
+    any_db: Engine,
+) -> None:
+    """A rolling session stopped mid-run with notifications not delivered
+    (its stored watermark three behind, as a worker dying before its next
+    write leaves it), its database taken down to 0013's outbox (keyed by
+    ``(session_id, seq)``, no session numbers) and up again: every outbox
+    row comes back as it was, keyed by the session's number and its seq,
+    and the resumed session sends the three once each, then its new ones
+    once each, and nothing it had delivered; it ends done."""
+    from test_leases import UPGRADE, build_cloud
+
+    from fenix_core import Engine as FenixEngine
+    from fenix_core import SessionRequest
+    from fenix_core.testing import TimedAction
+
+    url = any_db.url.render_as_string(hide_password=False)
+    cloud, upgrade, clock = build_cloud(), TimedAction("upgrade", seconds=60), SimClock()
+
+    def engine(sent: Counter[int]) -> FenixEngine:
+        made = FenixEngine(
+            url, clock=clock, plugins=[cloud, upgrade], load_entry_points=False, worker_id="w"
+        )
+
+        def record(_sender: object, payload: dict[str, Any]) -> None:
+            sent[payload["seq"]] += 1
+
+        for sig in signals.SIGNALS.values():
+            sig.connect(record, sender=made, weak=False)
+        return made
+
+    first_sent: Counter[int] = Counter()
+    with engine(first_sent) as first:
+        sid = first.create_session(SessionRequest(actions=UPGRADE))
+        for _ in range(100):
+            first.run_until_idle()
+            clock.advance(5)
+            if len(first_sent) >= 6 and any(e.kind == "migration_started" for e in cloud.events):
+                break
+    stopped = _outbox(any_db)
+    last = len(stopped)
+    assert [seq for _, seq, _, _ in stopped] == list(range(1, last + 1))
+    assert last >= 6
+    with any_db.begin() as connection:
+        connection.execute(
+            SessionClockRow.__table__.update()
+            .where(SessionClockRow.session_id == sid)
+            .values(delivered_seq=last - 3)
+        )
+
+    alembic(any_db, "downgrade", "0013")
+    assert "id" not in {c["name"] for c in inspect(any_db).get_columns("outbox")}
+    assert "number" not in {c["name"] for c in inspect(any_db).get_columns("sessions")}
+    key = inspect(any_db).get_pk_constraint("outbox")["constrained_columns"]
+    assert key == ["session_id", "seq"]
+    wake = {"ix_session_clock_wake"}
+    assert {ix["name"] for ix in inspect(any_db).get_indexes("session_clock")} == wake
+    assert _outbox(any_db) == stopped
+    alembic(any_db, "upgrade", "head")
+    assert inspect(any_db).get_indexes("session_clock") == []
+    assert _outbox(any_db) == stopped
+    assert inspect(any_db).get_pk_constraint("outbox")["constrained_columns"] == ["id"]
+    with any_db.connect() as connection:
+        (number,) = connection.execute(text("SELECT number FROM sessions")).scalars().all()
+        ids = connection.execute(text("SELECT id, seq FROM outbox")).all()
+    assert number == 1
+    assert sorted(ids) == [(number * 2**32 + seq, seq) for seq in range(1, last + 1)]
+
+    second_sent: Counter[int] = Counter()
+    with engine(second_sent) as second:
+        view = second.run_until_done(sid)
+    assert view.state == "MAINTENANCE_DONE", view.reason
+    final = _outbox(any_db)
+    assert final[:last] == stopped
+    assert set(second_sent) == set(range(last - 2, len(final) + 1))
+    assert all(n == 1 for n in second_sent.values()), second_sent
+    with any_db.connect() as connection:
+        clock_row = connection.execute(
+            select(SessionClockRow.seq, SessionClockRow.delivered_seq)
+        ).one()
+    assert tuple(clock_row) == (len(final), len(final))
+    started = Counter(
+        (e.instance_id, e.host) for e in cloud.events if e.kind == "migration_started"
+    )
+    assert all(n == 1 for n in started.values()), started
+    assert sorted(h or "" for h in upgrade.hosts) == sorted(["cmp-0", "cmp-1", "cmp-2"])

@@ -4,6 +4,7 @@ statements per write counted with SQLAlchemy's engine events."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timezone
 from pathlib import Path
@@ -11,7 +12,7 @@ from typing import Any
 
 import pg_server
 import pytest
-from sqlalchemy import Engine, event, insert, select, update
+from sqlalchemy import Engine, delete, event, insert, select, update
 from store_contract import *  # noqa: F403 - the shared suite's tests run here
 from store_contract import OWNER, T0, a_step, an_op, held, new_session
 
@@ -19,7 +20,7 @@ from fenix_core.core.memory_store import MemorySessionStore
 from fenix_core.core.ports import Fence
 from fenix_core.core.sql_store import SqlSessionStore
 from fenix_core.store.database import migrate, open_database
-from fenix_core.store.schema import InboxRow, OperationRow, OutboxRow, SessionClockRow
+from fenix_core.store.schema import InboxRow, OperationRow, OutboxRow, SessionClockRow, SessionRow
 
 
 class MemoryHarness:
@@ -642,6 +643,7 @@ def _step_statements() -> list[tuple[Any, tuple[str, ...]]]:
         (s.insert_hosts, HostRec.FIELDS),
         (s.update_projects, ProjectRec.FIELDS),
         (s.upsert_components["sqlite"], ComponentRec.FIELDS),
+        (s.insert_outbox, ("id", "seq", "signal", "payload", "created_at")),
     ]
 
 
@@ -724,3 +726,112 @@ def test_accepted_replies_of_two_sessions_are_one_insert_each_and_read_back_as_s
     assert [row[1:3] for row in h.store.unprocessed_replies("s-2", 0)] == [
         ("p1", "ACK_MAINTENANCE")
     ]
+
+
+# --------------------------------------------------------------------------- 0014: numbers
+
+
+def test_each_sessions_notifications_are_its_own_range_of_outbox_ids(harness: Any) -> None:
+    """Migration 0014: a session is numbered at insert and its notification
+    ``seq`` is stored as ``number * 2**32 + seq``; two sessions' steps,
+    written in turn, read back only their own rows, from the watermark on,
+    by a store that did not insert them (a restarted engine) too."""
+    if not isinstance(harness, SqlHarness):
+        pytest.skip("the SQL store's outbox ids")
+    h = harness
+    for sid in ("s-1", "s-2"):
+        h.store.insert(new_session(sid))
+    # The last round is written by a store that neither inserted nor loaded
+    # the sessions (it reads each number in the write's transaction).
+    fresh = SqlSessionStore(h.database)
+    for n, store in enumerate((h.store, h.store, fresh)):
+        for sid in ("s-1", "s-2"):
+            ws, fence = held(h, sid)
+            ws.emit("maintenance_host", {"host": f"{sid}/{n}"})
+            store.write(ws.take_write(fence, next_wake=None, lease_expires=T0))
+    fresh.close()
+    with h.database.connect() as db:
+        numbers = dict(db.execute(select(SessionRow.id, SessionRow.number)).all())
+        ids = db.execute(select(OutboxRow.session_id, OutboxRow.seq, OutboxRow.id)).all()
+    assert len(set(numbers.values())) == 2
+    assert sorted(ids) == sorted(
+        (sid, seq, numbers[sid] * 2**32 + seq) for sid in numbers for seq in (1, 2, 3)
+    )
+    for store in (h.store, SqlSessionStore(h.database)):
+        for sid in ("s-1", "s-2"):
+            rows = store.undelivered(sid, 1)
+            assert [(r.session_id, r.seq) for r in rows] == [(sid, 2), (sid, 3)]
+            assert [r.payload["host"] for r in rows] == [f"{sid}/1", f"{sid}/2"]
+
+
+def test_two_workers_inserting_sessions_at_once_get_two_numbers(
+    postgres: pg_server.PostgresServer | None,
+) -> None:
+    """On PostgreSQL two workers' session inserts run at the same time (each
+    transaction open, its session inserted, until both are): the sequence
+    gives each its own number. The highest plus one would give both the
+    same, and the second insert would wait on the first's unique entry."""
+    if postgres is None:
+        pytest.skip(f"no PostgreSQL server: {pg_server.unavailable()}")
+    url = postgres.new_database()
+    first = open_database(url)
+    migrate(first)
+    second = open_database(url)
+    both = threading.Barrier(2, timeout=20)
+    failed: list[BaseException] = []
+
+    def create(database: Engine, sid: str) -> None:
+        try:
+            SqlSessionStore(database).insert(new_session(sid), also=lambda _db: both.wait())
+        except BaseException as error:
+            failed.append(error)
+            both.abort()
+
+    threads = [
+        threading.Thread(target=create, args=(database, sid))
+        for database, sid in ((first, "s-1"), (second, "s-2"))
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    try:
+        assert failed == []
+        with first.connect() as db:
+            numbers = db.execute(select(SessionRow.number)).scalars().all()
+        assert len(numbers) == 2
+        assert len(set(numbers)) == 2
+    finally:
+        first.dispose()
+        second.dispose()
+
+
+def test_a_new_session_is_not_numbered_into_a_deleted_ones_notifications(harness: Any) -> None:
+    """The outbox has no foreign key: a session deleted by hand (not by the
+    engine's delete, which deletes its range) leaves its notifications. The
+    next session still gets a number of its own, and its notifications are
+    written and read as its own."""
+    if not isinstance(harness, SqlHarness):
+        pytest.skip("the SQL store's session numbers")
+    h = harness
+    h.store.insert(new_session("s-1"))
+    ws, fence = held(h, "s-1")
+    ws.emit("maintenance_host", {"host": "old"})
+    h.store.write(ws.take_write(fence, next_wake=None, lease_expires=T0))
+    with h.database.begin() as db:
+        db.execute(delete(SessionRow).where(SessionRow.id == "s-1"))
+    h.store.insert(new_session("s-2"))
+    ws, fence = held(h, "s-2")
+    ws.emit("maintenance_host", {"host": "new"})
+    h.store.write(ws.take_write(fence, next_wake=None, lease_expires=T0))
+    rows = h.store.undelivered("s-2", 0)
+    assert [(r.session_id, r.seq, r.payload["host"]) for r in rows] == [("s-2", 1, "new")]
+    assert [sid for sid, _, _ in _all_outbox(h)] == ["s-1", "s-2"]
+
+
+def _all_outbox(h: SqlHarness) -> list[tuple[Any, ...]]:
+    with h.database.connect() as db:
+        found = db.execute(
+            select(OutboxRow.session_id, OutboxRow.seq, OutboxRow.id).order_by(OutboxRow.id)
+        )
+        return [tuple(r) for r in found]

@@ -1,23 +1,30 @@
 """Each index a step's write touches is one more page in its commit
-(migrations 0010, 0011 and 0013): the operations and outbox rows a step
+(migrations 0010, 0011, 0013 and 0014): the operations and outbox rows a step
 writes must not rewrite index entries that no query reads, a new operation
 is appended at the end of its session's range, and the queries on
 operations must still find a session's rows by its key, not by a scan."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, event, inspect, select
+from sqlalchemy import Connection, Engine, delete, event, inspect, select
 from sqlalchemy.sql import Executable
 
 from fenix_core.core.statements import STATEMENTS
+from fenix_core.core.views import outbox_backlog
 from fenix_core.core.working_set import OpRec
 from fenix_core.store.database import migrate, open_database
-from fenix_core.store.schema import OperationRow, operations_in_recorded_order
+from fenix_core.store.schema import (
+    OperationRow,
+    OutboxRow,
+    SessionRow,
+    operations_in_recorded_order,
+    session_outbox,
+)
 
 
 @pytest.fixture
@@ -48,6 +55,79 @@ def test_a_notification_adds_no_entry_to_an_index_no_query_reads(db: Engine) -> 
     """``outbox.delivered_at`` is no longer written (delivery goes by the
     watermark): no index of it, nor any other beside the primary key."""
     assert _indexed(db, "outbox") == {}
+
+
+def test_the_steps_fenced_update_rewrites_no_index_entry(db: Engine) -> None:
+    """Every step's fenced UPDATE of ``session_clock`` sets its wake, lease
+    and counters: none may be indexed (0014 dropped ``next_wake``'s index,
+    whose entry moved at nearly every step: a page of each commit)."""
+    assert _indexed(db, "session_clock") == {}
+
+
+def test_the_outbox_is_one_btree(db: Engine) -> None:
+    """Migration 0014: a notification is a row of the outbox's rowid table
+    alone (its ``id`` is the rowid): no key index beside it, and no foreign
+    key, whose check at a session's delete would scan the table."""
+    with db.connect() as connection:
+        indexes = connection.exec_driver_sql(
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'outbox'"
+        ).all()
+        keys = connection.exec_driver_sql("PRAGMA foreign_key_list(outbox)").all()
+        connection.exec_driver_sql(
+            "INSERT INTO outbox (id, session_id, seq, signal, payload, created_at) "
+            "VALUES (8589934593, 's', 1, 'x', '{}', '2026-01-01')"
+        )
+        rowid = connection.exec_driver_sql("SELECT rowid FROM outbox").scalar_one()
+    assert indexes == []
+    assert keys == []
+    assert rowid == 2 * 2**32 + 1
+
+
+def _plan(engine: Engine, run: Callable[[Connection], object], table: str) -> list[str]:
+    """The query plans of the statements on ``table`` that ``run`` sent."""
+    sent: list[tuple[str, Any]] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, params: Any, *_: Any) -> None:
+        if f" {table}" in statement:
+            sent.append((statement, params))
+
+    with engine.connect() as connection:
+        event.listen(engine, "before_cursor_execute", record)
+        try:
+            run(connection)
+        finally:
+            event.remove(engine, "before_cursor_execute", record)
+        assert sent
+        return [
+            " ".join(
+                str(row[-1])
+                for row in connection.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, params)
+            )
+            for statement, params in sent
+        ]
+
+
+_SESSION_RANGE = "SEARCH outbox USING INTEGER PRIMARY KEY (rowid>? AND rowid<?)"
+
+
+def test_the_reads_of_the_outbox_read_a_sessions_range_of_ids(db: Engine) -> None:
+    """The watermark's read (a load), the backlog (a metrics scrape), the
+    dashboard's and a session's delete each read the sessions' ranges of
+    the outbox's b-tree, not the whole table."""
+    number = select(SessionRow.number).where(SessionRow.id == "s").scalar_subquery()
+    runs: dict[str, Callable[[Connection], object]] = {
+        "undelivered": lambda c: c.execute(
+            STATEMENTS.undelivered, {"b_session_id": "s", "b_after_seq": 0}
+        ).all(),
+        "dashboard": lambda c: c.execute(
+            select(OutboxRow).where(session_outbox(number), OutboxRow.signal == "x")
+        ).all(),
+        "delete": lambda c: c.execute(delete(OutboxRow).where(session_outbox(number))),
+    }
+    for name, run in runs.items():
+        assert all(_SESSION_RANGE in plan for plan in _plan(db, run, "outbox")), name
+    backlog = _plan(db, lambda _c: outbox_backlog(db, lambda _sid: 0), "outbox")
+    assert all(_SESSION_RANGE in plan for plan in backlog), backlog
 
 
 def test_operations_are_one_btree(db: Engine) -> None:

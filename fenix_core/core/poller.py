@@ -89,7 +89,11 @@ def _due_query(
     ``ix_inbox_unprocessed`` by name. Left to itself SQLite's planner scans
     the covering index ``ix_inbox_session_open`` (every reply ever received:
     each poll cost grew with the inbox, and a simulated clock polls at
-    almost every step)."""
+    almost every step).
+
+    ``session_clock`` has no index of ``next_wake`` (migration 0014): the
+    wake-ups are read from the table, one short row per session, which the
+    earliest wake-up of :func:`_with_earliest` reads in full anyway."""
     t: Any = SessionClockRow if clock_table else SessionRow
     key = t.session_id if clock_table else t.id
     lease_now: ColumnElement[datetime] = (

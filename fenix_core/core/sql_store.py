@@ -20,6 +20,7 @@ from sqlalchemy.sql.dml import Insert
 
 from ..errors import NotFound
 from ..store.leases import LeaseLost
+from ..store.schema import outbox_id
 from .ports import NewSession, OutboxRec, StepWrite
 from .statements import INBOX_ROW, OP_CHANGED, OP_ROW, STATEMENTS, params
 from .working_set import (
@@ -40,7 +41,7 @@ S = STATEMENTS
 #: key's number, then the flag.
 _OP_UPSERT_ROW = (*OP_ROW, OP_CHANGED)
 #: An outbox row, and a reply's outcome (``StepWrite.inbox_outcomes``).
-_OUTBOX_ROW = ("session_id", "seq", "signal", "payload", "created_at")
+_OUTBOX_ROW = ("session_id", "id", "seq", "signal", "payload", "created_at")
 _OUTCOME_ROW = ("id", "outcome", "processed_at")
 #: A timer row (``StepWrite.timers``).
 _TIMER_ROW = ("kind", "due", "data")
@@ -369,6 +370,8 @@ class SqlSessionStore:
         # Bound forms remembered per type, shared by the prepared statements.
         self._known: dict[str, dict[datetime, Any]] = {}
         self._writer_lock = threading.Lock()
+        # Each session's number (its outbox ids'), as loaded or inserted.
+        self._numbers: dict[str, int] = {}
 
     def close(self) -> None:
         """Give back the connection the writes kept (the store still works:
@@ -478,7 +481,8 @@ class SqlSessionStore:
             row = db.execute(S.load_session, sid).first()
             if row is None:
                 raise NotFound("session", session_id)
-            session = SessionRec(*row)
+            *fields, self._numbers[session_id] = row
+            session = SessionRec(*fields)
             return WorkingSet(
                 session,
                 hosts=[HostRec(*r) for r in db.execute(S.load_hosts, sid)],
@@ -523,9 +527,9 @@ class SqlSessionStore:
         with self.database.begin() as db:
             if check is not None:
                 check(db)
-            db.execute(
+            number = db.execute(
                 S.insert_session, params(SessionRec.ROW, session.row()[: len(SessionRec.ROW)])
-            )
+            ).scalar_one()
             db.execute(
                 S.insert_clock,
                 params(SessionRec.CLOCK, session.row()[len(SessionRec.ROW) :], session_id=sid),
@@ -536,6 +540,7 @@ class SqlSessionStore:
             self._many(db, self._upsert_components, ComponentRec.FIELDS, new.components, sid)
             if also is not None:
                 also(db)
+        self._numbers[sid] = number
 
     def _many(
         self,
@@ -656,7 +661,11 @@ class SqlSessionStore:
             # The engine's clock (the outbox lag is measured on it);
             # diagnostics only: delivery goes by seq.
             now = write.at or datetime.now(UTC)
-            outbox = [(o.session_id, o.seq, o.signal, o.payload, now) for o in write.outbox]
+            number = self._number(db, d, sid)
+            outbox = [
+                (o.session_id, outbox_id(number, o.seq), o.seq, o.signal, o.payload, now)
+                for o in write.outbox
+            ]
             self._many(db, S.insert_outbox, _OUTBOX_ROW, outbox, None, d)
         self._many(db, self._upsert_components, ComponentRec.FIELDS, write.components, sid, d)
         if write.timers:
@@ -665,6 +674,20 @@ class SqlSessionStore:
             self._many(db, S.inbox_outcomes, _OUTCOME_ROW, write.inbox_outcomes, None, d)
         if write.new_inbox:
             self._many(db, S.insert_inbox, INBOX_ROW, write.new_inbox, sid, d)
+
+    def _number(self, db: Connection, d: Driver | None, session_id: str) -> int:
+        """The session's number: as loaded or inserted, else read (in the
+        write's transaction) and kept."""
+        number = self._numbers.get(session_id)
+        if number is None:
+            values = {"b_session_id": session_id}
+            if d is None:
+                number = db.execute(S.session_number, values).scalar_one()
+            else:
+                prepared = self._prepare(S.session_number)
+                number = d.fetch(prepared.sql, prepared.row(values))[0][0]
+            self._numbers[session_id] = number
+        return number
 
     def _upsert_ops(
         self,

@@ -37,6 +37,7 @@ from ..store.schema import (
     SessionRow,
     SessionStateRow,
     TimerRow,
+    session_outbox,
 )
 from .working_set import ComponentRec, HostRec, InboxRec, InstanceRec, OpRec, ProjectRec, SessionRec
 
@@ -156,6 +157,7 @@ class Statements:
             select(
                 *(SESSIONS.c[f] for f in SessionRec.ROW),
                 *(CLOCK.c[f] for f in clock_fields),
+                SESSIONS.c.number,  # last: not the record's (the store keeps it)
             )
             .join_from(SESSIONS, CLOCK, CLOCK.c.session_id == SESSIONS.c.id)
             .where(SESSIONS.c.id == _b("session_id"))
@@ -182,13 +184,20 @@ class Statements:
             )
             .order_by(INBOX.c.id)
         )
+        # The session's outbox rows above the watermark: a range of ids.
+        self.session_number: Select[Any] = select(SESSIONS.c.number).where(
+            SESSIONS.c.id == _b("session_id")
+        )
+        number = self.session_number.scalar_subquery()
         self.undelivered: Select[Any] = (
             select(OUTBOX.c.seq, OUTBOX.c.signal, OUTBOX.c.payload)
-            .where(OUTBOX.c.session_id == _b("session_id"), OUTBOX.c.seq > _b("after_seq"))
-            .order_by(OUTBOX.c.seq)
+            .where(session_outbox(number, _b("after_seq")))
+            .order_by(OUTBOX.c.id)
         )
-        # --- insert a session
-        self.insert_session = insert(SESSIONS).values({c: _b(c) for c in SessionRec.ROW})
+        # --- insert a session (its number given by the column's default)
+        self.insert_session = (
+            insert(SESSIONS).values({c: _b(c) for c in SessionRec.ROW}).returning(SESSIONS.c.number)
+        )
         self.insert_clock = insert(CLOCK).values({c: _b(c) for c in ("session_id", *clock_fields)})
         # --- the step's write
         # What every step's fenced UPDATE sets, whether it holds the lease or takes it.
@@ -239,7 +248,7 @@ class Statements:
         self.update_ops = _update(OPERATIONS, ("session_id", "n"), OP_ROW, ("key",))
         self.upsert_ops_sqlite = _ops_upsert()
         self.insert_outbox = _insert(
-            OUTBOX, ("seq", "signal", "payload", "created_at"), with_session=True
+            OUTBOX, ("id", "seq", "signal", "payload", "created_at"), with_session=True
         )
         self.upsert_components = _component_upserts()
         self.delete_timers: Delete = delete(TIMERS).where(

@@ -34,6 +34,7 @@ from ..store.schema import (
     SessionClockRow,
     SessionRow,
     operations_in_recorded_order,
+    session_outbox,
 )
 from ..views import build_operation_view, build_project_view, build_session_view
 from .admin import pipeline_state
@@ -210,11 +211,14 @@ def outbox_backlog(db: SAEngine, sent: Callable[[str], int]) -> tuple[int, datet
     many, and when the oldest was written. Delivered means at or below the
     session's watermark: the stored one, or ``sent(session_id)`` for a
     session this engine holds (its next write stores it)."""
+    clock, o = SessionClockRow, OutboxRow
+    number = SessionRow.number
     with db.connect() as connection:
+        # Each session's rows above its watermark: a range of outbox ids.
         rows = connection.execute(
-            select(OutboxRow.session_id, OutboxRow.seq, OutboxRow.created_at)
-            .join(SessionClockRow, SessionClockRow.session_id == OutboxRow.session_id)
-            .where(OutboxRow.seq > SessionClockRow.delivered_seq)
+            select(clock.session_id, o.seq, o.created_at)
+            .join(SessionRow, SessionRow.id == clock.session_id)
+            .join(o, session_outbox(number, clock.delivered_seq))
         ).all()
     left = [at for sid, seq, at in rows if seq > sent(sid)]
     return len(left), min(left, default=None)

@@ -31,7 +31,14 @@ from ..engine import Engine
 from ..errors import NotFound
 from ..model import SessionView
 from ..sim.timeline import recorded_timeline
-from ..store.schema import OperationRow, OutboxRow, WebhookRow, operations_in_recorded_order
+from ..store.schema import (
+    OperationRow,
+    OutboxRow,
+    SessionRow,
+    WebhookRow,
+    operations_in_recorded_order,
+    session_outbox,
+)
 from .auth import Identity
 from .dashboard_view import Notice, session_payload, session_row
 from .shapes import PROJECT_EVENT_TYPES
@@ -185,9 +192,10 @@ def _recorded(
             elif status == "failed" and (result or {}).get("refused"):
                 target = (params or {}).get("target") or ""
                 refused.setdefault(str(instance), {})[str(target)] = str(detail)
+        number = select(SessionRow.number).where(SessionRow.id == session_id).scalar_subquery()
         rows = orm.scalars(
             select(OutboxRow).where(
-                OutboxRow.session_id == session_id, OutboxRow.signal == "maintenance_planned"
+                session_outbox(number), OutboxRow.signal == "maintenance_planned"
             )
         ).all()
         posts: dict[int, str] = {

@@ -8,29 +8,38 @@ with the operations it started, its timers and the notifications it owes.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Final
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     Dialect,
     ForeignKey,
     Index,
     Integer,
+    Sequence,
     String,
     Text,
     TypeDecorator,
     UniqueConstraint,
+    and_,
     false,
+    literal_column,
     text,
 )
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.functions import FunctionElement
 
 from ..clock import as_utc
 
 __all__ = [
+    "OUTBOX_SPAN",
+    "SESSION_NUMBERS",
     "Base",
     "ConstraintRevisionRow",
     "GroupConstraintRow",
@@ -51,7 +60,10 @@ __all__ = [
     "UTCDateTime",
     "WebhookRow",
     "WebhookTargetRow",
+    "next_session_number",
     "operations_in_recorded_order",
+    "outbox_id",
+    "session_outbox",
 ]
 
 
@@ -81,6 +93,38 @@ class Base(DeclarativeBase):
 
 def _session_fk() -> ForeignKey:
     return ForeignKey("sessions.id", ondelete="CASCADE")
+
+
+#: A session's range of outbox ids: ``number * OUTBOX_SPAN + seq``.
+OUTBOX_SPAN: Final = 1 << 32
+
+#: PostgreSQL's source of session numbers (SQLite takes the highest plus one).
+SESSION_NUMBERS: Final = Sequence("sessions_number_seq", metadata=Base.metadata)
+
+
+class next_session_number(FunctionElement[int]):
+    """A new session's number, in its INSERT: the sequence's next value on
+    PostgreSQL (two workers inserting at once get two numbers); on SQLite,
+    whose writes are serialised, one more than the highest of the sessions'
+    and of the outbox's (the last id's: one seek), so that a number is not
+    given again while rows of a deleted session may be left (the outbox has
+    no foreign key: a session deleted by hand leaves its notifications)."""
+
+    type = Integer()
+    inherit_cache = True
+
+
+@compiles(next_session_number, "sqlite")
+def _next_number_sqlite(element: next_session_number, compiler: SQLCompiler, **kw: Any) -> str:
+    return (
+        "(SELECT max(coalesce(max(number), 0), "
+        f"coalesce((SELECT max(id) FROM outbox), 0) / {OUTBOX_SPAN}) + 1 FROM sessions)"
+    )
+
+
+@compiles(next_session_number)
+def _next_number(element: next_session_number, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"nextval('{SESSION_NUMBERS.name}')"
 
 
 class SessionRow(Base):
@@ -115,8 +159,18 @@ class SessionRow(Base):
     lease_owner: Mapped[str | None] = mapped_column(String(255))
     lease_expires: Mapped[datetime | None]
     lease_token: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # 0014: the session's number, given at insert; its outbox rows' ids are
+    # numbered from it (``outbox_id``).
+    number: Mapped[int] = mapped_column(Integer, default=next_session_number())
 
-    __table_args__ = (Index("ix_sessions_state_wake", "state", "next_wake"),)
+    __table_args__ = (
+        Index("ix_sessions_state_wake", "state", "next_wake"),
+        Index("ux_sessions_number", "number", unique=True),
+    )
+    # The ORM reads ``number`` back when it is asked for, not with RETURNING:
+    # rows flushed together are then inserted one by one (SQLite's highest
+    # plus one, in one multi-row INSERT, would give each the same number).
+    __mapper_args__ = {"eager_defaults": False}  # noqa: RUF012 - SQLAlchemy reads it
 
 
 class HostRow(Base):
@@ -281,19 +335,47 @@ class TimerRow(Base):
     __table_args__ = (Index("ix_timers_session_kind", "session_id", "kind"),)
 
 
+def outbox_id(number: Any, seq: Any) -> Any:
+    """The outbox id of a session's notification ``seq`` (numbers or SQL
+    expressions); a session's ids are ``outbox_id(number, 1)`` up to
+    ``outbox_id(number + 1, 0)``, excluded."""
+    if isinstance(number, int):
+        return number * OUTBOX_SPAN + seq
+    # Inline: PostgreSQL types the constant as bigint (a bound one as integer).
+    return number * literal_column(str(OUTBOX_SPAN), BigInteger) + seq
+
+
 class OutboxRow(Base):
-    """A notification owed; delivered after the step that wrote it commits."""
+    """A notification owed; delivered after the step that wrote it commits.
+
+    0014: keyed by ``id``, its session's number and its seq in one integer
+    (``outbox_id``): on SQLite the table's rowid, so a step's notifications
+    are appended to ONE b-tree (a ``(session_id, seq)`` key was a second
+    one, an index beside the rowid table), and a session's rows, read by
+    its id range, are one range of it. No foreign key: with no index on
+    ``session_id``, deleting a session would scan the table for its rows;
+    the delete removes the session's id range instead (``core.admin``)."""
 
     __tablename__ = "outbox"
 
-    session_id: Mapped[str] = mapped_column(String(36), _session_fk(), primary_key=True)
-    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=False
+    )
+    session_id: Mapped[str] = mapped_column(String(36))
+    seq: Mapped[int] = mapped_column(Integer)
     signal: Mapped[str] = mapped_column(String(32))
     payload: Mapped[dict[str, Any]]
     created_at: Mapped[datetime]
     # Not written since 0007 (delivery goes by session_clock.delivered_seq);
     # its index was dropped in 0010.
     delivered_at: Mapped[datetime | None]
+
+
+def session_outbox(number: Any, after_seq: Any = 0) -> ColumnElement[bool]:
+    """The outbox rows of the session numbered ``number`` (a SQL expression)
+    above ``after_seq``: a range of ids, one range of the outbox's b-tree."""
+    row_id = OutboxRow.__table__.c.id
+    return and_(row_id > outbox_id(number, after_seq), row_id < outbox_id(number + 1, 0))
 
 
 class InboxRow(Base):
@@ -342,7 +424,9 @@ class SessionClockRow(Base):
     # Every inbox row of the session with id <= inbox_seen_id has been processed.
     inbox_seen_id: Mapped[int] = mapped_column(Integer, default=0)
 
-    __table_args__ = (Index("ix_session_clock_wake", "next_wake"),)
+    # No index of ``next_wake`` (0014 dropped it): nearly every step changes
+    # the wake, and moving its entry was a page of each step's commit. The
+    # due poll reads the table (one short row per session).
 
 
 class SessionStateRow(Base):
