@@ -70,7 +70,8 @@ again a host whose instances not asked about all wait for their projects'
 answers. A placement whose inputs (the views' change numbers, the budgets
 of the groups that may start, the instances that may) are those of the
 last one worked out, which found no member to start, is not worked out
-again.
+again; nor is an opening decision whose inputs are those of the last one,
+which opened nothing and changed nothing.
 
 What it keeps: :class:`ConstrainedState` (constant size: the wave counter,
 the cache stamp, how many recoveries started, the first wave's partial
@@ -373,6 +374,10 @@ class _Counts:
     targets: dict[str, planner.Target] = attrs.field(factory=dict)
     #: Each instance as the planner takes it, built once (:meth:`_Step.member`).
     members: dict[str, planner.Member] = attrs.field(factory=dict)
+    #: The inputs of the last opening decision that opened nothing and
+    #: changed nothing (:meth:`ConstrainedWorkflow._opening_inputs`): one
+    #: with the same inputs opens nothing again.
+    opened_nothing: tuple[Any, ...] | None = None
     #: The inputs of the last placement that worked out its order, when no
     #: member could start in it (:meth:`ConstrainedWorkflow._placement_inputs`):
     #: a placement with the same inputs finds the same empty order.
@@ -1892,7 +1897,48 @@ class ConstrainedWorkflow(RollingWorkflow):
 
     def _open(self, ctx: SessionContext, step: _Step, cst: ConstrainedState) -> tuple[bool, bool]:
         """Open the pending hosts that give idle groups work: (any opened,
-        the pipeline held one)."""
+        the pipeline held one). A decision whose inputs are those of the
+        last one, which opened nothing and changed nothing, is not made
+        again (most steps at 300 hosts and more, while the room where
+        instances stay is short)."""
+        counts = step.counts
+        inputs = self._opening_inputs(ctx, step, cst)
+        if inputs == counts.opened_nothing and inputs[0] is ctx.request:
+            return False, False
+        found = self._open_hosts(ctx, step, cst)
+        # Kept only when it changed nothing the inputs do not show: no
+        # number moved, and the waves' state is as it was (a first wave's
+        # decision that opened nothing still sets its partial host).
+        kept = found == (False, False) and self._opening_inputs(ctx, step, cst) == inputs
+        counts.opened_nothing = inputs if kept else None
+        return found
+
+    def _opening_inputs(
+        self, ctx: SessionContext, step: _Step, cst: ConstrainedState
+    ) -> tuple[Any, ...]:
+        """What an opening decision reads, as values that change with it:
+        the request (the parallel hosts, the controls, the retiring hosts),
+        the hosts', instances' and capacity's change numbers (the draining
+        and pending hosts and their members, the room, the moves in flight,
+        the groups' work: the views' ``changes``, exact when another process
+        stepped the session), whether instances are in recovery (what
+        waiting may yet free) and the waves' state it writes."""
+        return (
+            ctx.request,
+            ctx.hosts.changes(),
+            ctx.instances.changes(),
+            ctx.capacity.changes(),
+            bool(self._recovering(ctx, step, cst).group_of),
+            cst.partial,
+            cst.partial_twice,
+            cst.first_wave,
+            cst.stamp,
+        )
+
+    def _open_hosts(
+        self, ctx: SessionContext, step: _Step, cst: ConstrainedState
+    ) -> tuple[bool, bool]:
+        """:meth:`_open`'s decision, made."""
         open_now = len(ctx.hosts.in_state(*_OPEN, type="compute"))
         cap = ctx.request.max_parallel_hosts
         slots = (cap - open_now) if cap is not None else len(ctx.hosts)
