@@ -835,12 +835,12 @@ def test_a_placement_with_the_inputs_of_the_last_empty_one_is_not_worked_out_aga
     skipped: list[bool] = []
     original = constrained.ConstrainedWorkflow._same_empty_placement
 
-    def recorded(step: Any, inputs: Any) -> bool:
-        found = original(step, inputs)
+    def recorded(step: Any, budgets: Any, ready: Any, inputs: Any) -> bool:
+        found = original(step, budgets, ready, inputs)
         skipped.append(found)
         return found
 
-    def never(step: Any, inputs: Any) -> bool:
+    def never(step: Any, budgets: Any, ready: Any, inputs: Any) -> bool:
         return False  # every placement worked out
 
     def timeline(name: str, same: Any) -> Any:

@@ -381,7 +381,7 @@ class _Counts:
     #: The inputs of the last placement that worked out its order, when no
     #: member could start in it (:meth:`ConstrainedWorkflow._placement_inputs`):
     #: a placement with the same inputs finds the same empty order.
-    empty_placement: tuple[Any, ...] | None = None
+    empty_placement: tuple[tuple[Any, ...], dict[str, int]] | None = None
 
     def ahead(self) -> dict[str, int]:
         """Per group with a per-host limit still to move, its smallest member."""
@@ -1333,7 +1333,7 @@ class ConstrainedWorkflow(RollingWorkflow):
             ready
             and self._any_may_start(step, budgets, ready)
             and not self._same_empty_placement(
-                step, inputs := self._placement_inputs(ctx, step, budgets, ready)
+                step, budgets, ready, inputs := self._placement_inputs(ctx, ready)
             )
         ):
             waiting = step.members(ready)
@@ -1422,7 +1422,7 @@ class ConstrainedWorkflow(RollingWorkflow):
                     - sum(m.vcpus for m in everyone if host_of[m.instance_id] not in behind),
                 )
             order = self._up_to_last_startable(order, left, later, rules)
-            step.counts.empty_placement = None if order else inputs
+            step.counts.empty_placement = None if order else (inputs, left)
 
             # The first wave's partial last host: only the first of its
             # members in the order, as many as it may still move twice.
@@ -1508,51 +1508,48 @@ class ConstrainedWorkflow(RollingWorkflow):
         return held
 
     @staticmethod
-    def _placement_inputs(
-        ctx: SessionContext, step: _Step, budgets: _Budgets, ready: list[InstanceView]
-    ) -> tuple[Any, ...]:
+    def _placement_inputs(ctx: SessionContext, ready: list[InstanceView]) -> tuple[Any, ...]:
         """What a placement's order is worked out from, as values that
-        change with it: the request (the retiring hosts), the hosts',
-        instances' and capacity's change numbers (the members, their hosts
-        and flags, the room, the moves in flight, the groups' work and what
-        waits on the pending hosts all change with them: the views'
-        ``changes``, exact when another process stepped the session, whose
-        load answers numbers never answered before), the budgets of the
-        groups of the instances that may start (the only budgets the order
-        reads: a recovery that ended elsewhere changes none of them), and
-        those instances (the lead times and the controls said so at
+        change with it, but for the budgets: the request (the retiring
+        hosts), the hosts', instances' and capacity's change numbers (the
+        members, their hosts and flags, the room, the moves in flight, the
+        groups' work and what waits on the pending hosts all change with
+        them: the views' ``changes``, exact when another process stepped the
+        session, whose load answers numbers never answered before), and the
+        instances that may start (the lead times and the controls said so at
         ``now``). Read after the moves of :meth:`_pump`'s own actions are
         sent (a sent move changes the instances' number)."""
-        group = step.counts.group
-        left = {}
-        for inst in ready:
-            g = group.get(inst.instance_id) or step.group(inst)
-            if g not in left:
-                left[g] = budgets.get(g, 0)
         return (
             ctx.request,
             ctx.hosts.changes(),
             ctx.instances.changes(),
             ctx.capacity.changes(),
-            left,
             [inst.instance_id for inst in ready],
         )
 
     @staticmethod
-    def _same_empty_placement(step: _Step, inputs: tuple[Any, ...]) -> bool:
+    def _same_empty_placement(
+        step: _Step, budgets: _Budgets, ready: list[InstanceView], inputs: tuple[Any, ...]
+    ) -> bool:
         """Whether the last placement that worked out its order found it
-        empty with these inputs: this one would find it empty again (nothing
+        empty with these inputs and the same budgets of the groups of the
+        instances that may start (the only budgets the order reads: a
+        recovery that ended elsewhere changes none of them; read only when
+        the rest is the same): this one would find it empty again (nothing
         to place, no move to send). Only that last one is kept, and a pass
-        that sends moves forgets it, so what a pass changes besides the
-        views' numbers (a first drained host's flag as its second moves run
-        out) never meets an outcome kept from before it."""
+        that finds members to start forgets it, so what a pass changes
+        besides the views' numbers (a first drained host's flag as its
+        second moves run out) never meets an outcome kept from before it."""
         kept = step.counts.empty_placement
-        return (
-            kept is not None
-            and kept[0] is inputs[0]
-            and kept[1:5] == inputs[1:5]
-            and kept[5] == inputs[5]
-        )
+        if kept is None or kept[0][0] is not inputs[0] or kept[0][1:] != inputs[1:]:
+            return False
+        group = step.counts.group
+        left: dict[str, int] = {}
+        for inst in ready:
+            g = group.get(inst.instance_id) or step.group(inst)
+            if g not in left:
+                left[g] = budgets.get(g, 0)
+        return left == kept[1]
 
     @staticmethod
     def _spend_partial(ctx: SessionContext, cst: ConstrainedState) -> None:
