@@ -823,3 +823,97 @@ def test_hosts_whose_unasked_instances_wait_for_answers_are_not_read_again(
     assert kept[0] == "MAINTENANCE_DONE"
     assert skipped  # some hosts waited for answers over several passes
     assert timeline("read", Forgetful) == kept
+
+
+def test_a_placement_with_the_inputs_of_the_last_empty_one_is_not_worked_out_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A placement whose inputs (the views' change numbers, the budgets of
+    the groups that may start, the instances that may start) are those of
+    the last one worked out, which found no member to start, is skipped:
+    the session runs as when every placement is worked out."""
+    skipped: list[bool] = []
+    original = constrained.ConstrainedWorkflow._same_empty_placement
+
+    def recorded(step: Any, budgets: Any, ready: Any, inputs: Any) -> bool:
+        found = original(step, budgets, ready, inputs)
+        skipped.append(found)
+        return found
+
+    def never(step: Any, budgets: Any, ready: Any, inputs: Any) -> bool:
+        return False  # every placement worked out
+
+    def timeline(name: str, same: Any) -> Any:
+        monkeypatch.setattr(constrained.ConstrainedWorkflow, "_same_empty_placement", same)
+        (tmp_path / name).mkdir()
+        c = fleet(tmp_path / name, managed=("p0", "p2"))
+        for manager in c.managers.values():
+            manager.delay = 60.0  # moves go on while they answer
+        try:
+            view = c.run()
+            events = [
+                (e.time, e.kind, e.host, e.instance_id, _UUID.sub("<session>", e.detail or ""))
+                for e in c.cloud.events
+            ]
+            return view.state, list(c.host_events), events
+        finally:
+            c.close()
+
+    kept = timeline("kept", staticmethod(recorded))
+    assert kept[0] == "MAINTENANCE_DONE"
+    assert any(skipped)  # some placements met the inputs of the last empty one
+    assert timeline("worked", staticmethod(never)) == kept
+
+
+def test_an_opening_decision_with_the_inputs_of_the_last_one_that_opened_nothing_is_skipped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An opening decision whose inputs (the views' change numbers, whether
+    instances are in recovery, the waves' state) are those of the last
+    one, which opened nothing and changed nothing, is not made again: the
+    session runs as when every decision is made."""
+    workflow = constrained.ConstrainedWorkflow
+    original_inputs, original_made, original_open = (
+        workflow._opening_inputs,
+        workflow._open_hosts,
+        workflow._open,
+    )
+    made: list[int] = []
+    asked: list[int] = []
+
+    def counted_made(self: Any, ctx: Any, step: Any, cst: Any) -> Any:
+        made.append(1)
+        return original_made(self, ctx, step, cst)
+
+    def counted_open(self: Any, ctx: Any, step: Any, cst: Any) -> Any:
+        asked.append(1)
+        return original_open(self, ctx, step, cst)
+
+    def unique(self: Any, ctx: Any, step: Any, cst: Any) -> Any:
+        return (*original_inputs(self, ctx, step, cst), object())  # never equal: all made
+
+    def timeline(name: str, inputs: Any) -> Any:
+        monkeypatch.setattr(workflow, "_opening_inputs", inputs)
+        monkeypatch.setattr(workflow, "_open_hosts", counted_made)
+        monkeypatch.setattr(workflow, "_open", counted_open)
+        (tmp_path / name).mkdir()
+        c = fleet(tmp_path / name, managed=("p0", "p2"))
+        for manager in c.managers.values():
+            manager.delay = 60.0
+        try:
+            view = c.run()
+            events = [
+                (e.time, e.kind, e.host, e.instance_id, _UUID.sub("<session>", e.detail or ""))
+                for e in c.cloud.events
+            ]
+            return view.state, list(c.host_events), events
+        finally:
+            c.close()
+
+    kept = timeline("kept", original_inputs)
+    assert kept[0] == "MAINTENANCE_DONE"
+    assert len(made) < len(asked)  # some decisions were skipped
+    made.clear()
+    asked.clear()
+    assert timeline("made", unique) == kept
+    assert len(made) == len(asked)  # every decision made

@@ -6,14 +6,15 @@ setters (dirty tracking) and notifications become outbox rows."""
 
 from __future__ import annotations
 
+import contextlib
 from datetime import UTC, datetime
 from typing import Any
 
 import attrs
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
-from test_context import CALLS, T0, apply, views, working_sets
+from test_context import CALLS, NAMES, T0, VMS, apply, views, working_sets
 
 from fenix_core import SessionRequest
 from fenix_core.contract import (
@@ -521,3 +522,67 @@ def test_every_flush_leaves_the_body_to_json_gives_and_dirties_only_a_change(
         else:
             setattr(state, what, value)
     flush()
+
+
+def _changing(ctx: Any) -> list[tuple[int, Any]]:
+    """The change numbers of the hosts, instances and capacity views, each
+    with what it answers for: the hosts' states; the instances' states and
+    hosts; each host's free vCPUs and enabled flag."""
+    hosts = list(ctx.hosts)
+    return [
+        (ctx.hosts.changes(), [(h.name, h.state) for h in hosts]),
+        (
+            ctx.instances.changes(),
+            sorted(
+                (i.instance_id, i.state, i.host)
+                for s in InstanceState
+                for i in ctx.instances.in_state(s)
+            ),
+        ),
+        (ctx.capacity.changes(), [(ctx.capacity.free(h.name), h.enabled) for h in hosts]),
+    ]
+
+
+_ONE_HOST = {
+    "hosts": [
+        HostView(name, "compute", HostState.PENDING, 8, True, n) for n, name in enumerate(NAMES)
+    ],
+    "instances": [InstanceView(vm, "p1", "cmp-0", 1, InstanceState.PENDING) for vm in VMS],
+    "projects": [ProjectView("p1", True, None, None), ProjectView("p2", True, None, None)],
+}
+
+
+@settings(max_examples=80, deadline=None)
+@given(working_sets(), st.lists(CALLS, max_size=25))
+@example(_ONE_HOST, [("istate", "vm-0", InstanceState.GONE)])
+@example(
+    _ONE_HOST,
+    [("admit", "cmp-0"), ("move", "vm-1", "cmp-2"), ("hstate", "cmp-1", HostState.DRAINING)],
+)
+def test_the_change_numbers_change_with_the_views_they_answer_for(
+    data: dict[str, Any], calls: list[tuple[Any, ...]]
+) -> None:
+    """``hosts``/``instances``/``capacity.changes()``: after any call, a
+    number equal to the one before means what it answers for is as it was
+    (the working set's and FakeContext's); a working set of the same
+    session loaded again (stepped by another process, or a broken step
+    dropped) answers numbers none of the first one's answered."""
+    oracle = FakeContext(now=T0, **data)
+    ws = working_set(data["hosts"], data["instances"], data["projects"])
+    ctx = StepContext(WorkingSetAdapter(ws, now=T0), T0)
+    answered: set[int] = set()
+    for subject in (oracle, ctx):
+        before = _changing(subject)
+        for call in moves_once(calls):
+            with contextlib.suppress(ContractError):  # refused: nothing changed
+                apply(subject, call)
+            after = _changing(subject)
+            for (number, seen), (number_before, seen_before) in zip(after, before, strict=True):
+                if number == number_before:
+                    assert seen == seen_before, call
+            before = after
+            if subject is ctx:
+                answered.update(number for number, _seen in after)
+    again = working_set(data["hosts"], data["instances"], data["projects"])
+    fresh = StepContext(WorkingSetAdapter(again, now=T0), T0)
+    assert answered.isdisjoint(number for number, _seen in _changing(fresh))

@@ -98,6 +98,11 @@ class HostsView(Protocol):
         position order: what a workflow maintains without draining, found
         without looking at each host's instances."""
 
+    def changes(self) -> int:
+        """A number that changes whenever a host's state does: equal to one
+        read before, no host changed state since (see
+        :meth:`InstancesView.changes`)."""
+
     def __len__(self) -> int: ...
     def __iter__(self) -> Iterator[HostView]: ...  # position order
 
@@ -108,6 +113,15 @@ class InstancesView(Protocol):
     def of(self, project_id: str) -> Collection[InstanceView]: ...
     def of_on(self, project_id: str, host: str) -> Collection[InstanceView]: ...
     def in_state(self, state: InstanceState) -> Collection[InstanceView]: ...
+    def changes(self) -> int:
+        """A number that changes whenever an instance's state or host does
+        (or one is added): equal to one read before, none changed since, in
+        this process or another. What a workflow keeps from one step to the
+        next (say, the outcome of a decision that changed nothing) stays
+        good while these numbers (with :meth:`HostsView.changes` and
+        :meth:`CapacityView.changes`) stay equal. Only equality means
+        anything: a session loaded again (another process stepped it)
+        answers a number never answered before."""
 
 
 class ProjectsView(Protocol):
@@ -153,6 +167,11 @@ class CapacityView(Protocol):
         ``first`` hosts). With ``least`` an instance's vCPUs, and its host in
         ``exclude``, the walk is the one ``targets`` makes for an instance
         without placement rules."""
+
+    def changes(self) -> int:
+        """A number that changes whenever a host's free vCPUs, enabled flag
+        or state do, or what an instance takes: equal to one read before,
+        none changed since (see :meth:`InstancesView.changes`)."""
 
     def limits(self, instance_id: str) -> HostLimits:
         """The placement rules' limits on the instance's next host (the ones

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from bisect import bisect_left, bisect_right, insort
 from collections.abc import Collection, Iterator, Sequence
+from itertools import count
 from typing import Final, TypeVar
 
 __all__ = ["CapacityIndex", "HostIndex", "InstanceIndex", "ProjectIndex", "multimap_move"]
@@ -23,6 +24,13 @@ OUT_OF_SCOPE_STATES: Final = frozenset({"GONE", "OUT_OF_SCOPE"})
 
 
 K = TypeVar("K")
+
+#: Where every index of this process takes the number of its latest change
+#: (``changed``): one sequence, so no two states of any indexes share a
+#: number. A session loaded again (stepped by another process, or a broken
+#: step dropped) builds new indexes, which take numbers never taken before:
+#: a reader that kept a number sees a change, never an old number again.
+_CHANGES = count(1)
 
 
 def multimap_add(index: dict[K, set[str]], key: K, item: str) -> None:
@@ -73,9 +81,11 @@ class HostIndex:
     copied at its next change instead of changed, so the reader keeps it as
     it was without a copy of most of the fleet at each decision."""
 
-    __slots__ = ("_lent", "by_state", "by_type", "ordered", "position")
+    __slots__ = ("_lent", "by_state", "by_type", "changed", "ordered", "position")
 
     def __init__(self) -> None:
+        #: The number of the latest change of a host's state (``_CHANGES``).
+        self.changed = next(_CHANGES)
         self.by_state: dict[str, set[str]] = {}
         self.by_type: dict[str, set[str]] = {}
         self.ordered: dict[str, list[str]] = {}
@@ -90,6 +100,7 @@ class HostIndex:
         return _writable(self.ordered, state, self._lent)
 
     def add(self, name: str, state: str, type_: str, position: int = 0) -> None:
+        self.changed = next(_CHANGES)
         multimap_add(self.by_state, state, name)
         multimap_add(self.by_type, type_, name)
         self.position[name] = position
@@ -98,6 +109,7 @@ class HostIndex:
     def restate(self, name: str, old: str, new: str) -> None:
         if old == new:
             return
+        self.changed = next(_CHANGES)
         multimap_move(self.by_state, old, new, name)
         before = self._writable(old)
         del before[bisect_left(before, self._rank(name), key=self._rank)]
@@ -137,10 +149,13 @@ class InstanceIndex:
 
     __slots__ = (
         "_known", "_sorted_on", "by_host", "by_project", "by_project_host", "by_state",
-        "in_scope_on", "vacant",
+        "changed", "in_scope_on", "vacant",
     )  # fmt: skip
 
     def __init__(self) -> None:
+        #: The number of the latest change of an instance's state or host
+        #: (``_CHANGES``).
+        self.changed = next(_CHANGES)
         self.by_host: dict[str, set[str]] = {}
         self.by_project: dict[str, set[str]] = {}
         # One key per (project, host) pair, mostly of one instance: tuples,
@@ -158,11 +173,13 @@ class InstanceIndex:
     def know_host(self, host: str) -> None:
         """``host`` is one of the session's: kept in ``vacant`` while none of
         its instances is the session's work."""
+        self.changed = next(_CHANGES)
         self._known.add(host)
         if host not in self.in_scope_on:
             self.vacant.add(host)
 
     def add(self, instance_id: str, project: str, host: str, state: str) -> None:
+        self.changed = next(_CHANGES)
         multimap_add(self.by_host, host, instance_id)
         multimap_add(self.by_project, project, instance_id)
         tuplemap_add(self.by_project_host, (project, host), instance_id)
@@ -171,6 +188,7 @@ class InstanceIndex:
         self._sorted_on.pop(host, None)
 
     def rehost(self, instance_id: str, project: str, old: str, new: str) -> None:
+        self.changed = next(_CHANGES)
         multimap_move(self.by_host, old, new, instance_id)
         if old != new:
             tuplemap_remove(self.by_project_host, (project, old), instance_id)
@@ -186,6 +204,7 @@ class InstanceIndex:
         return found
 
     def restate(self, instance_id: str, old: str, new: str) -> None:
+        self.changed = next(_CHANGES)
         multimap_move(self.by_state, old, new, instance_id)
 
     def rescope(self, old: tuple[str, str], new: tuple[str, str]) -> None:
@@ -256,11 +275,14 @@ class CapacityIndex:
     up to a hundred hosts per decision of the constrained workflow)."""
 
     __slots__ = (
-        "_lent", "buckets", "enabled", "in_state", "is_enabled", "ordered", "reserved",
-        "state_of", "type_of", "used", "vcpus",
+        "_lent", "buckets", "changed", "enabled", "in_state", "is_enabled", "ordered",
+        "reserved", "state_of", "type_of", "used", "vcpus",
     )  # fmt: skip
 
     def __init__(self) -> None:
+        #: The number of the latest change of a host's free vCPUs, enabled
+        #: flag or state, or of what an instance takes (``_CHANGES``).
+        self.changed = next(_CHANGES)
         self.vcpus: dict[str, int] = {}
         self.type_of: dict[str, str] = {}
         self.used: dict[str, int] = {}
@@ -275,6 +297,7 @@ class CapacityIndex:
         self._lent: dict[str, set[int]] = {}
 
     def add_host(self, name: str, type_: str, vcpus: int, state: str, enabled: bool) -> None:
+        self.changed = next(_CHANGES)
         self.vcpus[name] = vcpus
         self.type_of[name] = type_
         self.used.setdefault(name, 0)
@@ -288,6 +311,7 @@ class CapacityIndex:
         per-state lists of its bucket, not between buckets)."""
         if self.state_of[name] == state and self.is_enabled[name] == enabled:
             return
+        self.changed = next(_CHANGES)
         free = self.free(name)
         if free is None or name not in self.buckets.get(self.type_of[name], {}).get(free, ()):
             self.state_of[name] = state
@@ -309,6 +333,7 @@ class CapacityIndex:
         not list: instances can sit on hosts outside it)."""
         if not used and not reserved:
             return
+        self.changed = next(_CHANGES)
         if used + reserved == 0 and host in self.vcpus:
             # Room changes hands (reserved -> used): free, and so the
             # buckets, stay as they are.
@@ -432,6 +457,7 @@ class CapacityIndex:
             insort(by_state.setdefault(new, {}).setdefault(state, []), host)
 
     def _file(self, host: str) -> None:
+        self.changed = next(_CHANGES)
         free = self.free(host)
         if free is not None:
             type_ = self.type_of[host]
@@ -442,6 +468,7 @@ class CapacityIndex:
                 self._stand(host, free)
 
     def _unfile(self, host: str) -> None:
+        self.changed = next(_CHANGES)
         free = self.free(host)
         if free is not None:
             type_ = self.type_of[host]

@@ -356,6 +356,9 @@ class _Hosts:
             names |= by_state.get(state, set()) & vacant
         return _LazyHosts(self._a, names, False)
 
+    def changes(self) -> int:
+        return self._a.ws.host_index.changed
+
     def __len__(self) -> int:
         return len(self._a.ws.hosts)
 
@@ -425,6 +428,9 @@ class _Instances:
 
     def in_state(self, state: InstanceState) -> Collection[InstanceView]:
         return self._views(self._a.ws.instance_index.by_state.get(state.value))
+
+    def changes(self) -> int:
+        return self._a.ws.instance_index.changed
 
 
 class _Projects:
@@ -506,6 +512,9 @@ class _Capacity:
         least: int = 1,
     ) -> int:
         return self._a.ws.capacity.room(placement_class, first, states, exclude, least)
+
+    def changes(self) -> int:
+        return self._a.ws.capacity.changed
 
     def limits(self, instance_id: str) -> HostLimits:
         if instance_id not in self._a.ws.instances:

@@ -76,6 +76,9 @@ class _Hosts:
         busy = {i.host for i in self._ctx._instances.values() if i.state not in gone}
         return [h for h in self.in_state(*states) if h.name not in busy]
 
+    def changes(self) -> int:
+        return self._ctx._changes()
+
     def __len__(self) -> int:
         return len(self._ctx._hosts)
 
@@ -111,6 +114,9 @@ class _Instances:
 
     def in_state(self, state: InstanceState) -> Collection[InstanceView]:
         return self._where(state=state)
+
+    def changes(self) -> int:
+        return self._ctx._changes()
 
 
 class _Projects:
@@ -185,6 +191,9 @@ class _Capacity:
         ]
         return sum(max(0, f) for n, f in kept[: max(0, first)] if hosts[n].state in states)
 
+    def changes(self) -> int:
+        return self._ctx._changes()
+
     def targets(self, instance_id: str, *, exclude: Collection[str] = ()) -> Iterator[str]:
         inst = self._ctx._require_instance(instance_id, "capacity")
         limits = self.limits(instance_id)
@@ -254,6 +263,8 @@ class FakeContext:
         self.timers: dict[str, tuple[datetime, dict[str, str]]] = {}
         self.transitions: list[tuple[SessionState, str | None]] = []
         self.components: dict[type[ComponentState], ComponentState] = {}
+        self._seen: tuple[Any, ...] | None = None
+        self._changed = 0
 
     # ------------------------------------------------------------------ reads
 
@@ -323,6 +334,20 @@ class FakeContext:
         for instance_id, target in self._in_flight():
             where[instance_id].add(target)
         return where
+
+    def _changes(self) -> int:
+        """What the views' ``changes`` answer (one number for the three): it
+        moves on when the hosts, the instances or the moves in flight differ
+        from the last look, compared whole (a test may change them directly)."""
+        seen = (
+            tuple(self._hosts.items()),
+            tuple(self._instances.items()),
+            tuple(self._in_flight()),
+        )
+        if seen != self._seen:
+            self._seen = seen
+            self._changed += 1
+        return self._changed
 
     def _in_flight(self) -> Iterator[tuple[str, str]]:
         """(instance, target) of every Move with a target still under way."""

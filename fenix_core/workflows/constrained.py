@@ -67,7 +67,11 @@ capacity index (``ctx.capacity.room`` with ``least``: the walk
 window) and builds its window only when a member may start; the budgets
 read the recoveries' counts as kept, not copied; the questions do not read
 again a host whose instances not asked about all wait for their projects'
-answers.
+answers. A placement whose inputs (the views' change numbers, the budgets
+of the groups that may start, the instances that may) are those of the
+last one worked out, which found no member to start, is not worked out
+again; nor is an opening decision whose inputs are those of the last one,
+which opened nothing and changed nothing.
 
 What it keeps: :class:`ConstrainedState` (constant size: the wave counter,
 the cache stamp, how many recoveries started, the first wave's partial
@@ -370,6 +374,14 @@ class _Counts:
     targets: dict[str, planner.Target] = attrs.field(factory=dict)
     #: Each instance as the planner takes it, built once (:meth:`_Step.member`).
     members: dict[str, planner.Member] = attrs.field(factory=dict)
+    #: The inputs of the last opening decision that opened nothing and
+    #: changed nothing (:meth:`ConstrainedWorkflow._opening_inputs`): one
+    #: with the same inputs opens nothing again.
+    opened_nothing: tuple[Any, ...] | None = None
+    #: The inputs of the last placement that worked out its order, when no
+    #: member could start in it (:meth:`ConstrainedWorkflow._placement_inputs`):
+    #: a placement with the same inputs finds the same empty order.
+    empty_placement: tuple[tuple[Any, ...], dict[str, int]] | None = None
 
     def ahead(self) -> dict[str, int]:
         """Per group with a per-host limit still to move, its smallest member."""
@@ -1317,7 +1329,13 @@ class ConstrainedWorkflow(RollingWorkflow):
             if budgets.get(g, 0) > 0:
                 budgets.take(g)
                 ctx.submit(Watch(inst.instance_id))
-        if ready and self._any_may_start(step, budgets, ready):
+        if (
+            ready
+            and self._any_may_start(step, budgets, ready)
+            and not self._same_empty_placement(
+                step, budgets, ready, inputs := self._placement_inputs(ctx, ready)
+            )
+        ):
             waiting = step.members(ready)
             # Place the members whose groups may lose one more now, in
             # planner.completion_order: a member that moved once first (it
@@ -1404,6 +1422,7 @@ class ConstrainedWorkflow(RollingWorkflow):
                     - sum(m.vcpus for m in everyone if host_of[m.instance_id] not in behind),
                 )
             order = self._up_to_last_startable(order, left, later, rules)
+            step.counts.empty_placement = None if order else (inputs, left)
 
             # The first wave's partial last host: only the first of its
             # members in the order, as many as it may still move twice.
@@ -1487,6 +1506,50 @@ class ConstrainedWorkflow(RollingWorkflow):
             wake = ends if wake is None else min(wake, ends)
         self._wake_at(ctx, cst, wake)
         return held
+
+    @staticmethod
+    def _placement_inputs(ctx: SessionContext, ready: list[InstanceView]) -> tuple[Any, ...]:
+        """What a placement's order is worked out from, as values that
+        change with it, but for the budgets: the request (the retiring
+        hosts), the hosts', instances' and capacity's change numbers (the
+        members, their hosts and flags, the room, the moves in flight, the
+        groups' work and what waits on the pending hosts all change with
+        them: the views' ``changes``, exact when another process stepped the
+        session, whose load answers numbers never answered before), and the
+        instances that may start (the lead times and the controls said so at
+        ``now``). Read after the moves of :meth:`_pump`'s own actions are
+        sent (a sent move changes the instances' number)."""
+        return (
+            ctx.request,
+            ctx.hosts.changes(),
+            ctx.instances.changes(),
+            ctx.capacity.changes(),
+            [inst.instance_id for inst in ready],
+        )
+
+    @staticmethod
+    def _same_empty_placement(
+        step: _Step, budgets: _Budgets, ready: list[InstanceView], inputs: tuple[Any, ...]
+    ) -> bool:
+        """Whether the last placement that worked out its order found it
+        empty with these inputs and the same budgets of the groups of the
+        instances that may start (the only budgets the order reads: a
+        recovery that ended elsewhere changes none of them; read only when
+        the rest is the same): this one would find it empty again (nothing
+        to place, no move to send). Only that last one is kept, and a pass
+        that finds members to start forgets it, so what a pass changes
+        besides the views' numbers (a first drained host's flag as its
+        second moves run out) never meets an outcome kept from before it."""
+        kept = step.counts.empty_placement
+        if kept is None or kept[0][0] is not inputs[0] or kept[0][1:] != inputs[1:]:
+            return False
+        group = step.counts.group
+        left: dict[str, int] = {}
+        for inst in ready:
+            g = group.get(inst.instance_id) or step.group(inst)
+            if g not in left:
+                left[g] = budgets.get(g, 0)
+        return left == kept[1]
 
     @staticmethod
     def _spend_partial(ctx: SessionContext, cst: ConstrainedState) -> None:
@@ -1831,7 +1894,48 @@ class ConstrainedWorkflow(RollingWorkflow):
 
     def _open(self, ctx: SessionContext, step: _Step, cst: ConstrainedState) -> tuple[bool, bool]:
         """Open the pending hosts that give idle groups work: (any opened,
-        the pipeline held one)."""
+        the pipeline held one). A decision whose inputs are those of the
+        last one, which opened nothing and changed nothing, is not made
+        again (most steps at 300 hosts and more, while the room where
+        instances stay is short)."""
+        counts = step.counts
+        inputs = self._opening_inputs(ctx, step, cst)
+        if inputs == counts.opened_nothing and inputs[0] is ctx.request:
+            return False, False
+        found = self._open_hosts(ctx, step, cst)
+        # Kept only when it changed nothing the inputs do not show: no
+        # number moved, and the waves' state is as it was (a first wave's
+        # decision that opened nothing still sets its partial host).
+        kept = found == (False, False) and self._opening_inputs(ctx, step, cst) == inputs
+        counts.opened_nothing = inputs if kept else None
+        return found
+
+    def _opening_inputs(
+        self, ctx: SessionContext, step: _Step, cst: ConstrainedState
+    ) -> tuple[Any, ...]:
+        """What an opening decision reads, as values that change with it:
+        the request (the parallel hosts, the controls, the retiring hosts),
+        the hosts', instances' and capacity's change numbers (the draining
+        and pending hosts and their members, the room, the moves in flight,
+        the groups' work: the views' ``changes``, exact when another process
+        stepped the session), whether instances are in recovery (what
+        waiting may yet free) and the waves' state it writes."""
+        return (
+            ctx.request,
+            ctx.hosts.changes(),
+            ctx.instances.changes(),
+            ctx.capacity.changes(),
+            bool(self._recovering(ctx, step, cst).group_of),
+            cst.partial,
+            cst.partial_twice,
+            cst.first_wave,
+            cst.stamp,
+        )
+
+    def _open_hosts(
+        self, ctx: SessionContext, step: _Step, cst: ConstrainedState
+    ) -> tuple[bool, bool]:
+        """:meth:`_open`'s decision, made."""
         open_now = len(ctx.hosts.in_state(*_OPEN, type="compute"))
         cap = ctx.request.max_parallel_hosts
         slots = (cap - open_now) if cap is not None else len(ctx.hosts)
