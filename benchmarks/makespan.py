@@ -19,7 +19,9 @@ The bounds (see docs/performance.md):
 * makespan: the capacity bound (every host's work over the most hosts that
   can be out at once, in whole rounds of work and a move each, since a
   host's successor in its lane can only empty once the host is maintained:
-  :func:`fenix_core.opening_bound.opening_bound` with ``hand_off``) or the
+  :func:`fenix_core.opening_bound.opening_bound` with ``hand_off``; the
+  i-th host begins no earlier than the i-th soonest any host can be empty,
+  its instances leaving at their groups' pace: ``releases``) or the
   longest group chain: a group's final moves
   (to hosts where its members stay) cannot start before the first host of the
   session is maintained (its instances gone, at their groups' pace, and its
@@ -136,7 +138,7 @@ class Bounds:
     moves: second_moves.MovesBound
     parallel: int
     #: The capacity bound without the hand-off moves (whole rounds of work
-    #: after the first move): what the capacity term was before them.
+    #: after the first host's release): what the capacity term was before them.
     capacity_without_hand_off: float
     #: When final moves may start counting one move before the first host's
     #: work (second_moves.first_final_move_at), where ``makespan`` counts
@@ -188,6 +190,12 @@ def bounds(scenario: Scenario) -> Bounds:
     loads = [per_host.get(h.name, []) for h in built.cloud.list_hosts()]
     load = sum(sum(v) for v in loads)
     parallel = planner.max_hosts_out(capacities, load)
+    rules = {
+        g: planner.GroupRule(
+            g, max_impacted=r["max_impacted_members"], recovery_time=r["recovery_time"]
+        )
+        for g, r in built.rules.items()
+    }
     opening = {
         "loads": [sum(v) for v in loads],
         "capacities": capacities,
@@ -195,16 +203,20 @@ def bounds(scenario: Scenario) -> Bounds:
         "work": scenario.host_work,
         "move_seconds": scenario.migration_seconds,
         "hand_off": True,
+        # Each host empties no earlier than its drain at its groups' pace.
+        "releases": [
+            planner.drain_seconds(
+                groups_on[h.name],
+                rules,
+                instances=len(per_host[h.name]),
+                move_seconds=scenario.migration_seconds,
+            )
+            for h in built.cloud.list_hosts()
+        ],
     }
     moves = second_moves.moves_lower_bound(loads, stay_room=0)
     extra = int(FAMILY_TARGETS["moves"] * moves.moves) - moves.once
     parked = opening_bound.parked_vcpus([c for v in loads for c in v], max(0, extra))
-    rules = {
-        g: planner.GroupRule(
-            g, max_impacted=r["max_impacted_members"], recovery_time=r["recovery_time"]
-        )
-        for g, r in built.rules.items()
-    }
     common = {
         "host_work": [scenario.host_work] * len(capacities),
         "max_parallel_hosts": parallel,

@@ -9,7 +9,11 @@ when its work ends. For any schedule, at any time ``t``:
 1. the hosts in work are empty, so the load fits on the others: at most
    ``P`` (:func:`fenix_core.planner.max_hosts_out`) are in work at once;
 2. a host with instances starts at ``move_seconds`` at the earliest (they
-   leave first);
+   leave first), or at its *release* when ``releases`` says when each host
+   can be empty at the earliest (its instances leaving at their groups'
+   pace: :func:`fenix_core.planner.drain_seconds`). The ``i``-th host to
+   start begins no earlier than the ``i``-th smallest release: the ``i``
+   hosts started by then each began at or after its own release;
 3. every instance of a started host has left it. Those that sit on a host
    not yet maintained must move again: they are at most the schedule's
    extra moves (its moves beyond one per instance), so their vcpus are at
@@ -83,6 +87,7 @@ def opening_bound(
     parked: int | None = None,
     stay_room: int = 0,
     hand_off: bool = False,
+    releases: Sequence[float] | None = None,
 ) -> float:
     """The earliest time every host of ``loads`` can be maintained.
 
@@ -94,10 +99,16 @@ def opening_bound(
     session. ``math.inf`` when no schedule within ``parked`` exists (no host
     can ever start). ``hand_off``: apply rule 4 as well (off by default:
     :func:`fenix_core.second_moves.first_wave_size` weighs the bound without
-    it, at the pace it was measured against).
+    it, at the pace it was measured against). ``releases``: per host, the
+    earliest it can be empty (rule 2; None: one move for a host with
+    instances, 0 for an empty one).
     """
     if len(loads) != len(capacities):
         raise ValueError(f"loads: {len(loads)} hosts, capacities: {len(capacities)}")
+    if releases is None:
+        releases = [move_seconds if v > 0 else 0.0 for v in loads]
+    if len(releases) != len(loads):
+        raise ValueError(f"loads: {len(loads)} hosts, releases: {len(releases)}")
     if work <= 0 or move_seconds < 0:
         raise ValueError(f"work must be > 0 and move_seconds >= 0: {work}, {move_seconds}")
     hosts = len(loads)
@@ -106,7 +117,7 @@ def opening_bound(
     out = max(1, max_out)
     lightest = _prefix(sorted(loads))  # lightest[k]: load of the k lightest hosts
     largest = _prefix(sorted(capacities, reverse=True))
-    empty = sum(1 for v in loads if v <= 0)
+    released = sorted(releases)
     # Rule 4 holds when the load does not fit on all but ``out + 1`` hosts.
     # Its limit is rule 1's with the hosts maintained a move earlier.
     handed = hand_off and sum(loads) > largest[max(0, hosts - out - 1)] + stay_room
@@ -130,15 +141,15 @@ def opening_bound(
             hosts,
             done_by(t - lag) + out,
             may_start(done_by(t - move_seconds)),
-            empty if t < move_seconds else hosts,
+            bisect.bisect_right(released, t + 1e-9),
         )
         while len(starts) < allowed:
             starts.append(t)
         if len(starts) == hosts:
             break
         # The next instant a limit can grow: a host maintained (rule 1; a
-        # move later with rule 4), one maintained a move ago (rule 3), or the
-        # first move done (rule 2).
+        # move later with rule 4), one maintained a move ago (rule 3), or
+        # the next host released (rule 2).
         # ``starts`` is in time order: the first start past each is found by
         # bisection (a pass over every start made the bound quadratic).
         later = [
@@ -146,8 +157,8 @@ def opening_bound(
             for delay in (work + lag, work + move_seconds)
             if (k := bisect.bisect_right(starts, t + 1e-9 - delay)) < len(starts)
         ]
-        if t < move_seconds:
-            later.append(move_seconds)
+        if (k := bisect.bisect_right(released, t + 1e-9)) < hosts:
+            later.append(released[k])
         if not later:
             return math.inf
         t = min(later)

@@ -32,6 +32,7 @@ from fenix_core.opening_bound import opening_bound
 from fenix_core.planner import (
     GroupRule,
     LowerBound,
+    drain_seconds,
     first_maintained_at,
     makespan_lower_bound,
     max_hosts_out,
@@ -118,17 +119,15 @@ def bound_of(
         on[h][f"g{g}"] += 1
     rules = {f"g{g}": GroupRule(f"g{g}", k, float(r)) for g, (k, r) in enumerate(groups)}
     out = max_hosts_out(list(capacities), sum(loads))
+    counts = Counter(h for _, h, _ in placed)
     common = {
         "host_work": [float(work)] * len(capacities),
         "max_parallel_hosts": out,
         "members_by_group": Counter(f"g{g}" for _, _, g in placed),
         "rules": rules,
         "move_seconds": float(move),
-        "capacity_floor": opening_bound(
-            loads, list(capacities), max_out=out, work=work, move_seconds=move, hand_off=True
-        ),
+        "capacity_floor": capacity_of(capacities, placed, groups, work=work, move=move),
     }
-    counts = Counter(h for _, h, _ in placed)
     first = first_maintained_at(
         [(float(work), on[h], counts[h]) for h in range(len(capacities))],
         rules,
@@ -142,6 +141,40 @@ def bound_of(
     new = makespan_lower_bound(**common, first_final_move_at=first)  # type: ignore[arg-type]
     old = makespan_lower_bound(**common, first_final_move_at=one_move)  # type: ignore[arg-type]
     return new, old.seconds
+
+
+def capacity_of(
+    capacities: tuple[int, ...],
+    placed: Placed,
+    groups: Groups,
+    *,
+    work: int,
+    move: int,
+    releases: bool = True,
+) -> float:
+    """makespan.py's capacity bound of the layout: hand-offs and, with
+    ``releases``, each host empty no earlier than its drain at its groups'
+    pace (else one move)."""
+    loads = [0] * len(capacities)
+    on: list[Counter[str]] = [Counter() for _ in capacities]
+    for v, h, g in placed:
+        loads[h] += v
+        on[h][f"g{g}"] += 1
+    rules = {f"g{g}": GroupRule(f"g{g}", k, float(r)) for g, (k, r) in enumerate(groups)}
+    counts = Counter(h for _, h, _ in placed)
+    drains = [
+        drain_seconds(on[h], rules, instances=counts[h], move_seconds=move)
+        for h in range(len(capacities))
+    ]
+    return opening_bound(
+        loads,
+        list(capacities),
+        max_out=max_hosts_out(list(capacities), sum(loads)),
+        work=work,
+        move_seconds=move,
+        hand_off=True,
+        releases=drains if releases else None,
+    )
 
 
 @st.composite
@@ -199,6 +232,36 @@ def test_the_first_host_drained_at_its_groups_pace_makes_the_bound_the_optimum(
     bound, one_move = bound_of(capacities, placed, groups, work=work, move=1)
     assert best == optimum
     assert one_move < bound.seconds == best
+
+
+@pytest.mark.parametrize(
+    ("groups", "work", "optimum", "with_releases", "without"),
+    [
+        # One empty host, two hosts each holding two members of a group that
+        # moves one at a time (P 1: one lane). The second host to begin
+        # cannot before its members have left in two rounds with recovery
+        # between (4 s, 3 s), later than the lane's hand-off after the empty
+        # host (2 s, 3 s).
+        (((1, 2), (1, 2)), 1, 9, 7, 5),
+        (((1, 1), (1, 1)), 1, 7, 6, 5),
+        (((1, 2), (1, 2)), 2, 11, 9, 8),
+    ],
+)
+def test_hosts_released_at_their_groups_pace_lift_the_capacity_bound(
+    groups: Groups, work: int, optimum: int, with_releases: float, without: float
+) -> None:
+    """Not a vacuous term: where every host with instances empties only in
+    several rounds of its groups, counting each host's release lifts the
+    capacity bound above the one that counts one move, and no schedule
+    beats it (the exhaustive optimum)."""
+    capacities = (2, 2, 2)
+    placed = ((1, 1, 0), (1, 1, 0), (1, 2, 1), (1, 2, 1))
+    lifted = capacity_of(capacities, placed, groups, work=work, move=1)
+    one_move = capacity_of(capacities, placed, groups, work=work, move=1, releases=False)
+    assert (lifted, one_move) == (with_releases, without)
+    assert earliest_makespan(capacities, placed, groups, work=work, move=1) == optimum
+    bound, _ = bound_of(capacities, placed, groups, work=work, move=1)
+    assert one_move < bound.seconds == lifted <= optimum
 
 
 def test_first_maintained_at_counts_each_groups_rounds_on_the_host() -> None:

@@ -229,6 +229,31 @@ def test_without_a_budget_it_is_whole_rounds_of_work_after_the_first_move() -> N
     assert handed == math.ceil(37 / 9) * (600 + 30)
 
 
+def test_releases_start_the_i_th_host_no_earlier_than_the_i_th_release() -> None:
+    """Seed 28 of makespan.py's 40-host family in figures: 13 hosts, 3 out at
+    a time, the fastest to empty at its groups' pace takes 112 s: five
+    rounds of work and a move each, the first after 112 s, not 30 s. One
+    move per host (the default) is the bound without releases."""
+    loads = [31, 29, 28, 31, 28, 28, 30, 32, 33, 31, 32, 25, 28]
+    capacities = [40] * 13
+    out = max_hosts_out(capacities, sum(loads))
+    assert out == 3
+    common = {"max_out": out, "work": 600.0, "move_seconds": 30.0, "hand_off": True}
+    drains = [112, 120, 134, 134, 138, 138, 138, 148, 186, 186, 192, 246, 246]
+    assert opening_bound(loads, capacities, **common, releases=drains) == 112 + 4 * 630 + 600  # type: ignore[arg-type]
+    one_move = opening_bound(loads, capacities, **common)  # type: ignore[arg-type]
+    assert one_move == opening_bound(loads, capacities, **common, releases=[30.0] * 13)  # type: ignore[arg-type]
+    assert one_move == 5 * 630
+    # Ten empty hosts free only at 700 s, after the first round's end: the
+    # second round and each one after it 100 s later.
+    empty = {"max_out": 3, "work": 600.0, "move_seconds": 30.0}
+    assert opening_bound([0] * 13, capacities, **empty) == 5 * 600  # type: ignore[arg-type]
+    late = [0.0] * 3 + [700.0] * 10
+    assert opening_bound([0] * 13, capacities, **empty, releases=late) == 700 + 4 * 600  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="releases"):
+        opening_bound(loads, capacities, **common, releases=[0.0])  # type: ignore[arg-type]
+
+
 def test_a_full_cloud_opens_only_as_fast_as_maintained_hosts_give_room() -> None:
     """With only the first host's instances moving twice, the hosts out grow
     by a third of the maintained ones: far slower than the capacity allows,
