@@ -213,10 +213,12 @@ def small_windows_recording_room_checks(monkeypatch: pytest.MonkeyPatch) -> list
     return answers
 
 
-def _timeline(
-    path: Path, seed: int = 3
-) -> tuple[str, list[tuple[Any, ...]], list[tuple[Any, ...]]]:
-    c = fleet(path, seed=seed)
+Timeline = tuple[str, list[tuple[Any, ...]], list[tuple[Any, ...]]]
+
+
+def _run(c: Any) -> Timeline:
+    """Run the fleet ``c`` to its end and close it: the session's state, its
+    host events and the cloud's events (session ids masked)."""
     try:
         view = c.run()
         events = [
@@ -226,6 +228,20 @@ def _timeline(
         return view.state, list(c.host_events), events
     finally:
         c.close()
+
+
+def _timeline(path: Path, seed: int = 3) -> Timeline:
+    return _run(fleet(path, seed=seed))
+
+
+def _answered_late(path: Path) -> Timeline:
+    """The fleet with projects p0 and p2 managed, answering 60 s late:
+    moves go on while they answer."""
+    path.mkdir()
+    c = fleet(path, managed=("p0", "p2"))
+    for manager in c.managers.values():
+        manager.delay = 60.0
+    return _run(c)
 
 
 def test_the_room_checks_skip_only_decisions_that_open_nothing(
@@ -752,18 +768,9 @@ def test_the_stay_room_read_from_the_capacity_index_is_the_windows(
         rooms.append(found)
         return found
 
-    def timeline(name: str) -> tuple[str, list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    def timeline(name: str) -> Timeline:
         (tmp_path / name).mkdir()
-        c = make(tmp_path / name)
-        try:
-            view = c.run()
-            events = [
-                (e.time, e.kind, e.host, e.instance_id, _UUID.sub("<session>", e.detail or ""))
-                for e in c.cloud.events
-            ]
-            return view.state, list(c.host_events), events
-        finally:
-            c.close()
+        return _run(make(tmp_path / name))
 
     monkeypatch.setattr(workflow, "_window_stay_room", checked)
     indexed = timeline("indexed")
@@ -804,20 +811,10 @@ def test_hosts_whose_unasked_instances_wait_for_answers_are_not_read_again(
             return found
 
         monkeypatch.setattr(constrained, "_Counts", made)
-        (tmp_path / name).mkdir()
-        c = fleet(tmp_path / name, managed=("p0", "p2"))
-        for manager in c.managers.values():
-            manager.delay = 60.0  # moves go on while they answer
         try:
-            view = c.run()
-            events = [
-                (e.time, e.kind, e.host, e.instance_id, _UUID.sub("<session>", e.detail or ""))
-                for e in c.cloud.events
-            ]
-            return view.state, list(c.host_events), events
+            return _answered_late(tmp_path / name)
         finally:
             monkeypatch.setattr(constrained, "_Counts", original)
-            c.close()
 
     kept = timeline("kept", Recorded)
     assert kept[0] == "MAINTENANCE_DONE"
@@ -845,19 +842,7 @@ def test_a_placement_with_the_inputs_of_the_last_empty_one_is_not_worked_out_aga
 
     def timeline(name: str, same: Any) -> Any:
         monkeypatch.setattr(constrained.ConstrainedWorkflow, "_same_empty_placement", same)
-        (tmp_path / name).mkdir()
-        c = fleet(tmp_path / name, managed=("p0", "p2"))
-        for manager in c.managers.values():
-            manager.delay = 60.0  # moves go on while they answer
-        try:
-            view = c.run()
-            events = [
-                (e.time, e.kind, e.host, e.instance_id, _UUID.sub("<session>", e.detail or ""))
-                for e in c.cloud.events
-            ]
-            return view.state, list(c.host_events), events
-        finally:
-            c.close()
+        return _answered_late(tmp_path / name)
 
     kept = timeline("kept", staticmethod(recorded))
     assert kept[0] == "MAINTENANCE_DONE"
@@ -896,19 +881,7 @@ def test_an_opening_decision_with_the_inputs_of_the_last_one_that_opened_nothing
         monkeypatch.setattr(workflow, "_opening_inputs", inputs)
         monkeypatch.setattr(workflow, "_open_hosts", counted_made)
         monkeypatch.setattr(workflow, "_open", counted_open)
-        (tmp_path / name).mkdir()
-        c = fleet(tmp_path / name, managed=("p0", "p2"))
-        for manager in c.managers.values():
-            manager.delay = 60.0
-        try:
-            view = c.run()
-            events = [
-                (e.time, e.kind, e.host, e.instance_id, _UUID.sub("<session>", e.detail or ""))
-                for e in c.cloud.events
-            ]
-            return view.state, list(c.host_events), events
-        finally:
-            c.close()
+        return _answered_late(tmp_path / name)
 
     kept = timeline("kept", original_inputs)
     assert kept[0] == "MAINTENANCE_DONE"

@@ -107,17 +107,26 @@ def _recovering(
     return tuple(tuple(sorted(x - 1 for x in times if x > 1)) for times in left)
 
 
-def bound_of(
-    capacities: tuple[int, ...], placed: Placed, groups: Groups, *, work: int, move: int
-) -> tuple[LowerBound, float]:
-    """makespan.py's bound of the layout, and the same with final moves from
-    one move plus work (the group chains' start before the drain pace)."""
+def _hosts_and_rules(
+    capacities: tuple[int, ...], placed: Placed, groups: Groups
+) -> tuple[list[int], list[Counter[str]], dict[str, GroupRule]]:
+    """Each host's load and members by group, and the groups' rules, as
+    makespan.py reads them from a layout."""
     loads = [0] * len(capacities)
     on: list[Counter[str]] = [Counter() for _ in capacities]
     for v, h, g in placed:
         loads[h] += v
         on[h][f"g{g}"] += 1
     rules = {f"g{g}": GroupRule(f"g{g}", k, float(r)) for g, (k, r) in enumerate(groups)}
+    return loads, on, rules
+
+
+def bound_of(
+    capacities: tuple[int, ...], placed: Placed, groups: Groups, *, work: int, move: int
+) -> tuple[LowerBound, float]:
+    """makespan.py's bound of the layout, and the same with final moves from
+    one move plus work (the group chains' start before the drain pace)."""
+    loads, on, rules = _hosts_and_rules(capacities, placed, groups)
     out = max_hosts_out(list(capacities), sum(loads))
     counts = Counter(h for _, h, _ in placed)
     common = {
@@ -155,12 +164,7 @@ def capacity_of(
     """makespan.py's capacity bound of the layout: hand-offs and, with
     ``releases``, each host empty no earlier than its drain at its groups'
     pace (else one move)."""
-    loads = [0] * len(capacities)
-    on: list[Counter[str]] = [Counter() for _ in capacities]
-    for v, h, g in placed:
-        loads[h] += v
-        on[h][f"g{g}"] += 1
-    rules = {f"g{g}": GroupRule(f"g{g}", k, float(r)) for g, (k, r) in enumerate(groups)}
+    loads, on, rules = _hosts_and_rules(capacities, placed, groups)
     counts = Counter(h for _, h, _ in placed)
     drains = [
         drain_seconds(on[h], rules, instances=counts[h], move_seconds=move)
