@@ -13,8 +13,9 @@ outbox rows through ``WorkingSet.emit`` with today's payloads (the
 written back by :meth:`WorkingSetAdapter.flush` before the step's write
 (only a changed body dirties its row).
 
-The adapter lives as long as the working set (one per held session); a
-``now`` is set for each step (``begin``)."""
+The adapter lives as long as the working set (one per held session) and is
+closed when the runner forgets the session; a ``now`` is set for each step
+(``begin``)."""
 
 from __future__ import annotations
 
