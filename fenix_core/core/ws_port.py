@@ -661,13 +661,14 @@ class WorkingSetAdapter:
         self.host_events: list[tuple[str, HostState]] = []
 
     def close(self) -> None:
-        """The runner let the session go: drop the read views. Each refers
-        back to the adapter, and the adapter holds the working set: left in
-        that cycle, a finished session's records (20,000 instances at 1,000
-        hosts) stay in memory until the next full cyclic collection,
-        alongside whatever the engine loads next. The adapter is not used
-        after this."""
-        del self.hosts, self.instances, self.projects, self.capacity
+        """The runner let the session go: drop everything, the working set
+        first. The read views refer back to the adapter, and so may a step's
+        garbage (a workflow's objects in a cycle with the step's context,
+        which holds the adapter): left to those cycles, a finished session's
+        records (20,000 instances at 1,000 hosts) stay in memory until the
+        next full cyclic collection, alongside whatever the engine loads
+        next. The adapter is not used after this."""
+        vars(self).clear()
 
     def begin(self, now: datetime) -> None:
         """A new step starts at ``now``."""
