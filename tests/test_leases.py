@@ -5,6 +5,7 @@ be started (see pg_server.py), on PostgreSQL."""
 
 from __future__ import annotations
 
+import gc
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -18,6 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from fenix_core import ActionSpec, Engine, SessionRequest
+from fenix_core.core.working_set import WorkingSet
 from fenix_core.errors import Conflict, NotFound
 from fenix_core.signals import SIGNALS
 from fenix_core.store.schema import OutboxRow
@@ -174,6 +176,28 @@ def test_a_worker_that_lost_its_lease_cannot_commit_a_step(workers: Workers) -> 
     assert lease_of(a, sid) == ("b", 2)
     assert b.held_sessions() == [sid]
     assert b.run_until_done(sid).state == "MAINTENANCE_DONE"
+
+
+def test_a_worker_that_lost_its_lease_keeps_nothing_of_the_session(workers: Workers) -> None:
+    """Its working set is dropped with the session, not kept by its runner
+    until the session comes back to it (never, here: "b" finishes it)."""
+    a, b = workers("a", own_lease_clock=SimClock()), workers("b")
+    sid = a.create_session(SessionRequest(actions=UPGRADE))
+    gc.collect()
+    gc.disable()
+    try:
+        assert a.step() == 1
+        b.lease_clock_.advance(31)  # type: ignore[attr-defined]
+        assert b.step() == 1
+        wake = max(w for w in (a.next_wake(), b.next_wake()) if w is not None)
+        a.clock.advance_to(wake)  # type: ignore[attr-defined]
+        a.step()  # refused by the fence: "a" lets the session go
+        assert a.held_sessions() == []
+        assert b.run_until_done(sid).state == "MAINTENANCE_DONE"
+        held = [o for o in gc.get_objects() if isinstance(o, WorkingSet) and o.session.id == sid]
+    finally:
+        gc.enable()
+    assert held == []
 
 
 def test_run_until_done_waits_while_another_live_worker_holds_the_session(

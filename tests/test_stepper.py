@@ -114,6 +114,7 @@ class FakeRunner:
         self.ran: list[str] = []
         self.started: list[tuple[str, object]] = []
         self.before_write: list[str] = []
+        self.forgotten: list[str] = []
 
     def run(self, working_set: WorkingSetLike, now: datetime, frame: StepFrame) -> StepOutcome:
         ws = working_set
@@ -140,6 +141,9 @@ class FakeRunner:
     def start(self, working_set: WorkingSetLike, starts: Sequence[object]) -> None:
         for op in starts:
             self.started.append((working_set.session_id, op))
+
+    def forget(self, session_id: str) -> None:
+        self.forgotten.append(session_id)
 
 
 class FakePoller:
@@ -322,6 +326,7 @@ def test_lease_lost_rolls_the_step_back_and_drops_the_session() -> None:
     assert w.sent == sent  # ... nor delivered
     assert w.stepper.held("s1") is None
     assert "s1" not in w.stepper.queue
+    assert w.runner.forgotten == ["s1"]  # nor does the runner keep anything of it
     w.clock.advance(3600)
     assert w.stepper.step() == 0
     assert w.runner.ran == ["s1", "s1"]

@@ -180,7 +180,9 @@ class CoreRunner:
         self._reconsider.add(session_id)
 
     def forget(self, session_id: str) -> None:
-        self._adapters.pop(session_id, None)
+        adapter = self._adapters.pop(session_id, None)
+        if adapter is not None:
+            adapter.close()  # its working set freed now, not at a cyclic collection
         self._lease_written.pop(session_id, None)
 
     def workflow(self, name: str) -> Workflow:

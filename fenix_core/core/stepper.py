@@ -110,6 +110,10 @@ class StepRunner(Protocol):
         when the session must step again to look at them (None: no sooner
         than the outcome's wake)."""
 
+    def forget(self, session_id: str) -> None:
+        """The stepper let the session go: keep nothing of it (its next load
+        is a new working set)."""
+
 
 class Retrying(Protocol):
     """Makes ``call`` again after a lost database connection
@@ -595,3 +599,4 @@ class Stepper:
         self._versions.pop(session_id, None)
         self.queue.drop(session_id)
         self._outbox.forget(session_id)
+        self._runner.forget(session_id)

@@ -13,8 +13,9 @@ outbox rows through ``WorkingSet.emit`` with today's payloads (the
 written back by :meth:`WorkingSetAdapter.flush` before the step's write
 (only a changed body dirties its row).
 
-The adapter lives as long as the working set (one per held session); a
-``now`` is set for each step (``begin``)."""
+The adapter lives as long as the working set (one per held session) and is
+closed when the runner forgets the session; a ``now`` is set for each step
+(``begin``)."""
 
 from __future__ import annotations
 
@@ -658,6 +659,16 @@ class WorkingSetAdapter:
         # step (the engine records them in the inventory).
         self.inventory_seen = -1
         self.host_events: list[tuple[str, HostState]] = []
+
+    def close(self) -> None:
+        """The runner let the session go: drop everything, the working set
+        first. The read views refer back to the adapter, and so may a step's
+        garbage (a workflow's objects in a cycle with the step's context,
+        which holds the adapter): left to those cycles, a finished session's
+        records (20,000 instances at 1,000 hosts) stay in memory until the
+        next full cyclic collection, alongside whatever the engine loads
+        next. The adapter is not used after this."""
+        vars(self).clear()
 
     def begin(self, now: datetime) -> None:
         """A new step starts at ``now``."""
