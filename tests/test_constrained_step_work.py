@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_constrained_v2_core import UPGRADE, WORKFLOWS, CoreCluster
+from test_constrained_v2_core import UPGRADE, WORKFLOWS, CoreCluster, stored_waves
 
 from fenix_core import Engine, SessionRequest, planner, second_moves
 from fenix_core.constraints import GroupConstraints
@@ -435,36 +435,12 @@ def test_a_session_stored_with_its_instances_in_recovery_listed_resumes(
         return found
 
     monkeypatch.setattr(constrained.ConstrainedWorkflow, "_recovering", staticmethod(reading))
-    again = reopened(cluster, db)
-    try:
-        # Stepped as run_until_done would, but failing (not waiting for a
-        # lease to run out) if the session cannot be loaded.
-        for _ in range(100_000):
-            again.run_until_idle()
-            view = again.get_session(sid)
-            if view.state == "MAINTENANCE_DONE":
-                break
-            wake = again.next_wake()
-            assert wake is not None, view
-            clock.advance_to(wake)
-    finally:
-        again.close()
+    view = _finish(cluster, db, sid)
     assert view.state == "MAINTENANCE_DONE", view.reason
     assert built
     assert built[0] <= set(listed), (built, listed)
     assert len(built[0]) >= 2, (built, listed)
     assert constraint_violations(cluster.cloud, cluster.constraints()) == []
-
-
-def _stored_body(db: Path, sid: str) -> dict[str, Any]:
-    """The waves' state as stored ({} before the waves stored any)."""
-    with closing(sqlite3.connect(db)) as conn:
-        row = conn.execute(
-            "SELECT body FROM session_state WHERE session_id = ? AND component = 'constrained'",
-            (sid,),
-        ).fetchone()
-    body: dict[str, Any] = json.loads(row[0]) if row else {}
-    return body
 
 
 def _run_to_partial_first_wave(tmp_path: Path) -> tuple[CoreCluster, str, dict[str, Any]]:
@@ -481,7 +457,7 @@ def _run_to_partial_first_wave(tmp_path: Path) -> tuple[CoreCluster, str, dict[s
             assert wake is not None, "ended without a partial first-wave host"
             clock.advance_to(wake)
             continue
-        body = _stored_body(db, sid)
+        body = stored_waves(db, sid)
         if body and body["partial"] is not None and body["partial_twice"] > 0:
             break
     else:
@@ -491,6 +467,9 @@ def _run_to_partial_first_wave(tmp_path: Path) -> tuple[CoreCluster, str, dict[s
 
 
 def _finish(cluster: CoreCluster, db: Path, sid: str) -> Any:
+    """The session run to its end by a new engine on ``db``: stepped as
+    ``run_until_done`` would, but failing (not waiting for a lease to run
+    out) if the session cannot be loaded."""
     again = reopened(cluster, db)
     try:
         for _ in range(100_000):
@@ -549,7 +528,7 @@ def test_a_session_stored_before_partial_first_wave_hosts_resumes(tmp_path: Path
     assert view.state == "MAINTENANCE_DONE", view.reason
     assert max(migrations_per_instance(cluster.cloud).values()) <= 2
     assert constraint_violations(cluster.cloud, cluster.constraints()) == []
-    assert _stored_body(db, sid)["partial"] is None
+    assert stored_waves(db, sid)["partial"] is None
 
 
 def test_a_stored_state_no_code_reads_fails_the_session_and_stepping_ends(

@@ -7,8 +7,11 @@ violations replay its events (tests/test_constrained.py's checks)."""
 
 from __future__ import annotations
 
+import json
+import sqlite3
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -126,6 +129,18 @@ class CoreCluster:
         for manager in self.managers.values():
             manager.close()
         self.engine.close()
+
+
+def stored_waves(db: Path, sid: str) -> dict[str, Any]:
+    """The constrained waves' state as the session stored it in the SQLite
+    file ``db`` ({} before the waves stored any)."""
+    with closing(sqlite3.connect(db)) as conn:
+        row = conn.execute(
+            "SELECT body FROM session_state WHERE session_id = ? AND component = 'constrained'",
+            (sid,),
+        ).fetchone()
+    body: dict[str, Any] = json.loads(row[0]) if row else {}
+    return body
 
 
 @pytest.fixture

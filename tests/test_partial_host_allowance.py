@@ -12,15 +12,12 @@ their room lets the next hosts open whole."""
 
 from __future__ import annotations
 
-import json
-import sqlite3
-from contextlib import closing
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-from test_constrained_v2_core import UPGRADE, CoreCluster
+from test_constrained_v2_core import UPGRADE, CoreCluster, stored_waves
 
 from fenix_core import SessionRequest, second_moves
 from fenix_core.constraints import GroupConstraints
@@ -67,17 +64,6 @@ def slow_chain_on_the_partial_host(path: Path) -> CoreCluster:
             if project != "9":
                 members[iid] = "slow" if project == "0" else "fast"
     return CoreCluster(path, layout, groups=[SLOW, FAST], members=members)
-
-
-def _stored_waves(db: Path, sid: str) -> dict[str, Any]:
-    """The waves' state as the session stored it ({} before any)."""
-    with closing(sqlite3.connect(db)) as conn:
-        row = conn.execute(
-            "SELECT body FROM session_state WHERE session_id = ? AND component = 'constrained'",
-            (sid,),
-        ).fetchone()
-    body: dict[str, Any] = json.loads(row[0]) if row else {}
-    return body
 
 
 def _queued_spends(cluster: CoreCluster, host: str) -> int:
@@ -131,7 +117,7 @@ def test_the_partial_hosts_allowance_outlives_a_later_opening_decision(
             # While instances are left on it, the allowance stored is what
             # its moves onto hosts still to be maintained have not taken.
             left = wave.twice - _queued_spends(cluster, PARTIAL)
-            body = _stored_waves(db, sid)
+            body = stored_waves(db, sid)
             disabled = {e.host for e in cloud.events if e.kind == "disable_host"}
             assert (body["partial"], body["partial_twice"]) == (
                 (PARTIAL, left) if left > 0 else (None, 0)
