@@ -656,25 +656,46 @@ def _operations(engine: Engine) -> list[tuple[Any, ...]]:
         return [tuple(r) for r in connection.execute(select(*columns).order_by(ops.c.key))]
 
 
+class _Restarts:
+    """A small rolling cloud, its host action and a simulated clock shared
+    by the engines a test opens one after another on ``db``: one process
+    stopped, the database migrated, another started."""
+
+    def __init__(self, db: Engine) -> None:
+        from test_leases import build_cloud
+
+        from fenix_core.testing import TimedAction
+
+        self.url = db.url.render_as_string(hide_password=False)
+        self.cloud = build_cloud()
+        self.upgrade = TimedAction("upgrade", seconds=60)
+        self.clock = SimClock()
+
+    def engine(self) -> Any:
+        from fenix_core import Engine as FenixEngine
+
+        return FenixEngine(
+            self.url,
+            clock=self.clock,
+            plugins=[self.cloud, self.upgrade],
+            load_entry_points=False,
+            worker_id="w",
+        )
+
+
 def test_0011_a_session_stopped_under_0010_resumes(any_db: Engine) -> None:
     """A rolling session stopped mid-run (a migration running, operations
     handled and not), its database taken down to 0010's operations (an
     ``id`` rowid, a unique ``key``, the session index) and up again: every
     operation row comes back as it was, and the session ends as one run
     without a stop would: no migration started twice, every host done."""
-    from test_leases import UPGRADE, build_cloud
+    from test_leases import UPGRADE
 
-    from fenix_core import Engine as FenixEngine
     from fenix_core import SessionRequest
-    from fenix_core.testing import TimedAction
 
-    url = any_db.url.render_as_string(hide_password=False)
-    cloud, upgrade, clock = build_cloud(), TimedAction("upgrade", seconds=60), SimClock()
-
-    def engine() -> FenixEngine:
-        return FenixEngine(
-            url, clock=clock, plugins=[cloud, upgrade], load_entry_points=False, worker_id="w"
-        )
+    restarts = _Restarts(any_db)
+    cloud, upgrade, clock = restarts.cloud, restarts.upgrade, restarts.clock
+    engine = restarts.engine
 
     first = engine()
     with first:
@@ -730,19 +751,14 @@ def test_0012_a_session_awaiting_replies_under_0011_takes_them_after_the_upgrade
     reply deadline timer each), its database taken down to 0011's timers
     index (the session alone) and up again: the timers come back as they
     were, the answers cancel them, and the session ends done."""
-    from test_leases import UPGRADE, build_cloud
+    from test_leases import UPGRADE
 
-    from fenix_core import Engine as FenixEngine
     from fenix_core import SessionRequest
-    from fenix_core.testing import ScriptedManager, TimedAction
+    from fenix_core.testing import ScriptedManager
 
-    url = any_db.url.render_as_string(hide_password=False)
-    cloud, upgrade, clock = build_cloud(), TimedAction("upgrade", seconds=60), SimClock()
-
-    def engine() -> FenixEngine:
-        return FenixEngine(
-            url, clock=clock, plugins=[cloud, upgrade], load_entry_points=False, worker_id="w"
-        )
+    restarts = _Restarts(any_db)
+    cloud, upgrade = restarts.cloud, restarts.upgrade
+    engine = restarts.engine
 
     first = engine()
     with first:
@@ -786,19 +802,13 @@ def test_0013_a_session_stopped_under_0012_resumes(any_db: Engine) -> None:
     comes back as it was with the key's number as ``n``, the next operation
     numbers on from the highest, and the session ends as one run without a
     stop would: no migration started twice, every host done."""
-    from test_leases import UPGRADE, build_cloud
+    from test_leases import UPGRADE
 
-    from fenix_core import Engine as FenixEngine
     from fenix_core import SessionRequest
-    from fenix_core.testing import TimedAction
 
-    url = any_db.url.render_as_string(hide_password=False)
-    cloud, upgrade, clock = build_cloud(), TimedAction("upgrade", seconds=60), SimClock()
-
-    def engine() -> FenixEngine:
-        return FenixEngine(
-            url, clock=clock, plugins=[cloud, upgrade], load_entry_points=False, worker_id="w"
-        )
+    restarts = _Restarts(any_db)
+    cloud, upgrade, clock = restarts.cloud, restarts.upgrade, restarts.clock
+    engine = restarts.engine
 
     def stop_here() -> bool:
         """Keys of one and two digits (":9" sorted after ":10"), a migration
@@ -887,19 +897,16 @@ def test_0014_a_session_stopped_under_0013_delivers_each_notification_once(
     row comes back as it was, keyed by the session's number and its seq,
     and the resumed session sends the three once each, then its new ones
     once each, and nothing it had delivered; it ends done."""
-    from test_leases import UPGRADE, build_cloud
+    from test_leases import UPGRADE
 
     from fenix_core import Engine as FenixEngine
     from fenix_core import SessionRequest
-    from fenix_core.testing import TimedAction
 
-    url = any_db.url.render_as_string(hide_password=False)
-    cloud, upgrade, clock = build_cloud(), TimedAction("upgrade", seconds=60), SimClock()
+    restarts = _Restarts(any_db)
+    cloud, upgrade, clock = restarts.cloud, restarts.upgrade, restarts.clock
 
     def engine(sent: Counter[int]) -> FenixEngine:
-        made = FenixEngine(
-            url, clock=clock, plugins=[cloud, upgrade], load_entry_points=False, worker_id="w"
-        )
+        made = restarts.engine()
 
         def record(_sender: object, payload: dict[str, Any]) -> None:
             sent[payload["seq"]] += 1
