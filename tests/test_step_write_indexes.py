@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from sqlalchemy import Connection, Engine, delete, event, inspect, select
+from query_plans import sent_plans
+from sqlalchemy import Connection, Engine, delete, inspect, select
 from sqlalchemy.sql import Executable
 
 from fenix_core.core.statements import STATEMENTS
@@ -85,26 +85,7 @@ def test_the_outbox_is_one_btree(db: Engine) -> None:
 
 def _plan(engine: Engine, run: Callable[[Connection], object], table: str) -> list[str]:
     """The query plans of the statements on ``table`` that ``run`` sent."""
-    sent: list[tuple[str, Any]] = []
-
-    def record(_conn: Any, _cursor: Any, statement: str, params: Any, *_: Any) -> None:
-        if f" {table}" in statement:
-            sent.append((statement, params))
-
-    with engine.connect() as connection:
-        event.listen(engine, "before_cursor_execute", record)
-        try:
-            run(connection)
-        finally:
-            event.remove(engine, "before_cursor_execute", record)
-        assert sent
-        return [
-            " ".join(
-                str(row[-1])
-                for row in connection.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, params)
-            )
-            for statement, params in sent
-        ]
+    return sent_plans(engine, run, table)
 
 
 _SESSION_RANGE = "SEARCH outbox USING INTEGER PRIMARY KEY (rowid>? AND rowid<?)"
@@ -164,18 +145,5 @@ def test_operations_are_one_btree(db: Engine) -> None:
 def test_the_queries_on_operations_read_the_sessions_range_of_the_key(
     db: Engine, query: Executable
 ) -> None:
-    sent: list[tuple[str, Any]] = []
-
-    def record(_conn: Any, _cursor: Any, statement: str, params: Any, *_: Any) -> None:
-        sent.append((statement, params))
-
-    with db.connect() as connection:
-        event.listen(db, "before_cursor_execute", record)
-        connection.execute(query, {"b_session_id": "s"}).all()
-        event.remove(db, "before_cursor_execute", record)
-        ((statement, params),) = sent
-        plan = " ".join(
-            str(row[-1])
-            for row in connection.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, params)
-        )
+    (plan,) = sent_plans(db, lambda c: c.execute(query, {"b_session_id": "s"}).all())
     assert "SEARCH operations USING PRIMARY KEY (session_id=?)" in plan, plan

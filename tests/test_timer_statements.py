@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, event
+from query_plans import sent_plans
+from sqlalchemy import Engine
 from sqlalchemy.sql import Executable
 
 from fenix_core.core.statements import STATEMENTS
@@ -30,20 +31,7 @@ def db(tmp_path: Path) -> Iterator[Engine]:
 
 def _plan(db: Engine, statement: Executable, values: dict[str, Any]) -> str:
     """SQLite's query plan of ``statement`` as SQLAlchemy sends it."""
-    sent: list[tuple[str, Any]] = []
-
-    def record(_conn: Any, _cursor: Any, sql: str, params: Any, *_: Any) -> None:
-        sent.append((sql, params))
-
-    with db.connect() as connection:
-        event.listen(db, "before_cursor_execute", record)
-        connection.execute(statement, values)
-        event.remove(db, "before_cursor_execute", record)
-        ((sql, params),) = sent
-        plan = " ".join(
-            str(row[-1]) for row in connection.exec_driver_sql("EXPLAIN QUERY PLAN " + sql, params)
-        )
-        connection.rollback()
+    (plan,) = sent_plans(db, lambda c: c.execute(statement, values))
     return plan
 
 
