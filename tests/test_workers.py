@@ -320,7 +320,7 @@ def test_postgresql_a_worker_minutes_ahead_neither_takes_a_live_lease_nor_keeps_
     fast = skewed_worker(
         postgres_url, "fast", timedelta(minutes=5), 1, plugins=[cloud, upgrade], max_sessions=1
     )
-    b = real_worker(postgres_url, "b", [cloud, upgrade])
+    b = real_worker(postgres_url, "b", [cloud, upgrade], LONG_LEASE)
     try:
         first = b.create_session(SessionRequest(hosts=["cmp-0"], actions=UPGRADE))
         assert b.step() == 1
@@ -331,7 +331,7 @@ def test_postgresql_a_worker_minutes_ahead_neither_takes_a_live_lease_nor_keeps_
         assert fast.step() == 1
         assert stored_clock(fast.database, first).owner == "fast"
         time.sleep(1.5)  # fast stalls past its lease (by the database's clock)
-        b = real_worker(postgres_url, "b", [cloud, upgrade])
+        b = real_worker(postgres_url, "b", [cloud, upgrade], LONG_LEASE)
         b.wake(first)  # as a reply through b would: b claims it
         b.step()
         assert stored_clock(b.database, first).owner == "b"
@@ -512,13 +512,20 @@ def fast_cloud() -> tuple[SimulatedCloud, TimedAction]:
     return cloud, TimedAction("upgrade", seconds=1)
 
 
-def real_worker(url: str, name: str, plugins: list[object]) -> Engine:
+#: The lease of a worker that must keep it however long the machine pauses.
+LONG_LEASE = 30.0
+
+
+def real_worker(url: str, name: str, plugins: list[object], lease_seconds: float = 1) -> Engine:
+    """A worker on the real clock. A worker the test needs to lose its
+    lease gets 1 s; one that must keep its lease while the test looks gets
+    ``LONG_LEASE``, so that a pause of the machine cannot hand it over."""
     return Engine(
         f"{url}?application_name={name}",
         plugins=plugins,
         load_entry_points=False,
         worker_id=name,
-        lease_seconds=1,
+        lease_seconds=lease_seconds,
         db_retries=1,
         db_retry_seconds=0.01,
     )
@@ -535,7 +542,7 @@ def test_postgresql_a_worker_cut_off_longer_than_its_lease_is_taken_over_and_fen
     (idempotency keys: what "a" had started is looked up, not started again)."""
     cloud, upgrade = fast_cloud()
     a = real_worker(postgres_url, "a", [cloud, upgrade])
-    b = real_worker(postgres_url, "b", [cloud, upgrade])
+    b = real_worker(postgres_url, "b", [cloud, upgrade], LONG_LEASE)
     line = CutOff(a, "a", b.database)
     try:
         sid = a.create_session(SessionRequest(actions=UPGRADE))
