@@ -570,6 +570,18 @@ class WorkingSet:
             if reserved1 is not None:
                 adjust(reserved1, reserved=vcpus1)
             return
+        if (
+            used1 is not None
+            and used1 == reserved0
+            and reserved1 is None
+            and used0 is not None
+            and vcpus0 == vcpus1
+        ):
+            # A move's end on its target (once a migration): what the loop
+            # below works out, written out.
+            adjust(used0, used=-vcpus0)
+            adjust(used1, used=vcpus1, reserved=-vcpus0)
+            return
         deltas: dict[str, list[int]] = {}
         for (used, reserved, vcpus), sign in ((before, -1), (after, 1)):
             if used is not None:
