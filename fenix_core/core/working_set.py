@@ -24,6 +24,7 @@ from ..contract.state import ComponentState
 from .indexes import (
     ABSENT_STATES,
     MOVING_STATE,
+    OUT_OF_SCOPE_STATES,
     CapacityIndex,
     HostIndex,
     InstanceIndex,
@@ -734,7 +735,8 @@ class WorkingSet:
             self._rehold((used, held, vcpus), (now_used, now_held, vcpus))
         index = self.instance_index
         index.restate(instance_id, old, state)
-        index.rescope((host, old), (host, state))
+        if (old in OUT_OF_SCOPE_STATES) != (state in OUT_OF_SCOPE_STATES):
+            index.rescope((host, old), (host, state))  # (on one host: only then a count changes)
         if not inst._dirty:
             inst._dirty = True
             self._dirty_instances.append(inst)

@@ -1354,10 +1354,14 @@ class RollingWorkflow(WorkflowBase):
         source = instances[0].host
         demand = first[0].vcpus if first is not None else 0
         limits = ctx.capacity.limits
+        free_to_go = None  # the last limits found without a rule (often one shared object)
         for inst in instances:
             if inst.host != source:
                 return False
             found = limits(inst.instance_id)
+            if found is free_to_go:
+                demand += inst.vcpus
+                continue
             if (
                 found.rules
                 or found.penalty
@@ -1367,6 +1371,7 @@ class RollingWorkflow(WorkflowBase):
                 or found.stuck is not None
             ):
                 return False
+            free_to_go = found
             demand += inst.vcpus
         host = ctx.hosts.get(source)
         if host is None:
