@@ -342,7 +342,11 @@ class _Hosts:
     def in_state(self, *states: HostState, type: str | None = None) -> Collection[HostView]:
         index = self._a.ws.host_index
         if type is not None:
-            names = index.in_state(*states) & index.by_type.get(type, set())
+            of_type = index.by_type.get(type, set())
+            if len(states) == 1:  # one intersection, no copy of the state's set first
+                names = index.by_state.get(states[0], set()) & of_type
+            else:
+                names = index.in_state(*states) & of_type
             return _LazyHosts(self._a, names, False)
         if len(states) == 1:
             ordered = index.ordered_names(states[0])
