@@ -495,6 +495,84 @@ def test_the_drains_placement_is_the_one_a_search_of_every_target_finds(
         assert found == _placement_by_full_search(ctx, on)
 
 
+def _layout_context(layout: list[tuple[HostState, int, list[int]]]) -> LoggingContext:
+    hosts = [
+        HostView(f"h{n}", "compute", state, vcpus, True, n)
+        for n, (state, vcpus, _) in enumerate(layout)
+    ]
+    return LoggingContext(
+        now=start_time(),
+        request=SessionRequest(hosts=tuple(h.name for h in hosts)),
+        hosts=hosts,
+        instances=[
+            InstanceView(f"i{n}-{k}", "p1", f"h{n}", size, InstanceState.PENDING)
+            for n, (_, _, sizes) in enumerate(layout)
+            for k, size in enumerate(sizes)
+        ],
+        projects=[ProjectView("p1", True, None, None)],
+    )
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from([HostState.PENDING, HostState.MAINTAINED, HostState.ADDED]),
+            st.integers(2, 12),  # vcpus
+            st.lists(st.integers(1, 4), max_size=5),  # its instances' vcpus
+        ),
+        min_size=2,
+        max_size=7,
+    )
+)
+def test_the_drains_check_answers_as_placing_every_instance(
+    layout: list[tuple[HostState, int, list[int]]],
+) -> None:
+    # The check (_all_placed) answers without placing the instances when one
+    # host has room for all of them: it must answer what placing them one by
+    # one answers, also with one of them counted on a target first (the
+    # check of a small instance moving ahead of larger ones).
+    ctx = _layout_context(layout)
+    workflow = RollingWorkflow()
+    for host in ctx.hosts:
+        on = list(ctx.instances.on(host.name))
+        placed = all(t is not None for _, t in workflow._placements(ctx, on))
+        assert workflow._all_placed(ctx, on) == placed
+        for first in on:
+            rest = [i for i in on if i is not first]
+            for target in ctx.capacity.targets(first.instance_id):
+                pair = (first, target)
+                placed = all(t is not None for _, t in workflow._placements(ctx, rest, first=pair))
+                assert workflow._all_placed(ctx, rest, pair) == placed
+
+
+@pytest.mark.parametrize(("room", "searches"), [(8, 0), (7, 0), (6, 3)])
+def test_the_drains_check_places_nothing_when_one_host_holds_them_all(
+    monkeypatch: pytest.MonkeyPatch, room: int, searches: int
+) -> None:
+    # h0 is maintained and empty. With room for everything on h1 (7 vCPUs),
+    # the check reads no target; with one vCPU less, it places them (h2 has
+    # room for the 2-vCPU ones): the same answer, found one by one.
+    ctx = _layout_context(
+        [
+            (HostState.MAINTAINED, room, []),
+            (HostState.PENDING, 8, [3, 2, 2]),
+            (HostState.PENDING, 8, [2]),
+        ]
+    )
+    searched: list[str] = []
+    targets = type(ctx.capacity).targets
+
+    def counted(self: object, instance_id: str, **kwargs: object) -> object:
+        searched.append(instance_id)
+        return targets(self, instance_id, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(type(ctx.capacity), "targets", counted)
+    on = list(ctx.instances.on("h1"))
+    assert RollingWorkflow()._all_placed(ctx, on)
+    assert len(searched) == searches
+
+
 def test_a_small_instance_moving_first_leaves_room_for_the_larger_ones() -> None:
     # c2 holds 2, 3 and 1 vCPU instances, and c0-i1 (2) once c0 is drained:
     # 8 vCPUs where c0 and c1 (maintained, 4 free each) fit them as 3+1 and

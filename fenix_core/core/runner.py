@@ -70,7 +70,7 @@ from .replies import CarriedReplies
 from .stepper import StepFrame, StepOutcome, Unrunnable
 from .stuck import wait_longer
 from .working_set import InboxRec, OpRec, WorkingSet
-from .ws_port import Steering, WorkingSetAdapter, op_of
+from .ws_port import Steering, WorkingSetAdapter
 
 __all__ = ["Control", "CoreRunner"]
 
@@ -437,7 +437,7 @@ class CoreRunner:
     ) -> None:
         status = _STATUSES.get(rec.status) or OpStatus(rec.status)
         result: dict[str, Any] = dict(rec.result or {})
-        op = op_of(rec)
+        op = adapter.typed_op(rec)
         if rec.kind == _QUEUE_HOSTS:
             return  # steering is best effort: nothing follows it
         if op is None:  # a gate: the pipeline's own

@@ -24,6 +24,7 @@ from ..contract.state import ComponentState
 from .indexes import (
     ABSENT_STATES,
     MOVING_STATE,
+    OUT_OF_SCOPE_STATES,
     CapacityIndex,
     HostIndex,
     InstanceIndex,
@@ -570,6 +571,18 @@ class WorkingSet:
             if reserved1 is not None:
                 adjust(reserved1, reserved=vcpus1)
             return
+        if (
+            used1 is not None
+            and used1 == reserved0
+            and reserved1 is None
+            and used0 is not None
+            and vcpus0 == vcpus1
+        ):
+            # A move's end on its target (once a migration): what the loop
+            # below works out, written out.
+            adjust(used0, used=-vcpus0)
+            adjust(used1, used=vcpus1, reserved=-vcpus0)
+            return
         deltas: dict[str, list[int]] = {}
         for (used, reserved, vcpus), sign in ((before, -1), (after, 1)):
             if used is not None:
@@ -722,7 +735,8 @@ class WorkingSet:
             self._rehold((used, held, vcpus), (now_used, now_held, vcpus))
         index = self.instance_index
         index.restate(instance_id, old, state)
-        index.rescope((host, old), (host, state))
+        if (old in OUT_OF_SCOPE_STATES) != (state in OUT_OF_SCOPE_STATES):
+            index.rescope((host, old), (host, state))  # (on one host: only then a count changes)
         if not inst._dirty:
             inst._dirty = True
             self._dirty_instances.append(inst)

@@ -342,10 +342,16 @@ class _Hosts:
     def in_state(self, *states: HostState, type: str | None = None) -> Collection[HostView]:
         index = self._a.ws.host_index
         if type is not None:
-            names = index.in_state(*states) & index.by_type.get(type, set())
+            of_type = index.by_type.get(type, set())
+            if len(states) == 1:  # one intersection, no copy of the state's set first
+                names = index.by_state.get(states[0], set()) & of_type
+            else:
+                names = index.in_state(*states) & of_type
             return _LazyHosts(self._a, names, False)
         if len(states) == 1:
-            return _LazyHosts(self._a, index.ordered_names(states[0]), True)
+            ordered = index.ordered_names(states[0])
+            # No host in the state (a step asks for removed ones, most find none).
+            return _LazyHosts(self._a, ordered, True) if ordered else ()
         return _LazyHosts(self._a, index.in_state(*states), False)
 
     def without_instances(self, *states: HostState) -> Collection[HostView]:
@@ -542,19 +548,10 @@ class _Capacity:
         hosts = ws.hosts
         cap = ws.capacity
         classes = sorted(limits.types) if limits is not None and limits.types else [placement_class]
-        buckets = [cap.ordered.get(c, {}) for c in classes]
-        if len(classes) == 1:
-            (only,) = classes
-
-            def level(free: int) -> Sequence[str]:
-                # As it is now, without a copy: the caller may change the capacity
-                # between two hosts.
-                return cap.level(only, free)
-        else:
-
-            def level(free: int) -> Sequence[str]:
-                return sorted(n for b in buckets for n in b.get(free, ()))
-
+        # The usual case, one class: no list of buckets, no function per level.
+        only = classes[0] if len(classes) == 1 else None
+        ordered = cap.ordered
+        buckets = [ordered.get(c, {}) for c in classes] if only is None else ()
         if penalty:  # soft rules: their preferred hosts first
             preferred: list[tuple[int, int, str]] = []
             for name, weight in penalty.items():
@@ -576,12 +573,21 @@ class _Capacity:
                 yield name
         later: list[tuple[int, int, str]] = []
         allows = limits.allows if limits is not None else None
-        one = buckets[0] if len(buckets) == 1 else None  # the usual case: one class
-        frees = sorted(one if one is not None else {f for b in buckets for f in b}, reverse=True)
+        if only is not None:
+            frees = sorted(ordered.get(only, ()), reverse=True)
+        else:
+            frees = sorted({f for b in buckets for f in b}, reverse=True)
         for free in frees:
             if free < vcpus:
                 break
-            for name in level(free):
+            # Each level as it is now, without a copy: the caller may change
+            # the capacity between two hosts.
+            names = (
+                cap.level(only, free)
+                if only is not None
+                else sorted(n for b in buckets for n in b.get(free, ()))
+            )
+            for name in names:
                 # The checks of the preferred hosts, inline: this loop may pass
                 # most of the fleet.
                 rec = hosts.get(name)
@@ -659,6 +665,9 @@ class WorkingSetAdapter:
         # step (the engine records them in the inventory).
         self.inventory_seen = -1
         self.host_events: list[tuple[str, HostState]] = []
+        # Key -> the typed operation submitted through ``add_op`` until it
+        # ends (``typed_op``): not rebuilt from its stored parameters.
+        self._typed: dict[str, Operation] = {}
 
     def close(self) -> None:
         """The runner let the session go: drop everything, the working set
@@ -1128,9 +1137,18 @@ class WorkingSetAdapter:
             source=source,
         )  # fmt: skip
         self.ws.add_op(rec)
+        if op is not None:
+            self._typed[key] = op
         if isinstance(op, Move):
             self.ws.aim(op.instance_id, op.action._value_, op.target)
             self._instance_views.pop(op.instance_id, None)
+
+    def typed_op(self, rec: OpRec) -> Operation | None:
+        """The typed operation ``rec`` stands for, once it ended: the one
+        submitted, if it was through this adapter, else :func:`op_of` (a
+        session loaded again, an operation the engine recorded itself)."""
+        op = self._typed.pop(rec.key, None)
+        return op if op is not None else op_of(rec)
 
     def set_timer(self, name: str, due: datetime, data: Mapping[str, str]) -> None:
         self.ws.set_timer(name, due, data)

@@ -72,7 +72,7 @@ from ..contract import (
     TimerFired,
     Watch,
 )
-from ..model import Host, Instance, SessionRequest
+from ..model import ActionSpec, Host, Instance, SessionRequest
 from ..placement_rules import HARD_POLICIES, HostLimits, PlacementRule
 from ..planner import capacity_shortfall
 from ..states import (
@@ -250,6 +250,12 @@ class RollingWorkflow(WorkflowBase):
     name: ClassVar[str] = "rolling"
     state: ClassVar[type[ComponentState] | None] = RollingState
     _retiring_memo: tuple[SessionRequest, frozenset[str]] | None = None
+    _plans_memo: (
+        tuple[
+            SessionRequest, dict[tuple[str, bool], tuple[tuple[str, ...], tuple[ActionSpec, ...]]]
+        ]
+        | None
+    ) = None
     _handlers: dict[SessionState, Callable[[SessionContext, RollingState], bool]] | None = None
 
     # ------------------------------------------------------------------ hooks
@@ -715,12 +721,14 @@ class RollingWorkflow(WorkflowBase):
         if host.state == HostState.PENDING:
             ctx.set_host_state(host_name, HostState.DRAINING)
         st.phase = "drain"
-        unchanged = self._request_actions(ctx, host)
+        unchanged, in_scope = self._request_actions(ctx, host)
         self._pump_moves(ctx, st, host, unchanged)
         if ctx.session.state in _FINAL:
             return False
-        # (A migration under way is of an instance still on the host.)
-        if not self._in_scope_on(ctx, host_name) and st.waiting_move is None:
+        # (A migration under way is of an instance still on the host.) What
+        # ``_pump_moves`` starts leaves its instance on the host, IN_ACTION:
+        # a host that had instances in scope still has.
+        if not in_scope and st.waiting_move is None and not self._in_scope_on(ctx, host_name):
             ctx.set_host_state(host_name, HostState.DRAINED)
             st.drain_host = None
             self._go(ctx, st, SessionState.START_MAINTENANCE)
@@ -960,27 +968,42 @@ class RollingWorkflow(WorkflowBase):
 
     # ------------------------------------------------------------------ one host
 
-    def _stages(self, ctx: SessionContext, st: RollingState, host: HostView) -> list[str]:
+    def _stages(self, ctx: SessionContext, st: RollingState, host: HostView) -> tuple[str, ...]:
         """The steps that maintain one host, in order; an action stage is
         ``action:<index>`` into the host's actions."""
-        n_actions = len(actions_of(ctx.request.actions, *host_action_types(host.type)))
-        # A compute host is disabled first (a drained one already is), then
-        # its instances are listed: one that arrived before the disable (the
-        # engine adds it from the listing) sends it back to be drained.
-        if host.type == "compute":
-            stages = ["disable", "verify_empty", "notify_in"]
-        else:
-            stages = ["notify_in"]
-        stages += [f"action:{k}" for k in range(n_actions)]
-        if host.name in self._retiring(ctx):
-            return [*stages, "decommission"]  # not coming back: not waited for, not enabled
-        stages += ["host_up", "enable", "notify_complete"]
-        return stages
+        return self._host_plan(ctx, host)[0]
+
+    def _host_plan(
+        self, ctx: SessionContext, host: HostView
+    ) -> tuple[tuple[str, ...], tuple[ActionSpec, ...]]:
+        """``_stages`` and the host's actions, made once per request, host
+        type and whether the host retires (read at each of a host's steps)."""
+        request = ctx.request
+        memo = self._plans_memo
+        if memo is None or memo[0] is not request:
+            memo = self._plans_memo = (request, {})
+        key = (host.type, host.name in self._retiring(ctx))
+        found = memo[1].get(key)
+        if found is None:
+            specs = tuple(actions_of(request.actions, *host_action_types(host.type)))
+            # A compute host is disabled first (a drained one already is), then
+            # its instances are listed: one that arrived before the disable (the
+            # engine adds it from the listing) sends it back to be drained.
+            if host.type == "compute":
+                stages = ["disable", "verify_empty", "notify_in"]
+            else:
+                stages = ["notify_in"]
+            stages += [f"action:{k}" for k in range(len(specs))]
+            if key[1]:
+                stages.append("decommission")  # not coming back: not waited for, not enabled
+            else:
+                stages += ["host_up", "enable", "notify_complete"]
+            found = memo[1][key] = (tuple(stages), specs)
+        return found
 
     def _run_host(self, ctx: SessionContext, st: RollingState, host: HostView) -> bool:
         """Advance the host's stages as far as possible; True when maintained."""
-        stages = self._stages(ctx, st, host)
-        specs = actions_of(ctx.request.actions, *host_action_types(host.type))
+        stages, specs = self._host_plan(ctx, host)
         while st.stage < len(stages):
             if st.host_op or ctx.session.state in _FINAL:
                 return False
@@ -1050,18 +1073,26 @@ class RollingWorkflow(WorkflowBase):
 
     # ------------------------------------------------------------------ draining
 
-    def _request_actions(self, ctx: SessionContext, host: HostView) -> list[InstanceView] | None:
+    def _request_actions(
+        self, ctx: SessionContext, host: HostView
+    ) -> tuple[list[InstanceView] | None, bool]:
         """Ask the projects how to move their new instances off ``host``
         (unmanaged projects' instances get the default action). Returns the
         instances on ``host`` as it read them if it changed none of them
-        (a move step's usual case: the drain reads them once), else None."""
+        (a move step's usual case: the drain reads them once), else None;
+        and whether one of them is in the session's scope (what it changes
+        stays in scope)."""
         fresh: dict[str, list[str]] = {}
         seen: list[InstanceView] | None = []
+        in_scope = False
         for inst in ctx.instances.on(host.name):
             if seen is not None:
                 seen.append(inst)
             if inst.state != _PENDING:
+                if not in_scope:
+                    in_scope = inst.state in IN_SCOPE
                 continue
+            in_scope = True
             seen = None  # changed below, or waiting for an answer: read again
             project = ctx.projects.get(inst.project_id)
             if project is not None and project.managed:
@@ -1086,7 +1117,7 @@ class RollingWorkflow(WorkflowBase):
                 allowed_actions=allowed_actions(ctx),
                 metadata={**ctx.request.metadata, "host_returns": False} if retires else None,
             )
-        return seen
+        return seen, in_scope
 
     def _pump_moves(
         self,
@@ -1295,10 +1326,61 @@ class RollingWorkflow(WorkflowBase):
         """Every one of ``instances`` has a target in the drain's placement
         (once ``first``'s instance is on its target, if given). A stuck one
         is planned as if it could move: its drain says why not."""
+        if not isinstance(instances, Sequence):
+            instances = list(instances)
+        if self._one_host_holds(ctx, instances, first):
+            return True
         for inst, to in self._placements(ctx, instances, first=first):
             if to is None and ctx.capacity.limits(inst.instance_id).stuck is None:
                 return False
         return True
+
+    def _one_host_holds(
+        self,
+        ctx: SessionContext,
+        instances: Sequence[InstanceView],
+        first: tuple[InstanceView, str] | None,
+    ) -> bool:
+        """Whether :meth:`_all_placed` is True without the placement: no rule
+        applies to any of ``instances``, all on one host, and the most free
+        host they may go to has room for all of them and ``first``'s. Each
+        search of the placement reaches that host (it ranks no other kind of
+        host first and stops only once it has found a host with room), and
+        finds room there whatever was taken before, so every instance gets a
+        target. Once a host is maintained this is the usual case of a
+        drain's checks, which otherwise place the instances one by one."""
+        if not instances:
+            return True
+        source = instances[0].host
+        demand = first[0].vcpus if first is not None else 0
+        limits = ctx.capacity.limits
+        free_to_go = None  # the last limits found without a rule (often one shared object)
+        for inst in instances:
+            if inst.host != source:
+                return False
+            found = limits(inst.instance_id)
+            if found is free_to_go:
+                demand += inst.vcpus
+                continue
+            if (
+                found.rules
+                or found.penalty
+                or found.types is not None
+                or found.avoid
+                or found.only is not None
+                or found.stuck is not None
+            ):
+                return False
+            free_to_go = found
+            demand += inst.vcpus
+        host = ctx.hosts.get(source)
+        if host is None:
+            return False
+        retiring = self._retiring(ctx)
+        for name, free in ctx.capacity.most_free(host.type):
+            if name != source and name not in retiring:
+                return free >= demand
+        return False
 
     def _placements(
         self,
