@@ -17,6 +17,7 @@ from .plugins.hookspecs import (
     InstanceOwner,
     InstanceReadiness,
     MoveLookup,
+    MoveStartStatus,
     hookimpl,
     hookspec,
 )
@@ -36,6 +37,7 @@ __all__ = [
     "InstanceOwner",
     "InstanceReadiness",
     "MoveLookup",
+    "MoveStartStatus",
     "hookimpl",
     "hookspec",
 ]

@@ -13,7 +13,7 @@ import logging
 import math
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeGuard
 
 import attrs
 
@@ -24,12 +24,14 @@ from .model import ActionSpec, Instance, OperationStatus, SessionRequest
 from .plugins import Plugins
 from .plugins.hookspecs import (
     ActionContext,
+    CloudDriver,
     ConstraintSource,
     GateContext,
     GateResult,
     HostQueue,
     HostQueueChanges,
     MoveLookup,
+    MoveStartStatus,
 )
 from .store.schema import OperationRow
 
@@ -86,6 +88,7 @@ class OperationRunner:
 
     def __init__(self, plugins: Plugins) -> None:
         self.plugins = plugins
+        self._start_status: tuple[object, bool] | None = None  # (driver, MoveStartStatus?)
         self._start: dict[str, Callable[[OperationRow, SessionRequest, datetime], OperationStatus]]
         self._start = {
             "disable_host": self._disable_host,
@@ -125,8 +128,10 @@ class OperationRunner:
         which actions use to not repeat their effect."""
         op.started_at = op.started_at or now
         if in_doubt and op.kind == "move":
-            return self._with_hosts(op, self._call({"move": self._resume_move}, op, request, now))
-        return self._with_hosts(op, self._call(self._start, op, request, now))
+            status = self._call({"move": self._resume_move}, op, request, now)
+        else:
+            status = self._call(self._start, op, request, now)
+        return self._with_hosts(op, status) if status.state == "failed" else status
 
     def poll(self, op: OperationRow, request: SessionRequest, now: datetime) -> OperationStatus:
         if op.deadline is not None and now >= op.deadline:
@@ -137,13 +142,13 @@ class OperationRunner:
             )
         else:
             status = self._call(self._poll, op, request, now)
-        return self._with_hosts(op, status)
+        return self._with_hosts(op, status) if status.state == "failed" else status
 
     def _with_hosts(self, op: OperationRow, status: OperationStatus) -> OperationStatus:
         """A move or host operation that failed (or timed out) may have lost
         its host: attach the host listing, so that the workflow learns at once
         if the cloud removed it (a removal, not a failure)."""
-        if status.state != "failed" or (op.kind not in ("move", "watch") and op.host is None):
+        if op.kind not in ("move", "watch") and op.host is None:
             return status
         if "hosts" in status.result:
             return status
@@ -242,10 +247,24 @@ class OperationRunner:
     def _start_move(self, op: OperationRow, _r: SessionRequest, _n: datetime) -> OperationStatus:
         assert op.instance_id is not None
         driver = self.plugins.require_driver()
-        op.handle = driver.start_move(
-            op.instance_id, str(op.params["action"]), op.params.get("target"), op.key
-        )
+        action, target = str(op.params["action"]), op.params.get("target")
+        if self._answers_starts(driver):
+            op.handle, status = driver.start_move_status(op.instance_id, action, target, op.key)
+            return status
+        op.handle = driver.start_move(op.instance_id, action, target, op.key)
         return driver.poll_move(op.handle)
+
+    def _answers_starts(self, driver: CloudDriver) -> TypeGuard[MoveStartStatus]:
+        """Whether the driver has ``start_move_status`` (MoveStartStatus; set
+        to None: it has not), asked once per driver: a protocol check reads
+        the class's members each time."""
+        known = self._start_status
+        if known is None or known[0] is not driver:
+            known = self._start_status = (
+                driver,
+                isinstance(driver, MoveStartStatus) and callable(driver.start_move_status),
+            )
+        return known[1]
 
     def _resume_move(self, op: OperationRow, r: SessionRequest, n: datetime) -> OperationStatus:
         driver = self.plugins.require_driver()
