@@ -43,6 +43,8 @@ log = logging.getLogger(__name__)
 _MIN_POLL, _MAX_POLL, _GROWTH = 5.0, 60.0, 1.5
 #: The longest wait a plug-in's ``retry_after`` may ask for (a day).
 _MAX_HINT = 86400.0
+#: Action specs kept checked (a session has a few; the cache starts again past this).
+_KEPT_SPECS = 256
 #: Polls after which the interval has reached _MAX_POLL (5 * 1.5 ** 7 > 60).
 _POLLS_TO_CAP = math.ceil(math.log(_MAX_POLL / _MIN_POLL, _GROWTH))
 
@@ -89,6 +91,7 @@ class OperationRunner:
     def __init__(self, plugins: Plugins) -> None:
         self.plugins = plugins
         self._start_status: tuple[object, bool] | None = None  # (driver, MoveStartStatus?)
+        self._specs: dict[str, ActionSpec] = {}  # repr of a stored action -> its spec
         self._start: dict[str, Callable[[OperationRow, SessionRequest, datetime], OperationStatus]]
         self._start = {
             "disable_host": self._disable_host,
@@ -336,13 +339,27 @@ class OperationRunner:
         return ActionContext(
             session_id=op.session_id,
             key=op.key,
-            spec=ActionSpec.from_dict(op.params["action"]),
+            spec=self._spec(op.params["action"]),
             host=op.host,
             host_type=op.params.get("host_type"),
             now=now,
             session_metadata=request.metadata,
             download=request.download,
         )
+
+    def _spec(self, data: Any) -> ActionSpec:
+        """``ActionSpec.from_dict(data)``, its schema check (pydantic: tens
+        of microseconds) made once per content, where an action is asked at
+        its start and at each poll; a new spec each time, with its own
+        metadata dict, as an action may change the one it is given."""
+        key = repr(data)  # (stored JSON: equal reprs, equal contents)
+        spec = self._specs.get(key)
+        if spec is None:
+            spec = ActionSpec.from_dict(data)
+            if len(self._specs) >= _KEPT_SPECS:
+                self._specs.clear()
+            self._specs[key] = spec
+        return ActionSpec(spec.plugin, spec.type, spec.order, spec.metadata)
 
     def _action(self, op: OperationRow) -> Any:
         name = str(op.params["action"]["plugin"])
