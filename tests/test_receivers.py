@@ -75,7 +75,9 @@ def test_a_collected_weak_receiver_is_skipped_and_not_kept_alive() -> None:
     listener = Listener()
     signal.connect(listener.method, sender=me)  # weak, as blinker's default
     receivers = Receivers()
-    assert len(receivers(signal, me)) == 1
+    assert receivers(signal, me) == [listener.method]
+    receivers(signal, me)[0](me, note=1)  # the method of that object
+    assert listener.got == [{"note": 1}]
     watch = weakref.ref(listener)
     del listener
     gc.collect()

@@ -6,9 +6,10 @@ notification, a few microseconds each. :class:`Receivers` keeps the list it
 gave until a receiver connects to or disconnects from any signal it has
 answered for (blinker's ``receiver_connected`` / ``receiver_disconnected``).
 
-A receiver that blinker holds weakly is kept weakly here too: one garbage
-collected meanwhile (which blinker drops without a ``receiver_disconnected``)
-is skipped, never kept alive or called.
+The lists hold their receivers weakly where they can (one that blinker
+holds strongly stays alive through blinker): a receiver connected weakly and
+garbage collected meanwhile (which blinker drops without a
+``receiver_disconnected``) is skipped, never kept alive or called.
 """
 
 from __future__ import annotations
@@ -17,15 +18,20 @@ import inspect
 import threading
 import weakref
 from collections.abc import Callable
+from types import MethodType
 from typing import Any, TypeAlias
 
 from blinker import Signal
 
 __all__ = ["Receivers"]
 
-#: A receiver as kept: a weak reference, or the callable itself when it
-#: cannot be referenced weakly (blinker holds such a one strongly).
-_Kept: TypeAlias = "weakref.ref[Callable[..., Any]] | Callable[..., Any]"
+#: A receiver as kept: a weak reference (for a bound method, to its object,
+#: with its function), or the callable itself when it cannot be referenced
+#: weakly (blinker holds such a one strongly).
+_Kept: TypeAlias = (
+    "weakref.ref[Callable[..., Any]] | tuple[weakref.ref[Any], Callable[..., Any]]"
+    " | Callable[..., Any]"
+)
 
 # Bumped by every connect and disconnect on a watched signal: a list kept
 # under an older count is out of date. One count for all the signals, as
@@ -51,7 +57,9 @@ def _watch(signal: Signal) -> None:
 def _kept(receiver: Callable[..., Any]) -> _Kept:
     try:
         if inspect.ismethod(receiver):
-            return weakref.WeakMethod(receiver)
+            # Its object weakly and its function: a WeakMethod's call is
+            # Python code, these two are C.
+            return (weakref.ref(receiver.__self__), receiver.__func__)
         return weakref.ref(receiver)
     except TypeError:  # not weakly referable: blinker holds it strongly
         return receiver
@@ -67,6 +75,8 @@ class Receivers:
         self._kept: dict[Signal, tuple[int, list[_Kept]]] = {}
 
     def __call__(self, signal: Signal, sender: Any) -> list[Callable[..., Any]]:
+        if not signal.receivers:  # (blinker's public test: none at all)
+            return []
         kept = self._kept.get(signal)
         if kept is None or kept[0] != _changes[0]:
             _watch(signal)
@@ -75,11 +85,15 @@ class Receivers:
                 changes,
                 [_kept(r) for r in signal.receivers_for(sender)],
             )
-        live = []
-        for receiver in kept[1]:
-            if isinstance(receiver, weakref.ref):
+        live: list[Callable[..., Any]] = []
+        for receiver in kept[1]:  # (None below: collected; blinker dropped it too)
+            if isinstance(receiver, tuple):
+                owner = receiver[0]()
+                if owner is not None:
+                    live.append(MethodType(receiver[1], owner))
+            elif isinstance(receiver, weakref.ref):
                 strong = receiver()
-                if strong is not None:  # (None: collected; blinker dropped it too)
+                if strong is not None:
                     live.append(strong)
             else:
                 live.append(receiver)
