@@ -17,7 +17,6 @@ from .plugins.hookspecs import (
     InstanceOwner,
     InstanceReadiness,
     MoveLookup,
-    MoveStartStatus,
     hookimpl,
     hookspec,
 )
@@ -37,7 +36,6 @@ __all__ = [
     "InstanceOwner",
     "InstanceReadiness",
     "MoveLookup",
-    "MoveStartStatus",
     "hookimpl",
     "hookspec",
 ]

@@ -13,7 +13,7 @@ import logging
 import math
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any, TypeGuard
+from typing import Any
 
 import attrs
 
@@ -24,14 +24,12 @@ from .model import ActionSpec, Instance, OperationStatus, SessionRequest
 from .plugins import Plugins
 from .plugins.hookspecs import (
     ActionContext,
-    CloudDriver,
     ConstraintSource,
     GateContext,
     GateResult,
     HostQueue,
     HostQueueChanges,
     MoveLookup,
-    MoveStartStatus,
 )
 from .store.schema import OperationRow
 
@@ -90,7 +88,6 @@ class OperationRunner:
 
     def __init__(self, plugins: Plugins) -> None:
         self.plugins = plugins
-        self._start_status: tuple[object, bool] | None = None  # (driver, MoveStartStatus?)
         self._specs: dict[str, ActionSpec] = {}  # repr of a stored action -> its spec
         self._start: dict[str, Callable[[OperationRow, SessionRequest, datetime], OperationStatus]]
         self._start = {
@@ -250,24 +247,10 @@ class OperationRunner:
     def _start_move(self, op: OperationRow, _r: SessionRequest, _n: datetime) -> OperationStatus:
         assert op.instance_id is not None
         driver = self.plugins.require_driver()
-        action, target = str(op.params["action"]), op.params.get("target")
-        if self._answers_starts(driver):
-            op.handle, status = driver.start_move_status(op.instance_id, action, target, op.key)
-            return status
-        op.handle = driver.start_move(op.instance_id, action, target, op.key)
+        op.handle = driver.start_move(
+            op.instance_id, str(op.params["action"]), op.params.get("target"), op.key
+        )
         return driver.poll_move(op.handle)
-
-    def _answers_starts(self, driver: CloudDriver) -> TypeGuard[MoveStartStatus]:
-        """Whether the driver has ``start_move_status`` (MoveStartStatus; set
-        to None: it has not), asked once per driver: a protocol check reads
-        the class's members each time."""
-        known = self._start_status
-        if known is None or known[0] is not driver:
-            known = self._start_status = (
-                driver,
-                isinstance(driver, MoveStartStatus) and callable(driver.start_move_status),
-            )
-        return known[1]
 
     def _resume_move(self, op: OperationRow, r: SessionRequest, n: datetime) -> OperationStatus:
         driver = self.plugins.require_driver()
@@ -348,10 +331,10 @@ class OperationRunner:
         )
 
     def _spec(self, data: Any) -> ActionSpec:
-        """``ActionSpec.from_dict(data)``, its schema check (pydantic: tens
-        of microseconds) made once per content, where an action is asked at
-        its start and at each poll; a new spec each time, with its own
-        metadata dict, as an action may change the one it is given."""
+        """``ActionSpec.from_dict(data)``, its schema check (pydantic, ~5 us)
+        made once per content, where an action is asked at its start and at
+        each poll; a new spec each time, with its own metadata dict, as an
+        action may change the one it is given."""
         key = repr(data)  # (stored JSON: equal reprs, equal contents)
         spec = self._specs.get(key)
         if spec is None:

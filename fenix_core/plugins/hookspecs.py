@@ -60,7 +60,6 @@ __all__ = [
     "InstanceOwner",
     "InstanceReadiness",
     "MoveLookup",
-    "MoveStartStatus",
     "hookimpl",
     "hookspec",
 ]
@@ -129,24 +128,6 @@ class MoveLookup(Protocol):
     """
 
     def find_move(self, key: str) -> str | None: ...
-
-
-@runtime_checkable
-class MoveStartStatus(Protocol):
-    """Optional driver capability: start a move and say where it stands.
-
-    The engine polls a move right after starting it, to record its first
-    status and when to ask again. A driver that knows that status from the
-    start itself (its own bookkeeping, or an answer that carries it) returns
-    it with the handle: ``start_move_status`` is then called instead of
-    ``start_move`` and that first ``poll_move``, and must do what they do
-    (the same key, the same errors) and return ``(handle, status)`` with the
-    status ``poll_move(handle)`` would have answered at that moment.
-    """
-
-    def start_move_status(
-        self, instance_id: str, action: str, target: str | None, key: str
-    ) -> tuple[str, OperationStatus]: ...
 
 
 @runtime_checkable

@@ -513,23 +513,6 @@ class SimulatedCloud:
             self._save()
         return handle
 
-    def start_move_status(
-        self, instance_id: str, action: str, target: str | None, key: str
-    ) -> tuple[str, OperationStatus]:
-        """``start_move``, and the status ``poll_move`` answers right after
-        (:class:`~fenix_core.hookspecs.MoveStartStatus`): while no migration
-        is due to end, the one just started is running, and the cloud is not
-        settled again to say so. A subclass's own ``start_move`` is the one
-        called; a subclass's own ``poll_move`` (or a state file, which
-        another process may change) is asked for the status."""
-        handle = self.start_move(instance_id, action, target, key)
-        if self._path is None and type(self).poll_move is SimulatedCloud.poll_move:
-            now = self.clock.now()
-            end = self._end_at.get(handle)  # (only a running migration has one)
-            if end is not None and self._ends[0][0] > now:  # nothing to settle
-                return handle, _running(self._migrations[handle], end, now)
-        return handle, self.poll_move(handle)
-
     def find_move(self, key: str) -> str | None:
         """The handle of the move started with idempotency ``key``, if any
         (:class:`~fenix_core.hookspecs.MoveLookup`; kept in ``state_path``)."""
