@@ -59,6 +59,7 @@ from .core.operations import CoreOperations
 from .core.outbox import Outbox
 from .core.poller import SqlDbPoller
 from .core.ports import NewSession, OutboxRec, WorkingSetLike
+from .core.receivers import Receivers
 from .core.records import HOST_COLUMNS, INSTANCE_COLUMNS, PROJECT_COLUMNS, SESSION_COLUMNS
 from .core.replies import CarriedReplies, ProjectFacts, ReplyFacts, ReplyIntake
 from .core.reply_inbox import SqlReplyFacts, SqlReplyInbox
@@ -322,6 +323,8 @@ class Engine:
             list_hosts=self._cloud_hosts,
             constraints=lambda: self._constraints.constraints(),
         )
+        # Each signal's receivers for this engine, kept until one (dis)connects.
+        self._receivers = Receivers()
         self._outbox = Outbox(self._send)
         poller = SqlDbPoller(
             self._db,
@@ -762,7 +765,7 @@ class Engine:
             payload = change_payload(
                 change, service=self.service, admin_project_id=self.admin_project_id
             )
-            for receiver in list(maintenance_host.receivers_for(self)):
+            for receiver in self._receivers(maintenance_host, self):
                 try:
                     receiver(self, payload=payload)
                 except Exception:
@@ -1083,7 +1086,7 @@ class Engine:
 
     def _send(self, row: OutboxRec) -> None:
         signal = SIGNALS[row.signal]
-        for receiver in list(signal.receivers_for(self)):
+        for receiver in self._receivers(signal, self):
             try:
                 receiver(self, payload=row.payload)
             except Exception:

@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 _MIN_POLL, _MAX_POLL, _GROWTH = 5.0, 60.0, 1.5
 #: The longest wait a plug-in's ``retry_after`` may ask for (a day).
 _MAX_HINT = 86400.0
+#: Action specs kept checked (a session has a few; the cache starts again past this).
+_KEPT_SPECS = 256
 #: Polls after which the interval has reached _MAX_POLL (5 * 1.5 ** 7 > 60).
 _POLLS_TO_CAP = math.ceil(math.log(_MAX_POLL / _MIN_POLL, _GROWTH))
 
@@ -86,6 +88,7 @@ class OperationRunner:
 
     def __init__(self, plugins: Plugins) -> None:
         self.plugins = plugins
+        self._specs: dict[str, ActionSpec] = {}  # repr of a stored action -> its spec
         self._start: dict[str, Callable[[OperationRow, SessionRequest, datetime], OperationStatus]]
         self._start = {
             "disable_host": self._disable_host,
@@ -125,8 +128,10 @@ class OperationRunner:
         which actions use to not repeat their effect."""
         op.started_at = op.started_at or now
         if in_doubt and op.kind == "move":
-            return self._with_hosts(op, self._call({"move": self._resume_move}, op, request, now))
-        return self._with_hosts(op, self._call(self._start, op, request, now))
+            status = self._call({"move": self._resume_move}, op, request, now)
+        else:
+            status = self._call(self._start, op, request, now)
+        return self._with_hosts(op, status) if status.state == "failed" else status
 
     def poll(self, op: OperationRow, request: SessionRequest, now: datetime) -> OperationStatus:
         if op.deadline is not None and now >= op.deadline:
@@ -137,13 +142,13 @@ class OperationRunner:
             )
         else:
             status = self._call(self._poll, op, request, now)
-        return self._with_hosts(op, status)
+        return self._with_hosts(op, status) if status.state == "failed" else status
 
     def _with_hosts(self, op: OperationRow, status: OperationStatus) -> OperationStatus:
         """A move or host operation that failed (or timed out) may have lost
         its host: attach the host listing, so that the workflow learns at once
         if the cloud removed it (a removal, not a failure)."""
-        if status.state != "failed" or (op.kind not in ("move", "watch") and op.host is None):
+        if op.kind not in ("move", "watch") and op.host is None:
             return status
         if "hosts" in status.result:
             return status
@@ -317,13 +322,27 @@ class OperationRunner:
         return ActionContext(
             session_id=op.session_id,
             key=op.key,
-            spec=ActionSpec.from_dict(op.params["action"]),
+            spec=self._spec(op.params["action"]),
             host=op.host,
             host_type=op.params.get("host_type"),
             now=now,
             session_metadata=request.metadata,
             download=request.download,
         )
+
+    def _spec(self, data: Any) -> ActionSpec:
+        """``ActionSpec.from_dict(data)``, its schema check (pydantic, ~5 us)
+        made once per content, where an action is asked at its start and at
+        each poll; a new spec each time, with its own metadata dict, as an
+        action may change the one it is given."""
+        key = repr(data)  # (stored JSON: equal reprs, equal contents)
+        spec = self._specs.get(key)
+        if spec is None:
+            spec = ActionSpec.from_dict(data)
+            if len(self._specs) >= _KEPT_SPECS:
+                self._specs.clear()
+            self._specs[key] = spec
+        return ActionSpec(spec.plugin, spec.type, spec.order, spec.metadata)
 
     def _action(self, op: OperationRow) -> Any:
         name = str(op.params["action"]["plugin"])

@@ -383,6 +383,54 @@ def test_a_scripted_manager_without_history_answers_alike_and_keeps_nothing(
         assert engine.project_view(sid, project).state == "ACK_MAINTENANCE_COMPLETE"
 
 
+class NoEngine:
+    """What a ScriptedManager needs of an engine to hear and answer: a
+    sender to be subscribed for."""
+
+    def subscribe(self, project_id: str) -> None:
+        pass
+
+
+@pytest.mark.parametrize("action", ["MIGRATE", "OWN_ACTION"])
+def test_a_scripted_managers_one_action_answers_as_a_table_of_it_would(action: str) -> None:
+    payload = {
+        "session_id": "s",
+        "project_id": "p",
+        "state": "PLANNED_MAINTENANCE",
+        "instance_ids": ["vm-b", "vm-a"],
+        "metadata": {"proposed_actions": {"vm-a": "OWN_ACTION"}},
+    }
+    answers = []
+    for kwargs in (
+        {"action": action},
+        {"action": None, "actions": dict.fromkeys(payload["instance_ids"], action)},
+    ):
+        sender, sent = NoEngine(), []  # type: ignore[var-annotated]
+        cloud = SimulatedCloud(clock=SimClock())
+        for host in ("cmp-0", "cmp-1"):
+            cloud.add_host(host, vcpus=4)
+        cloud.add_instance("vm-a", "p", "cmp-0")
+        cloud.add_instance("vm-b", "p", "cmp-0")
+        manager = ScriptedManager(
+            sender,  # type: ignore[arg-type]
+            "p",
+            cloud=cloud,
+            send=lambda *reply, sent=sent: sent.append(reply),
+            **kwargs,
+        )
+        try:
+            signals.maintenance_planned.send(sender, payload=dict(payload))
+        finally:
+            manager.close()
+        answers.append((sent, cloud.instances_on("cmp-1")))
+    assert answers[0] == answers[1]
+    moved = ["vm-a", "vm-b"] if action == "OWN_ACTION" else []
+    assert answers[0] == (
+        [("s", "p", "ACK_PLANNED_MAINTENANCE", {"vm-b": action, "vm-a": action})],
+        moved,
+    )
+
+
 def test_project_view_and_operations_of_a_finished_session(
     engine: Engine, cloud: SimulatedCloud, managers: Callable[..., ScriptedManager]
 ) -> None:

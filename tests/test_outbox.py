@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from fenix_core.core.outbox import Outbox, OutboxGap
 from fenix_core.core.ports import OutboxRec
+from fenix_core.errors import FenixError
 
 
 class Killed(BaseException):
@@ -49,6 +50,15 @@ def test_rows_go_out_in_seq_order_and_once_per_watermark() -> None:
     assert sent == [1, 2, 3, 4]
     assert box.watermark("s") == 4
     assert box.watermark("other") == 0
+
+
+def test_rows_of_two_sessions_in_one_delivery_send_nothing() -> None:
+    sent: list[int] = []
+    box = Outbox(lambda r: sent.append(r.seq))
+    with pytest.raises(FenixError, match="one session's rows; got s and t, u"):
+        box.deliver([rec(1), rec(2), rec(1, "u"), rec(1, "t"), rec(3, "u")])
+    assert sent == []
+    assert box.watermark("s") == 0
 
 
 def test_a_gap_sends_nothing() -> None:

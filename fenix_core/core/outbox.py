@@ -63,12 +63,13 @@ class Outbox:
             return 0
         session_id = rows[0].session_id
         if len(rows) > 1:  # (a step's usual delivery: one or two rows)
-            strangers = sorted({r.session_id for r in rows} - {session_id})
-            if strangers:
-                raise FenixError(
-                    f"one delivery holds one session's rows; got {session_id} and "
-                    + ", ".join(strangers)
-                )
+            for row in rows:
+                if row.session_id != session_id:
+                    strangers = sorted({r.session_id for r in rows} - {session_id})
+                    raise FenixError(
+                        f"one delivery holds one session's rows; got {session_id} and "
+                        + ", ".join(strangers)
+                    )
             rows = sorted(rows, key=_SEQ)
         mark = self._watermarks.get(session_id, 0)
         for row in rows:

@@ -565,8 +565,9 @@ class CoreRunner:
                     wakes.append(now)
                 continue
             if op.status == _RUNNING and op.next_poll is not None:
-                # Its deadline too: a plug-in's ``retry_after`` may reach past it.
-                wakes += [w for w in (op.next_poll, op.deadline) if w is not None]
+                wakes.append(op.next_poll)
+                if op.deadline is not None:  # a plug-in's ``retry_after`` may reach past it
+                    wakes.append(op.deadline)
             else:
                 wakes.append(now)
         return min(wakes) if wakes else None

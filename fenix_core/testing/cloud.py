@@ -448,8 +448,8 @@ class SimulatedCloud:
         return not data["went_down"]
 
     def start_move(self, instance_id: str, action: str, target: str | None, key: str) -> str:
-        self._settle()
-        known = self._move_by_key(key)
+        now = self._settle()
+        known = self._by_key.get(key)  # (the state file was read by the settle)
         if known is not None:
             return known  # the same attempt asked again: idempotent
         inst = self._instances.get(instance_id)
@@ -479,18 +479,18 @@ class SimulatedCloud:
             raise TargetRefused(
                 f"no valid host: {target} is disabled", instance_id=instance_id, host=target
             )
-        if self._free(target) < inst["vcpus"]:  # settled above
+        vcpus = inst["vcpus"]
+        free = self._free(target)  # settled above
+        if free < vcpus:
             raise TargetRefused(
-                f"no valid host: {target} has {self._free(target)} vcpus free, "
-                f"{instance_id} needs {inst['vcpus']}",
+                f"no valid host: {target} has {free} vcpus free, {instance_id} needs {vcpus}",
                 instance_id=instance_id,
                 host=target,
             )
-        now = self.clock.now()
         seconds = self._stalls.pop(instance_id, None) or (
             self.live_migration_seconds if action == "LIVE_MIGRATE" else self.migration_seconds
         )
-        failures = self._failures.get(instance_id) or []
+        failures = self._failures.get(instance_id)
         handle = f"migration-{len(self._migrations) + 1}"
         end = self._end_at[handle] = now + timedelta(seconds=seconds)
         self._migrations[handle] = {
@@ -503,9 +503,14 @@ class SimulatedCloud:
             "state": "running",
             "error": failures.pop(0) if failures else None,
         }
-        self._begin(handle)
-        self._event("migration_started", source, instance_id, target)
-        self._save()
+        # Indexed as _begin does, with what is at hand (the instance exists).
+        self._by_key.setdefault(key, handle)
+        self._running[instance_id] = handle
+        heapq.heappush(self._ends, (end, handle))
+        self._heading(handle, +1)
+        self._events.append((now, "migration_started", source, instance_id, target))
+        if self._path is not None:
+            self._save()
         return handle
 
     def find_move(self, key: str) -> str | None:
@@ -518,21 +523,18 @@ class SimulatedCloud:
         return self._by_key.get(key)
 
     def poll_move(self, handle: str) -> OperationStatus:
-        self._settle()
+        now = self._settle()
         migration = self._migrations.get(handle)
         if migration is None:
             return OperationStatus.failed(f"unknown migration {handle}")
-        if migration["state"] == "gone":
+        state = migration["state"]
+        if state == "running":
+            return _running(migration, self._end_at.get(handle) or self._end_of(handle), now)
+        if state == "done":
+            return OperationStatus("done", host=migration["target"])
+        if state == "gone":
             return OperationStatus("done", gone=True)
-        if migration["state"] == "failed":
-            return OperationStatus.failed(str(migration["error"]))
-        if migration["state"] == "done":
-            return OperationStatus.done(migration["target"])
-        remaining = (self._end_of(handle) - self.clock.now()).total_seconds()
-        return OperationStatus.running(
-            retry_after=max(0.0, remaining),
-            detail=f"{migration['action']} {migration['source']} -> {migration['target']} running",
-        )
+        return OperationStatus.failed(str(migration["error"]))
 
     # ------------------------------------------------------------------ internals
 
@@ -665,8 +667,10 @@ class SimulatedCloud:
                 if h["enabled"] and h["type"] == "compute"
             ]
             heapq.heapify(self._by_free)
-        else:
-            heapq.heappush(self._by_free, (-self._free(name), self._backwards(name), name))
+        else:  # (_free and _backwards written out: a few times per migration)
+            free = int(host["vcpus"]) - self._used[name] - self._incoming[name]
+            backwards = self._descending.get(name) or self._backwards(name)
+            heapq.heappush(self._by_free, (-free, backwards, name))
 
     def _backwards(self, name: str) -> tuple[int, ...]:
         key = self._descending.get(name)
@@ -691,10 +695,14 @@ class SimulatedCloud:
         if self._path is not None and file_version(self._path) != self._version:
             self._load()
 
-    def _settle(self) -> None:
-        """Finish every migration whose time has come, in time order."""
-        self._refresh()
+    def _settle(self) -> datetime:
+        """Finish every migration whose time has come, in time order; return
+        the time it settled at (now)."""
+        if self._path is not None:
+            self._refresh()
         now = self.clock.now()
+        if not self._ends or self._ends[0][0] > now:
+            return now  # (most calls: nothing due)
         changed = False
         while self._ends and self._ends[0][0] <= now:
             end, handle = heapq.heappop(self._ends)
@@ -742,6 +750,7 @@ class SimulatedCloud:
                 )
         if changed:
             self._save()
+        return now
 
     def _save(self) -> None:
         if self._path is None:
@@ -807,3 +816,12 @@ class SimulatedCloud:
 def _started(handle: str) -> int:
     """The order of a migration's start: its handle is ``migration-<n>``."""
     return int(handle.rsplit("-", 1)[1])
+
+
+def _running(migration: dict[str, Any], end: datetime, now: datetime) -> OperationStatus:
+    """A running migration's status: asked again when it ends."""
+    return OperationStatus(
+        "running",
+        detail=f"{migration['action']} {migration['source']} -> {migration['target']} running",
+        retry_after=max(0.0, (end - now).total_seconds()),
+    )

@@ -157,7 +157,14 @@ class ScriptedManager:
             return
         instance_actions: dict[str, str] = {}
         own: list[str] = []
-        if state in ("PREPARE_MAINTENANCE", "PLANNED_MAINTENANCE"):
+        if state in ("PREPARE_MAINTENANCE", "PLANNED_MAINTENANCE") and (
+            self.action is not None and not self.actions
+        ):
+            # One action for every instance: what the loop below would choose.
+            instance_actions = dict.fromkeys(payload["instance_ids"], self.action)
+            if self.action == InstanceAction.OWN_ACTION:
+                own = list(payload["instance_ids"])
+        elif state in ("PREPARE_MAINTENANCE", "PLANNED_MAINTENANCE"):
             for instance_id in payload["instance_ids"]:
                 action = self.actions.get(instance_id, self.action)
                 if action is None:
