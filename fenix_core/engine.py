@@ -60,7 +60,7 @@ from .core.outbox import Outbox
 from .core.poller import SqlDbPoller
 from .core.ports import NewSession, OutboxRec, WorkingSetLike
 from .core.records import HOST_COLUMNS, INSTANCE_COLUMNS, PROJECT_COLUMNS, SESSION_COLUMNS
-from .core.replies import CarriedReplies, ProjectFacts, ReplyFacts, ReplyIntake
+from .core.replies import AcceptedReply, CarriedReplies, ProjectFacts, ReplyFacts, ReplyIntake
 from .core.reply_inbox import SqlReplyFacts, SqlReplyInbox
 from .core.retry import DbRetry, check_retry_arguments
 from .core.runner import CoreRunner
@@ -353,6 +353,7 @@ class Engine:
             lock=self._lock,
             clock=self.clock.now,
             carry=self._carry,
+            append=self._append_replies,
         )
         self._factory = SessionFactory(self._workflows, self.plugins.actions, self.plugins.gates)
         self._admin = SessionAdmin(
@@ -904,6 +905,10 @@ class Engine:
         # The store's: on SQLite the connection the steps write on.
         with self._store.transaction() as connection:
             yield _SqlInbox(connection, self._requires_instance_actions, self._store)
+
+    def _append_replies(self, rows: Sequence[AcceptedReply]) -> None:
+        # Replies to held sessions: checked in memory, nothing to read.
+        self._store.append_replies([(r.session_id, r.inbox_row()) for r in rows])
 
     def _requires_instance_actions(self, workflow_name: str) -> bool:
         workflow = self._workflows.get(workflow_name)

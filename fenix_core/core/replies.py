@@ -281,16 +281,22 @@ class ReplyIntake:
         lock: AbstractContextManager[object],
         clock: Callable[[], datetime],
         carry: Callable[[str, CarriedReplies], bool] | None = None,
+        append: Callable[[Sequence[AcceptedReply]], None] | None = None,
     ) -> None:
         """``carry(session_id, replies)``: run a step of that held session
         now, writing ``replies`` in its transaction; whether it committed
-        them (None: bursts are committed on their own)."""
+        them (None: bursts are committed on their own). ``append(rows)``:
+        commit accepted replies in a transaction of their own that reads
+        nothing, for a batch whose sessions are all held (checked on their
+        working sets, the transaction has nothing to read; None: such a
+        batch goes through ``transaction()`` like any other)."""
         self._sink = sink
         self._facts_of = facts_of
         self._transaction = transaction
         self._lock = lock
         self._clock = clock
         self._carry = carry
+        self._append = append
         self._queue_lock = threading.Lock()
         self._queue: list[_Item] = []
         self.batches = 0  # transactions written: what the group commit saved is replies/batches
@@ -362,28 +368,19 @@ class ReplyIntake:
         accepted: list[_Item] = []
         held: dict[str, ReplyFacts] = {}
         try:
-            with self._transaction() as tx:
-                answered: dict[str, set[str]] = {}
-                facts: dict[str, ReplyFacts] = {}
+            if self._append is not None and self._all_held(batch, held):
+                answered_held: dict[str, set[str]] = {}
                 for item in batch:
-                    try:
-                        session_facts = facts.get(item.session_id)
-                        if session_facts is None:
-                            working_set = self._sink.held(item.session_id)
-                            if working_set is not None:
-                                session_facts = held[item.session_id] = self._facts_of(working_set)
-                            else:
-                                session_facts = tx.facts(item.session_id)
-                            facts[item.session_id] = session_facts
-                    except FenixError as refused:
-                        item.error = refused
-                        continue
-                    if _accepts(session_facts, item, answered.setdefault(item.session_id, set())):
+                    seen = answered_held.setdefault(item.session_id, set())
+                    if _accepts(held[item.session_id], item, seen):
                         accepted.append(item)
                 if accepted:
-                    tx.insert(
+                    self._append(
                         [AcceptedReply(i.session_id, i.reply, i.received_at) for i in accepted]
                     )
+            else:
+                held.clear()
+                self._write_in_transaction(batch, accepted, held)
         except BaseException as failed:
             failure = _BatchFailed(failed)
             for item in batch:
@@ -393,6 +390,51 @@ class ReplyIntake:
             if not isinstance(failed, Exception):
                 raise
             return
+        self._written(batch, accepted, held)
+
+    def _all_held(self, batch: list[_Item], held: dict[str, ReplyFacts]) -> bool:
+        """Whether every session of ``batch`` is held here; ``held`` gets
+        their facts (read on the working sets: no SQL)."""
+        for item in batch:
+            if item.session_id not in held:
+                working_set = self._sink.held(item.session_id)
+                if working_set is None:
+                    return False
+                held[item.session_id] = self._facts_of(working_set)
+        return True
+
+    def _write_in_transaction(
+        self, batch: list[_Item], accepted: list[_Item], held: dict[str, ReplyFacts]
+    ) -> None:
+        """Check ``batch`` in one transaction (the facts of a session not
+        held read in it) and write the accepted replies there; ``accepted``
+        and ``held`` (the facts read on working sets) are filled in."""
+        with self._transaction() as tx:
+            answered: dict[str, set[str]] = {}
+            facts: dict[str, ReplyFacts] = {}
+            for item in batch:
+                try:
+                    session_facts = facts.get(item.session_id)
+                    if session_facts is None:
+                        working_set = self._sink.held(item.session_id)
+                        if working_set is not None:
+                            session_facts = held[item.session_id] = self._facts_of(working_set)
+                        else:
+                            session_facts = tx.facts(item.session_id)
+                        facts[item.session_id] = session_facts
+                except FenixError as refused:
+                    item.error = refused
+                    continue
+                if _accepts(session_facts, item, answered.setdefault(item.session_id, set())):
+                    accepted.append(item)
+            if accepted:
+                tx.insert([AcceptedReply(i.session_id, i.reply, i.received_at) for i in accepted])
+
+    def _written(
+        self, batch: list[_Item], accepted: list[_Item], held: Mapping[str, ReplyFacts]
+    ) -> None:
+        """After the commit of ``batch``: the held sets note their replies,
+        their sessions are woken, every caller's reply is done."""
         self.batches += 1
         woken: set[str] = set()
         for item in accepted:
