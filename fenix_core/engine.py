@@ -60,7 +60,13 @@ from .core.outbox import Outbox
 from .core.poller import SqlDbPoller
 from .core.ports import NewSession, OutboxRec, WorkingSetLike
 from .core.records import HOST_COLUMNS, INSTANCE_COLUMNS, PROJECT_COLUMNS, SESSION_COLUMNS
-from .core.replies import AcceptedReply, CarriedReplies, ProjectFacts, ReplyFacts, ReplyIntake
+from .core.replies import (
+    AcceptedReply,
+    CarriedReplies,
+    ProjectState,
+    ReplyFacts,
+    ReplyIntake,
+)
 from .core.reply_inbox import SqlReplyFacts, SqlReplyInbox
 from .core.retry import DbRetry, check_retry_arguments
 from .core.runner import CoreRunner
@@ -155,9 +161,9 @@ class _HeldFacts:
     def session_state(self) -> str:
         return self._ws.session.state
 
-    def project(self, project_id: str) -> ProjectFacts | None:
-        rec = self._ws.projects.get(project_id)
-        return None if rec is None else ProjectFacts(rec.state, rec.awaiting, rec.reply_at)
+    def project(self, project_id: str) -> ProjectState | None:
+        # The record itself: read at once, under the engine lock.
+        return self._ws.projects.get(project_id)
 
     def reply_pending(self, project_id: str) -> bool:
         return project_id in self._noted

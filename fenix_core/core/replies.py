@@ -51,6 +51,7 @@ __all__ = [
     "CarriedReplies",
     "InboxTransaction",
     "ProjectFacts",
+    "ProjectState",
     "ReplyFacts",
     "ReplyIntake",
     "check_reply",
@@ -71,6 +72,18 @@ class ProjectFacts:
     reply_at: datetime | None
 
 
+class ProjectState(Protocol):
+    """What a reply is checked against of one project: a
+    :class:`ProjectFacts`, or a held working set's project record itself."""
+
+    @property
+    def state(self) -> str | None: ...
+    @property
+    def awaiting(self) -> bool: ...
+    @property
+    def reply_at(self) -> datetime | None: ...
+
+
 class ReplyFacts(Protocol):
     """What checking a reply needs of a session, from memory or the database."""
 
@@ -80,7 +93,7 @@ class ReplyFacts(Protocol):
     def allowed_actions(self) -> Sequence[str]: ...
     @property
     def requires_instance_actions(self) -> bool: ...
-    def project(self, project_id: str) -> ProjectFacts | None: ...
+    def project(self, project_id: str) -> ProjectState | None: ...
     def reply_pending(self, project_id: str) -> bool:
         """A reply of this project is committed and not yet processed."""
         ...
@@ -163,12 +176,15 @@ def check_reply(
     reply: Reply,
     now: datetime,
     answered: Collection[str] = (),
+    parsed: tuple[bool, str] | None = None,
 ) -> None:
     """Raise what the reply would be refused with, or return.
 
     ``answered``: projects of this session whose reply is accepted but not
-    committed yet (earlier in the same batch). Pure: ``facts`` reads."""
-    ack, awaited = _parse(reply)
+    committed yet (earlier in the same batch). ``parsed``: the reply's
+    state as ``_parse`` split it, when the caller did already. Pure:
+    ``facts`` reads."""
+    ack, awaited = _parse(reply) if parsed is None else parsed
     project_id = reply.project_id
     project = facts.project(project_id)
     if project is None:
@@ -240,13 +256,19 @@ class _Item:
     the engine lock (a caller never waits on it, it takes the lock), and
     an event per reply was a lock and a condition for each one of a burst."""
 
-    __slots__ = ("carriable", "done", "error", "received_at", "reply", "session_id")
+    __slots__ = ("carriable", "done", "error", "parsed", "received_at", "reply", "session_id")
 
     def __init__(
-        self, session_id: str, reply: Reply, received_at: datetime, carriable: bool = False
+        self,
+        session_id: str,
+        reply: Reply,
+        parsed: tuple[bool, str],
+        received_at: datetime,
+        carriable: bool = False,
     ) -> None:
         self.session_id = session_id
         self.reply = reply
+        self.parsed = parsed  # (ack, awaited state): split once, on arrival
         self.received_at = received_at
         self.carriable = carriable  # of a burst: may be written by a step of its session
         self.done = False
@@ -311,10 +333,10 @@ class ReplyIntake:
         """Check and commit one reply; returns once its row is durable.
 
         Raises the refusal (nothing written) or the write's error."""
-        _parse(reply)
+        parsed = _parse(reply)
         if not isinstance(session_id, str):
             raise InvalidInput("session_id", f"expected a string, got {type(session_id).__name__}")
-        item = _Item(session_id, reply, self._clock())
+        item = _Item(session_id, reply, parsed, self._clock())
         self._run([item])
         if item.error is not None:
             raise _unwrap(item.error)
@@ -329,7 +351,7 @@ class ReplyIntake:
         now = self._clock()
         for index, (session_id, reply) in enumerate(replies):
             try:
-                _parse(reply)
+                parsed = _parse(reply)
                 if not isinstance(session_id, str):
                     raise InvalidInput(
                         "session_id", f"expected a string, got {type(session_id).__name__}"
@@ -337,7 +359,7 @@ class ReplyIntake:
             except FenixError as error:
                 results[index] = error
                 continue
-            items.append((index, _Item(session_id, reply, now, carriable=True)))
+            items.append((index, _Item(session_id, reply, parsed, now, carriable=True)))
         self._run([item for _, item in items])
         for index, item in items:
             if isinstance(item.error, _BatchFailed):
@@ -452,8 +474,9 @@ class ReplyIntake:
         (refused replies get their error; none accepted: nothing to write).
         False, with nothing written and no item answered, otherwise."""
         session_id = batch[0].session_id
-        if not all(item.carriable and item.session_id == session_id for item in batch):
-            return False
+        for item in batch:
+            if not item.carriable or item.session_id != session_id:
+                return False
         working_set = self._sink.held(session_id)
         if working_set is None:
             return False
@@ -486,7 +509,7 @@ def _accepts(facts: ReplyFacts, item: _Item, seen: set[str]) -> bool:
     """Check ``item`` against its session's ``facts`` (``seen``: the projects
     accepted before it in the batch, which it joins); a refusal is its error."""
     try:
-        check_reply(facts, item.session_id, item.reply, item.received_at, seen)
+        check_reply(facts, item.session_id, item.reply, item.received_at, seen, item.parsed)
     except FenixError as refused:
         item.error = refused
         return False
