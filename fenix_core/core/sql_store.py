@@ -615,19 +615,7 @@ class SqlSessionStore:
             with self.database.begin() as db:
                 self.insert_replies(db, rows)
             return
-        with self._writer_lock:
-            kept = self._kept()
-            driver = self._driver
-            assert driver is not None
-            try:
-                driver.listen_once()
-                self.insert_replies(kept, rows)
-                driver.commit()
-            except BaseException as error:
-                driver.rollback()
-                if isinstance(error, DBAPIError):
-                    self._drop_kept()
-                raise
+        self._driven(lambda kept, _driver: self.insert_replies(kept, rows))
 
     # ------------------------------------------------------------------ the step's write
 
@@ -641,13 +629,20 @@ class SqlSessionStore:
             with self.database.begin() as db:
                 self._write(db, None, write)
             return
+        self._driven(lambda kept, driver: self._write(kept, driver, write))
+
+    def _driven(self, send: Callable[[Connection, Driver], None]) -> None:
+        """One transaction sent to the kept connection's driver (SQLite):
+        ``send(connection, driver)`` runs its statements, the driver
+        commits; anything raised rolls it back, and a database error drops
+        the connection (the retry takes another)."""
         with self._writer_lock:
             kept = self._kept()
             driver = self._driver
             assert driver is not None
             try:
                 driver.listen_once()
-                self._write(kept, driver, write)
+                send(kept, driver)
                 driver.commit()
             except BaseException as error:
                 driver.rollback()
