@@ -61,7 +61,13 @@ from .core.poller import SqlDbPoller
 from .core.ports import NewSession, OutboxRec, WorkingSetLike
 from .core.receivers import Receivers
 from .core.records import HOST_COLUMNS, INSTANCE_COLUMNS, PROJECT_COLUMNS, SESSION_COLUMNS
-from .core.replies import CarriedReplies, ProjectFacts, ReplyFacts, ReplyIntake
+from .core.replies import (
+    AcceptedReply,
+    CarriedReplies,
+    ProjectState,
+    ReplyFacts,
+    ReplyIntake,
+)
 from .core.reply_inbox import SqlReplyFacts, SqlReplyInbox
 from .core.retry import DbRetry, check_retry_arguments
 from .core.runner import CoreRunner
@@ -156,9 +162,9 @@ class _HeldFacts:
     def session_state(self) -> str:
         return self._ws.session.state
 
-    def project(self, project_id: str) -> ProjectFacts | None:
-        rec = self._ws.projects.get(project_id)
-        return None if rec is None else ProjectFacts(rec.state, rec.awaiting, rec.reply_at)
+    def project(self, project_id: str) -> ProjectState | None:
+        # The record itself: read at once, under the engine lock.
+        return self._ws.projects.get(project_id)
 
     def reply_pending(self, project_id: str) -> bool:
         return project_id in self._noted
@@ -356,6 +362,7 @@ class Engine:
             lock=self._lock,
             clock=self.clock.now,
             carry=self._carry,
+            append=self._append_replies,
         )
         self._factory = SessionFactory(self._workflows, self.plugins.actions, self.plugins.gates)
         self._admin = SessionAdmin(
@@ -907,6 +914,10 @@ class Engine:
         # The store's: on SQLite the connection the steps write on.
         with self._store.transaction() as connection:
             yield _SqlInbox(connection, self._requires_instance_actions, self._store)
+
+    def _append_replies(self, rows: Sequence[AcceptedReply]) -> None:
+        # Replies to held sessions: checked in memory, nothing to read.
+        self._store.append_replies([(r.session_id, r.inbox_row()) for r in rows])
 
     def _requires_instance_actions(self, workflow_name: str) -> bool:
         workflow = self._workflows.get(workflow_name)

@@ -22,10 +22,10 @@ from typing import Any
 
 import pytest
 from commit_counter import Commits
+from sqlalchemy import event
 from sqlalchemy.exc import OperationalError
 
 from fenix_core import ActionSpec, Engine, SessionRequest, signals
-from fenix_core.core.reply_inbox import SqlReplyInbox
 from fenix_core.core.sql_store import SqlSessionStore
 from fenix_core.errors import Conflict, InvalidInput, NotFound
 from fenix_core.model import Reply
@@ -183,14 +183,16 @@ def test_a_failed_write_raises_in_every_waiting_caller_and_commits_nothing(
     engine, asked = asked_engine(db_path, THREADS)
     try:
         broken = threading.Event()
-        real_insert = SqlReplyInbox.insert
+        real_insert = SqlSessionStore.insert_replies
 
-        def insert(self: SqlReplyInbox, rows: Any) -> None:
-            real_insert(self, rows)
+        # What every batch written on its own calls (in a transaction that
+        # reads the stored facts, or, for held sessions, one that reads nothing).
+        def insert(self: SqlSessionStore, db: Any, rows: Any) -> None:
+            real_insert(self, db, rows)
             if broken.is_set():
                 raise OperationalError("INSERT INTO inbox", {}, Exception("disk I/O error"))
 
-        monkeypatch.setattr(SqlReplyInbox, "insert", insert)
+        monkeypatch.setattr(SqlSessionStore, "insert_replies", insert)
         errors: dict[str, BaseException | None] = {}
 
         def send(session_id: str, project: str) -> None:
@@ -264,7 +266,7 @@ def test_reply_many_whose_write_fails_raises_and_records_none(
     engine, asked = asked_engine(db_path, 3)
     try:
 
-        def insert(self: SqlReplyInbox, rows: Any) -> None:
+        def insert(self: SqlSessionStore, db: Any, rows: Any) -> None:
             raise OperationalError("INSERT INTO inbox", {}, Exception("database is locked"))
 
         def write(self: SqlSessionStore, write: Any) -> None:
@@ -274,7 +276,7 @@ def test_reply_many_whose_write_fails_raises_and_records_none(
             # Both ways a burst is written: in the step of the session this
             # engine holds, then (that step failed) on its own.
             patch.setattr(SqlSessionStore, "write", write)
-            patch.setattr(SqlReplyInbox, "insert", insert)
+            patch.setattr(SqlSessionStore, "insert_replies", insert)
             with pytest.raises(OperationalError):
                 engine.reply_many([(s, Reply(p, "ACK_MAINTENANCE")) for s, p in asked])
         assert inbox(db_path) == []
@@ -305,6 +307,32 @@ def test_a_burst_to_a_held_session_is_written_by_its_step_in_one_commit(db_path:
         assert commits.count == engine.steps_run - steps
         with pytest.raises(Conflict, match="not asked"):  # answered, and processed
             engine.reply(*asked[0], "ACK_MAINTENANCE")
+    finally:
+        engine.close()
+
+
+def test_a_reply_to_a_held_session_is_its_insert_and_a_commit_and_nothing_else(
+    db_path: Path,
+) -> None:
+    """Checked on the working set this engine holds, a reply reads nothing:
+    its INSERT and the commit go to the connection the steps write on,
+    without a SQLAlchemy transaction around them (its begin and commit cost
+    more than the INSERT)."""
+    engine, asked = asked_engine(db_path, 2)
+    try:
+        sent: list[str] = []
+        begun: list[object] = []
+        event.listen(engine.database, "before_cursor_execute", lambda *a: sent.append(a[2]))
+        event.listen(engine.database, "begin", begun.append)
+        commits = Commits(engine)
+        engine.reply(*asked[0], "ACK_MAINTENANCE")
+        assert [sql.split()[0] for sql in sent] == ["INSERT"]
+        assert (commits.count, begun) == (1, [])
+        assert outcomes(db_path) == [(asked[0][1], None)]  # durable, not processed yet
+        with pytest.raises(Conflict, match="already answered"):
+            engine.reply(*asked[0], "ACK_MAINTENANCE")
+        engine.run_until_idle()
+        assert outcomes(db_path) == [(asked[0][1], "accepted")]
     finally:
         engine.close()
 

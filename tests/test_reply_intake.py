@@ -110,6 +110,7 @@ class SqliteInbox:
         self.selects = 0
         self.inserts = 0
         self.commits = 0
+        self.appends = 0
         self.fail_next = False
         with sqlite3.connect(path) as db:
             db.execute("PRAGMA journal_mode=WAL")
@@ -155,6 +156,22 @@ class SqliteInbox:
             ],
         )
 
+    def append(self, rows: Sequence[AcceptedReply]) -> None:
+        """Replies to held sessions in a transaction of their own that reads
+        nothing (ReplyIntake's ``append``); counted apart from ``commits``."""
+        db = self._db()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            self.insert(rows)
+            if self.fail_next:
+                self.fail_next = False
+                raise sqlite3.OperationalError("disk I/O error")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+        self.appends += 1
+
     def rows(self) -> list[tuple[Any, ...]]:
         with sqlite3.connect(self.path) as db:
             return db.execute(
@@ -168,13 +185,17 @@ def awaiting(
     return {p: ProjectFacts(state=state, awaiting=True, reply_at=reply_at) for p in projects}
 
 
-def intake(inbox: SqliteInbox, sink: Sink, lock: Any = None) -> ReplyIntake:
+def intake(
+    inbox: SqliteInbox, sink: Sink, lock: Any = None, *, appending: bool = False
+) -> ReplyIntake:
+    """``appending``: batches to held sessions only go to ``inbox.append``."""
     return ReplyIntake(
         sink=sink,
         facts_of=lambda held: sink.sets[held.session_id],
         transaction=inbox.transaction,
         lock=lock or threading.RLock(),
         clock=lambda: NOW,
+        append=inbox.append if appending else None,
     )
 
 
@@ -210,6 +231,63 @@ def test_unheld_session_is_checked_in_the_writing_transaction(inbox: SqliteInbox
     with pytest.raises(NotFound, match="session"):
         replies.submit("nope", Reply("pa", "ACK_MAINTENANCE"))
     assert len(inbox.rows()) == 1
+
+
+def test_a_batch_to_held_sessions_only_is_appended_without_a_reading_transaction(
+    inbox: SqliteInbox,
+) -> None:
+    one, two = DictFacts(awaiting("pa", "pb")), DictFacts(awaiting("pa"))
+    sink = Sink({"s1": one, "s2": two})
+    replies = intake(inbox, sink, appending=True)
+    results = replies.submit_many(
+        [
+            ("s1", Reply("pa", "ACK_MAINTENANCE")),
+            ("s2", Reply("pa", "NACK_MAINTENANCE")),
+            ("s1", Reply("pa", "ACK_MAINTENANCE")),  # a second answer in the batch
+            ("s1", Reply("pb", "ACK_MAINTENANCE")),
+        ]
+    )
+    assert [type(r) for r in results] == [type(None), type(None), Conflict, type(None)]
+    assert (inbox.appends, inbox.commits, inbox.selects) == (1, 0, 0)
+    assert [r[1:3] for r in inbox.rows()] == [("s1", "pa"), ("s2", "pa"), ("s1", "pb")]
+    assert (one.pending, two.pending) == ({"pa", "pb"}, {"pa"})
+    assert sink.woken == ["s1", "s2"]
+    with pytest.raises(Conflict, match="already answered"):  # the held set noted it
+        replies.submit("s2", Reply("pa", "ACK_MAINTENANCE"))
+    assert inbox.appends == 1  # nothing accepted: nothing written
+
+
+def test_a_batch_with_a_session_not_held_is_checked_and_written_in_one_transaction(
+    inbox: SqliteInbox,
+) -> None:
+    held = DictFacts(awaiting("pa"))
+    inbox.db_facts["s2"] = DictFacts(awaiting("pb"))
+    replies = intake(inbox, Sink({"s1": held}), appending=True)
+    results = replies.submit_many(
+        [("s1", Reply("pa", "ACK_MAINTENANCE")), ("s2", Reply("pb", "ACK_MAINTENANCE"))]
+    )
+    assert results == [None, None]
+    assert (inbox.appends, inbox.commits, inbox.selects) == (0, 1, 1)
+    assert [r[1:3] for r in inbox.rows()] == [("s1", "pa"), ("s2", "pb")]
+    assert held.pending == {"pa"}
+
+
+def test_an_append_that_fails_raises_in_every_caller_and_notes_nothing(
+    inbox: SqliteInbox,
+) -> None:
+    facts = DictFacts(awaiting("pa", "pb"))
+    sink = Sink({"s1": facts})
+    replies = intake(inbox, sink, appending=True)
+    inbox.fail_next = True
+    with pytest.raises(sqlite3.OperationalError, match="disk I/O"):
+        replies.submit_many(
+            [("s1", Reply("pa", "ACK_MAINTENANCE")), ("s1", Reply("pb", "ACK_MAINTENANCE"))]
+        )
+    assert inbox.rows() == []
+    assert facts.pending == set()  # not answered: they may be sent again
+    assert sink.woken == []
+    replies.submit("s1", Reply("pa", "ACK_MAINTENANCE"))
+    assert [r[2] for r in inbox.rows()] == ["pa"]
 
 
 @pytest.mark.parametrize(

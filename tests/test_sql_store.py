@@ -4,6 +4,7 @@ statements per write counted with SQLAlchemy's engine events."""
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timezone
@@ -13,6 +14,7 @@ from typing import Any
 import pg_server
 import pytest
 from sqlalchemy import Engine, delete, event, insert, select, update
+from sqlalchemy.exc import IntegrityError
 from store_contract import *  # noqa: F403 - the shared suite's tests run here
 from store_contract import OWNER, T0, a_step, an_op, held, new_session
 
@@ -720,6 +722,45 @@ def test_accepted_replies_of_two_sessions_are_one_insert_each_and_read_back_as_s
     assert counter.commits == 1
     first = h.store.unprocessed_replies("s-1", 0)
     assert [row[1:] for row in first] == [
+        ("p0", "ACK_PLANNED_MAINTENANCE", {"vm-0": "MIGRATE"}, received),
+        ("p1", "NACK_MAINTENANCE", {}, received),
+    ]
+    assert [row[1:3] for row in h.store.unprocessed_replies("s-2", 0)] == [
+        ("p1", "ACK_MAINTENANCE")
+    ]
+
+
+def test_accepted_replies_appended_on_their_own_are_one_insert_each_and_one_commit(
+    harness: Any,
+) -> None:
+    """``append_replies``: replies checked in memory (held sessions), written
+    in a transaction of their own that reads nothing: one executemany per
+    session and a commit (on SQLite by the kept connection's driver, no
+    SQLAlchemy transaction begun); one that fails leaves nothing, and the
+    next is written."""
+    if not isinstance(harness, SqlHarness):
+        pytest.skip("the SQL stores' write of accepted replies")
+    h = harness
+    h.store.insert(new_session("s-1"))
+    h.store.insert(new_session("s-2"))
+    received = datetime(2026, 1, 1, 12, 0, 30, tzinfo=UTC)
+    rows: list[tuple[str, tuple[Any, ...]]] = [
+        ("s-1", ("p0", "ACK_PLANNED_MAINTENANCE", {"vm-0": "MIGRATE"}, received, None, None)),
+        ("s-2", ("p1", "ACK_MAINTENANCE", {}, received, None, None)),
+        ("s-1", ("p1", "NACK_MAINTENANCE", {}, received, None, None)),
+    ]
+    counter = Counted(h.database)
+    begun: list[object] = []
+    event.listen(h.database, "begin", begun.append)
+    with pytest.raises((sqlite3.IntegrityError, IntegrityError)):  # no such session
+        h.store.append_replies([rows[0], ("s-9", rows[1][1])])
+    h.store.append_replies(rows)
+    assert counter.statements[-2:] == ["INSERT inbox", "INSERT inbox"]
+    assert counter.commits == 1
+    if h.database.dialect.name == "sqlite":
+        assert begun == []
+        assert h.database.pool.checkedout() == 1  # type: ignore[attr-defined]
+    assert [row[1:] for row in h.store.unprocessed_replies("s-1", 0)] == [
         ("p0", "ACK_PLANNED_MAINTENANCE", {"vm-0": "MIGRATE"}, received),
         ("p1", "NACK_MAINTENANCE", {}, received),
     ]

@@ -51,6 +51,7 @@ __all__ = [
     "CarriedReplies",
     "InboxTransaction",
     "ProjectFacts",
+    "ProjectState",
     "ReplyFacts",
     "ReplyIntake",
     "check_reply",
@@ -71,6 +72,18 @@ class ProjectFacts:
     reply_at: datetime | None
 
 
+class ProjectState(Protocol):
+    """What a reply is checked against of one project: a
+    :class:`ProjectFacts`, or a held working set's project record itself."""
+
+    @property
+    def state(self) -> str | None: ...
+    @property
+    def awaiting(self) -> bool: ...
+    @property
+    def reply_at(self) -> datetime | None: ...
+
+
 class ReplyFacts(Protocol):
     """What checking a reply needs of a session, from memory or the database."""
 
@@ -80,7 +93,7 @@ class ReplyFacts(Protocol):
     def allowed_actions(self) -> Sequence[str]: ...
     @property
     def requires_instance_actions(self) -> bool: ...
-    def project(self, project_id: str) -> ProjectFacts | None: ...
+    def project(self, project_id: str) -> ProjectState | None: ...
     def reply_pending(self, project_id: str) -> bool:
         """A reply of this project is committed and not yet processed."""
         ...
@@ -163,12 +176,15 @@ def check_reply(
     reply: Reply,
     now: datetime,
     answered: Collection[str] = (),
+    parsed: tuple[bool, str] | None = None,
 ) -> None:
     """Raise what the reply would be refused with, or return.
 
     ``answered``: projects of this session whose reply is accepted but not
-    committed yet (earlier in the same batch). Pure: ``facts`` reads."""
-    ack, awaited = _parse(reply)
+    committed yet (earlier in the same batch). ``parsed``: the reply's
+    state as ``_parse`` split it, when the caller did already. Pure:
+    ``facts`` reads."""
+    ack, awaited = _parse(reply) if parsed is None else parsed
     project_id = reply.project_id
     project = facts.project(project_id)
     if project is None:
@@ -240,13 +256,19 @@ class _Item:
     the engine lock (a caller never waits on it, it takes the lock), and
     an event per reply was a lock and a condition for each one of a burst."""
 
-    __slots__ = ("carriable", "done", "error", "received_at", "reply", "session_id")
+    __slots__ = ("carriable", "done", "error", "parsed", "received_at", "reply", "session_id")
 
     def __init__(
-        self, session_id: str, reply: Reply, received_at: datetime, carriable: bool = False
+        self,
+        session_id: str,
+        reply: Reply,
+        parsed: tuple[bool, str],
+        received_at: datetime,
+        carriable: bool = False,
     ) -> None:
         self.session_id = session_id
         self.reply = reply
+        self.parsed = parsed  # (ack, awaited state): split once, on arrival
         self.received_at = received_at
         self.carriable = carriable  # of a burst: may be written by a step of its session
         self.done = False
@@ -281,16 +303,22 @@ class ReplyIntake:
         lock: AbstractContextManager[object],
         clock: Callable[[], datetime],
         carry: Callable[[str, CarriedReplies], bool] | None = None,
+        append: Callable[[Sequence[AcceptedReply]], None] | None = None,
     ) -> None:
         """``carry(session_id, replies)``: run a step of that held session
         now, writing ``replies`` in its transaction; whether it committed
-        them (None: bursts are committed on their own)."""
+        them (None: bursts are committed on their own). ``append(rows)``:
+        commit accepted replies in a transaction of their own that reads
+        nothing, for a batch whose sessions are all held (checked on their
+        working sets, the transaction has nothing to read; None: such a
+        batch goes through ``transaction()`` like any other)."""
         self._sink = sink
         self._facts_of = facts_of
         self._transaction = transaction
         self._lock = lock
         self._clock = clock
         self._carry = carry
+        self._append = append
         self._queue_lock = threading.Lock()
         self._queue: list[_Item] = []
         self.batches = 0  # transactions written: what the group commit saved is replies/batches
@@ -305,10 +333,10 @@ class ReplyIntake:
         """Check and commit one reply; returns once its row is durable.
 
         Raises the refusal (nothing written) or the write's error."""
-        _parse(reply)
+        parsed = _parse(reply)
         if not isinstance(session_id, str):
             raise InvalidInput("session_id", f"expected a string, got {type(session_id).__name__}")
-        item = _Item(session_id, reply, self._clock())
+        item = _Item(session_id, reply, parsed, self._clock())
         self._run([item])
         if item.error is not None:
             raise _unwrap(item.error)
@@ -323,7 +351,7 @@ class ReplyIntake:
         now = self._clock()
         for index, (session_id, reply) in enumerate(replies):
             try:
-                _parse(reply)
+                parsed = _parse(reply)
                 if not isinstance(session_id, str):
                     raise InvalidInput(
                         "session_id", f"expected a string, got {type(session_id).__name__}"
@@ -331,7 +359,7 @@ class ReplyIntake:
             except FenixError as error:
                 results[index] = error
                 continue
-            items.append((index, _Item(session_id, reply, now, carriable=True)))
+            items.append((index, _Item(session_id, reply, parsed, now, carriable=True)))
         self._run([item for _, item in items])
         for index, item in items:
             if isinstance(item.error, _BatchFailed):
@@ -362,28 +390,19 @@ class ReplyIntake:
         accepted: list[_Item] = []
         held: dict[str, ReplyFacts] = {}
         try:
-            with self._transaction() as tx:
-                answered: dict[str, set[str]] = {}
-                facts: dict[str, ReplyFacts] = {}
+            if self._append is not None and self._all_held(batch, held):
+                answered_held: dict[str, set[str]] = {}
                 for item in batch:
-                    try:
-                        session_facts = facts.get(item.session_id)
-                        if session_facts is None:
-                            working_set = self._sink.held(item.session_id)
-                            if working_set is not None:
-                                session_facts = held[item.session_id] = self._facts_of(working_set)
-                            else:
-                                session_facts = tx.facts(item.session_id)
-                            facts[item.session_id] = session_facts
-                    except FenixError as refused:
-                        item.error = refused
-                        continue
-                    if _accepts(session_facts, item, answered.setdefault(item.session_id, set())):
+                    seen = answered_held.setdefault(item.session_id, set())
+                    if _accepts(held[item.session_id], item, seen):
                         accepted.append(item)
                 if accepted:
-                    tx.insert(
+                    self._append(
                         [AcceptedReply(i.session_id, i.reply, i.received_at) for i in accepted]
                     )
+            else:
+                held.clear()
+                self._write_in_transaction(batch, accepted, held)
         except BaseException as failed:
             failure = _BatchFailed(failed)
             for item in batch:
@@ -393,6 +412,51 @@ class ReplyIntake:
             if not isinstance(failed, Exception):
                 raise
             return
+        self._written(batch, accepted, held)
+
+    def _all_held(self, batch: list[_Item], held: dict[str, ReplyFacts]) -> bool:
+        """Whether every session of ``batch`` is held here; ``held`` gets
+        their facts (read on the working sets: no SQL)."""
+        for item in batch:
+            if item.session_id not in held:
+                working_set = self._sink.held(item.session_id)
+                if working_set is None:
+                    return False
+                held[item.session_id] = self._facts_of(working_set)
+        return True
+
+    def _write_in_transaction(
+        self, batch: list[_Item], accepted: list[_Item], held: dict[str, ReplyFacts]
+    ) -> None:
+        """Check ``batch`` in one transaction (the facts of a session not
+        held read in it) and write the accepted replies there; ``accepted``
+        and ``held`` (the facts read on working sets) are filled in."""
+        with self._transaction() as tx:
+            answered: dict[str, set[str]] = {}
+            facts: dict[str, ReplyFacts] = {}
+            for item in batch:
+                try:
+                    session_facts = facts.get(item.session_id)
+                    if session_facts is None:
+                        working_set = self._sink.held(item.session_id)
+                        if working_set is not None:
+                            session_facts = held[item.session_id] = self._facts_of(working_set)
+                        else:
+                            session_facts = tx.facts(item.session_id)
+                        facts[item.session_id] = session_facts
+                except FenixError as refused:
+                    item.error = refused
+                    continue
+                if _accepts(session_facts, item, answered.setdefault(item.session_id, set())):
+                    accepted.append(item)
+            if accepted:
+                tx.insert([AcceptedReply(i.session_id, i.reply, i.received_at) for i in accepted])
+
+    def _written(
+        self, batch: list[_Item], accepted: list[_Item], held: Mapping[str, ReplyFacts]
+    ) -> None:
+        """After the commit of ``batch``: the held sets note their replies,
+        their sessions are woken, every caller's reply is done."""
         self.batches += 1
         woken: set[str] = set()
         for item in accepted:
@@ -410,8 +474,9 @@ class ReplyIntake:
         (refused replies get their error; none accepted: nothing to write).
         False, with nothing written and no item answered, otherwise."""
         session_id = batch[0].session_id
-        if not all(item.carriable and item.session_id == session_id for item in batch):
-            return False
+        for item in batch:
+            if not item.carriable or item.session_id != session_id:
+                return False
         working_set = self._sink.held(session_id)
         if working_set is None:
             return False
@@ -444,7 +509,7 @@ def _accepts(facts: ReplyFacts, item: _Item, seen: set[str]) -> bool:
     """Check ``item`` against its session's ``facts`` (``seen``: the projects
     accepted before it in the batch, which it joins); a refusal is its error."""
     try:
-        check_reply(facts, item.session_id, item.reply, item.received_at, seen)
+        check_reply(facts, item.session_id, item.reply, item.received_at, seen, item.parsed)
     except FenixError as refused:
         item.error = refused
         return False

@@ -45,6 +45,14 @@ _OUTBOX_ROW = ("session_id", "id", "seq", "signal", "payload", "created_at")
 _OUTCOME_ROW = ("id", "outcome", "processed_at")
 #: A timer row (``StepWrite.timers``).
 _TIMER_ROW = ("kind", "due", "data")
+#: The fenced UPDATE's values (``b_session_id`` aside): the lease it holds,
+#: the version it moves on from and what it sets; a claim binds the token
+#: before the lease's too.
+_FENCE_ROW = (
+    "owner", "token", "version", "new_version", "seq", "next_wake", "lease_expires",
+    "delivered_seq", "inbox_seen_id",
+)  # fmt: skip
+_CLAIM_ROW = (*_FENCE_ROW, "token_before")
 
 
 def key_number(session_id: str, key: str) -> int:
@@ -155,30 +163,41 @@ class Driver:
     argument is None). One driver serves every transaction of its
     connection (the store keeps it with the connection)."""
 
-    __slots__ = ("_cursor", "_db", "_dbapi", "_dispatch", "_listening")
+    __slots__ = (
+        "_committing", "_cursor", "_db", "_dbapi", "_dispatch", "_error", "_listening", "_pooled",
+    )  # fmt: skip
 
     def __init__(self, db: Connection) -> None:
         self._db = db
-        dbapi = db.connection.dbapi_connection
+        # The pool's proxy of the DBAPI connection, as SQLAlchemy's commit
+        # passes it to the dialect (the driver lives as long as the checkout).
+        self._pooled = db.connection
+        dbapi = self._pooled.dbapi_connection
         assert dbapi is not None  # a connection checked out of the pool
         self._dbapi = dbapi
         self._cursor = dbapi.cursor()
         self._dispatch = db.dispatch
+        self._error: type[Exception] = db.dialect.loaded_dbapi.Error
         # The cursor listeners taken at the start of a step's write, until
-        # it commits or rolls back (None: each statement looks them up).
+        # it commits or rolls back (None: each statement looks them up),
+        # and the commit listeners taken with them (None: at the commit).
         self._listening: tuple[tuple[Any, ...], tuple[Any, ...]] | None = None
+        self._committing: tuple[Any, ...] | None = None
 
     def listen_once(self) -> None:
-        """Take the engine's cursor listeners now for every statement until
-        :meth:`commit` or :meth:`rollback`: a step's write looks them up
-        once, not twice a statement (SQLAlchemy's look-up walks the
-        engine's and the connection's listener collections each time). A
-        listener added during the write sees the next one."""
+        """Take the engine's cursor and commit listeners now for every
+        statement until :meth:`commit` or :meth:`rollback`: a step's write
+        looks them up once, not twice a statement and again at its commit
+        (SQLAlchemy's look-up walks the engine's and the connection's
+        listener collections each time). A listener added during the write
+        sees the next one."""
         dispatch = self._dispatch
+        # tuple(iter(...)): a collection's length is two more look-ups.
         self._listening = (
-            tuple(dispatch.before_cursor_execute),
-            tuple(dispatch.after_cursor_execute),
+            tuple(iter(dispatch.before_cursor_execute)),
+            tuple(iter(dispatch.after_cursor_execute)),
         )
+        self._committing = tuple(iter(dispatch.commit))
 
     def run(self, sql: str, params: Any, many: bool) -> int:
         """Execute (``many``: executemany); return the row count."""
@@ -207,19 +226,19 @@ class Driver:
         raised as SQLAlchemy's (an OperationalError is retried as one)."""
         self._listening = None
         db = self._db
-        for listen in self._dispatch.commit:
+        committing, self._committing = self._committing, None
+        for listen in self._dispatch.commit if committing is None else committing:
             listen(db)
-        dbapi = db.dialect.loaded_dbapi
         try:
-            db.dialect.do_commit(db.connection)  # what SQLAlchemy's commit passes
-        except dbapi.Error as error:
+            db.dialect.do_commit(self._pooled)  # what SQLAlchemy's commit passes
+        except self._error as error:
             raise DBAPIError.instance(
-                "COMMIT", None, error, dbapi.Error, dialect=db.dialect
+                "COMMIT", None, error, self._error, dialect=db.dialect
             ) from error
 
     def rollback(self) -> None:
         """Roll back what the driver's statements began (nothing if none)."""
-        self._listening = None
+        self._listening = self._committing = None
         with suppress(Exception):
             self._dbapi.rollback()
 
@@ -585,6 +604,19 @@ class SqlSessionStore:
         for session_id, session_rows in by_session.items():
             self._many(db, S.insert_inbox, INBOX_ROW, session_rows, session_id, driver)
 
+    def append_replies(self, rows: Sequence[tuple[str, tuple[Any, ...]]]) -> None:
+        """Commit accepted replies (as :meth:`insert_replies` takes them) in a
+        transaction of their own that reads nothing (their sessions' facts
+        were checked in memory). On SQLite it is sent to the kept
+        connection's driver and committed there, as a step's write is,
+        without SQLAlchemy's transaction: for one reply at a time, its
+        begin and commit cost more than the INSERT."""
+        if self._prepared is None:
+            with self.database.begin() as db:
+                self.insert_replies(db, rows)
+            return
+        self._driven(lambda kept, _driver: self.insert_replies(kept, rows))
+
     # ------------------------------------------------------------------ the step's write
 
     def write(self, write: StepWrite) -> None:
@@ -597,13 +629,20 @@ class SqlSessionStore:
             with self.database.begin() as db:
                 self._write(db, None, write)
             return
+        self._driven(lambda kept, driver: self._write(kept, driver, write))
+
+    def _driven(self, send: Callable[[Connection, Driver], None]) -> None:
+        """One transaction sent to the kept connection's driver (SQLite):
+        ``send(connection, driver)`` runs its statements, the driver
+        commits; anything raised rolls it back, and a database error drops
+        the connection (the retry takes another)."""
         with self._writer_lock:
             kept = self._kept()
             driver = self._driver
             assert driver is not None
             try:
                 driver.listen_once()
-                self._write(kept, driver, write)
+                send(kept, driver)
                 driver.commit()
             except BaseException as error:
                 driver.rollback()
@@ -612,25 +651,28 @@ class SqlSessionStore:
                 raise
 
     def _write(self, db: Connection, d: Driver | None, write: StepWrite) -> None:
-        """The step's statements in ``db``'s transaction (``d``: its driver)."""
+        """The step's statements in ``db``'s transaction (``d``: its driver).
+        A table with no rows costs a test, not a call."""
         fence = write.fence
         sid = fence.session_id
-        fenced = self._exec(
+        outbox = write.outbox
+        fenced = self._one(
             db,
             S.fence_claim if fence.claims else S.fence,
-            {
-                "b_session_id": sid,
-                "b_owner": fence.owner,
-                "b_token": fence.token,
-                **({"b_token_before": fence.token - 1} if fence.claims else {}),
-                "b_version": fence.version,
-                "b_new_version": fence.version + 1,
-                "b_seq": max((o.seq for o in write.outbox), default=0),
-                "b_next_wake": write.next_wake,
-                "b_lease_expires": write.lease_expires,
-                "b_delivered_seq": write.delivered_seq,
-                "b_inbox_seen_id": write.inbox_seen_id,
-            },
+            _CLAIM_ROW if fence.claims else _FENCE_ROW,
+            (
+                fence.owner,
+                fence.token,
+                fence.version,
+                fence.version + 1,
+                max(o.seq for o in outbox) if outbox else 0,
+                write.next_wake,
+                write.lease_expires,
+                write.delivered_seq,
+                write.inbox_seen_id,
+                fence.token - 1,  # only the claim binds it
+            ),
+            sid,
             d,
         )
         if fenced != 1:
@@ -639,41 +681,63 @@ class SqlSessionStore:
                 f"version {fence.version}) no longer holds; the step is not written"
             )
         if write.session is not None:
-            self._exec(
-                db,
-                S.update_session,
-                params(SessionRec.CHANGING, write.session, session_id=sid),
-                d,
-            )
-        self._many(db, S.insert_hosts, HostRec.FIELDS, write.new_hosts, sid, d)
-        self._many(db, S.update_hosts, HostRec.FIELDS, write.hosts, sid, d)
-        self._many(db, S.insert_instances, InstanceRec.FIELDS, write.new_instances, sid, d)
-        self._many(db, S.update_instances, InstanceRec.FIELDS, write.instances, sid, d)
-        self._many(db, S.insert_projects, ProjectRec.FIELDS, write.new_projects, sid, d)
-        self._many(db, S.update_projects, ProjectRec.FIELDS, write.projects, sid, d)
+            self._one(db, S.update_session, SessionRec.CHANGING, write.session, sid, d)
+        if write.new_hosts:
+            self._many(db, S.insert_hosts, HostRec.FIELDS, write.new_hosts, sid, d)
+        if write.hosts:
+            self._many(db, S.update_hosts, HostRec.FIELDS, write.hosts, sid, d)
+        if write.new_instances:
+            self._many(db, S.insert_instances, InstanceRec.FIELDS, write.new_instances, sid, d)
+        if write.instances:
+            self._many(db, S.update_instances, InstanceRec.FIELDS, write.instances, sid, d)
+        if write.new_projects:
+            self._many(db, S.insert_projects, ProjectRec.FIELDS, write.new_projects, sid, d)
+        if write.projects:
+            self._many(db, S.update_projects, ProjectRec.FIELDS, write.projects, sid, d)
         if d is not None:
-            self._upsert_ops(d, sid, write.new_ops, write.changed_ops)
+            if write.new_ops or write.changed_ops:
+                self._upsert_ops(d, sid, write.new_ops, write.changed_ops)
         else:
             self._many(db, S.insert_ops, OP_ROW, _numbered(sid, write.new_ops), sid)
             if write.changed_ops:
                 self._many(db, S.update_ops, OP_ROW, _numbered(sid, write.changed_ops), sid)
-        if write.outbox:
+        if outbox:
             # The engine's clock (the outbox lag is measured on it);
             # diagnostics only: delivery goes by seq.
             now = write.at or datetime.now(UTC)
-            number = self._number(db, d, sid)
-            outbox = [
-                (o.session_id, outbox_id(number, o.seq), o.seq, o.signal, o.payload, now)
-                for o in write.outbox
-            ]
-            self._many(db, S.insert_outbox, _OUTBOX_ROW, outbox, None, d)
-        self._many(db, self._upsert_components, ComponentRec.FIELDS, write.components, sid, d)
+            first = outbox_id(self._number(db, d, sid), 0)  # a seq is added to it
+            rows = [(sid, first + o.seq, o.seq, o.signal, o.payload, now) for o in outbox]
+            self._many(db, S.insert_outbox, _OUTBOX_ROW, rows, None, d)
+        if write.components:
+            self._many(db, self._upsert_components, ComponentRec.FIELDS, write.components, sid, d)
         if write.timers:
             self._write_timers(db, sid, write.timers, write.fresh_timers, d)
         if write.inbox_outcomes:
             self._many(db, S.inbox_outcomes, _OUTCOME_ROW, write.inbox_outcomes, None, d)
         if write.new_inbox:
             self._many(db, S.insert_inbox, INBOX_ROW, write.new_inbox, sid, d)
+
+    def _one(
+        self,
+        db: Connection,
+        statement: Any,
+        fields: tuple[str, ...],
+        row: tuple[Any, ...],
+        session_id: str,
+        driver: Driver | None,
+    ) -> int:
+        """One row (``fields``, then values ``fields`` leaves unnamed are not
+        bound); the row count. On SQLite the values are bound by the
+        statement's generated code, as :meth:`_many` binds rows."""
+        if self._prepared is None:
+            return self._exec(
+                db, statement, params(fields, row[: len(fields)], session_id=session_id)
+            )
+        prepared = self._prepare(statement)
+        values = prepared.rows(fields, (row,), session_id)[0]
+        if driver is not None:
+            return driver.run(prepared.sql, values, False)
+        return int(db.exec_driver_sql(prepared.sql, values).rowcount)
 
     def _number(self, db: Connection, d: Driver | None, session_id: str) -> int:
         """The session's number: as loaded or inserted, else read (in the
