@@ -354,13 +354,15 @@ def first_wave(
     extra = 0
     partial: str | None = None
     twice = 0
+    ranked = 0  # hosts chosen when the hosts left were last ranked
     for index, load in enumerate(order):
         if len(chosen) >= slots:
             break
-        if taken and rules is not None:
+        if len(taken) > ranked and rules is not None:
             # The hosts left, re-ranked behind the wave's hosts chosen so far:
             # their members leave at the same time and take their groups'
             # slots first.
+            ranked = len(taken)
             behind = Counter(m.group_id for h in taken for m in h.members)
             order[index:] = first_wave_order(
                 order[index:],
