@@ -308,7 +308,7 @@ class _Simulation:
 #: of ``--family 30`` (the workflow then: 1.319 of 4,411 s): 4,909 s, 1.079
 #: of 4,548 s (1.113 then), 504 migrations (1.096), the same search.
 #:
-#: Seed 28 of ``--family 30`` (the workflow: 3,880 s, 1.200): 3,782 s, 1.170
+#: Seed 28 of ``--family 30`` (the workflow: 3,864 s, 1.196): 3,782 s, 1.170
 #: of 3,232 s, 308 migrations (1.100), the best found (the target, 1.15, is
 #: not met): a search of 150 random starts and 2,000 steps with a knob set
 #: since dropped, whose draws the same command no longer repeats. Its lane

@@ -32,6 +32,7 @@ schedule can beat, for the benchmarks and the plan.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import attrs
@@ -197,13 +198,26 @@ def first_wave_order(
     stay_room: int | None,
     rules: Mapping[str, GroupRule] | None = None,
     move_seconds: float = MOVE_SECONDS,
+    behind: Mapping[str, int] | None = None,
+    first: HostLoad | None = None,
 ) -> list[HostLoad]:
     """The hosts worth draining first, when nothing where instances stay can
     take any host's instances, best first: the empty hosts (they force no
     second move), then the hosts whose instances fit least in ``stay_room``
     (free vcpus where instances stay; None: unknown, taken as unlimited)
     force the fewest second moves, then, with ``rules``, those that can be
-    emptied soonest (:func:`drain_wait`), the lightest first."""
+    emptied soonest (:func:`drain_wait`, behind the members per group of
+    ``behind``: those of the wave's hosts chosen before), the lightest
+    first.
+
+    ``first``: the wave's first host with instances, when chosen. A host
+    whose members would leave before its own (fewer vcpus left to move:
+    :func:`fenix_core.planner.completion_order`) ranks after the others:
+    they would take its groups' slots first and delay the first maintained
+    host, which every group's final moves wait for."""
+
+    def before_first(load: HostLoad) -> bool:
+        return first is not None and (load.vcpus, load.host) < (first.vcpus, first.host)
 
     def forced(load: HostLoad) -> int:
         if stay_room is None:
@@ -211,13 +225,16 @@ def first_wave_order(
         return _left_over(sorted(m.vcpus for m in load.members), stay_room)
 
     def wait(load: HostLoad) -> float:
-        return 0.0 if rules is None else drain_wait(load, rules, move_seconds=move_seconds)
+        if rules is None:
+            return 0.0
+        return drain_wait(load, rules, move_seconds=move_seconds, behind=behind)
 
     return sorted(
         candidates,
         key=lambda h: (
             bool(h.members),
             forced(h),
+            before_first(h),
             wait(h),
             len(h.members),
             h.vcpus,
@@ -228,7 +245,11 @@ def first_wave_order(
 
 
 def drain_wait(
-    load: HostLoad, rules: Mapping[str, GroupRule], *, move_seconds: float = MOVE_SECONDS
+    load: HostLoad,
+    rules: Mapping[str, GroupRule],
+    *,
+    move_seconds: float = MOVE_SECONDS,
+    behind: Mapping[str, int] | None = None,
 ) -> float:
     """The seconds a host's drain waits at least for its groups' rounds: for
     each group, its members on the host beyond one round (max_impacted at
@@ -236,7 +257,11 @@ def drain_wait(
     first drained host holding many members of a long chain spends the
     chain's rounds on second moves and comes back later (seed 28 of the
     random family: five members of its one-at-a-time chain on the first
-    host, 216 s of its drain, the chain's start as late)."""
+    host, 216 s of its drain, the chain's start as late).
+
+    ``behind``: per group, members that take its slots first (those of the
+    hosts the first wave opened before this one, which leave with it): the
+    host's members then start in the rounds after theirs."""
     count: dict[str, int] = {}
     for m in load.members:
         count[m.group_id] = count.get(m.group_id, 0) + 1
@@ -245,8 +270,15 @@ def drain_wait(
         rule = rules.get(group_id)
         if rule is None:
             continue
-        # Its chain of moves off the host, less the one move every drain has.
-        longest = max(longest, group_chain_seconds(n, rule, move_seconds) - move_seconds)
+        if not behind:
+            # Its chain of moves off the host, less the one move every drain has.
+            longest = max(longest, group_chain_seconds(n, rule, move_seconds) - move_seconds)
+            continue
+        # The host's last member is the group's (before + n)-th move: it
+        # starts that many whole rounds of max_impacted in.
+        before = behind.get(group_id, 0)
+        rounds = (before + n - 1) // max(1, rule.max_impacted)
+        longest = max(longest, rounds * (move_seconds + rule.recovery_time))
     return longest
 
 
@@ -293,7 +325,11 @@ def first_wave(
 ) -> FirstWave:
     """The first drained hosts, opened while nothing where instances stay can
     take any host's instances and nothing is out of service: in
-    :func:`first_wave_order`, each while everything opened before it still
+    :func:`first_wave_order`, the hosts left ranked again after each one
+    chosen, behind its members (they leave together, and those of a group
+    take its slots in turn: the second host of seed 3 of the default random
+    family drained for 271 s where its own rounds take 30, its groups' slots
+    taken by the first host's members), each while everything opened before it still
     fits on the targets left (:func:`fenix_core.planner.hosts_to_open`, any
     target: their instances may land on hosts still queued), at most
     ``slots``, and the second moves they add beyond the bound within
@@ -318,9 +354,24 @@ def first_wave(
     extra = 0
     partial: str | None = None
     twice = 0
+    ranked = 0  # hosts chosen when the hosts left were last ranked
     for index, load in enumerate(order):
         if len(chosen) >= slots:
             break
+        if len(taken) > ranked and rules is not None:
+            # The hosts left, re-ranked behind the wave's hosts chosen so far:
+            # their members leave at the same time and take their groups'
+            # slots first.
+            ranked = len(taken)
+            behind = Counter(m.group_id for h in taken for m in h.members)
+            order[index:] = first_wave_order(
+                order[index:],
+                stay_room=stay_room,
+                rules=rules,
+                behind=behind,
+                first=next((h for h in taken if h.members), None),
+            )
+            load = order[index]
         # The first host's second moves, when no host is empty, are in the
         # bound (moves_lower_bound); the others are extra.
         cost = len(load.members) if index else 0

@@ -175,6 +175,80 @@ def test_first_wave_prefers_among_equal_second_moves_the_hosts_that_empty_soones
     assert [h.host for h in order] == ["e", "b", "a"]
 
 
+def test_a_hosts_drain_waits_behind_the_members_of_its_groups_that_leave_before_it() -> None:
+    """drain_wait ``behind``: the members per group of the first wave's
+    hosts chosen before, which take the group's slots first; the host's
+    last member starts in the round its turn falls in."""
+    rules = {
+        "slow": GroupRule("slow", max_impacted=2, recovery_time=100.0),
+        "other": GroupRule("other", max_impacted=1, recovery_time=40.0),
+    }
+    pair = _load("b", 1, 1, group="slow")
+    assert drain_wait(pair, rules) == 0.0  # one round of two
+    assert drain_wait(pair, rules, behind={"slow": 1}) == 130.0  # its second member's round
+    assert drain_wait(pair, rules, behind={"slow": 2}) == 130.0
+    assert drain_wait(pair, rules, behind={"slow": 3}) == 260.0
+    assert drain_wait(pair, rules, behind={"other": 5}) == 0.0  # another group's members
+    two = _load("c", 1, 1, group="other")  # one at a time: a round more
+    assert drain_wait(two, rules) == drain_wait(two, rules, behind={"slow": 2}) == 70.0
+    assert [h.host for h in first_wave_order([pair, two], stay_room=0, rules=rules)] == ["b", "c"]
+    order = first_wave_order([pair, two], stay_room=0, rules=rules, behind={"slow": 2})
+    assert [h.host for h in order] == ["c", "b"]
+
+
+def test_the_first_waves_next_host_is_the_one_that_empties_soonest_behind_those_chosen() -> None:
+    """The wave's hosts drain together: after each host chosen, the hosts
+    left are ranked by their wait behind its members. b holds two members
+    of the group the first host's two fill a round of, c two of a group
+    moving one at a time: alone, b empties at once and c a round later;
+    behind a, b waits a whole round of its group (100 s of recovery_time)."""
+    rules = {
+        "slow": GroupRule("slow", max_impacted=2, recovery_time=100.0),
+        "other": GroupRule("other", max_impacted=1, recovery_time=40.0),
+    }
+    loads = [
+        _load("a", 1, 1, group="slow"),
+        _load("b", 1, 1, group="slow"),
+        _load("c", 1, 1, group="other"),
+    ]
+    targets = [Target(h.host, 16 - h.vcpus, False) for h in loads]
+    idle = {"slow": 1.0, "other": 1.0}
+    common: dict[str, Any] = {"targets": targets, "idle_groups": idle, "slots": 2}
+    assert first_wave(loads, instances=20, rules=rules, **common) == FirstWave(("a", "c"))
+    # Without the rules, by the hosts alone.
+    assert first_wave(loads, instances=20, **common) == FirstWave(("a", "b"))
+
+
+def test_the_first_waves_next_host_is_not_one_whose_members_would_leave_before_the_firsts() -> None:
+    """A host with fewer vcpus left than the wave's first host has its
+    members placed first (planner.completion_order): they would take the
+    first host's groups' slots and delay the first maintained host, which
+    every group's final moves wait for. d would empty sooner behind a than
+    e (a round of its one-at-a-time group against a round of a's group),
+    but its 2 vcpus go before a's 4: e is chosen."""
+    rules = {
+        "slow": GroupRule("slow", max_impacted=2, recovery_time=100.0),
+        "other": GroupRule("other", max_impacted=1, recovery_time=40.0),
+    }
+    a = _load("a", 2, 2, group="slow")
+    d = _load("d", 1, 1, group="other")
+    e = _load("e", 3, 3, group="slow")
+    assert drain_wait(d, rules, behind={"slow": 2}) < drain_wait(e, rules, behind={"slow": 2})
+    order = first_wave_order([d, e], stay_room=0, rules=rules, behind={"slow": 2}, first=a)
+    assert [h.host for h in order] == ["e", "d"]
+    loads = [a, d, e]
+    targets = [Target(h.host, 16 - h.vcpus, False) for h in loads]
+    wave = first_wave(
+        loads,
+        targets=targets,
+        idle_groups={"slow": 1.0, "other": 1.0},
+        slots=2,
+        instances=20,
+        rules=rules,
+    )
+    assert wave == FirstWave(("a", "e"))
+
+
 def test_first_wave_room_is_a_share_of_the_instances() -> None:
     assert first_wave_room(2000) == int(2000 * FIRST_WAVE_SHARE)
     assert first_wave_room(2000, share=0.0) == 0
