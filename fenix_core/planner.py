@@ -1261,6 +1261,7 @@ def drain_sequence(
     rules: Mapping[str, GroupRule],
     *,
     first: Sequence[str] = (),
+    together: bool = False,
 ) -> tuple[list[str], HostLoad | None]:
     """A dry run of maintaining ``loads`` one host at a time: can every host be
     emptied in turn, its members placed on the other hosts (capacity, group
@@ -1274,6 +1275,16 @@ def drain_sequence(
     which the constrained workflow treats as infeasible before touching any
     host rather than finding out half-way. ``first`` forces the order of the
     first hosts (to ask "may this host go now and the rest still follow?").
+    ``together``: the hosts of ``first`` drain at the same time (the hosts
+    draining now and those opened with them), in whichever order they empty
+    (``first``'s order is not forced then), before any other. Each of them is
+    emptied onto the hosts outside ``first`` where its members fit there, as
+    the waves place them on the room there is now; only when they do not fit
+    there do they wait for the hosts of ``first`` emptied before it, and none
+    lands on one not emptied yet. Emptied one after the other onto every host
+    instead, a later host's members landed on an earlier one in the dry run
+    while the waves filled the other hosts, and the session got stuck
+    half-way.
     """
     free: dict[str, int | None] = {t.host: t.free for t in targets}
     stays: dict[str, bool] = {t.host: t.stays for t in targets}
@@ -1284,12 +1295,18 @@ def drain_sequence(
     pending = sorted(loads, key=lambda h: (h.vcpus, h.position, h.host))
     where: dict[str, list[Member]] = {h.host: list(h.members) for h in pending}
     order: list[str] = []
-    forced = list(first)
+    forced = [] if together else list(first)
+    draining = frozenset(first) if together else frozenset()
     while pending:
         candidates = pending
+        closed: frozenset[str] = frozenset()
         if forced:
             name = forced.pop(0)
             candidates = [h for h in pending if h.host == name]
+        elif draining and not draining.issubset(order):
+            # Whichever of them empties first: the lightest, as before.
+            candidates = [h for h in pending if h.host in draining]
+            closed = draining
         for load in candidates:
             later = (m for h in pending if h is not load for m in where[h.host])
             ahead = _limited_ahead(later, rules, None) if limited_groups else None
@@ -1302,7 +1319,22 @@ def drain_sequence(
                 rules,
                 ahead,
                 rounds=bool(limited_groups),
+                closed=closed,
             )
+            if placed is None and closed:
+                # No room elsewhere: its members wait for those of the hosts
+                # draining with it that were emptied, as the waves' do.
+                placed = _emptied_in_rounds(
+                    load.host,
+                    where[load.host],
+                    free,
+                    stays,
+                    counts,
+                    rules,
+                    ahead,
+                    rounds=bool(limited_groups),
+                    closed=closed - set(order),
+                )
             if placed is None:
                 continue
             for member, host in placed:
@@ -1341,6 +1373,7 @@ def _emptied_in_rounds(
     ahead: Mapping[str, int] | None,
     *,
     rounds: bool,
+    closed: Collection[str] = (),
 ) -> list[tuple[Member, str]] | None:
     """Where ``host``'s members go when it is emptied alone, as the waves
     move them: in rounds of each group's ``max_impacted`` (the others wait
@@ -1350,7 +1383,8 @@ def _emptied_in_rounds(
     not see where an earlier one put a group without a per-host limit.
     ``rounds`` False (no group has a per-host limit): one round, every
     member at once; where each goes then decides room alone, and each round
-    costs a pass over every target. None if a member finds no room."""
+    costs a pass over every target. ``closed``: hosts that take no member
+    (draining with ``host``). None if a member finds no room."""
     left = sorted(members, key=lambda m: (-m.vcpus, m.instance_id))
     if not rounds:
         budgets = {m.group_id: len(left) for m in left}
@@ -1362,7 +1396,7 @@ def _emptied_in_rounds(
     others = {
         name: Target(name, room, stays[name], counts[name])
         for name, room in free.items()
-        if name != host
+        if name != host and name not in closed
     }
     placed: list[tuple[Member, str]] = []
     while left:
@@ -1390,6 +1424,7 @@ def drains_by_count(
     rules: Mapping[str, GroupRule],
     *,
     first: Sequence[str] = (),
+    together: bool = False,
 ) -> bool | None:
     """:func:`drain_sequence`'s verdict (True: every host of ``loads`` can be
     emptied in turn) found by counting, where counting is exact: every member
@@ -1403,7 +1438,12 @@ def drains_by_count(
     unit from one to the other). So a host can be emptied, at any point of
     any order, exactly when the total room is at least its members plus its
     room. O(hosts and targets) instead of a placement of every member on every
-    target per host. None: counting is not exact here (run ``drain_sequence``).
+    target per host. ``together`` (as :func:`drain_sequence`): a host of
+    ``first`` takes none of the members of another not emptied yet, so one
+    of them may be emptied when the total room less the room of those not
+    emptied yet (its own included: none of them took anything) holds its
+    members; the hosts after them are counted as before. None: counting is
+    not exact here (run ``drain_sequence``).
     """
     free: dict[str, int] = {}
     for t in targets:
@@ -1420,6 +1460,19 @@ def drains_by_count(
     if any(m.vcpus != 1 for load in loads for m in load.members):
         return None
     total = sum(free.values())
+    if together and first:
+        # Emptying one of them only opens room to the others: any order
+        # found by taking whichever may go is as good as another.
+        members = {load.host: len(load.members) for load in loads}
+        left = {host: members[host] for host in first}
+        closed = sum(free[host] for host in left)
+        while left:
+            host = next((h for h, n in left.items() if total >= n + closed), None)
+            if host is None:
+                return False
+            closed -= free[host]
+            del left[host]
+        loads = [load for load in loads if load.host not in first]
     return all(total >= len(load.members) + free[load.host] for load in loads)
 
 

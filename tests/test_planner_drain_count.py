@@ -38,14 +38,15 @@ def fleet(draw: Any, *, loads: int, spares: int) -> tuple[list[HostLoad], list[T
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.data())
-def test_counting_gives_the_dry_runs_verdict(data: st.DataObject) -> None:
+@given(st.data(), st.booleans())
+def test_counting_gives_the_dry_runs_verdict(data: st.DataObject, together: bool) -> None:
     loads, targets, first = fleet(
         data.draw, loads=data.draw(st.integers(1, 7)), spares=data.draw(st.integers(0, 3))
     )
-    counted = drains_by_count(loads, targets, UNLIMITED, first=first)
+    counted = drains_by_count(loads, targets, UNLIMITED, first=first, together=together)
     assert counted is not None
-    assert counted == (drain_sequence(loads, targets, UNLIMITED, first=first)[1] is None)
+    sequence = drain_sequence(loads, targets, UNLIMITED, first=first, together=together)
+    assert counted == (sequence[1] is None)
 
 
 def test_counting_sees_a_host_that_gained_members_before_its_turn() -> None:
@@ -82,3 +83,26 @@ def test_counting_declines_where_it_would_not_be_exact() -> None:
     assert drains_by_count(one, room, UNLIMITED, first=["h0", "h0"]) is None
     twice = [*room, Target("s0", 2, True)]
     assert drains_by_count(one, twice, UNLIMITED) is None
+
+
+def test_hosts_draining_together_take_none_of_each_others_members() -> None:
+    """h0 and h1 (a member and room for one each, no other host) drain at
+    once: neither member can land on the other host, which drains too, as it
+    could one host after the other. With h1 empty, h1 is emptied first and
+    h0's member may wait for it."""
+    loads = [
+        HostLoad("h0", (Member("a", "p", "g0", 1),), 0),
+        HostLoad("h1", (Member("b", "p", "g0", 1),), 1),
+    ]
+    targets = [Target("h0", 1, False), Target("h1", 1, False)]
+    first = ["h0", "h1"]
+    assert drains_by_count(loads, targets, UNLIMITED, first=first) is True
+    assert drain_sequence(loads, targets, UNLIMITED, first=first)[1] is None
+    assert drains_by_count(loads, targets, UNLIMITED, first=first, together=True) is False
+    assert drain_sequence(loads, targets, UNLIMITED, first=first, together=True)[1] is not None
+    empty_h1 = [loads[0], HostLoad("h1", (), 1)]
+    assert drains_by_count(empty_h1, targets, UNLIMITED, first=first, together=True) is True
+    assert drain_sequence(empty_h1, targets, UNLIMITED, first=first, together=True) == (
+        ["h1", "h0"],
+        None,
+    )
