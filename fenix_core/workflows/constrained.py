@@ -1476,10 +1476,14 @@ class ConstrainedWorkflow(RollingWorkflow):
                         weight = weights[m.group_id] = self._weight(step, m.group_id)
                     return (-weight, -m.vcpus, m.instance_id)
 
-                waiting.sort(key=by_weight)
-                for m in waiting:
-                    target = plan.get(m.instance_id)
-                    if target is None or budgets.get(m.group_id, 0) <= 0:
+                # Only the members placed are sorted (the key names each
+                # member: the same order as sorting them all, without the
+                # weights of the groups of those left waiting).
+                placed = [m for m in waiting if m.instance_id in plan]
+                placed.sort(key=by_weight)
+                for m in placed:
+                    target = plan[m.instance_id]
+                    if budgets.get(m.group_id, 0) <= 0:
                         continue
                     budgets.take(m.group_id)
                     inst = views[m.instance_id]
