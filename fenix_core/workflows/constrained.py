@@ -1681,10 +1681,11 @@ class ConstrainedWorkflow(RollingWorkflow):
         instances in recovery, not the groups)."""
         recovery = self._recovery(ctx, step, cst)
         moving: Counter[str] = Counter()
-        listed = recovery.group_of
+        listed, known = recovery.group_of, step.counts.group
         for inst in step.in_action():
-            if inst.instance_id not in listed:  # moving again while in recovery: counted once
-                moving[step.group(inst)] += 1
+            iid = inst.instance_id
+            if iid not in listed:  # moving again while in recovery: counted once
+                moving[known.get(iid) or step.group(inst)] += 1
         return _Impacted(recovery.by_group, moving)
 
     def _recovery(self, ctx: SessionContext, step: _Step, cst: ConstrainedState) -> _Recovery:
