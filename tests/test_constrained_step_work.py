@@ -869,3 +869,45 @@ def test_an_opening_decision_with_the_inputs_of_the_last_one_that_opened_nothing
     asked.clear()
     assert timeline("made", unique) == kept
     assert len(made) == len(asked)  # every decision made
+
+
+def test_the_idle_groups_and_the_weights_the_hosts_feed_are_those_of_a_recount(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The idle groups and each pending host's fed weight are kept with the
+    counts between opening decisions and worked out again only for the
+    groups whose work, pending hosts or members waiting changed: at every
+    decision they are what a recount from every group gives, and most
+    decisions are answered from what was kept. With the counts dropped now
+    and then, as when another process steps the session (its stamp
+    differs), what was kept goes with them and is built anew: the same
+    session runs."""
+    original = constrained.ConstrainedWorkflow._idle_and_fed
+    counts_of = constrained.ConstrainedWorkflow._counts_of
+    kept: list[bool] = []
+    rng = random.Random(5)
+
+    def checked(self: Any, step: Any, waiting: Any) -> Any:
+        kept.append(step.counts.fed is not None)
+        idle, fed = original(self, step, waiting)
+        assert (dict(idle), dict(fed)) == self._idle_and_fed_of(step, waiting)
+        return idle, fed
+
+    def sometimes_dropped(self: Any, ctx: Any) -> Any:
+        if rng.random() < 0.2:
+            self._counts.pop(ctx.session_id, None)
+        return counts_of(self, ctx)
+
+    monkeypatch.setattr(constrained.ConstrainedWorkflow, "_idle_and_fed", checked)
+    # Windows smaller than the fleet, as at 300 hosts: hosts are opened
+    # ahead of their room, and the groups' work is read at most decisions.
+    monkeypatch.setattr(constrained, "TARGET_WINDOW", 6)
+    monkeypatch.setattr(constrained, "CANDIDATE_WINDOW", 5)
+    whole = _answered_late(tmp_path / "kept")
+    assert whole[0] == "MAINTENANCE_DONE"
+    assert sum(kept) > len(kept) // 2, (sum(kept), len(kept))  # most answered from what was kept
+    kept.clear()
+    monkeypatch.setattr(constrained.ConstrainedWorkflow, "_counts_of", sometimes_dropped)
+    assert _answered_late(tmp_path / "dropped") == whole
+    assert not all(kept), kept  # built anew after the counts were dropped
+    assert any(kept), kept

@@ -71,7 +71,10 @@ answers. A placement whose inputs (the views' change numbers, the budgets
 of the groups that may start, the instances that may) are those of the
 last one worked out, which found no member to start, is not worked out
 again; nor is an opening decision whose inputs are those of the last one,
-which opened nothing and changed nothing.
+which opened nothing and changed nothing. The idle groups and the weight
+each pending host feeds (``_Fed``) are kept with the counts between
+opening decisions and worked out again only for the groups whose work left,
+pending hosts or members waiting on the open hosts changed.
 
 What it keeps: :class:`ConstrainedState` (constant size: the wave counter,
 the cache stamp, how many recoveries started, the first wave's partial
@@ -315,6 +318,29 @@ class _PendingLoad:
 
 
 @attrs.define(slots=True)
+class _Fed:
+    """:meth:`ConstrainedWorkflow._idle_and_fed`'s answer, kept between
+    opening decisions (a cache of this process, kept with the counts) and
+    brought up to date group by group: a decision at 1,000 hosts read every
+    group with work left (most of the fleet's) and every pending host of
+    each idle one, while between two decisions a few groups' work, pending
+    hosts or members waiting on the open hosts change. Each idle group's
+    weight is a whole number of seconds (whole recovery times, a whole move
+    estimate), so a host's sum is the same whatever the order its groups
+    were added and taken out in."""
+
+    #: The members waiting on the open hosts per group it was worked out for.
+    waiting: dict[str, int]
+    idle: dict[str, float]
+    fed: dict[str, float]
+    #: Per host of ``fed``, how many idle groups feed it (none left: it is
+    #: taken out, as a fresh answer would not name it).
+    feeders: Counter[str]
+    #: Per idle group, the pending hosts its weight was added to.
+    on: dict[str, tuple[str, ...]]
+
+
+@attrs.define(slots=True)
 class _Counts:
     """Per-group counts of one session, derived from the views (a cache of
     this process): members on hosts still to do, and the pending hosts that
@@ -382,6 +408,12 @@ class _Counts:
     #: member could start in it (:meth:`ConstrainedWorkflow._placement_inputs`):
     #: a placement with the same inputs finds the same empty order.
     empty_placement: tuple[tuple[Any, ...], dict[str, int]] | None = None
+    #: The idle groups and the weight each pending host feeds as last worked
+    #: out (:class:`_Fed`), and the groups whose work left (``todo``) or
+    #: pending hosts (``pending_hosts_of``) changed since: every change of
+    #: either names its group here.
+    fed: _Fed | None = None
+    refed: set[str] = attrs.field(factory=set)
 
     def ahead(self) -> dict[str, int]:
         """Per group with a per-host limit still to move, its smallest member."""
@@ -1476,10 +1508,14 @@ class ConstrainedWorkflow(RollingWorkflow):
                         weight = weights[m.group_id] = self._weight(step, m.group_id)
                     return (-weight, -m.vcpus, m.instance_id)
 
-                waiting.sort(key=by_weight)
-                for m in waiting:
-                    target = plan.get(m.instance_id)
-                    if target is None or budgets.get(m.group_id, 0) <= 0:
+                # Only the members placed are sorted (the key names each
+                # member: the same order as sorting them all, without the
+                # weights of the groups of those left waiting).
+                placed = [m for m in waiting if m.instance_id in plan]
+                placed.sort(key=by_weight)
+                for m in placed:
+                    target = plan[m.instance_id]
+                    if budgets.get(m.group_id, 0) <= 0:
                         continue
                     budgets.take(m.group_id)
                     inst = views[m.instance_id]
@@ -1645,10 +1681,11 @@ class ConstrainedWorkflow(RollingWorkflow):
         instances in recovery, not the groups)."""
         recovery = self._recovery(ctx, step, cst)
         moving: Counter[str] = Counter()
-        listed = recovery.group_of
+        listed, known = recovery.group_of, step.counts.group
         for inst in step.in_action():
-            if inst.instance_id not in listed:  # moving again while in recovery: counted once
-                moving[step.group(inst)] += 1
+            iid = inst.instance_id
+            if iid not in listed:  # moving again while in recovery: counted once
+                moving[known.get(iid) or step.group(inst)] += 1
         return _Impacted(recovery.by_group, moving)
 
     def _recovery(self, ctx: SessionContext, step: _Step, cst: ConstrainedState) -> _Recovery:
@@ -1755,6 +1792,7 @@ class ConstrainedWorkflow(RollingWorkflow):
         dest = ctx.hosts.get(moved.host)
         counts.pending_loads.pop(moved.host, None)  # one more member waits there
         if moved.state == InstanceState.GONE or dest is None or dest.state not in _OPEN:
+            counts.refed.add(g)
             if moved.state == InstanceState.GONE or dest is None or dest.state != HostState.PENDING:
                 counts.todo[g] -= 1
             else:
@@ -2184,6 +2222,7 @@ class ConstrainedWorkflow(RollingWorkflow):
                 found = counts.pending_hosts_of.get(g)
                 if found is not None:
                     found.discard(name)
+                    counts.refed.add(g)
                 if inst.state not in (InstanceState.GONE, InstanceState.OUT_OF_SCOPE):
                     counts.pending_member(g, inst.vcpus, step.limited(g), -1)
             view = ctx.hosts.get(name)
@@ -2195,12 +2234,66 @@ class ConstrainedWorkflow(RollingWorkflow):
         return opened, held
 
     def _idle_and_fed(
-        self, step: _Step, waiting: Counter[str]
-    ) -> tuple[dict[str, float], dict[str, float]]:
+        self, step: _Step, waiting: Mapping[str, int]
+    ) -> tuple[Mapping[str, float], Mapping[str, float]]:
         """The idle groups (work left, fewer of their members ``waiting`` on
         the open hosts than they may move at once) with their weights, and
         for each pending host the idle weight it feeds (each group it holds
-        members of: its weight + 1)."""
+        members of: its weight + 1): :meth:`_idle_and_fed_of`'s answer, kept
+        with the counts (:class:`_Fed`, not to be changed by the caller) and
+        worked out again only for the groups whose work left, pending hosts
+        (``refed``) or members waiting changed since the last one."""
+        counts = step.counts
+        kept = counts.fed
+        changed: Iterable[str]
+        if kept is None:
+            kept = counts.fed = _Fed({}, {}, {}, Counter(), {})
+            changed = counts.todo  # every group with work
+        else:
+            before = kept.waiting
+            changed = {
+                g for g in before.keys() | waiting.keys() if before.get(g, 0) != waiting.get(g, 0)
+            }
+            changed |= counts.refed
+        counts.refed.clear()
+        kept.waiting = dict(waiting)
+        idle, fed, feeders, on = kept.idle, kept.fed, kept.feeders, kept.on
+        rules, rule, paces, weight_of = step.rules, step.rule, counts.pace, self._weight
+        todo, hosts_of = counts.todo, counts.pending_hosts_of.get
+        for g in changed:
+            weight = idle.pop(g, None)
+            if weight is not None:  # its weight taken out of the hosts it fed
+                add = weight + 1.0
+                for name in on.pop(g):
+                    n = feeders[name] - 1
+                    if n:
+                        feeders[name] = n
+                        fed[name] -= add
+                    else:
+                        del feeders[name], fed[name]
+            left = todo.get(g, 0)
+            if left <= 0:
+                continue
+            w = waiting.get(g, 0)
+            if w != 0 and w >= (rules.get(g) or rule(g)).max_impacted:
+                continue
+            pace = paces.get(g)
+            weight = weight_of(step, g) if pace is None else math.ceil(left / pace[0]) * pace[1]
+            if not weight.is_integer():  # sums in another order could round otherwise
+                counts.fed = None
+                return self._idle_and_fed_of(step, waiting)
+            idle[g] = weight
+            names = on[g] = tuple(hosts_of(g, ()))
+            add = weight + 1.0
+            for name in names:
+                fed[name] = fed.get(name, 0.0) + add
+                feeders[name] += 1
+        return idle, fed
+
+    def _idle_and_fed_of(
+        self, step: _Step, waiting: Mapping[str, int]
+    ) -> tuple[dict[str, float], dict[str, float]]:
+        """:meth:`_idle_and_fed` worked out from every group with work left."""
         counts = step.counts
         # Every group with work left is looked at (most of the fleet's groups
         # at 1,000 hosts, twice per decision): the lookups are bound once,
@@ -2439,7 +2532,7 @@ class ConstrainedWorkflow(RollingWorkflow):
         return None
 
     @staticmethod
-    def _best(fed: dict[str, float]) -> list[str]:
+    def _best(fed: Mapping[str, float]) -> list[str]:
         if len(fed) <= CANDIDATE_WINDOW:
             return list(fed)
         return heapq.nlargest(CANDIDATE_WINDOW, fed, key=lambda n: (fed[n], n))
