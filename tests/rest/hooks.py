@@ -25,13 +25,15 @@ class HookEndpoint:
     """``HookEndpoint(port)``; ``up()`` starts listening, ``down()`` stops.
 
     ``answer(body, headers) -> status`` decides each answer (default 200).
-    ``received`` lists ``(event type header, body)`` of the POSTs answered 2xx.
+    ``received`` lists ``(event type header, body)`` of the POSTs answered 2xx;
+    ``deliveries`` the ``X-Fenix-Delivery`` header of each, in the same order.
     """
 
     def __init__(self, port: int | None = None) -> None:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}/hook"
         self.received: list[tuple[str, dict[str, Any]]] = []
+        self.deliveries: list[str] = []
         self.attempts = 0
         self.answer: Callable[[dict[str, Any], Any], int] = lambda body, headers: 200
         self._server: Any = None
@@ -46,6 +48,7 @@ class HookEndpoint:
             status = self.answer(body, request.headers)
             if 200 <= status < 300:
                 self.received.append((request.headers.get("X-Fenix-Event-Type", ""), body))
+                self.deliveries.append(request.headers.get("X-Fenix-Delivery", ""))
         return Response("{}", status=status, mimetype="application/json")(environ, start_response)
 
     def up(self) -> HookEndpoint:
@@ -64,12 +67,24 @@ class HookEndpoint:
         with self._lock:
             return [body for _, body in self.received]
 
+    def distinct(self) -> list[dict[str, Any]]:
+        """The bodies as a receiver that de-duplicates on ``X-Fenix-Delivery``
+        takes them (docs/rest.md: delivery is at least once; a POST whose 2xx
+        answer came after the sender's timeout, on a loaded machine, is sent
+        again): the first of each, in arrival order."""
+        with self._lock:
+            firsts = {}
+            for delivery, (_, body) in zip(self.deliveries, self.received, strict=True):
+                firsts.setdefault(delivery, body)
+            return list(firsts.values())
+
     def wait_for(self, count: int, timeout: float = 10.0) -> list[dict[str, Any]]:
-        """The bodies received, once there are ``count`` (or the timeout passed)."""
+        """The distinct deliveries received, once there are ``count`` (or the
+        timeout passed)."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and len(self.bodies()) < count:
+        while time.monotonic() < deadline and len(self.distinct()) < count:
             time.sleep(0.01)
-        return self.bodies()
+        return self.distinct()
 
 
 #: Generous reply windows for sessions driven by HTTP managers on a real clock.
