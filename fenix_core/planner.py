@@ -25,6 +25,7 @@ import heapq
 import math
 from collections import Counter, defaultdict
 from collections.abc import Callable, Collection, Container, Iterable, Mapping, Sequence
+from functools import partial
 from typing import TYPE_CHECKING, Literal
 
 import attrs
@@ -1310,7 +1311,8 @@ def drain_sequence(
         for load in candidates:
             later = (m for h in pending if h is not load for m in where[h.host])
             ahead = _limited_ahead(later, rules, None) if limited_groups else None
-            placed = _emptied_in_rounds(
+            emptied = partial(
+                _emptied_in_rounds,
                 load.host,
                 where[load.host],
                 free,
@@ -1319,22 +1321,12 @@ def drain_sequence(
                 rules,
                 ahead,
                 rounds=bool(limited_groups),
-                closed=closed,
             )
+            placed = emptied(closed=closed)
             if placed is None and closed:
                 # No room elsewhere: its members wait for those of the hosts
                 # draining with it that were emptied, as the waves' do.
-                placed = _emptied_in_rounds(
-                    load.host,
-                    where[load.host],
-                    free,
-                    stays,
-                    counts,
-                    rules,
-                    ahead,
-                    rounds=bool(limited_groups),
-                    closed=closed - set(order),
-                )
+                placed = emptied(closed=closed - set(order))
             if placed is None:
                 continue
             for member, host in placed:

@@ -126,11 +126,13 @@ class SqliteInbox:
         return db
 
     @contextmanager
-    def transaction(self) -> Iterator[SqliteInbox]:
+    def _immediate(self) -> Iterator[None]:
+        """BEGIN IMMEDIATE ... COMMIT, rolled back on an error; ``fail_next``
+        fails it once before the commit."""
         db = self._db()
         db.execute("BEGIN IMMEDIATE")
         try:
-            yield self
+            yield
             if self.fail_next:
                 self.fail_next = False
                 raise sqlite3.OperationalError("disk I/O error")
@@ -138,6 +140,11 @@ class SqliteInbox:
             db.execute("ROLLBACK")
             raise
         db.execute("COMMIT")
+
+    @contextmanager
+    def transaction(self) -> Iterator[SqliteInbox]:
+        with self._immediate():
+            yield self
         self.commits += 1
 
     def facts(self, session_id: str) -> ReplyFacts:
@@ -159,17 +166,8 @@ class SqliteInbox:
     def append(self, rows: Sequence[AcceptedReply]) -> None:
         """Replies to held sessions in a transaction of their own that reads
         nothing (ReplyIntake's ``append``); counted apart from ``commits``."""
-        db = self._db()
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with self._immediate():
             self.insert(rows)
-            if self.fail_next:
-                self.fail_next = False
-                raise sqlite3.OperationalError("disk I/O error")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
         self.appends += 1
 
     def rows(self) -> list[tuple[Any, ...]]:

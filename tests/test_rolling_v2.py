@@ -454,18 +454,24 @@ def _placement_by_full_search(
     return out
 
 
-@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(
-    st.lists(
+def host_layouts(
+    largest: int, instances: int, hosts: int
+) -> st.SearchStrategy[list[tuple[HostState, int, list[int]]]]:
+    """Hosts as (state, vcpus, its instances' vcpus): ``largest`` the most
+    vcpus of an instance, at most ``instances`` on a host, 2 to ``hosts``."""
+    return st.lists(
         st.tuples(
             st.sampled_from([HostState.PENDING, HostState.MAINTAINED, HostState.ADDED]),
-            st.integers(2, 12),  # vcpus
-            st.lists(st.integers(1, 3), max_size=4),  # its instances' vcpus
+            st.integers(2, 12),
+            st.lists(st.integers(1, largest), max_size=instances),
         ),
         min_size=2,
-        max_size=9,
+        max_size=hosts,
     )
-)
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(host_layouts(largest=3, instances=4, hosts=9))
 def test_the_drains_placement_is_the_one_a_search_of_every_target_finds(
     layout: list[tuple[HostState, int, list[int]]],
 ) -> None:
@@ -514,17 +520,7 @@ def _layout_context(layout: list[tuple[HostState, int, list[int]]]) -> LoggingCo
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(
-    st.lists(
-        st.tuples(
-            st.sampled_from([HostState.PENDING, HostState.MAINTAINED, HostState.ADDED]),
-            st.integers(2, 12),  # vcpus
-            st.lists(st.integers(1, 4), max_size=5),  # its instances' vcpus
-        ),
-        min_size=2,
-        max_size=7,
-    )
-)
+@given(host_layouts(largest=4, instances=5, hosts=7))
 def test_the_drains_check_answers_as_placing_every_instance(
     layout: list[tuple[HostState, int, list[int]]],
 ) -> None:

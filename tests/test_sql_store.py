@@ -693,17 +693,23 @@ def test_rows_bind_what_the_column_types_bind() -> None:
     check()
 
 
+def sql_with_two_sessions(harness: Any) -> SqlHarness:
+    """The SQL store (the test is skipped on the others) with sessions s-1
+    and s-2, for the writes of accepted replies."""
+    if not isinstance(harness, SqlHarness):
+        pytest.skip("the SQL stores' write of accepted replies")
+    harness.store.insert(new_session("s-1"))
+    harness.store.insert(new_session("s-2"))
+    return harness
+
+
 def test_accepted_replies_of_two_sessions_are_one_insert_each_and_read_back_as_sent(
     harness: Any,
 ) -> None:
     """The reply path's write (``insert_replies``): one executemany per
     session in the caller's transaction, each row read back by the step's
     query as it was accepted (its instance actions, its time)."""
-    if not isinstance(harness, SqlHarness):
-        pytest.skip("the SQL stores' write of accepted replies")
-    h = harness
-    h.store.insert(new_session("s-1"))
-    h.store.insert(new_session("s-2"))
+    h = sql_with_two_sessions(harness)
     received = datetime(2026, 1, 1, 12, 0, 30, tzinfo=UTC)
     counter = Counted(h.database)
     with h.store.transaction() as db:
@@ -738,11 +744,7 @@ def test_accepted_replies_appended_on_their_own_are_one_insert_each_and_one_comm
     session and a commit (on SQLite by the kept connection's driver, no
     SQLAlchemy transaction begun); one that fails leaves nothing, and the
     next is written."""
-    if not isinstance(harness, SqlHarness):
-        pytest.skip("the SQL stores' write of accepted replies")
-    h = harness
-    h.store.insert(new_session("s-1"))
-    h.store.insert(new_session("s-2"))
+    h = sql_with_two_sessions(harness)
     received = datetime(2026, 1, 1, 12, 0, 30, tzinfo=UTC)
     rows: list[tuple[str, tuple[Any, ...]]] = [
         ("s-1", ("p0", "ACK_PLANNED_MAINTENANCE", {"vm-0": "MIGRATE"}, received, None, None)),
