@@ -307,3 +307,58 @@ ONCE_DEAD_ENDS = {
     "smallest-instances-host": PER_HOST_LIMITS_NEED_THE_SMALLEST_INSTANCES_HOST,
     "opened-together-fill-per-host-room": HOSTS_OPENED_TOGETHER_FILL_THE_ROOM_OF_A_PER_HOST_LIMIT,
 }
+
+
+#: Layouts where the session still fails half-way ("no target host has room
+#: for ..."): the dry run found an order, but it places a host's instances
+#: where its own greedy placement puts them, and the waves, placing as
+#: members become free to move, put them elsewhere (a group's member then
+#: finds every host without that group full). About 4 in 2,500 of the
+#: property's random layouts (tests/test_constrained_v2.py), the same before
+#: and after the dry run drained the hosts opened together together; each
+#: found by a 3,000-example run of that property. Fixing them needs the waves
+#: to follow the dry run's placement, or the dry run the waves'.
+STILL_DEAD_ENDS: dict[str, dict[str, Any]] = {
+    # First wave cmp-2 + cmp-1; cmp-0 then opens with cmp-1's last instance:
+    # vm-1 lands on cmp-2, which the dry run kept for vm-2 (anti-affine).
+    # Ended DONE before the dry run drained hosts opened together together
+    # (the first wave was cmp-2 + cmp-3 then).
+    "anti-affine-pair-on-a-full-cloud": {
+        "layout": {
+            "cmp-0": [("vm-0", "p0", 1), ("vm-1", "p0", 2), ("vm-2", "p0", 1)],
+            "cmp-1": [("vm-3", "p0", 1), ("vm-4", "p0", 2), ("vm-5", "p0", 2)],
+            "cmp-2": [],
+            "cmp-3": [("vm-6", "p0", 1)],
+        },
+        "capacity": 5,
+        "groups": [_group(anti_affine=True, impacted=2, per_host=0, recovery=0)],
+        "membership": {
+            "vm-0": 0,
+            "vm-1": None,
+            "vm-2": 0,
+            "vm-3": None,
+            "vm-4": None,
+            "vm-5": None,
+            "vm-6": 0,
+        },
+        "managed": (),
+        "cap": None,
+    },
+    # Fails the same way on 2ceb5e7 and since.
+    "per-host-two-on-three-hosts": {
+        "layout": {
+            "cmp-0": [("vm-0", "p0", 1), ("vm-1", "p0", 1)],
+            "cmp-1": [("vm-2", "p0", 1)],
+            "cmp-2": [("vm-3", "p0", 1), ("vm-4", "p1", 1)],
+        },
+        "capacity": 5,
+        "groups": [
+            _group(anti_affine=False, impacted=1, per_host=2, recovery=0),
+            _group(anti_affine=False, impacted=1, per_host=0, recovery=0),
+            _group(anti_affine=False, impacted=1, per_host=0, recovery=0),
+        ],
+        "membership": {"vm-0": 0, "vm-1": 0, "vm-2": 0, "vm-3": 0, "vm-4": 1},
+        "managed": (),
+        "cap": None,
+    },
+}

@@ -16,6 +16,7 @@ from constrained_layouts import (
     ANTI_AFFINE_MEMBER_ON_THE_FULLEST_HOST,
     ANTI_AFFINE_PAIR_LEFT_ONE_HOST,
     ONCE_DEAD_ENDS,
+    STILL_DEAD_ENDS,
 )
 from contract_driver import LoggingContext
 from hypothesis import HealthCheck, example, given, settings
@@ -567,4 +568,15 @@ def test_random_clusters_never_break_a_rule_and_always_end(spec: dict[str, Any])
 
 @pytest.mark.parametrize("spec", ONCE_DEAD_ENDS.values(), ids=ONCE_DEAD_ENDS.keys())
 def test_dead_ends_once_found_end_done(spec: dict[str, Any]) -> None:
+    check_cluster_v2(spec)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a known dead end: the waves place elsewhere than the dry run (constrained_layouts)",
+)
+@pytest.mark.parametrize("spec", STILL_DEAD_ENDS.values(), ids=STILL_DEAD_ENDS.keys())
+def test_dead_ends_still_open_fail_half_way(spec: dict[str, Any]) -> None:
+    """Strict: a fix that makes one of them end DONE fails here, and the
+    layout then moves to ONCE_DEAD_ENDS."""
     check_cluster_v2(spec)
