@@ -1468,6 +1468,22 @@ def drains_by_count(
     return all(total >= len(load.members) + free[load.host] for load in loads)
 
 
+def drains_together(
+    loads: Sequence[HostLoad],
+    targets: Sequence[Target],
+    rules: Mapping[str, GroupRule],
+    first: Sequence[str],
+) -> bool:
+    """Whether the hosts of ``first``, draining together, and then the other
+    hosts of ``loads`` can all be emptied (:func:`drain_sequence` with
+    ``together``): by counting where that is exact
+    (:func:`drains_by_count`), else by the dry run."""
+    counted = drains_by_count(loads, targets, rules, first=first, together=True)
+    if counted is not None:
+        return counted
+    return drain_sequence(loads, targets, rules, first=first, together=True)[1] is None
+
+
 def capacity_shortfall(
     hosts: Iterable[Host],
     instances: Iterable[Instance],

@@ -401,7 +401,6 @@ class ReplyIntake:
                         [AcceptedReply(i.session_id, i.reply, i.received_at) for i in accepted]
                     )
             else:
-                held.clear()
                 self._write_in_transaction(batch, accepted, held)
         except BaseException as failed:
             failure = _BatchFailed(failed)
@@ -417,13 +416,17 @@ class ReplyIntake:
     def _all_held(self, batch: list[_Item], held: dict[str, ReplyFacts]) -> bool:
         """Whether every session of ``batch`` is held here; ``held`` gets
         their facts (read on the working sets: no SQL)."""
-        for item in batch:
-            if item.session_id not in held:
-                working_set = self._sink.held(item.session_id)
-                if working_set is None:
-                    return False
-                held[item.session_id] = self._facts_of(working_set)
-        return True
+        return all(self._held_facts(item.session_id, held) is not None for item in batch)
+
+    def _held_facts(self, session_id: str, held: dict[str, ReplyFacts]) -> ReplyFacts | None:
+        """The facts of ``session_id`` read on its working set if this engine
+        holds it (kept in ``held``), else None."""
+        facts = held.get(session_id)
+        if facts is None:
+            working_set = self._sink.held(session_id)
+            if working_set is not None:
+                facts = held[session_id] = self._facts_of(working_set)
+        return facts
 
     def _write_in_transaction(
         self, batch: list[_Item], accepted: list[_Item], held: dict[str, ReplyFacts]
@@ -438,10 +441,8 @@ class ReplyIntake:
                 try:
                     session_facts = facts.get(item.session_id)
                     if session_facts is None:
-                        working_set = self._sink.held(item.session_id)
-                        if working_set is not None:
-                            session_facts = held[item.session_id] = self._facts_of(working_set)
-                        else:
+                        session_facts = self._held_facts(item.session_id, held)
+                        if session_facts is None:
                             session_facts = tx.facts(item.session_id)
                         facts[item.session_id] = session_facts
                 except FenixError as refused:

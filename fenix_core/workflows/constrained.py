@@ -2068,13 +2068,7 @@ class ConstrainedWorkflow(RollingWorkflow):
                 order = [*(h.host for h in draining), *opened]
                 # Counting answers alike where it is exact (one-vCPU instances,
                 # no per-host limit), without placing every member everywhere.
-                counted = planner.drains_by_count(loads, dry, all_rules, first=order, together=True)
-                if counted is not None:
-                    return counted
-                return (
-                    planner.drain_sequence(loads, dry, all_rules, first=order, together=True)[1]
-                    is None
-                )
+                return planner.drains_together(loads, dry, all_rules, order)
 
         # A host opened now moves its instances only where they stay: it
         # opens when they fit there now (second_moves.opening_targets). A
@@ -2383,12 +2377,7 @@ class ConstrainedWorkflow(RollingWorkflow):
                 if (stays := _target_state(h, retiring)) is not None
             ] + [step.target(h, False) for h in draining]
             order = [*(h.name for h in draining), load.host]
-            counted = planner.drains_by_count(loads, dry, rules, first=order, together=True)
-            if counted is None:
-                counted = (
-                    planner.drain_sequence(loads, dry, rules, first=order, together=True)[1] is None
-                )
-            if not counted:
+            if not planner.drains_together(loads, dry, rules, order):
                 return False, False
         return self._open_chosen(ctx, step, cst, [load.host], ())
 
