@@ -560,7 +560,7 @@ class Engine:
         """The session: state, percent done, hosts and their states, reason,
         waits and stuck work (a ``SessionView``)."""
         with self._lock:
-            ws = self._working_set(session_id)
+            ws = self._working_set(session_id, instances=False)  # the view shows none
             ignored = self._constraints.contradicted(session_id, _cloud_groups(ws))
             handled = views.timed_out_ops(self._db, session_id)
             held = cast(WorkingSet | None, self._stepper.held(session_id))
@@ -674,12 +674,14 @@ class Engine:
         ):
             raise NotFound("session", session_id, session_id=session_id)
 
-    def _working_set(self, session_id: str) -> WorkingSet:
+    def _working_set(self, session_id: str, *, instances: bool = True) -> WorkingSet:
         """The session as last committed (by any worker: the copy this engine
-        holds may be behind a control written through the database)."""
+        holds may be behind a control written through the database);
+        ``instances=False``: without its instances, for a view that shows
+        none."""
         self._require_session(session_id)
         try:
-            return self._store.load(session_id)
+            return self._store.load(session_id, instances=instances)
         except NotFound:  # deleted meanwhile
             raise NotFound("session", session_id, session_id=session_id) from None
 

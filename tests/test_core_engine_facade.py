@@ -20,6 +20,7 @@ from sqlalchemy import event, text
 from fenix_core import ActionSpec, Engine, SessionRequest
 from fenix_core.clock import SimClock
 from fenix_core.errors import InvalidInput, NotFound
+from fenix_core.model import SessionView
 from fenix_core.testing import ScriptedManager, SimulatedCloud, TimedAction
 from fenix_core.testing.seams import stored_clock
 from fenix_core.workflows.rolling import RollingWorkflow
@@ -277,3 +278,34 @@ def test_a_session_another_engine_left_due_later_is_found_when_it_falls_due(
         clock.advance(10)
         serving.step()
     assert clock.now() >= due
+
+
+def test_get_session_reads_no_instance_row(core: Factory) -> None:
+    """A session's view shows its hosts and projects, not its instances,
+    which are most of a large session's rows (20,000 at 1,000 hosts):
+    ``get_session`` (each GET of a session, a dashboard's refresh, the
+    view ``run_until_done`` returns) does not load them."""
+    engine = core()
+    ScriptedManager(engine, "pa")  # type: ignore[arg-type]
+    sid = engine.create_session(SessionRequest(actions=ACTIONS))
+    statements: list[str] = []
+
+    def statement(_conn: Any, _cursor: Any, sql: str, *_args: Any) -> None:
+        statements.append(" ".join(sql.split()))
+
+    def view() -> SessionView:
+        event.listen(engine.database, "before_cursor_execute", statement)
+        try:
+            return engine.get_session(sid)
+        finally:
+            event.remove(engine.database, "before_cursor_execute", statement)
+
+    before = view()
+    engine.run_until_done(sid)
+    done = view()
+    assert [sql for sql in statements if "FROM sessions" in sql], "the views read the session"
+    assert not [sql for sql in statements if "FROM session_instances" in sql]
+    assert [h.name for h in before.hosts] == ["cmp-0", "cmp-1", "cmp-2"]
+    assert (done.state, done.percent_done) == ("MAINTENANCE_DONE", 100)
+    assert {h.state for h in done.hosts} == {"MAINTAINED"}
+    assert [i.instance_id for i in engine.project_view(sid, "pa").instances] == ["vm-a1", "vm-a2"]
