@@ -19,6 +19,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.dml import Insert
 
 from ..errors import NotFound
+from ..store import json_text
 from ..store.leases import LeaseLost
 from ..store.schema import outbox_id
 from .ports import NewSession, OutboxRec, StepWrite
@@ -126,12 +127,30 @@ def _utc_text(process: Any) -> Any:
 
     def fast(value: Any) -> Any:
         if type(value) is datetime and value.tzinfo is UTC:
-            return value.replace(tzinfo=None).isoformat(" ", "microseconds")
+            # Less the "+00:00" every UTC instant's text ends with (no
+            # naive copy made to format).
+            return value.isoformat(" ", "microseconds")[:-6]
         return process(value)
 
     if any(fast(sample) != process(sample) for sample in _SAMPLES):
         return process
     return fast
+
+
+_JSON_SAMPLES: Final = ({"a": [1, 2.5, None, True, "é\u2028"], "b": {}}, ["x", {"y": "z"}])
+
+
+def _json_text(process: Any, dialect: Any) -> Callable[[Any, int], Any] | None:
+    """The C encoder whose joined pieces are exactly what ``process`` (a JSON
+    placeholder's bind processor) binds for a non-empty dict or list: the
+    dialect serialises with :func:`json_text.dumps` and binds its text as it
+    is. Else None (each value goes through ``process``)."""
+    encoder = json_text.parts
+    if encoder is None or getattr(dialect, "_json_serializer", None) is not json_text.dumps:
+        return None
+    if any(process(sample) != "".join(encoder(sample, 0)) for sample in _JSON_SAMPLES):
+        return None
+    return encoder
 
 
 def _json_encoding(process: Any) -> Any:
@@ -293,7 +312,8 @@ class Prepared:
             if isinstance(bind_type, JSON):
                 encode = _json_encoding(process)
                 self.processors.append(_remembering(encode, memory))
-                self._convert.append(("json", encode, process(None)))
+                text = _json_text(process, dialect)
+                self._convert.append(("json", encode, (process(None), text)))
             elif isinstance(bind_type, Boolean):
                 self.processors.append(process)
                 self._convert.append(("bool", process, None))
@@ -343,8 +363,8 @@ class Prepared:
         """A conversion as generated code: ``values`` (one expression per
         placeholder, in order) each bound as its type binds it, joined into
         ``template``. The source is made of those expressions (indices and
-        placeholder names) and numbered names of this module's objects only:
-        no value of a row reaches it."""
+        placeholder names) and numbered names of this module's objects (and
+        ``join``) only: no value of a row reaches it."""
         names: dict[str, Any] = {}
         parts = []
         for j, value in enumerate(values):
@@ -356,8 +376,17 @@ class Prepared:
             if kind == "bool":
                 parts.append(f"(1 if (x := {value}) is True else 0 if x is False else c{j}(x))")
             elif kind == "json":
-                names[f"n{j}"] = extra
-                parts.append(f"(n{j} if (x := {value}) is None else c{j}(x))")
+                names[f"n{j}"], text = extra
+                if text is None:
+                    parts.append(f"(n{j} if (x := {value}) is None else c{j}(x))")
+                else:
+                    # A non-empty dict or list (most values) joined from the C
+                    # encoder's pieces here: no Python frame per value.
+                    names[f"e{j}"], names["join"] = text, "".join
+                    parts.append(
+                        f"(n{j} if (x := {value}) is None else join(e{j}(x, 0))"
+                        f" if x and (type(x) is dict or type(x) is list) else c{j}(x))"
+                    )
             elif kind == "datetime":
                 names[f"k{j}"] = extra
                 parts.append(f"(None if (x := {value}) is None else k{j}.get(x) or c{j}(x))")
