@@ -11,6 +11,7 @@ import threading
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
+from operator import attrgetter
 from typing import Any, Final
 
 from sqlalchemy import JSON, Boolean, Connection, DateTime
@@ -83,14 +84,21 @@ def _rows(
 #: small, since every datetime placeholder of every statement has its own.
 _REMEMBERED = 256
 
+_SEQ: Final = attrgetter("seq")
 
-def _remembering(process: Any, known: dict[datetime, Any]) -> Any:
+
+def _remembering(process: Any, known: dict[datetime, Any], utc: bool = False) -> Any:
     """``process`` answering a repeated value from memory: a datetime's text
     (the UTC type and SQLite's formatting are pure functions of the instant)
     and None's bound form (JSON's ``null``). Other values are processed each
     time (dicts cannot be keys; a JSON body may change in place). ``known``
     is shared by every placeholder of the same type: a step's instants are
-    bound in many columns of several statements."""
+    bound in many columns of several statements. ``utc``: ``process`` binds
+    an aware UTC instant as :func:`_utc_text` (``_utc_exact``), which is
+    called for a new one instead (most instants a step binds are new: its
+    own time, the next poll; SQLAlchemy's processors, a type decorator's
+    then SQLite's formatting through a dict, were a visible part of the
+    write)."""
     if process is None:
         return None
     none = process(None)
@@ -104,7 +112,10 @@ def _remembering(process: Any, known: dict[datetime, Any]) -> Any:
         if found is None:
             if len(known) >= _REMEMBERED:
                 known.clear()
-            found = known[value] = process(value)
+            if utc and value.tzinfo is UTC:
+                found = known[value] = value.isoformat(" ", "microseconds")[:-6]  # _utc_text
+            else:
+                found = known[value] = process(value)
         return found
 
     return remembered
@@ -116,25 +127,17 @@ _SAMPLES: Final = (
 )
 
 
-def _utc_text(process: Any) -> Any:
-    """``process`` (a datetime column's bind processor) with an aware UTC
-    value written as text without SQLAlchemy's processors (a type
-    decorator's, then SQLite's formatting through a dict): most instants a
-    step binds are new (its own time, the next poll), and their text was a
-    visible part of the write. Only where ``process`` gives the very same
-    text for UTC values (SQLite's default storage format); otherwise, and
-    for any other value, ``process`` itself."""
+def _utc_text(value: datetime) -> str:
+    """SQLite's default storage text of an aware UTC instant, less the
+    "+00:00" every UTC instant's ISO text ends with (no naive copy made)."""
+    return value.isoformat(" ", "microseconds")[:-6]
 
-    def fast(value: Any) -> Any:
-        if type(value) is datetime and value.tzinfo is UTC:
-            # Less the "+00:00" every UTC instant's text ends with (no
-            # naive copy made to format).
-            return value.isoformat(" ", "microseconds")[:-6]
-        return process(value)
 
-    if any(fast(sample) != process(sample) for sample in _SAMPLES):
-        return process
-    return fast
+def _utc_exact(process: Any) -> bool:
+    """Whether ``process`` (a datetime column's bind processor) binds an
+    aware UTC instant as :func:`_utc_text` (SQLite's default storage
+    format): checked on samples."""
+    return all(_utc_text(sample) == process(sample) for sample in _SAMPLES)
 
 
 _JSON_SAMPLES: Final = ({"a": [1, 2.5, None, True, "é\u2028"], "b": {}}, ["x", {"y": "z"}])
@@ -319,9 +322,7 @@ class Prepared:
                 self._convert.append(("bool", process, None))
             else:
                 dated = bind_type._type_affinity is DateTime  # the column's kind
-                if dated:
-                    process = _utc_text(process)
-                remembered = _remembering(process, memory)
+                remembered = _remembering(process, memory, dated and _utc_exact(process))
                 self.processors.append(remembered)
                 if dated and process(None) is None:
                     self._convert.append(("datetime", remembered, memory))
@@ -694,7 +695,7 @@ class SqlSessionStore:
                 fence.token,
                 fence.version,
                 fence.version + 1,
-                max(o.seq for o in outbox) if outbox else 0,
+                max(map(_SEQ, outbox)) if outbox else 0,
                 write.next_wake,
                 write.lease_expires,
                 write.delivered_seq,
