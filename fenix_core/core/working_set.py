@@ -905,11 +905,15 @@ class WorkingSet:
 
     # ------------------------------------------------------------------ outbox, inbox
 
-    def emit(self, signal: str, payload: Mapping[str, Any]) -> int:
-        """Owe a notification; returns its sequence number."""
+    def emit(self, signal: str, payload: dict[str, Any]) -> int:
+        """Owe a notification; returns its sequence number. ``payload`` is
+        the caller's new dict, which the notification keeps, its ``seq``
+        added last (a copy of it per notification was a visible part of a
+        move's end)."""
         self.session.seq += 1
         seq = self.session.seq
-        self._outbox.append(OutboxRec(self.session.id, seq, signal, {**payload, "seq": seq}))
+        payload["seq"] = seq
+        self._outbox.append(OutboxRec(self.session.id, seq, signal, payload))
         return seq
 
     def processed(self, inbox_id: int, outcome: str, at: datetime) -> None:

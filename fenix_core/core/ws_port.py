@@ -1069,10 +1069,11 @@ class WorkingSetAdapter:
                 "state": state,
                 "instance_ids": list(instance_ids),
                 "allowed_actions": list(allowed_actions),
-                "reply_at": _iso(reply_at),
-                "actions_at": _iso(
-                    max(reply_at, actions_at) if reply_at and actions_at else reply_at
-                ),
+                # (No call for a notice: neither time is set.)
+                "reply_at": None if reply_at is None else _iso(reply_at),
+                "actions_at": None
+                if reply_at is None
+                else _iso(max(reply_at, actions_at) if actions_at else reply_at),
                 "metadata": dict(metadata or {}),
             },
         )

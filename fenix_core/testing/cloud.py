@@ -748,7 +748,7 @@ class SimulatedCloud:
                         migration["source"],
                     )
                 )
-        if changed:
+        if changed and self._path is not None:  # (_save keeps nothing without a file)
             self._save()
         return now
 
