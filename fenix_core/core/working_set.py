@@ -982,18 +982,19 @@ class WorkingSet:
             delivered_seq=self.session.delivered_seq,
             inbox_seen_id=self.session.inbox_seen_id,
             session=self.session.changing() if self._session_dirty else None,
-            # Each class's row getter mapped in C (most of these lists are
-            # empty in a step); the lists of records are the step's own:
-            # ``_clear`` below starts new ones.
-            components=list(map(_COMPONENT_ROW, self._dirty_components)),
-            hosts=list(map(_HOST_ROW, self._dirty_hosts)),
-            instances=list(map(_INSTANCE_ROW, self._dirty_instances)),
-            projects=list(map(_PROJECT_ROW, self._dirty_projects)),
-            new_hosts=list(map(_HOST_ROW, self._added_hosts)),
-            new_instances=list(map(_INSTANCE_ROW, self._added_instances)),
-            new_projects=list(map(_PROJECT_ROW, self._added_projects)),
-            new_ops=list(map(_OP_ROW, self._new_ops)),
-            changed_ops=list(map(_OP_ROW, self._dirty_ops)),
+            # Each class's row getter mapped in C, and most of these tables
+            # unchanged in a step: their empty tuple, no list made; the
+            # lists of records are the step's own: ``_clear`` below starts
+            # new ones.
+            components=list(map(_COMPONENT_ROW, c)) if (c := self._dirty_components) else (),
+            hosts=list(map(_HOST_ROW, h)) if (h := self._dirty_hosts) else (),
+            instances=list(map(_INSTANCE_ROW, i)) if (i := self._dirty_instances) else (),
+            projects=list(map(_PROJECT_ROW, p)) if (p := self._dirty_projects) else (),
+            new_hosts=list(map(_HOST_ROW, h)) if (h := self._added_hosts) else (),
+            new_instances=list(map(_INSTANCE_ROW, i)) if (i := self._added_instances) else (),
+            new_projects=list(map(_PROJECT_ROW, p)) if (p := self._added_projects) else (),
+            new_ops=list(map(_OP_ROW, o)) if (o := self._new_ops) else (),
+            changed_ops=list(map(_OP_ROW, o)) if (o := self._dirty_ops) else (),
             outbox=self._outbox,
             inbox_outcomes=self._inbox_outcomes,
             timers=[
@@ -1001,7 +1002,7 @@ class WorkingSet:
                 for name, t in self._dirty_timers.items()
             ]
             if self._dirty_timers
-            else [],
+            else (),
             fresh_timers=frozenset(self._fresh_timers),
             at=at,
         )
