@@ -649,19 +649,30 @@ def _step_statements() -> list[tuple[Any, tuple[str, ...]]]:
     ]
 
 
-def test_rows_bind_what_the_column_types_bind() -> None:
+@pytest.mark.parametrize("serializer", ["sqlalchemys", "the engines", "another"])
+def test_rows_bind_what_the_column_types_bind(serializer: str) -> None:
     """Prepared.rows (generated per record layout: datetimes from memory,
-    booleans and None inline, empty JSON containers made once) binds every
-    value of every step statement as the column type's own processor does,
-    and as Prepared.row does from a dict of the same values."""
+    booleans and None inline, empty JSON containers made once, JSON text
+    joined from the C encoder's pieces when the dialect serialises with
+    json_text.dumps) binds every value of every step statement as the
+    column type's own processor does, and as Prepared.row does from a dict
+    of the same values; with SQLAlchemy's default serializer, the engine's
+    (open_database gives json_text.dumps) and another one."""
+    import json
+
     from hypothesis import given, settings
     from hypothesis import strategies as st
     from sqlalchemy.dialects import sqlite
 
     from fenix_core.core.sql_store import Prepared
     from fenix_core.core.statements import params
+    from fenix_core.store.json_text import dumps
 
-    dialect = sqlite.dialect()
+    dialect = {
+        "sqlalchemys": sqlite.dialect(),
+        "the engines": sqlite.dialect(json_serializer=dumps),
+        "another": sqlite.dialect(json_serializer=lambda v: json.dumps(v, sort_keys=True)),
+    }[serializer]
     known: dict[str, Any] = {}
     cases = []
     for statement, fields in _step_statements():
@@ -691,6 +702,57 @@ def test_rows_bind_what_the_column_types_bind() -> None:
             assert [prepared.row(params(fields, r, session_id="s-1")) for r in rows] == expected
 
     check()
+
+
+def test_json_values_are_bound_without_a_python_call_each() -> None:
+    """With the engine's serializer, a non-empty dict or list is bound by the
+    generated code from the C encoder's pieces: binding rows makes no Python
+    call per JSON value (it made three: the empty-container check,
+    SQLAlchemy's processor, the serializer), and the text is the
+    processor's."""
+    import sys
+
+    from sqlalchemy.dialects import sqlite
+
+    from fenix_core.core.sql_store import Prepared
+    from fenix_core.core.statements import OP_ROW, STATEMENTS
+    from fenix_core.store.json_text import dumps
+
+    dialect = sqlite.dialect(json_serializer=dumps)
+    prepared = Prepared(STATEMENTS.insert_ops, dialect)
+    fields = tuple(OP_ROW)
+    compiled = STATEMENTS.insert_ops.compile(dialect=dialect)
+    json_names = [n for n in compiled.positiontup or () if n in ("b_params", "b_result")]
+    assert len(json_names) == 2
+
+    def row(i: int) -> tuple[Any, ...]:
+        values: dict[str, Any] = dict.fromkeys(fields)
+        values.update(
+            n=i, key=f"s-1:{i}", kind="move", params={"target": f"cmp-{i}", "refused": []},
+            status="pending", polls=0, result=["é", i], handled=False, created_at=None,
+        )  # fmt: skip
+        return tuple(values[f] for f in fields)
+
+    rows = [row(i) for i in range(5)]
+    prepared.rows(fields, rows[:1], "s-1")  # generated at the first call
+    calls: list[str] = []
+
+    def profile(frame: Any, event: str, arg: Any) -> None:
+        if event == "call":
+            calls.append(frame.f_code.co_name)
+
+    sys.setprofile(profile)
+    try:
+        bound = prepared.rows(fields, rows, "s-1")
+    finally:
+        sys.setprofile(None)
+    assert calls == ["rows", "convert", "<listcomp>"] or calls == ["rows", "convert"]
+    own = compiled._bind_processors
+    for values, source in zip(bound, rows, strict=True):
+        by_name = dict(zip(compiled.positiontup or (), values, strict=True))
+        assert by_name["b_params"] == own["b_params"](source[fields.index("params")])
+        assert by_name["b_result"] == own["b_result"](source[fields.index("result")])
+    assert by_name["b_result"] == '["\\u00e9", 4]'
 
 
 def sql_with_two_sessions(harness: Any) -> SqlHarness:

@@ -29,6 +29,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime, timedelta
+from operator import attrgetter
 from typing import Any, TypeAlias, cast
 
 import attrs
@@ -88,6 +89,7 @@ _AWAITING = SessionState.AWAITING_APPROVAL.value
 # descriptor call each time it is read).
 _PENDING = OpStatus.PENDING.value
 _RUNNING = OpStatus.RUNNING.value
+_DUE = attrgetter("due")
 _FAILED = OpStatus.FAILED.value
 _GATE = OpKind.GATE.value
 _QUEUE_HOSTS = OpKind.QUEUE_HOSTS.value
@@ -229,7 +231,10 @@ class CoreRunner:
             self._record_host_events(adapter, now)
         adapter.flush()
         adapter.forget_components()
-        starts = [k for k, op in ws.ops.items() if op.status == _PENDING]
+        starts = []  # (a loop, not a comprehension's frame: a step holds an op or two)
+        for key, op in ws.ops.items():
+            if op.status == _PENDING:
+                starts.append(key)
         wake = self._wake(ws, now, starting=frozenset(starts))
         if not starts and not adapter.final and carried is None and self._may_skip(ws, frame):
             return StepOutcome(write=None, wake=wake)
@@ -396,7 +401,10 @@ class CoreRunner:
 
     @staticmethod
     def _unhandled(ws: WorkingSet, now: datetime) -> list[OpRec]:
-        found = [op for op in ws.ops.values() if op.status in _ENDED and not op.handled]
+        found = []
+        for op in ws.ops.values():  # an op or two: no comprehension's frame
+            if op.status in _ENDED and not op.handled:
+                found.append(op)
         if len(found) > 1:  # most steps: one ended, or none
             found.sort(key=lambda op: (op.finished_at or now, op.created_at, op.key))
         return found
@@ -526,12 +534,15 @@ class CoreRunner:
         and :meth:`start` says when they need looking at (counting them as
         due now made a second step at the same instant that found nothing to
         do: one wasted step per operation)."""
-        wakes = [t.due for t in ws.timers.values()]
+        wakes = list(map(_DUE, ws.timers.values())) if ws.timers else []
         for op in ws.ops.values():
             if op.handled or op.key in starting:
                 continue
             if op.status == _RUNNING:
-                wakes += [w for w in (op.next_poll, op.deadline) if w is not None]
+                if op.next_poll is not None:
+                    wakes.append(op.next_poll)
+                if op.deadline is not None:
+                    wakes.append(op.deadline)
             else:
                 wakes.append(now)
         if ws.session.id in self._replies_due:

@@ -11,6 +11,7 @@ import threading
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
+from operator import attrgetter
 from typing import Any, Final
 
 from sqlalchemy import JSON, Boolean, Connection, DateTime
@@ -19,6 +20,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.dml import Insert
 
 from ..errors import NotFound
+from ..store import json_text
 from ..store.leases import LeaseLost
 from ..store.schema import outbox_id
 from .ports import NewSession, OutboxRec, StepWrite
@@ -82,14 +84,21 @@ def _rows(
 #: small, since every datetime placeholder of every statement has its own.
 _REMEMBERED = 256
 
+_SEQ: Final = attrgetter("seq")
 
-def _remembering(process: Any, known: dict[datetime, Any]) -> Any:
+
+def _remembering(process: Any, known: dict[datetime, Any], utc: bool = False) -> Any:
     """``process`` answering a repeated value from memory: a datetime's text
     (the UTC type and SQLite's formatting are pure functions of the instant)
     and None's bound form (JSON's ``null``). Other values are processed each
     time (dicts cannot be keys; a JSON body may change in place). ``known``
     is shared by every placeholder of the same type: a step's instants are
-    bound in many columns of several statements."""
+    bound in many columns of several statements. ``utc``: ``process`` binds
+    an aware UTC instant as :func:`_utc_text` (``_utc_exact``), which is
+    called for a new one instead (most instants a step binds are new: its
+    own time, the next poll; SQLAlchemy's processors, a type decorator's
+    then SQLite's formatting through a dict, were a visible part of the
+    write)."""
     if process is None:
         return None
     none = process(None)
@@ -103,7 +112,10 @@ def _remembering(process: Any, known: dict[datetime, Any]) -> Any:
         if found is None:
             if len(known) >= _REMEMBERED:
                 known.clear()
-            found = known[value] = process(value)
+            if utc and value.tzinfo is UTC:
+                found = known[value] = value.isoformat(" ", "microseconds")[:-6]  # _utc_text
+            else:
+                found = known[value] = process(value)
         return found
 
     return remembered
@@ -115,23 +127,33 @@ _SAMPLES: Final = (
 )
 
 
-def _utc_text(process: Any) -> Any:
-    """``process`` (a datetime column's bind processor) with an aware UTC
-    value written as text without SQLAlchemy's processors (a type
-    decorator's, then SQLite's formatting through a dict): most instants a
-    step binds are new (its own time, the next poll), and their text was a
-    visible part of the write. Only where ``process`` gives the very same
-    text for UTC values (SQLite's default storage format); otherwise, and
-    for any other value, ``process`` itself."""
+def _utc_text(value: datetime) -> str:
+    """SQLite's default storage text of an aware UTC instant, less the
+    "+00:00" every UTC instant's ISO text ends with (no naive copy made)."""
+    return value.isoformat(" ", "microseconds")[:-6]
 
-    def fast(value: Any) -> Any:
-        if type(value) is datetime and value.tzinfo is UTC:
-            return value.replace(tzinfo=None).isoformat(" ", "microseconds")
-        return process(value)
 
-    if any(fast(sample) != process(sample) for sample in _SAMPLES):
-        return process
-    return fast
+def _utc_exact(process: Any) -> bool:
+    """Whether ``process`` (a datetime column's bind processor) binds an
+    aware UTC instant as :func:`_utc_text` (SQLite's default storage
+    format): checked on samples."""
+    return all(_utc_text(sample) == process(sample) for sample in _SAMPLES)
+
+
+_JSON_SAMPLES: Final = ({"a": [1, 2.5, None, True, "é\u2028"], "b": {}}, ["x", {"y": "z"}])
+
+
+def _json_text(process: Any, dialect: Any) -> Callable[[Any, int], Any] | None:
+    """The C encoder whose joined pieces are exactly what ``process`` (a JSON
+    placeholder's bind processor) binds for a non-empty dict or list: the
+    dialect serialises with :func:`json_text.dumps` and binds its text as it
+    is. Else None (each value goes through ``process``)."""
+    encoder = json_text.parts
+    if encoder is None or getattr(dialect, "_json_serializer", None) is not json_text.dumps:
+        return None
+    if any(process(sample) != "".join(encoder(sample, 0)) for sample in _JSON_SAMPLES):
+        return None
+    return encoder
 
 
 def _json_encoding(process: Any) -> Any:
@@ -293,15 +315,14 @@ class Prepared:
             if isinstance(bind_type, JSON):
                 encode = _json_encoding(process)
                 self.processors.append(_remembering(encode, memory))
-                self._convert.append(("json", encode, process(None)))
+                text = _json_text(process, dialect)
+                self._convert.append(("json", encode, (process(None), text)))
             elif isinstance(bind_type, Boolean):
                 self.processors.append(process)
                 self._convert.append(("bool", process, None))
             else:
                 dated = bind_type._type_affinity is DateTime  # the column's kind
-                if dated:
-                    process = _utc_text(process)
-                remembered = _remembering(process, memory)
+                remembered = _remembering(process, memory, dated and _utc_exact(process))
                 self.processors.append(remembered)
                 if dated and process(None) is None:
                     self._convert.append(("datetime", remembered, memory))
@@ -343,8 +364,8 @@ class Prepared:
         """A conversion as generated code: ``values`` (one expression per
         placeholder, in order) each bound as its type binds it, joined into
         ``template``. The source is made of those expressions (indices and
-        placeholder names) and numbered names of this module's objects only:
-        no value of a row reaches it."""
+        placeholder names) and numbered names of this module's objects (and
+        ``join``) only: no value of a row reaches it."""
         names: dict[str, Any] = {}
         parts = []
         for j, value in enumerate(values):
@@ -356,8 +377,17 @@ class Prepared:
             if kind == "bool":
                 parts.append(f"(1 if (x := {value}) is True else 0 if x is False else c{j}(x))")
             elif kind == "json":
-                names[f"n{j}"] = extra
-                parts.append(f"(n{j} if (x := {value}) is None else c{j}(x))")
+                names[f"n{j}"], text = extra
+                if text is None:
+                    parts.append(f"(n{j} if (x := {value}) is None else c{j}(x))")
+                else:
+                    # A non-empty dict or list (most values) joined from the C
+                    # encoder's pieces here: no Python frame per value.
+                    names[f"e{j}"], names["join"] = text, "".join
+                    parts.append(
+                        f"(n{j} if (x := {value}) is None else join(e{j}(x, 0))"
+                        f" if x and (type(x) is dict or type(x) is list) else c{j}(x))"
+                    )
             elif kind == "datetime":
                 names[f"k{j}"] = extra
                 parts.append(f"(None if (x := {value}) is None else k{j}.get(x) or c{j}(x))")
@@ -671,7 +701,7 @@ class SqlSessionStore:
                 fence.token,
                 fence.version,
                 fence.version + 1,
-                max(o.seq for o in outbox) if outbox else 0,
+                max(map(_SEQ, outbox)) if outbox else 0,
                 write.next_wake,
                 write.lease_expires,
                 write.delivered_seq,

@@ -905,11 +905,15 @@ class WorkingSet:
 
     # ------------------------------------------------------------------ outbox, inbox
 
-    def emit(self, signal: str, payload: Mapping[str, Any]) -> int:
-        """Owe a notification; returns its sequence number."""
+    def emit(self, signal: str, payload: dict[str, Any]) -> int:
+        """Owe a notification; returns its sequence number. ``payload`` is
+        the caller's new dict, which the notification keeps, its ``seq``
+        added last (a copy of it per notification was a visible part of a
+        move's end)."""
         self.session.seq += 1
         seq = self.session.seq
-        self._outbox.append(OutboxRec(self.session.id, seq, signal, {**payload, "seq": seq}))
+        payload["seq"] = seq
+        self._outbox.append(OutboxRec(self.session.id, seq, signal, payload))
         return seq
 
     def processed(self, inbox_id: int, outcome: str, at: datetime) -> None:
@@ -978,18 +982,19 @@ class WorkingSet:
             delivered_seq=self.session.delivered_seq,
             inbox_seen_id=self.session.inbox_seen_id,
             session=self.session.changing() if self._session_dirty else None,
-            # Each class's row getter mapped in C (most of these lists are
-            # empty in a step); the lists of records are the step's own:
-            # ``_clear`` below starts new ones.
-            components=list(map(_COMPONENT_ROW, self._dirty_components)),
-            hosts=list(map(_HOST_ROW, self._dirty_hosts)),
-            instances=list(map(_INSTANCE_ROW, self._dirty_instances)),
-            projects=list(map(_PROJECT_ROW, self._dirty_projects)),
-            new_hosts=list(map(_HOST_ROW, self._added_hosts)),
-            new_instances=list(map(_INSTANCE_ROW, self._added_instances)),
-            new_projects=list(map(_PROJECT_ROW, self._added_projects)),
-            new_ops=list(map(_OP_ROW, self._new_ops)),
-            changed_ops=list(map(_OP_ROW, self._dirty_ops)),
+            # Each class's row getter mapped in C, and most of these tables
+            # unchanged in a step: their empty tuple, no list made; the
+            # lists of records are the step's own: ``_clear`` below starts
+            # new ones.
+            components=list(map(_COMPONENT_ROW, c)) if (c := self._dirty_components) else (),
+            hosts=list(map(_HOST_ROW, h)) if (h := self._dirty_hosts) else (),
+            instances=list(map(_INSTANCE_ROW, i)) if (i := self._dirty_instances) else (),
+            projects=list(map(_PROJECT_ROW, p)) if (p := self._dirty_projects) else (),
+            new_hosts=list(map(_HOST_ROW, h)) if (h := self._added_hosts) else (),
+            new_instances=list(map(_INSTANCE_ROW, i)) if (i := self._added_instances) else (),
+            new_projects=list(map(_PROJECT_ROW, p)) if (p := self._added_projects) else (),
+            new_ops=list(map(_OP_ROW, o)) if (o := self._new_ops) else (),
+            changed_ops=list(map(_OP_ROW, o)) if (o := self._dirty_ops) else (),
             outbox=self._outbox,
             inbox_outcomes=self._inbox_outcomes,
             timers=[
@@ -997,7 +1002,7 @@ class WorkingSet:
                 for name, t in self._dirty_timers.items()
             ]
             if self._dirty_timers
-            else [],
+            else (),
             fresh_timers=frozenset(self._fresh_timers),
             at=at,
         )

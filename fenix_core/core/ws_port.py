@@ -243,7 +243,9 @@ def _timeout_kind(op: Operation) -> str | None:
     return None
 
 
-_Row = tuple[tuple[Any, ...], tuple[type, ...]]
+#: What a flushed body says of each field, the values' types, the state's
+#: class and its field getter (looked up at the flush, not at each comparison).
+_Row = tuple[tuple[Any, ...], tuple[type, ...], type, Callable[[ComponentState], tuple[Any, ...]]]
 
 
 def _fields_of(cls: type[ComponentState]) -> Callable[[ComponentState], tuple[Any, ...]]:
@@ -270,7 +272,7 @@ def _flushed_row(state: ComponentState, body: Mapping[str, Any]) -> _Row | None:
     cls = type(state)
     if cls.to_json is not ComponentState.to_json:
         return None
-    _fields_of(cls)
+    getter = _fields_of(cls)
     names = _FIELD_NAMES[cls]
     if len(body) != len(names):
         return None
@@ -278,7 +280,7 @@ def _flushed_row(state: ComponentState, body: Mapping[str, Any]) -> _Row | None:
         values = tuple(map(body.__getitem__, names))
     except KeyError:
         return None
-    return values, tuple(map(type, values))
+    return values, tuple(map(type, values)), cls, getter
 
 
 def _unchanged(state: ComponentState, row: _Row | None) -> bool:
@@ -287,9 +289,9 @@ def _unchanged(state: ComponentState, row: _Row | None) -> bool:
     new body: most steps change neither the pipeline's state nor half of
     the workflow's. Values of another type than the body's (an enum written
     as its value) say "changed": the full write-back decides."""
-    if row is None:
+    if row is None or type(state) is not row[2]:
         return False
-    values = _fields_of(type(state))(state)
+    values = row[3](state)
     return values == row[0] and tuple(map(type, values)) == row[1]
 
 
@@ -1067,10 +1069,11 @@ class WorkingSetAdapter:
                 "state": state,
                 "instance_ids": list(instance_ids),
                 "allowed_actions": list(allowed_actions),
-                "reply_at": _iso(reply_at),
-                "actions_at": _iso(
-                    max(reply_at, actions_at) if reply_at and actions_at else reply_at
-                ),
+                # (No call for a notice: neither time is set.)
+                "reply_at": None if reply_at is None else _iso(reply_at),
+                "actions_at": None
+                if reply_at is None
+                else _iso(max(reply_at, actions_at) if actions_at else reply_at),
                 "metadata": dict(metadata or {}),
             },
         )

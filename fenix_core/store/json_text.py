@@ -16,7 +16,7 @@ from collections.abc import Callable
 from json import encoder as _encoder
 from typing import Any
 
-__all__ = ["dumps"]
+__all__ = ["dumps", "parts"]
 
 
 def _not_serializable(value: Any) -> Any:
@@ -39,6 +39,11 @@ def _c_encoder() -> Callable[[Any, int], Any] | None:
 
 
 _ENCODE = _c_encoder()
+
+#: The kept C encoder itself, for a caller that joins its pieces inline
+#: (``"".join(parts(value, 0)) == dumps(value)``: no Python frame per
+#: value); None where there is no C encoder.
+parts: Callable[[Any, int], Any] | None = _ENCODE
 
 
 # A plain function, not a closure: psycopg caches its JSON dumpers by the

@@ -547,6 +547,7 @@ class SimulatedCloud:
     def _pick_target(self, vcpus: int, *, exclude: str) -> str | None:
         """The enabled compute other than ``exclude`` with the most free vcpus
         (the greatest name among equals), if it has ``vcpus`` free."""
+        self._offer_changed()
         result = None
         set_aside = []
         heap = self._by_free
@@ -578,8 +579,10 @@ class SimulatedCloud:
         # when a host's free vcpus change and are dropped when they reach the top.
         self._by_free: list[tuple[int, tuple[int, ...], str]] = []
         self._descending: dict[str, tuple[int, ...]] = {}
-        # A host not offered again while a migration to it ends done (see _settle).
-        self._unchanged: str | None = None
+        # Hosts whose figure may have changed since the heap was last offered
+        # them: offered when a target is next picked (most runs name their
+        # targets and pick none, and a migration changes figures four times).
+        self._to_offer: set[str] = set()
 
     def _rebuild_indexes(self) -> None:
         self._clear_indexes()
@@ -598,13 +601,13 @@ class SimulatedCloud:
         self._instances[instance_id]["host"] = host
         self._on_host[host].add(instance_id)
         self._used[host] += self._instances[instance_id]["vcpus"]
-        self._offer(host)
+        self._to_offer.add(host)  # (_offer written out: a few times per migration)
 
     def _unplace(self, instance_id: str) -> None:
         host = self._instances[instance_id]["host"]
         self._on_host[host].discard(instance_id)
         self._used[host] -= self._instances[instance_id]["vcpus"]
-        self._offer(host)
+        self._to_offer.add(host)
 
     def _begin(self, handle: str) -> None:
         """Index a running migration."""
@@ -638,7 +641,7 @@ class SimulatedCloud:
         migration = self._migrations[handle]
         target = migration["target"]
         self._incoming[target] += sign * self._instances[migration["instance_id"]]["vcpus"]
-        self._offer(target)
+        self._to_offer.add(target)
 
     def _free(self, host: str) -> int:
         return int(self._hosts[host]["vcpus"]) - self._used[host] - self._incoming[host]
@@ -653,13 +656,18 @@ class SimulatedCloud:
         )
 
     def _offer(self, name: str) -> None:
-        """Put a host's current free vcpus on the heap of targets."""
-        if name == self._unchanged:
+        """A host's free vcpus (or its being enabled) may have changed: its
+        current figure goes on the heap of targets before the next pick."""
+        self._to_offer.add(name)
+
+    def _offer_changed(self) -> None:
+        """Put the current free vcpus of the hosts offered since the last
+        pick on the heap of targets (each enabled compute then has an entry
+        with its current figure, as if each change had put one there)."""
+        names, self._to_offer = self._to_offer, set()
+        if not names:
             return
-        host = self._hosts.get(name)
-        if host is None or not host["enabled"] or host["type"] != "compute":
-            return
-        if len(self._by_free) > 2 * len(self._hosts) + 64:
+        if len(self._by_free) + len(names) > 2 * len(self._hosts) + 64:
             # Mostly outdated entries: start again from the current figures.
             self._by_free = [
                 (-self._free(n), self._backwards(n), n)
@@ -667,10 +675,11 @@ class SimulatedCloud:
                 if h["enabled"] and h["type"] == "compute"
             ]
             heapq.heapify(self._by_free)
-        else:  # (_free and _backwards written out: a few times per migration)
-            free = int(host["vcpus"]) - self._used[name] - self._incoming[name]
-            backwards = self._descending.get(name) or self._backwards(name)
-            heapq.heappush(self._by_free, (-free, backwards, name))
+            return
+        for name in names:
+            host = self._hosts.get(name)
+            if host is not None and host["enabled"] and host["type"] == "compute":
+                heapq.heappush(self._by_free, (-self._free(name), self._backwards(name), name))
 
     def _backwards(self, name: str) -> tuple[int, ...]:
         key = self._descending.get(name)
@@ -725,19 +734,9 @@ class SimulatedCloud:
                     )
                 )
             else:
-                # Its target's free vcpus end as they were (no longer incoming,
-                # now used): the heap holds an entry with that figure already
-                # (every change of a host's figure offers it), so the target is
-                # not offered twice more. The hooks (_stop, _unplace, _place)
-                # run as ever.
-                if inst["host"] != migration["target"]:
-                    self._unchanged = migration["target"]
-                try:
-                    self._stop(handle, "done")
-                    self._unplace(migration["instance_id"])
-                    self._place(migration["instance_id"], migration["target"])
-                finally:
-                    self._unchanged = None
+                self._stop(handle, "done")
+                self._unplace(migration["instance_id"])
+                self._place(migration["instance_id"], migration["target"])
                 inst["ready_at"] = (end + timedelta(seconds=self.ready_seconds)).isoformat()
                 self._events.append(
                     (
@@ -748,7 +747,7 @@ class SimulatedCloud:
                         migration["source"],
                     )
                 )
-        if changed:
+        if changed and self._path is not None:  # (_save keeps nothing without a file)
             self._save()
         return now
 

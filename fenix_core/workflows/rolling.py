@@ -1134,15 +1134,16 @@ class RollingWorkflow(WorkflowBase):
             return
         if on is None:
             on = ctx.instances.on(host.name)
-        chosen: list[InstanceView] = []
+        # The chosen ones, watches and migrations apart (in one pass).
+        watches: list[InstanceView] = []
+        migrating: list[InstanceView] = []
         under_way = False  # a migration off the host runs (``_moving``)
         for i in on:
             state = i.state
             if state == _CHOSEN:
-                chosen.append(i)
+                (watches if i.action == _OWN_ACTION else migrating).append(i)
             elif state == _IN_ACTION and i.action != _OWN_ACTION:
                 under_way = True
-        watches = [i for i in chosen if i.action == _OWN_ACTION]
         for inst in watches:
             ctx.submit(Watch(inst.instance_id))
         # What is on the host as read, if no watch changed it: the target's
@@ -1158,7 +1159,6 @@ class RollingWorkflow(WorkflowBase):
             return
         # The first in ``_move_order`` (a minimum, not a sort: one is taken;
         # compared inline, not through a key function per instance).
-        migrating = [i for i in chosen if i.action != _OWN_ACTION]
         if migrating:
             inst = migrating[0]
             for i in migrating:
