@@ -74,7 +74,11 @@ again; nor is an opening decision whose inputs are those of the last one,
 which opened nothing and changed nothing. The idle groups and the weight
 each pending host feeds (``_Fed``) are kept with the counts between
 opening decisions and worked out again only for the groups whose work left,
-pending hosts or members waiting on the open hosts changed.
+pending hosts or members waiting on the open hosts changed. The draining
+hosts' instances still to leave (``_Draining``: those a placement holds
+back, the draining loads of an opening decision) are kept with the counts
+and brought up to date from the instances the context's change log names
+(``ctx.instances.changed_since``), built anew when it cannot say.
 
 What it keeps: :class:`ConstrainedState` (constant size: the wave counter,
 the cache stamp, how many recoveries started, the first wave's partial
@@ -341,6 +345,86 @@ class _Fed:
 
 
 @attrs.define(slots=True)
+class _Draining:
+    """The draining hosts' instances still to leave them (neither moving nor
+    gone), kept with the counts between decisions and brought up to date
+    from the instances changed since ``mark``
+    (``ctx.instances.changed_since``) and the hosts that started or stopped
+    draining since ``hosts_changes`` (``ctx.hosts.changes()``): each changed
+    instance is taken from where it was kept and put where it is now (a
+    host that started draining is read whole). Built anew when the log
+    cannot say (the session loaded again, a mark older than it keeps):
+    never trusted past what the log names."""
+
+    mark: int
+    hosts_changes: int
+    #: Draining host -> its instances still to leave, by id.
+    on: dict[str, dict[str, InstanceView]] = attrs.field(factory=dict)
+    #: Instance -> the draining host it is kept under.
+    where: dict[str, str] = attrs.field(factory=dict)
+    #: Those of them the engine still has to move (``_STILL_TO_MOVE``, not
+    #: their manager's own action): what a placement holds back.
+    held: dict[str, InstanceView] = attrs.field(factory=dict)
+    #: Draining host -> its load for the planner, built when first asked.
+    loads: dict[str, planner.HostLoad] = attrs.field(factory=dict)
+
+    @classmethod
+    def read(cls, ctx: SessionContext) -> _Draining:
+        kept = cls(ctx.instances.change_mark(), ctx.hosts.changes())
+        for host in ctx.hosts.in_state(HostState.DRAINING):
+            kept.read_host(ctx, host.name)
+        return kept
+
+    def brought_up_to_date(self, ctx: SessionContext) -> _Draining:
+        """This, up to date with the views (or built anew)."""
+        changed = ctx.instances.changed_since(self.mark)
+        if changed is None:
+            return _Draining.read(ctx)
+        hosts_changes = ctx.hosts.changes()
+        if not changed and hosts_changes == self.hosts_changes:
+            return self
+        self.mark = ctx.instances.change_mark()
+        on, where, held, loads = self.on, self.where, self.held, self.loads
+        if hosts_changes != self.hosts_changes:
+            self.hosts_changes = hosts_changes
+            names = {h.name for h in ctx.hosts.in_state(HostState.DRAINING)}
+            for gone in on.keys() - names:
+                for instance_id in on.pop(gone):
+                    del where[instance_id]
+                    held.pop(instance_id, None)
+                loads.pop(gone, None)
+            for new in names - on.keys():
+                self.read_host(ctx, new)
+        get = ctx.instances.get
+        for instance_id in changed:
+            was = where.pop(instance_id, None)
+            if was is not None:
+                del on[was][instance_id]
+                held.pop(instance_id, None)
+                loads.pop(was, None)
+            view = get(instance_id)
+            if view is not None and view.host in on:
+                self._add(view)
+        return self
+
+    def read_host(self, ctx: SessionContext, host: str) -> None:
+        """A host that started draining: its instances read whole."""
+        self.on[host] = {}
+        for inst in ctx.instances.on(host):
+            self._add(inst)
+
+    def _add(self, inst: InstanceView) -> None:
+        if inst.state in (InstanceState.IN_ACTION, InstanceState.GONE):
+            return
+        host, instance_id = inst.host, inst.instance_id
+        self.on[host][instance_id] = inst
+        self.where[instance_id] = host
+        self.loads.pop(host, None)
+        if inst.state in _STILL_TO_MOVE and inst.action != InstanceAction.OWN_ACTION:
+            self.held[instance_id] = inst
+
+
+@attrs.define(slots=True)
 class _Counts:
     """Per-group counts of one session, derived from the views (a cache of
     this process): members on hosts still to do, and the pending hosts that
@@ -414,6 +498,8 @@ class _Counts:
     #: either names its group here.
     fed: _Fed | None = None
     refed: set[str] = attrs.field(factory=set)
+    #: The draining hosts' instances still to leave (:class:`_Draining`).
+    draining: _Draining | None = None
 
     def ahead(self) -> dict[str, int]:
         """Per group with a per-host limit still to move, its smallest member."""
@@ -618,6 +704,29 @@ class _Step:
             for i in self.ctx.instances.on(host)
             if i.state not in (InstanceState.IN_ACTION, InstanceState.GONE)
         )
+
+    def draining(self) -> _Draining:
+        """The draining hosts' instances still to leave, up to date."""
+        kept = self.counts.draining
+        found = _Draining.read(self.ctx) if kept is None else kept.brought_up_to_date(self.ctx)
+        self.counts.draining = found
+        return found
+
+    def draining_load(self, view: HostView, draining: _Draining) -> planner.HostLoad:
+        """A draining host's members (``members_on``), from ``draining``:
+        the same load while none of its instances changed."""
+        found = draining.loads.get(view.name)
+        if found is None or found.position != view.position:
+            insts = draining.on.get(view.name)
+            members = (
+                self.members([insts[i] for i in sorted(insts)])
+                if insts is not None
+                else self.members_on(view.name)
+            )
+            found = draining.loads[view.name] = planner.HostLoad(
+                view.name, tuple(members), view.position
+            )
+        return found
 
     def pending_load(self, view: HostView) -> planner.HostLoad:
         """A pending host's members (kept between steps: nothing leaves a
@@ -1382,7 +1491,7 @@ class ConstrainedWorkflow(RollingWorkflow):
             # The members of the draining hosts that cannot start yet are
             # placed too, in their turn (not moved): the room they will need
             # is not given to a member after them.
-            later = self._not_startable(ctx, views)
+            later = self._not_startable(step, views)
             everyone = [*waiting, *step.members([views[i] for i in sorted(later)])]
             # The rules of the groups still to come too: the placement keeps
             # room for them by their per-host limit.
@@ -1639,19 +1748,16 @@ class ConstrainedWorkflow(RollingWorkflow):
         return []
 
     @staticmethod
-    def _not_startable(ctx: SessionContext, views: dict[str, InstanceView]) -> set[str]:
+    def _not_startable(step: _Step, views: dict[str, InstanceView]) -> set[str]:
         """The instances of the draining hosts that will leave by a move but
         cannot start now (not asked or answered yet, their lead time, their
-        host not disabled yet), added to ``views``."""
-        held: set[str] = set()
-        for host in ctx.hosts.in_state(HostState.DRAINING):
-            for inst in ctx.instances.on(host.name):
-                if inst.instance_id in views or inst.state not in _STILL_TO_MOVE:
-                    continue
-                if inst.action == InstanceAction.OWN_ACTION:
-                    continue  # its manager moves it: where is not the engine's choice
-                views[inst.instance_id] = inst
-                held.add(inst.instance_id)
+        host not disabled yet), added to ``views``: those the kept
+        :class:`_Draining` holds (an instance its manager moves is not the
+        engine's to place) less those in ``views``."""
+        kept = step.draining().held
+        held = kept.keys() - views.keys()
+        for instance_id in held:
+            views[instance_id] = kept[instance_id]
         return held
 
     @staticmethod
@@ -1985,10 +2091,11 @@ class ConstrainedWorkflow(RollingWorkflow):
         counts = step.counts
         waiting: Counter[str] = Counter()  # members per group left on the open hosts
         draining: list[planner.HostLoad] = []
+        kept = step.draining()
         for host in ctx.hosts.in_state(HostState.DRAINING):
-            members = step.members_on(host.name)
-            draining.append(planner.HostLoad(host.name, tuple(members), host.position))
-            waiting.update(m.group_id for m in members)
+            drain = step.draining_load(host, kept)
+            draining.append(drain)
+            waiting.update(m.group_id for m in drain.members)
         # A group with work left and fewer members waiting on the open hosts
         # than it may move at once, also while its members are moving or in
         # recovery_time: a host opened for it now has its next members ready
@@ -2337,9 +2444,8 @@ class ConstrainedWorkflow(RollingWorkflow):
         if not draining:
             return False, False
         counts = step.counts
-        loads = [
-            planner.HostLoad(h.name, tuple(step.members_on(h.name)), h.position) for h in draining
-        ]
+        kept = step.draining()
+        loads = [step.draining_load(h, kept) for h in draining]
         waiting = Counter(m.group_id for load in loads for m in load.members)
         idle, fed = self._idle_and_fed(step, waiting)
         candidates = [
