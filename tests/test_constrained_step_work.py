@@ -919,8 +919,9 @@ def test_the_draining_hosts_kept_instances_are_those_of_a_recount(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The draining hosts' instances still to leave (what a placement holds
-    back, the draining loads an opening decision reads) are kept with the
-    counts and brought up to date from the instances the change log names:
+    back, the draining loads an opening decision reads, those whose action
+    is chosen) and the instances moving are kept with the counts and
+    brought up to date from the instances the change log names:
     at every decision they are what reading every draining host gives, and
     most decisions bring up to date what was kept. When the log cannot say
     (as after a load: another process stepped the session, a crash) they
@@ -936,6 +937,14 @@ def test_the_draining_hosts_kept_instances_are_those_of_a_recount(
         assert (found.on, found.where, found.held) == (fresh.on, fresh.where, fresh.held)
         for name, load in found.loads.items():
             assert load.members == tuple(self.members_on(name)), name
+        moving = self.ctx.instances.in_state(InstanceState.IN_ACTION)
+        assert found.in_action() == list(moving)
+        draining = {h.name for h in self.ctx.hosts.in_state(HostState.DRAINING)}
+        chosen: dict[str, list[Any]] = {}
+        for inst in self.ctx.instances.in_state(InstanceState.ACTION_CHOSEN):
+            if inst.host in draining:
+                chosen.setdefault(inst.host, []).append(inst)
+        assert found.chosen_on() == chosen
         return found
 
     monkeypatch.setattr(constrained._Step, "draining", checked)

@@ -347,7 +347,8 @@ class _Fed:
 @attrs.define(slots=True)
 class _Draining:
     """The draining hosts' instances still to leave them (neither moving nor
-    gone), kept with the counts between decisions and brought up to date
+    gone), and the instances moving now (on any host), kept with the counts
+    between decisions and brought up to date
     from the instances changed since ``mark``
     (``ctx.instances.changed_since``) and the hosts that started or stopped
     draining since ``hosts_changes`` (``ctx.hosts.changes()``): each changed
@@ -367,12 +368,21 @@ class _Draining:
     held: dict[str, InstanceView] = attrs.field(factory=dict)
     #: Draining host -> its load for the planner, built when first asked.
     loads: dict[str, planner.HostLoad] = attrs.field(factory=dict)
+    #: Draining host -> its instances whose action is chosen, by id, and
+    #: those of them in id order while none changed (:meth:`chosen_on`).
+    chosen: dict[str, dict[str, InstanceView]] = attrs.field(factory=dict)
+    chosen_sorted: dict[str, list[InstanceView]] = attrs.field(factory=dict)
+    #: The instances moving now (IN_ACTION, on any host), by id, and in id
+    #: order while none changed (:meth:`in_action`).
+    moving: dict[str, InstanceView] = attrs.field(factory=dict)
+    moving_sorted: list[InstanceView] | None = None
 
     @classmethod
     def read(cls, ctx: SessionContext) -> _Draining:
         kept = cls(ctx.instances.change_mark(), ctx.hosts.changes())
         for host in ctx.hosts.in_state(HostState.DRAINING):
             kept.read_host(ctx, host.name)
+        kept.moving = {i.instance_id: i for i in ctx.instances.in_state(InstanceState.IN_ACTION)}
         return kept
 
     def brought_up_to_date(self, ctx: SessionContext) -> _Draining:
@@ -393,16 +403,26 @@ class _Draining:
                     del where[instance_id]
                     held.pop(instance_id, None)
                 loads.pop(gone, None)
+                self.chosen.pop(gone, None)
+                self.chosen_sorted.pop(gone, None)
             for new in names - on.keys():
                 self.read_host(ctx, new)
-        get = ctx.instances.get
+        get, moving = ctx.instances.get, self.moving
         for instance_id in changed:
+            view = get(instance_id)
+            if view is not None and view.state == InstanceState.IN_ACTION:
+                moving[instance_id] = view
+                self.moving_sorted = None
+            elif moving.pop(instance_id, None) is not None:
+                self.moving_sorted = None
             was = where.pop(instance_id, None)
             if was is not None:
                 del on[was][instance_id]
                 held.pop(instance_id, None)
                 loads.pop(was, None)
-            view = get(instance_id)
+                chosen = self.chosen.get(was)
+                if chosen is not None and chosen.pop(instance_id, None) is not None:
+                    self.chosen_sorted.pop(was, None)
             if view is not None and view.host in on:
                 self._add(view)
         return self
@@ -410,6 +430,8 @@ class _Draining:
     def read_host(self, ctx: SessionContext, host: str) -> None:
         """A host that started draining: its instances read whole."""
         self.on[host] = {}
+        self.chosen.pop(host, None)
+        self.chosen_sorted.pop(host, None)
         for inst in ctx.instances.on(host):
             self._add(inst)
 
@@ -422,6 +444,31 @@ class _Draining:
         self.loads.pop(host, None)
         if inst.state in _STILL_TO_MOVE and inst.action != InstanceAction.OWN_ACTION:
             self.held[instance_id] = inst
+        if inst.state == InstanceState.ACTION_CHOSEN:
+            self.chosen.setdefault(host, {})[instance_id] = inst
+            self.chosen_sorted.pop(host, None)
+
+    def in_action(self) -> list[InstanceView]:
+        """The instances moving now, id order (not to be changed by the caller)."""
+        found = self.moving_sorted
+        if found is None:
+            moving = self.moving
+            found = self.moving_sorted = [moving[i] for i in sorted(moving)]
+        return found
+
+    def chosen_on(self) -> dict[str, list[InstanceView]]:
+        """Draining host -> its instances whose action is chosen, id order
+        (not to be changed by the caller)."""
+        out: dict[str, list[InstanceView]] = {}
+        kept = self.chosen_sorted
+        for host, insts in self.chosen.items():
+            if not insts:
+                continue
+            found = kept.get(host)
+            if found is None:
+                found = kept[host] = [insts[i] for i in sorted(insts)]
+            out[host] = found
+        return out
 
 
 @attrs.define(slots=True)
@@ -751,11 +798,12 @@ class _Step:
         return found
 
     def in_action(self) -> list[InstanceView]:
-        """The instances moving now, read once per decision (the budgets,
+        """The instances moving now (kept: :meth:`_Draining.in_action`),
+        read once per decision (the budgets,
         the arrivals and the draining hosts' load read them; no move starts
         between those reads: a decision's moves are sent at its end)."""
         if self._in_action is None:
-            self._in_action = list(self.ctx.instances.in_state(InstanceState.IN_ACTION))
+            self._in_action = self.draining().in_action()
         return self._in_action
 
     def arrivals(self) -> dict[str, list[InstanceView]]:
@@ -1439,9 +1487,9 @@ class ConstrainedWorkflow(RollingWorkflow):
         refused = {iid: frozenset(r) for iid, _a, r in cst.retrying if r}
         # The draining hosts with instances whose action is chosen, and those
         # that may still have to be disabled: the others have nothing to do.
-        chosen_on: dict[str, list[InstanceView]] = {}
-        for inst in ctx.instances.in_state(InstanceState.ACTION_CHOSEN):
-            chosen_on.setdefault(inst.host, []).append(inst)
+        # (An instance whose action is chosen on a host that no longer
+        # drains has nothing to do either: only the draining hosts' are kept.)
+        chosen_on = step.draining().chosen_on()
         undisabled = step.counts.undisabled
         for host in self._by_position(ctx, undisabled.union(chosen_on)):
             if host.state != HostState.DRAINING:
