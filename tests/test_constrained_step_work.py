@@ -995,3 +995,34 @@ def test_what_is_kept_of_the_draining_hosts_is_built_anew_after_a_load() -> None
     assert again is not first
     assert again.held["vm-0"].state is InstanceState.ACTION_REQUESTED
     assert again.held == constrained._Draining.read(ctx).held
+
+
+def test_an_instance_that_left_a_draining_host_for_one_that_started_draining_is_kept_once() -> None:
+    """Between two decisions an instance lands on a pending host, which then
+    starts draining: it is kept under its new host only (taken out of the
+    one it left before the new one is read whole)."""
+    now = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
+    ctx = FakeContext(
+        now=now,
+        workflow="constrained",
+        hosts=[
+            HostView("cmp-0", "compute", HostState.DRAINING, 8, False, 0),
+            HostView("cmp-1", "compute", HostState.PENDING, 8, True, 1),
+        ],
+        instances=[
+            InstanceView("vm-0", "p1", "cmp-0", 1, InstanceState.PENDING),
+            InstanceView("vm-1", "p1", "cmp-0", 1, InstanceState.PENDING),
+        ],
+        projects=[ProjectView("p1", True, None, None)],
+    )
+    wf = constrained.ConstrainedWorkflow()
+    step = constrained._Step(wf, ctx, wf._counts_of(ctx))
+    kept = step.draining()
+    assert sorted(kept.on["cmp-0"]) == ["vm-0", "vm-1"]
+    ctx.placed("vm-0", "cmp-1")
+    ctx.set_host_state("cmp-1", HostState.DRAINING)
+    kept = step.draining()
+    fresh = constrained._Draining.read(ctx)
+    assert (kept.on, kept.where, kept.held) == (fresh.on, fresh.where, fresh.held)
+    assert sorted(kept.on["cmp-0"]) == ["vm-1"]
+    assert sorted(kept.on["cmp-1"]) == ["vm-0"]

@@ -395,21 +395,15 @@ class _Draining:
             return self
         self.mark = ctx.instances.change_mark()
         on, where, held, loads = self.on, self.where, self.held, self.loads
-        if hosts_changes != self.hosts_changes:
-            self.hosts_changes = hosts_changes
-            names = {h.name for h in ctx.hosts.in_state(HostState.DRAINING)}
-            for gone in on.keys() - names:
-                for instance_id in on.pop(gone):
-                    del where[instance_id]
-                    held.pop(instance_id, None)
-                loads.pop(gone, None)
-                self.chosen.pop(gone, None)
-                self.chosen_sorted.pop(gone, None)
-            for new in names - on.keys():
-                self.read_host(ctx, new)
+        # Each changed instance taken out first, from the host it was kept
+        # under (before a host that started draining is read whole: one may
+        # have left a draining host for it), then put where it is now.
         get, moving = ctx.instances.get, self.moving
+        views: list[InstanceView] = []
         for instance_id in changed:
             view = get(instance_id)
+            if view is not None:
+                views.append(view)
             if view is not None and view.state == InstanceState.IN_ACTION:
                 moving[instance_id] = view
                 self.moving_sorted = None
@@ -423,7 +417,20 @@ class _Draining:
                 chosen = self.chosen.get(was)
                 if chosen is not None and chosen.pop(instance_id, None) is not None:
                     self.chosen_sorted.pop(was, None)
-            if view is not None and view.host in on:
+        if hosts_changes != self.hosts_changes:
+            self.hosts_changes = hosts_changes
+            names = {h.name for h in ctx.hosts.in_state(HostState.DRAINING)}
+            for gone in on.keys() - names:
+                for instance_id in on.pop(gone):
+                    del where[instance_id]
+                    held.pop(instance_id, None)
+                loads.pop(gone, None)
+                self.chosen.pop(gone, None)
+                self.chosen_sorted.pop(gone, None)
+            for new in names - on.keys():
+                self.read_host(ctx, new)
+        for view in views:
+            if view.host in on:
                 self._add(view)
         return self
 
