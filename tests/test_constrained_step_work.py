@@ -29,9 +29,11 @@ from test_constrained_v2_core import UPGRADE, WORKFLOWS, CoreCluster, stored_wav
 
 from fenix_core import Engine, SessionRequest, planner, second_moves
 from fenix_core.constraints import GroupConstraints
-from fenix_core.contract import ContractError
-from fenix_core.states import InstanceState
+from fenix_core.contract import ContractError, HostView, InstanceView, ProjectView
+from fenix_core.core.ws_port import WorkingSetAdapter
+from fenix_core.states import HostState, InstanceState
 from fenix_core.testing import violations
+from fenix_core.testing.contract import FakeContext
 from fenix_core.testing.invariants import constraint_violations, migrations_per_instance
 from fenix_core.workflows import constrained
 
@@ -911,3 +913,116 @@ def test_the_idle_groups_and_the_weights_the_hosts_feed_are_those_of_a_recount(
     assert _answered_late(tmp_path / "dropped") == whole
     assert not all(kept), kept  # built anew after the counts were dropped
     assert any(kept), kept
+
+
+def test_the_draining_hosts_kept_instances_are_those_of_a_recount(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The draining hosts' instances still to leave (what a placement holds
+    back, the draining loads an opening decision reads, those whose action
+    is chosen) and the instances moving are kept with the counts and
+    brought up to date from the instances the change log names:
+    at every decision they are what reading every draining host gives, and
+    most decisions bring up to date what was kept. When the log cannot say
+    (as after a load: another process stepped the session, a crash) they
+    are built anew, and the same session runs."""
+    original = constrained._Step.draining
+    built: list[bool] = []
+
+    def checked(self: Any) -> Any:
+        kept = self.counts.draining
+        found = original(self)
+        built.append(found is not kept)
+        fresh = constrained._Draining.read(self.ctx)
+        assert (found.on, found.where, found.held) == (fresh.on, fresh.where, fresh.held)
+        for name, load in found.loads.items():
+            assert load.members == tuple(self.members_on(name)), name
+        moving = self.ctx.instances.in_state(InstanceState.IN_ACTION)
+        assert found.in_action() == list(moving)
+        draining = {h.name for h in self.ctx.hosts.in_state(HostState.DRAINING)}
+        chosen: dict[str, list[Any]] = {}
+        for inst in self.ctx.instances.in_state(InstanceState.ACTION_CHOSEN):
+            if inst.host in draining:
+                chosen.setdefault(inst.host, []).append(inst)
+        assert found.chosen_on() == chosen
+        return found
+
+    monkeypatch.setattr(constrained._Step, "draining", checked)
+    monkeypatch.setattr(constrained, "TARGET_WINDOW", 6)
+    monkeypatch.setattr(constrained, "CANDIDATE_WINDOW", 5)
+    whole = _answered_late(tmp_path / "kept")
+    assert whole[0] == "MAINTENANCE_DONE"
+    assert built.count(False) > len(built) // 2, (built.count(False), len(built))
+    built.clear()
+    answer = WorkingSetAdapter.changed_since
+    rng = random.Random(5)
+
+    def sometimes_unknown(self: Any, mark: int) -> Any:
+        return None if rng.random() < 0.2 else answer(self, mark)
+
+    monkeypatch.setattr(WorkingSetAdapter, "changed_since", sometimes_unknown)
+    assert _answered_late(tmp_path / "unknown") == whole
+    assert built.count(True) > 10, built.count(True)
+
+
+def test_what_is_kept_of_the_draining_hosts_is_built_anew_after_a_load() -> None:
+    """A session loaded again (``FakeContext.reloaded``: no mark known any
+    more) whose instances changed meanwhile: what was kept of the draining
+    hosts is not trusted but built anew from the views."""
+    now = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
+    ctx = FakeContext(
+        now=now,
+        workflow="constrained",
+        hosts=[
+            HostView("cmp-0", "compute", HostState.DRAINING, 8, False, 0),
+            HostView("cmp-1", "compute", HostState.PENDING, 8, True, 1),
+        ],
+        instances=[
+            InstanceView(f"vm-{n}", "p1", "cmp-0", 1, InstanceState.PENDING) for n in range(3)
+        ],
+        projects=[ProjectView("p1", True, None, None)],
+    )
+    wf = constrained.ConstrainedWorkflow()
+    step = constrained._Step(wf, ctx, wf._counts_of(ctx))
+    first = step.draining()
+    assert sorted(first.held) == ["vm-0", "vm-1", "vm-2"]
+    ctx.set_instance_state("vm-1", InstanceState.ACTION_REQUESTED)
+    assert step.draining() is first  # brought up to date from the log
+    assert first.held["vm-1"].state is InstanceState.ACTION_REQUESTED
+    ctx.reloaded()
+    ctx.set_instance_state("vm-0", InstanceState.ACTION_REQUESTED)
+    again = step.draining()
+    assert again is not first
+    assert again.held["vm-0"].state is InstanceState.ACTION_REQUESTED
+    assert again.held == constrained._Draining.read(ctx).held
+
+
+def test_an_instance_that_left_a_draining_host_for_one_that_started_draining_is_kept_once() -> None:
+    """Between two decisions an instance lands on a pending host, which then
+    starts draining: it is kept under its new host only (taken out of the
+    one it left before the new one is read whole)."""
+    now = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
+    ctx = FakeContext(
+        now=now,
+        workflow="constrained",
+        hosts=[
+            HostView("cmp-0", "compute", HostState.DRAINING, 8, False, 0),
+            HostView("cmp-1", "compute", HostState.PENDING, 8, True, 1),
+        ],
+        instances=[
+            InstanceView("vm-0", "p1", "cmp-0", 1, InstanceState.PENDING),
+            InstanceView("vm-1", "p1", "cmp-0", 1, InstanceState.PENDING),
+        ],
+        projects=[ProjectView("p1", True, None, None)],
+    )
+    wf = constrained.ConstrainedWorkflow()
+    step = constrained._Step(wf, ctx, wf._counts_of(ctx))
+    kept = step.draining()
+    assert sorted(kept.on["cmp-0"]) == ["vm-0", "vm-1"]
+    ctx.placed("vm-0", "cmp-1")
+    ctx.set_host_state("cmp-1", HostState.DRAINING)
+    kept = step.draining()
+    fresh = constrained._Draining.read(ctx)
+    assert (kept.on, kept.where, kept.held) == (fresh.on, fresh.where, fresh.held)
+    assert sorted(kept.on["cmp-0"]) == ["vm-1"]
+    assert sorted(kept.on["cmp-1"]) == ["vm-0"]

@@ -441,6 +441,53 @@ def test_completion_order_puts_the_hosts_behind_last_their_longest_chains_first(
     ]
 
 
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from("abcdef"), st.sampled_from(["g", "h", "k"]), st.sampled_from([1, 2, 4])
+        ),
+        max_size=40,
+    ),
+    st.sets(st.integers(0, 39)),
+    st.sets(st.sampled_from("abcdef")),
+)
+def test_completion_order_is_its_documented_order(
+    layout: list[tuple[str, str, int]], moved_at: set[int], behind: set[str]
+) -> None:
+    """Whether it sorts every member by one key (hosts behind) or the hosts
+    and each host's members apart (none behind, the usual case), the order
+    is the documented one: the hosts behind last (their groups with the most
+    work first), those that moved first, then by the vcpus left on their
+    host, the host's name, the largest first, the id."""
+    waiting = [member(f"{host}{n}", group, vcpus) for n, (host, group, vcpus) in enumerate(layout)]
+    host_of = {m.instance_id: m.instance_id[0] for m in waiting}
+    moved = {m.instance_id for n, m in enumerate(waiting) if n in moved_at}
+    work = {"g": 60.0, "h": 900.0}
+    left = Counter[str]()
+    for m in waiting:
+        left[host_of[m.instance_id]] += m.vcpus
+    for hosts_behind in (set(), behind):
+
+        def key(m: Member, hosts_behind: set[str] = hosts_behind) -> tuple[Any, ...]:
+            host = host_of[m.instance_id]
+            late = host in hosts_behind
+            return (
+                late,
+                -work.get(m.group_id, 0.0) if late else 0.0,
+                m.instance_id not in moved,
+                left[host],
+                host,
+                -m.vcpus,
+                m.instance_id,
+            )
+
+        order = completion_order(
+            waiting, host_of=host_of, moved=moved, behind=hosts_behind, work=work
+        )
+        assert order == sorted(waiting, key=key)
+
+
 def test_hosts_beyond_room_are_those_the_room_runs_out_on_fewest_left_first() -> None:
     left = {"a": 3, "b": 5, "c": 2}
     assert hosts_beyond_room(left, 10) == set()
@@ -1197,3 +1244,12 @@ def test_hosts_to_open_stops_once_the_room_left_takes_no_candidate(monkeypatch: 
     assert hosts_to_open(
         [*candidates, load("e")], targets=[target("t", 3, stays=True)], **args
     ) == ["e"]
+
+
+def test_a_host_load_knows_its_members_groups() -> None:
+    """``HostLoad.groups`` (worked out once, read by the opening ranks) are
+    its members' groups, and two loads of the same members are equal."""
+    load = HostLoad("h", (member("a", "g"), member("b", "k"), member("c", "g")), 3)
+    assert load.groups == {"g", "k"}
+    assert HostLoad("h", ()).groups == frozenset()
+    assert load == HostLoad("h", load.members, 3)

@@ -586,3 +586,82 @@ def test_the_change_numbers_change_with_the_views_they_answer_for(
     again = working_set(data["hosts"], data["instances"], data["projects"])
     fresh = StepContext(WorkingSetAdapter(again, now=T0), T0)
     assert answered.isdisjoint(number for number, _seen in _changing(fresh))
+
+
+def _instance_views(ctx: Any) -> dict[str, InstanceView | None]:
+    return {vm: ctx.instances.get(vm) for vm in VMS}
+
+
+@settings(max_examples=80, deadline=None)
+@given(working_sets(), st.lists(CALLS, max_size=25))
+@example(_ONE_HOST, [("ask", "p1", "vm-0"), ("istate", "vm-0", InstanceState.ACTION_CHOSEN)])
+def test_the_instances_changed_since_a_mark_are_those_whose_views_differ(
+    data: dict[str, Any], calls: list[tuple[Any, ...]]
+) -> None:
+    """``instances.changed_since(mark)``: every instance whose view differs
+    from the one at ``mark`` is named, after each call and since the first
+    mark (the working set's and FakeContext's; FakeContext names exactly
+    those); a mark read in a working set of the same session loaded again
+    is unknown there (None)."""
+    oracle = FakeContext(now=T0, **data)
+    ws = working_set(data["hosts"], data["instances"], data["projects"])
+    ctx = StepContext(WorkingSetAdapter(ws, now=T0), T0)
+    for subject in (oracle, ctx):
+        first, at_first = subject.instances.change_mark(), _instance_views(subject)
+        mark, before = first, at_first
+        for call in moves_once(calls):
+            with contextlib.suppress(ContractError):  # refused: nothing changed
+                apply(subject, call)
+            after = _instance_views(subject)
+            differ = {vm for vm in VMS if after[vm] != before[vm]}
+            named = subject.instances.changed_since(mark)
+            assert named is not None
+            assert differ <= set(named), call
+            if subject is oracle:
+                assert set(named) == differ
+            mark, before = subject.instances.change_mark(), after
+        since_first = subject.instances.changed_since(first)
+        assert since_first is not None
+        assert {vm for vm in VMS if at_first[vm] != before[vm]} <= set(since_first)
+        assert subject.instances.changed_since(mark) == set()
+    again = working_set(data["hosts"], data["instances"], data["projects"])
+    fresh = StepContext(WorkingSetAdapter(again, now=T0), T0)
+    assert fresh.instances.change_mark() != mark
+    assert fresh.instances.changed_since(mark) is None
+    oracle.reloaded()
+    assert oracle.instances.changed_since(first) is None
+
+
+def test_the_engine_s_changes_and_added_instances_are_in_the_change_log() -> None:
+    """The engine's own part of a move's end (place, vanish, end_move), a
+    plan, a relocation the cloud reported and an instance the cloud listed
+    for the first time are named by ``changed_since``; the others are not;
+    a mark older than the log keeps is unknown (None)."""
+    ws = working_set(_ONE_HOST["hosts"], _ONE_HOST["instances"], _ONE_HOST["projects"])
+    adapter = WorkingSetAdapter(ws, now=T0)
+    ctx = StepContext(adapter, T0)
+    mark = ctx.instances.change_mark()
+    assert ctx.instances.changed_since(mark) == set()
+    adapter.place("vm-0", "cmp-1")
+    adapter.vanish("vm-1")
+    adapter.end_move("vm-2")
+    assert ctx.instances.changed_since(mark) == {"vm-0", "vm-1", "vm-2"}
+    mark = ctx.instances.change_mark()
+    adapter.set_instance_plan("vm-3", 1, None, None)
+    ws.set_target("vm-4", None)
+    ws.place("vm-4", "cmp-2")
+    adapter.forget_view("vm-4")  # as the listings' relocation does
+    ws.add_instance(
+        InstanceRec(
+            "vm-new", "p1", "vm-new", "cmp-0", 1, True, InstanceState.PENDING.value,
+            None, None, 0, 0, None, None, None, None, None,
+        )
+    )  # fmt: skip
+    assert ctx.instances.changed_since(mark) == {"vm-3", "vm-4", "vm-new"}
+    old = ctx.instances.change_mark()
+    for n in range(40_000):
+        adapter.set_instance_plan("vm-5", n, None, None)
+        if n % 1000 == 0:
+            adapter.begin(T0)  # the log is cut down between steps
+    assert ctx.instances.changed_since(old) is None
+    assert ctx.instances.changed_since(ctx.instances.change_mark()) == set()

@@ -123,6 +123,17 @@ class InstancesView(Protocol):
         anything: a session loaded again (another process stepped it)
         answers a number never answered before."""
 
+    def change_mark(self) -> int:
+        """A mark of the instances as they are now, for :meth:`changed_since`."""
+
+    def changed_since(self, mark: int) -> Collection[str] | None:
+        """The ids of the instances changed since ``mark`` (anything their
+        views show, or added), read from :meth:`change_mark`: what a
+        workflow keeps per instance is brought up to date from these alone.
+        None when that is not known: ``mark`` is older than the log keeps,
+        or from before the session was loaded again (another process
+        stepped it, a crash): then build what was kept anew."""
+
 
 class ProjectsView(Protocol):
     def get(self, project_id: str) -> ProjectView | None: ...

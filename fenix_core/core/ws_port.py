@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
+from itertools import count, islice
 from operator import attrgetter
 from types import MappingProxyType
 from typing import Any, Literal
@@ -115,6 +116,13 @@ _HOST_STATES = {s.value: s for s in HostState}
 _INSTANCE_STATES = {s.value: s for s in InstanceState}
 _OP_KINDS = {k.value: k for k in OpKind}
 _OP_PENDING = OpStatus.PENDING.value
+# The instance change log (``InstancesView.changed_since``): each adapter's
+# marks start at a number no other adapter of this process used (a mark
+# from before a load is unknown to the next adapter), and the log keeps at
+# least the last _LOG_KEEP changes.
+_LOG_EPOCHS = count(1)
+_LOG_SPAN = 1 << 40
+_LOG_KEEP = 8192
 _STARTED, _FINISHED = int(HostMark.STARTED), int(HostMark.FINISHED)
 
 
@@ -441,6 +449,12 @@ class _Instances:
     def changes(self) -> int:
         return self._a.ws.instance_index.changed
 
+    def change_mark(self) -> int:
+        return self._a.change_mark()
+
+    def changed_since(self, mark: int) -> Collection[str] | None:
+        return self._a.changed_since(mark)
+
 
 class _Projects:
     __slots__ = ("_a", "get")
@@ -670,6 +684,13 @@ class WorkingSetAdapter:
         # Key -> the typed operation submitted through ``add_op`` until it
         # ends (``typed_op``): not rebuilt from its stored parameters.
         self._typed: dict[str, Operation] = {}
+        # The ids of the instances changed (appended where their views are
+        # dropped: every change a view shows drops it), once a mark was
+        # asked for; the mark of its first entry; how many of the working
+        # set's instances it has seen added (added ones drop no view).
+        self._log: list[str] | None = None
+        self._log_start = 0
+        self._log_known = 0
 
     def close(self) -> None:
         """The runner let the session go: drop everything, the working set
@@ -684,6 +705,39 @@ class WorkingSetAdapter:
     def begin(self, now: datetime) -> None:
         """A new step starts at ``now``."""
         self.now = now
+        log = self._log
+        if log is not None and len(log) > 2 * _LOG_KEEP:
+            drop = len(log) - _LOG_KEEP
+            del log[:drop]
+            self._log_start += drop
+
+    def change_mark(self) -> int:
+        """See :meth:`InstancesView.change_mark`."""
+        log = self._caught_up()
+        return self._log_start + len(log)
+
+    def changed_since(self, mark: int) -> Collection[str] | None:
+        """See :meth:`InstancesView.changed_since`."""
+        log = self._caught_up()
+        start = self._log_start
+        if not start <= mark <= start + len(log):
+            return None  # older than the log keeps, or another adapter's
+        return set(log[mark - start :])
+
+    def _caught_up(self) -> list[str]:
+        """The change log, started at the first call, with the instances
+        added since the last call appended (the working set never drops
+        one, and its dict keeps the order they were added in)."""
+        log = self._log
+        instances = self.ws.instances
+        if log is None:
+            log = self._log = []
+            self._log_start = next(_LOG_EPOCHS) * _LOG_SPAN
+            self._log_known = len(instances)
+        elif len(instances) != self._log_known:
+            log.extend(islice(instances, self._log_known, None))
+            self._log_known = len(instances)
+        return log
 
     def _current_request(self) -> SessionRequest:
         """The stored request with the session's ``maintenance_at``, which an
@@ -930,6 +984,8 @@ class WorkingSetAdapter:
             instance_id, wave=wave, not_before=not_before, impacted_until=impacted_until
         )
         self._instance_views.pop(instance_id, None)
+        if self._log is not None:
+            self._log.append(instance_id)
 
     def set_host_facts(self, host: str, vcpus: int, enabled: bool) -> None:
         """The cloud listed ``host`` with these facts (a host being added)."""
@@ -948,6 +1004,8 @@ class WorkingSetAdapter:
 
     def forget_view(self, instance_id: str) -> None:
         self._instance_views.pop(instance_id, None)
+        if self._log is not None:
+            self._log.append(instance_id)
 
     def set_host_enabled(self, host: str, enabled: bool, *, by_session: bool) -> None:
         """A DisableHost / EnableHost ended (the engine's part, before the hook)."""
@@ -960,6 +1018,8 @@ class WorkingSetAdapter:
         # ``_value_``: the member's value without the ``value`` descriptor call.
         self.ws.set_instance_state(instance_id, state._value_, action)
         self._instance_views.pop(instance_id, None)
+        if self._log is not None:
+            self._log.append(instance_id)
 
     def place(self, instance_id: str, host: str) -> None:
         """A move ended with the instance on ``host`` (the engine's part)."""
@@ -972,17 +1032,23 @@ class WorkingSetAdapter:
             if source in self.ws.hosts:
                 self.ws.mark_host(source, HostMark.MOVED_OFF)
         self._instance_views.pop(instance_id, None)
+        if self._log is not None:
+            self._log.append(instance_id)
 
     def vanish(self, instance_id: str) -> None:
         """The cloud no longer lists the instance (the engine's part)."""
         self.ws.set_target(instance_id, None)
         self.ws.set_instance_state(instance_id, InstanceState.GONE.value)
         self._instance_views.pop(instance_id, None)
+        if self._log is not None:
+            self._log.append(instance_id)
 
     def end_move(self, instance_id: str) -> None:
         """A move that did not move the instance: no room is held for it any more."""
         self.ws.set_target(instance_id, None)
         self._instance_views.pop(instance_id, None)
+        if self._log is not None:
+            self._log.append(instance_id)
 
     def moved_off(self, host: str) -> Sequence[str]:
         return sorted(i.instance_id for i in self.ws.instances.values() if i.moved_from == host)
@@ -1145,6 +1211,8 @@ class WorkingSetAdapter:
         if isinstance(op, Move):
             self.ws.aim(op.instance_id, op.action._value_, op.target)
             self._instance_views.pop(op.instance_id, None)
+            if self._log is not None:
+                self._log.append(op.instance_id)
 
     def typed_op(self, rec: OpRec) -> Operation | None:
         """The typed operation ``rec`` stands for, once it ended: the one

@@ -61,6 +61,9 @@ MOVABLE = frozenset(
 )
 
 
+_MARKS_KEPT = 64
+
+
 class _Hosts:
     def __init__(self, ctx: FakeContext) -> None:
         self._ctx = ctx
@@ -117,6 +120,12 @@ class _Instances:
 
     def changes(self) -> int:
         return self._ctx._changes()
+
+    def change_mark(self) -> int:
+        return self._ctx._change_mark()
+
+    def changed_since(self, mark: int) -> Collection[str] | None:
+        return self._ctx._changed_since(mark)
 
 
 class _Projects:
@@ -265,6 +274,11 @@ class FakeContext:
         self.components: dict[type[ComponentState], ComponentState] = {}
         self._seen: tuple[Any, ...] | None = None
         self._changed = 0
+        # Mark -> the instances as they were when it was read (the last
+        # _MARKS_KEPT marks: an older one is unknown, as the engine's log
+        # forgets old changes).
+        self._marks: dict[int, dict[str, InstanceView]] = {}
+        self._last_mark = 0
 
     # ------------------------------------------------------------------ reads
 
@@ -348,6 +362,26 @@ class FakeContext:
             self._seen = seen
             self._changed += 1
         return self._changed
+
+    def _change_mark(self) -> int:
+        self._last_mark += 1
+        self._marks[self._last_mark] = dict(self._instances)
+        if len(self._marks) > _MARKS_KEPT:
+            del self._marks[next(iter(self._marks))]
+        return self._last_mark
+
+    def _changed_since(self, mark: int) -> set[str] | None:
+        """The instances whose view differs from the one at ``mark`` (or
+        added since), compared whole (a test may change them directly)."""
+        then = self._marks.get(mark)
+        if then is None:
+            return None
+        return {i for i, view in self._instances.items() if then.get(i) != view}
+
+    def reloaded(self) -> None:
+        """The session as loaded again (another process stepped it, a
+        crash): no mark read before is known any more."""
+        self._marks.clear()
 
     def _in_flight(self) -> Iterator[tuple[str, str]]:
         """(instance, target) of every Move with a target still under way."""

@@ -74,7 +74,11 @@ again; nor is an opening decision whose inputs are those of the last one,
 which opened nothing and changed nothing. The idle groups and the weight
 each pending host feeds (``_Fed``) are kept with the counts between
 opening decisions and worked out again only for the groups whose work left,
-pending hosts or members waiting on the open hosts changed.
+pending hosts or members waiting on the open hosts changed. The draining
+hosts' instances still to leave (``_Draining``: those a placement holds
+back, the draining loads of an opening decision) are kept with the counts
+and brought up to date from the instances the context's change log names
+(``ctx.instances.changed_since``), built anew when it cannot say.
 
 What it keeps: :class:`ConstrainedState` (constant size: the wave counter,
 the cache stamp, how many recoveries started, the first wave's partial
@@ -341,6 +345,140 @@ class _Fed:
 
 
 @attrs.define(slots=True)
+class _Draining:
+    """The draining hosts' instances still to leave them (neither moving nor
+    gone), and the instances moving now (on any host), kept with the counts
+    between decisions and brought up to date
+    from the instances changed since ``mark``
+    (``ctx.instances.changed_since``) and the hosts that started or stopped
+    draining since ``hosts_changes`` (``ctx.hosts.changes()``): each changed
+    instance is taken from where it was kept and put where it is now (a
+    host that started draining is read whole). Built anew when the log
+    cannot say (the session loaded again, a mark older than it keeps):
+    never trusted past what the log names."""
+
+    mark: int
+    hosts_changes: int
+    #: Draining host -> its instances still to leave, by id.
+    on: dict[str, dict[str, InstanceView]] = attrs.field(factory=dict)
+    #: Instance -> the draining host it is kept under.
+    where: dict[str, str] = attrs.field(factory=dict)
+    #: Those of them the engine still has to move (``_STILL_TO_MOVE``, not
+    #: their manager's own action): what a placement holds back.
+    held: dict[str, InstanceView] = attrs.field(factory=dict)
+    #: Draining host -> its load for the planner, built when first asked.
+    loads: dict[str, planner.HostLoad] = attrs.field(factory=dict)
+    #: Draining host -> its instances whose action is chosen, by id, and
+    #: those of them in id order while none changed (:meth:`chosen_on`).
+    chosen: dict[str, dict[str, InstanceView]] = attrs.field(factory=dict)
+    chosen_sorted: dict[str, list[InstanceView]] = attrs.field(factory=dict)
+    #: The instances moving now (IN_ACTION, on any host), by id, and in id
+    #: order while none changed (:meth:`in_action`).
+    moving: dict[str, InstanceView] = attrs.field(factory=dict)
+    moving_sorted: list[InstanceView] | None = None
+
+    @classmethod
+    def read(cls, ctx: SessionContext) -> _Draining:
+        kept = cls(ctx.instances.change_mark(), ctx.hosts.changes())
+        for host in ctx.hosts.in_state(HostState.DRAINING):
+            kept.read_host(ctx, host.name)
+        kept.moving = {i.instance_id: i for i in ctx.instances.in_state(InstanceState.IN_ACTION)}
+        return kept
+
+    def brought_up_to_date(self, ctx: SessionContext) -> _Draining:
+        """This, up to date with the views (or built anew)."""
+        changed = ctx.instances.changed_since(self.mark)
+        if changed is None:
+            return _Draining.read(ctx)
+        hosts_changes = ctx.hosts.changes()
+        if not changed and hosts_changes == self.hosts_changes:
+            return self
+        self.mark = ctx.instances.change_mark()
+        on, where, held, loads = self.on, self.where, self.held, self.loads
+        # Each changed instance taken out first, from the host it was kept
+        # under (before a host that started draining is read whole: one may
+        # have left a draining host for it), then put where it is now.
+        get, moving = ctx.instances.get, self.moving
+        views: list[InstanceView] = []
+        for instance_id in changed:
+            view = get(instance_id)
+            if view is not None:
+                views.append(view)
+            if view is not None and view.state == InstanceState.IN_ACTION:
+                moving[instance_id] = view
+                self.moving_sorted = None
+            elif moving.pop(instance_id, None) is not None:
+                self.moving_sorted = None
+            was = where.pop(instance_id, None)
+            if was is not None:
+                del on[was][instance_id]
+                held.pop(instance_id, None)
+                loads.pop(was, None)
+                chosen = self.chosen.get(was)
+                if chosen is not None and chosen.pop(instance_id, None) is not None:
+                    self.chosen_sorted.pop(was, None)
+        if hosts_changes != self.hosts_changes:
+            self.hosts_changes = hosts_changes
+            names = {h.name for h in ctx.hosts.in_state(HostState.DRAINING)}
+            for gone in on.keys() - names:
+                for instance_id in on.pop(gone):
+                    del where[instance_id]
+                    held.pop(instance_id, None)
+                loads.pop(gone, None)
+                self.chosen.pop(gone, None)
+                self.chosen_sorted.pop(gone, None)
+            for new in names - on.keys():
+                self.read_host(ctx, new)
+        for view in views:
+            if view.host in on:
+                self._add(view)
+        return self
+
+    def read_host(self, ctx: SessionContext, host: str) -> None:
+        """A host that started draining: its instances read whole."""
+        self.on[host] = {}
+        self.chosen.pop(host, None)
+        self.chosen_sorted.pop(host, None)
+        for inst in ctx.instances.on(host):
+            self._add(inst)
+
+    def _add(self, inst: InstanceView) -> None:
+        if inst.state in (InstanceState.IN_ACTION, InstanceState.GONE):
+            return
+        host, instance_id = inst.host, inst.instance_id
+        self.on[host][instance_id] = inst
+        self.where[instance_id] = host
+        self.loads.pop(host, None)
+        if inst.state in _STILL_TO_MOVE and inst.action != InstanceAction.OWN_ACTION:
+            self.held[instance_id] = inst
+        if inst.state == InstanceState.ACTION_CHOSEN:
+            self.chosen.setdefault(host, {})[instance_id] = inst
+            self.chosen_sorted.pop(host, None)
+
+    def in_action(self) -> list[InstanceView]:
+        """The instances moving now, id order (not to be changed by the caller)."""
+        found = self.moving_sorted
+        if found is None:
+            moving = self.moving
+            found = self.moving_sorted = [moving[i] for i in sorted(moving)]
+        return found
+
+    def chosen_on(self) -> dict[str, list[InstanceView]]:
+        """Draining host -> its instances whose action is chosen, id order
+        (not to be changed by the caller)."""
+        out: dict[str, list[InstanceView]] = {}
+        kept = self.chosen_sorted
+        for host, insts in self.chosen.items():
+            if not insts:
+                continue
+            found = kept.get(host)
+            if found is None:
+                found = kept[host] = [insts[i] for i in sorted(insts)]
+            out[host] = found
+        return out
+
+
+@attrs.define(slots=True)
 class _Counts:
     """Per-group counts of one session, derived from the views (a cache of
     this process): members on hosts still to do, and the pending hosts that
@@ -414,6 +552,8 @@ class _Counts:
     #: either names its group here.
     fed: _Fed | None = None
     refed: set[str] = attrs.field(factory=set)
+    #: The draining hosts' instances still to leave (:class:`_Draining`).
+    draining: _Draining | None = None
 
     def ahead(self) -> dict[str, int]:
         """Per group with a per-host limit still to move, its smallest member."""
@@ -619,6 +759,29 @@ class _Step:
             if i.state not in (InstanceState.IN_ACTION, InstanceState.GONE)
         )
 
+    def draining(self) -> _Draining:
+        """The draining hosts' instances still to leave, up to date."""
+        kept = self.counts.draining
+        found = _Draining.read(self.ctx) if kept is None else kept.brought_up_to_date(self.ctx)
+        self.counts.draining = found
+        return found
+
+    def draining_load(self, view: HostView, draining: _Draining) -> planner.HostLoad:
+        """A draining host's members (``members_on``), from ``draining``:
+        the same load while none of its instances changed."""
+        found = draining.loads.get(view.name)
+        if found is None or found.position != view.position:
+            insts = draining.on.get(view.name)
+            members = (
+                self.members([insts[i] for i in sorted(insts)])
+                if insts is not None
+                else self.members_on(view.name)
+            )
+            found = draining.loads[view.name] = planner.HostLoad(
+                view.name, tuple(members), view.position
+            )
+        return found
+
     def pending_load(self, view: HostView) -> planner.HostLoad:
         """A pending host's members (kept between steps: nothing leaves a
         pending host, an arrival drops its entry)."""
@@ -642,11 +805,12 @@ class _Step:
         return found
 
     def in_action(self) -> list[InstanceView]:
-        """The instances moving now, read once per decision (the budgets,
+        """The instances moving now (kept: :meth:`_Draining.in_action`),
+        read once per decision (the budgets,
         the arrivals and the draining hosts' load read them; no move starts
         between those reads: a decision's moves are sent at its end)."""
         if self._in_action is None:
-            self._in_action = list(self.ctx.instances.in_state(InstanceState.IN_ACTION))
+            self._in_action = self.draining().in_action()
         return self._in_action
 
     def arrivals(self) -> dict[str, list[InstanceView]]:
@@ -1330,9 +1494,9 @@ class ConstrainedWorkflow(RollingWorkflow):
         refused = {iid: frozenset(r) for iid, _a, r in cst.retrying if r}
         # The draining hosts with instances whose action is chosen, and those
         # that may still have to be disabled: the others have nothing to do.
-        chosen_on: dict[str, list[InstanceView]] = {}
-        for inst in ctx.instances.in_state(InstanceState.ACTION_CHOSEN):
-            chosen_on.setdefault(inst.host, []).append(inst)
+        # (An instance whose action is chosen on a host that no longer
+        # drains has nothing to do either: only the draining hosts' are kept.)
+        chosen_on = step.draining().chosen_on()
         undisabled = step.counts.undisabled
         for host in self._by_position(ctx, undisabled.union(chosen_on)):
             if host.state != HostState.DRAINING:
@@ -1382,7 +1546,7 @@ class ConstrainedWorkflow(RollingWorkflow):
             # The members of the draining hosts that cannot start yet are
             # placed too, in their turn (not moved): the room they will need
             # is not given to a member after them.
-            later = self._not_startable(ctx, views)
+            later = self._not_startable(step, views)
             everyone = [*waiting, *step.members([views[i] for i in sorted(later)])]
             # The rules of the groups still to come too: the placement keeps
             # room for them by their per-host limit.
@@ -1639,19 +1803,16 @@ class ConstrainedWorkflow(RollingWorkflow):
         return []
 
     @staticmethod
-    def _not_startable(ctx: SessionContext, views: dict[str, InstanceView]) -> set[str]:
+    def _not_startable(step: _Step, views: dict[str, InstanceView]) -> set[str]:
         """The instances of the draining hosts that will leave by a move but
         cannot start now (not asked or answered yet, their lead time, their
-        host not disabled yet), added to ``views``."""
-        held: set[str] = set()
-        for host in ctx.hosts.in_state(HostState.DRAINING):
-            for inst in ctx.instances.on(host.name):
-                if inst.instance_id in views or inst.state not in _STILL_TO_MOVE:
-                    continue
-                if inst.action == InstanceAction.OWN_ACTION:
-                    continue  # its manager moves it: where is not the engine's choice
-                views[inst.instance_id] = inst
-                held.add(inst.instance_id)
+        host not disabled yet), added to ``views``: those the kept
+        :class:`_Draining` holds (an instance its manager moves is not the
+        engine's to place) less those in ``views``."""
+        kept = step.draining().held
+        held = kept.keys() - views.keys()
+        for instance_id in held:
+            views[instance_id] = kept[instance_id]
         return held
 
     @staticmethod
@@ -1985,10 +2146,11 @@ class ConstrainedWorkflow(RollingWorkflow):
         counts = step.counts
         waiting: Counter[str] = Counter()  # members per group left on the open hosts
         draining: list[planner.HostLoad] = []
+        kept = step.draining()
         for host in ctx.hosts.in_state(HostState.DRAINING):
-            members = step.members_on(host.name)
-            draining.append(planner.HostLoad(host.name, tuple(members), host.position))
-            waiting.update(m.group_id for m in members)
+            drain = step.draining_load(host, kept)
+            draining.append(drain)
+            waiting.update(m.group_id for m in drain.members)
         # A group with work left and fewer members waiting on the open hosts
         # than it may move at once, also while its members are moving or in
         # recovery_time: a host opened for it now has its next members ready
@@ -2337,9 +2499,8 @@ class ConstrainedWorkflow(RollingWorkflow):
         if not draining:
             return False, False
         counts = step.counts
-        loads = [
-            planner.HostLoad(h.name, tuple(step.members_on(h.name)), h.position) for h in draining
-        ]
+        kept = step.draining()
+        loads = [step.draining_load(h, kept) for h in draining]
         waiting = Counter(m.group_id for load in loads for m in load.members)
         idle, fed = self._idle_and_fed(step, waiting)
         candidates = [
