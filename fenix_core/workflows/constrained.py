@@ -1484,6 +1484,7 @@ class ConstrainedWorkflow(RollingWorkflow):
                     ahead=ahead,
                     held=later,
                     reserve=reserve,
+                    keeps=keeps,
                 )
                 return dict(moves)
 
@@ -1495,6 +1496,7 @@ class ConstrainedWorkflow(RollingWorkflow):
                 if window is None:
                     window = self._window(ctx, step, sample)
                 targets = step.targets(window)
+                keeps = self._keeps_draining(ctx, step)
                 plan = place(targets, True)
                 if not plan and not self._waiting_makes_room(ctx, step, cst):
                     plan = place(targets, False)  # waiting would not make room: no limit
@@ -1542,6 +1544,58 @@ class ConstrainedWorkflow(RollingWorkflow):
             wake = ends if wake is None else min(wake, ends)
         self._wake_at(ctx, cst, wake)
         return held
+
+    def _keeps_draining(
+        self, ctx: SessionContext, step: _Step
+    ) -> Callable[[Sequence[tuple[str, str]]], bool] | None:
+        """Whether the draining hosts, then the pending ones, can still all
+        be emptied once the given moves (instance, target) are sent: the dry
+        run that let the hosts open (:meth:`_open_hosts`' ``feasible``), read
+        from the views as they are now, with the moves' members on their
+        targets. The waves place members as their groups let them move,
+        where the dry run had placed them all its own way: a target it kept
+        for a member of an anti-affine or per-host-limited group could be
+        filled first, and the session failed half-way (tests/
+        constrained_layouts.py, ONCE_DEAD_ENDS). None (no check) where no
+        group with a per-host limit has a member left to move (room alone
+        then decides, as it did when the hosts opened), or while more
+        hosts are pending than the dry run reads."""
+        if not step.counts.any_limited:
+            return None
+        pending = ctx.hosts.in_state(HostState.PENDING, type="compute")
+        if len(pending) > DRY_RUN_HOSTS:
+            return None
+        draining = [
+            planner.HostLoad(h.name, tuple(step.members_on(h.name)), h.position)
+            for h in ctx.hosts.in_state(HostState.DRAINING)
+        ]
+        loads = [step.pending_load(h) for h in pending]
+        members = {m.instance_id: m for d in draining for m in d.members}
+        rules = step.rules_of(chain(*(d.members for d in draining), *(d.members for d in loads)))
+        # Every host that takes instances (not the placement's window: a
+        # host with too little room for the members placed now may take a
+        # smaller instance of a host after them).
+        dry = [
+            *self._all_targets(ctx, step),
+            *(step.target(h, False) for h in ctx.hosts.in_state(HostState.DRAINING)),
+        ]
+        on = {d.host for d in draining}
+        leaving: dict[str, list[planner.Member]] = {}
+        for inst in step.in_action():
+            if inst.host in on and inst.target is not None and inst.target != inst.host:
+                leaving.setdefault(inst.host, []).append(step.member(inst))
+
+        def keeps(moves: Sequence[tuple[str, str]]) -> bool:
+            return planner.drains_after(
+                [(members[i], host) for i, host in moves],
+                draining,
+                loads,
+                dry,
+                rules,
+                leaving=leaving,
+            )
+
+        return keeps
 
     @staticmethod
     def _placement_inputs(ctx: SessionContext, ready: list[InstanceView]) -> tuple[Any, ...]:
@@ -2640,8 +2694,8 @@ class ConstrainedWorkflow(RollingWorkflow):
         return sorted(least.values(), key=lambda i: (i.vcpus, i.instance_id))
 
     def _all_targets(self, ctx: SessionContext, step: _Step) -> list[planner.Target]:
-        """Every host that takes instances (once per session: the checks
-        before the first wave)."""
+        """Every host that takes instances (the checks before the first
+        wave, and the dry run of the waves' moves: :meth:`_keeps_draining`)."""
         out = []
         for view in ctx.hosts:
             stays = self._target_state(ctx, view)
