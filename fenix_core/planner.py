@@ -68,6 +68,7 @@ __all__ = [
     "makespan_lower_bound",
     "max_hosts_out",
     "plan_placement",
+    "takes_a_place",
 ]
 
 
@@ -1569,6 +1570,47 @@ def drains_after(
             load if extra is None else HostLoad(load.host, (*load.members, *extra), load.position)
         )
     return drains_together(loads, after, rules, [d.host for d in draining])
+
+
+def takes_a_place(
+    moves: Sequence[tuple[Member, str]],
+    targets: Sequence[Target],
+    rules: Mapping[str, GroupRule],
+    still: Mapping[tuple[str, int], int],
+) -> bool:
+    """Whether the last of ``moves`` takes, on its target, a place that a
+    member still to move of a group with a per-host limit could take
+    before it: room for that member's vcpus there and, below its group's
+    limit, a place for its group (the moves before it counted on their
+    targets). ``still``: how many members of each (group, vcpus) are left
+    to move, ``moves``' members among them. A move that takes no such
+    place leaves every limited member the hosts it had; only the others
+    need :func:`drains_after` (the constrained workflow's check of the
+    waves' moves)."""
+    *before, (member, host) = moves
+    target = next((t for t in targets if t.host == host), None)
+    if target is None or target.free is None:
+        return False
+    room = target.free
+    added: Counter[str] = Counter()
+    left = Counter(still)
+    for m, h in before:
+        left[(m.group_id, m.vcpus)] -= 1
+        if h == host:
+            room -= m.vcpus
+            added[m.group_id] += 1
+    left[(member.group_id, member.vcpus)] -= 1
+    for (group_id, vcpus), count in left.items():
+        rule = rules.get(group_id)
+        limit = rule.host_limit() if rule is not None else None
+        if count <= 0 or limit is None or room < vcpus:
+            continue
+        here = target.members.get(group_id, 0) + added[group_id]
+        if here >= limit:
+            continue  # no place for it before the move either
+        if room - member.vcpus < vcpus or (group_id == member.group_id and here + 1 >= limit):
+            return True
+    return False
 
 
 def capacity_shortfall(

@@ -543,7 +543,11 @@ ANTI_AFFINE_PLACES_TAKEN_BY_A_PARKED_MEMBER: dict[str, Any] = {
 #: cmp-1 and cmp-2 open together. The dry run: cmp-1's three onto cmp-0,
 #: cmp-2's vm-5 onto cmp-0's last vcpu, the others onto the emptied cmp-1.
 #: The waves moved cmp-2's vm-4 (g1) to cmp-0 first: vm-5 took cmp-1, and
-#: vm-6 (g0) had no host. Found by the same unseeded run.
+#: vm-6 (g0) had no host. Found by the same unseeded run. On the engine
+#: (tests/test_constrained.py) it also shows why a move is checked whenever
+#: the room where instances stay is short of what the draining hosts hold,
+#: not only when it takes a limited member's place: vm-4 left cmp-0 the one
+#: vcpu a g0 member needed, but cmp-1's vm-2 needed it too.
 ANTI_AFFINE_ROOM_TAKEN_BY_A_SMALL_MEMBER: dict[str, Any] = {
     "layout": {
         "cmp-0": [("vm-0", "p0", 2)],

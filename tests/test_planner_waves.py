@@ -35,6 +35,7 @@ from fenix_core.planner import (
     makespan_lower_bound,
     max_hosts_out,
     opening_wait,
+    takes_a_place,
 )
 
 PROPERTY = settings(max_examples=100, deadline=None, derandomize=True)
@@ -496,6 +497,29 @@ def test_drains_after_gives_a_draining_host_back_what_left_it() -> None:
     full = [*in_flight, target("cmp-9", 1)]
     vm3 = draining[1].members[1]
     assert drains_after([(vm3, "cmp-9")], gone, pending, full, rules, leaving={"cmp-0": [vm1]})
+
+
+def test_takes_a_place_names_the_moves_that_close_a_limited_members_host() -> None:
+    # A member still to move of anti-affine g (1 vcpu) and of h, at most 2
+    # per host (2 vcpus). "a" has 3 free and one h member, "b" 1 free.
+    rules = {"g": GroupRule("g", anti_affinity=True), "h": GroupRule("h", max_per_host=2)}
+    targets = [target("a", 3, stays=True, h=1), target("b", 1, stays=True)]
+    still = Counter({("g", 1): 1, ("h", 2): 1})
+    x, y = member("x", "p"), member("y", "p", 2)
+    assert not takes_a_place([(x, "a")], targets, rules, still)  # 2 left: room for both
+    assert takes_a_place([(y, "a")], targets, rules, still)  # 1 left: no room for h's
+    assert takes_a_place([(x, "b")], targets, rules, still)  # b's one vcpu was g's
+    # The moves before it are counted on their targets.
+    assert takes_a_place([(x, "a"), (x, "a")], targets, rules, still)
+    # Its own group's last place: only if another member of it is still to move.
+    h1 = member("h1", "h", 2)
+    assert not takes_a_place([(h1, "a")], targets, rules, still)
+    assert takes_a_place([(h1, "a")], targets, rules, still + Counter({("h", 2): 1}))
+    # A place that was not there before the move is not taken by it.
+    full = [target("a", 3, stays=True, h=2)]
+    assert not takes_a_place([(y, "a")], full, rules, Counter({("h", 2): 1}))
+    # Unknown room: nothing to take.
+    assert not takes_a_place([(y, "c")], [target("c", None)], rules, still)
 
 
 def test_completion_order_moves_members_that_moved_once_then_the_emptiest_hosts() -> None:
