@@ -599,6 +599,48 @@ PER_HOST_TWO_PLACES_TAKEN_ACROSS_HOSTS: dict[str, Any] = {
 }
 
 
+#: Five hosts of 4 vcpus, at most two out; anti-affine g0, g1, g2. The check
+#: before the first wave finds cmp-3, cmp-2, cmp-4, cmp-0, cmp-1 (cmp-3's vm-5
+#: parked on cmp-4, cmp-4's members later onto cmp-2). The first wave moved
+#: vm-5 to cmp-4 as planned, but from there the dry run, greedy (the lightest
+#: host first: cmp-4 now holds 4 vcpus), empties cmp-0 onto cmp-2 and cmp-4
+#: onto cmp-0, and g1's two members of cmp-1 are left one host without g1
+#: with room: no host opened, and the session failed after cmp-3 ("cannot
+#: empty any host"). Found by an unseeded run of the property (3,000
+#: examples). Fixed by the same check: a first wave's move is a move
+#: checked (nothing stays yet, so the room where instances stay is short),
+#: the dry run from vm-5 on cmp-4 finds no order, and vm-5 goes to cmp-2.
+#: (The dry run's verdict is not stable along its own plan: the check keeps
+#: the waves where its verdict holds.)
+GREEDY_ORDER_LOST_AFTER_THE_FIRST_WAVE: dict[str, Any] = {
+    "layout": {
+        "cmp-0": [("vm-0", "p0", 2), ("vm-1", "p0", 2)],
+        "cmp-1": [("vm-2", "p1", 2), ("vm-3", "p1", 1)],
+        "cmp-2": [("vm-4", "p1", 2)],
+        "cmp-3": [("vm-5", "p0", 1)],
+        "cmp-4": [("vm-6", "p0", 1), ("vm-7", "p1", 2)],
+    },
+    "capacity": 4,
+    "groups": [
+        _group(anti_affine=True, impacted=2, per_host=2, recovery=120),
+        _group(anti_affine=True, impacted=2, per_host=2, recovery=120),
+        _group(anti_affine=True, impacted=2, per_host=2, recovery=120),
+    ],
+    "membership": {
+        "vm-0": 0,
+        "vm-1": 2,
+        "vm-2": 1,
+        "vm-3": 1,
+        "vm-4": 1,
+        "vm-5": 0,
+        "vm-6": 2,
+        "vm-7": 1,
+    },
+    "managed": (),
+    "cap": 2,
+}
+
+
 ONCE_DEAD_ENDS = {
     "partial-host-alone-in-the-first-wave": PARTIAL_HOST_ALONE_IN_THE_FIRST_WAVE,
     "five-anti-affine-on-six-hosts": ANTI_AFFINE_FIVE_ON_SIX_HOSTS,
@@ -615,6 +657,7 @@ ONCE_DEAD_ENDS = {
     "anti-affine-places-taken-by-a-parked-member": ANTI_AFFINE_PLACES_TAKEN_BY_A_PARKED_MEMBER,
     "anti-affine-room-taken-by-a-small-member": ANTI_AFFINE_ROOM_TAKEN_BY_A_SMALL_MEMBER,
     "per-host-two-places-taken-across-hosts": PER_HOST_TWO_PLACES_TAKEN_ACROSS_HOSTS,
+    "greedy-order-lost-after-the-first-wave": GREEDY_ORDER_LOST_AFTER_THE_FIRST_WAVE,
 }
 
 

@@ -1580,7 +1580,6 @@ class ConstrainedWorkflow(RollingWorkflow):
         still: Counter[tuple[str, int]] = Counter()
         dry: list[planner.Target] = []
         leaving: dict[str, list[planner.Member]] = {}
-        stays_on = {t.host for t in targets if t.stays}
 
         def read() -> None:
             """What the check reads, once, when a placement first asks."""
@@ -1620,8 +1619,8 @@ class ConstrainedWorkflow(RollingWorkflow):
             if not members:
                 read()
             placed = [(members[i], host) for i, host in moves]
-            room = stay_room - sum(m.vcpus for m, host in placed if host in stays_on)
-            short = room < sum(d.vcpus for d in draining) - sum(m.vcpus for m, _ in placed)
+            # (A move where instances stay takes as much room as it settles.)
+            short = stay_room < sum(d.vcpus for d in draining)
             if not short and not planner.takes_a_place(placed, targets, rules, still):
                 return True
             if not dry:
