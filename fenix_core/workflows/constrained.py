@@ -1558,7 +1558,7 @@ class ConstrainedWorkflow(RollingWorkflow):
         filled first, and the session failed half-way (tests/
         constrained_layouts.py, ONCE_DEAD_ENDS). A move is run through the
         dry run only when the room where instances stay (on ``targets``, the
-        placement's), after it, is short of what the draining hosts hold, or
+        placement's) is short of what the draining hosts hold, or
         when it takes on its target a place a limited member still to move
         could take (:func:`planner.takes_a_place`): the others keep every
         limited member's hosts while the draining hosts fit where instances
