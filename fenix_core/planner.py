@@ -55,6 +55,7 @@ __all__ = [
     "completion_order",
     "drain_seconds",
     "drain_sequence",
+    "drains_after",
     "drains_by_count",
     "first_maintained_at",
     "fits_all",
@@ -67,6 +68,7 @@ __all__ = [
     "makespan_lower_bound",
     "max_hosts_out",
     "plan_placement",
+    "takes_a_place",
 ]
 
 
@@ -385,6 +387,7 @@ def assign_moves(
     ahead: Mapping[str, int] | None = None,
     held: Container[str] = (),
     reserve: bool = False,
+    keeps: Callable[[Sequence[tuple[str, str]]], bool] | None = None,
 ) -> tuple[list[tuple[str, str]], list[Blocked]]:
     """Which waiting members start moving now, and where to.
 
@@ -411,9 +414,15 @@ def assign_moves(
     that the room it will need is not given to a member after it (the
     constrained workflow's hosts opened ahead of their room:
     :func:`host_to_open_ahead`).
+    ``keeps``: given the moves chosen so far in this call and one more
+    (instance, target) pairs, whether the hosts being drained can still all
+    be emptied after them (the constrained workflow's dry run,
+    :func:`drains_together`). A member takes the best target that keeps
+    them so, in the order above; with none it is blocked for room (it
+    waits, and the next member may take its group's budget).
 
     Where no group of ``waiting`` has a per-host limit (and nothing is
-    reserved), the targets are searched by bisection
+    reserved or checked), the targets are searched by bisection
     (:func:`assign_moves_unlimited`, the same placement); otherwise, or when
     that variant declines, by a pass over every target for each member.
     """
@@ -421,12 +430,20 @@ def assign_moves(
     if unruled:
         raise ValueError(f"ahead: no rule for group(s) {', '.join(unruled)} in rules")
     ahead = _limited_ahead(waiting, rules, ahead)
-    if not ahead and not reserve and not _any_host_limit(waiting, rules):
+    if not ahead and not reserve and keeps is None and not _any_host_limit(waiting, rules):
         found = assign_moves_unlimited(waiting, budgets, targets, twice=twice, held=held)
         if found is not None:
             return found
     return _assign_moves_scan(
-        waiting, budgets, targets, rules, twice=twice, ahead=ahead, held=held, reserve=reserve
+        waiting,
+        budgets,
+        targets,
+        rules,
+        twice=twice,
+        ahead=ahead,
+        held=held,
+        reserve=reserve,
+        keeps=keeps,
     )
 
 
@@ -449,6 +466,7 @@ def _assign_moves_scan(
     ahead: Mapping[str, int],
     held: Container[str],
     reserve: bool,
+    keeps: Callable[[Sequence[tuple[str, str]]], bool] | None = None,
 ) -> tuple[list[tuple[str, str]], list[Blocked]]:
     """:func:`assign_moves` by a pass over every target for each member
     (``ahead``: already limited to the groups with a per-host limit)."""
@@ -468,9 +486,11 @@ def _assign_moves_scan(
         limit = rule.host_limit() if rule is not None else None
         best: tuple[bool, int, int, int, str] | None = None
         only_stays = twice is not None and item.instance_id not in twice
+        checked = keeps is not None and not later
+        fitting: list[tuple[bool, int, int, int, str]] = []
         for t in targets:
             moves_again = not t.stays
-            if moves_again and (only_stays or (best is not None and not best[0])):
+            if moves_again and (only_stays or (not checked and best is not None and not best[0])):
                 continue  # a target where it stays is found (or the only kind allowed)
             room = free[t.host]
             if room is not None and room < item.vcpus:
@@ -482,8 +502,14 @@ def _assign_moves_scan(
             if ahead and room is not None:
                 closes = _slots_closed(t, room, item, ahead, rules, added)
             key = (moves_again, here, closes, room if room is not None else 1 << 30, t.host)
-            if best is None or key < best:
+            if checked:
+                fitting.append(key)
+            elif best is None or key < best:
                 best = key
+        if checked and keeps is not None:
+            # The best target after which the hosts can still be emptied.
+            fitting.sort()
+            best = next((k for k in fitting if keeps([*moves, (item.instance_id, k[-1])])), None)
         if best is None:
             if not later:
                 blocked.append(Blocked(item.instance_id, "room"))
@@ -1525,6 +1551,109 @@ def drains_together(
     if counted is not None:
         return counted
     return drain_sequence(loads, targets, rules, first=first, together=True)[1] is None
+
+
+def drains_after(
+    moves: Sequence[tuple[Member, str]],
+    draining: Sequence[HostLoad],
+    pending: Sequence[HostLoad],
+    targets: Sequence[Target],
+    rules: Mapping[str, GroupRule],
+    *,
+    leaving: Mapping[str, Sequence[Member]] | None = None,
+) -> bool:
+    """Whether the hosts of ``draining``, draining together, then those of
+    ``pending`` can all be emptied (:func:`drains_together`) once ``moves``
+    are under way: each a member of a draining host, with its target.
+
+    ``targets`` are every host that may receive instances, the draining and
+    pending hosts included, as they are now (room and members counting the
+    moves in flight on both ends); ``leaving``: per draining host, its
+    members in flight (no longer in its load). A move takes its room and a
+    place of its group on its target; a member parked on a pending host
+    leaves it again with the rest; a draining host gets back the room and
+    the places of what left it once it is emptied (the dry run counts
+    neither on it then)."""
+    source = {m.instance_id: d.host for d in draining for m in d.members}
+    limited = [g for g, rule in rules.items() if rule.host_limit() is not None]
+    room: Counter[str] = Counter()
+    places: dict[str, Counter[str]] = defaultdict(Counter)
+    for host, members in (leaving or {}).items():
+        for m in members:
+            room[host] += m.vcpus
+            places[host][m.group_id] -= 1
+    gone: set[str] = set()
+    parked: dict[str, list[Member]] = {}
+    for member, host in moves:
+        origin = source[member.instance_id]
+        gone.add(member.instance_id)
+        room[origin] += member.vcpus
+        room[host] -= member.vcpus
+        places[origin][member.group_id] -= 1
+        places[host][member.group_id] += 1
+        parked.setdefault(host, []).append(member)
+    after = [
+        t
+        if t.host not in room and t.host not in places
+        else Target(
+            t.host,
+            None if t.free is None else t.free + room[t.host],
+            t.stays,
+            {g: t.members.get(g, 0) + places[t.host][g] for g in limited},
+        )
+        for t in targets
+    ]
+    loads = [
+        HostLoad(d.host, tuple(m for m in d.members if m.instance_id not in gone), d.position)
+        for d in draining
+    ]
+    for load in pending:
+        extra = parked.get(load.host)
+        loads.append(
+            load if extra is None else HostLoad(load.host, (*load.members, *extra), load.position)
+        )
+    return drains_together(loads, after, rules, [d.host for d in draining])
+
+
+def takes_a_place(
+    moves: Sequence[tuple[Member, str]],
+    targets: Sequence[Target],
+    rules: Mapping[str, GroupRule],
+    still: Mapping[tuple[str, int], int],
+) -> bool:
+    """Whether the last of ``moves`` takes, on its target, a place that a
+    member still to move of a group with a per-host limit could take
+    before it: room for that member's vcpus there and, below its group's
+    limit, a place for its group (the moves before it counted on their
+    targets). ``still``: how many members of each (group, vcpus) are left
+    to move, ``moves``' members among them. A move that takes no such
+    place leaves every limited member the hosts it had; only the others
+    need :func:`drains_after` (the constrained workflow's check of the
+    waves' moves)."""
+    *before, (member, host) = moves
+    target = next((t for t in targets if t.host == host), None)
+    if target is None or target.free is None:
+        return False
+    room = target.free
+    added: Counter[str] = Counter()
+    left = Counter(still)
+    for m, h in before:
+        left[(m.group_id, m.vcpus)] -= 1
+        if h == host:
+            room -= m.vcpus
+            added[m.group_id] += 1
+    left[(member.group_id, member.vcpus)] -= 1
+    for (group_id, vcpus), count in left.items():
+        rule = rules.get(group_id)
+        limit = rule.host_limit() if rule is not None else None
+        if count <= 0 or limit is None or room < vcpus:
+            continue
+        here = target.members.get(group_id, 0) + added[group_id]
+        if here >= limit:
+            continue  # no place for it before the move either
+        if room - member.vcpus < vcpus or (group_id == member.group_id and here + 1 >= limit):
+            return True
+    return False
 
 
 def capacity_shortfall(

@@ -24,6 +24,7 @@ from fenix_core.planner import (
     assign_moves_unlimited,
     completion_order,
     drain_sequence,
+    drains_after,
     fits_all,
     group_slots,
     host_to_open_ahead,
@@ -34,6 +35,7 @@ from fenix_core.planner import (
     makespan_lower_bound,
     max_hosts_out,
     opening_wait,
+    takes_a_place,
 )
 
 PROPERTY = settings(max_examples=100, deadline=None, derandomize=True)
@@ -403,6 +405,121 @@ def test_assign_moves_counts_the_limited_members_of_its_own_batch_as_ahead() -> 
     moves, blocked = assign_moves(waiting, {"p": 1, "q": 1, "aa": 2}, targets, rules)
     assert blocked == []
     assert dict(moves)["aa-0"] != dict(moves)["aa-1"]
+
+
+def test_assign_moves_takes_the_best_target_that_keeps_the_hosts_drainable() -> None:
+    # keeps refuses vm-0 on "b" (its best target: "a" is the fullest, but
+    # it is the one place left for g's two members): it takes "a"; refused
+    # everywhere, vm-1 is blocked for room and vm-2 takes its group's
+    # budget. keeps sees the moves chosen before in the call.
+    seen: list[list[tuple[str, str]]] = []
+
+    def keeps(moves: Sequence[tuple[str, str]]) -> bool:
+        seen.append(list(moves))
+        *_, (instance_id, host) = moves
+        return (instance_id, host) != ("vm-0", "b") and instance_id != "vm-1"
+
+    rules = {"g": GroupRule("g", max_impacted=2, anti_affinity=True)}
+    targets = [target("a", 1, stays=True), target("b", 4, stays=True), target("c", 8)]
+    waiting = [member("vm-0", "p"), member("vm-1", "g"), member("vm-2", "g")]
+    budgets = {"p": 1, "g": 1}
+    assert assign_moves(waiting, budgets, targets, rules) == (
+        [("vm-0", "b"), ("vm-1", "a")],
+        [Blocked("vm-2", "group")],
+    )
+    moves, blocked = assign_moves(waiting, budgets, targets, rules, keeps=keeps)
+    assert moves == [("vm-0", "a"), ("vm-2", "b")]
+    assert blocked == [Blocked("vm-1", "room")]
+    assert seen[:2] == [[("vm-0", "b")], [("vm-0", "a")]]
+    assert [("vm-0", "a"), ("vm-1", "c")] in seen  # each of vm-1's targets in turn
+    assert seen[-1] == [("vm-0", "a"), ("vm-2", "b")]
+    # A held member is placed in its turn without asking (it does not move).
+    seen.clear()
+    moves, _ = assign_moves(waiting, budgets, targets, rules, keeps=keeps, held={"vm-0"})
+    assert ("vm-0", "b") not in [m for ms in seen for m in ms]
+    assert moves == [("vm-2", "a")]
+
+
+def _two_hosts_draining_with_a_per_host_limit() -> tuple[Any, ...]:
+    """tests/constrained_layouts.py's per-host-two-on-three-hosts once vm-0
+    landed on the maintained cmp-1: g (at most 2 per host, one impacted at
+    a time) has vm-1 left on cmp-0 and vm-2 (parked there by the first
+    wave), vm-3 on cmp-2, both draining together."""
+    rules = {"g": GroupRule("g", max_per_host=2), "h": GroupRule("h")}
+    draining = [
+        HostLoad("cmp-0", (member("vm-1", "g"),), 0),
+        HostLoad("cmp-2", (member("vm-2", "g"), member("vm-3", "g"), member("vm-4", "h")), 2),
+    ]
+    targets = [
+        target("cmp-1", 4, stays=True, g=1),
+        target("cmp-0", 4, g=1),
+        target("cmp-2", 2, g=2),
+    ]
+    return rules, draining, targets
+
+
+def test_drains_after_sees_a_move_that_leaves_hosts_draining_together_stuck() -> None:
+    rules, draining, targets = _two_hosts_draining_with_a_per_host_limit()
+    vm1, vm2, vm4 = draining[0].members[0], *draining[1].members[::2]
+    assert drains_after([], draining, [], targets, rules)
+    # vm-2 on cmp-1 takes g's last place there: vm-1 and vm-3 then each wait
+    # for the other's host.
+    assert not drains_after([(vm2, "cmp-1")], draining, [], targets, rules)
+    assert drains_after([(vm1, "cmp-1"), (vm4, "cmp-1")], draining, [], targets, rules)
+    # The waves' placement (vm-2 first: it moved once) with and without it.
+    waiting = [vm2, vm1, draining[1].members[1], vm4]
+    stays = targets[:1]
+    assert assign_moves(waiting, {"g": 1, "h": 1}, stays, rules)[0] == [
+        ("vm-2", "cmp-1"),
+        ("vm-4", "cmp-1"),
+    ]
+    by_id = {m.instance_id: m for m in waiting}
+
+    def keeps(moves: Sequence[tuple[str, str]]) -> bool:
+        return drains_after([(by_id[i], h) for i, h in moves], draining, [], targets, rules)
+
+    moves, blocked = assign_moves(waiting, {"g": 1, "h": 1}, stays, rules, keeps=keeps)
+    assert moves == [("vm-1", "cmp-1"), ("vm-4", "cmp-1")]
+    assert Blocked("vm-2", "room") in blocked
+
+
+def test_drains_after_gives_a_draining_host_back_what_left_it() -> None:
+    # vm-1 is in flight from cmp-0 to cmp-1 (counted on both): once cmp-0
+    # is emptied it takes cmp-2's three members, g's place included.
+    rules, draining, targets = _two_hosts_draining_with_a_per_host_limit()
+    vm1 = draining[0].members[0]
+    gone = [HostLoad("cmp-0", (), 0), draining[1]]
+    in_flight = [target("cmp-1", 3, stays=True, g=2), target("cmp-0", 4, g=1), targets[2]]
+    assert drains_after([], gone, [], in_flight, rules, leaving={"cmp-0": [vm1]})
+    assert not drains_after([], gone, [], in_flight, rules)  # vm-1 counted on cmp-0 for good
+    # A member parked on a pending host leaves it again with the rest.
+    pending = [HostLoad("cmp-9", (), 9)]
+    full = [*in_flight, target("cmp-9", 1)]
+    vm3 = draining[1].members[1]
+    assert drains_after([(vm3, "cmp-9")], gone, pending, full, rules, leaving={"cmp-0": [vm1]})
+
+
+def test_takes_a_place_names_the_moves_that_close_a_limited_members_host() -> None:
+    # A member still to move of anti-affine g (1 vcpu) and of h, at most 2
+    # per host (2 vcpus). "a" has 3 free and one h member, "b" 1 free.
+    rules = {"g": GroupRule("g", anti_affinity=True), "h": GroupRule("h", max_per_host=2)}
+    targets = [target("a", 3, stays=True, h=1), target("b", 1, stays=True)]
+    still = Counter({("g", 1): 1, ("h", 2): 1})
+    x, y = member("x", "p"), member("y", "p", 2)
+    assert not takes_a_place([(x, "a")], targets, rules, still)  # 2 left: room for both
+    assert takes_a_place([(y, "a")], targets, rules, still)  # 1 left: no room for h's
+    assert takes_a_place([(x, "b")], targets, rules, still)  # b's one vcpu was g's
+    # The moves before it are counted on their targets.
+    assert takes_a_place([(x, "a"), (x, "a")], targets, rules, still)
+    # Its own group's last place: only if another member of it is still to move.
+    h1 = member("h1", "h", 2)
+    assert not takes_a_place([(h1, "a")], targets, rules, still)
+    assert takes_a_place([(h1, "a")], targets, rules, still + Counter({("h", 2): 1}))
+    # A place that was not there before the move is not taken by it.
+    full = [target("a", 3, stays=True, h=2)]
+    assert not takes_a_place([(y, "a")], full, rules, Counter({("h", 2): 1}))
+    # Unknown room: nothing to take.
+    assert not takes_a_place([(y, "c")], [target("c", None)], rules, still)
 
 
 def test_completion_order_moves_members_that_moved_once_then_the_emptiest_hosts() -> None:

@@ -1648,6 +1648,7 @@ class ConstrainedWorkflow(RollingWorkflow):
                     ahead=ahead,
                     held=later,
                     reserve=reserve,
+                    keeps=keeps,
                 )
                 return dict(moves)
 
@@ -1659,6 +1660,7 @@ class ConstrainedWorkflow(RollingWorkflow):
                 if window is None:
                     window = self._window(ctx, step, sample)
                 targets = step.targets(window)
+                keeps = self._keeps_draining(ctx, step, targets)
                 plan = place(targets, True)
                 if not plan and not self._waiting_makes_room(ctx, step, cst):
                     plan = place(targets, False)  # waiting would not make room: no limit
@@ -1706,6 +1708,90 @@ class ConstrainedWorkflow(RollingWorkflow):
             wake = ends if wake is None else min(wake, ends)
         self._wake_at(ctx, cst, wake)
         return held
+
+    def _keeps_draining(
+        self, ctx: SessionContext, step: _Step, targets: Sequence[planner.Target]
+    ) -> Callable[[Sequence[tuple[str, str]]], bool] | None:
+        """Whether the draining hosts, then the pending ones, can still all
+        be emptied once the given moves (instance, target) are sent: the dry
+        run that let the hosts open (:meth:`_open_hosts`' ``feasible``), read
+        from the views as they are now, with the moves' members on their
+        targets. The waves place members as their groups let them move,
+        where the dry run had placed them all its own way: a target it kept
+        for a member of an anti-affine or per-host-limited group could be
+        filled first, and the session failed half-way (tests/
+        constrained_layouts.py, ONCE_DEAD_ENDS). A move is run through the
+        dry run only when the room where instances stay (on ``targets``, the
+        placement's) is short of what the draining hosts hold, or
+        when it takes on its target a place a limited member still to move
+        could take (:func:`planner.takes_a_place`): the others keep every
+        limited member's hosts while the draining hosts fit where instances
+        stay (the dry run at every move cost 8x the CPU of a 30-host full
+        cloud with per-host limits). None (no check) where no group with a per-host limit
+        has a member left to move (room alone then decides, as it did when
+        the hosts opened), or while more hosts are pending than the dry run
+        reads."""
+        if not step.counts.any_limited:
+            return None
+        pending = ctx.hosts.in_state(HostState.PENDING, type="compute")
+        if len(pending) > DRY_RUN_HOSTS:
+            return None
+        draining: list[planner.HostLoad] = []
+        loads = [step.pending_load(h) for h in pending]
+        members: dict[str, planner.Member] = {}
+        rules: dict[str, planner.GroupRule] = {}
+        # The limited members still to move, per (group, vcpus).
+        still: Counter[tuple[str, int]] = Counter()
+        dry: list[planner.Target] = []
+        leaving: dict[str, list[planner.Member]] = {}
+
+        def read() -> None:
+            """What the check reads, once, when a placement first asks."""
+            for h in ctx.hosts.in_state(HostState.DRAINING):
+                on = tuple(step.members_on(h.name))
+                draining.append(planner.HostLoad(h.name, on, h.position))
+            members.update((m.instance_id, m) for d in draining for m in d.members)
+            rules.update(step.rules_of(chain(*(d.members for d in (*draining, *loads)))))
+            still.update(
+                (m.group_id, m.vcpus)
+                for d in (*draining, *loads)
+                for m in d.members
+                if rules[m.group_id].host_limit() is not None
+            )
+
+        def read_dry() -> None:
+            """The dry run's targets and the moves in flight, once, when a
+            move first needs the dry run. Every host that takes instances,
+            not the placement's window: a host with too little room for the
+            members placed now may take a smaller instance of a host after
+            them."""
+            dry.extend(self._all_targets(ctx, step))
+            dry.extend(step.target(h, False) for h in ctx.hosts.in_state(HostState.DRAINING))
+            on = {d.host for d in draining}
+            for inst in step.in_action():
+                if inst.host in on and inst.target is not None and inst.target != inst.host:
+                    leaving.setdefault(inst.host, []).append(step.member(inst))
+
+        # Room where instances stay, against what the draining hosts still
+        # hold: while it covers them, only a move that takes a limited
+        # member's place can leave them unable to empty.
+        stay_room = sum(max(0, t.free) for t in targets if t.stays and t.free is not None)
+        if any(t.stays and t.free is None for t in targets):
+            stay_room = 1 << 30
+
+        def keeps(moves: Sequence[tuple[str, str]]) -> bool:
+            if not members:
+                read()
+            placed = [(members[i], host) for i, host in moves]
+            # (A move where instances stay takes as much room as it settles.)
+            short = stay_room < sum(d.vcpus for d in draining)
+            if not short and not planner.takes_a_place(placed, targets, rules, still):
+                return True
+            if not dry:
+                read_dry()
+            return planner.drains_after(placed, draining, loads, dry, rules, leaving=leaving)
+
+        return keeps
 
     @staticmethod
     def _placement_inputs(ctx: SessionContext, ready: list[InstanceView]) -> tuple[Any, ...]:
@@ -2801,8 +2887,8 @@ class ConstrainedWorkflow(RollingWorkflow):
         return sorted(least.values(), key=lambda i: (i.vcpus, i.instance_id))
 
     def _all_targets(self, ctx: SessionContext, step: _Step) -> list[planner.Target]:
-        """Every host that takes instances (once per session: the checks
-        before the first wave)."""
+        """Every host that takes instances (the checks before the first
+        wave, and the dry run of the waves' moves: :meth:`_keeps_draining`)."""
         out = []
         for view in ctx.hosts:
             stays = self._target_state(ctx, view)
