@@ -149,6 +149,7 @@ __all__ = [
     "CANDIDATE_WINDOW",
     "COLD_MIGRATION_INTERRUPTION",
     "DRY_RUN_HOSTS",
+    "MOVE_CHECK_HOSTS",
     "TARGET_WINDOW",
     "ConstrainedState",
     "ConstrainedWorkflow",
@@ -160,6 +161,12 @@ _MOVE_ESTIMATE = 30.0
 #: leave an order in which the rest can still be emptied (it costs hosts x
 #: instances per decision; larger sessions rely on the capacity check).
 DRY_RUN_HOSTS = 200
+#: Up to this many hosts pending, a move that could cost a member of a
+#: per-host-limited (or anti-affine) group its host is checked by the same
+#: dry run before it is sent (:meth:`ConstrainedWorkflow._keeps_draining`).
+#: Each check reads every draining and pending host, and on a full cloud
+#: most moves are checked: past this many the check is left out.
+MOVE_CHECK_HOSTS = 12
 #: Targets offered to the planner per kind of instance: the best this many
 #: from ``ctx.capacity.targets`` (room, rules, most free first).
 TARGET_WINDOW = 128
@@ -1729,12 +1736,14 @@ class ConstrainedWorkflow(RollingWorkflow):
         stay (the dry run at every move cost 8x the CPU of a 30-host full
         cloud with per-host limits). None (no check) where no group with a per-host limit
         has a member left to move (room alone then decides, as it did when
-        the hosts opened), or while more hosts are pending than the dry run
-        reads."""
+        the hosts opened), or while more than :data:`MOVE_CHECK_HOSTS` hosts
+        are pending (the check at every move, over every host, cost 6x the
+        CPU at 30 hosts and 12x at 100; from there on it is the session's
+        last hosts, where the tiny full clouds that failed live)."""
         if not step.counts.any_limited:
             return None
         pending = ctx.hosts.in_state(HostState.PENDING, type="compute")
-        if len(pending) > DRY_RUN_HOSTS:
+        if len(pending) > MOVE_CHECK_HOSTS:
             return None
         draining: list[planner.HostLoad] = []
         loads = [step.pending_load(h) for h in pending]
