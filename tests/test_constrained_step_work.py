@@ -965,23 +965,29 @@ def test_the_draining_hosts_kept_instances_are_those_of_a_recount(
     assert built.count(True) > 10, built.count(True)
 
 
-def test_what_is_kept_of_the_draining_hosts_is_built_anew_after_a_load() -> None:
-    """A session loaded again (``FakeContext.reloaded``: no mark known any
-    more) whose instances changed meanwhile: what was kept of the draining
-    hosts is not trusted but built anew from the views."""
-    now = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
-    ctx = FakeContext(
-        now=now,
+def _draining_beside_pending(instances: int) -> FakeContext:
+    """cmp-0 draining with ``instances`` pending 1-vcpu instances of p1, and
+    cmp-1 pending and empty."""
+    return FakeContext(
+        now=datetime(2026, 3, 2, 12, 0, tzinfo=UTC),
         workflow="constrained",
         hosts=[
             HostView("cmp-0", "compute", HostState.DRAINING, 8, False, 0),
             HostView("cmp-1", "compute", HostState.PENDING, 8, True, 1),
         ],
         instances=[
-            InstanceView(f"vm-{n}", "p1", "cmp-0", 1, InstanceState.PENDING) for n in range(3)
+            InstanceView(f"vm-{n}", "p1", "cmp-0", 1, InstanceState.PENDING)
+            for n in range(instances)
         ],
         projects=[ProjectView("p1", True, None, None)],
     )
+
+
+def test_what_is_kept_of_the_draining_hosts_is_built_anew_after_a_load() -> None:
+    """A session loaded again (``FakeContext.reloaded``: no mark known any
+    more) whose instances changed meanwhile: what was kept of the draining
+    hosts is not trusted but built anew from the views."""
+    ctx = _draining_beside_pending(3)
     wf = constrained.ConstrainedWorkflow()
     step = constrained._Step(wf, ctx, wf._counts_of(ctx))
     first = step.draining()
@@ -1001,20 +1007,7 @@ def test_an_instance_that_left_a_draining_host_for_one_that_started_draining_is_
     """Between two decisions an instance lands on a pending host, which then
     starts draining: it is kept under its new host only (taken out of the
     one it left before the new one is read whole)."""
-    now = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
-    ctx = FakeContext(
-        now=now,
-        workflow="constrained",
-        hosts=[
-            HostView("cmp-0", "compute", HostState.DRAINING, 8, False, 0),
-            HostView("cmp-1", "compute", HostState.PENDING, 8, True, 1),
-        ],
-        instances=[
-            InstanceView("vm-0", "p1", "cmp-0", 1, InstanceState.PENDING),
-            InstanceView("vm-1", "p1", "cmp-0", 1, InstanceState.PENDING),
-        ],
-        projects=[ProjectView("p1", True, None, None)],
-    )
+    ctx = _draining_beside_pending(2)
     wf = constrained.ConstrainedWorkflow()
     step = constrained._Step(wf, ctx, wf._counts_of(ctx))
     kept = step.draining()
