@@ -983,9 +983,7 @@ class WorkingSetAdapter:
         self.ws.update_instance(
             instance_id, wave=wave, not_before=not_before, impacted_until=impacted_until
         )
-        self._instance_views.pop(instance_id, None)
-        if self._log is not None:
-            self._log.append(instance_id)
+        self.forget_view(instance_id)
 
     def set_host_facts(self, host: str, vcpus: int, enabled: bool) -> None:
         """The cloud listed ``host`` with these facts (a host being added)."""
@@ -1003,6 +1001,8 @@ class WorkingSetAdapter:
         self._host_views.pop(host, None)
 
     def forget_view(self, instance_id: str) -> None:
+        """Drop the instance's cached view after a change it shows, and log
+        the change (``changed_since``): every such change comes here."""
         self._instance_views.pop(instance_id, None)
         if self._log is not None:
             self._log.append(instance_id)
@@ -1017,9 +1017,7 @@ class WorkingSetAdapter:
     ) -> None:
         # ``_value_``: the member's value without the ``value`` descriptor call.
         self.ws.set_instance_state(instance_id, state._value_, action)
-        self._instance_views.pop(instance_id, None)
-        if self._log is not None:
-            self._log.append(instance_id)
+        self.forget_view(instance_id)
 
     def place(self, instance_id: str, host: str) -> None:
         """A move ended with the instance on ``host`` (the engine's part)."""
@@ -1031,24 +1029,18 @@ class WorkingSetAdapter:
             self.ws.land(instance_id, host)
             if source in self.ws.hosts:
                 self.ws.mark_host(source, HostMark.MOVED_OFF)
-        self._instance_views.pop(instance_id, None)
-        if self._log is not None:
-            self._log.append(instance_id)
+        self.forget_view(instance_id)
 
     def vanish(self, instance_id: str) -> None:
         """The cloud no longer lists the instance (the engine's part)."""
         self.ws.set_target(instance_id, None)
         self.ws.set_instance_state(instance_id, InstanceState.GONE.value)
-        self._instance_views.pop(instance_id, None)
-        if self._log is not None:
-            self._log.append(instance_id)
+        self.forget_view(instance_id)
 
     def end_move(self, instance_id: str) -> None:
         """A move that did not move the instance: no room is held for it any more."""
         self.ws.set_target(instance_id, None)
-        self._instance_views.pop(instance_id, None)
-        if self._log is not None:
-            self._log.append(instance_id)
+        self.forget_view(instance_id)
 
     def moved_off(self, host: str) -> Sequence[str]:
         return sorted(i.instance_id for i in self.ws.instances.values() if i.moved_from == host)
@@ -1210,9 +1202,7 @@ class WorkingSetAdapter:
             self._typed[key] = op
         if isinstance(op, Move):
             self.ws.aim(op.instance_id, op.action._value_, op.target)
-            self._instance_views.pop(op.instance_id, None)
-            if self._log is not None:
-                self._log.append(op.instance_id)
+            self.forget_view(op.instance_id)
 
     def typed_op(self, rec: OpRec) -> Operation | None:
         """The typed operation ``rec`` stands for, once it ended: the one

@@ -1756,9 +1756,10 @@ class ConstrainedWorkflow(RollingWorkflow):
 
         def read() -> None:
             """What the check reads, once, when a placement first asks."""
-            for h in ctx.hosts.in_state(HostState.DRAINING):
-                on = tuple(step.members_on(h.name))
-                draining.append(planner.HostLoad(h.name, on, h.position))
+            kept = step.draining()
+            draining.extend(
+                step.draining_load(h, kept) for h in ctx.hosts.in_state(HostState.DRAINING)
+            )
             members.update((m.instance_id, m) for d in draining for m in d.members)
             rules.update(step.rules_of(chain(*(d.members for d in (*draining, *loads)))))
             still.update(
