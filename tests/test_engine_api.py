@@ -687,18 +687,21 @@ def test_delete_session_removes_the_session_and_its_rows(
 
 
 def test_delete_session_leaves_the_other_sessions_notifications(engine: Engine) -> None:
-    """The outbox has no foreign key (0014): the delete removes the
-    session's range of outbox ids, and no other session's rows."""
+    """The outbox (0014) and the operations (0015) have no foreign key: the
+    delete removes the session's range of ids of each, and no other
+    session's rows."""
     first = engine.create_session(SessionRequest(hosts=["cmp-0"], actions=UPGRADE))
     assert engine.run_until_done(first).state == "MAINTENANCE_DONE"
     second = engine.create_session(SessionRequest(hosts=["cmp-1"], actions=UPGRADE))
     assert engine.run_until_done(second).state == "MAINTENANCE_DONE"
-    kept = count(engine, OutboxRow, second)
-    assert kept > 0
+    kept = {table: count(engine, table, second) for table in (OutboxRow, OperationRow)}
+    assert all(kept.values())
     assert count(engine, OutboxRow, first) > 0
+    assert count(engine, OperationRow, first) > 0
     engine.delete_session(first)
     assert count(engine, OutboxRow, first) == 0
-    assert count(engine, OutboxRow, second) == kept
+    assert count(engine, OperationRow, first) == 0
+    assert {table: count(engine, table, second) for table in kept} == kept
     assert engine.outbox_backlog() == (0, None)
 
 

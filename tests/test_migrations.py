@@ -834,10 +834,12 @@ def test_0013_a_session_stopped_under_0012_resumes(any_db: Engine) -> None:
     key = inspect(any_db).get_pk_constraint("operations")["constrained_columns"]
     assert key == ["session_id", "key"]
     assert _operations(any_db) == stopped
-    alembic(any_db, "upgrade", "head")
+    alembic(any_db, "upgrade", "0013")
     assert _operations(any_db) == stopped
     key = inspect(any_db).get_pk_constraint("operations")["constrained_columns"]
     assert key == ["session_id", "n"]
+    alembic(any_db, "upgrade", "head")
+    assert _operations(any_db) == stopped
     with any_db.connect() as connection:
         numbered = connection.execute(text('SELECT "key", n FROM operations')).all()
     assert numbered
@@ -968,5 +970,74 @@ def test_0014_a_session_stopped_under_0013_delivers_each_notification_once(
     started = Counter(
         (e.instance_id, e.host) for e in cloud.events if e.kind == "migration_started"
     )
+    assert all(n == 1 for n in started.values()), started
+    assert sorted(h or "" for h in upgrade.hosts) == sorted(["cmp-0", "cmp-1", "cmp-2"])
+
+
+# --------------------------------------------------------------------------- 0015
+
+
+def test_0015_a_session_stopped_under_0014_resumes(any_db: Engine) -> None:
+    """A rolling session stopped mid-run (a migration running, operations
+    handled and not), its database taken down to 0014's operations (keyed
+    by ``(session_id, n)``, WITHOUT ROWID on SQLite, a foreign key to the
+    session) and up again: every operation row comes back as it was, keyed
+    by the session's number and n, the next operation numbers on from the
+    highest, and the session ends as one run without a stop would: no
+    migration started twice, every host done."""
+    from test_leases import UPGRADE
+
+    from fenix_core import SessionRequest
+
+    restarts = _Restarts(any_db)
+    cloud, upgrade, clock = restarts.cloud, restarts.upgrade, restarts.clock
+    engine = restarts.engine
+
+    with engine() as first:
+        sid = first.create_session(SessionRequest(actions=UPGRADE))
+        for _ in range(100):
+            first.run_until_idle()
+            clock.advance(5)
+            rows = _operations(any_db)
+            if any(e.kind == "migration_started" for e in cloud.events) and not all(
+                row[13]
+                for row in rows  # handled
+            ):
+                break
+    stopped = _operations(any_db)
+    assert any(row[13] for row in stopped)
+    assert not all(row[13] for row in stopped)
+
+    alembic(any_db, "downgrade", "0014")
+    assert "id" not in {c["name"] for c in inspect(any_db).get_columns("operations")}
+    key = inspect(any_db).get_pk_constraint("operations")["constrained_columns"]
+    assert key == ["session_id", "n"]
+    parents = [k["referred_table"] for k in inspect(any_db).get_foreign_keys("operations")]
+    assert parents == ["sessions"]
+    assert _operations(any_db) == stopped
+    alembic(any_db, "upgrade", "head")
+    assert _operations(any_db) == stopped
+    assert inspect(any_db).get_pk_constraint("operations")["constrained_columns"] == ["id"]
+    assert inspect(any_db).get_foreign_keys("operations") == []
+    with any_db.connect() as connection:
+        (number,) = connection.execute(text("SELECT number FROM sessions")).scalars().all()
+        ids = connection.execute(text("SELECT id, n FROM operations")).all()
+    assert ids
+    assert all(row_id == number * 2**32 + n for row_id, n in ids)
+    last = max(n for _, n in ids)
+
+    with engine() as second:
+        view = second.run_until_done(sid)
+    assert view.state == "MAINTENANCE_DONE", view.reason
+    with any_db.connect() as connection:
+        after = connection.execute(text('SELECT id, n, "key" FROM operations')).all()
+    assert all(row_id == number * 2**32 + n and k == f"{sid}:{n}" for row_id, n, k in after)
+    new = sorted(n for _, n, _ in after if n > last)
+    assert new == list(range(last + 1, last + 1 + len(new)))  # numbered on, none reused
+    assert new
+    started = Counter(
+        (e.instance_id, e.host) for e in cloud.events if e.kind == "migration_started"
+    )
+    assert started
     assert all(n == 1 for n in started.values()), started
     assert sorted(h or "" for h in upgrade.hosts) == sorted(["cmp-0", "cmp-1", "cmp-2"])

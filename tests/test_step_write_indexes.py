@@ -1,5 +1,5 @@
 """Each index a step's write touches is one more page in its commit
-(migrations 0010, 0011, 0013 and 0014): the operations and outbox rows a step
+(migrations 0010, 0011, 0013, 0014 and 0015): the operations and outbox rows a step
 writes must not rewrite index entries that no query reads, a new operation
 is appended at the end of its session's range, and the queries on
 operations must still find a session's rows by its key, not by a scan."""
@@ -12,10 +12,9 @@ from pathlib import Path
 import pytest
 from query_plans import sent_plans
 from sqlalchemy import Connection, Engine, delete, inspect, select
-from sqlalchemy.sql import Executable
 
 from fenix_core.core.statements import STATEMENTS
-from fenix_core.core.views import outbox_backlog
+from fenix_core.core.views import operation_views, outbox_backlog, timed_out_ops
 from fenix_core.core.working_set import OpRec
 from fenix_core.store.database import migrate, open_database
 from fenix_core.store.schema import (
@@ -23,6 +22,7 @@ from fenix_core.store.schema import (
     OutboxRow,
     SessionRow,
     operations_in_recorded_order,
+    session_operations,
     session_outbox,
 )
 
@@ -112,38 +112,56 @@ def test_the_reads_of_the_outbox_read_a_sessions_range_of_ids(db: Engine) -> Non
 
 
 def test_operations_are_one_btree(db: Engine) -> None:
-    """Migrations 0011 and 0013: a step's new and ended operations are rows
-    of one b-tree, the primary key's (WITHOUT ROWID), with no other index:
-    no rowid table beside it, no unique ``key`` index, no session index;
-    the key is the session and the operation's number."""
+    """Migrations 0011, 0013 and 0015: a step's new and ended operations are
+    rows of one b-tree, the rowid table's (its ``id`` is the rowid: the
+    session's number and the operation's), with no other index: no unique
+    ``key`` index, no session index; and no foreign key, whose check at a
+    session's delete would scan the table. (0013's WITHOUT ROWID key kept a
+    whole row in each inner cell: a deep tree, two pages a commit.)"""
     with db.connect() as connection:
         indexes = connection.exec_driver_sql(
             "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'operations'"
         ).all()
+        keys = connection.exec_driver_sql("PRAGMA foreign_key_list(operations)").all()
         shape = connection.exec_driver_sql(
             "SELECT sql FROM sqlite_master WHERE name = 'operations'"
         ).scalar_one()
+        columns = ", ".join(f'"{f}"' for f in OpRec.FIELDS)
+        connection.exec_driver_sql(
+            f"INSERT INTO operations (id, session_id, n, {columns}) VALUES (8589934595, 's', 3, "
+            "'s:3', 'move', NULL, NULL, '{}', 'running', NULL, NULL, NULL, 0, NULL, '{}', 0, "
+            "'2026-01-01', NULL, NULL)"
+        )
+        rowid = connection.exec_driver_sql("SELECT rowid FROM operations").scalar_one()
     assert indexes == []
-    assert "WITHOUT ROWID" in shape
-    assert [c.name for c in OperationRow.__table__.primary_key] == ["session_id", "n"]
+    assert keys == []
+    assert "WITHOUT ROWID" not in shape
+    assert [c.name for c in OperationRow.__table__.primary_key] == ["id"]
+    assert rowid == 2 * 2**32 + 3
 
 
-@pytest.mark.parametrize(
-    "query",
-    [
-        STATEMENTS.load_ops,
-        STATEMENTS.last_op_number,
-        select(OperationRow.key).where(
-            OperationRow.session_id == "s", OperationRow.handled.is_(True)
-        ),
-        select(OperationRow.key)
-        .where(OperationRow.session_id == "s", OperationRow.kind == "move")
-        .order_by(*operations_in_recorded_order()),
-    ],
-    ids=["load", "last-number", "timed-out", "dashboard-moves"],
-)
-def test_the_queries_on_operations_read_the_sessions_range_of_the_key(
-    db: Engine, query: Executable
-) -> None:
-    (plan,) = sent_plans(db, lambda c: c.execute(query, {"b_session_id": "s"}).all())
-    assert "SEARCH operations USING PRIMARY KEY (session_id=?)" in plan, plan
+_OPERATIONS_RANGE = "SEARCH operations USING INTEGER PRIMARY KEY (rowid>? AND rowid<?)"
+
+
+def test_the_queries_on_operations_read_the_sessions_range_of_ids(db: Engine) -> None:
+    """A load's two reads, the stuck view's timed-out operations, the
+    operations' listing, the dashboard's moves and a session's delete each
+    read the session's range of the operations' b-tree, not the table."""
+    number = select(SessionRow.number).where(SessionRow.id == "s").scalar_subquery()
+    sid = {"b_session_id": "s"}
+    runs: dict[str, Callable[[Connection], object]] = {
+        "load": lambda c: c.execute(STATEMENTS.load_ops, sid).all(),
+        "last-number": lambda c: c.execute(STATEMENTS.last_op_number, sid).all(),
+        "timed-out": lambda _c: timed_out_ops(db, "s"),
+        "listing": lambda _c: operation_views(db, "s"),
+        "dashboard-moves": lambda c: c.execute(
+            select(OperationRow.key)
+            .where(session_operations(number), OperationRow.kind == "move")
+            .order_by(*operations_in_recorded_order())
+        ).all(),
+        "delete": lambda c: c.execute(delete(OperationRow).where(session_operations(number))),
+    }
+    for name, run in runs.items():
+        plans = _plan(db, run, "operations")
+        assert plans, name
+        assert all(_OPERATIONS_RANGE in plan for plan in plans), (name, plans)

@@ -40,7 +40,14 @@ from ..errors import Conflict, InvalidInput
 from ..model import SessionUpdate
 from ..states import FINAL_SESSION_STATES, HostState, InstanceState, SessionState
 from ..store.leases import LeaseLost
-from ..store.schema import OutboxRow, SessionClockRow, SessionRow, session_outbox
+from ..store.schema import (
+    OperationRow,
+    OutboxRow,
+    SessionClockRow,
+    SessionRow,
+    session_operations,
+    session_outbox,
+)
 from .busy_hosts import check_hosts_free
 from .context import StepContext
 from .pipeline import PipelineState
@@ -244,9 +251,11 @@ class SessionAdmin:
             )
         number = select(SessionRow.number).where(SessionRow.id == session_id).scalar_subquery()
         with self._db.begin() as db:
-            # The outbox has no foreign key (its rows are keyed by the
-            # session's number): its range of ids goes with the session.
+            # The outbox and the operations have no foreign key (their rows
+            # are keyed by the session's number): their ranges of ids go
+            # with the session.
             db.execute(delete(OutboxRow).where(session_outbox(number)))
+            db.execute(delete(OperationRow).where(session_operations(number)))
             db.execute(delete(SessionRow).where(SessionRow.id == session_id))
         self._stepper.forget(session_id)
         self._runner.forget(session_id)

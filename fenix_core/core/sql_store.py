@@ -22,7 +22,7 @@ from sqlalchemy.sql.dml import Insert
 from ..errors import NotFound
 from ..store import json_text
 from ..store.leases import LeaseLost
-from ..store.schema import outbox_id
+from ..store.schema import operation_id, outbox_id
 from .ports import NewSession, OutboxRec, StepWrite
 from .statements import INBOX_ROW, OP_CHANGED, OP_ROW, STATEMENTS, params
 from .working_set import (
@@ -67,10 +67,13 @@ def key_number(session_id: str, key: str) -> int:
     return int(tail)
 
 
-def _numbered(session_id: str, ops: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
-    """Operation records (``OpRec.FIELDS``) with their key's number added
-    (``OP_ROW``)."""
-    return [(*row, key_number(session_id, row[0])) for row in ops]
+def _numbered(
+    session_id: str, first: int, ops: Sequence[tuple[Any, ...]], *flag: int
+) -> list[tuple[Any, ...]]:
+    """Operation records (``OpRec.FIELDS``) with their key's number and row
+    id added (``OP_ROW``; ``first``: the id of the session's number 0), then
+    ``flag`` if given."""
+    return [(*row, n, first + n, *flag) for row in ops for n in (key_number(session_id, row[0]),)]
 
 
 def _rows(
@@ -730,13 +733,15 @@ class SqlSessionStore:
             self._many(db, S.insert_projects, ProjectRec.FIELDS, write.new_projects, sid, d)
         if write.projects:
             self._many(db, S.update_projects, ProjectRec.FIELDS, write.projects, sid, d)
-        if d is not None:
-            if write.new_ops or write.changed_ops:
-                self._upsert_ops(d, sid, write.new_ops, write.changed_ops)
-        else:
-            self._many(db, S.insert_ops, OP_ROW, _numbered(sid, write.new_ops), sid)
-            if write.changed_ops:
-                self._many(db, S.update_ops, OP_ROW, _numbered(sid, write.changed_ops), sid)
+        if write.new_ops or write.changed_ops:
+            first = operation_id(self._number(db, d, sid), 0)  # n is added to it
+            if d is not None:
+                self._upsert_ops(d, sid, first, write.new_ops, write.changed_ops)
+            else:
+                self._many(db, S.insert_ops, OP_ROW, _numbered(sid, first, write.new_ops), sid)
+                if write.changed_ops:
+                    changed = _numbered(sid, first, write.changed_ops)
+                    self._many(db, S.update_ops, OP_ROW, changed, sid)
         if outbox:
             # The engine's clock (the outbox lag is measured on it);
             # diagnostics only: delivery goes by seq.
@@ -793,16 +798,17 @@ class SqlSessionStore:
         self,
         driver: Driver,
         session_id: str,
+        first: int,
         new: Sequence[tuple[Any, ...]],
         changed: Sequence[tuple[Any, ...]],
     ) -> None:
-        """New and changed operations in one statement (SQLite). A new key
-        that exists already is not written (a key is never reused: the
-        counter that makes them is written with them), and the write fails."""
-        if not new and not changed:
-            return
-        rows = [(*row, key_number(session_id, row[0]), 0) for row in new]
-        rows += [(*row, key_number(session_id, row[0]), 1) for row in changed]
+        """New and changed operations in one statement (SQLite; ``first``:
+        the id of the session's operation 0). A new key that exists already
+        is not written (a key is never reused: the counter that makes them
+        is written with them), and the write fails."""
+        rows = _numbered(session_id, first, new, 0)
+        if changed:
+            rows += _numbered(session_id, first, changed, 1)
         prepared = self._prepare(S.upsert_ops_sqlite)
         written = driver.run(prepared.sql, prepared.rows(_OP_UPSERT_ROW, rows, session_id), True)
         if written != len(rows):

@@ -16,7 +16,6 @@ from sqlalchemy import (
     case,
     delete,
     false,
-    func,
     insert,
     literal_column,
     select,
@@ -37,6 +36,7 @@ from ..store.schema import (
     SessionRow,
     SessionStateRow,
     TimerRow,
+    session_operations,
     session_outbox,
 )
 from .working_set import ComponentRec, HostRec, InboxRec, InstanceRec, OpRec, ProjectRec, SessionRec
@@ -123,8 +123,9 @@ def _component_upserts() -> Mapping[str, Insert]:
 
 
 #: The operations' fields as the statements bind them: the record's, then
-#: the key's number (``n``, of the primary key ``(session_id, n)``).
-OP_ROW: Final = (*OpRec.FIELDS, "n")
+#: the key's number (``n``) and the row's id (``operation_id``: the
+#: session's number and ``n``, the primary key).
+OP_ROW: Final = (*OpRec.FIELDS, "n", "id")
 
 #: The flag an operation row of ``upsert_ops`` carries: 1 for a changed
 #: operation (its row is updated), 0 for a new one (a key that exists
@@ -141,7 +142,7 @@ def _ops_upsert() -> Insert:
     values = {c: _b(c) for c in ("session_id", *OP_ROW)}
     lite = sqlite.insert(OPERATIONS).values(values)
     return lite.on_conflict_do_update(
-        index_elements=["session_id", "n"],
+        index_elements=["id"],
         set_={f: lite.excluded[f] for f in OpRec.FIELDS if f != "key"},
         where=_b(OP_CHANGED) == literal_column("1"),
     )
@@ -165,11 +166,23 @@ class Statements:
         self.load_hosts = _select(HOSTS, HostRec.FIELDS).order_by(HOSTS.c.position)
         self.load_instances = _select(INSTANCES, InstanceRec.FIELDS)
         self.load_projects = _select(PROJECTS, ProjectRec.FIELDS)
-        self.load_ops = _select(OPERATIONS, OpRec.FIELDS).where(OPERATIONS.c.handled == false())
-        # The highest number, handled operations included (the end of the
-        # session's range of the primary key).
-        self.last_op_number: Select[Any] = select(func.max(OPERATIONS.c.n)).where(
-            OPERATIONS.c.session_id == _b("session_id")
+        # A session's operations are a range of ids, from its number.
+        self.session_number: Select[Any] = select(SESSIONS.c.number).where(
+            SESSIONS.c.id == _b("session_id")
+        )
+        number = self.session_number.scalar_subquery()
+        self.load_ops = (
+            select(*(OPERATIONS.c[f] for f in OpRec.FIELDS))
+            .where(session_operations(number), OPERATIONS.c.handled == false())
+            .order_by(OPERATIONS.c.id)
+        )
+        # The highest number, handled operations included: the last row of
+        # the session's range.
+        self.last_op_number: Select[Any] = (
+            select(OPERATIONS.c.n)
+            .where(session_operations(number))
+            .order_by(OPERATIONS.c.id.desc())
+            .limit(1)
         )
         self.load_timers = select(TIMERS.c.kind, TIMERS.c.due, TIMERS.c.data).where(
             TIMERS.c.session_id == _b("session_id")
@@ -185,10 +198,6 @@ class Statements:
             .order_by(INBOX.c.id)
         )
         # The session's outbox rows above the watermark: a range of ids.
-        self.session_number: Select[Any] = select(SESSIONS.c.number).where(
-            SESSIONS.c.id == _b("session_id")
-        )
-        number = self.session_number.scalar_subquery()
         self.undelivered: Select[Any] = (
             select(OUTBOX.c.seq, OUTBOX.c.signal, OUTBOX.c.payload)
             .where(session_outbox(number, _b("after_seq")))
@@ -245,7 +254,7 @@ class Statements:
         self.update_projects = _update(PROJECTS, ("session_id", "project_id"), ProjectRec.FIELDS)
         self.insert_projects = _insert(PROJECTS, ProjectRec.FIELDS)
         self.insert_ops = _insert(OPERATIONS, OP_ROW)
-        self.update_ops = _update(OPERATIONS, ("session_id", "n"), OP_ROW, ("key",))
+        self.update_ops = _update(OPERATIONS, ("id",), OP_ROW, ("key", "n"))
         self.upsert_ops_sqlite = _ops_upsert()
         self.insert_outbox = _insert(
             OUTBOX, ("id", "seq", "signal", "payload", "created_at"), with_session=True

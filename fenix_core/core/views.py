@@ -34,6 +34,7 @@ from ..store.schema import (
     SessionClockRow,
     SessionRow,
     operations_in_recorded_order,
+    session_operations,
     session_outbox,
 )
 from ..views import build_operation_view, build_project_view, build_session_view
@@ -142,6 +143,11 @@ def session_view(
     return build_session_view(row, hosts, projects, now, ignored, stuck)  # type: ignore[arg-type]
 
 
+def _number(session_id: str) -> Any:
+    """The session's number, as a subquery (its operations' ids count from it)."""
+    return select(SessionRow.number).where(SessionRow.id == session_id).scalar_subquery()
+
+
 def timed_out_ops(db: SAEngine, session_id: str) -> list[OpRec]:
     """The session's handled operations of the kinds that can be stuck
     that failed with a timeout (the working set holds no handled ones)."""
@@ -149,7 +155,7 @@ def timed_out_ops(db: SAEngine, session_id: str) -> list[OpRec]:
     with db.connect() as connection:
         rows = connection.execute(
             select(*(getattr(o, f) for f in OpRec.FIELDS)).where(
-                o.session_id == session_id,
+                session_operations(_number(session_id)),
                 o.handled.is_(True),
                 o.status == OpStatus.FAILED.value,
                 o.kind.in_(tuple(STUCK_KIND_OF_OPERATION)),
@@ -188,7 +194,7 @@ def operation_views(db: SAEngine, session_id: str) -> list[OperationView]:
     with db.connect() as connection:
         rows = connection.execute(
             select(OperationRow)
-            .where(OperationRow.session_id == session_id)
+            .where(session_operations(_number(session_id)))
             .order_by(*operations_in_recorded_order())
         ).all()
     return [build_operation_view(row) for row in rows]  # type: ignore[arg-type]

@@ -37,6 +37,7 @@ from ..store.schema import (
     SessionRow,
     WebhookRow,
     operations_in_recorded_order,
+    session_operations,
     session_outbox,
 )
 from .auth import Identity
@@ -180,10 +181,11 @@ def _recorded(
     wanted = set(projects)
     with engine.transaction() as orm:
         refused: dict[str, dict[str, str]] = {}
+        number = select(SessionRow.number).where(SessionRow.id == session_id).scalar_subquery()
         moves = orm.execute(
             select(OperationRow.instance_id, OperationRow.status, OperationRow.params,
                    OperationRow.result, OperationRow.detail)
-            .where(OperationRow.session_id == session_id, OperationRow.kind == "move")
+            .where(session_operations(number), OperationRow.kind == "move")
             .order_by(*operations_in_recorded_order())
         )  # fmt: skip
         for instance, status, params, result, detail in moves:
@@ -192,7 +194,6 @@ def _recorded(
             elif status == "failed" and (result or {}).get("refused"):
                 target = (params or {}).get("target") or ""
                 refused.setdefault(str(instance), {})[str(target)] = str(detail)
-        number = select(SessionRow.number).where(SessionRow.id == session_id).scalar_subquery()
         rows = orm.scalars(
             select(OutboxRow).where(
                 session_outbox(number), OutboxRow.signal == "maintenance_planned"

@@ -61,8 +61,10 @@ __all__ = [
     "WebhookRow",
     "WebhookTargetRow",
     "next_session_number",
+    "operation_id",
     "operations_in_recorded_order",
     "outbox_id",
+    "session_operations",
     "session_outbox",
 ]
 
@@ -277,16 +279,25 @@ class OperationRow(Base):
     status: pending (recorded, not started yet) -> running -> done | failed,
     or abandoned (the session failed and the outcome no longer matters).
     ``handled`` is set once the workflow has taken the outcome into account.
+
+    0015: keyed by ``id``, its session's number and ``n`` in one integer
+    (``operation_id``), as the outbox is: on SQLite the table's rowid, so a
+    step's new operation is appended to a b-tree whose inner pages hold
+    integers (0013's WITHOUT ROWID key held a whole ~360-byte row per inner
+    cell: a deep tree, and about two pages of each commit), and a session's
+    operations, read by its id range, are one range of it. No foreign key:
+    deleting a session deletes its range (``core.admin``).
     """
 
     __tablename__ = "operations"
 
-    session_id: Mapped[str] = mapped_column(String(36), _session_fk(), primary_key=True)
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=False
+    )
+    session_id: Mapped[str] = mapped_column(String(36))
     # 0013: the number the session gave the operation (counting its
-    # operations, in the order recorded), the key's number: the primary key
-    # is (session, n), so a new operation is appended at the end of its
-    # session's range (the key's text, n unpadded, sorted into its middle).
-    n: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    # operations, in the order recorded), the key's number.
+    n: Mapped[int] = mapped_column(Integer)
     kind: Mapped[str] = mapped_column(String(32))
     # Unique per attempt (``<session id>:<n>``); handed to the driver /
     # action to make retries idempotent.
@@ -306,16 +317,23 @@ class OperationRow(Base):
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
 
-    # 0011: the rows are the primary key's b-tree on SQLite (no rowid table
-    # beside it, and no other index): a step's new and ended operations are
-    # one b-tree's pages, and a session's operations (every query names the
-    # session) one range of it.
-    __table_args__ = ({"sqlite_with_rowid": False},)
+
+def operation_id(number: Any, n: Any) -> Any:
+    """The id of a session's operation ``n`` (numbers or SQL expressions):
+    the same layout as :func:`outbox_id`."""
+    return outbox_id(number, n)
+
+
+def session_operations(number: Any) -> ColumnElement[bool]:
+    """The operations of the session numbered ``number`` (a SQL expression):
+    a range of ids, one range of the operations' b-tree."""
+    row_id = OperationRow.__table__.c.id
+    return and_(row_id >= operation_id(number, 0), row_id < operation_id(number + 1, 0))
 
 
 def operations_in_recorded_order() -> tuple[ColumnElement[Any], ...]:
     """ORDER BY terms putting a session's operations in the order they were
-    recorded: by their number, the primary key's order within a session."""
+    recorded: by their number (within a session, the id's order)."""
     number: ColumnElement[Any] = OperationRow.__table__.c.n
     return (number,)
 
