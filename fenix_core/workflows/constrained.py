@@ -96,7 +96,7 @@ import heapq
 import math
 import random
 from collections import Counter
-from collections.abc import Callable, Container, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Container, Hashable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from itertools import chain, islice
 from operator import attrgetter
@@ -524,6 +524,10 @@ class _Counts:
     #: target counts members: each answers 0 for every group).
     any_ruled: bool = False
     any_limited: bool = False
+    #: What the dry run of the waves' move check found for the hosts after
+    #: the draining ones, per state it starts from (``planner.drain_sequence``'s
+    #: ``verdicts``: exact, whatever changed since).
+    verdicts: dict[Hashable, planner.HostLoad | None] = attrs.field(factory=dict)
     #: The instances in recovery_time (built when first read).
     recovery: _Recovery | None = None
     #: Draining hosts that may hold instances not asked about yet (PENDING).
@@ -1799,7 +1803,15 @@ class ConstrainedWorkflow(RollingWorkflow):
                 return True
             if not dry:
                 read_dry()
-            return planner.drains_after(placed, draining, loads, dry, rules, leaving=leaving)
+            return planner.drains_after(
+                placed,
+                draining,
+                loads,
+                dry,
+                rules,
+                leaving=leaving,
+                verdicts=step.counts.verdicts,
+            )
 
         return keeps
 
