@@ -149,7 +149,6 @@ __all__ = [
     "CANDIDATE_WINDOW",
     "COLD_MIGRATION_INTERRUPTION",
     "DRY_RUN_HOSTS",
-    "MOVE_CHECK_HOSTS",
     "TARGET_WINDOW",
     "ConstrainedState",
     "ConstrainedWorkflow",
@@ -159,14 +158,10 @@ __all__ = [
 _MOVE_ESTIMATE = 30.0
 #: Up to this many hosts left, each host opened is checked by a dry run to
 #: leave an order in which the rest can still be emptied (it costs hosts x
-#: instances per decision; larger sessions rely on the capacity check).
+#: instances per decision; larger sessions rely on the capacity check), and
+#: so is each move that could cost a member of a per-host-limited (or
+#: anti-affine) group its host (:meth:`ConstrainedWorkflow._keeps_draining`).
 DRY_RUN_HOSTS = 200
-#: Up to this many hosts pending, a move that could cost a member of a
-#: per-host-limited (or anti-affine) group its host is checked by the same
-#: dry run before it is sent (:meth:`ConstrainedWorkflow._keeps_draining`).
-#: Each check reads every draining and pending host, and on a full cloud
-#: most moves are checked: past this many the check is left out.
-MOVE_CHECK_HOSTS = 12
 #: Targets offered to the planner per kind of instance: the best this many
 #: from ``ctx.capacity.targets`` (room, rules, most free first).
 TARGET_WINDOW = 128
@@ -1740,14 +1735,15 @@ class ConstrainedWorkflow(RollingWorkflow):
         stay (the dry run at every move cost 8x the CPU of a 30-host full
         cloud with per-host limits). None (no check) where no group with a per-host limit
         has a member left to move (room alone then decides, as it did when
-        the hosts opened), or while more than :data:`MOVE_CHECK_HOSTS` hosts
-        are pending (the check at every move, over every host, cost 6x the
-        CPU at 30 hosts and 12x at 100; from there on it is the session's
-        last hosts, where the tiny full clouds that failed live)."""
+        the hosts opened), or while more than :data:`DRY_RUN_HOSTS` hosts
+        are pending (as for the opening's dry run). The dry run of the hosts
+        after the draining ones is kept per state it starts from
+        (``step.counts.verdicts``): most moves checked leave the same state
+        once the draining hosts are emptied."""
         if not step.counts.any_limited:
             return None
         pending = ctx.hosts.in_state(HostState.PENDING, type="compute")
-        if len(pending) > MOVE_CHECK_HOSTS:
+        if len(pending) > DRY_RUN_HOSTS:
             return None
         draining: list[planner.HostLoad] = []
         loads = [step.pending_load(h) for h in pending]
