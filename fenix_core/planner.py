@@ -485,7 +485,7 @@ def _assign_moves_scan(
     added: dict[str, dict[str, int]] = {}
     sizes = _ahead_by_size(ahead, rules)
     # Per target (by position), the most members of one group on it.
-    peaks: list[int | None] = [None] * len(targets)
+    peaks: list[int | None] = [None] * len(targets) if ahead else []
     moves: list[tuple[str, str]] = []
     blocked: list[Blocked] = []
     for item in waiting:
@@ -1448,7 +1448,7 @@ def drain_sequence(
     where: dict[str, list[Member]] = {h.host: list(h.members) for h in pending}
     # The limited groups' members on the hosts left, per group and vcpus.
     sizes: dict[str, Counter[int]] = defaultdict(Counter)
-    for h in pending:
+    for h in pending if limited_groups else ():
         for m in h.members:
             if m.group_id in limited_groups:
                 sizes[m.group_id][m.vcpus] += 1
@@ -1512,7 +1512,7 @@ def drain_sequence(
             order.append(load.host)
             pending.remove(load)
             left_hosts.discard(load.host)
-            for member, host in placed:
+            for member, host in placed if limited_groups else ():
                 if host not in left_hosts and member.group_id in limited_groups:
                     sizes[member.group_id][member.vcpus] -= 1
             break

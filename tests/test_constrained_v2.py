@@ -582,6 +582,47 @@ def test_the_waves_moves_are_checked_with_many_hosts_pending(spec: dict[str, Any
     check_cluster_v2(spec)
 
 
+def test_the_verdicts_kept_change_no_decision(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The move check keeps the dry run's verdicts per state (in the
+    process only): a run that keeps none, as a worker that just started,
+    sends the same operations in the same order."""
+    from fenix_core import planner
+
+    spec = MANY_PENDING_DEAD_ENDS["anti-affine-room-taken-by-a-small-member-and-13-full-hosts"]
+
+    def operations() -> list[str]:
+        projects = {iid: p for items in spec["layout"].values() for iid, p, _ in items}
+        ctx = cluster(
+            spec["layout"],
+            vcpus=spec["capacity"],
+            groups=[
+                group(f"g{index}", f"p{index % 2}", **rules)
+                for index, rules in enumerate(spec["groups"])
+            ],
+            members=[
+                member(iid, projects[iid], f"g{index}")
+                for iid, index in spec["membership"].items()
+                if index is not None
+            ],
+            request=request(max_parallel_hosts=spec["cap"]),
+        )
+        run(ctx)
+        assert ctx.session.state == SessionState.MAINTENANCE_DONE, ctx.session.reason
+        return [repr(op) for _, op in ctx.submitted]
+
+    kept = operations()
+    real = planner.drain_sequence
+    runs: list[bool] = []
+
+    def forgetting(*args: Any, **kwargs: Any) -> Any:
+        runs.append(kwargs.pop("verdicts", None) is not None)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(planner, "drain_sequence", forgetting)
+    assert operations() == kept
+    assert any(runs), "the move check passed its verdicts"
+
+
 def test_moves_are_checked_while_the_dry_run_covers_the_hosts_pending(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
