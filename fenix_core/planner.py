@@ -24,7 +24,16 @@ import bisect
 import heapq
 import math
 from collections import Counter, defaultdict
-from collections.abc import Callable, Collection, Container, Iterable, Mapping, Sequence
+from collections.abc import (
+    Callable,
+    Collection,
+    Container,
+    Hashable,
+    Iterable,
+    Mapping,
+    MutableMapping,
+    Sequence,
+)
 from functools import partial
 from typing import TYPE_CHECKING, Literal
 
@@ -472,7 +481,11 @@ def _assign_moves_scan(
     (``ahead``: already limited to the groups with a per-host limit)."""
     budget = dict(budgets)
     free = {t.host: t.free for t in targets}
-    added: dict[tuple[str, str], int] = {}
+    # Per target, the members of each group placed on it in this call.
+    added: dict[str, dict[str, int]] = {}
+    sizes = _ahead_by_size(ahead, rules)
+    # Per target (by position), the most members of one group on it.
+    peaks: list[int | None] = [None] * len(targets) if ahead else []
     moves: list[tuple[str, str]] = []
     blocked: list[Blocked] = []
     for item in waiting:
@@ -488,19 +501,23 @@ def _assign_moves_scan(
         only_stays = twice is not None and item.instance_id not in twice
         checked = keeps is not None and not later
         fitting: list[tuple[bool, int, int, int, str]] = []
-        for t in targets:
+        for index, t in enumerate(targets):
             moves_again = not t.stays
             if moves_again and (only_stays or (not checked and best is not None and not best[0])):
                 continue  # a target where it stays is found (or the only kind allowed)
             room = free[t.host]
             if room is not None and room < item.vcpus:
                 continue
-            here = t.members.get(item.group_id, 0) + added.get((t.host, item.group_id), 0)
+            added_here = added.get(t.host, _NONE_ADDED)
+            here = t.members.get(item.group_id, 0) + added_here.get(item.group_id, 0)
             if limit is not None and here >= limit:
                 continue
             closes = 0
             if ahead and room is not None:
-                closes = _slots_closed(t, room, item, ahead, rules, added)
+                peak = peaks[index]
+                if peak is None:
+                    peak = peaks[index] = max(t.members.values(), default=0)
+                closes = _slots_closed(t, room, item, sizes, added_here, peak)
             key = (moves_again, here, closes, room if room is not None else 1 << 30, t.host)
             if checked:
                 fitting.append(key)
@@ -521,8 +538,12 @@ def _assign_moves_scan(
         room = free[host]
         if room is not None:
             free[host] = room - item.vcpus
-        added[(host, item.group_id)] = added.get((host, item.group_id), 0) + 1
+        on = added.setdefault(host, {})
+        on[item.group_id] = on.get(item.group_id, 0) + 1
     return moves, blocked
+
+
+_NONE_ADDED: Mapping[str, int] = {}
 
 
 #: The room key of a target of unknown capacity (:func:`assign_moves`).
@@ -634,29 +655,78 @@ def _limited_ahead(
     return smallest
 
 
+def _ahead_by_size(
+    ahead: Mapping[str, int], rules: Mapping[str, GroupRule]
+) -> list[tuple[int, dict[str, int | None], int]]:
+    """``ahead``'s groups with their per-host limits, per smallest vcpus of
+    a member (ascending), with the lowest of those limits: a target's room
+    closes only the groups whose smallest member fits in it before a
+    placement and not after, so :func:`_slots_closed` reads those few
+    sizes, not every group."""
+    by_size: dict[int, dict[str, int | None]] = {}
+    for group_id, smallest in ahead.items():
+        rule = rules.get(group_id)
+        by_size.setdefault(smallest, {})[group_id] = rule.host_limit() if rule is not None else None
+    return [
+        (size, groups, min((n for n in groups.values() if n is not None), default=1 << 30))
+        for size, groups in sorted(by_size.items())
+    ]
+
+
 def _slots_closed(
     target: Target,
     room: int,
     item: Member,
-    ahead: Mapping[str, int],
-    rules: Mapping[str, GroupRule],
-    added: Mapping[tuple[str, str], int],
+    sizes: Sequence[tuple[int, Mapping[str, int | None], int]],
+    added: Mapping[str, int],
+    peak: int,
 ) -> int:
-    """How many of the ``ahead`` groups ``target`` could take a member of
-    now, and could not once ``item`` is placed there (its own group's limit
-    aside: that closes every target alike)."""
+    """How many of the ``ahead`` groups (``sizes``: :func:`_ahead_by_size`)
+    ``target`` could take a member of now, and could not once ``item`` is
+    placed there (its own group's limit aside: that closes every target
+    alike). ``added``: the members per group placed on ``target`` before.
+    Each size's groups count but those already at their limit there (only
+    groups with members there can be) and ``item``'s own group when it
+    would reach its limit. ``peak``: the most members of one group on
+    ``target`` (none of a size's groups is at its limit while that and
+    the most placed there in this call stay below the lowest limit)."""
     closed = 0
-    for group_id, smallest in ahead.items():
-        if room < smallest or room - item.vcpus >= smallest:
+    members = target.members
+    for smallest, groups, lowest in sizes:
+        if smallest > room:
+            break
+        if room - item.vcpus >= smallest:
             continue
-        rule = rules.get(group_id)
-        limit = rule.host_limit() if rule is not None else None
-        here = target.members.get(group_id, 0) + added.get((target.host, group_id), 0)
-        if group_id == item.group_id and limit is not None and here + 1 >= limit:
-            continue
-        if limit is None or here < limit:
-            closed += 1
+        closed += len(groups)
+        if peak + max(added.values(), default=0) >= lowest:
+            closed -= _at_limit(members, added, groups, item.group_id)
+        limit = groups.get(item.group_id)
+        if limit is not None:
+            here = members.get(item.group_id, 0) + added.get(item.group_id, 0)
+            if here + 1 >= limit:
+                closed -= 1
     return closed
+
+
+def _at_limit(
+    members: Mapping[str, int],
+    added: Mapping[str, int],
+    groups: Mapping[str, int | None],
+    own: str,
+) -> int:
+    """How many of ``groups`` but ``own`` are at their per-host limit on a
+    target holding ``members`` plus ``added`` (only a group with members
+    there can be)."""
+    full = 0
+    for group_id, here in members.items():
+        limit = groups.get(group_id)
+        if limit is not None and group_id != own and here + added.get(group_id, 0) >= limit:
+            full += 1
+    for group_id, here in added.items():
+        limit = groups.get(group_id)
+        if limit is not None and group_id != own and group_id not in members and here >= limit:
+            full += 1
+    return full
 
 
 def completion_order(
@@ -1332,6 +1402,7 @@ def drain_sequence(
     *,
     first: Sequence[str] = (),
     together: bool = False,
+    verdicts: MutableMapping[Hashable, HostLoad | None] | None = None,
 ) -> tuple[list[str], HostLoad | None]:
     """A dry run of maintaining ``loads`` one host at a time: can every host be
     emptied in turn, its members placed on the other hosts (capacity, group
@@ -1355,19 +1426,42 @@ def drain_sequence(
     instead, a later host's members landed on an earlier one in the dry run
     while the waves filled the other hosts, and the session got stuck
     half-way.
+
+    ``verdicts`` (with ``together``): what the run of the hosts after those
+    of ``first`` found, keyed by everything it reads (the hosts' room,
+    members and kinds, the hosts left and the rules): a run that empties
+    ``first``'s hosts into a state met before returns its answer without
+    running the rest again (the order then stops at ``first``'s hosts).
+    The constrained workflow's check of the waves' moves asks from states
+    that differ only in where a few of the draining hosts' members go, and
+    most of them leave the same state once those hosts are emptied.
     """
     free: dict[str, int | None] = {t.host: t.free for t in targets}
     stays: dict[str, bool] = {t.host: t.stays for t in targets}
-    limited_groups = [g for g, rule in rules.items() if rule.host_limit() is not None]
+    limited_groups = {g for g, rule in rules.items() if rule.host_limit() is not None}
+    # The limited groups' members per host; a group with none there is left
+    # out (a target's members are read with a default of 0).
     counts: dict[str, dict[str, int]] = {
-        t.host: {g: t.members.get(g, 0) for g in limited_groups} for t in targets
+        t.host: {g: n for g, n in t.members.items() if n and g in limited_groups} for t in targets
     }
     pending = sorted(loads, key=lambda h: (h.vcpus, h.position, h.host))
     where: dict[str, list[Member]] = {h.host: list(h.members) for h in pending}
+    # The limited groups' members on the hosts left, per group and vcpus.
+    sizes: dict[str, Counter[int]] = defaultdict(Counter)
+    for h in pending if limited_groups else ():
+        for m in h.members:
+            if m.group_id in limited_groups:
+                sizes[m.group_id][m.vcpus] += 1
+    left_hosts = {h.host for h in pending}
     order: list[str] = []
     forced = [] if together else list(first)
     draining = frozenset(first) if together else frozenset()
+    rest: Hashable = None  # the key of the state after the hosts of first
     while pending:
+        if verdicts is not None and draining and rest is None and draining.issubset(order):
+            rest = _rest_key(pending, where, free, stays, counts, rules)
+            if rest in verdicts:
+                return order, verdicts[rest]
         candidates = pending
         closed: frozenset[str] = frozenset()
         if forced:
@@ -1378,8 +1472,7 @@ def drain_sequence(
             candidates = [h for h in pending if h.host in draining]
             closed = draining
         for load in candidates:
-            later = (m for h in pending if h is not load for m in where[h.host])
-            ahead = _limited_ahead(later, rules, None) if limited_groups else None
+            ahead = _smallest_beside(sizes, where[load.host]) if limited_groups else None
             emptied = partial(
                 _emptied_in_rounds,
                 load.host,
@@ -1402,8 +1495,8 @@ def drain_sequence(
                 room = free[host]
                 if room is not None:
                     free[host] = room - member.vcpus
-                if member.group_id in counts[host]:
-                    counts[host][member.group_id] += 1
+                if member.group_id in limited_groups:
+                    counts[host][member.group_id] = counts[host].get(member.group_id, 0) + 1
                 if host in where:
                     where[host].append(member)
             members = where[load.host]
@@ -1411,17 +1504,78 @@ def drain_sequence(
             if room is not None:
                 free[load.host] = room + sum(m.vcpus for m in members)
             for member in members:
-                if member.group_id in counts[load.host]:
-                    counts[load.host][member.group_id] -= 1
+                if member.group_id in limited_groups:
+                    on = counts[load.host]
+                    on[member.group_id] = on.get(member.group_id, 0) - 1
             where[load.host] = []
             stays[load.host] = True
             order.append(load.host)
             pending.remove(load)
+            left_hosts.discard(load.host)
+            for member, host in placed if limited_groups else ():
+                if host not in left_hosts and member.group_id in limited_groups:
+                    sizes[member.group_id][member.vcpus] -= 1
             break
         else:
             stuck = candidates[0] if candidates else pending[0]
-            return order, HostLoad(stuck.host, tuple(where[stuck.host]), stuck.position)
+            found = HostLoad(stuck.host, tuple(where[stuck.host]), stuck.position)
+            if verdicts is not None and rest is not None:
+                _remember(verdicts, rest, found)
+            return order, found
+    if verdicts is not None and rest is not None:
+        _remember(verdicts, rest, None)
     return order, None
+
+
+#: How many verdicts :func:`drain_sequence` keeps in its ``verdicts`` (the
+#: oldest goes first): the states of the last few draining sets are what
+#: the checks meet again.
+VERDICTS_KEPT = 64
+
+
+def _remember(
+    verdicts: MutableMapping[Hashable, HostLoad | None], key: Hashable, found: HostLoad | None
+) -> None:
+    while len(verdicts) >= VERDICTS_KEPT:
+        del verdicts[next(iter(verdicts))]
+    verdicts[key] = found
+
+
+def _rest_key(
+    pending: Sequence[HostLoad],
+    where: Mapping[str, Sequence[Member]],
+    free: Mapping[str, int | None],
+    stays: Mapping[str, bool],
+    counts: Mapping[str, Mapping[str, int]],
+    rules: Mapping[str, GroupRule],
+) -> Hashable:
+    """Everything :func:`drain_sequence` reads from a point on, as one value:
+    the hosts left in their order with their members, each host's room,
+    kind and limited groups' members (a group with none there left out),
+    and the rules."""
+    return (
+        tuple((h.host, h.position, tuple(where[h.host])) for h in pending),
+        tuple(
+            (host, room, stays[host], tuple(sorted((g, n) for g, n in counts[host].items() if n)))
+            for host, room in free.items()
+        ),
+        tuple(sorted(rules.items())),
+    )
+
+
+def _smallest_beside(
+    sizes: Mapping[str, Counter[int]], members: Sequence[Member]
+) -> dict[str, int]:
+    """Per group of ``sizes`` (its members' vcpus on some hosts, ``members``
+    among them), the fewest vcpus of one of its members that are not
+    ``members``: :func:`_limited_ahead` of the others, without reading them."""
+    own: Counter[tuple[str, int]] = Counter((m.group_id, m.vcpus) for m in members)
+    smallest: dict[str, int] = {}
+    for group_id, counted in sizes.items():
+        left = [v for v, n in counted.items() if n > own[(group_id, v)]]
+        if left:
+            smallest[group_id] = min(left)
+    return smallest
 
 
 def _emptied_in_rounds(
@@ -1471,8 +1625,9 @@ def _emptied_in_rounds(
             was = others[name]
             room = None if was.free is None else was.free - member.vcpus
             mine = was.members
-            if member.group_id in mine:
-                mine = {**mine, member.group_id: mine[member.group_id] + 1}
+            rule = rules.get(member.group_id)
+            if rule is not None and rule.host_limit() is not None:
+                mine = {**mine, member.group_id: mine.get(member.group_id, 0) + 1}
             others[name] = Target(name, room, was.stays, mine)
         waiting = {b.instance_id for b in blocked}
         left = [m for m in left if m.instance_id in waiting]
@@ -1542,15 +1697,19 @@ def drains_together(
     targets: Sequence[Target],
     rules: Mapping[str, GroupRule],
     first: Sequence[str],
+    *,
+    verdicts: MutableMapping[Hashable, HostLoad | None] | None = None,
 ) -> bool:
     """Whether the hosts of ``first``, draining together, and then the other
     hosts of ``loads`` can all be emptied (:func:`drain_sequence` with
     ``together``): by counting where that is exact
-    (:func:`drains_by_count`), else by the dry run."""
+    (:func:`drains_by_count`), else by the dry run (``verdicts``: as
+    :func:`drain_sequence`'s)."""
     counted = drains_by_count(loads, targets, rules, first=first, together=True)
     if counted is not None:
         return counted
-    return drain_sequence(loads, targets, rules, first=first, together=True)[1] is None
+    found = drain_sequence(loads, targets, rules, first=first, together=True, verdicts=verdicts)
+    return found[1] is None
 
 
 def drains_after(
@@ -1561,6 +1720,7 @@ def drains_after(
     rules: Mapping[str, GroupRule],
     *,
     leaving: Mapping[str, Sequence[Member]] | None = None,
+    verdicts: MutableMapping[Hashable, HostLoad | None] | None = None,
 ) -> bool:
     """Whether the hosts of ``draining``, draining together, then those of
     ``pending`` can all be emptied (:func:`drains_together`) once ``moves``
@@ -1573,7 +1733,7 @@ def drains_after(
     place of its group on its target; a member parked on a pending host
     leaves it again with the rest; a draining host gets back the room and
     the places of what left it once it is emptied (the dry run counts
-    neither on it then)."""
+    neither on it then). ``verdicts``: as :func:`drain_sequence`'s."""
     source = {m.instance_id: d.host for d in draining for m in d.members}
     limited = [g for g, rule in rules.items() if rule.host_limit() is not None]
     room: Counter[str] = Counter()
@@ -1612,7 +1772,7 @@ def drains_after(
         loads.append(
             load if extra is None else HostLoad(load.host, (*load.members, *extra), load.position)
         )
-    return drains_together(loads, after, rules, [d.host for d in draining])
+    return drains_together(loads, after, rules, [d.host for d in draining], verdicts=verdicts)
 
 
 def takes_a_place(

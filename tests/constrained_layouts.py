@@ -763,3 +763,26 @@ CHECKED_ON_EVERY_HOST = {
     "one-out": CHECKED_ON_EVERY_HOST_ONE_OUT,
     "two-out": CHECKED_ON_EVERY_HOST_TWO_OUT,
 }
+
+
+def with_full_hosts(spec: dict[str, Any], hosts: int) -> dict[str, Any]:
+    """``spec`` with ``hosts`` more hosts after its own, each full of 1-vcpu
+    instances in no group: they take nothing and open after ``spec``'s
+    hosts (they feed no group), so they are all pending while those drain,
+    and they drain at the end into the room the others leave."""
+    grown = {**spec, "layout": dict(spec["layout"]), "membership": dict(spec["membership"])}
+    first = len(spec["layout"])
+    for n in range(first, first + hosts):
+        instances = [(f"vm-{n}-{k}", "p0", 1) for k in range(spec["capacity"])]
+        grown["layout"][f"cmp-{n}"] = instances
+        grown["membership"].update(dict.fromkeys((iid for iid, _, _ in instances), None))
+    return grown
+
+
+# Layouts that failed half-way on b397f57, whose check of the waves' moves ran
+# only while at most 12 hosts were pending: two of ONCE_DEAD_ENDS with 13 full
+# hosts more, pending when the move that made the dead end was sent.
+MANY_PENDING_DEAD_ENDS = {
+    f"{name}-and-13-full-hosts": with_full_hosts(ONCE_DEAD_ENDS[name], 13)
+    for name in ("anti-affine-pair-asked-one-at-a-time", "anti-affine-room-taken-by-a-small-member")
+}

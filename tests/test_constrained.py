@@ -11,6 +11,7 @@ import pytest
 from constrained_layouts import (
     ANTI_AFFINE_MEMBER_ON_THE_FULLEST_HOST,
     ANTI_AFFINE_PAIR_LEFT_ONE_HOST,
+    MANY_PENDING_DEAD_ENDS,
     ONCE_DEAD_ENDS,
 )
 from hypothesis import HealthCheck, example, given, settings
@@ -514,6 +515,11 @@ def test_random_clusters_never_break_a_rule_and_always_end(spec: dict[str, Any])
 
 @pytest.mark.parametrize("spec", ONCE_DEAD_ENDS.values(), ids=ONCE_DEAD_ENDS.keys())
 def test_dead_ends_once_found_end_done(spec: dict[str, Any]) -> None:
+    check_cluster(spec)
+
+
+@pytest.mark.parametrize("spec", MANY_PENDING_DEAD_ENDS.values(), ids=MANY_PENDING_DEAD_ENDS.keys())
+def test_dead_ends_with_many_hosts_pending_end_done(spec: dict[str, Any]) -> None:
     check_cluster(spec)
 
 

@@ -16,6 +16,7 @@ from constrained_layouts import (
     ANTI_AFFINE_MEMBER_ON_THE_FULLEST_HOST,
     ANTI_AFFINE_PAIR_LEFT_ONE_HOST,
     CHECKED_ON_EVERY_HOST,
+    MANY_PENDING_DEAD_ENDS,
     ONCE_DEAD_ENDS,
 )
 from contract_driver import LoggingContext
@@ -576,15 +577,60 @@ def test_the_waves_moves_are_checked_on_every_host(spec: dict[str, Any]) -> None
     check_cluster_v2(spec)
 
 
-def test_moves_are_checked_only_on_the_last_hosts_pending(
+@pytest.mark.parametrize("spec", MANY_PENDING_DEAD_ENDS.values(), ids=MANY_PENDING_DEAD_ENDS.keys())
+def test_the_waves_moves_are_checked_with_many_hosts_pending(spec: dict[str, Any]) -> None:
+    check_cluster_v2(spec)
+
+
+def test_the_verdicts_kept_change_no_decision(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The move check keeps the dry run's verdicts per state (in the
+    process only): a run that keeps none, as a worker that just started,
+    sends the same operations in the same order."""
+    from fenix_core import planner
+
+    spec = MANY_PENDING_DEAD_ENDS["anti-affine-room-taken-by-a-small-member-and-13-full-hosts"]
+
+    def operations() -> list[str]:
+        projects = {iid: p for items in spec["layout"].values() for iid, p, _ in items}
+        ctx = cluster(
+            spec["layout"],
+            vcpus=spec["capacity"],
+            groups=[
+                group(f"g{index}", f"p{index % 2}", **rules)
+                for index, rules in enumerate(spec["groups"])
+            ],
+            members=[
+                member(iid, projects[iid], f"g{index}")
+                for iid, index in spec["membership"].items()
+                if index is not None
+            ],
+            request=request(max_parallel_hosts=spec["cap"]),
+        )
+        run(ctx)
+        assert ctx.session.state == SessionState.MAINTENANCE_DONE, ctx.session.reason
+        return [repr(op) for _, op in ctx.submitted]
+
+    kept = operations()
+    real = planner.drain_sequence
+    runs: list[bool] = []
+
+    def forgetting(*args: Any, **kwargs: Any) -> Any:
+        runs.append(kwargs.pop("verdicts", None) is not None)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(planner, "drain_sequence", forgetting)
+    assert operations() == kept
+    assert any(runs), "the move check passed its verdicts"
+
+
+def test_moves_are_checked_while_the_dry_run_covers_the_hosts_pending(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The dry run of a move reads every draining and pending host, and on a
-    full cloud with per-host limits most moves are checked: it runs only
-    while at most MOVE_CHECK_HOSTS hosts are pending (checked at every move
-    of a 100-host session it cost 12x the CPU), and still runs there."""
+    """The dry run of a move reads every draining and pending host: it runs
+    from the first host opened while at most DRY_RUN_HOSTS hosts are
+    pending, as the opening's dry run."""
     from fenix_core import planner
-    from fenix_core.workflows.constrained import MOVE_CHECK_HOSTS
+    from fenix_core.workflows import constrained
 
     pending_at_checks: list[int] = []
     real = planner.drains_after
@@ -597,13 +643,21 @@ def test_moves_are_checked_only_on_the_last_hosts_pending(
     hosts = 20
     layout = {f"cmp-{n}": [(f"vm-{n}-{k}", "p0", 1) for k in range(3)] for n in range(hosts - 1)}
     layout[f"cmp-{hosts - 1}"] = []
-    ctx = cluster(
-        layout,
-        vcpus=4,
-        groups=[group("g0", "p0", max_impacted_members=2, max_instances_per_host=3)],
-        members=[member(iid, "p0", "g0") for items in layout.values() for iid, _, _ in items],
-    )
-    run(ctx)
-    assert ctx.session.state == SessionState.MAINTENANCE_DONE, ctx.session.reason
-    assert pending_at_checks, "the last hosts' moves are checked"
-    assert max(pending_at_checks) <= MOVE_CHECK_HOSTS < hosts - 2
+
+    def checked_with(dry_run_hosts: int) -> list[int]:
+        monkeypatch.setattr(constrained, "DRY_RUN_HOSTS", dry_run_hosts)
+        pending_at_checks.clear()
+        ctx = cluster(
+            layout,
+            vcpus=4,
+            groups=[group("g0", "p0", max_impacted_members=2, max_instances_per_host=3)],
+            members=[member(iid, "p0", "g0") for items in layout.values() for iid, _, _ in items],
+        )
+        run(ctx)
+        assert ctx.session.state == SessionState.MAINTENANCE_DONE, ctx.session.reason
+        return list(pending_at_checks)
+
+    assert max(checked_with(200)) >= hosts - 3  # from the first hosts opened
+    few = checked_with(6)
+    assert few, "the last hosts' moves are checked"
+    assert max(few) <= 6

@@ -499,6 +499,85 @@ def test_drains_after_gives_a_draining_host_back_what_left_it() -> None:
     assert drains_after([(vm3, "cmp-9")], gone, pending, full, rules, leaving={"cmp-0": [vm1]})
 
 
+def test_drains_after_answers_a_state_met_before_from_its_verdicts() -> None:
+    # cmp-0 drains (x, y of g, at most 2 per host), cmp-2 is pending. Moving
+    # x to cmp-1 now, or not, leaves the same hosts once cmp-0 is emptied:
+    # the run of cmp-2 is kept once and answered from there.
+    rules = {"g": GroupRule("g", max_per_host=2)}
+    x, y, z = member("x"), member("y"), member("z")
+    draining = [HostLoad("cmp-0", (x, y), 0)]
+    pending = [HostLoad("cmp-2", (z,), 2)]
+    targets = [target("cmp-1", 4, stays=True), target("cmp-0", 0, g=2), target("cmp-2", 0, g=1)]
+    verdicts: dict[Any, HostLoad | None] = {}
+    assert drains_after([], draining, pending, targets, rules, verdicts=verdicts)
+    assert drains_after([(x, "cmp-1")], draining, pending, targets, rules, verdicts=verdicts)
+    assert list(verdicts.values()) == [None]
+    # The verdict kept is what answers (a caller's mapping, read as given).
+    stuck = HostLoad("cmp-2", (z,), 2)
+    verdicts.update(dict.fromkeys(verdicts, stuck))
+    assert not drains_after([], draining, pending, targets, rules, verdicts=verdicts)
+    assert drains_after([], draining, pending, targets, rules)
+    # Another state is run: y on cmp-1 and x parked on cmp-2 leave cmp-2 g's
+    # second member.
+    assert drains_after(
+        [(y, "cmp-1"), (x, "cmp-2")], draining, pending, targets, rules, verdicts=verdicts
+    )
+    assert len(verdicts) == 2
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.randoms(use_true_random=False))
+def test_drains_after_answers_alike_with_the_verdicts_it_keeps(rng: Any) -> None:
+    """Verdicts kept across the checks of several moves from one state
+    answer as the dry run does without them."""
+    groups = [f"g{i}" for i in range(rng.randint(1, 4))]
+    rules = {
+        g: GroupRule(
+            g,
+            max_impacted=rng.randint(1, 3),
+            anti_affinity=rng.random() < 0.3,
+            max_per_host=rng.choice([0, 1, 2, 3]),
+        )
+        for g in groups
+    }
+    hosts = [f"cmp-{j}" for j in range(rng.randint(2, 7))]
+    room = {h: rng.randint(2, 8) for h in hosts}
+    on: dict[str, list[Member]] = {h: [] for h in hosts}
+    for i in range(rng.randint(1, 4 * len(hosts))):
+        host, vcpus = rng.choice(hosts), rng.choice([1, 1, 2, 3])
+        if vcpus <= room[host]:
+            room[host] -= vcpus
+            on[host].append(member(f"vm-{i}", rng.choice(groups), vcpus))
+    split = rng.randint(1, max(1, len(hosts) // 2))
+    draining_hosts, pending_hosts = hosts[:split], hosts[split : split + rng.randint(0, 4)]
+    draining = [HostLoad(h, tuple(on[h]), n) for n, h in enumerate(draining_hosts)]
+    pending = [HostLoad(h, tuple(on[h]), 10 + n) for n, h in enumerate(pending_hosts)]
+    targets = [
+        Target(
+            h,
+            room[h],
+            h not in draining_hosts and h not in pending_hosts,
+            dict(Counter(m.group_id for m in on[h])),
+        )
+        for h in hosts
+    ]
+    others = [h for h in hosts if h not in draining_hosts]
+    movable = [m for d in draining for m in d.members]
+    verdicts: dict[Any, HostLoad | None] = {}
+    for _ in range(6):
+        moves = [(m, rng.choice(others)) for m in movable if rng.random() < 0.4]
+        # The same room taken, other members: two moves of as many vcpus
+        # swap their targets (the states differ in groups and loads only).
+        swapped = list(moves)
+        pairs = [(i, j) for i in range(len(moves)) for j in range(i)]
+        for i, j in rng.sample(pairs, min(2, len(pairs))):
+            if moves[i][0].vcpus == moves[j][0].vcpus:
+                swapped[i], swapped[j] = (moves[i][0], moves[j][1]), (moves[j][0], moves[i][1])
+        for tried in (moves, swapped):
+            kept = drains_after(tried, draining, pending, targets, rules, verdicts=verdicts)
+            assert kept == drains_after(tried, draining, pending, targets, rules)
+
+
 def test_takes_a_place_names_the_moves_that_close_a_limited_members_host() -> None:
     # A member still to move of anti-affine g (1 vcpu) and of h, at most 2
     # per host (2 vcpus). "a" has 3 free and one h member, "b" 1 free.

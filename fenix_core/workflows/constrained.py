@@ -96,7 +96,7 @@ import heapq
 import math
 import random
 from collections import Counter
-from collections.abc import Callable, Container, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Container, Hashable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from itertools import chain, islice
 from operator import attrgetter
@@ -149,7 +149,6 @@ __all__ = [
     "CANDIDATE_WINDOW",
     "COLD_MIGRATION_INTERRUPTION",
     "DRY_RUN_HOSTS",
-    "MOVE_CHECK_HOSTS",
     "TARGET_WINDOW",
     "ConstrainedState",
     "ConstrainedWorkflow",
@@ -159,14 +158,10 @@ __all__ = [
 _MOVE_ESTIMATE = 30.0
 #: Up to this many hosts left, each host opened is checked by a dry run to
 #: leave an order in which the rest can still be emptied (it costs hosts x
-#: instances per decision; larger sessions rely on the capacity check).
+#: instances per decision; larger sessions rely on the capacity check), and
+#: so is each move that could cost a member of a per-host-limited (or
+#: anti-affine) group its host (:meth:`ConstrainedWorkflow._keeps_draining`).
 DRY_RUN_HOSTS = 200
-#: Up to this many hosts pending, a move that could cost a member of a
-#: per-host-limited (or anti-affine) group its host is checked by the same
-#: dry run before it is sent (:meth:`ConstrainedWorkflow._keeps_draining`).
-#: Each check reads every draining and pending host, and on a full cloud
-#: most moves are checked: past this many the check is left out.
-MOVE_CHECK_HOSTS = 12
 #: Targets offered to the planner per kind of instance: the best this many
 #: from ``ctx.capacity.targets`` (room, rules, most free first).
 TARGET_WINDOW = 128
@@ -524,6 +519,10 @@ class _Counts:
     #: target counts members: each answers 0 for every group).
     any_ruled: bool = False
     any_limited: bool = False
+    #: What the dry run of the waves' move check found for the hosts after
+    #: the draining ones, per state it starts from (``planner.drain_sequence``'s
+    #: ``verdicts``: exact, whatever changed since).
+    verdicts: dict[Hashable, planner.HostLoad | None] = attrs.field(factory=dict)
     #: The instances in recovery_time (built when first read).
     recovery: _Recovery | None = None
     #: Draining hosts that may hold instances not asked about yet (PENDING).
@@ -1736,14 +1735,15 @@ class ConstrainedWorkflow(RollingWorkflow):
         stay (the dry run at every move cost 8x the CPU of a 30-host full
         cloud with per-host limits). None (no check) where no group with a per-host limit
         has a member left to move (room alone then decides, as it did when
-        the hosts opened), or while more than :data:`MOVE_CHECK_HOSTS` hosts
-        are pending (the check at every move, over every host, cost 6x the
-        CPU at 30 hosts and 12x at 100; from there on it is the session's
-        last hosts, where the tiny full clouds that failed live)."""
+        the hosts opened), or while more than :data:`DRY_RUN_HOSTS` hosts
+        are pending (as for the opening's dry run). The dry run of the hosts
+        after the draining ones is kept per state it starts from
+        (``step.counts.verdicts``): most moves checked leave the same state
+        once the draining hosts are emptied."""
         if not step.counts.any_limited:
             return None
         pending = ctx.hosts.in_state(HostState.PENDING, type="compute")
-        if len(pending) > MOVE_CHECK_HOSTS:
+        if len(pending) > DRY_RUN_HOSTS:
             return None
         draining: list[planner.HostLoad] = []
         loads = [step.pending_load(h) for h in pending]
@@ -1799,7 +1799,15 @@ class ConstrainedWorkflow(RollingWorkflow):
                 return True
             if not dry:
                 read_dry()
-            return planner.drains_after(placed, draining, loads, dry, rules, leaving=leaving)
+            return planner.drains_after(
+                placed,
+                draining,
+                loads,
+                dry,
+                rules,
+                leaving=leaving,
+                verdicts=step.counts.verdicts,
+            )
 
         return keeps
 
