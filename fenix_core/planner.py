@@ -863,9 +863,17 @@ def hosts_to_open(
             return math.inf
         return max((idle.get(g, 0.0) for g in groups[k]), default=0.0)
 
+    # The hosts whose entry in the heap is ranked without their wait, not
+    # worked out yet: a wait is at least 0, so such an entry ranks no later
+    # than the host's true rank, and it is ranked again when it comes up
+    # (a wait simulates each member's turn in its groups' slots, and most
+    # of the candidates ranked never come up).
+    rough: set[int] = set()
+
     def score(k: int) -> tuple[float, float]:
         """The most work left of an idle group the host feeds, less its wait
-        (``wait``), and the idle work it feeds."""
+        (``wait``; not worked out yet: the host is put in ``rough``), and
+        the idle work it feeds."""
         if not loads[k].members:
             return (math.inf, math.inf)
         fed = [idle.get(g, 0.0) for g in groups[k]]
@@ -873,8 +881,10 @@ def hosts_to_open(
         if wait is not None and top > 0:
             found = waits.get(k)
             if found is None:
-                found = waits[k] = wait(loads[k])
+                rough.add(k)
+                return (top, sum(fed))
             top -= found
+        rough.discard(k)
         return (top, sum(fed))
 
     def key(k: int) -> tuple[bool, float, float, int, int, str, int]:
@@ -918,6 +928,11 @@ def hosts_to_open(
         k = entry[-1]
         if current.get(k) != entry:
             continue  # re-ranked since: a newer entry is in the heap
+        if k in rough and wait is not None:  # ranked without its wait: again with it
+            waits[k] = wait(loads[k])
+            current[k] = fresh = key(k)
+            heapq.heappush(heap, fresh)
+            continue
         del current[k]
         load = loads[k]
         if longest(k) <= 0:
