@@ -939,6 +939,7 @@ def test_the_draining_hosts_kept_instances_are_those_of_a_recount(
             assert load.members == tuple(self.members_on(name)), name
         moving = self.ctx.instances.in_state(InstanceState.IN_ACTION)
         assert found.in_action() == list(moving)
+        assert found.moving_per_group(self.group) == Counter(self.group(i) for i in moving)
         draining = {h.name for h in self.ctx.hosts.in_state(HostState.DRAINING)}
         chosen: dict[str, list[Any]] = {}
         for inst in self.ctx.instances.in_state(InstanceState.ACTION_CHOSEN):
@@ -947,7 +948,8 @@ def test_the_draining_hosts_kept_instances_are_those_of_a_recount(
         assert found.chosen_on() == chosen
         for name, insts in found.chosen_on().items():
             plain = all(i.not_before is None and i.action != "OWN_ACTION" for i in insts)
-            assert found.all_plain(name, insts) == plain, name
+            by_id = {i.instance_id: i for i in insts} if plain else None
+            assert found.startable(name, insts) == by_id, name
         return found
 
     monkeypatch.setattr(constrained._Step, "draining", checked)
@@ -1036,10 +1038,10 @@ def test_whether_a_hosts_chosen_may_all_start_is_worked_out_again_on_a_change() 
     step = constrained._Step(wf, ctx, wf._counts_of(ctx))
     kept = step.draining()
     before = kept.chosen_on()["cmp-0"]
-    assert kept.all_plain("cmp-0", before)
+    assert kept.startable("cmp-0", before) == {"vm-0": before[0], "vm-1": before[1]}
     later = datetime(2026, 3, 2, 12, 15, tzinfo=UTC)
     ctx.set_instance_plan("vm-1", wave=None, not_before=later, impacted_until=None)
     after = step.draining().chosen_on()["cmp-0"]
     assert [i.not_before for i in after] == [None, later]
-    assert not kept.all_plain("cmp-0", after)
-    assert kept.all_plain("cmp-0", before)  # the old list's answer is its own
+    assert kept.startable("cmp-0", after) is None
+    assert kept.startable("cmp-0", before) is not None  # the old list's answer is its own

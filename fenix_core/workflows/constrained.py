@@ -379,13 +379,21 @@ class _Draining:
     #: those of them in id order while none changed (:meth:`chosen_on`).
     chosen: dict[str, dict[str, InstanceView]] = attrs.field(factory=dict)
     chosen_sorted: dict[str, list[InstanceView]] = attrs.field(factory=dict)
-    #: Draining host -> one of those lists, and whether each of its
-    #: instances may start whenever its host may (:meth:`all_plain`).
-    chosen_plain: dict[str, tuple[list[InstanceView], bool]] = attrs.field(factory=dict)
+    #: Draining host -> one of those lists, and its instances by id if each
+    #: may start whenever its host may (:meth:`startable`), else None.
+    chosen_plain: dict[str, tuple[list[InstanceView], dict[str, InstanceView] | None]] = (
+        attrs.field(factory=dict)
+    )
     #: The instances moving now (IN_ACTION, on any host), by id, and in id
     #: order while none changed (:meth:`in_action`).
     moving: dict[str, InstanceView] = attrs.field(factory=dict)
     moving_sorted: list[InstanceView] | None = None
+    #: Per group, how many of ``moving`` (built when first asked:
+    #: :meth:`moving_per_group`), the group each was counted in, and the
+    #: ids whose entry in ``moving`` changed since.
+    moving_count: dict[str, int] | None = None
+    moving_group: dict[str, str] = attrs.field(factory=dict)
+    moving_changed: set[str] = attrs.field(factory=set)
 
     @classmethod
     def read(cls, ctx: SessionContext) -> _Draining:
@@ -417,8 +425,10 @@ class _Draining:
             if view is not None and view.state == InstanceState.IN_ACTION:
                 moving[instance_id] = view
                 self.moving_sorted = None
+                self.moving_changed.add(instance_id)
             elif moving.pop(instance_id, None) is not None:
                 self.moving_sorted = None
+                self.moving_changed.add(instance_id)
             was = where.pop(instance_id, None)
             if was is not None:
                 del on[was][instance_id]
@@ -474,6 +484,34 @@ class _Draining:
             found = self.moving_sorted = [moving[i] for i in sorted(moving)]
         return found
 
+    def moving_per_group(self, group_of: Callable[[InstanceView], str]) -> dict[str, int]:
+        """Per group, its instances moving now (not to be changed by the
+        caller): counted once, then brought up to date from the instances
+        whose move started or ended since (an instance's group is fixed for
+        the counts this is kept with)."""
+        count = self.moving_count
+        if count is None:
+            count = self.moving_count = {}
+            self.moving_group.clear()
+            changed: Iterable[str] = self.moving
+        else:
+            changed = self.moving_changed
+        where = self.moving_group
+        for instance_id in changed:
+            old = where.pop(instance_id, None)
+            if old is not None:
+                n = count[old] - 1
+                if n:
+                    count[old] = n
+                else:
+                    del count[old]
+            view = self.moving.get(instance_id)
+            if view is not None:
+                g = where[instance_id] = group_of(view)
+                count[g] = count.get(g, 0) + 1
+        self.moving_changed.clear()
+        return count
+
     def chosen_on(self) -> dict[str, list[InstanceView]]:
         """Draining host -> its instances whose action is chosen, id order
         (not to be changed by the caller)."""
@@ -488,17 +526,18 @@ class _Draining:
             out[host] = found
         return out
 
-    def all_plain(self, host: str, chosen: list[InstanceView]) -> bool:
-        """Whether none of ``chosen`` (:meth:`chosen_on`'s list of ``host``)
-        has a lead time or is its manager's own action: each may then start
-        as soon as its host may (worked out once per list: a list is kept
-        while none of its instances changed)."""
+    def startable(self, host: str, chosen: list[InstanceView]) -> dict[str, InstanceView] | None:
+        """``chosen`` (:meth:`chosen_on`'s list of ``host``) by id when none
+        of them has a lead time or is its manager's own action (each may
+        then start as soon as its host may), else None: worked out once per
+        list (a list is kept while none of its instances changed)."""
         found = self.chosen_plain.get(host)
         if found is not None and found[0] is chosen:
             return found[1]
         plain = all(i.not_before is None and i.action != InstanceAction.OWN_ACTION for i in chosen)
-        self.chosen_plain[host] = (chosen, plain)
-        return plain
+        by_id = {i.instance_id: i for i in chosen} if plain else None
+        self.chosen_plain[host] = (chosen, by_id)
+        return by_id
 
 
 @attrs.define(slots=True)
@@ -639,7 +678,6 @@ class _GroupsOn(Mapping[str, int]):
 #: A target's members when no group has a per-host limit (none are counted).
 _NONE: Mapping[str, int] = MappingProxyType({})
 _GROUP_OF = attrgetter("group_id")  # a member's group (read for every member of a decision)
-_INSTANCE_ID_OF = attrgetter("instance_id")
 _WEIGHT_NAME = itemgetter(1, 0)  # a (host, weight) item's (weight, host)
 
 
@@ -1540,9 +1578,10 @@ class ConstrainedWorkflow(RollingWorkflow):
             if not ctx.admit(host.name).admitted:
                 held = True  # paused: moves in flight end, no new one starts
                 continue
-            if kept.all_plain(host.name, chosen):  # (most hosts: no loop)
+            startable = kept.startable(host.name, chosen)
+            if startable is not None:  # (most hosts: no loop)
                 ready.extend(chosen)
-                views.update(zip(map(_INSTANCE_ID_OF, chosen), chosen, strict=True))
+                views.update(startable)
                 continue
             for inst in chosen:
                 if inst.not_before is not None and inst.not_before > now:
@@ -1975,15 +2014,18 @@ class ConstrainedWorkflow(RollingWorkflow):
         after a move (read from the views: the moves in flight and the
         instances in recovery, not the groups)."""
         recovery = self._recovery(ctx, step, cst)
-        # A dict, not a Counter: a Counter's first count of a group goes
-        # through its __missing__ (a few hundred moves at 1,000 hosts).
-        moving: dict[str, int] = {}
-        listed, known = recovery.group_of, step.counts.group
-        for inst in step.in_action():
-            iid = inst.instance_id
-            if iid not in listed:  # moving again while in recovery: counted once
-                g = known.get(iid) or step.group(inst)
-                moving[g] = moving.get(g, 0) + 1
+        # The moving per group are kept (a few hundred moves at 1,000
+        # hosts, a few of which start or end between two passes), less
+        # those in recovery: moving again while in recovery, counted once.
+        kept = step.draining()
+        moving = dict(kept.moving_per_group(step.group))  # (a copy: this pass's)
+        for iid in recovery.group_of.keys() & kept.moving.keys():
+            g = kept.moving_group[iid]
+            n = moving[g] - 1
+            if n:
+                moving[g] = n
+            else:
+                del moving[g]
         return _Impacted(recovery.by_group, moving)
 
     def _recovery(self, ctx: SessionContext, step: _Step, cst: ConstrainedState) -> _Recovery:
