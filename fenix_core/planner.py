@@ -749,18 +749,22 @@ def completion_order(
     members = list(waiting)
     if not behind:
         return _completion_order_by_host(members, host_of, moved)
-    left: dict[str, int] = {}
+    # The hosts behind are one or two of the draining hosts: the others'
+    # members keep the order by host, and only theirs are sorted by the key.
+    on_time: list[Member] = []
+    late: list[Member] = []
     for m in members:
+        (late if host_of[m.instance_id] in behind else on_time).append(m)
+    left: dict[str, int] = {}
+    for m in late:
         host = host_of[m.instance_id]
         left[host] = left.get(host, 0) + m.vcpus
     work = work or {}
 
-    def key(m: Member) -> tuple[bool, float, bool, int, str, int, str]:
+    def key(m: Member) -> tuple[float, bool, int, str, int, str]:
         host = host_of[m.instance_id]
-        late = host in behind
         return (
-            late,
-            -work.get(m.group_id, 0.0) if late else 0.0,
+            -work.get(m.group_id, 0.0),
             m.instance_id not in moved,
             left[host],
             host,
@@ -768,17 +772,20 @@ def completion_order(
             m.instance_id,
         )
 
-    return sorted(members, key=key)
+    order = _completion_order_by_host(on_time, host_of, moved)
+    order.extend(sorted(late, key=key))
+    return order
 
 
 def _completion_order_by_host(
     members: list[Member], host_of: Mapping[str, str], moved: Container[str]
 ) -> list[Member]:
-    """:func:`completion_order` with no host ``behind``: its order built by
-    sorting the hosts and each host's members apart (a placement orders
-    every draining host's members, and a sort of them all compared a tuple
-    of seven per pair): those that moved first, then host by host (fewest
-    vcpus left, then name), each host's largest first (then by id)."""
+    """:func:`completion_order` of the members of the hosts not ``behind``
+    (every host, the usual case): its order built by sorting the hosts and
+    each host's members apart (a placement orders every draining host's
+    members, and a sort of them all compared a tuple of seven per pair):
+    those that moved first, then host by host (fewest vcpus left, then
+    name), each host's largest first (then by id)."""
     left: dict[str, int] = {}
     on: dict[str, list[Member]] = {}
     for m in members:
@@ -926,9 +933,17 @@ def hosts_to_open(
             return math.inf
         return max((idle.get(g, 0.0) for g in groups[k]), default=0.0)
 
+    # The hosts whose entry in the heap is ranked without their wait, not
+    # worked out yet: a wait is at least 0, so such an entry ranks no later
+    # than the host's true rank, and it is ranked again when it comes up
+    # (a wait simulates each member's turn in its groups' slots, and most
+    # of the candidates ranked never come up).
+    rough: set[int] = set()
+
     def score(k: int) -> tuple[float, float]:
         """The most work left of an idle group the host feeds, less its wait
-        (``wait``), and the idle work it feeds."""
+        (``wait``; not worked out yet: the host is put in ``rough``), and
+        the idle work it feeds."""
         if not loads[k].members:
             return (math.inf, math.inf)
         fed = [idle.get(g, 0.0) for g in groups[k]]
@@ -936,8 +951,10 @@ def hosts_to_open(
         if wait is not None and top > 0:
             found = waits.get(k)
             if found is None:
-                found = waits[k] = wait(loads[k])
+                rough.add(k)
+                return (top, sum(fed))
             top -= found
+        rough.discard(k)
         return (top, sum(fed))
 
     def key(k: int) -> tuple[bool, float, float, int, int, str, int]:
@@ -981,6 +998,11 @@ def hosts_to_open(
         k = entry[-1]
         if current.get(k) != entry:
             continue  # re-ranked since: a newer entry is in the heap
+        if k in rough and wait is not None:  # ranked without its wait: again with it
+            waits[k] = wait(loads[k])
+            current[k] = fresh = key(k)
+            heapq.heappush(heap, fresh)
+            continue
         del current[k]
         load = loads[k]
         if longest(k) <= 0:
@@ -1094,8 +1116,9 @@ def host_to_open_ahead(
     members of the longest chains, while the room it needs whole comes back
     only as hosts are maintained (see docs/constraints.md)."""
     best: tuple[tuple[bool, float, float, int, int, str], HostLoad] | None = None
+    weight_of = idle_groups.get  # one lookup per group (up to 128 hosts' groups)
     for load in candidates:
-        fed = [idle_groups[g] for g in load.groups if g in idle_groups]
+        fed = [w for g in load.groups if (w := weight_of(g)) is not None]
         if not fed:
             continue
         rank = _opening_rank(load, (max(fed), sum(fed)), last)

@@ -939,12 +939,17 @@ def test_the_draining_hosts_kept_instances_are_those_of_a_recount(
             assert load.members == tuple(self.members_on(name)), name
         moving = self.ctx.instances.in_state(InstanceState.IN_ACTION)
         assert found.in_action() == list(moving)
+        assert found.moving_per_group(self.group) == Counter(self.group(i) for i in moving)
         draining = {h.name for h in self.ctx.hosts.in_state(HostState.DRAINING)}
         chosen: dict[str, list[Any]] = {}
         for inst in self.ctx.instances.in_state(InstanceState.ACTION_CHOSEN):
             if inst.host in draining:
                 chosen.setdefault(inst.host, []).append(inst)
         assert found.chosen_on() == chosen
+        for name, insts in found.chosen_on().items():
+            plain = all(i.not_before is None and i.action != "OWN_ACTION" for i in insts)
+            by_id = {i.instance_id: i for i in insts} if plain else None
+            assert found.startable(name, insts) == by_id, name
         return found
 
     monkeypatch.setattr(constrained._Step, "draining", checked)
@@ -1019,3 +1024,24 @@ def test_an_instance_that_left_a_draining_host_for_one_that_started_draining_is_
     assert (kept.on, kept.where, kept.held) == (fresh.on, fresh.where, fresh.held)
     assert sorted(kept.on["cmp-0"]) == ["vm-1"]
     assert sorted(kept.on["cmp-1"]) == ["vm-0"]
+
+
+def test_whether_a_hosts_chosen_may_all_start_is_worked_out_again_on_a_change() -> None:
+    """The pump starts a draining host's chosen instances without looking at
+    each when none has a lead time or is its manager's own action: worked
+    out once per kept list, and again when an instance of it changed (a
+    lead time set since), never carried over to the new list."""
+    ctx = _draining_beside_pending(2)
+    for n in (0, 1):
+        ctx.set_instance_state(f"vm-{n}", InstanceState.ACTION_CHOSEN, action="MIGRATE")
+    wf = constrained.ConstrainedWorkflow()
+    step = constrained._Step(wf, ctx, wf._counts_of(ctx))
+    kept = step.draining()
+    before = kept.chosen_on()["cmp-0"]
+    assert kept.startable("cmp-0", before) == {"vm-0": before[0], "vm-1": before[1]}
+    later = datetime(2026, 3, 2, 12, 15, tzinfo=UTC)
+    ctx.set_instance_plan("vm-1", wave=None, not_before=later, impacted_until=None)
+    after = step.draining().chosen_on()["cmp-0"]
+    assert [i.not_before for i in after] == [None, later]
+    assert kept.startable("cmp-0", after) is None
+    assert kept.startable("cmp-0", before) is not None  # the old list's answer is its own

@@ -880,6 +880,64 @@ def test_hosts_to_open_prefers_a_host_whose_members_need_not_wait() -> None:
     assert hosts_to_open([slow], slots=1, wait=lambda h: waits[h.host], **args) == ["slow"]
 
 
+@PROPERTY
+@given(
+    st.lists(
+        st.tuples(
+            st.lists(st.sampled_from(GROUPS), min_size=1, max_size=4),
+            st.sampled_from([0.0, 30.0, 330.0, 900.0]),
+        ),
+        min_size=1,
+        max_size=8,
+    ),
+    st.dictionaries(st.sampled_from(GROUPS), st.sampled_from([60.0, 600.0, 1000.0])),
+)
+def test_hosts_to_open_ranks_by_the_work_left_less_the_wait_asking_few_waits(
+    hosts: list[tuple[list[str], float]], idle: dict[str, float]
+) -> None:
+    """The host opened is the first by the documented rank (the most work
+    left of an idle group it feeds less its wait, the idle work it feeds,
+    its members, position, name), though a wait is asked only of the hosts
+    that come up: ranked without it first (a wait is at least 0), each is
+    ranked again with it when it comes up."""
+    loads = [
+        load(f"h{n}", *(member(f"vm-{n}-{i}", g) for i, g in enumerate(gs)), position=n)
+        for n, (gs, _w) in enumerate(hosts)
+    ]
+    waits = {f"h{n}": w for n, (_gs, w) in enumerate(hosts)}
+    asked: list[str] = []
+
+    def wait(h: HostLoad) -> float:
+        asked.append(h.host)
+        return waits[h.host]
+
+    def rank(h: HostLoad) -> tuple[float, float, int, int, str]:
+        fed = [idle.get(g, 0.0) for g in h.groups]
+        top = max(fed)
+        return (
+            -(top - waits[h.host] if top > 0 else top),
+            -sum(fed),
+            len(h.members),
+            h.position,
+            h.host,
+        )
+
+    opened = hosts_to_open(
+        loads, draining=[], targets=[target("t", None)], idle_groups=idle, slots=1, wait=wait
+    )
+    first = min(loads, key=rank)
+    feeds = any(g in idle for g in first.groups)
+    assert opened == ([first.host] if feeds else [])
+    assert len(asked) == len(set(asked))
+    if len(loads) > 1 and opened:
+        # Only the hosts ranked, without their wait, no later than the one opened.
+        bound = rank(first)
+        for h in loads:
+            fed = [idle.get(g, 0.0) for g in h.groups]
+            rough = (-max(fed), -sum(fed), len(h.members), h.position, h.host)
+            assert (h.host in asked) == (max(fed) > 0 and rough <= bound), h.host
+
+
 def test_hosts_to_open_does_not_open_a_group_twice() -> None:
     # Once g0 has a host, another host feeding only g0 gives no new work.
     first = load("first", member("vm-0", "g0"), position=0)
