@@ -16,6 +16,7 @@ from fenix_core import ActionSpec, SessionRequest
 from fenix_core.contract import HostView, InstanceView, ProjectView
 from fenix_core.core.context import StepContext
 from fenix_core.core.factory import CloudRead, SessionFactory
+from fenix_core.core.indexes import HostIndex
 from fenix_core.core.working_set import WorkingSet
 from fenix_core.core.ws_port import WorkingSetAdapter
 from fenix_core.model import Host
@@ -94,6 +95,57 @@ def test_finding_the_empty_pending_hosts_costs_the_same_at_any_fleet_size() -> N
         return work
 
     assert growth(looks, 500, 5_000) < 3.0  # a look at every busy host: about 10x
+
+
+def test_counting_the_hosts_of_a_state_and_type_costs_the_same_at_any_fleet_size() -> None:
+    # Each rolling decision counts the computes pending and asks whether one
+    # is maintained: each answer intersected the state's hosts with the
+    # type's, two sets of up to the fleet's size.
+    def looks(hosts: int) -> Callable[[], object]:
+        ctx, ws = _fleet(hosts)
+        ws.set_host_state("compute-00000", HostState.MAINTAINED.value)
+
+        def work() -> None:
+            for _ in range(200):
+                len(ctx.hosts.in_state(HostState.PENDING, type="compute"))
+                bool(ctx.hosts.in_state(HostState.MAINTAINED, type="compute"))
+
+        return work
+
+    assert growth(looks, 500, 5_000) < 3.0  # an intersection per look: about 10x
+
+
+def test_a_list_whose_reader_is_gone_changes_in_place_and_a_held_one_is_copied() -> None:
+    # A decision reads the pending hosts and drops them; the next host to
+    # leave the state copied the whole list all the same (a copy of most of
+    # the fleet per host maintained).
+    index = HostIndex()
+    for n in range(4):
+        index.add(f"h{n}", "PENDING", "compute" if n % 2 else "edge", n)
+
+    class Reader:
+        pass
+
+    reader = Reader()
+    lent = index.ordered_names("PENDING", None, reader)
+    of_type = index.ordered_names("PENDING", "compute", reader)
+    assert (list(lent), list(of_type)) == (["h0", "h1", "h2", "h3"], ["h1", "h3"])
+    del reader
+    index.restate("h1", "PENDING", "MAINTAINED")
+    assert index.ordered["PENDING"] is lent
+    assert index.ordered_of_type[("PENDING", "compute")] is of_type
+    assert (list(lent), list(of_type)) == (["h0", "h2", "h3"], ["h3"])
+
+    # Held: the reader keeps its list, the index changes a copy.
+    first, second = Reader(), Reader()
+    held = index.ordered_names("PENDING", None, first)
+    # A second reader while the first is alive: both must keep it.
+    assert index.ordered_names("PENDING", None, second) is held
+    del second
+    index.restate("h0", "PENDING", "MAINTAINED")
+    assert list(held) == ["h0", "h2", "h3"]
+    assert index.ordered["PENDING"] == ["h2", "h3"]
+    assert first is not None
 
 
 def test_a_lent_list_keeps_what_it_held_when_the_capacity_or_the_hosts_change() -> None:

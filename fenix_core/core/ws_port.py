@@ -315,12 +315,26 @@ class _LazyHosts(Collection[HostView]):
     names are taken when the collection is made (later changes do not show),
     and sorted only if iterated (``bool``/``len`` cost nothing)."""
 
-    __slots__ = ("_a", "_names", "_sorted")
+    __slots__ = ("__weakref__", "_a", "_names", "_sorted")
 
     def __init__(self, adapter: WorkingSetAdapter, names: Collection[str], ordered: bool) -> None:
         self._a = adapter
         self._names = names
         self._sorted = ordered
+
+    @classmethod
+    def lent(
+        cls, adapter: WorkingSetAdapter, state: str, type_: str | None
+    ) -> Collection[HostView]:
+        """The hosts in ``state`` (of ``type_`` if given) on the index's own
+        list in position order, lent for as long as this collection lives:
+        a change of the state copies the list only if the collection is
+        still alive then (a decision that only counts or reads a few hosts
+        has dropped it)."""
+        hosts = cls(adapter, (), True)
+        hosts._names = adapter.ws.host_index.ordered_names(state, type_, hosts)
+        # No host in the state (a step asks for removed ones, most find none).
+        return hosts if hosts._names else ()
 
     def __len__(self) -> int:
         return len(self._names)
@@ -350,19 +364,9 @@ class _Hosts:
         self.get: Callable[[str], HostView | None] = adapter.host_view
 
     def in_state(self, *states: HostState, type: str | None = None) -> Collection[HostView]:
-        index = self._a.ws.host_index
-        if type is not None:
-            of_type = index.by_type.get(type, set())
-            if len(states) == 1:  # one intersection, no copy of the state's set first
-                names = index.by_state.get(states[0], set()) & of_type
-            else:
-                names = index.in_state(*states) & of_type
-            return _LazyHosts(self._a, names, False)
-        if len(states) == 1:
-            ordered = index.ordered_names(states[0])
-            # No host in the state (a step asks for removed ones, most find none).
-            return _LazyHosts(self._a, ordered, True) if ordered else ()
-        return _LazyHosts(self._a, index.in_state(*states), False)
+        if len(states) == 1:  # a list kept in order: len and bool cost nothing
+            return _LazyHosts.lent(self._a, states[0], type)
+        return _LazyHosts(self._a, self._a.ws.host_index.in_state(*states, type_=type), False)
 
     def without_instances(self, *states: HostState) -> Collection[HostView]:
         by_state = self._a.ws.host_index.by_state
