@@ -16,7 +16,7 @@ from fenix_core import ActionSpec, SessionRequest
 from fenix_core.contract import HostView, InstanceView, ProjectView
 from fenix_core.core.context import StepContext
 from fenix_core.core.factory import CloudRead, SessionFactory
-from fenix_core.core.indexes import HostIndex
+from fenix_core.core.indexes import HostIndex, Loan
 from fenix_core.core.working_set import WorkingSet
 from fenix_core.core.ws_port import WorkingSetAdapter
 from fenix_core.model import Host
@@ -122,11 +122,7 @@ def test_a_list_whose_reader_is_gone_changes_in_place_and_a_held_one_is_copied()
     index = HostIndex()
     for n in range(4):
         index.add(f"h{n}", "PENDING", "compute" if n % 2 else "edge", n)
-
-    class Reader:
-        pass
-
-    reader = Reader()
+    reader = Loan()
     lent = index.ordered_names("PENDING", None, reader)
     of_type = index.ordered_names("PENDING", "compute", reader)
     assert (list(lent), list(of_type)) == (["h0", "h1", "h2", "h3"], ["h1", "h3"])
@@ -137,7 +133,7 @@ def test_a_list_whose_reader_is_gone_changes_in_place_and_a_held_one_is_copied()
     assert (list(lent), list(of_type)) == (["h0", "h2", "h3"], ["h3"])
 
     # Held: the reader keeps its list, the index changes a copy.
-    first, second = Reader(), Reader()
+    first, second = Loan(), Loan()
     held = index.ordered_names("PENDING", None, first)
     # A second reader while the first is alive: both must keep it.
     assert index.ordered_names("PENDING", None, second) is held
@@ -146,6 +142,26 @@ def test_a_list_whose_reader_is_gone_changes_in_place_and_a_held_one_is_copied()
     assert list(held) == ["h0", "h2", "h3"]
     assert index.ordered["PENDING"] == ["h2", "h3"]
     assert first is not None
+
+
+def test_a_capacity_level_whose_reader_is_gone_changes_in_place() -> None:
+    # A target search reads the level of the most free hosts (most of the
+    # fleet at the start) and is dropped once it has its target; the move
+    # then takes room on that target and copied the whole level.
+    ctx, ws = _fleet(4)
+    level = ws.capacity.level("compute", 4, Loan())  # its reader gone at once
+    assert next(ctx.capacity.targets("vm-00000-00")) == "compute-00001"
+    assert ws.capacity.ordered["compute"][4] is level
+    ws.capacity.adjust("compute-00001", used=1)
+    assert ws.capacity.ordered["compute"][4] is level  # changed in place, no copy
+    assert list(level) == ["compute-00000", "compute-00002", "compute-00003"]
+    # A search still alive keeps the level it reached; the index changes a copy.
+    targets = ctx.capacity.targets("vm-00000-00")
+    assert next(targets) == "compute-00002"
+    ws.capacity.adjust("compute-00003", used=1)
+    assert next(targets) == "compute-00003"  # the level as it was reached
+    assert ws.capacity.ordered["compute"][4] == ["compute-00000", "compute-00002"]
+    assert list(level) == ["compute-00000", "compute-00002", "compute-00003"]
 
 
 def test_a_lent_list_keeps_what_it_held_when_the_capacity_or_the_hosts_change() -> None:

@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from store_contract import OWNER, T0, an_op, new_session, records
 
+from fenix_core.core.indexes import Loan
 from fenix_core.core.memory_store import MemorySessionStore
 from fenix_core.core.ports import Fence
 from fenix_core.core.working_set import HostRec, InstanceRec, ProjectRec, TimerRec, WorkingSet
@@ -203,7 +204,7 @@ def calls(draw: st.DrawFn, ws: WorkingSet, n: int) -> list[tuple[str, tuple[Any,
                 ["host_state", "host", "inst_state", "place", "target", "inst", "project",
                  "op", "op_update", "timer", "cancel", "component", "session", "emit",
                  "add_host", "add_instance", "move", "enabled", "aim", "land", "handled",
-                 "op_answer", "lend"]
+                 "op_answer", "lend", "lend_level"]
             )
         )  # fmt: skip
         if kind == "host_state":
@@ -239,6 +240,8 @@ def calls(draw: st.DrawFn, ws: WorkingSet, n: int) -> list[tuple[str, tuple[Any,
         elif kind == "lend":
             args = (draw(st.sampled_from(HOST_STATES)), draw(st.sampled_from([None, *TYPES])),
                     draw(st.booleans()))  # fmt: skip
+        elif kind == "lend_level":
+            args = (draw(st.sampled_from(TYPES)), draw(st.integers(-2, 16)), draw(st.booleans()))
         elif kind in ("timer", "cancel"):
             args = (draw(st.sampled_from(["a", "b"])), draw(st.integers(0, 2)))
         elif kind == "component":
@@ -251,12 +254,8 @@ def calls(draw: st.DrawFn, ws: WorkingSet, n: int) -> list[tuple[str, tuple[Any,
     return out
 
 
-class Reader:
-    """What a list in position order is lent to (alive while referenced)."""
-
-
 #: (reader, the list lent to it, its names when lent): what each reader holds.
-Held = list[tuple[Reader, Sequence[str], list[str]]]
+Held = list[tuple[Loan, Sequence[str], list[str]]]
 
 
 def apply(
@@ -264,9 +263,12 @@ def apply(
 ) -> None:
     """``made``: operation keys used so far (a key is never used twice);
     ``held``: the lent lists whose readers are kept (``lend``)."""
-    if kind == "lend":  # a reader takes the hosts of a state in order, kept or dropped
-        reader = Reader()
-        names = ws.host_index.ordered_names(args[0], args[1], reader)
+    if kind in ("lend", "lend_level"):  # a reader takes a list in order, kept or dropped
+        reader = Loan()
+        if kind == "lend":
+            names = ws.host_index.ordered_names(args[0], args[1], reader)
+        else:
+            names = ws.capacity.level(args[0], args[1], reader)
         if args[2] and held is not None:
             held.append((reader, names, list(names)))
     elif kind == "host_state":

@@ -14,7 +14,7 @@ from itertools import count
 from typing import Any, Final, TypeVar
 from weakref import ref
 
-__all__ = ["CapacityIndex", "HostIndex", "InstanceIndex", "ProjectIndex", "multimap_move"]
+__all__ = ["CapacityIndex", "HostIndex", "InstanceIndex", "Loan", "ProjectIndex", "multimap_move"]
 
 #: An instance in this state takes no room on its host.
 ABSENT_STATES: Final = frozenset({"GONE"})
@@ -73,6 +73,14 @@ def tuplemap_remove(index: dict[K, tuple[str, ...]], key: K, item: str) -> None:
         del index[key]
     else:
         index[key] = tuple(m for m in members if m != item)
+
+
+class Loan:
+    """What a reader of a lent list holds for as long as it reads the list
+    (a generator keeps it in its frame): the list is copied at a change only
+    while its loan is alive."""
+
+    __slots__ = ("__weakref__",)
 
 
 class HostIndex:
@@ -166,12 +174,7 @@ class HostIndex:
         )
         if names is None:
             return ()
-        held = self._lent.get(key)
-        if reader is None or (held is not None and held() is not None):
-            # Lent for good, or to two readers at once: copied at the next change.
-            self._lent[key] = _HELD
-        else:
-            self._lent[key] = ref(reader)
+        _lend(self._lent, key, reader)
         return names
 
     def count(self, *states: str) -> int:
@@ -331,8 +334,9 @@ class CapacityIndex:
         self.is_enabled: dict[str, bool] = {}
         self.enabled: dict[str, dict[int, list[str]]] = {}
         self.in_state: dict[str, dict[int, dict[str, list[str]]]] = {}
-        # Per placement class, the free vCPUs whose list a reader may hold.
-        self._lent: dict[str, set[int]] = {}
+        # Per placement class, per free vCPUs whose list in ``ordered`` a
+        # reader may hold: whether that reader is still alive.
+        self._lent: dict[str, dict[int, Callable[[], object]]] = {}
 
     def add_host(self, name: str, type_: str, vcpus: int, state: str, enabled: bool) -> None:
         self.changed = next(_CHANGES)
@@ -387,24 +391,27 @@ class CapacityIndex:
     def most_free(self, placement_class: str) -> Iterator[str]:
         """Hosts of the class, most free first, then by name."""
         ordered = self.ordered.get(placement_class, {})
+        loan = Loan()
         for free in sorted(ordered, reverse=True):
-            yield from self.level(placement_class, free)
+            yield from self.level(placement_class, free, loan)
 
-    def level(self, placement_class: str, free: int) -> Sequence[str]:
+    def level(self, placement_class: str, free: int, reader: object = None) -> Sequence[str]:
         """The hosts of the class with ``free`` vCPUs free, by name, without
         a copy: later changes do not show in it; not to be changed by the
-        caller."""
+        caller. With ``reader`` (a :class:`Loan` the caller holds while it
+        reads the list), the list is kept as it was only while ``reader`` is
+        alive: the move a target search chose changes it in place."""
         names = self.ordered.get(placement_class, {}).get(free)
         if names is None:
             return ()
-        self._lent.setdefault(placement_class, set()).add(free)
+        _lend(self._lent.setdefault(placement_class, {}), free, reader)
         return names
 
     def _writable(self, placement_class: str, free: int) -> list[str]:
-        return _writable(
+        return _lendable(
             self.ordered.setdefault(placement_class, {}),
             free,
-            self._lent.setdefault(placement_class, set()),
+            self._lent.setdefault(placement_class, {}),
         )
 
     def room(
@@ -478,12 +485,12 @@ class CapacityIndex:
             del buckets[old]
         multimap_add(buckets, new, host)
         ordered = self.ordered[type_]
-        lent = self._lent.setdefault(type_, set())
-        names = _writable(ordered, old, lent)
+        lent = self._lent.setdefault(type_, {})
+        names = _lendable(ordered, old, lent)
         del names[bisect_left(names, host)]
         if not names:
             del ordered[old]
-        insort(_writable(ordered, new, lent), host)
+        insort(_lendable(ordered, new, lent), host)
         if self.is_enabled[host]:
             enabled = self.enabled[type_]
             _remove_sorted(enabled, old, host)
@@ -540,24 +547,23 @@ class CapacityIndex:
                 del by_state[free]
 
 
-def _writable(lists: dict[K, list[str]], key: K, lent: set[K]) -> list[str]:
-    """``lists[key]`` to change in place (made if missing): a copy when a
-    reader holds it (``key`` in ``lent``), which then keeps it as it was."""
-    names = lists.get(key)
-    if names is None:
-        names = lists[key] = []
-    elif key in lent:
-        names = lists[key] = names.copy()
-    lent.discard(key)
-    return names
-
-
 def _held() -> object:
     return True
 
 
 #: A list lent with no reader to watch: held until its next change.
 _HELD: Final[Callable[[], object]] = _held
+
+
+def _lend(lent: dict[Any, Callable[[], object]], key: object, reader: object) -> None:
+    """Record that the list at ``key`` is lent to ``reader`` (None: to no
+    one to watch, held until its next change)."""
+    held = lent.get(key)
+    if reader is None or (held is not None and held() is not None):
+        # Lent for good, or to two readers at once: copied at the next change.
+        lent[key] = _HELD
+    else:
+        lent[key] = ref(reader)
 
 
 def _lendable(

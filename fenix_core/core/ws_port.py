@@ -63,7 +63,7 @@ from ..states import (
     SessionState,
     instance_action,
 )
-from .indexes import ABSENT_STATES, MOVING_STATE
+from .indexes import ABSENT_STATES, MOVING_STATE, Loan
 from .working_set import HostMark, OpRec, WorkingSet
 
 __all__ = [
@@ -522,9 +522,10 @@ class _Capacity:
     def most_free(self, placement_class: str) -> Iterator[tuple[str, int]]:
         hosts = self._a.ws.hosts
         cap = self._a.ws.capacity
+        loan = Loan()
         for free in sorted(cap.ordered.get(placement_class, {}), reverse=True):
             # As it is now: the caller may change the capacity.
-            for name in cap.level(placement_class, free):
+            for name in cap.level(placement_class, free, loan):
                 rec = hosts.get(name)
                 if rec is not None and rec.enabled:
                     yield name, free
@@ -593,6 +594,7 @@ class _Capacity:
                 yield name
         later: list[tuple[int, int, str]] = []
         allows = limits.allows if limits is not None else None
+        loan = Loan()  # the levels' lists are lent for as long as this search lives
         if only is not None:
             frees = sorted(ordered.get(only, ()), reverse=True)
         else:
@@ -603,7 +605,7 @@ class _Capacity:
             # Each level as it is now, without a copy: the caller may change
             # the capacity between two hosts.
             names = (
-                cap.level(only, free)
+                cap.level(only, free, loan)
                 if only is not None
                 else sorted(n for b in buckets for n in b.get(free, ()))
             )
