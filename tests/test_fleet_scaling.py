@@ -6,6 +6,7 @@ about 100x)."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 
 from scaling import growth
@@ -142,6 +143,30 @@ def test_a_list_whose_reader_is_gone_changes_in_place_and_a_held_one_is_copied()
     assert list(held) == ["h0", "h2", "h3"]
     assert index.ordered["PENDING"] == ["h2", "h3"]
     assert first is not None
+
+
+def test_a_host_s_change_of_state_makes_as_many_python_calls_at_any_fleet_size() -> None:
+    # The host index's lists are kept sorted by bisection: its sort key was a
+    # Python method, called at each comparison (about log2 of the fleet of
+    # them, four bisections a change).
+    def calls(hosts: int) -> int:
+        index = HostIndex()
+        for n in range(hosts):
+            index.add(f"h{n:05d}", "PENDING", "compute", n)
+        made: list[str] = []
+
+        def count(frame: object, event: str, arg: object) -> None:
+            if event == "call":
+                made.append(event)
+
+        sys.setprofile(count)
+        try:
+            index.restate(f"h{hosts // 3:05d}", "PENDING", "MAINTAINED")
+        finally:
+            sys.setprofile(None)
+        return len(made)
+
+    assert calls(8) == calls(8_000)
 
 
 def test_a_capacity_level_whose_reader_is_gone_changes_in_place() -> None:

@@ -100,6 +100,7 @@ class HostIndex:
         "ordered",
         "ordered_of_type",
         "position",
+        "rank",
         "type_of",
     )
 
@@ -111,21 +112,22 @@ class HostIndex:
         self.ordered: dict[str, list[str]] = {}
         self.ordered_of_type: dict[tuple[str, str], list[str]] = {}
         self.position: dict[str, int] = {}
+        #: (position, name) per host: the lists' sort key, read through the
+        #: dict's own lookup (no Python call per comparison of a bisection).
+        self.rank: dict[str, tuple[int, str]] = {}
         self.type_of: dict[str, str] = {}
         # Per list in ``ordered`` or ``ordered_of_type`` a reader may hold
         # (by its key): whether that reader is still alive.
         self._lent: dict[Any, Callable[[], object]] = {}
-
-    def _rank(self, name: str) -> tuple[int, str]:
-        return self.position[name], name
 
     def add(self, name: str, state: str, type_: str, position: int = 0) -> None:
         self.changed = next(_CHANGES)
         multimap_add(self.by_state, state, name)
         multimap_add(self.by_type, type_, name)
         self.position[name] = position
+        self.rank[name] = (position, name)
         self.type_of[name] = type_
-        rank = self._rank
+        rank = self.rank.__getitem__
         insort(_lendable(self.ordered, state, self._lent), name, key=rank)
         insort(_lendable(self.ordered_of_type, (state, type_), self._lent), name, key=rank)
 
@@ -139,7 +141,7 @@ class HostIndex:
         self._move(self.ordered_of_type, (old, type_), (new, type_), name)
 
     def _move(self, lists: dict[K, list[str]], old: K, new: K, name: str) -> None:
-        rank, lent = self._rank, self._lent
+        rank, lent = self.rank.__getitem__, self._lent
         before = _lendable(lists, old, lent)
         del before[bisect_left(before, rank(name), key=rank)]
         if not before:

@@ -342,8 +342,7 @@ class _LazyHosts(Collection[HostView]):
     def __iter__(self) -> Iterator[HostView]:
         names = self._names
         if not self._sorted:
-            position = self._a.ws.host_index.position
-            names = sorted(names, key=lambda n: (position[n], n))
+            names = sorted(names, key=self._a.ws.host_index.rank.__getitem__)
         view = self._a.host_view
         for name in names:
             found = view(name)
