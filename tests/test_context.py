@@ -299,6 +299,7 @@ def test_gates_run_as_operations_before_the_host_starts() -> None:
 
 NAMES = [f"cmp-{n}" for n in range(4)]
 VMS = [f"vm-{n}" for n in range(6)]
+TYPES = ("compute", "gpu")
 
 
 @st.composite
@@ -306,7 +307,7 @@ def working_sets(draw: st.DrawFn) -> dict[str, Any]:
     hosts = [
         HostView(
             name,
-            draw(st.sampled_from(["compute", "gpu"])),
+            draw(st.sampled_from(TYPES)),
             HostState.PENDING,
             draw(st.integers(2, 16)),
             draw(st.booleans()),
@@ -382,6 +383,8 @@ def views(ctx: Any) -> Any:
         [h.name for h in ctx.hosts.without_instances(HostState.PENDING, HostState.DRAINED)],
         [h.name for h in ctx.hosts.in_state(HostState.PENDING, HostState.MAINTAINED)],
         len(ctx.hosts.in_state(HostState.PENDING, type="compute")),
+        [[h.name for h in ctx.hosts.in_state(s, type=t)] for s in HostState for t in TYPES],
+        [h.name for h in ctx.hosts.in_state(HostState.PENDING, HostState.DRAINED, type="gpu")],
         [sorted(i.instance_id for i in ctx.instances.on(h)) for h in NAMES],
         [sorted((i.instance_id, i.state) for i in ctx.instances.of(p)) for p in ("p1", "p2")],
         [[i.instance_id for i in ctx.instances.of_on("p1", h)] for h in NAMES],

@@ -6,6 +6,7 @@ gives the records back; nothing of a write is kept after it."""
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -14,12 +15,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from store_contract import OWNER, T0, an_op, new_session, records
 
+from fenix_core.core.indexes import Loan
 from fenix_core.core.memory_store import MemorySessionStore
 from fenix_core.core.ports import Fence
 from fenix_core.core.working_set import HostRec, InstanceRec, ProjectRec, TimerRec, WorkingSet
 from fenix_core.states import HostState, InstanceState
 
 HOST_STATES = [s.value for s in HostState]
+TYPES = ["compute", "edge"]
 INSTANCE_STATES = [s.value for s in InstanceState]
 ASK_STATES = [None, "PREPARE", "PLANNED_MAINTENANCE"]
 
@@ -112,6 +115,15 @@ def brute_force(ws: WorkingSet) -> dict[str, Any]:
             state: sorted(names, key=lambda n: (ws.hosts[n].position, n))
             for state, names in by_state.items()
         },
+        "hosts_in_order_of_type": {
+            (state, t): sorted(
+                (n for n in names if ws.hosts[n].type == t),
+                key=lambda n: (ws.hosts[n].position, n),
+            )
+            for state, names in by_state.items()
+            for t in by_type
+            if any(ws.hosts[n].type == t for n in names)
+        },
         "awaiting": dict(awaiting),
         "awaiting_total": sum(len(v) for v in awaiting.values()),
         "free": free,
@@ -139,6 +151,9 @@ def indexed(ws: WorkingSet) -> dict[str, Any]:
         "in_scope_on": ws.instance_index.in_scope_on,
         "vacant": ws.instance_index.vacant,
         "hosts_in_order": {s: ws.host_index.in_order(s) for s in ws.host_index.ordered},
+        "hosts_in_order_of_type": {
+            key: list(names) for key, names in ws.host_index.ordered_of_type.items()
+        },
         "awaiting": ws.project_index.awaiting,
         "awaiting_total": ws.project_index.awaiting_count(),
         "free": {h: cap.free(h) for h in ws.hosts if cap.free(h) is not None},
@@ -189,7 +204,7 @@ def calls(draw: st.DrawFn, ws: WorkingSet, n: int) -> list[tuple[str, tuple[Any,
                 ["host_state", "host", "inst_state", "place", "target", "inst", "project",
                  "op", "op_update", "timer", "cancel", "component", "session", "emit",
                  "add_host", "add_instance", "move", "enabled", "aim", "land", "handled",
-                 "op_answer"]
+                 "op_answer", "lend", "lend_level"]
             )
         )  # fmt: skip
         if kind == "host_state":
@@ -222,6 +237,11 @@ def calls(draw: st.DrawFn, ws: WorkingSet, n: int) -> list[tuple[str, tuple[Any,
                     draw(st.booleans()))  # fmt: skip
         elif kind == "handled":
             args = (draw(st.integers(0, 3)),)
+        elif kind == "lend":
+            args = (draw(st.sampled_from(HOST_STATES)), draw(st.sampled_from([None, *TYPES])),
+                    draw(st.booleans()))  # fmt: skip
+        elif kind == "lend_level":
+            args = (draw(st.sampled_from(TYPES)), draw(st.integers(-2, 16)), draw(st.booleans()))
         elif kind in ("timer", "cancel"):
             args = (draw(st.sampled_from(["a", "b"])), draw(st.integers(0, 2)))
         elif kind == "component":
@@ -234,9 +254,24 @@ def calls(draw: st.DrawFn, ws: WorkingSet, n: int) -> list[tuple[str, tuple[Any,
     return out
 
 
-def apply(ws: WorkingSet, kind: str, args: tuple[Any, ...], made: set[str]) -> None:
-    """``made``: operation keys used so far (a key is never used twice)."""
-    if kind == "host_state":
+#: (reader, the list lent to it, its names when lent): what each reader holds.
+Held = list[tuple[Loan, Sequence[str], list[str]]]
+
+
+def apply(
+    ws: WorkingSet, kind: str, args: tuple[Any, ...], made: set[str], held: Held | None = None
+) -> None:
+    """``made``: operation keys used so far (a key is never used twice);
+    ``held``: the lent lists whose readers are kept (``lend``)."""
+    if kind in ("lend", "lend_level"):  # a reader takes a list in order, kept or dropped
+        reader = Loan()
+        if kind == "lend":
+            names = ws.host_index.ordered_names(args[0], args[1], reader)
+        else:
+            names = ws.capacity.level(args[0], args[1], reader)
+        if args[2] and held is not None:
+            held.append((reader, names, list(names)))
+    elif kind == "host_state":
         ws.set_host_state(*args)
     elif kind == "host":
         ws.update_host(args[0], stage=args[1], marks=args[2])
@@ -310,16 +345,19 @@ def test_random_setters_keep_indexes_dirty_sets_and_round_trips(data: st.DataObj
     ws = store.load("s-1")
     assert indexed(ws) == brute_force(ws)
     made: set[str] = set()
+    held: Held = []
     for _step in range(data.draw(st.integers(1, 3))):
         before = snapshot(ws)
         seq_before = ws.session.seq
         touched: dict[str, set[Any]] = {table: set() for table in before}
         for kind, args in data.draw(calls(ws, data.draw(st.integers(0, 25)))):
             ahead = snapshot(ws)
-            apply(ws, kind, args, made)
+            apply(ws, kind, args, made, held)
             for table, keys in changed(ahead, snapshot(ws)).items():
                 touched[table] |= keys
             assert indexed(ws) == brute_force(ws), (kind, args)
+            # A kept reader's list is as it was lent; a dropped one's changes in place.
+            assert [list(names) for _, names, _ in held] == [was for _, _, was in held]
         dirty = ws.dirty_keys()
         # Dirty is exactly what a call changed (a change undone later in the
         # step is still written); what differs from the start is among it.

@@ -136,6 +136,9 @@ def test_answers_refusals_and_views_equal_fake_context(
     ctx = StepContext(WorkingSetAdapter(ws, now=T0), T0)
     assert views(ctx) == views(oracle)
     for call in moves_once(calls):
+        # Collections held across the call: each lists the hosts it was made with.
+        held = [ctx.hosts.in_state(s, type=t) for s in HostState for t in (None, "gpu")]
+        names = [[h.name for h in hosts] for hosts in held]
         outcomes = []
         for subject in (oracle, ctx):
             try:
@@ -144,6 +147,7 @@ def test_answers_refusals_and_views_equal_fake_context(
                 outcomes.append(("refused", exc.subject))
         assert outcomes[0] == outcomes[1], call
         assert views(ctx) == views(oracle), call
+        assert [[h.name for h in hosts] for hosts in held] == names, call
 
 
 def test_changes_go_through_the_setters_and_notices_become_outbox_rows() -> None:

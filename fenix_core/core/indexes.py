@@ -9,11 +9,12 @@ change of an indexed field and nowhere else."""
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right, insort
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from itertools import count
-from typing import Final, TypeVar
+from typing import Any, Final, TypeVar
+from weakref import ref
 
-__all__ = ["CapacityIndex", "HostIndex", "InstanceIndex", "ProjectIndex", "multimap_move"]
+__all__ = ["CapacityIndex", "HostIndex", "InstanceIndex", "Loan", "ProjectIndex", "multimap_move"]
 
 #: An instance in this state takes no room on its host.
 ABSENT_STATES: Final = frozenset({"GONE"})
@@ -74,14 +75,34 @@ def tuplemap_remove(index: dict[K, tuple[str, ...]], key: K, item: str) -> None:
         index[key] = tuple(m for m in members if m != item)
 
 
-class HostIndex:
-    """Host names by state and by type, and per state in position order
-    (kept sorted as hosts change state: no sort when a workflow asks). A
-    list in position order handed to a reader (:meth:`ordered_names`) is
-    copied at its next change instead of changed, so the reader keeps it as
-    it was without a copy of most of the fleet at each decision."""
+class Loan:
+    """What a reader of a lent list holds for as long as it reads the list
+    (a generator keeps it in its frame): the list is copied at a change only
+    while its loan is alive."""
 
-    __slots__ = ("_lent", "by_state", "by_type", "changed", "ordered", "position")
+    __slots__ = ("__weakref__",)
+
+
+class HostIndex:
+    """Host names by state and by type, and per state, and per (state, type),
+    in position order (kept sorted as hosts change state: no sort when a
+    workflow asks, and a count of one type is a list's length). A list in
+    position order handed to a reader (:meth:`ordered_names`) is copied at
+    its next change instead of changed while that reader is alive, so the
+    reader keeps it as it was without a copy of most of the fleet at each
+    decision, nor at each change after a reader done with it."""
+
+    __slots__ = (
+        "_lent",
+        "by_state",
+        "by_type",
+        "changed",
+        "ordered",
+        "ordered_of_type",
+        "position",
+        "rank",
+        "type_of",
+    )
 
     def __init__(self) -> None:
         #: The number of the latest change of a host's state (``_CHANGES``).
@@ -89,51 +110,73 @@ class HostIndex:
         self.by_state: dict[str, set[str]] = {}
         self.by_type: dict[str, set[str]] = {}
         self.ordered: dict[str, list[str]] = {}
+        self.ordered_of_type: dict[tuple[str, str], list[str]] = {}
         self.position: dict[str, int] = {}
-        # The states whose list in ``ordered`` a reader may hold.
-        self._lent: set[str] = set()
-
-    def _rank(self, name: str) -> tuple[int, str]:
-        return self.position[name], name
-
-    def _writable(self, state: str) -> list[str]:
-        return _writable(self.ordered, state, self._lent)
+        #: (position, name) per host: the lists' sort key, read through the
+        #: dict's own lookup (no Python call per comparison of a bisection).
+        self.rank: dict[str, tuple[int, str]] = {}
+        self.type_of: dict[str, str] = {}
+        # Per list in ``ordered`` or ``ordered_of_type`` a reader may hold
+        # (by its key): whether that reader is still alive.
+        self._lent: dict[Any, Callable[[], object]] = {}
 
     def add(self, name: str, state: str, type_: str, position: int = 0) -> None:
         self.changed = next(_CHANGES)
         multimap_add(self.by_state, state, name)
         multimap_add(self.by_type, type_, name)
         self.position[name] = position
-        insort(self._writable(state), name, key=self._rank)
+        self.rank[name] = (position, name)
+        self.type_of[name] = type_
+        rank = self.rank.__getitem__
+        insort(_lendable(self.ordered, state, self._lent), name, key=rank)
+        insort(_lendable(self.ordered_of_type, (state, type_), self._lent), name, key=rank)
 
     def restate(self, name: str, old: str, new: str) -> None:
         if old == new:
             return
         self.changed = next(_CHANGES)
         multimap_move(self.by_state, old, new, name)
-        before = self._writable(old)
-        del before[bisect_left(before, self._rank(name), key=self._rank)]
-        if not before:
-            del self.ordered[old]
-        insort(self._writable(new), name, key=self._rank)
+        type_ = self.type_of[name]
+        self._move(self.ordered, old, new, name)
+        self._move(self.ordered_of_type, (old, type_), (new, type_), name)
 
-    def in_state(self, *states: str) -> set[str]:
+    def _move(self, lists: dict[K, list[str]], old: K, new: K, name: str) -> None:
+        rank, lent = self.rank.__getitem__, self._lent
+        before = _lendable(lists, old, lent)
+        del before[bisect_left(before, rank(name), key=rank)]
+        if not before:
+            del lists[old]
+        insort(_lendable(lists, new, lent), name, key=rank)
+
+    def in_state(self, *states: str, type_: str | None = None) -> set[str]:
         found: set[str] = set()
-        for state in states:
-            found |= self.by_state.get(state, set())
+        if type_ is None:
+            for state in states:
+                found |= self.by_state.get(state, set())
+        else:
+            for state in states:
+                found.update(self.ordered_of_type.get((state, type_), ()))
         return found
 
     def in_order(self, state: str) -> list[str]:
         """The hosts in ``state`` by position (then name): a new list."""
         return list(self.ordered.get(state, ()))
 
-    def ordered_names(self, state: str) -> Sequence[str]:
-        """The hosts in ``state`` by position (then name) without a copy:
-        later changes do not show in it; not to be changed by the caller."""
-        names = self.ordered.get(state)
+    def ordered_names(
+        self, state: str, type_: str | None = None, reader: object = None
+    ) -> Sequence[str]:
+        """The hosts in ``state`` (of ``type_`` if given) by position (then
+        name) without a copy: later changes do not show in it; not to be
+        changed by the caller. With ``reader``, the list is kept as it was
+        only while ``reader`` is alive (it must hold the list no longer than
+        itself): a later change finds it dead and changes the list in place."""
+        key: str | tuple[str, str] = state if type_ is None else (state, type_)
+        names = (
+            self.ordered.get(state) if type_ is None else self.ordered_of_type.get((state, type_))
+        )
         if names is None:
             return ()
-        self._lent.add(state)
+        _lend(self._lent, key, reader)
         return names
 
     def count(self, *states: str) -> int:
@@ -293,8 +336,9 @@ class CapacityIndex:
         self.is_enabled: dict[str, bool] = {}
         self.enabled: dict[str, dict[int, list[str]]] = {}
         self.in_state: dict[str, dict[int, dict[str, list[str]]]] = {}
-        # Per placement class, the free vCPUs whose list a reader may hold.
-        self._lent: dict[str, set[int]] = {}
+        # Per placement class, per free vCPUs whose list in ``ordered`` a
+        # reader may hold: whether that reader is still alive.
+        self._lent: dict[str, dict[int, Callable[[], object]]] = {}
 
     def add_host(self, name: str, type_: str, vcpus: int, state: str, enabled: bool) -> None:
         self.changed = next(_CHANGES)
@@ -349,24 +393,27 @@ class CapacityIndex:
     def most_free(self, placement_class: str) -> Iterator[str]:
         """Hosts of the class, most free first, then by name."""
         ordered = self.ordered.get(placement_class, {})
+        loan = Loan()
         for free in sorted(ordered, reverse=True):
-            yield from self.level(placement_class, free)
+            yield from self.level(placement_class, free, loan)
 
-    def level(self, placement_class: str, free: int) -> Sequence[str]:
+    def level(self, placement_class: str, free: int, reader: object = None) -> Sequence[str]:
         """The hosts of the class with ``free`` vCPUs free, by name, without
         a copy: later changes do not show in it; not to be changed by the
-        caller."""
+        caller. With ``reader`` (a :class:`Loan` the caller holds while it
+        reads the list), the list is kept as it was only while ``reader`` is
+        alive: the move a target search chose changes it in place."""
         names = self.ordered.get(placement_class, {}).get(free)
         if names is None:
             return ()
-        self._lent.setdefault(placement_class, set()).add(free)
+        _lend(self._lent.setdefault(placement_class, {}), free, reader)
         return names
 
     def _writable(self, placement_class: str, free: int) -> list[str]:
-        return _writable(
+        return _lendable(
             self.ordered.setdefault(placement_class, {}),
             free,
-            self._lent.setdefault(placement_class, set()),
+            self._lent.setdefault(placement_class, {}),
         )
 
     def room(
@@ -440,12 +487,12 @@ class CapacityIndex:
             del buckets[old]
         multimap_add(buckets, new, host)
         ordered = self.ordered[type_]
-        lent = self._lent.setdefault(type_, set())
-        names = _writable(ordered, old, lent)
+        lent = self._lent.setdefault(type_, {})
+        names = _lendable(ordered, old, lent)
         del names[bisect_left(names, host)]
         if not names:
             del ordered[old]
-        insort(_writable(ordered, new, lent), host)
+        insort(_lendable(ordered, new, lent), host)
         if self.is_enabled[host]:
             enabled = self.enabled[type_]
             _remove_sorted(enabled, old, host)
@@ -502,15 +549,38 @@ class CapacityIndex:
                 del by_state[free]
 
 
-def _writable(lists: dict[K, list[str]], key: K, lent: set[K]) -> list[str]:
+def _held() -> object:
+    return True
+
+
+#: A list lent with no reader to watch: held until its next change.
+_HELD: Final[Callable[[], object]] = _held
+
+
+def _lend(lent: dict[Any, Callable[[], object]], key: object, reader: object) -> None:
+    """Record that the list at ``key`` is lent to ``reader`` (None: to no
+    one to watch, held until its next change)."""
+    held = lent.get(key)
+    if reader is None or (held is not None and held() is not None):
+        # Lent for good, or to two readers at once: copied at the next change.
+        lent[key] = _HELD
+    else:
+        lent[key] = ref(reader)
+
+
+def _lendable(
+    lists: dict[K, list[str]], key: K, lent: dict[Any, Callable[[], object]]
+) -> list[str]:
     """``lists[key]`` to change in place (made if missing): a copy when a
-    reader holds it (``key`` in ``lent``), which then keeps it as it was."""
+    reader it was lent to (``lent[key]``) is still alive, which then keeps
+    it as it was."""
     names = lists.get(key)
     if names is None:
         names = lists[key] = []
-    elif key in lent:
-        names = lists[key] = names.copy()
-    lent.discard(key)
+    else:
+        held = lent.pop(key, None)
+        if held is not None and held() is not None:
+            names = lists[key] = names.copy()
     return names
 
 

@@ -63,7 +63,7 @@ from ..states import (
     SessionState,
     instance_action,
 )
-from .indexes import ABSENT_STATES, MOVING_STATE
+from .indexes import ABSENT_STATES, MOVING_STATE, Loan
 from .working_set import HostMark, OpRec, WorkingSet
 
 __all__ = [
@@ -315,12 +315,26 @@ class _LazyHosts(Collection[HostView]):
     names are taken when the collection is made (later changes do not show),
     and sorted only if iterated (``bool``/``len`` cost nothing)."""
 
-    __slots__ = ("_a", "_names", "_sorted")
+    __slots__ = ("__weakref__", "_a", "_names", "_sorted")
 
     def __init__(self, adapter: WorkingSetAdapter, names: Collection[str], ordered: bool) -> None:
         self._a = adapter
         self._names = names
         self._sorted = ordered
+
+    @classmethod
+    def lent(
+        cls, adapter: WorkingSetAdapter, state: str, type_: str | None
+    ) -> Collection[HostView]:
+        """The hosts in ``state`` (of ``type_`` if given) on the index's own
+        list in position order, lent for as long as this collection lives:
+        a change of the state copies the list only if the collection is
+        still alive then (a decision that only counts or reads a few hosts
+        has dropped it)."""
+        hosts = cls(adapter, (), True)
+        hosts._names = adapter.ws.host_index.ordered_names(state, type_, hosts)
+        # No host in the state (a step asks for removed ones, most find none).
+        return hosts if hosts._names else ()
 
     def __len__(self) -> int:
         return len(self._names)
@@ -328,8 +342,7 @@ class _LazyHosts(Collection[HostView]):
     def __iter__(self) -> Iterator[HostView]:
         names = self._names
         if not self._sorted:
-            position = self._a.ws.host_index.position
-            names = sorted(names, key=lambda n: (position[n], n))
+            names = sorted(names, key=self._a.ws.host_index.rank.__getitem__)
         view = self._a.host_view
         for name in names:
             found = view(name)
@@ -350,19 +363,9 @@ class _Hosts:
         self.get: Callable[[str], HostView | None] = adapter.host_view
 
     def in_state(self, *states: HostState, type: str | None = None) -> Collection[HostView]:
-        index = self._a.ws.host_index
-        if type is not None:
-            of_type = index.by_type.get(type, set())
-            if len(states) == 1:  # one intersection, no copy of the state's set first
-                names = index.by_state.get(states[0], set()) & of_type
-            else:
-                names = index.in_state(*states) & of_type
-            return _LazyHosts(self._a, names, False)
-        if len(states) == 1:
-            ordered = index.ordered_names(states[0])
-            # No host in the state (a step asks for removed ones, most find none).
-            return _LazyHosts(self._a, ordered, True) if ordered else ()
-        return _LazyHosts(self._a, index.in_state(*states), False)
+        if len(states) == 1:  # a list kept in order: len and bool cost nothing
+            return _LazyHosts.lent(self._a, states[0], type)
+        return _LazyHosts(self._a, self._a.ws.host_index.in_state(*states, type_=type), False)
 
     def without_instances(self, *states: HostState) -> Collection[HostView]:
         by_state = self._a.ws.host_index.by_state
@@ -518,9 +521,10 @@ class _Capacity:
     def most_free(self, placement_class: str) -> Iterator[tuple[str, int]]:
         hosts = self._a.ws.hosts
         cap = self._a.ws.capacity
+        loan = Loan()
         for free in sorted(cap.ordered.get(placement_class, {}), reverse=True):
             # As it is now: the caller may change the capacity.
-            for name in cap.level(placement_class, free):
+            for name in cap.level(placement_class, free, loan):
                 rec = hosts.get(name)
                 if rec is not None and rec.enabled:
                     yield name, free
@@ -589,6 +593,7 @@ class _Capacity:
                 yield name
         later: list[tuple[int, int, str]] = []
         allows = limits.allows if limits is not None else None
+        loan = Loan()  # the levels' lists are lent for as long as this search lives
         if only is not None:
             frees = sorted(ordered.get(only, ()), reverse=True)
         else:
@@ -599,7 +604,7 @@ class _Capacity:
             # Each level as it is now, without a copy: the caller may change
             # the capacity between two hosts.
             names = (
-                cap.level(only, free)
+                cap.level(only, free, loan)
                 if only is not None
                 else sorted(n for b in buckets for n in b.get(free, ()))
             )
