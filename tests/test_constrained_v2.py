@@ -521,11 +521,11 @@ def clusters(draw: st.DrawFn) -> dict[str, Any]:
     }
 
 
-def check_cluster_v2(spec: dict[str, Any]) -> None:
-    """The session ends DONE, or FAILED before touching a host; the driver
-    checked every group rule and the capacity after each step."""
+def cluster_of(spec: dict[str, Any]) -> LoggingContext:
+    """The contract driver's context for a layout of :func:`clusters` (or of
+    tests/constrained_layouts.py)."""
     projects = {iid: p for items in spec["layout"].values() for iid, p, _ in items}
-    ctx = cluster(
+    return cluster(
         spec["layout"],
         vcpus=spec["capacity"],
         managed=spec["managed"],
@@ -540,6 +540,12 @@ def check_cluster_v2(spec: dict[str, Any]) -> None:
         ],
         request=request(max_parallel_hosts=spec["cap"]),
     )
+
+
+def check_cluster_v2(spec: dict[str, Any]) -> None:
+    """The session ends DONE, or FAILED before touching a host; the driver
+    checked every group rule and the capacity after each step."""
+    ctx = cluster_of(spec)
     driver = run(ctx)
     touched = [op for _, op in ctx.submitted if type(op).__name__ in ("DisableHost", "Move")]
     if ctx.session.state == SessionState.MAINTENANCE_FAILED:
@@ -603,21 +609,7 @@ def test_the_verdicts_kept_change_no_decision(monkeypatch: pytest.MonkeyPatch) -
     spec = MANY_PENDING_DEAD_ENDS["anti-affine-room-taken-by-a-small-member-and-13-full-hosts"]
 
     def operations() -> list[str]:
-        projects = {iid: p for items in spec["layout"].values() for iid, p, _ in items}
-        ctx = cluster(
-            spec["layout"],
-            vcpus=spec["capacity"],
-            groups=[
-                group(f"g{index}", f"p{index % 2}", **rules)
-                for index, rules in enumerate(spec["groups"])
-            ],
-            members=[
-                member(iid, projects[iid], f"g{index}")
-                for iid, index in spec["membership"].items()
-                if index is not None
-            ],
-            request=request(max_parallel_hosts=spec["cap"]),
-        )
+        ctx = cluster_of(spec)
         run(ctx)
         assert ctx.session.state == SessionState.MAINTENANCE_DONE, ctx.session.reason
         return [repr(op) for _, op in ctx.submitted]
