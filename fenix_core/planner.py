@@ -1425,6 +1425,7 @@ def drain_sequence(
     *,
     first: Sequence[str] = (),
     together: bool = False,
+    then: Sequence[str] = (),
     verdicts: MutableMapping[Hashable, HostLoad | None] | None = None,
 ) -> tuple[list[str], HostLoad | None]:
     """A dry run of maintaining ``loads`` one host at a time: can every host be
@@ -1449,6 +1450,12 @@ def drain_sequence(
     instead, a later host's members landed on an earlier one in the dry run
     while the waves filled the other hosts, and the session got stuck
     half-way.
+
+    ``then`` (with ``together``): the hosts emptied right after those of
+    ``first``, in this order, before the greedy choice goes on. Without it,
+    where the greedy order gets stuck after the hosts of ``first`` and a
+    group has a per-host limit, a few other orders are tried
+    (:func:`_another_order`) before answering stuck.
 
     ``verdicts`` (with ``together``): what the run of the hosts after those
     of ``first`` found, keyed by everything it reads (the hosts' room,
@@ -1477,7 +1484,7 @@ def drain_sequence(
                 sizes[m.group_id][m.vcpus] += 1
     left_hosts = {h.host for h in pending}
     order: list[str] = []
-    forced = [] if together else list(first)
+    forced = list(then) if together else list(first)
     draining = frozenset(first) if together else frozenset()
     rest: Hashable = None  # the key of the state after the hosts of first
     while pending:
@@ -1487,13 +1494,13 @@ def drain_sequence(
                 return order, verdicts[rest]
         candidates = pending
         closed: frozenset[str] = frozenset()
-        if forced:
-            name = forced.pop(0)
-            candidates = [h for h in pending if h.host == name]
-        elif draining and not draining.issubset(order):
+        if draining and not draining.issubset(order):
             # Whichever of them empties first: the lightest, as before.
             candidates = [h for h in pending if h.host in draining]
             closed = draining
+        elif forced:
+            name = forced.pop(0)
+            candidates = [h for h in pending if h.host == name]
         for load in candidates:
             ahead = _smallest_beside(sizes, where[load.host]) if limited_groups else None
             emptied = partial(
@@ -1542,6 +1549,10 @@ def drain_sequence(
         else:
             stuck = candidates[0] if candidates else pending[0]
             found = HostLoad(stuck.host, tuple(where[stuck.host]), stuck.position)
+            if together and limited_groups and not then:
+                other = _another_order(loads, targets, rules, first, order)
+                if other is not None:
+                    order, found = other, None
             if verdicts is not None and rest is not None:
                 _remember(verdicts, rest, found)
             return order, found
@@ -1733,6 +1744,51 @@ def drains_together(
         return counted
     found = drain_sequence(loads, targets, rules, first=first, together=True, verdicts=verdicts)
     return found[1] is None
+
+
+#: How many other orders :func:`drain_sequence` tries when the greedy one
+#: gets stuck (each a dry run over every host left).
+OTHER_ORDERS_TRIED = 8
+
+
+def _another_order(
+    loads: Sequence[HostLoad],
+    targets: Sequence[Target],
+    rules: Mapping[str, GroupRule],
+    first: Sequence[str],
+    stuck_order: Sequence[str],
+) -> list[str] | None:
+    """An order that empties every host, the hosts of ``first`` draining
+    together first, where the greedy one got stuck after ``stuck_order``:
+    each host it emptied after ``first``'s, from the earliest, is replaced
+    in turn by each other host left then (the greedy choice going on after
+    it), up to :data:`OTHER_ORDERS_TRIED` dry runs; None if none of them
+    does. The greedy order is not stable along its own plan: a move it
+    planned makes the host it lands on heavier, that host then comes later
+    in the lightest-first order, and the order found from the state the
+    move leaves can get stuck where the plan did not (tests/
+    constrained_layouts.py, ONCE_DEAD_ENDS,
+    greedy-order-lost-by-the-plans-own-move)."""
+    ahead = set(first)
+    after = [h for h in stuck_order if h not in ahead]
+    hosts = [h.host for h in sorted(loads, key=lambda h: (h.vcpus, h.position, h.host))]
+    tried = 0
+    for depth, chosen in enumerate(after):
+        before = after[:depth]
+        # The hosts the greedy choice tried before ``chosen`` there could
+        # not be emptied then: only those after it are new.
+        for host in hosts[hosts.index(chosen) + 1 :]:
+            if host in ahead or host in before:
+                continue
+            if tried == OTHER_ORDERS_TRIED:
+                return None
+            tried += 1
+            order, stuck = drain_sequence(
+                loads, targets, rules, first=first, together=True, then=[*before, host]
+            )
+            if stuck is None:
+                return order
+    return None
 
 
 def drains_after(

@@ -1507,3 +1507,75 @@ def test_a_host_load_knows_its_members_groups() -> None:
     assert load.groups == {"g", "k"}
     assert HostLoad("h", ()).groups == frozenset()
     assert load == HostLoad("h", load.members, 3)
+
+
+def _five_hosts_after_the_plans_own_move() -> tuple[Any, ...]:
+    """tests/constrained_layouts.py's greedy-order-lost-by-the-plans-own-move
+    once vm-12 moved from cmp-4 to cmp-0, as the opening's dry run planned:
+    five hosts of 5 vcpus, g0, g1, g2 anti-affine, u in no group."""
+    rules = {
+        "g0": GroupRule("g0", max_impacted=2, anti_affinity=True),
+        "g1": GroupRule("g1", max_impacted=3, anti_affinity=True),
+        "g2": GroupRule("g2", max_impacted=3, anti_affinity=True),
+        "u": GroupRule("u", max_impacted=9),
+    }
+    loads = [
+        HostLoad("cmp-4", (), 4),
+        HostLoad(
+            "cmp-0",
+            (
+                member("vm-0", "g0"),
+                member("vm-1", "g0", 2),
+                member("vm-2", "g2"),
+                member("vm-12", "g1"),
+            ),
+            0,
+        ),
+        HostLoad(
+            "cmp-1", (member("vm-3", "u", 2), member("vm-4", "g2"), member("vm-5", "g2", 2)), 1
+        ),
+        HostLoad(
+            "cmp-2", (member("vm-6", "u", 2), member("vm-7", "g1", 2), member("vm-8", "g2")), 2
+        ),
+        HostLoad("cmp-3", (member("vm-9", "g1"), member("vm-10", "u"), member("vm-11", "u", 2)), 3),
+    ]
+    targets = [
+        target("cmp-0", 0, g0=2, g1=1, g2=1),
+        target("cmp-1", 0, g2=2),
+        target("cmp-2", 0, g1=1, g2=1),
+        target("cmp-3", 1, g1=1),
+        target("cmp-4", 5),
+    ]
+    return rules, loads, targets
+
+
+def test_drain_sequence_tries_other_orders_where_the_greedy_one_gets_stuck(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    rules, loads, targets = _five_hosts_after_the_plans_own_move()
+    # cmp-0, one vcpu heavier, comes after cmp-3 in the lightest-first order:
+    # emptying cmp-3 first leaves no two hosts without g2 for cmp-1's vm-4 and
+    # vm-5.
+    order, stuck = drain_sequence(
+        loads, targets, rules, first=["cmp-4"], together=True, then=["cmp-3"]
+    )
+    assert stuck is not None
+    assert stuck.host == "cmp-1"
+    # The plan that moved vm-12 there (cmp-0 next) is found again.
+    order, stuck = drain_sequence(loads, targets, rules, first=["cmp-4"], together=True)
+    assert stuck is None
+    assert order[:2] == ["cmp-4", "cmp-0"]
+    assert sorted(order) == sorted(h.host for h in loads)
+    # Kept as found (the verdicts hold the answer with the other orders).
+    verdicts: dict[Any, HostLoad | None] = {}
+    assert (
+        drain_sequence(loads, targets, rules, first=["cmp-4"], together=True, verdicts=verdicts)[1]
+        is None
+    )
+    assert list(verdicts.values()) == [None]
+    # The greedy order alone gets stuck.
+    monkeypatch.setattr(planner, "OTHER_ORDERS_TRIED", 0)
+    order, stuck = drain_sequence(loads, targets, rules, first=["cmp-4"], together=True)
+    assert stuck is not None
+    assert stuck.host == "cmp-1"
+    assert order == ["cmp-4", "cmp-3", "cmp-0", "cmp-2"]
