@@ -99,7 +99,6 @@ class HostIndex:
         "changed",
         "ordered",
         "ordered_of_type",
-        "position",
         "rank",
         "type_of",
     )
@@ -111,7 +110,6 @@ class HostIndex:
         self.by_type: dict[str, set[str]] = {}
         self.ordered: dict[str, list[str]] = {}
         self.ordered_of_type: dict[tuple[str, str], list[str]] = {}
-        self.position: dict[str, int] = {}
         #: (position, name) per host: the lists' sort key, read through the
         #: dict's own lookup (no Python call per comparison of a bisection).
         self.rank: dict[str, tuple[int, str]] = {}
@@ -124,7 +122,6 @@ class HostIndex:
         self.changed = next(_CHANGES)
         multimap_add(self.by_state, state, name)
         multimap_add(self.by_type, type_, name)
-        self.position[name] = position
         self.rank[name] = (position, name)
         self.type_of[name] = type_
         rank = self.rank.__getitem__
@@ -136,17 +133,9 @@ class HostIndex:
             return
         self.changed = next(_CHANGES)
         multimap_move(self.by_state, old, new, name)
-        type_ = self.type_of[name]
-        self._move(self.ordered, old, new, name)
-        self._move(self.ordered_of_type, (old, type_), (new, type_), name)
-
-    def _move(self, lists: dict[K, list[str]], old: K, new: K, name: str) -> None:
-        rank, lent = self.rank.__getitem__, self._lent
-        before = _lendable(lists, old, lent)
-        del before[bisect_left(before, rank(name), key=rank)]
-        if not before:
-            del lists[old]
-        insort(_lendable(lists, new, lent), name, key=rank)
+        type_, rank, lent = self.type_of[name], self.rank.__getitem__, self._lent
+        _move_sorted(self.ordered, old, new, name, lent, rank)
+        _move_sorted(self.ordered_of_type, (old, type_), (new, type_), name, lent, rank)
 
     def in_state(self, *states: str, type_: str | None = None) -> set[str]:
         found: set[str] = set()
@@ -486,13 +475,7 @@ class CapacityIndex:
         if not members:
             del buckets[old]
         multimap_add(buckets, new, host)
-        ordered = self.ordered[type_]
-        lent = self._lent.setdefault(type_, {})
-        names = _lendable(ordered, old, lent)
-        del names[bisect_left(names, host)]
-        if not names:
-            del ordered[old]
-        insort(_lendable(ordered, new, lent), host)
+        _move_sorted(self.ordered[type_], old, new, host, self._lent.setdefault(type_, {}))
         if self.is_enabled[host]:
             enabled = self.enabled[type_]
             _remove_sorted(enabled, old, host)
@@ -582,6 +565,24 @@ def _lendable(
         if held is not None and held() is not None:
             names = lists[key] = names.copy()
     return names
+
+
+def _move_sorted(
+    lists: dict[K, list[str]],
+    old: K,
+    new: K,
+    name: str,
+    lent: dict[Any, Callable[[], object]],
+    rank: Callable[[str], Any] | None = None,
+) -> None:
+    """Move ``name`` from the sorted list ``lists[old]`` (dropped once empty)
+    to ``lists[new]``, each copied first if a reader still holds it
+    (:func:`_lendable`); sorted by ``rank`` if given, else by name."""
+    before = _lendable(lists, old, lent)
+    del before[bisect_left(before, name if rank is None else rank(name), key=rank)]
+    if not before:
+        del lists[old]
+    insort(_lendable(lists, new, lent), name, key=rank)
 
 
 def _remove_sorted(lists: dict[K, list[str]], key: K, name: str) -> None:
