@@ -495,11 +495,7 @@ class _Draining:
         for instance_id in changed:
             old = where.pop(instance_id, None)
             if old is not None:
-                n = count[old] - 1
-                if n:
-                    count[old] = n
-                else:
-                    del count[old]
+                _count_down(count, old)
             view = self.moving.get(instance_id)
             if view is not None:
                 g = where[instance_id] = group_of(view)
@@ -1823,6 +1819,9 @@ class ConstrainedWorkflow(RollingWorkflow):
         if len(pending) > DRY_RUN_HOSTS:
             return None
         draining: list[planner.HostLoad] = []
+        # Whether the room where instances stay is short of what the
+        # draining hosts hold (worked out once, when read() first reads).
+        short: list[bool] = []
         loads = [step.pending_load(h) for h in pending]
         members: dict[str, planner.Member] = {}
         rules: dict[str, planner.GroupRule] = {}
@@ -1845,6 +1844,8 @@ class ConstrainedWorkflow(RollingWorkflow):
                 for m in d.members
                 if rules[m.group_id].host_limit() is not None
             )
+            # (A move where instances stay takes as much room as it settles.)
+            short.append(stay_room < sum(d.vcpus for d in draining))
 
         def read_dry() -> None:
             """The dry run's targets and the moves in flight, once, when a
@@ -1867,12 +1868,10 @@ class ConstrainedWorkflow(RollingWorkflow):
             stay_room = 1 << 30
 
         def keeps(moves: Sequence[tuple[str, str]]) -> bool:
-            if not members:
+            if not short:
                 read()
             placed = [(members[i], host) for i, host in moves]
-            # (A move where instances stay takes as much room as it settles.)
-            short = stay_room < sum(d.vcpus for d in draining)
-            if not short and not planner.takes_a_place(placed, targets, rules, still):
+            if not short[0] and not planner.takes_a_place(placed, targets, rules, still):
                 return True
             if not dry:
                 read_dry()
@@ -2028,12 +2027,7 @@ class ConstrainedWorkflow(RollingWorkflow):
         kept = step.draining()
         moving = dict(kept.moving_per_group(step.group))  # (a copy: this pass's)
         for iid in recovery.group_of.keys() & kept.moving.keys():
-            g = kept.moving_group[iid]
-            n = moving[g] - 1
-            if n:
-                moving[g] = n
-            else:
-                del moving[g]
+            _count_down(moving, kept.moving_group[iid])
         return _Impacted(recovery.by_group, moving)
 
     def _recovery(self, ctx: SessionContext, step: _Step, cst: ConstrainedState) -> _Recovery:
@@ -3102,6 +3096,15 @@ class ConstrainedWorkflow(RollingWorkflow):
         pending = list(ctx.hosts.in_state(HostState.PENDING, type="compute"))
         if pending:
             self._scale_in_or_fail(ctx, st, pending)
+
+
+def _count_down(count: dict[str, int], key: str) -> None:
+    """One fewer of ``key`` in ``count`` (dropped at none)."""
+    n = count[key] - 1
+    if n:
+        count[key] = n
+    else:
+        del count[key]
 
 
 def _target_state(view: HostView, retiring: frozenset[str]) -> bool | None:
