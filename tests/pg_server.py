@@ -15,6 +15,7 @@ import os
 import pwd
 import shutil
 import socket
+import stat
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -53,6 +54,32 @@ def unavailable() -> str | None:
     return None
 
 
+def _reachable_by(path: Path, user: pwd.struct_passwd) -> bool:
+    """Whether ``user`` may enter ``path`` and every folder above it."""
+    for folder in (path, *path.parents):
+        mode = os.stat(folder)
+        if mode.st_uid == user.pw_uid:
+            allowed = mode.st_mode & stat.S_IXUSR
+        elif mode.st_gid == user.pw_gid:
+            allowed = mode.st_mode & stat.S_IXGRP
+        else:
+            allowed = mode.st_mode & stat.S_IXOTH
+        if not allowed:
+            return False
+    return True
+
+
+def _server_parent(user: pwd.struct_passwd | None) -> str | None:
+    """Where the server's folder goes: the usual temporary folder, unless
+    the server runs as ``user`` and cannot reach it (nox's temporary folder
+    is inside the clone, and a clone under /root, mode 700, is out of the
+    postgres user's reach: initdb then failed), then /tmp."""
+    usual = Path(tempfile.gettempdir())
+    if user is None or _reachable_by(usual, user):
+        return None
+    return "/tmp"
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -67,12 +94,12 @@ class PostgresServer:
         bin_dir = _bin_dir()
         assert bin_dir is not None, unavailable()
         self.bin = bin_dir
-        self.dir = Path(tempfile.mkdtemp(prefix="fenix-pg-"))
+        user = pwd.getpwnam("postgres") if os.geteuid() == 0 else None
+        self.dir = Path(tempfile.mkdtemp(prefix="fenix-pg-", dir=_server_parent(user)))
         self.port = _free_port()
         self._databases = 0
         self._as: list[str] = []
-        if os.geteuid() == 0:
-            user = pwd.getpwnam("postgres")
+        if user is not None:
             os.chown(self.dir, user.pw_uid, user.pw_gid)
             self._as = ["runuser", "-u", "postgres", "--"]
 
