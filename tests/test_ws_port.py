@@ -27,6 +27,7 @@ from fenix_core.contract import (
     ProjectView,
 )
 from fenix_core.core.context import StepContext
+from fenix_core.core.indexes import LOG_KEEP
 from fenix_core.core.pipeline import PipelineState
 from fenix_core.core.working_set import (
     ComponentRec,
@@ -669,3 +670,119 @@ def test_the_engine_s_changes_and_added_instances_are_in_the_change_log() -> Non
             adapter.begin(T0)  # the log is cut down between steps
     assert ctx.instances.changed_since(old) is None
     assert ctx.instances.changed_since(ctx.instances.change_mark()) == set()
+
+
+#: The engine's and the cloud's part (a move's end, a host enabled or
+#: disabled, one another session switched, an instance gone, a host listed
+#: with its facts), and a new mark taken in the middle.
+_CAPACITY_CALLS = st.one_of(
+    CALLS,
+    st.tuples(st.just("placed"), st.sampled_from(VMS), st.sampled_from(NAMES)),
+    st.tuples(st.just("enabled"), st.sampled_from(NAMES), st.booleans()),
+    st.tuples(st.just("follow"), st.sampled_from(NAMES), st.booleans()),
+    st.tuples(st.just("vanish"), st.sampled_from(VMS)),
+    st.tuples(st.just("listed"), st.sampled_from(NAMES), st.integers(0, 16), st.booleans()),
+)
+
+
+def _apply_capacity_call(subject: Any, adapter: WorkingSetAdapter, call: tuple[Any, ...]) -> None:
+    """``call`` on ``subject`` (a FakeContext, or the StepContext over
+    ``adapter``): the engine's part through FakeContext's driver methods or
+    the adapter's."""
+    name, *args = call
+    fake = isinstance(subject, FakeContext)
+    if name == "placed":
+        subject.placed(*args) if fake else adapter.place(*args)
+    elif name in ("enabled", "follow"):
+        if fake:
+            subject.host_enabled(*args)
+        elif name == "enabled":
+            adapter.set_host_enabled(*args, by_session=True)
+        else:
+            adapter.follow_enabled(*args)
+    elif name == "vanish":
+        subject.vanished(*args) if fake else adapter.vanish(*args)
+    elif name == "listed":
+        subject.listed(*args) if fake else adapter.set_host_facts(*args)
+    else:
+        apply(subject, call)
+
+
+def _capacity_stands(ctx: Any) -> dict[str, tuple[Any, ...]]:
+    """Per host, what ``capacity.changed_since`` answers for."""
+    found = {}
+    for name in NAMES:
+        view = ctx.hosts.get(name)
+        found[name] = (ctx.capacity.free(name), view.enabled, view.state, view.type, view.vcpus)
+    return found
+
+
+@settings(max_examples=80, deadline=None)
+@given(working_sets(), st.lists(_CAPACITY_CALLS, max_size=25))
+@example(
+    _ONE_HOST,
+    [("admit", "cmp-0"), ("move", "vm-1", "cmp-2"), ("placed", "vm-1", "cmp-2")],
+)
+@example(_ONE_HOST, [("listed", "cmp-3", 0, False), ("follow", "cmp-1", False)])
+def test_the_hosts_whose_capacity_changed_since_a_mark_are_named(
+    data: dict[str, Any], calls: list[tuple[Any, ...]]
+) -> None:
+    """``capacity.changed_since(mark)``: every host whose free vCPUs, enabled
+    flag, state, type or vCPUs differ from those at ``mark`` is named, after
+    each call (the workflow's, the engine's: moves in flight and their ends,
+    listings) and since the first mark (the working set's and FakeContext's;
+    FakeContext names exactly those); a mark of a working set loaded again
+    (another process, a broken step dropped) or of another context is
+    unknown (None)."""
+    oracle = FakeContext(now=T0, **data)
+    ws = working_set(data["hosts"], data["instances"], data["projects"])
+    adapter = WorkingSetAdapter(ws, now=T0)
+    ctx = StepContext(adapter, T0)
+    for subject in (oracle, ctx):
+        first, at_first = subject.capacity.change_mark(), _capacity_stands(subject)
+        mark, before = first, at_first
+        for call in moves_once(calls):
+            with contextlib.suppress(ContractError):  # refused: nothing changed
+                _apply_capacity_call(subject, adapter, call)
+            after = _capacity_stands(subject)
+            differ = {h for h in NAMES if after[h] != before[h]}
+            named = subject.capacity.changed_since(mark)
+            assert named is not None
+            assert differ <= set(named), call
+            if subject is oracle:
+                assert set(named) == differ
+            mark, before = subject.capacity.change_mark(), after
+        since_first = subject.capacity.changed_since(first)
+        assert since_first is not None
+        assert {h for h in NAMES if at_first[h] != before[h]} <= set(since_first)
+        assert subject.capacity.changed_since(mark) == set()
+    other = FakeContext(now=T0, **data)
+    assert other.capacity.changed_since(other.capacity.change_mark()) == set()
+    assert other.capacity.changed_since(mark) is None  # the working set's mark
+    assert oracle.capacity.changed_since(mark) is None
+    again = working_set(data["hosts"], data["instances"], data["projects"])
+    fresh = StepContext(WorkingSetAdapter(again, now=T0), T0)
+    assert fresh.capacity.change_mark() != mark
+    assert fresh.capacity.changed_since(mark) is None
+    ws.reset_to(again)  # a broken step dropped: the stored session's indexes
+    assert ctx.capacity.changed_since(mark) is None
+    oracle.reloaded()
+    assert oracle.capacity.changed_since(first) is None
+
+
+def test_a_capacity_mark_older_than_the_log_keeps_is_unknown() -> None:
+    """The capacity log is cut down at a mark once it holds twice what it
+    keeps: a mark older than the entries kept answers None, a recent one the
+    hosts changed since."""
+    ws = working_set(_ONE_HOST["hosts"], _ONE_HOST["instances"], _ONE_HOST["projects"])
+    ctx = StepContext(WorkingSetAdapter(ws, now=T0), T0)
+    old = ctx.capacity.change_mark()
+    for n in range(3 * LOG_KEEP):
+        ws.capacity.adjust("cmp-1", used=1 if n % 2 else -1)
+        if n % 1000 == 0:
+            ctx.capacity.change_mark()
+    recent = ctx.capacity.change_mark()
+    assert ctx.capacity.changed_since(old) is None
+    assert ctx.capacity.changed_since(recent) == set()
+    ws.capacity.adjust("cmp-2", reserved=2)
+    assert ctx.capacity.changed_since(recent) == {"cmp-2"}

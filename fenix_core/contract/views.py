@@ -184,6 +184,21 @@ class CapacityView(Protocol):
         or state do, or what an instance takes: equal to one read before,
         none changed since (see :meth:`InstancesView.changes`)."""
 
+    def change_mark(self) -> int:
+        """A mark of the capacity as it is now, for :meth:`changed_since`."""
+
+    def changed_since(self, mark: int) -> Collection[str] | None:
+        """The names of the hosts whose free vCPUs, enabled flag, state, type
+        or vCPUs changed since ``mark``, read from :meth:`change_mark` (a move
+        in flight changes its target's free vCPUs: the target is named; a
+        few more may be named, changed and changed back, or hosts outside
+        the session): what a workflow keeps per host (a window of the most
+        free hosts) is brought up to date from these alone. None when that
+        is not known: ``mark`` is older than the log keeps, or from before
+        the session was loaded again (another process stepped it, a crash):
+        then build what was kept anew. Answering None always is correct,
+        and saves nothing."""
+
     def limits(self, instance_id: str) -> HostLimits:
         """The placement rules' limits on the instance's next host (the ones
         ``targets`` applies): what a workflow names when no target is left,

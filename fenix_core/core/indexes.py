@@ -32,6 +32,13 @@ K = TypeVar("K")
 #: step dropped) builds new indexes, which take numbers never taken before:
 #: a reader that kept a number sees a change, never an old number again.
 _CHANGES = count(1)
+#: Where each capacity index's change log takes the number of its first
+#: entry (times ``_LOG_SPAN``): no two indexes of this process share a mark,
+#: so a mark of an index built before a load is unknown to the next one.
+_LOG_EPOCHS = count(1)
+_LOG_SPAN: Final = 1 << 40
+#: The capacity change log keeps at least this many of its latest entries.
+LOG_KEEP: Final = 8192
 
 
 def multimap_add(index: dict[K, set[str]], key: K, item: str) -> None:
@@ -304,11 +311,17 @@ class CapacityIndex:
     name-sorted too, all of them (``enabled``) and per host state
     (``in_state``), so that :meth:`room` answers in a few bisections per
     bucket what walking the most free hosts one by one answered (a walk of
-    up to a hundred hosts per decision of the constrained workflow)."""
+    up to a hundred hosts per decision of the constrained workflow).
+
+    Which hosts changed, not only that some did: once a reader asks for a
+    mark (:meth:`change_mark`), every writer of a host's vCPUs, state,
+    enabled flag or of what instances take on it appends the host's name to
+    ``log`` (where it takes a new ``changed``), and :meth:`changed_since`
+    answers from it."""
 
     __slots__ = (
-        "_lent", "buckets", "changed", "enabled", "in_state", "is_enabled", "ordered",
-        "reserved", "state_of", "type_of", "used", "vcpus",
+        "_lent", "buckets", "changed", "enabled", "in_state", "is_enabled", "log", "log_start",
+        "ordered", "reserved", "state_of", "type_of", "used", "vcpus",
     )  # fmt: skip
 
     def __init__(self) -> None:
@@ -328,9 +341,42 @@ class CapacityIndex:
         # Per placement class, per free vCPUs whose list in ``ordered`` a
         # reader may hold: whether that reader is still alive.
         self._lent: dict[str, dict[int, Callable[[], object]]] = {}
+        #: The hosts changed, in order, once a mark was asked for (None
+        #: before: a session no one asks costs no log), and the mark of its
+        #: first entry.
+        self.log: list[str] | None = None
+        self.log_start = 0
+
+    def change_mark(self) -> int:
+        """A mark of the capacity as it is now, for :meth:`changed_since`
+        (the log starts at the first one; it keeps at least the last
+        :data:`LOG_KEEP` entries)."""
+        log = self.log
+        if log is None:
+            log = self.log = []
+            self.log_start = next(_LOG_EPOCHS) * _LOG_SPAN
+        elif len(log) > 2 * LOG_KEEP:
+            drop = len(log) - LOG_KEEP
+            del log[:drop]
+            self.log_start += drop
+        return self.log_start + len(log)
+
+    def changed_since(self, mark: int) -> set[str] | None:
+        """The hosts whose free vCPUs, vCPUs, state or enabled flag changed
+        since ``mark`` (a few more, perhaps: changed and changed back, or
+        only what instances take changed hands); None when not known: the
+        mark is older than the log keeps, or another index's (this one built
+        since: the session loaded again)."""
+        log = self.log
+        start = self.log_start
+        if log is None or not start <= mark <= start + len(log):
+            return None
+        return set(log[mark - start :])
 
     def add_host(self, name: str, type_: str, vcpus: int, state: str, enabled: bool) -> None:
         self.changed = next(_CHANGES)
+        if self.log is not None:
+            self.log.append(name)
         self.vcpus[name] = vcpus
         self.type_of[name] = type_
         self.used.setdefault(name, 0)
@@ -345,6 +391,8 @@ class CapacityIndex:
         if self.state_of[name] == state and self.is_enabled[name] == enabled:
             return
         self.changed = next(_CHANGES)
+        if self.log is not None:
+            self.log.append(name)
         free = self.free(name)
         if free is None or name not in self.buckets.get(self.type_of[name], {}).get(free, ()):
             self.state_of[name] = state
@@ -367,6 +415,8 @@ class CapacityIndex:
         if not used and not reserved:
             return
         self.changed = next(_CHANGES)
+        if self.log is not None:
+            self.log.append(host)
         if used + reserved == 0 and host in self.vcpus:
             # Room changes hands (reserved -> used): free, and so the
             # buckets, stay as they are.
@@ -488,6 +538,8 @@ class CapacityIndex:
 
     def _file(self, host: str) -> None:
         self.changed = next(_CHANGES)
+        if self.log is not None:
+            self.log.append(host)
         free = self.free(host)
         if free is not None:
             type_ = self.type_of[host]
@@ -499,6 +551,8 @@ class CapacityIndex:
 
     def _unfile(self, host: str) -> None:
         self.changed = next(_CHANGES)
+        if self.log is not None:
+            self.log.append(host)
         free = self.free(host)
         if free is not None:
             type_ = self.type_of[host]

@@ -543,6 +543,12 @@ class _Capacity:
     def changes(self) -> int:
         return self._a.ws.capacity.changed
 
+    def change_mark(self) -> int:
+        return self._a.ws.capacity.change_mark()
+
+    def changed_since(self, mark: int) -> Collection[str] | None:
+        return self._a.ws.capacity.changed_since(mark)
+
     def limits(self, instance_id: str) -> HostLimits:
         if instance_id not in self._a.ws.instances:
             from ..contract import ContractError

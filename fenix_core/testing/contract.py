@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
+from itertools import count
 from typing import Any
 
 import attrs
@@ -62,6 +63,8 @@ MOVABLE = frozenset(
 
 
 _MARKS_KEPT = 64
+#: Where every FakeContext takes its capacity marks.
+_CAPACITY_MARKS = count(1)
 
 
 class _Hosts:
@@ -203,6 +206,25 @@ class _Capacity:
     def changes(self) -> int:
         return self._ctx._changes()
 
+    def change_mark(self) -> int:
+        return self._ctx._capacity_mark(self._stands())
+
+    def changed_since(self, mark: int) -> Collection[str] | None:
+        then = self._ctx._capacity_marks.get(mark)
+        if then is None:
+            return None
+        now = self._stands()
+        return {h for h, stand in now.items() if then.get(h) != stand}
+
+    def _stands(self) -> dict[str, tuple[int, bool, HostState, str, int]]:
+        """Host -> what ``changed_since`` answers for: (free vCPUs, enabled,
+        state, type, vCPUs)."""
+        taken = self._taken()
+        return {
+            h.name: (h.vcpus - taken.get(h.name, 0), h.enabled, h.state, h.type, h.vcpus)
+            for h in self._ctx._hosts.values()
+        }
+
     def targets(self, instance_id: str, *, exclude: Collection[str] = ()) -> Iterator[str]:
         inst = self._ctx._require_instance(instance_id, "capacity")
         limits = self.limits(instance_id)
@@ -279,6 +301,11 @@ class FakeContext:
         # forgets old changes).
         self._marks: dict[int, dict[str, InstanceView]] = {}
         self._last_mark = 0
+        # The same for the capacity (``capacity.change_mark``): mark -> each
+        # host's free vCPUs, enabled flag, state, type and vCPUs as they were.
+        # The marks are this process's (no two contexts share one: a mark of
+        # another context is unknown here).
+        self._capacity_marks: dict[int, dict[str, tuple[int, bool, HostState, str, int]]] = {}
 
     # ------------------------------------------------------------------ reads
 
@@ -378,10 +405,18 @@ class FakeContext:
             return None
         return {i for i, view in self._instances.items() if then.get(i) != view}
 
+    def _capacity_mark(self, stands: dict[str, tuple[int, bool, HostState, str, int]]) -> int:
+        mark = next(_CAPACITY_MARKS)
+        self._capacity_marks[mark] = stands
+        if len(self._capacity_marks) > _MARKS_KEPT:
+            del self._capacity_marks[next(iter(self._capacity_marks))]
+        return mark
+
     def reloaded(self) -> None:
         """The session as loaded again (another process stepped it, a
         crash): no mark read before is known any more."""
         self._marks.clear()
+        self._capacity_marks.clear()
 
     def _in_flight(self) -> Iterator[tuple[str, str]]:
         """(instance, target) of every Move with a target still under way."""
@@ -588,6 +623,10 @@ class FakeContext:
     def host_enabled(self, host: str, enabled: bool) -> None:
         """A DisableHost / EnableHost ended."""
         self._hosts[host] = attrs.evolve(self._hosts[host], enabled=enabled)
+
+    def listed(self, host: str, vcpus: int, enabled: bool) -> None:
+        """The cloud listed ``host`` with these facts (a host being added)."""
+        self._hosts[host] = attrs.evolve(self._hosts[host], vcpus=vcpus, enabled=enabled)
 
     def vanished(self, instance_id: str) -> None:
         """An inventory no longer finds the instance (scaled in, deleted)."""
