@@ -30,6 +30,7 @@ from test_constrained_v2_core import UPGRADE, WORKFLOWS, CoreCluster, stored_wav
 from fenix_core import Engine, SessionRequest, planner, second_moves
 from fenix_core.constraints import GroupConstraints
 from fenix_core.contract import ContractError, HostView, InstanceView, ProjectView
+from fenix_core.core.indexes import CapacityIndex
 from fenix_core.core.ws_port import WorkingSetAdapter
 from fenix_core.states import HostState, InstanceState
 from fenix_core.testing import violations
@@ -1045,3 +1046,164 @@ def test_whether_a_hosts_chosen_may_all_start_is_worked_out_again_on_a_change() 
     assert [i.not_before for i in after] == [None, later]
     assert kept.startable("cmp-0", after) is None
     assert kept.startable("cmp-0", before) is not None  # the old list's answer is its own
+
+
+def _window_walked(wf: Any, ctx: Any, step: Any, instances: Any) -> list[tuple[str, bool]]:
+    """The window as ``_window`` defines it, walked from
+    ``ctx.capacity.targets`` for each kind of instance at each call: the
+    first TARGET_WINDOW targets of the smallest instance of each host type
+    (of each instance the cloud's placement rules name), its own host last
+    when it has room for it, the hosts that take no instance left out
+    after the cut; (host, stays) in order."""
+    seen: dict[str, bool] = {}
+    kinds: set[tuple[str, int]] = set()
+    retiring = wf._retiring(ctx)
+    for inst in wf._window_sample(ctx, step, instances):
+        host = ctx.hosts.get(inst.host)
+        kind = (host.type if host is not None else "", inst.vcpus)
+        own: tuple[str, ...] = ()
+        if not step.ruled(inst.instance_id):
+            if any(k[0] == kind[0] and k[1] <= kind[1] for k in kinds):
+                continue
+            kinds.add(kind)
+            if host is not None and ctx.capacity.free(host.name) >= inst.vcpus:
+                own = (host.name,)
+        walk = ctx.capacity.targets(inst.instance_id, exclude=retiring)
+        for name in (*list(walk)[: constrained.TARGET_WINDOW], *own):
+            view = ctx.hosts.get(name)
+            stays = constrained._target_state(view, retiring) if view is not None else None
+            if name not in seen and stays is not None:
+                seen[name] = stays
+    return list(seen.items())
+
+
+def _windows_checked(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """Check every window against :func:`_window_walked` (hosts, order,
+    whether instances stay, each host's view as it is now), with windows
+    smaller than the fleet and kept walks of a few hosts more than a
+    window (the 24 hosts are never all kept): per window, whether every
+    walk it read was kept from an earlier one, patched."""
+    monkeypatch.setattr(constrained, "TARGET_WINDOW", 6)
+    monkeypatch.setattr(constrained, "CANDIDATE_WINDOW", 5)
+    monkeypatch.setattr(constrained, "_WALK_SLACK", 2)
+    workflow = constrained.ConstrainedWorkflow
+    original, walked = workflow._window, constrained._Walk.walked
+    windows: list[bool] = []
+    built: list[str] = []
+
+    def counted(ctx: Any, placement_class: str, retiring: Any) -> Any:
+        built.append(placement_class)
+        return walked(ctx, placement_class, retiring)
+
+    def checked(self: Any, ctx: Any, step: Any, instances: Any) -> Any:
+        instances = list(instances)
+        before = len(built)
+        found = original(self, ctx, step, instances)
+        assert [(v.name, s) for v, s in found] == _window_walked(self, ctx, step, instances)
+        assert all(v is ctx.hosts.get(v.name) for v, _s in found)
+        windows.append(len(built) == before)
+        return found
+
+    monkeypatch.setattr(workflow, "_window", checked)
+    monkeypatch.setattr(constrained._Walk, "walked", staticmethod(counted))
+    return windows
+
+
+@pytest.mark.parametrize(
+    "make", [fleet, _sized_fleet, None], ids=["one-vcpu", "two-and-three-vcpus", "answered-late"]
+)
+def test_the_kept_windows_are_those_of_a_fresh_walk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, make: Any
+) -> None:
+    """The walk an instance's targets take (``ctx.capacity.targets``, no
+    placement rule) is kept per placement class with the counts and patched
+    for the hosts whose capacity changed (``ctx.capacity.changed_since``):
+    at every window the hosts, their order and whether instances stay on
+    each are what walking the targets gives, and most windows read only
+    kept walks. When the capacity's log cannot say (as after a load) the
+    walks are walked anew, and the same session runs."""
+    windows = _windows_checked(monkeypatch)
+
+    def timeline(name: str) -> Timeline:
+        if make is None:
+            return _answered_late(tmp_path / name)
+        (tmp_path / name).mkdir()
+        return _run(make(tmp_path / name))
+
+    whole = timeline("kept")
+    assert whole[0] == "MAINTENANCE_DONE"
+    assert len(windows) > 20
+    assert windows.count(True) > len(windows) // 2, (windows.count(True), len(windows))
+    windows.clear()
+    answer = CapacityIndex.changed_since
+    rng = random.Random(5)
+
+    def sometimes_unknown(self: Any, mark: int) -> Any:
+        return None if rng.random() < 0.3 else answer(self, mark)
+
+    monkeypatch.setattr(CapacityIndex, "changed_since", sometimes_unknown)
+    assert timeline("unknown") == whole
+    assert windows.count(False) > 5, windows.count(False)
+
+
+def test_a_session_reopened_by_another_engine_reads_fresh_windows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A session stepped until a few hosts were maintained, then finished by
+    a new engine on its database: every window of both engines is what
+    walking the targets gives."""
+    windows = _windows_checked(monkeypatch)
+    cluster = fleet(tmp_path)
+    engine, clock = cluster.engine, cluster.clock
+    sid = engine.create_session(SessionRequest(workflow="constrained", actions=UPGRADE))
+    maintained = cluster.host_events  # (time, host, state) of each host notice
+    while sum(1 for *_h, s in maintained if s == "IN_MAINTENANCE") < HOSTS // 3:
+        if not engine.step():
+            wake = engine.next_wake()
+            assert wake is not None
+            clock.advance_to(wake)
+    engine.close()
+    first = len(windows)
+    view = _finish(cluster, tmp_path / "fenix.db", sid)
+    assert view.state == "MAINTENANCE_DONE", view.reason
+    assert len(windows) > first + 10
+
+
+def test_a_kept_walk_is_walked_anew_after_a_load() -> None:
+    """A session loaded again (``FakeContext.reloaded``: no capacity mark
+    known any more) whose capacity changed meanwhile: the kept walk is not
+    trusted but walked anew, and the window is the fresh one."""
+    ctx = FakeContext(
+        now=datetime(2026, 3, 2, 12, 0, tzinfo=UTC),
+        workflow="constrained",
+        hosts=[
+            HostView("cmp-0", "compute", HostState.DRAINING, 8, False, 0),
+            HostView("cmp-1", "compute", HostState.MAINTAINED, 8, True, 1),
+            HostView("cmp-2", "compute", HostState.PENDING, 8, True, 2),
+            HostView("cmp-3", "compute", HostState.MAINTAINED, 8, True, 3),
+        ],
+        instances=[
+            InstanceView("vm-0", "p1", "cmp-0", 2, InstanceState.PENDING),
+            InstanceView("vm-1", "p1", "cmp-1", 3, InstanceState.PENDING),
+            InstanceView("vm-2", "p1", "cmp-3", 4, InstanceState.PENDING),
+        ],
+        projects=[ProjectView("p1", True, None, None)],
+    )
+    wf = constrained.ConstrainedWorkflow()
+    step = constrained._Step(wf, ctx, wf._counts_of(ctx))
+    sample = [ctx.instances.get("vm-0")]
+
+    def window() -> list[tuple[str, bool]]:
+        found = [(v.name, s) for v, s in wf._window(ctx, step, sample)]
+        assert found == _window_walked(wf, ctx, step, sample)
+        return found
+
+    assert window() == [("cmp-2", False), ("cmp-1", True), ("cmp-3", True)]
+    kept = step.counts.walks["compute"]
+    ctx.set_host_state("cmp-2", HostState.DRAINING)
+    assert window() == [("cmp-1", True), ("cmp-3", True)]
+    assert step.counts.walks["compute"] is kept  # patched
+    ctx.reloaded()
+    ctx.listed("cmp-3", 16, True)
+    assert window() == [("cmp-3", True), ("cmp-1", True)]
+    assert step.counts.walks["compute"] is not kept

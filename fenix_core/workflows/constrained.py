@@ -32,7 +32,10 @@ Work per step follows what changed (issue 18 item 6): the open hosts and
 their instances come from the context's indexes; the targets offered to the
 planner are a window of the best hosts from ``ctx.capacity.targets`` (all of
 them when the window is larger than the fleet, the sampled instance's own
-host included); the drain dry run runs only
+host included), the walk of an instance without placement rules kept per
+placement class (``_Walk``) and patched for the hosts whose capacity
+changed (``ctx.capacity.changed_since``), walked anew when it cannot say;
+the drain dry run runs only
 when at most :data:`DRY_RUN_HOSTS` hosts are left, and counts instead of
 placing where counting gives its verdict (``planner.drains_by_count``); per-group counts (work
 left, pending hosts holding members) are a cache of this process, rebuilt
@@ -95,8 +98,18 @@ from __future__ import annotations
 import heapq
 import math
 import random
+from bisect import bisect_left, insort
 from collections import Counter
-from collections.abc import Callable, Container, Hashable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import (
+    Callable,
+    Collection,
+    Container,
+    Hashable,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from datetime import datetime, timedelta
 from itertools import chain, islice
 from operator import attrgetter, itemgetter
@@ -593,6 +606,12 @@ class _Counts:
     #: The targets last built per host when no group has a per-host limit
     #: (a Target is immutable: the same room and kind, the same target).
     targets: dict[str, planner.Target] = attrs.field(factory=dict)
+    #: The walks the targets of an instance without placement rules take,
+    #: per placement class (:class:`_Walk`), as of the capacity's mark
+    #: ``walks_mark``, for the retiring hosts ``walks_retiring``.
+    walks: dict[str, _Walk] = attrs.field(factory=dict)
+    walks_mark: int = 0
+    walks_retiring: frozenset[str] = frozenset()
     #: Each instance as the planner takes it, built once (:meth:`_Step.member`).
     members: dict[str, planner.Member] = attrs.field(factory=dict)
     #: The inputs of the last opening decision that opened nothing and
@@ -2901,6 +2920,7 @@ class ConstrainedWorkflow(RollingWorkflow):
         # The views read once: a window is up to TARGET_WINDOW hosts, built
         # a few times a step.
         host_view, targets, free = ctx.hosts.get, ctx.capacity.targets, ctx.capacity.free
+        walks: dict[str, _Walk] | None = None
         for inst in self._window_sample(ctx, step, instances):
             host = host_view(inst.host)
             kind = (host.type if host is not None else "", inst.vcpus)
@@ -2915,6 +2935,31 @@ class ConstrainedWorkflow(RollingWorkflow):
                 # host's instances that its own host had.
                 if host is not None and free(host.name) >= inst.vcpus:
                     own = (host.name,)
+                if host is not None and inst.vcpus > 0:
+                    # The walk its targets take, kept (the first TARGET_WINDOW
+                    # with room for it, its own host passed over).
+                    if walks is None:
+                        walks = self._walks(ctx, step.counts, retiring)
+                    walk = walks.get(host.type)
+                    if walk is None:
+                        walk = walks[host.type] = _Walk.walked(ctx, host.type, retiring)
+                    taken, least, stays_of = 0, -inst.vcpus, walk.stays
+                    for minus_free, name in walk.keys:
+                        if minus_free > least or taken == TARGET_WINDOW:
+                            break
+                        if name == host.name:
+                            continue
+                        taken += 1
+                        if name not in seen and (stays := stays_of[name]) is not None:
+                            view = host_view(name)  # (its view as it is now)
+                            if view is not None:
+                                seen[name] = (view, stays)
+                    for name in own:
+                        view = host_view(name)
+                        stays = _target_state(view, retiring) if view is not None else None
+                        if name not in seen and view is not None and stays is not None:
+                            seen[name] = (view, stays)
+                    continue
             for name in (*islice(targets(inst.instance_id, exclude=retiring), TARGET_WINDOW), *own):
                 if name in seen:
                     continue
@@ -2924,6 +2969,29 @@ class ConstrainedWorkflow(RollingWorkflow):
                     continue
                 seen[name] = (view, stays)
         return list(seen.values())
+
+    @staticmethod
+    def _walks(ctx: SessionContext, counts: _Counts, retiring: frozenset[str]) -> dict[str, _Walk]:
+        """The kept walks (``counts.walks``) brought up to date with the hosts
+        whose capacity changed since they were (``ctx.capacity.changed_since``);
+        dropped when that is not known (a load, an old mark) or the retiring
+        hosts changed, and each one left too short, to be walked anew."""
+        walks, capacity = counts.walks, ctx.capacity
+        if walks:
+            changed = (
+                capacity.changed_since(counts.walks_mark)
+                if counts.walks_retiring is retiring
+                else None
+            )
+            if changed is None:
+                walks.clear()
+            elif changed:
+                for placement_class, walk in list(walks.items()):
+                    if not walk.patched(ctx, changed, retiring):
+                        del walks[placement_class]
+        counts.walks_mark = capacity.change_mark()
+        counts.walks_retiring = retiring
+        return walks
 
     def _window_stay_room(
         self, ctx: SessionContext, step: _Step, instances: Sequence[InstanceView]
@@ -3096,6 +3164,91 @@ class ConstrainedWorkflow(RollingWorkflow):
         pending = list(ctx.hosts.in_state(HostState.PENDING, type="compute"))
         if pending:
             self._scale_in_or_fail(ctx, st, pending)
+
+
+#: Hosts a kept walk (:class:`_Walk`) holds beyond a window's: walked anew
+#: once it holds no more than a window's (TARGET_WINDOW, and the own host).
+_WALK_SLACK = 64
+
+
+class _Walk:
+    """The walk ``ctx.capacity.targets`` makes for an instance without
+    placement rules of one placement class before its own host is passed
+    over: the enabled hosts of the class with known capacity, none retiring,
+    most free first then by name (``keys``: (-free, name) sorted), the
+    first TARGET_WINDOW + _WALK_SLACK of them (all when ``complete``), each
+    host's free vCPUs as kept (``free``) and whether an instance placed on
+    it stays (``stays``: :func:`_target_state`). An instance's window reads
+    its first hosts with room for it; kept with the counts and patched for
+    the hosts whose capacity changed, instead of walked at each window
+    (between two windows a few hosts change, of about a hundred)."""
+
+    __slots__ = ("complete", "free", "keys", "placement_class", "stays")
+
+    def __init__(self, placement_class: str) -> None:
+        self.placement_class = placement_class
+        self.keys: list[tuple[int, str]] = []
+        self.free: dict[str, int] = {}
+        self.stays: dict[str, bool | None] = {}
+        self.complete = True
+
+    @classmethod
+    def walked(cls, ctx: SessionContext, placement_class: str, retiring: frozenset[str]) -> _Walk:
+        walk = cls(placement_class)
+        keys, free_of, stays_of, host_view = walk.keys, walk.free, walk.stays, ctx.hosts.get
+        kept = TARGET_WINDOW + _WALK_SLACK
+        for name, free in ctx.capacity.most_free(placement_class):
+            view = host_view(name)
+            if view is None or name in retiring:
+                continue
+            if len(keys) == kept:
+                walk.complete = False
+                break
+            keys.append((-free, name))
+            free_of[name] = free
+            stays_of[name] = _target_state(view, retiring)
+        return walk
+
+    def patched(
+        self, ctx: SessionContext, changed: Collection[str], retiring: frozenset[str]
+    ) -> bool:
+        """Brought up to date with the hosts ``changed`` names (every host
+        whose free vCPUs, enabled flag, state, type or vCPUs changed since it
+        was); False when too few hosts are left to stand for the walk."""
+        keys, free_of, stays_of = self.keys, self.free, self.stays
+        # Out first: what is left is the walk's start less the hosts changed.
+        for name in changed:
+            free = free_of.pop(name, None)
+            if free is not None:
+                del keys[bisect_left(keys, (-free, name))]
+                del stays_of[name]
+        if not keys and not self.complete:
+            return False
+        last = keys[-1] if keys else None
+        host_view, capacity_free = ctx.hosts.get, ctx.capacity.free
+        for name in changed:
+            view = host_view(name)
+            if (
+                view is None
+                or view.type != self.placement_class
+                or not view.enabled
+                or view.vcpus <= 0
+                or name in retiring
+            ):
+                continue
+            free = capacity_free(name)
+            key = (-free, name)
+            if self.complete or (last is not None and key < last):
+                insort(keys, key)
+                free_of[name] = free
+                stays_of[name] = _target_state(view, retiring)
+        kept = TARGET_WINDOW + _WALK_SLACK
+        if len(keys) > kept:
+            for _minus, name in keys[kept:]:
+                del free_of[name], stays_of[name]
+            del keys[kept:]
+            self.complete = False
+        return self.complete or len(keys) > TARGET_WINDOW
 
 
 def _count_down(count: dict[str, int], key: str) -> None:
