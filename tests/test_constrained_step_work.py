@@ -1207,3 +1207,53 @@ def test_a_kept_walk_is_walked_anew_after_a_load() -> None:
     ctx.listed("cmp-3", 16, True)
     assert window() == [("cmp-3", True), ("cmp-1", True)]
     assert step.counts.walks["compute"] is not kept
+
+
+def test_the_draining_load_kept_is_that_of_a_recount(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the draining hosts take is kept with the counts and brought up to
+    date from the hosts whose capacity changed (a host that starts or stops
+    draining among them): at every opening decision the draining load is
+    what reading every draining host's room and every move in flight gives
+    (the members not moving), and most decisions bring up to date what was
+    kept. When the capacity's log cannot say, it is read anew, and the same
+    session runs."""
+    original = constrained.ConstrainedWorkflow._draining_load
+    kept: list[bool] = []
+
+    def checked(self: Any, ctx: Any, step: Any) -> int:
+        before = step.counts.draining_taken
+        found = original(self, ctx, step)
+        kept.append(step.counts.draining_taken is before)
+        draining = [h.name for h in ctx.hosts.in_state(HostState.DRAINING)]
+        members = sum(
+            i.vcpus
+            for h in draining
+            for i in ctx.instances.on(h)
+            if i.state not in (InstanceState.IN_ACTION, InstanceState.GONE)
+        )
+        taken = sum(ctx.hosts.get(h).vcpus - ctx.capacity.free(h) for h in draining)
+        for inst in ctx.instances.in_state(InstanceState.IN_ACTION):
+            taken -= inst.vcpus if inst.host in draining else 0
+            taken -= inst.vcpus if inst.target in draining and inst.target != inst.host else 0
+        assert found == taken == members, (found, taken, members)
+        return found
+
+    monkeypatch.setattr(constrained.ConstrainedWorkflow, "_draining_load", checked)
+    monkeypatch.setattr(constrained, "TARGET_WINDOW", 6)
+    monkeypatch.setattr(constrained, "CANDIDATE_WINDOW", 5)
+    whole = _answered_late(tmp_path / "kept")
+    assert whole[0] == "MAINTENANCE_DONE"
+    assert len(kept) > 20
+    assert kept.count(True) > len(kept) // 2, (kept.count(True), len(kept))
+    kept.clear()
+    answer = CapacityIndex.changed_since
+    rng = random.Random(5)
+
+    def sometimes_unknown(self: Any, mark: int) -> Any:
+        return None if rng.random() < 0.3 else answer(self, mark)
+
+    monkeypatch.setattr(CapacityIndex, "changed_since", sometimes_unknown)
+    assert _answered_late(tmp_path / "unknown") == whole
+    assert kept.count(False) > 5, kept.count(False)

@@ -34,7 +34,8 @@ planner are a window of the best hosts from ``ctx.capacity.targets`` (all of
 them when the window is larger than the fleet, the sampled instance's own
 host included), the walk of an instance without placement rules kept per
 placement class (``_Walk``) and patched for the hosts whose capacity
-changed (``ctx.capacity.changed_since``), walked anew when it cannot say;
+changed (``ctx.capacity.changed_since``), walked anew when it cannot say
+(what the draining hosts take is kept from the same log: ``_DrainingTaken``);
 the drain dry run runs only
 when at most :data:`DRY_RUN_HOSTS` hosts are left, and counts instead of
 placing where counting gives its verdict (``planner.drains_by_count``); per-group counts (work
@@ -612,6 +613,8 @@ class _Counts:
     walks: dict[str, _Walk] = attrs.field(factory=dict)
     walks_mark: int = 0
     walks_retiring: frozenset[str] = frozenset()
+    #: What each draining host takes (:class:`_DrainingTaken`).
+    draining_taken: _DrainingTaken | None = None
     #: Each instance as the planner takes it, built once (:meth:`_Step.member`).
     members: dict[str, planner.Member] = attrs.field(factory=dict)
     #: The inputs of the last opening decision that opened nothing and
@@ -2856,13 +2859,14 @@ class ConstrainedWorkflow(RollingWorkflow):
 
     def _draining_load(self, ctx: SessionContext, step: _Step) -> int:
         """vCPUs of the members still to leave the draining hosts (not
-        moving): what the host takes, less what moves towards it or away
-        from it now (from the capacity, not from each instance)."""
-        load = 0
-        draining = set()
-        for host in ctx.hosts.in_state(HostState.DRAINING):
-            draining.add(host.name)
-            load += host.vcpus - ctx.capacity.free(host.name)
+        moving): what the hosts take (kept: :class:`_DrainingTaken`), less
+        what moves towards them or away from them now (from the capacity,
+        not from each instance)."""
+        kept = step.counts.draining_taken
+        taken = None if kept is None else kept.brought_up_to_date(ctx)
+        if taken is None:
+            taken = step.counts.draining_taken = _DrainingTaken.read(ctx)
+        load, draining = taken.total, taken.on
         for inst in step.in_action():
             if inst.host in draining:
                 load -= inst.vcpus  # leaving: not a member to place any more
@@ -3249,6 +3253,48 @@ class _Walk:
             del keys[kept:]
             self.complete = False
         return self.complete or len(keys) > TARGET_WINDOW
+
+
+class _DrainingTaken:
+    """What each draining host takes (``on``: its vCPUs less its free ones:
+    its instances and the moves towards it) and their sum, as of the
+    capacity's ``mark``: kept with the counts and brought up to date from
+    the hosts whose capacity changed (``ctx.capacity.changed_since``, which
+    names a host that starts or stops draining too), instead of read from
+    each draining host at each opening decision."""
+
+    __slots__ = ("mark", "on", "total")
+
+    def __init__(self, mark: int) -> None:
+        self.mark = mark
+        self.on: dict[str, int] = {}
+        self.total = 0
+
+    @classmethod
+    def read(cls, ctx: SessionContext) -> _DrainingTaken:
+        found = cls(ctx.capacity.change_mark())
+        free = ctx.capacity.free
+        for host in ctx.hosts.in_state(HostState.DRAINING):
+            found.on[host.name] = taken = host.vcpus - free(host.name)
+            found.total += taken
+        return found
+
+    def brought_up_to_date(self, ctx: SessionContext) -> _DrainingTaken | None:
+        """Itself, up to date; None when the log cannot say (a load)."""
+        capacity = ctx.capacity
+        changed = capacity.changed_since(self.mark)
+        if changed is None:
+            return None
+        if changed:
+            on, host_view = self.on, ctx.hosts.get
+            for name in changed:
+                self.total -= on.pop(name, 0)
+                view = host_view(name)
+                if view is not None and view.state == HostState.DRAINING:
+                    on[name] = taken = view.vcpus - capacity.free(name)
+                    self.total += taken
+            self.mark = capacity.change_mark()
+        return self
 
 
 def _count_down(count: dict[str, int], key: str) -> None:
