@@ -29,10 +29,10 @@ from test_constrained_v2_core import UPGRADE, WORKFLOWS, CoreCluster, stored_wav
 
 from fenix_core import Engine, SessionRequest, planner, second_moves
 from fenix_core.constraints import GroupConstraints
-from fenix_core.contract import ContractError, HostView, InstanceView, ProjectView
+from fenix_core.contract import ContractError, HostView, InstanceView, Move, ProjectView
 from fenix_core.core.indexes import CapacityIndex
 from fenix_core.core.ws_port import WorkingSetAdapter
-from fenix_core.states import HostState, InstanceState
+from fenix_core.states import HostState, InstanceAction, InstanceState
 from fenix_core.testing import violations
 from fenix_core.testing.contract import FakeContext
 from fenix_core.testing.invariants import constraint_violations, migrations_per_instance
@@ -1104,8 +1104,18 @@ def _windows_checked(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
         windows.append(len(built) == before)
         return found
 
+    targets = constrained._Step.targets
+
+    def targets_checked(self: Any, window: Any) -> Any:
+        window = list(window)
+        found = targets(self, window)
+        fresh = [(v.name, self.ctx.capacity.free(v.name), s) for v, s in window]
+        assert [(t.host, t.free, t.stays) for t in found] == fresh
+        return found
+
     monkeypatch.setattr(workflow, "_window", checked)
     monkeypatch.setattr(constrained._Walk, "walked", staticmethod(counted))
+    monkeypatch.setattr(constrained._Step, "targets", targets_checked)
     return windows
 
 
@@ -1207,6 +1217,21 @@ def test_a_kept_walk_is_walked_anew_after_a_load() -> None:
     ctx.listed("cmp-3", 16, True)
     assert window() == [("cmp-3", True), ("cmp-1", True)]
     assert step.counts.walks["compute"] is not kept
+
+
+def test_the_targets_of_a_window_have_the_room_of_now() -> None:
+    """The targets of a window read their hosts' free vCPUs from the kept
+    walk only while no host's capacity changed since it was brought up to
+    date: a move started after the window was built shows in its target's
+    room."""
+    ctx = _draining_beside_pending(2)
+    ctx.admit("cmp-0")
+    wf = constrained.ConstrainedWorkflow()
+    step = constrained._Step(wf, ctx, wf._counts_of(ctx))
+    window = wf._window(ctx, step, [ctx.instances.get("vm-0")])
+    assert [(t.host, t.free) for t in step.targets(window)] == [("cmp-1", 8)]
+    ctx.submit(Move("vm-0", InstanceAction.LIVE_MIGRATE, "cmp-1"))
+    assert [(t.host, t.free) for t in step.targets(window)] == [("cmp-1", 7)]
 
 
 def test_the_draining_load_kept_is_that_of_a_recount(

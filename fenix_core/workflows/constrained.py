@@ -933,14 +933,30 @@ class _Step:
         if self.counts.any_limited:
             return [self.target(view, stays) for view, stays in window]
         free_of, kept, out = self._free, self.counts.targets, []
+        walked = self._walked_free().get
         for view, stays in window:
             name = view.name
-            free = free_of(name)
+            free = walked(name)
+            if free is None:
+                free = free_of(name)
             found = kept.get(name)
             if found is None or found.free != free or found.stays != stays:
                 found = kept[name] = planner.Target(name, free, stays, _NONE)
             out.append(found)
         return out
+
+    def _walked_free(self) -> Mapping[str, int]:
+        """The free vCPUs per host the kept walk holds (:class:`_Walk`, the
+        window's hosts mostly) when they are those of now (no host's
+        capacity changed since it was brought up to date); else none."""
+        walks = self.counts.walks
+        if len(walks) != 1:
+            return _NONE
+        changed = self.ctx.capacity.changed_since(self.counts.walks_mark)
+        if changed is None or changed:
+            return _NONE
+        (walk,) = walks.values()
+        return walk.free
 
     def target(self, view: HostView, stays: bool) -> planner.Target:
         if not self.counts.any_limited:  # no member is counted on any host
