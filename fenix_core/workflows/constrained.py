@@ -673,6 +673,7 @@ class _GroupsOn(Mapping[str, int]):
 #: A target's members when no group has a per-host limit (none are counted).
 _NONE: Mapping[str, int] = MappingProxyType({})
 _GROUP_OF = attrgetter("group_id")  # a member's group (read for every member of a decision)
+_VCPUS = attrgetter("vcpus")
 _WEIGHT_NAME = itemgetter(1, 0)  # a (host, weight) item's (weight, host)
 
 
@@ -791,6 +792,15 @@ class _Step:
         if found is None:
             found = self.counts.limited[key] = self.rule(key).host_limit() is not None
         return found
+
+    def any_limited(self, groups: Mapping[str, object]) -> bool:
+        """Whether one of the groups (the keys) has a per-host limit: read
+        in one go while each one's answer is kept (a placement asks about
+        every group of the draining hosts' members)."""
+        known = self.counts.limited
+        if known.keys() >= groups.keys():
+            return any(map(known.__getitem__, groups))
+        return any(map(self.limited, groups))
 
     def member(self, inst: InstanceView) -> planner.Member:
         """The instance as the planner takes it (kept with the counts: a
@@ -1614,39 +1624,47 @@ class ConstrainedWorkflow(RollingWorkflow):
             # placed too, in their turn (not moved): the room they will need
             # is not given to a member after them.
             later = self._not_startable(step, views)
-            everyone = [*waiting, *step.members([views[i] for i in sorted(later)])]
-            # The rules of the groups still to come too: the placement keeps
-            # room for them by their per-host limit.
-            rules = step.rules_of(everyone)
-            for g in ahead:
-                if g not in rules:
-                    rules[g] = step.rule(g)
+            # (In no particular order: the completion order is the same
+            # whatever order its members come in.)
+            everyone = [*waiting, *step.members([views[i] for i in later])]
+            # The groups still to come too: the placement keeps room for
+            # them by their per-host limit. Their rules are needed only when
+            # one of them has one (most placements: none has).
+            groups = dict.fromkeys(map(_GROUP_OF, everyone))
+            groups.update(dict.fromkeys(ahead))
+            limited = step.any_limited(groups)
+            rules = {g: step.rule(g) for g in groups} if limited else {}
             # Read in one pass over the members: where each is, which moved
-            # before, which are on a host opened in the first wave (each
-            # host looked up once), and the vcpus each host has left to move
-            # (the first drained hosts' members aside).
+            # before, and each host's members; then per host whether it was
+            # opened in the first wave (looked up once) and the vcpus it has
+            # left to move (the first drained hosts' members aside).
             host_of: dict[str, str] = {}
             moved: set[str] = set()
-            first: set[str] = set()
-            first_drained: dict[str, bool] = {}
-            left_on: dict[str, int] = {}
+            on_host: dict[str, list[planner.Member]] = {}
             everyone_views: list[InstanceView] = []
             for m in everyone:
                 view = views[m.instance_id]
                 everyone_views.append(view)
-                host_of[m.instance_id] = view.host
+                name = host_of[m.instance_id] = view.host
                 if view.moves:
                     moved.add(m.instance_id)
-                on_first = first_drained.get(view.host)
-                if on_first is None:
-                    h = ctx.hosts.get(view.host)
-                    on_first = first_drained[view.host] = h is not None and bool(
-                        h.stage & FIRST_DRAINED
-                    )
-                if on_first:
-                    first.add(m.instance_id)
+                found = on_host.get(name)
+                if found is None:
+                    on_host[name] = [m]
                 else:
-                    left_on[view.host] = left_on.get(view.host, 0) + m.vcpus
+                    found.append(m)
+            first: set[str] = set()
+            first_drained: dict[str, bool] = {}
+            left_on: dict[str, int] = {}
+            vcpus_on: dict[str, int] = {}
+            for name, members in on_host.items():
+                h = ctx.hosts.get(name)
+                on_first = first_drained[name] = h is not None and bool(h.stage & FIRST_DRAINED)
+                vcpus = vcpus_on[name] = sum(map(_VCPUS, members))
+                if on_first:
+                    first.update(m.instance_id for m in members)
+                else:
+                    left_on[name] = vcpus
             # The window is built only when a member may start (below); the
             # room where instances stay is read from the capacity index when
             # one instance stands for the window, else from its hosts.
@@ -1663,16 +1681,16 @@ class ConstrainedWorkflow(RollingWorkflow):
             # first drained hosts' members may go where they do not stay.)
             behind = planner.hosts_beyond_room(left_on, stay_room)
             work: dict[str, float] = {}
-            if behind:
-                for m in everyone:
-                    if m.group_id not in work and host_of[m.instance_id] in behind:
+            for name in behind:
+                for m in on_host[name]:
+                    if m.group_id not in work:
                         work[m.group_id] = self._weight(step, m.group_id)
-            order = planner.completion_order(
-                everyone, host_of=host_of, moved=moved, behind=behind, work=work
+            order = planner.completion_order_by_host(
+                on_host, vcpus_on, moved=moved, behind=behind, work=work
             )
 
             left = {g: budgets.get(g, 0) for g in dict.fromkeys(map(_GROUP_OF, waiting))}
-            reserve = bool(behind) and any(r.host_limit() is not None for r in rules.values())
+            reserve = bool(behind) and limited
             if behind and not reserve:
                 # Counted, not placed: without a per-host limit, the room is
                 # all that the other hosts' members need kept.
@@ -1682,15 +1700,14 @@ class ConstrainedWorkflow(RollingWorkflow):
                     behind=behind,
                     budgets=left,
                     room=stay_room
-                    - sum(m.vcpus for m in everyone if host_of[m.instance_id] not in behind),
+                    - sum(vcpus for name, vcpus in vcpus_on.items() if name not in behind),
                 )
-            order = self._up_to_last_startable(order, left, later, rules)
-            step.counts.empty_placement = None if order else (inputs, left)
-
             # The first wave's partial last host: only the first of its
             # members in the order, as many as it may still move twice.
             partial = cst.partial if cst.partial and first_drained.get(cst.partial) else None
             allowance = cst.partial_twice
+            order = self._up_to_last_startable(order, left, later, limited, host_of, partial)
+            step.counts.empty_placement = None if order else (inputs, left)
 
             def place(targets: list[planner.Target], waiting_makes_room: bool) -> dict[str, str]:
                 twice: set[str] = set()
@@ -1967,20 +1984,32 @@ class ConstrainedWorkflow(RollingWorkflow):
         order: list[planner.Member],
         budgets: Mapping[str, int],
         held: Container[str],
-        rules: Mapping[str, planner.GroupRule],
+        limited: bool,
+        host_of: Mapping[str, str],
+        partial: str | None,
     ) -> list[planner.Member]:
-        """``order`` up to its last member that may start (not held, its
-        group with budget left): ``planner.assign_moves`` moves none after
-        it, and places the held ones after it only for those behind them.
-        Whole when a group has a per-host limit: its members anywhere in
+        """``order`` as ``planner.assign_moves`` reads it, without reserve:
+        up to its last member that may start (not held, its group with
+        budget left), since it moves none after it and places the held ones
+        after it only for those behind them; and before that, without the
+        members that neither may start nor are held (their group may lose
+        no more now: it passes over them; at 1,000 hosts most of the order)
+        but those of the first wave's ``partial`` host (each one counts
+        against the host's second moves, startable or not). Whole when a
+        group has a per-host limit (``limited``): its members anywhere in
         the order say what the placement keeps room for (``ahead``)."""
-        if any(rule.host_limit() is not None for rule in rules.values()):
+        if limited:
             return order
-        for end in range(len(order), 0, -1):
-            m = order[end - 1]
+        kept: list[planner.Member] = []
+        end = 0
+        for m in order:
             if m.instance_id not in held and budgets.get(m.group_id, 0) > 0:
-                return order[:end]
-        return []
+                kept.append(m)
+                end = len(kept)
+            elif m.instance_id in held or host_of[m.instance_id] == partial:
+                kept.append(m)
+        del kept[end:]
+        return kept
 
     @staticmethod
     def _not_startable(step: _Step, views: dict[str, InstanceView]) -> set[str]:
