@@ -1685,12 +1685,21 @@ class ConstrainedWorkflow(RollingWorkflow):
                 for m in on_host[name]:
                     if m.group_id not in work:
                         work[m.group_id] = self._weight(step, m.group_id)
-            order = planner.completion_order_by_host(
-                on_host, vcpus_on, moved=moved, behind=behind, work=work
-            )
-
             left = {g: budgets.get(g, 0) for g in dict.fromkeys(map(_GROUP_OF, waiting))}
             reserve = bool(behind) and limited
+            # The first wave's partial last host: only the first of its
+            # members in the order, as many as it may still move twice.
+            partial = cst.partial if cst.partial and first_drained.get(cst.partial) else None
+            allowance = cst.partial_twice
+            # (The hosts keep their place: it is by the vcpus of all their
+            # members, vcpus_on.)
+            order = planner.completion_order_by_host(
+                self._may_be_placed(on_host, left, later, limited, behind, partial),
+                vcpus_on,
+                moved=moved,
+                behind=behind,
+                work=work,
+            )
             if behind and not reserve:
                 # Counted, not placed: without a per-host limit, the room is
                 # all that the other hosts' members need kept.
@@ -1702,10 +1711,6 @@ class ConstrainedWorkflow(RollingWorkflow):
                     room=stay_room
                     - sum(vcpus for name, vcpus in vcpus_on.items() if name not in behind),
                 )
-            # The first wave's partial last host: only the first of its
-            # members in the order, as many as it may still move twice.
-            partial = cst.partial if cst.partial and first_drained.get(cst.partial) else None
-            allowance = cst.partial_twice
             order = self._up_to_last_startable(order, left, later, limited, host_of, partial)
             step.counts.empty_placement = None if order else (inputs, left)
 
@@ -1978,6 +1983,32 @@ class ConstrainedWorkflow(RollingWorkflow):
                 return True
             seen.add(g)
         return False
+
+    @staticmethod
+    def _may_be_placed(
+        on_host: dict[str, list[planner.Member]],
+        budgets: Mapping[str, int],
+        held: Container[str],
+        limited: bool,
+        behind: Container[str],
+        partial: str | None,
+    ) -> dict[str, list[planner.Member]]:
+        """Each host's members less those :meth:`_up_to_last_startable`
+        leaves out wherever they come in the order (neither may start nor
+        are held), left out before the order is sorted: at 1,000 hosts most
+        of the draining hosts' members. Those of the hosts ``behind`` are
+        all kept (``planner.left_over_room`` counts the room left over
+        through them, their groups waiting or not), and so are the
+        ``partial`` host's. Whole when a group has a per-host limit
+        (``limited``)."""
+        if limited:
+            return on_host
+        return {
+            host: members
+            if host in behind or host == partial
+            else [m for m in members if m.instance_id in held or budgets[m.group_id] > 0]
+            for host, members in on_host.items()
+        }
 
     @staticmethod
     def _up_to_last_startable(
