@@ -182,6 +182,7 @@ _WAITING = (InstanceState.ACTION_REQUESTED, InstanceState.ACTION_CHOSEN)
 _STILL_TO_MOVE = frozenset({InstanceState.PENDING, *_WAITING})
 _FINAL = FINAL_SESSION_STATES
 _ASKED = SessionState.PLANNED_MAINTENANCE.value
+_VCPUS = attrgetter("vcpus")  # a member's vcpus (summed per draining host by a placement)
 
 
 def _pairs(value: object) -> tuple[tuple[str, int, tuple[str, ...]], ...]:
@@ -673,7 +674,6 @@ class _GroupsOn(Mapping[str, int]):
 #: A target's members when no group has a per-host limit (none are counted).
 _NONE: Mapping[str, int] = MappingProxyType({})
 _GROUP_OF = attrgetter("group_id")  # a member's group (read for every member of a decision)
-_VCPUS = attrgetter("vcpus")
 _WEIGHT_NAME = itemgetter(1, 0)  # a (host, weight) item's (weight, host)
 
 
