@@ -769,11 +769,14 @@ def completion_order_by_host(
     work: Mapping[str, float] | None = None,
 ) -> list[Member]:
     """:func:`completion_order` of the members ``on`` each host (in any
-    order), ``left`` the sum of each host's members' vcpus: the hosts are
-    sorted, and each host's members apart (a placement orders every
-    draining host's members, and a sort of them all compared a tuple of
-    seven per pair). The hosts ``behind`` are one or two of the draining
-    hosts: only their members are sorted by the whole key."""
+    order; the lists are not changed), ``left`` the vcpus each host has
+    left to move: its members' sum, or more when the caller left some out
+    of ``on`` (a host keeps the place all its members give it, and those
+    given keep their order). The hosts are sorted, and each host's
+    members apart (a placement orders every draining host's members, and
+    a sort of them all compared a tuple of seven per pair). The hosts
+    ``behind`` are one or two of the draining hosts: only their members
+    are sorted by the whole key."""
     first: list[Member] = []
     then: list[Member] = []
     late: list[tuple[tuple[float, bool, int, str, int, str], Member]] = []

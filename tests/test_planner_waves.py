@@ -692,6 +692,17 @@ def test_completion_order_is_its_documented_order(
         by_host = completion_order_by_host(on, left, moved=moved, behind=hosts_behind, work=work)
         assert by_host == order
         assert on == given
+        # Some members left out, each host's vcpus still all of them: the
+        # others keep their order (a placement leaves out those that move
+        # none).
+        dropped = {m.instance_id for n, m in enumerate(waiting) if n % 3 == 0}
+        fewer = {
+            host: [m for m in members if m.instance_id not in dropped]
+            for host, members in on.items()
+        }
+        assert completion_order_by_host(
+            fewer, left, moved=moved, behind=hosts_behind, work=work
+        ) == [m for m in order if m.instance_id not in dropped]
 
 
 def test_hosts_beyond_room_are_those_the_room_runs_out_on_fewest_left_first() -> None:
