@@ -35,6 +35,7 @@ from collections.abc import (
     Sequence,
 )
 from functools import partial
+from operator import itemgetter
 from typing import TYPE_CHECKING, Literal
 
 import attrs
@@ -62,6 +63,7 @@ __all__ = [
     "choose_target",
     "choose_target_indexed",
     "completion_order",
+    "completion_order_by_host",
     "drain_seconds",
     "drain_sequence",
     "drains_after",
@@ -746,66 +748,69 @@ def completion_order(
     :func:`hosts_beyond_room`) come after every other, those of the groups
     with the most ``work`` left first: what room is left over goes to the
     longest chains' members, which would hold those hosts' drains longest."""
-    members = list(waiting)
-    if not behind:
-        return _completion_order_by_host(members, host_of, moved)
-    # The hosts behind are one or two of the draining hosts: the others'
-    # members keep the order by host, and only theirs are sorted by the key.
-    on_time: list[Member] = []
-    late: list[Member] = []
-    for m in members:
-        (late if host_of[m.instance_id] in behind else on_time).append(m)
-    left: dict[str, int] = {}
-    for m in late:
-        host = host_of[m.instance_id]
-        left[host] = left.get(host, 0) + m.vcpus
-    work = work or {}
-
-    def key(m: Member) -> tuple[float, bool, int, str, int, str]:
-        host = host_of[m.instance_id]
-        return (
-            -work.get(m.group_id, 0.0),
-            m.instance_id not in moved,
-            left[host],
-            host,
-            -m.vcpus,
-            m.instance_id,
-        )
-
-    order = _completion_order_by_host(on_time, host_of, moved)
-    order.extend(sorted(late, key=key))
-    return order
-
-
-def _completion_order_by_host(
-    members: list[Member], host_of: Mapping[str, str], moved: Container[str]
-) -> list[Member]:
-    """:func:`completion_order` of the members of the hosts not ``behind``
-    (every host, the usual case): its order built by sorting the hosts and
-    each host's members apart (a placement orders every draining host's
-    members, and a sort of them all compared a tuple of seven per pair):
-    those that moved first, then host by host (fewest vcpus left, then
-    name), each host's largest first (then by id)."""
-    left: dict[str, int] = {}
     on: dict[str, list[Member]] = {}
-    for m in members:
+    for m in waiting:
         host = host_of[m.instance_id]
-        left[host] = left.get(host, 0) + m.vcpus
         found = on.get(host)
         if found is None:
             on[host] = [m]
         else:
             found.append(m)
+    left = {host: sum(m.vcpus for m in members) for host, members in on.items()}
+    return completion_order_by_host(on, left, moved=moved, behind=behind, work=work)
+
+
+def completion_order_by_host(
+    on: Mapping[str, Sequence[Member]],
+    left: Mapping[str, int],
+    *,
+    moved: Container[str],
+    behind: Container[str] = (),
+    work: Mapping[str, float] | None = None,
+) -> list[Member]:
+    """:func:`completion_order` of the members ``on`` each host (in any
+    order; the lists are not changed), ``left`` the vcpus each host has
+    left to move: its members' sum, or more when the caller left some out
+    of ``on`` (a host keeps the place all its members give it, and those
+    given keep their order). The hosts are sorted, and each host's
+    members apart (a placement orders every draining host's members, and
+    a sort of them all compared a tuple of seven per pair). The hosts
+    ``behind`` are one or two of the draining hosts: only their members
+    are sorted by the whole key."""
     first: list[Member] = []
     then: list[Member] = []
+    late: list[tuple[tuple[float, bool, int, str, int, str], Member]] = []
+    work = work or {}
     for host in sorted(on, key=lambda h: (left[h], h)):
-        ms = on[host]
-        if len(ms) > 1:
-            ms.sort(key=_largest_first)
-        for m in ms:
+        members = on[host]
+        if host in behind:
+            vcpus = left[host]
+            late.extend(
+                (
+                    (
+                        -work.get(m.group_id, 0.0),
+                        m.instance_id not in moved,
+                        vcpus,
+                        host,
+                        -m.vcpus,
+                        m.instance_id,
+                    ),
+                    m,
+                )
+                for m in members
+            )
+            continue
+        for m in sorted(members, key=_largest_first) if len(members) > 1 else members:
             (then if m.instance_id not in moved else first).append(m)
     first.extend(then)
+    if late:
+        late.sort(key=_KEY)
+        first.extend(map(_MEMBER, late))
     return first
+
+
+_KEY = itemgetter(0)
+_MEMBER = itemgetter(1)
 
 
 def _largest_first(m: Member) -> tuple[int, str]:

@@ -608,31 +608,40 @@ def test_the_waves_asked_are_those_of_a_recount_from_the_views(
 def test_the_placement_reads_no_member_it_cannot_move_or_that_moves_none(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A placement stops at the last member that may start now, and its
-    window of targets is read from the smallest instance of each host type:
-    the same session runs with every member placed and every instance's
-    targets read (with a window smaller than the fleet, as at 300 hosts)."""
+    """A placement stops at the last member that may start now, leaves out
+    before sorting them the members that neither may start nor are held,
+    and its window of targets is read from the smallest instance of each
+    host type: the same session runs with every member placed and every
+    instance's targets read (with a window smaller than the fleet, as at
+    300 hosts)."""
     monkeypatch.setattr(constrained, "TARGET_WINDOW", 6)
     monkeypatch.setattr(constrained, "CANDIDATE_WINDOW", 5)
-    cut: list[int] = []
-    up_to = constrained.ConstrainedWorkflow._up_to_last_startable
+    left_out: list[int] = []
+    may_be_placed = constrained.ConstrainedWorkflow._may_be_placed
 
-    def counted(order: Any, *args: Any) -> Any:
-        found = up_to(order, *args)
-        cut.append(len(order) - len(found))
+    def counted_before(on_host: Any, *args: Any) -> Any:
+        found = may_be_placed(on_host, *args)
+        left_out.append(sum(map(len, on_host.values())) - sum(map(len, found.values())))
         return found
 
     monkeypatch.setattr(
-        constrained.ConstrainedWorkflow, "_up_to_last_startable", staticmethod(counted)
+        constrained.ConstrainedWorkflow, "_may_be_placed", staticmethod(counted_before)
     )
     (tmp_path / "cut").mkdir()
     short = _timeline(tmp_path / "cut")
     assert short[0] == "MAINTENANCE_DONE"
-    assert sum(cut) > 0  # some placements left members out
+    # Some placements left members out before sorting them (on this fleet
+    # every member after the last that may start is among them).
+    assert sum(left_out) > 0
     monkeypatch.setattr(
         constrained.ConstrainedWorkflow,
         "_up_to_last_startable",
         staticmethod(lambda order, *_a: order),
+    )
+    monkeypatch.setattr(
+        constrained.ConstrainedWorkflow,
+        "_may_be_placed",
+        staticmethod(lambda on_host, *_a: on_host),
     )
     monkeypatch.setattr(
         constrained.ConstrainedWorkflow,

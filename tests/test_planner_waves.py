@@ -23,6 +23,7 @@ from fenix_core.planner import (
     assign_moves,
     assign_moves_unlimited,
     completion_order,
+    completion_order_by_host,
     drain_sequence,
     drains_after,
     fits_all,
@@ -682,6 +683,26 @@ def test_completion_order_is_its_documented_order(
             waiting, host_of=host_of, moved=moved, behind=hosts_behind, work=work
         )
         assert order == sorted(waiting, key=key)
+        # The members grouped by host, in another order (as a placement
+        # reads them): the same order, the lists given left as they were.
+        on: dict[str, list[Member]] = {}
+        for m in reversed(waiting):
+            on.setdefault(host_of[m.instance_id], []).append(m)
+        given = {host: list(members) for host, members in on.items()}
+        by_host = completion_order_by_host(on, left, moved=moved, behind=hosts_behind, work=work)
+        assert by_host == order
+        assert on == given
+        # Some members left out, each host's vcpus still all of them: the
+        # others keep their order (a placement leaves out those that move
+        # none).
+        dropped = {m.instance_id for n, m in enumerate(waiting) if n % 3 == 0}
+        fewer = {
+            host: [m for m in members if m.instance_id not in dropped]
+            for host, members in on.items()
+        }
+        assert completion_order_by_host(
+            fewer, left, moved=moved, behind=hosts_behind, work=work
+        ) == [m for m in order if m.instance_id not in dropped]
 
 
 def test_hosts_beyond_room_are_those_the_room_runs_out_on_fewest_left_first() -> None:

@@ -196,6 +196,7 @@ _WAITING = (InstanceState.ACTION_REQUESTED, InstanceState.ACTION_CHOSEN)
 _STILL_TO_MOVE = frozenset({InstanceState.PENDING, *_WAITING})
 _FINAL = FINAL_SESSION_STATES
 _ASKED = SessionState.PLANNED_MAINTENANCE.value
+_VCPUS = attrgetter("vcpus")  # a member's vcpus (summed per draining host by a placement)
 
 
 def _pairs(value: object) -> tuple[tuple[str, int, tuple[str, ...]], ...]:
@@ -813,6 +814,15 @@ class _Step:
         if found is None:
             found = self.counts.limited[key] = self.rule(key).host_limit() is not None
         return found
+
+    def any_limited(self, groups: Mapping[str, object]) -> bool:
+        """Whether one of the groups (the keys) has a per-host limit: read
+        in one go while each one's answer is kept (a placement asks about
+        every group of the draining hosts' members)."""
+        known = self.counts.limited
+        if known.keys() >= groups.keys():
+            return any(map(known.__getitem__, groups))
+        return any(map(self.limited, groups))
 
     def member(self, inst: InstanceView) -> planner.Member:
         """The instance as the planner takes it (kept with the counts: a
@@ -1652,39 +1662,47 @@ class ConstrainedWorkflow(RollingWorkflow):
             # placed too, in their turn (not moved): the room they will need
             # is not given to a member after them.
             later = self._not_startable(step, views)
-            everyone = [*waiting, *step.members([views[i] for i in sorted(later)])]
-            # The rules of the groups still to come too: the placement keeps
-            # room for them by their per-host limit.
-            rules = step.rules_of(everyone)
-            for g in ahead:
-                if g not in rules:
-                    rules[g] = step.rule(g)
+            # (In no particular order: the completion order is the same
+            # whatever order its members come in.)
+            everyone = [*waiting, *step.members([views[i] for i in later])]
+            # The groups still to come too: the placement keeps room for
+            # them by their per-host limit. Their rules are needed only when
+            # one of them has one (most placements: none has).
+            groups = dict.fromkeys(map(_GROUP_OF, everyone))
+            groups.update(dict.fromkeys(ahead))
+            limited = step.any_limited(groups)
+            rules = {g: step.rule(g) for g in groups} if limited else {}
             # Read in one pass over the members: where each is, which moved
-            # before, which are on a host opened in the first wave (each
-            # host looked up once), and the vcpus each host has left to move
-            # (the first drained hosts' members aside).
+            # before, and each host's members; then per host whether it was
+            # opened in the first wave (looked up once) and the vcpus it has
+            # left to move (the first drained hosts' members aside).
             host_of: dict[str, str] = {}
             moved: set[str] = set()
-            first: set[str] = set()
-            first_drained: dict[str, bool] = {}
-            left_on: dict[str, int] = {}
+            on_host: dict[str, list[planner.Member]] = {}
             everyone_views: list[InstanceView] = []
             for m in everyone:
                 view = views[m.instance_id]
                 everyone_views.append(view)
-                host_of[m.instance_id] = view.host
+                name = host_of[m.instance_id] = view.host
                 if view.moves:
                     moved.add(m.instance_id)
-                on_first = first_drained.get(view.host)
-                if on_first is None:
-                    h = ctx.hosts.get(view.host)
-                    on_first = first_drained[view.host] = h is not None and bool(
-                        h.stage & FIRST_DRAINED
-                    )
-                if on_first:
-                    first.add(m.instance_id)
+                found = on_host.get(name)
+                if found is None:
+                    on_host[name] = [m]
                 else:
-                    left_on[view.host] = left_on.get(view.host, 0) + m.vcpus
+                    found.append(m)
+            first: set[str] = set()
+            first_drained: dict[str, bool] = {}
+            left_on: dict[str, int] = {}
+            vcpus_on: dict[str, int] = {}
+            for name, members in on_host.items():
+                h = ctx.hosts.get(name)
+                on_first = first_drained[name] = h is not None and bool(h.stage & FIRST_DRAINED)
+                vcpus = vcpus_on[name] = sum(map(_VCPUS, members))
+                if on_first:
+                    first.update(m.instance_id for m in members)
+                else:
+                    left_on[name] = vcpus
             # The window is built only when a member may start (below); the
             # room where instances stay is read from the capacity index when
             # one instance stands for the window, else from its hosts.
@@ -1701,16 +1719,25 @@ class ConstrainedWorkflow(RollingWorkflow):
             # first drained hosts' members may go where they do not stay.)
             behind = planner.hosts_beyond_room(left_on, stay_room)
             work: dict[str, float] = {}
-            if behind:
-                for m in everyone:
-                    if m.group_id not in work and host_of[m.instance_id] in behind:
+            for name in behind:
+                for m in on_host[name]:
+                    if m.group_id not in work:
                         work[m.group_id] = self._weight(step, m.group_id)
-            order = planner.completion_order(
-                everyone, host_of=host_of, moved=moved, behind=behind, work=work
-            )
-
             left = {g: budgets.get(g, 0) for g in dict.fromkeys(map(_GROUP_OF, waiting))}
-            reserve = bool(behind) and any(r.host_limit() is not None for r in rules.values())
+            reserve = bool(behind) and limited
+            # The first wave's partial last host: only the first of its
+            # members in the order, as many as it may still move twice.
+            partial = cst.partial if cst.partial and first_drained.get(cst.partial) else None
+            allowance = cst.partial_twice
+            # (The hosts keep their place: it is by the vcpus of all their
+            # members, vcpus_on.)
+            order = planner.completion_order_by_host(
+                self._may_be_placed(on_host, left, later, limited, behind, partial),
+                vcpus_on,
+                moved=moved,
+                behind=behind,
+                work=work,
+            )
             if behind and not reserve:
                 # Counted, not placed: without a per-host limit, the room is
                 # all that the other hosts' members need kept.
@@ -1720,15 +1747,10 @@ class ConstrainedWorkflow(RollingWorkflow):
                     behind=behind,
                     budgets=left,
                     room=stay_room
-                    - sum(m.vcpus for m in everyone if host_of[m.instance_id] not in behind),
+                    - sum(vcpus for name, vcpus in vcpus_on.items() if name not in behind),
                 )
-            order = self._up_to_last_startable(order, left, later, rules)
+            order = self._up_to_last_startable(order, left, later, limited, host_of, partial)
             step.counts.empty_placement = None if order else (inputs, left)
-
-            # The first wave's partial last host: only the first of its
-            # members in the order, as many as it may still move twice.
-            partial = cst.partial if cst.partial and first_drained.get(cst.partial) else None
-            allowance = cst.partial_twice
 
             def place(targets: list[planner.Target], waiting_makes_room: bool) -> dict[str, str]:
                 twice: set[str] = set()
@@ -2001,24 +2023,62 @@ class ConstrainedWorkflow(RollingWorkflow):
         return False
 
     @staticmethod
+    def _may_be_placed(
+        on_host: dict[str, list[planner.Member]],
+        budgets: Mapping[str, int],
+        held: Container[str],
+        limited: bool,
+        behind: Container[str],
+        partial: str | None,
+    ) -> dict[str, list[planner.Member]]:
+        """Each host's members less those :meth:`_up_to_last_startable`
+        leaves out wherever they come in the order (neither may start nor
+        are held), left out before the order is sorted: at 1,000 hosts most
+        of the draining hosts' members. Those of the hosts ``behind`` are
+        all kept (``planner.left_over_room`` counts the room left over
+        through them, their groups waiting or not), and so are the
+        ``partial`` host's. Whole when a group has a per-host limit
+        (``limited``)."""
+        if limited:
+            return on_host
+        return {
+            host: members
+            if host in behind or host == partial
+            else [m for m in members if m.instance_id in held or budgets[m.group_id] > 0]
+            for host, members in on_host.items()
+        }
+
+    @staticmethod
     def _up_to_last_startable(
         order: list[planner.Member],
         budgets: Mapping[str, int],
         held: Container[str],
-        rules: Mapping[str, planner.GroupRule],
+        limited: bool,
+        host_of: Mapping[str, str],
+        partial: str | None,
     ) -> list[planner.Member]:
-        """``order`` up to its last member that may start (not held, its
-        group with budget left): ``planner.assign_moves`` moves none after
-        it, and places the held ones after it only for those behind them.
-        Whole when a group has a per-host limit: its members anywhere in
+        """``order`` as ``planner.assign_moves`` reads it, without reserve:
+        up to its last member that may start (not held, its group with
+        budget left), since it moves none after it and places the held ones
+        after it only for those behind them; and before that, without the
+        members that neither may start nor are held (their group may lose
+        no more now: it passes over them; at 1,000 hosts most of the order)
+        but those of the first wave's ``partial`` host (each one counts
+        against the host's second moves, startable or not). Whole when a
+        group has a per-host limit (``limited``): its members anywhere in
         the order say what the placement keeps room for (``ahead``)."""
-        if any(rule.host_limit() is not None for rule in rules.values()):
+        if limited:
             return order
-        for end in range(len(order), 0, -1):
-            m = order[end - 1]
+        kept: list[planner.Member] = []
+        end = 0
+        for m in order:
             if m.instance_id not in held and budgets.get(m.group_id, 0) > 0:
-                return order[:end]
-        return []
+                kept.append(m)
+                end = len(kept)
+            elif m.instance_id in held or host_of[m.instance_id] == partial:
+                kept.append(m)
+        del kept[end:]
+        return kept
 
     @staticmethod
     def _not_startable(step: _Step, views: dict[str, InstanceView]) -> set[str]:
