@@ -180,6 +180,18 @@ FIRST_DRAINED = 1 << 19
 _OPEN = (HostState.DRAINING, HostState.DRAINED, HostState.IN_MAINTENANCE)
 _WAITING = (InstanceState.ACTION_REQUESTED, InstanceState.ACTION_CHOSEN)
 _STILL_TO_MOVE = frozenset({InstanceState.PENDING, *_WAITING})
+#: The states of an instance that its (pending or draining) host holds as a
+#: member, one the host still has to see leave: not moving (IN_ACTION: it
+#: counts where its move ends), not gone, and not out of the session's scope
+#: (never moved: a host holding only those is empty, as for ``IN_SCOPE``).
+#: The one rule for a host's load (``_Step.members_on``, ``_Draining``) and
+#: for the pending hosts named per group (``_Counts.pending_hosts_of``): the
+#: groups the kept weights put on a host are those of its load.
+_MEMBER_STATES = frozenset(InstanceState) - {
+    InstanceState.IN_ACTION,
+    InstanceState.GONE,
+    InstanceState.OUT_OF_SCOPE,
+}
 _FINAL = FINAL_SESSION_STATES
 _ASKED = SessionState.PLANNED_MAINTENANCE.value
 
@@ -348,8 +360,8 @@ class _Fed:
 
 @attrs.define(slots=True)
 class _Draining:
-    """The draining hosts' instances still to leave them (neither moving nor
-    gone), and the instances moving now (on any host), kept with the counts
+    """The draining hosts' instances still to leave them (their members:
+    :data:`_MEMBER_STATES`), and the instances moving now (on any host), kept with the counts
     between decisions and brought up to date
     from the instances changed since ``mark``
     (``ctx.instances.changed_since``) and the hosts that started or stopped
@@ -459,7 +471,7 @@ class _Draining:
             self._add(inst)
 
     def _add(self, inst: InstanceView) -> None:
-        if inst.state in (InstanceState.IN_ACTION, InstanceState.GONE):
+        if inst.state not in _MEMBER_STATES:
             return
         host, instance_id = inst.host, inst.instance_id
         self.on[host][instance_id] = inst
@@ -814,11 +826,8 @@ class _Step:
         return out
 
     def members_on(self, host: str) -> list[planner.Member]:
-        return self.members(
-            i
-            for i in self.ctx.instances.on(host)
-            if i.state not in (InstanceState.IN_ACTION, InstanceState.GONE)
-        )
+        """The host's members (:data:`_MEMBER_STATES`), its load."""
+        return self.members(i for i in self.ctx.instances.on(host) if i.state in _MEMBER_STATES)
 
     def draining(self) -> _Draining:
         """The draining hosts' instances still to leave, up to date."""
@@ -3029,11 +3038,11 @@ class ConstrainedWorkflow(RollingWorkflow):
                 if step.limited(g):
                     found.any_limited = True
                 if host.state == HostState.PENDING:
-                    found.pending_hosts_of.setdefault(g, set()).add(host.name)
                     found.pending_member(g, inst.vcpus, step.limited(g), +1)
                     if inst.moves:
                         found.parked.add(host.name)
-                    if inst.state != InstanceState.IN_ACTION:
+                    if inst.state in _MEMBER_STATES:  # as its load counts it
+                        found.pending_hosts_of.setdefault(g, set()).add(host.name)
                         load += inst.vcpus
             if load and host.type == "compute":
                 found.pending_floor.append((load, host.name))
