@@ -1097,6 +1097,7 @@ def host_to_open_ahead(
     idle_groups: Mapping[str, float],
     room: int,
     last: Container[str] = (),
+    scores: Mapping[str, tuple[float, float]] | None = None,
 ) -> tuple[HostLoad, Member] | None:
     """The host to open ahead of its room, and the member it is opened for:
     when no host can be opened whole (:func:`hosts_to_open` finds none)
@@ -1114,16 +1115,32 @@ def host_to_open_ahead(
     round of each group instead of waiting, once open, for the rounds of
     groups busy elsewhere: a host's drain is mostly the wait for a few
     members of the longest chains, while the room it needs whole comes back
-    only as hosts are maintained (see docs/constraints.md)."""
+    only as hosts are maintained (see docs/constraints.md).
+
+    ``scores``: each candidate's (most, sum) of the ``idle_groups`` weights
+    of its ``groups``, as the caller keeps them between decisions, instead
+    of working them out here from every candidate's groups; a candidate
+    without one feeds no idle group and is passed over. Trusted as given:
+    any other mapping ranks otherwise, with no error."""
     best: tuple[tuple[bool, float, float, int, int, str], HostLoad] | None = None
-    weight_of = idle_groups.get  # one lookup per group (up to 128 hosts' groups)
-    for load in candidates:
-        fed = [w for g in load.groups if (w := weight_of(g)) is not None]
-        if not fed:
-            continue
-        rank = _opening_rank(load, (max(fed), sum(fed)), last)
-        if best is None or rank < best[0]:
-            best = (rank, load)
+    if scores is not None:
+        score_of = scores.get
+        for load in candidates:
+            score = score_of(load.host)
+            if score is None:
+                continue
+            rank = _opening_rank(load, score, last)
+            if best is None or rank < best[0]:
+                best = (rank, load)
+    else:
+        weight_of = idle_groups.get  # one lookup per group (up to 128 hosts' groups)
+        for load in candidates:
+            fed = [w for g in load.groups if (w := weight_of(g)) is not None]
+            if not fed:
+                continue
+            rank = _opening_rank(load, (max(fed), sum(fed)), last)
+            if best is None or rank < best[0]:
+                best = (rank, load)
     if best is None:
         return None
     load = best[1]

@@ -4,8 +4,14 @@ benchmarks/makespan.py's default random family (issue 21)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import pytest
 from family_layouts import family_layout_ratios
+from test_constrained_step_work import _timeline, small_windows_recording_room_checks
+
+from fenix_core import planner
 
 
 def test_a_full_cloud_drains_its_hosts_faster_with_one_opened_ahead_of_its_room(
@@ -25,3 +31,36 @@ def test_a_full_cloud_drains_its_hosts_faster_with_one_opened_ahead_of_its_room(
     assert span <= 1.15
     assert moves <= 1.10
     assert most <= 2
+
+
+def test_the_kept_scores_of_the_hosts_opened_ahead_are_those_of_their_loads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The per-host weights kept with the idle groups between decisions
+    (each fed host's most idle weight, kept as groups are added and taken
+    out, and its sum) are, at every ranking of the hosts to open ahead, what
+    the candidates' loads give from the idle groups (``host_to_open_ahead``
+    without ``scores``), and the host and member ranked first are the same
+    either way. The fleet of test_constrained_step_work with windows smaller
+    than it: candidates are cut, hosts opened ahead."""
+    small_windows_recording_room_checks(monkeypatch)
+    original = planner.host_to_open_ahead
+    ranked: list[int] = []
+
+    def checked(
+        candidates: Any, *, idle_groups: Any, room: int, last: Any = (), scores: Any = None
+    ) -> Any:
+        assert scores is not None
+        for load in candidates:
+            fed = [w for g in load.groups if (w := idle_groups.get(g)) is not None]
+            assert scores.get(load.host) == ((max(fed), sum(fed)) if fed else None), load.host
+        found = original(candidates, idle_groups=idle_groups, room=room, last=last, scores=scores)
+        assert found == original(candidates, idle_groups=idle_groups, room=room, last=last)
+        ranked.append(len(candidates))
+        return found
+
+    monkeypatch.setattr(planner, "host_to_open_ahead", checked)
+    for seed in (3, 7):
+        (tmp_path / str(seed)).mkdir()
+        assert _timeline(tmp_path / str(seed), seed=seed)[0] == "MAINTENANCE_DONE"
+    assert len(ranked) > 5, ranked

@@ -74,7 +74,8 @@ again; nor is an opening decision whose inputs are those of the last one,
 which opened nothing and changed nothing. The idle groups and the weight
 each pending host feeds (``_Fed``) are kept with the counts between
 opening decisions and worked out again only for the groups whose work left,
-pending hosts or members waiting on the open hosts changed. The draining
+pending hosts or members waiting on the open hosts changed, with each fed
+host's most weight: the scores the hosts opened ahead are ranked by. The draining
 hosts' instances still to leave (``_Draining``: those a placement holds
 back, the draining loads of an opening decision) are kept with the counts
 and brought up to date from the instances the context's change log names
@@ -356,6 +357,11 @@ class _Fed:
     feeders: Counter[str]
     #: Per idle group, the pending hosts its weight was added to.
     on: dict[str, tuple[str, ...]]
+    #: Per host of ``fed``, the most weight of an idle group feeding it, when
+    #: known: a host whose most was taken out is left out until worked out
+    #: again from its load (:meth:`ConstrainedWorkflow._open_ahead`). Its
+    #: summed idle weight needs nothing kept: ``fed`` less ``feeders``.
+    top: dict[str, float] = attrs.field(factory=dict)
 
 
 @attrs.define(slots=True)
@@ -2608,7 +2614,7 @@ class ConstrainedWorkflow(RollingWorkflow):
                 changed |= counts.refed
         counts.refed.clear()
         kept.waiting = dict(waiting)
-        idle, fed, feeders, on = kept.idle, kept.fed, kept.feeders, kept.on
+        idle, fed, feeders, on, top = kept.idle, kept.fed, kept.feeders, kept.on, kept.top
         rules, rule, paces, weight_of = step.rules, step.rule, counts.pace, self._weight
         todo, hosts_of = counts.todo, counts.pending_hosts_of.get
         for g in changed:
@@ -2620,8 +2626,11 @@ class ConstrainedWorkflow(RollingWorkflow):
                     if n:
                         feeders[name] = n
                         fed[name] -= add
+                        if top.get(name) == weight:  # its most: not known any more
+                            del top[name]
                     else:
                         del feeders[name], fed[name]
+                        top.pop(name, None)
             left = todo.get(g, 0)
             if left <= 0:
                 continue
@@ -2637,7 +2646,15 @@ class ConstrainedWorkflow(RollingWorkflow):
             names = on[g] = tuple(hosts_of(g, ()))
             add = weight + 1.0
             for name in names:
-                fed[name] = fed.get(name, 0.0) + add
+                had = fed.get(name)
+                if had is None:
+                    fed[name] = add
+                    top[name] = weight
+                else:
+                    fed[name] = had + add
+                    most = top.get(name)
+                    if most is not None and weight > most:
+                        top[name] = weight
                 feeders[name] += 1
         return idle, fed
 
@@ -2706,7 +2723,11 @@ class ConstrainedWorkflow(RollingWorkflow):
             and view.type == "compute"
         ]
         found = planner.host_to_open_ahead(
-            candidates, idle_groups=idle, room=left_over, last=counts.parked
+            candidates,
+            idle_groups=idle,
+            room=left_over,
+            last=counts.parked,
+            scores=self._kept_scores(counts, idle, candidates),
         )
         if found is None:
             return False, False
@@ -2736,6 +2757,36 @@ class ConstrainedWorkflow(RollingWorkflow):
             if not planner.drains_together(loads, dry, rules, order):
                 return False, False
         return self._open_chosen(ctx, step, cst, [load.host], ())
+
+    @staticmethod
+    def _kept_scores(
+        counts: _Counts, idle: Mapping[str, float], candidates: Sequence[planner.HostLoad]
+    ) -> dict[str, tuple[float, float]] | None:
+        """Each candidate's score for ``planner.host_to_open_ahead`` (the
+        most and the summed weight of the idle groups it holds members of)
+        from the weights kept with :class:`_Fed`, when ``idle`` is its answer:
+        the groups it put on a host are those of the host's load, both
+        counting the members of :data:`_MEMBER_STATES`. None otherwise (the
+        planner works them out from the loads). A most not known (taken
+        out) is worked out from the load and kept."""
+        kept = counts.fed
+        if kept is None or kept.idle is not idle:
+            return None
+        top, sums, feeders = kept.top, kept.fed, kept.feeders
+        scores: dict[str, tuple[float, float]] = {}
+        for load in candidates:
+            name = load.host
+            total = sums.get(name)
+            if total is None:
+                continue
+            most = top.get(name)
+            if most is None:
+                most = max((w for g in load.groups if (w := idle.get(g)) is not None), default=None)
+                if most is None:
+                    continue
+                top[name] = most
+            scores[name] = (most, total - feeders[name])
+        return scores
 
     def _first_wave_size(
         self, ctx: SessionContext, step: _Step, targets: Sequence[planner.Target]
