@@ -4,6 +4,7 @@ benchmarks/makespan.py's default random family (issue 21)."""
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ from family_layouts import family_layout_ratios
 from test_constrained_step_work import _timeline, small_windows_recording_room_checks
 
 from fenix_core import planner
+from fenix_core.workflows import constrained
 
 
 def test_a_full_cloud_drains_its_hosts_faster_with_one_opened_ahead_of_its_room(
@@ -64,3 +66,19 @@ def test_the_kept_scores_of_the_hosts_opened_ahead_are_those_of_their_loads(
         (tmp_path / str(seed)).mkdir()
         assert _timeline(tmp_path / str(seed), seed=seed)[0] == "MAINTENANCE_DONE"
     assert len(ranked) > 5, ranked
+
+
+@pytest.mark.parametrize("hosts", [3, 128, 129, 400])
+def test_the_candidates_ranked_are_the_first_by_weight_then_name(hosts: int) -> None:
+    """The pending hosts offered to the ranking are the best
+    ``CANDIDATE_WINDOW`` of the fed hosts by (weight, name), highest first,
+    many at the weight of the last one taken as in a fleet of alike hosts."""
+    rng = random.Random(hosts)
+    fed = {
+        f"cmp-{rng.randrange(10_000):04d}": float(rng.choice((1, 61, 121, 122)))
+        for _ in range(hosts)
+    }
+    ranked = sorted(fed.items(), key=lambda item: (item[1], item[0]), reverse=True)
+    best = constrained.ConstrainedWorkflow._best(fed)
+    assert len(best) == len(set(best)) == min(len(fed), constrained.CANDIDATE_WINDOW)
+    assert set(best) == {n for n, _w in ranked[: constrained.CANDIDATE_WINDOW]}

@@ -100,7 +100,7 @@ from collections import Counter
 from collections.abc import Callable, Container, Hashable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from itertools import chain, islice
-from operator import attrgetter, itemgetter
+from operator import attrgetter
 from types import MappingProxyType
 from typing import Any, ClassVar, Self
 
@@ -691,7 +691,6 @@ class _GroupsOn(Mapping[str, int]):
 #: A target's members when no group has a per-host limit (none are counted).
 _NONE: Mapping[str, int] = MappingProxyType({})
 _GROUP_OF = attrgetter("group_id")  # a member's group (read for every member of a decision)
-_WEIGHT_NAME = itemgetter(1, 0)  # a (host, weight) item's (weight, host)
 
 
 class _Impacted(Mapping[str, int]):
@@ -2929,13 +2928,19 @@ class ConstrainedWorkflow(RollingWorkflow):
 
     @staticmethod
     def _best(fed: Mapping[str, float]) -> list[str]:
+        """The :data:`CANDIDATE_WINDOW` hosts of ``fed`` first by (weight,
+        name), highest first (in no order: the callers sort them or not)."""
         if len(fed) <= CANDIDATE_WINDOW:
             return list(fed)
-        # The first by (weight, name), names being unique: a sort of the
-        # (name, weight) items keyed in C took less than heapq.nlargest with
-        # a key function, for the few hundred hosts fed at 1,000 hosts.
-        ranked = sorted(fed.items(), key=_WEIGHT_NAME, reverse=True)
-        return [n for n, _w in ranked[:CANDIDATE_WINDOW]]
+        # The weight of the last one taken, then the hosts above it and as
+        # many of those at it as are left, by name: the weights alone
+        # (floats, compared in C) sort 4-5 times faster than the (weight,
+        # name) items, for the few hundred hosts fed at 1,000 hosts.
+        floor = sorted(fed.values(), reverse=True)[CANDIDATE_WINDOW - 1]
+        best = [n for n, w in fed.items() if w > floor]
+        at = sorted([n for n, w in fed.items() if w == floor], reverse=True)
+        best += at[: CANDIDATE_WINDOW - len(best)]
+        return best
 
     # ------------------------------------------------------------------ targets
 
