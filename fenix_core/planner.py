@@ -1242,7 +1242,10 @@ def fits_all(
     for each group with a per-host limit, enough hosts below that limit.
 
     Totals first (cheap), then a greedy placement of every member, largest
-    first, as :func:`assign_moves` would do it.
+    first, as :func:`assign_moves` would do it, unless the totals settle
+    that too: with no per-host limit, a member is refused only when every
+    target has less room than it, which the room to spare rules out
+    (:func:`_room_to_spare`).
     """
     rules = rules or {}
     need = sum(m.vcpus for m in members)
@@ -1259,18 +1262,41 @@ def fits_all(
     per_group: dict[str, int] = {}
     for m in members:
         per_group[m.group_id] = per_group.get(m.group_id, 0) + 1
+    limited = False
     for group_id, count in per_group.items():
         rule = rules.get(group_id)
         limit = rule.host_limit() if rule is not None else None
         if limit is None:
             continue
+        limited = True
         room = sum(max(0, limit - t.members.get(group_id, 0)) for t in target_list)
         if room < count:
             return False
+    if not limited and not unknown and members and _room_to_spare(members, need, target_list):
+        return True
     # The totals fit; a greedy placement (largest first) settles fragmentation
     # and limits that interact.
     order = sorted(members, key=lambda m: (-m.vcpus, m.instance_id))
     return not assign_moves(order, dict(per_group), target_list, rules)[1]
+
+
+def _room_to_spare(members: Sequence[Member], need: int, targets: Sequence[Target]) -> bool:
+    """Whether a greedy placement of ``members`` (``need`` vcpus) with no
+    per-host limit cannot run short on ``targets`` (every room known),
+    whatever target it picks each time: a member of ``v`` vcpus is refused
+    only when each target has at most ``v - 1`` left, so at most ``(v - 1)``
+    times the targets that had room, which is at least what was free less
+    what the members before it took (less than ``need - v``). With at least
+    ``(largest - 1)`` per target with room to spare over ``need``, none is.
+    A target named twice counts once, as the placement counts it."""
+    free = {t.host: t.free for t in targets}
+    room = 0
+    hosts = 0
+    for left in free.values():
+        if left is not None and left > 0:
+            room += left
+            hosts += 1
+    return hosts > 0 and room - need >= hosts * (max(m.vcpus for m in members) - 1)
 
 
 def infeasible_groups(
