@@ -2617,32 +2617,55 @@ class ConstrainedWorkflow(RollingWorkflow):
         rules, rule, paces, weight_of = step.rules, step.rule, counts.pace, self._weight
         todo, hosts_of = counts.todo, counts.pending_hosts_of.get
         for g in changed:
-            weight = idle.pop(g, None)
-            if weight is not None:  # its weight taken out of the hosts it fed
-                add = weight + 1.0
+            # Its weight now (None: not idle), then what it fed taken out and
+            # the new put in; on the same hosts, only the change of weight
+            # (nothing when none: its members waiting changed, within what
+            # it may move at once).
+            weight = None
+            left = todo.get(g, 0)
+            if left > 0:
+                w = waiting.get(g, 0)
+                if w == 0 or w < (rules.get(g) or rule(g)).max_impacted:
+                    pace = paces.get(g)
+                    weight = (
+                        weight_of(step, g) if pace is None else math.ceil(left / pace[0]) * pace[1]
+                    )
+                    if not weight.is_integer():  # sums in another order could round otherwise
+                        counts.fed = None
+                        return self._idle_and_fed_of(step, waiting)
+            names = () if weight is None else tuple(hosts_of(g, ()))
+            was = idle.get(g)
+            if was is not None and weight is not None and on[g] == names:
+                if weight != was:
+                    idle[g] = weight
+                    change = weight - was
+                    for name in names:
+                        fed[name] += change
+                        most = top.get(name)
+                        if most is None:
+                            continue
+                        if weight > most:
+                            top[name] = weight
+                        elif most == was:  # its most, now less: not known any more
+                            del top[name]
+                continue
+            if was is not None:  # its weight taken out of the hosts it fed
+                del idle[g]
+                add = was + 1.0
                 for name in on.pop(g):
                     n = feeders[name] - 1
                     if n:
                         feeders[name] = n
                         fed[name] -= add
-                        if top.get(name) == weight:  # its most: not known any more
+                        if top.get(name) == was:  # its most: not known any more
                             del top[name]
                     else:
                         del feeders[name], fed[name]
                         top.pop(name, None)
-            left = todo.get(g, 0)
-            if left <= 0:
+            if weight is None:
                 continue
-            w = waiting.get(g, 0)
-            if w != 0 and w >= (rules.get(g) or rule(g)).max_impacted:
-                continue
-            pace = paces.get(g)
-            weight = weight_of(step, g) if pace is None else math.ceil(left / pace[0]) * pace[1]
-            if not weight.is_integer():  # sums in another order could round otherwise
-                counts.fed = None
-                return self._idle_and_fed_of(step, waiting)
             idle[g] = weight
-            names = on[g] = tuple(hosts_of(g, ()))
+            on[g] = names
             add = weight + 1.0
             for name in names:
                 had = fed.get(name)
