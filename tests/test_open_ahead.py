@@ -44,7 +44,8 @@ def test_the_kept_scores_of_the_hosts_opened_ahead_are_those_of_their_loads(
     the candidates' loads give from the idle groups (``host_to_open_ahead``
     without ``scores``), and the host and member ranked first are the same
     either way. The fleet of test_constrained_step_work with windows smaller
-    than it: candidates are cut, hosts opened ahead."""
+    than it: candidates are cut, hosts opened ahead. Each kept most is,
+    after every update, the heaviest idle group naming its host."""
     small_windows_recording_room_checks(monkeypatch)
     original = planner.host_to_open_ahead
     ranked: list[int] = []
@@ -61,11 +62,30 @@ def test_the_kept_scores_of_the_hosts_opened_ahead_are_those_of_their_loads(
         ranked.append(len(candidates))
         return found
 
+    kept_idle = constrained.ConstrainedWorkflow._idle_and_fed
+    tops: list[int] = []
+
+    def recounted(self: Any, step: Any, waiting: Any) -> Any:
+        """Each kept most is the heaviest idle group naming the host."""
+        idle, fed = kept_idle(self, step, waiting)
+        kept = step.counts.fed
+        if kept is not None:
+            most: dict[str, float] = {}
+            for g, w in idle.items():
+                for name in step.counts.pending_hosts_of.get(g, ()):
+                    most[name] = max(most.get(name, w), w)
+            assert {n: most[n] for n in kept.top} == kept.top
+            assert kept.top.keys() <= fed.keys()
+            tops.append(len(kept.top))
+        return idle, fed
+
     monkeypatch.setattr(planner, "host_to_open_ahead", checked)
+    monkeypatch.setattr(constrained.ConstrainedWorkflow, "_idle_and_fed", recounted)
     for seed in (3, 7):
         (tmp_path / str(seed)).mkdir()
         assert _timeline(tmp_path / str(seed), seed=seed)[0] == "MAINTENANCE_DONE"
     assert len(ranked) > 5, ranked
+    assert sum(tops) > len(tops), tops  # hosts' mosts kept between decisions
 
 
 @pytest.mark.parametrize("hosts", [3, 128, 129, 400])

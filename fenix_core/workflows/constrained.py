@@ -2642,10 +2642,8 @@ class ConstrainedWorkflow(RollingWorkflow):
                     for name in names:
                         fed[name] += change
                         most = top.get(name)
-                        if most is None:
-                            continue
-                        if weight > most:
-                            top[name] = weight
+                        if feeders[name] == 1 or (most is not None and weight > most):
+                            top[name] = weight  # (the only idle group feeding it: its most)
                         elif most == was:  # its most, now less: not known any more
                             del top[name]
                 continue
