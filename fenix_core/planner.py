@@ -1102,6 +1102,7 @@ def host_to_open_ahead(
     idle_groups: Mapping[str, float],
     room: int,
     last: Container[str] = (),
+    scores: Mapping[str, tuple[float, float]] | None = None,
 ) -> tuple[HostLoad, Member] | None:
     """The host to open ahead of its room, and the member it is opened for:
     when no host can be opened whole (:func:`hosts_to_open` finds none)
@@ -1119,16 +1120,32 @@ def host_to_open_ahead(
     round of each group instead of waiting, once open, for the rounds of
     groups busy elsewhere: a host's drain is mostly the wait for a few
     members of the longest chains, while the room it needs whole comes back
-    only as hosts are maintained (see docs/constraints.md)."""
+    only as hosts are maintained (see docs/constraints.md).
+
+    ``scores``: each candidate's (most, sum) of the ``idle_groups`` weights
+    of its ``groups``, as the caller keeps them between decisions, instead
+    of working them out here from every candidate's groups; a candidate
+    without one feeds no idle group and is passed over. Trusted as given:
+    any other mapping ranks otherwise, with no error."""
     best: tuple[tuple[bool, float, float, int, int, str], HostLoad] | None = None
-    weight_of = idle_groups.get  # one lookup per group (up to 128 hosts' groups)
-    for load in candidates:
-        fed = [w for g in load.groups if (w := weight_of(g)) is not None]
-        if not fed:
-            continue
-        rank = _opening_rank(load, (max(fed), sum(fed)), last)
-        if best is None or rank < best[0]:
-            best = (rank, load)
+    if scores is not None:
+        score_of = scores.get
+        for load in candidates:
+            score = score_of(load.host)
+            if score is None:
+                continue
+            rank = _opening_rank(load, score, last)
+            if best is None or rank < best[0]:
+                best = (rank, load)
+    else:
+        weight_of = idle_groups.get  # one lookup per group (up to 128 hosts' groups)
+        for load in candidates:
+            fed = [w for g in load.groups if (w := weight_of(g)) is not None]
+            if not fed:
+                continue
+            rank = _opening_rank(load, (max(fed), sum(fed)), last)
+            if best is None or rank < best[0]:
+                best = (rank, load)
     if best is None:
         return None
     load = best[1]
@@ -1230,7 +1247,10 @@ def fits_all(
     for each group with a per-host limit, enough hosts below that limit.
 
     Totals first (cheap), then a greedy placement of every member, largest
-    first, as :func:`assign_moves` would do it.
+    first, as :func:`assign_moves` would do it, unless the totals settle
+    that too: with no per-host limit, a member is refused only when every
+    target has less room than it, which the room to spare rules out
+    (:func:`_room_to_spare`).
     """
     rules = rules or {}
     need = sum(m.vcpus for m in members)
@@ -1247,18 +1267,41 @@ def fits_all(
     per_group: dict[str, int] = {}
     for m in members:
         per_group[m.group_id] = per_group.get(m.group_id, 0) + 1
+    limited = False
     for group_id, count in per_group.items():
         rule = rules.get(group_id)
         limit = rule.host_limit() if rule is not None else None
         if limit is None:
             continue
+        limited = True
         room = sum(max(0, limit - t.members.get(group_id, 0)) for t in target_list)
         if room < count:
             return False
+    if not limited and not unknown and members and _room_to_spare(members, need, target_list):
+        return True
     # The totals fit; a greedy placement (largest first) settles fragmentation
     # and limits that interact.
     order = sorted(members, key=lambda m: (-m.vcpus, m.instance_id))
     return not assign_moves(order, dict(per_group), target_list, rules)[1]
+
+
+def _room_to_spare(members: Sequence[Member], need: int, targets: Sequence[Target]) -> bool:
+    """Whether a greedy placement of ``members`` (``need`` vcpus) with no
+    per-host limit cannot run short on ``targets`` (every room known),
+    whatever target it picks each time: a member of ``v`` vcpus is refused
+    only when each target has at most ``v - 1`` left, so at most ``(v - 1)``
+    times the targets that had room, which is at least what was free less
+    what the members before it took (less than ``need - v``). With at least
+    ``(largest - 1)`` per target with room to spare over ``need``, none is.
+    A target named twice counts once, as the placement counts it."""
+    free = {t.host: t.free for t in targets}
+    room = 0
+    hosts = 0
+    for left in free.values():
+        if left is not None and left > 0:
+            room += left
+            hosts += 1
+    return hosts > 0 and room - need >= hosts * (max(m.vcpus for m in members) - 1)
 
 
 def infeasible_groups(

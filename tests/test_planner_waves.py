@@ -1121,6 +1121,26 @@ def test_fits_all_counts_max_per_host() -> None:
     assert not fits_all(members, [target("t1", 99, g=3), target("t2", 99, g=1)], rules)
 
 
+@settings(max_examples=300, deadline=None)
+@given(
+    sizes=st.lists(st.integers(0, 4), max_size=12),
+    rooms=st.lists(st.tuples(st.integers(0, 4), st.integers(-2, 9)), max_size=6),
+)
+def test_fits_all_without_a_per_host_limit_answers_as_its_greedy_placement(
+    sizes: list[int], rooms: list[tuple[int, int]]
+) -> None:
+    """Without a per-host limit the totals may settle the greedy placement
+    (room to spare of the largest member less one per target with room):
+    the answer is the placement's whatever the sizes, negative rooms or a
+    host named twice."""
+    members = [member(f"vm-{n}", f"g{n % 3}", v) for n, v in enumerate(sizes)]
+    targets = [target(f"t{h}", room) for h, room in rooms]
+    order = sorted(members, key=lambda m: (-m.vcpus, m.instance_id))
+    per_group = Counter(m.group_id for m in members)
+    placed = not planner.assign_moves(order, per_group, targets, {})[1]
+    assert fits_all(members, targets) == placed
+
+
 # --------------------------------------------------------------------------- drain_sequence
 
 
