@@ -141,6 +141,14 @@ def test_a_write_is_loaded_back_as_written(harness: Harness) -> None:
     ws.set_timer("retry_move:vm-1-0", T0 + timedelta(seconds=30), {"instance_id": "vm-1-0"})
     ws.set_component("controls", 1, {"paused": False})
     ws.add_host(HostRec("cmp-9", "compute", 16, "ADDED", 9, 0, True, False, 0, None, None, None))
+    # Rows that joined the session with its new host (every kind of row a
+    # step writes is in this write).
+    ws.add_project(ProjectRec("p9", True, None, False, None, None, False))
+    joined = InstanceRec(
+        "vm-9-0", "p9", "vm 9.0", "cmp-9", 1, True, "PENDING", None, None, 0, 0,
+        None, None, None, None, None,
+    )  # fmt: skip
+    ws.add_instance(joined)
     wake = T0 + timedelta(seconds=5)
     harness.store.write(ws.take_write(fence, next_wake=wake, lease_expires=T0))
     again = harness.store.load("s-1")

@@ -72,8 +72,19 @@ def _numbered(
 ) -> list[tuple[Any, ...]]:
     """Operation records (``OpRec.FIELDS``) with their key's number and row
     id added (``OP_ROW``; ``first``: the id of the session's number 0), then
-    ``flag`` if given."""
-    return [(*row, n, first + n, *flag) for row in ops for n in (key_number(session_id, row[0]),)]
+    ``flag`` if given. A key :func:`key_number` refuses is refused."""
+    head = session_id + ":"
+    cut = len(head)
+    numbered = []
+    for row in ops:
+        key = row[0]
+        tail = key[cut:]
+        # key_number's test, written out (once or twice a step).
+        if not (key.startswith(head) and tail.isdigit()):
+            key_number(session_id, key)  # raises
+        n = int(tail)
+        numbered.append((*row, n, first + n, *flag))
+    return numbered
 
 
 def _rows(
@@ -83,9 +94,13 @@ def _rows(
 
 
 #: Bound values a processor remembers before it starts over (a step binds
-#: the same few instants many times: its own time, the operations' times);
-#: small, since every datetime placeholder of every statement has its own.
-_REMEMBERED = 256
+#: the same few instants many times: its own time, the operations' times).
+#: One memory per type serves every statement of a store, so this is one
+#: dict of datetimes' texts: large enough that an operation's instants are
+#: still there when its row is written again at its end (with 256, 30 % of
+#: the texts a rolling step made were of instants formatted before: 2.6 a
+#: step, 1.8 with 4,096).
+_REMEMBERED = 4096
 
 _SEQ: Final = attrgetter("seq")
 
@@ -189,17 +204,16 @@ class Driver:
     connection (the store keeps it with the connection)."""
 
     __slots__ = (
-        "_committing", "_cursor", "_db", "_dbapi", "_dispatch", "_error", "_listening", "_pooled",
+        "_committing", "_cursor", "_db", "_dbapi", "_dispatch", "_error", "_listening",
     )  # fmt: skip
 
     def __init__(self, db: Connection) -> None:
         self._db = db
-        # The pool's proxy of the DBAPI connection, as SQLAlchemy's commit
-        # passes it to the dialect (the driver lives as long as the checkout).
-        self._pooled = db.connection
-        dbapi = self._pooled.dbapi_connection
+        # The DBAPI connection of the pool's checkout (the driver lives as
+        # long as the checkout).
+        dbapi = db.connection.dbapi_connection
         assert dbapi is not None  # a connection checked out of the pool
-        self._dbapi = dbapi
+        self._dbapi: Any = dbapi  # do_commit is typed for the pool's proxy
         self._cursor = dbapi.cursor()
         self._dispatch = db.dispatch
         self._error: type[Exception] = db.dialect.loaded_dbapi.Error
@@ -255,7 +269,10 @@ class Driver:
         for listen in self._dispatch.commit if committing is None else committing:
             listen(db)
         try:
-            db.dialect.do_commit(self._pooled)  # what SQLAlchemy's commit passes
+            # The DBAPI connection itself, not the pool's proxy SQLAlchemy's
+            # commit passes: the dialect's do_commit calls its ``commit``,
+            # which the proxy answers through a __getattr__ each time.
+            db.dialect.do_commit(self._dbapi)
         except self._error as error:
             raise DBAPIError.instance(
                 "COMMIT", None, error, self._error, dialect=db.dialect
@@ -352,16 +369,24 @@ class Prepared:
         ``session_id``): no dict per row, the same values as :meth:`row`."""
         convert = self._plans.get(fields)
         if convert is None:
-            where = {f"b_{name}": f"r[{i}]" for i, name in enumerate(fields)}
-            where.setdefault("b_session_id", "sid")
-            missing = [name for name in self.names if name not in where]
-            if missing:
-                raise KeyError(f"{missing} are not among the fields {fields}")
-            convert = self._plans[fields] = self._generate(
-                [where[name] for name in self.names],
-                "def convert(rows, sid):\n    return [({},) for r in rows]\n",
-            )
+            convert = self._plans[fields] = self.plan(fields)
         return convert(rows, session_id)
+
+    def plan(self, fields: tuple[str, ...], one: bool = False) -> Callable[..., Any]:
+        """:meth:`rows`'s conversion for ``fields``, to keep: ``convert(rows,
+        session_id)``, the list of the driver's rows; ``one``:
+        ``convert(row, session_id)``, one row's tuple (no list made)."""
+        where = {f"b_{name}": f"r[{i}]" for i, name in enumerate(fields)}
+        where.setdefault("b_session_id", "sid")
+        missing = [name for name in self.names if name not in where]
+        if missing:
+            raise KeyError(f"{missing} are not among the fields {fields}")
+        template = (
+            "def convert(r, sid):\n    return ({},)\n"
+            if one
+            else "def convert(rows, sid):\n    return [({},) for r in rows]\n"
+        )
+        return self._generate([where[name] for name in self.names], template)
 
     def _generate(self, values: list[str], template: str) -> Callable[..., Any]:
         """A conversion as generated code: ``values`` (one expression per
@@ -401,6 +426,48 @@ class Prepared:
         return convert
 
 
+class _Sent:
+    """A step statement as the SQLite write sends it: its text and the
+    conversion of its rows, looked up once per store (not per statement of
+    every write)."""
+
+    __slots__ = ("convert", "sql")
+
+    def __init__(self, prepared: Prepared, fields: tuple[str, ...], one: bool = False) -> None:
+        self.sql = prepared.sql
+        self.convert = prepared.plan(fields, one)
+
+
+class _StepSql:
+    """The statements of a step's write on SQLite, each with its rows'
+    conversion (see :class:`_Sent`)."""
+
+    __slots__ = (
+        "claim", "components", "delete_timers", "fence", "inbox", "insert_hosts",
+        "insert_instances", "insert_projects", "insert_timers", "ops", "outbox", "outcomes",
+        "session", "update_hosts", "update_instances", "update_projects", "update_timers",
+    )  # fmt: skip
+
+    def __init__(self, prepare: Callable[[Any], Prepared], components: Insert) -> None:
+        self.fence = _Sent(prepare(S.fence), _FENCE_ROW, one=True)
+        self.claim = _Sent(prepare(S.fence_claim), _CLAIM_ROW, one=True)
+        self.session = _Sent(prepare(S.update_session), SessionRec.CHANGING, one=True)
+        self.insert_hosts = _Sent(prepare(S.insert_hosts), HostRec.FIELDS)
+        self.update_hosts = _Sent(prepare(S.update_hosts), HostRec.FIELDS)
+        self.insert_instances = _Sent(prepare(S.insert_instances), InstanceRec.FIELDS)
+        self.update_instances = _Sent(prepare(S.update_instances), InstanceRec.FIELDS)
+        self.insert_projects = _Sent(prepare(S.insert_projects), ProjectRec.FIELDS)
+        self.update_projects = _Sent(prepare(S.update_projects), ProjectRec.FIELDS)
+        self.ops = _Sent(prepare(S.upsert_ops_sqlite), _OP_UPSERT_ROW)
+        self.outbox = _Sent(prepare(S.insert_outbox), _OUTBOX_ROW)
+        self.components = _Sent(prepare(components), ComponentRec.FIELDS)
+        self.delete_timers = _Sent(prepare(S.delete_timers), ("kind",))
+        self.update_timers = _Sent(prepare(S.update_timers), _TIMER_ROW)
+        self.insert_timers = _Sent(prepare(S.insert_timers), _TIMER_ROW)
+        self.outcomes = _Sent(prepare(S.inbox_outcomes), _OUTCOME_ROW)
+        self.inbox = _Sent(prepare(S.insert_inbox), INBOX_ROW)
+
+
 class SqlSessionStore:
     """Implements :class:`fenix_core.core.ports.SessionStore` on a database
     migrated to 0007 or later."""
@@ -424,6 +491,8 @@ class SqlSessionStore:
         self._writer_lock = threading.Lock()
         # Each session's number (its outbox ids'), as loaded or inserted.
         self._numbers: dict[str, int] = {}
+        # The step's statements on SQLite, prepared at the first write.
+        self._step_sql: _StepSql | None = None
 
     def close(self) -> None:
         """Give back the connection the writes kept (the store still works:
@@ -666,9 +735,12 @@ class SqlSessionStore:
         statement; the ``commit`` listeners still run)."""
         if self._prepared is None:
             with self.database.begin() as db:
-                self._write(db, None, write)
+                self._write(db, write)
             return
-        self._driven(lambda kept, driver: self._write(kept, driver, write))
+        step = self._step_sql
+        if step is None:
+            step = self._step_sql = _StepSql(self._prepare, self._upsert_components)
+        self._driven(lambda _kept, driver: self._write_sqlite(driver, step, write))
 
     def _driven(self, send: Callable[[Connection, Driver], None]) -> None:
         """One transaction sent to the kept connection's driver (SQLite):
@@ -689,9 +761,10 @@ class SqlSessionStore:
                     self._drop_kept()
                 raise
 
-    def _write(self, db: Connection, d: Driver | None, write: StepWrite) -> None:
-        """The step's statements in ``db``'s transaction (``d``: its driver).
-        A table with no rows costs a test, not a call."""
+    def _write(self, db: Connection, write: StepWrite) -> None:
+        """The step's statements in ``db``'s transaction, through SQLAlchemy
+        (PostgreSQL; SQLite's go through :meth:`_write_sqlite`). A table with
+        no rows costs a test, not a call."""
         fence = write.fence
         sid = fence.session_id
         outbox = write.outbox
@@ -699,64 +772,94 @@ class SqlSessionStore:
             db,
             S.fence_claim if fence.claims else S.fence,
             _CLAIM_ROW if fence.claims else _FENCE_ROW,
-            (
-                fence.owner,
-                fence.token,
-                fence.version,
-                fence.version + 1,
-                max(map(_SEQ, outbox)) if outbox else 0,
-                write.next_wake,
-                write.lease_expires,
-                write.delivered_seq,
-                write.inbox_seen_id,
-                fence.token - 1,  # only the claim binds it
-            ),
+            _fence_row(write),
             sid,
-            d,
         )
         if fenced != 1:
-            raise LeaseLost(
-                f"session {sid}: the lease of {fence.owner} (token {fence.token}, "
-                f"version {fence.version}) no longer holds; the step is not written"
-            )
+            raise _lease_lost(write)
         if write.session is not None:
-            self._one(db, S.update_session, SessionRec.CHANGING, write.session, sid, d)
+            self._one(db, S.update_session, SessionRec.CHANGING, write.session, sid)
         if write.new_hosts:
-            self._many(db, S.insert_hosts, HostRec.FIELDS, write.new_hosts, sid, d)
+            self._many(db, S.insert_hosts, HostRec.FIELDS, write.new_hosts, sid)
         if write.hosts:
-            self._many(db, S.update_hosts, HostRec.FIELDS, write.hosts, sid, d)
+            self._many(db, S.update_hosts, HostRec.FIELDS, write.hosts, sid)
         if write.new_instances:
-            self._many(db, S.insert_instances, InstanceRec.FIELDS, write.new_instances, sid, d)
+            self._many(db, S.insert_instances, InstanceRec.FIELDS, write.new_instances, sid)
         if write.instances:
-            self._many(db, S.update_instances, InstanceRec.FIELDS, write.instances, sid, d)
+            self._many(db, S.update_instances, InstanceRec.FIELDS, write.instances, sid)
         if write.new_projects:
-            self._many(db, S.insert_projects, ProjectRec.FIELDS, write.new_projects, sid, d)
+            self._many(db, S.insert_projects, ProjectRec.FIELDS, write.new_projects, sid)
         if write.projects:
-            self._many(db, S.update_projects, ProjectRec.FIELDS, write.projects, sid, d)
+            self._many(db, S.update_projects, ProjectRec.FIELDS, write.projects, sid)
         if write.new_ops or write.changed_ops:
-            first = operation_id(self._number(db, d, sid), 0)  # n is added to it
-            if d is not None:
-                self._upsert_ops(d, sid, first, write.new_ops, write.changed_ops)
-            else:
-                self._many(db, S.insert_ops, OP_ROW, _numbered(sid, first, write.new_ops), sid)
-                if write.changed_ops:
-                    changed = _numbered(sid, first, write.changed_ops)
-                    self._many(db, S.update_ops, OP_ROW, changed, sid)
+            first = operation_id(self._number(db, None, sid), 0)  # n is added to it
+            self._many(db, S.insert_ops, OP_ROW, _numbered(sid, first, write.new_ops), sid)
+            if write.changed_ops:
+                changed = _numbered(sid, first, write.changed_ops)
+                self._many(db, S.update_ops, OP_ROW, changed, sid)
         if outbox:
-            # The engine's clock (the outbox lag is measured on it);
-            # diagnostics only: delivery goes by seq.
-            now = write.at or datetime.now(UTC)
-            first = outbox_id(self._number(db, d, sid), 0)  # a seq is added to it
-            rows = [(sid, first + o.seq, o.seq, o.signal, o.payload, now) for o in outbox]
-            self._many(db, S.insert_outbox, _OUTBOX_ROW, rows, None, d)
+            first = outbox_id(self._number(db, None, sid), 0)  # a seq is added to it
+            self._many(db, S.insert_outbox, _OUTBOX_ROW, _outbox_rows(write, sid, first), None)
         if write.components:
-            self._many(db, self._upsert_components, ComponentRec.FIELDS, write.components, sid, d)
+            self._many(db, self._upsert_components, ComponentRec.FIELDS, write.components, sid)
         if write.timers:
-            self._write_timers(db, sid, write.timers, write.fresh_timers, d)
+            self._write_timers(db, sid, write.timers, write.fresh_timers)
         if write.inbox_outcomes:
-            self._many(db, S.inbox_outcomes, _OUTCOME_ROW, write.inbox_outcomes, None, d)
+            self._many(db, S.inbox_outcomes, _OUTCOME_ROW, write.inbox_outcomes, None)
         if write.new_inbox:
-            self._many(db, S.insert_inbox, INBOX_ROW, write.new_inbox, sid, d)
+            self._many(db, S.insert_inbox, INBOX_ROW, write.new_inbox, sid)
+
+    def _write_sqlite(self, d: Driver, step: _StepSql, write: StepWrite) -> None:
+        """:meth:`_write` on SQLite: the same statements, in the same order,
+        sent to the kept connection's driver with each one's text and rows'
+        conversion kept in ``step`` (the look-ups and calls between a
+        StepWrite and the driver were a visible part of every write)."""
+        fence = write.fence
+        sid = fence.session_id
+        sent = step.claim if fence.claims else step.fence
+        if d.run(sent.sql, sent.convert(_fence_row(write), sid), False) != 1:
+            raise _lease_lost(write)
+        run = d.run
+        if (changing := write.session) is not None:
+            run(step.session.sql, step.session.convert(changing, sid), False)
+        rows: Sequence[Any]
+        if rows := write.new_hosts:
+            run(step.insert_hosts.sql, step.insert_hosts.convert(rows, sid), True)
+        if rows := write.hosts:
+            run(step.update_hosts.sql, step.update_hosts.convert(rows, sid), True)
+        if rows := write.new_instances:
+            run(step.insert_instances.sql, step.insert_instances.convert(rows, sid), True)
+        if rows := write.instances:
+            run(step.update_instances.sql, step.update_instances.convert(rows, sid), True)
+        if rows := write.new_projects:
+            run(step.insert_projects.sql, step.insert_projects.convert(rows, sid), True)
+        if rows := write.projects:
+            run(step.update_projects.sql, step.update_projects.convert(rows, sid), True)
+        new, changed = write.new_ops, write.changed_ops
+        if new or changed:
+            first = operation_id(self._number(None, d, sid), 0)  # n is added to it
+            ops = _numbered(sid, first, new, 0)
+            if changed:
+                ops += _numbered(sid, first, changed, 1)
+            # A new key that exists already is not written (a key is never
+            # reused: the counter that makes them is written with them).
+            if run(step.ops.sql, step.ops.convert(ops, sid), True) != len(ops):
+                raise KeyError(
+                    f"operation key(s) exist already among {sorted(row[0] for row in new)}: "
+                    "the step is not written"
+                )
+        if write.outbox:
+            first = outbox_id(self._number(None, d, sid), 0)  # a seq is added to it
+            rows = _outbox_rows(write, sid, first)
+            run(step.outbox.sql, step.outbox.convert(rows, None), True)
+        if rows := write.components:
+            run(step.components.sql, step.components.convert(rows, sid), True)
+        if write.timers:
+            self._write_timers_sqlite(d, step, sid, write.timers, write.fresh_timers)
+        if rows := write.inbox_outcomes:
+            run(step.outcomes.sql, step.outcomes.convert(rows, None), True)
+        if rows := write.new_inbox:
+            run(step.inbox.sql, step.inbox.convert(rows, sid), True)
 
     def _one(
         self,
@@ -765,28 +868,19 @@ class SqlSessionStore:
         fields: tuple[str, ...],
         row: tuple[Any, ...],
         session_id: str,
-        driver: Driver | None,
     ) -> int:
-        """One row (``fields``, then values ``fields`` leaves unnamed are not
-        bound); the row count. On SQLite the values are bound by the
-        statement's generated code, as :meth:`_many` binds rows."""
-        if self._prepared is None:
-            return self._exec(
-                db, statement, params(fields, row[: len(fields)], session_id=session_id)
-            )
-        prepared = self._prepare(statement)
-        values = prepared.rows(fields, (row,), session_id)[0]
-        if driver is not None:
-            return driver.run(prepared.sql, values, False)
-        return int(db.exec_driver_sql(prepared.sql, values).rowcount)
+        """One row through SQLAlchemy (``fields``, then values ``fields``
+        leaves unnamed are not bound); the row count."""
+        return self._exec(db, statement, params(fields, row[: len(fields)], session_id=session_id))
 
-    def _number(self, db: Connection, d: Driver | None, session_id: str) -> int:
+    def _number(self, db: Connection | None, d: Driver | None, session_id: str) -> int:
         """The session's number: as loaded or inserted, else read (in the
-        write's transaction) and kept."""
+        write's transaction: ``d``'s, else ``db``'s) and kept."""
         number = self._numbers.get(session_id)
         if number is None:
             values = {"b_session_id": session_id}
             if d is None:
+                assert db is not None
                 number = db.execute(S.session_number, values).scalar_one()
             else:
                 prepared = self._prepare(S.session_number)
@@ -794,36 +888,12 @@ class SqlSessionStore:
             self._numbers[session_id] = number
         return number
 
-    def _upsert_ops(
-        self,
-        driver: Driver,
-        session_id: str,
-        first: int,
-        new: Sequence[tuple[Any, ...]],
-        changed: Sequence[tuple[Any, ...]],
-    ) -> None:
-        """New and changed operations in one statement (SQLite; ``first``:
-        the id of the session's operation 0). A new key that exists already
-        is not written (a key is never reused: the counter that makes them
-        is written with them), and the write fails."""
-        rows = _numbered(session_id, first, new, 0)
-        if changed:
-            rows += _numbered(session_id, first, changed, 1)
-        prepared = self._prepare(S.upsert_ops_sqlite)
-        written = driver.run(prepared.sql, prepared.rows(_OP_UPSERT_ROW, rows, session_id), True)
-        if written != len(rows):
-            raise KeyError(
-                f"operation key(s) exist already among {sorted(row[0] for row in new)}: "
-                "the step is not written"
-            )
-
     def _write_timers(
         self,
         db: Connection,
         session_id: str,
         timers: Sequence[tuple[str, datetime | None, Any]],
         fresh: Collection[str],
-        driver: Driver | None,
     ) -> None:
         """Named timers: a stored one set again is updated, a cancelled one
         deleted, a ``fresh`` one (no stored row: set for the first time in
@@ -831,21 +901,85 @@ class SqlSessionStore:
         kind. Every timer held when a step began is stored (loaded, or
         written by the last step); should an update find fewer rows than it
         names, those names are written again as delete and insert."""
-        cancelled = [(name,) for name, due, _ in timers if due is None and name not in fresh]
+        cancelled, again, new = _timer_rows(timers, fresh)
         if cancelled:
-            self._many(db, S.delete_timers, ("kind",), cancelled, session_id, driver)
-        again = [t for t in timers if t[1] is not None and t[0] not in fresh]
-        new = [t for t in timers if t[1] is not None and t[0] in fresh]
+            self._many(db, S.delete_timers, ("kind",), cancelled, session_id)
         if again:
             # Without a reliable executemany count (some PostgreSQL drivers)
             # the update cannot be checked: delete and insert.
             checked = self.database.dialect.supports_sane_multi_rowcount
             updated = -1
             if checked:
-                updated = self._many(db, S.update_timers, _TIMER_ROW, again, session_id, driver)
+                updated = self._many(db, S.update_timers, _TIMER_ROW, again, session_id)
             if updated != len(again):
                 names = [(name,) for name, _, _ in again]
-                self._many(db, S.delete_timers, ("kind",), names, session_id, driver)
+                self._many(db, S.delete_timers, ("kind",), names, session_id)
                 new = [*again, *new]
         if new:
-            self._many(db, S.insert_timers, _TIMER_ROW, new, session_id, driver)
+            self._many(db, S.insert_timers, _TIMER_ROW, new, session_id)
+
+    @staticmethod
+    def _write_timers_sqlite(
+        d: Driver,
+        step: _StepSql,
+        session_id: str,
+        timers: Sequence[tuple[str, datetime | None, Any]],
+        fresh: Collection[str],
+    ) -> None:
+        """:meth:`_write_timers` on SQLite (whose executemany counts rows)."""
+        cancelled, again, new = _timer_rows(timers, fresh)
+        if cancelled:
+            d.run(step.delete_timers.sql, step.delete_timers.convert(cancelled, session_id), True)
+        if again:
+            sent = step.update_timers
+            if d.run(sent.sql, sent.convert(again, session_id), True) != len(again):
+                names = [(name,) for name, _, _ in again]
+                d.run(step.delete_timers.sql, step.delete_timers.convert(names, session_id), True)
+                new = [*again, *new]
+        if new:
+            d.run(step.insert_timers.sql, step.insert_timers.convert(new, session_id), True)
+
+
+def _timer_rows(
+    timers: Sequence[tuple[str, datetime | None, Any]], fresh: Collection[str]
+) -> tuple[list[tuple[str]], list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """A step's timers as the names to delete (cancelled), the rows to
+    update (set again) and the rows to insert (``fresh``: no stored row)."""
+    cancelled = [(name,) for name, due, _ in timers if due is None and name not in fresh]
+    again = [t for t in timers if t[1] is not None and t[0] not in fresh]
+    new = [t for t in timers if t[1] is not None and t[0] in fresh]
+    return cancelled, again, new
+
+
+def _fence_row(write: StepWrite) -> tuple[Any, ...]:
+    """The fenced UPDATE's values (``_CLAIM_ROW``; ``_FENCE_ROW`` is its
+    first nine)."""
+    fence, outbox = write.fence, write.outbox
+    return (
+        fence.owner,
+        fence.token,
+        fence.version,
+        fence.version + 1,
+        max(map(_SEQ, outbox)) if outbox else 0,
+        write.next_wake,
+        write.lease_expires,
+        write.delivered_seq,
+        write.inbox_seen_id,
+        fence.token - 1,  # only the claim binds it
+    )
+
+
+def _lease_lost(write: StepWrite) -> LeaseLost:
+    fence = write.fence
+    return LeaseLost(
+        f"session {fence.session_id}: the lease of {fence.owner} (token {fence.token}, "
+        f"version {fence.version}) no longer holds; the step is not written"
+    )
+
+
+def _outbox_rows(write: StepWrite, session_id: str, first: int) -> list[tuple[Any, ...]]:
+    """The outbox rows (``_OUTBOX_ROW``; ``first``: the id of the session's
+    seq 0). Their ``created_at`` is the engine's clock (the outbox lag is
+    measured on it); diagnostics only: delivery goes by seq."""
+    now = write.at or datetime.now(UTC)
+    return [(session_id, first + o.seq, o.seq, o.signal, o.payload, now) for o in write.outbox]
