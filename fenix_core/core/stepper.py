@@ -257,10 +257,11 @@ class Stepper:
         simulated time after the last poll polls too (:meth:`step`)."""
         if self._poller is not None and self._next_poll is None:
             return self._clock.now()
+        wake = self.queue.next_wake()
         polls = self._next_poll if self._poller is not None else None
-        if self._lease_clock is not self._clock:
-            polls = None
-        return min((w for w in (self.queue.next_wake(), polls) if w is not None), default=None)
+        if polls is None or self._lease_clock is not self._clock:
+            return wake
+        return polls if wake is None else min(wake, polls)
 
     def due_now(self) -> bool:
         """Whether a ``step()`` now has anything to do: a session due in the
