@@ -1011,7 +1011,8 @@ class Engine:
             wake = self._stepper.next_wake()
             if wake is not None and wake <= self.clock.now():
                 continue
-            self._wake.clear()
+            if self._wake.is_set():  # (clearing takes the event's lock: a step's worth)
+                self._wake.clear()
             if not self.clock.wait(wake, self._wake) and wake is None:
                 view = self.get_session(session_id)
                 raise FenixError(
