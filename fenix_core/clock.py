@@ -107,11 +107,13 @@ class SimClock:
             wake.clear()
             return True
         pending = self.next_callback_at()
-        candidates = [t for t in (until, pending) if t is not None]
-        if not candidates:
+        if until is None or (pending is not None and pending < until):
+            until = pending
+        if until is None:
             return False
-        self.advance_to(max(self._now, min(candidates)))
-        wake.clear()
+        self.advance_to(max(self._now, until))
+        if wake.is_set():  # (a callback woke it; clearing takes the event's lock)
+            wake.clear()
         return True
 
     def call_at(self, when: datetime, callback: Callable[[], None]) -> None:

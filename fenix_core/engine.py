@@ -753,16 +753,17 @@ class Engine:
             log.exception("listing the cloud's hosts failed")
             return None
 
-    def _poll_inventory(self) -> None:
-        """Now and then, read the host changes other workers committed (held
-        sessions follow them at their next step)."""
-        now = self.lease_clock.now()
+    def _poll_inventory(self, now: datetime) -> bool:
+        """Now and then (``now``: the lease clock), read the host changes
+        other workers committed (held sessions follow them at their next
+        step); whether it read them."""
         if self._inventory_poll_at is not None and now < self._inventory_poll_at:
-            return
+            return False
         self._inventory_poll_at = now + timedelta(seconds=self.lease_seconds / 4)
         if self._retry("reading host changes", self._inventory.poll):
             for session_id in self._stepper.held_sessions():
                 self._stepper.wake(session_id)
+        return True
 
     def _deliver_host_changes(self) -> None:
         """Announce the committed host changes, then mark them delivered (at
@@ -934,8 +935,11 @@ class Engine:
     def step(self) -> int:
         """Step every session due now; return how many committed a step."""
         with self._lock:
-            self._poll_inventory()
-            stepped = self._stepper.step()
+            # One reading of the lease clock for both, unless the database was read between.
+            lease_now = self.lease_clock.now()
+            if self._poll_inventory(lease_now):
+                lease_now = self.lease_clock.now()
+            stepped = self._stepper.step(lease_now)
             self._deliver_host_changes()
             return stepped
 
@@ -1007,7 +1011,8 @@ class Engine:
             wake = self._stepper.next_wake()
             if wake is not None and wake <= self.clock.now():
                 continue
-            self._wake.clear()
+            if self._wake.is_set():  # (clearing takes the event's lock: a step's worth)
+                self._wake.clear()
             if not self.clock.wait(wake, self._wake) and wake is None:
                 view = self.get_session(session_id)
                 raise FenixError(

@@ -13,7 +13,7 @@ import logging
 import math
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeGuard
 
 import attrs
 
@@ -89,6 +89,8 @@ class OperationRunner:
     def __init__(self, plugins: Plugins) -> None:
         self.plugins = plugins
         self._specs: dict[str, ActionSpec] = {}  # repr of a stored action -> its spec
+        # The driver last asked whether it is a ConstraintSource, and the answer.
+        self._constraints_of: tuple[object, bool] | None = None
         self._start: dict[str, Callable[[OperationRow, SessionRequest, datetime], OperationStatus]]
         self._start = {
             "disable_host": self._disable_host,
@@ -217,7 +219,7 @@ class OperationRunner:
         driver = self.plugins.require_driver()
         found = list(driver.list_instances(hosts))
         result: dict[str, Any] = {"instances": [_instance_dict(i) for i in found]}
-        if isinstance(driver, ConstraintSource):
+        if self._constraint_source(driver):
             # New instances (scale-out, replacement pods) get their cloud groups.
             result["cloud_constraints"] = cloud_constraints_dict(driver.cloud_constraints(found))
         # Listing the hosts too is how today's sessions notice host set changes;
@@ -226,6 +228,16 @@ class OperationRunner:
         if op.params.get("list_hosts", True):
             result["hosts"] = [host_to_dict(h) for h in driver.list_hosts()]
         return OperationStatus.done(**result)
+
+    def _constraint_source(self, driver: object) -> TypeGuard[ConstraintSource]:
+        """``isinstance(driver, ConstraintSource)``, worked out once per
+        driver object (a driver's capabilities are those of its class and
+        attributes when registered): a runtime protocol check looks each
+        member up by name, ~7 us in Python 3.11, and every listing asked."""
+        known = self._constraints_of
+        if known is None or known[0] is not driver:
+            known = self._constraints_of = (driver, isinstance(driver, ConstraintSource))
+        return known[1]
 
     def _list_hosts(self, op: OperationRow, _r: SessionRequest, _n: datetime) -> OperationStatus:
         """The cloud's hosts; keeps polling while a host of ``wait_for`` is missing."""

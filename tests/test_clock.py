@@ -189,6 +189,29 @@ def test_wait_returns_immediately_when_woken() -> None:
     assert not wake.is_set()  # consumed
 
 
+class _CountedEvent(threading.Event):
+    cleared = 0
+
+    def clear(self) -> None:
+        self.cleared += 1
+        super().clear()
+
+
+def test_wait_clears_the_wake_up_only_when_it_was_set() -> None:
+    """A jump that nothing woke leaves the event alone (clearing takes its
+    lock: a loop stepping a simulation waits once a step); one set by a
+    callback during the jump is consumed."""
+    clock = SimClock(start=T0)
+    wake = _CountedEvent()
+    assert clock.wait(at(10), wake) is True
+    assert (clock.now(), wake.cleared) == (at(10), 0)
+    clock.call_at(at(20), wake.set)
+    assert clock.wait(at(30), wake) is True
+    assert clock.now() == at(20)  # stopped at the callback
+    assert not wake.is_set()
+    assert wake.cleared == 1
+
+
 def test_wait_until_in_the_past_does_not_go_back() -> None:
     clock = SimClock(start=T0)
     clock.advance(100)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -222,6 +222,38 @@ def test_lease_holder_names_the_live_lease_and_its_expiry(core: Factory) -> None
     assert b.lease_holder(sid) is None  # expired: nobody holds it
     with pytest.raises(NotFound):
         b.lease_holder("no-such-session")
+
+
+class _ReadCounting(SimClock):
+    """A lease clock that counts its readings."""
+
+    reads = 0
+
+    def now(self) -> datetime:
+        self.reads += 1
+        return super().now()
+
+
+def test_a_step_of_a_held_session_reads_the_lease_clock_at_most_twice(
+    core: Factory, clock: SimClock
+) -> None:
+    """One reading serves the engine's look at the host changes and the
+    step's lease expiry; the only other one is the check, after the commit,
+    that the lease still holds before the step's operations start. (A
+    lease long enough that no step looks at the database for sessions.)"""
+    leases = _ReadCounting()
+    engine = core(lease_clock=leases, lease_seconds=1e6)
+    engine.create_session(SessionRequest(actions=ACTIONS))
+    engine.step()  # claimed and loaded: held from now on
+    per_step = []
+    for _ in range(8):
+        wake = engine.next_wake()
+        assert wake is not None
+        clock.advance_to(wake)
+        reads = leases.reads
+        assert engine.step() == 1
+        per_step.append(leases.reads - reads)
+    assert max(per_step) <= 2, per_step
 
 
 def _looks(engine: Engine) -> list[int]:

@@ -7,14 +7,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
+from typing import cast
 
 import attrs
 import pytest
+from sqlalchemy.exc import OperationalError
 
 from fenix_core.clock import SimClock
 from fenix_core.core.outbox import Outbox
 from fenix_core.core.ports import Fence, NewSession, OutboxRec, StepWrite, WorkingSetLike
-from fenix_core.core.stepper import StepFrame, StepOutcome, Stepper
+from fenix_core.core.stepper import Retrying, StepFrame, StepOutcome, Stepper
 from fenix_core.store.leases import LeaseLost
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -96,9 +98,9 @@ class FakeLeases:
                 got[sid] = self.fence(sid)
         return got
 
-    def fence(self, session_id: str) -> Fence:
+    def fence(self, session_id: str, version: int | None = None) -> Fence:
         row = self.store.rows[session_id]
-        return Fence(session_id, self.owner, row.token, row.version)
+        return Fence(session_id, self.owner, row.token, row.version if version is None else version)
 
     def release_all(self) -> None:
         self.calls.append("release_all")
@@ -163,9 +165,15 @@ class FakePoller:
 
 class World:
     def __init__(
-        self, *, poller: bool = False, send: Callable[[OutboxRec], None] | None = None
+        self,
+        *,
+        poller: bool = False,
+        send: Callable[[OutboxRec], None] | None = None,
+        lease_clock: SimClock | None = None,
+        retry: Retrying | None = None,
     ) -> None:
-        """``send``: what delivering a notification does (default: note it in ``sent``)."""
+        """``send``: what delivering a notification does (default: note it in
+        ``sent``); ``lease_clock``: the leases' own (default: the engine's)."""
         self.clock = SimClock(start=T0)
         self.store = FakeStore()
         self.leases = FakeLeases(self.store)
@@ -179,11 +187,12 @@ class World:
             self.runner,
             self.outbox,
             clock=self.clock,
-            lease_clock=self.clock,
+            lease_clock=lease_clock or self.clock,
             lease_seconds=30,
             poller=self.poller,
             poll_seconds=10,
             leftovers=self.store,
+            retry=retry,
         )
 
     def session(self, sid: str) -> None:
@@ -431,3 +440,106 @@ def test_a_fenced_out_session_is_looked_for_at_the_next_step() -> None:
     w.clock.advance(60)
     assert w.stepper.step() == 0  # fenced out
     assert w.stepper.next_wake() == w.clock.now()  # poll now
+
+
+class ReadCounting(SimClock):
+    """A lease clock that counts its readings."""
+
+    def __init__(self) -> None:
+        super().__init__(start=T0)
+        self.reads = 0
+
+    def now(self) -> datetime:
+        self.reads += 1
+        return super().now()
+
+
+def _written_lease_expires(w: World) -> list[datetime]:
+    seen: list[datetime] = []
+    store_write = w.store.write
+
+    def write(write: StepWrite) -> None:
+        seen.append(write.lease_expires)
+        store_write(write)
+
+    w.store.write = write  # type: ignore[method-assign]
+    return seen
+
+
+def test_a_held_sessions_step_counts_its_lease_from_the_reading_it_was_handed() -> None:
+    """The engine's step reads the lease clock once, for its own look at the
+    host changes and for the stepper: the first session's lease expiry is
+    counted from that reading (nothing took time in between), and the clock
+    is read again only after the commit, before starting operations."""
+    leases = ReadCounting()
+    w = World(lease_clock=leases)
+    w.session("s1")
+    w.stepper.wake("s1")
+    w.stepper.step()  # loaded and claimed: held from now on
+    expires = _written_lease_expires(w)
+    w.clock.advance(60)
+    leases.advance(60)
+    handed = leases.now() - timedelta(seconds=1)  # read by the caller a moment ago
+    reads = leases.reads
+    assert w.stepper.step(handed) == 1
+    assert expires == [handed + timedelta(seconds=30)]
+    assert leases.reads - reads == 1  # the check before starting the step's operations
+
+
+def test_a_poll_before_the_step_means_a_new_lease_reading() -> None:
+    """A look at the database between the reading and the step takes time:
+    the lease expiry is counted from a reading made after it."""
+    leases = ReadCounting()
+    w = World(poller=True, lease_clock=leases)
+    w.session("s1")
+    w.stepper.wake("s1")
+    w.stepper.step()
+    expires = _written_lease_expires(w)
+    assert w.poller is not None
+    poll = w.poller.poll
+
+    def slow_poll(now: datetime) -> list[str]:
+        leases.advance(5)  # the database answered slowly
+        return poll(now)
+
+    w.poller.poll = slow_poll  # type: ignore[method-assign]
+    w.clock.advance(60)
+    leases.advance(60)
+    handed = leases.now()
+    assert w.stepper.step(handed) == 1
+    assert expires == [handed + timedelta(seconds=35)]
+
+
+def test_a_step_made_again_reads_the_lease_clock_anew() -> None:
+    """A step retried after a lost connection (the retry waited) counts its
+    lease from a new reading, not from the one handed to its first attempt."""
+    leases = ReadCounting()
+    attempts: list[int] = []
+
+    def retry(what: str, call: Callable[[], object]) -> object:
+        try:
+            return call()
+        except OperationalError:
+            leases.advance(20)  # the wait before the retry
+            return call()
+
+    w = World(lease_clock=leases, retry=cast(Retrying, retry))
+    w.session("s1")
+    w.stepper.wake("s1")
+    w.stepper.step()
+    expires = _written_lease_expires(w)
+    runner_run = w.runner.run
+
+    def run_failing_once(ws: WorkingSetLike, now: datetime, frame: StepFrame) -> StepOutcome:
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise OperationalError("UPDATE", {}, Exception("connection lost"))
+        return runner_run(ws, now, frame)
+
+    w.runner.run = run_failing_once  # type: ignore[method-assign, assignment]
+    w.clock.advance(60)
+    leases.advance(60)
+    handed = leases.now()
+    assert w.stepper.step(handed) == 1
+    assert len(attempts) == 2
+    assert expires == [handed + timedelta(seconds=50)]

@@ -273,21 +273,22 @@ class SqlLeaseKeeper:
                 rows.append((session_id, new_token, version, None))
         return rows
 
-    def fence(self, session_id: str) -> Fence:
-        """What a step's write must match: this worker's token (and the version
-        seen at the claim; the stepper keeps the current one). LeaseLost if
-        this worker holds no lease on ``session_id``. A session it inserted
-        and has not written yet has a claiming fence (:meth:`fresh`)."""
+    def fence(self, session_id: str, version: int | None = None) -> Fence:
+        """What a step's write must match: this worker's token and ``version``
+        (None: the version seen at the claim; the stepper keeps the current
+        one and passes it). LeaseLost if this worker holds no lease on
+        ``session_id``. A session it inserted and has not written yet has a
+        claiming fence (:meth:`fresh`)."""
         token = self._fresh.get(session_id)
         if token is not None:
-            return Fence(session_id, self.owner, token, 0, claims=True)
+            return Fence(session_id, self.owner, token, version or 0, claims=True)
         held = self._held.get(session_id)
         if held is None:
             raise LeaseLost(
                 f"worker {self.owner} holds no lease on session {session_id}",
                 session_id=session_id,
             )
-        return Fence(session_id, self.owner, held[0], held[1])
+        return Fence(session_id, self.owner, held[0], held[1] if version is None else version)
 
     def lost(self, session_id: str) -> None:
         """Forget a lease the store found taken over (a fenced-out write)."""

@@ -235,7 +235,7 @@ class CoreRunner:
         for key, op in ws.ops.items():
             if op.status == _PENDING:
                 starts.append(key)
-        wake = self._wake(ws, now, starting=frozenset(starts))
+        wake = self._wake(ws, now, starting=starts)
         if not starts and not adapter.final and carried is None and self._may_skip(ws, frame):
             return StepOutcome(write=None, wake=wake)
         self._lease_written[ws.session.id] = frame.lease_expires

@@ -208,6 +208,9 @@ class Stepper:
         # Steps under way (a receiver replying from inside one must not
         # start another of its own).
         self._stepping = 0
+        # The lease clock as ``step`` read it, for the first session it steps
+        # (taken by that step's first attempt; None: read it anew).
+        self._lease_reading: datetime | None = None
         #: Steps taken by :meth:`step` and :meth:`step_held` (what they returned).
         self.steps_run = 0
 
@@ -254,10 +257,11 @@ class Stepper:
         simulated time after the last poll polls too (:meth:`step`)."""
         if self._poller is not None and self._next_poll is None:
             return self._clock.now()
+        wake = self.queue.next_wake()
         polls = self._next_poll if self._poller is not None else None
-        if self._lease_clock is not self._clock:
-            polls = None
-        return min((w for w in (self.queue.next_wake(), polls) if w is not None), default=None)
+        if polls is None or self._lease_clock is not self._clock:
+            return wake
+        return polls if wake is None else min(wake, polls)
 
     def due_now(self) -> bool:
         """Whether a ``step()`` now has anything to do: a session due in the
@@ -277,12 +281,20 @@ class Stepper:
 
     # ------------------------------------------------------------ steps
 
-    def step(self) -> int:
-        """Step every session due now, once each; return how many committed."""
+    def step(self, lease_now: datetime | None = None) -> int:
+        """Step every session due now, once each; return how many committed.
+        ``lease_now``: the lease clock read by the caller just before (the
+        engine's step reads it once for its own look at the host changes)."""
         now = self._clock.now()
-        due = [sid for sid in self.queue.pop_due(now) if sid not in self._parked]
-        polled_at = self._lease_clock.now()
+        due = self.queue.pop_due(now)
+        if self._parked:  # (most engines park nothing: no filtering pass)
+            due = [sid for sid in due if sid not in self._parked]
+        polled_at = lease_now if lease_now is not None else self._lease_clock.now()
+        # Nothing that takes time (a poll, a claim) between that reading and
+        # the first session's step: its lease expiry is counted from it.
+        fresh = True
         if self._poller is not None and self._poll_due(now, polled_at):
+            fresh = False
             self._next_poll = polled_at + self._poll_every
             self._next_clock_poll = now + self._poll_every
             self._let_go_since_poll = False
@@ -301,18 +313,26 @@ class Stepper:
             return 0
         held = self._held
         fences: dict[str, Fence] = {}
-        if any(sid not in held for sid in due):  # most steps: only sessions held here
-            fences = self._retry("claiming sessions", lambda: self._claim_unheld(due))
+        for sid in due:  # (a loop: most steps hold one session, held here)
+            if sid not in held:
+                fresh = False
+                fences = self._retry("claiming sessions", lambda: self._claim_unheld(due))
+                break
         stepped = 0
         for session_id in due:
             if session_id not in self._held and session_id not in fences:
                 continue  # another worker holds it
+            # Handed to the first step only, once: a retry reads the clock again.
+            self._lease_reading = polled_at if fresh else None
+            fresh = False
             try:
                 if self._retry(f"session {session_id}", partial(self._step_one, session_id, now)):
                     stepped += 1
                     self.steps_run += 1
             except Unrunnable:
                 continue  # parked: the others go on
+            finally:
+                self._lease_reading = None
         return stepped
 
     def step_held(
@@ -462,16 +482,19 @@ class Stepper:
         start: bool,
         committed: Callable[[], None] | None,
     ) -> bool:
+        # The lease clock as ``step`` read it just before, if it handed it
+        # over (taken first: an attempt made again reads the clock anew).
+        leased_at, self._lease_reading = self._lease_reading, None
         working_set = self._held.get(session_id)
         if working_set is None:
             working_set = self._load(session_id)
-        version = self._versions[session_id]
-        held = self._leases.fence(session_id)
-        fence = Fence(held.session_id, held.owner, held.token, version, held.claims)
+            leased_at = None  # (a load takes time)
+        fence = self._leases.fence(session_id, self._versions[session_id])
+        version = fence.version
         frame = StepFrame(
-            fence=fence,
-            lease_expires=self._lease_clock.now() + self._lease_seconds,
-            delivered_seq=self._outbox.watermark(session_id),
+            fence,
+            (leased_at or self._lease_clock.now()) + self._lease_seconds,
+            self._outbox.watermark(session_id),
         )
         try:
             outcome = (run or self._runner.run)(working_set, now, frame)

@@ -331,10 +331,16 @@ class _LazyHosts(Collection[HostView]):
         a change of the state copies the list only if the collection is
         still alive then (a decision that only counts or reads a few hosts
         has dropped it)."""
+        index = adapter.ws.host_index
+        if not (
+            index.ordered.get(state) if type_ is None else index.ordered_of_type.get((state, type_))
+        ):
+            # No host in the state (a step asks for removed ones, most find
+            # none): nothing made, nothing lent.
+            return ()
         hosts = cls(adapter, (), True)
-        hosts._names = adapter.ws.host_index.ordered_names(state, type_, hosts)
-        # No host in the state (a step asks for removed ones, most find none).
-        return hosts if hosts._names else ()
+        hosts._names = index.ordered_names(state, type_, hosts)
+        return hosts
 
     def __len__(self) -> int:
         return len(self._names)
