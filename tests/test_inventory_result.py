@@ -18,6 +18,15 @@ from fenix_core.plugins import Plugins
 from fenix_core.testing import SimClock, SimulatedCloud
 
 
+def _listing_of_cmp_0() -> SimpleNamespace:
+    """An inventory operation's row, as the runner reads it: cmp-0's instances."""
+    return SimpleNamespace(
+        key="s:1", kind="inventory", host=None, instance_id=None, session_id="s",
+        params={"hosts": ["cmp-0"], "list_hosts": False}, handle=None, started_at=None,
+        created_at=datetime(2026, 1, 1, tzinfo=UTC), deadline=None, detail=None,
+    )  # fmt: skip
+
+
 def test_an_inventory_lists_every_instance_field_but_details() -> None:
     clock = SimClock()
     cloud = SimulatedCloud(clock=clock)
@@ -25,11 +34,7 @@ def test_an_inventory_lists_every_instance_field_but_details() -> None:
     cloud.add_instance("vm-1", "p1", "cmp-0", vcpus=2)
     cloud.add_instance("vm-2", "p2", "cmp-0", vcpus=1)
     runner = OperationRunner(Plugins([cloud], clock, load_entry_points=False))
-    row = SimpleNamespace(
-        key="s:1", kind="inventory", host=None, instance_id=None, session_id="s",
-        params={"hosts": ["cmp-0"], "list_hosts": False}, handle=None, started_at=None,
-        created_at=datetime(2026, 1, 1, tzinfo=UTC), deadline=None, detail=None,
-    )  # fmt: skip
+    row = _listing_of_cmp_0()
     status = runner.start(row, SessionRequest(), clock.now())  # type: ignore[arg-type]
     listed = status.result["instances"]
     expected = []
@@ -58,11 +63,7 @@ def test_whether_the_driver_has_cloud_constraints_is_checked_once_per_driver() -
     cloud.add_host("cmp-0", vcpus=8)
     cloud.add_instance("vm-1", "p1", "cmp-0", vcpus=2)
     runner = OperationRunner(Plugins([cloud], clock, load_entry_points=False))
-    row = SimpleNamespace(
-        key="s:1", kind="inventory", host=None, instance_id=None, session_id="s",
-        params={"hosts": ["cmp-0"], "list_hosts": False}, handle=None, started_at=None,
-        created_at=datetime(2026, 1, 1, tzinfo=UTC), deadline=None, detail=None,
-    )  # fmt: skip
+    row = _listing_of_cmp_0()
     request = SessionRequest()
     first = runner.start(row, request, clock.now())  # type: ignore[arg-type]
     assert "cloud_constraints" in first.result

@@ -7,6 +7,7 @@ setters (dirty tracking) and notifications become outbox rows."""
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -597,6 +598,38 @@ def _instance_views(ctx: Any) -> dict[str, InstanceView | None]:
     return {vm: ctx.instances.get(vm) for vm in VMS}
 
 
+def _walk_the_change_log(
+    log: Any,
+    stands: Callable[[Any], dict[str, Any]],
+    subject: Any,
+    calls: Iterable[tuple[Any, ...]],
+    apply_call: Callable[[tuple[Any, ...]], None],
+    exact: bool,
+) -> tuple[Any, Any]:
+    """Make ``calls`` on ``subject``; after each, ``log.changed_since`` the
+    mark before it names every name whose ``stands`` differ (exactly those
+    when ``exact``), and so does the first mark at the end. Returns the
+    first mark and the last."""
+    first, at_first = log.change_mark(), stands(subject)
+    mark, before = first, at_first
+    for call in calls:
+        with contextlib.suppress(ContractError):  # refused: nothing changed
+            apply_call(call)
+        after = stands(subject)
+        differ = {name for name in after if after[name] != before[name]}
+        named = log.changed_since(mark)
+        assert named is not None
+        assert differ <= set(named), call
+        if exact:
+            assert set(named) == differ
+        mark, before = log.change_mark(), after
+    since_first = log.changed_since(first)
+    assert since_first is not None
+    assert {name for name in before if at_first[name] != before[name]} <= set(since_first)
+    assert log.changed_since(mark) == set()
+    return first, mark
+
+
 @settings(max_examples=80, deadline=None)
 @given(working_sets(), st.lists(CALLS, max_size=25))
 @example(_ONE_HOST, [("ask", "p1", "vm-0"), ("istate", "vm-0", InstanceState.ACTION_CHOSEN)])
@@ -612,23 +645,10 @@ def test_the_instances_changed_since_a_mark_are_those_whose_views_differ(
     ws = working_set(data["hosts"], data["instances"], data["projects"])
     ctx = StepContext(WorkingSetAdapter(ws, now=T0), T0)
     for subject in (oracle, ctx):
-        first, at_first = subject.instances.change_mark(), _instance_views(subject)
-        mark, before = first, at_first
-        for call in moves_once(calls):
-            with contextlib.suppress(ContractError):  # refused: nothing changed
-                apply(subject, call)
-            after = _instance_views(subject)
-            differ = {vm for vm in VMS if after[vm] != before[vm]}
-            named = subject.instances.changed_since(mark)
-            assert named is not None
-            assert differ <= set(named), call
-            if subject is oracle:
-                assert set(named) == differ
-            mark, before = subject.instances.change_mark(), after
-        since_first = subject.instances.changed_since(first)
-        assert since_first is not None
-        assert {vm for vm in VMS if at_first[vm] != before[vm]} <= set(since_first)
-        assert subject.instances.changed_since(mark) == set()
+        first, mark = _walk_the_change_log(
+            subject.instances, _instance_views, subject, moves_once(calls),
+            lambda call, subject=subject: apply(subject, call), exact=subject is oracle,
+        )  # fmt: skip
     again = working_set(data["hosts"], data["instances"], data["projects"])
     fresh = StepContext(WorkingSetAdapter(again, now=T0), T0)
     assert fresh.instances.change_mark() != mark
@@ -739,23 +759,11 @@ def test_the_hosts_whose_capacity_changed_since_a_mark_are_named(
     adapter = WorkingSetAdapter(ws, now=T0)
     ctx = StepContext(adapter, T0)
     for subject in (oracle, ctx):
-        first, at_first = subject.capacity.change_mark(), _capacity_stands(subject)
-        mark, before = first, at_first
-        for call in moves_once(calls):
-            with contextlib.suppress(ContractError):  # refused: nothing changed
-                _apply_capacity_call(subject, adapter, call)
-            after = _capacity_stands(subject)
-            differ = {h for h in NAMES if after[h] != before[h]}
-            named = subject.capacity.changed_since(mark)
-            assert named is not None
-            assert differ <= set(named), call
-            if subject is oracle:
-                assert set(named) == differ
-            mark, before = subject.capacity.change_mark(), after
-        since_first = subject.capacity.changed_since(first)
-        assert since_first is not None
-        assert {h for h in NAMES if at_first[h] != before[h]} <= set(since_first)
-        assert subject.capacity.changed_since(mark) == set()
+        first, mark = _walk_the_change_log(
+            subject.capacity, _capacity_stands, subject, moves_once(calls),
+            lambda call, subject=subject: _apply_capacity_call(subject, adapter, call),
+            exact=subject is oracle,
+        )  # fmt: skip
     other = FakeContext(now=T0, **data)
     assert other.capacity.changed_since(other.capacity.change_mark()) == set()
     assert other.capacity.changed_since(mark) is None  # the working set's mark
