@@ -18,7 +18,6 @@ from constrained_layouts import (
     CHECKED_ON_EVERY_HOST,
     MANY_PENDING_DEAD_ENDS,
     ONCE_DEAD_ENDS,
-    STILL_DEAD_ENDS,
 )
 from contract_driver import LoggingContext
 from hypothesis import HealthCheck, example, given, settings
@@ -581,17 +580,6 @@ def test_dead_ends_once_found_end_done(spec: dict[str, Any]) -> None:
 
 @pytest.mark.parametrize("spec", CHECKED_ON_EVERY_HOST.values(), ids=CHECKED_ON_EVERY_HOST.keys())
 def test_the_waves_moves_are_checked_on_every_host(spec: dict[str, Any]) -> None:
-    check_cluster_v2(spec)
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="a known dead end: the session fails half-way (constrained_layouts)",
-)
-@pytest.mark.parametrize("spec", STILL_DEAD_ENDS.values(), ids=STILL_DEAD_ENDS.keys())
-def test_dead_ends_still_open_fail_half_way(spec: dict[str, Any]) -> None:
-    """Strict: a fix that makes one of them end DONE fails here, and the
-    layout then moves to ONCE_DEAD_ENDS."""
     check_cluster_v2(spec)
 
 

@@ -16,11 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from constrained_layouts import (
-    ONCE_DEAD_ENDS,
-    PER_HOST_LIMITS_NEED_THE_SMALLEST_INSTANCES_HOST,
-    STILL_DEAD_ENDS,
-)
+from constrained_layouts import ONCE_DEAD_ENDS, PER_HOST_LIMITS_NEED_THE_SMALLEST_INSTANCES_HOST
 from hypothesis import HealthCheck, given, settings
 from test_constrained_v2 import clusters
 
@@ -320,19 +316,6 @@ def test_random_clusters_never_break_a_rule_under_core_engine(
 def test_dead_ends_once_found_end_done_under_core_engine(
     tmp_path: Path, spec: dict[str, Any]
 ) -> None:
-    check_cluster_core(tmp_path, spec)
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="a known dead end: the session fails half-way (constrained_layouts)",
-)
-@pytest.mark.parametrize("spec", STILL_DEAD_ENDS.values(), ids=STILL_DEAD_ENDS.keys())
-def test_dead_ends_still_open_fail_half_way_under_core_engine(
-    tmp_path: Path, spec: dict[str, Any]
-) -> None:
-    """Strict: a fix that makes one of them end DONE fails here, and the
-    layout then moves to ONCE_DEAD_ENDS."""
     check_cluster_core(tmp_path, spec)
 
 
