@@ -373,8 +373,13 @@ def first_wave(
             )
             load = order[index]
         # The first host's second moves, when no host is empty, are in the
-        # bound (moves_lower_bound); the others are extra.
-        cost = len(load.members) if index else 0
+        # bound (moves_lower_bound); the others are extra. The first host
+        # is the first one opened: where the ranking's first cannot go (the
+        # dry run refuses it), the next that can is, else a wave asked for
+        # again half-way, nothing in flight, opened nothing (tests/
+        # constrained_layouts.py, first-wave-again-charged-its-first-hosts-
+        # second-moves).
+        cost = len(load.members) if chosen else 0
         short = extra + cost > room
         if short and (extra >= room or not chosen):
             # No room left (a partial host took the last of it), or the
