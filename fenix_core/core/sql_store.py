@@ -12,7 +12,7 @@ from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from operator import attrgetter
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from sqlalchemy import JSON, Boolean, Connection, DateTime
 from sqlalchemy.engine import Engine as SAEngine
@@ -438,34 +438,85 @@ class _Sent:
         self.convert = prepared.plan(fields, one)
 
 
+class _Bound:
+    """A step statement as SQLAlchemy executes it (PostgreSQL): the
+    statement and its rows as parameter dicts (``one``: a single row, only
+    the values ``fields`` names bound), the same interface as :class:`_Sent`."""
+
+    __slots__ = ("fields", "one", "sql")
+
+    def __init__(self, statement: Any, fields: tuple[str, ...], one: bool = False) -> None:
+        self.sql = statement
+        self.fields = fields
+        self.one = one
+
+    def convert(self, rows: Any, session_id: str | None) -> Any:
+        extra = {} if session_id is None else {"session_id": session_id}
+        if self.one:
+            return params(self.fields, rows[: len(self.fields)], **extra)
+        return _rows(self.fields, rows, **extra)
+
+
+class _Executing:
+    """:meth:`Driver.run` through SQLAlchemy's execute, in ``db``'s
+    transaction (PostgreSQL's step write)."""
+
+    __slots__ = ("_db",)
+
+    def __init__(self, db: Connection) -> None:
+        self._db = db
+
+    def run(self, statement: Any, values: Any, many: bool) -> int:
+        return int(self._db.execute(statement, values).rowcount)
+
+
+class _Runs(Protocol):
+    def run(self, sql: Any, params: Any, many: bool) -> int: ...
+
+
+class _Entry(Protocol):
+    sql: Any
+
+    def convert(self, rows: Any, session_id: str | None) -> Any: ...
+
+
 class _StepSql:
-    """The statements of a step's write on SQLite, each with its rows'
-    conversion (see :class:`_Sent`)."""
+    """The statements of a step's write, each with its rows' conversion,
+    made once per store by ``make(statement, fields, one)``: a
+    :class:`_Sent` on SQLite, a :class:`_Bound` elsewhere. SQLite writes the
+    operations with one upsert that counts the new keys (``upsert_ops``);
+    elsewhere it is None, and they are inserted and updated (``insert_ops``,
+    ``update_ops``)."""
 
     __slots__ = (
         "claim", "components", "delete_timers", "fence", "inbox", "insert_hosts",
-        "insert_instances", "insert_projects", "insert_timers", "ops", "outbox", "outcomes",
-        "session", "update_hosts", "update_instances", "update_projects", "update_timers",
+        "insert_instances", "insert_ops", "insert_projects", "insert_timers", "outbox",
+        "outcomes", "session", "update_hosts", "update_instances", "update_ops",
+        "update_projects", "update_timers", "upsert_ops",
     )  # fmt: skip
 
-    def __init__(self, prepare: Callable[[Any], Prepared], components: Insert) -> None:
-        self.fence = _Sent(prepare(S.fence), _FENCE_ROW, one=True)
-        self.claim = _Sent(prepare(S.fence_claim), _CLAIM_ROW, one=True)
-        self.session = _Sent(prepare(S.update_session), SessionRec.CHANGING, one=True)
-        self.insert_hosts = _Sent(prepare(S.insert_hosts), HostRec.FIELDS)
-        self.update_hosts = _Sent(prepare(S.update_hosts), HostRec.FIELDS)
-        self.insert_instances = _Sent(prepare(S.insert_instances), InstanceRec.FIELDS)
-        self.update_instances = _Sent(prepare(S.update_instances), InstanceRec.FIELDS)
-        self.insert_projects = _Sent(prepare(S.insert_projects), ProjectRec.FIELDS)
-        self.update_projects = _Sent(prepare(S.update_projects), ProjectRec.FIELDS)
-        self.ops = _Sent(prepare(S.upsert_ops_sqlite), _OP_UPSERT_ROW)
-        self.outbox = _Sent(prepare(S.insert_outbox), _OUTBOX_ROW)
-        self.components = _Sent(prepare(components), ComponentRec.FIELDS)
-        self.delete_timers = _Sent(prepare(S.delete_timers), ("kind",))
-        self.update_timers = _Sent(prepare(S.update_timers), _TIMER_ROW)
-        self.insert_timers = _Sent(prepare(S.insert_timers), _TIMER_ROW)
-        self.outcomes = _Sent(prepare(S.inbox_outcomes), _OUTCOME_ROW)
-        self.inbox = _Sent(prepare(S.insert_inbox), INBOX_ROW)
+    def __init__(
+        self, make: Callable[[Any, tuple[str, ...], bool], _Entry], components: Insert, sqlite: bool
+    ) -> None:
+        self.fence = make(S.fence, _FENCE_ROW, True)
+        self.claim = make(S.fence_claim, _CLAIM_ROW, True)
+        self.session = make(S.update_session, SessionRec.CHANGING, True)
+        self.insert_hosts = make(S.insert_hosts, HostRec.FIELDS, False)
+        self.update_hosts = make(S.update_hosts, HostRec.FIELDS, False)
+        self.insert_instances = make(S.insert_instances, InstanceRec.FIELDS, False)
+        self.update_instances = make(S.update_instances, InstanceRec.FIELDS, False)
+        self.insert_projects = make(S.insert_projects, ProjectRec.FIELDS, False)
+        self.update_projects = make(S.update_projects, ProjectRec.FIELDS, False)
+        self.upsert_ops = make(S.upsert_ops_sqlite, _OP_UPSERT_ROW, False) if sqlite else None
+        self.insert_ops = make(S.insert_ops, OP_ROW, False)
+        self.update_ops = make(S.update_ops, OP_ROW, False)
+        self.outbox = make(S.insert_outbox, _OUTBOX_ROW, False)
+        self.components = make(components, ComponentRec.FIELDS, False)
+        self.delete_timers = make(S.delete_timers, ("kind",), False)
+        self.update_timers = make(S.update_timers, _TIMER_ROW, False)
+        self.insert_timers = make(S.insert_timers, _TIMER_ROW, False)
+        self.outcomes = make(S.inbox_outcomes, _OUTCOME_ROW, False)
+        self.inbox = make(S.insert_inbox, INBOX_ROW, False)
 
 
 class SqlSessionStore:
@@ -733,14 +784,28 @@ class SqlSessionStore:
         statement and committed by :meth:`Driver.commit` without
         SQLAlchemy's transaction (its set-up and commit cost more than a
         statement; the ``commit`` listeners still run)."""
-        if self._prepared is None:
-            with self.database.begin() as db:
-                self._write(db, write)
-            return
         step = self._step_sql
         if step is None:
-            step = self._step_sql = _StepSql(self._prepare, self._upsert_components)
-        self._driven(lambda _kept, driver: self._write_sqlite(driver, step, write))
+            step = self._step_sql = self._step_statements()
+        if self._prepared is None:
+            with self.database.begin() as db:
+                self._send(_Executing(db), step, write, lambda sid: self._number(db, None, sid))
+            return
+        self._driven(
+            lambda _kept, driver: self._send(
+                driver, step, write, lambda sid: self._number(None, driver, sid)
+            )
+        )
+
+    def _step_statements(self) -> _StepSql:
+        if self._prepared is None:
+            return _StepSql(_Bound, self._upsert_components, sqlite=False)
+        prepare = self._prepare
+        return _StepSql(
+            lambda statement, fields, one: _Sent(prepare(statement), fields, one),
+            self._upsert_components,
+            sqlite=True,
+        )
 
     def _driven(self, send: Callable[[Connection, Driver], None]) -> None:
         """One transaction sent to the kept connection's driver (SQLite):
@@ -761,59 +826,15 @@ class SqlSessionStore:
                     self._drop_kept()
                 raise
 
-    def _write(self, db: Connection, write: StepWrite) -> None:
-        """The step's statements in ``db``'s transaction, through SQLAlchemy
-        (PostgreSQL; SQLite's go through :meth:`_write_sqlite`). A table with
-        no rows costs a test, not a call."""
-        fence = write.fence
-        sid = fence.session_id
-        outbox = write.outbox
-        fenced = self._one(
-            db,
-            S.fence_claim if fence.claims else S.fence,
-            _CLAIM_ROW if fence.claims else _FENCE_ROW,
-            _fence_row(write),
-            sid,
-        )
-        if fenced != 1:
-            raise _lease_lost(write)
-        if write.session is not None:
-            self._one(db, S.update_session, SessionRec.CHANGING, write.session, sid)
-        if write.new_hosts:
-            self._many(db, S.insert_hosts, HostRec.FIELDS, write.new_hosts, sid)
-        if write.hosts:
-            self._many(db, S.update_hosts, HostRec.FIELDS, write.hosts, sid)
-        if write.new_instances:
-            self._many(db, S.insert_instances, InstanceRec.FIELDS, write.new_instances, sid)
-        if write.instances:
-            self._many(db, S.update_instances, InstanceRec.FIELDS, write.instances, sid)
-        if write.new_projects:
-            self._many(db, S.insert_projects, ProjectRec.FIELDS, write.new_projects, sid)
-        if write.projects:
-            self._many(db, S.update_projects, ProjectRec.FIELDS, write.projects, sid)
-        if write.new_ops or write.changed_ops:
-            first = operation_id(self._number(db, None, sid), 0)  # n is added to it
-            self._many(db, S.insert_ops, OP_ROW, _numbered(sid, first, write.new_ops), sid)
-            if write.changed_ops:
-                changed = _numbered(sid, first, write.changed_ops)
-                self._many(db, S.update_ops, OP_ROW, changed, sid)
-        if outbox:
-            first = outbox_id(self._number(db, None, sid), 0)  # a seq is added to it
-            self._many(db, S.insert_outbox, _OUTBOX_ROW, _outbox_rows(write, sid, first), None)
-        if write.components:
-            self._many(db, self._upsert_components, ComponentRec.FIELDS, write.components, sid)
-        if write.timers:
-            self._write_timers(db, sid, write.timers, write.fresh_timers)
-        if write.inbox_outcomes:
-            self._many(db, S.inbox_outcomes, _OUTCOME_ROW, write.inbox_outcomes, None)
-        if write.new_inbox:
-            self._many(db, S.insert_inbox, INBOX_ROW, write.new_inbox, sid)
-
-    def _write_sqlite(self, d: Driver, step: _StepSql, write: StepWrite) -> None:
-        """:meth:`_write` on SQLite: the same statements, in the same order,
-        sent to the kept connection's driver with each one's text and rows'
-        conversion kept in ``step`` (the look-ups and calls between a
-        StepWrite and the driver were a visible part of every write)."""
+    def _send(
+        self, d: _Runs, step: _StepSql, write: StepWrite, number: Callable[[str], int]
+    ) -> None:
+        """The step's statements in one transaction: sent to ``d`` (the kept
+        SQLite connection's driver, or SQLAlchemy's execute) with each one's
+        rows' conversion kept in ``step`` (on SQLite the look-ups and calls
+        between a StepWrite and the driver were a visible part of every
+        write). A table with no rows costs a test, not a call; ``number``:
+        the session's number."""
         fence = write.fence
         sid = fence.session_id
         sent = step.claim if fence.claims else step.fence
@@ -837,41 +858,39 @@ class SqlSessionStore:
             run(step.update_projects.sql, step.update_projects.convert(rows, sid), True)
         new, changed = write.new_ops, write.changed_ops
         if new or changed:
-            first = operation_id(self._number(None, d, sid), 0)  # n is added to it
-            ops = _numbered(sid, first, new, 0)
-            if changed:
-                ops += _numbered(sid, first, changed, 1)
-            # A new key that exists already is not written (a key is never
-            # reused: the counter that makes them is written with them).
-            if run(step.ops.sql, step.ops.convert(ops, sid), True) != len(ops):
-                raise KeyError(
-                    f"operation key(s) exist already among {sorted(row[0] for row in new)}: "
-                    "the step is not written"
-                )
+            first = operation_id(number(sid), 0)  # n is added to it
+            upsert = step.upsert_ops
+            if upsert is None:
+                if new:
+                    rows = _numbered(sid, first, new)
+                    run(step.insert_ops.sql, step.insert_ops.convert(rows, sid), True)
+                if changed:
+                    rows = _numbered(sid, first, changed)
+                    run(step.update_ops.sql, step.update_ops.convert(rows, sid), True)
+            else:
+                ops = _numbered(sid, first, new, 0)
+                if changed:
+                    ops += _numbered(sid, first, changed, 1)
+                # A new key that exists already is not written (a key is
+                # never reused: the counter that makes them is written with
+                # them).
+                if run(upsert.sql, upsert.convert(ops, sid), True) != len(ops):
+                    raise KeyError(
+                        f"operation key(s) exist already among {sorted(row[0] for row in new)}: "
+                        "the step is not written"
+                    )
         if write.outbox:
-            first = outbox_id(self._number(None, d, sid), 0)  # a seq is added to it
+            first = outbox_id(number(sid), 0)  # a seq is added to it
             rows = _outbox_rows(write, sid, first)
             run(step.outbox.sql, step.outbox.convert(rows, None), True)
         if rows := write.components:
             run(step.components.sql, step.components.convert(rows, sid), True)
         if write.timers:
-            self._write_timers_sqlite(d, step, sid, write.timers, write.fresh_timers)
+            self._send_timers(d, step, sid, write.timers, write.fresh_timers)
         if rows := write.inbox_outcomes:
             run(step.outcomes.sql, step.outcomes.convert(rows, None), True)
         if rows := write.new_inbox:
             run(step.inbox.sql, step.inbox.convert(rows, sid), True)
-
-    def _one(
-        self,
-        db: Connection,
-        statement: Any,
-        fields: tuple[str, ...],
-        row: tuple[Any, ...],
-        session_id: str,
-    ) -> int:
-        """One row through SQLAlchemy (``fields``, then values ``fields``
-        leaves unnamed are not bound); the row count."""
-        return self._exec(db, statement, params(fields, row[: len(fields)], session_id=session_id))
 
     def _number(self, db: Connection | None, d: Driver | None, session_id: str) -> int:
         """The session's number: as loaded or inserted, else read (in the
@@ -888,9 +907,10 @@ class SqlSessionStore:
             self._numbers[session_id] = number
         return number
 
-    def _write_timers(
+    def _send_timers(
         self,
-        db: Connection,
+        d: _Runs,
+        step: _StepSql,
         session_id: str,
         timers: Sequence[tuple[str, datetime | None, Any]],
         fresh: Collection[str],
@@ -902,39 +922,19 @@ class SqlSessionStore:
         written by the last step); should an update find fewer rows than it
         names, those names are written again as delete and insert."""
         cancelled, again, new = _timer_rows(timers, fresh)
+        delete = step.delete_timers
         if cancelled:
-            self._many(db, S.delete_timers, ("kind",), cancelled, session_id)
+            d.run(delete.sql, delete.convert(cancelled, session_id), True)
         if again:
             # Without a reliable executemany count (some PostgreSQL drivers)
             # the update cannot be checked: delete and insert.
-            checked = self.database.dialect.supports_sane_multi_rowcount
             updated = -1
-            if checked:
-                updated = self._many(db, S.update_timers, _TIMER_ROW, again, session_id)
+            if self.database.dialect.supports_sane_multi_rowcount:
+                sent = step.update_timers
+                updated = d.run(sent.sql, sent.convert(again, session_id), True)
             if updated != len(again):
                 names = [(name,) for name, _, _ in again]
-                self._many(db, S.delete_timers, ("kind",), names, session_id)
-                new = [*again, *new]
-        if new:
-            self._many(db, S.insert_timers, _TIMER_ROW, new, session_id)
-
-    @staticmethod
-    def _write_timers_sqlite(
-        d: Driver,
-        step: _StepSql,
-        session_id: str,
-        timers: Sequence[tuple[str, datetime | None, Any]],
-        fresh: Collection[str],
-    ) -> None:
-        """:meth:`_write_timers` on SQLite (whose executemany counts rows)."""
-        cancelled, again, new = _timer_rows(timers, fresh)
-        if cancelled:
-            d.run(step.delete_timers.sql, step.delete_timers.convert(cancelled, session_id), True)
-        if again:
-            sent = step.update_timers
-            if d.run(sent.sql, sent.convert(again, session_id), True) != len(again):
-                names = [(name,) for name, _, _ in again]
-                d.run(step.delete_timers.sql, step.delete_timers.convert(names, session_id), True)
+                d.run(delete.sql, delete.convert(names, session_id), True)
                 new = [*again, *new]
         if new:
             d.run(step.insert_timers.sql, step.insert_timers.convert(new, session_id), True)
