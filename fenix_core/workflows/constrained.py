@@ -208,6 +208,9 @@ _MEMBER_STATES = frozenset(InstanceState) - {
     InstanceState.OUT_OF_SCOPE,
 }
 _FINAL = FINAL_SESSION_STATES
+#: Host states whose work has ended for the pipeline (a host in one is not
+#: in flight, whatever its times say: fenix_core.core.context).
+_RELEASED = frozenset({HostState.SKIPPED, HostState.REMOVED})
 _ASKED = SessionState.PLANNED_MAINTENANCE.value
 _VCPUS = attrgetter("vcpus")  # a member's vcpus (summed per draining host by a placement)
 
@@ -780,6 +783,28 @@ class _Budgets:
     def take(self, group_id: str) -> None:
         """A member of the group starts moving."""
         self._left[group_id] = self.get(group_id, 0) - 1
+
+
+class _Admission:
+    """``ctx.admit`` of the hosts of one pass, asked once for all the hosts
+    in flight (admitted, their work not ended): the context answers the
+    same for each of them, admitted unless the session is paused
+    (docs/plugins.md), and nothing in a pass pauses or resumes it. A host
+    not in flight is asked on its own (its answer is the pipeline's)."""
+
+    __slots__ = ("_ctx", "_in_flight")
+
+    def __init__(self, ctx: SessionContext) -> None:
+        self._ctx = ctx
+        self._in_flight: bool | None = None  # the answer for a host in flight, once asked
+
+    def admitted(self, host: HostView) -> bool:
+        if host.started_at is None or host.finished_at is not None or host.state in _RELEASED:
+            return self._ctx.admit(host.name).admitted
+        found = self._in_flight
+        if found is None:
+            found = self._in_flight = self._ctx.admit(host.name).admitted
+        return found
 
 
 class _Step:
@@ -1622,6 +1647,7 @@ class ConstrainedWorkflow(RollingWorkflow):
         kept = step.draining()
         chosen_on = kept.chosen_on()
         undisabled = step.counts.undisabled
+        admission = _Admission(ctx)
         for host in self._by_position(ctx, undisabled.union(chosen_on)):
             if host.state != HostState.DRAINING:
                 undisabled.discard(host.name)
@@ -1632,7 +1658,7 @@ class ConstrainedWorkflow(RollingWorkflow):
             chosen = chosen_on.get(host.name)
             if not chosen:
                 continue
-            if not ctx.admit(host.name).admitted:
+            if not admission.admitted(host):
                 held = True  # paused: moves in flight end, no new one starts
                 continue
             startable = kept.startable(host.name, chosen)
