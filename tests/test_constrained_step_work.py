@@ -29,7 +29,14 @@ from test_constrained_v2_core import UPGRADE, WORKFLOWS, CoreCluster, stored_wav
 
 from fenix_core import Engine, SessionRequest, planner, second_moves
 from fenix_core.constraints import GroupConstraints
-from fenix_core.contract import ContractError, HostView, InstanceView, Move, ProjectView
+from fenix_core.contract import (
+    ContractError,
+    HostAdmission,
+    HostView,
+    InstanceView,
+    Move,
+    ProjectView,
+)
 from fenix_core.core.indexes import CapacityIndex
 from fenix_core.core.ws_port import WorkingSetAdapter
 from fenix_core.states import HostState, InstanceAction, InstanceState
@@ -1291,3 +1298,53 @@ def test_the_draining_load_kept_is_that_of_a_recount(
     monkeypatch.setattr(CapacityIndex, "changed_since", sometimes_unknown)
     assert _answered_late(tmp_path / "unknown") == whole
     assert kept.count(False) > 5, kept.count(False)
+
+
+class _CountedAdmit:
+    """A context whose pipeline answers ``paused`` or admitted, counting the
+    hosts asked about."""
+
+    def __init__(self, paused: bool) -> None:
+        self.paused = paused
+        self.asked: list[str] = []
+
+    def admit(self, host: str) -> HostAdmission:
+        self.asked.append(host)
+        return HostAdmission(host, not self.paused, "paused" if self.paused else None)
+
+
+def _host(name: str, *, started: bool, finished: bool = False) -> HostView:
+    at = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
+    return HostView(
+        name,
+        "compute",
+        HostState.DRAINING,
+        8,
+        False,
+        0,
+        started_at=at if started else None,
+        finished_at=at if finished else None,
+    )
+
+
+@pytest.mark.parametrize("paused", [False, True])
+def test_a_pass_asks_the_pipeline_once_for_all_its_hosts_in_flight(paused: bool) -> None:
+    """The context answers the same for every host in flight (admitted
+    unless paused: docs/plugins.md), so a pass asks about the first one
+    only; a host not in flight (never admitted, or its work ended) is
+    asked about on its own, each time."""
+    ctx = _CountedAdmit(paused)
+    admission = constrained._Admission(ctx)  # type: ignore[arg-type]
+    hosts = [
+        _host("cmp-0", started=True),
+        _host("cmp-1", started=False),
+        _host("cmp-2", started=True),
+        _host("cmp-3", started=True, finished=True),
+        _host("cmp-4", started=True),
+    ]
+    answers = [admission.admitted(h) for h in hosts]
+    assert answers == [not paused] * len(hosts)
+    assert ctx.asked == ["cmp-0", "cmp-1", "cmp-3"]
+    assert admission.admitted(_host("cmp-1", started=False)) is not paused
+    assert ctx.asked == ["cmp-0", "cmp-1", "cmp-3", "cmp-1"]
+

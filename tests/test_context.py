@@ -211,6 +211,26 @@ def test_a_host_in_flight_stays_admitted_when_the_window_closes() -> None:
     assert not morning.admit("cmp-1").admitted
 
 
+def test_every_host_in_flight_gets_the_same_answer_as_its_view_says() -> None:
+    """What a workflow may ask once per step for all its hosts in flight
+    (the constrained pump does): each host whose view shows it started and
+    not finished is admitted, the window closed or not, and none is while
+    paused; a host not in flight gets the pipeline's own answer."""
+    ctx, ws = step(NIGHTLY, datetime(2026, 3, 2, 23, 0, tzinfo=UTC))
+    assert ctx.admit("cmp-0").admitted and ctx.admit("cmp-1").admitted
+    morning = again(ws, datetime(2026, 3, 3, 5, 0, tzinfo=UTC))
+    in_flight = [
+        h.name
+        for h in morning.hosts
+        if h.started_at is not None and h.finished_at is None
+    ]
+    assert in_flight == ["cmp-0", "cmp-1"]
+    assert [morning.admit(h).admitted for h in in_flight] == [True, True]
+    assert not morning.admit("cmp-2").admitted  # the window is closed
+    morning.pause("change freeze")
+    assert [morning.admit(h).admitted for h in in_flight] == [False, False]
+
+
 def test_hosts_in_maintenance_cap_counts_retired_and_removed_hosts_as_finished() -> None:
     ctx, ws = step({"max_hosts_in_maintenance": 1})
     assert ctx.admit("cmp-0").admitted
