@@ -407,9 +407,11 @@ class _Draining:
     #: Draining host -> its load for the planner, built when first asked.
     loads: dict[str, planner.HostLoad] = attrs.field(factory=dict)
     #: Draining host -> its instances whose action is chosen, by id, and
-    #: those of them in id order while none changed (:meth:`chosen_on`).
+    #: those of them in id order while none changed (:meth:`chosen_on`),
+    #: for the hosts with any; the hosts whose list is to be sorted again.
     chosen: dict[str, dict[str, InstanceView]] = attrs.field(factory=dict)
     chosen_sorted: dict[str, list[InstanceView]] = attrs.field(factory=dict)
+    chosen_changed: set[str] = attrs.field(factory=set)
     #: Draining host -> one of those lists, and its instances by id if each
     #: may start whenever its host may (:meth:`startable`), else None.
     chosen_plain: dict[str, tuple[list[InstanceView], dict[str, InstanceView] | None]] = (
@@ -467,7 +469,7 @@ class _Draining:
                 loads.pop(was, None)
                 chosen = self.chosen.get(was)
                 if chosen is not None and chosen.pop(instance_id, None) is not None:
-                    self.chosen_sorted.pop(was, None)
+                    self.chosen_changed.add(was)
         if hosts_changes != self.hosts_changes:
             self.hosts_changes = hosts_changes
             names = {h.name for h in ctx.hosts.in_state(HostState.DRAINING)}
@@ -477,7 +479,7 @@ class _Draining:
                     held.pop(instance_id, None)
                 loads.pop(gone, None)
                 self.chosen.pop(gone, None)
-                self.chosen_sorted.pop(gone, None)
+                self.chosen_changed.add(gone)
                 self.chosen_plain.pop(gone, None)
             for new in names - on.keys():
                 self.read_host(ctx, new)
@@ -490,7 +492,7 @@ class _Draining:
         """A host that started draining: its instances read whole."""
         self.on[host] = {}
         self.chosen.pop(host, None)
-        self.chosen_sorted.pop(host, None)
+        self.chosen_changed.add(host)
         for inst in ctx.instances.on(host):
             self._add(inst)
 
@@ -505,7 +507,7 @@ class _Draining:
             self.held[instance_id] = inst
         if inst.state == InstanceState.ACTION_CHOSEN:
             self.chosen.setdefault(host, {})[instance_id] = inst
-            self.chosen_sorted.pop(host, None)
+            self.chosen_changed.add(host)
 
     def in_action(self) -> list[InstanceView]:
         """The instances moving now, id order (not to be changed by the caller)."""
@@ -541,17 +543,17 @@ class _Draining:
 
     def chosen_on(self) -> dict[str, list[InstanceView]]:
         """Draining host -> its instances whose action is chosen, id order
-        (not to be changed by the caller)."""
-        out: dict[str, list[InstanceView]] = {}
+        (a copy; the lists not to be changed by the caller): those of the
+        hosts whose chosen changed sorted again, the others' kept."""
         kept = self.chosen_sorted
-        for host, insts in self.chosen.items():
-            if not insts:
-                continue
-            found = kept.get(host)
-            if found is None:
-                found = kept[host] = [insts[i] for i in sorted(insts)]
-            out[host] = found
-        return out
+        for host in self.chosen_changed:
+            insts = self.chosen.get(host)
+            if insts:
+                kept[host] = [insts[i] for i in sorted(insts)]
+            else:
+                kept.pop(host, None)
+        self.chosen_changed.clear()
+        return dict(kept)
 
     def startable(self, host: str, chosen: list[InstanceView]) -> dict[str, InstanceView] | None:
         """``chosen`` (:meth:`chosen_on`'s list of ``host``) by id when none
@@ -717,6 +719,7 @@ class _GroupsOn(Mapping[str, int]):
 #: A target's members when no group has a per-host limit (none are counted).
 _NONE: Mapping[str, int] = MappingProxyType({})
 _GROUP_OF = attrgetter("group_id")  # a member's group (read for every member of a decision)
+_POSITION_ORDER = attrgetter("position", "name")  # hosts' order (a key read without a frame)
 
 
 class _Impacted(Mapping[str, int]):
@@ -2137,7 +2140,7 @@ class ConstrainedWorkflow(RollingWorkflow):
     def _by_position(ctx: SessionContext, names: Iterable[str]) -> list[HostView]:
         """The views of the hosts named, in position order (those that are)."""
         views = [v for n in names if (v := ctx.hosts.get(n)) is not None]
-        views.sort(key=lambda v: (v.position, v.name))
+        views.sort(key=_POSITION_ORDER)
         return views
 
     def _disabled_for_drain(self, ctx: SessionContext, host: HostView, step: _Step) -> bool:
