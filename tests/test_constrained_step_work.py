@@ -936,8 +936,9 @@ def test_the_draining_hosts_kept_instances_are_those_of_a_recount(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The draining hosts' instances still to leave (what a placement holds
-    back, the draining loads an opening decision reads, those whose action
-    is chosen) and the instances moving are kept with the counts and
+    back, per host as a placement reads them, the draining loads an opening
+    decision reads, those whose action is chosen) and the instances moving
+    are kept with the counts and
     brought up to date from the instances the change log names:
     at every decision they are what reading every draining host gives, and
     most decisions bring up to date what was kept. When the log cannot say
@@ -967,6 +968,21 @@ def test_the_draining_hosts_kept_instances_are_those_of_a_recount(
             plain = all(i.not_before is None and i.action != "OWN_ACTION" for i in insts)
             by_id = {i.instance_id: i for i in insts} if plain else None
             assert found.startable(name, insts) == by_id, name
+        held: dict[str, list[Any]] = {}
+        for name in sorted(draining):
+            for inst in self.ctx.instances.on(name):
+                if inst.instance_id in fresh.held:
+                    held.setdefault(name, []).append(inst)
+        kept_held = found.held_by_host(self.members)
+        assert kept_held.keys() == held.keys()
+        for name, insts in held.items():
+            on = kept_held[name]
+            members = self.members(insts)
+            assert (list(on.views), list(on.members)) == (insts, members), name
+            assert on.ids == {i.instance_id for i in insts}, name
+            assert on.moved == {i.instance_id for i in insts if i.moves}, name
+            assert on.vcpus == sum(i.vcpus for i in insts), name
+            assert list(on.groups) == list(dict.fromkeys(m.group_id for m in members)), name
         return found
 
     monkeypatch.setattr(constrained._Step, "draining", checked)

@@ -382,6 +382,42 @@ class _Fed:
     top: dict[str, float] = attrs.field(factory=dict)
 
 
+@attrs.frozen(eq=False)
+class _HeldOn:
+    """A draining host's instances the engine still has to move
+    (:attr:`_Draining.held`) as a placement reads them: their views and
+    members in id order, their ids, those of them that moved before, their
+    vcpus and their groups (in the order they first come)."""
+
+    views: tuple[InstanceView, ...]
+    members: tuple[planner.Member, ...]
+    ids: frozenset[str]
+    moved: frozenset[str]
+    vcpus: int
+    groups: dict[str, None]
+
+    @classmethod
+    def of(
+        cls,
+        on: Mapping[str, InstanceView],
+        held: Container[str],
+        members: Callable[[Iterable[InstanceView]], list[planner.Member]],
+    ) -> _HeldOn | None:
+        """The instances ``on`` a host that are ``held``; None if none is."""
+        views = tuple(on[i] for i in sorted(on) if i in held)
+        if not views:
+            return None
+        made = tuple(members(views))
+        return cls(
+            views,
+            made,
+            frozenset(v.instance_id for v in views),
+            frozenset(v.instance_id for v in views if v.moves),
+            sum(map(_VCPUS, made)),
+            dict.fromkeys(map(_GROUP_OF, made)),
+        )
+
+
 @attrs.define(slots=True)
 class _Draining:
     """The draining hosts' instances still to leave them (their members:
@@ -406,6 +442,11 @@ class _Draining:
     held: dict[str, InstanceView] = attrs.field(factory=dict)
     #: Draining host -> its load for the planner, built when first asked.
     loads: dict[str, planner.HostLoad] = attrs.field(factory=dict)
+    #: Draining host -> its ``held`` instances as a placement reads them
+    #: (:meth:`held_by_host`), for the hosts with any; the hosts whose
+    #: instances changed since (read again when next asked).
+    held_on: dict[str, _HeldOn] = attrs.field(factory=dict)
+    held_changed: set[str] = attrs.field(factory=set)
     #: Draining host -> its instances whose action is chosen, by id, and
     #: those of them in id order while none changed (:meth:`chosen_on`),
     #: for the hosts with any; the hosts whose list is to be sorted again.
@@ -467,6 +508,7 @@ class _Draining:
                 del on[was][instance_id]
                 held.pop(instance_id, None)
                 loads.pop(was, None)
+                self.held_changed.add(was)
                 chosen = self.chosen.get(was)
                 if chosen is not None and chosen.pop(instance_id, None) is not None:
                     self.chosen_changed.add(was)
@@ -478,6 +520,7 @@ class _Draining:
                     del where[instance_id]
                     held.pop(instance_id, None)
                 loads.pop(gone, None)
+                self.held_changed.add(gone)
                 self.chosen.pop(gone, None)
                 self.chosen_changed.add(gone)
                 self.chosen_plain.pop(gone, None)
@@ -491,6 +534,7 @@ class _Draining:
     def read_host(self, ctx: SessionContext, host: str) -> None:
         """A host that started draining: its instances read whole."""
         self.on[host] = {}
+        self.held_changed.add(host)
         self.chosen.pop(host, None)
         self.chosen_changed.add(host)
         for inst in ctx.instances.on(host):
@@ -503,11 +547,30 @@ class _Draining:
         self.on[host][instance_id] = inst
         self.where[instance_id] = host
         self.loads.pop(host, None)
+        self.held_changed.add(host)
         if inst.state in _STILL_TO_MOVE and inst.action != InstanceAction.OWN_ACTION:
             self.held[instance_id] = inst
         if inst.state == InstanceState.ACTION_CHOSEN:
             self.chosen.setdefault(host, {})[instance_id] = inst
             self.chosen_changed.add(host)
+
+    def held_by_host(
+        self, members: Callable[[Iterable[InstanceView]], list[planner.Member]]
+    ) -> dict[str, _HeldOn]:
+        """Draining host -> its ``held`` instances (:class:`_HeldOn`, their
+        ``members`` made by ``members``), for the hosts with any (a copy):
+        those of the hosts whose instances changed read again, the others'
+        kept."""
+        kept = self.held_on
+        for host in self.held_changed:
+            insts = self.on.get(host)
+            found = _HeldOn.of(insts, self.held, members) if insts else None
+            if found is None:
+                kept.pop(host, None)
+            else:
+                kept[host] = found
+        self.held_changed.clear()
+        return dict(kept)
 
     def in_action(self) -> list[InstanceView]:
         """The instances moving now, id order (not to be changed by the caller)."""
@@ -1704,53 +1767,52 @@ class ConstrainedWorkflow(RollingWorkflow):
             # The members of the draining hosts that cannot start yet are
             # placed too, in their turn (not moved): the room they will need
             # is not given to a member after them.
-            later = self._not_startable(step, views)
+            kept = step.draining()
+            later = self._not_startable(kept, views)
+            # Everyone placed (those that may start and ``later``: the
+            # draining hosts' held instances), read per host from what is
+            # kept of each (:class:`_HeldOn`): where each is, which moved
+            # before, each host's members and vcpus, worked out again only
+            # for the hosts whose instances changed. Then per host whether it
+            # was opened in the first wave (looked up once) and the vcpus it
+            # has left to move (the first drained hosts' members aside).
+            held_on = kept.held_by_host(step.members)
             # (In no particular order: the completion order is the same
             # whatever order its members come in.)
-            everyone = [*waiting, *step.members([views[i] for i in later])]
+            on_host = {name: on.members for name, on in held_on.items()}
             # The groups still to come too: the placement keeps room for
             # them by their per-host limit. Their rules are needed only when
             # one of them has one (most placements: none has).
-            groups = dict.fromkeys(map(_GROUP_OF, everyone))
+            groups = dict.fromkeys(map(_GROUP_OF, waiting))
+            for on in held_on.values():
+                groups.update(on.groups)
             groups.update(dict.fromkeys(ahead))
             limited = step.any_limited(groups)
             rules = {g: step.rule(g) for g in groups} if limited else {}
-            # Read in one pass over the members: where each is, which moved
-            # before, and each host's members; then per host whether it was
-            # opened in the first wave (looked up once) and the vcpus it has
-            # left to move (the first drained hosts' members aside).
-            host_of: dict[str, str] = {}
-            moved: set[str] = set()
-            on_host: dict[str, list[planner.Member]] = {}
-            everyone_views: list[InstanceView] = []
-            for m in everyone:
-                view = views[m.instance_id]
-                everyone_views.append(view)
-                name = host_of[m.instance_id] = view.host
-                if view.moves:
-                    moved.add(m.instance_id)
-                found = on_host.get(name)
-                if found is None:
-                    on_host[name] = [m]
-                else:
-                    found.append(m)
+            # (The host each held instance is kept under is the one its view
+            # names; nothing changes the kept instances before the moves are
+            # sent, at the end of the pass.)
+            host_of = kept.where
+            moved = set().union(*(on.moved for on in held_on.values()))
             first: set[str] = set()
             first_drained: dict[str, bool] = {}
             left_on: dict[str, int] = {}
             vcpus_on: dict[str, int] = {}
-            for name, members in on_host.items():
+            for name, on in held_on.items():
                 h = ctx.hosts.get(name)
                 on_first = first_drained[name] = h is not None and bool(h.stage & FIRST_DRAINED)
-                vcpus = vcpus_on[name] = sum(map(_VCPUS, members))
+                vcpus_on[name] = on.vcpus
                 if on_first:
-                    first.update(m.instance_id for m in members)
+                    first.update(on.ids)
                 else:
-                    left_on[name] = vcpus
+                    left_on[name] = on.vcpus
             # The window is built only when a member may start (below); the
             # room where instances stay is read from the capacity index when
             # one instance stands for the window, else from its hosts.
             window: list[tuple[HostView, bool]] | None = None
-            sample = self._window_sample(ctx, step, everyone_views)  # read once
+            sample = self._window_sample(  # read once
+                ctx, step, chain.from_iterable(on.views for on in held_on.values())
+            )
             stay_room = self._window_stay_room(ctx, step, sample)
             if stay_room is None:
                 window = self._window(ctx, step, sample)
@@ -2067,13 +2129,13 @@ class ConstrainedWorkflow(RollingWorkflow):
 
     @staticmethod
     def _may_be_placed(
-        on_host: dict[str, list[planner.Member]],
+        on_host: Mapping[str, Sequence[planner.Member]],
         budgets: Mapping[str, int],
         held: Container[str],
         limited: bool,
         behind: Container[str],
         partial: str | None,
-    ) -> dict[str, list[planner.Member]]:
+    ) -> Mapping[str, Sequence[planner.Member]]:
         """Each host's members less those :meth:`_up_to_last_startable`
         leaves out wherever they come in the order (neither may start nor
         are held), left out before the order is sorted: at 1,000 hosts most
@@ -2124,17 +2186,13 @@ class ConstrainedWorkflow(RollingWorkflow):
         return kept
 
     @staticmethod
-    def _not_startable(step: _Step, views: dict[str, InstanceView]) -> set[str]:
+    def _not_startable(kept: _Draining, views: Mapping[str, InstanceView]) -> set[str]:
         """The instances of the draining hosts that will leave by a move but
         cannot start now (not asked or answered yet, their lead time, their
-        host not disabled yet), added to ``views``: those the kept
-        :class:`_Draining` holds (an instance its manager moves is not the
-        engine's to place) less those in ``views``."""
-        kept = step.draining().held
-        held = kept.keys() - views.keys()
-        for instance_id in held:
-            views[instance_id] = kept[instance_id]
-        return held
+        host not disabled yet): those ``kept`` holds (an instance its
+        manager moves is not the engine's to place) less those in ``views``
+        (those that may start, all held)."""
+        return kept.held.keys() - views.keys()
 
     @staticmethod
     def _by_position(ctx: SessionContext, names: Iterable[str]) -> list[HostView]:
