@@ -1363,4 +1363,3 @@ def test_a_pass_asks_the_pipeline_once_for_all_its_hosts_in_flight(paused: bool)
     assert ctx.asked == ["cmp-0", "cmp-1", "cmp-3"]
     assert admission.admitted(_host("cmp-1", started=False)) is not paused
     assert ctx.asked == ["cmp-0", "cmp-1", "cmp-3", "cmp-1"]
-

@@ -217,12 +217,11 @@ def test_every_host_in_flight_gets_the_same_answer_as_its_view_says() -> None:
     not finished is admitted, the window closed or not, and none is while
     paused; a host not in flight gets the pipeline's own answer."""
     ctx, ws = step(NIGHTLY, datetime(2026, 3, 2, 23, 0, tzinfo=UTC))
-    assert ctx.admit("cmp-0").admitted and ctx.admit("cmp-1").admitted
+    assert ctx.admit("cmp-0").admitted
+    assert ctx.admit("cmp-1").admitted
     morning = again(ws, datetime(2026, 3, 3, 5, 0, tzinfo=UTC))
     in_flight = [
-        h.name
-        for h in morning.hosts
-        if h.started_at is not None and h.finished_at is None
+        h.name for h in morning.hosts if h.started_at is not None and h.finished_at is None
     ]
     assert in_flight == ["cmp-0", "cmp-1"]
     assert [morning.admit(h).admitted for h in in_flight] == [True, True]
