@@ -938,7 +938,7 @@ def test_the_draining_hosts_kept_instances_are_those_of_a_recount(
     """The draining hosts' instances still to leave (what a placement holds
     back, per host as a placement reads them, the draining loads an opening
     decision reads, those whose action is chosen) and the instances moving
-    are kept with the counts and
+    (and per target those bound there) are kept with the counts and
     brought up to date from the instances the change log names:
     at every decision they are what reading every draining host gives, and
     most decisions bring up to date what was kept. When the log cannot say
@@ -958,6 +958,11 @@ def test_the_draining_hosts_kept_instances_are_those_of_a_recount(
         moving = self.ctx.instances.in_state(InstanceState.IN_ACTION)
         assert found.in_action() == list(moving)
         assert found.moving_per_group(self.group) == Counter(self.group(i) for i in moving)
+        arriving: dict[str, list[Any]] = {}
+        for inst in moving:
+            if inst.target is not None and inst.target != inst.host:
+                arriving.setdefault(inst.target, []).append(inst)
+        assert found.arrivals() == arriving
         draining = {h.name for h in self.ctx.hosts.in_state(HostState.DRAINING)}
         chosen: dict[str, list[Any]] = {}
         for inst in self.ctx.instances.in_state(InstanceState.ACTION_CHOSEN):
@@ -985,7 +990,20 @@ def test_the_draining_hosts_kept_instances_are_those_of_a_recount(
             assert list(on.groups) == list(dict.fromkeys(m.group_id for m in members)), name
         return found
 
+    original_arrivals = constrained._Step.arrivals
+
+    def checked_arrivals(self: Any) -> Any:
+        found = original_arrivals(self)
+        # Those of the moves the step reads (:meth:`_Step.in_action`).
+        expected: dict[str, list[Any]] = {}
+        for inst in self.in_action():
+            if inst.target is not None and inst.target != inst.host:
+                expected.setdefault(inst.target, []).append(inst)
+        assert found == expected
+        return found
+
     monkeypatch.setattr(constrained._Step, "draining", checked)
+    monkeypatch.setattr(constrained._Step, "arrivals", checked_arrivals)
     monkeypatch.setattr(constrained, "TARGET_WINDOW", 6)
     monkeypatch.setattr(constrained, "CANDIDATE_WINDOW", 5)
     whole = _answered_late(tmp_path / "kept")

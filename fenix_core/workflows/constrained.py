@@ -468,6 +468,13 @@ class _Draining:
     moving_count: dict[str, int] | None = None
     moving_group: dict[str, str] = attrs.field(factory=dict)
     moving_changed: set[str] = attrs.field(factory=set)
+    #: Of ``moving``, those bound for another host, by target and id, the
+    #: target each is counted under, and per target those in id order
+    #: while none changed (:meth:`arrivals`); the targets changed since.
+    arriving: dict[str, dict[str, InstanceView]] = attrs.field(factory=dict)
+    bound_for: dict[str, str] = attrs.field(factory=dict)
+    arriving_sorted: dict[str, list[InstanceView]] = attrs.field(factory=dict)
+    arriving_changed: set[str] = attrs.field(factory=set)
 
     @classmethod
     def read(cls, ctx: SessionContext) -> _Draining:
@@ -475,6 +482,8 @@ class _Draining:
         for host in ctx.hosts.in_state(HostState.DRAINING):
             kept.read_host(ctx, host.name)
         kept.moving = {i.instance_id: i for i in ctx.instances.in_state(InstanceState.IN_ACTION)}
+        for instance_id, view in kept.moving.items():
+            kept._bound(instance_id, view)
         return kept
 
     def brought_up_to_date(self, ctx: SessionContext) -> _Draining:
@@ -500,9 +509,11 @@ class _Draining:
                 moving[instance_id] = view
                 self.moving_sorted = None
                 self.moving_changed.add(instance_id)
+                self._bound(instance_id, view)
             elif moving.pop(instance_id, None) is not None:
                 self.moving_sorted = None
                 self.moving_changed.add(instance_id)
+                self._bound(instance_id, None)
             was = where.pop(instance_id, None)
             if was is not None:
                 del on[was][instance_id]
@@ -570,6 +581,33 @@ class _Draining:
             else:
                 kept[host] = found
         self.held_changed.clear()
+        return dict(kept)
+
+    def _bound(self, instance_id: str, view: InstanceView | None) -> None:
+        """A moving instance changed (``view``) or stopped moving (None):
+        taken from the target it was counted under, put under its own."""
+        was = self.bound_for.pop(instance_id, None)
+        if was is not None:
+            del self.arriving[was][instance_id]
+            self.arriving_changed.add(was)
+        if view is not None and view.target is not None and view.target != view.host:
+            self.bound_for[instance_id] = view.target
+            self.arriving.setdefault(view.target, {})[instance_id] = view
+            self.arriving_changed.add(view.target)
+
+    def arrivals(self) -> dict[str, list[InstanceView]]:
+        """Target -> the instances moving there now, id order (a copy; the
+        lists not to be changed by the caller): those of the targets that
+        changed sorted again, the others' kept."""
+        kept = self.arriving_sorted
+        for target in self.arriving_changed:
+            insts = self.arriving.get(target)
+            if insts:
+                kept[target] = [insts[i] for i in sorted(insts)]
+            else:
+                kept.pop(target, None)
+                self.arriving.pop(target, None)
+        self.arriving_changed.clear()
         return dict(kept)
 
     def in_action(self) -> list[InstanceView]:
@@ -890,6 +928,7 @@ class _Step:
         self._on_host: dict[str, Counter[str]] = {}
         self._arrivals: dict[str, list[InstanceView]] | None = None
         self._in_action: list[InstanceView] | None = None
+        self._moving: dict[str, InstanceView] | None = None  # read with the arrivals
         self._free = ctx.capacity.free  # read for every target of a window
 
     def group(self, inst: InstanceView) -> str:
@@ -1008,16 +1047,29 @@ class _Step:
         the arrivals and the draining hosts' load read them; no move starts
         between those reads: a decision's moves are sent at its end)."""
         if self._in_action is None:
-            self._in_action = self.draining().in_action()
+            moving = self._moving
+            self._in_action = (
+                self.draining().in_action()
+                if moving is None
+                else [moving[i] for i in sorted(moving)]
+            )
         return self._in_action
 
     def arrivals(self) -> dict[str, list[InstanceView]]:
-        """Target -> instances moving there now."""
+        """Target -> instances moving there now (each list in id order), as
+        :meth:`in_action` gives them: read with them, from what
+        :class:`_Draining` keeps (the moves are taken as they are, sorted
+        only if :meth:`in_action` is asked), unless they were read before."""
         if self._arrivals is None:
-            self._arrivals = {}
-            for inst in self.in_action():
-                if inst.target is not None and inst.target != inst.host:
-                    self._arrivals.setdefault(inst.target, []).append(inst)
+            if self._in_action is None:
+                kept = self.draining()
+                self._moving = dict(kept.moving)
+                self._arrivals = kept.arrivals()
+            else:
+                self._arrivals = {}
+                for inst in self._in_action:
+                    if inst.target is not None and inst.target != inst.host:
+                        self._arrivals.setdefault(inst.target, []).append(inst)
         return self._arrivals
 
     def _limited_on(self, host: str) -> Counter[str]:
