@@ -988,6 +988,8 @@ def test_the_draining_hosts_kept_instances_are_those_of_a_recount(
             assert on.moved == {i.instance_id for i in insts if i.moves}, name
             assert on.vcpus == sum(i.vcpus for i in insts), name
             assert list(on.groups) == list(dict.fromkeys(m.group_id for m in members)), name
+        hosts_of_group = Counter(g for on in kept_held.values() for g in on.groups)
+        assert found.held_groups == hosts_of_group
         return found
 
     original_arrivals = constrained._Step.arrivals

@@ -447,6 +447,8 @@ class _Draining:
     #: instances changed since (read again when next asked).
     held_on: dict[str, _HeldOn] = attrs.field(factory=dict)
     held_changed: set[str] = attrs.field(factory=set)
+    #: Per group, how many of ``held_on``'s hosts hold members of it.
+    held_groups: dict[str, int] = attrs.field(factory=dict)
     #: Draining host -> its instances whose action is chosen, by id, and
     #: those of them in id order while none changed (:meth:`chosen_on`),
     #: for the hosts with any; the hosts whose list is to be sorted again.
@@ -571,15 +573,19 @@ class _Draining:
         """Draining host -> its ``held`` instances (:class:`_HeldOn`, their
         ``members`` made by ``members``), for the hosts with any (a copy):
         those of the hosts whose instances changed read again, the others'
-        kept."""
-        kept = self.held_on
+        kept; ``held_groups`` brought up to date with them."""
+        kept, groups = self.held_on, self.held_groups
         for host in self.held_changed:
             insts = self.on.get(host)
             found = _HeldOn.of(insts, self.held, members) if insts else None
-            if found is None:
-                kept.pop(host, None)
-            else:
+            was = kept.pop(host, None) if found is None else kept.get(host)
+            if was is not None:
+                for g in was.groups:
+                    _count_down(groups, g)
+            if found is not None:
                 kept[host] = found
+                for g in found.groups:
+                    groups[g] = groups.get(g, 0) + 1
         self.held_changed.clear()
         return dict(kept)
 
@@ -1835,10 +1841,7 @@ class ConstrainedWorkflow(RollingWorkflow):
             # The groups still to come too: the placement keeps room for
             # them by their per-host limit. Their rules are needed only when
             # one of them has one (most placements: none has).
-            groups = dict.fromkeys(map(_GROUP_OF, waiting))
-            for on in held_on.values():
-                groups.update(on.groups)
-            groups.update(dict.fromkeys(ahead))
+            groups = dict.fromkeys(chain(map(_GROUP_OF, waiting), kept.held_groups, ahead))
             limited = step.any_limited(groups)
             rules = {g: step.rule(g) for g in groups} if limited else {}
             # (The host each held instance is kept under is the one its view
