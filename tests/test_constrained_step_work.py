@@ -1383,3 +1383,32 @@ def test_a_pass_asks_the_pipeline_once_for_all_its_hosts_in_flight(paused: bool)
     assert ctx.asked == ["cmp-0", "cmp-1", "cmp-3"]
     assert admission.admitted(_host("cmp-1", started=False)) is not paused
     assert ctx.asked == ["cmp-0", "cmp-1", "cmp-3", "cmp-1"]
+
+
+def test_the_hosts_found_steady_are_passed_as_a_full_read_of_each_passes_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pump takes a draining host as it found it last pass (disabled, in
+    flight, its chosen all startable) while its view and chosen list are
+    the same ones, nothing is bound for it and the session is not paused:
+    the same session runs when every pass reads every host whole."""
+    original = constrained.ConstrainedWorkflow._pump
+    kept_hosts: list[int] = []
+
+    def counted(self: Any, ctx: Any, step: Any, cst: Any) -> Any:
+        draining = step.counts.draining
+        kept_hosts.append(0 if draining is None else len(draining.steady))
+        return original(self, ctx, step, cst)
+
+    monkeypatch.setattr(constrained.ConstrainedWorkflow, "_pump", counted)
+    whole = _answered_late(tmp_path / "kept")
+    assert whole[0] == "MAINTENANCE_DONE"
+    assert sum(kept_hosts) > len(kept_hosts)  # most passes find hosts as they were
+
+    def read_whole(self: Any, ctx: Any, step: Any, cst: Any) -> Any:
+        if step.counts.draining is not None:
+            step.counts.draining.steady.clear()
+        return original(self, ctx, step, cst)
+
+    monkeypatch.setattr(constrained.ConstrainedWorkflow, "_pump", read_whole)
+    assert _answered_late(tmp_path / "whole") == whole

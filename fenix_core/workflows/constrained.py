@@ -449,6 +449,12 @@ class _Draining:
     held_changed: set[str] = attrs.field(factory=set)
     #: Per group, how many of ``held_on``'s hosts hold members of it.
     held_groups: dict[str, int] = attrs.field(factory=dict)
+    #: Draining host -> its view and chosen list (:meth:`chosen_on`) when
+    #: the pump last found it disabled, in flight and each of those
+    #: startable, and them by id (:meth:`startable`).
+    steady: dict[str, tuple[HostView, list[InstanceView], dict[str, InstanceView]]] = attrs.field(
+        factory=dict
+    )
     #: Draining host -> its instances whose action is chosen, by id, and
     #: those of them in id order while none changed (:meth:`chosen_on`),
     #: for the hosts with any; the hosts whose list is to be sorted again.
@@ -908,8 +914,15 @@ class _Admission:
         self._ctx = ctx
         self._in_flight: bool | None = None  # the answer for a host in flight, once asked
 
+    @staticmethod
+    def in_flight(host: HostView) -> bool:
+        """Admitted, and its work has not ended (as the context counts it)."""
+        return (
+            host.started_at is not None and host.finished_at is None and host.state not in _RELEASED
+        )
+
     def admitted(self, host: HostView) -> bool:
-        if host.started_at is None or host.finished_at is not None or host.state in _RELEASED:
+        if not self.in_flight(host):
             return self._ctx.admit(host.name).admitted
         found = self._in_flight
         if found is None:
@@ -1772,21 +1785,41 @@ class ConstrainedWorkflow(RollingWorkflow):
         chosen_on = kept.chosen_on()
         undisabled = step.counts.undisabled
         admission = _Admission(ctx)
+        # A host whose view and chosen list are those it had when last found
+        # disabled, in flight and with all its chosen startable is that
+        # still, but for what is bound for it now and a pause (most hosts).
+        steady = kept.steady
         for host in self._by_position(ctx, undisabled.union(chosen_on)):
+            name = host.name
+            chosen = chosen_on.get(name)
+            last = steady.get(name)
+            if (
+                last is not None
+                and last[0] is host
+                and last[1] is chosen
+                and name not in step.arrivals()
+                and admission.admitted(host)
+            ):
+                undisabled.discard(name)
+                ready.extend(last[1])
+                views.update(last[2])
+                continue
+            steady.pop(name, None)
             if host.state != HostState.DRAINING:
-                undisabled.discard(host.name)
+                undisabled.discard(name)
                 continue
             if not self._disabled_for_drain(ctx, host, step):
                 continue  # nothing leaves a host before it is disabled
-            undisabled.discard(host.name)
-            chosen = chosen_on.get(host.name)
+            undisabled.discard(name)
             if not chosen:
                 continue
             if not admission.admitted(host):
                 held = True  # paused: moves in flight end, no new one starts
                 continue
-            startable = kept.startable(host.name, chosen)
+            startable = kept.startable(name, chosen)
             if startable is not None:  # (most hosts: no loop)
+                if _Admission.in_flight(host):
+                    steady[name] = (host, chosen, startable)
                 ready.extend(chosen)
                 views.update(startable)
                 continue
