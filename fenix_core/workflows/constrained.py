@@ -116,7 +116,7 @@ from datetime import datetime, timedelta
 from itertools import chain, islice
 from operator import attrgetter
 from types import MappingProxyType
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Self, TypeGuard
 
 import attrs
 
@@ -3385,7 +3385,7 @@ class _Walk:
         kept = TARGET_WINDOW + _WALK_SLACK
         for name, free in ctx.capacity.most_free(placement_class):
             view = host_view(name)
-            if view is None or name in retiring:
+            if not _walked_through(view, placement_class, retiring):
                 continue
             if len(keys) == kept:
                 walk.complete = False
@@ -3414,13 +3414,7 @@ class _Walk:
         host_view, capacity_free = ctx.hosts.get, ctx.capacity.free
         for name in changed:
             view = host_view(name)
-            if (
-                view is None
-                or view.type != self.placement_class
-                or not view.enabled
-                or view.vcpus <= 0
-                or name in retiring
-            ):
+            if not _walked_through(view, self.placement_class, retiring):
                 continue
             free = capacity_free(name)
             key = (-free, name)
@@ -3435,6 +3429,23 @@ class _Walk:
             del keys[kept:]
             self.complete = False
         return self.complete or len(keys) > TARGET_WINDOW
+
+
+def _walked_through(
+    view: HostView | None, placement_class: str, retiring: frozenset[str]
+) -> TypeGuard[HostView]:
+    """Whether a walk (:class:`_Walk`) holds the host: one that
+    ``ctx.capacity.most_free`` names for the class (of the class, enabled,
+    of known capacity) and the session does not retire. The one rule for a
+    walk made and a walk patched: a host changed is put back in only if a
+    walk made now would hold it."""
+    return (
+        view is not None
+        and view.type == placement_class
+        and view.enabled
+        and view.vcpus > 0
+        and view.name not in retiring
+    )
 
 
 class _DrainingTaken:
