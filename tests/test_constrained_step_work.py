@@ -1412,3 +1412,39 @@ def test_the_hosts_found_steady_are_passed_as_a_full_read_of_each_passes_them(
 
     monkeypatch.setattr(constrained.ConstrainedWorkflow, "_pump", read_whole)
     assert _answered_late(tmp_path / "whole") == whole
+
+
+def test_the_window_sample_is_the_least_instance_of_each_host_type() -> None:
+    """Without placement rules, the sample is, for each host type, the
+    instance of least (vCPUs, id) on a host of that type, by (vCPUs, id):
+    whatever the order the instances come in (host by host, interleaved,
+    shuffled) and also for instances whose host is not known (type "")."""
+    from types import SimpleNamespace
+
+    rng = random.Random(11)
+    types = {f"h{i}": ("compute", "controller", "storage")[i % 3] for i in range(9)}
+    hosts = {name: SimpleNamespace(name=name, type=kind) for name, kind in types.items()}
+    ctx = SimpleNamespace(hosts=SimpleNamespace(get=hosts.get))
+    step = SimpleNamespace(counts=SimpleNamespace(any_ruled=False))
+    sample = constrained.ConstrainedWorkflow._window_sample
+    for _ in range(200):
+        on = [*types, "gone"]
+        insts = [
+            SimpleNamespace(
+                instance_id=f"i{rng.randrange(1000):03d}-{n}",
+                host=rng.choice(on),
+                vcpus=rng.randint(1, 4),
+            )
+            for n in range(rng.randint(0, 30))
+        ]
+        if rng.random() < 0.5:
+            insts.sort(key=lambda i: i.host)  # host by host, as a placement reads them
+        least: dict[str, Any] = {}
+        for inst in insts:
+            kind = types.get(inst.host, "")
+            key = (inst.vcpus, inst.instance_id)
+            if kind not in least or key < (least[kind].vcpus, least[kind].instance_id):
+                least[kind] = inst
+        expected = sorted(least.values(), key=lambda i: (i.vcpus, i.instance_id))
+        assert sample(ctx, step, insts) == expected  # type: ignore[arg-type]
+        assert sample(ctx, step, iter(insts)) == expected  # type: ignore[arg-type]

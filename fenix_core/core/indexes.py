@@ -9,7 +9,7 @@ change of an indexed field and nowhere else."""
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right, insort
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from itertools import count
 from typing import Any, Final, TypeVar
 from weakref import ref
@@ -492,12 +492,10 @@ class CapacityIndex:
             if free < least or positions <= 0:
                 break
             names = enabled[free]
-            passed = sorted(skipped.get(free, ()))
-            by_state = in_state[free]
+            passed: Sequence[str] = sorted(skipped[free]) if free in skipped else ()
+            last: str | None = None  # the bucket's last name counted (None: all)
             if len(names) - len(passed) <= positions:
                 positions -= len(names) - len(passed)
-                taken = sum(len(by_state.get(s, ())) for s in states)
-                taken -= sum(1 for n in passed if self.state_of[n] in states)
             else:
                 # The name at the cut: the positions-th of the names not passed over.
                 cut = positions - 1
@@ -505,9 +503,12 @@ class CapacityIndex:
                     if bisect_left(names, name) <= cut:
                         cut += 1
                 last = names[cut]
-                taken = sum(bisect_right(by_state.get(s, ()), last) for s in states)
-                taken -= sum(1 for n in passed if n <= last and self.state_of[n] in states)
                 positions = 0
+            taken = _in_states(in_state[free], states, last)
+            if passed:
+                taken -= sum(
+                    1 for n in passed if (last is None or n <= last) and self.state_of[n] in states
+                )
             room += free * taken
         return room
 
@@ -637,6 +638,19 @@ def _move_sorted(
     if not before:
         del lists[old]
     insort(_lendable(lists, new, lent), name, key=rank)
+
+
+def _in_states(by_state: Mapping[str, list[str]], states: Collection[str], last: str | None) -> int:
+    """How many names the name-sorted lists of ``states`` in ``by_state``
+    hold (up to ``last`` when one is given). A loop, not a sum over a
+    generator: :meth:`CapacityIndex.room` counts a few buckets per placement
+    decision, each for a few states."""
+    taken = 0
+    for state in states:
+        names = by_state.get(state)
+        if names:
+            taken += len(names) if last is None else bisect_right(names, last)
+    return taken
 
 
 def _remove_sorted(lists: dict[K, list[str]], key: K, name: str) -> None:

@@ -116,7 +116,7 @@ from datetime import datetime, timedelta
 from itertools import chain, islice
 from operator import attrgetter
 from types import MappingProxyType
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Self, TypeGuard
 
 import attrs
 
@@ -2869,6 +2869,9 @@ class ConstrainedWorkflow(RollingWorkflow):
         (``refed``) or members waiting changed since the last one."""
         counts = step.counts
         kept = counts.fed
+        # The groups whose pending hosts changed (taken: those from now on
+        # are the next decision's).
+        refed, counts.refed = counts.refed, set()
         changed: Iterable[str]
         if kept is None:
             kept = counts.fed = _Fed({}, {}, {}, Counter(), {})
@@ -2876,15 +2879,14 @@ class ConstrainedWorkflow(RollingWorkflow):
         else:
             before = kept.waiting
             if before == waiting:  # (compared whole first: most decisions)
-                changed = set(counts.refed)
+                changed = refed
             else:
                 changed = {
                     g
                     for g in before.keys() | waiting.keys()
                     if before.get(g, 0) != waiting.get(g, 0)
                 }
-                changed |= counts.refed
-        counts.refed.clear()
+                changed |= refed
         kept.waiting = dict(waiting)
         idle, fed, feeders, on, top = kept.idle, kept.fed, kept.feeders, kept.on, kept.top
         rules, rule, paces, weight_of = step.rules, step.rule, counts.pace, self._weight
@@ -2906,8 +2908,15 @@ class ConstrainedWorkflow(RollingWorkflow):
                     if not weight.is_integer():  # sums in another order could round otherwise
                         counts.fed = None
                         return self._idle_and_fed_of(step, waiting)
-            names = () if weight is None else tuple(hosts_of(g, ()))
             was = idle.get(g)
+            if weight is None:
+                names: tuple[str, ...] = ()
+            elif was is not None and g not in refed:
+                # Idle before too, and its pending hosts the same set since
+                # (every change of them names it in ``refed``): those it fed.
+                names = on[g]
+            else:
+                names = tuple(hosts_of(g, ()))
             if was is not None and weight is not None and on[g] == names:
                 if weight != was:
                     idle[g] = weight
@@ -3384,19 +3393,30 @@ class ConstrainedWorkflow(RollingWorkflow):
             return sorted(instances, key=lambda i: (i.vcpus, i.instance_id))
         types: dict[str, str] = {}
         least: dict[str, InstanceView] = {}
+        # A host's instances come one after another (each draining host's
+        # members): its type and the least of that type are looked up once
+        # per run of them, not per instance.
+        on: str | None = None
+        kind, found = "", None
         for inst in instances:
-            kind = types.get(inst.host)
-            if kind is None:
-                host = ctx.hosts.get(inst.host)
-                kind = types[inst.host] = host.type if host is not None else ""
-            found = least.get(kind)
+            if inst.host != on:
+                if found is not None:
+                    least[kind] = found
+                on = inst.host
+                known = types.get(on)
+                if known is None:
+                    host = ctx.hosts.get(on)
+                    known = types[on] = host.type if host is not None else ""
+                kind, found = known, least.get(known)
             # (vcpus, id) compared without building the two tuples.
             if (
                 found is None
                 or inst.vcpus < found.vcpus
                 or (inst.vcpus == found.vcpus and inst.instance_id < found.instance_id)
             ):
-                least[kind] = inst
+                found = inst
+        if found is not None:
+            least[kind] = found
         return sorted(least.values(), key=lambda i: (i.vcpus, i.instance_id))
 
     def _all_targets(self, ctx: SessionContext, step: _Step) -> list[planner.Target]:
@@ -3540,7 +3560,7 @@ class _Walk:
         kept = TARGET_WINDOW + _WALK_SLACK
         for name, free in ctx.capacity.most_free(placement_class):
             view = host_view(name)
-            if view is None or name in retiring:
+            if not _walked_through(view, placement_class, retiring):
                 continue
             if len(keys) == kept:
                 walk.complete = False
@@ -3569,13 +3589,7 @@ class _Walk:
         host_view, capacity_free = ctx.hosts.get, ctx.capacity.free
         for name in changed:
             view = host_view(name)
-            if (
-                view is None
-                or view.type != self.placement_class
-                or not view.enabled
-                or view.vcpus <= 0
-                or name in retiring
-            ):
+            if not _walked_through(view, self.placement_class, retiring):
                 continue
             free = capacity_free(name)
             key = (-free, name)
@@ -3590,6 +3604,23 @@ class _Walk:
             del keys[kept:]
             self.complete = False
         return self.complete or len(keys) > TARGET_WINDOW
+
+
+def _walked_through(
+    view: HostView | None, placement_class: str, retiring: frozenset[str]
+) -> TypeGuard[HostView]:
+    """Whether a walk (:class:`_Walk`) holds the host: one that
+    ``ctx.capacity.most_free`` names for the class (of the class, enabled,
+    of known capacity) and the session does not retire. The one rule for a
+    walk made and a walk patched: a host changed is put back in only if a
+    walk made now would hold it."""
+    return (
+        view is not None
+        and view.type == placement_class
+        and view.enabled
+        and view.vcpus > 0
+        and view.name not in retiring
+    )
 
 
 class _DrainingTaken:
