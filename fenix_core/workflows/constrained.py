@@ -1309,7 +1309,14 @@ class ConstrainedWorkflow(RollingWorkflow):
             return True
         if ctx.projects.awaiting_count():
             return True
-        return any(h.stage & (BUSY | DISABLING) for h in ctx.hosts.in_state(*_OPEN))
+        # One state at a time, the index's lists as they are (the hosts of
+        # several states together are sorted first; any one will do), the
+        # states where most hosts are BUSY first.
+        return any(
+            h.stage & (BUSY | DISABLING)
+            for state in (*_STAGED, HostState.DRAINING)
+            for h in ctx.hosts.in_state(state)
+        )
 
     def _run_hosts(self, ctx: SessionContext, step: _Step) -> None:
         """Advance every open host that may: an emptied draining one becomes
