@@ -723,6 +723,8 @@ class _GroupsOn(Mapping[str, int]):
 #: A target's members when no group has a per-host limit (none are counted).
 _NONE: Mapping[str, int] = MappingProxyType({})
 _GROUP_OF = attrgetter("group_id")  # a member's group (read for every member of a decision)
+#: A host view's place in the fleet's order (a sort key read in C, no call per view).
+_POSITION = attrgetter("position", "name")
 
 
 class _Impacted(Mapping[str, int]):
@@ -1326,7 +1328,7 @@ class ConstrainedWorkflow(RollingWorkflow):
         draining hosts without instances (an index) and the idle ones."""
         hosts = list(ctx.hosts.without_instances(HostState.DRAINING))
         hosts += self._idle_open(ctx, step.counts)
-        hosts.sort(key=lambda h: (h.position, h.name))
+        hosts.sort(key=_POSITION)
         for host in hosts:
             if host.type != "compute":
                 continue
@@ -2153,7 +2155,7 @@ class ConstrainedWorkflow(RollingWorkflow):
     def _by_position(ctx: SessionContext, names: Iterable[str]) -> list[HostView]:
         """The views of the hosts named, in position order (those that are)."""
         views = [v for n in names if (v := ctx.hosts.get(n)) is not None]
-        views.sort(key=lambda v: (v.position, v.name))
+        views.sort(key=_POSITION)
         return views
 
     def _disabled_for_drain(self, ctx: SessionContext, host: HostView, step: _Step) -> bool:
