@@ -20,7 +20,7 @@ import sqlite3
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import closing
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -1448,3 +1448,79 @@ def test_the_window_sample_is_the_least_instance_of_each_host_type() -> None:
         expected = sorted(least.values(), key=lambda i: (i.vcpus, i.instance_id))
         assert sample(ctx, step, insts) == expected  # type: ignore[arg-type]
         assert sample(ctx, step, iter(insts)) == expected  # type: ignore[arg-type]
+
+
+def test_the_idle_open_hosts_kept_are_those_of_a_walk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The DRAINED and IN_MAINTENANCE hosts that are not BUSY (those whose
+    stages a step advances: here, a drained host that waits out a pause)
+    are kept with the counts, their stages changing through the workflow,
+    and all the open hosts are walked again only after a host changed
+    state: at every step they are what that walk gives, and most steps
+    answer from what was kept. With the counts dropped now and then
+    (another process stepped the session) they are walked anew: the same
+    session runs."""
+    original = constrained.ConstrainedWorkflow._idle_open
+    counts_of = constrained.ConstrainedWorkflow._counts_of
+    kept: list[bool] = []
+    idle: list[int] = []  # how many idle hosts each answer from what was kept gave
+    wrong: list[tuple[list[str], list[str]]] = []
+    rng = random.Random(5)
+
+    def checked(self: Any, ctx: Any, counts: Any) -> Any:
+        kept.append(
+            counts.idle_open_at == ctx.hosts.changes()
+            and self._counts.get(ctx.session_id) is counts
+        )
+        found = original(self, ctx, counts)
+        walk = [
+            h.name
+            for h in ctx.hosts.in_state(HostState.DRAINED, HostState.IN_MAINTENANCE)
+            if not h.stage & constrained.BUSY
+        ]
+        names = [h.name for h in sorted(found, key=constrained._POSITION)]
+        if names != walk:
+            wrong.append((names, walk))
+        if kept[-1]:
+            idle.append(len(walk))
+        return found
+
+    def sometimes_dropped(self: Any, ctx: Any) -> Any:
+        if rng.random() < 0.2:
+            self._counts.pop(ctx.session_id, None)
+        return counts_of(self, ctx)
+
+    def paused(path: Path) -> Timeline:
+        """The fleet paused for half an hour once a host is DRAINED (its
+        listing runs): it goes into maintenance only after the pause."""
+        path.mkdir()
+        c = fleet(path)
+        try:
+            sid = c.engine.create_session(SessionRequest(workflow="constrained", actions=UPGRADE))
+            while not any(h.state == "DRAINED" for h in c.engine.get_session(sid).hosts):
+                c.engine.step()
+                c.clock.advance_to(c.engine.next_wake())
+            c.engine.pause(sid)
+            resume = c.clock.now() + timedelta(minutes=30)
+            while c.clock.now() < resume:
+                c.engine.run_until_idle()
+                c.clock.advance_to(min(resume, c.engine.next_wake() or resume))
+            c.engine.resume(sid)
+            view = c.engine.run_until_done(sid)
+            events = [(e.time, e.kind, e.host, e.instance_id) for e in c.cloud.events]
+            return view.state, list(c.host_events), events
+        finally:
+            c.close()
+
+    monkeypatch.setattr(constrained.ConstrainedWorkflow, "_idle_open", checked)
+    whole = paused(tmp_path / "kept")
+    assert whole[0] == "MAINTENANCE_DONE"
+    assert wrong == []
+    assert sum(kept) > len(kept) // 2, (sum(kept), len(kept))
+    assert any(idle)  # a host waited idle, answered from what was kept
+    kept.clear()
+    monkeypatch.setattr(constrained.ConstrainedWorkflow, "_counts_of", sometimes_dropped)
+    assert paused(tmp_path / "dropped") == whole
+    assert wrong == []
+    assert not all(kept), kept

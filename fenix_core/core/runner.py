@@ -27,7 +27,7 @@ the first of them needs looking at again.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from operator import attrgetter
 from typing import Any, TypeAlias, cast
@@ -93,6 +93,13 @@ _DUE = attrgetter("due")
 _FAILED = OpStatus.FAILED.value
 _GATE = OpKind.GATE.value
 _QUEUE_HOSTS = OpKind.QUEUE_HOSTS.value
+
+
+def _by_end(ops: list[OpRec], now: datetime) -> list[OpRec]:
+    """``ops`` (ended) in the order their hooks run: by when each ended."""
+    if len(ops) > 1:  # most steps: one ended, or none
+        ops.sort(key=lambda op: (op.finished_at or now, op.created_at, op.key))
+    return ops
 
 
 class CoreRunner:
@@ -231,10 +238,7 @@ class CoreRunner:
             self._record_host_events(adapter, now)
         adapter.flush()
         adapter.forget_components()
-        starts = []  # (a loop, not a comprehension's frame: a step holds an op or two)
-        for key, op in ws.ops.items():
-            if op.status == _PENDING:
-                starts.append(key)
+        starts: list[str] = []  # the pending operations, filled in the walk of _wake
         wake = self._wake(ws, now, starting=starts)
         if not starts and not adapter.final and carried is None and self._may_skip(ws, frame):
             return StepOutcome(write=None, wake=wake)
@@ -322,17 +326,7 @@ class CoreRunner:
         """The step's events, then ``advance``. A step with no event (only
         polls of operations still running) does not call the workflow at all:
         nothing it decides on changed (time passing is an event: a timer)."""
-        request = adapter.request
-        for key, op in list(ws.ops.items()):
-            if op.status != _RUNNING:
-                continue
-            due = op.next_poll is None or op.next_poll <= now
-            late = op.deadline is not None and op.deadline <= now
-            if due or late:
-                self._operations.poll(ws, key, request, now)
-                if op.status == _FAILED:  # (the record changes in place) timed out?
-                    wait_longer(adapter, key, now)
-        ended = self._unhandled(ws, now)
+        ended = self._poll_due(ws, adapter, now)
         timers = [t for t in ws.timers.values() if t.due <= now] if ws.timers else []
         if len(timers) > 1:
             timers.sort(key=lambda t: (t.due, t.name))
@@ -399,15 +393,35 @@ class CoreRunner:
         if not adapter.final or control is not None:
             workflow.advance(ctx)
 
+    def _poll_due(self, ws: WorkingSet, adapter: WorkingSetAdapter, now: datetime) -> list[OpRec]:
+        """Poll the running operations that are due; return the ended ones
+        not handled yet (:meth:`_unhandled`), found in the same walk of the
+        operations (many are in flight at once in a large session): a poll
+        changes only the operation it polls."""
+        request = adapter.request
+        found = []
+        for key, op in list(ws.ops.items()):
+            status = op.status
+            if status == _RUNNING:
+                due = op.next_poll is None or op.next_poll <= now
+                late = op.deadline is not None and op.deadline <= now
+                if not (due or late):
+                    continue
+                self._operations.poll(ws, key, request, now)
+                if op.status == _FAILED:  # (the record changes in place) timed out?
+                    wait_longer(adapter, key, now)
+                status = op.status
+            if status in _ENDED and not op.handled:
+                found.append(op)
+        return _by_end(found, now)
+
     @staticmethod
     def _unhandled(ws: WorkingSet, now: datetime) -> list[OpRec]:
         found = []
-        for op in ws.ops.values():  # an op or two: no comprehension's frame
+        for op in ws.ops.values():  # no comprehension's frame
             if op.status in _ENDED and not op.handled:
                 found.append(op)
-        if len(found) > 1:  # most steps: one ended, or none
-            found.sort(key=lambda op: (op.finished_at or now, op.created_at, op.key))
-        return found
+        return _by_end(found, now)
 
     def _reply(
         self,
@@ -526,19 +540,23 @@ class CoreRunner:
     # ------------------------------------------------------------------ scheduling
 
     def _wake(
-        self, ws: WorkingSet, now: datetime, starting: Collection[str] = ()
+        self, ws: WorkingSet, now: datetime, starting: list[str] | None = None
     ) -> datetime | None:
         """When the session has something to do next (None: only a reply).
 
-        Operations in ``starting`` are left out: they start after the commit
-        and :meth:`start` says when they need looking at (counting them as
-        due now made a second step at the same instant that found nothing to
-        do: one wasted step per operation)."""
+        With ``starting``, the operations waiting to start (PENDING) are
+        added to it, in the same walk of the operations, and left out: they
+        start after the commit and :meth:`start` says when they need looking
+        at (counting them as due now made a second step at the same instant
+        that found nothing to do: one wasted step per operation)."""
         wakes = list(map(_DUE, ws.timers.values())) if ws.timers else []
         for op in ws.ops.values():
-            if op.handled or op.key in starting:
+            status = op.status
+            if starting is not None and status == _PENDING:
+                starting.append(op.key)
+            elif op.handled:
                 continue
-            if op.status == _RUNNING:
+            elif status == _RUNNING:
                 if op.next_poll is not None:
                     wakes.append(op.next_poll)
                 if op.deadline is not None:

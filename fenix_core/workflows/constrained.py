@@ -193,6 +193,8 @@ DISABLING = 1 << 18  # its DisableHost (before the drain) runs
 #: on hosts still queued, and move twice.
 FIRST_DRAINED = 1 << 19
 _OPEN = (HostState.DRAINING, HostState.DRAINED, HostState.IN_MAINTENANCE)
+#: The open hosts that run their stages.
+_STAGED = (HostState.DRAINED, HostState.IN_MAINTENANCE)
 _WAITING = (InstanceState.ACTION_REQUESTED, InstanceState.ACTION_CHOSEN)
 _STILL_TO_MOVE = frozenset({InstanceState.PENDING, *_WAITING})
 #: The states of an instance that its (pending or draining) host holds as a
@@ -770,6 +772,13 @@ class _Counts:
     refed: set[str] = attrs.field(factory=set)
     #: The draining hosts' instances still to leave (:class:`_Draining`).
     draining: _Draining | None = None
+    #: The DRAINED and IN_MAINTENANCE hosts whose stage's operation does not
+    #: run (not BUSY), and more (a host that turned BUSY is dropped at the
+    #: next read): what :meth:`ConstrainedWorkflow._run_hosts` advances. Good
+    #: while ``HostsView.changes`` answers ``idle_open_at`` (no host changed
+    #: state), stages changing through ``ConstrainedWorkflow._set_stage``.
+    idle_open: set[str] = attrs.field(factory=set)
+    idle_open_at: int | None = None
 
     def ahead(self) -> dict[str, int]:
         """Per group with a per-host limit still to move, its smallest member."""
@@ -832,7 +841,8 @@ class _GroupsOn(Mapping[str, int]):
 #: A target's members when no group has a per-host limit (none are counted).
 _NONE: Mapping[str, int] = MappingProxyType({})
 _GROUP_OF = attrgetter("group_id")  # a member's group (read for every member of a decision)
-_POSITION_ORDER = attrgetter("position", "name")  # hosts' order (a key read without a frame)
+#: A host view's place in the fleet's order (a sort key read in C, no call per view).
+_POSITION = attrgetter("position", "name")
 
 
 class _Impacted(Mapping[str, int]):
@@ -1187,7 +1197,7 @@ class ConstrainedWorkflow(RollingWorkflow):
         cst = ctx.state_of(ConstrainedState)
         for host in list(ctx.hosts.in_state(HostState.FAILED)):
             if host.stage:
-                ctx.set_host_stage(host.name, 0)
+                self._set_stage(ctx, host.name, 0)
         wave = cst.wave
         fresh = ConstrainedState(wave=wave)
         for field in attrs.fields(ConstrainedState):
@@ -1462,7 +1472,14 @@ class ConstrainedWorkflow(RollingWorkflow):
             return True
         if ctx.projects.awaiting_count():
             return True
-        return any(h.stage & (BUSY | DISABLING) for h in ctx.hosts.in_state(*_OPEN))
+        # One state at a time, the index's lists as they are (the hosts of
+        # several states together are sorted first; any one will do), the
+        # states where most hosts are BUSY first.
+        return any(
+            h.stage & (BUSY | DISABLING)
+            for state in (*_STAGED, HostState.DRAINING)
+            for h in ctx.hosts.in_state(state)
+        )
 
     def _run_hosts(self, ctx: SessionContext, step: _Step) -> None:
         """Advance every open host that may: an emptied draining one becomes
@@ -1471,10 +1488,8 @@ class ConstrainedWorkflow(RollingWorkflow):
         (:meth:`_wave_host_op_ended`), so only the others are looked at: the
         draining hosts without instances (an index) and the idle ones."""
         hosts = list(ctx.hosts.without_instances(HostState.DRAINING))
-        for state in (HostState.DRAINED, HostState.IN_MAINTENANCE):
-            # One state at a time: kept in order, not sorted (most are BUSY).
-            hosts.extend(h for h in ctx.hosts.in_state(state) if not h.stage & BUSY)
-        hosts.sort(key=lambda h: (h.position, h.name))
+        hosts += self._idle_open(ctx, step.counts)
+        hosts.sort(key=_POSITION)
         for host in hosts:
             if host.type != "compute":
                 continue
@@ -1492,6 +1507,35 @@ class ConstrainedWorkflow(RollingWorkflow):
                 if ctx.session.state in _FINAL:
                     return
 
+    def _idle_open(self, ctx: SessionContext, counts: _Counts) -> list[HostView]:
+        """The DRAINED and IN_MAINTENANCE hosts that are not BUSY. Most open
+        hosts are BUSY, and they stay so for many steps: the idle ones are
+        kept (``_Counts.idle_open``) and all of them are looked at again only
+        after a host changed state, or when ``counts`` are no longer the
+        session's (counted again since: :meth:`_set_stage` keeps the new ones)."""
+        changes = ctx.hosts.changes()
+        if counts.idle_open_at != changes or self._counts.get(ctx.session_id) is not counts:
+            counts.idle_open = {
+                h.name for state in _STAGED for h in ctx.hosts.in_state(state) if not h.stage & BUSY
+            }
+            counts.idle_open_at = changes
+        idle = []
+        for name in list(counts.idle_open):
+            view = ctx.hosts.get(name)
+            if view is not None and view.state in _STAGED and not view.stage & BUSY:
+                idle.append(view)
+            else:
+                counts.idle_open.discard(name)
+        return idle
+
+    def _set_stage(self, ctx: SessionContext, host: str, stage: int) -> None:
+        """``ctx.set_host_stage``, the host kept among the idle open ones
+        (:meth:`_idle_open`) when it is not BUSY."""
+        ctx.set_host_stage(host, stage)
+        counts = self._counts.get(ctx.session_id)
+        if counts is not None and not stage & BUSY:
+            counts.idle_open.add(host)
+
     def _run_wave_host(self, ctx: SessionContext, host: HostView) -> None:
         """Advance the host's stages as far as possible (the rolling stages;
         it was disabled before its drain)."""
@@ -1508,7 +1552,7 @@ class ConstrainedWorkflow(RollingWorkflow):
             name = stages[index]
             if name == "verify_empty":
                 ctx.submit(Inventory((host.name,)))
-                ctx.set_host_stage(host.name, index | flags | BUSY)
+                self._set_stage(ctx, host.name, index | flags | BUSY)
                 return
             if name == "notify_in":
                 if not ctx.admit(host.name).admitted:
@@ -1519,7 +1563,7 @@ class ConstrainedWorkflow(RollingWorkflow):
                     # hosts to be drained again (a drained host cannot go
                     # back to DRAINING).
                     ctx.set_host_state(host.name, HostState.PENDING)
-                    ctx.set_host_stage(host.name, flags & ~FIRST_DRAINED)
+                    self._set_stage(ctx, host.name, flags & ~FIRST_DRAINED)
                     cst = ctx.state_of(ConstrainedState)
                     if cst.partial == host.name:
                         cst.partial, cst.partial_twice = None, 0
@@ -1532,21 +1576,21 @@ class ConstrainedWorkflow(RollingWorkflow):
                     ctx.submit(
                         DisableHost(host.name, reason=f"maintenance session {ctx.session_id}")
                     )
-                    ctx.set_host_stage(host.name, index | flags | BUSY)
+                    self._set_stage(ctx, host.name, index | flags | BUSY)
                     return
             elif name.startswith("action:"):
                 spec = specs[int(name.partition(":")[2])]
                 ctx.submit(RunAction(spec, f"host:{host.name}", host.name))
-                ctx.set_host_stage(host.name, index | flags | BUSY)
+                self._set_stage(ctx, host.name, index | flags | BUSY)
                 return
             elif name == "host_up":
                 ctx.submit(HostUp(host.name))
-                ctx.set_host_stage(host.name, index | flags | BUSY)
+                self._set_stage(ctx, host.name, index | flags | BUSY)
                 return
             elif name == "enable":
                 if flags & WE_DISABLED:
                     ctx.submit(EnableHost(host.name))
-                    ctx.set_host_stage(host.name, index | flags | BUSY)
+                    self._set_stage(ctx, host.name, index | flags | BUSY)
                     return
             elif name == "decommission":
                 ctx.set_host_state(
@@ -1559,7 +1603,7 @@ class ConstrainedWorkflow(RollingWorkflow):
                 ctx.host_done(host.name)
                 ctx.notify_host(host.name, "MAINTENANCE_COMPLETE")
             index += 1
-        ctx.set_host_stage(host.name, index | flags)
+        self._set_stage(ctx, host.name, index | flags)
 
     def _wave_op(self, ctx: SessionContext, op: Any) -> bool:
         """Whether the operation is the waves' (not the controllers' rolling part)."""
@@ -1589,20 +1633,20 @@ class ConstrainedWorkflow(RollingWorkflow):
         ok = result.status == OpStatus.DONE
         flags, index = view.stage & ~_STAGE, view.stage & _STAGE
         if view.state in (HostState.SKIPPED, HostState.REMOVED):
-            ctx.set_host_stage(host, index | (flags & ~(BUSY | DISABLING)))
+            self._set_stage(ctx, host, index | (flags & ~(BUSY | DISABLING)))
             return
         if isinstance(op, DisableHost) and flags & DISABLING:
             flags &= ~DISABLING
             if not ok:
-                ctx.set_host_stage(host, index | flags)
+                self._set_stage(ctx, host, index | flags)
                 self._host_failed(ctx, host, f"disable host on {host} failed: {result.detail}")
                 return
-            ctx.set_host_stage(host, index | flags | WE_DISABLED)
+            self._set_stage(ctx, host, index | flags | WE_DISABLED)
             return
         flags &= ~BUSY
         if not ok and isinstance(op, HostUp):
             why = f"host {host} did not come back after maintenance: {result.detail}"
-            ctx.set_host_stage(host, index | (flags & ~WE_DISABLED))  # left disabled
+            self._set_stage(ctx, host, index | (flags & ~WE_DISABLED))  # left disabled
             ctx.set_host_state(host, HostState.FAILED, reason=why + "; left disabled")
             ctx.fail(why)
             return
@@ -1612,14 +1656,14 @@ class ConstrainedWorkflow(RollingWorkflow):
                 if isinstance(op, RunAction)
                 else f"{type(op).__name__} on {host} failed"
             )
-            ctx.set_host_stage(host, index | flags)
+            self._set_stage(ctx, host, index | flags)
             self._host_failed(ctx, host, f"{what}: {result.detail}")
             return
         if isinstance(op, DisableHost):
             flags |= WE_DISABLED
         elif isinstance(op, EnableHost):
             flags &= ~WE_DISABLED
-        ctx.set_host_stage(host, (index + 1) | flags)
+        self._set_stage(ctx, host, (index + 1) | flags)
         fresh = ctx.hosts.get(host)
         assert fresh is not None
         self._run_wave_host(ctx, fresh)
@@ -1643,7 +1687,7 @@ class ConstrainedWorkflow(RollingWorkflow):
             flags &= ~WE_DISABLED  # enabled again (or it failed: not tried twice)
         elif result.status != OpStatus.DONE and isinstance(op, HostUp):
             flags &= ~WE_DISABLED  # did not come back: left disabled
-        ctx.set_host_stage(host, index | flags)
+        self._set_stage(ctx, host, index | flags)
 
     def _after(self, ctx: SessionContext, st: RollingState) -> None:
         was_ended = st.ended
@@ -1662,10 +1706,10 @@ class ConstrainedWorkflow(RollingWorkflow):
             if not host.stage & WE_DISABLED or host.stage & (BUSY | DISABLING):
                 continue
             if host.state in NOT_ENABLED_AGAIN or host.enabled:
-                ctx.set_host_stage(host.name, host.stage & ~WE_DISABLED)
+                self._set_stage(ctx, host.name, host.stage & ~WE_DISABLED)
                 continue
             ctx.submit(EnableHost(host.name))
-            ctx.set_host_stage(host.name, host.stage | BUSY)
+            self._set_stage(ctx, host.name, host.stage | BUSY)
 
     # ------------------------------------------------------------------ questions
 
@@ -2184,8 +2228,7 @@ class ConstrainedWorkflow(RollingWorkflow):
                 left[g] = budgets.get(g, 0)
         return left == kept[1]
 
-    @staticmethod
-    def _spend_partial(ctx: SessionContext, cst: ConstrainedState) -> None:
+    def _spend_partial(self, ctx: SessionContext, cst: ConstrainedState) -> None:
         """One of the partial first-wave host's second moves is taken; the
         last one makes it a host like the later ones (its other instances
         move only where they stay)."""
@@ -2194,7 +2237,7 @@ class ConstrainedWorkflow(RollingWorkflow):
             return
         view = ctx.hosts.get(cst.partial)
         if view is not None:
-            ctx.set_host_stage(view.name, view.stage & ~FIRST_DRAINED)
+            self._set_stage(ctx, view.name, view.stage & ~FIRST_DRAINED)
         cst.partial, cst.partial_twice = None, 0
 
     @staticmethod
@@ -2286,7 +2329,7 @@ class ConstrainedWorkflow(RollingWorkflow):
     def _by_position(ctx: SessionContext, names: Iterable[str]) -> list[HostView]:
         """The views of the hosts named, in position order (those that are)."""
         views = [v for n in names if (v := ctx.hosts.get(n)) is not None]
-        views.sort(key=_POSITION_ORDER)
+        views.sort(key=_POSITION)
         return views
 
     def _disabled_for_drain(self, ctx: SessionContext, host: HostView, step: _Step) -> bool:
@@ -2299,7 +2342,7 @@ class ConstrainedWorkflow(RollingWorkflow):
             return False  # sent while it was a target: they land first, then leave
         if host.enabled:
             ctx.submit(DisableHost(host.name, reason=f"maintenance session {ctx.session_id}"))
-            ctx.set_host_stage(host.name, host.stage | DISABLING)
+            self._set_stage(ctx, host.name, host.stage | DISABLING)
             return False
         return True
 
@@ -2838,8 +2881,8 @@ class ConstrainedWorkflow(RollingWorkflow):
             view = ctx.hosts.get(name)
             if view is not None and (view.stage & _STAGE or name in first):
                 # Its stages start afresh; a first drained host says so.
-                ctx.set_host_stage(
-                    name, view.stage & ~_STAGE | (FIRST_DRAINED if name in first else 0)
+                self._set_stage(
+                    ctx, name, view.stage & ~_STAGE | (FIRST_DRAINED if name in first else 0)
                 )
             for inst in ctx.instances.on(name):
                 g = step.group(inst)
