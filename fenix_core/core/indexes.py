@@ -58,9 +58,21 @@ def multimap_remove(index: dict[K, set[str]], key: K, item: str) -> None:
 
 
 def multimap_move(index: dict[K, set[str]], old: K, new: K, item: str) -> None:
-    if old != new:
-        multimap_remove(index, old, item)
-        multimap_add(index, new, item)
+    """:func:`multimap_remove` from ``old`` then :func:`multimap_add` to
+    ``new``, written out (every change of an instance's state or host: a
+    few times a move)."""
+    if old == new:
+        return
+    members = index.get(old)
+    if members is not None:
+        members.discard(item)
+        if not members:
+            del index[old]
+    members = index.get(new)
+    if members is None:
+        index[new] = {item}
+    else:
+        members.add(item)
 
 
 def tuplemap_add(index: dict[K, tuple[str, ...]], key: K, item: str) -> None:
