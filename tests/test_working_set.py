@@ -383,6 +383,29 @@ def test_random_setters_keep_indexes_dirty_sets_and_round_trips(data: st.DataObj
         assert indexed(loaded) == brute_force(ws)
 
 
+@settings(max_examples=40, deadline=None)
+@given(st.data())
+def test_the_room_lists_made_at_their_first_reading_are_the_ones_kept_since(
+    data: st.DataObject,
+) -> None:
+    """The enabled hosts' lists that ``room`` counts are made at their
+    first reading (a rolling session never reads them, and does not keep
+    them at each move): made after any changes, they are what keeping them
+    from the start gives, and every change keeps them from then on."""
+    store = MemorySessionStore()
+    store.insert(new_session(hosts=5, per_host=3))
+    store.set_lease("s-1", OWNER, 1, T0)
+    ws = store.load("s-1")
+    made: set[str] = set()
+    for kind, args in data.draw(calls(ws, data.draw(st.integers(0, 25)))):
+        apply(ws, kind, args, made)
+    assert ws.capacity._enabled is None  # not made yet: nothing read them
+    assert indexed(ws) == brute_force(ws)
+    for kind, args in data.draw(calls(ws, data.draw(st.integers(0, 25)))):
+        apply(ws, kind, args, made)
+        assert indexed(ws) == brute_force(ws), (kind, args)
+
+
 @pytest.mark.parametrize("state", ["PENDING", "ACTION_CHOSEN", "IN_ACTION", "GONE"])
 def test_the_written_out_move_setters_do_what_change_instance_does(state: str) -> None:
     """``aim`` (a Move submitted), ``land`` (it ended on another host) and

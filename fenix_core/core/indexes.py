@@ -58,9 +58,21 @@ def multimap_remove(index: dict[K, set[str]], key: K, item: str) -> None:
 
 
 def multimap_move(index: dict[K, set[str]], old: K, new: K, item: str) -> None:
-    if old != new:
-        multimap_remove(index, old, item)
-        multimap_add(index, new, item)
+    """:func:`multimap_remove` from ``old`` then :func:`multimap_add` to
+    ``new``, written out (every change of an instance's state or host: a
+    few times a move)."""
+    if old == new:
+        return
+    members = index.get(old)
+    if members is not None:
+        members.discard(item)
+        if not members:
+            del index[old]
+    members = index.get(new)
+    if members is None:
+        index[new] = {item}
+    else:
+        members.add(item)
 
 
 def tuplemap_add(index: dict[K, tuple[str, ...]], key: K, item: str) -> None:
@@ -311,7 +323,10 @@ class CapacityIndex:
     name-sorted too, all of them (``enabled``) and per host state
     (``in_state``), so that :meth:`room` answers in a few bisections per
     bucket what walking the most free hosts one by one answered (a walk of
-    up to a hundred hosts per decision of the constrained workflow).
+    up to a hundred hosts per decision of the constrained workflow). Those
+    two are made at their first reading and kept from then on: a workflow
+    that never asks for the room (the rolling one) does not keep them at
+    each move.
 
     Which hosts changed, not only that some did: once a reader asks for a
     mark (:meth:`change_mark`), every writer of a host's vCPUs, state,
@@ -320,8 +335,8 @@ class CapacityIndex:
     answers from it."""
 
     __slots__ = (
-        "_lent", "buckets", "changed", "enabled", "in_state", "is_enabled", "log", "log_start",
-        "ordered", "reserved", "state_of", "type_of", "used", "vcpus",
+        "_enabled", "_in_state", "_lent", "buckets", "changed", "is_enabled", "log",
+        "log_start", "ordered", "reserved", "state_of", "type_of", "used", "vcpus",
     )  # fmt: skip
 
     def __init__(self) -> None:
@@ -336,8 +351,9 @@ class CapacityIndex:
         self.ordered: dict[str, dict[int, list[str]]] = {}
         self.state_of: dict[str, str] = {}
         self.is_enabled: dict[str, bool] = {}
-        self.enabled: dict[str, dict[int, list[str]]] = {}
-        self.in_state: dict[str, dict[int, dict[str, list[str]]]] = {}
+        # ``enabled`` and ``in_state``, once read (None: not kept yet).
+        self._enabled: dict[str, dict[int, list[str]]] | None = None
+        self._in_state: dict[str, dict[int, dict[str, list[str]]]] | None = None
         # Per placement class, per free vCPUs whose list in ``ordered`` a
         # reader may hold: whether that reader is still alive.
         self._lent: dict[str, dict[int, Callable[[], object]]] = {}
@@ -346,6 +362,38 @@ class CapacityIndex:
         #: first entry.
         self.log: list[str] | None = None
         self.log_start = 0
+
+    @property
+    def enabled(self) -> dict[str, dict[int, list[str]]]:
+        """Per placement class, per free vCPUs: the enabled hosts, by name."""
+        if self._enabled is None:
+            self._stand_all()
+        assert self._enabled is not None
+        return self._enabled
+
+    @property
+    def in_state(self) -> dict[str, dict[int, dict[str, list[str]]]]:
+        """Per placement class, per free vCPUs, per host state: the enabled
+        hosts, by name."""
+        if self._in_state is None:
+            self._stand_all()
+        assert self._in_state is not None
+        return self._in_state
+
+    def _stand_all(self) -> None:
+        """Make ``enabled`` and ``in_state`` from the buckets (their
+        name-sorted lists, so each list made is sorted); kept from then on
+        by every change (:meth:`_stand`, :meth:`_unstand`, :meth:`_refile`)."""
+        enabled: dict[str, dict[int, list[str]]] = {}
+        in_state: dict[str, dict[int, dict[str, list[str]]]] = {}
+        for type_, levels in self.ordered.items():
+            for free, names in levels.items():
+                for name in names:
+                    if self.is_enabled[name]:
+                        enabled.setdefault(type_, {}).setdefault(free, []).append(name)
+                        by_state = in_state.setdefault(type_, {}).setdefault(free, {})
+                        by_state.setdefault(self.state_of[name], []).append(name)
+        self._enabled, self._in_state = enabled, in_state
 
     def change_mark(self) -> int:
         """A mark of the capacity as it is now, for :meth:`changed_since`
@@ -527,11 +575,11 @@ class CapacityIndex:
             del buckets[old]
         multimap_add(buckets, new, host)
         _move_sorted(self.ordered[type_], old, new, host, self._lent.setdefault(type_, {}))
-        if self.is_enabled[host]:
-            enabled = self.enabled[type_]
+        if self._enabled is not None and self._in_state is not None and self.is_enabled[host]:
+            enabled = self._enabled[type_]
             _remove_sorted(enabled, old, host)
             insort(enabled.setdefault(new, []), host)
-            by_state, state = self.in_state[type_], self.state_of[host]
+            by_state, state = self._in_state[type_], self.state_of[host]
             _remove_sorted(by_state[old], state, host)
             if not by_state[old]:
                 del by_state[old]
@@ -570,18 +618,18 @@ class CapacityIndex:
     def _stand(self, host: str, free: int) -> None:
         """File a filed host in its bucket's enabled and per-state lists
         (the lists :meth:`room` counts; a state change touches only these,
-        not the bucket's list a reader may hold)."""
-        if self.is_enabled[host]:
+        not the bucket's list a reader may hold), once they are kept."""
+        if self._enabled is not None and self._in_state is not None and self.is_enabled[host]:
             type_ = self.type_of[host]
-            insort(self.enabled.setdefault(type_, {}).setdefault(free, []), host)
-            by_state = self.in_state.setdefault(type_, {}).setdefault(free, {})
+            insort(self._enabled.setdefault(type_, {}).setdefault(free, []), host)
+            by_state = self._in_state.setdefault(type_, {}).setdefault(free, {})
             insort(by_state.setdefault(self.state_of[host], []), host)
 
     def _unstand(self, host: str, free: int) -> None:
-        if self.is_enabled[host]:
+        if self._enabled is not None and self._in_state is not None and self.is_enabled[host]:
             type_ = self.type_of[host]
-            _remove_sorted(self.enabled[type_], free, host)
-            by_state = self.in_state[type_]
+            _remove_sorted(self._enabled[type_], free, host)
+            by_state = self._in_state[type_]
             _remove_sorted(by_state[free], self.state_of[host], host)
             if not by_state[free]:
                 del by_state[free]
