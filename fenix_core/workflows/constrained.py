@@ -613,16 +613,7 @@ class _Draining:
         """Target -> the instances moving there now, id order (a copy; the
         lists not to be changed by the caller): those of the targets that
         changed sorted again, the others' kept."""
-        kept = self.arriving_sorted
-        for target in self.arriving_changed:
-            insts = self.arriving.get(target)
-            if insts:
-                kept[target] = [insts[i] for i in sorted(insts)]
-            else:
-                kept.pop(target, None)
-                self.arriving.pop(target, None)
-        self.arriving_changed.clear()
-        return dict(kept)
+        return _sorted_again(self.arriving_sorted, self.arriving, self.arriving_changed)
 
     def in_action(self) -> list[InstanceView]:
         """The instances moving now, id order (not to be changed by the caller)."""
@@ -660,15 +651,7 @@ class _Draining:
         """Draining host -> its instances whose action is chosen, id order
         (a copy; the lists not to be changed by the caller): those of the
         hosts whose chosen changed sorted again, the others' kept."""
-        kept = self.chosen_sorted
-        for host in self.chosen_changed:
-            insts = self.chosen.get(host)
-            if insts:
-                kept[host] = [insts[i] for i in sorted(insts)]
-            else:
-                kept.pop(host, None)
-        self.chosen_changed.clear()
-        return dict(kept)
+        return _sorted_again(self.chosen_sorted, self.chosen, self.chosen_changed)
 
     def startable(self, host: str, chosen: list[InstanceView]) -> dict[str, InstanceView] | None:
         """``chosen`` (:meth:`chosen_on`'s list of ``host``) by id when none
@@ -843,6 +826,25 @@ _NONE: Mapping[str, int] = MappingProxyType({})
 _GROUP_OF = attrgetter("group_id")  # a member's group (read for every member of a decision)
 #: A host view's place in the fleet's order (a sort key read in C, no call per view).
 _POSITION = attrgetter("position", "name")
+
+
+def _sorted_again(
+    kept: dict[str, list[InstanceView]],
+    by_key: dict[str, dict[str, InstanceView]],
+    changed: set[str],
+) -> dict[str, list[InstanceView]]:
+    """A copy of ``kept`` (key -> its instances of ``by_key`` in id order)
+    with the keys in ``changed`` sorted again, those left empty dropped from
+    both; ``changed`` is emptied."""
+    for key in changed:
+        insts = by_key.get(key)
+        if insts:
+            kept[key] = [insts[i] for i in sorted(insts)]
+        else:
+            kept.pop(key, None)
+            by_key.pop(key, None)
+    changed.clear()
+    return dict(kept)
 
 
 class _Impacted(Mapping[str, int]):
