@@ -211,6 +211,29 @@ def test_a_host_in_flight_stays_admitted_when_the_window_closes() -> None:
     assert not morning.admit("cmp-1").admitted
 
 
+@pytest.mark.parametrize(
+    ("state", "started", "finished", "expected"),
+    [
+        (HostState.DRAINING, True, False, True),
+        (HostState.PENDING, False, False, False),
+        (HostState.MAINTAINED, True, True, False),
+        (HostState.SKIPPED, True, False, False),
+        (HostState.REMOVED, True, False, False),
+    ],
+)
+def test_a_host_is_in_flight_from_its_admission_until_its_work_ends(
+    state: HostState, started: bool, finished: bool, expected: bool
+) -> None:
+    """``HostView.in_flight``, what the context answers alike for: started,
+    not finished, neither skipped nor removed (their times aside)."""
+    at = datetime(2026, 3, 2, 23, 0, tzinfo=UTC)
+    view = HostView(
+        "cmp-0", "compute", state, 8, True, 0,
+        started_at=at if started else None, finished_at=at if finished else None,
+    )  # fmt: skip
+    assert view.in_flight is expected
+
+
 def test_every_host_in_flight_gets_the_same_answer_as_its_view_says() -> None:
     """What a workflow may ask once per step for all its hosts in flight
     (the constrained pump does): each host whose view shows it started and
@@ -220,9 +243,7 @@ def test_every_host_in_flight_gets_the_same_answer_as_its_view_says() -> None:
     assert ctx.admit("cmp-0").admitted
     assert ctx.admit("cmp-1").admitted
     morning = again(ws, datetime(2026, 3, 3, 5, 0, tzinfo=UTC))
-    in_flight = [
-        h.name for h in morning.hosts if h.started_at is not None and h.finished_at is None
-    ]
+    in_flight = [h.name for h in morning.hosts if h.in_flight]
     assert in_flight == ["cmp-0", "cmp-1"]
     assert [morning.admit(h).admitted for h in in_flight] == [True, True]
     assert not morning.admit("cmp-2").admitted  # the window is closed

@@ -12,6 +12,9 @@ import attrs
 from ..placement_rules import HostLimits
 from ..states import HostState, InstanceState, SessionState
 
+#: Host states in which a host's work has ended whatever its times say.
+_WORK_ENDED = frozenset({HostState.SKIPPED, HostState.REMOVED})
+
 __all__ = [
     "CapacityView",
     "HostView",
@@ -39,6 +42,17 @@ class HostView:
     #: kept on the host's record: what a workflow running several hosts at
     #: once remembers per host without a list in its state.
     stage: int = 0
+
+    @property
+    def in_flight(self) -> bool:
+        """Admitted and its work not ended (not finished, skipped or
+        removed): ``SessionContext.admit`` answers every such host alike,
+        admitted unless the session is paused."""
+        return (
+            self.started_at is not None
+            and self.finished_at is None
+            and self.state not in _WORK_ENDED
+        )
 
 
 @attrs.frozen

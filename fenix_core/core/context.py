@@ -229,18 +229,11 @@ class StepContext:
             )
         return view
 
-    @staticmethod
-    def _in_flight(view: HostView) -> bool:
-        """Admitted, and its work has not ended (finished, skipped, removed)."""
-        return (
-            view.started_at is not None and view.finished_at is None and view.state not in _RELEASED
-        )
-
     # ------------------------------------------------------------------ the pipeline
 
     def admit(self, host: str) -> HostAdmission:
         view = self._host(host, "admit")
-        if self._in_flight(view):
+        if view.in_flight:
             if self._pipeline.state.paused:  # its work goes on; no new move starts
                 return HostAdmission(host, False, self._pipeline.state.waiting_reason)
             return HostAdmission(host, True)
@@ -283,7 +276,7 @@ class StepContext:
         if view.state is HostState.SKIPPED:
             return
         self._check_host_move(view, HostState.SKIPPED)
-        in_flight = self._in_flight(view)
+        in_flight = view.in_flight
         self._ws.set_host_state(host, HostState.SKIPPED, f"skipped: {why}")
         if in_flight:
             self._pipeline.released(host)
@@ -292,7 +285,7 @@ class StepContext:
     def set_host_state(self, host: str, state: HostState, *, reason: str | None = None) -> None:
         view = self._host(host, "set_host_state")
         self._check_host_move(view, state)
-        in_flight = self._in_flight(view)
+        in_flight = view.in_flight
         self._ws.set_host_state(host, state, reason)
         if not in_flight or state == view.state:
             return
@@ -459,7 +452,7 @@ class StepContext:
         return ref
 
     def _require_admitted(self, view: HostView, op: Operation) -> None:
-        if not self._in_flight(view):
+        if not view.in_flight:
             raise ContractError(
                 f"host {view.name!r}",
                 f"{type(op).__name__} needs the host admitted by the pipeline first (admit)",

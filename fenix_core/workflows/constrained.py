@@ -210,9 +210,6 @@ _MEMBER_STATES = frozenset(InstanceState) - {
     InstanceState.OUT_OF_SCOPE,
 }
 _FINAL = FINAL_SESSION_STATES
-#: Host states whose work has ended for the pipeline (a host in one is not
-#: in flight, whatever its times say: fenix_core.core.context).
-_RELEASED = frozenset({HostState.SKIPPED, HostState.REMOVED})
 _ASKED = SessionState.PLANNED_MAINTENANCE.value
 _VCPUS = attrgetter("vcpus")  # a member's vcpus (summed per draining host by a placement)
 
@@ -926,15 +923,8 @@ class _Admission:
         self._ctx = ctx
         self._in_flight: bool | None = None  # the answer for a host in flight, once asked
 
-    @staticmethod
-    def in_flight(host: HostView) -> bool:
-        """Admitted, and its work has not ended (as the context counts it)."""
-        return (
-            host.started_at is not None and host.finished_at is None and host.state not in _RELEASED
-        )
-
     def admitted(self, host: HostView) -> bool:
-        if not self.in_flight(host):
+        if not host.in_flight:
             return self._ctx.admit(host.name).admitted
         found = self._in_flight
         if found is None:
@@ -1864,7 +1854,7 @@ class ConstrainedWorkflow(RollingWorkflow):
                 continue
             startable = kept.startable(name, chosen)
             if startable is not None:  # (most hosts: no loop)
-                if _Admission.in_flight(host):
+                if host.in_flight:
                     steady[name] = (host, chosen, startable)
                 ready.extend(chosen)
                 views.update(startable)
