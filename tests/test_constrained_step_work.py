@@ -1012,15 +1012,22 @@ def test_the_draining_hosts_kept_instances_are_those_of_a_recount(
     assert whole[0] == "MAINTENANCE_DONE"
     assert built.count(False) > len(built) // 2, (built.count(False), len(built))
     built.clear()
-    answer = WorkingSetAdapter.changed_since
+    _marks_sometimes_unknown(monkeypatch, WorkingSetAdapter, 0.2)
+    assert _answered_late(tmp_path / "unknown") == whole
+    assert built.count(True) > 10, built.count(True)
+
+
+def _marks_sometimes_unknown(monkeypatch: pytest.MonkeyPatch, owner: type, chance: float) -> None:
+    """``owner.changed_since`` answers None (not known, as after a load) at
+    random, ``chance`` of the time (seeded): what is kept from its marks is
+    then read anew."""
+    answer = owner.changed_since  # type: ignore[attr-defined]
     rng = random.Random(5)
 
     def sometimes_unknown(self: Any, mark: int) -> Any:
-        return None if rng.random() < 0.2 else answer(self, mark)
+        return None if rng.random() < chance else answer(self, mark)
 
-    monkeypatch.setattr(WorkingSetAdapter, "changed_since", sometimes_unknown)
-    assert _answered_late(tmp_path / "unknown") == whole
-    assert built.count(True) > 10, built.count(True)
+    monkeypatch.setattr(owner, "changed_since", sometimes_unknown)
 
 
 def _draining_beside_pending(instances: int) -> FakeContext:
@@ -1197,13 +1204,7 @@ def test_the_kept_windows_are_those_of_a_fresh_walk(
     assert len(windows) > 20
     assert windows.count(True) > len(windows) // 2, (windows.count(True), len(windows))
     windows.clear()
-    answer = CapacityIndex.changed_since
-    rng = random.Random(5)
-
-    def sometimes_unknown(self: Any, mark: int) -> Any:
-        return None if rng.random() < 0.3 else answer(self, mark)
-
-    monkeypatch.setattr(CapacityIndex, "changed_since", sometimes_unknown)
+    _marks_sometimes_unknown(monkeypatch, CapacityIndex, 0.3)
     assert timeline("unknown") == whole
     assert windows.count(False) > 5, windows.count(False)
 
@@ -1325,13 +1326,7 @@ def test_the_draining_load_kept_is_that_of_a_recount(
     assert len(kept) > 20
     assert kept.count(True) > len(kept) // 2, (kept.count(True), len(kept))
     kept.clear()
-    answer = CapacityIndex.changed_since
-    rng = random.Random(5)
-
-    def sometimes_unknown(self: Any, mark: int) -> Any:
-        return None if rng.random() < 0.3 else answer(self, mark)
-
-    monkeypatch.setattr(CapacityIndex, "changed_since", sometimes_unknown)
+    _marks_sometimes_unknown(monkeypatch, CapacityIndex, 0.3)
     assert _answered_late(tmp_path / "unknown") == whole
     assert kept.count(False) > 5, kept.count(False)
 
