@@ -1331,6 +1331,44 @@ def test_the_draining_load_kept_is_that_of_a_recount(
     assert kept.count(False) > 5, kept.count(False)
 
 
+def test_the_fleet_targets_kept_are_those_of_a_read_of_every_host(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The targets a dry run over the fleet places on (every host an
+    instance may be placed on, in the hosts' order) are kept with the
+    counts and patched from the hosts whose capacity changed: at every dry
+    run they are what reading every host gives, and most dry runs patch
+    what was kept. When the capacity's log cannot say, they are read anew,
+    and the same session runs."""
+    original = constrained.ConstrainedWorkflow._fleet_targets
+    kept: list[bool] = []
+
+    def checked(self: Any, ctx: Any, step: Any) -> Any:
+        before = step.counts.fleet_targets
+        found = original(self, ctx, step)
+        kept.append(before is not None and step.counts.fleet_targets is before)
+        retiring = self._retiring(ctx)
+        expected = [
+            (h.name, ctx.capacity.free(h.name), stays)
+            for h in ctx.hosts
+            if (stays := constrained._target_state(h, retiring)) is not None
+        ]
+        assert [(t.host, t.free, t.stays) for t in found] == expected
+        return found
+
+    monkeypatch.setattr(constrained.ConstrainedWorkflow, "_fleet_targets", checked)
+    monkeypatch.setattr(constrained, "TARGET_WINDOW", 6)
+    monkeypatch.setattr(constrained, "CANDIDATE_WINDOW", 5)
+    whole = _answered_late(tmp_path / "kept")
+    assert whole[0] == "MAINTENANCE_DONE"
+    assert len(kept) > 10, len(kept)
+    assert kept.count(True) > len(kept) // 2, (kept.count(True), len(kept))
+    kept.clear()
+    _marks_sometimes_unknown(monkeypatch, CapacityIndex, 0.3)
+    assert _answered_late(tmp_path / "unknown") == whole
+    assert kept.count(False) > 3, kept.count(False)
+
+
 class _CountedAdmit:
     """A context whose pipeline answers ``paused`` or admitted, counting the
     hosts asked about."""

@@ -734,6 +734,8 @@ class _Counts:
     walks_retiring: frozenset[str] = frozenset()
     #: What each draining host takes (:class:`_DrainingTaken`).
     draining_taken: _DrainingTaken | None = None
+    #: The fleet's targets of a dry run (:class:`_FleetTargets`).
+    fleet_targets: _FleetTargets | None = None
     #: Each instance as the planner takes it, built once (:meth:`_Step.member`).
     members: dict[str, planner.Member] = attrs.field(factory=dict)
     #: The inputs of the last opening decision that opened nothing and
@@ -3084,16 +3086,30 @@ class ConstrainedWorkflow(RollingWorkflow):
             loads += [step.pending_load(h) for h in pending]
             # (Every pending host's members: chained, not a generator per member.)
             rules.update(step.rules_of(chain.from_iterable(d.members for d in loads)))
-            retiring = self._retiring(ctx)
-            dry = [
-                step.target(h, stays)
-                for h in ctx.hosts
-                if (stays := _target_state(h, retiring)) is not None
-            ] + [step.target(h, False) for h in draining]
+            dry = self._fleet_targets(ctx, step) + [step.target(h, False) for h in draining]
             order = [*(h.name for h in draining), load.host]
             if not planner.drains_together(loads, dry, rules, order):
                 return False, False
         return self._open_chosen(ctx, step, cst, [load.host], ())
+
+    def _fleet_targets(self, ctx: SessionContext, step: _Step) -> list[planner.Target]:
+        """Every host an instance may be placed on now (:func:`_target_state`
+        not None) as a target, in the hosts' order: what a dry run over the
+        fleet places on. Kept with the counts (:class:`_FleetTargets`) and
+        patched from the hosts whose capacity changed while no group has a
+        per-host limit (a target then counts no member: it is its room and
+        kind); built from every host otherwise."""
+        retiring = self._retiring(ctx)
+        if step.counts.any_limited:
+            return [
+                step.target(h, stays)
+                for h in ctx.hosts
+                if (stays := _target_state(h, retiring)) is not None
+            ]
+        kept = step.counts.fleet_targets
+        if kept is None or not kept.brought_up_to_date(ctx, step, retiring):
+            kept = step.counts.fleet_targets = _FleetTargets.read(ctx, step, retiring)
+        return kept.targets()
 
     @staticmethod
     def _kept_scores(
@@ -3656,6 +3672,57 @@ def _walked_through(
         and view.vcpus > 0
         and view.name not in retiring
     )
+
+
+class _FleetTargets:
+    """The targets of :meth:`ConstrainedWorkflow._fleet_targets` (no group
+    with a per-host limit): one slot per host in the hosts' order (``rank``),
+    its target or None (it takes no instance), as of the capacity's
+    ``mark`` for the retiring hosts ``retiring``. A target reads its host's
+    free vCPUs, state and enabled flag, and ``ctx.capacity.changed_since``
+    names a host when any of them changes: only those hosts are read again,
+    where a dry run read every host of the fleet (each time a host may open
+    ahead of its room)."""
+
+    __slots__ = ("mark", "rank", "retiring", "slots")
+
+    def __init__(self, mark: int, retiring: frozenset[str]) -> None:
+        self.mark = mark
+        self.retiring = retiring
+        self.rank: dict[str, int] = {}
+        self.slots: list[planner.Target | None] = []
+
+    @classmethod
+    def read(cls, ctx: SessionContext, step: _Step, retiring: frozenset[str]) -> _FleetTargets:
+        found = cls(ctx.capacity.change_mark(), retiring)
+        for view in ctx.hosts:
+            found.rank[view.name] = len(found.slots)
+            found.slots.append(found._target(step, view))
+        return found
+
+    def brought_up_to_date(
+        self, ctx: SessionContext, step: _Step, retiring: frozenset[str]
+    ) -> bool:
+        """Patched from the hosts changed since ``mark``; False when it cannot
+        be (the log cannot say, another fleet or retiring hosts)."""
+        changed = ctx.capacity.changed_since(self.mark)
+        if changed is None or retiring != self.retiring or len(ctx.hosts) != len(self.slots):
+            return False
+        rank, slots, host_view = self.rank, self.slots, ctx.hosts.get
+        for name in changed:
+            at = rank.get(name)
+            if at is None:
+                return False
+            slots[at] = self._target(step, host_view(name))
+        self.mark = ctx.capacity.change_mark()
+        return True
+
+    def targets(self) -> list[planner.Target]:
+        return [t for t in self.slots if t is not None]
+
+    def _target(self, step: _Step, view: HostView | None) -> planner.Target | None:
+        stays = None if view is None else _target_state(view, self.retiring)
+        return None if view is None or stays is None else step.target(view, stays)
 
 
 class _DrainingTaken:
