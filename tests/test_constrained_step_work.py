@@ -1290,13 +1290,15 @@ def test_the_targets_of_a_window_have_the_room_of_now() -> None:
 def test_the_draining_load_kept_is_that_of_a_recount(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """What the draining hosts take is kept with the counts and brought up to
-    date from the hosts whose capacity changed (a host that starts or stops
-    draining among them): at every opening decision the draining load is
-    what reading every draining host's room and every move in flight gives
-    (the members not moving), and most decisions bring up to date what was
-    kept. When the capacity's log cannot say, it is read anew, and the same
-    session runs."""
+    """What the draining hosts take, less the moves from them and towards
+    them, is kept with the counts and brought up to date from the hosts
+    whose capacity changed (a host that starts or stops draining among
+    them) and the instances changed (a move started or ended): at every
+    opening decision the draining load is what reading every draining
+    host's room and every move in flight gives (the members not moving),
+    and most decisions bring up to date what was kept. When the capacity's
+    or the instances' log cannot say, it is read anew, and the same session
+    runs."""
     original = constrained.ConstrainedWorkflow._draining_load
     kept: list[bool] = []
 
@@ -1329,6 +1331,45 @@ def test_the_draining_load_kept_is_that_of_a_recount(
     _marks_sometimes_unknown(monkeypatch, CapacityIndex, 0.3)
     assert _answered_late(tmp_path / "unknown") == whole
     assert kept.count(False) > 5, kept.count(False)
+    kept.clear()
+    monkeypatch.undo()
+    monkeypatch.setattr(constrained.ConstrainedWorkflow, "_draining_load", checked)
+    monkeypatch.setattr(constrained, "TARGET_WINDOW", 6)
+    monkeypatch.setattr(constrained, "CANDIDATE_WINDOW", 5)
+    _marks_sometimes_unknown(monkeypatch, WorkingSetAdapter, 0.2)
+    assert _answered_late(tmp_path / "moves unknown") == whole
+    assert kept.count(False) > 5, kept.count(False)
+
+
+def test_the_draining_load_kept_leaves_out_a_move_towards_a_host_that_started_draining() -> None:
+    """A move bound for a pending host that then starts draining: the
+    instance moving is no member of either host still to leave, and the
+    draining load kept (brought up to date, not read anew) says so."""
+    ctx = FakeContext(
+        now=datetime(2026, 3, 2, 12, 0, tzinfo=UTC),
+        workflow="constrained",
+        hosts=[
+            HostView("cmp-0", "compute", HostState.DRAINING, 8, False, 0),
+            HostView("cmp-1", "compute", HostState.PENDING, 8, True, 1),
+        ],
+        instances=[
+            InstanceView("vm-0", "p1", "cmp-0", 1, InstanceState.PENDING),
+            InstanceView("vm-1", "p1", "cmp-0", 1, InstanceState.PENDING),
+            InstanceView("vm-9", "p1", "cmp-1", 1, InstanceState.PENDING),
+        ],
+        projects=[ProjectView("p1", True, None, None)],
+    )
+    wf = constrained.ConstrainedWorkflow()
+    step = constrained._Step(wf, ctx, wf._counts_of(ctx))
+    assert wf._draining_load(ctx, step) == 2
+    kept = step.counts.draining_taken
+    ctx.admit("cmp-0")
+    ctx.submit(Move("vm-0", InstanceAction.MIGRATE, target="cmp-1"))
+    assert wf._draining_load(ctx, step) == 1  # vm-1
+    ctx.set_host_state("cmp-1", HostState.DRAINING)
+    assert wf._draining_load(ctx, step) == 2  # vm-1 and vm-9, not vm-0 on its way
+    assert step.counts.draining_taken is kept
+    assert constrained._DrainingTaken.read(ctx).total == 2
 
 
 def test_the_fleet_targets_kept_are_those_of_a_read_of_every_host(

@@ -35,7 +35,9 @@ them when the window is larger than the fleet, the sampled instance's own
 host included), the walk of an instance without placement rules kept per
 placement class (``_Walk``) and patched for the hosts whose capacity
 changed (``ctx.capacity.changed_since``), walked anew when it cannot say
-(what the draining hosts take is kept from the same log: ``_DrainingTaken``);
+(what the draining hosts take, less the moves from them and towards them,
+is kept from the same log and the instances': ``_DrainingTaken``; so are
+the fleet's targets of the dry run of a host opened ahead: ``_FleetTargets``);
 the drain dry run runs only
 when at most :data:`DRY_RUN_HOSTS` hosts are left, and counts instead of
 placing where counting gives its verdict (``planner.drains_by_count``); per-group counts (work
@@ -1066,8 +1068,8 @@ class _Step:
 
     def in_action(self) -> list[InstanceView]:
         """The instances moving now (kept: :meth:`_Draining.in_action`),
-        read once per decision (the budgets,
-        the arrivals and the draining hosts' load read them; no move starts
+        read once per decision (the budgets
+        and the arrivals read them; no move starts
         between those reads: a decision's moves are sent at its end)."""
         if self._in_action is None:
             moving = self._moving
@@ -3250,20 +3252,12 @@ class ConstrainedWorkflow(RollingWorkflow):
 
     def _draining_load(self, ctx: SessionContext, step: _Step) -> int:
         """vCPUs of the members still to leave the draining hosts (not
-        moving): what the hosts take (kept: :class:`_DrainingTaken`), less
-        what moves towards them or away from them now (from the capacity,
-        not from each instance)."""
+        moving), kept: :class:`_DrainingTaken`."""
         kept = step.counts.draining_taken
         taken = None if kept is None else kept.brought_up_to_date(ctx)
         if taken is None:
             taken = step.counts.draining_taken = _DrainingTaken.read(ctx)
-        load, draining = taken.total, taken.on
-        for inst in step.in_action():
-            if inst.host in draining:
-                load -= inst.vcpus  # leaving: not a member to place any more
-            if inst.target in draining and inst.target != inst.host:
-                load -= inst.vcpus  # arriving: counted in its target's use only
-        return load
+        return taken.total
 
     def _pending_floor(self, ctx: SessionContext, step: _Step) -> int | None:
         """At most the vCPUs of the lightest pending compute host with
@@ -3726,45 +3720,82 @@ class _FleetTargets:
 
 
 class _DrainingTaken:
-    """What each draining host takes (``on``: its vCPUs less its free ones:
-    its instances and the moves towards it) and their sum, as of the
-    capacity's ``mark``: kept with the counts and brought up to date from
-    the hosts whose capacity changed (``ctx.capacity.changed_since``, which
-    names a host that starts or stops draining too), instead of read from
-    each draining host at each opening decision."""
+    """The vCPUs of the members still to leave each draining host (``on``):
+    what the host takes (its vCPUs less its free ones: its instances and the
+    moves towards it) less the moves from it and towards it (``moving``, per
+    host, from each move in flight kept in ``moves``); and their sum. Kept
+    with the counts as of the capacity's ``mark`` and the instances'
+    ``moves_mark``, and brought up to date from the hosts whose capacity
+    changed (``ctx.capacity.changed_since``, which names a host that starts
+    or stops draining too) and the instances changed since (a move started
+    or ended: ``ctx.instances.changed_since``), instead of read from each
+    draining host and each move in flight at each opening decision."""
 
-    __slots__ = ("mark", "on", "total")
+    __slots__ = ("mark", "moves", "moves_mark", "moving", "on", "total")
 
-    def __init__(self, mark: int) -> None:
+    def __init__(self, mark: int, moves_mark: int) -> None:
         self.mark = mark
+        self.moves_mark = moves_mark
         self.on: dict[str, int] = {}
         self.total = 0
+        #: Moving instance -> the hosts it is counted under in ``moving`` (its
+        #: own, and its target when another) and its vCPUs.
+        self.moves: dict[str, tuple[tuple[str, ...], int]] = {}
+        self.moving: dict[str, int] = {}
 
     @classmethod
     def read(cls, ctx: SessionContext) -> _DrainingTaken:
-        found = cls(ctx.capacity.change_mark())
-        free = ctx.capacity.free
+        found = cls(ctx.capacity.change_mark(), ctx.instances.change_mark())
+        for inst in ctx.instances.in_state(InstanceState.IN_ACTION):
+            found._moved(inst.instance_id, inst)
         for host in ctx.hosts.in_state(HostState.DRAINING):
-            found.on[host.name] = taken = host.vcpus - free(host.name)
-            found.total += taken
+            found._count(ctx, host.name)
         return found
 
     def brought_up_to_date(self, ctx: SessionContext) -> _DrainingTaken | None:
-        """Itself, up to date; None when the log cannot say (a load)."""
-        capacity = ctx.capacity
+        """Itself, up to date; None when the logs cannot say (a load)."""
+        capacity, instances = ctx.capacity, ctx.instances
         changed = capacity.changed_since(self.mark)
-        if changed is None:
+        moved = instances.changed_since(self.moves_mark)
+        if changed is None or moved is None:
             return None
+        if moved:
+            hosts = set(changed)
+            get = instances.get
+            for instance_id in moved:
+                hosts.update(self._moved(instance_id, get(instance_id)))
+            self.moves_mark = instances.change_mark()
+            changed = hosts
         if changed:
-            on, host_view = self.on, ctx.hosts.get
             for name in changed:
-                self.total -= on.pop(name, 0)
-                view = host_view(name)
-                if view is not None and view.state == HostState.DRAINING:
-                    on[name] = taken = view.vcpus - capacity.free(name)
-                    self.total += taken
+                self.total -= self.on.pop(name, 0)
+                self._count(ctx, name)
             self.mark = capacity.change_mark()
         return self
+
+    def _count(self, ctx: SessionContext, name: str) -> None:
+        """The host's members still to leave, counted in when it drains."""
+        view = ctx.hosts.get(name)
+        if view is not None and view.state == HostState.DRAINING:
+            self.on[name] = left = view.vcpus - ctx.capacity.free(name) - self.moving.get(name, 0)
+            self.total += left
+
+    def _moved(self, instance_id: str, view: InstanceView | None) -> tuple[str, ...]:
+        """The instance's move taken out of ``moving`` and its move now (if
+        it moves) put in: the hosts whose count changed."""
+        moving = self.moving
+        was = self.moves.pop(instance_id, None)
+        if was is not None:
+            for host in was[0]:
+                moving[host] -= was[1]
+        if view is None or view.state != InstanceState.IN_ACTION:
+            return () if was is None else was[0]
+        target = view.target
+        now = (view.host,) if target is None or target == view.host else (view.host, target)
+        self.moves[instance_id] = (now, view.vcpus)
+        for host in now:
+            moving[host] = moving.get(host, 0) + view.vcpus
+        return now if was is None else (*was[0], *now)
 
 
 def _count_down(count: dict[str, int], key: str) -> None:
