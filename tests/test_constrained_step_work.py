@@ -275,6 +275,32 @@ def test_the_room_checks_skip_only_decisions_that_open_nothing(
     assert any(skipped)  # the decisions' own check was reached, and skipped some
 
 
+def test_a_decision_with_no_pending_host_left_is_not_built(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While the last hosts drain and none is pending, an opening decision
+    is not built: it would open nothing and change nothing. The same
+    session runs when every such decision is built."""
+    original = constrained.ConstrainedWorkflow._none_left_to_open
+    skipped: list[bool] = []
+
+    def recorded(ctx: Any) -> bool:
+        found = original(ctx)
+        skipped.append(found)
+        return found
+
+    monkeypatch.setattr(
+        constrained.ConstrainedWorkflow, "_none_left_to_open", staticmethod(recorded)
+    )
+    whole = _answered_late(tmp_path / "skipped")
+    assert whole[0] == "MAINTENANCE_DONE"
+    assert any(skipped)
+    monkeypatch.setattr(
+        constrained.ConstrainedWorkflow, "_none_left_to_open", staticmethod(lambda _ctx: False)
+    )
+    assert _answered_late(tmp_path / "built") == whole
+
+
 def test_the_window_room_check_lets_few_decisions_through_that_their_own_totals_turn_down(
     cluster: CoreCluster, monkeypatch: pytest.MonkeyPatch
 ) -> None:

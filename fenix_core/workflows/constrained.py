@@ -2642,6 +2642,8 @@ class ConstrainedWorkflow(RollingWorkflow):
         self, ctx: SessionContext, step: _Step, cst: ConstrainedState
     ) -> tuple[bool, bool]:
         """:meth:`_open`'s decision, made."""
+        if self._none_left_to_open(ctx):
+            return False, False
         open_now = len(ctx.hosts.in_state(*_OPEN, type="compute"))
         cap = ctx.request.max_parallel_hosts
         slots = (cap - open_now) if cap is not None else len(ctx.hosts)
@@ -2794,6 +2796,17 @@ class ConstrainedWorkflow(RollingWorkflow):
             else:
                 cst.partial, cst.partial_twice = None, 0
         return result
+
+    @staticmethod
+    def _none_left_to_open(ctx: SessionContext) -> bool:
+        """No pending compute host while hosts drain (the end of a session):
+        a decision would find no candidate, and no first wave to settle
+        (there is one only while nothing drains), so it opens nothing and
+        changes nothing. Known without building it (the draining hosts'
+        loads and the idle groups, at every pass of the session's tail)."""
+        return not ctx.hosts.in_state(HostState.PENDING, type="compute") and bool(
+            ctx.hosts.in_state(HostState.DRAINING)
+        )
 
     def _opening_wait(
         self, ctx: SessionContext, step: _Step, cst: ConstrainedState, waiting: Counter[str]
