@@ -988,6 +988,7 @@ def test_the_draining_hosts_kept_instances_are_those_of_a_recount(
             assert on.moved == {i.instance_id for i in insts if i.moves}, name
             assert on.vcpus == sum(i.vcpus for i in insts), name
             assert list(on.groups) == list(dict.fromkeys(m.group_id for m in members)), name
+            assert on.least == min(insts, key=lambda i: (i.vcpus, i.instance_id)), name
         hosts_of_group = Counter(g for on in kept_held.values() for g in on.groups)
         assert found.held_groups == hosts_of_group
         return found
@@ -1429,6 +1430,7 @@ def test_the_window_sample_is_the_least_instance_of_each_host_type() -> None:
                 instance_id=f"i{rng.randrange(1000):03d}-{n}",
                 host=rng.choice(on),
                 vcpus=rng.randint(1, 4),
+                moves=0,
             )
             for n in range(rng.randint(0, 30))
         ]
@@ -1443,6 +1445,18 @@ def test_the_window_sample_is_the_least_instance_of_each_host_type() -> None:
         expected = sorted(least.values(), key=lambda i: (i.vcpus, i.instance_id))
         assert sample(ctx, step, insts) == expected  # type: ignore[arg-type]
         assert sample(ctx, step, iter(insts)) == expected  # type: ignore[arg-type]
+        # The pump gives it the least of each host (_HeldOn.least) instead.
+        by_host: dict[str, dict[str, Any]] = {}
+        for inst in insts:
+            by_host.setdefault(inst.host, {})[inst.instance_id] = inst
+        held = {inst.instance_id for inst in insts}
+
+        def members(views: Any) -> list[planner.Member]:
+            return [planner.Member(v.instance_id, "p", "g", v.vcpus) for v in views]
+
+        kept = [constrained._HeldOn.of(on, held, members) for on in by_host.values()]
+        leasts = [on.least for on in kept if on is not None]
+        assert sample(ctx, step, leasts) == expected  # type: ignore[arg-type]
 
 
 def test_the_idle_open_hosts_kept_are_those_of_a_walk(

@@ -386,7 +386,9 @@ class _HeldOn:
     """A draining host's instances the engine still has to move
     (:attr:`_Draining.held`) as a placement reads them: their views and
     members in id order, their ids, those of them that moved before, their
-    vcpus and their groups (in the order they first come)."""
+    vcpus, their groups (in the order they first come) and the one of least
+    (vCPUs, id), the only one of the host :meth:`ConstrainedWorkflow._window_sample`
+    can take."""
 
     views: tuple[InstanceView, ...]
     members: tuple[planner.Member, ...]
@@ -394,6 +396,7 @@ class _HeldOn:
     moved: frozenset[str]
     vcpus: int
     groups: dict[str, None]
+    least: InstanceView
 
     @classmethod
     def of(
@@ -407,6 +410,7 @@ class _HeldOn:
         if not views:
             return None
         made = tuple(members(views))
+        fewest = min(v.vcpus for v in views)
         return cls(
             views,
             made,
@@ -414,6 +418,8 @@ class _HeldOn:
             frozenset(v.instance_id for v in views if v.moves),
             sum(map(_VCPUS, made)),
             dict.fromkeys(map(_GROUP_OF, made)),
+            # (The views are in id order: the first with the fewest vCPUs.)
+            next(v for v in views if v.vcpus == fewest),
         )
 
 
@@ -1825,21 +1831,19 @@ class ConstrainedWorkflow(RollingWorkflow):
         # disabled, in flight and with all its chosen startable is that
         # still, but for what is bound for it now and a pause (most hosts).
         steady = kept.steady
+        arrivals: Mapping[str, object] | None = None  # read for the first host found steady
         for host in self._by_position(ctx, undisabled.union(chosen_on)):
             name = host.name
             chosen = chosen_on.get(name)
             last = steady.get(name)
-            if (
-                last is not None
-                and last[0] is host
-                and last[1] is chosen
-                and name not in step.arrivals()
-                and admission.admitted(host)
-            ):
-                undisabled.discard(name)
-                ready.extend(last[1])
-                views.update(last[2])
-                continue
+            if last is not None and last[0] is host and last[1] is chosen:
+                if arrivals is None:
+                    arrivals = step.arrivals()
+                if name not in arrivals and admission.admitted(host):
+                    undisabled.discard(name)
+                    ready.extend(last[1])
+                    views.update(last[2])
+                    continue
             steady.pop(name, None)
             if host.state != HostState.DRAINING:
                 undisabled.discard(name)
@@ -1934,8 +1938,14 @@ class ConstrainedWorkflow(RollingWorkflow):
             # room where instances stay is read from the capacity index when
             # one instance stands for the window, else from its hosts.
             window: list[tuple[HostView, bool]] | None = None
+            # (Without placement rules the sample is the least instance of
+            # each host type: among the least of each host.)
             sample = self._window_sample(  # read once
-                ctx, step, chain.from_iterable(on.views for on in held_on.values())
+                ctx,
+                step,
+                chain.from_iterable(on.views for on in held_on.values())
+                if step.counts.any_ruled
+                else (on.least for on in held_on.values()),
             )
             stay_room = self._window_stay_room(ctx, step, sample)
             if stay_room is None:
