@@ -937,8 +937,8 @@ def test_the_draining_hosts_kept_instances_are_those_of_a_recount(
 ) -> None:
     """The draining hosts' instances still to leave (what a placement holds
     back, per host as a placement reads them, the draining loads an opening
-    decision reads, those whose action is chosen) and the instances moving
-    (and per target those bound there) are kept with the counts and
+    decision reads, those whose action is chosen and their members) and the
+    instances moving (and per target those bound there) are kept with the counts and
     brought up to date from the instances the change log names:
     at every decision they are what reading every draining host gives, and
     most decisions bring up to date what was kept. When the log cannot say
@@ -991,6 +991,8 @@ def test_the_draining_hosts_kept_instances_are_those_of_a_recount(
             assert on.least == min(insts, key=lambda i: (i.vcpus, i.instance_id)), name
         hosts_of_group = Counter(g for on in kept_held.values() for g in on.groups)
         assert found.held_groups == hosts_of_group
+        for name, (insts, members) in found.chosen_members.items():
+            assert members == self.members(insts), name
         return found
 
     original_arrivals = constrained._Step.arrivals
@@ -1005,13 +1007,32 @@ def test_the_draining_hosts_kept_instances_are_those_of_a_recount(
         assert found == expected
         return found
 
+    original_members_of = constrained._Draining.members_of
+    # Per call of members_of, whether some host's members were those kept.
+    reused: list[bool] = []
+
+    def checked_members_of(self: Any, lists: Any, members: Any) -> Any:
+        lists = list(lists)
+        before = dict(self.chosen_members)
+        found = original_members_of(self, lists, members)
+        assert found == members([inst for _host, insts in lists for inst in insts])
+        reused.append(
+            any(
+                host is not None and host in before and before[host][0] is insts
+                for host, insts in lists
+            )
+        )
+        return found
+
     monkeypatch.setattr(constrained._Step, "draining", checked)
     monkeypatch.setattr(constrained._Step, "arrivals", checked_arrivals)
+    monkeypatch.setattr(constrained._Draining, "members_of", checked_members_of)
     monkeypatch.setattr(constrained, "TARGET_WINDOW", 6)
     monkeypatch.setattr(constrained, "CANDIDATE_WINDOW", 5)
     whole = _answered_late(tmp_path / "kept")
     assert whole[0] == "MAINTENANCE_DONE"
     assert built.count(False) > len(built) // 2, (built.count(False), len(built))
+    assert reused.count(True) > len(reused) // 2, (reused.count(True), len(reused))
     built.clear()
     _marks_sometimes_unknown(monkeypatch, WorkingSetAdapter, 0.2)
     assert _answered_late(tmp_path / "unknown") == whole

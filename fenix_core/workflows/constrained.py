@@ -471,6 +471,10 @@ class _Draining:
     chosen_plain: dict[str, tuple[list[InstanceView], dict[str, InstanceView] | None]] = (
         attrs.field(factory=dict)
     )
+    #: Draining host -> one of those lists and its members (:meth:`members_of`).
+    chosen_members: dict[str, tuple[list[InstanceView], list[planner.Member]]] = attrs.field(
+        factory=dict
+    )
     #: The instances moving now (IN_ACTION, on any host), by id, and in id
     #: order while none changed (:meth:`in_action`).
     moving: dict[str, InstanceView] = attrs.field(factory=dict)
@@ -548,6 +552,7 @@ class _Draining:
                 self.chosen.pop(gone, None)
                 self.chosen_changed.add(gone)
                 self.chosen_plain.pop(gone, None)
+                self.chosen_members.pop(gone, None)
             for new in names - on.keys():
                 self.read_host(ctx, new)
         for view in views:
@@ -655,6 +660,28 @@ class _Draining:
         (a copy; the lists not to be changed by the caller): those of the
         hosts whose chosen changed sorted again, the others' kept."""
         return _sorted_again(self.chosen_sorted, self.chosen, self.chosen_changed)
+
+    def members_of(
+        self,
+        lists: Iterable[tuple[str | None, list[InstanceView]]],
+        members: Callable[[Iterable[InstanceView]], list[planner.Member]],
+    ) -> list[planner.Member]:
+        """The members (made by ``members``) of the instances of ``lists``,
+        in their order: of a host's :meth:`chosen_on` list (named by its
+        host) made once per list (a list is kept while none of its instances
+        changed, and an instance's member is fixed for the counts this is
+        kept with), of the others (host None) made now."""
+        out: list[planner.Member] = []
+        kept = self.chosen_members
+        for host, insts in lists:
+            if host is None:
+                out.extend(members(insts))
+                continue
+            found = kept.get(host)
+            if found is None or found[0] is not insts:
+                found = kept[host] = (insts, members(insts))
+            out.extend(found[1])
+        return out
 
     def startable(self, host: str, chosen: list[InstanceView]) -> dict[str, InstanceView] | None:
         """``chosen`` (:meth:`chosen_on`'s list of ``host``) by id when none
@@ -1814,6 +1841,10 @@ class ConstrainedWorkflow(RollingWorkflow):
         # The instances that may start now; made members for the planner
         # only when a group of theirs may lose one (most passes none may).
         ready: list[InstanceView] = []
+        # Of whom ``ready`` is made, in its order: a host's whole chosen list
+        # (its members kept with it: :meth:`_Draining.members_of`), or
+        # instances of a host with None.
+        ready_from: list[tuple[str | None, list[InstanceView]]] = []
         views: dict[str, InstanceView] = {}
         own_actions: list[InstanceView] = []
         wake: datetime | None = None
@@ -1842,6 +1873,7 @@ class ConstrainedWorkflow(RollingWorkflow):
                 if name not in arrivals and admission.admitted(host):
                     undisabled.discard(name)
                     ready.extend(last[1])
+                    ready_from.append((name, last[1]))
                     views.update(last[2])
                     continue
             steady.pop(name, None)
@@ -1861,8 +1893,10 @@ class ConstrainedWorkflow(RollingWorkflow):
                 if host.in_flight:
                     steady[name] = (host, chosen, startable)
                 ready.extend(chosen)
+                ready_from.append((name, chosen))
                 views.update(startable)
                 continue
+            start = len(ready)
             for inst in chosen:
                 if inst.not_before is not None and inst.not_before > now:
                     wake = inst.not_before if wake is None else min(wake, inst.not_before)
@@ -1872,6 +1906,8 @@ class ConstrainedWorkflow(RollingWorkflow):
                 else:
                     ready.append(inst)
                     views[inst.instance_id] = inst
+            if len(ready) > start:
+                ready_from.append((None, ready[start:]))
         for inst in own_actions:
             g = step.group(inst)
             if budgets.get(g, 0) > 0:
@@ -1884,7 +1920,7 @@ class ConstrainedWorkflow(RollingWorkflow):
                 step, budgets, ready, inputs := self._placement_inputs(ctx, ready)
             )
         ):
-            waiting = step.members(ready)
+            waiting = kept.members_of(ready_from, step.members)
             # Place the members whose groups may lose one more now, in
             # planner.completion_order: a member that moved once first (it
             # goes only where it stays, the others may still go elsewhere),
