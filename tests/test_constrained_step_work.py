@@ -1554,3 +1554,48 @@ def test_the_idle_open_hosts_kept_are_those_of_a_walk(
     assert paused(tmp_path / "dropped") == whole
     assert wrong == []
     assert not all(kept), kept
+
+
+def test_a_pause_holds_the_hosts_found_steady(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A host found steady last pass is taken as it was only while the
+    session is not paused (the answer of the first of them in flight is
+    that of all): paused once hosts are found steady, the session starts
+    no migration until resumed, then completes."""
+    original = constrained.ConstrainedWorkflow._pump
+    steady_now = [0]
+    steady_while_paused: list[int] = []
+    paused = [False]
+
+    def counted(self: Any, ctx: Any, step: Any, cst: Any) -> Any:
+        draining = step.counts.draining
+        steady_now[0] = 0 if draining is None else len(draining.steady)
+        if paused[0]:
+            steady_while_paused.append(steady_now[0])
+        return original(self, ctx, step, cst)
+
+    monkeypatch.setattr(constrained.ConstrainedWorkflow, "_pump", counted)
+    c = fleet(tmp_path)
+    try:
+        sid = c.engine.create_session(SessionRequest(workflow="constrained", actions=UPGRADE))
+        while not steady_now[0]:
+            c.engine.step()
+            c.clock.advance_to(c.engine.next_wake())
+        c.engine.pause(sid)
+        paused[0] = True
+        since = c.clock.now()
+        resume = since + timedelta(minutes=30)
+        while c.clock.now() < resume:
+            c.engine.run_until_idle()
+            c.clock.advance_to(min(resume, c.engine.next_wake() or resume))
+        paused[0] = False
+        c.engine.resume(sid)
+        view = c.engine.run_until_done(sid)
+        started = [e.time for e in c.cloud.events if e.kind == "migration_started"]
+    finally:
+        c.close()
+    assert any(steady_while_paused), steady_while_paused
+    assert not [t for t in started if since < t < resume]
+    assert [t for t in started if t >= resume]  # the moves went on once resumed
+    assert view.state == "MAINTENANCE_DONE"

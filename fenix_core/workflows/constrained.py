@@ -1861,16 +1861,20 @@ class ConstrainedWorkflow(RollingWorkflow):
         # A host whose view and chosen list are those it had when last found
         # disabled, in flight and with all its chosen startable is that
         # still, but for what is bound for it now and a pause (most hosts).
+        # Both are read at the first such host: the admission of one host in
+        # flight is that of all of them (:class:`_Admission`).
         steady = kept.steady
-        arrivals: Mapping[str, object] | None = None  # read for the first host found steady
+        arrivals: Mapping[str, object] = _NONE
+        steady_admitted: bool | None = None
         for host in self._by_position(ctx, undisabled.union(chosen_on)):
             name = host.name
             chosen = chosen_on.get(name)
             last = steady.get(name)
             if last is not None and last[0] is host and last[1] is chosen:
-                if arrivals is None:
+                if steady_admitted is None:
                     arrivals = step.arrivals()
-                if name not in arrivals and admission.admitted(host):
+                    steady_admitted = admission.admitted(host)
+                if steady_admitted and name not in arrivals:
                     undisabled.discard(name)
                     ready.extend(last[1])
                     ready_from.append((name, last[1]))
@@ -1995,9 +1999,9 @@ class ConstrainedWorkflow(RollingWorkflow):
             behind = planner.hosts_beyond_room(left_on, stay_room)
             work: dict[str, float] = {}
             for name in behind:
-                for m in on_host[name]:
-                    if m.group_id not in work:
-                        work[m.group_id] = self._weight(step, m.group_id)
+                for g in held_on[name].groups:  # (in the order of its members)
+                    if g not in work:
+                        work[g] = self._weight(step, g)
             left = {g: budgets.get(g, 0) for g in dict.fromkeys(map(_GROUP_OF, waiting))}
             reserve = bool(behind) and limited
             # The first wave's partial last host: only the first of its
