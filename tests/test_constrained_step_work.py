@@ -24,6 +24,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 from test_constrained_v2_core import UPGRADE, WORKFLOWS, CoreCluster, stored_waves
 
@@ -48,11 +49,14 @@ from fenix_core.workflows import constrained
 HOSTS = 24
 
 
-def fleet(path: Path, managed: tuple[str, ...] = (), *, seed: int = 3) -> CoreCluster:
+def fleet(
+    path: Path, managed: tuple[str, ...] = (), *, seed: int = 3, limited: bool = False
+) -> CoreCluster:
     """24 computes of 8 vCPUs with 6 one-vCPU instances each, 4 projects
     with 3 groups each (1-2 impacted at once, 60-120 s of recovery);
     ``managed``: the projects with a manager answering; ``seed``: the
-    groups' rules and members."""
+    groups' rules and members; ``limited``: every third group also at most
+    as many members on a host as it has on one to start with."""
     rng = random.Random(seed)
     groups = [
         GroupConstraints(
@@ -72,6 +76,17 @@ def fleet(path: Path, managed: tuple[str, ...] = (), *, seed: int = 3) -> CoreCl
             iid = f"vm-{h:02d}-{k}"
             layout[f"cmp-{h:02d}"].append((iid, group.project_id, 1))
             members[iid] = group.group_id
+    if limited:
+        most = Counter((members[iid], host) for host, on in layout.items() for iid, _p, _v in on)
+        groups = [
+            attrs.evolve(
+                g,
+                max_instances_per_host=max(n for (gid, _h), n in most.items() if gid == g.group_id),
+            )
+            if i % 3 == 0 and g.group_id in members.values()
+            else g
+            for i, g in enumerate(groups)
+        ]
     return CoreCluster(path, layout, groups=groups, members=members, managed=managed)
 
 
@@ -946,6 +961,7 @@ def test_the_draining_hosts_kept_instances_are_those_of_a_recount(
     are built anew, and the same session runs."""
     original = constrained._Step.draining
     built: list[bool] = []
+    limits: list[int] = []
 
     def checked(self: Any) -> Any:
         kept = self.counts.draining
@@ -978,7 +994,7 @@ def test_the_draining_hosts_kept_instances_are_those_of_a_recount(
             for inst in self.ctx.instances.on(name):
                 if inst.instance_id in fresh.held:
                     held.setdefault(name, []).append(inst)
-        kept_held = found.held_by_host(self.members)
+        kept_held = found.held_by_host(self.members, self.limited)
         assert kept_held.keys() == held.keys()
         for name, insts in held.items():
             on = kept_held[name]
@@ -991,6 +1007,8 @@ def test_the_draining_hosts_kept_instances_are_those_of_a_recount(
             assert on.least == min(insts, key=lambda i: (i.vcpus, i.instance_id)), name
         hosts_of_group = Counter(g for on in kept_held.values() for g in on.groups)
         assert found.held_groups == hosts_of_group
+        assert found.held_limited == {g for g in hosts_of_group if self.limited(g)}
+        limits.append(len(found.held_limited))
         for name, (insts, members) in found.chosen_members.items():
             assert members == self.members(insts), name
         return found
@@ -1033,6 +1051,11 @@ def test_the_draining_hosts_kept_instances_are_those_of_a_recount(
     assert whole[0] == "MAINTENANCE_DONE"
     assert built.count(False) > len(built) // 2, (built.count(False), len(built))
     assert reused.count(True) > len(reused) // 2, (reused.count(True), len(reused))
+    # Groups with a per-host limit among those held (``held_limited``).
+    limits.clear()
+    (tmp_path / "limited").mkdir()
+    assert _run(fleet(tmp_path / "limited", limited=True))[0] == "MAINTENANCE_DONE"
+    assert any(limits), limits
     built.clear()
     _marks_sometimes_unknown(monkeypatch, WorkingSetAdapter, 0.2)
     assert _answered_late(tmp_path / "unknown") == whole

@@ -452,8 +452,10 @@ class _Draining:
     #: instances changed since (read again when next asked).
     held_on: dict[str, _HeldOn] = attrs.field(factory=dict)
     held_changed: set[str] = attrs.field(factory=set)
-    #: Per group, how many of ``held_on``'s hosts hold members of it.
+    #: Per group, how many of ``held_on``'s hosts hold members of it, and
+    #: those of these groups with a per-host limit.
     held_groups: dict[str, int] = attrs.field(factory=dict)
+    held_limited: set[str] = attrs.field(factory=set)
     #: Draining host -> its view and chosen list (:meth:`chosen_on`) when
     #: the pump last found it disabled, in flight and each of those
     #: startable, and them by id (:meth:`startable`).
@@ -584,13 +586,17 @@ class _Draining:
             self.chosen_changed.add(host)
 
     def held_by_host(
-        self, members: Callable[[Iterable[InstanceView]], list[planner.Member]]
+        self,
+        members: Callable[[Iterable[InstanceView]], list[planner.Member]],
+        limited: Callable[[str], bool],
     ) -> dict[str, _HeldOn]:
         """Draining host -> its ``held`` instances (:class:`_HeldOn`, their
         ``members`` made by ``members``), for the hosts with any (a copy):
         those of the hosts whose instances changed read again, the others'
-        kept; ``held_groups`` brought up to date with them."""
-        kept, groups = self.held_on, self.held_groups
+        kept; ``held_groups`` and ``held_limited`` (by ``limited``, fixed
+        per group for the counts this is kept with) brought up to date
+        with them."""
+        kept, groups, with_limit = self.held_on, self.held_groups, self.held_limited
         for host in self.held_changed:
             insts = self.on.get(host)
             found = _HeldOn.of(insts, self.held, members) if insts else None
@@ -598,10 +604,15 @@ class _Draining:
             if was is not None:
                 for g in was.groups:
                     _count_down(groups, g)
+                    if g not in groups:
+                        with_limit.discard(g)
             if found is not None:
                 kept[host] = found
                 for g in found.groups:
-                    groups[g] = groups.get(g, 0) + 1
+                    n = groups.get(g, 0)
+                    groups[g] = n + 1
+                    if not n and limited(g):
+                        with_limit.add(g)
         self.held_changed.clear()
         return dict(kept)
 
@@ -1947,16 +1958,24 @@ class ConstrainedWorkflow(RollingWorkflow):
             # for the hosts whose instances changed. Then per host whether it
             # was opened in the first wave (looked up once) and the vcpus it
             # has left to move (the first drained hosts' members aside).
-            held_on = kept.held_by_host(step.members)
+            held_on = kept.held_by_host(step.members, step.limited)
             # (In no particular order: the completion order is the same
             # whatever order its members come in.)
             on_host = {name: on.members for name, on in held_on.items()}
             # The groups still to come too: the placement keeps room for
             # them by their per-host limit. Their rules are needed only when
-            # one of them has one (most placements: none has).
-            groups = dict.fromkeys(chain(map(_GROUP_OF, waiting), kept.held_groups, ahead))
-            limited = step.any_limited(groups)
-            rules = {g: step.rule(g) for g in groups} if limited else {}
+            # one of them has one (most placements: none has). Those of the
+            # held instances' groups are kept (a pass scanned them all, at
+            # 300 hosts hundreds of groups).
+            limited = bool(kept.held_limited) or step.any_limited(
+                dict.fromkeys(chain(map(_GROUP_OF, waiting), ahead))
+            )
+            groups = (
+                dict.fromkeys(chain(map(_GROUP_OF, waiting), kept.held_groups, ahead))
+                if limited
+                else {}
+            )
+            rules = {g: step.rule(g) for g in groups}
             # (The host each held instance is kept under is the one its view
             # names; nothing changes the kept instances before the moves are
             # sent, at the end of the pass.)
