@@ -24,6 +24,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 from test_constrained_v2_core import UPGRADE, WORKFLOWS, CoreCluster, stored_waves
 
@@ -48,11 +49,14 @@ from fenix_core.workflows import constrained
 HOSTS = 24
 
 
-def fleet(path: Path, managed: tuple[str, ...] = (), *, seed: int = 3) -> CoreCluster:
+def fleet(
+    path: Path, managed: tuple[str, ...] = (), *, seed: int = 3, limited: bool = False
+) -> CoreCluster:
     """24 computes of 8 vCPUs with 6 one-vCPU instances each, 4 projects
     with 3 groups each (1-2 impacted at once, 60-120 s of recovery);
     ``managed``: the projects with a manager answering; ``seed``: the
-    groups' rules and members."""
+    groups' rules and members; ``limited``: every third group also at most
+    as many members on a host as it has on one to start with."""
     rng = random.Random(seed)
     groups = [
         GroupConstraints(
@@ -72,6 +76,17 @@ def fleet(path: Path, managed: tuple[str, ...] = (), *, seed: int = 3) -> CoreCl
             iid = f"vm-{h:02d}-{k}"
             layout[f"cmp-{h:02d}"].append((iid, group.project_id, 1))
             members[iid] = group.group_id
+    if limited:
+        most = Counter((members[iid], host) for host, on in layout.items() for iid, _p, _v in on)
+        groups = [
+            attrs.evolve(
+                g,
+                max_instances_per_host=max(n for (gid, _h), n in most.items() if gid == g.group_id),
+            )
+            if i % 3 == 0 and g.group_id in members.values()
+            else g
+            for i, g in enumerate(groups)
+        ]
     return CoreCluster(path, layout, groups=groups, members=members, managed=managed)
 
 
@@ -963,8 +978,8 @@ def test_the_draining_hosts_kept_instances_are_those_of_a_recount(
 ) -> None:
     """The draining hosts' instances still to leave (what a placement holds
     back, per host as a placement reads them, the draining loads an opening
-    decision reads, those whose action is chosen) and the instances moving
-    (and per target those bound there) are kept with the counts and
+    decision reads, those whose action is chosen and their members) and the
+    instances moving (and per target those bound there) are kept with the counts and
     brought up to date from the instances the change log names:
     at every decision they are what reading every draining host gives, and
     most decisions bring up to date what was kept. When the log cannot say
@@ -972,6 +987,7 @@ def test_the_draining_hosts_kept_instances_are_those_of_a_recount(
     are built anew, and the same session runs."""
     original = constrained._Step.draining
     built: list[bool] = []
+    limits: list[int] = []
 
     def checked(self: Any) -> Any:
         kept = self.counts.draining
@@ -1004,7 +1020,7 @@ def test_the_draining_hosts_kept_instances_are_those_of_a_recount(
             for inst in self.ctx.instances.on(name):
                 if inst.instance_id in fresh.held:
                     held.setdefault(name, []).append(inst)
-        kept_held = found.held_by_host(self.members)
+        kept_held = found.held_by_host(self.members, self.limited)
         assert kept_held.keys() == held.keys()
         for name, insts in held.items():
             on = kept_held[name]
@@ -1014,8 +1030,13 @@ def test_the_draining_hosts_kept_instances_are_those_of_a_recount(
             assert on.moved == {i.instance_id for i in insts if i.moves}, name
             assert on.vcpus == sum(i.vcpus for i in insts), name
             assert list(on.groups) == list(dict.fromkeys(m.group_id for m in members)), name
+            assert on.least == min(insts, key=lambda i: (i.vcpus, i.instance_id)), name
         hosts_of_group = Counter(g for on in kept_held.values() for g in on.groups)
         assert found.held_groups == hosts_of_group
+        assert found.held_limited == {g for g in hosts_of_group if self.limited(g)}
+        limits.append(len(found.held_limited))
+        for name, (insts, members) in found.chosen_members.items():
+            assert members == self.members(insts), name
         return found
 
     original_arrivals = constrained._Step.arrivals
@@ -1030,13 +1051,37 @@ def test_the_draining_hosts_kept_instances_are_those_of_a_recount(
         assert found == expected
         return found
 
+    original_members_of = constrained._Draining.members_of
+    # Per call of members_of, whether some host's members were those kept.
+    reused: list[bool] = []
+
+    def checked_members_of(self: Any, lists: Any, members: Any) -> Any:
+        lists = list(lists)
+        before = dict(self.chosen_members)
+        found = original_members_of(self, lists, members)
+        assert found == members([inst for _host, insts in lists for inst in insts])
+        reused.append(
+            any(
+                host is not None and host in before and before[host][0] is insts
+                for host, insts in lists
+            )
+        )
+        return found
+
     monkeypatch.setattr(constrained._Step, "draining", checked)
     monkeypatch.setattr(constrained._Step, "arrivals", checked_arrivals)
+    monkeypatch.setattr(constrained._Draining, "members_of", checked_members_of)
     monkeypatch.setattr(constrained, "TARGET_WINDOW", 6)
     monkeypatch.setattr(constrained, "CANDIDATE_WINDOW", 5)
     whole = _answered_late(tmp_path / "kept")
     assert whole[0] == "MAINTENANCE_DONE"
     assert built.count(False) > len(built) // 2, (built.count(False), len(built))
+    assert reused.count(True) > len(reused) // 2, (reused.count(True), len(reused))
+    # Groups with a per-host limit among those held (``held_limited``).
+    limits.clear()
+    (tmp_path / "limited").mkdir()
+    assert _run(fleet(tmp_path / "limited", limited=True))[0] == "MAINTENANCE_DONE"
+    assert any(limits), limits
     built.clear()
     _marks_sometimes_unknown(monkeypatch, WorkingSetAdapter, 0.2)
     assert _answered_late(tmp_path / "unknown") == whole
@@ -1534,6 +1579,7 @@ def test_the_window_sample_is_the_least_instance_of_each_host_type() -> None:
                 instance_id=f"i{rng.randrange(1000):03d}-{n}",
                 host=rng.choice(on),
                 vcpus=rng.randint(1, 4),
+                moves=0,
             )
             for n in range(rng.randint(0, 30))
         ]
@@ -1548,6 +1594,18 @@ def test_the_window_sample_is_the_least_instance_of_each_host_type() -> None:
         expected = sorted(least.values(), key=lambda i: (i.vcpus, i.instance_id))
         assert sample(ctx, step, insts) == expected  # type: ignore[arg-type]
         assert sample(ctx, step, iter(insts)) == expected  # type: ignore[arg-type]
+        # The pump gives it the least of each host (_HeldOn.least) instead.
+        by_host: dict[str, dict[str, Any]] = {}
+        for inst in insts:
+            by_host.setdefault(inst.host, {})[inst.instance_id] = inst
+        held = {inst.instance_id for inst in insts}
+
+        def members(views: Any) -> list[planner.Member]:
+            return [planner.Member(v.instance_id, "p", "g", v.vcpus) for v in views]
+
+        kept = [constrained._HeldOn.of(on, held, members) for on in by_host.values()]
+        leasts = [on.least for on in kept if on is not None]
+        assert sample(ctx, step, leasts) == expected  # type: ignore[arg-type]
 
 
 def test_the_idle_open_hosts_kept_are_those_of_a_walk(
@@ -1624,3 +1682,48 @@ def test_the_idle_open_hosts_kept_are_those_of_a_walk(
     assert paused(tmp_path / "dropped") == whole
     assert wrong == []
     assert not all(kept), kept
+
+
+def test_a_pause_holds_the_hosts_found_steady(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A host found steady last pass is taken as it was only while the
+    session is not paused (the answer of the first of them in flight is
+    that of all): paused once hosts are found steady, the session starts
+    no migration until resumed, then completes."""
+    original = constrained.ConstrainedWorkflow._pump
+    steady_now = [0]
+    steady_while_paused: list[int] = []
+    paused = [False]
+
+    def counted(self: Any, ctx: Any, step: Any, cst: Any) -> Any:
+        draining = step.counts.draining
+        steady_now[0] = 0 if draining is None else len(draining.steady)
+        if paused[0]:
+            steady_while_paused.append(steady_now[0])
+        return original(self, ctx, step, cst)
+
+    monkeypatch.setattr(constrained.ConstrainedWorkflow, "_pump", counted)
+    c = fleet(tmp_path)
+    try:
+        sid = c.engine.create_session(SessionRequest(workflow="constrained", actions=UPGRADE))
+        while not steady_now[0]:
+            c.engine.step()
+            c.clock.advance_to(c.engine.next_wake())
+        c.engine.pause(sid)
+        paused[0] = True
+        since = c.clock.now()
+        resume = since + timedelta(minutes=30)
+        while c.clock.now() < resume:
+            c.engine.run_until_idle()
+            c.clock.advance_to(min(resume, c.engine.next_wake() or resume))
+        paused[0] = False
+        c.engine.resume(sid)
+        view = c.engine.run_until_done(sid)
+        started = [e.time for e in c.cloud.events if e.kind == "migration_started"]
+    finally:
+        c.close()
+    assert any(steady_while_paused), steady_while_paused
+    assert not [t for t in started if since < t < resume]
+    assert [t for t in started if t >= resume]  # the moves went on once resumed
+    assert view.state == "MAINTENANCE_DONE"

@@ -388,7 +388,9 @@ class _HeldOn:
     """A draining host's instances the engine still has to move
     (:attr:`_Draining.held`) as a placement reads them: their views and
     members in id order, their ids, those of them that moved before, their
-    vcpus and their groups (in the order they first come)."""
+    vcpus, their groups (in the order they first come) and the one of least
+    (vCPUs, id), the only one of the host :meth:`ConstrainedWorkflow._window_sample`
+    can take."""
 
     views: tuple[InstanceView, ...]
     members: tuple[planner.Member, ...]
@@ -396,6 +398,7 @@ class _HeldOn:
     moved: frozenset[str]
     vcpus: int
     groups: dict[str, None]
+    least: InstanceView
 
     @classmethod
     def of(
@@ -409,6 +412,7 @@ class _HeldOn:
         if not views:
             return None
         made = tuple(members(views))
+        fewest = min(v.vcpus for v in views)
         return cls(
             views,
             made,
@@ -416,6 +420,8 @@ class _HeldOn:
             frozenset(v.instance_id for v in views if v.moves),
             sum(map(_VCPUS, made)),
             dict.fromkeys(map(_GROUP_OF, made)),
+            # (The views are in id order: the first with the fewest vCPUs.)
+            next(v for v in views if v.vcpus == fewest),
         )
 
 
@@ -448,8 +454,10 @@ class _Draining:
     #: instances changed since (read again when next asked).
     held_on: dict[str, _HeldOn] = attrs.field(factory=dict)
     held_changed: set[str] = attrs.field(factory=set)
-    #: Per group, how many of ``held_on``'s hosts hold members of it.
+    #: Per group, how many of ``held_on``'s hosts hold members of it, and
+    #: those of these groups with a per-host limit.
     held_groups: dict[str, int] = attrs.field(factory=dict)
+    held_limited: set[str] = attrs.field(factory=set)
     #: Draining host -> its view and chosen list (:meth:`chosen_on`) when
     #: the pump last found it disabled, in flight and each of those
     #: startable, and them by id (:meth:`startable`).
@@ -466,6 +474,10 @@ class _Draining:
     #: may start whenever its host may (:meth:`startable`), else None.
     chosen_plain: dict[str, tuple[list[InstanceView], dict[str, InstanceView] | None]] = (
         attrs.field(factory=dict)
+    )
+    #: Draining host -> one of those lists and its members (:meth:`members_of`).
+    chosen_members: dict[str, tuple[list[InstanceView], list[planner.Member]]] = attrs.field(
+        factory=dict
     )
     #: The instances moving now (IN_ACTION, on any host), by id, and in id
     #: order while none changed (:meth:`in_action`).
@@ -544,6 +556,7 @@ class _Draining:
                 self.chosen.pop(gone, None)
                 self.chosen_changed.add(gone)
                 self.chosen_plain.pop(gone, None)
+                self.chosen_members.pop(gone, None)
             for new in names - on.keys():
                 self.read_host(ctx, new)
         for view in views:
@@ -575,13 +588,17 @@ class _Draining:
             self.chosen_changed.add(host)
 
     def held_by_host(
-        self, members: Callable[[Iterable[InstanceView]], list[planner.Member]]
+        self,
+        members: Callable[[Iterable[InstanceView]], list[planner.Member]],
+        limited: Callable[[str], bool],
     ) -> dict[str, _HeldOn]:
         """Draining host -> its ``held`` instances (:class:`_HeldOn`, their
         ``members`` made by ``members``), for the hosts with any (a copy):
         those of the hosts whose instances changed read again, the others'
-        kept; ``held_groups`` brought up to date with them."""
-        kept, groups = self.held_on, self.held_groups
+        kept; ``held_groups`` and ``held_limited`` (by ``limited``, fixed
+        per group for the counts this is kept with) brought up to date
+        with them."""
+        kept, groups, with_limit = self.held_on, self.held_groups, self.held_limited
         for host in self.held_changed:
             insts = self.on.get(host)
             found = _HeldOn.of(insts, self.held, members) if insts else None
@@ -589,10 +606,15 @@ class _Draining:
             if was is not None:
                 for g in was.groups:
                     _count_down(groups, g)
+                    if g not in groups:
+                        with_limit.discard(g)
             if found is not None:
                 kept[host] = found
                 for g in found.groups:
-                    groups[g] = groups.get(g, 0) + 1
+                    n = groups.get(g, 0)
+                    groups[g] = n + 1
+                    if not n and limited(g):
+                        with_limit.add(g)
         self.held_changed.clear()
         return dict(kept)
 
@@ -651,6 +673,28 @@ class _Draining:
         (a copy; the lists not to be changed by the caller): those of the
         hosts whose chosen changed sorted again, the others' kept."""
         return _sorted_again(self.chosen_sorted, self.chosen, self.chosen_changed)
+
+    def members_of(
+        self,
+        lists: Iterable[tuple[str | None, list[InstanceView]]],
+        members: Callable[[Iterable[InstanceView]], list[planner.Member]],
+    ) -> list[planner.Member]:
+        """The members (made by ``members``) of the instances of ``lists``,
+        in their order: of a host's :meth:`chosen_on` list (named by its
+        host) made once per list (a list is kept while none of its instances
+        changed, and an instance's member is fixed for the counts this is
+        kept with), of the others (host None) made now."""
+        out: list[planner.Member] = []
+        kept = self.chosen_members
+        for host, insts in lists:
+            if host is None:
+                out.extend(members(insts))
+                continue
+            found = kept.get(host)
+            if found is None or found[0] is not insts:
+                found = kept[host] = (insts, members(insts))
+            out.extend(found[1])
+        return out
 
     def startable(self, host: str, chosen: list[InstanceView]) -> dict[str, InstanceView] | None:
         """``chosen`` (:meth:`chosen_on`'s list of ``host``) by id when none
@@ -1812,6 +1856,10 @@ class ConstrainedWorkflow(RollingWorkflow):
         # The instances that may start now; made members for the planner
         # only when a group of theirs may lose one (most passes none may).
         ready: list[InstanceView] = []
+        # Of whom ``ready`` is made, in its order: a host's whole chosen list
+        # (its members kept with it: :meth:`_Draining.members_of`), or
+        # instances of a host with None.
+        ready_from: list[tuple[str | None, list[InstanceView]]] = []
         views: dict[str, InstanceView] = {}
         own_actions: list[InstanceView] = []
         wake: datetime | None = None
@@ -1828,22 +1876,25 @@ class ConstrainedWorkflow(RollingWorkflow):
         # A host whose view and chosen list are those it had when last found
         # disabled, in flight and with all its chosen startable is that
         # still, but for what is bound for it now and a pause (most hosts).
+        # Both are read at the first such host: the admission of one host in
+        # flight is that of all of them (:class:`_Admission`).
         steady = kept.steady
+        arrivals: Mapping[str, object] = _NONE
+        steady_admitted: bool | None = None
         for host in self._by_position(ctx, undisabled.union(chosen_on)):
             name = host.name
             chosen = chosen_on.get(name)
             last = steady.get(name)
-            if (
-                last is not None
-                and last[0] is host
-                and last[1] is chosen
-                and name not in step.arrivals()
-                and admission.admitted(host)
-            ):
-                undisabled.discard(name)
-                ready.extend(last[1])
-                views.update(last[2])
-                continue
+            if last is not None and last[0] is host and last[1] is chosen:
+                if steady_admitted is None:
+                    arrivals = step.arrivals()
+                    steady_admitted = admission.admitted(host)
+                if steady_admitted and name not in arrivals:
+                    undisabled.discard(name)
+                    ready.extend(last[1])
+                    ready_from.append((name, last[1]))
+                    views.update(last[2])
+                    continue
             steady.pop(name, None)
             if host.state != HostState.DRAINING:
                 undisabled.discard(name)
@@ -1861,8 +1912,10 @@ class ConstrainedWorkflow(RollingWorkflow):
                 if host.in_flight:
                     steady[name] = (host, chosen, startable)
                 ready.extend(chosen)
+                ready_from.append((name, chosen))
                 views.update(startable)
                 continue
+            start = len(ready)
             for inst in chosen:
                 if inst.not_before is not None and inst.not_before > now:
                     wake = inst.not_before if wake is None else min(wake, inst.not_before)
@@ -1872,6 +1925,8 @@ class ConstrainedWorkflow(RollingWorkflow):
                 else:
                     ready.append(inst)
                     views[inst.instance_id] = inst
+            if len(ready) > start:
+                ready_from.append((None, ready[start:]))
         for inst in own_actions:
             g = step.group(inst)
             if budgets.get(g, 0) > 0:
@@ -1884,7 +1939,7 @@ class ConstrainedWorkflow(RollingWorkflow):
                 step, budgets, ready, inputs := self._placement_inputs(ctx, ready)
             )
         ):
-            waiting = step.members(ready)
+            waiting = kept.members_of(ready_from, step.members)
             # Place the members whose groups may lose one more now, in
             # planner.completion_order: a member that moved once first (it
             # goes only where it stays, the others may still go elsewhere),
@@ -1907,16 +1962,24 @@ class ConstrainedWorkflow(RollingWorkflow):
             # for the hosts whose instances changed. Then per host whether it
             # was opened in the first wave (looked up once) and the vcpus it
             # has left to move (the first drained hosts' members aside).
-            held_on = kept.held_by_host(step.members)
+            held_on = kept.held_by_host(step.members, step.limited)
             # (In no particular order: the completion order is the same
             # whatever order its members come in.)
             on_host = {name: on.members for name, on in held_on.items()}
             # The groups still to come too: the placement keeps room for
             # them by their per-host limit. Their rules are needed only when
-            # one of them has one (most placements: none has).
-            groups = dict.fromkeys(chain(map(_GROUP_OF, waiting), kept.held_groups, ahead))
-            limited = step.any_limited(groups)
-            rules = {g: step.rule(g) for g in groups} if limited else {}
+            # one of them has one (most placements: none has). Those of the
+            # held instances' groups are kept (a pass scanned them all, at
+            # 300 hosts hundreds of groups).
+            limited = bool(kept.held_limited) or step.any_limited(
+                dict.fromkeys(chain(map(_GROUP_OF, waiting), ahead))
+            )
+            groups = (
+                dict.fromkeys(chain(map(_GROUP_OF, waiting), kept.held_groups, ahead))
+                if limited
+                else {}
+            )
+            rules = {g: step.rule(g) for g in groups}
             # (The host each held instance is kept under is the one its view
             # names; nothing changes the kept instances before the moves are
             # sent, at the end of the pass.)
@@ -1938,8 +2001,14 @@ class ConstrainedWorkflow(RollingWorkflow):
             # room where instances stay is read from the capacity index when
             # one instance stands for the window, else from its hosts.
             window: list[tuple[HostView, bool]] | None = None
+            # (Without placement rules the sample is the least instance of
+            # each host type: among the least of each host.)
             sample = self._window_sample(  # read once
-                ctx, step, chain.from_iterable(on.views for on in held_on.values())
+                ctx,
+                step,
+                chain.from_iterable(on.views for on in held_on.values())
+                if step.counts.any_ruled
+                else (on.least for on in held_on.values()),
             )
             stay_room = self._window_stay_room(ctx, step, sample)
             if stay_room is None:
@@ -1953,9 +2022,9 @@ class ConstrainedWorkflow(RollingWorkflow):
             behind = planner.hosts_beyond_room(left_on, stay_room)
             work: dict[str, float] = {}
             for name in behind:
-                for m in on_host[name]:
-                    if m.group_id not in work:
-                        work[m.group_id] = self._weight(step, m.group_id)
+                for g in held_on[name].groups:  # (in the order of its members)
+                    if g not in work:
+                        work[g] = self._weight(step, g)
             left = {g: budgets.get(g, 0) for g in dict.fromkeys(map(_GROUP_OF, waiting))}
             reserve = bool(behind) and limited
             # The first wave's partial last host: only the first of its
