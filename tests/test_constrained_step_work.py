@@ -50,13 +50,19 @@ HOSTS = 24
 
 
 def fleet(
-    path: Path, managed: tuple[str, ...] = (), *, seed: int = 3, limited: bool = False
+    path: Path,
+    managed: tuple[str, ...] = (),
+    *,
+    seed: int = 3,
+    limited: bool = False,
+    unrecovered: int = 0,
 ) -> CoreCluster:
     """24 computes of 8 vCPUs with 6 one-vCPU instances each, 4 projects
     with 3 groups each (1-2 impacted at once, 60-120 s of recovery);
     ``managed``: the projects with a manager answering; ``seed``: the
     groups' rules and members; ``limited``: every third group also at most
-    as many members on a host as it has on one to start with."""
+    as many members on a host as it has on one to start with;
+    ``unrecovered``: every that many groups, one has no recovery_time."""
     rng = random.Random(seed)
     groups = [
         GroupConstraints(
@@ -67,6 +73,11 @@ def fleet(
         )
         for n in range(12)
     ]
+    if unrecovered:
+        groups = [
+            attrs.evolve(g, recovery_time=0) if n % unrecovered == 0 else g
+            for n, g in enumerate(groups)
+        ]
     layout: dict[str, list[tuple[str, str, int]]] = {}
     members: dict[str, str] = {}
     for h in range(HOSTS):
@@ -259,11 +270,11 @@ def _timeline(path: Path, seed: int = 3) -> Timeline:
     return _run(fleet(path, seed=seed))
 
 
-def _answered_late(path: Path) -> Timeline:
+def _answered_late(path: Path, unrecovered: int = 0) -> Timeline:
     """The fleet with projects p0 and p2 managed, answering 60 s late:
-    moves go on while they answer."""
+    moves go on while they answer (``unrecovered``: :func:`fleet`'s)."""
     path.mkdir()
-    c = fleet(path, managed=("p0", "p2"))
+    c = fleet(path, managed=("p0", "p2"), unrecovered=unrecovered)
     for manager in c.managers.values():
         manager.delay = 60.0
     return _run(c)
@@ -374,6 +385,80 @@ def test_the_impacted_members_are_those_of_a_recount_from_the_views(
         cluster.close()
     assert view.state == "MAINTENANCE_DONE", view.reason
     assert max(passes) > 1  # several instances were in recovery at once
+
+
+def _budgets_recounted(ctx: Any, step: Any) -> dict[str, int]:
+    """Each group's budget read from the views: its max_impacted_members
+    less its members moving or within recovery_time (each counted once),
+    for the groups impacted or with work left."""
+    now = ctx.now
+    impacted: Counter[str] = Counter()
+    groups: set[str] = set(step.counts.todo)
+    for state in InstanceState:
+        for rec in ctx.instances.in_state(state):
+            g = step.group(rec)
+            groups.add(g)
+            recovering = rec.impacted_until is not None and rec.impacted_until > now
+            if state == InstanceState.IN_ACTION or recovering:
+                impacted[g] += 1
+    return {
+        g: step.rule(g).max_impacted - impacted[g]
+        for g in groups
+        if impacted[g] or g in step.counts.todo
+    }
+
+
+def test_the_budgets_are_those_of_a_recount_from_the_views(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each pass's budgets are, when the pass begins, what reading every
+    move in flight and every instance in recovery_time gives for every
+    group (none for a group neither impacted nor with work left), and
+    whether a member may start is what that recount, less the moves the pass
+    started since, says of the groups of the instances that may; also when
+    the change log cannot say (the moves counted anew), with the same
+    session."""
+    original_budgets = constrained._Step.budgets
+    original_take = constrained._Budgets.take
+    original_any = constrained.ConstrainedWorkflow._any_may_start
+    recounts: dict[int, tuple[Any, dict[str, int], Counter[str]]] = {}
+    answers: list[bool] = []
+
+    def checked_budgets(self: Any, cst: Any) -> Any:
+        fresh = self._budgets is None
+        found = original_budgets(self, cst)
+        if fresh:
+            expected = _budgets_recounted(self.ctx, self)
+            groups = sorted({*expected, *(self.group(i) for i in self.in_action()), "no-group"})
+            assert {g: found.get(g, -1) for g in groups} == {g: expected.get(g, -1) for g in groups}
+            recounts[id(found)] = (found, expected, Counter())
+        return found
+
+    def counted_take(self: Any, group_id: str) -> None:
+        recounts[id(self)][2][group_id] += 1
+        original_take(self, group_id)
+
+    def checked_any(step: Any, budgets: Any, ready: Any) -> bool:
+        found = original_any(step, budgets, ready)
+        _b, expected, taken = recounts[id(budgets)]
+        assert found == any(expected.get(g, 0) - taken[g] > 0 for g in map(step.group, ready))
+        answers.append(found)
+        return found
+
+    monkeypatch.setattr(constrained._Step, "budgets", checked_budgets)
+    monkeypatch.setattr(constrained._Budgets, "take", counted_take)
+    monkeypatch.setattr(
+        constrained.ConstrainedWorkflow, "_any_may_start", staticmethod(checked_any)
+    )
+    # (A third of the groups without recovery_time: only their moves count.)
+    whole = _answered_late(tmp_path / "kept", unrecovered=3)
+    assert whole[0] == "MAINTENANCE_DONE"
+    assert True in answers
+    assert False in answers
+    assert any(taken for _b, _e, taken in recounts.values())
+    recounts.clear()
+    _marks_sometimes_unknown(monkeypatch, WorkingSetAdapter, 0.2)
+    assert _answered_late(tmp_path / "unknown", unrecovered=3) == whole
 
 
 def test_a_state_stored_with_the_instances_in_recovery_listed_reads_without_them() -> None:

@@ -900,15 +900,15 @@ class _Impacted(Mapping[str, int]):
     a pass reads it: a recovery starts at a move's end, and those that ended
     are taken out before the pass."""
 
-    __slots__ = ("_moving", "_recovering")
+    __slots__ = ("moving", "recovering")
 
     def __init__(self, recovering: Mapping[str, int], moving: Mapping[str, int]) -> None:
-        self._recovering = recovering
-        self._moving = moving
+        self.recovering = recovering
+        self.moving = moving
 
     def get(self, group_id: str, default: Any = None) -> Any:
-        found = self._recovering.get(group_id)
-        moving = self._moving.get(group_id)
+        found = self.recovering.get(group_id)
+        moving = self.moving.get(group_id)
         if moving is None:
             return default if found is None else found
         return moving if found is None else found + moving
@@ -920,11 +920,11 @@ class _Impacted(Mapping[str, int]):
         return int(found)
 
     def __iter__(self) -> Iterator[str]:
-        yield from self._recovering
-        yield from (g for g in self._moving if g not in self._recovering)
+        yield from self.recovering
+        yield from (g for g in self.moving if g not in self.recovering)
 
     def __len__(self) -> int:
-        return len(self._recovering) + sum(1 for g in self._moving if g not in self._recovering)
+        return len(self.recovering) + sum(1 for g in self.moving if g not in self.recovering)
 
 
 class _Budgets:
@@ -933,24 +933,28 @@ class _Budgets:
     (``impacted``), for the groups with work left or impacted; worked out
     per group when first asked, and taken from as moves start."""
 
-    def __init__(self, step: _Step, impacted: Mapping[str, int]) -> None:
+    def __init__(self, step: _Step, impacted: _Impacted) -> None:
         self._rule = step.rule
         self._todo = step.counts.todo  # changed in place only
-        self._impacted = impacted
+        # Read in the parts :class:`_Impacted` adds up (a call less for each
+        # group a pass asks about: the groups of every instance that may start).
+        self._recovering = impacted.recovering
+        self._moving = impacted.moving
         self._left: dict[str, int] = {}
 
     def get(self, group_id: str, default: int) -> int:
         found = self._left.get(group_id)
         if found is not None:
             return found
-        impacted = self._impacted.get(group_id)
-        if impacted is None:
-            if group_id not in self._todo:
-                return default
-            impacted = 0
+        recovering = self._recovering.get(group_id)
+        moving = self._moving.get(group_id)
+        if recovering is None and moving is None and group_id not in self._todo:
+            return default
         # The group's rule is kept with the counts (its constraints are
         # looked up, a key parsed, once per session, not once per pass).
-        found = self._left[group_id] = self._rule(group_id).max_impacted - impacted
+        found = self._left[group_id] = (
+            self._rule(group_id).max_impacted - (recovering or 0) - (moving or 0)
+        )
         return found
 
     def take(self, group_id: str) -> None:
