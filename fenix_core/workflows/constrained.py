@@ -900,15 +900,15 @@ class _Impacted(Mapping[str, int]):
     a pass reads it: a recovery starts at a move's end, and those that ended
     are taken out before the pass."""
 
-    __slots__ = ("moving", "recovering")
+    __slots__ = ("_moving", "_recovering")
 
     def __init__(self, recovering: Mapping[str, int], moving: Mapping[str, int]) -> None:
-        self.recovering = recovering
-        self.moving = moving
+        self._recovering = recovering
+        self._moving = moving
 
     def get(self, group_id: str, default: Any = None) -> Any:
-        found = self.recovering.get(group_id)
-        moving = self.moving.get(group_id)
+        found = self._recovering.get(group_id)
+        moving = self._moving.get(group_id)
         if moving is None:
             return default if found is None else found
         return moving if found is None else found + moving
@@ -920,11 +920,11 @@ class _Impacted(Mapping[str, int]):
         return int(found)
 
     def __iter__(self) -> Iterator[str]:
-        yield from self.recovering
-        yield from (g for g in self.moving if g not in self.recovering)
+        yield from self._recovering
+        yield from (g for g in self._moving if g not in self._recovering)
 
     def __len__(self) -> int:
-        return len(self.recovering) + sum(1 for g in self.moving if g not in self.recovering)
+        return len(self._recovering) + sum(1 for g in self._moving if g not in self._recovering)
 
 
 class _Budgets:
@@ -933,28 +933,24 @@ class _Budgets:
     (``impacted``), for the groups with work left or impacted; worked out
     per group when first asked, and taken from as moves start."""
 
-    def __init__(self, step: _Step, impacted: _Impacted) -> None:
+    def __init__(self, step: _Step, impacted: Mapping[str, int]) -> None:
         self._rule = step.rule
         self._todo = step.counts.todo  # changed in place only
-        # Read in the parts :class:`_Impacted` adds up (a call less for each
-        # group a pass asks about: the groups of every instance that may start).
-        self._recovering = impacted.recovering
-        self._moving = impacted.moving
+        self._impacted = impacted
         self._left: dict[str, int] = {}
 
     def get(self, group_id: str, default: int) -> int:
         found = self._left.get(group_id)
         if found is not None:
             return found
-        recovering = self._recovering.get(group_id)
-        moving = self._moving.get(group_id)
-        if recovering is None and moving is None and group_id not in self._todo:
-            return default
+        impacted = self._impacted.get(group_id)
+        if impacted is None:
+            if group_id not in self._todo:
+                return default
+            impacted = 0
         # The group's rule is kept with the counts (its constraints are
         # looked up, a key parsed, once per session, not once per pass).
-        found = self._left[group_id] = (
-            self._rule(group_id).max_impacted - (recovering or 0) - (moving or 0)
-        )
+        found = self._left[group_id] = self._rule(group_id).max_impacted - impacted
         return found
 
     def take(self, group_id: str) -> None:
