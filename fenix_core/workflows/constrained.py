@@ -1875,26 +1875,25 @@ class ConstrainedWorkflow(RollingWorkflow):
         admission = _Admission(ctx)
         # A host whose view and chosen list are those it had when last found
         # disabled, in flight and with all its chosen startable is that
-        # still, but for what is bound for it now and a pause (most hosts).
-        # Both are read at the first such host: the admission of one host in
-        # flight is that of all of them (:class:`_Admission`).
+        # still, but for what is bound for it now and a pause (most hosts;
+        # both read once a pass: :meth:`_Step.arrivals`, :class:`_Admission`).
         steady = kept.steady
-        arrivals: Mapping[str, object] = _NONE
-        steady_admitted: bool | None = None
         for host in self._by_position(ctx, undisabled.union(chosen_on)):
             name = host.name
             chosen = chosen_on.get(name)
             last = steady.get(name)
-            if last is not None and last[0] is host and last[1] is chosen:
-                if steady_admitted is None:
-                    arrivals = step.arrivals()
-                    steady_admitted = admission.admitted(host)
-                if steady_admitted and name not in arrivals:
-                    undisabled.discard(name)
-                    ready.extend(last[1])
-                    ready_from.append((name, last[1]))
-                    views.update(last[2])
-                    continue
+            if (
+                last is not None
+                and last[0] is host
+                and last[1] is chosen
+                and name not in step.arrivals()
+                and admission.admitted(host)
+            ):
+                undisabled.discard(name)
+                ready.extend(last[1])
+                ready_from.append((name, last[1]))
+                views.update(last[2])
+                continue
             steady.pop(name, None)
             if host.state != HostState.DRAINING:
                 undisabled.discard(name)
