@@ -3181,14 +3181,10 @@ class ConstrainedWorkflow(RollingWorkflow):
         fleet places on. Kept with the counts (:class:`_FleetTargets`) and
         patched from the hosts whose capacity changed while no group has a
         per-host limit (a target then counts no member: it is its room and
-        kind); built from every host otherwise."""
-        retiring = self._retiring(ctx)
+        kind); built from every host otherwise (:meth:`_all_targets`)."""
         if step.counts.any_limited:
-            return [
-                step.target(h, stays)
-                for h in ctx.hosts
-                if (stays := _target_state(h, retiring)) is not None
-            ]
+            return self._all_targets(ctx, step)
+        retiring = self._retiring(ctx)
         kept = step.counts.fleet_targets
         if kept is None or not kept.brought_up_to_date(ctx, step, retiring):
             kept = step.counts.fleet_targets = _FleetTargets.read(ctx, step, retiring)
