@@ -1186,9 +1186,10 @@ def _marks_sometimes_unknown(monkeypatch: pytest.MonkeyPatch, owner: type, chanc
     monkeypatch.setattr(owner, "changed_since", sometimes_unknown)
 
 
-def _draining_beside_pending(instances: int) -> FakeContext:
-    """cmp-0 draining with ``instances`` pending 1-vcpu instances of p1, and
-    cmp-1 pending and empty."""
+def _draining_beside_pending(instances: int, *, pending_holds: int = 0) -> FakeContext:
+    """cmp-0 draining with ``instances`` pending 1-vcpu instances of p1
+    (vm-0, vm-1, ...), and cmp-1 pending with ``pending_holds`` of them
+    (vm-9, vm-8, ...)."""
     return FakeContext(
         now=datetime(2026, 3, 2, 12, 0, tzinfo=UTC),
         workflow="constrained",
@@ -1197,8 +1198,14 @@ def _draining_beside_pending(instances: int) -> FakeContext:
             HostView("cmp-1", "compute", HostState.PENDING, 8, True, 1),
         ],
         instances=[
-            InstanceView(f"vm-{n}", "p1", "cmp-0", 1, InstanceState.PENDING)
-            for n in range(instances)
+            *(
+                InstanceView(f"vm-{n}", "p1", "cmp-0", 1, InstanceState.PENDING)
+                for n in range(instances)
+            ),
+            *(
+                InstanceView(f"vm-{9 - n}", "p1", "cmp-1", 1, InstanceState.PENDING)
+                for n in range(pending_holds)
+            ),
         ],
         projects=[ProjectView("p1", True, None, None)],
     )
@@ -1501,20 +1508,7 @@ def test_the_draining_load_kept_leaves_out_a_move_towards_a_host_that_started_dr
     """A move bound for a pending host that then starts draining: the
     instance moving is no member of either host still to leave, and the
     draining load kept (brought up to date, not read anew) says so."""
-    ctx = FakeContext(
-        now=datetime(2026, 3, 2, 12, 0, tzinfo=UTC),
-        workflow="constrained",
-        hosts=[
-            HostView("cmp-0", "compute", HostState.DRAINING, 8, False, 0),
-            HostView("cmp-1", "compute", HostState.PENDING, 8, True, 1),
-        ],
-        instances=[
-            InstanceView("vm-0", "p1", "cmp-0", 1, InstanceState.PENDING),
-            InstanceView("vm-1", "p1", "cmp-0", 1, InstanceState.PENDING),
-            InstanceView("vm-9", "p1", "cmp-1", 1, InstanceState.PENDING),
-        ],
-        projects=[ProjectView("p1", True, None, None)],
-    )
+    ctx = _draining_beside_pending(2, pending_holds=1)  # vm-0, vm-1; vm-9 on cmp-1
     wf = constrained.ConstrainedWorkflow()
     step = constrained._Step(wf, ctx, wf._counts_of(ctx))
     assert wf._draining_load(ctx, step) == 2
