@@ -180,13 +180,13 @@ def test_an_emptied_hosts_listing_that_found_nothing_rebuilds_no_counts(
     cluster: CoreCluster, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     built: list[int] = []
-    original = constrained._Counts
+    original = constrained.caches._Counts
 
     def counted(*args: Any, **kwargs: Any) -> Any:
         built.append(1)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(constrained, "_Counts", counted)
+    monkeypatch.setattr(constrained.caches, "_Counts", counted)
     view = cluster.run()
     assert view.state == "MAINTENANCE_DONE", view.reason
     # Once when the waves start; every host's verify_empty listing found
@@ -235,17 +235,17 @@ def small_windows_recording_room_checks(monkeypatch: pytest.MonkeyPatch) -> list
     """Windows of targets and candidates smaller than the fleet (as at 300
     hosts), and what each decision's own room check (``_short_of_room``)
     answers, in order."""
-    monkeypatch.setattr(constrained, "TARGET_WINDOW", 6)
-    monkeypatch.setattr(constrained, "CANDIDATE_WINDOW", 5)
+    monkeypatch.setattr(constrained.windows, "TARGET_WINDOW", 6)
+    monkeypatch.setattr(constrained.windows, "CANDIDATE_WINDOW", 5)
     answers: list[bool] = []
-    short = constrained.ConstrainedWorkflow._short_of_room
+    short = constrained.opening._short_of_room
 
     def counted(*args: Any) -> bool:
         found = short(*args)
         answers.append(found)
         return found
 
-    monkeypatch.setattr(constrained.ConstrainedWorkflow, "_short_of_room", staticmethod(counted))
+    monkeypatch.setattr(constrained.opening, "_short_of_room", counted)
     return answers
 
 
@@ -292,10 +292,8 @@ def test_the_room_checks_skip_only_decisions_that_open_nothing(
     # A fleet (seed 7) where the decisions' own check turns some down.
     checked = _timeline(tmp_path / "checked", seed=7)
     assert checked[0] == "MAINTENANCE_DONE"
-    monkeypatch.setattr(constrained.ConstrainedWorkflow, "_may_open", lambda *_a: (True, None))
-    monkeypatch.setattr(
-        constrained.ConstrainedWorkflow, "_short_of_room", staticmethod(lambda *_a: False)
-    )
+    monkeypatch.setattr(constrained.opening, "_may_open", lambda *_a: (True, None))
+    monkeypatch.setattr(constrained.opening, "_short_of_room", lambda *_a: False)
     (tmp_path / "unchecked").mkdir()
     assert _timeline(tmp_path / "unchecked", seed=7) == checked
     assert any(skipped)  # the decisions' own check was reached, and skipped some
@@ -307,7 +305,7 @@ def test_a_decision_with_no_pending_host_left_is_not_built(
     """While the last hosts drain and none is pending, an opening decision
     is not built: it would open nothing and change nothing. The same
     session runs when every such decision is built."""
-    original = constrained.ConstrainedWorkflow._none_left_to_open
+    original = constrained.opening._none_left_to_open
     skipped: list[bool] = []
 
     def recorded(ctx: Any) -> bool:
@@ -315,15 +313,11 @@ def test_a_decision_with_no_pending_host_left_is_not_built(
         skipped.append(found)
         return found
 
-    monkeypatch.setattr(
-        constrained.ConstrainedWorkflow, "_none_left_to_open", staticmethod(recorded)
-    )
+    monkeypatch.setattr(constrained.opening, "_none_left_to_open", recorded)
     whole = _answered_late(tmp_path / "skipped")
     assert whole[0] == "MAINTENANCE_DONE"
     assert any(skipped)
-    monkeypatch.setattr(
-        constrained.ConstrainedWorkflow, "_none_left_to_open", staticmethod(lambda _ctx: False)
-    )
+    monkeypatch.setattr(constrained.opening, "_none_left_to_open", lambda _ctx: False)
     assert _answered_late(tmp_path / "built") == whole
 
 
@@ -357,11 +351,11 @@ def test_the_impacted_members_are_those_of_a_recount_from_the_views(
     flight and every instance in recovery_time (``impacted_until`` still
     ahead) gives, each instance counted once, and the recoveries that ended
     are no longer kept."""
-    original = constrained.ConstrainedWorkflow._impacted
+    original = constrained.reads._impacted
     passes: list[int] = []
 
-    def checked(self: Any, ctx: Any, step: Any, cst: Any) -> Any:
-        found = original(self, ctx, step, cst)
+    def checked(ctx: Any, step: Any, cst: Any) -> Any:
+        found = original(ctx, step, cst)
         now = ctx.now
         expected: Counter[str] = Counter()
         kept = set()
@@ -377,7 +371,7 @@ def test_the_impacted_members_are_those_of_a_recount_from_the_views(
         passes.append(len(kept))
         return found
 
-    monkeypatch.setattr(constrained.ConstrainedWorkflow, "_impacted", checked)
+    monkeypatch.setattr(constrained.reads, "_impacted", checked)
     cluster = fleet(tmp_path)
     try:
         view = cluster.run()
@@ -418,9 +412,9 @@ def test_the_budgets_are_those_of_a_recount_from_the_views(
     started since, says of the groups of the instances that may; also when
     the change log cannot say (the moves counted anew), with the same
     session."""
-    original_budgets = constrained._Step.budgets
-    original_take = constrained._Budgets.take
-    original_any = constrained.ConstrainedWorkflow._any_may_start
+    original_budgets = constrained.reads._Step.budgets
+    original_take = constrained.budgets._Budgets.take
+    original_any = constrained.placement._any_may_start
     recounts: dict[int, tuple[Any, dict[str, int], Counter[str]]] = {}
     answers: list[bool] = []
 
@@ -445,11 +439,9 @@ def test_the_budgets_are_those_of_a_recount_from_the_views(
         answers.append(found)
         return found
 
-    monkeypatch.setattr(constrained._Step, "budgets", checked_budgets)
-    monkeypatch.setattr(constrained._Budgets, "take", counted_take)
-    monkeypatch.setattr(
-        constrained.ConstrainedWorkflow, "_any_may_start", staticmethod(checked_any)
-    )
+    monkeypatch.setattr(constrained.reads._Step, "budgets", checked_budgets)
+    monkeypatch.setattr(constrained.budgets._Budgets, "take", counted_take)
+    monkeypatch.setattr(constrained.placement, "_any_may_start", checked_any)
     # (A third of the groups without recovery_time: only their moves count.)
     whole = _answered_late(tmp_path / "kept", unrecovered=3)
     assert whole[0] == "MAINTENANCE_DONE"
@@ -562,7 +554,7 @@ def test_a_session_stored_with_its_instances_in_recovery_listed_resumes(
             (json.dumps(body), sid),
         )
     built: list[set[str]] = []
-    original = constrained.ConstrainedWorkflow._recovering
+    original = constrained.reads._recovering
 
     def reading(ctx: Any, step: Any, cst: Any) -> Any:
         found = original(ctx, step, cst)
@@ -570,7 +562,7 @@ def test_a_session_stored_with_its_instances_in_recovery_listed_resumes(
             built.append(set(found.group_of))
         return found
 
-    monkeypatch.setattr(constrained.ConstrainedWorkflow, "_recovering", staticmethod(reading))
+    monkeypatch.setattr(constrained.reads, "_recovering", reading)
     view = _finish(cluster, db, sid)
     assert view.state == "MAINTENANCE_DONE", view.reason
     assert built
@@ -747,19 +739,17 @@ def test_the_placement_reads_no_member_it_cannot_move_or_that_moves_none(
     host type: the same session runs with every member placed and every
     instance's targets read (with a window smaller than the fleet, as at
     300 hosts)."""
-    monkeypatch.setattr(constrained, "TARGET_WINDOW", 6)
-    monkeypatch.setattr(constrained, "CANDIDATE_WINDOW", 5)
+    monkeypatch.setattr(constrained.windows, "TARGET_WINDOW", 6)
+    monkeypatch.setattr(constrained.windows, "CANDIDATE_WINDOW", 5)
     left_out: list[int] = []
-    may_be_placed = constrained.ConstrainedWorkflow._may_be_placed
+    may_be_placed = constrained.placement._may_be_placed
 
     def counted_before(on_host: Any, *args: Any) -> Any:
         found = may_be_placed(on_host, *args)
         left_out.append(sum(map(len, on_host.values())) - sum(map(len, found.values())))
         return found
 
-    monkeypatch.setattr(
-        constrained.ConstrainedWorkflow, "_may_be_placed", staticmethod(counted_before)
-    )
+    monkeypatch.setattr(constrained.placement, "_may_be_placed", counted_before)
     (tmp_path / "cut").mkdir()
     short = _timeline(tmp_path / "cut")
     assert short[0] == "MAINTENANCE_DONE"
@@ -767,21 +757,19 @@ def test_the_placement_reads_no_member_it_cannot_move_or_that_moves_none(
     # every member after the last that may start is among them).
     assert sum(left_out) > 0
     monkeypatch.setattr(
-        constrained.ConstrainedWorkflow,
+        constrained.placement,
         "_up_to_last_startable",
-        staticmethod(lambda order, *_a: order),
+        lambda order, *_a: order,
     )
     monkeypatch.setattr(
-        constrained.ConstrainedWorkflow,
+        constrained.placement,
         "_may_be_placed",
-        staticmethod(lambda on_host, *_a: on_host),
+        lambda on_host, *_a: on_host,
     )
     monkeypatch.setattr(
-        constrained.ConstrainedWorkflow,
+        constrained.targeting,
         "_window_sample",
-        staticmethod(
-            lambda _ctx, _step, insts: sorted(insts, key=lambda i: (i.vcpus, i.instance_id))
-        ),
+        lambda _ctx, _step, insts: sorted(insts, key=lambda i: (i.vcpus, i.instance_id)),
     )
     (tmp_path / "whole").mkdir()
     assert _timeline(tmp_path / "whole") == short
@@ -794,8 +782,8 @@ def test_placements_without_a_per_host_limit_move_as_the_full_pass_does(
     variant (assign_moves_unlimited) when no group has a per-host limit: the
     same session runs with it turned off (every placement a pass over every
     target), with a window smaller than the fleet, as at 300 hosts."""
-    monkeypatch.setattr(constrained, "TARGET_WINDOW", 6)
-    monkeypatch.setattr(constrained, "CANDIDATE_WINDOW", 5)
+    monkeypatch.setattr(constrained.windows, "TARGET_WINDOW", 6)
+    monkeypatch.setattr(constrained.windows, "CANDIDATE_WINDOW", 5)
     used: list[int] = []
     fast = planner.assign_moves_unlimited
 
@@ -820,7 +808,7 @@ def test_the_members_kept_per_instance_are_those_the_views_give(
     """Each instance's Member is kept with the counts (not built again at
     every placement): at every read it is what the instance's view and its
     group give now, and reads after the first come from what was kept."""
-    original = constrained._Step.members
+    original = constrained.reads._Step.members
     reads: Counter[str] = Counter()
 
     def checked(self: Any, insts: Any) -> list[planner.Member]:
@@ -833,7 +821,7 @@ def test_the_members_kept_per_instance_are_those_the_views_give(
             reads[inst.instance_id] += 1
         return found
 
-    monkeypatch.setattr(constrained._Step, "members", checked)
+    monkeypatch.setattr(constrained.reads._Step, "members", checked)
     cluster = fleet(tmp_path, managed=("p0", "p2"))
     try:
         view = cluster.run()
@@ -878,15 +866,15 @@ def test_the_stay_room_read_from_the_capacity_index_is_the_windows(
     window smaller than the fleet (as at 300 hosts), that room is at every
     pass the one the window's hosts give, and the session runs exactly as
     when every pass builds its window."""
-    monkeypatch.setattr(constrained, "TARGET_WINDOW", 6)
-    monkeypatch.setattr(constrained, "CANDIDATE_WINDOW", 5)
-    workflow = constrained.ConstrainedWorkflow
-    original = workflow._window_stay_room
+    monkeypatch.setattr(constrained.windows, "TARGET_WINDOW", 6)
+    monkeypatch.setattr(constrained.windows, "CANDIDATE_WINDOW", 5)
+    targeting = constrained.targeting
+    original = targeting._window_stay_room
     rooms: list[int] = []
 
-    def checked(self: Any, ctx: Any, step: Any, instances: Any) -> int | None:
-        found = original(self, ctx, step, instances)
-        window = self._window(ctx, step, instances)
+    def checked(ctx: Any, step: Any, instances: Any) -> int | None:
+        found = original(ctx, step, instances)
+        window = targeting._window(ctx, step, instances)
         expected = sum(max(0, ctx.capacity.free(v.name)) for v, stays in window if stays)
         assert found == expected, (found, expected)
         rooms.append(found)
@@ -896,12 +884,12 @@ def test_the_stay_room_read_from_the_capacity_index_is_the_windows(
         (tmp_path / name).mkdir()
         return _run(make(tmp_path / name))
 
-    monkeypatch.setattr(workflow, "_window_stay_room", checked)
+    monkeypatch.setattr(targeting, "_window_stay_room", checked)
     indexed = timeline("indexed")
     assert indexed[0] == "MAINTENANCE_DONE"
     assert len(rooms) > 10
     assert len(set(rooms)) > 1  # the room changed as hosts drained and came back
-    monkeypatch.setattr(workflow, "_window_stay_room", lambda *_a: None)
+    monkeypatch.setattr(targeting, "_window_stay_room", lambda *_a: None)
     assert timeline("windowed") == indexed
 
 
@@ -927,18 +915,18 @@ def test_hosts_whose_unasked_instances_wait_for_answers_are_not_read_again(
             pass  # nothing kept: every pass reads every host
 
     def timeline(name: str, kind: type[dict[str, frozenset[str]]]) -> Any:
-        original = constrained._Counts
+        original = constrained.caches._Counts
 
         def made(*args: Any, **kwargs: Any) -> Any:
             found = original(*args, **kwargs)
             found.blocked = kind()
             return found
 
-        monkeypatch.setattr(constrained, "_Counts", made)
+        monkeypatch.setattr(constrained.caches, "_Counts", made)
         try:
             return _answered_late(tmp_path / name)
         finally:
-            monkeypatch.setattr(constrained, "_Counts", original)
+            monkeypatch.setattr(constrained.caches, "_Counts", original)
 
     kept = timeline("kept", Recorded)
     assert kept[0] == "MAINTENANCE_DONE"
@@ -954,7 +942,7 @@ def test_a_placement_with_the_inputs_of_the_last_empty_one_is_not_worked_out_aga
     the last one worked out, which found no member to start, is skipped:
     the session runs as when every placement is worked out."""
     skipped: list[bool] = []
-    original = constrained.ConstrainedWorkflow._same_empty_placement
+    original = constrained.placement._same_empty_placement
 
     def recorded(step: Any, budgets: Any, ready: Any, inputs: Any) -> bool:
         found = original(step, budgets, ready, inputs)
@@ -965,13 +953,13 @@ def test_a_placement_with_the_inputs_of_the_last_empty_one_is_not_worked_out_aga
         return False  # every placement worked out
 
     def timeline(name: str, same: Any) -> Any:
-        monkeypatch.setattr(constrained.ConstrainedWorkflow, "_same_empty_placement", same)
+        monkeypatch.setattr(constrained.placement, "_same_empty_placement", same)
         return _answered_late(tmp_path / name)
 
-    kept = timeline("kept", staticmethod(recorded))
+    kept = timeline("kept", recorded)
     assert kept[0] == "MAINTENANCE_DONE"
     assert any(skipped)  # some placements met the inputs of the last empty one
-    assert timeline("worked", staticmethod(never)) == kept
+    assert timeline("worked", never) == kept
 
 
 def test_an_opening_decision_with_the_inputs_of_the_last_one_that_opened_nothing_is_skipped(
@@ -981,30 +969,30 @@ def test_an_opening_decision_with_the_inputs_of_the_last_one_that_opened_nothing
     instances are in recovery, the waves' state) are those of the last
     one, which opened nothing and changed nothing, is not made again: the
     session runs as when every decision is made."""
-    workflow = constrained.ConstrainedWorkflow
+    opening = constrained.opening
     original_inputs, original_made, original_open = (
-        workflow._opening_inputs,
-        workflow._open_hosts,
-        workflow._open,
+        opening._opening_inputs,
+        opening._open_hosts,
+        opening._open,
     )
     made: list[int] = []
     asked: list[int] = []
 
-    def counted_made(self: Any, ctx: Any, step: Any, cst: Any) -> Any:
+    def counted_made(ctx: Any, step: Any, cst: Any) -> Any:
         made.append(1)
-        return original_made(self, ctx, step, cst)
+        return original_made(ctx, step, cst)
 
-    def counted_open(self: Any, ctx: Any, step: Any, cst: Any) -> Any:
+    def counted_open(ctx: Any, step: Any, cst: Any) -> Any:
         asked.append(1)
-        return original_open(self, ctx, step, cst)
+        return original_open(ctx, step, cst)
 
-    def unique(self: Any, ctx: Any, step: Any, cst: Any) -> Any:
-        return (*original_inputs(self, ctx, step, cst), object())  # never equal: all made
+    def unique(ctx: Any, step: Any, cst: Any) -> Any:
+        return (*original_inputs(ctx, step, cst), object())  # never equal: all made
 
     def timeline(name: str, inputs: Any) -> Any:
-        monkeypatch.setattr(workflow, "_opening_inputs", inputs)
-        monkeypatch.setattr(workflow, "_open_hosts", counted_made)
-        monkeypatch.setattr(workflow, "_open", counted_open)
+        monkeypatch.setattr(opening, "_opening_inputs", inputs)
+        monkeypatch.setattr(opening, "_open_hosts", counted_made)
+        monkeypatch.setattr(opening, "_open", counted_open)
         return _answered_late(tmp_path / name)
 
     kept = timeline("kept", original_inputs)
@@ -1027,15 +1015,15 @@ def test_the_idle_groups_and_the_weights_the_hosts_feed_are_those_of_a_recount(
     and then, as when another process steps the session (its stamp
     differs), what was kept goes with them and is built anew: the same
     session runs."""
-    original = constrained.ConstrainedWorkflow._idle_and_fed
+    original = constrained.opening._idle_and_fed
     counts_of = constrained.ConstrainedWorkflow._counts_of
     kept: list[bool] = []
     rng = random.Random(5)
 
-    def checked(self: Any, step: Any, waiting: Any) -> Any:
+    def checked(step: Any, waiting: Any) -> Any:
         kept.append(step.counts.fed is not None)
-        idle, fed = original(self, step, waiting)
-        assert (dict(idle), dict(fed)) == self._idle_and_fed_of(step, waiting)
+        idle, fed = original(step, waiting)
+        assert (dict(idle), dict(fed)) == constrained.opening._idle_and_fed_of(step, waiting)
         return idle, fed
 
     def sometimes_dropped(self: Any, ctx: Any) -> Any:
@@ -1043,11 +1031,11 @@ def test_the_idle_groups_and_the_weights_the_hosts_feed_are_those_of_a_recount(
             self._counts.pop(ctx.session_id, None)
         return counts_of(self, ctx)
 
-    monkeypatch.setattr(constrained.ConstrainedWorkflow, "_idle_and_fed", checked)
+    monkeypatch.setattr(constrained.opening, "_idle_and_fed", checked)
     # Windows smaller than the fleet, as at 300 hosts: hosts are opened
     # ahead of their room, and the groups' work is read at most decisions.
-    monkeypatch.setattr(constrained, "TARGET_WINDOW", 6)
-    monkeypatch.setattr(constrained, "CANDIDATE_WINDOW", 5)
+    monkeypatch.setattr(constrained.windows, "TARGET_WINDOW", 6)
+    monkeypatch.setattr(constrained.windows, "CANDIDATE_WINDOW", 5)
     whole = _answered_late(tmp_path / "kept")
     assert whole[0] == "MAINTENANCE_DONE"
     assert sum(kept) > len(kept) // 2, (sum(kept), len(kept))  # most answered from what was kept
@@ -1070,7 +1058,7 @@ def test_the_draining_hosts_kept_instances_are_those_of_a_recount(
     most decisions bring up to date what was kept. When the log cannot say
     (as after a load: another process stepped the session, a crash) they
     are built anew, and the same session runs."""
-    original = constrained._Step.draining
+    original = constrained.reads._Step.draining
     built: list[bool] = []
     limits: list[int] = []
 
@@ -1078,7 +1066,7 @@ def test_the_draining_hosts_kept_instances_are_those_of_a_recount(
         kept = self.counts.draining
         found = original(self)
         built.append(found is not kept)
-        fresh = constrained._Draining.read(self.ctx)
+        fresh = constrained.draining._Draining.read(self.ctx)
         assert (found.on, found.where, found.held) == (fresh.on, fresh.where, fresh.held)
         for name, load in found.loads.items():
             assert load.members == tuple(self.members_on(name)), name
@@ -1124,7 +1112,7 @@ def test_the_draining_hosts_kept_instances_are_those_of_a_recount(
             assert members == self.members(insts), name
         return found
 
-    original_arrivals = constrained._Step.arrivals
+    original_arrivals = constrained.reads._Step.arrivals
 
     def checked_arrivals(self: Any) -> Any:
         found = original_arrivals(self)
@@ -1136,7 +1124,7 @@ def test_the_draining_hosts_kept_instances_are_those_of_a_recount(
         assert found == expected
         return found
 
-    original_members_of = constrained._Draining.members_of
+    original_members_of = constrained.draining._Draining.members_of
     # Per call of members_of, whether some host's members were those kept.
     reused: list[bool] = []
 
@@ -1153,11 +1141,11 @@ def test_the_draining_hosts_kept_instances_are_those_of_a_recount(
         )
         return found
 
-    monkeypatch.setattr(constrained._Step, "draining", checked)
-    monkeypatch.setattr(constrained._Step, "arrivals", checked_arrivals)
-    monkeypatch.setattr(constrained._Draining, "members_of", checked_members_of)
-    monkeypatch.setattr(constrained, "TARGET_WINDOW", 6)
-    monkeypatch.setattr(constrained, "CANDIDATE_WINDOW", 5)
+    monkeypatch.setattr(constrained.reads._Step, "draining", checked)
+    monkeypatch.setattr(constrained.reads._Step, "arrivals", checked_arrivals)
+    monkeypatch.setattr(constrained.draining._Draining, "members_of", checked_members_of)
+    monkeypatch.setattr(constrained.windows, "TARGET_WINDOW", 6)
+    monkeypatch.setattr(constrained.windows, "CANDIDATE_WINDOW", 5)
     whole = _answered_late(tmp_path / "kept")
     assert whole[0] == "MAINTENANCE_DONE"
     assert built.count(False) > len(built) // 2, (built.count(False), len(built))
@@ -1217,7 +1205,7 @@ def test_what_is_kept_of_the_draining_hosts_is_built_anew_after_a_load() -> None
     hosts is not trusted but built anew from the views."""
     ctx = _draining_beside_pending(3)
     wf = constrained.ConstrainedWorkflow()
-    step = constrained._Step(wf, ctx, wf._counts_of(ctx))
+    step = constrained.reads._Step(wf, ctx, wf._counts_of(ctx))
     first = step.draining()
     assert sorted(first.held) == ["vm-0", "vm-1", "vm-2"]
     ctx.set_instance_state("vm-1", InstanceState.ACTION_REQUESTED)
@@ -1228,7 +1216,7 @@ def test_what_is_kept_of_the_draining_hosts_is_built_anew_after_a_load() -> None
     again = step.draining()
     assert again is not first
     assert again.held["vm-0"].state is InstanceState.ACTION_REQUESTED
-    assert again.held == constrained._Draining.read(ctx).held
+    assert again.held == constrained.draining._Draining.read(ctx).held
 
 
 def test_an_instance_that_left_a_draining_host_for_one_that_started_draining_is_kept_once() -> None:
@@ -1237,13 +1225,13 @@ def test_an_instance_that_left_a_draining_host_for_one_that_started_draining_is_
     one it left before the new one is read whole)."""
     ctx = _draining_beside_pending(2)
     wf = constrained.ConstrainedWorkflow()
-    step = constrained._Step(wf, ctx, wf._counts_of(ctx))
+    step = constrained.reads._Step(wf, ctx, wf._counts_of(ctx))
     kept = step.draining()
     assert sorted(kept.on["cmp-0"]) == ["vm-0", "vm-1"]
     ctx.placed("vm-0", "cmp-1")
     ctx.set_host_state("cmp-1", HostState.DRAINING)
     kept = step.draining()
-    fresh = constrained._Draining.read(ctx)
+    fresh = constrained.draining._Draining.read(ctx)
     assert (kept.on, kept.where, kept.held) == (fresh.on, fresh.where, fresh.held)
     assert sorted(kept.on["cmp-0"]) == ["vm-1"]
     assert sorted(kept.on["cmp-1"]) == ["vm-0"]
@@ -1258,7 +1246,7 @@ def test_whether_a_hosts_chosen_may_all_start_is_worked_out_again_on_a_change() 
     for n in (0, 1):
         ctx.set_instance_state(f"vm-{n}", InstanceState.ACTION_CHOSEN, action="MIGRATE")
     wf = constrained.ConstrainedWorkflow()
-    step = constrained._Step(wf, ctx, wf._counts_of(ctx))
+    step = constrained.reads._Step(wf, ctx, wf._counts_of(ctx))
     kept = step.draining()
     before = kept.chosen_on()["cmp-0"]
     assert kept.startable("cmp-0", before) == {"vm-0": before[0], "vm-1": before[1]}
@@ -1270,7 +1258,7 @@ def test_whether_a_hosts_chosen_may_all_start_is_worked_out_again_on_a_change() 
     assert kept.startable("cmp-0", before) is not None  # the old list's answer is its own
 
 
-def _window_walked(wf: Any, ctx: Any, step: Any, instances: Any) -> list[tuple[str, bool]]:
+def _window_walked(ctx: Any, step: Any, instances: Any) -> list[tuple[str, bool]]:
     """The window as ``_window`` defines it, walked from
     ``ctx.capacity.targets`` for each kind of instance at each call: the
     first TARGET_WINDOW targets of the smallest instance of each host type
@@ -1279,8 +1267,8 @@ def _window_walked(wf: Any, ctx: Any, step: Any, instances: Any) -> list[tuple[s
     after the cut; (host, stays) in order."""
     seen: dict[str, bool] = {}
     kinds: set[tuple[str, int]] = set()
-    retiring = wf._retiring(ctx)
-    for inst in wf._window_sample(ctx, step, instances):
+    retiring = step.wf._retiring(ctx)
+    for inst in constrained.targeting._window_sample(ctx, step, instances):
         host = ctx.hosts.get(inst.host)
         kind = (host.type if host is not None else "", inst.vcpus)
         own: tuple[str, ...] = ()
@@ -1291,9 +1279,9 @@ def _window_walked(wf: Any, ctx: Any, step: Any, instances: Any) -> list[tuple[s
             if host is not None and ctx.capacity.free(host.name) >= inst.vcpus:
                 own = (host.name,)
         walk = ctx.capacity.targets(inst.instance_id, exclude=retiring)
-        for name in (*list(walk)[: constrained.TARGET_WINDOW], *own):
+        for name in (*list(walk)[: constrained.windows.TARGET_WINDOW], *own):
             view = ctx.hosts.get(name)
-            stays = constrained._target_state(view, retiring) if view is not None else None
+            stays = constrained.state._target_state(view, retiring) if view is not None else None
             if name not in seen and stays is not None:
                 seen[name] = stays
     return list(seen.items())
@@ -1305,11 +1293,11 @@ def _windows_checked(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
     smaller than the fleet and kept walks of a few hosts more than a
     window (the 24 hosts are never all kept): per window, whether every
     walk it read was kept from an earlier one, patched."""
-    monkeypatch.setattr(constrained, "TARGET_WINDOW", 6)
-    monkeypatch.setattr(constrained, "CANDIDATE_WINDOW", 5)
-    monkeypatch.setattr(constrained, "_WALK_SLACK", 2)
-    workflow = constrained.ConstrainedWorkflow
-    original, walked = workflow._window, constrained._Walk.walked
+    monkeypatch.setattr(constrained.windows, "TARGET_WINDOW", 6)
+    monkeypatch.setattr(constrained.windows, "CANDIDATE_WINDOW", 5)
+    monkeypatch.setattr(constrained.windows, "_WALK_SLACK", 2)
+    targeting = constrained.targeting
+    original, walked = targeting._window, constrained.walks._Walk.walked
     windows: list[bool] = []
     built: list[str] = []
 
@@ -1317,16 +1305,16 @@ def _windows_checked(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
         built.append(placement_class)
         return walked(ctx, placement_class, retiring)
 
-    def checked(self: Any, ctx: Any, step: Any, instances: Any) -> Any:
+    def checked(ctx: Any, step: Any, instances: Any) -> Any:
         instances = list(instances)
         before = len(built)
-        found = original(self, ctx, step, instances)
-        assert [(v.name, s) for v, s in found] == _window_walked(self, ctx, step, instances)
+        found = original(ctx, step, instances)
+        assert [(v.name, s) for v, s in found] == _window_walked(ctx, step, instances)
         assert all(v is ctx.hosts.get(v.name) for v, _s in found)
         windows.append(len(built) == before)
         return found
 
-    targets = constrained._Step.targets
+    targets = constrained.reads._Step.targets
 
     def targets_checked(self: Any, window: Any) -> Any:
         window = list(window)
@@ -1335,9 +1323,9 @@ def _windows_checked(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
         assert [(t.host, t.free, t.stays) for t in found] == fresh
         return found
 
-    monkeypatch.setattr(workflow, "_window", checked)
-    monkeypatch.setattr(constrained._Walk, "walked", staticmethod(counted))
-    monkeypatch.setattr(constrained._Step, "targets", targets_checked)
+    monkeypatch.setattr(targeting, "_window", checked)
+    monkeypatch.setattr(constrained.walks._Walk, "walked", staticmethod(counted))
+    monkeypatch.setattr(constrained.reads._Step, "targets", targets_checked)
     return windows
 
 
@@ -1416,12 +1404,12 @@ def test_a_kept_walk_is_walked_anew_after_a_load() -> None:
         projects=[ProjectView("p1", True, None, None)],
     )
     wf = constrained.ConstrainedWorkflow()
-    step = constrained._Step(wf, ctx, wf._counts_of(ctx))
+    step = constrained.reads._Step(wf, ctx, wf._counts_of(ctx))
     sample = [ctx.instances.get("vm-0")]
 
     def window() -> list[tuple[str, bool]]:
-        found = [(v.name, s) for v, s in wf._window(ctx, step, sample)]
-        assert found == _window_walked(wf, ctx, step, sample)
+        found = [(v.name, s) for v, s in constrained.targeting._window(ctx, step, sample)]
+        assert found == _window_walked(ctx, step, sample)
         return found
 
     assert window() == [("cmp-2", False), ("cmp-1", True), ("cmp-3", True)]
@@ -1443,8 +1431,8 @@ def test_the_targets_of_a_window_have_the_room_of_now() -> None:
     ctx = _draining_beside_pending(2)
     ctx.admit("cmp-0")
     wf = constrained.ConstrainedWorkflow()
-    step = constrained._Step(wf, ctx, wf._counts_of(ctx))
-    window = wf._window(ctx, step, [ctx.instances.get("vm-0")])
+    step = constrained.reads._Step(wf, ctx, wf._counts_of(ctx))
+    window = constrained.targeting._window(ctx, step, [ctx.instances.get("vm-0")])
     assert [(t.host, t.free) for t in step.targets(window)] == [("cmp-1", 8)]
     ctx.submit(Move("vm-0", InstanceAction.LIVE_MIGRATE, "cmp-1"))
     assert [(t.host, t.free) for t in step.targets(window)] == [("cmp-1", 7)]
@@ -1462,12 +1450,12 @@ def test_the_draining_load_kept_is_that_of_a_recount(
     and most decisions bring up to date what was kept. When the capacity's
     or the instances' log cannot say, it is read anew, and the same session
     runs."""
-    original = constrained.ConstrainedWorkflow._draining_load
+    original = constrained.opening._draining_load
     kept: list[bool] = []
 
-    def checked(self: Any, ctx: Any, step: Any) -> int:
+    def checked(ctx: Any, step: Any) -> int:
         before = step.counts.draining_taken
-        found = original(self, ctx, step)
+        found = original(ctx, step)
         kept.append(step.counts.draining_taken is before)
         draining = [h.name for h in ctx.hosts.in_state(HostState.DRAINING)]
         members = sum(
@@ -1483,9 +1471,9 @@ def test_the_draining_load_kept_is_that_of_a_recount(
         assert found == taken == members, (found, taken, members)
         return found
 
-    monkeypatch.setattr(constrained.ConstrainedWorkflow, "_draining_load", checked)
-    monkeypatch.setattr(constrained, "TARGET_WINDOW", 6)
-    monkeypatch.setattr(constrained, "CANDIDATE_WINDOW", 5)
+    monkeypatch.setattr(constrained.opening, "_draining_load", checked)
+    monkeypatch.setattr(constrained.windows, "TARGET_WINDOW", 6)
+    monkeypatch.setattr(constrained.windows, "CANDIDATE_WINDOW", 5)
     whole = _answered_late(tmp_path / "kept")
     assert whole[0] == "MAINTENANCE_DONE"
     assert len(kept) > 20
@@ -1496,9 +1484,9 @@ def test_the_draining_load_kept_is_that_of_a_recount(
     assert kept.count(False) > 5, kept.count(False)
     kept.clear()
     monkeypatch.undo()
-    monkeypatch.setattr(constrained.ConstrainedWorkflow, "_draining_load", checked)
-    monkeypatch.setattr(constrained, "TARGET_WINDOW", 6)
-    monkeypatch.setattr(constrained, "CANDIDATE_WINDOW", 5)
+    monkeypatch.setattr(constrained.opening, "_draining_load", checked)
+    monkeypatch.setattr(constrained.windows, "TARGET_WINDOW", 6)
+    monkeypatch.setattr(constrained.windows, "CANDIDATE_WINDOW", 5)
     _marks_sometimes_unknown(monkeypatch, WorkingSetAdapter, 0.2)
     assert _answered_late(tmp_path / "moves unknown") == whole
     assert kept.count(False) > 5, kept.count(False)
@@ -1510,16 +1498,16 @@ def test_the_draining_load_kept_leaves_out_a_move_towards_a_host_that_started_dr
     draining load kept (brought up to date, not read anew) says so."""
     ctx = _draining_beside_pending(2, pending_holds=1)  # vm-0, vm-1; vm-9 on cmp-1
     wf = constrained.ConstrainedWorkflow()
-    step = constrained._Step(wf, ctx, wf._counts_of(ctx))
-    assert wf._draining_load(ctx, step) == 2
+    step = constrained.reads._Step(wf, ctx, wf._counts_of(ctx))
+    assert constrained.opening._draining_load(ctx, step) == 2
     kept = step.counts.draining_taken
     ctx.admit("cmp-0")
     ctx.submit(Move("vm-0", InstanceAction.MIGRATE, target="cmp-1"))
-    assert wf._draining_load(ctx, step) == 1  # vm-1
+    assert constrained.opening._draining_load(ctx, step) == 1  # vm-1
     ctx.set_host_state("cmp-1", HostState.DRAINING)
-    assert wf._draining_load(ctx, step) == 2  # vm-1 and vm-9, not vm-0 on its way
+    assert constrained.opening._draining_load(ctx, step) == 2  # vm-1 and vm-9, not vm-0 on its way
     assert step.counts.draining_taken is kept
-    assert constrained._DrainingTaken.read(ctx).total == 2
+    assert constrained.walks._DrainingTaken.read(ctx).total == 2
 
 
 def test_the_fleet_targets_kept_are_those_of_a_read_of_every_host(
@@ -1531,25 +1519,25 @@ def test_the_fleet_targets_kept_are_those_of_a_read_of_every_host(
     run they are what reading every host gives, and most dry runs patch
     what was kept. When the capacity's log cannot say, they are read anew,
     and the same session runs."""
-    original = constrained.ConstrainedWorkflow._fleet_targets
+    original = constrained.targeting._fleet_targets
     kept: list[bool] = []
 
-    def checked(self: Any, ctx: Any, step: Any) -> Any:
+    def checked(ctx: Any, step: Any) -> Any:
         before = step.counts.fleet_targets
-        found = original(self, ctx, step)
+        found = original(ctx, step)
         kept.append(before is not None and step.counts.fleet_targets is before)
-        retiring = self._retiring(ctx)
+        retiring = step.wf._retiring(ctx)
         expected = [
             (h.name, ctx.capacity.free(h.name), stays)
             for h in ctx.hosts
-            if (stays := constrained._target_state(h, retiring)) is not None
+            if (stays := constrained.state._target_state(h, retiring)) is not None
         ]
         assert [(t.host, t.free, t.stays) for t in found] == expected
         return found
 
-    monkeypatch.setattr(constrained.ConstrainedWorkflow, "_fleet_targets", checked)
-    monkeypatch.setattr(constrained, "TARGET_WINDOW", 6)
-    monkeypatch.setattr(constrained, "CANDIDATE_WINDOW", 5)
+    monkeypatch.setattr(constrained.targeting, "_fleet_targets", checked)
+    monkeypatch.setattr(constrained.windows, "TARGET_WINDOW", 6)
+    monkeypatch.setattr(constrained.windows, "CANDIDATE_WINDOW", 5)
     whole = _answered_late(tmp_path / "kept")
     assert whole[0] == "MAINTENANCE_DONE"
     assert len(kept) > 10, len(kept)
@@ -1594,7 +1582,7 @@ def test_a_pass_asks_the_pipeline_once_for_all_its_hosts_in_flight(paused: bool)
     only; a host not in flight (never admitted, or its work ended) is
     asked about on its own, each time."""
     ctx = _CountedAdmit(paused)
-    admission = constrained._Admission(ctx)  # type: ignore[arg-type]
+    admission = constrained.budgets._Admission(ctx)  # type: ignore[arg-type]
     hosts = [
         _host("cmp-0", started=True),
         _host("cmp-1", started=False),
@@ -1616,25 +1604,25 @@ def test_the_hosts_found_steady_are_passed_as_a_full_read_of_each_passes_them(
     flight, its chosen all startable) while its view and chosen list are
     the same ones, nothing is bound for it and the session is not paused:
     the same session runs when every pass reads every host whole."""
-    original = constrained.ConstrainedWorkflow._pump
+    original = constrained.placement._pump
     kept_hosts: list[int] = []
 
-    def counted(self: Any, ctx: Any, step: Any, cst: Any) -> Any:
+    def counted(ctx: Any, step: Any, cst: Any) -> Any:
         draining = step.counts.draining
         kept_hosts.append(0 if draining is None else len(draining.steady))
-        return original(self, ctx, step, cst)
+        return original(ctx, step, cst)
 
-    monkeypatch.setattr(constrained.ConstrainedWorkflow, "_pump", counted)
+    monkeypatch.setattr(constrained.placement, "_pump", counted)
     whole = _answered_late(tmp_path / "kept")
     assert whole[0] == "MAINTENANCE_DONE"
     assert sum(kept_hosts) > len(kept_hosts)  # most passes find hosts as they were
 
-    def read_whole(self: Any, ctx: Any, step: Any, cst: Any) -> Any:
+    def read_whole(ctx: Any, step: Any, cst: Any) -> Any:
         if step.counts.draining is not None:
             step.counts.draining.steady.clear()
-        return original(self, ctx, step, cst)
+        return original(ctx, step, cst)
 
-    monkeypatch.setattr(constrained.ConstrainedWorkflow, "_pump", read_whole)
+    monkeypatch.setattr(constrained.placement, "_pump", read_whole)
     assert _answered_late(tmp_path / "whole") == whole
 
 
@@ -1650,7 +1638,7 @@ def test_the_window_sample_is_the_least_instance_of_each_host_type() -> None:
     hosts = {name: SimpleNamespace(name=name, type=kind) for name, kind in types.items()}
     ctx = SimpleNamespace(hosts=SimpleNamespace(get=hosts.get))
     step = SimpleNamespace(counts=SimpleNamespace(any_ruled=False))
-    sample = constrained.ConstrainedWorkflow._window_sample
+    sample = constrained.targeting._window_sample
     for _ in range(200):
         on = [*types, "gone"]
         insts = [
@@ -1682,7 +1670,7 @@ def test_the_window_sample_is_the_least_instance_of_each_host_type() -> None:
         def members(views: Any) -> list[planner.Member]:
             return [planner.Member(v.instance_id, "p", "g", v.vcpus) for v in views]
 
-        kept = [constrained._HeldOn.of(on, held, members) for on in by_host.values()]
+        kept = [constrained.draining._HeldOn.of(on, held, members) for on in by_host.values()]
         leasts = [on.least for on in kept if on is not None]
         assert sample(ctx, step, leasts) == expected  # type: ignore[arg-type]
 
@@ -1714,9 +1702,9 @@ def test_the_idle_open_hosts_kept_are_those_of_a_walk(
         walk = [
             h.name
             for h in ctx.hosts.in_state(HostState.DRAINED, HostState.IN_MAINTENANCE)
-            if not h.stage & constrained.BUSY
+            if not h.stage & constrained.state.BUSY
         ]
-        names = [h.name for h in sorted(found, key=constrained._POSITION)]
+        names = [h.name for h in sorted(found, key=constrained.state._POSITION)]
         if names != walk:
             wrong.append((names, walk))
         if kept[-1]:
@@ -1770,19 +1758,19 @@ def test_a_pause_holds_the_hosts_found_steady(
     session is not paused (the answer of the first of them in flight is
     that of all): paused once hosts are found steady, the session starts
     no migration until resumed, then completes."""
-    original = constrained.ConstrainedWorkflow._pump
+    original = constrained.placement._pump
     steady_now = [0]
     steady_while_paused: list[int] = []
     paused = [False]
 
-    def counted(self: Any, ctx: Any, step: Any, cst: Any) -> Any:
+    def counted(ctx: Any, step: Any, cst: Any) -> Any:
         draining = step.counts.draining
         steady_now[0] = 0 if draining is None else len(draining.steady)
         if paused[0]:
             steady_while_paused.append(steady_now[0])
-        return original(self, ctx, step, cst)
+        return original(ctx, step, cst)
 
-    monkeypatch.setattr(constrained.ConstrainedWorkflow, "_pump", counted)
+    monkeypatch.setattr(constrained.placement, "_pump", counted)
     c = fleet(tmp_path)
     try:
         sid = c.engine.create_session(SessionRequest(workflow="constrained", actions=UPGRADE))

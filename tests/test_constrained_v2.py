@@ -637,7 +637,7 @@ def test_moves_are_checked_while_the_dry_run_covers_the_hosts_pending(
     layout[f"cmp-{hosts - 1}"] = []
 
     def checked_with(dry_run_hosts: int) -> list[int]:
-        monkeypatch.setattr(constrained, "DRY_RUN_HOSTS", dry_run_hosts)
+        monkeypatch.setattr(constrained.windows, "DRY_RUN_HOSTS", dry_run_hosts)
         pending_at_checks.clear()
         ctx = cluster(
             layout,

@@ -40,7 +40,7 @@ def test_a_hosts_moving_or_out_of_scope_instances_are_not_its_members() -> None:
     )
     wf = constrained.ConstrainedWorkflow()
     counts = wf._counts_of(ctx)
-    step = constrained._Step(wf, ctx, counts)
+    step = constrained.reads._Step(wf, ctx, counts)
     pending = ctx.hosts.get("cmp-1")
     assert pending is not None
     load = step.pending(pending).load
@@ -75,8 +75,8 @@ def test_a_pending_hosts_out_of_scope_instance_takes_no_room_when_it_opens() -> 
     )
     wf = constrained.ConstrainedWorkflow()
     cst = ctx.state_of(constrained.ConstrainedState)
-    step = constrained._Step(wf, ctx, wf._counts_of(ctx))
-    assert wf._open(ctx, step, cst) == (True, False)
+    step = constrained.reads._Step(wf, ctx, wf._counts_of(ctx))
+    assert constrained.opening._open(ctx, step, cst) == (True, False)
     opened = ctx.hosts.get("cmp-1")
     assert opened is not None
     assert opened.state == HostState.DRAINING

@@ -62,12 +62,12 @@ def test_the_kept_scores_of_the_hosts_opened_ahead_are_those_of_their_loads(
         ranked.append(len(candidates))
         return found
 
-    kept_idle = constrained.ConstrainedWorkflow._idle_and_fed
+    kept_idle = constrained.opening._idle_and_fed
     tops: list[int] = []
 
-    def recounted(self: Any, step: Any, waiting: Any) -> Any:
+    def recounted(step: Any, waiting: Any) -> Any:
         """Each kept most is the heaviest idle group naming the host."""
-        idle, fed = kept_idle(self, step, waiting)
+        idle, fed = kept_idle(step, waiting)
         kept = step.counts.fed
         if kept is not None:
             most: dict[str, float] = {}
@@ -80,7 +80,7 @@ def test_the_kept_scores_of_the_hosts_opened_ahead_are_those_of_their_loads(
         return idle, fed
 
     monkeypatch.setattr(planner, "host_to_open_ahead", checked)
-    monkeypatch.setattr(constrained.ConstrainedWorkflow, "_idle_and_fed", recounted)
+    monkeypatch.setattr(constrained.opening, "_idle_and_fed", recounted)
     for seed in (1, 3, 7):
         (tmp_path / str(seed)).mkdir()
         assert _timeline(tmp_path / str(seed), seed=seed)[0] == "MAINTENANCE_DONE"
@@ -99,6 +99,6 @@ def test_the_candidates_ranked_are_the_first_by_weight_then_name(hosts: int) -> 
         for _ in range(hosts)
     }
     ranked = sorted(fed.items(), key=lambda item: (item[1], item[0]), reverse=True)
-    best = constrained.ConstrainedWorkflow._best(fed)
-    assert len(best) == len(set(best)) == min(len(fed), constrained.CANDIDATE_WINDOW)
-    assert set(best) == {n for n, _w in ranked[: constrained.CANDIDATE_WINDOW]}
+    best = constrained.opening._best(fed)
+    assert len(best) == len(set(best)) == min(len(fed), constrained.windows.CANDIDATE_WINDOW)
+    assert set(best) == {n for n, _w in ranked[: constrained.windows.CANDIDATE_WINDOW]}
