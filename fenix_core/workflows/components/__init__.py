@@ -19,7 +19,7 @@ rolling workflow did not when this port began (issue 18, P4), in order of
 user impact, with where each is now and the tests that hold it (all driven
 on ``tests/contract_driver.py``; those reading only the views run under the
 engine's ``StepContext`` too, ``tests/test_rolling_v2_step_context.py``).
-The constrained workflow (``v2/constrained.py``) builds on the rolling one
+The constrained workflow (the ``constrained`` package) builds on the rolling one
 and these components (tests/test_constrained_v2*.py). Not here: what the
 engine does around a workflow (the step runner, the reply intake,
 inventory, delivery).

@@ -21,14 +21,9 @@ at once (today's :mod:`fenix_core.workflows.constrained` is the spec).
     MAINTENANCE_COMPLETE: ``post`` actions, MAINTENANCE_COMPLETE to every
            project ──► MAINTENANCE_DONE
 
-Which hosts to open and where members go are the pure planner's
-(:func:`fenix_core.planner.hosts_to_open`, and when it opens none
-:func:`~fenix_core.planner.host_to_open_ahead`;
-:func:`~fenix_core.planner.assign_moves`,
-:func:`~fenix_core.planner.drain_sequence`) and the second-moves rule's
-
-The package, one concern a module (each module's docstring says what it
-keeps and how a step's work follows what changed; issue 18 items 2 and 6):
+The package, one concern a module (issue 18 item 2). Work per step follows
+what changed (issue 18 item 6): each module's docstring says how, for what
+it does.
 
 - :mod:`.workflow`: :class:`ConstrainedWorkflow`, its hooks, the
   feasibility check and scale-in, the waves and the hosts' stages, the

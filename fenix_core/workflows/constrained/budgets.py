@@ -1,7 +1,13 @@
 """The groups' budgets: the instances in recovery_time (:class:`_Recovery`),
 the members impacted now (:class:`_Impacted`), how many more of each group may
 be (:class:`_Budgets`), and the controls' admission of one pass's hosts
-(:class:`_Admission`)."""
+(:class:`_Admission`).
+
+The instances in recovery_time are kept per group with a heap of when each
+recovery ends (``_Recovery``, read from the instances' ``impacted_until``:
+not stored in the waves' state); the groups' budgets are worked out once
+per pass, per group when asked, and read the recoveries' counts as kept,
+not copied."""
 
 from __future__ import annotations
 

@@ -1,6 +1,16 @@
 """The per-group counts of a session (:class:`_Counts`, a cache of this
 process) and what they hold: the pending hosts' loads, the idle groups' weights
-(:class:`_Fed`) and the members of limited groups on a target (:class:`_GroupsOn`)."""
+(:class:`_Fed`) and the members of limited groups on a target (:class:`_GroupsOn`).
+
+Per-group counts (work left, pending hosts holding members) are a cache of
+this process, rebuilt from the views when the session was stepped elsewhere
+(``stamp``) or the constraints or the inventory changed, and they only rank
+choices: every limit is checked against the views. Each instance's
+``planner.Member`` is kept with the counts. The idle groups and the weight
+each pending host feeds (``_Fed``) are kept with the counts between opening
+decisions and worked out again only for the groups whose work left, pending
+hosts or members waiting on the open hosts changed, with each fed host's
+most weight: the scores the hosts opened ahead are ranked by."""
 
 from __future__ import annotations
 
@@ -42,7 +52,7 @@ class _PendingLoad:
 
 @attrs.define(slots=True)
 class _Fed:
-    """:meth:`ConstrainedWorkflow._idle_and_fed`'s answer, kept between
+    """:func:`~.opening._idle_and_fed`'s answer, kept between
     opening decisions (a cache of this process, kept with the counts) and
     brought up to date group by group: a decision at 1,000 hosts read every
     group with work left (most of the fleet's) and every pending host of
@@ -63,7 +73,7 @@ class _Fed:
     on: dict[str, tuple[str, ...]]
     #: Per host of ``fed``, the most weight of an idle group feeding it, when
     #: known: a host whose most was taken out is left out until worked out
-    #: again from its load (:meth:`ConstrainedWorkflow._open_ahead`). Its
+    #: again from its load (:func:`~.opening._open_ahead`). Its
     #: summed idle weight needs nothing kept: ``fed`` less ``feeders``.
     top: dict[str, float] = attrs.field(factory=dict)
 
@@ -95,7 +105,7 @@ class _Counts:
     limited: dict[str, bool] = attrs.field(factory=dict)
     #: (vcpus, host) of the pending hosts with instances, a heap: a lower
     #: bound of each one's load (nothing leaves a pending host, arrivals
-    #: only add), so its top bounds the smallest host :meth:`_open` could open.
+    #: only add), so its top bounds the smallest host :func:`~.opening._open` could open.
     pending_floor: list[tuple[int, str]] = attrs.field(factory=list)
     #: Pending hosts holding an instance that moved already (a first wave's
     #: instance parked there, or one moved while waiting made no room): opened
@@ -140,14 +150,14 @@ class _Counts:
     draining_taken: _DrainingTaken | None = None
     #: The fleet's targets of a dry run (:class:`_FleetTargets`).
     fleet_targets: _FleetTargets | None = None
-    #: Each instance as the planner takes it, built once (:meth:`_Step.member`).
+    #: Each instance as the planner takes it, built once (:meth:`~.reads._Step.member`).
     members: dict[str, planner.Member] = attrs.field(factory=dict)
     #: The inputs of the last opening decision that opened nothing and
-    #: changed nothing (:meth:`ConstrainedWorkflow._opening_inputs`): one
+    #: changed nothing (:func:`~.opening._opening_inputs`): one
     #: with the same inputs opens nothing again.
     opened_nothing: tuple[Any, ...] | None = None
     #: The inputs of the last placement that worked out its order, when no
-    #: member could start in it (:meth:`ConstrainedWorkflow._placement_inputs`):
+    #: member could start in it (:func:`~.placement._placement_inputs`):
     #: a placement with the same inputs finds the same empty order.
     empty_placement: tuple[tuple[Any, ...], dict[str, int]] | None = None
     #: The idle groups and the weight each pending host feeds as last worked
@@ -160,7 +170,7 @@ class _Counts:
     draining: _Draining | None = None
     #: The DRAINED and IN_MAINTENANCE hosts whose stage's operation does not
     #: run (not BUSY), and more (a host that turned BUSY is dropped at the
-    #: next read): what :meth:`ConstrainedWorkflow._run_hosts` advances. Good
+    #: next read): what :meth:`~.workflow.ConstrainedWorkflow._run_hosts` advances. Good
     #: while ``HostsView.changes`` answers ``idle_open_at`` (no host changed
     #: state), stages changing through ``ConstrainedWorkflow._set_stage``.
     idle_open: set[str] = attrs.field(factory=set)

@@ -1,5 +1,11 @@
 """The draining hosts' instances still to leave them, kept with the counts
-(:class:`_Draining`) and brought up to date from the change log."""
+(:class:`_Draining`) and brought up to date from the change log.
+
+The draining hosts' instances still to leave (``_Draining``: those a
+placement holds back, the draining loads of an opening decision) are kept
+with the counts and brought up to date from the instances the context's
+change log names (``ctx.instances.changed_since``), built anew when it
+cannot say; so are the moves in flight, which a decision reads once."""
 
 from __future__ import annotations
 
@@ -38,7 +44,7 @@ class _HeldOn:
     (:attr:`_Draining.held`) as a placement reads them: their views and
     members in id order, their ids, those of them that moved before, their
     vcpus, their groups (in the order they first come) and the one of least
-    (vCPUs, id), the only one of the host :meth:`ConstrainedWorkflow._window_sample`
+    (vCPUs, id), the only one of the host :func:`~.targeting._window_sample`
     can take."""
 
     views: tuple[InstanceView, ...]

@@ -1,5 +1,20 @@
 """The opening decision: which pending hosts start draining (:func:`_open`),
-opened whole or one ahead of its room."""
+opened whole or one ahead of its room.
+
+Which hosts to open is the pure planner's (:func:`fenix_core.planner.hosts_to_open`,
+and when it opens none :func:`~fenix_core.planner.host_to_open_ahead`), and
+``planner.hosts_to_open`` stops once no candidate left fits. A step builds an
+opening decision only when the room the planner's targets can have
+(``ctx.capacity.room``: the hosts where instances stay among the most free,
+counted from the index) covers the draining hosts' members and the lightest
+pending host's, and hands it to the planner only when its own window's room
+covers them and its lightest candidate's (:func:`_may_open`,
+:func:`_short_of_room`: the planner's own totals check, which turned down
+nine decisions in ten). An opening decision whose inputs are those of the
+last one, which opened nothing and changed nothing, is not made again. The
+drain dry run runs only when at most :data:`~.windows.DRY_RUN_HOSTS` hosts
+are left, and counts instead of placing where counting gives its verdict
+(``planner.drains_by_count``)."""
 
 from __future__ import annotations
 
@@ -87,7 +102,7 @@ def _opening_inputs(ctx: SessionContext, step: _Step, cst: ConstrainedState) -> 
 
 
 def _open_hosts(ctx: SessionContext, step: _Step, cst: ConstrainedState) -> tuple[bool, bool]:
-    """:meth:`_open`'s decision, made."""
+    """:func:`_open`'s decision, made."""
     if _none_left_to_open(ctx):
         return False, False
     open_now = len(ctx.hosts.in_state(*_OPEN, type="compute"))
@@ -362,7 +377,7 @@ def _idle_and_fed(
     """The idle groups (work left, fewer of their members ``waiting`` on
     the open hosts than they may move at once) with their weights, and
     for each pending host the idle weight it feeds (each group it holds
-    members of: its weight + 1): :meth:`_idle_and_fed_of`'s answer, kept
+    members of: its weight + 1): :func:`_idle_and_fed_of`'s answer, kept
     with the counts (:class:`_Fed`, not to be changed by the caller) and
     worked out again only for the groups whose work left, pending hosts
     (``refed``) or members waiting changed since the last one."""
@@ -459,11 +474,11 @@ def _idle_and_fed(
 def _idle_and_fed_of(
     step: _Step, waiting: Mapping[str, int]
 ) -> tuple[dict[str, float], dict[str, float]]:
-    """:meth:`_idle_and_fed` worked out from every group with work left."""
+    """:func:`_idle_and_fed` worked out from every group with work left."""
     counts = step.counts
     # Every group with work left is looked at (most of the fleet's groups
     # at 1,000 hosts, twice per decision): the lookups are bound once,
-    # and the weight (:meth:`_weight`) of a group with ``left`` members
+    # and the weight (:func:`~.reads._weight`) of a group with ``left`` members
     # still to do is worked out from its kept pace.
     rules, rule, paces, weight_of = step.rules, step.rule, counts.pace, _weight
     waiting_of = waiting.get
@@ -498,8 +513,8 @@ def _open_ahead(
     in what is left, the session can still be emptied with it open (the
     dry run) and its member fits with the draining hosts' on the targets.
     Its members then take only the room the others leave
-    (:meth:`_pump`). One at a time: none while a draining host's members
-    are not all covered. ``left_over``: :meth:`_left_over_room` when the
+    (:func:`~.placement._pump`). One at a time: none while a draining host's members
+    are not all covered. ``left_over``: :func:`_left_over_room` when the
     caller worked it out already (nothing changed since)."""
     if left_over is None:
         left_over = _left_over_room(ctx, step)
@@ -626,14 +641,14 @@ def _first_wave_size(
 def _may_open(ctx: SessionContext, step: _Step, cst: ConstrainedState) -> tuple[bool, int | None]:
     """False when no pending host can be opened for lack of room, known
     without building a decision: the free vCPUs the planner's targets
-    can have at most (:meth:`_window_room`) fall short of the members
+    can have at most (:func:`~.targeting._window_room`) fall short of the members
     left on the draining hosts plus the lightest pending host's (at most
     any candidate's), so ``planner.hosts_to_open`` would turn every
     candidate down on its totals. An empty pending host, an instance
     under the cloud's placement rules (its targets are its own), or the
     first wave's case (nothing drains, nothing under way makes room)
-    always decides. With it, :meth:`_left_over_room` when worked out
-    (:meth:`_open_ahead` reads it next)."""
+    always decides. With it, :func:`_left_over_room` when worked out
+    (:func:`_open_ahead` reads it next)."""
     counts = step.counts
     if counts.any_ruled:
         return True, None

@@ -1,5 +1,22 @@
 """The placement of one pass: every move the groups, targets and capacity
-allow now (:func:`_pump`), and its helpers."""
+allow now (:func:`_pump`), and its helpers.
+
+Where members go is the pure planner's (:func:`~fenix_core.planner.assign_moves`,
+:func:`~fenix_core.planner.drain_sequence`) and the second-moves rule's
+(:func:`fenix_core.second_moves.may_move_twice`). A pass asks about, disables
+and moves from the draining hosts that changed since (``unasked``,
+``undisabled``, the instances whose action is chosen). A placement hands the
+planner its members up to the last one that may start, and reuses the
+targets whose room did not change. Without a per-host limit, a placement (and
+the planner's ``fits_all``) finds each member's target by bisection over the
+targets sorted by room (``planner.assign_moves_unlimited``: the same moves).
+A placement reads the room where instances stay from the capacity index
+(``ctx.capacity.room`` with ``least``: the walk ``ctx.capacity.targets``
+makes for the one instance standing for the window) and builds its window
+only when a member may start. A placement whose inputs (the views' change
+numbers, the budgets of the groups that may start, the instances that may)
+are those of the last one worked out, which found no member to start, is not
+worked out again."""
 
 from __future__ import annotations
 
@@ -54,7 +71,7 @@ def _pump(ctx: SessionContext, step: _Step, cst: ConstrainedState) -> bool:
     # only when a group of theirs may lose one (most passes none may).
     ready: list[InstanceView] = []
     # Of whom ``ready`` is made, in its order: a host's whole chosen list
-    # (its members kept with it: :meth:`_Draining.members_of`), or
+    # (its members kept with it: :meth:`~.draining._Draining.members_of`), or
     # instances of a host with None.
     ready_from: list[tuple[str | None, list[InstanceView]]] = []
     views: dict[str, InstanceView] = {}
@@ -73,7 +90,7 @@ def _pump(ctx: SessionContext, step: _Step, cst: ConstrainedState) -> bool:
     # A host whose view and chosen list are those it had when last found
     # disabled, in flight and with all its chosen startable is that
     # still, but for what is bound for it now and a pause (most hosts;
-    # both read once a pass: :meth:`_Step.arrivals`, :class:`_Admission`).
+    # both read once a pass: :meth:`~.reads._Step.arrivals`, :class:`_Admission`).
     steady = kept.steady
     for host in _by_position(ctx, undisabled.union(chosen_on)):
         name = host.name
@@ -348,7 +365,7 @@ def _keeps_draining(
 ) -> Callable[[Sequence[tuple[str, str]]], bool] | None:
     """Whether the draining hosts, then the pending ones, can still all
     be emptied once the given moves (instance, target) are sent: the dry
-    run that let the hosts open (:meth:`_open_hosts`' ``feasible``), read
+    run that let the hosts open (:func:`~.opening._open_hosts`' ``feasible``), read
     from the views as they are now, with the moves' members on their
     targets. The waves place members as their groups let them move,
     where the dry run had placed them all its own way: a target it kept
@@ -450,7 +467,7 @@ def _placement_inputs(ctx: SessionContext, ready: list[InstanceView]) -> tuple[A
     them: the views' ``changes``, exact when another process stepped the
     session, whose load answers numbers never answered before), and the
     instances that may start (the lead times and the controls said so at
-    ``now``). Read after the moves of :meth:`_pump`'s own actions are
+    ``now``). Read after the moves of :func:`_pump`'s own actions are
     sent (a sent move changes the instances' number)."""
     return (
         ctx.request,
@@ -524,7 +541,7 @@ def _may_be_placed(
     behind: Container[str],
     partial: str | None,
 ) -> Mapping[str, Sequence[planner.Member]]:
-    """Each host's members less those :meth:`_up_to_last_startable`
+    """Each host's members less those :func:`_up_to_last_startable`
     leaves out wherever they come in the order (neither may start nor
     are held), left out before the order is sorted: at 1,000 hosts most
     of the draining hosts' members. Those of the hosts ``behind`` are

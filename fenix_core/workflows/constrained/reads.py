@@ -166,7 +166,7 @@ class _Step:
         return found
 
     def in_action(self) -> list[InstanceView]:
-        """The instances moving now (kept: :meth:`_Draining.in_action`),
+        """The instances moving now (kept: :meth:`~.draining._Draining.in_action`),
         read once per decision (the budgets
         and the arrivals read them; no move starts
         between those reads: a decision's moves are sent at its end)."""
@@ -296,7 +296,7 @@ def _recovery(ctx: SessionContext, step: _Step, cst: ConstrainedState) -> _Recov
 
 def _recovering(ctx: SessionContext, step: _Step, cst: ConstrainedState) -> _Recovery:
     """The instances in recovery as last read (those whose recovery ended
-    since are taken out by :meth:`_recovery`); built from the instances'
+    since are taken out by :func:`_recovery`); built from the instances'
     ``impacted_until`` when this process has not mirrored every recovery
     started (another process stepped the session, or the counts were
     built again): one pass over the session's instances."""

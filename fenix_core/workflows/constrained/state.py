@@ -1,6 +1,15 @@
 """What the constrained waves keep between steps (:class:`ConstrainedState`),
 the stage flags of a host in the waves, the constants and the small helpers
-every module of the package reads."""
+every module of the package reads.
+
+What it keeps: :class:`ConstrainedState` (constant size: the wave counter,
+the cache stamp, how many recoveries started, the first wave's partial
+host and the second moves it has left, and the moves being retried,
+bounded by the groups' impact limits, not by the fleet), the
+:class:`~fenix_core.workflows.rolling.RollingState` of the parts it
+shares with the rolling workflow, and per host its stage
+(``HostView.stage``), per instance its wave, lead time and recovery
+(``InstanceView.wave`` / ``not_before`` / ``impacted_until``)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,14 @@
 """The targets offered to the planner: the window of the best hosts for the
 instances a decision places, the room where instances stay, and every host
-that takes instances (the dry runs')."""
+that takes instances (the dry runs').
+
+The open hosts and their instances come from the context's indexes; the
+targets offered to the planner are a window of the best hosts from
+``ctx.capacity.targets`` (all of them when the window is larger than the
+fleet, the sampled instance's own host included), the walk of an instance
+without placement rules kept per placement class (:class:`~.walks._Walk`)
+and patched for the hosts whose capacity changed
+(``ctx.capacity.changed_since``), walked anew when it cannot say."""
 
 from __future__ import annotations
 
@@ -34,7 +42,7 @@ def _fleet_targets(ctx: SessionContext, step: _Step) -> list[planner.Target]:
     fleet places on. Kept with the counts (:class:`_FleetTargets`) and
     patched from the hosts whose capacity changed while no group has a
     per-host limit (a target then counts no member: it is its room and
-    kind); built from every host otherwise (:meth:`_all_targets`)."""
+    kind); built from every host otherwise (:func:`_all_targets`)."""
     if step.counts.any_limited:
         return _all_targets(ctx, step)
     retiring = step.wf._retiring(ctx)
@@ -47,7 +55,7 @@ def _fleet_targets(ctx: SessionContext, step: _Step) -> list[planner.Target]:
 def _window_room(ctx: SessionContext, step: _Step) -> int:
     """At most the free vCPUs of the targets a decision to open hosts
     offers the planner (no instance under the cloud's placement rules):
-    :meth:`_window` takes the first :data:`TARGET_WINDOW` hosts
+    :func:`_window` takes the first :data:`TARGET_WINDOW` hosts
     of ``ctx.capacity.targets`` (most free first, then by name, the
     instance's own host and the retiring ones skipped) whatever their
     state, and a host opened now fits only where instances stay
@@ -156,7 +164,7 @@ def _walks(ctx: SessionContext, counts: _Counts, retiring: frozenset[str]) -> di
 def _window_stay_room(
     ctx: SessionContext, step: _Step, instances: Sequence[InstanceView]
 ) -> int | None:
-    """The free vCPUs of :meth:`_window`'s hosts where instances stay,
+    """The free vCPUs of :func:`_window`'s hosts where instances stay,
     read from the capacity index without building the window, when one
     instance stands for it (no instance under the cloud's placement
     rules, one host type, computes): its window is the first
@@ -232,7 +240,7 @@ def _window_sample(
 
 def _all_targets(ctx: SessionContext, step: _Step) -> list[planner.Target]:
     """Every host that takes instances (the checks before the first
-    wave, and the dry run of the waves' moves: :meth:`_keeps_draining`)."""
+    wave, and the dry run of the waves' moves: :func:`~.placement._keeps_draining`)."""
     out = []
     retiring = step.wf._retiring(ctx)
     for view in ctx.hosts:

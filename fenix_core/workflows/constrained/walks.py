@@ -1,7 +1,12 @@
 """The kept walks of the targets' hosts (:class:`_Walk`), the fleet's
 targets of a dry run (:class:`_FleetTargets`) and what the draining hosts
 take (:class:`_DrainingTaken`): caches of this process, kept with the counts
-and patched from the hosts whose capacity changed."""
+and patched from the hosts whose capacity changed.
+
+What the draining hosts take, less the moves from them and towards them, is
+kept from the capacity's change log and the instances' (``_DrainingTaken``);
+so are the fleet's targets of the dry run of a host opened ahead
+(``_FleetTargets``), and the walk an instance's window takes (``_Walk``)."""
 
 from __future__ import annotations
 
@@ -125,7 +130,7 @@ def _walked_through(
 
 
 class _FleetTargets:
-    """The targets of :meth:`ConstrainedWorkflow._fleet_targets` (no group
+    """The targets of :func:`~.targeting._fleet_targets` (no group
     with a per-host limit): one slot per host in the hosts' order (``rank``),
     its target or None (it takes no instance), as of the capacity's
     ``mark`` for the retiring hosts ``retiring``. A target reads its host's

@@ -1,7 +1,13 @@
 """The constrained workflow itself (:class:`ConstrainedWorkflow`): its hooks,
 the feasibility check and scale-in, the waves and the hosts' stages, the
 questions to the projects and the ends of the moves. The decisions are the
-package's other modules'."""
+package's other modules'.
+
+It advances only the open hosts whose stage's operation is not running. A
+move's end reads the instances of its own wave (kept per project with the
+counts), an answer the project's instances on the draining hosts; the
+questions do not read again a host whose instances not asked about all wait
+for their projects' answers."""
 
 from __future__ import annotations
 
