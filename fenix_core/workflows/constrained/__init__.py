@@ -27,7 +27,8 @@ it does.
 
 - :mod:`.workflow`: :class:`ConstrainedWorkflow`, its hooks, the
   feasibility check and scale-in, the waves and the hosts' stages, the
-  questions and the moves' ends;
+  answers and the moves' ends;
+- :mod:`.questions`: what each project is asked about, and in which wave;
 - :mod:`.opening`: the opening decision (which pending hosts drain);
 - :mod:`.placement`: the placement of one pass (which moves start, where);
 - :mod:`.targeting`: the window of targets offered to the planner;

@@ -14,9 +14,7 @@ shares with the rolling workflow, and per host its stage
 from __future__ import annotations
 
 import random
-from collections.abc import (
-    Mapping,
-)
+from collections.abc import Mapping
 from datetime import datetime
 from operator import attrgetter
 from types import MappingProxyType

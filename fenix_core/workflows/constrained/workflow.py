@@ -1,13 +1,11 @@
 """The constrained workflow itself (:class:`ConstrainedWorkflow`): its hooks,
 the feasibility check and scale-in, the waves and the hosts' stages, the
-questions to the projects and the ends of the moves. The decisions are the
-package's other modules'.
+answers of the projects and the ends of the moves. The decisions and the
+questions are the package's other modules'.
 
 It advances only the open hosts whose stage's operation is not running. A
 move's end reads the instances of its own wave (kept per project with the
-counts), an answer the project's instances on the draining hosts; the
-questions do not read again a host whose instances not asked about all wait
-for their projects' answers."""
+counts), an answer the project's instances on the draining hosts."""
 
 from __future__ import annotations
 
@@ -16,13 +14,12 @@ from collections import Counter
 from collections.abc import (
     Mapping,
 )
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any, ClassVar
 
 import attrs
 
 from ... import planner
-from ...constraints import ConstraintSet, move_action
 from ...contract import (
     DisableHost,
     EnableHost,
@@ -46,7 +43,7 @@ from ...states import (
     InstanceState,
     SessionState,
 )
-from ..base import IN_SCOPE, actions_of, allowed_actions, default_action, retry_delay
+from ..base import IN_SCOPE, actions_of, retry_delay
 from ..components.ending import NOT_ENABLED_AGAIN
 from ..rolling import (
     MAX_SCALE_IN_ROUNDS,
@@ -57,7 +54,7 @@ from ..rolling import (
 )
 from . import caches, opening, placement
 from .caches import _Counts
-from .placement import _by_position
+from .questions import _action_for, _ask, _asked_of, _plan
 from .reads import _Step
 from .state import (
     _ASKED,
@@ -180,7 +177,7 @@ class ConstrainedWorkflow(RollingWorkflow):
         requested.sort(key=lambda i: i.instance_id)
         for inst in requested:
             chosen = instance_actions.get(inst.instance_id)
-            action = chosen or self._action_for(ctx, inst, cs, managed=True)
+            action = chosen or _action_for(ctx, inst, cs, managed=True)
             ctx.set_instance_state(inst.instance_id, InstanceState.ACTION_CHOSEN, action=action)
 
     # ------------------------------------------------------------------ decisions
@@ -348,7 +345,7 @@ class ConstrainedWorkflow(RollingWorkflow):
             return False
         held = False
         for _ in range(2):  # opening hosts may let more moves start at once
-            self._ask(ctx, step, cst)
+            _ask(self, ctx, step, cst)
             held = placement._pump(ctx, step, cst) or held
             if ctx.session.state in _FINAL:
                 return False
@@ -615,102 +612,7 @@ class ConstrainedWorkflow(RollingWorkflow):
             ctx.submit(EnableHost(host.name))
             self._set_stage(ctx, host.name, host.stage | BUSY)
 
-    # ------------------------------------------------------------------ questions
-
-    def _ask(self, ctx: SessionContext, step: _Step, cst: ConstrainedState) -> None:
-        """Tell the projects about instances on open hosts not asked yet."""
-        cs = step.cs
-        fresh: dict[str, list[InstanceView]] = {}
-        # The draining hosts that may hold instances not asked about: those
-        # opened or landed on since, and those whose projects still owe an answer.
-        unasked, blocked = step.counts.unasked, step.counts.blocked
-        waits: dict[str, bool] = {}  # per project: managed and awaiting an answer
-
-        def awaiting(project_id: str) -> bool:
-            found = waits.get(project_id)
-            if found is None:
-                project = ctx.projects.get(project_id)
-                found = waits[project_id] = (
-                    project is not None and project.managed and bool(project.awaiting)
-                )
-            return found
-
-        for host in _by_position(ctx, unasked):
-            draining = host.state == HostState.DRAINING
-            held_by = blocked.get(host.name)
-            if held_by is not None:
-                if draining and all(awaiting(p) for p in held_by):
-                    continue  # its instances wait for those answers (skipped below)
-                del blocked[host.name]
-            projects: set[str] = set()
-            if draining:
-                for inst in ctx.instances.on(host.name):
-                    if inst.state == InstanceState.PENDING:
-                        fresh.setdefault(inst.project_id, []).append(inst)
-                        projects.add(inst.project_id)
-            if not projects:
-                unasked.discard(host.name)
-            elif all(awaiting(p) for p in projects):
-                blocked[host.name] = frozenset(projects)
-        if not fresh:
-            return
-        wave = cst.wave + 1
-        asked: dict[str, list[InstanceView]] = {}
-        for project_id, insts in sorted(fresh.items()):
-            project = ctx.projects.get(project_id)
-            managed = project is not None and project.managed
-            if managed and project is not None and project.awaiting:
-                continue  # asked already; these wait for the answer
-            if managed and any(cs.instance(i.instance_id, i.project_id) for i in insts):
-                # Fenix's ETSI workflow asked about one instance at a time, and
-                # the managers written for it (OPNFV Doctor's VNFM, Tacker) act
-                # on instance_ids[0] only: the others wait for the next question.
-                insts = insts[:1]
-            for inst in insts:
-                own = cs.instance(inst.instance_id, inst.project_id)
-                lead = own.lead_time if own is not None else 0
-                not_before = ctx.now + timedelta(seconds=lead) if lead else None
-                self._plan(ctx, step.counts, inst, wave if managed else None, not_before)
-                if managed:
-                    ctx.set_instance_state(inst.instance_id, InstanceState.ACTION_REQUESTED)
-                else:
-                    ctx.set_instance_state(
-                        inst.instance_id,
-                        InstanceState.ACTION_CHOSEN,
-                        action=self._action_for(ctx, inst, cs, managed=False),
-                    )
-            if managed:
-                asked[project_id] = insts
-        if not asked:
-            return
-        cst.wave = wave
-        cst.stamp = step.counts.stamp = _new_stamp()  # the waves asked changed
-        for project_id, insts in asked.items():
-            # Each project hears only of its own instances, with the action the
-            # engine proposes for each from its constraints (it may answer
-            # with another one).
-            proposed = {i.instance_id: self._action_for(ctx, i, cs, managed=True) for i in insts}
-            # A lead time holds the moves (not_before): the notice says when.
-            held = [p.not_before for i in insts if (p := ctx.instances.get(i.instance_id))]
-            self.ask_projects(
-                ctx,
-                _ASKED,
-                {project_id: [i.instance_id for i in insts]},
-                allowed_actions=allowed_actions(ctx),
-                metadata={**ctx.request.metadata, "proposed_actions": proposed},
-                actions_at=max((t for t in held if t is not None), default=None),
-            )
-
-    def _action_for(
-        self, ctx: SessionContext, inst: InstanceView, cs: ConstraintSet, *, managed: bool
-    ) -> str:
-        """How to move an instance (:func:`fenix_core.constraints.move_action`)."""
-        allowed = allowed_actions(ctx)
-        own = cs.instance(inst.instance_id, inst.project_id)
-        found = move_action(own, allowed, live_migratable=inst.live_migratable, managed=managed)
-        return found if found is not None else default_action(inst.live_migratable, allowed)
-
-    # ------------------------------------------------------------------ moves
+    # ------------------------------------------------------------------ the moves' ends
 
     def _wave_move_ended(
         self, ctx: SessionContext, st: RollingState, op: Move | Watch, result: OpResult
@@ -862,57 +764,17 @@ class ConstrainedWorkflow(RollingWorkflow):
         wave = inst.wave
         if wave is None:
             return
-        ids = sorted(self._asked_of(ctx, counts, inst.project_id).get(wave, ()))
+        ids = sorted(_asked_of(ctx, counts, inst.project_id).get(wave, ()))
         asked = [v for i in ids if (v := ctx.instances.get(i)) is not None and v.wave == wave]
         if any(i.state in (*_WAITING, InstanceState.IN_ACTION) for i in asked):
             return
         for i in asked:
-            self._plan(ctx, counts, i, None, i.not_before)
+            _plan(ctx, counts, i, None, i.not_before)
         cst.stamp = counts.stamp = _new_stamp()  # the waves asked changed
         if self._managed(ctx, inst.project_id):
             ctx.notify_project(
                 inst.project_id, "ADMIN_ACTION_DONE", sorted(i.instance_id for i in asked)
             )
-
-    @staticmethod
-    def _asked_of(ctx: SessionContext, counts: _Counts, project_id: str) -> dict[int, list[str]]:
-        """The project's open waves (``_Counts.asked``), read from its
-        instances the first time."""
-        found = counts.asked.get(project_id)
-        if found is None:
-            found = counts.asked[project_id] = {}
-            for inst in ctx.instances.of(project_id):
-                if inst.wave is not None:
-                    found.setdefault(inst.wave, []).append(inst.instance_id)
-        return found
-
-    @staticmethod
-    def _plan(
-        ctx: SessionContext,
-        counts: _Counts,
-        inst: InstanceView,
-        wave: int | None,
-        not_before: datetime | None,
-    ) -> None:
-        """Set the instance's wave and lead time (its recovery kept), and
-        ``counts.asked`` with them."""
-        waves = counts.asked.get(inst.project_id)
-        if waves is not None and inst.wave != wave:
-            if inst.wave is not None:
-                left = waves.get(inst.wave)
-                if left is not None and inst.instance_id in left:
-                    left.remove(inst.instance_id)
-                    if not left:
-                        del waves[inst.wave]
-            if wave is not None:
-                waves.setdefault(wave, []).append(inst.instance_id)
-        ctx.set_instance_plan(
-            inst.instance_id, wave=wave, not_before=not_before, impacted_until=inst.impacted_until
-        )
-
-    # ------------------------------------------------------------------ opening hosts
-
-    # ------------------------------------------------------------------ targets
 
     # ------------------------------------------------------------------ bookkeeping
 
