@@ -68,7 +68,7 @@ from .core.replies import (
     ReplyFacts,
     ReplyIntake,
 )
-from .core.reply_inbox import SqlReplyFacts, SqlReplyInbox
+from .core.reply_inbox import SqlReplyInbox
 from .core.retry import DbRetry, check_retry_arguments
 from .core.runner import CoreRunner
 from .core.sql_store import SqlSessionStore
@@ -96,7 +96,7 @@ from .signals import SIGNALS, maintenance_host
 from .states import FINAL_SESSION_STATES, HostState, InstanceState
 from .store.database import migrate, open_database
 from .store.leases import live_holder
-from .store.schema import SessionClockRow, SessionRow, SessionStateRow, SubscriptionRow
+from .store.schema import SessionClockRow, SessionRow, SubscriptionRow
 from .views import build_approval_view
 
 __all__ = ["Engine"]
@@ -188,12 +188,6 @@ class _HeldFacts:
         self._noted.add(project_id)
 
 
-_SESSION_BODY = select(SessionStateRow.body).where(
-    SessionStateRow.session_id == bindparam("session_id"),
-    SessionStateRow.component == SESSION_COMPONENT,
-)
-
-
 #: Whether a session has ended with nothing left to follow: its state and
 #: stored wake-up only (the rest of its rows are not needed for that).
 _STATE_AND_WAKE = (
@@ -201,23 +195,6 @@ _STATE_AND_WAKE = (
     .join(SessionClockRow, SessionClockRow.session_id == SessionRow.id)
     .where(SessionRow.id == bindparam("session_id"))
 )
-
-
-class _SqlFacts(SqlReplyFacts):
-    """Today's SQL reply facts; the allowed actions are in the session component."""
-
-    @property
-    def allowed_actions(self) -> Sequence[str]:
-        body = self._connection.scalar(_SESSION_BODY, {"session_id": self._session_id})
-        return tuple((body or {}).get("allowed_actions", ()))
-
-
-class _SqlInbox(SqlReplyInbox):
-    def facts(self, session_id: str) -> _SqlFacts:
-        found = super().facts(session_id)
-        return _SqlFacts(
-            self._connection, session_id, found.session_state, found.requires_instance_actions
-        )
 
 
 def _cloud_groups(ws: WorkingSet) -> dict[str, str]:
@@ -295,7 +272,7 @@ class Engine:
         self._stop = threading.Event()
         self._store = SqlSessionStore(self._db)
         self._leases = SqlLeaseKeeper(
-            self._db, self.worker_id, self.lease_seconds, self.lease_clock, table="session_clock"
+            self._db, self.worker_id, self.lease_seconds, self.lease_clock
         )
         self._noted: dict[str, set[str]] = {}
         self.admin_project_id = admin_project_id
@@ -335,7 +312,6 @@ class Engine:
         poller = SqlDbPoller(
             self._db,
             self.lease_clock,
-            table="session_clock",
             owner=self.worker_id,
             reading=self._store.reading,
             held=lambda: self._stepper.held_ids(),
@@ -913,10 +889,10 @@ class Engine:
         return self._stepper.steps_run
 
     @contextmanager
-    def _reply_transaction(self) -> Iterator[_SqlInbox]:
+    def _reply_transaction(self) -> Iterator[SqlReplyInbox]:
         # The store's: on SQLite the connection the steps write on.
         with self._store.transaction() as connection:
-            yield _SqlInbox(connection, self._requires_instance_actions, self._store)
+            yield SqlReplyInbox(connection, self._requires_instance_actions, self._store)
 
     def _append_replies(self, rows: Sequence[AcceptedReply]) -> None:
         # Replies to held sessions: checked in memory, nothing to read.

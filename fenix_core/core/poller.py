@@ -1,12 +1,11 @@
-"""The database side of finding due work (plan §3.3): sessions nobody holds.
+"""The database side of finding due work: sessions nobody holds.
 
-:class:`SqlDbPoller` implements :class:`~fenix_core.core.due.DbPoller` on
-today's tables: sessions with a wake-up at or before ``now`` whose lease is
-free or expired, and sessions with an unprocessed reply whose lease is free
-or expired. Sessions this engine holds are not its business (their wake-ups
-are in the engine's :class:`~fenix_core.core.due.DueQueue`). After migration
-0007 (P1) the same two queries read ``session_clock`` and the inbox's
-partial index of unprocessed rows.
+:class:`SqlDbPoller` implements :class:`~fenix_core.core.due.DbPoller`:
+sessions with a wake-up at or before ``now`` whose lease is free or
+expired, and sessions with an unprocessed reply whose lease is free or
+expired, read from ``session_clock`` and the inbox's partial index of
+unprocessed rows. Sessions this engine holds are not its business (their
+wake-ups are in the engine's :class:`~fenix_core.core.due.DueQueue`).
 
 On PostgreSQL "expired" is decided by the database's ``now()``, as the
 lease keeper decides it (:func:`~fenix_core.core.leases.on_database_clock`),
@@ -58,7 +57,7 @@ from sqlalchemy import (
 )
 
 from ..clock import Clock, RealClock
-from ..store.schema import InboxRow, SessionClockRow, SessionRow, UTCDateTime
+from ..store.schema import InboxRow, SessionClockRow, UTCDateTime
 from .leases import DatabaseClock, on_database_clock
 from .sql_store import Driver, Prepared
 
@@ -79,9 +78,7 @@ def _unprocessed() -> Select[Any]:
     )
 
 
-def _due_query(
-    clock_table: bool, database_clock: bool, sqlite: bool = False
-) -> CompoundSelect[Any]:
+def _due_query(database_clock: bool, sqlite: bool = False) -> CompoundSelect[Any]:
     """Sessions due by ``:now`` and sessions with unprocessed replies, whose
     lease is free or expired (by the database's ``now()`` or ``:lease_now``).
 
@@ -94,8 +91,8 @@ def _due_query(
     ``session_clock`` has no index of ``next_wake`` (migration 0014): the
     wake-ups are read from the table, one short row per session, which the
     earliest wake-up of :func:`_with_earliest` reads in full anyway."""
-    t: Any = SessionClockRow if clock_table else SessionRow
-    key = t.session_id if clock_table else t.id
+    t = SessionClockRow
+    key = t.session_id
     lease_now: ColumnElement[datetime] = (
         func.now() if database_clock else bindparam("lease_now", type_=UTCDateTime())
     )
@@ -121,12 +118,12 @@ def _due_query(
     return union(woken, replied)
 
 
-def _with_earliest(due: CompoundSelect[Any], clock_table: bool) -> CompoundSelect[Any]:
+def _with_earliest(due: CompoundSelect[Any]) -> CompoundSelect[Any]:
     """``due``'s ids, each with a NULL, and one more row: NULL and the
     earliest wake-up (now for an unprocessed reply) among the sessions not
     in ``:held`` (a JSON list), NULL when none has one (SQLite)."""
-    t: Any = SessionClockRow if clock_table else SessionRow
-    key = t.session_id if clock_table else t.id
+    t = SessionClockRow
+    key = t.session_id
     now = bindparam("now", type_=UTCDateTime())
     wake = case((key.in_(_unprocessed()), now), else_=t.next_wake)
     held: Select[Any] = select(literal_column("value")).select_from(
@@ -147,14 +144,11 @@ class SqlDbPoller:
         db: Engine,
         lease_clock: Clock | None = None,
         *,
-        table: str = "sessions",
         owner: str | None = None,
         reading: Callable[[], AbstractContextManager[Connection]] | None = None,
         held: Callable[[], Collection[str]] | None = None,
     ) -> None:
-        """``table``: where the wake-ups and leases are (``session_clock``
-        for the core's sessions, as the lease keeper's ``table``); ``owner``:
-        this worker, whose own leases count as free (a worker restarted with
+        """``owner``: this worker, whose own leases count as free (a worker restarted with
         its id takes its sessions back at once, as the lease keeper lets it);
         ``reading``: the connection to poll on (the session store's
         ``reading``: on SQLite the connection the steps write on, whose cache
@@ -163,8 +157,6 @@ class SqlDbPoller:
         or not SQLite: no poll is ever quiet)."""
         self._owner = owner
         self._reading = reading if reading is not None else db.connect
-        if table not in ("sessions", "session_clock"):
-            raise ValueError(f"no leases in table {table!r}")
         # As the lease keeper: the database's clock on PostgreSQL unless a
         # clock other than a DatabaseClock is given (tests), the machine's otherwise.
         self._lease_clock = lease_clock or RealClock()
@@ -174,7 +166,7 @@ class SqlDbPoller:
             lease_clock if database_clock and isinstance(lease_clock, DatabaseClock) else None
         )
         sqlite = db.dialect.name == "sqlite"
-        self._query = _due_query(table == "session_clock", database_clock, sqlite)
+        self._query = _due_query(database_clock, sqlite)
         self._held = held if sqlite else None
         # The earliest wake-up the last poll found among the sessions not
         # held here (None: none has one); nothing known before a poll.
@@ -191,11 +183,7 @@ class SqlDbPoller:
         # On SQLite the query goes to the driver's cursor, compiled once: a
         # simulated clock polls at almost every step, and SQLAlchemy's
         # per-execute work cost several times SQLite's.
-        polled = (
-            _with_earliest(self._query, table == "session_clock")
-            if self._held is not None
-            else self._query
-        )
+        polled = _with_earliest(self._query) if self._held is not None else self._query
         self._prepared = Prepared(polled, db.dialect) if sqlite else None
         self._last: tuple[Connection, Driver] | None = None
         # On PostgreSQL the database's clock comes with the answer, in the
