@@ -80,7 +80,8 @@ def _unprocessed() -> Select[Any]:
 
 def _due_query(database_clock: bool, sqlite: bool = False) -> CompoundSelect[Any]:
     """Sessions due by ``:now`` and sessions with unprocessed replies, whose
-    lease is free or expired (by the database's ``now()`` or ``:lease_now``).
+    lease is free, expired (by the database's ``now()`` or ``:lease_now``) or
+    ``:owner``'s: rows of (session id, 1 for an unprocessed reply else 0).
 
     ``sqlite``: the unprocessed replies are read through the partial index
     ``ix_inbox_unprocessed`` by name. Left to itself SQLite's planner scans
@@ -102,16 +103,18 @@ def _due_query(database_clock: bool, sqlite: bool = False) -> CompoundSelect[Any
         t.lease_expires.is_(None),
         t.lease_expires <= lease_now,
     )
-    woken = select(key).where(
+    woken: Select[Any, Any] = select(key, literal_column("0").label("replied")).where(
         t.next_wake.is_not(None),
         t.next_wake <= bindparam("now", type_=UTCDateTime()),
         free,
     )
     if sqlite:
-        replied: Select[Any] = select(key).where(key.in_(_unprocessed()), free)
+        replied: Select[Any, Any] = select(key, literal_column("1")).where(
+            key.in_(_unprocessed()), free
+        )
     else:
         replied = (
-            select(InboxRow.session_id)
+            select(InboxRow.session_id, literal_column("1"))
             .join(t, key == InboxRow.session_id)
             .where(InboxRow.processed_at.is_(None), free)
         )
@@ -119,7 +122,7 @@ def _due_query(database_clock: bool, sqlite: bool = False) -> CompoundSelect[Any
 
 
 def _with_earliest(due: CompoundSelect[Any]) -> CompoundSelect[Any]:
-    """``due``'s ids, each with a NULL, and one more row: NULL and the
+    """``due``'s rows, each with a NULL, and one more row: two NULLs and the
     earliest wake-up (now for an unprocessed reply) among the sessions not
     in ``:held`` (a JSON list), NULL when none has one (SQLite)."""
     t = SessionClockRow
@@ -131,8 +134,8 @@ def _with_earliest(due: CompoundSelect[Any]) -> CompoundSelect[Any]:
     )
     ids = due.subquery()
     return union_all(
-        select(ids.c[0], null()),
-        select(null(), func.min(wake)).where(key.not_in(held)),
+        select(ids.c[0], ids.c[1], null()),
+        select(null(), null(), func.min(wake)).where(key.not_in(held)),
     )
 
 
@@ -157,6 +160,10 @@ class SqlDbPoller:
         or not SQLite: no poll is ever quiet)."""
         self._owner = owner
         self._reading = reading if reading is not None else db.connect
+        #: Of the sessions the last poll found, those with an unprocessed
+        #: reply (this worker's own sessions among them: a reply another
+        #: worker or process wrote, which this one has not read).
+        self.replied: frozenset[str] = frozenset()
         # As the lease keeper: the database's clock on PostgreSQL unless a
         # clock other than a DatabaseClock is given (tests), the machine's otherwise.
         self._lease_clock = lease_clock or RealClock()
@@ -187,11 +194,15 @@ class SqlDbPoller:
         self._prepared = Prepared(polled, db.dialect) if sqlite else None
         self._last: tuple[Connection, Driver] | None = None
         # On PostgreSQL the database's clock comes with the answer, in the
-        # same statement (one row: now() and the due ids as an array; none
-        # is NULL), not in a round trip of its own.
+        # same statement (one row: now(), the due ids and their reply flags
+        # as arrays; none is NULL), not in a round trip of its own.
         due = self._query.subquery()
-        self._measured: Select[datetime, Sequence[Any]] | None = (
-            select(func.now(), func.array_agg(due.c.session_id)).select_from(due)
+        self._measured: Select[datetime, Sequence[Any], Sequence[Any]] | None = (
+            select(
+                func.now(),
+                func.array_agg(due.c.session_id),
+                func.array_agg(due.c.replied),
+            ).select_from(due)
             if self._measuring is not None
             else None
         )
@@ -230,15 +241,16 @@ class SqlDbPoller:
         if held is not None:
             params["held"] = json.dumps(list(held()))
             self._others_seen = self._others()
+        found: list[tuple[str, int]]
         with self._reading() as connection:
             if self._prepared is not None:
                 sql, values = self._prepared.sql, self._prepared.row(params)
                 rows = self._driver(connection).fetch(sql, values)
                 if held is None:
-                    found = [row[0] for row in rows]
+                    found = [(row[0], row[1]) for row in rows]
                 else:
-                    found = [row[0] for row in rows if row[0] is not None]
-                    earliest = next((row[1] for row in rows if row[0] is None), None)
+                    found = [(row[0], row[1]) for row in rows if row[0] is not None]
+                    earliest = next((row[2] for row in rows if row[0] is None), None)
                     self._earliest = (
                         None
                         if earliest is None
@@ -246,9 +258,10 @@ class SqlDbPoller:
                     )
                     self._known = True
             elif self._measured is not None and database_clock is not None:
-                database_now, ids = connection.execute(self._measured, params).one()
+                database_now, ids, flags = connection.execute(self._measured, params).one()
                 database_clock.measured(database_now, asked)
-                found = list(ids or ())
+                found = list(zip(ids or (), flags or (), strict=True))
             else:
-                found = list(connection.execute(self._query, params).scalars())
-        return sorted(set(found))
+                found = [(row[0], row[1]) for row in connection.execute(self._query, params)]
+        self.replied = frozenset(sid for sid, flag in found if flag)
+        return sorted({sid for sid, _ in found})
