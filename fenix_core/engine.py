@@ -108,7 +108,7 @@ _REQUESTED = InstanceState.ACTION_REQUESTED.value
 
 
 def working_rows(new: NewSession) -> NewSession:
-    """The factory's rows (today's column orders, :mod:`.records`) as the
+    """The factory's rows (the column orders of :mod:`.records`) as the
     working set's records store them (``FIELDS`` orders, migration 0007's
     columns at their starting values; ``sessions.data`` becomes the
     ``session`` component)."""

@@ -1,4 +1,4 @@
-"""``ConstraintService``: the constraint API both engines offer (plan §6).
+"""``ConstraintService``: the engine's constraint API.
 
 Group and instance constraints set, read, listed and deleted per project
 (:mod:`fenix_core.constraint_store` holds the rules and the SQL), the
@@ -8,10 +8,9 @@ outside any transaction, the constraints in force resolved into a
 (so a change written by another worker is seen at the next read), and the
 constraints a session's cloud listing contradicts (``ignored_constraints``).
 
-Today's :class:`~fenix_core.engine.Engine` and the core's
-:class:`~fenix_core.Engine` hold one each and delegate
-their public constraint methods to it; ``changed`` is how the engine that
-wrote learns of it (its running sessions decide with the new values at
+:class:`~fenix_core.Engine` holds one and delegates its public
+constraint methods to it; ``changed`` is how the engine that wrote learns
+of it (its running sessions decide with the new values at
 their next step).
 """
 

@@ -1,4 +1,4 @@
-"""When the sessions this engine holds are due (plan §3.3).
+"""When the sessions this engine holds are due.
 
 The engine keeps the wake-up time of every session it holds in memory, so a
 step finds due work without asking the database. A session rescheduled or

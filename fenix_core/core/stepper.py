@@ -1,4 +1,4 @@
-"""The step loop of the redesigned engine (plan §3.2, §3.3, §6).
+"""The engine's step loop.
 
 One step of one session: take it off the due queue (or from the poller when
 nobody holds it), make sure this engine leases it, load its working set if it
@@ -101,7 +101,7 @@ class StepOutcome:
 
 class StepRunner(Protocol):
     """Runs the workflow's hooks on a working set through a context and
-    collects the step's write (the hooks, replies and timers of P3/P4)."""
+    collects the step's write."""
 
     def run(self, working_set: WorkingSetLike, now: datetime, frame: StepFrame) -> StepOutcome: ...
 
