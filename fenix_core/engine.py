@@ -289,7 +289,7 @@ class Engine:
         # Host changes committed and not announced yet: those a dead process
         # left, then this engine's own.
         self._host_changes: list[HostChangeRec] = self._inventory.undelivered()
-        self._inventory_poll_at: datetime | None = None
+        self._next_look_at: datetime | None = None
         self._runner = CoreRunner(
             workflows=self._workflows,
             operations=CoreOperations(OperationRunner(self.plugins)),
@@ -729,16 +729,19 @@ class Engine:
             log.exception("listing the cloud's hosts failed")
             return None
 
-    def _poll_inventory(self, now: datetime) -> bool:
-        """Now and then (``now``: the lease clock), read the host changes
-        other workers committed (held sessions follow them at their next
-        step); whether it read them."""
-        if self._inventory_poll_at is not None and now < self._inventory_poll_at:
+    def _look_at_others(self, now: datetime) -> bool:
+        """Now and then (``now``: the lease clock), read what other workers
+        and processes committed that the held sessions decide on: the host
+        changes (held sessions follow them at their next step) and the
+        constraints (held sessions decide again with them); whether it read."""
+        if self._next_look_at is not None and now < self._next_look_at:
             return False
-        self._inventory_poll_at = now + timedelta(seconds=self.lease_seconds / 4)
+        self._next_look_at = now + timedelta(seconds=self.lease_seconds / 4)
         if self._retry("reading host changes", self._inventory.poll):
             for session_id in self._stepper.held_sessions():
                 self._stepper.wake(session_id)
+        if self._retry("reading the constraints' revision", self._constraints.changed_elsewhere):
+            self._constraints_changed()
         return True
 
     def _deliver_host_changes(self) -> None:
@@ -913,7 +916,7 @@ class Engine:
         with self._lock:
             # One reading of the lease clock for both, unless the database was read between.
             lease_now = self.lease_clock.now()
-            if self._poll_inventory(lease_now):
+            if self._look_at_others(lease_now):
                 lease_now = self.lease_clock.now()
             stepped = self._stepper.step(lease_now)
             self._deliver_host_changes()
