@@ -68,7 +68,7 @@ from .core.replies import (
     ReplyFacts,
     ReplyIntake,
 )
-from .core.reply_inbox import SqlReplyFacts, SqlReplyInbox
+from .core.reply_inbox import SqlReplyInbox
 from .core.retry import DbRetry, check_retry_arguments
 from .core.runner import CoreRunner
 from .core.sql_store import SqlSessionStore
@@ -96,7 +96,7 @@ from .signals import SIGNALS, maintenance_host
 from .states import FINAL_SESSION_STATES, HostState, InstanceState
 from .store.database import migrate, open_database
 from .store.leases import live_holder
-from .store.schema import SessionClockRow, SessionRow, SessionStateRow, SubscriptionRow
+from .store.schema import SessionClockRow, SessionRow, SubscriptionRow
 from .views import build_approval_view
 
 __all__ = ["Engine"]
@@ -108,7 +108,7 @@ _REQUESTED = InstanceState.ACTION_REQUESTED.value
 
 
 def working_rows(new: NewSession) -> NewSession:
-    """The factory's rows (today's column orders, :mod:`.records`) as the
+    """The factory's rows (the column orders of :mod:`.records`) as the
     working set's records store them (``FIELDS`` orders, migration 0007's
     columns at their starting values; ``sessions.data`` becomes the
     ``session`` component)."""
@@ -188,12 +188,6 @@ class _HeldFacts:
         self._noted.add(project_id)
 
 
-_SESSION_BODY = select(SessionStateRow.body).where(
-    SessionStateRow.session_id == bindparam("session_id"),
-    SessionStateRow.component == SESSION_COMPONENT,
-)
-
-
 #: Whether a session has ended with nothing left to follow: its state and
 #: stored wake-up only (the rest of its rows are not needed for that).
 _STATE_AND_WAKE = (
@@ -201,23 +195,6 @@ _STATE_AND_WAKE = (
     .join(SessionClockRow, SessionClockRow.session_id == SessionRow.id)
     .where(SessionRow.id == bindparam("session_id"))
 )
-
-
-class _SqlFacts(SqlReplyFacts):
-    """Today's SQL reply facts; the allowed actions are in the session component."""
-
-    @property
-    def allowed_actions(self) -> Sequence[str]:
-        body = self._connection.scalar(_SESSION_BODY, {"session_id": self._session_id})
-        return tuple((body or {}).get("allowed_actions", ()))
-
-
-class _SqlInbox(SqlReplyInbox):
-    def facts(self, session_id: str) -> _SqlFacts:
-        found = super().facts(session_id)
-        return _SqlFacts(
-            self._connection, session_id, found.session_state, found.requires_instance_actions
-        )
 
 
 def _cloud_groups(ws: WorkingSet) -> dict[str, str]:
@@ -295,7 +272,7 @@ class Engine:
         self._stop = threading.Event()
         self._store = SqlSessionStore(self._db)
         self._leases = SqlLeaseKeeper(
-            self._db, self.worker_id, self.lease_seconds, self.lease_clock, table="session_clock"
+            self._db, self.worker_id, self.lease_seconds, self.lease_clock
         )
         self._noted: dict[str, set[str]] = {}
         self.admin_project_id = admin_project_id
@@ -312,7 +289,7 @@ class Engine:
         # Host changes committed and not announced yet: those a dead process
         # left, then this engine's own.
         self._host_changes: list[HostChangeRec] = self._inventory.undelivered()
-        self._inventory_poll_at: datetime | None = None
+        self._next_look_at: datetime | None = None
         self._runner = CoreRunner(
             workflows=self._workflows,
             operations=CoreOperations(OperationRunner(self.plugins)),
@@ -335,7 +312,6 @@ class Engine:
         poller = SqlDbPoller(
             self._db,
             self.lease_clock,
-            table="session_clock",
             owner=self.worker_id,
             reading=self._store.reading,
             held=lambda: self._stepper.held_ids(),
@@ -753,16 +729,19 @@ class Engine:
             log.exception("listing the cloud's hosts failed")
             return None
 
-    def _poll_inventory(self, now: datetime) -> bool:
-        """Now and then (``now``: the lease clock), read the host changes
-        other workers committed (held sessions follow them at their next
-        step); whether it read them."""
-        if self._inventory_poll_at is not None and now < self._inventory_poll_at:
+    def _look_at_others(self, now: datetime) -> bool:
+        """Now and then (``now``: the lease clock), read what other workers
+        and processes committed that the held sessions decide on: the host
+        changes (held sessions follow them at their next step) and the
+        constraints (held sessions decide again with them); whether it read."""
+        if self._next_look_at is not None and now < self._next_look_at:
             return False
-        self._inventory_poll_at = now + timedelta(seconds=self.lease_seconds / 4)
+        self._next_look_at = now + timedelta(seconds=self.lease_seconds / 4)
         if self._retry("reading host changes", self._inventory.poll):
             for session_id in self._stepper.held_sessions():
                 self._stepper.wake(session_id)
+        if self._retry("reading the constraints' revision", self._constraints.changed_elsewhere):
+            self._constraints_changed()
         return True
 
     def _deliver_host_changes(self) -> None:
@@ -913,10 +892,10 @@ class Engine:
         return self._stepper.steps_run
 
     @contextmanager
-    def _reply_transaction(self) -> Iterator[_SqlInbox]:
+    def _reply_transaction(self) -> Iterator[SqlReplyInbox]:
         # The store's: on SQLite the connection the steps write on.
         with self._store.transaction() as connection:
-            yield _SqlInbox(connection, self._requires_instance_actions, self._store)
+            yield SqlReplyInbox(connection, self._requires_instance_actions, self._store)
 
     def _append_replies(self, rows: Sequence[AcceptedReply]) -> None:
         # Replies to held sessions: checked in memory, nothing to read.
@@ -937,7 +916,7 @@ class Engine:
         with self._lock:
             # One reading of the lease clock for both, unless the database was read between.
             lease_now = self.lease_clock.now()
-            if self._poll_inventory(lease_now):
+            if self._look_at_others(lease_now):
                 lease_now = self.lease_clock.now()
             stepped = self._stepper.step(lease_now)
             self._deliver_host_changes()

@@ -222,9 +222,10 @@ class OperationRunner:
         if self._constraint_source(driver):
             # New instances (scale-out, replacement pods) get their cloud groups.
             result["cloud_constraints"] = cloud_constraints_dict(driver.cloud_constraints(found))
-        # Listing the hosts too is how today's sessions notice host set changes;
-        # the redesigned core lists them with ListHosts and leaves it out
-        # (``list_hosts`` False): a fleet-sized result per inventoried host.
+        # Sessions list the hosts with ListHosts and leave them out of an
+        # inventory (``list_hosts`` False): a fleet-sized result per
+        # inventoried host. True is what operations stored by earlier
+        # releases ask for.
         if op.params.get("list_hosts", True):
             result["hosts"] = [host_to_dict(h) for h in driver.list_hosts()]
         return OperationStatus.done(**result)

@@ -16,6 +16,7 @@ from constrained_layouts import (
 )
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from test_leases import database_url, postgres, postgres_url  # noqa: F401 - fixtures
 
 from fenix_core import ActionSpec, Engine, SessionRequest, signals
 from fenix_core.constraints import CloudConstraints, GroupConstraints
@@ -44,8 +45,10 @@ class Cluster:
         managed: tuple[str, ...] = (),
         manager_options: dict[str, dict[str, Any]] | None = None,
         cloud: SimulatedCloud | None = None,
+        url: str = "sqlite://",
     ) -> None:
         self.clock = SimClock()
+        self.url = url
         self.cloud = cloud or SimulatedCloud(
             migration_seconds=30, live_migration_seconds=30, clock=self.clock
         )
@@ -54,11 +57,7 @@ class Cluster:
             self.cloud.add_host(host, vcpus=vcpus)
             for instance_id, project_id, size in instances:
                 self.cloud.add_instance(instance_id, project_id, host, vcpus=size)
-        self.engine = Engine(
-            clock=self.clock,
-            plugins=[self.cloud, TimedAction("upgrade", HOST_WORK)],
-            load_entry_points=False,
-        )
+        self.engine = self.worker("maint-1")
         options = manager_options or {}
         self.managers = {
             p: ScriptedManager(
@@ -69,6 +68,18 @@ class Cluster:
         self.host_events: list[tuple[datetime, str, str]] = []
         self.planned: list[tuple[datetime, dict[str, Any]]] = []
         self.listen()
+
+    def worker(self, worker_id: str) -> Engine:
+        """An engine on the cluster's database and clock (leases on it too,
+        so that its looks at the database follow the simulated time)."""
+        return Engine(
+            self.url,
+            clock=self.clock,
+            lease_clock=self.clock,
+            plugins=[self.cloud, TimedAction("upgrade", HOST_WORK)],
+            load_entry_points=False,
+            worker_id=worker_id,
+        )
 
     def listen(self) -> None:
         def on_host(sender: Engine, payload: dict[str, Any]) -> None:
@@ -289,9 +300,10 @@ def test_anti_affinity_group_with_no_spare_host_asks_its_manager_to_scale_in() -
     assert constraint_violations(cluster.cloud, cluster.engine.constraints()) == []
 
 
-def test_constraints_changed_mid_session_apply_from_the_next_decision() -> None:
-    layout = {f"cmp-{h}": [(f"vm-{h}-{k}", "app", 1) for k in range(2)] for h in range(6)}
-    cluster = Cluster(layout, managed=("app",))
+def tighten_mid_session(cluster: Cluster, write: Engine) -> datetime:
+    """Six hosts of two members of one group (4 impacted at once) under a
+    constrained session; once the first moves are under way, ``write``
+    lowers the group to 1 impacted with a 60 s recovery. Returns when."""
     e = cluster.engine
     e.set_group_constraints(group("web", "app", max_impacted_members=4))
     for h in range(6):
@@ -299,19 +311,24 @@ def test_constraints_changed_mid_session_apply_from_the_next_decision() -> None:
             e.set_instance_constraints(member(f"vm-{h}-{k}", "app", "web"))
     sid = e.create_session(SessionRequest(workflow="constrained", actions=UPGRADE))
     cluster.start = cluster.clock.now()
-    # Run until the first moves are under way, then tighten the group.
     while not [ev for ev in cluster.cloud.events if ev.kind == "migration_started"]:
         e.run_until_idle()
         cluster.clock.advance_to(e.next_wake() or cluster.clock.now() + timedelta(seconds=1))
     changed_at = cluster.clock.now()
-    e.set_group_constraints(group("web", "app", max_impacted_members=1, recovery_time=60))
+    write.set_group_constraints(group("web", "app", max_impacted_members=1, recovery_time=60))
     view = e.run_until_done(sid)
     assert view.state == "MAINTENANCE_DONE"
+    return changed_at
+
+
+def assert_tightened_from(cluster: Cluster, changed_at: datetime, applied_at: datetime) -> None:
+    """No move started at or after ``applied_at`` while another member was
+    moving or within its new 60 s recovery (a move that ended before the
+    change owes no recovery)."""
     moves = migrations(cluster.cloud)
-    started_later = [m for m in moves if m[1] > changed_at]
+    started_later = [m for m in moves if m[1] >= applied_at]
     assert started_later
     for iid, start, _end in started_later:
-        # No other member was moving, or within its new 60 s recovery.
         blocking = [
             other
             for other in moves
@@ -321,6 +338,32 @@ def test_constraints_changed_mid_session_apply_from_the_next_decision() -> None:
             and other[2] + timedelta(seconds=60) > start
         ]
         assert not blocking, (iid, start, blocking)
+
+
+def test_constraints_changed_mid_session_apply_from_the_next_decision() -> None:
+    layout = {f"cmp-{h}": [(f"vm-{h}-{k}", "app", 1) for k in range(2)] for h in range(6)}
+    cluster = Cluster(layout, managed=("app",))
+    changed_at = tighten_mid_session(cluster, cluster.engine)
+    assert_tightened_from(cluster, changed_at, changed_at + timedelta(microseconds=1))
+
+
+def test_constraints_another_worker_changes_apply_at_the_holders_next_look(
+    database_url: str,  # noqa: F811
+) -> None:
+    """A group tightened through another worker (its REST API, the CLI)
+    while this one holds the session: the holder reads the change at its
+    next look at the database (every lease_seconds / 4) and decides with it
+    from then on. It used to keep the values it loaded the session with
+    until it let the session go."""
+    layout = {f"cmp-{h}": [(f"vm-{h}-{k}", "app", 1) for k in range(2)] for h in range(6)}
+    cluster = Cluster(layout, managed=("app",), url=database_url)
+    other = cluster.worker("api-2")
+    try:
+        changed_at = tighten_mid_session(cluster, other)
+    finally:
+        other.close()
+    look = timedelta(seconds=cluster.engine.lease_seconds / 4)
+    assert_tightened_from(cluster, changed_at, changed_at + look)
 
 
 def test_group_removed_mid_session_members_fall_back_to_the_project_default() -> None:

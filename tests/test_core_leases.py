@@ -1,4 +1,5 @@
-"""The redesigned engine's lease keeper (fenix_core.core.leases) on a SQLite
+"""The engine's lease keeper (fenix_core.core.leases) and due poller
+(fenix_core.core.poller), on the ``session_clock`` rows the engine steps, on a SQLite
 file and, where a server can be started, on PostgreSQL: claims are
 compare-and-set on the token, a taken-over lease gets a new token (so the old
 holder's fence no longer matches), SKIP LOCKED never waits, and on
@@ -18,7 +19,7 @@ from fenix_core.clock import SimClock
 from fenix_core.core.leases import DatabaseClock, LeaseLost, SqlLeaseKeeper
 from fenix_core.core.poller import SqlDbPoller
 from fenix_core.store.database import migrate, open_database
-from fenix_core.store.schema import InboxRow, SessionRow
+from fenix_core.store.schema import InboxRow, SessionClockRow, SessionRow
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -44,15 +45,20 @@ def database(url: str, *sessions: str) -> Engine:
                     lease_token=0,
                 )
             )
+            connection.execute(
+                SessionClockRow.__table__.insert().values(session_id=sid)  # type: ignore[attr-defined]
+            )
     return db
 
 
 def lease_row(db: Engine, sid: str) -> tuple[str | None, int, datetime | None]:
     with db.connect() as connection:
         row = connection.execute(
-            select(SessionRow.lease_owner, SessionRow.lease_token, SessionRow.lease_expires).where(
-                SessionRow.id == sid
-            )
+            select(
+                SessionClockRow.lease_owner,
+                SessionClockRow.lease_token,
+                SessionClockRow.lease_expires,
+            ).where(SessionClockRow.session_id == sid)
         ).one()
     return row[0], row[1], row[2]
 
@@ -86,7 +92,9 @@ def test_a_lease_is_held_until_it_expires_then_taken_with_a_new_token(database_u
 def test_the_fence_carries_the_version_seen_at_the_claim(database_url: str) -> None:  # noqa: F811
     db = database(database_url, "s1")
     with db.begin() as connection:
-        connection.execute(update(SessionRow).where(SessionRow.id == "s1").values(version=7))
+        connection.execute(
+            update(SessionClockRow).where(SessionClockRow.session_id == "s1").values(version=7)
+        )
     keeper = SqlLeaseKeeper(db, "a", 30, SimClock(start=T0))
     keeper.claim(["s1"])
     assert keeper.fence("s1").version == 7
@@ -100,7 +108,11 @@ def test_postgresql_skips_a_locked_row_instead_of_waiting(postgres_url: str) -> 
     db = database(postgres_url, "s1", "s2")
     keeper = SqlLeaseKeeper(db, "a", 30)
     with db.connect() as locker:
-        locker.execute(select(SessionRow.id).where(SessionRow.id == "s1").with_for_update())
+        locker.execute(
+            select(SessionClockRow.session_id)
+            .where(SessionClockRow.session_id == "s1")
+            .with_for_update()
+        )
         result: dict[str, object] = {}
         worker = threading.Thread(target=lambda: result.update(keeper.claim(["s1", "s2"])))
         worker.start()
@@ -119,8 +131,8 @@ def test_postgresql_expiry_follows_the_database_clock(postgres_url: str) -> None
     # if this machine's clock were far behind: the comparison is now() in SQL.
     with db.begin() as connection:
         connection.execute(
-            update(SessionRow)
-            .where(SessionRow.id == "s1")
+            update(SessionClockRow)
+            .where(SessionClockRow.session_id == "s1")
             .values(lease_owner="dead", lease_token=4, lease_expires=T0 - timedelta(days=365))
         )
     assert keeper.claim(["s1"])["s1"].token == 5
@@ -144,8 +156,8 @@ def test_the_poller_finds_due_sessions_no_live_lease_covers(database_url: str) -
             ("held-replied", None, "b", T0 + timedelta(seconds=10)),
         ):
             connection.execute(
-                update(SessionRow)
-                .where(SessionRow.id == sid)
+                update(SessionClockRow)
+                .where(SessionClockRow.session_id == sid)
                 .values(next_wake=wake, lease_owner=owner, lease_expires=expires)
             )
         for sid in ("replied", "held-replied"):
@@ -194,7 +206,11 @@ def test_postgresql_a_claim_takes_the_next_rows_past_those_another_claim_locks(
     db = database(postgres_url, *sids)
     keeper = SqlLeaseKeeper(db, "b", 30)
     with db.connect() as other:  # "a"'s claim, in flight
-        other.execute(select(SessionRow.id).where(SessionRow.id.in_(sids[:3])).with_for_update())
+        other.execute(
+            select(SessionClockRow.session_id)
+            .where(SessionClockRow.session_id.in_(sids[:3]))
+            .with_for_update()
+        )
         result: dict[str, object] = {}
         worker = threading.Thread(target=lambda: result.update(keeper.claim(sids, 2)))
         worker.start()

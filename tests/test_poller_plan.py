@@ -29,7 +29,7 @@ def test_the_poller_reads_unprocessed_replies_through_their_partial_index(
         sent.append((statement, params))
 
     event.listen(db, "before_cursor_execute", record)
-    assert SqlDbPoller(db, SimClock(T0), table="session_clock").poll(T0) == []
+    assert SqlDbPoller(db, SimClock(T0)).poll(T0) == []
     event.remove(db, "before_cursor_execute", record)
     statement, params = sent[-1]
     with db.connect() as connection:

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
+from test_leases import database_url, postgres, postgres_url  # noqa: F401 - fixtures
 
 from fenix_core import Engine, SessionRequest, signals
 from fenix_core.errors import Conflict, FenixError, Forbidden, InvalidInput, NotFound
@@ -312,6 +313,46 @@ def test_unknown_or_not_allowed_action_is_invalid(
         error = rejected(engine, InvalidInput, sid, "pa", f"ACK_{state}", {affected: action})
         assert error.field == f"instance_actions.{affected}", action
     accepted_afterwards(engine, sid, state, affected)
+
+
+def test_a_reply_to_a_session_another_engine_holds_is_checked_there_and_read_by_the_holder(
+    database_url: str,  # noqa: F811
+    cloud: SimulatedCloud,
+    fenix_clock: SimClock,
+    fenix_engine_factory: Callable[..., Engine],
+) -> None:
+    """operations.md: "reply() works from any worker". A reply that reaches
+    an engine which does not hold the session (another worker, a process
+    beside the workers) is checked in the database, the instance actions
+    against the cloud's allowed actions stored with the session; the worker
+    holding the session reads it at its next look at the database (it used
+    to read only the replies it accepted itself, and the session failed at
+    the reply deadline with the answer in its inbox)."""
+    holder = fenix_engine_factory(database_url=database_url, worker_id="holder")
+    holder.subscribe("pa")
+    holder.subscribe("pb")
+    sid = holder.create_session(SessionRequest())
+    holder.run_until_idle()
+    to_prepare(holder, sid)
+    other = fenix_engine_factory(database_url=database_url, worker_id="front-end")
+    assert sid not in other.held_sessions()
+    # EVICT is a known action, but SimulatedCloud does not offer it.
+    error = rejected(other, InvalidInput, sid, "pa", "ACK_PREPARE_MAINTENANCE", {"a-2": "EVICT"})
+    assert error.field == "instance_actions.a-2"
+    assert "MIGRATE" in str(error)  # the allowed ones are named
+    other.reply(sid, "pa", "ACK_PREPARE_MAINTENANCE", {"a-2": "LIVE_MIGRATE"})
+    assert sid not in other.held_sessions()
+    # The holder reads it at its next look at the database, long before the
+    # deadline that would otherwise find pa silent.
+    deadline = holder.project_view(sid, "pa").reply_at
+    assert deadline is not None
+    fenix_clock.advance(10)
+    holder.run_until_idle()
+    assert fenix_clock.now() < deadline
+    view = holder.project_view(sid, "pa")
+    assert view.state == "ACK_PREPARE_MAINTENANCE"
+    a2 = {i.instance_id: i for i in view.instances}["a-2"]
+    assert (a2.state, a2.action) == ("IN_ACTION", "LIVE_MIGRATE")
 
 
 def test_missing_or_malformed_instance_actions_are_invalid(

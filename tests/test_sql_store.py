@@ -376,7 +376,7 @@ def test_reads_and_reply_batches_use_the_writes_connection_and_leave_it_free(
     h = sqlite_harness
     pool = h.database.pool
     ws = _written_once(h)
-    poller = SqlDbPoller(h.database, table="session_clock", reading=h.store.reading)
+    poller = SqlDbPoller(h.database, reading=h.store.reading)
     assert poller.poll(T0) == ["s-1"]  # due at T0, its lease (to T0) expired
     with h.store.transaction() as db:
         db.execute(

@@ -117,6 +117,7 @@ class FakeRunner:
         self.started: list[tuple[str, object]] = []
         self.before_write: list[str] = []
         self.forgotten: list[str] = []
+        self.replies: list[str] = []
 
     def run(self, working_set: WorkingSetLike, now: datetime, frame: StepFrame) -> StepOutcome:
         ws = working_set
@@ -147,12 +148,16 @@ class FakeRunner:
     def forget(self, session_id: str) -> None:
         self.forgotten.append(session_id)
 
+    def replies_arrived(self, session_id: str) -> None:
+        self.replies.append(session_id)
+
 
 class FakePoller:
     def __init__(self, store: FakeStore, owner: str = "me") -> None:
         self.store = store
         self.owner = owner
         self.calls = 0
+        self.replied: frozenset[str] = frozenset()
 
     def poll(self, now: datetime) -> list[str]:
         self.calls += 1

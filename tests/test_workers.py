@@ -228,7 +228,7 @@ def test_postgresql_a_poll_reads_the_database_clock_in_its_own_statement(
     clock = DatabaseClock(machine)
     db = open_database(postgres_url)
     try:
-        poller = SqlDbPoller(db, clock, table="session_clock", owner="poller")
+        poller = SqlDbPoller(db, clock, owner="poller")
         statements: list[str] = []
         event.listen(db, "before_cursor_execute", lambda *a: statements.append(a[2]))
         assert clock.offset == timedelta(0)  # not measured yet: 5 minutes behind
@@ -263,10 +263,10 @@ def test_postgresql_a_worker_stalled_after_the_answer_does_not_read_the_database
     event.listen(slow, "after_cursor_execute", lambda *_: time.sleep(stall))
     try:
         if asking == "poll":
-            poller = SqlDbPoller(slow, clock, table="session_clock", owner="slow")
+            poller = SqlDbPoller(slow, clock, owner="slow")
             assert sid in poller.poll(clock.now() + timedelta(minutes=1))
         else:
-            keeper = SqlLeaseKeeper(slow, "slow", 30, clock, table="session_clock")
+            keeper = SqlLeaseKeeper(slow, "slow", 30, clock)
             assert sid in keeper.claim([sid])
         with fresh.connect() as connection:
             ahead = clock.now() - connection.execute(select(func.now())).scalar_one()

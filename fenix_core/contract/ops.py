@@ -1,7 +1,7 @@
 """Typed operations: what a workflow submits, and what comes back.
 
-The kinds and statuses carry the strings today's ``operations`` table
-stores, so the redesign reads rows written by the current release."""
+The kinds and statuses carry the strings the ``operations`` table
+stores, so rows written by earlier releases read the same."""
 
 from __future__ import annotations
 

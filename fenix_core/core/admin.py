@@ -151,7 +151,7 @@ class SessionAdmin:
 
     @staticmethod
     def _abandon_waits(adapter: WorkingSetAdapter, why: str) -> None:
-        """Stop following what only waits (today's ``Workflow._end``); an
+        """Stop following what only waits; an
         instance whose manager's own action was watched is PENDING again.
         Migrations in flight are followed to their end by the workflow."""
         ws = adapter.ws

@@ -1,4 +1,4 @@
-"""``ConstraintService``: the constraint API both engines offer (plan §6).
+"""``ConstraintService``: the engine's constraint API.
 
 Group and instance constraints set, read, listed and deleted per project
 (:mod:`fenix_core.constraint_store` holds the rules and the SQL), the
@@ -8,10 +8,11 @@ outside any transaction, the constraints in force resolved into a
 (so a change written by another worker is seen at the next read), and the
 constraints a session's cloud listing contradicts (``ignored_constraints``).
 
-Today's :class:`~fenix_core.engine.Engine` and the core's
-:class:`~fenix_core.Engine` hold one each and delegate
-their public constraint methods to it; ``changed`` is how the engine that
-wrote learns of it (its running sessions decide with the new values at
+:class:`~fenix_core.Engine` holds one and delegates its public
+constraint methods to it; ``changed`` is how the engine that wrote learns
+of it, and :meth:`ConstraintService.changed_elsewhere`, asked at the
+engine's periodic look at the database, how it learns of another worker's
+change (its running sessions decide with the new values at
 their next step).
 """
 
@@ -77,6 +78,9 @@ class ConstraintService:
         self._changed = changed
         self._lock = lock if lock is not None else threading.RLock()
         self._cached: tuple[int, ConstraintSet] | None = None
+        # The stored revision at the last look (:meth:`changed_elsewhere`),
+        # moved on by this service's own writes; None: no look yet.
+        self._seen: int | None = None
 
     # ------------------------------------------------------------------ writes
 
@@ -104,14 +108,16 @@ class ConstraintService:
         acting = _acting(project_id)
         with self._lock, Session(self._db) as orm, orm.begin():
             constraint_store.delete_group(orm, group_id, acting)
-        self._written()
+            revision = constraint_store.revision(orm)
+        self._written(revision)
 
     def delete_instance(self, instance_id: str, *, project_id: str | None = None) -> None:
         _str(instance_id, "instance_id")
         acting = _acting(project_id)
         with self._lock, Session(self._db) as orm, orm.begin():
             constraint_store.delete_instance(orm, instance_id, acting)
-        self._written()
+            revision = constraint_store.revision(orm)
+        self._written(revision)
 
     def _write(
         self,
@@ -127,11 +133,25 @@ class ConstraintService:
             constraint_store.write(
                 orm, now, group=group, instance=instance, acting=acting, cloud_owner=owner
             )
-        self._written()
+            revision = constraint_store.revision(orm)
+        self._written(revision)
 
-    def _written(self) -> None:
+    def _written(self, revision: int) -> None:
+        """This service wrote ``revision``: the engine's held sessions decide
+        again (``changed``); the next look reports only what others wrote."""
         self._cached = None
+        if self._seen is not None and revision == self._seen + 1:
+            self._seen = revision
         self._changed()
+
+    def changed_elsewhere(self) -> bool:
+        """Whether another worker or process changed the stored constraints
+        since the last look (one read of the revision). The first look only
+        notes it: what a session loads is read afresh anyway."""
+        with self._lock, Session(self._db) as orm:
+            revision = constraint_store.revision(orm)
+        seen, self._seen = self._seen, revision
+        return seen is not None and revision != seen
 
     def _cloud_owner(self, instance: InstanceConstraints | None) -> str | None:
         """The instance's project per the cloud, asked outside any transaction."""

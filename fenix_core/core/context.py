@@ -1,5 +1,5 @@
 """``StepContext``: the engine's :class:`~fenix_core.contract.SessionContext`
-for one step of one session, over a working set (plan §2.2-§2.4).
+for one step of one session, over a working set.
 
 Every rule of the contract is checked here before anything is recorded
 (a ``ContractError`` naming the host or instance and the rule). Host work
@@ -9,8 +9,8 @@ or ``Watch`` off a host that the pipeline has not admitted, so pause,
 windows, pacing and gates apply to every workflow.
 
 What the context needs of a working set is :class:`WorkingSetPort`, kept
-narrow so that the working set (P1) and this module could be built at once;
-the working set implements it directly or through a thin adapter."""
+narrow; the working set implements it through a thin adapter
+(:mod:`fenix_core.core.ws_port`)."""
 
 from __future__ import annotations
 
@@ -293,8 +293,8 @@ class StepContext:
         if state in DONE_HOST_STATES:
             self._finish(view)
         elif state in _RELEASED:
-            # A host lost in its work: the cloud settles from here (today's
-            # engine too); a skipped one is only let go.
+            # A host lost in its work: the cloud settles from here; a
+            # skipped one is only let go.
             self._pipeline.released(
                 host, settle_from=self._now if state == HostState.REMOVED else None
             )

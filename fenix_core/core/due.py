@@ -1,4 +1,4 @@
-"""When the sessions this engine holds are due (plan §3.3).
+"""When the sessions this engine holds are due.
 
 The engine keeps the wake-up time of every session it holds in memory, so a
 step finds due work without asking the database. A session rescheduled or
@@ -13,7 +13,7 @@ found by a :class:`DbPoller`, which the stepper runs on a wake-up or every
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from datetime import datetime
 from typing import Protocol
 
@@ -21,9 +21,14 @@ __all__ = ["DbPoller", "DueQueue"]
 
 
 class DbPoller(Protocol):
-    """Finds sessions that have something due and that no live lease covers
-    (unleased, or their lease expired), plus sessions with unprocessed
-    replies that nobody holds: one indexed query each."""
+    """Finds sessions that have something due and that no live lease of
+    another worker covers (unleased, expired, or this worker's own), and
+    sessions with unprocessed replies: one indexed query each."""
+
+    @property
+    def replied(self) -> Collection[str]:
+        """Of the sessions the last :meth:`poll` found, those with an
+        unprocessed reply."""
 
     def poll(self, now: datetime) -> Sequence[str]: ...
 

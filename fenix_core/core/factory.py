@@ -1,4 +1,4 @@
-"""A new session's validation and initial records, as pure code (plan §6).
+"""A new session's validation and initial records, as pure code.
 
 ``SessionFactory.build`` takes the request and what the caller read from the
 cloud and the database (hosts, instances, allowed actions, the cloud's
@@ -54,7 +54,7 @@ __all__ = [
 
 
 class WorkflowClass(Protocol):
-    """What the factory asks of a workflow class (today's and the contract's)."""
+    """What the factory asks of a workflow class."""
 
     @classmethod
     def validate_request(cls, request: SessionRequest, action_names: Iterable[str]) -> None: ...

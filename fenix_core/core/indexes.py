@@ -1,4 +1,4 @@
-"""The indexes of a working set (plan §3.4), kept in step by its setters so
+"""The indexes of a working set, kept in step by its setters so
 that no decision scans the fleet: hosts by state and type, instances by
 host, project, (project, host) and state, projects awaiting a reply with
 O(1) counts, and free vCPUs per host in buckets per placement class.

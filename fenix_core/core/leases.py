@@ -1,10 +1,10 @@
-"""Which engine worker steps which session: the lease keeper of the
-redesigned engine (plan §6), ported from :mod:`fenix_core.store.leases`.
+"""Which engine worker steps which session: the lease keeper.
 
-A lease is ``lease_owner``, ``lease_token`` (its generation: +1 whenever
-another worker takes the session) and ``lease_expires``. ``claim`` takes, in
+A lease is ``session_clock``'s ``lease_owner``, ``lease_token`` (its
+generation: +1 whenever another worker takes the session) and
+``lease_expires``. ``claim`` takes, in
 ONE statement, the leases that are free, expired or already this worker's,
-up to a ``limit`` (the worker's free capacity): an ``UPDATE ... WHERE id IN
+up to a ``limit`` (the worker's free capacity): an ``UPDATE ... WHERE session_id IN
 (SELECT ... LIMIT n FOR UPDATE SKIP LOCKED) RETURNING``. On PostgreSQL two
 workers claiming from the same due list at once split it (each skips the
 rows the other locked) instead of waiting on each other; on SQLite (one
@@ -54,15 +54,10 @@ from .ports import Fence
 
 __all__ = ["DatabaseClock", "LeaseLost", "SqlLeaseKeeper", "on_database_clock"]
 
-_TABLE: Table = Base.metadata.tables["sessions"]
-_T = _TABLE.c
-#: The table that holds the leases, and its session id column: today's
-#: ``sessions`` row, or migration 0007's ``session_clock`` (whose fenced
-#: UPDATE is the core's step write).
-LEASE_TABLES: dict[str, tuple[Table, str]] = {
-    "sessions": (_TABLE, "id"),
-    "session_clock": (Base.metadata.tables["session_clock"], "session_id"),
-}
+#: The table that holds the leases: ``session_clock``, whose fenced UPDATE
+#: is also every step's write (the lease columns of ``sessions`` are those
+#: of releases before migration 0007, no longer read or written).
+_TABLE: Table = Base.metadata.tables["session_clock"]
 
 
 class DatabaseClock:
@@ -114,10 +109,8 @@ def on_database_clock(db: Engine, clock: Clock | None) -> bool:
     return db.dialect.name == "postgresql" and (clock is None or isinstance(clock, DatabaseClock))
 
 
-def _claimable(
-    owner: str, now: ColumnElement[datetime], table: Table = _TABLE
-) -> ColumnElement[bool]:
-    c = table.c
+def _claimable(owner: str, now: ColumnElement[datetime]) -> ColumnElement[bool]:
+    c = _TABLE.c
     return or_(
         c.lease_owner.is_(None),
         c.lease_owner == owner,
@@ -127,7 +120,7 @@ def _claimable(
 
 
 class SqlLeaseKeeper:
-    """Implements :class:`fenix_core.core.ports.LeaseKeeper` on the sessions table."""
+    """Implements :class:`fenix_core.core.ports.LeaseKeeper` on ``session_clock``."""
 
     def __init__(
         self,
@@ -135,11 +128,7 @@ class SqlLeaseKeeper:
         owner: str,
         lease_seconds: float,
         clock: Clock | None = None,
-        *,
-        table: str = "sessions",
     ) -> None:
-        self._table, key = LEASE_TABLES[table]
-        self._key = self._table.c[key]
         self._db = db
         self.owner = owner
         self.lease = timedelta(seconds=lease_seconds)
@@ -198,7 +187,8 @@ class SqlLeaseKeeper:
             limit -= len(claimed)
         if not wanted or (limit is not None and limit <= 0):
             return claimed
-        table, key, c = self._table, self._key, self._table.c
+        table, c = _TABLE, _TABLE.c
+        key = c.session_id
         on_db = self._database_clock
         now: ColumnElement[datetime] = (
             func.now() if on_db else bindparam("now", self.clock.now(), type_=UTCDateTime())
@@ -210,14 +200,14 @@ class SqlLeaseKeeper:
         )
         candidates = (
             select(key)
-            .where(key.in_(wanted), _claimable(self.owner, now, table))
+            .where(key.in_(wanted), _claimable(self.owner, now))
             .order_by(key)
             .limit(limit)
             .with_for_update(skip_locked=True)
         )
         claim = (
             update(table)
-            .where(key.in_(candidates), _claimable(self.owner, now, table))
+            .where(key.in_(candidates), _claimable(self.owner, now))
             .values(
                 lease_owner=self.owner,
                 # The same token for a renewal, the next one for a take.
@@ -255,7 +245,8 @@ class SqlLeaseKeeper:
     ) -> list[Sequence[Any]]:
         """The claim as a read of the candidates and a compare-and-set on
         each one's token (SQLite without RETURNING: one writer at a time)."""
-        table, key, c = self._table, self._key, self._table.c
+        table, c = _TABLE, _TABLE.c
+        key = c.session_id
         found = connection.execute(
             select(key, c.lease_owner, c.lease_token, c.version).where(key.in_(candidates))
         ).all()
@@ -264,9 +255,7 @@ class SqlLeaseKeeper:
             new_token = token if holder == self.owner else token + 1
             taken = connection.execute(
                 update(table)
-                .where(
-                    key == session_id, c.lease_token == token, _claimable(self.owner, now, table)
-                )
+                .where(key == session_id, c.lease_token == token, _claimable(self.owner, now))
                 .values(lease_owner=self.owner, lease_token=new_token, lease_expires=expires)
             )
             if taken.rowcount == 1:
@@ -303,8 +292,8 @@ class SqlLeaseKeeper:
         self._handed.discard(session_id)
         with self._db.begin() as connection:
             connection.execute(
-                update(self._table)
-                .where(self._key == session_id, self._table.c.lease_owner == self.owner)
+                update(_TABLE)
+                .where(_TABLE.c.session_id == session_id, _TABLE.c.lease_owner == self.owner)
                 .values(lease_owner=None, lease_expires=None)
             )
 
@@ -315,7 +304,7 @@ class SqlLeaseKeeper:
         self._handed.clear()
         with self._db.begin() as connection:
             connection.execute(
-                update(self._table)
-                .where(self._table.c.lease_owner == self.owner)
+                update(_TABLE)
+                .where(_TABLE.c.lease_owner == self.owner)
                 .values(lease_owner=None, lease_expires=None)
             )

@@ -1,6 +1,5 @@
 """What the cloud's listings change in a session's records, applied by the
-engine before the workflow's ``on_operation`` (today's
-``Workflow.apply_inventory`` and ``HostLifecycle.reconcile`` / ``located``).
+engine before the workflow's ``on_operation``.
 
 * ``Inventory(hosts)`` done: instances not known yet are added (a project
   scaled out or re-created one; their project joins the session), known

@@ -1,13 +1,13 @@
-"""Starting and polling a working set's operations (plan §6: the core's
-``operations``), on :class:`~fenix_core.core.working_set.OpRec` records.
+"""Starting and polling a working set's operations, on
+:class:`~fenix_core.core.working_set.OpRec` records.
 
 The calls into the cloud driver, the action plug-ins and the gates are
 :class:`fenix_core.operations.OperationRunner` (one table of kinds,
 one place where a plug-in's exception becomes a failed status); this
 module hands it a light stand-in for the ORM row it was written for and
 records the answer into the working set with its setter, so the change is
-written by the session's next step. The poll intervals are today's
-(:func:`fenix_core.operations.poll_interval`).
+written by the session's next step. The poll intervals are
+:func:`fenix_core.operations.poll_interval`'s.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Notification delivery with a per-session watermark (plan §3.2, §5).
+"""Notification delivery with a per-session watermark.
 
 A step's notifications are committed in its transaction (outbox rows with
 consecutive ``seq`` per session) and delivered after the commit. What has

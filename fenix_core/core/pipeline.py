@@ -1,4 +1,4 @@
-"""The shared per-host pipeline (plan §2.4): pause, maintenance windows,
+"""The shared per-host pipeline: pause, maintenance windows,
 pacing, health gates and the settle delay, applied to every host of every
 workflow.
 

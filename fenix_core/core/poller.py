@@ -1,12 +1,11 @@
-"""The database side of finding due work (plan §3.3): sessions nobody holds.
+"""The database side of finding due work: sessions nobody holds.
 
-:class:`SqlDbPoller` implements :class:`~fenix_core.core.due.DbPoller` on
-today's tables: sessions with a wake-up at or before ``now`` whose lease is
-free or expired, and sessions with an unprocessed reply whose lease is free
-or expired. Sessions this engine holds are not its business (their wake-ups
-are in the engine's :class:`~fenix_core.core.due.DueQueue`). After migration
-0007 (P1) the same two queries read ``session_clock`` and the inbox's
-partial index of unprocessed rows.
+:class:`SqlDbPoller` implements :class:`~fenix_core.core.due.DbPoller`:
+sessions with a wake-up at or before ``now`` whose lease is free or
+expired, and sessions with an unprocessed reply whose lease is free or
+expired, read from ``session_clock`` and the inbox's partial index of
+unprocessed rows. Sessions this engine holds are not its business (their
+wake-ups are in the engine's :class:`~fenix_core.core.due.DueQueue`).
 
 On PostgreSQL "expired" is decided by the database's ``now()``, as the
 lease keeper decides it (:func:`~fenix_core.core.leases.on_database_clock`),
@@ -58,7 +57,7 @@ from sqlalchemy import (
 )
 
 from ..clock import Clock, RealClock
-from ..store.schema import InboxRow, SessionClockRow, SessionRow, UTCDateTime
+from ..store.schema import InboxRow, SessionClockRow, UTCDateTime
 from .leases import DatabaseClock, on_database_clock
 from .sql_store import Driver, Prepared
 
@@ -79,11 +78,10 @@ def _unprocessed() -> Select[Any]:
     )
 
 
-def _due_query(
-    clock_table: bool, database_clock: bool, sqlite: bool = False
-) -> CompoundSelect[Any]:
+def _due_query(database_clock: bool, sqlite: bool = False) -> CompoundSelect[Any]:
     """Sessions due by ``:now`` and sessions with unprocessed replies, whose
-    lease is free or expired (by the database's ``now()`` or ``:lease_now``).
+    lease is free, expired (by the database's ``now()`` or ``:lease_now``) or
+    ``:owner``'s: rows of (session id, 1 for an unprocessed reply else 0).
 
     ``sqlite``: the unprocessed replies are read through the partial index
     ``ix_inbox_unprocessed`` by name. Left to itself SQLite's planner scans
@@ -94,8 +92,8 @@ def _due_query(
     ``session_clock`` has no index of ``next_wake`` (migration 0014): the
     wake-ups are read from the table, one short row per session, which the
     earliest wake-up of :func:`_with_earliest` reads in full anyway."""
-    t: Any = SessionClockRow if clock_table else SessionRow
-    key = t.session_id if clock_table else t.id
+    t = SessionClockRow
+    key = t.session_id
     lease_now: ColumnElement[datetime] = (
         func.now() if database_clock else bindparam("lease_now", type_=UTCDateTime())
     )
@@ -105,28 +103,30 @@ def _due_query(
         t.lease_expires.is_(None),
         t.lease_expires <= lease_now,
     )
-    woken = select(key).where(
+    woken: Select[Any, Any] = select(key, literal_column("0").label("replied")).where(
         t.next_wake.is_not(None),
         t.next_wake <= bindparam("now", type_=UTCDateTime()),
         free,
     )
     if sqlite:
-        replied: Select[Any] = select(key).where(key.in_(_unprocessed()), free)
+        replied: Select[Any, Any] = select(key, literal_column("1")).where(
+            key.in_(_unprocessed()), free
+        )
     else:
         replied = (
-            select(InboxRow.session_id)
+            select(InboxRow.session_id, literal_column("1"))
             .join(t, key == InboxRow.session_id)
             .where(InboxRow.processed_at.is_(None), free)
         )
     return union(woken, replied)
 
 
-def _with_earliest(due: CompoundSelect[Any], clock_table: bool) -> CompoundSelect[Any]:
-    """``due``'s ids, each with a NULL, and one more row: NULL and the
+def _with_earliest(due: CompoundSelect[Any]) -> CompoundSelect[Any]:
+    """``due``'s rows, each with a NULL, and one more row: two NULLs and the
     earliest wake-up (now for an unprocessed reply) among the sessions not
     in ``:held`` (a JSON list), NULL when none has one (SQLite)."""
-    t: Any = SessionClockRow if clock_table else SessionRow
-    key = t.session_id if clock_table else t.id
+    t = SessionClockRow
+    key = t.session_id
     now = bindparam("now", type_=UTCDateTime())
     wake = case((key.in_(_unprocessed()), now), else_=t.next_wake)
     held: Select[Any] = select(literal_column("value")).select_from(
@@ -134,8 +134,8 @@ def _with_earliest(due: CompoundSelect[Any], clock_table: bool) -> CompoundSelec
     )
     ids = due.subquery()
     return union_all(
-        select(ids.c[0], null()),
-        select(null(), func.min(wake)).where(key.not_in(held)),
+        select(ids.c[0], ids.c[1], null()),
+        select(null(), null(), func.min(wake)).where(key.not_in(held)),
     )
 
 
@@ -147,14 +147,11 @@ class SqlDbPoller:
         db: Engine,
         lease_clock: Clock | None = None,
         *,
-        table: str = "sessions",
         owner: str | None = None,
         reading: Callable[[], AbstractContextManager[Connection]] | None = None,
         held: Callable[[], Collection[str]] | None = None,
     ) -> None:
-        """``table``: where the wake-ups and leases are (``session_clock``
-        for the core's sessions, as the lease keeper's ``table``); ``owner``:
-        this worker, whose own leases count as free (a worker restarted with
+        """``owner``: this worker, whose own leases count as free (a worker restarted with
         its id takes its sessions back at once, as the lease keeper lets it);
         ``reading``: the connection to poll on (the session store's
         ``reading``: on SQLite the connection the steps write on, whose cache
@@ -163,8 +160,10 @@ class SqlDbPoller:
         or not SQLite: no poll is ever quiet)."""
         self._owner = owner
         self._reading = reading if reading is not None else db.connect
-        if table not in ("sessions", "session_clock"):
-            raise ValueError(f"no leases in table {table!r}")
+        #: Of the sessions the last poll found, those with an unprocessed
+        #: reply (this worker's own sessions among them: a reply another
+        #: worker or process wrote, which this one has not read).
+        self.replied: frozenset[str] = frozenset()
         # As the lease keeper: the database's clock on PostgreSQL unless a
         # clock other than a DatabaseClock is given (tests), the machine's otherwise.
         self._lease_clock = lease_clock or RealClock()
@@ -174,7 +173,7 @@ class SqlDbPoller:
             lease_clock if database_clock and isinstance(lease_clock, DatabaseClock) else None
         )
         sqlite = db.dialect.name == "sqlite"
-        self._query = _due_query(table == "session_clock", database_clock, sqlite)
+        self._query = _due_query(database_clock, sqlite)
         self._held = held if sqlite else None
         # The earliest wake-up the last poll found among the sessions not
         # held here (None: none has one); nothing known before a poll.
@@ -191,19 +190,19 @@ class SqlDbPoller:
         # On SQLite the query goes to the driver's cursor, compiled once: a
         # simulated clock polls at almost every step, and SQLAlchemy's
         # per-execute work cost several times SQLite's.
-        polled = (
-            _with_earliest(self._query, table == "session_clock")
-            if self._held is not None
-            else self._query
-        )
+        polled = _with_earliest(self._query) if self._held is not None else self._query
         self._prepared = Prepared(polled, db.dialect) if sqlite else None
         self._last: tuple[Connection, Driver] | None = None
         # On PostgreSQL the database's clock comes with the answer, in the
-        # same statement (one row: now() and the due ids as an array; none
-        # is NULL), not in a round trip of its own.
+        # same statement (one row: now(), the due ids and their reply flags
+        # as arrays; none is NULL), not in a round trip of its own.
         due = self._query.subquery()
-        self._measured: Select[datetime, Sequence[Any]] | None = (
-            select(func.now(), func.array_agg(due.c.session_id)).select_from(due)
+        self._measured: Select[datetime, Sequence[Any], Sequence[Any]] | None = (
+            select(
+                func.now(),
+                func.array_agg(due.c.session_id),
+                func.array_agg(due.c.replied),
+            ).select_from(due)
             if self._measuring is not None
             else None
         )
@@ -242,15 +241,16 @@ class SqlDbPoller:
         if held is not None:
             params["held"] = json.dumps(list(held()))
             self._others_seen = self._others()
+        found: list[tuple[str, int]]
         with self._reading() as connection:
             if self._prepared is not None:
                 sql, values = self._prepared.sql, self._prepared.row(params)
                 rows = self._driver(connection).fetch(sql, values)
                 if held is None:
-                    found = [row[0] for row in rows]
+                    found = [(row[0], row[1]) for row in rows]
                 else:
-                    found = [row[0] for row in rows if row[0] is not None]
-                    earliest = next((row[1] for row in rows if row[0] is None), None)
+                    found = [(row[0], row[1]) for row in rows if row[0] is not None]
+                    earliest = next((row[2] for row in rows if row[0] is None), None)
                     self._earliest = (
                         None
                         if earliest is None
@@ -258,9 +258,10 @@ class SqlDbPoller:
                     )
                     self._known = True
             elif self._measured is not None and database_clock is not None:
-                database_now, ids = connection.execute(self._measured, params).one()
+                database_now, ids, flags = connection.execute(self._measured, params).one()
                 database_clock.measured(database_now, asked)
-                found = list(ids or ())
+                found = list(zip(ids or (), flags or (), strict=True))
             else:
-                found = list(connection.execute(self._query, params).scalars())
-        return sorted(set(found))
+                found = [(row[0], row[1]) for row in connection.execute(self._query, params)]
+        self.replied = frozenset(sid for sid, flag in found if flag)
+        return sorted({sid for sid, _ in found})

@@ -1,8 +1,8 @@
-"""The interfaces the redesigned engine's parts meet at (plan §7, P0).
+"""The interfaces the engine's parts meet at.
 
 Records are named by what they hold; their concrete classes belong to the
-working set (P1). Here they are Protocols so the stepper, the stores and
-the reply intake can be built against them at once."""
+working set. Here they are Protocols, so the stepper, the stores and the
+reply intake depend on what they use, not on each other."""
 
 from __future__ import annotations
 
@@ -100,7 +100,7 @@ class NewSession:
 
 
 class WorkingSetLike(Protocol):
-    """What the ports need of a loaded session (the working set, P1)."""
+    """What the ports need of a loaded session (the working set)."""
 
     @property
     def session_id(self) -> str: ...

@@ -1,6 +1,6 @@
-"""A session's initial records as plain tuples in today's column orders,
-built by pure code: the session factory builds a new session's rows with
-them, and today's runtime the rows of hosts, instances and projects that
+"""A session's initial records as plain tuples in the tables' column
+orders, built by pure code: the session factory builds a new session's rows
+with them, and the engine the rows of hosts, instances and projects that
 appear during a session (one copy of each row's starting values)."""
 
 from __future__ import annotations

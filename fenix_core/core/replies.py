@@ -1,4 +1,4 @@
-"""ReplyIntake: replies checked and made durable with group commit (plan §4).
+"""ReplyIntake: replies checked and made durable with group commit.
 
 A reply is checked against the session it answers: in memory, with no SQL,
 when this engine holds the session (``ReplySink.held``), otherwise in the

@@ -18,9 +18,10 @@ from sqlalchemy.engine import Connection
 
 from ..errors import NotFound
 from ..states import InstanceState
-from ..store.schema import InboxRow, InstanceRow, ProjectRow, SessionRow
+from ..store.schema import InboxRow, InstanceRow, ProjectRow, SessionRow, SessionStateRow
 from .replies import AcceptedReply, ProjectFacts
 from .sql_store import SqlSessionStore
+from .ws_port import SESSION_COMPONENT
 
 __all__ = ["SqlReplyFacts", "SqlReplyInbox"]
 
@@ -49,7 +50,11 @@ _INSTANCES = select(InstanceRow.instance_id, InstanceRow.state).where(
 _SESSION = select(SessionRow.state, SessionRow.workflow).where(
     SessionRow.id == bindparam("session_id")
 )
-_SESSION_DATA = select(SessionRow.data).where(SessionRow.id == bindparam("session_id"))
+# The allowed actions are the cloud's, kept in the session's component.
+_SESSION_BODY = select(SessionStateRow.body).where(
+    SessionStateRow.session_id == bindparam("session_id"),
+    SessionStateRow.component == SESSION_COMPONENT,
+)
 
 
 class SqlReplyFacts:
@@ -64,8 +69,8 @@ class SqlReplyFacts:
     @property
     def allowed_actions(self) -> Sequence[str]:
         # Read only when a reply names instance actions: the JSON can be large.
-        data = self._connection.scalar(_SESSION_DATA, {"session_id": self._session_id})
-        return tuple((data or {}).get("allowed_actions", ()))
+        body = self._connection.scalar(_SESSION_BODY, {"session_id": self._session_id})
+        return tuple((body or {}).get("allowed_actions", ()))
 
     def project(self, project_id: str) -> ProjectFacts | None:
         params = {"session_id": self._session_id, "project_id": project_id}
@@ -85,7 +90,7 @@ class SqlReplyFacts:
 
 
 class SqlReplyInbox:
-    """One transaction on today's tables, as ReplyIntake's InboxTransaction.
+    """One transaction on the session's tables, as ReplyIntake's InboxTransaction.
 
     ``requires_instance_actions(workflow name)`` says whether that workflow
     needs an action for every affected instance."""

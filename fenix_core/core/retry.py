@@ -1,4 +1,4 @@
-"""A lost database connection, retried (as today's ``Engine(db_retries=,
+"""A lost database connection, retried (``Engine(db_retries=,
 db_retry_seconds=)``): the call is made again after ``first_wait`` seconds,
 doubling each time, up to ``retries`` times, before the error reaches the
 caller. Only :class:`sqlalchemy.exc.OperationalError` is retried (the

@@ -1,7 +1,7 @@
 """``CoreRunner``: the :class:`~fenix_core.core.stepper.StepRunner` that runs a
-contract workflow's hooks on a working set (plan §3.2, §6).
+contract workflow's hooks on a working set.
 
-One step, in today's order: poll the running operations that are due
+One step, in this order: poll the running operations that are due
 (through :class:`~fenix_core.core.operations.CoreOperations`), apply the
 replies that arrived (``on_reply``), the operations that ended
 (``on_operation``; a gate's end goes to the host pipeline), the timers that
@@ -13,7 +13,7 @@ disabled or enabled, instances an inventory no longer finds.
 
 A hook that raises does not crash the engine: the step's changes are
 dropped (the working set is reloaded as stored) and the session fails with
-the error as its reason (today's ``Engine._fail_broken``); if it had failed
+the error as its reason; if it had failed
 already, the operations it still follows are abandoned so that it does not
 raise again at once.
 
@@ -387,7 +387,7 @@ class CoreRunner:
             if timer.name != PIPELINE_TIMER:  # the pipeline's wait: a wake-up only
                 workflow.on_timer(ctx, TimerFired(timer.name, timer.due, dict(timer.data)))
         if ws.session.version == 0 and not adapter.final:
-            adapter.announce()  # the session exists: today's first notice
+            adapter.announce()  # the session exists: its first notice
             adapter.steer_all()
             workflow.start(ctx)
         if not adapter.final or control is not None:

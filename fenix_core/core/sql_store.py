@@ -1,4 +1,4 @@
-"""The session store on SQL (plan §3.2): a session loaded by Core selects
+"""The session store on SQL: a session loaded by Core selects
 into a :class:`WorkingSet`, and a step's :class:`StepWrite` written in ONE
 transaction with one executemany per table, fenced by the lease in the
 ``session_clock`` UPDATE's WHERE clause: unless that UPDATE matches exactly

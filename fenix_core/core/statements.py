@@ -1,4 +1,4 @@
-"""Every SQL statement of the session store, built once at import (plan §3.2).
+"""Every SQL statement of the session store, built once at import.
 
 SQLAlchemy Core with bound parameters named ``b_<column>``: a statement is
 compiled once per dialect and cached by ``Connection.execute``; executemany

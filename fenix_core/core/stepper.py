@@ -1,4 +1,4 @@
-"""The step loop of the redesigned engine (plan §3.2, §3.3, §6).
+"""The engine's step loop.
 
 One step of one session: take it off the due queue (or from the poller when
 nobody holds it), make sure this engine leases it, load its working set if it
@@ -101,7 +101,7 @@ class StepOutcome:
 
 class StepRunner(Protocol):
     """Runs the workflow's hooks on a working set through a context and
-    collects the step's write (the hooks, replies and timers of P3/P4)."""
+    collects the step's write."""
 
     def run(self, working_set: WorkingSetLike, now: datetime, frame: StepFrame) -> StepOutcome: ...
 
@@ -113,6 +113,10 @@ class StepRunner(Protocol):
     def forget(self, session_id: str) -> None:
         """The stepper let the session go: keep nothing of it (its next load
         is a new working set)."""
+
+    def replies_arrived(self, session_id: str) -> None:
+        """A reply to ``session_id`` is in the database: read the inbox at
+        its next step."""
 
 
 class Retrying(Protocol):
@@ -299,13 +303,24 @@ class Stepper:
             self._next_clock_poll = now + self._poll_every
             self._let_go_since_poll = False
             seen = set(due)
-            # A held session with a wake-up in the queue waits for it: its
-            # stored next_wake may be conservative (operations just started).
             poller = self._poller
             for sid in self._retry("polling sessions", lambda: poller.poll(now)):
-                if sid in seen or sid in self._parked or (sid in self._held and sid in self.queue):
+                if sid in self._parked:
                     continue
-                if sid in self._held:
+                replied = sid in self._held and sid in poller.replied
+                if replied:
+                    # A reply another worker or process wrote (this engine
+                    # learns of those it accepts itself when it accepts them).
+                    self._runner.replies_arrived(sid)
+                if sid in seen:
+                    continue
+                if sid in self._held and sid in self.queue:
+                    if not replied:
+                        # It waits for its wake-up: its stored next_wake may
+                        # be conservative (operations just started).
+                        continue
+                    self.queue.drop(sid)
+                elif sid in self._held:
                     self.reload_at(sid, now)  # changed where this copy cannot see
                     self.queue.drop(sid)
                 due.append(sid)

@@ -1,5 +1,5 @@
-"""``controls.escalation`` "wait_and_notify", the engine's part (today's
-``SessionControls.stuck``): work that passed its deadline is followed on —
+"""``controls.escalation`` "wait_and_notify", the engine's part: work that
+passed its deadline is followed on —
 the same operation, key and handle, polled again at once with a new
 deadline of the kind's timeout (``gate_timeout`` for a gate) — and the
 admin is told (``maintenance_session``, reason "<what> is stuck: <detail>;

@@ -1,12 +1,12 @@
-"""The read side of the redesigned core: today's public views
+"""The read side of the engine: the public views
 (:class:`~fenix_core.model.SessionView`, ``ProjectView``, ``OperationView``)
 built from a working set and the operations table, the outbox backlog and
 the next wake-up of the sessions this engine could step.
 
-The session and project views are built by today's builders
+The session and project views are built by the builders
 (:mod:`fenix_core.views`) over the records, which carry the columns those
-builders read under the same names; what today's session ``data`` held for
-them comes from the records now: pause and the current wait from the host
+builders read under the same names; what the ``data`` of an earlier
+release's session held for them comes from the records: pause and the current wait from the host
 pipeline's component, the start and finish of each host from its
 ``started_at`` / ``finished_at``, skipped hosts from their state, stuck
 work from the operation records (:func:`~fenix_core.core.stuck.stuck_work`:
@@ -60,7 +60,7 @@ _MOVES = (OpKind.MOVE.value, OpKind.WATCH.value)
 
 @attrs.frozen
 class _StoredSession:
-    """The attributes of a ``sessions`` row that today's view builders read."""
+    """The attributes of a ``sessions`` row that the view builders read."""
 
     id: str
     workflow: str

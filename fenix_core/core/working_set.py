@@ -1,4 +1,4 @@
-"""A loaded session as plain slotted records with dirty tracking (plan §3.1).
+"""A loaded session as plain slotted records with dirty tracking.
 
 Records are changed only through :class:`WorkingSet`'s setters, which keep
 the indexes (:mod:`fenix_core.core.indexes`) right and note what changed;

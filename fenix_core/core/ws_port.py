@@ -8,8 +8,8 @@ host) handed out as the contract's frozen views; each view is cached per
 record and dropped when the adapter changes that record, so a workflow
 that reads the same host many times in a step builds it once. Every change
 is one working-set setter, so dirty tracking sees it; notifications become
-outbox rows through ``WorkingSet.emit`` with today's payloads (the
-``service`` field, ISO times). Components are handed out as objects and
+outbox rows through ``WorkingSet.emit`` with the payloads of
+docs/protocol.md (the ``service`` field, ISO times). Components are handed out as objects and
 written back by :meth:`WorkingSetAdapter.flush` before the step's write
 (only a changed body dirties its row).
 
@@ -164,7 +164,7 @@ def op_record(
     host_type: str | None = None,
     source: str | None = None,
 ) -> OpRec:
-    """A pending operation row for ``op`` with the parameters today's
+    """A pending operation row for ``op`` with the parameters the
     OperationRunner reads (``op`` None: a gate, ``params`` as given)."""
     host: str | None = None
     instance_id: str | None = None

@@ -143,21 +143,19 @@ class SessionRow(Base):
     reason: Mapped[str | None] = mapped_column(Text)
     failed_state: Mapped[str | None] = mapped_column(String(32))
     percent_done: Mapped[int] = mapped_column(Integer, default=0)
-    # Workflow-private bookkeeping (counters, flags) that no query looks into.
+    # ``data``, ``seq``, ``version``, ``next_wake`` and the lease columns below
+    # are those of releases before migration 0007, which moved them to
+    # ``session_clock`` and the component states: kept so that a database
+    # of an earlier release upgrades, at their defaults for new sessions,
+    # and no longer read or written (docs/internals.md, "The tables").
     data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    # Last notification sequence number used.
     seq: Mapped[int] = mapped_column(Integer, default=0)
-    # Number of committed steps, for diagnostics and optimistic checks.
     version: Mapped[int] = mapped_column(Integer, default=0)
-    # Earliest time something (timer, poll, deadline) is due; NULL = nothing.
     next_wake: Mapped[datetime | None]
     maintenance_at: Mapped[datetime | None]
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
     finished_at: Mapped[datetime | None]
-    # The engine worker working on the session (fenix_core.core.leases): its
-    # id, until when (real time), and the lease's generation, which a step's
-    # commit checks so that a worker that lost the lease cannot commit.
     lease_owner: Mapped[str | None] = mapped_column(String(255))
     lease_expires: Mapped[datetime | None]
     lease_token: Mapped[int] = mapped_column(Integer, default=0, server_default="0")

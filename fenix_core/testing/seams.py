@@ -83,8 +83,8 @@ class _Queue(Protocol):
 
 
 class _Engine(Protocol):
-    # What both engines keep under these names; a seam is the one place
-    # outside the engines that may rely on them.
+    # What the engine keeps under these names; a seam is the one place
+    # outside the engine that may rely on them.
     _lock: AbstractContextManager[object]
     _replies: _Queue
 

@@ -1,5 +1,5 @@
 """The decommission workflow on the contract: retire hosts for good through
-the rolling sequence (today's :mod:`fenix_core.workflows.decommission`).
+the rolling sequence.
 
 Every host of the request's ``hosts`` is emptied as the rolling workflow
 empties a host (``PLANNED_MAINTENANCE`` with ``"host_returns": false`` in

@@ -1,5 +1,5 @@
 """The rolling workflow on the contract: OpenStack Fenix's default sequence,
-one host at a time (today's :mod:`fenix_core.workflows.rolling` is the spec).
+one host at a time.
 
 ::
 

@@ -1,7 +1,6 @@
 """What a workflow does once its session has ended without completing
-(failed, or cancelled by the admin): today's ``Workflow._end`` on the
-contract. Stateless: the caller remembers that it ran (one flag) and which
-host it disabled."""
+(failed, or cancelled by the admin). Stateless: the caller remembers that
+it ran (one flag) and which host it disabled."""
 
 from __future__ import annotations
 

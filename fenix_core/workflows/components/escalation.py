@@ -1,6 +1,6 @@
 """Stuck work: an operation that ended because its deadline passed
 (``OpResult.timed_out``), escalated with the request's
-``controls.escalation`` per kind of work (today's ``SessionControls.stuck``).
+``controls.escalation`` per kind of work.
 
 The workflow applies ``fail`` and ``skip_host``. ``wait_and_notify`` (keep
 following the operation with a new deadline and tell the admin) is the

@@ -1,5 +1,4 @@
-"""Hosts that leave the cloud during a session (today's
-``HostLifecycle.host_removed`` / ``located`` on the contract).
+"""Hosts that leave the cloud during a session.
 
 The engine marks a host the cloud no longer lists REMOVED (and ends the
 operations on it); the workflow follows what was on it: the projects asked
