@@ -1,5 +1,5 @@
 """The constrained workflow on the contract: ETSI constraints, several hosts
-at once (today's :mod:`fenix_core.workflows.constrained` is the spec).
+at once.
 
 ::
 
