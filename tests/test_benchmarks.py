@@ -373,6 +373,7 @@ def test_no_schedule_the_cloud_accepts_beats_the_makespan_lower_bound(bench) -> 
         assert checked.makespan == found.makespan >= bounds.makespan.seconds, seed
 
 
+@pytest.mark.slow
 def test_no_run_or_witness_on_the_default_family_beats_the_bound(bench) -> None:
     """The bound's terms checked on schedules of the default family (seeds
     1-6 of at most 40 hosts): the workflow's run and every schedule KNOWN
@@ -410,6 +411,7 @@ def test_no_run_or_witness_on_the_default_family_beats_the_bound(bench) -> None:
     assert reached[4] == makespan.bounds(random_layout(4, max_hosts=40)).makespan.seconds
 
 
+@pytest.mark.slow
 def test_witness_known_schedules_meet_the_family_targets_on_the_cloud(
     bench, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -434,6 +436,7 @@ def test_witness_known_schedules_meet_the_family_targets_on_the_cloud(
         assert all(int(most) <= int(p) for most, p in out_at_once), out
 
 
+@pytest.mark.slow
 def test_witness_search_from_the_known_rule_ends_no_later_than_it(
     bench, capsys: pytest.CaptureFixture[str]
 ) -> None:

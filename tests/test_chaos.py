@@ -49,6 +49,7 @@ def server(postgres: pg_server.PostgresServer | None) -> pg_server.PostgresServe
     return postgres
 
 
+@pytest.mark.slow
 def test_sessions_end_as_without_faults_under_chaos(
     server: pg_server.PostgresServer, tmp_path: Path
 ) -> None:

@@ -1219,6 +1219,7 @@ CONTROLS = st.lists(
 )
 
 
+@pytest.mark.slow
 @settings(max_examples=12, deadline=None)
 @given(schedule=CONTROLS)
 def test_random_controls_are_refused_exactly_when_today_refuses_and_leave_no_host_out(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
+import pytest
 from scaling import growth
 from test_context import T0
 from test_ws_port import working_set
@@ -65,6 +66,7 @@ def _fleet(hosts: int) -> tuple[StepContext, WorkingSet]:
     return StepContext(WorkingSetAdapter(ws, now=T0), T0), ws
 
 
+@pytest.mark.slow
 def test_a_decision_s_first_target_and_pending_hosts_cost_the_same_at_any_fleet_size() -> None:
     # The best target of a move and the pending hosts in order are read a few
     # times per move: each look copied a list of most of the fleet (the hosts
@@ -83,6 +85,7 @@ def test_a_decision_s_first_target_and_pending_hosts_cost_the_same_at_any_fleet_
     assert growth(looks, 500, 5_000) < 3.0  # a copy per look: about 10x
 
 
+@pytest.mark.slow
 def test_finding_the_empty_pending_hosts_costs_the_same_at_any_fleet_size() -> None:
     # Asked at each decision (is a host ready for maintenance?): the pending
     # hosts were copied and every busy host taken out of the copy.
@@ -98,6 +101,7 @@ def test_finding_the_empty_pending_hosts_costs_the_same_at_any_fleet_size() -> N
     assert growth(looks, 500, 5_000) < 3.0  # a look at every busy host: about 10x
 
 
+@pytest.mark.slow
 def test_counting_the_hosts_of_a_state_and_type_costs_the_same_at_any_fleet_size() -> None:
     # Each rolling decision counts the computes pending and asks whether one
     # is maintained: each answer intersected the state's hosts with the

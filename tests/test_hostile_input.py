@@ -131,6 +131,7 @@ def test_create_session(world: tuple[Engine, str], request: Any) -> None:
     only_typed_errors(engine, lambda: engine.create_session(request))
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(session_id=junk, update=junk | request_like, retry=junk)
 def test_update_session(
@@ -157,6 +158,7 @@ def test_reply(
     only_typed_errors(engine, lambda: engine.reply(session_id, "p1", "ACK_MAINTENANCE"))
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(value=junk, other=junk)
 def test_lookups_and_subscriptions(world: tuple[Engine, str], value: Any, other: Any) -> None:
@@ -231,6 +233,7 @@ constraint_like = st.dictionaries(
 )  # fmt: skip
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(value=junk | constraint_like, group=st.none() | junk | constraint_like, acting=junk)
 def test_constraint_api(world: tuple[Engine, str], value: Any, group: Any, acting: Any) -> None:

@@ -36,9 +36,15 @@ def _load_demo() -> ModuleType:
 
 
 demo = _load_demo()
-pytestmark = pytest.mark.skipif(
-    demo.browser_unavailable() is not None, reason=str(demo.browser_unavailable())
-)
+pytestmark = [
+    pytest.mark.skipif(
+        demo.browser_unavailable() is not None, reason=str(demo.browser_unavailable())
+    ),
+    # A real browser on real time (the 100-host screenshot takes half a
+    # minute): the whole module runs first, so that its browser, started once
+    # for the module, is not started again for tests left behind.
+    pytest.mark.slow,
+]
 
 ALPHA, BETA = "tenant-alpha-3c7", "tenant-beta-6f1"
 TENANTS = {"tok-alpha": ALPHA, "tok-beta": BETA}

@@ -43,6 +43,7 @@ def fuzzed_engine(fenix_cloud: SimulatedCloud, fenix_engine_factory: Any) -> Eng
     return engine
 
 
+@pytest.mark.slow
 def test_every_answer_is_as_described_and_refusals_write_nothing(fuzzed_engine: Engine) -> None:
     engine = fuzzed_engine
     outbox = WebhookOutbox(engine, public_url="http://fenix.test").connect()
