@@ -1,11 +1,14 @@
-"""The database side of finding due work: sessions nobody holds.
+"""The database side of finding due work: what the engine cannot see in memory.
 
 :class:`SqlDbPoller` implements :class:`~fenix_core.core.due.DbPoller`:
-sessions with a wake-up at or before ``now`` whose lease is free or
-expired, and sessions with an unprocessed reply whose lease is free or
-expired, read from ``session_clock`` and the inbox's partial index of
-unprocessed rows. Sessions this engine holds are not its business (their
-wake-ups are in the engine's :class:`~fenix_core.core.due.DueQueue`).
+sessions with a wake-up at or before ``now`` and sessions with an
+unprocessed reply, whose lease is free, expired or this worker's, read
+from ``session_clock`` and the inbox's partial index of unprocessed rows;
+the sessions found for a reply are flagged (:attr:`SqlDbPoller.replied`).
+The wake-ups of the sessions this engine holds are in its
+:class:`~fenix_core.core.due.DueQueue`: the stepper steps a held session
+the poll finds only for a reply (one another worker or process accepted)
+or when it has no wake-up queued (changed where its copy cannot see).
 
 On PostgreSQL "expired" is decided by the database's ``now()``, as the
 lease keeper decides it (:func:`~fenix_core.core.leases.on_database_clock`),
@@ -151,8 +154,9 @@ class SqlDbPoller:
         reading: Callable[[], AbstractContextManager[Connection]] | None = None,
         held: Callable[[], Collection[str]] | None = None,
     ) -> None:
-        """``owner``: this worker, whose own leases count as free (a worker restarted with
-        its id takes its sessions back at once, as the lease keeper lets it);
+        """``owner``: this worker, whose own leases count as free (a worker
+        restarted with its id takes its sessions back at once, as the lease
+        keeper lets it);
         ``reading``: the connection to poll on (the session store's
         ``reading``: on SQLite the connection the steps write on, whose cache
         their commits leave valid); None: one from the pool each time.
