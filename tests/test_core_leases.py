@@ -168,9 +168,11 @@ def test_the_poller_finds_due_sessions_no_live_lease_covers(database_url: str) -
             )
     poller = SqlDbPoller(db, clock)
     assert poller.poll(T0) == ["expired", "free", "replied"]
+    assert poller.replied == {"replied"}  # found for a reply, not a wake-up
     assert poller.poll(later) == ["expired", "free", "later", "replied"]
     clock.advance(11)  # b's leases ran out
     assert poller.poll(T0) == ["expired", "free", "held", "held-replied", "replied"]
+    assert poller.replied == {"held-replied", "replied"}
     db.dispose()
 
 
