@@ -79,12 +79,14 @@ def revision(orm: Session) -> int:
     )
 
 
-def _bump(orm: Session) -> None:
+def _bump(orm: Session) -> int:
+    """Move the stored revision on; the new revision."""
     row = orm.get(ConstraintRevisionRow, 1)
     if row is None:
         orm.add(ConstraintRevisionRow(id=1, revision=1))
-    else:
-        row.revision += 1
+        return 1
+    row.revision += 1
+    return row.revision
 
 
 def instance_project_in_sessions(orm: Session, instance_id: str) -> str | None:
@@ -107,8 +109,9 @@ def write(
     instance: InstanceConstraints | None,
     acting: str | None,
     cloud_owner: str | None = UNKNOWN,
-) -> None:
-    """Create or replace a project's group and/or instance constraints, checked first.
+) -> int:
+    """Create or replace a project's group and/or instance constraints,
+    checked first; the new revision.
 
     ``cloud_owner``: the instance's project per the cloud (None: no such
     instance; :data:`UNKNOWN`: the driver cannot say, so the project a
@@ -141,7 +144,7 @@ def write(
         orm.merge(GroupConstraintRow(**group.to_dict(), updated_at=now))
     if instance is not None:
         orm.merge(InstanceConstraintRow(**instance.to_dict(), updated_at=now))
-    _bump(orm)
+    return _bump(orm)
 
 
 def _held(
@@ -206,8 +209,9 @@ def list_instances(orm: Session, project_id: str | None) -> list[InstanceConstra
     return [_instance(row) for row in orm.scalars(query)]
 
 
-def delete_group(orm: Session, group_id: str, acting: str | None) -> None:
-    """Delete a group; its members fall back to their project's implicit group."""
+def delete_group(orm: Session, group_id: str, acting: str | None) -> int:
+    """Delete a group; its members fall back to their project's implicit
+    group. The new revision."""
     row = _group_row(orm, group_id, acting)
     orm.execute(
         update(InstanceConstraintRow)
@@ -218,12 +222,13 @@ def delete_group(orm: Session, group_id: str, acting: str | None) -> None:
         .values(group_id=None)
     )
     orm.delete(row)
-    _bump(orm)
+    return _bump(orm)
 
 
-def delete_instance(orm: Session, instance_id: str, acting: str | None) -> None:
+def delete_instance(orm: Session, instance_id: str, acting: str | None) -> int:
+    """Delete an instance's constraints; the new revision."""
     orm.delete(_instance_row(orm, instance_id, acting))
-    _bump(orm)
+    return _bump(orm)
 
 
 def load_all(orm: Session) -> tuple[int, list[GroupConstraints], list[InstanceConstraints]]:

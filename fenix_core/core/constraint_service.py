@@ -107,16 +107,14 @@ class ConstraintService:
         _str(group_id, "group_id")
         acting = _acting(project_id)
         with self._lock, Session(self._db) as orm, orm.begin():
-            constraint_store.delete_group(orm, group_id, acting)
-            revision = constraint_store.revision(orm)
+            revision = constraint_store.delete_group(orm, group_id, acting)
         self._written(revision)
 
     def delete_instance(self, instance_id: str, *, project_id: str | None = None) -> None:
         _str(instance_id, "instance_id")
         acting = _acting(project_id)
         with self._lock, Session(self._db) as orm, orm.begin():
-            constraint_store.delete_instance(orm, instance_id, acting)
-            revision = constraint_store.revision(orm)
+            revision = constraint_store.delete_instance(orm, instance_id, acting)
         self._written(revision)
 
     def _write(
@@ -130,10 +128,9 @@ class ConstraintService:
         owner = self._cloud_owner(instance)
         now = self._clock.now()
         with self._lock, Session(self._db) as orm, orm.begin():
-            constraint_store.write(
+            revision = constraint_store.write(
                 orm, now, group=group, instance=instance, acting=acting, cloud_owner=owner
             )
-            revision = constraint_store.revision(orm)
         self._written(revision)
 
     def _written(self, revision: int) -> None:
