@@ -176,6 +176,48 @@ def test_the_poller_finds_due_sessions_no_live_lease_covers(database_url: str) -
     db.dispose()
 
 
+def test_the_poller_finds_notifications_a_dead_worker_committed_and_did_not_send(
+    database_url: str,  # noqa: F811
+) -> None:
+    """A session whose stored delivery watermark is behind its last
+    notification, not due for hours: found, flagged ``behind``, once its
+    holder's lease has run out (or is this worker's), not while it is live."""
+    db = database(database_url, "behind", "sent", "due-behind", "held-behind")
+    clock = SimClock(start=T0)
+    later = T0 + timedelta(hours=1)
+    with db.begin() as connection:
+        for sid, wake, seq, delivered, owner in (
+            ("behind", later, 4, 3, None),
+            ("sent", later, 4, 4, None),
+            ("due-behind", T0, 4, 3, None),
+            ("held-behind", later, 4, 3, "b"),
+        ):
+            connection.execute(
+                update(SessionClockRow)
+                .where(SessionClockRow.session_id == sid)
+                .values(
+                    next_wake=wake,
+                    seq=seq,
+                    delivered_seq=delivered,
+                    lease_owner=owner,
+                    lease_expires=T0 + timedelta(seconds=10) if owner else None,
+                )
+            )
+    poller = SqlDbPoller(db, clock)
+    assert poller.poll(T0) == ["behind", "due-behind"]
+    assert poller.behind == {"behind"}  # the other is due anyway
+    assert poller.replied == frozenset()
+    clock.advance(11)  # b's lease ran out
+    assert poller.poll(T0) == ["behind", "due-behind", "held-behind"]
+    assert poller.behind == {"behind", "held-behind"}
+    assert SqlDbPoller(db, SimClock(start=T0), owner="b").poll(T0) == [
+        "behind",
+        "due-behind",
+        "held-behind",  # b's own: b restarted under its id takes it back at once
+    ]
+    db.dispose()
+
+
 def test_a_claim_takes_at_most_its_limit_in_one_statement(database_url: str) -> None:  # noqa: F811
     """Six due sessions, two workers claiming three each: one statement per
     claim (not one per session), session id order, and what the first took

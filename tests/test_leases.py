@@ -281,6 +281,58 @@ def test_a_closed_worker_leaves_nothing_to_send_again_or_in_doubt(workers: Worke
     assert set(starts.values()) == {1}  # each run asked to start once
 
 
+class _Killed(BaseException):
+    """The worker process ends here, as with SIGKILL: nothing after it runs."""
+
+
+@pytest.mark.parametrize("taker", ["another worker", "the same worker, restarted"])
+def test_a_question_a_dead_worker_committed_and_never_sent_is_sent_before_its_deadline(
+    workers: Workers, taker: str
+) -> None:
+    """A worker killed between a step's commit and the delivery of its
+    notifications leaves them stored and unsent. Whoever takes the session
+    sends them as soon as it may take it, and the project can answer: the
+    session used to wait for its next wake-up, the question's reply
+    deadline, and the project was found silent at the moment it was asked."""
+    a = workers("a")
+    a.subscribe("p1")
+    asked: list[tuple[int, str]] = []
+
+    def killed(_sender: object, payload: dict[str, Any]) -> None:
+        raise _Killed
+
+    signal = SIGNALS["maintenance_planned"]
+    signal.connect(killed, sender=a, weak=False)
+    sid = a.create_session(SessionRequest(actions=UPGRADE))
+    with pytest.raises(_Killed):
+        a.run_until_idle()  # committed the question to p1, then died sending it
+    signal.disconnect(killed, sender=a)
+    stored = stored_clock(a.database, sid)
+    assert stored.delivered_seq < stored.seq
+    deadline = a.project_view(sid, "p1").reply_at
+    assert deadline is not None
+
+    if taker == "another worker":
+        taker_engine = workers("b")
+        assert taker_engine.run_until_idle() == 0  # a's lease is live
+        taker_engine.lease_clock_.advance(31)  # type: ignore[attr-defined]
+    else:
+        taker_engine = workers("a")  # its lease is its own: no wait
+    signal.connect(
+        lambda _s, payload: asked.append((payload["seq"], payload["state"])),
+        sender=taker_engine,
+        weak=False,
+    )
+    manager = ScriptedManager(taker_engine, "p1", cloud=taker_engine.cloud)  # type: ignore[attr-defined]
+    taker_engine.run_until_idle()
+    assert taker_engine.clock.now() < deadline
+    assert asked[0] == (stored.seq, "MAINTENANCE")
+    assert taker_engine.project_view(sid, "p1").state == "ACK_MAINTENANCE"
+    assert taker_engine.run_until_done(sid).state == "MAINTENANCE_DONE"
+    manager.close()
+    assert [seq for seq, _ in asked] == sorted({seq for seq, _ in asked})  # each once
+
+
 # --------------------------------------------------------------------------- processes
 
 

@@ -158,6 +158,7 @@ class FakePoller:
         self.owner = owner
         self.calls = 0
         self.replied: frozenset[str] = frozenset()
+        self.behind: frozenset[str] = frozenset()
 
     def poll(self, now: datetime) -> list[str]:
         self.calls += 1
@@ -432,6 +433,26 @@ def test_a_held_idle_session_changed_through_the_database_is_loaded_again() -> N
     assert w.stepper.step() == 1  # the stale copy dropped: claimed, loaded, stepped
     assert w.store.calls.count("load s1") == 2
     assert row.steps == 2
+
+
+def test_a_held_session_found_only_for_its_unsent_notifications_is_not_loaded_again() -> None:
+    """The poller also finds sessions whose stored watermark is behind their
+    last notification (a worker died before sending them). For a session
+    held here that is only the watermark the next write carries: it is
+    neither loaded again nor stepped before its wake-up."""
+    w = World(poller=True)
+    w.session("s1")
+    w.stepper.wake("s1")
+    assert w.stepper.step() == 1  # sent its notification; the next write marks it
+    assert w.poller is not None
+    w.poller.poll = lambda now: ["s1"]  # type: ignore[method-assign]
+    w.poller.behind = frozenset({"s1"})
+    w.stepper.queue.drop("s1")  # nothing scheduled: waiting for a reply, say
+    w.clock.advance(10)  # the poll interval
+    assert w.stepper.step() == 0
+    assert w.store.calls.count("load s1") == 1
+    assert w.runner.ran == ["s1"]
+    assert w.stepper.held("s1") is not None
 
 
 def test_a_fenced_out_session_is_looked_for_at_the_next_step() -> None:

@@ -21,14 +21,19 @@ __all__ = ["DbPoller", "DueQueue"]
 
 
 class DbPoller(Protocol):
-    """Finds sessions that have something due and that no live lease of
-    another worker covers (unleased, expired, or this worker's own), and
-    sessions with unprocessed replies: one indexed query each."""
+    """Finds sessions that no live lease of another worker covers (unleased,
+    expired, or this worker's own) and that have something due, an
+    unprocessed reply, or notifications committed but not marked delivered."""
 
     @property
     def replied(self) -> Collection[str]:
         """Of the sessions the last :meth:`poll` found, those with an
         unprocessed reply."""
+
+    @property
+    def behind(self) -> Collection[str]:
+        """Of the sessions the last :meth:`poll` found, those found only for
+        notifications not marked delivered (not due, no reply)."""
 
     def poll(self, now: datetime) -> Sequence[str]: ...
 

@@ -1,14 +1,21 @@
 """The database side of finding due work: what the engine cannot see in memory.
 
 :class:`SqlDbPoller` implements :class:`~fenix_core.core.due.DbPoller`:
-sessions with a wake-up at or before ``now`` and sessions with an
-unprocessed reply, whose lease is free, expired or this worker's, read
-from ``session_clock`` and the inbox's partial index of unprocessed rows;
-the sessions found for a reply are flagged (:attr:`SqlDbPoller.replied`).
-The wake-ups of the sessions this engine holds are in its
-:class:`~fenix_core.core.due.DueQueue`: the stepper steps a held session
-the poll finds only for a reply (one another worker or process accepted)
-or when it has no wake-up queued (changed where its copy cannot see).
+sessions with a wake-up at or before ``now``, sessions with an unprocessed
+reply, and sessions with notifications committed but not marked delivered,
+whose lease is free, expired or this worker's, read from ``session_clock``
+and the inbox's partial index of unprocessed rows. The sessions found for
+a reply are flagged (:attr:`SqlDbPoller.replied`), and so are those found
+only for their notifications (:attr:`SqlDbPoller.behind`): a worker that
+died between a step's commit and the delivery of its notifications left
+them to whoever takes the session next, at once, not at its next wake-up
+(a question's reply deadline: the project would have been found silent
+before it was asked). The wake-ups of the sessions this engine holds are
+in its :class:`~fenix_core.core.due.DueQueue`: the stepper steps a held
+session the poll finds only for a reply (one another worker or process
+accepted) or when it has no wake-up queued (changed where its copy cannot
+see); one found only for its notifications is this engine's to send,
+which its steps do.
 
 On PostgreSQL "expired" is decided by the database's ``now()``, as the
 lease keeper decides it (:func:`~fenix_core.core.leases.on_database_clock`),
@@ -46,6 +53,7 @@ from sqlalchemy import (
     Engine,
     Select,
     String,
+    and_,
     bindparam,
     case,
     event,
@@ -81,10 +89,17 @@ def _unprocessed() -> Select[Any]:
     )
 
 
+#: Why a poll found a session (its rows' second column).
+_WOKEN, _REPLIED, _BEHIND = 0, 1, 2
+
+
 def _due_query(database_clock: bool, sqlite: bool = False) -> CompoundSelect[Any]:
-    """Sessions due by ``:now`` and sessions with unprocessed replies, whose
-    lease is free, expired (by the database's ``now()`` or ``:lease_now``) or
-    ``:owner``'s: rows of (session id, 1 for an unprocessed reply else 0).
+    """Sessions due by ``:now``, sessions with unprocessed replies and
+    sessions whose stored delivery watermark is behind their last
+    notification, whose lease is free, expired (by the database's ``now()``
+    or ``:lease_now``) or ``:owner``'s: rows of (session id, why: ``_WOKEN``,
+    ``_REPLIED`` or ``_BEHIND``; a session due by its wake-up is not also
+    ``_BEHIND``).
 
     ``sqlite``: the unprocessed replies are read through the partial index
     ``ix_inbox_unprocessed`` by name. Left to itself SQLite's planner scans
@@ -106,18 +121,19 @@ def _due_query(database_clock: bool, sqlite: bool = False) -> CompoundSelect[Any
         t.lease_expires.is_(None),
         t.lease_expires <= lease_now,
     )
-    woken: Select[Any, Any] = select(key, literal_column("0").label("replied")).where(
-        t.next_wake.is_not(None),
-        t.next_wake <= bindparam("now", type_=UTCDateTime()),
-        free,
-    )
+    due = and_(t.next_wake.is_not(None), t.next_wake <= bindparam("now", type_=UTCDateTime()))
+    # (One scan of session_clock for both: it has no index of either.)
+    woken: Select[Any, Any] = select(
+        key,
+        case((due, literal_column(str(_WOKEN))), else_=literal_column(str(_BEHIND))).label("why"),
+    ).where(or_(due, t.delivered_seq < t.seq), free)
     if sqlite:
-        replied: Select[Any, Any] = select(key, literal_column("1")).where(
+        replied: Select[Any, Any] = select(key, literal_column(str(_REPLIED))).where(
             key.in_(_unprocessed()), free
         )
     else:
         replied = (
-            select(InboxRow.session_id, literal_column("1"))
+            select(InboxRow.session_id, literal_column(str(_REPLIED)))
             .join(t, key == InboxRow.session_id)
             .where(InboxRow.processed_at.is_(None), free)
         )
@@ -168,6 +184,9 @@ class SqlDbPoller:
         #: reply (this worker's own sessions among them: a reply another
         #: worker or process wrote, which this one has not read).
         self.replied: frozenset[str] = frozenset()
+        #: Of the sessions the last poll found, those found only because
+        #: notifications committed to them are not all marked delivered.
+        self.behind: frozenset[str] = frozenset()
         # As the lease keeper: the database's clock on PostgreSQL unless a
         # clock other than a DatabaseClock is given (tests), the machine's otherwise.
         self._lease_clock = lease_clock or RealClock()
@@ -198,14 +217,14 @@ class SqlDbPoller:
         self._prepared = Prepared(polled, db.dialect) if sqlite else None
         self._last: tuple[Connection, Driver] | None = None
         # On PostgreSQL the database's clock comes with the answer, in the
-        # same statement (one row: now(), the due ids and their reply flags
+        # same statement (one row: now(), the due ids and why each was found,
         # as arrays; none is NULL), not in a round trip of its own.
         due = self._query.subquery()
         self._measured: Select[datetime, Sequence[Any], Sequence[Any]] | None = (
             select(
                 func.now(),
                 func.array_agg(due.c.session_id),
-                func.array_agg(due.c.replied),
+                func.array_agg(due.c.why),
             ).select_from(due)
             if self._measuring is not None
             else None
@@ -267,5 +286,6 @@ class SqlDbPoller:
                 found = list(zip(ids or (), flags or (), strict=True))
             else:
                 found = [(row[0], row[1]) for row in connection.execute(self._query, params)]
-        self.replied = frozenset(sid for sid, flag in found if flag)
+        self.replied = frozenset(sid for sid, why in found if why == _REPLIED)
+        self.behind = frozenset(sid for sid, why in found if why == _BEHIND) - self.replied
         return sorted({sid for sid, _ in found})

@@ -307,6 +307,8 @@ class Stepper:
             for sid in self._retry("polling sessions", lambda: poller.poll(now)):
                 if sid in self._parked:
                     continue
+                if sid in self._held and sid in poller.behind:
+                    continue  # its steps send them (the next write marks them)
                 replied = sid in self._held and sid in poller.replied
                 if replied:
                     # A reply another worker or process wrote (this engine
