@@ -8,6 +8,8 @@ and, on a schedule drawn from ``seed``, kills workers with SIGKILL (restarted
 after a while with the same worker id, as a service manager does), drops
 every connection through the proxy, and restarts the PostgreSQL server
 (``pg_ctl restart``). One worker's machine clock runs ``skew_seconds`` ahead.
+Every other reply a manager sends reaches an engine beside its worker that
+holds no session, as through a load balancer in front of the workers.
 Then it lets every session finish and checks the evidence:
 
 * every session ends as in an uninterrupted run (``reference``): same state,
@@ -37,6 +39,7 @@ import fcntl
 import functools
 import hashlib
 import inspect
+import itertools
 import json
 import logging
 import os
@@ -335,11 +338,26 @@ def worker_main(config_file: str, worker_id: str, incarnation: str, slot: str) -
     for name, sig in SIGNALS.items():
         sig.connect(functools.partial(record, name=name), sender=engine, weak=False)
 
+    # Managers reach the workers through a load balancer: every other reply
+    # arrives at an engine beside this one that holds no session (as a
+    # front end would), so the worker holding the session has to find it in
+    # the database.
+    front = Engine(
+        setup["url"],
+        plugins=[cloud, action],
+        load_entry_points=False,
+        worker_id=f"{worker_id}-front",
+        lease_seconds=setup["lease_seconds"],
+        db_retry_seconds=0.2,
+    )
+    replies = itertools.count()
+
     def send(session_id: str, project_id: str, state: str, actions: dict[str, str]) -> None:
+        via = front if next(replies) % 2 else engine
         # A manager tries again while the database is unreachable.
         for attempt in range(60):
             try:
-                engine.reply(session_id, project_id, state, actions)
+                via.reply(session_id, project_id, state, actions)
                 return
             except OperationalError:
                 if attempt == 59:
@@ -351,6 +369,7 @@ def worker_main(config_file: str, worker_id: str, incarnation: str, slot: str) -
     (workdir / f"ready-{incarnation}").touch()
     engine.run_forever()
     engine.close()
+    front.close()
 
 
 # --------------------------------------------------------------------------- evidence
