@@ -905,9 +905,9 @@ class Engine:
         workflow = self._workflows.get(workflow_name)
         return workflow is None or workflow.requires_instance_actions
 
-    def _unprocessed(self, session_id: str, after_id: int) -> list[tuple[Any, ...]]:
+    def _unprocessed(self, session_id: str) -> list[tuple[Any, ...]]:
         self._noted.pop(session_id, None)  # read now: no longer pending after this step
-        return self._store.unprocessed_replies(session_id, after_id)
+        return self._store.unprocessed_replies(session_id)
 
     # ------------------------------------------------------------------ running
 

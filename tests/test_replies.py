@@ -9,7 +9,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 from sqlalchemy.orm import Session
 from test_leases import database_url, postgres, postgres_url  # noqa: F401 - fixtures
 
@@ -552,3 +552,65 @@ def test_projects_only_ever_see_their_own_instances_over_a_whole_run(
         assert {i.instance_id for i in view.instances} == own
         for inst in view.instances:
             assert inst.host == cloud.host_of(inst.instance_id)
+
+
+def test_replies_committed_out_of_id_order_through_two_front_ends_are_both_read(
+    postgres_url: str,  # noqa: F811
+    cloud: SimulatedCloud,
+    fenix_clock: SimClock,
+    fenix_engine_factory: Callable[..., Engine],
+) -> None:
+    """On PostgreSQL an inbox id is drawn at the INSERT and becomes visible
+    at the commit, so two front ends replying at once can commit their
+    rows out of id order. pa's reply draws its id first and commits last;
+    pb's is read by the holder in between. pa's must still be read: the
+    holder used to read only ids above the highest it had seen, so pa's
+    answer stayed in the inbox and pa was found silent at its deadline."""
+    holder = fenix_engine_factory(database_url=postgres_url, worker_id="holder")
+    holder.subscribe("pa")
+    holder.subscribe("pb")
+    sid = holder.create_session(SessionRequest())
+    holder.run_until_idle()
+    slow = fenix_engine_factory(database_url=postgres_url, worker_id="front-1")
+    fast = fenix_engine_factory(database_url=postgres_url, worker_id="front-2")
+    inserted, release = threading.Event(), threading.Event()
+
+    def held_before_commit(_connection: object) -> None:
+        inserted.set()  # its INSERT ran (its id is drawn); the commit waits
+        assert release.wait(timeout=30)
+
+    event.listen(slow.database, "commit", held_before_commit)
+    errors: list[BaseException] = []
+
+    def reply_slowly() -> None:
+        try:
+            slow.reply(sid, "pa", "ACK_MAINTENANCE")
+        except BaseException as error:  # reported by the test
+            errors.append(error)
+
+    replier = threading.Thread(target=reply_slowly)
+    replier.start()
+    try:
+        assert inserted.wait(timeout=30)
+        fast.reply(sid, "pb", "ACK_MAINTENANCE")
+        fenix_clock.advance(10)
+        holder.run_until_idle()  # reads pb's reply, not pa's uncommitted one
+        assert holder.project_view(sid, "pb").state == "ACK_MAINTENANCE"
+        assert holder.project_view(sid, "pa").state == "MAINTENANCE"
+    finally:
+        release.set()
+        replier.join(timeout=30)
+    event.remove(slow.database, "commit", held_before_commit)
+    assert errors == []
+    deadline = holder.project_view(sid, "pa").reply_at
+    assert deadline is not None
+    fenix_clock.advance(10)
+    holder.run_until_idle()
+    assert fenix_clock.now() < deadline
+    assert holder.project_view(sid, "pa").state != "MAINTENANCE"  # answered, moved on
+    assert inbox_outcomes(holder)  # both rows processed
+    with Session(holder.database) as orm:
+        unprocessed = orm.scalar(
+            select(func.count()).select_from(InboxRow).where(InboxRow.processed_at.is_(None))
+        )
+    assert unprocessed == 0

@@ -396,7 +396,7 @@ def test_reads_and_reply_batches_use_the_writes_connection_and_leave_it_free(
 
     with pytest.raises(RuntimeError):
         refused()
-    assert [r[1] for r in h.store.unprocessed_replies("s-1", 0)] == ["p0"]
+    assert [r[1] for r in h.store.unprocessed_replies("s-1")] == ["p0"]
     with h.store.reading() as db:
         assert db.execute(select(SessionClockRow.seq)).scalar_one() == 0
     assert pool.checkedout() == 1  # type: ignore[attr-defined]
@@ -788,14 +788,12 @@ def test_accepted_replies_of_two_sessions_are_one_insert_each_and_read_back_as_s
         )
     assert counter.statements == ["INSERT inbox", "INSERT inbox"]
     assert counter.commits == 1
-    first = h.store.unprocessed_replies("s-1", 0)
+    first = h.store.unprocessed_replies("s-1")
     assert [row[1:] for row in first] == [
         ("p0", "ACK_PLANNED_MAINTENANCE", {"vm-0": "MIGRATE"}, received),
         ("p1", "NACK_MAINTENANCE", {}, received),
     ]
-    assert [row[1:3] for row in h.store.unprocessed_replies("s-2", 0)] == [
-        ("p1", "ACK_MAINTENANCE")
-    ]
+    assert [row[1:3] for row in h.store.unprocessed_replies("s-2")] == [("p1", "ACK_MAINTENANCE")]
 
 
 def test_accepted_replies_appended_on_their_own_are_one_insert_each_and_one_commit(
@@ -824,13 +822,11 @@ def test_accepted_replies_appended_on_their_own_are_one_insert_each_and_one_comm
     if h.database.dialect.name == "sqlite":
         assert begun == []
         assert h.database.pool.checkedout() == 1  # type: ignore[attr-defined]
-    assert [row[1:] for row in h.store.unprocessed_replies("s-1", 0)] == [
+    assert [row[1:] for row in h.store.unprocessed_replies("s-1")] == [
         ("p0", "ACK_PLANNED_MAINTENANCE", {"vm-0": "MIGRATE"}, received),
         ("p1", "NACK_MAINTENANCE", {}, received),
     ]
-    assert [row[1:3] for row in h.store.unprocessed_replies("s-2", 0)] == [
-        ("p1", "ACK_MAINTENANCE")
-    ]
+    assert [row[1:3] for row in h.store.unprocessed_replies("s-2")] == [("p1", "ACK_MAINTENANCE")]
 
 
 # --------------------------------------------------------------------------- 0014: numbers

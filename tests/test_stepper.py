@@ -71,7 +71,7 @@ class FakeStore:
         row.outbox += write.outbox
         row.steps += 1
 
-    def unprocessed_replies(self, session_id: str, after_id: int) -> list[tuple[object, ...]]:
+    def unprocessed_replies(self, session_id: str) -> list[tuple[object, ...]]:
         self.calls.append("replies")
         return []
 

@@ -128,9 +128,9 @@ class MemorySessionStore:
             last_op=max(map(op_number, s.ops), default=0),
         )
 
-    def unprocessed_replies(self, session_id: str, after_id: int) -> list[tuple[Any, ...]]:
+    def unprocessed_replies(self, session_id: str) -> list[tuple[Any, ...]]:
         inbox = self._stored(session_id).inbox
-        return [row for i, (row, at, _) in sorted(inbox.items()) if at is None and i > after_id]
+        return [row for _, (row, at, _) in sorted(inbox.items()) if at is None]
 
     def write(self, write: StepWrite) -> None:
         fence = write.fence

@@ -114,7 +114,7 @@ class SessionStore(Protocol):
     def write(
         self, write: StepWrite
     ) -> None: ...  # raises LeaseLost, writes nothing, if fenced out
-    def unprocessed_replies(self, session_id: str, after_id: int) -> list[tuple[Any, ...]]: ...
+    def unprocessed_replies(self, session_id: str) -> list[tuple[Any, ...]]: ...
 
 
 class LeaseKeeper(Protocol):

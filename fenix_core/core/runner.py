@@ -106,7 +106,7 @@ class CoreRunner:
     """Runs contract workflows (``workflows``: name -> class) on working sets.
 
     ``load(session_id)``: the stored working set (to drop a broken step);
-    ``replies(session_id, after_id)``: the unprocessed inbox rows."""
+    ``replies(session_id)``: its unprocessed inbox rows."""
 
     def __init__(
         self,
@@ -114,7 +114,7 @@ class CoreRunner:
         workflows: Mapping[str, type[Workflow]],
         operations: CoreOperations,
         load: Callable[[str], WorkingSetLike],
-        replies: Callable[[str, int], Sequence[tuple[Any, ...]]],
+        replies: Callable[[str], Sequence[tuple[Any, ...]]],
         service: str = "fenix",
         admin_project_id: str | None = None,
         now: Callable[[], datetime],
@@ -368,7 +368,7 @@ class CoreRunner:
             control(ctx, adapter, workflow)
         if replies:
             self._replies_due.discard(ws.session.id)
-            for row in self._replies(ws.session.id, ws.session.inbox_seen_id):
+            for row in self._replies(ws.session.id):
                 message = InboxRec(*row)
                 outcome = self._reply(ws, adapter, ctx, workflow, message)
                 ws.processed(message.id, outcome, now)

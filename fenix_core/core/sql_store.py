@@ -672,11 +672,14 @@ class SqlSessionStore:
                 last_op=db.execute(S.last_op_number, sid).scalar() or 0,
             )
 
-    def unprocessed_replies(self, session_id: str, after_id: int) -> list[tuple[Any, ...]]:
-        """Unprocessed inbox rows above ``after_id``, in ``InboxRec.FIELDS``
-        order (read through the partial index of unprocessed rows)."""
+    def unprocessed_replies(self, session_id: str) -> list[tuple[Any, ...]]:
+        """The session's unprocessed inbox rows, in ``InboxRec.FIELDS`` order
+        (read through the partial index of unprocessed rows). All of them,
+        not those above the highest id processed: on PostgreSQL an id is
+        drawn at the INSERT and seen at the commit, so replies written at
+        once through two engines can commit out of id order."""
         with self.reading() as db:
-            found = db.execute(S.unprocessed, {"b_session_id": session_id, "b_after_id": after_id})
+            found = db.execute(S.unprocessed, {"b_session_id": session_id})
             return [tuple(r) for r in found]
 
     def undelivered(self, session_id: str, after_seq: int) -> list[OutboxRec]:

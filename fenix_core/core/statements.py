@@ -193,7 +193,6 @@ class Statements:
             .where(
                 INBOX.c.session_id == _b("session_id"),
                 INBOX.c.processed_at.is_(None),
-                INBOX.c.id > _b("after_id"),
             )
             .order_by(INBOX.c.id)
         )

@@ -437,7 +437,9 @@ class SessionClockRow(Base):
     lease_expires: Mapped[datetime | None]
     # Every outbox row with seq <= delivered_seq has been delivered.
     delivered_seq: Mapped[int] = mapped_column(Integer, default=0)
-    # Every inbox row of the session with id <= inbox_seen_id has been processed.
+    # The highest inbox id the session has processed (a record only: rows
+    # below it may still be unprocessed, since on PostgreSQL replies written
+    # at once through two engines can commit out of id order).
     inbox_seen_id: Mapped[int] = mapped_column(Integer, default=0)
 
     # No index of ``next_wake`` (0014 dropped it): nearly every step changes
