@@ -14,7 +14,9 @@ listing a new session takes, the session's insert), so the stored
 inventory and the announcements never disagree; the sessions' records
 follow the inventory (a session loaded later compares all its hosts once).
 Changes committed by other workers are read from ``host_changes`` above the
-highest id seen (:meth:`InventoryCache.poll`), by primary key.
+highest id seen, and the ids below it not seen yet (another worker's
+transaction may commit a lower id later: :class:`~fenix_core.core.id_cursor.IdCursor`),
+by primary key (:meth:`InventoryCache.poll`).
 
 The comparison of a listing with the inventory is the pure
 :func:`fenix_core.inventory.plan_sync`.
@@ -22,12 +24,13 @@ The comparison of a listing with the inventory is the pure
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Final
 
 import attrs
-from sqlalchemy import Connection, Table, func, insert, select, update
+from sqlalchemy import Connection, Table, func, insert, or_, select, update
 from sqlalchemy.engine import Engine as SAEngine
 
 from ..inventory import (
@@ -40,11 +43,16 @@ from ..inventory import (
 )
 from ..model import Host
 from ..store.schema import HostChangeRow, InventoryHostRow
+from .id_cursor import IdCursor
 
 __all__ = ["HostChangeRec", "InventoryCache", "Known"]
 
 #: Changes kept for sessions that follow them; one older than that compares all.
 _LOG_LIMIT = 10_000
+
+#: At the first read, the ids below the highest that may still be in
+#: transactions under way (those of them not there are asked for again).
+_RECENT_IDS = 1_000
 
 
 @attrs.frozen
@@ -77,7 +85,7 @@ class InventoryCache:
     def __init__(self, database: SAEngine) -> None:
         self._db = database
         self._hosts: dict[str, Known] | None = None  # None: not read yet
-        self._last_change = 0  # the highest host_changes id applied
+        self._changes = IdCursor()  # the host_changes ids applied
         self.generation = 0
         # (generation, host) of each change, oldest first; _floor: the
         # generation before the oldest entry still kept.
@@ -114,7 +122,9 @@ class InventoryCache:
                           r.session_id)
             for r in db.execute(select(_INV))
         }  # fmt: skip
-        self._last_change = db.scalar(select(func.max(_CHG.c.id))) or 0
+        top = db.scalar(select(func.max(_CHG.c.id))) or 0
+        recent = db.scalars(select(_CHG.c.id).where(_CHG.c.id > top - _RECENT_IDS))
+        self._changes.start(top, set(recent), _RECENT_IDS, time.monotonic())
         self._bump(())
         self._floor = self.generation  # sessions loaded before compare everything
 
@@ -135,16 +145,19 @@ class InventoryCache:
         if self._hosts is None:
             self._read_all(db)
             return []
+        cursor = self._changes
+        holes = cursor.holes()
+        newer = _CHG.c.id > cursor.last
         found = list(
             db.execute(
                 select(_CHG.c.id, _CHG.c.host)
-                .where(_CHG.c.id > self._last_change)
+                .where(or_(newer, _CHG.c.id.in_(holes)) if holes else newer)
                 .order_by(_CHG.c.id)
             )
         )
+        cursor.saw((r.id for r in found), time.monotonic())
         if not found:
             return []
-        self._last_change = found[-1].id
         names = sorted({r.host for r in found})
         for r in db.execute(select(_INV).where(_INV.c.name.in_(names))):
             self._hosts[r.name] = Known(
@@ -336,7 +349,7 @@ class InventoryCache:
         assert self._hosts is not None
         self._hosts.update(kept)
         if changes:
-            self._last_change = max(self._last_change, max(c.id for c in changes))
+            self._changes.saw((c.id for c in changes), time.monotonic())
         if kept or changes:
             self._bump(sorted(set(kept) | {c.host for c in changes}))
 
