@@ -384,6 +384,7 @@ class SessionEvidence:
     seq: int
     delivered_seq: int
     version: int
+    reason: str | None = None  # why it failed, if it did: named in the problem
 
 
 @attrs.frozen
@@ -426,6 +427,7 @@ def problems(evidence: Evidence, reference: SessionEvidence) -> list[str]:
             if getattr(got, field) != getattr(reference, field):
                 found.append(
                     f"session {sid}: {field} {getattr(got, field)} != {getattr(reference, field)}"
+                    + (f" ({got.reason})" if field == "state" and got.reason else "")
                 )
         if got.delivered_seq != got.seq:
             found.append(f"session {sid}: delivered up to seq {got.delivered_seq} of {got.seq}")
@@ -811,6 +813,7 @@ class ChaosRun:
                     seq=stored.seq,
                     delivered_seq=stored.delivered_seq,
                     version=stored.version,
+                    reason=engine.get_session(sid).reason,
                 )
         return Evidence(
             sessions=sessions,

@@ -108,6 +108,9 @@ def test_the_checks_pass_a_clean_run_and_name_each_violation() -> None:
     session = evidence.sessions["s1"]
     cases = {
         "state": attrs.evolve(session, state="MAINTENANCE_FAILED"),
+        "(internal error: boom)": attrs.evolve(
+            session, state="MAINTENANCE_FAILED", reason="internal error: boom"
+        ),
         "migrations": attrs.evolve(session, migrations={"a": 2}),
         "action_runs": attrs.evolve(session, action_runs={"h0": 2}),
         "delivered up to": attrs.evolve(session, delivered_seq=1),
