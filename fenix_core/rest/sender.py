@@ -78,6 +78,9 @@ class WebhookSender:
         self.headers = dict(headers or {})
         self._rng = rng or random.Random()
         self._now = now or (lambda: datetime.now(UTC))
+        # How long a POST taken from the queue is this sender's alone (other
+        # fenix-api workers' senders leave it): past any POST's timeout.
+        self._claim = timedelta(seconds=max(60.0, 2 * timeout))
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fenix-webhook")
         self._busy: set[str] = set()
         self._busy_lock = threading.Lock()
@@ -127,7 +130,8 @@ class WebhookSender:
     def _dispatch(self) -> int:
         with self._busy_lock:
             busy = set(self._busy)
-        due = self.outbox.due(self._now(), busy)
+        now = self._now()
+        due = self.outbox.due(now, busy, claim_until=now + self._claim)
         for delivery in due:
             with self._busy_lock:
                 self._busy.add(delivery.url)

@@ -282,9 +282,20 @@ class WebhookOutbox:
 
     # ------------------------------------------------------------------ the queue
 
-    def due(self, now: datetime, busy: Iterable[str] = ()) -> list[Delivery]:
+    def due(
+        self, now: datetime, busy: Iterable[str] = (), *, claim_until: datetime | None = None
+    ) -> list[Delivery]:
         """The oldest pending POST of each URL, if its time has come (URLs in
-        ``busy`` are skipped: a POST to them is in flight)."""
+        ``busy`` are skipped: a POST to them is in flight).
+
+        With ``claim_until``, each one returned is taken for the caller: its
+        next attempt is moved to ``claim_until`` in the same transaction, and
+        a row another sender on the same database (another fenix-api worker)
+        took first is left out, so that a POST goes out once and one URL's
+        POSTs one at a time. The POST's outcome ends it or sets its next
+        attempt; a sender that dies during the POST leaves it to be tried
+        again at ``claim_until``."""
+        skip = set(busy)
         with self.engine.transaction() as orm:
             heads = self._heads(orm)
             rows = orm.scalars(
@@ -292,8 +303,24 @@ class WebhookOutbox:
                 .where(WebhookRow.id.in_(heads), WebhookRow.next_attempt_at <= now)
                 .order_by(WebhookRow.id)
             ).all()
-            skip = set(busy)
-            return [_delivery(r) for r in rows if r.url not in skip]
+            found = [_delivery(r) for r in rows if r.url not in skip]
+            if claim_until is None:
+                return found
+            taken = []
+            for delivery in found:
+                claimed = orm.execute(
+                    update(WebhookRow)
+                    .where(
+                        WebhookRow.id == delivery.id,
+                        WebhookRow.state == PENDING,
+                        WebhookRow.next_attempt_at <= now,
+                    )
+                    .values(next_attempt_at=claim_until)
+                    .execution_options(synchronize_session=False)
+                )
+                if claimed.rowcount == 1:  # type: ignore[attr-defined]
+                    taken.append(delivery)
+            return taken
 
     def next_attempt_at(self) -> datetime | None:
         """When the earliest pending head-of-line POST is due."""

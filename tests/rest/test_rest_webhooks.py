@@ -203,6 +203,54 @@ def test_undelivered_webhooks_survive_a_restart(tmp_path: Path, endpoint: HookEn
     assert [b["seq"] for b in received] == sent
 
 
+def test_two_fenix_api_workers_post_each_webhook_once_in_order(
+    tmp_path: Path, endpoint: HookEndpoint
+) -> None:
+    """Two fenix-api workers on one database (operations.md, "Running N
+    workers") each run a sender over the shared queue. A POST goes out
+    once, by one of them, and one URL's POSTs still go one at a time in
+    queue order: each sender used to POST every head of the queue it saw,
+    so with two workers every notification reached the receiver twice."""
+    url = f"sqlite:///{tmp_path / 'fenix.db'}"
+    cloud_file = tmp_path / "cloud.json"
+    cloud = small_cloud(SimulatedCloud(state_path=cloud_file))
+    first = Engine(database_url=url, clock=SimClock(), plugins=[cloud], load_entry_points=False)
+    outbox = WebhookOutbox(first, admin_urls={"maintenance.session": [endpoint.url]}).connect()
+    sent = run_session(first)  # queued, not sent: no sender yet
+    outbox.disconnect()
+    first.close()
+
+    def slow(_body: dict[str, Any], _headers: Any) -> int:
+        time.sleep(0.02)  # both senders find the same head while one POSTs it
+        return 200
+
+    endpoint.answer = slow
+    endpoint.up()
+    workers = [
+        Engine(
+            database_url=url,
+            clock=SimClock(),
+            plugins=[SimulatedCloud(state_path=cloud_file)],
+            load_entry_points=False,
+            worker_id=f"api-{n}",
+        )
+        for n in range(2)
+    ]
+    senders = [WebhookSender(WebhookOutbox(w), **FAST) for w in workers]
+    try:
+        for sender in senders:
+            sender.start()
+        received = endpoint.wait_for(len(sent))
+        time.sleep(0.3)  # a second copy of the last ones would arrive meanwhile
+    finally:
+        for sender in senders:
+            sender.stop()
+        for worker in workers:
+            worker.close()
+    assert len(endpoint.received) == len(sent)
+    assert [b["seq"] for b in received] == sent
+
+
 def test_a_rejected_post_does_not_block_the_ones_behind_it(endpoint: HookEndpoint) -> None:
     endpoint.answer = lambda body, headers: 400 if body["seq"] == 2 else 200
     endpoint.up()
