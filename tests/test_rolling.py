@@ -890,6 +890,48 @@ def test_a_hook_that_raises_fails_the_session_without_crashing_the_engine(
     recorder.close()
 
 
+class _BrokenWhenArmed(RollingWorkflow):
+    """Raises in its hook while ``armed``."""
+
+    armed = False
+
+    def advance(self, ctx: SessionContext) -> None:
+        super().advance(ctx)
+        if self.armed:
+            raise RuntimeError("workflow bug")
+
+
+def test_a_hook_that_raises_in_a_worker_that_lost_the_session_fails_nothing(
+    cloud: SimulatedCloud, core: Factory, clock: SimClock
+) -> None:
+    """A stalled worker whose session another worker took over runs a hook
+    that raises. Its step is dropped as fenced out: the session is let go
+    as it is, not failed by that worker (it used to reload the other
+    worker's newer version under its old fence and raise ValueError from
+    its step)."""
+    fill(cloud, LAYOUT)
+    stalled_lease, lease = SimClock(), SimClock()
+    options: dict[str, Any] = {"workflows": {"rolling": _BrokenWhenArmed}, "lease_seconds": 30}
+    upgrade = TimedAction("upgrade", 60)
+    a = core(upgrade, worker_id="a", lease_clock=stalled_lease, **options)
+    b = core(upgrade, worker_id="b", lease_clock=lease, **options)
+    sid = a.create_session(SessionRequest(actions=[ActionSpec("upgrade", "host")]))
+    a.run_until_idle()
+    assert a.held(sid) is not None
+    lease.advance(31)  # a stalls: its lease runs out by everyone's clock but its own
+    assert b.step() == 1
+    wake = a.next_wake()
+    assert wake is not None
+    clock.advance_to(wake)
+    _BrokenWhenArmed.armed = True
+    try:
+        assert a.step() == 0
+    finally:
+        _BrokenWhenArmed.armed = False
+    assert a.held(sid) is None
+    assert b.run_until_done(sid).state == "MAINTENANCE_DONE"
+
+
 def test_replies_are_checked_on_the_held_session(cloud: SimulatedCloud, core: Factory) -> None:
     """A reply nobody asked for is refused as by today's engine."""
     from fenix_core.errors import Conflict, NotFound

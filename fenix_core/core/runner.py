@@ -55,6 +55,7 @@ from ..contract import (
 from ..inventory import host_from_dict
 from ..model import Host
 from ..states import HostState, SessionState, normalize_reply_state
+from ..store.leases import LeaseLost
 from .context import PIPELINE_TIMER, StepContext
 from .inventory import HostChangeRec, InventoryCache
 from .listings import (
@@ -505,8 +506,17 @@ class CoreRunner:
     # ------------------------------------------------------------------ a broken step
 
     def _drop_step(self, ws: WorkingSet, now: datetime) -> WorkingSetAdapter:
-        """Forget what the broken step changed: ``ws`` becomes the stored one."""
+        """Forget what the broken step changed: ``ws`` becomes the stored one.
+        LeaseLost if another worker has written the session since ``ws`` was
+        loaded (it took the session over while this one stalled): this
+        worker's step is not written, the session is theirs."""
         fresh = self._load(ws.session.id)
+        if fresh.version != ws.session.version:
+            raise LeaseLost(
+                f"session {ws.session.id}: written by another worker (version "
+                f"{fresh.version}, {ws.session.version} here); the step is not written",
+                session_id=ws.session.id,
+            )
         ws.reset_to(cast(WorkingSet, fresh))
         self._adapters.pop(ws.session.id, None)
         self._lease_written.pop(ws.session.id, None)
