@@ -38,7 +38,7 @@ from typing import Any, ClassVar, Self, cast
 
 from sqlalchemy import Connection, bindparam, delete, insert, select
 from sqlalchemy.engine import Engine as SAEngine
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from . import approval
@@ -69,7 +69,7 @@ from .core.replies import (
     ReplyIntake,
 )
 from .core.reply_inbox import SqlReplyInbox
-from .core.retry import DbRetry, check_retry_arguments
+from .core.retry import DbRetry, check_retry_arguments, is_database_fault
 from .core.runner import CoreRunner
 from .core.sql_store import SqlSessionStore
 from .core.stepper import StepFrame, StepOutcome, Stepper
@@ -1028,14 +1028,16 @@ class Engine:
                 # never idle (taking new sessions as others end) still stops.
                 if self.step():
                     continue
-            except OperationalError as exc:
+            except DBAPIError as exc:
+                if not is_database_fault(exc):
+                    raise
                 self._database_lost(exc)
                 continue
             if self._stop.is_set():
                 break
             self._wait_for_work()
 
-    def _database_lost(self, error: OperationalError) -> None:
+    def _database_lost(self, error: DBAPIError) -> None:
         """The database stayed unreachable through ``db_retries``: nothing
         commits, so this worker starts no operation and sends no
         notification (both come only after a commit). It keeps what it

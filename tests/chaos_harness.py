@@ -59,10 +59,11 @@ from typing import Any
 
 import attrs
 from sqlalchemy import select
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError
 
 from fenix_core import ActionSpec, Engine, SessionRequest
 from fenix_core.clock import RealClock
+from fenix_core.core.retry import is_database_fault
 from fenix_core.hookspecs import ActionContext, hookimpl
 from fenix_core.model import OperationStatus
 from fenix_core.signals import SIGNALS
@@ -359,8 +360,8 @@ def worker_main(config_file: str, worker_id: str, incarnation: str, slot: str) -
             try:
                 via.reply(session_id, project_id, state, actions)
                 return
-            except OperationalError:
-                if attempt == 59:
+            except DBAPIError as error:
+                if attempt == 59 or not is_database_fault(error):
                     raise
                 time.sleep(0.5)
 

@@ -373,7 +373,7 @@ def test_connection_lost_reading_the_replies_is_retried_and_does_not_fail_the_se
         # A step reads the replies that arrived (inside the workflow's hooks):
         # a database error there is the database's, not the workflow's.
         text = " ".join(statement.upper().split())
-        if text.startswith("SELECT INBOX.ID") and "INBOX.ID >" in text and not lost:
+        if text.startswith("SELECT INBOX.ID") and "PROCESSED_AT IS NULL" in text and not lost:
             lost.append(statement)
             raise OperationalError(statement, {}, ConnectionError("server closed the connection"))
 
@@ -399,3 +399,45 @@ def test_closing_an_engine_whose_database_is_gone_leaves_the_leases_to_expire(
     holder = engines(cloud, TimedAction("upgrade", 60)).lease_holder(sid)
     assert holder is not None
     assert holder[0] == engine.worker_id
+
+
+def test_only_database_faults_are_retried() -> None:
+    """A lost connection is retried whatever the driver called it
+    (OperationalError, InterfaceError for a connection closed under it, a
+    DBAPI error SQLAlchemy took for a disconnect); a refused statement is
+    raised at once."""
+    from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError
+
+    from fenix_core.core.retry import DbRetry, is_database_fault
+
+    invalidated = DBAPIError("SELECT 1", {}, Exception("gone"), connection_invalidated=True)
+    faults = [
+        OperationalError("SELECT 1", {}, Exception("server closed the connection")),
+        InterfaceError("SELECT 1", {}, Exception("the connection is closed")),
+        invalidated,
+    ]
+    refused = IntegrityError("INSERT", {}, Exception("duplicate key"))
+    assert all(is_database_fault(f) for f in faults)
+    assert not is_database_fault(refused)
+    assert not is_database_fault(ValueError("not the database"))
+    retry = DbRetry(2, 0.001, sleep=lambda _: None)
+    for fault in faults:
+        calls: list[int] = []
+
+        def flaky(fault: Exception = fault, calls: list[int] = calls) -> str:
+            calls.append(1)
+            if len(calls) == 1:
+                raise fault
+            return "done"
+
+        assert retry("a call", flaky) == "done"
+        assert len(calls) == 2
+    calls = []
+
+    def refusing() -> None:
+        calls.append(1)
+        raise refused
+
+    with pytest.raises(IntegrityError):
+        retry("a call", refusing)
+    assert len(calls) == 1

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from conftest import Recorder, fill
 from sqlalchemy import event as sa_event
+from sqlalchemy.exc import InterfaceError
 
 from fenix_core import ActionSpec, Engine, SessionRequest, signals
 from fenix_core.clock import SimClock
@@ -930,6 +931,43 @@ def test_a_hook_that_raises_in_a_worker_that_lost_the_session_fails_nothing(
         _BrokenWhenArmed.armed = False
     assert a.held(sid) is None
     assert b.run_until_done(sid).state == "MAINTENANCE_DONE"
+
+
+class _ConnectionClosedOnce(RollingWorkflow):
+    """Its hook meets a connection the server closed, once (psycopg raises
+    InterfaceError for it), while ``armed``."""
+
+    armed = False
+
+    def advance(self, ctx: SessionContext) -> None:
+        super().advance(ctx)
+        if _ConnectionClosedOnce.armed and ctx.session.state == "START_MAINTENANCE":
+            _ConnectionClosedOnce.armed = False
+            raise InterfaceError("SELECT 1", {}, Exception("the connection is closed"))
+
+
+def test_a_lost_connection_in_a_hook_is_retried_not_a_failed_session(
+    cloud: SimulatedCloud, core: Factory
+) -> None:
+    """A database fault other than OperationalError (psycopg's
+    InterfaceError on a connection the server closed) used to count as a
+    workflow error and fail the session; it is retried from the session's
+    last commit, as an OperationalError is."""
+    fill(cloud, LAYOUT)
+    engine = core(
+        TimedAction("upgrade", 60),
+        workflows={"rolling": _ConnectionClosedOnce},
+        db_retry_seconds=0.001,
+    )
+    ScriptedManager(engine, "pa", cloud=cloud)  # type: ignore[arg-type]
+    sid = engine.create_session(SessionRequest(actions=[ActionSpec("upgrade", "host")]))
+    _ConnectionClosedOnce.armed = True
+    try:
+        view = engine.run_until_done(sid)
+    finally:
+        armed, _ConnectionClosedOnce.armed = _ConnectionClosedOnce.armed, False
+    assert not armed  # the fault happened
+    assert (view.state, view.reason) == ("MAINTENANCE_DONE", None)
 
 
 def test_replies_are_checked_on_the_held_session(cloud: SimulatedCloud, core: Factory) -> None:

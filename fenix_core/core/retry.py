@@ -1,7 +1,7 @@
 """A lost database connection, retried (``Engine(db_retries=,
 db_retry_seconds=)``): the call is made again after ``first_wait`` seconds,
 doubling each time, up to ``retries`` times, before the error reaches the
-caller. Only :class:`sqlalchemy.exc.OperationalError` is retried (the
+caller. Only a database fault is retried (:func:`is_database_fault`: the
 connection dropped, the server went away, a lock timed out): anything else
 is a defect or a refusal that a retry would only repeat.
 
@@ -16,15 +16,26 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from ..errors import InvalidInput
 
-__all__ = ["DbRetry", "check_retry_arguments"]
+__all__ = ["DbRetry", "check_retry_arguments", "is_database_fault"]
 
 log = logging.getLogger("fenix_core.core")
 
 _T = TypeVar("_T")
+
+
+def is_database_fault(error: BaseException) -> bool:
+    """Whether ``error`` is the database or its connection failing rather
+    than a statement refused: an OperationalError, an InterfaceError (the
+    driver's connection closed under it: psycopg raises one for a
+    connection the server dropped), or any DBAPI error SQLAlchemy took for a
+    disconnect (it invalidated the connection)."""
+    if isinstance(error, OperationalError | InterfaceError):
+        return True
+    return isinstance(error, DBAPIError) and error.connection_invalidated
 
 
 def check_retry_arguments(retries: object, wait_seconds: object) -> None:
@@ -61,8 +72,8 @@ class DbRetry:
         while True:
             try:
                 return call()
-            except OperationalError as exc:
-                if attempt >= self.retries:
+            except DBAPIError as exc:
+                if attempt >= self.retries or not is_database_fault(exc):
                     raise
                 delay = self.first_wait * 2**attempt
                 attempt += 1

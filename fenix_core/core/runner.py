@@ -33,7 +33,6 @@ from operator import attrgetter
 from typing import Any, TypeAlias, cast
 
 import attrs
-from sqlalchemy.exc import OperationalError
 
 from ..constraints import ConstraintSet
 from ..contract import (
@@ -69,6 +68,7 @@ from .listings import (
 from .operations import CoreOperations
 from .ports import WorkingSetLike
 from .replies import CarriedReplies
+from .retry import is_database_fault
 from .stepper import StepFrame, StepOutcome, Unrunnable
 from .stuck import wait_longer
 from .working_set import InboxRec, OpRec, WorkingSet
@@ -227,9 +227,9 @@ class CoreRunner:
             carried.outcomes.clear()  # a step made again (a retry) takes them afresh
         try:
             self._hooks(ws, adapter, workflow, now, control, carried)
-        except OperationalError:
-            raise  # the database, not the workflow: the step is retried from its last commit
         except Exception as exc:
+            if is_database_fault(exc):
+                raise  # the database, not the workflow: the step is retried from its last commit
             log.exception("session %s: workflow error", ws.session.id)
             if carried is not None:
                 carried.outcomes.clear()  # dropped with the step: recorded unprocessed
