@@ -292,8 +292,9 @@ def checks(session: nox.Session) -> None:
             step()
         except nox.command.CommandFailed:
             failed.append(name)
-    if failed:
-        session.error(f"failed: {', '.join(failed)}")
+    if failed:  # reported as a failure, as a failed command is, not as an abort
+        session.log(f"failed: {', '.join(failed)}")
+        raise nox.command.CommandFailed(f"failed: {', '.join(failed)}")
 
 
 @nox.session
