@@ -8,7 +8,6 @@ from collections import Counter
 from textwrap import dedent
 from typing import Any
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -468,7 +467,6 @@ def second_moves_from_later_hosts(cloud: SimulatedCloud) -> list[str]:
     )
 
 
-@pytest.mark.no_cover
 @settings(
     max_examples=25,
     deadline=None,
