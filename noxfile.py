@@ -1,4 +1,5 @@
-"""Developer tasks. `nox` runs lint, types and tests; `nox -s demo` runs the main example."""
+"""Developer tasks. `nox` runs lint, then the types, tests and docs sessions'
+commands in one venv (the `checks` session); `nox -s demo` runs the main example."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ from pathlib import Path
 from xml.etree import ElementTree
 
 import nox
+import nox.command
 
-nox.options.sessions = ["lint", "types", "tests", "docs"]
+nox.options.sessions = ["lint", "checks"]
 nox.options.error_on_missing_interpreters = True
 
 SOURCES = [
@@ -37,6 +39,10 @@ def tests(session: nox.Session) -> None:
     coverage gate only applies when the whole suite ran.
     """
     session.install("-e", ".[dev,openstack,rest,k8s]")
+    _run_tests(session)
+
+
+def _run_tests(session: nox.Session) -> None:
     _install_postgresql(session)
     _install_chromium(session)
     junit = Path(session.create_tmp()) / "junit.xml"
@@ -178,6 +184,10 @@ def lint(session: nox.Session) -> None:
 def types(session: nox.Session) -> None:
     """mypy --strict on the library and the cloud plug-ins."""
     session.install("-e", ".[dev,openstack,rest,k8s]")
+    _run_types(session)
+
+
+def _run_types(session: nox.Session) -> None:
     session.run("mypy", "fenix_core", "fenix_core_openstack", "fenix_core_k8s")
 
 
@@ -242,6 +252,10 @@ def docs(session: nox.Session) -> None:
     (docs/_static/mermaid), so the state diagrams render without a CDN.
     """
     session.install("-e", ".[docs,openstack,k8s,rest]")
+    _build_docs(session, session.posargs)
+
+
+def _build_docs(session: nox.Session, sphinx_options: list[str]) -> None:
     _vendor_mermaid(session)
     session.run(
         "sphinx-build",
@@ -252,8 +266,35 @@ def docs(session: nox.Session) -> None:
         "html",
         "docs",
         "docs/_build/html",
-        *session.posargs,
+        *sphinx_options,
     )
+
+
+@nox.session
+def checks(session: nox.Session) -> None:
+    """What `nox` runs after lint: the commands of the types, tests and docs
+    sessions, in one venv.
+
+    Those sessions install the same extras (docs adds Sphinx), about a minute
+    of pip each; here the project is installed once. A step that fails does
+    not stop the next ones, as with separate sessions; the session then fails
+    naming it. Options after -- go to pytest, as with `nox -s tests`.
+    """
+    session.install("-e", ".[dev,docs,openstack,rest,k8s]")
+    steps = {
+        "types": lambda: _run_types(session),
+        "tests": lambda: _run_tests(session),
+        "docs": lambda: _build_docs(session, []),
+    }
+    failed = []
+    for name, step in steps.items():
+        try:
+            step()
+        except nox.command.CommandFailed:
+            failed.append(name)
+    if failed:  # reported as a failure, as a failed command is, not as an abort
+        session.log(f"failed: {', '.join(failed)}")
+        raise nox.command.CommandFailed(f"failed: {', '.join(failed)}")
 
 
 @nox.session
