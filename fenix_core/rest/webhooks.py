@@ -306,21 +306,22 @@ class WebhookOutbox:
             found = [_delivery(r) for r in rows if r.url not in skip]
             if claim_until is None:
                 return found
-            taken = []
-            for delivery in found:
-                claimed = orm.execute(
+            if not found:
+                return found
+            taken = set(
+                orm.scalars(
                     update(WebhookRow)
                     .where(
-                        WebhookRow.id == delivery.id,
+                        WebhookRow.id.in_([d.id for d in found]),
                         WebhookRow.state == PENDING,
                         WebhookRow.next_attempt_at <= now,
                     )
                     .values(next_attempt_at=claim_until)
+                    .returning(WebhookRow.id)
                     .execution_options(synchronize_session=False)
                 )
-                if claimed.rowcount == 1:  # type: ignore[attr-defined]
-                    taken.append(delivery)
-            return taken
+            )
+            return [d for d in found if d.id in taken]
 
     def next_attempt_at(self) -> datetime | None:
         """When the earliest pending head-of-line POST is due."""
