@@ -368,7 +368,10 @@ class Engine:
 
     @property
     def database(self) -> SAEngine:
-        """The SQLAlchemy engine of the database (the seam for instrumentation)."""
+        """The SQLAlchemy engine of the database (the seam for instrumentation).
+        An in-memory database is one connection for every thread: use it
+        from the thread that drives the engine, and :meth:`transaction`
+        from any other."""
         return self._db
 
     def held_sessions(self) -> list[str]:
@@ -383,7 +386,7 @@ class Engine:
         does; NotFound for an unknown session (as Engine.lease_holder)."""
         if not isinstance(session_id, str):
             raise InvalidInput("session_id", f"expected a string, got {type(session_id).__name__}")
-        with self._db.connect() as db:
+        with self._reading() as db:
             found = db.execute(
                 select(SessionClockRow.lease_owner, SessionClockRow.lease_expires).where(
                     SessionClockRow.session_id == session_id
@@ -392,6 +395,15 @@ class Engine:
         if found is None:
             raise NotFound("session", session_id, session_id=session_id)
         return live_holder(found.lease_owner, found.lease_expires, self.lease_clock.now())
+
+    @contextmanager
+    def _reading(self) -> Iterator[Connection]:
+        """A connection for one of the engine's reads, under the engine lock:
+        an in-memory database is one connection for every thread, and a read
+        on it from another thread would end (roll back) a transaction open
+        there, such as an extension's :meth:`transaction`."""
+        with self._lock, self._db.connect() as db:
+            yield db
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:
@@ -487,7 +499,8 @@ class Engine:
     def get_plan(self, session_id: str) -> ApprovalView:
         """The plan of a session created with ``approval: "required"`` (as
         Engine.get_plan); NotFound for a session that has none."""
-        _, record, _ = self._approval_store.awaiting(session_id)
+        with self._lock:
+            _, record, _ = self._approval_store.awaiting(session_id)
         found = build_approval_view(record)
         if found is None:
             raise NotFound("plan", session_id, session_id=session_id)
@@ -498,7 +511,8 @@ class Engine:
         cloud and the constraints; else re-plan it and raise Replanned (as
         Engine.approve_session)."""
         check_plan_id(plan_id)
-        state, record, request = self._approval_store.awaiting(session_id)
+        with self._lock:
+            state, record, request = self._approval_store.awaiting(session_id)
         self._approvals.require_awaiting(session_id, state, record, plan_id)
         assert record is not None
         req = SessionRequest.from_dict(request)
@@ -544,7 +558,8 @@ class Engine:
 
     def list_sessions(self) -> list[SessionView]:
         """Every session, oldest first."""
-        return [self.get_session(sid) for sid in views.session_ids(self._db)]
+        with self._lock:
+            return [self.get_session(sid) for sid in views.session_ids(self._db)]
 
     def list_operations(self, session_id: str) -> list[OperationView]:
         """Every operation the session recorded, in that order (read-only).
@@ -686,13 +701,13 @@ class Engine:
             db.execute(delete(SubscriptionRow).where(SubscriptionRow.project_id == project_id))
 
     def subscriptions(self) -> list[str]:
-        with self._db.connect() as db:
+        with self._reading() as db:
             return list(
                 db.scalars(select(SubscriptionRow.project_id).order_by(SubscriptionRow.project_id))
             )
 
     def _subscribed(self, project_id: str) -> bool:
-        with self._db.connect() as db:
+        with self._reading() as db:
             return (
                 db.scalar(
                     select(SubscriptionRow.project_id).where(
@@ -1075,7 +1090,7 @@ class Engine:
             self._wake.clear()
 
     def _finished(self, session_id: str) -> bool:
-        with self._db.connect() as db:
+        with self._reading() as db:
             found = db.execute(_STATE_AND_WAKE, {"session_id": session_id}).one_or_none()
         if found is None:  # deleted meanwhile
             raise NotFound("session", session_id, session_id=session_id)

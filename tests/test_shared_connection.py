@@ -1,0 +1,68 @@
+"""An in-memory database is one connection that every thread shares: a read
+another thread makes on it while an extension's transaction is open ends
+that transaction (the driver's rollback is the connection's). So every
+public call of the engine that reads the database waits for the engine lock,
+which :meth:`Engine.transaction` holds.
+
+Found by the REST webhook test: the sender thread's ``finish`` failed with
+"cannot commit - no transaction is active" while ``run_until_done`` read the
+session's state in the main thread, and the POSTs behind it waited a minute.
+That read (between two steps of ``run_until_done``) takes the same path as
+the calls below; the moment it happens cannot be set from outside, so the
+calls that read at once stand for it.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import pytest
+
+from fenix_core import Engine
+from fenix_core.clock import SimClock
+from fenix_core.store.schema import SubscriptionRow
+from fenix_core.testing import ScriptedManager, SimulatedCloud
+
+
+def small_cloud() -> SimulatedCloud:
+    cloud = SimulatedCloud()
+    for host in ("cmp-0", "cmp-1"):
+        cloud.add_host(host, vcpus=8)
+    cloud.add_instance("vm-a1", project_id="pa", host="cmp-0", vcpus=2)
+    return cloud
+
+
+READERS: dict[str, Callable[[Engine, str], object]] = {
+    "lease_holder": lambda engine, sid: engine.lease_holder(sid),
+    "list_sessions": lambda engine, sid: engine.list_sessions(),
+    "subscriptions": lambda engine, sid: engine.subscriptions(),
+    "get_plan": lambda engine, sid: engine.get_plan(sid),
+}
+
+
+@pytest.mark.parametrize("reader", sorted(READERS))
+def test_a_read_from_another_thread_leaves_an_open_transaction_alone(reader: str) -> None:
+    cloud = small_cloud()
+    with Engine(clock=SimClock(), plugins=[cloud], load_entry_points=False) as engine:
+        ScriptedManager(engine, "pa", cloud=cloud)
+        session_id = engine.create_session({"approval": "required"})
+        failures: list[BaseException] = []
+
+        def read() -> None:
+            try:
+                READERS[reader](engine, session_id)
+            except BaseException as exc:  # reported by the test below
+                failures.append(exc)
+
+        other = threading.Thread(target=read)
+        with engine.transaction() as orm:
+            orm.add(SubscriptionRow(project_id="late", created_at=datetime.now(UTC)))
+            orm.flush()
+            other.start()
+            other.join(timeout=1.0)  # without the lock it has read (and rolled back) by now
+        other.join(timeout=30)
+        assert not other.is_alive()
+        assert failures == []
+        assert "late" in engine.subscriptions()
