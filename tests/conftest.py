@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from datetime import datetime
 from typing import Any
 
@@ -34,6 +34,31 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     `-n 2`, a test of a minute handed out last keeps one worker busy while
     the other has nothing left to do (docs/testing.md)."""
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
+@pytest.hookimpl(wrapper=True, trylast=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, object, object]:
+    """A test marked ``no_cover`` runs untraced under xdist too.
+
+    pytest-cov pauses its own measurement around such a test. In an xdist
+    worker it has started two (one as if the worker ran alone, then the
+    worker's own), and pausing the second resumes the first, which then
+    traces the test all the same. Inside pytest-cov's wrapper (trylast),
+    every measurement still running is stopped for the test's call and
+    started again after it; outside xdist there is none left to stop."""
+    if item.get_closest_marker("no_cover") is None:
+        return (yield)
+    import coverage
+
+    stopped: list[coverage.Coverage] = []
+    while (running := coverage.Coverage.current()) is not None:
+        running.stop()
+        stopped.append(running)
+    try:
+        return (yield)
+    finally:
+        for measurement in reversed(stopped):
+            measurement.start()
 
 
 class Recorder:

@@ -347,6 +347,7 @@ def test_witness_prints_a_schedule_the_cloud_accepts_and_never_below_the_bound(
     assert re.search(r"^most moves of one instance\s+[12]\s", out, re.M)
 
 
+@pytest.mark.no_cover
 def test_no_schedule_the_cloud_accepts_beats_the_makespan_lower_bound(bench) -> None:
     """A cross-check of planner.makespan_lower_bound (the LB of makespan.py)
     against schedules made without the workflow: on eight small family
@@ -373,6 +374,7 @@ def test_no_schedule_the_cloud_accepts_beats_the_makespan_lower_bound(bench) -> 
         assert checked.makespan == found.makespan >= bounds.makespan.seconds, seed
 
 
+@pytest.mark.no_cover
 @pytest.mark.slow
 def test_no_run_or_witness_on_the_default_family_beats_the_bound(bench) -> None:
     """The bound's terms checked on schedules of the default family (seeds
@@ -411,6 +413,7 @@ def test_no_run_or_witness_on_the_default_family_beats_the_bound(bench) -> None:
     assert reached[4] == makespan.bounds(random_layout(4, max_hosts=40)).makespan.seconds
 
 
+@pytest.mark.no_cover
 @pytest.mark.slow
 def test_witness_known_schedules_meet_the_family_targets_on_the_cloud(
     bench, capsys: pytest.CaptureFixture[str]
@@ -436,6 +439,7 @@ def test_witness_known_schedules_meet_the_family_targets_on_the_cloud(
         assert all(int(most) <= int(p) for most, p in out_at_once), out
 
 
+@pytest.mark.no_cover
 @pytest.mark.slow
 def test_witness_search_from_the_known_rule_ends_no_later_than_it(
     bench, capsys: pytest.CaptureFixture[str]

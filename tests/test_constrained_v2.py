@@ -461,6 +461,7 @@ def largest_state(n_hosts: int) -> int:
     return largest
 
 
+@pytest.mark.no_cover
 def test_the_workflow_state_is_the_same_size_at_30_and_300_hosts() -> None:
     small, large = largest_state(30), largest_state(300)
     # Host names are longer by nothing here; a list growing with hosts would

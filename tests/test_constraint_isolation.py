@@ -40,6 +40,7 @@ def core(clock: SimClock, cloud: SimulatedCloud) -> Any:
     return Engine(clock=clock, plugins=[cloud], workflows={"rolling": RollingWorkflow})
 
 
+@pytest.mark.no_cover
 @pytest.mark.slow
 @pytest.mark.parametrize("make", [today, core], ids=["Engine", "Engine"])
 @settings(max_examples=60, deadline=None)

@@ -139,6 +139,7 @@ def run_core(
         engine.close()
 
 
+@pytest.mark.no_cover
 @pytest.mark.slow
 @settings(
     max_examples=40,

@@ -1219,6 +1219,7 @@ CONTROLS = st.lists(
 )
 
 
+@pytest.mark.no_cover
 @pytest.mark.slow
 @settings(max_examples=12, deadline=None)
 @given(schedule=CONTROLS)

@@ -103,6 +103,7 @@ def test_expected_host_seconds_is_the_declared_duration_else_the_plans_assumptio
     assert expected_host_seconds(Controls(), 0) == ACTION_SECONDS
 
 
+@pytest.mark.no_cover
 @pytest.mark.slow
 def test_a_full_family_layout_comes_within_1_15_of_its_makespan_bound(
     monkeypatch: pytest.MonkeyPatch,
@@ -118,6 +119,7 @@ def test_a_full_family_layout_comes_within_1_15_of_its_makespan_bound(
     assert most <= 2
 
 
+@pytest.mark.no_cover
 @pytest.mark.slow
 def test_hosts_holding_parked_instances_open_last(monkeypatch: pytest.MonkeyPatch) -> None:
     """Seed 1 of the random family (44 full hosts, 2 empty, 40 groups): the

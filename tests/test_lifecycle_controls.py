@@ -417,6 +417,7 @@ def test_a_session_that_keeps_raising_after_it_failed_stops_instead_of_spinning(
     assert engine.next_wake() is None
 
 
+@pytest.mark.no_cover
 @pytest.mark.parametrize("policy", [None, "wait_and_notify", "skip_host", "fail"])
 def test_a_thirty_day_wait_under_each_escalation_policy(policy, fenix_cloud, fenix_clock):
     """A host action that takes 30 days: waited for with wait_and_notify (a
@@ -534,6 +535,7 @@ def test_work_that_ends_before_its_deadline_is_not_stuck(run: Any) -> None:
     assert stuck_notices(recorder) == []
 
 
+@pytest.mark.no_cover
 @pytest.mark.parametrize("kind", ["own_action", "host_up"])
 def test_waiting_past_the_back_off_overflow_at_the_60_s_cap(kind, fenix_cloud, fenix_clock):
     """About 1,750 polls (29 h at 60 s) once overflowed the back-off: an

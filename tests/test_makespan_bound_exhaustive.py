@@ -199,6 +199,7 @@ def tiny_layouts(draw: st.DrawFn) -> tuple[tuple[int, ...], Placed, Groups, int,
     return capacities, tuple(placed), groups, draw(st.integers(1, 3)), 1
 
 
+@pytest.mark.no_cover
 @settings(max_examples=30, deadline=None)
 @given(tiny_layouts())
 def test_no_schedule_beats_the_makespan_bound(
@@ -211,6 +212,7 @@ def test_no_schedule_beats_the_makespan_bound(
     assert bound.seconds <= best, (bound, best)
 
 
+@pytest.mark.no_cover
 @pytest.mark.parametrize(
     ("capacities", "placed", "groups", "work", "optimum"),
     [
@@ -238,6 +240,7 @@ def test_the_first_host_drained_at_its_groups_pace_makes_the_bound_the_optimum(
     assert one_move < bound.seconds == best
 
 
+@pytest.mark.no_cover
 @pytest.mark.parametrize(
     ("groups", "work", "optimum", "with_releases", "without"),
     [

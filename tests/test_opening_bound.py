@@ -100,6 +100,7 @@ def tiny_layouts(draw: st.DrawFn) -> tuple[tuple[int, ...], tuple[tuple[int, int
     return capacities, tuple(placed), draw(st.integers(1, 3)), draw(st.integers(1, 2))
 
 
+@pytest.mark.no_cover
 @pytest.mark.slow
 @settings(max_examples=60, deadline=None)
 @given(tiny_layouts())
@@ -134,6 +135,7 @@ def test_no_schedule_beats_the_bound(
         assert bound_handed >= handed
 
 
+@pytest.mark.no_cover
 @pytest.mark.parametrize(
     ("capacities", "placed", "work", "move", "extra", "optimum"),
     [
@@ -171,6 +173,7 @@ def test_the_bound_is_the_optimum_on_small_layouts(
     assert bound == optimum
 
 
+@pytest.mark.no_cover
 @pytest.mark.parametrize(
     ("capacities", "placed", "work", "move", "optimum"),
     [

@@ -221,6 +221,7 @@ def unlimited_placements(draw: st.DrawFn) -> tuple[Any, ...]:
     return waiting, draw(budget_maps), targets, held, twice
 
 
+@pytest.mark.no_cover
 @settings(max_examples=400, deadline=None, derandomize=True)
 @given(unlimited_placements())
 def test_assign_moves_unlimited_moves_as_assign_moves_does(case: tuple[Any, ...]) -> None:

@@ -8,6 +8,7 @@ from collections import Counter
 from textwrap import dedent
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -467,6 +468,7 @@ def second_moves_from_later_hosts(cloud: SimulatedCloud) -> list[str]:
     )
 
 
+@pytest.mark.no_cover
 @settings(
     max_examples=25,
     deadline=None,

@@ -159,6 +159,7 @@ def _order_and_waves(timeline: Any) -> tuple[list[str], list[list[str]]]:
     return [h.name for h in started], [sorted(h.name for h in w) for w in timeline.waves()]
 
 
+@pytest.mark.no_cover
 @pytest.mark.slow
 @pytest.mark.parametrize("workflow", ["rolling", "constrained"])
 def test_the_plan_matches_the_real_session_that_follows(fake, clock, make_engine, workflow):
@@ -189,6 +190,7 @@ def test_the_plan_matches_the_real_session_that_follows(fake, clock, make_engine
     assert sorted(planned.result.moves) == moved
 
 
+@pytest.mark.no_cover
 @pytest.mark.slow
 def test_a_topology_cap_plans_as_the_real_run(fake, clock, make_engine):
     """Host aggregates reach the plan as the label ``aggregate`` (a host may
