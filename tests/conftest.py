@@ -8,8 +8,10 @@ import os
 import threading
 from collections.abc import Callable, Generator, Iterator
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
+import pg_server
 import pytest
 from hypothesis import settings
 
@@ -59,6 +61,34 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, object, object]:
     finally:
         for measurement in reversed(stopped):
             measurement.start()
+
+
+# One PostgreSQL server for each test process (a pytest-xdist worker), shared
+# by every module: each test that wants one takes a new, empty database on it.
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[pg_server.PostgresServer | None]:
+    if pg_server.unavailable() is not None:
+        yield None
+        return
+    yield from pg_server.server()
+
+
+@pytest.fixture
+def postgres_url(postgres: pg_server.PostgresServer | None) -> str:
+    """A new, empty PostgreSQL database (the test is skipped, saying why, if
+    no server can be started here)."""
+    if postgres is None:
+        pytest.skip(f"no PostgreSQL server: {pg_server.unavailable()}")
+    return postgres.new_database()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A file SQLite database, then a PostgreSQL one."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'fenix.db'}"
+    url: str = request.getfixturevalue("postgres_url")
+    return url
 
 
 class Recorder:

@@ -30,7 +30,6 @@ from chaos_harness import (
     problems,
     reference,
 )
-from test_leases import postgres  # noqa: F401 - the server fixture
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="needs POSIX signals")
 
@@ -43,7 +42,7 @@ CONFIG = ChaosConfig(
 
 
 @pytest.fixture
-def server(postgres: pg_server.PostgresServer | None) -> pg_server.PostgresServer:  # noqa: F811
+def server(postgres: pg_server.PostgresServer | None) -> pg_server.PostgresServer:
     if postgres is None:
         pytest.skip(f"no PostgreSQL server: {pg_server.unavailable()}")
     return postgres

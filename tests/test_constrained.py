@@ -16,7 +16,6 @@ from constrained_layouts import (
 )
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from test_leases import database_url, postgres, postgres_url  # noqa: F401 - fixtures
 
 from fenix_core import ActionSpec, Engine, SessionRequest, signals
 from fenix_core.constraints import CloudConstraints, GroupConstraints
@@ -348,7 +347,7 @@ def test_constraints_changed_mid_session_apply_from_the_next_decision() -> None:
 
 
 def test_constraints_another_worker_changes_apply_at_the_holders_next_look(
-    database_url: str,  # noqa: F811
+    database_url: str,
 ) -> None:
     """A group tightened through another worker (its REST API, the CLI)
     while this one holds the session: the holder reads the change at its

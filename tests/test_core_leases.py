@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, event, select, update
-from test_leases import database_url, postgres, postgres_url  # noqa: F401 - fixtures
 
 from fenix_core.clock import SimClock
 from fenix_core.core.leases import DatabaseClock, LeaseLost, SqlLeaseKeeper
@@ -63,7 +62,7 @@ def lease_row(db: Engine, sid: str) -> tuple[str | None, int, datetime | None]:
     return row[0], row[1], row[2]
 
 
-def test_a_lease_is_held_until_it_expires_then_taken_with_a_new_token(database_url: str) -> None:  # noqa: F811
+def test_a_lease_is_held_until_it_expires_then_taken_with_a_new_token(database_url: str) -> None:
     db = database(database_url, "s1", "s2")
     clock = SimClock(start=T0)
     a = SqlLeaseKeeper(db, "a", 30, clock)
@@ -89,7 +88,7 @@ def test_a_lease_is_held_until_it_expires_then_taken_with_a_new_token(database_u
     db.dispose()
 
 
-def test_the_fence_carries_the_version_seen_at_the_claim(database_url: str) -> None:  # noqa: F811
+def test_the_fence_carries_the_version_seen_at_the_claim(database_url: str) -> None:
     db = database(database_url, "s1")
     with db.begin() as connection:
         connection.execute(
@@ -104,7 +103,7 @@ def test_the_fence_carries_the_version_seen_at_the_claim(database_url: str) -> N
     db.dispose()
 
 
-def test_postgresql_skips_a_locked_row_instead_of_waiting(postgres_url: str) -> None:  # noqa: F811
+def test_postgresql_skips_a_locked_row_instead_of_waiting(postgres_url: str) -> None:
     db = database(postgres_url, "s1", "s2")
     keeper = SqlLeaseKeeper(db, "a", 30)
     with db.connect() as locker:
@@ -123,7 +122,7 @@ def test_postgresql_skips_a_locked_row_instead_of_waiting(postgres_url: str) -> 
     db.dispose()
 
 
-def test_postgresql_expiry_follows_the_database_clock(postgres_url: str) -> None:  # noqa: F811
+def test_postgresql_expiry_follows_the_database_clock(postgres_url: str) -> None:
     db = database(postgres_url, "s1")
     keeper = SqlLeaseKeeper(db, "a", 30)
     assert isinstance(keeper.clock, DatabaseClock)
@@ -142,7 +141,7 @@ def test_postgresql_expiry_follows_the_database_clock(postgres_url: str) -> None
     db.dispose()
 
 
-def test_the_poller_finds_due_sessions_no_live_lease_covers(database_url: str) -> None:  # noqa: F811
+def test_the_poller_finds_due_sessions_no_live_lease_covers(database_url: str) -> None:
     db = database(database_url, "free", "later", "held", "expired", "replied", "held-replied")
     clock = SimClock(start=T0)
     later = T0 + timedelta(hours=1)
@@ -177,7 +176,7 @@ def test_the_poller_finds_due_sessions_no_live_lease_covers(database_url: str) -
 
 
 def test_the_poller_finds_notifications_a_dead_worker_committed_and_did_not_send(
-    database_url: str,  # noqa: F811
+    database_url: str,
 ) -> None:
     """A session whose stored delivery watermark is behind its last
     notification, not due for hours: found, flagged ``behind``, once its
@@ -218,7 +217,7 @@ def test_the_poller_finds_notifications_a_dead_worker_committed_and_did_not_send
     db.dispose()
 
 
-def test_a_claim_takes_at_most_its_limit_in_one_statement(database_url: str) -> None:  # noqa: F811
+def test_a_claim_takes_at_most_its_limit_in_one_statement(database_url: str) -> None:
     """Six due sessions, two workers claiming three each: one statement per
     claim (not one per session), session id order, and what the first took
     is not the second's."""
@@ -241,7 +240,7 @@ def test_a_claim_takes_at_most_its_limit_in_one_statement(database_url: str) -> 
 
 
 def test_postgresql_a_claim_takes_the_next_rows_past_those_another_claim_locks(
-    postgres_url: str,  # noqa: F811
+    postgres_url: str,
 ) -> None:
     """Two workers claiming from the same due list at once split it: rows
     the other's claim has locked are skipped, and the limit is filled from

@@ -11,7 +11,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import event
 from test_core_leases import database
-from test_leases import database_url, postgres, postgres_url  # noqa: F401 - fixtures
 
 from fenix_core.core.id_cursor import IdCursor
 from fenix_core.core.inventory import InventoryCache
@@ -89,7 +88,7 @@ def test_every_committed_id_is_read_exactly_once_whatever_the_commit_order(
 
 
 def test_host_changes_two_workers_commit_out_of_id_order_reach_a_third(
-    database_url: str,  # noqa: F811
+    database_url: str,
 ) -> None:
     """Worker a's change draws its id first and commits last; worker c reads
     b's in between and a's once it committed (it used to read only ids

@@ -13,7 +13,6 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import pg_server
 import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -39,31 +38,6 @@ LAYOUT = {
     "cmp-2": [],
 }
 UPGRADE = [ActionSpec(plugin="upgrade", type="host")]
-
-
-@pytest.fixture(scope="session")
-def postgres() -> Iterator[pg_server.PostgresServer | None]:
-    if pg_server.unavailable() is not None:
-        yield None
-        return
-    yield from pg_server.server()
-
-
-@pytest.fixture
-def postgres_url(postgres: pg_server.PostgresServer | None) -> str:
-    """A new, empty PostgreSQL database (the test is skipped, saying why, if
-    no server can be started here)."""
-    if postgres is None:
-        pytest.skip(f"no PostgreSQL server: {pg_server.unavailable()}")
-    return postgres.new_database()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'fenix.db'}"
-    url: str = request.getfixturevalue("postgres_url")
-    return url
 
 
 def build_cloud() -> SimulatedCloud:

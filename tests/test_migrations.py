@@ -178,14 +178,6 @@ def test_each_downgrade_undoes_its_upgrade(db: Engine, revision: str) -> None:
     assert shape_after == shape_before
 
 
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[pg_server.PostgresServer | None]:
-    if pg_server.unavailable() is not None:
-        yield None
-        return
-    yield from pg_server.server()
-
-
 @pytest.fixture(params=["sqlite", "postgresql"])
 def any_db(
     request: pytest.FixtureRequest, db: Engine, postgres: pg_server.PostgresServer | None

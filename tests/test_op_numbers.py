@@ -8,13 +8,7 @@ from __future__ import annotations
 
 from sqlalchemy import select
 from test_context import T0
-from test_leases import (  # noqa: F401 - fixtures
-    UPGRADE,
-    build_cloud,
-    database_url,
-    postgres,
-    postgres_url,
-)
+from test_leases import UPGRADE, build_cloud
 from test_ws_port import working_set
 
 from fenix_core import Engine, SessionRequest
@@ -36,7 +30,7 @@ def test_op_number_is_the_keys_last_number() -> None:
 
 
 def test_a_run_writes_no_counter_row_and_its_load_knows_the_last_number(
-    database_url: str,  # noqa: F811
+    database_url: str,
 ) -> None:
     cloud, upgrade = build_cloud(), TimedAction("upgrade", seconds=60)
     clock = SimClock()

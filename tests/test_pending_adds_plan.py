@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import event
-from test_leases import database_url, postgres, postgres_url  # noqa: F401 - fixtures
 
 from fenix_core import ActionSpec, Engine, SessionRequest
 from fenix_core.inventory import pending_adds_query
@@ -21,7 +20,7 @@ FLEET = 3000
 
 
 def test_pending_adds_are_read_through_their_partial_index(
-    database_url: str,  # noqa: F811
+    database_url: str,
 ) -> None:
     cloud = SimulatedCloud()
     for n in range(FLEET):

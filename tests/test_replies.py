@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 from sqlalchemy import event, func, select
 from sqlalchemy.orm import Session
-from test_leases import database_url, postgres, postgres_url  # noqa: F401 - fixtures
 
 from fenix_core import Engine, SessionRequest, signals
 from fenix_core.errors import Conflict, FenixError, Forbidden, InvalidInput, NotFound
@@ -316,7 +315,7 @@ def test_unknown_or_not_allowed_action_is_invalid(
 
 
 def test_a_reply_to_a_session_another_engine_holds_is_checked_there_and_read_by_the_holder(
-    database_url: str,  # noqa: F811
+    database_url: str,
     cloud: SimulatedCloud,
     fenix_clock: SimClock,
     fenix_engine_factory: Callable[..., Engine],
@@ -555,7 +554,7 @@ def test_projects_only_ever_see_their_own_instances_over_a_whole_run(
 
 
 def test_replies_committed_out_of_id_order_through_two_front_ends_are_both_read(
-    postgres_url: str,  # noqa: F811
+    postgres_url: str,
     cloud: SimulatedCloud,
     fenix_clock: SimClock,
     fenix_engine_factory: Callable[..., Engine],

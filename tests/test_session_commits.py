@@ -13,13 +13,7 @@ from __future__ import annotations
 import pytest
 from commit_counter import Commits
 from sqlalchemy import func, select
-from test_leases import (  # noqa: F401 - fixtures
-    UPGRADE,
-    build_cloud,
-    database_url,
-    postgres,
-    postgres_url,
-)
+from test_leases import UPGRADE, build_cloud
 
 from fenix_core import Engine, SessionRequest, signals
 from fenix_core.clock import SimClock
@@ -40,7 +34,7 @@ def worker(url: str, name: str, clock: SimClock, lease_clock: SimClock, *plugins
 
 
 def test_a_session_commits_once_per_step_besides_its_insert_and_last_mark(
-    database_url: str,  # noqa: F811
+    database_url: str,
 ) -> None:
     """On a fresh database (the inventory's first listing is written: the
     whole fleet), creating a session is one commit; its run is one commit
@@ -64,7 +58,7 @@ def test_a_session_commits_once_per_step_besides_its_insert_and_last_mark(
         engine.close()
 
 
-def test_the_first_step_takes_the_lease_in_its_write(database_url: str) -> None:  # noqa: F811
+def test_the_first_step_takes_the_lease_in_its_write(database_url: str) -> None:
     """The session is stored with no lease until its first step commits;
     that commit is the step's only one and stores this worker's lease."""
     cloud, upgrade = build_cloud(), TimedAction("upgrade", seconds=600)
@@ -89,7 +83,7 @@ def test_the_first_step_takes_the_lease_in_its_write(database_url: str) -> None:
 
 @pytest.mark.parametrize("creator_steps_later", [False, True])
 def test_a_session_whose_creator_dies_is_run_by_another_worker_at_once(
-    database_url: str,  # noqa: F811
+    database_url: str,
     creator_steps_later: bool,
 ) -> None:
     """The creator dies before its first step (never closed: no lease is

@@ -87,14 +87,6 @@ class SqlHarness:
             return {int(i): out for i, out in rows}
 
 
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[pg_server.PostgresServer | None]:
-    if pg_server.unavailable() is not None:
-        yield None
-        return
-    yield from pg_server.server()
-
-
 @pytest.fixture(params=["memory", "sqlite", "postgresql"])
 def harness(
     request: pytest.FixtureRequest, tmp_path: Path, postgres: pg_server.PostgresServer | None

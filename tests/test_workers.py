@@ -16,14 +16,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import event, func, select, text
-from test_leases import (  # noqa: F401 - fixtures
-    LAYOUT,
-    UPGRADE,
-    build_cloud,
-    database_url,
-    postgres,
-    postgres_url,
-)
+from test_leases import LAYOUT, UPGRADE, build_cloud
 
 from fenix_core import Engine, SessionRequest
 from fenix_core.clock import Clock, RealClock, SimClock
@@ -94,7 +87,7 @@ def test_max_sessions_must_be_a_whole_number_of_at_least_one(bad: object) -> Non
     assert error.value.field == "max_sessions"
 
 
-def test_workers_with_a_capacity_split_the_due_sessions(database_url: str) -> None:  # noqa: F811
+def test_workers_with_a_capacity_split_the_due_sessions(database_url: str) -> None:
     """Six sessions due at once: without a capacity the first worker to
     claim takes all six; with ``max_sessions=3`` each of two takes three, and
     both run their share to the end."""
@@ -142,7 +135,7 @@ def test_workers_with_a_capacity_split_the_due_sessions(database_url: str) -> No
 
 
 def test_a_worker_at_capacity_takes_the_sessions_left_out_as_its_own_end(
-    database_url: str,  # noqa: F811
+    database_url: str,
 ) -> None:
     """``max_sessions=2`` and five sessions due: never more than two held,
     and every session ends (the ones a claim left out are claimed once a
@@ -194,7 +187,7 @@ def skewed_worker(url: str, name: str, by: timedelta, lease_seconds: float, **kw
     )
 
 
-def test_postgresql_leases_default_to_the_database_clock(postgres_url: str) -> None:  # noqa: F811
+def test_postgresql_leases_default_to_the_database_clock(postgres_url: str) -> None:
     engine = Engine(postgres_url, load_entry_points=False)
     skewed = skewed_worker(postgres_url, "skewed", timedelta(minutes=-5), 30)
     try:
@@ -209,7 +202,7 @@ def test_postgresql_leases_default_to_the_database_clock(postgres_url: str) -> N
 
 @pytest.mark.parametrize("due", [0, 2])
 def test_postgresql_a_poll_reads_the_database_clock_in_its_own_statement(
-    postgres_url: str,  # noqa: F811
+    postgres_url: str,
     due: int,
 ) -> None:
     """The poller's look measures the lease clock's offset with the answer,
@@ -244,7 +237,7 @@ def test_postgresql_a_poll_reads_the_database_clock_in_its_own_statement(
 
 @pytest.mark.parametrize("asking", ["poll", "claim"])
 def test_postgresql_a_worker_stalled_after_the_answer_does_not_read_the_database_clock_late(
-    postgres_url: str,  # noqa: F811
+    postgres_url: str,
     asking: str,
 ) -> None:
     """The database's ``now()`` is when the transaction began; the worker
@@ -278,7 +271,7 @@ def test_postgresql_a_worker_stalled_after_the_answer_does_not_read_the_database
 
 @pytest.mark.parametrize("minutes", [5, -5])
 def test_postgresql_a_skewed_worker_writes_its_lease_on_the_database_clock(
-    postgres_url: str,  # noqa: F811
+    postgres_url: str,
     minutes: int,
 ) -> None:
     """Five minutes ahead or behind, a worker's claim and its steps' writes
@@ -309,7 +302,7 @@ def test_postgresql_a_skewed_worker_writes_its_lease_on_the_database_clock(
 
 
 def test_postgresql_a_worker_minutes_ahead_neither_takes_a_live_lease_nor_keeps_one(
-    postgres_url: str,  # noqa: F811
+    postgres_url: str,
 ) -> None:
     """Worker "fast" runs five minutes ahead. A lease "b" holds is live by
     the database's clock: "fast" leaves it. A lease "fast" takes is over a
@@ -415,7 +408,7 @@ def counted_starts(cloud: SimulatedCloud, upgrade: TimedAction) -> Counter[str]:
 
 @pytest.mark.parametrize("taken", [False, True], ids=["still-its-own", "taken-over"])
 def test_a_worker_stalled_past_its_lease_after_a_commit_starts_nothing_it_lost(
-    database_url: str,  # noqa: F811
+    database_url: str,
     taken: bool,
 ) -> None:
     """ "a" commits a step that submits operations, then stalls past its
@@ -532,7 +525,7 @@ def real_worker(url: str, name: str, plugins: list[object], lease_seconds: float
 
 
 def test_postgresql_a_worker_cut_off_longer_than_its_lease_is_taken_over_and_fenced_out(
-    postgres_url: str,  # noqa: F811
+    postgres_url: str,
 ) -> None:
     """ "a" holds a session whose host action runs, and loses the database
     for longer than its 1 s lease. "b" takes the session over (by the
@@ -574,7 +567,7 @@ def test_postgresql_a_worker_cut_off_longer_than_its_lease_is_taken_over_and_fen
 
 
 def test_postgresql_run_forever_outlives_a_database_outage_longer_than_the_lease(
-    postgres_url: str,  # noqa: F811
+    postgres_url: str,
 ) -> None:
     """The loop of a worker cut off for 2 s (its retries give up after
     ~10 ms) keeps going; once the database is back it finishes the session,
