@@ -1438,6 +1438,7 @@ def test_the_targets_of_a_window_have_the_room_of_now() -> None:
     assert [(t.host, t.free) for t in step.targets(window)] == [("cmp-1", 7)]
 
 
+@pytest.mark.no_cover
 def test_the_draining_load_kept_is_that_of_a_recount(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -527,6 +527,7 @@ def test_drains_after_answers_a_state_met_before_from_its_verdicts() -> None:
     assert len(verdicts) == 2
 
 
+@pytest.mark.no_cover
 @settings(max_examples=200, deadline=None)
 @given(st.randoms(use_true_random=False))
 def test_drains_after_answers_alike_with_the_verdicts_it_keeps(rng: Any) -> None:

@@ -336,6 +336,7 @@ def apply(
                                         0, 0, None, None, None, None, None))  # fmt: skip
 
 
+@pytest.mark.no_cover
 @settings(max_examples=60, deadline=None)
 @given(st.data())
 def test_random_setters_keep_indexes_dirty_sets_and_round_trips(data: st.DataObject) -> None:
