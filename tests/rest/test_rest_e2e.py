@@ -10,6 +10,7 @@ reply windows (20 s), so that the only timing is the HTTP round trips.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -197,3 +198,58 @@ def _wait_last(hook: HookEndpoint, state: str, timeout: float = 10.0) -> list[di
             return bodies
         threading.Event().wait(0.02)
     return hook.bodies()
+
+
+def test_admin_reads_while_a_session_runs_fail_nothing(
+    service: tuple[FenixService, SimulatedCloud, HookEndpoint], caplog: pytest.LogCaptureFixture
+) -> None:
+    """fenix-api on the default (in-memory) database, with clients polling
+    the admin lists and the metrics all along: creating the session and
+    running it break nothing. Before every engine read took the engine
+    lock, a list read from another thread rolled back the session's insert
+    under way (500, a foreign key error) or a webhook's record."""
+    caplog.set_level(logging.ERROR)
+    svc, _cloud, _hook = service
+    api = svc.url
+    stop = threading.Event()
+    failed: list[str] = []
+
+    def poll(paths: list[str]) -> None:
+        with httpx.Client(headers={"X-Auth-Token": "adm"}, timeout=10) as client:
+            while not stop.is_set():
+                for path in paths:
+                    try:
+                        response = client.get(api + path)
+                    except httpx.HTTPError as exc:
+                        failed.append(f"GET {path}: {exc!r}")
+                        continue
+                    if response.status_code >= 500:
+                        failed.append(f"GET {path}: {response.status_code}")
+
+    pollers = [
+        threading.Thread(target=poll, args=(paths,))
+        for paths in (
+            ["/v1/maintenance"],
+            ["/v1/subscription", "/v1/instance", "/v1/instance_group"],
+            ["/metrics", "/healthz"],
+        )
+    ]
+    for poller in pollers:
+        poller.start()
+    tacker = HttpManager(api, "tacker-p", "tok-tacker", tacker=True)
+    fenix = HttpManager(api, "fenix-p", "tok-fenix", tacker=False)
+    try:
+        tacker.subscribe()
+        fenix.subscribe()
+        view = run_http_session(api, "adm", "default")
+    finally:
+        stop.set()
+        for poller in pollers:
+            poller.join()
+        tacker.close()
+        fenix.close()
+    logged = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert failed == []
+    assert logged == []
+    assert tacker.errors == fenix.errors == []
+    assert view["state"] == "MAINTENANCE_DONE", view.get("reason")
