@@ -559,7 +559,8 @@ class Engine:
     def list_sessions(self) -> list[SessionView]:
         """Every session, oldest first."""
         with self._lock:
-            return [self.get_session(sid) for sid in views.session_ids(self._db)]
+            ids = views.session_ids(self._db)
+        return [self.get_session(sid) for sid in ids]  # steps go on between them
 
     def list_operations(self, session_id: str) -> list[OperationView]:
         """Every operation the session recorded, in that order (read-only).
