@@ -14,6 +14,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import httpx
@@ -127,6 +128,20 @@ class HttpManager:
         self.server.stop()
 
 
+@contextmanager
+def two_managers(api: str) -> Iterator[tuple[HttpManager, HttpManager]]:
+    """A Tacker-style and a Fenix-style manager, subscribed; stopped after."""
+    tacker = HttpManager(api, "tacker-p", "tok-tacker", tacker=True)
+    fenix = HttpManager(api, "fenix-p", "tok-fenix", tacker=False)
+    try:
+        tacker.subscribe()
+        fenix.subscribe()
+        yield tacker, fenix
+    finally:
+        tacker.close()
+        fenix.close()
+
+
 @pytest.fixture
 def service() -> Iterator[tuple[FenixService, SimulatedCloud, HookEndpoint]]:
     cloud = SimulatedCloud(migration_seconds=0.05, live_migration_seconds=0.05)
@@ -156,11 +171,7 @@ def test_http_managers_drive_a_session_to_done(
     svc, cloud, admin_hook = service
     api = svc.url
     assert httpx.get(f"{api}/healthz").json()["status"] == "ok"
-    tacker = HttpManager(api, "tacker-p", "tok-tacker", tacker=True)
-    fenix = HttpManager(api, "fenix-p", "tok-fenix", tacker=False)
-    try:
-        tacker.subscribe()
-        fenix.subscribe()
+    with two_managers(api) as (tacker, fenix):
         view = run_http_session(api, "adm", "default")
         assert tacker.errors == []
         assert fenix.errors == []
@@ -185,9 +196,6 @@ def test_http_managers_drive_a_session_to_done(
         assert states[-1] == "MAINTENANCE_DONE"
         seqs = [b["seq"] for b in admin_hook.bodies()]
         assert seqs == sorted(seqs)
-    finally:
-        tacker.close()
-        fenix.close()
 
 
 def _wait_last(hook: HookEndpoint, state: str, timeout: float = 10.0) -> list[dict[str, Any]]:
@@ -236,18 +244,13 @@ def test_admin_reads_while_a_session_runs_fail_nothing(
     ]
     for poller in pollers:
         poller.start()
-    tacker = HttpManager(api, "tacker-p", "tok-tacker", tacker=True)
-    fenix = HttpManager(api, "fenix-p", "tok-fenix", tacker=False)
-    try:
-        tacker.subscribe()
-        fenix.subscribe()
-        view = run_http_session(api, "adm", "default")
-    finally:
-        stop.set()
-        for poller in pollers:
-            poller.join()
-        tacker.close()
-        fenix.close()
+    with two_managers(api) as (tacker, fenix):
+        try:
+            view = run_http_session(api, "adm", "default")
+        finally:
+            stop.set()
+            for poller in pollers:
+                poller.join()
     logged = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert failed == []
     assert logged == []
