@@ -211,7 +211,7 @@ def _wait_last(hook: HookEndpoint, state: str, timeout: float = 10.0) -> list[di
 def test_admin_reads_while_a_session_runs_fail_nothing(
     service: tuple[FenixService, SimulatedCloud, HookEndpoint], caplog: pytest.LogCaptureFixture
 ) -> None:
-    """fenix-api on the default (in-memory) database, with clients polling
+    """FenixService over an Engine on the default in-memory database, clients polling
     the admin lists and the metrics all along: creating the session and
     running it break nothing. Before every engine read took the engine
     lock, a list read from another thread rolled back the session's insert
