@@ -7,9 +7,8 @@ which :meth:`Engine.transaction` holds.
 Found by the REST webhook test: the sender thread's ``finish`` failed with
 "cannot commit - no transaction is active" while ``run_until_done`` read the
 session's state in the main thread, and the POSTs behind it waited a minute.
-That read (between two steps of ``run_until_done``) takes the same path as
-the calls below; the moment it happens cannot be set from outside, so the
-calls that read at once stand for it.
+The last test holds that read (between two steps of ``run_until_done``),
+found by its SQL through SQLAlchemy's events, while the other thread writes.
 """
 
 from __future__ import annotations
@@ -19,6 +18,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 import pytest
+from sqlalchemy import event
 
 from fenix_core import Engine
 from fenix_core.clock import SimClock
@@ -63,6 +63,54 @@ def test_a_read_from_another_thread_leaves_an_open_transaction_alone(reader: str
             other.start()
             other.join(timeout=1.0)  # without the lock it has read (and rolled back) by now
         other.join(timeout=30)
+        assert not other.is_alive()
+        assert failures == []
+        assert "late" in engine.subscriptions()
+
+
+def test_run_until_done_looking_at_a_finished_session_leaves_an_open_transaction_alone() -> None:
+    """run_until_done's read of the session's state (between steps) is made
+    to happen while another thread opens a transaction: that thread waits
+    for it (the engine lock) instead of losing its write to it."""
+    cloud = small_cloud()
+    with Engine(clock=SimClock(), plugins=[cloud], load_entry_points=False) as engine:
+        ScriptedManager(engine, "pa", cloud=cloud)
+        session_id = engine.create_session({})
+        engine.run_until_done(session_id)
+        reading, wrote, read_over = threading.Event(), threading.Event(), threading.Event()
+        failures: list[BaseException] = []
+
+        def read() -> None:
+            try:
+                engine.run_until_done(session_id)
+            except BaseException as exc:  # reported by the test below
+                failures.append(exc)
+
+        other = threading.Thread(target=read)
+
+        def hold_the_read(_c: object, _k: object, statement: str, *_rest: object) -> None:
+            if threading.current_thread() is other and statement.startswith(
+                "SELECT sessions.state, session_clock.next_wake"
+            ):
+                reading.set()
+                wrote.wait(timeout=1.0)  # without the lock, the write below is open by now
+
+        def read_ended(_connection: object) -> None:  # its connection rolled back
+            if threading.current_thread() is other and reading.is_set():
+                read_over.set()
+
+        event.listen(engine.database, "before_cursor_execute", hold_the_read)
+        event.listen(engine.database, "rollback", read_ended)
+        other.start()
+        assert reading.wait(timeout=30)
+        with engine.transaction() as orm:
+            orm.add(SubscriptionRow(project_id="late", created_at=datetime.now(UTC)))
+            orm.flush()
+            wrote.set()
+            read_over.wait(timeout=1.0)  # without the lock, the read has ended this transaction
+        other.join(timeout=30)
+        event.remove(engine.database, "before_cursor_execute", hold_the_read)
+        event.remove(engine.database, "rollback", read_ended)
         assert not other.is_alive()
         assert failures == []
         assert "late" in engine.subscriptions()
