@@ -304,9 +304,7 @@ class WebhookOutbox:
                 .order_by(WebhookRow.id)
             ).all()
             found = [_delivery(r) for r in rows if r.url not in skip]
-            if claim_until is None:
-                return found
-            if not found:
+            if claim_until is None or not found:
                 return found
             taken = set(
                 orm.scalars(
