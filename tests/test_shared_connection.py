@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import event
+from sqlalchemy.orm import Session
 
 from fenix_core import Engine
 from fenix_core.clock import SimClock
@@ -32,6 +33,34 @@ def small_cloud() -> SimulatedCloud:
         cloud.add_host(host, vcpus=8)
     cloud.add_instance("vm-a1", project_id="pa", host="cmp-0", vcpus=2)
     return cloud
+
+
+class Caller(threading.Thread):
+    """Makes one call of the engine's in a thread of its own, keeping what
+    it raised."""
+
+    def __init__(self, call: Callable[[], object]) -> None:
+        super().__init__()
+        self.call = call
+        self.failures: list[BaseException] = []
+
+    def run(self) -> None:
+        try:
+            self.call()
+        except BaseException as exc:  # reported by the test
+            self.failures.append(exc)
+
+
+def write_a_subscription(orm: Session) -> None:
+    orm.add(SubscriptionRow(project_id="late", created_at=datetime.now(UTC)))
+    orm.flush()
+
+
+def assert_written_and_read(engine: Engine, other: Caller) -> None:
+    other.join(timeout=30)
+    assert not other.is_alive()
+    assert other.failures == []
+    assert "late" in engine.subscriptions()
 
 
 READERS: dict[str, Callable[[Engine, str], object]] = {
@@ -48,24 +77,12 @@ def test_a_read_from_another_thread_leaves_an_open_transaction_alone(reader: str
     with Engine(clock=SimClock(), plugins=[cloud], load_entry_points=False) as engine:
         ScriptedManager(engine, "pa", cloud=cloud)
         session_id = engine.create_session({"approval": "required"})
-        failures: list[BaseException] = []
-
-        def read() -> None:
-            try:
-                READERS[reader](engine, session_id)
-            except BaseException as exc:  # reported by the test below
-                failures.append(exc)
-
-        other = threading.Thread(target=read)
+        other = Caller(lambda: READERS[reader](engine, session_id))
         with engine.transaction() as orm:
-            orm.add(SubscriptionRow(project_id="late", created_at=datetime.now(UTC)))
-            orm.flush()
+            write_a_subscription(orm)
             other.start()
             other.join(timeout=1.0)  # without the lock it has read (and rolled back) by now
-        other.join(timeout=30)
-        assert not other.is_alive()
-        assert failures == []
-        assert "late" in engine.subscriptions()
+        assert_written_and_read(engine, other)
 
 
 def test_run_until_done_looking_at_a_finished_session_leaves_an_open_transaction_alone() -> None:
@@ -78,15 +95,7 @@ def test_run_until_done_looking_at_a_finished_session_leaves_an_open_transaction
         session_id = engine.create_session({})
         engine.run_until_done(session_id)
         reading, wrote, read_over = threading.Event(), threading.Event(), threading.Event()
-        failures: list[BaseException] = []
-
-        def read() -> None:
-            try:
-                engine.run_until_done(session_id)
-            except BaseException as exc:  # reported by the test below
-                failures.append(exc)
-
-        other = threading.Thread(target=read)
+        other = Caller(lambda: engine.run_until_done(session_id))
 
         def hold_the_read(_c: object, _k: object, statement: str, *_rest: object) -> None:
             if threading.current_thread() is other and statement.startswith(
@@ -104,13 +113,10 @@ def test_run_until_done_looking_at_a_finished_session_leaves_an_open_transaction
         other.start()
         assert reading.wait(timeout=30)
         with engine.transaction() as orm:
-            orm.add(SubscriptionRow(project_id="late", created_at=datetime.now(UTC)))
-            orm.flush()
+            write_a_subscription(orm)
             wrote.set()
             read_over.wait(timeout=1.0)  # without the lock, the read has ended this transaction
         other.join(timeout=30)
         event.remove(engine.database, "before_cursor_execute", hold_the_read)
         event.remove(engine.database, "rollback", read_ended)
-        assert not other.is_alive()
-        assert failures == []
-        assert "late" in engine.subscriptions()
+        assert_written_and_read(engine, other)
