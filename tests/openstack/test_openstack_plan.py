@@ -174,7 +174,7 @@ def test_the_plan_matches_the_real_session_that_follows(fake, clock, make_engine
     assert planned.result.view.state == "MAINTENANCE_DONE"
     assert _writes(fake) == []
 
-    engine = make_engine(TimedAction("maintenance", seconds=600), poll_interval=1.0)
+    engine = make_engine(TimedAction("maintenance", seconds=600))
     sid = engine.create_session(
         SessionRequest(workflow=workflow, actions=[ActionSpec("maintenance", "host")])
     )
@@ -212,7 +212,7 @@ def test_a_topology_cap_plans_as_the_real_run(fake, clock, make_engine):
     assert planned.result.view.state == "MAINTENANCE_DONE", planned.result.view.reason
     assert _writes(fake) == []
 
-    engine = make_engine(TimedAction("maintenance", seconds=600), poll_interval=1.0)
+    engine = make_engine(TimedAction("maintenance", seconds=600))
     sid = engine.create_session(
         SessionRequest(actions=[ActionSpec("maintenance", "host")], **session)
     )
@@ -284,7 +284,7 @@ def test_the_plan_matches_the_real_session_on_random_clouds(fake, make_engine, w
     snapshot = read_cloud(OpenStackDriver(fake.connect()))
     planned = plan(scenario_from_cloud(snapshot, session={"workflow": workflow}))
 
-    engine = make_engine(TimedAction("maintenance", seconds=600), poll_interval=1.0)
+    engine = make_engine(TimedAction("maintenance", seconds=600))
     sid = engine.create_session(
         SessionRequest(workflow=workflow, actions=[ActionSpec("maintenance", "host")])
     )
