@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from conftest import Recorder, fill
+from query_plans import sent_plans
 from sqlalchemy import event, text
 
 from fenix_core import ActionSpec, Engine, SessionRequest
@@ -336,8 +337,30 @@ def test_get_session_reads_no_instance_row(core: Factory) -> None:
     engine.run_until_done(sid)
     done = view()
     assert [sql for sql in statements if "FROM sessions" in sql], "the views read the session"
-    assert not [sql for sql in statements if "FROM session_instances" in sql]
+    # The one read of session_instances looks up the instances that stored
+    # constraints name (the test below checks how).
+    reads = [sql for sql in statements if "session_instances" in sql]
+    assert reads
+    assert all(sql.startswith("SELECT instance_constraints.") for sql in reads), reads
     assert [h.name for h in before.hosts] == ["cmp-0", "cmp-1", "cmp-2"]
     assert (done.state, done.percent_done) == ("MAINTENANCE_DONE", 100)
     assert {h.state for h in done.hosts} == {"MAINTAINED"}
     assert [i.instance_id for i in engine.project_view(sid, "pa").instances] == ["vm-a1", "vm-a2"]
+
+
+def test_get_session_looks_up_only_the_instances_that_stored_constraints_name(
+    core: Factory,
+) -> None:
+    """The check for constraints the cloud contradicts reads each stored
+    instance constraint and looks its instance up in the session by the
+    primary key. Joined the other way round, SQLite walked every instance of
+    the session for each view (15 ms of the 43 ms of a 1,000-host view)."""
+    engine = core()
+    sid = engine.create_session(SessionRequest(actions=ACTIONS))
+    engine.set_instance_constraints({"instance_id": "vm-a2", "project_id": "pa"})
+    assert engine.get_session(sid).ignored_constraints == ()
+    plans = sent_plans(engine.database, lambda _c: engine.get_session(sid), "session_instances")
+    assert len(plans) == 1, plans
+    assert "SCAN instance_constraints" in plans[0], plans
+    lookup = "sqlite_autoindex_session_instances_1 (session_id=? AND instance_id=?)"
+    assert f"SEARCH session_instances USING INDEX {lookup}" in plans[0], plans
