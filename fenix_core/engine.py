@@ -34,7 +34,7 @@ import uuid
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
-from typing import Any, ClassVar, Self, cast
+from typing import Any, ClassVar, Self, TypeVar, cast
 
 from sqlalchemy import Connection, bindparam, delete, insert, select
 from sqlalchemy.engine import Engine as SAEngine
@@ -73,7 +73,15 @@ from .core.retry import DbRetry, check_retry_arguments, is_database_fault
 from .core.runner import CoreRunner
 from .core.sql_store import SqlSessionStore
 from .core.stepper import StepFrame, StepOutcome, Stepper
-from .core.working_set import ComponentRec, HostRec, InstanceRec, ProjectRec, SessionRec, WorkingSet
+from .core.working_set import (
+    ComponentRec,
+    HostRec,
+    InstanceRec,
+    ProjectRec,
+    SessionRec,
+    StoredRecords,
+    WorkingSet,
+)
 from .core.ws_port import SESSION_COMPONENT, Steering
 from .errors import FenixError, InvalidInput, NotFound, Replanned
 from .inventory import change_payload, list_cloud_hosts, to_value
@@ -102,6 +110,8 @@ from .views import build_approval_view
 __all__ = ["Engine"]
 
 log = logging.getLogger("fenix_core.core")
+
+_Loaded = TypeVar("_Loaded")
 
 _FINAL = frozenset(s.value for s in FINAL_SESSION_STATES)
 _REQUESTED = InstanceState.ACTION_REQUESTED.value
@@ -197,7 +207,7 @@ _STATE_AND_WAKE = (
 )
 
 
-def _cloud_groups(ws: WorkingSet) -> dict[str, str]:
+def _cloud_groups(ws: StoredRecords) -> dict[str, str]:
     """The cloud's groups the session was created with: id -> project."""
     rec = ws.components.get(SESSION_COMPONENT)
     return cloud_groups(rec.body if rec is not None else None)
@@ -550,7 +560,7 @@ class Engine:
         """The session: state, percent done, hosts and their states, reason,
         waits and stuck work (a ``SessionView``)."""
         with self._lock:
-            ws = self._working_set(session_id, instances=False)  # the view shows none
+            ws = self._committed(session_id, self._store.load_view)  # no instances
             ignored = self._constraints.contradicted(session_id, _cloud_groups(ws))
             handled = views.timed_out_ops(self._db, session_id)
             held = cast(WorkingSet | None, self._stepper.held(session_id))
@@ -666,14 +676,16 @@ class Engine:
         ):
             raise NotFound("session", session_id, session_id=session_id)
 
-    def _working_set(self, session_id: str, *, instances: bool = True) -> WorkingSet:
+    def _working_set(self, session_id: str) -> WorkingSet:
+        return self._committed(session_id, self._store.load)
+
+    def _committed(self, session_id: str, load: Callable[[str], _Loaded]) -> _Loaded:
         """The session as last committed (by any worker: the copy this engine
-        holds may be behind a control written through the database);
-        ``instances=False``: without its instances, for a view that shows
-        none."""
+        holds may be behind a control written through the database), read
+        by ``load`` once ``session_id`` is checked."""
         self._require_session(session_id)
         try:
-            return self._store.load(session_id, instances=instances)
+            return load(session_id)
         except NotFound:  # deleted meanwhile
             raise NotFound("session", session_id, session_id=session_id) from None
 

@@ -55,7 +55,7 @@ from .ports import Fence, WorkingSetLike
 from .runner import Control, CoreRunner
 from .sql_store import SqlSessionStore
 from .stepper import StepFrame, StepOutcome, Stepper
-from .working_set import WorkingSet
+from .working_set import StoredRecords, WorkingSet
 from .ws_port import WorkingSetAdapter, started_ops
 
 __all__ = ["SessionAdmin", "pipeline_state"]
@@ -69,7 +69,7 @@ _ATTEMPTS = 3
 _BUSY_WORKER = "another engine worker is working on this session; try again shortly"
 
 
-def pipeline_state(ws: WorkingSet) -> PipelineState:
+def pipeline_state(ws: StoredRecords) -> PipelineState:
     """The host pipeline's stored state (pause, what it waits for)."""
     rec = ws.components.get(PipelineState.component)
     if rec is None:

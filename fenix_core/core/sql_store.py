@@ -32,6 +32,7 @@ from .working_set import (
     OpRec,
     ProjectRec,
     SessionRec,
+    SessionRecords,
     TimerRec,
     WorkingSet,
 )
@@ -647,30 +648,49 @@ class SqlSessionStore:
 
     # ------------------------------------------------------------------ load
 
-    def load(self, session_id: str, *, instances: bool = True) -> WorkingSet:
-        """The session as last committed. ``instances=False`` leaves out its
-        instance rows (most of a large session: 20,000 at 1,000 hosts), for
-        a view that shows none of them (``get_session``); such a working
-        set is read, never stepped."""
+    def load(self, session_id: str) -> WorkingSet:
+        """The session as last committed, to be stepped."""
         sid = {"b_session_id": session_id}
         with self.database.connect() as db:
-            row = db.execute(S.load_session, sid).first()
-            if row is None:
-                raise NotFound("session", session_id)
-            *fields, self._numbers[session_id] = row
-            session = SessionRec(*fields)
+            session = self._load_session(db, sid)
             return WorkingSet(
                 session,
                 hosts=[HostRec(*r) for r in db.execute(S.load_hosts, sid)],
-                instances=[InstanceRec(*r) for r in db.execute(S.load_instances, sid)]
-                if instances
-                else [],
+                instances=[InstanceRec(*r) for r in db.execute(S.load_instances, sid)],
                 projects=[ProjectRec(*r) for r in db.execute(S.load_projects, sid)],
                 ops=[OpRec(*r) for r in db.execute(S.load_ops, sid)],
                 timers=[TimerRec(*r) for r in db.execute(S.load_timers, sid)],
                 components=[ComponentRec(*r) for r in db.execute(S.load_components, sid)],
                 last_op=db.execute(S.last_op_number, sid).scalar() or 0,
             )
+
+    def load_view(self, session_id: str) -> SessionRecords:
+        """The session as last committed, for ``get_session``: without its
+        instance rows (most of a large session: 20,000 at 1,000 hosts),
+        which that view does not show, and without indexes."""
+        sid = {"b_session_id": session_id}
+        with self.database.connect() as db:
+            session = self._load_session(db, sid)
+            return SessionRecords(
+                session,
+                hosts={r.name: r for r in (HostRec(*r) for r in db.execute(S.load_hosts, sid))},
+                projects={
+                    r.project_id: r
+                    for r in (ProjectRec(*r) for r in db.execute(S.load_projects, sid))
+                },
+                ops={r.key: r for r in (OpRec(*r) for r in db.execute(S.load_ops, sid))},
+                components={
+                    r.component: r
+                    for r in (ComponentRec(*r) for r in db.execute(S.load_components, sid))
+                },
+            )
+
+    def _load_session(self, db: Connection, sid: dict[str, str]) -> SessionRec:
+        row = db.execute(S.load_session, sid).first()
+        if row is None:
+            raise NotFound("session", sid["b_session_id"])
+        *fields, self._numbers[sid["b_session_id"]] = row
+        return SessionRec(*fields)
 
     def unprocessed_replies(self, session_id: str) -> list[tuple[Any, ...]]:
         """The session's unprocessed inbox rows, in ``InboxRec.FIELDS`` order

@@ -21,7 +21,7 @@ from datetime import datetime
 from typing import Any
 
 import attrs
-from sqlalchemy import or_, select
+from sqlalchemy import bindparam, or_, select
 from sqlalchemy.engine import Engine as SAEngine
 
 from ..contract import OpKind, OpStatus
@@ -41,7 +41,7 @@ from ..views import build_operation_view, build_project_view, build_session_view
 from .admin import pipeline_state
 from .pipeline import PipelineState
 from .stuck import TIMED_OUT, stuck_work
-from .working_set import OpRec, WorkingSet
+from .working_set import OpRec, StoredRecords, WorkingSet
 from .ws_port import SESSION_COMPONENT
 
 __all__ = [
@@ -95,7 +95,7 @@ def _waiting(pipe: PipelineState, ops: Iterable[OpRec]) -> str | None:
     return pipe.waiting_reason
 
 
-def _stored(ws: WorkingSet, live: WorkingSet) -> _StoredSession:
+def _stored(ws: StoredRecords, live: StoredRecords) -> _StoredSession:
     s = ws.session
     pipe = pipeline_state(ws)
     session_data = ws.components.get(SESSION_COMPONENT)
@@ -121,7 +121,7 @@ def _stored(ws: WorkingSet, live: WorkingSet) -> _StoredSession:
 
 
 def session_view(
-    ws: WorkingSet,
+    ws: StoredRecords,
     now: datetime,
     ignored: Sequence[IgnoredConstraint] = (),
     handled: Sequence[OpRec] = (),
@@ -135,7 +135,8 @@ def session_view(
     polled need not write)."""
     hosts = sorted(ws.hosts.values(), key=lambda h: h.position)
     projects = list(ws.projects.values())
-    ops = {op.key: op for op in handled} | ws.ops
+    ops = {op.key: op for op in handled}
+    ops.update(ws.ops)
     controls = Controls.from_dict(ws.session.request.get("controls"))
     stuck = stuck_work(ops.values(), controls)
     # The records have the row's attribute names (see the module docstring).
@@ -143,25 +144,28 @@ def session_view(
     return build_session_view(row, hosts, projects, now, ignored, stuck)  # type: ignore[arg-type]
 
 
-def _number(session_id: str) -> Any:
+def _number(session_id: Any) -> Any:
     """The session's number, as a subquery (its operations' ids count from it)."""
     return select(SessionRow.number).where(SessionRow.id == session_id).scalar_subquery()
+
+
+# Built once: get_session sends it at every call (a dashboard polls it).
+_o = OperationRow
+_TIMED_OUT_OPS = select(*(getattr(_o, f) for f in OpRec.FIELDS)).where(
+    session_operations(_number(bindparam("session_id"))),
+    _o.handled.is_(True),
+    _o.status == OpStatus.FAILED.value,
+    _o.kind.in_(tuple(STUCK_KIND_OF_OPERATION)),
+    _o.detail.startswith(TIMED_OUT, autoescape=True),
+)
+_SESSION_EXISTS = select(SessionRow.id).where(SessionRow.id == bindparam("session_id"))
 
 
 def timed_out_ops(db: SAEngine, session_id: str) -> list[OpRec]:
     """The session's handled operations of the kinds that can be stuck
     that failed with a timeout (the working set holds no handled ones)."""
-    o = OperationRow
     with db.connect() as connection:
-        rows = connection.execute(
-            select(*(getattr(o, f) for f in OpRec.FIELDS)).where(
-                session_operations(_number(session_id)),
-                o.handled.is_(True),
-                o.status == OpStatus.FAILED.value,
-                o.kind.in_(tuple(STUCK_KIND_OF_OPERATION)),
-                o.detail.startswith(TIMED_OUT, autoescape=True),
-            )
-        ).all()
+        rows = connection.execute(_TIMED_OUT_OPS, {"session_id": session_id}).all()
     return [OpRec(*r) for r in rows]
 
 
@@ -202,7 +206,7 @@ def operation_views(db: SAEngine, session_id: str) -> list[OperationView]:
 
 def session_exists(db: SAEngine, session_id: str) -> bool:
     with db.connect() as connection:
-        found = connection.scalar(select(SessionRow.id).where(SessionRow.id == session_id))
+        found = connection.scalar(_SESSION_EXISTS, {"session_id": session_id})
     return found is not None
 
 
@@ -230,25 +234,30 @@ def outbox_backlog(db: SAEngine, sent: Callable[[str], int]) -> tuple[int, datet
     return len(left), min(left, default=None)
 
 
+_c = SessionClockRow
+_STORED_WAKES = (
+    select(_c.session_id, _c.next_wake)
+    .where(
+        _c.next_wake.is_not(None),
+        or_(
+            _c.lease_owner.is_(None),
+            _c.lease_owner == bindparam("owner"),
+            _c.lease_expires.is_(None),
+            _c.lease_expires <= bindparam("lease_now"),
+        ),
+    )
+    .order_by(_c.next_wake)
+    .limit(bindparam("limit"))
+)
+
+
 def stored_wakes(
     db: SAEngine, owner: str, lease_now: datetime, limit: int
 ) -> list[tuple[str, datetime]]:
     """The first ``limit`` stored wake-ups, earliest first, of the sessions
     this worker may step: unleased, their lease expired, or its own."""
-    c = SessionClockRow
     with db.connect() as connection:
         found = connection.execute(
-            select(c.session_id, c.next_wake)
-            .where(
-                c.next_wake.is_not(None),
-                or_(
-                    c.lease_owner.is_(None),
-                    c.lease_owner == owner,
-                    c.lease_expires.is_(None),
-                    c.lease_expires <= lease_now,
-                ),
-            )
-            .order_by(c.next_wake)
-            .limit(limit)
+            _STORED_WAKES, {"owner": owner, "lease_now": lease_now, "limit": limit}
         )
         return [(sid, wake) for sid, wake in found if wake is not None]

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from enum import Enum, IntFlag
 from operator import attrgetter
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Protocol, TypeVar
 
 import attrs
 
@@ -390,6 +390,36 @@ def op_number(key: str) -> int:
     key without one)."""
     tail = key.rpartition(":")[2]
     return int(tail) if tail.isdigit() else 0
+
+
+class StoredRecords(Protocol):
+    """What a view of a session reads: a :class:`WorkingSet`, or the
+    lighter :class:`SessionRecords` that ``get_session`` loads."""
+
+    @property
+    def session(self) -> SessionRec: ...
+    @property
+    def hosts(self) -> Mapping[str, HostRec]: ...
+    @property
+    def projects(self) -> Mapping[str, ProjectRec]: ...
+    @property
+    def ops(self) -> Mapping[str, OpRec]: ...
+    @property
+    def components(self) -> Mapping[str, ComponentRec]: ...
+
+
+@attrs.frozen
+class SessionRecords:
+    """A session's records as last committed, for a view of it: its hosts,
+    projects, operations and components, without its instances and without
+    the indexes a step needs (building those for 1,000 hosts cost more than
+    the rest of ``get_session``). Read, never stepped."""
+
+    session: SessionRec
+    hosts: Mapping[str, HostRec]
+    projects: Mapping[str, ProjectRec]
+    ops: Mapping[str, OpRec]
+    components: Mapping[str, ComponentRec]
 
 
 class WorkingSet:
