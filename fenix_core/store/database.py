@@ -68,8 +68,12 @@ def alembic_config() -> Config:
 
 
 @cache  # reading the revision scripts costs more than a step; they do not change
+def _scripts() -> ScriptDirectory:
+    return ScriptDirectory.from_config(alembic_config())
+
+
 def head_revision() -> str:
-    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    head = _scripts().get_current_head()
     assert head is not None
     return head
 
@@ -80,7 +84,6 @@ def migrate(engine: SAEngine) -> None:
     A new, empty database gets the current schema in one go and is stamped at
     head; an existing one is upgraded through the Alembic revisions.
     """
-    config = alembic_config()
     with engine.begin() as connection:
         if connection.dialect.name == "postgresql":
             # Workers starting together: one migrates, the others wait and see it done.
@@ -88,10 +91,12 @@ def migrate(engine: SAEngine) -> None:
         current = MigrationContext.configure(connection).get_current_revision()
         if current is None and not inspect(connection).has_table("sessions"):
             Base.metadata.create_all(connection)
-            config.attributes["connection"] = connection
-            command.stamp(config, "head")
+            # What `alembic stamp head` does, with the scripts read once a
+            # process rather than at every new database (a test's engine).
+            MigrationContext.configure(connection).stamp(_scripts(), "head")
             return
         if current == head_revision():
             return
+        config = alembic_config()
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
