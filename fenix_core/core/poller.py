@@ -44,6 +44,7 @@ from collections import Counter
 from collections.abc import Callable, Collection, Sequence
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime
+from functools import cache
 from typing import Any
 
 from sqlalchemy import (
@@ -93,6 +94,7 @@ def _unprocessed() -> Select[Any]:
 _WOKEN, _REPLIED, _BEHIND = 0, 1, 2
 
 
+@cache  # the same statement for every engine on the same kind of database
 def _due_query(database_clock: bool, sqlite: bool = False) -> CompoundSelect[Any]:
     """Sessions due by ``:now``, sessions with unprocessed replies and
     sessions whose stored delivery watermark is behind their last
