@@ -520,6 +520,20 @@ class _StepSql:
         self.inbox = make(S.insert_inbox, INBOX_ROW, False)
 
 
+#: Per kind of SQLite dialect: the bound forms remembered per type (shared
+#: by the prepared statements) and statement id -> (statement, Prepared).
+#: What a Prepared holds is a pure function of the statement and the
+#: dialect's settings; two threads preparing one at once make two alike.
+_COMPILED: dict[tuple[Any, ...], tuple[dict[str, dict[datetime, Any]], dict[int, Any]]] = {}
+
+
+def _compiled_for(
+    dialect: Any,
+) -> tuple[dict[str, dict[datetime, Any]], dict[int, tuple[Any, Prepared]]]:
+    key = (type(dialect), dialect.paramstyle, getattr(dialect, "_json_serializer", None))
+    return _COMPILED.setdefault(key, ({}, {}))
+
+
 class SqlSessionStore:
     """Implements :class:`fenix_core.core.ports.SessionStore` on a database
     migrated to 0007 or later."""
@@ -528,18 +542,18 @@ class SqlSessionStore:
         self.database = database
         self._upsert_components: Insert = S.upsert_components[database.dialect.name]
         dialect = database.dialect
-        # SQLite takes positional parameters: steps write through Prepared.
-        self._prepared: dict[int, Prepared] | None = (
-            {} if dialect.name == "sqlite" and dialect.positional else None
-        )
+        # SQLite takes positional parameters: steps write through Prepared,
+        # compiled once a process for every store on the same kind of
+        # database (each Engine made its own: a few ms at every start).
+        self._prepared: dict[int, tuple[Any, Prepared]] | None = None
+        if dialect.name == "sqlite" and dialect.positional:
+            self._known, self._prepared = _compiled_for(dialect)
         # On SQLite the steps' writes keep one connection (checking one out
         # of the pool and back per step cost as much as a small statement,
         # and a connection's cache is dropped when another one commits);
         # other dialects take one from the pool per write, as the reads do.
         self._writer: Connection | None = None
         self._driver: Driver | None = None  # the kept connection's
-        # Bound forms remembered per type, shared by the prepared statements.
-        self._known: dict[str, dict[datetime, Any]] = {}
         self._writer_lock = threading.Lock()
         # Each session's number (its outbox ids'), as loaded or inserted.
         self._numbers: dict[str, int] = {}
@@ -766,12 +780,13 @@ class SqlSessionStore:
 
     def _prepare(self, statement: Any) -> Prepared:
         assert self._prepared is not None
-        prepared = self._prepared.get(id(statement))
-        if prepared is None:
-            prepared = self._prepared[id(statement)] = Prepared(
-                statement, self.database.dialect, self._known
+        found = self._prepared.get(id(statement))
+        if found is None or found[0] is not statement:  # an id may be reused
+            found = self._prepared[id(statement)] = (
+                statement,
+                Prepared(statement, self.database.dialect, self._known),
             )
-        return prepared
+        return found[1]
 
     def insert_replies(self, db: Connection, rows: Sequence[tuple[str, tuple[Any, ...]]]) -> None:
         """Write accepted replies (session id, a row in ``INBOX_ROW`` order)
