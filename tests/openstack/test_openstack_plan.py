@@ -160,7 +160,6 @@ def _order_and_waves(timeline: Any) -> tuple[list[str], list[list[str]]]:
 
 
 @pytest.mark.no_cover
-@pytest.mark.slow
 @pytest.mark.parametrize("workflow", ["rolling", "constrained"])
 def test_the_plan_matches_the_real_session_that_follows(fake, clock, make_engine, workflow):
     _cloud(fake)
@@ -191,7 +190,6 @@ def test_the_plan_matches_the_real_session_that_follows(fake, clock, make_engine
 
 
 @pytest.mark.no_cover
-@pytest.mark.slow
 def test_a_topology_cap_plans_as_the_real_run(fake, clock, make_engine):
     """Host aggregates reach the plan as the label ``aggregate`` (a host may
     be in several), as they reach a real session: a cap of one aggregate in
@@ -276,7 +274,6 @@ def _random_cloud(fake: FakeOpenStack, seed: int) -> None:
         fake.add_server_group("sg-1", "p0", rng.sample(own, 3), policy=policy)
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("workflow", ["rolling", "constrained"])
 @pytest.mark.parametrize("seed", [0, 1, 3, 5])
 def test_the_plan_matches_the_real_session_on_random_clouds(fake, make_engine, workflow, seed):
