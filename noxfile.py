@@ -6,6 +6,7 @@ from __future__ import annotations
 import glob
 import os
 import shutil
+import subprocess
 import tarfile
 from pathlib import Path
 from xml.etree import ElementTree
@@ -187,8 +188,11 @@ def types(session: nox.Session) -> None:
     _run_types(session)
 
 
+TYPES = ["mypy", "fenix_core", "fenix_core_openstack", "fenix_core_k8s"]
+
+
 def _run_types(session: nox.Session) -> None:
-    session.run("mypy", "fenix_core", "fenix_core_openstack", "fenix_core_k8s")
+    session.run(*TYPES)
 
 
 MERMAID_VERSION = "11.12.1"
@@ -235,7 +239,9 @@ def _install_npm(session: nox.Session) -> None:
     if shutil.which("npm"):
         return
     if not shutil.which("apt-get") or os.geteuid() != 0:
-        session.error("the docs build needs npm (to fetch Mermaid for offline diagrams)")
+        # A failed command, not an abort: `checks` still runs the other steps.
+        session.log("the docs build needs npm (to fetch Mermaid for offline diagrams)")
+        raise nox.command.CommandFailed("npm missing")
     env = {"DEBIAN_FRONTEND": "noninteractive"}
     session.run("apt-get", "update", "-q", external=True, env=env)
     session.run("apt-get", "install", "-y", "-q", "npm", external=True, env=env)
@@ -257,17 +263,37 @@ def docs(session: nox.Session) -> None:
 
 def _build_docs(session: nox.Session, sphinx_options: list[str]) -> None:
     _vendor_mermaid(session)
-    session.run(
-        "sphinx-build",
-        "-W",
-        "-n",
-        "--keep-going",
-        "-b",
-        "html",
-        "docs",
-        "docs/_build/html",
-        *sphinx_options,
-    )
+    session.run(*_sphinx(sphinx_options))
+
+
+def _sphinx(options: list[str]) -> list[str]:
+    return ["sphinx-build", "-W", "-n", "--keep-going", "-b", "html", "docs", "docs/_build/html",
+            *options]  # fmt: skip
+
+
+class _Beside:
+    """A command of the session's venv run in the background, its output
+    kept in a file and shown when it has ended."""
+
+    def __init__(self, session: nox.Session, name: str, args: list[str]) -> None:
+        self.name = name
+        self._log = Path(session.create_tmp()) / f"{name}.log"
+        env = {**os.environ, "PATH": f"{session.bin}{os.pathsep}{os.environ.get('PATH', '')}"}
+        session.log(f"{name}: {' '.join(args)} (beside the tests; its output when it ends)")
+        with self._log.open("wb") as out:
+            self._process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env)
+
+    def finish(self, session: nox.Session) -> bool:
+        """Wait for it, show its output; True if it succeeded."""
+        code = self._process.wait()
+        session.log(f"{self.name}: exit code {code}")
+        print(self._log.read_text(errors="replace"), end="", flush=True)
+        return code == 0
+
+    def stop(self) -> None:
+        if self._process.poll() is None:
+            self._process.kill()
+            self._process.wait()
 
 
 @nox.session
@@ -276,22 +302,31 @@ def checks(session: nox.Session) -> None:
     sessions, in one venv.
 
     Those sessions install the same extras (docs adds Sphinx), about a minute
-    of pip each; here the project is installed once. A step that fails does
-    not stop the next ones, as with separate sessions; the session then fails
-    naming it. Options after -- go to pytest, as with `nox -s tests`.
+    of pip each; here the project is installed once. mypy and Sphinx run in
+    the background while the tests run: the tests' two workers leave part of
+    two cores idle (tests waiting on a browser, a server or real time), and
+    the two take about a minute of CPU together. Their output is shown once
+    the tests have ended. A step that fails does not stop the others; the
+    session then fails naming it. Options after -- go to pytest, as with
+    `nox -s tests`.
     """
     session.install("-e", ".[dev,docs,openstack,rest,k8s]")
-    steps = {
-        "types": lambda: _run_types(session),
-        "tests": lambda: _run_tests(session),
-        "docs": lambda: _build_docs(session, []),
-    }
     failed = []
-    for name, step in steps.items():
+    beside = [_Beside(session, "types", TYPES)]
+    try:
         try:
-            step()
+            _vendor_mermaid(session)
+            beside.append(_Beside(session, "docs", _sphinx([])))
         except nox.command.CommandFailed:
-            failed.append(name)
+            failed.append("docs")
+        try:
+            _run_tests(session)
+        except nox.command.CommandFailed:
+            failed.append("tests")
+        failed += [step.name for step in beside if not step.finish(session)]
+    finally:
+        for step in beside:
+            step.stop()
     if failed:  # reported as a failure, as a failed command is, not as an abort
         session.log(f"failed: {', '.join(failed)}")
         raise nox.command.CommandFailed(f"failed: {', '.join(failed)}")
