@@ -14,10 +14,12 @@ from typing import Any
 import pg_server
 import pytest
 from hypothesis import settings
+from sqlalchemy import func, literal, select, union_all
 
 from fenix_core import Engine, signals
 from fenix_core.clock import SimClock
 from fenix_core.model import SessionView
+from fenix_core.store.schema import Base
 from fenix_core.testing import ScriptedManager, SimulatedCloud
 
 # The property tests explore new random examples on every run of a
@@ -168,6 +170,22 @@ def fill(
         cloud.add_host(host, vcpus=vcpus)
         for instance_id, project_id, size in instances:
             cloud.add_instance(instance_id, project_id, host, vcpus=size)
+
+
+# Every table's row count in one statement, built once: the hostile-input
+# properties count before and after each call.
+_ROW_COUNTS = union_all(
+    *(
+        select(literal(name).label("name"), func.count().label("rows")).select_from(table)
+        for name, table in Base.metadata.tables.items()
+    )
+)
+
+
+def row_counts(engine: Engine) -> dict[str, int]:
+    """Table name -> rows, for checking that a call wrote nothing."""
+    with engine.database.connect() as connection:
+        return {name: int(rows) for name, rows in connection.execute(_ROW_COUNTS)}
 
 
 def drive(

@@ -10,14 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import fill
-from sqlalchemy import event, func, select
+from conftest import fill, row_counts
+from sqlalchemy import event
 from sqlalchemy.exc import OperationalError
-from sqlalchemy.orm import Session
 
 from fenix_core import ActionSpec, Engine, SessionRequest, hookimpl
 from fenix_core.errors import CloudError, InvalidInput
-from fenix_core.store.schema import Base
 from fenix_core.testing import (
     ScriptedManager,
     SimClock,
@@ -142,14 +140,6 @@ def engines(tmp_path: Path, fenix_clock: SimClock) -> Iterator[Any]:
     yield make
     for engine in made:
         engine.close()
-
-
-def row_counts(engine: Engine) -> dict[str, int]:
-    with Session(engine.database) as orm:
-        return {
-            name: int(orm.scalar(select(func.count()).select_from(table)) or 0)
-            for name, table in Base.metadata.tables.items()
-        }
 
 
 # --------------------------------------------------------------------------- migrations

@@ -11,15 +11,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from conftest import row_counts
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session
 
 from fenix_core import Engine, SessionRequest
 from fenix_core.errors import FenixError, Forbidden, InvalidInput, NotFound
 from fenix_core.schema import SessionRequestSchema
-from fenix_core.store.schema import Base
 from fenix_core.testing import ScriptedManager, SimClock, SimulatedCloud, TimedAction
 
 SETTINGS = settings(
@@ -81,14 +79,6 @@ request_like = st.dictionaries(
 )
 
 
-def row_counts(engine: Engine) -> dict[str, int]:
-    with Session(engine.database) as orm:
-        return {
-            name: int(orm.scalar(select(func.count()).select_from(table)) or 0)
-            for name, table in Base.metadata.tables.items()
-        }
-
-
 @pytest.fixture
 def world() -> Iterator[tuple[Engine, str]]:
     """An engine whose session waits for p1's and p2's answers to PREPARE_MAINTENANCE."""
@@ -131,7 +121,6 @@ def test_create_session(world: tuple[Engine, str], request: Any) -> None:
     only_typed_errors(engine, lambda: engine.create_session(request))
 
 
-@pytest.mark.slow
 @SETTINGS
 @given(session_id=junk, update=junk | request_like, retry=junk)
 def test_update_session(
@@ -158,7 +147,6 @@ def test_reply(
     only_typed_errors(engine, lambda: engine.reply(session_id, "p1", "ACK_MAINTENANCE"))
 
 
-@pytest.mark.slow
 @SETTINGS
 @given(value=junk, other=junk)
 def test_lookups_and_subscriptions(world: tuple[Engine, str], value: Any, other: Any) -> None:
@@ -233,7 +221,6 @@ constraint_like = st.dictionaries(
 )  # fmt: skip
 
 
-@pytest.mark.slow
 @SETTINGS
 @given(value=junk | constraint_like, group=st.none() | junk | constraint_like, acting=junk)
 def test_constraint_api(world: tuple[Engine, str], value: Any, group: Any, acting: Any) -> None:
