@@ -562,9 +562,8 @@ class Engine:
         with self._lock:
             ws = self._committed(session_id, self._store.load_view)  # no instances
             ignored = self._constraints.contradicted(session_id, _cloud_groups(ws))
-            handled = views.timed_out_ops(self._db, session_id)
             held = cast(WorkingSet | None, self._stepper.held(session_id))
-            return views.session_view(ws, self.clock.now(), ignored, handled, held)
+            return views.session_view(ws, self.clock.now(), ignored, held)
 
     def list_sessions(self) -> list[SessionView]:
         """Every session, oldest first."""

@@ -681,7 +681,8 @@ class SqlSessionStore:
     def load_view(self, session_id: str) -> SessionRecords:
         """The session as last committed, for ``get_session``: without its
         instance rows (most of a large session: 20,000 at 1,000 hosts),
-        which that view does not show, and without indexes."""
+        which that view does not show, with only the operations it reads
+        (``load_view_ops``), and without indexes."""
         sid = {"b_session_id": session_id}
         with self.database.connect() as db:
             session = self._load_session(db, sid)
@@ -692,7 +693,7 @@ class SqlSessionStore:
                     r.project_id: r
                     for r in (ProjectRec(*r) for r in db.execute(S.load_projects, sid))
                 },
-                ops={r.key: r for r in (OpRec(*r) for r in db.execute(S.load_ops, sid))},
+                ops={r.key: r for r in (OpRec(*r) for r in db.execute(S.load_view_ops, sid))},
                 components={
                     r.component: r
                     for r in (ComponentRec(*r) for r in db.execute(S.load_components, sid))

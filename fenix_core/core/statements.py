@@ -12,12 +12,14 @@ from typing import Any, Final
 
 from sqlalchemy import (
     Table,
+    and_,
     bindparam,
     case,
     delete,
     false,
     insert,
     literal_column,
+    or_,
     select,
     update,
 )
@@ -25,6 +27,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.dml import Delete, Insert, Update
 from sqlalchemy.sql.selectable import Select
 
+from ..contract import OpStatus
+from ..controls import STUCK_KIND_OF_OPERATION
 from ..store.schema import (
     HostRow,
     InboxRow,
@@ -39,6 +43,7 @@ from ..store.schema import (
     session_operations,
     session_outbox,
 )
+from .stuck import TIMED_OUT
 from .working_set import ComponentRec, HostRec, InboxRec, InstanceRec, OpRec, ProjectRec, SessionRec
 
 __all__ = ["INBOX_ROW", "INSTANCE_FIXED", "OP_ROW", "STATEMENTS", "Statements", "params"]
@@ -175,6 +180,27 @@ class Statements:
             select(*(OPERATIONS.c[f] for f in OpRec.FIELDS))
             .where(session_operations(number), OPERATIONS.c.handled == false())
             .order_by(OPERATIONS.c.id)
+        )
+        # What a session's view reads of its operations (get_session): the
+        # running ones (a gate's word on why the session waits, stuck work
+        # that was renewed) and those of a kind that can be stuck that
+        # failed by their deadline, handled or not. A finished session's
+        # view loads none of the thousands of others.
+        ops = OPERATIONS.c
+        self.load_view_ops = (
+            select(*(ops[f] for f in OpRec.FIELDS))
+            .where(
+                session_operations(number),
+                or_(
+                    and_(ops.handled == false(), ops.status == OpStatus.RUNNING.value),
+                    and_(
+                        ops.status == OpStatus.FAILED.value,
+                        ops.kind.in_(tuple(STUCK_KIND_OF_OPERATION)),
+                        ops.detail.startswith(TIMED_OUT, autoescape=True),
+                    ),
+                ),
+            )
+            .order_by(ops.id)
         )
         # The highest number, handled operations included: the last row of
         # the session's range.

@@ -9,9 +9,9 @@ builders read under the same names; what the ``data`` of an earlier
 release's session held for them comes from the records: pause and the current wait from the host
 pipeline's component, the start and finish of each host from its
 ``started_at`` / ``finished_at``, skipped hosts from their state, stuck
-work from the operation records (:func:`~fenix_core.core.stuck.stuck_work`:
-the working set's, and the handled ones that failed by their deadline,
-which only the operations table keeps).
+work from the operation records (:func:`~fenix_core.core.stuck.stuck_work`
+over those the view loads: the running ones and those that failed by their
+deadline, handled or not).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from sqlalchemy import bindparam, or_, select
 from sqlalchemy.engine import Engine as SAEngine
 
 from ..contract import OpKind, OpStatus
-from ..controls import STUCK_KIND_OF_OPERATION, Controls
+from ..controls import Controls
 from ..model import IgnoredConstraint, OperationView, ProjectView, SessionView
 from ..states import HostState
 from ..store.schema import (
@@ -40,7 +40,7 @@ from ..store.schema import (
 from ..views import build_operation_view, build_project_view, build_session_view
 from .admin import pipeline_state
 from .pipeline import PipelineState
-from .stuck import TIMED_OUT, stuck_work
+from .stuck import stuck_work
 from .working_set import OpRec, StoredRecords, WorkingSet
 from .ws_port import SESSION_COMPONENT
 
@@ -52,7 +52,6 @@ __all__ = [
     "session_ids",
     "session_view",
     "stored_wakes",
-    "timed_out_ops",
 ]
 
 _MOVES = (OpKind.MOVE.value, OpKind.WATCH.value)
@@ -124,21 +123,18 @@ def session_view(
     ws: StoredRecords,
     now: datetime,
     ignored: Sequence[IgnoredConstraint] = (),
-    handled: Sequence[OpRec] = (),
     held: WorkingSet | None = None,
 ) -> SessionView:
-    """``get_session``'s view of a working set (as committed); ``ignored``:
-    the stored constraints the cloud contradicts; ``handled``: the session's
-    handled operations that failed by their deadline (:func:`timed_out_ops`);
-    ``held``: this engine's copy, if it holds the session, whose running
-    operations' details may be newer than the stored ones (a step that only
-    polled need not write)."""
+    """``get_session``'s view of a session's records (as committed: a
+    working set, or the lighter records of ``SqlSessionStore.load_view``,
+    whose operations are those the view reads); ``ignored``: the stored
+    constraints the cloud contradicts; ``held``: this engine's copy, if it
+    holds the session, whose running operations' details may be newer than
+    the stored ones (a step that only polled need not write)."""
     hosts = sorted(ws.hosts.values(), key=lambda h: h.position)
     projects = list(ws.projects.values())
-    ops = {op.key: op for op in handled}
-    ops.update(ws.ops)
     controls = Controls.from_dict(ws.session.request.get("controls"))
-    stuck = stuck_work(ops.values(), controls)
+    stuck = stuck_work(ws.ops.values(), controls)
     # The records have the row's attribute names (see the module docstring).
     row: Any = _stored(ws, held or ws)
     return build_session_view(row, hosts, projects, now, ignored, stuck)  # type: ignore[arg-type]
@@ -149,24 +145,8 @@ def _number(session_id: Any) -> Any:
     return select(SessionRow.number).where(SessionRow.id == session_id).scalar_subquery()
 
 
-# Built once: get_session sends it at every call (a dashboard polls it).
-_o = OperationRow
-_TIMED_OUT_OPS = select(*(getattr(_o, f) for f in OpRec.FIELDS)).where(
-    session_operations(_number(bindparam("session_id"))),
-    _o.handled.is_(True),
-    _o.status == OpStatus.FAILED.value,
-    _o.kind.in_(tuple(STUCK_KIND_OF_OPERATION)),
-    _o.detail.startswith(TIMED_OUT, autoescape=True),
-)
+# Built once: a front end asks at every call.
 _SESSION_EXISTS = select(SessionRow.id).where(SessionRow.id == bindparam("session_id"))
-
-
-def timed_out_ops(db: SAEngine, session_id: str) -> list[OpRec]:
-    """The session's handled operations of the kinds that can be stuck
-    that failed with a timeout (the working set holds no handled ones)."""
-    with db.connect() as connection:
-        rows = connection.execute(_TIMED_OUT_OPS, {"session_id": session_id}).all()
-    return [OpRec(*r) for r in rows]
 
 
 def project_view(
