@@ -121,6 +121,7 @@ class Result:
     reply_commits: int = 0
     replies: int = 0  # replies sent (one per engine.reply(), one per item of reply_many())
     reply_errors: int = 0  # replies the engine refused (the front end's; 0 without one)
+    view_ms: float = 0.0  # CPU of one get_session of the finished session (a dashboard's poll)
 
     @property
     def statements_per_step(self) -> float:
@@ -271,6 +272,7 @@ def _child(scenario: Scenario, workflow: str, database_url: str, conn: Connectio
         figures = meter.figures("done")
         figures["makespan_s"] = (built.clock.now() - begin).total_seconds()
         figures["reply_errors"] = len(built.front.errors) if built.front is not None else 0
+        figures["view_ms"] = _view_ms(built.engine, session_id)
         built.engine.close()
         if view.state != "MAINTENANCE_DONE":
             figures["phase"] = "error"
@@ -281,6 +283,16 @@ def _child(scenario: Scenario, workflow: str, database_url: str, conn: Connectio
         conn.send({"phase": "error", "error": "".join(lines[-3:]).strip()})
     finally:
         conn.close()
+
+
+def _view_ms(engine: Engine, session_id: str, calls: int = 10) -> float:
+    """CPU ms of one ``get_session`` (what each GET of the session and each
+    refresh of its dashboard page costs), the mean of ``calls``."""
+    engine.get_session(session_id)  # its statements compiled
+    cpu0 = time.process_time()
+    for _ in range(calls):
+        engine.get_session(session_id)
+    return 1000 * (time.process_time() - cpu0) / calls
 
 
 def _directory_bytes(path: Path) -> int:
@@ -386,6 +398,7 @@ def print_table(results: Sequence[Result]) -> None:
                 f" {r.projects:,} projects, {r.groups:,} groups; setup (scenario build,"
                 f" not counted above) {r.setup_wall_s:.1f} s wall / {r.setup_cpu_s:.1f} s CPU;"
                 f" {r.cpu_per_host_ms:.0f} ms CPU per host maintained;"
+                f"{f' get_session {r.view_ms:.1f} ms CPU;' if r.view_ms else ''}"
                 f" {r.step_calls:,} step calls; {r.statements:,} statements and"
                 f" {r.commits:,} commits, of which in recording {r.replies:,} replies"
                 f" {r.reply_statements:,} and {r.reply_commits:,}"

@@ -62,6 +62,8 @@ def test_scale_runs_a_tiny_scenario_end_to_end_and_prints_its_figures(
     assert makespan >= tiny.hosts * tiny.host_work
     assert re.search(r"a 5-statement transaction \d+ us", out)
     assert re.search(r"rolling\s+tiny\s+[\d.]+\s+[\d.]+\s+[\d,]+x", out)  # engine/floor
+    # The finished session's view, as a dashboard's refresh reads it.
+    assert re.search(r"rolling tiny: .*; get_session \d+\.\d ms CPU;", out)
     for expected in (f"{tiny.hosts} hosts", "tiny hosts commits/step", "tiny hosts stmts/step"):
         assert expected in out
 
