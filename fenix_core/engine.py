@@ -207,6 +207,12 @@ _STATE_AND_WAKE = (
 )
 
 
+def _session_id(session_id: object) -> None:
+    """InvalidInput for a session id that is not a string."""
+    if not isinstance(session_id, str):
+        raise InvalidInput("session_id", f"expected a string, got {type(session_id).__name__}")
+
+
 def _cloud_groups(ws: StoredRecords) -> dict[str, str]:
     """The cloud's groups the session was created with: id -> project."""
     rec = ws.components.get(SESSION_COMPONENT)
@@ -583,7 +589,7 @@ class Engine:
         """One project's instances in the session and their states, nothing else."""
         _str(project_id, "project_id")
         with self._lock:
-            ws = self._working_set(session_id)  # checks session_id first
+            ws = self._working_set(session_id)  # checks session_id
             held = cast(WorkingSet | None, self._stepper.held(session_id))
             found = views.project_view(ws, project_id, held)
         if found is None:
@@ -668,8 +674,7 @@ class Engine:
     def _require_session(self, session_id: str) -> None:
         """InvalidInput for a session id that is not a string; NotFound for
         a session that does not exist."""
-        if not isinstance(session_id, str):
-            raise InvalidInput("session_id", f"expected a string, got {type(session_id).__name__}")
+        _session_id(session_id)
         if self._stepper.held(session_id) is None and not views.session_exists(
             self._db, session_id
         ):
@@ -681,11 +686,12 @@ class Engine:
     def _committed(self, session_id: str, load: Callable[[str], _Loaded]) -> _Loaded:
         """The session as last committed (by any worker: the copy this engine
         holds may be behind a control written through the database), read
-        by ``load`` once ``session_id`` is checked."""
-        self._require_session(session_id)
+        by ``load``: InvalidInput for an id that is not a string, NotFound
+        for a session the load does not find (no query of its own first)."""
+        _session_id(session_id)
         try:
             return load(session_id)
-        except NotFound:  # deleted meanwhile
+        except NotFound:
             raise NotFound("session", session_id, session_id=session_id) from None
 
     def subscribe(self, project_id: str) -> None:
