@@ -524,12 +524,11 @@ class _StepSql:
 #: by the prepared statements) and statement id -> (statement, Prepared).
 #: What a Prepared holds is a pure function of the statement and the
 #: dialect's settings; two threads preparing one at once make two alike.
-_COMPILED: dict[tuple[Any, ...], tuple[dict[str, dict[datetime, Any]], dict[int, Any]]] = {}
+_Compiled = tuple[dict[str, dict[datetime, Any]], dict[int, tuple[Any, Prepared]]]
+_COMPILED: dict[tuple[Any, ...], _Compiled] = {}
 
 
-def _compiled_for(
-    dialect: Any,
-) -> tuple[dict[str, dict[datetime, Any]], dict[int, tuple[Any, Prepared]]]:
+def _compiled_for(dialect: Any) -> _Compiled:
     key = (type(dialect), dialect.paramstyle, getattr(dialect, "_json_serializer", None))
     return _COMPILED.setdefault(key, ({}, {}))
 

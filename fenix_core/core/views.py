@@ -140,7 +140,7 @@ def session_view(
     return build_session_view(row, hosts, projects, now, ignored, stuck)  # type: ignore[arg-type]
 
 
-def _number(session_id: Any) -> Any:
+def _number(session_id: str) -> Any:
     """The session's number, as a subquery (its operations' ids count from it)."""
     return select(SessionRow.number).where(SessionRow.id == session_id).scalar_subquery()
 
