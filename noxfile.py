@@ -16,6 +16,11 @@ import nox.command
 
 nox.options.sessions = ["lint", "checks"]
 nox.options.error_on_missing_interpreters = True
+# uv makes the sessions' venvs and installs their packages: the README's
+# commands install it with nox (`nox[uv]`), and it installs the checks
+# session's extras in about 10 s where pip takes a minute or more. Where uv
+# is missing (nox installed alone), nox falls back to virtualenv and pip.
+nox.options.default_venv_backend = "uv|virtualenv"
 
 SOURCES = [
     "fenix_core",
@@ -301,8 +306,8 @@ def checks(session: nox.Session) -> None:
     """What `nox` runs after lint: the commands of the types, tests and docs
     sessions, in one venv.
 
-    Those sessions install the same extras (docs adds Sphinx), about a minute
-    of pip each; here the project is installed once. mypy and Sphinx run in
+    Those sessions install the same extras (docs adds Sphinx); here the
+    project is installed once. mypy and Sphinx run in
     the background while the tests run: the tests' two workers leave part of
     two cores idle (tests waiting on a browser, a server or real time), and
     the two take about a minute of CPU together. Their output is shown once
