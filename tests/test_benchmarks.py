@@ -206,6 +206,7 @@ def test_sql_counter_counts_an_executemany_as_one_statement(bench) -> None:
         counter.close()
 
 
+@pytest.mark.no_cover
 def test_replies_measures_both_backends(bench, capsys: pytest.CaptureFixture[str]) -> None:
     replies = bench("replies")
     assert replies.main(["--projects", "5", "--json"]) == 0
@@ -227,6 +228,7 @@ def test_replies_measures_both_backends(bench, capsys: pytest.CaptureFixture[str
     assert document["target"]["verdict"] in ("PASS", "FAIL")
 
 
+@pytest.mark.no_cover
 def test_makespan_compares_constrained_with_serial(
     bench, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -266,6 +268,7 @@ def test_makespan_compares_constrained_with_serial(
     assert 0 < float(row.group(1)) <= int(row.group(2))
 
 
+@pytest.mark.no_cover
 def test_makespan_runs_only_the_family_seeds_asked_for(
     bench, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -329,6 +332,7 @@ def test_makespan_host_figures_count_maintenance_and_drain_per_host(bench) -> No
     assert makespan.host_figures([], 0.0) == (0.0, 0.0)
 
 
+@pytest.mark.no_cover
 def test_witness_prints_a_schedule_the_cloud_accepts_and_never_below_the_bound(
     bench, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -493,6 +497,7 @@ def test_store_write_prints_the_write_cost_next_to_its_floor(
     assert re.search(r"200 instance rows, one write +[\d.]+ ms", out), out
 
 
+@pytest.mark.no_cover
 def test_core_runs_record_the_replies_of_an_instant_in_one_burst(bench) -> None:
     """The benchmark's managers reply through a front end: the replies sent
     in one simulated instant are recorded by one reply_many, every one of
@@ -511,6 +516,7 @@ def test_core_runs_record_the_replies_of_an_instant_in_one_burst(bench) -> None:
     run.engine.close()
 
 
+@pytest.mark.no_cover
 def test_workers_runs_one_and_two_workers_on_postgresql(
     bench, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -560,6 +560,7 @@ def test_dead_ends_once_found_end_done(spec: dict[str, Any]) -> None:
     check_cluster(spec)
 
 
+@pytest.mark.no_cover
 @pytest.mark.parametrize("spec", MANY_PENDING_DEAD_ENDS.values(), ids=MANY_PENDING_DEAD_ENDS.keys())
 def test_dead_ends_with_many_hosts_pending_end_done(spec: dict[str, Any]) -> None:
     check_cluster(spec)

@@ -150,6 +150,7 @@ def test_a_step_that_cannot_open_a_host_builds_no_opening_decision(
     assert len(decisions) <= HOSTS + HOSTS // 4, len(decisions)
 
 
+@pytest.mark.no_cover
 def test_a_pass_where_no_member_may_start_asks_the_planner_for_no_placement(
     cluster: CoreCluster, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -176,6 +177,7 @@ def test_a_pass_where_no_member_may_start_asks_the_planner_for_no_placement(
     assert 0 not in orders
 
 
+@pytest.mark.no_cover
 def test_an_emptied_hosts_listing_that_found_nothing_rebuilds_no_counts(
     cluster: CoreCluster, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -194,6 +196,7 @@ def test_an_emptied_hosts_listing_that_found_nothing_rebuilds_no_counts(
     assert len(built) <= 2, len(built)
 
 
+@pytest.mark.no_cover
 @pytest.mark.parametrize("recount", [False, True], ids=["kept", "recounted-every-step"])
 def test_the_hosts_holding_parked_instances_are_named_last_to_the_planner(
     cluster: CoreCluster, monkeypatch: pytest.MonkeyPatch, recount: bool
@@ -280,6 +283,7 @@ def _answered_late(path: Path, unrecovered: int = 0) -> Timeline:
     return _run(c)
 
 
+@pytest.mark.no_cover
 def test_the_room_checks_skip_only_decisions_that_open_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -299,6 +303,7 @@ def test_the_room_checks_skip_only_decisions_that_open_nothing(
     assert any(skipped)  # the decisions' own check was reached, and skipped some
 
 
+@pytest.mark.no_cover
 def test_a_decision_with_no_pending_host_left_is_not_built(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -321,6 +326,7 @@ def test_a_decision_with_no_pending_host_left_is_not_built(
     assert _answered_late(tmp_path / "built") == whole
 
 
+@pytest.mark.no_cover
 def test_the_window_room_check_lets_few_decisions_through_that_their_own_totals_turn_down(
     cluster: CoreCluster, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -509,6 +515,7 @@ def reopened(cluster: CoreCluster, db: Path) -> Engine:
     )
 
 
+@pytest.mark.no_cover
 def test_a_session_stored_with_its_instances_in_recovery_listed_resumes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -623,6 +630,7 @@ def _twice_from(cluster: CoreCluster, host: str) -> int:
     return sum(1 for i in twice if first_left[i] == host)
 
 
+@pytest.mark.no_cover
 def test_a_session_resumes_its_partial_first_wave_host_with_the_second_moves_it_has_left(
     tmp_path: Path,
 ) -> None:
@@ -639,6 +647,7 @@ def test_a_session_resumes_its_partial_first_wave_host_with_the_second_moves_it_
     assert constraint_violations(cluster.cloud, cluster.constraints()) == []
 
 
+@pytest.mark.no_cover
 def test_a_session_stored_before_partial_first_wave_hosts_resumes(tmp_path: Path) -> None:
     """A session stored in schema 2 (no partial host in the waves' state) in
     the middle of its first wave loads in a new engine and finishes, no
@@ -775,6 +784,7 @@ def test_the_placement_reads_no_member_it_cannot_move_or_that_moves_none(
     assert _timeline(tmp_path / "whole") == short
 
 
+@pytest.mark.no_cover
 def test_placements_without_a_per_host_limit_move_as_the_full_pass_does(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -893,6 +903,7 @@ def test_the_stay_room_read_from_the_capacity_index_is_the_windows(
     assert timeline("windowed") == indexed
 
 
+@pytest.mark.no_cover
 def test_hosts_whose_unasked_instances_wait_for_answers_are_not_read_again(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -934,6 +945,7 @@ def test_hosts_whose_unasked_instances_wait_for_answers_are_not_read_again(
     assert timeline("read", Forgetful) == kept
 
 
+@pytest.mark.no_cover
 def test_a_placement_with_the_inputs_of_the_last_empty_one_is_not_worked_out_again(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -962,6 +974,7 @@ def test_a_placement_with_the_inputs_of_the_last_empty_one_is_not_worked_out_aga
     assert timeline("worked", never) == kept
 
 
+@pytest.mark.no_cover
 def test_an_opening_decision_with_the_inputs_of_the_last_one_that_opened_nothing_is_skipped(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -1360,6 +1373,7 @@ def test_the_kept_windows_are_those_of_a_fresh_walk(
     assert windows.count(False) > 5, windows.count(False)
 
 
+@pytest.mark.no_cover
 def test_a_session_reopened_by_another_engine_reads_fresh_windows(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -1511,6 +1525,7 @@ def test_the_draining_load_kept_leaves_out_a_move_towards_a_host_that_started_dr
     assert constrained.walks._DrainingTaken.read(ctx).total == 2
 
 
+@pytest.mark.no_cover
 def test_the_fleet_targets_kept_are_those_of_a_read_of_every_host(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -1598,6 +1613,7 @@ def test_a_pass_asks_the_pipeline_once_for_all_its_hosts_in_flight(paused: bool)
     assert ctx.asked == ["cmp-0", "cmp-1", "cmp-3", "cmp-1"]
 
 
+@pytest.mark.no_cover
 def test_the_hosts_found_steady_are_passed_as_a_full_read_of_each_passes_them(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -1676,6 +1692,7 @@ def test_the_window_sample_is_the_least_instance_of_each_host_type() -> None:
         assert sample(ctx, step, leasts) == expected  # type: ignore[arg-type]
 
 
+@pytest.mark.no_cover
 def test_the_idle_open_hosts_kept_are_those_of_a_walk(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -589,6 +589,7 @@ def test_the_waves_moves_are_checked_with_many_hosts_pending(spec: dict[str, Any
     check_cluster_v2(spec)
 
 
+@pytest.mark.no_cover
 def test_the_verdicts_kept_change_no_decision(monkeypatch: pytest.MonkeyPatch) -> None:
     """The move check keeps the dry run's verdicts per state (in the
     process only): a run that keeps none, as a worker that just started,

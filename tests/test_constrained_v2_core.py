@@ -296,6 +296,7 @@ def check_cluster_core(path: Path, spec: dict[str, Any]) -> None:
         c.close()
 
 
+@pytest.mark.no_cover
 @settings(
     max_examples=10,
     deadline=None,

@@ -438,6 +438,7 @@ def views(ctx: Any) -> Any:
     )
 
 
+@pytest.mark.no_cover
 @settings(max_examples=80, deadline=None)
 @given(working_sets(), st.lists(CALLS, max_size=25))
 def test_answers_refusals_and_views_equal_fake_context(

@@ -169,6 +169,7 @@ def test_transaction_commits_on_exit_and_rolls_back_on_error(core: Factory) -> N
         assert orm.execute(text("SELECT x FROM extension")).scalars().all() == [1]
 
 
+@pytest.mark.no_cover
 def test_unsubscribe_forgets_the_project_and_a_new_session_asks_it_nothing(
     core: Factory,
 ) -> None:

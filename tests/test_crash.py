@@ -52,6 +52,7 @@ def kill_points(rng: random.Random, total: int, count: int) -> list[int]:
     return points
 
 
+@pytest.mark.no_cover
 def test_sessions_survive_sigkill_at_random_points(reference: CrashReport, tmp_path: Path) -> None:
     rng = random.Random(SEED)
     total = reference.ticks[0]

@@ -16,6 +16,7 @@ from fenix_core import second_moves
 from fenix_core.testing.invariants import migrations_per_instance
 
 
+@pytest.mark.no_cover
 def test_a_full_cloud_opens_a_partial_host_in_its_first_wave_and_moves_only_its_allowance_twice(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -59,6 +60,7 @@ def test_a_full_cloud_opens_a_partial_host_in_its_first_wave_and_moves_only_its_
     assert 0 < by_host[wave.partial] <= wave.twice < 20
 
 
+@pytest.mark.no_cover
 def test_a_one_at_a_time_chain_starts_sooner_with_a_first_host_that_empties_soonest(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -75,6 +77,7 @@ def test_a_one_at_a_time_chain_starts_sooner_with_a_first_host_that_empties_soon
     assert most <= 2
 
 
+@pytest.mark.no_cover
 def test_the_first_waves_hosts_each_ranked_behind_those_chosen_before_it(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

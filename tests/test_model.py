@@ -383,6 +383,7 @@ plausible = st.one_of(
 requests_like = json_values | st.dictionaries(field_names, plausible, max_size=8)
 
 
+@pytest.mark.no_cover
 @PROPERTY
 @given(requests_like)
 def test_from_dict_raises_only_invalid_input(data: object) -> None:
@@ -422,6 +423,7 @@ valid_requests = st.builds(
 )
 
 
+@pytest.mark.no_cover
 @PROPERTY
 @given(valid_requests)
 def test_round_trip(request: SessionRequest) -> None:

@@ -16,6 +16,7 @@ from fenix_core import planner
 from fenix_core.workflows import constrained
 
 
+@pytest.mark.no_cover
 def test_a_full_cloud_drains_its_hosts_faster_with_one_opened_ahead_of_its_room(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -35,6 +36,7 @@ def test_a_full_cloud_drains_its_hosts_faster_with_one_opened_ahead_of_its_room(
     assert most <= 2
 
 
+@pytest.mark.no_cover
 def test_the_kept_scores_of_the_hosts_opened_ahead_are_those_of_their_loads(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -8,6 +8,7 @@ import pytest
 from family_layouts import family_layout_ratios
 
 
+@pytest.mark.no_cover
 def test_a_host_whose_members_would_wait_for_busy_groups_opens_after_one_that_drains_at_once(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

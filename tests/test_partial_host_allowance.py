@@ -82,6 +82,7 @@ def _queued_spends(cluster: CoreCluster, host: str) -> int:
     return spent
 
 
+@pytest.mark.no_cover
 def test_the_partial_hosts_allowance_outlives_a_later_opening_decision(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

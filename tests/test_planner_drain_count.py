@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -37,6 +38,7 @@ def fleet(draw: Any, *, loads: int, spares: int) -> tuple[list[HostLoad], list[T
     return out, targets, list(forced)
 
 
+@pytest.mark.no_cover
 @settings(max_examples=300, deadline=None)
 @given(st.data(), st.booleans())
 def test_counting_gives_the_dry_runs_verdict(data: st.DataObject, together: bool) -> None:

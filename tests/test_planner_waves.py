@@ -1123,6 +1123,7 @@ def test_fits_all_counts_max_per_host() -> None:
     assert not fits_all(members, [target("t1", 99, g=3), target("t2", 99, g=1)], rules)
 
 
+@pytest.mark.no_cover
 @settings(max_examples=300, deadline=None)
 @given(
     sizes=st.lists(st.integers(0, 4), max_size=12),
@@ -1470,6 +1471,7 @@ def opening_cases(draw: Any) -> dict[str, Any]:
     }
 
 
+@pytest.mark.no_cover
 @PROPERTY
 @given(opening_cases())
 def test_hosts_to_open_keeps_the_greedy_rule(case: dict[str, Any]) -> None:

@@ -327,6 +327,7 @@ def fleets(
     return hosts, instances, managed
 
 
+@pytest.mark.no_cover
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(fleets(), st.data())
 def test_random_fleets_end_with_every_host_maintained_once(

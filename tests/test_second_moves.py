@@ -322,6 +322,7 @@ def waves(draw: st.DrawFn) -> tuple[list[HostLoad], list[Target], int]:
     return loads, targets, draw(st.integers(1, 5))
 
 
+@pytest.mark.no_cover
 @settings(max_examples=200, deadline=None, derandomize=True)
 @given(waves(), st.integers(0, 200))
 def test_first_wave_fits_its_slots_its_room_and_the_hosts_it_leaves(

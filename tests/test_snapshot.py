@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import attrs
+import pytest
 import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -353,6 +354,7 @@ def _clouds(
     )
 
 
+@pytest.mark.no_cover
 @PROPERTY
 @given(_clouds())
 def test_every_snapshot_makes_a_valid_scenario_with_the_engines_rules(

@@ -641,7 +641,14 @@ def _step_statements() -> list[tuple[Any, tuple[str, ...]]]:
     ]
 
 
-@pytest.mark.parametrize("serializer", ["sqlalchemys", "the engines", "another"])
+@pytest.mark.parametrize(
+    "serializer",
+    [
+        pytest.param("sqlalchemys", marks=pytest.mark.no_cover),
+        pytest.param("the engines", marks=pytest.mark.no_cover),
+        "another",  # traced: it or "sqlalchemys" is the only test of a branch (docs/testing.md)
+    ],
+)
 def test_rows_bind_what_the_column_types_bind(serializer: str) -> None:
     """Prepared.rows (generated per record layout: datetimes from memory,
     booleans and None inline, empty JSON containers made once, JSON text

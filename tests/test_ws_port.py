@@ -558,6 +558,7 @@ _ONE_HOST = {
 }
 
 
+@pytest.mark.no_cover
 @settings(max_examples=80, deadline=None)
 @given(working_sets(), st.lists(CALLS, max_size=25))
 @example(_ONE_HOST, [("istate", "vm-0", InstanceState.GONE)])

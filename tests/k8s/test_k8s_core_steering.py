@@ -65,6 +65,7 @@ def core(tmp_path: Path, fake: FakeApiServer, fenix_clock: SimClock) -> Iterator
     engine.close()
 
 
+@pytest.mark.no_cover
 def test_a_node_leaving_the_queue_is_untainted_alone(
     fake: FakeApiServer, fenix_clock: SimClock, core: Engine
 ) -> None:

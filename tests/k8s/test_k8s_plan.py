@@ -81,6 +81,7 @@ def test_a_missing_context_is_a_clean_error(fake, tmp_path: Path) -> None:
     assert "Traceback" not in result.output
 
 
+@pytest.mark.no_cover
 def test_the_plan_matches_the_real_session_that_follows(fake, k8s_engine) -> None:
     cluster = fake.cluster
     shop_cluster(cluster)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import itertools
 
+import pytest
+
 from fenix_core import ActionSpec, SessionRequest
 from fenix_core_k8s import CORDONED_ANNOTATION
 from fenix_core_k8s.testing import NodeReboot
@@ -179,6 +181,7 @@ def test_a_node_cordoned_before_the_session_stays_cordoned(fake, k8s_engine):
     assert not cluster.cordoned("node-0")
 
 
+@pytest.mark.no_cover
 def test_two_budgets_on_one_pod_fail_the_session_and_a_retry_finishes_it(fake, k8s_engine):
     cluster = fake.cluster
     shop_cluster(cluster)

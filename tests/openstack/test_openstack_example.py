@@ -10,6 +10,7 @@ import pytest
 EXAMPLE = Path(__file__).parents[2] / "examples" / "openstack_rolling_upgrade.py"
 
 
+@pytest.mark.no_cover
 def test_example_upgrades_every_host_of_the_fake_cloud(capsys: pytest.CaptureFixture[str]) -> None:
     module = runpy.run_path(str(EXAMPLE))
     assert module["main"](["--fake"]) == 0

@@ -274,8 +274,21 @@ def _random_cloud(fake: FakeOpenStack, seed: int) -> None:
         fake.add_server_group("sg-1", "p0", rng.sample(own, 3), policy=policy)
 
 
-@pytest.mark.parametrize("workflow", ["rolling", "constrained"])
-@pytest.mark.parametrize("seed", [0, 1, 3, 5])
+# Untraced but one: the cloud of seed 3 under the rolling workflow is the
+# only test to take a branch of fenix_core (docs/testing.md).
+RANDOM_CLOUDS = [
+    pytest.param(
+        seed,
+        workflow,
+        id=f"{seed}-{workflow}",
+        marks=() if (seed, workflow) == (3, "rolling") else pytest.mark.no_cover,
+    )
+    for seed in (0, 1, 3, 5)
+    for workflow in ("rolling", "constrained")
+]
+
+
+@pytest.mark.parametrize(("seed", "workflow"), RANDOM_CLOUDS)
 def test_the_plan_matches_the_real_session_on_random_clouds(fake, make_engine, workflow, seed):
     _random_cloud(fake, seed)
     snapshot = read_cloud(OpenStackDriver(fake.connect()))

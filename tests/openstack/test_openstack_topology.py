@@ -57,6 +57,7 @@ def test_hosts_carry_their_zone_and_aggregates(fake) -> None:
     }
 
 
+@pytest.mark.no_cover
 def test_a_session_maintains_one_availability_zone_at_a_time(fake, make_engine, clock) -> None:
     _zoned(fake)
     engine = make_engine(TimedAction("upgrade", seconds=600))

@@ -265,6 +265,7 @@ def test_a_project_token_sees_only_its_project(browser: Any, services: list[Feni
     assert not service.engine.get_session(alpha_sid).paused
 
 
+@pytest.mark.no_cover
 def test_screenshot_of_a_session_at_100_hosts(
     browser: Any,
     services: list[FenixService],

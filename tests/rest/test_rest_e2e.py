@@ -208,6 +208,7 @@ def _wait_last(hook: HookEndpoint, state: str, timeout: float = 10.0) -> list[di
     return hook.bodies()
 
 
+@pytest.mark.no_cover
 def test_admin_reads_while_a_session_runs_fail_nothing(
     service: tuple[FenixService, SimulatedCloud, HookEndpoint], caplog: pytest.LogCaptureFixture
 ) -> None:

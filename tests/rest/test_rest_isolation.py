@@ -151,6 +151,7 @@ def test_two_tenants_before_during_and_after_a_session(
     assert engine.get_session(sid).ignored_constraints == ()
 
 
+@pytest.mark.no_cover
 def test_a_stored_row_the_cloud_contradicts_is_ignored_and_reported(
     client: TestClient, engine: Engine, fenix_clock: SimClock, caplog: pytest.LogCaptureFixture
 ) -> None:
