@@ -9,7 +9,7 @@ from fastapi.testclient import TestClient
 
 from fenix_core import Engine
 
-from .conftest import ADMIN, PA, error_of
+from .conftest import ADMIN, PA, PB, error_of
 
 JSON = {**ADMIN, "content-type": "application/json"}
 
@@ -135,6 +135,8 @@ def test_project_not_in_session_is_404(client: TestClient, session_id: str) -> N
         ("/v1/subscription/pa", {"url": "ftp://pa.test/x"}, "url"),
         ("/v1/subscription/pa", {"url": "http://pa.test", "body_shape": "xml"}, "body_shape"),
         ("/v1/subscription/pa", {}, "url"),
+        ("/v1/subscription/pa", {"url": ""}, "url"),
+        ("/v1/subscription/pa", {"url": "http://[::1"}, "url"),  # httpx: not a URL
     ],
 )
 def test_bad_constraints_and_subscriptions_are_400(
@@ -145,6 +147,29 @@ def test_bad_constraints_and_subscriptions_are_400(
     assert engine.list_instance_constraints() == []
     assert engine.list_group_constraints() == []
     assert engine.subscriptions() == []
+
+
+def test_deleting_a_subscription_nobody_made_is_404(client: TestClient, engine: Engine) -> None:
+    response = client.delete("/v1/subscription/pa", headers=PA)
+    assert error_of(response) == (404, "not_found", None), response.text
+    assert engine.subscriptions() == []
+
+
+def test_naming_the_holder_of_a_constraint_is_for_the_admin_and_the_holder(
+    client: TestClient, engine: Engine
+) -> None:
+    """``?project_id=`` names whose row a GET or DELETE means: the admin may
+    name any project, a project only itself; a refusal deletes nothing."""
+    assert client.put("/v1/instance/vm-a1", json={"lead_time": 60}, headers=PA).status_code == 200
+    read = client.get("/v1/instance/vm-a1", params={"project_id": "pa"}, headers=ADMIN)
+    assert read.status_code == 200, read.text
+    assert (read.json()["project_id"], read.json()["lead_time"]) == ("pa", 60)
+    own = client.get("/v1/instance/vm-a1", params={"project_id": "pa"}, headers=PA)
+    assert own.status_code == 200, own.text
+    for method in ("get", "delete"):
+        refused = client.request(method, "/v1/instance/vm-a1?project_id=pa", headers=PB)
+        assert error_of(refused)[0] == 403, refused.text
+    assert [c.project_id for c in engine.list_instance_constraints()] == ["pa"]
 
 
 def test_oversize_bodies_are_413(client: TestClient, engine: Engine) -> None:

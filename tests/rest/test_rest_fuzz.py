@@ -44,6 +44,7 @@ def fuzzed_engine(fenix_cloud: SimulatedCloud, fenix_engine_factory: Any) -> Eng
 
 
 @pytest.mark.slow
+@pytest.mark.no_cover  # what it reaches, traced tests reach (test_rest_bad_input.py)
 def test_every_answer_is_as_described_and_refusals_write_nothing(fuzzed_engine: Engine) -> None:
     engine = fuzzed_engine
     outbox = WebhookOutbox(engine, public_url="http://fenix.test").connect()
