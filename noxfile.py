@@ -190,14 +190,10 @@ def lint(session: nox.Session) -> None:
 def types(session: nox.Session) -> None:
     """mypy --strict on the library and the cloud plug-ins."""
     session.install("-e", ".[dev,openstack,rest,k8s]")
-    _run_types(session)
+    session.run(*TYPES)
 
 
 TYPES = ["mypy", "fenix_core", "fenix_core_openstack", "fenix_core_k8s"]
-
-
-def _run_types(session: nox.Session) -> None:
-    session.run(*TYPES)
 
 
 MERMAID_VERSION = "11.12.1"
@@ -263,12 +259,8 @@ def docs(session: nox.Session) -> None:
     (docs/_static/mermaid), so the state diagrams render without a CDN.
     """
     session.install("-e", ".[docs,openstack,k8s,rest]")
-    _build_docs(session, session.posargs)
-
-
-def _build_docs(session: nox.Session, sphinx_options: list[str]) -> None:
     _vendor_mermaid(session)
-    session.run(*_sphinx(sphinx_options))
+    session.run(*_sphinx(session.posargs))
 
 
 def _sphinx(options: list[str]) -> list[str]:
@@ -307,10 +299,10 @@ def checks(session: nox.Session) -> None:
     sessions, in one venv.
 
     Those sessions install the same extras (docs adds Sphinx); here the
-    project is installed once. mypy and Sphinx run in
-    the background while the tests run: the tests' two workers leave part of
-    two cores idle (tests waiting on a browser, a server or real time), and
-    the two take about a minute of CPU together. Their output is shown once
+    project is installed once. mypy and Sphinx run in the background while
+    the tests run: the tests' two workers leave part of two cores idle
+    (tests waiting on a browser, a server or real time), and the two take
+    about a minute of CPU together. Their output is shown once
     the tests have ended. A step that fails does not stop the others; the
     session then fails naming it. Options after -- go to pytest, as with
     `nox -s tests`.
